@@ -1,0 +1,113 @@
+"""actorgrid: a Ray-like distributed actor runtime for Python, built on Trio.
+
+The public API is what this module exports; everything in underscored modules is private.
+"""
+
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+from ._exceptions import ActorDiedError as ActorDiedError
+from ._exceptions import ActorgridError as ActorgridError
+from ._exceptions import AuthenticationError as AuthenticationError
+from ._exceptions import GetTimeoutError as GetTimeoutError
+from ._exceptions import NameNotFoundError as NameNotFoundError
+from ._exceptions import NotInitializedError as NotInitializedError
+from ._exceptions import ProtocolError as ProtocolError
+from ._exceptions import RemoteError as RemoteError
+from ._exceptions import SerializationError as SerializationError
+from ._exceptions import TaskCancelledError as TaskCancelledError
+from ._exceptions import WorkerDiedError as WorkerDiedError
+from ._node.cluster import Cluster as Cluster
+from ._node.cluster import WorkerStatistics as WorkerStatistics
+from ._node.cluster import connect as connect
+from ._node.cluster import init as init
+from ._node.cluster import is_initialized as is_initialized
+from ._node.cluster import shutdown as shutdown
+from ._runtime.api import ask as ask
+from ._runtime.api import ask_async as ask_async
+from ._runtime.api import cancel as cancel
+from ._runtime.api import get as get
+from ._runtime.api import get_actor as get_actor
+from ._runtime.api import get_actor_async as get_actor_async
+from ._runtime.api import get_async as get_async
+from ._runtime.api import kill as kill
+from ._runtime.api import kill_async as kill_async
+from ._runtime.api import put as put
+from ._runtime.api import send as send
+from ._runtime.api import send_async as send_async
+from ._runtime.api import wait as wait
+from ._runtime.api import wait_async as wait_async
+from ._runtime.context import Context as Context
+from ._runtime.context import Mailbox as Mailbox
+from ._runtime.context import MailboxStatistics as MailboxStatistics
+from ._runtime.context import Request as Request
+from ._runtime.handles import ActorHandle as ActorHandle
+from ._runtime.handles import ActorMethod as ActorMethod
+from ._runtime.refs import ObjectRef as ObjectRef
+from ._runtime.remote import ActorClass as ActorClass
+from ._runtime.remote import RemoteFunction as RemoteFunction
+from ._runtime.remote import remote as remote
+
+try:
+    __version__ = _version("actorgrid")
+except _PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "ActorClass",
+    "ActorDiedError",
+    "ActorHandle",
+    "ActorMethod",
+    "ActorgridError",
+    "AuthenticationError",
+    "Cluster",
+    "Context",
+    "GetTimeoutError",
+    "Mailbox",
+    "MailboxStatistics",
+    "NameNotFoundError",
+    "NotInitializedError",
+    "ObjectRef",
+    "ProtocolError",
+    "RemoteError",
+    "RemoteFunction",
+    "Request",
+    "SerializationError",
+    "TaskCancelledError",
+    "WorkerDiedError",
+    "WorkerStatistics",
+    "ask",
+    "ask_async",
+    "cancel",
+    "connect",
+    "get",
+    "get_actor",
+    "get_actor_async",
+    "get_async",
+    "init",
+    "is_initialized",
+    "kill",
+    "kill_async",
+    "put",
+    "remote",
+    "send",
+    "send_async",
+    "shutdown",
+    "wait",
+    "wait_async",
+]
+
+
+def _fixup_module_metadata() -> None:
+    # Public objects say they live in `actorgrid`, as users import them (trio does the same).
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("actorgrid."):
+            try:
+                obj.__module__ = "actorgrid"
+            except (AttributeError, TypeError):
+                pass
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

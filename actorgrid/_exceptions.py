@@ -1,0 +1,188 @@
+"""The actorgrid exception tree: every error the runtime raises to users.
+
+::
+
+    Exception
+    └── ActorgridError
+        ├── RemoteError            user code raised remotely; also an instance of the original
+        │                          type where that type can be subclassed
+        ├── ActorDiedError         the actor is gone (killed, constructor failed, process died)
+        ├── WorkerDiedError        the worker running a task went away before it answered
+        ├── TaskCancelledError     ag.cancel() reached the task
+        ├── GetTimeoutError        also a TimeoutError: ag.get(..., timeout=) ran out
+        ├── SerializationError     also a TypeError: a value could not be pickled or unpickled
+        ├── NameNotFoundError      also a LookupError: no live actor has that name
+        ├── NotInitializedError    also a RuntimeError: no cluster to talk to
+        ├── AuthenticationError    also a ConnectionError: the peer does not share our secret
+        └── ProtocolError          also a ConnectionError: malformed, truncated or oversized input
+
+Errors are translated at boundaries: the wire carries boxed errors, and the runtime turns them
+into these classes where the caller receives them.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = [
+    "ActorDiedError",
+    "ActorgridError",
+    "AuthenticationError",
+    "GetTimeoutError",
+    "NameNotFoundError",
+    "NotInitializedError",
+    "ProtocolError",
+    "RemoteError",
+    "SerializationError",
+    "TaskCancelledError",
+    "WorkerDiedError",
+]
+
+
+class ActorgridError(Exception):
+    """Base class of every error raised by actorgrid itself."""
+
+
+class RemoteError(ActorgridError):
+    """An exception raised by user code on another process, re-raised in the caller.
+
+    ``cause`` is the original exception object when it could be unpickled here, ``type_name``
+    its qualified type name, ``remote_traceback`` the traceback as text and ``where`` names the
+    task or actor and the worker it ran on. Instances returned by :meth:`as_instance_of_cause`
+    are also instances of the original type, so ``except ValueError`` keeps working.
+    """
+
+    cause: BaseException | None
+    type_name: str
+    message: str
+    remote_traceback: str
+    where: str
+
+    def __init__(
+        self,
+        type_name: str,
+        message: str,
+        remote_traceback: str,
+        where: str,
+        cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(type_name, message)
+        _fill(self, type_name, message, remote_traceback, where, cause)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.type_name}: {self.message}\n\n"
+            f"Raised in {self.where}. Remote traceback:\n{self.remote_traceback.rstrip()}"
+        )
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild_remote_error,
+            (self.type_name, self.message, self.remote_traceback, self.where, self.cause),
+        )
+
+    def as_instance_of_cause(self) -> RemoteError:
+        """Return an equivalent error that is also an instance of ``type(self.cause)``."""
+        cause = self.cause
+        if cause is None or isinstance(cause, RemoteError) or not isinstance(cause, Exception):
+            return self
+        sub = _subclass_for(type(cause))
+        if sub is None:
+            return self
+        try:
+            err: RemoteError = sub.__new__(sub)
+            err.args = cause.args
+            err.__dict__.update(getattr(cause, "__dict__", {}))
+        except Exception:
+            return self
+        _fill(err, self.type_name, self.message, self.remote_traceback, self.where, cause)
+        return err
+
+
+def _fill(
+    err: RemoteError,
+    type_name: str,
+    message: str,
+    remote_traceback: str,
+    where: str,
+    cause: BaseException | None,
+) -> None:
+    err.type_name = type_name
+    err.message = message
+    err.remote_traceback = remote_traceback
+    err.where = where
+    err.cause = cause
+
+
+def _rebuild_remote_error(
+    type_name: str, message: str, tb: str, where: str, cause: BaseException | None
+) -> RemoteError:
+    return RemoteError(type_name, message, tb, where, cause).as_instance_of_cause()
+
+
+_subclasses: dict[type[BaseException], type[RemoteError] | None] = {}
+_subclasses_lock = threading.Lock()
+
+
+def _subclass_for(cls: type[BaseException]) -> type[RemoteError] | None:
+    # One dynamic subclass per original type, so isinstance checks and pickling stay cheap.
+    with _subclasses_lock:
+        if cls in _subclasses:
+            return _subclasses[cls]
+        try:
+            sub: type[RemoteError] | None = type(
+                f"RemoteError[{cls.__qualname__}]",
+                (RemoteError, cls),
+                {"__module__": "actorgrid", "__init__": RemoteError.__init__},
+            )
+        except TypeError:
+            sub = None  # final types and instance lay-out conflicts cannot be mixed in
+        _subclasses[cls] = sub
+        return sub
+
+
+class ActorDiedError(ActorgridError):
+    """The actor a call or message was meant for is no longer alive."""
+
+
+class WorkerDiedError(ActorgridError):
+    """The worker process running a task exited before it returned a result."""
+
+
+class TaskCancelledError(ActorgridError):
+    """The task was cancelled with ``ag.cancel()`` before it produced a result."""
+
+
+class GetTimeoutError(ActorgridError, TimeoutError):
+    """``ag.get`` or ``ag.ask`` waited longer than its ``timeout``."""
+
+
+class SerializationError(ActorgridError, TypeError):
+    """A value could not be serialized to be sent, or deserialized where it arrived."""
+
+
+class NameNotFoundError(ActorgridError, LookupError):
+    """No live actor is registered under the requested name."""
+
+
+class NotInitializedError(ActorgridError, RuntimeError):
+    """An API call needs a cluster, but ``ag.init()`` or ``ag.connect()`` has not run."""
+
+
+class AuthenticationError(ActorgridError, ConnectionError):
+    """A peer failed the handshake: it does not hold the same cluster secret."""
+
+
+class ProtocolError(ActorgridError, ConnectionError):
+    """A peer sent malformed, truncated, oversized or out-of-place data."""
+
+
+def unwrap_group(exc: BaseException) -> BaseException:
+    """The single error inside nested one-member exception groups, else ``exc`` itself.
+
+    Nurseries wrap errors in groups; at the API boundary a lone error is shown as itself.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

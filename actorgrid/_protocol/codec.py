@@ -1,0 +1,114 @@
+"""One cattrs converter turns messages into msgpack envelopes and back.
+
+A frame body is ``[u32 envelope length][envelope][buffer 0][buffer 1]...``: the envelope is the
+msgpack form of the message, tagged with its class name, and each :class:`Payload` in it lists
+the lengths of its out-of-band buffers, whose bytes follow the envelope unchanged. Large arrays
+are therefore never copied into msgpack, and on the receiving side they are views into the
+frame's own buffer.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import Any
+
+import cattrs
+import msgpack
+from cattrs.strategies import configure_tagged_union
+
+from .._exceptions import ProtocolError
+from .messages import MESSAGE_TYPES, Message, Payload
+
+__all__ = ["decode", "encode"]
+
+_ENV_LEN = struct.Struct("!I")
+
+_converter = cattrs.Converter(detailed_validation=False)
+_state = threading.local()
+
+
+def _unstructure_payload(p: Payload) -> list[Any]:
+    sink: list[memoryview] = _state.sink
+    sink.extend(p.buffers)
+    return [p.data, [b.nbytes for b in p.buffers]]
+
+
+def _structure_payload(obj: Any, _: Any) -> Payload:
+    data, lengths = obj
+    if not isinstance(data, bytes):
+        raise ProtocolError("payload data is not bytes")
+    body: memoryview = _state.body
+    buffers = []
+    for n in lengths:
+        if not isinstance(n, int) or n < 0 or _state.offset + n > body.nbytes:
+            raise ProtocolError("payload buffers run past the end of the frame")
+        buffers.append(body[_state.offset : _state.offset + n])
+        _state.offset += n
+    return Payload(data, tuple(buffers))
+
+
+_converter.register_unstructure_hook(Payload, _unstructure_payload)
+_converter.register_structure_hook(Payload, _structure_payload)
+configure_tagged_union(
+    Message,  # type: ignore[arg-type]
+    _converter,
+    tag_generator=lambda cls: cls.__name__,
+    tag_name="t",
+)
+_unstructure_message = _converter.get_unstructure_hook(Message)  # type: ignore[arg-type]
+_structure_message = _converter.get_structure_hook(Message)  # type: ignore[arg-type]
+_packer_lock = threading.Lock()
+
+
+def encode(message: Message) -> list[bytes | memoryview]:
+    """Return the frame body of ``message`` as parts to be written back to back."""
+    if type(message) not in _KNOWN:
+        raise TypeError(f"{type(message).__name__} is not a wire message")
+    sink: list[memoryview] = []
+    _state.sink = sink
+    try:
+        envelope = msgpack.packb(_unstructure_message(message), use_bin_type=True)
+    finally:
+        _state.sink = None
+    return [_ENV_LEN.pack(len(envelope)), envelope, *sink]
+
+
+def decode(body: bytes | bytearray | memoryview) -> Message:
+    """Parse one frame body. Any malformed input raises ProtocolError, nothing else."""
+    view = memoryview(body)
+    if view.nbytes < _ENV_LEN.size:
+        raise ProtocolError(f"frame of {view.nbytes} bytes is too short to hold an envelope")
+    (env_len,) = _ENV_LEN.unpack_from(view)
+    end = _ENV_LEN.size + env_len
+    if end > view.nbytes:
+        raise ProtocolError("envelope length runs past the end of the frame")
+    try:
+        obj = msgpack.unpackb(view[_ENV_LEN.size : end], raw=False, use_list=False)
+    except Exception as exc:
+        raise ProtocolError(f"frame envelope is not valid msgpack: {exc}") from None
+    # The tag is checked to be a str first: a map or list tag is unhashable, and a set lookup
+    # with it would raise TypeError instead of ProtocolError.
+    if not isinstance(obj, dict) or not isinstance(obj.get("t"), str) or obj["t"] not in _TAGS:
+        raise ProtocolError(f"frame envelope is not a known message: tag {_tag_of(obj)!r}")
+    _state.body = view
+    _state.offset = end
+    try:
+        message: Message = _structure_message(obj, Message)
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        raise ProtocolError(f"malformed {obj['t']} message: {exc!r}") from None
+    finally:
+        _state.body = None
+    if _state.offset != view.nbytes:
+        raise ProtocolError("frame has trailing bytes after its payload buffers")
+    return message
+
+
+def _tag_of(obj: Any) -> Any:
+    return obj.get("t") if isinstance(obj, dict) else type(obj).__name__
+
+
+_KNOWN = frozenset(MESSAGE_TYPES)
+_TAGS = frozenset(cls.__name__ for cls in MESSAGE_TYPES)

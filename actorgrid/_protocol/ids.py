@@ -1,0 +1,48 @@
+"""Distinct id types. Ids are 16 bytes: an 8-byte random process prefix and a counter."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from typing import NewType
+
+ActorId = NewType("ActorId", bytes)
+ObjectId = NewType("ObjectId", bytes)
+WorkerId = NewType("WorkerId", bytes)
+NodeId = NewType("NodeId", bytes)
+
+_prefix = os.urandom(8)
+_counter = itertools.count(1)
+_pid = os.getpid()
+_lock = threading.Lock()
+
+
+def _next() -> bytes:
+    global _prefix, _counter, _pid
+    if os.getpid() != _pid:  # a forked child must not reuse its parent's id space
+        with _lock:
+            if os.getpid() != _pid:
+                _prefix, _counter, _pid = os.urandom(8), itertools.count(1), os.getpid()
+    return _prefix + next(_counter).to_bytes(8, "big")
+
+
+def new_actor_id() -> ActorId:
+    return ActorId(_next())
+
+
+def new_object_id() -> ObjectId:
+    return ObjectId(_next())
+
+
+def new_worker_id() -> WorkerId:
+    return WorkerId(os.urandom(16))
+
+
+def new_node_id() -> NodeId:
+    return NodeId(os.urandom(16))
+
+
+def short(any_id: bytes) -> str:
+    """A short printable form of an id for reprs and logs."""
+    return any_id.hex()[:6] + any_id.hex()[-6:]

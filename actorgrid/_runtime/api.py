@@ -1,0 +1,144 @@
+"""The call-level API: get, wait, put, cancel, kill, names and messages.
+
+Every blocking function has an ``*_async`` twin for Trio code; calling a blocking one from a
+Trio thread raises an error that says which to await instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar, overload
+
+import trio
+
+from .core import current_runtime
+from .handles import ActorHandle
+from .refs import ObjectRef
+
+__all__ = [
+    "ask",
+    "ask_async",
+    "cancel",
+    "get",
+    "get_actor",
+    "get_actor_async",
+    "get_async",
+    "kill",
+    "kill_async",
+    "put",
+    "send",
+    "send_async",
+    "wait",
+    "wait_async",
+]
+
+T = TypeVar("T")
+
+
+def _not_in_trio(name: str) -> None:
+    if trio.lowlevel.in_trio_run():
+        raise RuntimeError(
+            f"ag.{name}() blocks, and it was called from a thread running a Trio loop; "
+            f"use `await ag.{name}_async(...)` there instead"
+        )
+
+
+@overload
+def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+@overload
+def get(refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list[Any]: ...
+def get(refs: Any, *, timeout: float | None = None) -> Any:
+    """Wait for one ref or a list of refs and return the value(s); raise a task's error.
+
+    Raises GetTimeoutError (a TimeoutError) if ``timeout`` seconds pass first.
+    """
+    return current_runtime().get_sync(refs, timeout)
+
+
+async def get_async(refs: Any, *, timeout: float | None = None) -> Any:
+    """``ag.get`` for Trio code; ``await ref`` does the same for one ref."""
+    return await current_runtime().get_async(refs, timeout)
+
+
+def wait(
+    refs: Sequence[ObjectRef[Any]], *, num_returns: int = 1, timeout: float | None = None
+) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    """Wait until ``num_returns`` refs are ready or ``timeout`` passes.
+
+    Returns ``(ready, not_ready)``, each in the order of ``refs``.
+    """
+    return current_runtime().wait_sync(list(refs), num_returns, timeout)
+
+
+async def wait_async(
+    refs: Sequence[ObjectRef[Any]], *, num_returns: int = 1, timeout: float | None = None
+) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    return await current_runtime().wait_async(list(refs), num_returns, timeout)
+
+
+def put(value: T) -> ObjectRef[T]:
+    """Store ``value`` in this process and return a ref that tasks and actors can take."""
+    return current_runtime().put(value)
+
+
+def cancel(ref: ObjectRef[Any]) -> None:
+    """Cancel the call behind ``ref``: a queued call never runs; a running async call is
+    cancelled at its next checkpoint. ``ag.get(ref)`` then raises TaskCancelledError."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"ag.cancel() takes an ObjectRef, not {type(ref).__name__}")
+    rt = current_runtime()
+    rt.on_loop(rt.cancel, ref._entry)
+
+
+def kill(handle: ActorHandle[Any] | ObjectRef[Any]) -> None:
+    """Stop an actor now. Its queued and later calls raise ActorDiedError; its name is free
+    again when this returns."""
+    _not_in_trio("kill")
+    rt = current_runtime()
+    rt.portal.run(kill_async, handle)
+
+
+async def kill_async(handle: ActorHandle[Any] | ObjectRef[Any]) -> None:
+    rt = current_runtime()
+    if isinstance(handle, ActorHandle):
+        info = await handle._wait_info()
+    elif isinstance(handle, ObjectRef) and handle._entry.actor is not None:
+        info = handle._entry.actor
+    else:
+        raise TypeError(
+            "ag.kill() takes an ActorHandle or the ObjectRef of a remote coroutine actor, "
+            f"not {type(handle).__name__}"
+        )
+    await rt.kill(info)
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
+    """The handle of the live actor called ``name``; NameNotFoundError if there is none."""
+    _not_in_trio("get_actor")
+    return current_runtime().portal.run(get_actor_async, name, namespace)  # type: ignore[no-any-return]
+
+
+async def get_actor_async(name: str, namespace: str | None = None) -> ActorHandle[Any]:
+    info = await current_runtime().lookup(name, namespace, cached=False)
+    return ActorHandle._make(info)
+
+
+def send(target: Any, message: Any) -> None:
+    """Put ``message`` in the mailbox of ``target`` (a name, handle or actor ref)."""
+    _not_in_trio("send")
+    current_runtime().portal.run(send_async, target, message)
+
+
+async def send_async(target: Any, message: Any) -> None:
+    await current_runtime().send(target, message)
+
+
+def ask(target: Any, message: Any, *, timeout: float | None = None) -> Any:
+    """Send ``message`` to ``target`` and wait for its ``ctx.reply(...)``."""
+    _not_in_trio("ask")
+    rt = current_runtime()
+    return rt.portal.run(rt.ask, target, message, timeout)
+
+
+async def ask_async(target: Any, message: Any, *, timeout: float | None = None) -> Any:
+    return await current_runtime().ask(target, message, timeout)

@@ -1,0 +1,202 @@
+"""What a remote coroutine actor sees: its Context and its Mailbox."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._exceptions import ActorDiedError
+from .._protocol.messages import ActorInfo, AskReply, Payload
+from .serialization import box_error, dumps, loads, system_error
+
+if TYPE_CHECKING:
+    from .core import Runtime
+    from .peer import Peer
+
+__all__ = ["Context", "Letter", "Mailbox", "MailboxStatistics", "Request"]
+
+
+class Letter:
+    """A message waiting in a mailbox; ``reply_to`` is set when it was sent with ask()."""
+
+    __slots__ = ("payload", "reply_to")
+
+    def __init__(self, payload: Payload, reply_to: tuple[Peer, int] | None) -> None:
+        self.payload = payload
+        self.reply_to = reply_to
+
+
+class Request:
+    """An ask() waiting for its answer. Answer it once, with ``ctx.reply`` or ``reply``."""
+
+    __slots__ = ("_peer", "_rid", "replied")
+
+    def __init__(self, peer: Peer, rid: int) -> None:
+        self._peer = peer
+        self._rid = rid
+        self.replied = False
+
+    def reply(self, value: Any) -> None:
+        self._answer(True, dumps(value))
+
+    def reply_error(self, error: BaseException, where: str = "an actor") -> None:
+        self._answer(False, box_error(error, where))
+
+    def _answer(self, ok: bool, payload: Payload) -> None:
+        if self.replied:
+            raise RuntimeError("this ask was already answered; each ask gets exactly one reply")
+        self.replied = True
+        self._peer.send(AskReply(self._rid, ok, payload))
+
+
+@attrs.frozen
+class MailboxStatistics:
+    queued: int
+    capacity: float
+    received: int
+
+
+class Mailbox:
+    """The bounded queue of messages sent to an actor. A full mailbox makes senders wait.
+
+    ``async for msg in ctx.mailbox`` or ``await ctx.mailbox.receive()``. Created by the runtime.
+    """
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        raise TypeError("Mailbox has no public constructor: use ctx.mailbox")
+
+    @classmethod
+    def _make(cls, receive: trio.MemoryReceiveChannel[Any], ctx: Context) -> Mailbox:
+        box = object.__new__(cls)
+        box._receive = receive
+        box._ctx = ctx
+        box._received = 0
+        return box
+
+    _receive: trio.MemoryReceiveChannel[Any]
+    _ctx: Context
+    _received: int
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<Mailbox queued={s.queued} capacity={s.capacity:g} received={s.received}>"
+
+    async def receive(self) -> Any:
+        """The next message, waiting for one if the mailbox is empty."""
+        while True:
+            item = await self._receive.receive()
+            if isinstance(item, Letter):
+                return self._open(item)
+            item.reject()  # a method call sent to a coroutine actor
+
+    def receive_nowait(self) -> Any:
+        """The next message; raises trio.WouldBlock if the mailbox is empty."""
+        while True:
+            item = self._receive.receive_nowait()
+            if isinstance(item, Letter):
+                return self._open(item)
+            item.reject()
+
+    def __aiter__(self) -> Mailbox:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def statistics(self) -> MailboxStatistics:
+        s = self._receive.statistics()
+        return MailboxStatistics(s.current_buffer_used, s.max_buffer_size, self._received)
+
+    def _open(self, letter: Letter) -> Any:
+        self._received += 1
+        request = None
+        if letter.reply_to is not None:
+            request = Request(*letter.reply_to)
+            self._ctx._open_requests.append(request)
+        self._ctx.request = request
+        return loads(letter.payload)
+
+
+class Context:
+    """Given to a remote coroutine whose first parameter is annotated ``ag.Context``.
+
+    It makes the coroutine an actor: it has an address, a bounded ``mailbox``, and may
+    ``send`` to, ``ask`` and ``reply`` to other actors by handle, ref or name.
+    """
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        raise TypeError("Context has no public constructor: the runtime passes it in")
+
+    @classmethod
+    def _make(cls, runtime: Runtime, info: ActorInfo, receive: trio.MemoryReceiveChannel[Any]) -> Context:
+        ctx = object.__new__(cls)
+        ctx._runtime = runtime
+        ctx._info = info
+        ctx._open_requests = []
+        ctx.request = None
+        ctx.mailbox = Mailbox._make(receive, ctx)
+        return ctx
+
+    _runtime: Runtime
+    _info: ActorInfo
+    _open_requests: list[Request]
+    request: Request | None
+    """The ask behind the last message received, or None if it was a plain send."""
+    mailbox: Mailbox
+
+    def __repr__(self) -> str:
+        return f"<Context of {self.name or self._info.label} at {self._info.address}>"
+
+    @property
+    def name(self) -> str | None:
+        return self._info.name
+
+    @property
+    def namespace(self) -> str | None:
+        return self._info.namespace
+
+    @property
+    def actor_id(self) -> bytes:
+        return self._info.actor_id
+
+    @property
+    def handle(self) -> Any:
+        """An ActorHandle to this actor, to hand to others as a send target."""
+        from .handles import ActorHandle
+
+        return ActorHandle._make(self._info)
+
+    async def send(self, target: Any, message: Any) -> None:
+        """Put ``message`` in the target's mailbox; waits while that mailbox is full."""
+        await self._runtime.send(target, message)
+
+    async def ask(self, target: Any, message: Any, *, timeout: float | None = None) -> Any:
+        """Send ``message`` and wait for the target's ``reply``; GetTimeoutError after timeout."""
+        return await self._runtime.ask(target, message, timeout)
+
+    async def reply(self, value: Any) -> None:
+        """Answer the ask behind the last message received from the mailbox."""
+        request = self.request
+        if request is None:
+            raise RuntimeError(
+                "there is no ask to reply to: the last message received was sent with "
+                "send(), not ask() (keep ctx.request if you answer asks out of order)"
+            )
+        request.reply(value)
+        self.request = None
+        self._forget(request)
+
+    def _forget(self, request: Request) -> None:
+        self._open_requests = [r for r in self._open_requests if not r.replied]
+
+    def _close(self, reason: str) -> None:
+        """The actor ended: every ask it received and never answered gets an error."""
+        for request in self._open_requests:
+            if not request.replied:
+                request._answer(False, system_error(ActorDiedError(reason)))
+        self._open_requests = []

@@ -1,0 +1,587 @@
+"""The worker side of calls: runs tasks and hosts actors in the worker's nursery.
+
+- A task is a Trio task in the worker's nursery. Sync user functions run on pool threads while
+  holding ``num_cpus`` of the worker's CPU slots (FIFO), so the loop stays free to answer
+  messages; a sync task blocked in ``ag.get`` lends its slots back until it wakes.
+- An actor is one Trio task holding a bounded inbox. Class actors take calls from it in order
+  (sync methods one at a time on a pool thread; async methods concurrently, up to
+  ``max_concurrency``, started in order). Remote coroutines taking a Context read their inbox
+  as a mailbox.
+- Messages for an actor id this worker has not seen yet (a caller raced its creator) wait in a
+  placeholder inbox for PLACEHOLDER_TIMEOUT_S; ended actors leave a tombstone, so late
+  messages get ActorDiedError at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+import trio
+
+from .._exceptions import ActorDiedError, SerializationError, TaskCancelledError
+from .._protocol.ids import ActorId, ObjectId, short
+from .._protocol.messages import (
+    Ack,
+    ActorEnded,
+    ActorInfo,
+    AskReply,
+    CallActor,
+    CancelTask,
+    CreateActor,
+    Deliver,
+    DeliveryFailed,
+    KillActor,
+    Payload,
+    SubmitTask,
+    TaskResult,
+)
+from .context import Context, Letter
+from .refs import ObjectRef
+from .serialization import box_error, dumps, loads, system_error
+
+if TYPE_CHECKING:
+    from .core import Runtime
+    from .peer import Peer
+
+__all__ = ["Executor", "blocking_section"]
+
+PLACEHOLDER_TIMEOUT_S = 30.0
+MAILBOX_CAPACITY = 1024
+DEFAULT_ASYNC_CONCURRENCY = 1000
+_TOMBSTONES_MAX = 100_000
+
+_local = threading.local()
+
+
+@contextmanager
+def blocking_section() -> Iterator[None]:
+    """Around a blocking wait in user code: lend this task's CPU slots to others meanwhile.
+
+    Without it, a task on a one-CPU worker that waits for a task queued behind it on the same
+    worker would wait forever.
+    """
+    hold: tuple[Executor, float] | None = getattr(_local, "hold", None)
+    if hold is None or hold[1] == 0:
+        yield
+        return
+    executor, amount = hold
+    portal = executor.runtime.portal
+    portal.call_soon(executor.cpus.release, amount)
+    try:
+        yield
+    finally:
+        regained = threading.Event()
+        portal.call_soon(executor.reacquire, amount, regained)
+        regained.wait()
+
+
+class CpuSlots:
+    """FIFO accounting of a worker's CPUs (fractions allowed)."""
+
+    def __init__(self, total: float) -> None:
+        self.total = total
+        self.free = total
+        self._waiters: deque[tuple[float, trio.Event]] = deque()
+
+    async def acquire(self, amount: float) -> None:
+        if not self._waiters and self.free >= amount:
+            self.free -= amount
+            return
+        item = (amount, trio.Event())
+        self._waiters.append(item)
+        try:
+            await item[1].wait()
+        except BaseException:
+            if item in self._waiters:
+                self._waiters.remove(item)
+            else:
+                self.release(amount)  # granted as we were cancelled: give it back
+            raise
+
+    def release(self, amount: float) -> None:
+        self.free += amount
+        while self._waiters and self.free >= self._waiters[0][0]:
+            amount, event = self._waiters.popleft()
+            self.free -= amount
+            event.set()
+
+
+class _Task:
+    __slots__ = ("peer", "scope")
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.scope = trio.CancelScope()
+
+
+class _Call:
+    """A method call waiting in (or taken from) an actor's inbox."""
+
+    __slots__ = ("cancelled", "method", "payload", "peer", "scope", "task_id")
+
+    def __init__(self, peer: Peer, msg: CallActor) -> None:
+        self.peer = peer
+        self.task_id = msg.task_id
+        self.method = msg.method
+        self.payload = msg.args
+        self.cancelled = False
+        self.scope: trio.CancelScope | None = None
+
+    def answer(self, ok: bool, payload: Payload) -> None:
+        self.peer.send(TaskResult(self.task_id, ok, payload))
+
+    def reject(self) -> None:
+        self.answer(
+            False,
+            system_error(
+                TypeError(f"method {self.method!r} was called on a remote coroutine actor")
+            ),
+        )
+
+
+class _Slot:
+    """One actor on this worker (or a placeholder for one that has not arrived yet)."""
+
+    __slots__ = ("actor_id", "done", "info", "receive", "scope", "send")
+
+    def __init__(self, actor_id: ActorId) -> None:
+        self.actor_id = actor_id
+        self.info: ActorInfo | None = None
+        self.send, self.receive = trio.open_memory_channel[Any](MAILBOX_CAPACITY)
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+
+
+def _run_sync(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    where: str,
+    hold: tuple[Executor, float] | None,
+) -> tuple[bool, Any]:
+    """On a pool thread: call user code and serialize its outcome, off the loop."""
+    _local.hold = hold
+    try:
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # user code may raise SystemExit; report it, don't die
+            return False, box_error(exc, where)
+        try:
+            return True, dumps(value)
+        except Exception as exc:
+            return False, system_error(
+                SerializationError(f"the result of {where} could not be serialized: {exc}")
+            )
+    finally:
+        _local.hold = None
+
+
+def _construct(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> tuple[bool, Any]:
+    try:
+        return True, cls(*args, **kwargs)
+    except BaseException as exc:
+        return False, box_error(exc, where)
+
+
+class Executor:
+    def __init__(self, runtime: Runtime, num_cpus: float) -> None:
+        self.runtime = runtime
+        self.cpus = CpuSlots(num_cpus)
+        self.functions: dict[bytes, Callable[..., Any]] = {}
+        self.classes: dict[bytes, type] = {}
+        self.actors: dict[ActorId, _Slot] = {}
+        self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
+        self.tasks: dict[ObjectId, _Task | _Call] = {}
+        self._nursery: trio.Nursery | None = None
+        self._host = socket.gethostname()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Executor actors={len(self.actors)} tasks={len(self.tasks)} "
+            f"cpus_free={self.cpus.free:g}/{self.cpus.total:g}>"
+        )
+
+    def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]:
+        return {
+            SubmitTask: self.on_submit,
+            CreateActor: self.on_create,
+            CallActor: self.on_call,
+            CancelTask: self.on_cancel,
+            KillActor: self.on_kill,
+            Deliver: self.on_deliver,
+        }
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None
+        return self._nursery
+
+    def _where(self, label: str) -> str:
+        return f"{label} on worker {self.runtime.address} (pid {os.getpid()}, host {self._host})"
+
+    def reacquire(self, amount: float, regained: threading.Event) -> None:
+        async def take() -> None:
+            with trio.CancelScope(shield=True):
+                await self.cpus.acquire(amount)
+            regained.set()
+
+        self.nursery.start_soon(take)
+
+    # --- code and arguments --------------------------------------------------------------------
+
+    @staticmethod
+    def _code(cache: dict[bytes, Any], code_id: bytes, blob: bytes | None) -> Any:
+        obj = cache.get(code_id)
+        if obj is None:
+            if blob is None:
+                raise SerializationError(
+                    f"code {code_id.hex()[:12]} was neither sent nor cached on this worker"
+                )
+            obj = cache[code_id] = cloudpickle.loads(blob)
+        return obj
+
+    async def _load_args(self, payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        try:
+            args, kwargs = loads(payload)
+        except Exception as exc:
+            raise SerializationError(
+                f"the arguments could not be deserialized on worker {self.runtime.address}: "
+                f"{type(exc).__name__}: {exc} (is every module they need importable there?)"
+            ) from None
+        get = self.runtime.get_async
+        if any(isinstance(a, ObjectRef) for a in args):
+            args = tuple([await get(a) if isinstance(a, ObjectRef) else a for a in args])
+        if any(isinstance(v, ObjectRef) for v in kwargs.values()):
+            kwargs = {k: await get(v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    def on_submit(self, peer: Peer, msg: SubmitTask) -> None:
+        try:
+            fn = self._code(self.functions, msg.function_id, msg.function)
+        except Exception as exc:
+            peer.send(TaskResult(msg.task_id, False, system_error(_load_error("function", exc))))
+            return
+        task = _Task(peer)
+        self.tasks[msg.task_id] = task
+        self.nursery.start_soon(self._run_task, task, fn, msg)
+
+    async def _run_task(self, task: _Task, fn: Callable[..., Any], msg: SubmitTask) -> None:
+        label = getattr(fn, "__qualname__", "task")
+        where = self._where(f"task {label}")
+        result: tuple[bool, Payload] | None = None
+        with task.scope:
+            try:
+                args, kwargs = await self._load_args(msg.args)
+            except Exception as exc:
+                result = (False, system_error(exc))
+            else:
+                if msg.actor is not None:
+                    result = await self._run_coroutine_actor(fn, msg.actor, args, kwargs)
+                elif inspect.iscoroutinefunction(fn):
+                    try:
+                        result = (True, dumps(await fn(*args, **kwargs)))
+                    except Exception as exc:
+                        result = (False, box_error(exc, where))
+                else:
+                    await self.cpus.acquire(msg.num_cpus)
+                    try:
+                        # Once running, sync code finishes; a cancel only replaces its result.
+                        with trio.CancelScope(shield=True):
+                            result = await self.runtime.pool.run(
+                                _run_sync, fn, args, kwargs, where, (self, msg.num_cpus)
+                            )
+                    finally:
+                        self.cpus.release(msg.num_cpus)
+        self.tasks.pop(msg.task_id, None)
+        if task.scope.cancel_called or result is None:
+            result = (False, system_error(TaskCancelledError(f"{label} was cancelled")))
+        task.peer.send(TaskResult(msg.task_id, *result))
+
+    def on_cancel(self, peer: Peer, msg: CancelTask) -> None:
+        item = self.tasks.get(msg.task_id)
+        if isinstance(item, _Task):
+            item.scope.cancel()
+        elif isinstance(item, _Call):
+            item.cancelled = True
+            if item.scope is not None:
+                item.scope.cancel()
+
+    # --- actors --------------------------------------------------------------------------------
+
+    def _slot_for(self, actor_id: ActorId) -> _Slot | None:
+        slot = self.actors.get(actor_id)
+        if slot is None:
+            if actor_id in self.tombstones:
+                return None
+            slot = self.actors[actor_id] = _Slot(actor_id)
+            self.nursery.start_soon(self._expire_placeholder, slot)
+        return slot
+
+    async def _expire_placeholder(self, slot: _Slot) -> None:
+        await trio.sleep(PLACEHOLDER_TIMEOUT_S)
+        if slot.info is None and self.actors.get(slot.actor_id) is slot:
+            await self._end(slot, f"no actor {short(slot.actor_id)} was created on this worker")
+
+    def _dead_reason(self, actor_id: ActorId) -> str:
+        return self.tombstones.get(actor_id, f"actor {short(actor_id)} is not alive")
+
+    def on_create(self, peer: Peer, msg: CreateActor) -> None:
+        slot = self._slot_for(msg.actor.actor_id)
+        if slot is None or slot.info is not None:
+            error = ActorDiedError(f"actor {short(msg.actor.actor_id)} already exists or ended")
+            peer.send(TaskResult(msg.task_id, False, system_error(error)))
+            return
+        slot.info = msg.actor
+        self.nursery.start_soon(self._run_actor, slot, peer, msg)
+
+    async def _run_actor(self, slot: _Slot, peer: Peer, msg: CreateActor) -> None:
+        info = msg.actor
+        label = _describe(info)
+        reason = f"actor {label} was killed"
+        try:
+            with slot.scope:
+                try:
+                    cls = self._code(self.classes, msg.class_id, msg.cls)
+                    args, kwargs = await self._load_args(msg.args)
+                except Exception as exc:
+                    reason = f"actor {label} could not be created: {exc}"
+                    peer.send(TaskResult(msg.task_id, False, system_error(ActorDiedError(reason))))
+                    return
+                ok, instance = await self.runtime.pool.run(
+                    _construct, cls, args, kwargs, self._where(f"{info.label}.__init__")
+                )
+                if not ok:
+                    from .serialization import loads_error
+
+                    reason = f"actor {label} failed in its constructor: {loads_error(instance)}"
+                    peer.send(TaskResult(msg.task_id, False, instance))
+                    return
+                peer.send(TaskResult(msg.task_id, True, dumps(None)))
+                if any(inspect.iscoroutinefunction(getattr(cls, m, None)) for m in dir(cls)):
+                    await self._serve_async_actor(slot, instance, msg.max_concurrency)
+                else:
+                    await self._serve_sync_actor(slot, instance)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._end(slot, reason)
+
+    async def _serve_sync_actor(self, slot: _Slot, instance: Any) -> None:
+        assert slot.info is not None
+        async for call in slot.receive:
+            if not isinstance(call, _Call):
+                call_reject_letter(call, slot.info)
+                continue
+            self.tasks.pop(call.task_id, None)
+            if call.cancelled:
+                call.answer(False, system_error(TaskCancelledError(f"{call.method} was cancelled")))
+                continue
+            try:
+                method = getattr(instance, call.method)
+                args, kwargs = await self._load_args(call.payload)
+            except Exception as exc:
+                call.answer(False, system_error(exc))
+                continue
+            where = self._where(f"{slot.info.label}.{call.method}")
+            ok, payload = await self.runtime.pool.run(_run_sync, method, args, kwargs, where, None)
+            call.answer(ok, payload)
+
+    async def _serve_async_actor(self, slot: _Slot, instance: Any, max_concurrency: int) -> None:
+        assert slot.info is not None
+        limit = trio.Semaphore(max_concurrency or DEFAULT_ASYNC_CONCURRENCY)
+        async with trio.open_nursery() as calls:
+            async for call in slot.receive:
+                if not isinstance(call, _Call):
+                    call_reject_letter(call, slot.info)
+                    continue
+                await limit.acquire()  # calls start in the order they arrived
+                calls.start_soon(self._run_async_call, slot.info, instance, call, limit)
+
+    async def _run_async_call(
+        self, info: ActorInfo, instance: Any, call: _Call, limit: trio.Semaphore
+    ) -> None:
+        where = self._where(f"{info.label}.{call.method}")
+        result: tuple[bool, Payload] | None = None
+        call.scope = trio.CancelScope()
+        try:
+            with call.scope:
+                if call.cancelled:
+                    call.scope.cancel()
+                try:
+                    method = getattr(instance, call.method)
+                    args, kwargs = await self._load_args(call.payload)
+                except Exception as exc:
+                    result = (False, system_error(exc))
+                else:
+                    try:
+                        if inspect.iscoroutinefunction(method):
+                            result = (True, dumps(await method(*args, **kwargs)))
+                        else:
+                            result = await self.runtime.pool.run(
+                                _run_sync, method, args, kwargs, where, None
+                            )
+                    except Exception as exc:
+                        result = (False, box_error(exc, where))
+        finally:
+            limit.release()
+            self.tasks.pop(call.task_id, None)
+        if result is None:
+            result = (False, system_error(TaskCancelledError(f"{call.method} was cancelled")))
+        call.answer(*result)
+
+    async def _run_coroutine_actor(
+        self, fn: Callable[..., Any], info: ActorInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bool, Payload]:
+        slot = self._slot_for(info.actor_id)
+        label = _describe(info)
+        if slot is None or slot.info is not None:
+            return False, system_error(ActorDiedError(f"actor {label} already exists or ended"))
+        slot.info = info
+        ctx = Context._make(self.runtime, info, slot.receive)
+        where = self._where(f"actor {label}")
+        reason = f"actor {label} has ended"
+        result: tuple[bool, Payload] = (False, system_error(ActorDiedError(f"actor {label} was killed")))
+        try:
+            with slot.scope:
+                try:
+                    result = (True, dumps(await fn(ctx, *args, **kwargs)))
+                except Exception as exc:
+                    result = (False, box_error(exc, where))
+                    reason = f"actor {label} raised {type(exc).__name__}: {exc}"
+            if slot.scope.cancelled_caught:
+                reason = f"actor {label} was killed"
+        finally:
+            ctx._close(reason)
+            with trio.CancelScope(shield=True):
+                await self._end(slot, reason)
+        return result
+
+    async def _end(self, slot: _Slot, reason: str) -> None:
+        """An actor is over: refuse its queued and future messages, free its name."""
+        if self.actors.get(slot.actor_id) is slot:
+            del self.actors[slot.actor_id]
+        self.tombstones[slot.actor_id] = reason
+        while len(self.tombstones) > _TOMBSTONES_MAX:
+            self.tombstones.popitem(last=False)
+        slot.send.close()
+        while True:
+            try:
+                item = slot.receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            _refuse(item, reason)
+        slot.receive.close()
+        info = slot.info
+        if info is not None and info.name and self.runtime.head is not None:
+            with trio.move_on_after(5):
+                try:
+                    await self.runtime.head.request(
+                        lambda rid: ActorEnded(rid, info.actor_id, reason)
+                    )
+                except ConnectionError:
+                    pass  # the head is gone; it forgets the name with this worker
+        slot.done.set()
+
+    def _enqueue(self, slot: _Slot, item: Any, reason_if_dead: str) -> Any:
+        try:
+            slot.send.send_nowait(item)
+        except trio.WouldBlock:
+            return self._enqueue_waiting(slot, item)
+        except trio.ClosedResourceError:
+            _refuse(item, reason_if_dead)
+        return None
+
+    async def _enqueue_waiting(self, slot: _Slot, item: Any) -> None:
+        # The inbox is full: the connection's reader waits here, so the sender's writes back up
+        # and its send() waits too. Nothing is dropped.
+        try:
+            await slot.send.send(item)
+        except trio.ClosedResourceError:
+            _refuse(item, self._dead_reason(slot.actor_id))
+
+    def on_call(self, peer: Peer, msg: CallActor) -> Any:
+        call = _Call(peer, msg)
+        slot = self._slot_for(msg.actor_id)
+        if slot is None:
+            _refuse(call, self._dead_reason(msg.actor_id))
+            return None
+        self.tasks[msg.task_id] = call
+        return self._enqueue(slot, call, self._dead_reason(msg.actor_id))
+
+    def on_deliver(self, peer: Peer, msg: Deliver) -> Any:
+        letter = _LetterFrom(peer, msg)
+        slot = self._slot_for(msg.actor_id)
+        if slot is None:
+            _refuse(letter, self._dead_reason(msg.actor_id))
+            return None
+        return self._enqueue(slot, letter, self._dead_reason(msg.actor_id))
+
+    def on_kill(self, peer: Peer, msg: KillActor) -> None:
+        slot = self.actors.get(msg.actor_id)
+        if slot is None:
+            peer.send(Ack(msg.rid))
+            return
+        slot.scope.cancel()
+        if slot.info is None:
+            self.nursery.start_soon(self._end, slot, f"actor {short(msg.actor_id)} was killed")
+
+        async def ack_when_done() -> None:
+            await slot.done.wait()
+            peer.send(Ack(msg.rid))
+
+        self.nursery.start_soon(ack_when_done)
+
+
+class _LetterFrom(Letter):
+    """A mailbox letter that remembers who sent it, to refuse it properly if undeliverable."""
+
+    __slots__ = ("actor_id", "peer", "rid")
+
+    def __init__(self, peer: Peer, msg: Deliver) -> None:
+        super().__init__(msg.payload, (peer, msg.rid) if msg.rid else None)
+        self.peer = peer
+        self.rid = msg.rid
+        self.actor_id = msg.actor_id
+
+    def reject(self) -> None:
+        _refuse(self, "a class actor has no mailbox: call its methods instead")
+
+
+def call_reject_letter(item: Any, info: ActorInfo) -> None:
+    _refuse(item, f"the {info.label} actor is a class actor; it has no mailbox")
+
+
+def _refuse(item: Any, reason: str) -> None:
+    if isinstance(item, _Call):
+        item.answer(False, system_error(ActorDiedError(reason)))
+    elif isinstance(item, _LetterFrom):
+        if item.rid:
+            item.peer.send(AskReply(item.rid, False, system_error(ActorDiedError(reason))))
+        else:
+            item.peer.send(DeliveryFailed(item.actor_id, reason))
+
+
+def _load_error(what: str, exc: Exception) -> Exception:
+    return SerializationError(
+        f"the {what} could not be loaded on the worker: {type(exc).__name__}: {exc} "
+        "(is every module it imports installed there?)"
+    )
+
+
+def _describe(info: ActorInfo) -> str:
+    return f"{info.label}({info.name!r})" if info.name else f"{info.label}#{short(info.actor_id)}"

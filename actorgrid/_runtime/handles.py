@@ -1,0 +1,173 @@
+"""ActorHandle and ActorMethod: how callers reach an actor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import trio
+
+from .._exceptions import SerializationError
+from .._protocol.ids import ActorId, short
+from .._protocol.messages import ActorInfo, Payload
+from .refs import ObjectEntry, ObjectRef
+from .serialization import dumps_call
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+__all__ = ["ActorHandle", "ActorMethod"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ActorHandle(Generic[T]):
+    """A reference to a live actor: call ``handle.method.remote(...)``.
+
+    Picklable: pass it to tasks and other actors and they can call it too. Created by
+    ``Cls.remote()`` and ``ag.get_actor()``; in Trio code a named actor's handle can be awaited
+    until its name is registered.
+    """
+
+    __slots__ = ("_cls", "_error", "_info", "_queued", "_ready")
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        raise TypeError("ActorHandle has no public constructor: use Cls.remote() or ag.get_actor()")
+
+    @classmethod
+    def _make(cls, info: ActorInfo | None, klass: type | None = None) -> ActorHandle[Any]:
+        h: ActorHandle[Any] = object.__new__(cls)
+        h._info = info
+        h._cls = klass
+        h._queued = []
+        h._error = None
+        h._ready = None if info is not None else trio.Event()
+        return h
+
+    _info: ActorInfo | None
+    _cls: type | None
+    _queued: list[tuple[ObjectEntry, str, Payload]]
+    _error: BaseException | None
+    _ready: trio.Event | None
+
+    @property
+    def actor_id(self) -> ActorId:
+        return self._require_info().actor_id
+
+    @property
+    def name(self) -> str | None:
+        return self._info.name if self._info else None
+
+    def __repr__(self) -> str:
+        info = self._info
+        if info is None:
+            return "ActorHandle(<being registered>)"
+        name = f", name={info.name!r}" if info.name else ""
+        return f"ActorHandle({info.label}{name}, {short(info.actor_id)} at {info.address})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ActorHandle)
+            and self._info is not None
+            and other._info is not None
+            and self._info.actor_id == other._info.actor_id
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._info.actor_id if self._info else id(self))
+
+    def __getattr__(self, name: str) -> ActorMethod[..., Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        info = self._info
+        if info is not None:
+            if info.kind != "class":
+                raise AttributeError(
+                    f"{info.label} is a remote coroutine actor: it has no methods to call; "
+                    "send it messages with ctx.send()/ag.send() instead"
+                )
+            if info.methods and name not in info.methods:
+                raise AttributeError(
+                    f"actor class {info.label} has no method {name!r}; it has: "
+                    + ", ".join(info.methods)
+                )
+        return ActorMethod(self, name)
+
+    def __reduce__(self) -> Any:
+        return ActorHandle._make, (self._require_info(),)
+
+    def __await__(self) -> Generator[Any, None, ActorHandle[T]]:
+        return self._await_self().__await__()
+
+    async def _await_self(self) -> ActorHandle[T]:
+        await self._wait_info()
+        return self
+
+    async def _wait_info(self) -> ActorInfo:
+        if self._info is None:
+            assert self._ready is not None
+            await self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._info is not None
+        return self._info
+
+    def _require_info(self) -> ActorInfo:
+        if self._info is None:
+            raise SerializationError(
+                "this actor handle is still being registered under its name: "
+                "`await handle` before passing it to another task or actor"
+            )
+        return self._info
+
+    def _resolve(self, info: ActorInfo, send_call: Callable[..., None]) -> None:
+        """Loop: the actor has its place; send the calls made meanwhile, in order."""
+        self._info = info
+        queued, self._queued = self._queued, []
+        for entry, method, payload in queued:
+            send_call(self, entry, method, payload)
+        if self._ready is not None:
+            self._ready.set()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        queued, self._queued = self._queued, []
+        for entry, _, _ in queued:
+            entry.set_error(error)
+        if self._ready is not None:
+            self._ready.set()
+
+
+class ActorMethod(Generic[P, R]):
+    """A method of an actor, reached through its handle: ``handle.incr.remote(2)``."""
+
+    __slots__ = ("_handle", "_name")
+
+    def __init__(self, handle: ActorHandle[Any], name: str) -> None:
+        self._handle = handle
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<ActorMethod {self._name} of {self._handle!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor methods cannot be called directly; use handle.{self._name}.remote(...)"
+        )
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        from .core import current_runtime
+
+        rt = current_runtime()
+        h = self._handle
+        if h._error is not None:
+            raise h._error
+        fn = getattr(h._cls, self._name, None) if h._cls is not None else None
+        label = f"{h._info.label if h._info else 'actor'}.{self._name}"
+        payload = dumps_call(label, fn, args, kwargs, skip=1)
+        rt.check_size(payload, label)
+        entry = rt.new_entry()
+        rt.on_loop(rt.send_call, h, entry, self._name, payload)
+        return ObjectRef._make(entry)

@@ -1,0 +1,259 @@
+"""A Peer is one connection to another process, at the message level.
+
+Outgoing messages are queued by ``send`` (sync, loop thread) and written by one writer task in
+batches: everything queued since the last write goes out in one ``sendmsg``. Incoming frames
+are decoded by one reader task and handed to the owner's handler in order, so messages from one
+sender arrive in the order sent. Replies (messages with an ``rid``) resolve ``request`` calls.
+
+A Peer exists before its connection does: messages queued while connecting go out once the
+handshake is done, which lets ``.remote()`` stay synchronous.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._exceptions import ProtocolError, unwrap_group
+from .._protocol.codec import decode, encode
+from .._protocol.messages import (
+    Ack,
+    AskReply,
+    Hello,
+    Membership,
+    Message,
+    NameReply,
+    ObjectValue,
+    Payload,
+)
+
+if TYPE_CHECKING:
+    from .._protocol.ids import ObjectId
+    from .._transport.base import FrameStream
+    from .refs import ObjectEntry
+
+__all__ = ["LoopbackPeer", "Peer", "PeerClosedError"]
+
+log = logging.getLogger("actorgrid.peer")
+
+Handler = Callable[["Peer", Message], Awaitable[None] | None]
+
+_REPLIES = (Ack, NameReply, Membership, AskReply, ObjectValue)
+_BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst
+_HIGH_WATER = 4096  # queued messages above which send_wait() waits
+
+
+class PeerClosedError(ConnectionError):
+    """The connection to a peer ended before a reply arrived."""
+
+
+class _Reply:
+    __slots__ = ("event", "rid", "value")
+
+    def __init__(self) -> None:
+        self.rid = 0
+        self.event = trio.Event()
+        self.value: Message | BaseException | None = None
+
+
+class Peer:
+    def __init__(self, address: str, handler: Handler, *, local_hello: Hello) -> None:
+        self.address = address
+        self.remote_hello: Hello | None = None
+        self._handler = handler
+        self._hello = local_hello
+        self._out: list[Message] = []
+        self._wake = trio.Event()
+        self._space = trio.lowlevel.ParkingLot()
+        self._rids = itertools.count(1)
+        self._requests: dict[int, _Reply] = {}
+        self.closed = False
+        self.close_reason = ""
+        # Calls sent on this link and not yet answered: failed if the link dies.
+        self.inflight: dict[ObjectId, ObjectEntry] = {}
+        # Function and class blobs this link has already carried (sent once per link).
+        self.sent_code: set[bytes] = set()
+        self.on_closed: list[Callable[[Peer], None]] = []
+
+    def __repr__(self) -> str:
+        kind = self.remote_hello.kind if self.remote_hello else "?"
+        state = f"closed: {self.close_reason}" if self.closed else f"{len(self._out)} queued"
+        return f"<Peer {kind}@{self.address} {state}>"
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Queue a message; never blocks. Sending on a closed peer is silently dropped, and
+        whoever waits for an answer learns of the closure through ``on_closed``."""
+        if self.closed:
+            return
+        self._out.append(message)
+        self._wake.set()
+
+    async def send_wait(self, message: Message) -> None:
+        """Queue a message, first waiting while the queue is over its high-water mark."""
+        while len(self._out) >= _HIGH_WATER and not self.closed:
+            await self._space.park()
+        if self.closed:
+            raise PeerClosedError(f"connection to {self.address} is closed: {self.close_reason}")
+        self.send(message)
+
+    def request_nowait(self, make: Callable[[int], Message]) -> _Reply:
+        """Queue ``make(rid)`` now; ``await peer.wait_reply(r)`` later for the answer.
+
+        Queuing happens before this returns, so anything sent afterwards on this peer is
+        ordered after the request.
+        """
+        if self.closed:
+            raise PeerClosedError(f"connection to {self.address} is closed: {self.close_reason}")
+        rid = next(self._rids)
+        reply = self._requests[rid] = _Reply()
+        reply.rid = rid
+        self.send(make(rid))
+        return reply
+
+    async def wait_reply(self, reply: _Reply) -> Message:
+        try:
+            await reply.event.wait()
+        finally:
+            self._requests.pop(reply.rid, None)
+        if isinstance(reply.value, BaseException):
+            raise reply.value
+        assert reply.value is not None
+        return reply.value
+
+    async def request(self, make: Callable[[int], Message]) -> Message:
+        """Send ``make(rid)`` and wait for the reply carrying that rid."""
+        return await self.wait_reply(self.request_nowait(make))
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, stream: FrameStream) -> None:
+        """Pump messages both ways until either side closes; then mark the peer closed."""
+        reason = "connection closed"
+        try:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, stream, nursery.cancel_scope)
+                    reason = await self._reader(stream)
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise unwrap_group(group) from None
+        except ProtocolError as exc:
+            reason = str(exc)
+            log.warning("closing connection to %s: %s", self.address, exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            reason = f"connection lost: {exc}"
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            self.close(reason)
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._out.clear()
+        self._space.unpark_all()
+        error = PeerClosedError(f"connection to {self.address} closed: {reason}")
+        for reply in self._requests.values():
+            reply.value = error
+            reply.event.set()
+        for callback in self.on_closed:
+            callback(self)
+
+    async def _writer(self, stream: FrameStream, scope: trio.CancelScope) -> None:
+        self._out.insert(0, self._hello)
+        while True:
+            if not self._out:
+                self._wake = trio.Event()
+                await self._wake.wait()
+            batch = self._out[:_BATCH_MAX]
+            del self._out[:_BATCH_MAX]
+            await stream.send_frames([encode(m) for m in batch])
+            if len(self._out) < _HIGH_WATER:
+                self._space.unpark_all()
+
+    async def _reader(self, stream: FrameStream) -> str:
+        first = await stream.receive_frame()
+        if first is None:
+            return "peer closed before saying hello"
+        hello = decode(first)
+        if not isinstance(hello, Hello):
+            raise ProtocolError(f"expected Hello first, got {type(hello).__name__}")
+        self.remote_hello = hello
+        handler = self._handler
+        while True:
+            frame = await stream.receive_frame()
+            if frame is None:
+                return "peer closed the connection"
+            self._dispatch(decode(frame), handler)
+            if self._pending is not None:
+                await self._await_pending()
+
+    _pending: Awaitable[None] | None = None
+
+    async def _await_pending(self) -> None:
+        # A handler returns an awaitable only when it must wait, e.g. for mailbox space;
+        # the reader waits with it, which is how a full mailbox slows its senders down.
+        pending, self._pending = self._pending, None
+        assert pending is not None
+        try:
+            await pending
+        except Exception:
+            log.exception("error handling a message from %s", self.address)
+
+    def _dispatch(self, message: Message, handler: Handler) -> None:
+        if isinstance(message, _REPLIES):
+            reply = self._requests.get(message.rid)
+            if reply is not None:
+                reply.value = message
+                reply.event.set()
+            return
+        try:
+            self._pending = handler(self, message)
+        except ProtocolError:
+            raise
+        except Exception:
+            log.exception("error handling %s from %s", type(message).__name__, self.address)
+
+
+class LoopbackPeer(Peer):
+    """A peer for this process itself: same ordering and backpressure, no socket, no codec.
+
+    Out-of-band buffers are copied on the way, so a callee never shares memory with its caller.
+    """
+
+    async def run_loopback(self) -> None:
+        self.remote_hello = self._hello
+        handler = self._handler
+        try:
+            while True:
+                if not self._out:
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                batch = self._out[:_BATCH_MAX]
+                del self._out[:_BATCH_MAX]
+                if len(self._out) < _HIGH_WATER:
+                    self._space.unpark_all()
+                for message in batch:
+                    self._dispatch(_isolate(message), handler)
+                    if self._pending is not None:
+                        await self._await_pending()
+        finally:
+            self.close("runtime stopped")
+
+
+def _isolate(message: Any) -> Any:
+    for field in ("args", "value", "payload"):
+        payload = getattr(message, field, None)
+        if isinstance(payload, Payload) and payload.buffers:
+            copied = Payload(payload.data, tuple(memoryview(bytes(b)) for b in payload.buffers))
+            return attrs.evolve(message, **{field: copied})
+    return message

@@ -1,0 +1,169 @@
+"""ObjectRef and the per-process table entry behind it.
+
+An object lives in its owner: the process that submitted the task or called ``ag.put``. The
+owner's entry holds the serialized value until every local ObjectRef to it is gone (the table
+holds entries weakly). A ref that is pickled away (passed to another task or actor) pins its
+entry, since the borrower may ask the owner for the value later.
+
+Entries are resolved on the runtime's loop. Threads wait on them without locks: a waiter is
+appended and then ``state`` is re-checked, while the loop sets ``state`` and then reads the
+waiters, so under the GIL one side always sees the other.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from .._exceptions import NotInitializedError
+from .._protocol.ids import ObjectId, short
+from .._protocol.messages import ActorInfo, Payload
+from .serialization import loads, loads_error
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+__all__ = ["ObjectEntry", "ObjectRef"]
+
+T = TypeVar("T")
+
+PENDING, READY, FAILED = 0, 1, 2
+
+
+class Waiter(Protocol):
+    def set(self) -> None: ...
+
+
+class ObjectEntry:
+    """The state of one object in this process: pending, ready (payload) or failed."""
+
+    __slots__ = (
+        "__weakref__",
+        "actor",
+        "error",
+        "fetching",
+        "object_id",
+        "owner",
+        "payload",
+        "state",
+        "waiters",
+        "where",
+    )
+
+    def __init__(self, object_id: ObjectId, owner: str, actor: ActorInfo | None = None) -> None:
+        self.object_id = object_id
+        self.owner = owner
+        self.actor = actor  # the actor a remote coroutine call became, if any
+        self.state = PENDING
+        self.payload: Payload | None = None
+        self.error: BaseException | Payload | None = None
+        self.waiters: list[Waiter] = []
+        self.fetching = False
+        self.where: Any = None  # the Peer a pending call was sent on, for ag.cancel
+
+    def set_value(self, payload: Payload) -> None:
+        if self.state == PENDING:
+            self.payload = payload
+            self.state = READY
+            self._wake()
+
+    def set_error(self, error: BaseException | Payload) -> None:
+        if self.state == PENDING:
+            self.error = error
+            self.state = FAILED
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            w.set()
+
+    def add_waiter(self, waiter: Waiter) -> bool:
+        """Register ``waiter``; False if the entry is already resolved (not registered)."""
+        self.waiters.append(waiter)
+        if self.state != PENDING:
+            try:
+                self.waiters.remove(waiter)
+            except ValueError:
+                pass  # the loop already took it and will set it
+            return False
+        return True
+
+    def value(self) -> Any:
+        """The deserialized value; raises the task's error. Only valid once resolved."""
+        if self.state == READY:
+            assert self.payload is not None
+            return loads(self.payload)
+        error = self.error
+        if isinstance(error, Payload):
+            error = loads_error(error)
+        assert error is not None
+        raise error
+
+    def describe(self) -> str:
+        return ("pending", "ready", "failed")[self.state]
+
+
+class ObjectRef(Generic[T]):
+    """A future value computed by a task or stored with ``ag.put``.
+
+    Get it with ``ag.get(ref)`` in sync code or ``await ref`` in async code; pass it to other
+    tasks and actors, where top-level ref arguments are resolved before the call runs.
+    Created by the runtime only.
+    """
+
+    __slots__ = ("__weakref__", "_entry", "_id")
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        raise TypeError("ObjectRef has no public constructor: refs come from .remote() and ag.put()")
+
+    @classmethod
+    def _make(cls, entry: ObjectEntry) -> ObjectRef[T]:
+        ref: ObjectRef[T] = object.__new__(cls)
+        ref._id = entry.object_id
+        ref._entry = entry
+        return ref
+
+    @property
+    def id(self) -> ObjectId:
+        return self._id
+
+    @property
+    def owner(self) -> str:
+        """Address of the process that owns the value."""
+        return self._entry.owner
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({short(self._id)}, {self._entry.describe()})"
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __await__(self) -> Generator[Any, None, T]:
+        from .core import current_runtime
+
+        return current_runtime().get_async(self).__await__()
+
+    def __reduce__(self) -> Any:
+        from .core import runtime_or_none
+
+        runtime = runtime_or_none()
+        if runtime is not None:
+            runtime.pin(self._entry)
+        e = self._entry
+        return _rebuild_ref, (self._id, e.owner, e.actor)
+
+
+def _rebuild_ref(object_id: ObjectId, owner: str, actor: ActorInfo | None) -> ObjectRef[Any]:
+    from .core import runtime_or_none
+
+    runtime = runtime_or_none()
+    if runtime is None:
+        entry = ObjectEntry(object_id, owner, actor)
+        entry.set_error(
+            NotInitializedError("this ObjectRef was unpickled outside an actorgrid process")
+        )
+        return ObjectRef._make(entry)
+    return ObjectRef._make(runtime.borrowed_entry(object_id, owner, actor))

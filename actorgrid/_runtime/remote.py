@@ -1,0 +1,285 @@
+"""``@ag.remote``: remote functions, remote coroutine actors and actor classes."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import attrs
+import cloudpickle
+
+from .core import current_runtime
+from .handles import ActorHandle
+from .refs import ObjectRef
+from .serialization import dumps_call
+
+__all__ = ["ActorClass", "RemoteFunction", "remote"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Options:
+    """What ``.options()`` and ``@ag.remote(...)`` accept."""
+
+    name: str | None = None
+    namespace: str | None = None
+    get_if_exists: bool = False
+    num_cpus: float | None = None
+    max_concurrency: int = 0
+    max_restarts: int = 0
+    max_retries: int = 3
+
+    def merge(self, **changes: Any) -> Options:
+        unknown = set(changes) - set(attrs.fields_dict(Options))
+        if unknown:
+            raise TypeError(
+                f"unknown option(s) {', '.join(sorted(unknown))}; valid options are "
+                + ", ".join(attrs.fields_dict(Options))
+            )
+        merged = attrs.evolve(self, **changes)
+        if merged.num_cpus is not None and merged.num_cpus < 0:
+            raise ValueError(f"num_cpus must be >= 0, not {merged.num_cpus}")
+        if merged.name is not None and not (isinstance(merged.name, str) and merged.name):
+            raise ValueError(f"name must be a non-empty string, not {merged.name!r}")
+        return merged
+
+
+class _Code:
+    """A function or class shipped to workers: pickled once, identified by its bytes."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self._blob: bytes | None = None
+        self._id: bytes | None = None
+
+    def blob(self) -> bytes:
+        if self._blob is None:
+            self._blob = cloudpickle.dumps(self.obj, protocol=5)
+        return self._blob
+
+    @property
+    def id(self) -> bytes:
+        if self._id is None:
+            self._id = hashlib.blake2b(self.blob(), digest_size=16).digest()
+        return self._id
+
+    def __getstate__(self) -> Any:
+        return {"obj": self.obj}
+
+    def __setstate__(self, state: Any) -> None:
+        self.__init__(state["obj"])  # type: ignore[misc]
+
+
+def _takes_context(fn: Callable[..., Any]) -> bool:
+    """True if the first parameter is annotated ag.Context (string annotations too)."""
+    from .context import Context
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if not params:
+        return False
+    annotation = params[0].annotation
+    if annotation is Context:
+        return True
+    if isinstance(annotation, str):
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:
+            return annotation.split(".")[-1] == "Context"
+        return hints.get(params[0].name) is Context
+    return False
+
+
+class RemoteFunction(Generic[P, R]):
+    """A function made remote with ``@ag.remote``: call ``f.remote(...)`` for an ObjectRef."""
+
+    def __init__(self, fn: Callable[..., Any], options: Options) -> None:
+        self._fn = fn
+        self._options = options
+        self._code = _Code(fn)
+        self._is_async = inspect.iscoroutinefunction(fn)
+        self._actor = _takes_context(fn)
+        if self._actor and not self._is_async:
+            raise TypeError(
+                f"{fn.__qualname__} takes an ag.Context, so it must be `async def`: a "
+                "remote coroutine with a mailbox"
+            )
+        self.__name__ = getattr(fn, "__name__", "remote_function")
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        kind = "remote coroutine actor" if self._actor else "remote function"
+        return f"<{kind} {self.__qualname__}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote function {self.__qualname__}() cannot be called directly; use "
+            f"{self.__name__}.remote(...) to run it on the cluster"
+        )
+
+    def options(self, **options: Any) -> RemoteFunction[P, R]:
+        """A variant with other options: name, namespace, get_if_exists, num_cpus, ..."""
+        variant: RemoteFunction[P, R] = RemoteFunction.__new__(RemoteFunction)
+        variant.__dict__.update(self.__dict__)
+        variant._options = self._options.merge(**options)
+        if variant._options.name and not self._actor:
+            raise ValueError(
+                f"{self.__qualname__} is a plain remote function; only actors (classes, and "
+                "async functions taking an ag.Context) can have a name"
+            )
+        return variant
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        rt = current_runtime()
+        opts = self._options
+        payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
+        rt.check_size(payload, f"{self.__qualname__}()")
+        num_cpus = opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
+        if not self._actor:
+            entry = rt.new_entry()
+            rt.on_loop(rt.send_task, entry, self._code.id, self._code.blob, payload, num_cpus, None)
+            return ObjectRef._make(entry)
+        info = rt.new_actor_info("coroutine", self.__qualname__, num_cpus, opts.name, opts.namespace)
+        code = self._code
+        entry = rt.new_entry(info)
+        if info.name is None:
+            rt.on_loop(rt.send_task, entry, code.id, code.blob, payload, num_cpus, info)
+            return ObjectRef._make(entry)
+
+        async def register_then_start() -> None:
+            pending = rt.register_name_nowait(info, opts.get_if_exists)
+            try:
+                holder = await rt.finish_register(pending)
+            except Exception as exc:
+                entry.set_error(exc)
+                raise
+            if holder.actor_id == info.actor_id:
+                rt.send_task(entry, code.id, code.blob, payload, num_cpus, info)
+            else:
+                entry.actor = holder  # an existing actor holds the name: this ref targets it
+
+        _start_registration(rt, register_then_start)
+        return ObjectRef._make(entry)
+
+
+class ActorClass(Generic[T]):
+    """A class made remote with ``@ag.remote``: ``Cls.remote(...)`` starts an actor."""
+
+    def __init__(self, cls: type[T], options: Options) -> None:
+        self._cls = cls
+        self._options = options
+        self._code = _Code(cls)
+        self._methods = tuple(
+            n for n, v in inspect.getmembers(cls) if callable(v) and not n.startswith("_")
+        )
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__doc__ = cls.__doc__
+
+    def __repr__(self) -> str:
+        return f"<actor class {self.__qualname__}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor class {self.__qualname__} cannot be instantiated directly; use "
+            f"{self.__name__}.remote(...) to start an actor"
+        )
+
+    def options(self, **options: Any) -> ActorClass[T]:
+        variant: ActorClass[T] = ActorClass.__new__(ActorClass)
+        variant.__dict__.update(self.__dict__)
+        variant._options = self._options.merge(**options)
+        return variant
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+        rt = current_runtime()
+        opts = self._options
+        label = f"{self.__qualname__}.__init__"
+        payload = dumps_call(label, self._cls.__init__, args, kwargs, skip=1)
+        rt.check_size(payload, label)
+        num_cpus = opts.num_cpus if opts.num_cpus is not None else 0.0
+        info = rt.new_actor_info(
+            "class", self.__qualname__, num_cpus, opts.name, opts.namespace, self._methods
+        )
+        code = self._code
+        created = rt.new_entry()
+
+        def start(actor: Any) -> None:
+            rt.send_create(created, actor, code.id, code.blob, payload, opts.max_concurrency)
+
+        if info.name is None:
+            rt.on_loop(start, info)
+            handle: ActorHandle[T] = ActorHandle._make(info, self._cls)
+            return handle
+
+        handle = ActorHandle._make(None, self._cls)
+
+        async def register_then_start() -> None:
+            pending = rt.register_name_nowait(info, opts.get_if_exists)
+            try:
+                holder = await rt.finish_register(pending)
+            except Exception as exc:
+                handle._fail(exc)
+                raise
+            if holder.actor_id == info.actor_id:
+                start(info)
+            handle._resolve(holder, rt.send_call)
+
+        _start_registration(rt, register_then_start)
+        return handle
+
+
+def _start_registration(rt: Any, register: Callable[[], Awaitable[None]]) -> None:
+    """Run a name registration: blocking from a plain thread (the name is registered when
+    ``.remote()`` returns), in the background from the loop (the claim is already queued to
+    the head, ahead of anything sent after it)."""
+    if rt.portal.in_loop_thread():
+
+        async def quiet() -> None:
+            try:
+                await register()
+            except Exception:
+                pass  # delivered to the handle or ref, which raises it where it is used
+
+        rt.nursery.start_soon(quiet)
+        return
+    rt.portal.run(register)
+
+
+@overload
+def remote(target: type[T]) -> ActorClass[T]: ...
+@overload
+def remote(target: Callable[P, Awaitable[R]]) -> RemoteFunction[P, R]: ...
+@overload
+def remote(target: Callable[P, R]) -> RemoteFunction[P, R]: ...
+@overload
+def remote(target: None = None, **options: Any) -> Callable[[Any], Any]: ...
+def remote(target: Any = None, **options: Any) -> Any:
+    """Make a function, coroutine function or class remote. ``@ag.remote`` or
+    ``@ag.remote(num_cpus=2, max_restarts=3, ...)``.
+
+    - a function: ``f.remote(*args)`` runs it on a worker and returns an ObjectRef;
+    - an ``async def`` whose first parameter is ``ctx: ag.Context``: each ``.remote()`` starts
+      an actor with a mailbox, addressable by the returned ref or by name;
+    - a class: ``Cls.remote(*args)`` starts an actor and returns an ActorHandle.
+    """
+    opts = Options().merge(**options)
+
+    def wrap(obj: Any) -> Any:
+        if isinstance(obj, type):
+            return ActorClass(obj, opts)
+        if callable(obj):
+            return RemoteFunction(obj, opts)
+        raise TypeError(f"@ag.remote applies to functions and classes, not {type(obj).__name__}")
+
+    return wrap if target is None else wrap(target)

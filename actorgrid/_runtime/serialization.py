@@ -1,0 +1,124 @@
+"""User values to Payloads and back: cloudpickle, pickle protocol 5, out-of-band buffers.
+
+Errors travel boxed: a RemoteError's text parts (type name, message, traceback, where) are
+always readable by the caller, and the original exception object rides along separately, so a
+cause whose class cannot be loaded on the caller still gives a useful RemoteError.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from .._exceptions import RemoteError, SerializationError
+from .._protocol.messages import Payload
+
+__all__ = ["box_error", "dumps", "dumps_call", "loads", "loads_error", "system_error"]
+
+_EMPTY = Payload(b"")
+
+
+def dumps(value: Any, *, out_of_band: bool = True) -> Payload:
+    buffers: list[pickle.PickleBuffer] = []
+    data = cloudpickle.dumps(
+        value, protocol=5, buffer_callback=buffers.append if out_of_band else None
+    )
+    return Payload(data, tuple(b.raw() for b in buffers))
+
+
+def loads(payload: Payload) -> Any:
+    return pickle.loads(payload.data, buffers=payload.buffers)
+
+
+def dumps_call(
+    label: str,
+    fn: Callable[..., Any] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    skip: int = 0,
+) -> Payload:
+    """Serialize call arguments; on failure, name the argument that could not be pickled.
+
+    ``skip`` leading parameters of ``fn`` are not passed by the caller (``self``, ``ctx``).
+    """
+    try:
+        return dumps((args, kwargs))
+    except Exception as exc:
+        raise SerializationError(
+            _describe_bad_argument(label, fn, args, kwargs, exc, skip)
+        ) from exc
+
+
+def _describe_bad_argument(
+    label: str,
+    fn: Callable[..., Any] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    exc: Exception,
+    skip: int,
+) -> str:
+    names: list[str] = []
+    if fn is not None:
+        try:
+            names = list(inspect.signature(fn).parameters)[skip:]
+        except (TypeError, ValueError):
+            names = []
+    culprits = [(i, names[i] if i < len(names) else None, a) for i, a in enumerate(args)]
+    culprits += [(None, k, v) for k, v in kwargs.items()]
+    for position, name, value in culprits:
+        try:
+            cloudpickle.dumps(value, protocol=5)
+        except Exception as inner:
+            where = f"argument {name!r}" if name else "argument"
+            if position is not None:
+                where += f" (position {position})"
+            return (
+                f"{where} of {label}() could not be serialized to send it to a worker: "
+                f"{type(inner).__name__}: {inner}. Pass a picklable value instead (for "
+                "locks, files, sockets and clients, create them inside the task or actor)."
+            )
+    return f"the arguments of {label}() could not be serialized: {type(exc).__name__}: {exc}"
+
+
+def box_error(exc: BaseException, where: str) -> Payload:
+    """Box an exception raised by user code, for the caller to re-raise as RemoteError."""
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        cause: bytes | None = cloudpickle.dumps(exc, protocol=5)
+    except Exception:
+        cause = None
+    type_name = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+    return Payload(pickle.dumps(("user", type_name, str(exc), tb, where, cause), protocol=5))
+
+
+def system_error(exc: BaseException) -> Payload:
+    """Box an error raised by the runtime itself (ActorDiedError, TaskCancelledError...)."""
+    return Payload(pickle.dumps(("system", exc), protocol=5))
+
+
+def loads_error(payload: Payload) -> BaseException:
+    """The exception a boxed error stands for, ready to raise in the caller."""
+    try:
+        box = pickle.loads(payload.data)
+    except Exception as exc:
+        return SerializationError(f"a remote error could not be deserialized: {exc!r}")
+    if box[0] == "system":
+        err: BaseException = box[1]
+        return err
+    _, type_name, message, tb, where, cause_blob = box
+    cause = None
+    if cause_blob is not None:
+        try:
+            cause = pickle.loads(cause_blob)
+        except Exception:
+            cause = None  # the type is not importable here; the text parts still tell the story
+    return RemoteError(type_name, message, tb, where, cause).as_instance_of_cause()
+
+
+EMPTY_PAYLOAD = _EMPTY

@@ -1,0 +1,26 @@
+"""The one small interface every transport implements; ``tests/_transport`` checks them all."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+Buffer = bytes | bytearray | memoryview
+
+
+class FrameStream(Protocol):
+    """An ordered, reliable stream of frames between two authenticated processes.
+
+    ``send_frames`` writes whole frame bodies (each given as parts written back to back) in
+    order; only one task may send at a time. ``receive_frame`` returns the next body, or None
+    at a clean end of stream; a stream cut mid-frame raises ProtocolError. ``aclose`` is
+    idempotent.
+    """
+
+    peer: str
+
+    async def send_frames(self, bodies: Sequence[Sequence[Buffer]]) -> None: ...
+
+    async def receive_frame(self) -> bytes | bytearray | None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,60 @@
+"""An in-memory frame stream pair: the same interface as TCP, for unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+
+from .._exceptions import ProtocolError
+from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
+from .base import Buffer
+
+__all__ = ["MemoryFrameStream", "memory_frame_stream_pair"]
+
+
+class MemoryFrameStream:
+    def __init__(
+        self,
+        send: trio.MemorySendChannel[bytes],
+        receive: trio.MemoryReceiveChannel[bytes],
+        peer: str,
+        max_message_bytes: int,
+    ) -> None:
+        self._send = send
+        self._receive = receive
+        self.peer = peer
+        self._max = max_message_bytes
+
+    async def send_frames(self, bodies: Sequence[Sequence[Buffer]]) -> None:
+        for body in bodies:
+            frame = b"".join(bytes(p) for p in body)
+            if len(frame) > self._max:
+                raise ProtocolError(
+                    f"frame of {len(frame)} bytes exceeds max_message_bytes={self._max}"
+                )
+            try:
+                await self._send.send(frame)
+            except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                raise trio.BrokenResourceError(f"{self.peer} is closed") from exc
+
+    async def receive_frame(self) -> bytes | None:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            return None
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+        await self._receive.aclose()
+
+
+def memory_frame_stream_pair(
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, buffer: int = 64
+) -> tuple[MemoryFrameStream, MemoryFrameStream]:
+    a_send, b_receive = trio.open_memory_channel[bytes](buffer)
+    b_send, a_receive = trio.open_memory_channel[bytes](buffer)
+    return (
+        MemoryFrameStream(a_send, a_receive, "memory-b", max_message_bytes),
+        MemoryFrameStream(b_send, b_receive, "memory-a", max_message_bytes),
+    )
