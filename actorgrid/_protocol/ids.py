@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from typing import NewType
 
 ActorId = NewType("ActorId", bytes)
@@ -14,16 +13,18 @@ NodeId = NewType("NodeId", bytes)
 
 _prefix = os.urandom(8)
 _counter = itertools.count(1)
-_pid = os.getpid()
-_lock = threading.Lock()
+
+
+def _reseed() -> None:
+    # A forked child must not reuse its parent's id space.
+    global _prefix, _counter
+    _prefix, _counter = os.urandom(8), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reseed)
 
 
 def _next() -> bytes:
-    global _prefix, _counter, _pid
-    if os.getpid() != _pid:  # a forked child must not reuse its parent's id space
-        with _lock:
-            if os.getpid() != _pid:
-                _prefix, _counter, _pid = os.urandom(8), itertools.count(1), os.getpid()
     return _prefix + next(_counter).to_bytes(8, "big")
 
 

@@ -1,12 +1,14 @@
 """The worker side of calls: runs tasks and hosts actors in the worker's nursery.
 
-- A task is a Trio task in the worker's nursery. Sync user functions run on pool threads while
-  holding ``num_cpus`` of the worker's CPU slots (FIFO), so the loop stays free to answer
-  messages; a sync task blocked in ``ag.get`` lends its slots back until it wakes.
-- An actor is one Trio task holding a bounded inbox. Class actors take calls from it in order
-  (sync methods one at a time on a pool thread; async methods concurrently, up to
-  ``max_concurrency``, started in order). Remote coroutines taking a Context read their inbox
-  as a mailbox.
+- Sync tasks wait in one FIFO queue and run on pool threads while holding ``num_cpus`` of the
+  worker's CPUs, so the loop stays free to answer messages. A pool thread that finishes a task
+  takes the next one itself: a burst of tasks costs one thread hand-off, not one per task. A
+  sync task blocked in ``ag.get`` lends its CPUs back until it wakes. Async tasks are Trio
+  tasks in the worker's nursery.
+- An actor is one Trio task holding a bounded inbox. A sync class actor's calls go from the
+  inbox into its lane, which one pool thread at a time drains in order; async methods run
+  concurrently on the loop, up to ``max_concurrency``, started in order. Remote coroutines
+  taking a Context read their inbox as a mailbox.
 - Messages for an actor id this worker has not seen yet (a caller raced its creator) wait in a
   placeholder inbox for PLACEHOLDER_TIMEOUT_S; ended actors leave a tombstone, so late
   messages get ActorDiedError at once.
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["Executor", "blocking_section"]
 
 PLACEHOLDER_TIMEOUT_S = 30.0
+_LANE_CAPACITY = 256
+_MAX_RUNNERS = 256
 MAILBOX_CAPACITY = 1024
 DEFAULT_ASYNC_CONCURRENCY = 1000
 _TOMBSTONES_MAX = 100_000
@@ -63,55 +67,174 @@ _local = threading.local()
 
 @contextmanager
 def blocking_section() -> Iterator[None]:
-    """Around a blocking wait in user code: lend this task's CPU slots to others meanwhile.
+    """Around a blocking wait in user code: lend this task's CPUs to others meanwhile.
 
     Without it, a task on a one-CPU worker that waits for a task queued behind it on the same
     worker would wait forever.
     """
-    hold: tuple[Executor, float] | None = getattr(_local, "hold", None)
+    hold: tuple[TaskQueue, float] | None = getattr(_local, "hold", None)
     if hold is None or hold[1] == 0:
         yield
         return
-    executor, amount = hold
-    portal = executor.runtime.portal
-    portal.call_soon(executor.cpus.release, amount)
+    queue, amount = hold
+    queue.lend(amount)
     try:
         yield
     finally:
-        regained = threading.Event()
-        portal.call_soon(executor.reacquire, amount, regained)
-        regained.wait()
+        queue.take_back(amount)
 
 
-class CpuSlots:
-    """FIFO accounting of a worker's CPUs (fractions allowed)."""
+class _TaskItem:
+    __slots__ = ("cancelled", "fn", "label", "num_cpus", "payload", "peer", "task_id")
 
-    def __init__(self, total: float) -> None:
+    def __init__(self, peer: Peer, msg: SubmitTask, fn: Callable[..., Any]) -> None:
+        self.peer = peer
+        self.task_id = msg.task_id
+        self.fn = fn
+        self.payload = msg.args
+        self.num_cpus = msg.num_cpus
+        self.label = f"task {getattr(fn, '__qualname__', 'task')}"
+        self.cancelled = False
+
+
+class TaskQueue:
+    """Sync tasks waiting for CPUs (fractions allowed), in arrival order.
+
+    Pool threads ("runners") take tasks themselves: a runner that finishes one takes the next
+    that fits, so a stream of short tasks does not bounce through the loop. A runner is started
+    only while the head of the queue fits in the free CPUs.
+    """
+
+    def __init__(self, executor: Executor, total: float) -> None:
+        self.executor = executor
         self.total = total
         self.free = total
-        self._waiters: deque[tuple[float, trio.Event]] = deque()
+        self.items: deque[_TaskItem] = deque()
+        self.cond = threading.Condition(threading.Lock())
+        self.runners = 0
 
-    async def acquire(self, amount: float) -> None:
-        if not self._waiters and self.free >= amount:
+    def push(self, item: _TaskItem) -> None:
+        with self.cond:
+            self.items.append(item)
+            start = self._claim_runner()
+        if start:
+            self.executor.runtime.pool.start(self._run)
+
+    def remove(self, item: _TaskItem) -> bool:
+        with self.cond:
+            try:
+                self.items.remove(item)
+            except ValueError:
+                return False
+            return True
+
+    def _claim_runner(self) -> bool:
+        # Lock held. A runner that finds nothing it may take exits, so a spare claim is
+        # harmless; a missing one would strand a task.
+        if self.items and self.free >= self.items[0].num_cpus and self.runners < _MAX_RUNNERS:
+            self.runners += 1
+            return True
+        return False
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                if not self.items or self.free < self.items[0].num_cpus:
+                    self.runners -= 1
+                    return
+                item = self.items.popleft()
+                self.free -= item.num_cpus
+            _local.hold = (self, item.num_cpus)
+            try:
+                ok, payload = self.executor.call_in_thread(item.fn, item.payload, item.label)
+            finally:
+                _local.hold = None
+                with self.cond:
+                    self.free += item.num_cpus
+                    self.cond.notify_all()
+            self.executor.runtime.portal.call_soon(self.executor.task_done, item, ok, payload)
+
+    def lend(self, amount: float) -> None:
+        with self.cond:
+            self.free += amount
+            self.cond.notify_all()
+            start = self._claim_runner()
+        if start:
+            self.executor.runtime.pool.start(self._run)
+
+    def take_back(self, amount: float) -> None:
+        with self.cond:
+            while self.free < amount:
+                self.cond.wait()
             self.free -= amount
-            return
-        item = (amount, trio.Event())
-        self._waiters.append(item)
-        try:
-            await item[1].wait()
-        except BaseException:
-            if item in self._waiters:
-                self._waiters.remove(item)
+
+
+class _Lane:
+    """A sync actor's calls, run in order by one pool thread at a time.
+
+    The loop appends; a drain job on a pool thread runs calls back to back until the lane is
+    empty. At most _LANE_CAPACITY calls wait here; more wait in the actor's inbox.
+    """
+
+    def __init__(self, executor: Executor, instance: Any, info: ActorInfo) -> None:
+        self.executor = executor
+        self.instance = instance
+        self.info = info
+        self.items: deque[_Call] = deque()
+        self.lock = threading.Lock()
+        self.running = False
+        self.closed = False
+        self.feeder_holding = False  # the feeder holds a call from the inbox, not yet here
+        self.space = trio.lowlevel.ParkingLot()
+
+    def has_room(self) -> bool:
+        return len(self.items) < _LANE_CAPACITY
+
+    def push(self, call: _Call) -> None:
+        with self.lock:
+            self.items.append(call)
+            if self.running:
+                return
+            self.running = True
+        self.executor.runtime.pool.start(self._drain)
+
+    async def wait_room(self) -> None:
+        while not self.has_room() and not self.closed:
+            await self.space.park()
+
+    def _drain(self) -> None:
+        portal = self.executor.runtime.portal
+        while True:
+            with self.lock:
+                if self.closed or not self.items:
+                    self.running = False
+                    return
+                call = self.items.popleft()
+                wake = len(self.items) == _LANE_CAPACITY - 1
+            if wake:
+                portal.call_soon(self.space.unpark_all)
+            if call.cancelled:
+                result: tuple[bool, Payload] = (False, _cancelled(call.method))
             else:
-                self.release(amount)  # granted as we were cancelled: give it back
-            raise
+                method = getattr(self.instance, call.method, None)
+                if method is None:
+                    error = AttributeError(
+                        f"actor class {self.info.label} has no method {call.method!r}"
+                    )
+                    result = (False, system_error(error))
+                else:
+                    label = f"{self.info.label}.{call.method}"
+                    result = self.executor.call_in_thread(method, call.payload, label)
+            portal.call_soon(self.executor.call_done, call, *result)
 
-    def release(self, amount: float) -> None:
-        self.free += amount
-        while self._waiters and self.free >= self._waiters[0][0]:
-            amount, event = self._waiters.popleft()
-            self.free -= amount
-            event.set()
+    def close(self, reason: str) -> None:
+        with self.lock:
+            self.closed = True
+            left = list(self.items)
+            self.items.clear()
+        for call in left:
+            _refuse(call, reason)
+        self.space.unpark_all()
 
 
 class _Task:
@@ -150,38 +273,15 @@ class _Call:
 class _Slot:
     """One actor on this worker (or a placeholder for one that has not arrived yet)."""
 
-    __slots__ = ("actor_id", "done", "info", "receive", "scope", "send")
+    __slots__ = ("actor_id", "done", "info", "lane", "receive", "scope", "send")
 
     def __init__(self, actor_id: ActorId) -> None:
         self.actor_id = actor_id
         self.info: ActorInfo | None = None
+        self.lane: _Lane | None = None
         self.send, self.receive = trio.open_memory_channel[Any](MAILBOX_CAPACITY)
         self.scope = trio.CancelScope()
         self.done = trio.Event()
-
-
-def _run_sync(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    where: str,
-    hold: tuple[Executor, float] | None,
-) -> tuple[bool, Any]:
-    """On a pool thread: call user code and serialize its outcome, off the loop."""
-    _local.hold = hold
-    try:
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:  # user code may raise SystemExit; report it, don't die
-            return False, box_error(exc, where)
-        try:
-            return True, dumps(value)
-        except Exception as exc:
-            return False, system_error(
-                SerializationError(f"the result of {where} could not be serialized: {exc}")
-            )
-    finally:
-        _local.hold = None
 
 
 def _construct(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> tuple[bool, Any]:
@@ -194,19 +294,19 @@ def _construct(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], where: 
 class Executor:
     def __init__(self, runtime: Runtime, num_cpus: float) -> None:
         self.runtime = runtime
-        self.cpus = CpuSlots(num_cpus)
+        self.queue = TaskQueue(self, num_cpus)
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.classes: dict[bytes, type] = {}
         self.actors: dict[ActorId, _Slot] = {}
         self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
         self.tasks: dict[ObjectId, _Task | _Call] = {}
         self._nursery: trio.Nursery | None = None
-        self._host = socket.gethostname()
+        self._where_suffix = f"on worker {{}} (pid {os.getpid()}, host {socket.gethostname()})"
 
     def __repr__(self) -> str:
         return (
             f"<Executor actors={len(self.actors)} tasks={len(self.tasks)} "
-            f"cpus_free={self.cpus.free:g}/{self.cpus.total:g}>"
+            f"cpus_free={self.queue.free:g}/{self.queue.total:g}>"
         )
 
     def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]:
@@ -231,15 +331,46 @@ class Executor:
         return self._nursery
 
     def _where(self, label: str) -> str:
-        return f"{label} on worker {self.runtime.address} (pid {os.getpid()}, host {self._host})"
+        return f"{label} " + self._where_suffix.format(self.runtime.address)
 
-    def reacquire(self, amount: float, regained: threading.Event) -> None:
-        async def take() -> None:
-            with trio.CancelScope(shield=True):
-                await self.cpus.acquire(amount)
-            regained.set()
+    def call_in_thread(
+        self, fn: Callable[..., Any], payload: Payload, label: str
+    ) -> tuple[bool, Payload]:
+        """On a pool thread: load the arguments (waiting for ref arguments), run user code,
+        serialize its outcome. Never raises."""
+        try:
+            args, kwargs = _loads_args(payload, self.runtime.address)
+            if any(isinstance(a, ObjectRef) for a in args) or any(
+                isinstance(v, ObjectRef) for v in kwargs.values()
+            ):
+                get = self.runtime.get_sync
+                args = tuple(get(a, None) if isinstance(a, ObjectRef) else a for a in args)
+                kwargs = {
+                    k: get(v, None) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()
+                }
+        except BaseException as exc:
+            return False, system_error(exc)
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # user code may raise SystemExit; report it, don't die
+            return False, box_error(exc, self._where(label))
+        try:
+            return True, dumps(value)
+        except Exception as exc:
+            error = SerializationError(
+                f"the result of {self._where(label)} could not be serialized: {exc}"
+            )
+            return False, system_error(error)
 
-        self.nursery.start_soon(take)
+    def task_done(self, item: _TaskItem, ok: bool, payload: Payload) -> None:
+        self.tasks.pop(item.task_id, None)
+        if item.cancelled:
+            ok, payload = False, _cancelled(item.label)
+        item.peer.send(TaskResult(item.task_id, ok, payload))
+
+    def call_done(self, call: _Call, ok: bool, payload: Payload) -> None:
+        self.tasks.pop(call.task_id, None)
+        call.answer(ok, payload)
 
     # --- code and arguments --------------------------------------------------------------------
 
@@ -255,13 +386,7 @@ class Executor:
         return obj
 
     async def _load_args(self, payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        try:
-            args, kwargs = loads(payload)
-        except Exception as exc:
-            raise SerializationError(
-                f"the arguments could not be deserialized on worker {self.runtime.address}: "
-                f"{type(exc).__name__}: {exc} (is every module they need importable there?)"
-            ) from None
+        args, kwargs = _loads_args(payload, self.runtime.address)
         get = self.runtime.get_async
         if any(isinstance(a, ObjectRef) for a in args):
             args = tuple([await get(a) if isinstance(a, ObjectRef) else a for a in args])
@@ -277,13 +402,18 @@ class Executor:
         except Exception as exc:
             peer.send(TaskResult(msg.task_id, False, system_error(_load_error("function", exc))))
             return
+        if msg.actor is None and not inspect.iscoroutinefunction(fn):
+            item = _TaskItem(peer, msg, fn)
+            self.tasks[msg.task_id] = item
+            self.queue.push(item)
+            return
         task = _Task(peer)
         self.tasks[msg.task_id] = task
         self.nursery.start_soon(self._run_task, task, fn, msg)
 
     async def _run_task(self, task: _Task, fn: Callable[..., Any], msg: SubmitTask) -> None:
-        label = getattr(fn, "__qualname__", "task")
-        where = self._where(f"task {label}")
+        """An async task, or a remote coroutine actor: a Trio task in this nursery."""
+        label = f"task {getattr(fn, '__qualname__', 'task')}"
         result: tuple[bool, Payload] | None = None
         with task.scope:
             try:
@@ -293,29 +423,23 @@ class Executor:
             else:
                 if msg.actor is not None:
                     result = await self._run_coroutine_actor(fn, msg.actor, args, kwargs)
-                elif inspect.iscoroutinefunction(fn):
+                else:
                     try:
                         result = (True, dumps(await fn(*args, **kwargs)))
                     except Exception as exc:
-                        result = (False, box_error(exc, where))
-                else:
-                    await self.cpus.acquire(msg.num_cpus)
-                    try:
-                        # Once running, sync code finishes; a cancel only replaces its result.
-                        with trio.CancelScope(shield=True):
-                            result = await self.runtime.pool.run(
-                                _run_sync, fn, args, kwargs, where, (self, msg.num_cpus)
-                            )
-                    finally:
-                        self.cpus.release(msg.num_cpus)
+                        result = (False, box_error(exc, self._where(label)))
         self.tasks.pop(msg.task_id, None)
         if task.scope.cancel_called or result is None:
-            result = (False, system_error(TaskCancelledError(f"{label} was cancelled")))
+            result = (False, _cancelled(label))
         task.peer.send(TaskResult(msg.task_id, *result))
 
     def on_cancel(self, peer: Peer, msg: CancelTask) -> None:
         item = self.tasks.get(msg.task_id)
-        if isinstance(item, _Task):
+        if isinstance(item, _TaskItem):
+            item.cancelled = True
+            if self.queue.remove(item):
+                self.task_done(item, False, _cancelled(item.label))
+        elif isinstance(item, _Task):
             item.scope.cancel()
         elif isinstance(item, _Call):
             item.cancelled = True
@@ -383,23 +507,19 @@ class Executor:
 
     async def _serve_sync_actor(self, slot: _Slot, instance: Any) -> None:
         assert slot.info is not None
-        async for call in slot.receive:
-            if not isinstance(call, _Call):
-                call_reject_letter(call, slot.info)
-                continue
-            self.tasks.pop(call.task_id, None)
-            if call.cancelled:
-                call.answer(False, system_error(TaskCancelledError(f"{call.method} was cancelled")))
-                continue
-            try:
-                method = getattr(instance, call.method)
-                args, kwargs = await self._load_args(call.payload)
-            except Exception as exc:
-                call.answer(False, system_error(exc))
-                continue
-            where = self._where(f"{slot.info.label}.{call.method}")
-            ok, payload = await self.runtime.pool.run(_run_sync, method, args, kwargs, where, None)
-            call.answer(ok, payload)
+        lane = slot.lane = _Lane(self, instance, slot.info)
+        try:
+            async for call in slot.receive:
+                if not isinstance(call, _Call):
+                    call_reject_letter(call, slot.info)
+                    continue
+                if not lane.has_room():
+                    lane.feeder_holding = True
+                    await lane.wait_room()
+                lane.feeder_holding = False
+                lane.push(call)
+        finally:
+            lane.close(f"actor {_describe(slot.info)} was killed")
 
     async def _serve_async_actor(self, slot: _Slot, instance: Any, max_concurrency: int) -> None:
         assert slot.info is not None
@@ -415,7 +535,7 @@ class Executor:
     async def _run_async_call(
         self, info: ActorInfo, instance: Any, call: _Call, limit: trio.Semaphore
     ) -> None:
-        where = self._where(f"{info.label}.{call.method}")
+        label = f"{info.label}.{call.method}"
         result: tuple[bool, Payload] | None = None
         call.scope = trio.CancelScope()
         try:
@@ -433,15 +553,15 @@ class Executor:
                             result = (True, dumps(await method(*args, **kwargs)))
                         else:
                             result = await self.runtime.pool.run(
-                                _run_sync, method, args, kwargs, where, None
+                                self.call_in_thread, method, call.payload, label
                             )
                     except Exception as exc:
-                        result = (False, box_error(exc, where))
+                        result = (False, box_error(exc, self._where(label)))
         finally:
             limit.release()
             self.tasks.pop(call.task_id, None)
         if result is None:
-            result = (False, system_error(TaskCancelledError(f"{call.method} was cancelled")))
+            result = (False, _cancelled(call.method))
         call.answer(*result)
 
     async def _run_coroutine_actor(
@@ -521,6 +641,15 @@ class Executor:
             _refuse(call, self._dead_reason(msg.actor_id))
             return None
         self.tasks[msg.task_id] = call
+        lane = slot.lane
+        if (
+            lane is not None
+            and not lane.feeder_holding
+            and lane.has_room()
+            and not slot.receive.statistics().current_buffer_used
+        ):
+            lane.push(call)  # nothing queued ahead of it: skip the inbox hop
+            return None
         return self._enqueue(slot, call, self._dead_reason(msg.actor_id))
 
     def on_deliver(self, peer: Peer, msg: Deliver) -> Any:
@@ -585,3 +714,18 @@ def _load_error(what: str, exc: Exception) -> Exception:
 
 def _describe(info: ActorInfo) -> str:
     return f"{info.label}({info.name!r})" if info.name else f"{info.label}#{short(info.actor_id)}"
+
+
+def _cancelled(label: str) -> Payload:
+    return system_error(TaskCancelledError(f"{label} was cancelled"))
+
+
+def _loads_args(payload: Payload, address: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    try:
+        args, kwargs = loads(payload)
+    except Exception as exc:
+        raise SerializationError(
+            f"the arguments could not be deserialized on worker {address}: "
+            f"{type(exc).__name__}: {exc} (is every module they need importable there?)"
+        ) from None
+    return args, kwargs

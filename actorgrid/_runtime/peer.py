@@ -137,18 +137,15 @@ class Peer:
         """Pump messages both ways until either side closes; then mark the peer closed."""
         reason = "connection closed"
         try:
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, stream, nursery.cancel_scope)
-                    reason = await self._reader(stream)
-                    nursery.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                raise unwrap_group(group) from None
-        except ProtocolError as exc:
-            reason = str(exc)
-            log.warning("closing connection to %s: %s", self.address, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            reason = f"connection lost: {exc}"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, stream, nursery.cancel_scope)
+                reason = await self._reader(stream)
+                nursery.cancel_scope.cancel()
+        except* ProtocolError as group:
+            reason = str(unwrap_group(group))
+            log.warning("closing connection to %s: %s", self.address, reason)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+            reason = f"connection lost: {unwrap_group(group)}"
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()

@@ -10,6 +10,7 @@ while user code computes. Threads are started on demand and retire after idling.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections import deque
@@ -24,6 +25,7 @@ from .._exceptions import NotInitializedError
 __all__ = ["Portal", "ThreadPool"]
 
 _THREAD_IDLE_S = 30.0
+_log = logging.getLogger("actorgrid.portal")
 
 
 class Portal:
@@ -73,7 +75,7 @@ class _Job:
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        done: Callable[[outcome.Outcome[Any]], None],
+        done: Callable[[outcome.Outcome[Any]], None] | None,
     ) -> None:
         self.fn = fn
         self.args = args
@@ -112,6 +114,13 @@ class ThreadPool:
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def start(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Any thread: run ``fn(*args)`` on a pool thread; nobody waits for it.
+
+        ``fn`` must report its own outcome (through the portal) and never raise.
+        """
+        self.submit(_Job(fn, args, None))
+
     def submit(self, job: _Job) -> None:
         with self._lock:
             if self._idle:
@@ -140,6 +149,10 @@ class ThreadPool:
             del job.fn, job.args
             with self._lock:
                 self._idle += 1
+            if job.done is None:
+                if isinstance(result, outcome.Error):
+                    _log.error("a pool job failed", exc_info=result.error)
+                continue
             try:
                 self._portal.call_soon(job.done, result)
             except NotInitializedError:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from .._exceptions import ProtocolError
+from .._exceptions import AuthenticationError, ProtocolError
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, FrameDecoder, frame_header
 from .._protocol.handshake import HANDSHAKE_TIMEOUT_S, HELLO_BYTES, PROOF_BYTES, Handshake
 from .base import Buffer
@@ -111,6 +111,8 @@ async def _handshake(stream: trio.SocketStream, secret: bytes, role: str, peer: 
                 raise
             await stream.send_all(verdict)
             shake.receive_verdict(await _receive_exactly(stream, 1, peer))
+    except (AuthenticationError, ProtocolError):
+        raise  # both are ConnectionErrors, so the OSError clause below would swallow them
     except trio.TooSlowError:
         raise ProtocolError(
             f"{peer} did not finish the handshake within {HANDSHAKE_TIMEOUT_S:.0f} s"
@@ -192,6 +194,9 @@ async def _serve_one(
     framed = TcpFrameStream(stream, peer, max_message_bytes)
     try:
         await handler(framed)
+    except Exception:
+        # One connection's failure must never take the server down with it.
+        log.exception("connection from %s failed", peer)
     finally:
         await framed.aclose()
 
