@@ -8,7 +8,7 @@ pickle protocol 5 out-of-band buffers, opaque to this layer.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TypeAlias
 
 import attrs
 
@@ -281,30 +281,30 @@ class ObjectValue:
     value: Payload
 
 
-Message = Union[
-    Hello,
-    Ack,
-    RegisterWorker,
-    SubscribeMembership,
-    Membership,
-    WorkerJoined,
-    WorkerLeft,
-    Shutdown,
-    RegisterName,
-    LookupName,
-    NameReply,
-    ActorEnded,
-    SubmitTask,
-    CreateActor,
-    CallActor,
-    TaskResult,
-    CancelTask,
-    KillActor,
-    Deliver,
-    AskReply,
-    DeliveryFailed,
-    FetchObject,
-    ObjectValue,
-]
+Message: TypeAlias = (
+    Hello
+    | Ack
+    | RegisterWorker
+    | SubscribeMembership
+    | Membership
+    | WorkerJoined
+    | WorkerLeft
+    | Shutdown
+    | RegisterName
+    | LookupName
+    | NameReply
+    | ActorEnded
+    | SubmitTask
+    | CreateActor
+    | CallActor
+    | TaskResult
+    | CancelTask
+    | KillActor
+    | Deliver
+    | AskReply
+    | DeliveryFailed
+    | FetchObject
+    | ObjectValue
+)
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__  # type: ignore[attr-defined]

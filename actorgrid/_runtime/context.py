@@ -133,7 +133,9 @@ class Context:
         raise TypeError("Context has no public constructor: the runtime passes it in")
 
     @classmethod
-    def _make(cls, runtime: Runtime, info: ActorInfo, receive: trio.MemoryReceiveChannel[Any]) -> Context:
+    def _make(
+        cls, runtime: Runtime, info: ActorInfo, receive: trio.MemoryReceiveChannel[Any]
+    ) -> Context:
         ctx = object.__new__(cls)
         ctx._runtime = runtime
         ctx._info = info

@@ -281,8 +281,7 @@ class Runtime:
                 self.placement.finished(wid)
             entry.set_error(
                 WorkerDiedError(
-                    f"the worker at {peer.address} went away before answering "
-                    f"({peer.close_reason})"
+                    f"the worker at {peer.address} went away before answering ({peer.close_reason})"
                 )
             )
 
@@ -559,7 +558,9 @@ class Runtime:
         peer.inflight[entry.object_id] = (entry, False)
         peer.send(CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency))
 
-    def send_call(self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload) -> None:
+    def send_call(
+        self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
+    ) -> None:
         """Loop: send a method call, or queue it on the handle until the actor is placed."""
         info = handle._info
         if info is None:
@@ -694,7 +695,7 @@ class Runtime:
         self.check_size(payload, "send()")
         peer = self.peer_for(info.address)
         try:
-            await peer.send_wait(Deliver(0, info.actor_id, payload))
+            await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
         except PeerClosedError as exc:
             self.forget_actor(info.actor_id)
             raise ActorDiedError(f"cannot deliver to actor {_describe(info)}: {exc}") from None

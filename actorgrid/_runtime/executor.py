@@ -284,7 +284,9 @@ class _Slot:
         self.done = trio.Event()
 
 
-def _construct(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> tuple[bool, Any]:
+def _construct(
+    cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], where: str
+) -> tuple[bool, Any]:
     try:
         return True, cls(*args, **kwargs)
     except BaseException as exc:
@@ -575,7 +577,10 @@ class Executor:
         ctx = Context._make(self.runtime, info, slot.receive)
         where = self._where(f"actor {label}")
         reason = f"actor {label} has ended"
-        result: tuple[bool, Payload] = (False, system_error(ActorDiedError(f"actor {label} was killed")))
+        result: tuple[bool, Payload] = (
+            False,
+            system_error(ActorDiedError(f"actor {label} was killed")),
+        )
         try:
             with slot.scope:
                 try:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from .._transport.base import FrameStream
     from .refs import ObjectEntry
 
-__all__ = ["LoopbackPeer", "Peer", "PeerClosedError"]
+__all__ = ["LoopbackPeer", "Peer", "PeerClosedError", "batch"]
 
 log = logging.getLogger("actorgrid.peer")
 
@@ -46,6 +47,30 @@ Handler = Callable[["Peer", Message], Awaitable[None] | None]
 _REPLIES = (Ack, NameReply, Membership, AskReply, ObjectValue)
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst
 _HIGH_WATER = 4096  # queued messages above which send_wait() waits
+
+
+_dirty: list[Peer] | None = None
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Within this block, peers that are sent to are flushed once, at the end, from here.
+
+    A flush writes straight to the socket when the peer's writer is idle, so a reply costs no
+    task switch; sends outside any batch wake the writer task instead. Loop thread only.
+    """
+    global _dirty
+    if _dirty is not None:
+        yield
+        return
+    _dirty = []
+    try:
+        yield
+    finally:
+        dirty, _dirty = _dirty, None
+        for peer in dirty:
+            peer._queued_flush = False
+            peer.flush()
 
 
 class PeerClosedError(ConnectionError):
@@ -79,6 +104,9 @@ class Peer:
         # Function and class blobs this link has already carried (sent once per link).
         self.sent_code: set[bytes] = set()
         self.on_closed: list[Callable[[Peer], None]] = []
+        self._stream: FrameStream | None = None
+        self._writing = False
+        self._queued_flush = False
 
     def __repr__(self) -> str:
         kind = self.remote_hello.kind if self.remote_hello else "?"
@@ -93,15 +121,39 @@ class Peer:
         if self.closed:
             return
         self._out.append(message)
+        if _dirty is None:
+            self._wake.set()
+        elif not self._queued_flush:
+            self._queued_flush = True
+            _dirty.append(self)
+
+    def flush(self) -> None:
+        """Write queued messages now if the writer is idle; else leave them to the writer."""
+        stream = self._stream
+        if stream is None or self._writing or self.closed or not self._out:
+            self._wake.set()
+            return
+        messages = self._out[:_BATCH_MAX]
+        del self._out[:_BATCH_MAX]
+        try:
+            if stream.send_nowait([encode(m) for m in messages]) and not self._out:
+                return
+        except trio.BrokenResourceError:
+            pass  # the reader sees the broken connection and closes the peer
         self._wake.set()
 
-    async def send_wait(self, message: Message) -> None:
-        """Queue a message, first waiting while the queue is over its high-water mark."""
+    async def send_wait(self, message: Message, *, flush: bool = False) -> None:
+        """Queue a message, first waiting while the queue is over its high-water mark;
+        with ``flush``, write it out now rather than waking the writer."""
         while len(self._out) >= _HIGH_WATER and not self.closed:
             await self._space.park()
         if self.closed:
             raise PeerClosedError(f"connection to {self.address} is closed: {self.close_reason}")
-        self.send(message)
+        if flush:
+            with batch():
+                self.send(message)
+        else:
+            self.send(message)
 
     def request_nowait(self, make: Callable[[int], Message]) -> _Reply:
         """Queue ``make(rid)`` now; ``await peer.wait_reply(r)`` later for the answer.
@@ -137,6 +189,9 @@ class Peer:
         """Pump messages both ways until either side closes; then mark the peer closed."""
         reason = "connection closed"
         try:
+            # Hello goes first, before anything queued while connecting.
+            await stream.send_frames([encode(self._hello)])
+            self._stream = stream
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, stream, nursery.cancel_scope)
                 reason = await self._reader(stream)
@@ -166,14 +221,17 @@ class Peer:
             callback(self)
 
     async def _writer(self, stream: FrameStream, scope: trio.CancelScope) -> None:
-        self._out.insert(0, self._hello)
         while True:
-            if not self._out:
+            if not self._out and not stream.pending:
                 self._wake = trio.Event()
                 await self._wake.wait()
-            batch = self._out[:_BATCH_MAX]
+            messages = self._out[:_BATCH_MAX]
             del self._out[:_BATCH_MAX]
-            await stream.send_frames([encode(m) for m in batch])
+            self._writing = True
+            try:
+                await stream.send_frames([encode(m) for m in messages])
+            finally:
+                self._writing = False
             if len(self._out) < _HIGH_WATER:
                 self._space.unpark_all()
 
@@ -190,7 +248,8 @@ class Peer:
             frame = await stream.receive_frame()
             if frame is None:
                 return "peer closed the connection"
-            self._dispatch(decode(frame), handler)
+            with batch():
+                self._dispatch(decode(frame), handler)
             if self._pending is not None:
                 await self._await_pending()
 
@@ -235,12 +294,13 @@ class LoopbackPeer(Peer):
                 if not self._out:
                     self._wake = trio.Event()
                     await self._wake.wait()
-                batch = self._out[:_BATCH_MAX]
+                messages = self._out[:_BATCH_MAX]
                 del self._out[:_BATCH_MAX]
                 if len(self._out) < _HIGH_WATER:
                     self._space.unpark_all()
-                for message in batch:
-                    self._dispatch(_isolate(message), handler)
+                for message in messages:
+                    with batch():
+                        self._dispatch(_isolate(message), handler)
                     if self._pending is not None:
                         await self._await_pending()
         finally:

@@ -21,6 +21,7 @@ import outcome
 import trio
 
 from .._exceptions import NotInitializedError
+from .peer import batch
 
 __all__ = ["Portal", "ThreadPool"]
 
@@ -54,9 +55,10 @@ class Portal:
         # Cleared before draining: a call appended from now on schedules another drain.
         self._scheduled = False
         calls = self._calls
-        while calls:
-            fn, args = calls.popleft()
-            fn(*args)
+        with batch():  # every message the calls send goes out in one write per peer
+            while calls:
+                fn, args = calls.popleft()
+                fn(*args)
 
     def run(self, afn: Callable[..., Any], *args: Any) -> Any:
         """Run an async function on the loop from another thread and wait for its result."""

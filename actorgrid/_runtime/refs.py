@@ -114,7 +114,9 @@ class ObjectRef(Generic[T]):
     __slots__ = ("__weakref__", "_entry", "_id")
 
     def __init__(self, *_: Any, **__: Any) -> None:
-        raise TypeError("ObjectRef has no public constructor: refs come from .remote() and ag.put()")
+        raise TypeError(
+            "ObjectRef has no public constructor: refs come from .remote() and ag.put()"
+        )
 
     @classmethod
     def _make(cls, entry: ObjectEntry) -> ObjectRef[T]:

@@ -149,7 +149,9 @@ class RemoteFunction(Generic[P, R]):
             entry = rt.new_entry()
             rt.on_loop(rt.send_task, entry, self._code.id, self._code.blob, payload, num_cpus, None)
             return ObjectRef._make(entry)
-        info = rt.new_actor_info("coroutine", self.__qualname__, num_cpus, opts.name, opts.namespace)
+        info = rt.new_actor_info(
+            "coroutine", self.__qualname__, num_cpus, opts.name, opts.namespace
+        )
         code = self._code
         entry = rt.new_entry(info)
         if info.name is None:

@@ -81,8 +81,11 @@ class Placement:
                 "no worker is connected to the cluster: start one (ag.init() starts them for "
                 "an embedded cluster; `actorgrid node` joins a machine to a running one)"
             )
-        fits = [w for w in (order[self._rng.randrange(len(order))] for _ in range(_SAMPLES))
-                if self.workers[w].num_cpus >= num_cpus]
+        fits = [
+            w
+            for w in (order[self._rng.randrange(len(order))] for _ in range(_SAMPLES))
+            if self.workers[w].num_cpus >= num_cpus
+        ]
         if len(fits) < 2:
             fits += [w for w in order if self.workers[w].num_cpus >= num_cpus][:2]
         if not fits:

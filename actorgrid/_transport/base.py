@@ -18,6 +18,9 @@ class FrameStream(Protocol):
     """
 
     peer: str
+    pending: bool  # send_nowait left bytes that send_frames must write first
+
+    def send_nowait(self, bodies: Sequence[Sequence[Buffer]]) -> bool: ...
 
     async def send_frames(self, bodies: Sequence[Sequence[Buffer]]) -> None: ...
 

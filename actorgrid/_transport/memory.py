@@ -38,6 +38,11 @@ class MemoryFrameStream:
             except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
                 raise trio.BrokenResourceError(f"{self.peer} is closed") from exc
 
+    pending = False
+
+    def send_nowait(self, bodies: Sequence[Sequence[Buffer]]) -> bool:
+        return False  # the writer task sends everything; a channel has no partial writes
+
     async def receive_frame(self) -> bytes | None:
         try:
             return await self._receive.receive()
