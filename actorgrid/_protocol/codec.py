@@ -51,13 +51,13 @@ def _structure_payload(obj: Any, _: Any) -> Payload:
 _converter.register_unstructure_hook(Payload, _unstructure_payload)
 _converter.register_structure_hook(Payload, _structure_payload)
 configure_tagged_union(
-    Message,  # type: ignore[arg-type]
+    Message,
     _converter,
     tag_generator=lambda cls: cls.__name__,
     tag_name="t",
 )
-_unstructure_message = _converter.get_unstructure_hook(Message)  # type: ignore[arg-type]
-_structure_message = _converter.get_structure_hook(Message)  # type: ignore[arg-type]
+_unstructure_message = _converter.get_unstructure_hook(Message)
+_structure_message = _converter.get_structure_hook(Message)
 _packer_lock = threading.Lock()
 
 

@@ -14,10 +14,8 @@ import attrs
 
 from .ids import ActorId, NodeId, ObjectId, WorkerId
 
-frozen = attrs.frozen(slots=True, weakref_slot=False)
 
-
-@frozen
+@attrs.frozen
 class Payload:
     """Serialized user data: pickle bytes and the out-of-band buffers they refer to."""
 
@@ -29,7 +27,7 @@ class Payload:
         return len(self.data) + sum(b.nbytes for b in self.buffers)
 
 
-@frozen
+@attrs.frozen
 class WorkerInfo:
     """Where a worker lives and what it offers; carried by membership messages."""
 
@@ -41,7 +39,7 @@ class WorkerInfo:
     num_cpus: float
 
 
-@frozen
+@attrs.frozen
 class ActorInfo:
     """Where an actor lives: enough to address it from any process."""
 
@@ -57,7 +55,7 @@ class ActorInfo:
 # --- connection set-up -------------------------------------------------------------------
 
 
-@frozen
+@attrs.frozen
 class Hello:
     """First frame on every connection after authentication, sent by both sides."""
 
@@ -66,7 +64,7 @@ class Hello:
     pid: int
 
 
-@frozen
+@attrs.frozen
 class Ack:
     """Reply to any request that only needs success or an error message."""
 
@@ -77,7 +75,7 @@ class Ack:
 # --- membership (head) --------------------------------------------------------------------
 
 
-@frozen
+@attrs.frozen
 class RegisterWorker:
     """Sent by a worker process to the head once it listens, to join the cluster."""
 
@@ -85,14 +83,14 @@ class RegisterWorker:
     worker: WorkerInfo
 
 
-@frozen
+@attrs.frozen
 class SubscribeMembership:
     """Sent by every runtime to the head: the current workers, then joins and leaves."""
 
     rid: int
 
 
-@frozen
+@attrs.frozen
 class Membership:
     """Head's reply to SubscribeMembership: the workers alive now."""
 
@@ -100,14 +98,14 @@ class Membership:
     workers: tuple[WorkerInfo, ...]
 
 
-@frozen
+@attrs.frozen
 class WorkerJoined:
     """Pushed by the head to subscribers when a worker registers."""
 
     worker: WorkerInfo
 
 
-@frozen
+@attrs.frozen
 class WorkerLeft:
     """Pushed by the head to subscribers when a worker's connection ends."""
 
@@ -115,7 +113,7 @@ class WorkerLeft:
     reason: str
 
 
-@frozen
+@attrs.frozen
 class Shutdown:
     """Sent by the head (or node agent) to a worker: stop now."""
 
@@ -125,7 +123,7 @@ class Shutdown:
 # --- names (head) -------------------------------------------------------------------------
 
 
-@frozen
+@attrs.frozen
 class RegisterName:
     """Sent by ``.options(name=...).remote()``: claim a name for a new actor, atomically."""
 
@@ -134,7 +132,7 @@ class RegisterName:
     get_if_exists: bool
 
 
-@frozen
+@attrs.frozen
 class LookupName:
     """Sent by ``ag.get_actor``, ``ctx.send(name)``, ``ag.send(name)``: resolve a name."""
 
@@ -143,7 +141,7 @@ class LookupName:
     namespace: str | None
 
 
-@frozen
+@attrs.frozen
 class NameReply:
     """Head's reply to RegisterName and LookupName.
 
@@ -157,7 +155,7 @@ class NameReply:
     error: str | None = None
 
 
-@frozen
+@attrs.frozen
 class ActorEnded:
     """Sent by a worker to the head when an actor ends: frees its name."""
 
@@ -169,7 +167,7 @@ class ActorEnded:
 # --- calls (caller to worker, direct) -----------------------------------------------------
 
 
-@frozen
+@attrs.frozen
 class SubmitTask:
     """Sent by ``f.remote()``: run a remote function. ``function`` is sent once per link.
 
@@ -185,7 +183,7 @@ class SubmitTask:
     actor: ActorInfo | None = None
 
 
-@frozen
+@attrs.frozen
 class CreateActor:
     """Sent by ``Cls.remote()``: construct an actor instance on this worker."""
 
@@ -197,7 +195,7 @@ class CreateActor:
     max_concurrency: int
 
 
-@frozen
+@attrs.frozen
 class CallActor:
     """Sent by ``handle.method.remote()``: queue a method call on an actor's mailbox."""
 
@@ -207,7 +205,7 @@ class CallActor:
     args: Payload
 
 
-@frozen
+@attrs.frozen
 class TaskResult:
     """Reply to SubmitTask, CreateActor and CallActor: a value, or a boxed error."""
 
@@ -216,14 +214,14 @@ class TaskResult:
     value: Payload
 
 
-@frozen
+@attrs.frozen
 class CancelTask:
     """Sent by ``ag.cancel(ref)`` to the worker running the task."""
 
     task_id: ObjectId
 
 
-@frozen
+@attrs.frozen
 class KillActor:
     """Sent by ``ag.kill(handle)`` to the actor's worker; answered with Ack."""
 
@@ -234,7 +232,7 @@ class KillActor:
 # --- mailboxes ----------------------------------------------------------------------------
 
 
-@frozen
+@attrs.frozen
 class Deliver:
     """Sent by ``ctx.send``/``ag.send`` (``rid == 0``) and ``ctx.ask``/``ag.ask``: a mailbox
     message. An ask is answered with AskReply."""
@@ -244,7 +242,7 @@ class Deliver:
     payload: Payload
 
 
-@frozen
+@attrs.frozen
 class AskReply:
     """Sent by ``ctx.reply``: the answer to an ask, or a boxed error."""
 
@@ -253,7 +251,7 @@ class AskReply:
     value: Payload
 
 
-@frozen
+@attrs.frozen
 class DeliveryFailed:
     """Sent back by a worker when a Deliver names an actor that is not alive there."""
 
@@ -264,7 +262,7 @@ class DeliveryFailed:
 # --- objects ------------------------------------------------------------------------------
 
 
-@frozen
+@attrs.frozen
 class FetchObject:
     """Sent by a process holding a borrowed ObjectRef to the ref's owner: send the value."""
 
@@ -272,7 +270,7 @@ class FetchObject:
     object_id: ObjectId
 
 
-@frozen
+@attrs.frozen
 class ObjectValue:
     """Owner's reply to FetchObject: the value (or the boxed error) once it is ready."""
 
@@ -307,4 +305,4 @@ Message: TypeAlias = (
     | ObjectValue
 )
 
-MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__  # type: ignore[attr-defined]
+MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

@@ -301,7 +301,7 @@ class Executor:
         self.classes: dict[bytes, type] = {}
         self.actors: dict[ActorId, _Slot] = {}
         self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
-        self.tasks: dict[ObjectId, _Task | _Call] = {}
+        self.tasks: dict[ObjectId, _Task | _Call | _TaskItem] = {}
         self._nursery: trio.Nursery | None = None
         self._where_suffix = f"on worker {{}} (pid {os.getpid()}, host {socket.gethostname()})"
 

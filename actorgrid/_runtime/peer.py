@@ -100,7 +100,7 @@ class Peer:
         self.closed = False
         self.close_reason = ""
         # Calls sent on this link and not yet answered: failed if the link dies.
-        self.inflight: dict[ObjectId, ObjectEntry] = {}
+        self.inflight: dict[ObjectId, tuple[ObjectEntry, bool]] = {}
         # Function and class blobs this link has already carried (sent once per link).
         self.sent_code: set[bytes] = set()
         self.on_closed: list[Callable[[Peer], None]] = []

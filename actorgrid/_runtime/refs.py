@@ -112,6 +112,8 @@ class ObjectRef(Generic[T]):
     """
 
     __slots__ = ("__weakref__", "_entry", "_id")
+    _id: ObjectId
+    _entry: ObjectEntry
 
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError(

@@ -6,11 +6,12 @@ import hashlib
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 import cloudpickle
 
+from .context import Context
 from .core import current_runtime
 from .handles import ActorHandle
 from .refs import ObjectRef
@@ -78,8 +79,6 @@ class _Code:
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
     """True if the first parameter is annotated ag.Context (string annotations too)."""
-    from .context import Context
-
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
@@ -259,7 +258,9 @@ def _start_registration(rt: Any, register: Callable[[], Awaitable[None]]) -> Non
 
 
 @overload
-def remote(target: type[T]) -> ActorClass[T]: ...
+def remote(target: type[T]) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
+@overload
+def remote(target: Callable[Concatenate[Context, P], Awaitable[R]]) -> RemoteFunction[P, R]: ...
 @overload
 def remote(target: Callable[P, Awaitable[R]]) -> RemoteFunction[P, R]: ...
 @overload

@@ -69,7 +69,9 @@ def _describe_bad_argument(
             names = list(inspect.signature(fn).parameters)[skip:]
         except (TypeError, ValueError):
             names = []
-    culprits = [(i, names[i] if i < len(names) else None, a) for i, a in enumerate(args)]
+    culprits: list[tuple[int | None, str | None, Any]] = [
+        (i, names[i] if i < len(names) else None, a) for i, a in enumerate(args)
+    ]
     culprits += [(None, k, v) for k, v in kwargs.items()]
     for position, name, value in culprits:
         try:

@@ -18,7 +18,10 @@ class FrameStream(Protocol):
     """
 
     peer: str
-    pending: bool  # send_nowait left bytes that send_frames must write first
+
+    @property
+    def pending(self) -> bool:
+        """True while send_nowait has left bytes that send_frames must write first."""
 
     def send_nowait(self, bodies: Sequence[Sequence[Buffer]]) -> bool: ...
 
