@@ -357,12 +357,24 @@ class Executor:
         except BaseException as exc:  # user code may raise SystemExit; report it, don't die
             return False, box_error(exc, self._where(label))
         try:
-            return True, dumps(value)
+            payload = dumps(value)
         except Exception as exc:
             error = SerializationError(
                 f"the result of {self._where(label)} could not be serialized: {exc}"
             )
             return False, system_error(error)
+        return self.check_result_size(payload, label)
+
+    def check_result_size(self, payload: Payload, label: str) -> tuple[bool, Payload]:
+        """A result over the message cap would break the caller's connection: refuse it."""
+        limit = self.runtime.max_message_bytes
+        if payload.nbytes <= limit:
+            return True, payload
+        error = ValueError(
+            f"the result of {self._where(label)} serializes to {payload.nbytes} bytes, over "
+            f"max_message_bytes={limit}; return a smaller value or raise the limit in ag.init()"
+        )
+        return False, system_error(error)
 
     def task_done(self, item: _TaskItem, ok: bool, payload: Payload) -> None:
         self.tasks.pop(item.task_id, None)
@@ -427,7 +439,7 @@ class Executor:
                     result = await self._run_coroutine_actor(fn, msg.actor, args, kwargs)
                 else:
                     try:
-                        result = (True, dumps(await fn(*args, **kwargs)))
+                        result = self.check_result_size(dumps(await fn(*args, **kwargs)), label)
                     except Exception as exc:
                         result = (False, box_error(exc, self._where(label)))
         self.tasks.pop(msg.task_id, None)
@@ -552,7 +564,9 @@ class Executor:
                 else:
                     try:
                         if inspect.iscoroutinefunction(method):
-                            result = (True, dumps(await method(*args, **kwargs)))
+                            result = self.check_result_size(
+                                dumps(await method(*args, **kwargs)), label
+                            )
                         else:
                             result = await self.runtime.pool.run(
                                 self.call_in_thread, method, call.payload, label
@@ -584,7 +598,9 @@ class Executor:
         try:
             with slot.scope:
                 try:
-                    result = (True, dumps(await fn(ctx, *args, **kwargs)))
+                    result = self.check_result_size(
+                        dumps(await fn(ctx, *args, **kwargs)), f"actor {label}"
+                    )
                 except Exception as exc:
                     result = (False, box_error(exc, where))
                     reason = f"actor {label} raised {type(exc).__name__}: {exc}"

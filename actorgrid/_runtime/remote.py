@@ -131,10 +131,10 @@ class RemoteFunction(Generic[P, R]):
         variant: RemoteFunction[P, R] = RemoteFunction.__new__(RemoteFunction)
         variant.__dict__.update(self.__dict__)
         variant._options = self._options.merge(**options)
-        if variant._options.name and not self._actor:
+        if variant._options.get_if_exists and not self._actor:
             raise ValueError(
-                f"{self.__qualname__} is a plain remote function; only actors (classes, and "
-                "async functions taking an ag.Context) can have a name"
+                f"{self.__qualname__} is a plain remote function: its name only labels its "
+                "tasks, so get_if_exists does not apply (actors have registered names)"
             )
         return variant
 
