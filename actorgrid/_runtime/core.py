@@ -243,6 +243,7 @@ class Runtime:
         peer = self.peers.get(address)
         if peer is None or peer.closed:
             peer = Peer(address, self._handle, local_hello=self.hello)
+            peer.wake_threadsafe = self._waker(peer)
             peer.on_closed.append(self._peer_closed)
             self.peers[address] = peer
             self.nursery.start_soon(self._dial, peer)
@@ -260,7 +261,11 @@ class Runtime:
 
     async def _accept(self, stream: TcpFrameStream) -> None:
         peer = Peer(stream.peer, self._handle, local_hello=self.hello)
+        peer.wake_threadsafe = self._waker(peer)
         await peer.run(stream)
+
+    def _waker(self, peer: Peer) -> Callable[[], None]:
+        return lambda: self.portal.call_soon(peer.flush)
 
     def _handle(self, peer: Peer, message: Message) -> Any:
         handler = self._handlers.get(type(message))
@@ -276,7 +281,7 @@ class Runtime:
             del self.peers[peer.address]
         inflight, peer.inflight = peer.inflight, {}
         wid = self._worker_at.get(peer.address)
-        for entry, counted in inflight.values():
+        for entry, counted in list(inflight.values()):
             if counted and wid is not None:
                 self.placement.finished(wid)
             entry.set_error(
@@ -558,6 +563,33 @@ class Runtime:
         peer.inflight[entry.object_id] = (entry, False)
         peer.send(CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency))
 
+    def send_call_direct(
+        self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
+    ) -> bool:
+        """Any thread: send a method call straight from this thread, if that keeps order.
+
+        Only for a lone call (nothing in flight to that worker): it saves the hop onto the
+        loop, which is most of a round trip. False: nothing was sent; use ``send_call``.
+        """
+        info = handle._info
+        if info is None or handle._queued or not self.portal.idle():
+            return False
+        peer = self.peers.get(info.address)
+        if peer is None or peer.closed or peer.inflight:
+            # Calls already in flight mean a burst: leave batching to the loop.
+            return False
+        peer.inflight[entry.object_id] = (entry, False)
+        entry.where = peer
+        if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload)):
+            if peer.closed:
+                # Closed meanwhile: the close may have missed this entry; fail it here.
+                error = WorkerDiedError(f"the worker at {peer.address} went away")
+                self.on_loop(entry.set_error, error)
+            return True
+        peer.inflight.pop(entry.object_id, None)
+        entry.where = None
+        return False
+
     def send_call(
         self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
     ) -> None:
@@ -690,7 +722,9 @@ class Runtime:
         return info
 
     async def send(self, target: Any, message: Any) -> None:
-        info = await self.resolve_target(target)
+        info = self.names.get((DEFAULT_NAMESPACE, target)) if isinstance(target, str) else None
+        if info is None or info.kind != "coroutine":
+            info = await self.resolve_target(target)
         payload = dumps(message)
         self.check_size(payload, "send()")
         peer = self.peer_for(info.address)

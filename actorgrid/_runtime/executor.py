@@ -152,7 +152,7 @@ class TaskQueue:
                 with self.cond:
                     self.free += item.num_cpus
                     self.cond.notify_all()
-            self.executor.runtime.portal.call_soon(self.executor.task_done, item, ok, payload)
+            self.executor.finish_from_thread(item, item.peer, ok, payload, not self.items)
 
     def lend(self, amount: float) -> None:
         with self.cond:
@@ -225,7 +225,7 @@ class _Lane:
                 else:
                     label = f"{self.info.label}.{call.method}"
                     result = self.executor.call_in_thread(method, call.payload, label)
-            portal.call_soon(self.executor.call_done, call, *result)
+            self.executor.finish_from_thread(call, call.peer, *result, not self.items)
 
     def close(self, reason: str) -> None:
         with self.lock:
@@ -375,6 +375,22 @@ class Executor:
             f"max_message_bytes={limit}; return a smaller value or raise the limit in ag.init()"
         )
         return False, system_error(error)
+
+    def finish_from_thread(
+        self, item: _TaskItem | _Call, peer: Peer, ok: bool, payload: Payload, last: bool
+    ) -> None:
+        """On a pool thread: report a result. The last of a burst goes straight to the
+        caller's socket; the others go through the loop, which batches them into few writes."""
+        if (
+            last
+            and not item.cancelled
+            and peer.send_threadsafe(TaskResult(item.task_id, ok, payload))
+        ):
+            self.runtime.portal.call_soon(self.tasks.pop, item.task_id, None)
+        elif isinstance(item, _TaskItem):
+            self.runtime.portal.call_soon(self.task_done, item, ok, payload)
+        else:
+            self.runtime.portal.call_soon(self.call_done, item, ok, payload)
 
     def task_done(self, item: _TaskItem, ok: bool, payload: Payload) -> None:
         self.tasks.pop(item.task_id, None)
@@ -638,13 +654,13 @@ class Executor:
                     pass  # the head is gone; it forgets the name with this worker
         slot.done.set()
 
-    def _enqueue(self, slot: _Slot, item: Any, reason_if_dead: str) -> Any:
+    def _enqueue(self, slot: _Slot, item: Any) -> Any:
         try:
             slot.send.send_nowait(item)
         except trio.WouldBlock:
             return self._enqueue_waiting(slot, item)
         except trio.ClosedResourceError:
-            _refuse(item, reason_if_dead)
+            _refuse(item, self._dead_reason(slot.actor_id))
         return None
 
     async def _enqueue_waiting(self, slot: _Slot, item: Any) -> None:
@@ -671,7 +687,7 @@ class Executor:
         ):
             lane.push(call)  # nothing queued ahead of it: skip the inbox hop
             return None
-        return self._enqueue(slot, call, self._dead_reason(msg.actor_id))
+        return self._enqueue(slot, call)
 
     def on_deliver(self, peer: Peer, msg: Deliver) -> Any:
         letter = _LetterFrom(peer, msg)
@@ -679,7 +695,7 @@ class Executor:
         if slot is None:
             _refuse(letter, self._dead_reason(msg.actor_id))
             return None
-        return self._enqueue(slot, letter, self._dead_reason(msg.actor_id))
+        return self._enqueue(slot, letter)
 
     def on_kill(self, peer: Peer, msg: KillActor) -> None:
         slot = self.actors.get(msg.actor_id)

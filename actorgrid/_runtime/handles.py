@@ -169,5 +169,6 @@ class ActorMethod(Generic[P, R]):
         payload = dumps_call(label, fn, args, kwargs, skip=1)
         rt.check_size(payload, label)
         entry = rt.new_entry()
-        rt.on_loop(rt.send_call, h, entry, self._name, payload)
+        if rt.portal.in_loop_thread() or not rt.send_call_direct(h, entry, self._name, payload):
+            rt.on_loop(rt.send_call, h, entry, self._name, payload)
         return ObjectRef._make(entry)

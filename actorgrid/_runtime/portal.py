@@ -34,6 +34,7 @@ class Portal:
         self.token = token
         self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._scheduled = False
+        self.draining = False
         self.loop_thread = threading.get_ident()
 
     def in_loop_thread(self) -> bool:
@@ -55,10 +56,18 @@ class Portal:
         # Cleared before draining: a call appended from now on schedules another drain.
         self._scheduled = False
         calls = self._calls
-        with batch():  # every message the calls send goes out in one write per peer
-            while calls:
-                fn, args = calls.popleft()
-                fn(*args)
+        self.draining = True
+        try:
+            with batch():  # every message the calls send goes out in one write per peer
+                while calls:
+                    fn, args = calls.popleft()
+                    fn(*args)
+        finally:
+            self.draining = False
+
+    def idle(self) -> bool:
+        """Any thread: no call is queued or being run, so a direct send cannot overtake one."""
+        return not self._calls and not self.draining
 
     def run(self, afn: Callable[..., Any], *args: Any) -> Any:
         """Run an async function on the loop from another thread and wait for its result."""

@@ -43,6 +43,7 @@ class TcpFrameStream:
         self._closed = False
         self._ops = 0
         self._pending: list[memoryview] = []
+        self._drained = False
 
     @classmethod
     def _adopt(cls, stream: trio.SocketStream, peer: str, max_message_bytes: int) -> TcpFrameStream:
@@ -116,13 +117,20 @@ class TcpFrameStream:
             if frame is not None:
                 await self._fair()
                 return frame
-            try:
-                n = sock.recv_into(decoder.get_buffer())
-            except BlockingIOError:
+            if self._drained:
+                # The last read emptied the socket, so reading now would most likely fail:
+                # wait first. (A read that filled the buffer leaves _drained False, and
+                # streaming data is read back to back without waiting.)
                 await trio.lowlevel.wait_readable(sock)
+            buffer = decoder.get_buffer()
+            try:
+                n = sock.recv_into(buffer)
+            except BlockingIOError:
+                self._drained = True
                 continue
             except OSError as exc:
                 raise trio.BrokenResourceError(f"receive from {self.peer} failed: {exc}") from exc
+            self._drained = n < buffer.nbytes
             if n == 0:
                 if decoder.in_progress:
                     raise ProtocolError(
