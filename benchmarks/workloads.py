@@ -1,0 +1,345 @@
+"""The actorgrid workloads of the benchmark suite, and the helpers the baselines share.
+
+Each workload function takes the run's ``Sizes`` and worker count and returns a ``Result``:
+``{"value": <the headline figure>, "detail": {...}}``. Workloads that need a fresh interpreter
+(cold start, idle RSS) run a short script in a child process that prints one JSON line.
+
+Only the public API (``import actorgrid as ag``) is used. Worker processes import this module
+by name to run its remote functions, so ``run.py`` puts this folder on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import actorgrid as ag
+
+__all__ = [
+    "FULL",
+    "MB",
+    "QUICK",
+    "Result",
+    "Sizes",
+    "actor_rtt",
+    "big_argument",
+    "cold_start",
+    "idle_rss",
+    "noop_tasks",
+    "percentile",
+    "pipelined_calls",
+    "ring",
+    "run_child",
+]
+
+MB = 1_000_000  # decimal megabytes, for MB/s and RSS alike
+GET_TIMEOUT_S = 120.0  # a hung runtime fails the workload instead of hanging the suite
+CHILD_TIMEOUT_S = 120.0
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The fixed sizes of one run; FULL never changes, so figures compare across commits."""
+
+    cold_start_runs: int
+    tasks: int
+    warmup_tasks: int
+    round_trips: int
+    pipelined: int
+    array_bytes: int
+    array_runs: int
+    ring_agents: int
+    ring_hops: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+FULL = Sizes(
+    cold_start_runs=3,
+    tasks=10_000,
+    warmup_tasks=100,
+    round_trips=2_000,
+    pipelined=20_000,
+    array_bytes=100_000_000,
+    array_runs=5,
+    ring_agents=8,
+    ring_hops=5_000,
+)
+QUICK = Sizes(
+    cold_start_runs=1,
+    tasks=200,
+    warmup_tasks=10,
+    round_trips=50,
+    pipelined=500,
+    array_bytes=1_000_000,
+    array_runs=5,
+    ring_agents=8,
+    ring_hops=100,
+)
+
+
+# --- helpers (also used by baselines.py) -------------------------------------------------
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of a non-empty sample."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def run_child(script: str, *args: str, timeout: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
+    """Run ``python -c script args...`` in its own session; return its last stdout line as JSON.
+
+    On a timeout the child's whole session is killed (the cluster's workers, in sessions of
+    their own, exit when their node's process dies: they read EOF on their stdin).
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_session(proc)
+        out, err = proc.communicate()
+        raise RuntimeError(
+            f"child benchmark process timed out after {timeout:.0f} s; stderr:\n{err[-2000:]}"
+        ) from None
+    finally:
+        if proc.poll() is None:  # an interrupt while waiting: never leave it running
+            _kill_session(proc)
+            proc.communicate()
+    lines = out.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"child benchmark process exited with status {proc.returncode}; stderr:\n{err[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def _kill_session(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# The scripts that child processes run. Both take the worker count as argv[1] and print one
+# JSON line. The clock of the cold start starts before `import actorgrid` (json, sys and time
+# are imported first so that they are not counted).
+
+_COLD_START_SCRIPT = """
+import json, sys, time
+t0 = time.perf_counter()
+import actorgrid as ag
+
+@ag.remote
+def one() -> int:
+    return 1
+
+with ag.init(num_workers=int(sys.argv[1])):
+    assert ag.get(one.remote(), timeout=60.0) == 1
+    first_result_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+shutdown_s = time.perf_counter() - t1
+print(json.dumps({"seconds": first_result_s, "shutdown_s": shutdown_s}))
+"""
+
+_IDLE_RSS_SCRIPT = """
+import json, sys, time
+import psutil
+import actorgrid as ag
+
+@ag.remote
+def one() -> int:
+    return 1
+
+with ag.init(num_workers=int(sys.argv[1])):
+    assert ag.get([one.remote() for _ in range(4)], timeout=60.0) == [1] * 4
+    time.sleep(1.0)
+    me = psutil.Process()
+    rss = {}
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            rss[p.pid] = p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+print(json.dumps({"driver_bytes": rss.pop(me.pid), "children_bytes": list(rss.values())}))
+"""
+
+
+def cold_start_result(script: str, runs: int, *args: str) -> Result:
+    """Median of ``runs`` fresh processes each reporting ``seconds``; shared with baselines."""
+    seconds: list[float] = []
+    walls: list[float] = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        out = run_child(script, *args)
+        walls.append(time.perf_counter() - started)
+        seconds.append(float(out["seconds"]))
+    return {
+        "value": statistics.median(seconds),
+        "detail": {
+            "runs_s": seconds,
+            "process_wall_s": statistics.median(walls),  # with interpreter start and exit
+        },
+    }
+
+
+def rss_result(out: dict[str, Any]) -> Result:
+    children = [int(b) for b in out["children_bytes"]]
+    driver = int(out["driver_bytes"])
+    return {
+        "value": (driver + sum(children)) / MB,
+        "detail": {
+            "driver_mb": driver / MB,
+            "children_mb": [c / MB for c in children],
+            "processes": 1 + len(children),
+        },
+    }
+
+
+# --- remote code ---------------------------------------------------------------------------
+
+
+@ag.remote
+def noop() -> None:
+    return None
+
+
+@ag.remote
+def first_element(arr: Any) -> float:
+    return float(arr[0])
+
+
+class _Pinger:
+    def ping(self) -> int:
+        return 0
+
+
+Pinger = ag.remote(_Pinger)  # not a decorator, so that type checkers see an ActorClass
+
+
+@ag.remote
+async def ring_agent(ctx: ag.Context, me: int, n: int, hops: int) -> int:
+    async for msg in ctx.mailbox:
+        if msg >= hops:
+            return int(msg)
+        await ctx.send(f"ring{(me + 1) % n}", msg + 1)
+    return -1
+
+
+# --- workloads -----------------------------------------------------------------------------
+
+
+def cold_start(sizes: Sizes, num_workers: int) -> Result:
+    """Fresh process: seconds from before `import actorgrid` to the first ag.get returning."""
+    return cold_start_result(_COLD_START_SCRIPT, sizes.cold_start_runs, str(num_workers))
+
+
+def noop_tasks(sizes: Sizes, num_workers: int) -> Result:
+    """``ag.get([noop.remote() for _ in range(N)])`` after a small warm-up batch: tasks/s."""
+    with ag.init(num_workers=num_workers):
+        ag.get([noop.remote() for _ in range(sizes.warmup_tasks)], timeout=GET_TIMEOUT_S)
+        started = time.perf_counter()
+        ag.get([noop.remote() for _ in range(sizes.tasks)], timeout=GET_TIMEOUT_S)
+        elapsed = time.perf_counter() - started
+    return {"value": sizes.tasks / elapsed, "detail": {"tasks": sizes.tasks, "seconds": elapsed}}
+
+
+def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
+    """Sequential ``ag.get(a.ping.remote())`` after one warm-up call: median µs (p99 too)."""
+    samples: list[float] = []
+    with ag.init(num_workers=num_workers):
+        actor = Pinger.remote()
+        ag.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
+        for _ in range(sizes.round_trips):
+            started = time.perf_counter_ns()
+            ag.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
+            samples.append((time.perf_counter_ns() - started) / 1_000)
+    return {
+        "value": statistics.median(samples),
+        "detail": {
+            "p99_us": percentile(samples, 99),
+            "mean_us": statistics.fmean(samples),
+            "max_us": max(samples),
+            "round_trips": sizes.round_trips,
+        },
+    }
+
+
+def pipelined_calls(sizes: Sizes, num_workers: int) -> Result:
+    """``ag.get([a.ping.remote() for _ in range(N)])`` on one warm actor: calls/s."""
+    with ag.init(num_workers=num_workers):
+        actor = Pinger.remote()
+        ag.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
+        started = time.perf_counter()
+        ag.get([actor.ping.remote() for _ in range(sizes.pipelined)], timeout=GET_TIMEOUT_S)
+        elapsed = time.perf_counter() - started
+    return {
+        "value": sizes.pipelined / elapsed,
+        "detail": {"calls": sizes.pipelined, "seconds": elapsed},
+    }
+
+
+def big_argument(sizes: Sizes, num_workers: int) -> Result:
+    """``ag.get(f.remote(arr))`` with a float64 array of ``array_bytes``: median of
+    ``array_runs`` after one warm-up, as MB/s of argument."""
+    import numpy as np
+
+    arr = np.ones(sizes.array_bytes // 8)
+    runs: list[float] = []
+    with ag.init(num_workers=num_workers):
+        assert ag.get(first_element.remote(arr), timeout=GET_TIMEOUT_S) == 1.0
+        for _ in range(sizes.array_runs):
+            started = time.perf_counter()
+            ag.get(first_element.remote(arr), timeout=GET_TIMEOUT_S)
+            runs.append(time.perf_counter() - started)
+    median = statistics.median(runs)
+    return {
+        "value": arr.nbytes / MB / median,
+        "detail": {"megabytes": arr.nbytes / MB, "median_s": median, "runs_s": runs},
+    }
+
+
+def ring(sizes: Sizes, num_workers: int) -> Result:
+    """Named coroutine agents ring0..ringN-1 pass one counter ``ring_hops`` times by name:
+    hops/s from ``ag.send("ring0", 0)`` to ``ag.wait`` seeing the agent that returned."""
+    n, hops = sizes.ring_agents, sizes.ring_hops
+    with ag.init(num_workers=num_workers):
+        refs = [ring_agent.options(name=f"ring{i}").remote(i, n, hops) for i in range(n)]
+        try:
+            started = time.perf_counter()
+            ag.send("ring0", 0)
+            ready, _ = ag.wait(refs, num_returns=1, timeout=GET_TIMEOUT_S)
+            elapsed = time.perf_counter() - started
+            if not ready:
+                raise TimeoutError(f"the ring did not finish {hops} hops in {GET_TIMEOUT_S} s")
+            final = ag.get(ready[0], timeout=GET_TIMEOUT_S)
+            if final != hops:
+                raise RuntimeError(f"the ring's last agent returned {final}, not {hops}")
+        finally:
+            for ref in refs:
+                ag.kill(ref)
+    return {"value": hops / elapsed, "detail": {"agents": n, "hops": hops, "seconds": elapsed}}
+
+
+def idle_rss(sizes: Sizes, num_workers: int) -> Result:
+    """Fresh process: cluster up, 4 tasks run, 1 s idle; RSS of driver + all descendants."""
+    return rss_result(run_child(_IDLE_RSS_SCRIPT, str(num_workers)))
