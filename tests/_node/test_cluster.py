@@ -7,12 +7,15 @@ psutil that no worker process is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -136,7 +139,11 @@ if sys.argv[1] == "sleep":
 """
 
 
-def _start_driver(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], list[int]]:
+@contextlib.contextmanager
+def _driver(
+    tmp_path: Path, mode: str, processes
+) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """Run the driver script; yield it and its worker pids; kill whatever is left at the end."""
     script = tmp_path / "driver.py"
     script.write_text(textwrap.dedent(_DRIVER))
     proc = subprocess.Popen(
@@ -145,24 +152,28 @@ def _start_driver(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], lis
         text=True,
         start_new_session=True,
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line, f"the driver exited with {proc.wait(DRIVER_START_TIMEOUT_S)} before printing"
-    return proc, json.loads(line)
-
-
-def _reap(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-    assert proc.stdout is not None
-    proc.stdout.close()
+    try:
+        processes.add([proc.pid])
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout=DRIVER_START_TIMEOUT_S)
+        assert ready, f"the driver printed nothing within {DRIVER_START_TIMEOUT_S} s"
+        line = proc.stdout.readline()
+        assert line, f"the driver exited with {proc.poll()} before printing its workers"
+        pids = json.loads(line)
+        processes.add(pids)
+        yield proc, pids
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_sigkilled_driver_leaves_no_worker_behind(tmp_path: Path, processes) -> None:
-    proc, pids = _start_driver(tmp_path, "sleep")
-    try:
-        processes.add([proc.pid, *pids])
+    with _driver(tmp_path, "sleep", processes) as (proc, pids):
         assert len(pids) == 2
         assert processes.alive(pids) == pids
         assert {psutil.Process(pid).ppid() for pid in pids} == {proc.pid}
@@ -170,15 +181,10 @@ def test_sigkilled_driver_leaves_no_worker_behind(tmp_path: Path, processes) -> 
         assert proc.wait(timeout=10) == -signal.SIGKILL
         # No shutdown ran: the workers notice the closed stdin pipe (and the lost head).
         processes.wait_gone(pids, timeout=10)
-    finally:
-        _reap(proc)
 
 
 def test_driver_exiting_without_shutdown_leaves_nothing(tmp_path: Path, processes) -> None:
-    proc, pids = _start_driver(tmp_path, "exit")
-    try:
-        processes.add(pids)
+    with _driver(tmp_path, "exit", processes) as (proc, pids):
+        assert len(pids) == 2
         assert proc.wait(timeout=60) == 0
         processes.wait_gone(pids, timeout=10)
-    finally:
-        _reap(proc)

@@ -1,0 +1,182 @@
+"""NameRegistry, the head's atomic get-or-create of actor names, as a plain object, checked
+against a dict model by a Hypothesis state machine, plus a few worked examples."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+
+from actorgrid._protocol.ids import ActorId
+from actorgrid._protocol.messages import ActorInfo
+from actorgrid._scheduler.names import DEFAULT_NAMESPACE, NameRegistry
+
+_ids = itertools.count(1)
+
+
+def actor(
+    name: str | None, namespace: str | None = None, address: str = "127.0.0.1:1"
+) -> ActorInfo:
+    return ActorInfo(
+        ActorId(next(_ids).to_bytes(16, "big")), address, "class", "Cls", name, namespace
+    )
+
+
+# --- examples -----------------------------------------------------------------------------------------
+
+
+def test_register_lookup_and_namespaces() -> None:
+    registry = NameRegistry()
+    a = actor("a")
+    result = registry.register(a, get_if_exists=False)
+    assert (result.actor, result.created, result.error) == (a, True, None)
+    assert registry.lookup("a", None) == a
+    assert registry.lookup("a", DEFAULT_NAMESPACE) == a
+    assert registry.lookup("a", "other") is None
+    other = actor("a", "other")
+    assert registry.register(other, get_if_exists=False).created
+    assert registry.lookup("a", "other") == other
+    assert len(registry) == 2
+
+
+def test_taken_name_without_get_if_exists_is_an_error_naming_it() -> None:
+    registry = NameRegistry()
+    first = actor("shared", "ns")
+    registry.register(first, get_if_exists=False)
+    result = registry.register(actor("shared", "ns"), get_if_exists=False)
+    assert result.actor == first
+    assert not result.created
+    assert result.error is not None
+    assert "'shared'" in result.error
+    assert "'ns'" in result.error
+    assert "get_if_exists" in result.error
+    reuse = registry.register(actor("shared", "ns"), get_if_exists=True)
+    assert (reuse.actor, reuse.created, reuse.error) == (first, False, None)
+
+
+def test_empty_name_is_refused() -> None:
+    registry = NameRegistry()
+    for name in (None, ""):
+        result = registry.register(actor(name), get_if_exists=True)
+        assert result.actor is None
+        assert not result.created
+        assert result.error is not None
+    assert len(registry) == 0
+
+
+def test_ended_actor_frees_its_name() -> None:
+    registry = NameRegistry()
+    a = actor("x")
+    registry.register(a, get_if_exists=False)
+    assert registry.actor_ended(a.actor_id) == a
+    assert registry.actor_ended(a.actor_id) is None
+    assert registry.lookup("x", None) is None
+    b = actor("x")
+    assert registry.register(b, get_if_exists=False).created
+
+
+def test_refused_actor_ending_does_not_free_the_holder() -> None:
+    registry = NameRegistry()
+    holder, loser = actor("x"), actor("x")
+    registry.register(holder, get_if_exists=False)
+    registry.register(loser, get_if_exists=True)
+    assert registry.actor_ended(loser.actor_id) is None
+    assert registry.lookup("x", None) == holder
+
+
+def test_address_gone_frees_every_name_there() -> None:
+    registry = NameRegistry()
+    here = [actor(f"h{i}", address="10.0.0.1:5") for i in range(3)]
+    there = actor("t", address="10.0.0.2:5")
+    for a in [*here, there]:
+        registry.register(a, get_if_exists=False)
+    assert sorted(registry.address_gone("10.0.0.1:5"), key=lambda a: a.name) == here
+    assert registry.names() == [there]
+    assert registry.address_gone("10.0.0.1:5") == []
+
+
+# --- stateful -----------------------------------------------------------------------------------------
+
+NAMES = st.sampled_from(["a", "b", "c"])
+NAMESPACES = st.sampled_from([None, DEFAULT_NAMESPACE, "ns1", "ns2"])
+ADDRESSES = st.sampled_from(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+
+
+class NameRegistryMachine(RuleBasedStateMachine):
+    """The registry against a dict from (namespace, name) to the actor holding it."""
+
+    proposed = Bundle("proposed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registry = NameRegistry()
+        self.model: dict[tuple[str, str], ActorInfo] = {}
+
+    @rule(
+        target=proposed,
+        name=NAMES,
+        namespace=NAMESPACES,
+        address=ADDRESSES,
+        get_if_exists=st.booleans(),
+    )
+    def register(
+        self, name: str, namespace: str | None, address: str, get_if_exists: bool
+    ) -> ActorInfo:
+        info = actor(name, namespace, address)
+        key = (namespace or DEFAULT_NAMESPACE, name)
+        result = self.registry.register(info, get_if_exists)
+        holder = self.model.get(key)
+        if holder is None:
+            assert (result.actor, result.created, result.error) == (info, True, None)
+            self.model[key] = info
+        else:
+            assert result.actor == holder
+            assert not result.created
+            if get_if_exists:
+                assert result.error is None
+            else:
+                assert result.error is not None
+                assert repr(name) in result.error
+        return info
+
+    @rule(name=NAMES, namespace=NAMESPACES)
+    def lookup(self, name: str, namespace: str | None) -> None:
+        expected = self.model.get((namespace or DEFAULT_NAMESPACE, name))
+        assert self.registry.lookup(name, namespace) == expected
+
+    @rule(info=consumes(proposed))
+    def actor_ended(self, info: ActorInfo) -> None:
+        key = (info.namespace or DEFAULT_NAMESPACE, info.name)
+        holds = self.model.get(key) == info
+        assert self.registry.actor_ended(info.actor_id) == (info if holds else None)
+        if holds:
+            del self.model[key]
+
+    @rule(info=proposed)
+    def actor_ended_twice(self, info: ActorInfo) -> None:
+        # An ActorEnded may be repeated (e.g. kill and normal exit race): the second is a no-op.
+        self.actor_ended(info)
+        assert self.registry.actor_ended(info.actor_id) is None
+
+    @rule(address=ADDRESSES)
+    def address_gone(self, address: str) -> None:
+        expected = {k: v for k, v in self.model.items() if v.address == address}
+        gone = self.registry.address_gone(address)
+        assert sorted(gone, key=lambda a: a.actor_id) == sorted(
+            expected.values(), key=lambda a: a.actor_id
+        )
+        for key in expected:
+            del self.model[key]
+
+    @invariant()
+    def matches_model(self) -> None:
+        assert len(self.registry) == len(self.model)
+        assert sorted(self.registry.names(), key=lambda a: a.actor_id) == sorted(
+            self.model.values(), key=lambda a: a.actor_id
+        )
+
+
+TestNameRegistry = NameRegistryMachine.TestCase
+TestNameRegistry.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
