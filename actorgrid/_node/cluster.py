@@ -10,40 +10,93 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from .._exceptions import NotInitializedError, unwrap_group
+from .._exceptions import ActorgridError, NotInitializedError, unwrap_group
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
+from .._protocol.ids import NodeId, WorkerId
+from .._protocol.messages import (
+    Ack,
+    Availability,
+    ClusterView,
+    ControlNode,
+    ControlWorker,
+    Event,
+    QueryCluster,
+)
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
+from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
+from .._scheduler.restart import RestartPolicy
 from .head import Head
-from .node import NodeAgent, WorkerStartError
+from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 
-__all__ = ["Cluster", "connect", "init", "is_initialized", "shutdown"]
+__all__ = [
+    "Cluster",
+    "NodeStatistics",
+    "WorkerStatistics",
+    "connect",
+    "init",
+    "is_initialized",
+    "shutdown",
+]
 
 WORKER_START_TIMEOUT_S = 60.0
+
+T = TypeVar("T")
 
 
 @attrs.frozen
 class WorkerStatistics:
+    """A worker as this process sees it; ``state`` is "alive" or "suspended"."""
+
     address: str
     pid: int
     hostname: str
     num_cpus: float
+    worker_id: WorkerId
+    node_id: NodeId
+    state: str = "alive"
+
+
+@attrs.frozen
+class NodeStatistics:
+    """A node agent as the head sees it, with its availability at its last pulse."""
+
+    node_id: NodeId
+    hostname: str
+    pid: int
+    num_workers: int
+    state: str
+    availability: Availability | None
+    last_pulse_s: float
+
+
+Target = WorkerStatistics | NodeStatistics | WorkerId | NodeId
 
 
 class Cluster:
     """The cluster this process is connected to; returned by ``ag.init()``/``ag.connect()``.
 
     ``with ag.init():`` shuts the cluster down (an embedded one) or disconnects on exit.
+    Operations (``close_worker``, ``suspend``...) and listings that ask the head block, and
+    have ``*_async`` twins for Trio code.
     """
 
-    def __init__(self, runtime: Runtime, *, embedded: bool, head_address: str) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        embedded: bool,
+        head_address: str,
+        node: NodeAgent | None = None,
+    ) -> None:
         self._runtime = runtime
+        self._node = node
         self.embedded = embedded
         self.address = head_address
 
@@ -52,11 +105,143 @@ class Cluster:
         return f"<Cluster {kind} head={self.address} workers={len(self._runtime.placement)}>"
 
     def workers(self) -> list[WorkerStatistics]:
-        """The workers this process knows of, as frozen records."""
+        """The workers this process knows of, as frozen records (no round trip)."""
+        placement = self._runtime.placement
         return [
-            WorkerStatistics(w.address, w.pid, w.hostname, w.num_cpus)
-            for w in list(self._runtime.placement.workers.values())
+            WorkerStatistics(
+                w.address,
+                w.pid,
+                w.hostname,
+                w.num_cpus,
+                w.worker_id,
+                w.node_id,
+                "suspended" if w.worker_id in placement.suspended else "alive",
+            )
+            for w in list(placement.workers.values())
         ]
+
+    def _sync(self, afn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if trio.lowlevel.in_trio_run():
+            raise RuntimeError(
+                f"Cluster.{afn.__name__.removesuffix('_async')}() blocks, and it was called "
+                f"from a thread running a Trio loop; use `await cluster.{afn.__name__}(...)`"
+            )
+        result: T = self._runtime.portal.run(afn, *args)
+        return result
+
+    async def _control(self, make: Callable[[int], Any]) -> None:
+        reply = await self._runtime.head_request(make)
+        assert isinstance(reply, Ack)
+        if reply.error is not None:
+            raise ActorgridError(reply.error)
+
+    # --- listings --------------------------------------------------------------------------
+
+    async def nodes_async(self) -> list[NodeStatistics]:
+        reply = await self._runtime.head_request(QueryCluster)
+        assert isinstance(reply, ClusterView)
+        return [
+            NodeStatistics(
+                n.node.node_id,
+                n.node.hostname,
+                n.node.pid,
+                n.node.num_workers,
+                n.state,
+                n.availability,
+                n.last_pulse_s,
+            )
+            for n in reply.nodes
+        ]
+
+    def nodes(self) -> list[NodeStatistics]:
+        """The cluster's node agents and their state, as the head sees them."""
+        return self._sync(self.nodes_async)
+
+    # --- operations ------------------------------------------------------------------------
+
+    async def close_worker_async(
+        self, worker: WorkerStatistics | WorkerId, *, terminate: bool = False, restart: bool = False
+    ) -> None:
+        wid = _worker_id(worker)
+        action = "terminate" if terminate else "close"
+        await self._control(lambda rid: ControlWorker(rid, wid, action, restart))
+
+    def close_worker(
+        self, worker: WorkerStatistics | WorkerId, *, terminate: bool = False, restart: bool = False
+    ) -> None:
+        """Stop a worker: let its running calls finish (``terminate=True``: kill it now).
+        With ``restart=True`` a fresh worker takes its slot. Returns once it has exited."""
+        self._sync(self.close_worker_async, worker, terminate, restart)
+
+    async def restart_worker_async(self, worker: WorkerStatistics | WorkerId) -> None:
+        wid = _worker_id(worker)
+        await self._control(lambda rid: ControlWorker(rid, wid, "restart"))
+
+    def restart_worker(self, worker: WorkerStatistics | WorkerId) -> None:
+        """Interrupt a worker's work (with the grace period) and start a fresh one in its
+        slot. Returns once the old process has exited."""
+        self._sync(self.restart_worker_async, worker)
+
+    async def close_node_async(
+        self, node: NodeStatistics | NodeId, *, terminate: bool = False
+    ) -> None:
+        nid = node.node_id if isinstance(node, NodeStatistics) else node
+        action = "terminate" if terminate else "close"
+        await self._control(lambda rid: ControlNode(rid, nid, action))
+
+    def close_node(self, node: NodeStatistics | NodeId, *, terminate: bool = False) -> None:
+        """Stop every worker of a node (gracefully, or at once) and then its node agent."""
+        self._sync(self.close_node_async, node, terminate)
+
+    async def suspend_async(self, target: Target) -> None:
+        await self._control(_state_change(target, "suspend"))
+
+    def suspend(self, target: Target) -> None:
+        """Place no new work on a worker or a node's workers; calls in flight go on."""
+        self._sync(self.suspend_async, target)
+
+    async def resume_async(self, target: Target) -> None:
+        await self._control(_state_change(target, "resume"))
+
+    def resume(self, target: Target) -> None:
+        """Undo ``suspend``."""
+        self._sync(self.resume_async, target)
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Trio code: the events the head remembers, then each new one as it happens."""
+        send, receive = trio.open_memory_channel[Event](1000)
+        history = await self._runtime.subscribe_events(send.send_nowait)
+        try:
+            for event in history:
+                yield event
+            async with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            self._runtime.unsubscribe_events(send.send_nowait)
+
+    async def recent_events_async(self) -> list[Event]:
+        return await self._runtime.subscribe_events(None)
+
+    def recent_events(self) -> list[Event]:
+        """The events seen so far (the head keeps the last 1000, node pulses excepted)."""
+        return self._sync(self.recent_events_async)
+
+    def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` (on the runtime's thread: keep it quick) for every new
+        event; returns a function that stops it."""
+        rt = self._runtime
+        if rt.portal.in_loop_thread():
+            raise RuntimeError("in Trio code, iterate `async for event in cluster.events()`")
+        rt.portal.run(rt.subscribe_events, callback)
+        return lambda: rt.on_loop(rt.unsubscribe_events, callback)
+
+    @property
+    def node_pids(self) -> list[int]:
+        """The worker processes an embedded cluster's node agent runs now (empty if remote)."""
+        return [] if self._node is None else self._node.pids()
 
     def __enter__(self) -> Cluster:
         return self
@@ -73,6 +258,9 @@ async def _open_cluster(
     secret: bytes | None,
     host: str,
     max_message_bytes: int,
+    pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
+    grace_s: float = DEFAULT_GRACE_S,
+    worker_restarts: RestartPolicy | None = None,
 ) -> AsyncIterator[Cluster]:
     if runtime_or_none() is not None:
         raise RuntimeError(
@@ -83,13 +271,24 @@ async def _open_cluster(
         node: NodeAgent | None = None
         if address is None:
             secret = secret or os.urandom(32)
-            head = Head(secret, host=host, max_message_bytes=max_message_bytes)
+            head = Head(
+                secret,
+                host=host,
+                max_message_bytes=max_message_bytes,
+                pulse_interval_s=pulse_interval,
+            )
             head_address = await nursery.start(head.serve)
             n = num_workers if num_workers is not None else (os.cpu_count() or 1)
             if n < 1:
                 raise ValueError(f"num_workers must be at least 1, not {n}")
             node = NodeAgent(
-                head_address, secret, num_workers=n, max_message_bytes=max_message_bytes
+                head_address,
+                secret,
+                num_workers=n,
+                max_message_bytes=max_message_bytes,
+                pulse_interval_s=pulse_interval,
+                grace_s=grace_s,
+                restart_policy=worker_restarts,
             )
         else:
             head_address = address
@@ -107,6 +306,7 @@ async def _open_cluster(
             head_address=head_address,
             host=host,
             max_message_bytes=max_message_bytes,
+            pulse_interval_s=pulse_interval,
         )
         try:
             if node is not None:
@@ -115,14 +315,30 @@ async def _open_cluster(
             set_current_runtime(rt)
             if node is not None:
                 await _wait_for_workers(rt, node)
-            yield Cluster(rt, embedded=node is not None, head_address=head_address)
+            yield Cluster(rt, embedded=node is not None, head_address=head_address, node=node)
         finally:
+            rt.closing()
             if runtime_or_none() is rt:
                 set_current_runtime(None)
             with trio.CancelScope(shield=True):
                 if node is not None:
                     await node.aclose()
             nursery.cancel_scope.cancel()
+
+
+def _worker_id(worker: WorkerStatistics | WorkerId) -> WorkerId:
+    if isinstance(worker, WorkerStatistics):
+        return worker.worker_id
+    if isinstance(worker, bytes):
+        return worker
+    raise TypeError(f"a worker is a WorkerStatistics record or its worker_id, not {worker!r}")
+
+
+def _state_change(target: Target, action: str) -> Callable[[int], Any]:
+    if isinstance(target, NodeStatistics):
+        return lambda rid: ControlNode(rid, target.node_id, action)
+    wid = _worker_id(target)  # type: ignore[arg-type]
+    return lambda rid: ControlWorker(rid, wid, action)
 
 
 async def _wait_for_workers(rt: Runtime, node: NodeAgent) -> None:
@@ -153,6 +369,9 @@ async def connect(
     secret: bytes | None = None,
     host: str = "127.0.0.1",
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
+    grace_s: float = DEFAULT_GRACE_S,
+    worker_restarts: RestartPolicy | None = None,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -166,6 +385,9 @@ async def connect(
             secret=secret,
             host=host,
             max_message_bytes=max_message_bytes,
+            pulse_interval=pulse_interval,
+            grace_s=grace_s,
+            worker_restarts=worker_restarts,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -222,6 +444,9 @@ def init(
     secret: bytes | None = None,
     host: str = "127.0.0.1",
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
+    grace_s: float = DEFAULT_GRACE_S,
+    worker_restarts: RestartPolicy | None = None,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -229,6 +454,11 @@ def init(
     without one, a head and ``num_workers`` workers (default: one per CPU) start here and stop
     with ``ag.shutdown()``, at the end of a ``with ag.init():`` block, or when this process
     exits. ``max_message_bytes`` caps any one message (default 1 GiB).
+
+    Supervision: every link pulses every ``pulse_interval`` seconds and a peer silent for 5
+    intervals is treated as dead; interrupted or cancelled work gets ``grace_s`` seconds to
+    clean up before its worker is killed; ``worker_restarts`` (an ``ag.RestartPolicy``,
+    default 3 restarts in 5 s) says how often a node restarts a crashing worker.
     """
     global _thread
     if trio.lowlevel.in_trio_run():
@@ -247,6 +477,9 @@ def init(
                 secret=secret,
                 host=host,
                 max_message_bytes=max_message_bytes,
+                pulse_interval=pulse_interval,
+                grace_s=grace_s,
+                worker_restarts=worker_restarts,
             )
         )
         thread.start()

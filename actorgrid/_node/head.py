@@ -1,9 +1,18 @@
-"""The head: membership and names for one cluster. Never on the path of a call."""
+"""The head: membership, names, events and operations for one cluster. Never on the path of
+a call.
+
+Every link to the head pulses; a node, worker or driver silent for 5 intervals is a zombie
+and its connection is dropped, which removes its workers from the membership (and frees the
+names of their actors) exactly as if it had exited. A worker that comes back after that finds
+its head connection gone and exits; its node starts a fresh one under a new id.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -11,30 +20,58 @@ import trio
 
 from .._exceptions import ProtocolError
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import WorkerId
+from .._protocol.ids import NodeId, WorkerId, short
 from .._protocol.messages import (
     Ack,
     ActorEnded,
+    Availability,
+    ClusterView,
+    ControlNode,
+    ControlWorker,
+    Event,
+    EventHistory,
     Hello,
     LookupName,
     Membership,
     Message,
     NameReply,
+    NodeInfo,
+    NodeStatus,
+    NodeView,
+    QueryCluster,
     RegisterName,
+    RegisterNode,
     RegisterWorker,
     Shutdown,
+    SubscribeEvents,
     SubscribeMembership,
     WorkerInfo,
     WorkerJoined,
     WorkerLeft,
+    WorkerState,
+    WorkerView,
 )
-from .._runtime.peer import Peer
+from .._runtime.peer import Peer, PeerClosedError
+from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.names import NameRegistry
 from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
 
 __all__ = ["Head"]
 
 log = logging.getLogger("actorgrid.head")
+
+EVENT_HISTORY = 1000
+
+
+class _Node:
+    __slots__ = ("availability", "info", "last_pulse", "peer", "suspended")
+
+    def __init__(self, info: NodeInfo, peer: Peer) -> None:
+        self.info = info
+        self.peer = peer
+        self.availability: Availability | None = None
+        self.last_pulse = trio.current_time()
+        self.suspended = False
 
 
 class Head:
@@ -45,6 +82,7 @@ class Head:
         host: str = "127.0.0.1",
         port: int = 0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
     ) -> None:
         self._secret = secret
         self._host = host
@@ -53,21 +91,41 @@ class Head:
         self.address = ""
         self.names = NameRegistry()
         self.workers: dict[WorkerId, WorkerInfo] = {}
+        self.suspended: set[WorkerId] = set()
+        self.nodes: dict[NodeId, _Node] = {}
+        self._node_peers: dict[Peer, _Node] = {}
         self._worker_peers: dict[Peer, WorkerInfo] = {}
         self._subscribers: set[Peer] = set()
+        self._event_subscribers: set[Peer] = set()
+        self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
+        self._monitor = PulseMonitor(pulse_interval_s)
+        self._monitor.on_zombie.append(self._zombie)
+        self._nursery: trio.Nursery | None = None
         self._handlers: dict[type, Callable[[Peer, Any], None]] = {
             RegisterWorker: self._on_register_worker,
             SubscribeMembership: self._on_subscribe,
             RegisterName: self._on_register_name,
             LookupName: self._on_lookup,
             ActorEnded: self._on_actor_ended,
+            RegisterNode: self._on_register_node,
+            NodeStatus: self._on_node_status,
+            Event: self._on_event,
+            SubscribeEvents: self._on_subscribe_events,
+            QueryCluster: self._on_query,
+            ControlWorker: self._on_control_worker,
+            ControlNode: self._on_control_node,
         }
 
     def __repr__(self) -> str:
-        return f"<Head {self.address} workers={len(self.workers)} names={len(self.names)}>"
+        return (
+            f"<Head {self.address} nodes={len(self.nodes)} workers={len(self.workers)} "
+            f"names={len(self.names)}>"
+        )
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self._monitor.serve)
             self.address = await nursery.start(
                 serve_tcp_frame_streams, self._accept, self._host, self._port, self._secret
             )
@@ -75,7 +133,7 @@ class Head:
             task_status.started(self.address)
 
     async def _accept(self, stream: TcpFrameStream) -> None:
-        peer = Peer(stream.peer, self._handle, local_hello=self._hello)
+        peer = Peer(stream.peer, self._handle, local_hello=self._hello, monitor=self._monitor)
         peer.on_closed.append(self._closed)
         await peer.run(stream)
 
@@ -89,17 +147,111 @@ class Head:
         for peer in list(self._worker_peers):
             peer.send(Shutdown(reason))
 
+    # --- events ----------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        if event.kind != "node_status":
+            self.events.append(event)
+        for sub in self._event_subscribers:
+            sub.send(event)
+
+    def _on_event(self, peer: Peer, event: Event) -> None:
+        self.publish(event)
+
+    def _on_subscribe_events(self, peer: Peer, msg: SubscribeEvents) -> None:
+        peer.send(EventHistory(msg.rid, tuple(self.events)))
+        self._event_subscribers.add(peer)
+
+    # --- membership ------------------------------------------------------------------------
+
+    def _on_register_node(self, peer: Peer, msg: RegisterNode) -> None:
+        node = _Node(msg.node, peer)
+        self.nodes[msg.node.node_id] = node
+        self._node_peers[peer] = node
+        peer.send(Ack(msg.rid))
+        self.publish(
+            Event(
+                "node_joined",
+                time.time(),
+                node_id=msg.node.node_id,
+                pid=msg.node.pid,
+                hostname=msg.node.hostname,
+                detail=f"{msg.node.num_workers} workers",
+            )
+        )
+
+    def _on_node_status(self, peer: Peer, msg: NodeStatus) -> None:
+        node = self._node_peers.get(peer)
+        if node is None:
+            return
+        node.availability = msg.availability
+        node.last_pulse = trio.current_time()
+        self.publish(
+            Event(
+                "node_status",
+                time.time(),
+                node_id=node.info.node_id,
+                hostname=node.info.hostname,
+                availability=msg.availability,
+            )
+        )
+
     def _on_register_worker(self, peer: Peer, msg: RegisterWorker) -> None:
         info = msg.worker
         self.workers[info.worker_id] = info
         self._worker_peers[peer] = info
+        node = self.nodes.get(info.node_id)
         for sub in self._subscribers:
             sub.send(WorkerJoined(info))
+        if node is not None and node.suspended:
+            self._set_suspended(info.worker_id, True)
         peer.send(Ack(msg.rid))
 
     def _on_subscribe(self, peer: Peer, msg: SubscribeMembership) -> None:
         self._subscribers.add(peer)
         peer.send(Membership(msg.rid, tuple(self.workers.values())))
+        for wid in self.suspended:
+            peer.send(WorkerState(wid, True))
+
+    def _zombie(self, peer: Peer, reason: str) -> None:
+        node = self._node_peers.get(peer)
+        if node is not None:
+            self.publish(
+                Event(
+                    "node_zombie",
+                    time.time(),
+                    node_id=node.info.node_id,
+                    hostname=node.info.hostname,
+                    detail=reason,
+                )
+            )
+
+    def _closed(self, peer: Peer) -> None:
+        self._subscribers.discard(peer)
+        self._event_subscribers.discard(peer)
+        node = self._node_peers.pop(peer, None)
+        if node is not None and self.nodes.get(node.info.node_id) is node:
+            del self.nodes[node.info.node_id]
+            self.publish(
+                Event(
+                    "node_closed",
+                    time.time(),
+                    node_id=node.info.node_id,
+                    hostname=node.info.hostname,
+                    detail=peer.close_reason,
+                )
+            )
+        info = self._worker_peers.pop(peer, None)
+        if info is None:
+            return
+        self.workers.pop(info.worker_id, None)
+        self.suspended.discard(info.worker_id)
+        self.names.address_gone(info.address)
+        log.info("worker %s left: %s", info.address, peer.close_reason)
+        for sub in self._subscribers:
+            sub.send(WorkerLeft(info.worker_id, peer.close_reason))
+
+    # --- names -----------------------------------------------------------------------------
 
     def _on_register_name(self, peer: Peer, msg: RegisterName) -> None:
         result = self.names.register(msg.actor, msg.get_if_exists)
@@ -113,13 +265,86 @@ class Head:
         if msg.rid:
             peer.send(Ack(msg.rid))
 
-    def _closed(self, peer: Peer) -> None:
-        self._subscribers.discard(peer)
-        info = self._worker_peers.pop(peer, None)
-        if info is None:
-            return
-        self.workers.pop(info.worker_id, None)
-        self.names.address_gone(info.address)
-        log.info("worker %s left: %s", info.address, peer.close_reason)
+    # --- operations ------------------------------------------------------------------------
+
+    def _on_query(self, peer: Peer, msg: QueryCluster) -> None:
+        now = trio.current_time()
+        nodes = tuple(
+            NodeView(
+                n.info,
+                "suspended" if n.suspended else "alive",
+                n.availability,
+                now - n.last_pulse,
+            )
+            for n in self.nodes.values()
+        )
+        workers = tuple(
+            WorkerView(w, "suspended" if wid in self.suspended else "alive")
+            for wid, w in self.workers.items()
+        )
+        peer.send(ClusterView(msg.rid, nodes, workers))
+
+    def _set_suspended(self, worker_id: WorkerId, suspended: bool) -> None:
+        if suspended:
+            self.suspended.add(worker_id)
+        else:
+            self.suspended.discard(worker_id)
         for sub in self._subscribers:
-            sub.send(WorkerLeft(info.worker_id, peer.close_reason))
+            sub.send(WorkerState(worker_id, suspended))
+
+    def _on_control_worker(self, peer: Peer, msg: ControlWorker) -> None:
+        info = self.workers.get(msg.worker_id)
+        node = self.nodes.get(info.node_id) if info is not None else None
+        if info is None or node is None:
+            peer.send(Ack(msg.rid, f"no live worker {short(msg.worker_id)} in this cluster"))
+            return
+        if msg.action in ("suspend", "resume"):
+            self._set_suspended(msg.worker_id, msg.action == "suspend")
+            peer.send(Ack(msg.rid))
+            return
+        if msg.action not in ("close", "terminate", "restart"):
+            peer.send(Ack(msg.rid, f"unknown worker action {msg.action!r}"))
+            return
+        if msg.action == "close":
+            self._set_suspended(msg.worker_id, True)  # no new work while it drains
+        self._forward(
+            peer,
+            msg.rid,
+            node.peer,
+            lambda rid: ControlWorker(rid, msg.worker_id, msg.action, msg.restart),
+        )
+
+    def _on_control_node(self, peer: Peer, msg: ControlNode) -> None:
+        node = self.nodes.get(msg.node_id)
+        if node is None:
+            peer.send(Ack(msg.rid, f"no live node {short(msg.node_id)} in this cluster"))
+            return
+        workers = [wid for wid, w in self.workers.items() if w.node_id == msg.node_id]
+        if msg.action in ("suspend", "resume"):
+            node.suspended = msg.action == "suspend"
+            for wid in workers:
+                self._set_suspended(wid, node.suspended)
+            peer.send(Ack(msg.rid))
+            return
+        if msg.action not in ("close", "terminate"):
+            peer.send(Ack(msg.rid, f"unknown node action {msg.action!r}"))
+            return
+        node.suspended = True
+        for wid in workers:
+            self._set_suspended(wid, True)
+        self._forward(
+            peer, msg.rid, node.peer, lambda rid: ControlNode(rid, msg.node_id, msg.action)
+        )
+
+    def _forward(self, peer: Peer, rid: int, to: Peer, make: Callable[[int], Message]) -> None:
+        async def forward() -> None:
+            try:
+                reply = await to.request(make)
+            except PeerClosedError as exc:
+                peer.send(Ack(rid, f"the node went away: {exc}"))
+                return
+            assert isinstance(reply, Ack)
+            peer.send(Ack(rid, reply.error))
+
+        assert self._nursery is not None
+        self._nursery.start_soon(forward)

@@ -4,6 +4,14 @@ Reads its configuration (with the cluster secret) as one JSON line on stdin, the
 until the head tells it to stop, its head connection ends, or stdin reaches EOF (its node
 agent died). Blocking user code runs on threads; the switch interval is lowered so that a
 CPU-bound thread cannot hold the loop off for more than about a millisecond at a time.
+
+Talking to its node agent:
+
+- a byte on the pulse pipe every pulse interval, written by the Trio loop itself, so a hung
+  loop or a stopped process goes silent and is found;
+- SIGTERM: stop gracefully. Running work is interrupted (async code is cancelled, sync code
+  gets KeyboardInterrupt) and has ``grace_s`` to finish; then the process exits;
+- ``drain`` on stdin: finish the calls already here, then exit (``Cluster.close_worker``).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -25,28 +34,64 @@ from .._runtime.executor import Executor
 SWITCH_INTERVAL_S = 0.001
 
 
-async def _watch_stdin(scope: trio.CancelScope) -> None:
+log = logging.getLogger("actorgrid.worker")
+
+
+async def _watch_stdin(scope: trio.CancelScope, executor: Executor) -> None:
     stream = trio.lowlevel.FdStream(os.dup(0))
+    buffered = b""
     try:
-        while await stream.receive_some(4096):
-            pass
+        while chunk := await stream.receive_some(4096):
+            buffered += chunk
+            while b"\n" in buffered:
+                line, buffered = buffered.split(b"\n", 1)
+                if line.strip() == b"drain":
+                    await executor.wait_idle()
+                    return
     finally:
         scope.cancel()
         await stream.aclose()
 
 
+async def _pulse(fd: int, interval_s: float) -> None:
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            os.write(fd, b".")
+        except BlockingIOError:
+            pass  # the node agent is behind; a full pipe already says we are alive
+        except OSError:
+            return  # the node agent is gone; stdin EOF ends this process
+        await trio.sleep(interval_s)
+
+
+async def _stop_on_sigterm(scope: trio.CancelScope, executor: Executor, grace_s: float) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            executor.interrupt_all("the worker is stopping (SIGTERM)")
+            with trio.move_on_after(grace_s):
+                await executor.wait_idle()
+            scope.cancel()
+            return
+
+
 async def serve_worker(config: dict[str, Any]) -> None:
+    interval_s = float(config["pulse_interval_s"])
+    grace_s = float(config["grace_s"])
     rt = Runtime(
         kind="worker",
         secret=bytes.fromhex(config["secret"]),
         head_address=config["head"],
         max_message_bytes=int(config["max_message_bytes"]),
+        pulse_interval_s=interval_s,
     )
     num_cpus = float(config["num_cpus"])
-    rt.executor = Executor(rt, num_cpus)
+    executor = rt.executor = Executor(rt, num_cpus, grace_s=grace_s)
     set_current_runtime(rt)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_stdin, nursery.cancel_scope)
+        nursery.start_soon(_watch_stdin, nursery.cancel_scope, executor)
+        nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope, executor, grace_s)
+        nursery.start_soon(_pulse, int(config["pulse_fd"]), interval_s)
         await nursery.start(rt.serve)
         assert rt.head is not None
         rt.head.on_closed.append(lambda _: nursery.cancel_scope.cancel())

@@ -50,6 +50,31 @@ class ActorInfo:
     name: str | None = None
     namespace: str | None = None
     methods: tuple[str, ...] = ()
+    max_restarts: int = 0  # restarts left to this actor's incarnations (-1: forever)
+    max_task_retries: int = 0  # times a call in flight when the actor died is sent again
+
+
+@attrs.frozen
+class Availability:
+    """A node's resources at one pulse (psutil), as dispycos reports them."""
+
+    cpu_percent: float
+    memory_available: int  # bytes
+    memory_percent: float
+    disk_available: int  # bytes, on the node's working directory's filesystem
+    disk_percent: float
+    swap_percent: float
+    num_cpus: int
+
+
+@attrs.frozen
+class NodeInfo:
+    """A node agent: one per machine; carried by RegisterNode and cluster listings."""
+
+    node_id: NodeId
+    hostname: str
+    pid: int
+    num_workers: int
 
 
 # --- connection set-up -------------------------------------------------------------------
@@ -62,6 +87,12 @@ class Hello:
     kind: str  # "driver", "worker", "head", "node"
     address: str  # where this process listens for peers ("" if it does not listen)
     pid: int
+
+
+@attrs.frozen
+class Pulse:
+    """Sent on every link that has been quiet for one pulse interval, by every process:
+    the silence of a peer for 5 intervals is how zombies are found."""
 
 
 @attrs.frozen
@@ -114,10 +145,151 @@ class WorkerLeft:
 
 
 @attrs.frozen
+class WorkerState:
+    """Pushed by the head to subscribers when a worker is suspended (no new work is placed
+    there) or resumed, by ``Cluster.suspend``/``Cluster.resume``."""
+
+    worker_id: WorkerId
+    suspended: bool
+
+
+@attrs.frozen
 class Shutdown:
     """Sent by the head (or node agent) to a worker: stop now."""
 
     reason: str
+
+
+# --- nodes, events and operations (head) --------------------------------------------------
+
+
+@attrs.frozen
+class RegisterNode:
+    """Sent by a node agent to the head once connected, to join the cluster."""
+
+    rid: int
+    node: NodeInfo
+
+
+@attrs.frozen
+class NodeStatus:
+    """Sent by a node agent to the head every pulse interval: its resources right now."""
+
+    availability: Availability
+
+
+EVENT_KINDS = frozenset(
+    {
+        "node_joined",  # a node agent registered with the head
+        "node_closed",  # a node agent disconnected or was closed
+        "node_zombie",  # a node agent went silent for 5 pulse intervals
+        "node_status",  # a node's pulse, with its availability
+        "worker_started",  # a worker process started (its first incarnation in a slot)
+        "worker_died",  # a worker process exited (exit_code; negative = signal)
+        "worker_zombie",  # a worker went silent for 5 pulse intervals and was killed
+        "worker_restarted",  # a fresh worker process replaced one that died
+        "worker_gave_up",  # restart intensity exceeded: the slot stays empty (escalation)
+        "worker_closed",  # a worker was closed on request and not replaced
+        "actor_restarted",  # an actor was re-created after its code raised or its worker died
+        "actor_died",  # an actor with no restarts left is gone
+        "task_retried",  # a task was re-submitted after a system failure or a listed error
+    }
+)
+
+
+@attrs.frozen
+class Event:
+    """Something happened in the cluster: ``Cluster.events()`` yields these.
+
+    ``kind`` is one of EVENT_KINDS; the other fields are set where they apply. Sent by node
+    agents (worker and node life), by owners (actor restarts, task retries) and by the head
+    (node joined, closed, zombie), to the head, which forwards them to its subscribers.
+    """
+
+    kind: str
+    time: float  # seconds since the epoch, where it happened
+    node_id: NodeId | None = None
+    worker_id: WorkerId | None = None
+    pid: int | None = None
+    exit_code: int | None = None  # negative: killed by that signal
+    detail: str = ""
+    availability: Availability | None = None
+    hostname: str = ""
+
+
+@attrs.frozen
+class SubscribeEvents:
+    """Sent by ``Cluster.events()``: the recent events, then every new one."""
+
+    rid: int
+
+
+@attrs.frozen
+class EventHistory:
+    """Head's reply to SubscribeEvents: the events it still remembers, oldest first."""
+
+    rid: int
+    events: tuple[Event, ...]
+
+
+@attrs.frozen
+class ControlWorker:
+    """Sent by ``Cluster.close_worker``/``restart_worker``/``suspend``/``resume`` to the head,
+    which applies it or forwards it to the worker's node agent. Answered with Ack.
+
+    ``action``: "close" (finish running work, then stop), "terminate" (stop now),
+    "restart" (stop, then start a fresh worker in its slot), "suspend", "resume".
+    ``restart`` with close/terminate starts a replacement in the slot.
+    """
+
+    rid: int
+    worker_id: WorkerId
+    action: str
+    restart: bool = False
+
+
+@attrs.frozen
+class ControlNode:
+    """Sent by ``Cluster.close_node``/``suspend``/``resume`` to the head; like ControlWorker
+    for every worker of a node, and "close"/"terminate" also stop the node agent."""
+
+    rid: int
+    node_id: NodeId
+    action: str
+
+
+@attrs.frozen
+class QueryCluster:
+    """Sent by ``Cluster.nodes()``/``Cluster.workers()``: the head's view of the cluster."""
+
+    rid: int
+
+
+@attrs.frozen
+class NodeView:
+    """One node in a ClusterView."""
+
+    node: NodeInfo
+    state: str  # "alive", "suspended", "closing"
+    availability: Availability | None
+    last_pulse_s: float  # seconds since the node's last pulse
+
+
+@attrs.frozen
+class WorkerView:
+    """One worker in a ClusterView."""
+
+    worker: WorkerInfo
+    state: str  # "alive", "suspended"
+
+
+@attrs.frozen
+class ClusterView:
+    """Head's reply to QueryCluster."""
+
+    rid: int
+    nodes: tuple[NodeView, ...]
+    workers: tuple[WorkerView, ...]
 
 
 # --- names (head) -------------------------------------------------------------------------
@@ -216,9 +388,11 @@ class TaskResult:
 
 @attrs.frozen
 class CancelTask:
-    """Sent by ``ag.cancel(ref)`` to the worker running the task."""
+    """Sent by ``ag.cancel(ref)`` (and by a driver interrupted with Ctrl-C) to the worker
+    running the task. ``force`` kills the worker process at once instead of interrupting."""
 
     task_id: ObjectId
+    force: bool = False
 
 
 @attrs.frozen
@@ -281,13 +455,24 @@ class ObjectValue:
 
 Message: TypeAlias = (
     Hello
+    | Pulse
     | Ack
     | RegisterWorker
     | SubscribeMembership
     | Membership
     | WorkerJoined
     | WorkerLeft
+    | WorkerState
     | Shutdown
+    | RegisterNode
+    | NodeStatus
+    | Event
+    | SubscribeEvents
+    | EventHistory
+    | ControlWorker
+    | ControlNode
+    | QueryCluster
+    | ClusterView
     | RegisterName
     | LookupName
     | NameReply

@@ -81,13 +81,16 @@ def put(value: T) -> ObjectRef[T]:
     return current_runtime().put(value)
 
 
-def cancel(ref: ObjectRef[Any]) -> None:
+def cancel(ref: ObjectRef[Any], *, force: bool = False) -> None:
     """Cancel the call behind ``ref``: a queued call never runs; a running async call is
-    cancelled at its next checkpoint. ``ag.get(ref)`` then raises TaskCancelledError."""
+    cancelled at its next checkpoint; running sync code gets KeyboardInterrupt raised in it,
+    and if it still runs after the grace period its worker is killed and restarted.
+    ``force=True`` kills the worker at once. ``ag.get(ref)`` then raises TaskCancelledError
+    (or WorkerDiedError, for a forced cancel of a task that is not retried)."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"ag.cancel() takes an ObjectRef, not {type(ref).__name__}")
     rt = current_runtime()
-    rt.on_loop(rt.cancel, ref._entry)
+    rt.on_loop(rt.cancel, ref._entry, force)
 
 
 def kill(handle: ActorHandle[Any] | ObjectRef[Any]) -> None:

@@ -16,9 +16,11 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .._exceptions import (
@@ -28,6 +30,7 @@ from .._exceptions import (
     NameNotFoundError,
     NotInitializedError,
     ProtocolError,
+    TaskCancelledError,
     WorkerDiedError,
 )
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
@@ -36,9 +39,12 @@ from .._protocol.messages import (
     ActorInfo,
     AskReply,
     CallActor,
+    CancelTask,
     CreateActor,
     Deliver,
     DeliveryFailed,
+    Event,
+    EventHistory,
     FetchObject,
     Hello,
     KillActor,
@@ -51,16 +57,19 @@ from .._protocol.messages import (
     RegisterName,
     Shutdown,
     SubmitTask,
+    SubscribeEvents,
     SubscribeMembership,
     TaskResult,
     WorkerJoined,
     WorkerLeft,
+    WorkerState,
 )
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .peer import LoopbackPeer, Peer, PeerClosedError
 from .portal import Portal, ThreadPool
+from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, loads, loads_error, system_error
 
@@ -71,6 +80,10 @@ if TYPE_CHECKING:
 __all__ = ["Runtime", "current_runtime", "runtime_or_none", "set_current_runtime"]
 
 log = logging.getLogger("actorgrid.runtime")
+
+EVENT_HISTORY = 1000
+# How long a retried task or a restarting actor waits for a live worker before failing.
+PLACEMENT_WAIT_S = 60.0
 
 _current: Runtime | None = None
 
@@ -121,6 +134,98 @@ def _object_value(rid: int, entry: ObjectEntry) -> ObjectValue:
     return ObjectValue(rid, False, error if isinstance(error, Payload) else system_error(error))  # type: ignore[arg-type]
 
 
+TASK, CALL, CREATE = 0, 1, 2
+
+
+class TaskSpec:
+    """What it takes to send a task again: its code, arguments and the retries left.
+
+    Kept while the task is in flight, so a task whose worker dies is re-sent elsewhere
+    (``max_retries``), and a remote coroutine actor whose worker dies is started again
+    (``max_restarts``), keeping its ref.
+    """
+
+    __slots__ = ("actor", "blob", "function_id", "num_cpus", "payload", "retries", "retry_on")
+
+    def __init__(
+        self,
+        function_id: bytes,
+        blob: Callable[[], bytes],
+        payload: Payload,
+        num_cpus: float,
+        actor: ActorInfo | None,
+        retries: int,
+        retry_on: bool | tuple[type[BaseException], ...],
+    ) -> None:
+        self.function_id = function_id
+        self.blob = blob
+        self.payload = payload
+        self.num_cpus = num_cpus
+        self.actor = actor
+        self.retries = retries
+        self.retry_on = retry_on
+
+
+class Sent:
+    """A call in flight on one link, until its result comes back or the link dies."""
+
+    __slots__ = (
+        "actor",
+        "cancelled",
+        "counted",
+        "entry",
+        "kind",
+        "method",
+        "payload",
+        "retries",
+        "spec",
+    )
+
+    def __init__(
+        self,
+        entry: ObjectEntry,
+        kind: int,
+        *,
+        counted: bool = False,
+        spec: TaskSpec | None = None,
+        actor: ActorInfo | None = None,
+        method: str = "",
+        payload: Payload | None = None,
+        retries: int = 0,
+    ) -> None:
+        self.entry = entry
+        self.kind = kind
+        self.counted = counted  # counts towards the worker's load in our placement
+        self.spec = spec  # TASK: how to send it again
+        self.actor = actor  # CALL, CREATE: the actor
+        self.method = method  # CALL: to send it again (max_task_retries)
+        self.payload = payload
+        self.retries = retries
+        self.cancelled = False  # ag.cancel() reached it: never retried nor restarted
+
+
+class OwnedActor:
+    """A restartable class actor this process created: how to create it again."""
+
+    __slots__ = ("blob", "class_id", "handles", "info", "max_concurrency", "payload", "resend")
+
+    def __init__(
+        self,
+        info: ActorInfo,
+        class_id: bytes,
+        blob: Callable[[], bytes],
+        payload: Payload,
+        max_concurrency: int,
+    ) -> None:
+        self.info = info
+        self.class_id = class_id
+        self.blob = blob
+        self.payload = payload
+        self.max_concurrency = max_concurrency
+        self.handles: weakref.WeakSet[ActorHandle[Any]] = weakref.WeakSet()
+        self.resend: list[tuple[ObjectEntry, str, Payload, int]] = []
+
+
 class _CountDown:
     __slots__ = ("event", "left")
 
@@ -143,8 +248,14 @@ class Runtime:
         head_address: str | None,
         host: str = "127.0.0.1",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
     ) -> None:
         self.kind = kind
+        self.monitor = PulseMonitor(pulse_interval_s)
+        self.owned: dict[bytes, OwnedActor] = {}
+        self.owned_at: dict[str, set[bytes]] = {}
+        self._closing = False
+        self.event_feed = _EventFeed()
         self.secret = secret
         self.head_address = head_address
         self.host = host
@@ -167,6 +278,8 @@ class Runtime:
             DeliveryFailed: self._on_delivery_failed,
             WorkerJoined: self._on_worker_joined,
             WorkerLeft: self._on_worker_left,
+            WorkerState: self._on_worker_state,
+            Event: self._on_event,
             Shutdown: self._on_shutdown,
         }
         self.on_shutdown: Callable[[str], None] | None = None
@@ -188,6 +301,7 @@ class Runtime:
             self._nursery = nursery
             self.portal = Portal(trio.lowlevel.current_trio_token())
             self.pool = ThreadPool(self.portal)
+            await nursery.start(self.monitor.serve)
             try:
                 self.address = await nursery.start(
                     serve_tcp_frame_streams,
@@ -215,7 +329,7 @@ class Runtime:
         stream = await open_tcp_frame_stream(
             address, self.secret, max_message_bytes=self.max_message_bytes
         )
-        head = Peer(address, self._handle, local_hello=self.hello)
+        head = Peer(address, self._handle, local_hello=self.hello, monitor=self.monitor)
         self.head = head
         self._nursery.start_soon(head.run, stream)
         reply = await head.request(SubscribeMembership)
@@ -242,7 +356,7 @@ class Runtime:
         """The outbound peer for ``address``, dialling it in the background if needed."""
         peer = self.peers.get(address)
         if peer is None or peer.closed:
-            peer = Peer(address, self._handle, local_hello=self.hello)
+            peer = Peer(address, self._handle, local_hello=self.hello, monitor=self.monitor)
             peer.wake_threadsafe = self._waker(peer)
             peer.on_closed.append(self._peer_closed)
             self.peers[address] = peer
@@ -260,7 +374,7 @@ class Runtime:
         await peer.run(stream)
 
     async def _accept(self, stream: TcpFrameStream) -> None:
-        peer = Peer(stream.peer, self._handle, local_hello=self.hello)
+        peer = Peer(stream.peer, self._handle, local_hello=self.hello, monitor=self.monitor)
         peer.wake_threadsafe = self._waker(peer)
         await peer.run(stream)
 
@@ -281,14 +395,49 @@ class Runtime:
             del self.peers[peer.address]
         inflight, peer.inflight = peer.inflight, {}
         wid = self._worker_at.get(peer.address)
-        for entry, counted in list(inflight.values()):
-            if counted and wid is not None:
+        lost = not self._closing and peer.address != self.address
+        if lost and wid is not None and (inflight or peer.address in self.owned_at):
+            # The link to a worker died under calls: it is dead to us (the head confirms).
+            self.placement.remove(wid)
+        why = f"the worker at {peer.address} went away before answering ({peer.close_reason})"
+        restarting = self._restart_owned_at(peer.address, why) if lost else set()
+        for sent in list(inflight.values()):
+            if sent.counted and wid is not None:
                 self.placement.finished(wid)
-            entry.set_error(
-                WorkerDiedError(
-                    f"the worker at {peer.address} went away before answering ({peer.close_reason})"
+            if sent.entry.state == PENDING:
+                self._lost(
+                    sent,
+                    why if lost else f"the call was abandoned: {peer.close_reason}",
+                    restarting if lost else set(),
                 )
-            )
+
+    def _lost(self, sent: Sent, why: str, restarting: set[bytes]) -> None:
+        """A call's link died before its answer: retry it, restart its actor, or fail it."""
+        entry, spec, actor = sent.entry, sent.spec, sent.actor
+        if sent.cancelled:
+            entry.set_error(TaskCancelledError(f"the call was cancelled, and then {why}"))
+        elif spec is not None and spec.actor is None:
+            if spec.retries != 0 and not self._closing:
+                self._retry_task(entry, spec, why)
+            else:
+                entry.set_error(WorkerDiedError(why))
+        elif spec is not None and spec.actor is not None:
+            if spec.actor.max_restarts != 0 and not self._closing:
+                self._restart_coroutine_actor(entry, spec, why)
+            else:
+                entry.set_error(ActorDiedError(f"actor {_describe(spec.actor)} died: {why}"))
+        elif (
+            actor is not None
+            and actor.actor_id in restarting
+            and sent.kind == CALL
+            and sent.retries
+        ):
+            assert sent.payload is not None
+            owned = self.owned[actor.actor_id]
+            owned.resend.append((entry, sent.method, sent.payload, sent.retries - 1))
+        else:
+            label = _describe(actor) if actor is not None else "the actor"
+            entry.set_error(ActorDiedError(f"actor {label} died: {why}"))
 
     # --- membership ----------------------------------------------------------------------------
 
@@ -311,9 +460,16 @@ class Runtime:
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
+    def _on_worker_state(self, peer: Peer, msg: WorkerState) -> None:
+        self.placement.set_suspended(msg.worker_id, msg.suspended)
+
     def _on_shutdown(self, peer: Peer, msg: Shutdown) -> None:
         if self.on_shutdown is not None:
             self.on_shutdown(msg.reason)
+
+    def closing(self) -> None:
+        """This process is leaving the cluster: lost links no longer retry or restart."""
+        self._closing = True
 
     async def wait_for_workers(self, n: int) -> None:
         while len(self.placement) < n:
@@ -411,8 +567,12 @@ class Runtime:
             if countdown.left > 0:
                 from .executor import blocking_section
 
-                with blocking_section():
-                    done = event.wait(timeout)
+                try:
+                    with blocking_section():
+                        done = event.wait(timeout)
+                except KeyboardInterrupt:
+                    self._interrupted()
+                    raise
                 if not done:
                     left = sum(1 for r in items if r._entry.state == PENDING)
                     raise GetTimeoutError(
@@ -456,8 +616,12 @@ class Runtime:
             self._arm_countdown(refs, num_returns - ready, event)
             from .executor import blocking_section
 
-            with blocking_section():
-                event.wait(timeout)
+            try:
+                with blocking_section():
+                    event.wait(timeout)
+            except KeyboardInterrupt:
+                self._interrupted()
+                raise
         return self._split_ready(refs, num_returns)
 
     async def wait_async(
@@ -525,13 +689,20 @@ class Runtime:
         payload: Payload,
         num_cpus: float,
         actor: ActorInfo | None,
+        retries: int = 0,
+        retry_on: bool | tuple[type[BaseException], ...] = False,
     ) -> None:
         """Loop: place a task (unless it is an actor with a place already) and send it."""
+        spec = TaskSpec(function_id, blob, payload, num_cpus, actor, retries, retry_on)
+        self._send_spec(entry, spec)
+
+    def _send_spec(self, entry: ObjectEntry, spec: TaskSpec) -> None:
+        actor = spec.actor
         if actor is not None:
             address, wid = actor.address, self._worker_at.get(actor.address)
         else:
             try:
-                worker = self.placement.choose_for_task(num_cpus)
+                worker = self.placement.choose_for_task(spec.num_cpus)
             except NoWorkerError as exc:
                 entry.set_error(exc)
                 return
@@ -539,12 +710,120 @@ class Runtime:
             self.placement.started(wid)
         peer = self.peer_for(address)
         code = None
-        if function_id not in peer.sent_code:
-            code = blob()
-            peer.sent_code.add(function_id)
-        peer.inflight[entry.object_id] = (entry, actor is None)
+        if spec.function_id not in peer.sent_code:
+            code = spec.blob()
+            peer.sent_code.add(spec.function_id)
+        peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
         entry.where = peer
-        peer.send(SubmitTask(entry.object_id, function_id, code, payload, num_cpus, actor))
+        peer.send(
+            SubmitTask(entry.object_id, spec.function_id, code, spec.payload, spec.num_cpus, actor)
+        )
+
+    def _retry_task(self, entry: ObjectEntry, spec: TaskSpec, why: str) -> None:
+        spec.retries -= 1 if spec.retries > 0 else 0
+        self.publish(
+            Event("task_retried", time.time(), detail=f"task {short(entry.object_id)}: {why}")
+        )
+        self.nursery.start_soon(self._resend_when_placeable, entry, spec)
+
+    async def _resend_when_placeable(self, entry: ObjectEntry, spec: TaskSpec) -> None:
+        # Every worker may be down at once (restarting): wait for one rather than fail.
+        with trio.move_on_after(PLACEMENT_WAIT_S):
+            while not len(self.placement):
+                await self.membership_changed.wait()
+        if entry.state == PENDING:
+            self._send_spec(entry, spec)
+
+    def _restart_coroutine_actor(self, entry: ObjectEntry, spec: TaskSpec, why: str) -> None:
+        old = spec.actor
+        assert old is not None
+
+        async def restart() -> None:
+            info = await self._new_incarnation(old, why)
+            if info is None:
+                entry.set_error(ActorDiedError(f"actor {_describe(old)} died: {why}"))
+                return
+            spec.actor = info
+            entry.actor = info
+            self._send_spec(entry, spec)
+
+        self.nursery.start_soon(restart)
+
+    async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
+        """Loop: place a dead actor again (same id and name, new address); None if no
+        worker took it in time or its name was taken meanwhile."""
+        with trio.move_on_after(PLACEMENT_WAIT_S):
+            while not len(self.placement):
+                await self.membership_changed.wait()
+        if not len(self.placement):
+            return None
+        worker = self.placement.choose_for_actor(0.0)
+        left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
+        info = attrs.evolve(old, address=worker.address, max_restarts=left)
+        if info.name:
+            try:
+                reply = await self.head_request(lambda rid: RegisterName(rid, info, False))
+            except ActorgridError:
+                return None
+            assert isinstance(reply, NameReply)
+            if reply.error is not None:
+                log.warning("actor %s not restarted: %s", _describe(old), reply.error)
+                return None
+            self.names[(info.namespace or DEFAULT_NAMESPACE, info.name)] = info
+        self.publish(
+            Event(
+                "actor_restarted",
+                time.time(),
+                worker_id=worker.worker_id,
+                node_id=worker.node_id,
+                detail=f"actor {_describe(old)} restarted on {worker.address} after: {why}",
+            )
+        )
+        return info
+
+    def _restart_owned_at(self, address: str, why: str) -> set[bytes]:
+        """Start again the restartable class actors this process created at ``address``."""
+        ids = self.owned_at.pop(address, set())
+        restarting: set[bytes] = set()
+        for actor_id in ids:
+            owned = self.owned.get(actor_id)
+            if owned is None:
+                continue
+            if owned.info.max_restarts == 0 or self._closing:
+                del self.owned[actor_id]
+                continue
+            restarting.add(actor_id)
+            for handle in list(owned.handles):
+                handle._unresolve()
+            self.nursery.start_soon(self._restart_class_actor, owned, why)
+        return restarting
+
+    async def _restart_class_actor(self, owned: OwnedActor, why: str) -> None:
+        old = owned.info
+        info = await self._new_incarnation(old, why)
+        if info is None:
+            self.owned.pop(old.actor_id, None)
+            error = ActorDiedError(f"actor {_describe(old)} died and could not be restarted: {why}")
+            for handle in list(owned.handles):
+                handle._fail(error)
+            for entry, *_ in owned.resend:
+                entry.set_error(error)
+            owned.resend.clear()
+            return
+        owned.info = info
+        self.send_create(
+            self.new_entry(), info, owned.class_id, owned.blob, owned.payload, owned.max_concurrency
+        )
+        for entry, method, payload, retries in owned.resend:
+            self._send_call_info(info, entry, method, payload, retries)
+        owned.resend.clear()
+        for handle in list(owned.handles):
+            handle._resolve(info, self.send_call)
+
+    def own(self, handle: ActorHandle[Any], owned: OwnedActor) -> None:
+        """Any thread: remember how to restart a restartable actor this process creates."""
+        owned.handles.add(handle)
+        self.owned[owned.info.actor_id] = owned
 
     def send_create(
         self,
@@ -560,7 +839,9 @@ class Runtime:
         if class_id not in peer.sent_code:
             code = blob()
             peer.sent_code.add(class_id)
-        peer.inflight[entry.object_id] = (entry, False)
+        if info.actor_id in self.owned:
+            self.owned_at.setdefault(info.address, set()).add(info.actor_id)
+        peer.inflight[entry.object_id] = Sent(entry, CREATE, actor=info)
         peer.send(CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency))
 
     def send_call_direct(
@@ -578,12 +859,12 @@ class Runtime:
         if peer is None or peer.closed or peer.inflight:
             # Calls already in flight mean a burst: leave batching to the loop.
             return False
-        peer.inflight[entry.object_id] = (entry, False)
+        peer.inflight[entry.object_id] = _call_sent(entry, info, method, payload)
         entry.where = peer
         if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload)):
             if peer.closed:
                 # Closed meanwhile: the close may have missed this entry; fail it here.
-                error = WorkerDiedError(f"the worker at {peer.address} went away")
+                error = ActorDiedError(f"actor {_describe(info)} died: its worker went away")
                 self.on_loop(entry.set_error, error)
             return True
         peer.inflight.pop(entry.object_id, None)
@@ -598,33 +879,77 @@ class Runtime:
         if info is None:
             handle._queued.append((entry, method, payload))
             return
+        self._send_call_info(info, entry, method, payload, info.max_task_retries)
+
+    def _send_call_info(
+        self, info: ActorInfo, entry: ObjectEntry, method: str, payload: Payload, retries: int
+    ) -> None:
         peer = self.peer_for(info.address)
-        peer.inflight[entry.object_id] = (entry, False)
+        sent = _call_sent(entry, info, method, payload)
+        sent.retries = retries
+        peer.inflight[entry.object_id] = sent
         entry.where = peer
         peer.send(CallActor(entry.object_id, info.actor_id, method, payload))
 
     def _on_result(self, peer: Peer, msg: TaskResult) -> None:
-        item = peer.inflight.pop(msg.task_id, None)
-        if item is None:
+        sent = peer.inflight.pop(msg.task_id, None)
+        if sent is None:
             return
-        entry, counted = item
-        if counted:
+        entry = sent.entry
+        if sent.counted:
             wid = self._worker_at.get(peer.address)
             if wid is not None:
                 self.placement.finished(wid)
         entry.where = None
         if msg.ok:
             entry.set_value(msg.value)
-        else:
-            entry.set_error(msg.value)
+            return
+        spec = sent.spec
+        if spec is not None and spec.retry_on and spec.retries != 0 and spec.actor is None:
+            error = loads_error(msg.value)
+            cause = getattr(error, "cause", None) or error
+            if isinstance(error, TaskCancelledError):
+                pass
+            elif spec.retry_on is True or (
+                isinstance(spec.retry_on, tuple) and isinstance(cause, spec.retry_on)
+            ):
+                self._retry_task(entry, spec, f"it raised {type(cause).__name__}: {cause}")
+                return
+        entry.set_error(msg.value)
 
-    def cancel(self, entry: ObjectEntry) -> None:
-        """Loop: ask the worker running the call to cancel it."""
-        from .._protocol.messages import CancelTask
-
+    def cancel(self, entry: ObjectEntry, force: bool = False) -> None:
+        """Loop: ask the worker running the call to cancel it (``force``: kill the worker)."""
         peer = entry.where
         if entry.state == PENDING and isinstance(peer, Peer):
-            peer.send(CancelTask(entry.object_id))
+            sent = peer.inflight.get(entry.object_id)
+            if sent is not None:
+                sent.cancelled = True
+            peer.send(CancelTask(entry.object_id, force))
+            if force:
+                entry.set_error(
+                    TaskCancelledError(
+                        "the call was cancelled with force=True: its worker is killed"
+                    )
+                )
+
+    def interrupt_all(self) -> None:
+        """Loop: cancel every call this process has in flight (a driver's Ctrl-C)."""
+        n = 0
+        for peer in list(self.peers.values()):
+            for task_id, sent in list(peer.inflight.items()):
+                if sent.kind != CREATE:
+                    sent.cancelled = True
+                    peer.send(CancelTask(task_id))
+                    n += 1
+        log.info("interrupted: cancelled %d calls in flight", n)
+
+    def _interrupted(self) -> None:
+        """Main thread, KeyboardInterrupt: a driver's remote work stops with it."""
+        if self.kind == "driver":
+            try:
+                self.on_loop(self.interrupt_all)
+            except NotInitializedError:
+                pass
 
     # --- names and actors ----------------------------------------------------------------------
 
@@ -636,11 +961,24 @@ class Runtime:
         name: str | None,
         namespace: str | None,
         methods: tuple[str, ...] = (),
+        *,
+        max_restarts: int = 0,
+        max_task_retries: int = 0,
     ) -> ActorInfo:
         """Any thread: place a new actor and describe it."""
         worker = self.placement.choose_for_actor(num_cpus)
         ns = (namespace or DEFAULT_NAMESPACE) if name else namespace
-        return ActorInfo(new_actor_id(), worker.address, kind, label, name, ns, methods)
+        return ActorInfo(
+            new_actor_id(),
+            worker.address,
+            kind,
+            label,
+            name,
+            ns,
+            methods,
+            max_restarts,
+            max_task_retries,
+        )
 
     def _head(self) -> Peer:
         if self.head is None or self.head.closed:
@@ -759,9 +1097,66 @@ class Runtime:
             self.forget_actor(info.actor_id)
         raise error
 
+    # --- events and operations ----------------------------------------------------------------
+
+    async def head_request(self, make: Callable[[int], Message]) -> Message:
+        try:
+            return await self._head().request(make)
+        except PeerClosedError as exc:
+            raise ActorgridError(f"the cluster head is unreachable: {exc}") from None
+
+    def publish(self, event: Event) -> None:
+        """Loop: report an event to the head, which forwards it to every subscriber."""
+        if self.head is not None:
+            self.head.send(event)
+
+    async def subscribe_events(self, listener: Callable[[Event], None] | None) -> list[Event]:
+        """Loop: add ``listener`` for new events; the events known so far."""
+        feed = self.event_feed
+        if not feed.subscribed:
+            feed.subscribed = True
+            reply = await self.head_request(SubscribeEvents)
+            assert isinstance(reply, EventHistory)
+            known = {id(e) for e in feed.history}
+            feed.history.extendleft(reversed([e for e in reply.events if id(e) not in known]))
+        if listener is not None:
+            feed.listeners.append(listener)
+        return list(feed.history)
+
+    def unsubscribe_events(self, listener: Callable[[Event], None]) -> None:
+        try:
+            self.event_feed.listeners.remove(listener)
+        except ValueError:
+            pass
+
+    def _on_event(self, peer: Peer, event: Event) -> None:
+        self.event_feed.push(event)
+
     def _on_delivery_failed(self, peer: Peer, msg: DeliveryFailed) -> None:
         self.forget_actor(msg.actor_id)
         log.warning("a message to actor %s was not delivered: %s", short(msg.actor_id), msg.reason)
+
+
+class _EventFeed:
+    """This process's subscription to the head's events: made on first use, kept after."""
+
+    def __init__(self) -> None:
+        self.history: deque[Event] = deque(maxlen=EVENT_HISTORY)
+        self.listeners: list[Callable[[Event], None]] = []
+        self.subscribed = False
+
+    def push(self, event: Event) -> None:
+        if event.kind != "node_status":
+            self.history.append(event)
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("an event listener failed; it stays subscribed")
+
+
+def _call_sent(entry: ObjectEntry, info: ActorInfo, method: str, payload: Payload) -> Sent:
+    return Sent(entry, CALL, actor=info, method=method, payload=payload)
 
 
 def _describe(info: ActorInfo) -> str:

@@ -17,9 +17,12 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
+import signal
 import socket
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,12 +43,14 @@ from .._protocol.messages import (
     CreateActor,
     Deliver,
     DeliveryFailed,
+    Event,
     KillActor,
     Payload,
     SubmitTask,
     TaskResult,
 )
 from .context import Context, Letter
+from .interrupt import Running
 from .refs import ObjectRef
 from .serialization import box_error, dumps, loads, system_error
 
@@ -55,7 +60,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Executor", "blocking_section"]
 
+log = logging.getLogger("actorgrid.executor")
+
 PLACEHOLDER_TIMEOUT_S = 30.0
+_IDLE_POLL_S = 0.02
 _LANE_CAPACITY = 256
 _MAX_RUNNERS = 256
 MAILBOX_CAPACITY = 1024
@@ -85,7 +93,7 @@ def blocking_section() -> Iterator[None]:
 
 
 class _TaskItem:
-    __slots__ = ("cancelled", "fn", "label", "num_cpus", "payload", "peer", "task_id")
+    __slots__ = ("cancelled", "fn", "label", "num_cpus", "payload", "peer", "running", "task_id")
 
     def __init__(self, peer: Peer, msg: SubmitTask, fn: Callable[..., Any]) -> None:
         self.peer = peer
@@ -95,6 +103,7 @@ class _TaskItem:
         self.num_cpus = msg.num_cpus
         self.label = f"task {getattr(fn, '__qualname__', 'task')}"
         self.cancelled = False
+        self.running = Running()
 
 
 class TaskQueue:
@@ -146,7 +155,9 @@ class TaskQueue:
                 self.free -= item.num_cpus
             _local.hold = (self, item.num_cpus)
             try:
-                ok, payload = self.executor.call_in_thread(item.fn, item.payload, item.label)
+                ok, payload = self.executor.call_in_thread(
+                    item.fn, item.payload, item.label, item.running
+                )
             finally:
                 _local.hold = None
                 with self.cond:
@@ -224,7 +235,7 @@ class _Lane:
                     result = (False, system_error(error))
                 else:
                     label = f"{self.info.label}.{call.method}"
-                    result = self.executor.call_in_thread(method, call.payload, label)
+                    result = self.executor.call_in_thread(method, call.payload, label, call.running)
             self.executor.finish_from_thread(call, call.peer, *result, not self.items)
 
     def close(self, reason: str) -> None:
@@ -248,7 +259,7 @@ class _Task:
 class _Call:
     """A method call waiting in (or taken from) an actor's inbox."""
 
-    __slots__ = ("cancelled", "method", "payload", "peer", "scope", "task_id")
+    __slots__ = ("cancelled", "method", "payload", "peer", "running", "scope", "task_id")
 
     def __init__(self, peer: Peer, msg: CallActor) -> None:
         self.peer = peer
@@ -257,6 +268,7 @@ class _Call:
         self.payload = msg.args
         self.cancelled = False
         self.scope: trio.CancelScope | None = None
+        self.running = Running()
 
     def answer(self, ok: bool, payload: Payload) -> None:
         self.peer.send(TaskResult(self.task_id, ok, payload))
@@ -294,8 +306,9 @@ def _construct(
 
 
 class Executor:
-    def __init__(self, runtime: Runtime, num_cpus: float) -> None:
+    def __init__(self, runtime: Runtime, num_cpus: float, *, grace_s: float = 5.0) -> None:
         self.runtime = runtime
+        self.grace_s = grace_s
         self.queue = TaskQueue(self, num_cpus)
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.classes: dict[bytes, type] = {}
@@ -336,7 +349,11 @@ class Executor:
         return f"{label} " + self._where_suffix.format(self.runtime.address)
 
     def call_in_thread(
-        self, fn: Callable[..., Any], payload: Payload, label: str
+        self,
+        fn: Callable[..., Any],
+        payload: Payload,
+        label: str,
+        running: Running | None = None,
     ) -> tuple[bool, Payload]:
         """On a pool thread: load the arguments (waiting for ref arguments), run user code,
         serialize its outcome. Never raises."""
@@ -352,10 +369,15 @@ class Executor:
                 }
         except BaseException as exc:
             return False, system_error(exc)
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:  # user code may raise SystemExit; report it, don't die
-            return False, box_error(exc, self._where(label))
+        if running is not None:
+            ok, value = running.run(fn, *args, **kwargs)
+            if not ok:
+                return False, box_error(value, self._where(label))
+        else:
+            try:
+                value = fn(*args, **kwargs)
+            except BaseException as exc:  # user code may raise SystemExit; report it, don't die
+                return False, box_error(exc, self._where(label))
         try:
             payload = dumps(value)
         except Exception as exc:
@@ -465,16 +487,52 @@ class Executor:
 
     def on_cancel(self, peer: Peer, msg: CancelTask) -> None:
         item = self.tasks.get(msg.task_id)
+        if item is None:
+            return
+        if msg.force:
+            log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._interrupt(msg.task_id, item)
+
+    def _interrupt(self, task_id: ObjectId, item: _Task | _Call | _TaskItem) -> None:
+        """Cancel one call: a queued one never runs, async code is cancelled, sync code gets
+        KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed."""
         if isinstance(item, _TaskItem):
             item.cancelled = True
             if self.queue.remove(item):
                 self.task_done(item, False, _cancelled(item.label))
+                return
+            item.running.interrupt()
         elif isinstance(item, _Task):
             item.scope.cancel()
-        elif isinstance(item, _Call):
+        else:
             item.cancelled = True
             if item.scope is not None:
                 item.scope.cancel()
+            item.running.interrupt()
+        self.nursery.start_soon(self._kill_if_still_running, task_id, item)
+
+    async def _kill_if_still_running(self, task_id: ObjectId, item: object) -> None:
+        await trio.sleep(self.grace_s)
+        if self.tasks.get(task_id) is item:
+            log.error(
+                "a cancelled call (%s) was still running %g s later: killing this worker so "
+                "that its node restarts it",
+                short(task_id),
+                self.grace_s,
+            )
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def interrupt_all(self, reason: str) -> None:
+        """Cancel every call on this worker (the worker is stopping)."""
+        log.info("interrupting %d calls: %s", len(self.tasks), reason)
+        for task_id, item in list(self.tasks.items()):
+            self._interrupt(task_id, item)
+
+    async def wait_idle(self) -> None:
+        """Return once no call is queued or running here."""
+        while self.tasks:
+            await trio.sleep(_IDLE_POLL_S)
 
     # --- actors --------------------------------------------------------------------------------
 
@@ -585,7 +643,7 @@ class Executor:
                             )
                         else:
                             result = await self.runtime.pool.run(
-                                self.call_in_thread, method, call.payload, label
+                                self.call_in_thread, method, call.payload, label, call.running
                             )
                     except Exception as exc:
                         result = (False, box_error(exc, self._where(label)))
@@ -611,15 +669,27 @@ class Executor:
             False,
             system_error(ActorDiedError(f"actor {label} was killed")),
         )
+        restarts = info.max_restarts
         try:
             with slot.scope:
-                try:
-                    result = self.check_result_size(
-                        dumps(await fn(ctx, *args, **kwargs)), f"actor {label}"
+                while True:
+                    try:
+                        result = self.check_result_size(
+                            dumps(await fn(ctx, *args, **kwargs)), f"actor {label}"
+                        )
+                        break
+                    except Exception as exc:
+                        result = (False, box_error(exc, where))
+                        reason = f"actor {label} raised {type(exc).__name__}: {exc}"
+                        if restarts == 0:
+                            break
+                    # Its body raised and it may restart: run it again on the same mailbox,
+                    # so messages already queued for it are not lost.
+                    restarts -= 1 if restarts > 0 else 0
+                    log.warning("%s; restarting it (%s restarts left)", reason, restarts)
+                    self.runtime.publish(
+                        Event("actor_restarted", time.time(), pid=os.getpid(), detail=reason)
                     )
-                except Exception as exc:
-                    result = (False, box_error(exc, where))
-                    reason = f"actor {label} raised {type(exc).__name__}: {exc}"
             if slot.scope.cancelled_caught:
                 reason = f"actor {label} was killed"
         finally:

@@ -31,7 +31,7 @@ class ActorHandle(Generic[T]):
     until its name is registered.
     """
 
-    __slots__ = ("_cls", "_error", "_info", "_queued", "_ready")
+    __slots__ = ("__weakref__", "_cls", "_error", "_info", "_queued", "_ready")
 
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("ActorHandle has no public constructor: use Cls.remote() or ag.get_actor()")
@@ -130,6 +130,12 @@ class ActorHandle(Generic[T]):
             send_call(self, entry, method, payload)
         if self._ready is not None:
             self._ready.set()
+
+    def _unresolve(self) -> None:
+        """Loop: the actor is being restarted elsewhere; queue calls until ``_resolve``."""
+        self._info = None
+        if self._ready is None or self._ready.is_set():
+            self._ready = trio.Event()
 
     def _fail(self, error: BaseException) -> None:
         self._error = error

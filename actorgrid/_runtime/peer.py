@@ -25,18 +25,22 @@ from .._protocol.codec import decode, encode
 from .._protocol.messages import (
     Ack,
     AskReply,
+    ClusterView,
+    EventHistory,
     Hello,
     Membership,
     Message,
     NameReply,
     ObjectValue,
     Payload,
+    Pulse,
 )
 
 if TYPE_CHECKING:
     from .._protocol.ids import ObjectId
     from .._transport.base import FrameStream
-    from .refs import ObjectEntry
+    from .core import Sent
+    from .pulse import PulseMonitor
 
 __all__ = ["LoopbackPeer", "Peer", "PeerClosedError", "batch"]
 
@@ -44,7 +48,7 @@ log = logging.getLogger("actorgrid.peer")
 
 Handler = Callable[["Peer", Message], Awaitable[None] | None]
 
-_REPLIES = (Ack, NameReply, Membership, AskReply, ObjectValue)
+_REPLIES = (Ack, NameReply, Membership, AskReply, ObjectValue, EventHistory, ClusterView)
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst
 _HIGH_WATER = 4096  # queued messages above which send_wait() waits
 
@@ -97,8 +101,20 @@ class _Reply:
 
 
 class Peer:
-    def __init__(self, address: str, handler: Handler, *, local_hello: Hello) -> None:
+    def __init__(
+        self,
+        address: str,
+        handler: Handler,
+        *,
+        local_hello: Hello,
+        monitor: PulseMonitor | None = None,
+    ) -> None:
         self.address = address
+        self._monitor = monitor
+        # Set by the reader on every frame, cleared by the pulse monitor once per interval.
+        self.heard = False
+        self._scope: trio.CancelScope | None = None
+        self._abort_reason: str | None = None
         self.remote_hello: Hello | None = None
         self._handler = handler
         self._hello = local_hello
@@ -110,7 +126,7 @@ class Peer:
         self.closed = False
         self.close_reason = ""
         # Calls sent on this link and not yet answered: failed if the link dies.
-        self.inflight: dict[ObjectId, tuple[ObjectEntry, bool]] = {}
+        self.inflight: dict[ObjectId, Sent] = {}
         # Function and class blobs this link has already carried (sent once per link).
         self.sent_code: set[bytes] = set()
         self.on_closed: list[Callable[[Peer], None]] = []
@@ -228,18 +244,36 @@ class Peer:
             # Hello goes first, before anything queued while connecting.
             await stream.send_frames([encode(self._hello)])
             self._stream = stream
+            if self._monitor is not None:
+                self._monitor.watch(self)
             async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                if self._abort_reason is not None:
+                    nursery.cancel_scope.cancel()
                 nursery.start_soon(self._writer, stream, nursery.cancel_scope)
                 reason = await self._reader(stream)
                 nursery.cancel_scope.cancel()
+            if self._abort_reason is not None:
+                reason = self._abort_reason
         except* ProtocolError as group:
             reason = str(unwrap_group(group))
             log.warning("closing connection to %s: %s", self.address, reason)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
             reason = f"connection lost: {unwrap_group(group)}"
         finally:
+            if self._monitor is not None:
+                self._monitor.unwatch(self)
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+            self.close(reason)
+
+    def abort(self, reason: str) -> None:
+        """Loop: drop the connection now (a zombie, a fenced peer); ``close`` follows."""
+        if self._abort_reason is None:
+            self._abort_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+        elif self._stream is None:
             self.close(reason)
 
     def close(self, reason: str) -> None:
@@ -285,6 +319,7 @@ class Peer:
             frame = await stream.receive_frame()
             if frame is None:
                 return "peer closed the connection"
+            self.heard = True
             with batch():
                 self._dispatch(decode(frame), handler)
             if self._pending is not None:
@@ -308,6 +343,8 @@ class Peer:
             if reply is not None:
                 reply.value = message
                 reply.event.set()
+            return
+        if type(message) is Pulse:
             return
         try:
             self._pending = handler(self, message)

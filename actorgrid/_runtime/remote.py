@@ -12,7 +12,7 @@ import attrs
 import cloudpickle
 
 from .context import Context
-from .core import current_runtime
+from .core import OwnedActor, current_runtime
 from .handles import ActorHandle
 from .refs import ObjectRef
 from .serialization import dumps_call
@@ -34,7 +34,9 @@ class Options:
     num_cpus: float | None = None
     max_concurrency: int = 0
     max_restarts: int = 0
+    max_task_retries: int = 0
     max_retries: int = 3
+    retry_exceptions: bool | tuple[type[BaseException], ...] = False
 
     def merge(self, **changes: Any) -> Options:
         unknown = set(changes) - set(attrs.fields_dict(Options))
@@ -43,7 +45,21 @@ class Options:
                 f"unknown option(s) {', '.join(sorted(unknown))}; valid options are "
                 + ", ".join(attrs.fields_dict(Options))
             )
+        if isinstance(changes.get("retry_exceptions"), list):
+            changes["retry_exceptions"] = tuple(changes["retry_exceptions"])
         merged = attrs.evolve(self, **changes)
+        for field in ("max_restarts", "max_retries", "max_task_retries"):
+            value = getattr(merged, field)
+            if not isinstance(value, int) or value < -1:
+                raise ValueError(f"{field} must be an int >= -1 (-1: without limit), not {value!r}")
+        retry = merged.retry_exceptions
+        if not isinstance(retry, bool) and not (
+            isinstance(retry, tuple)
+            and all(isinstance(t, type) and issubclass(t, BaseException) for t in retry)
+        ):
+            raise TypeError(
+                f"retry_exceptions must be True, False or a list of exception types, not {retry!r}"
+            )
         if merged.num_cpus is not None and merged.num_cpus < 0:
             raise ValueError(f"num_cpus must be >= 0, not {merged.num_cpus}")
         if merged.name is not None and not (isinstance(merged.name, str) and merged.name):
@@ -146,10 +162,25 @@ class RemoteFunction(Generic[P, R]):
         num_cpus = opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
         if not self._actor:
             entry = rt.new_entry()
-            rt.on_loop(rt.send_task, entry, self._code.id, self._code.blob, payload, num_cpus, None)
+            rt.on_loop(
+                rt.send_task,
+                entry,
+                self._code.id,
+                self._code.blob,
+                payload,
+                num_cpus,
+                None,
+                opts.max_retries,
+                opts.retry_exceptions,
+            )
             return ObjectRef._make(entry)
         info = rt.new_actor_info(
-            "coroutine", self.__qualname__, num_cpus, opts.name, opts.namespace
+            "coroutine",
+            self.__qualname__,
+            num_cpus,
+            opts.name,
+            opts.namespace,
+            max_restarts=opts.max_restarts,
         )
         code = self._code
         entry = rt.new_entry(info)
@@ -210,20 +241,38 @@ class ActorClass(Generic[T]):
         rt.check_size(payload, label)
         num_cpus = opts.num_cpus if opts.num_cpus is not None else 0.0
         info = rt.new_actor_info(
-            "class", self.__qualname__, num_cpus, opts.name, opts.namespace, self._methods
+            "class",
+            self.__qualname__,
+            num_cpus,
+            opts.name,
+            opts.namespace,
+            self._methods,
+            max_restarts=opts.max_restarts,
+            max_task_retries=opts.max_task_retries,
         )
         code = self._code
         created = rt.new_entry()
+        owned = (
+            OwnedActor(info, code.id, code.blob, payload, opts.max_concurrency)
+            if opts.max_restarts
+            else None
+        )
 
         def start(actor: Any) -> None:
+            if owned is not None:
+                owned.info = actor
             rt.send_create(created, actor, code.id, code.blob, payload, opts.max_concurrency)
 
         if info.name is None:
-            rt.on_loop(start, info)
             handle: ActorHandle[T] = ActorHandle._make(info, self._cls)
+            if owned is not None:
+                rt.on_loop(rt.own, handle, owned)
+            rt.on_loop(start, info)
             return handle
 
         handle = ActorHandle._make(None, self._cls)
+        if owned is not None:
+            rt.on_loop(rt.own, handle, owned)
 
         async def register_then_start() -> None:
             pending = rt.register_name_nowait(info, opts.get_if_exists)

@@ -32,6 +32,9 @@ class NameRegistry:
             return RegisterResult(None, False, "an actor needs a non-empty name to register")
         key = (actor.namespace or DEFAULT_NAMESPACE, actor.name)
         existing = self._by_name.get(key)
+        if existing is not None and existing.actor_id == actor.actor_id:
+            self._by_name[key] = actor  # a restarted actor: same id, new address
+            return RegisterResult(actor, True)
         if existing is not None:
             if get_if_exists:
                 return RegisterResult(existing, False)

@@ -31,13 +31,14 @@ class Placement:
         self.workers: dict[WorkerId, WorkerInfo] = {}
         self.load: dict[WorkerId, int] = {}  # tasks this caller has outstanding there
         self.actors: dict[WorkerId, int] = {}  # actors this caller placed there
+        self.suspended: set[WorkerId] = set()
 
     def __len__(self) -> int:
         return len(self._order)
 
     def add(self, info: WorkerInfo) -> None:
         wid = info.worker_id
-        if wid in self._index:
+        if wid in self._index or wid in self.suspended:
             self.workers[wid] = info
             return
         self._index[wid] = len(self._order)
@@ -47,6 +48,25 @@ class Placement:
         self.actors.setdefault(wid, 0)
 
     def remove(self, worker_id: WorkerId) -> None:
+        self._unlist(worker_id)
+        self.suspended.discard(worker_id)
+        self.workers.pop(worker_id, None)
+        self.load.pop(worker_id, None)
+        self.actors.pop(worker_id, None)
+
+    def set_suspended(self, worker_id: WorkerId, suspended: bool) -> None:
+        """A suspended worker keeps its calls in flight but is chosen for nothing new."""
+        if worker_id not in self.workers:
+            return
+        if suspended:
+            self.suspended.add(worker_id)
+            self._unlist(worker_id)
+        elif worker_id in self.suspended:
+            self.suspended.discard(worker_id)
+            self._index[worker_id] = len(self._order)
+            self._order.append(worker_id)
+
+    def _unlist(self, worker_id: WorkerId) -> None:
         i = self._index.pop(worker_id, None)
         if i is None:
             return
@@ -54,9 +74,6 @@ class Placement:
         if last != worker_id:  # swap-remove keeps removal O(1)
             self._order[i] = last
             self._index[last] = i
-        self.workers.pop(worker_id, None)
-        self.load.pop(worker_id, None)
-        self.actors.pop(worker_id, None)
 
     def choose_for_task(self, num_cpus: float) -> WorkerInfo:
         return self.workers[self._choose(num_cpus, self.load)]
@@ -77,6 +94,11 @@ class Placement:
     def _choose(self, num_cpus: float, counts: dict[WorkerId, int]) -> WorkerId:
         order = self._order
         if not order:
+            if self.suspended:
+                raise NoWorkerError(
+                    f"every worker of the cluster ({len(self.suspended)}) is suspended: "
+                    "resume one with Cluster.resume()"
+                )
             raise NoWorkerError(
                 "no worker is connected to the cluster: start one (ag.init() starts them for "
                 "an embedded cluster; `actorgrid node` joins a machine to a running one)"
