@@ -18,11 +18,14 @@ from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskCancelledError as TaskCancelledError
 from ._exceptions import WorkerDiedError as WorkerDiedError
 from ._node.cluster import Cluster as Cluster
+from ._node.cluster import NodeStatistics as NodeStatistics
 from ._node.cluster import WorkerStatistics as WorkerStatistics
 from ._node.cluster import connect as connect
 from ._node.cluster import init as init
 from ._node.cluster import is_initialized as is_initialized
 from ._node.cluster import shutdown as shutdown
+from ._protocol.messages import Availability as Availability
+from ._protocol.messages import Event as Event
 from ._runtime.api import ask as ask
 from ._runtime.api import ask_async as ask_async
 from ._runtime.api import cancel as cancel
@@ -47,6 +50,7 @@ from ._runtime.refs import ObjectRef as ObjectRef
 from ._runtime.remote import ActorClass as ActorClass
 from ._runtime.remote import RemoteFunction as RemoteFunction
 from ._runtime.remote import remote as remote
+from ._scheduler.restart import RestartPolicy as RestartPolicy
 
 try:
     __version__ = _version("actorgrid")
@@ -60,18 +64,22 @@ __all__ = [
     "ActorMethod",
     "ActorgridError",
     "AuthenticationError",
+    "Availability",
     "Cluster",
     "Context",
+    "Event",
     "GetTimeoutError",
     "Mailbox",
     "MailboxStatistics",
     "NameNotFoundError",
+    "NodeStatistics",
     "NotInitializedError",
     "ObjectRef",
     "ProtocolError",
     "RemoteError",
     "RemoteFunction",
     "Request",
+    "RestartPolicy",
     "SerializationError",
     "TaskCancelledError",
     "WorkerDiedError",

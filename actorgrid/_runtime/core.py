@@ -401,24 +401,29 @@ class Runtime:
             self.placement.remove(wid)
         why = f"the worker at {peer.address} went away before answering ({peer.close_reason})"
         restarting = self._restart_owned_at(peer.address, why) if lost else set()
+        retried = 0
         for sent in list(inflight.values()):
             if sent.counted and wid is not None:
                 self.placement.finished(wid)
             if sent.entry.state == PENDING:
-                self._lost(
+                retried += self._lost(
                     sent,
                     why if lost else f"the call was abandoned: {peer.close_reason}",
                     restarting if lost else set(),
                 )
+        if retried:
+            self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
 
-    def _lost(self, sent: Sent, why: str, restarting: set[bytes]) -> None:
-        """A call's link died before its answer: retry it, restart its actor, or fail it."""
+    def _lost(self, sent: Sent, why: str, restarting: set[bytes]) -> bool:
+        """A call's link died before its answer: retry it (True), restart its actor, or
+        fail it."""
         entry, spec, actor = sent.entry, sent.spec, sent.actor
         if sent.cancelled:
             entry.set_error(TaskCancelledError(f"the call was cancelled, and then {why}"))
         elif spec is not None and spec.actor is None:
             if spec.retries != 0 and not self._closing:
-                self._retry_task(entry, spec, why)
+                self._retry_task(entry, spec, why, report=False)
+                return True
             else:
                 entry.set_error(WorkerDiedError(why))
         elif spec is not None and spec.actor is not None:
@@ -438,6 +443,7 @@ class Runtime:
         else:
             label = _describe(actor) if actor is not None else "the actor"
             entry.set_error(ActorDiedError(f"actor {label} died: {why}"))
+        return False
 
     # --- membership ----------------------------------------------------------------------------
 
@@ -719,11 +725,14 @@ class Runtime:
             SubmitTask(entry.object_id, spec.function_id, code, spec.payload, spec.num_cpus, actor)
         )
 
-    def _retry_task(self, entry: ObjectEntry, spec: TaskSpec, why: str) -> None:
+    def _retry_task(
+        self, entry: ObjectEntry, spec: TaskSpec, why: str, *, report: bool = True
+    ) -> None:
         spec.retries -= 1 if spec.retries > 0 else 0
-        self.publish(
-            Event("task_retried", time.time(), detail=f"task {short(entry.object_id)}: {why}")
-        )
+        if report:
+            self.publish(
+                Event("task_retried", time.time(), detail=f"task {short(entry.object_id)}: {why}")
+            )
         self.nursery.start_soon(self._resend_when_placeable, entry, spec)
 
     async def _resend_when_placeable(self, entry: ObjectEntry, spec: TaskSpec) -> None:
@@ -1156,7 +1165,9 @@ class _EventFeed:
 
 
 def _call_sent(entry: ObjectEntry, info: ActorInfo, method: str, payload: Payload) -> Sent:
-    return Sent(entry, CALL, actor=info, method=method, payload=payload)
+    return Sent(
+        entry, CALL, actor=info, method=method, payload=payload, retries=info.max_task_retries
+    )
 
 
 def _describe(info: ActorInfo) -> str:
