@@ -356,17 +356,24 @@ class Executor:
             value = fn(*args, **kwargs)
         except BaseException as exc:  # user code may raise SystemExit; report it, don't die
             return False, box_error(exc, self._where(label))
+        return self.result_of(value, label)
+
+    def result_of(self, value: Any, label: str) -> tuple[bool, Payload]:
+        """The answer for a value that user code returned. Never raises.
+
+        Callers run it outside the try that boxes user exceptions: a result that cannot be
+        sent is reported as the runtime's SerializationError (or ValueError, over the message
+        cap, which would break the caller's connection), not as an error of the user code.
+        """
         try:
             payload = dumps(value)
         except Exception as exc:
-            error = SerializationError(
-                f"the result of {self._where(label)} could not be serialized: {exc}"
+            unpicklable = SerializationError(
+                f"the result of {self._where(label)} could not be serialized: "
+                f"{type(exc).__name__}: {exc}. Return a picklable value (locks, files, sockets "
+                "and clients cannot leave the process that made them)"
             )
-            return False, system_error(error)
-        return self.check_result_size(payload, label)
-
-    def check_result_size(self, payload: Payload, label: str) -> tuple[bool, Payload]:
-        """A result over the message cap would break the caller's connection: refuse it."""
+            return False, system_error(unpicklable)
         limit = self.runtime.max_message_bytes
         if payload.nbytes <= limit:
             return True, payload
@@ -455,9 +462,11 @@ class Executor:
                     result = await self._run_coroutine_actor(fn, msg.actor, args, kwargs)
                 else:
                     try:
-                        result = self.check_result_size(dumps(await fn(*args, **kwargs)), label)
+                        value = await fn(*args, **kwargs)
                     except Exception as exc:
                         result = (False, box_error(exc, self._where(label)))
+                    else:
+                        result = self.result_of(value, label)
         self.tasks.pop(msg.task_id, None)
         if task.scope.cancel_called or result is None:
             result = (False, _cancelled(label))
@@ -578,17 +587,17 @@ class Executor:
                 except Exception as exc:
                     result = (False, system_error(exc))
                 else:
-                    try:
-                        if inspect.iscoroutinefunction(method):
-                            result = self.check_result_size(
-                                dumps(await method(*args, **kwargs)), label
-                            )
+                    if inspect.iscoroutinefunction(method):
+                        try:
+                            value = await method(*args, **kwargs)
+                        except Exception as exc:
+                            result = (False, box_error(exc, self._where(label)))
                         else:
-                            result = await self.runtime.pool.run(
-                                self.call_in_thread, method, call.payload, label
-                            )
-                    except Exception as exc:
-                        result = (False, box_error(exc, self._where(label)))
+                            result = self.result_of(value, label)
+                    else:
+                        result = await self.runtime.pool.run(
+                            self.call_in_thread, method, call.payload, label
+                        )
         finally:
             limit.release()
             self.tasks.pop(call.task_id, None)
@@ -614,12 +623,12 @@ class Executor:
         try:
             with slot.scope:
                 try:
-                    result = self.check_result_size(
-                        dumps(await fn(ctx, *args, **kwargs)), f"actor {label}"
-                    )
+                    value = await fn(ctx, *args, **kwargs)
                 except Exception as exc:
                     result = (False, box_error(exc, where))
                     reason = f"actor {label} raised {type(exc).__name__}: {exc}"
+                else:
+                    result = self.result_of(value, f"actor {label}")
             if slot.scope.cancelled_caught:
                 reason = f"actor {label} was killed"
         finally:

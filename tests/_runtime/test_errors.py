@@ -287,14 +287,6 @@ class LockMaker:
         return threading.Lock()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an async task or async actor method whose return value cannot be pickled raises "
-        "RemoteError[TypeError] on get instead of SerializationError: Executor._run_task and "
-        "_run_async_call call dumps() on the result inside the try that boxes user exceptions"
-    ),
-)
 def test_unpicklable_return_value_of_async_code_is_a_serialization_error_on_get() -> None:
     with pytest.raises(ag.SerializationError):
         ag.get(make_lock_async.remote(), timeout=30)
