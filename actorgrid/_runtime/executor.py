@@ -413,11 +413,14 @@ class Executor:
 
     @staticmethod
     def _code(cache: dict[bytes, Any], code_id: bytes, blob: bytes | None) -> Any:
+        """A function or class by id. Its blob comes only with the first message of a link
+        that uses it, so this runs in the message handler, in arrival order."""
         obj = cache.get(code_id)
         if obj is None:
             if blob is None:
                 raise SerializationError(
-                    f"code {code_id.hex()[:12]} was neither sent nor cached on this worker"
+                    f"code {code_id.hex()[:12]} was neither sent nor cached on this worker: "
+                    "the earlier call that carried it could not load it (see its error)"
                 )
             obj = cache[code_id] = cloudpickle.loads(blob)
         return obj
@@ -511,16 +514,26 @@ class Executor:
             peer.send(TaskResult(msg.task_id, False, system_error(error)))
             return
         slot.info = msg.actor
-        self.nursery.start_soon(self._run_actor, slot, peer, msg)
+        # The class blob rides only on the first CreateActor of its class on this link, and
+        # the spawned tasks may start in any order: load it here, in arrival order.
+        try:
+            cls = self._code(self.classes, msg.class_id, msg.cls)
+        except Exception as exc:
+            reason = (
+                f"actor {_describe(msg.actor)} could not be created: {_load_error('class', exc)}"
+            )
+            peer.send(TaskResult(msg.task_id, False, system_error(ActorDiedError(reason))))
+            self.nursery.start_soon(self._end, slot, reason)
+            return
+        self.nursery.start_soon(self._run_actor, slot, peer, msg, cls)
 
-    async def _run_actor(self, slot: _Slot, peer: Peer, msg: CreateActor) -> None:
+    async def _run_actor(self, slot: _Slot, peer: Peer, msg: CreateActor, cls: type) -> None:
         info = msg.actor
         label = _describe(info)
         reason = f"actor {label} was killed"
         try:
             with slot.scope:
                 try:
-                    cls = self._code(self.classes, msg.class_id, msg.cls)
                     args, kwargs = await self._load_args(msg.args)
                 except Exception as exc:
                     reason = f"actor {label} could not be created: {exc}"
