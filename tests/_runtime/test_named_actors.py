@@ -277,15 +277,6 @@ async def create_then_kill_at_once(n):
     return died
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ag.kill() of a remote coroutine actor that has not started running yet is lost: "
-        "Executor creates the coroutine's slot only when its _run_task task first runs, so a "
-        "KillActor handled before that (e.g. read in the same batch as the SubmitTask) finds "
-        "no slot and is acked; the actor then runs normally and its ref never resolves"
-    ),
-)
 def test_kill_right_after_creating_a_coroutine_actor() -> None:
     assert ag.get(create_then_kill_at_once.remote(3), timeout=60) == 3
 
