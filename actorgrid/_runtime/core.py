@@ -105,18 +105,27 @@ def _in_trio() -> bool:
 class _SendWhenReady:
     """Answers a FetchObject once the object is resolved."""
 
-    __slots__ = ("entry", "peer", "rid")
+    __slots__ = ("entry", "limit", "peer", "rid")
 
-    def __init__(self, peer: Peer, rid: int, entry: ObjectEntry) -> None:
-        self.peer, self.rid, self.entry = peer, rid, entry
+    def __init__(self, peer: Peer, rid: int, entry: ObjectEntry, limit: int) -> None:
+        self.peer, self.rid, self.entry, self.limit = peer, rid, entry, limit
 
     def set(self) -> None:
-        self.peer.send(_object_value(self.rid, self.entry))
+        self.peer.send(_object_value(self.rid, self.entry, self.limit))
 
 
-def _object_value(rid: int, entry: ObjectEntry) -> ObjectValue:
+def _object_value(rid: int, entry: ObjectEntry, limit: int) -> ObjectValue:
+    """The answer to a FetchObject. A value over ``limit`` is refused with an error: sent, it
+    would make the borrower close the whole connection, failing everything else on it."""
     if entry.payload is not None:
-        return ObjectValue(rid, True, entry.payload)
+        if entry.payload.nbytes <= limit:
+            return ObjectValue(rid, True, entry.payload)
+        too_big = ValueError(
+            f"object {short(entry.object_id)} serializes to {entry.payload.nbytes} bytes, over "
+            f"max_message_bytes={limit}, so its owner {entry.owner} cannot send it; raise "
+            "max_message_bytes in ag.init() or pass the data another way (e.g. a file path)"
+        )
+        return ObjectValue(rid, False, system_error(too_big))
     error = entry.error
     return ObjectValue(rid, False, error if isinstance(error, Payload) else system_error(error))  # type: ignore[arg-type]
 
@@ -342,8 +351,16 @@ class Runtime:
             self.pinned[entry.object_id] = entry
 
     def put(self, value: Any) -> ObjectRef[Any]:
+        payload = dumps(value)
+        if payload.nbytes > self.max_message_bytes:
+            raise ValueError(
+                f"ag.put() got a value that serializes to {payload.nbytes} bytes, over "
+                f"max_message_bytes={self.max_message_bytes}, so no other process could ever "
+                "fetch it; raise max_message_bytes in ag.init() or pass the data another way "
+                "(e.g. a file path)"
+            )
         entry = self.new_entry()
-        entry.set_value(dumps(value))
+        entry.set_value(payload)
         return ObjectRef._make(entry)
 
     def _ensure_fetch(self, entry: ObjectEntry) -> None:
@@ -380,9 +397,9 @@ class Runtime:
             peer.send(ObjectValue(msg.rid, False, system_error(error)))
         elif entry.state == PENDING:
             self._ensure_fetch(entry)
-            entry.add_waiter(_SendWhenReady(peer, msg.rid, entry))
+            entry.add_waiter(_SendWhenReady(peer, msg.rid, entry, self.max_message_bytes))
         else:
-            peer.send(_object_value(msg.rid, entry))
+            peer.send(_object_value(msg.rid, entry, self.max_message_bytes))
 
     # --- getting values ------------------------------------------------------------------------
 
