@@ -5,6 +5,11 @@ answers come back on it, so one caller's calls to one worker stay in order), own
 this process created, places this process's calls on workers, and caches names. The head is
 consulted only for membership and names, never for a call.
 
+The name cache holds only live actors: the head sends ActorEnded to every process it gave a
+named actor to, and waits for its Ack, before the actor's end is confirmed to its worker. So a
+send by name after a named actor's end is known (its ref resolved, its kill returned) never
+goes to it: it reaches the name's new holder or raises NameNotFoundError.
+
 Thread model: everything here runs on the runtime's Trio loop, except the methods marked
 "any thread", which serialize in the calling thread and hop onto the loop through the Portal.
 """
@@ -33,6 +38,8 @@ from .._exceptions import (
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._protocol.ids import ObjectId, WorkerId, new_actor_id, new_object_id, short
 from .._protocol.messages import (
+    Ack,
+    ActorEnded,
     ActorInfo,
     AskReply,
     CallActor,
@@ -167,6 +174,9 @@ class Runtime:
         )
         self.pinned: dict[ObjectId, ObjectEntry] = {}
         self.names: dict[tuple[str, str], ActorInfo] = {}
+        # Bumped when the head says named actors ended: a name reply that was in flight
+        # meanwhile may be older than that news, so it is used but not cached.
+        self._names_epoch = 0
         self.executor: Executor | None = None
         self.membership_changed = trio.Event()
         self._worker_at: dict[str, WorkerId] = {}
@@ -174,6 +184,7 @@ class Runtime:
             TaskResult: self._on_result,
             FetchObject: self._on_fetch,
             DeliveryFailed: self._on_delivery_failed,
+            ActorEnded: self._on_actor_ended,
             WorkerJoined: self._on_worker_joined,
             WorkerLeft: self._on_worker_left,
             Shutdown: self._on_shutdown,
@@ -317,6 +328,7 @@ class Runtime:
             self._worker_at.pop(info.address, None)
             for key in [k for k, a in self.names.items() if a.address == info.address]:
                 del self.names[key]
+            self._names_epoch += 1
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
@@ -668,23 +680,27 @@ class Runtime:
 
     def register_name_nowait(self, info: ActorInfo, get_if_exists: bool) -> Any:
         """Loop: queue the name claim now (ordered before anything sent after it)."""
-        return self._head().request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
+        pending = self._head().request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
+        return pending, self._names_epoch
 
     async def finish_register(self, pending: Any) -> ActorInfo:
         """Loop: wait for a name claim; the actor now holding the name (ours or existing)."""
-        reply = await self._head().wait_reply(pending)
+        request, epoch = pending
+        reply = await self._head().wait_reply(request)
         assert isinstance(reply, NameReply)
         if reply.error is not None:
             raise ValueError(reply.error)
         assert reply.actor is not None
         if reply.actor.name:
-            self.names[(reply.actor.namespace or DEFAULT_NAMESPACE, reply.actor.name)] = reply.actor
+            key = (reply.actor.namespace or DEFAULT_NAMESPACE, reply.actor.name)
+            self._cache_name(key, reply.actor, epoch)
         return reply.actor
 
     async def lookup(self, name: str, namespace: str | None, *, cached: bool) -> ActorInfo:
         key = (namespace or DEFAULT_NAMESPACE, name)
         if cached and key in self.names:
             return self.names[key]
+        epoch = self._names_epoch
         reply = await self._head().request(lambda rid: LookupName(rid, name, key[0]))
         assert isinstance(reply, NameReply)
         if reply.actor is None:
@@ -692,12 +708,23 @@ class Runtime:
                 f"no live actor is named {name!r} in namespace {key[0]!r}: it was never "
                 "created, it has ended, or it lives in another namespace (pass namespace=)"
             )
-        self.names[key] = reply.actor
+        self._cache_name(key, reply.actor, epoch)
         return reply.actor
+
+    def _cache_name(self, key: tuple[str, str], info: ActorInfo, epoch: int) -> None:
+        if self._names_epoch == epoch:
+            self.names[key] = info
 
     def forget_actor(self, actor_id: bytes) -> None:
         for key in [k for k, a in self.names.items() if a.actor_id == actor_id]:
             del self.names[key]
+
+    def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
+        # From the head: a named actor this process looked up or registered has ended.
+        self._names_epoch += 1
+        self.forget_actor(msg.actor_id)
+        if msg.rid:
+            peer.send(Ack(msg.rid))
 
     async def kill(self, info: ActorInfo) -> None:
         peer = self.peer_for(info.address)
