@@ -83,20 +83,27 @@ class RemoteError(ActorgridError):
         )
 
     def as_instance_of_cause(self) -> RemoteError:
-        """Return an equivalent error that is also an instance of ``type(self.cause)``."""
-        cause = self.cause
-        if cause is None or isinstance(cause, RemoteError) or not isinstance(cause, Exception):
+        """Return an equivalent error that is also an instance of the original type.
+
+        The original is ``self.cause``, or, when the cause is itself a RemoteError (an error
+        re-raised by a task that got it from another task), the first cause down that chain
+        that is not: ``except ValueError`` catches a ValueError raised any number of hops away.
+        """
+        original = self.cause
+        while isinstance(original, RemoteError):
+            original = original.cause
+        if not isinstance(original, Exception):
             return self
-        sub = _subclass_for(type(cause))
+        sub = _subclass_for(type(original))
         if sub is None:
             return self
         try:
             err: RemoteError = sub.__new__(sub)
-            err.args = cause.args
-            err.__dict__.update(getattr(cause, "__dict__", {}))
+            err.args = original.args
+            err.__dict__.update(getattr(original, "__dict__", {}))
         except Exception:
             return self
-        _fill(err, self.type_name, self.message, self.remote_traceback, self.where, cause)
+        _fill(err, self.type_name, self.message, self.remote_traceback, self.where, self.cause)
         return err
 
 

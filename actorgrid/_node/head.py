@@ -5,6 +5,11 @@ Every link to the head pulses; a node, worker or driver silent for 5 intervals i
 and its connection is dropped, which removes its workers from the membership (and frees the
 names of their actors) exactly as if it had exited. A worker that comes back after that finds
 its head connection gone and exits; its node starts a fresh one under a new id.
+
+Processes cache the names they look up or register, so sends by name skip the head. The head
+keeps that cache exact: when a named actor ends, it tells every process it gave the actor to
+(ActorEnded, answered with Ack) before it acks the actor's worker, so whoever waits on that
+actor's end, and anyone who sends by name after that, no longer sees it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import trio
 
 from .._exceptions import ProtocolError
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import NodeId, WorkerId, short
+from .._protocol.ids import ActorId, NodeId, WorkerId, short
 from .._protocol.messages import (
     Ack,
     ActorEnded,
@@ -61,6 +66,9 @@ __all__ = ["Head"]
 log = logging.getLogger("actorgrid.head")
 
 EVENT_HISTORY = 1000
+# How long the end of a named actor waits for the processes caching its name to drop it; a
+# process that takes longer is left to find out when a send to the actor fails.
+FORGET_NAME_TIMEOUT_S = 2.0
 
 
 class _Node:
@@ -96,6 +104,8 @@ class Head:
         self._node_peers: dict[Peer, _Node] = {}
         self._worker_peers: dict[Peer, WorkerInfo] = {}
         self._subscribers: set[Peer] = set()
+        # The processes told where each named actor lives: they may hold it in a name cache.
+        self._cachers: dict[ActorId, set[Peer]] = {}
         self._event_subscribers: set[Peer] = set()
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self._monitor = PulseMonitor(pulse_interval_s)
@@ -229,6 +239,8 @@ class Head:
     def _closed(self, peer: Peer) -> None:
         self._subscribers.discard(peer)
         self._event_subscribers.discard(peer)
+        for cachers in self._cachers.values():
+            cachers.discard(peer)
         node = self._node_peers.pop(peer, None)
         if node is not None and self.nodes.get(node.info.node_id) is node:
             del self.nodes[node.info.node_id]
@@ -246,7 +258,9 @@ class Head:
             return
         self.workers.pop(info.worker_id, None)
         self.suspended.discard(info.worker_id)
-        self.names.address_gone(info.address)
+        for gone in self.names.address_gone(info.address):
+            # Every subscriber drops names at that address when it hears WorkerLeft.
+            self._cachers.pop(gone.actor_id, None)
         log.info("worker %s left: %s", info.address, peer.close_reason)
         for sub in self._subscribers:
             sub.send(WorkerLeft(info.worker_id, peer.close_reason))
@@ -255,15 +269,38 @@ class Head:
 
     def _on_register_name(self, peer: Peer, msg: RegisterName) -> None:
         result = self.names.register(msg.actor, msg.get_if_exists)
+        if result.actor is not None and result.error is None:
+            self._cachers.setdefault(result.actor.actor_id, set()).add(peer)
         peer.send(NameReply(msg.rid, result.actor, result.created, result.error))
 
     def _on_lookup(self, peer: Peer, msg: LookupName) -> None:
-        peer.send(NameReply(msg.rid, self.names.lookup(msg.name, msg.namespace), False))
+        actor = self.names.lookup(msg.name, msg.namespace)
+        if actor is not None:
+            self._cachers.setdefault(actor.actor_id, set()).add(peer)
+        peer.send(NameReply(msg.rid, actor, False))
 
     def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
         self.names.actor_ended(msg.actor_id)
+        cachers = self._cachers.pop(msg.actor_id, set())
+        if cachers and self._nursery is not None:
+            self._nursery.start_soon(self._forget_then_ack, peer, msg, cachers)
+        elif msg.rid:
+            peer.send(Ack(msg.rid))
+
+    async def _forget_then_ack(self, peer: Peer, msg: ActorEnded, cachers: set[Peer]) -> None:
+        with trio.move_on_after(FORGET_NAME_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                for cacher in cachers:
+                    nursery.start_soon(self._tell_ended, cacher, msg)
         if msg.rid:
             peer.send(Ack(msg.rid))
+
+    @staticmethod
+    async def _tell_ended(cacher: Peer, msg: ActorEnded) -> None:
+        try:
+            await cacher.request(lambda rid: ActorEnded(rid, msg.actor_id, msg.reason))
+        except PeerClosedError:
+            pass  # a process that is gone caches nothing
 
     # --- operations ------------------------------------------------------------------------
 

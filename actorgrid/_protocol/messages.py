@@ -6,7 +6,6 @@ request with its reply on the same connection; ``rid == 0`` means no reply is wa
 pickle protocol 5 out-of-band buffers, opaque to this layer.
 """
 
-from __future__ import annotations
 
 from typing import TypeAlias
 
@@ -329,7 +328,9 @@ class NameReply:
 
 @attrs.frozen
 class ActorEnded:
-    """Sent by a worker to the head when an actor ends: frees its name."""
+    """Sent by a worker to the head when a named actor ends: frees its name. The head sends
+    it on to every process it told where that actor lives, to drop it from their name caches,
+    and acks the worker once they have acked."""
 
     rid: int
     actor_id: ActorId

@@ -5,6 +5,11 @@ answers come back on it, so one caller's calls to one worker stay in order), own
 this process created, places this process's calls on workers, and caches names. The head is
 consulted only for membership and names, never for a call.
 
+The name cache holds only live actors: the head sends ActorEnded to every process it gave a
+named actor to, and waits for its Ack, before the actor's end is confirmed to its worker. So a
+send by name after a named actor's end is known (its ref resolved, its kill returned) never
+goes to it: it reaches the name's new holder or raises NameNotFoundError.
+
 Thread model: everything here runs on the runtime's Trio loop, except the methods marked
 "any thread", which serialize in the calling thread and hop onto the loop through the Portal.
 """
@@ -36,6 +41,8 @@ from .._exceptions import (
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._protocol.ids import ObjectId, WorkerId, new_actor_id, new_object_id, short
 from .._protocol.messages import (
+    Ack,
+    ActorEnded,
     ActorInfo,
     AskReply,
     CallActor,
@@ -118,18 +125,27 @@ def _in_trio() -> bool:
 class _SendWhenReady:
     """Answers a FetchObject once the object is resolved."""
 
-    __slots__ = ("entry", "peer", "rid")
+    __slots__ = ("entry", "limit", "peer", "rid")
 
-    def __init__(self, peer: Peer, rid: int, entry: ObjectEntry) -> None:
-        self.peer, self.rid, self.entry = peer, rid, entry
+    def __init__(self, peer: Peer, rid: int, entry: ObjectEntry, limit: int) -> None:
+        self.peer, self.rid, self.entry, self.limit = peer, rid, entry, limit
 
     def set(self) -> None:
-        self.peer.send(_object_value(self.rid, self.entry))
+        self.peer.send(_object_value(self.rid, self.entry, self.limit))
 
 
-def _object_value(rid: int, entry: ObjectEntry) -> ObjectValue:
+def _object_value(rid: int, entry: ObjectEntry, limit: int) -> ObjectValue:
+    """The answer to a FetchObject. A value over ``limit`` is refused with an error: sent, it
+    would make the borrower close the whole connection, failing everything else on it."""
     if entry.payload is not None:
-        return ObjectValue(rid, True, entry.payload)
+        if entry.payload.nbytes <= limit:
+            return ObjectValue(rid, True, entry.payload)
+        too_big = ValueError(
+            f"object {short(entry.object_id)} serializes to {entry.payload.nbytes} bytes, over "
+            f"max_message_bytes={limit}, so its owner {entry.owner} cannot send it; raise "
+            "max_message_bytes in ag.init() or pass the data another way (e.g. a file path)"
+        )
+        return ObjectValue(rid, False, system_error(too_big))
     error = entry.error
     return ObjectValue(rid, False, error if isinstance(error, Payload) else system_error(error))  # type: ignore[arg-type]
 
@@ -269,6 +285,9 @@ class Runtime:
         )
         self.pinned: dict[ObjectId, ObjectEntry] = {}
         self.names: dict[tuple[str, str], ActorInfo] = {}
+        # Bumped when the head says named actors ended: a name reply that was in flight
+        # meanwhile may be older than that news, so it is used but not cached.
+        self._names_epoch = 0
         self.executor: Executor | None = None
         self.membership_changed = trio.Event()
         self._worker_at: dict[str, WorkerId] = {}
@@ -276,6 +295,7 @@ class Runtime:
             TaskResult: self._on_result,
             FetchObject: self._on_fetch,
             DeliveryFailed: self._on_delivery_failed,
+            ActorEnded: self._on_actor_ended,
             WorkerJoined: self._on_worker_joined,
             WorkerLeft: self._on_worker_left,
             WorkerState: self._on_worker_state,
@@ -463,6 +483,7 @@ class Runtime:
             self._worker_at.pop(info.address, None)
             for key in [k for k, a in self.names.items() if a.address == info.address]:
                 del self.names[key]
+            self._names_epoch += 1
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
@@ -504,8 +525,16 @@ class Runtime:
             self.pinned[entry.object_id] = entry
 
     def put(self, value: Any) -> ObjectRef[Any]:
+        payload = dumps(value)
+        if payload.nbytes > self.max_message_bytes:
+            raise ValueError(
+                f"ag.put() got a value that serializes to {payload.nbytes} bytes, over "
+                f"max_message_bytes={self.max_message_bytes}, so no other process could ever "
+                "fetch it; raise max_message_bytes in ag.init() or pass the data another way "
+                "(e.g. a file path)"
+            )
         entry = self.new_entry()
-        entry.set_value(dumps(value))
+        entry.set_value(payload)
         return ObjectRef._make(entry)
 
     def _ensure_fetch(self, entry: ObjectEntry) -> None:
@@ -542,9 +571,9 @@ class Runtime:
             peer.send(ObjectValue(msg.rid, False, system_error(error)))
         elif entry.state == PENDING:
             self._ensure_fetch(entry)
-            entry.add_waiter(_SendWhenReady(peer, msg.rid, entry))
+            entry.add_waiter(_SendWhenReady(peer, msg.rid, entry, self.max_message_bytes))
         else:
-            peer.send(_object_value(msg.rid, entry))
+            peer.send(_object_value(msg.rid, entry, self.max_message_bytes))
 
     # --- getting values ------------------------------------------------------------------------
 
@@ -998,23 +1027,27 @@ class Runtime:
 
     def register_name_nowait(self, info: ActorInfo, get_if_exists: bool) -> Any:
         """Loop: queue the name claim now (ordered before anything sent after it)."""
-        return self._head().request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
+        pending = self._head().request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
+        return pending, self._names_epoch
 
     async def finish_register(self, pending: Any) -> ActorInfo:
         """Loop: wait for a name claim; the actor now holding the name (ours or existing)."""
-        reply = await self._head().wait_reply(pending)
+        request, epoch = pending
+        reply = await self._head().wait_reply(request)
         assert isinstance(reply, NameReply)
         if reply.error is not None:
             raise ValueError(reply.error)
         assert reply.actor is not None
         if reply.actor.name:
-            self.names[(reply.actor.namespace or DEFAULT_NAMESPACE, reply.actor.name)] = reply.actor
+            key = (reply.actor.namespace or DEFAULT_NAMESPACE, reply.actor.name)
+            self._cache_name(key, reply.actor, epoch)
         return reply.actor
 
     async def lookup(self, name: str, namespace: str | None, *, cached: bool) -> ActorInfo:
         key = (namespace or DEFAULT_NAMESPACE, name)
         if cached and key in self.names:
             return self.names[key]
+        epoch = self._names_epoch
         reply = await self._head().request(lambda rid: LookupName(rid, name, key[0]))
         assert isinstance(reply, NameReply)
         if reply.actor is None:
@@ -1022,12 +1055,23 @@ class Runtime:
                 f"no live actor is named {name!r} in namespace {key[0]!r}: it was never "
                 "created, it has ended, or it lives in another namespace (pass namespace=)"
             )
-        self.names[key] = reply.actor
+        self._cache_name(key, reply.actor, epoch)
         return reply.actor
+
+    def _cache_name(self, key: tuple[str, str], info: ActorInfo, epoch: int) -> None:
+        if self._names_epoch == epoch:
+            self.names[key] = info
 
     def forget_actor(self, actor_id: bytes) -> None:
         for key in [k for k, a in self.names.items() if a.actor_id == actor_id]:
             del self.names[key]
+
+    def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
+        # From the head: a named actor this process looked up or registered has ended.
+        self._names_epoch += 1
+        self.forget_actor(msg.actor_id)
+        if msg.rid:
+            peer.send(Ack(msg.rid))
 
     async def kill(self, info: ActorInfo) -> None:
         peer = self.peer_for(info.address)

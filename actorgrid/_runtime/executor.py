@@ -378,17 +378,24 @@ class Executor:
                 value = fn(*args, **kwargs)
             except BaseException as exc:  # user code may raise SystemExit; report it, don't die
                 return False, box_error(exc, self._where(label))
+        return self.result_of(value, label)
+
+    def result_of(self, value: Any, label: str) -> tuple[bool, Payload]:
+        """The answer for a value that user code returned. Never raises.
+
+        Callers run it outside the try that boxes user exceptions: a result that cannot be
+        sent is reported as the runtime's SerializationError (or ValueError, over the message
+        cap, which would break the caller's connection), not as an error of the user code.
+        """
         try:
             payload = dumps(value)
         except Exception as exc:
-            error = SerializationError(
-                f"the result of {self._where(label)} could not be serialized: {exc}"
+            unpicklable = SerializationError(
+                f"the result of {self._where(label)} could not be serialized: "
+                f"{type(exc).__name__}: {exc}. Return a picklable value (locks, files, sockets "
+                "and clients cannot leave the process that made them)"
             )
-            return False, system_error(error)
-        return self.check_result_size(payload, label)
-
-    def check_result_size(self, payload: Payload, label: str) -> tuple[bool, Payload]:
-        """A result over the message cap would break the caller's connection: refuse it."""
+            return False, system_error(unpicklable)
         limit = self.runtime.max_message_bytes
         if payload.nbytes <= limit:
             return True, payload
@@ -428,11 +435,14 @@ class Executor:
 
     @staticmethod
     def _code(cache: dict[bytes, Any], code_id: bytes, blob: bytes | None) -> Any:
+        """A function or class by id. Its blob comes only with the first message of a link
+        that uses it, so this runs in the message handler, in arrival order."""
         obj = cache.get(code_id)
         if obj is None:
             if blob is None:
                 raise SerializationError(
-                    f"code {code_id.hex()[:12]} was neither sent nor cached on this worker"
+                    f"code {code_id.hex()[:12]} was neither sent nor cached on this worker: "
+                    "the earlier call that carried it could not load it (see its error)"
                 )
             obj = cache[code_id] = cloudpickle.loads(blob)
         return obj
@@ -452,9 +462,24 @@ class Executor:
         try:
             fn = self._code(self.functions, msg.function_id, msg.function)
         except Exception as exc:
-            peer.send(TaskResult(msg.task_id, False, system_error(_load_error("function", exc))))
+            error = _load_error("function", exc)
+            peer.send(TaskResult(msg.task_id, False, system_error(error)))
+            if msg.actor is not None:
+                self._refuse_actor(msg.actor, f"could not be started: {error}")
             return
-        if msg.actor is None and not inspect.iscoroutinefunction(fn):
+        if msg.actor is not None:
+            # Claimed here, not when its task first runs: a KillActor or a message that
+            # follows must find the actor.
+            slot = self._claim_slot(msg.actor)
+            if slot is None:
+                error = ActorDiedError(f"actor {_describe(msg.actor)} already exists or ended")
+                peer.send(TaskResult(msg.task_id, False, system_error(error)))
+                return
+            task = _Task(peer)
+            self.tasks[msg.task_id] = task
+            self.nursery.start_soon(self._run_coroutine_actor, task, slot, fn, msg)
+            return
+        if not inspect.iscoroutinefunction(fn):
             item = _TaskItem(peer, msg, fn)
             self.tasks[msg.task_id] = item
             self.queue.push(item)
@@ -464,7 +489,7 @@ class Executor:
         self.nursery.start_soon(self._run_task, task, fn, msg)
 
     async def _run_task(self, task: _Task, fn: Callable[..., Any], msg: SubmitTask) -> None:
-        """An async task, or a remote coroutine actor: a Trio task in this nursery."""
+        """An async task: a Trio task in this nursery."""
         label = f"task {getattr(fn, '__qualname__', 'task')}"
         result: tuple[bool, Payload] | None = None
         with task.scope:
@@ -473,17 +498,21 @@ class Executor:
             except Exception as exc:
                 result = (False, system_error(exc))
             else:
-                if msg.actor is not None:
-                    result = await self._run_coroutine_actor(fn, msg.actor, args, kwargs)
+                try:
+                    value = await fn(*args, **kwargs)
+                except Exception as exc:
+                    result = (False, box_error(exc, self._where(label)))
                 else:
-                    try:
-                        result = self.check_result_size(dumps(await fn(*args, **kwargs)), label)
-                    except Exception as exc:
-                        result = (False, box_error(exc, self._where(label)))
-        self.tasks.pop(msg.task_id, None)
+                    result = self.result_of(value, label)
+        self._finish_task(task, msg.task_id, label, result)
+
+    def _finish_task(
+        self, task: _Task, task_id: ObjectId, label: str, result: tuple[bool, Payload] | None
+    ) -> None:
+        self.tasks.pop(task_id, None)
         if task.scope.cancel_called or result is None:
             result = (False, _cancelled(label))
-        task.peer.send(TaskResult(msg.task_id, *result))
+        task.peer.send(TaskResult(task_id, *result))
 
     def on_cancel(self, peer: Peer, msg: CancelTask) -> None:
         item = self.tasks.get(msg.task_id)
@@ -553,23 +582,51 @@ class Executor:
     def _dead_reason(self, actor_id: ActorId) -> str:
         return self.tombstones.get(actor_id, f"actor {short(actor_id)} is not alive")
 
+    def _claim_slot(self, info: ActorInfo) -> _Slot | None:
+        """The slot of a new actor (taking over its placeholder, if messages came first);
+        None if an actor with that id exists or has ended here."""
+        if info.actor_id in self.tombstones:
+            return None
+        slot = self.actors.get(info.actor_id)
+        if slot is None:
+            slot = self.actors[info.actor_id] = _Slot(info.actor_id)
+        elif slot.info is not None:
+            return None
+        slot.info = info
+        return slot
+
+    def _refuse_actor(self, info: ActorInfo, why: str) -> None:
+        """An actor that cannot start: end its slot, so its messages are refused and its
+        name is freed."""
+        slot = self._claim_slot(info)
+        if slot is not None:
+            self.nursery.start_soon(self._end, slot, f"actor {_describe(info)} {why}")
+
     def on_create(self, peer: Peer, msg: CreateActor) -> None:
-        slot = self._slot_for(msg.actor.actor_id)
-        if slot is None or slot.info is not None:
-            error = ActorDiedError(f"actor {short(msg.actor.actor_id)} already exists or ended")
+        # The class blob rides only on the first CreateActor of its class on this link, and
+        # the spawned tasks may start in any order: load it here, in arrival order.
+        try:
+            cls = self._code(self.classes, msg.class_id, msg.cls)
+        except Exception as exc:
+            why = f"could not be created: {_load_error('class', exc)}"
+            error = ActorDiedError(f"actor {_describe(msg.actor)} {why}")
+            peer.send(TaskResult(msg.task_id, False, system_error(error)))
+            self._refuse_actor(msg.actor, why)
+            return
+        slot = self._claim_slot(msg.actor)
+        if slot is None:
+            error = ActorDiedError(f"actor {_describe(msg.actor)} already exists or ended")
             peer.send(TaskResult(msg.task_id, False, system_error(error)))
             return
-        slot.info = msg.actor
-        self.nursery.start_soon(self._run_actor, slot, peer, msg)
+        self.nursery.start_soon(self._run_actor, slot, peer, msg, cls)
 
-    async def _run_actor(self, slot: _Slot, peer: Peer, msg: CreateActor) -> None:
+    async def _run_actor(self, slot: _Slot, peer: Peer, msg: CreateActor, cls: type) -> None:
         info = msg.actor
         label = _describe(info)
         reason = f"actor {label} was killed"
         try:
             with slot.scope:
                 try:
-                    cls = self._code(self.classes, msg.class_id, msg.cls)
                     args, kwargs = await self._load_args(msg.args)
                 except Exception as exc:
                     reason = f"actor {label} could not be created: {exc}"
@@ -636,17 +693,17 @@ class Executor:
                 except Exception as exc:
                     result = (False, system_error(exc))
                 else:
-                    try:
-                        if inspect.iscoroutinefunction(method):
-                            result = self.check_result_size(
-                                dumps(await method(*args, **kwargs)), label
-                            )
+                    if inspect.iscoroutinefunction(method):
+                        try:
+                            value = await method(*args, **kwargs)
+                        except Exception as exc:
+                            result = (False, box_error(exc, self._where(label)))
                         else:
-                            result = await self.runtime.pool.run(
-                                self.call_in_thread, method, call.payload, label, call.running
-                            )
-                    except Exception as exc:
-                        result = (False, box_error(exc, self._where(label)))
+                            result = self.result_of(value, label)
+                    else:
+                        result = await self.runtime.pool.run(
+                            self.call_in_thread, method, call.payload, label, call.running
+                        )
         finally:
             limit.release()
             self.tasks.pop(call.task_id, None)
@@ -655,48 +712,59 @@ class Executor:
         call.answer(*result)
 
     async def _run_coroutine_actor(
-        self, fn: Callable[..., Any], info: ActorInfo, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bool, Payload]:
-        slot = self._slot_for(info.actor_id)
+        self, task: _Task, slot: _Slot, fn: Callable[..., Any], msg: SubmitTask
+    ) -> None:
+        """A remote coroutine actor: a Trio task in this nursery, in the slot that on_submit
+        claimed for it."""
+        info = slot.info
+        assert info is not None
         label = _describe(info)
-        if slot is None or slot.info is not None:
-            return False, system_error(ActorDiedError(f"actor {label} already exists or ended"))
-        slot.info = info
-        ctx = Context._make(self.runtime, info, slot.receive)
-        where = self._where(f"actor {label}")
+        result: tuple[bool, Payload] | None = None
         reason = f"actor {label} has ended"
-        result: tuple[bool, Payload] = (
-            False,
-            system_error(ActorDiedError(f"actor {label} was killed")),
-        )
-        restarts = info.max_restarts
+        ctx = Context._make(self.runtime, info, slot.receive)
+        with task.scope:
+            try:
+                with slot.scope:
+                    # A KillActor handled before this task started has cancelled the scope
+                    # already: then no user code runs at all.
+                    if not slot.scope.cancel_called:
+                        result, reason = await self._call_coroutine_actor(fn, ctx, msg, label)
+                if result is None or slot.scope.cancelled_caught:
+                    reason = f"actor {label} was killed"
+                    result = (False, system_error(ActorDiedError(reason)))
+            finally:
+                ctx._close(reason)
+                with trio.CancelScope(shield=True):
+                    await self._end(slot, reason)
+        self._finish_task(task, msg.task_id, f"actor {label}", result)
+
+    async def _call_coroutine_actor(
+        self, fn: Callable[..., Any], ctx: Context, msg: SubmitTask, label: str
+    ) -> tuple[tuple[bool, Payload], str]:
+        """Run a coroutine actor's code: its answer, and why it ended.
+
+        Code that raises is run again, on the same mailbox (messages queued for it are kept),
+        while the actor has restarts left (``max_restarts``).
+        """
         try:
-            with slot.scope:
-                while True:
-                    try:
-                        result = self.check_result_size(
-                            dumps(await fn(ctx, *args, **kwargs)), f"actor {label}"
-                        )
-                        break
-                    except Exception as exc:
-                        result = (False, box_error(exc, where))
-                        reason = f"actor {label} raised {type(exc).__name__}: {exc}"
-                        if restarts == 0:
-                            break
-                    # Its body raised and it may restart: run it again on the same mailbox,
-                    # so messages already queued for it are not lost.
-                    restarts -= 1 if restarts > 0 else 0
-                    log.warning("%s; restarting it (%s restarts left)", reason, restarts)
-                    self.runtime.publish(
-                        Event("actor_restarted", time.time(), pid=os.getpid(), detail=reason)
-                    )
-            if slot.scope.cancelled_caught:
-                reason = f"actor {label} was killed"
-        finally:
-            ctx._close(reason)
-            with trio.CancelScope(shield=True):
-                await self._end(slot, reason)
-        return result
+            args, kwargs = await self._load_args(msg.args)
+        except Exception as exc:
+            return (False, system_error(exc)), f"actor {label} could not be started: {exc}"
+        restarts = msg.actor.max_restarts if msg.actor is not None else 0
+        while True:
+            try:
+                value = await fn(ctx, *args, **kwargs)
+            except Exception as exc:
+                reason = f"actor {label} raised {type(exc).__name__}: {exc}"
+                if restarts == 0:
+                    return (False, box_error(exc, self._where(f"actor {label}"))), reason
+                restarts -= 1 if restarts > 0 else 0
+                log.warning("%s; restarting it (%s restarts left)", reason, restarts)
+                self.runtime.publish(
+                    Event("actor_restarted", time.time(), pid=os.getpid(), detail=reason)
+                )
+                continue
+            return self.result_of(value, f"actor {label}"), f"actor {label} has ended"
 
     async def _end(self, slot: _Slot, reason: str) -> None:
         """An actor is over: refuse its queued and future messages, free its name."""

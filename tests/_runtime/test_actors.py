@@ -352,16 +352,6 @@ def _fresh_actor_class(tag):
     return Fresh
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Executor.on_create defers loading the class blob to the _run_actor task it spawns; "
-        "the class code rides only on the first CreateActor sent on a link, and Trio may run "
-        "the spawned tasks in any order, so a later actor of the same class often starts first "
-        "and dies with ActorDiedError 'could not be created: code ... was neither sent nor "
-        "cached on this worker' (about 2 in 3 bursts)"
-    ),
-)
 def test_a_burst_of_new_actors_of_one_class() -> None:
     for round_ in range(10):
         cls = _fresh_actor_class(round_)

@@ -19,8 +19,11 @@ import trio
 import actorgrid as ag
 from actorgrid._protocol.codec import encode
 from actorgrid._protocol.framing import frame_header
-from actorgrid._protocol.ids import new_node_id, new_worker_id
-from actorgrid._protocol.messages import Hello, RegisterWorker, WorkerInfo
+from actorgrid._protocol.ids import new_node_id, new_object_id, new_worker_id
+from actorgrid._protocol.messages import Hello, ObjectValue, Payload, RegisterWorker, WorkerInfo
+from actorgrid._runtime.core import _object_value
+from actorgrid._runtime.refs import ObjectEntry
+from actorgrid._runtime.serialization import loads_error
 from actorgrid._transport.tcp import open_tcp_frame_stream, split_address
 
 SECRET = secrets.token_bytes(32)
@@ -260,19 +263,20 @@ def test_oversized_result_is_refused_by_the_worker(cluster) -> None:
     _assert_cluster_works(cluster)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an ag.put value over max_message_bytes is caught only when a worker fetches it: the "
-        "owner sends the oversized ObjectValue anyway, the worker's frame decoder closes that "
-        "whole connection, and ag.get raises a bare ActorgridError 'the owner ... is "
-        "unreachable, so its value is lost' instead of a ValueError about max_message_bytes "
-        "(at ag.put or at the get)"
-    ),
-)
 def test_oversized_put_passed_to_a_task_is_a_value_error(cluster) -> None:
     big = np.zeros(2 * MAX_MESSAGE_BYTES, dtype=np.uint8)
     with pytest.raises(ValueError, match="max_message_bytes"):
         ref = ag.put(big)
         ag.get(nbytes.remote(ref), timeout=30)
     _assert_cluster_works(cluster)
+
+
+def test_an_owner_never_sends_an_object_over_the_cap() -> None:
+    # Sent, it would make the borrower close the connection; it is refused with an error.
+    entry = ObjectEntry(new_object_id(), "127.0.0.1:1")
+    entry.set_value(Payload(b"x" * 101))
+    reply = _object_value(7, entry, 100)
+    assert not reply.ok
+    with pytest.raises(ValueError, match="max_message_bytes=100"):
+        raise loads_error(reply.value)
+    assert _object_value(7, entry, 101) == ObjectValue(7, True, entry.payload)

@@ -152,15 +152,6 @@ def test_remote_error_passed_through_a_second_task_keeps_its_text() -> None:
     assert "raise_value_error_in_task" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a RemoteError re-raised by a second task loses the original type: the boxed cause is "
-        "itself a RemoteError[ValueError], and RemoteError.as_instance_of_cause returns a plain "
-        "RemoteError when the cause is a RemoteError, so `except ValueError` no longer catches "
-        "an error raised two hops away"
-    ),
-)
 def test_remote_error_passed_through_a_second_task_keeps_its_type() -> None:
     with pytest.raises(ValueError, match="deep") as info:
         ag.get(call_failing.remote())
@@ -296,14 +287,6 @@ class LockMaker:
         return threading.Lock()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an async task or async actor method whose return value cannot be pickled raises "
-        "RemoteError[TypeError] on get instead of SerializationError: Executor._run_task and "
-        "_run_async_call call dumps() on the result inside the try that boxes user exceptions"
-    ),
-)
 def test_unpicklable_return_value_of_async_code_is_a_serialization_error_on_get() -> None:
     with pytest.raises(ag.SerializationError):
         ag.get(make_lock_async.remote(), timeout=30)

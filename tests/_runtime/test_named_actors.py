@@ -277,27 +277,10 @@ async def create_then_kill_at_once(n):
     return died
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ag.kill() of a remote coroutine actor that has not started running yet is lost: "
-        "Executor creates the coroutine's slot only when its _run_task task first runs, so a "
-        "KillActor handled before that (e.g. read in the same batch as the SubmitTask) finds "
-        "no slot and is acked; the actor then runs normally and its ref never resolves"
-    ),
-)
 def test_kill_right_after_creating_a_coroutine_actor() -> None:
     assert ag.get(create_then_kill_at_once.remote(3), timeout=60) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a process that sent to a name keeps the old actor in Runtime.names after that actor "
-        "ends; once the name is taken again, its sends still go to the dead actor id and are "
-        "dropped (only a DeliveryFailed warning is logged), so the new holder never gets them"
-    ),
-)
 def test_send_by_name_reaches_the_new_holder_after_the_name_is_reused() -> None:
     name = unique("reused")
     messenger = Messenger.remote()
@@ -309,15 +292,6 @@ def test_send_by_name_reaches_the_new_holder_after_the_name_is_reused() -> None:
     assert ag.get(second, timeout=5) == "to the second"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "after a named coroutine actor returns (and the driver has its result), ag.send(name) "
-        "from the driver still succeeds silently: Runtime.send resolves the name from the "
-        "stale Runtime.names cache instead of raising NameNotFoundError, and the message is "
-        "dropped"
-    ),
-)
 def test_send_to_the_name_of_an_ended_actor_raises() -> None:
     name = unique("ended")
     ref = first_message.options(name=name).remote()
@@ -325,3 +299,22 @@ def test_send_to_the_name_of_an_ended_actor_raises() -> None:
     assert ag.get(ref, timeout=30) == "last words"
     with pytest.raises(ag.NameNotFoundError, match=name):
         ag.send(name, "anyone there?")
+
+
+@ag.remote
+def kill_named(name):
+    ag.kill(ag.get_actor(name))
+    return "killed"
+
+
+def test_a_name_cache_forgets_an_actor_that_another_process_killed() -> None:
+    # The driver caches the name; it hears of the kill only from the head, before the kill
+    # returns in the task.
+    name = unique("killed-elsewhere")
+    ref = inbox.options(name=name).remote(2)
+    ag.send(name, "first")
+    assert ag.get(kill_named.remote(name), timeout=30) == "killed"
+    with pytest.raises(ag.NameNotFoundError, match=name):
+        ag.send(name, "second")
+    with pytest.raises(ag.ActorDiedError):
+        ag.get(ref, timeout=30)
