@@ -66,9 +66,25 @@ SPECS = [
         15_000,
         workloads.pipelined_calls,
     ),
+    Spec(
+        "pipelined_calls_no_pulses",
+        "pipelined actor calls, pulses off",
+        "calls/s",
+        ">=",
+        15_000,
+        workloads.pipelined_calls_no_pulses,
+    ),
     Spec("big_argument", "numpy argument", "MB/s", ">=", 700, workloads.big_argument),
     Spec("ring", "ring of named agents", "hops/s", ">=", 10_000, workloads.ring),
     Spec("idle_rss", "idle RSS, driver + workers", "MB", "<=", 200, workloads.idle_rss),
+    Spec(
+        "actor_recovery",
+        "named actor answers again after kill -9 of its worker",
+        "s",
+        "<=",
+        1.0,
+        workloads.actor_recovery,
+    ),
 ]
 POOL_NAME = "multiprocessing.Pool"
 
@@ -79,9 +95,11 @@ def _title(spec: Spec, sizes: Sizes, n: int) -> str:
         "noop_tasks": f"{sizes.tasks:,} {spec.title}",
         "actor_rtt": f"{sizes.round_trips:,} {spec.title}",
         "pipelined_calls": f"{sizes.pipelined:,} {spec.title}",
+        "pipelined_calls_no_pulses": f"{sizes.pipelined:,} {spec.title}",
         "big_argument": f"{sizes.array_bytes / workloads.MB:g} MB {spec.title}",
         "ring": f"{sizes.ring_agents}-agent {spec.title}, {sizes.ring_hops:,} hops",
         "idle_rss": spec.title,
+        "actor_recovery": f"{spec.title}, median of {sizes.recovery_runs}",
     }[spec.key]
     return f"{sized} [{n} workers]" if spec.key == "cold_start" else sized
 

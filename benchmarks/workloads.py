@@ -29,6 +29,7 @@ __all__ = [
     "QUICK",
     "Result",
     "Sizes",
+    "actor_recovery",
     "actor_rtt",
     "big_argument",
     "cold_start",
@@ -36,6 +37,7 @@ __all__ = [
     "noop_tasks",
     "percentile",
     "pipelined_calls",
+    "pipelined_calls_no_pulses",
     "ring",
     "run_child",
 ]
@@ -60,6 +62,7 @@ class Sizes:
     array_runs: int
     ring_agents: int
     ring_hops: int
+    recovery_runs: int
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -75,6 +78,7 @@ FULL = Sizes(
     array_runs=5,
     ring_agents=8,
     ring_hops=5_000,
+    recovery_runs=5,
 )
 QUICK = Sizes(
     cold_start_runs=1,
@@ -86,6 +90,7 @@ QUICK = Sizes(
     array_runs=5,
     ring_agents=8,
     ring_hops=100,
+    recovery_runs=1,
 )
 
 
@@ -232,6 +237,9 @@ class _Pinger:
     def ping(self) -> int:
         return 0
 
+    def pid(self) -> int:
+        return os.getpid()
+
 
 Pinger = ag.remote(_Pinger)  # not a decorator, so that type checkers see an ActorClass
 
@@ -284,9 +292,9 @@ def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
     }
 
 
-def pipelined_calls(sizes: Sizes, num_workers: int) -> Result:
+def pipelined_calls(sizes: Sizes, num_workers: int, **options: Any) -> Result:
     """``ag.get([a.ping.remote() for _ in range(N)])`` on one warm actor: calls/s."""
-    with ag.init(num_workers=num_workers):
+    with ag.init(num_workers=num_workers, **options):
         actor = Pinger.remote()
         ag.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
         started = time.perf_counter()
@@ -295,6 +303,38 @@ def pipelined_calls(sizes: Sizes, num_workers: int) -> Result:
     return {
         "value": sizes.pipelined / elapsed,
         "detail": {"calls": sizes.pipelined, "seconds": elapsed},
+    }
+
+
+def pipelined_calls_no_pulses(sizes: Sizes, num_workers: int) -> Result:
+    """``pipelined_calls`` with pulses effectively off (one an hour): what pulses cost."""
+    return pipelined_calls(sizes, num_workers, pulse_interval=3600.0)
+
+
+def actor_recovery(sizes: Sizes, num_workers: int) -> Result:
+    """Kill -9 the worker of a named actor (``max_restarts=1``): seconds until the same
+    handle answers again from the new incarnation; median of ``recovery_runs``."""
+    runs: list[float] = []
+    # Runs follow each other within seconds: more kills than the default intensity allows.
+    forever = ag.RestartPolicy(max_restarts=-1)
+    with ag.init(num_workers=num_workers, worker_restarts=forever) as cluster:
+        for i in range(sizes.recovery_runs):
+            actor = Pinger.options(name=f"recover{i}", max_restarts=1, max_task_retries=1).remote()
+            pid = ag.get(actor.pid.remote(), timeout=GET_TIMEOUT_S)
+            started = time.perf_counter()
+            os.kill(pid, signal.SIGKILL)
+            if ag.get(actor.pid.remote(), timeout=GET_TIMEOUT_S) == pid:
+                raise RuntimeError("the actor answered from the worker that was killed")
+            runs.append(time.perf_counter() - started)
+            ag.kill(actor)
+            deadline = time.monotonic() + GET_TIMEOUT_S
+            while len(cluster.workers()) < num_workers:  # the slot is refilled before the next run
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the killed worker's slot was not refilled")
+                time.sleep(0.01)
+    return {
+        "value": statistics.median(runs),
+        "detail": {"runs_s": runs, "max_s": max(runs)},
     }
 
 

@@ -28,9 +28,11 @@ WORKLOADS = [
     "noop_tasks",
     "actor_rtt",
     "pipelined_calls",
+    "pipelined_calls_no_pulses",
     "big_argument",
     "ring",
     "idle_rss",
+    "actor_recovery",
 ]
 POOL_WORKLOADS = {"cold_start", "noop_tasks", "big_argument", "idle_rss"}
 MARKER = "ACTORGRID_BENCHMARK_TEST_RUN"
