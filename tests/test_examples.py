@@ -16,6 +16,13 @@ EXPECTED = {
     "quickstart.py": ["squares: [0, 1, 4, 9", "counter: 6 16", "Hello, actorgrid!", "no process"],
     "agents_ring.py": ["hops in", "'final_token': 2000"],
     "pipeline.py": ["chunk 7: mean"],
+    "supervision.py": [
+        "all 200 squares correct: True",
+        "tally restarted on pid",
+        "count 1",
+        "event worker_restarted",
+        "event actor_restarted",
+    ],
 }
 
 
