@@ -6,7 +6,6 @@ request with its reply on the same connection; ``rid == 0`` means no reply is wa
 pickle protocol 5 out-of-band buffers, opaque to this layer.
 """
 
-
 from typing import TypeAlias
 
 import attrs

@@ -829,6 +829,8 @@ class Runtime:
                 continue
             if owned.info.max_restarts == 0 or self._closing:
                 del self.owned[actor_id]
+                if not self._closing:
+                    self._actor_died(owned.info, f"no restarts left; {why}")
                 continue
             restarting.add(actor_id)
             for handle in list(owned.handles):
@@ -841,6 +843,7 @@ class Runtime:
         info = await self._new_incarnation(old, why)
         if info is None:
             self.owned.pop(old.actor_id, None)
+            self._actor_died(old, f"it could not be restarted; {why}")
             error = ActorDiedError(f"actor {_describe(old)} died and could not be restarted: {why}")
             for handle in list(owned.handles):
                 handle._fail(error)
@@ -857,6 +860,9 @@ class Runtime:
         owned.resend.clear()
         for handle in list(owned.handles):
             handle._resolve(info, self.send_call)
+
+    def _actor_died(self, info: ActorInfo, why: str) -> None:
+        self.publish(Event("actor_died", time.time(), detail=f"actor {_describe(info)}: {why}"))
 
     def own(self, handle: ActorHandle[Any], owned: OwnedActor) -> None:
         """Any thread: remember how to restart a restartable actor this process creates."""
