@@ -12,6 +12,7 @@ from ._exceptions import AuthenticationError as AuthenticationError
 from ._exceptions import GetTimeoutError as GetTimeoutError
 from ._exceptions import NameNotFoundError as NameNotFoundError
 from ._exceptions import NotInitializedError as NotInitializedError
+from ._exceptions import NoWorkerError as NoWorkerError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RemoteError as RemoteError
 from ._exceptions import SerializationError as SerializationError
@@ -72,6 +73,7 @@ __all__ = [
     "Mailbox",
     "MailboxStatistics",
     "NameNotFoundError",
+    "NoWorkerError",
     "NodeStatistics",
     "NotInitializedError",
     "ObjectRef",

@@ -13,6 +13,7 @@
         ├── SerializationError     also a TypeError: a value could not be pickled or unpickled
         ├── NameNotFoundError      also a LookupError: no live actor has that name
         ├── NotInitializedError    also a RuntimeError: no cluster to talk to
+        ├── NoWorkerError          no live, unsuspended worker can take the call
         ├── AuthenticationError    also a ConnectionError: the peer does not share our secret
         └── ProtocolError          also a ConnectionError: malformed, truncated or oversized input
 
@@ -31,6 +32,7 @@ __all__ = [
     "AuthenticationError",
     "GetTimeoutError",
     "NameNotFoundError",
+    "NoWorkerError",
     "NotInitializedError",
     "ProtocolError",
     "RemoteError",
@@ -175,6 +177,11 @@ class NameNotFoundError(ActorgridError, LookupError):
 
 class NotInitializedError(ActorgridError, RuntimeError):
     """An API call needs a cluster, but ``ag.init()`` or ``ag.connect()`` has not run."""
+
+
+class NoWorkerError(ActorgridError):
+    """No worker can take the call now: none is connected, every one is suspended, or none
+    offers the resources asked for. The message says which, and what to do."""
 
 
 class AuthenticationError(ActorgridError, ConnectionError):

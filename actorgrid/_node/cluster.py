@@ -8,6 +8,7 @@ the runtime's Trio loop on a background thread; the Trio API runs it in the call
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -120,13 +121,13 @@ class Cluster:
             for w in list(placement.workers.values())
         ]
 
-    def _sync(self, afn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    def _sync(self, afn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         if trio.lowlevel.in_trio_run():
             raise RuntimeError(
                 f"Cluster.{afn.__name__.removesuffix('_async')}() blocks, and it was called "
                 f"from a thread running a Trio loop; use `await cluster.{afn.__name__}(...)`"
             )
-        result: T = self._runtime.portal.run(afn, *args)
+        result: T = self._runtime.portal.run(functools.partial(afn, *args, **kwargs))
         return result
 
     async def _control(self, make: Callable[[int], Any]) -> None:
@@ -171,7 +172,7 @@ class Cluster:
     ) -> None:
         """Stop a worker: let its running calls finish (``terminate=True``: kill it now).
         With ``restart=True`` a fresh worker takes its slot. Returns once it has exited."""
-        self._sync(self.close_worker_async, worker, terminate, restart)
+        self._sync(self.close_worker_async, worker, terminate=terminate, restart=restart)
 
     async def restart_worker_async(self, worker: WorkerStatistics | WorkerId) -> None:
         wid = _worker_id(worker)
@@ -191,7 +192,7 @@ class Cluster:
 
     def close_node(self, node: NodeStatistics | NodeId, *, terminate: bool = False) -> None:
         """Stop every worker of a node (gracefully, or at once) and then its node agent."""
-        self._sync(self.close_node_async, node, terminate)
+        self._sync(self.close_node_async, node, terminate=terminate)
 
     async def suspend_async(self, target: Target) -> None:
         await self._control(_state_change(target, "suspend"))

@@ -333,7 +333,13 @@ class Head:
         info = self.workers.get(msg.worker_id)
         node = self.nodes.get(info.node_id) if info is not None else None
         if info is None or node is None:
-            peer.send(Ack(msg.rid, f"no live worker {short(msg.worker_id)} in this cluster"))
+            peer.send(
+                Ack(
+                    msg.rid,
+                    f"no live worker {short(msg.worker_id)} in this cluster: it has exited or "
+                    "was never part of it; list the live ones with cluster.workers()",
+                )
+            )
             return
         if msg.action in ("suspend", "resume"):
             self._set_suspended(msg.worker_id, msg.action == "suspend")
@@ -354,7 +360,13 @@ class Head:
     def _on_control_node(self, peer: Peer, msg: ControlNode) -> None:
         node = self.nodes.get(msg.node_id)
         if node is None:
-            peer.send(Ack(msg.rid, f"no live node {short(msg.node_id)} in this cluster"))
+            peer.send(
+                Ack(
+                    msg.rid,
+                    f"no live node {short(msg.node_id)} in this cluster: it has closed or was "
+                    "never part of it; list the live ones with cluster.nodes()",
+                )
+            )
             return
         workers = [wid for wid, w in self.workers.items() if w.node_id == msg.node_id]
         if msg.action in ("suspend", "resume"):

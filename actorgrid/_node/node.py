@@ -56,6 +56,8 @@ log = logging.getLogger("actorgrid.node")
 DEFAULT_GRACE_S = 5.0
 # After a worker's grace period ends, how long to wait for it to exit before SIGKILL.
 KILL_MARGIN_S = 1.0
+# A closed node agent waits at most this long for its last answer to leave before it stops.
+STOP_ACK_TIMEOUT_S = 1.0
 
 
 class WorkerStartError(RuntimeError):
@@ -138,8 +140,9 @@ class NodeAgent:
                 for slot in self.slots:
                     await slots.start(self._supervise, slot)
                 task_status.started()
-            # Every slot is over (closed or given up): the node has nothing left to run.
-            nursery.cancel_scope.cancel()
+            # Every slot is over (closed or given up). The agent stays, reporting its pulses,
+            # until it is closed or cancelled: an operator can see it and decide.
+            await trio.sleep_forever()
 
     async def _connect_head(self, nursery: trio.Nursery) -> None:
         stream = await open_tcp_frame_stream(
@@ -310,7 +313,7 @@ class NodeAgent:
             live = [s for s in self.slots if s.proc is not None and s.proc.returncode is None]
             for slot in live:
                 self._control(slot, message.action, False)
-            self._ack_when_exited(peer, message.rid, live)
+            self._ack_when_exited(peer, message.rid, live, then_stop=True)
         else:
             log.warning("ignoring %s from the head", type(message).__name__)
 
@@ -329,13 +332,20 @@ class NodeAgent:
             assert self._nursery is not None
             self._nursery.start_soon(self._kill_after_grace, proc)
 
-    def _ack_when_exited(self, peer: Peer, rid: int, slots: list[_Slot]) -> None:
+    def _ack_when_exited(
+        self, peer: Peer, rid: int, slots: list[_Slot], *, then_stop: bool = False
+    ) -> None:
         events = [s.exited for s in slots]
 
         async def ack() -> None:
             for event in events:
                 await event.wait()
+            if then_stop:
+                self._stopping = True
             peer.send(Ack(rid))
+            if then_stop and self._nursery is not None:
+                await peer.wait_sent(STOP_ACK_TIMEOUT_S)  # the Ack leaves before the link
+                self._nursery.cancel_scope.cancel()
 
         assert self._nursery is not None
         self._nursery.start_soon(ack)

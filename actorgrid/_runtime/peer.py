@@ -207,6 +207,16 @@ class Peer:
         else:
             self.send(message)
 
+    async def wait_sent(self, timeout_s: float) -> None:
+        """Wait until everything queued so far has been written (or the link is closed),
+        at most ``timeout_s``."""
+        with trio.move_on_after(timeout_s):
+            while not self.closed and (
+                self._out or self._writing or (self._stream is not None and self._stream.pending)
+            ):
+                self._wake.set()
+                await trio.sleep(0.005)
+
     def request_nowait(self, make: Callable[[int], Message]) -> _Reply:
         """Queue ``make(rid)`` now; ``await peer.wait_reply(r)`` later for the answer.
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import random
 
+from .._exceptions import NoWorkerError
 from .._protocol.ids import WorkerId
 from .._protocol.messages import WorkerInfo
 
 __all__ = ["NoWorkerError", "Placement"]
 
 _SAMPLES = 8  # random probes before falling back to a scan for a rare large request
-
-
-class NoWorkerError(Exception):
-    """No worker can take the request; the message says why."""
 
 
 class Placement:

@@ -29,12 +29,6 @@ OPTIONS: dict[str, Any] = {"num_workers": 2, "pulse_interval": PULSE_S, "grace_s
 # Long enough for the node to have pulsed, and to have refilled a slot if it were going to.
 SETTLE_S = 4 * PULSE_S
 
-CLOSE_WRAPPER_BUG = (
-    "Cluster.close_worker() and Cluster.close_node() pass `terminate`/`restart` positionally "
-    "through Cluster._sync() to *_async twins that take them keyword-only, so every call "
-    "raises TypeError ('takes 2 positional arguments but 4 were given')"
-)
-
 
 @pytest.fixture
 def grid(processes) -> Iterator[ag.Cluster]:
@@ -162,16 +156,6 @@ def test_a_suspended_worker_gets_no_new_tasks_until_resumed(grid: ag.Cluster) ->
     wait_for(lambda: ran_on(40) == {a.pid, b.pid}, 10, "tasks to reach both workers again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "a task submitted while every worker is suspended fails with "
-        "actorgrid._scheduler.placement.NoWorkerError, which derives from Exception only: "
-        "it is outside the ag.ActorgridError tree and not exported, so users cannot catch it "
-        "by name (Runtime._send_spec passes it to entry.set_error untranslated)"
-    ),
-)
 def test_a_suspended_node_takes_no_new_work(grid: ag.Cluster, processes) -> None:
     (node,) = grid.nodes()
     a, b = grid.workers()
@@ -238,7 +222,6 @@ def test_restart_worker_puts_a_fresh_process_in_the_slot(grid: ag.Cluster, proce
     wait_for(lambda: ran_on(40) == {new.pid, other.pid}, 10, "tasks to run on both workers")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=CLOSE_WRAPPER_BUG)
 def test_close_worker_lets_the_running_task_finish(
     grid: ag.Cluster, tmp_path: Path, processes
 ) -> None:
@@ -327,10 +310,7 @@ async def test_close_worker_async_lets_the_running_task_finish(tmp_path: Path, p
 @pytest.mark.parametrize(
     "operation",
     [
-        pytest.param(
-            "close_worker",
-            marks=pytest.mark.xfail(strict=True, raises=TypeError, reason=CLOSE_WRAPPER_BUG),
-        ),
+        "close_worker",
         "restart_worker",
         "suspend",
         "resume",
@@ -384,16 +364,6 @@ async def test_events_yield_the_history_then_live_events(processes) -> None:
 # --- closing a node -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=CLOSE_WRAPPER_BUG
-    + (
-        "; close_node_async also fails about half the time with ActorgridError('the node went "
-        "away'): NodeAgent.serve cancels its nursery as soon as the last slot ends, which "
-        "cancels the _ack_when_exited task or the head link before the Ack is sent"
-    ),
-)
 def test_close_node_stops_its_workers_and_its_agent(grid: ag.Cluster, processes) -> None:
     (node,) = grid.nodes()
     pids = [w.pid for w in grid.workers()]
