@@ -186,7 +186,7 @@ class NodeAgent:
     ) -> None:
         status: trio.TaskStatus[None] | None = task_status
         try:
-            while True:
+            while not self._stopping:
                 await self._run_one(slot, status)
                 status = None
                 if self._stopping:
@@ -219,6 +219,23 @@ class NodeAgent:
             raise
         finally:
             os.close(write_fd)
+        try:
+            await self._watch_one(slot, proc, read_fd, task_status)
+        finally:
+            if proc.returncode is None:
+                # Cancelled (the node is stopping) while this incarnation runs, perhaps one
+                # spawned after aclose() looked: it must not outlive the agent, nor go unreaped.
+                with trio.CancelScope(shield=True):
+                    _signal(proc, signal.SIGKILL)
+                    await proc.wait()
+
+    async def _watch_one(
+        self,
+        slot: _Slot,
+        proc: trio.Process,
+        read_fd: int,
+        task_status: trio.TaskStatus[None] | None,
+    ) -> None:
         slot.proc = proc
         slot.zombie = False
         slot.exited = trio.Event()
@@ -263,7 +280,13 @@ class NodeAgent:
         except OSError as exc:
             raise WorkerStartError(f"could not start a worker process: {exc}") from exc
         assert proc.stdin is not None
-        await proc.stdin.send_all(json.dumps(config).encode() + b"\n")
+        try:
+            await proc.stdin.send_all(json.dumps(config).encode() + b"\n")
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                _signal(proc, signal.SIGKILL)
+                await proc.wait()
+            raise
         return proc
 
     async def _read_pulses(self, slot: _Slot, read_fd: int) -> None:
