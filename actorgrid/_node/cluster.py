@@ -28,6 +28,7 @@ from .._protocol.messages import (
     ControlNode,
     ControlWorker,
     Event,
+    NodeView,
     QueryCluster,
 )
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
@@ -37,7 +38,9 @@ from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 
 __all__ = [
+    "ActorStatistics",
     "Cluster",
+    "ClusterStatus",
     "NodeStatistics",
     "WorkerStatistics",
     "connect",
@@ -62,6 +65,8 @@ class WorkerStatistics:
     worker_id: WorkerId
     node_id: NodeId
     state: str = "alive"
+    running: int = -1  # calls running now; -1 unless from Cluster.status()
+    queued: int = -1  # sync tasks waiting for a CPU; -1 unless from Cluster.status()
 
 
 @attrs.frozen
@@ -75,6 +80,40 @@ class NodeStatistics:
     state: str
     availability: Availability | None
     last_pulse_s: float
+    resources: dict[str, float] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ActorStatistics:
+    """A live actor, as its worker reports it."""
+
+    actor_id: bytes
+    label: str  # class or function name
+    kind: str  # "class" or "coroutine"
+    name: str | None
+    namespace: str | None
+    worker_id: WorkerId | None
+
+
+@attrs.frozen
+class ClusterStatus:
+    """Everything ``actorgrid status`` shows: from the head and every worker, now."""
+
+    nodes: list[NodeStatistics]
+    workers: list[WorkerStatistics]
+    actors: list[ActorStatistics]
+
+    @property
+    def running(self) -> int:
+        return sum(max(w.running, 0) for w in self.workers)
+
+    @property
+    def queued(self) -> int:
+        return sum(max(w.queued, 0) for w in self.workers)
+
+    @property
+    def num_cpus(self) -> float:
+        return sum(w.num_cpus for w in self.workers)
 
 
 Target = WorkerStatistics | NodeStatistics | WorkerId | NodeId
@@ -141,22 +180,41 @@ class Cluster:
     async def nodes_async(self) -> list[NodeStatistics]:
         reply = await self._runtime.head_request(QueryCluster)
         assert isinstance(reply, ClusterView)
-        return [
-            NodeStatistics(
-                n.node.node_id,
-                n.node.hostname,
-                n.node.pid,
-                n.node.num_workers,
-                n.state,
-                n.availability,
-                n.last_pulse_s,
-            )
-            for n in reply.nodes
-        ]
+        return [_node_statistics(n) for n in reply.nodes]
 
     def nodes(self) -> list[NodeStatistics]:
         """The cluster's node agents and their state, as the head sees them."""
         return self._sync(self.nodes_async)
+
+    async def status_async(self) -> ClusterStatus:
+        reply = await self._runtime.head_request(lambda rid: QueryCluster(rid, True))
+        assert isinstance(reply, ClusterView)
+        return ClusterStatus(
+            [_node_statistics(n) for n in reply.nodes],
+            [
+                WorkerStatistics(
+                    v.worker.address,
+                    v.worker.pid,
+                    v.worker.hostname,
+                    v.worker.num_cpus,
+                    v.worker.worker_id,
+                    v.worker.node_id,
+                    v.state,
+                    v.running,
+                    v.queued,
+                )
+                for v in reply.workers
+            ],
+            [
+                ActorStatistics(a.actor_id, a.label, a.kind, a.name, a.namespace, a.worker_id)
+                for a in reply.actors
+            ],
+        )
+
+    def status(self) -> ClusterStatus:
+        """Nodes, workers (with their running and queued calls) and live actors, asked of
+        the head and every worker now."""
+        return self._sync(self.status_async)
 
     # --- operations ------------------------------------------------------------------------
 
@@ -325,6 +383,19 @@ async def _open_cluster(
                 if node is not None:
                     await node.aclose()
             nursery.cancel_scope.cancel()
+
+
+def _node_statistics(n: NodeView) -> NodeStatistics:
+    return NodeStatistics(
+        n.node.node_id,
+        n.node.hostname,
+        n.node.pid,
+        n.node.num_workers,
+        n.state,
+        n.availability,
+        n.last_pulse_s,
+        dict(n.node.resources),
+    )
 
 
 def _worker_id(worker: WorkerStatistics | WorkerId) -> WorkerId:

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from .._exceptions import ProtocolError
@@ -29,6 +30,7 @@ from .._protocol.ids import ActorId, NodeId, WorkerId, short
 from .._protocol.messages import (
     Ack,
     ActorEnded,
+    ActorSummary,
     Availability,
     ClusterView,
     ControlNode,
@@ -44,6 +46,7 @@ from .._protocol.messages import (
     NodeStatus,
     NodeView,
     QueryCluster,
+    QueryWorker,
     RegisterName,
     RegisterNode,
     RegisterWorker,
@@ -53,6 +56,7 @@ from .._protocol.messages import (
     WorkerInfo,
     WorkerJoined,
     WorkerLeft,
+    WorkerReport,
     WorkerState,
     WorkerView,
 )
@@ -66,6 +70,8 @@ __all__ = ["Head"]
 log = logging.getLogger("actorgrid.head")
 
 EVENT_HISTORY = 1000
+QUERY_WORKERS_TIMEOUT_S = 2.0
+CLOSE_NODES_MARGIN_S = 3.0
 # How long the end of a named actor waits for the processes caching its name to drop it; a
 # process that takes longer is left to find out when a send to the actor fails.
 FORGET_NAME_TIMEOUT_S = 2.0
@@ -156,6 +162,21 @@ class Head:
     def shutdown_workers(self, reason: str) -> None:
         for peer in list(self._worker_peers):
             peer.send(Shutdown(reason))
+
+    async def close_nodes(self, grace_s: float) -> None:
+        """Stop every node agent (each interrupts its workers with ``grace_s`` to clean up,
+        then exits) and wait for them, at most grace_s plus a margin."""
+
+        async def stop(node: _Node) -> None:
+            try:
+                await node.peer.request(lambda rid: ControlNode(rid, node.info.node_id, "stop"))
+            except PeerClosedError:
+                pass
+
+        with trio.move_on_after(grace_s + CLOSE_NODES_MARGIN_S):
+            async with trio.open_nursery() as nursery:
+                for node in list(self.nodes.values()):
+                    nursery.start_soon(stop, node)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -305,6 +326,33 @@ class Head:
     # --- operations ------------------------------------------------------------------------
 
     def _on_query(self, peer: Peer, msg: QueryCluster) -> None:
+        if not msg.detail:
+            self._answer_query(peer, msg.rid, {})
+            return
+
+        async def detailed() -> None:
+            reports: dict[WorkerId, WorkerReport] = {}
+
+            async def ask(worker_peer: Peer, info: WorkerInfo) -> None:
+                try:
+                    reply = await worker_peer.request(QueryWorker)
+                except PeerClosedError:
+                    return
+                assert isinstance(reply, WorkerReport)
+                reports[info.worker_id] = reply
+
+            # O(workers), on an operator's request only; a worker that is slow to answer is
+            # left out rather than holding the answer up.
+            with trio.move_on_after(QUERY_WORKERS_TIMEOUT_S):
+                async with trio.open_nursery() as nursery:
+                    for worker_peer, info in list(self._worker_peers.items()):
+                        nursery.start_soon(ask, worker_peer, info)
+            self._answer_query(peer, msg.rid, reports)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(detailed)
+
+    def _answer_query(self, peer: Peer, rid: int, reports: dict[WorkerId, WorkerReport]) -> None:
         now = trio.current_time()
         nodes = tuple(
             NodeView(
@@ -315,11 +363,17 @@ class Head:
             )
             for n in self.nodes.values()
         )
-        workers = tuple(
-            WorkerView(w, "suspended" if wid in self.suspended else "alive")
-            for wid, w in self.workers.items()
-        )
-        peer.send(ClusterView(msg.rid, nodes, workers))
+        workers: list[WorkerView] = []
+        actors: list[ActorSummary] = []
+        for wid, w in self.workers.items():
+            report = reports.get(wid)
+            state = "suspended" if wid in self.suspended else "alive"
+            if report is None:
+                workers.append(WorkerView(w, state))
+                continue
+            workers.append(WorkerView(w, state, report.running, report.queued))
+            actors.extend(attrs.evolve(a, worker_id=wid) for a in report.actors)
+        peer.send(ClusterView(rid, nodes, tuple(workers), tuple(actors)))
 
     def _set_suspended(self, worker_id: WorkerId, suspended: bool) -> None:
         if suspended:
@@ -375,7 +429,7 @@ class Head:
                 self._set_suspended(wid, node.suspended)
             peer.send(Ack(msg.rid))
             return
-        if msg.action not in ("close", "terminate"):
+        if msg.action not in ("close", "terminate", "stop"):
             peer.send(Ack(msg.rid, f"unknown node action {msg.action!r}"))
             return
         node.suspended = True

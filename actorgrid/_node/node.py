@@ -95,8 +95,11 @@ class NodeAgent:
         pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
         grace_s: float = DEFAULT_GRACE_S,
         restart_policy: RestartPolicy | None = None,
+        resources: dict[str, float] | None = None,
     ) -> None:
         self.head_address = head_address
+        self.resources = dict(resources or {})
+        self.closed_on_request = False  # by Cluster.close_node or `actorgrid down`
         self.node_id: NodeId = new_node_id()
         self._secret = secret
         self.num_workers = num_workers
@@ -153,7 +156,13 @@ class NodeAgent:
         self.head = head
         head.on_closed.append(self._head_lost)
         nursery.start_soon(head.run, stream)
-        info = NodeInfo(self.node_id, self._hostname, os.getpid(), self.num_workers)
+        info = NodeInfo(
+            self.node_id,
+            self._hostname,
+            os.getpid(),
+            self.num_workers,
+            tuple(sorted(self.resources.items())),
+        )
         await head.request(lambda rid: RegisterNode(rid, info))
 
     def _head_lost(self, peer: Peer) -> None:
@@ -333,7 +342,13 @@ class NodeAgent:
             self._control(slot, message.action, message.restart)
             self._ack_when_exited(peer, message.rid, [slot])
         elif isinstance(message, ControlNode):
+            self.closed_on_request = True
             live = [s for s in self.slots if s.proc is not None and s.proc.returncode is None]
+            if message.action == "stop":  # `actorgrid down`: interrupt, with the grace period
+                self._stopping = True
+                assert self._nursery is not None
+                self._nursery.start_soon(self._stop_then_ack, peer, message.rid)
+                return
             for slot in live:
                 self._control(slot, message.action, False)
             self._ack_when_exited(peer, message.rid, live, then_stop=True)
@@ -372,6 +387,13 @@ class NodeAgent:
 
         assert self._nursery is not None
         self._nursery.start_soon(ack)
+
+    async def _stop_then_ack(self, peer: Peer, rid: int) -> None:
+        await self.aclose()
+        peer.send(Ack(rid))
+        await peer.wait_sent(STOP_ACK_TIMEOUT_S)
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
 
     async def _kill_after_grace(self, proc: trio.Process) -> None:
         with trio.move_on_after(self.grace_s + KILL_MARGIN_S):

@@ -73,6 +73,7 @@ class NodeInfo:
     hostname: str
     pid: int
     num_workers: int
+    resources: tuple[tuple[str, float], ...] = ()  # custom resources, e.g. (("GPU", 1.0),)
 
 
 # --- connection set-up -------------------------------------------------------------------
@@ -258,9 +259,40 @@ class ControlNode:
 
 @attrs.frozen
 class QueryCluster:
-    """Sent by ``Cluster.nodes()``/``Cluster.workers()``: the head's view of the cluster."""
+    """Sent by ``Cluster.nodes()`` and ``Cluster.status()``: the head's view of the cluster;
+    with ``detail``, the head first asks every worker for a WorkerReport."""
 
     rid: int
+    detail: bool = False
+
+
+@attrs.frozen
+class QueryWorker:
+    """Sent by the head to a worker (for ``Cluster.status()``): answered with WorkerReport."""
+
+    rid: int
+
+
+@attrs.frozen
+class ActorSummary:
+    """One live actor, as its worker reports it."""
+
+    actor_id: ActorId
+    label: str
+    kind: str
+    name: str | None
+    namespace: str | None
+    worker_id: WorkerId | None = None
+
+
+@attrs.frozen
+class WorkerReport:
+    """A worker's answer to QueryWorker: its actors and its calls."""
+
+    rid: int
+    actors: tuple[ActorSummary, ...]
+    running: int  # calls being run now
+    queued: int  # sync tasks waiting for a CPU
 
 
 @attrs.frozen
@@ -275,10 +307,12 @@ class NodeView:
 
 @attrs.frozen
 class WorkerView:
-    """One worker in a ClusterView."""
+    """One worker in a ClusterView; ``running``/``queued`` are -1 unless asked in detail."""
 
     worker: WorkerInfo
     state: str  # "alive", "suspended"
+    running: int = -1
+    queued: int = -1
 
 
 @attrs.frozen
@@ -288,6 +322,7 @@ class ClusterView:
     rid: int
     nodes: tuple[NodeView, ...]
     workers: tuple[WorkerView, ...]
+    actors: tuple[ActorSummary, ...] = ()
 
 
 # --- names (head) -------------------------------------------------------------------------
@@ -472,6 +507,8 @@ Message: TypeAlias = (
     | ControlWorker
     | ControlNode
     | QueryCluster
+    | QueryWorker
+    | WorkerReport
     | ClusterView
     | RegisterName
     | LookupName

@@ -434,6 +434,26 @@ class Runtime:
         if retried:
             self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
 
+    def _missed_by_close(self, peer: Peer, object_id: ObjectId) -> None:
+        """Loop: a call was put in flight on ``peer`` as it closed, after the close had
+        handled what was in flight: handle it the same way now."""
+        sent = peer.inflight.pop(object_id, None)
+        if sent is None or sent.entry.state != PENDING:
+            return  # the close saw it, or it was answered
+        why = f"the worker at {peer.address} went away ({peer.close_reason})"
+        actor = sent.actor
+        owned = self.owned.get(actor.actor_id) if actor is not None else None
+        if owned is not None and actor is not None and sent.kind == CALL and sent.retries:
+            assert sent.payload is not None
+            if owned.info.address != actor.address:  # restarted already: send it there
+                self._send_call_info(
+                    owned.info, sent.entry, sent.method, sent.payload, sent.retries - 1
+                )
+            else:  # being restarted: sent once the new incarnation exists
+                owned.resend.append((sent.entry, sent.method, sent.payload, sent.retries - 1))
+            return
+        self._lost(sent, why, set())
+
     def _lost(self, sent: Sent, why: str, restarting: set[bytes]) -> bool:
         """A call's link died before its answer: retry it (True), restart its actor, or
         fail it."""
@@ -907,9 +927,8 @@ class Runtime:
         entry.where = peer
         if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload)):
             if peer.closed:
-                # Closed meanwhile: the close may have missed this entry; fail it here.
-                error = ActorDiedError(f"actor {_describe(info)} died: its worker went away")
-                self.on_loop(entry.set_error, error)
+                # Closed meanwhile: the close may have missed this entry; the loop checks.
+                self.on_loop(self._missed_by_close, peer, entry.object_id)
             return True
         peer.inflight.pop(entry.object_id, None)
         entry.where = None

@@ -37,6 +37,7 @@ from .._protocol.messages import (
     Ack,
     ActorEnded,
     ActorInfo,
+    ActorSummary,
     AskReply,
     CallActor,
     CancelTask,
@@ -46,8 +47,10 @@ from .._protocol.messages import (
     Event,
     KillActor,
     Payload,
+    QueryWorker,
     SubmitTask,
     TaskResult,
+    WorkerReport,
 )
 from .context import Context, Letter
 from .interrupt import Running
@@ -332,7 +335,17 @@ class Executor:
             CancelTask: self.on_cancel,
             KillActor: self.on_kill,
             Deliver: self.on_deliver,
+            QueryWorker: self.on_query,
         }
+
+    def on_query(self, peer: Peer, msg: QueryWorker) -> None:
+        actors = tuple(
+            ActorSummary(info.actor_id, info.label, info.kind, info.name, info.namespace)
+            for slot in list(self.actors.values())
+            if (info := slot.info) is not None
+        )
+        queued = len(self.queue.items)
+        peer.send(WorkerReport(msg.rid, actors, max(0, len(self.tasks) - queued), queued))
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -34,6 +34,7 @@ from .._protocol.messages import (
     ObjectValue,
     Payload,
     Pulse,
+    WorkerReport,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +49,16 @@ log = logging.getLogger("actorgrid.peer")
 
 Handler = Callable[["Peer", Message], Awaitable[None] | None]
 
-_REPLIES = (Ack, NameReply, Membership, AskReply, ObjectValue, EventHistory, ClusterView)
+_REPLIES = (
+    Ack,
+    NameReply,
+    Membership,
+    AskReply,
+    ObjectValue,
+    EventHistory,
+    ClusterView,
+    WorkerReport,
+)
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst
 _HIGH_WATER = 4096  # queued messages above which send_wait() waits
 

@@ -1,0 +1,202 @@
+"""Long-running cluster processes, and the file that lets drivers find them.
+
+- ``serve_head``: a head (and, with ``num_workers``, a node agent in the same process): what
+  ``actorgrid start --head`` and ``actorgrid up`` run.
+- ``serve_node``: a node agent joining a head by address: what ``actorgrid node`` runs. A node
+  that loses its head (the head stopped, or the network cut it off for 5 pulse intervals)
+  kills its workers, so nothing of the old membership survives, and joins again under a new
+  identity as soon as the head answers (fencing by new identity).
+- ``ClusterFile``: the address and secret of the cluster ``actorgrid up`` started, in a file
+  only its user can read (0600); ``ag.init(address="auto")`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .._exceptions import AuthenticationError, NotInitializedError
+from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
+from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
+from .._scheduler.restart import RestartPolicy
+from .head import Head
+from .node import DEFAULT_GRACE_S, NodeAgent
+
+__all__ = ["ClusterFile", "serve_head", "serve_node"]
+
+log = logging.getLogger("actorgrid.node")
+
+# A node that lost its head tries again this often; the first try is at once.
+REJOIN_INTERVAL_S = 1.0
+CLUSTER_FILE_ENV = "ACTORGRID_CLUSTER_FILE"
+
+
+@attrs.frozen
+class ClusterFile:
+    """Where a running cluster's head listens and its secret; written by ``actorgrid up``."""
+
+    address: str
+    secret: bytes = attrs.field(repr=False)
+    head_pid: int = 0
+    num_workers: int = 0
+    nodes: tuple[str, ...] = ()  # hosts that `actorgrid up --config` started nodes on
+    tls: dict[str, str] | None = None
+
+    @staticmethod
+    def default_path() -> Path:
+        """``$ACTORGRID_CLUSTER_FILE``, else ``$XDG_RUNTIME_DIR/actorgrid/cluster.json``, else
+        ``~/.config/actorgrid/cluster.json``."""
+        explicit = os.environ.get(CLUSTER_FILE_ENV)
+        if explicit:
+            return Path(explicit)
+        runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+        base = Path(runtime_dir) if runtime_dir else Path.home() / ".config"
+        return base / "actorgrid" / "cluster.json"
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write the file readable by this user only (0600, in a 0700 folder), atomically."""
+        path = path or self.default_path()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data = attrs.asdict(self)
+        data["secret"] = self.secret.hex()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cluster-")  # created 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ClusterFile:
+        path = path or cls.default_path()
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise NotInitializedError(
+                f"no running cluster is recorded in {path}: start one with `actorgrid up`, or "
+                "pass the head's address (ag.init(address='host:port'))"
+            ) from None
+        try:
+            data: dict[str, Any] = json.loads(text)
+            data["secret"] = bytes.fromhex(data["secret"])
+            data["nodes"] = tuple(data.get("nodes", ()))
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NotInitializedError(
+                f"the cluster file {path} is damaged ({exc}); remove it and run `actorgrid up`"
+            ) from None
+
+    @classmethod
+    def remove(cls, path: Path | None = None) -> None:
+        (path or cls.default_path()).unlink(missing_ok=True)
+
+
+async def serve_head(
+    *,
+    secret: bytes,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    num_workers: int = 0,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
+    grace_s: float = DEFAULT_GRACE_S,
+    worker_restarts: RestartPolicy | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a cluster head until cancelled; report its ``host:port`` through ``task_status``.
+
+    With ``num_workers``, a node agent with that many workers runs here too. When cancelled,
+    the nodes are stopped first (their workers get ``grace_s``), then the head.
+    """
+    async with trio.open_nursery() as nursery:
+        head = Head(
+            secret,
+            host=host,
+            port=port,
+            max_message_bytes=max_message_bytes,
+            pulse_interval_s=pulse_interval,
+        )
+        address: str = await nursery.start(head.serve)
+        node: NodeAgent | None = None
+        if num_workers > 0:
+            node = NodeAgent(
+                address,
+                secret,
+                num_workers=num_workers,
+                max_message_bytes=max_message_bytes,
+                pulse_interval_s=pulse_interval,
+                grace_s=grace_s,
+                restart_policy=worker_restarts,
+            )
+            await nursery.start(node.serve)
+        task_status.started(address)
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await head.close_nodes(grace_s)
+                if node is not None:
+                    await node.aclose()
+
+
+async def serve_node(
+    address: str,
+    *,
+    secret: bytes,
+    num_workers: int | None = None,
+    num_cpus_per_worker: float = 1.0,
+    resources: dict[str, float] | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
+    grace_s: float = DEFAULT_GRACE_S,
+    worker_restarts: RestartPolicy | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Join this machine to the cluster whose head is at ``address``, until cancelled.
+
+    Starts ``num_workers`` workers (default: one per CPU). Reports started once joined. A
+    wrong secret fails at once (AuthenticationError); a head that cannot be reached or is
+    lost later is tried again every REJOIN_INTERVAL_S, each time as a new node.
+    """
+    n = num_workers if num_workers is not None else (os.cpu_count() or 1)
+    if n < 1:
+        raise ValueError(f"num_workers must be at least 1, not {n}")
+    status: trio.TaskStatus[None] | None = task_status
+    while True:
+        agent = NodeAgent(
+            address,
+            secret,
+            num_workers=n,
+            num_cpus_per_worker=num_cpus_per_worker,
+            resources=resources,
+            max_message_bytes=max_message_bytes,
+            pulse_interval_s=pulse_interval,
+            grace_s=grace_s,
+            restart_policy=worker_restarts,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(agent.serve)
+                if status is not None:
+                    status.started()
+                    status = None
+        except AuthenticationError:
+            raise
+        except (OSError, ConnectionError) as exc:
+            log.warning("cannot join the head at %s (%s); trying again", address, exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                await agent.aclose()
+        if agent.closed_on_request:
+            return
+        await trio.sleep(REJOIN_INTERVAL_S)
