@@ -18,13 +18,18 @@ from ._exceptions import RemoteError as RemoteError
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskCancelledError as TaskCancelledError
 from ._exceptions import WorkerDiedError as WorkerDiedError
+from ._node.cluster import ActorStatistics as ActorStatistics
 from ._node.cluster import Cluster as Cluster
+from ._node.cluster import ClusterStatus as ClusterStatus
 from ._node.cluster import NodeStatistics as NodeStatistics
 from ._node.cluster import WorkerStatistics as WorkerStatistics
 from ._node.cluster import connect as connect
 from ._node.cluster import init as init
 from ._node.cluster import is_initialized as is_initialized
 from ._node.cluster import shutdown as shutdown
+from ._node.standalone import ClusterFile as ClusterFile
+from ._node.standalone import serve_head as serve_head
+from ._node.standalone import serve_node as serve_node
 from ._protocol.messages import Availability as Availability
 from ._protocol.messages import Event as Event
 from ._runtime.api import ask as ask
@@ -63,10 +68,13 @@ __all__ = [
     "ActorDiedError",
     "ActorHandle",
     "ActorMethod",
+    "ActorStatistics",
     "ActorgridError",
     "AuthenticationError",
     "Availability",
     "Cluster",
+    "ClusterFile",
+    "ClusterStatus",
     "Context",
     "Event",
     "GetTimeoutError",
@@ -102,6 +110,8 @@ __all__ = [
     "remote",
     "send",
     "send_async",
+    "serve_head",
+    "serve_node",
     "shutdown",
     "wait",
     "wait_async",

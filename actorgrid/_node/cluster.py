@@ -36,6 +36,7 @@ from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.restart import RestartPolicy
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
+from .standalone import ClusterFile
 
 __all__ = [
     "ActorStatistics",
@@ -350,15 +351,7 @@ async def _open_cluster(
                 restart_policy=worker_restarts,
             )
         else:
-            head_address = address
-            if secret is None:
-                env = os.environ.get("ACTORGRID_SECRET")
-                if not env:
-                    raise ValueError(
-                        f"connecting to the cluster at {address} needs its secret: pass "
-                        "secret= or set ACTORGRID_SECRET (hex)"
-                    )
-                secret = bytes.fromhex(env)
+            head_address, secret = _remote(address, secret)
         rt = Runtime(
             kind="driver",
             secret=secret,
@@ -383,6 +376,34 @@ async def _open_cluster(
                 if node is not None:
                     await node.aclose()
             nursery.cancel_scope.cancel()
+
+
+def _remote(address: str, secret: bytes | None) -> tuple[str, bytes]:
+    """The head address and secret to join: ``"auto"`` reads the file `actorgrid up` wrote;
+    a secret comes from ``secret=``, ``ACTORGRID_SECRET`` (hex), or that file if it names the
+    same address."""
+    if address == "auto":
+        up = ClusterFile.load()
+        return up.address, secret or up.secret
+    if secret is not None:
+        return address, secret
+    env = os.environ.get("ACTORGRID_SECRET")
+    if env:
+        try:
+            return address, bytes.fromhex(env)
+        except ValueError:
+            raise ValueError("ACTORGRID_SECRET must be the cluster secret in hex") from None
+    recorded: ClusterFile | None
+    try:
+        recorded = ClusterFile.load()
+    except NotInitializedError:
+        recorded = None
+    if recorded is not None and recorded.address == address:
+        return address, recorded.secret
+    raise ValueError(
+        f"connecting to the cluster at {address} needs its secret: pass secret=, set "
+        "ACTORGRID_SECRET (hex), or use address='auto' on the machine that ran `actorgrid up`"
+    )
 
 
 def _node_statistics(n: NodeView) -> NodeStatistics:
@@ -522,7 +543,8 @@ def init(
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
-    ``address`` (or ``ACTORGRID_ADDRESS``) names a running cluster's head as ``host:port``;
+    ``address`` (or ``ACTORGRID_ADDRESS``) names a running cluster's head as ``host:port``,
+    or is ``"auto"`` for the cluster `actorgrid up` started on this machine;
     without one, a head and ``num_workers`` workers (default: one per CPU) start here and stop
     with ``ag.shutdown()``, at the end of a ``with ag.init():`` block, or when this process
     exits. ``max_message_bytes`` caps any one message (default 1 GiB).
