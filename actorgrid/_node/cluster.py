@@ -34,6 +34,7 @@ from .._protocol.messages import (
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.restart import RestartPolicy
+from .._transport.addresses import local_address_towards
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .standalone import ClusterFile
@@ -316,7 +317,7 @@ async def _open_cluster(
     *,
     num_workers: int | None,
     secret: bytes | None,
-    host: str,
+    host: str | None,
     max_message_bytes: int,
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,
@@ -330,6 +331,7 @@ async def _open_cluster(
     async with trio.open_nursery() as nursery:
         node: NodeAgent | None = None
         if address is None:
+            host = host or "127.0.0.1"
             secret = secret or os.urandom(32)
             head = Head(
                 secret,
@@ -352,6 +354,7 @@ async def _open_cluster(
             )
         else:
             head_address, secret = _remote(address, secret)
+            host = host or local_address_towards(head_address)
         rt = Runtime(
             kind="driver",
             secret=secret,
@@ -460,7 +463,7 @@ async def connect(
     *,
     num_workers: int | None = None,
     secret: bytes | None = None,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,
@@ -535,7 +538,7 @@ def init(
     *,
     num_workers: int | None = None,
     secret: bytes | None = None,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,

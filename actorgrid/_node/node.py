@@ -46,6 +46,7 @@ from .._runtime.peer import Peer
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.liveness import FailureDetector
 from .._scheduler.restart import GiveUp, RestartPolicy, RestartTracker
+from .._transport.addresses import local_address_towards
 from .._transport.tcp import open_tcp_frame_stream
 from .resources import sample_availability
 
@@ -96,8 +97,11 @@ class NodeAgent:
         grace_s: float = DEFAULT_GRACE_S,
         restart_policy: RestartPolicy | None = None,
         resources: dict[str, float] | None = None,
+        host: str | None = None,
     ) -> None:
         self.head_address = head_address
+        # Where this node's workers listen: reachable from the rest of the cluster.
+        self.host = host or local_address_towards(head_address)
         self.resources = dict(resources or {})
         self.closed_on_request = False  # by Cluster.close_node or `actorgrid down`
         self.node_id: NodeId = new_node_id()
@@ -277,6 +281,7 @@ class NodeAgent:
             "pulse_fd": pulse_fd,
             "pulse_interval_s": self.pulse_interval_s,
             "grace_s": self.grace_s,
+            "host": self.host,
         }
         try:
             proc = await trio.lowlevel.open_process(

@@ -160,11 +160,13 @@ async def serve_node(
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
+    host: str | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Join this machine to the cluster whose head is at ``address``, until cancelled.
 
-    Starts ``num_workers`` workers (default: one per CPU). Reports started once joined. A
+    Starts ``num_workers`` workers (default: one per CPU), listening on ``host`` (default:
+    the local address this machine uses to reach the head). Reports started once joined. A
     wrong secret fails at once (AuthenticationError); a head that cannot be reached or is
     lost later is tried again every REJOIN_INTERVAL_S, each time as a new node.
     """
@@ -183,6 +185,7 @@ async def serve_node(
             pulse_interval_s=pulse_interval,
             grace_s=grace_s,
             restart_policy=worker_restarts,
+            host=host,
         )
         try:
             async with trio.open_nursery() as nursery:

@@ -84,6 +84,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
         head_address=config["head"],
         max_message_bytes=int(config["max_message_bytes"]),
         pulse_interval_s=interval_s,
+        host=config["host"],
     )
     num_cpus = float(config["num_cpus"])
     executor = rt.executor = Executor(rt, num_cpus, grace_s=grace_s)
