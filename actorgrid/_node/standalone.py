@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._exceptions import AuthenticationError, NotInitializedError
+from .._exceptions import AuthenticationError, NotInitializedError, unwrap_group
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.restart import RestartPolicy
@@ -193,9 +193,13 @@ async def serve_node(
                 if status is not None:
                     status.started()
                     status = None
-        except AuthenticationError:
-            raise
-        except (OSError, ConnectionError) as exc:
+        except Exception as group:
+            # Nurseries wrap errors in groups: look at the one inside.
+            exc = unwrap_group(group)
+            if isinstance(exc, AuthenticationError):
+                raise exc from None
+            if not isinstance(exc, (OSError, ConnectionError)):
+                raise
             log.warning("cannot join the head at %s (%s); trying again", address, exc)
         finally:
             with trio.CancelScope(shield=True):

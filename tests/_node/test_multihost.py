@@ -1,0 +1,346 @@
+"""Three hosts in network namespaces: a head on h0, node agents on h1 and h2, a driver on h0.
+
+The hosts are joined by veth pairs to a bridge in a fourth "switch" namespace, so nothing
+touches the machine's own network; every address is one these tests create. A job spans the
+hosts (named agents on both nodes pass a token by name), then h2's link is cut: its work moves
+to h1 within the zombie window; then the link comes back and h2 rejoins as a new node, its
+old workers fenced (killed).
+
+Needs root and ``ip netns``; skips with the reason otherwise. CI runs as root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+PULSE_S = 0.2
+ZOMBIE_WINDOW_S = 5 * PULSE_S
+SUBNET = "10.231.0"
+HEAD_PORT = 7411
+LINE_TIMEOUT_S = 60.0
+
+
+def _netns_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if shutil.which("ip") is None:
+        return "needs the `ip` command (iproute2)"
+    probe = f"agprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"`ip netns add` failed: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+pytestmark = pytest.mark.skipif((_reason := _netns_unavailable()) is not None, reason=str(_reason))
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+class Hosts:
+    """h0..h2 with addresses SUBNET.1..3, on a bridge in the switch namespace."""
+
+    def __init__(self) -> None:
+        tag = str(os.getpid() % 100_000)
+        self.switch = f"agsw{tag}"
+        self.names = [f"agh{i}x{tag}" for i in range(3)]
+        self.ports = [f"ags{i}x{tag}" for i in range(3)]  # switch side of each veth
+        self.addresses = [f"{SUBNET}.{i + 1}" for i in range(3)]
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def create(self) -> None:
+        _ip("netns", "add", self.switch)
+        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.switch, "link", "set", "br0", "up")
+        for name, port, address in zip(self.names, self.ports, self.addresses, strict=True):
+            _ip("netns", "add", name)
+            _ip("link", "add", f"{port}h", "type", "veth", "peer", "name", port)
+            _ip("link", "set", f"{port}h", "netns", name)
+            _ip("link", "set", port, "netns", self.switch)
+            _ip("-n", name, "link", "set", f"{port}h", "name", "eth0")
+            _ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
+            _ip("-n", name, "link", "set", "eth0", "up")
+            _ip("-n", name, "link", "set", "lo", "up")
+            _ip("-n", self.switch, "link", "set", port, "master", "br0")
+            _ip("-n", self.switch, "link", "set", port, "up")
+
+    def set_link(self, host: int, up: bool) -> None:
+        _ip("-n", self.switch, "link", "set", self.ports[host], "up" if up else "down")
+
+    def run(self, host: int, script: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.names[host], sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def destroy(self) -> list[int]:
+        """Kill every process started here and all their descendants; remove the netns.
+        Returns the pids that were running, for the caller to check they are gone."""
+        seen: list[psutil.Process] = []
+        for proc in self.procs:
+            try:
+                parent = psutil.Process(proc.pid)
+                seen += [parent, *parent.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        for p in seen:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(seen, timeout=10)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for name in [*self.names, self.switch]:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        return [p.pid for p in seen]
+
+
+@pytest.fixture
+def hosts() -> Iterator[Hosts]:
+    h = Hosts()
+    try:
+        h.create()
+        yield h
+    finally:
+        pids = h.destroy()
+        alive = [pid for pid in pids if psutil.pid_exists(pid) and _not_zombie(pid)]
+        assert not alive, f"processes outlived the test: {alive}"
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def read_json(proc: subprocess.Popen[str], timeout: float = LINE_TIMEOUT_S) -> dict[str, Any]:
+    """The next JSON line the process prints (other lines are skipped)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line from pid {proc.pid} within {timeout} s"
+            if not selector.select(timeout=left):
+                continue
+            line = proc.stdout.readline()
+            assert line, f"pid {proc.pid} exited with {proc.wait(10)} before answering"
+            if line.startswith("{"):
+                data: dict[str, Any] = json.loads(line)
+                return data
+
+
+def tell(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+_HEAD = """
+import functools, json, sys, trio
+import actorgrid as ag
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(functools.partial(
+            ag.serve_head, secret=bytes.fromhex(sys.argv[2]), host=sys.argv[1],
+            port=int(sys.argv[3]), pulse_interval=float(sys.argv[4])))
+        print(json.dumps({"address": address}), flush=True)
+
+trio.run(main)
+"""
+
+_NODE = """
+import functools, json, os, sys, trio
+import actorgrid as ag
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(
+            ag.serve_node, sys.argv[1], secret=bytes.fromhex(sys.argv[2]), num_workers=1,
+            pulse_interval=float(sys.argv[3])))
+        print(json.dumps({"joined": os.getpid()}), flush=True)
+
+trio.run(main)
+"""
+
+_DRIVER = """
+import json, socket, sys, time
+import actorgrid as ag
+
+address, secret, pulse = sys.argv[1], bytes.fromhex(sys.argv[2]), float(sys.argv[3])
+head_host = address.rpartition(":")[0]
+
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+
+def expect(word):
+    line = sys.stdin.readline().strip()
+    assert line == word, f"expected {word!r}, got {line!r}"
+
+def wait_until(check, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
+
+def my_ip():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((head_host, 9))
+        return probe.getsockname()[0]
+
+@ag.remote
+def where() -> str:
+    return my_ip()
+
+@ag.remote
+def slow(i: int) -> tuple[int, str]:
+    time.sleep(0.3)
+    return i * i, my_ip()
+
+@ag.remote
+async def agent(ctx: ag.Context, me: int, n: int, hops: int) -> dict:
+    seen = 0
+    async for msg in ctx.mailbox:
+        if msg == "stop":
+            break
+        seen += 1
+        if msg >= hops:
+            for other in range(n):
+                if other != me:
+                    await ctx.send(f"agent{other}", "stop")
+            break
+        await ctx.send(f"agent{(me + 1) % n}", msg + 1)
+    return {"ip": my_ip(), "seen": seen}
+
+@ag.remote
+class Keeper:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def ip(self) -> tuple[str, int]:
+        self.calls += 1
+        return my_ip(), self.calls
+
+cluster = ag.init(address=address, secret=secret, pulse_interval=pulse)
+wait_until(lambda: len(cluster.workers()) == 2)
+nodes = {n.node_id.hex(): n.pid for n in cluster.nodes()}
+
+# A job across both hosts: named agents pass a token by name, from host to host.
+n, hops = 6, 300
+refs = [agent.options(name=f"agent{i}").remote(i, n, hops) for i in range(n)]
+ag.send("agent0", 1)
+ring = ag.get(refs, timeout=60)
+keepers = [Keeper.options(name=f"keeper{i}", max_restarts=1, max_task_retries=1).remote()
+           for i in range(4)]
+keeper_ips = [ag.get(k.ip.remote(), timeout=60)[0] for k in keepers]
+say(phase="ring", ring=ring, keeper_ips=keeper_ips, nodes=nodes)
+
+expect("cut-which")  # the test picks the host to cut from what we said
+victim_ip = sys.stdin.readline().strip()
+work = [slow.options(max_retries=-1).remote(i) for i in range(30)]
+time.sleep(0.4)
+say(phase="ready-to-cut")
+expect("cut")
+cut_at = time.monotonic()
+results = ag.get(work, timeout=60)
+moved = [i for i, k in enumerate(keepers) if keeper_ips[i] == victim_ip]
+answers = [ag.get(keepers[i].ip.remote(), timeout=60) for i in moved]
+say(phase="after-cut", squares=[r[0] for r in results], ips=sorted({r[1] for r in results}),
+    moved_answers=answers, recovered_after_s=time.monotonic() - cut_at,
+    workers=len(cluster.workers()))
+
+expect("restored")
+wait_until(lambda: len(cluster.workers()) == 2, timeout=60)
+after = {n.node_id.hex(): n.pid for n in cluster.nodes()}
+ips = set()
+deadline = time.monotonic() + 30
+while len(ips) < 2 and time.monotonic() < deadline:
+    ips.update(ag.get([where.remote() for _ in range(8)], timeout=60))
+say(phase="rejoined", nodes=after, ips=sorted(ips))
+ag.shutdown()
+"""
+
+
+def test_a_job_spans_three_hosts_survives_a_cut_link_and_the_host_rejoins(hosts: Hosts) -> None:
+    secret = os.urandom(32).hex()
+    head_ip = hosts.addresses[0]
+    head = hosts.run(0, textwrap.dedent(_HEAD), head_ip, secret, str(HEAD_PORT), str(PULSE_S))
+    address = read_json(head)["address"]
+    assert address == f"{head_ip}:{HEAD_PORT}"
+    nodes = [hosts.run(i, textwrap.dedent(_NODE), address, secret, str(PULSE_S)) for i in (1, 2)]
+    node_pids = {read_json(node)["joined"] for node in nodes}
+    driver = hosts.run(0, textwrap.dedent(_DRIVER), address, secret, str(PULSE_S), stdin=True)
+
+    ring = read_json(driver)
+    assert ring["phase"] == "ring"
+    # The named agents lived on both node hosts and passed every hop by name.
+    assert sum(r["seen"] for r in ring["ring"]) == 300
+    assert {r["ip"] for r in ring["ring"]} == set(hosts.addresses[1:])
+    assert set(ring["nodes"].values()) == node_pids
+    node_workers = {pid: [c.pid for c in psutil.Process(pid).children()] for pid in node_pids}
+
+    # Cut h2's link while work runs on both hosts; its work moves to h1.
+    victim = 2
+    tell(driver, "cut-which")
+    tell(driver, hosts.addresses[victim])
+    assert read_json(driver)["phase"] == "ready-to-cut"
+    hosts.set_link(victim, up=False)
+    cut_at = time.monotonic()
+    tell(driver, "cut")
+    after_cut = read_json(driver)
+    assert after_cut["squares"] == [i * i for i in range(30)]
+    assert hosts.addresses[1] in after_cut["ips"]
+    assert after_cut["workers"] == 1  # h2's worker left the membership
+    for ip, calls in after_cut["moved_answers"]:
+        assert (ip, calls) == (hosts.addresses[1], 1)  # restarted on h1, constructor re-run
+    assert after_cut["recovered_after_s"] < ZOMBIE_WINDOW_S + 30.0
+    # h2's node agent lost the head too: it fenced its worker (killed it) while cut off.
+    victim_node = next(p for p in node_pids if p == nodes[victim - 1].pid)
+    old_worker = node_workers[victim_node]
+    deadline = time.monotonic() + 10
+    while any(_not_zombie(pid) for pid in old_worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_not_zombie(pid) for pid in old_worker), "the cut-off worker was not fenced"
+    assert time.monotonic() - cut_at < 30
+
+    # The link comes back: h2 rejoins as a new node, and takes work again.
+    hosts.set_link(victim, up=True)
+    tell(driver, "restored")
+    rejoined = read_json(driver)
+    assert rejoined["ips"] == sorted(hosts.addresses[1:])
+    assert set(rejoined["nodes"].values()) == node_pids  # the same agent processes
+    assert set(rejoined["nodes"]) != set(ring["nodes"])  # h2's node has a new identity
+    assert driver.wait(timeout=30) == 0
