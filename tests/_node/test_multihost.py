@@ -15,13 +15,11 @@ import json
 import os
 import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psutil
