@@ -57,6 +57,7 @@ from ._runtime.remote import ActorClass as ActorClass
 from ._runtime.remote import RemoteFunction as RemoteFunction
 from ._runtime.remote import remote as remote
 from ._scheduler.restart import RestartPolicy as RestartPolicy
+from ._transport.tls import TLSConfig as TLSConfig
 
 try:
     __version__ = _version("actorgrid")
@@ -91,6 +92,7 @@ __all__ = [
     "Request",
     "RestartPolicy",
     "SerializationError",
+    "TLSConfig",
     "TaskCancelledError",
     "WorkerDiedError",
     "WorkerStatistics",

@@ -35,6 +35,7 @@ from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
+from .._transport.tls import TLSConfig
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .standalone import ClusterFile
@@ -322,6 +323,7 @@ async def _open_cluster(
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
+    tls: TLSConfig | None = None,
 ) -> AsyncIterator[Cluster]:
     if runtime_or_none() is not None:
         raise RuntimeError(
@@ -338,6 +340,7 @@ async def _open_cluster(
                 host=host,
                 max_message_bytes=max_message_bytes,
                 pulse_interval_s=pulse_interval,
+                tls=tls,
             )
             head_address = await nursery.start(head.serve)
             n = num_workers if num_workers is not None else (os.cpu_count() or 1)
@@ -351,9 +354,10 @@ async def _open_cluster(
                 pulse_interval_s=pulse_interval,
                 grace_s=grace_s,
                 restart_policy=worker_restarts,
+                tls=tls,
             )
         else:
-            head_address, secret = _remote(address, secret)
+            head_address, secret, tls = _remote(address, secret, tls)
             host = host or local_address_towards(head_address)
         rt = Runtime(
             kind="driver",
@@ -362,6 +366,7 @@ async def _open_cluster(
             host=host,
             max_message_bytes=max_message_bytes,
             pulse_interval_s=pulse_interval,
+            tls=tls,
         )
         try:
             if node is not None:
@@ -381,19 +386,23 @@ async def _open_cluster(
             nursery.cancel_scope.cancel()
 
 
-def _remote(address: str, secret: bytes | None) -> tuple[str, bytes]:
+def _remote(
+    address: str, secret: bytes | None, tls: TLSConfig | None
+) -> tuple[str, bytes, TLSConfig | None]:
     """The head address and secret to join: ``"auto"`` reads the file `actorgrid up` wrote;
     a secret comes from ``secret=``, ``ACTORGRID_SECRET`` (hex), or that file if it names the
     same address."""
     if address == "auto":
         up = ClusterFile.load()
-        return up.address, secret or up.secret
+        if tls is None and up.tls is not None:
+            tls = TLSConfig.from_dict(up.tls)
+        return up.address, secret or up.secret, tls
     if secret is not None:
-        return address, secret
+        return address, secret, tls
     env = os.environ.get("ACTORGRID_SECRET")
     if env:
         try:
-            return address, bytes.fromhex(env)
+            return address, bytes.fromhex(env), tls
         except ValueError:
             raise ValueError("ACTORGRID_SECRET must be the cluster secret in hex") from None
     recorded: ClusterFile | None
@@ -402,7 +411,9 @@ def _remote(address: str, secret: bytes | None) -> tuple[str, bytes]:
     except NotInitializedError:
         recorded = None
     if recorded is not None and recorded.address == address:
-        return address, recorded.secret
+        if tls is None and recorded.tls is not None:
+            tls = TLSConfig.from_dict(recorded.tls)
+        return address, recorded.secret, tls
     raise ValueError(
         f"connecting to the cluster at {address} needs its secret: pass secret=, set "
         "ACTORGRID_SECRET (hex), or use address='auto' on the machine that ran `actorgrid up`"
@@ -468,6 +479,7 @@ async def connect(
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
+    tls: TLSConfig | None = None,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -484,6 +496,7 @@ async def connect(
             pulse_interval=pulse_interval,
             grace_s=grace_s,
             worker_restarts=worker_restarts,
+            tls=tls,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -543,6 +556,7 @@ def init(
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
+    tls: TLSConfig | None = None,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -556,6 +570,9 @@ def init(
     intervals is treated as dead; interrupted or cancelled work gets ``grace_s`` seconds to
     clean up before its worker is killed; ``worker_restarts`` (an ``ag.RestartPolicy``,
     default 3 restarts in 5 s) says how often a node restarts a crashing worker.
+
+    ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
+    every link, on top of the secret; every member of a cluster needs the same setting.
     """
     global _thread
     if trio.lowlevel.in_trio_run():
@@ -577,6 +594,7 @@ def init(
                 pulse_interval=pulse_interval,
                 grace_s=grace_s,
                 worker_restarts=worker_restarts,
+                tls=tls,
             )
         )
         thread.start()

@@ -14,6 +14,7 @@ actor's end, and anyone who sends by name after that, no longer sees it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -64,6 +65,7 @@ from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.names import NameRegistry
 from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
+from .._transport.tls import TLSConfig
 
 __all__ = ["Head"]
 
@@ -97,8 +99,10 @@ class Head:
         port: int = 0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
+        tls: TLSConfig | None = None,
     ) -> None:
         self._secret = secret
+        self._tls = tls
         self._host = host
         self._port = port
         self._max = max_message_bytes
@@ -143,7 +147,15 @@ class Head:
             self._nursery = nursery
             await nursery.start(self._monitor.serve)
             self.address = await nursery.start(
-                serve_tcp_frame_streams, self._accept, self._host, self._port, self._secret
+                functools.partial(
+                    serve_tcp_frame_streams,
+                    self._accept,
+                    self._host,
+                    self._port,
+                    self._secret,
+                    max_message_bytes=self._max,
+                    tls=self._tls,
+                )
             )
             self._hello = Hello("head", self.address, os.getpid())
             task_status.started(self.address)

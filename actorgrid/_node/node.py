@@ -48,6 +48,7 @@ from .._scheduler.liveness import FailureDetector
 from .._scheduler.restart import GiveUp, RestartPolicy, RestartTracker
 from .._transport.addresses import local_address_towards
 from .._transport.tcp import open_tcp_frame_stream
+from .._transport.tls import TLSConfig
 from .resources import sample_availability
 
 __all__ = ["DEFAULT_GRACE_S", "NodeAgent", "WorkerStartError"]
@@ -98,8 +99,10 @@ class NodeAgent:
         restart_policy: RestartPolicy | None = None,
         resources: dict[str, float] | None = None,
         host: str | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.head_address = head_address
+        self.tls = tls
         # Where this node's workers listen: reachable from the rest of the cluster.
         self.host = host or local_address_towards(head_address)
         self.resources = dict(resources or {})
@@ -153,7 +156,7 @@ class NodeAgent:
 
     async def _connect_head(self, nursery: trio.Nursery) -> None:
         stream = await open_tcp_frame_stream(
-            self.head_address, self._secret, max_message_bytes=self._max
+            self.head_address, self._secret, max_message_bytes=self._max, tls=self.tls
         )
         hello = Hello("node", "", os.getpid())
         head = Peer(self.head_address, self._handle, local_hello=hello, monitor=self._monitor)
@@ -282,6 +285,7 @@ class NodeAgent:
             "pulse_interval_s": self.pulse_interval_s,
             "grace_s": self.grace_s,
             "host": self.host,
+            "tls": None if self.tls is None else self.tls.to_dict(),
         }
         try:
             proc = await trio.lowlevel.open_process(

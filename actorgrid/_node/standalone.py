@@ -26,6 +26,7 @@ from .._exceptions import AuthenticationError, NotInitializedError, unwrap_group
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.restart import RestartPolicy
+from .._transport.tls import TLSConfig
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent
 
@@ -111,6 +112,7 @@ async def serve_head(
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
+    tls: TLSConfig | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a cluster head until cancelled; report its ``host:port`` through ``task_status``.
@@ -125,6 +127,7 @@ async def serve_head(
             port=port,
             max_message_bytes=max_message_bytes,
             pulse_interval_s=pulse_interval,
+            tls=tls,
         )
         address: str = await nursery.start(head.serve)
         node: NodeAgent | None = None
@@ -137,6 +140,7 @@ async def serve_head(
                 pulse_interval_s=pulse_interval,
                 grace_s=grace_s,
                 restart_policy=worker_restarts,
+                tls=tls,
             )
             await nursery.start(node.serve)
         task_status.started(address)
@@ -161,6 +165,7 @@ async def serve_node(
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
     host: str | None = None,
+    tls: TLSConfig | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Join this machine to the cluster whose head is at ``address``, until cancelled.
@@ -186,6 +191,7 @@ async def serve_node(
             grace_s=grace_s,
             restart_policy=worker_restarts,
             host=host,
+            tls=tls,
         )
         try:
             async with trio.open_nursery() as nursery:

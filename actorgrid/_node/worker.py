@@ -30,6 +30,7 @@ from .._protocol.ids import NodeId, WorkerId
 from .._protocol.messages import RegisterWorker, WorkerInfo
 from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
+from .._transport.tls import TLSConfig
 
 SWITCH_INTERVAL_S = 0.001
 
@@ -85,6 +86,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
         max_message_bytes=int(config["max_message_bytes"]),
         pulse_interval_s=interval_s,
         host=config["host"],
+        tls=TLSConfig.from_dict(config["tls"]) if config.get("tls") else None,
     )
     num_cpus = float(config["num_cpus"])
     executor = rt.executor = Executor(rt, num_cpus, grace_s=grace_s)

@@ -16,6 +16,7 @@ Thread model: everything here runs on the runtime's Trio loop, except the method
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -74,6 +75,7 @@ from .._protocol.messages import (
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
+from .._transport.tls import TLSConfig
 from .peer import LoopbackPeer, Peer, PeerClosedError
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
@@ -265,8 +267,10 @@ class Runtime:
         host: str = "127.0.0.1",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.kind = kind
+        self.tls = tls
         self.monitor = PulseMonitor(pulse_interval_s)
         self.owned: dict[bytes, OwnedActor] = {}
         self.owned_at: dict[str, set[bytes]] = {}
@@ -324,11 +328,15 @@ class Runtime:
             await nursery.start(self.monitor.serve)
             try:
                 self.address = await nursery.start(
-                    serve_tcp_frame_streams,
-                    self._accept,
-                    self.host,
-                    0,
-                    self.secret,
+                    functools.partial(
+                        serve_tcp_frame_streams,
+                        self._accept,
+                        self.host,
+                        0,
+                        self.secret,
+                        max_message_bytes=self.max_message_bytes,
+                        tls=self.tls,
+                    )
                 )
                 self.hello = Hello(self.kind, self.address, os.getpid())
                 loopback = LoopbackPeer(self.address, self._handle, local_hello=self.hello)
@@ -347,7 +355,7 @@ class Runtime:
     async def _connect_head(self, address: str) -> None:
         assert self._nursery is not None
         stream = await open_tcp_frame_stream(
-            address, self.secret, max_message_bytes=self.max_message_bytes
+            address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
         )
         head = Peer(address, self._handle, local_hello=self.hello, monitor=self.monitor)
         self.head = head
@@ -386,7 +394,7 @@ class Runtime:
     async def _dial(self, peer: Peer) -> None:
         try:
             stream = await open_tcp_frame_stream(
-                peer.address, self.secret, max_message_bytes=self.max_message_bytes
+                peer.address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
             )
         except (OSError, ActorgridError) as exc:
             peer.close(f"could not connect: {exc}")
