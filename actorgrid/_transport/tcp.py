@@ -1,22 +1,30 @@
-"""Framed, authenticated TCP streams on trio sockets.
+"""Framed, authenticated TCP streams on trio sockets, optionally inside mutual TLS.
 
 Sends use ``sendmsg`` with every part of every queued frame, so a batch of small messages is
 one system call and a large buffer is never concatenated. Receives go straight into the
 decoder's buffer with ``recv_into``.
+
+With ``tls=``, the TLS handshake comes first and the HMAC handshake then runs inside the TLS
+session, both within one HANDSHAKE_TIMEOUT_S; the result is a TlsFrameStream (tls.py) instead
+of the raw-socket TcpFrameStream.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+import ssl
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, overload
 
 import trio
 
 from .._exceptions import AuthenticationError, ProtocolError
-from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, FrameDecoder, frame_header
+from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, FrameDecoder
 from .._protocol.handshake import HANDSHAKE_TIMEOUT_S, HELLO_BYTES, PROOF_BYTES, Handshake
-from .base import Buffer
+from .base import Buffer, FrameStream
+from .tls import TLSConfig, TlsFrameStream, explain_tls_failure, frame_views
 
 __all__ = ["TcpFrameStream", "open_tcp_frame_stream", "serve_tcp_frame_streams"]
 
@@ -58,14 +66,7 @@ class TcpFrameStream:
         if self._ops % _OPS_PER_CHECKPOINT == 0:
             await trio.lowlevel.checkpoint()
 
-    @staticmethod
-    def _views(bodies: Sequence[Sequence[Buffer]]) -> list[memoryview]:
-        views: list[memoryview] = []
-        for body in bodies:
-            body_views = [memoryview(p).cast("B") for p in body]
-            views.append(memoryview(frame_header(sum(v.nbytes for v in body_views))))
-            views.extend(v for v in body_views if v.nbytes)
-        return views
+    _views = staticmethod(frame_views)
 
     def _send_some(self, views: list[memoryview]) -> list[memoryview]:
         """Write what the socket takes now; return the views (or view tails) left over."""
@@ -147,30 +148,49 @@ class TcpFrameStream:
         self._sock.close()
 
 
-async def _receive_exactly(stream: trio.SocketStream, n: int, peer: str) -> bytes:
+async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int, peer: str, hint: str) -> bytes:
     data = bytearray()
     while len(data) < n:
         chunk = await stream.receive_some(n - len(data))
         if not chunk:
-            raise ProtocolError(f"{peer} closed the connection during the handshake")
+            raise ProtocolError(f"{peer} closed the connection during the handshake{hint}")
         data += chunk
     return bytes(data)
 
 
-async def _handshake(stream: trio.SocketStream, secret: bytes, role: str, peer: str) -> None:
+async def _handshake(
+    stream: trio.abc.Stream, secret: bytes, role: str, peer: str, hint: str
+) -> None:
+    """The HMAC handshake of handshake.py, over a plain or a TLS stream."""
     shake = Handshake(secret, role, peer)
+    await stream.send_all(shake.hello())
+    hello = await _receive_exactly(stream, HELLO_BYTES, peer, hint)
+    if hello.startswith(_TLS_HANDSHAKE_RECORD):
+        raise ProtocolError(
+            f"{peer} began a TLS handshake, but this end was started without TLS: every "
+            "cluster member needs the same tls= setting"
+        )
+    proof = shake.receive_hello(hello)
+    await stream.send_all(proof)
+    try:
+        verdict = shake.receive_proof(await _receive_exactly(stream, PROOF_BYTES, peer, hint))
+    except Exception:
+        await stream.send_all(b"\x00")
+        raise
+    await stream.send_all(verdict)
+    shake.receive_verdict(await _receive_exactly(stream, 1, peer, hint))
+
+
+# A TLS record of type "handshake" (22), TLS major version 3: how every ClientHello begins.
+_TLS_HANDSHAKE_RECORD = b"\x16\x03"
+
+
+@contextmanager
+def _handshake_errors(peer: str, *, tls: bool, server_side: bool) -> Iterator[None]:
+    """Bound the handshake by HANDSHAKE_TIMEOUT_S and turn its failures into ProtocolError."""
     try:
         with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-            await stream.send_all(shake.hello())
-            proof = shake.receive_hello(await _receive_exactly(stream, HELLO_BYTES, peer))
-            await stream.send_all(proof)
-            try:
-                verdict = shake.receive_proof(await _receive_exactly(stream, PROOF_BYTES, peer))
-            except Exception:
-                await stream.send_all(b"\x00")
-                raise
-            await stream.send_all(verdict)
-            shake.receive_verdict(await _receive_exactly(stream, 1, peer))
+            yield
     except (AuthenticationError, ProtocolError):
         raise  # both are ConnectionErrors, so the OSError clause below would swallow them
     except trio.TooSlowError:
@@ -178,50 +198,136 @@ async def _handshake(stream: trio.SocketStream, secret: bytes, role: str, peer: 
             f"{peer} did not finish the handshake within {HANDSHAKE_TIMEOUT_S:.0f} s"
         ) from None
     except (trio.BrokenResourceError, OSError) as exc:
-        raise ProtocolError(f"{peer} dropped the connection during the handshake: {exc}") from None
+        if tls:
+            message = explain_tls_failure(exc, peer, server_side=server_side)
+        else:
+            hint = "" if server_side else _PLAIN_CLIENT_HINT
+            message = f"{peer} dropped the connection during the handshake: {exc}{hint}"
+        raise ProtocolError(message) from None
 
 
+# A plain client whose server hangs up during the handshake is most likely talking to a TLS
+# server, which drops a connection whose first bytes are not TLS.
+_PLAIN_CLIENT_HINT = (
+    ": most likely the server expects TLS: pass tls= with the cluster's certificates"
+)
+
+
+@overload
 async def open_tcp_frame_stream(
-    address: str, secret: bytes, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-) -> TcpFrameStream:
-    """Connect to ``host:port`` and authenticate; raises AuthenticationError on a bad secret."""
+    address: str,
+    secret: bytes,
+    *,
+    max_message_bytes: int = ...,
+    tls: None = None,
+) -> TcpFrameStream: ...
+@overload
+async def open_tcp_frame_stream(
+    address: str,
+    secret: bytes,
+    *,
+    max_message_bytes: int = ...,
+    tls: TLSConfig,
+) -> TlsFrameStream: ...
+@overload
+async def open_tcp_frame_stream(
+    address: str,
+    secret: bytes,
+    *,
+    max_message_bytes: int = ...,
+    tls: TLSConfig | None,
+) -> FrameStream: ...
+async def open_tcp_frame_stream(
+    address: str,
+    secret: bytes,
+    *,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    tls: TLSConfig | None = None,
+) -> TcpFrameStream | TlsFrameStream:
+    """Connect to ``host:port`` and authenticate; raises AuthenticationError on a bad secret.
+
+    With ``tls``, the connection is mutual TLS first (ProtocolError if that fails), then the
+    secret is checked inside it.
+    """
     host, port = split_address(address)
+    context = None if tls is None else tls.client_context()
     stream = await trio.open_tcp_stream(host, port)
     try:
-        await _handshake(stream, secret, "client", address)
+        if context is None:
+            with _handshake_errors(address, tls=False, server_side=False):
+                await _handshake(stream, secret, "client", address, _PLAIN_CLIENT_HINT)
+            return TcpFrameStream._adopt(stream, address, max_message_bytes)
+        # Addressed by IP and checked against the cluster's CA only: see client_context.
+        tls_stream = trio.SSLStream(stream, context)
+        with _handshake_errors(address, tls=True, server_side=False):
+            await tls_stream.do_handshake()
+            await _handshake(tls_stream, secret, "client", address, "")
+        return TlsFrameStream(tls_stream, address, max_message_bytes)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    return TcpFrameStream._adopt(stream, address, max_message_bytes)
 
 
+# The overloads pair each handler with the streams it is given: TcpFrameStream without TLS,
+# any FrameStream when TLS may be on. Past them, the handler is only ever called with a stream
+# its overload allows.
+_Handler = Callable[[Any], Awaitable[None]]
+
+
+@overload
 async def serve_tcp_frame_streams(
     handler: Callable[[TcpFrameStream], Awaitable[None]],
     host: str,
     port: int,
     secret: bytes,
     *,
+    max_message_bytes: int = ...,
+    tls: None = None,
+    task_status: trio.TaskStatus[str] = ...,
+) -> None: ...
+@overload
+async def serve_tcp_frame_streams(
+    handler: Callable[[FrameStream], Awaitable[None]],
+    host: str,
+    port: int,
+    secret: bytes,
+    *,
+    max_message_bytes: int = ...,
+    tls: TLSConfig | None,
+    task_status: trio.TaskStatus[str] = ...,
+) -> None: ...
+async def serve_tcp_frame_streams(
+    handler: _Handler,
+    host: str,
+    port: int,
+    secret: bytes,
+    *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    tls: TLSConfig | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept connections until cancelled; each authenticated stream goes to ``handler``.
 
     Reports ``host:port`` through ``task_status``. A peer that fails the handshake is logged
-    and dropped; it never reaches ``handler``.
+    and dropped; it never reaches ``handler``. With ``tls``, every client must complete
+    mutual TLS before the HMAC handshake, and ``handler`` gets TlsFrameStreams.
     """
+    # Made before listening, so unreadable certificates fail the start, not each connection.
+    context = None if tls is None else tls.server_context()
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()
     async with trio.open_nursery() as nursery:
         task_status.started(f"{bound[0]}:{bound[1]}")
         for listener in listeners:
-            nursery.start_soon(_accept_loop, listener, handler, secret, max_message_bytes)
+            nursery.start_soon(_accept_loop, listener, handler, secret, max_message_bytes, context)
 
 
 async def _accept_loop(
     listener: trio.SocketListener,
-    handler: Callable[[TcpFrameStream], Awaitable[None]],
+    handler: _Handler,
     secret: bytes,
     max_message_bytes: int,
+    context: ssl.SSLContext | None,
 ) -> None:
     async with listener, trio.open_nursery() as nursery:
         while True:
@@ -231,27 +337,37 @@ async def _accept_loop(
                 log.warning("accept failed: %s", exc)
                 await trio.sleep(0.1)
                 continue
-            nursery.start_soon(_serve_one, stream, handler, secret, max_message_bytes)
+            nursery.start_soon(_serve_one, stream, handler, secret, max_message_bytes, context)
 
 
 async def _serve_one(
     stream: trio.SocketStream,
-    handler: Callable[[TcpFrameStream], Awaitable[None]],
+    handler: _Handler,
     secret: bytes,
     max_message_bytes: int,
+    context: ssl.SSLContext | None,
 ) -> None:
     try:
         host, port = stream.socket.getpeername()[:2]
         peer = f"{host}:{port}"
     except OSError:
         peer = "unknown peer"
+    framed: TcpFrameStream | TlsFrameStream
     try:
-        await _handshake(stream, secret, "server", peer)
+        if context is None:
+            with _handshake_errors(peer, tls=False, server_side=True):
+                await _handshake(stream, secret, "server", peer, "")
+            framed = TcpFrameStream._adopt(stream, peer, max_message_bytes)
+        else:
+            tls_stream = trio.SSLStream(stream, context, server_side=True)
+            with _handshake_errors(peer, tls=True, server_side=True):
+                await tls_stream.do_handshake()
+                await _handshake(tls_stream, secret, "server", peer, "")
+            framed = TlsFrameStream(tls_stream, peer, max_message_bytes)
     except Exception as exc:
         log.warning("rejected connection from %s: %s", peer, exc)
         await trio.aclose_forcefully(stream)
         return
-    framed = TcpFrameStream._adopt(stream, peer, max_message_bytes)
     try:
         await handler(framed)
     except Exception:
