@@ -20,6 +20,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -165,15 +166,24 @@ def tell(proc: subprocess.Popen[str], line: str) -> None:
     proc.stdin.flush()
 
 
+_TLS = """
+def tls_from(argv, i):
+    if len(argv) <= i:
+        return None
+    d = argv[i]
+    return ag.TLSConfig(certfile=f"{d}/host.pem", keyfile=f"{d}/host.pem", cafile=f"{d}/ca.pem")
+"""
+
 _HEAD = """
 import functools, json, sys, trio
 import actorgrid as ag
+TLS_FROM
 
 async def main():
     async with trio.open_nursery() as nursery:
         address = await nursery.start(functools.partial(
             ag.serve_head, secret=bytes.fromhex(sys.argv[2]), host=sys.argv[1],
-            port=int(sys.argv[3]), pulse_interval=float(sys.argv[4])))
+            port=int(sys.argv[3]), pulse_interval=float(sys.argv[4]), tls=tls_from(sys.argv, 5)))
         print(json.dumps({"address": address}), flush=True)
 
 trio.run(main)
@@ -182,12 +192,13 @@ trio.run(main)
 _NODE = """
 import functools, json, os, sys, trio
 import actorgrid as ag
+TLS_FROM
 
 async def main():
     async with trio.open_nursery() as nursery:
         await nursery.start(functools.partial(
             ag.serve_node, sys.argv[1], secret=bytes.fromhex(sys.argv[2]), num_workers=1,
-            pulse_interval=float(sys.argv[3])))
+            pulse_interval=float(sys.argv[3]), tls=tls_from(sys.argv, 4)))
         print(json.dumps({"joined": os.getpid()}), flush=True)
 
 trio.run(main)
@@ -196,6 +207,7 @@ trio.run(main)
 _DRIVER = """
 import json, socket, sys, time
 import actorgrid as ag
+TLS_FROM
 
 address, secret, pulse = sys.argv[1], bytes.fromhex(sys.argv[2]), float(sys.argv[3])
 head_host = address.rpartition(":")[0]
@@ -252,7 +264,7 @@ class Keeper:
         self.calls += 1
         return my_ip(), self.calls
 
-cluster = ag.init(address=address, secret=secret, pulse_interval=pulse)
+cluster = ag.init(address=address, secret=secret, pulse_interval=pulse, tls=tls_from(sys.argv, 4))
 wait_until(lambda: len(cluster.workers()) == 2)
 nodes = {n.node_id.hex(): n.pid for n in cluster.nodes()}
 
@@ -292,15 +304,32 @@ ag.shutdown()
 """
 
 
-def test_a_job_spans_three_hosts_survives_a_cut_link_and_the_host_rejoins(hosts: Hosts) -> None:
+def _script(template: str) -> str:
+    return textwrap.dedent(template).replace("TLS_FROM", textwrap.dedent(_TLS))
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["secret", "secret+tls"])
+def test_a_job_spans_three_hosts_survives_a_cut_link_and_the_host_rejoins(
+    hosts: Hosts, tls: bool, tmp_path: Path
+) -> None:
     secret = os.urandom(32).hex()
+    extra: list[str] = []
+    if tls:
+        import trustme
+
+        ca = trustme.CA()
+        ca.issue_cert(*hosts.addresses).private_key_and_cert_chain_pem.write_to_path(
+            tmp_path / "host.pem"
+        )
+        ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+        extra = [str(tmp_path)]
     head_ip = hosts.addresses[0]
-    head = hosts.run(0, textwrap.dedent(_HEAD), head_ip, secret, str(HEAD_PORT), str(PULSE_S))
+    head = hosts.run(0, _script(_HEAD), head_ip, secret, str(HEAD_PORT), str(PULSE_S), *extra)
     address = read_json(head)["address"]
     assert address == f"{head_ip}:{HEAD_PORT}"
-    nodes = [hosts.run(i, textwrap.dedent(_NODE), address, secret, str(PULSE_S)) for i in (1, 2)]
+    nodes = [hosts.run(i, _script(_NODE), address, secret, str(PULSE_S), *extra) for i in (1, 2)]
     node_pids = {read_json(node)["joined"] for node in nodes}
-    driver = hosts.run(0, textwrap.dedent(_DRIVER), address, secret, str(PULSE_S), stdin=True)
+    driver = hosts.run(0, _script(_DRIVER), address, secret, str(PULSE_S), *extra, stdin=True)
 
     ring = read_json(driver)
     assert ring["phase"] == "ring"
