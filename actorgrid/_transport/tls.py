@@ -191,18 +191,19 @@ class TlsFrameStream:
             try:
                 data = await self._stream.receive_some(min(buffer.nbytes, _READ_BYTES))
             except (trio.BrokenResourceError, OSError) as exc:
-                if decoder.in_progress and _is_eof(exc):
+                if not _is_eof(exc):
+                    raise trio.BrokenResourceError(
+                        f"receive from {self.peer} failed: {_cause(exc)}"
+                    ) from exc
+                if decoder.in_progress:
                     raise ProtocolError(
                         f"{self.peer} closed the connection in the middle of a frame"
                     ) from exc
-                if _is_eof(exc):
-                    raise trio.BrokenResourceError(
-                        f"{self.peer} closed the connection without ending the TLS session "
-                        "(no close_notify): it may have crashed, or something between us cut "
-                        "the connection"
-                    ) from exc
+                # Unlike plain TCP, a bare close is told apart from a clean end (close_notify)
+                # even between frames: it is what a crash, or a cut connection, looks like.
                 raise trio.BrokenResourceError(
-                    f"receive from {self.peer} failed: {_cause(exc)}"
+                    f"{self.peer} closed the connection without ending the TLS session "
+                    "(no close_notify): it may have crashed, or something between us cut it"
                 ) from exc
             if not data:  # the peer's close_notify: a clean end of the TLS session
                 if decoder.in_progress:

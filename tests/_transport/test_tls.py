@@ -3,6 +3,7 @@ side is told, how a TLS stream ends, and how TLSConfig travels to other processe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -260,12 +261,12 @@ async def test_tls_client_on_a_plain_server_is_told_so(certs: Certificates) -> N
 async def test_silent_client_times_out_within_the_handshake_limit(
     server: LiveServer, autojump_clock: trio.testing.MockClock
 ) -> None:
+    # Connected, but never starts TLS: the deadline covers the TLS handshake too.
     async with await trio.open_tcp_stream(*split_address(server.address)) as raw:
         connected_at = trio.current_time()
-        with pytest.raises(trio.BrokenResourceError):  # the server gives up and closes
+        with contextlib.suppress(trio.BrokenResourceError):  # a reset is a close too
             while await raw.receive_some():
-                pass
-            raise trio.BrokenResourceError
+                pass  # pragma: no cover  (a TLS server sends nothing before the ClientHello)
         assert trio.current_time() - connected_at == HANDSHAKE_TIMEOUT_S
     (message,) = await server.rejections.wait_for(1)
     assert f"did not finish the handshake within {HANDSHAKE_TIMEOUT_S:.0f} s" in message
