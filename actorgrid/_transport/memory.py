@@ -25,23 +25,41 @@ class MemoryFrameStream:
         self._receive = receive
         self.peer = peer
         self._max = max_message_bytes
+        self._pending: list[bytes] = []
 
     async def send_frames(self, bodies: Sequence[Sequence[Buffer]]) -> None:
-        for body in bodies:
-            frame = b"".join(bytes(p) for p in body)
-            if len(frame) > self._max:
-                raise ProtocolError(
-                    f"frame of {len(frame)} bytes exceeds max_message_bytes={self._max}"
-                )
+        frames, self._pending = [*self._pending, *map(self._frame, bodies)], []
+        for frame in frames:
             try:
                 await self._send.send(frame)
             except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
                 raise trio.BrokenResourceError(f"{self.peer} is closed") from exc
 
-    pending = False
+    def _frame(self, body: Sequence[Buffer]) -> bytes:
+        frame = b"".join(bytes(p) for p in body)
+        if len(frame) > self._max:
+            raise ProtocolError(
+                f"frame of {len(frame)} bytes exceeds max_message_bytes={self._max}"
+            )
+        return frame
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
 
     def send_nowait(self, bodies: Sequence[Sequence[Buffer]]) -> bool:
-        return False  # the writer task sends everything; a channel has no partial writes
+        """Put frames in the channel while it has room; keep the rest for send_frames."""
+        frames = [*self._pending, *map(self._frame, bodies)]
+        self._pending = []
+        for i, frame in enumerate(frames):
+            try:
+                self._send.send_nowait(frame)
+            except trio.WouldBlock:
+                self._pending = frames[i:]
+                return False
+            except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+                raise trio.BrokenResourceError(f"{self.peer} is closed") from exc
+        return True
 
     async def receive_frame(self) -> bytes | None:
         try:

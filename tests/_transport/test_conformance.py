@@ -221,14 +221,6 @@ async def test_aclose_while_a_receive_waits_on_the_peer(pair: Pair) -> None:
 async def test_send_nowait_leaves_the_rest_to_send_frames(
     pair: Pair, request: pytest.FixtureRequest
 ) -> None:
-    if request.node.callspec.params["pair"] == "memory":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="MemoryFrameStream.send_nowait returns False without queuing, so "
-                "pending stays False and the frames are lost",
-            )
-        )
     a, b = pair
     # More than any socket buffer takes at once, so a real transport has some left pending.
     first = [[b"small"], [memoryview(BIG)[: 8 * 1024 * 1024]], [b"last of the first"]]
