@@ -7,6 +7,10 @@ Every sub-command is two functions and one entry in ``_COMMANDS``:
 * ``_run_<name>(args) -> int`` does the work and returns the exit status (0 ok, 1 failed;
   argparse itself uses 2 for usage errors).
 
+The cluster commands live in modules of their own, where ``add_<name>`` is public so that
+``_COMMANDS`` can list it: ``up`` (up, down), ``serve`` (start --head, node) and ``status``
+(status, list).
+
 Handlers use only the public API (``import actorgrid as ag``) and report failures as one
 line on stderr and a non-zero status, never as a traceback.
 """
@@ -15,12 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import actorgrid as ag
+
+from . import serve, status, up
+from ._options import positive_int
 
 if TYPE_CHECKING:
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -50,7 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("actorgrid: error: a command is required (see `actorgrid --help`)", file=sys.stderr)
         return 2
-    return handler(args)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:  # handlers that start something clean it up themselves
+        print("actorgrid: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout went to `head` or similar, which has exited
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit fails no more
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,23 +117,13 @@ def _add_check(subparsers: _Subparsers) -> None:
     )
     parser.add_argument(
         "--num-workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="worker processes to start (default: chosen by ag.init, one per CPU)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.set_defaults(handler=_run_check)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _run_check(args: argparse.Namespace) -> int:
@@ -197,4 +203,13 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 # Sub-commands in the order `actorgrid --help` lists them.
-_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (_add_check, _add_version)
+_COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
+    up.add_up,
+    up.add_down,
+    serve.add_start,
+    serve.add_node,
+    status.add_status,
+    status.add_list,
+    _add_check,
+    _add_version,
+)

@@ -120,37 +120,53 @@ async def serve_head(
     With ``num_workers``, a node agent with that many workers runs here too. When cancelled,
     the nodes are stopped first (their workers get ``grace_s``), then the head.
     """
-    async with trio.open_nursery() as nursery:
-        head = Head(
-            secret,
-            host=host,
-            port=port,
-            max_message_bytes=max_message_bytes,
-            pulse_interval_s=pulse_interval,
-            tls=tls,
+    if num_workers > 0 and host in ("0.0.0.0", "::", ""):
+        raise ValueError(
+            f"a head listening on the wildcard address {host!r} cannot tell its own workers "
+            "which address to advertise: pass this machine's address as host"
         )
-        address: str = await nursery.start(head.serve)
-        node: NodeAgent | None = None
-        if num_workers > 0:
-            node = NodeAgent(
-                address,
-                secret,
-                num_workers=num_workers,
-                max_message_bytes=max_message_bytes,
-                pulse_interval_s=pulse_interval,
-                grace_s=grace_s,
-                restart_policy=worker_restarts,
-                tls=tls,
-            )
-            await nursery.start(node.serve)
-        task_status.started(address)
+    head = Head(
+        secret,
+        host=host,
+        port=port,
+        max_message_bytes=max_message_bytes,
+        pulse_interval_s=pulse_interval,
+        tls=tls,
+    )
+    stopping = trio.Event()
+
+    async def wait_for_cancel() -> None:
         try:
             await trio.sleep_forever()
         finally:
-            with trio.CancelScope(shield=True):
+            stopping.set()
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(wait_for_cancel)
+        # The head keeps running while it stops the nodes: a cancel from outside only sets
+        # ``stopping``, then the nodes are closed in order, and only then does the head stop.
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as inner:
+                address: str = await inner.start(head.serve)
+                node: NodeAgent | None = None
+                if num_workers > 0:
+                    node = NodeAgent(
+                        address,
+                        secret,
+                        num_workers=num_workers,
+                        max_message_bytes=max_message_bytes,
+                        pulse_interval_s=pulse_interval,
+                        grace_s=grace_s,
+                        restart_policy=worker_restarts,
+                        tls=tls,
+                    )
+                    await inner.start(node.serve)
+                task_status.started(address)
+                await stopping.wait()
                 await head.close_nodes(grace_s)
                 if node is not None:
                     await node.aclose()
+                inner.cancel_scope.cancel()
 
 
 async def serve_node(

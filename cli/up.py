@@ -1,0 +1,539 @@
+"""``actorgrid up`` and ``actorgrid down``: a cluster in the background, on this machine
+and, with ``up --config``, on the hosts a cluster.toml names.
+
+``up`` runs ``actorgrid start --head --write-cluster-file`` as a background process (a
+session of its own, output to a log beside the cluster file), and for each configured host
+a node command, handing it the secret on stdin. Beside the cluster file it keeps:
+
+- ``<name>.secret``: the secret it generated (0600), for ``actorgrid node --secret-file``;
+- ``<name>.processes.json``: the pids (and creation times, against pid reuse) of the head
+  and the node launchers, and the secret file to remove, for ``down``;
+- ``<name>.head.log``, ``<name>.node-<i>-<host>.log``: their output.
+
+Start-up is all or nothing: if the head or any node fails to come up within
+``STARTUP_TIMEOUT_S``, ``up`` prints the logs' tails, stops what it started, and exits 1.
+``down`` SIGTERMs the head (which stops every node, then itself), then whatever launchers
+and processes they started are still alive, and removes the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import trio
+
+import actorgrid as ag
+
+from ._common import (
+    CLUSTER_FILE_ENV,
+    ClusterPaths,
+    alive,
+    connect_error,
+    create_time,
+    descendants,
+    fail,
+    is_loopback,
+    log_tail,
+    query,
+    reachable_address,
+    read_secret_file,
+    read_sidecar,
+    say,
+    stop_processes,
+    wait_gone,
+    write_private,
+)
+from ._options import (
+    COMMAND_FIELDS,
+    START_OPTIONS,
+    TLS_KEYS,
+    ClusterConfig,
+    OptionError,
+    add_option_flags,
+    load_cluster_config,
+    merge_options,
+)
+
+if TYPE_CHECKING:
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+__all__ = ["add_down", "add_up"]
+
+STARTUP_TIMEOUT_S = 60.0
+# How long an existing cluster file's head gets to answer before `up` calls it stale.
+ANSWER_TIMEOUT_S = 5.0
+HEAD_STOP_TIMEOUT_S = 30.0
+# Launchers exit once the head has closed their nodes; after this they are signalled.
+LAUNCHER_EXIT_TIMEOUT_S = 5.0
+SECRET_BYTES = 32
+_UP_OPTIONS = tuple(o for o in START_OPTIONS if o.key != "secret_file")
+
+
+class _StartupFailed(Exception):
+    """Part of the cluster did not come up; the message says what, with log tails."""
+
+
+# --- actorgrid up ---------------------------------------------------------------------------
+
+
+def add_up(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "up",
+        help="start a cluster in the background (a head here, and nodes from --config)",
+        description=(
+            "Start a cluster head (and its workers) on this machine in the background, and with "
+            "--config the nodes that cluster.toml names; record it in the cluster file for "
+            'ag.init(address="auto") and `actorgrid down`. If a cluster is already running, '
+            "say where."
+        ),
+    )
+    add_option_flags(parser, _UP_OPTIONS)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a cluster.toml with [head] options and [nodes] hosts, num_workers and command; "
+        "flags override [head]",
+    )
+    parser.set_defaults(handler=_run_up)
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    paths = ClusterPaths.default()
+    try:
+        config = load_cluster_config(Path(args.config)) if args.config else None
+        head_options = merge_options(START_OPTIONS, config.head if config else {}, args)
+        if config is not None:
+            _node_argv(config.command, "HOST", "ADDRESS", 1)  # a bad template fails now
+        running = _running_cluster(paths)
+    except (OptionError, _StartupFailed) as exc:
+        return fail("up", str(exc))
+    if running is not None:
+        say(f"a cluster is already running at {running.address} (head pid {running.head_pid})")
+        _print_how_to_use(running, paths)
+        return 0
+    try:
+        cluster_file = _start(paths, head_options, config)
+    except KeyboardInterrupt:
+        _stop_everything(paths, quiet=True)
+        return fail("up", "interrupted; stopped what had started", 130)
+    except (_StartupFailed, OSError, ValueError) as exc:
+        _stop_everything(paths, quiet=True)
+        what = f"cannot start the cluster: {exc}" if isinstance(exc, OSError) else str(exc)
+        return fail("up", f"{what}\n(stopped what had started: nothing is left running)")
+    _print_how_to_use(cluster_file, paths)
+    return 0
+
+
+def _running_cluster(paths: ClusterPaths) -> ag.ClusterFile | None:
+    """The cluster the cluster file records if its head answers; a stale file is removed."""
+    if not paths.cluster_file.exists():
+        return None
+    try:
+        recorded = ag.ClusterFile.load(paths.cluster_file)
+    except ag.NotInitializedError as exc:  # damaged: the message says what to do
+        raise _StartupFailed(str(exc)) from None
+    try:
+        query(
+            recorded.address,
+            lambda cluster: cluster.nodes_async(),
+            secret=recorded.secret,
+            timeout_s=ANSWER_TIMEOUT_S,
+        )
+        return recorded
+    except Exception:
+        pass
+    sidecar = read_sidecar(paths.sidecar)
+    if _is_head(recorded.head_pid, sidecar):
+        raise _StartupFailed(
+            f"the cluster file {paths.cluster_file} records a head (pid {recorded.head_pid}) "
+            f"that runs but does not answer at {recorded.address}; stop it with "
+            "`actorgrid down`, then run `actorgrid up` again"
+        )
+    say(
+        f"removing the stale cluster file {paths.cluster_file}: its head "
+        f"(pid {recorded.head_pid}) is gone"
+    )
+    _stop_everything(paths, quiet=True)
+    return None
+
+
+def _is_head(pid: int, sidecar: dict[str, Any]) -> bool:
+    """Whether ``pid`` is still the head the files record, not a process that reused it."""
+    head = sidecar.get("head") or {}
+    if head.get("pid") == pid:
+        return alive(pid, head.get("create_time"))
+    if not alive(pid):
+        return False
+    try:  # a head started by hand with `actorgrid start --head --write-cluster-file`
+        return "--write-cluster-file" in psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _open_log(path: Path) -> int:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+
+def _start(
+    paths: ClusterPaths, options: dict[str, Any], config: ClusterConfig | None
+) -> ag.ClusterFile:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    env = {**os.environ, CLUSTER_FILE_ENV: str(paths.cluster_file), "PYTHONUNBUFFERED": "1"}
+    generated = options["secret_file"] is None
+    if generated:
+        secret_path = paths.secret
+        secret = os.urandom(SECRET_BYTES)
+        write_private(secret_path, secret.hex() + "\n")
+    else:
+        secret_path = Path(options["secret_file"]).expanduser().absolute()
+        secret = read_secret_file(secret_path)
+    sidecar: dict[str, Any] = {
+        "head": None,
+        "launchers": [],
+        "secret_file": str(secret_path),
+        "generated_secret": generated,  # then `down` removes it
+    }
+    write_private(paths.sidecar, json.dumps(sidecar))
+    argv = [
+        sys.executable, "-m", "actorgrid.cli", "start", "--head", "--write-cluster-file",
+        "--secret-file", str(secret_path),
+        "--host", options["host"],
+        "--port", str(options["port"]),
+        "--num-workers", str(options["num_workers"]),
+        "--pulse-interval", repr(options["pulse_interval"]),
+        "--grace", repr(options["grace"]),
+    ]  # fmt: skip
+    for key in TLS_KEYS:
+        if options.get(key):
+            argv += [f"--{key}", str(Path(options[key]).expanduser().absolute())]
+    log = _open_log(paths.head_log)
+    try:
+        head = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True
+        )
+    finally:
+        os.close(log)
+    sidecar["head"] = {"pid": head.pid, "create_time": create_time(head.pid)}
+    write_private(paths.sidecar, json.dumps(sidecar))
+    say(f"starting a cluster head (pid {head.pid}; log: {paths.head_log})")
+    recorded = _wait_for_cluster_file(paths, head, deadline)
+
+    launchers: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+    expected_nodes = 1 if options["num_workers"] > 0 else 0
+    expected_workers = options["num_workers"]
+    if config is not None and config.hosts:
+        recorded = ag.ClusterFile(
+            recorded.address,
+            recorded.secret,
+            head_pid=recorded.head_pid,
+            num_workers=recorded.num_workers,
+            nodes=config.hosts,
+            tls=recorded.tls,
+        )
+        recorded.save(paths.cluster_file)
+        if is_loopback(recorded.address) and config.command.startswith("ssh"):
+            say(
+                f"note: the head listens on {recorded.address}, which other machines cannot "
+                "reach; set host in [head] to this machine's address on their network"
+            )
+        for index, host in enumerate(config.hosts):
+            launchers.append(_launch_node(paths, index, host, recorded, config, env, sidecar))
+        expected_nodes += len(config.hosts)
+        expected_workers += len(config.hosts) * config.num_workers
+    _wait_for_members(
+        recorded, head, paths.head_log, launchers, expected_nodes, expected_workers, deadline
+    )
+    return recorded
+
+
+def _wait_for_cluster_file(
+    paths: ClusterPaths, head: subprocess.Popen[bytes], deadline: float
+) -> ag.ClusterFile:
+    while True:
+        status = head.poll()
+        if status is not None:
+            raise _StartupFailed(
+                f"the head exited with status {status} while starting; the end of its log "
+                f"{paths.head_log}:\n{log_tail(paths.head_log)}"
+            )
+        try:
+            recorded = ag.ClusterFile.load(paths.cluster_file)
+            if recorded.head_pid == head.pid:
+                return recorded
+        except ag.NotInitializedError:
+            pass
+        if time.monotonic() > deadline:
+            raise _StartupFailed(
+                f"the head did not start within {STARTUP_TIMEOUT_S:.0f} s; the end of its log "
+                f"{paths.head_log}:\n{log_tail(paths.head_log)}"
+            )
+        time.sleep(0.05)
+
+
+def _node_argv(
+    command: str, host: str, address: str, num_workers: int, tls: dict[str, str] | None = None
+) -> list[str]:
+    """``command`` split like a shell would (no shell runs it), each word formatted."""
+    fields: dict[str, object] = {
+        "host": host,
+        "address": address,
+        "num_workers": num_workers,
+        "python": sys.executable,
+        **{key: (tls or {}).get(key, "") for key in TLS_KEYS},
+    }
+    known = ", ".join("{" + f + "}" for f in COMMAND_FIELDS)
+    try:
+        argv = [word.format(**fields) for word in shlex.split(command)]
+    except KeyError as exc:
+        raise OptionError(
+            f"[nodes] command uses the unknown field {{{exc.args[0]}}}; the known ones are {known}"
+        ) from None
+    except (ValueError, IndexError) as exc:
+        raise OptionError(
+            f"[nodes] command {command!r} is not a valid template ({exc}); it may use "
+            f"{known}, and {{{{ }}}} for literal braces"
+        ) from None
+    if not argv:
+        raise OptionError("[nodes] command is empty")
+    return argv
+
+
+def _launch_node(
+    paths: ClusterPaths,
+    index: int,
+    host: str,
+    recorded: ag.ClusterFile,
+    config: ClusterConfig,
+    env: dict[str, str],
+    sidecar: dict[str, Any],
+) -> tuple[str, subprocess.Popen[bytes], Path]:
+    argv = _node_argv(
+        config.command,
+        host,
+        reachable_address(recorded.address),
+        config.num_workers,
+        recorded.tls,
+    )
+    log_path = paths.node_log(index, host)
+    log = _open_log(log_path)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise _StartupFailed(
+            f"cannot run the node command for {host} ({argv[0]}: {exc.strerror or exc}); "
+            "check [nodes] command"
+        ) from None
+    finally:
+        os.close(log)
+    sidecar["launchers"].append(
+        {"host": host, "pid": proc.pid, "create_time": create_time(proc.pid), "log": str(log_path)}
+    )
+    write_private(paths.sidecar, json.dumps(sidecar))
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(recorded.secret.hex().encode() + b"\n")
+        proc.stdin.close()
+    except BrokenPipeError:  # it exited already; the wait below reports it with its log
+        pass
+    say(f"starting a node on {host} (launcher pid {proc.pid}; log: {log_path})")
+    return host, proc, log_path
+
+
+def _wait_for_members(
+    recorded: ag.ClusterFile,
+    head: subprocess.Popen[bytes],
+    head_log: Path,
+    launchers: list[tuple[str, subprocess.Popen[bytes], Path]],
+    expected_nodes: int,
+    expected_workers: int,
+    deadline: float,
+) -> None:
+    """Wait until the head reports the nodes and workers expected, saying each new node."""
+
+    def check_processes() -> None:
+        if head.poll() is not None:
+            raise _StartupFailed(
+                f"the head exited with status {head.returncode} while starting; the end of "
+                f"its log {head_log}:\n{log_tail(head_log)}"
+            )
+        for host, proc, log_path in launchers:
+            if proc.poll() is not None:
+                raise _StartupFailed(
+                    f"the node on {host} exited with status {proc.returncode} before joining; "
+                    f"the end of its log {log_path}:\n{log_tail(log_path)}"
+                )
+
+    async def wait(cluster: ag.Cluster) -> None:
+        seen: set[bytes] = set()
+        while True:
+            check_processes()
+            nodes = await cluster.nodes_async()
+            for node in nodes:
+                if node.node_id not in seen:
+                    seen.add(node.node_id)
+                    say(
+                        f"node joined: {node.hostname} (pid {node.pid}, {node.num_workers} "
+                        f"worker{'s' if node.num_workers != 1 else ''}) "
+                        f"[{len(seen)}/{expected_nodes}]"
+                    )
+            if len(nodes) >= expected_nodes and len(cluster.workers()) >= expected_workers:
+                return
+            await trio.sleep(0.1)
+
+    try:
+        query(
+            recorded.address,
+            wait,
+            secret=recorded.secret,
+            timeout_s=max(deadline - time.monotonic(), 1.0),
+        )
+    except _StartupFailed:
+        raise
+    except trio.TooSlowError:
+        tails = "".join(
+            f"\nthe end of the log of the node on {host} ({log_path}):\n{log_tail(log_path)}"
+            for host, _, log_path in launchers
+        )
+        raise _StartupFailed(
+            f"the cluster did not reach {expected_nodes} nodes and {expected_workers} workers "
+            f"within {STARTUP_TIMEOUT_S:.0f} s{tails}"
+        ) from None
+    except Exception as exc:
+        raise _StartupFailed(connect_error(exc, recorded.address)) from None
+
+
+def _print_how_to_use(recorded: ag.ClusterFile, paths: ClusterPaths) -> None:
+    sidecar = read_sidecar(paths.sidecar)
+    secret_file = sidecar.get("secret_file")
+    address = reachable_address(recorded.address)
+    say(f"cluster head: {recorded.address} (pid {recorded.head_pid})")
+    if recorded.nodes:
+        say(f"nodes started on: {', '.join(recorded.nodes)}")
+    say(f"cluster file: {paths.cluster_file}")
+    say("connect a driver on this machine:")
+    say('  ag.init(address="auto")')
+    if secret_file:
+        quoted = shlex.quote(secret_file)
+        say("connect a driver from elsewhere (ag.init() reads both variables):")
+        say(f"  ACTORGRID_ADDRESS={address} ACTORGRID_SECRET=$(cat {quoted}) python your_script.py")
+        say("join another machine to it (copy the secret file there first):")
+        say(f"  actorgrid node --address {address} --secret-file {quoted}")
+    else:
+        say(f"the secret is the 'secret' field (hex) of {paths.cluster_file}")
+    if is_loopback(recorded.address):
+        say(
+            f"note: the head listens on {recorded.address.rpartition(':')[0]}, so only this "
+            "machine can connect; for other machines run `actorgrid down`, then "
+            "`actorgrid up --host ADDRESS` with this machine's address on their network"
+        )
+    say("stop it: actorgrid down")
+
+
+# --- actorgrid down -------------------------------------------------------------------------
+
+
+def add_down(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "down",
+        help="stop the cluster `actorgrid up` started",
+        description=(
+            "Stop the cluster the cluster file records: its head stops every node (their "
+            "workers get the grace period), then itself; then any node launcher still running "
+            "is stopped, and the cluster file is removed."
+        ),
+    )
+    parser.set_defaults(handler=_run_down)
+
+
+def _run_down(args: argparse.Namespace) -> int:
+    paths = ClusterPaths.default()
+    if not paths.cluster_file.exists() and not paths.sidecar.exists():
+        return fail(
+            "down",
+            f"no cluster is running: there is no cluster file at {paths.cluster_file} "
+            f"(`actorgrid up` writes it; set {CLUSTER_FILE_ENV} if it was started with another)",
+        )
+    _stop_everything(paths, quiet=False)
+    return 0
+
+
+def _stop_everything(paths: ClusterPaths, *, quiet: bool) -> None:
+    """Stop the head and the launchers the files record, and whatever they started; remove
+    the files."""
+
+    def report(line: str) -> None:
+        if not quiet:
+            say(line)
+
+    sidecar = read_sidecar(paths.sidecar)
+    try:
+        recorded: ag.ClusterFile | None = ag.ClusterFile.load(paths.cluster_file)
+    except ag.NotInitializedError:
+        recorded = None
+    head_info = sidecar.get("head") or {}
+    head_pid = recorded.head_pid if recorded is not None else head_info.get("pid", 0)
+    launchers = {
+        int(entry["pid"]): entry.get("create_time")
+        for entry in sidecar.get("launchers", [])
+        if isinstance(entry, dict) and isinstance(entry.get("pid"), int)
+    }
+    head_alive = bool(head_pid) and _is_head(head_pid, sidecar)
+    # Collected before anything stops: once a parent exits, its children are orphans.
+    started = descendants(([head_pid] if head_alive else []) + list(launchers))
+    where = f" at {recorded.address}" if recorded is not None else ""
+    if head_alive:
+        head_time = head_info.get("create_time") if head_info.get("pid") == head_pid else None
+        _signal(head_pid, signal.SIGTERM)
+        if wait_gone({head_pid: head_time}, HEAD_STOP_TIMEOUT_S):
+            _signal(head_pid, signal.SIGKILL)
+            wait_gone({head_pid: head_time}, 5.0)
+            report(f"the head (pid {head_pid}) did not stop within {HEAD_STOP_TIMEOUT_S:.0f} s; "
+                   "killed it")  # fmt: skip
+        nodes = (
+            f", and its nodes on {', '.join(recorded.nodes)}" if recorded and recorded.nodes else ""
+        )
+        report(f"stopped the cluster head{where} (pid {head_pid}){nodes}")
+    elif head_pid:
+        report(f"the cluster head{where} (pid {head_pid}) was not running")
+    left = wait_gone(dict(launchers), LAUNCHER_EXIT_TIMEOUT_S if head_alive else 0.0)
+    if left:
+        _, killed = stop_processes(left, grace_s=LAUNCHER_EXIT_TIMEOUT_S, group=True)
+        report(
+            f"stopped {len(left)} node launcher{'s' if len(left) != 1 else ''} still running "
+            f"(pids {', '.join(map(str, left))}{'; killed ' + str(killed) if killed else ''})"
+        )
+    stragglers = wait_gone(dict(started), LAUNCHER_EXIT_TIMEOUT_S)
+    if stragglers:
+        stop_processes(stragglers, grace_s=1.0)
+        report(f"killed {len(stragglers)} leftover processes (pids {sorted(stragglers)})")
+    secret_file = sidecar.get("secret_file")
+    if secret_file and sidecar.get("generated_secret"):
+        Path(secret_file).unlink(missing_ok=True)
+    paths.cluster_file.unlink(missing_ok=True)
+    paths.sidecar.unlink(missing_ok=True)
+    report(f"removed the cluster file {paths.cluster_file}")
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
