@@ -371,3 +371,101 @@ def test_a_job_spans_three_hosts_survives_a_cut_link_and_the_host_rejoins(
     assert set(rejoined["nodes"].values()) == node_pids  # the same agent processes
     assert set(rejoined["nodes"]) != set(ring["nodes"])  # h2's node has a new identity
     assert driver.wait(timeout=30) == 0
+
+
+_AUTO_DRIVER = """
+import json, socket, sys
+import actorgrid as ag
+
+@ag.remote
+def where(head_ip: str) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((head_ip, 9))
+        return probe.getsockname()[0]
+
+cluster = ag.init(address="auto")
+ips = set()
+for _ in range(20):
+    ips.update(ag.get([where.remote(sys.argv[1]) for _ in range(8)], timeout=60))
+    if len(ips) == 2:
+        break
+print(json.dumps({"ips": sorted(ips), "workers": len(cluster.workers())}), flush=True)
+ag.shutdown()
+"""
+
+
+def _recorded_pids(cluster_file: Path) -> list[int]:
+    """The head and launcher pids `up` recorded, with all their descendants."""
+    sidecar = cluster_file.with_name("cluster.processes.json")
+    try:
+        data = json.loads(sidecar.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    roots = [data["head"]["pid"]] if data.get("head") else []
+    roots += [launcher["pid"] for launcher in data.get("launchers", [])]
+    found: list[int] = []
+    for pid in roots:
+        try:
+            parent = psutil.Process(pid)
+            found += [pid, *(c.pid for c in parent.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_up_with_a_config_starts_nodes_on_other_hosts_and_down_stops_everything(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        textwrap.dedent(f"""
+        [head]
+        host = "{hosts.addresses[0]}"
+        port = {HEAD_PORT + 1}
+        num_workers = 0
+        pulse_interval = {PULSE_S}
+
+        [nodes]
+        hosts = ["{hosts.names[1]}", "{hosts.names[2]}"]
+        num_workers = 1
+        command = "ip netns exec {{host}} {{python}} -m actorgrid.cli node --address {{address}} --num-workers {{num_workers}} --pulse-interval {PULSE_S} --secret-stdin"
+        """)
+    )
+    cluster_file = tmp_path / "cluster.json"
+    env = {**os.environ, "ACTORGRID_CLUSTER_FILE": str(cluster_file)}
+
+    def on_h0(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", hosts.names[0], sys.executable, *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+
+    started: list[int] = []
+    try:
+        up = on_h0("-m", "actorgrid.cli", "up", "--config", str(config))
+        started = _recorded_pids(cluster_file)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert oct(cluster_file.stat().st_mode & 0o777) == "0o600"
+        status = on_h0("-m", "actorgrid.cli", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert len(report["nodes"]) == 2 and len(report["workers"]) == 2, report
+        driver = on_h0("-c", _AUTO_DRIVER, hosts.addresses[0])
+        assert driver.returncode == 0, driver.stderr
+        assert json.loads(driver.stdout)["ips"] == hosts.addresses[1:]
+        down = on_h0("-m", "actorgrid.cli", "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not cluster_file.exists()
+        _, alive = psutil.wait_procs(
+            [psutil.Process(p) for p in started if psutil.pid_exists(p)], timeout=10
+        )
+        assert not [p for p in alive if _not_zombie(p.pid)], f"left running: {alive}"
+    finally:
+        for pid in started:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
