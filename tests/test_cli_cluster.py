@@ -531,3 +531,41 @@ def test_commands_without_a_cluster_fail_in_one_line(env: Env) -> None:
         assert result.returncode == 1, _describe(result)
         assert len(result.stderr.splitlines()) == 1, _describe(result)
         assert "actorgrid up" in result.stderr
+
+
+def test_start_and_node_with_mutual_tls(env: Env) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(env.folder / "m.pem")
+    ca.cert_pem.write_to_path(env.folder / "ca.pem")
+    tls = ["--tls", "--certfile", "m.pem", "--keyfile", "m.pem", "--cafile", "ca.pem"]
+    head_out = env.folder / "head.out"
+    head = env.popen("start", "--head", "--pulse-interval", PULSE, *tls, out=head_out)
+    text = _wait_for_text(head_out, "Ctrl-C", head)
+    argv = next(line for line in text.splitlines() if "actorgrid node --address" in line).split()
+    address, secret_file = argv[argv.index("--address") + 1], argv[argv.index("--secret-file") + 1]
+
+    # A node without TLS is refused, and told why.
+    plain = env.run(
+        "node", "--address", address, "--secret-file", secret_file, "--num-workers", "1",
+        timeout_s=60,
+    )  # fmt: skip
+    assert plain.returncode == 1, _describe(plain)
+    assert "TLS" in plain.stderr.strip().splitlines()[-1]
+    # --tls without its files is a usage error that names them.
+    half = env.run("node", "--address", address, "--secret-file", secret_file, "--tls")
+    assert half.returncode == 1 and "--certfile" in half.stderr
+
+    node_out = env.folder / "node.out"
+    node = env.popen(
+        "node", "--address", address, "--secret-file", secret_file, "--num-workers", "1",
+        "--pulse-interval", PULSE, *tls, out=node_out,
+    )  # fmt: skip
+    _wait_for_text(node_out, "joined the head", node)
+    env.processes.add_tree(head.pid)
+    _wait_for(lambda: len(psutil.Process(node.pid).children()) == 1, "the node's worker")
+    env.processes.add_tree(node.pid)
+    assert _stop(head, signal.SIGTERM) == 0, head_out.read_text()
+    assert node.wait(timeout=30) == 0, node_out.read_text()
+    env.processes.assert_gone()

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._exceptions import AuthenticationError, NotInitializedError, unwrap_group
+from .._exceptions import AuthenticationError, NotInitializedError, ProtocolError, unwrap_group
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.restart import RestartPolicy
@@ -218,7 +218,10 @@ async def serve_node(
         except Exception as group:
             # Nurseries wrap errors in groups: look at the one inside.
             exc = unwrap_group(group)
-            if isinstance(exc, AuthenticationError):
+            # A wrong secret, or a mismatch that shows on the first try (TLS on one side
+            # only, not an actorgrid head), is a misconfiguration: trying again cannot help.
+            first = status is not None
+            if isinstance(exc, AuthenticationError) or (first and isinstance(exc, ProtocolError)):
                 raise exc from None
             if not isinstance(exc, (OSError, ConnectionError)):
                 raise
