@@ -51,9 +51,10 @@ def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
     if tp is type(None):
         return st.none()
     if origin is tuple:
-        item, ellipsis = typing.get_args(tp)
-        assert ellipsis is Ellipsis, f"fixed-length tuple {tp} needs a strategy"
-        return st.lists(strategy_for(item), max_size=3).map(tuple)
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return st.lists(strategy_for(args[0]), max_size=3).map(tuple)
+        return st.tuples(*(strategy_for(arg) for arg in args))
     if attrs.has(tp):
         hints = typing.get_type_hints(tp)
         return st.builds(tp, **{f.name: strategy_for(hints[f.name]) for f in attrs.fields(tp)})
