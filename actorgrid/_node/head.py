@@ -198,6 +198,12 @@ class Head:
         for sub in self._event_subscribers:
             sub.send(event)
 
+    def _publish_node(self, kind: str, node: _Node, **fields: Any) -> None:
+        info = node.info
+        self.publish(
+            Event(kind, time.time(), node_id=info.node_id, hostname=info.hostname, **fields)
+        )
+
     def _on_event(self, peer: Peer, event: Event) -> None:
         self.publish(event)
 
@@ -212,15 +218,8 @@ class Head:
         self.nodes[msg.node.node_id] = node
         self._node_peers[peer] = node
         peer.send(Ack(msg.rid))
-        self.publish(
-            Event(
-                "node_joined",
-                time.time(),
-                node_id=msg.node.node_id,
-                pid=msg.node.pid,
-                hostname=msg.node.hostname,
-                detail=f"{msg.node.num_workers} workers",
-            )
+        self._publish_node(
+            "node_joined", node, pid=msg.node.pid, detail=f"{msg.node.num_workers} workers"
         )
 
     def _on_node_status(self, peer: Peer, msg: NodeStatus) -> None:
@@ -229,15 +228,7 @@ class Head:
             return
         node.availability = msg.availability
         node.last_pulse = trio.current_time()
-        self.publish(
-            Event(
-                "node_status",
-                time.time(),
-                node_id=node.info.node_id,
-                hostname=node.info.hostname,
-                availability=msg.availability,
-            )
-        )
+        self._publish_node("node_status", node, availability=msg.availability)
 
     def _on_register_worker(self, peer: Peer, msg: RegisterWorker) -> None:
         info = msg.worker
@@ -259,15 +250,7 @@ class Head:
     def _zombie(self, peer: Peer, reason: str) -> None:
         node = self._node_peers.get(peer)
         if node is not None:
-            self.publish(
-                Event(
-                    "node_zombie",
-                    time.time(),
-                    node_id=node.info.node_id,
-                    hostname=node.info.hostname,
-                    detail=reason,
-                )
-            )
+            self._publish_node("node_zombie", node, detail=reason)
 
     def _closed(self, peer: Peer) -> None:
         self._subscribers.discard(peer)
@@ -277,15 +260,7 @@ class Head:
         node = self._node_peers.pop(peer, None)
         if node is not None and self.nodes.get(node.info.node_id) is node:
             del self.nodes[node.info.node_id]
-            self.publish(
-                Event(
-                    "node_closed",
-                    time.time(),
-                    node_id=node.info.node_id,
-                    hostname=node.info.hostname,
-                    detail=peer.close_reason,
-                )
-            )
+            self._publish_node("node_closed", node, detail=peer.close_reason)
         info = self._worker_peers.pop(peer, None)
         if info is None:
             return
