@@ -8,9 +8,10 @@ when it returns to Python, which is why the caller also keeps a grace timer and 
 worker process when user code outlives it.
 
 Invariant: an interrupt is raised only into a thread while it runs the very item it was meant
-for. ``Running.run`` publishes its thread under the lock before user code starts and retracts
-it, clearing any interrupt still pending, under the same lock after user code ends; an
-interrupt that lands between the two is caught inside ``run`` and reported as the outcome.
+for. ``Running.run`` publishes its thread under the item's own lock before user code starts
+and retracts it, clearing any interrupt still pending, under the same lock after user code
+ends; an interrupt that lands between the two is caught inside ``run`` and reported as the
+outcome. The lock is per item, so concurrent calls on different threads share nothing.
 """
 
 from __future__ import annotations
@@ -26,15 +27,14 @@ _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 _set_async_exc.restype = ctypes.c_int
 
-_lock = threading.Lock()
-
 
 class Running:
     """A slot for the sync user call of one task or actor call, so it can be interrupted."""
 
-    __slots__ = ("_thread", "interrupted")
+    __slots__ = ("_lock", "_thread", "interrupted")
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._thread: int | None = None
         self.interrupted = False
 
@@ -46,13 +46,13 @@ class Running:
         """Call ``fn``; ``(True, value)`` or ``(False, exception)``. Never raises."""
         try:
             try:
-                with _lock:
+                with self._lock:
                     if self.interrupted:
                         raise KeyboardInterrupt("interrupted before it started")
                     self._thread = threading.get_ident()
                 return True, fn(*args, **kwargs)
             finally:
-                with _lock:
+                with self._lock:
                     if self._thread is not None and self.interrupted:
                         _set_async_exc(self._thread, ctypes.py_object())  # clear a pending one
                     self._thread = None
@@ -64,7 +64,7 @@ class Running:
 
         True if user code was running and was interrupted; later calls do nothing.
         """
-        with _lock:
+        with self._lock:
             if self.interrupted:
                 return False
             self.interrupted = True
