@@ -58,7 +58,10 @@ def _ip(*args: str) -> None:
 class Hosts:
     """h0..h2 with addresses SUBNET.1..3, on a bridge in the switch namespace."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path) -> None:
+        # Processes run in a folder of their own, as a user's would: from the repository
+        # root, `python -m`/`-c` would import the source tree instead of the installed package.
+        self.folder = folder
         tag = str(os.getpid() % 100_000)
         self.switch = f"agsw{tag}"
         self.names = [f"agh{i}x{tag}" for i in range(3)]
@@ -92,6 +95,7 @@ class Hosts:
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            cwd=self.folder,
         )
         self.procs.append(proc)
         return proc
@@ -124,8 +128,8 @@ class Hosts:
 
 
 @pytest.fixture
-def hosts() -> Iterator[Hosts]:
-    h = Hosts()
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    h = Hosts(tmp_path_factory.mktemp("hosts"))
     try:
         h.create()
         yield h
@@ -441,6 +445,7 @@ def test_up_with_a_config_starts_nodes_on_other_hosts_and_down_stops_everything(
             text=True,
             env=env,
             timeout=timeout,
+            cwd=tmp_path,
         )
 
     started: list[int] = []

@@ -187,6 +187,7 @@ def _driver(tmp_path: Path, *args: str) -> tuple[int, str]:
         text=True,
         env=env,
         timeout=60,
+        cwd=tmp_path,  # not the repository root, whose source tree would shadow the install
     )
     return done.returncode, done.stdout
 
