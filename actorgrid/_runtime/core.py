@@ -428,17 +428,16 @@ class Runtime:
             # The link to a worker died under calls: it is dead to us (the head confirms).
             self.placement.remove(wid)
         why = f"the worker at {peer.address} went away before answering ({peer.close_reason})"
-        restarting = self._restart_owned_at(peer.address, why) if lost else set()
+        if lost:
+            self._restart_owned_at(peer.address, why)
+        else:
+            why = f"the call was abandoned: {peer.close_reason}"
         retried = 0
         for sent in list(inflight.values()):
             if sent.counted and wid is not None:
                 self.placement.finished(wid)
             if sent.entry.state == PENDING:
-                retried += self._lost(
-                    sent,
-                    why if lost else f"the call was abandoned: {peer.close_reason}",
-                    restarting if lost else set(),
-                )
+                retried += self._lost(sent, why, lost=lost)
         if retried:
             self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
 
@@ -446,25 +445,14 @@ class Runtime:
         """Loop: a call was put in flight on ``peer`` as it closed, after the close had
         handled what was in flight: handle it the same way now."""
         sent = peer.inflight.pop(object_id, None)
-        if sent is None or sent.entry.state != PENDING:
-            return  # the close saw it, or it was answered
-        why = f"the worker at {peer.address} went away ({peer.close_reason})"
-        actor = sent.actor
-        owned = self.owned.get(actor.actor_id) if actor is not None else None
-        if owned is not None and actor is not None and sent.kind == CALL and sent.retries:
-            assert sent.payload is not None
-            if owned.info.address != actor.address:  # restarted already: send it there
-                self._send_call_info(
-                    owned.info, sent.entry, sent.method, sent.payload, sent.retries - 1
-                )
-            else:  # being restarted: sent once the new incarnation exists
-                owned.resend.append((sent.entry, sent.method, sent.payload, sent.retries - 1))
-            return
-        self._lost(sent, why, set())
+        if sent is not None and sent.entry.state == PENDING:
+            why = f"the worker at {peer.address} went away ({peer.close_reason})"
+            self._lost(sent, why, lost=not self._closing)
 
-    def _lost(self, sent: Sent, why: str, restarting: set[bytes]) -> bool:
-        """A call's link died before its answer: retry it (True), restart its actor, or
-        fail it."""
+    def _lost(self, sent: Sent, why: str, *, lost: bool) -> bool:
+        """A call's link died before its answer (``lost``: the peer died, rather than this
+        process stopping): retry it (True), restart its actor, re-send it to its restarted
+        actor, or fail it."""
         entry, spec, actor = sent.entry, sent.spec, sent.actor
         if sent.cancelled:
             entry.set_error(TaskCancelledError(f"the call was cancelled, and then {why}"))
@@ -480,14 +468,20 @@ class Runtime:
             else:
                 entry.set_error(ActorDiedError(f"actor {_describe(spec.actor)} died: {why}"))
         elif (
-            actor is not None
-            and actor.actor_id in restarting
+            lost
+            and actor is not None
+            and (owned := self.owned.get(actor.actor_id)) is not None
             and sent.kind == CALL
             and sent.retries
         ):
+            # The owner restarts this actor (the link's close started it): send the call to
+            # the new incarnation, now if it exists, else once it does.
             assert sent.payload is not None
-            owned = self.owned[actor.actor_id]
-            owned.resend.append((entry, sent.method, sent.payload, sent.retries - 1))
+            retry = (entry, sent.method, sent.payload, sent.retries - 1)
+            if owned.info.address != actor.address:
+                self._send_call_info(owned.info, *retry)
+            else:
+                owned.resend.append(retry)
         else:
             label = _describe(actor) if actor is not None else "the actor"
             entry.set_error(ActorDiedError(f"actor {label} died: {why}"))
@@ -627,21 +621,12 @@ class Runtime:
                 countdown.left += 1
                 if not entry.add_waiter(countdown):
                     countdown.left -= 1
-            if countdown.left > 0:
-                from .executor import blocking_section
-
-                try:
-                    with blocking_section():
-                        done = event.wait(timeout)
-                except KeyboardInterrupt:
-                    self._interrupted()
-                    raise
-                if not done:
-                    left = sum(1 for r in items if r._entry.state == PENDING)
-                    raise GetTimeoutError(
-                        f"ag.get() timed out after {timeout} s with {left} of {len(items)} "
-                        "refs still pending"
-                    )
+            if countdown.left > 0 and not self._wait_blocking(event, timeout):
+                left = sum(1 for r in items if r._entry.state == PENDING)
+                raise GetTimeoutError(
+                    f"ag.get() timed out after {timeout} s with {left} of {len(items)} "
+                    "refs still pending"
+                )
         values = [r._entry.value() for r in items]
         return values[0] if single else values
 
@@ -677,14 +662,7 @@ class Runtime:
         if ready < num_returns:
             event = threading.Event()
             self._arm_countdown(refs, num_returns - ready, event)
-            from .executor import blocking_section
-
-            try:
-                with blocking_section():
-                    event.wait(timeout)
-            except KeyboardInterrupt:
-                self._interrupted()
-                raise
+            self._wait_blocking(event, timeout)
         return self._split_ready(refs, num_returns)
 
     async def wait_async(
@@ -792,11 +770,16 @@ class Runtime:
             )
         self.nursery.start_soon(self._resend_when_placeable, entry, spec)
 
-    async def _resend_when_placeable(self, entry: ObjectEntry, spec: TaskSpec) -> None:
-        # Every worker may be down at once (restarting): wait for one rather than fail.
+    async def _wait_placeable(self) -> bool:
+        """Loop: wait (at most PLACEMENT_WAIT_S) until some worker can take work; every
+        worker may be down at once, restarting. False if none came."""
         with trio.move_on_after(PLACEMENT_WAIT_S):
             while not len(self.placement):
                 await self.membership_changed.wait()
+        return bool(len(self.placement))
+
+    async def _resend_when_placeable(self, entry: ObjectEntry, spec: TaskSpec) -> None:
+        await self._wait_placeable()
         if entry.state == PENDING:
             self._send_spec(entry, spec)
 
@@ -818,10 +801,7 @@ class Runtime:
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
         """Loop: place a dead actor again (same id and name, new address); None if no
         worker took it in time or its name was taken meanwhile."""
-        with trio.move_on_after(PLACEMENT_WAIT_S):
-            while not len(self.placement):
-                await self.membership_changed.wait()
-        if not len(self.placement):
+        if not await self._wait_placeable():
             return None
         worker = self.placement.choose_for_actor(0.0)
         left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
@@ -847,11 +827,10 @@ class Runtime:
         )
         return info
 
-    def _restart_owned_at(self, address: str, why: str) -> set[bytes]:
-        """Start again the restartable class actors this process created at ``address``."""
-        ids = self.owned_at.pop(address, set())
-        restarting: set[bytes] = set()
-        for actor_id in ids:
+    def _restart_owned_at(self, address: str, why: str) -> None:
+        """Start again the restartable class actors this process created at ``address``;
+        those with no restarts left are forgotten."""
+        for actor_id in self.owned_at.pop(address, set()):
             owned = self.owned.get(actor_id)
             if owned is None:
                 continue
@@ -860,11 +839,9 @@ class Runtime:
                 if not self._closing:
                     self._actor_died(owned.info, f"no restarts left; {why}")
                 continue
-            restarting.add(actor_id)
             for handle in list(owned.handles):
                 handle._unresolve()
             self.nursery.start_soon(self._restart_class_actor, owned, why)
-        return restarting
 
     async def _restart_class_actor(self, owned: OwnedActor, why: str) -> None:
         old = owned.info
@@ -1014,13 +991,21 @@ class Runtime:
                     n += 1
         log.info("interrupted: cancelled %d calls in flight", n)
 
-    def _interrupted(self) -> None:
-        """Main thread, KeyboardInterrupt: a driver's remote work stops with it."""
-        if self.kind == "driver":
-            try:
-                self.on_loop(self.interrupt_all)
-            except NotInitializedError:
-                pass
+    def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool:
+        """A user thread's blocking wait: lends its task's CPUs meanwhile; a driver's
+        Ctrl-C here cancels all of its remote work before the KeyboardInterrupt goes on."""
+        from .executor import blocking_section
+
+        try:
+            with blocking_section():
+                return event.wait(timeout)
+        except KeyboardInterrupt:
+            if self.kind == "driver":
+                try:
+                    self.on_loop(self.interrupt_all)
+                except NotInitializedError:
+                    pass
+            raise
 
     # --- names and actors ----------------------------------------------------------------------
 
