@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import signal
 import socket
@@ -52,6 +53,7 @@ from .._protocol.messages import (
     TaskResult,
     WorkerReport,
 )
+from .._scheduler.restart import Restart, RestartPolicy, RestartTracker
 from .context import Context, Letter
 from .interrupt import Running
 from .refs import ObjectRef
@@ -73,7 +75,37 @@ MAILBOX_CAPACITY = 1024
 DEFAULT_ASYNC_CONCURRENCY = 1000
 _TOMBSTONES_MAX = 100_000
 
+# Coroutine actors that raise are restarted in place. The first restart in a window is
+# immediate, a crash loop backs off up to backoff_max_s; the count limit is the actor's own
+# max_restarts (a total), so this policy never gives up by itself.
+ACTOR_RESTART_POLICY = RestartPolicy(max_restarts=-1)
+ACTOR_RESTART_LOG_INTERVAL_S = 5.0
+
 _local = threading.local()
+
+
+class _RestartLog:
+    """One actor's restart log lines: the first at once, then at most one per
+    ACTOR_RESTART_LOG_INTERVAL_S, counting the restarts it did not log."""
+
+    __slots__ = ("_last_at", "_unlogged")
+
+    def __init__(self) -> None:
+        self._last_at = -math.inf
+        self._unlogged = 0
+
+    def line(self, now: float, reason: str, left: int, delay_s: float) -> str | None:
+        if now - self._last_at < ACTOR_RESTART_LOG_INTERVAL_S:
+            self._unlogged += 1
+            return None
+        self._last_at = now
+        more = (
+            f"; {self._unlogged} more restarts since the last such line" if self._unlogged else ""
+        )
+        self._unlogged = 0
+        limit = "no limit" if left < 0 else f"{left} restarts left"
+        pause = f" in {delay_s:g} s" if delay_s else ""
+        return f"{reason}; restarting it{pause} ({limit}{more})"
 
 
 @contextmanager
@@ -757,13 +789,18 @@ class Executor:
         """Run a coroutine actor's code: its answer, and why it ended.
 
         Code that raises is run again, on the same mailbox (messages queued for it are kept),
-        while the actor has restarts left (``max_restarts``).
+        while the actor has restarts left (``max_restarts``). A crash loop backs off (the
+        restart policy's delays, up to ACTOR_RESTART_POLICY.backoff_max_s) and logs at most one
+        line per ACTOR_RESTART_LOG_INTERVAL_S, so code that fails at once can neither starve
+        this worker's loop (its pulses, its other actors) nor flood the log.
         """
         try:
             args, kwargs = await self._load_args(msg.args)
         except Exception as exc:
             return (False, system_error(exc)), f"actor {label} could not be started: {exc}"
         restarts = msg.actor.max_restarts if msg.actor is not None else 0
+        tracker = RestartTracker(ACTOR_RESTART_POLICY)
+        quiet = _RestartLog()
         while True:
             try:
                 value = await fn(ctx, *args, **kwargs)
@@ -772,10 +809,17 @@ class Executor:
                 if restarts == 0:
                     return (False, box_error(exc, self._where(f"actor {label}"))), reason
                 restarts -= 1 if restarts > 0 else 0
-                log.warning("%s; restarting it (%s restarts left)", reason, restarts)
+                decision = tracker.on_exit(trio.current_time())
+                assert isinstance(decision, Restart)  # the policy never gives up
+                line = quiet.line(trio.current_time(), reason, restarts, decision.delay_s)
+                if line is not None:
+                    log.warning("%s", line)
                 self.runtime.publish(
                     Event("actor_restarted", time.time(), pid=os.getpid(), detail=reason)
                 )
+                # Always a checkpoint, even with no delay: a call that fails before its first
+                # await must not hold the loop.
+                await trio.sleep(decision.delay_s)
                 continue
             return self.result_of(value, f"actor {label}"), f"actor {label} has ended"
 
