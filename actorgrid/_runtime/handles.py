@@ -12,6 +12,7 @@ from .._protocol.ids import ActorId, short
 from .._protocol.messages import ActorInfo, Payload
 from .refs import ObjectEntry, ObjectRef
 from .serialization import dumps_call
+from .signatures import MethodChecks
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -31,16 +32,22 @@ class ActorHandle(Generic[T]):
     until its name is registered.
     """
 
-    __slots__ = ("__weakref__", "_cls", "_error", "_info", "_queued", "_ready")
+    __slots__ = ("__weakref__", "_checks", "_cls", "_error", "_info", "_queued", "_ready")
 
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("ActorHandle has no public constructor: use Cls.remote() or ag.get_actor()")
 
     @classmethod
-    def _make(cls, info: ActorInfo | None, klass: type | None = None) -> ActorHandle[Any]:
+    def _make(
+        cls,
+        info: ActorInfo | None,
+        klass: type | None = None,
+        checks: MethodChecks | None = None,
+    ) -> ActorHandle[Any]:
         h: ActorHandle[Any] = object.__new__(cls)
         h._info = info
         h._cls = klass
+        h._checks = checks
         h._queued = []
         h._error = None
         h._ready = None if info is not None else trio.Event()
@@ -48,6 +55,7 @@ class ActorHandle(Generic[T]):
 
     _info: ActorInfo | None
     _cls: type | None
+    _checks: MethodChecks | None  # the class's, where this process has it (not unpickled)
     _queued: list[tuple[ObjectEntry, str, Payload]]
     _error: BaseException | None
     _ready: trio.Event | None
@@ -168,6 +176,8 @@ class ActorMethod(Generic[P, R]):
 
         rt = current_runtime()
         h = self._handle
+        if h._checks is not None and (check := h._checks[self._name]) is not None:
+            check.check(args, kwargs)
         if h._error is not None:
             raise h._error
         fn = getattr(h._cls, self._name, None) if h._cls is not None else None

@@ -16,6 +16,7 @@ from .core import OwnedActor, current_runtime
 from .handles import ActorHandle
 from .refs import ObjectRef
 from .serialization import dumps_call
+from .signatures import MethodChecks, call_check
 
 __all__ = ["ActorClass", "RemoteFunction", "remote"]
 
@@ -131,6 +132,7 @@ class RemoteFunction(Generic[P, R]):
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+        self._check = call_check(self.__qualname__, fn, skip=int(self._actor))
 
     def __repr__(self) -> str:
         kind = "remote coroutine actor" if self._actor else "remote function"
@@ -155,6 +157,8 @@ class RemoteFunction(Generic[P, R]):
         return variant
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+        if self._check is not None:
+            self._check.check(args, kwargs)
         rt = current_runtime()
         opts = self._options
         payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
@@ -217,6 +221,8 @@ class ActorClass(Generic[T]):
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
+        self._check = call_check(cls.__qualname__, cls)
+        self._method_checks = MethodChecks(cls)
 
     def __repr__(self) -> str:
         return f"<actor class {self.__qualname__}>"
@@ -234,6 +240,8 @@ class ActorClass(Generic[T]):
         return variant
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+        if self._check is not None:
+            self._check.check(args, kwargs)
         rt = current_runtime()
         opts = self._options
         label = f"{self.__qualname__}.__init__"
@@ -264,13 +272,13 @@ class ActorClass(Generic[T]):
             rt.send_create(created, actor, code.id, code.blob, payload, opts.max_concurrency)
 
         if info.name is None:
-            handle: ActorHandle[T] = ActorHandle._make(info, self._cls)
+            handle: ActorHandle[T] = ActorHandle._make(info, self._cls, self._method_checks)
             if owned is not None:
                 rt.on_loop(rt.own, handle, owned)
             rt.on_loop(start, info)
             return handle
 
-        handle = ActorHandle._make(None, self._cls)
+        handle = ActorHandle._make(None, self._cls, self._method_checks)
         if owned is not None:
             rt.on_loop(rt.own, handle, owned)
 
