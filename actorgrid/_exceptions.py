@@ -79,9 +79,10 @@ class RemoteError(ActorgridError):
         )
 
     def __reduce__(self) -> Any:
+        cause = None if self.cause is None else portable(self.cause)
         return (
             _rebuild_remote_error,
-            (self.type_name, self.message, self.remote_traceback, self.where, self.cause),
+            (self.type_name, self.message, self.remote_traceback, self.where, cause),
         )
 
     def as_instance_of_cause(self) -> RemoteError:
@@ -128,6 +129,51 @@ def _rebuild_remote_error(
     type_name: str, message: str, tb: str, where: str, cause: BaseException | None
 ) -> RemoteError:
     return RemoteError(type_name, message, tb, where, cause).as_instance_of_cause()
+
+
+def portable(exc: BaseException) -> object:
+    """What to pickle to send ``exc`` to another process: a stand-in that unpickles as ``exc``
+    rebuilt from its class, ``args`` and ``__dict__`` without calling its ``__init__``, or
+    ``exc`` itself when its class pickles its own way (its own ``__reduce__``,
+    ``__reduce_ex__`` or ``__setstate__``, as OSError has).
+
+    The default pickling of exceptions calls ``cls(*args)``, which fails for any class whose
+    ``__init__`` takes other arguments than it passes to ``Exception.__init__`` (say
+    ``__init__(self, account, needed)`` with a formatted message): such errors would arrive
+    without their type. The stand-in carries the same parts and never calls ``__init__``.
+    """
+    cls = type(exc)
+    if (
+        cls.__reduce__ is BaseException.__reduce__
+        and cls.__reduce_ex__ is BaseException.__reduce_ex__
+        and cls.__setstate__ is BaseException.__setstate__
+    ):
+        return _PortableException(exc)
+    return exc
+
+
+class _PortableException:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self) -> Any:
+        exc = self.exc
+        return _rebuild_exception, (type(exc), exc.args, getattr(exc, "__dict__", None) or None)
+
+
+def _rebuild_exception(
+    cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any] | None
+) -> BaseException:
+    try:
+        exc = cls.__new__(cls, *args)  # sets args; C-level fields too (OSError's errno)
+    except Exception:
+        exc = cls.__new__(cls)
+    exc.args = args
+    if state:
+        exc.__dict__.update(state)
+    return exc
 
 
 _subclasses: dict[type[BaseException], type[RemoteError] | None] = {}

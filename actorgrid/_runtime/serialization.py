@@ -15,7 +15,7 @@ from typing import Any
 
 import cloudpickle
 
-from .._exceptions import RemoteError, SerializationError
+from .._exceptions import RemoteError, SerializationError, portable
 from .._protocol.messages import Payload
 
 __all__ = ["box_error", "dumps", "dumps_call", "loads", "loads_error", "system_error"]
@@ -109,10 +109,15 @@ def _describe_bad_argument(
 
 
 def box_error(exc: BaseException, where: str) -> Payload:
-    """Box an exception raised by user code, for the caller to re-raise as RemoteError."""
+    """Box an exception raised by user code, for the caller to re-raise as RemoteError.
+
+    The exception object itself rides along when it pickles (see ``portable``); then the
+    caller's error is also an instance of its type. One that does not (an attribute holding a
+    lock, say) leaves the caller a plain RemoteError with its type name, text and traceback.
+    """
     tb = "".join(traceback.format_exception(exc))
     try:
-        cause: bytes | None = cloudpickle.dumps(exc, protocol=5)
+        cause: bytes | None = cloudpickle.dumps(portable(exc), protocol=5)
     except Exception:
         cause = None
     type_name = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")

@@ -119,13 +119,67 @@ def test_user_exception_keeps_its_type_args_and_attributes() -> None:
     assert "QuotaExceeded" in err.type_name
 
 
-def test_exception_that_cannot_be_rebuilt_is_still_a_remote_error() -> None:
-    with pytest.raises(ag.RemoteError) as info:
+def test_exception_whose_init_takes_other_arguments_keeps_its_type() -> None:
+    # Default pickling would call KeywordOnlyError("failed with code 7"), which fails.
+    with pytest.raises(KeywordOnlyError) as info:
         ag.get(raise_keyword_only.remote())
     err = info.value
-    assert "KeywordOnlyError" in err.type_name
+    assert isinstance(err, ag.RemoteError)
+    assert err.code == 7
+    assert err.args == ("failed with code 7",)
     assert "failed with code 7" in str(err)
     assert "raise_keyword_only" in err.remote_traceback
+
+
+class InsufficientFunds(Exception):
+    def __init__(self, account, needed):
+        super().__init__(f"account {account} needs {needed} more")
+        self.account = account
+        self.needed = needed
+
+
+@ag.remote
+class Bank:
+    def withdraw(self, account, amount):
+        raise InsufficientFunds(account, amount)
+
+
+def test_custom_exception_is_caught_by_its_type_with_its_attributes(cluster) -> None:
+    bank = Bank.remote()
+    try:
+        ag.get(bank.withdraw.remote("alice", 30), timeout=30)
+    except InsufficientFunds as exc:
+        caught = exc
+    else:
+        pytest.fail("InsufficientFunds was not raised")
+    assert isinstance(caught, ag.RemoteError)
+    assert (caught.account, caught.needed) == ("alice", 30)
+    assert "account alice needs 30 more" in str(caught)
+    assert "Bank.withdraw" in caught.where
+    assert "in withdraw" in caught.remote_traceback
+    assert isinstance(caught.cause, InsufficientFunds)
+
+
+class HoldsALock(Exception):
+    def __init__(self, text):
+        super().__init__(text)
+        self.lock = threading.Lock()
+
+
+@ag.remote
+def raise_holds_a_lock():
+    raise HoldsALock("locked out")
+
+
+def test_exception_that_cannot_be_pickled_is_a_plain_remote_error() -> None:
+    with pytest.raises(ag.RemoteError) as info:
+        ag.get(raise_holds_a_lock.remote(), timeout=30)
+    err = info.value
+    assert not isinstance(err, HoldsALock)
+    assert err.cause is None
+    assert err.type_name.endswith("HoldsALock")
+    assert "locked out" in str(err)
+    assert "raise_holds_a_lock" in err.remote_traceback
 
 
 def test_actor_method_exception_leaves_the_actor_alive() -> None:
@@ -156,6 +210,17 @@ def test_remote_error_passed_through_a_second_task_keeps_its_type() -> None:
     with pytest.raises(ValueError, match="deep") as info:
         ag.get(call_failing.remote())
     assert isinstance(info.value, ag.RemoteError)
+
+
+def test_custom_exception_keeps_its_type_through_a_second_task() -> None:
+    @ag.remote
+    def relay():
+        return ag.get(raise_keyword_only.remote())
+
+    with pytest.raises(KeywordOnlyError) as info:
+        ag.get(relay.remote(), timeout=30)
+    assert info.value.code == 7
+    assert "relay" in info.value.remote_traceback
 
 
 def test_remote_error_pickles() -> None:
@@ -292,3 +357,58 @@ def test_unpicklable_return_value_of_async_code_is_a_serialization_error_on_get(
         ag.get(make_lock_async.remote(), timeout=30)
     with pytest.raises(ag.SerializationError):
         ag.get(LockMaker.remote().make.remote(), timeout=30)
+
+
+# --- arguments checked at the call site ----------------------------------------------------------
+
+
+@ag.remote
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@ag.remote(max_restarts=-1)
+async def greeter(ctx: ag.Context, greeting: str, *, times: int = 1) -> None:
+    async for msg in ctx.mailbox:
+        await ctx.reply(greeting * times + msg)
+
+
+def test_bad_arguments_fail_at_remote_with_the_signature() -> None:
+    with pytest.raises(TypeError) as info:
+        add.remote(1)
+    text = str(info.value)
+    assert "add(a: int, b: int) -> int" in text
+    assert "missing a required argument: 'b'" in text
+    with pytest.raises(TypeError, match=r"add\(a: int, b: int\).*too many positional"):
+        add.remote(1, 2, 3)
+    with pytest.raises(TypeError, match=r"add\(a: int, b: int\).*unexpected keyword argument 'c'"):
+        add.remote(1, 2, c=3)
+    assert ag.get(add.remote(1, b=2), timeout=30) == 3
+
+
+def test_bad_arguments_to_a_coroutine_actor_fail_at_remote_without_ctx() -> None:
+    with pytest.raises(TypeError) as info:
+        greeter.remote()
+    text = str(info.value)
+    assert "greeter(greeting: str, *, times: int = 1) -> None" in text
+    assert "ctx" not in text
+    with pytest.raises(TypeError, match="unexpected keyword argument 'count'"):
+        greeter.remote("hi ", count=2)
+    ref = greeter.remote("hi ", times=2)
+    assert ag.ask(ref, "you", timeout=30) == "hi hi you"
+    ag.kill(ref)
+
+
+def test_bad_arguments_to_an_actor_class_and_its_methods_fail_at_remote() -> None:
+    with pytest.raises(TypeError, match=r"Account\(balance\).*missing a required argument"):
+        Account.remote()
+    account = Account.remote(5)
+    with pytest.raises(TypeError) as info:
+        account.withdraw.remote(1, 2)
+    text = str(info.value)
+    assert "Account.withdraw(amount)" in text
+    assert "too many positional arguments" in text
+    with pytest.raises(TypeError, match=r"Account.get\(\).*unexpected keyword argument 'x'"):
+        account.get.remote(x=1)
+    # Nothing was sent: the actor saw none of those calls.
+    assert ag.get(account.withdraw.remote(amount=2), timeout=30) == 3
