@@ -34,7 +34,15 @@ class _Text(str):
 class CallCheck:
     """The signature of one callee, minus the parameters the runtime passes (self, ctx)."""
 
-    __slots__ = ("_fast_max", "_fast_min", "_label", "_signature")
+    __slots__ = (
+        "_fast_max",
+        "_fast_min",
+        "_label",
+        "_position",
+        "_required",
+        "_signature",
+        "_var_keyword",
+    )
 
     def __init__(self, label: str, signature: inspect.Signature) -> None:
         self._label = label
@@ -50,6 +58,25 @@ class CallCheck:
             math.inf if required_keyword else sum(1 for p in positional if p.default is p.empty)
         )
         self._fast_max = math.inf if varargs else len(positional)
+        # For calls with keywords: where each name may be passed (its position, or infinity
+        # for keyword-only), and the required parameters as (position, name).
+        self._position = {
+            p.name: (i if p.kind in _POSITIONAL else math.inf)
+            for i, p in enumerate(params)
+            if p.kind != inspect.Parameter.POSITIONAL_ONLY
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        }
+        self._required = [
+            # A positional-only one cannot be given by name (None is never in kwargs).
+            (
+                i if p.kind in _POSITIONAL else math.inf,
+                None if p.kind == inspect.Parameter.POSITIONAL_ONLY else p.name,
+            )
+            for i, p in enumerate(params)
+            if p.default is p.empty
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        ]
+        self._var_keyword = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
 
     def __repr__(self) -> str:
         return f"<CallCheck {self._label}{self._signature}>"
@@ -61,7 +88,11 @@ class CallCheck:
 
     def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise TypeError, naming the callee and its signature, if the call cannot bind."""
-        if not kwargs and self._fast_min <= len(args) <= self._fast_max:
+        n = len(args)
+        if not kwargs:
+            if self._fast_min <= n <= self._fast_max:
+                return
+        elif self._binds_with_keywords(n, kwargs):
             return
         try:
             self._signature.bind(*args, **kwargs)
@@ -70,6 +101,20 @@ class CallCheck:
                 f"{self._label}.remote() was called with arguments that do not match "
                 f"{self.text}: {exc}. Pass the arguments {self._label} takes; nothing was sent."
             ) from None
+
+    def _binds_with_keywords(self, n: int, kwargs: dict[str, Any]) -> bool:
+        """True if ``n`` positional arguments and ``kwargs`` surely bind (False: ask bind)."""
+        if n > self._fast_max:
+            return False
+        position = self._position
+        for name in kwargs:
+            at = position.get(name)
+            if at is None:
+                if not self._var_keyword:
+                    return False
+            elif at < n:
+                return False  # given twice
+        return all(at < n or name in kwargs for at, name in self._required)
 
 
 def call_check(label: str, fn: Callable[..., Any], skip: int = 0) -> CallCheck | None:
