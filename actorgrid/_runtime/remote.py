@@ -9,13 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
-import cloudpickle
 
 from .context import Context
 from .core import OwnedActor, current_runtime
 from .handles import ActorHandle
 from .refs import ObjectRef
-from .serialization import dumps_call
+from .serialization import dumps_call, dumps_code
 from .signatures import MethodChecks, call_check
 
 __all__ = ["ActorClass", "RemoteFunction", "remote"]
@@ -78,7 +77,7 @@ class _Code:
 
     def blob(self) -> bytes:
         if self._blob is None:
-            self._blob = cloudpickle.dumps(self.obj, protocol=5)
+            self._blob = dumps_code(self.obj)
         return self._blob
 
     @property
@@ -159,6 +158,8 @@ class RemoteFunction(Generic[P, R]):
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         if self._check is not None:
             self._check.check(args, kwargs)
+        code = self._code
+        code_id = code.id  # pickles the function once: what it captures fails here, not later
         rt = current_runtime()
         opts = self._options
         payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
@@ -169,8 +170,8 @@ class RemoteFunction(Generic[P, R]):
             rt.on_loop(
                 rt.send_task,
                 entry,
-                self._code.id,
-                self._code.blob,
+                code_id,
+                code.blob,
                 payload,
                 num_cpus,
                 None,
@@ -186,7 +187,6 @@ class RemoteFunction(Generic[P, R]):
             opts.namespace,
             max_restarts=opts.max_restarts,
         )
-        code = self._code
         entry = rt.new_entry(info)
         if info.name is None:
             rt.on_loop(rt.send_task, entry, code.id, code.blob, payload, num_cpus, info)
@@ -242,6 +242,8 @@ class ActorClass(Generic[T]):
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
         if self._check is not None:
             self._check.check(args, kwargs)
+        code = self._code
+        code.id  # noqa: B018  pickles the class once: what it captures fails here, not later
         rt = current_runtime()
         opts = self._options
         label = f"{self.__qualname__}.__init__"
@@ -258,7 +260,6 @@ class ActorClass(Generic[T]):
             max_restarts=opts.max_restarts,
             max_task_retries=opts.max_task_retries,
         )
-        code = self._code
         created = rt.new_entry()
         owned = (
             OwnedActor(info, code.id, code.blob, payload, opts.max_concurrency)

@@ -18,7 +18,15 @@ import cloudpickle
 from .._exceptions import RemoteError, SerializationError, portable
 from .._protocol.messages import Payload
 
-__all__ = ["box_error", "dumps", "dumps_call", "loads", "loads_error", "system_error"]
+__all__ = [
+    "box_error",
+    "dumps",
+    "dumps_call",
+    "dumps_code",
+    "loads",
+    "loads_error",
+    "system_error",
+]
 
 _EMPTY = Payload(b"")
 
@@ -106,6 +114,94 @@ def _describe_bad_argument(
                 "locks, files, sockets and clients, create them inside the task or actor)."
             )
     return f"the arguments of {label}() could not be serialized: {type(exc).__name__}: {exc}"
+
+
+def dumps_code(obj: Any) -> bytes:
+    """Pickle a remote function or actor class to ship it to workers; on failure, a
+    SerializationError that names it and the captured variable that could not be pickled."""
+    try:
+        return cloudpickle.dumps(obj, protocol=5)  # type: ignore[no-any-return]
+    except Exception as exc:
+        kind = "actor class" if isinstance(obj, type) else "remote function"
+        label = getattr(obj, "__qualname__", repr(obj))
+        culprit = _unpicklable_capture(obj, label, depth=2)
+        if culprit is None:
+            raise SerializationError(
+                f"{kind} {label} could not be serialized to send it to workers: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        where, value, inner = culprit
+        raise SerializationError(
+            f"{kind} {label} could not be serialized to send it to workers: {where} holds a "
+            f"{_type_name(value)}, which cannot be pickled "
+            f"({type(inner).__name__}: {inner}). Create such objects inside the function or "
+            "actor (in __init__, for an actor) instead of capturing them, or pass picklable "
+            "values as arguments."
+        ) from exc
+
+
+def _type_name(value: Any) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
+
+
+def _unpicklable_capture(obj: Any, label: str, depth: int) -> tuple[str, Any, Exception] | None:
+    """What ``obj`` (a function or class) captures that cannot be pickled: a description
+    (``variable 'lock' captured by f``), the value and its error; None if nothing is found.
+    Looks into captured functions and classes ``depth`` levels deep."""
+    for where, value in _captures(obj, label):
+        try:
+            cloudpickle.dumps(value, protocol=5)
+        except Exception as inner:
+            if depth > 0 and (inspect.isfunction(value) or isinstance(value, type)):
+                deeper = _unpicklable_capture(
+                    value, getattr(value, "__qualname__", where), depth - 1
+                )
+                if deeper is not None:
+                    return deeper
+            return where, value, inner
+    return None
+
+
+def _captures(obj: Any, label: str) -> list[tuple[str, Any]]:
+    """The values a function or class carries along when pickled by value, described."""
+    if isinstance(obj, type):
+        found: list[tuple[str, Any]] = []
+        for name, member in vars(obj).items():
+            if name in ("__dict__", "__weakref__", "__doc__", "__module__", "__qualname__"):
+                continue
+            inner = getattr(member, "__func__", member)  # staticmethod, classmethod
+            if inspect.isfunction(inner):
+                found += _captures(inner, f"{label}.{name}")
+            elif isinstance(member, property):
+                for part in (member.fget, member.fset, member.fdel):
+                    if part is not None:
+                        found += _captures(part, f"{label}.{name}")
+            else:
+                found.append((f"class attribute {name!r} of {label}", member))
+        return found
+    if not inspect.isfunction(obj):
+        return []
+    code = obj.__code__
+    found = []
+    for name, cell in zip(code.co_freevars, obj.__closure__ or (), strict=False):
+        try:
+            found.append((f"variable {name!r} captured by {label}", cell.cell_contents))
+        except ValueError:
+            continue  # an empty cell: nothing to pickle
+    names = set(code.co_names)
+    for const in code.co_consts:  # names used by nested functions and comprehensions
+        if inspect.iscode(const):
+            names.update(const.co_names)
+    found += [
+        (f"global {name!r} used by {label}", obj.__globals__[name])
+        for name in sorted(names)
+        if name in obj.__globals__
+    ]
+    for i, default in enumerate(obj.__defaults__ or ()):
+        found.append((f"default value {i} of {label}", default))
+    for name, default in (obj.__kwdefaults__ or {}).items():
+        found.append((f"default value of {name!r} of {label}", default))
+    return found
 
 
 def box_error(exc: BaseException, where: str) -> Payload:

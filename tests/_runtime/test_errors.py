@@ -412,3 +412,54 @@ def test_bad_arguments_to_an_actor_class_and_its_methods_fail_at_remote() -> Non
         account.get.remote(x=1)
     # Nothing was sent: the actor saw none of those calls.
     assert ag.get(account.withdraw.remote(amount=2), timeout=30) == 3
+
+
+# --- code that cannot be shipped -----------------------------------------------------------------
+
+_GLOBAL_LOCK = threading.Lock()
+
+
+def test_closure_capturing_a_lock_names_the_function_and_the_variable() -> None:
+    guard = threading.Lock()
+
+    @ag.remote
+    def guarded(x):
+        with guard:
+            return x
+
+    with pytest.raises(ag.SerializationError) as info:
+        guarded.remote(1)
+    err = info.value
+    assert isinstance(err, TypeError)
+    text = str(err)
+    assert "guarded" in text
+    assert "'guard'" in text
+    assert "_thread.lock" in text
+
+
+def test_global_lock_used_by_a_function_names_the_global() -> None:
+    @ag.remote
+    def uses_global(x):
+        with _GLOBAL_LOCK:
+            return x
+
+    with pytest.raises(ag.SerializationError, match=r"global '_GLOBAL_LOCK' used by .*uses_global"):
+        uses_global.remote(1)
+
+
+def test_actor_class_capturing_a_lock_names_the_method_and_the_variable() -> None:
+    guard = threading.Lock()
+
+    @ag.remote
+    class Guarded:
+        def get(self):
+            with guard:
+                return 1
+
+    with pytest.raises(ag.SerializationError) as info:
+        Guarded.remote()
+    text = str(info.value)
+    assert "actor class" in text and "Guarded" in text
+    assert "'guard' captured by" in text and "Guarded.get" in text
+    # The cluster is fine: other code still ships.
+    assert ag.get(identity.remote(2), timeout=30) == 2
