@@ -43,6 +43,36 @@ def _not_in_trio(name: str) -> None:
         )
 
 
+def _refs(name: str, refs: Any, *, single: bool = True) -> Any:
+    """``refs`` if it is what ``ag.<name>`` takes, else a TypeError that says what it takes.
+
+    One ref (where ``single``) or a list or tuple of refs pass as they are; another iterable of
+    refs is made a list."""
+    if single and isinstance(refs, ObjectRef):
+        return refs
+    takes = "an ObjectRef or a list of ObjectRefs" if single else "a list of ObjectRefs"
+    if isinstance(refs, ObjectRef):
+        raise TypeError(f"ag.{name}() takes {takes}, not one ObjectRef: pass [ref]")
+    if isinstance(refs, (str, bytes, dict)) or not hasattr(refs, "__iter__"):
+        raise TypeError(
+            f"ag.{name}() takes {takes} (from .remote() or ag.put()), not "
+            f"{type(refs).__name__} {_short_repr(refs)}"
+        )
+    items = refs if isinstance(refs, (list, tuple)) else list(refs)
+    for i, item in enumerate(items):
+        if not isinstance(item, ObjectRef):
+            raise TypeError(
+                f"ag.{name}() takes {takes} (from .remote() or ag.put()); item {i} of the "
+                f"{type(refs).__name__} is {type(item).__name__} {_short_repr(item)}"
+            )
+    return items
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 @overload
 def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
 @overload
@@ -52,12 +82,12 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
 
     Raises GetTimeoutError (a TimeoutError) if ``timeout`` seconds pass first.
     """
-    return current_runtime().get_sync(refs, timeout)
+    return current_runtime().get_sync(_refs("get", refs), timeout)
 
 
 async def get_async(refs: Any, *, timeout: float | None = None) -> Any:
     """``ag.get`` for Trio code; ``await ref`` does the same for one ref."""
-    return await current_runtime().get_async(refs, timeout)
+    return await current_runtime().get_async(_refs("get_async", refs), timeout)
 
 
 def wait(
@@ -67,13 +97,15 @@ def wait(
 
     Returns ``(ready, not_ready)``, each in the order of ``refs``.
     """
-    return current_runtime().wait_sync(list(refs), num_returns, timeout)
+    refs = list(_refs("wait", refs, single=False))
+    return current_runtime().wait_sync(refs, num_returns, timeout)
 
 
 async def wait_async(
     refs: Sequence[ObjectRef[Any]], *, num_returns: int = 1, timeout: float | None = None
 ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-    return await current_runtime().wait_async(list(refs), num_returns, timeout)
+    refs = list(_refs("wait_async", refs, single=False))
+    return await current_runtime().wait_async(refs, num_returns, timeout)
 
 
 def put(value: T) -> ObjectRef[T]:

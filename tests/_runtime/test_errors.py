@@ -7,6 +7,7 @@ import os
 import threading
 
 import pytest
+import trio
 
 import actorgrid as ag
 
@@ -463,3 +464,31 @@ def test_actor_class_capturing_a_lock_names_the_method_and_the_variable() -> Non
     assert "'guard' captured by" in text and "Guarded.get" in text
     # The cluster is fine: other code still ships.
     assert ag.get(identity.remote(2), timeout=30) == 2
+
+
+# --- what ag.get and ag.wait take ----------------------------------------------------------------
+
+
+def test_get_and_wait_say_what_they_take() -> None:
+    with pytest.raises(
+        TypeError, match=r"ag.get\(\) takes an ObjectRef or a list of ObjectRefs.* not int 5"
+    ):
+        ag.get(5)
+    ref = identity.remote(1)
+    with pytest.raises(TypeError, match=r"ag.get\(\) takes .*item 1 of the list is str 'x'"):
+        ag.get([ref, "x"])
+    with pytest.raises(
+        TypeError, match=r"ag.wait\(\) takes a list of ObjectRefs, not one ObjectRef"
+    ):
+        ag.wait(ref)
+    with pytest.raises(TypeError, match=r"ag.wait\(\) takes a list of ObjectRefs.* not NoneType"):
+        ag.wait(None)
+    assert ag.get((r for r in [ref]), timeout=30) == [1]  # any iterable of refs
+
+    async def twins() -> None:
+        with pytest.raises(TypeError, match=r"ag.get_async\(\) takes an ObjectRef or a list"):
+            await ag.get_async(5)
+        with pytest.raises(TypeError, match=r"ag.wait_async\(\) takes a list of ObjectRefs"):
+            await ag.wait_async(5)
+
+    trio.run(twins)
