@@ -53,6 +53,19 @@ class RemoteError(ActorgridError):
     its qualified type name, ``remote_traceback`` the traceback as text and ``where`` names the
     task or actor and the worker it ran on. Instances returned by :meth:`as_instance_of_cause`
     are also instances of the original type, so ``except ValueError`` keeps working.
+
+    Which type the caller gets:
+
+    - an exception that pickles (its class importable in the caller, or defined in the
+      script; its attributes picklable) arrives as an instance of both its own type and
+      RemoteError, with its ``args`` and attributes, whatever its ``__init__`` takes: it is
+      rebuilt from its class, ``args`` and ``__dict__`` without calling ``__init__`` (classes
+      with their own ``__reduce__`` pickle their own way);
+    - one that does not (an attribute holding a lock or socket, a class the caller cannot
+      import) arrives as a plain RemoteError: ``cause`` is None, and ``type_name``, the
+      message and ``remote_traceback`` still say what was raised;
+    - one whose type cannot be mixed with RemoteError (a final type, a layout conflict)
+      arrives as a plain RemoteError whose ``cause`` is the original exception.
     """
 
     cause: BaseException | None

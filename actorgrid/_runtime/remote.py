@@ -333,6 +333,11 @@ def remote(target: Any = None, **options: Any) -> Any:
     - an ``async def`` whose first parameter is ``ctx: ag.Context``: each ``.remote()`` starts
       an actor with a mailbox, addressable by the returned ref or by name;
     - a class: ``Cls.remote(*args)`` starts an actor and returns an ActorHandle.
+
+    Every ``.remote(...)`` (also ``handle.method.remote(...)``) checks its arguments against
+    the signature first and raises TypeError, showing it, if they cannot bind; the function
+    or class is pickled on its first call, and what it captures that cannot be pickled is a
+    SerializationError naming the variable. Neither sends anything.
     """
     opts = Options().merge(**options)
 
