@@ -178,6 +178,7 @@ def _captures(obj: Any, label: str) -> list[tuple[str, Any]]:
                         found += _captures(part, f"{label}.{name}")
             else:
                 found.append((f"class attribute {name!r} of {label}", member))
+        found += [(f"base class {base.__qualname__} of {label}", base) for base in obj.__bases__]
         return found
     if not inspect.isfunction(obj):
         return []

@@ -492,3 +492,20 @@ def test_get_and_wait_say_what_they_take() -> None:
             await ag.wait_async(5)
 
     trio.run(twins)
+
+
+def test_base_class_capturing_a_lock_is_named_too() -> None:
+    guard = threading.Lock()
+
+    class Base:
+        def locked(self):
+            with guard:
+                return 1
+
+    @ag.remote
+    class Derived(Base):
+        def get(self):
+            return self.locked()
+
+    with pytest.raises(ag.SerializationError, match=r"'guard' captured by .*Base.locked"):
+        Derived.remote()
