@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import os
 import signal
 import socket
@@ -53,10 +52,11 @@ from .._protocol.messages import (
     TaskResult,
     WorkerReport,
 )
-from .._scheduler.restart import Restart, RestartPolicy, RestartTracker
+from .._scheduler.restart import Restart, RestartTracker
 from .context import Context, Letter
 from .interrupt import Running
 from .refs import ObjectRef
+from .restarts import ACTOR_RESTART_POLICY, RestartLog
 from .serialization import box_error, dumps, loads, system_error
 
 if TYPE_CHECKING:
@@ -75,37 +75,7 @@ MAILBOX_CAPACITY = 1024
 DEFAULT_ASYNC_CONCURRENCY = 1000
 _TOMBSTONES_MAX = 100_000
 
-# Coroutine actors that raise are restarted in place. The first restart in a window is
-# immediate, a crash loop backs off up to backoff_max_s; the count limit is the actor's own
-# max_restarts (a total), so this policy never gives up by itself.
-ACTOR_RESTART_POLICY = RestartPolicy(max_restarts=-1)
-ACTOR_RESTART_LOG_INTERVAL_S = 5.0
-
 _local = threading.local()
-
-
-class _RestartLog:
-    """One actor's restart log lines: the first at once, then at most one per
-    ACTOR_RESTART_LOG_INTERVAL_S, counting the restarts it did not log."""
-
-    __slots__ = ("_last_at", "_unlogged")
-
-    def __init__(self) -> None:
-        self._last_at = -math.inf
-        self._unlogged = 0
-
-    def line(self, now: float, reason: str, left: int, delay_s: float) -> str | None:
-        if now - self._last_at < ACTOR_RESTART_LOG_INTERVAL_S:
-            self._unlogged += 1
-            return None
-        self._last_at = now
-        more = (
-            f"; {self._unlogged} more restarts since the last such line" if self._unlogged else ""
-        )
-        self._unlogged = 0
-        limit = "no limit" if left < 0 else f"{left} restarts left"
-        pause = f" in {delay_s:g} s" if delay_s else ""
-        return f"{reason}; restarting it{pause} ({limit}{more})"
 
 
 @contextmanager
@@ -800,7 +770,7 @@ class Executor:
             return (False, system_error(exc)), f"actor {label} could not be started: {exc}"
         restarts = msg.actor.max_restarts if msg.actor is not None else 0
         tracker = RestartTracker(ACTOR_RESTART_POLICY)
-        quiet = _RestartLog()
+        quiet = RestartLog()
         while True:
             try:
                 value = await fn(ctx, *args, **kwargs)

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from actorgrid._runtime.executor import ACTOR_RESTART_LOG_INTERVAL_S
+from actorgrid._runtime.restarts import ACTOR_RESTART_LOG_INTERVAL_S, RestartLog
 
 OBSERVE_S = 5.0
 PULSE_INTERVAL_S = 0.5  # a worker silent for 5 intervals (2.5 s) is killed as a zombie
@@ -100,3 +100,17 @@ def test_a_crash_looping_coroutine_actor_backs_off(tmp_path: Path, processes) ->
     lines = [line for line in log.splitlines() if "restarting it" in line]
     assert 1 <= len(lines) <= 1 + last["observed_s"] / ACTOR_RESTART_LOG_INTERVAL_S, lines
     assert "fails at once" in lines[0]
+
+
+def test_restart_log_logs_the_first_then_one_line_per_interval_with_a_count() -> None:
+    log = RestartLog()
+    first = log.line(0.0, "actor a raised E", -1, 0.0)
+    assert first == "actor a raised E; restarting it (no limit)"
+    # A crash loop: 100 restarts within one interval add no line...
+    assert all(log.line(t / 100, "x", -1, 0.05) is None for t in range(1, 101))
+    # ...and the next line counts them.
+    later = log.line(ACTOR_RESTART_LOG_INTERVAL_S, "actor a raised E", 3, 2.0)
+    assert later == (
+        "actor a raised E; restarting it in 2 s "
+        "(3 restarts left; 100 more restarts since the last such line)"
+    )

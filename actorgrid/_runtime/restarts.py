@@ -1,0 +1,42 @@
+"""How a coroutine actor that raises is restarted in place: the backoff policy, and one
+actor's restart log lines (the first at once, then at most one per
+ACTOR_RESTART_LOG_INTERVAL_S, counting the restarts it did not log). Pure: times come from
+the caller's clock."""
+
+from __future__ import annotations
+
+import math
+
+from .._scheduler.restart import RestartPolicy
+
+__all__ = ["ACTOR_RESTART_LOG_INTERVAL_S", "ACTOR_RESTART_POLICY", "RestartLog"]
+
+# Coroutine actors that raise are restarted in place. The first restart in a window is
+# immediate, a crash loop backs off up to backoff_max_s; the count limit is the actor's own
+# max_restarts (a total), so this policy never gives up by itself.
+ACTOR_RESTART_POLICY = RestartPolicy(max_restarts=-1)
+ACTOR_RESTART_LOG_INTERVAL_S = 5.0
+
+
+class RestartLog:
+    """One actor's restart log lines: the first at once, then at most one per
+    ACTOR_RESTART_LOG_INTERVAL_S, counting the restarts it did not log."""
+
+    __slots__ = ("_last_at", "_unlogged")
+
+    def __init__(self) -> None:
+        self._last_at = -math.inf
+        self._unlogged = 0
+
+    def line(self, now: float, reason: str, left: int, delay_s: float) -> str | None:
+        if now - self._last_at < ACTOR_RESTART_LOG_INTERVAL_S:
+            self._unlogged += 1
+            return None
+        self._last_at = now
+        more = (
+            f"; {self._unlogged} more restarts since the last such line" if self._unlogged else ""
+        )
+        self._unlogged = 0
+        limit = "no limit" if left < 0 else f"{left} restarts left"
+        pause = f" in {delay_s:g} s" if delay_s else ""
+        return f"{reason}; restarting it{pause} ({limit}{more})"
