@@ -1,6 +1,6 @@
 """Quickstart: tasks, an actor, a name, on an embedded local cluster.
 
-pip install -e . && python examples/quickstart.py
+pip install -e '.[examples]' && python examples/quickstart.py
 """
 
 from __future__ import annotations
