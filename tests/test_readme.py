@@ -37,6 +37,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ import actorgrid as ag
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-RUN_TIMEOUT_S = 120.0
+RUN_TIMEOUT_S = 90.0  # under pytest's timeout, so that a hung program shows its output
 GONE_TIMEOUT_S = 15.0
 MARKER_ENV = "ACTORGRID_README_TEST"
 
@@ -329,6 +330,7 @@ def test_test_command_is_what_ci_runs() -> None:
     assert body.group(1).strip() == command
 
 
+@pytest.mark.timeout(300)
 def test_one_machine(tmp_path: Path, marked: Marked) -> None:
     files = [b for b in BLOCKS if "file" in b.marks]
     for block in files:
@@ -363,6 +365,7 @@ def _wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> 
         time.sleep(0.1)
 
 
+@pytest.mark.timeout(300)
 def test_two_machines_on_loopback(tmp_path: Path, marked: Marked) -> None:
     """The head, node and driver blocks, each in a folder of its own (its "machine")."""
     port = str(_free_port())
@@ -405,6 +408,7 @@ def test_two_machines_on_loopback(tmp_path: Path, marked: Marked) -> None:
         assert f"127.0.0.1:{port}" in text, text
         join = next(line for line in text.splitlines() if "actorgrid node --address" in line)
         secret_file = Path(shlex.split(join)[shlex.split(join).index("--secret-file") + 1])
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600  # as the block says
         shutil.copy(secret_file, second / "cluster.secret")  # what scp does
 
         node, node_out = start(node_block, second)
