@@ -340,7 +340,7 @@ def test_one_machine(tmp_path: Path, marked: Marked) -> None:
     result = run(["bash", "-e", str(script)], tmp_path, marked.env(tmp_path))
     assert result.returncode == 0, result.stdout
     out = result.stdout
-    assert "node joined: " in out and "2 workers" in out, out
+    assert "2 workers" in out, out  # what `up` started
     for block in files:
         assert_printed(expected_lines(block.code), out)
     assert "workers: 2 (0 suspended)" in out, out
