@@ -328,6 +328,7 @@ def test_test_command_is_what_ci_runs() -> None:
     body = re.search(r"readme_test_command\(\) \{\n(.*?)\n\}", ci, re.DOTALL)
     assert body, ".ci/run defines no readme_test_command"
     assert body.group(1).strip() == command
+    assert f'step "{command} ' in ci, "the step that runs it names it too"
 
 
 @pytest.mark.timeout(300)
