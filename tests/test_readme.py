@@ -146,8 +146,7 @@ class Marked:
             **os.environ,
             MARKER_ENV: self.token,
             "PYTHONUNBUFFERED": "1",
-            # `actorgrid` and `python` in shell blocks are this interpreter's.
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": f"{_commands(folder)}{os.pathsep}{os.environ.get('PATH', '')}",
             "ACTORGRID_CLUSTER_FILE": str(folder / "state" / "cluster.json"),
             **extra,
         }
@@ -180,6 +179,22 @@ class Marked:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def _commands(folder: Path) -> Path:
+    """A folder where `python` and `actorgrid`, as shell blocks call them, are this
+    interpreter's: its own bin folder, or where the installer put scripts elsewhere (pip
+    --user), small scripts that run it."""
+    here = Path(sys.executable).parent
+    if (here / "actorgrid").is_file() and (here / "python").is_file():
+        return here
+    shims = folder / ".bin"
+    shims.mkdir(exist_ok=True)
+    for name, argv in (("python", ""), ("actorgrid", " -m actorgrid.cli")):
+        shim = shims / name
+        shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)}{argv} "$@"\n')
+        shim.chmod(0o755)
+    return shims
 
 
 def _describe(proc: psutil.Process) -> str:
