@@ -78,7 +78,7 @@ def examples(session: nox.Session) -> None:
     paths = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "examples").glob("*.py"))
     if not paths:
         session.error("no examples/*.py found; this session expects at least one example")
-    session.install(".")
+    session.install(".[examples]")
     session.run("python", "-c", _RUN_EXAMPLES, str(EXAMPLE_TIMEOUT_S), *paths)
 
 

@@ -1,11 +1,13 @@
 """Quickstart: tasks, an actor, a name, on an embedded local cluster.
 
-pip install -e . && python examples/quickstart.py
+pip install -e '.[examples]' && python examples/quickstart.py
 """
 
 from __future__ import annotations
 
 import time
+
+import psutil
 
 import actorgrid as ag
 
@@ -41,6 +43,7 @@ def main() -> None:
     started = time.perf_counter()
     with ag.init(num_workers=2) as cluster:
         print(f"cluster up in {time.perf_counter() - started:.2f} s: {cluster}")
+        workers = [psutil.Process(pid) for pid in cluster.node_pids]
 
         squares = ag.get([square.remote(i) for i in range(10)])
         print("squares:", squares)
@@ -55,7 +58,8 @@ def main() -> None:
         print(ag.ask("greeter", "actorgrid", timeout=10))
         ag.send("greeter", "stop")
         print("greeter served", ag.get(done, timeout=10), "ask(s)")
-    print(f"done in {time.perf_counter() - started:.2f} s; no process left behind")
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    print(f"done in {time.perf_counter() - started:.2f} s; worker processes left: {len(alive)}")
 
 
 if __name__ == "__main__":
