@@ -22,6 +22,7 @@ from ._node.cluster import ActorStatistics as ActorStatistics
 from ._node.cluster import Cluster as Cluster
 from ._node.cluster import ClusterStatus as ClusterStatus
 from ._node.cluster import NodeStatistics as NodeStatistics
+from ._node.cluster import TaskStatistics as TaskStatistics
 from ._node.cluster import WorkerStatistics as WorkerStatistics
 from ._node.cluster import connect as connect
 from ._node.cluster import init as init
@@ -94,6 +95,7 @@ __all__ = [
     "SerializationError",
     "TLSConfig",
     "TaskCancelledError",
+    "TaskStatistics",
     "WorkerDiedError",
     "WorkerStatistics",
     "ask",

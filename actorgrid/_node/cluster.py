@@ -18,12 +18,14 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from .._exceptions import ActorgridError, NotInitializedError, unwrap_group
+from .._exceptions import ActorgridError, NameNotFoundError, NotInitializedError, unwrap_group
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import NodeId, WorkerId
+from .._protocol.ids import ActorId, NodeId, ObjectId, WorkerId
 from .._protocol.messages import (
     Ack,
+    ActorInfo,
     Availability,
+    CancelById,
     ClusterView,
     ControlNode,
     ControlWorker,
@@ -32,11 +34,14 @@ from .._protocol.messages import (
     QueryCluster,
 )
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
+from .._runtime.peer import PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
+from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
 from .head import Head
+from .lookup import looks_like_id, match_id, short_id
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .standalone import ClusterFile
 
@@ -45,6 +50,7 @@ __all__ = [
     "Cluster",
     "ClusterStatus",
     "NodeStatistics",
+    "TaskStatistics",
     "WorkerStatistics",
     "connect",
     "init",
@@ -70,6 +76,7 @@ class WorkerStatistics:
     state: str = "alive"
     running: int = -1  # calls running now; -1 unless from Cluster.status()
     queued: int = -1  # sync tasks waiting for a CPU; -1 unless from Cluster.status()
+    cpus_reserved: float = 0.0  # CPUs held by running sync tasks; from Cluster.status()
 
 
 @attrs.frozen
@@ -97,6 +104,28 @@ class ActorStatistics:
     namespace: str | None
     worker_id: WorkerId | None
 
+    @property
+    def short_id(self) -> str:
+        """The id as listings show it, accepted by ``Cluster.kill_actor``."""
+        return short_id(self.actor_id)
+
+
+@attrs.frozen
+class TaskStatistics:
+    """A call on a worker now, as its worker reports it: a task, an actor method call, or a
+    remote coroutine actor (which runs as a task for as long as it lives)."""
+
+    task_id: bytes
+    label: str  # function name, or "Class.method"
+    kind: str  # "task", "actor call" or "coroutine actor"
+    state: str  # "running" or "queued"
+    worker_id: WorkerId | None
+
+    @property
+    def short_id(self) -> str:
+        """The id as listings show it, accepted by ``Cluster.cancel_task``."""
+        return short_id(self.task_id)
+
 
 @attrs.frozen
 class ClusterStatus:
@@ -105,6 +134,7 @@ class ClusterStatus:
     nodes: list[NodeStatistics]
     workers: list[WorkerStatistics]
     actors: list[ActorStatistics]
+    tasks: list[TaskStatistics] = attrs.field(factory=list)
 
     @property
     def running(self) -> int:
@@ -117,6 +147,11 @@ class ClusterStatus:
     @property
     def num_cpus(self) -> float:
         return sum(w.num_cpus for w in self.workers)
+
+    @property
+    def cpus_reserved(self) -> float:
+        """CPUs that running sync tasks hold now (actors and async code reserve none)."""
+        return sum(w.cpus_reserved for w in self.workers)
 
 
 Target = WorkerStatistics | NodeStatistics | WorkerId | NodeId
@@ -205,6 +240,7 @@ class Cluster:
                     v.state,
                     v.running,
                     v.queued,
+                    v.cpus_reserved,
                 )
                 for v in reply.workers
             ],
@@ -212,12 +248,136 @@ class Cluster:
                 ActorStatistics(a.actor_id, a.label, a.kind, a.name, a.namespace, a.worker_id)
                 for a in reply.actors
             ],
+            [TaskStatistics(t.task_id, t.label, t.kind, t.state, t.worker_id) for t in reply.tasks],
         )
 
     def status(self) -> ClusterStatus:
-        """Nodes, workers (with their running and queued calls) and live actors, asked of
-        the head and every worker now."""
+        """Nodes, workers (with their running and queued calls), live actors and the calls
+        on every worker, asked of the head and every worker now."""
         return self._sync(self.status_async)
+
+    # --- actors and tasks of any process ---------------------------------------------------
+
+    async def kill_actor_async(
+        self, actor: ActorStatistics | bytes | str, *, namespace: str | None = None
+    ) -> ActorStatistics:
+        if isinstance(actor, str):
+            record, address = await self._find_actor(actor, namespace)
+        else:
+            if isinstance(actor, bytes):
+                status = await self.status_async()
+                found = next((a for a in status.actors if a.actor_id == actor), None)
+                if found is None:
+                    raise NameNotFoundError(
+                        f"no live actor has the id {actor.hex()}; list them with "
+                        "cluster.status().actors (`actorgrid list actors`)"
+                    )
+                actor = found
+            record, address = actor, self._worker_address(actor.worker_id, "actor")
+        info = ActorInfo(
+            ActorId(record.actor_id),
+            address,
+            record.kind,
+            record.label,
+            record.name,
+            record.namespace,
+        )
+        await self._runtime.kill(info)
+        return record
+
+    def kill_actor(
+        self, actor: ActorStatistics | bytes | str, *, namespace: str | None = None
+    ) -> ActorStatistics:
+        """Kill any live actor of the cluster, whoever created it, as ``ag.kill`` does; returns
+        the record of the actor killed once it has ended.
+
+        ``actor`` is a record from ``status()``, an actor id, or a string: the name of a named
+        actor (in ``namespace``, default "default"), else its id in hex, the short form
+        listings show (``ActorStatistics.short_id``), or a prefix of the hex that only one live
+        actor has. Raises ``ag.NameNotFoundError`` when nothing matches, and ActorgridError
+        when a prefix matches several actors. A name is tried first.
+        """
+        return self._sync(self.kill_actor_async, actor, namespace=namespace)
+
+    async def _find_actor(self, text: str, namespace: str | None) -> tuple[ActorStatistics, str]:
+        """The actor ``text`` names, and its worker's address."""
+        try:
+            info = await self._runtime.lookup(text, namespace, cached=False)
+        except NameNotFoundError:
+            pass
+        else:
+            worker_id = next(
+                (w.worker_id for w in self.workers() if w.address == info.address), None
+            )
+            record = ActorStatistics(
+                info.actor_id, info.label, info.kind, info.name, info.namespace, worker_id
+            )
+            return record, info.address
+        status = await self.status_async()
+        found = match_id(text, status.actors, lambda a: a.actor_id, "actor")
+        if found is not None:
+            return found, self._worker_address(found.worker_id, "actor")
+        ns = namespace or DEFAULT_NAMESPACE
+        as_id = " nor the id (or short id) of one" if looks_like_id(text) else ""
+        raise NameNotFoundError(
+            f"{text!r} is neither the name of a live actor in namespace {ns!r}{as_id}; list "
+            "the live actors with `actorgrid list actors` (cluster.status().actors), and pass "
+            "--namespace for a name in another namespace"
+        )
+
+    async def cancel_task_async(
+        self, task: TaskStatistics | bytes | str, *, force: bool = False
+    ) -> TaskStatistics:
+        status = await self.status_async()
+        if isinstance(task, TaskStatistics):
+            record: TaskStatistics | None = task
+        elif isinstance(task, bytes):
+            record = next((t for t in status.tasks if t.task_id == task), None)
+        else:
+            record = match_id(task, status.tasks, lambda t: t.task_id, "task")
+        if record is None:
+            shown = task.hex() if isinstance(task, bytes) else repr(task)
+            raise ActorgridError(
+                f"no running or queued task has the id {shown}: it may have finished already; "
+                "list the tasks with `actorgrid list tasks` (cluster.status().tasks)"
+            )
+        address = self._worker_address(record.worker_id, "task")
+        task_id = ObjectId(record.task_id)
+        peer = self._runtime.peer_for(address)
+        try:
+            reply = await peer.request(lambda rid: CancelById(rid, task_id, force))
+        except PeerClosedError as exc:
+            if force:
+                return record  # the worker killed itself, as asked
+            raise ActorgridError(
+                f"the worker running task {record.short_id} went away before it answered "
+                f"({exc}); the task went with it"
+            ) from None
+        assert isinstance(reply, Ack)
+        if reply.error is not None:
+            raise ActorgridError(f"{reply.error}: it has finished already")
+        return record
+
+    def cancel_task(
+        self, task: TaskStatistics | bytes | str, *, force: bool = False
+    ) -> TaskStatistics:
+        """Cancel any running or queued call of the cluster, whoever submitted it, as
+        ``ag.cancel`` does: its owner's ``ag.get`` raises ``ag.TaskCancelledError``.
+        ``force=True`` kills the worker running it at once.
+
+        ``task`` is a record from ``status().tasks``, a task id, or its hex, short form
+        (``TaskStatistics.short_id``) or a prefix of the hex that only one task has. Raises
+        ActorgridError when no task or several match. Returns the record of the task.
+        """
+        return self._sync(self.cancel_task_async, task, force=force)
+
+    def _worker_address(self, worker_id: WorkerId | None, what: str) -> str:
+        worker = self._runtime.placement.workers.get(worker_id) if worker_id else None
+        if worker is None:
+            raise ActorgridError(
+                f"the worker of that {what} has left the cluster, and the {what} went with it"
+            )
+        return worker.address
 
     # --- operations ------------------------------------------------------------------------
 
@@ -357,7 +517,9 @@ async def _open_cluster(
                 tls=tls,
             )
         else:
-            head_address, secret, tls = _remote(address, secret, tls)
+            head_address, secret, tls, cap = _remote(address, secret, tls)
+            if cap is not None:
+                max_message_bytes = min(max_message_bytes, cap)
             host = host or local_address_towards(head_address)
         rt = Runtime(
             kind="driver",
@@ -388,21 +550,21 @@ async def _open_cluster(
 
 def _remote(
     address: str, secret: bytes | None, tls: TLSConfig | None
-) -> tuple[str, bytes, TLSConfig | None]:
-    """The head address and secret to join: ``"auto"`` reads the file `actorgrid up` wrote;
-    a secret comes from ``secret=``, ``ACTORGRID_SECRET`` (hex), or that file if it names the
-    same address."""
+) -> tuple[str, bytes, TLSConfig | None, int | None]:
+    """The head address, secret, TLS and message cap to join with: ``"auto"`` reads the file
+    `actorgrid up` wrote; a secret comes from ``secret=``, ``ACTORGRID_SECRET`` (hex), or that
+    file if it names the same address."""
     if address == "auto":
         up = ClusterFile.load()
         if tls is None and up.tls is not None:
             tls = TLSConfig.from_dict(up.tls)
-        return up.address, secret or up.secret, tls
+        return up.address, secret or up.secret, tls, up.max_message_bytes
     if secret is not None:
-        return address, secret, tls
+        return address, secret, tls, None
     env = os.environ.get("ACTORGRID_SECRET")
     if env:
         try:
-            return address, bytes.fromhex(env), tls
+            return address, bytes.fromhex(env), tls, None
         except ValueError:
             raise ValueError("ACTORGRID_SECRET must be the cluster secret in hex") from None
     recorded: ClusterFile | None
@@ -413,7 +575,7 @@ def _remote(
     if recorded is not None and recorded.address == address:
         if tls is None and recorded.tls is not None:
             tls = TLSConfig.from_dict(recorded.tls)
-        return address, recorded.secret, tls
+        return address, recorded.secret, tls, recorded.max_message_bytes
     raise ValueError(
         f"connecting to the cluster at {address} needs its secret: pass secret=, set "
         "ACTORGRID_SECRET (hex), or use address='auto' on the machine that ran `actorgrid up`"
@@ -564,7 +726,9 @@ def init(
     or is ``"auto"`` for the cluster `actorgrid up` started on this machine;
     without one, a head and ``num_workers`` workers (default: one per CPU) start here and stop
     with ``ag.shutdown()``, at the end of a ``with ag.init():`` block, or when this process
-    exits. ``max_message_bytes`` caps any one message (default 1 GiB).
+    exits. ``max_message_bytes`` caps any one message (default 1 GiB); with
+    ``address="auto"``, a lower cap that the cluster was started with (``actorgrid up
+    --max-message-bytes``) applies.
 
     Supervision: every link pulses every ``pulse_interval`` seconds and a peer silent for 5
     intervals is treated as dead; interrupted or cancelled work gets ``grace_s`` seconds to

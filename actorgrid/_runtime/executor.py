@@ -40,6 +40,7 @@ from .._protocol.messages import (
     ActorSummary,
     AskReply,
     CallActor,
+    CancelById,
     CancelTask,
     CreateActor,
     Deliver,
@@ -50,6 +51,7 @@ from .._protocol.messages import (
     QueryWorker,
     SubmitTask,
     TaskResult,
+    TaskSummary,
     WorkerReport,
 )
 from .context import Context, Letter
@@ -66,6 +68,9 @@ __all__ = ["Executor", "blocking_section"]
 log = logging.getLogger("actorgrid.executor")
 
 PLACEHOLDER_TIMEOUT_S = 30.0
+# How long a worker cancelling a task with force=True for an operator waits for its answers to
+# go out before it kills itself.
+_FORCE_FLUSH_S = 1.0
 _IDLE_POLL_S = 0.02
 _LANE_CAPACITY = 256
 _MAX_RUNNERS = 256
@@ -252,21 +257,26 @@ class _Lane:
 
 
 class _Task:
-    __slots__ = ("peer", "scope")
+    __slots__ = ("kind", "label", "peer", "scope")
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, label: str = "", kind: str = "task") -> None:
         self.peer = peer
         self.scope = trio.CancelScope()
+        self.label = label  # for listings (Cluster.status)
+        self.kind = kind
 
 
 class _Call:
     """A method call waiting in (or taken from) an actor's inbox."""
 
-    __slots__ = ("cancelled", "method", "payload", "peer", "running", "scope", "task_id")
+    __slots__ = (
+        "actor_id", "cancelled", "method", "payload", "peer", "running", "scope", "task_id"
+    )  # fmt: skip
 
     def __init__(self, peer: Peer, msg: CallActor) -> None:
         self.peer = peer
         self.task_id = msg.task_id
+        self.actor_id = msg.actor_id
         self.method = msg.method
         self.payload = msg.args
         self.cancelled = False
@@ -333,6 +343,7 @@ class Executor:
             CreateActor: self.on_create,
             CallActor: self.on_call,
             CancelTask: self.on_cancel,
+            CancelById: self.on_cancel_by_id,
             KillActor: self.on_kill,
             Deliver: self.on_deliver,
             QueryWorker: self.on_query,
@@ -345,7 +356,55 @@ class Executor:
             if (info := slot.info) is not None
         )
         queued = len(self.queue.items)
-        peer.send(WorkerReport(msg.rid, actors, max(0, len(self.tasks) - queued), queued))
+        reserved = min(max(self.queue.total - self.queue.free, 0.0), self.queue.total)
+        tasks = tuple(self._summary(task_id, item) for task_id, item in list(self.tasks.items()))
+        peer.send(
+            WorkerReport(msg.rid, actors, max(0, len(self.tasks) - queued), queued, tasks, reserved)
+        )
+
+    def _summary(self, task_id: ObjectId, item: _Task | _Call | _TaskItem) -> TaskSummary:
+        if isinstance(item, _TaskItem):
+            state = "running" if item.running.running else "queued"
+            return TaskSummary(task_id, item.label.removeprefix("task "), "task", state)
+        if isinstance(item, _Task):
+            return TaskSummary(task_id, item.label, item.kind, "running")
+        slot = self.actors.get(item.actor_id)
+        actor = slot.info.label if slot is not None and slot.info is not None else "actor"
+        started = item.running.running or item.scope is not None
+        return TaskSummary(
+            task_id, f"{actor}.{item.method}", "actor call", "running" if started else "queued"
+        )
+
+    def on_cancel_by_id(self, peer: Peer, msg: CancelById) -> None:
+        """An operator's cancel (Cluster.cancel_task): like CancelTask, with an answer."""
+        if msg.task_id not in self.tasks:
+            peer.send(Ack(msg.rid, f"no task {short(msg.task_id)} is running or queued here"))
+            return
+        if not msg.force:
+            peer.send(Ack(msg.rid))
+            self._interrupt(msg.task_id, self.tasks[msg.task_id])
+            return
+        # The owner does not know of this cancel: tell it the task was cancelled before the
+        # worker goes, or it would take the lost link for a failure and retry the task.
+        self.nursery.start_soon(self._answer_then_die, peer, msg)
+
+    async def _answer_then_die(self, peer: Peer, msg: CancelById) -> None:
+        item = self.tasks.pop(msg.task_id, None)
+        owner: Peer | None = None
+        if item is not None:
+            owner = item.peer
+            label = item.label if not isinstance(item, _Call) else item.method
+            error = TaskCancelledError(
+                f"{label} was cancelled with force=True by an operator: its worker is killed"
+            )
+            owner.send(TaskResult(msg.task_id, False, system_error(error)))
+        peer.send(Ack(msg.rid))
+        with trio.CancelScope(shield=True):
+            if owner is not None:
+                await owner.wait_sent(_FORCE_FLUSH_S)
+            await peer.wait_sent(_FORCE_FLUSH_S)
+        log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
+        os.kill(os.getpid(), signal.SIGKILL)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -488,7 +547,7 @@ class Executor:
                 error = ActorDiedError(f"actor {_describe(msg.actor)} already exists or ended")
                 peer.send(TaskResult(msg.task_id, False, system_error(error)))
                 return
-            task = _Task(peer)
+            task = _Task(peer, msg.actor.label, "coroutine actor")
             self.tasks[msg.task_id] = task
             self.nursery.start_soon(self._run_coroutine_actor, task, slot, fn, msg)
             return
@@ -497,7 +556,7 @@ class Executor:
             self.tasks[msg.task_id] = item
             self.queue.push(item)
             return
-        task = _Task(peer)
+        task = _Task(peer, getattr(fn, "__qualname__", "task"))
         self.tasks[msg.task_id] = task
         self.nursery.start_soon(self._run_task, task, fn, msg)
 
