@@ -380,31 +380,34 @@ class Executor:
         if msg.task_id not in self.tasks:
             peer.send(Ack(msg.rid, f"no task {short(msg.task_id)} is running or queued here"))
             return
-        if not msg.force:
-            peer.send(Ack(msg.rid))
-            self._interrupt(msg.task_id, self.tasks[msg.task_id])
-            return
-        # The owner does not know of this cancel: tell it the task was cancelled before the
-        # worker goes, or it would take the lost link for a failure and retry the task.
-        self.nursery.start_soon(self._answer_then_die, peer, msg)
-
-    async def _answer_then_die(self, peer: Peer, msg: CancelById) -> None:
-        item = self.tasks.pop(msg.task_id, None)
-        owner: Peer | None = None
-        if item is not None:
-            owner = item.peer
-            label = item.label if not isinstance(item, _Call) else item.method
-            error = TaskCancelledError(
-                f"{label} was cancelled with force=True by an operator: its worker is killed"
-            )
-            owner.send(TaskResult(msg.task_id, False, system_error(error)))
         peer.send(Ack(msg.rid))
+        # The owner does not know of this cancel: if the worker is killed, the owner is told
+        # that the task was cancelled first, or it would take the lost link for a failure and
+        # retry the task.
+        if not msg.force:
+            self._interrupt(msg.task_id, self.tasks[msg.task_id], tell_owner=True)
+            return
+
+        async def answer_then_die() -> None:
+            with trio.CancelScope(shield=True):
+                await peer.wait_sent(_FORCE_FLUSH_S)
+                await self._answer_cancelled(msg.task_id, "force=True kills its worker")
+            log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        self.nursery.start_soon(answer_then_die)
+
+    async def _answer_cancelled(self, task_id: ObjectId, why: str) -> None:
+        """Tell the owner of a task an operator cancelled that it was, before this worker is
+        killed."""
+        item = self.tasks.pop(task_id, None)
+        if item is None:
+            return
+        label = item.label if not isinstance(item, _Call) else item.method
+        error = TaskCancelledError(f"{label} was cancelled by an operator; {why}")
+        item.peer.send(TaskResult(task_id, False, system_error(error)))
         with trio.CancelScope(shield=True):
-            if owner is not None:
-                await owner.wait_sent(_FORCE_FLUSH_S)
-            await peer.wait_sent(_FORCE_FLUSH_S)
-        log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
-        os.kill(os.getpid(), signal.SIGKILL)
+            await item.peer.wait_sent(_FORCE_FLUSH_S)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -595,7 +598,9 @@ class Executor:
             os.kill(os.getpid(), signal.SIGKILL)
         self._interrupt(msg.task_id, item)
 
-    def _interrupt(self, task_id: ObjectId, item: _Task | _Call | _TaskItem) -> None:
+    def _interrupt(
+        self, task_id: ObjectId, item: _Task | _Call | _TaskItem, *, tell_owner: bool = False
+    ) -> None:
         """Cancel one call: a queued one never runs, async code is cancelled, sync code gets
         KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed."""
         if isinstance(item, _TaskItem):
@@ -611,9 +616,11 @@ class Executor:
             if item.scope is not None:
                 item.scope.cancel()
             item.running.interrupt()
-        self.nursery.start_soon(self._kill_if_still_running, task_id, item)
+        self.nursery.start_soon(self._kill_if_still_running, task_id, item, tell_owner)
 
-    async def _kill_if_still_running(self, task_id: ObjectId, item: object) -> None:
+    async def _kill_if_still_running(
+        self, task_id: ObjectId, item: _Task | _Call | _TaskItem, tell_owner: bool = False
+    ) -> None:
         await trio.sleep(self.grace_s)
         if self.tasks.get(task_id) is item:
             log.error(
@@ -622,6 +629,9 @@ class Executor:
                 short(task_id),
                 self.grace_s,
             )
+            if tell_owner:
+                why = f"it still ran {self.grace_s:g} s later, so its worker was killed"
+                await self._answer_cancelled(task_id, why)
             os.kill(os.getpid(), signal.SIGKILL)
 
     def interrupt_all(self, reason: str) -> None:
