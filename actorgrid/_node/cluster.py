@@ -315,8 +315,8 @@ class Cluster:
             return record, info.address
         status = await self.status_async()
         found = match_id(text, status.actors, lambda a: a.actor_id, "actor")
-        if found is not None:
-            return found, self._worker_address(found.worker_id, "actor")
+        if found:
+            return found[0], self._worker_address(found[0].worker_id, "actor")
         ns = namespace or DEFAULT_NAMESPACE
         as_id = " nor the id (or short id) of one" if looks_like_id(text) else ""
         raise NameNotFoundError(
@@ -328,35 +328,46 @@ class Cluster:
     async def cancel_task_async(
         self, task: TaskStatistics | bytes | str, *, force: bool = False
     ) -> TaskStatistics:
-        status = await self.status_async()
         if isinstance(task, TaskStatistics):
-            record: TaskStatistics | None = task
-        elif isinstance(task, bytes):
-            record = next((t for t in status.tasks if t.task_id == task), None)
+            records = [task]
         else:
-            record = match_id(task, status.tasks, lambda t: t.task_id, "task")
-        if record is None:
+            status = await self.status_async()
+            if isinstance(task, bytes):
+                records = [t for t in status.tasks if t.task_id == task]
+            else:
+                records = match_id(task, status.tasks, lambda t: t.task_id, "task")
+        if not records:
             shown = task.hex() if isinstance(task, bytes) else repr(task)
             raise ActorgridError(
                 f"no running or queued task has the id {shown}: it may have finished already; "
                 "list the tasks with `actorgrid list tasks` (cluster.status().tasks)"
             )
-        address = self._worker_address(record.worker_id, "task")
-        task_id = ObjectId(record.task_id)
-        peer = self._runtime.peer_for(address)
+        # Usually one record; more if workers still run a call its caller resent elsewhere.
+        errors = [await self._cancel_on_worker(record, force) for record in records]
+        if all(errors):
+            raise ActorgridError(errors[0])
+        return records[0]
+
+    async def _cancel_on_worker(self, record: TaskStatistics, force: bool) -> str | None:
+        """Cancel one task on the worker the record names; None, or what went wrong."""
         try:
-            reply = await peer.request(lambda rid: CancelById(rid, task_id, force))
+            address = self._worker_address(record.worker_id, "task")
+        except ActorgridError as exc:
+            return str(exc)
+        task_id = ObjectId(record.task_id)
+        try:
+            reply = await self._runtime.peer_for(address).request(
+                lambda rid: CancelById(rid, task_id, force)
+            )
         except PeerClosedError as exc:
             if force:
-                return record  # the worker killed itself, as asked
-            raise ActorgridError(
+                return None  # the worker killed itself, as asked
+            return (
                 f"the worker running task {record.short_id} went away before it answered "
                 f"({exc}); the task went with it"
-            ) from None
+            )
         assert isinstance(reply, Ack)
-        if reply.error is not None:
-            raise ActorgridError(f"{reply.error}: it has finished already")
-        return record
+        return None if reply.error is None else f"{reply.error}: it has finished already"
 
     def cancel_task(
         self, task: TaskStatistics | bytes | str, *, force: bool = False

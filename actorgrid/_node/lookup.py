@@ -36,23 +36,25 @@ def looks_like_id(text: str) -> bool:
     return bool(text) and set(text.lower()) <= _HEX
 
 
-def match_id(text: str, items: Sequence[T], id_of: Callable[[T], bytes], what: str) -> T | None:
-    """The one item whose id ``text`` names (full hex, short form or hex prefix); None if
-    none does. Raises ActorgridError, listing the candidates, if several do."""
+def match_id(text: str, items: Sequence[T], id_of: Callable[[T], bytes], what: str) -> list[T]:
+    """The items whose id ``text`` names (full hex, short form or hex prefix): empty if none
+    does, several only if they share that one id (a call a worker still runs after its
+    caller took it for lost and sent it elsewhere). Raises ActorgridError, listing the
+    candidates, if ``text`` names several ids."""
     key = text.lower()
     if not looks_like_id(key):
-        return None
+        return []
     found = [
         item
         for item in items
         if id_of(item).hex().startswith(key)
         or (len(key) == SHORT_ID_LENGTH and short_id(id_of(item)) == key)
     ]
-    if len(found) > 1:
-        ids = ", ".join(id_of(item).hex() for item in found[:5])
-        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    ids = list(dict.fromkeys(id_of(item).hex() for item in found))
+    if len(ids) > 1:
+        more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
         raise ActorgridError(
-            f"{text!r} matches {len(found)} {what}s ({ids}{more}); pass the short id that the "
-            "listing shows, or the full id"
+            f"{text!r} matches {len(ids)} {what}s ({', '.join(ids[:5])}{more}); pass the short "
+            "id that the listing shows, or the full id"
         )
-    return found[0] if found else None
+    return found
