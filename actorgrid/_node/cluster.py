@@ -15,43 +15,40 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import attrs
 import trio
 
-from .._exceptions import ActorgridError, NameNotFoundError, NotInitializedError, unwrap_group
+from .._exceptions import ActorgridError, NotInitializedError, unwrap_group
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import ActorId, NodeId, ObjectId, WorkerId
+from .._protocol.ids import NodeId, WorkerId
 from .._protocol.messages import (
     Ack,
-    ActorInfo,
-    Availability,
-    CancelById,
     ClusterView,
     ControlNode,
     ControlWorker,
     Event,
-    NodeView,
     QueryCluster,
 )
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
-from .._runtime.peer import PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
-from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
 from .head import Head
-from .lookup import looks_like_id, match_id, short_id
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
+from .operations import cancel_task, kill_actor
+from .records import (
+    ActorStatistics,
+    ClusterStatus,
+    NodeStatistics,
+    TaskStatistics,
+    WorkerStatistics,
+    node_statistics,
+    status_from_view,
+)
 from .standalone import ClusterFile
 
 __all__ = [
-    "ActorStatistics",
     "Cluster",
-    "ClusterStatus",
-    "NodeStatistics",
-    "TaskStatistics",
-    "WorkerStatistics",
     "connect",
     "init",
     "is_initialized",
@@ -61,97 +58,6 @@ __all__ = [
 WORKER_START_TIMEOUT_S = 60.0
 
 T = TypeVar("T")
-
-
-@attrs.frozen
-class WorkerStatistics:
-    """A worker as this process sees it; ``state`` is "alive" or "suspended"."""
-
-    address: str
-    pid: int
-    hostname: str
-    num_cpus: float
-    worker_id: WorkerId
-    node_id: NodeId
-    state: str = "alive"
-    running: int = -1  # calls running now; -1 unless from Cluster.status()
-    queued: int = -1  # sync tasks waiting for a CPU; -1 unless from Cluster.status()
-    cpus_reserved: float = 0.0  # CPUs held by running sync tasks; from Cluster.status()
-
-
-@attrs.frozen
-class NodeStatistics:
-    """A node agent as the head sees it, with its availability at its last pulse."""
-
-    node_id: NodeId
-    hostname: str
-    pid: int
-    num_workers: int
-    state: str
-    availability: Availability | None
-    last_pulse_s: float
-    resources: dict[str, float] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class ActorStatistics:
-    """A live actor, as its worker reports it."""
-
-    actor_id: bytes
-    label: str  # class or function name
-    kind: str  # "class" or "coroutine"
-    name: str | None
-    namespace: str | None
-    worker_id: WorkerId | None
-
-    @property
-    def short_id(self) -> str:
-        """The id as listings show it, accepted by ``Cluster.kill_actor``."""
-        return short_id(self.actor_id)
-
-
-@attrs.frozen
-class TaskStatistics:
-    """A call on a worker now, as its worker reports it: a task, an actor method call, or a
-    remote coroutine actor (which runs as a task for as long as it lives)."""
-
-    task_id: bytes
-    label: str  # function name, or "Class.method"
-    kind: str  # "task", "actor call" or "coroutine actor"
-    state: str  # "running" or "queued"
-    worker_id: WorkerId | None
-
-    @property
-    def short_id(self) -> str:
-        """The id as listings show it, accepted by ``Cluster.cancel_task``."""
-        return short_id(self.task_id)
-
-
-@attrs.frozen
-class ClusterStatus:
-    """Everything ``actorgrid status`` shows: from the head and every worker, now."""
-
-    nodes: list[NodeStatistics]
-    workers: list[WorkerStatistics]
-    actors: list[ActorStatistics]
-    tasks: list[TaskStatistics] = attrs.field(factory=list)
-
-    @property
-    def running(self) -> int:
-        return sum(max(w.running, 0) for w in self.workers)
-
-    @property
-    def queued(self) -> int:
-        return sum(max(w.queued, 0) for w in self.workers)
-
-    @property
-    def num_cpus(self) -> float:
-        return sum(w.num_cpus for w in self.workers)
-
-    @property
-    def cpus_reserved(self) -> float:
-        """CPUs that running sync tasks hold now (actors and async code reserve none)."""
-        return sum(w.cpus_reserved for w in self.workers)
 
 
 Target = WorkerStatistics | NodeStatistics | WorkerId | NodeId
@@ -218,7 +124,7 @@ class Cluster:
     async def nodes_async(self) -> list[NodeStatistics]:
         reply = await self._runtime.head_request(QueryCluster)
         assert isinstance(reply, ClusterView)
-        return [_node_statistics(n) for n in reply.nodes]
+        return [node_statistics(n) for n in reply.nodes]
 
     def nodes(self) -> list[NodeStatistics]:
         """The cluster's node agents and their state, as the head sees them."""
@@ -227,29 +133,7 @@ class Cluster:
     async def status_async(self) -> ClusterStatus:
         reply = await self._runtime.head_request(lambda rid: QueryCluster(rid, True))
         assert isinstance(reply, ClusterView)
-        return ClusterStatus(
-            [_node_statistics(n) for n in reply.nodes],
-            [
-                WorkerStatistics(
-                    v.worker.address,
-                    v.worker.pid,
-                    v.worker.hostname,
-                    v.worker.num_cpus,
-                    v.worker.worker_id,
-                    v.worker.node_id,
-                    v.state,
-                    v.running,
-                    v.queued,
-                    v.cpus_reserved,
-                )
-                for v in reply.workers
-            ],
-            [
-                ActorStatistics(a.actor_id, a.label, a.kind, a.name, a.namespace, a.worker_id)
-                for a in reply.actors
-            ],
-            [TaskStatistics(t.task_id, t.label, t.kind, t.state, t.worker_id) for t in reply.tasks],
-        )
+        return status_from_view(reply)
 
     def status(self) -> ClusterStatus:
         """Nodes, workers (with their running and queued calls), live actors and the calls
@@ -261,29 +145,7 @@ class Cluster:
     async def kill_actor_async(
         self, actor: ActorStatistics | bytes | str, *, namespace: str | None = None
     ) -> ActorStatistics:
-        if isinstance(actor, str):
-            record, address = await self._find_actor(actor, namespace)
-        else:
-            if isinstance(actor, bytes):
-                status = await self.status_async()
-                found = next((a for a in status.actors if a.actor_id == actor), None)
-                if found is None:
-                    raise NameNotFoundError(
-                        f"no live actor has the id {actor.hex()}; list them with "
-                        "cluster.status().actors (`actorgrid list actors`)"
-                    )
-                actor = found
-            record, address = actor, self._worker_address(actor.worker_id, "actor")
-        info = ActorInfo(
-            ActorId(record.actor_id),
-            address,
-            record.kind,
-            record.label,
-            record.name,
-            record.namespace,
-        )
-        await self._runtime.kill(info)
-        return record
+        return await kill_actor(self._runtime, self.status_async, actor, namespace)
 
     def kill_actor(
         self, actor: ActorStatistics | bytes | str, *, namespace: str | None = None
@@ -299,75 +161,10 @@ class Cluster:
         """
         return self._sync(self.kill_actor_async, actor, namespace=namespace)
 
-    async def _find_actor(self, text: str, namespace: str | None) -> tuple[ActorStatistics, str]:
-        """The actor ``text`` names, and its worker's address."""
-        try:
-            info = await self._runtime.lookup(text, namespace, cached=False)
-        except NameNotFoundError:
-            pass
-        else:
-            worker_id = next(
-                (w.worker_id for w in self.workers() if w.address == info.address), None
-            )
-            record = ActorStatistics(
-                info.actor_id, info.label, info.kind, info.name, info.namespace, worker_id
-            )
-            return record, info.address
-        status = await self.status_async()
-        found = match_id(text, status.actors, lambda a: a.actor_id, "actor")
-        if found:
-            return found[0], self._worker_address(found[0].worker_id, "actor")
-        ns = namespace or DEFAULT_NAMESPACE
-        as_id = " nor the id (or short id) of one" if looks_like_id(text) else ""
-        raise NameNotFoundError(
-            f"{text!r} is neither the name of a live actor in namespace {ns!r}{as_id}; list "
-            "the live actors with `actorgrid list actors` (cluster.status().actors), and pass "
-            "--namespace for a name in another namespace"
-        )
-
     async def cancel_task_async(
         self, task: TaskStatistics | bytes | str, *, force: bool = False
     ) -> TaskStatistics:
-        if isinstance(task, TaskStatistics):
-            records = [task]
-        else:
-            status = await self.status_async()
-            if isinstance(task, bytes):
-                records = [t for t in status.tasks if t.task_id == task]
-            else:
-                records = match_id(task, status.tasks, lambda t: t.task_id, "task")
-        if not records:
-            shown = task.hex() if isinstance(task, bytes) else repr(task)
-            raise ActorgridError(
-                f"no running or queued task has the id {shown}: it may have finished already; "
-                "list the tasks with `actorgrid list tasks` (cluster.status().tasks)"
-            )
-        # Usually one record; more if workers still run a call its caller resent elsewhere.
-        errors = [await self._cancel_on_worker(record, force) for record in records]
-        if all(errors):
-            raise ActorgridError(errors[0])
-        return records[0]
-
-    async def _cancel_on_worker(self, record: TaskStatistics, force: bool) -> str | None:
-        """Cancel one task on the worker the record names; None, or what went wrong."""
-        try:
-            address = self._worker_address(record.worker_id, "task")
-        except ActorgridError as exc:
-            return str(exc)
-        task_id = ObjectId(record.task_id)
-        try:
-            reply = await self._runtime.peer_for(address).request(
-                lambda rid: CancelById(rid, task_id, force)
-            )
-        except PeerClosedError as exc:
-            if force:
-                return None  # the worker killed itself, as asked
-            return (
-                f"the worker running task {record.short_id} went away before it answered "
-                f"({exc}); the task went with it"
-            )
-        assert isinstance(reply, Ack)
-        return None if reply.error is None else f"{reply.error}: it has finished already"
+        return await cancel_task(self._runtime, self.status_async, task, force)
 
     def cancel_task(
         self, task: TaskStatistics | bytes | str, *, force: bool = False
@@ -381,14 +178,6 @@ class Cluster:
         ActorgridError when no task or several match. Returns the record of the task.
         """
         return self._sync(self.cancel_task_async, task, force=force)
-
-    def _worker_address(self, worker_id: WorkerId | None, what: str) -> str:
-        worker = self._runtime.placement.workers.get(worker_id) if worker_id else None
-        if worker is None:
-            raise ActorgridError(
-                f"the worker of that {what} has left the cluster, and the {what} went with it"
-            )
-        return worker.address
 
     # --- operations ------------------------------------------------------------------------
 
@@ -590,19 +379,6 @@ def _remote(
     raise ValueError(
         f"connecting to the cluster at {address} needs its secret: pass secret=, set "
         "ACTORGRID_SECRET (hex), or use address='auto' on the machine that ran `actorgrid up`"
-    )
-
-
-def _node_statistics(n: NodeView) -> NodeStatistics:
-    return NodeStatistics(
-        n.node.node_id,
-        n.node.hostname,
-        n.node.pid,
-        n.node.num_workers,
-        n.state,
-        n.availability,
-        n.last_pulse_s,
-        dict(n.node.resources),
     )
 
 
