@@ -26,7 +26,6 @@ from typing import Any
 import actorgrid as ag
 
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_NODE_COMMAND",
     "NODE_OPTIONS",
     "START_OPTIONS",
@@ -257,7 +256,6 @@ _MAX_MESSAGE_BYTES = Option(
     "refused (drivers that connect with address='auto' adopt it) (default %(default)s)",
     _library_default(ag.serve_head, "max_message_bytes"),
 )
-DEFAULT_MAX_MESSAGE_BYTES: int = _MAX_MESSAGE_BYTES.default
 _TLS = tuple(
     Option(key, _text, str, "FILE", what + " (with --tls; the same on every member)", is_path=True)
     for key, what in (

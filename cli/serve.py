@@ -201,7 +201,6 @@ async def _serve_head(
                         head_pid=os.getpid(),
                         num_workers=options["num_workers"],
                         tls=None if tls is None else tls.to_dict(),
-                        max_message_bytes=options["max_message_bytes"],
                     ).save(cluster_file)
                     recorded = True
                 _announce_head(

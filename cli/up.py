@@ -55,7 +55,6 @@ from ._common import (
 )
 from ._options import (
     COMMAND_FIELDS,
-    DEFAULT_MAX_MESSAGE_BYTES,
     TLS_KEYS,
     UP_OPTIONS,
     ClusterConfig,
@@ -279,7 +278,6 @@ def _start(
             num_workers=recorded.num_workers,
             nodes=config.hosts,
             tls=recorded.tls,
-            max_message_bytes=recorded.max_message_bytes,
         )
         recorded.save(paths.cluster_file)
         if is_loopback(recorded.address) and config.command.startswith("ssh"):
@@ -288,7 +286,9 @@ def _start(
                 "reach; set host in [head] to this machine's address on their network"
             )
         for index, host in enumerate(config.hosts):
-            launchers.append(_launch_node(paths, index, host, recorded, config, env, sidecar))
+            launchers.append(
+                _launch_node(paths, index, host, recorded, config, options, env, sidecar)
+            )
         expected_nodes += len(config.hosts)
         expected_workers += len(config.hosts) * config.num_workers
     _wait_for_members(
@@ -377,6 +377,7 @@ def _launch_node(
     host: str,
     recorded: ag.ClusterFile,
     config: ClusterConfig,
+    options: dict[str, Any],
     env: dict[str, str],
     sidecar: dict[str, Any],
 ) -> tuple[str, subprocess.Popen[bytes], Path]:
@@ -385,7 +386,7 @@ def _launch_node(
         host,
         reachable_address(recorded.address),
         config.num_workers,
-        recorded.max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES,
+        options["max_message_bytes"],
         recorded.tls,
     )
     log_path = paths.node_log(index, host)

@@ -317,9 +317,7 @@ async def _open_cluster(
                 tls=tls,
             )
         else:
-            head_address, secret, tls, cap = _remote(address, secret, tls)
-            if cap is not None:
-                max_message_bytes = min(max_message_bytes, cap)
+            head_address, secret, tls = _remote(address, secret, tls)
             host = host or local_address_towards(head_address)
         rt = Runtime(
             kind="driver",
@@ -334,6 +332,7 @@ async def _open_cluster(
             if node is not None:
                 await nursery.start(node.serve)
             await nursery.start(rt.serve)
+            _adopt_head_cap(rt)
             set_current_runtime(rt)
             if node is not None:
                 await _wait_for_workers(rt, node)
@@ -348,23 +347,32 @@ async def _open_cluster(
             nursery.cancel_scope.cancel()
 
 
+def _adopt_head_cap(rt: Runtime) -> None:
+    """Take the head's lower ``max_message_bytes`` as this process's own: the cluster's
+    members refuse bigger frames, so ``ag.put`` and ``.remote()`` refuse such data here,
+    with a message that says so, instead of sending it to be dropped."""
+    hello = rt.head.remote_hello if rt.head is not None else None
+    if hello is not None and 0 < hello.max_message_bytes < rt.max_message_bytes:
+        rt.max_message_bytes = hello.max_message_bytes
+
+
 def _remote(
     address: str, secret: bytes | None, tls: TLSConfig | None
-) -> tuple[str, bytes, TLSConfig | None, int | None]:
-    """The head address, secret, TLS and message cap to join with: ``"auto"`` reads the file
-    `actorgrid up` wrote; a secret comes from ``secret=``, ``ACTORGRID_SECRET`` (hex), or that
-    file if it names the same address."""
+) -> tuple[str, bytes, TLSConfig | None]:
+    """The head address and secret to join: ``"auto"`` reads the file `actorgrid up` wrote;
+    a secret comes from ``secret=``, ``ACTORGRID_SECRET`` (hex), or that file if it names the
+    same address."""
     if address == "auto":
         up = ClusterFile.load()
         if tls is None and up.tls is not None:
             tls = TLSConfig.from_dict(up.tls)
-        return up.address, secret or up.secret, tls, up.max_message_bytes
+        return up.address, secret or up.secret, tls
     if secret is not None:
-        return address, secret, tls, None
+        return address, secret, tls
     env = os.environ.get("ACTORGRID_SECRET")
     if env:
         try:
-            return address, bytes.fromhex(env), tls, None
+            return address, bytes.fromhex(env), tls
         except ValueError:
             raise ValueError("ACTORGRID_SECRET must be the cluster secret in hex") from None
     recorded: ClusterFile | None
@@ -375,7 +383,7 @@ def _remote(
     if recorded is not None and recorded.address == address:
         if tls is None and recorded.tls is not None:
             tls = TLSConfig.from_dict(recorded.tls)
-        return address, recorded.secret, tls, recorded.max_message_bytes
+        return address, recorded.secret, tls
     raise ValueError(
         f"connecting to the cluster at {address} needs its secret: pass secret=, set "
         "ACTORGRID_SECRET (hex), or use address='auto' on the machine that ran `actorgrid up`"
@@ -513,9 +521,8 @@ def init(
     or is ``"auto"`` for the cluster `actorgrid up` started on this machine;
     without one, a head and ``num_workers`` workers (default: one per CPU) start here and stop
     with ``ag.shutdown()``, at the end of a ``with ag.init():`` block, or when this process
-    exits. ``max_message_bytes`` caps any one message (default 1 GiB); with
-    ``address="auto"``, a lower cap that the cluster was started with (``actorgrid up
-    --max-message-bytes``) applies.
+    exits. ``max_message_bytes`` caps any one message (default 1 GiB); a lower cap that the
+    cluster's head was started with (``actorgrid up --max-message-bytes``) applies.
 
     Supervision: every link pulses every ``pulse_interval`` seconds and a peer silent for 5
     intervals is treated as dead; interrupted or cancelled work gets ``grace_s`` seconds to

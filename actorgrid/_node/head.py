@@ -158,7 +158,7 @@ class Head:
                     tls=self._tls,
                 )
             )
-            self._hello = Hello("head", self.address, os.getpid())
+            self._hello = Hello("head", self.address, os.getpid(), self._max)
             task_status.started(self.address)
 
     async def _accept(self, stream: TcpFrameStream) -> None:

@@ -49,9 +49,6 @@ class ClusterFile:
     num_workers: int = 0
     nodes: tuple[str, ...] = ()  # hosts that `actorgrid up --config` started nodes on
     tls: dict[str, str] | None = None
-    # The cap the cluster's members were started with (None: the default); drivers that
-    # connect with address="auto" adopt it, so they refuse oversized data before sending it.
-    max_message_bytes: int | None = None
 
     @staticmethod
     def default_path() -> Path:

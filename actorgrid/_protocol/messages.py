@@ -86,6 +86,9 @@ class Hello:
     kind: str  # "driver", "worker", "head", "node"
     address: str  # where this process listens for peers ("" if it does not listen)
     pid: int
+    # The largest frame this process accepts, when it says (the head does): drivers adopt
+    # the head's, so they refuse oversized data before sending it (0: not said).
+    max_message_bytes: int = 0
 
 
 @attrs.frozen
