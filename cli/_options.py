@@ -252,8 +252,9 @@ _MAX_MESSAGE_BYTES = Option(
     _check_bytes,
     _int_or_text,
     "BYTES",
-    "the largest message any member of the cluster accepts, e.g. 64MiB; bigger ones are "
-    "refused (drivers that connect with address='auto' adopt it) (default %(default)s)",
+    "the largest message this member accepts, e.g. 64MiB: bigger ones are refused, and "
+    "drivers adopt the head's, so they refuse such data before sending it (default "
+    "%(default)s)",
     _library_default(ag.serve_head, "max_message_bytes"),
 )
 _TLS = tuple(

@@ -269,9 +269,10 @@ def add_node(subparsers: _Subparsers) -> None:
         "node",
         help="join this machine to a cluster head, in the foreground",
         description=(
-            "Start worker processes on this machine and join them to the head at --address, "
-            "until Ctrl-C or SIGTERM, or until the head closes this node (`actorgrid down`). "
-            "If the head is lost, the node keeps trying to join it again."
+            "Start worker processes on this machine (one per CPU unless --num-workers says "
+            "otherwise) and join them to the head at --address, until Ctrl-C or SIGTERM, or "
+            "until the head closes this node (`actorgrid down`); it says when its workers have "
+            "joined. If the head is lost, the node keeps trying to join it again."
         ),
     )
     add_options(parser, NODE_OPTIONS)
