@@ -270,8 +270,15 @@ class _Call:
     """A method call waiting in (or taken from) an actor's inbox."""
 
     __slots__ = (
-        "actor_id", "cancelled", "method", "payload", "peer", "running", "scope", "task_id"
-    )  # fmt: skip
+        "actor_id",
+        "cancelled",
+        "method",
+        "payload",
+        "peer",
+        "running",
+        "scope",
+        "task_id",
+    )
 
     def __init__(self, peer: Peer, msg: CallActor) -> None:
         self.peer = peer
