@@ -246,7 +246,18 @@ def _node_rows(nodes: list[dict[str, Any]]) -> list[str]:
 
 def _worker_rows(workers: list[dict[str, Any]]) -> list[str]:
     return _table(
-        ("WORKER", "NODE", "HOST", "PID", "ADDRESS", "CPUS", "STATE", "RUNNING", "QUEUED"),
+        (
+            "WORKER",
+            "NODE",
+            "HOST",
+            "PID",
+            "ADDRESS",
+            "CPUS",
+            "RESERVED",
+            "STATE",
+            "RUNNING",
+            "QUEUED",
+        ),
         [
             (
                 _short(w["worker_id"]),
@@ -255,6 +266,7 @@ def _worker_rows(workers: list[dict[str, Any]]) -> list[str]:
                 w["pid"],
                 w["address"],
                 _number(w["num_cpus"]),
+                _number(w["cpus_reserved"]),
                 w["state"],
                 max(w["running"], 0),
                 max(w["queued"], 0),
