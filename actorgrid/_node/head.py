@@ -54,6 +54,7 @@ from .._protocol.messages import (
     Shutdown,
     SubscribeEvents,
     SubscribeMembership,
+    TaskSummary,
     WorkerInfo,
     WorkerJoined,
     WorkerLeft,
@@ -157,7 +158,7 @@ class Head:
                     tls=self._tls,
                 )
             )
-            self._hello = Hello("head", self.address, os.getpid())
+            self._hello = Hello("head", self.address, os.getpid(), self._max)
             task_status.started(self.address)
 
     async def _accept(self, stream: TcpFrameStream) -> None:
@@ -352,15 +353,19 @@ class Head:
         )
         workers: list[WorkerView] = []
         actors: list[ActorSummary] = []
+        tasks: list[TaskSummary] = []
         for wid, w in self.workers.items():
             report = reports.get(wid)
             state = "suspended" if wid in self.suspended else "alive"
             if report is None:
                 workers.append(WorkerView(w, state))
                 continue
-            workers.append(WorkerView(w, state, report.running, report.queued))
+            workers.append(
+                WorkerView(w, state, report.running, report.queued, report.cpus_reserved)
+            )
             actors.extend(attrs.evolve(a, worker_id=wid) for a in report.actors)
-        peer.send(ClusterView(rid, nodes, tuple(workers), tuple(actors)))
+            tasks.extend(attrs.evolve(t, worker_id=wid) for t in report.tasks)
+        peer.send(ClusterView(rid, nodes, tuple(workers), tuple(actors), tuple(tasks)))
 
     def _set_suspended(self, worker_id: WorkerId, suspended: bool) -> None:
         if suspended:

@@ -86,6 +86,9 @@ class Hello:
     kind: str  # "driver", "worker", "head", "node"
     address: str  # where this process listens for peers ("" if it does not listen)
     pid: int
+    # The largest frame this process accepts, when it says (the head does): drivers adopt
+    # the head's, so they refuse oversized data before sending it (0: not said).
+    max_message_bytes: int = 0
 
 
 @attrs.frozen
@@ -286,6 +289,18 @@ class ActorSummary:
 
 
 @attrs.frozen
+class TaskSummary:
+    """One call on a worker (a task, an actor call, or a running coroutine actor), as its
+    worker reports it for ``Cluster.status()``."""
+
+    task_id: ObjectId
+    label: str  # function name, "Class.method", or the coroutine actor's function name
+    kind: str  # "task", "actor call" or "coroutine actor"
+    state: str  # "running" or "queued"
+    worker_id: WorkerId | None = None
+
+
+@attrs.frozen
 class WorkerReport:
     """A worker's answer to QueryWorker: its actors and its calls."""
 
@@ -293,6 +308,8 @@ class WorkerReport:
     actors: tuple[ActorSummary, ...]
     running: int  # calls being run now
     queued: int  # sync tasks waiting for a CPU
+    tasks: tuple[TaskSummary, ...] = ()
+    cpus_reserved: float = 0.0  # CPUs held by the sync tasks running now
 
 
 @attrs.frozen
@@ -313,6 +330,7 @@ class WorkerView:
     state: str  # "alive", "suspended"
     running: int = -1
     queued: int = -1
+    cpus_reserved: float = 0.0
 
 
 @attrs.frozen
@@ -323,6 +341,7 @@ class ClusterView:
     nodes: tuple[NodeView, ...]
     workers: tuple[WorkerView, ...]
     actors: tuple[ActorSummary, ...] = ()
+    tasks: tuple[TaskSummary, ...] = ()
 
 
 # --- names (head) -------------------------------------------------------------------------
@@ -431,8 +450,20 @@ class CancelTask:
 
 
 @attrs.frozen
+class CancelById:
+    """Sent by ``Cluster.cancel_task`` (``actorgrid cancel``) to the worker running a task it
+    does not own; answered with Ack, whose error says the task is not on that worker. The
+    worker cancels it as CancelTask does and the owner gets TaskCancelledError."""
+
+    rid: int
+    task_id: ObjectId
+    force: bool = False
+
+
+@attrs.frozen
 class KillActor:
-    """Sent by ``ag.kill(handle)`` to the actor's worker; answered with Ack."""
+    """Sent by ``ag.kill(handle)`` and ``Cluster.kill_actor`` (``actorgrid kill``) to the
+    actor's worker; answered with Ack."""
 
     rid: int
     actor_id: ActorId
@@ -519,6 +550,7 @@ Message: TypeAlias = (
     | CallActor
     | TaskResult
     | CancelTask
+    | CancelById
     | KillActor
     | Deliver
     | AskReply

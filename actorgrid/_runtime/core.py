@@ -552,8 +552,9 @@ class Runtime:
             raise ValueError(
                 f"ag.put() got a value that serializes to {payload.nbytes} bytes, over "
                 f"max_message_bytes={self.max_message_bytes}, so no other process could ever "
-                "fetch it; raise max_message_bytes in ag.init() or pass the data another way "
-                "(e.g. a file path)"
+                "fetch it; raise max_message_bytes (ag.init(), or `actorgrid up "
+                "--max-message-bytes` for a cluster the CLI started) or pass the data another "
+                "way (e.g. a file path)"
             )
         entry = self.new_entry()
         entry.set_value(payload)
@@ -718,8 +719,9 @@ class Runtime:
         if payload.nbytes > self.max_message_bytes:
             raise ValueError(
                 f"the arguments of {label} serialize to {payload.nbytes} bytes, over "
-                f"max_message_bytes={self.max_message_bytes}; raise it in ag.init() or pass "
-                "the data another way (e.g. a file path)"
+                f"max_message_bytes={self.max_message_bytes}; raise it (ag.init(), or "
+                "`actorgrid up --max-message-bytes` for a cluster the CLI started) or pass the "
+                "data another way (e.g. a file path)"
             )
 
     def send_task(
