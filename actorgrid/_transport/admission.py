@@ -222,7 +222,7 @@ class Admission(Generic[K]):
         unlogged = []
         for address, reasons in window.counts.items():
             total = sum(reasons.values())
-            if total > 0:
+            if total > 0 and address != _OTHERS:
                 unlogged.append((total, address, reasons))
         unlogged.sort(key=lambda item: -item[0])
         for total, address, reasons in unlogged[:MAX_ADDRESSES_LOGGED]:
@@ -232,15 +232,16 @@ class Admission(Generic[K]):
                 f"rejected {total:,}{more} {noun} from {address} in the last {seconds}: "
                 f"{_reasons(reasons)}"
             )
-        rest = unlogged[MAX_ADDRESSES_LOGGED:]
+        rest: Counter[str] = Counter(window.counts.get(_OTHERS, Counter()))
+        for _, _, reasons in unlogged[MAX_ADDRESSES_LOGGED:]:
+            rest.update(reasons)
         if rest:
-            total = sum(item[0] for item in rest)
-            everything: Counter[str] = Counter()
-            for _, _, reasons in rest:
-                everything.update(reasons)
+            n = len(unlogged) - MAX_ADDRESSES_LOGGED
+            # Past MAX_ADDRESSES_TRACKED, addresses are counted together, not told apart.
+            where = f"more than {max(n, 0):,}" if _OTHERS in window.counts else f"{n:,}"
             lines.append(
-                f"rejected {total:,} connections from {len(rest):,} other addresses in the last "
-                f"{seconds}: {_reasons(everything)}"
+                f"rejected {sum(rest.values()):,} connections from {where} other addresses in "
+                f"the last {seconds}: {_reasons(rest)}"
             )
         return lines
 
