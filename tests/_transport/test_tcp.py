@@ -30,7 +30,7 @@ SERVER_HANDSHAKE_TIMEOUT_S = ListenLimits().handshake_timeout_s
 
 
 class RejectionLog(logging.Handler):
-    """Collects the server's "rejected connection" warnings and lets a test wait for them."""
+    """Collects the server's "rejected ..." warnings and lets a test wait for them."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)

@@ -61,7 +61,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 
 class RejectionLog(logging.Handler):
-    """Collects the server's "rejected connection" warnings and lets a test wait for them."""
+    """Collects the server's "rejected ..." warnings and lets a test wait for them."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
