@@ -5,8 +5,13 @@ one system call and a large buffer is never concatenated. Receives go straight i
 decoder's buffer with ``recv_into``.
 
 With ``tls=``, the TLS handshake comes first and the HMAC handshake then runs inside the TLS
-session, both within one HANDSHAKE_TIMEOUT_S; the result is a TlsFrameStream (tls.py) instead
-of the raw-socket TcpFrameStream.
+session, both within one deadline (HANDSHAKE_TIMEOUT_S for a client, the listener's
+``ListenLimits.handshake_timeout_s`` for a server); the result is a TlsFrameStream (tls.py)
+instead of the raw-socket TcpFrameStream.
+
+A server admits connections through a ListenGate (listen.py, deciding with admission.py): a
+bounded number may be in their handshake at once, the oldest of the busiest address making
+room for a new one, a failed accept backs off, and rejections are logged in counted summaries.
 """
 
 from __future__ import annotations
@@ -151,6 +156,15 @@ class TcpFrameStream:
         self._sock.close()
 
 
+class HandshakeFailed(ProtocolError):
+    """A handshake that did not complete; ``kind`` sums the reason up in a few words, for the
+    server's rejection counts."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int, peer: str, hint: str) -> bytes:
     data = bytearray()
     while len(data) < n:
@@ -190,15 +204,6 @@ async def _handshake(
 
 # A TLS record of type "handshake" (22), TLS major version 3: how every ClientHello begins.
 _TLS_HANDSHAKE_RECORD = b"\x16\x03"
-
-
-class HandshakeFailed(ProtocolError):
-    """A handshake that did not complete; ``kind`` sums the reason up in a few words, for the
-    server's rejection counts."""
-
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @contextmanager
