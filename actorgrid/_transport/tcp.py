@@ -130,6 +130,8 @@ class TcpFrameStream:
                 # wait first. (A read that filled the buffer leaves _drained False, and
                 # streaming data is read back to back without waiting.)
                 await trio.lowlevel.wait_readable(sock)
+            if self._closed:  # by aclose() while we waited: the decoder's buffers are gone
+                raise trio.ClosedResourceError(f"the connection to {self.peer} was closed")
             buffer = decoder.get_buffer()
             try:
                 n = sock.recv_into(buffer)

@@ -187,6 +187,8 @@ class TlsFrameStream:
             if self._eof:
                 await trio.lowlevel.checkpoint()
                 return None
+            if self._closed:
+                raise trio.ClosedResourceError(f"the connection to {self.peer} was closed")
             buffer = decoder.get_buffer()
             try:
                 data = await self._stream.receive_some(min(buffer.nbytes, _READ_BYTES))
@@ -212,6 +214,8 @@ class TlsFrameStream:
                     )
                 self._eof = True
                 return None
+            if self._closed:  # by aclose() while we waited: the decoder's buffers are gone
+                raise trio.ClosedResourceError(f"the connection to {self.peer} was closed")
             n = len(data)
             buffer[:n] = data
             decoder.buffer_updated(n)
