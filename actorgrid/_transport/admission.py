@@ -206,12 +206,13 @@ class Admission(Generic[K]):
 
     # --- logging ----------------------------------------------------------------------------
 
-    def report(self, now: float) -> list[str]:
-        """Sum up the window if it is at least ``log_interval_s`` old; start a new one."""
+    def report(self, now: float, *, final: bool = False) -> list[str]:
+        """Sum up the window if it is at least ``log_interval_s`` old (or ``final``: the
+        listener is stopping, and what it counted is told now or never); start a new one."""
         window = self._window
         if window is None:
             return []
-        if now - window.start < self.limits.log_interval_s:
+        if now - window.start < self.limits.log_interval_s and not final:
             return []
         self._window = None
         seconds = f"{now - window.start:.0f} s"

@@ -87,10 +87,13 @@ class ListenGate:
     ) -> None:
         """Write each rejection summary when its window is due, until cancelled."""
         task_status.started()
-        while True:
-            # A tenth of the interval: a summary is at most that late, for one cheap wakeup.
-            await trio.sleep(self.limits.log_interval_s / 10)
-            self._log(self.admission.report(trio.current_time()))
+        try:
+            while True:
+                # A tenth of the interval: a summary is at most that late, for a cheap wakeup.
+                await trio.sleep(self.limits.log_interval_s / 10)
+                self._log(self.admission.report(trio.current_time()))
+        finally:
+            self._log(self.admission.report(trio.current_time(), final=True))
 
     async def accept(self, listener: trio.SocketListener) -> trio.SocketStream:
         """The next connection; a failed accept (out of descriptors, say) backs off and tries

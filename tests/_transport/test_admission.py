@@ -209,8 +209,15 @@ def test_a_flood_is_summed_up_with_counts_per_address_and_reason() -> None:
         "handshake timeout (1,234), wrong secret (2)"
     ]
     assert admission.report(now=20.0) == []  # nothing since
+    assert admission.report(now=20.0, final=True) == []
     # A new window: news is logged at once again.
     assert admission.rejected("127.0.0.1", "handshake timeout", "slow", now=30.0) != []
+    admission.rejected("127.0.0.1", "handshake timeout", "slow", now=30.5)
+    # A listener that stops tells what it counted, however young the window.
+    assert admission.report(now=31.0) == []
+    assert admission.report(now=31.0, final=True) == [
+        "rejected 1 more connection from 127.0.0.1 in the last 1 s: handshake timeout"
+    ]
 
 
 def test_many_addresses_cost_a_bounded_number_of_lines() -> None:
@@ -251,7 +258,7 @@ def test_every_rejection_is_counted_exactly_once_in_few_lines(
         now += step
         lines += admission.rejected(address, reason, "detail", now)
         lines += admission.report(now)
-    lines += admission.report(now + 10.0)
+    lines += admission.report(now, final=True)
     counted = 0
     for line in lines:
         match = _COUNT.match(line)
