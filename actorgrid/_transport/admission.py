@@ -4,8 +4,8 @@ after a failed accept, and which rejections to log.
 A listener's I/O shell (listen.py) calls :meth:`Admission.admit` for every accepted
 connection, :meth:`Admission.done` when its handshake ends and :meth:`Admission.rejected`
 if it failed, :meth:`Admission.accept_failed` / :meth:`Admission.accept_succeeded` around
-``accept()``, and :meth:`Admission.report` once per ``log_interval_s``. It never reads a
-clock: every call that needs the time is given ``now``.
+``accept()``, and :meth:`Admission.report` every so often (a tenth of ``log_interval_s``).
+It never reads a clock: every call that needs the time is given ``now``.
 
 Invariants:
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import resource
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import trio
@@ -144,6 +144,6 @@ class ListenGate:
             scope.cancel(reason="evicted: too many unauthenticated connections")
 
     @staticmethod
-    def _log(lines: Iterator[str] | tuple[str, ...] | list[str]) -> None:
+    def _log(lines: Iterable[str]) -> None:
         for line in lines:
             log.warning("%s", line)
