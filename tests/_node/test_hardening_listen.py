@@ -298,6 +298,7 @@ def test_a_head_out_of_descriptors_backs_off_and_recovers(tmp_path: Path, proces
     # A long pulse interval keeps the silent peers from being dropped as zombies meanwhile.
     with run_head(tmp_path, processes, num_workers=0, nofile=64, pulse_interval=10.0) as head:
         held: list[socket.socket] = []
+        started = time.monotonic()
         try:
             with pytest.raises(OSError):  # the head cannot accept it, so it never answers
                 while True:
@@ -314,7 +315,10 @@ def test_a_head_out_of_descriptors_backs_off_and_recovers(tmp_path: Path, proces
         # takes new connections at once.
         _authenticated(head.host_port, timeout=SOCKET_TIMEOUT_S).close()
         accept_lines = [line for line in head.stderr.lines if "accept failed" in line]
-        assert 1 <= len(accept_lines) <= 2, accept_lines
+        # One line at the first failure, then at most one summary per log interval, however
+        # often accept() failed meanwhile.
+        windows = (time.monotonic() - started) / ListenLimits().log_interval_s
+        assert 1 <= len(accept_lines) <= 2 + windows, accept_lines
         assert "ulimit -n" in accept_lines[0]
         assert not [line for line in lines if "Traceback" in line], lines
 
