@@ -40,7 +40,7 @@ from .._exceptions import (
     WorkerDiedError,
 )
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import ObjectId, WorkerId, new_actor_id, new_object_id, short
+from .._protocol.ids import NodeId, ObjectId, WorkerId, new_actor_id, new_object_id, short
 from .._protocol.messages import (
     Ack,
     ActorEnded,
@@ -68,10 +68,12 @@ from .._protocol.messages import (
     SubscribeEvents,
     SubscribeMembership,
     TaskResult,
+    WorkerInfo,
     WorkerJoined,
     WorkerLeft,
     WorkerState,
 )
+from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S, Backlog, ClusterPicture, describe_wait
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
@@ -91,8 +93,15 @@ __all__ = ["Runtime", "current_runtime", "runtime_or_none", "set_current_runtime
 log = logging.getLogger("actorgrid.runtime")
 
 EVENT_HISTORY = 1000
-# How long a retried task or a restarting actor waits for a live worker before failing.
-PLACEMENT_WAIT_S = 60.0
+# A dial (TCP connect and handshake) gives up after this many pulse intervals, at least
+# DIAL_TIMEOUT_MIN_S: an address that never answers (a stopped or cut-off host) fails its
+# calls over in seconds, not after the kernel's connect timeout (about 2 minutes).
+DIAL_TIMEOUT_INTERVALS = 3
+DIAL_TIMEOUT_MIN_S = 1.0
+# How long subscribing to the head's events may take when a warning wants crash-loop news.
+EVENTS_FOR_WARNING_TIMEOUT_S = 2.0
+# ObjectEntry.where of a call that waits for a worker (in Runtime.backlog).
+WAITING = "waiting for a worker"
 
 _current: Runtime | None = None
 
@@ -268,6 +277,7 @@ class Runtime:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
         tls: TLSConfig | None = None,
+        pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     ) -> None:
         self.kind = kind
         self.tls = tls
@@ -282,6 +292,10 @@ class Runtime:
         self.max_message_bytes = max_message_bytes
         self.address = ""
         self.placement = Placement()
+        # Calls that wait for a worker that fits: each is a callable that places it now.
+        self.backlog: Backlog[Callable[[], None]] = Backlog(pending_warning_s)
+        self._warning_backlog = False
+        self.dial_timeout_s = max(DIAL_TIMEOUT_INTERVALS * pulse_interval_s, DIAL_TIMEOUT_MIN_S)
         self.peers: dict[str, Peer] = {}
         self.head: Peer | None = None
         self.objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry] = (
@@ -393,11 +407,25 @@ class Runtime:
 
     async def _dial(self, peer: Peer) -> None:
         try:
-            stream = await open_tcp_frame_stream(
-                peer.address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
+            with trio.fail_after(self.dial_timeout_s):
+                stream = await open_tcp_frame_stream(
+                    peer.address,
+                    self.secret,
+                    max_message_bytes=self.max_message_bytes,
+                    tls=self.tls,
+                )
+        except trio.TooSlowError:
+            peer.close(
+                f"could not connect within {self.dial_timeout_s:g} s: the process is hung, "
+                "stopped or cut off"
             )
+            return
         except (OSError, ActorgridError) as exc:
             peer.close(f"could not connect: {exc}")
+            return
+        if peer.closed:  # given up on while dialling (its worker left the cluster)
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
             return
         await peer.run(stream)
 
@@ -436,8 +464,16 @@ class Runtime:
         for sent in list(inflight.values()):
             if sent.counted and wid is not None:
                 self.placement.finished(wid)
-            if sent.entry.state == PENDING:
-                retried += self._lost(sent, why, lost=lost)
+            if sent.entry.state != PENDING:
+                continue
+            spec = sent.spec
+            if lost and not peer.connected and spec and spec.actor is None and not sent.cancelled:
+                # Never written to a socket, so it never ran: place it again, and it spends
+                # no retry (a dead worker still listed is not the task's fault).
+                self._send_spec(sent.entry, spec)
+                retried += 1
+                continue
+            retried += self._lost(sent, why, lost=lost)
         if retried:
             self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
 
@@ -489,9 +525,15 @@ class Runtime:
 
     # --- membership ----------------------------------------------------------------------------
 
-    def _add_worker(self, info: Any) -> None:
+    def _add_worker(self, info: WorkerInfo) -> None:
         self.placement.add(info)
         self._worker_at[info.address] = info.worker_id
+        if info.address == self.address and self.executor is not None:
+            queue = self.executor.queue
+            self.placement.local = info.worker_id
+            self.placement.local_load = lambda: queue.total - queue.free + len(queue.items)
+        if info.worker_id not in self.placement.suspended:
+            self._place_waiting(info.num_cpus)
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
@@ -502,6 +544,11 @@ class Runtime:
         info = self.placement.workers.get(msg.worker_id)
         self.placement.remove(msg.worker_id)
         if info is not None:
+            link = self.peers.get(info.address)
+            if link is not None and info.address != self.address:
+                # The head declared it dead: what is in flight there fails over now, rather
+                # than when the link or a dial to it gives up.
+                link.abort(f"the head declared the worker dead: {msg.reason}")
             self._worker_at.pop(info.address, None)
             for key in [k for k, a in self.names.items() if a.address == info.address]:
                 del self.names[key]
@@ -511,6 +558,9 @@ class Runtime:
 
     def _on_worker_state(self, peer: Peer, msg: WorkerState) -> None:
         self.placement.set_suspended(msg.worker_id, msg.suspended)
+        info = self.placement.workers.get(msg.worker_id)
+        if info is not None and not msg.suspended:
+            self._place_waiting(info.num_cpus)
 
     def _on_shutdown(self, peer: Peer, msg: Shutdown) -> None:
         if self.on_shutdown is not None:
@@ -740,12 +790,17 @@ class Runtime:
     def _send_spec(self, entry: ObjectEntry, spec: TaskSpec) -> None:
         actor = spec.actor
         if actor is not None:
+            if not actor.address:
+                self._place_coroutine_actor(entry, spec)
+                return
             address, wid = actor.address, self._worker_at.get(actor.address)
         else:
             try:
                 worker = self.placement.choose_for_task(spec.num_cpus)
-            except NoWorkerError as exc:
-                entry.set_error(exc)
+            except NoWorkerError:
+                entry.where = WAITING
+                place = functools.partial(self._send_if_pending, entry, spec)
+                self._wait_for_worker(place, spec.num_cpus, "task")
                 return
             address, wid = worker.address, worker.worker_id
             self.placement.started(wid)
@@ -768,20 +823,114 @@ class Runtime:
             self.publish(
                 Event("task_retried", time.time(), detail=f"task {short(entry.object_id)}: {why}")
             )
-        self.nursery.start_soon(self._resend_when_placeable, entry, spec)
+        self._send_spec(entry, spec)  # waits in the backlog if no worker takes it now
 
-    async def _wait_placeable(self) -> bool:
-        """Loop: wait (at most PLACEMENT_WAIT_S) until some worker can take work; every
-        worker may be down at once, restarting. False if none came."""
-        with trio.move_on_after(PLACEMENT_WAIT_S):
-            while not len(self.placement):
-                await self.membership_changed.wait()
-        return bool(len(self.placement))
-
-    async def _resend_when_placeable(self, entry: ObjectEntry, spec: TaskSpec) -> None:
-        await self._wait_placeable()
+    def _send_if_pending(self, entry: ObjectEntry, spec: TaskSpec) -> None:
         if entry.state == PENDING:
+            entry.where = None
             self._send_spec(entry, spec)
+
+    def _place_coroutine_actor(self, entry: ObjectEntry, spec: TaskSpec) -> None:
+        """A remote coroutine actor submitted while no worker fitted: place it now, or
+        let it wait for a worker."""
+        if entry.state != PENDING:
+            return
+        assert spec.actor is not None
+        try:
+            worker = self.placement.choose_for_actor(spec.num_cpus)
+        except NoWorkerError:
+            entry.where = WAITING
+            place = functools.partial(self._place_coroutine_actor, entry, spec)
+            self._wait_for_worker(place, spec.num_cpus, "actor")
+            return
+        entry.where = None
+        spec.actor = entry.actor = attrs.evolve(spec.actor, address=worker.address)
+        self._send_spec(entry, spec)
+
+    # --- waiting for a worker -----------------------------------------------------------------
+
+    def _wait_for_worker(self, place: Callable[[], None], num_cpus: float, kind: str) -> None:
+        """Loop: ``place()`` once a worker offering ``num_cpus`` takes new work; warn after
+        ``pending_warning_s`` of waiting."""
+        self.backlog.add(place, num_cpus, kind, trio.current_time())
+        if not self._warning_backlog and self._nursery is not None:
+            self._warning_backlog = True
+            self._nursery.start_soon(self._warn_while_waiting)
+
+    def _place_waiting(self, num_cpus: float) -> None:
+        """Loop: a worker offering ``num_cpus`` takes new work: place what waits for it."""
+        if len(self.backlog):
+            for place in self.backlog.take_fitting(num_cpus):
+                place()
+
+    async def wait_worker_for_actor(self, num_cpus: float) -> WorkerInfo:
+        """Loop: a worker to place an actor on, waiting (in the backlog) until one fits."""
+        while True:
+            try:
+                return self.placement.choose_for_actor(num_cpus)
+            except NoWorkerError:
+                pass
+            fits = trio.Event()
+            self._wait_for_worker(fits.set, num_cpus, "actor")
+            await fits.wait()
+
+    async def place_actor(self, info: ActorInfo, num_cpus: float) -> ActorInfo:
+        """Loop: ``info`` with an address: as it is if it has one, else once a worker fits."""
+        if info.address:
+            return info
+        worker = await self.wait_worker_for_actor(num_cpus)
+        return attrs.evolve(info, address=worker.address)
+
+    async def _warn_while_waiting(self) -> None:
+        try:
+            while (due := self.backlog.warning_at()) is not None:
+                await trio.sleep_until(due)
+                now = trio.current_time()
+                if not self.backlog.warning_due(now):
+                    continue
+                picture = await self._cluster_picture()
+                since = self.backlog.since
+                if since is not None:
+                    log.warning(describe_wait(self.backlog.counts(), now - since, picture))
+        finally:
+            self._warning_backlog = False
+
+    async def _cluster_picture(self) -> ClusterPicture:
+        """Loop: what a warning about waiting calls says of the cluster. Subscribes to the
+        head's events on first use, to learn of crash loops. O(workers + events): for
+        warnings only."""
+        placement = self.placement
+        head_lost = self.head_lost()
+        crash_loops: dict[str, str] = {}
+        if head_lost is None:
+            if not self.event_feed.subscribed:
+                with trio.move_on_after(EVENTS_FOR_WARNING_TIMEOUT_S):
+                    try:
+                        await self.subscribe_events(None)
+                    except ActorgridError:
+                        pass
+            with_workers = {w.node_id for w in placement.workers.values()}
+            last: dict[NodeId, Event] = {}
+            for event in self.event_feed.history:
+                if event.kind == "worker_crash_loop" and event.node_id is not None:
+                    last[event.node_id] = event
+            for node_id, event in last.items():
+                if node_id not in with_workers:
+                    where = f" ({event.hostname})" if event.hostname else ""
+                    crash_loops[f"{short(node_id)}{where}"] = event.detail
+        return ClusterPicture(
+            alive=len(placement),
+            suspended=len(placement.suspended),
+            largest=placement.largest(),
+            head_lost=head_lost,
+            crash_loops=crash_loops,
+        )
+
+    def head_lost(self) -> str | None:
+        """Why the link to the head is down, or None while it is up."""
+        if self.head is None or not self.head.closed:
+            return None
+        return f"lost the head at {self.head_address} ({self.head.close_reason})"
 
     def _restart_coroutine_actor(self, entry: ObjectEntry, spec: TaskSpec, why: str) -> None:
         old = spec.actor
@@ -799,11 +948,9 @@ class Runtime:
         self.nursery.start_soon(restart)
 
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
-        """Loop: place a dead actor again (same id and name, new address); None if no
-        worker took it in time or its name was taken meanwhile."""
-        if not await self._wait_placeable():
-            return None
-        worker = self.placement.choose_for_actor(0.0)
+        """Loop: place a dead actor again (same id and name, new address), waiting for a
+        worker if none fits; None if its name was taken meanwhile or the head is away."""
+        worker = await self.wait_worker_for_actor(0.0)
         left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
         info = attrs.evolve(old, address=worker.address, max_restarts=left)
         if info.name:
@@ -979,6 +1126,10 @@ class Runtime:
                         "the call was cancelled with force=True: its worker is killed"
                     )
                 )
+        elif entry.state == PENDING and peer == WAITING:
+            entry.set_error(
+                TaskCancelledError("the call was cancelled while it waited for a worker")
+            )
 
     def interrupt_all(self) -> None:
         """Loop: cancel every call this process has in flight (a driver's Ctrl-C)."""
@@ -1021,12 +1172,16 @@ class Runtime:
         max_restarts: int = 0,
         max_task_retries: int = 0,
     ) -> ActorInfo:
-        """Any thread: place a new actor and describe it."""
-        worker = self.placement.choose_for_actor(num_cpus)
+        """Any thread: place a new actor and describe it. Its address is "" when no worker
+        fits now: ``place_actor`` waits for one."""
+        try:
+            address = self.placement.choose_for_actor(num_cpus).address
+        except NoWorkerError:
+            address = ""
         ns = (namespace or DEFAULT_NAMESPACE) if name else namespace
         return ActorInfo(
             new_actor_id(),
-            worker.address,
+            address,
             kind,
             label,
             name,
@@ -1115,6 +1270,11 @@ class Runtime:
                     "mailbox; send to a name, an actor handle or such a ref"
                 )
             info = target._entry.actor
+            while not info.address and target._entry.state == PENDING:
+                # The actor waits for a worker (Runtime.backlog); a poll, since this is rare
+                # and its placement may still have its name to register.
+                await trio.sleep(0.05)
+                info = target._entry.actor
         elif isinstance(target, ActorInfo):
             info = target
         else:
