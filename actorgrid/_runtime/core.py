@@ -22,7 +22,6 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +77,7 @@ from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
+from .headlink import EventFeed, HeadLink
 from .peer import LoopbackPeer, Peer, PeerClosedError
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
@@ -85,6 +85,7 @@ from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, loads, loads_error, system_error
 
 if TYPE_CHECKING:
+    from .._transport.base import FrameStream
     from .executor import Executor
     from .handles import ActorHandle
 
@@ -92,7 +93,6 @@ __all__ = ["Runtime", "current_runtime", "runtime_or_none", "set_current_runtime
 
 log = logging.getLogger("actorgrid.runtime")
 
-EVENT_HISTORY = 1000
 # A dial (TCP connect and handshake) gives up after this many pulse intervals, at least
 # DIAL_TIMEOUT_MIN_S: an address that never answers (a stopped or cut-off host) fails its
 # calls over in seconds, not after the kernel's connect timeout (about 2 minutes).
@@ -100,6 +100,8 @@ DIAL_TIMEOUT_INTERVALS = 3
 DIAL_TIMEOUT_MIN_S = 1.0
 # How long subscribing to the head's events may take when a warning wants crash-loop news.
 EVENTS_FOR_WARNING_TIMEOUT_S = 2.0
+# How long a request to the head waits for a lost head link to come back before failing.
+HEAD_WAIT_S = 10.0
 # ObjectEntry.where of a call that waits for a worker (in Runtime.backlog).
 WAITING = "waiting for a worker"
 
@@ -285,7 +287,7 @@ class Runtime:
         self.owned: dict[bytes, OwnedActor] = {}
         self.owned_at: dict[str, set[bytes]] = {}
         self._closing = False
-        self.event_feed = _EventFeed()
+        self.event_feed = EventFeed()
         self.secret = secret
         self.head_address = head_address
         self.host = host
@@ -297,7 +299,7 @@ class Runtime:
         self._warning_backlog = False
         self.dial_timeout_s = max(DIAL_TIMEOUT_INTERVALS * pulse_interval_s, DIAL_TIMEOUT_MIN_S)
         self.peers: dict[str, Peer] = {}
-        self.head: Peer | None = None
+        self.headlink: HeadLink | None = None
         self.objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry] = (
             weakref.WeakValueDictionary()
         )
@@ -360,24 +362,47 @@ class Runtime:
                     self._handlers.update(self.executor.handlers())
                     await nursery.start(self.executor.serve)
                 if self.head_address is not None:
-                    await self._connect_head(self.head_address)
+                    self.headlink = HeadLink(
+                        self.head_address,
+                        dial=functools.partial(self._open_stream, self.head_address),
+                        make_peer=self._head_peer,
+                        on_connected=self._on_head_connected,
+                        wait_s=HEAD_WAIT_S,
+                    )
+                    await nursery.start(self.headlink.serve)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
                 self.pool.close()
 
-    async def _connect_head(self, address: str) -> None:
-        assert self._nursery is not None
-        stream = await open_tcp_frame_stream(
-            address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
-        )
-        head = Peer(address, self._handle, local_hello=self.hello, monitor=self.monitor)
-        self.head = head
-        self._nursery.start_soon(head.run, stream)
+    @property
+    def head(self) -> Peer | None:
+        """The link to the head now (None before the first connection, or with no head)."""
+        return self.headlink.peer if self.headlink is not None else None
+
+    def _head_peer(self) -> Peer:
+        assert self.head_address is not None
+        return Peer(self.head_address, self._handle, local_hello=self.hello, monitor=self.monitor)
+
+    async def _on_head_connected(self, head: Peer) -> None:
+        """Loop: a new link to the head, before it is used: learn the membership (afresh
+        after a reconnection: workers that left meanwhile are dropped) and subscribe again
+        to what this process was subscribed to."""
         reply = await head.request(SubscribeMembership)
         assert isinstance(reply, Membership)
+        listed = {info.worker_id for info in reply.workers}
+        for wid, info in list(self.placement.workers.items()):  # O(workers), per connection
+            if wid not in listed:
+                self.placement.remove(wid)
+                self._worker_at.pop(info.address, None)
+            else:
+                self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
         for info in reply.workers:
             self._add_worker(info)
+        if self.event_feed.subscribed:
+            history = await head.request(SubscribeEvents)
+            assert isinstance(history, EventHistory)
+            self.event_feed.merge_history(history.events)
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -405,15 +430,16 @@ class Runtime:
             self.nursery.start_soon(self._dial, peer)
         return peer
 
+    async def _open_stream(self, address: str) -> FrameStream:
+        """Connect and shake hands, within the dial timeout (trio.TooSlowError past it)."""
+        with trio.fail_after(self.dial_timeout_s):
+            return await open_tcp_frame_stream(
+                address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
+            )
+
     async def _dial(self, peer: Peer) -> None:
         try:
-            with trio.fail_after(self.dial_timeout_s):
-                stream = await open_tcp_frame_stream(
-                    peer.address,
-                    self.secret,
-                    max_message_bytes=self.max_message_bytes,
-                    tls=self.tls,
-                )
+            stream = await self._open_stream(peer.address)
         except trio.TooSlowError:
             peer.close(
                 f"could not connect within {self.dial_timeout_s:g} s: the process is hung, "
@@ -567,8 +593,11 @@ class Runtime:
             self.on_shutdown(msg.reason)
 
     def closing(self) -> None:
-        """This process is leaving the cluster: lost links no longer retry or restart."""
+        """This process is leaving the cluster: lost links no longer retry, restart or
+        reconnect."""
         self._closing = True
+        if self.headlink is not None:
+            self.headlink.close()
 
     async def wait_for_workers(self, n: int) -> None:
         while len(self.placement) < n:
@@ -927,10 +956,8 @@ class Runtime:
         )
 
     def head_lost(self) -> str | None:
-        """Why the link to the head is down, or None while it is up."""
-        if self.head is None or not self.head.closed:
-            return None
-        return f"lost the head at {self.head_address} ({self.head.close_reason})"
+        """What happened to the link to the head while it is being reconnected, else None."""
+        return self.headlink.lost if self.headlink is not None else None
 
     def _restart_coroutine_actor(self, entry: ObjectEntry, spec: TaskSpec, why: str) -> None:
         old = spec.actor
@@ -1191,22 +1218,29 @@ class Runtime:
             max_task_retries,
         )
 
-    def _head(self) -> Peer:
-        if self.head is None or self.head.closed:
+    def _link(self) -> HeadLink:
+        if self.headlink is None:
             raise NotInitializedError(
                 "this process is not connected to a cluster head, so names are unavailable"
             )
-        return self.head
+        return self.headlink
 
     def register_name_nowait(self, info: ActorInfo, get_if_exists: bool) -> Any:
         """Loop: queue the name claim now (ordered before anything sent after it)."""
-        pending = self._head().request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
-        return pending, self._names_epoch
+        head = self._link().up()
+        pending = head.request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
+        return head, pending, self._names_epoch
 
     async def finish_register(self, pending: Any) -> ActorInfo:
         """Loop: wait for a name claim; the actor now holding the name (ours or existing)."""
-        request, epoch = pending
-        reply = await self._head().wait_reply(request)
+        head, request, epoch = pending
+        try:
+            reply = await head.wait_reply(request)
+        except PeerClosedError as exc:
+            raise ActorgridError(
+                f"the cluster head went away before it answered a name registration: {exc}; "
+                "try again once it is back"
+            ) from None
         assert isinstance(reply, NameReply)
         if reply.error is not None:
             raise ValueError(reply.error)
@@ -1221,7 +1255,7 @@ class Runtime:
         if cached and key in self.names:
             return self.names[key]
         epoch = self._names_epoch
-        reply = await self._head().request(lambda rid: LookupName(rid, name, key[0]))
+        reply = await self.head_request(lambda rid: LookupName(rid, name, key[0]))
         assert isinstance(reply, NameReply)
         if reply.actor is None:
             raise NameNotFoundError(
@@ -1331,25 +1365,26 @@ class Runtime:
     # --- events and operations ----------------------------------------------------------------
 
     async def head_request(self, make: Callable[[int], Message]) -> Message:
-        try:
-            return await self._head().request(make)
-        except PeerClosedError as exc:
-            raise ActorgridError(f"the cluster head is unreachable: {exc}") from None
+        """Loop: ask the head, waiting a while for a lost head link to come back."""
+        return await self._link().request(make)
 
     def publish(self, event: Event) -> None:
         """Loop: report an event to the head, which forwards it to every subscriber."""
-        if self.head is not None:
-            self.head.send(event)
+        if self.headlink is not None:
+            self.headlink.send(event)
 
     async def subscribe_events(self, listener: Callable[[Event], None] | None) -> list[Event]:
         """Loop: add ``listener`` for new events; the events known so far."""
         feed = self.event_feed
         if not feed.subscribed:
-            feed.subscribed = True
-            reply = await self.head_request(SubscribeEvents)
+            feed.subscribed = True  # a link made meanwhile subscribes too
+            try:
+                reply = await self.head_request(SubscribeEvents)
+            except BaseException:
+                feed.subscribed = False
+                raise
             assert isinstance(reply, EventHistory)
-            known = {id(e) for e in feed.history}
-            feed.history.extendleft(reversed([e for e in reply.events if id(e) not in known]))
+            feed.merge_history(reply.events)
         if listener is not None:
             feed.listeners.append(listener)
         return list(feed.history)
@@ -1366,24 +1401,6 @@ class Runtime:
     def _on_delivery_failed(self, peer: Peer, msg: DeliveryFailed) -> None:
         self.forget_actor(msg.actor_id)
         log.warning("a message to actor %s was not delivered: %s", short(msg.actor_id), msg.reason)
-
-
-class _EventFeed:
-    """This process's subscription to the head's events: made on first use, kept after."""
-
-    def __init__(self) -> None:
-        self.history: deque[Event] = deque(maxlen=EVENT_HISTORY)
-        self.listeners: list[Callable[[Event], None]] = []
-        self.subscribed = False
-
-    def push(self, event: Event) -> None:
-        if event.kind != "node_status":
-            self.history.append(event)
-        for listener in list(self.listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("an event listener failed; it stays subscribed")
 
 
 def _call_sent(entry: ObjectEntry, info: ActorInfo, method: str, payload: Payload) -> Sent:

@@ -64,8 +64,13 @@ class Placement:
         self.actors.pop(worker_id, None)
 
     def set_suspended(self, worker_id: WorkerId, suspended: bool) -> None:
-        """A suspended worker keeps its calls in flight but is chosen for nothing new."""
+        """A suspended worker keeps its calls in flight but is chosen for nothing new. A
+        worker may be suspended before it is added (it joins a suspended node)."""
         if worker_id not in self.workers:
+            if suspended:
+                self.suspended.add(worker_id)
+            else:
+                self.suspended.discard(worker_id)
             return
         if suspended:
             self.suspended.add(worker_id)
