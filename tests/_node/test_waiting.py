@@ -4,7 +4,8 @@ answer: real clusters (embedded, or a standalone head and node started with the 
 - tasks and actors submitted while no worker fits wait, and a warning in the driver's log says
   what for; ``ag.get(timeout=)`` still bounds a wait;
 - a task started by a busy task runs on an idle worker;
-- calls to a worker that stops answering, or that was never reachable, fail over in seconds.
+- calls to a worker that stops answering, or that was never reachable, fail over in seconds;
+- a driver that loses its head says so, reconnects to the same address, and carries on.
 """
 
 from __future__ import annotations
@@ -117,10 +118,10 @@ class Standalone:
         assert proc.poll() is None, f"{name} exited:\n{out.read_text()}"
         return proc
 
-    def head(self) -> subprocess.Popen[str]:
+    def head(self, *, again: bool = False) -> subprocess.Popen[str]:
         port = self.address.rsplit(":", 1)[1]
         return self._start(
-            "head",
+            "head-again" if again else "head",
             "start", "--head", "--port", port, "--secret-file", str(self.secret_file),
             "--pulse-interval", str(PULSE_S),
             ready="Ctrl-C",
@@ -372,3 +373,66 @@ def test_a_dial_to_an_address_that_never_answers_gives_up_after_the_dial_timeout
         reason, elapsed = rt.portal.run(dial)
     assert f"could not connect within {rt.dial_timeout_s:g} s" in reason
     assert rt.dial_timeout_s <= elapsed < rt.dial_timeout_s + 3.0
+
+
+# --- losing the head ----------------------------------------------------------------------------
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> str | None:
+    return next((m for m in caplog.messages if text in m), None)
+
+
+def test_a_driver_says_it_lost_a_stalled_head_and_reconnects(
+    standalone: Standalone, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="actorgrid.runtime")
+    head = standalone.head()
+    standalone.node(num_workers=1)
+    cluster = ag.init(
+        address=standalone.address,
+        secret=standalone.secret,
+        pulse_interval=PULSE_S,
+        pending_warning_s=WARNING_S,
+    )
+    assert ag.get(square.remote(2), timeout=START_TIMEOUT_S) == 4
+    os.kill(head.pid, signal.SIGSTOP)
+    try:
+        lost = wait_for(
+            lambda: _logged(caplog, f"lost the head at {standalone.address}"),
+            5 * PULSE_S + 5,
+            "the driver to notice",
+        )
+        assert lost.endswith("; reconnecting")
+        # Work that waits meanwhile says the head is the problem, not a missing worker.
+        big = square.options(num_cpus=8).remote(1)
+        warning = wait_for(
+            lambda: _logged(caplog, "1 task needs 8 CPUs"), 4 * WARNING_S + 5, "the warning"
+        )
+        assert f"lost the head at {standalone.address}" in warning
+        assert "alive workers" not in warning
+        time.sleep(1.0)  # well past the zombie window: every link to the head is dropped
+    finally:
+        os.kill(head.pid, signal.SIGCONT)
+    wait_for(lambda: _logged(caplog, "reconnected to the head"), 30, "the reconnection")
+    assert cluster.nodes()  # the head answers again
+    assert ag.get(square.remote(3), timeout=START_TIMEOUT_S) == 9
+    ag.cancel(big)
+
+
+def test_a_driver_reconnects_to_a_head_restarted_on_the_same_address(
+    standalone: Standalone, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="actorgrid.runtime")
+    head = standalone.head()
+    standalone.node(num_workers=1)
+    cluster = ag.init(address=standalone.address, secret=standalone.secret, pulse_interval=PULSE_S)
+    assert ag.get(square.remote(2), timeout=START_TIMEOUT_S) == 4
+    head.kill()
+    head.wait(timeout=10)
+    wait_for(lambda: _logged(caplog, f"lost the head at {standalone.address}"), 10, "the loss")
+    standalone.head(again=True)
+    wait_for(lambda: _logged(caplog, "reconnected to the head"), 30, "the reconnection")
+    assert isinstance(cluster.nodes(), list)
+    # The node rejoins the new head on its own; the driver learns of its workers and its
+    # tasks run there.
+    assert ag.get(square.remote(3), timeout=START_TIMEOUT_S) == 9
