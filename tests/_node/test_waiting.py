@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 import actorgrid as ag
+from actorgrid._protocol.ids import NodeId, short
 
 PULSE_S = 0.2
 WARNING_S = 0.5
@@ -206,6 +207,36 @@ def test_tasks_wait_for_a_node_to_join_and_say_what_they_wait_for(
     ag.cancel(big)
     with pytest.raises(ag.TaskCancelledError):
         ag.get(big, timeout=5)
+
+
+def test_the_warning_shows_a_node_whose_workers_all_crash_loop(
+    standalone: Standalone, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The node agent reports a slot that fails before it is ready as a worker_crash_loop
+    # event with its stderr; here the driver publishes one itself, as a node agent would.
+    caplog.set_level(logging.WARNING, logger="actorgrid.runtime")
+    standalone.head()
+    ag.init(
+        address=standalone.address,
+        secret=standalone.secret,
+        pulse_interval=PULSE_S,
+        pending_warning_s=WARNING_S,
+    )
+    from actorgrid._runtime.core import current_runtime
+
+    rt = current_runtime()
+    node_id = NodeId(bytes(range(16)))
+    stderr = "Traceback (most recent call last):\nModuleNotFoundError: No module named 'numpyy'"
+    event = ag.Event("worker_crash_loop", time.time(), node_id=node_id, detail=stderr)
+    rt.on_loop(rt.publish, event)
+    ref = square.remote(1)
+    warning = wait_for(
+        lambda: _logged(caplog, "are in a crash loop"), 4 * WARNING_S + 10, "the warning"
+    )
+    assert f"all workers of node {short(node_id)} are in a crash loop" in warning
+    assert "No module named 'numpyy'" in warning
+    assert "1 task needs 1 CPU" in warning
+    ag.cancel(ref)
 
 
 def test_an_actor_created_before_any_worker_waits_for_one(standalone: Standalone) -> None:
