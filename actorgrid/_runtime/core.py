@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -39,7 +39,7 @@ from .._exceptions import (
     WorkerDiedError,
 )
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import NodeId, ObjectId, WorkerId, new_actor_id, new_object_id, short
+from .._protocol.ids import ObjectId, WorkerId, new_actor_id, new_object_id, short
 from .._protocol.messages import (
     Ack,
     ActorEnded,
@@ -72,17 +72,19 @@ from .._protocol.messages import (
     WorkerLeft,
     WorkerState,
 )
-from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S, Backlog, ClusterPicture, describe_wait
+from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
+from . import getting
 from .headlink import EventFeed, HeadLink
 from .peer import LoopbackPeer, Peer, PeerClosedError
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, loads, loads_error, system_error
+from .waiting import WorkerWait
 
 if TYPE_CHECKING:
     from .._transport.base import FrameStream
@@ -98,11 +100,9 @@ log = logging.getLogger("actorgrid.runtime")
 # calls over in seconds, not after the kernel's connect timeout (about 2 minutes).
 DIAL_TIMEOUT_INTERVALS = 3
 DIAL_TIMEOUT_MIN_S = 1.0
-# How long subscribing to the head's events may take when a warning wants crash-loop news.
-EVENTS_FOR_WARNING_TIMEOUT_S = 2.0
 # How long a request to the head waits for a lost head link to come back before failing.
 HEAD_WAIT_S = 10.0
-# ObjectEntry.where of a call that waits for a worker (in Runtime.backlog).
+# ObjectEntry.where of a call that waits for a worker (in Runtime.waiting).
 WAITING = "waiting for a worker"
 
 _current: Runtime | None = None
@@ -129,10 +129,6 @@ def set_current_runtime(rt: Runtime | None) -> None:
             "actorgrid is already initialized in this process; call ag.shutdown() first"
         )
     _current = rt
-
-
-def _in_trio() -> bool:
-    return trio.lowlevel.in_trio_run()
 
 
 class _SendWhenReady:
@@ -255,19 +251,6 @@ class OwnedActor:
         self.resend: list[tuple[ObjectEntry, str, Payload, int]] = []
 
 
-class _CountDown:
-    __slots__ = ("event", "left")
-
-    def __init__(self, n: int, event: threading.Event | trio.Event) -> None:
-        self.left = n
-        self.event = event
-
-    def set(self) -> None:
-        self.left -= 1
-        if self.left <= 0:
-            self.event.set()
-
-
 class Runtime:
     def __init__(
         self,
@@ -295,8 +278,13 @@ class Runtime:
         self.address = ""
         self.placement = Placement()
         # Calls that wait for a worker that fits: each is a callable that places it now.
-        self.backlog: Backlog[Callable[[], None]] = Backlog(pending_warning_s)
-        self._warning_backlog = False
+        self.waiting = WorkerWait(
+            self.placement,
+            pending_warning_s,
+            events=self.event_feed,
+            subscribe_events=functools.partial(self.subscribe_events, None),
+            head_lost=self.head_lost,
+        )
         self.dial_timeout_s = max(DIAL_TIMEOUT_INTERVALS * pulse_interval_s, DIAL_TIMEOUT_MIN_S)
         self.peers: dict[str, Peer] = {}
         self.headlink: HeadLink | None = None
@@ -340,6 +328,7 @@ class Runtime:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.portal = Portal(trio.lowlevel.current_trio_token())
+            self.waiting.start(nursery)
             self.pool = ThreadPool(self.portal)
             await nursery.start(self.monitor.serve)
             try:
@@ -559,7 +548,7 @@ class Runtime:
             self.placement.local = info.worker_id
             self.placement.local_load = lambda: queue.total - queue.free + len(queue.items)
         if info.worker_id not in self.placement.suspended:
-            self._place_waiting(info.num_cpus)
+            self.waiting.worker_available(info.num_cpus)
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
@@ -586,7 +575,7 @@ class Runtime:
         self.placement.set_suspended(msg.worker_id, msg.suspended)
         info = self.placement.workers.get(msg.worker_id)
         if info is not None and not msg.suspended:
-            self._place_waiting(info.num_cpus)
+            self.waiting.worker_available(info.num_cpus)
 
     def _on_shutdown(self, peer: Peer, msg: Shutdown) -> None:
         if self.on_shutdown is not None:
@@ -680,116 +669,20 @@ class Runtime:
 
     def get_sync(self, refs: Any, timeout: float | None) -> Any:
         """Any thread but a Trio one: block until the refs resolve."""
-        if _in_trio():
-            raise RuntimeError(
-                "ag.get() blocks, and it was called from a thread running a Trio loop; "
-                "use `await ref` or `await ag.get_async(refs)` there instead"
-            )
-        single = isinstance(refs, ObjectRef)
-        items: list[ObjectRef[Any]] = [refs] if single else list(refs)
-        for ref in items:
-            if not isinstance(ref, ObjectRef):
-                raise TypeError(f"ag.get() takes ObjectRefs, got {type(ref).__name__}")
-        pending = [r._entry for r in items if r._entry.state == PENDING]
-        if pending:
-            event = threading.Event()
-            countdown = _CountDown(0, event)
-            for entry in pending:
-                if entry.owner != self.address and not entry.fetching:
-                    self.on_loop(self._ensure_fetch, entry)
-                countdown.left += 1
-                if not entry.add_waiter(countdown):
-                    countdown.left -= 1
-            if countdown.left > 0 and not self._wait_blocking(event, timeout):
-                left = sum(1 for r in items if r._entry.state == PENDING)
-                raise GetTimeoutError(
-                    f"ag.get() timed out after {timeout} s with {left} of {len(items)} "
-                    "refs still pending"
-                )
-        values = [r._entry.value() for r in items]
-        return values[0] if single else values
+        return getting.get_sync(self, refs, timeout)
 
     async def get_async(self, refs: Any, timeout: float | None = None) -> Any:
-        if not self.portal.in_loop_thread():
-            # Awaited from another Trio loop than the runtime's (e.g. trio.run after
-            # ag.init()): wait in a thread instead of touching the runtime's loop state.
-            return await trio.to_thread.run_sync(self.get_sync, refs, timeout)
-        single = isinstance(refs, ObjectRef)
-        items: list[ObjectRef[Any]] = [refs] if single else list(refs)
-        with trio.move_on_after(float("inf") if timeout is None else timeout) as scope:
-            for ref in items:
-                entry = ref._entry
-                if entry.state == PENDING:
-                    self._ensure_fetch(entry)
-                    event = trio.Event()
-                    if entry.add_waiter(event):
-                        await event.wait()
-        if scope.cancelled_caught:
-            raise GetTimeoutError(f"timed out after {timeout} s waiting for {len(items)} refs")
-        values = [r._entry.value() for r in items]
-        return values[0] if single else values
+        return await getting.get_async(self, refs, timeout)
 
     def wait_sync(
         self, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-        if _in_trio():
-            raise RuntimeError(
-                "ag.wait() blocks; in Trio code use `await ag.wait_async(...)` instead"
-            )
-        self._check_wait_args(refs, num_returns)
-        ready = sum(1 for r in refs if r._entry.state != PENDING)
-        if ready < num_returns:
-            event = threading.Event()
-            self._arm_countdown(refs, num_returns - ready, event)
-            self._wait_blocking(event, timeout)
-        return self._split_ready(refs, num_returns)
+        return getting.wait_sync(self, refs, num_returns, timeout)
 
     async def wait_async(
         self, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-        if not self.portal.in_loop_thread():
-            return await trio.to_thread.run_sync(self.wait_sync, refs, num_returns, timeout)
-        self._check_wait_args(refs, num_returns)
-        ready = sum(1 for r in refs if r._entry.state != PENDING)
-        if ready < num_returns:
-            event = trio.Event()
-            self._arm_countdown(refs, num_returns - ready, event)
-            with trio.move_on_after(float("inf") if timeout is None else timeout):
-                await event.wait()
-        return self._split_ready(refs, num_returns)
-
-    @staticmethod
-    def _check_wait_args(refs: Sequence[ObjectRef[Any]], num_returns: int) -> None:
-        if not all(isinstance(r, ObjectRef) for r in refs):
-            raise TypeError("ag.wait() takes a list of ObjectRefs")
-        if len(set(refs)) != len(refs):
-            raise ValueError("ag.wait() got the same ObjectRef twice")
-        if not 0 <= num_returns <= len(refs):
-            raise ValueError(f"num_returns must be between 0 and {len(refs)}, not {num_returns}")
-
-    def _arm_countdown(
-        self, refs: Iterable[ObjectRef[Any]], n: int, event: threading.Event | trio.Event
-    ) -> None:
-        countdown = _CountDown(n, event)
-        for ref in refs:
-            entry = ref._entry
-            if entry.state == PENDING:
-                if entry.owner != self.address:
-                    self.on_loop(self._ensure_fetch, entry)
-                entry.add_waiter(countdown)
-
-    @staticmethod
-    def _split_ready(
-        refs: Sequence[ObjectRef[Any]], num_returns: int
-    ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-        ready: list[ObjectRef[Any]] = []
-        not_ready: list[ObjectRef[Any]] = []
-        for ref in refs:
-            if len(ready) < num_returns and ref._entry.state != PENDING:
-                ready.append(ref)
-            else:
-                not_ready.append(ref)
-        return ready, not_ready
+        return await getting.wait_async(self, refs, num_returns, timeout)
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -829,7 +722,7 @@ class Runtime:
             except NoWorkerError:
                 entry.where = WAITING
                 place = functools.partial(self._send_if_pending, entry, spec)
-                self._wait_for_worker(place, spec.num_cpus, "task")
+                self.waiting.add(place, spec.num_cpus, "task")
                 return
             address, wid = worker.address, worker.worker_id
             self.placement.started(wid)
@@ -870,90 +763,11 @@ class Runtime:
         except NoWorkerError:
             entry.where = WAITING
             place = functools.partial(self._place_coroutine_actor, entry, spec)
-            self._wait_for_worker(place, spec.num_cpus, "actor")
+            self.waiting.add(place, spec.num_cpus, "actor")
             return
         entry.where = None
         spec.actor = entry.actor = attrs.evolve(spec.actor, address=worker.address)
         self._send_spec(entry, spec)
-
-    # --- waiting for a worker -----------------------------------------------------------------
-
-    def _wait_for_worker(self, place: Callable[[], None], num_cpus: float, kind: str) -> None:
-        """Loop: ``place()`` once a worker offering ``num_cpus`` takes new work; warn after
-        ``pending_warning_s`` of waiting."""
-        self.backlog.add(place, num_cpus, kind, trio.current_time())
-        if not self._warning_backlog and self._nursery is not None:
-            self._warning_backlog = True
-            self._nursery.start_soon(self._warn_while_waiting)
-
-    def _place_waiting(self, num_cpus: float) -> None:
-        """Loop: a worker offering ``num_cpus`` takes new work: place what waits for it."""
-        if len(self.backlog):
-            for place in self.backlog.take_fitting(num_cpus):
-                place()
-
-    async def wait_worker_for_actor(self, num_cpus: float) -> WorkerInfo:
-        """Loop: a worker to place an actor on, waiting (in the backlog) until one fits."""
-        while True:
-            try:
-                return self.placement.choose_for_actor(num_cpus)
-            except NoWorkerError:
-                pass
-            fits = trio.Event()
-            self._wait_for_worker(fits.set, num_cpus, "actor")
-            await fits.wait()
-
-    async def place_actor(self, info: ActorInfo, num_cpus: float) -> ActorInfo:
-        """Loop: ``info`` with an address: as it is if it has one, else once a worker fits."""
-        if info.address:
-            return info
-        worker = await self.wait_worker_for_actor(num_cpus)
-        return attrs.evolve(info, address=worker.address)
-
-    async def _warn_while_waiting(self) -> None:
-        try:
-            while (due := self.backlog.warning_at()) is not None:
-                await trio.sleep_until(due)
-                now = trio.current_time()
-                if not self.backlog.warning_due(now):
-                    continue
-                picture = await self._cluster_picture()
-                since = self.backlog.since
-                if since is not None:
-                    log.warning(describe_wait(self.backlog.counts(), now - since, picture))
-        finally:
-            self._warning_backlog = False
-
-    async def _cluster_picture(self) -> ClusterPicture:
-        """Loop: what a warning about waiting calls says of the cluster. Subscribes to the
-        head's events on first use, to learn of crash loops. O(workers + events): for
-        warnings only."""
-        placement = self.placement
-        head_lost = self.head_lost()
-        crash_loops: dict[str, str] = {}
-        if head_lost is None:
-            if not self.event_feed.subscribed:
-                with trio.move_on_after(EVENTS_FOR_WARNING_TIMEOUT_S):
-                    try:
-                        await self.subscribe_events(None)
-                    except ActorgridError:
-                        pass
-            with_workers = {w.node_id for w in placement.workers.values()}
-            last: dict[NodeId, Event] = {}
-            for event in self.event_feed.history:
-                if event.kind == "worker_crash_loop" and event.node_id is not None:
-                    last[event.node_id] = event
-            for node_id, event in last.items():
-                if node_id not in with_workers:
-                    where = f" ({event.hostname})" if event.hostname else ""
-                    crash_loops[f"{short(node_id)}{where}"] = event.detail
-        return ClusterPicture(
-            alive=len(placement),
-            suspended=len(placement.suspended),
-            largest=placement.largest(),
-            head_lost=head_lost,
-            crash_loops=crash_loops,
-        )
 
     def head_lost(self) -> str | None:
         """What happened to the link to the head while it is being reconnected, else None."""
@@ -977,7 +791,7 @@ class Runtime:
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
         """Loop: place a dead actor again (same id and name, new address), waiting for a
         worker if none fits; None if its name was taken meanwhile or the head is away."""
-        worker = await self.wait_worker_for_actor(0.0)
+        worker = await self.waiting.worker_for_actor(0.0)
         left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
         info = attrs.evolve(old, address=worker.address, max_restarts=left)
         if info.name:
@@ -1305,7 +1119,7 @@ class Runtime:
                 )
             info = target._entry.actor
             while not info.address and target._entry.state == PENDING:
-                # The actor waits for a worker (Runtime.backlog); a poll, since this is rare
+                # The actor waits for a worker (Runtime.waiting); a poll, since this is rare
                 # and its placement may still have its name to register.
                 await trio.sleep(0.05)
                 info = target._entry.actor

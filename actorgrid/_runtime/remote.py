@@ -189,7 +189,7 @@ class RemoteFunction(Generic[P, R]):
             return ObjectRef._make(entry)
 
         async def register_then_start() -> None:
-            placed = entry.actor = await rt.place_actor(info, num_cpus)
+            placed = entry.actor = await rt.waiting.place_actor(info, num_cpus)
             pending = rt.register_name_nowait(placed, opts.get_if_exists)
             try:
                 holder = await rt.finish_register(pending)
@@ -278,7 +278,7 @@ class ActorClass(Generic[T]):
         async def register_then_start() -> None:
             # No worker fitted when .remote() was called: the actor waits for one (in the
             # background; calls on the handle queue meanwhile).
-            placed = await rt.place_actor(info, num_cpus)
+            placed = await rt.waiting.place_actor(info, num_cpus)
             if placed.name is None:
                 start(placed)
                 handle._resolve(placed, rt.send_call)
