@@ -99,7 +99,7 @@ log = logging.getLogger("actorgrid.runtime")
 # DIAL_TIMEOUT_MIN_S: an address that never answers (a stopped or cut-off host) fails its
 # calls over in seconds, not after the kernel's connect timeout (about 2 minutes).
 DIAL_TIMEOUT_INTERVALS = 3
-DIAL_TIMEOUT_MIN_S = 1.0
+DIAL_TIMEOUT_MIN_S = 2.0
 # How long a request to the head waits for a lost head link to come back before failing.
 HEAD_WAIT_S = 10.0
 # ObjectEntry.where of a call that waits for a worker (in Runtime.waiting).
@@ -420,20 +420,21 @@ class Runtime:
         return peer
 
     async def _open_stream(self, address: str) -> FrameStream:
-        """Connect and shake hands, within the dial timeout (trio.TooSlowError past it)."""
-        with trio.fail_after(self.dial_timeout_s):
+        """Connect and shake hands within the dial timeout (past it: TimeoutError)."""
+        with trio.move_on_after(self.dial_timeout_s):
             return await open_tcp_frame_stream(
                 address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
             )
+        raise TimeoutError(
+            f"could not connect to {address} within {self.dial_timeout_s:g} s: the process "
+            "there is hung, stopped or cut off"
+        )
 
     async def _dial(self, peer: Peer) -> None:
         try:
             stream = await self._open_stream(peer.address)
-        except trio.TooSlowError:
-            peer.close(
-                f"could not connect within {self.dial_timeout_s:g} s: the process is hung, "
-                "stopped or cut off"
-            )
+        except TimeoutError as exc:
+            peer.close(str(exc))
             return
         except (OSError, ActorgridError) as exc:
             peer.close(f"could not connect: {exc}")

@@ -136,7 +136,7 @@ class HeadLink:
         while True:
             try:
                 peer = await self._connect(nursery)
-            except (OSError, ActorgridError, PeerClosedError, trio.TooSlowError) as exc:
+            except (OSError, ActorgridError, PeerClosedError) as exc:
                 log.debug("the head at %s is still unreachable: %s", self.address, exc)
             else:
                 self.reconnections += 1
