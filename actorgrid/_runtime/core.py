@@ -229,6 +229,21 @@ class Sent:
         self.cancelled = False  # ag.cancel() reached it: never retried nor restarted
 
 
+class _Placing:
+    """A task or remote coroutine actor waiting for a worker (in Runtime.waiting): calling it
+    places it; its entry lets a cancel find it."""
+
+    __slots__ = ("entry", "place", "spec")
+
+    def __init__(
+        self, place: Callable[[ObjectEntry, TaskSpec], None], entry: ObjectEntry, spec: TaskSpec
+    ) -> None:
+        self.place, self.entry, self.spec = place, entry, spec
+
+    def __call__(self) -> None:
+        self.place(self.entry, self.spec)
+
+
 class OwnedActor:
     """A restartable class actor this process created: how to create it again."""
 
@@ -722,7 +737,7 @@ class Runtime:
                 worker = self.placement.choose_for_task(spec.num_cpus)
             except NoWorkerError:
                 entry.where = WAITING
-                place = functools.partial(self._send_if_pending, entry, spec)
+                place = _Placing(self._send_if_pending, entry, spec)
                 self.waiting.add(place, spec.num_cpus, "task")
                 return
             address, wid = worker.address, worker.worker_id
@@ -763,7 +778,7 @@ class Runtime:
             worker = self.placement.choose_for_actor(spec.num_cpus)
         except NoWorkerError:
             entry.where = WAITING
-            place = functools.partial(self._place_coroutine_actor, entry, spec)
+            place = _Placing(self._place_coroutine_actor, entry, spec)
             self.waiting.add(place, spec.num_cpus, "actor")
             return
         entry.where = None
@@ -969,6 +984,9 @@ class Runtime:
                     )
                 )
         elif entry.state == PENDING and peer == WAITING:
+            self.waiting.backlog.remove_where(
+                lambda p: isinstance(p, _Placing) and p.entry is entry
+            )
             entry.set_error(
                 TaskCancelledError("the call was cancelled while it waited for a worker")
             )
@@ -982,7 +1000,13 @@ class Runtime:
                     sent.cancelled = True
                     peer.send(CancelTask(task_id))
                     n += 1
-        log.info("interrupted: cancelled %d calls in flight", n)
+        for waiting in self.waiting.backlog.remove_where(lambda p: isinstance(p, _Placing)):
+            assert isinstance(waiting, _Placing)
+            waiting.entry.set_error(
+                TaskCancelledError("the call was interrupted while it waited for a worker")
+            )
+            n += 1
+        log.info("interrupted: cancelled %d calls in flight or waiting for a worker", n)
 
     def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool:
         """A user thread's blocking wait: lends its task's CPUs meanwhile; a driver's

@@ -13,14 +13,15 @@ Invariants:
   intervals while it stays non-empty, so a long outage logs a few lines, not one per second.
 
 Costs: ``add`` is O(1); ``take_fitting`` is O(distinct needs + items handed out), so a new
-worker costs nothing for a backlog that still does not fit it. The backlog holds items only
+worker costs nothing for a backlog that still does not fit it; ``remove_where`` (cancels) is
+O(items). The backlog holds items only
 while no worker fits: the hot path (a worker fits) never touches it. Never reads a clock.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 __all__ = ["DEFAULT_PENDING_WARNING_S", "Backlog", "ClusterPicture", "describe_wait"]
@@ -78,6 +79,29 @@ class Backlog(Generic[T]):
         if self._len == 0:
             self.since = None
         return taken
+
+    def remove_where(self, predicate: Callable[[T], bool]) -> list[T]:
+        """Take out the items ``predicate`` picks (cancelled calls). O(items): for cancels,
+        never per call."""
+        removed: list[T] = []
+        for need, queue in list(self._by_need.items()):
+            kept: deque[tuple[str, T]] = deque()
+            for kind, item in queue:
+                if predicate(item):
+                    removed.append(item)
+                    self._counts[(kind, need)] -= 1
+                    if not self._counts[(kind, need)]:
+                        del self._counts[(kind, need)]
+                else:
+                    kept.append((kind, item))
+            if kept:
+                self._by_need[need] = kept
+            else:
+                del self._by_need[need]
+        self._len -= len(removed)
+        if self._len == 0:
+            self.since = None
+        return removed
 
     def take_all(self) -> list[T]:
         """Everything waiting (this process is leaving the cluster)."""

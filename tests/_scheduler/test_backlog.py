@@ -71,3 +71,16 @@ def test_the_warning_shows_crash_loops_with_their_stderr() -> None:
     text = describe_wait({("task", 1.0): 1}, 10, picture)
     assert "all workers of node ab12cd34 are in a crash loop: ImportError: no module" in text
     assert "0 alive workers" not in text  # the crash loop is the reason, not a mystery
+
+
+def test_cancelled_items_leave_the_backlog_and_its_counts() -> None:
+    backlog: Backlog[str] = Backlog(10.0)
+    for name, need in (("a", 1.0), ("b", 1.0), ("big", 8.0), ("c", 2.0)):
+        backlog.add(name, need, "task", now=0.0)
+    assert backlog.remove_where(lambda item: item in ("b", "big")) == ["b", "big"]
+    assert len(backlog) == 2
+    assert dict(backlog.counts()) == {("task", 1.0): 1, ("task", 2.0): 1}
+    assert backlog.take_fitting(8.0) == ["a", "c"]
+    backlog.add("d", 1.0, "task", now=1.0)
+    assert backlog.remove_where(lambda item: True) == ["d"]
+    assert backlog.since is None and backlog.warning_at() is None
