@@ -579,13 +579,25 @@ class Runtime:
             if link is not None and info.address != self.address:
                 # The head declared it dead: what is in flight there fails over now, rather
                 # than when the link or a dial to it gives up.
-                link.abort(f"the head declared the worker dead: {msg.reason}")
+                reason = f"the head declared the worker dead: {msg.reason}"
+                if link.connected:
+                    self.nursery.start_soon(self._abort_soon, link, reason)
+                else:
+                    link.abort(reason)
             self._worker_at.pop(info.address, None)
             for key in [k for k, a in self.names.items() if a.address == info.address]:
                 del self.names[key]
             self._names_epoch += 1
         self.membership_changed.set()
         self.membership_changed = trio.Event()
+
+    async def _abort_soon(self, link: Peer, reason: str) -> None:
+        # A worker that exited after its last answers (closed, drained) may have them still
+        # on their way on this link, which the head's news overtook: they are read first.
+        # A dead process's link closes by itself; a silent one is dropped after this.
+        await trio.sleep(self.monitor.interval_s)
+        if not link.closed:
+            link.abort(reason)
 
     def _on_worker_state(self, peer: Peer, msg: WorkerState) -> None:
         self.placement.set_suspended(msg.worker_id, msg.suspended)
