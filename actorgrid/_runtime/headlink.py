@@ -111,8 +111,8 @@ class HeadLink:
             while True:
                 await _wait_closed(peer)
                 self._up = trio.Event()
-                if self._closing:
-                    return
+                if self._closing or trio.current_effective_deadline() == -float("inf"):
+                    return  # leaving, or stopping with the link (a worker exits with its head)
                 self.lost = f"lost the head at {self.address} ({peer.close_reason})"
                 log.warning("%s; reconnecting", self.lost)
                 peer = await self._reconnect(nursery)

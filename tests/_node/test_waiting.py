@@ -268,12 +268,7 @@ def test_an_actor_created_before_any_worker_waits_for_one(standalone: Standalone
 
 @pytest.fixture
 def one_worker(processes) -> Iterator[ag.Cluster]:
-    cluster = ag.init(
-        num_workers=1,
-        pulse_interval=PULSE_S,
-        grace_s=1.0,
-        worker_restarts=ag.RestartPolicy(max_restarts=-1),
-    )
+    cluster = ag.init(num_workers=1, pulse_interval=PULSE_S, grace_s=1.0)
     try:
         processes.add(w.pid for w in cluster.workers())
         yield cluster
