@@ -3,7 +3,13 @@
 It listens for peers, keeps one outbound connection per peer address (requests go out on it,
 answers come back on it, so one caller's calls to one worker stay in order), owns the objects
 this process created, places this process's calls on workers, and caches names. The head is
-consulted only for membership and names, never for a call.
+consulted only for membership and names, never for a call; its link is kept up by HeadLink
+(``headlink.py``), which reconnects after a loss.
+
+Failing over: a call whose link dies is retried, restarted or failed by its policy; one that
+was never written (its dial failed or timed out, after DIAL_TIMEOUT_INTERVALS pulses) is
+placed again without spending a retry; a worker the head declares dead has its link dropped,
+so its calls fail over at once. A call no worker fits waits (``waiting.py``) until one does.
 
 The name cache holds only live actors: the head sends ActorEnded to every process it gave a
 named actor to, and waits for its Ack, before the actor's end is confirmed to its worker. So a
