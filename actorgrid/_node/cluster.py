@@ -30,6 +30,7 @@ from .._protocol.messages import (
 )
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
+from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
@@ -284,6 +285,7 @@ async def _open_cluster(
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
+    pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
 ) -> AsyncIterator[Cluster]:
     if runtime_or_none() is not None:
         raise RuntimeError(
@@ -327,6 +329,7 @@ async def _open_cluster(
             max_message_bytes=max_message_bytes,
             pulse_interval_s=pulse_interval,
             tls=tls,
+            pending_warning_s=pending_warning_s,
         )
         try:
             if node is not None:
@@ -437,6 +440,7 @@ async def connect(
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
+    pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -454,6 +458,7 @@ async def connect(
             grace_s=grace_s,
             worker_restarts=worker_restarts,
             tls=tls,
+            pending_warning_s=pending_warning_s,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -514,6 +519,7 @@ def init(
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
+    pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -528,6 +534,10 @@ def init(
     intervals is treated as dead; interrupted or cancelled work gets ``grace_s`` seconds to
     clean up before its worker is killed; ``worker_restarts`` (an ``ag.RestartPolicy``,
     default 3 restarts in 5 s) says how often a node restarts a crashing worker.
+
+    Tasks and actors submitted while no worker can take them wait for one (``ag.get(timeout=)``
+    bounds a wait); after ``pending_warning_s`` seconds a warning in the log says what they
+    wait for.
 
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
@@ -553,6 +563,7 @@ def init(
                 grace_s=grace_s,
                 worker_restarts=worker_restarts,
                 tls=tls,
+                pending_warning_s=pending_warning_s,
             )
         )
         thread.start()

@@ -236,10 +236,11 @@ class Head:
         self.workers[info.worker_id] = info
         self._worker_peers[peer] = info
         node = self.nodes.get(info.node_id)
+        if node is not None and node.suspended:
+            # Before it joins: a caller with work waiting would place it there at once.
+            self._set_suspended(info.worker_id, True)
         for sub in self._subscribers:
             sub.send(WorkerJoined(info))
-        if node is not None and node.suspended:
-            self._set_suspended(info.worker_id, True)
         peer.send(Ack(msg.rid))
 
     def _on_subscribe(self, peer: Peer, msg: SubscribeMembership) -> None:
