@@ -80,7 +80,7 @@ FORGET_NAME_TIMEOUT_S = 2.0
 
 
 class _Node:
-    __slots__ = ("availability", "info", "last_pulse", "peer", "suspended")
+    __slots__ = ("availability", "info", "last_pulse", "peer", "suspended", "unhealthy")
 
     def __init__(self, info: NodeInfo, peer: Peer) -> None:
         self.info = info
@@ -88,6 +88,7 @@ class _Node:
         self.availability: Availability | None = None
         self.last_pulse = trio.current_time()
         self.suspended = False
+        self.unhealthy = ""  # why every worker slot of the node is in a crash loop, or ""
 
 
 class Head:
@@ -205,6 +206,10 @@ class Head:
         )
 
     def _on_event(self, peer: Peer, event: Event) -> None:
+        if event.kind in ("node_unhealthy", "node_healthy"):
+            node = self._node_peers.get(peer)
+            if node is not None:
+                node.unhealthy = event.detail if event.kind == "node_unhealthy" else ""
         self.publish(event)
 
     def _on_subscribe_events(self, peer: Peer, msg: SubscribeEvents) -> None:
@@ -235,11 +240,13 @@ class Head:
         self.workers[info.worker_id] = info
         self._worker_peers[peer] = info
         node = self.nodes.get(info.node_id)
+        # The worker hears first: it tells its node agent it is ready as soon as it has this
+        # Ack, so a driver that knows of it (and may kill it) knows of a ready worker.
+        peer.send(Ack(msg.rid))
         for sub in self._subscribers:
             sub.send(WorkerJoined(info))
         if node is not None and node.suspended:
             self._set_suspended(info.worker_id, True)
-        peer.send(Ack(msg.rid))
 
     def _on_subscribe(self, peer: Peer, msg: SubscribeMembership) -> None:
         self._subscribers.add(peer)
@@ -344,9 +351,10 @@ class Head:
         nodes = tuple(
             NodeView(
                 n.info,
-                "suspended" if n.suspended else "alive",
+                "suspended" if n.suspended else "unhealthy" if n.unhealthy else "alive",
                 n.availability,
                 now - n.last_pulse,
+                n.unhealthy,
             )
             for n in self.nodes.values()
         )
