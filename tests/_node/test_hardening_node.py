@@ -1,0 +1,438 @@
+"""The node agent and the head under bad luck, against real processes: workers killed from
+outside over and over, workers that cannot start, a worker killed at the instant it is
+spawned, psutil failing in the pulse, a creator that dies between claiming a name and
+creating its actor, the secret kept from workers, and a head stopped for 10 s.
+
+Each test starts its own cluster (embedded, or `actorgrid start --head` as a separate
+process) and checks with psutil that every process it started or killed is gone at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import trio
+
+import actorgrid as ag
+from actorgrid._node import node as node_module
+
+SECRET = bytes(range(32))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def kinds(cluster: ag.Cluster) -> list[str]:
+    return [e.kind for e in cluster.recent_events()]
+
+
+def events_of(cluster: ag.Cluster, kind: str) -> list[Any]:
+    return [e for e in cluster.recent_events() if e.kind == kind]
+
+
+@pytest.fixture
+def one_worker(processes) -> Iterator[ag.Cluster]:
+    cluster = ag.init(num_workers=1, pulse_interval=0.2, grace_s=1.0, secret=SECRET)
+    try:
+        processes.add(w.pid for w in cluster.workers())
+        yield cluster
+    finally:
+        processes.add(cluster.node_pids)
+        ag.shutdown()
+        processes.wait_gone()
+
+
+@ag.remote
+def square(i: int) -> int:
+    time.sleep(0.002)
+    return i * i
+
+
+# --- issue 8, section 5: a slot never gives up on a worker killed from outside ---------------
+
+
+def test_kill_9_of_a_random_worker_every_200ms_for_20s_with_default_settings(processes) -> None:
+    cluster = ag.init(num_workers=2)  # default restart policy, default pulse interval
+    killed: list[int] = []
+    try:
+        processes.add(w.pid for w in cluster.workers())
+        done = threading.Event()
+
+        def killer() -> None:
+            rng = random.Random(8)
+            deadline = time.monotonic() + 20.0
+            while time.monotonic() < deadline and not done.wait(0.2):
+                live = [w.pid for w in cluster.workers()]
+                if live:
+                    pid = rng.choice(live)
+                    processes.add([pid])
+                    killed.append(pid)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
+        refs = [square.options(max_retries=-1).remote(i) for i in range(2000)]
+        thread = threading.Thread(target=killer, name="killer", daemon=True)
+        thread.start()
+        try:
+            results = ag.get(refs, timeout=180)
+        finally:
+            done.set()
+            thread.join()
+        assert results == [i * i for i in range(2000)]
+        # Each ref resolved once, with its own value: nothing lost, nothing mixed up.
+        assert all(ag.get(r) == i * i for i, r in enumerate(refs))
+        assert len(killed) >= 10
+        assert "worker_gave_up" not in kinds(cluster)
+        # Both slots are still there: the cluster is whole again once the killing stops.
+        wait_for(lambda: len(cluster.workers()) == 2, 30, "both workers back")
+        assert ag.get(square.remote(7), timeout=30) == 49
+        processes.wait_gone(killed)
+    finally:
+        processes.add(cluster.node_pids)
+        ag.shutdown()
+        processes.wait_gone()
+
+
+# --- issue 8, section 5: a worker that cannot start is a crash loop ---------------------------
+
+BROKEN_WORKER = textwrap.dedent(
+    """
+    import sys
+    sys.stderr.write("Traceback (most recent call last):\\n")
+    sys.stderr.write("  File \\"setup.py\\", line 1, in <module>\\n")
+    sys.stderr.write("ModuleNotFoundError: No module named 'broken_dependency'\\n")
+    sys.exit(1)
+    """
+)
+
+
+def test_a_worker_that_cannot_start_backs_off_reports_its_stderr_and_recovers_when_fixed(
+    one_worker: ag.Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, processes
+) -> None:
+    cluster = one_worker
+    broken = tmp_path / "broken"
+    real_spawn = node_module.open_worker_process
+
+    async def spawn(pulse_fd: int) -> trio.Process:
+        if broken.exists():  # what an operator fixes: then real workers start again
+            return await trio.lowlevel.open_process(
+                [sys.executable, "-c", BROKEN_WORKER],
+                stdin=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(pulse_fd,),
+                start_new_session=True,
+            )
+        return await real_spawn(pulse_fd)
+
+    monkeypatch.setattr(node_module, "open_worker_process", spawn)
+    broken.touch()
+    (pid,) = [w.pid for w in cluster.workers()]
+    os.kill(pid, signal.SIGKILL)  # its replacement cannot start
+    processes.wait_gone([pid])
+
+    loop = wait_for(lambda: events_of(cluster, "worker_crash_loop"), 30, "a crash loop event")
+    assert "before it was ready" in loop[0].detail
+    assert "ModuleNotFoundError: No module named 'broken_dependency'" in loop[0].detail
+    unhealthy = wait_for(lambda: events_of(cluster, "node_unhealthy"), 30, "node_unhealthy")
+    assert unhealthy[0].detail.startswith("all workers of node ")
+    assert "are in a crash loop: " in unhealthy[0].detail
+    assert "broken_dependency" in unhealthy[0].detail
+    (node,) = cluster.status().nodes
+    assert node.state == "unhealthy"
+    # It keeps trying, backing off: at least a second failure comes (0.5 s, then 1 s, ...).
+    wait_for(lambda: len(events_of(cluster, "worker_crash_loop")) >= 2, 30, "a second try")
+    assert "worker_gave_up" not in kinds(cluster)
+
+    broken.unlink()  # the fix: no restart of the node needed
+    wait_for(lambda: len(cluster.workers()) == 1, 30, "the slot to come back")
+    assert ag.get(square.remote(5), timeout=30) == 25
+    wait_for(lambda: events_of(cluster, "node_healthy"), 10, "node_healthy")
+    assert cluster.status().nodes[0].state == "alive"
+
+
+# --- issue 15, point 4: a worker killed while it is being spawned ----------------------------
+
+
+def test_a_worker_killed_as_it_is_spawned_does_not_end_the_node(
+    one_worker: ag.Cluster, monkeypatch: pytest.MonkeyPatch, processes
+) -> None:
+    cluster = one_worker
+    real_spawn = node_module.open_worker_process
+    to_kill = [2]  # the next two workers die before they can read their configuration
+
+    async def spawn_then_kill(pulse_fd: int) -> trio.Process:
+        proc = await real_spawn(pulse_fd)
+        if to_kill[0] > 0:
+            to_kill[0] -= 1
+            processes.add([proc.pid])
+            proc.kill()
+            await proc.wait()  # gone: sending its configuration hits a closed pipe
+        return proc
+
+    monkeypatch.setattr(node_module, "open_worker_process", spawn_then_kill)
+    (pid,) = [w.pid for w in cluster.workers()]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: to_kill[0] == 0, 30, "two workers killed at spawn")
+    wait_for(lambda: len(cluster.workers()) == 1, 30, "a worker that survives its start")
+    assert ag.get([square.remote(i) for i in range(20)], timeout=30) == [i * i for i in range(20)]
+    died = events_of(cluster, "worker_died")
+    assert len(died) >= 3
+
+
+# --- issue 15, point 1 (node side): psutil failing in the pulse --------------------------------
+
+
+def test_psutil_failing_in_every_pulse_is_logged_rate_limited_and_ends_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, processes
+) -> None:
+    def out_of_files(path: str = ".") -> Any:
+        raise OSError(24, "Too many open files", "/proc/meminfo")
+
+    monkeypatch.setattr(node_module, "sample_availability", out_of_files)
+    with (
+        caplog.at_level(logging.ERROR, logger="actorgrid.node"),
+        ag.init(num_workers=1, pulse_interval=0.05) as cluster,
+    ):
+        processes.add(w.pid for w in cluster.workers())
+        # 1.5 s is 30 pulses, each of which fails; the node must still be there after.
+        time.sleep(1.5)
+        assert len(cluster.nodes()) == 1
+        assert ag.get(square.remote(4), timeout=30) == 16
+        processes.add(cluster.node_pids)
+    processes.wait_gone()
+    failures = [r for r in caplog.records if "could not sample" in r.getMessage()]
+    assert 1 <= len(failures) <= 2  # one line per 10 s, not one per pulse
+
+
+# --- issue 15, point 8: the secret, node_pids from another thread ------------------------------
+
+
+def test_the_secret_never_reaches_a_worker_environment_or_command_line(
+    monkeypatch: pytest.MonkeyPatch, processes
+) -> None:
+    monkeypatch.setenv("ACTORGRID_SECRET", SECRET.hex())  # as `actorgrid node` gets it
+    with ag.init(num_workers=2, secret=SECRET) as cluster:
+        pids = [w.pid for w in cluster.workers()]
+        processes.add(pids)
+        assert len(pids) == 2
+        for pid in pids:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert b"ACTORGRID_SECRET" not in environ
+            for blob in (environ, cmdline):
+                assert SECRET.hex().encode() not in blob
+                assert SECRET not in blob
+    processes.wait_gone()
+
+
+def test_node_pids_can_be_read_from_another_thread_while_workers_die(
+    one_worker: ag.Cluster, processes
+) -> None:
+    cluster = one_worker
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                assert isinstance(cluster.node_pids, list)
+            except BaseException as exc:  # the test reports whatever it was
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read, daemon=True) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for _ in range(3):
+            (pid,) = wait_for(lambda: [w.pid for w in cluster.workers()], 30, "a worker")
+            processes.add([pid])
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda p=pid: p not in cluster.node_pids, 30, "the dead pid to go")
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert errors == []
+
+
+# --- issue 15, point 5: a name whose creation never completed ----------------------------------
+
+
+@ag.remote
+class Named:
+    def ping(self) -> str:
+        return "pong"
+
+
+CREATOR = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    import actorgrid as ag
+    from actorgrid._runtime.core import Runtime
+
+    # This creator claims its name and then never sends the creation (as if it died between
+    # the two): the name points at an actor that does not exist.
+    Runtime.send_create = lambda self, *args, **kwargs: None
+
+    @ag.remote
+    class Named:
+        def ping(self):
+            return "pong"
+
+    address, secret, name, then = sys.argv[1:]
+    ag.init(address=address, secret=bytes.fromhex(secret))
+    Named.options(name=name).remote()
+    print("claimed", flush=True)
+    if then == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(600)
+    """
+)
+
+
+def _creator(cluster: ag.Cluster, name: str, then: str, processes) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CREATOR, cluster.address, SECRET.hex(), name, then],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    processes.add([proc.pid])
+    assert proc.stdout is not None
+    with proc.stdout:
+        assert proc.stdout.readline().strip() == "claimed"
+    return proc
+
+
+def _name_free(name: str) -> bool:
+    try:
+        ag.get_actor(name)
+    except ag.NameNotFoundError:
+        return True
+    return False
+
+
+def test_a_name_claimed_by_a_creator_killed_before_creating_is_freed(
+    one_worker: ag.Cluster, processes
+) -> None:
+    creator = _creator(one_worker, "y", "die", processes)
+    assert creator.wait(timeout=30) == -signal.SIGKILL
+    t0 = time.monotonic()
+    wait_for(lambda: _name_free("y"), 10, "the name to be freed")
+    assert time.monotonic() - t0 < 10  # not the 30 s a call to the ghost would wait
+    fresh = Named.options(name="y").remote()
+    assert ag.get(fresh.ping.remote(), timeout=30) == "pong"
+    assert ag.get(ag.get_actor("y").ping.remote(), timeout=30) == "pong"
+
+
+def test_kill_by_name_frees_a_name_whose_actor_was_never_created(
+    one_worker: ag.Cluster, processes
+) -> None:
+    creator = _creator(one_worker, "z", "wait", processes)
+    try:
+        ghost = ag.get_actor("z")
+        ag.kill(ghost)
+        assert _name_free("z")  # at once: ag.kill returns once the name is free
+        fresh = Named.options(name="z").remote()
+        assert ag.get(fresh.ping.remote(), timeout=30) == "pong"
+    finally:
+        creator.kill()
+        creator.wait()
+
+
+# --- issue 15, point 3: the head's own node agent rejoins after a stall -----------------------
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, time
+    import actorgrid as ag
+
+    @ag.remote
+    def square(i):
+        return i * i
+
+    cluster = ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.argv[2]))
+    deadline = time.monotonic() + 60
+    while not cluster.workers():
+        assert time.monotonic() < deadline, "no worker joined the head"
+        time.sleep(0.1)
+    print(sum(ag.get([square.remote(i) for i in range(10)], timeout=60)), flush=True)
+    """
+)
+
+
+HEAD_OPTIONS = ("--num-workers", "1", "--pulse-interval", "0.2")
+
+
+def test_the_head_process_stopped_for_10s_gets_workers_again(tmp_path: Path, processes) -> None:
+    env = {**os.environ, "ACTORGRID_CLUSTER_FILE": str(tmp_path / "cluster.json")}
+    env.pop("ACTORGRID_ADDRESS", None)
+    env.pop("ACTORGRID_SECRET", None)
+    out = tmp_path / "head.out"
+    with out.open("w") as f:
+        head = subprocess.Popen(
+            [sys.executable, "-m", "actorgrid.cli", "start", "--head", *HEAD_OPTIONS],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    processes.add([head.pid])
+    try:
+        text = wait_for(lambda: "Ctrl-C" in out.read_text() and out.read_text(), 60, "the head")
+        line = next(x for x in text.splitlines() if "actorgrid node --address" in x).split()
+        address = line[line.index("--address") + 1]
+        secret = Path(line[line.index("--secret-file") + 1]).read_text().strip()
+        (first,) = wait_for(lambda: psutil.Process(head.pid).children(), 60, "its worker")
+        processes.add([first.pid])
+
+        os.kill(head.pid, signal.SIGSTOP)
+        time.sleep(10)  # the stall under test: 50 pulse intervals
+        os.kill(head.pid, signal.SIGCONT)
+
+        processes.wait_gone([first.pid], timeout=30)  # its old worker lost the head
+        driver = subprocess.run(
+            [sys.executable, "-c", DRIVER, address, secret],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=150,
+            check=False,
+        )
+        assert driver.returncode == 0, driver.stderr + out.read_text()
+        assert driver.stdout.strip() == str(sum(i * i for i in range(10)))
+        processes.add(p.pid for p in psutil.Process(head.pid).children(recursive=True))
+    finally:
+        head.send_signal(signal.SIGINT)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+    processes.wait_gone()
