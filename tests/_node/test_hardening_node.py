@@ -9,6 +9,7 @@ process) and checks with psutil that every process it started or killed is gone 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -28,6 +29,8 @@ import trio
 
 import actorgrid as ag
 from actorgrid._node import node as node_module
+from actorgrid._node import standalone
+from actorgrid._node.head import Head
 
 SECRET = bytes(range(32))
 
@@ -384,6 +387,58 @@ DRIVER = textwrap.dedent(
 )
 
 
+async def _until(predicate: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_the_heads_own_node_agent_rejoins_after_losing_its_head(
+    monkeypatch: pytest.MonkeyPatch, processes
+) -> None:
+    heads: list[Head] = []
+
+    class RecordedHead(Head):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            heads.append(self)
+
+    monkeypatch.setattr(standalone, "Head", RecordedHead)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(
+                standalone.serve_head, secret=SECRET, num_workers=1, pulse_interval=0.2
+            )
+        )
+        (head,) = heads
+        await _until(lambda: len(head.workers) == 1, "its worker")
+        (first_node,) = head.nodes.values()
+        (first_worker,) = head.workers.values()
+        processes.add([first_worker.pid])
+        # What a head stalled past 5 pulse intervals does to its own node agent: the link
+        # between them is dropped.
+        first_node.peer.abort("the test cut the link, as a stalled head would")
+        await _until(
+            lambda: (
+                [n for n in head.nodes.values() if n is not first_node]
+                and [w for w in head.workers.values() if w.worker_id != first_worker.worker_id]
+            ),
+            "a new node agent with a new worker",
+        )
+        await _until(lambda: _gone(first_worker.pid), "the old worker to be gone")
+        (new_worker,) = head.workers.values()
+        processes.add([new_worker.pid])
+        nursery.cancel_scope.cancel()
+    processes.wait_gone()
+
+
 HEAD_OPTIONS = ("--num-workers", "1", "--pulse-interval", "0.2")
 
 
@@ -415,7 +470,8 @@ def test_the_head_process_stopped_for_10s_gets_workers_again(tmp_path: Path, pro
         time.sleep(10)  # the stall under test: 50 pulse intervals
         os.kill(head.pid, signal.SIGCONT)
 
-        processes.wait_gone([first.pid], timeout=30)  # its old worker lost the head
+        # Whether the node agent inside the head saw its head go silent (then it rejoined
+        # with new workers) or not (then its workers carry on), a new driver finds workers.
         driver = subprocess.run(
             [sys.executable, "-c", DRIVER, address, secret],
             cwd=tmp_path,
