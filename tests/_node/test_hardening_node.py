@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -69,53 +68,6 @@ def one_worker(processes) -> Iterator[ag.Cluster]:
 def square(i: int) -> int:
     time.sleep(0.002)
     return i * i
-
-
-# --- issue 8, section 5: a slot never gives up on a worker killed from outside ---------------
-
-
-def test_kill_9_of_a_random_worker_every_200ms_for_20s_with_default_settings(processes) -> None:
-    cluster = ag.init(num_workers=2)  # default restart policy, default pulse interval
-    killed: list[int] = []
-    try:
-        processes.add(w.pid for w in cluster.workers())
-        done = threading.Event()
-
-        def killer() -> None:
-            rng = random.Random(8)
-            deadline = time.monotonic() + 20.0
-            while time.monotonic() < deadline and not done.wait(0.2):
-                live = [w.pid for w in cluster.workers()]
-                if live:
-                    pid = rng.choice(live)
-                    processes.add([pid])
-                    killed.append(pid)
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-
-        refs = [square.options(max_retries=-1).remote(i) for i in range(2000)]
-        thread = threading.Thread(target=killer, name="killer", daemon=True)
-        thread.start()
-        try:
-            results = ag.get(refs, timeout=180)
-        finally:
-            done.set()
-            thread.join()
-        assert results == [i * i for i in range(2000)]
-        # Each ref resolved once, with its own value: nothing lost, nothing mixed up.
-        assert all(ag.get(r) == i * i for i, r in enumerate(refs))
-        assert len(killed) >= 10
-        assert "worker_gave_up" not in kinds(cluster)
-        # Both slots are still there: the cluster is whole again once the killing stops.
-        wait_for(lambda: len(cluster.workers()) == 2, 30, "both workers back")
-        assert ag.get(square.remote(7), timeout=30) == 49
-        processes.wait_gone(killed)
-    finally:
-        processes.add(cluster.node_pids)
-        ag.shutdown()
-        processes.wait_gone()
 
 
 # --- issue 8, section 5: a worker that cannot start is a crash loop ---------------------------
