@@ -37,8 +37,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -66,8 +64,18 @@ from .._scheduler.restart import GiveUp, RestartPolicy, RestartTracker
 from .._transport.addresses import local_address_towards
 from .._transport.tcp import open_tcp_frame_stream
 from .._transport.tls import TLSConfig
+from . import spawn
 from .logs import RateLimitedLog, keep_running, log_errors
 from .resources import sample_availability
+from .spawn import (
+    READY_BYTE,
+    STDERR_TAIL_LINES,
+    WorkerStartError,
+    copy_stderr,
+    describe_exit,
+    send_command,
+    signal_process,
+)
 
 __all__ = ["DEFAULT_GRACE_S", "NodeAgent", "WorkerStartError"]
 
@@ -81,20 +89,8 @@ STOP_ACK_TIMEOUT_S = 1.0
 # After a worker exits, how long its error output may take to reach EOF (a grandchild process
 # can hold the pipe open) before the agent stops reading it.
 STDERR_DRAIN_S = 1.0
-# Lines of each worker's error output kept for crash-loop reports, and how many are shown.
-STDERR_TAIL_LINES = 20
+# Lines of a worker's error output shown in a crash-loop report.
 CRASH_LOOP_TAIL_LINES = 8
-STDERR_LINE_MAX_CHARS = 500
-# On the pulse pipe: a worker writes PULSE_BYTE every pulse, READY_BYTE instead once it has
-# registered with the head.
-PULSE_BYTE = b"."
-READY_BYTE = b"!"
-# Environment variables a worker must never inherit from its node agent.
-SECRET_ENV_VARS = ("ACTORGRID_SECRET",)
-
-
-class WorkerStartError(RuntimeError):
-    """A worker process could not be started, or kept exiting before it joined the cluster."""
 
 
 class _Slot:
@@ -112,7 +108,7 @@ class _Slot:
         self.over = False  # the slot will not be refilled
         self.ready = False  # the current incarnation has registered with the head
         self.last_exit = ""  # how the last incarnation ended, for reports
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)  # of this incarnation
         self.incarnations = 0
 
     def __repr__(self) -> str:
@@ -344,7 +340,7 @@ class NodeAgent:
                 # Cancelled (the node is stopping) while this incarnation runs, perhaps one
                 # spawned after aclose() looked: it must not outlive the agent, nor go unreaped.
                 with trio.CancelScope(shield=True):
-                    _signal(proc, signal.SIGKILL)
+                    signal_process(proc, signal.SIGKILL)
                     await proc.wait()
             self._live_pids.pop(proc.pid, None)
 
@@ -359,7 +355,7 @@ class NodeAgent:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_pulses, slot, read_fd, pulses_done)
                 if proc.stderr is not None:
-                    nursery.start_soon(self._read_stderr, slot, proc.stderr, stderr_done)
+                    nursery.start_soon(copy_stderr, proc.stderr, slot.stderr_tail, stderr_done)
                 else:
                     stderr_done.set()
                 code = await proc.wait()
@@ -373,7 +369,7 @@ class NodeAgent:
             self._pulses.remove(slot)
             self._by_worker.pop(slot.worker_id, None)
             slot.exited.set()
-        slot.last_exit = _describe_exit(code)
+        slot.last_exit = describe_exit(code)
         detail = "stopped pulsing and was killed (zombie)" if slot.zombie else slot.last_exit
         self.emit("worker_died", slot, exit_code=code, detail=detail)
         if not self._stopping and slot.intent is None:
@@ -401,7 +397,7 @@ class NodeAgent:
             "tls": None if self.tls is None else self.tls.to_dict(),
         }
         try:
-            proc = await open_worker_process(write_fd)
+            proc = await spawn.open_worker_process(write_fd)
         except OSError as exc:
             os.close(read_fd)
             raise WorkerStartError(f"could not start a worker process: {exc}") from exc
@@ -418,31 +414,11 @@ class NodeAgent:
             log.warning("worker pid %d exited while it was being started: %s", proc.pid, exc)
         except BaseException:
             with trio.CancelScope(shield=True):
-                _signal(proc, signal.SIGKILL)
+                signal_process(proc, signal.SIGKILL)
                 await proc.wait()
             os.close(read_fd)
             raise
         return proc, read_fd
-
-    async def _read_stderr(
-        self, slot: _Slot, stream: trio.abc.ReceiveStream, done: trio.Event
-    ) -> None:
-        """Copy a worker's error output to ours, keeping its last lines for reports."""
-        partial = b""
-        try:
-            while chunk := await stream.receive_some(65536):
-                await trio.to_thread.run_sync(_write_stderr, chunk, abandon_on_cancel=True)
-                *lines, partial = (partial + chunk).split(b"\n")
-                partial = partial[-STDERR_LINE_MAX_CHARS:]
-                slot.stderr_tail.extend(_line(b) for b in lines[-STDERR_TAIL_LINES:])
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        finally:
-            if partial:
-                slot.stderr_tail.append(_line(partial))
-            done.set()
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
 
     async def _read_pulses(self, slot: _Slot, read_fd: int, done: trio.Event) -> None:
         stream = trio.lowlevel.FdStream(read_fd)
@@ -478,7 +454,7 @@ class NodeAgent:
                     self._pulses.timeout_s,
                 )
                 self.emit("worker_zombie", slot)
-                _signal(proc, signal.SIGKILL)
+                signal_process(proc, signal.SIGKILL)
 
     # --- control ---------------------------------------------------------------------------
 
@@ -510,11 +486,11 @@ class NodeAgent:
         slot.intent = action
         slot.replace = replace or action == "restart"
         if action == "terminate":
-            _signal(proc, signal.SIGKILL)
+            signal_process(proc, signal.SIGKILL)
         elif action == "close":
-            _send_command(proc, "drain")
+            send_command(proc, "drain")
         else:  # restart: interrupt running work, with the grace period
-            _signal(proc, signal.SIGTERM)
+            signal_process(proc, signal.SIGTERM)
             self._background(
                 "killing a worker after its grace period", self._kill_after_grace, proc
             )
@@ -551,7 +527,7 @@ class NodeAgent:
         with trio.move_on_after(self.grace_s + KILL_MARGIN_S):
             await proc.wait()
         if proc.returncode is None:
-            _signal(proc, signal.SIGKILL)
+            signal_process(proc, signal.SIGKILL)
 
     # --- stopping --------------------------------------------------------------------------
 
@@ -563,77 +539,19 @@ class NodeAgent:
             procs = [s.proc for s in self.slots if s.proc is not None]
             for proc in procs:
                 if proc.returncode is None:
-                    _signal(proc, signal.SIGTERM)
+                    signal_process(proc, signal.SIGTERM)
             with trio.move_on_after(self.grace_s + KILL_MARGIN_S):
                 for proc in procs:
                     await proc.wait()
             for proc in procs:
                 if proc.returncode is None:
-                    _signal(proc, signal.SIGKILL)
+                    signal_process(proc, signal.SIGKILL)
                     await proc.wait()
             for proc in procs:
                 if proc.stdin is not None:
                     await proc.stdin.aclose()
 
 
-async def open_worker_process(pulse_fd: int) -> trio.Process:
-    """Start ``python -m actorgrid._node.worker`` (a module-level function: tests replace it
-    to kill a worker at the instant it is spawned)."""
-    return await trio.lowlevel.open_process(
-        [sys.executable, "-m", "actorgrid._node.worker"],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        pass_fds=(pulse_fd,),
-        env=worker_environment(),
-        # Own session: a Ctrl-C in the terminal reaches the driver, which decides.
-        start_new_session=True,
-    )
-
-
-def worker_environment() -> dict[str, str]:
-    """This process's environment without the cluster secret."""
-    return {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
-
-
-def _write_stderr(data: bytes | bytearray) -> None:
-    # In a thread: our stderr may be a slow pipe, and the agent's loop must not wait on it.
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(2, view) :]
-    except OSError:
-        pass
-
-
-def _line(raw: bytes) -> str:
-    return raw.decode(errors="replace").rstrip("\r")[:STDERR_LINE_MAX_CHARS]
-
-
 def _tail(slot: _Slot) -> str:
     lines = list(slot.stderr_tail)[-CRASH_LOOP_TAIL_LINES:]
     return "\n".join(lines) if lines else "(it wrote no error output)"
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def _send_command(proc: trio.Process, command: str) -> None:
-    # The stdin pipe is ours alone and a command is a few bytes: it never blocks.
-    if isinstance(proc.stdin, trio.lowlevel.FdStream):
-        try:
-            os.write(proc.stdin.fileno(), command.encode() + b"\n")
-        except OSError:
-            pass
-
-
-def _signal(proc: trio.Process, sig: int) -> None:
-    try:
-        os.kill(proc.pid, sig)
-    except ProcessLookupError:
-        pass

@@ -34,7 +34,7 @@ from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
 from .._transport.tls import TLSConfig
 from .logs import configure_logging
-from .node import PULSE_BYTE, READY_BYTE
+from .spawn import PULSE_BYTE, READY_BYTE
 
 __all__ = ["main", "serve_worker"]
 

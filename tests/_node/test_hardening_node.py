@@ -28,6 +28,7 @@ import trio
 
 import actorgrid as ag
 from actorgrid._node import node as node_module
+from actorgrid._node import spawn as spawn_module
 from actorgrid._node import standalone
 from actorgrid._node.head import Head
 
@@ -88,7 +89,7 @@ def test_a_worker_that_cannot_start_backs_off_reports_its_stderr_and_recovers_wh
 ) -> None:
     cluster = one_worker
     broken = tmp_path / "broken"
-    real_spawn = node_module.open_worker_process
+    real_spawn = spawn_module.open_worker_process
 
     async def spawn(pulse_fd: int) -> trio.Process:
         if broken.exists():  # what an operator fixes: then real workers start again
@@ -101,7 +102,7 @@ def test_a_worker_that_cannot_start_backs_off_reports_its_stderr_and_recovers_wh
             )
         return await real_spawn(pulse_fd)
 
-    monkeypatch.setattr(node_module, "open_worker_process", spawn)
+    monkeypatch.setattr(spawn_module, "open_worker_process", spawn)
     broken.touch()
     (pid,) = [w.pid for w in cluster.workers()]
     os.kill(pid, signal.SIGKILL)  # its replacement cannot start
@@ -134,7 +135,7 @@ def test_a_worker_killed_as_it_is_spawned_does_not_end_the_node(
     one_worker: ag.Cluster, monkeypatch: pytest.MonkeyPatch, processes
 ) -> None:
     cluster = one_worker
-    real_spawn = node_module.open_worker_process
+    real_spawn = spawn_module.open_worker_process
     to_kill = [2]  # the next two workers die before they can read their configuration
 
     async def spawn_then_kill(pulse_fd: int) -> trio.Process:
@@ -146,7 +147,7 @@ def test_a_worker_killed_as_it_is_spawned_does_not_end_the_node(
             await proc.wait()  # gone: sending its configuration hits a closed pipe
         return proc
 
-    monkeypatch.setattr(node_module, "open_worker_process", spawn_then_kill)
+    monkeypatch.setattr(spawn_module, "open_worker_process", spawn_then_kill)
     (pid,) = [w.pid for w in cluster.workers()]
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: to_kill[0] == 0, 30, "two workers killed at spawn")
