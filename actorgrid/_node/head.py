@@ -84,6 +84,8 @@ CLOSE_NODES_MARGIN_S = 3.0
 # How long the end of a named actor waits for the processes caching its name to drop it; a
 # process that takes longer is left to find out when a send to the actor fails.
 FORGET_NAME_TIMEOUT_S = 2.0
+# How long after its creator left a name is checked for an actor that was never created.
+FREE_UNMADE_GRACE_S = 1.0
 
 
 class _Node:
@@ -337,6 +339,9 @@ class Head:
     async def _free_unmade(self, claimed: list[ActorInfo], why: str) -> None:
         """The process that claimed these names is gone: free each whose actor its worker
         does not have (never created: the creator died between claim and creation)."""
+        # A creation the creator sent just before it left travels on another connection than
+        # the news of its leaving: give it this long to reach its worker first.
+        await trio.sleep(FREE_UNMADE_GRACE_S)
         by_address: dict[str, list[ActorInfo]] = {}
         for info in claimed:
             by_address.setdefault(info.address, []).append(info)
