@@ -31,6 +31,7 @@ from actorgrid._node import node as node_module
 from actorgrid._node import spawn as spawn_module
 from actorgrid._node import standalone
 from actorgrid._node.head import Head
+from actorgrid._node.spawn import WorkerStartError
 
 SECRET = bytes(range(32))
 
@@ -126,6 +127,27 @@ def test_a_worker_that_cannot_start_backs_off_reports_its_stderr_and_recovers_wh
     assert ag.get(square.remote(5), timeout=30) == 25
     wait_for(lambda: events_of(cluster, "node_healthy"), 10, "node_healthy")
     assert cluster.status().nodes[0].state == "alive"
+
+
+def test_init_with_workers_that_cannot_start_fails_fast_showing_their_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken_spawn(pulse_fd: int) -> trio.Process:
+        return await trio.lowlevel.open_process(
+            [sys.executable, "-c", BROKEN_WORKER],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(pulse_fd,),
+            start_new_session=True,
+        )
+
+    monkeypatch.setattr(spawn_module, "open_worker_process", broken_spawn)
+    t0 = time.monotonic()
+    with pytest.raises(WorkerStartError, match="are in a crash loop") as caught:
+        ag.init(num_workers=2)
+    assert "No module named 'broken_dependency'" in str(caught.value)
+    assert time.monotonic() - t0 < 30  # not the 60 s start-up limit
+    assert not ag.is_initialized()
 
 
 # --- issue 15, point 4: a worker killed while it is being spawned ----------------------------
