@@ -10,10 +10,10 @@ A slot is never abandoned (unless an explicit ``max_restarts`` limit says so):
 - a worker that exited before it was ready (an import error, a failing setup, a process that
   could not be spawned) is a *crash loop*: the slot backs off up to about a minute and keeps
   trying, and each failure is reported as a ``worker_crash_loop`` event carrying the last
-  lines of the worker's error output. When every slot of the node is in a crash loop the node
-  is *unhealthy*: a ``node_unhealthy`` event, ``Cluster.status()`` shows the node's state as
-  "unhealthy", and ``NodeAgent.unhealthy`` says why; the first worker to become ready again
-  ends it (``node_healthy``).
+  lines of the worker's error output. When every slot of the node is in a crash loop (has
+  failed at least twice in a row) the node is *unhealthy*: a ``node_unhealthy`` event,
+  ``Cluster.status()`` shows the node's state as "unhealthy", and ``NodeAgent.unhealthy``
+  says why; the first worker to become ready again ends it (``node_healthy``).
 
 Workers' error output goes through the agent (which copies it to its own stderr) so that it
 can keep the last lines of each worker for those reports. Every background task of the agent
@@ -89,6 +89,9 @@ STOP_ACK_TIMEOUT_S = 1.0
 # After a worker exits, how long its error output may take to reach EOF (a grandchild process
 # can hold the pipe open) before the agent stops reading it.
 STDERR_DRAIN_S = 1.0
+# A node is unhealthy once every slot has failed this many times in a row before ready: one
+# failure may be bad luck (a worker killed while it imports), two in a row is a loop.
+UNHEALTHY_AFTER_FAILURES = 2
 # Lines of a worker's error output shown in a crash-loop report.
 CRASH_LOOP_TAIL_LINES = 8
 
@@ -298,7 +301,9 @@ class NodeAgent:
         )
         log.warning("%s", detail)
         self.emit("worker_crash_loop", slot, detail=detail)
-        looping = all(s.tracker.crash_loop > 0 for s in self.slots if not s.over)
+        looping = all(
+            s.tracker.crash_loop >= UNHEALTHY_AFTER_FAILURES for s in self.slots if not s.over
+        )
         if looping and self.unhealthy is None:
             self.unhealthy = (
                 f"all workers of node {short(self.node_id)} ({self._hostname}) are in a crash "
