@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from actorgrid._node import node as node_module
 from actorgrid._node import spawn as spawn_module
 from actorgrid._node import standalone
 from actorgrid._node.head import Head
+from actorgrid._node.logs import RateLimitedLog
 from actorgrid._node.spawn import WorkerStartError
 
 SECRET = bytes(range(32))
@@ -467,3 +469,53 @@ def test_the_head_process_stopped_for_10s_gets_workers_again(tmp_path: Path, pro
             head.kill()
             head.wait()
     processes.wait_gone()
+
+
+# --- issue 15, point 8: log lines say when, which process and what role ------------------------
+
+
+@ag.remote
+def log_from_worker(text: str) -> int:
+    logging.getLogger("actorgrid.worker").warning("%s", text)
+    return os.getpid()
+
+
+def test_worker_log_lines_carry_a_timestamp_the_pid_and_the_role(
+    one_worker: ag.Cluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    pid = ag.get(log_from_worker.remote("hello from a task"), timeout=30)
+    # The worker's stderr reaches ours through its node agent, which copies it as it comes.
+    pattern = re.compile(
+        rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} worker\[{pid}\] WARNING "
+        r"actorgrid.worker: hello from a task$",
+        re.MULTILINE,
+    )
+    seen = ""
+
+    def logged() -> bool:
+        nonlocal seen
+        seen += capfd.readouterr().err
+        return bool(pattern.search(seen))
+
+    wait_for(logged, 10, "the worker's log line")
+
+
+def test_rate_limited_log_keeps_one_line_per_key_per_interval_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    errors = RateLimitedLog(logging.getLogger("actorgrid.test"), 10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="actorgrid.test"):
+        assert errors.warning("accept", "accept failed: %s", "EMFILE")
+        for _ in range(999):
+            now[0] += 0.005
+            assert not errors.warning("accept", "accept failed: %s", "EMFILE")
+        assert errors.warning("psutil", "a different key is not held back")
+        now[0] = 10.0
+        assert errors.warning("accept", "accept failed: %s", "EMFILE")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "accept failed: EMFILE",
+        "a different key is not held back",
+        "accept failed: EMFILE (999 more like this in the last 10 s)",
+    ]
