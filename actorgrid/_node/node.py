@@ -58,7 +58,7 @@ from .._protocol.messages import (
     RegisterNode,
 )
 from .._runtime.peer import Peer
-from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
+from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, STALLED_AFTER_INTERVALS, PulseMonitor
 from .._scheduler.liveness import FailureDetector
 from .._scheduler.restart import GiveUp, RestartPolicy, RestartTracker
 from .._transport.addresses import local_address_towards
@@ -446,9 +446,17 @@ class NodeAgent:
             await stream.aclose()
 
     async def _watch_worker_pulses(self) -> None:
+        last = trio.current_time()
         while True:
             await trio.sleep(self.pulse_interval_s)
-            for slot in list(self._pulses.check(trio.current_time())):
+            now = trio.current_time()
+            if now - last > STALLED_AFTER_INTERVALS * self.pulse_interval_s:
+                # This agent was stalled, not its workers: their pulses wait unread in the
+                # pipes. Each gets a fresh window (PulseMonitor does the same for links).
+                for slot in self._by_worker.values():
+                    self._pulses.heard(slot, now)
+            last = now
+            for slot in list(self._pulses.check(now)):
                 proc = slot.proc
                 if proc is None or proc.returncode is not None:
                     continue

@@ -34,6 +34,7 @@ from actorgrid._node import standalone
 from actorgrid._node.head import Head
 from actorgrid._node.logs import RateLimitedLog
 from actorgrid._node.spawn import WorkerStartError
+from actorgrid._runtime.pulse import PulseMonitor
 
 SECRET = bytes(range(32))
 
@@ -341,6 +342,63 @@ def test_kill_by_name_frees_a_name_whose_actor_was_never_created(
     finally:
         creator.kill()
         creator.wait()
+
+
+# --- issue 15, point 3: a stalled process does not condemn its peers --------------------------
+
+
+class _Link:
+    """What PulseMonitor needs of a Peer."""
+
+    def __init__(self) -> None:
+        self.address = "127.0.0.1:1"
+        self.closed = False
+        self.heard = False
+        self.aborted: str | None = None
+
+    def send(self, message: object) -> None:
+        pass
+
+    def abort(self, reason: str) -> None:
+        self.aborted = reason
+        self.closed = True
+
+
+async def test_a_late_tick_gives_every_link_a_fresh_window_then_silence_counts_again() -> None:
+    monitor = PulseMonitor(1.0)
+    link = _Link()
+    monitor.watch(link)  # type: ignore[arg-type]
+    t0 = trio.current_time()
+    monitor.tick(t0 + 1.0)
+    monitor.tick(t0 + 11.0)  # this process was stopped for 10 s: nothing could be read
+    assert link.aborted is None
+    for k in range(1, 6):  # silent for 5 intervals after the stall: still within the window
+        monitor.tick(t0 + 11.0 + k)
+    assert link.aborted is None
+    monitor.tick(t0 + 17.0)  # silent for more than 5 intervals of running time: a zombie
+    assert link.aborted is not None
+    assert "5 pulse intervals" in link.aborted
+
+
+def test_an_embedded_cluster_whose_loop_stalls_for_10_pulses_keeps_its_node(
+    processes,
+) -> None:
+    with ag.init(num_workers=1, pulse_interval=0.2) as cluster:
+        processes.add(w.pid for w in cluster.workers())
+        node_ids = {n.node_id for n in cluster.nodes()}
+        done = threading.Event()
+        # Blocks the loop that runs the head and the node agent alike, as a long GC pause or
+        # a CPU-starved machine would; 2 s is 10 pulse intervals.
+        cluster._runtime.on_loop(lambda: (time.sleep(2.0), done.set()))
+        assert done.wait(30)
+        assert ag.get([square.remote(i) for i in range(10)], timeout=60) == [
+            i * i for i in range(10)
+        ]
+        assert {n.node_id for n in cluster.nodes()} == node_ids  # the node never left
+        assert "node_closed" not in kinds(cluster)
+        processes.add(w.pid for w in cluster.workers())
+        processes.add(cluster.node_pids)
+    processes.wait_gone()
 
 
 # --- issue 15, point 3: the head's own node agent rejoins after a stall -----------------------
