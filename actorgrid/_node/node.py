@@ -26,8 +26,12 @@ works on a stopped process too) and replaced under a new worker id, so it can ne
 stale result or run a call twice. The node itself pulses the head with its availability.
 
 Workers get the cluster secret on stdin, never on the command line or in the environment (the
-agent's own ``ACTORGRID_SECRET`` is removed from theirs), and keep that pipe open: when the agent's process dies, however it dies, each worker reads EOF
-and exits, so no worker outlives its node. Commands to a worker (drain) go down the same pipe.
+agent's own ``ACTORGRID_SECRET`` is removed from theirs), and keep that pipe open: when the
+agent's process dies, however it dies, each worker reads EOF and exits, so no worker outlives
+its node. Commands to a worker (drain) go down the same pipe.
+
+A stall of the agent itself (its loop blocked, its process stopped) is not held against its
+workers: their pulses wait unread in the pipes, so after a late check each gets a fresh window.
 """
 
 from __future__ import annotations
