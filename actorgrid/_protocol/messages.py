@@ -190,7 +190,10 @@ EVENT_KINDS = frozenset(
         "worker_died",  # a worker process exited (exit_code; negative = signal)
         "worker_zombie",  # a worker went silent for 5 pulse intervals and was killed
         "worker_restarted",  # a fresh worker process replaced one that died
-        "worker_gave_up",  # restart intensity exceeded: the slot stays empty (escalation)
+        "worker_gave_up",  # an explicit max_restarts was exceeded: the slot stays empty
+        "worker_crash_loop",  # a worker exited before it was ready; detail: its last stderr
+        "node_unhealthy",  # every worker slot of a node is in a crash loop; detail: why
+        "node_healthy",  # a worker of an unhealthy node became ready again
         "worker_closed",  # a worker was closed on request and not replaced
         "actor_restarted",  # an actor was re-created after its code raised or its worker died
         "actor_died",  # an actor with no restarts left is gone
@@ -317,9 +320,10 @@ class NodeView:
     """One node in a ClusterView."""
 
     node: NodeInfo
-    state: str  # "alive", "suspended", "closing"
+    state: str  # "alive", "suspended", "unhealthy" (every worker slot in a crash loop)
     availability: Availability | None
     last_pulse_s: float  # seconds since the node's last pulse
+    detail: str = ""  # why it is unhealthy: "all workers of node N are in a crash loop: ..."
 
 
 @attrs.frozen

@@ -110,6 +110,8 @@ DIAL_TIMEOUT_MIN_S = 2.0
 HEAD_WAIT_S = 10.0
 # ObjectEntry.where of a call that waits for a worker (in Runtime.waiting).
 WAITING = "waiting for a worker"
+# ag.kill waits at most this long for the head to free the killed actor's name.
+FREE_NAME_TIMEOUT_S = 5.0
 
 _current: Runtime | None = None
 
@@ -1146,6 +1148,14 @@ class Runtime:
         except PeerClosedError:
             pass  # its worker is gone, and the actor with it
         self.forget_actor(info.actor_id)
+        if info.name and self.head is not None and not self.head.closed:
+            # Its name may name an actor that was never created (its creator died first):
+            # then no worker frees it, so the killer does. Freeing a free name does nothing.
+            with trio.move_on_after(FREE_NAME_TIMEOUT_S):
+                try:
+                    await self.head.request(lambda rid: ActorEnded(rid, info.actor_id, "killed"))
+                except PeerClosedError:
+                    pass
 
     # --- mailboxes -----------------------------------------------------------------------------
 

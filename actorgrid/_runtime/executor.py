@@ -131,6 +131,7 @@ class TaskQueue:
         self.items: deque[_TaskItem] = deque()
         self.cond = threading.Condition(threading.Lock())
         self.runners = 0
+        self.starting = 0
 
     def push(self, item: _TaskItem) -> None:
         with self.cond:
@@ -149,13 +150,24 @@ class TaskQueue:
 
     def _claim_runner(self) -> bool:
         # Lock held. A runner that finds nothing it may take exits, so a spare claim is
-        # harmless; a missing one would strand a task.
-        if self.items and self.free >= self.items[0].num_cpus and self.runners < _MAX_RUNNERS:
+        # harmless; a missing one would strand a task. At most one runner is *starting*
+        # (claimed, holding no item yet), and each runner that takes an item claims the next:
+        # runners ramp up one per item that fits, not one per push (a burst of pushes on one
+        # CPU used to start up to _MAX_RUNNERS pool threads, and the worker's RSS grew).
+        if (
+            self.items
+            and self.starting == 0
+            and self.free >= self.items[0].num_cpus
+            and self.runners < _MAX_RUNNERS
+        ):
             self.runners += 1
+            self.starting += 1
             return True
         return False
 
     def _run(self) -> None:
+        with self.cond:
+            self.starting -= 1
         while True:
             with self.cond:
                 if not self.items or self.free < self.items[0].num_cpus:
@@ -163,6 +175,9 @@ class TaskQueue:
                     return
                 item = self.items.popleft()
                 self.free -= item.num_cpus
+                start = self._claim_runner()
+            if start:
+                self.executor.runtime.pool.start(self._run)
             _local.hold = (self, item.num_cpus)
             try:
                 ok, payload = self.executor.call_in_thread(
