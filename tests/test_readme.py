@@ -29,6 +29,7 @@ the blocks that name 10.0.0.x are not run.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import json
 import os
@@ -359,6 +360,8 @@ def test_one_machine(tmp_path: Path, marked: Marked) -> None:
     for block in files:
         assert_printed(expected_lines(block.code), out)
     assert "workers: 2 (0 suspended)" in out, out
+    assert "CPUs: 2 total, 0 reserved by running tasks" in out, out
+    assert "no tasks are running or queued" in out and "no actors are alive" in out, out
     listing = next(line for line in out.splitlines() if line.startswith('[{"worker_id"'))
     assert [w["state"] for w in json.loads(listing)] == ["alive", "alive"]
     assert "stopped the cluster head" in out, out
@@ -492,6 +495,50 @@ def test_tls_block_uses_the_api_as_it_is(tmp_path: Path) -> None:
             assert flag in text, (command, flag)
 
 
+@pytest.mark.timeout(300)
+def test_mypy_plugin_block_is_what_this_repo_uses(tmp_path: Path) -> None:
+    """The TOML block enables the plugin as this repository's own mypy run does (CI's `mypy`
+    step checks tests/typing with it); where mypy is installed, the Typing block passes mypy
+    with that config and the call its comment calls a mypy error is one."""
+    block = _by_name("mypy-plugin")
+    plugins = tomllib.loads(block.code)["tool"]["mypy"]["plugins"]
+    ours = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["plugins"]
+    assert plugins and set(plugins) <= set(ours), (plugins, ours)
+    for plugin in plugins:
+        source = ROOT / (plugin.replace(".", "/") + ".py")
+        functions = {
+            n.name for n in ast.parse(source.read_text()).body if isinstance(n, ast.FunctionDef)
+        }
+        assert "plugin" in functions, f"{source} defines no plugin() entry point for mypy"
+
+    typing_block = _by_name("typing")
+    bad_call = 'c.incr.remote("2")'
+    assert f"{bad_call} is a mypy error" in typing_block.code
+    if importlib.util.find_spec("mypy") is None:
+        return  # `pip install -e '.[test]'` has no mypy; CI installs it for its mypy step
+    indent = re.search(r"^( +)ref = c\.incr\.remote", typing_block.code, re.MULTILINE)
+    assert indent, typing_block.code
+    (tmp_path / "block.py").write_text(typing_block.code + f"{indent.group(1)}{bad_call}\n")
+    # The README's lines, then what the test needs: strict, and no reports on actorgrid itself
+    # (its optional stubs, such as types-psutil, may be missing here).
+    (tmp_path / "pyproject.toml").write_text(
+        block.code + 'strict = true\nfollow_imports = "silent"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "block.py"],
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    last_line = len((tmp_path / "block.py").read_text().splitlines())
+    assert len(errors) == 1 and errors[0].startswith(f"block.py:{last_line}:"), result.stdout
+    assert "[arg-type]" in errors[0], result.stdout
+
+
 CHECKED_BY_NAME = {
     "install": test_install_command_installs_what_the_examples_import,
     "test": test_test_command_is_what_ci_runs,
@@ -501,6 +548,7 @@ CHECKED_BY_NAME = {
     "driver": test_two_machines_on_loopback,
     "cluster.toml": test_cluster_toml_is_a_valid_up_config,
     "tls": test_tls_block_uses_the_api_as_it_is,
+    "mypy-plugin": test_mypy_plugin_block_is_what_this_repo_uses,
 }
 
 
