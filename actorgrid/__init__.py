@@ -30,6 +30,9 @@ from ._node.cluster import shutdown as shutdown
 from ._node.standalone import ClusterFile as ClusterFile
 from ._node.standalone import serve_head as serve_head
 from ._node.standalone import serve_node as serve_node
+from ._pool.pool import Pool as Pool
+from ._pool.results import AsyncResult as AsyncResult
+from ._pool.results import IMapIterator as IMapIterator
 from ._protocol.messages import Availability as Availability
 from ._protocol.messages import Event as Event
 from ._runtime.api import ask as ask
@@ -70,6 +73,7 @@ __all__ = [
     "ActorHandle",
     "ActorMethod",
     "ActorStatistics",
+    "AsyncResult",
     "ActorgridError",
     "AuthenticationError",
     "Availability",
@@ -79,6 +83,7 @@ __all__ = [
     "Context",
     "Event",
     "GetTimeoutError",
+    "IMapIterator",
     "Mailbox",
     "MailboxStatistics",
     "NameNotFoundError",
@@ -86,6 +91,7 @@ __all__ = [
     "NodeStatistics",
     "NotInitializedError",
     "ObjectRef",
+    "Pool",
     "ProtocolError",
     "RemoteError",
     "RemoteFunction",
