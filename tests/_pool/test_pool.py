@@ -83,13 +83,15 @@ def test_terminate_during_a_map_cancels_the_running_items(
     pids = sorted(w.pid for w in cluster.workers())
     pool = ag.Pool()
     result = pool.starmap_async(nap_and_note, [(str(tmp_path), i) for i in range(6)], chunksize=1)
-    wait_for_files(tmp_path, "started-*", 2)
+    # Placement may queue both first chunks on one worker: wait for one to run, not two.
+    wait_for_files(tmp_path, "started-*", 1)
     start = time.monotonic()
     pool.terminate()
     assert time.monotonic() - start < DEADLINE_S / 2
-    # The two running items saw KeyboardInterrupt; the queued four never started.
-    assert len(wait_for_files(tmp_path, "interrupted-*", 2)) == 2
-    assert len(list(tmp_path.glob("started-*"))) == 2
+    # The running items saw KeyboardInterrupt; the queued ones never started.
+    started = len(list(tmp_path.glob("started-*")))
+    assert 1 <= started <= 2
+    assert len(wait_for_files(tmp_path, "interrupted-*", started)) == started
     with pytest.raises(ag.TaskCancelledError):
         result.get(timeout=DEADLINE_S)
     pool.join()
