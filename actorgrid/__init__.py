@@ -30,6 +30,7 @@ from ._node.cluster import shutdown as shutdown
 from ._node.standalone import ClusterFile as ClusterFile
 from ._node.standalone import serve_head as serve_head
 from ._node.standalone import serve_node as serve_node
+from ._pool.actorpool import ActorPool as ActorPool
 from ._pool.pool import Pool as Pool
 from ._pool.results import AsyncResult as AsyncResult
 from ._pool.results import IMapIterator as IMapIterator
@@ -72,6 +73,7 @@ __all__ = [
     "ActorDiedError",
     "ActorHandle",
     "ActorMethod",
+    "ActorPool",
     "ActorStatistics",
     "AsyncResult",
     "ActorgridError",
