@@ -226,8 +226,7 @@ class ActorPool(Generic[T]):
         mine: set[int] = set()  # ids of slots running a job of this call
         exhausted = False
         while True:
-            if self._size is None:
-                self._grow()
+            self._grow()  # between jobs: O(1) unless the cluster grew
             while self._idle and not (exhausted and not retry):
                 if retry:
                     todo = retry.popleft()
