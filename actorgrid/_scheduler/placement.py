@@ -105,8 +105,11 @@ class Placement:
             for w in (order[self._rng.randrange(len(order))] for _ in range(_SAMPLES))
             if self.workers[w].num_cpus >= num_cpus
         ]
+        fits = list(dict.fromkeys(fits))  # two distinct choices, where there are two
         if len(fits) < 2:
-            fits += [w for w in order if self.workers[w].num_cpus >= num_cpus][:2]
+            fits = list(
+                dict.fromkeys(fits + [w for w in order if self.workers[w].num_cpus >= num_cpus][:2])
+            )
         if not fits:
             largest = max(self.workers[w].num_cpus for w in order)
             raise NoWorkerError(
