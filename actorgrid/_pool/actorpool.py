@@ -45,6 +45,9 @@ __all__ = ["ActorPool"]
 T = TypeVar("T")
 
 GROWTH_CHECK_S = 1.0  # how long a busy pool may go without noticing a worker that joined
+# A job whose instance died this many times is failed with the last error rather than run
+# again: an instance that cannot start (its __init__ raises) must not loop forever.
+MAX_DEATHS_PER_JOB = 3
 _DIED = (ActorDiedError, WorkerDiedError)
 
 Job = tuple[int, tuple[Any, ...], dict[str, Any]]  # (index, args, kwargs)
@@ -222,47 +225,62 @@ class ActorPool(Generic[T]):
         self._check_open()
         source = iter(enumerate(jobs))
         retry: deque[Job] = deque()
+        deaths: dict[int, int] = {}  # job index -> instances that died running it
         me = object()
-        mine: set[int] = set()  # ids of slots running a job of this call
+        running = 0
         exhausted = False
-        while True:
-            self._grow()  # between jobs: O(1) unless the cluster grew
-            while self._idle and not (exhausted and not retry):
-                if retry:
-                    todo = retry.popleft()
-                else:
-                    nxt = next(source, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    index, (args, kwargs) = nxt
-                    todo = (index, args, kwargs)
-                free = self._idle.popleft()
-                mine.add(id(free))
-                free.owner = me
-                self._send(free, todo)
-            if exhausted and not retry and not mine:
-                return
-            self._drain_submitted()
-            done = self._next_finished(me)
-            if done is None:
-                continue
-            mine.discard(id(done))
-            job, ref = done.job, done.ref
-            assert job is not None and ref is not None
-            slot = done
-            try:
-                value = ref._entry.value()
-            except _DIED:
-                retry.append(job)
-                self._replace(slot)
-                continue
-            except Exception as exc:
+        try:
+            while True:
+                self._grow()  # between jobs: O(1) unless the cluster grew
+                while self._idle and not (exhausted and not retry):
+                    if retry:
+                        todo = retry.popleft()
+                    else:
+                        nxt = next(source, None)
+                        if nxt is None:
+                            exhausted = True
+                            break
+                        index, (args, kwargs) = nxt
+                        todo = (index, args, kwargs)
+                    free = self._idle.popleft()
+                    free.owner = me
+                    self._send(free, todo)
+                    running += 1
+                if exhausted and not retry and not running:
+                    return
+                self._drain_submitted()
+                slot = self._next_finished(me)
+                if slot is None:
+                    continue
+                running -= 1
+                job, ref = slot.job, slot.ref
+                assert job is not None and ref is not None
+                try:
+                    value = ref._entry.value()
+                except _DIED as exc:
+                    self._replace(slot)
+                    deaths[job[0]] = deaths.get(job[0], 0) + 1
+                    if deaths[job[0]] <= MAX_DEATHS_PER_JOB:
+                        retry.append(job)
+                        continue
+                    yield job[0], False, exc
+                    continue
+                except Exception as exc:
+                    self._make_idle(slot)
+                    yield job[0], False, exc
+                    continue
                 self._make_idle(slot)
-                yield job[0], False, exc
-                continue
-            self._make_idle(slot)
-            yield job[0], True, value
+                yield job[0], True, value
+        finally:
+            # Abandoned (the caller stopped iterating, or raised): jobs still running become
+            # like submit()'s, so their instances come back when they finish.
+            with self._cond:
+                for slot in self._slots:
+                    if slot.owner is me:
+                        slot.owner = None
+                left = self._finished.pop(me, None)
+                if left:
+                    self._finished.setdefault(None, deque()).extend(left)
 
     def map(self, items: Iterable[Any], values: Iterable[Any] | None = None) -> Any:
         """``instance.run(item)`` for every item; the results in the order of ``items``, as a

@@ -148,3 +148,25 @@ def test_rays_actor_pool_over_handles() -> None:
         pool.get_next()
     with pytest.raises(TypeError, match="actor handles"):
         pool.update_workers(1)
+
+
+class BrokenInit:
+    def __init__(self) -> None:
+        raise RuntimeError("no GPU here")
+
+    def run(self, x: int) -> int:
+        return x
+
+
+def test_a_pool_left_mid_iteration_is_whole_again() -> None:
+    with ag.ActorPool(Trainer, args=("data",), size=2) as pool:
+        for _ in pool.imap_unordered([(x) for x in range(6)]):
+            break  # the other instance may still be running a job
+        assert [r[0] for r in pool.map(range(4))] == [0, 1, 4, 9]
+        assert pool.workers_count() == 2
+
+
+def test_an_instance_that_cannot_start_fails_the_job_instead_of_looping() -> None:
+    with ag.ActorPool(BrokenInit, size=1) as pool, pytest.raises(ag.ActorDiedError) as info:
+        pool.map([1])
+    assert "no GPU here" in str(info.value)
