@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import trio
 
 from .._exceptions import TaskCancelledError
-from .._runtime.api import cancel, wait
+from .._runtime.api import cancel
 from .._runtime.core import current_runtime
 from .._runtime.refs import ObjectRef
 from .._runtime.remote import Options, RemoteFunction
@@ -310,17 +310,14 @@ class Pool:
     def terminate(self) -> None:
         """Stop now: chunks not started never run, running ones are cancelled (their code
         gets KeyboardInterrupt; past the cluster's grace period its worker is killed), and
-        unfinished results fail with TaskCancelledError. Returns once none of them runs."""
+        unfinished results fail with TaskCancelledError. Returns once none of them runs,
+        except in a Trio thread, where it only starts that (``async with`` waits for it)."""
         with self._cond:
             self._state = TERMINATE
             self._cond.notify()
-            refs = list(self._inflight)
-        for ref in refs:
-            cancel(ref)
-        if refs and not trio.lowlevel.in_trio_run():
-            wait(refs, num_returns=len(refs), timeout=TERMINATE_WAIT_S)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(TERMINATE_WAIT_S)
+        if threading.current_thread() is self._thread or trio.lowlevel.in_trio_run():
+            return  # a callback, or the loop the cancellations need: do not wait here
+        self._thread.join(TERMINATE_WAIT_S)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the dispatcher to finish: after ``close()``, all work done."""
@@ -410,6 +407,7 @@ class Pool:
                     chunk = next(job.chunks, None)
                 except Exception as exc:  # the caller's iterable raised: that is its result
                     job.result._set(job.index, False, exc)
+                    job.index += 1
                     chunk = None
             if chunk is None:
                 if isinstance(job.result, IMapIterator):
@@ -428,11 +426,15 @@ class Pool:
         cancelled = TaskCancelledError("the ag.Pool was terminated before this result was ready")
         with self._cond:
             jobs, self._jobs = list(self._jobs), deque()
+            running = list(self._inflight)
+        # Only this thread submits, so every chunk sent is in _inflight by now.
+        for ref in running:
+            cancel(ref)
         for job in jobs:
             job.result._set(job.index, False, cancelled)
             if isinstance(job.result, IMapIterator):
                 job.result._set_length(job.index + 1)
-        # terminate() cancelled every chunk in flight; deliver them as they end.
+        # Deliver the cancelled chunks as they end.
         deadline = time.monotonic() + TERMINATE_WAIT_S
         while True:
             with self._cond:

@@ -144,6 +144,26 @@ def imap_error_then_continue(Pool: Any) -> Any:
     return out
 
 
+def numbers_then_error(n: int) -> Any:
+    yield from range(n)
+    raise RuntimeError("input broke")
+
+
+@program
+def imap_input_that_raises(Pool: Any) -> Any:
+    out: list[Any] = []
+    with Pool(2) as p:
+        it = p.imap(square, numbers_then_error(3))
+        while True:
+            try:
+                out.append(it.next(timeout=60))
+            except StopIteration:
+                break
+            except RuntimeError as exc:
+                out.append(str(exc))
+    return out
+
+
 @program
 def async_result_timeout(Pool: Any) -> Any:
     with Pool(1) as p:
