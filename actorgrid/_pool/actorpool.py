@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
+
+import trio
 
 from .._exceptions import ActorDiedError, WorkerDiedError
 from .._runtime.api import kill
@@ -49,6 +51,7 @@ GROWTH_CHECK_S = 1.0  # how long a busy pool may go without noticing a worker th
 # again: an instance that cannot start (its __init__ raises) must not loop forever.
 MAX_DEATHS_PER_JOB = 3
 _DIED = (ActorDiedError, WorkerDiedError)
+_END = object()
 
 Job = tuple[int, tuple[Any, ...], dict[str, Any]]  # (index, args, kwargs)
 
@@ -223,6 +226,12 @@ class ActorPool(Generic[T]):
     ) -> Iterator[tuple[int, bool, Any]]:
         """Run ``jobs`` on the pool; yield (index, ok, value or error) as they finish."""
         self._check_open()
+        if trio.lowlevel.in_trio_run():
+            raise RuntimeError(
+                "ActorPool.map/starmap/imap_unordered block, and this thread runs a Trio loop; "
+                "use `await pool.map_async(items)` or `async for x in "
+                "pool.imap_unordered_async(items)` there instead"
+            )
         source = iter(enumerate(jobs))
         retry: deque[Job] = deque()
         deaths: dict[int, int] = {}  # job index -> instances that died running it
@@ -307,7 +316,7 @@ class ActorPool(Generic[T]):
             results[index] = value
         return [results[i] for i in range(len(results))]
 
-    def imap_unordered(self, items: Iterable[Any]) -> Iterator[Any]:
+    def imap_unordered(self, items: Iterable[Any]) -> Generator[Any, None, None]:
         """``instance.run(item)`` for every item, yielding results as they finish. The caller
         may ``update_workers`` between results: busy instances get it after their job."""
         for _, ok, value in self._run(((item,), {}) for item in items):
@@ -347,6 +356,28 @@ class ActorPool(Generic[T]):
                 a, k = self._updates[slot.applied]
                 slot.handle.handle_update.remote(*a, **k)
                 slot.applied += 1
+
+    # --- Trio ------------------------------------------------------------------------------
+
+    async def map_async(self, items: Iterable[Any]) -> list[Any]:
+        """``map`` for Trio code: the pool is driven from a worker thread, the loop stays free."""
+        return await trio.to_thread.run_sync(self.map, list(items))
+
+    async def starmap_async(self, items: Iterable[Iterable[Any]]) -> list[Any]:
+        return await trio.to_thread.run_sync(self.starmap, list(items))
+
+    async def imap_unordered_async(self, items: Iterable[Any]) -> AsyncIterator[Any]:
+        """``async for x in pool.imap_unordered_async(items)``: results as they finish; the
+        body may ``update_workers`` between them."""
+        results = self.imap_unordered(list(items))
+        try:
+            while True:
+                value = await trio.to_thread.run_sync(next, results, _END)
+                if value is _END:
+                    return
+                yield value
+        finally:
+            await trio.to_thread.run_sync(results.close)
 
     # --- introspection and lifecycle ---------------------------------------------------------
 

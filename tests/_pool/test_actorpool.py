@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import trio
 
 import actorgrid as ag
 
@@ -170,3 +171,22 @@ def test_an_instance_that_cannot_start_fails_the_job_instead_of_looping() -> Non
     with ag.ActorPool(BrokenInit, size=1) as pool, pytest.raises(ag.ActorDiedError) as info:
         pool.map([1])
     assert "no GPU here" in str(info.value)
+
+
+def test_trio_code_maps_and_iterates_without_blocking_the_loop() -> None:
+    async def main() -> tuple[list[int], list[int], list[int]]:
+        with ag.ActorPool(Trainer, args=("data",), size=2) as pool:
+            squares = [r[0] for r in await pool.map_async(range(6))]
+            seen = []
+            async for value, _, _ in pool.imap_unordered_async(range(4)):
+                pool.update_workers(value)
+                seen.append(value)
+            with pytest.raises(RuntimeError, match=r"await pool\.map_async"):
+                pool.map([1])
+            caches = [r[1] for r in await pool.starmap_async([(0,), (0,)])]
+        return squares, sorted(seen), caches
+
+    squares, seen, caches = trio.run(main)
+    assert squares == [x * x for x in range(6)]
+    assert seen == [0, 1, 4, 9]
+    assert caches == [4, 4]
