@@ -130,19 +130,26 @@ class ActorPool(Generic[T]):
         self._handle_pool = None
         if size is not None and (not isinstance(size, int) or size < 1):
             raise ValueError(f"size must be a positive int or None (one per worker), not {size!r}")
-        cls = (
-            worker_class if isinstance(worker_class, ActorClass) else remote(worker_class)  # type: ignore[arg-type]
-        )
-        if not isinstance(cls, ActorClass):
+        if not isinstance(worker_class, (type, ActorClass)):
             raise TypeError(
-                f"ActorPool takes a class (or a list of actor handles), not {worker_class!r}"
+                "ActorPool takes a worker class (plain or @ag.remote) or a list of actor "
+                f"handles, not {type(worker_class).__name__} {worker_class!r}"
             )
-        for method in ("run",):
-            if method not in cls._methods:
-                raise TypeError(
-                    f"{cls.__qualname__} has no method {method!r}: a pool calls run(...)"
-                )
-        self._cls: ActorClass[Any] = cls.options(**options, max_restarts=0)
+        if options.get("name") is not None or options.get("get_if_exists"):
+            raise ValueError(
+                "the instances of an ActorPool are anonymous (one name cannot belong to "
+                "several actors): drop name= and get_if_exists="
+            )
+        cls: ActorClass[Any] = (
+            worker_class if isinstance(worker_class, ActorClass) else remote(worker_class)
+        )
+        if "run" not in cls._methods:
+            raise TypeError(
+                f"{cls.__qualname__} has no method run(): a pool calls instance.run(*item) for "
+                "each job (and handle_update(...) for update_workers)"
+            )
+        # max_restarts=0 whatever the options say: the pool replaces instances itself.
+        self._cls: ActorClass[Any] = cls.options(**{**options, "max_restarts": 0})
         self._args = tuple(args)
         self._kwargs = dict(kwargs or {})
         self._size = size

@@ -190,3 +190,16 @@ def test_trio_code_maps_and_iterates_without_blocking_the_loop() -> None:
     assert squares == [x * x for x in range(6)]
     assert seen == [0, 1, 4, 9]
     assert caches == [4, 4]
+
+
+def test_mistakes_say_what_to_do() -> None:
+    with pytest.raises(TypeError, match="has no method run"):
+        ag.ActorPool(Doubler)
+    with pytest.raises(TypeError, match="worker class"):
+        ag.ActorPool(Trainer("data"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="anonymous"):
+        ag.ActorPool(Trainer, args=("data",), name="trainer")
+    with pytest.raises(ValueError, match="size must be"):
+        ag.ActorPool(Trainer, args=("data",), size=0)
+    with pytest.raises(TypeError, match="actor handles"):
+        ag.ActorPool([Doubler.remote(), "not a handle"])  # type: ignore[list-item]

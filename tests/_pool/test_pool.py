@@ -171,3 +171,18 @@ def test_close_lets_submitted_work_finish() -> None:
     pool.close()
     pool.join()
     assert list(it) == [x * x for x in range(100)]
+
+
+def test_mistakes_say_what_to_do() -> None:
+    with pytest.raises(ValueError, match="processes must be at least 1"):
+        ag.Pool(0)
+    with pytest.raises(ValueError, match="maxtasksperchild"):
+        ag.Pool(maxtasksperchild=0)
+    with pytest.raises(TypeError, match="unknown option"):
+        ag.Pool(num_gpu=1)
+    with ag.Pool() as pool:
+        with pytest.raises(ValueError, match="chunksize must be at least 1"):
+            pool.map(square, [1, 2], chunksize=0)
+        pool.close()
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.apply_async(square, (1,))
