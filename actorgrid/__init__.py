@@ -18,15 +18,16 @@ from ._exceptions import RemoteError as RemoteError
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskCancelledError as TaskCancelledError
 from ._exceptions import WorkerDiedError as WorkerDiedError
-from ._node.cluster import ActorStatistics as ActorStatistics
 from ._node.cluster import Cluster as Cluster
-from ._node.cluster import ClusterStatus as ClusterStatus
-from ._node.cluster import NodeStatistics as NodeStatistics
-from ._node.cluster import WorkerStatistics as WorkerStatistics
 from ._node.cluster import connect as connect
 from ._node.cluster import init as init
 from ._node.cluster import is_initialized as is_initialized
 from ._node.cluster import shutdown as shutdown
+from ._node.records import ActorStatistics as ActorStatistics
+from ._node.records import ClusterStatus as ClusterStatus
+from ._node.records import NodeStatistics as NodeStatistics
+from ._node.records import TaskStatistics as TaskStatistics
+from ._node.records import WorkerStatistics as WorkerStatistics
 from ._node.standalone import ClusterFile as ClusterFile
 from ._node.standalone import serve_head as serve_head
 from ._node.standalone import serve_node as serve_node
@@ -102,6 +103,7 @@ __all__ = [
     "SerializationError",
     "TLSConfig",
     "TaskCancelledError",
+    "TaskStatistics",
     "WorkerDiedError",
     "WorkerStatistics",
     "ask",

@@ -12,6 +12,7 @@ Every check raises :class:`OptionError` with a message that names the option and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import math
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_NODE_COMMAND",
     "NODE_OPTIONS",
     "START_OPTIONS",
+    "UP_OPTIONS",
     "ClusterConfig",
     "Option",
     "OptionError",
@@ -45,12 +47,15 @@ __all__ = [
 ]
 
 DEFAULT_NODE_COMMAND = (
-    "ssh {host} actorgrid node --address {address} --num-workers {num_workers} --secret-stdin"
+    "ssh {host} actorgrid node --address {address} --num-workers {num_workers} "
+    "--max-message-bytes {max_message_bytes} --secret-stdin"
 )
 DEFAULT_TLS_NODE_COMMAND = (
     DEFAULT_NODE_COMMAND + " --certfile {certfile} --keyfile {keyfile} --cafile {cafile}"
 )
-COMMAND_FIELDS = ("host", "address", "num_workers", "python", "certfile", "keyfile", "cafile")
+COMMAND_FIELDS = (
+    "host", "address", "num_workers", "max_message_bytes", "python", "certfile", "keyfile", "cafile"
+)  # fmt: skip
 TLS_KEYS = ("certfile", "keyfile", "cafile")
 
 
@@ -156,6 +161,30 @@ def non_negative_int(text: str) -> int:
     return result
 
 
+_BYTE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}  # fmt: skip
+# Below this, even the handshake and control messages would not fit.
+MIN_MESSAGE_BYTES = 4096
+
+
+def _check_bytes(value: object, what: str) -> int:
+    """A size in bytes: a whole number, or a string such as "64MiB" or "1 GB"."""
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        digits = text.rstrip("kmgib")
+        unit = text[len(digits) :]
+        if not digits.isdigit() or unit not in _BYTE_UNITS:
+            raise OptionError(
+                f"{what} must be a size in bytes, e.g. 1048576 or 64MiB (units: KB, MB, GB, "
+                f"KiB, MiB, GiB), got {value!r}"
+            )
+        value = int(digits) * _BYTE_UNITS[unit]
+    return _whole(value, what, MIN_MESSAGE_BYTES)
+
+
 def _check_positive(value: object, what: str) -> float:
     number = _number(value, what)
     if number <= 0:
@@ -218,6 +247,16 @@ _GRACE = Option(
     "seconds stopped workers get to clean up before they are killed (default %(default)s)",
     _library_default(ag.serve_head, "grace_s"),
 )
+_MAX_MESSAGE_BYTES = Option(
+    "max_message_bytes",
+    _check_bytes,
+    _int_or_text,
+    "BYTES",
+    "the largest message this member accepts, e.g. 64MiB: bigger ones are refused, and "
+    "drivers adopt the head's, so they refuse such data before sending it (default "
+    "%(default)s)",
+    _library_default(ag.serve_head, "max_message_bytes"),
+)
 _TLS = tuple(
     Option(key, _text, str, "FILE", what + " (with --tls; the same on every member)", is_path=True)
     for key, what in (
@@ -274,7 +313,22 @@ START_OPTIONS: tuple[Option, ...] = (
     ),
     _PULSE,
     _GRACE,
+    _MAX_MESSAGE_BYTES,
     *_TLS,
+)
+
+# `actorgrid up` starts one worker per CPU unless told otherwise, so that the cluster it
+# reports ready can run work at once; `start --head` keeps the library's default.
+UP_OPTIONS: tuple[Option, ...] = tuple(
+    dataclasses.replace(
+        option,
+        default=None,
+        help="worker processes on this machine, run inside the head process (default: one "
+        f"per CPU, {os.cpu_count() or 1} here; 0 for a head-only machine)",
+    )
+    if option.key == "num_workers"
+    else option
+    for option in START_OPTIONS
 )
 
 NODE_OPTIONS: tuple[Option, ...] = (
@@ -304,6 +358,7 @@ NODE_OPTIONS: tuple[Option, ...] = (
     ),
     _PULSE,
     _GRACE,
+    _MAX_MESSAGE_BYTES,
     *_TLS,
 )
 

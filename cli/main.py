@@ -8,8 +8,8 @@ Every sub-command is two functions and one entry in ``_COMMANDS``:
   argparse itself uses 2 for usage errors).
 
 The cluster commands live in modules of their own, where ``add_<name>`` is public so that
-``_COMMANDS`` can list it: ``up`` (up, down), ``serve`` (start --head, node) and ``status``
-(status, list).
+``_COMMANDS`` can list it: ``up`` (up, down), ``serve`` (start --head, node), ``status``
+(status, list) and ``operate`` (kill, cancel).
 
 Handlers use only the public API (``import actorgrid as ag``) and report failures as one
 line on stderr and a non-zero status, never as a traceback.
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import actorgrid as ag
 
-from . import serve, status, up
+from . import operate, serve, status, up
 from ._options import positive_int
 
 if TYPE_CHECKING:
@@ -210,6 +210,8 @@ _COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     serve.add_node,
     status.add_status,
     status.add_list,
+    operate.add_kill,
+    operate.add_cancel,
     _add_check,
     _add_version,
 )

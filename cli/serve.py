@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ __all__ = ["add_node", "add_start"]
 SECRET_BYTES = 32
 # Beyond the grace period, how long closing the nodes may take before the head stops anyway.
 NODE_CLOSE_MARGIN_S = 5.0
+WORKERS_JOIN_TIMEOUT_S = 60.0
+WORKERS_POLL_S = 0.1
 
 log = logging.getLogger("actorgrid.cli")
 
@@ -187,6 +190,7 @@ async def _serve_head(
                         num_workers=options["num_workers"],
                         pulse_interval=options["pulse_interval"],
                         grace_s=options["grace"],
+                        max_message_bytes=options["max_message_bytes"],
                         tls=tls,
                     )
                 )
@@ -265,9 +269,10 @@ def add_node(subparsers: _Subparsers) -> None:
         "node",
         help="join this machine to a cluster head, in the foreground",
         description=(
-            "Start worker processes on this machine and join them to the head at --address, "
-            "until Ctrl-C or SIGTERM, or until the head closes this node (`actorgrid down`). "
-            "If the head is lost, the node keeps trying to join it again."
+            "Start worker processes on this machine (one per CPU unless --num-workers says "
+            "otherwise) and join them to the head at --address, until Ctrl-C or SIGTERM, or "
+            "until the head closes this node (`actorgrid down`); it says when its workers have "
+            "joined. If the head is lost, the node keeps trying to join it again."
         ),
     )
     add_options(parser, NODE_OPTIONS)
@@ -380,6 +385,7 @@ async def _serve_node(
                     resources=options["resources"],
                     pulse_interval=options["pulse_interval"],
                     grace_s=options["grace"],
+                    max_message_bytes=options["max_message_bytes"],
                     tls=tls,
                     task_status=task_status,
                 )
@@ -388,4 +394,44 @@ async def _serve_node(
 
             await nursery.start(run)
             say(f"joined the head at {address} (node pid {os.getpid()})")
+            nursery.start_soon(_report_workers, address, secret, tls, _num_workers(options))
     return closed_by_head
+
+
+def _num_workers(options: dict[str, Any]) -> int:
+    n: int | None = options["num_workers"]
+    return n if n is not None else (os.cpu_count() or 1)
+
+
+async def _report_workers(
+    address: str, secret: bytes, tls: ag.TLSConfig | None, expected: int
+) -> None:
+    """Say when this node's workers have all joined the head (asked as a short-lived driver),
+    or, after WORKERS_JOIN_TIMEOUT_S, how many have."""
+    me = (socket.gethostname(), os.getpid())
+    joined = 0
+
+    async def count(cluster: ag.Cluster) -> int:
+        nodes = await cluster.nodes_async()
+        mine = {n.node_id for n in nodes if (n.hostname, n.pid) == me}
+        return sum(w.node_id in mine for w in cluster.workers())
+
+    try:
+        with trio.move_on_after(WORKERS_JOIN_TIMEOUT_S):
+            async with ag.connect(address, secret=secret, tls=tls) as cluster:
+                while (joined := await count(cluster)) < expected:
+                    await trio.sleep(WORKERS_POLL_S)
+                say(
+                    f"{expected} worker{'s' if expected != 1 else ''} of this node joined the "
+                    "head: it is ready for work"
+                )
+                return
+    except Exception as exc:
+        log.warning("cannot tell whether this node's workers have joined: %s", exc)
+        return
+    log.warning(
+        "only %d of %d workers of this node joined the head within %.0f s; the log above says why",
+        joined,
+        expected,
+        WORKERS_JOIN_TIMEOUT_S,
+    )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import actorgrid as ag
 
@@ -19,12 +19,14 @@ from ._common import connect_error, fail, query, say
 if TYPE_CHECKING:
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["add_list", "add_status", "status_report"]
+__all__ = ["add_connection_flags", "add_list", "add_status", "ask", "status_report"]
+
+T = TypeVar("T")
 
 LIST_KINDS = ("nodes", "workers", "actors", "tasks")
 
 
-def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
         metavar="HOST:PORT",
@@ -37,6 +39,13 @@ def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
 
 def _ask_status(address: str | None) -> tuple[str, ag.ClusterStatus] | str:
     """(the head's address, its status), or the one-line error to print."""
+    return ask(address, lambda cluster: cluster.status_async())
+
+
+def ask(address: str | None, what: Callable[[ag.Cluster], Awaitable[T]]) -> tuple[str, T] | str:
+    """(the head's address, ``what(cluster)`` of a driver connected to it), or the one-line
+    error to print. ``address`` None: $ACTORGRID_ADDRESS, else the cluster file's head.
+    An ActorgridError that ``what`` raises goes to the caller."""
     address = address or os.environ.get("ACTORGRID_ADDRESS") or "auto"
     secret: bytes | None = None
     if address == "auto":
@@ -54,7 +63,11 @@ def _ask_status(address: str | None) -> tuple[str, ag.ClusterStatus] | str:
                 "`actorgrid up`"
             )
     try:
-        return address, query(address, lambda cluster: cluster.status_async(), secret=secret)
+        return address, query(address, what, secret=secret)
+    except ag.ActorgridError as exc:
+        if isinstance(exc, ag.AuthenticationError | ag.NotInitializedError):
+            return connect_error(exc, address)
+        raise
     except Exception as exc:
         return connect_error(exc, address)
 
@@ -108,12 +121,14 @@ def _worker(worker: ag.WorkerStatistics) -> dict[str, Any]:
         "state": worker.state,
         "running": worker.running,
         "queued": worker.queued,
+        "cpus_reserved": worker.cpus_reserved,
     }
 
 
 def _actor(actor: ag.ActorStatistics) -> dict[str, Any]:
     return {
         "actor_id": actor.actor_id.hex(),
+        "short_id": actor.short_id,
         "label": actor.label,
         "kind": actor.kind,
         "name": actor.name,
@@ -122,20 +137,23 @@ def _actor(actor: ag.ActorStatistics) -> dict[str, Any]:
     }
 
 
-def _task(worker: ag.WorkerStatistics) -> dict[str, Any]:
+def _task(task: ag.TaskStatistics, workers: Mapping[bytes, ag.WorkerStatistics]) -> dict[str, Any]:
+    worker = workers.get(task.worker_id) if task.worker_id is not None else None
     return {
-        "worker_id": worker.worker_id.hex(),
-        "node_id": worker.node_id.hex(),
-        "hostname": worker.hostname,
-        "pid": worker.pid,
-        "running": max(worker.running, 0),
-        "queued": max(worker.queued, 0),
+        "task_id": task.task_id.hex(),
+        "short_id": task.short_id,
+        "function": task.label,
+        "kind": task.kind,
+        "state": task.state,
+        "worker_id": None if task.worker_id is None else task.worker_id.hex(),
+        "hostname": None if worker is None else worker.hostname,
+        "pid": None if worker is None else worker.pid,
     }
 
 
-def _cpus_in_use(status: ag.ClusterStatus) -> float:
-    """CPUs taken by running calls: a worker's calls use at most its CPUs."""
-    return sum(min(float(max(w.running, 0)), w.num_cpus) for w in status.workers)
+def _tasks(status: ag.ClusterStatus) -> list[dict[str, Any]]:
+    workers: dict[bytes, ag.WorkerStatistics] = {w.worker_id: w for w in status.workers}
+    return [_task(t, workers) for t in status.tasks]
 
 
 def status_report(address: str, status: ag.ClusterStatus) -> dict[str, Any]:
@@ -146,12 +164,13 @@ def status_report(address: str, status: ag.ClusterStatus) -> dict[str, Any]:
         "num_workers": len(status.workers),
         "num_suspended": sum(w.state == "suspended" for w in status.workers),
         "num_cpus": status.num_cpus,
-        "cpus_in_use": _cpus_in_use(status),
+        "cpus_reserved": status.cpus_reserved,
         "num_actors": len(status.actors),
         "running": status.running,
         "queued": status.queued,
         "workers": [_worker(w) for w in status.workers],
         "actors": [_actor(a) for a in status.actors],
+        "tasks": _tasks(status),
     }
 
 
@@ -178,7 +197,17 @@ def _bytes(n: int | None) -> str | None:
 
 
 def _short(hex_id: str | None) -> str | None:
+    """Worker and node ids are random: a prefix tells them apart."""
     return None if hex_id is None else hex_id[:8]
+
+
+def _shown_ids(items: list[dict[str, Any]], key: str) -> list[str]:
+    """Each item's short id (which `actorgrid kill`/`cancel` accept), or its full id where
+    two items would show the same short one."""
+    seen: dict[str, int] = {}
+    for item in items:
+        seen[item["short_id"]] = seen.get(item["short_id"], 0) + 1
+    return [item["short_id"] if seen[item["short_id"]] == 1 else item[key] for item in items]
 
 
 def _number(x: float) -> str:
@@ -217,7 +246,18 @@ def _node_rows(nodes: list[dict[str, Any]]) -> list[str]:
 
 def _worker_rows(workers: list[dict[str, Any]]) -> list[str]:
     return _table(
-        ("WORKER", "NODE", "HOST", "PID", "ADDRESS", "CPUS", "STATE", "RUNNING", "QUEUED"),
+        (
+            "WORKER",
+            "NODE",
+            "HOST",
+            "PID",
+            "ADDRESS",
+            "CPUS",
+            "RESERVED",
+            "STATE",
+            "RUNNING",
+            "QUEUED",
+        ),
         [
             (
                 _short(w["worker_id"]),
@@ -226,6 +266,7 @@ def _worker_rows(workers: list[dict[str, Any]]) -> list[str]:
                 w["pid"],
                 w["address"],
                 _number(w["num_cpus"]),
+                _number(w["cpus_reserved"]),
                 w["state"],
                 max(w["running"], 0),
                 max(w["queued"], 0),
@@ -240,31 +281,32 @@ def _actor_rows(actors: list[dict[str, Any]]) -> list[str]:
         ("ACTOR", "CLASS", "KIND", "NAME", "NAMESPACE", "WORKER"),
         [
             (
-                _short(a["actor_id"]),
+                shown,
                 a["label"],
                 a["kind"],
                 a["name"],
                 a["namespace"],
                 _short(a["worker_id"]),
             )
-            for a in actors
+            for a, shown in zip(actors, _shown_ids(actors, "actor_id"), strict=True)
         ],
     )
 
 
 def _task_rows(tasks: list[dict[str, Any]]) -> list[str]:
     return _table(
-        ("WORKER", "NODE", "HOST", "PID", "RUNNING", "QUEUED"),
+        ("TASK", "FUNCTION", "KIND", "STATE", "WORKER", "HOST", "PID"),
         [
             (
+                shown,
+                t["function"],
+                t["kind"],
+                t["state"],
                 _short(t["worker_id"]),
-                _short(t["node_id"]),
                 t["hostname"],
                 t["pid"],
-                t["running"],
-                t["queued"],
             )
-            for t in tasks
+            for t, shown in zip(tasks, _shown_ids(tasks, "task_id"), strict=True)
         ],
     )
 
@@ -283,7 +325,7 @@ def add_status(subparsers: _Subparsers) -> None:
         help="show a running cluster's nodes, workers, CPUs, actors and tasks",
         description="Ask a running cluster's head for its nodes, workers, actors and tasks.",
     )
-    _add_connection_flags(parser)
+    add_connection_flags(parser)
     parser.set_defaults(handler=_run_status)
 
 
@@ -301,8 +343,8 @@ def _run_status(args: argparse.Namespace) -> int:
     _indent(_node_rows(report["nodes"]))
     say(f"workers: {report['num_workers']} ({report['num_suspended']} suspended)")
     say(
-        f"CPUs: {_number(report['num_cpus'])} total, {_number(report['cpus_in_use'])} in use "
-        "by running calls"
+        f"CPUs: {_number(report['num_cpus'])} total, {_number(report['cpus_reserved'])} "
+        "reserved by running tasks"
     )
     say(f"actors: {report['num_actors']}")
     say(f"tasks: {report['running']} running, {report['queued']} queued")
@@ -317,12 +359,14 @@ def add_list(subparsers: _Subparsers) -> None:
         "list",
         help="list a running cluster's nodes, workers, actors or tasks",
         description=(
-            "List a running cluster's nodes, workers, live actors, or tasks (per worker: "
-            "calls running and queued, which is what the runtime reports)."
+            "List a running cluster's nodes, workers, live actors, or tasks (each call running "
+            "or queued on a worker: tasks, actor method calls and running coroutine actors). "
+            "The ACTOR and TASK columns show the ids that `actorgrid kill` and "
+            "`actorgrid cancel` take."
         ),
     )
     parser.add_argument("kind", choices=LIST_KINDS, help="what to list")
-    _add_connection_flags(parser)
+    add_connection_flags(parser)
     parser.set_defaults(handler=_run_list)
 
 
@@ -341,9 +385,11 @@ def _run_list(args: argparse.Namespace) -> int:
     elif kind == "actors":
         items, rows = [_actor(a) for a in status.actors], _actor_rows
     else:
-        items, rows = [_task(w) for w in status.workers], _task_rows
+        items, rows = _tasks(status), _task_rows
     if args.json:
         print(json.dumps(items), flush=True)
+    elif not items:
+        say(f"no {kind} {'are running or queued' if kind == 'tasks' else 'are alive'}")
     else:
         for line in rows(items):
             say(line)

@@ -55,8 +55,8 @@ from ._common import (
 )
 from ._options import (
     COMMAND_FIELDS,
-    START_OPTIONS,
     TLS_KEYS,
+    UP_OPTIONS,
     ClusterConfig,
     OptionError,
     add_option_flags,
@@ -76,7 +76,7 @@ HEAD_STOP_TIMEOUT_S = 30.0
 # Launchers exit once the head has closed their nodes; after this they are signalled.
 LAUNCHER_EXIT_TIMEOUT_S = 5.0
 SECRET_BYTES = 32
-_UP_OPTIONS = tuple(o for o in START_OPTIONS if o.key != "secret_file")
+_UP_FLAGS = tuple(o for o in UP_OPTIONS if o.key != "secret_file")
 
 
 class _StartupFailed(Exception):
@@ -91,13 +91,14 @@ def add_up(subparsers: _Subparsers) -> None:
         "up",
         help="start a cluster in the background (a head here, and nodes from --config)",
         description=(
-            "Start a cluster head (and its workers) on this machine in the background, and with "
-            "--config the nodes that cluster.toml names; record it in the cluster file for "
-            'ag.init(address="auto") and `actorgrid down`. If a cluster is already running, '
-            "say where."
+            "Start a cluster head and its workers (one per CPU unless --num-workers says "
+            "otherwise) on this machine in the background, and with --config the nodes that "
+            "cluster.toml names; return once every worker is connected. Record the cluster in "
+            'the cluster file for ag.init(address="auto") and `actorgrid down`. If a cluster '
+            "is already running, say where (its settings stay as they are)."
         ),
     )
-    add_option_flags(parser, _UP_OPTIONS)
+    add_option_flags(parser, _UP_FLAGS)
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -111,15 +112,22 @@ def _run_up(args: argparse.Namespace) -> int:
     paths = ClusterPaths.default()
     try:
         config = load_cluster_config(Path(args.config)) if args.config else None
-        head_options = merge_options(START_OPTIONS, config.head if config else {}, args)
+        head_options = merge_options(UP_OPTIONS, config.head if config else {}, args)
+        if head_options["num_workers"] is None:
+            head_options["num_workers"] = os.cpu_count() or 1
         if config is not None:
-            _node_argv(config.command, "HOST", "ADDRESS", 1)  # a bad template fails now
+            _node_argv(config.command, "HOST", "ADDRESS", 1, 0)  # a bad template fails now
         running = _running_cluster(paths)
     except (OptionError, _StartupFailed) as exc:
         return fail("up", str(exc))
     if running is not None:
-        say(f"a cluster is already running at {running.address} (head pid {running.head_pid})")
-        _print_how_to_use(running, paths)
+        recorded, num_workers = running
+        say(
+            f"a cluster is already running at {recorded.address} (head pid "
+            f"{recorded.head_pid}, {_workers(num_workers)} connected)"
+        )
+        _say_not_applied(args)
+        _print_how_to_use(recorded, paths)
         return 0
     try:
         cluster_file = _start(paths, head_options, config)
@@ -134,22 +142,51 @@ def _run_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _running_cluster(paths: ClusterPaths) -> ag.ClusterFile | None:
-    """The cluster the cluster file records if its head answers; a stale file is removed."""
+def _workers(n: int) -> str:
+    return f"{n} worker{'s' if n != 1 else ''}"
+
+
+def _say_not_applied(args: argparse.Namespace) -> None:
+    """Name the options given to an `up` that found a cluster running: they were not
+    applied, and how to apply them."""
+    given = [
+        f"{o.flag} {shlex.quote(str(getattr(args, o.key)))}"
+        for o in _UP_FLAGS
+        if hasattr(args, o.key)
+    ]
+    if args.tls:
+        given.append("--tls")
+    if args.config:
+        given.append(f"--config {shlex.quote(args.config)}")
+    if not given:
+        return
+    flags = " ".join(given)
+    say(
+        f"note: not applied: {flags}; a running cluster keeps the settings it was started "
+        f"with. To apply them, stop it and start it again: `actorgrid down`, then "
+        f"`actorgrid up {flags}`"
+    )
+
+
+def _running_cluster(paths: ClusterPaths) -> tuple[ag.ClusterFile, int] | None:
+    """The cluster the cluster file records and its number of workers, if its head answers;
+    a stale file is removed."""
     if not paths.cluster_file.exists():
         return None
     try:
         recorded = ag.ClusterFile.load(paths.cluster_file)
     except ag.NotInitializedError as exc:  # damaged: the message says what to do
         raise _StartupFailed(str(exc)) from None
+
+    async def count_workers(cluster: ag.Cluster) -> int:
+        await cluster.nodes_async()  # the membership is current once the head has answered
+        return len(cluster.workers())
+
     try:
-        query(
-            recorded.address,
-            lambda cluster: cluster.nodes_async(),
-            secret=recorded.secret,
-            timeout_s=ANSWER_TIMEOUT_S,
+        num_workers = query(
+            recorded.address, count_workers, secret=recorded.secret, timeout_s=ANSWER_TIMEOUT_S
         )
-        return recorded
+        return recorded, num_workers
     except Exception:
         pass
     sidecar = read_sidecar(paths.sidecar)
@@ -213,6 +250,7 @@ def _start(
         "--num-workers", str(options["num_workers"]),
         "--pulse-interval", repr(options["pulse_interval"]),
         "--grace", repr(options["grace"]),
+        "--max-message-bytes", str(options["max_message_bytes"]),
     ]  # fmt: skip
     for key in TLS_KEYS:
         if options.get(key):
@@ -248,12 +286,30 @@ def _start(
                 "reach; set host in [head] to this machine's address on their network"
             )
         for index, host in enumerate(config.hosts):
-            launchers.append(_launch_node(paths, index, host, recorded, config, env, sidecar))
+            launchers.append(
+                _launch_node(paths, index, host, recorded, config, options, env, sidecar)
+            )
         expected_nodes += len(config.hosts)
         expected_workers += len(config.hosts) * config.num_workers
     _wait_for_members(
         recorded, head, paths.head_log, launchers, expected_nodes, expected_workers, deadline
     )
+    local = options["num_workers"]
+    if local:
+        say(
+            f"{_workers(local)} started on this machine, all connected"
+            + (f" ({expected_workers} in the cluster)" if expected_workers != local else "")
+            + ": drivers can run work now"
+        )
+    else:
+        say(
+            "no workers on this machine (--num-workers 0)"
+            + (
+                f"; {_workers(expected_workers)} connected on the nodes"
+                if expected_workers
+                else "; join nodes with the `actorgrid node` line below before running work"
+            )
+        )
     return recorded
 
 
@@ -282,13 +338,19 @@ def _wait_for_cluster_file(
 
 
 def _node_argv(
-    command: str, host: str, address: str, num_workers: int, tls: dict[str, str] | None = None
+    command: str,
+    host: str,
+    address: str,
+    num_workers: int,
+    max_message_bytes: int,
+    tls: dict[str, str] | None = None,
 ) -> list[str]:
     """``command`` split like a shell would (no shell runs it), each word formatted."""
     fields: dict[str, object] = {
         "host": host,
         "address": address,
         "num_workers": num_workers,
+        "max_message_bytes": max_message_bytes,
         "python": sys.executable,
         **{key: (tls or {}).get(key, "") for key in TLS_KEYS},
     }
@@ -315,6 +377,7 @@ def _launch_node(
     host: str,
     recorded: ag.ClusterFile,
     config: ClusterConfig,
+    options: dict[str, Any],
     env: dict[str, str],
     sidecar: dict[str, Any],
 ) -> tuple[str, subprocess.Popen[bytes], Path]:
@@ -323,6 +386,7 @@ def _launch_node(
         host,
         reachable_address(recorded.address),
         config.num_workers,
+        options["max_message_bytes"],
         recorded.tls,
     )
     log_path = paths.node_log(index, host)

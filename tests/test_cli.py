@@ -101,6 +101,17 @@ def _describe(result: subprocess.CompletedProcess[str]) -> str:
     )
 
 
+def test_help_lists_the_operator_commands() -> None:
+    result = _run([sys.executable, "-m", "actorgrid.cli", "--help"])
+    assert result.returncode == 0, _describe(result)
+    for command in ("kill", "cancel"):
+        assert f"\n    {command} " in result.stdout, result.stdout
+    kill = _run([sys.executable, "-m", "actorgrid.cli", "kill", "--help"])
+    assert "--namespace" in kill.stdout and "actorgrid list actors" in kill.stdout
+    cancel = _run([sys.executable, "-m", "actorgrid.cli", "cancel", "--help"])
+    assert "--force" in cancel.stdout and "actorgrid list tasks" in cancel.stdout
+
+
 def test_version_console_script() -> None:
     result = _run([_console_script(), "version"])
     assert result.returncode == 0, _describe(result)
@@ -120,7 +131,14 @@ def test_version_module() -> None:
 
 
 def test_usage_errors_exit_2() -> None:
-    for argv in ([], ["no-such-command"], ["check", "--num-workers", "0"]):
+    for argv in (
+        [],
+        ["no-such-command"],
+        ["check", "--num-workers", "0"],
+        ["kill"],  # which actor?
+        ["cancel"],  # which task?
+        ["up", "--max-message-bytes", "lots"],
+    ):
         result = _run([sys.executable, "-m", "actorgrid.cli", *argv])
         assert result.returncode == 2, _describe(result)
         assert "usage: actorgrid" in result.stderr, _describe(result)

@@ -219,6 +219,7 @@ def test_up_writes_a_private_cluster_file_and_says_how_to_connect(up: tuple[Env,
     assert 'ag.init(address="auto")' in stdout
     assert f"actorgrid node --address {address} --secret-file {secret_file}" in stdout
     assert f"ACTORGRID_ADDRESS={address}" in stdout
+    assert "2 workers started on this machine, all connected" in stdout
 
 
 def test_up_again_reports_the_running_cluster(up: tuple[Env, str]) -> None:
@@ -228,9 +229,22 @@ def test_up_again_reports_the_running_cluster(up: tuple[Env, str]) -> None:
     assert result.returncode == 0, _describe(result)
     assert (
         f"a cluster is already running at {recorded['address']} "
-        f"(head pid {recorded['head_pid']})" in result.stdout
+        f"(head pid {recorded['head_pid']}, 2 workers connected)" in result.stdout
     )
+    assert "not applied" not in result.stdout
     assert json.loads(env.cluster_file.read_text()) == recorded
+
+    # Options for a cluster that already runs are not applied, and the output says so and how.
+    result = env.run("up", "--num-workers", "3", "--max-message-bytes", "1MiB")
+    assert result.returncode == 0, _describe(result)
+    assert "2 workers connected" in result.stdout
+    assert (
+        "note: not applied: --num-workers 3 --max-message-bytes 1048576; a running cluster "
+        "keeps the settings it was started with. To apply them, stop it and start it again: "
+        "`actorgrid down`, then `actorgrid up --num-workers 3 --max-message-bytes 1048576`"
+    ) in result.stdout
+    assert json.loads(env.cluster_file.read_text()) == recorded
+    assert env.status()["num_workers"] == 2
 
 
 DRIVER = textwrap.dedent(
@@ -281,7 +295,7 @@ def test_driver_status_and_lists(up: tuple[Env, str], tmp_path: Path) -> None:
         text = env.run("status")
         assert text.returncode == 0, _describe(text)
         assert "workers: 2 (0 suspended)" in text.stdout
-        assert "CPUs: 2 total" in text.stdout
+        assert "CPUs: 2 total, 0 reserved by running tasks" in text.stdout
         assert "actors: 1" in text.stdout
         assert "tasks: 0 running, 0 queued" in text.stdout
 
@@ -303,9 +317,10 @@ def test_driver_status_and_lists(up: tuple[Env, str], tmp_path: Path) -> None:
         assert len(listed["workers"]) == 2
         assert [(a["label"], a["name"]) for a in listed["actors"]] == [("Counter", "counter")]
         assert listed["actors"][0]["worker_id"] in {w["worker_id"] for w in listed["workers"]}
-        assert sorted(t["pid"] for t in listed["tasks"]) == sorted(
-            w["pid"] for w in listed["workers"]
-        )
+        assert listed["tasks"] == []
+        idle = env.run("list", "tasks")
+        assert idle.returncode == 0, _describe(idle)
+        assert idle.stdout == "no tasks are running or queued\n"
 
         table = env.run("list", "actors")
         assert table.returncode == 0, _describe(table)
@@ -313,6 +328,176 @@ def test_driver_status_and_lists(up: tuple[Env, str], tmp_path: Path) -> None:
     finally:
         driver.communicate("\n", timeout=30)
     assert driver.returncode == 0, driver.stderr
+
+
+OPERATED = textwrap.dedent(
+    """
+    import sys
+    import time
+    import actorgrid as ag
+
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def incr(self):
+            self.n += 1
+            return self.n
+
+    def spin(seconds):
+        # Short sleeps: a KeyboardInterrupt from a cancel lands between them.
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "finished"
+
+    async def idle(ctx: ag.Context):
+        async for _ in ctx.mailbox:
+            pass
+
+    def outcome(get):
+        try:
+            return repr(get())
+        except Exception as exc:
+            return type(exc).__name__
+
+    ag.init(address="auto")
+    counter = ag.remote(Counter)
+    first, second = counter.remote(), counter.remote()
+    named = counter.options(name="tally", namespace="books").remote()
+    print(ag.get([h.incr.remote() for h in (first, second, named)], timeout=60), flush=True)
+    agent = ag.remote(idle).remote()
+    spinning = ag.remote(spin).remote(300)
+    print("ready", flush=True)
+    sys.stdin.readline()  # the test kills two actors and cancels the task
+    print("first", outcome(lambda: ag.get(first.incr.remote(), timeout=60)), flush=True)
+    print("second", outcome(lambda: ag.get(second.incr.remote(), timeout=60)), flush=True)
+    print("named", outcome(lambda: ag.get(named.incr.remote(), timeout=60)), flush=True)
+    print("spin", outcome(lambda: ag.get(spinning, timeout=60)), flush=True)
+    forced = ag.remote(spin).remote(300)
+    print("ready", flush=True)
+    sys.stdin.readline()  # the test cancels it with --force
+    print("forced", outcome(lambda: ag.get(forced, timeout=60)), flush=True)
+    ag.shutdown()
+    """
+)
+
+
+def _list(env: Env, kind: str) -> list[dict[str, object]]:
+    result = env.run("list", kind, "--json")
+    assert result.returncode == 0, _describe(result)
+    items: list[dict[str, object]] = json.loads(result.stdout)
+    return items
+
+
+def _running_spin(env: Env) -> dict[str, object] | None:
+    return next(
+        (t for t in _list(env, "tasks") if t["function"] == "spin" and t["state"] == "running"),
+        None,
+    )
+
+
+def test_kill_and_cancel_what_another_driver_started(up: tuple[Env, str], tmp_path: Path) -> None:
+    env, _ = up
+    driver = subprocess.Popen(
+        [sys.executable, "-c", OPERATED],
+        cwd=tmp_path,
+        env=env.vars,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert driver.stdout is not None and driver.stdin is not None
+        assert driver.stdout.readline().strip() == "[1, 1, 1]"
+        assert driver.stdout.readline().strip() == "ready"
+        _wait_for(lambda: _running_spin(env) is not None, "the task to run")
+
+        # Actors of one driver share its id prefix; the listing tells them apart. (Actors
+        # of the module's other tests may be listed too: only this driver's are looked at.)
+        listed = _list(env, "actors")
+        prefix = next(str(a["actor_id"]) for a in listed if a["name"] == "tally")[:16]
+        actors = [a for a in listed if str(a["actor_id"]).startswith(prefix)]
+        assert len(actors) == 4
+        table = env.run("list", "actors")
+        assert table.returncode == 0, _describe(table)
+        shown = {line.split()[0] for line in table.stdout.splitlines()[1:]}
+        assert {a["short_id"] for a in actors} <= shown, table.stdout
+        assert len({a["short_id"] for a in actors}) == 4
+        by_kind = {(a["label"], a["name"]): a for a in actors}
+        # Ids count up in the process that made them: the first Counter has the lower one.
+        first, second = sorted(
+            (a for a in actors if a["label"] == "Counter" and a["name"] is None),
+            key=lambda a: str(a["actor_id"]),
+        )
+        assert by_kind[("idle", None)]["kind"] == "coroutine"
+
+        # An idle coroutine actor and idle class actors reserve no CPU; the task one.
+        status = env.run("status")
+        assert "CPUs: 2 total, 1 reserved by running tasks" in status.stdout, status.stdout
+        tasks = env.run("list", "tasks")
+        spin_row = next(line for line in tasks.stdout.splitlines() if " spin " in line)
+        spin = _running_spin(env)
+        assert spin is not None
+        assert spin_row.split()[:4] == [spin["short_id"], "spin", "task", "running"]
+        assert str(spin["pid"]) in spin_row
+
+        # kill: by the short id shown, by name in a namespace; clear errors otherwise.
+        killed = env.run("kill", str(first["short_id"]))
+        assert killed.returncode == 0, _describe(killed)
+        assert killed.stdout.startswith(f"killed actor {first['short_id']}: Counter")
+        common = str(first["actor_id"])[:16]  # the driver's prefix: both Counters have it
+        ambiguous = env.run("kill", common)
+        assert ambiguous.returncode == 1, _describe(ambiguous)
+        assert f"'{common}' matches" in ambiguous.stderr and "short id" in ambiguous.stderr
+        wrong_ns = env.run("kill", "tally")
+        assert wrong_ns.returncode == 1, _describe(wrong_ns)
+        assert "--namespace" in wrong_ns.stderr and len(wrong_ns.stderr.splitlines()) == 1
+        by_name = env.run("kill", "tally", "--namespace", "books")
+        assert by_name.returncode == 0, _describe(by_name)
+        assert "killed actor" in by_name.stdout and "'tally' (namespace 'books')" in by_name.stdout
+
+        # cancel: the running task, by the short id shown.
+        unknown = env.run("cancel", "ffffffffffff")
+        assert unknown.returncode == 1, _describe(unknown)
+        assert "no running or queued task" in unknown.stderr
+        cancelled = env.run("cancel", str(spin["short_id"]))
+        assert cancelled.returncode == 0, _describe(cancelled)
+        assert f"cancelled task {spin['short_id']} (spin, running" in cancelled.stdout
+
+        driver.stdin.write("\n")
+        driver.stdin.flush()
+        assert driver.stdout.readline().split() == ["first", "ActorDiedError"]
+        assert driver.stdout.readline().split() == ["second", "2"]
+        assert driver.stdout.readline().split() == ["named", "ActorDiedError"]
+        assert driver.stdout.readline().split() == ["spin", "TaskCancelledError"]
+        left = {
+            a["actor_id"] for a in _list(env, "actors") if str(a["actor_id"]).startswith(prefix)
+        }
+        assert left == {second["actor_id"], by_kind[("idle", None)]["actor_id"]}
+
+        # cancel --force: the worker is killed, the caller told, the slot refilled.
+        assert driver.stdout.readline().strip() == "ready"
+        _wait_for(lambda: _running_spin(env) is not None, "the second task to run")
+        forced = _running_spin(env)
+        assert forced is not None
+        result = env.run("cancel", "--force", str(forced["short_id"]))
+        assert result.returncode == 0, _describe(result)
+        assert "killed its worker" in result.stdout
+        driver.stdin.write("\n")
+        driver.stdin.flush()
+        assert driver.stdout.readline().split() == ["forced", "TaskCancelledError"]
+        assert not _alive(int(str(forced["pid"])), None)
+        _wait_for(lambda: env.status()["num_workers"] == 2, "a fresh worker in the slot")
+    finally:
+        try:
+            _, errors = driver.communicate("\n\n", timeout=30)  # also closes its pipes
+        except subprocess.TimeoutExpired:
+            driver.kill()
+            _, errors = driver.communicate()
+    assert driver.returncode == 0, errors
 
 
 def test_node_joins_and_sigterm_stops_it(up: tuple[Env, str], tmp_path: Path) -> None:
@@ -331,8 +516,9 @@ def test_node_joins_and_sigterm_stops_it(up: tuple[Env, str], tmp_path: Path) ->
     )  # fmt: skip
     own = Processes()
     try:
-        _wait_for_text(out, "joined the head", node)
-        _wait_for(lambda: env.status()["num_workers"] == 3, "the node's worker to join")
+        # The node says when its workers have joined: they are listed at once.
+        _wait_for_text(out, "1 worker of this node joined the head: it is ready for work", node)
+        assert env.status()["num_workers"] == 3
         own.add_tree(node.pid)
         assert len(own.known) == 2  # the node and its worker
         listed = env.run("list", "nodes", "--json")
@@ -428,6 +614,7 @@ def test_save_config_then_config(env: Env) -> None:
         "num_workers": 3,
         "pulse_interval": 0.5,
         "grace": 5.0,
+        "max_message_bytes": 1 << 30,
     }
     second = env.folder / "again.toml"
     result = env.run(
@@ -436,6 +623,18 @@ def test_save_config_then_config(env: Env) -> None:
     )  # fmt: skip
     assert result.returncode == 0, _describe(result)
     assert tomllib.loads(second.read_text()) == {**saved, "num_workers": 1}  # flags win
+
+    # max_message_bytes takes units on the command line and in a config file.
+    capped = env.folder / "capped.toml"
+    capped.write_text('max_message_bytes = "64KiB"\n')
+    result = env.run(
+        "start", "--head", "--config", str(capped), "--save-config", str(capped.with_suffix(".out"))
+    )
+    assert result.returncode == 0, _describe(result)
+    assert tomllib.loads(capped.with_suffix(".out").read_text())["max_message_bytes"] == 65536
+    result = env.run("up", "--max-message-bytes", "12 parsecs")
+    assert result.returncode == 2, _describe(result)
+    assert "a size in bytes, e.g. 1048576 or 64MiB" in result.stderr
 
     node_file = env.folder / "node.toml"
     secret = env.folder / "s.secret"
@@ -446,6 +645,7 @@ def test_save_config_then_config(env: Env) -> None:
     assert result.returncode == 0, _describe(result)
     node_saved = tomllib.loads(node_file.read_text())
     assert node_saved["resources"] == {"GPU": 2.0, "disk ssd": 0.5}
+    assert node_saved["max_message_bytes"] == 1 << 30
     assert node_saved["secret_file"] == str(secret)
     again = env.folder / "node-again.toml"
     result = env.run("node", "--config", str(node_file), "--save-config", str(again))
@@ -525,8 +725,94 @@ def test_up_fails_cleanly_when_a_node_does_not_start(env: Env) -> None:
     assert not _alive(head_pid, None)
 
 
+FIFTY_TASKS = textwrap.dedent(
+    """
+    import actorgrid as ag
+
+    def square(x):
+        return x * x
+
+    ag.init(address="auto")
+    print(sum(ag.get([ag.remote(square).remote(i) for i in range(50)], timeout=60)))
+    """
+)
+
+
+def test_up_starts_a_worker_per_cpu_and_a_driver_runs_at_once(env: Env) -> None:
+    result = env.run("up")
+    if env.cluster_file.exists():
+        env.record_cluster()
+    assert result.returncode == 0, _describe(result)
+    n = os.cpu_count() or 1
+    assert f"{n} worker{'s' if n != 1 else ''} started on this machine, all connected" in (
+        result.stdout
+    )
+    driver = subprocess.run(
+        [sys.executable, "-c", FIFTY_TASKS],
+        cwd=env.folder,
+        env=env.vars,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    assert driver.returncode == 0, driver.stderr
+    assert driver.stdout.strip() == str(sum(i * i for i in range(50)))
+    assert env.run("down").returncode == 0
+    env.processes.assert_gone()
+
+
+BIG_PUT = textwrap.dedent(
+    """
+    import sys
+    import actorgrid as ag
+
+    def size(data):
+        return len(data)
+
+    ag.init(address=sys.argv[1])
+    print(ag.get(ag.remote(size).remote(b"x" * 10_000), timeout=60), flush=True)
+    for send in (lambda: ag.put(b"x" * 100_000), lambda: ag.remote(size).remote(b"x" * 100_000)):
+        try:
+            send()
+        except ValueError as exc:
+            print(exc, flush=True)
+    """
+)
+
+
+def test_a_cluster_with_a_small_message_cap_refuses_a_big_put(env: Env) -> None:
+    result = env.run("up", "--num-workers", "1", "--max-message-bytes", "64KiB")
+    if env.cluster_file.exists():
+        env.record_cluster()
+    assert result.returncode == 0, _describe(result)
+    recorded = json.loads(env.cluster_file.read_text())
+    # A driver learns the cap from the head, whichever way it finds the cluster.
+    by_address = {**env.vars, "ACTORGRID_SECRET": recorded["secret"]}
+    for address, variables in (("auto", env.vars), (recorded["address"], by_address)):
+        driver = subprocess.run(
+            [sys.executable, "-c", BIG_PUT, address],
+            cwd=env.folder,
+            env=variables,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+        )
+        assert driver.returncode == 0, driver.stderr
+        small, put, call = driver.stdout.strip().splitlines()
+        assert small == "10000"
+        assert "ag.put() got a value that serializes to 100" in put
+        assert "the arguments of size() serialize to 100" in call
+        for refused in (put, call):
+            assert "over max_message_bytes=65536" in refused
+            assert "actorgrid up --max-message-bytes" in refused
+    assert env.run("down").returncode == 0
+    env.processes.assert_gone()
+
+
 def test_commands_without_a_cluster_fail_in_one_line(env: Env) -> None:
-    for argv in (["down"], ["status"], ["list", "nodes"]):
+    for argv in (["down"], ["status"], ["list", "nodes"], ["kill", "x"], ["cancel", "abc"]):
         result = env.run(*argv)
         assert result.returncode == 1, _describe(result)
         assert len(result.stderr.splitlines()) == 1, _describe(result)

@@ -461,7 +461,7 @@ def test_cluster_toml_is_a_valid_up_config(tmp_path: Path) -> None:
     for key in config.head:
         assert f"--{key.replace('_', '-')}" in up_help, key
     assert config.hosts
-    argv = _node_argv(config.command, config.hosts[0], "10.0.0.1:6380", config.num_workers)
+    argv = _node_argv(config.command, config.hosts[0], "10.0.0.1:6380", config.num_workers, 2**30)
     assert argv[:2] == ["ssh", config.hosts[0]] and argv[2:4] == ["actorgrid", "node"], argv
     node_help = cli_help("node")
     for flag in (word for word in argv[4:] if word.startswith("--")):

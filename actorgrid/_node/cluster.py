@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import attrs
 import trio
 
 from .._exceptions import ActorgridError, NotInitializedError, unwrap_group
@@ -23,29 +22,34 @@ from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._protocol.ids import NodeId, WorkerId
 from .._protocol.messages import (
     Ack,
-    Availability,
     ClusterView,
     ControlNode,
     ControlWorker,
     Event,
-    NodeView,
     QueryCluster,
 )
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
+from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
+from .operations import cancel_task, kill_actor
+from .records import (
+    ActorStatistics,
+    ClusterStatus,
+    NodeStatistics,
+    TaskStatistics,
+    WorkerStatistics,
+    node_statistics,
+    status_from_view,
+)
 from .standalone import ClusterFile
 
 __all__ = [
-    "ActorStatistics",
     "Cluster",
-    "ClusterStatus",
-    "NodeStatistics",
-    "WorkerStatistics",
     "connect",
     "init",
     "is_initialized",
@@ -55,68 +59,6 @@ __all__ = [
 WORKER_START_TIMEOUT_S = 60.0
 
 T = TypeVar("T")
-
-
-@attrs.frozen
-class WorkerStatistics:
-    """A worker as this process sees it; ``state`` is "alive" or "suspended"."""
-
-    address: str
-    pid: int
-    hostname: str
-    num_cpus: float
-    worker_id: WorkerId
-    node_id: NodeId
-    state: str = "alive"
-    running: int = -1  # calls running now; -1 unless from Cluster.status()
-    queued: int = -1  # sync tasks waiting for a CPU; -1 unless from Cluster.status()
-
-
-@attrs.frozen
-class NodeStatistics:
-    """A node agent as the head sees it, with its availability at its last pulse."""
-
-    node_id: NodeId
-    hostname: str
-    pid: int
-    num_workers: int
-    state: str
-    availability: Availability | None
-    last_pulse_s: float
-    resources: dict[str, float] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class ActorStatistics:
-    """A live actor, as its worker reports it."""
-
-    actor_id: bytes
-    label: str  # class or function name
-    kind: str  # "class" or "coroutine"
-    name: str | None
-    namespace: str | None
-    worker_id: WorkerId | None
-
-
-@attrs.frozen
-class ClusterStatus:
-    """Everything ``actorgrid status`` shows: from the head and every worker, now."""
-
-    nodes: list[NodeStatistics]
-    workers: list[WorkerStatistics]
-    actors: list[ActorStatistics]
-
-    @property
-    def running(self) -> int:
-        return sum(max(w.running, 0) for w in self.workers)
-
-    @property
-    def queued(self) -> int:
-        return sum(max(w.queued, 0) for w in self.workers)
-
-    @property
-    def num_cpus(self) -> float:
-        return sum(w.num_cpus for w in self.workers)
 
 
 Target = WorkerStatistics | NodeStatistics | WorkerId | NodeId
@@ -183,7 +125,7 @@ class Cluster:
     async def nodes_async(self) -> list[NodeStatistics]:
         reply = await self._runtime.head_request(QueryCluster)
         assert isinstance(reply, ClusterView)
-        return [_node_statistics(n) for n in reply.nodes]
+        return [node_statistics(n) for n in reply.nodes]
 
     def nodes(self) -> list[NodeStatistics]:
         """The cluster's node agents and their state, as the head sees them."""
@@ -192,32 +134,51 @@ class Cluster:
     async def status_async(self) -> ClusterStatus:
         reply = await self._runtime.head_request(lambda rid: QueryCluster(rid, True))
         assert isinstance(reply, ClusterView)
-        return ClusterStatus(
-            [_node_statistics(n) for n in reply.nodes],
-            [
-                WorkerStatistics(
-                    v.worker.address,
-                    v.worker.pid,
-                    v.worker.hostname,
-                    v.worker.num_cpus,
-                    v.worker.worker_id,
-                    v.worker.node_id,
-                    v.state,
-                    v.running,
-                    v.queued,
-                )
-                for v in reply.workers
-            ],
-            [
-                ActorStatistics(a.actor_id, a.label, a.kind, a.name, a.namespace, a.worker_id)
-                for a in reply.actors
-            ],
-        )
+        return status_from_view(reply)
 
     def status(self) -> ClusterStatus:
-        """Nodes, workers (with their running and queued calls) and live actors, asked of
-        the head and every worker now."""
+        """Nodes, workers (with their running and queued calls), live actors and the calls
+        on every worker, asked of the head and every worker now."""
         return self._sync(self.status_async)
+
+    # --- actors and tasks of any process ---------------------------------------------------
+
+    async def kill_actor_async(
+        self, actor: ActorStatistics | bytes | str, *, namespace: str | None = None
+    ) -> ActorStatistics:
+        return await kill_actor(self._runtime, self.status_async, actor, namespace)
+
+    def kill_actor(
+        self, actor: ActorStatistics | bytes | str, *, namespace: str | None = None
+    ) -> ActorStatistics:
+        """Kill any live actor of the cluster, whoever created it, as ``ag.kill`` does; returns
+        the record of the actor killed once it has ended.
+
+        ``actor`` is a record from ``status()``, an actor id, or a string: the name of a named
+        actor (in ``namespace``, default "default"), else its id in hex, the short form
+        listings show (``ActorStatistics.short_id``), or a prefix of the hex that only one live
+        actor has. Raises ``ag.NameNotFoundError`` when nothing matches, and ActorgridError
+        when a prefix matches several actors. A name is tried first.
+        """
+        return self._sync(self.kill_actor_async, actor, namespace=namespace)
+
+    async def cancel_task_async(
+        self, task: TaskStatistics | bytes | str, *, force: bool = False
+    ) -> TaskStatistics:
+        return await cancel_task(self._runtime, self.status_async, task, force)
+
+    def cancel_task(
+        self, task: TaskStatistics | bytes | str, *, force: bool = False
+    ) -> TaskStatistics:
+        """Cancel any running or queued call of the cluster, whoever submitted it, as
+        ``ag.cancel`` does: its owner's ``ag.get`` raises ``ag.TaskCancelledError``.
+        ``force=True`` kills the worker running it at once.
+
+        ``task`` is a record from ``status().tasks``, a task id, or its hex, short form
+        (``TaskStatistics.short_id``) or a prefix of the hex that only one task has. Raises
+        ActorgridError when no task or several match. Returns the record of the task.
+        """
+        return self._sync(self.cancel_task_async, task, force=force)
 
     # --- operations ------------------------------------------------------------------------
 
@@ -324,6 +285,7 @@ async def _open_cluster(
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
+    pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
 ) -> AsyncIterator[Cluster]:
     if runtime_or_none() is not None:
         raise RuntimeError(
@@ -367,11 +329,13 @@ async def _open_cluster(
             max_message_bytes=max_message_bytes,
             pulse_interval_s=pulse_interval,
             tls=tls,
+            pending_warning_s=pending_warning_s,
         )
         try:
             if node is not None:
                 await nursery.start(node.serve)
             await nursery.start(rt.serve)
+            _adopt_head_cap(rt)
             set_current_runtime(rt)
             if node is not None:
                 await _wait_for_workers(rt, node)
@@ -384,6 +348,15 @@ async def _open_cluster(
                 if node is not None:
                     await node.aclose()
             nursery.cancel_scope.cancel()
+
+
+def _adopt_head_cap(rt: Runtime) -> None:
+    """Take the head's lower ``max_message_bytes`` as this process's own: the cluster's
+    members refuse bigger frames, so ``ag.put`` and ``.remote()`` refuse such data here,
+    with a message that says so, instead of sending it to be dropped."""
+    hello = rt.head.remote_hello if rt.head is not None else None
+    if hello is not None and 0 < hello.max_message_bytes < rt.max_message_bytes:
+        rt.max_message_bytes = hello.max_message_bytes
 
 
 def _remote(
@@ -417,19 +390,6 @@ def _remote(
     raise ValueError(
         f"connecting to the cluster at {address} needs its secret: pass secret=, set "
         "ACTORGRID_SECRET (hex), or use address='auto' on the machine that ran `actorgrid up`"
-    )
-
-
-def _node_statistics(n: NodeView) -> NodeStatistics:
-    return NodeStatistics(
-        n.node.node_id,
-        n.node.hostname,
-        n.node.pid,
-        n.node.num_workers,
-        n.state,
-        n.availability,
-        n.last_pulse_s,
-        dict(n.node.resources),
     )
 
 
@@ -480,6 +440,7 @@ async def connect(
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
+    pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -497,6 +458,7 @@ async def connect(
             grace_s=grace_s,
             worker_restarts=worker_restarts,
             tls=tls,
+            pending_warning_s=pending_warning_s,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -557,6 +519,7 @@ def init(
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
+    pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -564,12 +527,17 @@ def init(
     or is ``"auto"`` for the cluster `actorgrid up` started on this machine;
     without one, a head and ``num_workers`` workers (default: one per CPU) start here and stop
     with ``ag.shutdown()``, at the end of a ``with ag.init():`` block, or when this process
-    exits. ``max_message_bytes`` caps any one message (default 1 GiB).
+    exits. ``max_message_bytes`` caps any one message (default 1 GiB); a lower cap that the
+    cluster's head was started with (``actorgrid up --max-message-bytes``) applies.
 
     Supervision: every link pulses every ``pulse_interval`` seconds and a peer silent for 5
     intervals is treated as dead; interrupted or cancelled work gets ``grace_s`` seconds to
     clean up before its worker is killed; ``worker_restarts`` (an ``ag.RestartPolicy``,
     default 3 restarts in 5 s) says how often a node restarts a crashing worker.
+
+    Tasks and actors submitted while no worker can take them wait for one (``ag.get(timeout=)``
+    bounds a wait); after ``pending_warning_s`` seconds a warning in the log says what they
+    wait for.
 
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
@@ -595,6 +563,7 @@ def init(
                 grace_s=grace_s,
                 worker_restarts=worker_restarts,
                 tls=tls,
+                pending_warning_s=pending_warning_s,
             )
         )
         thread.start()

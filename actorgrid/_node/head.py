@@ -6,6 +6,11 @@ and its connection is dropped, which removes its workers from the membership (an
 names of their actors) exactly as if it had exited. A worker that comes back after that finds
 its head connection gone and exits; its node starts a fresh one under a new id.
 
+A name claimed by a process that goes away (a driver SIGKILLed just after
+``.options(name=...).remote()``) may name an actor that was never created: the head then asks
+the workers those names point to which of those actors exist, and frees the names of the
+others at once, so the name can be taken again and lookups do not find a ghost.
+
 Processes cache the names they look up or register, so sends by name skip the head. The head
 keeps that cache exact: when a named actor ends, it tells every process it gave the actor to
 (ActorEnded, answered with Ack) before it acks the actor's worker, so whoever waits on that
@@ -19,7 +24,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -31,6 +36,7 @@ from .._protocol.ids import ActorId, NodeId, WorkerId, short
 from .._protocol.messages import (
     Ack,
     ActorEnded,
+    ActorInfo,
     ActorSummary,
     Availability,
     ClusterView,
@@ -54,6 +60,7 @@ from .._protocol.messages import (
     Shutdown,
     SubscribeEvents,
     SubscribeMembership,
+    TaskSummary,
     WorkerInfo,
     WorkerJoined,
     WorkerLeft,
@@ -66,6 +73,7 @@ from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.names import NameRegistry
 from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
+from .logs import RateLimitedLog, log_errors
 
 __all__ = ["Head"]
 
@@ -77,10 +85,12 @@ CLOSE_NODES_MARGIN_S = 3.0
 # How long the end of a named actor waits for the processes caching its name to drop it; a
 # process that takes longer is left to find out when a send to the actor fails.
 FORGET_NAME_TIMEOUT_S = 2.0
+# How long after its creator left a name is checked for an actor that was never created.
+FREE_UNMADE_GRACE_S = 1.0
 
 
 class _Node:
-    __slots__ = ("availability", "info", "last_pulse", "peer", "suspended")
+    __slots__ = ("availability", "info", "last_pulse", "peer", "suspended", "unhealthy")
 
     def __init__(self, info: NodeInfo, peer: Peer) -> None:
         self.info = info
@@ -88,6 +98,7 @@ class _Node:
         self.availability: Availability | None = None
         self.last_pulse = trio.current_time()
         self.suspended = False
+        self.unhealthy = ""  # why every worker slot of the node is in a crash loop, or ""
 
 
 class Head:
@@ -114,13 +125,17 @@ class Head:
         self._node_peers: dict[Peer, _Node] = {}
         self._worker_peers: dict[Peer, WorkerInfo] = {}
         self._subscribers: set[Peer] = set()
-        # The processes told where each named actor lives: they may hold it in a name cache.
+        # The processes told where each named actor lives: they may hold it in a name cache;
+        # and the same, by process, so that a process that goes costs O(its names).
         self._cachers: dict[ActorId, set[Peer]] = {}
+        self._cached_by: dict[Peer, set[ActorId]] = {}
+        self._worker_at: dict[str, Peer] = {}  # worker address -> its link
         self._event_subscribers: set[Peer] = set()
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self._monitor = PulseMonitor(pulse_interval_s)
         self._monitor.on_zombie.append(self._zombie)
         self._nursery: trio.Nursery | None = None
+        self._errors = RateLimitedLog(log)
         self._handlers: dict[type, Callable[[Peer, Any], None]] = {
             RegisterWorker: self._on_register_worker,
             SubscribeMembership: self._on_subscribe,
@@ -157,7 +172,7 @@ class Head:
                     tls=self._tls,
                 )
             )
-            self._hello = Hello("head", self.address, os.getpid())
+            self._hello = Hello("head", self.address, os.getpid(), self._max)
             task_status.started(self.address)
 
     async def _accept(self, stream: TcpFrameStream) -> None:
@@ -170,6 +185,11 @@ class Head:
         if handler is None:
             raise ProtocolError(f"{type(message).__name__} is not a message the head accepts")
         handler(peer, message)
+
+    def _background(self, what: str, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """A one-off job of the head: an exception in it is logged, never ends the head."""
+        if self._nursery is not None:
+            self._nursery.start_soon(log_errors, what, fn, self._errors, *args)
 
     def shutdown_workers(self, reason: str) -> None:
         for peer in list(self._worker_peers):
@@ -205,6 +225,10 @@ class Head:
         )
 
     def _on_event(self, peer: Peer, event: Event) -> None:
+        if event.kind in ("node_unhealthy", "node_healthy"):
+            node = self._node_peers.get(peer)
+            if node is not None:
+                node.unhealthy = event.detail if event.kind == "node_unhealthy" else ""
         self.publish(event)
 
     def _on_subscribe_events(self, peer: Peer, msg: SubscribeEvents) -> None:
@@ -234,12 +258,16 @@ class Head:
         info = msg.worker
         self.workers[info.worker_id] = info
         self._worker_peers[peer] = info
+        self._worker_at[info.address] = peer
         node = self.nodes.get(info.node_id)
+        # The worker hears first: it tells its node agent it is ready as soon as it has this
+        # Ack, so a driver that knows of it (and may kill it) knows of a ready worker.
+        peer.send(Ack(msg.rid))
+        if node is not None and node.suspended:
+            # Before it joins: a caller with work waiting would place it there at once.
+            self._set_suspended(info.worker_id, True)
         for sub in self._subscribers:
             sub.send(WorkerJoined(info))
-        if node is not None and node.suspended:
-            self._set_suspended(info.worker_id, True)
-        peer.send(Ack(msg.rid))
 
     def _on_subscribe(self, peer: Peer, msg: SubscribeMembership) -> None:
         self._subscribers.add(peer)
@@ -255,8 +283,15 @@ class Head:
     def _closed(self, peer: Peer) -> None:
         self._subscribers.discard(peer)
         self._event_subscribers.discard(peer)
-        for cachers in self._cachers.values():
-            cachers.discard(peer)
+        for actor_id in self._cached_by.pop(peer, ()):
+            cachers = self._cachers.get(actor_id)
+            if cachers is not None:
+                cachers.discard(peer)
+        claimed = self.names.claimer_gone(peer)
+        if claimed and self._nursery is not None:
+            self._background(
+                "freeing the names of a gone process", self._free_unmade, claimed, peer.close_reason
+            )
         node = self._node_peers.pop(peer, None)
         if node is not None and self.nodes.get(node.info.node_id) is node:
             del self.nodes[node.info.node_id]
@@ -266,9 +301,11 @@ class Head:
             return
         self.workers.pop(info.worker_id, None)
         self.suspended.discard(info.worker_id)
+        if self._worker_at.get(info.address) is peer:
+            del self._worker_at[info.address]
         for gone in self.names.address_gone(info.address):
             # Every subscriber drops names at that address when it hears WorkerLeft.
-            self._cachers.pop(gone.actor_id, None)
+            self._forget_cachers(gone.actor_id)
         log.info("worker %s left: %s", info.address, peer.close_reason)
         for sub in self._subscribers:
             sub.send(WorkerLeft(info.worker_id, peer.close_reason))
@@ -276,31 +313,93 @@ class Head:
     # --- names -----------------------------------------------------------------------------
 
     def _on_register_name(self, peer: Peer, msg: RegisterName) -> None:
-        result = self.names.register(msg.actor, msg.get_if_exists)
+        result = self.names.register(msg.actor, msg.get_if_exists, claimer=peer)
         if result.actor is not None and result.error is None:
-            self._cachers.setdefault(result.actor.actor_id, set()).add(peer)
+            self._cache(peer, result.actor.actor_id)
         peer.send(NameReply(msg.rid, result.actor, result.created, result.error))
 
     def _on_lookup(self, peer: Peer, msg: LookupName) -> None:
         actor = self.names.lookup(msg.name, msg.namespace)
         if actor is not None:
-            self._cachers.setdefault(actor.actor_id, set()).add(peer)
+            self._cache(peer, actor.actor_id)
         peer.send(NameReply(msg.rid, actor, False))
+
+    def _cache(self, peer: Peer, actor_id: ActorId) -> None:
+        if peer.closed:
+            return  # _closed has run for it: nothing would ever remove it
+        self._cachers.setdefault(actor_id, set()).add(peer)
+        self._cached_by.setdefault(peer, set()).add(actor_id)
+
+    def _forget_cachers(self, actor_id: ActorId) -> set[Peer]:
+        cachers = self._cachers.pop(actor_id, set())
+        for cacher in cachers:
+            ids = self._cached_by.get(cacher)
+            if ids is not None:
+                ids.discard(actor_id)
+        return cachers
+
+    async def _free_unmade(self, claimed: list[ActorInfo], why: str) -> None:
+        """The process that claimed these names is gone: free each whose actor its worker
+        does not have (never created: the creator died between claim and creation)."""
+        # A creation the creator sent just before it left travels on another connection than
+        # the news of its leaving: give it this long to reach its worker first.
+        await trio.sleep(FREE_UNMADE_GRACE_S)
+        by_address: dict[str, list[ActorInfo]] = {}
+        for info in claimed:
+            by_address.setdefault(info.address, []).append(info)
+
+        async def check(address: str, infos: list[ActorInfo]) -> None:
+            worker = self._worker_at.get(address)
+            present: set[ActorId] = set()
+            if worker is not None:
+                try:
+                    with trio.fail_after(QUERY_WORKERS_TIMEOUT_S):
+                        reply = await worker.request(QueryWorker)
+                except (PeerClosedError, trio.TooSlowError):
+                    return  # gone: address_gone frees them; too slow: it may hold them
+                assert isinstance(reply, WorkerReport)
+                present = {a.actor_id for a in reply.actors}
+            for info in infos:
+                held = self.names.get(info.actor_id)
+                if info.actor_id in present or held is None or held.address != info.address:
+                    continue  # it exists, or it has ended or moved since
+                self.names.actor_ended(info.actor_id)
+                log.info(
+                    "freed the name %r: its creator left (%s) before creating the actor",
+                    info.name,
+                    why,
+                )
+                ended = ActorEnded(0, info.actor_id, f"its creator left ({why}) first")
+                self._tell_cachers(ended, self._forget_cachers(info.actor_id))
+
+        async with trio.open_nursery() as nursery:
+            for address, infos in by_address.items():
+                nursery.start_soon(check, address, infos)
+
+    def _tell_cachers(self, msg: ActorEnded, cachers: set[Peer]) -> None:
+        if cachers and self._nursery is not None:
+            self._background(
+                "dropping a name from caches", self._forget_then_ack, None, msg, cachers
+            )
 
     def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
         self.names.actor_ended(msg.actor_id)
-        cachers = self._cachers.pop(msg.actor_id, set())
+        cachers = self._forget_cachers(msg.actor_id)
         if cachers and self._nursery is not None:
-            self._nursery.start_soon(self._forget_then_ack, peer, msg, cachers)
+            self._background(
+                "dropping a name from caches", self._forget_then_ack, peer, msg, cachers
+            )
         elif msg.rid:
             peer.send(Ack(msg.rid))
 
-    async def _forget_then_ack(self, peer: Peer, msg: ActorEnded, cachers: set[Peer]) -> None:
+    async def _forget_then_ack(
+        self, peer: Peer | None, msg: ActorEnded, cachers: set[Peer]
+    ) -> None:
         with trio.move_on_after(FORGET_NAME_TIMEOUT_S):
             async with trio.open_nursery() as nursery:
                 for cacher in cachers:
                     nursery.start_soon(self._tell_ended, cacher, msg)
-        if msg.rid:
+        if msg.rid and peer is not None:
             peer.send(Ack(msg.rid))
 
     @staticmethod
@@ -336,31 +435,35 @@ class Head:
                         nursery.start_soon(ask, worker_peer, info)
             self._answer_query(peer, msg.rid, reports)
 
-        assert self._nursery is not None
-        self._nursery.start_soon(detailed)
+        self._background("answering a status query", detailed)
 
     def _answer_query(self, peer: Peer, rid: int, reports: dict[WorkerId, WorkerReport]) -> None:
         now = trio.current_time()
         nodes = tuple(
             NodeView(
                 n.info,
-                "suspended" if n.suspended else "alive",
+                "suspended" if n.suspended else "unhealthy" if n.unhealthy else "alive",
                 n.availability,
                 now - n.last_pulse,
+                n.unhealthy,
             )
             for n in self.nodes.values()
         )
         workers: list[WorkerView] = []
         actors: list[ActorSummary] = []
+        tasks: list[TaskSummary] = []
         for wid, w in self.workers.items():
             report = reports.get(wid)
             state = "suspended" if wid in self.suspended else "alive"
             if report is None:
                 workers.append(WorkerView(w, state))
                 continue
-            workers.append(WorkerView(w, state, report.running, report.queued))
+            workers.append(
+                WorkerView(w, state, report.running, report.queued, report.cpus_reserved)
+            )
             actors.extend(attrs.evolve(a, worker_id=wid) for a in report.actors)
-        peer.send(ClusterView(rid, nodes, tuple(workers), tuple(actors)))
+            tasks.extend(attrs.evolve(t, worker_id=wid) for t in report.tasks)
+        peer.send(ClusterView(rid, nodes, tuple(workers), tuple(actors), tuple(tasks)))
 
     def _set_suspended(self, worker_id: WorkerId, suspended: bool) -> None:
         if suspended:
@@ -436,5 +539,4 @@ class Head:
             assert isinstance(reply, Ack)
             peer.send(Ack(rid, reply.error))
 
-        assert self._nursery is not None
-        self._nursery.start_soon(forward)
+        self._background("forwarding a control request", forward)

@@ -1,18 +1,37 @@
 """The node agent: starts this machine's worker processes, supervises them, stops them always.
 
 Supervision is a nursery with one task per worker slot. A slot's task starts a worker, waits
-for it to exit, reports the exit, and asks its :class:`RestartTracker` whether to start
-another (Erlang-style intensity: at most N restarts in T seconds, with backoff); past that it
-gives up on the slot and reports the escalation to the head.
+for it to exit, reports the exit, and asks its :class:`RestartTracker` when to start another.
+A slot is never abandoned (unless an explicit ``max_restarts`` limit says so):
+
+- a worker that had become *ready* (registered with the head; it says so with ``!`` on its
+  pulse pipe) and then exited was stopped from outside, or by a task that crashed it: it is
+  replaced after a short backoff (at most a few seconds);
+- a worker that exited before it was ready (an import error, a failing setup, a process that
+  could not be spawned) is a *crash loop*: the slot backs off up to about a minute and keeps
+  trying, and each failure is reported as a ``worker_crash_loop`` event carrying the last
+  lines of the worker's error output. When every slot of the node is in a crash loop (has
+  failed at least twice in a row) the node is *unhealthy*: a ``node_unhealthy`` event,
+  ``Cluster.status()`` shows the node's state as "unhealthy", and ``NodeAgent.unhealthy``
+  says why; the first worker to become ready again ends it (``node_healthy``).
+
+Workers' error output goes through the agent (which copies it to its own stderr) so that it
+can keep the last lines of each worker for those reports. Every background task of the agent
+is supervised too: an exception in a pulse, a psutil sample or a spawn is logged
+(rate-limited) and that part starts again; it never ends the agent.
 
 Liveness: each worker writes a byte on a private pipe every pulse interval. A worker silent
 for 5 intervals after its first pulse is a zombie (hung or stopped): it is killed (SIGKILL
 works on a stopped process too) and replaced under a new worker id, so it can never deliver a
 stale result or run a call twice. The node itself pulses the head with its availability.
 
-Workers get the cluster secret on stdin, never on the command line or in the environment, and
-keep that pipe open: when the agent's process dies, however it dies, each worker reads EOF
-and exits, so no worker outlives its node. Commands to a worker (drain) go down the same pipe.
+Workers get the cluster secret on stdin, never on the command line or in the environment (the
+agent's own ``ACTORGRID_SECRET`` is removed from theirs), and keep that pipe open: when the
+agent's process dies, however it dies, each worker reads EOF and exits, so no worker outlives
+its node. Commands to a worker (drain) go down the same pipe.
+
+A stall of the agent itself (its loop blocked, its process stopped) is not held against its
+workers: their pulses wait unread in the pipes, so after a late check each gets a fresh window.
 """
 
 from __future__ import annotations
@@ -22,9 +41,9 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -43,13 +62,24 @@ from .._protocol.messages import (
     RegisterNode,
 )
 from .._runtime.peer import Peer
-from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
+from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, STALLED_AFTER_INTERVALS, PulseMonitor
 from .._scheduler.liveness import FailureDetector
 from .._scheduler.restart import GiveUp, RestartPolicy, RestartTracker
 from .._transport.addresses import local_address_towards
 from .._transport.tcp import open_tcp_frame_stream
 from .._transport.tls import TLSConfig
+from . import spawn
+from .logs import RateLimitedLog, keep_running, log_errors
 from .resources import sample_availability
+from .spawn import (
+    READY_BYTE,
+    STDERR_TAIL_LINES,
+    WorkerStartError,
+    copy_stderr,
+    describe_exit,
+    send_command,
+    signal_process,
+)
 
 __all__ = ["DEFAULT_GRACE_S", "NodeAgent", "WorkerStartError"]
 
@@ -60,10 +90,14 @@ DEFAULT_GRACE_S = 5.0
 KILL_MARGIN_S = 1.0
 # A closed node agent waits at most this long for its last answer to leave before it stops.
 STOP_ACK_TIMEOUT_S = 1.0
-
-
-class WorkerStartError(RuntimeError):
-    """A worker process could not be started, or kept exiting before it joined the cluster."""
+# After a worker exits, how long its error output may take to reach EOF (a grandchild process
+# can hold the pipe open) before the agent stops reading it.
+STDERR_DRAIN_S = 1.0
+# A node is unhealthy once every slot has failed this many times in a row before ready: one
+# failure may be bad luck (a worker killed while it imports), two in a row is a loop.
+UNHEALTHY_AFTER_FAILURES = 2
+# Lines of a worker's error output shown in a crash-loop report.
+CRASH_LOOP_TAIL_LINES = 8
 
 
 class _Slot:
@@ -79,6 +113,10 @@ class _Slot:
         self.zombie = False
         self.exited = trio.Event()
         self.over = False  # the slot will not be refilled
+        self.ready = False  # the current incarnation has registered with the head
+        self.last_exit = ""  # how the last incarnation ended, for reports
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)  # of this incarnation
+        self.incarnations = 0
 
     def __repr__(self) -> str:
         pid = self.proc.pid if self.proc else None
@@ -120,8 +158,15 @@ class NodeAgent:
         self._pulses: FailureDetector[_Slot] = FailureDetector(pulse_interval_s)
         self._monitor = PulseMonitor(pulse_interval_s)
         self.head: Peer | None = None
+        # Set when a slot gives up or every slot is in a crash loop (``ag.init`` waits on it).
         self.failure: str | None = None
         self.failed = trio.Event()
+        # Why the node is unhealthy (every slot in a crash loop), or None.
+        self.unhealthy: str | None = None
+        self._errors = RateLimitedLog(log)
+        self._availability: Any = None
+        # Pids of the worker processes running now; read from other threads by pids().
+        self._live_pids: dict[int, None] = {}
         self._stopping = False
         self._nursery: trio.Nursery | None = None
         self._hostname = socket.gethostname()
@@ -133,8 +178,10 @@ class NodeAgent:
         )
 
     def pids(self) -> list[int]:
-        """The pids of the worker processes running now."""
-        return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.returncode is None]
+        """The pids of the worker processes running now. Safe from any thread: it reads a
+        dict the agent's loop keeps, never a process object (whose ``returncode`` needs the
+        loop)."""
+        return list(self._live_pids)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -144,8 +191,11 @@ class NodeAgent:
             self._nursery = nursery
             await self._connect_head(nursery)
             await nursery.start(self._monitor.serve)
-            nursery.start_soon(self._pulse_head)
-            nursery.start_soon(self._watch_worker_pulses)
+            errors = self._errors
+            nursery.start_soon(keep_running, "the pulse to the head", self._pulse_head, errors)
+            nursery.start_soon(
+                keep_running, "the watch on worker pulses", self._watch_worker_pulses, errors
+            )
             async with trio.open_nursery() as slots:
                 for slot in self.slots:
                     await slots.start(self._supervise, slot)
@@ -180,11 +230,23 @@ class NodeAgent:
             self._nursery.cancel_scope.cancel()
 
     async def _pulse_head(self) -> None:
-        sample_availability()  # primes psutil's CPU counter
+        self._sample()  # primes psutil's CPU counter
         while True:
             await trio.sleep(self.pulse_interval_s)
-            if self.head is not None:
-                self.head.send(NodeStatus(sample_availability()))
+            availability = self._sample()
+            if self.head is not None and availability is not None:
+                self.head.send(NodeStatus(availability))
+
+    def _sample(self) -> Any:
+        """This machine's availability now, or the last one sampled if psutil fails (out of
+        file descriptors, /proc unreadable): a failed sample never costs a pulse."""
+        try:
+            self._availability = sample_availability()
+        except Exception:
+            self._errors.exception(
+                "psutil", "could not sample this machine's resources; the pulse repeats the last"
+            )
+        return self._availability
 
     def emit(self, kind: str, slot: _Slot | None = None, **fields: Any) -> None:
         if slot is not None:
@@ -200,11 +262,18 @@ class NodeAgent:
     async def _supervise(
         self, slot: _Slot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        status: trio.TaskStatus[None] | None = task_status
+        task_status.started()
         try:
             while not self._stopping:
-                await self._run_one(slot, status)
-                status = None
+                try:
+                    await self._run_one(slot)
+                except Exception:
+                    # A fault of this supervision, not of the worker: the slot goes on.
+                    slot.ready = False
+                    slot.last_exit = "could not be supervised (see the error logged above)"
+                    self._errors.exception(
+                        "supervise", "supervising worker slot %d failed", slot.index
+                    )
                 if self._stopping:
                     return
                 intent, slot.intent = slot.intent, None
@@ -212,68 +281,117 @@ class NodeAgent:
                     self.emit("worker_closed", slot, detail=f"closed on request ({intent})")
                     return
                 if intent is None:
-                    decision = slot.tracker.on_exit(trio.current_time())
+                    decision = slot.tracker.on_exit(trio.current_time(), ready=slot.ready)
                     if isinstance(decision, GiveUp):
                         self.failure = f"worker slot {slot.index} gave up: {decision.reason}"
                         log.error("%s", self.failure)
                         self.emit("worker_gave_up", slot, detail=decision.reason)
                         self.failed.set()
                         return
+                    if decision.crash_loop:
+                        self._report_crash_loop(slot, decision.crash_loop, decision.delay_s)
                     await trio.sleep(decision.delay_s)
                 slot.replace = False
                 slot.worker_id = new_worker_id()
         finally:
             slot.over = True
 
-    async def _run_one(self, slot: _Slot, task_status: trio.TaskStatus[None] | None) -> None:
-        """Start one incarnation of ``slot`` and wait until it has exited."""
-        read_fd, write_fd = os.pipe()
+    def _report_crash_loop(self, slot: _Slot, times: int, delay_s: float) -> None:
+        tail = _tail(slot)
+        detail = (
+            f"worker slot {slot.index} {slot.last_exit} before it was ready, {times} "
+            f"time{'s' if times > 1 else ''} in a row; trying again in {delay_s:g} s. The last "
+            f"lines of its error output:\n{tail}"
+        )
+        log.warning("%s", detail)
+        self.emit("worker_crash_loop", slot, detail=detail)
+        looping = all(
+            s.tracker.crash_loop >= UNHEALTHY_AFTER_FAILURES for s in self.slots if not s.over
+        )
+        if looping and self.unhealthy is None:
+            self.unhealthy = (
+                f"all workers of node {short(self.node_id)} ({self._hostname}) are in a crash "
+                f"loop: {tail}"
+            )
+            log.error("%s", self.unhealthy)
+            self.emit("node_unhealthy", detail=self.unhealthy)
+            self.failure = self.unhealthy
+            self.failed.set()
+
+    def _on_ready(self, slot: _Slot) -> None:
+        slot.ready = True
+        slot.tracker.on_ready()
+        if self.unhealthy is not None:
+            self.unhealthy = None
+            detail = f"worker slot {slot.index} is ready again: the crash loop is over"
+            log.warning("%s", detail)
+            self.emit("node_healthy", slot, detail=detail)
+
+    async def _run_one(self, slot: _Slot) -> None:
+        """Start one incarnation of ``slot`` and wait until it has exited (or could not
+        start: that is an exit before ready too)."""
+        slot.ready = False
+        slot.stderr_tail.clear()
+        slot.incarnations += 1
         try:
-            proc = await self._spawn(slot, write_fd)
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
+            proc, read_fd = await self._spawn(slot)
+        except WorkerStartError as exc:
+            slot.last_exit = f"could not be started ({exc})"
+            slot.stderr_tail.append(str(exc))
+            self._errors.warning("spawn", "worker slot %d: %s", slot.index, exc)
+            self.emit("worker_died", slot, detail=slot.last_exit)
+            return
+        self._live_pids[proc.pid] = None
         try:
-            await self._watch_one(slot, proc, read_fd, task_status)
+            await self._watch_one(slot, proc, read_fd)
         finally:
             if proc.returncode is None:
                 # Cancelled (the node is stopping) while this incarnation runs, perhaps one
                 # spawned after aclose() looked: it must not outlive the agent, nor go unreaped.
                 with trio.CancelScope(shield=True):
-                    _signal(proc, signal.SIGKILL)
+                    signal_process(proc, signal.SIGKILL)
                     await proc.wait()
+            self._live_pids.pop(proc.pid, None)
 
-    async def _watch_one(
-        self,
-        slot: _Slot,
-        proc: trio.Process,
-        read_fd: int,
-        task_status: trio.TaskStatus[None] | None,
-    ) -> None:
+    async def _watch_one(self, slot: _Slot, proc: trio.Process, read_fd: int) -> None:
         slot.proc = proc
         slot.zombie = False
         slot.exited = trio.Event()
         self._by_worker[slot.worker_id] = slot
-        self.emit("worker_started" if task_status is not None else "worker_restarted", slot)
-        if task_status is not None:
-            task_status.started()
+        self.emit("worker_started" if slot.incarnations == 1 else "worker_restarted", slot)
+        pulses_done, stderr_done = trio.Event(), trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_pulses, slot, read_fd)
+                nursery.start_soon(self._read_pulses, slot, read_fd, pulses_done)
+                if proc.stderr is not None:
+                    nursery.start_soon(copy_stderr, proc.stderr, slot.stderr_tail, stderr_done)
+                else:
+                    stderr_done.set()
                 code = await proc.wait()
+                # What it wrote before it died is still in the pipes: read it (a READY_BYTE
+                # there decides how its exit counts) up to EOF, or for at most a moment.
+                with trio.move_on_after(STDERR_DRAIN_S):
+                    await pulses_done.wait()
+                    await stderr_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._pulses.remove(slot)
             self._by_worker.pop(slot.worker_id, None)
             slot.exited.set()
-        detail = "stopped pulsing and was killed (zombie)" if slot.zombie else ""
-        self.emit("worker_died", slot, exit_code=code, detail=detail or _describe_exit(code))
+        slot.last_exit = describe_exit(code)
+        detail = "stopped pulsing and was killed (zombie)" if slot.zombie else slot.last_exit
+        self.emit("worker_died", slot, exit_code=code, detail=detail)
         if not self._stopping and slot.intent is None:
-            log.warning("worker pid %d %s", proc.pid, detail or _describe_exit(code))
+            log.warning("worker pid %d %s", proc.pid, detail)
 
-    async def _spawn(self, slot: _Slot, pulse_fd: int) -> trio.Process:
+    async def _spawn(self, slot: _Slot) -> tuple[trio.Process, int]:
+        """A new worker process for ``slot`` with its configuration sent, and the read end of
+        its pulse pipe. A worker that dies while it is being configured is returned all the
+        same: it is an exit before ready, which the caller sees when it reaps it."""
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError as exc:
+            raise WorkerStartError(f"could not make a pulse pipe for a worker: {exc}") from exc
         config = {
             "head": self.head_address,
             "secret": self._secret.hex(),
@@ -281,37 +399,43 @@ class NodeAgent:
             "node_id": self.node_id.hex(),
             "num_cpus": self._num_cpus,
             "max_message_bytes": self._max,
-            "pulse_fd": pulse_fd,
+            "pulse_fd": write_fd,
             "pulse_interval_s": self.pulse_interval_s,
             "grace_s": self.grace_s,
             "host": self.host,
             "tls": None if self.tls is None else self.tls.to_dict(),
         }
         try:
-            proc = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "actorgrid._node.worker"],
-                stdin=subprocess.PIPE,
-                pass_fds=(pulse_fd,),
-                # Own session: a Ctrl-C in the terminal reaches the driver, which decides.
-                start_new_session=True,
-            )
+            proc = await spawn.open_worker_process(write_fd)
         except OSError as exc:
+            os.close(read_fd)
             raise WorkerStartError(f"could not start a worker process: {exc}") from exc
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
         assert proc.stdin is not None
         try:
             await proc.stdin.send_all(json.dumps(config).encode() + b"\n")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            # It died (or was killed) before it read its configuration.
+            log.warning("worker pid %d exited while it was being started: %s", proc.pid, exc)
         except BaseException:
             with trio.CancelScope(shield=True):
-                _signal(proc, signal.SIGKILL)
+                signal_process(proc, signal.SIGKILL)
                 await proc.wait()
+            os.close(read_fd)
             raise
-        return proc
+        return proc, read_fd
 
-    async def _read_pulses(self, slot: _Slot, read_fd: int) -> None:
+    async def _read_pulses(self, slot: _Slot, read_fd: int, done: trio.Event) -> None:
         stream = trio.lowlevel.FdStream(read_fd)
         try:
             first = True
-            while await stream.receive_some(256):
+            while data := await stream.receive_some(256):
+                if READY_BYTE in data and not slot.ready:
+                    self._on_ready(slot)
                 now = trio.current_time()
                 if first:
                     # Watched only from the first pulse on: start-up has its own time limit.
@@ -322,12 +446,21 @@ class NodeAgent:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
+            done.set()
             await stream.aclose()
 
     async def _watch_worker_pulses(self) -> None:
+        last = trio.current_time()
         while True:
             await trio.sleep(self.pulse_interval_s)
-            for slot in self._pulses.check(trio.current_time()):
+            now = trio.current_time()
+            if now - last > STALLED_AFTER_INTERVALS * self.pulse_interval_s:
+                # This agent was stalled, not its workers: their pulses wait unread in the
+                # pipes. Each gets a fresh window (PulseMonitor does the same for links).
+                for slot in self._by_worker.values():
+                    self._pulses.heard(slot, now)
+            last = now
+            for slot in list(self._pulses.check(now)):
                 proc = slot.proc
                 if proc is None or proc.returncode is not None:
                     continue
@@ -338,7 +471,7 @@ class NodeAgent:
                     self._pulses.timeout_s,
                 )
                 self.emit("worker_zombie", slot)
-                _signal(proc, signal.SIGKILL)
+                signal_process(proc, signal.SIGKILL)
 
     # --- control ---------------------------------------------------------------------------
 
@@ -355,8 +488,7 @@ class NodeAgent:
             live = [s for s in self.slots if s.proc is not None and s.proc.returncode is None]
             if message.action == "stop":  # `actorgrid down`: interrupt, with the grace period
                 self._stopping = True
-                assert self._nursery is not None
-                self._nursery.start_soon(self._stop_then_ack, peer, message.rid)
+                self._background("stopping this node", self._stop_then_ack, peer, message.rid)
                 return
             for slot in live:
                 self._control(slot, message.action, False)
@@ -371,13 +503,14 @@ class NodeAgent:
         slot.intent = action
         slot.replace = replace or action == "restart"
         if action == "terminate":
-            _signal(proc, signal.SIGKILL)
+            signal_process(proc, signal.SIGKILL)
         elif action == "close":
-            _send_command(proc, "drain")
+            send_command(proc, "drain")
         else:  # restart: interrupt running work, with the grace period
-            _signal(proc, signal.SIGTERM)
-            assert self._nursery is not None
-            self._nursery.start_soon(self._kill_after_grace, proc)
+            signal_process(proc, signal.SIGTERM)
+            self._background(
+                "killing a worker after its grace period", self._kill_after_grace, proc
+            )
 
     def _ack_when_exited(
         self, peer: Peer, rid: int, slots: list[_Slot], *, then_stop: bool = False
@@ -394,8 +527,11 @@ class NodeAgent:
                 await peer.wait_sent(STOP_ACK_TIMEOUT_S)  # the Ack leaves before the link
                 self._nursery.cancel_scope.cancel()
 
+        self._background("answering a control request", ack)
+
+    def _background(self, what: str, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(ack)
+        self._nursery.start_soon(log_errors, what, fn, self._errors, *args)
 
     async def _stop_then_ack(self, peer: Peer, rid: int) -> None:
         await self.aclose()
@@ -408,7 +544,7 @@ class NodeAgent:
         with trio.move_on_after(self.grace_s + KILL_MARGIN_S):
             await proc.wait()
         if proc.returncode is None:
-            _signal(proc, signal.SIGKILL)
+            signal_process(proc, signal.SIGKILL)
 
     # --- stopping --------------------------------------------------------------------------
 
@@ -420,39 +556,19 @@ class NodeAgent:
             procs = [s.proc for s in self.slots if s.proc is not None]
             for proc in procs:
                 if proc.returncode is None:
-                    _signal(proc, signal.SIGTERM)
+                    signal_process(proc, signal.SIGTERM)
             with trio.move_on_after(self.grace_s + KILL_MARGIN_S):
                 for proc in procs:
                     await proc.wait()
             for proc in procs:
                 if proc.returncode is None:
-                    _signal(proc, signal.SIGKILL)
+                    signal_process(proc, signal.SIGKILL)
                     await proc.wait()
             for proc in procs:
                 if proc.stdin is not None:
                     await proc.stdin.aclose()
 
 
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def _send_command(proc: trio.Process, command: str) -> None:
-    # The stdin pipe is ours alone and a command is a few bytes: it never blocks.
-    if isinstance(proc.stdin, trio.lowlevel.FdStream):
-        try:
-            os.write(proc.stdin.fileno(), command.encode() + b"\n")
-        except OSError:
-            pass
-
-
-def _signal(proc: trio.Process, sig: int) -> None:
-    try:
-        os.kill(proc.pid, sig)
-    except ProcessLookupError:
-        pass
+def _tail(slot: _Slot) -> str:
+    lines = list(slot.stderr_tail)[-CRASH_LOOP_TAIL_LINES:]
+    return "\n".join(lines) if lines else "(it wrote no error output)"

@@ -1,17 +1,23 @@
 """Long-running cluster processes, and the file that lets drivers find them.
 
 - ``serve_head``: a head (and, with ``num_workers``, a node agent in the same process): what
-  ``actorgrid start --head`` and ``actorgrid up`` run.
+  ``actorgrid start --head`` and ``actorgrid up`` run. Its node agent is ``serve_node``'s, so
+  it rejoins its own head after losing it (a head process stopped for longer than 5 pulse
+  intervals, then continued, finds its workers gone and starts new ones).
 - ``serve_node``: a node agent joining a head by address: what ``actorgrid node`` runs. A node
   that loses its head (the head stopped, or the network cut it off for 5 pulse intervals)
   kills its workers, so nothing of the old membership survives, and joins again under a new
-  identity as soon as the head answers (fencing by new identity).
+  identity as soon as the head answers (fencing by new identity). Whatever ends an agent
+  after it first joined (a lost head, a fault in the agent itself) is logged and followed by
+  a new join: only a wrong secret, a first join that fails for a reason other than the
+  network, or a close on request (``actorgrid down``) ends ``serve_node``.
 - ``ClusterFile``: the address and secret of the cluster ``actorgrid up`` started, in a file
   only its user can read (0600); ``ag.init(address="auto")`` reads it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,6 +34,7 @@ from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.restart import RestartPolicy
 from .._transport.tls import TLSConfig
 from .head import Head
+from .logs import RateLimitedLog
 from .node import DEFAULT_GRACE_S, NodeAgent
 
 __all__ = ["ClusterFile", "serve_head", "serve_node"]
@@ -148,24 +155,25 @@ async def serve_head(
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as inner:
                 address: str = await inner.start(head.serve)
-                node: NodeAgent | None = None
                 if num_workers > 0:
-                    node = NodeAgent(
-                        address,
-                        secret,
-                        num_workers=num_workers,
-                        max_message_bytes=max_message_bytes,
-                        pulse_interval_s=pulse_interval,
-                        grace_s=grace_s,
-                        restart_policy=worker_restarts,
-                        tls=tls,
+                    await inner.start(
+                        functools.partial(
+                            serve_node,
+                            address,
+                            secret=secret,
+                            num_workers=num_workers,
+                            max_message_bytes=max_message_bytes,
+                            pulse_interval=pulse_interval,
+                            grace_s=grace_s,
+                            worker_restarts=worker_restarts,
+                            tls=tls,
+                        )
                     )
-                    await inner.start(node.serve)
                 task_status.started(address)
                 await stopping.wait()
+                # Every node, this process's own included, interrupts its workers (grace_s)
+                # and closes on request; cancelling serve_node then kills what is left.
                 await head.close_nodes(grace_s)
-                if node is not None:
-                    await node.aclose()
                 inner.cancel_scope.cancel()
 
 
@@ -195,6 +203,7 @@ async def serve_node(
     if n < 1:
         raise ValueError(f"num_workers must be at least 1, not {n}")
     status: trio.TaskStatus[None] | None = task_status
+    errors = RateLimitedLog(log)
     while True:
         agent = NodeAgent(
             address,
@@ -223,9 +232,17 @@ async def serve_node(
             first = status is not None
             if isinstance(exc, AuthenticationError) or (first and isinstance(exc, ProtocolError)):
                 raise exc from None
-            if not isinstance(exc, (OSError, ConnectionError)):
+            network = isinstance(exc, (OSError, ConnectionError))
+            if first and not network:
                 raise
-            log.warning("cannot join the head at %s (%s); trying again", address, exc)
+            if network:
+                errors.warning(
+                    "join", "cannot join the head at %s (%s); trying again", address, exc
+                )
+            else:
+                # A fault in the agent itself: this machine's workers must not stay away for
+                # good because of it.
+                errors.exception("agent", "the node agent failed; joining %s again", address)
         finally:
             with trio.CancelScope(shield=True):
                 await agent.aclose()

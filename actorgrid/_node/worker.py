@@ -7,8 +7,10 @@ CPU-bound thread cannot hold the loop off for more than about a millisecond at a
 
 Talking to its node agent:
 
-- a byte on the pulse pipe every pulse interval, written by the Trio loop itself, so a hung
-  loop or a stopped process goes silent and is found;
+- a byte (PULSE_BYTE) on the pulse pipe every pulse interval, written by the Trio loop itself,
+  so a hung loop or a stopped process goes silent and is found; READY_BYTE once it has
+  registered with the head: from then on an exit is a worker stopped from outside, before it
+  one that cannot start (a crash loop, which its agent backs off);
 - SIGTERM: stop gracefully. Running work is interrupted (async code is cancelled, sync code
   gets KeyboardInterrupt) and has ``grace_s`` to finish; then the process exits;
 - ``drain`` on stdin: finish the calls already here, then exit (``Cluster.close_worker``).
@@ -31,6 +33,10 @@ from .._protocol.messages import RegisterWorker, WorkerInfo
 from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
 from .._transport.tls import TLSConfig
+from .logs import configure_logging
+from .spawn import PULSE_BYTE, READY_BYTE
+
+__all__ = ["main", "serve_worker"]
 
 SWITCH_INTERVAL_S = 0.001
 
@@ -54,11 +60,12 @@ async def _watch_stdin(scope: trio.CancelScope, executor: Executor) -> None:
         await stream.aclose()
 
 
-async def _pulse(fd: int, interval_s: float) -> None:
+async def _pulse(fd: int, interval_s: float, ready: trio.Event) -> None:
     os.set_blocking(fd, False)
     while True:
         try:
-            os.write(fd, b".")
+            # Every pulse after registration says "ready", so one lost to a full pipe is not.
+            os.write(fd, READY_BYTE if ready.is_set() else PULSE_BYTE)
         except BlockingIOError:
             pass  # the node agent is behind; a full pipe already says we are alive
         except OSError:
@@ -94,7 +101,8 @@ async def serve_worker(config: dict[str, Any]) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_stdin, nursery.cancel_scope, executor)
         nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope, executor, grace_s)
-        nursery.start_soon(_pulse, int(config["pulse_fd"]), interval_s)
+        ready = trio.Event()
+        nursery.start_soon(_pulse, int(config["pulse_fd"]), interval_s, ready)
         await nursery.start(rt.serve)
         assert rt.head is not None
         rt.head.on_closed.append(lambda _: nursery.cancel_scope.cancel())
@@ -108,10 +116,15 @@ async def serve_worker(config: dict[str, Any]) -> None:
             num_cpus,
         )
         await rt.head.request(lambda rid: RegisterWorker(rid, info))
+        ready.set()
+        try:
+            os.write(int(config["pulse_fd"]), READY_BYTE)  # now, not at the next pulse
+        except OSError:
+            pass  # a full pipe: the next pulse says it; a closed one: stdin EOF ends us
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="actorgrid worker: %(message)s")
+    configure_logging("worker")
     config = json.loads(sys.stdin.readline())
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:

@@ -6,20 +6,45 @@ straight into it (``recv_into``), and reports how many bytes arrived with
 :meth:`FrameDecoder.buffer_updated`. Small frames share one reusable buffer; a frame larger
 than that buffer gets a buffer of its own, so its body is received in place and handed on
 without a copy.
+
+Invariants:
+
+- memory follows the bytes that arrived, never the length a header announces: the buffer of
+  a large frame starts at most ``max(GROWTH_START_BYTES, 2 * bytes already here)`` long and
+  doubles only when the bytes received have filled it, so a peer that sends a header
+  announcing 1 GiB and then stalls costs at most GROWTH_START_BYTES, and a peer that sends
+  ``n`` bytes of a frame costs at most ``max(GROWTH_START_BYTES, 2 * n)``;
+- that buffer is an anonymous memory map, grown with ``mremap``: growing it never copies the
+  bytes already received nor zero-fills the new part (the kernel supplies zero pages as they
+  are first written), so a large frame is still written once, by ``recv_into``;
+- a header over ``max_message_bytes`` raises ProtocolError before any of its body is stored;
+- a view handed out by get_buffer() is valid until the next buffer_updated() or close(),
+  which release it; :meth:`close` drops every buffer at once, whatever still refers to the
+  decoder (a traceback, a reference cycle), so nothing outlives a closed connection.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections import deque
 
 from .._exceptions import ProtocolError
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "FrameDecoder", "frame_header"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Frame", "FrameDecoder", "frame_header"]
 
 HEADER = struct.Struct("!Q")
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 SMALL_BUFFER_BYTES = 256 * 1024
+# The first size of a large frame's own buffer, unless more of its body is here already.
+GROWTH_START_BYTES = 1 << 20
+
+# Private, because a shared anonymous map cannot grow: the pages mremap adds to one are not
+# backed, and touching them raises SIGBUS.
+_PRIVATE = mmap.MAP_PRIVATE
+
+# A frame body: bytes for small frames, a view of its own memory map for large ones.
+Frame = bytes | memoryview
 
 
 def frame_header(body_nbytes: int) -> bytes:
@@ -34,24 +59,51 @@ class FrameDecoder:
         self._buf = bytearray(SMALL_BUFFER_BYTES)
         self._start = 0  # first unconsumed byte in _buf
         self._end = 0  # one past the last received byte in _buf
-        self._large: bytearray | None = None  # body of an oversize-for-_buf frame
+        # The body of a frame too big for _buf: its own map, of which _large_filled bytes
+        # have arrived out of _large_size.
+        self._large: mmap.mmap | None = None
         self._large_filled = 0
-        self._frames: deque[bytes | bytearray] = deque()
+        self._large_size = 0
+        self._lent: memoryview | None = None  # the last view get_buffer() handed out
+        self._frames: deque[Frame] = deque()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<FrameDecoder buffered={self.buffered_bytes} frames={len(self._frames)} "
+            f"closed={self._closed}>"
+        )
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of buffer this decoder holds now, complete frames not counted."""
+        return len(self._buf) + (len(self._large) if self._large is not None else 0)
 
     def get_buffer(self) -> memoryview:
-        """Where the next received bytes must be written."""
-        if self._large is not None:
-            return memoryview(self._large)[self._large_filled :]
-        if self._end == len(self._buf):
-            self._compact()
-        return memoryview(self._buf)[self._end :]
+        """Where the next received bytes must be written (valid until buffer_updated)."""
+        if self._closed:
+            raise ProtocolError("the frame decoder is closed: its connection has ended")
+        self._release_lent()
+        large = self._large
+        if large is not None:
+            if self._large_filled == len(large):
+                large.resize(min(self._large_size, 2 * len(large)))
+            view = memoryview(large)[self._large_filled :]
+        else:
+            if self._end == len(self._buf):
+                self._compact()
+            view = memoryview(self._buf)[self._end :]
+        self._lent = view
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         """Record that ``nbytes`` were written into the last buffer from get_buffer()."""
-        if self._large is not None:
+        self._release_lent()
+        large = self._large
+        if large is not None:
             self._large_filled += nbytes
-            if self._large_filled == len(self._large):
-                self._frames.append(self._large)
+            if self._large_filled == self._large_size:
+                self._frames.append(memoryview(large))
                 self._large = None
             return
         self._end += nbytes
@@ -67,7 +119,7 @@ class FrameDecoder:
             self.buffer_updated(n)
             view = view[n:]
 
-    def next_frame(self) -> bytes | bytearray | None:
+    def next_frame(self) -> Frame | None:
         """The next complete frame body, or None if none is complete yet."""
         return self._frames.popleft() if self._frames else None
 
@@ -75,6 +127,29 @@ class FrameDecoder:
     def in_progress(self) -> bool:
         """True while part of a frame has arrived (EOF now would truncate it)."""
         return self._large is not None or self._end > self._start
+
+    def close(self) -> None:
+        """Drop every buffer, frames not yet taken included; idempotent.
+
+        The memory of a frame in progress is returned to the system now, even if a view of
+        it is still referenced somewhere (such a view then fails when used).
+        """
+        self._closed = True
+        self._release_lent()
+        large, self._large = self._large, None
+        if large is not None:
+            try:
+                large.close()
+            except BufferError:
+                pass  # a view of it is still exported; it is freed with the last one
+        self._buf = bytearray()
+        self._start = self._end = 0
+        self._frames.clear()
+
+    def _release_lent(self) -> None:
+        if self._lent is not None:
+            self._lent.release()
+            self._lent = None
 
     def _compact(self) -> None:
         pending = self._end - self._start
@@ -93,18 +168,15 @@ class FrameDecoder:
             body_start = self._start + HEADER.size
             available = self._end - body_start
             if size + HEADER.size > len(buf):
-                # Too big for the shared buffer: give it its own and receive in place.
-                large = bytearray(size)
+                # Too big for the shared buffer: it gets a map of its own, received into in
+                # place, and sized by what has arrived, not by what the header announces. The
+                # part already here is less than the shared buffer, hence less than the body.
                 take = min(available, size)
+                large = mmap.mmap(-1, min(size, max(GROWTH_START_BYTES, 2 * take)), flags=_PRIVATE)
                 large[:take] = buf[body_start : body_start + take]
-                self._start = body_start + take
-                if take == size:
-                    self._frames.append(large)
-                else:
-                    self._large, self._large_filled = large, take
-                    self._start = self._end = 0
-                    return
-                continue
+                self._large, self._large_filled, self._large_size = large, take, size
+                self._start = self._end = 0
+                return
             if available < size:
                 if self._end == len(buf):
                     self._compact()

@@ -86,6 +86,9 @@ class Hello:
     kind: str  # "driver", "worker", "head", "node"
     address: str  # where this process listens for peers ("" if it does not listen)
     pid: int
+    # The largest frame this process accepts, when it says (the head does): drivers adopt
+    # the head's, so they refuse oversized data before sending it (0: not said).
+    max_message_bytes: int = 0
 
 
 @attrs.frozen
@@ -187,7 +190,10 @@ EVENT_KINDS = frozenset(
         "worker_died",  # a worker process exited (exit_code; negative = signal)
         "worker_zombie",  # a worker went silent for 5 pulse intervals and was killed
         "worker_restarted",  # a fresh worker process replaced one that died
-        "worker_gave_up",  # restart intensity exceeded: the slot stays empty (escalation)
+        "worker_gave_up",  # an explicit max_restarts was exceeded: the slot stays empty
+        "worker_crash_loop",  # a worker exited before it was ready; detail: its last stderr
+        "node_unhealthy",  # every worker slot of a node is in a crash loop; detail: why
+        "node_healthy",  # a worker of an unhealthy node became ready again
         "worker_closed",  # a worker was closed on request and not replaced
         "actor_restarted",  # an actor was re-created after its code raised or its worker died
         "actor_died",  # an actor with no restarts left is gone
@@ -286,6 +292,18 @@ class ActorSummary:
 
 
 @attrs.frozen
+class TaskSummary:
+    """One call on a worker (a task, an actor call, or a running coroutine actor), as its
+    worker reports it for ``Cluster.status()``."""
+
+    task_id: ObjectId
+    label: str  # function name, "Class.method", or the coroutine actor's function name
+    kind: str  # "task", "actor call" or "coroutine actor"
+    state: str  # "running" or "queued"
+    worker_id: WorkerId | None = None
+
+
+@attrs.frozen
 class WorkerReport:
     """A worker's answer to QueryWorker: its actors and its calls."""
 
@@ -293,6 +311,8 @@ class WorkerReport:
     actors: tuple[ActorSummary, ...]
     running: int  # calls being run now
     queued: int  # sync tasks waiting for a CPU
+    tasks: tuple[TaskSummary, ...] = ()
+    cpus_reserved: float = 0.0  # CPUs held by the sync tasks running now
 
 
 @attrs.frozen
@@ -300,9 +320,10 @@ class NodeView:
     """One node in a ClusterView."""
 
     node: NodeInfo
-    state: str  # "alive", "suspended", "closing"
+    state: str  # "alive", "suspended", "unhealthy" (every worker slot in a crash loop)
     availability: Availability | None
     last_pulse_s: float  # seconds since the node's last pulse
+    detail: str = ""  # why it is unhealthy: "all workers of node N are in a crash loop: ..."
 
 
 @attrs.frozen
@@ -313,6 +334,7 @@ class WorkerView:
     state: str  # "alive", "suspended"
     running: int = -1
     queued: int = -1
+    cpus_reserved: float = 0.0
 
 
 @attrs.frozen
@@ -323,6 +345,7 @@ class ClusterView:
     nodes: tuple[NodeView, ...]
     workers: tuple[WorkerView, ...]
     actors: tuple[ActorSummary, ...] = ()
+    tasks: tuple[TaskSummary, ...] = ()
 
 
 # --- names (head) -------------------------------------------------------------------------
@@ -431,8 +454,20 @@ class CancelTask:
 
 
 @attrs.frozen
+class CancelById:
+    """Sent by ``Cluster.cancel_task`` (``actorgrid cancel``) to the worker running a task it
+    does not own; answered with Ack, whose error says the task is not on that worker. The
+    worker cancels it as CancelTask does and the owner gets TaskCancelledError."""
+
+    rid: int
+    task_id: ObjectId
+    force: bool = False
+
+
+@attrs.frozen
 class KillActor:
-    """Sent by ``ag.kill(handle)`` to the actor's worker; answered with Ack."""
+    """Sent by ``ag.kill(handle)`` and ``Cluster.kill_actor`` (``actorgrid kill``) to the
+    actor's worker; answered with Ack."""
 
     rid: int
     actor_id: ActorId
@@ -519,6 +554,7 @@ Message: TypeAlias = (
     | CallActor
     | TaskResult
     | CancelTask
+    | CancelById
     | KillActor
     | Deliver
     | AskReply

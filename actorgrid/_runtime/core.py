@@ -3,7 +3,13 @@
 It listens for peers, keeps one outbound connection per peer address (requests go out on it,
 answers come back on it, so one caller's calls to one worker stay in order), owns the objects
 this process created, places this process's calls on workers, and caches names. The head is
-consulted only for membership and names, never for a call.
+consulted only for membership and names, never for a call; its link is kept up by HeadLink
+(``headlink.py``), which reconnects after a loss.
+
+Failing over: a call whose link dies is retried, restarted or failed by its policy; one that
+was never written (its dial failed or timed out, after DIAL_TIMEOUT_INTERVALS pulses) is
+placed again without spending a retry; a worker the head declares dead has its link dropped,
+so its calls fail over at once. A call no worker fits waits (``waiting.py``) until one does.
 
 The name cache holds only live actors: the head sends ActorEnded to every process it gave a
 named actor to, and waits for its Ack, before the actor's end is confirmed to its worker. So a
@@ -22,8 +28,7 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -68,21 +73,27 @@ from .._protocol.messages import (
     SubscribeEvents,
     SubscribeMembership,
     TaskResult,
+    WorkerInfo,
     WorkerJoined,
     WorkerLeft,
     WorkerState,
 )
+from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
+from . import getting
+from .headlink import EventFeed, HeadLink
 from .peer import LoopbackPeer, Peer, PeerClosedError
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, loads, loads_error, system_error
+from .waiting import WorkerWait
 
 if TYPE_CHECKING:
+    from .._transport.base import FrameStream
     from .executor import Executor
     from .handles import ActorHandle
 
@@ -90,9 +101,17 @@ __all__ = ["Runtime", "current_runtime", "runtime_or_none", "set_current_runtime
 
 log = logging.getLogger("actorgrid.runtime")
 
-EVENT_HISTORY = 1000
-# How long a retried task or a restarting actor waits for a live worker before failing.
-PLACEMENT_WAIT_S = 60.0
+# A dial (TCP connect and handshake) gives up after this many pulse intervals, at least
+# DIAL_TIMEOUT_MIN_S: an address that never answers (a stopped or cut-off host) fails its
+# calls over in seconds, not after the kernel's connect timeout (about 2 minutes).
+DIAL_TIMEOUT_INTERVALS = 3
+DIAL_TIMEOUT_MIN_S = 2.0
+# How long a request to the head waits for a lost head link to come back before failing.
+HEAD_WAIT_S = 10.0
+# ObjectEntry.where of a call that waits for a worker (in Runtime.waiting).
+WAITING = "waiting for a worker"
+# ag.kill waits at most this long for the head to free the killed actor's name.
+FREE_NAME_TIMEOUT_S = 5.0
 
 _current: Runtime | None = None
 
@@ -118,10 +137,6 @@ def set_current_runtime(rt: Runtime | None) -> None:
             "actorgrid is already initialized in this process; call ag.shutdown() first"
         )
     _current = rt
-
-
-def _in_trio() -> bool:
-    return trio.lowlevel.in_trio_run()
 
 
 class _SendWhenReady:
@@ -222,6 +237,21 @@ class Sent:
         self.cancelled = False  # ag.cancel() reached it: never retried nor restarted
 
 
+class _Placing:
+    """A task or remote coroutine actor waiting for a worker (in Runtime.waiting): calling it
+    places it; its entry lets a cancel find it."""
+
+    __slots__ = ("entry", "place", "spec")
+
+    def __init__(
+        self, place: Callable[[ObjectEntry, TaskSpec], None], entry: ObjectEntry, spec: TaskSpec
+    ) -> None:
+        self.place, self.entry, self.spec = place, entry, spec
+
+    def __call__(self) -> None:
+        self.place(self.entry, self.spec)
+
+
 class OwnedActor:
     """A restartable class actor this process created: how to create it again."""
 
@@ -244,19 +274,6 @@ class OwnedActor:
         self.resend: list[tuple[ObjectEntry, str, Payload, int]] = []
 
 
-class _CountDown:
-    __slots__ = ("event", "left")
-
-    def __init__(self, n: int, event: threading.Event | trio.Event) -> None:
-        self.left = n
-        self.event = event
-
-    def set(self) -> None:
-        self.left -= 1
-        if self.left <= 0:
-            self.event.set()
-
-
 class Runtime:
     def __init__(
         self,
@@ -268,6 +285,7 @@ class Runtime:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
         tls: TLSConfig | None = None,
+        pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     ) -> None:
         self.kind = kind
         self.tls = tls
@@ -275,15 +293,24 @@ class Runtime:
         self.owned: dict[bytes, OwnedActor] = {}
         self.owned_at: dict[str, set[bytes]] = {}
         self._closing = False
-        self.event_feed = _EventFeed()
+        self.event_feed = EventFeed()
         self.secret = secret
         self.head_address = head_address
         self.host = host
         self.max_message_bytes = max_message_bytes
         self.address = ""
         self.placement = Placement()
+        # Calls that wait for a worker that fits: each is a callable that places it now.
+        self.waiting = WorkerWait(
+            self.placement,
+            pending_warning_s,
+            events=self.event_feed,
+            subscribe_events=functools.partial(self.subscribe_events, None),
+            head_lost=self.head_lost,
+        )
+        self.dial_timeout_s = max(DIAL_TIMEOUT_INTERVALS * pulse_interval_s, DIAL_TIMEOUT_MIN_S)
         self.peers: dict[str, Peer] = {}
-        self.head: Peer | None = None
+        self.headlink: HeadLink | None = None
         self.objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry] = (
             weakref.WeakValueDictionary()
         )
@@ -324,6 +351,7 @@ class Runtime:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.portal = Portal(trio.lowlevel.current_trio_token())
+            self.waiting.start(nursery)
             self.pool = ThreadPool(self.portal)
             await nursery.start(self.monitor.serve)
             try:
@@ -346,24 +374,47 @@ class Runtime:
                     self._handlers.update(self.executor.handlers())
                     await nursery.start(self.executor.serve)
                 if self.head_address is not None:
-                    await self._connect_head(self.head_address)
+                    self.headlink = HeadLink(
+                        self.head_address,
+                        dial=functools.partial(self._open_stream, self.head_address),
+                        make_peer=self._head_peer,
+                        on_connected=self._on_head_connected,
+                        wait_s=HEAD_WAIT_S,
+                    )
+                    await nursery.start(self.headlink.serve)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
                 self.pool.close()
 
-    async def _connect_head(self, address: str) -> None:
-        assert self._nursery is not None
-        stream = await open_tcp_frame_stream(
-            address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
-        )
-        head = Peer(address, self._handle, local_hello=self.hello, monitor=self.monitor)
-        self.head = head
-        self._nursery.start_soon(head.run, stream)
+    @property
+    def head(self) -> Peer | None:
+        """The link to the head now (None before the first connection, or with no head)."""
+        return self.headlink.peer if self.headlink is not None else None
+
+    def _head_peer(self) -> Peer:
+        assert self.head_address is not None
+        return Peer(self.head_address, self._handle, local_hello=self.hello, monitor=self.monitor)
+
+    async def _on_head_connected(self, head: Peer) -> None:
+        """Loop: a new link to the head, before it is used: learn the membership (afresh
+        after a reconnection: workers that left meanwhile are dropped) and subscribe again
+        to what this process was subscribed to."""
         reply = await head.request(SubscribeMembership)
         assert isinstance(reply, Membership)
+        listed = {info.worker_id for info in reply.workers}
+        for wid, info in list(self.placement.workers.items()):  # O(workers), per connection
+            if wid not in listed:
+                self.placement.remove(wid)
+                self._worker_at.pop(info.address, None)
+            else:
+                self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
         for info in reply.workers:
             self._add_worker(info)
+        if self.event_feed.subscribed:
+            history = await head.request(SubscribeEvents)
+            assert isinstance(history, EventHistory)
+            self.event_feed.merge_history(history.events)
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -391,13 +442,29 @@ class Runtime:
             self.nursery.start_soon(self._dial, peer)
         return peer
 
+    async def _open_stream(self, address: str) -> FrameStream:
+        """Connect and shake hands within the dial timeout (past it: TimeoutError)."""
+        with trio.move_on_after(self.dial_timeout_s):
+            return await open_tcp_frame_stream(
+                address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
+            )
+        raise TimeoutError(
+            f"could not connect to {address} within {self.dial_timeout_s:g} s: the process "
+            "there is hung, stopped or cut off"
+        )
+
     async def _dial(self, peer: Peer) -> None:
         try:
-            stream = await open_tcp_frame_stream(
-                peer.address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
-            )
+            stream = await self._open_stream(peer.address)
+        except TimeoutError as exc:
+            peer.close(str(exc))
+            return
         except (OSError, ActorgridError) as exc:
             peer.close(f"could not connect: {exc}")
+            return
+        if peer.closed:  # given up on while dialling (its worker left the cluster)
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
             return
         await peer.run(stream)
 
@@ -436,8 +503,16 @@ class Runtime:
         for sent in list(inflight.values()):
             if sent.counted and wid is not None:
                 self.placement.finished(wid)
-            if sent.entry.state == PENDING:
-                retried += self._lost(sent, why, lost=lost)
+            if sent.entry.state != PENDING:
+                continue
+            spec = sent.spec
+            if lost and not peer.connected and spec and spec.actor is None and not sent.cancelled:
+                # Never written to a socket, so it never ran: place it again, and it spends
+                # no retry (a dead worker still listed is not the task's fault).
+                self._send_spec(sent.entry, spec)
+                retried += 1
+                continue
+            retried += self._lost(sent, why, lost=lost)
         if retried:
             self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
 
@@ -489,9 +564,15 @@ class Runtime:
 
     # --- membership ----------------------------------------------------------------------------
 
-    def _add_worker(self, info: Any) -> None:
+    def _add_worker(self, info: WorkerInfo) -> None:
         self.placement.add(info)
         self._worker_at[info.address] = info.worker_id
+        if info.address == self.address and self.executor is not None:
+            queue = self.executor.queue
+            self.placement.local = info.worker_id
+            self.placement.local_load = lambda: queue.total - queue.free + len(queue.items)
+        if info.worker_id not in self.placement.suspended:
+            self.waiting.worker_available(info.num_cpus)
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
@@ -502,6 +583,15 @@ class Runtime:
         info = self.placement.workers.get(msg.worker_id)
         self.placement.remove(msg.worker_id)
         if info is not None:
+            link = self.peers.get(info.address)
+            if link is not None and info.address != self.address:
+                # The head declared it dead: what is in flight there fails over now, rather
+                # than when the link or a dial to it gives up.
+                reason = f"the head declared the worker dead: {msg.reason}"
+                if link.connected:
+                    self.nursery.start_soon(self._abort_soon, link, reason)
+                else:
+                    link.abort(reason)
             self._worker_at.pop(info.address, None)
             for key in [k for k, a in self.names.items() if a.address == info.address]:
                 del self.names[key]
@@ -509,16 +599,30 @@ class Runtime:
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
+    async def _abort_soon(self, link: Peer, reason: str) -> None:
+        # A worker that exited after its last answers (closed, drained) may have them still
+        # on their way on this link, which the head's news overtook: they are read first.
+        # A dead process's link closes by itself; a silent one is dropped after this.
+        await trio.sleep(self.monitor.interval_s)
+        if not link.closed:
+            link.abort(reason)
+
     def _on_worker_state(self, peer: Peer, msg: WorkerState) -> None:
         self.placement.set_suspended(msg.worker_id, msg.suspended)
+        info = self.placement.workers.get(msg.worker_id)
+        if info is not None and not msg.suspended:
+            self.waiting.worker_available(info.num_cpus)
 
     def _on_shutdown(self, peer: Peer, msg: Shutdown) -> None:
         if self.on_shutdown is not None:
             self.on_shutdown(msg.reason)
 
     def closing(self) -> None:
-        """This process is leaving the cluster: lost links no longer retry or restart."""
+        """This process is leaving the cluster: lost links no longer retry, restart or
+        reconnect."""
         self._closing = True
+        if self.headlink is not None:
+            self.headlink.close()
 
     async def wait_for_workers(self, n: int) -> None:
         while len(self.placement) < n:
@@ -552,8 +656,9 @@ class Runtime:
             raise ValueError(
                 f"ag.put() got a value that serializes to {payload.nbytes} bytes, over "
                 f"max_message_bytes={self.max_message_bytes}, so no other process could ever "
-                "fetch it; raise max_message_bytes in ag.init() or pass the data another way "
-                "(e.g. a file path)"
+                "fetch it; raise max_message_bytes (ag.init(), or `actorgrid up "
+                "--max-message-bytes` for a cluster the CLI started) or pass the data another "
+                "way (e.g. a file path)"
             )
         entry = self.new_entry()
         entry.set_value(payload)
@@ -601,116 +706,20 @@ class Runtime:
 
     def get_sync(self, refs: Any, timeout: float | None) -> Any:
         """Any thread but a Trio one: block until the refs resolve."""
-        if _in_trio():
-            raise RuntimeError(
-                "ag.get() blocks, and it was called from a thread running a Trio loop; "
-                "use `await ref` or `await ag.get_async(refs)` there instead"
-            )
-        single = isinstance(refs, ObjectRef)
-        items: list[ObjectRef[Any]] = [refs] if single else list(refs)
-        for ref in items:
-            if not isinstance(ref, ObjectRef):
-                raise TypeError(f"ag.get() takes ObjectRefs, got {type(ref).__name__}")
-        pending = [r._entry for r in items if r._entry.state == PENDING]
-        if pending:
-            event = threading.Event()
-            countdown = _CountDown(0, event)
-            for entry in pending:
-                if entry.owner != self.address and not entry.fetching:
-                    self.on_loop(self._ensure_fetch, entry)
-                countdown.left += 1
-                if not entry.add_waiter(countdown):
-                    countdown.left -= 1
-            if countdown.left > 0 and not self._wait_blocking(event, timeout):
-                left = sum(1 for r in items if r._entry.state == PENDING)
-                raise GetTimeoutError(
-                    f"ag.get() timed out after {timeout} s with {left} of {len(items)} "
-                    "refs still pending"
-                )
-        values = [r._entry.value() for r in items]
-        return values[0] if single else values
+        return getting.get_sync(self, refs, timeout)
 
     async def get_async(self, refs: Any, timeout: float | None = None) -> Any:
-        if not self.portal.in_loop_thread():
-            # Awaited from another Trio loop than the runtime's (e.g. trio.run after
-            # ag.init()): wait in a thread instead of touching the runtime's loop state.
-            return await trio.to_thread.run_sync(self.get_sync, refs, timeout)
-        single = isinstance(refs, ObjectRef)
-        items: list[ObjectRef[Any]] = [refs] if single else list(refs)
-        with trio.move_on_after(float("inf") if timeout is None else timeout) as scope:
-            for ref in items:
-                entry = ref._entry
-                if entry.state == PENDING:
-                    self._ensure_fetch(entry)
-                    event = trio.Event()
-                    if entry.add_waiter(event):
-                        await event.wait()
-        if scope.cancelled_caught:
-            raise GetTimeoutError(f"timed out after {timeout} s waiting for {len(items)} refs")
-        values = [r._entry.value() for r in items]
-        return values[0] if single else values
+        return await getting.get_async(self, refs, timeout)
 
     def wait_sync(
         self, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-        if _in_trio():
-            raise RuntimeError(
-                "ag.wait() blocks; in Trio code use `await ag.wait_async(...)` instead"
-            )
-        self._check_wait_args(refs, num_returns)
-        ready = sum(1 for r in refs if r._entry.state != PENDING)
-        if ready < num_returns:
-            event = threading.Event()
-            self._arm_countdown(refs, num_returns - ready, event)
-            self._wait_blocking(event, timeout)
-        return self._split_ready(refs, num_returns)
+        return getting.wait_sync(self, refs, num_returns, timeout)
 
     async def wait_async(
         self, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-        if not self.portal.in_loop_thread():
-            return await trio.to_thread.run_sync(self.wait_sync, refs, num_returns, timeout)
-        self._check_wait_args(refs, num_returns)
-        ready = sum(1 for r in refs if r._entry.state != PENDING)
-        if ready < num_returns:
-            event = trio.Event()
-            self._arm_countdown(refs, num_returns - ready, event)
-            with trio.move_on_after(float("inf") if timeout is None else timeout):
-                await event.wait()
-        return self._split_ready(refs, num_returns)
-
-    @staticmethod
-    def _check_wait_args(refs: Sequence[ObjectRef[Any]], num_returns: int) -> None:
-        if not all(isinstance(r, ObjectRef) for r in refs):
-            raise TypeError("ag.wait() takes a list of ObjectRefs")
-        if len(set(refs)) != len(refs):
-            raise ValueError("ag.wait() got the same ObjectRef twice")
-        if not 0 <= num_returns <= len(refs):
-            raise ValueError(f"num_returns must be between 0 and {len(refs)}, not {num_returns}")
-
-    def _arm_countdown(
-        self, refs: Iterable[ObjectRef[Any]], n: int, event: threading.Event | trio.Event
-    ) -> None:
-        countdown = _CountDown(n, event)
-        for ref in refs:
-            entry = ref._entry
-            if entry.state == PENDING:
-                if entry.owner != self.address:
-                    self.on_loop(self._ensure_fetch, entry)
-                entry.add_waiter(countdown)
-
-    @staticmethod
-    def _split_ready(
-        refs: Sequence[ObjectRef[Any]], num_returns: int
-    ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-        ready: list[ObjectRef[Any]] = []
-        not_ready: list[ObjectRef[Any]] = []
-        for ref in refs:
-            if len(ready) < num_returns and ref._entry.state != PENDING:
-                ready.append(ref)
-            else:
-                not_ready.append(ref)
-        return ready, not_ready
+        return await getting.wait_async(self, refs, num_returns, timeout)
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -718,8 +727,9 @@ class Runtime:
         if payload.nbytes > self.max_message_bytes:
             raise ValueError(
                 f"the arguments of {label} serialize to {payload.nbytes} bytes, over "
-                f"max_message_bytes={self.max_message_bytes}; raise it in ag.init() or pass "
-                "the data another way (e.g. a file path)"
+                f"max_message_bytes={self.max_message_bytes}; raise it (ag.init(), or "
+                "`actorgrid up --max-message-bytes` for a cluster the CLI started) or pass the "
+                "data another way (e.g. a file path)"
             )
 
     def send_task(
@@ -740,12 +750,17 @@ class Runtime:
     def _send_spec(self, entry: ObjectEntry, spec: TaskSpec) -> None:
         actor = spec.actor
         if actor is not None:
+            if not actor.address:
+                self._place_coroutine_actor(entry, spec)
+                return
             address, wid = actor.address, self._worker_at.get(actor.address)
         else:
             try:
                 worker = self.placement.choose_for_task(spec.num_cpus)
-            except NoWorkerError as exc:
-                entry.set_error(exc)
+            except NoWorkerError:
+                entry.where = WAITING
+                place = _Placing(self._send_if_pending, entry, spec)
+                self.waiting.add(place, spec.num_cpus, "task")
                 return
             address, wid = worker.address, worker.worker_id
             self.placement.started(wid)
@@ -768,20 +783,33 @@ class Runtime:
             self.publish(
                 Event("task_retried", time.time(), detail=f"task {short(entry.object_id)}: {why}")
             )
-        self.nursery.start_soon(self._resend_when_placeable, entry, spec)
+        self._send_spec(entry, spec)  # waits in the backlog if no worker takes it now
 
-    async def _wait_placeable(self) -> bool:
-        """Loop: wait (at most PLACEMENT_WAIT_S) until some worker can take work; every
-        worker may be down at once, restarting. False if none came."""
-        with trio.move_on_after(PLACEMENT_WAIT_S):
-            while not len(self.placement):
-                await self.membership_changed.wait()
-        return bool(len(self.placement))
-
-    async def _resend_when_placeable(self, entry: ObjectEntry, spec: TaskSpec) -> None:
-        await self._wait_placeable()
+    def _send_if_pending(self, entry: ObjectEntry, spec: TaskSpec) -> None:
         if entry.state == PENDING:
+            entry.where = None
             self._send_spec(entry, spec)
+
+    def _place_coroutine_actor(self, entry: ObjectEntry, spec: TaskSpec) -> None:
+        """A remote coroutine actor submitted while no worker fitted: place it now, or
+        let it wait for a worker."""
+        if entry.state != PENDING:
+            return
+        assert spec.actor is not None
+        try:
+            worker = self.placement.choose_for_actor(spec.num_cpus)
+        except NoWorkerError:
+            entry.where = WAITING
+            place = _Placing(self._place_coroutine_actor, entry, spec)
+            self.waiting.add(place, spec.num_cpus, "actor")
+            return
+        entry.where = None
+        spec.actor = entry.actor = attrs.evolve(spec.actor, address=worker.address)
+        self._send_spec(entry, spec)
+
+    def head_lost(self) -> str | None:
+        """What happened to the link to the head while it is being reconnected, else None."""
+        return self.headlink.lost if self.headlink is not None else None
 
     def _restart_coroutine_actor(self, entry: ObjectEntry, spec: TaskSpec, why: str) -> None:
         old = spec.actor
@@ -799,11 +827,9 @@ class Runtime:
         self.nursery.start_soon(restart)
 
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
-        """Loop: place a dead actor again (same id and name, new address); None if no
-        worker took it in time or its name was taken meanwhile."""
-        if not await self._wait_placeable():
-            return None
-        worker = self.placement.choose_for_actor(0.0)
+        """Loop: place a dead actor again (same id and name, new address), waiting for a
+        worker if none fits; None if its name was taken meanwhile or the head is away."""
+        worker = await self.waiting.worker_for_actor(0.0)
         left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
         info = attrs.evolve(old, address=worker.address, max_restarts=left)
         if info.name:
@@ -979,6 +1005,13 @@ class Runtime:
                         "the call was cancelled with force=True: its worker is killed"
                     )
                 )
+        elif entry.state == PENDING and peer == WAITING:
+            self.waiting.backlog.remove_where(
+                lambda p: isinstance(p, _Placing) and p.entry is entry
+            )
+            entry.set_error(
+                TaskCancelledError("the call was cancelled while it waited for a worker")
+            )
 
     def interrupt_all(self) -> None:
         """Loop: cancel every call this process has in flight (a driver's Ctrl-C)."""
@@ -989,7 +1022,13 @@ class Runtime:
                     sent.cancelled = True
                     peer.send(CancelTask(task_id))
                     n += 1
-        log.info("interrupted: cancelled %d calls in flight", n)
+        for waiting in self.waiting.backlog.remove_where(lambda p: isinstance(p, _Placing)):
+            assert isinstance(waiting, _Placing)
+            waiting.entry.set_error(
+                TaskCancelledError("the call was interrupted while it waited for a worker")
+            )
+            n += 1
+        log.info("interrupted: cancelled %d calls in flight or waiting for a worker", n)
 
     def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool:
         """A user thread's blocking wait: lends its task's CPUs meanwhile; a driver's
@@ -1021,12 +1060,16 @@ class Runtime:
         max_restarts: int = 0,
         max_task_retries: int = 0,
     ) -> ActorInfo:
-        """Any thread: place a new actor and describe it."""
-        worker = self.placement.choose_for_actor(num_cpus)
+        """Any thread: place a new actor and describe it. Its address is "" when no worker
+        fits now: ``place_actor`` waits for one."""
+        try:
+            address = self.placement.choose_for_actor(num_cpus).address
+        except NoWorkerError:
+            address = ""
         ns = (namespace or DEFAULT_NAMESPACE) if name else namespace
         return ActorInfo(
             new_actor_id(),
-            worker.address,
+            address,
             kind,
             label,
             name,
@@ -1036,22 +1079,29 @@ class Runtime:
             max_task_retries,
         )
 
-    def _head(self) -> Peer:
-        if self.head is None or self.head.closed:
+    def _link(self) -> HeadLink:
+        if self.headlink is None:
             raise NotInitializedError(
                 "this process is not connected to a cluster head, so names are unavailable"
             )
-        return self.head
+        return self.headlink
 
     def register_name_nowait(self, info: ActorInfo, get_if_exists: bool) -> Any:
         """Loop: queue the name claim now (ordered before anything sent after it)."""
-        pending = self._head().request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
-        return pending, self._names_epoch
+        head = self._link().up()
+        pending = head.request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
+        return head, pending, self._names_epoch
 
     async def finish_register(self, pending: Any) -> ActorInfo:
         """Loop: wait for a name claim; the actor now holding the name (ours or existing)."""
-        request, epoch = pending
-        reply = await self._head().wait_reply(request)
+        head, request, epoch = pending
+        try:
+            reply = await head.wait_reply(request)
+        except PeerClosedError as exc:
+            raise ActorgridError(
+                f"the cluster head went away before it answered a name registration: {exc}; "
+                "try again once it is back"
+            ) from None
         assert isinstance(reply, NameReply)
         if reply.error is not None:
             raise ValueError(reply.error)
@@ -1066,7 +1116,7 @@ class Runtime:
         if cached and key in self.names:
             return self.names[key]
         epoch = self._names_epoch
-        reply = await self._head().request(lambda rid: LookupName(rid, name, key[0]))
+        reply = await self.head_request(lambda rid: LookupName(rid, name, key[0]))
         assert isinstance(reply, NameReply)
         if reply.actor is None:
             raise NameNotFoundError(
@@ -1098,6 +1148,14 @@ class Runtime:
         except PeerClosedError:
             pass  # its worker is gone, and the actor with it
         self.forget_actor(info.actor_id)
+        if info.name and self.head is not None and not self.head.closed:
+            # Its name may name an actor that was never created (its creator died first):
+            # then no worker frees it, so the killer does. Freeing a free name does nothing.
+            with trio.move_on_after(FREE_NAME_TIMEOUT_S):
+                try:
+                    await self.head.request(lambda rid: ActorEnded(rid, info.actor_id, "killed"))
+                except PeerClosedError:
+                    pass
 
     # --- mailboxes -----------------------------------------------------------------------------
 
@@ -1115,6 +1173,11 @@ class Runtime:
                     "mailbox; send to a name, an actor handle or such a ref"
                 )
             info = target._entry.actor
+            while not info.address and target._entry.state == PENDING:
+                # The actor waits for a worker (Runtime.waiting); a poll, since this is rare
+                # and its placement may still have its name to register.
+                await trio.sleep(0.05)
+                info = target._entry.actor
         elif isinstance(target, ActorInfo):
             info = target
         else:
@@ -1171,25 +1234,26 @@ class Runtime:
     # --- events and operations ----------------------------------------------------------------
 
     async def head_request(self, make: Callable[[int], Message]) -> Message:
-        try:
-            return await self._head().request(make)
-        except PeerClosedError as exc:
-            raise ActorgridError(f"the cluster head is unreachable: {exc}") from None
+        """Loop: ask the head, waiting a while for a lost head link to come back."""
+        return await self._link().request(make)
 
     def publish(self, event: Event) -> None:
         """Loop: report an event to the head, which forwards it to every subscriber."""
-        if self.head is not None:
-            self.head.send(event)
+        if self.headlink is not None:
+            self.headlink.send(event)
 
     async def subscribe_events(self, listener: Callable[[Event], None] | None) -> list[Event]:
         """Loop: add ``listener`` for new events; the events known so far."""
         feed = self.event_feed
         if not feed.subscribed:
-            feed.subscribed = True
-            reply = await self.head_request(SubscribeEvents)
+            feed.subscribed = True  # a link made meanwhile subscribes too
+            try:
+                reply = await self.head_request(SubscribeEvents)
+            except BaseException:
+                feed.subscribed = False
+                raise
             assert isinstance(reply, EventHistory)
-            known = {id(e) for e in feed.history}
-            feed.history.extendleft(reversed([e for e in reply.events if id(e) not in known]))
+            feed.merge_history(reply.events)
         if listener is not None:
             feed.listeners.append(listener)
         return list(feed.history)
@@ -1206,24 +1270,6 @@ class Runtime:
     def _on_delivery_failed(self, peer: Peer, msg: DeliveryFailed) -> None:
         self.forget_actor(msg.actor_id)
         log.warning("a message to actor %s was not delivered: %s", short(msg.actor_id), msg.reason)
-
-
-class _EventFeed:
-    """This process's subscription to the head's events: made on first use, kept after."""
-
-    def __init__(self) -> None:
-        self.history: deque[Event] = deque(maxlen=EVENT_HISTORY)
-        self.listeners: list[Callable[[Event], None]] = []
-        self.subscribed = False
-
-    def push(self, event: Event) -> None:
-        if event.kind != "node_status":
-            self.history.append(event)
-        for listener in list(self.listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("an event listener failed; it stays subscribed")
 
 
 def _call_sent(entry: ObjectEntry, info: ActorInfo, method: str, payload: Payload) -> Sent:

@@ -40,6 +40,7 @@ from .._protocol.messages import (
     ActorSummary,
     AskReply,
     CallActor,
+    CancelById,
     CancelTask,
     CreateActor,
     Deliver,
@@ -50,6 +51,7 @@ from .._protocol.messages import (
     QueryWorker,
     SubmitTask,
     TaskResult,
+    TaskSummary,
     WorkerReport,
 )
 from .._scheduler.restart import Restart, RestartTracker
@@ -68,6 +70,9 @@ __all__ = ["Executor", "blocking_section"]
 log = logging.getLogger("actorgrid.executor")
 
 PLACEHOLDER_TIMEOUT_S = 30.0
+# How long a worker cancelling a task with force=True for an operator waits for its answers to
+# go out before it kills itself.
+_FORCE_FLUSH_S = 1.0
 _IDLE_POLL_S = 0.02
 _LANE_CAPACITY = 256
 _MAX_RUNNERS = 256
@@ -126,6 +131,7 @@ class TaskQueue:
         self.items: deque[_TaskItem] = deque()
         self.cond = threading.Condition(threading.Lock())
         self.runners = 0
+        self.starting = 0
 
     def push(self, item: _TaskItem) -> None:
         with self.cond:
@@ -144,13 +150,24 @@ class TaskQueue:
 
     def _claim_runner(self) -> bool:
         # Lock held. A runner that finds nothing it may take exits, so a spare claim is
-        # harmless; a missing one would strand a task.
-        if self.items and self.free >= self.items[0].num_cpus and self.runners < _MAX_RUNNERS:
+        # harmless; a missing one would strand a task. At most one runner is *starting*
+        # (claimed, holding no item yet), and each runner that takes an item claims the next:
+        # runners ramp up one per item that fits, not one per push (a burst of pushes on one
+        # CPU used to start up to _MAX_RUNNERS pool threads, and the worker's RSS grew).
+        if (
+            self.items
+            and self.starting == 0
+            and self.free >= self.items[0].num_cpus
+            and self.runners < _MAX_RUNNERS
+        ):
             self.runners += 1
+            self.starting += 1
             return True
         return False
 
     def _run(self) -> None:
+        with self.cond:
+            self.starting -= 1
         while True:
             with self.cond:
                 if not self.items or self.free < self.items[0].num_cpus:
@@ -158,6 +175,9 @@ class TaskQueue:
                     return
                 item = self.items.popleft()
                 self.free -= item.num_cpus
+                start = self._claim_runner()
+            if start:
+                self.executor.runtime.pool.start(self._run)
             _local.hold = (self, item.num_cpus)
             try:
                 ok, payload = self.executor.call_in_thread(
@@ -254,21 +274,33 @@ class _Lane:
 
 
 class _Task:
-    __slots__ = ("peer", "scope")
+    __slots__ = ("kind", "label", "peer", "scope")
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, label: str = "", kind: str = "task") -> None:
         self.peer = peer
         self.scope = trio.CancelScope()
+        self.label = label  # for listings (Cluster.status)
+        self.kind = kind
 
 
 class _Call:
     """A method call waiting in (or taken from) an actor's inbox."""
 
-    __slots__ = ("cancelled", "method", "payload", "peer", "running", "scope", "task_id")
+    __slots__ = (
+        "actor_id",
+        "cancelled",
+        "method",
+        "payload",
+        "peer",
+        "running",
+        "scope",
+        "task_id",
+    )
 
     def __init__(self, peer: Peer, msg: CallActor) -> None:
         self.peer = peer
         self.task_id = msg.task_id
+        self.actor_id = msg.actor_id
         self.method = msg.method
         self.payload = msg.args
         self.cancelled = False
@@ -335,6 +367,7 @@ class Executor:
             CreateActor: self.on_create,
             CallActor: self.on_call,
             CancelTask: self.on_cancel,
+            CancelById: self.on_cancel_by_id,
             KillActor: self.on_kill,
             Deliver: self.on_deliver,
             QueryWorker: self.on_query,
@@ -347,7 +380,58 @@ class Executor:
             if (info := slot.info) is not None
         )
         queued = len(self.queue.items)
-        peer.send(WorkerReport(msg.rid, actors, max(0, len(self.tasks) - queued), queued))
+        reserved = min(max(self.queue.total - self.queue.free, 0.0), self.queue.total)
+        tasks = tuple(self._summary(task_id, item) for task_id, item in list(self.tasks.items()))
+        peer.send(
+            WorkerReport(msg.rid, actors, max(0, len(self.tasks) - queued), queued, tasks, reserved)
+        )
+
+    def _summary(self, task_id: ObjectId, item: _Task | _Call | _TaskItem) -> TaskSummary:
+        if isinstance(item, _TaskItem):
+            state = "running" if item.running.running else "queued"
+            return TaskSummary(task_id, item.label.removeprefix("task "), "task", state)
+        if isinstance(item, _Task):
+            return TaskSummary(task_id, item.label, item.kind, "running")
+        slot = self.actors.get(item.actor_id)
+        actor = slot.info.label if slot is not None and slot.info is not None else "actor"
+        started = item.running.running or item.scope is not None
+        return TaskSummary(
+            task_id, f"{actor}.{item.method}", "actor call", "running" if started else "queued"
+        )
+
+    def on_cancel_by_id(self, peer: Peer, msg: CancelById) -> None:
+        """An operator's cancel (Cluster.cancel_task): like CancelTask, with an answer."""
+        if msg.task_id not in self.tasks:
+            peer.send(Ack(msg.rid, f"no task {short(msg.task_id)} is running or queued here"))
+            return
+        peer.send(Ack(msg.rid))
+        # The owner does not know of this cancel: if the worker is killed, the owner is told
+        # that the task was cancelled first, or it would take the lost link for a failure and
+        # retry the task.
+        if not msg.force:
+            self._interrupt(msg.task_id, self.tasks[msg.task_id], tell_owner=True)
+            return
+
+        async def answer_then_die() -> None:
+            with trio.CancelScope(shield=True):
+                await peer.wait_sent(_FORCE_FLUSH_S)
+                await self._answer_cancelled(msg.task_id, "force=True kills its worker")
+            log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        self.nursery.start_soon(answer_then_die)
+
+    async def _answer_cancelled(self, task_id: ObjectId, why: str) -> None:
+        """Tell the owner of a task an operator cancelled that it was, before this worker is
+        killed."""
+        item = self.tasks.pop(task_id, None)
+        if item is None:
+            return
+        label = item.label if not isinstance(item, _Call) else item.method
+        error = TaskCancelledError(f"{label} was cancelled by an operator; {why}")
+        item.peer.send(TaskResult(task_id, False, system_error(error)))
+        with trio.CancelScope(shield=True):
+            await item.peer.wait_sent(_FORCE_FLUSH_S)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -490,7 +574,7 @@ class Executor:
                 error = ActorDiedError(f"actor {_describe(msg.actor)} already exists or ended")
                 peer.send(TaskResult(msg.task_id, False, system_error(error)))
                 return
-            task = _Task(peer)
+            task = _Task(peer, msg.actor.label, "coroutine actor")
             self.tasks[msg.task_id] = task
             self.nursery.start_soon(self._run_coroutine_actor, task, slot, fn, msg)
             return
@@ -499,7 +583,7 @@ class Executor:
             self.tasks[msg.task_id] = item
             self.queue.push(item)
             return
-        task = _Task(peer)
+        task = _Task(peer, getattr(fn, "__qualname__", "task"))
         self.tasks[msg.task_id] = task
         self.nursery.start_soon(self._run_task, task, fn, msg)
 
@@ -538,7 +622,9 @@ class Executor:
             os.kill(os.getpid(), signal.SIGKILL)
         self._interrupt(msg.task_id, item)
 
-    def _interrupt(self, task_id: ObjectId, item: _Task | _Call | _TaskItem) -> None:
+    def _interrupt(
+        self, task_id: ObjectId, item: _Task | _Call | _TaskItem, *, tell_owner: bool = False
+    ) -> None:
         """Cancel one call: a queued one never runs, async code is cancelled, sync code gets
         KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed."""
         if isinstance(item, _TaskItem):
@@ -554,9 +640,11 @@ class Executor:
             if item.scope is not None:
                 item.scope.cancel()
             item.running.interrupt()
-        self.nursery.start_soon(self._kill_if_still_running, task_id, item)
+        self.nursery.start_soon(self._kill_if_still_running, task_id, item, tell_owner)
 
-    async def _kill_if_still_running(self, task_id: ObjectId, item: object) -> None:
+    async def _kill_if_still_running(
+        self, task_id: ObjectId, item: _Task | _Call | _TaskItem, tell_owner: bool = False
+    ) -> None:
         await trio.sleep(self.grace_s)
         if self.tasks.get(task_id) is item:
             log.error(
@@ -565,6 +653,9 @@ class Executor:
                 short(task_id),
                 self.grace_s,
             )
+            if tell_owner:
+                why = f"it still ran {self.grace_s:g} s later, so its worker was killed"
+                await self._answer_cancelled(task_id, why)
             os.kill(os.getpid(), signal.SIGKILL)
 
     def interrupt_all(self, reason: str) -> None:

@@ -141,6 +141,8 @@ class Peer:
         self.sent_code: set[bytes] = set()
         self.on_closed: list[Callable[[Peer], None]] = []
         self._stream: FrameStream | None = None
+        # Once true, something may have been written to the peer: a call in flight may run.
+        self.connected = False
         self._writing = False
         self._queued_flush = False
         # Held by whoever writes to the socket; other threads only ever try it, never wait.
@@ -264,6 +266,7 @@ class Peer:
             # Hello goes first, before anything queued while connecting.
             await stream.send_frames([encode(self._hello)])
             self._stream = stream
+            self.connected = True
             if self._monitor is not None:
                 self._monitor.watch(self)
             async with trio.open_nursery() as nursery:

@@ -7,6 +7,11 @@ hung, stopped (SIGSTOP) or cut off. Its connection is aborted, which fails or re
 calls in flight on it, and a result it sends later can never be delivered: the link it would
 arrive on is gone (fencing by the receiver).
 
+A process that was itself stalled (SIGSTOP, a blocked loop, swapping) could read nothing while
+it was, so the silence it measured then says nothing about its peers: a tick that comes more
+than ``STALLED_AFTER_INTERVALS`` intervals late gives every peer a fresh window instead of
+condemning them all (a peer that really died meanwhile is found one window later).
+
 The hot path pays one attribute store per received frame (``peer.heard = True``); all the
 clock work is here, once per interval, O(open connections).
 """
@@ -24,12 +29,15 @@ from .._scheduler.liveness import ZOMBIE_AFTER_INTERVALS, FailureDetector
 if TYPE_CHECKING:
     from .peer import Peer
 
-__all__ = ["DEFAULT_PULSE_INTERVAL_S", "PulseMonitor"]
+__all__ = ["DEFAULT_PULSE_INTERVAL_S", "STALLED_AFTER_INTERVALS", "PulseMonitor"]
 
 # One second: a zombie is found within about 5 s, which is quick next to how long users wait
 # on a hung worker, while a loaded 2-core machine (GC pauses, a CPU-bound thread competing for
 # the GIL) stays far from a false alarm. Each pulse is a 12-byte frame per idle link.
 DEFAULT_PULSE_INTERVAL_S = 1.0
+
+# A tick this many intervals late means this process was stalled, not its peers.
+STALLED_AFTER_INTERVALS = 2
 
 _PULSE = Pulse()
 
@@ -42,6 +50,7 @@ class PulseMonitor:
         self._detector: FailureDetector[Peer] = FailureDetector(interval_s)
         self._peers: set[Peer] = set()
         self.on_zombie: list[Callable[[Peer, str], None]] = []
+        self._last_tick: float | None = None
 
     def __repr__(self) -> str:
         return f"<PulseMonitor every {self.interval_s:g} s, watching {len(self._peers)}>"
@@ -67,11 +76,13 @@ class PulseMonitor:
 
     def tick(self, now: float) -> None:
         detector = self._detector
+        last, self._last_tick = self._last_tick, now
+        stalled = last is not None and now - last > STALLED_AFTER_INTERVALS * self.interval_s
         for peer in list(self._peers):
             if peer.closed:
                 self.unwatch(peer)
                 continue
-            if peer.heard:
+            if peer.heard or stalled:
                 peer.heard = False
                 detector.heard(peer, now)
             peer.send(_PULSE)

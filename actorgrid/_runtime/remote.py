@@ -193,18 +193,19 @@ class RemoteFunction(Generic[P, R]):
             return ObjectRef._make(entry)
 
         async def register_then_start() -> None:
-            pending = rt.register_name_nowait(info, opts.get_if_exists)
+            placed = entry.actor = await rt.waiting.place_actor(info, num_cpus)
+            pending = rt.register_name_nowait(placed, opts.get_if_exists)
             try:
                 holder = await rt.finish_register(pending)
             except Exception as exc:
                 entry.set_error(exc)
                 raise
-            if holder.actor_id == info.actor_id:
-                rt.send_task(entry, code.id, code.blob, payload, num_cpus, info)
+            if holder.actor_id == placed.actor_id:
+                rt.send_task(entry, code.id, code.blob, payload, num_cpus, placed)
             else:
                 entry.actor = holder  # an existing actor holds the name: this ref targets it
 
-        _start_registration(rt, register_then_start)
+        _start_registration(rt, register_then_start, wait=bool(info.address))
         return ObjectRef._make(entry)
 
 
@@ -272,7 +273,7 @@ class ActorClass(Generic[T]):
                 owned.info = actor
             rt.send_create(created, actor, code.id, code.blob, payload, opts.max_concurrency)
 
-        if info.name is None:
+        if info.name is None and info.address:
             handle: ActorHandle[T] = ActorHandle._make(info, self._cls, self._method_checks)
             if owned is not None:
                 rt.on_loop(rt.own, handle, owned)
@@ -284,35 +285,47 @@ class ActorClass(Generic[T]):
             rt.on_loop(rt.own, handle, owned)
 
         async def register_then_start() -> None:
-            pending = rt.register_name_nowait(info, opts.get_if_exists)
+            # No worker fitted when .remote() was called: the actor waits for one (in the
+            # background; calls on the handle queue meanwhile).
+            placed = await rt.waiting.place_actor(info, num_cpus)
+            if placed.name is None:
+                start(placed)
+                handle._resolve(placed, rt.send_call)
+                return
+            pending = rt.register_name_nowait(placed, opts.get_if_exists)
             try:
                 holder = await rt.finish_register(pending)
             except Exception as exc:
                 handle._fail(exc)
                 raise
-            if holder.actor_id == info.actor_id:
-                start(info)
+            if holder.actor_id == placed.actor_id:
+                start(placed)
             handle._resolve(holder, rt.send_call)
 
-        _start_registration(rt, register_then_start)
+        _start_registration(rt, register_then_start, wait=bool(info.address))
         return handle
 
 
-def _start_registration(rt: Any, register: Callable[[], Awaitable[None]]) -> None:
+def _start_registration(
+    rt: Any, register: Callable[[], Awaitable[None]], *, wait: bool = True
+) -> None:
     """Run a name registration: blocking from a plain thread (the name is registered when
     ``.remote()`` returns), in the background from the loop (the claim is already queued to
-    the head, ahead of anything sent after it)."""
+    the head, ahead of anything sent after it). ``wait=False``: in the background from any
+    thread (an actor waiting for a worker must not block ``.remote()``)."""
+
+    async def quiet() -> None:
+        try:
+            await register()
+        except Exception:
+            pass  # delivered to the handle or ref, which raises it where it is used
+
     if rt.portal.in_loop_thread():
-
-        async def quiet() -> None:
-            try:
-                await register()
-            except Exception:
-                pass  # delivered to the handle or ref, which raises it where it is used
-
         rt.nursery.start_soon(quiet)
-        return
-    rt.portal.run(register)
+    elif not wait:
+        rt.on_loop(rt.nursery.start_soon, quiet)
+    else:
+        rt.portal.run(register)
 
 
 @overload

@@ -1,6 +1,20 @@
-"""The cluster's name registry: atomic get-or-create of actor names per namespace."""
+"""The cluster's name registry: atomic get-or-create of actor names per namespace.
+
+Every name is held by one actor (``ActorInfo``: id and address). The registry also remembers,
+for each name, the *claimer*: the process that registered it (an opaque hashable key, the
+head's link to that process), until that process is gone. A claim whose creator dies before
+the actor exists would otherwise hold the name for good, so ``claimer_gone(key)`` hands back
+the names that process claimed; the caller (the head) asks their workers which actors exist
+and frees the others with ``actor_ended``.
+
+Costs: ``register``, ``lookup``, ``actor_ended`` are O(1); ``address_gone(address)`` and
+``claimer_gone(key)`` are O(names at that address / claimed by that key), through an index
+each: no operation walks every name.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Hashable
 
 import attrs
 
@@ -23,17 +37,30 @@ class NameRegistry:
     def __init__(self) -> None:
         self._by_name: dict[tuple[str, str], ActorInfo] = {}
         self._by_actor: dict[ActorId, tuple[str, str]] = {}
+        self._by_address: dict[str, set[ActorId]] = {}
+        self._claimer: dict[ActorId, Hashable] = {}
+        self._by_claimer: dict[Hashable, set[ActorId]] = {}
 
     def __len__(self) -> int:
         return len(self._by_name)
 
-    def register(self, actor: ActorInfo, get_if_exists: bool) -> RegisterResult:
+    def __repr__(self) -> str:
+        return f"<NameRegistry names={len(self._by_name)} claimers={len(self._by_claimer)}>"
+
+    def register(
+        self, actor: ActorInfo, get_if_exists: bool, claimer: Hashable | None = None
+    ) -> RegisterResult:
+        """Give ``actor`` its name unless another actor holds it; ``claimer`` is the process
+        asking (the claim is its until ``claimer_gone``)."""
         if not actor.name:
             return RegisterResult(None, False, "an actor needs a non-empty name to register")
         key = (actor.namespace or DEFAULT_NAMESPACE, actor.name)
         existing = self._by_name.get(key)
         if existing is not None and existing.actor_id == actor.actor_id:
-            self._by_name[key] = actor  # a restarted actor: same id, new address
+            # A restarted actor: same id, new address, perhaps a new owner.
+            self._unindex(existing)
+            self._by_name[key] = actor
+            self._index(actor, claimer)
             return RegisterResult(actor, True)
         if existing is not None:
             if get_if_exists:
@@ -46,21 +73,66 @@ class NameRegistry:
             )
         self._by_name[key] = actor
         self._by_actor[actor.actor_id] = key
+        self._index(actor, claimer)
         return RegisterResult(actor, True)
 
     def lookup(self, name: str, namespace: str | None) -> ActorInfo | None:
         return self._by_name.get((namespace or DEFAULT_NAMESPACE, name))
 
+    def get(self, actor_id: ActorId) -> ActorInfo | None:
+        """The named actor with this id, if it still holds its name."""
+        key = self._by_actor.get(actor_id)
+        return None if key is None else self._by_name.get(key)
+
     def actor_ended(self, actor_id: ActorId) -> ActorInfo | None:
+        """Free the name of ``actor_id`` (no effect if it holds none)."""
         key = self._by_actor.pop(actor_id, None)
-        return None if key is None else self._by_name.pop(key, None)
+        if key is None:
+            return None
+        info = self._by_name.pop(key, None)
+        if info is not None:
+            self._unindex(info)
+        return info
 
     def address_gone(self, address: str) -> list[ActorInfo]:
         """Free the names of every actor that lived at ``address`` (its process is gone)."""
-        gone = [info for info in self._by_name.values() if info.address == address]
+        gone = [self.get(aid) for aid in list(self._by_address.get(address, ()))]
         for info in gone:
-            self.actor_ended(info.actor_id)
-        return gone
+            if info is not None:
+                self.actor_ended(info.actor_id)
+        return [info for info in gone if info is not None]
+
+    def claimer_gone(self, claimer: Hashable) -> list[ActorInfo]:
+        """The names ``claimer`` registered that are still held; from now on they are nobody's
+        claim. The caller frees those whose actor does not exist (``actor_ended``)."""
+        ids = self._by_claimer.pop(claimer, set())
+        claimed = []
+        for aid in ids:
+            self._claimer.pop(aid, None)
+            info = self.get(aid)
+            if info is not None:
+                claimed.append(info)
+        return claimed
 
     def names(self) -> list[ActorInfo]:
         return list(self._by_name.values())
+
+    def _index(self, info: ActorInfo, claimer: Hashable | None) -> None:
+        self._by_address.setdefault(info.address, set()).add(info.actor_id)
+        if claimer is not None:
+            self._claimer[info.actor_id] = claimer
+            self._by_claimer.setdefault(claimer, set()).add(info.actor_id)
+
+    def _unindex(self, info: ActorInfo) -> None:
+        at = self._by_address.get(info.address)
+        if at is not None:
+            at.discard(info.actor_id)
+            if not at:
+                del self._by_address[info.address]
+        claimer = self._claimer.pop(info.actor_id, None)
+        if claimer is not None:
+            claims = self._by_claimer.get(claimer)
+            if claims is not None:
+                claims.discard(info.actor_id)
+                if not claims:
+                    del self._by_claimer[claimer]

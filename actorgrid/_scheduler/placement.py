@@ -5,11 +5,20 @@ on the path of a call. The choice is "power of two choices" on this caller's own
 load: two random eligible workers are sampled and the less loaded one wins. That is O(1) per
 call however large the cluster, and with one busy caller it balances almost as well as
 least-loaded.
+
+A caller that is itself a worker also knows how busy it is (``local_load``: the CPUs its own
+tasks hold and the tasks queued there), so a task started by a busy task goes to another
+worker rather than queueing behind its parent; that costs one call, only when the caller's
+own worker is one of the two sampled.
+
+Placement raises NoWorkerError when no worker fits now; the caller's runtime then keeps the
+call waiting (``_scheduler/backlog.py``) until one does.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from .._exceptions import NoWorkerError
 from .._protocol.ids import WorkerId
@@ -29,6 +38,9 @@ class Placement:
         self.load: dict[WorkerId, int] = {}  # tasks this caller has outstanding there
         self.actors: dict[WorkerId, int] = {}  # actors this caller placed there
         self.suspended: set[WorkerId] = set()
+        # The worker this caller runs on (None in a driver), and how busy it is now.
+        self.local: WorkerId | None = None
+        self.local_load: Callable[[], float] | None = None
 
     def __len__(self) -> int:
         return len(self._order)
@@ -52,8 +64,13 @@ class Placement:
         self.actors.pop(worker_id, None)
 
     def set_suspended(self, worker_id: WorkerId, suspended: bool) -> None:
-        """A suspended worker keeps its calls in flight but is chosen for nothing new."""
+        """A suspended worker keeps its calls in flight but is chosen for nothing new. A
+        worker may be suspended before it is added (it joins a suspended node)."""
         if worker_id not in self.workers:
+            if suspended:
+                self.suspended.add(worker_id)
+            else:
+                self.suspended.discard(worker_id)
             return
         if suspended:
             self.suspended.add(worker_id)
@@ -100,21 +117,39 @@ class Placement:
                 "no worker is connected to the cluster: start one (ag.init() starts them for "
                 "an embedded cluster; `actorgrid node` joins a machine to a running one)"
             )
-        fits = [
-            w
-            for w in (order[self._rng.randrange(len(order))] for _ in range(_SAMPLES))
-            if self.workers[w].num_cpus >= num_cpus
-        ]
-        fits = list(dict.fromkeys(fits))  # two distinct choices, where there are two
+        if len(order) <= _SAMPLES:
+            # A small cluster: look at every worker (as cheap as sampling), two distinct ones.
+            fits = [w for w in order if self.workers[w].num_cpus >= num_cpus]
+            if len(fits) > 1:
+                fits = self._rng.sample(fits, 2)
+        else:
+            fits = [
+                w
+                for w in (order[self._rng.randrange(len(order))] for _ in range(_SAMPLES))
+                if self.workers[w].num_cpus >= num_cpus
+            ]
         if len(fits) < 2:
-            fits = list(
-                dict.fromkeys(fits + [w for w in order if self.workers[w].num_cpus >= num_cpus][:2])
-            )
+            fits += [w for w in order if self.workers[w].num_cpus >= num_cpus][:2]
         if not fits:
             largest = max(self.workers[w].num_cpus for w in order)
             raise NoWorkerError(
                 f"no worker offers num_cpus={num_cpus:g}; the largest worker has "
                 f"{largest:g}. Lower num_cpus in .options() or start bigger workers"
             )
-        a, b = fits[0], fits[1] if len(fits) > 1 else fits[0]
-        return a if counts.get(a, 0) <= counts.get(b, 0) else b
+        a = fits[0]
+        b = next((w for w in fits if w != a), a)  # two distinct workers where there are two
+        if a == b:
+            return a
+        load_a: float = counts.get(a, 0)
+        load_b: float = counts.get(b, 0)
+        if self.local_load is not None and counts is self.load:
+            if a == self.local:
+                load_a += self.local_load()
+            elif b == self.local:
+                load_b += self.local_load()
+        return a if load_a <= load_b else b
+
+    def largest(self) -> float:
+        """CPUs of the largest worker that takes new work (0: none). O(workers): for
+        warnings, never per call."""
+        return max((self.workers[w].num_cpus for w in self._order), default=0.0)

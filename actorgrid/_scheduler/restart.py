@@ -1,22 +1,40 @@
-"""Erlang-style restart intensity with exponential backoff, for one supervised thing.
+"""When to start a supervised thing again: short backoff after a run, crash-loop backoff
+before one, and (only when asked) Erlang-style restart intensity.
 
-A supervisor feeds ``RestartTracker.on_exit(now)`` the time each incarnation ended and gets
-back what to do: ``Restart(delay_s, attempt)`` (wait, then start the next incarnation) or
-``GiveUp(reason, restarts)`` (stop restarting and report the reason). Times come from the
-caller's monotonic clock; the tracker never reads one.
+A supervisor feeds ``RestartTracker.on_exit(now, ready=...)`` the time each incarnation ended,
+and whether it had become ready (a worker: registered with its head) before it ended, and gets
+back what to do: ``Restart(delay_s, attempt, crash_loop)`` (wait, then start the next
+incarnation) or ``GiveUp(reason, restarts)`` (stop restarting and report the reason).
+``on_ready()`` says the current incarnation became ready. Times come from the caller's
+monotonic clock; the tracker never reads one.
+
+Two kinds of exit, as Kubernetes tells a killed container from one in CrashLoopBackOff:
+
+- an incarnation that had become ready and then ended was most likely stopped from outside
+  (the OOM killer, an operator, a chaos test, a task that crashed its process): it comes back
+  with a *short* backoff, ``0`` for the first exit in the window and at most ``backoff_max_s``
+  (a few seconds) however often it happens;
+- an incarnation that ended before it became ready cannot start (an import error, a failing
+  setup, a bad environment): that is a *crash loop*, which backs off exponentially up to
+  ``crash_loop_max_s`` (about a minute) and keeps trying, so fixing the cause brings the
+  thing back without restarting its supervisor.
 
 Invariants:
 
 - a restart granted at ``t`` is *in the window* at ``now`` while ``now - t < window_s``;
-- with ``max_restarts >= 0``, no window of ``window_s`` seconds ever holds more than
-  ``max_restarts`` granted restarts: the exit that would make it ``max_restarts + 1`` is a
-  ``GiveUp``; ``max_restarts == 0`` gives up on the first exit, ``-1`` never gives up;
-- with ``k`` restarts already in the window, the delay is ``0`` for ``k == 0`` (a thing that
-  crashes once comes back at once) and ``min(backoff_max_s, backoff_initial_s *
-  backoff_factor ** (k - 1))`` otherwise (a thing that crashes in a loop backs off);
+- with ``max_restarts == -1`` (the default) the tracker never gives up; ``0`` gives up on the
+  first exit; ``max_restarts >= 1`` (opt-in intensity) never lets a window of ``window_s``
+  seconds hold more than ``max_restarts`` granted restarts: the exit that would make it
+  ``max_restarts + 1`` is a ``GiveUp``;
+- after a ready incarnation, with ``k`` restarts already in the window, the delay is ``0`` for
+  ``k == 0`` and ``min(backoff_max_s, backoff_initial_s * backoff_factor ** (k - 1))``
+  otherwise, and ``crash_loop`` is ``0``;
+- after ``n`` exits in a row before ready (``crash_loop == n``), the delay is
+  ``min(crash_loop_max_s, crash_loop_initial_s * backoff_factor ** (n - 1))``; a ready
+  incarnation (``on_ready`` or ``on_exit(ready=True)``) ends the loop;
 - ``GiveUp`` is final: every later ``on_exit`` returns the same ``GiveUp``;
 - memory is bounded: at most ``max_restarts`` timestamps, or for ``-1`` at most as many as it
-  takes for the backoff to reach ``backoff_max_s``.
+  takes for the short backoff to reach ``backoff_max_s``.
 """
 
 from __future__ import annotations
@@ -31,13 +49,23 @@ __all__ = ["GiveUp", "Restart", "RestartPolicy", "RestartTracker"]
 
 @attrs.frozen
 class RestartPolicy:
-    """At most ``max_restarts`` restarts in any ``window_s`` seconds; -1 = forever, 0 = never."""
+    """How a worker slot is restarted (``ag.init(worker_restarts=...)``).
 
-    max_restarts: int = 3
+    ``max_restarts``: -1 (default) restarts for ever, 0 never restarts, ``N >= 1`` gives up
+    after N restarts within ``window_s`` seconds (the slot then stays empty). A worker that
+    was ready waits ``0``, then ``backoff_initial_s`` growing by ``backoff_factor`` per
+    restart in the window, at most ``backoff_max_s``; one that fails before it is ready is in
+    a crash loop and waits ``crash_loop_initial_s`` growing by ``backoff_factor`` per failure
+    in a row, at most ``crash_loop_max_s``.
+    """
+
+    max_restarts: int = -1
     window_s: float = 5.0
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
     backoff_factor: float = 2.0
+    crash_loop_initial_s: float = 0.5
+    crash_loop_max_s: float = 60.0
 
     def __attrs_post_init__(self) -> None:
         if self.max_restarts < -1:
@@ -51,7 +79,12 @@ class RestartPolicy:
                 f"window_s={self.window_s} must be a positive number of seconds: it is the "
                 "span in which at most max_restarts restarts are allowed (e.g. window_s=5.0)"
             )
-        for field in ("backoff_initial_s", "backoff_max_s"):
+        for field in (
+            "backoff_initial_s",
+            "backoff_max_s",
+            "crash_loop_initial_s",
+            "crash_loop_max_s",
+        ):
             value = getattr(self, field)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(
@@ -70,6 +103,14 @@ class RestartPolicy:
         if k <= 0:
             return 0.0
         return min(self.backoff_max_s, _grown(self.backoff_initial_s, self.backoff_factor, k - 1))
+
+    def crash_loop_backoff_s(self, n: int) -> float:
+        """The delay before a restart after ``n`` exits in a row before ready."""
+        if n <= 0:
+            return 0.0
+        return min(
+            self.crash_loop_max_s, _grown(self.crash_loop_initial_s, self.backoff_factor, n - 1)
+        )
 
 
 def _grown(initial: float, factor: float, n: int) -> float:
@@ -103,6 +144,7 @@ class Restart:
 
     delay_s: float
     attempt: int  # 1 for the first restart ever, 2 for the second, ...: the total count
+    crash_loop: int = 0  # exits in a row before ready; 0 when the last run had been ready
 
 
 @attrs.frozen
@@ -114,7 +156,8 @@ class GiveUp:
 
 
 class RestartTracker:
-    """``on_exit(now) -> Restart | GiveUp`` for one supervised thing (worker slot, actor)."""
+    """``on_exit(now, ready=...) -> Restart | GiveUp`` for one supervised thing (a worker
+    slot)."""
 
     def __init__(self, policy: RestartPolicy) -> None:
         self._policy = policy
@@ -125,11 +168,14 @@ class RestartTracker:
             policy.max_restarts if policy.max_restarts >= 0 else _backoff_saturates_at(policy)
         )
         self._restarts = 0
+        self._crash_loop = 0  # exits in a row before ready
         self._last_exit_at = -math.inf
         self._gave_up: GiveUp | None = None
 
     def __repr__(self) -> str:
         state = "given up" if self._gave_up is not None else f"{len(self._recent)} in window"
+        if self._crash_loop:
+            state += f" crash loop {self._crash_loop}"
         return f"<RestartTracker restarts={self._restarts} {state} policy={self._policy!r}>"
 
     @property
@@ -146,8 +192,18 @@ class RestartTracker:
         """True once ``on_exit`` has returned a ``GiveUp``; it then always does."""
         return self._gave_up is not None
 
-    def on_exit(self, now: float) -> Restart | GiveUp:
-        """The supervised thing's current incarnation ended at ``now``: restart it or not."""
+    @property
+    def crash_loop(self) -> int:
+        """Exits in a row before ready, since the last ready incarnation (0: not looping)."""
+        return self._crash_loop
+
+    def on_ready(self) -> None:
+        """The current incarnation became ready: whatever crash loop there was is over."""
+        self._crash_loop = 0
+
+    def on_exit(self, now: float, *, ready: bool = True) -> Restart | GiveUp:
+        """The current incarnation ended at ``now``, after becoming ready or before: restart
+        it or not."""
         if now < self._last_exit_at:
             raise ValueError(
                 f"on_exit(now={now}) is earlier than the previous exit at "
@@ -173,12 +229,17 @@ class RestartTracker:
                 "cause of the exits (see the errors above), or allow more with a larger "
                 "max_restarts or a shorter window_s"
             )
-        delay_s = policy.backoff_s(in_window)
+        if ready:
+            self._crash_loop = 0
+            delay_s = policy.backoff_s(in_window)
+        else:
+            self._crash_loop += 1
+            delay_s = policy.crash_loop_backoff_s(self._crash_loop)
         self._recent.append(now)
         if len(self._recent) > self._keep:
             self._recent.popleft()
         self._restarts += 1
-        return Restart(delay_s, self._restarts)
+        return Restart(delay_s, self._restarts, self._crash_loop)
 
     def _give_up(self, reason: str) -> GiveUp:
         self._gave_up = GiveUp(reason, self._restarts)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from .._protocol.framing import Frame
+
 Buffer = bytes | bytearray | memoryview
 
 
@@ -12,9 +14,10 @@ class FrameStream(Protocol):
     """An ordered, reliable stream of frames between two authenticated processes.
 
     ``send_frames`` writes whole frame bodies (each given as parts written back to back) in
-    order; only one task may send at a time. ``receive_frame`` returns the next body, or None
-    at a clean end of stream; a stream cut mid-frame raises ProtocolError. ``aclose`` is
-    idempotent.
+    order; only one task may send at a time. ``receive_frame`` returns the next body (bytes,
+    or for a large one a memoryview of a buffer of its own), or None at a clean end of stream;
+    a stream cut mid-frame raises ProtocolError. ``aclose`` is idempotent and frees the
+    stream's receive buffers.
     """
 
     peer: str
@@ -27,6 +30,6 @@ class FrameStream(Protocol):
 
     async def send_frames(self, bodies: Sequence[Sequence[Buffer]]) -> None: ...
 
-    async def receive_frame(self) -> bytes | bytearray | None: ...
+    async def receive_frame(self) -> Frame | None: ...
 
     async def aclose(self) -> None: ...

@@ -63,9 +63,14 @@ class MemoryFrameStream:
 
     async def receive_frame(self) -> bytes | None:
         try:
-            return await self._receive.receive()
+            frame = await self._receive.receive()
         except trio.EndOfChannel:
             return None
+        if len(frame) > self._max:  # the receiver's own limit, as on a socket
+            raise ProtocolError(
+                f"incoming frame of {len(frame)} bytes exceeds max_message_bytes={self._max}"
+            )
+        return frame
 
     async def aclose(self) -> None:
         await self._send.aclose()

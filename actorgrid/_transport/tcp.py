@@ -5,8 +5,13 @@ one system call and a large buffer is never concatenated. Receives go straight i
 decoder's buffer with ``recv_into``.
 
 With ``tls=``, the TLS handshake comes first and the HMAC handshake then runs inside the TLS
-session, both within one HANDSHAKE_TIMEOUT_S; the result is a TlsFrameStream (tls.py) instead
-of the raw-socket TcpFrameStream.
+session, both within one deadline (HANDSHAKE_TIMEOUT_S for a client, the listener's
+``ListenLimits.handshake_timeout_s`` for a server); the result is a TlsFrameStream (tls.py)
+instead of the raw-socket TcpFrameStream.
+
+A server admits connections through a ListenGate (listen.py, deciding with admission.py): a
+bounded number may be in their handshake at once, the oldest of the busiest address making
+room for a new one, a failed accept backs off, and rejections are logged in counted summaries.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from typing import Any, overload
 import trio
 
 from .._exceptions import AuthenticationError, ProtocolError
-from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, FrameDecoder
+from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder
 from .._protocol.handshake import HANDSHAKE_TIMEOUT_S, HELLO_BYTES, PROOF_BYTES, Handshake
+from .admission import ListenLimits
 from .base import Buffer, FrameStream
+from .listen import ListenGate, raise_open_file_limit
 from .tls import TLSConfig, TlsFrameStream, explain_tls_failure, frame_views
 
-__all__ = ["TcpFrameStream", "open_tcp_frame_stream", "serve_tcp_frame_streams"]
+__all__ = ["ListenLimits", "TcpFrameStream", "open_tcp_frame_stream", "serve_tcp_frame_streams"]
 
 log = logging.getLogger("actorgrid.transport")
 
@@ -110,7 +117,7 @@ class TcpFrameStream:
                 await trio.lowlevel.wait_writable(self._sock)
         await self._fair()
 
-    async def receive_frame(self) -> bytes | bytearray | None:
+    async def receive_frame(self) -> Frame | None:
         decoder = self._decoder
         sock = self._sock
         while True:
@@ -123,6 +130,8 @@ class TcpFrameStream:
                 # wait first. (A read that filled the buffer leaves _drained False, and
                 # streaming data is read back to back without waiting.)
                 await trio.lowlevel.wait_readable(sock)
+            if self._closed:  # by aclose() while we waited: the decoder's buffers are gone
+                raise trio.ClosedResourceError(f"the connection to {self.peer} was closed")
             buffer = decoder.get_buffer()
             try:
                 n = sock.recv_into(buffer)
@@ -144,8 +153,18 @@ class TcpFrameStream:
         if self._closed:
             return
         self._closed = True
+        self._decoder.close()
         trio.lowlevel.notify_closing(self._sock)
         self._sock.close()
+
+
+class HandshakeFailed(ProtocolError):
+    """A handshake that did not complete; ``kind`` sums the reason up in a few words, for the
+    server's rejection counts."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int, peer: str, hint: str) -> bytes:
@@ -153,7 +172,10 @@ async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int, peer: str, hi
     while len(data) < n:
         chunk = await stream.receive_some(n - len(data))
         if not chunk:
-            raise ProtocolError(f"{peer} closed the connection during the handshake{hint}")
+            raise HandshakeFailed(
+                f"{peer} closed the connection during the handshake{hint}",
+                "closed during the handshake",
+            )
         data += chunk
     return bytes(data)
 
@@ -166,9 +188,10 @@ async def _handshake(
     await stream.send_all(shake.hello())
     hello = await _receive_exactly(stream, HELLO_BYTES, peer, hint)
     if hello.startswith(_TLS_HANDSHAKE_RECORD):
-        raise ProtocolError(
+        raise HandshakeFailed(
             f"{peer} began a TLS handshake, but this end was started without TLS: every "
-            "cluster member needs the same tls= setting"
+            "cluster member needs the same tls= setting",
+            "TLS on one side only",
         )
     proof = shake.receive_hello(hello)
     await stream.send_all(proof)
@@ -186,24 +209,33 @@ _TLS_HANDSHAKE_RECORD = b"\x16\x03"
 
 
 @contextmanager
-def _handshake_errors(peer: str, *, tls: bool, server_side: bool) -> Iterator[None]:
-    """Bound the handshake by HANDSHAKE_TIMEOUT_S and turn its failures into ProtocolError."""
+def _handshake_errors(
+    peer: str, *, tls: bool, server_side: bool, timeout_s: float = HANDSHAKE_TIMEOUT_S
+) -> Iterator[None]:
+    """Bound the handshake by ``timeout_s`` and turn its failures into ProtocolError (a
+    HandshakeFailed, except for a wrong secret: AuthenticationError)."""
     try:
-        with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+        with trio.fail_after(timeout_s):
             yield
-    except (AuthenticationError, ProtocolError):
-        raise  # both are ConnectionErrors, so the OSError clause below would swallow them
+    except AuthenticationError:
+        raise
+    except HandshakeFailed:
+        raise
+    except ProtocolError as exc:  # a ConnectionError, so the OSError clause would take it
+        raise HandshakeFailed(str(exc), "not an actorgrid handshake") from None
     except trio.TooSlowError:
-        raise ProtocolError(
-            f"{peer} did not finish the handshake within {HANDSHAKE_TIMEOUT_S:.0f} s"
+        raise HandshakeFailed(
+            f"{peer} did not finish the handshake within {timeout_s:g} s", "handshake timeout"
         ) from None
     except (trio.BrokenResourceError, OSError) as exc:
         if tls:
             message = explain_tls_failure(exc, peer, server_side=server_side)
+            kind = "TLS handshake failed"
         else:
             hint = "" if server_side else _PLAIN_CLIENT_HINT
             message = f"{peer} dropped the connection during the handshake: {exc}{hint}"
-        raise ProtocolError(message) from None
+            kind = "closed during the handshake"
+        raise HandshakeFailed(message, kind) from None
 
 
 # A plain client whose server hangs up during the handshake is most likely talking to a TLS
@@ -249,6 +281,7 @@ async def open_tcp_frame_stream(
     With ``tls``, the connection is mutual TLS first (ProtocolError if that fails), then the
     secret is checked inside it.
     """
+    raise_open_file_limit()
     host, port = split_address(address)
     context = None if tls is None else tls.client_context()
     stream = await trio.open_tcp_stream(host, port)
@@ -283,6 +316,7 @@ async def serve_tcp_frame_streams(
     *,
     max_message_bytes: int = ...,
     tls: None = None,
+    limits: ListenLimits | None = None,
     task_status: trio.TaskStatus[str] = ...,
 ) -> None: ...
 @overload
@@ -294,6 +328,7 @@ async def serve_tcp_frame_streams(
     *,
     max_message_bytes: int = ...,
     tls: TLSConfig | None,
+    limits: ListenLimits | None = None,
     task_status: trio.TaskStatus[str] = ...,
 ) -> None: ...
 async def serve_tcp_frame_streams(
@@ -304,77 +339,95 @@ async def serve_tcp_frame_streams(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     tls: TLSConfig | None = None,
+    limits: ListenLimits | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept connections until cancelled; each authenticated stream goes to ``handler``.
 
-    Reports ``host:port`` through ``task_status``. A peer that fails the handshake is logged
-    and dropped; it never reaches ``handler``. With ``tls``, every client must complete
-    mutual TLS before the HMAC handshake, and ``handler`` gets TlsFrameStreams.
+    Reports ``host:port`` through ``task_status``. A peer that fails the handshake is dropped
+    and counted in the rejection log; it never reaches ``handler``. ``limits`` (default
+    ``ListenLimits()``) bounds the peers still in their handshake: how many at once (the
+    oldest of the address holding most is evicted for a new one) and for how long. A failed
+    accept (out of file descriptors, say) backs off and carries on. With ``tls``, every client
+    must complete mutual TLS before the HMAC handshake, and ``handler`` gets TlsFrameStreams.
     """
+    raise_open_file_limit()
     # Made before listening, so unreadable certificates fail the start, not each connection.
     context = None if tls is None else tls.server_context()
+    gate = ListenGate(limits or ListenLimits())
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()
+    serve = _Server(handler, secret, max_message_bytes, context, gate)
     async with trio.open_nursery() as nursery:
+        await nursery.start(gate.serve_log)
         task_status.started(f"{bound[0]}:{bound[1]}")
         for listener in listeners:
-            nursery.start_soon(_accept_loop, listener, handler, secret, max_message_bytes, context)
+            nursery.start_soon(serve.accept_loop, listener)
 
 
-async def _accept_loop(
-    listener: trio.SocketListener,
-    handler: _Handler,
-    secret: bytes,
-    max_message_bytes: int,
-    context: ssl.SSLContext | None,
-) -> None:
-    async with listener, trio.open_nursery() as nursery:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:  # EMFILE and friends: back off instead of spinning
-                log.warning("accept failed: %s", exc)
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(_serve_one, stream, handler, secret, max_message_bytes, context)
+class _Server:
+    """What every connection of one serve_tcp_frame_streams call shares."""
 
+    def __init__(
+        self,
+        handler: _Handler,
+        secret: bytes,
+        max_message_bytes: int,
+        context: ssl.SSLContext | None,
+        gate: ListenGate,
+    ) -> None:
+        self.handler = handler
+        self.secret = secret
+        self.max_message_bytes = max_message_bytes
+        self.context = context
+        self.gate = gate
 
-async def _serve_one(
-    stream: trio.SocketStream,
-    handler: _Handler,
-    secret: bytes,
-    max_message_bytes: int,
-    context: ssl.SSLContext | None,
-) -> None:
-    try:
-        host, port = stream.socket.getpeername()[:2]
-        peer = f"{host}:{port}"
-    except OSError:
-        peer = "unknown peer"
-    framed: TcpFrameStream | TlsFrameStream
-    try:
-        if context is None:
-            with _handshake_errors(peer, tls=False, server_side=True):
-                await _handshake(stream, secret, "server", peer, "")
-            framed = TcpFrameStream._adopt(stream, peer, max_message_bytes)
-        else:
-            tls_stream = trio.SSLStream(stream, context, server_side=True)
-            with _handshake_errors(peer, tls=True, server_side=True):
-                await tls_stream.do_handshake()
-                await _handshake(tls_stream, secret, "server", peer, "")
-            framed = TlsFrameStream(tls_stream, peer, max_message_bytes)
-    except Exception as exc:
-        log.warning("rejected connection from %s: %s", peer, exc)
-        await trio.aclose_forcefully(stream)
-        return
-    try:
-        await handler(framed)
-    except Exception:
-        # One connection's failure must never take the server down with it.
-        log.exception("connection from %s failed", peer)
-    finally:
-        await framed.aclose()
+    async def accept_loop(self, listener: trio.SocketListener) -> None:
+        async with listener, trio.open_nursery() as nursery:
+            while True:
+                stream = await self.gate.accept(listener)
+                nursery.start_soon(self.serve_one, stream)
+
+    async def serve_one(self, stream: trio.SocketStream) -> None:
+        try:
+            host, port = stream.socket.getpeername()[:2]
+            address, peer = host, f"{host}:{port}"
+        except OSError:
+            address = peer = "unknown peer"
+        try:
+            with self.gate.handshake(address) as admitted:
+                framed = await self._handshake(stream, peer)
+        except Exception as exc:
+            kind = exc.kind if isinstance(exc, HandshakeFailed) else "handshake failed"
+            if isinstance(exc, AuthenticationError):
+                kind = "wrong secret"
+            self.gate.rejected(address, kind, str(exc))
+            await trio.aclose_forcefully(stream)
+            return
+        if admitted.cancelled_caught:  # evicted, and counted as such
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self.handler(framed)
+        except Exception:
+            # One connection's failure must never take the server down with it.
+            log.exception("connection from %s failed", peer)
+        finally:
+            await framed.aclose()
+
+    async def _handshake(
+        self, stream: trio.SocketStream, peer: str
+    ) -> TcpFrameStream | TlsFrameStream:
+        timeout_s = self.gate.limits.handshake_timeout_s
+        if self.context is None:
+            with _handshake_errors(peer, tls=False, server_side=True, timeout_s=timeout_s):
+                await _handshake(stream, self.secret, "server", peer, "")
+            return TcpFrameStream._adopt(stream, peer, self.max_message_bytes)
+        tls_stream = trio.SSLStream(stream, self.context, server_side=True)
+        with _handshake_errors(peer, tls=True, server_side=True, timeout_s=timeout_s):
+            await tls_stream.do_handshake()
+            await _handshake(tls_stream, self.secret, "server", peer, "")
+        return TlsFrameStream(tls_stream, peer, self.max_message_bytes)
 
 
 def split_address(address: str) -> tuple[str, int]:

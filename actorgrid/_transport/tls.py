@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from .._exceptions import ProtocolError
-from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, FrameDecoder, frame_header
+from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, frame_header
 from .base import Buffer
 
 __all__ = ["TLSConfig", "TlsFrameStream", "explain_tls_failure", "frame_views"]
@@ -177,7 +177,7 @@ class TlsFrameStream:
             raise trio.BrokenResourceError(f"send to {self.peer} failed: {_cause(exc)}") from exc
         await self._fair()
 
-    async def receive_frame(self) -> bytes | bytearray | None:
+    async def receive_frame(self) -> Frame | None:
         decoder = self._decoder
         while True:
             frame = decoder.next_frame()
@@ -187,6 +187,8 @@ class TlsFrameStream:
             if self._eof:
                 await trio.lowlevel.checkpoint()
                 return None
+            if self._closed:
+                raise trio.ClosedResourceError(f"the connection to {self.peer} was closed")
             buffer = decoder.get_buffer()
             try:
                 data = await self._stream.receive_some(min(buffer.nbytes, _READ_BYTES))
@@ -212,6 +214,8 @@ class TlsFrameStream:
                     )
                 self._eof = True
                 return None
+            if self._closed:  # by aclose() while we waited: the decoder's buffers are gone
+                raise trio.ClosedResourceError(f"the connection to {self.peer} was closed")
             n = len(data)
             buffer[:n] = data
             decoder.buffer_updated(n)
@@ -221,6 +225,7 @@ class TlsFrameStream:
         if self._closed:
             return
         self._closed = True
+        self._decoder.close()
         try:
             with trio.move_on_after(CLOSE_NOTIFY_TIMEOUT_S):
                 await self._stream.aclose()

@@ -474,3 +474,55 @@ def test_up_with_a_config_starts_nodes_on_other_hosts_and_down_stops_everything(
                 psutil.Process(pid).kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+_FIRST_CALLS_DRIVER = """
+import json, socket, sys, time
+import actorgrid as ag
+
+address, secret, pulse = sys.argv[1], bytes.fromhex(sys.argv[2]), float(sys.argv[3])
+head_host = address.rpartition(":")[0]
+
+@ag.remote
+def slow(i: int) -> tuple[int, str]:
+    time.sleep(0.05)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((head_host, 9))
+        return i * i, probe.getsockname()[0]
+
+cluster = ag.init(address=address, secret=secret, pulse_interval=pulse)
+deadline = time.monotonic() + 60
+while len(cluster.workers()) < 2:
+    assert time.monotonic() < deadline, "the workers did not join"
+    time.sleep(0.05)
+print(json.dumps({"phase": "ready"}), flush=True)
+assert sys.stdin.readline().strip() == "go"
+t0 = time.monotonic()
+# Placed at once on both workers, the cut-off one too: this driver has never dialled it.
+results = ag.get([slow.remote(i) for i in range(40)], timeout=120)
+print(json.dumps({"squares": [r[0] for r in results], "ips": sorted({r[1] for r in results}),
+                  "elapsed_s": time.monotonic() - t0}), flush=True)
+ag.shutdown()
+"""
+
+
+def test_first_calls_to_a_cut_off_host_fail_over_within_the_zombie_window(hosts: Hosts) -> None:
+    # Issue 15, point 7: a driver that learns of a worker just before its host is cut off
+    # sends it calls; they must move to the other host within the zombie window and a few
+    # seconds, not when the kernel's TCP connect gives up (about 2 minutes).
+    secret = os.urandom(32).hex()
+    head_ip = hosts.addresses[0]
+    head = hosts.run(0, _script(_HEAD), head_ip, secret, str(HEAD_PORT), str(PULSE_S))
+    address = read_json(head)["address"]
+    for i in (1, 2):
+        read_json(hosts.run(i, _script(_NODE), address, secret, str(PULSE_S)))
+    driver = hosts.run(0, _FIRST_CALLS_DRIVER, address, secret, str(PULSE_S), stdin=True)
+    assert read_json(driver)["phase"] == "ready"
+    hosts.set_link(2, up=False)
+    tell(driver, "go")
+    done = read_json(driver, timeout=150)
+    assert done["squares"] == [i * i for i in range(40)]
+    assert done["ips"] == [hosts.addresses[1]]
+    # 40 tasks of 50 ms run one after the other on the one worker left: about 2 s.
+    assert done["elapsed_s"] < ZOMBIE_WINDOW_S + 5.0 + 2.0 + 3.0, done["elapsed_s"]
+    assert driver.wait(timeout=30) == 0

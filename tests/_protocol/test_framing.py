@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from actorgrid._exceptions import ProtocolError
 from actorgrid._protocol.framing import (
+    GROWTH_START_BYTES,
     HEADER,
     SMALL_BUFFER_BYTES,
     FrameDecoder,
@@ -196,9 +197,11 @@ def test_large_frame_is_received_in_place() -> None:
     target = decoder.get_buffer()
     assert target.nbytes == size
     target[:] = b"q" * size
+    received_into = target.obj
     decoder.buffer_updated(size)
     frame = decoder.next_frame()
-    assert frame is target.obj
+    assert isinstance(frame, memoryview)
+    assert frame.obj is received_into
     assert frame == b"q" * size
 
 
@@ -225,3 +228,64 @@ def test_frame_of_exactly_max_message_bytes_is_accepted() -> None:
     decoder = FrameDecoder(max_message_bytes=10)
     decoder.feed(frame_header(10) + b"0123456789")
     assert decoder.next_frame() == b"0123456789"
+
+
+# --- memory follows the bytes that arrived ------------------------------------------------------
+
+
+def test_a_header_alone_does_not_allocate_the_frame() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(frame_header(1 << 30))
+    assert decoder.in_progress
+    assert decoder.buffered_bytes <= SMALL_BUFFER_BYTES + GROWTH_START_BYTES
+    assert decoder.get_buffer().nbytes <= GROWTH_START_BYTES
+
+
+@settings(HYPOTHESIS, max_examples=30)
+@given(
+    size=st.integers(min_value=SMALL_BUFFER_BYTES, max_value=12 * GROWTH_START_BYTES),
+    step=st.sampled_from([1_000, 65_536, 1_000_000, 3_000_000]),
+)
+def test_a_large_frame_buffer_grows_with_the_bytes_received(size: int, step: int) -> None:
+    """At every point, the frame's buffer is at most twice what arrived (or the start size),
+    and the body is still whole and in place at the end."""
+    body = random.Random(size).randbytes(size)
+    decoder = FrameDecoder()
+    decoder.feed(frame_header(size))
+    received = 0
+    owners = set()
+    while received < size:
+        target = decoder.get_buffer()
+        large = decoder.buffered_bytes - SMALL_BUFFER_BYTES
+        assert large <= max(GROWTH_START_BYTES, 2 * received)
+        owners.add(id(target.obj))
+        n = min(step, target.nbytes, size - received)
+        target[:n] = body[received : received + n]
+        decoder.buffer_updated(n)
+        received += n
+    frame = decoder.next_frame()
+    assert frame is not None
+    assert frame == body
+    assert isinstance(frame, memoryview)
+    assert {id(frame.obj)} == owners  # one buffer, grown in place: no copy into another
+
+
+def test_close_frees_a_frame_in_progress_even_if_the_decoder_is_kept() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(frame_header(100 * GROWTH_START_BYTES) + b"x" * 1000)
+    decoder.close()
+    assert decoder.buffered_bytes == 0
+    assert not decoder.in_progress
+    with pytest.raises(ProtocolError, match="closed"):
+        decoder.get_buffer()
+    decoder.close()  # idempotent
+
+
+def test_a_lent_buffer_is_released_once_reported() -> None:
+    # A view kept past buffer_updated (in a traceback, say) must not pin the buffer.
+    decoder = FrameDecoder()
+    decoder.feed(frame_header(SMALL_BUFFER_BYTES * 2))
+    target = decoder.get_buffer()
+    decoder.buffer_updated(10)
+    with pytest.raises(ValueError, match="released"):
+        target[0]

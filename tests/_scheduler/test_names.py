@@ -1,10 +1,12 @@
 """NameRegistry, the head's atomic get-or-create of actor names, as a plain object, checked
-against a dict model by a Hypothesis state machine, plus a few worked examples."""
+against a dict model by a Hypothesis state machine (names, restarts at a new address, the
+processes that claimed them), plus a few worked examples."""
 
 from __future__ import annotations
 
 import itertools
 
+import attrs
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
@@ -97,11 +99,40 @@ def test_address_gone_frees_every_name_there() -> None:
     assert registry.address_gone("10.0.0.1:5") == []
 
 
+def test_a_gone_claimer_hands_back_only_its_own_held_claims() -> None:
+    registry = NameRegistry()
+    mine, theirs, ended = actor("mine"), actor("theirs"), actor("ended")
+    registry.register(mine, get_if_exists=False, claimer="driver-1")
+    registry.register(theirs, get_if_exists=False, claimer="driver-2")
+    registry.register(ended, get_if_exists=False, claimer="driver-1")
+    registry.actor_ended(ended.actor_id)
+    # A get_if_exists that found the name taken is no claim of its own.
+    registry.register(actor("theirs"), get_if_exists=True, claimer="driver-1")
+    assert registry.claimer_gone("driver-1") == [mine]
+    assert registry.claimer_gone("driver-1") == []  # handed back once
+    assert registry.lookup("mine", None) == mine  # the caller decides whether to free it
+    assert registry.claimer_gone("driver-2") == [theirs]
+
+
+def test_a_restart_moves_the_name_to_its_new_address_and_owner() -> None:
+    registry = NameRegistry()
+    old = actor("svc", address="127.0.0.1:1")
+    registry.register(old, get_if_exists=False, claimer="driver")
+    new = attrs.evolve(old, address="127.0.0.1:2")
+    assert registry.register(new, get_if_exists=False, claimer="restarter").created
+    assert registry.address_gone("127.0.0.1:1") == []
+    assert registry.claimer_gone("driver") == []
+    assert registry.claimer_gone("restarter") == [new]
+    assert registry.address_gone("127.0.0.1:2") == [new]
+    assert len(registry) == 0
+
+
 # --- stateful -----------------------------------------------------------------------------------------
 
 NAMES = st.sampled_from(["a", "b", "c"])
 NAMESPACES = st.sampled_from([None, DEFAULT_NAMESPACE, "ns1", "ns2"])
 ADDRESSES = st.sampled_from(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+CLAIMERS = st.sampled_from(["driver-1", "driver-2", "worker-1"])
 
 
 class NameRegistryMachine(RuleBasedStateMachine):
@@ -113,6 +144,7 @@ class NameRegistryMachine(RuleBasedStateMachine):
         super().__init__()
         self.registry = NameRegistry()
         self.model: dict[tuple[str, str], ActorInfo] = {}
+        self.claims: dict[bytes, str] = {}  # actor id -> the live claimer of its name
 
     @rule(
         target=proposed,
@@ -120,17 +152,19 @@ class NameRegistryMachine(RuleBasedStateMachine):
         namespace=NAMESPACES,
         address=ADDRESSES,
         get_if_exists=st.booleans(),
+        claimer=CLAIMERS,
     )
     def register(
-        self, name: str, namespace: str | None, address: str, get_if_exists: bool
+        self, name: str, namespace: str | None, address: str, get_if_exists: bool, claimer: str
     ) -> ActorInfo:
         info = actor(name, namespace, address)
         key = (namespace or DEFAULT_NAMESPACE, name)
-        result = self.registry.register(info, get_if_exists)
+        result = self.registry.register(info, get_if_exists, claimer)
         holder = self.model.get(key)
         if holder is None:
             assert (result.actor, result.created, result.error) == (info, True, None)
             self.model[key] = info
+            self.claims[info.actor_id] = claimer
         else:
             assert result.actor == holder
             assert not result.created
@@ -149,10 +183,33 @@ class NameRegistryMachine(RuleBasedStateMachine):
     @rule(info=consumes(proposed))
     def actor_ended(self, info: ActorInfo) -> None:
         key = (info.namespace or DEFAULT_NAMESPACE, info.name)
-        holds = self.model.get(key) == info
-        assert self.registry.actor_ended(info.actor_id) == (info if holds else None)
+        holder = self.model.get(key)
+        holds = holder is not None and holder.actor_id == info.actor_id
+        assert self.registry.actor_ended(info.actor_id) == (holder if holds else None)
         if holds:
             del self.model[key]
+            self.claims.pop(info.actor_id, None)
+
+    @rule(info=proposed, address=ADDRESSES, claimer=CLAIMERS)
+    def restart(self, info: ActorInfo, address: str, claimer: str) -> None:
+        key = (info.namespace or DEFAULT_NAMESPACE, info.name)
+        holder = self.model.get(key)
+        if holder is None or holder.actor_id != info.actor_id:
+            return  # only the actor holding a name is restarted under it
+        moved = attrs.evolve(holder, address=address)
+        assert self.registry.register(moved, False, claimer).created
+        self.model[key] = moved
+        self.claims[moved.actor_id] = claimer
+
+    @rule(claimer=CLAIMERS)
+    def claimer_gone(self, claimer: str) -> None:
+        expected = [v for v in self.model.values() if self.claims.get(v.actor_id) == claimer]
+        claimed = self.registry.claimer_gone(claimer)
+        assert sorted(claimed, key=lambda a: a.actor_id) == sorted(
+            expected, key=lambda a: a.actor_id
+        )
+        for info in expected:
+            del self.claims[info.actor_id]
 
     @rule(info=proposed)
     def actor_ended_twice(self, info: ActorInfo) -> None:
@@ -167,8 +224,9 @@ class NameRegistryMachine(RuleBasedStateMachine):
         assert sorted(gone, key=lambda a: a.actor_id) == sorted(
             expected.values(), key=lambda a: a.actor_id
         )
-        for key in expected:
+        for key, info in expected.items():
             del self.model[key]
+            self.claims.pop(info.actor_id, None)
 
     @invariant()
     def matches_model(self) -> None:
@@ -176,6 +234,16 @@ class NameRegistryMachine(RuleBasedStateMachine):
         assert sorted(self.registry.names(), key=lambda a: a.actor_id) == sorted(
             self.model.values(), key=lambda a: a.actor_id
         )
+
+    @invariant()
+    def indexes_hold_only_live_names(self) -> None:
+        # No leak: every index entry is a name held now (so a long-lived head stays small).
+        live = {v.actor_id for v in self.model.values()}
+        indexed = set().union(
+            *self.registry._by_address.values(), *self.registry._by_claimer.values()
+        )
+        assert indexed <= live
+        assert set(self.registry._claimer) == set(self.claims) <= live
 
 
 TestNameRegistry = NameRegistryMachine.TestCase

@@ -83,6 +83,36 @@ def test_too_large_a_request_is_a_clear_error() -> None:
     assert sum(placement.actors.values()) == 0  # a refused actor is not counted
 
 
+def test_two_workers_with_equal_load_both_get_work() -> None:
+    # Two distinct candidates every time: never the same worker sampled twice.
+    placement, workers = placement_with(1, 1)
+    picked = collections.Counter(placement.choose_for_task(1).worker_id for _ in range(400))
+    assert set(picked) == {w.worker_id for w in workers}
+    assert min(picked.values()) > 100
+
+
+def test_a_busy_local_worker_sends_new_tasks_elsewhere() -> None:
+    # A task running on worker 0 starts a child: worker 0's own CPUs are taken, so the
+    # child goes to the idle worker 1 every time, though this caller has nothing there.
+    placement, workers = placement_with(1, 1)
+    placement.local = workers[0].worker_id
+    busy = 1.0
+    placement.local_load = lambda: busy
+    assert {placement.choose_for_task(1).worker_id for _ in range(200)} == {workers[1].worker_id}
+    busy = 0.0  # idle again: both are candidates
+    assert {placement.choose_for_task(1).worker_id for _ in range(200)} == {
+        w.worker_id for w in workers
+    }
+
+
+def test_the_largest_worker_that_takes_work() -> None:
+    placement, workers = placement_with(1, 4, 2)
+    assert placement.largest() == 4
+    placement.set_suspended(workers[1].worker_id, True)
+    assert placement.largest() == 2
+    assert Placement().largest() == 0
+
+
 # --- membership bookkeeping --------------------------------------------------------------------------
 
 

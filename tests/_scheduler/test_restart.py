@@ -1,14 +1,17 @@
-"""RestartTracker, Erlang-style restart intensity with backoff, as a plain object.
+"""RestartTracker, short backoff after a run, crash-loop backoff before one, and opt-in
+Erlang-style restart intensity, as a plain object.
 
 Worked examples of each rule, a Hypothesis state machine that checks the tracker against a
 reference model that remembers every restart it granted (so no window of ``window_s`` ever
-holds more than ``max_restarts`` of them, and every delay follows the backoff formula), and a
-toy supervisor on Trio's autojump clock that shows when a crash loop is given up, to the
-virtual instant.
+holds more than ``max_restarts`` of them, and every delay follows the backoff formulas), and
+toy supervisors on Trio's autojump clock that show, to the virtual instant, a crash loop given
+up under an explicit limit, a default slot killed from outside over and over that never gives
+up, and a crash loop that backs off to its cap and ends once the cause is fixed.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -142,6 +145,53 @@ def test_given_up_is_sticky() -> None:
     assert tracker.restarts == 1
 
 
+def test_the_default_never_gives_up_on_a_worker_killed_after_it_was_ready() -> None:
+    policy = RestartPolicy()
+    tracker = RestartTracker(policy)
+    # Killed every 200 ms for a minute: always back, never later than backoff_max_s.
+    results = [tracker.on_exit(0.2 * i, ready=True) for i in range(300)]
+    assert all(isinstance(r, Restart) and r.crash_loop == 0 for r in results)
+    assert max(r.delay_s for r in results if isinstance(r, Restart)) == policy.backoff_max_s
+    assert not tracker.given_up
+
+
+def test_exits_before_ready_back_off_to_the_crash_loop_cap() -> None:
+    tracker = RestartTracker(RestartPolicy())
+    results = [tracker.on_exit(100.0 * i, ready=False) for i in range(9)]
+    assert [(r.delay_s, r.crash_loop) for r in results if isinstance(r, Restart)] == [
+        (0.5, 1),
+        (1.0, 2),
+        (2.0, 3),
+        (4.0, 4),
+        (8.0, 5),
+        (16.0, 6),
+        (32.0, 7),
+        (60.0, 8),
+        (60.0, 9),
+    ]
+    assert tracker.crash_loop == 9
+    assert "crash loop 9" in repr(tracker)
+    tracker.on_ready()
+    assert tracker.crash_loop == 0
+    # The next failure before ready starts a new loop from the beginning.
+    assert tracker.on_exit(2000.0, ready=False) == Restart(0.5, 10, 1)
+
+
+def test_a_ready_run_ends_a_crash_loop() -> None:
+    tracker = RestartTracker(RestartPolicy())
+    tracker.on_exit(0.0, ready=False)
+    tracker.on_exit(10.0, ready=False)
+    assert tracker.on_exit(20.0, ready=True) == Restart(0.0, 3, 0)
+    assert tracker.crash_loop == 0
+
+
+def test_an_explicit_limit_counts_exits_before_ready_too() -> None:
+    tracker = RestartTracker(RestartPolicy(max_restarts=2, window_s=1e9))
+    tracker.on_exit(0.0, ready=False)
+    tracker.on_exit(1.0, ready=True)
+    assert isinstance(tracker.on_exit(2.0, ready=False), GiveUp)
+
+
 def test_time_going_backwards_is_refused() -> None:
     tracker = RestartTracker(RestartPolicy())
     tracker.on_exit(5.0)
@@ -162,6 +212,8 @@ def test_time_going_backwards_is_refused() -> None:
         ("backoff_max_s", math.nan),
         ("backoff_factor", 0.5),
         ("backoff_factor", math.inf),
+        ("crash_loop_initial_s", -1.0),
+        ("crash_loop_max_s", math.nan),
     ],
 )
 def test_policy_validation_names_the_field(field: str, value: float) -> None:
@@ -193,6 +245,8 @@ POLICIES = st.builds(
     backoff_initial_s=st.one_of(st.just(0.0), st.floats(0.0, 1.0)),
     backoff_max_s=st.floats(0.0, 5.0),
     backoff_factor=st.one_of(st.just(1.0), st.floats(1.0, 4.0)),
+    crash_loop_initial_s=st.floats(0.0, 2.0),
+    crash_loop_max_s=st.floats(0.0, 100.0),
 )
 
 
@@ -209,6 +263,7 @@ class RestartMachine(RuleBasedStateMachine):
         self.now = 0.0
         self.granted: list[float] = []
         self.gave_up: GiveUp | None = None
+        self.failures = 0  # exits in a row before ready
 
     @initialize(policy=POLICIES, start=st.floats(-1e6, 1e6))
     def choose_policy(self, policy: RestartPolicy, start: float) -> None:
@@ -225,8 +280,13 @@ class RestartMachine(RuleBasedStateMachine):
             self.now = max(self.now, self.granted[0] + self.policy.window_s)
 
     @rule()
-    def exit(self) -> None:
-        result = self.tracker.on_exit(self.now)
+    def ready(self) -> None:
+        self.tracker.on_ready()
+        self.failures = 0
+
+    @rule(ready=st.booleans())
+    def exit(self, ready: bool) -> None:
+        result = self.tracker.on_exit(self.now, ready=ready)
         if self.gave_up is not None:
             assert result == self.gave_up
             return
@@ -237,20 +297,35 @@ class RestartMachine(RuleBasedStateMachine):
             assert result.restarts == len(self.granted)
             self.gave_up = result
             return
-        delay = (
-            0.0
-            if k == 0
-            else min(
-                policy.backoff_max_s, policy.backoff_initial_s * policy.backoff_factor ** (k - 1)
+        if ready:
+            self.failures = 0
+            delay = (
+                0.0
+                if k == 0
+                else min(
+                    policy.backoff_max_s,
+                    policy.backoff_initial_s * policy.backoff_factor ** (k - 1),
+                )
             )
-        )
-        assert result == Restart(delay, len(self.granted) + 1)
+        else:
+            self.failures += 1
+            delay = min(
+                policy.crash_loop_max_s,
+                policy.crash_loop_initial_s * policy.backoff_factor ** (self.failures - 1),
+            )
+        assert result == Restart(delay, len(self.granted) + 1, self.failures)
         self.granted.append(self.now)
 
     @invariant()
     def counts_match(self) -> None:
         assert self.tracker.restarts == len(self.granted)
         assert self.tracker.given_up == (self.gave_up is not None)
+        assert self.tracker.crash_loop == self.failures
+
+    @invariant()
+    def only_an_explicit_limit_gives_up(self) -> None:
+        if self.policy.max_restarts == -1:
+            assert self.gave_up is None
 
     @invariant()
     def no_window_holds_more_than_max_restarts(self) -> None:
@@ -305,3 +380,47 @@ async def test_toy_supervisor_gives_up_on_a_crash_loop_at_the_exact_instant(
     assert isinstance(decisions[3], GiveUp)
     assert decisions[3].restarts == 3
     assert trio.current_time() - t0 == 0.6875
+
+
+async def test_toy_supervisor_never_gives_up_on_a_child_killed_after_ready(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A child that is ready at once and killed 0.2 s later, 100 times in a row, under the
+    # default policy: it always comes back, after at most backoff_max_s.
+    policy = RestartPolicy()
+    tracker = RestartTracker(policy)
+    t0 = trio.current_time()
+    for _ in range(100):
+        tracker.on_ready()
+        await trio.sleep(0.2)
+        decision = tracker.on_exit(trio.current_time(), ready=True)
+        assert isinstance(decision, Restart)
+        assert decision.delay_s <= policy.backoff_max_s
+        await trio.sleep(decision.delay_s)
+    assert not tracker.given_up
+    # Exits 0.2 s apart keep 5 s windows full: the backoff reaches its cap and stays there,
+    # so 100 runs take at most 100 * (0.2 + 2.0) s.
+    assert trio.current_time() - t0 <= 100 * (0.2 + policy.backoff_max_s)
+
+
+async def test_toy_supervisor_backs_off_a_crash_loop_until_the_cause_is_fixed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tracker = RestartTracker(RestartPolicy())
+    fixed_at = 200.0  # the operator fixes the import error at this virtual instant
+    t0 = trio.current_time()
+    started_at: list[float] = []
+    while True:
+        started_at.append(trio.current_time() - t0)
+        await trio.sleep(0.125)  # the child runs this long, then fails or is ready
+        if trio.current_time() - t0 >= fixed_at:
+            tracker.on_ready()
+            break
+        decision = tracker.on_exit(trio.current_time(), ready=False)
+        assert isinstance(decision, Restart)
+        await trio.sleep(decision.delay_s)
+    # Waits of 0.5, 1, 2, ..., 32, then 60 s (the cap): each start 0.125 s after the failure.
+    gaps = [b - a for a, b in itertools.pairwise(started_at)]
+    assert gaps == [0.125 + d for d in (0.5, 1, 2, 4, 8, 16, 32, 60, 60, 60)]
+    assert tracker.crash_loop == 0
+    assert not tracker.given_up

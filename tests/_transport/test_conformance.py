@@ -204,6 +204,15 @@ async def test_aclose_is_idempotent(pair: Pair) -> None:
     await a.aclose()
 
 
+async def test_receive_after_aclose_raises_closed(pair: Pair) -> None:
+    a, b = pair
+    await a.send_frames([[b"never read"]])
+    await b.aclose()
+    # Closing drops what was received but not read, with the buffers holding it.
+    with pytest.raises(trio.ClosedResourceError):
+        await b.receive_frame()
+
+
 async def test_aclose_while_a_receive_waits_on_the_peer(pair: Pair) -> None:
     a, b = pair
     async with trio.open_nursery() as nursery:

@@ -17,17 +17,20 @@ import trio.testing
 
 from actorgrid._exceptions import AuthenticationError, ProtocolError
 from actorgrid._protocol.framing import SMALL_BUFFER_BYTES, frame_header
-from actorgrid._protocol.handshake import HANDSHAKE_TIMEOUT_S, HELLO_BYTES, PROOF_BYTES, Handshake
+from actorgrid._protocol.handshake import HELLO_BYTES, PROOF_BYTES, Handshake
 from actorgrid._transport.tcp import (
+    ListenLimits,
     TcpFrameStream,
     open_tcp_frame_stream,
     serve_tcp_frame_streams,
     split_address,
 )
 
+SERVER_HANDSHAKE_TIMEOUT_S = ListenLimits().handshake_timeout_s
+
 
 class RejectionLog(logging.Handler):
-    """Collects the server's "rejected connection" warnings and lets a test wait for them."""
+    """Collects the server's "rejected ..." warnings and lets a test wait for them."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -36,7 +39,7 @@ class RejectionLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if message.startswith("rejected connection"):
+        if message.startswith("rejected"):
             self.messages.append(message)
             self._changed.set()
             self._changed = trio.Event()
@@ -45,6 +48,13 @@ class RejectionLog(logging.Handler):
         while len(self.messages) < count:
             await self._changed.wait()
         return self.messages
+
+    async def wait_for_text(self, text: str) -> str:
+        while True:
+            for message in self.messages:
+                if text in message:
+                    return message
+            await self._changed.wait()
 
 
 @attrs.define
@@ -57,7 +67,9 @@ class LiveServer:
 
 
 @asynccontextmanager
-async def live_server(max_message_bytes: int = 1 << 30) -> AsyncIterator[LiveServer]:
+async def live_server(
+    max_message_bytes: int = 1 << 30, limits: ListenLimits | None = None
+) -> AsyncIterator[LiveServer]:
     """serve_tcp_frame_streams on 127.0.0.1, with a handler that hands each stream to the test
     and holds it open until the test is done."""
     secret = secrets.token_bytes(32)
@@ -75,7 +87,9 @@ async def live_server(max_message_bytes: int = 1 << 30) -> AsyncIterator[LiveSer
     logger.addHandler(rejections)
     try:
         async with trio.open_nursery() as nursery:
-            serve = functools.partial(serve_tcp_frame_streams, max_message_bytes=max_message_bytes)
+            serve = functools.partial(
+                serve_tcp_frame_streams, max_message_bytes=max_message_bytes, limits=limits
+            )
             address = await nursery.start(serve, handler, "127.0.0.1", 0, secret)
             try:
                 yield LiveServer(address, secret, receive_accepted, rejections, handler_calls)
@@ -161,13 +175,19 @@ async def test_wrong_secret_is_refused_and_the_server_keeps_serving(server: Live
     await check_still_serving(server)
 
 
-async def test_several_wrong_secrets_in_a_row(server: LiveServer) -> None:
-    for attempt in range(3):
-        with pytest.raises(AuthenticationError):
-            await open_tcp_frame_stream(server.address, f"guess {attempt}".encode())
-    await server.rejections.wait_for(3)
-    assert server.handler_calls == []
-    await check_still_serving(server)
+async def test_several_wrong_secrets_in_a_row_are_logged_once_then_counted() -> None:
+    async with live_server(limits=ListenLimits(log_interval_s=0.5)) as server:
+        for attempt in range(3):
+            with pytest.raises(AuthenticationError):
+                await open_tcp_frame_stream(server.address, f"guess {attempt}".encode())
+        summary = await server.rejections.wait_for_text("more connections")
+        assert summary.startswith("rejected 2 more connections from 127.0.0.1 in the last")
+        assert summary.endswith(": wrong secret")
+        first, _ = server.rejections.messages
+        assert first.startswith("rejected a connection from 127.0.0.1: ")
+        assert "failed authentication" in first
+        assert server.handler_calls == []
+        await check_still_serving(server)
 
 
 async def test_wrong_secret_on_the_server_side_is_caught_by_the_client() -> None:
@@ -228,9 +248,9 @@ async def test_half_a_hello_then_silence_times_out(
         stalled_at = trio.current_time()
         await receive_until_closed(raw)
         # The server gives up exactly when its handshake deadline passes, not before.
-        assert trio.current_time() - stalled_at == HANDSHAKE_TIMEOUT_S
+        assert trio.current_time() - stalled_at == SERVER_HANDSHAKE_TIMEOUT_S
     (message,) = await server.rejections.wait_for(1)
-    assert f"did not finish the handshake within {HANDSHAKE_TIMEOUT_S:.0f} s" in message
+    assert f"did not finish the handshake within {SERVER_HANDSHAKE_TIMEOUT_S:g} s" in message
     assert server.handler_calls == []
     await check_still_serving(server)
 

@@ -1,0 +1,167 @@
+"""Waiting for values: ``ag.get`` and ``ag.wait``, sync (any thread but a Trio one) and async
+(on the runtime's loop, or from another Trio loop through a thread).
+
+A blocking wait lends its task's CPUs back meanwhile and turns a driver's Ctrl-C into a cancel
+of its remote work (the runtime's ``_wait_blocking``); a borrowed ref starts fetching its value
+from its owner (``_ensure_fetch``). Costs: one waiter per pending ref, no polling.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from .._exceptions import GetTimeoutError
+from .portal import Portal
+from .refs import PENDING, ObjectEntry, ObjectRef
+
+__all__ = ["get_async", "get_sync", "wait_async", "wait_sync"]
+
+
+class _Owner(Protocol):
+    """What waiting needs of the runtime."""
+
+    address: str
+    portal: Portal
+
+    def on_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def _ensure_fetch(self, entry: ObjectEntry) -> None: ...
+
+    def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool: ...
+
+
+def _in_trio() -> bool:
+    return trio.lowlevel.in_trio_run()
+
+
+class _CountDown:
+    __slots__ = ("event", "left")
+
+    def __init__(self, n: int, event: threading.Event | trio.Event) -> None:
+        self.left = n
+        self.event = event
+
+    def set(self) -> None:
+        self.left -= 1
+        if self.left <= 0:
+            self.event.set()
+
+
+def get_sync(rt: _Owner, refs: Any, timeout: float | None) -> Any:
+    """Any thread but a Trio one: block until the refs resolve."""
+    if _in_trio():
+        raise RuntimeError(
+            "ag.get() blocks, and it was called from a thread running a Trio loop; "
+            "use `await ref` or `await ag.get_async(refs)` there instead"
+        )
+    single = isinstance(refs, ObjectRef)
+    items: list[ObjectRef[Any]] = [refs] if single else list(refs)
+    for ref in items:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"ag.get() takes ObjectRefs, got {type(ref).__name__}")
+    pending = [r._entry for r in items if r._entry.state == PENDING]
+    if pending:
+        event = threading.Event()
+        countdown = _CountDown(0, event)
+        for entry in pending:
+            if entry.owner != rt.address and not entry.fetching:
+                rt.on_loop(rt._ensure_fetch, entry)
+            countdown.left += 1
+            if not entry.add_waiter(countdown):
+                countdown.left -= 1
+        if countdown.left > 0 and not rt._wait_blocking(event, timeout):
+            left = sum(1 for r in items if r._entry.state == PENDING)
+            raise GetTimeoutError(
+                f"ag.get() timed out after {timeout} s with {left} of {len(items)} "
+                "refs still pending"
+            )
+    values = [r._entry.value() for r in items]
+    return values[0] if single else values
+
+
+async def get_async(rt: _Owner, refs: Any, timeout: float | None = None) -> Any:
+    if not rt.portal.in_loop_thread():
+        # Awaited from another Trio loop than the runtime's (e.g. trio.run after
+        # ag.init()): wait in a thread instead of touching the runtime's loop state.
+        return await trio.to_thread.run_sync(get_sync, rt, refs, timeout)
+    single = isinstance(refs, ObjectRef)
+    items: list[ObjectRef[Any]] = [refs] if single else list(refs)
+    with trio.move_on_after(float("inf") if timeout is None else timeout) as scope:
+        for ref in items:
+            entry = ref._entry
+            if entry.state == PENDING:
+                rt._ensure_fetch(entry)
+                event = trio.Event()
+                if entry.add_waiter(event):
+                    await event.wait()
+    if scope.cancelled_caught:
+        raise GetTimeoutError(f"timed out after {timeout} s waiting for {len(items)} refs")
+    values = [r._entry.value() for r in items]
+    return values[0] if single else values
+
+
+def wait_sync(
+    rt: _Owner, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
+) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    if _in_trio():
+        raise RuntimeError("ag.wait() blocks; in Trio code use `await ag.wait_async(...)` instead")
+    _check_wait_args(refs, num_returns)
+    ready = sum(1 for r in refs if r._entry.state != PENDING)
+    if ready < num_returns:
+        event = threading.Event()
+        _arm_countdown(rt, refs, num_returns - ready, event)
+        rt._wait_blocking(event, timeout)
+    return _split_ready(refs, num_returns)
+
+
+async def wait_async(
+    rt: _Owner, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
+) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    if not rt.portal.in_loop_thread():
+        return await trio.to_thread.run_sync(wait_sync, rt, refs, num_returns, timeout)
+    _check_wait_args(refs, num_returns)
+    ready = sum(1 for r in refs if r._entry.state != PENDING)
+    if ready < num_returns:
+        event = trio.Event()
+        _arm_countdown(rt, refs, num_returns - ready, event)
+        with trio.move_on_after(float("inf") if timeout is None else timeout):
+            await event.wait()
+    return _split_ready(refs, num_returns)
+
+
+def _check_wait_args(refs: Sequence[ObjectRef[Any]], num_returns: int) -> None:
+    if not all(isinstance(r, ObjectRef) for r in refs):
+        raise TypeError("ag.wait() takes a list of ObjectRefs")
+    if len(set(refs)) != len(refs):
+        raise ValueError("ag.wait() got the same ObjectRef twice")
+    if not 0 <= num_returns <= len(refs):
+        raise ValueError(f"num_returns must be between 0 and {len(refs)}, not {num_returns}")
+
+
+def _arm_countdown(
+    rt: _Owner, refs: Iterable[ObjectRef[Any]], n: int, event: threading.Event | trio.Event
+) -> None:
+    countdown = _CountDown(n, event)
+    for ref in refs:
+        entry = ref._entry
+        if entry.state == PENDING:
+            if entry.owner != rt.address:
+                rt.on_loop(rt._ensure_fetch, entry)
+            entry.add_waiter(countdown)
+
+
+def _split_ready(
+    refs: Sequence[ObjectRef[Any]], num_returns: int
+) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    ready: list[ObjectRef[Any]] = []
+    not_ready: list[ObjectRef[Any]] = []
+    for ref in refs:
+        if len(ready) < num_returns and ref._entry.state != PENDING:
+            ready.append(ref)
+        else:
+            not_ready.append(ref)
+    return ready, not_ready

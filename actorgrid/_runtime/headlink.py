@@ -1,0 +1,197 @@
+"""A process's link to its cluster head: connect, lose it, reconnect; and the event feed.
+
+The head is on the control path only (membership, names, events, operations): calls go worker
+to worker, so losing the head stops none of them. A link that ends while this process is not
+leaving (the head died, stalled past the zombie window, or was restarted on the same address)
+is dialled again at the same address, with backoff, until it answers; the loss and the
+reconnection are each logged once, saying what happened. Meanwhile:
+
+- a request to the head (a lookup, ``cluster.nodes()``) waits for the link for a while, then
+  fails with "lost the head at ADDRESS (why); reconnecting", never "no worker";
+- events published meanwhile are dropped (they are reports, not state);
+- names cached and handles held stay as they are.
+
+On each (re)connection the owner's ``on_connected`` runs first (it subscribes to the
+membership again), and only then do requests go out on the new link.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._exceptions import ActorgridError
+from .._protocol.messages import Event, Message
+from .peer import Peer, PeerClosedError
+
+if TYPE_CHECKING:
+    from .._transport.base import FrameStream
+
+__all__ = ["EventFeed", "HeadLink"]
+
+log = logging.getLogger("actorgrid.runtime")
+
+EVENT_HISTORY = 1000
+# Reconnection attempts back off from the first to the last delay (doubling).
+RECONNECT_FIRST_DELAY_S = 0.1
+RECONNECT_MAX_DELAY_S = 2.0
+
+
+class EventFeed:
+    """This process's subscription to the head's events: made on first use, kept after (and
+    made again on a new head link)."""
+
+    def __init__(self) -> None:
+        self.history: deque[Event] = deque(maxlen=EVENT_HISTORY)
+        self.listeners: list[Callable[[Event], None]] = []
+        self.subscribed = False
+
+    def push(self, event: Event) -> None:
+        if event.kind != "node_status":
+            self.history.append(event)
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("an event listener failed; it stays subscribed")
+
+    def merge_history(self, events: tuple[Event, ...]) -> None:
+        """The head's history, ahead of what this feed already holds (known events once)."""
+        known = {(e.kind, e.time, e.detail) for e in self.history}
+        older = [e for e in events if (e.kind, e.time, e.detail) not in known]
+        self.history.extendleft(reversed(older))
+
+
+class HeadLink:
+    """The link to the head at ``address``, kept up until ``close()``.
+
+    ``dial()`` opens a stream to the head (with its own timeout); ``make_peer()`` wraps one;
+    ``on_connected(peer)`` runs on every new link before it is used. ``wait_s`` bounds how
+    long a request waits for a lost link to come back.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        dial: Callable[[], Awaitable[FrameStream]],
+        make_peer: Callable[[], Peer],
+        on_connected: Callable[[Peer], Awaitable[None]],
+        wait_s: float,
+    ) -> None:
+        self.address = address
+        self._dial = dial
+        self._make_peer = make_peer
+        self._on_connected = on_connected
+        self.wait_s = wait_s
+        self.peer: Peer | None = None  # the link in use; None before the first connection
+        self.lost: str | None = None  # what happened, while reconnecting
+        self._up = trio.Event()
+        self._closing = False
+        self.reconnections = 0
+
+    def __repr__(self) -> str:
+        state = f"lost: {self.lost}" if self.lost else ("up" if self._up.is_set() else "down")
+        return f"<HeadLink {self.address} {state}>"
+
+    def close(self) -> None:
+        """This process is leaving: a link lost from now on is not dialled again."""
+        self._closing = True
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect (a failure here raises: the head was never there), then keep the link up
+        until cancelled."""
+        async with trio.open_nursery() as nursery:
+            peer = await self._connect(nursery)
+            task_status.started()
+            while True:
+                await _wait_closed(peer)
+                self._up = trio.Event()
+                if self._closing or trio.current_effective_deadline() == -float("inf"):
+                    return  # leaving, or stopping with the link (a worker exits with its head)
+                self.lost = f"lost the head at {self.address} ({peer.close_reason})"
+                log.warning("%s; reconnecting", self.lost)
+                peer = await self._reconnect(nursery)
+
+    async def _connect(self, nursery: trio.Nursery) -> Peer:
+        stream = await self._dial()
+        peer = self._make_peer()
+        nursery.start_soon(peer.run, stream)
+        try:
+            await self._on_connected(peer)
+        except BaseException:
+            peer.abort("the new link to the head failed while it was being set up")
+            raise
+        self.peer = peer
+        self._up.set()
+        return peer
+
+    async def _reconnect(self, nursery: trio.Nursery) -> Peer:
+        started = trio.current_time()
+        delay = RECONNECT_FIRST_DELAY_S
+        while True:
+            try:
+                peer = await self._connect(nursery)
+            except (OSError, ActorgridError, PeerClosedError) as exc:
+                log.debug("the head at %s is still unreachable: %s", self.address, exc)
+            else:
+                self.reconnections += 1
+                self.lost = None
+                log.warning(
+                    "reconnected to the head at %s after %.1f s",
+                    self.address,
+                    trio.current_time() - started,
+                )
+                return peer
+            await trio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+
+    def up(self) -> Peer:
+        """The link, if it is up now; else an error saying what happened."""
+        peer = self.peer
+        if peer is None or peer.closed or not self._up.is_set():
+            raise ActorgridError(self._down_message())
+        return peer
+
+    async def wait_up(self) -> Peer:
+        """The link, waiting up to ``wait_s`` for a lost one to come back."""
+        with trio.move_on_after(self.wait_s):
+            await self._up.wait()
+        return self.up()
+
+    async def request(self, make: Callable[[int], Message]) -> Message:
+        peer = await self.wait_up()
+        try:
+            return await peer.request(make)
+        except PeerClosedError as exc:
+            raise ActorgridError(f"the cluster head is unreachable: {exc}") from None
+
+    def send(self, message: Message) -> None:
+        """Send if the link is up; dropped while it is down (reports, not state)."""
+        if self.peer is not None:
+            self.peer.send(message)
+
+    def _down_message(self) -> str:
+        if self.lost is not None:
+            return (
+                f"{self.lost}; reconnecting. Calls to workers go on meanwhile; names, "
+                "listings and operations need the head: check that it runs (actorgrid status "
+                "on its machine) or restart it on the same address"
+            )
+        if self._closing:
+            return "this process has left the cluster (ag.shutdown()), so the head is unavailable"
+        return (
+            f"this process is not connected to the cluster head at {self.address}: it is "
+            "still connecting"
+        )
+
+
+async def _wait_closed(peer: Peer) -> None:
+    closed = trio.Event()
+    peer.on_closed.append(lambda _: closed.set())
+    if not peer.closed:
+        await closed.wait()

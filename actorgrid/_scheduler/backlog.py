@@ -1,0 +1,196 @@
+"""Calls waiting for a worker that fits, and the warning that says what they wait for.
+
+A task or an actor submitted while no worker can take it (the cluster is starting, its workers
+are restarting, every worker is suspended, or none is big enough yet: a bigger node may join)
+waits here, as in Ray, rather than failing. Nothing here ever fails a call: ``ag.get(timeout=)``
+bounds a caller's wait, ``ag.cancel`` ends a call.
+
+Invariants:
+
+- An item is handed out at most once, by ``take_fitting`` for a worker big enough for it;
+  among items of one need, in the order they came.
+- The warning is due ``warning_s`` after the backlog last became non-empty, then at doubling
+  intervals while it stays non-empty, so a long outage logs a few lines, not one per second.
+
+Costs: ``add`` is O(1); ``take_fitting`` is O(distinct needs + items handed out), so a new
+worker costs nothing for a backlog that still does not fit it; ``remove_where`` (cancels) is
+O(items). The backlog holds items only
+while no worker fits: the hot path (a worker fits) never touches it. Never reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Generic, TypeVar
+
+__all__ = ["DEFAULT_PENDING_WARNING_S", "Backlog", "ClusterPicture", "describe_wait"]
+
+# Ray warns after a similar delay; 10 s is longer than a worker restart (about a second),
+# so a routine restart says nothing, and short enough that a user who wonders gets told.
+DEFAULT_PENDING_WARNING_S = 10.0
+# The longest gap between two warnings about one wait.
+MAX_WARNING_INTERVAL_S = 300.0
+
+T = TypeVar("T")
+
+
+class Backlog(Generic[T]):
+    def __init__(self, warning_s: float = DEFAULT_PENDING_WARNING_S) -> None:
+        if warning_s <= 0:
+            raise ValueError(f"pending_warning_s must be positive, not {warning_s}")
+        self.warning_s = warning_s
+        self._by_need: dict[float, deque[tuple[str, T]]] = {}
+        self._counts: dict[tuple[str, float], int] = {}
+        self._len = 0
+        self.since: float | None = None  # when the backlog last became non-empty
+        self._next_warning = 0.0
+        self._interval = warning_s
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __repr__(self) -> str:
+        return f"<Backlog {self._len} waiting, needs {sorted(self._by_need)}>"
+
+    def add(self, item: T, num_cpus: float, kind: str, now: float) -> None:
+        """``item`` (a "task" or an "actor") waits for a worker offering ``num_cpus``."""
+        if self._len == 0:
+            self.since = now
+            self._interval = self.warning_s
+            self._next_warning = now + self.warning_s
+        self._by_need.setdefault(num_cpus, deque()).append((kind, item))
+        key = (kind, num_cpus)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        self._len += 1
+
+    def take_fitting(self, num_cpus: float) -> list[T]:
+        """A worker offering ``num_cpus`` can take work: every item that needs no more,
+        smallest needs first, in order within a need. They leave the backlog."""
+        needs = [n for n in self._by_need if n <= num_cpus]
+        taken: list[T] = []
+        for need in sorted(needs):
+            for kind, item in self._by_need.pop(need):
+                self._counts[(kind, need)] -= 1
+                if not self._counts[(kind, need)]:
+                    del self._counts[(kind, need)]
+                taken.append(item)
+        self._len -= len(taken)
+        if self._len == 0:
+            self.since = None
+        return taken
+
+    def remove_where(self, predicate: Callable[[T], bool]) -> list[T]:
+        """Take out the items ``predicate`` picks (cancelled calls). O(items): for cancels,
+        never per call."""
+        removed: list[T] = []
+        for need, queue in list(self._by_need.items()):
+            kept: deque[tuple[str, T]] = deque()
+            for kind, item in queue:
+                if predicate(item):
+                    removed.append(item)
+                    self._counts[(kind, need)] -= 1
+                    if not self._counts[(kind, need)]:
+                        del self._counts[(kind, need)]
+                else:
+                    kept.append((kind, item))
+            if kept:
+                self._by_need[need] = kept
+            else:
+                del self._by_need[need]
+        self._len -= len(removed)
+        if self._len == 0:
+            self.since = None
+        return removed
+
+    def take_all(self) -> list[T]:
+        """Everything waiting (this process is leaving the cluster)."""
+        return self.take_fitting(float("inf"))
+
+    def counts(self) -> Mapping[tuple[str, float], int]:
+        """How many items wait, by (kind, num_cpus)."""
+        return self._counts
+
+    def warning_at(self) -> float | None:
+        """When the next warning is due (None: nothing waits)."""
+        return self._next_warning if self._len else None
+
+    def warning_due(self, now: float) -> bool:
+        """True once per due warning; the next one is due twice as long after."""
+        if not self._len or now < self._next_warning:
+            return False
+        self._next_warning = now + self._interval
+        self._interval = min(self._interval * 2, MAX_WARNING_INTERVAL_S)
+        return True
+
+
+class ClusterPicture:
+    """What this process knows of the cluster, for a warning about waiting calls."""
+
+    __slots__ = ("alive", "crash_loops", "head_lost", "largest", "suspended")
+
+    def __init__(
+        self,
+        *,
+        alive: int,
+        suspended: int = 0,
+        largest: float = 0.0,
+        head_lost: str | None = None,
+        crash_loops: Mapping[str, str] | None = None,
+    ) -> None:
+        self.alive = alive  # workers that take new work
+        self.suspended = suspended
+        self.largest = largest  # CPUs of the largest worker that takes new work
+        self.head_lost = head_lost  # why the head link is down, while reconnecting
+        # Nodes with no live worker whose slots are in a crash loop: node -> last stderr lines.
+        self.crash_loops = crash_loops or {}
+
+
+def _cpus(n: float) -> str:
+    return f"{n:g} CPU" if n == 1 else f"{n:g} CPUs"
+
+
+def _what(counts: Mapping[tuple[str, float], int]) -> str:
+    parts = []
+    for (kind, need), n in sorted(counts.items(), key=lambda kv: (kv[0][0] != "task", kv[0])):
+        noun = kind if n == 1 else f"{kind}s"
+        verb = "needs" if n == 1 else "need"
+        parts.append(f"{n} {noun} {verb} {_cpus(need)}")
+    return ", ".join(parts)
+
+
+def describe_wait(
+    counts: Mapping[tuple[str, float], int], waited_s: float, cluster: ClusterPicture
+) -> str:
+    """The warning for calls that have waited ``waited_s`` for a worker: what they need, what
+    the cluster has, and what to do about it."""
+    what = _what(counts)
+    head = f"{what} (waiting {waited_s:.0f} s for a worker)"
+    if cluster.head_lost is not None:
+        return f"{head}: {cluster.head_lost}"
+    reasons = []
+    for node, stderr in sorted(cluster.crash_loops.items()):
+        tail = stderr.strip() or "(no output)"
+        reasons.append(f"all workers of node {node} are in a crash loop: {tail}")
+    if cluster.alive == 0:
+        if cluster.suspended:
+            reasons.append(
+                f"every worker of the cluster ({cluster.suspended}) is suspended: resume one "
+                "with Cluster.resume()"
+            )
+        elif not reasons:
+            reasons.append(
+                "the cluster has 0 alive workers: they may be starting or restarting; "
+                "`actorgrid node` joins a machine to a running cluster"
+            )
+    else:
+        largest_need = max(need for _, need in counts)
+        if largest_need > cluster.largest:
+            reasons.append(
+                f"the largest of the cluster's {cluster.alive} alive workers has "
+                f"{_cpus(cluster.largest)}: start a bigger worker (a node joining with one is "
+                "used at once) or lower num_cpus in .options()"
+            )
+        else:
+            reasons.append(f"the cluster has {cluster.alive} alive workers")
+    return f"{head}: {'; '.join(reasons)}"
