@@ -415,7 +415,18 @@ class Pool:
                 with self._cond:
                     self._jobs.popleft()
                 continue
-            ref = self._task.remote(self._id, self._init, self._maxtasks, job.fn, job.mode, chunk)
+            try:
+                ref = self._task.remote(
+                    self._id, self._init, self._maxtasks, job.fn, job.mode, chunk
+                )
+            except Exception as exc:  # e.g. fn or an item does not pickle: the call's error
+                job.result._set(job.index, False, exc)
+                job.index += 1
+                if isinstance(job.result, IMapIterator):
+                    job.result._set_length(job.index)
+                with self._cond:
+                    self._jobs.popleft()
+                continue
             with self._cond:
                 self._inflight[ref] = (job.result, job.index)
             job.index += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -186,3 +187,13 @@ def test_mistakes_say_what_to_do() -> None:
         pool.close()
         with pytest.raises(ValueError, match="Pool not running"):
             pool.apply_async(square, (1,))
+
+
+def test_a_function_that_cannot_be_sent_fails_its_call_not_the_pool() -> None:
+    lock = threading.Lock()
+    with ag.Pool() as pool:
+        with pytest.raises(ag.SerializationError, match="lock"):
+            pool.map(lambda x: (lock, x), range(3))
+        with pytest.raises(ag.SerializationError):
+            list(pool.imap(lambda x: (lock, x), range(3)))
+        assert pool.map(square, range(3)) == [0, 1, 4]
