@@ -194,8 +194,14 @@ class ActorPool(Generic[T]):
         self._grow()
 
     def _send(self, slot: _Slot, job: Job) -> None:
+        try:
+            ref = slot.handle.run.remote(*job[1], **job[2])
+        except Exception:  # the arguments do not bind or pickle: the slot stays free
+            slot.owner = None
+            self._idle.appendleft(slot)
+            raise
         slot.job = job
-        slot.ref = ref = slot.handle.run.remote(*job[1], **job[2])
+        slot.ref = ref
         if not ref._entry.add_waiter(_Finished(self, slot)):
             _Finished(self, slot).set()
 

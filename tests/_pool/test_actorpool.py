@@ -203,3 +203,12 @@ def test_mistakes_say_what_to_do() -> None:
         ag.ActorPool(Trainer, args=("data",), size=0)
     with pytest.raises(TypeError, match="actor handles"):
         ag.ActorPool([Doubler.remote(), "not a handle"])  # type: ignore[list-item]
+
+
+def test_a_job_that_cannot_be_sent_raises_and_the_pool_stays_whole() -> None:
+    with ag.ActorPool(Trainer, args=("data",), size=2) as pool:
+        with pytest.raises(ag.SerializationError):
+            pool.map([threading.Lock()])
+        with pytest.raises(TypeError):
+            pool.starmap([(1, 2, 3, 4)])  # run() takes at most two arguments
+        assert [r[0] for r in pool.map(range(4))] == [0, 1, 4, 9]
