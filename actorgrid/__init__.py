@@ -31,6 +31,10 @@ from ._node.records import WorkerStatistics as WorkerStatistics
 from ._node.standalone import ClusterFile as ClusterFile
 from ._node.standalone import serve_head as serve_head
 from ._node.standalone import serve_node as serve_node
+from ._pool.actorpool import ActorPool as ActorPool
+from ._pool.pool import Pool as Pool
+from ._pool.results import AsyncResult as AsyncResult
+from ._pool.results import IMapIterator as IMapIterator
 from ._protocol.messages import Availability as Availability
 from ._protocol.messages import Event as Event
 from ._runtime.api import ask as ask
@@ -70,8 +74,10 @@ __all__ = [
     "ActorDiedError",
     "ActorHandle",
     "ActorMethod",
+    "ActorPool",
     "ActorStatistics",
     "ActorgridError",
+    "AsyncResult",
     "AuthenticationError",
     "Availability",
     "Cluster",
@@ -80,6 +86,7 @@ __all__ = [
     "Context",
     "Event",
     "GetTimeoutError",
+    "IMapIterator",
     "Mailbox",
     "MailboxStatistics",
     "NameNotFoundError",
@@ -87,6 +94,7 @@ __all__ = [
     "NodeStatistics",
     "NotInitializedError",
     "ObjectRef",
+    "Pool",
     "ProtocolError",
     "RemoteError",
     "RemoteFunction",

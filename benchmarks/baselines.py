@@ -114,6 +114,19 @@ def pool_noop_tasks(sizes: Sizes, num_workers: int) -> Result:
     }
 
 
+def pool_pool_map(sizes: Sizes, num_workers: int) -> Result:
+    """``pool.map(noop, range(N))`` with default chunking, after a warm-up map: items/s."""
+    pool = _pool(num_workers)
+    try:
+        pool.map(noop, range(sizes.warmup_tasks))
+        started = time.perf_counter()
+        pool.map(noop, range(sizes.pool_items))
+        elapsed = time.perf_counter() - started
+    finally:
+        _close(pool)
+    return {"value": sizes.pool_items / elapsed, "detail": {"items": sizes.pool_items}}
+
+
 def pool_big_argument(sizes: Sizes, num_workers: int) -> Result:
     """``pool.apply(first_element, (arr,))``: median of ``array_runs`` after one warm-up."""
     import numpy as np
@@ -146,6 +159,7 @@ Workload = Callable[[Sizes, int], Result]
 POOL: dict[str, Workload] = {
     "cold_start": pool_cold_start,
     "noop_tasks": pool_noop_tasks,
+    "pool_map": pool_pool_map,
     "big_argument": pool_big_argument,
     "idle_rss": pool_idle_rss,
 }

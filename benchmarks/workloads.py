@@ -38,6 +38,7 @@ __all__ = [
     "percentile",
     "pipelined_calls",
     "pipelined_calls_no_pulses",
+    "pool_map",
     "ring",
     "run_child",
 ]
@@ -63,6 +64,7 @@ class Sizes:
     ring_agents: int
     ring_hops: int
     recovery_runs: int
+    pool_items: int
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -79,6 +81,7 @@ FULL = Sizes(
     ring_agents=8,
     ring_hops=5_000,
     recovery_runs=5,
+    pool_items=100_000,
 )
 QUICK = Sizes(
     cold_start_runs=1,
@@ -91,6 +94,7 @@ QUICK = Sizes(
     ring_agents=8,
     ring_hops=100,
     recovery_runs=1,
+    pool_items=2_000,
 )
 
 
@@ -253,6 +257,10 @@ async def ring_agent(ctx: ag.Context, me: int, n: int, hops: int) -> int:
     return -1
 
 
+def identity(x: int) -> int:
+    return x
+
+
 # --- workloads -----------------------------------------------------------------------------
 
 
@@ -383,3 +391,17 @@ def ring(sizes: Sizes, num_workers: int) -> Result:
 def idle_rss(sizes: Sizes, num_workers: int) -> Result:
     """Fresh process: cluster up, 4 tasks run, 1 s idle; RSS of driver + all descendants."""
     return rss_result(run_child(_IDLE_RSS_SCRIPT, str(num_workers)))
+
+
+def pool_map(sizes: Sizes, num_workers: int) -> Result:
+    """``ag.Pool().map(identity, range(N))`` with default chunking, after a warm-up map: items/s."""
+    with ag.init(num_workers=num_workers), ag.Pool() as pool:
+        pool.map(identity, range(sizes.warmup_tasks))
+        started = time.perf_counter()
+        results = pool.map(identity, range(sizes.pool_items))
+        elapsed = time.perf_counter() - started
+    assert results[-1] == sizes.pool_items - 1
+    return {
+        "value": sizes.pool_items / elapsed,
+        "detail": {"items": sizes.pool_items, "seconds": elapsed, "processes": num_workers},
+    }

@@ -27,7 +27,7 @@ import pytest
 
 import actorgrid as ag
 
-_BY_VALUE_DIRS = ("_runtime", "_node", "_scheduler")
+_BY_VALUE_DIRS = ("_runtime", "_node", "_scheduler", "_pool")
 DEFAULT_CLUSTER_OPTIONS: dict[str, Any] = {"num_workers": 2}
 GONE_TIMEOUT_S = 10.0
 

@@ -29,12 +29,13 @@ WORKLOADS = [
     "actor_rtt",
     "pipelined_calls",
     "pipelined_calls_no_pulses",
+    "pool_map",
     "big_argument",
     "ring",
     "idle_rss",
     "actor_recovery",
 ]
-POOL_WORKLOADS = {"cold_start", "noop_tasks", "big_argument", "idle_rss"}
+POOL_WORKLOADS = {"cold_start", "noop_tasks", "pool_map", "big_argument", "idle_rss"}
 MARKER = "ACTORGRID_BENCHMARK_TEST_RUN"
 
 # (pid, create_time) identifies a process even if its pid is reused later.
