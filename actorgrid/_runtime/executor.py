@@ -897,7 +897,7 @@ class Executor:
                 item = slot.receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-            _refuse(item, reason)
+            self._refuse_queued(item, reason)
         slot.receive.close()
         info = slot.info
         if info is not None and info.name and self.runtime.head is not None:
@@ -916,7 +916,7 @@ class Executor:
         except trio.WouldBlock:
             return self._enqueue_waiting(slot, item)
         except trio.ClosedResourceError:
-            _refuse(item, self._dead_reason(slot.actor_id))
+            self._refuse_queued(item, self._dead_reason(slot.actor_id))
         return None
 
     async def _enqueue_waiting(self, slot: _Slot, item: Any) -> None:
@@ -925,7 +925,14 @@ class Executor:
         try:
             await slot.send.send(item)
         except trio.ClosedResourceError:
-            _refuse(item, self._dead_reason(slot.actor_id))
+            self._refuse_queued(item, self._dead_reason(slot.actor_id))
+
+    def _refuse_queued(self, item: Any, reason: str) -> None:
+        # A call is listed in self.tasks from its arrival: once refused it is over, and must
+        # not stay listed (an interrupt at shutdown would wait out the grace period for it).
+        if isinstance(item, _Call):
+            self.tasks.pop(item.task_id, None)
+        _refuse(item, reason)
 
     def on_call(self, peer: Peer, msg: CallActor) -> Any:
         call = _Call(peer, msg)

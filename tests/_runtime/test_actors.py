@@ -357,3 +357,24 @@ def test_a_burst_of_new_actors_of_one_class() -> None:
         cls = _fresh_actor_class(round_)
         handles = [cls.remote() for _ in range(6)]
         assert ag.get([h.get_tag.remote() for h in handles], timeout=60) == [round_] * 6
+
+
+@ag.remote
+class FailsToStart:
+    def __init__(self):
+        raise ValueError("no config")
+
+    def ping(self):
+        return "pong"
+
+
+def test_calls_queued_for_an_actor_whose_constructor_fails_are_over(cluster):
+    handle = FailsToStart.remote()
+    refs = [handle.ping.remote() for _ in range(3)]
+    for ref in refs:
+        with pytest.raises(ag.ActorDiedError, match="failed in its constructor"):
+            ag.get(ref, timeout=30)
+    # Refused calls are over: none is still listed as running on its worker (such a leftover
+    # made shutdown wait out the whole grace period for it).
+    ids = {ref.id for ref in refs}
+    assert [t for t in cluster.status().tasks if t.task_id in ids] == []
