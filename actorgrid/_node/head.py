@@ -11,6 +11,12 @@ A name claimed by a process that goes away (a driver SIGKILLed just after
 the workers those names point to which of those actors exist, and frees the names of the
 others at once, so the name can be taken again and lookups do not find a ghost.
 
+An actor belongs to the process that created it (see ``_scheduler/owners.py``): the creator
+registers each non-detached actor it creates (OwnActor) on its link to the head; when that
+link closes (the process exited, was SIGKILLed, or went silent for 5 pulse intervals), the
+head kills those actors on their workers (KillActor). A worker that receives the kill before
+the creation (the creator died in between) refuses the creation when it comes.
+
 Processes cache the names they look up or register, so sends by name skip the head. The head
 keeps that cache exact: when a named actor ends, it tells every process it gave the actor to
 (ActorEnded, answered with Ack) before it acks the actor's worker, so whoever waits on that
@@ -45,6 +51,7 @@ from .._protocol.messages import (
     Event,
     EventHistory,
     Hello,
+    KillActor,
     LookupName,
     Membership,
     Message,
@@ -52,6 +59,7 @@ from .._protocol.messages import (
     NodeInfo,
     NodeStatus,
     NodeView,
+    OwnActor,
     QueryCluster,
     QueryWorker,
     RegisterName,
@@ -71,6 +79,7 @@ from .._protocol.messages import (
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.names import NameRegistry
+from .._scheduler.owners import OwnedActor, OwnerTable
 from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from .logs import RateLimitedLog, log_errors
@@ -119,6 +128,7 @@ class Head:
         self._max = max_message_bytes
         self.address = ""
         self.names = NameRegistry()
+        self.owners = OwnerTable()
         self.workers: dict[WorkerId, WorkerInfo] = {}
         self.suspended: set[WorkerId] = set()
         self.nodes: dict[NodeId, _Node] = {}
@@ -142,6 +152,7 @@ class Head:
             RegisterName: self._on_register_name,
             LookupName: self._on_lookup,
             ActorEnded: self._on_actor_ended,
+            OwnActor: self._on_own_actor,
             RegisterNode: self._on_register_node,
             NodeStatus: self._on_node_status,
             Event: self._on_event,
@@ -292,6 +303,11 @@ class Head:
             self._background(
                 "freeing the names of a gone process", self._free_unmade, claimed, peer.close_reason
             )
+        orphans = self.owners.owner_gone(peer)
+        if orphans:
+            self._background(
+                "killing the actors of a gone process", self._kill_orphans, orphans, peer
+            )
         node = self._node_peers.pop(peer, None)
         if node is not None and self.nodes.get(node.info.node_id) is node:
             del self.nodes[node.info.node_id]
@@ -303,6 +319,7 @@ class Head:
         self.suspended.discard(info.worker_id)
         if self._worker_at.get(info.address) is peer:
             del self._worker_at[info.address]
+        self.owners.address_gone(info.address)
         for gone in self.names.address_gone(info.address):
             # Every subscriber drops names at that address when it hears WorkerLeft.
             self._forget_cachers(gone.actor_id)
@@ -383,6 +400,9 @@ class Head:
             )
 
     def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
+        worker = self._worker_peers.get(peer)
+        # From its worker: that incarnation ended. From a killer (ag.kill): it is over.
+        self.owners.ended(msg.actor_id, worker.address if worker is not None else None)
         self.names.actor_ended(msg.actor_id)
         cachers = self._forget_cachers(msg.actor_id)
         if cachers and self._nursery is not None:
@@ -408,6 +428,31 @@ class Head:
             await cacher.request(lambda rid: ActorEnded(rid, msg.actor_id, msg.reason))
         except PeerClosedError:
             pass  # a process that is gone caches nothing
+
+    # --- owners ----------------------------------------------------------------------------
+
+    def _on_own_actor(self, peer: Peer, msg: OwnActor) -> None:
+        if peer.closed:
+            return  # _closed has run for it: its actors are being killed already
+        self.owners.own(peer, msg.actor_id, msg.address)
+
+    async def _kill_orphans(self, orphans: list[OwnedActor], owner: Peer) -> None:
+        why = f"its creator left the cluster ({owner.close_reason})"
+
+        async def kill(entry: OwnedActor) -> None:
+            worker = self._worker_at.get(entry.address)
+            if worker is None:
+                return  # its worker is gone, and the actor with it
+            log.info("killing actor %s: %s", short(entry.actor_id), why)
+            try:
+                with trio.fail_after(QUERY_WORKERS_TIMEOUT_S):
+                    await worker.request(lambda rid: KillActor(rid, entry.actor_id))
+            except (PeerClosedError, trio.TooSlowError):
+                pass  # gone: the actor with it; slow: it has the kill and ends it
+
+        async with trio.open_nursery() as nursery:
+            for entry in orphans:
+                nursery.start_soon(kill, entry)
 
     # --- operations ------------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ class ActorInfo:
     methods: tuple[str, ...] = ()
     max_restarts: int = 0  # restarts left to this actor's incarnations (-1: forever)
     max_task_retries: int = 0  # times a call in flight when the actor died is sent again
+    # ``lifetime="detached"``: it outlives its creator, until ag.kill or cluster stop.
+    detached: bool = False
 
 
 @attrs.frozen
@@ -385,13 +387,24 @@ class NameReply:
 
 @attrs.frozen
 class ActorEnded:
-    """Sent by a worker to the head when a named actor ends: frees its name. The head sends
-    it on to every process it told where that actor lives, to drop it from their name caches,
-    and acks the worker once they have acked."""
+    """Sent by a worker to the head when an actor ends: frees its name (if it has one) and
+    forgets its owner. For a named actor the head sends it on to every process it told where
+    that actor lives, to drop it from their name caches, and acks the worker once they have
+    acked (``rid == 0``, as for an unnamed actor: no ack)."""
 
     rid: int
     actor_id: ActorId
     reason: str
+
+
+@attrs.frozen
+class OwnActor:
+    """Sent by the process creating (or restarting) a non-detached actor (``Cls.remote()``,
+    a remote coroutine's ``.remote()``) to the head, before the creation itself: the actor is
+    this process's and is killed when this process leaves the cluster. No reply."""
+
+    actor_id: ActorId
+    address: str
 
 
 # --- calls (caller to worker, direct) -----------------------------------------------------
@@ -549,6 +562,7 @@ Message: TypeAlias = (
     | LookupName
     | NameReply
     | ActorEnded
+    | OwnActor
     | SubmitTask
     | CreateActor
     | CallActor

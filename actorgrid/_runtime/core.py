@@ -66,6 +66,7 @@ from .._protocol.messages import (
     Message,
     NameReply,
     ObjectValue,
+    OwnActor,
     Payload,
     RegisterName,
     Shutdown,
@@ -764,6 +765,8 @@ class Runtime:
                 return
             address, wid = worker.address, worker.worker_id
             self.placement.started(wid)
+        if actor is not None:
+            self._register_owned(actor)
         peer = self.peer_for(address)
         code = None
         if spec.function_id not in peer.sent_code:
@@ -916,8 +919,18 @@ class Runtime:
             peer.sent_code.add(class_id)
         if info.actor_id in self.owned:
             self.owned_at.setdefault(info.address, set()).add(info.actor_id)
+        self._register_owned(info)
         peer.inflight[entry.object_id] = Sent(entry, CREATE, actor=info)
         peer.send(CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency))
+
+    def _register_owned(self, info: ActorInfo) -> None:
+        """Loop: tell the head that ``info`` (about to be created) is this process's, so it
+        ends when this process does; written out before the creation is, so that a creator
+        killed in between leaves no actor the head does not know of."""
+        head = self.head
+        if head is not None and not info.detached:
+            head.send(OwnActor(info.actor_id, info.address))
+            head.flush()
 
     def send_call_direct(
         self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
@@ -1059,6 +1072,7 @@ class Runtime:
         *,
         max_restarts: int = 0,
         max_task_retries: int = 0,
+        detached: bool = False,
     ) -> ActorInfo:
         """Any thread: place a new actor and describe it. Its address is "" when no worker
         fits now: ``place_actor`` waits for one."""
@@ -1077,6 +1091,7 @@ class Runtime:
             methods,
             max_restarts,
             max_task_retries,
+            detached,
         )
 
     def _link(self) -> HeadLink:

@@ -888,9 +888,7 @@ class Executor:
         """An actor is over: refuse its queued and future messages, free its name."""
         if self.actors.get(slot.actor_id) is slot:
             del self.actors[slot.actor_id]
-        self.tombstones[slot.actor_id] = reason
-        while len(self.tombstones) > _TOMBSTONES_MAX:
-            self.tombstones.popitem(last=False)
+        self._bury(slot.actor_id, reason)
         slot.send.close()
         while True:
             try:
@@ -900,15 +898,22 @@ class Executor:
             _refuse(item, reason)
         slot.receive.close()
         info = slot.info
-        if info is not None and info.name and self.runtime.head is not None:
+        head = self.runtime.head
+        if info is not None and not info.name and not info.detached and head is not None:
+            # Its creator registered it with the head (OwnActor): the head forgets it.
+            head.send(ActorEnded(0, info.actor_id, reason))
+        elif info is not None and info.name and head is not None:
             with trio.move_on_after(5):
                 try:
-                    await self.runtime.head.request(
-                        lambda rid: ActorEnded(rid, info.actor_id, reason)
-                    )
+                    await head.request(lambda rid: ActorEnded(rid, info.actor_id, reason))
                 except ConnectionError:
                     pass  # the head is gone; it forgets the name with this worker
         slot.done.set()
+
+    def _bury(self, actor_id: ActorId, reason: str) -> None:
+        self.tombstones[actor_id] = reason
+        while len(self.tombstones) > _TOMBSTONES_MAX:
+            self.tombstones.popitem(last=False)
 
     def _enqueue(self, slot: _Slot, item: Any) -> Any:
         try:
@@ -956,6 +961,10 @@ class Executor:
     def on_kill(self, peer: Peer, msg: KillActor) -> None:
         slot = self.actors.get(msg.actor_id)
         if slot is None:
+            if msg.actor_id not in self.tombstones:
+                # Killed before its creation arrived (the head kills the actors of a creator
+                # that died just after sending it): the creation, when it comes, is refused.
+                self._bury(msg.actor_id, f"actor {short(msg.actor_id)} was killed")
             peer.send(Ack(msg.rid))
             return
         slot.scope.cancel()

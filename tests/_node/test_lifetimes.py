@@ -1,0 +1,201 @@
+"""Actor lifetimes on a standalone cluster: an actor ends with the process that created it,
+unless it is detached.
+
+The head runs in a subprocess (``ag.serve_head``, two workers); a driver subprocess creates
+actors and then exits or is SIGKILLed; this test process is a second driver, which watches
+``Cluster.status().actors`` and calls the detached actor by name. Every process is stopped and
+checked gone at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import actorgrid as ag
+
+SECRET = os.urandom(32)
+PULSE_INTERVAL_S = 0.2
+START_TIMEOUT_S = 60.0
+# The actors go within 5 pulse intervals of their creator's departure on an idle machine; the
+# deadline is generous because the test machine is shared and loaded.
+GONE_TIMEOUT_S = 30.0
+
+_HEAD = """
+    import functools, sys, trio
+    import actorgrid as ag
+
+    secret = bytes.fromhex(sys.stdin.readline())
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(functools.partial(
+                ag.serve_head, secret=secret, num_workers=2, pulse_interval=float(sys.argv[1]),
+            ))
+            print(address, flush=True)
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        pass
+"""
+
+_CREATOR = """
+    import sys
+    import actorgrid as ag
+
+    class Plain:
+        def __init__(self):
+            self.n = 0
+
+        def incr(self):
+            self.n += 1
+            return self.n
+
+    class Named(Plain):
+        pass
+
+    class Keeper(Plain):
+        pass
+
+    async def agent(ctx: ag.Context):
+        async for _ in ctx.mailbox:
+            pass
+
+    ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.stdin.readline()))
+    plain = ag.remote(Plain).remote()
+    named = ag.remote(Named).options(name="named").remote()
+    keeper = ag.remote(Keeper).options(name="keeper", lifetime="detached").remote()
+    coroutine = ag.remote(agent).remote()
+    print(ag.get([h.incr.remote() for h in (plain, named, keeper)], timeout=60), flush=True)
+    sys.stdin.readline()  # then exits (cleanly), unless the test has SIGKILLed it
+"""
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    result: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert result, f"no line from pid {proc.pid} within {timeout} s"
+    return result[0].strip()
+
+
+def _tree(pid: int) -> list[int]:
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    return [pid]
+
+
+def _stop(proc: subprocess.Popen[str], sig: int) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+@contextlib.contextmanager
+def _head(tmp_path: Path, processes) -> Iterator[str]:
+    script = tmp_path / "head.py"
+    script.write_text(textwrap.dedent(_HEAD))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(PULSE_INTERVAL_S)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    processes.add([proc.pid])
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(SECRET.hex() + "\n")
+        proc.stdin.flush()
+        yield _read_line(proc, START_TIMEOUT_S)
+    finally:
+        children = _tree(proc.pid)
+        processes.add(children)
+        _stop(proc, signal.SIGINT)  # Ctrl-C: the head stops its node, which stops its workers
+        processes.wait_gone(children, timeout=30)
+
+
+def _labels(cluster: ag.Cluster) -> list[str]:
+    return sorted(a.label for a in cluster.status().actors)
+
+
+def _wait_for_labels(cluster: ag.Cluster, expected: list[str]) -> None:
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while (labels := _labels(cluster)) != expected:
+        assert time.monotonic() < deadline, f"actors listed: {labels}, expected {expected}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("ending", ["exit", "sigkill"])
+def test_actors_end_with_their_driver_but_a_detached_one_stays(
+    tmp_path: Path, processes, ending: str
+) -> None:
+    creator_script = tmp_path / "creator.py"
+    creator_script.write_text(textwrap.dedent(_CREATOR))
+    with _head(tmp_path, processes) as address, ag.init(address, secret=SECRET) as cluster:
+        creator = subprocess.Popen(
+            [sys.executable, str(creator_script), address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        processes.add([creator.pid])
+        assert creator.stdin is not None
+        try:
+            creator.stdin.write(SECRET.hex() + "\n")
+            creator.stdin.flush()
+            assert _read_line(creator, START_TIMEOUT_S) == "[1, 1, 1]"
+            assert _labels(cluster) == ["Keeper", "Named", "Plain", "agent"]
+            if ending == "exit":
+                creator.stdin.write("\n")
+                creator.stdin.flush()
+                assert creator.wait(timeout=60) == 0
+            else:
+                creator.kill()
+                creator.wait(timeout=60)
+        finally:
+            _stop(creator, signal.SIGKILL)
+
+        _wait_for_labels(cluster, ["Keeper"])
+        # A second driver finds the detached actor by name, with the state it had.
+        keeper = ag.get_actor("keeper")
+        assert ag.get(keeper.incr.remote(), timeout=60) == 2
+        with pytest.raises(ag.NameNotFoundError):
+            ag.get_actor("named")
+        ag.kill(keeper)
+        _wait_for_labels(cluster, [])
+
+
+def test_a_detached_actor_needs_a_name() -> None:
+    @ag.remote
+    class Keeper:
+        pass
+
+    with ag.init(num_workers=1):
+        with pytest.raises(ValueError, match="a detached actor needs a name"):
+            Keeper.options(lifetime="detached").remote()
+        with pytest.raises(ValueError, match="lifetime must be 'detached'"):
+            Keeper.options(lifetime="forever")
