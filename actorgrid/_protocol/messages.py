@@ -460,10 +460,12 @@ class TaskResult:
 @attrs.frozen
 class CancelTask:
     """Sent by ``ag.cancel(ref)`` (and by a driver interrupted with Ctrl-C) to the worker
-    running the task. ``force`` kills the worker process at once instead of interrupting."""
+    running the task. ``force`` kills the worker process at once instead of interrupting.
+    ``recursive``: the worker also cancels the tasks that task started (and so on down)."""
 
     task_id: ObjectId
     force: bool = False
+    recursive: bool = True
 
 
 @attrs.frozen

@@ -82,6 +82,7 @@ from .._protocol.messages import (
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
+from .._scheduler.tasktree import TaskTree
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from . import getting
@@ -179,7 +180,16 @@ class TaskSpec:
     (``max_restarts``), keeping its ref.
     """
 
-    __slots__ = ("actor", "blob", "function_id", "num_cpus", "payload", "retries", "retry_on")
+    __slots__ = (
+        "actor",
+        "blob",
+        "function_id",
+        "num_cpus",
+        "parent",
+        "payload",
+        "retries",
+        "retry_on",
+    )
 
     def __init__(
         self,
@@ -190,7 +200,9 @@ class TaskSpec:
         actor: ActorInfo | None,
         retries: int,
         retry_on: bool | tuple[type[BaseException], ...],
+        parent: ObjectId | None = None,
     ) -> None:
+        self.parent = parent  # the task of this process that started it, if any
         self.function_id = function_id
         self.blob = blob
         self.payload = payload
@@ -293,6 +305,7 @@ class Runtime:
         self.monitor = PulseMonitor(pulse_interval_s)
         self.owned: dict[bytes, OwnedActor] = {}
         self.owned_at: dict[str, set[bytes]] = {}
+        self.children = TaskTree()  # the tasks this process's running tasks started
         self._closing = False
         self.event_feed = EventFeed()
         self.secret = secret
@@ -743,9 +756,13 @@ class Runtime:
         actor: ActorInfo | None,
         retries: int = 0,
         retry_on: bool | tuple[type[BaseException], ...] = False,
+        parent: ObjectId | None = None,
     ) -> None:
-        """Loop: place a task (unless it is an actor with a place already) and send it."""
-        spec = TaskSpec(function_id, blob, payload, num_cpus, actor, retries, retry_on)
+        """Loop: place a task (unless it is an actor with a place already) and send it.
+        ``parent``: the task running in this process that started it (cancelled with it)."""
+        spec = TaskSpec(function_id, blob, payload, num_cpus, actor, retries, retry_on, parent)
+        if parent is not None:
+            self.children.started(parent, entry.object_id)
         self._send_spec(entry, spec)
 
     def _send_spec(self, entry: ObjectEntry, spec: TaskSpec) -> None:
@@ -988,10 +1005,12 @@ class Runtime:
             if wid is not None:
                 self.placement.finished(wid)
         entry.where = None
+        spec = sent.spec
         if msg.ok:
+            if spec is not None and spec.parent is not None:
+                self.children.finished(msg.task_id)
             entry.set_value(msg.value)
             return
-        spec = sent.spec
         if spec is not None and spec.retry_on and spec.retries != 0 and spec.actor is None:
             error = loads_error(msg.value)
             cause = getattr(error, "cause", None) or error
@@ -1002,16 +1021,19 @@ class Runtime:
             ):
                 self._retry_task(entry, spec, f"it raised {type(cause).__name__}: {cause}")
                 return
+        if spec is not None and spec.parent is not None:
+            self.children.finished(msg.task_id)
         entry.set_error(msg.value)
 
-    def cancel(self, entry: ObjectEntry, force: bool = False) -> None:
-        """Loop: ask the worker running the call to cancel it (``force``: kill the worker)."""
+    def cancel(self, entry: ObjectEntry, force: bool = False, recursive: bool = True) -> None:
+        """Loop: ask the worker running the call to cancel it (``force``: kill the worker;
+        ``recursive``: that worker cancels the tasks it started too, and so on down)."""
         peer = entry.where
         if entry.state == PENDING and isinstance(peer, Peer):
             sent = peer.inflight.get(entry.object_id)
             if sent is not None:
                 sent.cancelled = True
-            peer.send(CancelTask(entry.object_id, force))
+            peer.send(CancelTask(entry.object_id, force, recursive))
             if force:
                 entry.set_error(
                     TaskCancelledError(
@@ -1025,6 +1047,17 @@ class Runtime:
             entry.set_error(
                 TaskCancelledError("the call was cancelled while it waited for a worker")
             )
+
+    def cancel_children(self, parent: ObjectId, force: bool) -> None:
+        """Loop: ``parent``, a task running here, is being cancelled: cancel the tasks it
+        started that are still in flight (each of their workers does the same for theirs)."""
+        for child in self.children.cancel(parent):
+            entry = self.objects.get(child)
+            if entry is None:
+                continue
+            self.cancel(entry, force)
+            if force and isinstance(entry.where, Peer):
+                entry.where.flush()  # before this worker kills itself, if it can
 
     def interrupt_all(self) -> None:
         """Loop: cancel every call this process has in flight (a driver's Ctrl-C)."""

@@ -57,6 +57,7 @@ from .._protocol.messages import (
 from .._scheduler.restart import Restart, RestartTracker
 from .context import Context, Letter
 from .interrupt import Running
+from .lineage import current_task
 from .refs import ObjectRef
 from .restarts import ACTOR_RESTART_POLICY, RestartLog
 from .serialization import box_error, dumps, loads, system_error
@@ -179,11 +180,13 @@ class TaskQueue:
             if start:
                 self.executor.runtime.pool.start(self._run)
             _local.hold = (self, item.num_cpus)
+            token = current_task.set(item.task_id)
             try:
                 ok, payload = self.executor.call_in_thread(
                     item.fn, item.payload, item.label, item.running
                 )
             finally:
+                current_task.reset(token)
                 _local.hold = None
                 with self.cond:
                     self.free += item.num_cpus
@@ -405,6 +408,7 @@ class Executor:
             peer.send(Ack(msg.rid, f"no task {short(msg.task_id)} is running or queued here"))
             return
         peer.send(Ack(msg.rid))
+        self.runtime.cancel_children(msg.task_id, msg.force)
         # The owner does not know of this cancel: if the worker is killed, the owner is told
         # that the task was cancelled first, or it would take the lost link for a failure and
         # retry the task.
@@ -514,14 +518,19 @@ class Executor:
             and not item.cancelled
             and peer.send_threadsafe(TaskResult(item.task_id, ok, payload))
         ):
-            self.runtime.portal.call_soon(self.tasks.pop, item.task_id, None)
+            self.runtime.portal.call_soon(self._ended, item.task_id)
         elif isinstance(item, _TaskItem):
             self.runtime.portal.call_soon(self.task_done, item, ok, payload)
         else:
             self.runtime.portal.call_soon(self.call_done, item, ok, payload)
 
+    def _ended(self, task_id: ObjectId) -> None:
+        self.tasks.pop(task_id, None)
+        # Its children keep running (they are this process's); a cancel of it now does nothing.
+        self.runtime.children.parent_done(task_id)
+
     def task_done(self, item: _TaskItem, ok: bool, payload: Payload) -> None:
-        self.tasks.pop(item.task_id, None)
+        self._ended(item.task_id)
         if item.cancelled:
             ok, payload = False, _cancelled(item.label)
         item.peer.send(TaskResult(item.task_id, ok, payload))
@@ -591,6 +600,7 @@ class Executor:
         """An async task: a Trio task in this nursery."""
         label = f"task {getattr(fn, '__qualname__', 'task')}"
         result: tuple[bool, Payload] | None = None
+        current_task.set(msg.task_id)  # in this Trio task's own context
         with task.scope:
             try:
                 args, kwargs = await self._load_args(msg.args)
@@ -608,7 +618,7 @@ class Executor:
     def _finish_task(
         self, task: _Task, task_id: ObjectId, label: str, result: tuple[bool, Payload] | None
     ) -> None:
-        self.tasks.pop(task_id, None)
+        self._ended(task_id)
         if task.scope.cancel_called or result is None:
             result = (False, _cancelled(label))
         task.peer.send(TaskResult(task_id, *result))
@@ -617,6 +627,8 @@ class Executor:
         item = self.tasks.get(msg.task_id)
         if item is None:
             return
+        if msg.recursive:
+            self.runtime.cancel_children(msg.task_id, msg.force)
         if msg.force:
             log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
             os.kill(os.getpid(), signal.SIGKILL)

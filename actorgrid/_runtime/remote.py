@@ -13,6 +13,7 @@ import attrs
 from .context import Context
 from .core import OwnedActor, current_runtime
 from .handles import ActorHandle
+from .lineage import current_task
 from .refs import ObjectRef
 from .serialization import dumps_call, dumps_code
 from .signatures import MethodChecks, call_check
@@ -189,6 +190,7 @@ class RemoteFunction(Generic[P, R]):
                 None,
                 opts.max_retries,
                 opts.retry_exceptions,
+                current_task.get(),
             )
             return ObjectRef._make(entry)
         info = rt.new_actor_info(
