@@ -148,7 +148,7 @@ def _wait_for_labels(cluster: ag.Cluster, expected: list[str]) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("ending", ["exit", "sigkill"])
+@pytest.mark.parametrize("ending", ["exit", "sigkill", "silent"])
 def test_actors_end_with_their_driver_but_a_detached_one_stays(
     tmp_path: Path, processes, ending: str
 ) -> None:
@@ -173,9 +173,13 @@ def test_actors_end_with_their_driver_but_a_detached_one_stays(
                 creator.stdin.write("\n")
                 creator.stdin.flush()
                 assert creator.wait(timeout=60) == 0
-            else:
+            elif ending == "sigkill":
                 creator.kill()
                 creator.wait(timeout=60)
+            else:
+                # Stopped, it no longer pulses: the head drops it after 5 pulse intervals.
+                creator.send_signal(signal.SIGSTOP)
+                _wait_for_labels(cluster, ["Keeper"])
         finally:
             _stop(creator, signal.SIGKILL)
 
@@ -199,3 +203,34 @@ def test_a_detached_actor_needs_a_name() -> None:
             Keeper.options(lifetime="detached").remote()
         with pytest.raises(ValueError, match="lifetime must be 'detached'"):
             Keeper.options(lifetime="forever")
+
+
+@ag.remote
+class Spawned:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ag.remote
+def spawn() -> list[int]:
+    """Creates actors until one lives on another worker (a process spreads the actors it
+    places, once it knows of both workers), and returns without waiting for them to end."""
+    pids: list[int] = []
+    actors = []
+    deadline = time.monotonic() + 60
+    while all(pid == os.getpid() for pid in pids):
+        assert time.monotonic() < deadline, "no actor placed on the other worker"
+        actors.append(Spawned.remote())
+        pids.append(ag.get(actors[-1].pid.remote(), timeout=60))
+    return [os.getpid(), *pids]
+
+
+def test_actors_a_task_created_live_until_its_worker_ends(tmp_path: Path, processes) -> None:
+    with _head(tmp_path, processes) as address, ag.init(address, secret=SECRET) as cluster:
+        task_pid, *actor_pids = ag.get(spawn.remote(), timeout=60)
+        # As in Ray, they belong to the task's worker process, not to the task that ended.
+        assert _labels(cluster) == ["Spawned"] * len(actor_pids)
+        os.kill(task_pid, signal.SIGKILL)
+        _wait_for_labels(cluster, [])
+        survivors = [pid for pid in actor_pids if pid != task_pid]
+        assert processes.alive(survivors) == survivors  # its actor was killed, not its worker
