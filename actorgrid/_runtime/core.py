@@ -485,6 +485,8 @@ class Runtime:
     async def _accept(self, stream: TcpFrameStream) -> None:
         peer = Peer(stream.peer, self._handle, local_hello=self.hello, monitor=self.monitor)
         peer.wake_threadsafe = self._waker(peer)
+        if self.executor is not None:
+            peer.on_closed.append(self.executor.caller_gone)
         await peer.run(stream)
 
     def _waker(self, peer: Peer) -> Callable[[], None]:

@@ -634,6 +634,18 @@ class Executor:
             os.kill(os.getpid(), signal.SIGKILL)
         self._interrupt(msg.task_id, item)
 
+    def caller_gone(self, peer: Peer) -> None:
+        """The link from a process that submitted tasks here closed (it exited, was killed,
+        or went silent): nobody takes their results (the caller, if alive, fails them or
+        runs them elsewhere), so they are cancelled, with the tasks they started. Its actors
+        are the head's business (it kills those of a creator that left)."""
+        for task_id, item in list(self.tasks.items()):  # O(calls here), once per lost link
+            if item.peer is peer and (
+                isinstance(item, _TaskItem) or (isinstance(item, _Task) and item.kind == "task")
+            ):
+                self.runtime.cancel_children(task_id, False)
+                self._interrupt(task_id, item)
+
     def _interrupt(
         self, task_id: ObjectId, item: _Task | _Call | _TaskItem, *, tell_owner: bool = False
     ) -> None:

@@ -234,3 +234,60 @@ def test_actors_a_task_created_live_until_its_worker_ends(tmp_path: Path, proces
         _wait_for_labels(cluster, [])
         survivors = [pid for pid in actor_pids if pid != task_pid]
         assert processes.alive(survivors) == survivors  # its actor was killed, not its worker
+
+
+_TASKER = """
+    import sys, time
+    from pathlib import Path
+    import actorgrid as ag
+
+    def run(folder):
+        Path(folder, "started").touch()
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                time.sleep(0.01)  # short sleeps: a cancel's KeyboardInterrupt lands between
+        except KeyboardInterrupt:
+            Path(folder, "cancelled").touch()
+            raise
+        Path(folder, "finished").touch()
+
+    ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.stdin.readline()))
+    ref = ag.remote(run).remote(sys.argv[2])
+    sys.stdin.readline()  # SIGKILLed here
+"""
+
+
+def test_the_tasks_of_a_killed_driver_are_cancelled(tmp_path: Path, processes) -> None:
+    script = tmp_path / "tasker.py"
+    script.write_text(textwrap.dedent(_TASKER))
+    with _head(tmp_path, processes) as address:
+        driver = subprocess.Popen(
+            [sys.executable, str(script), address, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        processes.add([driver.pid])
+        assert driver.stdin is not None
+        try:
+            driver.stdin.write(SECRET.hex() + "\n")
+            driver.stdin.flush()
+            _wait_for_file(tmp_path / "started", driver)
+            driver.kill()
+            driver.wait(timeout=60)
+        finally:
+            _stop(driver, signal.SIGKILL)
+        # "cancelled" is written only on the way out of a cancel, which re-raises: once it
+        # is there, the task can never finish.
+        _wait_for_file(tmp_path / "cancelled")
+        assert not (tmp_path / "finished").exists()
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[str] | None = None) -> None:
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while not path.exists():
+        assert proc is None or proc.poll() is None, f"pid {proc.pid} exited {proc.returncode}"
+        assert time.monotonic() < deadline, f"{path.name} not written within {GONE_TIMEOUT_S} s"
+        time.sleep(0.02)
