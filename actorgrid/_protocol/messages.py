@@ -439,6 +439,17 @@ class CreateActor:
 
 
 @attrs.frozen
+class AdoptActor:
+    """Sent by ``Cls.options(lifetime="detached").remote()`` to the head, before the creation:
+    how to create the detached actor again (its class code always included), so that the head
+    restarts it under ``max_restarts`` when its worker dies, whether or not its creator is
+    still there. No reply. The head then sends the CreateActor to a worker itself, on that
+    worker's link to the head, and receives its TaskResult."""
+
+    create: CreateActor
+
+
+@attrs.frozen
 class CallActor:
     """Sent by ``handle.method.remote()``: queue a method call on an actor's mailbox."""
 
@@ -565,6 +576,7 @@ Message: TypeAlias = (
     | NameReply
     | ActorEnded
     | OwnActor
+    | AdoptActor
     | SubmitTask
     | CreateActor
     | CallActor

@@ -50,6 +50,7 @@ from .._protocol.messages import (
     Ack,
     ActorEnded,
     ActorInfo,
+    AdoptActor,
     AskReply,
     CallActor,
     CancelTask,
@@ -939,8 +940,13 @@ class Runtime:
         if info.actor_id in self.owned:
             self.owned_at.setdefault(info.address, set()).add(info.actor_id)
         self._register_owned(info)
+        create = CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency)
+        head = self.head
+        if info.detached and info.max_restarts != 0 and head is not None:
+            # The head restarts it, whoever is left: it needs the class code every time.
+            head.send(AdoptActor(attrs.evolve(create, cls=code if code is not None else blob())))
         peer.inflight[entry.object_id] = Sent(entry, CREATE, actor=info)
-        peer.send(CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency))
+        peer.send(create)
 
     def _register_owned(self, info: ActorInfo) -> None:
         """Loop: tell the head that ``info`` (about to be created) is this process's, so it

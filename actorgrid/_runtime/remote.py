@@ -278,9 +278,9 @@ class ActorClass(Generic[T]):
             detached=_detached(opts, self.__qualname__),
         )
         created = rt.new_entry()
-        owned = (
+        owned = (  # a detached actor is restarted by the head, not by its creator
             OwnedActor(info, code.id, code.blob, payload, opts.max_concurrency)
-            if opts.max_restarts
+            if opts.max_restarts and not info.detached
             else None
         )
 

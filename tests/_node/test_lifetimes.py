@@ -75,7 +75,7 @@ _CREATOR = """
     ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.stdin.readline()))
     plain = ag.remote(Plain).remote()
     named = ag.remote(Named).options(name="named").remote()
-    keeper = ag.remote(Keeper).options(name="keeper", lifetime="detached").remote()
+    keeper = ag.remote(Keeper).options(name="keeper", lifetime="detached", max_restarts=1).remote()
     coroutine = ag.remote(agent).remote()
     print(ag.get([h.incr.remote() for h in (plain, named, keeper)], timeout=60), flush=True)
     sys.stdin.readline()  # then exits (cleanly), unless the test has SIGKILLed it
@@ -291,3 +291,46 @@ def _wait_for_file(path: Path, proc: subprocess.Popen[str] | None = None) -> Non
         assert proc is None or proc.poll() is None, f"pid {proc.pid} exited {proc.returncode}"
         assert time.monotonic() < deadline, f"{path.name} not written within {GONE_TIMEOUT_S} s"
         time.sleep(0.02)
+
+
+def test_the_head_restarts_a_detached_actor_whose_creator_is_gone(
+    tmp_path: Path, processes
+) -> None:
+    creator_script = tmp_path / "creator.py"
+    creator_script.write_text(textwrap.dedent(_CREATOR))
+    with _head(tmp_path, processes) as address, ag.init(address, secret=SECRET) as cluster:
+        creator = subprocess.Popen(
+            [sys.executable, str(creator_script), address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        processes.add([creator.pid])
+        assert creator.stdin is not None
+        try:
+            creator.stdin.write(SECRET.hex() + "\n")
+            creator.stdin.flush()
+            assert _read_line(creator, START_TIMEOUT_S) == "[1, 1, 1]"
+            creator.stdin.write("\n")
+            creator.stdin.flush()
+            assert creator.wait(timeout=60) == 0
+        finally:
+            _stop(creator, signal.SIGKILL)
+        _wait_for_labels(cluster, ["Keeper"])
+        (keeper,) = cluster.status().actors
+        pid = next(w.pid for w in cluster.workers() if w.worker_id == keeper.worker_id)
+        os.kill(pid, signal.SIGKILL)
+        # Restarted by the head (max_restarts=1) on a live worker, with a fresh state.
+        deadline = time.monotonic() + GONE_TIMEOUT_S
+        while True:
+            try:
+                handle = ag.get_actor("keeper")
+                assert ag.get(handle.incr.remote(), timeout=60) == 1
+                break
+            except (ag.NameNotFoundError, ag.ActorDiedError):
+                assert time.monotonic() < deadline, "the detached actor was not restarted"
+                time.sleep(0.1)
+        (restarted,) = cluster.status().actors
+        assert restarted.actor_id == keeper.actor_id
+        assert restarted.worker_id != keeper.worker_id
