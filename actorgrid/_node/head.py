@@ -11,16 +11,8 @@ A name claimed by a process that goes away (a driver SIGKILLed just after
 the workers those names point to which of those actors exist, and frees the names of the
 others at once, so the name can be taken again and lookups do not find a ghost.
 
-An actor belongs to the process that created it (see ``_scheduler/owners.py``): the creator
-registers each non-detached actor it creates (OwnActor) on its link to the head; when that
-link closes (the process exited, was SIGKILLed, or went silent for 5 pulse intervals), the
-head kills those actors on their workers (KillActor). A worker that receives the kill before
-the creation (the creator died in between) refuses the creation when it comes.
-
-Detached actors outlive their creator, so the head restarts them: the creator hands it how to
-create each again (AdoptActor); when its worker goes, the head places it on another worker
-(waiting for one if there is none), registers its name at the new address and sends the
-CreateActor itself, under the actor's ``max_restarts``.
+An actor ends with the process that created it, unless it is detached; the head restarts
+detached actors: see ``lifetimes.py``.
 
 Processes cache the names they look up or register, so sends by name skip the head. The head
 keeps that cache exact: when a named actor ends, it tells every process it gave the actor to
@@ -43,22 +35,19 @@ import trio
 
 from .._exceptions import ProtocolError
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import ActorId, NodeId, WorkerId, new_object_id, short
+from .._protocol.ids import ActorId, NodeId, WorkerId, short
 from .._protocol.messages import (
     Ack,
     ActorEnded,
     ActorInfo,
     ActorSummary,
-    AdoptActor,
     Availability,
     ClusterView,
     ControlNode,
     ControlWorker,
-    CreateActor,
     Event,
     EventHistory,
     Hello,
-    KillActor,
     LookupName,
     Membership,
     Message,
@@ -66,7 +55,6 @@ from .._protocol.messages import (
     NodeInfo,
     NodeStatus,
     NodeView,
-    OwnActor,
     QueryCluster,
     QueryWorker,
     RegisterName,
@@ -75,7 +63,6 @@ from .._protocol.messages import (
     Shutdown,
     SubscribeEvents,
     SubscribeMembership,
-    TaskResult,
     TaskSummary,
     WorkerInfo,
     WorkerJoined,
@@ -86,11 +73,10 @@ from .._protocol.messages import (
 )
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
-from .._scheduler.detached import DetachedTable
 from .._scheduler.names import NameRegistry
-from .._scheduler.owners import OwnedActor, OwnerTable
 from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
+from .lifetimes import ActorLifetimes
 from .logs import RateLimitedLog, log_errors
 
 __all__ = ["Head"]
@@ -137,9 +123,6 @@ class Head:
         self._max = max_message_bytes
         self.address = ""
         self.names = NameRegistry()
-        self.owners = OwnerTable()
-        self.detached = DetachedTable()
-        self._worker_joined = trio.Event()
         self.workers: dict[WorkerId, WorkerInfo] = {}
         self.suspended: set[WorkerId] = set()
         self.nodes: dict[NodeId, _Node] = {}
@@ -163,9 +146,6 @@ class Head:
             RegisterName: self._on_register_name,
             LookupName: self._on_lookup,
             ActorEnded: self._on_actor_ended,
-            OwnActor: self._on_own_actor,
-            AdoptActor: self._on_adopt_actor,
-            TaskResult: self._on_task_result,
             RegisterNode: self._on_register_node,
             NodeStatus: self._on_node_status,
             Event: self._on_event,
@@ -174,6 +154,15 @@ class Head:
             ControlWorker: self._on_control_worker,
             ControlNode: self._on_control_node,
         }
+        self.lifetimes = ActorLifetimes(
+            names=self.names,
+            workers=self.workers,
+            suspended=self.suspended,
+            worker_at=self._worker_at,
+            publish=self.publish,
+            background=self._background,
+        )
+        self._handlers.update(self.lifetimes.handlers())
 
     def __repr__(self) -> str:
         return (
@@ -287,8 +276,7 @@ class Head:
         # The worker hears first: it tells its node agent it is ready as soon as it has this
         # Ack, so a driver that knows of it (and may kill it) knows of a ready worker.
         peer.send(Ack(msg.rid))
-        self._worker_joined.set()
-        self._worker_joined = trio.Event()
+        self.lifetimes.worker_joined()
         if node is not None and node.suspended:
             # Before it joins: a caller with work waiting would place it there at once.
             self._set_suspended(info.worker_id, True)
@@ -318,11 +306,7 @@ class Head:
             self._background(
                 "freeing the names of a gone process", self._free_unmade, claimed, peer.close_reason
             )
-        orphans = self.owners.owner_gone(peer)
-        if orphans:
-            self._background(
-                "killing the actors of a gone process", self._kill_orphans, orphans, peer
-            )
+        self.lifetimes.process_gone(peer)
         node = self._node_peers.pop(peer, None)
         if node is not None and self.nodes.get(node.info.node_id) is node:
             del self.nodes[node.info.node_id]
@@ -334,9 +318,7 @@ class Head:
         self.suspended.discard(info.worker_id)
         if self._worker_at.get(info.address) is peer:
             del self._worker_at[info.address]
-        self.owners.address_gone(info.address)
-        for create in self.detached.address_gone(info.address):
-            self._background("restarting a detached actor", self._restart_detached, create)
+        self.lifetimes.worker_gone(info.address)
         for gone in self.names.address_gone(info.address):
             # Every subscriber drops names at that address when it hears WorkerLeft.
             self._forget_cachers(gone.actor_id)
@@ -419,8 +401,7 @@ class Head:
     def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
         worker = self._worker_peers.get(peer)
         # From its worker: that incarnation ended. From a killer (ag.kill): it is over.
-        self.owners.ended(msg.actor_id, worker.address if worker is not None else None)
-        self.detached.ended(msg.actor_id, worker.address if worker is not None else None)
+        self.lifetimes.actor_ended(msg.actor_id, worker.address if worker is not None else None)
         self.names.actor_ended(msg.actor_id)
         cachers = self._forget_cachers(msg.actor_id)
         if cachers and self._nursery is not None:
@@ -446,72 +427,6 @@ class Head:
             await cacher.request(lambda rid: ActorEnded(rid, msg.actor_id, msg.reason))
         except PeerClosedError:
             pass  # a process that is gone caches nothing
-
-    # --- owners ----------------------------------------------------------------------------
-
-    def _on_own_actor(self, peer: Peer, msg: OwnActor) -> None:
-        if peer.closed:
-            return  # _closed has run for it: its actors are being killed already
-        self.owners.own(peer, msg.actor_id, msg.address)
-
-    def _on_adopt_actor(self, peer: Peer, msg: AdoptActor) -> None:
-        self.detached.adopt(msg.create)
-
-    def _on_task_result(self, peer: Peer, msg: TaskResult) -> None:
-        # The answer to a CreateActor of a detached actor's restart: failures are logged (the
-        # worker has ended the actor and freed its name already).
-        if not msg.ok:
-            log.warning("a detached actor could not be restarted on %s", peer.address)
-
-    async def _restart_detached(self, create: CreateActor) -> None:
-        old = create.actor
-        while True:
-            alive = [w for w in self.workers.values() if w.worker_id not in self.suspended]
-            if alive:
-                break
-            await self._worker_joined.wait()
-        # The first alive worker: restarts are rare, and the node refills the lost slot.
-        worker = alive[0]
-        left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
-        info = attrs.evolve(old, address=worker.address, max_restarts=left)
-        result = self.names.register(info, False)
-        if result.error is not None or not result.created:
-            log.warning("detached actor %s not restarted: %s", old.label, result.error)
-            return
-        link = self._worker_at.get(worker.address)
-        if link is None:
-            self.names.actor_ended(info.actor_id)
-            return
-        again = attrs.evolve(create, task_id=new_object_id(), actor=info)
-        self.detached.adopt(again)
-        link.send(again)
-        self.publish(
-            Event(
-                "actor_restarted",
-                time.time(),
-                worker_id=worker.worker_id,
-                node_id=worker.node_id,
-                detail=f"detached actor {old.label} {old.name!r} restarted on {worker.address}",
-            )
-        )
-
-    async def _kill_orphans(self, orphans: list[OwnedActor], owner: Peer) -> None:
-        why = f"its creator left the cluster ({owner.close_reason})"
-
-        async def kill(entry: OwnedActor) -> None:
-            worker = self._worker_at.get(entry.address)
-            if worker is None:
-                return  # its worker is gone, and the actor with it
-            log.info("killing actor %s: %s", short(entry.actor_id), why)
-            try:
-                with trio.fail_after(QUERY_WORKERS_TIMEOUT_S):
-                    await worker.request(lambda rid: KillActor(rid, entry.actor_id))
-            except (PeerClosedError, trio.TooSlowError):
-                pass  # gone: the actor with it; slow: it has the kill and ends it
-
-        async with trio.open_nursery() as nursery:
-            for entry in orphans:
-                nursery.start_soon(kill, entry)
 
     # --- operations ------------------------------------------------------------------------
 
