@@ -11,6 +11,9 @@ A name claimed by a process that goes away (a driver SIGKILLed just after
 the workers those names point to which of those actors exist, and frees the names of the
 others at once, so the name can be taken again and lookups do not find a ghost.
 
+An actor ends with the process that created it, unless it is detached; the head restarts
+detached actors: see ``lifetimes.py``.
+
 Processes cache the names they look up or register, so sends by name skip the head. The head
 keeps that cache exact: when a named actor ends, it tells every process it gave the actor to
 (ActorEnded, answered with Ack) before it acks the actor's worker, so whoever waits on that
@@ -73,6 +76,7 @@ from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.names import NameRegistry
 from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
+from .lifetimes import ActorLifetimes
 from .logs import RateLimitedLog, log_errors
 
 __all__ = ["Head"]
@@ -150,6 +154,15 @@ class Head:
             ControlWorker: self._on_control_worker,
             ControlNode: self._on_control_node,
         }
+        self.lifetimes = ActorLifetimes(
+            names=self.names,
+            workers=self.workers,
+            suspended=self.suspended,
+            worker_at=self._worker_at,
+            publish=self.publish,
+            background=self._background,
+        )
+        self._handlers.update(self.lifetimes.handlers())
 
     def __repr__(self) -> str:
         return (
@@ -263,6 +276,7 @@ class Head:
         # The worker hears first: it tells its node agent it is ready as soon as it has this
         # Ack, so a driver that knows of it (and may kill it) knows of a ready worker.
         peer.send(Ack(msg.rid))
+        self.lifetimes.worker_joined()
         if node is not None and node.suspended:
             # Before it joins: a caller with work waiting would place it there at once.
             self._set_suspended(info.worker_id, True)
@@ -292,6 +306,7 @@ class Head:
             self._background(
                 "freeing the names of a gone process", self._free_unmade, claimed, peer.close_reason
             )
+        self.lifetimes.process_gone(peer)
         node = self._node_peers.pop(peer, None)
         if node is not None and self.nodes.get(node.info.node_id) is node:
             del self.nodes[node.info.node_id]
@@ -303,6 +318,7 @@ class Head:
         self.suspended.discard(info.worker_id)
         if self._worker_at.get(info.address) is peer:
             del self._worker_at[info.address]
+        self.lifetimes.worker_gone(info.address)
         for gone in self.names.address_gone(info.address):
             # Every subscriber drops names at that address when it hears WorkerLeft.
             self._forget_cachers(gone.actor_id)
@@ -383,6 +399,9 @@ class Head:
             )
 
     def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
+        worker = self._worker_peers.get(peer)
+        # From its worker: that incarnation ended. From a killer (ag.kill): it is over.
+        self.lifetimes.actor_ended(msg.actor_id, worker.address if worker is not None else None)
         self.names.actor_ended(msg.actor_id)
         cachers = self._forget_cachers(msg.actor_id)
         if cachers and self._nursery is not None:

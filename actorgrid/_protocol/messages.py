@@ -50,6 +50,8 @@ class ActorInfo:
     methods: tuple[str, ...] = ()
     max_restarts: int = 0  # restarts left to this actor's incarnations (-1: forever)
     max_task_retries: int = 0  # times a call in flight when the actor died is sent again
+    # ``lifetime="detached"``: it outlives its creator, until ag.kill or cluster stop.
+    detached: bool = False
 
 
 @attrs.frozen
@@ -385,13 +387,24 @@ class NameReply:
 
 @attrs.frozen
 class ActorEnded:
-    """Sent by a worker to the head when a named actor ends: frees its name. The head sends
-    it on to every process it told where that actor lives, to drop it from their name caches,
-    and acks the worker once they have acked."""
+    """Sent by a worker to the head when an actor ends: frees its name (if it has one) and
+    forgets its owner. For a named actor the head sends it on to every process it told where
+    that actor lives, to drop it from their name caches, and acks the worker once they have
+    acked (``rid == 0``, as for an unnamed actor: no ack)."""
 
     rid: int
     actor_id: ActorId
     reason: str
+
+
+@attrs.frozen
+class OwnActor:
+    """Sent by the process creating (or restarting) a non-detached actor (``Cls.remote()``,
+    a remote coroutine's ``.remote()``) to the head, before the creation itself: the actor is
+    this process's and is killed when this process leaves the cluster. No reply."""
+
+    actor_id: ActorId
+    address: str
 
 
 # --- calls (caller to worker, direct) -----------------------------------------------------
@@ -426,6 +439,17 @@ class CreateActor:
 
 
 @attrs.frozen
+class AdoptActor:
+    """Sent by ``Cls.options(lifetime="detached").remote()`` to the head, before the creation:
+    how to create the detached actor again (its class code always included), so that the head
+    restarts it under ``max_restarts`` when its worker dies, whether or not its creator is
+    still there. No reply. The head then sends the CreateActor to a worker itself, on that
+    worker's link to the head, and receives its TaskResult."""
+
+    create: CreateActor
+
+
+@attrs.frozen
 class CallActor:
     """Sent by ``handle.method.remote()``: queue a method call on an actor's mailbox."""
 
@@ -447,10 +471,12 @@ class TaskResult:
 @attrs.frozen
 class CancelTask:
     """Sent by ``ag.cancel(ref)`` (and by a driver interrupted with Ctrl-C) to the worker
-    running the task. ``force`` kills the worker process at once instead of interrupting."""
+    running the task. ``force`` kills the worker process at once instead of interrupting.
+    ``recursive``: the worker also cancels the tasks that task started (and so on down)."""
 
     task_id: ObjectId
     force: bool = False
+    recursive: bool = True
 
 
 @attrs.frozen
@@ -549,6 +575,8 @@ Message: TypeAlias = (
     | LookupName
     | NameReply
     | ActorEnded
+    | OwnActor
+    | AdoptActor
     | SubmitTask
     | CreateActor
     | CallActor

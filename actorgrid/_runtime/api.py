@@ -113,16 +113,21 @@ def put(value: T) -> ObjectRef[T]:
     return current_runtime().put(value)
 
 
-def cancel(ref: ObjectRef[Any], *, force: bool = False) -> None:
+def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the call behind ``ref``: a queued call never runs; a running async call is
     cancelled at its next checkpoint; running sync code gets KeyboardInterrupt raised in it,
     and if it still runs after the grace period its worker is killed and restarted.
     ``force=True`` kills the worker at once. ``ag.get(ref)`` then raises TaskCancelledError
-    (or WorkerDiedError, for a forced cancel of a task that is not retried)."""
+    (or WorkerDiedError, for a forced cancel of a task that is not retried).
+
+    ``recursive=True`` (the default, as in Ray) also cancels every task that task started and
+    that is still running or queued, and theirs, all the way down, whether or not anything
+    waits on them. Actors it created and calls on actors are not cancelled; cancelling an
+    actor call cancels that call, never the actor."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"ag.cancel() takes an ObjectRef, not {type(ref).__name__}")
     rt = current_runtime()
-    rt.on_loop(rt.cancel, ref._entry, force)
+    rt.on_loop(rt.cancel, ref._entry, force, recursive)
 
 
 def kill(handle: ActorHandle[Any] | ObjectRef[Any]) -> None:

@@ -50,6 +50,7 @@ from .._protocol.messages import (
     Ack,
     ActorEnded,
     ActorInfo,
+    AdoptActor,
     AskReply,
     CallActor,
     CancelTask,
@@ -66,6 +67,7 @@ from .._protocol.messages import (
     Message,
     NameReply,
     ObjectValue,
+    OwnActor,
     Payload,
     RegisterName,
     Shutdown,
@@ -81,6 +83,7 @@ from .._protocol.messages import (
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
+from .._scheduler.tasktree import TaskTree
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from . import getting
@@ -178,7 +181,16 @@ class TaskSpec:
     (``max_restarts``), keeping its ref.
     """
 
-    __slots__ = ("actor", "blob", "function_id", "num_cpus", "payload", "retries", "retry_on")
+    __slots__ = (
+        "actor",
+        "blob",
+        "function_id",
+        "num_cpus",
+        "parent",
+        "payload",
+        "retries",
+        "retry_on",
+    )
 
     def __init__(
         self,
@@ -189,7 +201,9 @@ class TaskSpec:
         actor: ActorInfo | None,
         retries: int,
         retry_on: bool | tuple[type[BaseException], ...],
+        parent: ObjectId | None = None,
     ) -> None:
+        self.parent = parent  # the task of this process that started it, if any
         self.function_id = function_id
         self.blob = blob
         self.payload = payload
@@ -292,6 +306,7 @@ class Runtime:
         self.monitor = PulseMonitor(pulse_interval_s)
         self.owned: dict[bytes, OwnedActor] = {}
         self.owned_at: dict[str, set[bytes]] = {}
+        self.children = TaskTree()  # the tasks this process's running tasks started
         self._closing = False
         self.event_feed = EventFeed()
         self.secret = secret
@@ -471,6 +486,8 @@ class Runtime:
     async def _accept(self, stream: TcpFrameStream) -> None:
         peer = Peer(stream.peer, self._handle, local_hello=self.hello, monitor=self.monitor)
         peer.wake_threadsafe = self._waker(peer)
+        if self.executor is not None:
+            peer.on_closed.append(self.executor.caller_gone)
         await peer.run(stream)
 
     def _waker(self, peer: Peer) -> Callable[[], None]:
@@ -742,9 +759,13 @@ class Runtime:
         actor: ActorInfo | None,
         retries: int = 0,
         retry_on: bool | tuple[type[BaseException], ...] = False,
+        parent: ObjectId | None = None,
     ) -> None:
-        """Loop: place a task (unless it is an actor with a place already) and send it."""
-        spec = TaskSpec(function_id, blob, payload, num_cpus, actor, retries, retry_on)
+        """Loop: place a task (unless it is an actor with a place already) and send it.
+        ``parent``: the task running in this process that started it (cancelled with it)."""
+        spec = TaskSpec(function_id, blob, payload, num_cpus, actor, retries, retry_on, parent)
+        if parent is not None:
+            self.children.started(parent, entry.object_id)
         self._send_spec(entry, spec)
 
     def _send_spec(self, entry: ObjectEntry, spec: TaskSpec) -> None:
@@ -764,6 +785,8 @@ class Runtime:
                 return
             address, wid = worker.address, worker.worker_id
             self.placement.started(wid)
+        if actor is not None:
+            self._register_owned(actor)
         peer = self.peer_for(address)
         code = None
         if spec.function_id not in peer.sent_code:
@@ -916,8 +939,23 @@ class Runtime:
             peer.sent_code.add(class_id)
         if info.actor_id in self.owned:
             self.owned_at.setdefault(info.address, set()).add(info.actor_id)
+        self._register_owned(info)
+        create = CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency)
+        head = self.head
+        if info.detached and info.max_restarts != 0 and head is not None:
+            # The head restarts it, whoever is left: it needs the class code every time.
+            head.send(AdoptActor(attrs.evolve(create, cls=code if code is not None else blob())))
         peer.inflight[entry.object_id] = Sent(entry, CREATE, actor=info)
-        peer.send(CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency))
+        peer.send(create)
+
+    def _register_owned(self, info: ActorInfo) -> None:
+        """Loop: tell the head that ``info`` (about to be created) is this process's, so it
+        ends when this process does; written out before the creation is, so that a creator
+        killed in between leaves no actor the head does not know of."""
+        head = self.head
+        if head is not None and not info.detached:
+            head.send(OwnActor(info.actor_id, info.address))
+            head.flush()
 
     def send_call_direct(
         self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
@@ -975,10 +1013,12 @@ class Runtime:
             if wid is not None:
                 self.placement.finished(wid)
         entry.where = None
+        spec = sent.spec
         if msg.ok:
+            if spec is not None and spec.parent is not None:
+                self.children.finished(msg.task_id)
             entry.set_value(msg.value)
             return
-        spec = sent.spec
         if spec is not None and spec.retry_on and spec.retries != 0 and spec.actor is None:
             error = loads_error(msg.value)
             cause = getattr(error, "cause", None) or error
@@ -989,16 +1029,19 @@ class Runtime:
             ):
                 self._retry_task(entry, spec, f"it raised {type(cause).__name__}: {cause}")
                 return
+        if spec is not None and spec.parent is not None:
+            self.children.finished(msg.task_id)
         entry.set_error(msg.value)
 
-    def cancel(self, entry: ObjectEntry, force: bool = False) -> None:
-        """Loop: ask the worker running the call to cancel it (``force``: kill the worker)."""
+    def cancel(self, entry: ObjectEntry, force: bool = False, recursive: bool = True) -> None:
+        """Loop: ask the worker running the call to cancel it (``force``: kill the worker;
+        ``recursive``: that worker cancels the tasks it started too, and so on down)."""
         peer = entry.where
         if entry.state == PENDING and isinstance(peer, Peer):
             sent = peer.inflight.get(entry.object_id)
             if sent is not None:
                 sent.cancelled = True
-            peer.send(CancelTask(entry.object_id, force))
+            peer.send(CancelTask(entry.object_id, force, recursive))
             if force:
                 entry.set_error(
                     TaskCancelledError(
@@ -1012,6 +1055,17 @@ class Runtime:
             entry.set_error(
                 TaskCancelledError("the call was cancelled while it waited for a worker")
             )
+
+    def cancel_children(self, parent: ObjectId, force: bool) -> None:
+        """Loop: ``parent``, a task running here, is being cancelled: cancel the tasks it
+        started that are still in flight (each of their workers does the same for theirs)."""
+        for child in self.children.cancel(parent):
+            entry = self.objects.get(child)
+            if entry is None:
+                continue
+            self.cancel(entry, force)
+            if force and isinstance(entry.where, Peer):
+                entry.where.flush()  # before this worker kills itself, if it can
 
     def interrupt_all(self) -> None:
         """Loop: cancel every call this process has in flight (a driver's Ctrl-C)."""
@@ -1059,6 +1113,7 @@ class Runtime:
         *,
         max_restarts: int = 0,
         max_task_retries: int = 0,
+        detached: bool = False,
     ) -> ActorInfo:
         """Any thread: place a new actor and describe it. Its address is "" when no worker
         fits now: ``place_actor`` waits for one."""
@@ -1077,6 +1132,7 @@ class Runtime:
             methods,
             max_restarts,
             max_task_retries,
+            detached,
         )
 
     def _link(self) -> HeadLink:

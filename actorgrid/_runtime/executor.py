@@ -57,6 +57,7 @@ from .._protocol.messages import (
 from .._scheduler.restart import Restart, RestartTracker
 from .context import Context, Letter
 from .interrupt import Running
+from .lineage import current_task
 from .refs import ObjectRef
 from .restarts import ACTOR_RESTART_POLICY, RestartLog
 from .serialization import box_error, dumps, loads, system_error
@@ -179,11 +180,13 @@ class TaskQueue:
             if start:
                 self.executor.runtime.pool.start(self._run)
             _local.hold = (self, item.num_cpus)
+            token = current_task.set(item.task_id)
             try:
                 ok, payload = self.executor.call_in_thread(
                     item.fn, item.payload, item.label, item.running
                 )
             finally:
+                current_task.reset(token)
                 _local.hold = None
                 with self.cond:
                     self.free += item.num_cpus
@@ -405,6 +408,7 @@ class Executor:
             peer.send(Ack(msg.rid, f"no task {short(msg.task_id)} is running or queued here"))
             return
         peer.send(Ack(msg.rid))
+        self.runtime.cancel_children(msg.task_id, msg.force)
         # The owner does not know of this cancel: if the worker is killed, the owner is told
         # that the task was cancelled first, or it would take the lost link for a failure and
         # retry the task.
@@ -514,14 +518,19 @@ class Executor:
             and not item.cancelled
             and peer.send_threadsafe(TaskResult(item.task_id, ok, payload))
         ):
-            self.runtime.portal.call_soon(self.tasks.pop, item.task_id, None)
+            self.runtime.portal.call_soon(self._ended, item.task_id)
         elif isinstance(item, _TaskItem):
             self.runtime.portal.call_soon(self.task_done, item, ok, payload)
         else:
             self.runtime.portal.call_soon(self.call_done, item, ok, payload)
 
+    def _ended(self, task_id: ObjectId) -> None:
+        self.tasks.pop(task_id, None)
+        # Its children keep running (they are this process's); a cancel of it now does nothing.
+        self.runtime.children.parent_done(task_id)
+
     def task_done(self, item: _TaskItem, ok: bool, payload: Payload) -> None:
-        self.tasks.pop(item.task_id, None)
+        self._ended(item.task_id)
         if item.cancelled:
             ok, payload = False, _cancelled(item.label)
         item.peer.send(TaskResult(item.task_id, ok, payload))
@@ -591,6 +600,7 @@ class Executor:
         """An async task: a Trio task in this nursery."""
         label = f"task {getattr(fn, '__qualname__', 'task')}"
         result: tuple[bool, Payload] | None = None
+        current_task.set(msg.task_id)  # in this Trio task's own context
         with task.scope:
             try:
                 args, kwargs = await self._load_args(msg.args)
@@ -608,7 +618,7 @@ class Executor:
     def _finish_task(
         self, task: _Task, task_id: ObjectId, label: str, result: tuple[bool, Payload] | None
     ) -> None:
-        self.tasks.pop(task_id, None)
+        self._ended(task_id)
         if task.scope.cancel_called or result is None:
             result = (False, _cancelled(label))
         task.peer.send(TaskResult(task_id, *result))
@@ -617,10 +627,24 @@ class Executor:
         item = self.tasks.get(msg.task_id)
         if item is None:
             return
+        if msg.recursive:
+            self.runtime.cancel_children(msg.task_id, msg.force)
         if msg.force:
             log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
             os.kill(os.getpid(), signal.SIGKILL)
         self._interrupt(msg.task_id, item)
+
+    def caller_gone(self, peer: Peer) -> None:
+        """The link from a process that submitted tasks here closed (it exited, was killed,
+        or went silent): nobody takes their results (the caller, if alive, fails them or
+        runs them elsewhere), so they are cancelled, with the tasks they started. Its actors
+        are the head's business (it kills those of a creator that left)."""
+        for task_id, item in list(self.tasks.items()):  # O(calls here), once per lost link
+            if item.peer is peer and (
+                isinstance(item, _TaskItem) or (isinstance(item, _Task) and item.kind == "task")
+            ):
+                self.runtime.cancel_children(task_id, False)
+                self._interrupt(task_id, item)
 
     def _interrupt(
         self, task_id: ObjectId, item: _Task | _Call | _TaskItem, *, tell_owner: bool = False
@@ -888,9 +912,7 @@ class Executor:
         """An actor is over: refuse its queued and future messages, free its name."""
         if self.actors.get(slot.actor_id) is slot:
             del self.actors[slot.actor_id]
-        self.tombstones[slot.actor_id] = reason
-        while len(self.tombstones) > _TOMBSTONES_MAX:
-            self.tombstones.popitem(last=False)
+        self._bury(slot.actor_id, reason)
         slot.send.close()
         while True:
             try:
@@ -900,15 +922,22 @@ class Executor:
             self._refuse_queued(item, reason)
         slot.receive.close()
         info = slot.info
-        if info is not None and info.name and self.runtime.head is not None:
+        head = self.runtime.head
+        if info is not None and not info.name and not info.detached and head is not None:
+            # Its creator registered it with the head (OwnActor): the head forgets it.
+            head.send(ActorEnded(0, info.actor_id, reason))
+        elif info is not None and info.name and head is not None:
             with trio.move_on_after(5):
                 try:
-                    await self.runtime.head.request(
-                        lambda rid: ActorEnded(rid, info.actor_id, reason)
-                    )
+                    await head.request(lambda rid: ActorEnded(rid, info.actor_id, reason))
                 except ConnectionError:
                     pass  # the head is gone; it forgets the name with this worker
         slot.done.set()
+
+    def _bury(self, actor_id: ActorId, reason: str) -> None:
+        self.tombstones[actor_id] = reason
+        while len(self.tombstones) > _TOMBSTONES_MAX:
+            self.tombstones.popitem(last=False)
 
     def _enqueue(self, slot: _Slot, item: Any) -> Any:
         try:
@@ -963,6 +992,10 @@ class Executor:
     def on_kill(self, peer: Peer, msg: KillActor) -> None:
         slot = self.actors.get(msg.actor_id)
         if slot is None:
+            if msg.actor_id not in self.tombstones:
+                # Killed before its creation arrived (the head kills the actors of a creator
+                # that died just after sending it): the creation, when it comes, is refused.
+                self._bury(msg.actor_id, f"actor {short(msg.actor_id)} was killed")
             peer.send(Ack(msg.rid))
             return
         slot.scope.cancel()

@@ -13,6 +13,7 @@ import attrs
 from .context import Context
 from .core import OwnedActor, current_runtime
 from .handles import ActorHandle
+from .lineage import current_task
 from .refs import ObjectRef
 from .serialization import dumps_call, dumps_code
 from .signatures import MethodChecks, call_check
@@ -37,6 +38,8 @@ class Options:
     max_task_retries: int = 0
     max_retries: int = 3
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
+    # None: the actor ends with the process that created it; "detached": it outlives it.
+    lifetime: str | None = None
 
     def merge(self, **changes: Any) -> Options:
         unknown = set(changes) - set(attrs.fields_dict(Options))
@@ -62,6 +65,11 @@ class Options:
             )
         if merged.num_cpus is not None and merged.num_cpus < 0:
             raise ValueError(f"num_cpus must be >= 0, not {merged.num_cpus}")
+        if merged.lifetime not in (None, "detached", "non_detached"):
+            raise ValueError(
+                f"lifetime must be 'detached' (the actor outlives its creator, until ag.kill "
+                f"or cluster stop) or None (it ends with its creator), not {merged.lifetime!r}"
+            )
         if merged.name is not None and not (isinstance(merged.name, str) and merged.name):
             raise ValueError(f"name must be a non-empty string, not {merged.name!r}")
         return merged
@@ -148,6 +156,11 @@ class RemoteFunction(Generic[P, R]):
         variant: RemoteFunction[P, R] = RemoteFunction.__new__(RemoteFunction)
         variant.__dict__.update(self.__dict__)
         variant._options = self._options.merge(**options)
+        if variant._options.lifetime is not None and not self._actor:
+            raise ValueError(
+                f"{self.__qualname__} is a plain remote function: lifetime applies to actors "
+                "(actor classes and remote coroutines that take an ag.Context)"
+            )
         if variant._options.get_if_exists and not self._actor:
             raise ValueError(
                 f"{self.__qualname__} is a plain remote function: its name only labels its "
@@ -177,6 +190,7 @@ class RemoteFunction(Generic[P, R]):
                 None,
                 opts.max_retries,
                 opts.retry_exceptions,
+                current_task.get(),
             )
             return ObjectRef._make(entry)
         info = rt.new_actor_info(
@@ -186,6 +200,7 @@ class RemoteFunction(Generic[P, R]):
             opts.name,
             opts.namespace,
             max_restarts=opts.max_restarts,
+            detached=_detached(opts, self.__qualname__),
         )
         entry = rt.new_entry(info)
         if info.name is None:
@@ -260,11 +275,12 @@ class ActorClass(Generic[T]):
             self._methods,
             max_restarts=opts.max_restarts,
             max_task_retries=opts.max_task_retries,
+            detached=_detached(opts, self.__qualname__),
         )
         created = rt.new_entry()
-        owned = (
+        owned = (  # a detached actor is restarted by the head, not by its creator
             OwnedActor(info, code.id, code.blob, payload, opts.max_concurrency)
-            if opts.max_restarts
+            if opts.max_restarts and not info.detached
             else None
         )
 
@@ -304,6 +320,18 @@ class ActorClass(Generic[T]):
 
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return handle
+
+
+def _detached(opts: Options, label: str) -> bool:
+    if opts.lifetime != "detached":
+        return False
+    if opts.name is None:
+        raise ValueError(
+            f"a detached actor needs a name: {label} would outlive its creator with no way "
+            f'to reach it; pass .options(name="...", lifetime="detached") and find it later '
+            "with ag.get_actor(name)"
+        )
+    return True
 
 
 def _start_registration(

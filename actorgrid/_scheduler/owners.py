@@ -1,0 +1,96 @@
+"""Which process owns which actor, so that an actor ends with the process that created it.
+
+An actor belongs to its creator (a driver, or a worker process whose task or actor created
+it), as in Ray. The creator tells the head where each non-detached actor it creates lives
+(``own``), again at each restart (same id, new address). When the creator goes (clean exit,
+``ag.shutdown()``, SIGKILL, or silent for 5 pulse intervals: its link to the head closes),
+``owner_gone`` hands back its actors and where they are; the head asks their workers to kill
+them. An actor created by a task stays its worker process's after the task returns, until that
+process ends or the actor is killed (Ray's rule). Detached actors are never entered here.
+
+Owners are opaque hashable keys (the head's link to each process). Entries leave when the
+actor ends (``ended``, from its worker or from whoever killed it), when its worker goes
+(``address_gone``: the actor went with it; a restart enters it again at its new address), or
+with their owner.
+
+Invariants: every actor has at most one entry; ``_by_owner`` and ``_by_address`` index
+exactly the entries of ``_actors``. Costs: ``own`` and ``ended`` are O(1); ``owner_gone`` and
+``address_gone`` are O(actors of that owner / at that address): no operation walks every actor.
+Never reads a clock, does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import attrs
+
+from .._protocol.ids import ActorId
+
+__all__ = ["OwnedActor", "OwnerTable"]
+
+
+@attrs.frozen
+class OwnedActor:
+    actor_id: ActorId
+    address: str  # the worker it lives on
+    owner: Hashable
+
+
+class OwnerTable:
+    def __init__(self) -> None:
+        self._actors: dict[ActorId, OwnedActor] = {}
+        self._by_owner: dict[Hashable, set[ActorId]] = {}
+        self._by_address: dict[str, set[ActorId]] = {}
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def __repr__(self) -> str:
+        return f"<OwnerTable actors={len(self._actors)} owners={len(self._by_owner)}>"
+
+    def get(self, actor_id: ActorId) -> OwnedActor | None:
+        return self._actors.get(actor_id)
+
+    def own(self, owner: Hashable, actor_id: ActorId, address: str) -> None:
+        """``owner`` created ``actor_id`` at ``address`` (or restarted it there)."""
+        self._remove(actor_id)
+        entry = OwnedActor(actor_id, address, owner)
+        self._actors[actor_id] = entry
+        self._by_owner.setdefault(owner, set()).add(actor_id)
+        self._by_address.setdefault(address, set()).add(actor_id)
+
+    def ended(self, actor_id: ActorId, address: str | None = None) -> None:
+        """The actor has ended (at ``address``, if given: news of an earlier incarnation, at
+        another address, leaves a restarted actor's entry alone)."""
+        entry = self._actors.get(actor_id)
+        if entry is not None and (address is None or entry.address == address):
+            self._remove(actor_id)
+
+    def owner_gone(self, owner: Hashable) -> list[OwnedActor]:
+        """The actors ``owner`` owned, now nobody's: the caller kills them."""
+        gone = [self._actors[aid] for aid in self._by_owner.get(owner, ())]
+        for entry in gone:
+            self._remove(entry.actor_id)
+        return gone
+
+    def address_gone(self, address: str) -> None:
+        """The worker at ``address`` is gone, and its actors with it."""
+        for actor_id in list(self._by_address.get(address, ())):
+            self._remove(actor_id)
+
+    def _remove(self, actor_id: ActorId) -> None:
+        entry = self._actors.pop(actor_id, None)
+        if entry is None:
+            return
+        _unindex(self._by_owner, entry.owner, actor_id)
+        _unindex(self._by_address, entry.address, actor_id)
+
+
+def _unindex(index: dict[Any, set[ActorId]], key: Hashable, actor_id: ActorId) -> None:
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(actor_id)
+        if not ids:
+            del index[key]
