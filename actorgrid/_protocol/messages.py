@@ -198,6 +198,7 @@ EVENT_KINDS = frozenset(
         "actor_restarted",  # an actor was re-created after its code raised or its worker died
         "actor_died",  # an actor with no restarts left is gone
         "task_retried",  # a task was re-submitted after a system failure or a listed error
+        "message_undelivered",  # a fire-and-forget send() found its actor gone; detail: why
     }
 )
 
@@ -503,6 +504,15 @@ class DeliveryFailed:
     reason: str
 
 
+@attrs.frozen
+class Credit:
+    """Sent back by the receiver of Delivers: it took ``n`` more messages to ``actor_id`` in
+    (into the mailbox, or refused), so the sender may send that many more (flow control)."""
+
+    actor_id: ActorId
+    n: int
+
+
 # --- objects ------------------------------------------------------------------------------
 
 
@@ -561,6 +571,7 @@ Message: TypeAlias = (
     | DeliveryFailed
     | FetchObject
     | ObjectValue
+    | Credit
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__
