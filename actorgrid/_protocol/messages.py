@@ -50,6 +50,7 @@ class ActorInfo:
     methods: tuple[str, ...] = ()
     max_restarts: int = 0  # restarts left to this actor's incarnations (-1: forever)
     max_task_retries: int = 0  # times a call in flight when the actor died is sent again
+    mailbox_size: int = 0  # messages its mailbox holds before senders wait (0: the default)
 
 
 @attrs.frozen

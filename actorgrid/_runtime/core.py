@@ -1063,6 +1063,7 @@ class Runtime:
         *,
         max_restarts: int = 0,
         max_task_retries: int = 0,
+        mailbox_size: int = 0,
     ) -> ActorInfo:
         """Any thread: place a new actor and describe it. Its address is "" when no worker
         fits now: ``place_actor`` waits for one."""
@@ -1081,6 +1082,7 @@ class Runtime:
             methods,
             max_restarts,
             max_task_retries,
+            mailbox_size,
         )
 
     def _link(self) -> HeadLink:

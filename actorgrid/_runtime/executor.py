@@ -703,6 +703,19 @@ class Executor:
         elif slot.info is not None:
             return None
         slot.info = info
+        if info.mailbox_size and info.mailbox_size != MAILBOX_CAPACITY:
+            # Messages that came before the actor did stay queued (then it holds more).
+            early = []
+            while True:
+                try:
+                    early.append(slot.receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            slot.send, slot.receive = trio.open_memory_channel[Any](
+                max(info.mailbox_size, len(early))
+            )
+            for item in early:
+                slot.send.send_nowait(item)
         return slot
 
     def _refuse_actor(self, info: ActorInfo, why: str) -> None:
