@@ -9,6 +9,10 @@
   inbox into its lane, which one pool thread at a time drains in order; async methods run
   concurrently on the loop, up to ``max_concurrency``, started in order. Remote coroutines
   taking a Context read their inbox as a mailbox.
+- Delivery never waits: a message for a full inbox is parked in the actor's overflow and moved
+  in, in order, as the actor consumes, so one busy actor never holds up the link's other
+  actors, its pulses or its replies. Mailbox senders are held back per (link, actor) by credit
+  windows (_scheduler/flow.py), which bound the overflow; method calls are not windowed.
 - Messages for an actor id this worker has not seen yet (a caller raced its creator) wait in a
   placeholder inbox for PLACEHOLDER_TIMEOUT_S; ended actors leave a tombstone, so late
   messages get ActorDiedError at once.

@@ -358,8 +358,9 @@ class Peer:
     _pending: Awaitable[None] | None = None
 
     async def _await_pending(self) -> None:
-        # A handler returns an awaitable only when it must wait, e.g. for mailbox space;
-        # the reader waits with it, which is how a full mailbox slows its senders down.
+        # A handler may return an awaitable that the reader waits for. The runtime's own
+        # handlers never do: a reader that waits stops every actor on the link, and its
+        # pulses (a full mailbox parks messages and holds senders back by credit instead).
         pending, self._pending = self._pending, None
         assert pending is not None
         try:
