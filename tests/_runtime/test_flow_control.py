@@ -300,3 +300,15 @@ def test_a_message_to_an_agent_that_has_ended_is_counted_and_reported(cluster):
             break
         time.sleep(0.05)
     assert events and "not delivered" in events[-1].detail
+
+
+@ag.remote
+async def capacity(ctx: ag.Context):
+    return ctx.mailbox.statistics().capacity
+
+
+def test_mailbox_size_is_an_option_and_a_bad_one_is_refused_with_the_reason():
+    assert ag.get(capacity.options(mailbox_size=3).remote(), timeout=60) == 3
+    assert ag.get(capacity.remote(), timeout=60) == 1024
+    with pytest.raises(ValueError, match="mailbox_size must be an int >= 1"):
+        capacity.options(mailbox_size=-1)
