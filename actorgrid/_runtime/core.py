@@ -1293,9 +1293,14 @@ class Runtime:
 
     def _on_credit(self, peer: Peer, msg: Credit) -> None:
         peer.send_credits.grant(msg.actor_id, msg.n)
-        lot = peer.credit_waiters.pop(msg.actor_id, None)
+        lot = peer.credit_waiters.get(msg.actor_id)
         if lot is not None:
-            lot.unpark_all()  # each re-checks its credit, and parks again if none is left
+            # As many as the credits: waking every sender of a busy actor (thousands, when
+            # all ack one clock) for each grant would cost O(senders) per grant. A woken
+            # sender that finds the credit taken parks again, and a later grant wakes it.
+            lot.unpark(count=msg.n)
+            if not lot:
+                del peer.credit_waiters[msg.actor_id]
 
 
 async def _wait_credit(peer: Peer, actor_id: ActorId) -> None:
