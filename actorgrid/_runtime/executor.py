@@ -707,8 +707,9 @@ class Executor:
         elif slot.info is not None:
             return None
         slot.info = info
-        if info.mailbox_size and info.mailbox_size != MAILBOX_CAPACITY:
-            # Messages that came before the actor did stay queued (then it holds more).
+        if info.mailbox_size and info.mailbox_size != MAILBOX_CAPACITY and not slot.overflow:
+            # Messages that came before the actor did stay queued (then it holds more); one
+            # whose early messages overflowed keeps the default size.
             early = []
             while True:
                 try:
