@@ -105,6 +105,13 @@ class Cluster:
             for w in list(placement.workers.values())
         ]
 
+    @property
+    def undelivered_messages(self) -> int:
+        """Fire-and-forget messages (``ag.send`` from this process) that found their actor
+        gone, since this process connected; each is also an event, kind
+        ``"message_undelivered"``, whose detail says which actor and why."""
+        return self._runtime.undelivered
+
     def _sync(self, afn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         if trio.lowlevel.in_trio_run():
             raise RuntimeError(

@@ -52,6 +52,7 @@ class ActorInfo:
     max_task_retries: int = 0  # times a call in flight when the actor died is sent again
     # ``lifetime="detached"``: it outlives its creator, until ag.kill or cluster stop.
     detached: bool = False
+    mailbox_size: int = 0  # messages its mailbox holds before senders wait (0: the default)
 
 
 @attrs.frozen
@@ -200,6 +201,7 @@ EVENT_KINDS = frozenset(
         "actor_restarted",  # an actor was re-created after its code raised or its worker died
         "actor_died",  # an actor with no restarts left is gone
         "task_retried",  # a task was re-submitted after a system failure or a listed error
+        "message_undelivered",  # a fire-and-forget send() found its actor gone; detail: why
     }
 )
 
@@ -529,6 +531,15 @@ class DeliveryFailed:
     reason: str
 
 
+@attrs.frozen
+class Credit:
+    """Sent back by the receiver of Delivers: it took ``n`` more messages to ``actor_id`` in
+    (into the mailbox, or refused), so the sender may send that many more (flow control)."""
+
+    actor_id: ActorId
+    n: int
+
+
 # --- objects ------------------------------------------------------------------------------
 
 
@@ -589,6 +600,7 @@ Message: TypeAlias = (
     | DeliveryFailed
     | FetchObject
     | ObjectValue
+    | Credit
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

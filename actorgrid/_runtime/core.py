@@ -45,7 +45,7 @@ from .._exceptions import (
     WorkerDiedError,
 )
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import ObjectId, WorkerId, new_actor_id, new_object_id, short
+from .._protocol.ids import ActorId, ObjectId, WorkerId, new_actor_id, new_object_id, short
 from .._protocol.messages import (
     Ack,
     ActorEnded,
@@ -55,6 +55,7 @@ from .._protocol.messages import (
     CallActor,
     CancelTask,
     CreateActor,
+    Credit,
     Deliver,
     DeliveryFailed,
     Event,
@@ -335,12 +336,15 @@ class Runtime:
         # meanwhile may be older than that news, so it is used but not cached.
         self._names_epoch = 0
         self.executor: Executor | None = None
+        # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
+        self.undelivered = 0
         self.membership_changed = trio.Event()
         self._worker_at: dict[str, WorkerId] = {}
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
             FetchObject: self._on_fetch,
             DeliveryFailed: self._on_delivery_failed,
+            Credit: self._on_credit,
             ActorEnded: self._on_actor_ended,
             WorkerJoined: self._on_worker_joined,
             WorkerLeft: self._on_worker_left,
@@ -1114,6 +1118,7 @@ class Runtime:
         max_restarts: int = 0,
         max_task_retries: int = 0,
         detached: bool = False,
+        mailbox_size: int = 0,
     ) -> ActorInfo:
         """Any thread: place a new actor and describe it. Its address is "" when no worker
         fits now: ``place_actor`` waits for one."""
@@ -1133,6 +1138,7 @@ class Runtime:
             max_restarts,
             max_task_retries,
             detached,
+            mailbox_size,
         )
 
     def _link(self) -> HeadLink:
@@ -1257,7 +1263,14 @@ class Runtime:
         self.check_size(payload, "send()")
         peer = self.peer_for(info.address)
         try:
-            await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
+            if not peer.send_credits.try_take(info.actor_id):
+                await _wait_credit(peer, info.actor_id)
+            try:
+                await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
+            except BaseException:
+                # Not queued (send_wait raises only before it queues): the credit goes back.
+                self._on_credit(peer, Credit(info.actor_id, 1))
+                raise
         except PeerClosedError as exc:
             self.forget_actor(info.actor_id)
             raise ActorDiedError(f"cannot deliver to actor {_describe(info)}: {exc}") from None
@@ -1270,6 +1283,8 @@ class Runtime:
         start = time.monotonic()
         try:
             with trio.fail_after(float("inf") if timeout is None else timeout):
+                if not peer.send_credits.try_take(info.actor_id):
+                    await _wait_credit(peer, info.actor_id)
                 reply = await peer.request(lambda rid: Deliver(rid, info.actor_id, payload))
         except trio.TooSlowError:
             raise GetTimeoutError(
@@ -1324,8 +1339,40 @@ class Runtime:
         self.event_feed.push(event)
 
     def _on_delivery_failed(self, peer: Peer, msg: DeliveryFailed) -> None:
+        # A fire-and-forget message found its actor gone: counted, and reported as an event
+        # (Cluster.events(), kind "message_undelivered") as well as logged.
         self.forget_actor(msg.actor_id)
-        log.warning("a message to actor %s was not delivered: %s", short(msg.actor_id), msg.reason)
+        self.undelivered += 1
+        detail = f"a message to actor {short(msg.actor_id)} was not delivered: {msg.reason}"
+        log.warning("%s", detail)
+        self.publish(Event("message_undelivered", time.time(), pid=os.getpid(), detail=detail))
+
+    def _on_credit(self, peer: Peer, msg: Credit) -> None:
+        peer.send_credits.grant(msg.actor_id, msg.n)
+        lot = peer.credit_waiters.get(msg.actor_id)
+        if lot is not None:
+            # As many as the credits: waking every sender of a busy actor (thousands, when
+            # all ack one clock) for each grant would cost O(senders) per grant. A woken
+            # sender that finds the credit taken parks again, and a later grant wakes it.
+            lot.unpark(count=msg.n)
+            if not lot:
+                del peer.credit_waiters[msg.actor_id]
+
+
+async def _wait_credit(peer: Peer, actor_id: ActorId) -> None:
+    """Wait for a credit to send one more message to ``actor_id`` on ``peer``, and take it.
+
+    This is where a full mailbox makes its senders wait: the link itself stays free for
+    every other actor and for pulses, replies and cancels.
+    """
+    credits = peer.send_credits
+    while not credits.try_take(actor_id):
+        if peer.closed:
+            raise PeerClosedError(f"connection to {peer.address} is closed: {peer.close_reason}")
+        lot = peer.credit_waiters.get(actor_id)
+        if lot is None:
+            lot = peer.credit_waiters[actor_id] = trio.lowlevel.ParkingLot()
+        await lot.park()
 
 
 def _call_sent(entry: ObjectEntry, info: ActorInfo, method: str, payload: Payload) -> Sent:

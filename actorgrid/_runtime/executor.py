@@ -9,6 +9,10 @@
   inbox into its lane, which one pool thread at a time drains in order; async methods run
   concurrently on the loop, up to ``max_concurrency``, started in order. Remote coroutines
   taking a Context read their inbox as a mailbox.
+- Delivery never waits: a message for a full inbox is parked in the actor's overflow and moved
+  in, in order, as the actor consumes, so one busy actor never holds up the link's other
+  actors, its pulses or its replies. Mailbox senders are held back per (link, actor) by credit
+  windows (_scheduler/flow.py), which bound the overflow; method calls are not windowed.
 - Messages for an actor id this worker has not seen yet (a caller raced its creator) wait in a
   placeholder inbox for PLACEHOLDER_TIMEOUT_S; ended actors leave a tombstone, so late
   messages get ActorDiedError at once.
@@ -43,6 +47,7 @@ from .._protocol.messages import (
     CancelById,
     CancelTask,
     CreateActor,
+    Credit,
     Deliver,
     DeliveryFailed,
     Event,
@@ -325,12 +330,15 @@ class _Call:
 class _Slot:
     """One actor on this worker (or a placeholder for one that has not arrived yet)."""
 
-    __slots__ = ("actor_id", "done", "info", "lane", "receive", "scope", "send")
+    __slots__ = ("actor_id", "done", "info", "lane", "overflow", "receive", "scope", "send")
 
     def __init__(self, actor_id: ActorId) -> None:
         self.actor_id = actor_id
         self.info: ActorInfo | None = None
         self.lane: _Lane | None = None
+        # Messages that came while the mailbox was full, in order; moved in by _pump as it
+        # drains. Mailbox messages here are bounded by their senders' credit windows.
+        self.overflow: deque[Any] | None = None
         self.send, self.receive = trio.open_memory_channel[Any](MAILBOX_CAPACITY)
         self.scope = trio.CancelScope()
         self.done = trio.Event()
@@ -723,6 +731,20 @@ class Executor:
         elif slot.info is not None:
             return None
         slot.info = info
+        if info.mailbox_size and info.mailbox_size != MAILBOX_CAPACITY and not slot.overflow:
+            # Messages that came before the actor did stay queued (then it holds more); one
+            # whose early messages overflowed keeps the default size.
+            early = []
+            while True:
+                try:
+                    early.append(slot.receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            slot.send, slot.receive = trio.open_memory_channel[Any](
+                max(info.mailbox_size, len(early))
+            )
+            for item in early:
+                slot.send.send_nowait(item)
         return slot
 
     def _refuse_actor(self, info: ActorInfo, why: str) -> None:
@@ -920,6 +942,12 @@ class Executor:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             self._refuse_queued(item, reason)
+        overflow = slot.overflow
+        while overflow:
+            item = overflow.popleft()
+            if type(item) is _LetterFrom:
+                _taken(item)
+            self._refuse_queued(item, reason)
         slot.receive.close()
         info = slot.info
         head = self.runtime.head
@@ -939,22 +967,29 @@ class Executor:
         while len(self.tombstones) > _TOMBSTONES_MAX:
             self.tombstones.popitem(last=False)
 
-    def _enqueue(self, slot: _Slot, item: Any) -> Any:
+    def _enqueue(self, slot: _Slot, item: Any) -> bool:
+        """Into the mailbox or refused (True), or parked in its overflow while the mailbox is
+        full (False): a mailbox message's credit goes back once True, or once _pump moves it.
+
+        Never waits: the link's reader must go on delivering to other actors and reading
+        pulses, replies and cancels. Senders of mailbox messages are held back by their
+        credit windows instead (_scheduler/flow.py), which bounds the overflow.
+        """
+        overflow = slot.overflow
+        if overflow:  # messages wait ahead of this one: keep the order
+            overflow.append(item)
+            return False
         try:
             slot.send.send_nowait(item)
         except trio.WouldBlock:
-            return self._enqueue_waiting(slot, item)
+            if overflow is None:
+                overflow = slot.overflow = deque()
+            overflow.append(item)
+            self.nursery.start_soon(self._pump, slot, overflow)
+            return False
         except trio.ClosedResourceError:
             self._refuse_queued(item, self._dead_reason(slot.actor_id))
-        return None
-
-    async def _enqueue_waiting(self, slot: _Slot, item: Any) -> None:
-        # The inbox is full: the connection's reader waits here, so the sender's writes back up
-        # and its send() waits too. Nothing is dropped.
-        try:
-            await slot.send.send(item)
-        except trio.ClosedResourceError:
-            self._refuse_queued(item, self._dead_reason(slot.actor_id))
+        return True
 
     def _refuse_queued(self, item: Any, reason: str) -> None:
         # A call is listed in self.tasks from its arrival: once refused it is over, and must
@@ -962,6 +997,18 @@ class Executor:
         if isinstance(item, _Call):
             self.tasks.pop(item.task_id, None)
         _refuse(item, reason)
+
+    async def _pump(self, slot: _Slot, overflow: deque[Any]) -> None:
+        # Runs while the overflow is not empty; _enqueue starts one when it stops being so.
+        while overflow:
+            item = overflow[0]
+            try:
+                await slot.send.send(item)
+            except trio.ClosedResourceError:
+                return  # the actor ended: _end refuses what is left
+            overflow.popleft()
+            if type(item) is _LetterFrom:
+                _taken(item)
 
     def on_call(self, peer: Peer, msg: CallActor) -> Any:
         call = _Call(peer, msg)
@@ -975,19 +1022,22 @@ class Executor:
             lane is not None
             and not lane.feeder_holding
             and lane.has_room()
+            and not slot.overflow
             and not slot.receive.statistics().current_buffer_used
         ):
             lane.push(call)  # nothing queued ahead of it: skip the inbox hop
             return None
-        return self._enqueue(slot, call)
+        self._enqueue(slot, call)
+        return None
 
-    def on_deliver(self, peer: Peer, msg: Deliver) -> Any:
+    def on_deliver(self, peer: Peer, msg: Deliver) -> None:
         letter = _LetterFrom(peer, msg)
         slot = self._slot_for(msg.actor_id)
         if slot is None:
+            _taken(letter)
             _refuse(letter, self._dead_reason(msg.actor_id))
-            return None
-        return self._enqueue(slot, letter)
+        elif self._enqueue(slot, letter):
+            _taken(letter)
 
     def on_kill(self, peer: Peer, msg: KillActor) -> None:
         slot = self.actors.get(msg.actor_id)
@@ -1026,6 +1076,13 @@ class _LetterFrom(Letter):
 
 def call_reject_letter(item: Any, info: ActorInfo) -> None:
     _refuse(item, f"the {info.label} actor is a class actor; it has no mailbox")
+
+
+def _taken(letter: _LetterFrom) -> None:
+    """A mailbox message left flow control's hands (taken in, or refused): credit it back."""
+    n = letter.peer.receive_credits.taken(letter.actor_id)
+    if n:
+        letter.peer.send(Credit(letter.actor_id, n))
 
 
 def _refuse(item: Any, reason: str) -> None:

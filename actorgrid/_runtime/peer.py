@@ -36,9 +36,10 @@ from .._protocol.messages import (
     Pulse,
     WorkerReport,
 )
+from .._scheduler.flow import ReceiveCredits, SendCredits
 
 if TYPE_CHECKING:
-    from .._protocol.ids import ObjectId
+    from .._protocol.ids import ActorId, ObjectId
     from .._transport.base import FrameStream
     from .core import Sent
     from .pulse import PulseMonitor
@@ -148,6 +149,10 @@ class Peer:
         # Held by whoever writes to the socket; other threads only ever try it, never wait.
         self._lock = threading.Lock()
         self.wake_threadsafe: Callable[[], None] | None = None
+        # Mailbox flow control (Deliver/Credit), per target actor: see _scheduler/flow.py.
+        self.send_credits: SendCredits[ActorId] = SendCredits()
+        self.receive_credits: ReceiveCredits[ActorId] = ReceiveCredits()
+        self.credit_waiters: dict[ActorId, trio.lowlevel.ParkingLot] = {}
 
     def __repr__(self) -> str:
         kind = self.remote_hello.kind if self.remote_hello else "?"
@@ -306,6 +311,8 @@ class Peer:
         self.close_reason = reason
         self._out.clear()
         self._space.unpark_all()
+        for lot in self.credit_waiters.values():
+            lot.unpark_all()
         error = PeerClosedError(f"connection to {self.address} closed: {reason}")
         for reply in self._requests.values():
             reply.value = error
@@ -351,8 +358,9 @@ class Peer:
     _pending: Awaitable[None] | None = None
 
     async def _await_pending(self) -> None:
-        # A handler returns an awaitable only when it must wait, e.g. for mailbox space;
-        # the reader waits with it, which is how a full mailbox slows its senders down.
+        # A handler may return an awaitable that the reader waits for. The runtime's own
+        # handlers never do: a reader that waits stops every actor on the link, and its
+        # pulses (a full mailbox parks messages and holds senders back by credit instead).
         pending, self._pending = self._pending, None
         assert pending is not None
         try:

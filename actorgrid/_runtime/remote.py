@@ -34,6 +34,7 @@ class Options:
     get_if_exists: bool = False
     num_cpus: float | None = None
     max_concurrency: int = 0
+    mailbox_size: int = 0
     max_restarts: int = 0
     max_task_retries: int = 0
     max_retries: int = 3
@@ -62,6 +63,11 @@ class Options:
         ):
             raise TypeError(
                 f"retry_exceptions must be True, False or a list of exception types, not {retry!r}"
+            )
+        size = merged.mailbox_size
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(
+                f"mailbox_size must be an int >= 1 (0: the default, 1024), not {size!r}"
             )
         if merged.num_cpus is not None and merged.num_cpus < 0:
             raise ValueError(f"num_cpus must be >= 0, not {merged.num_cpus}")
@@ -201,6 +207,7 @@ class RemoteFunction(Generic[P, R]):
             opts.namespace,
             max_restarts=opts.max_restarts,
             detached=_detached(opts, self.__qualname__),
+            mailbox_size=opts.mailbox_size,
         )
         entry = rt.new_entry(info)
         if info.name is None:
@@ -274,6 +281,7 @@ class ActorClass(Generic[T]):
             opts.namespace,
             self._methods,
             max_restarts=opts.max_restarts,
+            mailbox_size=opts.mailbox_size,
             max_task_retries=opts.max_task_retries,
             detached=_detached(opts, self.__qualname__),
         )
