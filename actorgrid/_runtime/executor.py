@@ -228,7 +228,6 @@ class _Lane:
         self.lock = threading.Lock()
         self.running = False
         self.closed = False
-        self.feeder_holding = False  # the feeder holds a call from the inbox, not yet here
         self.space = trio.lowlevel.ParkingLot()
 
     def has_room(self) -> bool:
@@ -811,9 +810,7 @@ class Executor:
                     call_reject_letter(call, slot.info)
                     continue
                 if not lane.has_room():
-                    lane.feeder_holding = True
                     await lane.wait_room()
-                lane.feeder_holding = False
                 lane.push(call)
         finally:
             lane.close(f"actor {_describe(slot.info)} was killed")
@@ -1018,14 +1015,12 @@ class Executor:
             return None
         self.tasks[msg.task_id] = call
         lane = slot.lane
-        if (
-            lane is not None
-            and not lane.feeder_holding
-            and lane.has_room()
-            and not slot.overflow
-            and not slot.receive.statistics().current_buffer_used
-        ):
-            lane.push(call)  # nothing queued ahead of it: skip the inbox hop
+        # Skip the inbox hop only while the feeder waits in receive(): then no call is queued
+        # or in transit ahead of this one. An empty inbox is not enough: a call handed to the
+        # waiting feeder leaves the inbox at once but reaches the lane only when the feeder
+        # runs, and this call must not overtake it.
+        if lane is not None and lane.has_room() and slot.receive.statistics().tasks_waiting_receive:
+            lane.push(call)
             return None
         self._enqueue(slot, call)
         return None
