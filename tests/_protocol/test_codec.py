@@ -88,11 +88,16 @@ def envelope_body(envelope: Any, tail: bytes = b"") -> bytes:
 
 
 def payloads_of(message: Any) -> list[Payload]:
-    return [
-        getattr(message, f.name)
-        for f in attrs.fields(type(message))
-        if isinstance(getattr(message, f.name), Payload)
-    ]
+    """Every Payload in a message, nested messages included (AdoptActor carries a
+    CreateActor), depth first in field order."""
+    found: list[Payload] = []
+    for f in attrs.fields(type(message)):
+        value = getattr(message, f.name)
+        if isinstance(value, Payload):
+            found.append(value)
+        elif attrs.has(type(value)):
+            found.extend(payloads_of(value))
+    return found
 
 
 # --- round trips --------------------------------------------------------------------------
