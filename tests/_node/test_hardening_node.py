@@ -247,8 +247,13 @@ def test_node_pids_can_be_read_from_another_thread_while_workers_die(
     for reader in readers:
         reader.start()
     try:
+        killed: set[int] = set()
         for _ in range(3):
-            (pid,) = wait_for(lambda: [w.pid for w in cluster.workers()], 30, "a worker")
+            # Not one killed before: the head may list a dead worker until it learns it left.
+            (pid,) = wait_for(
+                lambda: [w.pid for w in cluster.workers() if w.pid not in killed], 30, "a worker"
+            )
+            killed.add(pid)
             processes.add([pid])
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda p=pid: p not in cluster.node_pids, 30, "the dead pid to go")
@@ -600,9 +605,10 @@ def test_a_worker_runs_a_burst_of_sync_tasks_on_a_few_threads_without_creeping(
     # than the 1 s a 0.2 s pulse allows while it takes 10,000 tasks at once.
     with ag.init(num_workers=1) as cluster:
         processes.add(w.pid for w in cluster.workers())
-        ag.get([noop.remote(i) for i in range(10_000)], timeout=60)  # warm up
+        for _ in range(2):  # warm up: the first rounds fill allocator arenas and caches
+            ag.get([noop.remote(i) for i in range(10_000)], timeout=60)
         threads0, rss0 = ag.get(threads_and_rss.remote())
-        for _ in range(3):
+        for _ in range(4):
             ag.get([noop.remote(i) for i in range(10_000)], timeout=60)
         threads1, rss1 = ag.get(threads_and_rss.remote())
         processes.add(cluster.node_pids)
@@ -610,4 +616,4 @@ def test_a_worker_runs_a_burst_of_sync_tasks_on_a_few_threads_without_creeping(
     # One CPU: one runner thread at a time, not one per queued task (it was 256, and the
     # worker's RSS grew about 0.35 MB per 10,000 tasks with them).
     assert threads1 <= threads0 + 2 <= 12
-    assert rss1 - rss0 < 0.3e6 * 3
+    assert rss1 - rss0 < 0.3e6 * 4
