@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -170,3 +171,40 @@ def test_quick_suite_reports_every_workload_and_leaks_nothing(tmp_path: Path) ->
     assert tasks["map_tasks_per_s"] > 0
     assert tasks["apply_async_tasks_per_s"] > 0
     assert report["workloads"]["actor_rtt"]["actorgrid"]["detail"]["p99_us"] > 0
+
+
+def _readme_commands() -> list[list[str]]:
+    """The commands of benchmarks/README.md's shell block, one argv per line."""
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line.split("#", 1)[0]) for line in block.splitlines() if line.strip()]
+
+
+def test_the_benchmark_readme_commands_run(tmp_path: Path) -> None:
+    """Every command in benchmarks/README.md runs: each run.py line with its own flags at
+    quick sizes on two workloads (the full sizes run the same code paths, for minutes; the
+    whole quick suite is the test above), and the nox line names the bench session, which
+    passes its arguments to run.py."""
+    commands = _readme_commands()
+    run_lines = [argv for argv in commands if argv[:2] == ["python", "benchmarks/run.py"]]
+    assert len(run_lines) >= 3, commands
+    for i, argv in enumerate(run_lines):
+        args = [a for a in argv[2:] if a != "--quick"]
+        if "--only" not in args:  # the whole suite at quick sizes is test_quick_suite's
+            args += ["--only", "actor_rtt,ring"]
+        out = tmp_path / f"run{i}.json"
+        completed = subprocess.run(
+            [sys.executable, str(RUN_PY), *args, "--quick", "--output", str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            start_new_session=True,
+        )
+        assert completed.returncode == 0, (argv, completed.stderr[-4000:])
+        if "--json" in args:
+            assert json.loads(completed.stdout)["meta"]["quick"] is True
+    nox_lines = [argv for argv in commands if argv[:1] == ["nox"]]
+    assert nox_lines == [["nox", "-s", "bench", "--", "--quick"]], nox_lines
+    noxfile = (ROOT / "noxfile.py").read_text()
+    assert "def bench(" in noxfile and '"benchmarks/run.py", *session.posargs' in noxfile
