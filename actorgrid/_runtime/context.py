@@ -196,6 +196,16 @@ class Context:
     def _forget(self, request: Request) -> None:
         self._open_requests = [r for r in self._open_requests if not r.replied]
 
+    def _fail_open(self, error: BaseException, where: str) -> None:
+        """The actor's code raised and runs again: the asks it received and never answered
+        get that error, raised at the asker as its own type (the next run cannot know they
+        wait, and the asker would otherwise wait out its timeout)."""
+        for request in self._open_requests:
+            if not request.replied:
+                request.reply_error(error, where)
+        self._open_requests = []
+        self.request = None
+
     def _close(self, reason: str) -> None:
         """The actor ended: every ask it received and never answered gets an error."""
         for request in self._open_requests:

@@ -913,6 +913,7 @@ class Executor:
                 if restarts == 0:
                     return (False, box_error(exc, self._where(f"actor {label}"))), reason
                 restarts -= 1 if restarts > 0 else 0
+                ctx._fail_open(exc, self._where(f"actor {label}"))
                 decision = tracker.on_exit(trio.current_time())
                 assert isinstance(decision, Restart)  # the policy never gives up
                 line = quiet.line(trio.current_time(), reason, restarts, decision.delay_s)

@@ -271,3 +271,23 @@ def test_coroutine_actor_handle_has_no_methods() -> None:
         handle.anything.remote()
     ag.send(ref, "stop")
     assert ag.get(ref, timeout=30) == "deaf stopped"
+
+
+@ag.remote
+async def fragile(ctx: ag.Context):
+    async for msg in ctx.mailbox:
+        if msg == "boom":
+            raise ValueError("cannot handle boom")
+        await ctx.reply(f"ok {msg}")
+
+
+def test_an_ask_that_makes_a_restartable_actor_raise_gets_the_error():
+    name = unique("fragile")
+    fragile.options(name=name, max_restarts=-1).remote()
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="cannot handle boom"):
+        ag.ask(name, "boom", timeout=30)
+    # Answered by the crash itself, not by the asker's timeout running out.
+    assert time.monotonic() - started < 20
+    assert ag.ask(name, "again", timeout=30) == "ok again"  # restarted, same mailbox
+    ag.kill(ag.get_actor(name))
