@@ -24,6 +24,7 @@ from typing import Any
 import cloudpickle
 import psutil
 import pytest
+from hostlab import Hosts, netns_unavailable, not_zombie
 
 import actorgrid as ag
 
@@ -109,3 +110,18 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[ag.Cluster]:
             watch.wait_gone()
         finally:
             watch.kill_leftovers()
+
+
+@pytest.fixture
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    reason = netns_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    h = Hosts(tmp_path_factory.mktemp("hosts"))
+    try:
+        h.create()
+        yield h
+    finally:
+        pids = h.destroy()
+        alive = [pid for pid in pids if psutil.pid_exists(pid) and not_zombie(pid)]
+        assert not alive, f"processes outlived the test: {alive}"

@@ -13,161 +13,20 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
-import shutil
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
+from hostlab import Hosts, not_zombie, read_json, tell
 
 PULSE_S = 0.2
 ZOMBIE_WINDOW_S = 5 * PULSE_S
-SUBNET = "10.231.0"
 HEAD_PORT = 7411
 LINE_TIMEOUT_S = 60.0
-
-
-def _netns_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    if shutil.which("ip") is None:
-        return "needs the `ip` command (iproute2)"
-    probe = f"agprobe{os.getpid()}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if made.returncode != 0:
-        return f"`ip netns add` failed: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
-pytestmark = pytest.mark.skipif((_reason := _netns_unavailable()) is not None, reason=str(_reason))
-
-
-def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
-
-
-class Hosts:
-    """h0..h2 with addresses SUBNET.1..3, on a bridge in the switch namespace."""
-
-    def __init__(self, folder: Path) -> None:
-        # Processes run in a folder of their own, as a user's would: from the repository
-        # root, `python -m`/`-c` would import the source tree instead of the installed package.
-        self.folder = folder
-        tag = str(os.getpid() % 100_000)
-        self.switch = f"agsw{tag}"
-        self.names = [f"agh{i}x{tag}" for i in range(3)]
-        self.ports = [f"ags{i}x{tag}" for i in range(3)]  # switch side of each veth
-        self.addresses = [f"{SUBNET}.{i + 1}" for i in range(3)]
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def create(self) -> None:
-        _ip("netns", "add", self.switch)
-        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.switch, "link", "set", "br0", "up")
-        for name, port, address in zip(self.names, self.ports, self.addresses, strict=True):
-            _ip("netns", "add", name)
-            _ip("link", "add", f"{port}h", "type", "veth", "peer", "name", port)
-            _ip("link", "set", f"{port}h", "netns", name)
-            _ip("link", "set", port, "netns", self.switch)
-            _ip("-n", name, "link", "set", f"{port}h", "name", "eth0")
-            _ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
-            _ip("-n", name, "link", "set", "eth0", "up")
-            _ip("-n", name, "link", "set", "lo", "up")
-            _ip("-n", self.switch, "link", "set", port, "master", "br0")
-            _ip("-n", self.switch, "link", "set", port, "up")
-
-    def set_link(self, host: int, up: bool) -> None:
-        _ip("-n", self.switch, "link", "set", self.ports[host], "up" if up else "down")
-
-    def run(self, host: int, script: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.names[host], sys.executable, "-c", script, *args],
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            cwd=self.folder,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def destroy(self) -> list[int]:
-        """Kill every process started here and all their descendants; remove the netns.
-        Returns the pids that were running, for the caller to check they are gone."""
-        seen: list[psutil.Process] = []
-        for proc in self.procs:
-            try:
-                parent = psutil.Process(proc.pid)
-                seen += [parent, *parent.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
-        for p in seen:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(seen, timeout=10)
-        for proc in self.procs:
-            proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-            if proc.stdin is not None:
-                proc.stdin.close()
-        for name in [*self.names, self.switch]:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        return [p.pid for p in seen]
-
-
-@pytest.fixture
-def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
-    h = Hosts(tmp_path_factory.mktemp("hosts"))
-    try:
-        h.create()
-        yield h
-    finally:
-        pids = h.destroy()
-        alive = [pid for pid in pids if psutil.pid_exists(pid) and _not_zombie(pid)]
-        assert not alive, f"processes outlived the test: {alive}"
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def read_json(proc: subprocess.Popen[str], timeout: float = LINE_TIMEOUT_S) -> dict[str, Any]:
-    """The next JSON line the process prints (other lines are skipped)."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no line from pid {proc.pid} within {timeout} s"
-            if not selector.select(timeout=left):
-                continue
-            line = proc.stdout.readline()
-            assert line, f"pid {proc.pid} exited with {proc.wait(10)} before answering"
-            if line.startswith("{"):
-                data: dict[str, Any] = json.loads(line)
-                return data
-
-
-def tell(proc: subprocess.Popen[str], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
 
 
 _TLS = """
@@ -362,9 +221,9 @@ def test_a_job_spans_three_hosts_survives_a_cut_link_and_the_host_rejoins(
     victim_node = next(p for p in node_pids if p == nodes[victim - 1].pid)
     old_worker = node_workers[victim_node]
     deadline = time.monotonic() + 10
-    while any(_not_zombie(pid) for pid in old_worker) and time.monotonic() < deadline:
+    while any(not_zombie(pid) for pid in old_worker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_not_zombie(pid) for pid in old_worker), "the cut-off worker was not fenced"
+    assert not any(not_zombie(pid) for pid in old_worker), "the cut-off worker was not fenced"
     assert time.monotonic() - cut_at < 30
 
     # The link comes back: h2 rejoins as a new node, and takes work again.
@@ -467,7 +326,7 @@ def test_up_with_a_config_starts_nodes_on_other_hosts_and_down_stops_everything(
         _, alive = psutil.wait_procs(
             [psutil.Process(p) for p in started if psutil.pid_exists(p)], timeout=10
         )
-        assert not [p for p in alive if _not_zombie(p.pid)], f"left running: {alive}"
+        assert not [p for p in alive if not_zombie(p.pid)], f"left running: {alive}"
     finally:
         for pid in started:
             try:
