@@ -60,6 +60,8 @@ from .._protocol.messages import (
     RegisterName,
     RegisterNode,
     RegisterWorker,
+    RejoinNode,
+    RejoinWorker,
     Shutdown,
     SubscribeEvents,
     SubscribeMembership,
@@ -74,6 +76,7 @@ from .._protocol.messages import (
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.names import NameRegistry
+from .._scheduler.rejoin import FenceTable, restore_worker
 from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from .lifetimes import ActorLifetimes
@@ -138,6 +141,7 @@ class Head:
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self._monitor = PulseMonitor(pulse_interval_s)
         self._monitor.on_zombie.append(self._zombie)
+        self.fences = FenceTable()  # who this incarnation declared dead: see rejoin.py
         self._nursery: trio.Nursery | None = None
         self._errors = RateLimitedLog(log)
         self._handlers: dict[type, Callable[[Peer, Any], None]] = {
@@ -153,6 +157,8 @@ class Head:
             QueryCluster: self._on_query,
             ControlWorker: self._on_control_worker,
             ControlNode: self._on_control_node,
+            RejoinNode: self._on_rejoin_node,
+            RejoinWorker: self._on_rejoin_worker,
         }
         self.lifetimes = ActorLifetimes(
             names=self.names,
@@ -250,14 +256,39 @@ class Head:
 
     # --- membership ------------------------------------------------------------------------
 
-    def _on_register_node(self, peer: Peer, msg: RegisterNode) -> None:
+    def _on_register_node(self, peer: Peer, msg: RegisterNode | RejoinNode) -> None:
         node = _Node(msg.node, peer)
+        old = self.nodes.get(msg.node.node_id)
+        if old is not None:  # a rejoin this head accepted before it saw the old link close
+            self._node_peers.pop(old.peer, None)
         self.nodes[msg.node.node_id] = node
         self._node_peers[peer] = node
         peer.send(Ack(msg.rid))
-        self._publish_node(
-            "node_joined", node, pid=msg.node.pid, detail=f"{msg.node.num_workers} workers"
-        )
+        detail = f"{msg.node.num_workers} workers"
+        if isinstance(msg, RejoinNode):
+            detail = f"rejoined with {detail}"
+        self._publish_node("node_joined", node, pid=msg.node.pid, detail=detail)
+
+    def _on_rejoin_node(self, peer: Peer, msg: RejoinNode) -> None:
+        why = self.fences.refusal(msg.node.node_id, f"node {short(msg.node.node_id)}")
+        if why is not None:
+            peer.send(Ack(msg.rid, why))
+            return
+        log.info("node %s rejoined with %d workers", short(msg.node.node_id), len(msg.workers))
+        self._on_register_node(peer, msg)
+
+    def _on_rejoin_worker(self, peer: Peer, msg: RejoinWorker) -> None:
+        info = msg.worker
+        why = self.fences.refusal(info.worker_id, f"worker {info.address}")
+        if why is None and info.address in self._worker_at:
+            why = f"another worker is registered at {info.address}"
+        if why is not None:
+            peer.send(Ack(msg.rid, why))
+            return
+        for lost in restore_worker(msg, self.names, self.lifetimes.detached):
+            log.warning("%s", lost)
+        log.info("worker %s rejoined with %d actors", info.address, len(msg.actors))
+        self._on_register_worker(peer, RegisterWorker(msg.rid, info))
 
     def _on_node_status(self, peer: Peer, msg: NodeStatus) -> None:
         node = self._node_peers.get(peer)
@@ -310,11 +341,13 @@ class Head:
         node = self._node_peers.pop(peer, None)
         if node is not None and self.nodes.get(node.info.node_id) is node:
             del self.nodes[node.info.node_id]
+            self.fences.declare_dead(node.info.node_id, f"its link closed: {peer.close_reason}")
             self._publish_node("node_closed", node, detail=peer.close_reason)
         info = self._worker_peers.pop(peer, None)
         if info is None:
             return
         self.workers.pop(info.worker_id, None)
+        self.fences.declare_dead(info.worker_id, f"its link closed: {peer.close_reason}")
         self.suspended.discard(info.worker_id)
         if self._worker_at.get(info.address) is peer:
             del self._worker_at[info.address]

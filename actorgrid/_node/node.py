@@ -48,6 +48,7 @@ from typing import Any
 
 import trio
 
+from .._exceptions import ActorgridError
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._protocol.ids import NodeId, WorkerId, new_node_id, new_worker_id, short
 from .._protocol.messages import (
@@ -60,8 +61,9 @@ from .._protocol.messages import (
     NodeInfo,
     NodeStatus,
     RegisterNode,
+    RejoinNode,
 )
-from .._runtime.peer import Peer
+from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, STALLED_AFTER_INTERVALS, PulseMonitor
 from .._scheduler.liveness import FailureDetector
 from .._scheduler.restart import GiveUp, RestartPolicy, RestartTracker
@@ -81,7 +83,7 @@ from .spawn import (
     signal_process,
 )
 
-__all__ = ["DEFAULT_GRACE_S", "NodeAgent", "WorkerStartError"]
+__all__ = ["DEFAULT_GRACE_S", "REJOIN_INTERVAL_S", "NodeAgent", "WorkerStartError"]
 
 log = logging.getLogger("actorgrid.node")
 
@@ -96,6 +98,14 @@ STDERR_DRAIN_S = 1.0
 # A node is unhealthy once every slot has failed this many times in a row before ready: one
 # failure may be bad luck (a worker killed while it imports), two in a row is a loop.
 UNHEALTHY_AFTER_FAILURES = 2
+# A node that lost its head dials it again this often (the first try at once), each dial
+# bounded by some pulse intervals, at least this long.
+REJOIN_INTERVAL_S = 1.0
+REJOIN_DIAL_MIN_S = 5.0
+# A node away from its head this many pulse intervals stops its workers (as Ray's raylets
+# give up on their GCS): the head, if it still runs, declared them dead long ago (after 5).
+# A head restarted within this window gets them back.
+FENCE_AFTER_INTERVALS = 30
 # Lines of a worker's error output shown in a crash-loop report.
 CRASH_LOOP_TAIL_LINES = 8
 
@@ -204,14 +214,14 @@ class NodeAgent:
             # until it is closed or cancelled: an operator can see it and decide.
             await trio.sleep_forever()
 
-    async def _connect_head(self, nursery: trio.Nursery) -> None:
+    async def _connect_head(self, nursery: trio.Nursery, *, rejoin: bool = False) -> str | None:
+        """Join the head (``rejoin``: again, under this node's identity, keeping its
+        workers); None once joined, or why the head refused this node back."""
         stream = await open_tcp_frame_stream(
             self.head_address, self._secret, max_message_bytes=self._max, tls=self.tls
         )
         hello = Hello("node", "", os.getpid())
         head = Peer(self.head_address, self._handle, local_hello=hello, monitor=self._monitor)
-        self.head = head
-        head.on_closed.append(self._head_lost)
         nursery.start_soon(head.run, stream)
         info = NodeInfo(
             self.node_id,
@@ -220,14 +230,75 @@ class NodeAgent:
             self.num_workers,
             tuple(sorted(self.resources.items())),
         )
-        await head.request(lambda rid: RegisterNode(rid, info))
+        kept = tuple(s.worker_id for s in self.slots if s.proc is not None and s.ready)
+        try:
+            if rejoin:
+                reply = await head.request(lambda rid: RejoinNode(rid, info, kept))
+            else:
+                reply = await head.request(lambda rid: RegisterNode(rid, info))
+        except BaseException:
+            head.abort("the node could not join the head")
+            raise
+        assert isinstance(reply, Ack)
+        if reply.error is not None:
+            head.abort("the head refused this node back")
+            return reply.error
+        self.head = head
+        head.on_closed.append(self._head_lost)
+        return None
 
     def _head_lost(self, peer: Peer) -> None:
-        if not self._stopping and self._nursery is not None:
-            log.warning(
-                "lost the head at %s (%s); stopping this node", peer.address, peer.close_reason
+        if self._stopping or self._nursery is None or peer is not self.head:
+            return
+        log.warning(
+            "lost the head at %s (%s); reconnecting, keeping this node's workers",
+            peer.address,
+            peer.close_reason,
+        )
+        self._background("rejoining the head", self._rejoin)
+
+    async def _rejoin(self) -> None:
+        """Dial the head until it answers: a restarted head takes this node back with its
+        workers; the head that declared it dead refuses, and the node stops (its workers are
+        fenced, killed) for ``serve_node`` to join it again as a new node. A head that does
+        not answer within FENCE_AFTER_INTERVALS pulse intervals has declared this node dead
+        if it still runs, and a restarted one is late: the node stops too. See rejoin.py."""
+        assert self._nursery is not None
+        started = trio.current_time()
+        dial_timeout_s = max(STALLED_AFTER_INTERVALS * self.pulse_interval_s, REJOIN_DIAL_MIN_S)
+        fence_after_s = FENCE_AFTER_INTERVALS * self.pulse_interval_s
+        with trio.move_on_at(started + fence_after_s) as waited:
+            refused = await self._dial_until_answered(dial_timeout_s)
+        if waited.cancelled_caught:
+            refused = (
+                f"the head at {self.head_address} did not answer for {fence_after_s:g} s "
+                f"({FENCE_AFTER_INTERVALS} pulse intervals)"
             )
+        if self._stopping:
+            return
+        if refused is not None:
+            log.warning("%s: stopping this node's workers; joining as a new node", refused)
             self._nursery.cancel_scope.cancel()
+            return
+        log.warning(
+            "rejoined the head at %s after %.1f s, with this node's workers",
+            self.head_address,
+            trio.current_time() - started,
+        )
+
+    async def _dial_until_answered(self, dial_timeout_s: float) -> str | None:
+        assert self._nursery is not None
+        while True:
+            try:
+                with trio.fail_after(dial_timeout_s):
+                    refused = await self._connect_head(self._nursery, rejoin=True)
+            except (OSError, ActorgridError, PeerClosedError, trio.TooSlowError) as exc:
+                self._errors.warning(
+                    "rejoin", "the head at %s is still unreachable (%s)", self.head_address, exc
+                )
+                await trio.sleep(REJOIN_INTERVAL_S)
+                continue
+            return refused
 
     async def _pulse_head(self) -> None:
         self._sample()  # primes psutil's CPU counter

@@ -5,11 +5,13 @@
   it rejoins its own head after losing it (a head process stopped for longer than 5 pulse
   intervals, then continued, finds its workers gone and starts new ones).
 - ``serve_node``: a node agent joining a head by address: what ``actorgrid node`` runs. A node
-  that loses its head (the head stopped, or the network cut it off for 5 pulse intervals)
-  kills its workers, so nothing of the old membership survives, and joins again under a new
-  identity as soon as the head answers (fencing by new identity). Whatever ends an agent
-  after it first joined (a lost head, a fault in the agent itself) is logged and followed by
-  a new join: only a wrong secret, a first join that fails for a reason other than the
+  that loses its head (the head stopped, died, or the network cut it off for 5 pulse
+  intervals) keeps its workers and dials the head again under its identity (``rejoin.py``):
+  a restarted head takes it back, with its workers, actors and names; the head that declared
+  it dead refuses it, and then it kills its workers, so nothing of the old membership
+  survives, and joins again under a new identity (fencing by new identity). Whatever ends an
+  agent after it first joined (a refusal, a fault in the agent itself) is logged and followed
+  by a new join: only a wrong secret, a first join that fails for a reason other than the
   network, or a close on request (``actorgrid down``) ends ``serve_node``.
 - ``ClusterFile``: the address and secret of the cluster ``actorgrid up`` started, in a file
   only its user can read (0600); ``ag.init(address="auto")`` reads it.
@@ -35,14 +37,12 @@ from .._scheduler.restart import RestartPolicy
 from .._transport.tls import TLSConfig
 from .head import Head
 from .logs import RateLimitedLog
-from .node import DEFAULT_GRACE_S, NodeAgent
+from .node import DEFAULT_GRACE_S, REJOIN_INTERVAL_S, NodeAgent
 
 __all__ = ["ClusterFile", "serve_head", "serve_node"]
 
 log = logging.getLogger("actorgrid.node")
 
-# A node that lost its head tries again this often; the first try is at once.
-REJOIN_INTERVAL_S = 1.0
 CLUSTER_FILE_ENV = "ACTORGRID_CLUSTER_FILE"
 
 

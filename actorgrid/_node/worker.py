@@ -1,8 +1,8 @@
 """A worker process: ``python -m actorgrid._node.worker``, started by a node agent.
 
 Reads its configuration (with the cluster secret) as one JSON line on stdin, then serves
-until the head tells it to stop, its head connection ends, or stdin reaches EOF (its node
-agent died). Blocking user code runs on threads; the switch interval is lowered so that a
+until the head tells it to stop (or refuses it back after losing it: ``rejoin.py``), or stdin
+reaches EOF (its node agent died). A lost head is dialled again while the calls here go on. Blocking user code runs on threads; the switch interval is lowered so that a
 CPU-bound thread cannot hold the loop off for more than about a millisecond at a time.
 
 Talking to its node agent:
@@ -18,6 +18,7 @@ Talking to its node agent:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
 from .._transport.tls import TLSConfig
 from .logs import configure_logging
+from .rejoin import rejoin_worker
 from .spawn import PULSE_BYTE, READY_BYTE
 
 __all__ = ["main", "serve_worker"]
@@ -104,9 +106,13 @@ async def serve_worker(config: dict[str, Any]) -> None:
         ready = trio.Event()
         nursery.start_soon(_pulse, int(config["pulse_fd"]), interval_s, ready)
         await nursery.start(rt.serve)
-        assert rt.head is not None
-        rt.head.on_closed.append(lambda _: nursery.cancel_scope.cancel())
-        rt.on_shutdown = lambda _: nursery.cancel_scope.cancel()
+        assert rt.headlink is not None
+
+        # A lost head is dialled again (HeadLink) while the calls here go on: see rejoin.py.
+        def stop(_: str) -> None:
+            nursery.cancel_scope.cancel()
+
+        rt.on_shutdown = stop
         info = WorkerInfo(
             WorkerId(bytes.fromhex(config["worker_id"])),
             NodeId(bytes.fromhex(config["node_id"])),
@@ -115,7 +121,8 @@ async def serve_worker(config: dict[str, Any]) -> None:
             socket.gethostname(),
             num_cpus,
         )
-        await rt.head.request(lambda rid: RegisterWorker(rid, info))
+        rt.headlink.on_reconnected.append(functools.partial(rejoin_worker, rt, info, stop))
+        await rt.headlink.request(lambda rid: RegisterWorker(rid, info))
         ready.set()
         try:
             os.write(int(config["pulse_fd"]), READY_BYTE)  # now, not at the next pulse

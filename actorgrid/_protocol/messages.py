@@ -560,6 +560,32 @@ class ObjectValue:
     value: Payload
 
 
+# --- a restarted head (``_node/rejoin.py``) ------------------------------------------------
+
+
+@attrs.frozen
+class RejoinNode:
+    """Sent by a node agent that lost its head, to the head at the same address, under its old
+    identity, with the workers it kept. Ack; an error: this head declared the node dead (its
+    work failed over), so the agent fences its workers and joins as a new node."""
+
+    rid: int
+    node: NodeInfo
+    workers: tuple[WorkerId, ...]
+
+
+@attrs.frozen
+class RejoinWorker:
+    """Sent by a worker that lost its head, on its new link: itself, its actors (the head
+    takes their names again) and how to create its detached actors again. Ack; an error: this
+    head declared the worker dead, so the worker exits."""
+
+    rid: int
+    worker: WorkerInfo
+    actors: tuple[ActorInfo, ...]
+    detached: tuple[CreateActor, ...]
+
+
 Message: TypeAlias = (
     Hello
     | Pulse
@@ -601,6 +627,8 @@ Message: TypeAlias = (
     | FetchObject
     | ObjectValue
     | Credit
+    | RejoinNode
+    | RejoinWorker
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

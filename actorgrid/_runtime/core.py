@@ -88,7 +88,7 @@ from .._scheduler.tasktree import TaskTree
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from . import getting
-from .headlink import EventFeed, HeadLink
+from .headlink import EventFeed, HeadLink, reown
 from .peer import LoopbackPeer, Peer, PeerClosedError
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
@@ -399,6 +399,10 @@ class Runtime:
                         make_peer=self._head_peer,
                         on_connected=self._on_head_connected,
                         wait_s=HEAD_WAIT_S,
+                    )
+                    owned = self.owned.values()
+                    self.headlink.on_reconnected.append(
+                        lambda head: reown(head, [(o.info.actor_id, o.info.address) for o in owned])
                     )
                     await nursery.start(self.headlink.serve)
                 task_status.started()

@@ -360,6 +360,7 @@ class Executor:
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.classes: dict[bytes, type] = {}
         self.actors: dict[ActorId, _Slot] = {}
+        self.detached: dict[ActorId, CreateActor] = {}  # reported to a restarted head
         self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
         self.tasks: dict[ObjectId, _Task | _Call | _TaskItem] = {}
         self._nursery: trio.Nursery | None = None
@@ -769,6 +770,8 @@ class Executor:
             error = ActorDiedError(f"actor {_describe(msg.actor)} already exists or ended")
             peer.send(TaskResult(msg.task_id, False, system_error(error)))
             return
+        if msg.actor.detached:
+            self.detached[msg.actor.actor_id] = msg
         self.nursery.start_soon(self._run_actor, slot, peer, msg, cls)
 
     async def _run_actor(self, slot: _Slot, peer: Peer, msg: CreateActor, cls: type) -> None:
@@ -932,6 +935,7 @@ class Executor:
         """An actor is over: refuse its queued and future messages, free its name."""
         if self.actors.get(slot.actor_id) is slot:
             del self.actors[slot.actor_id]
+        self.detached.pop(slot.actor_id, None)
         self._bury(slot.actor_id, reason)
         slot.send.close()
         while True:

@@ -12,7 +12,9 @@ reconnection are each logged once, saying what happened. Meanwhile:
 - names cached and handles held stay as they are.
 
 On each (re)connection the owner's ``on_connected`` runs first (it subscribes to the
-membership again), and only then do requests go out on the new link.
+membership again), then, on a reconnection, each of ``on_reconnected`` (the process reports
+what it holds, so that a restarted head rebuilds its tables: see ``_node/rejoin.py``), and
+only then do requests go out on the new link.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._exceptions import ActorgridError
-from .._protocol.messages import Event, Message
+from .._protocol.ids import ActorId
+from .._protocol.messages import Event, Message, OwnActor
 from .peer import Peer, PeerClosedError
 
 if TYPE_CHECKING:
     from .._transport.base import FrameStream
 
-__all__ = ["EventFeed", "HeadLink"]
+__all__ = ["EventFeed", "HeadLink", "reown"]
 
 log = logging.getLogger("actorgrid.runtime")
 
@@ -93,6 +96,8 @@ class HeadLink:
         self._up = trio.Event()
         self._closing = False
         self.reconnections = 0
+        # Run on every new link after the first, after on_connected: reports to the head.
+        self.on_reconnected: list[Callable[[Peer], Awaitable[None]]] = []
 
     def __repr__(self) -> str:
         state = f"lost: {self.lost}" if self.lost else ("up" if self._up.is_set() else "down")
@@ -106,7 +111,7 @@ class HeadLink:
         """Connect (a failure here raises: the head was never there), then keep the link up
         until cancelled."""
         async with trio.open_nursery() as nursery:
-            peer = await self._connect(nursery)
+            peer = await self._connect(nursery, again=False)
             task_status.started()
             while True:
                 await _wait_closed(peer)
@@ -117,12 +122,15 @@ class HeadLink:
                 log.warning("%s; reconnecting", self.lost)
                 peer = await self._reconnect(nursery)
 
-    async def _connect(self, nursery: trio.Nursery) -> Peer:
+    async def _connect(self, nursery: trio.Nursery, *, again: bool) -> Peer:
         stream = await self._dial()
         peer = self._make_peer()
         nursery.start_soon(peer.run, stream)
         try:
             await self._on_connected(peer)
+            if again:
+                for report in self.on_reconnected:
+                    await report(peer)
         except BaseException:
             peer.abort("the new link to the head failed while it was being set up")
             raise
@@ -135,7 +143,7 @@ class HeadLink:
         delay = RECONNECT_FIRST_DELAY_S
         while True:
             try:
-                peer = await self._connect(nursery)
+                peer = await self._connect(nursery, again=True)
             except (OSError, ActorgridError, PeerClosedError) as exc:
                 log.debug("the head at %s is still unreachable: %s", self.address, exc)
             else:
@@ -195,3 +203,10 @@ async def _wait_closed(peer: Peer) -> None:
     peer.on_closed.append(lambda _: closed.set())
     if not peer.closed:
         await closed.wait()
+
+
+async def reown(head: Peer, owned: list[tuple[ActorId, str]]) -> None:
+    """Tell a (perhaps restarted) head again which actors (id, address) this process owns,
+    so that they still end when it does. No reply: the head takes them in order."""
+    for actor_id, address in owned:
+        head.send(OwnActor(actor_id, address))
