@@ -155,6 +155,7 @@ class NodeAgent:
         self.host = host or local_address_towards(head_address)
         self.resources = dict(resources or {})
         self.closed_on_request = False  # by Cluster.close_node or `actorgrid down`
+        self.fenced = False  # stopped by the head that declared it dead: join again at once
         self.node_id: NodeId = new_node_id()
         self._secret = secret
         self.num_workers = num_workers
@@ -278,6 +279,7 @@ class NodeAgent:
             return
         if refused is not None:
             log.warning("%s: stopping this node's workers; joining as a new node", refused)
+            self.fenced = not waited.cancelled_caught
             self._nursery.cancel_scope.cancel()
             return
         log.warning(

@@ -248,4 +248,5 @@ async def serve_node(
                 await agent.aclose()
         if agent.closed_on_request:
             return
-        await trio.sleep(REJOIN_INTERVAL_S)
+        if not agent.fenced:  # else the head answers: join it again at once
+            await trio.sleep(REJOIN_INTERVAL_S)

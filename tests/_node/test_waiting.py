@@ -443,7 +443,8 @@ def test_a_driver_says_it_lost_a_stalled_head_and_reconnects(
     finally:
         os.kill(head.pid, signal.SIGCONT)
     wait_for(lambda: _logged(caplog, "reconnected to the head"), 30, "the reconnection")
-    assert cluster.nodes()  # the head answers again
+    # The head answers again; the node, which it declared dead, joins again as a new one.
+    wait_for(cluster.nodes, START_TIMEOUT_S, "the node to join again")
     assert ag.get(square.remote(3), timeout=START_TIMEOUT_S) == 9
     ag.cancel(big)
 
