@@ -62,6 +62,7 @@ from ._runtime.remote import ActorClass as ActorClass
 from ._runtime.remote import RemoteFunction as RemoteFunction
 from ._runtime.remote import remote as remote
 from ._scheduler.restart import RestartPolicy as RestartPolicy
+from ._transport.admission import ListenLimits as ListenLimits
 from ._transport.tls import TLSConfig as TLSConfig
 
 try:
@@ -87,6 +88,7 @@ __all__ = [
     "Event",
     "GetTimeoutError",
     "IMapIterator",
+    "ListenLimits",
     "Mailbox",
     "MailboxStatistics",
     "NameNotFoundError",

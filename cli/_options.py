@@ -36,6 +36,7 @@ __all__ = [
     "add_option_flags",
     "add_options",
     "check_address",
+    "listen_limits",
     "load_cluster_config",
     "merge_options",
     "non_negative_int",
@@ -257,6 +258,26 @@ _MAX_MESSAGE_BYTES = Option(
     "%(default)s)",
     _library_default(ag.serve_head, "max_message_bytes"),
 )
+_LISTEN = (
+    Option(
+        "max_unauthenticated",
+        lambda v, w: _whole(v, w, 1),
+        _int_or_text,
+        "N",
+        "connections still in their handshake that each listener holds at once (at most an "
+        "eighth of the open-file limit); one more evicts the oldest of the busiest address "
+        "(default %(default)s)",
+        ag.ListenLimits().max_unauthenticated,
+    ),
+    Option(
+        "handshake_timeout",
+        _check_positive,
+        _float_or_text,
+        "S",
+        "seconds a new connection has to authenticate before it is closed (default %(default)s)",
+        ag.ListenLimits().handshake_timeout_s,
+    ),
+)
 _TLS = tuple(
     Option(key, _text, str, "FILE", what + " (with --tls; the same on every member)", is_path=True)
     for key, what in (
@@ -314,6 +335,7 @@ START_OPTIONS: tuple[Option, ...] = (
     _PULSE,
     _GRACE,
     _MAX_MESSAGE_BYTES,
+    *_LISTEN,
     *_TLS,
 )
 
@@ -359,8 +381,17 @@ NODE_OPTIONS: tuple[Option, ...] = (
     _PULSE,
     _GRACE,
     _MAX_MESSAGE_BYTES,
+    *_LISTEN,
     *_TLS,
 )
+
+
+def listen_limits(options: Mapping[str, Any]) -> ag.ListenLimits:
+    """The listener limits in effect (``--max-unauthenticated``, ``--handshake-timeout``)."""
+    return ag.ListenLimits(
+        max_unauthenticated=options["max_unauthenticated"],
+        handshake_timeout_s=options["handshake_timeout"],
+    )
 
 
 def tls_config(options: Mapping[str, Any], args: argparse.Namespace) -> ag.TLSConfig | None:

@@ -41,6 +41,7 @@ from ._options import (
     START_OPTIONS,
     OptionError,
     add_options,
+    listen_limits,
     resolve_options,
     save_options,
     tls_config,
@@ -191,6 +192,7 @@ async def _serve_head(
                         pulse_interval=options["pulse_interval"],
                         grace_s=options["grace"],
                         max_message_bytes=options["max_message_bytes"],
+                        listen_limits=listen_limits(options),
                         tls=tls,
                     )
                 )
@@ -386,6 +388,7 @@ async def _serve_node(
                     pulse_interval=options["pulse_interval"],
                     grace_s=options["grace"],
                     max_message_bytes=options["max_message_bytes"],
+                    listen_limits=listen_limits(options),
                     tls=tls,
                     task_status=task_status,
                 )

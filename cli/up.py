@@ -251,6 +251,8 @@ def _start(
         "--pulse-interval", repr(options["pulse_interval"]),
         "--grace", repr(options["grace"]),
         "--max-message-bytes", str(options["max_message_bytes"]),
+        "--max-unauthenticated", str(options["max_unauthenticated"]),
+        "--handshake-timeout", repr(options["handshake_timeout"]),
     ]  # fmt: skip
     for key in TLS_KEYS:
         if options.get(key):

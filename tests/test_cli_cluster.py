@@ -615,6 +615,8 @@ def test_save_config_then_config(env: Env) -> None:
         "pulse_interval": 0.5,
         "grace": 5.0,
         "max_message_bytes": 1 << 30,
+        "max_unauthenticated": 128,
+        "handshake_timeout": 5.0,
     }
     second = env.folder / "again.toml"
     result = env.run(

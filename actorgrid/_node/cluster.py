@@ -33,6 +33,7 @@ from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
+from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
@@ -293,6 +294,7 @@ async def _open_cluster(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    listen_limits: ListenLimits | None = None,
 ) -> AsyncIterator[Cluster]:
     if runtime_or_none() is not None:
         raise RuntimeError(
@@ -310,6 +312,7 @@ async def _open_cluster(
                 max_message_bytes=max_message_bytes,
                 pulse_interval_s=pulse_interval,
                 tls=tls,
+                listen_limits=listen_limits,
             )
             head_address = await nursery.start(head.serve)
             n = num_workers if num_workers is not None else (os.cpu_count() or 1)
@@ -324,6 +327,7 @@ async def _open_cluster(
                 grace_s=grace_s,
                 restart_policy=worker_restarts,
                 tls=tls,
+                listen_limits=listen_limits,
             )
         else:
             head_address, secret, tls = _remote(address, secret, tls)
@@ -337,6 +341,7 @@ async def _open_cluster(
             pulse_interval_s=pulse_interval,
             tls=tls,
             pending_warning_s=pending_warning_s,
+            listen_limits=listen_limits,
         )
         try:
             if node is not None:
@@ -448,6 +453,7 @@ async def connect(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    listen_limits: ListenLimits | None = None,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -466,6 +472,7 @@ async def connect(
             worker_restarts=worker_restarts,
             tls=tls,
             pending_warning_s=pending_warning_s,
+            listen_limits=listen_limits,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -527,6 +534,7 @@ def init(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    listen_limits: ListenLimits | None = None,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -548,6 +556,10 @@ def init(
 
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
+
+    ``listen_limits`` (an ``ag.ListenLimits``) bounds the connections still in their handshake
+    on this process's listener and, for an embedded cluster, on its head's and workers': how
+    many at once (``max_unauthenticated``) and for how long (``handshake_timeout_s``).
     """
     global _thread
     if trio.lowlevel.in_trio_run():
@@ -571,6 +583,7 @@ def init(
                 worker_restarts=worker_restarts,
                 tls=tls,
                 pending_warning_s=pending_warning_s,
+                listen_limits=listen_limits,
             )
         )
         thread.start()

@@ -77,7 +77,7 @@ from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.names import NameRegistry
 from .._scheduler.rejoin import FenceTable, restore_worker
-from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
+from .._transport.tcp import ListenLimits, TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from .lifetimes import ActorLifetimes
 from .logs import RateLimitedLog, log_errors
@@ -118,9 +118,11 @@ class Head:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
         tls: TLSConfig | None = None,
+        listen_limits: ListenLimits | None = None,
     ) -> None:
         self._secret = secret
         self._tls = tls
+        self._limits = listen_limits
         self._host = host
         self._port = port
         self._max = max_message_bytes
@@ -189,6 +191,7 @@ class Head:
                     self._secret,
                     max_message_bytes=self._max,
                     tls=self._tls,
+                    limits=self._limits,
                 )
             )
             self._hello = Hello("head", self.address, os.getpid(), self._max)

@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import trio
 
 from .._exceptions import ActorgridError
@@ -68,7 +69,7 @@ from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, STALLED_AFTER_INTERVALS, 
 from .._scheduler.liveness import FailureDetector
 from .._scheduler.restart import GiveUp, RestartPolicy, RestartTracker
 from .._transport.addresses import local_address_towards
-from .._transport.tcp import open_tcp_frame_stream
+from .._transport.tcp import ListenLimits, open_tcp_frame_stream
 from .._transport.tls import TLSConfig
 from . import spawn
 from .logs import RateLimitedLog, keep_running, log_errors
@@ -148,9 +149,11 @@ class NodeAgent:
         resources: dict[str, float] | None = None,
         host: str | None = None,
         tls: TLSConfig | None = None,
+        listen_limits: ListenLimits | None = None,
     ) -> None:
         self.head_address = head_address
         self.tls = tls
+        self.listen_limits = listen_limits  # for its workers' listeners
         # Where this node's workers listen: reachable from the rest of the cluster.
         self.host = host or local_address_towards(head_address)
         self.resources = dict(resources or {})
@@ -465,6 +468,7 @@ class NodeAgent:
             read_fd, write_fd = os.pipe()
         except OSError as exc:
             raise WorkerStartError(f"could not make a pulse pipe for a worker: {exc}") from exc
+        limits = self.listen_limits
         config = {
             "head": self.head_address,
             "secret": self._secret.hex(),
@@ -477,6 +481,7 @@ class NodeAgent:
             "grace_s": self.grace_s,
             "host": self.host,
             "tls": None if self.tls is None else self.tls.to_dict(),
+            "listen_limits": None if limits is None else attrs.asdict(limits),
         }
         try:
             proc = await spawn.open_worker_process(write_fd)

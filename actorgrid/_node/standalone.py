@@ -34,6 +34,7 @@ from .._exceptions import AuthenticationError, NotInitializedError, ProtocolErro
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.restart import RestartPolicy
+from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .head import Head
 from .logs import RateLimitedLog
@@ -120,12 +121,15 @@ async def serve_head(
     grace_s: float = DEFAULT_GRACE_S,
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
+    listen_limits: ListenLimits | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a cluster head until cancelled; report its ``host:port`` through ``task_status``.
 
     With ``num_workers``, a node agent with that many workers runs here too. When cancelled,
     the nodes are stopped first (their workers get ``grace_s``), then the head.
+    ``listen_limits`` (an ``ag.ListenLimits``) bounds the connections still in their
+    handshake on every listener here (the head's and its workers').
     """
     if num_workers > 0 and host in ("0.0.0.0", "::", ""):
         raise ValueError(
@@ -139,6 +143,7 @@ async def serve_head(
         max_message_bytes=max_message_bytes,
         pulse_interval_s=pulse_interval,
         tls=tls,
+        listen_limits=listen_limits,
     )
     stopping = trio.Event()
 
@@ -167,6 +172,7 @@ async def serve_head(
                             grace_s=grace_s,
                             worker_restarts=worker_restarts,
                             tls=tls,
+                            listen_limits=listen_limits,
                         )
                     )
                 task_status.started(address)
@@ -190,14 +196,17 @@ async def serve_node(
     worker_restarts: RestartPolicy | None = None,
     host: str | None = None,
     tls: TLSConfig | None = None,
+    listen_limits: ListenLimits | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Join this machine to the cluster whose head is at ``address``, until cancelled.
 
     Starts ``num_workers`` workers (default: one per CPU), listening on ``host`` (default:
     the local address this machine uses to reach the head). Reports started once joined. A
-    wrong secret fails at once (AuthenticationError); a head that cannot be reached or is
-    lost later is tried again every REJOIN_INTERVAL_S, each time as a new node.
+    wrong secret fails at once (AuthenticationError); a head that cannot be reached is tried
+    again every REJOIN_INTERVAL_S; one lost later is rejoined under this node's identity, or
+    as a new node if it declared this one dead. ``listen_limits`` (an ``ag.ListenLimits``)
+    bounds the connections still in their handshake on each worker's listener.
     """
     n = num_workers if num_workers is not None else (os.cpu_count() or 1)
     if n < 1:
@@ -217,6 +226,7 @@ async def serve_node(
             restart_policy=worker_restarts,
             host=host,
             tls=tls,
+            listen_limits=listen_limits,
         )
         try:
             async with trio.open_nursery() as nursery:

@@ -33,6 +33,7 @@ from .._protocol.ids import NodeId, WorkerId
 from .._protocol.messages import RegisterWorker, WorkerInfo
 from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
+from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .logs import configure_logging
 from .rejoin import rejoin_worker
@@ -96,6 +97,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
         pulse_interval_s=interval_s,
         host=config["host"],
         tls=TLSConfig.from_dict(config["tls"]) if config.get("tls") else None,
+        listen_limits=ListenLimits(**limits) if (limits := config.get("listen_limits")) else None,
     )
     num_cpus = float(config["num_cpus"])
     executor = rt.executor = Executor(rt, num_cpus, grace_s=grace_s)

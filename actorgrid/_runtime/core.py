@@ -85,7 +85,12 @@ from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
 from .._scheduler.tasktree import TaskTree
-from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
+from .._transport.tcp import (
+    ListenLimits,
+    TcpFrameStream,
+    open_tcp_frame_stream,
+    serve_tcp_frame_streams,
+)
 from .._transport.tls import TLSConfig
 from . import getting
 from .headlink import EventFeed, HeadLink, reown
@@ -301,9 +306,11 @@ class Runtime:
         pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
         tls: TLSConfig | None = None,
         pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+        listen_limits: ListenLimits | None = None,
     ) -> None:
         self.kind = kind
         self.tls = tls
+        self.listen_limits = listen_limits
         self.monitor = PulseMonitor(pulse_interval_s)
         self.owned: dict[bytes, OwnedActor] = {}
         self.owned_at: dict[str, set[bytes]] = {}
@@ -383,6 +390,7 @@ class Runtime:
                         self.secret,
                         max_message_bytes=self.max_message_bytes,
                         tls=self.tls,
+                        limits=self.listen_limits,
                     )
                 )
                 self.hello = Hello(self.kind, self.address, os.getpid())
