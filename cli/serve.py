@@ -61,10 +61,13 @@ WORKERS_POLL_S = 0.1
 log = logging.getLogger("actorgrid.cli")
 
 
-def _configure_logging() -> None:
+def _configure_logging(role: str) -> None:
+    """Every log line says when, which process and how bad: ``TIME ROLE[PID] LEVEL``, as the
+    workers' lines do, so that a head's, a node's and their workers' lines merged in one file
+    can be told apart."""
     logging.basicConfig(
         level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {role}[%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("actorgrid").setLevel(logging.INFO)
@@ -122,7 +125,7 @@ def _run_start(args: argparse.Namespace) -> int:
         secret, secret_path, generated = _head_secret(options["secret_file"])
     except (OptionError, ValueError, OSError) as exc:
         return fail("start", str(exc))
-    _configure_logging()
+    _configure_logging("head")
     try:
         trio.run(_serve_head, options, secret, secret_path, generated, args.write_cluster_file, tls)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were in place
@@ -306,7 +309,7 @@ def _run_node(args: argparse.Namespace) -> int:
         tls = tls_config(options, args)
     except (OptionError, ValueError) as exc:
         return fail("node", str(exc))
-    _configure_logging()
+    _configure_logging("node")
     n = options["num_workers"]
     say(f"joining the head at {address} with {n if n is not None else 'one per CPU'} workers")
     try:

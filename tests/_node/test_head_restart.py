@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -291,6 +292,14 @@ def test_a_head_killed_mid_map_and_restarted_gets_its_nodes_names_and_detached_a
         lambda: "rejoined the head" in up_cluster.node_output(), START_TIMEOUT_S, "the rejoin"
     )
     assert up_cluster.node_workers() == workers_before
+    # Its log says what happened, each line with the time, the role, the pid and the level.
+    assert up_cluster.node is not None
+    lost = re.compile(
+        rf"^\d{{4}}-\d\d-\d\d [\d:,]+ node\[{up_cluster.node.pid}\] WARNING actorgrid.node: "
+        rf"lost the head at {re.escape(up_cluster.address)} \(.+\); reconnecting",
+        re.MULTILINE,
+    )
+    assert lost.search(up_cluster.node_output()), up_cluster.node_output()
     # A driver that never knew the old head finds both names on the new one, and the actors
     # kept their state.
     second = subprocess.run(
