@@ -23,7 +23,8 @@ is supervised too: an exception in a pulse, a psutil sample or a spawn is logged
 Liveness: each worker writes a byte on a private pipe every pulse interval. A worker silent
 for 5 intervals after its first pulse is a zombie (hung or stopped): it is killed (SIGKILL
 works on a stopped process too) and replaced under a new worker id, so it can never deliver a
-stale result or run a call twice. The node itself pulses the head with its availability.
+stale result or run a call twice. The node itself pulses the head with its availability;
+a node that loses its head keeps its workers while it rejoins (``rejoin.py``).
 
 Workers get the cluster secret on stdin, never on the command line or in the environment (the
 agent's own ``ACTORGRID_SECRET`` is removed from theirs), and keep that pipe open: when the
@@ -49,7 +50,6 @@ from typing import Any
 import attrs
 import trio
 
-from .._exceptions import ActorgridError
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._protocol.ids import NodeId, WorkerId, new_node_id, new_worker_id, short
 from .._protocol.messages import (
@@ -64,7 +64,7 @@ from .._protocol.messages import (
     RegisterNode,
     RejoinNode,
 )
-from .._runtime.peer import Peer, PeerClosedError
+from .._runtime.peer import Peer
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, STALLED_AFTER_INTERVALS, PulseMonitor
 from .._scheduler.liveness import FailureDetector
 from .._scheduler.restart import GiveUp, RestartPolicy, RestartTracker
@@ -73,6 +73,7 @@ from .._transport.tcp import ListenLimits, open_tcp_frame_stream
 from .._transport.tls import TLSConfig
 from . import spawn
 from .logs import RateLimitedLog, keep_running, log_errors
+from .rejoin import REJOIN_INTERVAL_S, rejoin_head
 from .resources import sample_availability
 from .spawn import (
     READY_BYTE,
@@ -99,14 +100,6 @@ STDERR_DRAIN_S = 1.0
 # A node is unhealthy once every slot has failed this many times in a row before ready: one
 # failure may be bad luck (a worker killed while it imports), two in a row is a loop.
 UNHEALTHY_AFTER_FAILURES = 2
-# A node that lost its head dials it again this often (the first try at once), each dial
-# bounded by some pulse intervals, at least this long.
-REJOIN_INTERVAL_S = 1.0
-REJOIN_DIAL_MIN_S = 5.0
-# A node away from its head this many pulse intervals stops its workers (as Ray's raylets
-# give up on their GCS): the head, if it still runs, declared them dead long ago (after 5).
-# A head restarted within this window gets them back.
-FENCE_AFTER_INTERVALS = 30
 # Lines of a worker's error output shown in a crash-loop report.
 CRASH_LOOP_TAIL_LINES = 8
 
@@ -262,48 +255,22 @@ class NodeAgent:
         self._background("rejoining the head", self._rejoin)
 
     async def _rejoin(self) -> None:
-        """Dial the head until it answers: a restarted head takes this node back with its
-        workers; the head that declared it dead refuses, and the node stops (its workers are
-        fenced, killed) for ``serve_node`` to join it again as a new node. A head that does
-        not answer within FENCE_AFTER_INTERVALS pulse intervals has declared this node dead
-        if it still runs, and a restarted one is late: the node stops too. See rejoin.py."""
+        """Rejoin the head under this node's identity; if it refuses, or does not answer for
+        too long, stop (fencing this node's workers) for ``serve_node`` to join it again as
+        a new node. See rejoin.py."""
         assert self._nursery is not None
-        started = trio.current_time()
-        dial_timeout_s = max(STALLED_AFTER_INTERVALS * self.pulse_interval_s, REJOIN_DIAL_MIN_S)
-        fence_after_s = FENCE_AFTER_INTERVALS * self.pulse_interval_s
-        with trio.move_on_at(started + fence_after_s) as waited:
-            refused = await self._dial_until_answered(dial_timeout_s)
-        if waited.cancelled_caught:
-            refused = (
-                f"the head at {self.head_address} did not answer for {fence_after_s:g} s "
-                f"({FENCE_AFTER_INTERVALS} pulse intervals)"
-            )
-        if self._stopping:
-            return
-        if refused is not None:
-            log.warning("%s: stopping this node's workers; joining as a new node", refused)
-            self.fenced = not waited.cancelled_caught
-            self._nursery.cancel_scope.cancel()
-            return
-        log.warning(
-            "rejoined the head at %s after %.1f s, with this node's workers",
+        nursery = self._nursery
+        outcome = await rejoin_head(
+            lambda: self._connect_head(nursery, rejoin=True),
             self.head_address,
-            trio.current_time() - started,
+            self.pulse_interval_s,
+            self._errors,
         )
-
-    async def _dial_until_answered(self, dial_timeout_s: float) -> str | None:
-        assert self._nursery is not None
-        while True:
-            try:
-                with trio.fail_after(dial_timeout_s):
-                    refused = await self._connect_head(self._nursery, rejoin=True)
-            except (OSError, ActorgridError, PeerClosedError, trio.TooSlowError) as exc:
-                self._errors.warning(
-                    "rejoin", "the head at %s is still unreachable (%s)", self.head_address, exc
-                )
-                await trio.sleep(REJOIN_INTERVAL_S)
-                continue
-            return refused
+        if self._stopping or outcome.refused is None:
+            return
+        log.warning("%s: stopping this node's workers; joining as a new node", outcome.refused)
+        self.fenced = outcome.answered
+        nursery.cancel_scope.cancel()
 
     async def _pulse_head(self) -> None:
         self._sample()  # primes psutil's CPU counter

@@ -12,25 +12,75 @@ named ones take their names again) and, for its detached actors, how to create e
 - the head that declared this worker dead (its link closed there: its calls failed over, its
   names were freed) refuses, and the worker exits: its node starts a fresh one.
 
-The node agent does the same for itself (``RejoinNode``, see ``node.py``), keeping its worker
-processes while it is away from the head.
+The node agent does the same for itself (``rejoin_head``: ``RejoinNode``), keeping its worker
+processes while it is away from the head, for at most FENCE_AFTER_INTERVALS pulse intervals:
+a head silent that long has declared the node dead if it still runs (after 5), so the node
+stops its workers then, as Ray's nodes give up on their GCS.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 import cloudpickle
+import trio
 
+from .._exceptions import ActorgridError
 from .._protocol.messages import Ack, CreateActor, RejoinWorker, WorkerInfo
 from .._runtime.core import Runtime
-from .._runtime.peer import Peer
+from .._runtime.peer import Peer, PeerClosedError
+from .._runtime.pulse import STALLED_AFTER_INTERVALS
+from .logs import RateLimitedLog
 
-__all__ = ["rejoin_worker"]
+__all__ = ["FENCE_AFTER_INTERVALS", "REJOIN_INTERVAL_S", "Rejoined", "rejoin_head", "rejoin_worker"]
 
 log = logging.getLogger("actorgrid.worker")
+node_log = logging.getLogger("actorgrid.node")
+
+# A node that lost its head dials it again this often (the first try at once), each dial
+# bounded by some pulse intervals, at least this long.
+REJOIN_INTERVAL_S = 1.0
+REJOIN_DIAL_MIN_S = 5.0
+FENCE_AFTER_INTERVALS = 30
+
+
+@attrs.frozen
+class Rejoined:
+    refused: str | None  # why the node must stop its workers, or None: it is back
+    answered: bool  # the head answered (then a new join can follow at once)
+
+
+async def rejoin_head(
+    connect: Callable[[], Awaitable[str | None]],
+    address: str,
+    pulse_interval_s: float,
+    errors: RateLimitedLog,
+) -> Rejoined:
+    """Dial the head with ``connect`` (None: taken back; else why it refused) until it
+    answers, for at most FENCE_AFTER_INTERVALS pulse intervals."""
+    started = trio.current_time()
+    dial_timeout_s = max(STALLED_AFTER_INTERVALS * pulse_interval_s, REJOIN_DIAL_MIN_S)
+    fence_after_s = FENCE_AFTER_INTERVALS * pulse_interval_s
+    with trio.move_on_at(started + fence_after_s):
+        while True:
+            try:
+                with trio.fail_after(dial_timeout_s):
+                    refused = await connect()
+            except (OSError, ActorgridError, PeerClosedError, trio.TooSlowError) as exc:
+                errors.warning("rejoin", "the head at %s is still unreachable (%s)", address, exc)
+                await trio.sleep(REJOIN_INTERVAL_S)
+                continue
+            if refused is None:
+                node_log.warning(
+                    "rejoined the head at %s after %.1f s, with this node's workers",
+                    address,
+                    trio.current_time() - started,
+                )
+            return Rejoined(refused, answered=True)
+    why = f"the head at {address} did not answer for {fence_after_s:g} s"
+    return Rejoined(f"{why} ({FENCE_AFTER_INTERVALS} pulse intervals)", answered=False)
 
 
 def _report(rt: Runtime, info: WorkerInfo) -> RejoinWorker:

@@ -275,7 +275,10 @@ def test_a_head_killed_mid_map_and_restarted_gets_its_nodes_names_and_detached_a
     up_cluster.up()
     up_cluster.start_node()
     _wait_for(lambda: "joined the head" in up_cluster.node_output(), START_TIMEOUT_S, "the node")
-    ag.init(address=up_cluster.address, secret=up_cluster.secret(), pulse_interval=PULSE_S)
+    cluster = ag.init(
+        address=up_cluster.address, secret=up_cluster.secret(), pulse_interval=PULSE_S
+    )
+    _wait_for(lambda: len(cluster.workers()) == 2, START_TIMEOUT_S, "both workers")
     keeper = Keeper.options(name="keeper", lifetime="detached", max_restarts=-1).remote()
     counter = Keeper.options(name="counter").remote()
     assert ag.get([keeper.incr.remote(), counter.incr.remote()], timeout=START_TIMEOUT_S) == [1, 1]
