@@ -26,13 +26,13 @@ from .._protocol.messages import (
 )
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError
+from .links import log
+from .records import CREATE, OwnedActor, Sent, _call_sent, _describe
 from .refs import ObjectEntry
+from .tasks import RuntimeTasks
 
 if TYPE_CHECKING:
     from .handles import ActorHandle
-from .links import log
-from .records import CREATE, OwnedActor, Sent, _call_sent, _describe
-from .tasks import RuntimeTasks
 
 
 class RuntimeActors(RuntimeTasks):

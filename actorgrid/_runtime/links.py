@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -56,15 +56,13 @@ from .headlink import EventFeed, HeadLink
 from .peer import LoopbackPeer, Peer
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
+from .records import CALL, OwnedActor, Sent, TaskSpec, _describe
 from .refs import PENDING, ObjectEntry
 from .waiting import WorkerWait
 
 if TYPE_CHECKING:
     from .._transport.base import FrameStream
     from .executor import Executor
-from collections.abc import Awaitable
-
-from .records import CALL, OwnedActor, Sent, TaskSpec, _describe
 
 log = logging.getLogger("actorgrid.runtime")
 

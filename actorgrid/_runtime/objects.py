@@ -160,7 +160,7 @@ class RuntimeObjects(RuntimeLinks):
     def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool:
         """A user thread's blocking wait: lends its task's CPUs meanwhile; a driver's
         Ctrl-C here cancels all of its remote work before the KeyboardInterrupt goes on."""
-        from .executor import blocking_section
+        from .lanes import blocking_section
 
         try:
             with blocking_section():
