@@ -28,36 +28,37 @@ records they share (TaskSpec, Sent, OwnedActor) are in ``records.py``.
 
 from __future__ import annotations
 
-from .._exceptions import NotInitializedError
+from typing import TYPE_CHECKING, cast
+
+from . import current
 from .names import RuntimeNames
+
+if TYPE_CHECKING:
+    from .handles import CallerRuntime
+    from .refs import RefOwner
 
 __all__ = ["Runtime", "current_runtime", "runtime_or_none", "set_current_runtime"]
 
-_current: Runtime | None = None
-
 
 def current_runtime() -> Runtime:
-    rt = _current
-    if rt is None:
-        raise NotInitializedError(
-            "actorgrid is not initialized in this process: call ag.init() (or use "
-            "`async with ag.connect()` in Trio code) before using remote functions and actors"
-        )
-    return rt
+    """This process's runtime; raises NotInitializedError when there is none."""
+    return cast(Runtime, current.get())
 
 
 def runtime_or_none() -> Runtime | None:
-    return _current
+    return cast("Runtime | None", current.get_or_none())
 
 
 def set_current_runtime(rt: Runtime | None) -> None:
-    global _current
-    if rt is not None and _current is not None and _current is not rt:
-        raise RuntimeError(
-            "actorgrid is already initialized in this process; call ag.shutdown() first"
-        )
-    _current = rt
+    current.set_current(rt)
 
 
 class Runtime(RuntimeNames):
     """The per-process runtime, one in every driver and worker (see the module docstring)."""
+
+
+if TYPE_CHECKING:
+    # refs and handles reach the runtime through current.py, each by a Protocol of what it
+    # needs; the runtime must be all of them.
+    def _is_what_refs_and_handles_need(rt: Runtime) -> tuple[RefOwner, CallerRuntime]:
+        return rt, rt

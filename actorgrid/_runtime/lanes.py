@@ -7,8 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -26,6 +25,7 @@ from .._protocol.messages import (
     SubmitTask,
     TaskResult,
 )
+from .blocking import local as _local
 from .context import Letter
 from .interrupt import Running
 from .lineage import current_task
@@ -48,8 +48,6 @@ MAILBOX_CAPACITY = 1024
 DEFAULT_ASYNC_CONCURRENCY = 1000
 _TOMBSTONES_MAX = 100_000
 
-_local = threading.local()
-
 
 class TaskHost(Protocol):
     """What the queues and lanes here need of the executor that owns them."""
@@ -68,25 +66,6 @@ class TaskHost(Protocol):
     def finish_from_thread(
         self, item: _TaskItem | _Call, peer: Peer, ok: bool, payload: Payload, last: bool
     ) -> None: ...
-
-
-@contextmanager
-def blocking_section() -> Iterator[None]:
-    """Around a blocking wait in user code: lend this task's CPUs to others meanwhile.
-
-    Without it, a task on a one-CPU worker that waits for a task queued behind it on the same
-    worker would wait forever.
-    """
-    hold: tuple[TaskQueue, float] | None = getattr(_local, "hold", None)
-    if hold is None or hold[1] == 0:
-        yield
-        return
-    queue, amount = hold
-    queue.lend(amount)
-    try:
-        yield
-    finally:
-        queue.take_back(amount)
 
 
 class _TaskItem:

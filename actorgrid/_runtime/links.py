@@ -11,8 +11,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sized
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -62,7 +62,6 @@ from .waiting import WorkerWait
 
 if TYPE_CHECKING:
     from .._transport.base import FrameStream
-    from .executor import Executor
 
 log = logging.getLogger("actorgrid.runtime")
 
@@ -77,6 +76,33 @@ HEAD_WAIT_S = 10.0
 WAITING = "waiting for a worker"
 # ag.kill waits at most this long for the head to free the killed actor's name.
 FREE_NAME_TIMEOUT_S = 5.0
+
+
+class _Load(Protocol):
+    @property
+    def total(self) -> float: ...
+
+    @property
+    def free(self) -> float: ...
+
+    @property
+    def items(self) -> Sized: ...
+
+
+class HostedExecutor(Protocol):
+    """What the runtime needs of the executor a worker hosts (``executor.Executor``, which sits
+    above the runtime's modules: it runs the calls the runtime receives)."""
+
+    @property
+    def queue(self) -> _Load: ...
+
+    def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]: ...
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+    def caller_gone(self, peer: Peer) -> None: ...
 
 
 class RuntimeLinks:
@@ -111,7 +137,7 @@ class RuntimeLinks:
     ) -> None:
         self.kind = kind
         self.tls = tls
-        self.monitor = PulseMonitor(pulse_interval_s)
+        self.monitor: PulseMonitor[Peer] = PulseMonitor(pulse_interval_s)
         self.owned: dict[bytes, OwnedActor] = {}
         self.owned_at: dict[str, set[bytes]] = {}
         self.children = TaskTree()  # the tasks this process's running tasks started
@@ -142,7 +168,7 @@ class RuntimeLinks:
         # Bumped when the head says named actors ended: a name reply that was in flight
         # meanwhile may be older than that news, so it is used but not cached.
         self._names_epoch = 0
-        self.executor: Executor | None = None
+        self.executor: HostedExecutor | None = None
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0
         self.membership_changed = trio.Event()

@@ -18,6 +18,7 @@ from .._protocol.messages import (
     Payload,
 )
 from . import getting
+from .blocking import blocking_section
 from .links import RuntimeLinks
 from .peer import Peer, PeerClosedError
 from .refs import PENDING, ObjectEntry, ObjectRef
@@ -160,8 +161,6 @@ class RuntimeObjects(RuntimeLinks):
     def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool:
         """A user thread's blocking wait: lends its task's CPUs meanwhile; a driver's
         Ctrl-C here cancels all of its remote work before the KeyboardInterrupt goes on."""
-        from .lanes import blocking_section
-
         try:
             with blocking_section():
                 return event.wait(timeout)

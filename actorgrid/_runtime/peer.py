@@ -118,7 +118,7 @@ class Peer:
         handler: Handler,
         *,
         local_hello: Hello,
-        monitor: PulseMonitor | None = None,
+        monitor: PulseMonitor[Peer] | None = None,
     ) -> None:
         self.address = address
         self._monitor = monitor
