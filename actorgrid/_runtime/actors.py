@@ -8,10 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._exceptions import (
-    ActorDiedError,
-    ActorgridError,
-)
+from .._exceptions import ActorDiedError, ActorgridError
 from .._protocol.ids import new_actor_id
 from .._protocol.messages import (
     ActorInfo,

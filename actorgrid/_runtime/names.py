@@ -7,12 +7,7 @@ from typing import Any
 
 import trio
 
-from .._exceptions import (
-    ActorDiedError,
-    ActorgridError,
-    GetTimeoutError,
-    NameNotFoundError,
-)
+from .._exceptions import ActorDiedError, ActorgridError, GetTimeoutError, NameNotFoundError
 from .._protocol.ids import ActorId
 from .._protocol.messages import (
     Ack,

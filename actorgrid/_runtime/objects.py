@@ -6,17 +6,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .._exceptions import (
-    ActorgridError,
-    NotInitializedError,
-)
+from .._exceptions import ActorgridError, NotInitializedError
 from .._protocol.ids import ObjectId, new_object_id, short
-from .._protocol.messages import (
-    ActorInfo,
-    FetchObject,
-    ObjectValue,
-    Payload,
-)
+from .._protocol.messages import ActorInfo, FetchObject, ObjectValue, Payload
 from . import getting
 from .blocking import blocking_section
 from .links import RuntimeLinks

@@ -7,10 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._protocol.ids import ObjectId, short
-from .._protocol.messages import (
-    ActorInfo,
-    Payload,
-)
+from .._protocol.messages import ActorInfo, Payload
 from .refs import ObjectEntry
 
 if TYPE_CHECKING:

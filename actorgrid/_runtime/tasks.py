@@ -7,19 +7,9 @@ from collections.abc import Callable
 
 import attrs
 
-from .._exceptions import (
-    ActorDiedError,
-    TaskCancelledError,
-)
+from .._exceptions import ActorDiedError, TaskCancelledError
 from .._protocol.ids import ObjectId, short
-from .._protocol.messages import (
-    ActorInfo,
-    CancelTask,
-    Event,
-    Payload,
-    SubmitTask,
-    TaskResult,
-)
+from .._protocol.messages import ActorInfo, CancelTask, Event, Payload, SubmitTask, TaskResult
 from .._scheduler.placement import NoWorkerError
 from .links import WAITING, log
 from .objects import RuntimeObjects
