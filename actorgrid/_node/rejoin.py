@@ -29,7 +29,7 @@ import trio
 
 from .._exceptions import ActorgridError
 from .._protocol.messages import Ack, CreateActor, RejoinWorker, WorkerInfo
-from .._runtime.core import Runtime
+from .._runtime.executor import Executor
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import STALLED_AFTER_INTERVALS
 from .logs import RateLimitedLog
@@ -83,9 +83,7 @@ async def rejoin_head(
     return Rejoined(f"{why} ({FENCE_AFTER_INTERVALS} pulse intervals)", answered=False)
 
 
-def _report(rt: Runtime, info: WorkerInfo) -> RejoinWorker:
-    executor = rt.executor
-    assert executor is not None
+def _report(executor: Executor, info: WorkerInfo) -> RejoinWorker:
     actors = tuple(slot.info for slot in list(executor.actors.values()) if slot.info is not None)
     detached: list[CreateActor] = []
     for actor_id, create in list(executor.detached.items()):
@@ -98,10 +96,10 @@ def _report(rt: Runtime, info: WorkerInfo) -> RejoinWorker:
 
 
 async def rejoin_worker(
-    rt: Runtime, info: WorkerInfo, stop: Callable[[str], None], head: Peer
+    executor: Executor, info: WorkerInfo, stop: Callable[[str], None], head: Peer
 ) -> None:
     """On a new link to the head: report this worker; if the head refuses it, ``stop``."""
-    report = _report(rt, info)
+    report = _report(executor, info)
     reply = await head.request(lambda rid: attrs.evolve(report, rid=rid))
     assert isinstance(reply, Ack)
     if reply.error is not None:

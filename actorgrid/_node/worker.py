@@ -123,7 +123,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
             socket.gethostname(),
             num_cpus,
         )
-        rt.headlink.on_reconnected.append(functools.partial(rejoin_worker, rt, info, stop))
+        rt.headlink.on_reconnected.append(functools.partial(rejoin_worker, executor, info, stop))
         await rt.headlink.request(lambda rid: RegisterWorker(rid, info))
         ready.set()
         try:
