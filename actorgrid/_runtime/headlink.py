@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._exceptions import ActorgridError
-from .._protocol.ids import ActorId
-from .._protocol.messages import Event, Message, OwnActor
+from .._protocol.messages import ActorInfo, Event, Message, OwnActor
 from .peer import Peer, PeerClosedError
 
 if TYPE_CHECKING:
@@ -205,8 +204,9 @@ async def _wait_closed(peer: Peer) -> None:
         await closed.wait()
 
 
-async def reown(head: Peer, owned: list[tuple[ActorId, str]]) -> None:
-    """Tell a (perhaps restarted) head again which actors (id, address) this process owns,
-    so that they still end when it does. No reply: the head takes them in order."""
-    for actor_id, address in owned:
-        head.send(OwnActor(actor_id, address))
+async def reown(head: Peer, owned: list[ActorInfo]) -> None:
+    """Tell a (perhaps restarted) head again which actors this process owns, so that they
+    still end when it does (detached ones are the head's). No reply: it takes them in order."""
+    for info in owned:
+        if not info.detached:
+            head.send(OwnActor(info.actor_id, info.address))

@@ -243,7 +243,7 @@ class RuntimeLinks:
                     )
                     owned = self.owned.values()
                     self.headlink.on_reconnected.append(
-                        lambda head: reown(head, [(o.info.actor_id, o.info.address) for o in owned])
+                        lambda head: reown(head, [o.info for o in owned])
                     )
                     await nursery.start(self.headlink.serve)
                 task_status.started()
