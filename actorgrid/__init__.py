@@ -13,6 +13,7 @@ from ._exceptions import GetTimeoutError as GetTimeoutError
 from ._exceptions import NameNotFoundError as NameNotFoundError
 from ._exceptions import NotInitializedError as NotInitializedError
 from ._exceptions import NoWorkerError as NoWorkerError
+from ._exceptions import ObjectLostError as ObjectLostError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RemoteError as RemoteError
 from ._exceptions import SerializationError as SerializationError
@@ -93,6 +94,7 @@ __all__ = [
     "NoWorkerError",
     "NodeStatistics",
     "NotInitializedError",
+    "ObjectLostError",
     "ObjectRef",
     "Pool",
     "ProtocolError",
