@@ -92,6 +92,7 @@ from .headlink import EventFeed, HeadLink
 from .peer import LoopbackPeer, Peer, PeerClosedError
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
+from .refcounting import RefCounts, freed_error, owner_lost_error
 from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, loads, loads_error, system_error
 from .waiting import WorkerWait
@@ -330,7 +331,7 @@ class Runtime:
         self.objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry] = (
             weakref.WeakValueDictionary()
         )
-        self.pinned: dict[ObjectId, ObjectEntry] = {}
+        self.refs = RefCounts(self)  # reference counting of objects whose refs left
         self.names: dict[tuple[str, str], ActorInfo] = {}
         # Bumped when the head says named actors ended: a name reply that was in flight
         # meanwhile may be older than that news, so it is used but not cached.
@@ -351,6 +352,7 @@ class Runtime:
             WorkerState: self._on_worker_state,
             Event: self._on_event,
             Shutdown: self._on_shutdown,
+            **self.refs.handlers(),
         }
         self.on_shutdown: Callable[[str], None] | None = None
         self._nursery: trio.Nursery | None = None
@@ -614,6 +616,7 @@ class Runtime:
                 else:
                     link.abort(reason)
             self._worker_at.pop(info.address, None)
+            self.refs.borrower_lost(info.address)
             for key in [k for k, a in self.names.items() if a.address == info.address]:
                 del self.names[key]
             self._names_epoch += 1
@@ -657,20 +660,6 @@ class Runtime:
         self.objects[entry.object_id] = entry
         return entry
 
-    def borrowed_entry(
-        self, object_id: ObjectId, owner: str, actor: ActorInfo | None
-    ) -> ObjectEntry:
-        entry = self.objects.get(object_id)
-        if entry is None:
-            entry = ObjectEntry(object_id, owner, actor)
-            self.objects[object_id] = entry
-        return entry
-
-    def pin(self, entry: ObjectEntry) -> None:
-        # A ref leaving this process may be fetched later by its borrower; keep the value.
-        if entry.owner == self.address:
-            self.pinned[entry.object_id] = entry
-
     def put(self, value: Any) -> ObjectRef[Any]:
         payload = dumps(value)
         if payload.nbytes > self.max_message_bytes:
@@ -697,12 +686,7 @@ class Runtime:
         try:
             reply = await peer.request(lambda rid: FetchObject(rid, entry.object_id))
         except PeerClosedError as exc:
-            entry.set_error(
-                ActorgridError(
-                    f"the owner of object {short(entry.object_id)} at {entry.owner} is "
-                    f"unreachable, so its value is lost: {exc}"
-                )
-            )
+            entry.set_error(owner_lost_error(entry.object_id, entry.owner, exc))
             return
         assert isinstance(reply, ObjectValue)
         if reply.ok:
@@ -711,11 +695,9 @@ class Runtime:
             entry.set_error(reply.value)
 
     def _on_fetch(self, peer: Peer, msg: FetchObject) -> None:
-        entry = self.objects.get(msg.object_id)
+        entry = self.objects.get(msg.object_id) or self.refs.revive(msg.object_id)
         if entry is None:
-            error = ActorgridError(
-                f"object {short(msg.object_id)} no longer exists on its owner {self.address}"
-            )
+            error = freed_error(msg.object_id, self.address)
             peer.send(ObjectValue(msg.rid, False, system_error(error)))
         elif entry.state == PENDING:
             self._ensure_fetch(entry)
