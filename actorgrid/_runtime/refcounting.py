@@ -331,10 +331,11 @@ class RefCounts:
 
 def freed_error(object_id: ObjectId, owner: str) -> ObjectLostError:
     return ObjectLostError(
-        f"object {short(object_id)} owned by {owner} was freed: no reference to it was left "
-        "when this one was used. Likely cause: the ref was rebuilt from bytes saved outside "
-        "actorgrid (e.g. pickled to a file) after every live ref was dropped. Keep an ObjectRef "
-        "alive, or pass it to tasks and actors, for as long as the value is needed.",
+        f"object {short(object_id)} owned by {owner} was freed: its owner counted no reference "
+        "to it any more. Likely causes: the ref was kept where actorgrid cannot see it (pickled "
+        "to a file or a database) while every live ref was dropped, or the process holding it "
+        "was declared dead (silent for 5 pulse intervals) and its borrows released. Keep an "
+        "ObjectRef alive, or pass it to tasks and actors, for as long as the value is needed.",
         object_id,
         owner,
     )

@@ -47,6 +47,12 @@ class Keeper:
 
 
 @ag.remote
+class Relay:
+    def pass_on(self, keeper: ag.ActorHandle[Keeper], refs: list[ag.ObjectRef[bytes]]) -> int:
+        return ag.get(keeper.keep.remote(refs))
+
+
+@ag.remote
 class Maker:
     def make(self) -> list[ag.ObjectRef[bytes]]:
         return [ag.put(b"y" * 1000)]  # owned by this actor's worker
@@ -104,6 +110,22 @@ def test_a_ref_stored_by_an_actor_keeps_its_object_until_the_actor_drops_it() ->
     assert rss_mb(me) > held - 10  # still here
     ag.get(keeper.drop.remote())
     assert wait_until(lambda: rss_mb(me) < held - 40), (held, rss_mb(me))
+    ag.kill(keeper)
+
+
+def test_a_ref_passed_on_by_a_borrower_stays_alive_with_the_last_process_that_holds_it() -> None:
+    keeper, relay = Keeper.remote(), Relay.remote()
+    refs = [ag.put(os.urandom(OBJECT_BYTES)) for _ in range(300)]  # 30 MB in this process
+    assert ag.get(relay.pass_on.remote(keeper, refs)) == 300
+    me = [os.getpid()]
+    gc.collect()
+    held = rss_mb(me)
+    del refs
+    gc.collect()
+    ag.kill(relay)  # the process in the middle is gone too: the keeper alone holds them
+    assert ag.get(keeper.total.remote(), timeout=SETTLE_S) == 300 * OBJECT_BYTES
+    ag.get(keeper.drop.remote())
+    assert wait_until(lambda: rss_mb(me) < held - 20), (held, rss_mb(me))
     ag.kill(keeper)
 
 
