@@ -15,7 +15,8 @@ Where the events come from:
 Threads: pickling, unpickling and finalizers run on any thread (user threads, the executor's
 pool, the garbage collector). They only append events to one deque, in the order they happen,
 and schedule a drain on the loop; the table is touched on the loop alone. Messages are
-batched per link: one RefsReceived per sender and one BorrowUpdate per owner per drain.
+batched per link and over time: every BATCH_S at most, one RefsReceived per sender and one
+BorrowUpdate per owner carry all the receipts and borrow changes since the last.
 
 Memory comes back to the system: values are mostly allocated by malloc in pieces too small for
 it to map them apart, and freed ones in the middle of the heap stay in the process. A
@@ -69,6 +70,8 @@ __all__ = ["RefCounts", "freed_error", "owner_lost_error"]
 
 log = logging.getLogger("actorgrid.refs")
 
+# Receipts and borrow updates wait this long, to go out together (a few calls' worth).
+BATCH_S = 0.01
 # Frees and releases are batched into one malloc_trim this long after the first of them.
 TRIM_DELAY_S = 0.5
 
@@ -148,6 +151,7 @@ class RefCounts:
         self._added: dict[str, list[tuple[ObjectId, str]]] = {}
         self._released: dict[str, list[ObjectId]] = {}
         self._trim_pending = False
+        self._flush_pending = False
 
     def __repr__(self) -> str:
         return f"<RefCounts {self.table!r} kept={len(self.kept)} freed={self.freed}>"
@@ -254,7 +258,12 @@ class RefCounts:
         while events:
             for command in table.handle(events.popleft()):
                 self._run(command)
-        self._flush()
+        if not self._flush_pending and (self._receipts or self._added or self._released):
+            self._flush_pending = True
+            try:
+                self._host.nursery.start_soon(self._flush_later)
+            except Exception:  # stopping: its counts no longer matter
+                self._flush_pending = False
 
     def _run(self, command: Command) -> None:
         if isinstance(command, Free):
@@ -292,6 +301,11 @@ class RefCounts:
         self._trim_pending = False
         assert _malloc_trim is not None
         _malloc_trim(0)  # well under a millisecond for a few hundred MB of heap
+
+    async def _flush_later(self) -> None:
+        await trio.sleep(BATCH_S)
+        self._flush_pending = False
+        self._flush()
 
     def _flush(self) -> None:
         me = self._host.address
