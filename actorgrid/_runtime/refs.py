@@ -13,11 +13,12 @@ waiters, so under the GIL one side always sees the other.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from .._exceptions import NotInitializedError
 from .._protocol.ids import ObjectId, short
 from .._protocol.messages import ActorInfo, Payload
+from . import current
 from .serialization import loads, loads_error
 
 if TYPE_CHECKING:
@@ -32,6 +33,25 @@ PENDING, READY, FAILED = 0, 1, 2
 
 class Waiter(Protocol):
     def set(self) -> None: ...
+
+
+class RefCounter(Protocol):
+    """What a ref needs of reference counting (``refcounting.RefCounts`` is one)."""
+
+    def sent(self, entry: ObjectEntry) -> tuple[str, int]: ...
+
+    def rebuild(
+        self, object_id: ObjectId, owner: str, actor: ActorInfo | None, sender: str, token: int
+    ) -> ObjectEntry: ...
+
+
+class RefOwner(Protocol):
+    """What a ref needs of this process's runtime (``current.py``); Runtime is one."""
+
+    async def get_async(self, refs: Any, timeout: float | None = None) -> Any: ...
+
+    @property
+    def refs(self) -> RefCounter: ...
 
 
 class ObjectEntry:
@@ -149,14 +169,10 @@ class ObjectRef(Generic[T]):
         return isinstance(other, ObjectRef) and other._id == self._id
 
     def __await__(self) -> Generator[Any, None, T]:
-        from .core import current_runtime
-
-        return current_runtime().get_async(self).__await__()
+        return cast("RefOwner", current.get()).get_async(self).__await__()
 
     def __reduce__(self) -> Any:
-        from .core import runtime_or_none
-
-        runtime = runtime_or_none()
+        runtime = cast("RefOwner | None", current.get_or_none())
         e = self._entry
         if runtime is None:
             return _rebuild_ref, (self._id, e.owner, e.actor)
@@ -167,9 +183,7 @@ class ObjectRef(Generic[T]):
 def _rebuild_ref(
     object_id: ObjectId, owner: str, actor: ActorInfo | None, sender: str = "", token: int = 0
 ) -> ObjectRef[Any]:
-    from .core import runtime_or_none
-
-    runtime = runtime_or_none()
+    runtime = cast("RefOwner | None", current.get_or_none())
     if runtime is None:
         entry = ObjectEntry(object_id, owner, actor)
         entry.set_error(
