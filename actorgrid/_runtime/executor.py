@@ -343,6 +343,11 @@ class _Slot:
         self.done = trio.Event()
 
 
+def depth(slot: _Slot) -> int:
+    """Messages waiting for the slot's actor: in its mailbox, and parked while it is full."""
+    return slot.receive.statistics().current_buffer_used + len(slot.overflow or ())
+
+
 def _construct(
     cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], where: str
 ) -> tuple[bool, Any]:
@@ -385,7 +390,9 @@ class Executor:
 
     def on_query(self, peer: Peer, msg: QueryWorker) -> None:
         actors = tuple(
-            ActorSummary(info.actor_id, info.label, info.kind, info.name, info.namespace)
+            ActorSummary(
+                info.actor_id, info.label, info.kind, info.name, info.namespace, None, depth(slot)
+            )
             for slot in list(self.actors.values())
             if (info := slot.info) is not None
         )
