@@ -32,6 +32,7 @@ _REASONS = {
     405: "Method Not Allowed",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
 }
 
 

@@ -228,6 +228,9 @@ class DashboardServer:
             await self._route(stream, request, head, rest)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the client went away: nothing to answer
+        except Exception:
+            # One request fails, never the dashboard, nor the process that serves it.
+            log.exception("the dashboard failed to answer a request")
         finally:
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
@@ -261,8 +264,18 @@ class DashboardServer:
                 response(200, body, "text/html; charset=utf-8", extra, head_only=head_only)
             )
         elif request.path == "/metrics":
-            with trio.fail_after(VIEW_TIMEOUT_S):
-                view = await self._source.view()
+            try:
+                with trio.fail_after(VIEW_TIMEOUT_S):
+                    view = await self._source.view()
+            except Exception as exc:
+                # The cluster did not answer (its head is away, say): this scrape fails.
+                log.warning("the dashboard could not get the cluster's state: %r", exc)
+                body = (
+                    f"the dashboard could not get the cluster's state ({exc!r}); its head may "
+                    "be restarting: scrape again\n"
+                ).encode()
+                await stream.send_all(response(503, body, head_only=head_only))
+                return
             self.model.snapshot(view)
             body = render_metrics(self.model, view).encode()
             await stream.send_all(response(200, body, CONTENT_TYPE, head_only=head_only))
