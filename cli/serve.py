@@ -194,10 +194,15 @@ async def _serve_head(
                         tls=tls,
                     )
                 )
-                # The head's dashboard, on this machine's loopback (127.0.0.1) only.
+                dash_host, _, dash_port = options["dashboard"].rpartition(":")
                 dashboard_url: str = await nursery.start(
                     functools.partial(
-                        ag.serve_dashboard, reachable_address(address), secret=secret, tls=tls
+                        ag.serve_dashboard,
+                        reachable_address(address),
+                        secret=secret,
+                        tls=tls,
+                        host=dash_host.strip("[]"),
+                        port=int(dash_port),
                     )
                 )
                 if write_cluster_file:

@@ -251,6 +251,7 @@ def _start(
         "--pulse-interval", repr(options["pulse_interval"]),
         "--grace", repr(options["grace"]),
         "--max-message-bytes", str(options["max_message_bytes"]),
+        "--dashboard", options["dashboard"],
     ]  # fmt: skip
     for key in TLS_KEYS:
         if options.get(key):

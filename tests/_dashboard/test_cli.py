@@ -1,9 +1,11 @@
 """``actorgrid up`` serves the dashboard beside its head and prints its URL; ``actorgrid
-dashboard`` prints it again (``--token``: the token alone); TLS clusters serve it over HTTPS.
+dashboard`` prints it again (``--token``: the token alone); ``--dashboard HOST:PORT`` says
+where it listens; TLS clusters serve it over HTTPS.
 Run as users run them, as separate processes (the helpers of tests/test_cli_cluster.py)."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import urllib.request
 from collections.abc import Iterator
@@ -70,14 +72,26 @@ def test_a_tls_cluster_serves_its_dashboard_over_https(env: Env) -> None:
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(env.folder / "m.pem")
     ca.cert_pem.write_to_path(env.folder / "ca.pem")
     tls = ["--tls", "--certfile", "m.pem", "--keyfile", "m.pem", "--cafile", "ca.pem"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     out = env.folder / "head.out"
     head = env.popen(
-        "start", "--head", "--num-workers", "1", "--pulse-interval", PULSE, *tls, out=out
+        "start",
+        "--head",
+        "--num-workers",
+        "1",
+        "--pulse-interval",
+        PULSE,
+        "--dashboard",
+        f"127.0.0.1:{port}",
+        *tls,
+        out=out,
     )
     try:
         text = _wait_for_text(out, "dashboard: ", head)
         url = next(line for line in text.splitlines() if line.startswith("dashboard: "))[11:]
-        assert url.startswith("https://127.0.0.1:"), url
+        assert url.startswith(f"https://127.0.0.1:{port}/?token="), url
         trusting = ssl.create_default_context(cafile=str(env.folder / "ca.pem"))
         assert "\n# TYPE actorgrid_nodes gauge\n" in _scrape(url, trusting)
         with pytest.raises(OSError):  # plain HTTP is not spoken there
