@@ -17,6 +17,7 @@ PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
+<link rel="icon" href="data:,">
 <title>actorgrid dashboard</title>
 <style>
 body { font: 13px/1.4 system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #222; }
