@@ -290,6 +290,7 @@ class DashboardServer:
             )
             if len(self._clients) >= MAX_CLIENTS:
                 await request.reject(503, body=b"too many dashboard pages open at once\n")
+                nursery.cancel_scope.cancel()  # trio-websocket's reader of this connection
                 return
             ws = await request.accept()
             send, receive = trio.open_memory_channel[str](CLIENT_QUEUE)
