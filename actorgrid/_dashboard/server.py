@@ -24,6 +24,7 @@ from typing import Any
 import trio
 import trio_websocket
 
+from .._protocol.messages import Event
 from .._transport.admission import ListenLimits
 from .._transport.listen import ListenGate
 from .._transport.tls import TLSConfig
@@ -124,6 +125,7 @@ class DashboardServer:
         self.model = DashboardModel()
         self._clients: set[trio.MemorySendChannel[str]] = set()
         self._wake = trio.Event()
+        self._view_failing = False
         self.base_url = ""
 
     def __repr__(self) -> str:
@@ -158,7 +160,7 @@ class DashboardServer:
 
     # --- the feed ----------------------------------------------------------------------------
 
-    def _on_event(self, event: Any) -> None:
+    def _on_event(self, event: Event) -> None:
         data = self.model.handle_event(event)
         if data is not None:
             self._broadcast(json.dumps({"type": "event", "event": data}))
@@ -188,8 +190,13 @@ class DashboardServer:
                 with trio.fail_after(VIEW_TIMEOUT_S):
                     view = await self._source.view()
             except Exception as exc:
-                log.warning("the dashboard could not get the cluster's state: %s", exc)
+                if not self._view_failing:  # once per outage, not once per refresh
+                    log.warning("the dashboard could not get the cluster's state: %r", exc)
+                self._view_failing = True
                 continue
+            if self._view_failing:
+                log.warning("the dashboard gets the cluster's state again")
+                self._view_failing = False
             self._broadcast(json.dumps(self.model.snapshot(view)))
 
     # --- connections -------------------------------------------------------------------------
