@@ -86,7 +86,8 @@ class Cluster:
         self._node = node
         self.embedded = embedded
         self.address = head_address
-        # The live dashboard this process serves (ag.init(dashboard=...)), token included.
+        # The live dashboard's URL, token included: the one this process serves
+        # (ag.init(dashboard=...)), else that of the head `actorgrid up` started ("auto").
         self.dashboard_url = dashboard_url
 
     def __repr__(self) -> str:
@@ -300,6 +301,7 @@ async def _open_cluster(
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     serve_at = parse_dashboard(dashboard)
+    url = None
     if runtime_or_none() is not None:
         raise RuntimeError(
             "actorgrid is already initialized in this process; call ag.shutdown() first"
@@ -333,6 +335,8 @@ async def _open_cluster(
             )
         else:
             head_address, secret, tls = _remote(address, secret, tls)
+            if address == "auto":  # the dashboard its head serves, if this one serves none
+                url = ClusterFile.load().dashboard_url or None
             host = host or local_address_towards(head_address)
         rt = Runtime(
             kind="driver",
@@ -352,7 +356,6 @@ async def _open_cluster(
             set_current_runtime(rt)
             if node is not None:
                 await _wait_for_workers(rt, node)
-            url = None
             if serve_at is not None:
                 serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
                 url = await nursery.start(functools.partial(serve, port=serve_at[1]))

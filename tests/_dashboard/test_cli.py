@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +55,16 @@ def test_up_prints_the_dashboard_url_and_actorgrid_dashboard_prints_it_again(env
     assert recorded.dashboard_url == url
 
     assert 'actorgrid_workers{node="' in _scrape(url)
+    driver = subprocess.run(
+        [sys.executable, "-c", "import actorgrid as ag; print(ag.init('auto').dashboard_url)"],
+        env=env.vars,
+        cwd=env.folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert driver.stdout.strip() == url, _describe(driver)
     down = env.run("down")
     assert down.returncode == 0, _describe(down)
     env.processes.assert_gone()
