@@ -24,6 +24,7 @@ from ._node.cluster import connect as connect
 from ._node.cluster import init as init
 from ._node.cluster import is_initialized as is_initialized
 from ._node.cluster import shutdown as shutdown
+from ._node.dashboard import serve_dashboard as serve_dashboard
 from ._node.records import ActorStatistics as ActorStatistics
 from ._node.records import ClusterStatus as ClusterStatus
 from ._node.records import NodeStatistics as NodeStatistics
@@ -124,6 +125,7 @@ __all__ = [
     "remote",
     "send",
     "send_async",
+    "serve_dashboard",
     "serve_head",
     "serve_node",
     "shutdown",

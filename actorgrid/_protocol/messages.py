@@ -293,6 +293,7 @@ class ActorSummary:
     name: str | None
     namespace: str | None
     worker_id: WorkerId | None = None
+    mailbox_depth: int = 0  # messages waiting for the actor (its mailbox and overflow)
 
 
 @attrs.frozen
