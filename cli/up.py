@@ -253,6 +253,7 @@ def _start(
         "--max-message-bytes", str(options["max_message_bytes"]),
         "--max-unauthenticated", str(options["max_unauthenticated"]),
         "--handshake-timeout", repr(options["handshake_timeout"]),
+        "--dashboard", options["dashboard"],
     ]  # fmt: skip
     for key in TLS_KEYS:
         if options.get(key):
@@ -494,6 +495,8 @@ def _print_how_to_use(recorded: ag.ClusterFile, paths: ClusterPaths) -> None:
     if recorded.nodes:
         say(f"nodes started on: {', '.join(recorded.nodes)}")
     say(f"cluster file: {paths.cluster_file}")
+    if recorded.dashboard_url:
+        say(f"dashboard: {recorded.dashboard_url}")
     say("connect a driver on this machine:")
     say('  ag.init(address="auto")')
     if secret_file:
