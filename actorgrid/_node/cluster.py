@@ -293,6 +293,8 @@ async def _open_cluster(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
     if runtime_or_none() is not None:
         raise RuntimeError(
@@ -324,8 +326,16 @@ async def _open_cluster(
                 grace_s=grace_s,
                 restart_policy=worker_restarts,
                 tls=tls,
+                resources=resources,
+                labels=labels,
             )
         else:
+            if resources is not None or labels is not None:
+                raise ValueError(
+                    "resources= and labels= describe the embedded cluster's node; a node of a "
+                    "running cluster declares its own (`actorgrid node --resources ... "
+                    "--labels ...`)"
+                )
             head_address, secret, tls = _remote(address, secret, tls)
             host = host or local_address_towards(head_address)
         rt = Runtime(
@@ -448,6 +458,8 @@ async def connect(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -466,6 +478,8 @@ async def connect(
             worker_restarts=worker_restarts,
             tls=tls,
             pending_warning_s=pending_warning_s,
+            resources=resources,
+            labels=labels,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -527,6 +541,8 @@ def init(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -548,6 +564,11 @@ def init(
 
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
+
+    ``resources`` (e.g. ``{"GPU": 2, "camera": 1}``) and ``labels`` (e.g. ``{"zone": "a"}``)
+    describe the embedded cluster's node: they add to or override what it detects (CPUs,
+    memory, GPUs; hostname, platform, ...), for ``.options(num_gpus=, resources=,
+    label_selector=)`` to ask for.
     """
     global _thread
     if trio.lowlevel.in_trio_run():
@@ -571,6 +592,8 @@ def init(
                 worker_restarts=worker_restarts,
                 tls=tls,
                 pending_warning_s=pending_warning_s,
+                resources=resources,
+                labels=labels,
             )
         )
         thread.start()

@@ -82,6 +82,7 @@ from .._protocol.messages import (
     WorkerState,
 )
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
+from .._scheduler.demand import Demand, as_demand
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError, Placement
 from .._scheduler.tasktree import TaskTree
@@ -186,7 +187,7 @@ class TaskSpec:
         "actor",
         "blob",
         "function_id",
-        "num_cpus",
+        "need",
         "parent",
         "payload",
         "retries",
@@ -198,7 +199,7 @@ class TaskSpec:
         function_id: bytes,
         blob: Callable[[], bytes],
         payload: Payload,
-        num_cpus: float,
+        need: Demand,
         actor: ActorInfo | None,
         retries: int,
         retry_on: bool | tuple[type[BaseException], ...],
@@ -208,7 +209,7 @@ class TaskSpec:
         self.function_id = function_id
         self.blob = blob
         self.payload = payload
-        self.num_cpus = num_cpus
+        self.need = need  # CPUs, resources and where it may run
         self.actor = actor
         self.retries = retries
         self.retry_on = retry_on
@@ -593,7 +594,7 @@ class Runtime:
             self.placement.local = info.worker_id
             self.placement.local_load = lambda: queue.total - queue.free + len(queue.items)
         if info.worker_id not in self.placement.suspended:
-            self.waiting.worker_available(info.num_cpus)
+            self.waiting.worker_available(info)
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
@@ -632,7 +633,7 @@ class Runtime:
         self.placement.set_suspended(msg.worker_id, msg.suspended)
         info = self.placement.workers.get(msg.worker_id)
         if info is not None and not msg.suspended:
-            self.waiting.worker_available(info.num_cpus)
+            self.waiting.worker_available(info)
 
     def _on_shutdown(self, peer: Peer, msg: Shutdown) -> None:
         if self.on_shutdown is not None:
@@ -759,7 +760,7 @@ class Runtime:
         function_id: bytes,
         blob: Callable[[], bytes],
         payload: Payload,
-        num_cpus: float,
+        need: float | Demand,
         actor: ActorInfo | None,
         retries: int = 0,
         retry_on: bool | tuple[type[BaseException], ...] = False,
@@ -767,7 +768,9 @@ class Runtime:
     ) -> None:
         """Loop: place a task (unless it is an actor with a place already) and send it.
         ``parent``: the task running in this process that started it (cancelled with it)."""
-        spec = TaskSpec(function_id, blob, payload, num_cpus, actor, retries, retry_on, parent)
+        spec = TaskSpec(
+            function_id, blob, payload, as_demand(need), actor, retries, retry_on, parent
+        )
         if parent is not None:
             self.children.started(parent, entry.object_id)
         self._send_spec(entry, spec)
@@ -781,11 +784,11 @@ class Runtime:
             address, wid = actor.address, self._worker_at.get(actor.address)
         else:
             try:
-                worker = self.placement.choose_for_task(spec.num_cpus)
+                worker = self.placement.choose_for_task(spec.need)
             except NoWorkerError:
                 entry.where = WAITING
                 place = _Placing(self._send_if_pending, entry, spec)
-                self.waiting.add(place, spec.num_cpus, "task")
+                self.waiting.add(place, spec.need, "task")
                 return
             address, wid = worker.address, worker.worker_id
             self.placement.started(wid)
@@ -799,7 +802,15 @@ class Runtime:
         peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
         entry.where = peer
         peer.send(
-            SubmitTask(entry.object_id, spec.function_id, code, spec.payload, spec.num_cpus, actor)
+            SubmitTask(
+                entry.object_id,
+                spec.function_id,
+                code,
+                spec.payload,
+                spec.need.num_cpus,
+                actor,
+                () if actor is not None else spec.need.resources,  # an actor's ride on it
+            )
         )
 
     def _retry_task(
@@ -824,11 +835,11 @@ class Runtime:
             return
         assert spec.actor is not None
         try:
-            worker = self.placement.choose_for_actor(spec.num_cpus)
+            worker = self.placement.choose_for_actor(spec.need)
         except NoWorkerError:
             entry.where = WAITING
             place = _Placing(self._place_coroutine_actor, entry, spec)
-            self.waiting.add(place, spec.num_cpus, "actor")
+            self.waiting.add(place, spec.need, "actor")
             return
         entry.where = None
         spec.actor = entry.actor = attrs.evolve(spec.actor, address=worker.address)
@@ -856,7 +867,7 @@ class Runtime:
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
         """Loop: place a dead actor again (same id and name, new address), waiting for a
         worker if none fits; None if its name was taken meanwhile or the head is away."""
-        worker = await self.waiting.worker_for_actor(0.0)
+        worker = await self.waiting.worker_for_actor(Demand.of(0.0, dict(old.resources)))
         left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
         info = attrs.evolve(old, address=worker.address, max_restarts=left)
         if info.name:
@@ -1110,7 +1121,7 @@ class Runtime:
         self,
         kind: str,
         label: str,
-        num_cpus: float,
+        need: float | Demand,
         name: str | None,
         namespace: str | None,
         methods: tuple[str, ...] = (),
@@ -1123,7 +1134,7 @@ class Runtime:
         """Any thread: place a new actor and describe it. Its address is "" when no worker
         fits now: ``place_actor`` waits for one."""
         try:
-            address = self.placement.choose_for_actor(num_cpus).address
+            address = self.placement.choose_for_actor(need).address
         except NoWorkerError:
             address = ""
         ns = (namespace or DEFAULT_NAMESPACE) if name else namespace
@@ -1139,6 +1150,7 @@ class Runtime:
             max_task_retries,
             detached,
             mailbox_size,
+            as_demand(need).resources,
         )
 
     def _link(self) -> HeadLink:

@@ -61,6 +61,7 @@ from .._protocol.messages import (
 )
 from .._scheduler.restart import Restart, RestartTracker
 from .context import Context, Letter
+from .holdings import Holdings
 from .interrupt import Running
 from .lineage import current_task
 from .refs import ObjectRef
@@ -357,6 +358,7 @@ class Executor:
         self.runtime = runtime
         self.grace_s = grace_s
         self.queue = TaskQueue(self, num_cpus)
+        self.holdings = Holdings({})  # the worker's share of its node's resources
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.classes: dict[bytes, type] = {}
         self.actors: dict[ActorId, _Slot] = {}
@@ -393,7 +395,15 @@ class Executor:
         reserved = min(max(self.queue.total - self.queue.free, 0.0), self.queue.total)
         tasks = tuple(self._summary(task_id, item) for task_id, item in list(self.tasks.items()))
         peer.send(
-            WorkerReport(msg.rid, actors, max(0, len(self.tasks) - queued), queued, tasks, reserved)
+            WorkerReport(
+                msg.rid,
+                actors,
+                max(0, len(self.tasks) - queued),
+                queued,
+                tasks,
+                reserved,
+                self.holdings.held(),
+            )
         )
 
     def _summary(self, task_id: ObjectId, item: _Task | _Call | _TaskItem) -> TaskSummary:
@@ -533,6 +543,7 @@ class Executor:
 
     def _ended(self, task_id: ObjectId) -> None:
         self.tasks.pop(task_id, None)
+        self.holdings.release(task_id)
         # Its children keep running (they are this process's); a cancel of it now does nothing.
         self.runtime.children.parent_done(task_id)
 
@@ -597,7 +608,8 @@ class Executor:
         if not inspect.iscoroutinefunction(fn):
             item = _TaskItem(peer, msg, fn)
             self.tasks[msg.task_id] = item
-            self.queue.push(item)
+            fail = lambda exc: self.task_done(item, False, system_error(exc))  # noqa: E731
+            self.holdings.admit(msg.task_id, msg.resources, lambda: self.queue.push(item), fail)
             return
         task = _Task(peer, getattr(fn, "__qualname__", "task"))
         self.tasks[msg.task_id] = task
@@ -610,6 +622,7 @@ class Executor:
         current_task.set(msg.task_id)  # in this Trio task's own context
         with task.scope:
             try:
+                await self.holdings.hold(msg.task_id, msg.resources)
                 args, kwargs = await self._load_args(msg.args)
             except Exception as exc:
                 result = (False, system_error(exc))
@@ -660,7 +673,7 @@ class Executor:
         KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed."""
         if isinstance(item, _TaskItem):
             item.cancelled = True
-            if self.queue.remove(item):
+            if self.queue.remove(item) or self.holdings.drop_waiting(task_id):
                 self.task_done(item, False, _cancelled(item.label))
                 return
             item.running.interrupt()
@@ -778,6 +791,7 @@ class Executor:
         try:
             with slot.scope:
                 try:
+                    await self.holdings.hold(info.actor_id, info.resources)
                     args, kwargs = await self._load_args(msg.args)
                 except Exception as exc:
                     reason = f"actor {label} could not be created: {exc}"
@@ -899,6 +913,8 @@ class Executor:
         this worker's loop (its pulses, its other actors) nor flood the log.
         """
         try:
+            if msg.actor is not None:
+                await self.holdings.hold(msg.actor.actor_id, msg.actor.resources)
             args, kwargs = await self._load_args(msg.args)
         except Exception as exc:
             return (False, system_error(exc)), f"actor {label} could not be started: {exc}"
@@ -932,6 +948,7 @@ class Executor:
         """An actor is over: refuse its queued and future messages, free its name."""
         if self.actors.get(slot.actor_id) is slot:
             del self.actors[slot.actor_id]
+        self.holdings.release(slot.actor_id)
         self._bury(slot.actor_id, reason)
         slot.send.close()
         while True:
