@@ -41,8 +41,9 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "con
 
 
 class TwoNodes:
-    def __init__(self, cluster: ag.Cluster, node_b: subprocess.Popen[str]) -> None:
+    def __init__(self, cluster: ag.Cluster, node_b: subprocess.Popen[str], secret: bytes) -> None:
         self.cluster = cluster
+        self.secret = secret
         self.node_b = node_b
         nodes = cluster.nodes()
         self.a = next(n.node_id for n in nodes if n.labels.get("zone") == "a")
@@ -85,7 +86,8 @@ def _start_node(
     return proc
 
 
-def _stop(proc: subprocess.Popen[str]) -> list[int]:
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Kill a node agent and its workers; fail if any of them outlives it."""
     family = _family(proc.pid)
     for p in family:
         try:
@@ -93,7 +95,8 @@ def _stop(proc: subprocess.Popen[str]) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     proc.wait(timeout=30)
-    return [p.pid for p in family]
+    alive = psutil.wait_procs(family, timeout=30)[1]
+    assert not alive, f"processes outlived their node: {alive}"
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +110,7 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
         pulse_interval=PULSE_S,
         pending_warning_s=WARNING_S,
     )
-    pids = [w.pid for w in cluster.workers()]
+    family = [p for w in cluster.workers() for p in _family(w.pid)]
     node_b = None
     try:
         folder = tmp_path_factory.mktemp("node_b")
@@ -116,13 +119,13 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
             "--num-workers", "1", "--resources", '{"camera": 1}', "--labels", "zone=b",
         )  # fmt: skip
         wait_for(lambda: len(cluster.workers()) == 5, START_TIMEOUT_S, "node B's worker")
-        yield TwoNodes(cluster, node_b)
+        yield TwoNodes(cluster, node_b, secret)
     finally:
         ag.shutdown()
         if node_b is not None:
-            pids += _stop(node_b)
-        gone = psutil.wait_procs([p for pid in pids for p in _family(pid)], timeout=30)[1]
-        assert not gone, f"processes outlived the cluster: {gone}"
+            _stop(node_b)
+        alive = psutil.wait_procs(family, timeout=30)[1]
+        assert not alive, f"processes outlived the cluster: {alive}"
 
 
 @ag.remote
@@ -270,3 +273,22 @@ def test_an_allocation_filter_places_instances_by_node_record(two: TwoNodes) -> 
     record = next(n for n in seen if n.node_id == two.b)
     assert record.platform == sys.platform
     assert record.num_cpus == 1.0 and record.memory > 0 and record.resources["camera"] == 1.0
+
+
+def test_run_on_each_node_subscribed_runs_on_nodes_that_join_later(
+    two: TwoNodes, tmp_path: Path
+) -> None:
+    # Last in this module: node C leaves the cluster behind it as a dead node.
+    with ag.run_on_each_node(os.getpid, subscribe=True) as subscription:
+        assert set(subscription.results(timeout=START_TIMEOUT_S)) == {two.a, two.b}
+        node_c = _start_node(
+            tmp_path, two.cluster, two.secret, "node_c", "--num-workers", "1", "--labels", "zone=c"
+        )
+        try:
+            wait_for(lambda: len(subscription.refs) == 3, START_TIMEOUT_S, "node C's call")
+            results = subscription.results(timeout=START_TIMEOUT_S)
+            node_c_id = next(n for n in results if n not in (two.a, two.b))
+            assert two.node_of(results[node_c_id]) == node_c_id
+        finally:
+            _stop(node_c)
+    assert "closed" in repr(subscription)
