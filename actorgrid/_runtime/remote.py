@@ -10,7 +10,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
-from .._scheduler.demand import Demand
+from .._scheduler.demand import Demand, cpus
 from .context import Context
 from .core import OwnedActor, current_runtime
 from .demands import check_placement_options, demand_of
@@ -52,6 +52,14 @@ class Options:
 
     def demand(self, num_cpus: float) -> Demand:
         """What a call with these options asks of its worker."""
+        if (
+            self.num_gpus is None
+            and self.memory is None
+            and self.resources is None
+            and self.label_selector is None
+            and self.scheduling_strategy is None
+        ):
+            return cpus(num_cpus)  # interned: no work per call
         return demand_of(
             num_cpus,
             self.num_gpus,

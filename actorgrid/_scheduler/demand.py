@@ -90,6 +90,19 @@ class Demand:
     soft: bool = False  # the affinity is a preference: elsewhere if that node has no fit
     spread: bool = False  # SPREAD: round-robin over nodes rather than pack by load
     worker: WorkerId | None = None  # that worker only (ag.run_on_each_worker)
+    # Only CPUs: any worker big enough fits (the common case, placement's fast path).
+    # Computed once: placement reads it on every call.
+    plain: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        plain = (
+            not self.resources
+            and not self.labels
+            and self.node is None
+            and not self.spread
+            and self.worker is None
+        )
+        object.__setattr__(self, "plain", plain)
 
     @classmethod
     def of(
@@ -106,17 +119,6 @@ class Demand:
         if not held and not labels and node is None and not spread:
             return cpus(num_cpus)
         return cls(float(num_cpus), held, labels, node, soft, spread)
-
-    @property
-    def plain(self) -> bool:
-        """Only CPUs: any worker big enough fits (the common case, placement's fast path)."""
-        return (
-            not self.resources
-            and not self.labels
-            and self.node is None
-            and not self.spread
-            and self.worker is None
-        )
 
     def without_affinity(self) -> Demand:
         """The demand a soft affinity falls back to."""

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from .._exceptions import NoWorkerError
 from .._protocol.ids import NodeId, WorkerId
 from .._protocol.messages import WorkerInfo
-from .demand import Demand, as_demand
+from .demand import Demand
 
 __all__ = ["NoWorkerError", "Placement"]
 
@@ -159,11 +159,13 @@ class Placement:
             self.load[worker_id] -= 1
 
     def _choose(self, need: float | Demand, counts: dict[WorkerId, int]) -> WorkerId:
-        demand = as_demand(need)
         order = self._order
-        if order and not demand.plain:
-            return self._choose_among(demand, counts)
-        num_cpus = demand.num_cpus
+        if isinstance(need, Demand):
+            if order and not need.plain:
+                return self._choose_among(need, counts)
+            num_cpus = need.num_cpus
+        else:
+            num_cpus = need  # a number of CPUs
         if not order:
             if self.suspended:
                 raise NoWorkerError(
