@@ -278,7 +278,7 @@ def test_an_allocation_filter_places_instances_by_node_record(two: TwoNodes) -> 
 def test_run_on_each_node_subscribed_runs_on_nodes_that_join_later(
     two: TwoNodes, tmp_path: Path
 ) -> None:
-    # Last in this module: node C leaves the cluster behind it as a dead node.
+    # The last test on the cluster: node C leaves it behind as a dead node.
     with ag.run_on_each_node(os.getpid, subscribe=True) as subscription:
         assert set(subscription.results(timeout=START_TIMEOUT_S)) == {two.a, two.b}
         node_c = _start_node(
@@ -292,3 +292,16 @@ def test_run_on_each_node_subscribed_runs_on_nodes_that_join_later(
         finally:
             _stop(node_c)
     assert "closed" in repr(subscription)
+
+
+def test_bad_placement_options_fail_at_options_and_say_what_is_accepted() -> None:
+    with pytest.raises(ValueError, match="num_gpus must be a number >= 0"):
+        pid_and_gpus.options(num_gpus=-1)
+    with pytest.raises(ValueError, match="'SPREAD'"):
+        pid_and_gpus.options(scheduling_strategy="PACK")
+    with pytest.raises(ValueError, match="in\\(a,b\\)"):
+        pid_and_gpus.options(label_selector={"zone": "!"})
+    with pytest.raises(ValueError, match="num_gpus="):
+        pid_and_gpus.options(resources={"GPU": 1})
+    with pytest.raises(ValueError, match="full hex"):
+        pid_and_gpus.options(scheduling_strategy=ag.NodeAffinity("node-1"))
