@@ -532,7 +532,9 @@ def test_node_joins_and_sigterm_stops_it(up: tuple[Env, str], tmp_path: Path) ->
         listed = env.run("list", "nodes", "--json")
         assert listed.returncode == 0, _describe(listed)
         resources = {n["pid"]: n["resources"] for n in json.loads(listed.stdout)}
-        assert resources[node.pid] == {"GPU": 2.0}
+        # The declared GPUs, and the CPUs and memory the node detected itself.
+        assert resources[node.pid]["GPU"] == 2.0
+        assert resources[node.pid]["CPU"] == 1.0 and resources[node.pid]["memory"] > 0
         assert _stop(node, signal.SIGTERM) == 0, out.read_text()
         own.assert_gone()
         _wait_for(lambda: env.status()["num_workers"] == 2, "the node's worker to leave")

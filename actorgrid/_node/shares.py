@@ -4,7 +4,8 @@
   environment sets it, else from ``nvidia-smi -L``; ``--resources '{"GPU": 2}'`` (or
   ``ag.init(resources=...)``) overrides any of them and adds custom ones (``camera``).
 - Each unit of a resource belongs to one worker: GPU i to worker slot i (with
-  ``CUDA_VISIBLE_DEVICES`` set to that GPU alone), other whole units dealt round-robin over the
+  ``CUDA_VISIBLE_DEVICES`` set to its GPUs alone; slot i also gets GPU i + n, ... when there
+  are more GPUs than its node's n workers), other whole units dealt round-robin over the
   slots, a fractional rest to the first slot; memory is split evenly. A call holding a resource
   therefore holds it on one worker, whose own ledger (``_scheduler/ledger.py``) is the only
   bookkeeping needed: no two callers can over-commit it.
@@ -108,7 +109,6 @@ class NodeShares:
                 raise ValueError(f"GPU must be a whole number, not {declared['GPU']:g}")
         else:
             ids = gpus
-        ids = ids[:num_workers]  # one worker per GPU: more GPUs than workers go unused
         self.gpu_ids = ids
         total: dict[str, float] = {"CPU": num_workers * num_cpus_per_worker}
         total["memory"] = float(psutil.virtual_memory().total)
@@ -138,15 +138,17 @@ class NodeShares:
 def worker_shares(
     num_workers: int, total: Mapping[str, float], gpu_ids: list[str]
 ) -> list[tuple[dict[str, float], list[str]]]:
-    """Each slot's resources (without CPU) and GPU ids. GPU i goes to slot i (GPUs beyond the
-    slots go to no one: one worker per GPU); memory is split evenly; other whole units are dealt
-    round-robin, a fractional rest to slot 0."""
+    """Each slot's resources (without CPU) and GPU ids. GPUs are dealt round-robin (GPU i to
+    slot i: one per worker when there are as many workers; a worker owns several when there
+    are more GPUs than workers); memory is split evenly; other whole units are dealt
+    round-robin too, a fractional rest to slot 0."""
     shares: list[tuple[dict[str, float], list[str]]] = [({}, []) for _ in range(num_workers)]
     if num_workers <= 0:
         return shares
-    for i, gpu in enumerate(gpu_ids[:num_workers]):
-        shares[i][0]["GPU"] = 1.0
-        shares[i][1].append(gpu)
+    for i, gpu in enumerate(gpu_ids):
+        res, ids = shares[i % num_workers]
+        res["GPU"] = res.get("GPU", 0.0) + 1.0
+        ids.append(gpu)
     for name, amount in total.items():
         if name in ("CPU", "GPU"):
             continue

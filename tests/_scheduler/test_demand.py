@@ -152,6 +152,8 @@ def test_units_are_dealt_to_workers_and_gpus_one_per_worker() -> None:
     assert [s[0].get("camera", 0) for s in shares] == [1, 0, 0, 0]
     assert [s[0].get("disk", 0) for s in shares] == [1.5, 1, 0, 0]
     assert [s[0]["memory"] for s in shares] == [2.0] * 4
+    # More GPUs than workers: a worker owns several.
+    assert [s[1] for s in worker_shares(2, {"GPU": 3}, ["0", "1", "2"])] == [["0", "2"], ["1"]]
 
 
 def test_the_ledger_grants_in_order_and_refuses_what_never_fits() -> None:
