@@ -12,10 +12,11 @@ import attrs
 
 from .._scheduler.demand import Demand, cpus
 from .context import Context
-from .core import OwnedActor, current_runtime
+from .core import current_runtime
 from .demands import check_placement_options, demand_of
 from .handles import ActorHandle
 from .lineage import current_task
+from .records import OwnedActor
 from .refs import ObjectRef
 from .serialization import dumps_call, dumps_code
 from .signatures import MethodChecks, call_check
