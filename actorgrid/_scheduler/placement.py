@@ -97,7 +97,8 @@ class Placement:
         self.workers[wid] = info
         self.load.setdefault(wid, 0)
         self.actors.setdefault(wid, 0)
-        self._list_eligible(info)
+        if self._eligible:
+            self._list_eligible(info)
 
     def _list_eligible(self, info: WorkerInfo) -> None:
         for demand, eligible in self._eligible.items():
@@ -133,8 +134,7 @@ class Placement:
         i = self._index.pop(worker_id, None)
         if i is None:
             return
-        info = self.workers.get(worker_id)
-        if info is not None:
+        if self._eligible and (info := self.workers.get(worker_id)) is not None:
             for eligible in self._eligible.values():
                 eligible.discard(info)
         last = self._order.pop()
