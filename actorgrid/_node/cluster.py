@@ -300,6 +300,8 @@ async def _open_cluster(
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     listen_limits: ListenLimits | None = None,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     serve_at = parse_dashboard(dashboard)
@@ -336,8 +338,16 @@ async def _open_cluster(
                 restart_policy=worker_restarts,
                 tls=tls,
                 listen_limits=listen_limits,
+                resources=resources,
+                labels=labels,
             )
         else:
+            if resources is not None or labels is not None:
+                raise ValueError(
+                    "resources= and labels= describe the embedded cluster's node; a node of a "
+                    "running cluster declares its own (`actorgrid node --resources ... "
+                    "--labels ...`)"
+                )
             head_address, secret, tls = _remote(address, secret, tls)
             if address == "auto":  # the dashboard its head serves, if this one serves none
                 url = ClusterFile.load().dashboard_url or None
@@ -470,6 +480,8 @@ async def connect(
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     listen_limits: ListenLimits | None = None,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
@@ -490,6 +502,8 @@ async def connect(
             tls=tls,
             pending_warning_s=pending_warning_s,
             listen_limits=listen_limits,
+            resources=resources,
+            labels=labels,
             dashboard=dashboard,
         ) as cluster:
             yield cluster
@@ -553,6 +567,8 @@ def init(
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     listen_limits: ListenLimits | None = None,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     dashboard: bool | str = False,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
@@ -579,6 +595,11 @@ def init(
     ``listen_limits`` (an ``ag.ListenLimits``) bounds the connections still in their handshake
     on this process's listener and, for an embedded cluster, on its head's and workers': how
     many at once (``max_unauthenticated``) and for how long (``handshake_timeout_s``).
+
+    ``resources`` (e.g. ``{"GPU": 2, "camera": 1}``) and ``labels`` (e.g. ``{"zone": "a"}``)
+    describe the embedded cluster's node: they add to or override what it detects (CPUs,
+    memory, GPUs; hostname, platform, ...), for ``.options(num_gpus=, resources=,
+    label_selector=)`` to ask for.
 
     ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
@@ -607,6 +628,8 @@ def init(
                 tls=tls,
                 pending_warning_s=pending_warning_s,
                 listen_limits=listen_limits,
+                resources=resources,
+                labels=labels,
                 dashboard=dashboard,
             )
         )

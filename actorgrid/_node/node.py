@@ -75,6 +75,7 @@ from . import spawn
 from .logs import RateLimitedLog, keep_running, log_errors
 from .rejoin import REJOIN_INTERVAL_S, rejoin_head
 from .resources import sample_availability
+from .shares import NodeShares
 from .spawn import (
     READY_BYTE,
     STDERR_TAIL_LINES,
@@ -143,13 +144,16 @@ class NodeAgent:
         host: str | None = None,
         tls: TLSConfig | None = None,
         listen_limits: ListenLimits | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self.head_address = head_address
         self.tls = tls
         self.listen_limits = listen_limits  # for its workers' listeners
         # Where this node's workers listen: reachable from the rest of the cluster.
         self.host = host or local_address_towards(head_address)
-        self.resources = dict(resources or {})
+        # What this node offers and each worker's share of it (GPUs, memory, custom ones).
+        self.shares = NodeShares(num_workers, num_cpus_per_worker, resources, labels)
+        self.resources = dict(self.shares.total)
         self.closed_on_request = False  # by Cluster.close_node or `actorgrid down`
         self.fenced = False  # stopped by the head that declared it dead: join again at once
         self.node_id: NodeId = new_node_id()
@@ -226,6 +230,7 @@ class NodeAgent:
             os.getpid(),
             self.num_workers,
             tuple(sorted(self.resources.items())),
+            tuple(sorted(self.shares.labels.items())),
         )
         kept = tuple(s.worker_id for s in self.slots if s.proc is not None and s.ready)
         try:
@@ -449,6 +454,7 @@ class NodeAgent:
             "host": self.host,
             "tls": None if self.tls is None else self.tls.to_dict(),
             "listen_limits": None if limits is None else attrs.asdict(limits),
+            **self.shares.config(slot.index),
         }
         try:
             proc = await spawn.open_worker_process(write_fd)
