@@ -55,6 +55,7 @@ from ._runtime.context import Context as Context
 from ._runtime.context import Mailbox as Mailbox
 from ._runtime.context import MailboxStatistics as MailboxStatistics
 from ._runtime.context import Request as Request
+from ._runtime.generators import ObjectRefGenerator as ObjectRefGenerator
 from ._runtime.handles import ActorHandle as ActorHandle
 from ._runtime.handles import ActorMethod as ActorMethod
 from ._runtime.refs import ObjectRef as ObjectRef
@@ -94,6 +95,7 @@ __all__ = [
     "NodeStatistics",
     "NotInitializedError",
     "ObjectRef",
+    "ObjectRefGenerator",
     "Pool",
     "ProtocolError",
     "RemoteError",

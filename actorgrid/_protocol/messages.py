@@ -560,6 +560,30 @@ class ObjectValue:
     value: Payload
 
 
+# --- streams (remote generators) ----------------------------------------------------------
+
+
+@attrs.frozen
+class StreamItem:
+    """Sent by the worker running a remote generator (``gen.remote()``, or an actor method that
+    is a generator) to its caller, on the link the call came on: value ``index`` (0-based) of
+    the stream ``task_id``. Items of one stream arrive in order, all before its TaskResult."""
+
+    task_id: ObjectId
+    index: int
+    value: Payload
+
+
+@attrs.frozen
+class StreamAck:
+    """Sent by the consumer of a remote generator (``ObjectRefGenerator``) to the worker
+    producing it: ``consumed`` items are taken, so the producer may run up to its window
+    ahead of that (backpressure)."""
+
+    task_id: ObjectId
+    consumed: int
+
+
 Message: TypeAlias = (
     Hello
     | Pulse
@@ -601,6 +625,8 @@ Message: TypeAlias = (
     | FetchObject
     | ObjectValue
     | Credit
+    | StreamItem
+    | StreamAck
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

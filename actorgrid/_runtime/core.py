@@ -72,6 +72,7 @@ from .._protocol.messages import (
     Payload,
     RegisterName,
     Shutdown,
+    StreamItem,
     SubmitTask,
     SubscribeEvents,
     SubscribeMembership,
@@ -88,6 +89,7 @@ from .._scheduler.tasktree import TaskTree
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from . import getting
+from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink
 from .peer import LoopbackPeer, Peer, PeerClosedError
 from .portal import Portal, ThreadPool
@@ -340,6 +342,7 @@ class Runtime:
         self.undelivered = 0
         self.membership_changed = trio.Event()
         self._worker_at: dict[str, WorkerId] = {}
+        self.streams = CallerStreams(self)  # remote generators this process consumes
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
             FetchObject: self._on_fetch,
@@ -351,6 +354,7 @@ class Runtime:
             WorkerState: self._on_worker_state,
             Event: self._on_event,
             Shutdown: self._on_shutdown,
+            StreamItem: self.streams.on_item,
         }
         self.on_shutdown: Callable[[str], None] | None = None
         self._nursery: trio.Nursery | None = None

@@ -54,6 +54,7 @@ from .._protocol.messages import (
     KillActor,
     Payload,
     QueryWorker,
+    StreamAck,
     SubmitTask,
     TaskResult,
     TaskSummary,
@@ -63,6 +64,7 @@ from .._scheduler.restart import Restart, RestartTracker
 from .context import Context, Letter
 from .interrupt import Running
 from .lineage import current_task
+from .producing import WorkerStreams
 from .refs import ObjectRef
 from .restarts import ACTOR_RESTART_POLICY, RestartLog
 from .serialization import box_error, dumps, loads, system_error
@@ -266,6 +268,7 @@ class _Lane:
                     )
                     result = (False, system_error(error))
                 else:
+                    method = self.executor.streams.adapt(method, in_thread=True)
                     label = f"{self.info.label}.{call.method}"
                     result = self.executor.call_in_thread(method, call.payload, label, call.running)
             self.executor.finish_from_thread(call, call.peer, *result, not self.items)
@@ -362,6 +365,7 @@ class Executor:
         self.actors: dict[ActorId, _Slot] = {}
         self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
         self.tasks: dict[ObjectId, _Task | _Call | _TaskItem] = {}
+        self.streams = WorkerStreams(self)  # remote generators being driven here
         self._nursery: trio.Nursery | None = None
         self._where_suffix = f"on worker {{}} (pid {os.getpid()}, host {socket.gethostname()})"
 
@@ -381,6 +385,7 @@ class Executor:
             KillActor: self.on_kill,
             Deliver: self.on_deliver,
             QueryWorker: self.on_query,
+            StreamAck: self.streams.on_ack,
         }
 
     def on_query(self, peer: Peer, msg: QueryWorker) -> None:
@@ -594,6 +599,7 @@ class Executor:
             self.tasks[msg.task_id] = task
             self.nursery.start_soon(self._run_coroutine_actor, task, slot, fn, msg)
             return
+        fn = self.streams.adapt(fn)  # a generator streams what it yields
         if not inspect.iscoroutinefunction(fn):
             item = _TaskItem(peer, msg, fn)
             self.tasks[msg.task_id] = item
@@ -837,7 +843,7 @@ class Executor:
                 if call.cancelled:
                     call.scope.cancel()
                 try:
-                    method = getattr(instance, call.method)
+                    method = self.streams.adapt(getattr(instance, call.method))
                     args, kwargs = await self._load_args(call.payload)
                 except Exception as exc:
                     result = (False, system_error(exc))

@@ -10,10 +10,13 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
+from .._scheduler.streams import check_backpressure
 from .context import Context
 from .core import OwnedActor, current_runtime
+from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker
 from .handles import ActorHandle
 from .lineage import current_task
+from .producing import is_generator_function
 from .refs import ObjectRef
 from .serialization import dumps_call, dumps_code
 from .signatures import MethodChecks, call_check
@@ -41,6 +44,8 @@ class Options:
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
     # None: the actor ends with the process that created it; "detached": it outlives it.
     lifetime: str | None = None
+    # Remote generators: items the producer may run ahead of its consumer (0: the default).
+    generator_backpressure: int = 0
 
     def merge(self, **changes: Any) -> Options:
         unknown = set(changes) - set(attrs.fields_dict(Options))
@@ -76,6 +81,7 @@ class Options:
                 f"lifetime must be 'detached' (the actor outlives its creator, until ag.kill "
                 f"or cluster stop) or None (it ends with its creator), not {merged.lifetime!r}"
             )
+        check_backpressure(merged.generator_backpressure)
         if merged.name is not None and not (isinstance(merged.name, str) and merged.name):
             raise ValueError(f"name must be a non-empty string, not {merged.name!r}")
         return merged
@@ -134,8 +140,15 @@ class RemoteFunction(Generic[P, R]):
         self._fn = fn
         self._options = options
         self._code = _Code(fn)
-        self._is_async = inspect.iscoroutinefunction(fn)
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        self._stream = is_generator_function(fn)
         self._actor = _takes_context(fn)
+        if self._actor and self._stream:
+            raise TypeError(
+                f"{fn.__qualname__} takes an ag.Context and is a generator: a remote coroutine "
+                "actor returns one value; drop the Context to make it a remote generator, or "
+                "send its values with ctx.send()"
+            )
         if self._actor and not self._is_async:
             raise TypeError(
                 f"{fn.__qualname__} takes an ag.Context, so it must be `async def`: a "
@@ -181,9 +194,11 @@ class RemoteFunction(Generic[P, R]):
         code_id = code.id  # pickles the function once: what it captures fails here, not later
         rt = current_runtime()
         opts = self._options
+        num_cpus = opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
+        if self._stream:
+            return self._remote_stream(args, kwargs, num_cpus)  # type: ignore[return-value]
         payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
         rt.check_size(payload, f"{self.__qualname__}()")
-        num_cpus = opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
         if not self._actor:
             entry = rt.new_entry()
             rt.on_loop(
@@ -229,6 +244,32 @@ class RemoteFunction(Generic[P, R]):
 
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return ObjectRef._make(entry)
+
+    def _remote_stream(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], num_cpus: float
+    ) -> ObjectRefGenerator[Any]:
+        """``.remote()`` of a generator function: its stream of refs."""
+        rt = current_runtime()
+        opts = self._options
+        entry = rt.new_entry()
+        window = check_backpressure(opts.generator_backpressure)
+        kwargs = {**kwargs, STREAM_KWARG: StreamMarker(entry.object_id, window)}
+        payload = dumps_call(self.__qualname__, self._fn, args, kwargs)
+        rt.check_size(payload, f"{self.__qualname__}()")
+        gen: ObjectRefGenerator[Any] = ObjectRefGenerator._make(rt, rt.streams, entry, window)
+        rt.on_loop(
+            rt.send_task,
+            entry,
+            self._code.id,
+            self._code.blob,
+            payload,
+            num_cpus,
+            None,
+            opts.max_retries,
+            opts.retry_exceptions,
+            current_task.get(),
+        )
+        return gen
 
 
 class ActorClass(Generic[T]):
