@@ -12,10 +12,10 @@ from __future__ import annotations
 import sys
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["APPLY", "MAP", "STARMAP", "run_chunk"]
+__all__ = ["APPLY", "MAP", "STARMAP", "run_chunk", "stream_chunk"]
 
 MAP, STARMAP, APPLY = 0, 1, 2
 
@@ -60,6 +60,36 @@ def run_chunk(
     mode: int,
     items: list[Any],
 ) -> list[Any]:
+    fn = _prepare(pool_id, init, maxtasks, fn)
+    if mode == MAP:
+        return [fn(x) for x in items]
+    if mode == STARMAP:
+        return [fn(*x) for x in items]
+    return [fn(*args, **kwargs) for args, kwargs in items]
+
+
+def stream_chunk(
+    pool_id: str,
+    init: tuple[Callable[..., object], tuple[Any, ...]] | None,
+    maxtasks: int | None,
+    fn: Callable[..., Any],
+    mode: int,
+    items: list[Any],
+) -> Iterator[Any]:
+    """``run_chunk`` as a remote generator: each result goes to the caller as it is made
+    (``imap`` and ``imap_unordered`` with ``chunksize`` > 1)."""
+    fn = _prepare(pool_id, init, maxtasks, fn)
+    for x in items:
+        yield fn(x) if mode == MAP else fn(*x)
+
+
+def _prepare(
+    pool_id: str,
+    init: tuple[Callable[..., object], tuple[Any, ...]] | None,
+    maxtasks: int | None,
+    fn: Callable[..., Any],
+) -> Callable[..., Any]:
+    """``fn`` with the pool's globals, after the initializer if it is due (see above)."""
     with _lock:
         fn = _shared(pool_id, fn)
         if init is not None or maxtasks is not None:
@@ -69,8 +99,4 @@ def run_chunk(
                     _shared(pool_id, init[0])(*init[1])
                 runs = 0
             _runs[pool_id] = runs + 1
-    if mode == MAP:
-        return [fn(x) for x in items]
-    if mode == STARMAP:
-        return [fn(*x) for x in items]
-    return [fn(*args, **kwargs) for args, kwargs in items]
+    return fn
