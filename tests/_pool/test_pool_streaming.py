@@ -79,16 +79,24 @@ _PROGRAM = textwrap.dedent(
     def square(x):
         return x * x
 
+    class Doubler:
+        def run(self, x):
+            return 2 * x
+
     def main(where):
         with ag.init(num_workers=1), ag.Pool() as pool:
             if where == "tty":  # default: drawn on a terminal; False: never
                 pool.map(square, range(123))
                 pool.map(square, range(77), progress=False)
                 list(pool.imap(square, range(45), chunksize=5))
+                with ag.ActorPool(Doubler, size=1) as actors:
+                    actors.map(range(31))
             else:  # default: nothing in a pipe; True: drawn anyway
                 pool.map(square, range(77))
                 pool.map(square, range(123), progress=True)
                 list(pool.imap(square, range(45), chunksize=5, progress=True))
+                with ag.ActorPool(Doubler, size=1) as actors:
+                    actors.map(range(31), progress=True)
         print("done", file=sys.stderr)
 
     if __name__ == "__main__":
@@ -144,6 +152,7 @@ def test_progress_is_drawn_on_a_terminal_by_default(tmp_path: Path) -> None:
     text = _run_program(tmp_path, "tty")
     assert "123/123" in text, text
     assert "45/45" in text, text  # imap knows the length of a range
+    assert "31/31" in text, text  # ActorPool.map
     assert "items/s" in text or "item/s" in text, text  # the rate, tqdm's or ours
     assert "77" not in text, text  # progress=False
     assert "done" in text
@@ -153,5 +162,6 @@ def test_progress_is_not_drawn_in_a_pipe_unless_asked(tmp_path: Path) -> None:
     text = _run_program(tmp_path, "pipe")
     assert "123/123" in text, text
     assert "45/45" in text, text
+    assert "31/31" in text, text
     assert "77" not in text, text  # the default, with stderr not a terminal
     assert "done" in text

@@ -21,7 +21,10 @@ import actorgrid as ag
 pytestmark = pytest.mark.usefixtures("cluster")
 
 DEADLINE_S = 60.0
-_COUNTER = "<q"  # the consumer's count of items taken, shared through a file
+# The consumer's count of items taken, shared through a mapped file. Native "q": packed and
+# unpacked with one aligned 8-byte copy, so a reader never sees half of an update (a standard
+# size such as "<q" is written byte by byte: a reader could see 255 -> 256 as 0).
+_COUNTER = "q"
 _COUNTER_BYTES = struct.calcsize(_COUNTER)
 
 
