@@ -115,6 +115,7 @@ class WorkerStreams:
                 marker = _marker(kwargs, label)
                 return await self.drive_async(marker, fn(*args, **kwargs), label)
 
+            run_async.__qualname__ = label  # listings and errors name the user's function
             return run_async
 
         def run(*args: Any, **kwargs: Any) -> int:
@@ -125,6 +126,7 @@ class WorkerStreams:
                 return portal.run(self.drive_async, marker, gen, label)  # type: ignore[no-any-return]
             return self.drive_sync(marker, gen, label)
 
+        run.__qualname__ = label
         return run
 
     # --- driving ---------------------------------------------------------------------------
