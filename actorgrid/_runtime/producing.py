@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable
+from types import MethodType
 from typing import Any, Protocol
 
 import trio
@@ -102,7 +103,7 @@ class WorkerStreams:
         """``fn`` itself, or for a generator function a wrapper that streams what it yields:
         an async one for an async generator (run on the loop), unless ``in_thread`` (the
         caller runs it on a pool thread). Cost for other functions: one dict lookup."""
-        key = getattr(fn, "__func__", fn)
+        key = fn.__func__ if type(fn) is MethodType else fn  # not the instance: no leak
         kind = self._kinds.get(key)
         if kind is None:
             kind = self._kinds[key] = _kind(fn)
