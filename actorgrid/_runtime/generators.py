@@ -22,23 +22,26 @@ resolves, so a consumer that sees the call resolved and no item left has seen ev
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
 from .._protocol.ids import ObjectId, short
 from .._protocol.messages import StreamAck, StreamItem
 from .._scheduler.streams import ConsumerStream
-from .peer import Peer
 from .refs import FAILED, PENDING, ObjectEntry, ObjectRef
 
-if TYPE_CHECKING:
-    from .portal import Portal
-
-__all__ = ["STREAM_KWARG", "CallerStreams", "ObjectRefGenerator", "StreamMarker"]
+__all__ = [
+    "STREAM_KWARG",
+    "CallerStreams",
+    "ObjectRefGenerator",
+    "StreamMarker",
+    "is_generator_function",
+]
 
 T = TypeVar("T")
 
@@ -60,11 +63,28 @@ class StreamMarker:
         return StreamMarker, (self.task_id, self.window)
 
 
+def is_generator_function(fn: Any) -> bool:
+    """True for a generator function or async generator function (methods too)."""
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+class _InLoop(Protocol):
+    def in_loop_thread(self) -> bool: ...
+
+
+class _Link(Protocol):
+    """The link a call went out on (a ``Peer``)."""
+
+    inflight: dict[ObjectId, Any]  # records.Sent: its retries are dropped at the first item
+
+    def send(self, message: Any) -> None: ...
+
+
 class _Runtime(Protocol):
     """What a stream needs of the runtime."""
 
-    portal: Portal
-    address: str
+    @property
+    def portal(self) -> _InLoop: ...
 
     def new_entry(self) -> ObjectEntry: ...
 
@@ -126,7 +146,7 @@ class CallerStreams:
         """Any thread, before the call is sent."""
         self._streams[stream.entry.object_id] = stream
 
-    def on_item(self, peer: Peer, msg: StreamItem) -> None:
+    def on_item(self, peer: _Link, msg: StreamItem) -> None:
         """Loop: a value from a producer."""
         stream = self._streams.get(msg.task_id)
         if stream is None or stream.entry.state != PENDING:
@@ -147,8 +167,8 @@ class CallerStreams:
 
     def ack(self, stream: _Stream, consumed: int) -> None:
         """Loop: tell the producer how many items were taken."""
-        where = stream.entry.where
-        if isinstance(where, Peer) and stream.entry.state == PENDING:
+        where = stream.entry.where  # the Peer it is in flight on; else a str, or None
+        if where is not None and not isinstance(where, str) and stream.entry.state == PENDING:
             where.send(StreamAck(stream.entry.object_id, consumed))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 import trio
 
@@ -11,8 +11,14 @@ from .._exceptions import SerializationError
 from .._protocol.ids import ActorId, short
 from .._protocol.messages import ActorInfo, Payload
 from .._scheduler.streams import check_backpressure
-from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker
-from .producing import is_generator_function
+from . import current
+from .generators import (
+    STREAM_KWARG,
+    CallerStreams,
+    ObjectRefGenerator,
+    StreamMarker,
+    is_generator_function,
+)
 from .refs import ObjectEntry, ObjectRef
 from .serialization import dumps_call
 from .signatures import MethodChecks
@@ -25,6 +31,35 @@ __all__ = ["ActorHandle", "ActorMethod"]
 T = TypeVar("T")
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _InLoop(Protocol):
+    def in_loop_thread(self) -> bool: ...
+
+
+class CallerRuntime(Protocol):
+    """What an actor method call needs of this process's runtime (``current.py``); Runtime is
+    one."""
+
+    @property
+    def portal(self) -> _InLoop: ...
+
+    def check_size(self, payload: Payload, label: str) -> None: ...
+
+    def new_entry(self, actor: ActorInfo | None = None) -> ObjectEntry: ...
+
+    def send_call_direct(
+        self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
+    ) -> bool: ...
+
+    def send_call(
+        self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
+    ) -> None: ...
+
+    def on_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    @property
+    def streams(self) -> CallerStreams: ...
 
 
 class ActorHandle(Generic[T]):
@@ -193,9 +228,7 @@ class ActorMethod(Generic[P, R]):
         )
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
-        from .core import current_runtime
-
-        rt = current_runtime()
+        rt = cast("CallerRuntime", current.get())
         h = self._handle
         if h._checks is not None and (check := h._checks[self._name]) is not None:
             check.check(args, kwargs)
@@ -205,7 +238,7 @@ class ActorMethod(Generic[P, R]):
         label = f"{h._info.label if h._info else 'actor'}.{self._name}"
         streaming = self._streaming
         if streaming or (streaming is None and fn is not None and is_generator_function(fn)):
-            return self._remote_stream(fn, label, args, kwargs)  # type: ignore[return-value]
+            return self._remote_stream(rt, fn, label, args, kwargs)  # type: ignore[return-value]
         payload = dumps_call(label, fn, args, kwargs, skip=1)
         rt.check_size(payload, label)
         entry = rt.new_entry()
@@ -214,11 +247,13 @@ class ActorMethod(Generic[P, R]):
         return ObjectRef._make(entry)
 
     def _remote_stream(
-        self, fn: Any, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        rt: CallerRuntime,
+        fn: Any,
+        label: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> ObjectRefGenerator[Any]:
-        from .core import current_runtime
-
-        rt = current_runtime()
         entry = rt.new_entry()
         window = self._window or check_backpressure(0)
         kwargs = {**kwargs, STREAM_KWARG: StreamMarker(entry.object_id, window)}

@@ -32,10 +32,9 @@ from .._protocol.ids import ObjectId
 from .._protocol.messages import StreamAck, StreamItem
 from .._scheduler.streams import ProducerWindow
 from .generators import STREAM_KWARG, StreamMarker
-from .peer import Peer
 from .serialization import dumps
 
-__all__ = ["ConsumerGoneError", "WorkerStreams", "is_generator_function"]
+__all__ = ["ConsumerGoneError", "WorkerStreams"]
 
 # How long a sync producer waiting for room sleeps between checks for an interrupt or a
 # closed link (an ack wakes it at once).
@@ -44,11 +43,6 @@ _WAIT_SLICE_S = 0.1
 _ASYNC_WAIT_SLICE_S = 1.0
 
 _PLAIN, _SYNC_GEN, _ASYNC_GEN = 0, 1, 2
-
-
-def is_generator_function(fn: Any) -> bool:
-    """True for a generator function or async generator function (methods too)."""
-    return _kind(fn) != _PLAIN
 
 
 def _kind(fn: Any) -> int:
@@ -61,6 +55,14 @@ def _kind(fn: Any) -> int:
 
 class ConsumerGoneError(ActorgridError):
     """The consumer of a remote generator went away: its producer stops."""
+
+
+class _Link(Protocol):
+    """The link a call came on (a ``Peer``)."""
+
+    closed: bool
+
+    def send(self, message: Any) -> None: ...
 
 
 class _Executor(Protocol):
@@ -77,7 +79,7 @@ class _Producing:
 
     __slots__ = ("cond", "event", "label", "peer", "task_id", "window")
 
-    def __init__(self, task_id: ObjectId, peer: Peer, window: int, label: str) -> None:
+    def __init__(self, task_id: ObjectId, peer: _Link, window: int, label: str) -> None:
         self.task_id = task_id
         self.peer = peer
         self.window = ProducerWindow(window)
@@ -199,7 +201,7 @@ class WorkerStreams:
             with trio.CancelScope(shield=True):
                 await agen.aclose()
 
-    def on_ack(self, peer: Peer, msg: StreamAck) -> None:
+    def on_ack(self, peer: object, msg: StreamAck) -> None:
         """Loop: the consumer took ``msg.consumed`` items."""
         producing = self._active.get(msg.task_id)
         if producing is None:

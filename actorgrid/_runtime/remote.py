@@ -12,11 +12,11 @@ import attrs
 
 from .._scheduler.streams import check_backpressure
 from .context import Context
-from .core import OwnedActor, current_runtime
-from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker
+from .core import current_runtime
+from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker, is_generator_function
 from .handles import ActorHandle
 from .lineage import current_task
-from .producing import is_generator_function
+from .records import OwnedActor
 from .refs import ObjectRef
 from .serialization import dumps_call, dumps_code
 from .signatures import MethodChecks, call_check
