@@ -5,6 +5,7 @@ unless asked (a real pseudo-terminal, a real pipe)."""
 from __future__ import annotations
 
 import functools
+import io
 import os
 import pty
 import select
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import actorgrid as ag
+from actorgrid._pool.progress import LineProgress, open_progress
 
 pytestmark = pytest.mark.usefixtures("cluster")
 
@@ -165,3 +167,20 @@ def test_progress_is_not_drawn_in_a_pipe_unless_asked(tmp_path: Path) -> None:
     assert "31/31" in text, text
     assert "77" not in text, text  # the default, with stderr not a terminal
     assert "done" in text
+
+
+def test_the_plain_line_shows_done_rate_and_eta() -> None:
+    out = io.StringIO()
+    bar = LineProgress(100, "ag.Pool f", out)
+    bar._start = 0.0  # a fixed clock: 50 items in 10 s
+    bar.done = 50
+    assert bar.line(10.0) == "ag.Pool f: 50/100 items, 5.0 items/s, ETA 0:10"
+    unknown = LineProgress(None, "ag.Pool g", out)
+    unknown._start = 0.0
+    unknown.done = 30
+    assert unknown.line(2.0) == "ag.Pool g: 30 items, 15.0 items/s"
+    bar.close()
+    bar.close()  # idempotent: one final line
+    assert out.getvalue().count("\n") == 1
+    with pytest.raises(TypeError, match="progress must be True"):
+        open_progress("yes", 10, "x")  # type: ignore[arg-type]
