@@ -9,8 +9,10 @@ pool wait for an initializer that is still running.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +20,11 @@ from typing import Any
 __all__ = ["APPLY", "MAP", "STARMAP", "run_chunk", "stream_chunk"]
 
 MAP, STARMAP, APPLY = 0, 1, 2
+
+# A streamed chunk's results of fast items go out together, every STREAM_BATCH_S; the result
+# of an item that took SLOW_ITEM_S or more goes out at once (its message is cheap beside it).
+STREAM_BATCH_S = 0.02
+SLOW_ITEM_S = 0.001
 
 _lock = threading.Lock()
 _runs: dict[str, int] = {}  # pool id -> chunks this process ran since its initializer ran
@@ -76,11 +83,30 @@ def stream_chunk(
     mode: int,
     items: list[Any],
 ) -> Iterator[Any]:
-    """``run_chunk`` as a remote generator: each result goes to the caller as it is made
-    (``imap`` and ``imap_unordered`` with ``chunksize`` > 1)."""
+    """``run_chunk`` as a remote generator (``imap`` and ``imap_unordered`` with ``chunksize``
+    > 1): yields lists of results. The first result goes out at once, and so does each
+    result that took ``SLOW_ITEM_S`` or more; results of fast items go out together every
+    ``STREAM_BATCH_S``, so a chunk of tiny items costs a few messages, not one per item (a
+    fast result followed by a slow item waits for that item). Results made before an error
+    go out before it."""
     fn = _prepare(pool_id, init, maxtasks, fn)
+    batch: list[Any] = []
+    sent_at = -math.inf
     for x in items:
-        yield fn(x) if mode == MAP else fn(*x)
+        started = time.monotonic()
+        try:
+            batch.append(fn(x) if mode == MAP else fn(*x))
+        except BaseException:
+            if batch:
+                yield batch
+            raise
+        now = time.monotonic()
+        if now - started >= SLOW_ITEM_S or now - sent_at >= STREAM_BATCH_S:
+            yield batch
+            batch = []
+            sent_at = now
+    if batch:
+        yield batch
 
 
 def _prepare(

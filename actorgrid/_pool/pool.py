@@ -472,11 +472,12 @@ class Pool:
                     return
                 continue
             try:
-                value = item._entry.value()
+                values = item._entry.value()  # a list: see chunks.stream_chunk
             except Exception as exc:
                 result._add(index, False, exc)
             else:
-                result._add(index, True, value)
+                for value in values:
+                    result._add(index, True, value)
 
     def _send_chunks(self) -> None:
         while True:
