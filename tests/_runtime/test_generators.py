@@ -201,6 +201,16 @@ def test_an_exception_comes_after_the_items_before_it() -> None:
     assert "fails_after" in str(info.value.remote_traceback)
 
 
+@ag.remote
+def total_of_squares(n: int) -> int:
+    return sum(ag.get(ref) for ref in squares.options(generator_backpressure=3).remote(n))
+
+
+def test_a_task_consumes_a_remote_generator() -> None:
+    # The consumer is a worker: the stream's items and acks go worker to worker.
+    assert ag.get(total_of_squares.remote(30)) == sum(i * i for i in range(30))
+
+
 def test_async_generator_function() -> None:
     assert [ag.get(r) for r in async_squares.remote(20)] == [i * i for i in range(20)]
 
