@@ -9,18 +9,23 @@ wrapper's return value, the item count, is the call's result, sent after every i
 
 - Sync generators run on the pool thread that runs the call, holding its CPUs; they wait for
   room on a condition, in slices (``_WAIT_SLICE_S``), since ``ag.cancel`` interrupts them
-  with an exception that lands only when Python code runs. Async generators run on the loop.
+  with an exception that lands only when Python code runs, and lend their CPUs meanwhile
+  (``blocking_section``): a consumer that is a task on the same worker gets to run, as it
+  lends its own while it waits for an item. Async generators run on the loop.
 - A consumer whose link closes (it exited or dropped the generator) ends the producer
   (``ConsumerGoneError``): a producer never waits forever for an ack that cannot come.
-- Ordering: items sent from a pool thread go through the loop (the Portal keeps their order);
-  before the wrapper returns, it waits for the loop to have queued them all, so the result
-  (which a pool thread may write straight to the socket) never overtakes an item.
+- Ordering: items made on a pool thread wait in the producer's outbox (a deque: appending is
+  one C call, so the KeyboardInterrupt of a cancel, which lands between bytecodes, cannot
+  leave it half done, as it could the Portal's bookkeeping) until the loop moves them onto
+  the link, in order; before the wrapper returns, it waits for the loop to have done so, so
+  the result (which a pool thread may write straight to the socket) never overtakes an item.
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
+from collections import deque
 from collections.abc import Callable
 from types import MethodType
 from typing import Any, Protocol
@@ -31,6 +36,7 @@ from .._exceptions import ActorgridError, SerializationError
 from .._protocol.ids import ObjectId
 from .._protocol.messages import StreamAck, StreamItem
 from .._scheduler.streams import ProducerWindow
+from .blocking import blocking_section
 from .generators import STREAM_KWARG, StreamMarker
 from .serialization import dumps
 
@@ -77,7 +83,7 @@ class _Executor(Protocol):
 class _Producing:
     """One generator being driven on this worker."""
 
-    __slots__ = ("cond", "event", "label", "peer", "task_id", "window")
+    __slots__ = ("cond", "event", "label", "outbox", "peer", "task_id", "window")
 
     def __init__(self, task_id: ObjectId, peer: _Link, window: int, label: str) -> None:
         self.task_id = task_id
@@ -86,6 +92,7 @@ class _Producing:
         self.label = label
         self.cond = threading.Condition(threading.Lock())
         self.event: trio.Event | None = None  # an async producer waiting for room
+        self.outbox: deque[StreamItem] = deque()  # a sync producer's items, for the loop
 
 
 class WorkerStreams:
@@ -163,23 +170,31 @@ class WorkerStreams:
 
     def drive_sync(self, marker: StreamMarker, gen: Any, label: str) -> int:
         """On a pool thread: run a sync generator to its end; the number of items."""
-        portal = self._executor.runtime.portal
+        token = self._executor.runtime.portal.token
         producing = self._open(marker, label)
-        peer = producing.peer
         try:
             for value in gen:
-                portal.call_soon(peer.send, self._item(producing, value))
-                with producing.cond:
-                    while not producing.window.may_produce():
-                        if peer.closed:
-                            raise ConsumerGoneError(f"the consumer of {label} went away")
-                        producing.cond.wait(_WAIT_SLICE_S)
+                producing.outbox.append(self._item(producing, value))
+                token.run_sync_soon(_send_outbox, producing, idempotent=True)
+                if not producing.window.may_produce():
+                    # Its CPUs are lent while it waits: a consumer on this worker (a task
+                    # iterating it) must be able to run, take and acknowledge.
+                    with blocking_section():
+                        self._wait_room(producing, label)
             return producing.window.produced
         finally:
             gen.close()
             self._active.pop(marker.task_id, None)
             # Every item is queued on the link before the result can be written.
-            trio.from_thread.run_sync(_nothing, trio_token=portal.token)
+            trio.from_thread.run_sync(_send_outbox, producing, trio_token=token)
+
+    @staticmethod
+    def _wait_room(producing: _Producing, label: str) -> None:
+        with producing.cond:
+            while not producing.window.may_produce():
+                if producing.peer.closed:
+                    raise ConsumerGoneError(f"the consumer of {label} went away")
+                producing.cond.wait(_WAIT_SLICE_S)
 
     async def drive_async(self, marker: StreamMarker, agen: Any, label: str) -> int:
         """On the loop: run an async generator to its end; the number of items."""
@@ -227,5 +242,8 @@ def _marker(kwargs: dict[str, Any], label: str) -> StreamMarker:
     return marker
 
 
-def _nothing() -> None:
-    pass
+def _send_outbox(producing: _Producing) -> None:
+    """Loop: move a sync producer's items onto its link, in order."""
+    outbox = producing.outbox
+    while outbox:
+        producing.peer.send(outbox.popleft())
