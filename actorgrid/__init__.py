@@ -15,6 +15,7 @@ from ._exceptions import NotInitializedError as NotInitializedError
 from ._exceptions import NoWorkerError as NoWorkerError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RemoteError as RemoteError
+from ._exceptions import RuntimeEnvError as RuntimeEnvError
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskCancelledError as TaskCancelledError
 from ._exceptions import WorkerDiedError as WorkerDiedError
@@ -100,6 +101,7 @@ __all__ = [
     "RemoteFunction",
     "Request",
     "RestartPolicy",
+    "RuntimeEnvError",
     "SerializationError",
     "TLSConfig",
     "TaskCancelledError",

@@ -6,6 +6,7 @@ Layers, lowest first (the same order as the docstring of ``actorgrid/_protocol/_
     actorgrid._protocol      messages, codec, framing, handshake   no I/O: no trio, no sockets
     actorgrid._transport     bytes in, bytes out
     actorgrid._scheduler     pure state machines                    no I/O: no trio, no sockets
+    actorgrid._env           runtime_env packing and specs          no trio, no sockets
     actorgrid._runtime       per-process core
     actorgrid._node          head, node agent, worker process
     actorgrid._pool          ag.Pool and ag.ActorPool, over tasks and actors
@@ -35,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("_protocol", ("actorgrid._protocol",)),
     ("_transport", ("actorgrid._transport",)),
     ("_scheduler", ("actorgrid._scheduler",)),
+    ("_env", ("actorgrid._env",)),
     ("_runtime", ("actorgrid._runtime",)),
     ("_node", ("actorgrid._node",)),
     ("_pool", ("actorgrid._pool",)),
@@ -47,6 +49,7 @@ IO_MODULES = frozenset({"trio", "trio_websocket", "socket", "ssl", "selectors", 
 FORBIDDEN_IMPORTS: dict[str, frozenset[str]] = {
     "_protocol": IO_MODULES,
     "_scheduler": IO_MODULES,
+    "_env": IO_MODULES,
 }
 
 # Source folders and the package each one installs as (pyproject: tool.setuptools.package-dir).

@@ -11,7 +11,7 @@ import atexit
 import functools
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
+from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .operations import cancel_task, kill_actor
@@ -293,12 +294,14 @@ async def _open_cluster(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
     if runtime_or_none() is not None:
         raise RuntimeError(
             "actorgrid is already initialized in this process; call ag.shutdown() first"
         )
     address = address or os.environ.get("ACTORGRID_ADDRESS") or None
+    prepared = await prepare_runtime_env(runtime_env)
     async with trio.open_nursery() as nursery:
         node: NodeAgent | None = None
         if address is None:
@@ -338,14 +341,17 @@ async def _open_cluster(
             tls=tls,
             pending_warning_s=pending_warning_s,
         )
+        rt.env_key = "" if prepared is None else prepared.spec.key
         try:
             if node is not None:
                 await nursery.start(node.serve)
             await nursery.start(rt.serve)
             _adopt_head_cap(rt)
             set_current_runtime(rt)
-            if node is not None:
+            if node is not None and prepared is None:
                 await _wait_for_workers(rt, node)
+            if prepared is not None:
+                await ensure_runtime_env(rt, prepared)
             yield Cluster(rt, embedded=node is not None, head_address=head_address, node=node)
         finally:
             rt.closing()
@@ -448,6 +454,7 @@ async def connect(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -466,6 +473,7 @@ async def connect(
             worker_restarts=worker_restarts,
             tls=tls,
             pending_warning_s=pending_warning_s,
+            runtime_env=runtime_env,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -527,6 +535,7 @@ def init(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -548,6 +557,11 @@ def init(
 
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
+
+    ``runtime_env`` (a dict: ``working_dir``, ``py_modules``, ``env_vars``, ``excludes``,
+    ``worker_setup``, ``node_setup``, ``node_cleanup``) ships this driver's code to every
+    node and runs its tasks and actors in workers of that environment only; see the README's
+    "Runtime environments".
     """
     global _thread
     if trio.lowlevel.in_trio_run():
@@ -571,6 +585,7 @@ def init(
                 worker_restarts=worker_restarts,
                 tls=tls,
                 pending_warning_s=pending_warning_s,
+                runtime_env=runtime_env,
             )
         )
         thread.start()

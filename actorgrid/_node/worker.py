@@ -33,6 +33,7 @@ from .._protocol.messages import RegisterWorker, WorkerInfo
 from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
 from .._transport.tls import TLSConfig
+from .envworker import env_key, run_worker_setup
 from .logs import configure_logging
 from .spawn import PULSE_BYTE, READY_BYTE
 
@@ -95,6 +96,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
         host=config["host"],
         tls=TLSConfig.from_dict(config["tls"]) if config.get("tls") else None,
     )
+    rt.env_key = env_key(config)
     num_cpus = float(config["num_cpus"])
     executor = rt.executor = Executor(rt, num_cpus, grace_s=grace_s)
     set_current_runtime(rt)
@@ -114,7 +116,9 @@ async def serve_worker(config: dict[str, Any]) -> None:
             os.getpid(),
             socket.gethostname(),
             num_cpus,
+            rt.env_key,
         )
+        await run_worker_setup(config)  # before it joins, so before its first task
         await rt.head.request(lambda rid: RegisterWorker(rid, info))
         ready.set()
         try:
@@ -131,6 +135,7 @@ def main() -> None:
         trio.run(serve_worker, config)
     except KeyboardInterrupt:
         pass
+
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

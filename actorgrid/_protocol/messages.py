@@ -10,6 +10,24 @@ from typing import TypeAlias
 
 import attrs
 
+from .envmessages import (
+    EnsureEnv,
+    JobEnded,
+    JobList,
+    JobLogs,
+    JobOutput,
+    JobStarted,
+    PackageData,
+    PackageFetch,
+    PackageHave,
+    PackagePut,
+    PackageQuery,
+    QueryJobLogs,
+    QueryJobs,
+    ReleaseEnv,
+    StopJob,
+    SubmitJob,
+)
 from .ids import ActorId, NodeId, ObjectId, WorkerId
 
 
@@ -35,6 +53,7 @@ class WorkerInfo:
     pid: int
     hostname: str
     num_cpus: float
+    env: str = ""  # the key of its runtime environment ("": none); it serves only that env
 
 
 @attrs.frozen
@@ -601,6 +620,22 @@ Message: TypeAlias = (
     | FetchObject
     | ObjectValue
     | Credit
+    | PackageQuery
+    | PackageHave
+    | PackagePut
+    | PackageFetch
+    | PackageData
+    | EnsureEnv
+    | ReleaseEnv
+    | SubmitJob
+    | JobStarted
+    | JobOutput
+    | JobEnded
+    | QueryJobs
+    | JobList
+    | QueryJobLogs
+    | JobLogs
+    | StopJob
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

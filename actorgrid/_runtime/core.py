@@ -339,6 +339,7 @@ class Runtime:
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0
         self.membership_changed = trio.Event()
+        self.env_key = ""  # this process's runtime_env (ag.init(runtime_env=)); "" for none
         self._worker_at: dict[str, WorkerId] = {}
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
@@ -586,6 +587,8 @@ class Runtime:
     # --- membership ----------------------------------------------------------------------------
 
     def _add_worker(self, info: WorkerInfo) -> None:
+        if info.env != self.env_key:
+            return  # a worker of another runtime_env serves only the drivers of that env
         self.placement.add(info)
         self._worker_at[info.address] = info.worker_id
         if info.address == self.address and self.executor is not None:

@@ -22,6 +22,7 @@ import trio
 
 from .._exceptions import ProtocolError, unwrap_group
 from .._protocol.codec import decode, encode
+from .._protocol.envmessages import JobList, JobLogs, JobStarted, PackageData, PackageHave
 from .._protocol.messages import (
     Ack,
     AskReply,
@@ -59,6 +60,11 @@ _REPLIES = (
     EventHistory,
     ClusterView,
     WorkerReport,
+    PackageHave,
+    PackageData,
+    JobStarted,
+    JobList,
+    JobLogs,
 )
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst
 _HIGH_WATER = 4096  # queued messages above which send_wait() waits

@@ -1,0 +1,45 @@
+"""A worker's runtime environment, from its configuration: its key (it then sees only the
+workers of that environment) and its ``worker_setup`` hook, run once before the worker joins
+the cluster, so before its first task. A hook that raises ends the worker before it is
+ready, with a message naming the hook and the node on stderr: its node agent reports that to
+the driver and does not start that worker again."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import traceback
+from typing import Any
+
+import cloudpickle
+import trio
+
+__all__ = ["env_key", "run_worker_setup"]
+
+
+def env_key(config: dict[str, Any]) -> str:
+    env = config.get("env")
+    return str(env["key"]) if env else ""
+
+
+def _setup(blob: bytes) -> None:
+    cloudpickle.loads(blob)()
+
+
+async def run_worker_setup(config: dict[str, Any]) -> None:
+    env = config.get("env")
+    if not env or not env.get("worker_setup"):
+        return
+    try:
+        # Off the loop: a slow hook must not stop this worker's pulses.
+        await trio.to_thread.run_sync(_setup, bytes.fromhex(env["worker_setup"]))
+    except Exception as exc:
+        trace = "".join(traceback.format_exception(exc))
+        message = (
+            f"runtime_env worker_setup failed in worker pid {os.getpid()} on "
+            f"{socket.gethostname()}; this worker is not used:\n{trace}"
+        )
+        print(message, file=sys.stderr, flush=True)
+        # Not ready, never registered: nothing to clean up, and no task may reach it.
+        os._exit(1)
