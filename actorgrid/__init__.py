@@ -24,6 +24,9 @@ from ._node.cluster import connect as connect
 from ._node.cluster import init as init
 from ._node.cluster import is_initialized as is_initialized
 from ._node.cluster import shutdown as shutdown
+from ._node.jobclient import JobRun as JobRun
+from ._node.jobclient import Jobs as Jobs
+from ._node.jobclient import JobStatistics as JobStatistics
 from ._node.records import ActorStatistics as ActorStatistics
 from ._node.records import ClusterStatus as ClusterStatus
 from ._node.records import NodeStatistics as NodeStatistics
@@ -88,6 +91,9 @@ __all__ = [
     "Event",
     "GetTimeoutError",
     "IMapIterator",
+    "JobRun",
+    "JobStatistics",
+    "Jobs",
     "Mailbox",
     "MailboxStatistics",
     "NameNotFoundError",

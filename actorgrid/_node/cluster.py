@@ -36,6 +36,7 @@ from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
 from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
+from .jobclient import Jobs
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .operations import cancel_task, kill_actor
 from .records import (
@@ -82,6 +83,7 @@ class Cluster:
         node: NodeAgent | None = None,
     ) -> None:
         self._runtime = runtime
+        self._jobs: Jobs | None = None
         self._node = node
         self.embedded = embedded
         self.address = head_address
@@ -268,6 +270,13 @@ class Cluster:
             raise RuntimeError("in Trio code, iterate `async for event in cluster.events()`")
         rt.portal.run(rt.subscribe_events, callback)
         return lambda: rt.on_loop(rt.unsubscribe_events, callback)
+
+    @property
+    def jobs(self) -> Jobs:
+        """The cluster's jobs: ``await cluster.jobs.submit_async([...])`` and the like."""
+        if self._jobs is None:
+            self._jobs = Jobs(self._runtime)
+        return self._jobs
 
     @property
     def node_pids(self) -> list[int]:

@@ -7,8 +7,9 @@ cluster, and ``ACTORGRID_RUNTIME_ENV`` naming that folder so that its workers ge
 code. Its output (stdout and stderr, merged) streams to the link that submitted it and is kept
 (the last ``JOB_LOG_BYTES``) for ``actorgrid jobs logs``. Its end is its exit status.
 
-Stopping a job (``actorgrid jobs stop``, or a Ctrl-C at ``submit``) sends SIGTERM to its
-process group and SIGKILL after ``JOB_STOP_GRACE_S``. The tasks and actors it started are
+Stopping a job (``actorgrid jobs stop``, a Ctrl-C at ``submit``, or the link of the
+``submit`` that follows it closing) sends SIGTERM to its process group and SIGKILL after
+``JOB_STOP_GRACE_S``. The tasks and actors it started are
 owned by its driver, and end with its link (ownership); its folder is removed with the
 head's session folder.
 """
@@ -58,6 +59,7 @@ JOBS_KEPT = 200  # ended jobs remembered, oldest forgotten first
 class _Job:
     __slots__ = (
         "argv",
+        "attached",
         "end_time",
         "ended",
         "exit_code",
@@ -80,6 +82,7 @@ class _Job:
         self.followers: set[Peer] = set()
         self.ended = trio.Event()
         self.stopped = False
+        self.attached: Peer | None = None  # the submitter it ends with, if it follows
 
     def summary(self) -> JobSummary:
         if self.exit_code is None:
@@ -127,8 +130,13 @@ class JobHost:
         }
 
     def process_gone(self, peer: Peer) -> None:
+        """A submitter that leaves takes its followed jobs with it (a Ctrl-C at ``submit``
+        that never reached us, a killed ``submit``): no job outlives the one waiting on it."""
         for job in self.jobs.values():
-            job.followers.discard(peer)
+            if peer in job.followers:
+                job.followers.discard(peer)
+                if job.attached is peer:
+                    self._background("stopping a job whose submitter left", self._stop, job)
 
     async def stop_all(self) -> None:
         """Stop every running job (the head is stopping)."""
@@ -188,6 +196,7 @@ class JobHost:
         self._remember(job)
         if msg.follow:
             job.followers.add(peer)
+            job.attached = peer
         peer.send(JobStarted(msg.rid, job_id))
         log.info("job %s started: %s (pid %d)", job_id, " ".join(msg.argv), proc.pid)
         try:

@@ -498,6 +498,10 @@ class Runtime:
     def _waker(self, peer: Peer) -> Callable[[], None]:
         return lambda: self.portal.call_soon(peer.flush)
 
+    def on_message(self, cls: type, handler: Callable[[Peer, Any], Any]) -> None:
+        """Handle messages of ``cls`` with ``handler`` (for layers above: job output)."""
+        self._handlers[cls] = handler
+
     def _handle(self, peer: Peer, message: Message) -> Any:
         handler = self._handlers.get(type(message))
         if handler is None:
