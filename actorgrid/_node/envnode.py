@@ -20,7 +20,6 @@ import functools
 import os
 import subprocess
 import sys
-from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +32,7 @@ from .._protocol.ids import NodeId, short
 from .._protocol.messages import Ack, Message
 from .._runtime.peer import Peer
 from .envhead import SessionFolder
+from .envworker import SETUP_FAILED
 
 __all__ = ["ENV_START_TIMEOUT_S", "NODE_HOOK_TIMEOUT_S", "EnvLaunch", "EnvNode"]
 
@@ -60,12 +60,6 @@ class EnvLaunch:
             "key": self.key,
             "worker_setup": None if self.worker_setup is None else self.worker_setup.hex(),
         }
-
-
-class _SlotView(Protocol):
-    ready: bool
-    over: bool
-    stderr_tail: deque[str]
 
 
 class _Agent(Protocol):
@@ -157,10 +151,7 @@ class EnvNode:
             while not all(s.ready for s in slots):
                 broken = next((s for s in slots if s.over and not s.ready), None)
                 if broken is not None:
-                    return (
-                        f"runtime_env ({spec.label}): a worker on {self._where()} ended before "
-                        f"it was ready, so it is not used. Its error output:\n{_tail(broken)}"
-                    )
+                    return _worker_failure(spec, self._where(), list(broken.stderr_tail))
                 await trio.sleep(_READY_POLL_S)
             return None
         return (
@@ -250,6 +241,18 @@ async def _run_captured(blob: bytes, cwd: str | None, environ: dict[str, str]) -
                 await proc.wait()
 
 
-def _tail(slot: _SlotView) -> str:
-    lines = list(slot.stderr_tail)[-_TAIL_LINES:]
-    return "\n".join(lines) if lines else "(it wrote no error output)"
+def _worker_failure(spec: RuntimeEnvSpec, where: str, tail: list[str]) -> str:
+    """What to tell the driver about a worker of ``spec`` that ended before it was ready."""
+    starts = [i for i, line in enumerate(tail) if line.startswith(SETUP_FAILED)]
+    if starts:
+        trace = "\n".join(tail[starts[-1] + 1 :])
+        return (
+            f"{SETUP_FAILED} on {where}, so that worker is not used; fix the hook (it ran "
+            f"in a fresh worker process of the environment):\n{trace}"
+        )
+    lines = tail[-_TAIL_LINES:]
+    output = "\n".join(lines) if lines else "(it wrote no error output)"
+    return (
+        f"runtime_env ({spec.label}): a worker on {where} ended before it was ready, so it "
+        f"is not used. Its last error output:\n{output}"
+    )
