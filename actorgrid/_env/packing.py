@@ -20,6 +20,7 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from .._exceptions import RuntimeEnvError
 
@@ -148,8 +149,7 @@ def _zip(files: list[tuple[str, Path]], prefix: str, limit: int, what: str, sour
                 )
             name = f"{prefix}/{relative}" if prefix else relative
             content = file.read_bytes()
-            digest.update(name.encode() + b"\0" + len(content).to_bytes(8, "big"))
-            digest.update(content)
+            _hash_entry(digest, name, content)
             entry = zipfile.ZipInfo(name, _ZIP_TIME)
             entry.external_attr = (file.stat().st_mode & 0o777) << 16
             entry.compress_type = zipfile.ZIP_DEFLATED
@@ -157,8 +157,15 @@ def _zip(files: list[tuple[str, Path]], prefix: str, limit: int, what: str, sour
     return Package(digest.hexdigest(), buffer.getvalue(), total, source)
 
 
-def unpack(data: bytes, digest: str, cache: Path) -> Path:
-    """The folder ``cache/digest`` holding the package's files, extracted if not yet there."""
+def _hash_entry(digest: Any, name: str, content: bytes) -> None:
+    digest.update(name.encode() + b"\0" + len(content).to_bytes(8, "big"))
+    digest.update(content)
+
+
+def unpack(data: bytes, digest: str, cache: Path, *, check: bool = True) -> Path:
+    """The folder ``cache/digest`` holding the package's files, extracted if not yet there.
+    With ``check``, its content must match ``digest`` (RuntimeEnvError otherwise), so a
+    cache entry always holds what its name says."""
     target = cache / digest
     if target.is_dir():
         return target
@@ -167,6 +174,16 @@ def unpack(data: bytes, digest: str, cache: Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if check:
+                hasher = hashlib.sha256()
+                for entry in archive.infolist():
+                    _hash_entry(hasher, entry.filename, archive.read(entry))
+                if hasher.hexdigest() != digest:
+                    raise RuntimeEnvError(
+                        f"package {digest[:12]} arrived with other content (its hash is "
+                        f"{hasher.hexdigest()[:12]}): it was damaged or replaced on the way; "
+                        "it was not used"
+                    )
             archive.extractall(partial)  # drops absolute paths and ".." parts
         os.rename(partial, target)
     except OSError:

@@ -1,8 +1,9 @@
 """The head's part in runtime environments: the package store and the fan-out to nodes.
 
-- Packages arrive from drivers in chunks (``PackagePut``), are checked against their digest
-  and kept as files in the head's session folder (removed when the head stops); node agents
-  fetch them from there (``PackageFetch``), each package once per node.
+- Packages arrive from drivers in chunks (``PackagePut``) and are kept as files in the
+  head's session folder (removed when the head stops); node agents fetch them from there
+  (``PackageFetch``), each package once per node, and check each against its digest before
+  they use it.
 - ``EnsureEnv`` from a driver goes to every node agent; the driver's Ack waits for all of
   them and carries every node's error, each naming its node. A node that joins later gets
   the environments in use (``node_joined``).

@@ -16,6 +16,7 @@ head's session folder.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -167,7 +168,10 @@ class JobHost:
                 peer.send(JobStarted(msg.rid, "", f"the head has no package {msg.working_dir}"))
                 return
             folder = await trio.to_thread.run_sync(
-                unpack, package.read_bytes(), job_id, self._session.path / "jobs"
+                functools.partial(unpack, check=False),
+                package.read_bytes(),
+                job_id,
+                self._session.path / "jobs",
             )
             cwd = str(folder)
             env[ENVIRON_VAR] = json.dumps({"working_dir": cwd})

@@ -113,3 +113,12 @@ def test_bad_runtime_envs_say_what_is_wrong(runtime_env: dict[str, object], says
     with pytest.raises(ag.RuntimeEnvError, match="runtime_env") as info:
         prepare(runtime_env)
     assert says in str(info.value)
+
+
+def test_a_package_whose_content_does_not_match_its_digest_is_not_used(tmp_path: Path) -> None:
+    good = pack_folder(_tree(tmp_path / "a", {"m.py": "X = 1\n"}))
+    other = pack_folder(_tree(tmp_path / "b", {"m.py": "X = 2\n"}))
+    with pytest.raises(ag.RuntimeEnvError, match="damaged or replaced"):
+        unpack(other.data, good.digest, tmp_path / "cache")
+    assert not (tmp_path / "cache" / good.digest).exists()
+    assert not list((tmp_path / "cache").iterdir())  # no partial copy either
