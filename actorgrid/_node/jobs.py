@@ -210,8 +210,10 @@ class JobHost:
                     job.output += chunk
                     if len(job.output) > JOB_LOG_BYTES:
                         del job.output[: len(job.output) - JOB_LOG_BYTES]
-                    for follower in job.followers:
-                        follower.send(JobOutput(job_id, bytes(chunk)))
+                    for follower in list(job.followers):
+                        # A slow submitter holds the job's output pipe back: the head
+                        # never buffers more than a link's high-water mark of it.
+                        await follower.send_wait(JobOutput(job_id, bytes(chunk)))
             code = await proc.wait()
         finally:
             if proc.returncode is None:
