@@ -85,6 +85,8 @@ async def test_working_dir_py_modules_and_env_vars_reach_tasks_and_actors(
         assert module_file.parent == Path(str(seen["cwd"]))  # working_dir is the cwd
         # The driver sees only its environment's workers, one per node slot.
         assert len(cluster.workers()) == 1
+    # The node's cache of shipped packages lives in its session folder, gone with the node.
+    assert not module_file.parent.exists()
 
 
 def _fails_to_set_up() -> None:
