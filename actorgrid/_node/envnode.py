@@ -33,6 +33,7 @@ from .._protocol.messages import Ack, Message
 from .._runtime.peer import Peer
 from .envhead import SessionFolder
 from .envworker import SETUP_FAILED
+from .spawn import SECRET_ENV_VARS
 
 __all__ = ["ENV_START_TIMEOUT_S", "NODE_HOOK_TIMEOUT_S", "EnvLaunch", "EnvNode"]
 
@@ -115,7 +116,7 @@ class EnvNode:
                 error = await self._prepare(peer, env)
             except Exception as exc:
                 error = (
-                    f"runtime_env ({spec.label}) could not be prepared on {self._where()}: {exc!r}"
+                    f"runtime_env ({spec.label}) could not be prepared on {self._where()}: {exc}"
                 )
             if error is not None:
                 self._envs.pop(spec.key, None)
@@ -176,7 +177,7 @@ class EnvNode:
         return await trio.to_thread.run_sync(unpack, bytes(data), digest, cache)
 
     async def _run_hook(self, name: str, blob: bytes, launch: EnvLaunch) -> str | None:
-        environ = {k: v for k, v in os.environ.items() if k != "ACTORGRID_SECRET"}
+        environ = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
         environ.update(launch.environ)
         result: tuple[int, bytes] | None = None
         with trio.move_on_after(NODE_HOOK_TIMEOUT_S):
