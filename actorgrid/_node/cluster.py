@@ -34,6 +34,7 @@ from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
+from .dashboard import parse_dashboard, serve_runtime_dashboard
 from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
 from .jobclient import Jobs
@@ -81,12 +82,16 @@ class Cluster:
         embedded: bool,
         head_address: str,
         node: NodeAgent | None = None,
+        dashboard_url: str | None = None,
     ) -> None:
         self._runtime = runtime
         self._jobs: Jobs | None = None
         self._node = node
         self.embedded = embedded
         self.address = head_address
+        # The live dashboard's URL, token included: the one this process serves
+        # (ag.init(dashboard=...)), else that of the head `actorgrid up` started ("auto").
+        self.dashboard_url = dashboard_url
 
     def __repr__(self) -> str:
         kind = "embedded" if self.embedded else "remote"
@@ -304,7 +309,10 @@ async def _open_cluster(
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     runtime_env: Mapping[str, Any] | None = None,
+    dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
+    serve_at = parse_dashboard(dashboard)
+    url = None
     if runtime_or_none() is not None:
         raise RuntimeError(
             "actorgrid is already initialized in this process; call ag.shutdown() first"
@@ -339,6 +347,8 @@ async def _open_cluster(
             )
         else:
             head_address, secret, tls = _remote(address, secret, tls)
+            if address == "auto":  # the dashboard its head serves, if this one serves none
+                url = ClusterFile.load().dashboard_url or None
             host = host or local_address_towards(head_address)
         rt = Runtime(
             kind="driver",
@@ -361,7 +371,13 @@ async def _open_cluster(
                 await _wait_for_workers(rt, node)
             if prepared is not None:
                 await ensure_runtime_env(rt, prepared)
-            yield Cluster(rt, embedded=node is not None, head_address=head_address, node=node)
+            if serve_at is not None:
+                serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
+                url = await nursery.start(functools.partial(serve, port=serve_at[1]))
+            embedded = node is not None
+            yield Cluster(
+                rt, embedded=embedded, head_address=head_address, node=node, dashboard_url=url
+            )
         finally:
             rt.closing()
             if runtime_or_none() is rt:
@@ -464,6 +480,7 @@ async def connect(
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     runtime_env: Mapping[str, Any] | None = None,
+    dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -483,6 +500,7 @@ async def connect(
             tls=tls,
             pending_warning_s=pending_warning_s,
             runtime_env=runtime_env,
+            dashboard=dashboard,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -545,6 +563,7 @@ def init(
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     runtime_env: Mapping[str, Any] | None = None,
+    dashboard: bool | str = False,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -571,6 +590,9 @@ def init(
     ``worker_setup``, ``node_setup``, ``node_cleanup``) ships this driver's code to every
     node and runs its tasks and actors in workers of that environment only; see the README's
     "Runtime environments".
+    ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
+    127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
+    URL, token included.
     """
     global _thread
     if trio.lowlevel.in_trio_run():
@@ -595,6 +617,7 @@ def init(
                 tls=tls,
                 pending_warning_s=pending_warning_s,
                 runtime_env=runtime_env,
+                dashboard=dashboard,
             )
         )
         thread.start()
