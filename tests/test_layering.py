@@ -23,7 +23,7 @@ Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), l
 module imports only modules of a lower row, never one of its own row or above, so no import
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
-    serialization signatures interrupt lineage restarts current blocking pulse
+    serialization signatures interrupt lineage restarts current blocking pulse demands holdings
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     handles           ActorHandle; likewise
     records           what the runtime keeps of its calls and actors
@@ -42,6 +42,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     running           ExecutorTasks: tasks, cancel, interrupt
     executor          Executor: hosting actors
     remote api        @ag.remote and the module-level API
+    oneach            ag.run_on_each_node / run_on_each_worker, over remote and api
 
 A lower module that needs something of a higher one states it as a Protocol next to itself
 (``refs.RefOwner``, ``handles.CallerRuntime``, ``links.HostedExecutor``, ``pulse.Pulsed``).
@@ -85,6 +86,8 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "current",
         "blocking",
         "pulse",
+        "demands",
+        "holdings",
     ),
     ("refs",),
     ("handles",),
@@ -103,6 +106,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("running",),
     ("executor",),
     ("remote", "api"),
+    ("oneach",),
 ]
 RUNTIME = "actorgrid._runtime"
 

@@ -308,6 +308,8 @@ async def _open_cluster(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
@@ -344,8 +346,16 @@ async def _open_cluster(
                 grace_s=grace_s,
                 restart_policy=worker_restarts,
                 tls=tls,
+                resources=resources,
+                labels=labels,
             )
         else:
+            if resources is not None or labels is not None:
+                raise ValueError(
+                    "resources= and labels= describe the embedded cluster's node; a node of a "
+                    "running cluster declares its own (`actorgrid node --resources ... "
+                    "--labels ...`)"
+                )
             head_address, secret, tls = _remote(address, secret, tls)
             if address == "auto":  # the dashboard its head serves, if this one serves none
                 url = ClusterFile.load().dashboard_url or None
@@ -479,6 +489,8 @@ async def connect(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
@@ -499,6 +511,8 @@ async def connect(
             worker_restarts=worker_restarts,
             tls=tls,
             pending_warning_s=pending_warning_s,
+            resources=resources,
+            labels=labels,
             runtime_env=runtime_env,
             dashboard=dashboard,
         ) as cluster:
@@ -562,6 +576,8 @@ def init(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
 ) -> Cluster:
@@ -586,10 +602,16 @@ def init(
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
 
+    ``resources`` (e.g. ``{"GPU": 2, "camera": 1}``) and ``labels`` (e.g. ``{"zone": "a"}``)
+    describe the embedded cluster's node: they add to or override what it detects (CPUs,
+    memory, GPUs; hostname, platform, ...), for ``.options(num_gpus=, resources=,
+    label_selector=)`` to ask for.
+
     ``runtime_env`` (a dict: ``working_dir``, ``py_modules``, ``env_vars``, ``excludes``,
     ``worker_setup``, ``node_setup``, ``node_cleanup``) ships this driver's code to every
     node and runs its tasks and actors in workers of that environment only; see the README's
     "Runtime environments".
+
     ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
     URL, token included.
@@ -616,6 +638,8 @@ def init(
                 worker_restarts=worker_restarts,
                 tls=tls,
                 pending_warning_s=pending_warning_s,
+                resources=resources,
+                labels=labels,
                 runtime_env=runtime_env,
                 dashboard=dashboard,
             )

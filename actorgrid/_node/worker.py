@@ -32,9 +32,11 @@ from .._protocol.ids import NodeId, WorkerId
 from .._protocol.messages import RegisterWorker, WorkerInfo
 from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
+from .._runtime.holdings import Holdings, set_gpu_ids
 from .._transport.tls import TLSConfig
 from .envworker import env_key, run_worker_setup
 from .logs import configure_logging
+from .shares import WorkerShare
 from .spawn import PULSE_BYTE, READY_BYTE
 
 __all__ = ["main", "serve_worker"]
@@ -99,6 +101,10 @@ async def serve_worker(config: dict[str, Any]) -> None:
     rt.env_key = env_key(config)
     num_cpus = float(config["num_cpus"])
     executor = rt.executor = Executor(rt, num_cpus, grace_s=grace_s)
+    share = WorkerShare(config)
+    share.adopt()
+    set_gpu_ids(list(share.gpu_ids))
+    executor.holdings = Holdings(dict(share.resources))
     set_current_runtime(rt)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_stdin, nursery.cancel_scope, executor)
@@ -116,7 +122,10 @@ async def serve_worker(config: dict[str, Any]) -> None:
             os.getpid(),
             socket.gethostname(),
             num_cpus,
-            rt.env_key,
+            share.resources,
+            share.labels,
+            share.gpu_ids,
+            env=rt.env_key,
         )
         await run_worker_setup(config)  # before it joins, so before its first task
         await rt.head.request(lambda rid: RegisterWorker(rid, info))
