@@ -10,6 +10,24 @@ from typing import TypeAlias
 
 import attrs
 
+from .envmessages import (
+    EnsureEnv,
+    JobEnded,
+    JobList,
+    JobLogs,
+    JobOutput,
+    JobStarted,
+    PackageData,
+    PackageFetch,
+    PackageHave,
+    PackagePut,
+    PackageQuery,
+    QueryJobLogs,
+    QueryJobs,
+    ReleaseEnv,
+    StopJob,
+    SubmitJob,
+)
 from .ids import ActorId, NodeId, ObjectId, WorkerId
 
 
@@ -39,6 +57,7 @@ class WorkerInfo:
     resources: tuple[tuple[str, float], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # its node's labels, for label selectors
     gpu_ids: tuple[str, ...] = ()  # the GPUs it owns: its CUDA_VISIBLE_DEVICES
+    env: str = ""  # the key of its runtime environment ("": none); it serves only that env
 
 
 @attrs.frozen
@@ -669,6 +688,22 @@ Message: TypeAlias = (
     | Credit
     | StreamItem
     | StreamAck
+    | PackageQuery
+    | PackageHave
+    | PackagePut
+    | PackageFetch
+    | PackageData
+    | EnsureEnv
+    | ReleaseEnv
+    | SubmitJob
+    | JobStarted
+    | JobOutput
+    | JobEnded
+    | QueryJobs
+    | JobList
+    | QueryJobLogs
+    | JobLogs
+    | StopJob
     | RefsReceived
     | BorrowUpdate
 )

@@ -10,6 +10,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
+from .._exceptions import RuntimeEnvError
 from .._scheduler.demand import Demand, cpus
 from .._scheduler.streams import check_backpressure
 from .context import Context
@@ -75,6 +76,13 @@ class Options:
         )
 
     def merge(self, **changes: Any) -> Options:
+        if "runtime_env" in changes:
+            raise RuntimeEnvError(
+                "runtime_env is set for a whole driver, not per call: pass it to "
+                "ag.init(runtime_env=...) (or ag.connect), or run the program with "
+                "`actorgrid submit --working-dir DIR`; a driver whose calls need two "
+                "environments runs as two drivers"
+            )
         unknown = set(changes) - set(attrs.fields_dict(Options))
         if unknown:
             raise TypeError(
