@@ -11,7 +11,7 @@ import atexit
 import functools
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -36,7 +36,9 @@ from .._transport.addresses import local_address_towards
 from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .dashboard import parse_dashboard, serve_runtime_dashboard
+from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
+from .jobclient import Jobs
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .operations import cancel_task, kill_actor
 from .records import (
@@ -84,6 +86,7 @@ class Cluster:
         dashboard_url: str | None = None,
     ) -> None:
         self._runtime = runtime
+        self._jobs: Jobs | None = None
         self._node = node
         self.embedded = embedded
         self.address = head_address
@@ -275,6 +278,13 @@ class Cluster:
         return lambda: rt.on_loop(rt.unsubscribe_events, callback)
 
     @property
+    def jobs(self) -> Jobs:
+        """The cluster's jobs: ``await cluster.jobs.submit_async([...])`` and the like."""
+        if self._jobs is None:
+            self._jobs = Jobs(self._runtime)
+        return self._jobs
+
+    @property
     def node_pids(self) -> list[int]:
         """The worker processes an embedded cluster's node agent runs now (empty if remote)."""
         return [] if self._node is None else self._node.pids()
@@ -302,6 +312,7 @@ async def _open_cluster(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     serve_at = parse_dashboard(dashboard)
@@ -311,6 +322,7 @@ async def _open_cluster(
             "actorgrid is already initialized in this process; call ag.shutdown() first"
         )
     address = address or os.environ.get("ACTORGRID_ADDRESS") or None
+    prepared = await prepare_runtime_env(runtime_env)
     async with trio.open_nursery() as nursery:
         node: NodeAgent | None = None
         if address is None:
@@ -363,14 +375,17 @@ async def _open_cluster(
             pending_warning_s=pending_warning_s,
             listen_limits=listen_limits,
         )
+        rt.env_key = "" if prepared is None else prepared.spec.key
         try:
             if node is not None:
                 await nursery.start(node.serve)
             await nursery.start(rt.serve)
             _adopt_head_cap(rt)
             set_current_runtime(rt)
-            if node is not None:
+            if node is not None and prepared is None:
                 await _wait_for_workers(rt, node)
+            if prepared is not None:
+                await ensure_runtime_env(rt, prepared)
             if serve_at is not None:
                 serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
                 url = await nursery.start(functools.partial(serve, port=serve_at[1]))
@@ -482,6 +497,7 @@ async def connect(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
@@ -504,6 +520,7 @@ async def connect(
             listen_limits=listen_limits,
             resources=resources,
             labels=labels,
+            runtime_env=runtime_env,
             dashboard=dashboard,
         ) as cluster:
             yield cluster
@@ -569,6 +586,7 @@ def init(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
@@ -601,6 +619,11 @@ def init(
     memory, GPUs; hostname, platform, ...), for ``.options(num_gpus=, resources=,
     label_selector=)`` to ask for.
 
+    ``runtime_env`` (a dict: ``working_dir``, ``py_modules``, ``env_vars``, ``excludes``,
+    ``worker_setup``, ``node_setup``, ``node_cleanup``) ships this driver's code to every
+    node and runs its tasks and actors in workers of that environment only; see the README's
+    "Runtime environments".
+
     ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
     URL, token included.
@@ -630,6 +653,7 @@ def init(
                 listen_limits=listen_limits,
                 resources=resources,
                 labels=labels,
+                runtime_env=runtime_env,
                 dashboard=dashboard,
             )
         )

@@ -36,6 +36,7 @@ from .._runtime.executor import Executor
 from .._runtime.holdings import Holdings, set_gpu_ids
 from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
+from .envworker import env_key, run_worker_setup
 from .logs import configure_logging
 from .rejoin import rejoin_worker
 from .shares import WorkerShare
@@ -101,6 +102,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
         tls=TLSConfig.from_dict(config["tls"]) if config.get("tls") else None,
         listen_limits=ListenLimits(**limits) if (limits := config.get("listen_limits")) else None,
     )
+    rt.env_key = env_key(config)
     num_cpus = float(config["num_cpus"])
     executor = rt.executor = Executor(rt, num_cpus, grace_s=grace_s)
     share = WorkerShare(config)
@@ -131,7 +133,9 @@ async def serve_worker(config: dict[str, Any]) -> None:
             share.resources,
             share.labels,
             share.gpu_ids,
+            env=rt.env_key,
         )
+        await run_worker_setup(config)  # before it joins, so before its first task
         rt.headlink.on_reconnected.append(functools.partial(rejoin_worker, executor, info, stop))
         await rt.headlink.request(lambda rid: RegisterWorker(rid, info))
         ready.set()
@@ -149,6 +153,7 @@ def main() -> None:
         trio.run(serve_worker, config)
     except KeyboardInterrupt:
         pass
+
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
