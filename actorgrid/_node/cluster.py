@@ -293,6 +293,7 @@ async def _open_cluster(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    log_to_driver: bool = True,
 ) -> AsyncIterator[Cluster]:
     if runtime_or_none() is not None:
         raise RuntimeError(
@@ -338,6 +339,7 @@ async def _open_cluster(
             tls=tls,
             pending_warning_s=pending_warning_s,
         )
+        rt.observe.show_output(log_to_driver)
         try:
             if node is not None:
                 await nursery.start(node.serve)
@@ -448,6 +450,7 @@ async def connect(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    log_to_driver: bool = True,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -466,6 +469,7 @@ async def connect(
             worker_restarts=worker_restarts,
             tls=tls,
             pending_warning_s=pending_warning_s,
+            log_to_driver=log_to_driver,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -527,6 +531,7 @@ def init(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    log_to_driver: bool = True,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -548,6 +553,9 @@ def init(
 
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
+
+    ``log_to_driver`` (default True): what remote calls print (stdout, stderr, ``logging``)
+    is shown here, prefixed with where it ran, repeated lines folded.
     """
     global _thread
     if trio.lowlevel.in_trio_run():
@@ -571,6 +579,7 @@ def init(
                 worker_restarts=worker_restarts,
                 tls=tls,
                 pending_warning_s=pending_warning_s,
+                log_to_driver=log_to_driver,
             )
         )
         thread.start()

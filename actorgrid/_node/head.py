@@ -76,6 +76,7 @@ from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.names import NameRegistry
 from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
+from .hub import ObserveHub
 from .lifetimes import ActorLifetimes
 from .logs import RateLimitedLog, log_errors
 
@@ -163,6 +164,13 @@ class Head:
             background=self._background,
         )
         self._handlers.update(self.lifetimes.handlers())
+        self.hub = ObserveHub(
+            self.events,
+            self._event_subscribers,
+            lambda: [(n.info.node_id.hex(), n.peer) for n in self.nodes.values()],
+            self._background,
+        )
+        self._handlers.update(self.hub.handlers())
 
     def __repr__(self) -> str:
         return (
@@ -297,6 +305,7 @@ class Head:
     def _closed(self, peer: Peer) -> None:
         self._subscribers.discard(peer)
         self._event_subscribers.discard(peer)
+        self.hub.forget(peer)
         for actor_id in self._cached_by.pop(peer, ()):
             cachers = self._cachers.get(actor_id)
             if cachers is not None:

@@ -1,7 +1,7 @@
 """Starting a worker process, and the pipes between it and its node agent.
 
 - ``open_worker_process(pulse_fd)``: ``python -m actorgrid._node.worker`` in a session of its
-  own, with its stdin and stderr piped to the agent, the write end of its pulse pipe, and the
+  own, with its stdin, stdout and stderr piped to the agent, the write end of its pulse pipe, and the
   agent's environment *without* the cluster secret (``SECRET_ENV_VARS``): a worker gets the
   secret on stdin only, never in its environment or on its command line. Tests replace this
   function (by module attribute) to make workers that fail or die as they start.
@@ -57,6 +57,7 @@ async def open_worker_process(pulse_fd: int) -> trio.Process:
     return await trio.lowlevel.open_process(
         [sys.executable, "-m", "actorgrid._node.worker"],
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # read by the agent: log files, output at the driver
         stderr=subprocess.PIPE,
         pass_fds=(pulse_fd,),
         env=worker_environment(),

@@ -32,6 +32,7 @@ from .._protocol.ids import NodeId, WorkerId
 from .._protocol.messages import RegisterWorker, WorkerInfo
 from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
+from .._runtime.output import capture_worker_output
 from .._transport.tls import TLSConfig
 from .logs import configure_logging
 from .spawn import PULSE_BYTE, READY_BYTE
@@ -115,6 +116,8 @@ async def serve_worker(config: dict[str, Any]) -> None:
             socket.gethostname(),
             num_cpus,
         )
+        rt.observe.worker_id, rt.observe.node_id = info.worker_id, info.node_id
+        rt.observe.hostname = info.hostname
         await rt.head.request(lambda rid: RegisterWorker(rid, info))
         ready.set()
         try:
@@ -124,6 +127,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    capture_worker_output()  # before logging binds sys.stderr
     configure_logging("worker")
     config = json.loads(sys.stdin.readline())
     sys.setswitchinterval(SWITCH_INTERVAL_S)

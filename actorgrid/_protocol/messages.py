@@ -11,6 +11,7 @@ from typing import TypeAlias
 import attrs
 
 from .ids import ActorId, NodeId, ObjectId, WorkerId
+from .observe import LogLines, ReadLogs, SubscribeOutput, WorkerOutput
 
 
 @attrs.frozen
@@ -198,8 +199,15 @@ EVENT_KINDS = frozenset(
         "node_unhealthy",  # every worker slot of a node is in a crash loop; detail: why
         "node_healthy",  # a worker of an unhealthy node became ready again
         "worker_closed",  # a worker was closed on request and not replaced
+        "actor_created",  # an actor's constructor returned (name: its name or class)
         "actor_restarted",  # an actor was re-created after its code raised or its worker died
         "actor_died",  # an actor with no restarts left is gone
+        "task_submitted",  # a task was submitted (task_id, name: its function)
+        "task_scheduled",  # a task was sent to a worker (worker_id: which)
+        "task_started",  # a worker started running a task
+        "task_finished",  # a task returned
+        "task_failed",  # a task raised (error: what)
+        "task_cancelled",  # a task was cancelled
         "task_retried",  # a task was re-submitted after a system failure or a listed error
         "message_undelivered",  # a fire-and-forget send() found its actor gone; detail: why
     }
@@ -224,6 +232,20 @@ class Event:
     detail: str = ""
     availability: Availability | None = None
     hostname: str = ""
+    task_id: ObjectId | None = None  # task_* events
+    actor_id: ActorId | None = None  # actor_* events
+    name: str = ""  # the task's function, or the actor's name or class
+    error: str = ""  # task_failed: the error, as "Type: message"
+
+
+@attrs.frozen
+class EventBatch:
+    """Events sent together, oldest first: task and actor events are batched per link and
+    interval by the processes that see them (owners, workers), never one message per task.
+    ``dropped``: events the sender left out because they came faster than it reports."""
+
+    events: tuple[Event, ...]
+    dropped: int = 0
 
 
 @attrs.frozen
@@ -574,6 +596,7 @@ Message: TypeAlias = (
     | RegisterNode
     | NodeStatus
     | Event
+    | EventBatch
     | SubscribeEvents
     | EventHistory
     | ControlWorker
@@ -601,6 +624,10 @@ Message: TypeAlias = (
     | FetchObject
     | ObjectValue
     | Credit
+    | WorkerOutput
+    | SubscribeOutput
+    | ReadLogs
+    | LogLines
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

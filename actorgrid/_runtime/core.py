@@ -89,6 +89,7 @@ from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_fr
 from .._transport.tls import TLSConfig
 from . import getting
 from .headlink import EventFeed, HeadLink
+from .observe import Observer
 from .peer import LoopbackPeer, Peer, PeerClosedError
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
@@ -352,6 +353,8 @@ class Runtime:
             Event: self._on_event,
             Shutdown: self._on_shutdown,
         }
+        self.observe = Observer()  # task events, timeline spans, worker output shown here
+        self._handlers.update(self.observe.handlers(self.event_feed))
         self.on_shutdown: Callable[[str], None] | None = None
         self._nursery: trio.Nursery | None = None
         self.portal: Portal
@@ -401,6 +404,7 @@ class Runtime:
                         wait_s=HEAD_WAIT_S,
                     )
                     await nursery.start(self.headlink.serve)
+                    nursery.start_soon(self.observe.serve, self.headlink.send)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
@@ -430,6 +434,7 @@ class Runtime:
                 self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
         for info in reply.workers:
             self._add_worker(info)
+        self.observe.on_head_connected(head)
         if self.event_feed.subscribed:
             history = await head.request(SubscribeEvents)
             assert isinstance(history, EventHistory)
@@ -642,6 +647,7 @@ class Runtime:
         """This process is leaving the cluster: lost links no longer retry, restart or
         reconnect."""
         self._closing = True
+        self.observe.close()
         if self.headlink is not None:
             self.headlink.close()
 
@@ -770,6 +776,10 @@ class Runtime:
         spec = TaskSpec(function_id, blob, payload, num_cpus, actor, retries, retry_on, parent)
         if parent is not None:
             self.children.started(parent, entry.object_id)
+        if actor is None:
+            self.observe.record(
+                "task_submitted", entry.object_id, self.observe.name_of(function_id, blob)
+            )
         self._send_spec(entry, spec)
 
     def _send_spec(self, entry: ObjectEntry, spec: TaskSpec) -> None:
@@ -801,15 +811,18 @@ class Runtime:
         peer.send(
             SubmitTask(entry.object_id, spec.function_id, code, spec.payload, spec.num_cpus, actor)
         )
+        if actor is None:
+            self.observe.task_sent(
+                entry.object_id, spec.function_id, spec.blob, wid, spec.payload.nbytes
+            )
 
     def _retry_task(
         self, entry: ObjectEntry, spec: TaskSpec, why: str, *, report: bool = True
     ) -> None:
         spec.retries -= 1 if spec.retries > 0 else 0
         if report:
-            self.publish(
-                Event("task_retried", time.time(), detail=f"task {short(entry.object_id)}: {why}")
-            )
+            name = self.observe.name_of(spec.function_id, spec.blob)
+            self.observe.record("task_retried", entry.object_id, name, error=why)
         self._send_spec(entry, spec)  # waits in the backlog if no worker takes it now
 
     def _send_if_pending(self, entry: ObjectEntry, spec: TaskSpec) -> None:
@@ -978,6 +991,9 @@ class Runtime:
             return False
         peer.inflight[entry.object_id] = _call_sent(entry, info, method, payload)
         entry.where = peer
+        self.observe.call_sent(
+            entry.object_id, info.label, method, self._worker_at.get(info.address), payload.nbytes
+        )
         if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload)):
             if peer.closed:
                 # Closed meanwhile: the close may have missed this entry; the loop checks.
@@ -1005,12 +1021,16 @@ class Runtime:
         sent.retries = retries
         peer.inflight[entry.object_id] = sent
         entry.where = peer
+        self.observe.call_sent(
+            entry.object_id, info.label, method, self._worker_at.get(info.address), payload.nbytes
+        )
         peer.send(CallActor(entry.object_id, info.actor_id, method, payload))
 
     def _on_result(self, peer: Peer, msg: TaskResult) -> None:
         sent = peer.inflight.pop(msg.task_id, None)
         if sent is None:
             return
+        self.observe.answered(msg.task_id, msg.ok)
         entry = sent.entry
         if sent.counted:
             wid = self._worker_at.get(peer.address)
@@ -1047,6 +1067,9 @@ class Runtime:
                 sent.cancelled = True
             peer.send(CancelTask(entry.object_id, force, recursive))
             if force:
+                self.observe.record(
+                    "task_cancelled", entry.object_id, error="cancelled with force=True"
+                )
                 entry.set_error(
                     TaskCancelledError(
                         "the call was cancelled with force=True: its worker is killed"
@@ -1056,6 +1079,7 @@ class Runtime:
             self.waiting.backlog.remove_where(
                 lambda p: isinstance(p, _Placing) and p.entry is entry
             )
+            self.observe.record("task_cancelled", entry.object_id, error="cancelled while waiting")
             entry.set_error(
                 TaskCancelledError("the call was cancelled while it waited for a worker")
             )

@@ -63,6 +63,7 @@ from .._scheduler.restart import Restart, RestartTracker
 from .context import Context, Letter
 from .interrupt import Running
 from .lineage import current_task
+from .output import output_source
 from .refs import ObjectRef
 from .restarts import ACTOR_RESTART_POLICY, RestartLog
 from .serialization import box_error, dumps, loads, system_error
@@ -186,10 +187,13 @@ class TaskQueue:
                 self.executor.runtime.pool.start(self._run)
             _local.hold = (self, item.num_cpus)
             token = current_task.set(item.task_id)
+            name = item.label.removeprefix("task ")
             try:
-                ok, payload = self.executor.call_in_thread(
-                    item.fn, item.payload, item.label, item.running
-                )
+                with self.executor.runtime.observe.running(item.peer, item.task_id, name) as out:
+                    ok, payload = self.executor.call_in_thread(
+                        item.fn, item.payload, item.label, item.running
+                    )
+                    out.set(ok, payload)
             finally:
                 current_task.reset(token)
                 _local.hold = None
@@ -267,7 +271,11 @@ class _Lane:
                     result = (False, system_error(error))
                 else:
                     label = f"{self.info.label}.{call.method}"
-                    result = self.executor.call_in_thread(method, call.payload, label, call.running)
+                    name = self.info.name or self.info.label
+                    with output_source(name, call.peer):
+                        result = self.executor.call_in_thread(
+                            method, call.payload, label, call.running
+                        )
             self.executor.finish_from_thread(call, call.peer, *result, not self.items)
 
     def close(self, reason: str) -> None:
@@ -608,7 +616,8 @@ class Executor:
         label = f"task {getattr(fn, '__qualname__', 'task')}"
         result: tuple[bool, Payload] | None = None
         current_task.set(msg.task_id)  # in this Trio task's own context
-        with task.scope:
+        observed = self.runtime.observe.running(task.peer, msg.task_id, task.label)
+        with task.scope, observed as out:
             try:
                 args, kwargs = await self._load_args(msg.args)
             except Exception as exc:
@@ -620,6 +629,7 @@ class Executor:
                     result = (False, box_error(exc, self._where(label)))
                 else:
                     result = self.result_of(value, label)
+            out.set(*(result or (False, _cancelled(label))))
         self._finish_task(task, msg.task_id, label, result)
 
     def _finish_task(

@@ -36,6 +36,7 @@ from .._protocol.messages import (
     Pulse,
     WorkerReport,
 )
+from .._protocol.observe import LogLines
 from .._scheduler.flow import ReceiveCredits, SendCredits
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ _REPLIES = (
     EventHistory,
     ClusterView,
     WorkerReport,
+    LogLines,
 )
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst
 _HIGH_WATER = 4096  # queued messages above which send_wait() waits
