@@ -23,6 +23,8 @@ from ._node.cluster import connect as connect
 from ._node.cluster import init as init
 from ._node.cluster import is_initialized as is_initialized
 from ._node.cluster import shutdown as shutdown
+from ._node.observing import TaskRecord as TaskRecord
+from ._node.observing import timeline as timeline
 from ._node.records import ActorStatistics as ActorStatistics
 from ._node.records import ClusterStatus as ClusterStatus
 from ._node.records import NodeStatistics as NodeStatistics
@@ -103,6 +105,7 @@ __all__ = [
     "SerializationError",
     "TLSConfig",
     "TaskCancelledError",
+    "TaskRecord",
     "TaskStatistics",
     "WorkerDiedError",
     "WorkerStatistics",
@@ -125,6 +128,7 @@ __all__ = [
     "serve_head",
     "serve_node",
     "shutdown",
+    "timeline",
     "wait",
     "wait_async",
 ]

@@ -36,6 +36,7 @@ from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
+from .observing import ObserveMethods
 from .operations import cancel_task, kill_actor
 from .records import (
     ActorStatistics,
@@ -64,7 +65,7 @@ T = TypeVar("T")
 Target = WorkerStatistics | NodeStatistics | WorkerId | NodeId
 
 
-class Cluster:
+class Cluster(ObserveMethods):
     """The cluster this process is connected to; returned by ``ag.init()``/``ag.connect()``.
 
     ``with ag.init():`` shuts the cluster down (an embedded one) or disconnects on exit.

@@ -172,7 +172,7 @@ async def pump_output(
                 partial = b""
             untagged: list[bytes] = []
             now = time.time()
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{now % 1:.3f}"[2:]
             for raw in raw_lines:
                 text = raw.decode(errors="replace").rstrip("\r")
                 tagged = decode_line(text)

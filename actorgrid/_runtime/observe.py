@@ -75,6 +75,7 @@ class Observer:
         self._recorded = 0  # since the last flush; more than the deque holds were dropped
         self.log_to_driver = False
         self.printer: OutputPrinter | None = None
+        self.followers: list[Callable[[WorkerOutput], None]] = []  # Cluster.follow_logs
         # Set by a worker process once it knows who it is.
         self.worker_id: WorkerId | None = None
         self.node_id: NodeId | None = None
@@ -95,6 +96,8 @@ class Observer:
         def on_output(peer: Peer, msg: WorkerOutput) -> None:
             if self.printer is not None:
                 self.printer.handle(msg)
+            for follower in self.followers:
+                follower(msg)
 
         return {EventBatch: on_batch, WorkerOutput: on_output}
 
