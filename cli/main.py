@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import actorgrid as ag
 
-from . import operate, serve, status, up
+from . import observe, operate, serve, status, up
 from ._options import positive_int
 
 if TYPE_CHECKING:
@@ -209,7 +209,8 @@ _COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     serve.add_start,
     serve.add_node,
     status.add_status,
-    status.add_list,
+    observe.add_list_with_history,
+    observe.add_logs,
     operate.add_kill,
     operate.add_cancel,
     _add_check,

@@ -133,14 +133,27 @@ class ObserveMethods:
         )
         return lines
 
-    def follow_logs(self, callback: Callable[[str], None]) -> None:
-        """From now on, call ``callback(line)`` (on the runtime's thread) for every line any
-        worker writes, as "(source pid=P node=H) text" (``actorgrid logs --follow``)."""
+    def follow_logs(
+        self,
+        callback: Callable[[str], None],
+        *,
+        node: str = "",
+        worker: str = "",
+        actor: str = "",
+    ) -> None:
+        """From now on, call ``callback(line)`` (on the runtime's thread) for every line a
+        worker writes in a call (filtered as ``read_logs`` filters), as "(source pid=P
+        node=H) text" (``actorgrid logs --follow``)."""
         rt = self._runtime
 
         def on_output(msg: WorkerOutput) -> None:
+            if not msg.node_id.hex().startswith(node.lower()):
+                return
             for line in msg.lines:
-                callback(f"{prefix_of(line, msg.hostname)} {line.text}")
+                if line.worker_id.hex().startswith(worker.lower()) and (
+                    not actor or line.source == actor
+                ):
+                    callback(f"{prefix_of(line, msg.hostname)} {line.text}")
 
         def start() -> None:
             rt.observe.followers.append(on_output)
