@@ -243,7 +243,14 @@ class Cluster(ObserveMethods):
     async def events(self) -> AsyncIterator[Event]:
         """Trio code: the events the head remembers, then each new one as it happens."""
         send, receive = trio.open_memory_channel[Event](1000)
-        history = await self._runtime.subscribe_events(send.send_nowait)
+
+        def offer(event: Event) -> None:
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                pass  # a reader 1000 events behind misses some rather than stall the feed
+
+        history = await self._runtime.subscribe_events(offer)
         try:
             for event in history:
                 yield event
@@ -251,13 +258,14 @@ class Cluster(ObserveMethods):
                 async for event in receive:
                     yield event
         finally:
-            self._runtime.unsubscribe_events(send.send_nowait)
+            self._runtime.unsubscribe_events(offer)
 
     async def recent_events_async(self) -> list[Event]:
         return await self._runtime.subscribe_events(None)
 
     def recent_events(self) -> list[Event]:
-        """The events seen so far (the head keeps the last 1000, node pulses excepted)."""
+        """The events seen so far (the head keeps the last 1000, node pulses excepted, and
+        the last 10,000 task events apart from those)."""
         return self._sync(self.recent_events_async)
 
     def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:

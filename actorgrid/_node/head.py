@@ -253,7 +253,7 @@ class Head:
         self.publish(event)
 
     def _on_subscribe_events(self, peer: Peer, msg: SubscribeEvents) -> None:
-        peer.send(EventHistory(msg.rid, tuple(self.events)))
+        peer.send(EventHistory(msg.rid, self.hub.history()))
         self._event_subscribers.add(peer)
 
     # --- membership ------------------------------------------------------------------------

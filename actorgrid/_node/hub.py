@@ -23,7 +23,7 @@ import trio
 
 from .._protocol.messages import Event, EventBatch
 from .._protocol.observe import LogLines, OutputLine, ReadLogs, SubscribeOutput, WorkerOutput
-from .._runtime.observe import insert_by_time
+from .._runtime.headlink import TASK_EVENT_HISTORY, insert_by_time, merge_by_time
 from .._runtime.peer import Peer, PeerClosedError
 
 __all__ = ["ObserveHub"]
@@ -40,6 +40,8 @@ class ObserveHub:
         background: Callable[..., None],
     ) -> None:
         self._events = events
+        # Task events, apart from the cluster's (see TASK_EVENT_HISTORY).
+        self.task_events: deque[Event] = deque(maxlen=TASK_EVENT_HISTORY)
         self._event_subscribers = event_subscribers
         self._nodes = nodes  # (node id hex, link) of each node agent
         self._background = background
@@ -54,6 +56,10 @@ class ObserveHub:
             ReadLogs: self._on_read_logs,
         }
 
+    def history(self) -> tuple[Event, ...]:
+        """The events the head remembers, task events merged in by time."""
+        return tuple(merge_by_time(self._events, self.task_events))
+
     def forget(self, peer: Peer) -> None:
         if self._output_subs.pop(peer, None) is not None:
             hello = peer.remote_hello
@@ -62,8 +68,9 @@ class ObserveHub:
 
     def _on_batch(self, peer: Peer, batch: EventBatch) -> None:
         for event in batch.events:
-            self._events.append(event)
-            insert_by_time(self._events)
+            history = self.task_events if event.task_id is not None else self._events
+            history.append(event)
+            insert_by_time(history)
         for sub in self._event_subscribers:
             sub.send(batch)
 

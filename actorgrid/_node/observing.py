@@ -166,7 +166,7 @@ class ObserveMethods:
         return task_records(await self._runtime.subscribe_events(None))
 
     def tasks(self) -> list[TaskRecord]:
-        """The tasks in the cluster's recent events (the head keeps the last 1000 events),
+        """The tasks in the cluster's recent events (the head keeps the last 10,000 task events),
         with their state, worker and duration."""
         records: list[TaskRecord] = self._runtime.portal.run(self.tasks_async)
         return records

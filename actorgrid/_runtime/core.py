@@ -1351,7 +1351,7 @@ class Runtime:
             feed.merge_history(reply.events)
         if listener is not None:
             feed.listeners.append(listener)
-        return list(feed.history)
+        return feed.recent()
 
     def unsubscribe_events(self, listener: Callable[[Event], None]) -> None:
         try:

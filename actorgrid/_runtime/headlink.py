@@ -17,9 +17,10 @@ membership again), and only then do requests go out on the new link.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import trio
@@ -31,11 +32,14 @@ from .peer import Peer, PeerClosedError
 if TYPE_CHECKING:
     from .._transport.base import FrameStream
 
-__all__ = ["EventFeed", "HeadLink"]
+__all__ = ["EventFeed", "HeadLink", "insert_by_time", "merge_by_time"]
 
 log = logging.getLogger("actorgrid.runtime")
 
 EVENT_HISTORY = 1000
+# Task events (task_id set) are kept apart, so a burst of tasks never pushes the cluster's
+# node and worker events out of the history.
+TASK_EVENT_HISTORY = 10_000
 # Reconnection attempts back off from the first to the last delay (doubling).
 RECONNECT_FIRST_DELAY_S = 0.1
 RECONNECT_MAX_DELAY_S = 2.0
@@ -47,11 +51,15 @@ class EventFeed:
 
     def __init__(self) -> None:
         self.history: deque[Event] = deque(maxlen=EVENT_HISTORY)
+        self.task_history: deque[Event] = deque(maxlen=TASK_EVENT_HISTORY)
         self.listeners: list[Callable[[Event], None]] = []
         self.subscribed = False
 
     def push(self, event: Event) -> None:
-        if event.kind != "node_status":
+        if event.task_id is not None:
+            self.task_history.append(event)
+            insert_by_time(self.task_history)
+        elif event.kind != "node_status":
             self.history.append(event)
         for listener in list(self.listeners):
             try:
@@ -61,9 +69,36 @@ class EventFeed:
 
     def merge_history(self, events: tuple[Event, ...]) -> None:
         """The head's history, ahead of what this feed already holds (known events once)."""
-        known = {(e.kind, e.time, e.detail) for e in self.history}
-        older = [e for e in events if (e.kind, e.time, e.detail) not in known]
-        self.history.extendleft(reversed(older))
+        for history, tasks in ((self.history, False), (self.task_history, True)):
+            known = {(e.kind, e.time, e.detail, e.task_id) for e in history}
+            older = [
+                e
+                for e in events
+                if (e.task_id is not None) == tasks
+                and (e.kind, e.time, e.detail, e.task_id) not in known
+            ]
+            history.extendleft(reversed(older))
+
+    def recent(self) -> list[Event]:
+        """Every event held, task events merged in by time."""
+        return merge_by_time(self.history, self.task_history)
+
+
+def merge_by_time(events: Iterable[Event], task_events: Iterable[Event]) -> list[Event]:
+    return list(heapq.merge(events, task_events, key=lambda e: e.time))
+
+
+def insert_by_time(history: deque[Event]) -> None:
+    """Move ``history``'s last event back to its place by time: events of one task come
+    from its owner and its worker in batches of their own, so they may arrive out of order.
+    O(events it passes), a batch at most."""
+    i = len(history) - 1
+    if i < 1 or history[i - 1].time <= history[i].time:
+        return
+    event = history.pop()
+    while i > 0 and history[i - 1].time > event.time:
+        i -= 1
+    history.insert(i, event)
 
 
 class HeadLink:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .headlink import EventFeed
     from .peer import Peer
 
-__all__ = ["EVENT_FLUSH_INTERVAL_S", "Observer", "insert_by_time", "write_timeline"]
+__all__ = ["EVENT_FLUSH_INTERVAL_S", "Observer", "write_timeline"]
 
 EVENT_FLUSH_INTERVAL_S = 0.2
 EVENT_BATCH_MAX = 2000
@@ -91,7 +91,6 @@ class Observer:
         def on_batch(peer: Peer, batch: EventBatch) -> None:
             for event in batch.events:
                 feed.push(event)
-                insert_by_time(feed.history)
 
         def on_output(peer: Peer, msg: WorkerOutput) -> None:
             if self.printer is not None:
@@ -234,19 +233,6 @@ class Observer:
     def close(self) -> None:
         if self.printer is not None:
             self.printer.close()
-
-
-def insert_by_time(history: deque[Event]) -> None:
-    """Move ``history``'s last event back to its place by time: events of one task come
-    from its owner and its worker in batches of their own, so they may arrive out of order.
-    O(events it passes), a batch at most."""
-    i = len(history) - 1
-    if i < 1 or history[i - 1].time <= history[i].time:
-        return
-    event = history.pop()
-    while i > 0 and history[i - 1].time > event.time:
-        i -= 1
-    history.insert(i, event)
 
 
 def write_timeline(path: str | os.PathLike[str], observer: Observer) -> int:
