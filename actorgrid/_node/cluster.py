@@ -359,6 +359,8 @@ async def _open_cluster(
                 await _wait_for_workers(rt, node)
             yield Cluster(rt, embedded=node is not None, head_address=head_address, node=node)
         finally:
+            with trio.CancelScope(shield=True):
+                await rt.observe.settle()  # at most OUTPUT_SETTLE_S, even when cancelled
             rt.closing()
             if runtime_or_none() is rt:
                 set_current_runtime(None)

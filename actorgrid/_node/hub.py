@@ -1,9 +1,9 @@
 """The head's share of observability: task events in batches, worker output to drivers, and
 log files read across nodes.
 
-- EventBatch (from owners and workers): kept in the head's bounded history in time order
-  (a task's events come from two processes) and forwarded, still as one batch, to every
-  event subscriber.
+- EventBatch (from owners and workers): kept in the head's bounded history (task events
+  apart, sorted by time when read: a task's events come from two processes) and forwarded,
+  still as one batch, to every event subscriber.
 - WorkerOutput (from node agents): each line goes to the driver that sent the call that wrote
   it (the line's ``owner`` is that process's address), if it asked for output; a line whose
   owner is not such a driver (a call sent by a worker, for a nested task) goes to every
@@ -23,7 +23,7 @@ import trio
 
 from .._protocol.messages import Event, EventBatch
 from .._protocol.observe import LogLines, OutputLine, ReadLogs, SubscribeOutput, WorkerOutput
-from .._runtime.headlink import TASK_EVENT_HISTORY, insert_by_time, merge_by_time
+from .._runtime.headlink import TASK_EVENT_HISTORY, merge_by_time
 from .._runtime.peer import Peer, PeerClosedError
 
 __all__ = ["ObserveHub"]
@@ -68,9 +68,7 @@ class ObserveHub:
 
     def _on_batch(self, peer: Peer, batch: EventBatch) -> None:
         for event in batch.events:
-            history = self.task_events if event.task_id is not None else self._events
-            history.append(event)
-            insert_by_time(history)
+            (self.task_events if event.task_id is not None else self._events).append(event)
         for sub in self._event_subscribers:
             sub.send(batch)
 

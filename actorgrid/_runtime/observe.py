@@ -45,9 +45,12 @@ if TYPE_CHECKING:
 __all__ = ["EVENT_FLUSH_INTERVAL_S", "Observer", "write_timeline"]
 
 EVENT_FLUSH_INTERVAL_S = 0.2
-EVENT_BATCH_MAX = 2000
+EVENT_BATCH_MAX = 500
 TIMELINE_MAX_SPANS = 1_000_000
 OUTPUT_TICK_S = 0.5
+# A driver leaving waits until this long after its last answer (at most), so that what the
+# calls printed, a few batching intervals behind their answers, is shown before it goes.
+OUTPUT_SETTLE_S = 0.3
 
 # (kind, time, task_id, name, worker_id, error payload or text, actor_id)
 _Record = tuple[str, float, ObjectId | None, str, WorkerId | None, Any, ActorId | None]
@@ -86,6 +89,7 @@ class Observer:
             maxlen=TIMELINE_MAX_SPANS
         )
         self._names: dict[bytes, str] = {}  # function id -> name
+        self.last_answer = 0.0  # time.monotonic() of the last answer to a call sent here
 
     def handlers(self, feed: EventFeed) -> dict[type, Callable[[Peer, Any], None]]:
         def on_batch(peer: Peer, batch: EventBatch) -> None:
@@ -140,6 +144,7 @@ class Observer:
         self._open[task_id] = (f"{label}.{method}", worker_id, nbytes, time.time())
 
     def answered(self, task_id: ObjectId, ok: bool) -> None:
+        self.last_answer = time.monotonic()
         span = self._open.pop(task_id, None)
         if span is not None:
             self.spans.append((*span, time.time(), ok))
@@ -229,6 +234,12 @@ class Observer:
     def on_head_connected(self, head: Peer) -> None:
         if self.log_to_driver:
             head.send(SubscribeOutput())
+
+    async def settle(self) -> None:
+        """At a driver that shows output: wait for the output of its last calls (bounded by
+        OUTPUT_SETTLE_S after the last answer)."""
+        if self.printer is not None:
+            await trio.sleep(max(0.0, self.last_answer + OUTPUT_SETTLE_S - time.monotonic()))
 
     def close(self) -> None:
         if self.printer is not None:
