@@ -25,8 +25,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -70,6 +69,35 @@ class Outcome:
         self.payload = payload
 
 
+class TaskRun(Outcome):
+    """The context of one task's user code (``Observer.running``); a class, not a generator:
+    it is on every task's path."""
+
+    __slots__ = ("_name", "_observer", "_source", "_task_id")
+
+    def __init__(self, observer: Observer, peer: Peer | None, task_id: ObjectId, name: str):
+        super().__init__()
+        self._observer = observer
+        self._task_id = task_id
+        self._name = name
+        self._source = output_source(name, peer)
+
+    def __enter__(self) -> TaskRun:
+        obs = self._observer
+        obs.record("task_started", self._task_id, self._name, obs.worker_id)
+        self._source.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self._source.__exit__()
+        obs = self._observer
+        if exc_type is not None:  # cancelled (trio.Cancelled passes through here)
+            kind = "task_cancelled"
+        else:
+            kind = "task_finished" if self.ok else "task_failed"
+        obs.record(kind, self._task_id, self._name, obs.worker_id, self.payload)
+
+
 class Observer:
     """One process's task events, timeline spans and (at a driver) printed worker output."""
 
@@ -84,12 +112,13 @@ class Observer:
         self.node_id: NodeId | None = None
         self.hostname = ""
         # Spans: task_id -> (name, worker, argument bytes, sent at); done: + answered at, ok.
-        self._open: dict[ObjectId, tuple[str, WorkerId | None, int, float]] = {}
-        self.spans: deque[tuple[str, WorkerId | None, int, float, float, bool]] = deque(
-            maxlen=TIMELINE_MAX_SPANS
-        )
+        # A name is a string, or (class, method) for an actor call (joined when written).
+        self._open: dict[ObjectId, tuple[str | tuple[str, str], WorkerId | None, int, float]] = {}
+        self.spans: deque[
+            tuple[str | tuple[str, str], WorkerId | None, int, float, float, bool]
+        ] = deque(maxlen=TIMELINE_MAX_SPANS)
         self._names: dict[bytes, str] = {}  # function id -> name
-        self.last_answer = 0.0  # time.monotonic() of the last answer to a call sent here
+        self.last_answer = 0.0  # time.time() of the last answer to a call sent here
 
     def handlers(self, feed: EventFeed) -> dict[type, Callable[[Peer, Any], None]]:
         def on_batch(peer: Peer, batch: EventBatch) -> None:
@@ -141,33 +170,18 @@ class Observer:
     def call_sent(
         self, task_id: ObjectId, label: str, method: str, worker_id: WorkerId | None, nbytes: int
     ) -> None:
-        self._open[task_id] = (f"{label}.{method}", worker_id, nbytes, time.time())
+        self._open[task_id] = ((label, method), worker_id, nbytes, time.time())
 
     def answered(self, task_id: ObjectId, ok: bool) -> None:
-        self.last_answer = time.monotonic()
+        now = self.last_answer = time.time()
         span = self._open.pop(task_id, None)
         if span is not None:
-            self.spans.append((*span, time.time(), ok))
+            self.spans.append((*span, now, ok))
 
-    @contextmanager
-    def running(
-        self, peer: Peer | None, task_id: ObjectId, name: str, task: bool = True
-    ) -> Iterator[Outcome]:
-        """Around user code of a call on this worker: its output is tagged with ``name``;
-        a task's start and end are recorded."""
-        outcome = Outcome()
-        if task:
-            self.record("task_started", task_id, name, self.worker_id)
-        try:
-            with output_source(name, peer):
-                yield outcome
-        except BaseException:
-            if task:  # cancelled (trio.Cancelled passes through here)
-                self.record("task_cancelled", task_id, name, self.worker_id)
-            raise
-        if task:
-            kind = "task_finished" if outcome.ok else "task_failed"
-            self.record(kind, task_id, name, self.worker_id, outcome.payload)
+    def running(self, peer: Peer | None, task_id: ObjectId, name: str) -> TaskRun:
+        """Around user code of a task on this worker: its output is tagged with ``name``;
+        its start and end are recorded."""
+        return TaskRun(self, peer, task_id, name)
 
     # --- flushing (loop) -------------------------------------------------------------------
 
@@ -239,7 +253,9 @@ class Observer:
         """At a driver that shows output: wait for the output of its last calls (bounded by
         OUTPUT_SETTLE_S after the last answer)."""
         if self.printer is not None:
-            await trio.sleep(max(0.0, self.last_answer + OUTPUT_SETTLE_S - time.monotonic()))
+            await trio.sleep(
+                min(max(0.0, self.last_answer + OUTPUT_SETTLE_S - time.time()), OUTPUT_SETTLE_S)
+            )
 
     def close(self) -> None:
         if self.printer is not None:
@@ -253,6 +269,8 @@ def write_timeline(path: str | os.PathLike[str], observer: Observer) -> int:
     events: list[dict[str, Any]] = []
     spans = list(observer.spans)
     for name, worker, nbytes, sent, answered, ok in spans:
+        if isinstance(name, tuple):
+            name = f"{name[0]}.{name[1]}"
         tid = rows.get(worker)
         if tid is None:
             tid = rows[worker] = len(rows) + 1

@@ -23,9 +23,8 @@ import io
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
@@ -53,16 +52,22 @@ LINE_MAX_CHARS = 16_384
 _source: ContextVar[tuple[str, str] | None] = ContextVar("actorgrid_output_source", default=None)
 
 
-@contextmanager
-def output_source(name: str, peer: Peer | None) -> Iterator[None]:
+class output_source:
     """Around user code of one call: lines it writes are tagged with ``name`` and the address
-    of the process that sent the call."""
-    hello = peer.remote_hello if peer is not None else None
-    token = _source.set((name, hello.address if hello is not None else ""))
-    try:
-        yield
-    finally:
-        _source.reset(token)
+    of the process that sent the call. A class, not a generator: it is on every call's path."""
+
+    __slots__ = ("_source", "_token")
+    _token: Token[tuple[str, str] | None]
+
+    def __init__(self, name: str, peer: Peer | None) -> None:
+        hello = peer.remote_hello if peer is not None else None
+        self._source = (name, hello.address if hello is not None else "")
+
+    def __enter__(self) -> None:
+        self._token = _source.set(self._source)
+
+    def __exit__(self, *exc: object) -> None:
+        _source.reset(self._token)
 
 
 def decode_line(raw: str) -> tuple[str, str, str] | None:
