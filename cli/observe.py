@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -98,9 +99,16 @@ async def _follow(address: str, filters: dict[str, str]) -> None:
 
 
 def add_list_with_history(subparsers: _Subparsers) -> None:
-    """``actorgrid list``, where ``tasks`` also shows recent tasks from the event history."""
+    """``actorgrid list``, where ``tasks`` shows durations, and with ``--all`` the recent
+    tasks that have ended too (from the cluster's task events)."""
     add_list(subparsers)
-    subparsers.choices["list"].set_defaults(handler=_run_list_tasks)
+    parser = subparsers.choices["list"]
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="tasks: also those that ended (finished, failed, cancelled) in the recent events",
+    )
+    parser.set_defaults(handler=_run_list_tasks)
 
 
 async def _status_and_tasks(cluster: ag.Cluster) -> tuple[ag.ClusterStatus, list[ag.TaskRecord]]:
@@ -114,39 +122,52 @@ def _run_list_tasks(args: argparse.Namespace) -> int:
     if isinstance(answer, str):
         return fail("list", answer)
     _, (status, records) = answer
-    items = task_items(_tasks(status), records)
+    items = task_items(_tasks(status), records, ended=args.all, now=time.time())
     if args.json:
         print(json.dumps(items), flush=True)
     elif not items:
-        say("no tasks are running or queued, and none is in the recent events")
+        say(
+            "no tasks are running or queued"
+            + (", and none is in the recent events" if args.all else "")
+        )
     else:
         for line in _task_table(items):
             say(line)
     return 0
 
 
-def task_items(now: list[dict[str, Any]], records: list[ag.TaskRecord]) -> list[dict[str, Any]]:
-    """Calls on workers now (tasks, actor calls) and tasks from the recent events, once each."""
-    items: dict[str, dict[str, Any]] = {}
-    for r in records:
-        items[r.task_id.hex()] = {
-            "task_id": r.task_id.hex(),
-            "short_id": r.short_id,
-            "function": r.name,
-            "kind": "task",
-            "state": r.state,
-            "worker_id": None if r.worker_id is None else r.worker_id.hex(),
-            "duration_s": r.duration_s,
-            "attempts": r.attempts,
-            "error": r.error,
-        }
-    for t in now:
-        known = items.get(t["task_id"])
-        if known is None:
-            items[t["task_id"]] = {**t, "duration_s": None, "attempts": 0, "error": ""}
-        elif known["state"] not in ("finished", "failed", "cancelled"):
-            known["state"] = t["state"]
-    return list(items.values())
+def task_items(
+    running: list[dict[str, Any]], records: list[ag.TaskRecord], *, ended: bool, now: float
+) -> list[dict[str, Any]]:
+    """The calls on workers now (tasks, actor calls), with how long each has run where the
+    events tell; with ``ended``, the tasks of the recent events that have ended too."""
+    by_id = {r.task_id.hex(): r for r in records}
+    items: list[dict[str, Any]] = []
+    for t in running:
+        r = by_id.pop(t["task_id"], None)
+        duration = None
+        if r is not None and r.started is not None and t["state"] == "running":
+            duration = now - r.started
+        items.append({**t, "duration_s": duration, "attempts": r.attempts if r else 0, "error": ""})
+    if ended:
+        for tid, r in by_id.items():
+            if r.state in ("finished", "failed", "cancelled"):
+                items.append(
+                    {
+                        "task_id": tid,
+                        "short_id": r.short_id,
+                        "function": r.name,
+                        "kind": "task",
+                        "state": r.state,
+                        "worker_id": None if r.worker_id is None else r.worker_id.hex(),
+                        "hostname": None,
+                        "pid": None,
+                        "duration_s": r.duration_s,
+                        "attempts": r.attempts,
+                        "error": r.error,
+                    }
+                )
+    return items
 
 
 def _task_table(items: list[dict[str, Any]]) -> list[str]:

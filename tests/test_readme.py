@@ -539,6 +539,17 @@ def test_mypy_plugin_block_is_what_this_repo_uses(tmp_path: Path) -> None:
     assert "[arg-type]" in errors[0], result.stdout
 
 
+def test_logs_cli_block_is_commands_the_cli_takes() -> None:
+    from actorgrid.cli.main import build_parser
+
+    parser = build_parser()
+    commands = [line.split("#")[0].strip() for line in _by_name("logs-cli").code.splitlines()]
+    for command in filter(None, commands):
+        argv = shlex.split(command)
+        assert argv[0] == "actorgrid", command
+        parser.parse_args(argv[1:])  # exits (fails the test) on an unknown option
+
+
 CHECKED_BY_NAME = {
     "install": test_install_command_installs_what_the_examples_import,
     "test": test_test_command_is_what_ci_runs,
@@ -549,6 +560,7 @@ CHECKED_BY_NAME = {
     "cluster.toml": test_cluster_toml_is_a_valid_up_config,
     "tls": test_tls_block_uses_the_api_as_it_is,
     "mypy-plugin": test_mypy_plugin_block_is_what_this_repo_uses,
+    "logs-cli": test_logs_cli_block_is_commands_the_cli_takes,
 }
 
 

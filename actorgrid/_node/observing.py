@@ -49,6 +49,7 @@ class TaskRecord:
     duration_s: float | None  # from its last start to its end (None: not ended)
     error: str = ""  # for a failed task: "Type: message"
     attempts: int = 0  # times it started
+    started: float | None = None  # when its last start was (seconds since the epoch)
 
     @property
     def short_id(self) -> str:
@@ -99,6 +100,7 @@ def task_records(events: Iterable[Event]) -> list[TaskRecord]:
             r["end"] - r["start"] if r["start"] is not None and r["end"] is not None else None,
             r["error"],
             r["attempts"],
+            r["start"],
         )
         for tid, r in rows.items()
     ]
