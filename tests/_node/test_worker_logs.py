@@ -7,6 +7,7 @@ The module starts its own embedded cluster, with output off at this driver, a kn
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -160,3 +161,32 @@ def test_log_files_rotate_and_read_back_in_order(tmp_path: Path) -> None:
     assert read_logs(tmp_path, worker="cd") == []
     assert read_logs(tmp_path, actor="g") == []
     assert len(read_logs(tmp_path, actor="f")) == len(lines)
+
+
+def test_actorgrid_list_tasks_all_shows_ended_tasks_with_state_and_duration(
+    quiet: ag.Cluster, tmp_path: Path
+) -> None:
+    ref = whisper.remote("listed-task")
+    ag.get(ref)
+    deadline = time.monotonic() + LOG_TIMEOUT_S
+    while not any(t.task_id == ref.id and t.state == "finished" for t in quiet.tasks()):
+        assert time.monotonic() < deadline, "the task's events never came"
+        time.sleep(0.1)
+    shown = _cli("list", "tasks", "--all", "--json", "--address", quiet.address, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    (item,) = [t for t in json.loads(shown.stdout) if t["task_id"] == ref.id.hex()]
+    assert (item["function"], item["state"], item["attempts"]) == ("whisper", "finished", 1)
+    assert item["worker_id"] in {w.worker_id.hex() for w in quiet.workers()}
+    assert 0 <= item["duration_s"] < LOG_TIMEOUT_S
+    table = _cli("list", "tasks", "--all", "--address", quiet.address, cwd=tmp_path)
+    assert table.stdout.splitlines()[0].split() == [
+        "TASK",
+        "FUNCTION",
+        "STATE",
+        "WORKER",
+        "DURATION",
+        "ERROR",
+    ]
+    # Without --all, only what runs or waits now: nothing.
+    now = _cli("list", "tasks", "--address", quiet.address, cwd=tmp_path)
+    assert "no tasks are running or queued" in now.stdout
