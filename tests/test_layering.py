@@ -16,6 +16,33 @@ A module may import from its own layer and the layers below it, never from a lay
 ``if TYPE_CHECKING:`` imports count too. Relative imports are resolved to absolute names
 first. A new private package or module (``actorgrid/_something``) must be given a layer in
 ``LAYERS`` below before this test passes.
+
+Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), lowest first; a
+module imports only modules of a lower row, never one of its own row or above, so no import
+circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
+
+    serialization signatures interrupt lineage restarts current blocking pulse
+    refs              ObjectRef, ObjectEntry; reach the runtime through current.py
+    handles           ActorHandle; likewise
+    records           what the runtime keeps of its calls and actors
+    peer              one link
+    portal headlink   thread hops; the link to the head
+    getting waiting   ag.get / ag.wait; calls that wait for a worker
+    links             Runtime, layer by layer: state, lifecycle, links, events
+    objects           put, fetch, get
+    tasks             submission, retries, results, cancels
+    actors            owned actors and their restarts
+    names             names, lookup, kill, send, ask
+    core              Runtime, current_runtime
+    context           a coroutine actor's Context
+    lanes             the executor's work items and queues
+    running           ExecutorTasks: tasks, cancel, interrupt
+    executor          Executor: hosting actors
+    remote api        @ag.remote and the module-level API
+
+A lower module that needs something of a higher one states it as a Protocol next to itself
+(``refs.RefOwner``, ``handles.CallerRuntime``, ``links.HostedExecutor``, ``pulse.Pulsed``).
+A new module in ``_runtime`` must be given its row here before this test passes.
 """
 
 from __future__ import annotations
@@ -41,6 +68,40 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("public", ("actorgrid", "actorgrid.testing")),
     ("cli", ("actorgrid.cli",)),
 ]
+
+# The modules of actorgrid._runtime by row, lowest first (see the module docstring).
+RUNTIME_ORDER: list[tuple[str, ...]] = [
+    (
+        "serialization",
+        "signatures",
+        "interrupt",
+        "lineage",
+        "restarts",
+        "current",
+        "blocking",
+        "pulse",
+    ),
+    ("refs",),
+    ("handles",),
+    ("records",),
+    ("peer",),
+    ("output",),
+    ("portal", "headlink"),
+    ("observe",),
+    ("getting", "waiting"),
+    ("links",),
+    ("objects",),
+    ("tasks",),
+    ("actors",),
+    ("names",),
+    ("core",),
+    ("context",),
+    ("lanes",),
+    ("running",),
+    ("executor",),
+    ("remote", "api"),
+]
+RUNTIME = "actorgrid._runtime"
 
 # Third-party and stdlib modules that mean I/O, which the sans-I/O layers must not touch.
 IO_MODULES = frozenset({"trio", "trio_websocket", "socket", "ssl", "selectors", "asyncio"})
@@ -147,6 +208,44 @@ def check_source(
     return problems
 
 
+def _runtime_row(module: str, order: list[tuple[str, ...]]) -> int | None:
+    """The row of ``module`` (a module of actorgrid._runtime, or a name inside one), or None."""
+    name = module[len(RUNTIME) + 1 :].split(".")[0]
+    return next((row for row, names in enumerate(order) if name in names), None)
+
+
+def check_runtime_order(
+    source: str,
+    module: str,
+    *,
+    path: str = "<string>",
+    order: list[tuple[str, ...]] = RUNTIME_ORDER,
+) -> list[str]:
+    """Every import of ``module`` (in actorgrid._runtime) that breaks ``order``, as readable
+    lines (empty: clean)."""
+    own = _runtime_row(module, order)
+    if own is None:
+        return [
+            f"{path}: module {module} has no row in RUNTIME_ORDER; add it in tests/"
+            "test_layering.py, above every _runtime module it imports"
+        ]
+    problems = []
+    for line, name, _ in _imported_names(ast.parse(source, path), module, False):
+        if not name.startswith(RUNTIME + "."):
+            continue
+        target = _runtime_row(name, order)
+        where = f"{path}:{line}: {module} (row {own}) imports {name}"
+        if target is None:
+            problems.append(f"{where}, which has no row in RUNTIME_ORDER")
+        elif target >= own:
+            kind = "its own row" if target == own else f"higher row {target}"
+            problems.append(
+                f"{where} from {kind}: inside _runtime imports only go to lower rows, so "
+                "no circle forms; state what you need as a Protocol in the lower module"
+            )
+    return problems
+
+
 def _module_name(path: Path) -> tuple[str, bool]:
     rel = path.relative_to(ROOT)
     package = SOURCE_DIRS[rel.parts[0]]
@@ -180,6 +279,23 @@ def test_imports_go_downward(path: Path) -> None:
     if problems:
         print("\n".join(problems))
     assert not problems, "layering violations:\n" + "\n".join(problems)
+
+
+RUNTIME_FILES = [p for p in SOURCE_FILES if p.parent == ROOT / "actorgrid" / "_runtime"]
+
+
+def test_runtime_order_lists_every_module_once() -> None:
+    listed = [name for row in RUNTIME_ORDER for name in row]
+    assert len(listed) == len(set(listed)), "a module is listed twice in RUNTIME_ORDER"
+    assert sorted(listed) == sorted(p.stem for p in RUNTIME_FILES)
+
+
+@pytest.mark.parametrize("path", RUNTIME_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_runtime_imports_go_down_the_order(path: Path) -> None:
+    module, _ = _module_name(path)
+    rel = path.relative_to(ROOT).as_posix()
+    problems = check_runtime_order(path.read_text("utf-8"), module, path=rel)
+    assert not problems, "import order violations inside _runtime:\n" + "\n".join(problems)
 
 
 # --- the checker itself -------------------------------------------------------------------
@@ -233,6 +349,46 @@ def test_checker_allows(source: str, module: str, is_package: bool) -> None:
 )
 def test_checker_catches(source: str, module: str, is_package: bool, expected: str) -> None:
     problems = check_source(source, module, is_package=is_package, path="synthetic.py")
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+    assert problems[0].startswith("synthetic.py")
+
+
+_ORDER = [("refs",), ("core", "other"), ("executor",)]
+
+
+@pytest.mark.parametrize(
+    ("source", "module"),
+    [
+        ("from .refs import ObjectRef", "actorgrid._runtime.core"),
+        ("from . import refs", "actorgrid._runtime.executor"),
+        ("import actorgrid._runtime.core", "actorgrid._runtime.executor"),
+        ("from .._protocol import codec\nimport trio", "actorgrid._runtime.refs"),
+    ],
+)
+def test_runtime_order_checker_allows(source: str, module: str) -> None:
+    assert check_runtime_order(source, module, order=_ORDER) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "expected"),
+    [
+        ("from .core import Runtime", "actorgrid._runtime.refs", "higher row 1"),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .core import Runtime",
+            "actorgrid._runtime.refs",
+            "higher row",
+        ),
+        ("def f():\n    from .executor import x", "actorgrid._runtime.core", "higher row 2"),
+        ("from . import other", "actorgrid._runtime.core", "its own row"),
+        ("from .core import Runtime", "actorgrid._runtime.core", "its own row"),
+        ("from actorgrid._runtime import executor", "actorgrid._runtime.refs", "higher row"),
+        ("from .newmod import x", "actorgrid._runtime.core", "no row in RUNTIME_ORDER"),
+        ("x = 1", "actorgrid._runtime.newmod", "has no row in RUNTIME_ORDER"),
+    ],
+)
+def test_runtime_order_checker_catches(source: str, module: str, expected: str) -> None:
+    problems = check_runtime_order(source, module, path="synthetic.py", order=_ORDER)
     assert len(problems) == 1, problems
     assert expected in problems[0]
     assert problems[0].startswith("synthetic.py")

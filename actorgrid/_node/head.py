@@ -137,7 +137,7 @@ class Head:
         self._worker_at: dict[str, Peer] = {}  # worker address -> its link
         self._event_subscribers: set[Peer] = set()
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
-        self._monitor = PulseMonitor(pulse_interval_s)
+        self._monitor: PulseMonitor[Peer] = PulseMonitor(pulse_interval_s)
         self._monitor.on_zombie.append(self._zombie)
         self._nursery: trio.Nursery | None = None
         self._errors = RateLimitedLog(log)

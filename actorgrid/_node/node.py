@@ -157,7 +157,7 @@ class NodeAgent:
         self.slots = [_Slot(i, self._policy) for i in range(num_workers)]
         self._by_worker: dict[WorkerId, _Slot] = {}
         self._pulses: FailureDetector[_Slot] = FailureDetector(pulse_interval_s)
-        self._monitor = PulseMonitor(pulse_interval_s)
+        self._monitor: PulseMonitor[Peer] = PulseMonitor(pulse_interval_s)
         self.head: Peer | None = None
         # Set when a slot gives up or every slot is in a crash loop (``ag.init`` waits on it).
         self.failure: str | None = None

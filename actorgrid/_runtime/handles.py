@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 import trio
 
 from .._exceptions import SerializationError
 from .._protocol.ids import ActorId, short
 from .._protocol.messages import ActorInfo, Payload
+from . import current
 from .refs import ObjectEntry, ObjectRef
 from .serialization import dumps_call
 from .signatures import MethodChecks
@@ -22,6 +23,32 @@ __all__ = ["ActorHandle", "ActorMethod"]
 T = TypeVar("T")
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _InLoop(Protocol):
+    def in_loop_thread(self) -> bool: ...
+
+
+class CallerRuntime(Protocol):
+    """What an actor method call needs of this process's runtime (``current.py``); Runtime is
+    one."""
+
+    @property
+    def portal(self) -> _InLoop: ...
+
+    def check_size(self, payload: Payload, label: str) -> None: ...
+
+    def new_entry(self, actor: ActorInfo | None = None) -> ObjectEntry: ...
+
+    def send_call_direct(
+        self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
+    ) -> bool: ...
+
+    def send_call(
+        self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
+    ) -> None: ...
+
+    def on_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
 
 
 class ActorHandle(Generic[T]):
@@ -172,9 +199,7 @@ class ActorMethod(Generic[P, R]):
         )
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
-        from .core import current_runtime
-
-        rt = current_runtime()
+        rt = cast("CallerRuntime", current.get())
         h = self._handle
         if h._checks is not None and (check := h._checks[self._name]) is not None:
             check.check(args, kwargs)

@@ -42,8 +42,8 @@ from .._scheduler.flow import ReceiveCredits, SendCredits
 if TYPE_CHECKING:
     from .._protocol.ids import ActorId, ObjectId
     from .._transport.base import FrameStream
-    from .core import Sent
     from .pulse import PulseMonitor
+    from .records import Sent
 
 __all__ = ["LoopbackPeer", "Peer", "PeerClosedError", "batch"]
 
@@ -120,7 +120,7 @@ class Peer:
         handler: Handler,
         *,
         local_hello: Hello,
-        monitor: PulseMonitor | None = None,
+        monitor: PulseMonitor[Peer] | None = None,
     ) -> None:
         self.address = address
         self._monitor = monitor

@@ -19,17 +19,14 @@ clock work is here, once per interval, O(open connections).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
-from .._protocol.messages import Pulse
+from .._protocol.messages import Message, Pulse
 from .._scheduler.liveness import ZOMBIE_AFTER_INTERVALS, FailureDetector
 
-if TYPE_CHECKING:
-    from .peer import Peer
-
-__all__ = ["DEFAULT_PULSE_INTERVAL_S", "STALLED_AFTER_INTERVALS", "PulseMonitor"]
+__all__ = ["DEFAULT_PULSE_INTERVAL_S", "STALLED_AFTER_INTERVALS", "PulseMonitor", "Pulsed"]
 
 # One second: a zombie is found within about 5 s, which is quick next to how long users wait
 # on a hung worker, while a loaded 2-core machine (GC pauses, a CPU-bound thread competing for
@@ -42,14 +39,35 @@ STALLED_AFTER_INTERVALS = 2
 _PULSE = Pulse()
 
 
-class PulseMonitor:
+class Pulsed(Protocol):
+    """What the monitor needs of a link (``peer.Peer``, which sits above this module)."""
+
+    heard: bool  # set by the link on every frame it reads, cleared here once per interval
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def address(self) -> str: ...
+
+    def send(self, message: Message) -> None: ...
+
+    def abort(self, reason: str) -> None: ...
+
+    def __hash__(self) -> int: ...
+
+
+L = TypeVar("L", bound=Pulsed)
+
+
+class PulseMonitor(Generic[L]):
     def __init__(self, interval_s: float = DEFAULT_PULSE_INTERVAL_S) -> None:
         if interval_s <= 0:
             raise ValueError(f"pulse_interval must be positive, not {interval_s}")
         self.interval_s = interval_s
-        self._detector: FailureDetector[Peer] = FailureDetector(interval_s)
-        self._peers: set[Peer] = set()
-        self.on_zombie: list[Callable[[Peer, str], None]] = []
+        self._detector: FailureDetector[L] = FailureDetector(interval_s)
+        self._peers: set[L] = set()
+        self.on_zombie: list[Callable[[L, str], None]] = []
         self._last_tick: float | None = None
 
     def __repr__(self) -> str:
@@ -59,12 +77,12 @@ class PulseMonitor:
     def timeout_s(self) -> float:
         return self._detector.timeout_s
 
-    def watch(self, peer: Peer) -> None:
+    def watch(self, peer: L) -> None:
         """Loop: ``peer`` is connected; expect pulses from it from now on."""
         self._peers.add(peer)
         self._detector.add(peer, trio.current_time())
 
-    def unwatch(self, peer: Peer) -> None:
+    def unwatch(self, peer: L) -> None:
         self._peers.discard(peer)
         self._detector.remove(peer)
 

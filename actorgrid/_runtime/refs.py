@@ -12,11 +12,12 @@ waiters, so under the GIL one side always sees the other.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from .._exceptions import NotInitializedError
 from .._protocol.ids import ObjectId, short
 from .._protocol.messages import ActorInfo, Payload
+from . import current
 from .serialization import loads, loads_error
 
 if TYPE_CHECKING:
@@ -31,6 +32,18 @@ PENDING, READY, FAILED = 0, 1, 2
 
 class Waiter(Protocol):
     def set(self) -> None: ...
+
+
+class RefOwner(Protocol):
+    """What a ref needs of this process's runtime (``current.py``); Runtime is one."""
+
+    async def get_async(self, refs: Any, timeout: float | None = None) -> Any: ...
+
+    def pin(self, entry: ObjectEntry) -> None: ...
+
+    def borrowed_entry(
+        self, object_id: ObjectId, owner: str, actor: ActorInfo | None
+    ) -> ObjectEntry: ...
 
 
 class ObjectEntry:
@@ -146,14 +159,10 @@ class ObjectRef(Generic[T]):
         return isinstance(other, ObjectRef) and other._id == self._id
 
     def __await__(self) -> Generator[Any, None, T]:
-        from .core import current_runtime
-
-        return current_runtime().get_async(self).__await__()
+        return cast("RefOwner", current.get()).get_async(self).__await__()
 
     def __reduce__(self) -> Any:
-        from .core import runtime_or_none
-
-        runtime = runtime_or_none()
+        runtime = cast("RefOwner | None", current.get_or_none())
         if runtime is not None:
             runtime.pin(self._entry)
         e = self._entry
@@ -161,9 +170,7 @@ class ObjectRef(Generic[T]):
 
 
 def _rebuild_ref(object_id: ObjectId, owner: str, actor: ActorInfo | None) -> ObjectRef[Any]:
-    from .core import runtime_or_none
-
-    runtime = runtime_or_none()
+    runtime = cast("RefOwner | None", current.get_or_none())
     if runtime is None:
         entry = ObjectEntry(object_id, owner, actor)
         entry.set_error(

@@ -11,9 +11,10 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from .context import Context
-from .core import OwnedActor, current_runtime
+from .core import current_runtime
 from .handles import ActorHandle
 from .lineage import current_task
+from .records import OwnedActor
 from .refs import ObjectRef
 from .serialization import dumps_call, dumps_code
 from .signatures import MethodChecks, call_check

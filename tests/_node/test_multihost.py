@@ -26,7 +26,6 @@ from hostlab import Hosts, not_zombie, read_json, tell
 PULSE_S = 0.2
 ZOMBIE_WINDOW_S = 5 * PULSE_S
 HEAD_PORT = 7411
-LINE_TIMEOUT_S = 60.0
 
 
 _TLS = """

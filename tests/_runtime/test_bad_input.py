@@ -21,7 +21,7 @@ from actorgrid._protocol.codec import encode
 from actorgrid._protocol.framing import frame_header
 from actorgrid._protocol.ids import new_node_id, new_object_id, new_worker_id
 from actorgrid._protocol.messages import Hello, ObjectValue, Payload, RegisterWorker, WorkerInfo
-from actorgrid._runtime.core import _object_value
+from actorgrid._runtime.objects import _object_value
 from actorgrid._runtime.refs import ObjectEntry
 from actorgrid._runtime.serialization import loads_error
 from actorgrid._transport.tcp import open_tcp_frame_stream, split_address

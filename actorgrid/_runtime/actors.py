@@ -1,0 +1,229 @@
+"""The actors this process owns: creating them, calling them, restarting them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .._exceptions import ActorDiedError, ActorgridError
+from .._protocol.ids import new_actor_id
+from .._protocol.messages import (
+    ActorInfo,
+    AdoptActor,
+    CallActor,
+    CreateActor,
+    Event,
+    NameReply,
+    OwnActor,
+    Payload,
+    RegisterName,
+)
+from .._scheduler.names import DEFAULT_NAMESPACE
+from .._scheduler.placement import NoWorkerError
+from .links import log
+from .records import CREATE, OwnedActor, Sent, _call_sent, _describe
+from .refs import ObjectEntry
+from .tasks import RuntimeTasks
+
+if TYPE_CHECKING:
+    from .handles import ActorHandle
+
+
+class RuntimeActors(RuntimeTasks):
+    """Owned actors and their restarts."""
+
+    async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
+        """Loop: place a dead actor again (same id and name, new address), waiting for a
+        worker if none fits; None if its name was taken meanwhile or the head is away."""
+        worker = await self.waiting.worker_for_actor(0.0)
+        left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
+        info = attrs.evolve(old, address=worker.address, max_restarts=left)
+        if info.name:
+            try:
+                reply = await self.head_request(lambda rid: RegisterName(rid, info, False))
+            except ActorgridError:
+                return None
+            assert isinstance(reply, NameReply)
+            if reply.error is not None:
+                log.warning("actor %s not restarted: %s", _describe(old), reply.error)
+                return None
+            self.names[(info.namespace or DEFAULT_NAMESPACE, info.name)] = info
+        self.publish(
+            Event(
+                "actor_restarted",
+                time.time(),
+                worker_id=worker.worker_id,
+                node_id=worker.node_id,
+                detail=f"actor {_describe(old)} restarted on {worker.address} after: {why}",
+            )
+        )
+        return info
+
+    def _restart_owned_at(self, address: str, why: str) -> None:
+        """Start again the restartable class actors this process created at ``address``;
+        those with no restarts left are forgotten."""
+        for actor_id in self.owned_at.pop(address, set()):
+            owned = self.owned.get(actor_id)
+            if owned is None:
+                continue
+            if owned.info.max_restarts == 0 or self._closing:
+                del self.owned[actor_id]
+                if not self._closing:
+                    self._actor_died(owned.info, f"no restarts left; {why}")
+                continue
+            for handle in list(owned.handles):
+                handle._unresolve()
+            self.nursery.start_soon(self._restart_class_actor, owned, why)
+
+    async def _restart_class_actor(self, owned: OwnedActor, why: str) -> None:
+        old = owned.info
+        info = await self._new_incarnation(old, why)
+        if info is None:
+            self.owned.pop(old.actor_id, None)
+            self._actor_died(old, f"it could not be restarted; {why}")
+            error = ActorDiedError(f"actor {_describe(old)} died and could not be restarted: {why}")
+            for handle in list(owned.handles):
+                handle._fail(error)
+            for entry, *_ in owned.resend:
+                entry.set_error(error)
+            owned.resend.clear()
+            return
+        owned.info = info
+        self.send_create(
+            self.new_entry(), info, owned.class_id, owned.blob, owned.payload, owned.max_concurrency
+        )
+        for entry, method, payload, retries in owned.resend:
+            self._send_call_info(info, entry, method, payload, retries)
+        owned.resend.clear()
+        for handle in list(owned.handles):
+            handle._resolve(info, self.send_call)
+
+    def _actor_died(self, info: ActorInfo, why: str) -> None:
+        self.publish(Event("actor_died", time.time(), detail=f"actor {_describe(info)}: {why}"))
+
+    def own(self, handle: ActorHandle[Any], owned: OwnedActor) -> None:
+        """Any thread: remember how to restart a restartable actor this process creates."""
+        owned.handles.add(handle)
+        self.owned[owned.info.actor_id] = owned
+
+    def send_create(
+        self,
+        entry: ObjectEntry,
+        info: ActorInfo,
+        class_id: bytes,
+        blob: Callable[[], bytes],
+        payload: Payload,
+        max_concurrency: int,
+    ) -> None:
+        peer = self.peer_for(info.address)
+        code = None
+        if class_id not in peer.sent_code:
+            code = blob()
+            peer.sent_code.add(class_id)
+        if info.actor_id in self.owned:
+            self.owned_at.setdefault(info.address, set()).add(info.actor_id)
+        self._register_owned(info)
+        create = CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency)
+        head = self.head
+        if info.detached and info.max_restarts != 0 and head is not None:
+            # The head restarts it, whoever is left: it needs the class code every time.
+            head.send(AdoptActor(attrs.evolve(create, cls=code if code is not None else blob())))
+        peer.inflight[entry.object_id] = Sent(entry, CREATE, actor=info)
+        peer.send(create)
+
+    def _register_owned(self, info: ActorInfo) -> None:
+        """Loop: tell the head that ``info`` (about to be created) is this process's, so it
+        ends when this process does; written out before the creation is, so that a creator
+        killed in between leaves no actor the head does not know of."""
+        head = self.head
+        if head is not None and not info.detached:
+            head.send(OwnActor(info.actor_id, info.address))
+            head.flush()
+
+    def send_call_direct(
+        self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
+    ) -> bool:
+        """Any thread: send a method call straight from this thread, if that keeps order.
+
+        Only for a lone call (nothing in flight to that worker): it saves the hop onto the
+        loop, which is most of a round trip. False: nothing was sent; use ``send_call``.
+        """
+        info = handle._info
+        if info is None or handle._queued or not self.portal.idle():
+            return False
+        peer = self.peers.get(info.address)
+        if peer is None or peer.closed or peer.inflight:
+            # Calls already in flight mean a burst: leave batching to the loop.
+            return False
+        peer.inflight[entry.object_id] = _call_sent(entry, info, method, payload)
+        entry.where = peer
+        wid = self._worker_at.get(info.address)
+        self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
+        if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload)):
+            if peer.closed:
+                # Closed meanwhile: the close may have missed this entry; the loop checks.
+                self.on_loop(self._missed_by_close, peer, entry.object_id)
+            return True
+        peer.inflight.pop(entry.object_id, None)
+        entry.where = None
+        return False
+
+    def send_call(
+        self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
+    ) -> None:
+        """Loop: send a method call, or queue it on the handle until the actor is placed."""
+        info = handle._info
+        if info is None:
+            handle._queued.append((entry, method, payload))
+            return
+        self._send_call_info(info, entry, method, payload, info.max_task_retries)
+
+    def _send_call_info(
+        self, info: ActorInfo, entry: ObjectEntry, method: str, payload: Payload, retries: int
+    ) -> None:
+        peer = self.peer_for(info.address)
+        sent = _call_sent(entry, info, method, payload)
+        sent.retries = retries
+        peer.inflight[entry.object_id] = sent
+        entry.where = peer
+        wid = self._worker_at.get(info.address)
+        self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
+        peer.send(CallActor(entry.object_id, info.actor_id, method, payload))
+
+    def new_actor_info(
+        self,
+        kind: str,
+        label: str,
+        num_cpus: float,
+        name: str | None,
+        namespace: str | None,
+        methods: tuple[str, ...] = (),
+        *,
+        max_restarts: int = 0,
+        max_task_retries: int = 0,
+        detached: bool = False,
+        mailbox_size: int = 0,
+    ) -> ActorInfo:
+        """Any thread: place a new actor and describe it. Its address is "" when no worker
+        fits now: ``place_actor`` waits for one."""
+        try:
+            address = self.placement.choose_for_actor(num_cpus).address
+        except NoWorkerError:
+            address = ""
+        ns = (namespace or DEFAULT_NAMESPACE) if name else namespace
+        return ActorInfo(
+            new_actor_id(),
+            address,
+            kind,
+            label,
+            name,
+            ns,
+            methods,
+            max_restarts,
+            max_task_retries,
+            detached,
+            mailbox_size,
+        )

@@ -1,0 +1,560 @@
+"""The runtime's base: its state, its lifecycle, and its links to peers and the head.
+
+The rest of Runtime is layered on this class, one module per responsibility (lowest first):
+links, objects, tasks, actors, names, core. See core.py for the whole picture."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sized
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from .._exceptions import (
+    ActorDiedError,
+    ActorgridError,
+    NotInitializedError,
+    ProtocolError,
+    TaskCancelledError,
+    WorkerDiedError,
+)
+from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
+from .._protocol.ids import ObjectId, WorkerId, short
+from .._protocol.messages import (
+    ActorEnded,
+    ActorInfo,
+    Credit,
+    DeliveryFailed,
+    Event,
+    EventHistory,
+    FetchObject,
+    Hello,
+    Membership,
+    Message,
+    Payload,
+    Shutdown,
+    SubscribeEvents,
+    SubscribeMembership,
+    TaskResult,
+    WorkerInfo,
+    WorkerJoined,
+    WorkerLeft,
+    WorkerState,
+)
+from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
+from .._scheduler.placement import Placement
+from .._scheduler.tasktree import TaskTree
+from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
+from .._transport.tls import TLSConfig
+from .headlink import EventFeed, HeadLink
+from .observe import Observer
+from .peer import LoopbackPeer, Peer
+from .portal import Portal, ThreadPool
+from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
+from .records import CALL, OwnedActor, Sent, TaskSpec, _describe
+from .refs import PENDING, ObjectEntry
+from .waiting import WorkerWait
+
+if TYPE_CHECKING:
+    from .._transport.base import FrameStream
+
+log = logging.getLogger("actorgrid.runtime")
+
+# A dial (TCP connect and handshake) gives up after this many pulse intervals, at least
+# DIAL_TIMEOUT_MIN_S: an address that never answers (a stopped or cut-off host) fails its
+# calls over in seconds, not after the kernel's connect timeout (about 2 minutes).
+DIAL_TIMEOUT_INTERVALS = 3
+DIAL_TIMEOUT_MIN_S = 2.0
+# How long a request to the head waits for a lost head link to come back before failing.
+HEAD_WAIT_S = 10.0
+# ObjectEntry.where of a call that waits for a worker (in Runtime.waiting).
+WAITING = "waiting for a worker"
+# ag.kill waits at most this long for the head to free the killed actor's name.
+FREE_NAME_TIMEOUT_S = 5.0
+
+
+class _Load(Protocol):
+    @property
+    def total(self) -> float: ...
+
+    @property
+    def free(self) -> float: ...
+
+    @property
+    def items(self) -> Sized: ...
+
+
+class HostedExecutor(Protocol):
+    """What the runtime needs of the executor a worker hosts (``executor.Executor``, which sits
+    above the runtime's modules: it runs the calls the runtime receives)."""
+
+    @property
+    def queue(self) -> _Load: ...
+
+    def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]: ...
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+    def caller_gone(self, peer: Peer) -> None: ...
+
+
+class RuntimeLinks:
+    """State, lifecycle and peer links of the per-process runtime."""
+
+    # Defined by the layers above (objects, tasks, actors, names), which this class's message
+    # handlers and failover call; declared here so that each layer type-checks on its own.
+    _on_fetch: Callable[[Peer, FetchObject], None]
+    _on_result: Callable[[Peer, TaskResult], None]
+    _on_actor_ended: Callable[[Peer, ActorEnded], None]
+    _send_spec: Callable[[ObjectEntry, TaskSpec], None]
+    _retry_task: Callable[..., None]
+    _restart_coroutine_actor: Callable[[ObjectEntry, TaskSpec, str], None]
+    _restart_owned_at: Callable[[str, str], None]
+    _send_call_info: Callable[[ActorInfo, ObjectEntry, str, Payload, int], None]
+    _register_owned: Callable[[ActorInfo], None]
+    _new_incarnation: Callable[[ActorInfo, str], Awaitable[ActorInfo | None]]
+    _wait_blocking: Callable[[threading.Event, float | None], bool]
+    interrupt_all: Callable[[], None]
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        secret: bytes,
+        head_address: str | None,
+        host: str = "127.0.0.1",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
+        tls: TLSConfig | None = None,
+        pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    ) -> None:
+        self.kind = kind
+        self.tls = tls
+        self.monitor: PulseMonitor[Peer] = PulseMonitor(pulse_interval_s)
+        self.owned: dict[bytes, OwnedActor] = {}
+        self.owned_at: dict[str, set[bytes]] = {}
+        self.children = TaskTree()  # the tasks this process's running tasks started
+        self._closing = False
+        self.event_feed = EventFeed()
+        self.secret = secret
+        self.head_address = head_address
+        self.host = host
+        self.max_message_bytes = max_message_bytes
+        self.address = ""
+        self.placement = Placement()
+        # Calls that wait for a worker that fits: each is a callable that places it now.
+        self.waiting = WorkerWait(
+            self.placement,
+            pending_warning_s,
+            events=self.event_feed,
+            subscribe_events=functools.partial(self.subscribe_events, None),
+            head_lost=self.head_lost,
+        )
+        self.dial_timeout_s = max(DIAL_TIMEOUT_INTERVALS * pulse_interval_s, DIAL_TIMEOUT_MIN_S)
+        self.peers: dict[str, Peer] = {}
+        self.headlink: HeadLink | None = None
+        self.objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry] = (
+            weakref.WeakValueDictionary()
+        )
+        self.pinned: dict[ObjectId, ObjectEntry] = {}
+        self.names: dict[tuple[str, str], ActorInfo] = {}
+        # Bumped when the head says named actors ended: a name reply that was in flight
+        # meanwhile may be older than that news, so it is used but not cached.
+        self._names_epoch = 0
+        self.executor: HostedExecutor | None = None
+        # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
+        self.undelivered = 0
+        self.membership_changed = trio.Event()
+        self._worker_at: dict[str, WorkerId] = {}
+        self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
+            TaskResult: self._on_result,
+            FetchObject: self._on_fetch,
+            DeliveryFailed: self._on_delivery_failed,
+            Credit: self._on_credit,
+            ActorEnded: self._on_actor_ended,
+            WorkerJoined: self._on_worker_joined,
+            WorkerLeft: self._on_worker_left,
+            WorkerState: self._on_worker_state,
+            Event: self._on_event,
+            Shutdown: self._on_shutdown,
+        }
+        self.observe = Observer()  # task events, timeline spans, worker output shown here
+        self._handlers.update(self.observe.handlers(self.event_feed))
+        self.on_shutdown: Callable[[str], None] | None = None
+        self._nursery: trio.Nursery | None = None
+        self.portal: Portal
+        self.pool: ThreadPool
+
+    def __repr__(self) -> str:
+        return (
+            f"<Runtime {self.kind}@{self.address} workers={len(self.placement)} "
+            f"peers={len(self.peers)} objects={len(self.objects)}>"
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, connect to the head, learn the membership; run until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.portal = Portal(trio.lowlevel.current_trio_token())
+            self.waiting.start(nursery)
+            self.pool = ThreadPool(self.portal)
+            await nursery.start(self.monitor.serve)
+            try:
+                self.address = await nursery.start(
+                    functools.partial(
+                        serve_tcp_frame_streams,
+                        self._accept,
+                        self.host,
+                        0,
+                        self.secret,
+                        max_message_bytes=self.max_message_bytes,
+                        tls=self.tls,
+                    )
+                )
+                self.hello = Hello(self.kind, self.address, os.getpid())
+                loopback = LoopbackPeer(self.address, self._handle, local_hello=self.hello)
+                self.peers[self.address] = loopback
+                nursery.start_soon(loopback.run_loopback)
+                if self.executor is not None:
+                    self._handlers.update(self.executor.handlers())
+                    await nursery.start(self.executor.serve)
+                if self.head_address is not None:
+                    self.headlink = HeadLink(
+                        self.head_address,
+                        dial=functools.partial(self._open_stream, self.head_address),
+                        make_peer=self._head_peer,
+                        on_connected=self._on_head_connected,
+                        wait_s=HEAD_WAIT_S,
+                    )
+                    await nursery.start(self.headlink.serve)
+                    nursery.start_soon(self.observe.serve, self.headlink.send)
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self.pool.close()
+
+    @property
+    def head(self) -> Peer | None:
+        """The link to the head now (None before the first connection, or with no head)."""
+        return self.headlink.peer if self.headlink is not None else None
+
+    def _head_peer(self) -> Peer:
+        assert self.head_address is not None
+        return Peer(self.head_address, self._handle, local_hello=self.hello, monitor=self.monitor)
+
+    async def _on_head_connected(self, head: Peer) -> None:
+        """Loop: a new link to the head, before it is used: learn the membership (afresh
+        after a reconnection: workers that left meanwhile are dropped) and subscribe again
+        to what this process was subscribed to."""
+        reply = await head.request(SubscribeMembership)
+        assert isinstance(reply, Membership)
+        listed = {info.worker_id for info in reply.workers}
+        for wid, info in list(self.placement.workers.items()):  # O(workers), per connection
+            if wid not in listed:
+                self.placement.remove(wid)
+                self._worker_at.pop(info.address, None)
+            else:
+                self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
+        for info in reply.workers:
+            self._add_worker(info)
+        self.observe.on_head_connected(head)
+        if self.event_feed.subscribed:
+            history = await head.request(SubscribeEvents)
+            assert isinstance(history, EventHistory)
+            self.event_feed.merge_history(history.events)
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise NotInitializedError("the actorgrid runtime is not running")
+        return self._nursery
+
+    def on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Any thread: run ``fn(*args)`` on the loop, now if we are on it, else soon."""
+        if self.portal.in_loop_thread():
+            fn(*args)
+        else:
+            self.portal.call_soon(fn, *args)
+
+    # --- peers ---------------------------------------------------------------------------------
+
+    def peer_for(self, address: str) -> Peer:
+        """The outbound peer for ``address``, dialling it in the background if needed."""
+        peer = self.peers.get(address)
+        if peer is None or peer.closed:
+            peer = Peer(address, self._handle, local_hello=self.hello, monitor=self.monitor)
+            peer.wake_threadsafe = self._waker(peer)
+            peer.on_closed.append(self._peer_closed)
+            self.peers[address] = peer
+            self.nursery.start_soon(self._dial, peer)
+        return peer
+
+    async def _open_stream(self, address: str) -> FrameStream:
+        """Connect and shake hands within the dial timeout (past it: TimeoutError)."""
+        with trio.move_on_after(self.dial_timeout_s):
+            return await open_tcp_frame_stream(
+                address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
+            )
+        raise TimeoutError(
+            f"could not connect to {address} within {self.dial_timeout_s:g} s: the process "
+            "there is hung, stopped or cut off"
+        )
+
+    async def _dial(self, peer: Peer) -> None:
+        try:
+            stream = await self._open_stream(peer.address)
+        except TimeoutError as exc:
+            peer.close(str(exc))
+            return
+        except (OSError, ActorgridError) as exc:
+            peer.close(f"could not connect: {exc}")
+            return
+        if peer.closed:  # given up on while dialling (its worker left the cluster)
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            return
+        await peer.run(stream)
+
+    async def _accept(self, stream: TcpFrameStream) -> None:
+        peer = Peer(stream.peer, self._handle, local_hello=self.hello, monitor=self.monitor)
+        peer.wake_threadsafe = self._waker(peer)
+        if self.executor is not None:
+            peer.on_closed.append(self.executor.caller_gone)
+        await peer.run(stream)
+
+    def _waker(self, peer: Peer) -> Callable[[], None]:
+        return lambda: self.portal.call_soon(peer.flush)
+
+    def _handle(self, peer: Peer, message: Message) -> Any:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise ProtocolError(
+                f"{type(message).__name__} is not a message a {self.kind} accepts; "
+                "closing the connection"
+            )
+        return handler(peer, message)
+
+    def _peer_closed(self, peer: Peer) -> None:
+        if self.peers.get(peer.address) is peer:
+            del self.peers[peer.address]
+        inflight, peer.inflight = peer.inflight, {}
+        wid = self._worker_at.get(peer.address)
+        lost = not self._closing and peer.address != self.address
+        if lost and wid is not None and (inflight or peer.address in self.owned_at):
+            # The link to a worker died under calls: it is dead to us (the head confirms).
+            self.placement.remove(wid)
+        why = f"the worker at {peer.address} went away before answering ({peer.close_reason})"
+        if lost:
+            self._restart_owned_at(peer.address, why)
+        else:
+            why = f"the call was abandoned: {peer.close_reason}"
+        retried = 0
+        for sent in list(inflight.values()):
+            if sent.counted and wid is not None:
+                self.placement.finished(wid)
+            if sent.entry.state != PENDING:
+                continue
+            spec = sent.spec
+            if lost and not peer.connected and spec and spec.actor is None and not sent.cancelled:
+                # Never written to a socket, so it never ran: place it again, and it spends
+                # no retry (a dead worker still listed is not the task's fault).
+                self._send_spec(sent.entry, spec)
+                retried += 1
+                continue
+            retried += self._lost(sent, why, lost=lost)
+        if retried:
+            self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
+
+    def _missed_by_close(self, peer: Peer, object_id: ObjectId) -> None:
+        """Loop: a call was put in flight on ``peer`` as it closed, after the close had
+        handled what was in flight: handle it the same way now."""
+        sent = peer.inflight.pop(object_id, None)
+        if sent is not None and sent.entry.state == PENDING:
+            why = f"the worker at {peer.address} went away ({peer.close_reason})"
+            self._lost(sent, why, lost=not self._closing)
+
+    def _lost(self, sent: Sent, why: str, *, lost: bool) -> bool:
+        """A call's link died before its answer (``lost``: the peer died, rather than this
+        process stopping): retry it (True), restart its actor, re-send it to its restarted
+        actor, or fail it."""
+        entry, spec, actor = sent.entry, sent.spec, sent.actor
+        if sent.cancelled:
+            entry.set_error(TaskCancelledError(f"the call was cancelled, and then {why}"))
+        elif spec is not None and spec.actor is None:
+            if spec.retries != 0 and not self._closing:
+                self._retry_task(entry, spec, why, report=False)
+                return True
+            else:
+                entry.set_error(WorkerDiedError(why))
+        elif spec is not None and spec.actor is not None:
+            if spec.actor.max_restarts != 0 and not self._closing:
+                self._restart_coroutine_actor(entry, spec, why)
+            else:
+                entry.set_error(ActorDiedError(f"actor {_describe(spec.actor)} died: {why}"))
+        elif (
+            lost
+            and actor is not None
+            and (owned := self.owned.get(actor.actor_id)) is not None
+            and sent.kind == CALL
+            and sent.retries
+        ):
+            # The owner restarts this actor (the link's close started it): send the call to
+            # the new incarnation, now if it exists, else once it does.
+            assert sent.payload is not None
+            retry = (entry, sent.method, sent.payload, sent.retries - 1)
+            if owned.info.address != actor.address:
+                self._send_call_info(owned.info, *retry)
+            else:
+                owned.resend.append(retry)
+        else:
+            label = _describe(actor) if actor is not None else "the actor"
+            entry.set_error(ActorDiedError(f"actor {label} died: {why}"))
+        return False
+
+    # --- membership ----------------------------------------------------------------------------
+
+    def _add_worker(self, info: WorkerInfo) -> None:
+        self.placement.add(info)
+        self._worker_at[info.address] = info.worker_id
+        if info.address == self.address and self.executor is not None:
+            queue = self.executor.queue
+            self.placement.local = info.worker_id
+            self.placement.local_load = lambda: queue.total - queue.free + len(queue.items)
+        if info.worker_id not in self.placement.suspended:
+            self.waiting.worker_available(info.num_cpus)
+        self.membership_changed.set()
+        self.membership_changed = trio.Event()
+
+    def _on_worker_joined(self, peer: Peer, msg: WorkerJoined) -> None:
+        self._add_worker(msg.worker)
+
+    def _on_worker_left(self, peer: Peer, msg: WorkerLeft) -> None:
+        info = self.placement.workers.get(msg.worker_id)
+        self.placement.remove(msg.worker_id)
+        if info is not None:
+            link = self.peers.get(info.address)
+            if link is not None and info.address != self.address:
+                # The head declared it dead: what is in flight there fails over now, rather
+                # than when the link or a dial to it gives up.
+                reason = f"the head declared the worker dead: {msg.reason}"
+                if link.connected:
+                    self.nursery.start_soon(self._abort_soon, link, reason)
+                else:
+                    link.abort(reason)
+            self._worker_at.pop(info.address, None)
+            for key in [k for k, a in self.names.items() if a.address == info.address]:
+                del self.names[key]
+            self._names_epoch += 1
+        self.membership_changed.set()
+        self.membership_changed = trio.Event()
+
+    async def _abort_soon(self, link: Peer, reason: str) -> None:
+        # A worker that exited after its last answers (closed, drained) may have them still
+        # on their way on this link, which the head's news overtook: they are read first.
+        # A dead process's link closes by itself; a silent one is dropped after this.
+        await trio.sleep(self.monitor.interval_s)
+        if not link.closed:
+            link.abort(reason)
+
+    def _on_worker_state(self, peer: Peer, msg: WorkerState) -> None:
+        self.placement.set_suspended(msg.worker_id, msg.suspended)
+        info = self.placement.workers.get(msg.worker_id)
+        if info is not None and not msg.suspended:
+            self.waiting.worker_available(info.num_cpus)
+
+    def _on_shutdown(self, peer: Peer, msg: Shutdown) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown(msg.reason)
+
+    def closing(self) -> None:
+        """This process is leaving the cluster: lost links no longer retry, restart or
+        reconnect."""
+        self._closing = True
+        self.observe.close()
+        if self.headlink is not None:
+            self.headlink.close()
+
+    async def wait_for_workers(self, n: int) -> None:
+        while len(self.placement) < n:
+            await self.membership_changed.wait()
+
+    # --- objects -------------------------------------------------------------------------------
+
+    def head_lost(self) -> str | None:
+        """What happened to the link to the head while it is being reconnected, else None."""
+        return self.headlink.lost if self.headlink is not None else None
+
+    def _link(self) -> HeadLink:
+        if self.headlink is None:
+            raise NotInitializedError(
+                "this process is not connected to a cluster head, so names are unavailable"
+            )
+        return self.headlink
+
+    def forget_actor(self, actor_id: bytes) -> None:
+        for key in [k for k, a in self.names.items() if a.actor_id == actor_id]:
+            del self.names[key]
+
+    async def head_request(self, make: Callable[[int], Message]) -> Message:
+        """Loop: ask the head, waiting a while for a lost head link to come back."""
+        return await self._link().request(make)
+
+    def publish(self, event: Event) -> None:
+        """Loop: report an event to the head, which forwards it to every subscriber."""
+        if self.headlink is not None:
+            self.headlink.send(event)
+
+    async def subscribe_events(self, listener: Callable[[Event], None] | None) -> list[Event]:
+        """Loop: add ``listener`` for new events; the events known so far."""
+        feed = self.event_feed
+        if not feed.subscribed:
+            feed.subscribed = True  # a link made meanwhile subscribes too
+            try:
+                reply = await self.head_request(SubscribeEvents)
+            except BaseException:
+                feed.subscribed = False
+                raise
+            assert isinstance(reply, EventHistory)
+            feed.merge_history(reply.events)
+        if listener is not None:
+            feed.listeners.append(listener)
+        return feed.recent()
+
+    def unsubscribe_events(self, listener: Callable[[Event], None]) -> None:
+        try:
+            self.event_feed.listeners.remove(listener)
+        except ValueError:
+            pass
+
+    def _on_event(self, peer: Peer, event: Event) -> None:
+        self.event_feed.push(event)
+
+    def _on_delivery_failed(self, peer: Peer, msg: DeliveryFailed) -> None:
+        # A fire-and-forget message found its actor gone: counted, and reported as an event
+        # (Cluster.events(), kind "message_undelivered") as well as logged.
+        self.forget_actor(msg.actor_id)
+        self.undelivered += 1
+        detail = f"a message to actor {short(msg.actor_id)} was not delivered: {msg.reason}"
+        log.warning("%s", detail)
+        self.publish(Event("message_undelivered", time.time(), pid=os.getpid(), detail=detail))
+
+    def _on_credit(self, peer: Peer, msg: Credit) -> None:
+        peer.send_credits.grant(msg.actor_id, msg.n)
+        lot = peer.credit_waiters.get(msg.actor_id)
+        if lot is not None:
+            # As many as the credits: waking every sender of a busy actor (thousands, when
+            # all ack one clock) for each grant would cost O(senders) per grant. A woken
+            # sender that finds the credit taken parks again, and a later grant wakes it.
+            lot.unpark(count=msg.n)
+            if not lot:
+                del peer.credit_waiters[msg.actor_id]

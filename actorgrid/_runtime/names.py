@@ -1,0 +1,202 @@
+"""Names and lookup, kill, send and ask: reaching actors by handle or by name."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import trio
+
+from .._exceptions import ActorDiedError, ActorgridError, GetTimeoutError, NameNotFoundError
+from .._protocol.ids import ActorId
+from .._protocol.messages import (
+    Ack,
+    ActorEnded,
+    ActorInfo,
+    AskReply,
+    Credit,
+    Deliver,
+    KillActor,
+    LookupName,
+    NameReply,
+    RegisterName,
+)
+from .._scheduler.names import DEFAULT_NAMESPACE
+from .actors import RuntimeActors
+from .links import FREE_NAME_TIMEOUT_S
+from .peer import Peer, PeerClosedError
+from .records import _describe
+from .refs import PENDING, ObjectRef
+from .serialization import dumps, loads, loads_error
+
+
+class RuntimeNames(RuntimeActors):
+    """Names, lookup, kill, send and ask."""
+
+    def register_name_nowait(self, info: ActorInfo, get_if_exists: bool) -> Any:
+        """Loop: queue the name claim now (ordered before anything sent after it)."""
+        head = self._link().up()
+        pending = head.request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
+        return head, pending, self._names_epoch
+
+    async def finish_register(self, pending: Any) -> ActorInfo:
+        """Loop: wait for a name claim; the actor now holding the name (ours or existing)."""
+        head, request, epoch = pending
+        try:
+            reply = await head.wait_reply(request)
+        except PeerClosedError as exc:
+            raise ActorgridError(
+                f"the cluster head went away before it answered a name registration: {exc}; "
+                "try again once it is back"
+            ) from None
+        assert isinstance(reply, NameReply)
+        if reply.error is not None:
+            raise ValueError(reply.error)
+        assert reply.actor is not None
+        if reply.actor.name:
+            key = (reply.actor.namespace or DEFAULT_NAMESPACE, reply.actor.name)
+            self._cache_name(key, reply.actor, epoch)
+        return reply.actor
+
+    async def lookup(self, name: str, namespace: str | None, *, cached: bool) -> ActorInfo:
+        key = (namespace or DEFAULT_NAMESPACE, name)
+        if cached and key in self.names:
+            return self.names[key]
+        epoch = self._names_epoch
+        reply = await self.head_request(lambda rid: LookupName(rid, name, key[0]))
+        assert isinstance(reply, NameReply)
+        if reply.actor is None:
+            raise NameNotFoundError(
+                f"no live actor is named {name!r} in namespace {key[0]!r}: it was never "
+                "created, it has ended, or it lives in another namespace (pass namespace=)"
+            )
+        self._cache_name(key, reply.actor, epoch)
+        return reply.actor
+
+    def _cache_name(self, key: tuple[str, str], info: ActorInfo, epoch: int) -> None:
+        if self._names_epoch == epoch:
+            self.names[key] = info
+
+    def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
+        # From the head: a named actor this process looked up or registered has ended.
+        self._names_epoch += 1
+        self.forget_actor(msg.actor_id)
+        if msg.rid:
+            peer.send(Ack(msg.rid))
+
+    async def kill(self, info: ActorInfo) -> None:
+        peer = self.peer_for(info.address)
+        try:
+            await peer.request(lambda rid: KillActor(rid, info.actor_id))
+        except PeerClosedError:
+            pass  # its worker is gone, and the actor with it
+        self.forget_actor(info.actor_id)
+        if info.name and self.head is not None and not self.head.closed:
+            # Its name may name an actor that was never created (its creator died first):
+            # then no worker frees it, so the killer does. Freeing a free name does nothing.
+            with trio.move_on_after(FREE_NAME_TIMEOUT_S):
+                try:
+                    await self.head.request(lambda rid: ActorEnded(rid, info.actor_id, "killed"))
+                except PeerClosedError:
+                    pass
+
+    # --- mailboxes -----------------------------------------------------------------------------
+
+    async def resolve_target(self, target: Any) -> ActorInfo:
+        from .handles import ActorHandle
+
+        if isinstance(target, str):
+            info = await self.lookup(target, None, cached=True)
+        elif isinstance(target, ActorHandle):
+            info = await target._wait_info()
+        elif isinstance(target, ObjectRef):
+            if target._entry.actor is None:
+                raise TypeError(
+                    f"{target!r} is not the ref of a remote coroutine actor, so it has no "
+                    "mailbox; send to a name, an actor handle or such a ref"
+                )
+            info = target._entry.actor
+            while not info.address and target._entry.state == PENDING:
+                # The actor waits for a worker (Runtime.waiting); a poll, since this is rare
+                # and its placement may still have its name to register.
+                await trio.sleep(0.05)
+                info = target._entry.actor
+        elif isinstance(target, ActorInfo):
+            info = target
+        else:
+            raise TypeError(
+                f"cannot send to {type(target).__name__}: a target is an actor name, an "
+                "ActorHandle, or the ObjectRef of a remote coroutine actor"
+            )
+        if info.kind != "coroutine":
+            raise TypeError(
+                f"the {info.label} actor is a class actor, which has no mailbox: call its "
+                "methods (handle.method.remote()); remote coroutines taking an ag.Context "
+                "receive messages"
+            )
+        return info
+
+    async def send(self, target: Any, message: Any) -> None:
+        info = self.names.get((DEFAULT_NAMESPACE, target)) if isinstance(target, str) else None
+        if info is None or info.kind != "coroutine":
+            info = await self.resolve_target(target)
+        payload = dumps(message)
+        self.check_size(payload, "send()")
+        peer = self.peer_for(info.address)
+        try:
+            if not peer.send_credits.try_take(info.actor_id):
+                await _wait_credit(peer, info.actor_id)
+            try:
+                await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
+            except BaseException:
+                # Not queued (send_wait raises only before it queues): the credit goes back.
+                self._on_credit(peer, Credit(info.actor_id, 1))
+                raise
+        except PeerClosedError as exc:
+            self.forget_actor(info.actor_id)
+            raise ActorDiedError(f"cannot deliver to actor {_describe(info)}: {exc}") from None
+
+    async def ask(self, target: Any, message: Any, timeout: float | None) -> Any:
+        info = await self.resolve_target(target)
+        payload = dumps(message)
+        self.check_size(payload, "ask()")
+        peer = self.peer_for(info.address)
+        start = time.monotonic()
+        try:
+            with trio.fail_after(float("inf") if timeout is None else timeout):
+                if not peer.send_credits.try_take(info.actor_id):
+                    await _wait_credit(peer, info.actor_id)
+                reply = await peer.request(lambda rid: Deliver(rid, info.actor_id, payload))
+        except trio.TooSlowError:
+            raise GetTimeoutError(
+                f"actor {_describe(info)} did not reply within {timeout} s "
+                f"(waited {time.monotonic() - start:.2f} s)"
+            ) from None
+        except PeerClosedError as exc:
+            self.forget_actor(info.actor_id)
+            raise ActorDiedError(f"actor {_describe(info)} is unreachable: {exc}") from None
+        assert isinstance(reply, AskReply)
+        if reply.ok:
+            return loads(reply.value)
+        error = loads_error(reply.value)
+        if isinstance(error, ActorDiedError):
+            self.forget_actor(info.actor_id)
+        raise error
+
+    # --- events and operations ----------------------------------------------------------------
+
+
+async def _wait_credit(peer: Peer, actor_id: ActorId) -> None:
+    """Wait for a credit to send one more message to ``actor_id`` on ``peer``, and take it.
+
+    This is where a full mailbox makes its senders wait: the link itself stays free for
+    every other actor and for pulses, replies and cancels.
+    """
+    credits = peer.send_credits
+    while not credits.try_take(actor_id):
+        if peer.closed:
+            raise PeerClosedError(f"connection to {peer.address} is closed: {peer.close_reason}")
+        lot = peer.credit_waiters.get(actor_id)
+        if lot is None:
+            lot = peer.credit_waiters[actor_id] = trio.lowlevel.ParkingLot()
+        await lot.park()

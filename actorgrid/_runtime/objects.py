@@ -1,0 +1,167 @@
+"""Objects this process owns or borrows: put, fetch, get and wait."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .._exceptions import ActorgridError, NotInitializedError
+from .._protocol.ids import ObjectId, new_object_id, short
+from .._protocol.messages import ActorInfo, FetchObject, ObjectValue, Payload
+from . import getting
+from .blocking import blocking_section
+from .links import RuntimeLinks
+from .peer import Peer, PeerClosedError
+from .refs import PENDING, ObjectEntry, ObjectRef
+from .serialization import dumps, system_error
+
+
+class _SendWhenReady:
+    """Answers a FetchObject once the object is resolved."""
+
+    __slots__ = ("entry", "limit", "peer", "rid")
+
+    def __init__(self, peer: Peer, rid: int, entry: ObjectEntry, limit: int) -> None:
+        self.peer, self.rid, self.entry, self.limit = peer, rid, entry, limit
+
+    def set(self) -> None:
+        self.peer.send(_object_value(self.rid, self.entry, self.limit))
+
+
+def _object_value(rid: int, entry: ObjectEntry, limit: int) -> ObjectValue:
+    """The answer to a FetchObject. A value over ``limit`` is refused with an error: sent, it
+    would make the borrower close the whole connection, failing everything else on it."""
+    if entry.payload is not None:
+        if entry.payload.nbytes <= limit:
+            return ObjectValue(rid, True, entry.payload)
+        too_big = ValueError(
+            f"object {short(entry.object_id)} serializes to {entry.payload.nbytes} bytes, over "
+            f"max_message_bytes={limit}, so its owner {entry.owner} cannot send it; raise "
+            "max_message_bytes in ag.init() or pass the data another way (e.g. a file path)"
+        )
+        return ObjectValue(rid, False, system_error(too_big))
+    error = entry.error
+    return ObjectValue(rid, False, error if isinstance(error, Payload) else system_error(error))  # type: ignore[arg-type]
+
+
+class RuntimeObjects(RuntimeLinks):
+    """Owned and borrowed objects."""
+
+    def new_entry(self, actor: ActorInfo | None = None) -> ObjectEntry:
+        """Any thread: a pending object owned by this process."""
+        entry = ObjectEntry(new_object_id(), self.address, actor)
+        self.objects[entry.object_id] = entry
+        return entry
+
+    def borrowed_entry(
+        self, object_id: ObjectId, owner: str, actor: ActorInfo | None
+    ) -> ObjectEntry:
+        entry = self.objects.get(object_id)
+        if entry is None:
+            entry = ObjectEntry(object_id, owner, actor)
+            self.objects[object_id] = entry
+        return entry
+
+    def pin(self, entry: ObjectEntry) -> None:
+        # A ref leaving this process may be fetched later by its borrower; keep the value.
+        if entry.owner == self.address:
+            self.pinned[entry.object_id] = entry
+
+    def put(self, value: Any) -> ObjectRef[Any]:
+        payload = dumps(value)
+        if payload.nbytes > self.max_message_bytes:
+            raise ValueError(
+                f"ag.put() got a value that serializes to {payload.nbytes} bytes, over "
+                f"max_message_bytes={self.max_message_bytes}, so no other process could ever "
+                "fetch it; raise max_message_bytes (ag.init(), or `actorgrid up "
+                "--max-message-bytes` for a cluster the CLI started) or pass the data another "
+                "way (e.g. a file path)"
+            )
+        entry = self.new_entry()
+        entry.set_value(payload)
+        return ObjectRef._make(entry)
+
+    def _ensure_fetch(self, entry: ObjectEntry) -> None:
+        """Loop: start fetching a borrowed object from its owner, once."""
+        if entry.state != PENDING or entry.fetching or entry.owner == self.address:
+            return
+        entry.fetching = True
+        self.nursery.start_soon(self._fetch, entry)
+
+    async def _fetch(self, entry: ObjectEntry) -> None:
+        peer = self.peer_for(entry.owner)
+        try:
+            reply = await peer.request(lambda rid: FetchObject(rid, entry.object_id))
+        except PeerClosedError as exc:
+            entry.set_error(
+                ActorgridError(
+                    f"the owner of object {short(entry.object_id)} at {entry.owner} is "
+                    f"unreachable, so its value is lost: {exc}"
+                )
+            )
+            return
+        assert isinstance(reply, ObjectValue)
+        if reply.ok:
+            entry.set_value(reply.value)
+        else:
+            entry.set_error(reply.value)
+
+    def _on_fetch(self, peer: Peer, msg: FetchObject) -> None:
+        entry = self.objects.get(msg.object_id)
+        if entry is None:
+            error = ActorgridError(
+                f"object {short(msg.object_id)} no longer exists on its owner {self.address}"
+            )
+            peer.send(ObjectValue(msg.rid, False, system_error(error)))
+        elif entry.state == PENDING:
+            self._ensure_fetch(entry)
+            entry.add_waiter(_SendWhenReady(peer, msg.rid, entry, self.max_message_bytes))
+        else:
+            peer.send(_object_value(msg.rid, entry, self.max_message_bytes))
+
+    # --- getting values ------------------------------------------------------------------------
+
+    def get_sync(self, refs: Any, timeout: float | None) -> Any:
+        """Any thread but a Trio one: block until the refs resolve."""
+        return getting.get_sync(self, refs, timeout)
+
+    async def get_async(self, refs: Any, timeout: float | None = None) -> Any:
+        return await getting.get_async(self, refs, timeout)
+
+    def wait_sync(
+        self, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+        return getting.wait_sync(self, refs, num_returns, timeout)
+
+    async def wait_async(
+        self, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+        return await getting.wait_async(self, refs, num_returns, timeout)
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def check_size(self, payload: Payload, label: str) -> None:
+        if payload.nbytes > self.max_message_bytes:
+            raise ValueError(
+                f"the arguments of {label} serialize to {payload.nbytes} bytes, over "
+                f"max_message_bytes={self.max_message_bytes}; raise it (ag.init(), or "
+                "`actorgrid up --max-message-bytes` for a cluster the CLI started) or pass the "
+                "data another way (e.g. a file path)"
+            )
+
+    def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool:
+        """A user thread's blocking wait: lends its task's CPUs meanwhile; a driver's
+        Ctrl-C here cancels all of its remote work before the KeyboardInterrupt goes on."""
+        try:
+            with blocking_section():
+                return event.wait(timeout)
+        except KeyboardInterrupt:
+            if self.kind == "driver":
+                try:
+                    self.on_loop(self.interrupt_all)
+                except NotInitializedError:
+                    pass
+            raise
+
+    # --- names and actors ----------------------------------------------------------------------

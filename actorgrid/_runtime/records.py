@@ -1,0 +1,141 @@
+"""What the runtime keeps about the calls and actors it owns: plain records, no behaviour."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._protocol.ids import ObjectId, short
+from .._protocol.messages import ActorInfo, Payload
+from .refs import ObjectEntry
+
+if TYPE_CHECKING:
+    from .handles import ActorHandle
+
+TASK, CALL, CREATE = 0, 1, 2
+
+
+class TaskSpec:
+    """What it takes to send a task again: its code, arguments and the retries left.
+
+    Kept while the task is in flight, so a task whose worker dies is re-sent elsewhere
+    (``max_retries``), and a remote coroutine actor whose worker dies is started again
+    (``max_restarts``), keeping its ref.
+    """
+
+    __slots__ = (
+        "actor",
+        "blob",
+        "function_id",
+        "num_cpus",
+        "parent",
+        "payload",
+        "retries",
+        "retry_on",
+    )
+
+    def __init__(
+        self,
+        function_id: bytes,
+        blob: Callable[[], bytes],
+        payload: Payload,
+        num_cpus: float,
+        actor: ActorInfo | None,
+        retries: int,
+        retry_on: bool | tuple[type[BaseException], ...],
+        parent: ObjectId | None = None,
+    ) -> None:
+        self.parent = parent  # the task of this process that started it, if any
+        self.function_id = function_id
+        self.blob = blob
+        self.payload = payload
+        self.num_cpus = num_cpus
+        self.actor = actor
+        self.retries = retries
+        self.retry_on = retry_on
+
+
+class Sent:
+    """A call in flight on one link, until its result comes back or the link dies."""
+
+    __slots__ = (
+        "actor",
+        "cancelled",
+        "counted",
+        "entry",
+        "kind",
+        "method",
+        "payload",
+        "retries",
+        "spec",
+    )
+
+    def __init__(
+        self,
+        entry: ObjectEntry,
+        kind: int,
+        *,
+        counted: bool = False,
+        spec: TaskSpec | None = None,
+        actor: ActorInfo | None = None,
+        method: str = "",
+        payload: Payload | None = None,
+        retries: int = 0,
+    ) -> None:
+        self.entry = entry
+        self.kind = kind
+        self.counted = counted  # counts towards the worker's load in our placement
+        self.spec = spec  # TASK: how to send it again
+        self.actor = actor  # CALL, CREATE: the actor
+        self.method = method  # CALL: to send it again (max_task_retries)
+        self.payload = payload
+        self.retries = retries
+        self.cancelled = False  # ag.cancel() reached it: never retried nor restarted
+
+
+class _Placing:
+    """A task or remote coroutine actor waiting for a worker (in Runtime.waiting): calling it
+    places it; its entry lets a cancel find it."""
+
+    __slots__ = ("entry", "place", "spec")
+
+    def __init__(
+        self, place: Callable[[ObjectEntry, TaskSpec], None], entry: ObjectEntry, spec: TaskSpec
+    ) -> None:
+        self.place, self.entry, self.spec = place, entry, spec
+
+    def __call__(self) -> None:
+        self.place(self.entry, self.spec)
+
+
+class OwnedActor:
+    """A restartable class actor this process created: how to create it again."""
+
+    __slots__ = ("blob", "class_id", "handles", "info", "max_concurrency", "payload", "resend")
+
+    def __init__(
+        self,
+        info: ActorInfo,
+        class_id: bytes,
+        blob: Callable[[], bytes],
+        payload: Payload,
+        max_concurrency: int,
+    ) -> None:
+        self.info = info
+        self.class_id = class_id
+        self.blob = blob
+        self.payload = payload
+        self.max_concurrency = max_concurrency
+        self.handles: weakref.WeakSet[ActorHandle[Any]] = weakref.WeakSet()
+        self.resend: list[tuple[ObjectEntry, str, Payload, int]] = []
+
+
+def _call_sent(entry: ObjectEntry, info: ActorInfo, method: str, payload: Payload) -> Sent:
+    return Sent(
+        entry, CALL, actor=info, method=method, payload=payload, retries=info.max_task_retries
+    )
+
+
+def _describe(info: ActorInfo) -> str:
+    return repr(info.name) if info.name else f"{info.label}#{short(info.actor_id)}"

@@ -1,0 +1,425 @@
+"""The executor's base: its state, the tasks it runs, and cancelling and interrupting them.
+
+Executor (``executor.py``) extends it with hosting actors; see there for the picture."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import signal
+import socket
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+import trio
+
+from .._exceptions import ActorDiedError, SerializationError, TaskCancelledError
+from .._protocol.ids import ActorId, ObjectId, short
+from .._protocol.messages import (
+    Ack,
+    ActorInfo,
+    ActorSummary,
+    CallActor,
+    CancelById,
+    CancelTask,
+    CreateActor,
+    Deliver,
+    KillActor,
+    Payload,
+    QueryWorker,
+    SubmitTask,
+    TaskResult,
+    TaskSummary,
+    WorkerReport,
+)
+from .interrupt import Running
+from .lanes import (
+    _FORCE_FLUSH_S,
+    _IDLE_POLL_S,
+    TaskQueue,
+    _Call,
+    _cancelled,
+    _describe,
+    _load_error,
+    _loads_args,
+    _Slot,
+    _Task,
+    _TaskItem,
+    log,
+)
+from .lineage import current_task
+from .refs import ObjectRef
+from .serialization import box_error, dumps, system_error
+
+if TYPE_CHECKING:
+    from .core import Runtime
+    from .peer import Peer
+
+
+class ExecutorTasks:
+    """Runs tasks; cancels and interrupts tasks and calls."""
+
+    # Defined by Executor (executor.py: hosting actors), which the handlers and the cancel and
+    # interrupt paths here reach; declared so that this layer type-checks on its own.
+    on_create: Callable[[Peer, CreateActor], None]
+    on_call: Callable[[Peer, CallActor], Any]
+    on_deliver: Callable[[Peer, Deliver], None]
+    on_kill: Callable[[Peer, KillActor], None]
+    _claim_slot: Callable[[ActorInfo], _Slot | None]
+    _refuse_actor: Callable[[ActorInfo, str], None]
+    _run_coroutine_actor: Callable[
+        [_Task, _Slot, Callable[..., Any], SubmitTask], Coroutine[Any, Any, None]
+    ]
+
+    def __init__(self, runtime: Runtime, num_cpus: float, *, grace_s: float = 5.0) -> None:
+        self.runtime = runtime
+        self.grace_s = grace_s
+        self.queue = TaskQueue(self, num_cpus)
+        self.functions: dict[bytes, Callable[..., Any]] = {}
+        self.classes: dict[bytes, type] = {}
+        self.actors: dict[ActorId, _Slot] = {}
+        self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
+        self.tasks: dict[ObjectId, _Task | _Call | _TaskItem] = {}
+        self._nursery: trio.Nursery | None = None
+        self._where_suffix = f"on worker {{}} (pid {os.getpid()}, host {socket.gethostname()})"
+
+    def __repr__(self) -> str:
+        return (
+            f"<Executor actors={len(self.actors)} tasks={len(self.tasks)} "
+            f"cpus_free={self.queue.free:g}/{self.queue.total:g}>"
+        )
+
+    def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]:
+        return {
+            SubmitTask: self.on_submit,
+            CreateActor: self.on_create,
+            CallActor: self.on_call,
+            CancelTask: self.on_cancel,
+            CancelById: self.on_cancel_by_id,
+            KillActor: self.on_kill,
+            Deliver: self.on_deliver,
+            QueryWorker: self.on_query,
+        }
+
+    def on_query(self, peer: Peer, msg: QueryWorker) -> None:
+        actors = tuple(
+            ActorSummary(info.actor_id, info.label, info.kind, info.name, info.namespace)
+            for slot in list(self.actors.values())
+            if (info := slot.info) is not None
+        )
+        queued = len(self.queue.items)
+        reserved = min(max(self.queue.total - self.queue.free, 0.0), self.queue.total)
+        tasks = tuple(self._summary(task_id, item) for task_id, item in list(self.tasks.items()))
+        peer.send(
+            WorkerReport(msg.rid, actors, max(0, len(self.tasks) - queued), queued, tasks, reserved)
+        )
+
+    def _summary(self, task_id: ObjectId, item: _Task | _Call | _TaskItem) -> TaskSummary:
+        if isinstance(item, _TaskItem):
+            state = "running" if item.running.running else "queued"
+            return TaskSummary(task_id, item.label.removeprefix("task "), "task", state)
+        if isinstance(item, _Task):
+            return TaskSummary(task_id, item.label, item.kind, "running")
+        slot = self.actors.get(item.actor_id)
+        actor = slot.info.label if slot is not None and slot.info is not None else "actor"
+        started = item.running.running or item.scope is not None
+        return TaskSummary(
+            task_id, f"{actor}.{item.method}", "actor call", "running" if started else "queued"
+        )
+
+    def on_cancel_by_id(self, peer: Peer, msg: CancelById) -> None:
+        """An operator's cancel (Cluster.cancel_task): like CancelTask, with an answer."""
+        if msg.task_id not in self.tasks:
+            peer.send(Ack(msg.rid, f"no task {short(msg.task_id)} is running or queued here"))
+            return
+        peer.send(Ack(msg.rid))
+        self.runtime.cancel_children(msg.task_id, msg.force)
+        # The owner does not know of this cancel: if the worker is killed, the owner is told
+        # that the task was cancelled first, or it would take the lost link for a failure and
+        # retry the task.
+        if not msg.force:
+            self._interrupt(msg.task_id, self.tasks[msg.task_id], tell_owner=True)
+            return
+
+        async def answer_then_die() -> None:
+            with trio.CancelScope(shield=True):
+                await peer.wait_sent(_FORCE_FLUSH_S)
+                await self._answer_cancelled(msg.task_id, "force=True kills its worker")
+            log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        self.nursery.start_soon(answer_then_die)
+
+    async def _answer_cancelled(self, task_id: ObjectId, why: str) -> None:
+        """Tell the owner of a task an operator cancelled that it was, before this worker is
+        killed."""
+        item = self.tasks.pop(task_id, None)
+        if item is None:
+            return
+        label = item.label if not isinstance(item, _Call) else item.method
+        error = TaskCancelledError(f"{label} was cancelled by an operator; {why}")
+        item.peer.send(TaskResult(task_id, False, system_error(error)))
+        with trio.CancelScope(shield=True):
+            await item.peer.wait_sent(_FORCE_FLUSH_S)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None
+        return self._nursery
+
+    def _where(self, label: str) -> str:
+        return f"{label} " + self._where_suffix.format(self.runtime.address)
+
+    def call_in_thread(
+        self,
+        fn: Callable[..., Any],
+        payload: Payload,
+        label: str,
+        running: Running | None = None,
+    ) -> tuple[bool, Payload]:
+        """On a pool thread: load the arguments (waiting for ref arguments), run user code,
+        serialize its outcome. Never raises."""
+        try:
+            args, kwargs = _loads_args(payload, self.runtime.address)
+            if any(isinstance(a, ObjectRef) for a in args) or any(
+                isinstance(v, ObjectRef) for v in kwargs.values()
+            ):
+                get = self.runtime.get_sync
+                args = tuple(get(a, None) if isinstance(a, ObjectRef) else a for a in args)
+                kwargs = {
+                    k: get(v, None) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()
+                }
+        except BaseException as exc:
+            return False, system_error(exc)
+        if running is not None:
+            ok, value = running.run(fn, *args, **kwargs)
+            if not ok:
+                return False, box_error(value, self._where(label))
+        else:
+            try:
+                value = fn(*args, **kwargs)
+            except BaseException as exc:  # user code may raise SystemExit; report it, don't die
+                return False, box_error(exc, self._where(label))
+        return self.result_of(value, label)
+
+    def result_of(self, value: Any, label: str) -> tuple[bool, Payload]:
+        """The answer for a value that user code returned. Never raises.
+
+        Callers run it outside the try that boxes user exceptions: a result that cannot be
+        sent is reported as the runtime's SerializationError (or ValueError, over the message
+        cap, which would break the caller's connection), not as an error of the user code.
+        """
+        try:
+            payload = dumps(value)
+        except Exception as exc:
+            unpicklable = SerializationError(
+                f"the result of {self._where(label)} could not be serialized: "
+                f"{type(exc).__name__}: {exc}. Return a picklable value (locks, files, sockets "
+                "and clients cannot leave the process that made them)"
+            )
+            return False, system_error(unpicklable)
+        limit = self.runtime.max_message_bytes
+        if payload.nbytes <= limit:
+            return True, payload
+        error = ValueError(
+            f"the result of {self._where(label)} serializes to {payload.nbytes} bytes, over "
+            f"max_message_bytes={limit}; return a smaller value or raise the limit in ag.init()"
+        )
+        return False, system_error(error)
+
+    def finish_from_thread(
+        self, item: _TaskItem | _Call, peer: Peer, ok: bool, payload: Payload, last: bool
+    ) -> None:
+        """On a pool thread: report a result. The last of a burst goes straight to the
+        caller's socket; the others go through the loop, which batches them into few writes."""
+        if (
+            last
+            and not item.cancelled
+            and peer.send_threadsafe(TaskResult(item.task_id, ok, payload))
+        ):
+            self.runtime.portal.call_soon(self._ended, item.task_id)
+        elif isinstance(item, _TaskItem):
+            self.runtime.portal.call_soon(self.task_done, item, ok, payload)
+        else:
+            self.runtime.portal.call_soon(self.call_done, item, ok, payload)
+
+    def _ended(self, task_id: ObjectId) -> None:
+        self.tasks.pop(task_id, None)
+        # Its children keep running (they are this process's); a cancel of it now does nothing.
+        self.runtime.children.parent_done(task_id)
+
+    def task_done(self, item: _TaskItem, ok: bool, payload: Payload) -> None:
+        self._ended(item.task_id)
+        if item.cancelled:
+            ok, payload = False, _cancelled(item.label)
+        item.peer.send(TaskResult(item.task_id, ok, payload))
+
+    def call_done(self, call: _Call, ok: bool, payload: Payload) -> None:
+        self.tasks.pop(call.task_id, None)
+        call.answer(ok, payload)
+
+    # --- code and arguments --------------------------------------------------------------------
+
+    @staticmethod
+    def _code(cache: dict[bytes, Any], code_id: bytes, blob: bytes | None) -> Any:
+        """A function or class by id. Its blob comes only with the first message of a link
+        that uses it, so this runs in the message handler, in arrival order."""
+        obj = cache.get(code_id)
+        if obj is None:
+            if blob is None:
+                raise SerializationError(
+                    f"code {code_id.hex()[:12]} was neither sent nor cached on this worker: "
+                    "the earlier call that carried it could not load it (see its error)"
+                )
+            obj = cache[code_id] = cloudpickle.loads(blob)
+        return obj
+
+    async def _load_args(self, payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = _loads_args(payload, self.runtime.address)
+        get = self.runtime.get_async
+        if any(isinstance(a, ObjectRef) for a in args):
+            args = tuple([await get(a) if isinstance(a, ObjectRef) else a for a in args])
+        if any(isinstance(v, ObjectRef) for v in kwargs.values()):
+            kwargs = {k: await get(v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    def on_submit(self, peer: Peer, msg: SubmitTask) -> None:
+        try:
+            fn = self._code(self.functions, msg.function_id, msg.function)
+        except Exception as exc:
+            error = _load_error("function", exc)
+            peer.send(TaskResult(msg.task_id, False, system_error(error)))
+            if msg.actor is not None:
+                self._refuse_actor(msg.actor, f"could not be started: {error}")
+            return
+        if msg.actor is not None:
+            # Claimed here, not when its task first runs: a KillActor or a message that
+            # follows must find the actor.
+            slot = self._claim_slot(msg.actor)
+            if slot is None:
+                error = ActorDiedError(f"actor {_describe(msg.actor)} already exists or ended")
+                peer.send(TaskResult(msg.task_id, False, system_error(error)))
+                return
+            task = _Task(peer, msg.actor.label, "coroutine actor")
+            self.tasks[msg.task_id] = task
+            self.nursery.start_soon(self._run_coroutine_actor, task, slot, fn, msg)
+            return
+        if not inspect.iscoroutinefunction(fn):
+            item = _TaskItem(peer, msg, fn)
+            self.tasks[msg.task_id] = item
+            self.queue.push(item)
+            return
+        task = _Task(peer, getattr(fn, "__qualname__", "task"))
+        self.tasks[msg.task_id] = task
+        self.nursery.start_soon(self._run_task, task, fn, msg)
+
+    async def _run_task(self, task: _Task, fn: Callable[..., Any], msg: SubmitTask) -> None:
+        """An async task: a Trio task in this nursery."""
+        label = f"task {getattr(fn, '__qualname__', 'task')}"
+        result: tuple[bool, Payload] | None = None
+        current_task.set(msg.task_id)  # in this Trio task's own context
+        observed = self.runtime.observe.running(task.peer, msg.task_id, task.label)
+        with task.scope, observed as out:
+            try:
+                args, kwargs = await self._load_args(msg.args)
+            except Exception as exc:
+                result = (False, system_error(exc))
+            else:
+                try:
+                    value = await fn(*args, **kwargs)
+                except Exception as exc:
+                    result = (False, box_error(exc, self._where(label)))
+                else:
+                    result = self.result_of(value, label)
+            out.set(*(result or (False, _cancelled(label))))
+        self._finish_task(task, msg.task_id, label, result)
+
+    def _finish_task(
+        self, task: _Task, task_id: ObjectId, label: str, result: tuple[bool, Payload] | None
+    ) -> None:
+        self._ended(task_id)
+        if task.scope.cancel_called or result is None:
+            result = (False, _cancelled(label))
+        task.peer.send(TaskResult(task_id, *result))
+
+    def on_cancel(self, peer: Peer, msg: CancelTask) -> None:
+        item = self.tasks.get(msg.task_id)
+        if item is None:
+            return
+        if msg.recursive:
+            self.runtime.cancel_children(msg.task_id, msg.force)
+        if msg.force:
+            log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._interrupt(msg.task_id, item)
+
+    def caller_gone(self, peer: Peer) -> None:
+        """The link from a process that submitted tasks here closed (it exited, was killed,
+        or went silent): nobody takes their results (the caller, if alive, fails them or
+        runs them elsewhere), so they are cancelled, with the tasks they started. Its actors
+        are the head's business (it kills those of a creator that left)."""
+        for task_id, item in list(self.tasks.items()):  # O(calls here), once per lost link
+            if item.peer is peer and (
+                isinstance(item, _TaskItem) or (isinstance(item, _Task) and item.kind == "task")
+            ):
+                self.runtime.cancel_children(task_id, False)
+                self._interrupt(task_id, item)
+
+    def _interrupt(
+        self, task_id: ObjectId, item: _Task | _Call | _TaskItem, *, tell_owner: bool = False
+    ) -> None:
+        """Cancel one call: a queued one never runs, async code is cancelled, sync code gets
+        KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed."""
+        if isinstance(item, _TaskItem):
+            item.cancelled = True
+            if self.queue.remove(item):
+                self.task_done(item, False, _cancelled(item.label))
+                return
+            item.running.interrupt()
+        elif isinstance(item, _Task):
+            item.scope.cancel()
+        else:
+            item.cancelled = True
+            if item.scope is not None:
+                item.scope.cancel()
+            item.running.interrupt()
+        self.nursery.start_soon(self._kill_if_still_running, task_id, item, tell_owner)
+
+    async def _kill_if_still_running(
+        self, task_id: ObjectId, item: _Task | _Call | _TaskItem, tell_owner: bool = False
+    ) -> None:
+        await trio.sleep(self.grace_s)
+        if self.tasks.get(task_id) is item:
+            log.error(
+                "a cancelled call (%s) was still running %g s later: killing this worker so "
+                "that its node restarts it",
+                short(task_id),
+                self.grace_s,
+            )
+            if tell_owner:
+                why = f"it still ran {self.grace_s:g} s later, so its worker was killed"
+                await self._answer_cancelled(task_id, why)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def interrupt_all(self, reason: str) -> None:
+        """Cancel every call on this worker (the worker is stopping)."""
+        log.info("interrupting %d calls: %s", len(self.tasks), reason)
+        for task_id, item in list(self.tasks.items()):
+            self._interrupt(task_id, item)
+
+    async def wait_idle(self) -> None:
+        """Return once no call is queued or running here."""
+        while self.tasks:
+            await trio.sleep(_IDLE_POLL_S)
+
+    # --- actors --------------------------------------------------------------------------------
