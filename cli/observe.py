@@ -16,7 +16,17 @@ import trio
 import actorgrid as ag
 
 from ._common import connect_error, fail, say
-from .status import _run_list, _secret_for, _table, _tasks, add_connection_flags, add_list, ask
+from .status import (
+    _run_list,
+    _secret_for,
+    _short,
+    _shown_ids,
+    _table,
+    _tasks,
+    add_connection_flags,
+    add_list,
+    ask,
+)
 
 if TYPE_CHECKING:
     _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -131,7 +141,7 @@ def _run_list_tasks(args: argparse.Namespace) -> int:
             + (", and none is in the recent events" if args.all else "")
         )
     else:
-        for line in _task_table(items):
+        for line in _task_table(items, errors=args.all):
             say(line)
     return 0
 
@@ -170,18 +180,23 @@ def task_items(
     return items
 
 
-def _task_table(items: list[dict[str, Any]]) -> list[str]:
+def _task_table(items: list[dict[str, Any]], *, errors: bool) -> list[str]:
+    """The columns of ``actorgrid list tasks`` as they were, then DURATION (and ERROR)."""
+    headers = ("TASK", "FUNCTION", "KIND", "STATE", "WORKER", "HOST", "PID", "DURATION")
     rows = []
-    for t in items:
+    for t, shown in zip(items, _shown_ids(items, "task_id"), strict=True):
         duration = t["duration_s"]
-        rows.append(
-            (
-                t["short_id"],
-                t["function"],
-                t["state"],
-                (t["worker_id"] or "-")[:8],
-                "-" if duration is None else f"{duration * 1000:.1f} ms",
-                t["error"][:60] or "-",
-            )
-        )
-    return _table(("TASK", "FUNCTION", "STATE", "WORKER", "DURATION", "ERROR"), rows)
+        row = [
+            shown,
+            t["function"],
+            t["kind"],
+            t["state"],
+            _short(t["worker_id"]),
+            t["hostname"],
+            t["pid"],
+            "-" if duration is None else f"{duration * 1000:.1f}ms",
+        ]
+        if errors:
+            row.append(t["error"][:60] or "-")
+        rows.append(row)
+    return _table((*headers, "ERROR") if errors else headers, rows)

@@ -179,14 +179,20 @@ def test_actorgrid_list_tasks_all_shows_ended_tasks_with_state_and_duration(
     assert item["worker_id"] in {w.worker_id.hex() for w in quiet.workers()}
     assert 0 <= item["duration_s"] < LOG_TIMEOUT_S
     table = _cli("list", "tasks", "--all", "--address", quiet.address, cwd=tmp_path)
-    assert table.stdout.splitlines()[0].split() == [
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == [
         "TASK",
         "FUNCTION",
+        "KIND",
         "STATE",
         "WORKER",
+        "HOST",
+        "PID",
         "DURATION",
         "ERROR",
     ]
+    (row,) = [r for r in rows if " whisper " in r and "finished" in r][-1:]
+    assert row.split()[1:4] == ["whisper", "task", "finished"]
     # Without --all, only what runs or waits now: nothing.
     now = _cli("list", "tasks", "--address", quiet.address, cwd=tmp_path)
     assert "no tasks are running or queued" in now.stdout
