@@ -58,6 +58,8 @@ class RuntimeActors(RuntimeTasks):
                 worker_id=worker.worker_id,
                 node_id=worker.node_id,
                 detail=f"actor {_describe(old)} restarted on {worker.address} after: {why}",
+                actor_id=info.actor_id,
+                name=info.name or info.label,
             )
         )
         return info
@@ -102,7 +104,11 @@ class RuntimeActors(RuntimeTasks):
             handle._resolve(info, self.send_call)
 
     def _actor_died(self, info: ActorInfo, why: str) -> None:
-        self.publish(Event("actor_died", time.time(), detail=f"actor {_describe(info)}: {why}"))
+        detail = f"actor {_describe(info)}: {why}"
+        name = info.name or info.label
+        self.publish(
+            Event("actor_died", time.time(), detail=detail, actor_id=info.actor_id, name=name)
+        )
 
     def own(self, handle: ActorHandle[Any], owned: OwnedActor) -> None:
         """Any thread: remember how to restart a restartable actor this process creates."""

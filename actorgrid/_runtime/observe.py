@@ -32,7 +32,7 @@ import trio
 
 from .._exceptions import TaskCancelledError
 from .._protocol.ids import ActorId, NodeId, ObjectId, WorkerId
-from .._protocol.messages import Event, EventBatch, Message, Payload
+from .._protocol.messages import ActorInfo, Event, EventBatch, Message, Payload
 from .._protocol.observe import SubscribeOutput, WorkerOutput
 from .output import OutputPrinter, output_source
 from .serialization import loads_error
@@ -146,6 +146,11 @@ class Observer:
     ) -> None:
         self._records.append((kind, time.time(), task_id, name, worker_id, error, actor_id))
         self._recorded += 1
+
+    def actor_created(self, info: ActorInfo, worker_id: WorkerId | None) -> None:
+        """At the actor's owner: its constructor returned on ``worker_id``."""
+        name = info.name or info.label
+        self.record("actor_created", None, name, worker_id, actor_id=info.actor_id)
 
     def name_of(self, function_id: bytes, blob: Callable[[], bytes]) -> str:
         """The name of the function a task runs (its code object holds it)."""

@@ -137,6 +137,8 @@ class RuntimeTasks(RuntimeObjects):
         if msg.ok:
             if spec is not None and spec.parent is not None:
                 self.children.finished(msg.task_id)
+            if sent.kind == CREATE and sent.actor is not None:
+                self.observe.actor_created(sent.actor, self._worker_at.get(peer.address))
             entry.set_value(msg.value)
             return
         if spec is not None and spec.retry_on and spec.retries != 0 and spec.actor is None:

@@ -128,3 +128,22 @@ def test_timeline_writes_one_span_per_task_and_call_one_row_per_worker(
     workers = {w.worker_id.hex()[:8] for w in cluster.workers()}
     assert {rows[e["tid"]] for e in squares} <= {f"worker {w}" for w in workers}
     ag.kill(adder)
+
+
+def test_creating_an_actor_is_an_event_with_its_name(cluster: ag.Cluster) -> None:
+    adder = Adder.options(name="event-adder").remote()
+    assert ag.get(adder.add.remote(b"ab")) == 2
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
+    while not (
+        created := [
+            e
+            for e in cluster.recent_events()
+            if e.kind == "actor_created" and e.name == "event-adder"
+        ]
+    ):
+        assert time.monotonic() < deadline, "no actor_created event"
+        time.sleep(0.05)
+    (event,) = created
+    assert event.actor_id is not None
+    assert event.worker_id in {w.worker_id for w in cluster.workers()}
+    ag.kill(adder)
