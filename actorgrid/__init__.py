@@ -13,6 +13,7 @@ from ._exceptions import GetTimeoutError as GetTimeoutError
 from ._exceptions import NameNotFoundError as NameNotFoundError
 from ._exceptions import NotInitializedError as NotInitializedError
 from ._exceptions import NoWorkerError as NoWorkerError
+from ._exceptions import ObjectLostError as ObjectLostError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RemoteError as RemoteError
 from ._exceptions import SerializationError as SerializationError
@@ -23,6 +24,7 @@ from ._node.cluster import connect as connect
 from ._node.cluster import init as init
 from ._node.cluster import is_initialized as is_initialized
 from ._node.cluster import shutdown as shutdown
+from ._node.dashboard import serve_dashboard as serve_dashboard
 from ._node.observing import TaskRecord as TaskRecord
 from ._node.observing import timeline as timeline
 from ._node.records import ActorStatistics as ActorStatistics
@@ -57,8 +59,13 @@ from ._runtime.context import Context as Context
 from ._runtime.context import Mailbox as Mailbox
 from ._runtime.context import MailboxStatistics as MailboxStatistics
 from ._runtime.context import Request as Request
+from ._runtime.demands import NodeAffinity as NodeAffinity
 from ._runtime.handles import ActorHandle as ActorHandle
 from ._runtime.handles import ActorMethod as ActorMethod
+from ._runtime.holdings import get_gpu_ids as get_gpu_ids
+from ._runtime.oneach import NodeSubscription as NodeSubscription
+from ._runtime.oneach import run_on_each_node as run_on_each_node
+from ._runtime.oneach import run_on_each_worker as run_on_each_worker
 from ._runtime.refs import ObjectRef as ObjectRef
 from ._runtime.remote import ActorClass as ActorClass
 from ._runtime.remote import RemoteFunction as RemoteFunction
@@ -93,8 +100,11 @@ __all__ = [
     "MailboxStatistics",
     "NameNotFoundError",
     "NoWorkerError",
+    "NodeAffinity",
     "NodeStatistics",
+    "NodeSubscription",
     "NotInitializedError",
+    "ObjectLostError",
     "ObjectRef",
     "Pool",
     "ProtocolError",
@@ -117,14 +127,18 @@ __all__ = [
     "get_actor",
     "get_actor_async",
     "get_async",
+    "get_gpu_ids",
     "init",
     "is_initialized",
     "kill",
     "kill_async",
     "put",
     "remote",
+    "run_on_each_node",
+    "run_on_each_worker",
     "send",
     "send_async",
+    "serve_dashboard",
     "serve_head",
     "serve_node",
     "shutdown",

@@ -251,10 +251,15 @@ def _start(
         "--pulse-interval", repr(options["pulse_interval"]),
         "--grace", repr(options["grace"]),
         "--max-message-bytes", str(options["max_message_bytes"]),
+        "--dashboard", options["dashboard"],
     ]  # fmt: skip
     for key in TLS_KEYS:
         if options.get(key):
             argv += [f"--{key}", str(Path(options[key]).expanduser().absolute())]
+    if options.get("resources"):
+        argv += ["--resources", json.dumps(options["resources"])]
+    if options.get("labels"):
+        argv += ["--labels", ",".join(f"{k}={v}" for k, v in options["labels"].items())]
     log = _open_log(paths.head_log)
     try:
         head = subprocess.Popen(
@@ -492,6 +497,8 @@ def _print_how_to_use(recorded: ag.ClusterFile, paths: ClusterPaths) -> None:
     if recorded.nodes:
         say(f"nodes started on: {', '.join(recorded.nodes)}")
     say(f"cluster file: {paths.cluster_file}")
+    if recorded.dashboard_url:
+        say(f"dashboard: {recorded.dashboard_url}")
     say("connect a driver on this machine:")
     say('  ag.init(address="auto")')
     if secret_file:

@@ -7,6 +7,7 @@ Layers, lowest first (the same order as the docstring of ``actorgrid/_protocol/_
     actorgrid._transport     bytes in, bytes out
     actorgrid._scheduler     pure state machines                    no I/O: no trio, no sockets
     actorgrid._runtime       per-process core
+    actorgrid._dashboard     HTTP + WebSocket live view, /metrics   given a source by _node
     actorgrid._node          head, node agent, worker process
     actorgrid._pool          ag.Pool and ag.ActorPool, over tasks and actors
     actorgrid, .testing      the public API (package __init__) and public test helpers
@@ -21,13 +22,14 @@ Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), l
 module imports only modules of a lower row, never one of its own row or above, so no import
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
-    serialization signatures interrupt lineage restarts current blocking pulse
+    serialization signatures interrupt lineage restarts current blocking pulse demands holdings
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     handles           ActorHandle; likewise
     records           what the runtime keeps of its calls and actors
     peer              one link
     portal headlink   thread hops; the link to the head
-    getting waiting   ag.get / ag.wait; calls that wait for a worker
+    getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
+                      counting's I/O shell
     links             Runtime, layer by layer: state, lifecycle, links, events
     objects           put, fetch, get
     tasks             submission, retries, results, cancels
@@ -39,6 +41,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     running           ExecutorTasks: tasks, cancel, interrupt
     executor          Executor: hosting actors
     remote api        @ag.remote and the module-level API
+    oneach            ag.run_on_each_node / run_on_each_worker, over remote and api
 
 A lower module that needs something of a higher one states it as a Protocol next to itself
 (``refs.RefOwner``, ``handles.CallerRuntime``, ``links.HostedExecutor``, ``pulse.Pulsed``).
@@ -63,6 +66,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("_transport", ("actorgrid._transport",)),
     ("_scheduler", ("actorgrid._scheduler",)),
     ("_runtime", ("actorgrid._runtime",)),
+    ("_dashboard", ("actorgrid._dashboard",)),
     ("_node", ("actorgrid._node",)),
     ("_pool", ("actorgrid._pool",)),
     ("public", ("actorgrid", "actorgrid.testing")),
@@ -80,6 +84,8 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "current",
         "blocking",
         "pulse",
+        "demands",
+        "holdings",
     ),
     ("refs",),
     ("handles",),
@@ -88,7 +94,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("output",),
     ("portal", "headlink"),
     ("observe",),
-    ("getting", "waiting"),
+    ("getting", "waiting", "refcounting"),
     ("links",),
     ("objects",),
     ("tasks",),
@@ -100,6 +106,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("running",),
     ("executor",),
     ("remote", "api"),
+    ("oneach",),
 ]
 RUNTIME = "actorgrid._runtime"
 

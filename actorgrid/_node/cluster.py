@@ -34,6 +34,7 @@ from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
+from .dashboard import parse_dashboard, serve_runtime_dashboard
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .observing import ObserveMethods
@@ -80,11 +81,15 @@ class Cluster(ObserveMethods):
         embedded: bool,
         head_address: str,
         node: NodeAgent | None = None,
+        dashboard_url: str | None = None,
     ) -> None:
         self._runtime = runtime
         self._node = node
         self.embedded = embedded
         self.address = head_address
+        # The live dashboard's URL, token included: the one this process serves
+        # (ag.init(dashboard=...)), else that of the head `actorgrid up` started ("auto").
+        self.dashboard_url = dashboard_url
 
     def __repr__(self) -> str:
         kind = "embedded" if self.embedded else "remote"
@@ -302,8 +307,13 @@ async def _open_cluster(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
+    dashboard: bool | str = False,
     log_to_driver: bool = True,
 ) -> AsyncIterator[Cluster]:
+    serve_at = parse_dashboard(dashboard)
+    url = None
     if runtime_or_none() is not None:
         raise RuntimeError(
             "actorgrid is already initialized in this process; call ag.shutdown() first"
@@ -334,9 +344,19 @@ async def _open_cluster(
                 grace_s=grace_s,
                 restart_policy=worker_restarts,
                 tls=tls,
+                resources=resources,
+                labels=labels,
             )
         else:
+            if resources is not None or labels is not None:
+                raise ValueError(
+                    "resources= and labels= describe the embedded cluster's node; a node of a "
+                    "running cluster declares its own (`actorgrid node --resources ... "
+                    "--labels ...`)"
+                )
             head_address, secret, tls = _remote(address, secret, tls)
+            if address == "auto":  # the dashboard its head serves, if this one serves none
+                url = ClusterFile.load().dashboard_url or None
             host = host or local_address_towards(head_address)
         rt = Runtime(
             kind="driver",
@@ -357,7 +377,13 @@ async def _open_cluster(
             set_current_runtime(rt)
             if node is not None:
                 await _wait_for_workers(rt, node)
-            yield Cluster(rt, embedded=node is not None, head_address=head_address, node=node)
+            if serve_at is not None:
+                serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
+                url = await nursery.start(functools.partial(serve, port=serve_at[1]))
+            embedded = node is not None
+            yield Cluster(
+                rt, embedded=embedded, head_address=head_address, node=node, dashboard_url=url
+            )
         finally:
             with trio.CancelScope(shield=True):
                 await rt.observe.settle()  # at most OUTPUT_SETTLE_S, even when cancelled
@@ -461,6 +487,9 @@ async def connect(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
+    dashboard: bool | str = False,
     log_to_driver: bool = True,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
@@ -480,6 +509,9 @@ async def connect(
             worker_restarts=worker_restarts,
             tls=tls,
             pending_warning_s=pending_warning_s,
+            resources=resources,
+            labels=labels,
+            dashboard=dashboard,
             log_to_driver=log_to_driver,
         ) as cluster:
             yield cluster
@@ -542,6 +574,9 @@ def init(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
+    dashboard: bool | str = False,
     log_to_driver: bool = True,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
@@ -564,6 +599,15 @@ def init(
 
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
+
+    ``resources`` (e.g. ``{"GPU": 2, "camera": 1}``) and ``labels`` (e.g. ``{"zone": "a"}``)
+    describe the embedded cluster's node: they add to or override what it detects (CPUs,
+    memory, GPUs; hostname, platform, ...), for ``.options(num_gpus=, resources=,
+    label_selector=)`` to ask for.
+
+    ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
+    127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
+    URL, token included.
 
     ``log_to_driver`` (default True): what remote calls print (stdout, stderr, ``logging``)
     is shown here, prefixed with where it ran, repeated lines folded.
@@ -590,6 +634,9 @@ def init(
                 worker_restarts=worker_restarts,
                 tls=tls,
                 pending_warning_s=pending_warning_s,
+                resources=resources,
+                labels=labels,
+                dashboard=dashboard,
                 log_to_driver=log_to_driver,
             )
         )

@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._dashboard.auth import dashboard_token
 from .._exceptions import AuthenticationError, NotInitializedError, ProtocolError, unwrap_group
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
@@ -56,6 +57,12 @@ class ClusterFile:
     num_workers: int = 0
     nodes: tuple[str, ...] = ()  # hosts that `actorgrid up --config` started nodes on
     tls: dict[str, str] | None = None
+    dashboard: str = ""  # the dashboard's URL without its token ("": none was started)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's URL with its token (derived from the secret), or ""."""
+        return f"{self.dashboard}?token={dashboard_token(self.secret)}" if self.dashboard else ""
 
     @staticmethod
     def default_path() -> Path:
@@ -115,6 +122,8 @@ async def serve_head(
     host: str = "127.0.0.1",
     port: int = 0,
     num_workers: int = 0,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,
@@ -162,6 +171,8 @@ async def serve_head(
                             address,
                             secret=secret,
                             num_workers=num_workers,
+                            resources=resources,
+                            labels=labels,
                             max_message_bytes=max_message_bytes,
                             pulse_interval=pulse_interval,
                             grace_s=grace_s,
@@ -184,6 +195,7 @@ async def serve_node(
     num_workers: int | None = None,
     num_cpus_per_worker: float = 1.0,
     resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = DEFAULT_GRACE_S,
@@ -211,6 +223,7 @@ async def serve_node(
             num_workers=n,
             num_cpus_per_worker=num_cpus_per_worker,
             resources=resources,
+            labels=labels,
             max_message_bytes=max_message_bytes,
             pulse_interval_s=pulse_interval,
             grace_s=grace_s,

@@ -36,6 +36,10 @@ class WorkerInfo:
     pid: int
     hostname: str
     num_cpus: float
+    # Its share of the node's resources ("GPU", "memory", custom ones), held by its calls.
+    resources: tuple[tuple[str, float], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # its node's labels, for label selectors
+    gpu_ids: tuple[str, ...] = ()  # the GPUs it owns: its CUDA_VISIBLE_DEVICES
 
 
 @attrs.frozen
@@ -54,6 +58,7 @@ class ActorInfo:
     # ``lifetime="detached"``: it outlives its creator, until ag.kill or cluster stop.
     detached: bool = False
     mailbox_size: int = 0  # messages its mailbox holds before senders wait (0: the default)
+    resources: tuple[tuple[str, float], ...] = ()  # what it holds on its worker while alive
 
 
 @attrs.frozen
@@ -77,7 +82,9 @@ class NodeInfo:
     hostname: str
     pid: int
     num_workers: int
-    resources: tuple[tuple[str, float], ...] = ()  # custom resources, e.g. (("GPU", 1.0),)
+    # What it offers in all: "CPU", "memory", "GPU" and custom ones, e.g. (("GPU", 1.0),).
+    resources: tuple[tuple[str, float], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # automatic (hostname, ...) and user labels
 
 
 # --- connection set-up -------------------------------------------------------------------
@@ -315,6 +322,7 @@ class ActorSummary:
     name: str | None
     namespace: str | None
     worker_id: WorkerId | None = None
+    mailbox_depth: int = 0  # messages waiting for the actor (its mailbox and overflow)
 
 
 @attrs.frozen
@@ -339,6 +347,7 @@ class WorkerReport:
     queued: int  # sync tasks waiting for a CPU
     tasks: tuple[TaskSummary, ...] = ()
     cpus_reserved: float = 0.0  # CPUs held by the sync tasks running now
+    held: tuple[tuple[str, float], ...] = ()  # resources its tasks and actors hold now
 
 
 @attrs.frozen
@@ -361,6 +370,7 @@ class WorkerView:
     running: int = -1
     queued: int = -1
     cpus_reserved: float = 0.0
+    held: tuple[tuple[str, float], ...] = ()
 
 
 @attrs.frozen
@@ -448,6 +458,7 @@ class SubmitTask:
     args: Payload
     num_cpus: float
     actor: ActorInfo | None = None
+    resources: tuple[tuple[str, float], ...] = ()  # held on the worker while it runs
 
 
 @attrs.frozen
@@ -582,6 +593,37 @@ class ObjectValue:
     value: Payload
 
 
+@attrs.frozen
+class RefReceipt:
+    """One ObjectRef that arrived: its object, owner and the token its sender pickled it with;
+    ``borrows``: the receiver starts borrowing the object with it."""
+
+    object_id: ObjectId
+    owner: str
+    token: int
+    borrows: bool
+
+
+@attrs.frozen
+class RefsReceived:
+    """Sent by a process that unpickled ObjectRefs to the process that pickled them (batched
+    per link): the sender may drop its holds on them (reference counting, refcounting.py)."""
+
+    borrower: str
+    receipts: tuple[RefReceipt, ...]
+
+
+@attrs.frozen
+class BorrowUpdate:
+    """Sent by a borrower to an object's owner (batched per link): processes it passed refs
+    on to that borrow them now (``added``: object and borrower), then the borrows of its own
+    that ended (``released``)."""
+
+    borrower: str
+    added: tuple[tuple[ObjectId, str], ...]
+    released: tuple[ObjectId, ...]
+
+
 Message: TypeAlias = (
     Hello
     | Pulse
@@ -624,6 +666,8 @@ Message: TypeAlias = (
     | FetchObject
     | ObjectValue
     | Credit
+    | RefsReceived
+    | BorrowUpdate
     | WorkerOutput
     | SubscribeOutput
     | ReadLogs

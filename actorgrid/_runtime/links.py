@@ -58,6 +58,7 @@ from .peer import LoopbackPeer, Peer
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .records import CALL, OwnedActor, Sent, TaskSpec, _describe
+from .refcounting import RefCounts
 from .refs import PENDING, ObjectEntry
 from .waiting import WorkerWait
 
@@ -164,7 +165,7 @@ class RuntimeLinks:
         self.objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry] = (
             weakref.WeakValueDictionary()
         )
-        self.pinned: dict[ObjectId, ObjectEntry] = {}
+        self.refs = RefCounts(self)  # reference counting of objects whose refs left
         self.names: dict[tuple[str, str], ActorInfo] = {}
         # Bumped when the head says named actors ended: a name reply that was in flight
         # meanwhile may be older than that news, so it is used but not cached.
@@ -185,6 +186,7 @@ class RuntimeLinks:
             WorkerState: self._on_worker_state,
             Event: self._on_event,
             Shutdown: self._on_shutdown,
+            **self.refs.handlers(),
         }
         self.observe = Observer()  # task events, timeline spans, worker output shown here
         self._handlers.update(self.observe.handlers(self.event_feed))
@@ -431,7 +433,7 @@ class RuntimeLinks:
             self.placement.local = info.worker_id
             self.placement.local_load = lambda: queue.total - queue.free + len(queue.items)
         if info.worker_id not in self.placement.suspended:
-            self.waiting.worker_available(info.num_cpus)
+            self.waiting.worker_available(info)
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
@@ -452,6 +454,7 @@ class RuntimeLinks:
                 else:
                     link.abort(reason)
             self._worker_at.pop(info.address, None)
+            self.refs.borrower_lost(info.address)
             for key in [k for k, a in self.names.items() if a.address == info.address]:
                 del self.names[key]
             self._names_epoch += 1
@@ -470,7 +473,7 @@ class RuntimeLinks:
         self.placement.set_suspended(msg.worker_id, msg.suspended)
         info = self.placement.workers.get(msg.worker_id)
         if info is not None and not msg.suspended:
-            self.waiting.worker_available(info.num_cpus)
+            self.waiting.worker_available(info)
 
     def _on_shutdown(self, peer: Peer, msg: Shutdown) -> None:
         if self.on_shutdown is not None:

@@ -34,6 +34,7 @@ from .._protocol.messages import (
     TaskSummary,
     WorkerReport,
 )
+from .holdings import Holdings
 from .interrupt import Running
 from .lanes import (
     _FORCE_FLUSH_S,
@@ -77,6 +78,7 @@ class ExecutorTasks:
         self.runtime = runtime
         self.grace_s = grace_s
         self.queue = TaskQueue(self, num_cpus)
+        self.holdings = Holdings({})  # the worker's share of its node's resources
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.classes: dict[bytes, type] = {}
         self.actors: dict[ActorId, _Slot] = {}
@@ -105,7 +107,9 @@ class ExecutorTasks:
 
     def on_query(self, peer: Peer, msg: QueryWorker) -> None:
         actors = tuple(
-            ActorSummary(info.actor_id, info.label, info.kind, info.name, info.namespace)
+            ActorSummary(
+                info.actor_id, info.label, info.kind, info.name, info.namespace, None, slot.depth
+            )
             for slot in list(self.actors.values())
             if (info := slot.info) is not None
         )
@@ -113,7 +117,15 @@ class ExecutorTasks:
         reserved = min(max(self.queue.total - self.queue.free, 0.0), self.queue.total)
         tasks = tuple(self._summary(task_id, item) for task_id, item in list(self.tasks.items()))
         peer.send(
-            WorkerReport(msg.rid, actors, max(0, len(self.tasks) - queued), queued, tasks, reserved)
+            WorkerReport(
+                msg.rid,
+                actors,
+                max(0, len(self.tasks) - queued),
+                queued,
+                tasks,
+                reserved,
+                self.holdings.held(),
+            )
         )
 
     def _summary(self, task_id: ObjectId, item: _Task | _Call | _TaskItem) -> TaskSummary:
@@ -253,6 +265,7 @@ class ExecutorTasks:
 
     def _ended(self, task_id: ObjectId) -> None:
         self.tasks.pop(task_id, None)
+        self.holdings.release(task_id)
         # Its children keep running (they are this process's); a cancel of it now does nothing.
         self.runtime.children.parent_done(task_id)
 
@@ -317,7 +330,8 @@ class ExecutorTasks:
         if not inspect.iscoroutinefunction(fn):
             item = _TaskItem(peer, msg, fn)
             self.tasks[msg.task_id] = item
-            self.queue.push(item)
+            fail = lambda exc: self.task_done(item, False, system_error(exc))  # noqa: E731
+            self.holdings.admit(msg.task_id, msg.resources, lambda: self.queue.push(item), fail)
             return
         task = _Task(peer, getattr(fn, "__qualname__", "task"))
         self.tasks[msg.task_id] = task
@@ -331,6 +345,7 @@ class ExecutorTasks:
         observed = self.runtime.observe.running(task.peer, msg.task_id, task.label)
         with task.scope, observed as out:
             try:
+                await self.holdings.hold(msg.task_id, msg.resources)
                 args, kwargs = await self._load_args(msg.args)
             except Exception as exc:
                 result = (False, system_error(exc))
@@ -382,7 +397,7 @@ class ExecutorTasks:
         KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed."""
         if isinstance(item, _TaskItem):
             item.cancelled = True
-            if self.queue.remove(item):
+            if self.queue.remove(item) or self.holdings.drop_waiting(task_id):
                 self.task_done(item, False, _cancelled(item.label))
                 return
             item.running.interrupt()
