@@ -11,7 +11,7 @@ import atexit
 import functools
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -35,7 +35,9 @@ from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
 from .dashboard import parse_dashboard, serve_runtime_dashboard
+from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
+from .jobclient import Jobs
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .observing import ObserveMethods
 from .operations import cancel_task, kill_actor
@@ -84,6 +86,7 @@ class Cluster(ObserveMethods):
         dashboard_url: str | None = None,
     ) -> None:
         self._runtime = runtime
+        self._jobs: Jobs | None = None
         self._node = node
         self.embedded = embedded
         self.address = head_address
@@ -283,6 +286,13 @@ class Cluster(ObserveMethods):
         return lambda: rt.on_loop(rt.unsubscribe_events, callback)
 
     @property
+    def jobs(self) -> Jobs:
+        """The cluster's jobs: ``await cluster.jobs.submit_async([...])`` and the like."""
+        if self._jobs is None:
+            self._jobs = Jobs(self._runtime)
+        return self._jobs
+
+    @property
     def node_pids(self) -> list[int]:
         """The worker processes an embedded cluster's node agent runs now (empty if remote)."""
         return [] if self._node is None else self._node.pids()
@@ -309,6 +319,7 @@ async def _open_cluster(
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
 ) -> AsyncIterator[Cluster]:
@@ -319,6 +330,7 @@ async def _open_cluster(
             "actorgrid is already initialized in this process; call ag.shutdown() first"
         )
     address = address or os.environ.get("ACTORGRID_ADDRESS") or None
+    prepared = await prepare_runtime_env(runtime_env)
     async with trio.open_nursery() as nursery:
         node: NodeAgent | None = None
         if address is None:
@@ -368,6 +380,7 @@ async def _open_cluster(
             tls=tls,
             pending_warning_s=pending_warning_s,
         )
+        rt.env_key = "" if prepared is None else prepared.spec.key
         rt.observe.show_output(log_to_driver)
         try:
             if node is not None:
@@ -375,8 +388,10 @@ async def _open_cluster(
             await nursery.start(rt.serve)
             _adopt_head_cap(rt)
             set_current_runtime(rt)
-            if node is not None:
+            if node is not None and prepared is None:
                 await _wait_for_workers(rt, node)
+            if prepared is not None:
+                await ensure_runtime_env(rt, prepared)
             if serve_at is not None:
                 serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
                 url = await nursery.start(functools.partial(serve, port=serve_at[1]))
@@ -489,6 +504,7 @@ async def connect(
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
 ) -> AsyncIterator[Cluster]:
@@ -511,6 +527,7 @@ async def connect(
             pending_warning_s=pending_warning_s,
             resources=resources,
             labels=labels,
+            runtime_env=runtime_env,
             dashboard=dashboard,
             log_to_driver=log_to_driver,
         ) as cluster:
@@ -576,6 +593,7 @@ def init(
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
 ) -> Cluster:
@@ -604,6 +622,11 @@ def init(
     describe the embedded cluster's node: they add to or override what it detects (CPUs,
     memory, GPUs; hostname, platform, ...), for ``.options(num_gpus=, resources=,
     label_selector=)`` to ask for.
+
+    ``runtime_env`` (a dict: ``working_dir``, ``py_modules``, ``env_vars``, ``excludes``,
+    ``worker_setup``, ``node_setup``, ``node_cleanup``) ships this driver's code to every
+    node and runs its tasks and actors in workers of that environment only; see the README's
+    "Runtime environments".
 
     ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
@@ -636,6 +659,7 @@ def init(
                 pending_warning_s=pending_warning_s,
                 resources=resources,
                 labels=labels,
+                runtime_env=runtime_env,
                 dashboard=dashboard,
                 log_to_driver=log_to_driver,
             )

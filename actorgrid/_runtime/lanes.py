@@ -30,6 +30,7 @@ from .context import Letter
 from .interrupt import Running
 from .lineage import current_task
 from .output import output_source
+from .producing import WorkerStreams
 from .serialization import box_error, loads, system_error
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class TaskHost(Protocol):
     def finish_from_thread(
         self, item: _TaskItem | _Call, peer: Peer, ok: bool, payload: Payload, last: bool
     ) -> None: ...
+
+    @property
+    def streams(self) -> WorkerStreams: ...
 
 
 class _TaskItem:
@@ -230,6 +234,7 @@ class _Lane:
                     )
                     result = (False, system_error(error))
                 else:
+                    method = self.executor.streams.adapt(method, in_thread=True)
                     label = f"{self.info.label}.{call.method}"
                     name = self.info.name or self.info.label
                     with output_source(name, call.peer):

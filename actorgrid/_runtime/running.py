@@ -29,6 +29,7 @@ from .._protocol.messages import (
     KillActor,
     Payload,
     QueryWorker,
+    StreamAck,
     SubmitTask,
     TaskResult,
     TaskSummary,
@@ -51,6 +52,7 @@ from .lanes import (
     log,
 )
 from .lineage import current_task
+from .producing import WorkerStreams
 from .refs import ObjectRef
 from .serialization import box_error, dumps, system_error
 
@@ -84,6 +86,7 @@ class ExecutorTasks:
         self.actors: dict[ActorId, _Slot] = {}
         self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
         self.tasks: dict[ObjectId, _Task | _Call | _TaskItem] = {}
+        self.streams = WorkerStreams(self)  # remote generators being driven here
         self._nursery: trio.Nursery | None = None
         self._where_suffix = f"on worker {{}} (pid {os.getpid()}, host {socket.gethostname()})"
 
@@ -103,6 +106,7 @@ class ExecutorTasks:
             KillActor: self.on_kill,
             Deliver: self.on_deliver,
             QueryWorker: self.on_query,
+            StreamAck: self.streams.on_ack,
         }
 
     def on_query(self, peer: Peer, msg: QueryWorker) -> None:
@@ -327,6 +331,7 @@ class ExecutorTasks:
             self.tasks[msg.task_id] = task
             self.nursery.start_soon(self._run_coroutine_actor, task, slot, fn, msg)
             return
+        fn = self.streams.adapt(fn)  # a generator streams what it yields
         if not inspect.iscoroutinefunction(fn):
             item = _TaskItem(peer, msg, fn)
             self.tasks[msg.task_id] = item
