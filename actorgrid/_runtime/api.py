@@ -163,22 +163,28 @@ async def get_actor_async(name: str, namespace: str | None = None) -> ActorHandl
     return ActorHandle._make(info)
 
 
-def send(target: Any, message: Any) -> None:
-    """Put ``message`` in the mailbox of ``target`` (a name, handle or actor ref)."""
+def send(target: Any, message: Any, *, namespace: str | None = None) -> None:
+    """Put ``message`` in the mailbox of ``target`` (a name, handle or actor ref). A name is
+    looked up in ``namespace`` (None: the default namespace)."""
     _not_in_trio("send")
-    current_runtime().portal.run(send_async, target, message)
+    current_runtime().portal.run(send_async, target, message, namespace)
 
 
-async def send_async(target: Any, message: Any) -> None:
-    await current_runtime().send(target, message)
+async def send_async(target: Any, message: Any, namespace: str | None = None) -> None:
+    await current_runtime().send(target, message, namespace)
 
 
-def ask(target: Any, message: Any, *, timeout: float | None = None) -> Any:
-    """Send ``message`` to ``target`` and wait for its ``ctx.reply(...)``."""
+def ask(
+    target: Any, message: Any, *, timeout: float | None = None, namespace: str | None = None
+) -> Any:
+    """Send ``message`` to ``target`` and wait for its ``ctx.reply(...)``. A name is looked up
+    in ``namespace`` (None: the default namespace)."""
     _not_in_trio("ask")
     rt = current_runtime()
-    return rt.portal.run(rt.ask, target, message, timeout)
+    return rt.portal.run(rt.ask, target, message, timeout, namespace)
 
 
-async def ask_async(target: Any, message: Any, *, timeout: float | None = None) -> Any:
-    return await current_runtime().ask(target, message, timeout)
+async def ask_async(
+    target: Any, message: Any, *, timeout: float | None = None, namespace: str | None = None
+) -> Any:
+    return await current_runtime().ask(target, message, timeout, namespace)

@@ -173,13 +173,24 @@ class Context:
 
         return ActorHandle._make(self._info)
 
-    async def send(self, target: Any, message: Any) -> None:
-        """Put ``message`` in the target's mailbox; waits while that mailbox is full."""
-        await self._runtime.send(target, message)
+    async def send(self, target: Any, message: Any, *, namespace: str | None = None) -> None:
+        """Put ``message`` in the target's mailbox; waits while that mailbox is full.
 
-    async def ask(self, target: Any, message: Any, *, timeout: float | None = None) -> Any:
-        """Send ``message`` and wait for the target's ``reply``; GetTimeoutError after timeout."""
-        return await self._runtime.ask(target, message, timeout)
+        A name is looked up in ``namespace``; None: this actor's own namespace (the default
+        namespace for an actor created without one)."""
+        await self._runtime.send(target, message, namespace or self._info.namespace)
+
+    async def ask(
+        self,
+        target: Any,
+        message: Any,
+        *,
+        timeout: float | None = None,
+        namespace: str | None = None,
+    ) -> Any:
+        """Send ``message`` and wait for the target's ``reply``; GetTimeoutError after timeout.
+        A name is looked up as for ``send``."""
+        return await self._runtime.ask(target, message, timeout, namespace or self._info.namespace)
 
     async def reply(self, value: Any) -> None:
         """Answer the ask behind the last message received from the mailbox."""

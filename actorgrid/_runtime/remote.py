@@ -226,7 +226,10 @@ class RemoteFunction(Generic[P, R]):
             if holder.actor_id == placed.actor_id:
                 rt.send_task(entry, code.id, code.blob, payload, num_cpus, placed)
             else:
-                entry.actor = holder  # an existing actor holds the name: this ref targets it
+                # An existing actor holds the name: this ref targets it, and resolves (to
+                # None; its result is its creator's) when it ends.
+                entry.actor = holder
+                rt.watch_end(holder, entry)
 
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return ObjectRef._make(entry)
