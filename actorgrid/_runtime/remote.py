@@ -10,6 +10,8 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
+from .._protocol.messages import ActorInfo
+from .._scheduler.names import DEFAULT_NAMESPACE
 from .context import Context
 from .core import current_runtime
 from .handles import ActorHandle
@@ -215,12 +217,11 @@ class RemoteFunction(Generic[P, R]):
             rt.on_loop(rt.send_task, entry, code.id, code.blob, payload, num_cpus, info)
             return ObjectRef._make(entry)
 
-        async def register_then_start() -> None:
-            placed = entry.actor = await rt.waiting.place_actor(info, num_cpus)
-            pending = rt.register_name_nowait(placed, opts.get_if_exists)
+        async def finish_then_start(placed: ActorInfo, pending: Any) -> None:
             try:
                 holder = await rt.finish_register(pending)
             except Exception as exc:
+                rt.forget_actor(placed.actor_id)  # the creator's optimistic name, if any
                 entry.set_error(exc)
                 raise
             if holder.actor_id == placed.actor_id:
@@ -231,6 +232,22 @@ class RemoteFunction(Generic[P, R]):
                 entry.actor = holder
                 rt.watch_end(holder, entry)
 
+        async def register_then_start() -> None:
+            placed = entry.actor = await rt.waiting.place_actor(info, num_cpus)
+            await finish_then_start(placed, rt.register_name_nowait(placed, opts.get_if_exists))
+
+        if info.address and not opts.get_if_exists:
+            # Placed at once: .remote() returns without waiting for the head. The claim is
+            # queued to the head now, ahead of anything sent after it (claims of many
+            # .remote() calls in a row share frames), and the creator may use the name at
+            # once; a taken name fails the ref (ag.get raises ValueError).
+            def claim() -> None:
+                pending = rt.register_name_nowait(info, False)
+                rt.names[(info.namespace or DEFAULT_NAMESPACE, info.name or "")] = info
+                rt.nursery.start_soon(_quietly, finish_then_start, info, pending)
+
+            rt.on_loop(claim)
+            return ObjectRef._make(entry)
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return ObjectRef._make(entry)
 
@@ -344,6 +361,13 @@ def _detached(opts: Options, label: str) -> bool:
             "with ag.get_actor(name)"
         )
     return True
+
+
+async def _quietly(fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    try:
+        await fn(*args)
+    except Exception:
+        pass  # delivered to the handle or ref, which raises it where it is used
 
 
 def _start_registration(

@@ -116,3 +116,26 @@ def test_the_name_cache_forgets_an_actor_without_walking_every_name():
     cache.forget_address("w0")
     assert len(cache) == 49_500
     assert all(cache[("default", f"n{i}")].address == "w1" for i in range(1001, 1100, 2))
+
+
+@ag.remote
+async def first_letter(ctx: ag.Context):
+    return await ctx.mailbox.receive()
+
+
+def test_named_agents_are_created_without_waiting_for_the_head_and_usable_at_once():
+    prefix = unique("many")
+    refs = [first_letter.options(name=f"{prefix}-{i}").remote() for i in range(200)]
+    for i in range(200):
+        ag.send(f"{prefix}-{i}", i)  # the creator uses each name at once
+    assert ag.get(refs, timeout=120) == list(range(200))
+    # Other processes find them at the head (the claims went out before these sends).
+    again = first_letter.options(name=f"{prefix}-late").remote()
+    assert ag.get(send_by_name.remote(f"{prefix}-late", "from a task"), timeout=60) == "sent"
+    assert ag.get(again, timeout=60) == "from a task"
+
+
+@ag.remote
+def send_by_name(name, message):
+    ag.send(name, message)
+    return "sent"
