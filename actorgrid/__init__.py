@@ -46,6 +46,8 @@ from ._runtime.api import get_actor_async as get_actor_async
 from ._runtime.api import get_async as get_async
 from ._runtime.api import kill as kill
 from ._runtime.api import kill_async as kill_async
+from ._runtime.api import publish as publish
+from ._runtime.api import publish_async as publish_async
 from ._runtime.api import put as put
 from ._runtime.api import send as send
 from ._runtime.api import send_async as send_async
@@ -61,6 +63,7 @@ from ._runtime.refs import ObjectRef as ObjectRef
 from ._runtime.remote import ActorClass as ActorClass
 from ._runtime.remote import RemoteFunction as RemoteFunction
 from ._runtime.remote import remote as remote
+from ._runtime.virtual import AgentKey as AgentKey
 from ._scheduler.restart import RestartPolicy as RestartPolicy
 from ._transport.tls import TLSConfig as TLSConfig
 
@@ -77,6 +80,7 @@ __all__ = [
     "ActorPool",
     "ActorStatistics",
     "ActorgridError",
+    "AgentKey",
     "AsyncResult",
     "AuthenticationError",
     "Availability",
@@ -118,6 +122,8 @@ __all__ = [
     "is_initialized",
     "kill",
     "kill_async",
+    "publish",
+    "publish_async",
     "put",
     "remote",
     "send",

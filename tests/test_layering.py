@@ -34,7 +34,9 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     actors            owned actors and their restarts
     names             names, lookup, kill, send, ask
     core              Runtime, current_runtime
+    virtual           keyed agent targets (kind.key(k)) and topic publish: the sending side
     context           a coroutine actor's Context
+    keyed             keyed agents' activations and topic fan-out: the worker side
     lanes             the executor's work items and queues
     running           ExecutorTasks: tasks, cancel, interrupt
     executor          Executor: hosting actors
@@ -93,7 +95,9 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("actors",),
     ("names",),
     ("core",),
+    ("virtual",),
     ("context",),
+    ("keyed",),
     ("lanes",),
     ("running",),
     ("executor",),

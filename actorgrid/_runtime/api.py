@@ -11,9 +11,12 @@ from typing import Any, TypeVar, overload
 
 import trio
 
+from .context import _no_ask_to_key
 from .core import current_runtime
 from .handles import ActorHandle
 from .refs import ObjectRef
+from .virtual import AgentKey, send_to_key
+from .virtual import publish as virtual_publish
 
 __all__ = [
     "ask",
@@ -25,6 +28,8 @@ __all__ = [
     "get_async",
     "kill",
     "kill_async",
+    "publish",
+    "publish_async",
     "put",
     "send",
     "send_async",
@@ -171,6 +176,9 @@ def send(target: Any, message: Any, *, namespace: str | None = None) -> None:
 
 
 async def send_async(target: Any, message: Any, namespace: str | None = None) -> None:
+    if isinstance(target, AgentKey):
+        await send_to_key(current_runtime(), target, message)
+        return
     await current_runtime().send(target, message, namespace)
 
 
@@ -180,6 +188,7 @@ def ask(
     """Send ``message`` to ``target`` and wait for its ``ctx.reply(...)``. A name is looked up
     in ``namespace`` (None: the default namespace)."""
     _not_in_trio("ask")
+    _no_ask_to_key(target)
     rt = current_runtime()
     return rt.portal.run(rt.ask, target, message, timeout, namespace)
 
@@ -187,4 +196,17 @@ def ask(
 async def ask_async(
     target: Any, message: Any, *, timeout: float | None = None, namespace: str | None = None
 ) -> Any:
+    _no_ask_to_key(target)
     return await current_runtime().ask(target, message, timeout, namespace)
+
+
+def publish(topic: str, message: Any) -> None:
+    """Send ``message`` to every subscriber of ``topic`` (agents that called
+    ``ctx.subscribe(topic)``), in the order this process publishes."""
+    _not_in_trio("publish")
+    rt = current_runtime()
+    rt.portal.run(virtual_publish, rt, topic, message)
+
+
+async def publish_async(topic: str, message: Any) -> None:
+    await virtual_publish(current_runtime(), topic, message)

@@ -51,6 +51,7 @@ from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.names import NameCache
 from .._scheduler.placement import Placement
 from .._scheduler.tasktree import TaskTree
+from .._scheduler.topics import Subscriptions
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from .headlink import EventFeed, HeadLink
@@ -171,6 +172,7 @@ class RuntimeLinks:
         self._names_epoch = 0
         # Refs of coroutine actors reached with get_if_exists: resolved when that actor ends.
         self.end_watchers: dict[ActorId, list[ObjectEntry]] = {}
+        self.topics = Subscriptions()  # this process's agents subscribed to topics
         self.executor: HostedExecutor | None = None
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0

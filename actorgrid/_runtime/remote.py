@@ -20,6 +20,7 @@ from .records import OwnedActor
 from .refs import ObjectRef
 from .serialization import dumps_call, dumps_code
 from .signatures import MethodChecks, call_check
+from .virtual import AgentKey
 
 __all__ = ["ActorClass", "RemoteFunction", "remote"]
 
@@ -44,6 +45,8 @@ class Options:
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
     # None: the actor ends with the process that created it; "detached": it outlives it.
     lifetime: str | None = None
+    # Keyed agents (kind.key(k)): seconds without a message before one is deactivated.
+    idle_timeout: float | None = None
 
     def merge(self, **changes: Any) -> Options:
         unknown = set(changes) - set(attrs.fields_dict(Options))
@@ -71,6 +74,11 @@ class Options:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(
                 f"mailbox_size must be an int >= 1 (0: the default, 1024), not {size!r}"
+            )
+        idle = merged.idle_timeout
+        if idle is not None and (not isinstance(idle, int | float) or idle <= 0):
+            raise ValueError(
+                f"idle_timeout must be a number of seconds > 0 (None: never), not {idle!r}"
             )
         if merged.num_cpus is not None and merged.num_cpus < 0:
             raise ValueError(f"num_cpus must be >= 0, not {merged.num_cpus}")
@@ -153,6 +161,28 @@ class RemoteFunction(Generic[P, R]):
     def __repr__(self) -> str:
         kind = "remote coroutine actor" if self._actor else "remote function"
         return f"<{kind} {self.__qualname__}>"
+
+    def key(self, key: str) -> AgentKey:
+        """The agent of this kind with this key, a target for ``ctx.send``/``ag.send``.
+
+        It is activated on its first message, on the worker that hashing ``key`` picks, and
+        runs this coroutine with ``ctx.key == key``; with ``.options(idle_timeout=s)`` it is
+        deactivated after ``s`` seconds without a message (its mailbox ends) and comes back
+        on its next one."""
+        if not self._actor:
+            raise TypeError(
+                f"{self.__qualname__} is a plain remote function, not an agent kind: a kind "
+                "is an `async def` whose first parameter is `ctx: ag.Context`"
+            )
+        opts = self._options
+        return AgentKey._make(
+            self.__qualname__,
+            str(key),
+            self._code.id,
+            self._code.blob(),
+            float(opts.idle_timeout or 0.0),
+            opts.mailbox_size,
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
