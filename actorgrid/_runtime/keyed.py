@@ -82,6 +82,7 @@ class KeyedAgents:
         self.host = host
         self.table = ActivationTable(host.runtime.address)
         self.live: dict[Ident, _Activation] = {}
+        self.by_id: dict[ActorId, _Activation] = {}  # for topics: keyed subscribers
         self._members_seen: object = None
         self.activations = 0  # since start: activations begun on this worker
 
@@ -124,7 +125,7 @@ class KeyedAgents:
         send, receive = trio.open_memory_channel[Any](math.inf)
         ctx = Context._make(rt, info, receive)
         ctx._key = ident[1]
-        act = self.live[ident] = _Activation(spec, ctx, send, receive)
+        act = self.live[ident] = self.by_id[info.actor_id] = _Activation(spec, ctx, send, receive)
         self.activations += 1
         self.host.nursery.start_soon(self._run, ident, act)
         return act
@@ -149,6 +150,7 @@ class KeyedAgents:
             act.send.close()
             if self.live.get(ident) is act:
                 del self.live[ident]
+            del self.by_id[act.ctx._info.actor_id]
             self._apply(self.table.handle(Ended(ident)))
 
     async def _watch_idle(self, ident: Ident, act: _Activation) -> None:
@@ -166,5 +168,14 @@ class KeyedAgents:
     def on_publish(self, peer: Peer, msg: Publish) -> None:
         topics = self.host.runtime.topics
         for actor_id in topics.subscribers(msg.topic):
-            if not self.host.deliver_local(actor_id, Letter(msg.payload, None)):
-                topics.unsubscribe(msg.topic, actor_id)
+            letter = Letter(msg.payload, None)
+            act = self.by_id.get(actor_id)
+            if act is not None:
+                try:
+                    act.send.send_nowait(letter)
+                    continue
+                except trio.ClosedResourceError:
+                    pass  # deactivating: it no longer receives
+            elif self.host.deliver_local(actor_id, letter):
+                continue
+            topics.unsubscribe(msg.topic, actor_id)
