@@ -84,6 +84,7 @@ class KeyedAgents:
         self.live: dict[Ident, _Activation] = {}
         self.by_id: dict[ActorId, _Activation] = {}  # for topics: keyed subscribers
         self._members_seen: object = None
+        self.blobs: dict[bytes, bytes] = {}  # kinds' code by id, as it came (for forwards)
         self.activations = 0  # since start: activations begun on this worker
 
     def __repr__(self) -> str:
@@ -96,6 +97,8 @@ class KeyedAgents:
             self._apply(self.table.handle(Members(live_workers(rt))))
 
     def on_deliver(self, peer: Peer, msg: DeliverToKey) -> None:
+        if msg.code and msg.code_id not in self.blobs:
+            self.blobs[msg.code_id] = msg.code
         self._sync_members()
         self._apply(self.table.handle(Arrived((msg.kind, msg.key), msg, msg.hops)))
 
@@ -108,7 +111,9 @@ class KeyedAgents:
                 act.last = trio.current_time()
                 act.send.send_nowait(Letter(command.item.payload, None))
             elif isinstance(command, Forward):
-                spec = attrs.evolve(command.item, hops=command.hops)
+                item = command.item
+                code = item.code or self.blobs.get(item.code_id, b"")
+                spec = attrs.evolve(item, hops=command.hops, code=code)
                 self.host.runtime.peer_for(command.address).send(spec)
             elif isinstance(command, Deactivate):
                 act = self.live.get(command.ident)
@@ -134,7 +139,9 @@ class KeyedAgents:
         label = act.ctx._info.label
         reason = f"agent {label} has ended"
         try:
-            fn = self.host._code(self.host.functions, act.spec.code_id, act.spec.code)
+            spec = act.spec
+            blob = spec.code or self.blobs.get(spec.code_id)
+            fn = self.host._code(self.host.functions, spec.code_id, blob)
             async with trio.open_nursery() as nursery:
                 if act.spec.idle_timeout_s > 0:
                     nursery.start_soon(self._watch_idle, ident, act)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import ActorDiedError, ActorgridError
 from .._protocol.messages import DeliverToKey, Publish
 from .._scheduler.activation import Ident, owner_of
-from .peer import PeerClosedError
+from .peer import Peer, PeerClosedError
 from .serialization import dumps
 
 if TYPE_CHECKING:
@@ -99,6 +99,9 @@ class _Owners:
         self.seen: object = None
         self.workers: tuple[str, ...] = ()
         self.owner: dict[Ident, str | None] = {}
+        # The code ids each link has carried: a kind's code goes once per link (links keep
+        # order, so it arrives before the messages that need it; a new link sends it again).
+        self.code_sent: dict[str, tuple[Peer, set[bytes]]] = {}
 
 
 _OWNERS: weakref.WeakKeyDictionary[Runtime, _Owners] = weakref.WeakKeyDictionary()
@@ -138,17 +141,24 @@ async def send_to_key(rt: Runtime, target: AgentKey, message: Any) -> None:
             f"cannot activate {target!r}: the cluster has no live worker yet; wait for one "
             "(ag.init starts them) and send again"
         )
+    peer = rt.peer_for(owner)
+    owners = _workers(rt)
+    sent = owners.code_sent.get(owner)
+    if sent is None or sent[0] is not peer:
+        sent = owners.code_sent[owner] = (peer, set())
+    code = b"" if target.code_id in sent[1] else target.code
     msg = DeliverToKey(
         target.kind,
         target.key,
         target.code_id,
-        target.code,
+        code,
         target.idle_timeout_s,
         target.mailbox_size,
         payload,
     )
     try:
-        await rt.peer_for(owner).send_wait(msg, flush=True)
+        await peer.send_wait(msg, flush=True)
+        sent[1].add(target.code_id)
     except PeerClosedError as exc:
         raise ActorDiedError(
             f"cannot deliver to {target!r}: its worker {owner} is unreachable ({exc}); the "
