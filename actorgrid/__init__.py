@@ -13,6 +13,7 @@ from ._exceptions import GetTimeoutError as GetTimeoutError
 from ._exceptions import NameNotFoundError as NameNotFoundError
 from ._exceptions import NotInitializedError as NotInitializedError
 from ._exceptions import NoWorkerError as NoWorkerError
+from ._exceptions import ObjectLostError as ObjectLostError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RemoteError as RemoteError
 from ._exceptions import SerializationError as SerializationError
@@ -23,6 +24,7 @@ from ._node.cluster import connect as connect
 from ._node.cluster import init as init
 from ._node.cluster import is_initialized as is_initialized
 from ._node.cluster import shutdown as shutdown
+from ._node.dashboard import serve_dashboard as serve_dashboard
 from ._node.records import ActorStatistics as ActorStatistics
 from ._node.records import ClusterStatus as ClusterStatus
 from ._node.records import NodeStatistics as NodeStatistics
@@ -97,6 +99,7 @@ __all__ = [
     "NoWorkerError",
     "NodeStatistics",
     "NotInitializedError",
+    "ObjectLostError",
     "ObjectRef",
     "Pool",
     "ProtocolError",
@@ -128,6 +131,7 @@ __all__ = [
     "remote",
     "send",
     "send_async",
+    "serve_dashboard",
     "serve_head",
     "serve_node",
     "shutdown",

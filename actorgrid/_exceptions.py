@@ -9,6 +9,7 @@
         ├── ActorDiedError         the actor is gone (killed, constructor failed, process died)
         ├── WorkerDiedError        the worker running a task went away before it answered
         ├── TaskCancelledError     ag.cancel() reached the task
+        ├── ObjectLostError        an object's owner died, or the object was freed
         ├── GetTimeoutError        also a TimeoutError: ag.get(..., timeout=) ran out
         ├── SerializationError     also a TypeError: a value could not be pickled or unpickled
         ├── NameNotFoundError      also a LookupError: no live actor has that name
@@ -34,6 +35,7 @@ __all__ = [
     "NameNotFoundError",
     "NoWorkerError",
     "NotInitializedError",
+    "ObjectLostError",
     "ProtocolError",
     "RemoteError",
     "SerializationError",
@@ -220,6 +222,20 @@ class WorkerDiedError(ActorgridError):
 
 class TaskCancelledError(ActorgridError):
     """The task was cancelled with ``ag.cancel()`` before it produced a result."""
+
+
+class ObjectLostError(ActorgridError):
+    """The value of an ObjectRef can no longer be had: the process that owns it (the one that
+    called ``ag.put`` or submitted the task) died, or the object was freed. ``object_id`` and
+    ``owner`` (the owner's address) name it."""
+
+    def __init__(self, message: str, object_id: bytes = b"", owner: str = "") -> None:
+        super().__init__(message)
+        self.object_id = object_id
+        self.owner = owner
+
+    def __reduce__(self) -> Any:
+        return type(self), (str(self), self.object_id, self.owner)
 
 
 class GetTimeoutError(ActorgridError, TimeoutError):

@@ -100,6 +100,17 @@ def check_address(value: object, what: str = "address") -> str:
     return text
 
 
+def _check_dashboard(value: object, what: str = "dashboard") -> str:
+    text = _text(value, what)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise OptionError(
+            f"{what} must be HOST:PORT for the dashboard to listen on, e.g. 127.0.0.1:8265 "
+            f"(port 0: any free port), got {text!r}"
+        )
+    return text
+
+
 def _check_resources(value: object, what: str = "resources") -> dict[str, float]:
     teach = f'{what} must map resource names to amounts, e.g. {{"GPU": 2}}'
     if not isinstance(value, dict):
@@ -310,6 +321,15 @@ START_OPTIONS: tuple[Option, ...] = (
         "file holding the cluster secret in hex (default: generate a random secret and write "
         "it to a new file, readable only by you, next to the cluster file)",
         is_path=True,
+    ),
+    Option(
+        "dashboard",
+        _check_dashboard,
+        str,
+        "HOST:PORT",
+        "where the head serves its live dashboard and /metrics (default %(default)s: this "
+        "machine only, any free port); every request needs the token it prints",
+        "127.0.0.1:0",
     ),
     _PULSE,
     _GRACE,

@@ -9,7 +9,7 @@ Every sub-command is two functions and one entry in ``_COMMANDS``:
 
 The cluster commands live in modules of their own, where ``add_<name>`` is public so that
 ``_COMMANDS`` can list it: ``up`` (up, down), ``serve`` (start --head, node), ``status``
-(status, list) and ``operate`` (kill, cancel).
+(status, list), ``operate`` (kill, cancel) and ``dashboard``.
 
 Handlers use only the public API (``import actorgrid as ag``) and report failures as one
 line on stderr and a non-zero status, never as a traceback.
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import actorgrid as ag
 
-from . import operate, serve, status, up
+from . import dashboard, operate, serve, status, up
 from ._options import positive_int
 
 if TYPE_CHECKING:
@@ -212,6 +212,7 @@ _COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     status.add_list,
     operate.add_kill,
     operate.add_cancel,
+    dashboard.add_dashboard,
     _add_check,
     _add_version,
 )

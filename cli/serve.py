@@ -194,6 +194,17 @@ async def _serve_head(
                         tls=tls,
                     )
                 )
+                dash_host, _, dash_port = options["dashboard"].rpartition(":")
+                dashboard_url: str = await nursery.start(
+                    functools.partial(
+                        ag.serve_dashboard,
+                        reachable_address(address),
+                        secret=secret,
+                        tls=tls,
+                        host=dash_host.strip("[]"),
+                        port=int(dash_port),
+                    )
+                )
                 if write_cluster_file:
                     ag.ClusterFile(
                         address,
@@ -201,6 +212,7 @@ async def _serve_head(
                         head_pid=os.getpid(),
                         num_workers=options["num_workers"],
                         tls=None if tls is None else tls.to_dict(),
+                        dashboard=dashboard_url.partition("?")[0],
                     ).save(cluster_file)
                     recorded = True
                 _announce_head(
@@ -210,6 +222,7 @@ async def _serve_head(
                     generated,
                     cluster_file if recorded else None,
                 )
+                say(f"dashboard: {dashboard_url}")
                 # A signal that came during start-up waits here, not lost.
                 async for signum in signals:
                     say(f"{signal.Signals(signum).name}: stopping the nodes, then the head")

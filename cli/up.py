@@ -251,6 +251,7 @@ def _start(
         "--pulse-interval", repr(options["pulse_interval"]),
         "--grace", repr(options["grace"]),
         "--max-message-bytes", str(options["max_message_bytes"]),
+        "--dashboard", options["dashboard"],
     ]  # fmt: skip
     for key in TLS_KEYS:
         if options.get(key):
@@ -492,6 +493,8 @@ def _print_how_to_use(recorded: ag.ClusterFile, paths: ClusterPaths) -> None:
     if recorded.nodes:
         say(f"nodes started on: {', '.join(recorded.nodes)}")
     say(f"cluster file: {paths.cluster_file}")
+    if recorded.dashboard_url:
+        say(f"dashboard: {recorded.dashboard_url}")
     say("connect a driver on this machine:")
     say('  ag.init(address="auto")')
     if secret_file:

@@ -28,7 +28,7 @@ from hostlab import Hosts, netns_unavailable, not_zombie
 
 import actorgrid as ag
 
-_BY_VALUE_DIRS = ("_runtime", "_node", "_scheduler", "_pool")
+_BY_VALUE_DIRS = ("_runtime", "_node", "_scheduler", "_pool", "_dashboard")
 DEFAULT_CLUSTER_OPTIONS: dict[str, Any] = {"num_workers": 2}
 GONE_TIMEOUT_S = 10.0
 

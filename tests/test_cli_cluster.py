@@ -612,6 +612,7 @@ def test_save_config_then_config(env: Env) -> None:
         "host": "127.0.0.1",
         "port": 7001,
         "num_workers": 3,
+        "dashboard": "127.0.0.1:0",
         "pulse_interval": 0.5,
         "grace": 5.0,
         "max_message_bytes": 1 << 30,

@@ -7,6 +7,7 @@ Layers, lowest first (the same order as the docstring of ``actorgrid/_protocol/_
     actorgrid._transport     bytes in, bytes out
     actorgrid._scheduler     pure state machines                    no I/O: no trio, no sockets
     actorgrid._runtime       per-process core
+    actorgrid._dashboard     HTTP + WebSocket live view, /metrics   given a source by _node
     actorgrid._node          head, node agent, worker process
     actorgrid._pool          ag.Pool and ag.ActorPool, over tasks and actors
     actorgrid, .testing      the public API (package __init__) and public test helpers
@@ -27,7 +28,8 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     records           what the runtime keeps of its calls and actors
     peer              one link
     portal headlink   thread hops; the link to the head
-    getting waiting   ag.get / ag.wait; calls that wait for a worker
+    getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
+                      counting's I/O shell
     links             Runtime, layer by layer: state, lifecycle, links, events
     objects           put, fetch, get
     tasks             submission, retries, results, cancels
@@ -65,6 +67,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("_transport", ("actorgrid._transport",)),
     ("_scheduler", ("actorgrid._scheduler",)),
     ("_runtime", ("actorgrid._runtime",)),
+    ("_dashboard", ("actorgrid._dashboard",)),
     ("_node", ("actorgrid._node",)),
     ("_pool", ("actorgrid._pool",)),
     ("public", ("actorgrid", "actorgrid.testing")),
@@ -88,7 +91,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("records",),
     ("peer",),
     ("portal", "headlink"),
-    ("getting", "waiting"),
+    ("getting", "waiting", "refcounting"),
     ("links",),
     ("objects",),
     ("tasks",),

@@ -34,6 +34,7 @@ from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
+from .dashboard import parse_dashboard, serve_runtime_dashboard
 from .head import Head
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .operations import cancel_task, kill_actor
@@ -79,11 +80,15 @@ class Cluster:
         embedded: bool,
         head_address: str,
         node: NodeAgent | None = None,
+        dashboard_url: str | None = None,
     ) -> None:
         self._runtime = runtime
         self._node = node
         self.embedded = embedded
         self.address = head_address
+        # The live dashboard's URL, token included: the one this process serves
+        # (ag.init(dashboard=...)), else that of the head `actorgrid up` started ("auto").
+        self.dashboard_url = dashboard_url
 
     def __repr__(self) -> str:
         kind = "embedded" if self.embedded else "remote"
@@ -293,7 +298,10 @@ async def _open_cluster(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
+    serve_at = parse_dashboard(dashboard)
+    url = None
     if runtime_or_none() is not None:
         raise RuntimeError(
             "actorgrid is already initialized in this process; call ag.shutdown() first"
@@ -327,6 +335,8 @@ async def _open_cluster(
             )
         else:
             head_address, secret, tls = _remote(address, secret, tls)
+            if address == "auto":  # the dashboard its head serves, if this one serves none
+                url = ClusterFile.load().dashboard_url or None
             host = host or local_address_towards(head_address)
         rt = Runtime(
             kind="driver",
@@ -346,7 +356,13 @@ async def _open_cluster(
             set_current_runtime(rt)
             if node is not None:
                 await _wait_for_workers(rt, node)
-            yield Cluster(rt, embedded=node is not None, head_address=head_address, node=node)
+            if serve_at is not None:
+                serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
+                url = await nursery.start(functools.partial(serve, port=serve_at[1]))
+            embedded = node is not None
+            yield Cluster(
+                rt, embedded=embedded, head_address=head_address, node=node, dashboard_url=url
+            )
         finally:
             rt.closing()
             if runtime_or_none() is rt:
@@ -448,6 +464,7 @@ async def connect(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -466,6 +483,7 @@ async def connect(
             worker_restarts=worker_restarts,
             tls=tls,
             pending_warning_s=pending_warning_s,
+            dashboard=dashboard,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -527,6 +545,7 @@ def init(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    dashboard: bool | str = False,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -548,6 +567,10 @@ def init(
 
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
+
+    ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
+    127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
+    URL, token included.
     """
     global _thread
     if trio.lowlevel.in_trio_run():
@@ -571,6 +594,7 @@ def init(
                 worker_restarts=worker_restarts,
                 tls=tls,
                 pending_warning_s=pending_warning_s,
+                dashboard=dashboard,
             )
         )
         thread.start()

@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 import trio
 
+from .._dashboard.auth import dashboard_token
 from .._exceptions import AuthenticationError, NotInitializedError, ProtocolError, unwrap_group
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
@@ -56,6 +57,12 @@ class ClusterFile:
     num_workers: int = 0
     nodes: tuple[str, ...] = ()  # hosts that `actorgrid up --config` started nodes on
     tls: dict[str, str] | None = None
+    dashboard: str = ""  # the dashboard's URL without its token ("": none was started)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's URL with its token (derived from the secret), or ""."""
+        return f"{self.dashboard}?token={dashboard_token(self.secret)}" if self.dashboard else ""
 
     @staticmethod
     def default_path() -> Path:

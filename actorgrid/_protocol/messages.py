@@ -293,6 +293,7 @@ class ActorSummary:
     name: str | None
     namespace: str | None
     worker_id: WorkerId | None = None
+    mailbox_depth: int = 0  # messages waiting for the actor (its mailbox and overflow)
 
 
 @attrs.frozen
@@ -560,6 +561,37 @@ class ObjectValue:
     value: Payload
 
 
+@attrs.frozen
+class RefReceipt:
+    """One ObjectRef that arrived: its object, owner and the token its sender pickled it with;
+    ``borrows``: the receiver starts borrowing the object with it."""
+
+    object_id: ObjectId
+    owner: str
+    token: int
+    borrows: bool
+
+
+@attrs.frozen
+class RefsReceived:
+    """Sent by a process that unpickled ObjectRefs to the process that pickled them (batched
+    per link): the sender may drop its holds on them (reference counting, refcounting.py)."""
+
+    borrower: str
+    receipts: tuple[RefReceipt, ...]
+
+
+@attrs.frozen
+class BorrowUpdate:
+    """Sent by a borrower to an object's owner (batched per link): processes it passed refs
+    on to that borrow them now (``added``: object and borrower), then the borrows of its own
+    that ended (``released``)."""
+
+    borrower: str
+    added: tuple[tuple[ObjectId, str], ...]
+    released: tuple[ObjectId, ...]
+
+
 # --- virtual agents and topics ----------------------------------------------------------------
 
 
@@ -631,6 +663,8 @@ Message: TypeAlias = (
     | FetchObject
     | ObjectValue
     | Credit
+    | RefsReceived
+    | BorrowUpdate
     | DeliverToKey
     | Publish
 )

@@ -302,6 +302,11 @@ class _Slot:
         self.scope = trio.CancelScope()
         self.done = trio.Event()
 
+    @property
+    def depth(self) -> int:
+        """Messages waiting for the actor: in its mailbox, and parked while it is full."""
+        return self.receive.statistics().current_buffer_used + len(self.overflow or ())
+
 
 def _construct(
     cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], where: str

@@ -59,6 +59,7 @@ from .peer import LoopbackPeer, Peer
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .records import CALL, OwnedActor, Sent, TaskSpec, _describe
+from .refcounting import RefCounts
 from .refs import PENDING, ObjectEntry
 from .waiting import WorkerWait
 
@@ -165,7 +166,7 @@ class RuntimeLinks:
         self.objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry] = (
             weakref.WeakValueDictionary()
         )
-        self.pinned: dict[ObjectId, ObjectEntry] = {}
+        self.refs = RefCounts(self)  # reference counting of objects whose refs left
         self.names = NameCache()
         # Bumped when the head says named actors ended: a name reply that was in flight
         # meanwhile may be older than that news, so it is used but not cached.
@@ -189,6 +190,7 @@ class RuntimeLinks:
             WorkerState: self._on_worker_state,
             Event: self._on_event,
             Shutdown: self._on_shutdown,
+            **self.refs.handlers(),
         }
         self.on_shutdown: Callable[[str], None] | None = None
         self._nursery: trio.Nursery | None = None
@@ -452,6 +454,7 @@ class RuntimeLinks:
                 else:
                     link.abort(reason)
             self._worker_at.pop(info.address, None)
+            self.refs.borrower_lost(info.address)
             self.names.forget_address(info.address)
             self._names_epoch += 1
         self.membership_changed.set()

@@ -6,13 +6,14 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .._exceptions import ActorgridError, NotInitializedError
-from .._protocol.ids import ObjectId, new_object_id, short
+from .._exceptions import NotInitializedError
+from .._protocol.ids import new_object_id, short
 from .._protocol.messages import ActorInfo, FetchObject, ObjectValue, Payload
 from . import getting
 from .blocking import blocking_section
 from .links import RuntimeLinks
 from .peer import Peer, PeerClosedError
+from .refcounting import freed_error, owner_lost_error
 from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, system_error
 
@@ -54,20 +55,6 @@ class RuntimeObjects(RuntimeLinks):
         self.objects[entry.object_id] = entry
         return entry
 
-    def borrowed_entry(
-        self, object_id: ObjectId, owner: str, actor: ActorInfo | None
-    ) -> ObjectEntry:
-        entry = self.objects.get(object_id)
-        if entry is None:
-            entry = ObjectEntry(object_id, owner, actor)
-            self.objects[object_id] = entry
-        return entry
-
-    def pin(self, entry: ObjectEntry) -> None:
-        # A ref leaving this process may be fetched later by its borrower; keep the value.
-        if entry.owner == self.address:
-            self.pinned[entry.object_id] = entry
-
     def put(self, value: Any) -> ObjectRef[Any]:
         payload = dumps(value)
         if payload.nbytes > self.max_message_bytes:
@@ -94,12 +81,7 @@ class RuntimeObjects(RuntimeLinks):
         try:
             reply = await peer.request(lambda rid: FetchObject(rid, entry.object_id))
         except PeerClosedError as exc:
-            entry.set_error(
-                ActorgridError(
-                    f"the owner of object {short(entry.object_id)} at {entry.owner} is "
-                    f"unreachable, so its value is lost: {exc}"
-                )
-            )
+            entry.set_error(owner_lost_error(entry.object_id, entry.owner, exc))
             return
         assert isinstance(reply, ObjectValue)
         if reply.ok:
@@ -108,11 +90,9 @@ class RuntimeObjects(RuntimeLinks):
             entry.set_error(reply.value)
 
     def _on_fetch(self, peer: Peer, msg: FetchObject) -> None:
-        entry = self.objects.get(msg.object_id)
+        entry = self.objects.get(msg.object_id) or self.refs.revive(msg.object_id)
         if entry is None:
-            error = ActorgridError(
-                f"object {short(msg.object_id)} no longer exists on its owner {self.address}"
-            )
+            error = freed_error(msg.object_id, self.address)
             peer.send(ObjectValue(msg.rid, False, system_error(error)))
         elif entry.state == PENDING:
             self._ensure_fetch(entry)

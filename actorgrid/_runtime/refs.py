@@ -2,8 +2,9 @@
 
 An object lives in its owner: the process that submitted the task or called ``ag.put``. The
 owner's entry holds the serialized value until every local ObjectRef to it is gone (the table
-holds entries weakly). A ref that is pickled away (passed to another task or actor) pins its
-entry, since the borrower may ask the owner for the value later.
+holds entries weakly). A ref that is pickled away (passed to another task or actor) is counted
+from then on by reference counting (``refcounting.py``): the owner keeps the value until no
+process holds a ref to it, borrowers fetch it from the owner meanwhile.
 
 Entries are resolved on the runtime's loop. Threads wait on them without locks: a waiter is
 appended and then ``state`` is re-checked, while the loop sets ``state`` and then reads the
@@ -34,16 +35,23 @@ class Waiter(Protocol):
     def set(self) -> None: ...
 
 
+class RefCounter(Protocol):
+    """What a ref needs of reference counting (``refcounting.RefCounts`` is one)."""
+
+    def sent(self, entry: ObjectEntry) -> tuple[str, int]: ...
+
+    def rebuild(
+        self, object_id: ObjectId, owner: str, actor: ActorInfo | None, sender: str, token: int
+    ) -> ObjectEntry: ...
+
+
 class RefOwner(Protocol):
     """What a ref needs of this process's runtime (``current.py``); Runtime is one."""
 
     async def get_async(self, refs: Any, timeout: float | None = None) -> Any: ...
 
-    def pin(self, entry: ObjectEntry) -> None: ...
-
-    def borrowed_entry(
-        self, object_id: ObjectId, owner: str, actor: ActorInfo | None
-    ) -> ObjectEntry: ...
+    @property
+    def refs(self) -> RefCounter: ...
 
 
 class ObjectEntry:
@@ -58,6 +66,7 @@ class ObjectEntry:
         "owner",
         "payload",
         "state",
+        "tracked",
         "waiters",
         "where",
     )
@@ -72,6 +81,7 @@ class ObjectEntry:
         self.waiters: list[Waiter] = []
         self.fetching = False
         self.where: Any = None  # the Peer a pending call was sent on, for ag.cancel
+        self.tracked = False  # watched by reference counting (refcounting.py)
 
     def set_value(self, payload: Payload) -> None:
         if self.state == PENDING:
@@ -163,13 +173,16 @@ class ObjectRef(Generic[T]):
 
     def __reduce__(self) -> Any:
         runtime = cast("RefOwner | None", current.get_or_none())
-        if runtime is not None:
-            runtime.pin(self._entry)
         e = self._entry
-        return _rebuild_ref, (self._id, e.owner, e.actor)
+        if runtime is None:
+            return _rebuild_ref, (self._id, e.owner, e.actor)
+        sender, token = runtime.refs.sent(e)  # held until the receiver's receipt
+        return _rebuild_ref, (self._id, e.owner, e.actor, sender, token)
 
 
-def _rebuild_ref(object_id: ObjectId, owner: str, actor: ActorInfo | None) -> ObjectRef[Any]:
+def _rebuild_ref(
+    object_id: ObjectId, owner: str, actor: ActorInfo | None, sender: str = "", token: int = 0
+) -> ObjectRef[Any]:
     runtime = cast("RefOwner | None", current.get_or_none())
     if runtime is None:
         entry = ObjectEntry(object_id, owner, actor)
@@ -177,4 +190,4 @@ def _rebuild_ref(object_id: ObjectId, owner: str, actor: ActorInfo | None) -> Ob
             NotInitializedError("this ObjectRef was unpickled outside an actorgrid process")
         )
         return ObjectRef._make(entry)
-    return ObjectRef._make(runtime.borrowed_entry(object_id, owner, actor))
+    return ObjectRef._make(runtime.refs.rebuild(object_id, owner, actor, sender, token))

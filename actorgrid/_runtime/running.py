@@ -111,7 +111,9 @@ class ExecutorTasks:
 
     def on_query(self, peer: Peer, msg: QueryWorker) -> None:
         actors = tuple(
-            ActorSummary(info.actor_id, info.label, info.kind, info.name, info.namespace)
+            ActorSummary(
+                info.actor_id, info.label, info.kind, info.name, info.namespace, None, slot.depth
+            )
             for slot in list(self.actors.values())
             if (info := slot.info) is not None
         )

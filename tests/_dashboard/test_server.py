@@ -1,0 +1,244 @@
+"""The dashboard of a real embedded cluster (``ag.init(dashboard=True)``), over real sockets:
+the token on every request, the bounds on requests, ``/metrics`` read by a strict Prometheus
+text parser, and its figures moving as the cluster does."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+
+import actorgrid as ag
+
+CLUSTER_OPTIONS = {"num_workers": 2, "dashboard": True}
+WAIT_S = 30.0
+
+
+# --- a strict Prometheus text-format (0.0.4) parser --------------------------------------
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_SAMPLE = re.compile(rf"^({_NAME})(?:\{{(.*)\}})? (\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_prometheus(text: str) -> tuple[Samples, dict[str, str]]:
+    """Samples by (name, labels), and each family's type; raises AssertionError on anything
+    the format does not allow: a sample before its TYPE, a repeated family or sample, a
+    counter not named *_total, a bad label or value."""
+    assert text.endswith("\n"), "the exposition must end with a newline"
+    types: dict[str, str] = {}
+    samples: Samples = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        where = f"line {number}: {line!r}"
+        if line.startswith("# HELP "):
+            assert re.match(rf"^# HELP {_NAME} .+$", line), where
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram", "summary", "untyped"), where
+            assert name not in types, f"family {name} declared twice ({where})"
+            if kind == "counter":
+                assert name.endswith("_total"), where
+            types[name] = kind
+        else:
+            assert not line.startswith("#") and line, where
+            match = _SAMPLE.match(line)
+            assert match, where
+            name, labels_text, value = match.groups()
+            assert name in types, f"sample before its TYPE ({where})"
+            labels: list[tuple[str, str]] = []
+            rest = labels_text or ""
+            while rest:
+                label = _LABEL.match(rest)
+                assert label, where
+                labels.append((label[1], label[2]))
+                rest = rest[label.end() :]
+            key = (name, frozenset(labels))
+            assert key not in samples, f"sample repeated ({where})"
+            samples[key] = float(value)
+            if types[name] == "counter":
+                assert samples[key] >= 0, where
+    return samples, types
+
+
+def total(samples: Samples, name: str) -> float:
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _base(cluster: ag.Cluster) -> tuple[str, str]:
+    assert cluster.dashboard_url is not None
+    base, _, query = cluster.dashboard_url.partition("?")
+    return base, query.removeprefix("token=")
+
+
+def _status_of(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT_S) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
+def _metrics(cluster: ag.Cluster) -> Samples:
+    base, token = _base(cluster)
+    status, body = _status_of(base + "metrics", {"Authorization": f"Bearer {token}"})
+    assert status == 200, body
+    return parse_prometheus(body)[0]
+
+
+def _wait_for(what: str, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {WAIT_S} s"
+        time.sleep(0.1)
+
+
+def _raw(cluster: ag.Cluster, data: bytes) -> str:
+    base, _ = _base(cluster)
+    host, port = base.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=WAIT_S) as sock:
+        sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply.decode("latin-1")
+
+
+# --- tests -------------------------------------------------------------------------------
+
+
+def test_the_dashboard_listens_on_loopback(cluster: ag.Cluster) -> None:
+    base, token = _base(cluster)
+    assert base.startswith("http://127.0.0.1:")
+    assert len(token) == 64
+
+
+@pytest.mark.parametrize("path", ["", "metrics", "ws"])
+def test_a_request_without_the_token_gets_401_and_a_wrong_one_403(
+    cluster: ag.Cluster, path: str
+) -> None:
+    base, token = _base(cluster)
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"} if path == "ws" else {}
+    status, body = _status_of(base + path, upgrade)
+    assert status == 401, body
+    assert "token" in body
+    status, body = _status_of(base + path + "?token=" + "0" * 64, upgrade)
+    assert status == 403, body
+    status, _ = _status_of(base + path, {"Authorization": "Bearer " + token[:-1] + "x"})
+    assert status == 403
+
+
+def test_the_websocket_feed_serves_the_right_token(cluster: ag.Cluster) -> None:
+    # (A wrong or missing token on /ws is refused above, before any WebSocket handshake.)
+    base, token = _base(cluster)
+    ws_base = "ws" + base.removeprefix("http") + "ws"
+
+    async def main() -> dict[str, Any]:
+        with trio.fail_after(WAIT_S):
+            return await feed()
+
+    async def feed() -> dict[str, Any]:
+        async with trio_websocket.open_websocket_url(ws_base + "?token=" + token) as ws:
+            while True:
+                message: dict[str, Any] = json.loads(await ws.get_message())
+                if message["type"] == "snapshot":
+                    return message
+
+    snapshot = trio.run(main)
+    assert len(snapshot["workers"]) == 2
+
+
+def test_requests_beyond_the_bounds_are_refused_and_the_dashboard_stays_up(
+    cluster: ag.Cluster,
+) -> None:
+    huge = b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n"
+    assert _raw(cluster, huge).startswith("HTTP/1.1 431 ")
+    many = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(100)) + b"\r\n"
+    assert _raw(cluster, many).startswith("HTTP/1.1 431 ")
+    assert _raw(cluster, b"POST / HTTP/1.1\r\n\r\n").startswith("HTTP/1.1 405 ")
+    base, token = _base(cluster)
+    # A connection that never sends its request does not hold the dashboard up.
+    host, port = base.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    with socket.create_connection((host, int(port))):
+        status, body = _status_of(base + "?token=" + token)
+    assert status == 200
+    assert "<title>actorgrid dashboard</title>" in body
+
+
+@ag.remote
+def wait_for_file(path: str) -> str:
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return "done"
+
+
+@ag.remote
+async def hoarder(ctx: ag.Context, path: str) -> int:
+    while not os.path.exists(path):
+        await trio.sleep(0.02)
+    got = 0
+    async for msg in ctx.mailbox:
+        if msg == "stop":
+            return got
+        got += 1
+    return got
+
+
+def test_metrics_parse_and_their_figures_follow_the_cluster(
+    cluster: ag.Cluster, tmp_path: Path
+) -> None:
+    first = _metrics(cluster)
+    node = cluster.nodes()[0].node_id.hex()
+    assert first["actorgrid_nodes", frozenset()] == 1
+    assert first["actorgrid_workers", frozenset({("node", node)})] == 2
+    for counter in ("tasks_submitted", "tasks_finished", "tasks_failed", "tasks_retried"):
+        assert ("actorgrid_" + counter + "_total", frozenset({("node", node)})) in first
+    restarts = total(first, "actorgrid_worker_restarts_total")
+
+    # A call that runs shows in the running gauge, then leaves it.
+    release = tmp_path / "release"
+    ref = wait_for_file.remote(str(release))
+    _wait_for("the task running", lambda: total(_metrics(cluster), "actorgrid_tasks_running") >= 1)
+    release.touch()
+    assert ag.get(ref, timeout=WAIT_S) == "done"
+    _wait_for("the task gone", lambda: total(_metrics(cluster), "actorgrid_tasks_running") == 0)
+
+    # Messages waiting for a busy actor show as its mailbox depth.
+    opened = tmp_path / "opened"
+    box = hoarder.options(name="hoarder").remote(str(opened))
+    for i in range(3):
+        ag.send("hoarder", i)
+    _wait_for(
+        "a mailbox depth of 3",
+        lambda: total(_metrics(cluster), "actorgrid_actor_mailbox_depth") == 3,
+    )
+    opened.touch()
+    ag.send("hoarder", "stop")
+    assert ag.get(box, timeout=WAIT_S) == 3
+
+    # A worker killed from outside is replaced: the restart counter moves.
+    victim = cluster.workers()[0].pid
+    os.kill(victim, signal.SIGKILL)
+    _wait_for(
+        "a worker restart counted",
+        lambda: total(_metrics(cluster), "actorgrid_worker_restarts_total") > restarts,
+    )
+    _wait_for("two workers again", lambda: len(cluster.workers()) == 2)
