@@ -65,6 +65,9 @@ from ._runtime.refs import ObjectRef as ObjectRef
 from ._runtime.remote import ActorClass as ActorClass
 from ._runtime.remote import RemoteFunction as RemoteFunction
 from ._runtime.remote import remote as remote
+from ._runtime.subscriptions import Subscription as Subscription
+from ._runtime.subscriptions import subscribe as subscribe
+from ._runtime.subscriptions import subscribe_async as subscribe_async
 from ._runtime.virtual import AgentKey as AgentKey
 from ._scheduler.restart import RestartPolicy as RestartPolicy
 from ._transport.tls import TLSConfig as TLSConfig
@@ -108,6 +111,7 @@ __all__ = [
     "Request",
     "RestartPolicy",
     "SerializationError",
+    "Subscription",
     "TLSConfig",
     "TaskCancelledError",
     "TaskStatistics",
@@ -135,6 +139,8 @@ __all__ = [
     "serve_head",
     "serve_node",
     "shutdown",
+    "subscribe",
+    "subscribe_async",
     "wait",
     "wait_async",
 ]

@@ -43,6 +43,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     running           ExecutorTasks: tasks, cancel, interrupt
     executor          Executor: hosting actors
     remote api        @ag.remote and the module-level API
+    subscriptions     ag.subscribe: a driver's topic subscription, through a relay agent
 
 A lower module that needs something of a higher one states it as a Protocol next to itself
 (``refs.RefOwner``, ``handles.CallerRuntime``, ``links.HostedExecutor``, ``pulse.Pulsed``).
@@ -105,6 +106,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("running",),
     ("executor",),
     ("remote", "api"),
+    ("subscriptions",),
 ]
 RUNTIME = "actorgrid._runtime"
 

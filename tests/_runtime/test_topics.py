@@ -107,3 +107,19 @@ def test_every_subscriber_gets_every_message_in_order_per_publisher():
         assert len(got) == 60
         for tag in ("a", "b", "driver"):
             assert [i for t, i in got if t == tag] == list(range(20))
+
+
+def test_a_driver_subscribes_and_gets_every_message_in_order():
+    topic = unique("driver-news")
+    with ag.subscribe(topic) as sub:
+        publishers = [publisher.remote(topic, tag, 30) for tag in ("a", "b")]
+        for i in range(30):
+            ag.publish(topic, ("driver", i))
+        got = [sub.get(timeout=60) for _ in range(90)]
+        assert ag.get(publishers, timeout=60) == ["a", "b"]
+        with pytest.raises(ag.GetTimeoutError):
+            sub.get(timeout=0.5)  # nothing more was published
+        ag.publish(topic, ("driver", 30))
+        assert sub.get(timeout=60) == ("driver", 30)  # nothing lost to the timed-out pull
+    for tag in ("a", "b", "driver"):
+        assert [i for t, i in got if t == tag] == list(range(30))
