@@ -59,8 +59,13 @@ from ._runtime.context import Context as Context
 from ._runtime.context import Mailbox as Mailbox
 from ._runtime.context import MailboxStatistics as MailboxStatistics
 from ._runtime.context import Request as Request
+from ._runtime.demands import NodeAffinity as NodeAffinity
 from ._runtime.handles import ActorHandle as ActorHandle
 from ._runtime.handles import ActorMethod as ActorMethod
+from ._runtime.holdings import get_gpu_ids as get_gpu_ids
+from ._runtime.oneach import NodeSubscription as NodeSubscription
+from ._runtime.oneach import run_on_each_node as run_on_each_node
+from ._runtime.oneach import run_on_each_worker as run_on_each_worker
 from ._runtime.refs import ObjectRef as ObjectRef
 from ._runtime.remote import ActorClass as ActorClass
 from ._runtime.remote import RemoteFunction as RemoteFunction
@@ -100,7 +105,9 @@ __all__ = [
     "MailboxStatistics",
     "NameNotFoundError",
     "NoWorkerError",
+    "NodeAffinity",
     "NodeStatistics",
+    "NodeSubscription",
     "NotInitializedError",
     "ObjectLostError",
     "ObjectRef",
@@ -125,6 +132,7 @@ __all__ = [
     "get_actor",
     "get_actor_async",
     "get_async",
+    "get_gpu_ids",
     "init",
     "is_initialized",
     "kill",
@@ -133,6 +141,8 @@ __all__ = [
     "publish_async",
     "put",
     "remote",
+    "run_on_each_node",
+    "run_on_each_worker",
     "send",
     "send_async",
     "serve_dashboard",

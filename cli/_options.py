@@ -136,6 +136,31 @@ def _parse_resources(text: str) -> dict[str, float]:
     return _check_resources(value, "the value")
 
 
+def _check_labels(value: object, what: str = "labels") -> dict[str, str]:
+    teach = f"{what} must be name=value pairs, e.g. zone=a,rack=3"
+    if isinstance(value, str):
+        return _parse_labels(value)
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str | int | float) for k, v in value.items()
+    ):
+        raise OptionError(f"{teach}; got {value!r}")
+    return {k: str(v) for k, v in value.items()}
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise OptionError(
+                f"labels are name=value pairs separated by commas, e.g. zone=a,rack=3; got {part!r}"
+            )
+        labels[key.strip()] = value.strip()
+    return labels
+
+
 def _argparse_type(check: Callable[[object, str], Any], parse: Callable[[str], object]) -> Any:
     def convert(text: str) -> Any:
         try:
@@ -286,6 +311,25 @@ _SECRET_FILE = Option(
     is_path=True,
 )
 
+_RESOURCES = Option(
+    "resources",
+    lambda v, w: _check_resources(v, w),
+    lambda text: _parse_resources(text),
+    "JSON",
+    'resources this machine\'s node offers, as a JSON object, e.g. \'{"GPU": 2, "camera": 1}\': '
+    "custom ones, and GPU/memory/CPU to override what it detects",
+)
+_LABELS = Option(
+    "labels",
+    lambda v, w: _check_labels(v, w),
+    lambda text: _parse_labels(text),
+    "K=V,...",
+    "labels of this machine's node, for .options(label_selector=...), e.g. zone=a,rack=3 "
+    "(added to the automatic hostname, platform, python_version, num_cpus, memory_gb, "
+    "num_gpus)",
+)
+
+
 START_OPTIONS: tuple[Option, ...] = (
     Option(
         "host",
@@ -322,6 +366,8 @@ START_OPTIONS: tuple[Option, ...] = (
         "it to a new file, readable only by you, next to the cluster file)",
         is_path=True,
     ),
+    _RESOURCES,
+    _LABELS,
     Option(
         "dashboard",
         _check_dashboard,
@@ -369,13 +415,8 @@ NODE_OPTIONS: tuple[Option, ...] = (
         "CPUs each worker offers the scheduler (default %(default)s)",
         _library_default(ag.serve_node, "num_cpus_per_worker"),
     ),
-    Option(
-        "resources",
-        lambda v, w: _check_resources(v, w),
-        lambda text: _parse_resources(text),
-        "JSON",
-        "custom resources this node offers, as a JSON object, e.g. '{\"GPU\": 2}'",
-    ),
+    _RESOURCES,
+    _LABELS,
     _PULSE,
     _GRACE,
     _MAX_MESSAGE_BYTES,

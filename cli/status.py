@@ -100,6 +100,9 @@ def _node(node: ag.NodeStatistics) -> dict[str, Any]:
         "state": node.state,
         "last_pulse_s": round(node.last_pulse_s, 3),
         "resources": dict(node.resources),
+        "used": dict(node.used),
+        "free": dict(node.free),
+        "labels": dict(node.labels),
         "cpu_percent": None if a is None else a.cpu_percent,
         "num_cpus": None if a is None else a.num_cpus,
         "memory_available": None if a is None else a.memory_available,
@@ -122,6 +125,9 @@ def _worker(worker: ag.WorkerStatistics) -> dict[str, Any]:
         "running": worker.running,
         "queued": worker.queued,
         "cpus_reserved": worker.cpus_reserved,
+        "resources": dict(worker.resources),
+        "held": dict(worker.held),
+        "gpu_ids": list(worker.gpu_ids),
     }
 
 
@@ -165,6 +171,11 @@ def status_report(address: str, status: ag.ClusterStatus) -> dict[str, Any]:
         "num_suspended": sum(w.state == "suspended" for w in status.workers),
         "num_cpus": status.num_cpus,
         "cpus_reserved": status.cpus_reserved,
+        "resources": {
+            name: {"total": total, "used": status.used.get(name, 0.0), "free": free}
+            for name, total in sorted(status.total.items())
+            for free in [status.free.get(name, 0.0)]
+        },
         "num_actors": len(status.actors),
         "running": status.running,
         "queued": status.queued,
@@ -237,10 +248,21 @@ def _node_rows(nodes: list[dict[str, Any]]) -> list[str]:
                 None if n["cpu_percent"] is None else f"{n['cpu_percent']:.1f}",
                 _bytes(n["memory_available"]),
                 f"{n['last_pulse_s']:.1f} s ago",
-                ", ".join(f"{k}={_number(v)}" for k, v in n["resources"].items()) or None,
+                _usage(n["resources"], n.get("used", {})) or None,
             )
             for n in nodes
         ],
+    )
+
+
+def _amount(name: str, value: float) -> str:
+    return (_bytes(int(value)) or "0 B") if name == "memory" else _number(value)
+
+
+def _usage(total: Mapping[str, float], used: Mapping[str, float]) -> str:
+    """ "CPU 1/4, GPU 2/2, camera 0/1": used of total, by resource."""
+    return ", ".join(
+        f"{k} {_amount(k, used.get(k, 0.0))}/{_amount(k, v)}" for k, v in sorted(total.items())
     )
 
 
@@ -346,6 +368,11 @@ def _run_status(args: argparse.Namespace) -> int:
         f"CPUs: {_number(report['num_cpus'])} total, {_number(report['cpus_reserved'])} "
         "reserved by running tasks"
     )
+    for name, usage in report["resources"].items():
+        say(
+            f"{name}: {_amount(name, usage['total'])} total, {_amount(name, usage['used'])} "
+            f"used, {_amount(name, usage['free'])} free"
+        )
     say(f"actors: {report['num_actors']}")
     say(f"tasks: {report['running']} running, {report['queued']} queued")
     return 0

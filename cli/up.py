@@ -256,6 +256,10 @@ def _start(
     for key in TLS_KEYS:
         if options.get(key):
             argv += [f"--{key}", str(Path(options[key]).expanduser().absolute())]
+    if options.get("resources"):
+        argv += ["--resources", json.dumps(options["resources"])]
+    if options.get("labels"):
+        argv += ["--labels", ",".join(f"{k}={v}" for k, v in options["labels"].items())]
     log = _open_log(paths.head_log)
     try:
         head = subprocess.Popen(

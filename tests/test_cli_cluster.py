@@ -192,7 +192,10 @@ def _stop(proc: subprocess.Popen[str], sig: int, timeout_s: float = 30) -> int:
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, str]]:
     env = Env(tmp_path_factory.mktemp("up"))
     try:
-        result = env.run("up", "--num-workers", "2", "--pulse-interval", PULSE)
+        result = env.run(
+            "up", "--num-workers", "2", "--pulse-interval", PULSE,
+            "--resources", '{"camera": 1}', "--labels", "zone=a",
+        )  # fmt: skip
         if env.cluster_file.exists():
             env.record_cluster()
         assert result.returncode == 0, _describe(result)
@@ -265,7 +268,9 @@ DRIVER = textwrap.dedent(
 
     ag.init(address="auto")
     print(ag.get([ag.remote(square).remote(i) for i in range(6)], timeout=60), flush=True)
-    counter = ag.remote(Counter).options(name="counter").remote()
+    counter = ag.remote(Counter).options(
+        name="counter", resources={"camera": 1}, label_selector={"zone": "a"}
+    ).remote()
     print(ag.get(counter.incr.remote(), timeout=60), flush=True)
     print("ready", flush=True)
     sys.stdin.readline()  # keeps the actor alive while the test lists it
@@ -298,6 +303,7 @@ def test_driver_status_and_lists(up: tuple[Env, str], tmp_path: Path) -> None:
         assert "CPUs: 2 total, 0 reserved by running tasks" in text.stdout
         assert "actors: 1" in text.stdout
         assert "tasks: 0 running, 0 queued" in text.stdout
+        assert "camera: 1 total, 1 used, 0 free" in text.stdout  # the counter holds it
 
         report = env.status()
         assert report["num_workers"] == 2
@@ -306,6 +312,8 @@ def test_driver_status_and_lists(up: tuple[Env, str], tmp_path: Path) -> None:
         nodes = report["nodes"]
         assert isinstance(nodes, list) and len(nodes) == 1
         assert nodes[0]["num_workers"] == 2
+        assert nodes[0]["labels"]["zone"] == "a"
+        assert report["resources"]["camera"] == {"total": 1.0, "used": 1.0, "free": 0.0}
 
         listed = {}
         for kind in ("nodes", "workers", "actors", "tasks"):
@@ -524,7 +532,9 @@ def test_node_joins_and_sigterm_stops_it(up: tuple[Env, str], tmp_path: Path) ->
         listed = env.run("list", "nodes", "--json")
         assert listed.returncode == 0, _describe(listed)
         resources = {n["pid"]: n["resources"] for n in json.loads(listed.stdout)}
-        assert resources[node.pid] == {"GPU": 2.0}
+        # The declared GPUs, and the CPUs and memory the node detected itself.
+        assert resources[node.pid]["GPU"] == 2.0
+        assert resources[node.pid]["CPU"] == 1.0 and resources[node.pid]["memory"] > 0
         assert _stop(node, signal.SIGTERM) == 0, out.read_text()
         own.assert_gone()
         _wait_for(lambda: env.status()["num_workers"] == 2, "the node's worker to leave")

@@ -22,7 +22,7 @@ Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), l
 module imports only modules of a lower row, never one of its own row or above, so no import
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
-    serialization signatures interrupt lineage restarts current blocking pulse
+    serialization signatures interrupt lineage restarts current blocking pulse demands holdings
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     handles           ActorHandle; likewise
     records           what the runtime keeps of its calls and actors
@@ -43,7 +43,8 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     running           ExecutorTasks: tasks, cancel, interrupt
     executor          Executor: hosting actors
     remote api        @ag.remote and the module-level API
-    subscriptions     ag.subscribe: a driver's topic subscription, through a relay agent
+    oneach subscriptions   ag.run_on_each_node / run_on_each_worker; ag.subscribe (a
+                      driver's topic subscription, through a relay agent): over remote and api
 
 A lower module that needs something of a higher one states it as a Protocol next to itself
 (``refs.RefOwner``, ``handles.CallerRuntime``, ``links.HostedExecutor``, ``pulse.Pulsed``).
@@ -86,6 +87,8 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "current",
         "blocking",
         "pulse",
+        "demands",
+        "holdings",
     ),
     ("refs",),
     ("handles",),
@@ -106,7 +109,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("running",),
     ("executor",),
     ("remote", "api"),
-    ("subscriptions",),
+    ("oneach", "subscriptions"),
 ]
 RUNTIME = "actorgrid._runtime"
 

@@ -298,6 +298,8 @@ async def _open_cluster(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     serve_at = parse_dashboard(dashboard)
@@ -332,8 +334,16 @@ async def _open_cluster(
                 grace_s=grace_s,
                 restart_policy=worker_restarts,
                 tls=tls,
+                resources=resources,
+                labels=labels,
             )
         else:
+            if resources is not None or labels is not None:
+                raise ValueError(
+                    "resources= and labels= describe the embedded cluster's node; a node of a "
+                    "running cluster declares its own (`actorgrid node --resources ... "
+                    "--labels ...`)"
+                )
             head_address, secret, tls = _remote(address, secret, tls)
             if address == "auto":  # the dashboard its head serves, if this one serves none
                 url = ClusterFile.load().dashboard_url or None
@@ -464,6 +474,8 @@ async def connect(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
@@ -483,6 +495,8 @@ async def connect(
             worker_restarts=worker_restarts,
             tls=tls,
             pending_warning_s=pending_warning_s,
+            resources=resources,
+            labels=labels,
             dashboard=dashboard,
         ) as cluster:
             yield cluster
@@ -545,6 +559,8 @@ def init(
     worker_restarts: RestartPolicy | None = None,
     tls: TLSConfig | None = None,
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     dashboard: bool | str = False,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
@@ -567,6 +583,11 @@ def init(
 
     ``tls`` (an ``ag.TLSConfig`` of certificate, key and CA files) turns on mutual TLS on
     every link, on top of the secret; every member of a cluster needs the same setting.
+
+    ``resources`` (e.g. ``{"GPU": 2, "camera": 1}``) and ``labels`` (e.g. ``{"zone": "a"}``)
+    describe the embedded cluster's node: they add to or override what it detects (CPUs,
+    memory, GPUs; hostname, platform, ...), for ``.options(num_gpus=, resources=,
+    label_selector=)`` to ask for.
 
     ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
@@ -594,6 +615,8 @@ def init(
                 worker_restarts=worker_restarts,
                 tls=tls,
                 pending_warning_s=pending_warning_s,
+                resources=resources,
+                labels=labels,
                 dashboard=dashboard,
             )
         )

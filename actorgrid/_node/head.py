@@ -478,7 +478,9 @@ class Head:
                 workers.append(WorkerView(w, state))
                 continue
             workers.append(
-                WorkerView(w, state, report.running, report.queued, report.cpus_reserved)
+                WorkerView(
+                    w, state, report.running, report.queued, report.cpus_reserved, report.held
+                )
             )
             actors.extend(attrs.evolve(a, worker_id=wid) for a in report.actors)
             tasks.extend(attrs.evolve(t, worker_id=wid) for t in report.tasks)

@@ -71,6 +71,7 @@ from .._transport.tls import TLSConfig
 from . import spawn
 from .logs import RateLimitedLog, keep_running, log_errors
 from .resources import sample_availability
+from .shares import NodeShares
 from .spawn import (
     READY_BYTE,
     STDERR_TAIL_LINES,
@@ -138,12 +139,15 @@ class NodeAgent:
         resources: dict[str, float] | None = None,
         host: str | None = None,
         tls: TLSConfig | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self.head_address = head_address
         self.tls = tls
         # Where this node's workers listen: reachable from the rest of the cluster.
         self.host = host or local_address_towards(head_address)
-        self.resources = dict(resources or {})
+        # What this node offers and each worker's share of it (GPUs, memory, custom ones).
+        self.shares = NodeShares(num_workers, num_cpus_per_worker, resources, labels)
+        self.resources = dict(self.shares.total)
         self.closed_on_request = False  # by Cluster.close_node or `actorgrid down`
         self.node_id: NodeId = new_node_id()
         self._secret = secret
@@ -219,6 +223,7 @@ class NodeAgent:
             os.getpid(),
             self.num_workers,
             tuple(sorted(self.resources.items())),
+            tuple(sorted(self.shares.labels.items())),
         )
         await head.request(lambda rid: RegisterNode(rid, info))
 
@@ -404,6 +409,7 @@ class NodeAgent:
             "grace_s": self.grace_s,
             "host": self.host,
             "tls": None if self.tls is None else self.tls.to_dict(),
+            **self.shares.config(slot.index),
         }
         try:
             proc = await spawn.open_worker_process(write_fd)

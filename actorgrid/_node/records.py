@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from .._protocol.ids import NodeId, WorkerId
@@ -34,11 +36,17 @@ class WorkerStatistics:
     running: int = -1  # calls running now; -1 unless from Cluster.status()
     queued: int = -1  # sync tasks waiting for a CPU; -1 unless from Cluster.status()
     cpus_reserved: float = 0.0  # CPUs held by running sync tasks; from Cluster.status()
+    # Its share of the node's resources (GPU, memory, custom), and what its calls hold now
+    # (from Cluster.status()).
+    resources: dict[str, float] = attrs.field(factory=dict)
+    held: dict[str, float] = attrs.field(factory=dict)
+    gpu_ids: tuple[str, ...] = ()
 
 
 @attrs.frozen
 class NodeStatistics:
-    """A node agent as the head sees it, with its availability at its last pulse."""
+    """A node agent as the head sees it, with its availability at its last pulse: also the
+    record an allocation filter (``ActorPool(..., allocate=fn)``) is given."""
 
     node_id: NodeId
     hostname: str
@@ -47,7 +55,39 @@ class NodeStatistics:
     state: str
     availability: Availability | None
     last_pulse_s: float
+    # What it offers in all ("CPU", "memory" in bytes, "GPU", custom ones).
     resources: dict[str, float] = attrs.field(factory=dict)
+    labels: dict[str, str] = attrs.field(factory=dict)
+    # What its workers' calls hold now, by resource ("CPU": CPUs of running sync tasks);
+    # from Cluster.status() only, empty from Cluster.nodes().
+    used: dict[str, float] = attrs.field(factory=dict)
+
+    @property
+    def free(self) -> dict[str, float]:
+        """What is not held now, by resource."""
+        return {k: max(0.0, v - self.used.get(k, 0.0)) for k, v in self.resources.items()}
+
+    @property
+    def platform(self) -> str:
+        return self.labels.get("platform", "")
+
+    @property
+    def num_cpus(self) -> float:
+        return self.resources.get("CPU", 0.0)
+
+    @property
+    def memory(self) -> int:
+        """Bytes of memory the node offers."""
+        return int(self.resources.get("memory", 0.0))
+
+    @property
+    def disk(self) -> int:
+        """Bytes free on the node's disk at its last pulse (0: not known yet)."""
+        return 0 if self.availability is None else self.availability.disk_available
+
+    @property
+    def num_gpus(self) -> int:
+        return int(self.resources.get("GPU", 0.0))
 
 
 @attrs.frozen
@@ -110,8 +150,30 @@ class ClusterStatus:
         """CPUs that running sync tasks hold now (actors and async code reserve none)."""
         return sum(w.cpus_reserved for w in self.workers)
 
+    @property
+    def total(self) -> dict[str, float]:
+        """What the cluster's nodes offer in all, by resource."""
+        return _add(n.resources for n in self.nodes)
 
-def node_statistics(n: NodeView) -> NodeStatistics:
+    @property
+    def used(self) -> dict[str, float]:
+        """What running tasks and live actors hold now, by resource."""
+        return _add(n.used for n in self.nodes)
+
+    @property
+    def free(self) -> dict[str, float]:
+        return _add(n.free for n in self.nodes)
+
+
+def _add(parts: Iterable[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for part in parts:
+        for k, v in part.items():
+            total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def node_statistics(n: NodeView, used: dict[str, float] | None = None) -> NodeStatistics:
     return NodeStatistics(
         n.node.node_id,
         n.node.hostname,
@@ -121,12 +183,25 @@ def node_statistics(n: NodeView) -> NodeStatistics:
         n.availability,
         n.last_pulse_s,
         dict(n.node.resources),
+        dict(n.node.labels),
+        used if used is not None else {},
     )
 
 
+def _used_by_node(reply: ClusterView) -> dict[NodeId, dict[str, float]]:
+    used: dict[NodeId, dict[str, float]] = {}
+    for v in reply.workers:
+        node = used.setdefault(v.worker.node_id, {})
+        for k, amount in (("CPU", v.cpus_reserved), *v.held):
+            if amount:
+                node[k] = node.get(k, 0.0) + amount
+    return used
+
+
 def status_from_view(reply: ClusterView) -> ClusterStatus:
+    used = _used_by_node(reply)
     return ClusterStatus(
-        [node_statistics(n) for n in reply.nodes],
+        [node_statistics(n, used.get(n.node.node_id, {})) for n in reply.nodes],
         [
             WorkerStatistics(
                 v.worker.address,
@@ -139,6 +214,9 @@ def status_from_view(reply: ClusterView) -> ClusterStatus:
                 v.running,
                 v.queued,
                 v.cpus_reserved,
+                dict(v.worker.resources),
+                dict(v.held),
+                v.worker.gpu_ids,
             )
             for v in reply.workers
         ],

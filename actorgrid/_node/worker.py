@@ -32,8 +32,10 @@ from .._protocol.ids import NodeId, WorkerId
 from .._protocol.messages import RegisterWorker, WorkerInfo
 from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
+from .._runtime.holdings import Holdings, set_gpu_ids
 from .._transport.tls import TLSConfig
 from .logs import configure_logging
+from .shares import WorkerShare
 from .spawn import PULSE_BYTE, READY_BYTE
 
 __all__ = ["main", "serve_worker"]
@@ -97,6 +99,10 @@ async def serve_worker(config: dict[str, Any]) -> None:
     )
     num_cpus = float(config["num_cpus"])
     executor = rt.executor = Executor(rt, num_cpus, grace_s=grace_s)
+    share = WorkerShare(config)
+    share.adopt()
+    set_gpu_ids(list(share.gpu_ids))
+    executor.holdings = Holdings(dict(share.resources))
     set_current_runtime(rt)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_stdin, nursery.cancel_scope, executor)
@@ -114,6 +120,9 @@ async def serve_worker(config: dict[str, Any]) -> None:
             os.getpid(),
             socket.gethostname(),
             num_cpus,
+            share.resources,
+            share.labels,
+            share.gpu_ids,
         )
         await rt.head.request(lambda rid: RegisterWorker(rid, info))
         ready.set()

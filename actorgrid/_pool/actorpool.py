@@ -30,17 +30,21 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import trio
 
 from .._exceptions import ActorDiedError, WorkerDiedError
+from .._node.records import NodeStatistics
+from .._protocol.ids import NodeId
 from .._runtime.api import kill
 from .._runtime.core import current_runtime
+from .._runtime.demands import NodeAffinity
 from .._runtime.handles import ActorHandle
 from .._runtime.refs import ObjectRef
 from .._runtime.remote import ActorClass, remote
+from .allocate import Allocation
 
 __all__ = ["ActorPool"]
 
@@ -57,10 +61,11 @@ Job = tuple[int, tuple[Any, ...], dict[str, Any]]  # (index, args, kwargs)
 
 
 class _Slot:
-    __slots__ = ("applied", "handle", "job", "owner", "ref")
+    __slots__ = ("applied", "handle", "job", "node", "owner", "ref")
 
-    def __init__(self, handle: ActorHandle[Any]) -> None:
+    def __init__(self, handle: ActorHandle[Any], node: NodeId | None = None) -> None:
         self.handle = handle
+        self.node = node  # the node an allocation filter gave it
         self.applied = 0
         self.job: Job | None = None
         self.ref: ObjectRef[Any] | None = None
@@ -112,6 +117,7 @@ class ActorPool(Generic[T]):
         kwargs: dict[str, Any] | None = None,
         *,
         size: int | None = None,
+        allocate: Callable[[NodeStatistics], int] | None = None,
         **options: Any,
     ) -> None:
         self._rt = current_runtime()
@@ -153,6 +159,12 @@ class ActorPool(Generic[T]):
         self._args = tuple(args)
         self._kwargs = dict(kwargs or {})
         self._size = size
+        # Who to count for size=None: the workers that fit the instances' options (those
+        # with a GPU for num_gpus=1: one instance per GPU).
+        self._demand = self._cls._options.demand(self._cls._options.num_cpus or 0.0)
+        self._allocation = None if allocate is None else Allocation(self._rt, allocate)
+        if allocate is not None and size is not None:
+            raise ValueError("pass size= or allocate=, not both: allocate decides the size")
         self._grow()
 
     def __repr__(self) -> str:
@@ -167,13 +179,34 @@ class ActorPool(Generic[T]):
     # --- slots -------------------------------------------------------------------------------
 
     def _target(self) -> int:
-        return self._size if self._size is not None else max(1, len(self._rt.placement))
+        if self._size is not None:
+            return self._size
+        if self._allocation is not None:
+            return sum(self._allocation.plan.values())
+        if self._demand.plain:
+            return max(1, len(self._rt.placement))
+        return max(1, len(self._rt.placement.eligible(self._demand)))
 
     def _grow(self) -> None:
+        if self._allocation is not None:
+            self._grow_allocated(self._allocation.refresh())
+            return
         while len(self._slots) < self._target():
             slot = _Slot(self._cls.remote(*self._args, **self._kwargs))
             self._slots.append(slot)
             self._make_idle(slot)
+
+    def _grow_allocated(self, plan: dict[NodeId, int]) -> None:
+        """Instances on each node up to what the allocation filter gave it."""
+        placed: dict[NodeId | None, int] = {}
+        for slot in self._slots:
+            placed[slot.node] = placed.get(slot.node, 0) + 1
+        for node, n in plan.items():
+            pinned = self._cls.options(scheduling_strategy=NodeAffinity(node))
+            for _ in range(n - placed.get(node, 0)):
+                slot = _Slot(pinned.remote(*self._args, **self._kwargs), node)
+                self._slots.append(slot)
+                self._make_idle(slot)
 
     def _make_idle(self, slot: _Slot) -> None:
         """Between jobs: bring the instance up to date, then offer it for the next job."""

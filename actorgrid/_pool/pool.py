@@ -173,7 +173,10 @@ class Pool:
         if force or now - self._capacity_at >= CAPACITY_REFRESH_S:
             placement = self._rt.placement
             suspended = placement.suspended
-            workers = [w for wid, w in list(placement.workers.items()) if wid not in suspended]
+            fits = self._task._options.demand(self._cpus or 0.0).fits  # num_gpus=, labels, ...
+            workers = [
+                w for wid, w in list(placement.workers.items()) if wid not in suspended and fits(w)
+            ]
             cpus = 1.0 if self._cpus is None else self._cpus
             # num_cpus=0 chunks take no CPU: one per worker still bounds them sensibly.
             capacity = sum(int(w.num_cpus // cpus) for w in workers) if cpus > 0 else len(workers)

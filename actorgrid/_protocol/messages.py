@@ -35,6 +35,10 @@ class WorkerInfo:
     pid: int
     hostname: str
     num_cpus: float
+    # Its share of the node's resources ("GPU", "memory", custom ones), held by its calls.
+    resources: tuple[tuple[str, float], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # its node's labels, for label selectors
+    gpu_ids: tuple[str, ...] = ()  # the GPUs it owns: its CUDA_VISIBLE_DEVICES
 
 
 @attrs.frozen
@@ -53,6 +57,7 @@ class ActorInfo:
     # ``lifetime="detached"``: it outlives its creator, until ag.kill or cluster stop.
     detached: bool = False
     mailbox_size: int = 0  # messages its mailbox holds before senders wait (0: the default)
+    resources: tuple[tuple[str, float], ...] = ()  # what it holds on its worker while alive
 
 
 @attrs.frozen
@@ -76,7 +81,9 @@ class NodeInfo:
     hostname: str
     pid: int
     num_workers: int
-    resources: tuple[tuple[str, float], ...] = ()  # custom resources, e.g. (("GPU", 1.0),)
+    # What it offers in all: "CPU", "memory", "GPU" and custom ones, e.g. (("GPU", 1.0),).
+    resources: tuple[tuple[str, float], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # automatic (hostname, ...) and user labels
 
 
 # --- connection set-up -------------------------------------------------------------------
@@ -318,6 +325,7 @@ class WorkerReport:
     queued: int  # sync tasks waiting for a CPU
     tasks: tuple[TaskSummary, ...] = ()
     cpus_reserved: float = 0.0  # CPUs held by the sync tasks running now
+    held: tuple[tuple[str, float], ...] = ()  # resources its tasks and actors hold now
 
 
 @attrs.frozen
@@ -340,6 +348,7 @@ class WorkerView:
     running: int = -1
     queued: int = -1
     cpus_reserved: float = 0.0
+    held: tuple[tuple[str, float], ...] = ()
 
 
 @attrs.frozen
@@ -427,6 +436,7 @@ class SubmitTask:
     args: Payload
     num_cpus: float
     actor: ActorInfo | None = None
+    resources: tuple[tuple[str, float], ...] = ()  # held on the worker while it runs
 
 
 @attrs.frozen

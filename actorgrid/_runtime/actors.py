@@ -21,6 +21,7 @@ from .._protocol.messages import (
     Payload,
     RegisterName,
 )
+from .._scheduler.demand import Demand, as_demand
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError
 from .links import log
@@ -38,7 +39,7 @@ class RuntimeActors(RuntimeTasks):
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
         """Loop: place a dead actor again (same id and name, new address), waiting for a
         worker if none fits; None if its name was taken meanwhile or the head is away."""
-        worker = await self.waiting.worker_for_actor(0.0)
+        worker = await self.waiting.worker_for_actor(Demand.of(0.0, dict(old.resources)))
         left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
         info = attrs.evolve(old, address=worker.address, max_restarts=left)
         if info.name:
@@ -193,7 +194,7 @@ class RuntimeActors(RuntimeTasks):
         self,
         kind: str,
         label: str,
-        num_cpus: float,
+        need: float | Demand,
         name: str | None,
         namespace: str | None,
         methods: tuple[str, ...] = (),
@@ -206,7 +207,7 @@ class RuntimeActors(RuntimeTasks):
         """Any thread: place a new actor and describe it. Its address is "" when no worker
         fits now: ``place_actor`` waits for one."""
         try:
-            address = self.placement.choose_for_actor(num_cpus).address
+            address = self.placement.choose_for_actor(need).address
         except NoWorkerError:
             address = ""
         ns = (namespace or DEFAULT_NAMESPACE) if name else namespace
@@ -222,4 +223,5 @@ class RuntimeActors(RuntimeTasks):
             max_task_retries,
             detached,
             mailbox_size,
+            as_demand(need).resources,
         )

@@ -185,6 +185,7 @@ class Executor(ExecutorTasks):
         try:
             with slot.scope:
                 try:
+                    await self.holdings.hold(info.actor_id, info.resources)
                     args, kwargs = await self._load_args(msg.args)
                 except Exception as exc:
                     reason = f"actor {label} could not be created: {exc}"
@@ -306,6 +307,8 @@ class Executor(ExecutorTasks):
         this worker's loop (its pulses, its other actors) nor flood the log.
         """
         try:
+            if msg.actor is not None:
+                await self.holdings.hold(msg.actor.actor_id, msg.actor.resources)
             args, kwargs = await self._load_args(msg.args)
         except Exception as exc:
             return (False, system_error(exc)), f"actor {label} could not be started: {exc}"
@@ -339,6 +342,7 @@ class Executor(ExecutorTasks):
         """An actor is over: refuse its queued and future messages, free its name."""
         if self.actors.get(slot.actor_id) is slot:
             del self.actors[slot.actor_id]
+        self.holdings.release(slot.actor_id)
         self._bury(slot.actor_id, reason)
         slot.send.close()
         while True:

@@ -433,7 +433,7 @@ class RuntimeLinks:
             self.placement.local = info.worker_id
             self.placement.local_load = lambda: queue.total - queue.free + len(queue.items)
         if info.worker_id not in self.placement.suspended:
-            self.waiting.worker_available(info.num_cpus)
+            self.waiting.worker_available(info)
         self.membership_changed.set()
         self.membership_changed = trio.Event()
 
@@ -472,7 +472,7 @@ class RuntimeLinks:
         self.placement.set_suspended(msg.worker_id, msg.suspended)
         info = self.placement.workers.get(msg.worker_id)
         if info is not None and not msg.suspended:
-            self.waiting.worker_available(info.num_cpus)
+            self.waiting.worker_available(info)
 
     def _on_shutdown(self, peer: Peer, msg: Shutdown) -> None:
         if self.on_shutdown is not None:

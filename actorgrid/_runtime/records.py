@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._protocol.ids import ObjectId, short
 from .._protocol.messages import ActorInfo, Payload
+from .._scheduler.demand import Demand
 from .refs import ObjectEntry
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ class TaskSpec:
         "actor",
         "blob",
         "function_id",
-        "num_cpus",
+        "need",
         "parent",
         "payload",
         "retries",
@@ -40,7 +41,7 @@ class TaskSpec:
         function_id: bytes,
         blob: Callable[[], bytes],
         payload: Payload,
-        num_cpus: float,
+        need: Demand,
         actor: ActorInfo | None,
         retries: int,
         retry_on: bool | tuple[type[BaseException], ...],
@@ -50,7 +51,7 @@ class TaskSpec:
         self.function_id = function_id
         self.blob = blob
         self.payload = payload
-        self.num_cpus = num_cpus
+        self.need = need  # CPUs, resources and where it may run
         self.actor = actor
         self.retries = retries
         self.retry_on = retry_on

@@ -11,9 +11,11 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from .._protocol.messages import ActorInfo
+from .._scheduler.demand import Demand, cpus
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .context import Context
 from .core import current_runtime
+from .demands import check_placement_options, demand_of
 from .handles import ActorHandle
 from .lineage import current_task
 from .records import OwnedActor
@@ -47,6 +49,31 @@ class Options:
     lifetime: str | None = None
     # Keyed agents (kind.key(k)): seconds without a message before one is deactivated.
     idle_timeout: float | None = None
+    # Placement (``_runtime/demands.py``): held resources, where it may run.
+    num_gpus: float | None = None
+    memory: float | None = None
+    resources: dict[str, float] | None = None
+    label_selector: dict[str, str] | None = None
+    scheduling_strategy: Any = None  # "DEFAULT", "SPREAD" or an ag.NodeAffinity
+
+    def demand(self, num_cpus: float) -> Demand:
+        """What a call with these options asks of its worker."""
+        if (
+            self.num_gpus is None
+            and self.memory is None
+            and self.resources is None
+            and self.label_selector is None
+            and self.scheduling_strategy is None
+        ):
+            return cpus(num_cpus)  # interned: no work per call
+        return demand_of(
+            num_cpus,
+            self.num_gpus,
+            self.memory,
+            self.resources,
+            self.label_selector,
+            self.scheduling_strategy,
+        )
 
     def merge(self, **changes: Any) -> Options:
         unknown = set(changes) - set(attrs.fields_dict(Options))
@@ -82,6 +109,13 @@ class Options:
             )
         if merged.num_cpus is not None and merged.num_cpus < 0:
             raise ValueError(f"num_cpus must be >= 0, not {merged.num_cpus}")
+        check_placement_options(
+            merged.num_gpus,
+            merged.memory,
+            merged.resources,
+            merged.label_selector,
+            merged.scheduling_strategy,
+        )
         if merged.lifetime not in (None, "detached", "non_detached"):
             raise ValueError(
                 f"lifetime must be 'detached' (the actor outlives its creator, until ag.kill "
@@ -216,7 +250,9 @@ class RemoteFunction(Generic[P, R]):
         opts = self._options
         payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
         rt.check_size(payload, f"{self.__qualname__}()")
-        num_cpus = opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
+        num_cpus = opts.demand(
+            opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
+        )
         if not self._actor:
             entry = rt.new_entry()
             rt.on_loop(
@@ -323,7 +359,7 @@ class ActorClass(Generic[T]):
         label = f"{self.__qualname__}.__init__"
         payload = dumps_call(label, self._cls.__init__, args, kwargs, skip=1)
         rt.check_size(payload, label)
-        num_cpus = opts.num_cpus if opts.num_cpus is not None else 0.0
+        num_cpus = opts.demand(opts.num_cpus if opts.num_cpus is not None else 0.0)
         info = rt.new_actor_info(
             "class",
             self.__qualname__,

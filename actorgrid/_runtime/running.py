@@ -36,6 +36,7 @@ from .._protocol.messages import (
     TaskSummary,
     WorkerReport,
 )
+from .holdings import Holdings
 from .interrupt import Running
 from .lanes import (
     _FORCE_FLUSH_S,
@@ -81,6 +82,7 @@ class ExecutorTasks:
         self.runtime = runtime
         self.grace_s = grace_s
         self.queue = TaskQueue(self, num_cpus)
+        self.holdings = Holdings({})  # the worker's share of its node's resources
         self.functions: dict[bytes, Callable[..., Any]] = {}
         self.classes: dict[bytes, type] = {}
         self.actors: dict[ActorId, _Slot] = {}
@@ -121,7 +123,15 @@ class ExecutorTasks:
         reserved = min(max(self.queue.total - self.queue.free, 0.0), self.queue.total)
         tasks = tuple(self._summary(task_id, item) for task_id, item in list(self.tasks.items()))
         peer.send(
-            WorkerReport(msg.rid, actors, max(0, len(self.tasks) - queued), queued, tasks, reserved)
+            WorkerReport(
+                msg.rid,
+                actors,
+                max(0, len(self.tasks) - queued),
+                queued,
+                tasks,
+                reserved,
+                self.holdings.held(),
+            )
         )
 
     def _summary(self, task_id: ObjectId, item: _Task | _Call | _TaskItem) -> TaskSummary:
@@ -261,6 +271,7 @@ class ExecutorTasks:
 
     def _ended(self, task_id: ObjectId) -> None:
         self.tasks.pop(task_id, None)
+        self.holdings.release(task_id)
         # Its children keep running (they are this process's); a cancel of it now does nothing.
         self.runtime.children.parent_done(task_id)
 
@@ -325,7 +336,8 @@ class ExecutorTasks:
         if not inspect.iscoroutinefunction(fn):
             item = _TaskItem(peer, msg, fn)
             self.tasks[msg.task_id] = item
-            self.queue.push(item)
+            fail = lambda exc: self.task_done(item, False, system_error(exc))  # noqa: E731
+            self.holdings.admit(msg.task_id, msg.resources, lambda: self.queue.push(item), fail)
             return
         task = _Task(peer, getattr(fn, "__qualname__", "task"))
         self.tasks[msg.task_id] = task
@@ -338,6 +350,7 @@ class ExecutorTasks:
         current_task.set(msg.task_id)  # in this Trio task's own context
         with task.scope:
             try:
+                await self.holdings.hold(msg.task_id, msg.resources)
                 args, kwargs = await self._load_args(msg.args)
             except Exception as exc:
                 result = (False, system_error(exc))
@@ -388,7 +401,7 @@ class ExecutorTasks:
         KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed."""
         if isinstance(item, _TaskItem):
             item.cancelled = True
-            if self.queue.remove(item):
+            if self.queue.remove(item) or self.holdings.drop_waiting(task_id):
                 self.task_done(item, False, _cancelled(item.label))
                 return
             item.running.interrupt()

@@ -10,6 +10,7 @@ import attrs
 from .._exceptions import ActorDiedError, TaskCancelledError
 from .._protocol.ids import ObjectId, short
 from .._protocol.messages import ActorInfo, CancelTask, Event, Payload, SubmitTask, TaskResult
+from .._scheduler.demand import Demand, as_demand
 from .._scheduler.placement import NoWorkerError
 from .links import WAITING, log
 from .objects import RuntimeObjects
@@ -28,7 +29,7 @@ class RuntimeTasks(RuntimeObjects):
         function_id: bytes,
         blob: Callable[[], bytes],
         payload: Payload,
-        num_cpus: float,
+        need: float | Demand,
         actor: ActorInfo | None,
         retries: int = 0,
         retry_on: bool | tuple[type[BaseException], ...] = False,
@@ -36,7 +37,9 @@ class RuntimeTasks(RuntimeObjects):
     ) -> None:
         """Loop: place a task (unless it is an actor with a place already) and send it.
         ``parent``: the task running in this process that started it (cancelled with it)."""
-        spec = TaskSpec(function_id, blob, payload, num_cpus, actor, retries, retry_on, parent)
+        spec = TaskSpec(
+            function_id, blob, payload, as_demand(need), actor, retries, retry_on, parent
+        )
         if parent is not None:
             self.children.started(parent, entry.object_id)
         self._send_spec(entry, spec)
@@ -50,11 +53,11 @@ class RuntimeTasks(RuntimeObjects):
             address, wid = actor.address, self._worker_at.get(actor.address)
         else:
             try:
-                worker = self.placement.choose_for_task(spec.num_cpus)
+                worker = self.placement.choose_for_task(spec.need)
             except NoWorkerError:
                 entry.where = WAITING
                 place = _Placing(self._send_if_pending, entry, spec)
-                self.waiting.add(place, spec.num_cpus, "task")
+                self.waiting.add(place, spec.need, "task")
                 return
             address, wid = worker.address, worker.worker_id
             self.placement.started(wid)
@@ -68,7 +71,15 @@ class RuntimeTasks(RuntimeObjects):
         peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
         entry.where = peer
         peer.send(
-            SubmitTask(entry.object_id, spec.function_id, code, spec.payload, spec.num_cpus, actor)
+            SubmitTask(
+                entry.object_id,
+                spec.function_id,
+                code,
+                spec.payload,
+                spec.need.num_cpus,
+                actor,
+                () if actor is not None else spec.need.resources,  # an actor's ride on it
+            )
         )
 
     def _retry_task(
@@ -93,11 +104,11 @@ class RuntimeTasks(RuntimeObjects):
             return
         assert spec.actor is not None
         try:
-            worker = self.placement.choose_for_actor(spec.num_cpus)
+            worker = self.placement.choose_for_actor(spec.need)
         except NoWorkerError:
             entry.where = WAITING
             place = _Placing(self._place_coroutine_actor, entry, spec)
-            self.waiting.add(place, spec.num_cpus, "actor")
+            self.waiting.add(place, spec.need, "actor")
             return
         entry.where = None
         spec.actor = entry.actor = attrs.evolve(spec.actor, address=worker.address)

@@ -21,6 +21,7 @@ from .._exceptions import ActorgridError
 from .._protocol.ids import NodeId, short
 from .._protocol.messages import ActorInfo, Event, WorkerInfo
 from .._scheduler.backlog import Backlog, ClusterPicture, describe_wait
+from .._scheduler.demand import Demand
 from .._scheduler.placement import NoWorkerError, Placement
 from .headlink import EventFeed
 
@@ -51,6 +52,9 @@ class WorkerWait:
         self._head_lost = head_lost
         self._nursery: trio.Nursery | None = None
         self._warning = False
+        # Told of each worker that takes new work (joins or is resumed): run_on_each_node's
+        # subscriptions. O(listeners) per such worker.
+        self.on_worker: list[Callable[[WorkerInfo], None]] = []
 
     def __repr__(self) -> str:
         return f"<WorkerWait {self.backlog!r}>"
@@ -62,21 +66,26 @@ class WorkerWait:
         """Warnings run in ``nursery`` from now on."""
         self._nursery = nursery
 
-    def add(self, place: Callable[[], None], num_cpus: float, kind: str) -> None:
-        """``place()`` once a worker offering ``num_cpus`` takes new work; warn after
+    def add(self, place: Callable[[], None], need: float | Demand, kind: str) -> None:
+        """``place()`` once a worker that fits ``need`` takes new work; warn after
         ``pending_warning_s`` of waiting."""
-        self.backlog.add(place, num_cpus, kind, trio.current_time())
+        self.backlog.add(place, need, kind, trio.current_time())
         if not self._warning and self._nursery is not None:
             self._warning = True
             self._nursery.start_soon(self._warn_while_waiting)
 
-    def worker_available(self, num_cpus: float) -> None:
-        """A worker offering ``num_cpus`` takes new work: place what waits for it."""
+    def worker_available(self, worker: WorkerInfo) -> None:
+        """``worker`` takes new work: place what waits for it."""
+        for listener in list(self.on_worker):
+            try:
+                listener(worker)
+            except Exception:
+                log.exception("a run_on_each_node subscription failed to start on a new node")
         if len(self.backlog):
-            for place in self.backlog.take_fitting(num_cpus):
+            for place in self.backlog.take_fitting(worker):
                 place()
 
-    async def worker_for_actor(self, num_cpus: float) -> WorkerInfo:
+    async def worker_for_actor(self, num_cpus: float | Demand) -> WorkerInfo:
         """A worker to place an actor on, waiting until one fits."""
         while True:
             try:
@@ -87,7 +96,7 @@ class WorkerWait:
             self.add(fits.set, num_cpus, "actor")
             await fits.wait()
 
-    async def place_actor(self, info: ActorInfo, num_cpus: float) -> ActorInfo:
+    async def place_actor(self, info: ActorInfo, num_cpus: float | Demand) -> ActorInfo:
         """``info`` with an address: as it is if it has one, else once a worker fits."""
         if info.address:
             return info
@@ -135,4 +144,5 @@ class WorkerWait:
             largest=placement.largest(),
             head_lost=head_lost,
             crash_loops=crash_loops,
+            offered=placement.offered(),
         )

@@ -24,6 +24,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
+from .._protocol.messages import WorkerInfo
+from .demand import Demand, as_demand
+
 __all__ = ["DEFAULT_PENDING_WARNING_S", "Backlog", "ClusterPicture", "describe_wait"]
 
 # Ray warns after a similar delay; 10 s is longer than a worker restart (about a second),
@@ -40,8 +43,8 @@ class Backlog(Generic[T]):
         if warning_s <= 0:
             raise ValueError(f"pending_warning_s must be positive, not {warning_s}")
         self.warning_s = warning_s
-        self._by_need: dict[float, deque[tuple[str, T]]] = {}
-        self._counts: dict[tuple[str, float], int] = {}
+        self._by_need: dict[Demand, deque[tuple[str, T]]] = {}
+        self._counts: dict[tuple[str, Demand], int] = {}
         self._len = 0
         self.since: float | None = None  # when the backlog last became non-empty
         self._next_warning = 0.0
@@ -51,25 +54,32 @@ class Backlog(Generic[T]):
         return self._len
 
     def __repr__(self) -> str:
-        return f"<Backlog {self._len} waiting, needs {sorted(self._by_need)}>"
+        needs = sorted(d.describe() for d in self._by_need)
+        return f"<Backlog {self._len} waiting, needs {needs}>"
 
-    def add(self, item: T, num_cpus: float, kind: str, now: float) -> None:
-        """``item`` (a "task" or an "actor") waits for a worker offering ``num_cpus``."""
+    def add(self, item: T, need: float | Demand, kind: str, now: float) -> None:
+        """``item`` (a "task" or an "actor") waits for a worker that fits ``need`` (a
+        Demand, or a number of CPUs)."""
+        demand = as_demand(need)
         if self._len == 0:
             self.since = now
             self._interval = self.warning_s
             self._next_warning = now + self.warning_s
-        self._by_need.setdefault(num_cpus, deque()).append((kind, item))
-        key = (kind, num_cpus)
+        self._by_need.setdefault(demand, deque()).append((kind, item))
+        key = (kind, demand)
         self._counts[key] = self._counts.get(key, 0) + 1
         self._len += 1
 
-    def take_fitting(self, num_cpus: float) -> list[T]:
-        """A worker offering ``num_cpus`` can take work: every item that needs no more,
-        smallest needs first, in order within a need. They leave the backlog."""
-        needs = [n for n in self._by_need if n <= num_cpus]
+    def take_fitting(self, offer: float | WorkerInfo) -> list[T]:
+        """A worker can take work (``offer``: the worker, or a number of CPUs, which any
+        demand for no more CPUs fits): every item it fits, smallest needs first, in order
+        within a need. They leave the backlog."""
+        if isinstance(offer, WorkerInfo):
+            needs = [n for n in self._by_need if n.fits(offer)]
+        else:
+            needs = [n for n in self._by_need if n.num_cpus <= offer]
         taken: list[T] = []
-        for need in sorted(needs):
+        for need in sorted(needs, key=lambda n: (n.num_cpus, n.resources)):
             for kind, item in self._by_need.pop(need):
                 self._counts[(kind, need)] -= 1
                 if not self._counts[(kind, need)]:
@@ -107,8 +117,8 @@ class Backlog(Generic[T]):
         """Everything waiting (this process is leaving the cluster)."""
         return self.take_fitting(float("inf"))
 
-    def counts(self) -> Mapping[tuple[str, float], int]:
-        """How many items wait, by (kind, num_cpus)."""
+    def counts(self) -> Mapping[tuple[str, Demand], int]:
+        """How many items wait, by (kind, demand)."""
         return self._counts
 
     def warning_at(self) -> float | None:
@@ -127,7 +137,7 @@ class Backlog(Generic[T]):
 class ClusterPicture:
     """What this process knows of the cluster, for a warning about waiting calls."""
 
-    __slots__ = ("alive", "crash_loops", "head_lost", "largest", "suspended")
+    __slots__ = ("alive", "crash_loops", "head_lost", "largest", "offered", "suspended")
 
     def __init__(
         self,
@@ -137,7 +147,10 @@ class ClusterPicture:
         largest: float = 0.0,
         head_lost: str | None = None,
         crash_loops: Mapping[str, str] | None = None,
+        offered: Mapping[str, float] | None = None,
     ) -> None:
+        # What the alive workers offer in all, by resource ("CPU", "GPU", "camera", ...).
+        self.offered = dict(offered or {})
         self.alive = alive  # workers that take new work
         self.suspended = suspended
         self.largest = largest  # CPUs of the largest worker that takes new work
@@ -150,21 +163,55 @@ def _cpus(n: float) -> str:
     return f"{n:g} CPU" if n == 1 else f"{n:g} CPUs"
 
 
-def _what(counts: Mapping[tuple[str, float], int]) -> str:
+def _what(counts: Mapping[tuple[str, Demand], int]) -> str:
     parts = []
-    for (kind, need), n in sorted(counts.items(), key=lambda kv: (kv[0][0] != "task", kv[0])):
+    order = sorted(
+        counts.items(), key=lambda kv: (kv[0][0] != "task", kv[0][1].num_cpus, kv[0][1].resources)
+    )
+    for (kind, need), n in order:
         noun = kind if n == 1 else f"{kind}s"
         verb = "needs" if n == 1 else "need"
-        parts.append(f"{n} {noun} {verb} {_cpus(need)}")
+        parts.append(f"{n} {noun} {verb} {need.describe()}")
     return ", ".join(parts)
 
 
+def _lacking(counts: Mapping[tuple[str, Demand], int], cluster: ClusterPicture) -> str | None:
+    """What waiting calls ask of a resource the alive workers do not offer at all, or None."""
+    if not cluster.offered:
+        return None
+    lacks: list[tuple[str, float]] = []
+    for _, need in counts:
+        for name, amount in need.resources:
+            has = cluster.offered.get(name, 0.0)
+            if has < amount and name not in (n for n, _ in lacks):
+                lacks.append((name, has))
+        if need.labels or need.node is not None:
+            lacks.append((need.describe(), -1.0))
+    if not lacks:
+        return None
+    have = ", ".join(f"{k}={v:g}" for k, v in sorted(cluster.offered.items()) if k != "memory")
+    said = []
+    for name, has in lacks:
+        if has < 0:
+            said.append(f"no alive worker fits {name}")
+        else:
+            said.append(f"the cluster's alive workers offer {name}={has:g} in all")
+    return (
+        f"{'; '.join(said)} (the cluster has {have}): start a node that offers it "
+        "(`actorgrid node --resources`, --labels; it is used as soon as it joins) or change "
+        "the request in .options()"
+    )
+
+
 def describe_wait(
-    counts: Mapping[tuple[str, float], int], waited_s: float, cluster: ClusterPicture
+    counts: Mapping[tuple[str, float], int] | Mapping[tuple[str, Demand], int],
+    waited_s: float,
+    cluster: ClusterPicture,
 ) -> str:
     """The warning for calls that have waited ``waited_s`` for a worker: what they need, what
     the cluster has, and what to do about it."""
-    what = _what(counts)
+    demands = {(kind, as_demand(need)): n for (kind, need), n in counts.items()}
+    what = _what(demands)
     head = f"{what} (waiting {waited_s:.0f} s for a worker)"
     if cluster.head_lost is not None:
         return f"{head}: {cluster.head_lost}"
@@ -183,8 +230,10 @@ def describe_wait(
                 "the cluster has 0 alive workers: they may be starting or restarting; "
                 "`actorgrid node` joins a machine to a running cluster"
             )
+    elif (lacking := _lacking(demands, cluster)) is not None:
+        reasons.append(lacking)
     else:
-        largest_need = max(need for _, need in counts)
+        largest_need = max(need.num_cpus for _, need in demands)
         if largest_need > cluster.largest:
             reasons.append(
                 f"the largest of the cluster's {cluster.alive} alive workers has "

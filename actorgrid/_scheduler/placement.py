@@ -11,6 +11,13 @@ tasks hold and the tasks queued there), so a task started by a busy task goes to
 worker rather than queueing behind its parent; that costs one call, only when the caller's
 own worker is one of the two sampled.
 
+A call that asks for more than CPUs (a ``Demand`` with resources, a label selector, a node
+affinity or SPREAD) chooses among the workers that fit it. Those are indexed by demand: the
+first call of a demand lists them (O(workers), once), membership changes keep every listed
+demand up to date (O(demands listed) per join, O(workers) per leave), so later calls of that
+demand cost the same O(1) as plain ones. SPREAD takes the eligible nodes round-robin, then the
+less loaded of two workers there.
+
 Placement raises NoWorkerError when no worker fits now; the caller's runtime then keeps the
 call waiting (``_scheduler/backlog.py``) until one does.
 """
@@ -21,12 +28,46 @@ import random
 from collections.abc import Callable
 
 from .._exceptions import NoWorkerError
-from .._protocol.ids import WorkerId
+from .._protocol.ids import NodeId, WorkerId
 from .._protocol.messages import WorkerInfo
+from .demand import Demand
 
 __all__ = ["NoWorkerError", "Placement"]
 
 _SAMPLES = 8  # random probes before falling back to a scan for a rare large request
+# Distinct non-plain demands whose eligible workers are kept listed; past it the lists start
+# afresh (a program with more distinct demands than this pays a scan per new one).
+_DEMANDS_MAX = 256
+
+
+class _Eligible:
+    """The workers that fit one demand, and where SPREAD goes next."""
+
+    __slots__ = ("by_node", "cursor", "nodes", "workers")
+
+    def __init__(self) -> None:
+        self.workers: list[WorkerId] = []
+        self.by_node: dict[NodeId, list[WorkerId]] = {}
+        self.nodes: list[NodeId] = []
+        self.cursor = 0
+
+    def add(self, info: WorkerInfo) -> None:
+        self.workers.append(info.worker_id)
+        on_node = self.by_node.get(info.node_id)
+        if on_node is None:
+            on_node = self.by_node[info.node_id] = []
+            self.nodes.append(info.node_id)
+        on_node.append(info.worker_id)
+
+    def discard(self, info: WorkerInfo) -> None:
+        if info.worker_id not in self.workers:
+            return
+        self.workers.remove(info.worker_id)
+        on_node = self.by_node[info.node_id]
+        on_node.remove(info.worker_id)
+        if not on_node:
+            del self.by_node[info.node_id]
+            self.nodes.remove(info.node_id)
 
 
 class Placement:
@@ -41,6 +82,7 @@ class Placement:
         # The worker this caller runs on (None in a driver), and how busy it is now.
         self.local: WorkerId | None = None
         self.local_load: Callable[[], float] | None = None
+        self._eligible: dict[Demand, _Eligible] = {}
 
     def __len__(self) -> int:
         return len(self._order)
@@ -55,6 +97,13 @@ class Placement:
         self.workers[wid] = info
         self.load.setdefault(wid, 0)
         self.actors.setdefault(wid, 0)
+        if self._eligible:
+            self._list_eligible(info)
+
+    def _list_eligible(self, info: WorkerInfo) -> None:
+        for demand, eligible in self._eligible.items():
+            if demand.fits(info):
+                eligible.add(info)
 
     def remove(self, worker_id: WorkerId) -> None:
         self._unlist(worker_id)
@@ -79,21 +128,25 @@ class Placement:
             self.suspended.discard(worker_id)
             self._index[worker_id] = len(self._order)
             self._order.append(worker_id)
+            self._list_eligible(self.workers[worker_id])
 
     def _unlist(self, worker_id: WorkerId) -> None:
         i = self._index.pop(worker_id, None)
         if i is None:
             return
+        if self._eligible and (info := self.workers.get(worker_id)) is not None:
+            for eligible in self._eligible.values():
+                eligible.discard(info)
         last = self._order.pop()
         if last != worker_id:  # swap-remove keeps removal O(1)
             self._order[i] = last
             self._index[last] = i
 
-    def choose_for_task(self, num_cpus: float) -> WorkerInfo:
-        return self.workers[self._choose(num_cpus, self.load)]
+    def choose_for_task(self, need: float | Demand) -> WorkerInfo:
+        return self.workers[self._choose(need, self.load)]
 
-    def choose_for_actor(self, num_cpus: float) -> WorkerInfo:
-        wid = self._choose(num_cpus, self.actors)
+    def choose_for_actor(self, need: float | Demand) -> WorkerInfo:
+        wid = self._choose(need, self.actors)
         self.actors[wid] = self.actors.get(wid, 0) + 1
         return self.workers[wid]
 
@@ -105,8 +158,14 @@ class Placement:
         if self.load.get(worker_id, 0) > 0:
             self.load[worker_id] -= 1
 
-    def _choose(self, num_cpus: float, counts: dict[WorkerId, int]) -> WorkerId:
+    def _choose(self, need: float | Demand, counts: dict[WorkerId, int]) -> WorkerId:
         order = self._order
+        if isinstance(need, Demand):
+            if order and not need.plain:
+                return self._choose_among(need, counts)
+            num_cpus = need.num_cpus
+        else:
+            num_cpus = need  # a number of CPUs
         if not order:
             if self.suspended:
                 raise NoWorkerError(
@@ -136,6 +195,48 @@ class Placement:
                 f"no worker offers num_cpus={num_cpus:g}; the largest worker has "
                 f"{largest:g}. Lower num_cpus in .options() or start bigger workers"
             )
+        return self._less_loaded(fits, counts)
+
+    def eligible(self, demand: Demand) -> list[WorkerId]:
+        """The workers that take new work and fit ``demand`` (a live list: do not change it)."""
+        return self._listed(demand).workers
+
+    def _listed(self, demand: Demand) -> _Eligible:
+        eligible = self._eligible.get(demand)
+        if eligible is None:
+            if len(self._eligible) >= _DEMANDS_MAX:
+                self._eligible.clear()
+            eligible = self._eligible[demand] = _Eligible()
+            for wid in self._order:  # once per demand, not per call
+                info = self.workers[wid]
+                if demand.fits(info):
+                    eligible.add(info)
+        return eligible
+
+    def _choose_among(self, demand: Demand, counts: dict[WorkerId, int]) -> WorkerId:
+        if demand.worker is not None:  # one given worker: no list to keep
+            info = self.workers.get(demand.worker)
+            if demand.worker in self._index and info is not None and demand.fits(info):
+                return demand.worker
+            raise NoWorkerError(f"worker {demand.worker.hex()[:8]} takes no new work now")
+        eligible = self._listed(demand)
+        if not eligible.workers and demand.node is not None and demand.soft:
+            eligible = self._listed(demand.without_affinity())
+        if not eligible.workers:
+            raise NoWorkerError(
+                f"no worker of the cluster offers {demand.describe()}; it waits for one"
+            )
+        if demand.spread:
+            node = eligible.nodes[eligible.cursor % len(eligible.nodes)]
+            eligible.cursor += 1
+            pool = eligible.by_node[node]
+        else:
+            pool = eligible.workers
+        if len(pool) <= 2:
+            return self._less_loaded(pool, counts)
+        return self._less_loaded(self._rng.sample(pool, 2), counts)
+
+    def _less_loaded(self, fits: list[WorkerId], counts: dict[WorkerId, int]) -> WorkerId:
         a = fits[0]
         b = next((w for w in fits if w != a), a)  # two distinct workers where there are two
         if a == b:
@@ -148,6 +249,17 @@ class Placement:
             elif b == self.local:
                 load_b += self.local_load()
         return a if load_a <= load_b else b
+
+    def offered(self) -> dict[str, float]:
+        """What the workers that take new work offer in all, by resource ("CPU" too).
+        O(workers): for warnings, never per call."""
+        total: dict[str, float] = {}
+        for wid in self._order:
+            info = self.workers[wid]
+            total["CPU"] = total.get("CPU", 0.0) + info.num_cpus
+            for name, amount in info.resources:
+                total[name] = total.get(name, 0.0) + amount
+        return total
 
     def largest(self) -> float:
         """CPUs of the largest worker that takes new work (0: none). O(workers): for

@@ -116,8 +116,8 @@ def test_options_returns_a_variant_and_leaves_the_original_alone() -> None:
 
 
 def test_unknown_option_is_a_type_error() -> None:
-    with pytest.raises(TypeError, match="num_gpus"):
-        add.options(num_gpus=1)
+    with pytest.raises(TypeError, match="num_gpu"):
+        add.options(num_gpu=1)
     with pytest.raises(TypeError, match="bogus"):
         ag.remote(bogus=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actorgrid._scheduler.backlog import Backlog, ClusterPicture, describe_wait
+from actorgrid._scheduler.demand import cpus
 
 
 def test_items_leave_once_for_a_worker_big_enough_in_order() -> None:
@@ -17,7 +18,7 @@ def test_items_leave_once_for_a_worker_big_enough_in_order() -> None:
     assert backlog.take_fitting(0.25) == []
     assert backlog.take_fitting(1.0) == ["half", "t1", "t2"]
     assert backlog.take_fitting(1.0) == []
-    assert dict(backlog.counts()) == {("actor", 4.0): 1}
+    assert dict(backlog.counts()) == {("actor", cpus(4.0)): 1}
     assert backlog.take_fitting(8.0) == ["big"]
     assert len(backlog) == 0 and backlog.since is None and backlog.warning_at() is None
 
@@ -79,7 +80,7 @@ def test_cancelled_items_leave_the_backlog_and_its_counts() -> None:
         backlog.add(name, need, "task", now=0.0)
     assert backlog.remove_where(lambda item: item in ("b", "big")) == ["b", "big"]
     assert len(backlog) == 2
-    assert dict(backlog.counts()) == {("task", 1.0): 1, ("task", 2.0): 1}
+    assert dict(backlog.counts()) == {("task", cpus(1.0)): 1, ("task", cpus(2.0)): 1}
     assert backlog.take_fitting(8.0) == ["a", "c"]
     backlog.add("d", 1.0, "task", now=1.0)
     assert backlog.remove_where(lambda item: True) == ["d"]
