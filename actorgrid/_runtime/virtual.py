@@ -157,7 +157,7 @@ async def send_to_key(rt: Runtime, target: AgentKey, message: Any) -> None:
         payload,
     )
     try:
-        await peer.send_wait(msg, flush=True)
+        await peer.send_wait(msg)  # the writer coalesces what agents send in one loop turn
         sent[1].add(target.code_id)
     except PeerClosedError as exc:
         raise ActorDiedError(
@@ -173,7 +173,7 @@ async def publish(rt: Runtime, topic: str, message: Any) -> int:
     reached = 0
     for address in live_workers(rt):
         try:
-            await rt.peer_for(address).send_wait(Publish(topic, payload), flush=True)
+            await rt.peer_for(address).send_wait(Publish(topic, payload))
             reached += 1
         except PeerClosedError:
             pass  # a worker that is gone has no subscriber left to miss the message
