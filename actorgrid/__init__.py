@@ -16,6 +16,7 @@ from ._exceptions import NoWorkerError as NoWorkerError
 from ._exceptions import ObjectLostError as ObjectLostError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RemoteError as RemoteError
+from ._exceptions import RuntimeEnvError as RuntimeEnvError
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TaskCancelledError as TaskCancelledError
 from ._exceptions import WorkerDiedError as WorkerDiedError
@@ -25,6 +26,9 @@ from ._node.cluster import init as init
 from ._node.cluster import is_initialized as is_initialized
 from ._node.cluster import shutdown as shutdown
 from ._node.dashboard import serve_dashboard as serve_dashboard
+from ._node.jobclient import JobRun as JobRun
+from ._node.jobclient import Jobs as Jobs
+from ._node.jobclient import JobStatistics as JobStatistics
 from ._node.records import ActorStatistics as ActorStatistics
 from ._node.records import ClusterStatus as ClusterStatus
 from ._node.records import NodeStatistics as NodeStatistics
@@ -60,6 +64,7 @@ from ._runtime.context import Mailbox as Mailbox
 from ._runtime.context import MailboxStatistics as MailboxStatistics
 from ._runtime.context import Request as Request
 from ._runtime.demands import NodeAffinity as NodeAffinity
+from ._runtime.generators import ObjectRefGenerator as ObjectRefGenerator
 from ._runtime.handles import ActorHandle as ActorHandle
 from ._runtime.handles import ActorMethod as ActorMethod
 from ._runtime.holdings import get_gpu_ids as get_gpu_ids
@@ -101,6 +106,9 @@ __all__ = [
     "Event",
     "GetTimeoutError",
     "IMapIterator",
+    "JobRun",
+    "JobStatistics",
+    "Jobs",
     "Mailbox",
     "MailboxStatistics",
     "NameNotFoundError",
@@ -111,12 +119,14 @@ __all__ = [
     "NotInitializedError",
     "ObjectLostError",
     "ObjectRef",
+    "ObjectRefGenerator",
     "Pool",
     "ProtocolError",
     "RemoteError",
     "RemoteFunction",
     "Request",
     "RestartPolicy",
+    "RuntimeEnvError",
     "SerializationError",
     "Subscription",
     "TLSConfig",

@@ -15,6 +15,7 @@
         ├── NameNotFoundError      also a LookupError: no live actor has that name
         ├── NotInitializedError    also a RuntimeError: no cluster to talk to
         ├── NoWorkerError          no live, unsuspended worker can take the call
+        ├── RuntimeEnvError        a runtime_env could not be packed, shipped or set up
         ├── AuthenticationError    also a ConnectionError: the peer does not share our secret
         └── ProtocolError          also a ConnectionError: malformed, truncated or oversized input
 
@@ -38,6 +39,7 @@ __all__ = [
     "ObjectLostError",
     "ProtocolError",
     "RemoteError",
+    "RuntimeEnvError",
     "SerializationError",
     "TaskCancelledError",
     "WorkerDiedError",
@@ -257,6 +259,12 @@ class NotInitializedError(ActorgridError, RuntimeError):
 class NoWorkerError(ActorgridError):
     """No worker can take the call now: none is connected, every one is suspended, or none
     offers the resources asked for. The message says which, and what to do."""
+
+
+class RuntimeEnvError(ActorgridError):
+    """A ``runtime_env`` could not be made ready: a folder too big or missing, a package
+    that did not arrive, or a ``worker_setup``/``node_setup`` hook that raised (the message
+    names the hook and the node, with the hook's traceback)."""
 
 
 class AuthenticationError(ActorgridError, ConnectionError):

@@ -11,7 +11,10 @@ plain typing cannot say, so the plugin adds:
   method for is an ``attr-defined`` error, as it is at run time;
 - ``Cls.remote(...)`` on an ``ActorClass[C]`` is checked against ``C``'s constructor;
 - a class decorated with ``@ag.remote`` (or ``@ag.remote(...)``) gets ``remote`` and ``options``
-  on the class, typed as above (mypy otherwise ignores what a class decorator returns).
+  on the class, typed as above (mypy otherwise ignores what a class decorator returns);
+- ``.remote(...)`` of a generator function or generator method (one returning ``Iterator[Y]``,
+  ``Generator[Y, ...]``, ``AsyncIterator[Y]`` or ``AsyncGenerator[Y, ...]``) returns
+  ``ObjectRefGenerator[Y]``, as it does at run time.
 
 Handles of unknown class (``ActorHandle[Any]``, from ``ag.get_actor``) stay unchecked.
 This module imports mypy; the runtime never imports it.
@@ -23,7 +26,13 @@ from collections.abc import Callable
 
 from mypy import errorcodes as codes
 from mypy.nodes import ARG_STAR, ARG_STAR2, ArgKind, Argument, FuncDef, MemberExpr, TypeInfo, Var
-from mypy.plugin import AttributeContext, ClassDefContext, MethodSigContext, Plugin
+from mypy.plugin import (
+    AttributeContext,
+    ClassDefContext,
+    MethodContext,
+    MethodSigContext,
+    Plugin,
+)
 from mypy.plugins.common import add_method_to_class
 from mypy.subtypes import find_member
 from mypy.typeops import type_object_type
@@ -44,6 +53,22 @@ _HANDLE = "actorgrid._runtime.handles.ActorHandle"
 _ACTOR_CLASS = "actorgrid._runtime.remote.ActorClass"
 _REMOTE = "actorgrid._runtime.remote.remote"
 _COROUTINE = "typing.Coroutine"
+_FUNCTION_REMOTE = "actorgrid._runtime.remote.RemoteFunction.remote"
+_METHOD_REMOTE = "actorgrid._runtime.handles.ActorMethod.remote"
+_REF_GENERATOR = "actorgrid.ObjectRefGenerator"
+# What a generator function or async generator function is declared to return.
+_GENERATOR_TYPES = frozenset(
+    {
+        "typing.Iterator",
+        "typing.Generator",
+        "typing.AsyncIterator",
+        "typing.AsyncGenerator",
+        "collections.abc.Iterator",
+        "collections.abc.Generator",
+        "collections.abc.AsyncIterator",
+        "collections.abc.AsyncGenerator",
+    }
+)
 
 
 class ActorgridPlugin(Plugin):
@@ -60,6 +85,11 @@ class ActorgridPlugin(Plugin):
     ) -> Callable[[MethodSigContext], FunctionLike] | None:
         if fullname == _ACTOR_CLASS + ".remote":
             return _constructor_signature
+        return None
+
+    def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
+        if fullname in (_FUNCTION_REMOTE, _METHOD_REMOTE):
+            return _stream_of_generator
         return None
 
     def get_class_decorator_hook_2(self, fullname: str) -> Callable[[ClassDefContext], bool] | None:
@@ -109,6 +139,23 @@ def _actor_method(ctx: AttributeContext) -> Type:
         result = method.ret_type
     params = Parameters(method.arg_types, method.arg_kinds, method.arg_names)
     return default.copy_modified(args=[params, result])
+
+
+def _stream_of_generator(ctx: MethodContext) -> Type:
+    """``ObjectRef[Iterator[Y]]`` (a generator's ``.remote()``) becomes
+    ``ObjectRefGenerator[Y]``."""
+    ref = get_proper_type(ctx.default_return_type)
+    if not isinstance(ref, Instance) or not ref.args:
+        return ctx.default_return_type
+    value = get_proper_type(ref.args[0])
+    if not isinstance(value, Instance) or value.type.fullname not in _GENERATOR_TYPES:
+        return ctx.default_return_type
+    if not value.args:
+        return ctx.default_return_type
+    try:
+        return ctx.api.named_generic_type(_REF_GENERATOR, [value.args[0]])
+    except AssertionError:  # mypy's lookup: actorgrid itself is not in this build
+        return ctx.default_return_type
 
 
 def _constructor_signature(ctx: MethodSigContext) -> FunctionLike:

@@ -9,7 +9,7 @@ Every sub-command is two functions and one entry in ``_COMMANDS``:
 
 The cluster commands live in modules of their own, where ``add_<name>`` is public so that
 ``_COMMANDS`` can list it: ``up`` (up, down), ``serve`` (start --head, node), ``status``
-(status, list), ``operate`` (kill, cancel) and ``dashboard``.
+(status, list), ``operate`` (kill, cancel), ``dashboard`` and ``jobs`` (submit, jobs).
 
 Handlers use only the public API (``import actorgrid as ag``) and report failures as one
 line on stderr and a non-zero status, never as a traceback.
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import actorgrid as ag
 
-from . import dashboard, operate, serve, status, up
+from . import dashboard, jobs, operate, serve, status, up
 from ._options import positive_int
 
 if TYPE_CHECKING:
@@ -211,6 +211,8 @@ _COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     status.add_status,
     status.add_list,
     operate.add_kill,
+    jobs.add_submit,
+    jobs.add_jobs,
     operate.add_cancel,
     dashboard.add_dashboard,
     _add_check,

@@ -6,6 +6,7 @@ Layers, lowest first (the same order as the docstring of ``actorgrid/_protocol/_
     actorgrid._protocol      messages, codec, framing, handshake   no I/O: no trio, no sockets
     actorgrid._transport     bytes in, bytes out
     actorgrid._scheduler     pure state machines                    no I/O: no trio, no sockets
+    actorgrid._env           runtime_env packing and specs          no trio, no sockets
     actorgrid._runtime       per-process core
     actorgrid._dashboard     HTTP + WebSocket live view, /metrics   given a source by _node
     actorgrid._node          head, node agent, worker process
@@ -24,6 +25,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
 
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
+    generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
     records           what the runtime keeps of its calls and actors
     peer              one link
@@ -39,6 +41,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     virtual           keyed agent targets (kind.key(k)) and topic publish: the sending side
     context           a coroutine actor's Context
     keyed             keyed agents' activations and topic fan-out: the worker side
+    producing         a remote generator's producer: window, items
     lanes             the executor's work items and queues
     running           ExecutorTasks: tasks, cancel, interrupt
     executor          Executor: hosting actors
@@ -68,6 +71,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("_protocol", ("actorgrid._protocol",)),
     ("_transport", ("actorgrid._transport",)),
     ("_scheduler", ("actorgrid._scheduler",)),
+    ("_env", ("actorgrid._env",)),
     ("_runtime", ("actorgrid._runtime",)),
     ("_dashboard", ("actorgrid._dashboard",)),
     ("_node", ("actorgrid._node",)),
@@ -91,6 +95,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "holdings",
     ),
     ("refs",),
+    ("generators",),
     ("handles",),
     ("records",),
     ("peer",),
@@ -104,7 +109,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("core",),
     ("virtual",),
     ("context",),
-    ("keyed",),
+    ("keyed", "producing"),
     ("lanes",),
     ("running",),
     ("executor",),
@@ -118,6 +123,7 @@ IO_MODULES = frozenset({"trio", "trio_websocket", "socket", "ssl", "selectors", 
 FORBIDDEN_IMPORTS: dict[str, frozenset[str]] = {
     "_protocol": IO_MODULES,
     "_scheduler": IO_MODULES,
+    "_env": IO_MODULES,
 }
 
 # Source folders and the package each one installs as (pyproject: tool.setuptools.package-dir).

@@ -539,6 +539,22 @@ def test_mypy_plugin_block_is_what_this_repo_uses(tmp_path: Path) -> None:
     assert "[arg-type]" in errors[0], result.stdout
 
 
+@pytest.mark.timeout(300)
+def test_jobs(tmp_path: Path, marked: Marked) -> None:
+    """The jobs block, with the job script where it says."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "job.py").write_text(_by_name("job-script").code)
+    script = tmp_path / "jobs.sh"
+    script.write_text(_by_name("jobs").code)
+    result = run(["bash", "-e", str(script)], tmp_path, marked.env(tmp_path))
+    assert result.returncode == 0, result.stdout
+    out = result.stdout
+    assert_printed(expected_lines(_by_name("job-script").code), out)
+    assert "JOB ID" in out and "stopped job job-" in out, out
+    assert not (tmp_path / "state" / "cluster.json").exists()
+    marked.assert_gone()
+
+
 CHECKED_BY_NAME = {
     "install": test_install_command_installs_what_the_examples_import,
     "test": test_test_command_is_what_ci_runs,
@@ -549,6 +565,8 @@ CHECKED_BY_NAME = {
     "cluster.toml": test_cluster_toml_is_a_valid_up_config,
     "tls": test_tls_block_uses_the_api_as_it_is,
     "mypy-plugin": test_mypy_plugin_block_is_what_this_repo_uses,
+    "job-script": test_jobs,
+    "jobs": test_jobs,
 }
 
 

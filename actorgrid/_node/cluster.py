@@ -11,7 +11,7 @@ import atexit
 import functools
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -35,7 +35,9 @@ from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
 from .dashboard import parse_dashboard, serve_runtime_dashboard
+from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
+from .jobclient import Jobs
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .operations import cancel_task, kill_actor
 from .records import (
@@ -83,6 +85,7 @@ class Cluster:
         dashboard_url: str | None = None,
     ) -> None:
         self._runtime = runtime
+        self._jobs: Jobs | None = None
         self._node = node
         self.embedded = embedded
         self.address = head_address
@@ -274,6 +277,13 @@ class Cluster:
         return lambda: rt.on_loop(rt.unsubscribe_events, callback)
 
     @property
+    def jobs(self) -> Jobs:
+        """The cluster's jobs: ``await cluster.jobs.submit_async([...])`` and the like."""
+        if self._jobs is None:
+            self._jobs = Jobs(self._runtime)
+        return self._jobs
+
+    @property
     def node_pids(self) -> list[int]:
         """The worker processes an embedded cluster's node agent runs now (empty if remote)."""
         return [] if self._node is None else self._node.pids()
@@ -300,6 +310,7 @@ async def _open_cluster(
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     serve_at = parse_dashboard(dashboard)
@@ -309,6 +320,7 @@ async def _open_cluster(
             "actorgrid is already initialized in this process; call ag.shutdown() first"
         )
     address = address or os.environ.get("ACTORGRID_ADDRESS") or None
+    prepared = await prepare_runtime_env(runtime_env)
     async with trio.open_nursery() as nursery:
         node: NodeAgent | None = None
         if address is None:
@@ -358,14 +370,17 @@ async def _open_cluster(
             tls=tls,
             pending_warning_s=pending_warning_s,
         )
+        rt.env_key = "" if prepared is None else prepared.spec.key
         try:
             if node is not None:
                 await nursery.start(node.serve)
             await nursery.start(rt.serve)
             _adopt_head_cap(rt)
             set_current_runtime(rt)
-            if node is not None:
+            if node is not None and prepared is None:
                 await _wait_for_workers(rt, node)
+            if prepared is not None:
+                await ensure_runtime_env(rt, prepared)
             if serve_at is not None:
                 serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
                 url = await nursery.start(functools.partial(serve, port=serve_at[1]))
@@ -476,6 +491,7 @@ async def connect(
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
@@ -497,6 +513,7 @@ async def connect(
             pending_warning_s=pending_warning_s,
             resources=resources,
             labels=labels,
+            runtime_env=runtime_env,
             dashboard=dashboard,
         ) as cluster:
             yield cluster
@@ -561,6 +578,7 @@ def init(
     pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
@@ -588,6 +606,11 @@ def init(
     describe the embedded cluster's node: they add to or override what it detects (CPUs,
     memory, GPUs; hostname, platform, ...), for ``.options(num_gpus=, resources=,
     label_selector=)`` to ask for.
+
+    ``runtime_env`` (a dict: ``working_dir``, ``py_modules``, ``env_vars``, ``excludes``,
+    ``worker_setup``, ``node_setup``, ``node_cleanup``) ships this driver's code to every
+    node and runs its tasks and actors in workers of that environment only; see the README's
+    "Runtime environments".
 
     ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
@@ -617,6 +640,7 @@ def init(
                 pending_warning_s=pending_warning_s,
                 resources=resources,
                 labels=labels,
+                runtime_env=runtime_env,
                 dashboard=dashboard,
             )
         )

@@ -76,6 +76,8 @@ from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._scheduler.names import NameRegistry
 from .._transport.tcp import TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
+from .envhead import EnvHost, SessionFolder
+from .jobs import JobHost
 from .lifetimes import ActorLifetimes
 from .logs import RateLimitedLog, log_errors
 
@@ -163,6 +165,11 @@ class Head:
             background=self._background,
         )
         self._handlers.update(self.lifetimes.handlers())
+        # Runtime environments and jobs: their packages and folders live in the session.
+        self.session = SessionFolder("actorgrid-head-")
+        self.envs = EnvHost(self._live_node_peers, self._background, self.session)
+        self.jobs = JobHost(lambda: self.address, secret, self.envs, self.session, self._background)
+        self._handlers.update(self.envs.handlers() | self.jobs.handlers())
 
     def __repr__(self) -> str:
         return (
@@ -186,7 +193,18 @@ class Head:
                 )
             )
             self._hello = Hello("head", self.address, os.getpid(), self._max)
+            nursery.start_soon(self._end_session)
             task_status.started(self.address)
+
+    def _live_node_peers(self) -> list[Peer]:
+        return [node.peer for node in self.nodes.values()]
+
+    async def _end_session(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            await self.jobs.stop_all()
+            self.session.remove()
 
     async def _accept(self, stream: TcpFrameStream) -> None:
         peer = Peer(stream.peer, self._handle, local_hello=self._hello, monitor=self._monitor)
@@ -258,6 +276,7 @@ class Head:
         self._publish_node(
             "node_joined", node, pid=msg.node.pid, detail=f"{msg.node.num_workers} workers"
         )
+        self.envs.node_joined(peer)
 
     def _on_node_status(self, peer: Peer, msg: NodeStatus) -> None:
         node = self._node_peers.get(peer)
@@ -307,6 +326,8 @@ class Head:
                 "freeing the names of a gone process", self._free_unmade, claimed, peer.close_reason
             )
         self.lifetimes.process_gone(peer)
+        self.envs.process_gone(peer)
+        self.jobs.process_gone(peer)
         node = self._node_peers.pop(peer, None)
         if node is not None and self.nodes.get(node.info.node_id) is node:
             del self.nodes[node.info.node_id]

@@ -69,6 +69,7 @@ from .._transport.addresses import local_address_towards
 from .._transport.tcp import open_tcp_frame_stream
 from .._transport.tls import TLSConfig
 from . import spawn
+from .envnode import EnvLaunch, EnvNode
 from .logs import RateLimitedLog, keep_running, log_errors
 from .resources import sample_availability
 from .shares import NodeShares
@@ -118,6 +119,8 @@ class _Slot:
         self.last_exit = ""  # how the last incarnation ended, for reports
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)  # of this incarnation
         self.incarnations = 0
+        self.env: EnvLaunch | None = None  # the runtime_env of its workers (None: the base)
+        self.released = False  # its runtime_env was released: not refilled
 
     def __repr__(self) -> str:
         pid = self.proc.pid if self.proc else None
@@ -174,6 +177,7 @@ class NodeAgent:
         self._stopping = False
         self._nursery: trio.Nursery | None = None
         self._hostname = socket.gethostname()
+        self.envs = EnvNode(self, self._hostname)
 
     def __repr__(self) -> str:
         return (
@@ -285,6 +289,8 @@ class NodeAgent:
                 if intent in ("close", "terminate") and not slot.replace:
                     self.emit("worker_closed", slot, detail=f"closed on request ({intent})")
                     return
+                if slot.env is not None and (slot.released or not slot.ready):
+                    return  # its env is gone, or its setup failed: envnode reports that
                 if intent is None:
                     decision = slot.tracker.on_exit(trio.current_time(), ready=slot.ready)
                     if isinstance(decision, GiveUp):
@@ -410,9 +416,13 @@ class NodeAgent:
             "host": self.host,
             "tls": None if self.tls is None else self.tls.to_dict(),
             **self.shares.config(slot.index),
+            "env": None if slot.env is None else slot.env.worker_config(),
         }
         try:
-            proc = await spawn.open_worker_process(write_fd)
+            if slot.env is None:
+                proc = await spawn.open_worker_process(write_fd)
+            else:
+                proc = await spawn.open_env_worker_process(write_fd, slot.env.environ, slot.env.cwd)
         except OSError as exc:
             os.close(read_fd)
             raise WorkerStartError(f"could not start a worker process: {exc}") from exc
@@ -479,6 +489,26 @@ class NodeAgent:
                 self.emit("worker_zombie", slot)
                 signal_process(proc, signal.SIGKILL)
 
+    # --- runtime environments (envnode.py decides; these start and stop their slots) -------
+
+    async def start_env_slots(self, launch: EnvLaunch, count: int) -> list[_Slot]:
+        assert self._nursery is not None
+        self.slots = [s for s in self.slots if not (s.over and s.env is not None)]
+        started = []
+        for _ in range(count):
+            slot = _Slot(len(self.slots), self._policy)
+            slot.env = launch
+            self.slots.append(slot)
+            started.append(slot)
+            await self._nursery.start(self._supervise, slot)
+        return started
+
+    def close_env_slots(self, key: str) -> None:
+        for slot in self.slots:
+            if slot.env is not None and slot.env.key == key:
+                slot.released = True
+                self._control(slot, "close", False)
+
     # --- control ---------------------------------------------------------------------------
 
     def _handle(self, peer: Peer, message: Message) -> None:
@@ -489,6 +519,8 @@ class NodeAgent:
                 return
             self._control(slot, message.action, message.restart)
             self._ack_when_exited(peer, message.rid, [slot])
+        elif self.envs.accepts(message):
+            self._background("a runtime_env request", self.envs.handle, peer, message)
         elif isinstance(message, ControlNode):
             self.closed_on_request = True
             live = [s for s in self.slots if s.proc is not None and s.proc.returncode is None]
@@ -573,6 +605,7 @@ class NodeAgent:
             for proc in procs:
                 if proc.stdin is not None:
                     await proc.stdin.aclose()
+            await self.envs.aclose()
 
 
 def _tail(slot: _Slot) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "WorkerStartError",
     "copy_stderr",
     "describe_exit",
+    "open_env_worker_process",
     "open_worker_process",
     "send_command",
     "signal_process",
@@ -61,6 +62,24 @@ async def open_worker_process(pulse_fd: int) -> trio.Process:
         pass_fds=(pulse_fd,),
         env=worker_environment(),
         # Own session: a Ctrl-C in the terminal reaches the driver, which decides.
+        start_new_session=True,
+    )
+
+
+async def open_env_worker_process(
+    pulse_fd: int, env_vars: dict[str, str], cwd: str | None
+) -> trio.Process:
+    """A worker of a runtime environment: as ``open_worker_process``, in ``cwd`` (its
+    ``working_dir``) with ``env_vars`` (its own and its ``PYTHONPATH``) over the agent's."""
+    environ = worker_environment()
+    environ.update(env_vars)
+    return await trio.lowlevel.open_process(
+        [sys.executable, "-m", "actorgrid._node.worker"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(pulse_fd,),
+        env=environ,
+        cwd=cwd,
         start_new_session=True,
     )
 

@@ -34,6 +34,7 @@ from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
 from .._runtime.holdings import Holdings, set_gpu_ids
 from .._transport.tls import TLSConfig
+from .envworker import env_key, run_worker_setup
 from .logs import configure_logging
 from .shares import WorkerShare
 from .spawn import PULSE_BYTE, READY_BYTE
@@ -97,6 +98,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
         host=config["host"],
         tls=TLSConfig.from_dict(config["tls"]) if config.get("tls") else None,
     )
+    rt.env_key = env_key(config)
     num_cpus = float(config["num_cpus"])
     executor = rt.executor = Executor(rt, num_cpus, grace_s=grace_s)
     share = WorkerShare(config)
@@ -123,7 +125,9 @@ async def serve_worker(config: dict[str, Any]) -> None:
             share.resources,
             share.labels,
             share.gpu_ids,
+            env=rt.env_key,
         )
+        await run_worker_setup(config)  # before it joins, so before its first task
         await rt.head.request(lambda rid: RegisterWorker(rid, info))
         ready.set()
         try:
@@ -140,6 +144,7 @@ def main() -> None:
         trio.run(serve_worker, config)
     except KeyboardInterrupt:
         pass
+
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

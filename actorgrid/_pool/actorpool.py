@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence, Sized
 from typing import Any, Generic, TypeVar
 
 import trio
@@ -45,6 +45,7 @@ from .._runtime.handles import ActorHandle
 from .._runtime.refs import ObjectRef
 from .._runtime.remote import ActorClass, remote
 from .allocate import Allocation
+from .progress import open_progress
 
 __all__ = ["ActorPool"]
 
@@ -337,38 +338,67 @@ class ActorPool(Generic[T]):
                 if left:
                     self._finished.setdefault(None, deque()).extend(left)
 
-    def map(self, items: Iterable[Any], values: Iterable[Any] | None = None) -> Any:
+    def map(
+        self,
+        items: Iterable[Any],
+        values: Iterable[Any] | None = None,
+        *,
+        progress: bool | None = None,
+    ) -> Any:
         """``instance.run(item)`` for every item; the results in the order of ``items``, as a
-        list. A pool of handles: ``map(fn, values)``, an iterator, as Ray's."""
+        list. A pool of handles: ``map(fn, values)``, an iterator, as Ray's. ``progress``:
+        draw a progress bar on stderr (None: only when it is a terminal)."""
         if self._handle_pool is not None:
             if values is None or not callable(items):
                 raise TypeError("a pool of actor handles maps with map(fn, values)")
             return self._handle_pool.map(items, values)
         if values is not None:
             raise TypeError("map(items) takes one iterable; for several arguments use starmap")
-        results: dict[int, Any] = {}
-        for index, ok, value in self._run(((item,), {}) for item in items):
-            if not ok:
-                raise value
-            results[index] = value
-        return [results[i] for i in range(len(results))]
+        return self._ordered((((item,), {}) for item in items), items, progress)
 
-    def starmap(self, items: Iterable[Iterable[Any]]) -> list[Any]:
+    def starmap(self, items: Iterable[Iterable[Any]], *, progress: bool | None = None) -> list[Any]:
         """``instance.run(*item)`` for every item; the results in order."""
+        return self._ordered(((tuple(item), {}) for item in items), items, progress)
+
+    def _ordered(
+        self, jobs: Iterable[tuple[tuple[Any, ...], dict[str, Any]]], items: Any, progress: Any
+    ) -> list[Any]:
+        total = len(items) if isinstance(items, Sized) else None
+        bar = open_progress(
+            progress, total, f"ag.ActorPool {getattr(self._cls, '__qualname__', 'map')}"
+        )
         results: dict[int, Any] = {}
-        for index, ok, value in self._run((tuple(item), {}) for item in items):
-            if not ok:
-                raise value
-            results[index] = value
+        try:
+            for index, ok, value in self._run(jobs):
+                if not ok:
+                    raise value
+                results[index] = value
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
         return [results[i] for i in range(len(results))]
 
-    def imap_unordered(self, items: Iterable[Any]) -> Generator[Any, None, None]:
+    def imap_unordered(
+        self, items: Iterable[Any], *, progress: bool | None = None
+    ) -> Generator[Any, None, None]:
         """``instance.run(item)`` for every item, yielding results as they finish. The caller
         may ``update_workers`` between results: busy instances get it after their job."""
-        for _, ok, value in self._run(((item,), {}) for item in items):
-            if not ok:
-                raise value
-            yield value
+        total = len(items) if isinstance(items, Sized) else None
+        bar = open_progress(
+            progress, total, f"ag.ActorPool {getattr(self._cls, '__qualname__', 'map')}"
+        )
+        try:
+            for _, ok, value in self._run(((item,), {}) for item in items):
+                if not ok:
+                    raise value
+                if bar is not None:
+                    bar.update(1)
+                yield value
+        finally:
+            if bar is not None:
+                bar.close()
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         """One ``instance.run(*args, **kwargs)`` on an idle instance (or the next to be free),

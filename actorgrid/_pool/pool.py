@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, TypeVar
 
 import trio
@@ -31,9 +31,11 @@ import trio
 from .._exceptions import TaskCancelledError
 from .._runtime.api import cancel
 from .._runtime.core import current_runtime
+from .._runtime.generators import ObjectRefGenerator
 from .._runtime.refs import ObjectRef
 from .._runtime.remote import Options, RemoteFunction
-from .chunks import APPLY, MAP, STARMAP, run_chunk
+from .chunks import APPLY, MAP, STARMAP, run_chunk, stream_chunk
+from .progress import open_progress
 from .results import AsyncResult, IMapIterator
 
 __all__ = ["Pool"]
@@ -46,6 +48,8 @@ CAPACITY_REFRESH_S = 1.0  # how stale the cluster's size may be when processes=N
 TERMINATE_WAIT_S = 30.0  # bounds terminate(): cancelled chunks end within the grace period
 
 _task: RemoteFunction[..., list[Any]] = RemoteFunction(run_chunk, Options())
+# imap with chunksize > 1: a chunk streams each result as it is made (a remote generator).
+_stream_task: RemoteFunction[..., Any] = RemoteFunction(stream_chunk, Options())
 
 Result = AsyncResult[Any] | IMapIterator[Any]
 
@@ -53,24 +57,31 @@ Result = AsyncResult[Any] | IMapIterator[Any]
 class _Job:
     """One call's chunks, read lazily by the dispatcher."""
 
-    __slots__ = ("chunks", "fn", "index", "mode", "result")
+    __slots__ = ("chunks", "fn", "index", "mode", "result", "stream")
 
     def __init__(
-        self, fn: Callable[..., Any], mode: int, chunks: Iterator[list[Any]], result: Result
+        self,
+        fn: Callable[..., Any],
+        mode: int,
+        chunks: Iterator[list[Any]],
+        result: Result,
+        stream: bool = False,
     ):
         self.fn = fn
         self.mode = mode
         self.chunks = chunks
         self.result = result
         self.index = 0
+        self.stream = stream  # chunks are remote generators: results stream one by one
 
 
 class _Done:
-    """Waiter on a chunk's ref: queues it for the dispatcher (runs on the runtime's loop)."""
+    """Waiter on a chunk's ref (or stream: news of it): queues it for the dispatcher (runs
+    on the runtime's loop)."""
 
     __slots__ = ("pool", "ref")
 
-    def __init__(self, pool: Pool, ref: ObjectRef[Any]) -> None:
+    def __init__(self, pool: Pool, ref: ObjectRef[Any] | ObjectRefGenerator[Any]) -> None:
         self.pool = pool
         self.ref = ref
 
@@ -138,6 +149,7 @@ class Pool:
             raise TypeError("initializer must be a callable")
         self._rt = current_runtime()
         self._task = _task.options(**options) if options else _task
+        self._stream_task = _stream_task.options(**options) if options else _stream_task
         self._cpus = self._task._options.num_cpus
         self._processes = processes
         self._capacity = processes or 1
@@ -148,8 +160,8 @@ class Pool:
         self._state = RUN
         self._cond = threading.Condition()
         self._jobs: deque[_Job] = deque()
-        self._inflight: dict[ObjectRef[Any], tuple[Result, int]] = {}
-        self._finished: list[ObjectRef[Any]] = []
+        self._inflight: dict[ObjectRef[Any] | ObjectRefGenerator[Any], tuple[Result, int]] = {}
+        self._finished: list[ObjectRef[Any] | ObjectRefGenerator[Any]] = []
         self._thread = threading.Thread(
             target=self._serve, name=f"actorgrid-pool-{self._id[:8]}", daemon=True
         )
@@ -191,11 +203,16 @@ class Pool:
             raise ValueError(f"Pool not running (it is {self._state})")
 
     def _submit(
-        self, fn: Callable[..., Any], mode: int, chunks: Iterator[list[Any]], result: Result
+        self,
+        fn: Callable[..., Any],
+        mode: int,
+        chunks: Iterator[list[Any]],
+        result: Result,
+        stream: bool = False,
     ) -> None:
         with self._cond:
             self._check_running()
-            self._jobs.append(_Job(fn, mode, chunks, result))
+            self._jobs.append(_Job(fn, mode, chunks, result, stream))
             self._cond.notify()
 
     def _map_result(
@@ -206,6 +223,7 @@ class Pool:
         mode: int,
         callback: Callable[[Any], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        progress: bool | None = None,
     ) -> AsyncResult[list[Any]]:
         self._check_running()
         items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
@@ -216,8 +234,9 @@ class Pool:
         if chunksize < 1 and items:
             raise ValueError(f"chunksize must be at least 1, not {chunksize!r}")
         chunks = -(-len(items) // chunksize) if items else 0
+        bar = open_progress(progress, len(items), _desc(fn)) if chunks else None
         result: AsyncResult[list[Any]] = AsyncResult(
-            chunks, single=False, callback=callback, error_callback=error_callback
+            chunks, single=False, callback=callback, error_callback=error_callback, progress=bar
         )
         if chunks:
             self._submit(fn, mode, _chunked(items, chunksize), result)
@@ -251,14 +270,23 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        progress: bool | None = None,
     ) -> AsyncResult[list[R]]:
-        return self._map_result(func, iterable, chunksize, MAP, callback, error_callback)
+        """``progress``: draw a progress bar on stderr (None: only when it is a terminal)."""
+        return self._map_result(func, iterable, chunksize, MAP, callback, error_callback, progress)
 
     def map(
-        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: bool | None = None,
     ) -> list[R]:
+        """``progress``: draw a progress bar on stderr (None: only when it is a terminal)."""
         _not_in_trio("map", "`await pool.map_async(...)`")
-        return self.map_async(func, iterable, chunksize).get()
+        return self.map_async(func, iterable, chunksize, progress=progress).get()
 
     def starmap_async(
         self,
@@ -267,39 +295,66 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        progress: bool | None = None,
     ) -> AsyncResult[list[R]]:
-        return self._map_result(func, iterable, chunksize, STARMAP, callback, error_callback)
+        return self._map_result(
+            func, iterable, chunksize, STARMAP, callback, error_callback, progress
+        )
 
     def starmap(
         self,
         func: Callable[..., R],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        *,
+        progress: bool | None = None,
     ) -> list[R]:
         _not_in_trio("starmap", "`await pool.starmap_async(...)`")
-        return self.starmap_async(func, iterable, chunksize).get()
+        return self.starmap_async(func, iterable, chunksize, progress=progress).get()
 
     def _imap(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int, ordered: bool
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int,
+        ordered: bool,
+        progress: bool | None,
     ) -> IMapIterator[Any]:
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, not {chunksize!r}")
-        result: IMapIterator[Any] = IMapIterator(ordered=ordered, chunked=chunksize > 1)
-        self._submit(func, MAP, _chunked(iterable, chunksize), result)
+        total = len(iterable) if isinstance(iterable, Sized) else None
+        bar = open_progress(progress, total, _desc(func))
+        result: IMapIterator[Any] = IMapIterator(
+            ordered=ordered, chunked=chunksize > 1, progress=bar
+        )
+        # A chunk of one item is one task already; longer chunks stream their results.
+        self._submit(func, MAP, _chunked(iterable, chunksize), result, stream=chunksize > 1)
         return result
 
     def imap(
-        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int = 1
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        progress: bool | None = None,
     ) -> IMapIterator[R]:
-        """Results in input order, as they come; the input is read as chunks are sent."""
-        return self._imap(func, iterable, chunksize, True)
+        """Results in input order, each as soon as it is computed (chunks stream theirs);
+        the input is read as chunks are sent. ``progress``: as for ``map``."""
+        return self._imap(func, iterable, chunksize, True, progress)
 
     def imap_unordered(
-        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int = 1
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        progress: bool | None = None,
     ) -> IMapIterator[R]:
-        """Results in the order they finish."""
-        return self._imap(func, iterable, chunksize, False)
+        """Results in the order they are computed. ``progress``: as for ``map``."""
+        return self._imap(func, iterable, chunksize, False, progress)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -385,7 +440,10 @@ class Pool:
         self._send_chunks()
         return True
 
-    def _deliver(self, ref: ObjectRef[Any]) -> None:
+    def _deliver(self, ref: ObjectRef[Any] | ObjectRefGenerator[Any]) -> None:
+        if isinstance(ref, ObjectRefGenerator):
+            self._deliver_stream(ref)
+            return
         with self._cond:
             result, index = self._inflight.pop(ref)
         try:
@@ -394,6 +452,35 @@ class Pool:
             result._set(index, False, exc)
         else:
             result._set(index, True, value)
+
+    def _deliver_stream(self, gen: ObjectRefGenerator[Any]) -> None:
+        """Hand what a streaming chunk produced so far to its result; at its end, the chunk
+        is done. Re-arms the waiter when nothing is left to take yet."""
+        with self._cond:
+            entry = self._inflight.get(gen)
+        if entry is None:
+            return
+        result, index = entry
+        assert isinstance(result, IMapIterator)
+        while True:
+            try:
+                item = gen._take_nowait()
+            except StopIteration:
+                with self._cond:
+                    self._inflight.pop(gen, None)
+                result._chunk_done(index)
+                return
+            if item is None:
+                if gen._stream.wait_on(_Done(self, gen)):
+                    return
+                continue
+            try:
+                values = item._entry.value()  # a list: see chunks.stream_chunk
+            except Exception as exc:
+                result._add(index, False, exc)
+            else:
+                for value in values:
+                    result._add(index, True, value)
 
     def _send_chunks(self) -> None:
         while True:
@@ -418,8 +505,9 @@ class Pool:
                 with self._cond:
                     self._jobs.popleft()
                 continue
+            task = self._stream_task if job.stream else self._task
             try:
-                ref = self._task.remote(
+                ref: ObjectRef[Any] | ObjectRefGenerator[Any] = task.remote(
                     self._id, self._init, self._maxtasks, job.fn, job.mode, chunk
                 )
             except Exception as exc:  # e.g. fn or an item does not pickle: the call's error
@@ -433,7 +521,10 @@ class Pool:
             with self._cond:
                 self._inflight[ref] = (job.result, job.index)
             job.index += 1
-            if not ref._entry.add_waiter(_Done(self, ref)):
+            if isinstance(ref, ObjectRefGenerator):
+                if not ref._stream.wait_on(_Done(self, ref)):
+                    _Done(self, ref).set()
+            elif not ref._entry.add_waiter(_Done(self, ref)):
                 _Done(self, ref).set()
 
     def _drain_after_terminate(self) -> None:
@@ -472,3 +563,7 @@ class Pool:
             self._inflight.clear()
         for result in results:
             result._set(0, False, error)
+
+
+def _desc(fn: Callable[..., Any]) -> str:
+    return f"ag.Pool {getattr(fn, '__name__', 'map')}"

@@ -19,6 +19,8 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from .progress import Progress
+
 __all__ = ["AsyncResult", "IMapIterator"]
 
 T = TypeVar("T")
@@ -90,8 +92,10 @@ class AsyncResult(Generic[T]):
         single: bool,
         callback: Callable[[Any], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        progress: Progress | None = None,
     ) -> None:
         self._signal = _Signal()
+        self._progress = progress
         self._chunks: list[list[Any] | None] = [None] * chunks
         self._left = chunks
         self._single = single
@@ -120,6 +124,8 @@ class AsyncResult(Generic[T]):
             if ok:
                 self._chunks[index] = value
                 self._left -= 1
+                if self._progress is not None:
+                    self._progress.update(len(value) if not self._single else 1)
                 if self._left:
                     return
                 chunks = self._chunks
@@ -131,6 +137,8 @@ class AsyncResult(Generic[T]):
         self._finish(ok, value)
 
     def _finish(self, ok: bool, value: Any) -> None:
+        if self._progress is not None:
+            self._progress.close()
         _run_callback(self._callback if ok else self._error_callback, value)
         with self._signal.cond:
             self._ok, self._value, self._done = ok, value, True
@@ -180,12 +188,15 @@ class IMapIterator(Generic[T]):
     ``chunksize`` > 1 the iteration then ends, as in ``multiprocessing.Pool``.
     Created by the pool only."""
 
-    def __init__(self, *, ordered: bool, chunked: bool) -> None:
+    def __init__(self, *, ordered: bool, chunked: bool, progress: Progress | None = None) -> None:
         self._signal = _Signal()
         self._ordered = ordered
         self._chunked = chunked
+        self._progress = progress
         self._ready: deque[tuple[bool, Any]] = deque()
-        self._waiting: dict[int, tuple[bool, Any]] = {}  # finished chunks ahead of their turn
+        # Ordered: items of chunks ahead of their turn, and chunks ahead of it that are done.
+        self._partial: dict[int, list[tuple[bool, Any]]] = {}
+        self._complete: set[int] = set()
         self._next_chunk = 0
         self._chunks_seen = 0
         self._total: int | None = None  # chunks, once the input is exhausted
@@ -200,28 +211,60 @@ class IMapIterator(Generic[T]):
         return False  # every chunk runs: a failure is one item of the iteration
 
     def _set(self, index: int, ok: bool, value: Any) -> None:
+        """Dispatcher thread: chunk ``index`` finished at once: its results, or its error."""
         with self._signal.cond:
-            self._chunks_seen += 1
-            if self._ordered:
-                self._waiting[index] = (ok, value)
-                while self._next_chunk in self._waiting:
-                    self._push(*self._waiting.pop(self._next_chunk))
-                    self._next_chunk += 1
-            else:
-                self._push(ok, value)
+            for item in value if ok else (value,):
+                self._add_locked(index, ok, item)
+            self._done_locked(index)
             self._signal.notify_all()
+
+    def _add(self, index: int, ok: bool, value: Any) -> None:
+        """Dispatcher thread: one result (or the error) of chunk ``index``, as it streams."""
+        with self._signal.cond:
+            self._add_locked(index, ok, value)
+            self._signal.notify_all()
+
+    def _chunk_done(self, index: int) -> None:
+        """Dispatcher thread: chunk ``index`` streamed its last result."""
+        with self._signal.cond:
+            self._done_locked(index)
+            self._signal.notify_all()
+
+    def _add_locked(self, index: int, ok: bool, value: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(1)
+        if not self._ordered or index == self._next_chunk:
+            self._push(ok, value)
+        else:
+            self._partial.setdefault(index, []).append((ok, value))
+
+    def _done_locked(self, index: int) -> None:
+        self._chunks_seen += 1
+        if self._ordered:
+            self._complete.add(index)
+            while self._next_chunk in self._complete:
+                self._complete.discard(self._next_chunk)
+                self._next_chunk += 1
+                for ok, value in self._partial.pop(self._next_chunk, ()):
+                    self._push(ok, value)
+        self._check_progress_done()
 
     def _push(self, ok: bool, value: Any) -> None:
         if ok:
-            self._ready.extend((True, x) for x in value)
+            self._ready.append((True, value))
         else:
             self._ready.append((False, value))
             if self._chunked:
                 self._ready.append((True, _END))
 
+    def _check_progress_done(self) -> None:
+        if self._progress is not None and self._chunks_seen == self._total:
+            self._progress.close()
+
     def _set_length(self, chunks: int) -> None:
         with self._signal.cond:
             self._total = chunks
+            self._check_progress_done()
             self._signal.notify_all()
 
     def _has_next(self) -> bool:

@@ -10,6 +10,24 @@ from typing import TypeAlias
 
 import attrs
 
+from .envmessages import (
+    EnsureEnv,
+    JobEnded,
+    JobList,
+    JobLogs,
+    JobOutput,
+    JobStarted,
+    PackageData,
+    PackageFetch,
+    PackageHave,
+    PackagePut,
+    PackageQuery,
+    QueryJobLogs,
+    QueryJobs,
+    ReleaseEnv,
+    StopJob,
+    SubmitJob,
+)
 from .ids import ActorId, NodeId, ObjectId, WorkerId
 
 
@@ -39,6 +57,7 @@ class WorkerInfo:
     resources: tuple[tuple[str, float], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # its node's labels, for label selectors
     gpu_ids: tuple[str, ...] = ()  # the GPUs it owns: its CUDA_VISIBLE_DEVICES
+    env: str = ""  # the key of its runtime environment ("": none); it serves only that env
 
 
 @attrs.frozen
@@ -571,6 +590,30 @@ class ObjectValue:
     value: Payload
 
 
+# --- streams (remote generators) ----------------------------------------------------------
+
+
+@attrs.frozen
+class StreamItem:
+    """Sent by the worker running a remote generator (``gen.remote()``, or an actor method that
+    is a generator) to its caller, on the link the call came on: value ``index`` (0-based) of
+    the stream ``task_id``. Items of one stream arrive in order, all before its TaskResult."""
+
+    task_id: ObjectId
+    index: int
+    value: Payload
+
+
+@attrs.frozen
+class StreamAck:
+    """Sent by the consumer of a remote generator (``ObjectRefGenerator``) to the worker
+    producing it: ``consumed`` items are taken, so the producer may run up to its window
+    ahead of that (backpressure)."""
+
+    task_id: ObjectId
+    consumed: int
+
+
 @attrs.frozen
 class RefReceipt:
     """One ObjectRef that arrived: its object, owner and the token its sender pickled it with;
@@ -673,6 +716,24 @@ Message: TypeAlias = (
     | FetchObject
     | ObjectValue
     | Credit
+    | StreamItem
+    | StreamAck
+    | PackageQuery
+    | PackageHave
+    | PackagePut
+    | PackageFetch
+    | PackageData
+    | EnsureEnv
+    | ReleaseEnv
+    | SubmitJob
+    | JobStarted
+    | JobOutput
+    | JobEnded
+    | QueryJobs
+    | JobList
+    | QueryJobLogs
+    | JobLogs
+    | StopJob
     | RefsReceived
     | BorrowUpdate
     | DeliverToKey

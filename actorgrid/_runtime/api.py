@@ -13,6 +13,7 @@ import trio
 
 from .context import _no_ask_to_key
 from .core import current_runtime
+from .generators import ObjectRefGenerator
 from .handles import ActorHandle
 from .refs import ObjectRef
 from .virtual import AgentKey, send_to_key
@@ -118,7 +119,9 @@ def put(value: T) -> ObjectRef[T]:
     return current_runtime().put(value)
 
 
-def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
+def cancel(
+    ref: ObjectRef[Any] | ObjectRefGenerator[Any], *, force: bool = False, recursive: bool = True
+) -> None:
     """Cancel the call behind ``ref``: a queued call never runs; a running async call is
     cancelled at its next checkpoint; running sync code gets KeyboardInterrupt raised in it,
     and if it still runs after the grace period its worker is killed and restarted.
@@ -128,7 +131,10 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
     ``recursive=True`` (the default, as in Ray) also cancels every task that task started and
     that is still running or queued, and theirs, all the way down, whether or not anything
     waits on them. Actors it created and calls on actors are not cancelled; cancelling an
-    actor call cancels that call, never the actor."""
+    actor call cancels that call, never the actor. An ``ObjectRefGenerator`` stops its producer."""
+    if isinstance(ref, ObjectRefGenerator):  # a remote generator: its producer stops
+        ref._cancel(force, recursive)
+        return
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"ag.cancel() takes an ObjectRef, not {type(ref).__name__}")
     rt = current_runtime()

@@ -245,7 +245,7 @@ class Executor(ExecutorTasks):
                 if call.cancelled:
                     call.scope.cancel()
                 try:
-                    method = getattr(instance, call.method)
+                    method = self.streams.adapt(getattr(instance, call.method))
                     args, kwargs = await self._load_args(call.payload)
                 except Exception as exc:
                     result = (False, system_error(exc))

@@ -10,7 +10,15 @@ import trio
 from .._exceptions import SerializationError
 from .._protocol.ids import ActorId, short
 from .._protocol.messages import ActorInfo, Payload
+from .._scheduler.streams import check_backpressure
 from . import current
+from .generators import (
+    STREAM_KWARG,
+    CallerStreams,
+    ObjectRefGenerator,
+    StreamMarker,
+    is_generator_function,
+)
 from .refs import ObjectEntry, ObjectRef
 from .serialization import dumps_call
 from .signatures import MethodChecks
@@ -49,6 +57,9 @@ class CallerRuntime(Protocol):
     ) -> None: ...
 
     def on_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    @property
+    def streams(self) -> CallerStreams: ...
 
 
 class ActorHandle(Generic[T]):
@@ -182,13 +193,31 @@ class ActorHandle(Generic[T]):
 
 
 class ActorMethod(Generic[P, R]):
-    """A method of an actor, reached through its handle: ``handle.incr.remote(2)``."""
+    """A method of an actor, reached through its handle: ``handle.incr.remote(2)``.
 
-    __slots__ = ("_handle", "_name")
+    A generator method's ``.remote()`` returns an ``ObjectRefGenerator``; a handle that does
+    not know the actor's class (unpickled, or from ``ag.get_actor``) needs
+    ``.options(streaming=True)`` for that.
+    """
+
+    __slots__ = ("_handle", "_name", "_streaming", "_window")
 
     def __init__(self, handle: ActorHandle[Any], name: str) -> None:
         self._handle = handle
         self._name = name
+        self._streaming: bool | None = None  # None: a generator method streams
+        self._window = 0
+
+    def options(
+        self, *, streaming: bool | None = None, generator_backpressure: int = 0
+    ) -> ActorMethod[P, R]:
+        """``streaming=True``: the call returns an ObjectRefGenerator (a generator method
+        reached through a handle that does not know its class); ``generator_backpressure``:
+        items the generator may run ahead of its consumer (0: the default)."""
+        variant: ActorMethod[P, R] = ActorMethod(self._handle, self._name)
+        variant._streaming = streaming
+        variant._window = check_backpressure(generator_backpressure)
+        return variant
 
     def __repr__(self) -> str:
         return f"<ActorMethod {self._name} of {self._handle!r}>"
@@ -207,9 +236,29 @@ class ActorMethod(Generic[P, R]):
             raise h._error
         fn = getattr(h._cls, self._name, None) if h._cls is not None else None
         label = f"{h._info.label if h._info else 'actor'}.{self._name}"
+        streaming = self._streaming
+        if streaming or (streaming is None and fn is not None and is_generator_function(fn)):
+            return self._remote_stream(rt, fn, label, args, kwargs)  # type: ignore[return-value]
         payload = dumps_call(label, fn, args, kwargs, skip=1)
         rt.check_size(payload, label)
         entry = rt.new_entry()
         if rt.portal.in_loop_thread() or not rt.send_call_direct(h, entry, self._name, payload):
             rt.on_loop(rt.send_call, h, entry, self._name, payload)
         return ObjectRef._make(entry)
+
+    def _remote_stream(
+        self,
+        rt: CallerRuntime,
+        fn: Any,
+        label: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> ObjectRefGenerator[Any]:
+        entry = rt.new_entry()
+        window = self._window or check_backpressure(0)
+        kwargs = {**kwargs, STREAM_KWARG: StreamMarker(entry.object_id, window)}
+        payload = dumps_call(label, fn, args, kwargs, skip=1)
+        rt.check_size(payload, label)
+        gen: ObjectRefGenerator[Any] = ObjectRefGenerator._make(rt, rt.streams, entry, window)
+        rt.on_loop(rt.send_call, self._handle, entry, self._name, payload)
+        return gen

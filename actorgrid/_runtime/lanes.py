@@ -29,6 +29,7 @@ from .blocking import local as _local
 from .context import Letter
 from .interrupt import Running
 from .lineage import current_task
+from .producing import WorkerStreams
 from .serialization import box_error, loads, system_error
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class TaskHost(Protocol):
     def finish_from_thread(
         self, item: _TaskItem | _Call, peer: Peer, ok: bool, payload: Payload, last: bool
     ) -> None: ...
+
+    @property
+    def streams(self) -> WorkerStreams: ...
 
 
 class _TaskItem:
@@ -226,6 +230,7 @@ class _Lane:
                     )
                     result = (False, system_error(error))
                 else:
+                    method = self.executor.streams.adapt(method, in_thread=True)
                     label = f"{self.info.label}.{call.method}"
                     result = self.executor.call_in_thread(method, call.payload, label, call.running)
             self.executor.finish_from_thread(call, call.peer, *result, not self.items)

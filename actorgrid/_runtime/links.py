@@ -39,6 +39,7 @@ from .._protocol.messages import (
     Message,
     Payload,
     Shutdown,
+    StreamItem,
     SubscribeEvents,
     SubscribeMembership,
     TaskResult,
@@ -54,6 +55,7 @@ from .._scheduler.tasktree import TaskTree
 from .._scheduler.topics import Subscriptions
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
+from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink
 from .peer import LoopbackPeer, Peer
 from .portal import Portal, ThreadPool
@@ -178,7 +180,9 @@ class RuntimeLinks:
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0
         self.membership_changed = trio.Event()
+        self.env_key = ""  # this process's runtime_env (ag.init(runtime_env=)); "" for none
         self._worker_at: dict[str, WorkerId] = {}
+        self.streams = CallerStreams(self)  # remote generators this process consumes
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
             FetchObject: self._on_fetch,
@@ -190,6 +194,7 @@ class RuntimeLinks:
             WorkerState: self._on_worker_state,
             Event: self._on_event,
             Shutdown: self._on_shutdown,
+            StreamItem: self.streams.on_item,
             **self.refs.handlers(),
         }
         self.on_shutdown: Callable[[str], None] | None = None
@@ -337,6 +342,10 @@ class RuntimeLinks:
     def _waker(self, peer: Peer) -> Callable[[], None]:
         return lambda: self.portal.call_soon(peer.flush)
 
+    def on_message(self, cls: type, handler: Callable[[Peer, Any], Any]) -> None:
+        """Handle messages of ``cls`` with ``handler`` (for layers above: job output)."""
+        self._handlers[cls] = handler
+
     def _handle(self, peer: Peer, message: Message) -> Any:
         handler = self._handlers.get(type(message))
         if handler is None:
@@ -426,6 +435,8 @@ class RuntimeLinks:
     # --- membership ----------------------------------------------------------------------------
 
     def _add_worker(self, info: WorkerInfo) -> None:
+        if info.env != self.env_key:
+            return  # a worker of another runtime_env serves only the drivers of that env
         self.placement.add(info)
         self._worker_at[info.address] = info.worker_id
         if info.address == self.address and self.executor is not None:

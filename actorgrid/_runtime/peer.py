@@ -15,13 +15,14 @@ import itertools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
 
 from .._exceptions import ProtocolError, unwrap_group
 from .._protocol.codec import decode, encode
+from .._protocol.envmessages import JobList, JobLogs, JobStarted, PackageData, PackageHave
 from .._protocol.messages import (
     Ack,
     AskReply,
@@ -50,15 +51,23 @@ log = logging.getLogger("actorgrid.peer")
 
 Handler = Callable[["Peer", Message], Awaitable[None] | None]
 
-_REPLIES = (
-    Ack,
-    NameReply,
-    Membership,
-    AskReply,
-    ObjectValue,
-    EventHistory,
-    ClusterView,
-    WorkerReport,
+# Exact types (no message class has subclasses): one set lookup per message, on the hot path.
+_REPLIES = frozenset(
+    {
+        Ack,
+        NameReply,
+        Membership,
+        AskReply,
+        ObjectValue,
+        EventHistory,
+        ClusterView,
+        WorkerReport,
+        PackageHave,
+        PackageData,
+        JobStarted,
+        JobList,
+        JobLogs,
+    }
 )
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst
 _HIGH_WATER = 4096  # queued messages above which send_wait() waits
@@ -369,8 +378,8 @@ class Peer:
             log.exception("error handling a message from %s", self.address)
 
     def _dispatch(self, message: Message, handler: Handler) -> None:
-        if isinstance(message, _REPLIES):
-            reply = self._requests.get(message.rid)
+        if type(message) in _REPLIES:
+            reply = self._requests.get(cast(Ack, message).rid)  # every reply has a rid
             if reply is not None:
                 reply.value = message
                 reply.event.set()

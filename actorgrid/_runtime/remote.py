@@ -10,12 +10,15 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
+from .._exceptions import RuntimeEnvError
 from .._protocol.messages import ActorInfo
 from .._scheduler.demand import Demand, cpus
 from .._scheduler.names import DEFAULT_NAMESPACE
+from .._scheduler.streams import check_backpressure
 from .context import Context
 from .core import current_runtime
 from .demands import check_placement_options, demand_of
+from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker, is_generator_function
 from .handles import ActorHandle
 from .lineage import current_task
 from .records import OwnedActor
@@ -49,6 +52,8 @@ class Options:
     lifetime: str | None = None
     # Keyed agents (kind.key(k)): seconds without a message before one is deactivated.
     idle_timeout: float | None = None
+    # Remote generators: items the producer may run ahead of its consumer (0: the default).
+    generator_backpressure: int = 0
     # Placement (``_runtime/demands.py``): held resources, where it may run.
     num_gpus: float | None = None
     memory: float | None = None
@@ -76,6 +81,13 @@ class Options:
         )
 
     def merge(self, **changes: Any) -> Options:
+        if "runtime_env" in changes:
+            raise RuntimeEnvError(
+                "runtime_env is set for a whole driver, not per call: pass it to "
+                "ag.init(runtime_env=...) (or ag.connect), or run the program with "
+                "`actorgrid submit --working-dir DIR`; a driver whose calls need two "
+                "environments runs as two drivers"
+            )
         unknown = set(changes) - set(attrs.fields_dict(Options))
         if unknown:
             raise TypeError(
@@ -121,6 +133,7 @@ class Options:
                 f"lifetime must be 'detached' (the actor outlives its creator, until ag.kill "
                 f"or cluster stop) or None (it ends with its creator), not {merged.lifetime!r}"
             )
+        check_backpressure(merged.generator_backpressure)
         if merged.name is not None and not (isinstance(merged.name, str) and merged.name):
             raise ValueError(f"name must be a non-empty string, not {merged.name!r}")
         return merged
@@ -179,8 +192,15 @@ class RemoteFunction(Generic[P, R]):
         self._fn = fn
         self._options = options
         self._code = _Code(fn)
-        self._is_async = inspect.iscoroutinefunction(fn)
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        self._stream = is_generator_function(fn)
         self._actor = _takes_context(fn)
+        if self._actor and self._stream:
+            raise TypeError(
+                f"{fn.__qualname__} takes an ag.Context and is a generator: a remote coroutine "
+                "actor returns one value; drop the Context to make it a remote generator, or "
+                "send its values with ctx.send()"
+            )
         if self._actor and not self._is_async:
             raise TypeError(
                 f"{fn.__qualname__} takes an ag.Context, so it must be `async def`: a "
@@ -248,11 +268,13 @@ class RemoteFunction(Generic[P, R]):
         code_id = code.id  # pickles the function once: what it captures fails here, not later
         rt = current_runtime()
         opts = self._options
-        payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
-        rt.check_size(payload, f"{self.__qualname__}()")
         num_cpus = opts.demand(
             opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
         )
+        if self._stream:
+            return self._remote_stream(args, kwargs, num_cpus)  # type: ignore[return-value]
+        payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
+        rt.check_size(payload, f"{self.__qualname__}()")
         if not self._actor:
             entry = rt.new_entry()
             rt.on_loop(
@@ -316,6 +338,32 @@ class RemoteFunction(Generic[P, R]):
             return ObjectRef._make(entry)
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return ObjectRef._make(entry)
+
+    def _remote_stream(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], num_cpus: Demand
+    ) -> ObjectRefGenerator[Any]:
+        """``.remote()`` of a generator function: its stream of refs."""
+        rt = current_runtime()
+        opts = self._options
+        entry = rt.new_entry()
+        window = check_backpressure(opts.generator_backpressure)
+        kwargs = {**kwargs, STREAM_KWARG: StreamMarker(entry.object_id, window)}
+        payload = dumps_call(self.__qualname__, self._fn, args, kwargs)
+        rt.check_size(payload, f"{self.__qualname__}()")
+        gen: ObjectRefGenerator[Any] = ObjectRefGenerator._make(rt, rt.streams, entry, window)
+        rt.on_loop(
+            rt.send_task,
+            entry,
+            self._code.id,
+            self._code.blob,
+            payload,
+            num_cpus,
+            None,
+            opts.max_retries,
+            opts.retry_exceptions,
+            current_task.get(),
+        )
+        return gen
 
 
 class ActorClass(Generic[T]):

@@ -31,6 +31,7 @@ from .._protocol.messages import (
     Payload,
     Publish,
     QueryWorker,
+    StreamAck,
     SubmitTask,
     TaskResult,
     TaskSummary,
@@ -53,6 +54,7 @@ from .lanes import (
     log,
 )
 from .lineage import current_task
+from .producing import WorkerStreams
 from .refs import ObjectRef
 from .serialization import box_error, dumps, system_error
 
@@ -88,6 +90,7 @@ class ExecutorTasks:
         self.actors: dict[ActorId, _Slot] = {}
         self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
         self.tasks: dict[ObjectId, _Task | _Call | _TaskItem] = {}
+        self.streams = WorkerStreams(self)  # remote generators being driven here
         self._nursery: trio.Nursery | None = None
         self._where_suffix = f"on worker {{}} (pid {os.getpid()}, host {socket.gethostname()})"
 
@@ -109,6 +112,7 @@ class ExecutorTasks:
             DeliverToKey: self.on_deliver_to_key,
             Publish: self.on_publish,
             QueryWorker: self.on_query,
+            StreamAck: self.streams.on_ack,
         }
 
     def on_query(self, peer: Peer, msg: QueryWorker) -> None:
@@ -333,6 +337,7 @@ class ExecutorTasks:
             self.tasks[msg.task_id] = task
             self.nursery.start_soon(self._run_coroutine_actor, task, slot, fn, msg)
             return
+        fn = self.streams.adapt(fn)  # a generator streams what it yields
         if not inspect.iscoroutinefunction(fn):
             item = _TaskItem(peer, msg, fn)
             self.tasks[msg.task_id] = item

@@ -1,0 +1,288 @@
+"""Jobs: driver programs that the head runs on its machine for ``actorgrid submit``.
+
+A job is a process started from the head (``argv``, in its own session so that stopping it
+stops whatever it started there), in the unpacked ``working_dir`` package when one is given,
+with ``ACTORGRID_ADDRESS`` and ``ACTORGRID_SECRET`` set so that its ``ag.init()`` joins this
+cluster, and ``ACTORGRID_RUNTIME_ENV`` naming that folder so that its workers get the same
+code. Its output (stdout and stderr, merged) streams to the link that submitted it and is kept
+(the last ``JOB_LOG_BYTES``) for ``actorgrid jobs logs``. Its end is its exit status.
+
+Stopping a job (``actorgrid jobs stop``, a Ctrl-C at ``submit``, or the link of the
+``submit`` that follows it closing) sends SIGTERM to its process group and SIGKILL after
+``JOB_STOP_GRACE_S``. The tasks and actors it started are
+owned by its driver, and end with its link (ownership); its folder is removed with the
+head's session folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .._env.packing import unpack
+from .._env.spec import ENVIRON_VAR
+from .._protocol.envmessages import (
+    JobEnded,
+    JobList,
+    JobLogs,
+    JobOutput,
+    JobStarted,
+    JobSummary,
+    QueryJobLogs,
+    QueryJobs,
+    StopJob,
+    SubmitJob,
+)
+from .._protocol.messages import Ack
+from .._runtime.peer import Peer
+from .envhead import EnvHost, SessionFolder
+from .spawn import SECRET_ENV_VARS
+
+__all__ = ["JOB_LOG_BYTES", "JOB_STOP_GRACE_S", "JobHost"]
+
+log = logging.getLogger("actorgrid.head")
+
+JOB_LOG_BYTES = 1 << 20  # output kept per job for `actorgrid jobs logs`
+JOB_STOP_GRACE_S = 5.0  # between SIGTERM and SIGKILL when a job is stopped
+JOBS_KEPT = 200  # ended jobs remembered, oldest forgotten first
+
+
+class _Job:
+    __slots__ = (
+        "argv",
+        "attached",
+        "end_time",
+        "ended",
+        "exit_code",
+        "followers",
+        "job_id",
+        "output",
+        "proc",
+        "start_time",
+        "stopped",
+    )
+
+    def __init__(self, job_id: str, argv: tuple[str, ...], proc: trio.Process) -> None:
+        self.job_id = job_id
+        self.argv = argv
+        self.proc = proc
+        self.start_time = time.time()
+        self.end_time: float | None = None
+        self.exit_code: int | None = None
+        self.output = bytearray()
+        self.followers: set[Peer] = set()
+        self.ended = trio.Event()
+        self.stopped = False
+        self.attached: Peer | None = None  # the submitter it ends with, if it follows
+
+    def summary(self) -> JobSummary:
+        if self.exit_code is None:
+            state = "running"
+        elif self.stopped:
+            state = "stopped"
+        else:
+            state = "succeeded" if self.exit_code == 0 else "failed"
+        return JobSummary(
+            self.job_id,
+            self.argv,
+            state,
+            self.exit_code,
+            self.start_time,
+            self.end_time,
+            self.proc.pid,
+        )
+
+
+class JobHost:
+    def __init__(
+        self,
+        address: Callable[[], str],
+        secret: bytes,
+        envs: EnvHost,
+        session: SessionFolder,
+        background: Callable[..., None],
+    ) -> None:
+        self._address = address
+        self._secret = secret
+        self._envs = envs
+        self._session = session
+        self._background = background
+        self.jobs: dict[str, _Job] = {}
+
+    def __repr__(self) -> str:
+        return f"<JobHost jobs={len(self.jobs)}>"
+
+    def handlers(self) -> dict[type, Callable[[Peer, Any], None]]:
+        return {
+            SubmitJob: self._on_submit,
+            QueryJobs: self._on_query,
+            QueryJobLogs: self._on_logs,
+            StopJob: self._on_stop,
+        }
+
+    def process_gone(self, peer: Peer) -> None:
+        """A submitter that leaves takes its followed jobs with it (a Ctrl-C at ``submit``
+        that never reached us, a killed ``submit``): no job outlives the one waiting on it."""
+        for job in self.jobs.values():
+            if peer in job.followers:
+                job.followers.discard(peer)
+                if job.attached is peer:
+                    self._background("stopping a job whose submitter left", self._stop, job)
+
+    async def stop_all(self) -> None:
+        """Stop every running job (the head is stopping)."""
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for job in self.jobs.values():
+                    if job.exit_code is None:
+                        nursery.start_soon(self._stop, job)
+
+    # --- submit ----------------------------------------------------------------------------
+
+    def _on_submit(self, peer: Peer, msg: SubmitJob) -> None:
+        self._background("running a job", self._run, peer, msg)
+
+    async def _run(self, peer: Peer, msg: SubmitJob) -> None:
+        job_id = "job-" + secrets.token_hex(4)
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
+        env.update(
+            ACTORGRID_ADDRESS=self._address(),
+            ACTORGRID_SECRET=self._secret.hex(),
+            ACTORGRID_JOB_ID=job_id,
+            PYTHONUNBUFFERED="1",
+        )
+        cwd = None
+        if msg.working_dir:
+            package = self._envs.package_path(msg.working_dir)
+            if package is None:
+                peer.send(JobStarted(msg.rid, "", f"the head has no package {msg.working_dir}"))
+                return
+            folder = await trio.to_thread.run_sync(
+                functools.partial(unpack, check=False),
+                package.read_bytes(),
+                job_id,
+                self._session.path / "jobs",
+            )
+            cwd = str(folder)
+            env[ENVIRON_VAR] = json.dumps({"working_dir": cwd})
+        env.update(dict(msg.env_vars))
+        try:
+            proc = await trio.lowlevel.open_process(
+                list(msg.argv),
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            peer.send(
+                JobStarted(
+                    msg.rid,
+                    "",
+                    f"could not start {' '.join(msg.argv)!r} on the head's machine: {exc}; "
+                    "check the command (a program on the head's PATH, e.g. `python script.py`)",
+                )
+            )
+            return
+        job = _Job(job_id, msg.argv, proc)
+        self._remember(job)
+        if msg.follow:
+            job.followers.add(peer)
+            job.attached = peer
+        peer.send(JobStarted(msg.rid, job_id))
+        log.info("job %s started: %s (pid %d)", job_id, " ".join(msg.argv), proc.pid)
+        try:
+            assert proc.stdout is not None
+            async with proc.stdout:
+                while chunk := await proc.stdout.receive_some(65536):
+                    job.output += chunk
+                    if len(job.output) > JOB_LOG_BYTES:
+                        del job.output[: len(job.output) - JOB_LOG_BYTES]
+                    for follower in list(job.followers):
+                        # A slow submitter holds the job's output pipe back: the head
+                        # never buffers more than a link's high-water mark of it.
+                        await follower.send_wait(JobOutput(job_id, bytes(chunk)))
+            code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                with trio.CancelScope(shield=True):
+                    _signal_group(proc, signal.SIGKILL)
+                    await proc.wait()
+            job.exit_code = proc.returncode
+            job.end_time = time.time()
+            job.ended.set()
+        log.info("job %s ended with exit code %d", job_id, code)
+        for follower in job.followers:
+            follower.send(JobEnded(job_id, code))
+
+    def _remember(self, job: _Job) -> None:
+        self.jobs[job.job_id] = job
+        if len(self.jobs) > JOBS_KEPT:
+            for old in [j for j in self.jobs.values() if j.exit_code is not None][:1]:
+                del self.jobs[old.job_id]
+
+    # --- list, logs, stop ------------------------------------------------------------------
+
+    def _on_query(self, peer: Peer, msg: QueryJobs) -> None:
+        peer.send(JobList(msg.rid, tuple(j.summary() for j in self.jobs.values())))
+
+    def _find(self, job_id: str) -> _Job | str:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job
+        matches = [j for j in self.jobs.values() if j.job_id.startswith(job_id)]
+        if len(matches) == 1:
+            return matches[0]
+        return (
+            f"no job {job_id!r} on this cluster's head (it never ran, or was forgotten); "
+            "`actorgrid jobs list` shows the jobs it knows"
+        )
+
+    def _on_logs(self, peer: Peer, msg: QueryJobLogs) -> None:
+        job = self._find(msg.job_id)
+        if isinstance(job, str):
+            peer.send(JobLogs(msg.rid, b"", job))
+            return
+        peer.send(JobLogs(msg.rid, bytes(job.output)))
+
+    def _on_stop(self, peer: Peer, msg: StopJob) -> None:
+        job = self._find(msg.job_id)
+        if isinstance(job, str):
+            peer.send(Ack(msg.rid, job))
+            return
+
+        async def stop_then_ack() -> None:
+            await self._stop(job)
+            peer.send(Ack(msg.rid))
+
+        self._background("stopping a job", stop_then_ack)
+
+    async def _stop(self, job: _Job) -> None:
+        if job.exit_code is not None:
+            return
+        job.stopped = True
+        _signal_group(job.proc, signal.SIGTERM)
+        with trio.move_on_after(JOB_STOP_GRACE_S):
+            await job.ended.wait()
+        if job.exit_code is None:
+            _signal_group(job.proc, signal.SIGKILL)
+            await job.ended.wait()
+
+
+def _signal_group(proc: trio.Process, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
