@@ -54,6 +54,8 @@ from ._runtime.api import get_actor_async as get_actor_async
 from ._runtime.api import get_async as get_async
 from ._runtime.api import kill as kill
 from ._runtime.api import kill_async as kill_async
+from ._runtime.api import publish as publish
+from ._runtime.api import publish_async as publish_async
 from ._runtime.api import put as put
 from ._runtime.api import send as send
 from ._runtime.api import send_async as send_async
@@ -75,6 +77,10 @@ from ._runtime.refs import ObjectRef as ObjectRef
 from ._runtime.remote import ActorClass as ActorClass
 from ._runtime.remote import RemoteFunction as RemoteFunction
 from ._runtime.remote import remote as remote
+from ._runtime.subscriptions import Subscription as Subscription
+from ._runtime.subscriptions import subscribe as subscribe
+from ._runtime.subscriptions import subscribe_async as subscribe_async
+from ._runtime.virtual import AgentKey as AgentKey
 from ._scheduler.restart import RestartPolicy as RestartPolicy
 from ._transport.tls import TLSConfig as TLSConfig
 
@@ -91,6 +97,7 @@ __all__ = [
     "ActorPool",
     "ActorStatistics",
     "ActorgridError",
+    "AgentKey",
     "AsyncResult",
     "AuthenticationError",
     "Availability",
@@ -123,6 +130,7 @@ __all__ = [
     "RestartPolicy",
     "RuntimeEnvError",
     "SerializationError",
+    "Subscription",
     "TLSConfig",
     "TaskCancelledError",
     "TaskRecord",
@@ -142,6 +150,8 @@ __all__ = [
     "is_initialized",
     "kill",
     "kill_async",
+    "publish",
+    "publish_async",
     "put",
     "remote",
     "run_on_each_node",
@@ -152,6 +162,8 @@ __all__ = [
     "serve_head",
     "serve_node",
     "shutdown",
+    "subscribe",
+    "subscribe_async",
     "timeline",
     "wait",
     "wait_async",

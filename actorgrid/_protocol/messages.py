@@ -667,6 +667,36 @@ class BorrowUpdate:
     released: tuple[ObjectId, ...]
 
 
+# --- virtual agents and topics ----------------------------------------------------------------
+
+
+@attrs.frozen
+class DeliverToKey:
+    """Sent by ``ctx.send``/``ag.send`` to ``kind.key(k)``: a message for the virtual agent
+    ``key`` of a kind, to the worker that owns the key (rendezvous hashing); that worker
+    activates the agent on its first message, or forwards to the owner in its own view
+    (``hops`` counts the forwards). ``code`` is the pickled coroutine function, ``code_id``
+    its hash."""
+
+    kind: str
+    key: str
+    code_id: bytes
+    code: bytes
+    idle_timeout_s: float  # 0: never deactivated for idleness
+    mailbox_size: int
+    payload: Payload
+    hops: int = 0
+
+
+@attrs.frozen
+class Publish:
+    """Sent by ``ctx.publish``/``ag.publish``: one message on ``topic``, once to each worker;
+    the worker puts it in the mailbox of each of its agents subscribed to the topic."""
+
+    topic: str
+    payload: Payload
+
+
 Message: TypeAlias = (
     Hello
     | Pulse
@@ -733,6 +763,8 @@ Message: TypeAlias = (
     | SubscribeOutput
     | ReadLogs
     | LogLines
+    | DeliverToKey
+    | Publish
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

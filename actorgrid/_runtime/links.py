@@ -25,7 +25,7 @@ from .._exceptions import (
     WorkerDiedError,
 )
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import ObjectId, WorkerId, short
+from .._protocol.ids import ActorId, ObjectId, WorkerId, short
 from .._protocol.messages import (
     ActorEnded,
     ActorInfo,
@@ -49,8 +49,10 @@ from .._protocol.messages import (
     WorkerState,
 )
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
+from .._scheduler.names import NameCache
 from .._scheduler.placement import Placement
 from .._scheduler.tasktree import TaskTree
+from .._scheduler.topics import Subscriptions
 from .._transport.tcp import TcpFrameStream, open_tcp_frame_stream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from .generators import CallerStreams
@@ -168,10 +170,13 @@ class RuntimeLinks:
             weakref.WeakValueDictionary()
         )
         self.refs = RefCounts(self)  # reference counting of objects whose refs left
-        self.names: dict[tuple[str, str], ActorInfo] = {}
+        self.names = NameCache()
         # Bumped when the head says named actors ended: a name reply that was in flight
         # meanwhile may be older than that news, so it is used but not cached.
         self._names_epoch = 0
+        # Refs of coroutine actors reached with get_if_exists: resolved when that actor ends.
+        self.end_watchers: dict[ActorId, list[ObjectEntry]] = {}
+        self.topics = Subscriptions()  # this process's agents subscribed to topics
         self.executor: HostedExecutor | None = None
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0
@@ -466,8 +471,7 @@ class RuntimeLinks:
                     link.abort(reason)
             self._worker_at.pop(info.address, None)
             self.refs.borrower_lost(info.address)
-            for key in [k for k, a in self.names.items() if a.address == info.address]:
-                del self.names[key]
+            self.names.forget_address(info.address)
             self._names_epoch += 1
         self.membership_changed.set()
         self.membership_changed = trio.Event()
@@ -516,8 +520,7 @@ class RuntimeLinks:
         return self.headlink
 
     def forget_actor(self, actor_id: bytes) -> None:
-        for key in [k for k, a in self.names.items() if a.actor_id == actor_id]:
-            del self.names[key]
+        self.names.forget_actor(ActorId(actor_id))
 
     async def head_request(self, make: Callable[[int], Message]) -> Message:
         """Loop: ask the head, waiting a while for a lost head link to come back."""

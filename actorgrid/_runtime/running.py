@@ -26,8 +26,10 @@ from .._protocol.messages import (
     CancelTask,
     CreateActor,
     Deliver,
+    DeliverToKey,
     KillActor,
     Payload,
+    Publish,
     QueryWorker,
     StreamAck,
     SubmitTask,
@@ -69,6 +71,8 @@ class ExecutorTasks:
     on_create: Callable[[Peer, CreateActor], None]
     on_call: Callable[[Peer, CallActor], Any]
     on_deliver: Callable[[Peer, Deliver], None]
+    on_deliver_to_key: Callable[[Peer, DeliverToKey], None]
+    on_publish: Callable[[Peer, Publish], None]
     on_kill: Callable[[Peer, KillActor], None]
     _claim_slot: Callable[[ActorInfo], _Slot | None]
     _refuse_actor: Callable[[ActorInfo, str], None]
@@ -105,6 +109,8 @@ class ExecutorTasks:
             CancelById: self.on_cancel_by_id,
             KillActor: self.on_kill,
             Deliver: self.on_deliver,
+            DeliverToKey: self.on_deliver_to_key,
+            Publish: self.on_publish,
             QueryWorker: self.on_query,
             StreamAck: self.streams.on_ack,
         }
