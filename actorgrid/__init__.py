@@ -29,6 +29,8 @@ from ._node.dashboard import serve_dashboard as serve_dashboard
 from ._node.jobclient import JobRun as JobRun
 from ._node.jobclient import Jobs as Jobs
 from ._node.jobclient import JobStatistics as JobStatistics
+from ._node.observing import TaskRecord as TaskRecord
+from ._node.observing import timeline as timeline
 from ._node.records import ActorStatistics as ActorStatistics
 from ._node.records import ClusterStatus as ClusterStatus
 from ._node.records import NodeStatistics as NodeStatistics
@@ -52,6 +54,8 @@ from ._runtime.api import get_actor_async as get_actor_async
 from ._runtime.api import get_async as get_async
 from ._runtime.api import kill as kill
 from ._runtime.api import kill_async as kill_async
+from ._runtime.api import publish as publish
+from ._runtime.api import publish_async as publish_async
 from ._runtime.api import put as put
 from ._runtime.api import send as send
 from ._runtime.api import send_async as send_async
@@ -73,6 +77,10 @@ from ._runtime.refs import ObjectRef as ObjectRef
 from ._runtime.remote import ActorClass as ActorClass
 from ._runtime.remote import RemoteFunction as RemoteFunction
 from ._runtime.remote import remote as remote
+from ._runtime.subscriptions import Subscription as Subscription
+from ._runtime.subscriptions import subscribe as subscribe
+from ._runtime.subscriptions import subscribe_async as subscribe_async
+from ._runtime.virtual import AgentKey as AgentKey
 from ._scheduler.restart import RestartPolicy as RestartPolicy
 from ._transport.admission import ListenLimits as ListenLimits
 from ._transport.tls import TLSConfig as TLSConfig
@@ -90,6 +98,7 @@ __all__ = [
     "ActorPool",
     "ActorStatistics",
     "ActorgridError",
+    "AgentKey",
     "AsyncResult",
     "AuthenticationError",
     "Availability",
@@ -123,8 +132,10 @@ __all__ = [
     "RestartPolicy",
     "RuntimeEnvError",
     "SerializationError",
+    "Subscription",
     "TLSConfig",
     "TaskCancelledError",
+    "TaskRecord",
     "TaskStatistics",
     "WorkerDiedError",
     "WorkerStatistics",
@@ -141,6 +152,8 @@ __all__ = [
     "is_initialized",
     "kill",
     "kill_async",
+    "publish",
+    "publish_async",
     "put",
     "remote",
     "run_on_each_node",
@@ -151,6 +164,9 @@ __all__ = [
     "serve_head",
     "serve_node",
     "shutdown",
+    "subscribe",
+    "subscribe_async",
+    "timeline",
     "wait",
     "wait_async",
 ]

@@ -296,7 +296,7 @@ def query(
 
     async def main() -> T:
         with trio.fail_after(timeout_s):
-            async with ag.connect(address, secret=secret) as cluster:
+            async with ag.connect(address, secret=secret, log_to_driver=False) as cluster:
                 return await ask(cluster)
 
     try:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import actorgrid as ag
 
-from . import dashboard, jobs, operate, serve, status, up
+from . import dashboard, jobs, observe, operate, serve, status, up
 from ._options import positive_int
 
 if TYPE_CHECKING:
@@ -209,7 +209,8 @@ _COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     serve.add_start,
     serve.add_node,
     status.add_status,
-    status.add_list,
+    observe.add_list_with_history,
+    observe.add_logs,
     operate.add_kill,
     jobs.add_submit,
     jobs.add_jobs,

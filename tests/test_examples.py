@@ -46,6 +46,11 @@ EXPECTED = {
         "every worker's cache now holds {9} results",
         "this driver is pid ...; the pool closes with the block",
     ],
+    "wealth.py": [
+        "500 agents, 30 steps in ... s: ... steps/s (... agent-steps/s)",
+        "coins conserved: 500 of 500",
+        "gini: 0...",
+    ],
     "supervision.py": [
         "all 200 squares correct: True",
         "tally restarted on pid ... (the killed worker was ...); count 1",

@@ -38,13 +38,16 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     actors            owned actors and their restarts
     names             names, lookup, kill, send, ask
     core              Runtime, current_runtime
+    virtual           keyed agent targets (kind.key(k)) and topic publish: the sending side
     context           a coroutine actor's Context
+    keyed             keyed agents' activations and topic fan-out: the worker side
     producing         a remote generator's producer: window, items
     lanes             the executor's work items and queues
     running           ExecutorTasks: tasks, cancel, interrupt
     executor          Executor: hosting actors
     remote api        @ag.remote and the module-level API
-    oneach            ag.run_on_each_node / run_on_each_worker, over remote and api
+    oneach subscriptions   ag.run_on_each_node / run_on_each_worker; ag.subscribe (a
+                      driver's topic subscription, through a relay agent): over remote and api
 
 A lower module that needs something of a higher one states it as a Protocol next to itself
 (``refs.RefOwner``, ``handles.CallerRuntime``, ``links.HostedExecutor``, ``pulse.Pulsed``).
@@ -96,7 +99,9 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("handles",),
     ("records",),
     ("peer",),
+    ("output",),
     ("portal", "headlink"),
+    ("observe",),
     ("getting", "waiting", "refcounting"),
     ("links",),
     ("objects",),
@@ -104,13 +109,14 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("actors",),
     ("names",),
     ("core",),
+    ("virtual",),
     ("context",),
-    ("producing",),
+    ("keyed", "producing"),
     ("lanes",),
     ("running",),
     ("executor",),
     ("remote", "api"),
-    ("oneach",),
+    ("oneach", "subscriptions"),
 ]
 RUNTIME = "actorgrid._runtime"
 

@@ -555,6 +555,17 @@ def test_jobs(tmp_path: Path, marked: Marked) -> None:
     marked.assert_gone()
 
 
+def test_logs_cli_block_is_commands_the_cli_takes() -> None:
+    from actorgrid.cli.main import build_parser
+
+    parser = build_parser()
+    commands = [line.split("#")[0].strip() for line in _by_name("logs-cli").code.splitlines()]
+    for command in filter(None, commands):
+        argv = shlex.split(command)
+        assert argv[0] == "actorgrid", command
+        parser.parse_args(argv[1:])  # exits (fails the test) on an unknown option
+
+
 CHECKED_BY_NAME = {
     "install": test_install_command_installs_what_the_examples_import,
     "test": test_test_command_is_what_ci_runs,
@@ -567,6 +578,7 @@ CHECKED_BY_NAME = {
     "mypy-plugin": test_mypy_plugin_block_is_what_this_repo_uses,
     "job-script": test_jobs,
     "jobs": test_jobs,
+    "logs-cli": test_logs_cli_block_is_commands_the_cli_takes,
 }
 
 

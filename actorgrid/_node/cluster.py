@@ -40,6 +40,7 @@ from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
 from .jobclient import Jobs
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
+from .observing import ObserveMethods
 from .operations import cancel_task, kill_actor
 from .records import (
     ActorStatistics,
@@ -68,7 +69,7 @@ T = TypeVar("T")
 Target = WorkerStatistics | NodeStatistics | WorkerId | NodeId
 
 
-class Cluster:
+class Cluster(ObserveMethods):
     """The cluster this process is connected to; returned by ``ag.init()``/``ag.connect()``.
 
     ``with ag.init():`` shuts the cluster down (an embedded one) or disconnects on exit.
@@ -251,7 +252,14 @@ class Cluster:
     async def events(self) -> AsyncIterator[Event]:
         """Trio code: the events the head remembers, then each new one as it happens."""
         send, receive = trio.open_memory_channel[Event](1000)
-        history = await self._runtime.subscribe_events(send.send_nowait)
+
+        def offer(event: Event) -> None:
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                pass  # a reader 1000 events behind misses some rather than stall the feed
+
+        history = await self._runtime.subscribe_events(offer)
         try:
             for event in history:
                 yield event
@@ -259,13 +267,14 @@ class Cluster:
                 async for event in receive:
                     yield event
         finally:
-            self._runtime.unsubscribe_events(send.send_nowait)
+            self._runtime.unsubscribe_events(offer)
 
     async def recent_events_async(self) -> list[Event]:
         return await self._runtime.subscribe_events(None)
 
     def recent_events(self) -> list[Event]:
-        """The events seen so far (the head keeps the last 1000, node pulses excepted)."""
+        """The events seen so far (the head keeps the last 1000, node pulses excepted, and
+        the last 10,000 task events apart from those)."""
         return self._sync(self.recent_events_async)
 
     def on_event(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -314,6 +323,7 @@ async def _open_cluster(
     labels: dict[str, str] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
+    log_to_driver: bool = True,
 ) -> AsyncIterator[Cluster]:
     serve_at = parse_dashboard(dashboard)
     url = None
@@ -376,6 +386,7 @@ async def _open_cluster(
             listen_limits=listen_limits,
         )
         rt.env_key = "" if prepared is None else prepared.spec.key
+        rt.observe.show_output(log_to_driver)
         try:
             if node is not None:
                 await nursery.start(node.serve)
@@ -394,6 +405,8 @@ async def _open_cluster(
                 rt, embedded=embedded, head_address=head_address, node=node, dashboard_url=url
             )
         finally:
+            with trio.CancelScope(shield=True):
+                await rt.observe.settle()  # at most OUTPUT_SETTLE_S, even when cancelled
             rt.closing()
             if runtime_or_none() is rt:
                 set_current_runtime(None)
@@ -499,6 +512,7 @@ async def connect(
     labels: dict[str, str] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
+    log_to_driver: bool = True,
 ) -> AsyncIterator[Cluster]:
     """Trio-native: ``async with ag.connect() as cluster:`` inside ``trio.run``.
 
@@ -522,6 +536,7 @@ async def connect(
             labels=labels,
             runtime_env=runtime_env,
             dashboard=dashboard,
+            log_to_driver=log_to_driver,
         ) as cluster:
             yield cluster
     except BaseExceptionGroup as group:
@@ -588,6 +603,7 @@ def init(
     labels: dict[str, str] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
+    log_to_driver: bool = True,
 ) -> Cluster:
     """Connect this process to a cluster, starting an embedded one if there is no address.
 
@@ -627,6 +643,9 @@ def init(
     ``dashboard=True`` serves the live dashboard and ``/metrics`` from this process, on
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
     URL, token included.
+
+    ``log_to_driver`` (default True): what remote calls print (stdout, stderr, ``logging``)
+    is shown here, prefixed with where it ran, repeated lines folded.
     """
     global _thread
     if trio.lowlevel.in_trio_run():
@@ -655,6 +674,7 @@ def init(
                 labels=labels,
                 runtime_env=runtime_env,
                 dashboard=dashboard,
+                log_to_driver=log_to_driver,
             )
         )
         thread.start()

@@ -80,6 +80,7 @@ from .._scheduler.rejoin import FenceTable, restore_worker
 from .._transport.tcp import ListenLimits, TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from .envhead import EnvHost, SessionFolder
+from .hub import ObserveHub
 from .jobs import JobHost
 from .lifetimes import ActorLifetimes
 from .logs import RateLimitedLog, log_errors
@@ -178,6 +179,13 @@ class Head:
         self.envs = EnvHost(self._live_node_peers, self._background, self.session)
         self.jobs = JobHost(lambda: self.address, secret, self.envs, self.session, self._background)
         self._handlers.update(self.envs.handlers() | self.jobs.handlers())
+        self.hub = ObserveHub(
+            self.events,
+            self._event_subscribers,
+            lambda: [(n.info.node_id.hex(), n.peer) for n in self.nodes.values()],
+            self._background,
+        )
+        self._handlers.update(self.hub.handlers())
 
     def __repr__(self) -> str:
         return (
@@ -272,7 +280,7 @@ class Head:
         self.publish(event)
 
     def _on_subscribe_events(self, peer: Peer, msg: SubscribeEvents) -> None:
-        peer.send(EventHistory(msg.rid, tuple(self.events)))
+        peer.send(EventHistory(msg.rid, self.hub.history()))
         self._event_subscribers.add(peer)
 
     # --- membership ------------------------------------------------------------------------
@@ -350,6 +358,7 @@ class Head:
     def _closed(self, peer: Peer) -> None:
         self._subscribers.discard(peer)
         self._event_subscribers.discard(peer)
+        self.hub.forget(peer)
         for actor_id in self._cached_by.pop(peer, ()):
             cachers = self._cachers.get(actor_id)
             if cachers is not None:

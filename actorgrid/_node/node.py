@@ -64,6 +64,7 @@ from .._protocol.messages import (
     RegisterNode,
     RejoinNode,
 )
+from .._protocol.observe import ReadLogs
 from .._runtime.peer import Peer
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, STALLED_AFTER_INTERVALS, PulseMonitor
 from .._scheduler.liveness import FailureDetector
@@ -74,6 +75,7 @@ from .._transport.tls import TLSConfig
 from . import spawn
 from .envnode import EnvLaunch, EnvNode
 from .logs import RateLimitedLog, keep_running, log_errors
+from .output import OutputSink, WorkerPumps, answer_read_logs, log_folder, start_pumps
 from .rejoin import REJOIN_INTERVAL_S, rejoin_head
 from .resources import sample_availability
 from .shares import NodeShares
@@ -81,7 +83,6 @@ from .spawn import (
     READY_BYTE,
     STDERR_TAIL_LINES,
     WorkerStartError,
-    copy_stderr,
     describe_exit,
     send_command,
     signal_process,
@@ -185,6 +186,9 @@ class NodeAgent:
         self._nursery: trio.Nursery | None = None
         self._hostname = socket.gethostname()
         self.envs = EnvNode(self, self._hostname)
+        # Workers' output: tagged lines for the drivers, and a log file per worker.
+        self.output = OutputSink(self.node_id, self._hostname)
+        self.log_folder = log_folder(self.node_id)
 
     def __repr__(self) -> str:
         return (
@@ -211,6 +215,7 @@ class NodeAgent:
             nursery.start_soon(
                 keep_running, "the watch on worker pulses", self._watch_worker_pulses, errors
             )
+            nursery.start_soon(self.output.serve, self._send_head)
             async with trio.open_nursery() as slots:
                 for slot in self.slots:
                     await slots.start(self._supervise, slot)
@@ -252,6 +257,10 @@ class NodeAgent:
         self.head = head
         head.on_closed.append(self._head_lost)
         return None
+
+    def _send_head(self, message: Message) -> None:
+        if self.head is not None:
+            self.head.send(message)
 
     def _head_lost(self, peer: Peer) -> None:
         if self._stopping or self._nursery is None or peer is not self.head:
@@ -413,22 +422,24 @@ class NodeAgent:
         slot.exited = trio.Event()
         self._by_worker[slot.worker_id] = slot
         self.emit("worker_started" if slot.incarnations == 1 else "worker_restarted", slot)
-        pulses_done, stderr_done = trio.Event(), trio.Event()
+        pulses_done = trio.Event()
+        pumps: WorkerPumps | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_pulses, slot, read_fd, pulses_done)
-                if proc.stderr is not None:
-                    nursery.start_soon(copy_stderr, proc.stderr, slot.stderr_tail, stderr_done)
-                else:
-                    stderr_done.set()
+                pumps = start_pumps(
+                    nursery, proc, slot.worker_id, self.log_folder, self.output, slot.stderr_tail
+                )
                 code = await proc.wait()
                 # What it wrote before it died is still in the pipes: read it (a READY_BYTE
                 # there decides how its exit counts) up to EOF, or for at most a moment.
                 with trio.move_on_after(STDERR_DRAIN_S):
                     await pulses_done.wait()
-                    await stderr_done.wait()
+                    await pumps.wait()
                 nursery.cancel_scope.cancel()
         finally:
+            if pumps is not None:
+                pumps.close()
             self._pulses.remove(slot)
             self._by_worker.pop(slot.worker_id, None)
             slot.exited.set()
@@ -576,6 +587,8 @@ class NodeAgent:
             for slot in live:
                 self._control(slot, message.action, False)
             self._ack_when_exited(peer, message.rid, live, then_stop=True)
+        elif isinstance(message, ReadLogs):
+            self._background("reading logs", answer_read_logs, peer, message, self.log_folder)
         else:
             log.warning("ignoring %s from the head", type(message).__name__)
 

@@ -1,15 +1,14 @@
 """Starting a worker process, and the pipes between it and its node agent.
 
 - ``open_worker_process(pulse_fd)``: ``python -m actorgrid._node.worker`` in a session of its
-  own, with its stdin and stderr piped to the agent, the write end of its pulse pipe, and the
+  own, with its stdin, stdout and stderr piped to the agent, the write end of its pulse pipe, and the
   agent's environment *without* the cluster secret (``SECRET_ENV_VARS``): a worker gets the
   secret on stdin only, never in its environment or on its command line. Tests replace this
   function (by module attribute) to make workers that fail or die as they start.
 - The pulse pipe carries ``PULSE_BYTE`` every pulse interval, ``READY_BYTE`` once the worker
   has registered with its head.
-- ``copy_stderr``: copies a worker's error output to the agent's own stderr (from a thread,
-  so a slow terminal never holds the agent's loop) and keeps its last lines, bounded in count
-  and length, for crash-loop reports.
+- The output pipes are read by ``output.py`` (log files, lines for the drivers, the last
+  lines of stderr kept for crash-loop reports, STDERR_TAIL_LINES of them).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections import deque
 
 import trio
 
@@ -28,7 +26,6 @@ __all__ = [
     "SECRET_ENV_VARS",
     "STDERR_TAIL_LINES",
     "WorkerStartError",
-    "copy_stderr",
     "describe_exit",
     "open_env_worker_process",
     "open_worker_process",
@@ -43,9 +40,8 @@ PULSE_BYTE = b"."
 READY_BYTE = b"!"
 # Environment variables a worker must never inherit from its node agent.
 SECRET_ENV_VARS = ("ACTORGRID_SECRET",)
-# Lines of each worker's error output kept for reports, and the most kept of one line.
+# Lines of each worker's error output kept for reports.
 STDERR_TAIL_LINES = 20
-STDERR_LINE_MAX_CHARS = 500
 
 
 class WorkerStartError(RuntimeError):
@@ -58,6 +54,7 @@ async def open_worker_process(pulse_fd: int) -> trio.Process:
     return await trio.lowlevel.open_process(
         [sys.executable, "-m", "actorgrid._node.worker"],
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # read by the agent: log files, output at the driver
         stderr=subprocess.PIPE,
         pass_fds=(pulse_fd,),
         env=worker_environment(),
@@ -89,20 +86,6 @@ def worker_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
 
 
-def _write_stderr(data: bytes | bytearray) -> None:
-    # In a thread: our stderr may be a slow pipe, and the agent's loop must not wait on it.
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(2, view) :]
-    except OSError:
-        pass
-
-
-def _line(raw: bytes) -> str:
-    return raw.decode(errors="replace").rstrip("\r")[:STDERR_LINE_MAX_CHARS]
-
-
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -126,23 +109,3 @@ def signal_process(proc: trio.Process, sig: int) -> None:
         os.kill(proc.pid, sig)
     except ProcessLookupError:
         pass
-
-
-async def copy_stderr(stream: trio.abc.ReceiveStream, tail: deque[str], done: trio.Event) -> None:
-    """Copy a worker's error output to ours until EOF, keeping its last lines in ``tail``;
-    set ``done`` at the end."""
-    partial = b""
-    try:
-        while chunk := await stream.receive_some(65536):
-            await trio.to_thread.run_sync(_write_stderr, chunk, abandon_on_cancel=True)
-            *lines, partial = (partial + chunk).split(b"\n")
-            partial = partial[-STDERR_LINE_MAX_CHARS:]
-            tail.extend(_line(b) for b in lines[-STDERR_TAIL_LINES:])
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
-    finally:
-        if partial:
-            tail.append(_line(partial))
-        done.set()
-        with trio.CancelScope(shield=True):
-            await stream.aclose()

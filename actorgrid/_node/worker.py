@@ -34,6 +34,7 @@ from .._protocol.messages import RegisterWorker, WorkerInfo
 from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
 from .._runtime.holdings import Holdings, set_gpu_ids
+from .._runtime.output import capture_worker_output
 from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .envworker import env_key, run_worker_setup
@@ -135,6 +136,8 @@ async def serve_worker(config: dict[str, Any]) -> None:
             share.gpu_ids,
             env=rt.env_key,
         )
+        rt.observe.worker_id, rt.observe.node_id = info.worker_id, info.node_id
+        rt.observe.hostname = info.hostname
         await run_worker_setup(config)  # before it joins, so before its first task
         rt.headlink.on_reconnected.append(functools.partial(rejoin_worker, executor, info, stop))
         await rt.headlink.request(lambda rid: RegisterWorker(rid, info))
@@ -146,6 +149,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    capture_worker_output()  # before logging binds sys.stderr
     configure_logging("worker")
     config = json.loads(sys.stdin.readline())
     sys.setswitchinterval(SWITCH_INTERVAL_S)

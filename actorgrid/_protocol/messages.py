@@ -29,6 +29,7 @@ from .envmessages import (
     SubmitJob,
 )
 from .ids import ActorId, NodeId, ObjectId, WorkerId
+from .observe import LogLines, ReadLogs, SubscribeOutput, WorkerOutput
 
 
 @attrs.frozen
@@ -224,8 +225,15 @@ EVENT_KINDS = frozenset(
         "node_unhealthy",  # every worker slot of a node is in a crash loop; detail: why
         "node_healthy",  # a worker of an unhealthy node became ready again
         "worker_closed",  # a worker was closed on request and not replaced
+        "actor_created",  # an actor's constructor returned (name: its name or class)
         "actor_restarted",  # an actor was re-created after its code raised or its worker died
         "actor_died",  # an actor with no restarts left is gone
+        "task_submitted",  # a task was submitted (task_id, name: its function)
+        "task_scheduled",  # a task was sent to a worker (worker_id: which)
+        "task_started",  # a worker started running a task
+        "task_finished",  # a task returned
+        "task_failed",  # a task raised (error: what)
+        "task_cancelled",  # a task was cancelled
         "task_retried",  # a task was re-submitted after a system failure or a listed error
         "message_undelivered",  # a fire-and-forget send() found its actor gone; detail: why
     }
@@ -250,6 +258,20 @@ class Event:
     detail: str = ""
     availability: Availability | None = None
     hostname: str = ""
+    task_id: ObjectId | None = None  # task_* events
+    actor_id: ActorId | None = None  # actor_* events
+    name: str = ""  # the task's function, or the actor's name or class
+    error: str = ""  # task_failed: the error, as "Type: message"
+
+
+@attrs.frozen
+class EventBatch:
+    """Events sent together, oldest first: task and actor events are batched per link and
+    interval by the processes that see them (owners, workers), never one message per task.
+    ``dropped``: events the sender left out because they came faster than it reports."""
+
+    events: tuple[Event, ...]
+    dropped: int = 0
 
 
 @attrs.frozen
@@ -671,6 +693,36 @@ class BorrowUpdate:
     released: tuple[ObjectId, ...]
 
 
+# --- virtual agents and topics ----------------------------------------------------------------
+
+
+@attrs.frozen
+class DeliverToKey:
+    """Sent by ``ctx.send``/``ag.send`` to ``kind.key(k)``: a message for the virtual agent
+    ``key`` of a kind, to the worker that owns the key (rendezvous hashing); that worker
+    activates the agent on its first message, or forwards to the owner in its own view
+    (``hops`` counts the forwards). ``code`` is the pickled coroutine function, ``code_id``
+    its hash."""
+
+    kind: str
+    key: str
+    code_id: bytes
+    code: bytes
+    idle_timeout_s: float  # 0: never deactivated for idleness
+    mailbox_size: int
+    payload: Payload
+    hops: int = 0
+
+
+@attrs.frozen
+class Publish:
+    """Sent by ``ctx.publish``/``ag.publish``: one message on ``topic``, once to each worker;
+    the worker puts it in the mailbox of each of its agents subscribed to the topic."""
+
+    topic: str
+    payload: Payload
+
+
 Message: TypeAlias = (
     Hello
     | Pulse
@@ -685,6 +737,7 @@ Message: TypeAlias = (
     | RegisterNode
     | NodeStatus
     | Event
+    | EventBatch
     | SubscribeEvents
     | EventHistory
     | ControlWorker
@@ -734,6 +787,12 @@ Message: TypeAlias = (
     | StopJob
     | RefsReceived
     | BorrowUpdate
+    | WorkerOutput
+    | SubscribeOutput
+    | ReadLogs
+    | LogLines
+    | DeliverToKey
+    | Publish
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

@@ -59,6 +59,8 @@ class RuntimeActors(RuntimeTasks):
                 worker_id=worker.worker_id,
                 node_id=worker.node_id,
                 detail=f"actor {_describe(old)} restarted on {worker.address} after: {why}",
+                actor_id=info.actor_id,
+                name=info.name or info.label,
             )
         )
         return info
@@ -103,7 +105,11 @@ class RuntimeActors(RuntimeTasks):
             handle._resolve(info, self.send_call)
 
     def _actor_died(self, info: ActorInfo, why: str) -> None:
-        self.publish(Event("actor_died", time.time(), detail=f"actor {_describe(info)}: {why}"))
+        detail = f"actor {_describe(info)}: {why}"
+        name = info.name or info.label
+        self.publish(
+            Event("actor_died", time.time(), detail=detail, actor_id=info.actor_id, name=name)
+        )
 
     def own(self, handle: ActorHandle[Any], owned: OwnedActor) -> None:
         """Any thread: remember how to restart a restartable actor this process creates."""
@@ -161,6 +167,8 @@ class RuntimeActors(RuntimeTasks):
             return False
         peer.inflight[entry.object_id] = _call_sent(entry, info, method, payload)
         entry.where = peer
+        wid = self._worker_at.get(info.address)
+        self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
         if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload)):
             if peer.closed:
                 # Closed meanwhile: the close may have missed this entry; the loop checks.
@@ -188,6 +196,8 @@ class RuntimeActors(RuntimeTasks):
         sent.retries = retries
         peer.inflight[entry.object_id] = sent
         entry.where = peer
+        wid = self._worker_at.get(info.address)
+        self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
         peer.send(CallActor(entry.object_id, info.actor_id, method, payload))
 
     def new_actor_info(

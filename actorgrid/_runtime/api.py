@@ -11,10 +11,13 @@ from typing import Any, TypeVar, overload
 
 import trio
 
+from .context import _no_ask_to_key
 from .core import current_runtime
 from .generators import ObjectRefGenerator
 from .handles import ActorHandle
 from .refs import ObjectRef
+from .virtual import AgentKey, send_to_key
+from .virtual import publish as virtual_publish
 
 __all__ = [
     "ask",
@@ -26,6 +29,8 @@ __all__ = [
     "get_async",
     "kill",
     "kill_async",
+    "publish",
+    "publish_async",
     "put",
     "send",
     "send_async",
@@ -169,22 +174,45 @@ async def get_actor_async(name: str, namespace: str | None = None) -> ActorHandl
     return ActorHandle._make(info)
 
 
-def send(target: Any, message: Any) -> None:
-    """Put ``message`` in the mailbox of ``target`` (a name, handle or actor ref)."""
+def send(target: Any, message: Any, *, namespace: str | None = None) -> None:
+    """Put ``message`` in the mailbox of ``target`` (a name, handle or actor ref). A name is
+    looked up in ``namespace`` (None: the default namespace)."""
     _not_in_trio("send")
-    current_runtime().portal.run(send_async, target, message)
+    current_runtime().portal.run(send_async, target, message, namespace)
 
 
-async def send_async(target: Any, message: Any) -> None:
-    await current_runtime().send(target, message)
+async def send_async(target: Any, message: Any, namespace: str | None = None) -> None:
+    if isinstance(target, AgentKey):
+        await send_to_key(current_runtime(), target, message)
+        return
+    await current_runtime().send(target, message, namespace)
 
 
-def ask(target: Any, message: Any, *, timeout: float | None = None) -> Any:
-    """Send ``message`` to ``target`` and wait for its ``ctx.reply(...)``."""
+def ask(
+    target: Any, message: Any, *, timeout: float | None = None, namespace: str | None = None
+) -> Any:
+    """Send ``message`` to ``target`` and wait for its ``ctx.reply(...)``. A name is looked up
+    in ``namespace`` (None: the default namespace)."""
     _not_in_trio("ask")
+    _no_ask_to_key(target)
     rt = current_runtime()
-    return rt.portal.run(rt.ask, target, message, timeout)
+    return rt.portal.run(rt.ask, target, message, timeout, namespace)
 
 
-async def ask_async(target: Any, message: Any, *, timeout: float | None = None) -> Any:
-    return await current_runtime().ask(target, message, timeout)
+async def ask_async(
+    target: Any, message: Any, *, timeout: float | None = None, namespace: str | None = None
+) -> Any:
+    _no_ask_to_key(target)
+    return await current_runtime().ask(target, message, timeout, namespace)
+
+
+def publish(topic: str, message: Any) -> None:
+    """Send ``message`` to every subscriber of ``topic`` (agents that called
+    ``ctx.subscribe(topic)``), in the order this process publishes."""
+    _not_in_trio("publish")
+    rt = current_runtime()
+    rt.portal.run(virtual_publish, rt, topic, message)
+
+
+async def publish_async(topic: str, message: Any) -> None:
+    await virtual_publish(current_runtime(), topic, message)

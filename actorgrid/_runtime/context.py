@@ -10,6 +10,7 @@ import trio
 from .._exceptions import ActorDiedError
 from .._protocol.messages import ActorInfo, AskReply, Payload
 from .serialization import box_error, dumps, loads, system_error
+from .virtual import AgentKey, publish, send_to_key
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -146,6 +147,7 @@ class Context:
 
     _runtime: Runtime
     _info: ActorInfo
+    _key: str | None = None
     _open_requests: list[Request]
     request: Request | None
     """The ask behind the last message received, or None if it was a plain send."""
@@ -167,19 +169,52 @@ class Context:
         return self._info.actor_id
 
     @property
+    def key(self) -> str | None:
+        """The key of a keyed agent (``kind.key(k)``); None for an agent started by .remote()."""
+        return self._key
+
+    def subscribe(self, topic: str) -> None:
+        """From now on, every message published on ``topic`` also comes to this mailbox, in
+        the order each publisher published them. Until this agent ends or unsubscribes."""
+        self._runtime.topics.subscribe(topic, self._info.actor_id)
+
+    def unsubscribe(self, topic: str) -> None:
+        self._runtime.topics.unsubscribe(topic, self._info.actor_id)
+
+    async def publish(self, topic: str, message: Any) -> None:
+        """Send ``message`` to every subscriber of ``topic``, cluster-wide: one message per
+        worker on the wire, fanned out there to its subscribers."""
+        await publish(self._runtime, topic, message)
+
+    @property
     def handle(self) -> Any:
         """An ActorHandle to this actor, to hand to others as a send target."""
         from .handles import ActorHandle
 
         return ActorHandle._make(self._info)
 
-    async def send(self, target: Any, message: Any) -> None:
-        """Put ``message`` in the target's mailbox; waits while that mailbox is full."""
-        await self._runtime.send(target, message)
+    async def send(self, target: Any, message: Any, *, namespace: str | None = None) -> None:
+        """Put ``message`` in the target's mailbox; waits while that mailbox is full.
 
-    async def ask(self, target: Any, message: Any, *, timeout: float | None = None) -> Any:
-        """Send ``message`` and wait for the target's ``reply``; GetTimeoutError after timeout."""
-        return await self._runtime.ask(target, message, timeout)
+        A name is looked up in ``namespace``; None: this actor's own namespace (the default
+        namespace for an actor created without one)."""
+        if isinstance(target, AgentKey):
+            await send_to_key(self._runtime, target, message)
+            return
+        await self._runtime.send(target, message, namespace or self._info.namespace)
+
+    async def ask(
+        self,
+        target: Any,
+        message: Any,
+        *,
+        timeout: float | None = None,
+        namespace: str | None = None,
+    ) -> Any:
+        """Send ``message`` and wait for the target's ``reply``; GetTimeoutError after timeout.
+        A name is looked up as for ``send``."""
+        _no_ask_to_key(target)
+        return await self._runtime.ask(target, message, timeout, namespace or self._info.namespace)
 
     async def reply(self, value: Any) -> None:
         """Answer the ask behind the last message received from the mailbox."""
@@ -212,3 +247,11 @@ class Context:
             if not request.replied:
                 request._answer(False, system_error(ActorDiedError(reason)))
         self._open_requests = []
+
+
+def _no_ask_to_key(target: Any) -> None:
+    if isinstance(target, AgentKey):
+        raise TypeError(
+            f"{target!r} is a keyed agent, which takes send() only: send it a message that "
+            "carries a target to answer to (ctx.handle, or a key), and have it send the answer"
+        )

@@ -43,14 +43,17 @@ from .._protocol.messages import (
     CallActor,
     CreateActor,
     Deliver,
+    DeliverToKey,
     Event,
     KillActor,
     Payload,
+    Publish,
     SubmitTask,
     TaskResult,
 )
 from .._scheduler.restart import Restart, RestartTracker
-from .context import Context
+from .context import Context, Letter
+from .keyed import KeyedAgents
 from .lanes import (
     _TOMBSTONES_MAX,
     DEFAULT_ASYNC_CONCURRENCY,
@@ -82,6 +85,29 @@ __all__ = ["Executor"]
 
 class Executor(ExecutorTasks):
     """Runs tasks and hosts actors in the worker's nursery (see the module docstring)."""
+
+    _keyed: KeyedAgents | None = None
+
+    @property
+    def keyed(self) -> KeyedAgents:
+        """Keyed agents and topic subscribers hosted here (keyed.py)."""
+        if self._keyed is None:
+            self._keyed = KeyedAgents(self)
+        return self._keyed
+
+    def on_deliver_to_key(self, peer: Peer, msg: DeliverToKey) -> None:
+        self.keyed.on_deliver(peer, msg)
+
+    def on_publish(self, peer: Peer, msg: Publish) -> None:
+        self.keyed.on_publish(peer, msg)
+
+    def deliver_local(self, actor_id: ActorId, letter: Letter) -> bool:
+        """Put a letter in the mailbox of a coroutine actor hosted here; False if it has none."""
+        slot = self.actors.get(actor_id)
+        if slot is None or slot.info is None or slot.info.kind != "coroutine":
+            return False
+        self._enqueue(slot, letter)
+        return True
 
     def _slot_for(self, actor_id: ActorId) -> _Slot | None:
         slot = self.actors.get(actor_id)

@@ -19,9 +19,10 @@ only then do requests go out on the new link.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import trio
@@ -33,11 +34,14 @@ from .peer import Peer, PeerClosedError
 if TYPE_CHECKING:
     from .._transport.base import FrameStream
 
-__all__ = ["EventFeed", "HeadLink", "reown"]
+__all__ = ["EventFeed", "HeadLink", "merge_by_time", "reown"]
 
 log = logging.getLogger("actorgrid.runtime")
 
 EVENT_HISTORY = 1000
+# Task events (task_id set) are kept apart, so a burst of tasks never pushes the cluster's
+# node and worker events out of the history.
+TASK_EVENT_HISTORY = 10_000
 # Reconnection attempts back off from the first to the last delay (doubling).
 RECONNECT_FIRST_DELAY_S = 0.1
 RECONNECT_MAX_DELAY_S = 2.0
@@ -49,11 +53,14 @@ class EventFeed:
 
     def __init__(self) -> None:
         self.history: deque[Event] = deque(maxlen=EVENT_HISTORY)
+        self.task_history: deque[Event] = deque(maxlen=TASK_EVENT_HISTORY)
         self.listeners: list[Callable[[Event], None]] = []
         self.subscribed = False
 
     def push(self, event: Event) -> None:
-        if event.kind != "node_status":
+        if event.task_id is not None:
+            self.task_history.append(event)
+        elif event.kind != "node_status":
             self.history.append(event)
         for listener in list(self.listeners):
             try:
@@ -63,9 +70,28 @@ class EventFeed:
 
     def merge_history(self, events: tuple[Event, ...]) -> None:
         """The head's history, ahead of what this feed already holds (known events once)."""
-        known = {(e.kind, e.time, e.detail) for e in self.history}
-        older = [e for e in events if (e.kind, e.time, e.detail) not in known]
-        self.history.extendleft(reversed(older))
+        for history, tasks in ((self.history, False), (self.task_history, True)):
+            known = {(e.kind, e.time, e.detail, e.task_id) for e in history}
+            older = [
+                e
+                for e in events
+                if (e.task_id is not None) == tasks
+                and (e.kind, e.time, e.detail, e.task_id) not in known
+            ]
+            history.extendleft(reversed(older))
+
+    def recent(self) -> list[Event]:
+        """Every event held, task events merged in by time."""
+        return merge_by_time(self.history, self.task_history)
+
+
+def merge_by_time(events: Iterable[Event], task_events: Iterable[Event]) -> list[Event]:
+    """``events`` with ``task_events`` put in order by time and merged in. Task events of one
+    task come from its owner and its worker in batches of their own, so they arrive out of
+    order: they are kept in arrival order (O(1) each, on the path of every batch) and sorted
+    here, when someone reads them (O(n log n), nearly sorted already)."""
+    ordered = sorted(task_events, key=lambda e: e.time)
+    return list(heapq.merge(events, ordered, key=lambda e: e.time))
 
 
 class HeadLink:

@@ -29,6 +29,7 @@ from .blocking import local as _local
 from .context import Letter
 from .interrupt import Running
 from .lineage import current_task
+from .output import output_source
 from .producing import WorkerStreams
 from .serialization import box_error, loads, system_error
 
@@ -150,10 +151,13 @@ class TaskQueue:
                 self.executor.runtime.pool.start(self._run)
             _local.hold = (self, item.num_cpus)
             token = current_task.set(item.task_id)
+            name = item.label.removeprefix("task ")
             try:
-                ok, payload = self.executor.call_in_thread(
-                    item.fn, item.payload, item.label, item.running
-                )
+                with self.executor.runtime.observe.running(item.peer, item.task_id, name) as out:
+                    ok, payload = self.executor.call_in_thread(
+                        item.fn, item.payload, item.label, item.running
+                    )
+                    out.set(ok, payload)
             finally:
                 current_task.reset(token)
                 _local.hold = None
@@ -232,7 +236,11 @@ class _Lane:
                 else:
                     method = self.executor.streams.adapt(method, in_thread=True)
                     label = f"{self.info.label}.{call.method}"
-                    result = self.executor.call_in_thread(method, call.payload, label, call.running)
+                    name = self.info.name or self.info.label
+                    with output_source(name, call.peer):
+                        result = self.executor.call_in_thread(
+                            method, call.payload, label, call.running
+                        )
             self.executor.finish_from_thread(call, call.peer, *result, not self.items)
 
     def close(self, reason: str) -> None:

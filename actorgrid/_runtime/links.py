@@ -25,7 +25,7 @@ from .._exceptions import (
     WorkerDiedError,
 )
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
-from .._protocol.ids import ObjectId, WorkerId, short
+from .._protocol.ids import ActorId, ObjectId, WorkerId, short
 from .._protocol.messages import (
     ActorEnded,
     ActorInfo,
@@ -49,8 +49,10 @@ from .._protocol.messages import (
     WorkerState,
 )
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
+from .._scheduler.names import NameCache
 from .._scheduler.placement import Placement
 from .._scheduler.tasktree import TaskTree
+from .._scheduler.topics import Subscriptions
 from .._transport.tcp import (
     ListenLimits,
     TcpFrameStream,
@@ -60,6 +62,7 @@ from .._transport.tcp import (
 from .._transport.tls import TLSConfig
 from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink, reown
+from .observe import Observer
 from .peer import LoopbackPeer, Peer
 from .portal import Portal, ThreadPool
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
@@ -174,10 +177,13 @@ class RuntimeLinks:
             weakref.WeakValueDictionary()
         )
         self.refs = RefCounts(self)  # reference counting of objects whose refs left
-        self.names: dict[tuple[str, str], ActorInfo] = {}
+        self.names = NameCache()
         # Bumped when the head says named actors ended: a name reply that was in flight
         # meanwhile may be older than that news, so it is used but not cached.
         self._names_epoch = 0
+        # Refs of coroutine actors reached with get_if_exists: resolved when that actor ends.
+        self.end_watchers: dict[ActorId, list[ObjectEntry]] = {}
+        self.topics = Subscriptions()  # this process's agents subscribed to topics
         self.executor: HostedExecutor | None = None
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0
@@ -199,6 +205,8 @@ class RuntimeLinks:
             StreamItem: self.streams.on_item,
             **self.refs.handlers(),
         }
+        self.observe = Observer()  # task events, timeline spans, worker output shown here
+        self._handlers.update(self.observe.handlers(self.event_feed))
         self.on_shutdown: Callable[[str], None] | None = None
         self._nursery: trio.Nursery | None = None
         self.portal: Portal
@@ -253,6 +261,7 @@ class RuntimeLinks:
                         lambda head: reown(head, [o.info for o in owned])
                     )
                     await nursery.start(self.headlink.serve)
+                    nursery.start_soon(self.observe.serve, self.headlink.send)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
@@ -282,6 +291,7 @@ class RuntimeLinks:
                 self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
         for info in reply.workers:
             self._add_worker(info)
+        self.observe.on_head_connected(head)
         if self.event_feed.subscribed:
             history = await head.request(SubscribeEvents)
             assert isinstance(history, EventHistory)
@@ -473,8 +483,7 @@ class RuntimeLinks:
                     link.abort(reason)
             self._worker_at.pop(info.address, None)
             self.refs.borrower_lost(info.address)
-            for key in [k for k, a in self.names.items() if a.address == info.address]:
-                del self.names[key]
+            self.names.forget_address(info.address)
             self._names_epoch += 1
         self.membership_changed.set()
         self.membership_changed = trio.Event()
@@ -501,6 +510,7 @@ class RuntimeLinks:
         """This process is leaving the cluster: lost links no longer retry, restart or
         reconnect."""
         self._closing = True
+        self.observe.close()
         if self.headlink is not None:
             self.headlink.close()
 
@@ -522,8 +532,7 @@ class RuntimeLinks:
         return self.headlink
 
     def forget_actor(self, actor_id: bytes) -> None:
-        for key in [k for k, a in self.names.items() if a.actor_id == actor_id]:
-            del self.names[key]
+        self.names.forget_actor(ActorId(actor_id))
 
     async def head_request(self, make: Callable[[int], Message]) -> Message:
         """Loop: ask the head, waiting a while for a lost head link to come back."""
@@ -548,7 +557,7 @@ class RuntimeLinks:
             feed.merge_history(reply.events)
         if listener is not None:
             feed.listeners.append(listener)
-        return list(feed.history)
+        return feed.recent()
 
     def unsubscribe_events(self, listener: Callable[[Event], None]) -> None:
         try:

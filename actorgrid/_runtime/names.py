@@ -26,7 +26,7 @@ from .actors import RuntimeActors
 from .links import FREE_NAME_TIMEOUT_S
 from .peer import Peer, PeerClosedError
 from .records import _describe
-from .refs import PENDING, ObjectRef
+from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, loads, loads_error
 
 
@@ -81,8 +81,17 @@ class RuntimeNames(RuntimeActors):
         # From the head: a named actor this process looked up or registered has ended.
         self._names_epoch += 1
         self.forget_actor(msg.actor_id)
+        for entry in self.end_watchers.pop(msg.actor_id, ()):
+            if entry.state == PENDING:
+                entry.set_value(dumps(None))
         if msg.rid:
             peer.send(Ack(msg.rid))
+
+    def watch_end(self, info: ActorInfo, entry: ObjectEntry) -> None:
+        """Loop: resolve ``entry`` (to None) when the named actor ``info`` ends. The ref that
+        get_if_exists returns for a coroutine actor someone else created: its return value
+        goes to its creator's ref, but this one still tells when it is over."""
+        self.end_watchers.setdefault(info.actor_id, []).append(entry)
 
     async def kill(self, info: ActorInfo) -> None:
         peer = self.peer_for(info.address)
@@ -102,11 +111,13 @@ class RuntimeNames(RuntimeActors):
 
     # --- mailboxes -----------------------------------------------------------------------------
 
-    async def resolve_target(self, target: Any) -> ActorInfo:
+    async def resolve_target(self, target: Any, namespace: str | None = None) -> ActorInfo:
+        """The actor a send or ask goes to. A string is a name in ``namespace`` (None: the
+        default namespace)."""
         from .handles import ActorHandle
 
         if isinstance(target, str):
-            info = await self.lookup(target, None, cached=True)
+            info = await self.lookup(target, namespace, cached=True)
         elif isinstance(target, ActorHandle):
             info = await target._wait_info()
         elif isinstance(target, ObjectRef):
@@ -114,6 +125,12 @@ class RuntimeNames(RuntimeActors):
                 raise TypeError(
                     f"{target!r} is not the ref of a remote coroutine actor, so it has no "
                     "mailbox; send to a name, an actor handle or such a ref"
+                )
+            if target._entry.state != PENDING:
+                raise ActorDiedError(
+                    f"cannot send to {target!r}: its remote coroutine actor has already "
+                    "returned, so no mailbox is left to receive the message; await the ref "
+                    "for its result, or keep the actor running (async for msg in ctx.mailbox)"
                 )
             info = target._entry.actor
             while not info.address and target._entry.state == PENDING:
@@ -136,10 +153,14 @@ class RuntimeNames(RuntimeActors):
             )
         return info
 
-    async def send(self, target: Any, message: Any) -> None:
-        info = self.names.get((DEFAULT_NAMESPACE, target)) if isinstance(target, str) else None
+    async def send(self, target: Any, message: Any, namespace: str | None = None) -> None:
+        info = (
+            self.names.get((namespace or DEFAULT_NAMESPACE, target))
+            if isinstance(target, str)
+            else None
+        )
         if info is None or info.kind != "coroutine":
-            info = await self.resolve_target(target)
+            info = await self.resolve_target(target, namespace)
         payload = dumps(message)
         self.check_size(payload, "send()")
         peer = self.peer_for(info.address)
@@ -156,8 +177,10 @@ class RuntimeNames(RuntimeActors):
             self.forget_actor(info.actor_id)
             raise ActorDiedError(f"cannot deliver to actor {_describe(info)}: {exc}") from None
 
-    async def ask(self, target: Any, message: Any, timeout: float | None) -> Any:
-        info = await self.resolve_target(target)
+    async def ask(
+        self, target: Any, message: Any, timeout: float | None, namespace: str | None = None
+    ) -> Any:
+        info = await self.resolve_target(target, namespace)
         payload = dumps(message)
         self.check_size(payload, "ask()")
         peer = self.peer_for(info.address)

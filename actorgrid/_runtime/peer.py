@@ -37,6 +37,7 @@ from .._protocol.messages import (
     Pulse,
     WorkerReport,
 )
+from .._protocol.observe import LogLines
 from .._scheduler.flow import ReceiveCredits, SendCredits
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ _REPLIES = frozenset(
         JobStarted,
         JobList,
         JobLogs,
+        LogLines,
     }
 )
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst

@@ -11,7 +11,9 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from .._exceptions import RuntimeEnvError
+from .._protocol.messages import ActorInfo
 from .._scheduler.demand import Demand, cpus
+from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.streams import check_backpressure
 from .context import Context
 from .core import current_runtime
@@ -23,6 +25,7 @@ from .records import OwnedActor
 from .refs import ObjectRef
 from .serialization import dumps_call, dumps_code
 from .signatures import MethodChecks, call_check
+from .virtual import AgentKey
 
 __all__ = ["ActorClass", "RemoteFunction", "remote"]
 
@@ -47,6 +50,8 @@ class Options:
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
     # None: the actor ends with the process that created it; "detached": it outlives it.
     lifetime: str | None = None
+    # Keyed agents (kind.key(k)): seconds without a message before one is deactivated.
+    idle_timeout: float | None = None
     # Remote generators: items the producer may run ahead of its consumer (0: the default).
     generator_backpressure: int = 0
     # Placement (``_runtime/demands.py``): held resources, where it may run.
@@ -108,6 +113,11 @@ class Options:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(
                 f"mailbox_size must be an int >= 1 (0: the default, 1024), not {size!r}"
+            )
+        idle = merged.idle_timeout
+        if idle is not None and (not isinstance(idle, int | float) or idle <= 0):
+            raise ValueError(
+                f"idle_timeout must be a number of seconds > 0 (None: never), not {idle!r}"
             )
         if merged.num_cpus is not None and merged.num_cpus < 0:
             raise ValueError(f"num_cpus must be >= 0, not {merged.num_cpus}")
@@ -206,6 +216,28 @@ class RemoteFunction(Generic[P, R]):
         kind = "remote coroutine actor" if self._actor else "remote function"
         return f"<{kind} {self.__qualname__}>"
 
+    def key(self, key: str) -> AgentKey:
+        """The agent of this kind with this key, a target for ``ctx.send``/``ag.send``.
+
+        It is activated on its first message, on the worker that hashing ``key`` picks, and
+        runs this coroutine with ``ctx.key == key``; with ``.options(idle_timeout=s)`` it is
+        deactivated after ``s`` seconds without a message (its mailbox ends) and comes back
+        on its next one."""
+        if not self._actor:
+            raise TypeError(
+                f"{self.__qualname__} is a plain remote function, not an agent kind: a kind "
+                "is an `async def` whose first parameter is `ctx: ag.Context`"
+            )
+        opts = self._options
+        return AgentKey._make(
+            self.__qualname__,
+            str(key),
+            self._code.id,
+            self._code.blob(),
+            float(opts.idle_timeout or 0.0),
+            opts.mailbox_size,
+        )
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"remote function {self.__qualname__}() cannot be called directly; use "
@@ -273,19 +305,37 @@ class RemoteFunction(Generic[P, R]):
             rt.on_loop(rt.send_task, entry, code.id, code.blob, payload, num_cpus, info)
             return ObjectRef._make(entry)
 
-        async def register_then_start() -> None:
-            placed = entry.actor = await rt.waiting.place_actor(info, num_cpus)
-            pending = rt.register_name_nowait(placed, opts.get_if_exists)
+        async def finish_then_start(placed: ActorInfo, pending: Any) -> None:
             try:
                 holder = await rt.finish_register(pending)
             except Exception as exc:
+                rt.forget_actor(placed.actor_id)  # the creator's optimistic name, if any
                 entry.set_error(exc)
                 raise
             if holder.actor_id == placed.actor_id:
                 rt.send_task(entry, code.id, code.blob, payload, num_cpus, placed)
             else:
-                entry.actor = holder  # an existing actor holds the name: this ref targets it
+                # An existing actor holds the name: this ref targets it, and resolves (to
+                # None; its result is its creator's) when it ends.
+                entry.actor = holder
+                rt.watch_end(holder, entry)
 
+        async def register_then_start() -> None:
+            placed = entry.actor = await rt.waiting.place_actor(info, num_cpus)
+            await finish_then_start(placed, rt.register_name_nowait(placed, opts.get_if_exists))
+
+        if info.address and not opts.get_if_exists:
+            # Placed at once: .remote() returns without waiting for the head. The claim is
+            # queued to the head now, ahead of anything sent after it (claims of many
+            # .remote() calls in a row share frames), and the creator may use the name at
+            # once; a taken name fails the ref (ag.get raises ValueError).
+            def claim() -> None:
+                pending = rt.register_name_nowait(info, False)
+                rt.names[(info.namespace or DEFAULT_NAMESPACE, info.name or "")] = info
+                rt.nursery.start_soon(_quietly, finish_then_start, info, pending)
+
+            rt.on_loop(claim)
+            return ObjectRef._make(entry)
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return ObjectRef._make(entry)
 
@@ -425,6 +475,13 @@ def _detached(opts: Options, label: str) -> bool:
             "with ag.get_actor(name)"
         )
     return True
+
+
+async def _quietly(fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    try:
+        await fn(*args)
+    except Exception:
+        pass  # delivered to the handle or ref, which raises it where it is used
 
 
 def _start_registration(

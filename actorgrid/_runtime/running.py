@@ -26,8 +26,10 @@ from .._protocol.messages import (
     CancelTask,
     CreateActor,
     Deliver,
+    DeliverToKey,
     KillActor,
     Payload,
+    Publish,
     QueryWorker,
     StreamAck,
     SubmitTask,
@@ -69,6 +71,8 @@ class ExecutorTasks:
     on_create: Callable[[Peer, CreateActor], None]
     on_call: Callable[[Peer, CallActor], Any]
     on_deliver: Callable[[Peer, Deliver], None]
+    on_deliver_to_key: Callable[[Peer, DeliverToKey], None]
+    on_publish: Callable[[Peer, Publish], None]
     on_kill: Callable[[Peer, KillActor], None]
     _claim_slot: Callable[[ActorInfo], _Slot | None]
     _refuse_actor: Callable[[ActorInfo, str], None]
@@ -106,6 +110,8 @@ class ExecutorTasks:
             CancelById: self.on_cancel_by_id,
             KillActor: self.on_kill,
             Deliver: self.on_deliver,
+            DeliverToKey: self.on_deliver_to_key,
+            Publish: self.on_publish,
             QueryWorker: self.on_query,
             StreamAck: self.streams.on_ack,
         }
@@ -348,7 +354,8 @@ class ExecutorTasks:
         label = f"task {getattr(fn, '__qualname__', 'task')}"
         result: tuple[bool, Payload] | None = None
         current_task.set(msg.task_id)  # in this Trio task's own context
-        with task.scope:
+        observed = self.runtime.observe.running(task.peer, msg.task_id, task.label)
+        with task.scope, observed as out:
             try:
                 await self.holdings.hold(msg.task_id, msg.resources)
                 args, kwargs = await self._load_args(msg.args)
@@ -361,6 +368,7 @@ class ExecutorTasks:
                     result = (False, box_error(exc, self._where(label)))
                 else:
                     result = self.result_of(value, label)
+            out.set(*(result or (False, _cancelled(label))))
         self._finish_task(task, msg.task_id, label, result)
 
     def _finish_task(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import attrs
 
 from .._exceptions import ActorDiedError, TaskCancelledError
-from .._protocol.ids import ObjectId, short
-from .._protocol.messages import ActorInfo, CancelTask, Event, Payload, SubmitTask, TaskResult
+from .._protocol.ids import ObjectId
+from .._protocol.messages import ActorInfo, CancelTask, Payload, SubmitTask, TaskResult
 from .._scheduler.demand import Demand, as_demand
 from .._scheduler.placement import NoWorkerError
 from .links import WAITING, log
@@ -42,6 +41,9 @@ class RuntimeTasks(RuntimeObjects):
         )
         if parent is not None:
             self.children.started(parent, entry.object_id)
+        if actor is None:
+            name = self.observe.name_of(function_id, blob)
+            self.observe.record("task_submitted", entry.object_id, name)
         self._send_spec(entry, spec)
 
     def _send_spec(self, entry: ObjectEntry, spec: TaskSpec) -> None:
@@ -81,15 +83,17 @@ class RuntimeTasks(RuntimeObjects):
                 () if actor is not None else spec.need.resources,  # an actor's ride on it
             )
         )
+        if actor is None:
+            nbytes = spec.payload.nbytes
+            self.observe.task_sent(entry.object_id, spec.function_id, spec.blob, wid, nbytes)
 
     def _retry_task(
         self, entry: ObjectEntry, spec: TaskSpec, why: str, *, report: bool = True
     ) -> None:
         spec.retries -= 1 if spec.retries > 0 else 0
         if report:
-            self.publish(
-                Event("task_retried", time.time(), detail=f"task {short(entry.object_id)}: {why}")
-            )
+            name = self.observe.name_of(spec.function_id, spec.blob)
+            self.observe.record("task_retried", entry.object_id, name, error=why)
         self._send_spec(entry, spec)  # waits in the backlog if no worker takes it now
 
     def _send_if_pending(self, entry: ObjectEntry, spec: TaskSpec) -> None:
@@ -133,6 +137,7 @@ class RuntimeTasks(RuntimeObjects):
         sent = peer.inflight.pop(msg.task_id, None)
         if sent is None:
             return
+        self.observe.answered(msg.task_id, msg.ok)
         entry = sent.entry
         if sent.counted:
             wid = self._worker_at.get(peer.address)
@@ -143,6 +148,8 @@ class RuntimeTasks(RuntimeObjects):
         if msg.ok:
             if spec is not None and spec.parent is not None:
                 self.children.finished(msg.task_id)
+            if sent.kind == CREATE and sent.actor is not None:
+                self.observe.actor_created(sent.actor, self._worker_at.get(peer.address))
             entry.set_value(msg.value)
             return
         if spec is not None and spec.retry_on and spec.retries != 0 and spec.actor is None:
@@ -169,6 +176,8 @@ class RuntimeTasks(RuntimeObjects):
                 sent.cancelled = True
             peer.send(CancelTask(entry.object_id, force, recursive))
             if force:
+                why = "cancelled with force=True"
+                self.observe.record("task_cancelled", entry.object_id, error=why)
                 entry.set_error(
                     TaskCancelledError(
                         "the call was cancelled with force=True: its worker is killed"
@@ -178,6 +187,7 @@ class RuntimeTasks(RuntimeObjects):
             self.waiting.backlog.remove_where(
                 lambda p: isinstance(p, _Placing) and p.entry is entry
             )
+            self.observe.record("task_cancelled", entry.object_id, error="cancelled while waiting")
             entry.set_error(
                 TaskCancelledError("the call was cancelled while it waited for a worker")
             )

@@ -21,7 +21,7 @@ import attrs
 from .._protocol.ids import ActorId
 from .._protocol.messages import ActorInfo
 
-__all__ = ["DEFAULT_NAMESPACE", "NameRegistry", "RegisterResult"]
+__all__ = ["DEFAULT_NAMESPACE", "NameCache", "NameRegistry", "RegisterResult"]
 
 DEFAULT_NAMESPACE = "default"
 
@@ -136,3 +136,67 @@ class NameRegistry:
                 claims.discard(info.actor_id)
                 if not claims:
                     del self._by_claimer[claimer]
+
+
+class NameCache:
+    """A process's cache of the names it looked up or registered: ``(namespace, name) ->
+    ActorInfo``, read like a dict.
+
+    Indexed by actor id and by address, so forgetting an ended actor (``forget_actor``) costs
+    O(names of that actor) and forgetting a lost worker (``forget_address``) O(names cached at
+    that address): ending one agent among 100,000 cached names no longer walks them all.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], ActorInfo] = {}
+        self._keys_of: dict[ActorId, set[tuple[str, str]]] = {}
+        self._at: dict[str, set[ActorId]] = {}
+
+    def __repr__(self) -> str:
+        return f"<NameCache names={len(self._by_key)} addresses={len(self._at)}>"
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key
+
+    def __getitem__(self, key: tuple[str, str]) -> ActorInfo:
+        return self._by_key[key]
+
+    def get(self, key: tuple[str, str]) -> ActorInfo | None:
+        return self._by_key.get(key)
+
+    def __setitem__(self, key: tuple[str, str], info: ActorInfo) -> None:
+        old = self._by_key.get(key)
+        if old is not None:
+            self._drop(key, old)
+        self._by_key[key] = info
+        self._keys_of.setdefault(info.actor_id, set()).add(key)
+        self._at.setdefault(info.address, set()).add(info.actor_id)
+
+    def forget_actor(self, actor_id: ActorId) -> None:
+        for key in self._keys_of.pop(actor_id, ()):
+            info = self._by_key.pop(key, None)
+            if info is not None:
+                self._unplace(info)
+
+    def forget_address(self, address: str) -> None:
+        for actor_id in list(self._at.get(address, ())):
+            self.forget_actor(actor_id)
+
+    def _drop(self, key: tuple[str, str], info: ActorInfo) -> None:
+        del self._by_key[key]
+        keys = self._keys_of.get(info.actor_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys_of[info.actor_id]
+                self._unplace(info)
+
+    def _unplace(self, info: ActorInfo) -> None:
+        at = self._at.get(info.address)
+        if at is not None:
+            at.discard(info.actor_id)
+            if not at:
+                del self._at[info.address]

@@ -547,9 +547,11 @@ def test_worker_log_lines_carry_a_timestamp_the_pid_and_the_role(
     one_worker: ag.Cluster, capfd: pytest.CaptureFixture[str]
 ) -> None:
     pid = ag.get(log_from_worker.remote("hello from a task"), timeout=30)
-    # The worker's stderr reaches ours through its node agent, which copies it as it comes.
+    # The worker's stderr reaches ours through its node agent and the head, shown by this
+    # driver (log_to_driver) after the call's prefix, "(log_from_worker pid=P node=H) ".
     pattern = re.compile(
-        rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} worker\[{pid}\] WARNING "
+        rf"^\(log_from_worker pid={pid} node=\S+\) "
+        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} worker\[{pid}\] WARNING "
         r"actorgrid.worker: hello from a task$",
         re.MULTILINE,
     )

@@ -1,0 +1,128 @@
+"""The head's share of observability: task events in batches, worker output to drivers, and
+log files read across nodes.
+
+- EventBatch (from owners and workers): kept in the head's bounded history (task events
+  apart, sorted by time when read: a task's events come from two processes) and forwarded,
+  still as one batch, to every event subscriber.
+- WorkerOutput (from node agents): each line goes to the driver that sent the call that wrote
+  it (the line's ``owner`` is that process's address), if it asked for output; a line whose
+  owner is not such a driver (a call sent by a worker, for a nested task) goes to every
+  driver that asked. Subscribers with ``everything`` (``actorgrid logs --follow``) get all.
+  Cost: O(lines + subscribers) per batch, one message per subscriber per batch.
+- ReadLogs (from ``Cluster.read_logs``): asked of every node whose id starts with the prefix,
+  at once; the lines are merged by time and cut to the tail.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Collection
+from typing import Any
+
+import trio
+
+from .._protocol.messages import Event, EventBatch
+from .._protocol.observe import LogLines, OutputLine, ReadLogs, SubscribeOutput, WorkerOutput
+from .._runtime.headlink import TASK_EVENT_HISTORY, merge_by_time
+from .._runtime.peer import Peer, PeerClosedError
+
+__all__ = ["ObserveHub"]
+
+READ_LOGS_TIMEOUT_S = 30.0
+
+
+class ObserveHub:
+    def __init__(
+        self,
+        events: deque[Event],
+        event_subscribers: set[Peer],
+        nodes: Callable[[], Collection[tuple[str, Peer]]],
+        background: Callable[..., None],
+    ) -> None:
+        self._events = events
+        # Task events, apart from the cluster's (see TASK_EVENT_HISTORY).
+        self.task_events: deque[Event] = deque(maxlen=TASK_EVENT_HISTORY)
+        self._event_subscribers = event_subscribers
+        self._nodes = nodes  # (node id hex, link) of each node agent
+        self._background = background
+        self._output_subs: dict[Peer, bool] = {}  # driver -> wants everything
+        self._by_address: dict[str, Peer] = {}
+
+    def handlers(self) -> dict[type, Callable[[Peer, Any], None]]:
+        return {
+            EventBatch: self._on_batch,
+            SubscribeOutput: self._on_subscribe_output,
+            WorkerOutput: self._on_output,
+            ReadLogs: self._on_read_logs,
+        }
+
+    def history(self) -> tuple[Event, ...]:
+        """The events the head remembers, task events merged in by time."""
+        return tuple(merge_by_time(self._events, self.task_events))
+
+    def forget(self, peer: Peer) -> None:
+        if self._output_subs.pop(peer, None) is not None:
+            hello = peer.remote_hello
+            if hello is not None and self._by_address.get(hello.address) is peer:
+                del self._by_address[hello.address]
+
+    def _on_batch(self, peer: Peer, batch: EventBatch) -> None:
+        for event in batch.events:
+            (self.task_events if event.task_id is not None else self._events).append(event)
+        for sub in self._event_subscribers:
+            sub.send(batch)
+
+    def _on_subscribe_output(self, peer: Peer, msg: SubscribeOutput) -> None:
+        self._output_subs[peer] = msg.everything
+        hello = peer.remote_hello
+        if hello is not None and hello.address:
+            self._by_address[hello.address] = peer
+
+    def _on_output(self, peer: Peer, msg: WorkerOutput) -> None:
+        if not self._output_subs:
+            return
+        to: dict[Peer, list[OutputLine]] = {}
+        everyone = list(self._output_subs)
+        for line in msg.lines:
+            owner = self._by_address.get(line.owner)
+            for sub in (owner,) if owner is not None else everyone:
+                to.setdefault(sub, []).append(line)
+        for sub, everything in self._output_subs.items():
+            if everything:
+                to[sub] = list(msg.lines)
+        for sub, lines in to.items():
+            sub.send(WorkerOutput(msg.node_id, msg.hostname, tuple(lines), msg.dropped))
+
+    def _on_read_logs(self, peer: Peer, msg: ReadLogs) -> None:
+        self._background("reading logs", self._read_logs, peer, msg)
+
+    async def _read_logs(self, peer: Peer, msg: ReadLogs) -> None:
+        nodes = [(nid, link) for nid, link in self._nodes() if nid.startswith(msg.node.lower())]
+        lines: list[str] = []
+        errors: list[str] = []
+
+        async def ask(nid: str, link: Peer) -> None:
+            try:
+                reply = await link.request(
+                    lambda rid: ReadLogs(rid, "", msg.worker, msg.actor, msg.tail)
+                )
+            except PeerClosedError as exc:
+                errors.append(f"node {nid[:8]}: {exc}")
+                return
+            if isinstance(reply, LogLines):
+                lines.extend(reply.lines)
+                if reply.error:
+                    errors.append(f"node {nid[:8]}: {reply.error}")
+
+        with trio.move_on_after(READ_LOGS_TIMEOUT_S) as scope:
+            async with trio.open_nursery() as nursery:
+                for nid, link in nodes:
+                    nursery.start_soon(ask, nid, link)
+        if scope.cancelled_caught:
+            errors.append(f"some nodes did not answer within {READ_LOGS_TIMEOUT_S:.0f} s")
+        if not nodes:
+            errors.append(f"no node's id starts with {msg.node!r}")
+        lines.sort()
+        if msg.tail:
+            lines = lines[-msg.tail :]
+        peer.send(LogLines(msg.rid, tuple(lines), "; ".join(errors) or None))

@@ -1,0 +1,180 @@
+"""Virtual agents and topics, the sending side: ``kind.key(k)`` targets and ``publish``.
+
+A message to ``kind.key(k)`` goes straight to the worker that rendezvous hashing of
+``(kind, k)`` over the live workers picks (``_scheduler/activation.py``), with the kind's code;
+that worker activates the agent on its first message (``keyed.py``). No head round trip: each
+process hashes over its own view of the membership, cached until the membership changes.
+
+``publish(topic, msg)`` sends the message once to every live worker, in order on each link,
+so every subscriber gets every message of a publisher in the order published.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import ActorDiedError, ActorgridError
+from .._protocol.messages import DeliverToKey, Publish
+from .._scheduler.activation import Ident, owner_of
+from .peer import Peer, PeerClosedError
+from .serialization import dumps
+
+if TYPE_CHECKING:
+    from .core import Runtime
+
+__all__ = ["AgentKey", "publish", "send_to_key"]
+
+
+class AgentKey:
+    """The agent of one key of a kind: ``kind.key("42")``, a target for ``ctx.send`` and
+    ``ag.send``. Made by the runtime (``RemoteFunction.key``); picklable, so agents can pass
+    keys around in messages."""
+
+    __slots__ = ("code", "code_id", "idle_timeout_s", "key", "kind", "mailbox_size")
+
+    def __init__(self, *_: Any, **__: Any) -> None:
+        raise TypeError("AgentKey has no public constructor: use kind.key(k) on a remote coroutine")
+
+    @classmethod
+    def _make(
+        cls,
+        kind: str,
+        key: str,
+        code_id: bytes,
+        code: bytes,
+        idle_timeout_s: float,
+        mailbox_size: int,
+    ) -> AgentKey:
+        target = object.__new__(cls)
+        target.kind = kind
+        target.key = key
+        target.code_id = code_id
+        target.code = code
+        target.idle_timeout_s = idle_timeout_s
+        target.mailbox_size = mailbox_size
+        return target
+
+    kind: str
+    key: str
+    code_id: bytes
+    code: bytes
+    idle_timeout_s: float
+    mailbox_size: int
+
+    def __repr__(self) -> str:
+        return f"<agent {self.kind}.key({self.key!r})>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AgentKey) and (self.code_id, self.key) == (
+            other.code_id,
+            other.key,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.code_id, self.key))
+
+    def __reduce__(self) -> Any:
+        return (
+            _rebuild,
+            (
+                self.kind,
+                self.key,
+                self.code_id,
+                self.code,
+                self.idle_timeout_s,
+                self.mailbox_size,
+            ),
+        )
+
+
+def _rebuild(*fields: Any) -> AgentKey:
+    return AgentKey._make(*fields)
+
+
+class _Owners:
+    """The owner of each ident this process sent to, until the membership changes."""
+
+    def __init__(self) -> None:
+        self.seen: object = None
+        self.workers: tuple[str, ...] = ()
+        self.owner: dict[Ident, str | None] = {}
+        # The code ids each link has carried: a kind's code goes once per link (links keep
+        # order, so it arrives before the messages that need it; a new link sends it again).
+        self.code_sent: dict[str, tuple[Peer, set[bytes]]] = {}
+
+
+_OWNERS: weakref.WeakKeyDictionary[Runtime, _Owners] = weakref.WeakKeyDictionary()
+
+
+def _workers(rt: Runtime) -> _Owners:
+    owners = _OWNERS.get(rt)
+    if owners is None:
+        owners = _OWNERS[rt] = _Owners()
+    if owners.seen is not rt.membership_changed:
+        # The event is replaced on every membership change: a new one means a new view.
+        owners.seen = rt.membership_changed
+        owners.workers = tuple(sorted(w.address for w in rt.placement.workers.values()))
+        owners.owner = {}
+    return owners
+
+
+def key_owner(rt: Runtime, ident: Ident) -> str | None:
+    owners = _workers(rt)
+    try:
+        return owners.owner[ident]
+    except KeyError:
+        owner = owners.owner[ident] = owner_of(ident, owners.workers)
+        return owner
+
+
+def live_workers(rt: Runtime) -> tuple[str, ...]:
+    return _workers(rt).workers
+
+
+async def send_to_key(rt: Runtime, target: AgentKey, message: Any) -> None:
+    payload = dumps(message)
+    rt.check_size(payload, "send()")
+    owner = key_owner(rt, (target.kind, target.key))
+    if owner is None:
+        raise ActorgridError(
+            f"cannot activate {target!r}: the cluster has no live worker yet; wait for one "
+            "(ag.init starts them) and send again"
+        )
+    peer = rt.peer_for(owner)
+    owners = _workers(rt)
+    sent = owners.code_sent.get(owner)
+    if sent is None or sent[0] is not peer:
+        sent = owners.code_sent[owner] = (peer, set())
+    code = b"" if target.code_id in sent[1] else target.code
+    msg = DeliverToKey(
+        target.kind,
+        target.key,
+        target.code_id,
+        code,
+        target.idle_timeout_s,
+        target.mailbox_size,
+        payload,
+    )
+    try:
+        await peer.send_wait(msg)  # the writer coalesces what agents send in one loop turn
+        sent[1].add(target.code_id)
+    except PeerClosedError as exc:
+        raise ActorDiedError(
+            f"cannot deliver to {target!r}: its worker {owner} is unreachable ({exc}); the "
+            "agent comes back on a live worker once the cluster notices, so send again"
+        ) from None
+
+
+async def publish(rt: Runtime, topic: str, message: Any) -> int:
+    """Send ``message`` on ``topic`` to every live worker; the number of workers reached."""
+    payload = dumps(message)
+    rt.check_size(payload, "publish()")
+    reached = 0
+    for address in live_workers(rt):
+        try:
+            await rt.peer_for(address).send_wait(Publish(topic, payload))
+            reached += 1
+        except PeerClosedError:
+            pass  # a worker that is gone has no subscriber left to miss the message
+    return reached

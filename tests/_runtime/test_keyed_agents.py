@@ -1,0 +1,153 @@
+"""Keyed (virtual) agents on a live cluster: activation on first message exactly once under
+racing senders, deactivation after idle_timeout with state saved and reloaded, reactivation on
+a live worker after kill -9 of the agent's worker. (The hashing and the activation table are
+tested without processes in tests/_scheduler/test_activation.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+import actorgrid as ag
+
+CLUSTER_OPTIONS = {"num_workers": 2}
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@ag.remote
+async def collector(ctx: ag.Context):
+    """Keeps what agents report; ``"get"`` (asked) answers with all of it."""
+    got = []
+    async for msg in ctx.mailbox:
+        if msg == "get":
+            await ctx.reply(list(got))
+        elif msg == "pid":
+            await ctx.reply(os.getpid())
+        else:
+            got.append(msg)
+
+
+def wait_reports(name, done, timeout=60.0):
+    """Ask the collector until ``done(reports)`` holds; the reports."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reports = ag.ask(name, "get", timeout=30)
+        if done(reports):
+            return reports
+        assert time.monotonic() < deadline, f"gave up waiting; reports so far: {reports}"
+        time.sleep(0.05)
+
+
+@ag.remote
+async def counting(ctx: ag.Context):
+    count = 0
+    async for report_to, what in ctx.mailbox:
+        if count == 0 and what != "report":
+            await ctx.send(report_to, ("activated", ctx.key, os.getpid()))
+        if what == "report":
+            await ctx.send(report_to, ("count", ctx.key, count))
+        else:
+            count += 1
+
+
+@ag.remote
+def send_many(target, report_to, n):
+    for _ in range(n):
+        ag.send(target, (report_to, "one"))
+    return os.getpid()
+
+
+def test_a_keyed_agent_is_activated_once_under_eight_racing_senders():
+    name = unique("collector")
+    collector.options(name=name).remote()
+    key = counting.key(unique("k"))
+    senders = [send_many.remote(key, name, 25) for _ in range(8)]
+    assert len(set(ag.get(senders, timeout=120))) == 2  # from both workers
+    reports = wait_reports(name, lambda r: len(r) >= 1)
+    ag.send(key, (name, "report"))
+    reports = wait_reports(name, lambda r: any(m[0] == "count" for m in r))
+    activations = [m for m in reports if m[0] == "activated"]
+    assert len(activations) == 1, reports
+    assert [m for m in reports if m[0] == "count"] == [("count", key.key, 200)]
+
+
+@ag.remote
+async def store(ctx: ag.Context):
+    saved = {}
+    async for msg in ctx.mailbox:
+        if msg[0] == "save":
+            saved[msg[1]] = msg[2]
+            await ctx.reply(True)
+        else:
+            await ctx.reply(saved.get(msg[1], 0))
+
+
+@ag.remote(idle_timeout=0.5)
+async def tally(ctx: ag.Context):
+    total = None
+    store_name = report_to = None
+    async for store_name, report_to, n in ctx.mailbox:
+        if total is None:  # activated: load the state the last activation saved
+            total = await ctx.ask(store_name, ("load", ctx.key), timeout=30)
+            await ctx.send(report_to, ("activated", total))
+        total += n
+        await ctx.send(report_to, ("total", total))
+    # The mailbox ended: idle for idle_timeout. Save the state, then return.
+    await ctx.ask(store_name, ("save", ctx.key, total), timeout=30)
+    await ctx.send(report_to, ("deactivated", total))
+
+
+def test_an_idle_agent_is_deactivated_saving_its_state_and_comes_back_with_it():
+    name, store_name = unique("collector"), unique("store")
+    collector.options(name=name).remote()
+    store.options(name=store_name).remote()
+    key = tally.key("alice")
+    ag.send(key, (store_name, name, 1))
+    ag.send(key, (store_name, name, 2))
+    reports = wait_reports(name, lambda r: ("deactivated", 3) in r)
+    assert reports == [("activated", 0), ("total", 1), ("total", 3), ("deactivated", 3)]
+    ag.send(key, (store_name, name, 4))
+    reports = wait_reports(name, lambda r: ("total", 7) in r)
+    assert reports[4:] == [("activated", 3), ("total", 7)]
+
+
+@ag.remote
+async def where(ctx: ag.Context):
+    async for report_to in ctx.mailbox:
+        await ctx.send(report_to, ("at", os.getpid()))
+
+
+def test_an_agent_whose_worker_was_killed_comes_back_on_a_live_worker(cluster):
+    name = unique("collector")
+    collector.options(name=name).remote()
+    collector_pid = ag.ask(name, "pid", timeout=30)
+    for i in range(100):  # a key whose agent is not on the collector's worker
+        key = where.key(f"{name}-{i}")
+        ag.send(key, name)
+        first = wait_reports(name, lambda r, n=i: len(r) == n + 1)[-1][1]
+        if first != collector_pid:
+            break
+    assert first in {w.pid for w in cluster.workers()} - {collector_pid}
+    seen = len(ag.ask(name, "get", timeout=30))
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:  # sends go to the dead worker until the cluster notices it is gone
+        try:
+            ag.send(key, name)
+        except ag.ActorgridError:
+            pass
+        reports = ag.ask(name, "get", timeout=30)[seen:]
+        if any(pid != first for _, pid in reports):
+            break
+        assert time.monotonic() < deadline, "the agent never came back"
+        time.sleep(0.1)
+    assert {pid for _, pid in reports} - {first} <= {w.pid for w in cluster.workers()}

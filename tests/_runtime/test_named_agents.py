@@ -1,0 +1,141 @@
+"""Named coroutine agents on a live cluster: targets in a namespace, get_if_exists, sends to
+an agent that has ended, and forgetting ended agents without walking the name cache."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+import actorgrid as ag
+from actorgrid._protocol.ids import ActorId
+from actorgrid._protocol.messages import ActorInfo
+from actorgrid._scheduler.names import NameCache
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@ag.remote
+async def echo(ctx: ag.Context, tag):
+    async for msg in ctx.mailbox:
+        if msg == "stop":
+            return tag
+        if ctx.request is not None:
+            await ctx.reply((tag, msg))
+
+
+@ag.remote
+async def relay(ctx: ag.Context, name, namespace):
+    # Sends by name from inside an agent: with no namespace=, its own namespace is used.
+    msg = await ctx.mailbox.receive()
+    mine = await ctx.ask(name, msg, timeout=30)
+    other = await ctx.ask(name, msg, timeout=30, namespace=namespace)
+    return mine, other
+
+
+def test_a_name_is_looked_up_in_the_namespace_the_sender_names():
+    name = unique("twin")
+    a = echo.options(name=name, namespace="ns-a").remote("a")
+    b = echo.options(name=name, namespace="ns-b").remote("b")
+    assert ag.ask(name, 1, namespace="ns-a", timeout=30) == ("a", 1)
+    assert ag.ask(name, 2, namespace="ns-b", timeout=30) == ("b", 2)
+    with pytest.raises(ag.NameNotFoundError, match="namespace 'default'"):
+        ag.ask(name, 3, timeout=30)
+    r = relay.options(namespace="ns-a").remote(name, "ns-b")
+    ag.send(r, 7)
+    assert ag.get(r, timeout=60) == (("a", 7), ("b", 7))
+    ag.send(name, "stop", namespace="ns-a")
+    ag.send(name, "stop", namespace="ns-b")
+    assert ag.get([a, b], timeout=60) == ["a", "b"]
+
+
+def test_get_if_exists_on_a_coroutine_actor_reaches_it_and_resolves_when_it_ends():
+    name = unique("shared")
+    first = echo.options(name=name).remote("first")
+    again = echo.options(name=name, get_if_exists=True).remote("second")
+    assert ag.ask(again, "hi", timeout=30) == ("first", "hi")  # the same, existing actor
+    ready, _ = ag.wait([again], timeout=0.2)
+    assert ready == []  # still running: nothing to resolve yet
+    ag.send(again, "stop")
+    assert ag.get(first, timeout=60) == "first"  # its result goes to its creator's ref
+    assert ag.get(again, timeout=60) is None  # and this ref resolves when it ends
+
+
+@ag.remote
+async def returns_at_once(ctx: ag.Context):
+    return "done"
+
+
+def test_a_send_to_an_agent_whose_ref_has_resolved_raises_at_the_sender():
+    ref = returns_at_once.remote()
+    assert ag.get(ref, timeout=60) == "done"
+    with pytest.raises(ag.ActorDiedError, match="already returned"):
+        ag.send(ref, "too late")
+    with pytest.raises(ag.ActorDiedError, match="already returned"):
+        ag.ask(ref, "too late", timeout=30)
+
+
+def test_a_send_by_name_to_an_agent_that_has_ended_raises_at_the_sender():
+    name = unique("gone")
+    ref = echo.options(name=name).remote("x")
+    assert ag.ask(name, 1, timeout=30) == ("x", 1)  # the name is cached here now
+    ag.send(name, "stop")
+    assert ag.get(ref, timeout=60) == "x"
+    deadline = time.monotonic() + 30
+    while True:  # the head tells this process the name is free; then lookups fail
+        try:
+            ag.send(name, "late")
+        except ag.NameNotFoundError:
+            break
+        assert time.monotonic() < deadline, "the ended agent's name was never forgotten"
+        time.sleep(0.05)
+
+
+def _info(i: int, address: str) -> ActorInfo:
+    return ActorInfo(ActorId(i.to_bytes(4, "big")), address, "coroutine", "a", f"n{i}")
+
+
+def test_the_name_cache_forgets_an_actor_without_walking_every_name():
+    cache = NameCache()
+    for i in range(100_000):
+        cache[("default", f"n{i}")] = _info(i, f"w{i % 2}")
+    start = time.perf_counter()
+    for i in range(1000):
+        cache.forget_actor(ActorId(i.to_bytes(4, "big")))
+    elapsed = time.perf_counter() - start
+    assert len(cache) == 99_000
+    assert ("default", "n5") not in cache and cache.get(("default", "n1000")) is not None
+    # 1,000 forgets over 100,000 names: a scan per forget would take seconds, the index
+    # takes about a millisecond; 0.5 s leaves room for a loaded machine.
+    assert elapsed < 0.5
+    cache.forget_address("w0")
+    assert len(cache) == 49_500
+    assert all(cache[("default", f"n{i}")].address == "w1" for i in range(1001, 1100, 2))
+
+
+@ag.remote
+async def first_letter(ctx: ag.Context):
+    return await ctx.mailbox.receive()
+
+
+def test_named_agents_are_created_without_waiting_for_the_head_and_usable_at_once():
+    prefix = unique("many")
+    refs = [first_letter.options(name=f"{prefix}-{i}").remote() for i in range(200)]
+    for i in range(200):
+        ag.send(f"{prefix}-{i}", i)  # the creator uses each name at once
+    assert ag.get(refs, timeout=120) == list(range(200))
+    # Other processes find them at the head (the claims went out before these sends).
+    again = first_letter.options(name=f"{prefix}-late").remote()
+    assert ag.get(send_by_name.remote(f"{prefix}-late", "from a task"), timeout=60) == "sent"
+    assert ag.get(again, timeout=60) == "from a task"
+
+
+@ag.remote
+def send_by_name(name, message):
+    ag.send(name, message)
+    return "sent"
