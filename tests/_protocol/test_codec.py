@@ -89,15 +89,23 @@ def envelope_body(envelope: Any, tail: bytes = b"") -> bytes:
 
 def payloads_of(message: Any) -> list[Payload]:
     """Every Payload in a message, nested messages included (AdoptActor carries a
-    CreateActor), depth first in field order."""
+    CreateActor; RejoinWorker a tuple of them), depth first in field order."""
     found: list[Payload] = []
     for f in attrs.fields(type(message)):
-        value = getattr(message, f.name)
-        if isinstance(value, Payload):
-            found.append(value)
-        elif attrs.has(type(value)):
-            found.extend(payloads_of(value))
+        found.extend(_payloads_in(getattr(message, f.name)))
     return found
+
+
+def _payloads_in(value: Any) -> list[Payload]:
+    # A field may hold a Payload, a nested message, or a tuple of them (RejoinWorker carries
+    # the CreateActor of each of its detached actors).
+    if isinstance(value, Payload):
+        return [value]
+    if attrs.has(type(value)):
+        return payloads_of(value)
+    if isinstance(value, tuple):
+        return [p for item in value for p in _payloads_in(item)]
+    return []
 
 
 # --- round trips --------------------------------------------------------------------------
