@@ -43,8 +43,6 @@ import os
 import signal
 import socket
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -54,8 +52,6 @@ from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._protocol.ids import NodeId, WorkerId, new_node_id, new_worker_id, short
 from .._protocol.messages import (
     Ack,
-    ControlNode,
-    ControlWorker,
     Event,
     Hello,
     Message,
@@ -64,27 +60,26 @@ from .._protocol.messages import (
     RegisterNode,
     RejoinNode,
 )
-from .._protocol.observe import ReadLogs
 from .._runtime.peer import Peer
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, STALLED_AFTER_INTERVALS, PulseMonitor
 from .._scheduler.liveness import FailureDetector
-from .._scheduler.restart import GiveUp, RestartPolicy, RestartTracker
+from .._scheduler.restart import GiveUp, RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tcp import ListenLimits, open_tcp_frame_stream
 from .._transport.tls import TLSConfig
 from . import spawn
 from .envnode import EnvLaunch, EnvNode
-from .logs import RateLimitedLog, keep_running, log_errors
-from .output import OutputSink, WorkerPumps, answer_read_logs, log_folder, start_pumps
+from .logs import RateLimitedLog, keep_running
+from .nodecontrol import KILL_MARGIN_S, NodeControl
+from .output import OutputSink, WorkerPumps, log_folder, start_pumps
 from .rejoin import REJOIN_INTERVAL_S, rejoin_head
 from .resources import sample_availability
 from .shares import NodeShares
+from .slots import Slot, tail_of
 from .spawn import (
     READY_BYTE,
-    STDERR_TAIL_LINES,
     WorkerStartError,
     describe_exit,
-    send_command,
     signal_process,
 )
 
@@ -93,46 +88,15 @@ __all__ = ["DEFAULT_GRACE_S", "REJOIN_INTERVAL_S", "NodeAgent", "WorkerStartErro
 log = logging.getLogger("actorgrid.node")
 
 DEFAULT_GRACE_S = 5.0
-# After a worker's grace period ends, how long to wait for it to exit before SIGKILL.
-KILL_MARGIN_S = 1.0
-# A closed node agent waits at most this long for its last answer to leave before it stops.
-STOP_ACK_TIMEOUT_S = 1.0
 # After a worker exits, how long its error output may take to reach EOF (a grandchild process
 # can hold the pipe open) before the agent stops reading it.
 STDERR_DRAIN_S = 1.0
 # A node is unhealthy once every slot has failed this many times in a row before ready: one
 # failure may be bad luck (a worker killed while it imports), two in a row is a loop.
 UNHEALTHY_AFTER_FAILURES = 2
-# Lines of a worker's error output shown in a crash-loop report.
-CRASH_LOOP_TAIL_LINES = 8
 
 
-class _Slot:
-    """One worker position on this node; its process changes across restarts."""
-
-    def __init__(self, index: int, policy: RestartPolicy) -> None:
-        self.index = index
-        self.tracker = RestartTracker(policy)
-        self.worker_id: WorkerId = new_worker_id()
-        self.proc: trio.Process | None = None
-        self.intent: str | None = None  # "close", "terminate", "restart" once requested
-        self.replace = False  # start a replacement after a requested close
-        self.zombie = False
-        self.exited = trio.Event()
-        self.over = False  # the slot will not be refilled
-        self.ready = False  # the current incarnation has registered with the head
-        self.last_exit = ""  # how the last incarnation ended, for reports
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)  # of this incarnation
-        self.incarnations = 0
-        self.env: EnvLaunch | None = None  # the runtime_env of its workers (None: the base)
-        self.released = False  # its runtime_env was released: not refilled
-
-    def __repr__(self) -> str:
-        pid = self.proc.pid if self.proc else None
-        return f"<slot {self.index} worker {short(self.worker_id)} pid={pid}>"
-
-
-class NodeAgent:
+class NodeAgent(NodeControl):
     def __init__(
         self,
         head_address: str,
@@ -168,9 +132,9 @@ class NodeAgent:
         self.pulse_interval_s = pulse_interval_s
         self.grace_s = grace_s
         self._policy = restart_policy or RestartPolicy()
-        self.slots = [_Slot(i, self._policy) for i in range(num_workers)]
-        self._by_worker: dict[WorkerId, _Slot] = {}
-        self._pulses: FailureDetector[_Slot] = FailureDetector(pulse_interval_s)
+        self.slots = [Slot(i, self._policy) for i in range(num_workers)]
+        self._by_worker: dict[WorkerId, Slot] = {}
+        self._pulses: FailureDetector[Slot] = FailureDetector(pulse_interval_s)
         self._monitor: PulseMonitor[Peer] = PulseMonitor(pulse_interval_s)
         self.head: Peer | None = None
         # Set when a slot gives up or every slot is in a crash loop (``ag.init`` waits on it).
@@ -309,7 +273,7 @@ class NodeAgent:
             )
         return self._availability
 
-    def emit(self, kind: str, slot: _Slot | None = None, **fields: Any) -> None:
+    def emit(self, kind: str, slot: Slot | None = None, **fields: Any) -> None:
         if slot is not None:
             fields.setdefault("worker_id", slot.worker_id)
             if slot.proc is not None:
@@ -321,7 +285,7 @@ class NodeAgent:
     # --- one slot --------------------------------------------------------------------------
 
     async def _supervise(
-        self, slot: _Slot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, slot: Slot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         task_status.started()
         try:
@@ -359,8 +323,8 @@ class NodeAgent:
         finally:
             slot.over = True
 
-    def _report_crash_loop(self, slot: _Slot, times: int, delay_s: float) -> None:
-        tail = _tail(slot)
+    def _report_crash_loop(self, slot: Slot, times: int, delay_s: float) -> None:
+        tail = tail_of(slot)
         detail = (
             f"worker slot {slot.index} {slot.last_exit} before it was ready, {times} "
             f"time{'s' if times > 1 else ''} in a row; trying again in {delay_s:g} s. The last "
@@ -381,7 +345,7 @@ class NodeAgent:
             self.failure = self.unhealthy
             self.failed.set()
 
-    def _on_ready(self, slot: _Slot) -> None:
+    def _on_ready(self, slot: Slot) -> None:
         slot.ready = True
         slot.tracker.on_ready()
         if self.unhealthy is not None:
@@ -390,7 +354,7 @@ class NodeAgent:
             log.warning("%s", detail)
             self.emit("node_healthy", slot, detail=detail)
 
-    async def _run_one(self, slot: _Slot) -> None:
+    async def _run_one(self, slot: Slot) -> None:
         """Start one incarnation of ``slot`` and wait until it has exited (or could not
         start: that is an exit before ready too)."""
         slot.ready = False
@@ -416,7 +380,7 @@ class NodeAgent:
                     await proc.wait()
             self._live_pids.pop(proc.pid, None)
 
-    async def _watch_one(self, slot: _Slot, proc: trio.Process, read_fd: int) -> None:
+    async def _watch_one(self, slot: Slot, proc: trio.Process, read_fd: int) -> None:
         slot.proc = proc
         slot.zombie = False
         slot.exited = trio.Event()
@@ -449,7 +413,7 @@ class NodeAgent:
         if not self._stopping and slot.intent is None:
             log.warning("worker pid %d %s", proc.pid, detail)
 
-    async def _spawn(self, slot: _Slot) -> tuple[trio.Process, int]:
+    async def _spawn(self, slot: Slot) -> tuple[trio.Process, int]:
         """A new worker process for ``slot`` with its configuration sent, and the read end of
         its pulse pipe. A worker that dies while it is being configured is returned all the
         same: it is an exit before ready, which the caller sees when it reaps it."""
@@ -501,7 +465,7 @@ class NodeAgent:
             raise
         return proc, read_fd
 
-    async def _read_pulses(self, slot: _Slot, read_fd: int, done: trio.Event) -> None:
+    async def _read_pulses(self, slot: Slot, read_fd: int, done: trio.Event) -> None:
         stream = trio.lowlevel.FdStream(read_fd)
         try:
             first = True
@@ -547,12 +511,12 @@ class NodeAgent:
 
     # --- runtime environments (envnode.py decides; these start and stop their slots) -------
 
-    async def start_env_slots(self, launch: EnvLaunch, count: int) -> list[_Slot]:
+    async def start_env_slots(self, launch: EnvLaunch, count: int) -> list[Slot]:
         assert self._nursery is not None
         self.slots = [s for s in self.slots if not (s.over and s.env is not None)]
         started = []
         for _ in range(count):
-            slot = _Slot(len(self.slots), self._policy)
+            slot = Slot(len(self.slots), self._policy)
             slot.env = launch
             self.slots.append(slot)
             started.append(slot)
@@ -564,83 +528,6 @@ class NodeAgent:
             if slot.env is not None and slot.env.key == key:
                 slot.released = True
                 self._control(slot, "close", False)
-
-    # --- control ---------------------------------------------------------------------------
-
-    def _handle(self, peer: Peer, message: Message) -> None:
-        if isinstance(message, ControlWorker):
-            slot = self._by_worker.get(message.worker_id)
-            if slot is None:
-                peer.send(Ack(message.rid, f"no worker {short(message.worker_id)} on this node"))
-                return
-            self._control(slot, message.action, message.restart)
-            self._ack_when_exited(peer, message.rid, [slot])
-        elif self.envs.accepts(message):
-            self._background("a runtime_env request", self.envs.handle, peer, message)
-        elif isinstance(message, ControlNode):
-            self.closed_on_request = True
-            live = [s for s in self.slots if s.proc is not None and s.proc.returncode is None]
-            if message.action == "stop":  # `actorgrid down`: interrupt, with the grace period
-                self._stopping = True
-                self._background("stopping this node", self._stop_then_ack, peer, message.rid)
-                return
-            for slot in live:
-                self._control(slot, message.action, False)
-            self._ack_when_exited(peer, message.rid, live, then_stop=True)
-        elif isinstance(message, ReadLogs):
-            self._background("reading logs", answer_read_logs, peer, message, self.log_folder)
-        else:
-            log.warning("ignoring %s from the head", type(message).__name__)
-
-    def _control(self, slot: _Slot, action: str, replace: bool) -> None:
-        proc = slot.proc
-        if proc is None or proc.returncode is not None:
-            return
-        slot.intent = action
-        slot.replace = replace or action == "restart"
-        if action == "terminate":
-            signal_process(proc, signal.SIGKILL)
-        elif action == "close":
-            send_command(proc, "drain")
-        else:  # restart: interrupt running work, with the grace period
-            signal_process(proc, signal.SIGTERM)
-            self._background(
-                "killing a worker after its grace period", self._kill_after_grace, proc
-            )
-
-    def _ack_when_exited(
-        self, peer: Peer, rid: int, slots: list[_Slot], *, then_stop: bool = False
-    ) -> None:
-        events = [s.exited for s in slots]
-
-        async def ack() -> None:
-            for event in events:
-                await event.wait()
-            if then_stop:
-                self._stopping = True
-            peer.send(Ack(rid))
-            if then_stop and self._nursery is not None:
-                await peer.wait_sent(STOP_ACK_TIMEOUT_S)  # the Ack leaves before the link
-                self._nursery.cancel_scope.cancel()
-
-        self._background("answering a control request", ack)
-
-    def _background(self, what: str, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
-        assert self._nursery is not None
-        self._nursery.start_soon(log_errors, what, fn, self._errors, *args)
-
-    async def _stop_then_ack(self, peer: Peer, rid: int) -> None:
-        await self.aclose()
-        peer.send(Ack(rid))
-        await peer.wait_sent(STOP_ACK_TIMEOUT_S)
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
-
-    async def _kill_after_grace(self, proc: trio.Process) -> None:
-        with trio.move_on_after(self.grace_s + KILL_MARGIN_S):
-            await proc.wait()
-        if proc.returncode is None:
-            signal_process(proc, signal.SIGKILL)
 
     # --- stopping --------------------------------------------------------------------------
 
@@ -664,8 +551,3 @@ class NodeAgent:
                 if proc.stdin is not None:
                     await proc.stdin.aclose()
             await self.envs.aclose()
-
-
-def _tail(slot: _Slot) -> str:
-    lines = list(slot.stderr_tail)[-CRASH_LOOP_TAIL_LINES:]
-    return "\n".join(lines) if lines else "(it wrote no error output)"
