@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import attrs
 import trio
 
 from .._exceptions import ProtocolError
@@ -40,9 +39,6 @@ from .._protocol.messages import (
     Ack,
     ActorEnded,
     ActorInfo,
-    ActorSummary,
-    Availability,
-    ClusterView,
     ControlNode,
     ControlWorker,
     Event,
@@ -52,9 +48,7 @@ from .._protocol.messages import (
     Membership,
     Message,
     NameReply,
-    NodeInfo,
     NodeStatus,
-    NodeView,
     QueryCluster,
     QueryWorker,
     RegisterName,
@@ -65,13 +59,11 @@ from .._protocol.messages import (
     Shutdown,
     SubscribeEvents,
     SubscribeMembership,
-    TaskSummary,
     WorkerInfo,
     WorkerJoined,
     WorkerLeft,
     WorkerReport,
     WorkerState,
-    WorkerView,
 )
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
@@ -80,6 +72,7 @@ from .._scheduler.rejoin import FenceTable, restore_worker
 from .._transport.tcp import ListenLimits, TcpFrameStream, serve_tcp_frame_streams
 from .._transport.tls import TLSConfig
 from .envhead import EnvHost, SessionFolder
+from .headops import QUERY_WORKERS_TIMEOUT_S, HeadNode, HeadOperations
 from .hub import ObserveHub
 from .jobs import JobHost
 from .lifetimes import ActorLifetimes
@@ -90,7 +83,6 @@ __all__ = ["Head"]
 log = logging.getLogger("actorgrid.head")
 
 EVENT_HISTORY = 1000
-QUERY_WORKERS_TIMEOUT_S = 2.0
 CLOSE_NODES_MARGIN_S = 3.0
 # How long the end of a named actor waits for the processes caching its name to drop it; a
 # process that takes longer is left to find out when a send to the actor fails.
@@ -99,19 +91,7 @@ FORGET_NAME_TIMEOUT_S = 2.0
 FREE_UNMADE_GRACE_S = 1.0
 
 
-class _Node:
-    __slots__ = ("availability", "info", "last_pulse", "peer", "suspended", "unhealthy")
-
-    def __init__(self, info: NodeInfo, peer: Peer) -> None:
-        self.info = info
-        self.peer = peer
-        self.availability: Availability | None = None
-        self.last_pulse = trio.current_time()
-        self.suspended = False
-        self.unhealthy = ""  # why every worker slot of the node is in a crash loop, or ""
-
-
-class Head:
+class Head(HeadOperations):
     def __init__(
         self,
         secret: bytes,
@@ -133,8 +113,8 @@ class Head:
         self.names = NameRegistry()
         self.workers: dict[WorkerId, WorkerInfo] = {}
         self.suspended: set[WorkerId] = set()
-        self.nodes: dict[NodeId, _Node] = {}
-        self._node_peers: dict[Peer, _Node] = {}
+        self.nodes: dict[NodeId, HeadNode] = {}
+        self._node_peers: dict[Peer, HeadNode] = {}
         self._worker_peers: dict[Peer, WorkerInfo] = {}
         self._subscribers: set[Peer] = set()
         # The processes told where each named actor lives: they may hold it in a name cache;
@@ -247,7 +227,7 @@ class Head:
         """Stop every node agent (each interrupts its workers with ``grace_s`` to clean up,
         then exits) and wait for them, at most grace_s plus a margin."""
 
-        async def stop(node: _Node) -> None:
+        async def stop(node: HeadNode) -> None:
             try:
                 await node.peer.request(lambda rid: ControlNode(rid, node.info.node_id, "stop"))
             except PeerClosedError:
@@ -266,7 +246,7 @@ class Head:
         for sub in self._event_subscribers:
             sub.send(event)
 
-    def _publish_node(self, kind: str, node: _Node, **fields: Any) -> None:
+    def _publish_node(self, kind: str, node: HeadNode, **fields: Any) -> None:
         info = node.info
         self.publish(
             Event(kind, time.time(), node_id=info.node_id, hostname=info.hostname, **fields)
@@ -286,7 +266,7 @@ class Head:
     # --- membership ------------------------------------------------------------------------
 
     def _on_register_node(self, peer: Peer, msg: RegisterNode | RejoinNode) -> None:
-        node = _Node(msg.node, peer)
+        node = HeadNode(msg.node, peer)
         old = self.nodes.get(msg.node.node_id)
         if old is not None:  # a rejoin this head accepted before it saw the old link close
             self._node_peers.pop(old.peer, None)
@@ -493,137 +473,3 @@ class Head:
             await cacher.request(lambda rid: ActorEnded(rid, msg.actor_id, msg.reason))
         except PeerClosedError:
             pass  # a process that is gone caches nothing
-
-    # --- operations ------------------------------------------------------------------------
-
-    def _on_query(self, peer: Peer, msg: QueryCluster) -> None:
-        if not msg.detail:
-            self._answer_query(peer, msg.rid, {})
-            return
-
-        async def detailed() -> None:
-            reports: dict[WorkerId, WorkerReport] = {}
-
-            async def ask(worker_peer: Peer, info: WorkerInfo) -> None:
-                try:
-                    reply = await worker_peer.request(QueryWorker)
-                except PeerClosedError:
-                    return
-                assert isinstance(reply, WorkerReport)
-                reports[info.worker_id] = reply
-
-            # O(workers), on an operator's request only; a worker that is slow to answer is
-            # left out rather than holding the answer up.
-            with trio.move_on_after(QUERY_WORKERS_TIMEOUT_S):
-                async with trio.open_nursery() as nursery:
-                    for worker_peer, info in list(self._worker_peers.items()):
-                        nursery.start_soon(ask, worker_peer, info)
-            self._answer_query(peer, msg.rid, reports)
-
-        self._background("answering a status query", detailed)
-
-    def _answer_query(self, peer: Peer, rid: int, reports: dict[WorkerId, WorkerReport]) -> None:
-        now = trio.current_time()
-        nodes = tuple(
-            NodeView(
-                n.info,
-                "suspended" if n.suspended else "unhealthy" if n.unhealthy else "alive",
-                n.availability,
-                now - n.last_pulse,
-                n.unhealthy,
-            )
-            for n in self.nodes.values()
-        )
-        workers: list[WorkerView] = []
-        actors: list[ActorSummary] = []
-        tasks: list[TaskSummary] = []
-        for wid, w in self.workers.items():
-            report = reports.get(wid)
-            state = "suspended" if wid in self.suspended else "alive"
-            if report is None:
-                workers.append(WorkerView(w, state))
-                continue
-            workers.append(
-                WorkerView(
-                    w, state, report.running, report.queued, report.cpus_reserved, report.held
-                )
-            )
-            actors.extend(attrs.evolve(a, worker_id=wid) for a in report.actors)
-            tasks.extend(attrs.evolve(t, worker_id=wid) for t in report.tasks)
-        peer.send(ClusterView(rid, nodes, tuple(workers), tuple(actors), tuple(tasks)))
-
-    def _set_suspended(self, worker_id: WorkerId, suspended: bool) -> None:
-        if suspended:
-            self.suspended.add(worker_id)
-        else:
-            self.suspended.discard(worker_id)
-        for sub in self._subscribers:
-            sub.send(WorkerState(worker_id, suspended))
-
-    def _on_control_worker(self, peer: Peer, msg: ControlWorker) -> None:
-        info = self.workers.get(msg.worker_id)
-        node = self.nodes.get(info.node_id) if info is not None else None
-        if info is None or node is None:
-            peer.send(
-                Ack(
-                    msg.rid,
-                    f"no live worker {short(msg.worker_id)} in this cluster: it has exited or "
-                    "was never part of it; list the live ones with cluster.workers()",
-                )
-            )
-            return
-        if msg.action in ("suspend", "resume"):
-            self._set_suspended(msg.worker_id, msg.action == "suspend")
-            peer.send(Ack(msg.rid))
-            return
-        if msg.action not in ("close", "terminate", "restart"):
-            peer.send(Ack(msg.rid, f"unknown worker action {msg.action!r}"))
-            return
-        if msg.action == "close":
-            self._set_suspended(msg.worker_id, True)  # no new work while it drains
-        self._forward(
-            peer,
-            msg.rid,
-            node.peer,
-            lambda rid: ControlWorker(rid, msg.worker_id, msg.action, msg.restart),
-        )
-
-    def _on_control_node(self, peer: Peer, msg: ControlNode) -> None:
-        node = self.nodes.get(msg.node_id)
-        if node is None:
-            peer.send(
-                Ack(
-                    msg.rid,
-                    f"no live node {short(msg.node_id)} in this cluster: it has closed or was "
-                    "never part of it; list the live ones with cluster.nodes()",
-                )
-            )
-            return
-        workers = [wid for wid, w in self.workers.items() if w.node_id == msg.node_id]
-        if msg.action in ("suspend", "resume"):
-            node.suspended = msg.action == "suspend"
-            for wid in workers:
-                self._set_suspended(wid, node.suspended)
-            peer.send(Ack(msg.rid))
-            return
-        if msg.action not in ("close", "terminate", "stop"):
-            peer.send(Ack(msg.rid, f"unknown node action {msg.action!r}"))
-            return
-        node.suspended = True
-        for wid in workers:
-            self._set_suspended(wid, True)
-        self._forward(
-            peer, msg.rid, node.peer, lambda rid: ControlNode(rid, msg.node_id, msg.action)
-        )
-
-    def _forward(self, peer: Peer, rid: int, to: Peer, make: Callable[[int], Message]) -> None:
-        async def forward() -> None:
-            try:
-                reply = await to.request(make)
-            except PeerClosedError as exc:
-                peer.send(Ack(rid, f"the node went away: {exc}"))
-                return
-            assert isinstance(reply, Ack)
-            peer.send(Ack(rid, reply.error))
-
-        self._background("forwarding a control request", forward)
