@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import inspect
 import json
-import math
 import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +23,27 @@ from pathlib import Path
 from typing import Any
 
 import actorgrid as ag
+
+from ._values import (
+    OptionError,
+    argparse_type,
+    as_text,
+    as_whole,
+    check_address,
+    check_bytes,
+    check_dashboard,
+    check_labels,
+    check_non_negative,
+    check_positive,
+    check_resources,
+    float_or_text,
+    int_or_text,
+    non_negative_int,
+    parse_labels,
+    parse_resources,
+    positive_float,
+    positive_int,
+)
 
 __all__ = [
     "DEFAULT_NODE_COMMAND",
@@ -60,188 +80,6 @@ COMMAND_FIELDS = (
 TLS_KEYS = ("certfile", "keyfile", "cafile")
 
 
-class OptionError(Exception):
-    """An option's value, or a config file, is wrong; the message says how to fix it."""
-
-
-# --- value checks: each takes a value as TOML or argparse gives it and returns it clean -----
-
-
-def _number(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise OptionError(f"{what} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise OptionError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _whole(value: object, what: str, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OptionError(f"{what} must be a whole number, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise OptionError(f"{what} must be {bound}, got {value}")
-    return value
-
-
-def _text(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise OptionError(f"{what} must be a non-empty string, got {value!r}")
-    return value
-
-
-def check_address(value: object, what: str = "address") -> str:
-    text = _text(value, what)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise OptionError(
-            f"{what} must be the head's host:port, as `actorgrid start --head` prints it "
-            f"(e.g. 10.0.0.1:6380), got {text!r}"
-        )
-    return text
-
-
-def _check_dashboard(value: object, what: str = "dashboard") -> str:
-    text = _text(value, what)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise OptionError(
-            f"{what} must be HOST:PORT for the dashboard to listen on, e.g. 127.0.0.1:8265 "
-            f"(port 0: any free port), got {text!r}"
-        )
-    return text
-
-
-def _check_resources(value: object, what: str = "resources") -> dict[str, float]:
-    teach = f'{what} must map resource names to amounts, e.g. {{"GPU": 2}}'
-    if not isinstance(value, dict):
-        raise OptionError(f"{teach}; got {value!r}")
-    clean: dict[str, float] = {}
-    for name, amount in value.items():
-        if not isinstance(name, str) or not name:
-            raise OptionError(f"{teach}; {name!r} is not a resource name")
-        number = _number(amount, f"{what}[{name!r}]")
-        if number < 0:
-            raise OptionError(f"{what}[{name!r}] must not be negative, got {amount!r}")
-        clean[name] = number
-    return clean
-
-
-def _parse_resources(text: str) -> dict[str, float]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise OptionError(
-            f"expected a JSON object, e.g. '{{\"GPU\": 2}}' (quoted for the shell), got {text!r}"
-        ) from None
-    return _check_resources(value, "the value")
-
-
-def _check_labels(value: object, what: str = "labels") -> dict[str, str]:
-    teach = f"{what} must be name=value pairs, e.g. zone=a,rack=3"
-    if isinstance(value, str):
-        return _parse_labels(value)
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and k and isinstance(v, str | int | float) for k, v in value.items()
-    ):
-        raise OptionError(f"{teach}; got {value!r}")
-    return {k: str(v) for k, v in value.items()}
-
-
-def _parse_labels(text: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip() or not value.strip():
-            raise OptionError(
-                f"labels are name=value pairs separated by commas, e.g. zone=a,rack=3; got {part!r}"
-            )
-        labels[key.strip()] = value.strip()
-    return labels
-
-
-def _argparse_type(check: Callable[[object, str], Any], parse: Callable[[str], object]) -> Any:
-    def convert(text: str) -> Any:
-        try:
-            return check(parse(text), "the value")
-        except (OptionError, ValueError) as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
-
-
-def _int_or_text(text: str) -> object:
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _float_or_text(text: str) -> object:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number, at least 1."""
-    result: int = _argparse_type(lambda v, w: _whole(v, w, 1), _int_or_text)(text)
-    return result
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number, at least 0."""
-    result: int = _argparse_type(lambda v, w: _whole(v, w, 0), _int_or_text)(text)
-    return result
-
-
-_BYTE_UNITS = {
-    "": 1, "b": 1,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
-}  # fmt: skip
-# Below this, even the handshake and control messages would not fit.
-MIN_MESSAGE_BYTES = 4096
-
-
-def _check_bytes(value: object, what: str) -> int:
-    """A size in bytes: a whole number, or a string such as "64MiB" or "1 GB"."""
-    if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        digits = text.rstrip("kmgib")
-        unit = text[len(digits) :]
-        if not digits.isdigit() or unit not in _BYTE_UNITS:
-            raise OptionError(
-                f"{what} must be a size in bytes, e.g. 1048576 or 64MiB (units: KB, MB, GB, "
-                f"KiB, MiB, GiB), got {value!r}"
-            )
-        value = int(digits) * _BYTE_UNITS[unit]
-    return _whole(value, what, MIN_MESSAGE_BYTES)
-
-
-def _check_positive(value: object, what: str) -> float:
-    number = _number(value, what)
-    if number <= 0:
-        raise OptionError(f"{what} must be more than 0, got {value!r}")
-    return number
-
-
-def _check_non_negative(value: object, what: str) -> float:
-    number = _number(value, what)
-    if number < 0:
-        raise OptionError(f"{what} must not be negative, got {value!r}")
-    return number
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number above 0."""
-    result: float = _argparse_type(_check_positive, _float_or_text)(text)
-    return result
-
-
 # --- the option tables ----------------------------------------------------------------------
 
 
@@ -270,24 +108,24 @@ def _library_default(function: Callable[..., Any], name: str) -> Any:
 
 _PULSE = Option(
     "pulse_interval",
-    _check_positive,
-    _float_or_text,
+    check_positive,
+    float_or_text,
     "S",
     "seconds between liveness pulses; a peer silent for 5 pulses is dead (default %(default)s)",
     _library_default(ag.serve_head, "pulse_interval"),
 )
 _GRACE = Option(
     "grace",
-    _check_non_negative,
-    _float_or_text,
+    check_non_negative,
+    float_or_text,
     "S",
     "seconds stopped workers get to clean up before they are killed (default %(default)s)",
     _library_default(ag.serve_head, "grace_s"),
 )
 _MAX_MESSAGE_BYTES = Option(
     "max_message_bytes",
-    _check_bytes,
-    _int_or_text,
+    check_bytes,
+    int_or_text,
     "BYTES",
     "the largest message this member accepts, e.g. 64MiB: bigger ones are refused, and "
     "drivers adopt the head's, so they refuse such data before sending it (default "
@@ -297,8 +135,8 @@ _MAX_MESSAGE_BYTES = Option(
 _LISTEN = (
     Option(
         "max_unauthenticated",
-        lambda v, w: _whole(v, w, 1),
-        _int_or_text,
+        lambda v, w: as_whole(v, w, 1),
+        int_or_text,
         "N",
         "connections still in their handshake that each listener holds at once (at most an "
         "eighth of the open-file limit); one more evicts the oldest of the busiest address "
@@ -307,15 +145,17 @@ _LISTEN = (
     ),
     Option(
         "handshake_timeout",
-        _check_positive,
-        _float_or_text,
+        check_positive,
+        float_or_text,
         "S",
         "seconds a new connection has to authenticate before it is closed (default %(default)s)",
         ag.ListenLimits().handshake_timeout_s,
     ),
 )
 _TLS = tuple(
-    Option(key, _text, str, "FILE", what + " (with --tls; the same on every member)", is_path=True)
+    Option(
+        key, as_text, str, "FILE", what + " (with --tls; the same on every member)", is_path=True
+    )
     for key, what in (
         ("certfile", "this member's TLS certificate, signed by the cluster's CA"),
         ("keyfile", "the private key of --certfile (may be the same file)"),
@@ -325,7 +165,7 @@ _TLS = tuple(
 
 _SECRET_FILE = Option(
     "secret_file",
-    _text,
+    as_text,
     str,
     "FILE",
     "file holding the cluster secret in hex",
@@ -334,16 +174,16 @@ _SECRET_FILE = Option(
 
 _RESOURCES = Option(
     "resources",
-    lambda v, w: _check_resources(v, w),
-    lambda text: _parse_resources(text),
+    lambda v, w: check_resources(v, w),
+    lambda text: parse_resources(text),
     "JSON",
     'resources this machine\'s node offers, as a JSON object, e.g. \'{"GPU": 2, "camera": 1}\': '
     "custom ones, and GPU/memory/CPU to override what it detects",
 )
 _LABELS = Option(
     "labels",
-    lambda v, w: _check_labels(v, w),
-    lambda text: _parse_labels(text),
+    lambda v, w: check_labels(v, w),
+    lambda text: parse_labels(text),
     "K=V,...",
     "labels of this machine's node, for .options(label_selector=...), e.g. zone=a,rack=3 "
     "(added to the automatic hostname, platform, python_version, num_cpus, memory_gb, "
@@ -354,7 +194,7 @@ _LABELS = Option(
 START_OPTIONS: tuple[Option, ...] = (
     Option(
         "host",
-        _text,
+        as_text,
         str,
         "HOST",
         "address to listen on: for other machines to join, this machine's address on their "
@@ -363,16 +203,16 @@ START_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "port",
-        lambda v, w: _whole(v, w, 0, 65535),
-        _int_or_text,
+        lambda v, w: as_whole(v, w, 0, 65535),
+        int_or_text,
         "PORT",
         "port to listen on (default %(default)s: any free port)",
         _library_default(ag.serve_head, "port"),
     ),
     Option(
         "num_workers",
-        lambda v, w: _whole(v, w, 0),
-        _int_or_text,
+        lambda v, w: as_whole(v, w, 0),
+        int_or_text,
         "N",
         "worker processes on this machine, run by a node agent inside the head process "
         "(default %(default)s)",
@@ -380,7 +220,7 @@ START_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "secret_file",
-        _text,
+        as_text,
         str,
         "FILE",
         "file holding the cluster secret in hex (default: generate a random secret and write "
@@ -391,7 +231,7 @@ START_OPTIONS: tuple[Option, ...] = (
     _LABELS,
     Option(
         "dashboard",
-        _check_dashboard,
+        check_dashboard,
         str,
         "HOST:PORT",
         "where the head serves its live dashboard and /metrics (default %(default)s: this "
@@ -424,15 +264,15 @@ NODE_OPTIONS: tuple[Option, ...] = (
     _SECRET_FILE,
     Option(
         "num_workers",
-        lambda v, w: _whole(v, w, 1),
-        _int_or_text,
+        lambda v, w: as_whole(v, w, 1),
+        int_or_text,
         "N",
         "worker processes to start (default: one per CPU)",
     ),
     Option(
         "num_cpus_per_worker",
-        _check_positive,
-        _float_or_text,
+        check_positive,
+        float_or_text,
         "C",
         "CPUs each worker offers the scheduler (default %(default)s)",
         _library_default(ag.serve_node, "num_cpus_per_worker"),
@@ -504,7 +344,7 @@ def add_option_flags(parser: argparse.ArgumentParser, options: Iterable[Option])
         parser.add_argument(
             option.flag,
             dest=option.key,
-            type=_argparse_type(option.check, option.parse),
+            type=argparse_type(option.check, option.parse),
             default=argparse.SUPPRESS,
             metavar=option.metavar,
             help=option.help.replace("%(default)s", str(shown)),
@@ -635,8 +475,8 @@ def load_cluster_config(path: Path) -> ClusterConfig:
         raise OptionError(
             f'{path} [nodes]: hosts must be a list of host names, e.g. ["10.0.0.2"], got {hosts!r}'
         )
-    num_workers = _whole(nodes_table.get("num_workers", 1), f"{path} [nodes]: num_workers", 1)
+    num_workers = as_whole(nodes_table.get("num_workers", 1), f"{path} [nodes]: num_workers", 1)
     tls = any(head.get(key) for key in TLS_KEYS)
     default = DEFAULT_TLS_NODE_COMMAND if tls else DEFAULT_NODE_COMMAND
-    command = _text(nodes_table.get("command", default), f"{path} [nodes]: command")
+    command = as_text(nodes_table.get("command", default), f"{path} [nodes]: command")
     return ClusterConfig(head, tuple(hosts), num_workers, command)
