@@ -41,6 +41,7 @@ EXPECTED = {
     ],
     "gpu_pool.py": [
         "pool: 2 workers on 1 node(s)",
+        "GPUs seen by the instances: ['0', '1']",
         "map: 9 results in input order; best score 1.0 (lr=0.1, depth=4)",
         "imap_unordered: 9 results, each sent to every worker",
         "every worker's cache now holds {9} results",
