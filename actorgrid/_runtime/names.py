@@ -29,6 +29,10 @@ from .records import _describe
 from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, loads, loads_error
 
+# A lookup that finds no such name asks the head again after these pauses (0.5 s in all)
+# before it raises NameNotFoundError: see lookup().
+LOOKUP_MISS_RETRIES_S = (0.05, 0.15, 0.3)
+
 
 class RuntimeNames(RuntimeActors):
     """Names, lookup, kill, send and ask."""
@@ -65,6 +69,15 @@ class RuntimeNames(RuntimeActors):
         epoch = self._names_epoch
         reply = await self.head_request(lambda rid: LookupName(rid, name, key[0]))
         assert isinstance(reply, NameReply)
+        for delay in LOOKUP_MISS_RETRIES_S:
+            if reply.actor is not None:
+                break
+            # A named agent's creator queues its claim to the head and goes on at once, so
+            # the name may reach us (in a task, a message) on another link before its claim
+            # reaches the head: a miss is asked again a few times before it is believed.
+            await trio.sleep(delay)
+            reply = await self.head_request(lambda rid: LookupName(rid, name, key[0]))
+            assert isinstance(reply, NameReply)
         if reply.actor is None:
             raise NameNotFoundError(
                 f"no live actor is named {name!r} in namespace {key[0]!r}: it was never "

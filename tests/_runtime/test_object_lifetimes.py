@@ -109,7 +109,9 @@ def test_a_ref_stored_by_an_actor_keeps_its_object_until_the_actor_drops_it() ->
     assert ag.get(keeper.total.remote(), timeout=SETTLE_S) == 500 * OBJECT_BYTES
     assert rss_mb(me) > held - 10  # still here
     ag.get(keeper.drop.remote())
-    assert wait_until(lambda: rss_mb(me) < held - 40), (held, rss_mb(me))
+    # At least half of the 50 MB comes back (glibc may keep some freed chunks in its heap);
+    # an object that stayed pinned would give back nothing.
+    assert wait_until(lambda: rss_mb(me) < held - 25), (held, rss_mb(me))
     ag.kill(keeper)
 
 
