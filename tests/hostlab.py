@@ -22,6 +22,37 @@ from typing import Any
 import psutil
 
 SUBNET = "10.231.0"
+
+# A head on argv[1]:argv[3] (secret argv[2] in hex, pulse interval argv[4]); prints its address.
+HEAD_SCRIPT = """
+import functools, json, sys, trio
+import actorgrid as ag
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(functools.partial(
+            ag.serve_head, secret=bytes.fromhex(sys.argv[2]), host=sys.argv[1],
+            port=int(sys.argv[3]), pulse_interval=float(sys.argv[4])))
+        print(json.dumps({"address": address}), flush=True)
+
+trio.run(main)
+"""
+
+# A node agent joining argv[1] (secret argv[2], pulse interval argv[3], more serve_node keyword
+# arguments as JSON in argv[4]); prints its pid once joined.
+NODE_SCRIPT = """
+import functools, json, os, sys, trio
+import actorgrid as ag
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(
+            ag.serve_node, sys.argv[1], secret=bytes.fromhex(sys.argv[2]),
+            pulse_interval=float(sys.argv[3]), **json.loads(sys.argv[4])))
+        print(json.dumps({"joined": os.getpid()}), flush=True)
+
+trio.run(main)
+"""
 LINE_TIMEOUT_S = 60.0
 
 
@@ -88,6 +119,30 @@ class Hosts:
         )
         self.procs.append(proc)
         return proc
+
+    def start_head(
+        self, port: int, secret: str, pulse_s: float
+    ) -> tuple[subprocess.Popen[str], str]:
+        """A head on h0 (``ag.serve_head``); returns its process and address once it listens."""
+        head = self.run(0, HEAD_SCRIPT, self.addresses[0], secret, str(port), str(pulse_s))
+        address: str = read_json(head)["address"]
+        return head, address
+
+    def start_node(
+        self, host: int, address: str, secret: str, pulse_s: float, **options: Any
+    ) -> subprocess.Popen[str]:
+        """A node agent on ``host`` (``ag.serve_node``, one worker unless ``options`` say
+        otherwise) joining ``address``; returns once it has joined."""
+        node = self.run(
+            host,
+            NODE_SCRIPT,
+            address,
+            secret,
+            str(pulse_s),
+            json.dumps({"num_workers": 1, **options}),
+        )
+        read_json(node)
+        return node
 
     def destroy(self) -> list[int]:
         """Kill every process started here and all their descendants; remove the netns.

@@ -23,34 +23,6 @@ HEAD_PORT = 7412
 PULSE_S = 0.2
 CLEANUP_TIMEOUT_S = 30.0
 
-_HEAD = """
-import functools, json, sys, trio
-import actorgrid as ag
-
-async def main():
-    async with trio.open_nursery() as nursery:
-        address = await nursery.start(functools.partial(
-            ag.serve_head, secret=bytes.fromhex(sys.argv[2]), host=sys.argv[1],
-            port=int(sys.argv[3]), pulse_interval=float(sys.argv[4])))
-        print(json.dumps({"address": address}), flush=True)
-
-trio.run(main)
-"""
-
-_NODE = """
-import functools, json, os, sys, trio
-import actorgrid as ag
-
-async def main():
-    async with trio.open_nursery() as nursery:
-        await nursery.start(functools.partial(
-            ag.serve_node, sys.argv[1], secret=bytes.fromhex(sys.argv[2]), num_workers=1,
-            pulse_interval=float(sys.argv[3])))
-        print(json.dumps({"joined": os.getpid()}), flush=True)
-
-trio.run(main)
-"""
-
 _DRIVER = """
 import json, os, shutil, socket, sys
 import actorgrid as ag
@@ -108,12 +80,9 @@ def test_working_dir_is_shipped_to_hosts_that_lack_it_and_node_hooks_run_on_each
     (project / "scratch.tmp").write_text("x" * 100_000)
     record = tmp_path / "hooks.txt"
 
-    head_ip = hosts.addresses[0]
-    head = hosts.run(0, _script(_HEAD), head_ip, secret, str(HEAD_PORT), str(PULSE_S))
-    address = read_json(head)["address"]
-    nodes = [hosts.run(i, _script(_NODE), address, secret, str(PULSE_S)) for i in (1, 2)]
-    for node in nodes:
-        read_json(node)
+    _, address = hosts.start_head(HEAD_PORT, secret, PULSE_S)
+    for i in (1, 2):
+        hosts.start_node(i, address, secret, PULSE_S)
     driver = hosts.run(0, _script(_DRIVER), address, secret, str(project), str(record), module)
     seen = read_json(driver)["seen"]
     assert driver.wait(timeout=60) == 0

@@ -14,39 +14,11 @@ import subprocess
 import textwrap
 import time
 
-from hostlab import Hosts, read_json
+from hostlab import Hosts
 
 PULSE_S = 0.2
 HEAD_PORT = 7413
 LINE_TIMEOUT_S = 60.0
-
-_HEAD = """
-import functools, json, sys, trio
-import actorgrid as ag
-
-async def main():
-    async with trio.open_nursery() as nursery:
-        address = await nursery.start(functools.partial(
-            ag.serve_head, secret=bytes.fromhex(sys.argv[2]), host=sys.argv[1],
-            port=int(sys.argv[3]), pulse_interval=float(sys.argv[4])))
-        print(json.dumps({"address": address}), flush=True)
-
-trio.run(main)
-"""
-
-_NODE = """
-import functools, json, os, sys, trio
-import actorgrid as ag
-
-async def main():
-    async with trio.open_nursery() as nursery:
-        await nursery.start(functools.partial(
-            ag.serve_node, sys.argv[1], secret=bytes.fromhex(sys.argv[2]), num_workers=1,
-            pulse_interval=float(sys.argv[3])))
-        print(json.dumps({"joined": os.getpid()}), flush=True)
-
-trio.run(main)
-"""
 
 _DRIVER = """
 import json, os, socket, sys
@@ -88,12 +60,9 @@ def _lines_until(proc: subprocess.Popen[str], want: str) -> list[str]:
 
 def test_a_print_on_another_host_reaches_the_driver_with_its_prefix(hosts: Hosts) -> None:
     secret = os.urandom(32).hex()
-    head_ip = hosts.addresses[0]
     script = textwrap.dedent
-    head = hosts.run(0, script(_HEAD), head_ip, secret, str(HEAD_PORT), str(PULSE_S))
-    address = read_json(head)["address"]
-    node = hosts.run(1, script(_NODE), address, secret, str(PULSE_S))
-    read_json(node)
+    _, address = hosts.start_head(HEAD_PORT, secret, PULSE_S)
+    hosts.start_node(1, address, secret, PULSE_S)
     driver = hosts.run(0, script(_DRIVER), address, secret, str(PULSE_S), stdin=True)
 
     lines = _lines_until(driver, "greetings from")

@@ -14,35 +14,6 @@ from hostlab import Hosts, read_json
 PULSE_S = 0.2
 HEAD_PORT = 7421
 
-_HEAD = """
-import functools, json, sys, trio
-import actorgrid as ag
-
-async def main():
-    async with trio.open_nursery() as nursery:
-        address = await nursery.start(functools.partial(
-            ag.serve_head, secret=bytes.fromhex(sys.argv[2]), host=sys.argv[1],
-            port=int(sys.argv[3]), pulse_interval=float(sys.argv[4])))
-        print(json.dumps({"address": address}), flush=True)
-
-trio.run(main)
-"""
-
-_NODE = """
-import functools, json, os, sys, trio
-import actorgrid as ag
-
-async def main():
-    async with trio.open_nursery() as nursery:
-        await nursery.start(functools.partial(
-            ag.serve_node, sys.argv[1], secret=bytes.fromhex(sys.argv[2]), num_workers=2,
-            pulse_interval=float(sys.argv[3]), labels=json.loads(sys.argv[4]),
-            resources=json.loads(sys.argv[5])))
-        print(json.dumps({"joined": os.getpid()}), flush=True)
-
-trio.run(main)
-"""
-
 _DRIVER = """
 import json, socket, sys, time
 import actorgrid as ag
@@ -88,18 +59,12 @@ ag.shutdown()
 
 def test_labels_spread_and_affinity_across_three_hosts(hosts: Hosts) -> None:
     secret = os.urandom(32).hex()
-    head_ip, ip_a, ip_b = hosts.addresses
-    head = hosts.run(0, textwrap.dedent(_HEAD), head_ip, secret, str(HEAD_PORT), str(PULSE_S))
-    address = read_json(head)["address"]
-    node_a = hosts.run(
-        1, textwrap.dedent(_NODE), address, secret, str(PULSE_S), '{"zone": "a"}', "{}"
+    _, ip_a, ip_b = hosts.addresses
+    _, address = hosts.start_head(HEAD_PORT, secret, PULSE_S)
+    hosts.start_node(1, address, secret, PULSE_S, num_workers=2, labels={"zone": "a"})
+    hosts.start_node(
+        2, address, secret, PULSE_S, num_workers=2, labels={"zone": "b"}, resources={"camera": 1}
     )
-    node_b = hosts.run(
-        2, textwrap.dedent(_NODE), address, secret, str(PULSE_S), '{"zone": "b"}',
-        '{"camera": 1}',
-    )  # fmt: skip
-    read_json(node_a)
-    read_json(node_b)
     driver = hosts.run(0, textwrap.dedent(_DRIVER), address, secret, str(PULSE_S))
     result = read_json(driver, timeout=180)
     assert result["zone_a"] == [ip_a]

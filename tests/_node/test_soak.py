@@ -34,34 +34,6 @@ CUT_AFTER = 3_000  # results in before the cut
 RSS_LIMIT_BYTES = 400 * 1024 * 1024
 RSS_GROWTH_BYTES = 100 * 1024 * 1024
 
-_HEAD = """
-import functools, json, sys, trio
-import actorgrid as ag
-
-async def main():
-    async with trio.open_nursery() as nursery:
-        address = await nursery.start(functools.partial(
-            ag.serve_head, secret=bytes.fromhex(sys.argv[2]), host=sys.argv[1],
-            port=int(sys.argv[3]), pulse_interval=float(sys.argv[4])))
-        print(json.dumps({"address": address}), flush=True)
-
-trio.run(main)
-"""
-
-_NODE = """
-import functools, json, os, sys, trio
-import actorgrid as ag
-
-async def main():
-    async with trio.open_nursery() as nursery:
-        await nursery.start(functools.partial(
-            ag.serve_node, sys.argv[1], secret=bytes.fromhex(sys.argv[2]), num_workers=1,
-            pulse_interval=float(sys.argv[3])))
-        print(json.dumps({"joined": os.getpid()}), flush=True)
-
-trio.run(main)
-"""
-
 # Holds up to 600 connections that never authenticate, opening 200 a second as the head
 # evicts or times them out, and 4 that send one byte a second; until stdin closes.
 _ATTACKER = """
@@ -205,12 +177,8 @@ def test_a_flooded_three_host_cluster_with_a_host_cut_mid_map_loses_nothing(
     hosts: Hosts,
 ) -> None:
     secret = os.urandom(32).hex()
-    head_ip = hosts.addresses[0]
-    head = hosts.run(0, textwrap.dedent(_HEAD), head_ip, secret, str(HEAD_PORT), str(PULSE_S))
-    address = read_json(head)["address"]
-    nodes = [hosts.run(i, textwrap.dedent(_NODE), address, secret, str(PULSE_S)) for i in (1, 2)]
-    for node in nodes:
-        read_json(node)
+    head, address = hosts.start_head(HEAD_PORT, secret, PULSE_S)
+    nodes = [hosts.start_node(i, address, secret, PULSE_S) for i in (1, 2)]
     driver = hosts.run(
         0, textwrap.dedent(_DRIVER), address, secret, str(PULSE_S), str(MAP_SIZE),
         str(CUT_AFTER), stdin=True,
