@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,6 +149,22 @@ def _wait_for_labels(cluster: ag.Cluster, expected: list[str]) -> None:
         time.sleep(0.1)
 
 
+def _start_creator(script: Path, address: str, processes: Any) -> subprocess.Popen[str]:
+    """The creator driver, given the secret on its stdin (watched by ``processes``)."""
+    creator = subprocess.Popen(
+        [sys.executable, str(script), address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    processes.add([creator.pid])
+    assert creator.stdin is not None
+    creator.stdin.write(SECRET.hex() + "\n")
+    creator.stdin.flush()
+    return creator
+
+
 @pytest.mark.parametrize("ending", ["exit", "sigkill", "silent"])
 def test_actors_end_with_their_driver_but_a_detached_one_stays(
     tmp_path: Path, processes, ending: str
@@ -155,18 +172,9 @@ def test_actors_end_with_their_driver_but_a_detached_one_stays(
     creator_script = tmp_path / "creator.py"
     creator_script.write_text(textwrap.dedent(_CREATOR))
     with _head(tmp_path, processes) as address, ag.init(address, secret=SECRET) as cluster:
-        creator = subprocess.Popen(
-            [sys.executable, str(creator_script), address],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        processes.add([creator.pid])
+        creator = _start_creator(creator_script, address, processes)
         assert creator.stdin is not None
         try:
-            creator.stdin.write(SECRET.hex() + "\n")
-            creator.stdin.flush()
             assert _read_line(creator, START_TIMEOUT_S) == "[1, 1, 1]"
             assert _labels(cluster) == ["Keeper", "Named", "Plain", "agent"]
             if ending == "exit":
@@ -299,18 +307,9 @@ def test_the_head_restarts_a_detached_actor_whose_creator_is_gone(
     creator_script = tmp_path / "creator.py"
     creator_script.write_text(textwrap.dedent(_CREATOR))
     with _head(tmp_path, processes) as address, ag.init(address, secret=SECRET) as cluster:
-        creator = subprocess.Popen(
-            [sys.executable, str(creator_script), address],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        processes.add([creator.pid])
+        creator = _start_creator(creator_script, address, processes)
         assert creator.stdin is not None
         try:
-            creator.stdin.write(SECRET.hex() + "\n")
-            creator.stdin.flush()
             assert _read_line(creator, START_TIMEOUT_S) == "[1, 1, 1]"
             creator.stdin.write("\n")
             creator.stdin.flush()
