@@ -126,6 +126,7 @@ class RuntimeLinks:
     _on_actor_ended: Callable[[Peer, ActorEnded], None]
     _send_spec: Callable[[ObjectEntry, TaskSpec], None]
     _retry_task: Callable[..., None]
+    tasks_lost: Callable[..., int]
     _restart_coroutine_actor: Callable[[ObjectEntry, TaskSpec, str], None]
     _restart_owned_at: Callable[[str, str], None]
     _send_call_info: Callable[[ActorInfo, ObjectEntry, str, Payload, int], None]
@@ -190,6 +191,8 @@ class RuntimeLinks:
         self.membership_changed = trio.Event()
         self.env_key = ""  # this process's runtime_env (ag.init(runtime_env=)); "" for none
         self._worker_at: dict[str, WorkerId] = {}
+        # Workers taken out of placement when their link died, until the head's WorkerLeft.
+        self._unplaced: dict[WorkerId, WorkerInfo | None] = {}
         self.streams = CallerStreams(self)  # remote generators this process consumes
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
@@ -379,7 +382,9 @@ class RuntimeLinks:
         wid = self._worker_at.get(peer.address)
         lost = not self._closing and peer.address != self.address
         if lost and wid is not None and (inflight or peer.address in self.owned_at):
-            # The link to a worker died under calls: it is dead to us (the head confirms).
+            # The link to a worker died under calls: it is dead to us (the head confirms,
+            # and its WorkerLeft still ends the borrows of that process: _unplaced).
+            self._unplaced[wid] = self.placement.workers.get(wid)
             self.placement.remove(wid)
         why = f"the worker at {peer.address} went away before answering ({peer.close_reason})"
         if lost:
@@ -393,6 +398,8 @@ class RuntimeLinks:
             if sent.entry.state != PENDING:
                 continue
             spec = sent.spec
+            if spec is not None and spec.actor is None:
+                continue  # a task: its owner state decides, in tasks_lost below
             if lost and not peer.connected and spec and spec.actor is None and not sent.cancelled:
                 # Never written to a socket, so it never ran: place it again, and it spends
                 # no retry (a dead worker still listed is not the task's fault).
@@ -400,6 +407,7 @@ class RuntimeLinks:
                 retried += 1
                 continue
             retried += self._lost(sent, why, lost=lost)
+        retried += self.tasks_lost(peer.address, peer.connected, why, retry=lost)
         if retried:
             self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
 
@@ -469,7 +477,7 @@ class RuntimeLinks:
         self._add_worker(msg.worker)
 
     def _on_worker_left(self, peer: Peer, msg: WorkerLeft) -> None:
-        info = self.placement.workers.get(msg.worker_id)
+        info = self.placement.workers.get(msg.worker_id) or self._unplaced.pop(msg.worker_id, None)
         self.placement.remove(msg.worker_id)
         if info is not None:
             link = self.peers.get(info.address)

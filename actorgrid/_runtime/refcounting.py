@@ -34,6 +34,7 @@ import ctypes
 import ctypes.util
 import itertools
 import logging
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -152,6 +153,7 @@ class RefCounts:
         self._released: dict[str, list[ObjectId]] = {}
         self._trim_pending = False
         self._flush_pending = False
+        self._collecting = threading.local()
 
     def __repr__(self) -> str:
         return f"<RefCounts {self.table!r} kept={len(self.kept)} freed={self.freed}>"
@@ -167,8 +169,22 @@ class RefCounts:
 
     # --- any thread ----------------------------------------------------------------------
 
+    def collect(self) -> list[ObjectEntry]:
+        """Any thread: from now on, the entries of refs this thread pickles are appended to
+        the list returned (a task's arguments, kept alive while it may be sent again), until
+        ``collect_end``."""
+        entries: list[ObjectEntry] = []
+        self._collecting.entries = entries
+        return entries
+
+    def collect_end(self) -> None:
+        self._collecting.entries = None
+
     def sent(self, entry: ObjectEntry) -> tuple[str, int]:
         """A ref to ``entry`` is being pickled: the sender address and token it carries."""
+        entries = getattr(self._collecting, "entries", None)
+        if entries is not None:
+            entries.append(entry)
         token = next(self._tokens)
         if not entry.tracked:
             self._push(LocalRefAdded(entry.object_id, entry.owner))

@@ -273,7 +273,11 @@ class RemoteFunction(Generic[P, R]):
         )
         if self._stream:
             return self._remote_stream(args, kwargs, num_cpus)  # type: ignore[return-value]
-        payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
+        keep = rt.refs.collect()  # the refs in its arguments, kept while it may be retried
+        try:
+            payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
+        finally:
+            rt.refs.collect_end()
         rt.check_size(payload, f"{self.__qualname__}()")
         if not self._actor:
             entry = rt.new_entry()
@@ -288,6 +292,7 @@ class RemoteFunction(Generic[P, R]):
                 opts.max_retries,
                 opts.retry_exceptions,
                 current_task.get(),
+                keep,
             )
             return ObjectRef._make(entry)
         info = rt.new_actor_info(

@@ -29,8 +29,7 @@ Invariants (checked by the Hypothesis machine in ``tests/_scheduler/test_owner.p
 - the calls to a restarting actor reach its new incarnation in the order they were submitted;
 - an actor is restarted at most ``max_restarts`` times.
 
-Costs: every event is O(1) but ``WorkerGone`` (O(calls and actors at that address), plus the
-reference table's ``BorrowerLost``) and ``ActorRestarted`` / ``ActorRestartFailed`` (O(calls
+Costs: every event is O(1) but ``WorkerGone`` (O(calls and actors at that address)) and ``ActorRestarted`` / ``ActorRestartFailed`` (O(calls
 queued for it)). Nothing is O(calls) or O(actors). Never reads a clock, does no I/O.
 """
 
@@ -43,7 +42,7 @@ import attrs
 
 from .._protocol.ids import ActorId, ObjectId
 from . import refcount
-from .refcount import BorrowerLost, RefTable
+from .refcount import RefTable
 
 __all__ = [
     "ActorAdded",
@@ -134,10 +133,12 @@ class ResultArrived:
 class WorkerGone:
     """The process at ``address`` is gone (its link died, or the head declared it dead).
     ``written``: False when nothing was ever written to it (its dial failed), so the tasks
-    in flight there never ran."""
+    in flight there never ran. ``retry``: False when this process is stopping: its calls
+    there are abandoned, none is placed again."""
 
     address: str
     written: bool = True
+    retry: bool = True
 
 
 @attrs.frozen
@@ -245,8 +246,8 @@ class _Actor:
 class OwnerState:
     """The calls and actors one process owns, and its reference table (``refs``)."""
 
-    def __init__(self, address: str) -> None:
-        self.refs = RefTable(address)
+    def __init__(self, address: str, refs: RefTable | None = None) -> None:
+        self.refs = refs if refs is not None else RefTable(address)
         self._calls: dict[CallId, _Call] = {}
         self._actors: dict[ActorId, _Actor] = {}
         self._dead: set[ActorId] = set()  # bounded by the actors this process created
@@ -423,7 +424,7 @@ class OwnerState:
             if actor is None or actor.address != address:
                 continue
             actor.address = None
-            if actor.restarts != 0:
+            if actor.restarts != 0 and event.retry:
                 actor.restarts -= 1 if actor.restarts > 0 else 0
                 restarting.add(actor_id)
                 commands.append(RestartActor(actor_id))
@@ -437,7 +438,7 @@ class OwnerState:
             if call.cancelled:
                 commands += self._resolve(call_id, call, Why.CANCELLED)
             elif call.actor_id is None:
-                if call.retries or not event.written:
+                if event.retry and (call.retries or not event.written):
                     commands += self._retry_task(call_id, call, spend=event.written)
                 else:
                     commands += self._resolve(call_id, call, Why.WORKER_DIED)
@@ -445,7 +446,7 @@ class OwnerState:
                 actor = self._actors.get(call.actor_id)
                 if actor is not None:
                     actor.calls.discard(call_id)
-                if call.actor_id in restarting and call.retries:
+                if call.actor_id in restarting and call.retries and event.retry:
                     call.retries -= 1 if call.retries > 0 else 0
                     requeue.setdefault(call.actor_id, []).append((seq, call_id))
                 else:
@@ -456,4 +457,4 @@ class OwnerState:
             actor.queued[:0] = [call_id for _, call_id in calls]
         for actor_id in dying:
             commands += self._actor_dead(actor_id, self._actors[actor_id])
-        return commands + self.refs.handle(BorrowerLost(address))
+        return commands

@@ -32,6 +32,7 @@ from actorgrid._scheduler.owner import (
     WorkerGone,
 )
 from actorgrid._scheduler.refcount import (
+    BorrowerLost,
     BorrowerReleased,
     Free,
     HoldAcked,
@@ -116,7 +117,8 @@ def test_a_worker_that_leaves_ends_its_borrows_and_frees_what_only_it_held() -> 
     owner.handle(RefSent(x, ME, 1))
     owner.handle(HoldAcked(x, ME, 1, "w:1"))
     assert owner.handle(LocalRefDropped(x)) == []  # w:1 still borrows it
-    assert owner.handle(WorkerGone("w:1")) == [Free(x)]
+    assert owner.handle(WorkerGone("w:1")) == []  # its link, not yet its death
+    assert owner.handle(BorrowerLost("w:1")) == [Free(x)]
 
 
 class OwnerMachine(RuleBasedStateMachine):
@@ -226,12 +228,16 @@ class OwnerMachine(RuleBasedStateMachine):
 
     @rule(where=st.sampled_from(WORKERS), written=st.booleans())
     def worker_gone(self, where: str, written: bool) -> None:
-        self.borrowers.pop(where, None)
         if not written:
             for t, at in self.flying.items():
                 if at == where and t in self.free:
                     self.free[t] += 1
         self._run(self.owner.handle(WorkerGone(where, written)))
+
+    @rule(where=st.sampled_from(WORKERS))
+    def borrower_died(self, where: str) -> None:
+        self.borrowers.pop(where, None)
+        self._run(self.owner.handle(BorrowerLost(where)))
 
     @precondition(lambda self: self.resolved or self.flying or self.unplaced)
     @rule(data=st.data(), force=st.booleans())
