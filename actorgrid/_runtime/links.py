@@ -315,6 +315,9 @@ class RuntimeLinks:
 
     # --- peers ---------------------------------------------------------------------------------
 
+    def is_worker(self, address: str) -> bool:
+        return address in self._worker_at
+
     def peer_for(self, address: str) -> Peer:
         """The outbound peer for ``address``, dialling it in the background if needed."""
         peer = self.peers.get(address)

@@ -10,7 +10,9 @@ Where the events come from:
   stay home costs nothing more than before.
 - ``ObjectRef.__reduce__`` calls :meth:`RefCounts.sent`, which gives the pickled ref a token
   (``RefSent``); ``_rebuild_ref`` calls :meth:`RefCounts.rebuild` (``RefReceived``).
-- RefsReceived and BorrowUpdate messages, and WorkerLeft (``BorrowerLost``).
+- RefsReceived and BorrowUpdate messages, and WorkerLeft (``BorrowerLost``). A borrower that
+  is no worker (a driver) has no WorkerLeft: the owner keeps a link to it and ends its
+  borrows when that link closes (it exited, was killed, or went silent for 5 pulses).
 
 Threads: pickling, unpickling and finalizers run on any thread (user threads, the executor's
 pool, the garbage collector). They only append events to one deque, in the order they happen,
@@ -100,6 +102,8 @@ class _Host(Protocol):
     address: str
     objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry]
 
+    def is_worker(self, address: str) -> bool: ...
+
     @property
     def portal(self) -> _Portal: ...
 
@@ -154,6 +158,9 @@ class RefCounts:
         self._trim_pending = False
         self._flush_pending = False
         self._collecting = threading.local()
+        # Borrowers that are no workers (drivers): their link is watched, since no WorkerLeft
+        # will tell of their end.
+        self._watched: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<RefCounts {self.table!r} kept={len(self.kept)} freed={self.freed}>"
@@ -341,14 +348,18 @@ class RefCounts:
             log.debug("reference counts for %s not sent: %s", address, exc)
 
     def _on_refs_received(self, peer: Peer, msg: RefsReceived) -> None:
+        me = self._host.address
         for r in msg.receipts:
             borrower = msg.borrower if r.borrows else None
             self._events.append(HoldAcked(r.object_id, r.owner, r.token, borrower))
+            if borrower is not None and r.owner == me:
+                self._watch_borrower(borrower)
         self._drain()  # after the RefSent events still queued, which came first
 
     def _on_borrow_update(self, peer: Peer, msg: BorrowUpdate) -> None:
         for object_id, borrower in msg.added:  # adds first: they keep, releases free
             self._events.append(BorrowerAdded(object_id, borrower))
+            self._watch_borrower(borrower)
         for object_id in msg.released:
             self._events.append(BorrowerReleased(object_id, msg.borrower))
         self._drain()
@@ -357,6 +368,27 @@ class RefCounts:
         """The process at ``address`` died: its borrows end."""
         self._events.append(BorrowerLost(address))
         self._drain()
+
+    def _watch_borrower(self, address: str) -> None:
+        """Loop: end the borrows of ``address``, a driver, when this process's link to it
+        closes (it exited, was killed, or was silent for 5 pulse intervals). Workers are
+        the head's to declare dead (WorkerLeft). One link per borrowing process."""
+        if address in self._watched or address == self._host.address:
+            return
+        if self._host.is_worker(address):
+            return
+        try:
+            peer = self._host.peer_for(address)
+        except Exception as exc:  # this process is stopping: its counts no longer matter
+            log.debug("borrower %s not watched: %s", address, exc)
+            return
+        self._watched.add(address)
+        peer.on_closed.append(self._borrower_link_closed)
+
+    def _borrower_link_closed(self, peer: Peer) -> None:
+        self._watched.discard(peer.address)
+        log.debug("the borrows of %s end: %s", peer.address, peer.close_reason)
+        self.borrower_lost(peer.address)
 
 
 def freed_error(object_id: ObjectId, owner: str) -> ObjectLostError:

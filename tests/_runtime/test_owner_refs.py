@@ -1,18 +1,31 @@
 """The owner keeps what its calls need and lets go of what nobody holds, on a live cluster: a
 retried task still finds the objects of its ref arguments after the worker that borrowed
-them died."""
+them died; a driver that borrowed a ref and then exits (or is killed) releases its borrow."""
 
 from __future__ import annotations
 
+import gc
 import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 import actorgrid as ag
 
-CLUSTER_OPTIONS = {"num_workers": 2}
+SECRET = secrets.token_bytes(32)
+CLUSTER_OPTIONS = {"num_workers": 2, "secret": SECRET}
+SETTLE_S = 30.0  # generous: releases are batched, and the machine is shared
+BIG_BYTES = 50_000_000
 
 pytestmark = pytest.mark.usefixtures("cluster")
 
@@ -38,3 +51,101 @@ def test_a_retried_task_finds_its_ref_argument_after_its_first_worker_died(
     # The only ref to the object is inside the task's arguments: nothing else keeps it.
     ref = die_once_then_read.remote([ag.put(b"x" * 10_000)], str(tmp_path / "died"))
     assert ag.get(ref, timeout=60) == 10_000
+
+
+@ag.remote
+class Keeper:
+    """Holds refs inside a list (so they stay refs) until someone takes them."""
+
+    def __init__(self) -> None:
+        self.refs: list[ag.ObjectRef[bytes]] = []
+
+    def keep(self, refs: list[ag.ObjectRef[bytes]]) -> int:
+        self.refs = list(refs)
+        return len(self.refs)
+
+    def take(self) -> list[ag.ObjectRef[bytes]]:
+        refs, self.refs = self.refs, []
+        return refs
+
+
+_BORROWER = """
+    import sys
+    import actorgrid as ag
+
+    ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.stdin.readline()))
+    refs = ag.get(ag.get_actor(sys.argv[2]).take.remote(), timeout=60)  # it borrows refs[0]
+    print(len(ag.get(refs[0], timeout=60)), flush=True)
+    sys.stdin.readline()  # then exits cleanly, unless the test has SIGKILLed it
+"""
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 1e6
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = SETTLE_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    result: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert result, f"no line from pid {proc.pid} within {timeout} s"
+    return result[0].strip()
+
+
+@pytest.mark.parametrize("ending", ["exit", "sigkill"])
+def test_the_borrow_of_a_driver_that_ends_is_released(
+    cluster: ag.Cluster, tmp_path: Path, processes: Any, ending: str
+) -> None:
+    name = f"keeper-{ending}-{os.getpid()}"
+    keeper = Keeper.options(name=name).remote()
+    ref = ag.put(os.urandom(BIG_BYTES))
+    assert ag.get(keeper.keep.remote([ref]), timeout=60) == 1
+    del ref
+    gc.collect()
+    held = rss_mb()
+    script = tmp_path / "borrower.py"
+    script.write_text(textwrap.dedent(_BORROWER))
+    borrower = subprocess.Popen(
+        [sys.executable, str(script), cluster.address, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    processes.add([borrower.pid])
+    assert borrower.stdin is not None
+    try:
+        borrower.stdin.write(SECRET.hex() + "\n")
+        borrower.stdin.flush()
+        # The other driver is the only holder now (the keeper gave its ref away).
+        assert _read_line(borrower, 60) == str(BIG_BYTES)
+        assert rss_mb() > held - 10
+        if ending == "exit":
+            borrower.stdin.write("\n")
+            borrower.stdin.flush()
+            assert borrower.wait(timeout=60) == 0
+        else:
+            borrower.send_signal(signal.SIGKILL)
+            borrower.wait(timeout=60)
+    finally:
+        if borrower.poll() is None:
+            borrower.kill()
+        borrower.wait(timeout=30)
+        for pipe in (borrower.stdin, borrower.stdout):
+            if pipe is not None:
+                pipe.close()
+    processes.wait_gone([borrower.pid])
+    # Its borrow ends with it: the 50 MB object is freed in this process, its owner.
+    assert wait_until(lambda: rss_mb() < held - 25), (held, rss_mb())
+    ag.kill(keeper)
