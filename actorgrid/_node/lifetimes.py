@@ -28,6 +28,8 @@ from .._protocol.messages import (
     CreateActor,
     Event,
     KillActor,
+    LocateActor,
+    NameReply,
     OwnActor,
     TaskResult,
     WorkerInfo,
@@ -74,6 +76,7 @@ class ActorLifetimes:
             OwnActor: self._on_own_actor,
             AdoptActor: self._on_adopt_actor,
             TaskResult: self._on_task_result,
+            LocateActor: self._on_locate_actor,
         }
 
     # --- what the head tells it --------------------------------------------------------------
@@ -106,6 +109,19 @@ class ActorLifetimes:
         if peer.closed:
             return  # process_gone has run for it: nothing would ever kill this one
         self.owners.own(peer, msg.actor_id, msg.address)
+
+    def _on_locate_actor(self, peer: Peer, msg: LocateActor) -> None:
+        # Where a restarted actor lives now, for handles other than its owner's (the owner
+        # reports each incarnation with OwnActor; the head places detached ones itself).
+        actor_id = msg.actor.actor_id
+        owned = self.owners.get(actor_id)
+        detached = self.detached.get(actor_id)
+        info = None
+        if owned is not None:
+            info = attrs.evolve(msg.actor, address=owned.address)
+        elif detached is not None:
+            info = attrs.evolve(msg.actor, address=detached.actor.address)
+        peer.send(NameReply(msg.rid, info, False))
 
     def _on_adopt_actor(self, peer: Peer, msg: AdoptActor) -> None:
         self.detached.adopt(msg.create)

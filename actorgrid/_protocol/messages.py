@@ -81,6 +81,7 @@ from .operations import (
 from .operations import (
     WorkerView as WorkerView,
 )
+from .ownermessages import LocateActor as LocateActor
 from .records import (
     ActorInfo as ActorInfo,
 )
@@ -567,6 +568,7 @@ Message: TypeAlias = (
     | StopJob
     | RefsReceived
     | BorrowUpdate
+    | LocateActor
     | WorkerOutput
     | SubscribeOutput
     | ReadLogs

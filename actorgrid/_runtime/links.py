@@ -127,6 +127,7 @@ class RuntimeLinks:
     _send_spec: Callable[[ObjectEntry, TaskSpec], None]
     _retry_task: Callable[..., None]
     tasks_lost: Callable[..., int]
+    follow: Callable[..., bool]
     _restart_coroutine_actor: Callable[[ObjectEntry, TaskSpec, str], None]
     _restart_owned_at: Callable[[str, str], None]
     _send_call_info: Callable[[ActorInfo, ObjectEntry, str, Payload, int], None]
@@ -409,7 +410,7 @@ class RuntimeLinks:
                 self._send_spec(sent.entry, spec)
                 retried += 1
                 continue
-            retried += self._lost(sent, why, lost=lost)
+            retried += self._lost(sent, why, lost=lost, written=peer.connected)
         retried += self.tasks_lost(peer.address, peer.connected, why, retry=lost)
         if retried:
             self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
@@ -422,7 +423,7 @@ class RuntimeLinks:
             why = f"the worker at {peer.address} went away ({peer.close_reason})"
             self._lost(sent, why, lost=not self._closing)
 
-    def _lost(self, sent: Sent, why: str, *, lost: bool) -> bool:
+    def _lost(self, sent: Sent, why: str, *, lost: bool, written: bool = True) -> bool:
         """A call's link died before its answer (``lost``: the peer died, rather than this
         process stopping): retry it (True), restart its actor, re-send it to its restarted
         actor, or fail it."""
@@ -455,7 +456,7 @@ class RuntimeLinks:
                 self._send_call_info(owned.info, *retry)
             else:
                 owned.resend.append(retry)
-        else:
+        elif not (lost and self.follow(sent, why, written=written)):
             label = _describe(actor) if actor is not None else "the actor"
             entry.set_error(ActorDiedError(f"actor {label} died: {why}"))
         return False

@@ -37,6 +37,9 @@ class DetachedTable:
         self._actors[create.actor.actor_id] = create
         self._by_address.setdefault(create.actor.address, set()).add(create.actor.actor_id)
 
+    def get(self, actor_id: ActorId) -> CreateActor | None:
+        return self._actors.get(actor_id)
+
     def ended(self, actor_id: ActorId, address: str | None = None) -> None:
         create = self._actors.get(actor_id)
         if create is not None and (address is None or create.actor.address == address):
