@@ -36,6 +36,8 @@ import ctypes
 import ctypes.util
 import itertools
 import logging
+import math
+import os
 import threading
 import weakref
 from collections import deque
@@ -56,6 +58,7 @@ from .._scheduler.refcount import (
     Event,
     Free,
     HoldAcked,
+    LeaseExpired,
     LocalRefAdded,
     LocalRefDropped,
     Receipt,
@@ -77,6 +80,25 @@ log = logging.getLogger("actorgrid.refs")
 BATCH_S = 0.01
 # Frees and releases are batched into one malloc_trim this long after the first of them.
 TRIM_DELAY_S = 0.5
+# A ref pickled into a message holds its object until the receiver's receipt, or for this
+# long at most (the message may never be unpickled: a task cancelled before it ran, a result
+# nobody reads). ACTORGRID_REF_LEASE_S overrides it, for every process that inherits it.
+DEFAULT_REF_LEASE_S = 300.0
+
+
+def ref_lease_s() -> float:
+    value = os.environ.get("ACTORGRID_REF_LEASE_S", "")
+    try:
+        lease = float(value) if value else DEFAULT_REF_LEASE_S
+    except ValueError:
+        lease = math.nan
+    if not lease > 0:
+        raise ValueError(
+            f"ACTORGRID_REF_LEASE_S={value!r} is not a positive number of seconds: it is how "
+            "long a ref sent in a message holds its object before the receiver unpickles it. "
+            f"Unset it for the default ({DEFAULT_REF_LEASE_S:g} s) or give e.g. 600."
+        )
+    return lease
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -161,6 +183,11 @@ class RefCounts:
         # Borrowers that are no workers (drivers): their link is watched, since no WorkerLeft
         # will tell of their end.
         self._watched: set[str] = set()
+        self.lease_s = ref_lease_s()
+        # (deadline, object, token) of holds awaiting their receipt, oldest first: leases
+        # all last lease_s, so the deque stays in deadline order.
+        self._leases: deque[tuple[float, ObjectId, int]] = deque()
+        self._expiring = False
 
     def __repr__(self) -> str:
         return f"<RefCounts {self.table!r} kept={len(self.kept)} freed={self.freed}>"
@@ -278,9 +305,19 @@ class RefCounts:
     def _drain(self) -> None:
         self._scheduled = False
         table, events = self.table, self._events
+        leases = self._leases
         while events:
-            for command in table.handle(events.popleft()):
+            event = events.popleft()
+            if type(event) is RefSent:
+                leases.append((trio.current_time() + self.lease_s, event.object_id, event.token))
+            for command in table.handle(event):
                 self._run(command)
+        if leases and not self._expiring:
+            self._expiring = True
+            try:
+                self._host.nursery.start_soon(self._expire_leases)
+            except Exception:  # stopping: its counts no longer matter
+                self._expiring = False
         if not self._flush_pending and (self._receipts or self._added or self._released):
             self._flush_pending = True
             try:
@@ -324,6 +361,19 @@ class RefCounts:
         self._trim_pending = False
         assert _malloc_trim is not None
         _malloc_trim(0)  # well under a millisecond for a few hundred MB of heap
+
+    async def _expire_leases(self) -> None:
+        leases = self._leases
+        try:
+            while leases:
+                await trio.sleep_until(leases[0][0])
+                now = trio.current_time()
+                while leases and leases[0][0] <= now:
+                    _, object_id, token = leases.popleft()
+                    self._events.append(LeaseExpired(object_id, token))
+                self._drain()
+        finally:
+            self._expiring = False
 
     async def _flush_later(self) -> None:
         await trio.sleep(BATCH_S)
@@ -395,9 +445,12 @@ def freed_error(object_id: ObjectId, owner: str) -> ObjectLostError:
     return ObjectLostError(
         f"object {short(object_id)} owned by {owner} was freed: its owner counted no reference "
         "to it any more. Likely causes: the ref was kept where actorgrid cannot see it (pickled "
-        "to a file or a database) while every live ref was dropped, or the process holding it "
-        "was declared dead (silent for 5 pulse intervals) and its borrows released. Keep an "
-        "ObjectRef alive, or pass it to tasks and actors, for as long as the value is needed.",
+        "to a file or a database) while every live ref was dropped; or it travelled inside a "
+        "result or message that was unpickled only after its lease (ACTORGRID_REF_LEASE_S, "
+        f"default {DEFAULT_REF_LEASE_S:g} s) while nothing else held it; or the process "
+        "holding it was declared dead (silent for 5 pulse intervals) and its borrows "
+        "released. Keep an ObjectRef alive, or pass it to tasks and actors, for as long as the "
+        "value is needed.",
         object_id,
         owner,
     )

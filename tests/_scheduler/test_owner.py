@@ -36,6 +36,7 @@ from actorgrid._scheduler.refcount import (
     BorrowerReleased,
     Free,
     HoldAcked,
+    LeaseExpired,
     LocalRefAdded,
     LocalRefDropped,
     RefSent,
@@ -119,6 +120,24 @@ def test_a_worker_that_leaves_ends_its_borrows_and_frees_what_only_it_held() -> 
     assert owner.handle(LocalRefDropped(x)) == []  # w:1 still borrows it
     assert owner.handle(WorkerGone("w:1")) == []  # its link, not yet its death
     assert owner.handle(BorrowerLost("w:1")) == [Free(x)]
+
+
+def test_a_hold_whose_receipt_never_comes_ends_with_its_lease() -> None:
+    owner, x = OwnerState(ME), _oid()
+    owner.handle(LocalRefAdded(x, ME))
+    owner.handle(RefSent(x, ME, 1))  # into a task that is cancelled before it runs
+    assert owner.handle(LocalRefDropped(x)) == []
+    assert owner.handle(LeaseExpired(x, 1)) == [Free(x)]
+
+
+def test_a_receipt_in_time_makes_the_lease_moot() -> None:
+    owner, x = OwnerState(ME), _oid()
+    owner.handle(LocalRefAdded(x, ME))
+    owner.handle(RefSent(x, ME, 1))
+    owner.handle(HoldAcked(x, ME, 1, "w:1"))
+    assert owner.handle(LocalRefDropped(x)) == []
+    assert owner.handle(LeaseExpired(x, 1)) == []  # w:1 borrows it: that is what holds it
+    assert owner.handle(BorrowerReleased(x, "w:1")) == [Free(x)]
 
 
 class OwnerMachine(RuleBasedStateMachine):
@@ -290,6 +309,13 @@ class OwnerMachine(RuleBasedStateMachine):
         if borrower is not None:
             self.borrowers[borrower] = self.borrowers.get(borrower, 0) + 1
         self._run(self.owner.handle(HoldAcked(self.x, ME, token, borrower)))
+
+    @precondition(lambda self: self.holds)
+    @rule(data=st.data())
+    def lease_expires(self, data: Any) -> None:
+        token = data.draw(st.sampled_from(sorted(self.holds)))
+        self.holds.discard(token)
+        self._run(self.owner.handle(LeaseExpired(self.x, token)))
 
     @precondition(lambda self: self.borrowers)
     @rule(data=st.data())
