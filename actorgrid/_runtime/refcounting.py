@@ -48,7 +48,7 @@ import trio
 
 from .._exceptions import ObjectLostError
 from .._protocol.ids import ObjectId, short
-from .._protocol.messages import ActorInfo, BorrowUpdate, RefReceipt, RefsReceived
+from .._protocol.messages import ActorInfo, BorrowUpdate, Payload, RefReceipt, RefsReceived
 from .._scheduler.refcount import (
     AddBorrower,
     BorrowerAdded,
@@ -214,8 +214,9 @@ class RefCounts:
     def collect_end(self) -> None:
         self._collecting.entries = None
 
-    def sent(self, entry: ObjectEntry) -> tuple[str, int]:
-        """A ref to ``entry`` is being pickled: the sender address and token it carries."""
+    def sent(self, entry: ObjectEntry) -> tuple[str, int, bool]:
+        """A ref to ``entry`` is being pickled: the sender address and token it carries, and
+        whether it is pickled into a task's arguments (``collect``)."""
         entries = getattr(self._collecting, "entries", None)
         if entries is not None:
             entries.append(entry)
@@ -224,12 +225,19 @@ class RefCounts:
             self._push(LocalRefAdded(entry.object_id, entry.owner))
             self._watch(entry)
         self._push(RefSent(entry.object_id, entry.owner, token))
-        return self._host.address, token
+        return self._host.address, token, entries is not None
 
     def rebuild(
-        self, object_id: ObjectId, owner: str, actor: ActorInfo | None, sender: str, token: int
+        self,
+        object_id: ObjectId,
+        owner: str,
+        actor: ActorInfo | None,
+        sender: str,
+        token: int,
+        inline: bytes | None = None,
     ) -> ObjectEntry:
-        """The entry for a ref being unpickled here, pickled by ``sender`` with ``token``."""
+        """The entry for a ref being unpickled here, pickled by ``sender`` with ``token``
+        (``inline``: its value, small enough to travel with it)."""
         host = self._host
         entry = host.objects.get(object_id)
         new_local = False
@@ -243,6 +251,8 @@ class RefCounts:
                     return entry  # lost: nothing to count but the sender's receipt
             else:
                 entry = ObjectEntry(object_id, owner, actor)
+                if inline is not None:  # before anyone else can see the entry
+                    entry.set_value(Payload(inline))
                 host.objects[object_id] = entry
             new_local = True
         elif not entry.tracked:
