@@ -27,8 +27,6 @@ from .._scheduler.owner import (
     Resolve,
     ResultArrived,
     SendCancel,
-    TaskPlaced,
-    TaskSubmitted,
     Why,
     WorkerGone,
 )
@@ -159,7 +157,9 @@ class RuntimeTasks(RuntimeObjects):
             self.observe.record("task_submitted", entry.object_id, name)
             tasks = self._tasks if self._owner_state is not None else self._start_owning()
             tasks[entry.object_id] = (entry, spec)
-            self._owner(TaskSubmitted(entry.object_id, retries))
+            assert self._owner_state is not None
+            if self._owner_state.task_submitted(entry.object_id, retries):  # TaskSubmitted
+                self._send_spec(entry, spec)
             return
         self._send_spec(entry, spec)
 
@@ -201,7 +201,8 @@ class RuntimeTasks(RuntimeObjects):
             )
         )
         if actor is None:
-            self._owner(TaskPlaced(entry.object_id, address))
+            assert self._owner_state is not None
+            self._owner_state.task_placed(entry.object_id, address)  # TaskPlaced
             nbytes = spec.payload.nbytes
             self.observe.task_sent(entry.object_id, spec.function_id, spec.blob, wid, nbytes)
 
@@ -263,6 +264,15 @@ class RuntimeTasks(RuntimeObjects):
         entry.where = None
         spec = sent.spec
         if spec is not None and spec.actor is None:
+            state = self._owner_state
+            assert state is not None
+            if msg.ok:  # ResultArrived(ok=True), the hot path
+                if state.answered(msg.task_id):
+                    self._tasks.pop(msg.task_id)
+                    if spec.parent is not None:
+                        self.children.finished(msg.task_id)
+                    entry.set_value(msg.value)
+                return
             retryable, why = False, ""
             if not msg.ok and spec.retry_on and spec.retries != 0 and not sent.cancelled:
                 error = loads_error(msg.value)

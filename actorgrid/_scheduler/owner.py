@@ -288,19 +288,46 @@ class OwnerState:
 
     # --- calls ---------------------------------------------------------------------------
 
+    # The hot path's events have direct methods (no event nor command objects): the shell
+    # calls them for every task; ``handle`` calls them too, so there is one logic.
+
+    def task_submitted(self, call_id: CallId, max_retries: int) -> bool:
+        """TaskSubmitted; True: place it (PlaceTask)."""
+        if call_id in self._calls:
+            return False
+        self._calls[call_id] = _Call(next(self._seq), max_retries, None)
+        return True
+
+    def task_placed(self, call_id: CallId, address: str) -> None:
+        """TaskPlaced."""
+        call = self._calls.get(call_id)
+        if call is None or call.actor_id is not None:
+            return
+        if call.address is not None:
+            self._unplace(call_id, call)
+        call.address = address
+        calls = self._at.get(address)
+        if calls is None:
+            self._at[address] = {call_id}
+        else:
+            calls.add(call_id)
+
+    def answered(self, call_id: CallId) -> bool:
+        """ResultArrived with a value; True: resolve it with that value (Resolve VALUE)."""
+        call = self._calls.get(call_id)
+        if call is None or call.address is None:
+            return False  # resolved already (forced cancel), or an answer from a past placing
+        del self._calls[call_id]
+        self._unplace(call_id, call)
+        return True
+
     def _task_submitted(self, event: TaskSubmitted) -> list[Command]:
-        if event.call_id in self._calls:
-            return []
-        self._calls[event.call_id] = _Call(next(self._seq), event.max_retries, None)
-        return [PlaceTask(event.call_id)]
+        if self.task_submitted(event.call_id, event.max_retries):
+            return [PlaceTask(event.call_id)]
+        return []
 
     def _task_placed(self, event: TaskPlaced) -> list[Command]:
-        call = self._calls.get(event.call_id)
-        if call is None or call.actor_id is not None:
-            return []
-        self._unplace(event.call_id, call)
-        call.address = event.address
-        self._at.setdefault(event.address, set()).add(event.call_id)
+        self.task_placed(event.call_id, event.address)
         return []
 
     def _call_submitted(self, event: CallSubmitted) -> list[Command]:
@@ -330,7 +357,7 @@ class OwnerState:
         if call is None or call.address is None:
             return []  # resolved already (forced cancel), or an answer from a past placing
         if event.ok:
-            return self._resolve(event.call_id, call, Why.VALUE)
+            return [Resolve(event.call_id, Why.VALUE)] if self.answered(event.call_id) else []
         if event.retryable and call.actor_id is None and not call.cancelled and call.retries:
             return self._retry_task(event.call_id, call)
         return self._resolve(event.call_id, call, Why.ERROR)
