@@ -178,9 +178,15 @@ class Placement:
             )
         if len(order) <= _SAMPLES:
             # A small cluster: look at every worker (as cheap as sampling), two distinct ones.
-            fits = [w for w in order if self.workers[w].num_cpus >= num_cpus]
+            workers = self.workers
+            fits = [w for w in order if workers[w].num_cpus >= num_cpus]
             if len(fits) > 1:
-                fits = self._rng.sample(fits, 2)
+                # Two distinct random ones, in random order (ties go to the first), without
+                # Random.sample's set and list on every call.
+                rand = self._rng.random
+                i = int(rand() * len(fits))
+                j = int(rand() * (len(fits) - 1))
+                return self._less_loaded_of_two(fits[i], fits[j + (j >= i)], counts)
         else:
             fits = [
                 w
@@ -241,6 +247,11 @@ class Placement:
         b = next((w for w in fits if w != a), a)  # two distinct workers where there are two
         if a == b:
             return a
+        return self._less_loaded_of_two(a, b, counts)
+
+    def _less_loaded_of_two(
+        self, a: WorkerId, b: WorkerId, counts: dict[WorkerId, int]
+    ) -> WorkerId:
         load_a: float = counts.get(a, 0)
         load_b: float = counts.get(b, 0)
         if self.local_load is not None and counts is self.load:
