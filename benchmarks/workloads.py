@@ -439,36 +439,23 @@ def pipelined_calls_no_pulses(sizes: Sizes, num_workers: int) -> Result:
 
 
 @register(
-    "actor_recovery",
-    "named actor answers again after kill -9 of its worker, median of {recovery_runs}",
-    "s",
-    "<=",
-    1.0,
+    "pool_map",
+    "{pool_items:,} no-op items through ag.Pool.map, default chunking",
+    "items/s",
+    ">=",
+    200_000,
 )
-def actor_recovery(sizes: Sizes, num_workers: int) -> Result:
-    """Kill -9 the worker of a named actor (``max_restarts=1``): seconds until the same
-    handle answers again from the new incarnation; median of ``recovery_runs``."""
-    runs: list[float] = []
-    # Runs follow each other within seconds: more kills than the default intensity allows.
-    forever = ag.RestartPolicy(max_restarts=-1)
-    with ag.init(num_workers=num_workers, worker_restarts=forever) as cluster:
-        for i in range(sizes.recovery_runs):
-            actor = Pinger.options(name=f"recover{i}", max_restarts=1, max_task_retries=1).remote()
-            pid = ag.get(actor.pid.remote(), timeout=GET_TIMEOUT_S)
-            started = time.perf_counter()
-            os.kill(pid, signal.SIGKILL)
-            if ag.get(actor.pid.remote(), timeout=GET_TIMEOUT_S) == pid:
-                raise RuntimeError("the actor answered from the worker that was killed")
-            runs.append(time.perf_counter() - started)
-            ag.kill(actor)
-            deadline = time.monotonic() + GET_TIMEOUT_S
-            while len(cluster.workers()) < num_workers:  # the slot is refilled before the next run
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the killed worker's slot was not refilled")
-                time.sleep(0.01)
+def pool_map(sizes: Sizes, num_workers: int) -> Result:
+    """``ag.Pool().map(identity, range(N))`` with default chunking, after a warm-up map: items/s."""
+    with ag.init(num_workers=num_workers), ag.Pool() as pool:
+        pool.map(identity, range(sizes.warmup_tasks))
+        started = time.perf_counter()
+        results = pool.map(identity, range(sizes.pool_items))
+        elapsed = time.perf_counter() - started
+    assert results[-1] == sizes.pool_items - 1
     return {
-        "value": statistics.median(runs),
-        "detail": {"runs_s": runs, "max_s": max(runs)},
+        "value": sizes.pool_items / elapsed,
+        "detail": {"items": sizes.pool_items, "seconds": elapsed, "processes": num_workers},
     }
 
 
@@ -596,21 +583,34 @@ def idle_rss(sizes: Sizes, num_workers: int) -> Result:
 
 
 @register(
-    "pool_map",
-    "{pool_items:,} no-op items through ag.Pool.map, default chunking",
-    "items/s",
-    ">=",
-    200_000,
+    "actor_recovery",
+    "named actor answers again after kill -9 of its worker, median of {recovery_runs}",
+    "s",
+    "<=",
+    1.0,
 )
-def pool_map(sizes: Sizes, num_workers: int) -> Result:
-    """``ag.Pool().map(identity, range(N))`` with default chunking, after a warm-up map: items/s."""
-    with ag.init(num_workers=num_workers), ag.Pool() as pool:
-        pool.map(identity, range(sizes.warmup_tasks))
-        started = time.perf_counter()
-        results = pool.map(identity, range(sizes.pool_items))
-        elapsed = time.perf_counter() - started
-    assert results[-1] == sizes.pool_items - 1
+def actor_recovery(sizes: Sizes, num_workers: int) -> Result:
+    """Kill -9 the worker of a named actor (``max_restarts=1``): seconds until the same
+    handle answers again from the new incarnation; median of ``recovery_runs``."""
+    runs: list[float] = []
+    # Runs follow each other within seconds: more kills than the default intensity allows.
+    forever = ag.RestartPolicy(max_restarts=-1)
+    with ag.init(num_workers=num_workers, worker_restarts=forever) as cluster:
+        for i in range(sizes.recovery_runs):
+            actor = Pinger.options(name=f"recover{i}", max_restarts=1, max_task_retries=1).remote()
+            pid = ag.get(actor.pid.remote(), timeout=GET_TIMEOUT_S)
+            started = time.perf_counter()
+            os.kill(pid, signal.SIGKILL)
+            if ag.get(actor.pid.remote(), timeout=GET_TIMEOUT_S) == pid:
+                raise RuntimeError("the actor answered from the worker that was killed")
+            runs.append(time.perf_counter() - started)
+            ag.kill(actor)
+            deadline = time.monotonic() + GET_TIMEOUT_S
+            while len(cluster.workers()) < num_workers:  # the slot is refilled before the next run
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the killed worker's slot was not refilled")
+                time.sleep(0.01)
     return {
-        "value": sizes.pool_items / elapsed,
-        "detail": {"items": sizes.pool_items, "seconds": elapsed, "processes": num_workers},
+        "value": statistics.median(runs),
+        "detail": {"runs_s": runs, "max_s": max(runs)},
     }
