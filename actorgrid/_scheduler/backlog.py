@@ -78,6 +78,14 @@ class Backlog(Generic[T]):
             needs = [n for n in self._by_need if n.fits(offer)]
         else:
             needs = [n for n in self._by_need if n.num_cpus <= offer]
+        return self._take(needs)
+
+    def take_needing(self, predicate: Callable[[Demand], bool]) -> list[T]:
+        """Every item whose demand ``predicate`` picks (a runtime_env that could not be made
+        ready). O(distinct demands)."""
+        return self._take([n for n in self._by_need if predicate(n)])
+
+    def _take(self, needs: list[Demand]) -> list[T]:
         taken: list[T] = []
         for need in sorted(needs, key=lambda n: (n.num_cpus, n.resources)):
             for kind, item in self._by_need.pop(need):
