@@ -275,6 +275,35 @@ def test_an_allocation_filter_places_instances_by_node_record(two: TwoNodes) -> 
     assert record.num_cpus == 1.0 and record.memory > 0 and record.resources["camera"] == 1.0
 
 
+def _spans(seconds: float) -> tuple[int, float, float]:
+    start = time.time()
+    time.sleep(seconds)
+    return os.getpid(), start, time.time()
+
+
+def test_an_allocation_filter_on_ag_pool_bounds_chunks_per_node(two: TwoNodes) -> None:
+    def two_on_a(node: ag.NodeStatistics) -> int:
+        return 2 if node.labels.get("zone") == "a" else 0
+
+    with ag.Pool(allocate=two_on_a) as pool:
+        assert pool.processes == 2
+        spans = pool.map(_spans, [0.3] * 8, chunksize=1)
+    assert {two.node_of(pid) for pid, _, _ in spans} == {two.a}
+    # Never more than two chunks at once: at each chunk's start, count those running.
+    running = [sum(1 for _, s, e in spans if s <= start < e) for _, start, _ in spans]
+    assert max(running) <= 2
+
+    with ag.Pool(allocate=lambda n: 1 if n.labels.get("zone") == "b" else 0) as pool:
+        pids = pool.map(_pid, range(4), chunksize=1)
+    assert {two.node_of(pid) for pid in pids} == {two.b}
+    with pytest.raises(ValueError, match="processes= or allocate="):
+        ag.Pool(2, allocate=two_on_a)
+
+
+def _pid(_: object) -> int:
+    return os.getpid()
+
+
 def test_run_on_each_node_subscribed_runs_on_nodes_that_join_later(
     two: TwoNodes, tmp_path: Path
 ) -> None:
