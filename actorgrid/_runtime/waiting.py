@@ -161,4 +161,5 @@ class WorkerWait:
             head_lost=head_lost,
             crash_loops=crash_loops,
             offered=placement.offered(),
+            largest_share=placement.largest_share(),
         )

@@ -282,6 +282,15 @@ class Placement:
                 total[name] = total.get(name, 0.0) + amount
         return total
 
+    def largest_share(self) -> dict[str, float]:
+        """The most of each resource one worker that takes new work offers. O(workers):
+        for warnings, never per call."""
+        most: dict[str, float] = {}
+        for wid in self._order:
+            for name, amount in self.workers[wid].resources:
+                most[name] = max(most.get(name, 0.0), amount)
+        return most
+
     def largest(self) -> float:
         """CPUs of the largest worker that takes new work (0: none). O(workers): for
         warnings, never per call."""

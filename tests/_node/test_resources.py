@@ -230,6 +230,25 @@ def test_an_infeasible_request_waits_and_warns(
     ag.cancel(ref)
 
 
+def test_a_request_larger_than_any_one_workers_share_warns_why_and_what_to_do(
+    two: TwoNodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Node A has 2 GPUs in all, dealt one to each of two workers: num_gpus=2 fits the node's
+    # total but no worker, and one call runs in one worker.
+    caplog.set_level(logging.WARNING, logger="actorgrid.runtime")
+    ref = pid_and_gpus.options(num_gpus=2).remote()
+    with pytest.raises(ag.GetTimeoutError):
+        ag.get(ref, timeout=WARNING_S)
+    text = wait_for(
+        lambda: next((r.getMessage() for r in caplog.records if "GPU=2" in r.getMessage()), None),
+        what="the pending warning",
+    )
+    assert "no alive worker's share reaches GPU=2 (the largest is GPU=1" in text
+    assert "lower num_gpus in .options() to at most GPU=1" in text
+    assert "--num-workers N --num-cpus-per-worker C" in text
+    ag.cancel(ref)
+
+
 def test_status_shows_total_used_and_free_per_resource_and_node(two: TwoNodes) -> None:
     # GPU actors of earlier tests end in the background: their GPUs come back.
     status = wait_for(
