@@ -86,8 +86,9 @@ class EnvHost:
         self._packages: dict[str, Path] = {}  # digest -> its zip in the session folder
         self._uploads: dict[tuple[Peer, str], bytearray] = {}
         self._specs: dict[str, RuntimeEnvSpec] = {}
-        self._users: dict[str, set[Peer]] = {}  # env key -> drivers using it
-        self._used_by: dict[Peer, set[str]] = {}
+        # env key -> who uses it: drivers (and workers) by their link, detached actors by id
+        self._users: dict[str, set[object]] = {}
+        self._used_by: dict[object, set[str]] = {}
 
     def __repr__(self) -> str:
         return f"<EnvHost packages={len(self._packages)} envs={len(self._specs)}>"
@@ -171,18 +172,29 @@ class EnvHost:
         for spec in self._specs.values():
             self._background("making a runtime_env ready on a new node", _ensure_logged, node, spec)
 
-    def process_gone(self, peer: Peer) -> None:
-        self._uploads = {k: v for k, v in self._uploads.items() if k[0] is not peer}
-        for key in self._used_by.pop(peer, ()):
+    def hold(self, key: str, holder: object) -> None:
+        """``holder`` (a detached actor's id) keeps environment ``key`` in use, as a driver
+        does, until ``drop(holder)``. O(1)."""
+        if key in self._users:
+            self._users[key].add(holder)
+            self._used_by.setdefault(holder, set()).add(key)
+
+    def drop(self, holder: object) -> None:
+        """``holder`` no longer uses its environments: the last user's going releases one."""
+        for key in self._used_by.pop(holder, ()):
             users = self._users.get(key)
             if users is None:
                 continue
-            users.discard(peer)
+            users.discard(holder)
             if not users:
                 del self._users[key]
                 self._specs.pop(key, None)
                 for node in self._node_peers():
                     node.send(ReleaseEnv(key))
+
+    def process_gone(self, peer: Peer) -> None:
+        self._uploads = {k: v for k, v in self._uploads.items() if k[0] is not peer}
+        self.drop(peer)
 
 
 async def _ensure_on(node: Peer, spec: RuntimeEnvSpec, errors: list[str]) -> None:

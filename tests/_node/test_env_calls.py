@@ -7,12 +7,16 @@ so a worker that imports it got it through the package its node fetched from the
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import trio
+from conftest import ProcessWatch
 
 import actorgrid as ag
 
@@ -113,3 +117,62 @@ async def test_env_workers_get_their_share_of_gpus_and_custom_resources() -> Non
             seen = sorted([await u.visible.remote() for u in users])
             assert await shoot.remote() == "env"
         assert seen == [("0", [0]), ("1", [1])]
+
+
+_CREATOR = """
+import json, os, sys
+import actorgrid as ag
+
+@ag.remote
+class Keeper:
+    def where(self):
+        return os.environ.get("MARK"), os.getpid()
+
+with ag.init(address=sys.argv[1], runtime_env={"env_vars": {"MARK": "creator"}}):
+    keeper = Keeper.options(name="keeper", lifetime="detached", max_restarts=2).remote()
+    print(json.dumps(ag.get(keeper.where.remote(), timeout=60)), flush=True)
+"""
+
+
+async def _where_now(name: str, old_pid: int | None = None) -> tuple[str | None, int]:
+    """What the named actor answers, once it answers from a process other than ``old_pid``
+    (its restart takes a worker restart, so this polls, within a generous deadline)."""
+    while True:
+        try:
+            handle = await ag.get_actor_async(name)
+            mark, pid = await handle.where.remote()
+            if pid != old_pid:
+                return mark, pid
+        except (ag.ActorDiedError, ag.NameNotFoundError):
+            pass  # between its death and its restart
+        await trio.sleep(0.2)
+
+
+async def test_a_detached_actor_keeps_its_creators_env_after_it_leaves_and_on_restart(
+    tmp_path: Path, processes: ProcessWatch
+) -> None:
+    secret = os.urandom(32)
+    async with ag.connect(num_workers=1, secret=secret) as cluster:
+        base = set(cluster.node_pids)
+        script = tmp_path / "creator.py"
+        script.write_text(_CREATOR)
+        env = {**os.environ, "ACTORGRID_SECRET": secret.hex()}
+        argv = [sys.executable, str(script), cluster.address]
+        with trio.fail_after(GET_TIMEOUT_S):
+            done = await trio.run_process(argv, env=env, cwd=tmp_path, capture_stdout=True)
+        mark, pid = json.loads(done.stdout.decode().splitlines()[-1])
+        assert mark == "creator" and pid not in base
+        # The creator is gone: its environment stays while the detached actor lives.
+        with trio.fail_after(GET_TIMEOUT_S):
+            assert await _where_now("keeper") == ("creator", pid)
+        processes.add([pid])
+        os.kill(pid, signal.SIGKILL)
+        # The head restarts it on a worker of the same environment, never a base one.
+        with trio.fail_after(GET_TIMEOUT_S):
+            mark, new_pid = await _where_now("keeper", old_pid=pid)
+        assert mark == "creator" and new_pid not in base
+        await ag.kill_async(await ag.get_actor_async("keeper"))
+        # Its end releases the environment: its workers stop, the base ones stay.
+        processes.add([new_pid])
+        await trio.to_thread.run_sync(processes.wait_gone, [new_pid])
+        assert set(cluster.node_pids) == base
