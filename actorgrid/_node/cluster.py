@@ -35,7 +35,7 @@ from .clusterops import OperationMethods
 from .dashboard import parse_dashboard, serve_runtime_dashboard
 from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
-from .jobclient import Jobs
+from .jobclient import Jobs, driver_tls
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .observing import ObserveMethods
 from .records import (
@@ -332,6 +332,7 @@ def _remote(
         if tls is None and up.tls is not None:
             tls = TLSConfig.from_dict(up.tls)
         return up.address, secret or up.secret, tls
+    tls = tls or driver_tls(address)  # a job's on a TLS cluster, or the recorded cluster's
     if secret is not None:
         return address, secret, tls
     env = os.environ.get("ACTORGRID_SECRET")

@@ -160,7 +160,9 @@ class Head(HeadOperations):
         # Runtime environments and jobs: their packages and folders live in the session.
         self.session = SessionFolder("actorgrid-head-")
         self.envs = EnvHost(self._live_node_peers, self._background, self.session)
-        self.jobs = JobHost(lambda: self.address, secret, self.envs, self.session, self._background)
+        self.jobs = JobHost(
+            lambda: self.address, secret, self.envs, self.session, self._background, tls
+        )
         self._handlers.update(self.envs.handlers() | self.jobs.handlers())
         self.hub = ObserveHub(
             self.events,

@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from .._env.packing import pack_folder
-from .._exceptions import ActorgridError
+from .._exceptions import ActorgridError, NotInitializedError
 from .._protocol.envmessages import (
     JobEnded,
     JobList,
@@ -31,9 +31,12 @@ from .._protocol.envmessages import (
 from .._protocol.messages import Ack
 from .._runtime.core import Runtime
 from .._runtime.peer import Peer
+from .._transport.tls import TLSConfig
 from .envdriver import upload_package
+from .jobs import tls_from_environ
+from .standalone import ClusterFile
 
-__all__ = ["JobRun", "JobStatistics", "Jobs"]
+__all__ = ["JobRun", "JobStatistics", "Jobs", "driver_tls"]
 
 # Chunks of output a JobRun holds before the link waits for its reader.
 _OUTPUT_BUFFER = 256
@@ -173,3 +176,20 @@ async def _deliver(
         pass  # nobody reads this job's output any more
     if close:
         await send.aclose()
+
+
+def driver_tls(address: str) -> TLSConfig | None:
+    """The TLS files a driver joining the head at ``address`` uses when it is given none:
+    ``ACTORGRID_TLS`` (a job's, on a TLS cluster), else those of the cluster `actorgrid up`
+    recorded if its head is at ``address`` (`actorgrid submit`, `status`, ... connect with
+    the address and secret they read from that file), else None."""
+    tls = tls_from_environ()
+    if tls is not None:
+        return tls
+    try:
+        recorded = ClusterFile.load()
+    except NotInitializedError:
+        return None
+    if recorded.address != address or recorded.tls is None:
+        return None
+    return TLSConfig.from_dict(recorded.tls)

@@ -2,8 +2,8 @@
 
 A job is a process started from the head (``argv``, in its own session so that stopping it
 stops whatever it started there), in the unpacked ``working_dir`` package when one is given,
-with ``ACTORGRID_ADDRESS`` and ``ACTORGRID_SECRET`` set so that its ``ag.init()`` joins this
-cluster, and ``ACTORGRID_RUNTIME_ENV`` naming that folder so that its workers get the same
+with ``ACTORGRID_ADDRESS`` and ``ACTORGRID_SECRET`` set (and ``ACTORGRID_TLS``, the head's
+certificate files, on a TLS cluster) so that its ``ag.init()`` joins this cluster, and ``ACTORGRID_RUNTIME_ENV`` naming that folder so that its workers get the same
 code. Its output (stdout and stderr, merged) streams to the link that submitted it and is kept
 (the last ``JOB_LOG_BYTES``) for ``actorgrid jobs logs``. Its end is its exit status.
 
@@ -45,16 +45,33 @@ from .._protocol.envmessages import (
 )
 from .._protocol.messages import Ack
 from .._runtime.peer import Peer
+from .._transport.tls import TLSConfig
 from .envhead import EnvHost, SessionFolder
 from .spawn import SECRET_ENV_VARS
 
-__all__ = ["JOB_LOG_BYTES", "JOB_STOP_GRACE_S", "JobHost"]
+__all__ = ["JOB_LOG_BYTES", "JOB_STOP_GRACE_S", "TLS_ENV", "JobHost", "tls_from_environ"]
 
 log = logging.getLogger("actorgrid.head")
 
 JOB_LOG_BYTES = 1 << 20  # output kept per job for `actorgrid jobs logs`
 JOB_STOP_GRACE_S = 5.0  # between SIGTERM and SIGKILL when a job is stopped
 JOBS_KEPT = 200  # ended jobs remembered, oldest forgotten first
+# The TLS files (TLSConfig.to_dict() as JSON) a driver joins with when none is given.
+TLS_ENV = "ACTORGRID_TLS"
+
+
+def tls_from_environ() -> TLSConfig | None:
+    """The TLS settings ``ACTORGRID_TLS`` names (a job's, on a TLS cluster), or None."""
+    raw = os.environ.get(TLS_ENV)
+    if not raw:
+        return None
+    try:
+        return TLSConfig.from_dict(json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{TLS_ENV} must be JSON with certfile, keyfile and cafile paths, as "
+            f"TLSConfig.to_dict() writes them ({exc}); fix or unset it"
+        ) from None
 
 
 class _Job:
@@ -111,7 +128,9 @@ class JobHost:
         envs: EnvHost,
         session: SessionFolder,
         background: Callable[..., None],
+        tls: TLSConfig | None = None,
     ) -> None:
+        self._tls = tls
         self._address = address
         self._secret = secret
         self._envs = envs
@@ -161,6 +180,8 @@ class JobHost:
             ACTORGRID_JOB_ID=job_id,
             PYTHONUNBUFFERED="1",
         )
+        if self._tls is not None:
+            env[TLS_ENV] = json.dumps(self._tls.to_dict())
         cwd = None
         if msg.working_dir:
             package = self._envs.package_path(msg.working_dir)
