@@ -175,9 +175,8 @@ class EnvHost:
     def hold(self, key: str, holder: object) -> None:
         """``holder`` (a detached actor's id) keeps environment ``key`` in use, as a driver
         does, until ``drop(holder)``. O(1)."""
-        if key in self._users:
-            self._users[key].add(holder)
-            self._used_by.setdefault(holder, set()).add(key)
+        self._users.setdefault(key, set()).add(holder)
+        self._used_by.setdefault(holder, set()).add(key)
 
     def drop(self, holder: object) -> None:
         """``holder`` no longer uses its environments: the last user's going releases one."""

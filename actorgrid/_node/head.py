@@ -308,6 +308,7 @@ class Head(HeadOperations):
             return
         for lost in restore_worker(msg, self.names, self.lifetimes.detached):
             log.warning("%s", lost)
+        self.lifetimes.restored(msg)
         log.info("worker %s rejoined with %d actors", info.address, len(msg.actors))
         self._on_register_worker(peer, RegisterWorker(msg.rid, info))
 

@@ -9,6 +9,8 @@ buffering without end.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +24,7 @@ from .._protocol.envmessages import (
     JobList,
     JobLogs,
     JobOutput,
+    JobRejoin,
     JobStarted,
     QueryJobLogs,
     QueryJobs,
@@ -36,7 +39,10 @@ from .envdriver import upload_package
 from .jobs import tls_from_environ
 from .standalone import ClusterFile
 
-__all__ = ["JobRun", "JobStatistics", "Jobs", "driver_tls"]
+__all__ = ["JOB_ID_ENV", "JobRun", "JobStatistics", "Jobs", "driver_tls", "rejoin_as_job"]
+
+# Set by the head in a job's environment: the driver that has it is that job's.
+JOB_ID_ENV = "ACTORGRID_JOB_ID"
 
 # Chunks of output a JobRun holds before the link waits for its reader.
 _OUTPUT_BUFFER = 256
@@ -48,7 +54,7 @@ class JobStatistics:
 
     job_id: str
     argv: tuple[str, ...]
-    state: str  # "running", "succeeded", "failed" or "stopped"
+    state: str  # "running", "succeeded", "failed", "stopped"; "ended": see JobSummary
     exit_code: int | None
     start_time: float
     end_time: float | None
@@ -193,3 +199,18 @@ def driver_tls(address: str) -> TLSConfig | None:
     if recorded.address != address or recorded.tls is None:
         return None
     return TLSConfig.from_dict(recorded.tls)
+
+
+def rejoin_as_job(rt: Runtime) -> None:
+    """A job's driver (``ACTORGRID_JOB_ID`` set) tells each head it reconnects to which job
+    it is, so that a restarted head lists it again (``JobRejoin``)."""
+    job_id = os.environ.get(JOB_ID_ENV)
+    if not job_id or rt.headlink is None:
+        return
+    argv = (os.path.basename(sys.executable), *sys.argv)
+    started = time.time()
+
+    async def report(head: Peer) -> None:
+        head.send(JobRejoin(job_id, argv, os.getpid(), started))
+
+    rt.headlink.on_reconnected.append(report)

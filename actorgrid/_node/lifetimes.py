@@ -33,6 +33,7 @@ from .._protocol.messages import (
     Event,
     KillActor,
     OwnActor,
+    RejoinWorker,
     TaskResult,
     WorkerInfo,
 )
@@ -132,8 +133,16 @@ class ActorLifetimes:
 
     def _on_adopt_actor(self, peer: Peer, msg: AdoptActor) -> None:
         self.detached.adopt(msg.create)
-        actor_id = msg.create.actor.actor_id
-        env = self._env_at(msg.create.actor.address)
+        self._keep_env(msg.create.actor.actor_id, self._env_at(msg.create.actor.address))
+
+    def restored(self, report: RejoinWorker) -> None:
+        """A worker rejoined a restarted head with its detached actors (adopted again by
+        ``restore_worker``): they hold its runtime_env again."""
+        for create in report.detached:
+            if create.actor.actor_id in self.detached:
+                self._keep_env(create.actor.actor_id, report.worker.env)
+
+    def _keep_env(self, actor_id: ActorId, env: str) -> None:
         if env and actor_id not in self._envs:
             self._envs[actor_id] = env
             self._hold_env(env, actor_id)

@@ -100,7 +100,9 @@ class JobSummary:
 
     job_id: str
     argv: tuple[str, ...]
-    state: str  # "running", "succeeded", "failed", "stopped"
+    # "running", "succeeded", "failed", "stopped"; "ended": a job a restarted head learnt of
+    # from its driver (JobRejoin) whose driver left, its exit status unknown.
+    state: str
     exit_code: int | None
     start_time: float
     end_time: float | None
@@ -186,3 +188,16 @@ class StopJob:
 
     rid: int
     job_id: str
+
+
+@attrs.frozen
+class JobRejoin:
+    """Sent by a job's driver (``actorgrid submit``; ``ACTORGRID_JOB_ID`` in its environment)
+    on its new link after it lost the head: a restarted head lists the job again, running
+    until that link closes (its output from before, and its exit status, are not known to
+    it). No reply."""
+
+    job_id: str
+    argv: tuple[str, ...]
+    pid: int
+    start_time: float

@@ -16,6 +16,7 @@ from .envmessages import (
     JobList,
     JobLogs,
     JobOutput,
+    JobRejoin,
     JobStarted,
     PackageData,
     PackageFetch,
@@ -565,6 +566,7 @@ Message: TypeAlias = (
     | QueryJobLogs
     | JobLogs
     | StopJob
+    | JobRejoin
     | RefsReceived
     | BorrowUpdate
     | WorkerOutput

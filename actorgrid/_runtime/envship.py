@@ -13,11 +13,17 @@ of the environment cost what any call costs. An environment that cannot be made 
 the calls that wait for it with the reason (naming the node and what failed there); the next
 call of it tries again. The head counts this process among the environment's users: its
 workers stop when the last process using it leaves.
+
+A head that restarts knows no environment: each process ships the ones it uses again when it
+reconnects (``remember``), in the background, so the new head has their packages for nodes
+that join later and counts their users again.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import weakref
 
 from .._env.packing import Package
 from .._env.spec import PreparedEnv
@@ -31,8 +37,14 @@ from .._protocol.envmessages import (
 )
 from .._protocol.messages import Ack
 from .core import Runtime
+from .peer import Peer
 
-__all__ = ["ship_env", "upload_package", "use_env"]
+__all__ = ["remember", "ship_env", "upload_package", "use_env"]
+
+log = logging.getLogger("actorgrid.runtime")
+
+# The environments each process uses, by key: shipped again to a head it reconnects to.
+_USED: weakref.WeakKeyDictionary[Runtime, dict[str, PreparedEnv]] = weakref.WeakKeyDictionary()
 
 
 async def upload_package(rt: Runtime, package: Package) -> None:
@@ -74,6 +86,7 @@ def use_env(rt: Runtime, prepared: PreparedEnv) -> None:
         return
     rt.waiting.env_errors.pop(key, None)
     rt.use_env_workers(key)
+    remember(rt, prepared)
     rt.nursery.start_soon(_ship_in_background, rt, prepared)
 
 
@@ -84,3 +97,28 @@ async def _ship_in_background(rt: Runtime, prepared: PreparedEnv) -> None:
     except Exception as exc:
         rt.envs_used.discard(key)  # the next call of it tries again
         rt.waiting.fail_env(key, str(exc))
+
+
+def remember(rt: Runtime, prepared: PreparedEnv) -> None:
+    """``rt`` uses ``prepared``: ship it again to each head it reconnects to."""
+    used = _USED.get(rt)
+    if used is None:
+        used = _USED[rt] = {}
+        if rt.headlink is not None:
+            rt.headlink.on_reconnected.append(functools.partial(_reship_soon, rt))
+    used[prepared.spec.key] = prepared
+
+
+async def _reship_soon(rt: Runtime, head: Peer) -> None:
+    # In the background: requests wait until the new link is up, after these reports.
+    rt.nursery.start_soon(_reship, rt)
+
+
+async def _reship(rt: Runtime) -> None:
+    for prepared in list(_USED.get(rt, {}).values()):
+        try:
+            await ship_env(rt, prepared)
+        except Exception as exc:
+            # Nodes may not have rejoined yet: the head has the environment all the same,
+            # and makes it ready on each node as it joins.
+            log.info("shipping runtime_env %s to the new head: %s", prepared.spec.label, exc)
