@@ -248,6 +248,8 @@ class NodeAgent(NodeControl):
             self.pulse_interval_s,
             self._errors,
         )
+        if outcome.refused is None and self.head is not None:
+            self.head.send(self.envs.held())  # a restarted head learns them again
         if self._stopping or outcome.refused is None:
             return
         log.warning("%s: stopping this node's workers; joining as a new node", outcome.refused)

@@ -95,6 +95,15 @@ class ReleaseEnv:
 
 
 @attrs.frozen
+class EnvsHeld:
+    """Sent by a node agent on its new link after it rejoined its head: the runtime
+    environments it has workers of. A restarted head knows them again, and releases those
+    that no process it hears from uses (see ``_node/envhead.py``). No reply."""
+
+    envs: tuple[RuntimeEnvSpec, ...]
+
+
+@attrs.frozen
 class JobSummary:
     """One job as the head keeps it (``actorgrid jobs list``)."""
 

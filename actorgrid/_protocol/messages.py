@@ -12,6 +12,7 @@ import attrs
 
 from .envmessages import (
     EnsureEnv,
+    EnvsHeld,
     JobEnded,
     JobList,
     JobLogs,
@@ -557,6 +558,7 @@ Message: TypeAlias = (
     | PackageData
     | EnsureEnv
     | ReleaseEnv
+    | EnvsHeld
     | SubmitJob
     | JobStarted
     | JobOutput

@@ -1,10 +1,11 @@
 """A restarted head rebuilds its runtime-environment and job tables from the reports of the
 processes that reconnect (drivers ship their environments again, a job's driver says which
-job it is, workers say which of their detached actors hold an environment), as it rebuilds
-membership.
+job it is, nodes say which environments they have workers of, and those nobody claims are
+released), as it rebuilds membership.
 
 Real processes: ``actorgrid up`` (the head), ``actorgrid node`` (two workers), a driver with
-a runtime_env in this process, a job submitted with ``actorgrid submit --no-wait``. The head
+a runtime_env in this process, a second driver of another env that dies while the head is
+away, a job submitted with ``actorgrid submit --no-wait``, a node that joins afterwards. The head
 is SIGKILLed and started again with the same command line (the helpers of
 ``test_head_restart``).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,15 +23,34 @@ import pytest
 from _node.test_head_restart import PULSE_S, START_TIMEOUT_S, UpCluster, _wait_for, up_cluster
 
 import actorgrid as ag
+from actorgrid._node.envhead import ORPHAN_ENV_GRACE_S
 
 __all__ = ["up_cluster"]  # the fixture, imported for the tests here
 
 _JOB = """
 import time
 import actorgrid as ag
+from actorgrid._node.envhead import ORPHAN_ENV_GRACE_S
 
 ag.init()
 print("job ready", flush=True)
+time.sleep(600)
+"""
+
+
+_OTHER = """
+import sys, time
+import actorgrid as ag
+from actorgrid._node.envhead import ORPHAN_ENV_GRACE_S
+
+@ag.remote
+def mark():
+    import os
+    return os.environ.get("MARK")
+
+ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.argv[2]),
+        runtime_env={"env_vars": {"MARK": "b"}})
+print(ag.get(mark.remote(), timeout=60), flush=True)
 time.sleep(600)
 """
 
@@ -88,7 +109,21 @@ def test_a_restarted_head_gets_its_envs_and_jobs_back_from_who_reconnects(
     _wait_for(lambda: "job ready" in up_cluster.cli("jobs", "logs", job_id).stdout,
               START_TIMEOUT_S, "the job's driver")  # fmt: skip
 
+    # A second driver, of another environment, dies while the head is away: nobody claims
+    # its environment from the new head, which releases it after a grace period.
+    other = subprocess.Popen(
+        [sys.executable, "-c", _OTHER, up_cluster.address, up_cluster.secret().hex()],
+        cwd=up_cluster.folder, env=up_cluster.env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    up_cluster.roots.append(other.pid)
+    assert other.stdout is not None and other.stdout.readline().strip() == "b"
+    other_workers = up_cluster.node_workers() - base - env_workers
+    assert len(other_workers) == 2
+
     up_cluster.kill_and_restart_head()
+    other.kill()
+    other.wait(timeout=30)
+    other.stdout.close()
     # The job's driver reconnects and says which job it is: the new head lists it again.
     job = _wait_for(lambda: _job_if_up(up_cluster, job_id), START_TIMEOUT_S, "the job back")
     assert job["state"] == "running"
@@ -109,6 +144,10 @@ def test_a_restarted_head_gets_its_envs_and_jobs_back_from_who_reconnects(
     up_cluster.roots.append(node2.pid)
     _wait_for(lambda: len(cluster.workers()) == 3, START_TIMEOUT_S, "the new node's env worker")
     assert len(_family(node2.pid)) == 2  # its base worker and its env worker
+
+    # The orphaned environment was released: its workers stopped.
+    _wait_for(lambda: not (up_cluster.node_workers() & other_workers),
+              ORPHAN_ENV_GRACE_S + START_TIMEOUT_S, "the orphaned env's workers to stop")  # fmt: skip
 
     # The new head counts the driver among the environment's users: when it leaves, the
     # environment's workers stop, the base ones stay.
