@@ -87,7 +87,9 @@ class Options:
 
     def merge(self, **changes: Any) -> Options:
         env = changes.get("runtime_env")
-        if env is not None and not isinstance(env, PreparedEnv):
+        if env == {}:
+            changes["runtime_env"] = None  # no environment of its own, as in Ray
+        elif env is not None and not isinstance(env, PreparedEnv):
             changes["runtime_env"] = prepare(env)  # packed once, here: RuntimeEnvError now
         unknown = set(changes) - set(attrs.fields_dict(Options))
         if unknown:
