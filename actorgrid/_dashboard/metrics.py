@@ -27,7 +27,7 @@ COUNTERS = {
     "tasks_failed": "Tasks whose code raised (task_failed events).",
     "tasks_retried": "Tasks sent again after a failure (task_retried events).",
     "tasks_cancelled": "Tasks cancelled (task_cancelled events).",
-    "actor_calls": "Actor method calls that ended (task events that carry an actor id).",
+    "actor_calls": "Actor method calls answered (call_finished and call_failed events).",
     "worker_restarts": "Worker processes started in place of one that died.",
     "worker_deaths": "Worker processes that exited.",
     "actor_restarts": "Actors re-created after their code raised or their worker died.",

@@ -48,6 +48,8 @@ COUNTED_EVENTS = {
     "worker_died": "worker_deaths",
     "actor_restarted": "actor_restarts",
     "actor_died": "actor_deaths",
+    "call_finished": "actor_calls",
+    "call_failed": "actor_calls",
 }
 # Task events of actor method calls (they carry an actor_id) count as actor calls too.
 _ACTOR_CALL_END = frozenset({"task_finished", "task_failed"})

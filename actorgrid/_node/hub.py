@@ -1,9 +1,12 @@
 """The head's share of observability: task events in batches, worker output to drivers, and
 log files read across nodes.
 
-- EventBatch (from owners and workers): kept in the head's bounded history (task events
-  apart, sorted by time when read: a task's events come from two processes) and forwarded,
-  still as one batch, to every event subscriber.
+- TaskEvents (from owners and workers, in columns): kept as they came, at most
+  TASK_EVENT_HISTORY events in all (the oldest batches go first), and forwarded as they are
+  to every event subscriber. O(1) per batch: an Event record is made only when someone reads
+  the history (``history()``: sorted by time then, a task's events come from two processes).
+- EventBatch (node and worker life, from node agents): kept in the head's bounded history
+  and forwarded, still as one batch, to every event subscriber.
 - WorkerOutput (from node agents): each line goes to the driver that sent the call that wrote
   it (the line's ``owner`` is that process's address), if it asked for output; a line whose
   owner is not such a driver (a call sent by a worker, for a nested task) goes to every
@@ -15,6 +18,7 @@ log files read across nodes.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
@@ -22,13 +26,22 @@ from typing import Any
 import trio
 
 from .._protocol.messages import Event, EventBatch
-from .._protocol.observe import LogLines, OutputLine, ReadLogs, SubscribeOutput, WorkerOutput
+from .._protocol.observe import (
+    LogLines,
+    OutputLine,
+    ReadLogs,
+    SubscribeOutput,
+    TaskEvents,
+    WorkerOutput,
+    expand_task_events,
+)
 from .._runtime.headlink import TASK_EVENT_HISTORY, merge_by_time
 from .._runtime.peer import Peer, PeerClosedError
 
 __all__ = ["ObserveHub"]
 
 READ_LOGS_TIMEOUT_S = 30.0
+log = logging.getLogger("actorgrid.head")
 
 
 class ObserveHub:
@@ -40,8 +53,11 @@ class ObserveHub:
         background: Callable[..., None],
     ) -> None:
         self._events = events
-        # Task events, apart from the cluster's (see TASK_EVENT_HISTORY).
+        # Task events (in EventBatch, from older senders) apart from the cluster's, and the
+        # TaskEvents batches as they came, with how many events those hold.
         self.task_events: deque[Event] = deque(maxlen=TASK_EVENT_HISTORY)
+        self._task_batches: deque[TaskEvents] = deque()
+        self._task_batch_events = 0
         self._event_subscribers = event_subscribers
         self._nodes = nodes  # (node id hex, link) of each node agent
         self._background = background
@@ -51,6 +67,7 @@ class ObserveHub:
     def handlers(self) -> dict[type, Callable[[Peer, Any], None]]:
         return {
             EventBatch: self._on_batch,
+            TaskEvents: self._on_task_events,
             SubscribeOutput: self._on_subscribe_output,
             WorkerOutput: self._on_output,
             ReadLogs: self._on_read_logs,
@@ -58,7 +75,13 @@ class ObserveHub:
 
     def history(self) -> tuple[Event, ...]:
         """The events the head remembers, task events merged in by time."""
-        return tuple(merge_by_time(self._events, self.task_events))
+        tasks = list(self.task_events)
+        for batch in self._task_batches:
+            try:
+                tasks.extend(expand_task_events(batch))
+            except ValueError as exc:
+                log.warning("a task event report from %s is malformed: %s", batch.hostname, exc)
+        return tuple(merge_by_time(self._events, tasks[-TASK_EVENT_HISTORY:]))
 
     def forget(self, peer: Peer) -> None:
         if self._output_subs.pop(peer, None) is not None:
@@ -69,6 +92,15 @@ class ObserveHub:
     def _on_batch(self, peer: Peer, batch: EventBatch) -> None:
         for event in batch.events:
             (self.task_events if event.task_id is not None else self._events).append(event)
+        for sub in self._event_subscribers:
+            sub.send(batch)
+
+    def _on_task_events(self, peer: Peer, batch: TaskEvents) -> None:
+        batches = self._task_batches
+        batches.append(batch)
+        self._task_batch_events += len(batch)
+        while self._task_batch_events - len(batches[0]) >= TASK_EVENT_HISTORY:
+            self._task_batch_events -= len(batches.popleft())
         for sub in self._event_subscribers:
             sub.send(batch)
 

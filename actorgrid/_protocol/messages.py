@@ -29,7 +29,7 @@ from .envmessages import (
     SubmitJob,
 )
 from .ids import ActorId, ObjectId, WorkerId
-from .observe import LogLines, ReadLogs, SubscribeOutput, WorkerOutput
+from .observe import LogLines, ReadLogs, SubscribeOutput, TaskEvents, WorkerOutput
 from .operations import (
     EVENT_KINDS as EVENT_KINDS,
 )
@@ -518,6 +518,7 @@ Message: TypeAlias = (
     | NodeStatus
     | Event
     | EventBatch
+    | TaskEvents
     | SubscribeEvents
     | EventHistory
     | ControlWorker

@@ -2,18 +2,24 @@
 
 Costs, since this sits on the call path: recording is a tuple appended to a bounded deque
 (any thread, no lock, no message); nothing is built or sent per call. Every
-EVENT_FLUSH_INTERVAL_S one EventBatch goes to the head with what gathered, at most
-EVENT_BATCH_MAX events: a process producing events faster than that keeps the newest and
-reports how many it dropped (``EventBatch.dropped``), so tens of thousands of tiny tasks a
-second cost the head link a few KB per interval, not a message per task.
+EVENT_FLUSH_INTERVAL_S one TaskEvents goes to the head with what gathered, at most
+EVENT_BATCH_MAX events, in columns (``_protocol/observe.py``): packing costs a few appends per
+event, and the head decodes a handful of byte strings per batch whatever it holds (a cattrs
+record per event cost the embedded head ~7% of a no-op task's time). A process producing
+events faster than that keeps the newest and reports how many it dropped. No Event record is
+built anywhere until someone reads them (``Cluster.events()``, ``tasks()``, the dashboard).
 
 Who records what:
 
 - the owner (the process that called ``f.remote()``): ``task_submitted``, ``task_scheduled``
   (worker_id: where), ``task_retried``, ``task_cancelled`` (for a task no worker got, or a
-  forced cancel);
+  forced cancel), ``actor_created``, and ``call_finished``/``call_failed`` when an actor
+  method call it sent is answered;
 - the worker: ``task_started``, then ``task_finished``, ``task_failed`` (error: "Type:
-  message") or ``task_cancelled``; ``actor_created``.
+  message") or ``task_cancelled``.
+
+Each report also carries what this process's links carried (``_transport.base.TRAFFIC``);
+a process with no events reports that every TRAFFIC_REPORT_S.
 
 The owner also keeps a span per task and actor call it sent (name, worker, argument bytes,
 sent and answered times), at most TIMELINE_MAX_SPANS, for ``ag.timeline()``.
@@ -32,8 +38,16 @@ import trio
 
 from .._exceptions import TaskCancelledError
 from .._protocol.ids import ActorId, NodeId, ObjectId, WorkerId
-from .._protocol.messages import ActorInfo, Event, EventBatch, Message, Payload
-from .._protocol.observe import SubscribeOutput, WorkerOutput
+from .._protocol.messages import ActorInfo, EventBatch, Message, Payload
+from .._protocol.observe import (
+    SubscribeOutput,
+    TaskEventRecord,
+    TaskEvents,
+    WorkerOutput,
+    expand_task_events,
+    pack_task_events,
+)
+from .._transport.base import TRAFFIC
 from .output import OutputPrinter, output_source
 from .serialization import loads_error
 
@@ -44,7 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["EVENT_FLUSH_INTERVAL_S", "Observer", "write_timeline"]
 
 EVENT_FLUSH_INTERVAL_S = 0.2
-EVENT_BATCH_MAX = 500
+EVENT_BATCH_MAX = 4000
+TRAFFIC_REPORT_S = 2.0
 TIMELINE_MAX_SPANS = 1_000_000
 OUTPUT_TICK_S = 0.5
 # A driver leaving waits until this long after its last answer (at most), so that what the
@@ -119,10 +134,22 @@ class Observer:
         ] = deque(maxlen=TIMELINE_MAX_SPANS)
         self._names: dict[bytes, str] = {}  # function id -> name
         self.last_answer = 0.0  # time.time() of the last answer to a call sent here
+        # What each process reported its links carried: (node id, hostname, pid) -> (sent,
+        # received); filled where TaskEvents arrive (a subscriber: the dashboard).
+        self.traffic: dict[tuple[NodeId | None, str, int | None], tuple[int, int]] = {}
+        self._reported_traffic = (0, 0)
 
     def handlers(self, feed: EventFeed) -> dict[type, Callable[[Peer, Any], None]]:
         def on_batch(peer: Peer, batch: EventBatch) -> None:
             for event in batch.events:
+                feed.push(event)
+
+        def on_task_events(peer: Peer, batch: TaskEvents) -> None:
+            self.traffic[batch.node_id, batch.hostname, batch.pid] = (
+                batch.sent_bytes,
+                batch.received_bytes,
+            )
+            for event in expand_task_events(batch):
                 feed.push(event)
 
         def on_output(peer: Peer, msg: WorkerOutput) -> None:
@@ -131,7 +158,7 @@ class Observer:
             for follower in self.followers:
                 follower(msg)
 
-        return {EventBatch: on_batch, WorkerOutput: on_output}
+        return {EventBatch: on_batch, TaskEvents: on_task_events, WorkerOutput: on_output}
 
     # --- recording (any thread) --------------------------------------------------------------
 
@@ -182,6 +209,13 @@ class Observer:
         span = self._open.pop(task_id, None)
         if span is not None:
             self.spans.append((*span, now, ok))
+            name = span[0]
+            if isinstance(name, tuple):  # an actor method call
+                kind = "call_finished" if ok else "call_failed"
+                self._records.append(
+                    (kind, now, task_id, f"{name[0]}.{name[1]}", span[1], None, None)
+                )
+                self._recorded += 1
 
     def running(self, peer: Peer | None, task_id: ObjectId, name: str) -> TaskRun:
         """Around user code of a task on this worker: its output is tagged with ``name``;
@@ -190,57 +224,58 @@ class Observer:
 
     # --- flushing (loop) -------------------------------------------------------------------
 
-    def take(self) -> EventBatch | None:
-        if not self._recorded:
+    def take(self, force: bool = False) -> TaskEvents | None:
+        """The events gathered since the last call, packed; None if there are none (unless
+        ``force``: a report of this process's traffic alone)."""
+        if not self._recorded and not force:
             return None
         records = list(self._records)
         dropped = max(self._recorded - len(records), 0)
         self._records.clear()
         self._recorded = 0
-        return EventBatch(tuple(self._event(*r) for r in records), dropped)
+        self._reported_traffic = (TRAFFIC.sent, TRAFFIC.received)
+        return pack_task_events(
+            map(self._packed, records),
+            node_id=self.node_id,
+            hostname=self.hostname,
+            pid=os.getpid() if self.worker_id is not None else None,
+            sent_bytes=TRAFFIC.sent,
+            received_bytes=TRAFFIC.received,
+            dropped=dropped,
+        )
 
-    def _event(
-        self,
-        kind: str,
-        when: float,
-        task_id: ObjectId | None,
-        name: str,
-        worker_id: WorkerId | None,
-        error: Any,
-        actor_id: ActorId | None,
-    ) -> Event:
+    @staticmethod
+    def _packed(record: _Record) -> TaskEventRecord:
+        kind, when, task_id, name, worker_id, error, actor_id = record
+        if error is None:
+            return kind, when, task_id, name, worker_id, "", actor_id
         text = ""
-        if isinstance(error, Payload) and kind == "task_failed":
-            exc = loads_error(error)
-            cause = getattr(exc, "cause", None) or exc
-            if isinstance(exc, TaskCancelledError):
-                kind = "task_cancelled"
-            text = f"{type(cause).__name__}: {cause}"
+        if isinstance(error, Payload):
+            if kind in ("task_failed", "call_failed"):
+                exc = loads_error(error)
+                cause = getattr(exc, "cause", None) or exc
+                if isinstance(exc, TaskCancelledError):
+                    kind = "task_cancelled"
+                text = f"{type(cause).__name__}: {cause}"
         elif isinstance(error, str):
             text = error
-        detail = f"task {task_id.hex()[:8]}: {text}" if kind == "task_retried" and task_id else ""
-        return Event(
-            kind,
-            when,
-            detail=detail,
-            node_id=self.node_id,
-            worker_id=worker_id,
-            pid=os.getpid() if self.worker_id is not None else None,
-            hostname=self.hostname,
-            task_id=task_id,
-            actor_id=actor_id,
-            name=name,
-            error=text,
-        )
+        return kind, when, task_id, name, worker_id, text, actor_id
 
     async def serve(self, send: Callable[[Message], object]) -> None:
         """Send the events gathered every EVENT_FLUSH_INTERVAL_S; show folded output counts."""
         next_tick = 0.0
+        next_traffic = trio.current_time() + TRAFFIC_REPORT_S
         while True:
             await trio.sleep(EVENT_FLUSH_INTERVAL_S)
-            batch = self.take()
+            now = trio.current_time()
+            traffic_due = now >= next_traffic and self._reported_traffic != (
+                TRAFFIC.sent,
+                TRAFFIC.received,
+            )
+            batch = self.take(force=traffic_due)
             if batch is not None:
                 send(batch)
+                next_traffic = now + TRAFFIC_REPORT_S
             if self.printer is not None and trio.current_time() >= next_tick:
                 next_tick = trio.current_time() + OUTPUT_TICK_S
                 self.printer.tick()
