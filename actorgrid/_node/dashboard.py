@@ -17,6 +17,7 @@ import trio
 
 from .._dashboard.auth import dashboard_token
 from .._dashboard.server import DashboardServer, dashboard_ssl_context
+from .._dashboard.source import Traffic
 from .._exceptions import ActorgridError
 from .._protocol.ids import NodeId, WorkerId, short
 from .._protocol.messages import (
@@ -28,6 +29,7 @@ from .._protocol.messages import (
     Message,
     QueryCluster,
 )
+from .._protocol.observe import WorkerOutput
 from .._runtime.core import Runtime
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
@@ -58,6 +60,12 @@ class RuntimeSource:
 
     def unsubscribe(self, listener: Callable[[Event], None]) -> None:
         self._rt.unsubscribe_events(listener)
+
+    def follow_output(self, listener: Callable[[WorkerOutput], None]) -> None:
+        self._rt.on_loop(self._rt.observe.follow, listener, self._rt.head)
+
+    def traffic(self) -> Traffic:
+        return self._rt.observe.traffic
 
     async def act(self, action: str, target: bytes) -> str:
         rt = self._rt

@@ -16,7 +16,7 @@ import attrs
 from .._exceptions import ActorgridError
 from .._protocol.ids import WorkerId
 from .._protocol.messages import Event
-from .._protocol.observe import LogLines, ReadLogs, SubscribeOutput, WorkerOutput
+from .._protocol.observe import LogLines, ReadLogs, WorkerOutput
 from .._runtime.core import current_runtime
 from .._runtime.observe import write_timeline
 from .._runtime.output import prefix_of
@@ -157,12 +157,7 @@ class ObserveMethods:
                 ):
                     callback(f"{prefix_of(line, msg.hostname)} {line.text}")
 
-        def start() -> None:
-            rt.observe.followers.append(on_output)
-            if rt.head is not None:
-                rt.head.send(SubscribeOutput(everything=True))
-
-        rt.on_loop(start)
+        rt.on_loop(rt.observe.follow, on_output, rt.head)
 
     async def tasks_async(self) -> list[TaskRecord]:
         return task_records(await self._runtime.subscribe_events(None))

@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .._exceptions import TaskCancelledError
@@ -122,6 +123,8 @@ class Observer:
         self.log_to_driver = False
         self.printer: OutputPrinter | None = None
         self.followers: list[Callable[[WorkerOutput], None]] = []  # Cluster.follow_logs
+        self.follow_everything = False  # subscribed to every worker's output (followers)
+        self.address = ""  # this process's, once connected to the head
         # Set by a worker process once it knows who it is.
         self.worker_id: WorkerId | None = None
         self.node_id: NodeId | None = None
@@ -154,7 +157,12 @@ class Observer:
 
         def on_output(peer: Peer, msg: WorkerOutput) -> None:
             if self.printer is not None:
-                self.printer.handle(msg)
+                if self.follow_everything:  # shown here: only the lines of our own calls
+                    mine = tuple(line for line in msg.lines if line.owner == self.address)
+                    if mine or msg.dropped:
+                        self.printer.handle(attrs.evolve(msg, lines=mine))
+                else:
+                    self.printer.handle(msg)
             for follower in self.followers:
                 follower(msg)
 
@@ -285,9 +293,19 @@ class Observer:
         self.log_to_driver = log_to_driver
         self.printer = OutputPrinter(time.monotonic) if log_to_driver else None
 
-    def on_head_connected(self, head: Peer) -> None:
-        if self.log_to_driver:
-            head.send(SubscribeOutput())
+    def follow(self, listener: Callable[[WorkerOutput], None], head: Peer | None) -> None:
+        """Loop: call ``listener`` with every worker's output from now on (``actorgrid logs
+        --follow``, the dashboard's log lines)."""
+        self.followers.append(listener)
+        if not self.follow_everything:
+            self.follow_everything = True
+            if head is not None:
+                head.send(SubscribeOutput(everything=True))
+
+    def on_head_connected(self, head: Peer, address: str = "") -> None:
+        self.address = address or self.address
+        if self.log_to_driver or self.follow_everything:
+            head.send(SubscribeOutput(everything=self.follow_everything))
 
     async def settle(self) -> None:
         """At a driver that shows output: wait for the output of its last calls (bounded by
