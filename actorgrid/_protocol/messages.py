@@ -29,7 +29,14 @@ from .envmessages import (
     SubmitJob,
 )
 from .ids import ActorId, ObjectId, WorkerId
-from .observe import LogLines, ReadLogs, SubscribeOutput, TaskEvents, WorkerOutput
+from .observe import (
+    CallSpans,
+    LogLines,
+    ReadLogs,
+    SubscribeOutput,
+    TaskEvents,
+    WorkerOutput,
+)
 from .operations import (
     EVENT_KINDS as EVENT_KINDS,
 )
@@ -258,6 +265,7 @@ class SubmitTask:
     num_cpus: float
     actor: ActorInfo | None = None
     resources: tuple[tuple[str, float], ...] = ()  # held on the worker while it runs
+    root: str = ""  # sent by a worker for a driver's work: that driver's address (output)
 
 
 @attrs.frozen
@@ -291,6 +299,7 @@ class CallActor:
     actor_id: ActorId
     method: str
     args: Payload
+    root: str = ""  # as SubmitTask.root
 
 
 @attrs.frozen
@@ -519,6 +528,7 @@ Message: TypeAlias = (
     | Event
     | EventBatch
     | TaskEvents
+    | CallSpans
     | SubscribeEvents
     | EventHistory
     | ControlWorker

@@ -182,10 +182,21 @@ class OutputLine:
     worker_id: WorkerId
     pid: int
     source: str  # the task's function name or the actor's name/class; "" outside any call
-    owner: str  # address of the process that sent the call ("" if unknown)
+    owner: str  # address of the driver whose work the call is part of ("" if unknown)
     stream: str  # "out" or "err"
     text: str
     time: float = 0.0
+
+
+@attrs.frozen
+class CallSpans:
+    """Sent by a worker to the head once per flush interval, and by the head on to the driver
+    at ``root``: the calls the worker sent on behalf of that driver's work (nested tasks,
+    actor calls), for the driver's ``ag.timeline()``. Each span: (name, id of the worker it
+    ran on or b"", argument bytes, sent, answered, ok); times in seconds since the epoch."""
+
+    root: str
+    spans: tuple[tuple[str, bytes, int, float, float, bool], ...]
 
 
 @attrs.frozen

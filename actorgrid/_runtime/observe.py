@@ -41,6 +41,7 @@ from .._exceptions import TaskCancelledError
 from .._protocol.ids import ActorId, NodeId, ObjectId, WorkerId
 from .._protocol.messages import ActorInfo, EventBatch, Message, Payload
 from .._protocol.observe import (
+    CallSpans,
     SubscribeOutput,
     TaskEventRecord,
     TaskEvents,
@@ -49,7 +50,7 @@ from .._protocol.observe import (
     pack_task_events,
 )
 from .._transport.base import TRAFFIC
-from .output import OutputPrinter, output_source
+from .output import OutputPrinter, current_root, output_source
 from .serialization import loads_error
 
 if TYPE_CHECKING:
@@ -67,6 +68,12 @@ OUTPUT_TICK_S = 0.5
 # calls printed, a few batching intervals behind their answers, is shown before it goes.
 OUTPUT_SETTLE_S = 0.3
 
+# Calls sent on behalf of drivers' work kept until the next report, at most.
+ROOT_SPANS_MAX = 50_000
+
+# (name, worker, argument bytes, sent, answered, ok); a name is a string, or (class, method)
+# for an actor call (joined when written).
+Span = tuple[str | tuple[str, str], WorkerId | None, int, float, float, bool]
 # (kind, time, task_id, name, worker_id, error payload or text, actor_id)
 _Record = tuple[str, float, ObjectId | None, str, WorkerId | None, Any, ActorId | None]
 
@@ -91,22 +98,26 @@ class TaskRun(Outcome):
 
     __slots__ = ("_name", "_observer", "_source", "_task_id")
 
-    def __init__(self, observer: Observer, peer: Peer | None, task_id: ObjectId, name: str):
+    def __init__(
+        self, observer: Observer, peer: Peer | None, task_id: ObjectId, name: str, root: str
+    ) -> None:
         super().__init__()
         self._observer = observer
         self._task_id = task_id
         self._name = name
-        self._source = output_source(name, peer)
+        self._source = output_source(name, peer, root)
 
     def __enter__(self) -> TaskRun:
         obs = self._observer
         obs.record("task_started", self._task_id, self._name, obs.worker_id)
+        obs.roots[self._task_id] = self._source.root
         self._source.__enter__()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._source.__exit__()
         obs = self._observer
+        obs.roots.pop(self._task_id, None)
         if exc_type is not None:  # cancelled (trio.Cancelled passes through here)
             kind = "task_cancelled"
         else:
@@ -131,10 +142,15 @@ class Observer:
         self.hostname = ""
         # Spans: task_id -> (name, worker, argument bytes, sent at); done: + answered at, ok.
         # A name is a string, or (class, method) for an actor call (joined when written).
-        self._open: dict[ObjectId, tuple[str | tuple[str, str], WorkerId | None, int, float]] = {}
-        self.spans: deque[
-            tuple[str | tuple[str, str], WorkerId | None, int, float, float, bool]
-        ] = deque(maxlen=TIMELINE_MAX_SPANS)
+        self._open: dict[
+            ObjectId, tuple[str | tuple[str, str], WorkerId | None, int, float, str]
+        ] = {}
+        # Root driver of each task running here (see output_source), and the spans of calls
+        # sent here on behalf of a driver's work, until the next report (CallSpans).
+        self.roots: dict[ObjectId, str] = {}
+        self._root_spans: dict[str, list[Span]] = {}
+        self._root_span_count = 0
+        self.spans: deque[Span] = deque(maxlen=TIMELINE_MAX_SPANS)
         self._names: dict[bytes, str] = {}  # function id -> name
         self.last_answer = 0.0  # time.time() of the last answer to a call sent here
         # What each process reported its links carried: (node id, hostname, pid) -> (sent,
@@ -146,6 +162,11 @@ class Observer:
         def on_batch(peer: Peer, batch: EventBatch) -> None:
             for event in batch.events:
                 feed.push(event)
+
+        def on_spans(peer: Peer, msg: CallSpans) -> None:
+            self.spans.extend(
+                (n, WorkerId(w) if w else None, b, s, a, ok) for n, w, b, s, a, ok in msg.spans
+            )
 
         def on_task_events(peer: Peer, batch: TaskEvents) -> None:
             self.traffic[batch.node_id, batch.hostname, batch.pid] = (
@@ -166,7 +187,12 @@ class Observer:
             for follower in self.followers:
                 follower(msg)
 
-        return {EventBatch: on_batch, TaskEvents: on_task_events, WorkerOutput: on_output}
+        return {
+            EventBatch: on_batch,
+            TaskEvents: on_task_events,
+            WorkerOutput: on_output,
+            CallSpans: on_spans,
+        }
 
     # --- recording (any thread) --------------------------------------------------------------
 
@@ -202,33 +228,67 @@ class Observer:
         blob: Callable[[], bytes],
         worker_id: WorkerId | None,
         nbytes: int,
+        root: str = "",
     ) -> None:
+        """A task was sent to ``worker_id``; ``root``: the driver whose work it is part of,
+        when sent by a worker (see ``root_of``)."""
         name = self.name_of(function_id, blob)
         self.record("task_scheduled", task_id, name, worker_id)
-        self._open[task_id] = (name, worker_id, nbytes, time.time())
+        self._open[task_id] = (name, worker_id, nbytes, time.time(), root)
 
     def call_sent(
         self, task_id: ObjectId, label: str, method: str, worker_id: WorkerId | None, nbytes: int
-    ) -> None:
-        self._open[task_id] = ((label, method), worker_id, nbytes, time.time())
+    ) -> str:
+        """An actor method call was sent; returns its root (CallActor.root): the driver whose
+        work the call running in this thread or Trio task is part of, or ""."""
+        root = current_root()
+        self._open[task_id] = ((label, method), worker_id, nbytes, time.time(), root)
+        return root
+
+    def root_of(self, parent: ObjectId | None) -> str:
+        """SubmitTask.root of a task started by the task ``parent`` running here."""
+        return self.roots.get(parent, "") if parent is not None else ""
 
     def answered(self, task_id: ObjectId, ok: bool) -> None:
         now = self.last_answer = time.time()
-        span = self._open.pop(task_id, None)
-        if span is not None:
-            self.spans.append((*span, now, ok))
-            name = span[0]
+        sent = self._open.pop(task_id, None)
+        if sent is not None:
+            name, worker_id, nbytes, when, root = sent
+            span = (name, worker_id, nbytes, when, now, ok)
+            if not root:
+                self.spans.append(span)
+            elif self._root_span_count < ROOT_SPANS_MAX:
+                self._root_spans.setdefault(root, []).append(span)
+                self._root_span_count += 1
             if isinstance(name, tuple):  # an actor method call
                 kind = "call_finished" if ok else "call_failed"
                 self._records.append(
-                    (kind, now, task_id, f"{name[0]}.{name[1]}", span[1], None, None)
+                    (kind, now, task_id, f"{name[0]}.{name[1]}", worker_id, None, None)
                 )
                 self._recorded += 1
 
-    def running(self, peer: Peer | None, task_id: ObjectId, name: str) -> TaskRun:
-        """Around user code of a task on this worker: its output is tagged with ``name``;
-        its start and end are recorded."""
-        return TaskRun(self, peer, task_id, name)
+    def running(self, peer: Peer | None, task_id: ObjectId, name: str, root: str = "") -> TaskRun:
+        """Around user code of a task on this worker: its output is tagged with ``name`` and
+        its root (SubmitTask.root, else the sender); its start and end are recorded."""
+        return TaskRun(self, peer, task_id, name, root)
+
+    def take_root_spans(self) -> list[CallSpans]:
+        """The spans gathered for each driver since the last call, one CallSpans each."""
+        if not self._root_spans:
+            return []
+        out = [
+            CallSpans(
+                root,
+                tuple(
+                    (n if isinstance(n, str) else f"{n[0]}.{n[1]}", w or b"", b, s, a, ok)
+                    for n, w, b, s, a, ok in spans
+                ),
+            )
+            for root, spans in self._root_spans.items()
+        ]
+        self._root_spans = {}
+        self._root_span_count = 0
+        return out
 
     # --- flushing (loop) -------------------------------------------------------------------
 
@@ -284,6 +344,8 @@ class Observer:
             if batch is not None:
                 send(batch)
                 next_traffic = now + TRAFFIC_REPORT_S
+            for spans in self.take_root_spans():
+                send(spans)
             if self.printer is not None and trio.current_time() >= next_tick:
                 next_tick = trio.current_time() + OUTPUT_TICK_S
                 self.printer.tick()
