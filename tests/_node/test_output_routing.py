@@ -1,26 +1,32 @@
-"""Two drivers on one ``actorgrid up`` cluster: the output of a driver's work (its tasks, and
-the tasks those tasks start on other workers) is printed by that driver only, and its
-``ag.timeline()`` holds its own nested calls, one row per worker, and none of the other's.
+"""Worker output on an ``actorgrid up`` cluster, seen from outside its drivers.
 
-Real processes throughout: the cluster ``actorgrid up`` starts, and two driver scripts that
-the test steps through over their stdin/stdout.
+- Two drivers: the output of a driver's work (its tasks, and the tasks those tasks start on
+  other workers) is printed by that driver only, and its ``ag.timeline()`` holds its own
+  nested calls, one row per worker, and none of the other's.
+- ``actorgrid logs --follow`` prints a line a task printed after it started.
+
+Real processes throughout: the cluster ``actorgrid up`` starts, and driver scripts that the
+test steps through over their stdin/stdout.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-START_TIMEOUT_S = 90.0
-STEP_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 60.0
+STEP_TIMEOUT_S = 60.0
 
 _DRIVER = r"""
 import io, json, sys, time
@@ -210,3 +216,92 @@ def test_each_driver_gets_the_output_and_spans_of_its_own_nested_tasks_only(up: 
         assert {rows[e["tid"]] for e in spans} <= {
             r for r in rows.values() if r.startswith("worker ")
         }
+
+
+_TICKER = r"""
+import os, sys, time
+import actorgrid as ag
+
+
+@ag.remote
+def ticker(n):
+    print(f"tick-{n} at {time.time()}", flush=True)
+
+
+ag.init(address="auto")
+stop = sys.argv[1]
+n = 0
+deadline = time.monotonic() + 120
+while not os.path.exists(stop) and time.monotonic() < deadline:
+    ag.get(ticker.remote(n), timeout=60)
+    n += 1
+    time.sleep(0.2)
+ag.shutdown()
+"""
+
+
+def _lines_of(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def test_logs_follow_prints_a_line_printed_after_it_started(up: _Up) -> None:
+    stop = up.folder / "stop"
+    with open(up.folder / "follow.err", "wb") as errors:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "actorgrid.cli", "logs", "--follow"],
+            cwd=up.folder,
+            env=up.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+    up.processes.add([follower.pid])
+    started = time.time()
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _TICKER, str(stop)],
+        cwd=up.folder,
+        env=up.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    up.processes.add([driver.pid])
+    try:
+        lines = _lines_of(follower)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, (up.folder / "follow.err").read_text(errors="replace")
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            # Lines from the files come first, each with its time and stream; then the lines
+            # followed live, as "(source pid=P node=H) text".
+            if line.startswith("(ticker pid=") and " tick-" in line:
+                break
+        printed_at = float(line.rsplit(" at ", 1)[1])
+        assert printed_at >= started
+        follower.send_signal(signal.SIGINT)  # as Ctrl-C: it stops following, quietly
+        assert follower.wait(timeout=STEP_TIMEOUT_S) == 0
+    finally:
+        stop.touch()
+        if follower.poll() is None:
+            follower.kill()
+        for proc in (follower, driver):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if follower.stdout is not None:
+            follower.stdout.close()
