@@ -79,7 +79,11 @@ def _traffic_samples(
 
 
 def _store_lines(view: ClusterView) -> list[str]:
-    """Object store use per node, from the ``store`` record a node view may carry."""
+    """Object store use per node, from the ``store`` record a node view may carry.
+
+    TODO(store): NodeView carries no ``store`` record yet (the object store has not landed);
+    once ``Cluster.status()`` reports a node's store as an attrs record of numbers (used and
+    capacity bytes, objects, spilled...), each field shows here with no change."""
     fields: dict[str, list[tuple[dict[str, str], float]]] = {}
     for n in view.nodes:
         store = getattr(n, "store", None)
