@@ -4,8 +4,9 @@ they are shown.
 In a worker (``capture_worker_output``), ``sys.stdout`` and ``sys.stderr`` become
 line-tagging streams: a line written while a call runs (``output_source``) goes to the real
 file descriptor as ``RECORD_MARK source FIELD_SEP owner FIELD_SEP text``, so the node agent
-that reads the pipe knows which call wrote it and which process sent that call, with no
-message of the worker's own. Every complete line goes to the pipe at once (one ``write``), so
+that reads the pipe knows which call wrote it and which driver's work that call is part of
+(the root of its call tree: calls carry it from worker to worker, SubmitTask/CallActor.root),
+with no message of the worker's own. Every complete line goes to the pipe at once (one ``write``), so
 a worker killed right after printing has lost nothing; ``flush`` writes a partial line too.
 Lines written outside any call (the runtime's own logging, a crash before start-up) stay as
 they are: the agent copies those to its own output, as before.
