@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import ProcessWatch
 
 START_TIMEOUT_S = 60.0
 STEP_TIMEOUT_S = 60.0
@@ -117,13 +118,12 @@ class _Up:
     """``actorgrid up --num-workers 2`` in a folder of its own; ``down`` and a kill of what
     is left when done."""
 
-    def __init__(self, folder: Path, processes) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.cluster_file = folder / "cluster.json"
         self.env = {**os.environ, "ACTORGRID_CLUSTER_FILE": str(folder / "cluster.json")}
         self.env.pop("ACTORGRID_ADDRESS", None)
         self.env.pop("ACTORGRID_SECRET", None)
-        self.processes = processes
 
     def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -145,7 +145,7 @@ class _Up:
         except psutil.NoSuchProcess:
             return []
 
-    def driver(self, tag: str) -> subprocess.Popen[str]:
+    def driver(self, tag: str, processes: ProcessWatch) -> subprocess.Popen[str]:
         trace = self.folder / f"trace-{tag}.json"
         with open(str(trace) + ".err", "wb") as errors:
             proc = subprocess.Popen(
@@ -157,27 +157,34 @@ class _Up:
                 stderr=errors,
                 text=True,
             )
-        self.processes.add([proc.pid])
+        processes.add([proc.pid])
         return proc
 
 
-@pytest.fixture
-def up(tmp_path: Path, processes) -> Iterator[_Up]:
-    cluster = _Up(tmp_path, processes)
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Up]:
+    """One cluster for the module (its start is most of a test's time)."""
+    watch = ProcessWatch()
+    cluster = _Up(tmp_path_factory.mktemp("up"))
     try:
         result = cluster.cli("up", "--num-workers", "2")
         assert result.returncode == 0, result.stdout + result.stderr
-        processes.add(cluster.tree())
+        watch.add(cluster.tree())
         yield cluster
     finally:
-        processes.add(cluster.tree())
-        if cluster.cluster_file.exists():
-            cluster.cli("down")
-        processes.wait_gone(timeout=30)
+        watch.add(cluster.tree())
+        try:
+            if cluster.cluster_file.exists():
+                cluster.cli("down")
+            watch.wait_gone(timeout=30)
+        finally:
+            watch.kill_leftovers()
 
 
-def test_each_driver_gets_the_output_and_spans_of_its_own_nested_tasks_only(up: _Up) -> None:
-    drivers = {tag: up.driver(tag) for tag in ("A", "B")}
+def test_each_driver_gets_the_output_and_spans_of_its_own_nested_tasks_only(
+    up: _Up, processes: ProcessWatch
+) -> None:
+    drivers = {tag: up.driver(tag, processes) for tag in ("A", "B")}
     try:
         for proc in drivers.values():
             assert _read_line(proc, START_TIMEOUT_S) == "ready"
@@ -252,7 +259,9 @@ def _lines_of(proc: subprocess.Popen[str]) -> queue.Queue[str]:
     return lines
 
 
-def test_logs_follow_prints_a_line_printed_after_it_started(up: _Up) -> None:
+def test_logs_follow_prints_a_line_printed_after_it_started(
+    up: _Up, processes: ProcessWatch
+) -> None:
     stop = up.folder / "stop"
     with open(up.folder / "follow.err", "wb") as errors:
         follower = subprocess.Popen(
@@ -264,7 +273,7 @@ def test_logs_follow_prints_a_line_printed_after_it_started(up: _Up) -> None:
             stderr=errors,
             text=True,
         )
-    up.processes.add([follower.pid])
+    processes.add([follower.pid])
     started = time.time()
     driver = subprocess.Popen(
         [sys.executable, "-c", _TICKER, str(stop)],
@@ -274,7 +283,7 @@ def test_logs_follow_prints_a_line_printed_after_it_started(up: _Up) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    up.processes.add([driver.pid])
+    processes.add([driver.pid])
     try:
         lines = _lines_of(follower)
         deadline = time.monotonic() + START_TIMEOUT_S
