@@ -12,10 +12,12 @@ import attrs
 
 from .envmessages import (
     EnsureEnv,
+    EnvsHeld,
     JobEnded,
     JobList,
     JobLogs,
     JobOutput,
+    JobRejoin,
     JobStarted,
     PackageData,
     PackageFetch,
@@ -567,6 +569,7 @@ Message: TypeAlias = (
     | PackageData
     | EnsureEnv
     | ReleaseEnv
+    | EnvsHeld
     | SubmitJob
     | JobStarted
     | JobOutput
@@ -576,6 +579,7 @@ Message: TypeAlias = (
     | QueryJobLogs
     | JobLogs
     | StopJob
+    | JobRejoin
     | RefsReceived
     | BorrowUpdate
     | WorkerOutput
