@@ -169,6 +169,7 @@ class Head(HeadOperations):
             self._event_subscribers,
             lambda: [(n.info.node_id.hex(), n.peer) for n in self.nodes.values()],
             self._background,
+            self._worker_at.__contains__,
         )
         self._handlers.update(self.hub.handlers())
 

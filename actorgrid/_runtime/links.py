@@ -315,7 +315,7 @@ class RuntimeLinks:
                 self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
         for info in reply.workers:
             self._add_worker(info)
-        self.observe.on_head_connected(head)
+        self.observe.on_head_connected(head, self.address)
         if self.event_feed.subscribed:
             history = await head.request(SubscribeEvents)
             assert isinstance(history, EventHistory)
