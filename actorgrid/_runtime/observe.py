@@ -111,6 +111,8 @@ class Observer:
         self.worker_id: WorkerId | None = None
         self.node_id: NodeId | None = None
         self.hostname = ""
+        # A simulation on virtual time lengthens it: each flush is a wake-up of the whole run.
+        self.flush_interval_s = EVENT_FLUSH_INTERVAL_S
         # Spans: task_id -> (name, worker, argument bytes, sent at); done: + answered at, ok.
         # A name is a string, or (class, method) for an actor call (joined when written).
         self._open: dict[ObjectId, tuple[str | tuple[str, str], WorkerId | None, int, float]] = {}
@@ -237,7 +239,7 @@ class Observer:
         """Send the events gathered every EVENT_FLUSH_INTERVAL_S; show folded output counts."""
         next_tick = 0.0
         while True:
-            await trio.sleep(EVENT_FLUSH_INTERVAL_S)
+            await trio.sleep(self.flush_interval_s)
             batch = self.take()
             if batch is not None:
                 send(batch)

@@ -98,6 +98,7 @@ class SimCluster:
             seams=seams,
         )
         rt.placement._rng.seed(self.rng.getrandbits(64))
+        rt.observe.flush_interval_s = max(rt.observe.flush_interval_s, self.pulse_interval_s)
         return rt
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +41,7 @@ __all__ = ["Sim", "SimResult", "TraceEntry", "simulate"]
 
 T = TypeVar("T")
 
+DEFAULT_TIMEOUT_S = 86_400.0  # a virtual day
 TRACE_TAIL = 10_000  # entries of the trace kept in SimResult.log (the hash covers them all)
 _ENV_LEN = struct.Struct("!I")  # a frame's envelope length prefix (_protocol/codec.py)
 # Messages whose size varies with the real process they run in (its pid), not the run.
@@ -60,21 +62,35 @@ class TraceEntry:
         return f"{self.time:.6f} {self.src}->{self.dst} {self.message} {self.size}"
 
 
+def _tag(frame: bytes) -> str:
+    """The message type of a frame: its envelope's tag, which the codec writes last (a
+    ``"t"`` key, then the type's name as a short string); decoded in full if not found so."""
+    (length,) = _ENV_LEN.unpack_from(frame)
+    end = 4 + length
+    for n in range(1, 32):
+        start = end - n
+        if frame[start - 3 : start - 1] == b"\xa1t" and frame[start - 1] == 0xA0 | n:
+            return frame[start:end].decode()
+    envelope = msgpack.unpackb(frame[4:end], raw=False)
+    return str(envelope["t"])
+
+
 class _Trace:
     def __init__(self) -> None:
         self._hash = hashlib.blake2b(digest_size=16)
         self.count = 0
-        self.tail: deque[TraceEntry] = deque(maxlen=TRACE_TAIL)
+        self.tail: deque[tuple[float, str, str, str, int]] = deque(maxlen=TRACE_TAIL)
 
     def record(self, src: str, dst: str, frame: bytes) -> None:
-        (length,) = _ENV_LEN.unpack_from(frame)
-        envelope = msgpack.unpackb(frame[4 : 4 + length], raw=False)
-        tag = envelope["t"]
-        size = 0 if tag in _SIZE_FREE else len(frame)
-        entry = TraceEntry(trio.current_time(), src, dst, tag, size)
-        self._hash.update(f"{entry}\n".encode())
+        tag = _tag(frame)
+        now, size = trio.current_time(), 0 if tag in _SIZE_FREE else len(frame)
+        self._hash.update(f"{now!r} {src} {dst} {tag} {size}\n".encode())
+        entry = (now, src, dst, tag, size)
         self.count += 1
         self.tail.append(entry)
+
+    def entries(self) -> list[TraceEntry]:
+        return [TraceEntry(*entry) for entry in self.tail]
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -144,14 +160,15 @@ def simulate(
     num_cpus: float = 1.0,
     pulse_interval: float = DEFAULT_PULSE_INTERVAL_S,
     grace_s: float = 5.0,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
 ) -> SimResult[T]:
     """Run ``main`` as the driver of a simulated cluster of ``nodes`` x ``workers_per_node``
     workers, on virtual time, and return how it ended (see the module docstring).
 
     ``main`` is an async function of no arguments, or of one (a ``Sim``, to inject faults from
     the code itself). ``faults`` are injected at their virtual times. ``timeout`` (virtual
-    seconds) fails the run with TimeoutError if ``main`` has not returned by then. Called from
+    seconds; default a virtual day) ends the run with a TimeoutError as its error if ``main``
+    has not returned by then: on a virtual clock a hung run would spin forever. Called from
     plain (non-Trio) code: it runs its own ``trio.run``.
     """
     if trio.lowlevel.in_trio_run():
@@ -198,8 +215,15 @@ def simulate(
                 await nursery.start(driver.serve)
                 await driver.wait_for_workers(len(cluster.slots))
                 nursery.start_soon(_inject, cluster, steps)
-                with trio.fail_after(timeout) if timeout is not None else trio.CancelScope():
+                with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
                     await run_main()
+                if scope.cancelled_caught:
+                    ended[1] = TimeoutError(
+                        f"the simulation's main had not returned after {timeout:g} virtual "
+                        "seconds: it waits for something that never comes (SimResult.log "
+                        "ends with the last messages delivered), or it needs a longer timeout="
+                    )
+                    ended[2] = trio.current_time()
                 driver.closing()
                 nursery.cancel_scope.cancel(reason="the simulation's main returned")
 
@@ -213,7 +237,7 @@ def simulate(
         ended[1],
         ended[2],
         trace.hexdigest(),
-        list(trace.tail),
+        trace.entries(),
         trace.count,
         network.dropped,
         cluster.kills,
