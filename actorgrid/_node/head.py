@@ -466,7 +466,8 @@ class Head(HeadOperations):
     ) -> None:
         with trio.move_on_after(FORGET_NAME_TIMEOUT_S):
             async with trio.open_nursery() as nursery:
-                for cacher in cachers:
+                # In address order, not the set's (by object id): a simulation replays it.
+                for cacher in sorted(cachers, key=_by_address):
                     nursery.start_soon(self._tell_ended, cacher, msg)
         if msg.rid and peer is not None:
             peer.send(Ack(msg.rid))
@@ -477,3 +478,7 @@ class Head(HeadOperations):
             await cacher.request(lambda rid: ActorEnded(rid, msg.actor_id, msg.reason))
         except PeerClosedError:
             pass  # a process that is gone caches nothing
+
+
+def _by_address(peer: Peer) -> str:
+    return peer.address

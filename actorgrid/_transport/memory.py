@@ -3,6 +3,7 @@ network of them (``MemoryNetwork``), with faults on demand, for ``actorgrid.test
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -283,7 +284,7 @@ class MemoryNetwork:
         self.on_deliver = on_deliver
         self.dropped = 0
         self._ports: dict[str, int] = {}
-        self._listeners: dict[str, tuple[trio.Nursery, Handler, int]] = {}
+        self._listeners: dict[str, tuple[trio.MemorySendChannel[SimFrameStream], int]] = {}
         self._streams: dict[str, set[SimFrameStream]] = {}
         self._delays: dict[tuple[str, str], float] = {}
         self._blocked: set[tuple[str, str]] = set()
@@ -337,11 +338,16 @@ class MemoryNetwork:
     ) -> None:
         port = self._ports[host] = self._ports.get(host, 0) + 1
         address = f"{host}:{port}"
+        # Accepted streams are handed to this task, which starts their handlers: a task
+        # inherits the context of the task that starts it, and the handler must run in the
+        # listener's (its runtime's), not the dialler's.
+        accepted, incoming = trio.open_memory_channel[SimFrameStream](math.inf)
         try:
             async with trio.open_nursery() as nursery:
-                self._listeners[address] = (nursery, handler, max_message_bytes)
+                self._listeners[address] = (accepted, max_message_bytes)
                 task_status.started(address)
-                await trio.sleep_forever()
+                async for stream in incoming:
+                    nursery.start_soon(self._serve_one, handler, stream)
         finally:
             self._listeners.pop(address, None)
 
@@ -356,7 +362,7 @@ class MemoryNetwork:
         if listener is None:
             await trio.lowlevel.checkpoint()
             raise ConnectionRefusedError(f"nothing listens at {address} (simulated network)")
-        nursery, handler, server_max = listener
+        accepted, server_max = listener
         self._connections += 1
         up = _Pipe(host, dst, self.capacity)
         down = _Pipe(dst, host, self.capacity)
@@ -364,7 +370,7 @@ class MemoryNetwork:
         server = SimFrameStream(self, down, up, f"{host}:c{self._connections}", server_max)
         self._streams.setdefault(host, set()).add(client)
         self._streams.setdefault(dst, set()).add(server)
-        nursery.start_soon(self._serve_one, handler, server)
+        accepted.send_nowait(server)
         await trio.lowlevel.checkpoint()
         return client
 

@@ -15,6 +15,7 @@ from ._faults import worker_host as worker_host
 from ._simulate import Sim as Sim
 from ._simulate import SimResult as SimResult
 from ._simulate import TraceEntry as TraceEntry
+from ._simulate import current_host as current_host
 from ._simulate import simulate as simulate
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Sim",
     "SimResult",
     "TraceEntry",
+    "current_host",
     "random_faults",
     "simulate",
     "worker_host",

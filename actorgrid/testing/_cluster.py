@@ -42,6 +42,7 @@ class _Slot:
     rt: Runtime | None = None
     scope: trio.CancelScope | None = None
     incarnation: int = 0
+    killed: bool = False
     stopped: trio.Event = attrs.Factory(trio.Event)
 
 
@@ -117,9 +118,15 @@ class SimCluster:
         await trio.sleep(delay_s)
         slot.incarnation += 1
         slot.stopped = trio.Event()
+        slot.killed = False
         with trio.CancelScope() as slot.scope:
             try:
                 await self._serve_worker(slot)
+            except* Exception:
+                # A killed process just vanishes; a cancelled runtime unwinds instead, and
+                # what fails as it does (on links already reset) dies with it.
+                if not slot.killed:
+                    raise
             finally:
                 slot.rt = None
                 slot.stopped.set()
@@ -164,6 +171,7 @@ class SimCluster:
                 f"no simulated worker {host!r}; the workers are {', '.join(self.slots)}"
             )
         self.kills += 1
+        slot.killed = True
         self.network.crash(host, "the simulation killed this worker")
         if slot.scope is not None:
             slot.scope.cancel()

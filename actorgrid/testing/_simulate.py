@@ -30,14 +30,16 @@ import trio
 import trio.testing
 
 from .._exceptions import unwrap_group
+from .._protocol.messages import Event
 from .._runtime import current
+from .._runtime.core import Runtime
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._transport.memory import MemoryNetwork
 from ._cluster import DRIVER, SimCluster
 from ._faults import Fault, timeline
 from ._inline import deterministic
 
-__all__ = ["Sim", "SimResult", "TraceEntry", "simulate"]
+__all__ = ["Sim", "SimResult", "TraceEntry", "current_host", "simulate"]
 
 T = TypeVar("T")
 
@@ -119,11 +121,25 @@ class SimResult(Generic[T]):
         return self.result  # type: ignore[return-value]
 
 
+def current_host() -> str:
+    """The simulated host the calling code runs on: ``"driver"``, or a worker's ``"n0w1"``
+    (its node and slot); "" outside a simulation."""
+    rt = current.get_or_none()
+    address = getattr(rt, "address", "") if rt is not None else ""
+    return str(address).rpartition(":")[0]
+
+
 class Sim:
     """The running simulation, for a ``main`` that takes one argument: faults on demand."""
 
-    def __init__(self, cluster: SimCluster) -> None:
+    def __init__(self, cluster: SimCluster, driver: Runtime) -> None:
         self._cluster = cluster
+        self._driver = driver
+
+    async def recent_events(self) -> list[Event]:
+        """The cluster's events so far (``Cluster.recent_events``): actor restarts, task
+        retries, workers that left..."""
+        return await self._driver.subscribe_events(None)
 
     @property
     def workers(self) -> list[str]:
@@ -197,10 +213,10 @@ def simulate(
         )
         ended: list[Any] = [None, None, 0.0]  # result, error, virtual time
 
-        async def run_main() -> None:
+        async def run_main(driver: Runtime) -> None:
             try:
                 if takes_sim:
-                    ended[0] = await main(Sim(cluster))  # type: ignore[call-arg]
+                    ended[0] = await main(Sim(cluster, driver))  # type: ignore[call-arg]
                 else:
                     ended[0] = await main()  # type: ignore[call-arg]
             except Exception as exc:
@@ -216,7 +232,7 @@ def simulate(
                 await driver.wait_for_workers(len(cluster.slots))
                 nursery.start_soon(_inject, cluster, steps)
                 with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-                    await run_main()
+                    await run_main(driver)
                 if scope.cancelled_caught:
                     ended[1] = TimeoutError(
                         f"the simulation's main had not returned after {timeout:g} virtual "
