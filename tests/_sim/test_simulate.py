@@ -208,7 +208,7 @@ def test_a_timeout_ends_a_hung_simulation_with_an_error_that_says_so() -> None:
     assert "30 virtual seconds" in str(result.error)
     assert result.time == 30.0
     with pytest.raises(TimeoutError):
-        result.value
+        _ = result.value
 
 
 def test_simulate_refuses_to_run_inside_trio() -> None:
@@ -216,7 +216,7 @@ def test_simulate_refuses_to_run_inside_trio() -> None:
         async def main() -> None:
             pass
 
-        with pytest.raises(RuntimeError, match="its own trio.run"):
+        with pytest.raises(RuntimeError, match=r"its own trio\.run"):
             simulate(main)
 
     trio.run(inside)
