@@ -122,11 +122,15 @@ class SimCluster:
         with trio.CancelScope() as slot.scope:
             try:
                 await self._serve_worker(slot)
-            except* Exception:
-                # A killed process just vanishes; a cancelled runtime unwinds instead, and
-                # what fails as it does (on links already reset) dies with it.
+            except BaseException as exc:
                 if not slot.killed:
-                    raise
+                    raise  # not split: a group of one Cancelled per agent can be huge
+                # A killed process just vanishes; a cancelled runtime unwinds instead, and
+                # what fails as it does (on links already reset) dies with it. Only its
+                # cancellation goes on (to slot.scope, or to whoever else cancelled).
+                cancelled = _cancellation(exc)
+                if cancelled is not None:
+                    raise cancelled from None
             finally:
                 slot.rt = None
                 slot.stopped.set()
@@ -207,3 +211,9 @@ class SimCluster:
             act: Callable[[str, str], None] = net.drop if starting else net.heal
             for a, b in self._node_links(fault.node):
                 act(a, b)
+
+
+def _cancellation(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[0]
+    return exc if isinstance(exc, trio.Cancelled) else None
