@@ -10,8 +10,8 @@ hashes to the same ``trace_hash``.
 What a simulation does not model: the bytes of the handshake (streams are authenticated by
 construction), processes' CPU time (user code takes no virtual time unless it sleeps), and
 threads (blocking user code runs inline on the loop, so it must not block on ``ag.get``:
-await ``ag.get_async`` instead, as Trio code does). Reproducible across processes as long as
-``PYTHONHASHSEED`` is the same (set iteration order over strings depends on it).
+await ``ag.get_async`` instead, as Trio code does). Reproducible in another process too,
+whatever its ``PYTHONHASHSEED``: nothing the run's order depends on iterates a set by hash.
 """
 
 from __future__ import annotations
