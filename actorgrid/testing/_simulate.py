@@ -109,7 +109,7 @@ class SimResult(Generic[T]):
     error: BaseException | None
     time: float
     trace_hash: str
-    log: list[TraceEntry]
+    log: list[TraceEntry] = attrs.field(repr=lambda log: f"[{len(log)} entries]")
     messages: int
     dropped: int
     kills: int
