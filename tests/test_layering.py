@@ -110,7 +110,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("actors",),
     ("names",),
     ("core",),
-    ("virtual",),
+    ("virtual", "envship"),
     ("context",),
     ("keyed", "producing"),
     ("lanes",),

@@ -12,10 +12,12 @@ import attrs
 
 from .envmessages import (
     EnsureEnv,
+    EnvsHeld,
     JobEnded,
     JobList,
     JobLogs,
     JobOutput,
+    JobRejoin,
     JobStarted,
     PackageData,
     PackageFetch,
@@ -556,6 +558,7 @@ Message: TypeAlias = (
     | PackageData
     | EnsureEnv
     | ReleaseEnv
+    | EnvsHeld
     | SubmitJob
     | JobStarted
     | JobOutput
@@ -565,6 +568,7 @@ Message: TypeAlias = (
     | QueryJobLogs
     | JobLogs
     | StopJob
+    | JobRejoin
     | RefsReceived
     | BorrowUpdate
     | WorkerOutput
