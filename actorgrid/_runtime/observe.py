@@ -140,6 +140,8 @@ class Observer:
         self.worker_id: WorkerId | None = None
         self.node_id: NodeId | None = None
         self.hostname = ""
+        # A simulation on virtual time lengthens it: each flush is a wake-up of the whole run.
+        self.flush_interval_s = EVENT_FLUSH_INTERVAL_S
         # Spans: task_id -> (name, worker, argument bytes, sent at); done: + answered at, ok.
         # A name is a string, or (class, method) for an actor call (joined when written).
         self._open: dict[
@@ -334,7 +336,7 @@ class Observer:
         next_tick = 0.0
         next_traffic = trio.current_time() + TRAFFIC_REPORT_S
         while True:
-            await trio.sleep(EVENT_FLUSH_INTERVAL_S)
+            await trio.sleep(self.flush_interval_s)
             now = trio.current_time()
             traffic_due = now >= next_traffic and self._reported_traffic != (
                 TRAFFIC.sent,
