@@ -30,6 +30,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     records           what the runtime keeps of its calls and actors
     peer              one link
     portal headlink   thread hops; the link to the head
+    seams             a runtime's network and threads (TCP and a pool; a simulation's own)
     getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
                       counting's I/O shell
     links             Runtime, layer by layer: state, lifecycle, links, events
@@ -101,7 +102,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("peer",),
     ("output",),
     ("portal", "headlink"),
-    ("observe",),
+    ("observe", "seams"),
     ("getting", "waiting", "refcounting"),
     ("links",),
     ("objects",),
@@ -109,7 +110,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("actors",),
     ("names",),
     ("core",),
-    ("virtual",),
+    ("virtual", "envship"),
     ("context",),
     ("keyed", "producing"),
     ("lanes",),

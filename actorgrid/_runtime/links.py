@@ -53,22 +53,18 @@ from .._scheduler.names import NameCache
 from .._scheduler.placement import Placement
 from .._scheduler.tasktree import TaskTree
 from .._scheduler.topics import Subscriptions
-from .._transport.tcp import (
-    ListenLimits,
-    TcpFrameStream,
-    open_tcp_frame_stream,
-    serve_tcp_frame_streams,
-)
+from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink, reown
 from .observe import Observer
 from .peer import LoopbackPeer, Peer
-from .portal import Portal, ThreadPool
+from .portal import Portal
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .records import CALL, OwnedActor, Sent, TaskSpec, _describe
 from .refcounting import RefCounts
 from .refs import PENDING, ObjectEntry
+from .seams import Pool, Seams, default_seams
 from .waiting import WorkerWait
 
 if TYPE_CHECKING:
@@ -148,8 +144,10 @@ class RuntimeLinks:
         tls: TLSConfig | None = None,
         pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
         listen_limits: ListenLimits | None = None,
+        seams: Seams | None = None,
     ) -> None:
         self.kind = kind
+        self.seams = seams or default_seams()  # its network and threads (a simulation's own)
         self.tls = tls
         self.listen_limits = listen_limits
         self.monitor: PulseMonitor[Peer] = PulseMonitor(pulse_interval_s)
@@ -190,7 +188,11 @@ class RuntimeLinks:
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0
         self.membership_changed = trio.Event()
-        self.env_key = ""  # this process's runtime_env (ag.init(runtime_env=)); "" for none
+        # Other runtime_envs this process's calls use (.options(runtime_env=)): their workers
+        # join its placement for those calls alone; workers of envs it does not use wait
+        # aside (O(1) each) until it does.
+        self.envs_used: set[str] = set()
+        self._env_aside: dict[WorkerId, WorkerInfo] = {}
         self._worker_at: dict[str, WorkerId] = {}
         # Workers taken out of placement when their link died, until the head's WorkerLeft.
         self._unplaced: dict[WorkerId, WorkerInfo | None] = {}
@@ -214,13 +216,32 @@ class RuntimeLinks:
         self.on_shutdown: Callable[[str], None] | None = None
         self._nursery: trio.Nursery | None = None
         self.portal: Portal
-        self.pool: ThreadPool
+        self.pool: Pool
 
     def __repr__(self) -> str:
         return (
             f"<Runtime {self.kind}@{self.address} workers={len(self.placement)} "
             f"peers={len(self.peers)} objects={len(self.objects)}>"
         )
+
+    @property
+    def env_key(self) -> str:
+        """This process's runtime_env (ag.init(runtime_env=)); "" for none."""
+        return self.placement.env
+
+    @env_key.setter
+    def env_key(self, key: str) -> None:
+        self.placement.env = key
+
+    def use_env_workers(self, key: str) -> None:
+        """Loop: calls of this process ask for runtime_env ``key``: its workers join the
+        placement (O(workers aside), once per env)."""
+        if key in self.envs_used or key == self.env_key:
+            return
+        self.envs_used.add(key)
+        for info in [w for w in self._env_aside.values() if w.env == key]:
+            del self._env_aside[info.worker_id]
+            self._add_worker(info)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -230,12 +251,12 @@ class RuntimeLinks:
             self._nursery = nursery
             self.portal = Portal(trio.lowlevel.current_trio_token())
             self.waiting.start(nursery)
-            self.pool = ThreadPool(self.portal)
+            self.pool = self.seams.make_pool(self.portal)
             await nursery.start(self.monitor.serve)
             try:
                 self.address = await nursery.start(
                     functools.partial(
-                        serve_tcp_frame_streams,
+                        self.seams.transport.serve,
                         self._accept,
                         self.host,
                         0,
@@ -287,6 +308,7 @@ class RuntimeLinks:
         reply = await head.request(SubscribeMembership)
         assert isinstance(reply, Membership)
         listed = {info.worker_id for info in reply.workers}
+        self._env_aside.clear()
         for wid, info in list(self.placement.workers.items()):  # O(workers), per connection
             if wid not in listed:
                 self.placement.remove(wid)
@@ -295,7 +317,7 @@ class RuntimeLinks:
                 self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
         for info in reply.workers:
             self._add_worker(info)
-        self.observe.on_head_connected(head)
+        self.observe.on_head_connected(head, self.address)
         if self.event_feed.subscribed:
             history = await head.request(SubscribeEvents)
             assert isinstance(history, EventHistory)
@@ -333,7 +355,7 @@ class RuntimeLinks:
     async def _open_stream(self, address: str) -> FrameStream:
         """Connect and shake hands within the dial timeout (past it: TimeoutError)."""
         with trio.move_on_after(self.dial_timeout_s):
-            return await open_tcp_frame_stream(
+            return await self.seams.transport.open(
                 address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
             )
         raise TimeoutError(
@@ -356,7 +378,7 @@ class RuntimeLinks:
             return
         await peer.run(stream)
 
-    async def _accept(self, stream: TcpFrameStream) -> None:
+    async def _accept(self, stream: FrameStream) -> None:
         peer = Peer(stream.peer, self._handle, local_hello=self.hello, monitor=self.monitor)
         peer.wake_threadsafe = self._waker(peer)
         if self.executor is not None:
@@ -464,8 +486,10 @@ class RuntimeLinks:
     # --- membership ----------------------------------------------------------------------------
 
     def _add_worker(self, info: WorkerInfo) -> None:
-        if info.env != self.env_key:
-            return  # a worker of another runtime_env serves only the drivers of that env
+        if info.env != self.env_key and info.env not in self.envs_used:
+            # A worker of another runtime_env serves only the calls that ask for that env.
+            self._env_aside[info.worker_id] = info
+            return
         self.placement.add(info)
         self._worker_at[info.address] = info.worker_id
         if info.address == self.address and self.executor is not None:
@@ -481,6 +505,7 @@ class RuntimeLinks:
         self._add_worker(msg.worker)
 
     def _on_worker_left(self, peer: Peer, msg: WorkerLeft) -> None:
+        self._env_aside.pop(msg.worker_id, None)
         info = self.placement.workers.get(msg.worker_id) or self._unplaced.pop(msg.worker_id, None)
         self.placement.remove(msg.worker_id)
         if info is not None:
