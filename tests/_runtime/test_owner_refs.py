@@ -113,7 +113,6 @@ def test_the_borrow_of_a_driver_that_ends_is_released(
     assert ag.get(keeper.keep.remote([ref]), timeout=60) == 1
     del ref
     gc.collect()
-    held = rss_mb()
     script = tmp_path / "borrower.py"
     script.write_text(textwrap.dedent(_BORROWER))
     borrower = subprocess.Popen(
@@ -130,7 +129,8 @@ def test_the_borrow_of_a_driver_that_ends_is_released(
         borrower.stdin.flush()
         # The other driver is the only holder now (the keeper gave its ref away).
         assert _read_line(borrower, 60) == str(BIG_BYTES)
-        assert rss_mb() > held - 10
+        gc.collect()
+        held = rss_mb()  # after serving its fetch, whatever buffers that left behind
         if ending == "exit":
             borrower.stdin.write("\n")
             borrower.stdin.flush()
