@@ -217,6 +217,7 @@ async def _open_cluster(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
@@ -258,6 +259,7 @@ async def _open_cluster(
                 listen_limits=listen_limits,
                 resources=resources,
                 labels=labels,
+                object_store_memory=object_store_memory,
             )
         else:
             if resources is not None or labels is not None:
@@ -288,6 +290,8 @@ async def _open_cluster(
                 await nursery.start(node.serve)
             await nursery.start(rt.serve)
             _adopt_head_cap(rt)
+            if node is not None:  # the driver is a process of its node: it shares the store
+                rt.join_store(node.store.config())
             set_current_runtime(rt)
             if node is not None and prepared is None:
                 await _wait_for_workers(rt, node)
@@ -304,6 +308,7 @@ async def _open_cluster(
             with trio.CancelScope(shield=True):
                 await rt.observe.settle()  # at most OUTPUT_SETTLE_S, even when cancelled
             rt.closing()
+            rt.leave_store()
             if runtime_or_none() is rt:
                 set_current_runtime(None)
             with trio.CancelScope(shield=True):
@@ -391,6 +396,7 @@ async def connect(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
@@ -415,6 +421,7 @@ async def connect(
             listen_limits=listen_limits,
             resources=resources,
             labels=labels,
+            object_store_memory=object_store_memory,
             runtime_env=runtime_env,
             dashboard=dashboard,
             log_to_driver=log_to_driver,
@@ -482,6 +489,7 @@ def init(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
@@ -525,6 +533,11 @@ def init(
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
     URL, token included.
 
+    ``object_store_memory``: bytes of shared memory the embedded node's object store may use
+    (default 30% of the machine's memory); values of 100 KB or more (results, ``ag.put``,
+    arguments) stay there, read without a copy on the node; when it is full, unreferenced
+    cached copies are evicted and the rest spill to local disk.
+
     ``log_to_driver`` (default True): what remote calls print (stdout, stderr, ``logging``)
     is shown here, prefixed with where it ran, repeated lines folded.
     """
@@ -553,6 +566,7 @@ def init(
                 listen_limits=listen_limits,
                 resources=resources,
                 labels=labels,
+                object_store_memory=object_store_memory,
                 runtime_env=runtime_env,
                 dashboard=dashboard,
                 log_to_driver=log_to_driver,

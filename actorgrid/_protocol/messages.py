@@ -96,6 +96,7 @@ from .records import (
 from .records import (
     WorkerInfo as WorkerInfo,
 )
+from .store import FreeObjects, ObjectChunk, PullObject
 
 # --- connection set-up -------------------------------------------------------------------
 
@@ -573,6 +574,9 @@ Message: TypeAlias = (
     | LogLines
     | DeliverToKey
     | Publish
+    | PullObject
+    | ObjectChunk
+    | FreeObjects
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

@@ -130,6 +130,14 @@ class StoreStatistics:
     evicted: int  # cached copies evicted since the start
     spills: int  # objects spilled since the start
 
+    def availability_fields(self) -> dict[str, int]:
+        """The fields a node's pulse (``Availability``) carries of it."""
+        return {
+            "store_capacity": self.capacity,
+            "store_used": self.used,
+            "store_spilled": self.spilled_bytes,
+        }
+
 
 @attrs.define
 class _Object:
