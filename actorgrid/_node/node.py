@@ -385,6 +385,7 @@ class NodeAgent(NodeControl):
                     signal_process(proc, signal.SIGKILL)
                     await proc.wait()
             self._live_pids.pop(proc.pid, None)
+            self.store.owner_gone(proc.pid)  # what it owned in the store goes with it
 
     async def _watch_one(self, slot: Slot, proc: trio.Process, read_fd: int) -> None:
         slot.proc = proc

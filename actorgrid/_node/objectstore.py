@@ -38,6 +38,7 @@ from .._scheduler.store import (
     Event,
     Evict,
     Freed,
+    OwnerGone,
     Read,
     Spill,
     SpillDone,
@@ -118,6 +119,7 @@ class NodeStore:
         self._sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock_path = os.path.join(self.folder, ".accounts")
         self._closed = False
+        self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
         s = self.state.statistics()
@@ -132,12 +134,18 @@ class NodeStore:
             "threshold": self.threshold,
         }
 
+    def owner_gone(self, pid: int) -> None:
+        """A process of this node exited: the values it owned go (their refs died with it)."""
+        if self._nursery is not None:
+            self._run(self._nursery, self.state.handle(OwnerGone(pid)))
+
     def statistics(self) -> StoreStatistics:
         return self.state.statistics()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._sock.bind(self._sock_path)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             task_status.started()
             while True:
                 data = await self._sock.recv(_DATAGRAM_BYTES)
@@ -206,7 +214,7 @@ def _parse(data: bytes) -> Event | None:
     parts = data.decode(errors="replace").split()
     try:
         if parts[0] == "C":
-            return Created(parts[1], int(parts[2]), parts[3] == "1")
+            return Created(parts[1], int(parts[2]), parts[3] == "1", int(parts[4]))
         if parts[0] == "R":
             return Read(parts[1])
         if parts[0] == "F":

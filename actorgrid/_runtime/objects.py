@@ -208,7 +208,7 @@ class RuntimeObjects(RuntimeLinks):
         except PeerClosedError as exc:
             raise owner_lost_error_for(locator, exc) from exc
         os.rename(tmp, store.path(name))
-        store.tell(f"C {name} {first.total} 0")
+        store.tell(f"C {name} {first.total} 0 0")
 
     def _on_pull(self, peer: Peer, msg: PullObject) -> None:
         store = segments.client()

@@ -136,8 +136,9 @@ class StoreClient:
     def spilled_path(self, name: str) -> str:
         return os.path.join(self.spill_folder, name)
 
-    def write(self, name: str, payload: Payload, *, primary: bool = True) -> None:
-        """Write ``payload`` as object ``name`` (atomically: readers see all or nothing)."""
+    def write(self, name: str, payload: Payload, *, owned: bool) -> None:
+        """Write ``payload`` as object ``name`` (atomically: readers see all or nothing).
+        ``owned``: by this process, so the node frees it if this process dies."""
         parts, size = _layout(payload)
         tmp = self.path(f".{name}.tmp")
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -149,7 +150,7 @@ class StoreClient:
             raise
         os.close(fd)
         os.rename(tmp, self.path(name))
-        self.tell(f"C {name} {size} {int(primary)}")
+        self.tell(f"C {name} {size} 1 {os.getpid() if owned else 0}")
 
     def map(self, name: str) -> Payload | None:
         """The stored payload, its data and buffers views of a read-only mapping; None if
@@ -205,7 +206,7 @@ def place(payload: Payload, *, owned: bool) -> Payload:
     if payload.nbytes < store.threshold:
         return payload
     name = new_object_id().hex()
-    store.write(name, payload)
+    store.write(name, payload, owned=owned)
     locator = Locator(store.node, name, store.address, payload.nbytes)
     stored = Payload(pickle.dumps(locator, protocol=2))
     if owned:

@@ -43,6 +43,7 @@ __all__ = [
     "Event",
     "Evict",
     "Freed",
+    "OwnerGone",
     "Read",
     "Spill",
     "SpillDone",
@@ -61,6 +62,7 @@ class Created:
     name: str
     size: int
     primary: bool = True
+    owner: int = 0  # the pid of the process of this node that owns it (0: another process)
 
 
 @attrs.frozen
@@ -69,6 +71,14 @@ class Freed:
     needed here)."""
 
     name: str
+
+
+@attrs.frozen
+class OwnerGone:
+    """The process of this node with pid ``owner`` exited: what it owned is freed (its
+    references died with it)."""
+
+    owner: int
 
 
 @attrs.frozen
@@ -87,7 +97,7 @@ class SpillDone:
     ok: bool = True
 
 
-Event = Created | Freed | Read | SpillDone
+Event = Created | Freed | OwnerGone | Read | SpillDone
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -163,6 +173,8 @@ class StoreState:
         self._disk_bytes = 0
         self.evicted = 0
         self.spills = 0
+        self._owned: dict[int, set[str]] = {}  # owner pid -> its objects still here
+        self._owner_of: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return (
@@ -192,6 +204,11 @@ class StoreState:
             return self._created(event)
         if isinstance(event, Freed):
             return self._freed(event.name)
+        if isinstance(event, OwnerGone):
+            commands: list[Command] = []
+            for name in sorted(self._owned.pop(event.owner, ())):
+                commands += self._freed(name)
+            return commands
         if isinstance(event, Read):
             for queue in (self._primary, self._cached):
                 if event.name in queue:
@@ -205,9 +222,21 @@ class StoreState:
         queue = self._primary if event.primary else self._cached
         queue[event.name] = _Object(event.size, event.primary)
         self.used += event.size
+        if event.owner:
+            self._owned.setdefault(event.owner, set()).add(event.name)
+            self._owner_of[event.name] = event.owner
         return self._make_room()
 
+    def _forget_owner(self, name: str) -> None:
+        owner = self._owner_of.pop(name, 0)
+        names = self._owned.get(owner)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._owned[owner]
+
     def _freed(self, name: str) -> list[Command]:
+        self._forget_owner(name)
         if name in self._disk:
             self._disk_bytes -= self._disk.pop(name)
             return [Delete(name)]
@@ -242,6 +271,7 @@ class StoreState:
         commands: list[Command] = []
         while self._cached and self.used - self._leaving > self.capacity:
             name, obj = self._cached.popitem(last=False)
+            self._forget_owner(name)
             self.used -= obj.size
             self.evicted += 1
             commands.append(Evict(name))

@@ -12,6 +12,7 @@ from actorgrid._scheduler.store import (
     Delete,
     Evict,
     Freed,
+    OwnerGone,
     Read,
     Spill,
     SpillDone,
@@ -87,6 +88,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.spilling: set[str] = set()
         self.freed: set[str] = set()  # freed and not created again
         self.deleted: list[str] = []
+        self.owner: dict[str, int] = {}
 
     def run(self, commands: list[Command]) -> None:
         for c in commands:
@@ -103,13 +105,14 @@ class StoreMachine(RuleBasedStateMachine):
                 self.memory.pop(c.name, None)
                 self.disk.discard(c.name)
 
-    @rule(name=NAMES, size=st.integers(1, 80), primary=st.booleans())
-    def create(self, name: str, size: int, primary: bool) -> None:
+    @rule(name=NAMES, size=st.integers(1, 80), primary=st.booleans(), owner=st.integers(0, 2))
+    def create(self, name: str, size: int, primary: bool, owner: int) -> None:
         if name in self.memory or name in self.disk or name in self.spilling:
             return
         self.freed.discard(name)
         self.memory[name] = (size, primary)
-        self.run(self.store.handle(Created(name, size, primary)))
+        self.owner[name] = owner
+        self.run(self.store.handle(Created(name, size, primary, owner)))
 
     @rule(name=NAMES)
     def free(self, name: str) -> None:
@@ -119,6 +122,20 @@ class StoreMachine(RuleBasedStateMachine):
         if known and name not in self.spilling:
             assert self.deleted.count(name) == before + 1
         if known:
+            self.freed.add(name)
+
+    @rule(owner=st.integers(1, 2))
+    def owner_gone(self, owner: int) -> None:
+        owned = [
+            n
+            for n, o in self.owner.items()
+            if o == owner and n not in self.freed and (n in self.memory or n in self.disk)
+        ]
+        before = {n: self.deleted.count(n) for n in owned}
+        self.run(self.store.handle(OwnerGone(owner)))
+        for name in owned:
+            if name not in self.spilling:
+                assert self.deleted.count(name) == before[name] + 1, name
             self.freed.add(name)
 
     @rule(name=NAMES)
