@@ -36,6 +36,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 import baselines  # noqa: E402
+import store_workloads  # noqa: E402
 import workloads  # noqa: E402
 from workloads import FULL, QUICK, Result, Sizes  # noqa: E402
 
@@ -94,6 +95,7 @@ SPECS = [
         workloads.actor_recovery,
     ),
 ]
+SPECS += [Spec(*spec) for spec in store_workloads.SPECS]
 POOL_NAME = "multiprocessing.Pool"
 
 
@@ -109,7 +111,7 @@ def _title(spec: Spec, sizes: Sizes, n: int) -> str:
         "ring": f"{sizes.ring_agents}-agent {spec.title}, {sizes.ring_hops:,} hops",
         "idle_rss": spec.title,
         "actor_recovery": f"{spec.title}, median of {sizes.recovery_runs}",
-    }[spec.key]
+    }.get(spec.key, spec.title)
     return f"{sized} [{n} workers]" if spec.key == "cold_start" else sized
 
 
