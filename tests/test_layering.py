@@ -34,6 +34,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
                       counting's I/O shell
     links             Runtime, layer by layer: state, lifecycle, links, events
+    stored            values in node stores: pulls, frees, lineage rebuilds
     objects           put, fetch, get
     tasks             submission, retries, results, cancels
     actors            owned actors and their restarts
@@ -106,6 +107,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("observe",),
     ("getting", "waiting", "refcounting"),
     ("links",),
+    ("stored",),
     ("objects",),
     ("tasks",),
     ("actors",),

@@ -290,8 +290,8 @@ async def _open_cluster(
                 await nursery.start(node.serve)
             await nursery.start(rt.serve)
             _adopt_head_cap(rt)
-            if node is not None:  # the driver is a process of its node: it shares the store
-                rt.join_store(node.store.config())
+            # An embedded cluster's driver is a process of its node: it shares its store.
+            rt.join_store(None if node is None else node.store.config())
             set_current_runtime(rt)
             if node is not None and prepared is None:
                 await _wait_for_workers(rt, node)

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import trio
 
 from .._exceptions import NotInitializedError, ObjectLostError
 from .._protocol.ids import new_object_id, short
 from .._protocol.messages import ActorInfo, FetchObject, ObjectValue, Payload
-from .._protocol.store import FreeObjects, ObjectChunk, PullObject
 from . import getting, segments
 from .blocking import blocking_section
-from .links import RuntimeLinks
 from .peer import Peer, PeerClosedError
 from .refcounting import freed_error, owner_lost_error
 from .refs import PENDING, ObjectEntry, ObjectRef
-from .segments import Locator, StoreClient
-from .serialization import dumps, loads_error, system_error
-
-PULL_CHUNK_BYTES = 8 << 20  # a pull asks for the object in pieces of this size
-PULL_WINDOW = 4  # pieces asked for ahead of the one being written
+from .serialization import dumps, system_error
+from .stored import RuntimeStored
 
 
 class _SendWhenReady:
@@ -54,7 +47,7 @@ def _object_value(rid: int, entry: ObjectEntry, limit: int) -> ObjectValue:
     return ObjectValue(rid, False, error if isinstance(error, Payload) else system_error(error))  # type: ignore[arg-type]
 
 
-class RuntimeObjects(RuntimeLinks):
+class RuntimeObjects(RuntimeStored):
     """Owned and borrowed objects."""
 
     def new_entry(self, actor: ActorInfo | None = None) -> ObjectEntry:
@@ -64,7 +57,8 @@ class RuntimeObjects(RuntimeLinks):
         return entry
 
     def put(self, value: Any) -> ObjectRef[Any]:
-        payload = segments.place(dumps(value), owned=True)
+        entry = self.new_entry()
+        payload = segments.place(dumps(value), owned=True, object_id=entry.object_id)
         if payload.nbytes > self.max_message_bytes:
             raise ValueError(
                 f"ag.put() got a value that serializes to {payload.nbytes} bytes, over "
@@ -73,7 +67,6 @@ class RuntimeObjects(RuntimeLinks):
                 "--max-message-bytes` for a cluster the CLI started) or pass the data another "
                 "way (e.g. a file path)"
             )
-        entry = self.new_entry()
         entry.set_value(payload)
         return ObjectRef._make(entry)
 
@@ -85,25 +78,38 @@ class RuntimeObjects(RuntimeLinks):
         self.nursery.start_soon(self._fetch, entry)
 
     async def _fetch(self, entry: ObjectEntry) -> None:
+        """Loop: the value of a borrowed ref, from its owner; one held in another node's
+        store is pulled from there (and, if that node died, the owner is asked to make it
+        again once)."""
         peer = self.peer_for(entry.owner)
-        try:
-            reply = await peer.request(lambda rid: FetchObject(rid, entry.object_id))
-        except PeerClosedError as exc:
-            entry.set_error(owner_lost_error(entry.object_id, entry.owner, exc))
-            return
-        assert isinstance(reply, ObjectValue)
-        if reply.ok:
+        lost = ""
+        while True:
+            ask = functools.partial(FetchObject, object_id=entry.object_id, lost=lost)
+            try:
+                reply = await peer.request(ask)
+            except PeerClosedError as exc:
+                entry.set_error(owner_lost_error(entry.object_id, entry.owner, exc))
+                return
+            assert isinstance(reply, ObjectValue)
+            if not reply.ok:
+                entry.set_error(reply.value)
+                return
             locator = segments.locator_of(reply.value)
             store = segments.client()
-            if locator is not None and store is not None and locator.node != store.node:
-                try:
+            try:
+                if locator is not None and store is not None and locator.node != store.node:
                     await self.pull(locator)
-                except Exception as exc:
+            except ObjectLostError as exc:
+                if lost or locator is None:
                     entry.set_error(exc)
                     return
+                lost = locator.name  # ask the owner once to make it again
+                continue
+            except Exception as exc:
+                entry.set_error(exc)
+                return
             entry.set_value(reply.value)
-        else:
-            entry.set_error(reply.value)
+            return
 
     def _on_fetch(self, peer: Peer, msg: FetchObject) -> None:
         entry = self.objects.get(msg.object_id) or self.refs.revive(msg.object_id)
@@ -113,118 +119,26 @@ class RuntimeObjects(RuntimeLinks):
         elif entry.state == PENDING:
             self._ensure_fetch(entry)
             entry.add_waiter(_SendWhenReady(peer, msg.rid, entry, self.max_message_bytes))
+        elif msg.lost:
+            self.nursery.start_soon(self._answer_rebuilt, peer, msg)
         else:
             peer.send(_object_value(msg.rid, entry, self.max_message_bytes))
 
-    # --- the node's object store (segments.py) -------------------------------------------
-
-    def join_store(self, config: dict[str, Any] | None) -> None:
-        """Use this node's object store (None: keep every value inline)."""
-        if config is None:
-            segments.configure(None)
+    async def _answer_rebuilt(self, peer: Peer, msg: FetchObject) -> None:
+        """A borrower could not pull a value from its node: make it again (lineage)."""
+        entry = self.objects.get(msg.object_id)
+        payload = None if entry is None else entry.payload
+        locator = None if payload is None else segments.locator_of(payload)
+        if locator is None:
+            error = freed_error(msg.object_id, self.address)
+            peer.send(ObjectValue(msg.rid, False, system_error(error)))
             return
-        store = StoreClient(config, self.address)
-        store.pull_sync = self._pull_sync
-        store.free_remote = self._free_remote
-        segments.configure(store)
-        self._pulls: dict[str, trio.Event] = {}
-
-    def leave_store(self) -> None:
-        store = segments.client()
-        if store is not None and store.pull_sync == self._pull_sync:
-            segments.configure(None)
-
-    def _store_handlers(self) -> dict[type, Callable[[Peer, Any], Any]]:
-        return {PullObject: self._on_pull, FreeObjects: self._on_free_objects}
-
-    def _pull_sync(self, locator: Locator) -> None:
-        if self.portal.in_loop_thread():
-            raise RuntimeError(
-                f"{locator} is held on another node and must be pulled first, which this "
-                "thread (the runtime's loop) cannot wait for; await the ref (or ag.get_async) "
-                "instead of loading it in place"
-            )
-        self.portal.run(self.pull, locator)
-
-    def _free_remote(self, locator: Locator) -> None:
         try:
-            self.portal.call_soon(self._send_free, locator)
-        except Exception:
-            pass  # the runtime has stopped: the holder's node frees it when it stops
-
-    def _send_free(self, locator: Locator) -> None:
-        peer = self.peers.get(locator.holder)
-        if peer is not None and not peer.closed:
-            peer.send(FreeObjects((locator.name,)))
-
-    async def pull(self, locator: Locator) -> None:
-        """Loop: copy a value held on another node into this node's store (once, however
-        many readers ask at the same time). ObjectLostError if its holder is gone."""
-        store = segments.client()
-        assert store is not None
-        if os.path.exists(store.path(locator.name)):
+            payload = await self.rebuild(locator, msg.lost)
+        except Exception as exc:
+            peer.send(ObjectValue(msg.rid, False, system_error(exc)))
             return
-        running = self._pulls.get(locator.name)
-        if running is not None:
-            await running.wait()
-            return
-        done = self._pulls[locator.name] = trio.Event()
-        try:
-            await self._pull(store, locator)
-        finally:
-            del self._pulls[locator.name]
-            done.set()
-
-    async def _pull(self, store: StoreClient, locator: Locator) -> None:
-        peer = self.peer_for(locator.holder)
-        name = locator.name
-
-        def ask(offset: int) -> Any:
-            return peer.request_nowait(lambda rid: PullObject(rid, name, offset, PULL_CHUNK_BYTES))
-
-        try:
-            first = await peer.wait_reply(ask(0))
-            assert isinstance(first, ObjectChunk)
-            if not first.ok:
-                raise loads_error(first.data)
-            tmp = store.path(f".{name}.pull-{id(first):x}")
-            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            try:
-                os.pwrite(fd, first.data.buffers[0], 0)
-                offsets = list(range(PULL_CHUNK_BYTES, first.total, PULL_CHUNK_BYTES))
-                asked = [(o, ask(o)) for o in offsets[:PULL_WINDOW]]
-                following = offsets[PULL_WINDOW:]
-                while asked:
-                    offset, reply = asked.pop(0)
-                    if following:
-                        asked.append((following[0], ask(following.pop(0))))
-                    chunk = await peer.wait_reply(reply)
-                    assert isinstance(chunk, ObjectChunk)
-                    if not chunk.ok:
-                        raise loads_error(chunk.data)
-                    os.pwrite(fd, chunk.data.buffers[0], offset)
-            finally:
-                os.close(fd)
-        except PeerClosedError as exc:
-            raise owner_lost_error_for(locator, exc) from exc
-        os.rename(tmp, store.path(name))
-        store.tell(f"C {name} {first.total} 0 0")
-
-    def _on_pull(self, peer: Peer, msg: PullObject) -> None:
-        store = segments.client()
-        whole = None if store is None else store.map_file(msg.name)
-        if whole is None:
-            lost = lost_here(msg.name, self.address)
-            peer.send(ObjectChunk(msg.rid, False, 0, system_error(lost)))
-            return
-        piece = whole[msg.offset : msg.offset + msg.length]
-        peer.send(ObjectChunk(msg.rid, True, whole.nbytes, Payload(b"", (piece,))))
-
-    def _on_free_objects(self, peer: Peer, msg: FreeObjects) -> None:
-        store = segments.client()
-        if store is not None:
-            for name in msg.names:
-                store.tell(f"F {name}")
+        peer.send(ObjectValue(msg.rid, True, payload))
 
     # --- getting values ------------------------------------------------------------------------
 
@@ -271,19 +185,3 @@ class RuntimeObjects(RuntimeLinks):
             raise
 
     # --- names and actors ----------------------------------------------------------------------
-
-
-def lost_here(name: str, address: str) -> ObjectLostError:
-    return ObjectLostError(
-        f"object {name[:12]} is no longer in the object store of the node of {address}: it "
-        "was freed (its owner dropped its last reference) or that node restarted"
-    )
-
-
-def owner_lost_error_for(locator: Locator, why: object) -> ObjectLostError:
-    return ObjectLostError(
-        f"object {locator.name[:12]} ({locator.size} bytes) was held in the object store of "
-        f"node {locator.node[:12]}, which cannot be reached any more ({why}): the node died. "
-        "A task's result is made again when its owner still has the task; otherwise put it "
-        "again"
-    )

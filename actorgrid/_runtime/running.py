@@ -241,7 +241,7 @@ class ExecutorTasks:
         cap, which would break the caller's connection), not as an error of the user code.
         """
         try:
-            payload = dumps_result(value)
+            payload = dumps_result(value, current_task.get())
         except Exception as exc:
             unpicklable = SerializationError(
                 f"the result of {self._where(label)} could not be serialized: "

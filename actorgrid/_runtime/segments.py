@@ -110,8 +110,9 @@ class StoreClient:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.settimeout(5.0)
         self._lock = threading.Lock()
-        # Set by the runtime: pull a value held on another node into this node's store.
-        self.pull_sync: Callable[[Locator], None] | None = None
+        # Set by the runtime: pull a value held on another node into this node's store (or
+        # have its owner make it again); the name it has here.
+        self.pull_sync: Callable[[Locator], str] | None = None
         # Set by the runtime: free a value held on another node (tell a process there).
         self.free_remote: Callable[[Locator], None] | None = None
 
@@ -182,6 +183,19 @@ class StoreClient:
 
 
 _client: StoreClient | None = None
+# Set by the runtime of a process without a store: a value held in a store, pulled into memory.
+_reader: Callable[[Locator], Payload] | None = None
+
+
+def set_reader(reader: Callable[[Locator], Payload] | None) -> None:
+    global _reader
+    _reader = reader
+
+
+def describe(name: str) -> str:
+    """An object's file name as the object's short id (``ObjectRef`` reprs use the same)."""
+    head = name.split(".", 1)[0]
+    return head[:6] + head[-6:] if len(head) >= 12 else head
 
 
 def configure(client: StoreClient | None) -> None:
@@ -196,33 +210,22 @@ def client() -> StoreClient | None:
     return _client
 
 
-def place(payload: Payload, *, owned: bool) -> Payload:
+def place(payload: Payload, *, owned: bool, object_id: bytes | None = None) -> Payload:
     """``payload`` itself if it is small or this process has no store; else written into the
     store, and its locator. ``owned``: the returned locator frees the object when it goes
-    (the caller is its owner); otherwise the receiver adopts it (:func:`adopt`)."""
+    (the caller is its owner); otherwise its receiver does (``RuntimeStored.adopt_result``)."""
     store = _client
     if store is None or (not payload.buffers and len(payload.data) < store.threshold):
         return payload
     if payload.nbytes < store.threshold:
         return payload
-    name = new_object_id().hex()
+    name = f"{(object_id or new_object_id()).hex()}.{os.urandom(4).hex()}"
     store.write(name, payload, owned=owned)
     locator = Locator(store.node, name, store.address, payload.nbytes)
     stored = Payload(pickle.dumps(locator, protocol=2))
     if owned:
         _free_when_gone(stored, store, locator)
     return stored
-
-
-def adopt(payload: Payload) -> None:
-    """The owner of a value received its locator (a task's result): free the object when
-    the owner's last copy of it goes."""
-    store = _client
-    if store is None:
-        return
-    locator = locator_of(payload)
-    if locator is not None:
-        _free_when_gone(payload, store, locator)
 
 
 def _free_when_gone(payload: Payload, store: StoreClient, locator: Locator) -> None:
@@ -235,21 +238,21 @@ def open_stored(node: str, name: str, holder: str, size: int) -> Any:
     when it is held on another node)."""
     store = _client
     if store is None:
-        raise ObjectLostError(
-            f"a value of {size} bytes is held in the object store of node {node[:12]}, and "
-            "this process has no object store to read it through (a driver connected to a "
-            "cluster from outside its nodes); call ag.get in a task, or join the cluster "
-            "with a node on this machine"
-        )
-    payload = store.map(name)
-    if payload is None and node != store.node and store.pull_sync is not None:
-        store.pull_sync(Locator(node, name, holder, size))
+        if _reader is None:
+            raise ObjectLostError(
+                f"object {describe(name)} ({size} bytes) is held in the object store of node "
+                f"{node[:12]}, and this process is not connected to its cluster any more; "
+                "call ag.init() before loading it"
+            )
+        payload: Payload | None = _reader(Locator(node, name, holder, size))
+    else:
         payload = store.map(name)
+        if payload is None and node != store.node and store.pull_sync is not None:
+            payload = store.map(store.pull_sync(Locator(node, name, holder, size)))
     if payload is None:
         raise ObjectLostError(
-            f"object {name[:12]} ({size} bytes) is no longer in the object store of node "
-            f"{node[:12]}: it was freed, or its node died. If a task made it, a lost node "
-            "can make it again only while its owner holds a ref to it"
+            f"object {describe(name)} ({size} bytes) is no longer in the object store of node "
+            f"{node[:12]}: it was freed"
         )
     return pickle.loads(payload.data, buffers=payload.buffers)
 
@@ -287,6 +290,18 @@ def _write_all(fd: int, parts: list[memoryview | bytes]) -> None:
             written -= views.pop(0).nbytes
         if written:
             views[0] = views[0][written:]
+
+
+def locator_of_checked(payload: Payload) -> Locator:
+    locator = locator_of(payload)
+    if locator is None:
+        raise ValueError("expected the locator of a stored value, got an inline value")
+    return locator
+
+
+def parse(view: memoryview) -> Payload:
+    """The payload in an object file's bytes."""
+    return _parse(view)
 
 
 def _parse(view: memoryview) -> Payload:

@@ -59,10 +59,11 @@ def dumps(value: Any, *, out_of_band: bool = True) -> Payload:
     return Payload(data, tuple(b.raw() for b in buffers))
 
 
-def dumps_result(value: Any) -> Payload:
-    """A task's or method's result: a large one stays in this node's object store, and its
-    owner adopts the locator (``segments.adopt``) when it arrives."""
-    return place(dumps(value), owned=False)
+def dumps_result(value: Any, task_id: bytes | None = None) -> Payload:
+    """A task's or method's result: a large one stays in this node's object store (its file
+    named after ``task_id``, the result's object id), and its owner adopts the locator
+    (``stored.RuntimeStored.adopt_result``) when it arrives."""
+    return place(dumps(value), owned=False, object_id=task_id)
 
 
 def loads(payload: Payload) -> Any:

@@ -16,7 +16,6 @@ from .objects import RuntimeObjects
 from .peer import Peer
 from .records import CREATE, TASK, Sent, TaskSpec, _describe, _Placing
 from .refs import PENDING, ObjectEntry
-from .segments import adopt
 from .serialization import loads_error
 
 
@@ -151,7 +150,7 @@ class RuntimeTasks(RuntimeObjects):
                 self.children.finished(msg.task_id)
             if sent.kind == CREATE and sent.actor is not None:
                 self.observe.actor_created(sent.actor, self._worker_at.get(peer.address))
-            adopt(msg.value)  # a result held in a node's store is freed with the entry
+            self.adopt_result(msg.value, spec)  # one held in a store: freed with the entry
             entry.set_value(msg.value)
             return
         if spec is not None and spec.retry_on and spec.retries != 0 and spec.actor is None:
