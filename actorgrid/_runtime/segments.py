@@ -100,12 +100,15 @@ class _LocatorReader(pickle.Unpickler):
 class StoreClient:
     """The node store as seen from one process; set with :func:`configure`."""
 
-    def __init__(self, config: dict[str, Any], address: str = "") -> None:
+    def __init__(self, config: dict[str, Any], address: str = "", max_bytes: int = 1 << 62) -> None:
         self.node = str(config["node"])
         self.folder = str(config["folder"])
         self.spill_folder = str(config["spill_folder"])
         self.threshold = int(config.get("threshold", INLINE_BYTES))
         self.address = address  # where this process serves pulls of the values it wrote
+        # Values over this stay inline, so the checks of max_message_bytes refuse them as
+        # before: the cap bounds every value, whether it travels or stays in a store.
+        self.max_bytes = max_bytes
         self._socket_path = os.path.join(self.folder, ".accounts")
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.settimeout(5.0)
@@ -217,7 +220,7 @@ def place(payload: Payload, *, owned: bool, object_id: bytes | None = None) -> P
     store = _client
     if store is None or (not payload.buffers and len(payload.data) < store.threshold):
         return payload
-    if payload.nbytes < store.threshold:
+    if not store.threshold <= payload.nbytes <= store.max_bytes:
         return payload
     name = f"{(object_id or new_object_id()).hex()}.{os.urandom(4).hex()}"
     store.write(name, payload, owned=owned)

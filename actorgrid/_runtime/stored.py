@@ -61,7 +61,7 @@ class RuntimeStored(RuntimeLinks):
         if config is None:
             segments.configure(None)
             return
-        store = StoreClient(config, self.address)
+        store = StoreClient(config, self.address, self.max_message_bytes)
         store.pull_sync = self._pull_sync
         store.free_remote = self._free_remote
         segments.configure(store)
@@ -194,8 +194,10 @@ class RuntimeStored(RuntimeLinks):
         peer = self.peer_for(locator.holder)
         name = locator.name
 
+        piece = min(PULL_CHUNK_BYTES, self.max_message_bytes // 2)  # frames stay under the cap
+
         def ask(offset: int) -> Any:
-            return peer.request_nowait(lambda rid: PullObject(rid, name, offset, PULL_CHUNK_BYTES))
+            return peer.request_nowait(lambda rid: PullObject(rid, name, offset, piece))
 
         try:
             first = await peer.wait_reply(ask(0))
@@ -203,7 +205,7 @@ class RuntimeStored(RuntimeLinks):
             if not first.ok:
                 raise loads_error(first.data)
             sink(0, first.data.buffers[0], first.total)
-            offsets = list(range(PULL_CHUNK_BYTES, first.total, PULL_CHUNK_BYTES))
+            offsets = list(range(piece, first.total, piece))
             asked = [(o, ask(o)) for o in offsets[:PULL_WINDOW]]
             following = offsets[PULL_WINDOW:]
             while asked:
