@@ -24,7 +24,6 @@ import os
 import shutil
 import socket
 import tempfile
-import warnings
 
 import psutil
 import trio
@@ -53,6 +52,7 @@ log = logging.getLogger("actorgrid.store")
 SHM_ROOT = "/dev/shm"
 FOLDER_PREFIX = "actorgrid-"
 DEFAULT_STORE_FRACTION = 0.3  # of the machine's memory, as Ray's default
+MIN_SHM_BYTES = 64 * 2**20  # a /dev/shm with less room than this is not used by default
 _DATAGRAM_BYTES = 512
 
 
@@ -93,8 +93,13 @@ class NodeStore:
         threshold: int = INLINE_BYTES,
         shm_root: str = SHM_ROOT,
     ) -> None:
-        self.capacity = default_store_memory() if capacity is None else int(capacity)
-        self.state = StoreState(self.capacity)
+        if capacity is None:  # the default fits what /dev/shm has (a container's is small)
+            capacity = default_store_memory()
+            with contextlib.suppress(OSError):
+                room = int(shutil.disk_usage(shm_root).free * 0.9)
+                if room >= MIN_SHM_BYTES:
+                    capacity = min(capacity, room)
+        self.capacity = int(capacity)
         self.threshold = threshold
         self.node = node_id.hex()[:16]
         tag = f"{FOLDER_PREFIX}{os.getpid()}-{self.node}"
@@ -102,13 +107,15 @@ class NodeStore:
         root = shm_root
         why = _unfit(shm_root, self.capacity)
         if why:
-            warnings.warn(
-                f"{why}, so this node's object store maps files under {temp} instead (slower: "
-                f"the kernel may write them to disk). Give the machine a larger /dev/shm (for "
+            log.warning(
+                "%s, so this node's object store maps files under %s instead (slower: the "
+                "kernel may write them to disk). Give the machine a larger /dev/shm (for "
                 "Docker: --shm-size) or a smaller object_store_memory",
-                stacklevel=2,
+                why,
+                temp,
             )
             root = temp
+        self.state = StoreState(self.capacity)
         self.file_backed = root != shm_root
         for where in {root, temp}:
             sweep_dead_folders(where)
@@ -116,7 +123,7 @@ class NodeStore:
         self.spill_folder = os.path.join(temp, tag + "-spill")
         os.makedirs(self.folder, mode=0o700)
         os.makedirs(self.spill_folder, mode=0o700)
-        self._sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock: trio.socket.SocketType | None = None  # made by serve(), in the loop
         self._sock_path = os.path.join(self.folder, ".accounts")
         self._closed = False
         self._nursery: trio.Nursery | None = None
@@ -143,12 +150,13 @@ class NodeStore:
         return self.state.statistics()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self._sock.bind(self._sock_path)
+        sock = self._sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        await sock.bind(self._sock_path)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
             while True:
-                data = await self._sock.recv(_DATAGRAM_BYTES)
+                data = await sock.recv(_DATAGRAM_BYTES)
                 event = _parse(data)
                 if event is not None:
                     self._run(nursery, self.state.handle(event))
@@ -191,7 +199,8 @@ class NodeStore:
         if self._closed:
             return
         self._closed = True
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
         shutil.rmtree(self.folder, ignore_errors=True)
         shutil.rmtree(self.spill_folder, ignore_errors=True)
 

@@ -13,8 +13,11 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 import actorgrid as ag
+from actorgrid._node.objectstore import NodeStore
+from actorgrid._protocol.ids import new_node_id
 
 MB = 2**20
 SETTLE_S = 30.0  # generous: frees are batched, spills are copies, the machine is shared
@@ -103,3 +106,17 @@ def test_a_killed_worker_leaks_no_segment() -> None:
         assert cluster.embedded
     assert not _ours("/dev/shm"), "the store's shared memory is gone after shutdown"
     assert not _ours(tempfile.gettempdir(), "-spill")
+
+
+def test_without_dev_shm_the_store_falls_back_to_files_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = NodeStore(new_node_id(), 8 * MB, shm_root="/nonexistent-shm")
+    try:
+        assert store.file_backed
+        assert store.folder.startswith(tempfile.gettempdir())
+        assert os.path.isdir(store.folder)
+        assert "/nonexistent-shm is missing" in caplog.text and "--shm-size" in caplog.text
+    finally:
+        store.aclose_nowait()
+    assert not os.path.exists(store.folder)
