@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from workloads import GET_TIMEOUT_S, MB, Result, Sizes
+from workloads import GET_TIMEOUT_S, MB, Result, Sizes, register
 
 import actorgrid as ag
 
-__all__ = ["SPECS", "store_argument", "store_chain", "store_two_nodes"]
+__all__ = ["store_argument", "store_chain", "store_two_nodes"]
 
 
 @ag.remote
@@ -54,6 +54,10 @@ def first_byte(a: Any) -> int:
     return int(a[0])
 
 
+@register(
+    "store_chain", "{array_mb:g}/2 MB array passed task->task->task, driver RSS flat", "MB/s",
+    ">=", 1_000, limit="memcpy_mb_per_s",
+)  # fmt: skip
 def store_chain(sizes: Sizes, num_workers: int) -> Result:
     nbytes = sizes.array_bytes // 2
     driver = psutil.Process()
@@ -78,6 +82,10 @@ def store_chain(sizes: Sizes, num_workers: int) -> Result:
     }
 
 
+@register(
+    "store_argument", "{array_mb:g} MB numpy argument through the object store", "MB/s", ">=",
+    2_000, limit="memcpy_mb_per_s",
+)  # fmt: skip
 def store_argument(sizes: Sizes, num_workers: int) -> Result:
     import numpy as np
 
@@ -154,6 +162,10 @@ with ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.argv[2])):
 """
 
 
+@register(
+    "store_two_nodes", "{array_mb:g} MB value read across two netns nodes (vs TCP bulk)",
+    "MB/s", ">=", 500,
+)  # fmt: skip
 def store_two_nodes(sizes: Sizes, num_workers: int) -> Result:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from hostlab import Hosts, netns_unavailable, read_json
@@ -182,25 +194,3 @@ def store_two_nodes(sizes: Sizes, num_workers: int) -> Result:
         "value": rate,
         "detail": {"megabytes": nbytes / MB, "tcp_bulk_mb_s": tcp, "of_tcp": rate / tcp, **found},
     }
-
-
-# (key, title, unit, op, target, workload) for run.py's Spec.
-SPECS = [
-    (
-        "store_chain",
-        "array passed task->task->task, driver RSS flat",
-        "MB/s",
-        ">=",
-        1_000,
-        store_chain,
-    ),
-    (
-        "store_argument",
-        "numpy argument through the object store",
-        "MB/s",
-        ">=",
-        2_000,
-        store_argument,
-    ),
-    ("store_two_nodes", "value read across two netns nodes", "MB/s", ">=", 500, store_two_nodes),
-]

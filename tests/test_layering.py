@@ -113,7 +113,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("actors",),
     ("names",),
     ("core",),
-    ("virtual",),
+    ("virtual", "envship"),
     ("context",),
     ("keyed", "producing"),
     ("lanes",),

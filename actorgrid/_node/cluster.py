@@ -25,6 +25,7 @@ from .._protocol.messages import (
     QueryCluster,
 )
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
+from .._runtime.envship import remember
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
@@ -35,7 +36,7 @@ from .clusterops import OperationMethods
 from .dashboard import parse_dashboard, serve_runtime_dashboard
 from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
-from .jobclient import Jobs
+from .jobclient import Jobs, driver_tls, rejoin_as_job
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .observing import ObserveMethods
 from .records import (
@@ -297,6 +298,8 @@ async def _open_cluster(
                 await _wait_for_workers(rt, node)
             if prepared is not None:
                 await ensure_runtime_env(rt, prepared)
+                remember(rt, prepared)  # shipped again to a restarted head
+            rejoin_as_job(rt)
             if serve_at is not None:
                 serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
                 url = await nursery.start(functools.partial(serve, port=serve_at[1]))
@@ -337,6 +340,7 @@ def _remote(
         if tls is None and up.tls is not None:
             tls = TLSConfig.from_dict(up.tls)
         return up.address, secret or up.secret, tls
+    tls = tls or driver_tls(address)  # a job's on a TLS cluster, or the recorded cluster's
     if secret is not None:
         return address, secret, tls
     env = os.environ.get("ACTORGRID_SECRET")

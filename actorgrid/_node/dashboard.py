@@ -16,7 +16,6 @@ from collections.abc import Callable
 import trio
 
 from .._dashboard.auth import dashboard_token
-from .._dashboard.server import DashboardServer, dashboard_ssl_context
 from .._exceptions import ActorgridError
 from .._protocol.ids import NodeId, WorkerId, short
 from .._protocol.messages import (
@@ -112,6 +111,10 @@ async def serve_runtime_dashboard(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the dashboard of ``rt``'s cluster until cancelled; report its URL."""
+    # Imported here: the server pulls in trio-websocket (wsproto, h11), ~10% of a cold start
+    # that most clusters, started without a dashboard, never use.
+    from .._dashboard.server import DashboardServer, dashboard_ssl_context
+
     context = dashboard_ssl_context(rt.tls) if rt.tls is not None else None
     server = DashboardServer(
         RuntimeSource(rt), dashboard_token(rt.secret), host=host, port=port, ssl_context=context

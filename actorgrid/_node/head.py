@@ -152,12 +152,17 @@ class Head(HeadOperations):
             worker_at=self._worker_at,
             publish=self.publish,
             background=self._background,
+            env_at=self._env_at,
+            hold_env=lambda key, holder: self.envs.hold(key, holder),
+            drop_env=lambda holder: self.envs.drop(holder),
         )
         self._handlers.update(self.lifetimes.handlers())
         # Runtime environments and jobs: their packages and folders live in the session.
         self.session = SessionFolder("actorgrid-head-")
         self.envs = EnvHost(self._live_node_peers, self._background, self.session)
-        self.jobs = JobHost(lambda: self.address, secret, self.envs, self.session, self._background)
+        self.jobs = JobHost(
+            lambda: self.address, secret, self.envs, self.session, self._background, tls
+        )
         self._handlers.update(self.envs.handlers() | self.jobs.handlers())
         self.hub = ObserveHub(
             self.events,
@@ -192,6 +197,12 @@ class Head(HeadOperations):
             self._hello = Hello("head", self.address, os.getpid(), self._max)
             nursery.start_soon(self._end_session)
             task_status.started(self.address)
+
+    def _env_at(self, address: str) -> str:
+        """The runtime_env of the worker at ``address`` ("" for none, or no such worker)."""
+        peer = self._worker_at.get(address)
+        info = self._worker_peers.get(peer) if peer is not None else None
+        return info.env if info is not None else ""
 
     def _live_node_peers(self) -> list[Peer]:
         return [node.peer for node in self.nodes.values()]
@@ -297,6 +308,7 @@ class Head(HeadOperations):
             return
         for lost in restore_worker(msg, self.names, self.lifetimes.detached):
             log.warning("%s", lost)
+        self.lifetimes.restored(msg)
         log.info("worker %s rejoined with %d actors", info.address, len(msg.actors))
         self._on_register_worker(peer, RegisterWorker(msg.rid, info))
 

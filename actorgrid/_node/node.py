@@ -252,6 +252,8 @@ class NodeAgent(NodeControl):
             self.pulse_interval_s,
             self._errors,
         )
+        if outcome.refused is None and self.head is not None:
+            self.head.send(self.envs.held())  # a restarted head learns them again
         if self._stopping or outcome.refused is None:
             return
         log.warning("%s: stopping this node's workers; joining as a new node", outcome.refused)
@@ -442,7 +444,7 @@ class NodeAgent(NodeControl):
             "host": self.host,
             "tls": None if self.tls is None else self.tls.to_dict(),
             "listen_limits": None if limits is None else attrs.asdict(limits),
-            **self.shares.config(slot.index),
+            **self.shares.config(slot.share),
             "env": None if slot.env is None else slot.env.worker_config(),
             "store": self.store.config(),
         }
@@ -523,8 +525,8 @@ class NodeAgent(NodeControl):
         assert self._nursery is not None
         self.slots = [s for s in self.slots if not (s.over and s.env is not None)]
         started = []
-        for _ in range(count):
-            slot = Slot(len(self.slots), self._policy)
+        for share in range(count):
+            slot = Slot(len(self.slots), self._policy, share)
             slot.env = launch
             self.slots.append(slot)
             started.append(slot)

@@ -12,10 +12,12 @@ import attrs
 
 from .envmessages import (
     EnsureEnv,
+    EnvsHeld,
     JobEnded,
     JobList,
     JobLogs,
     JobOutput,
+    JobRejoin,
     JobStarted,
     PackageData,
     PackageFetch,
@@ -560,6 +562,7 @@ Message: TypeAlias = (
     | PackageData
     | EnsureEnv
     | ReleaseEnv
+    | EnvsHeld
     | SubmitJob
     | JobStarted
     | JobOutput
@@ -569,6 +572,7 @@ Message: TypeAlias = (
     | QueryJobLogs
     | JobLogs
     | StopJob
+    | JobRejoin
     | RefsReceived
     | BorrowUpdate
     | WorkerOutput

@@ -189,7 +189,11 @@ class RuntimeLinks:
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0
         self.membership_changed = trio.Event()
-        self.env_key = ""  # this process's runtime_env (ag.init(runtime_env=)); "" for none
+        # Other runtime_envs this process's calls use (.options(runtime_env=)): their workers
+        # join its placement for those calls alone; workers of envs it does not use wait
+        # aside (O(1) each) until it does.
+        self.envs_used: set[str] = set()
+        self._env_aside: dict[WorkerId, WorkerInfo] = {}
         self._worker_at: dict[str, WorkerId] = {}
         self.streams = CallerStreams(self)  # remote generators this process consumes
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
@@ -219,6 +223,25 @@ class RuntimeLinks:
             f"<Runtime {self.kind}@{self.address} workers={len(self.placement)} "
             f"peers={len(self.peers)} objects={len(self.objects)}>"
         )
+
+    @property
+    def env_key(self) -> str:
+        """This process's runtime_env (ag.init(runtime_env=)); "" for none."""
+        return self.placement.env
+
+    @env_key.setter
+    def env_key(self, key: str) -> None:
+        self.placement.env = key
+
+    def use_env_workers(self, key: str) -> None:
+        """Loop: calls of this process ask for runtime_env ``key``: its workers join the
+        placement (O(workers aside), once per env)."""
+        if key in self.envs_used or key == self.env_key:
+            return
+        self.envs_used.add(key)
+        for info in [w for w in self._env_aside.values() if w.env == key]:
+            del self._env_aside[info.worker_id]
+            self._add_worker(info)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -285,6 +308,7 @@ class RuntimeLinks:
         reply = await head.request(SubscribeMembership)
         assert isinstance(reply, Membership)
         listed = {info.worker_id for info in reply.workers}
+        self._env_aside.clear()
         for wid, info in list(self.placement.workers.items()):  # O(workers), per connection
             if wid not in listed:
                 self.placement.remove(wid)
@@ -454,8 +478,10 @@ class RuntimeLinks:
     # --- membership ----------------------------------------------------------------------------
 
     def _add_worker(self, info: WorkerInfo) -> None:
-        if info.env != self.env_key:
-            return  # a worker of another runtime_env serves only the drivers of that env
+        if info.env != self.env_key and info.env not in self.envs_used:
+            # A worker of another runtime_env serves only the calls that ask for that env.
+            self._env_aside[info.worker_id] = info
+            return
         self.placement.add(info)
         self._worker_at[info.address] = info.worker_id
         if info.address == self.address and self.executor is not None:
@@ -471,6 +497,7 @@ class RuntimeLinks:
         self._add_worker(msg.worker)
 
     def _on_worker_left(self, peer: Peer, msg: WorkerLeft) -> None:
+        self._env_aside.pop(msg.worker_id, None)
         info = self.placement.workers.get(msg.worker_id)
         self.placement.remove(msg.worker_id)
         if info is not None:

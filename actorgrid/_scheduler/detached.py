@@ -42,6 +42,13 @@ class DetachedTable:
         if create is not None and (address is None or create.actor.address == address):
             self._remove(actor_id)
 
+    def __contains__(self, actor_id: object) -> bool:
+        return actor_id in self._actors
+
+    def at(self, address: str) -> list[ActorId]:
+        """The detached actors at ``address``: O(those)."""
+        return list(self._by_address.get(address, ()))
+
     def address_gone(self, address: str) -> list[CreateActor]:
         """The worker at ``address`` is gone: its detached actors with restarts left, to be
         created again elsewhere (the others are forgotten)."""
