@@ -6,14 +6,15 @@ accounts.
   temporary folder. Both are the agent's: it removes them when it stops, and at start it
   removes those of agents that died without doing so (their pid is gone), so neither a
   killed worker nor a killed node leaves anything behind for long.
-- Accounts: processes of the node send one datagram per object written (``C name size
-  primary``), read (``R name``) and freed (``F name``) to the folder's ``.accounts`` socket;
+- Accounts: processes of the node send one line per object written (``C name size primary
+  owner_pid``), read (``R name``) and freed (``F name``) on a connection to the folder's
+  ``.accounts`` socket (a stream: a burst never blocks a sender nor loses a line);
   the pure :class:`StoreState` decides what to spill, evict and delete, and this shell does it
   (spills in a thread: a copy to disk, then the unlink).
 - ``/dev/shm`` missing or smaller than ``object_store_memory``: the folder goes under the
   temporary folder instead (file-backed mappings: slower, but working), with a warning.
 
-Costs: one datagram per large object created, read or freed; nothing per small value.
+Costs: one line per large object created, read or freed; nothing per small value.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ SHM_ROOT = "/dev/shm"
 FOLDER_PREFIX = "actorgrid-"
 DEFAULT_STORE_FRACTION = 0.3  # of the machine's memory, as Ray's default
 MIN_SHM_BYTES = 64 * 2**20  # a /dev/shm with less room than this is not used by default
-_DATAGRAM_BYTES = 512
+_READ_BYTES = 1 << 16
 
 
 def default_store_memory() -> int:
@@ -150,16 +151,32 @@ class NodeStore:
         return self.state.statistics()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        sock = self._sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock = self._sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         await sock.bind(self._sock_path)
+        sock.listen(64)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
             while True:
-                data = await sock.recv(_DATAGRAM_BYTES)
-                event = _parse(data)
-                if event is not None:
-                    self._run(nursery, self.state.handle(event))
+                conn, _ = await sock.accept()
+                nursery.start_soon(self._read_accounts, nursery, trio.SocketStream(conn))
+
+    async def _read_accounts(self, nursery: trio.Nursery, stream: trio.SocketStream) -> None:
+        """One process's account lines, until it closes its end (or exits)."""
+        rest = b""
+        async with stream:
+            while True:
+                try:
+                    data = await stream.receive_some(_READ_BYTES)
+                except trio.BrokenResourceError:
+                    return
+                if not data:
+                    return
+                *lines, rest = (rest + data).split(b"\n")
+                for line in lines:
+                    event = _parse(line)
+                    if event is not None:
+                        self._run(nursery, self.state.handle(event))
 
     def _run(self, nursery: trio.Nursery, commands: list[Command]) -> None:
         for command in commands:

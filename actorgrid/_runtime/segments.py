@@ -110,8 +110,7 @@ class StoreClient:
         # before: the cap bounds every value, whether it travels or stays in a store.
         self.max_bytes = max_bytes
         self._socket_path = os.path.join(self.folder, ".accounts")
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.settimeout(5.0)
+        self._sock: socket.socket | None = None  # connected on the first line
         self._lock = threading.Lock()
         # Set by the runtime: pull a value held on another node into this node's store (or
         # have its owner make it again); the name it has here.
@@ -123,16 +122,32 @@ class StoreClient:
         return f"<StoreClient node={self.node[:12]} folder={self.folder}>"
 
     def close(self) -> None:
-        self._sock.close()
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
 
     def tell(self, line: str) -> None:
-        """One account line to the node agent. Best effort: an agent that is gone or
-        swamped loses a line, and its accounts are then off until it sweeps the folder."""
-        try:
-            with self._lock:
-                self._sock.sendto(line.encode(), self._socket_path)
-        except OSError as exc:
-            log.debug("could not tell the node store %r: %s", line, exc)
+        """Any thread: one account line to the node agent, on this process's connection
+        to it (the kernel buffers a burst of thousands). An agent that is gone loses it:
+        then its node is stopping, and its folder goes with it."""
+        data = (line + "\n").encode()
+        with self._lock:
+            for _ in range(2):  # a broken connection is made again once
+                try:
+                    if self._sock is None:
+                        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        sock.settimeout(5.0)
+                        sock.connect(self._socket_path)
+                        self._sock = sock
+                    self._sock.sendall(data)
+                    return
+                except OSError as exc:
+                    if self._sock is not None:
+                        self._sock.close()
+                        self._sock = None
+                    error = exc
+            log.debug("could not tell the node store %r: %s", line, error)
 
     def path(self, name: str) -> str:
         return os.path.join(self.folder, name)
