@@ -55,7 +55,7 @@ def first_byte(a: Any) -> int:
 
 
 @register(
-    "store_chain", "{array_mb:g}/2 MB array passed task->task->task, driver RSS flat", "MB/s",
+    "store_chain", "array of half {array_mb:g} MB passed task->task->task, driver RSS flat", "MB/s",
     ">=", 1_000, limit="memcpy_mb_per_s",
 )  # fmt: skip
 def store_chain(sizes: Sizes, num_workers: int) -> Result:
