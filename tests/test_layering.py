@@ -31,6 +31,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     records           what the runtime keeps of its calls and actors
     peer              one link
     portal headlink   thread hops; the link to the head
+    seams             a runtime's network and threads (TCP and a pool; a simulation's own)
     getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
                       counting's I/O shell
     links             Runtime, layer by layer: state, lifecycle, links, events
@@ -104,7 +105,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("peer",),
     ("output",),
     ("portal", "headlink"),
-    ("observe",),
+    ("observe", "seams"),
     ("getting", "waiting", "refcounting"),
     ("links",),
     ("stored",),

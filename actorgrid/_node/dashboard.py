@@ -16,6 +16,7 @@ from collections.abc import Callable
 import trio
 
 from .._dashboard.auth import dashboard_token
+from .._dashboard.source import Traffic
 from .._exceptions import ActorgridError
 from .._protocol.ids import NodeId, WorkerId, short
 from .._protocol.messages import (
@@ -27,6 +28,7 @@ from .._protocol.messages import (
     Message,
     QueryCluster,
 )
+from .._protocol.observe import WorkerOutput
 from .._runtime.core import Runtime
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
@@ -57,6 +59,12 @@ class RuntimeSource:
 
     def unsubscribe(self, listener: Callable[[Event], None]) -> None:
         self._rt.unsubscribe_events(listener)
+
+    def follow_output(self, listener: Callable[[WorkerOutput], None]) -> None:
+        self._rt.on_loop(self._rt.observe.follow, listener, self._rt.head)
+
+    def traffic(self) -> Traffic:
+        return self._rt.observe.traffic
 
     async def act(self, action: str, target: bytes) -> str:
         rt = self._rt

@@ -67,9 +67,11 @@ from .._protocol.messages import (
 )
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
+from .._runtime.seams import TCP, Transport
 from .._scheduler.names import NameRegistry
 from .._scheduler.rejoin import FenceTable, restore_worker
-from .._transport.tcp import ListenLimits, TcpFrameStream, serve_tcp_frame_streams
+from .._transport.base import FrameStream
+from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .envhead import EnvHost, SessionFolder
 from .headops import QUERY_WORKERS_TIMEOUT_S, HeadNode, HeadOperations
@@ -102,8 +104,10 @@ class Head(HeadOperations):
         pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
         tls: TLSConfig | None = None,
         listen_limits: ListenLimits | None = None,
+        transport: Transport = TCP,
     ) -> None:
         self._secret = secret
+        self._transport = transport  # a simulation's in-memory network, else TCP
         self._tls = tls
         self._limits = listen_limits
         self._host = host
@@ -169,6 +173,7 @@ class Head(HeadOperations):
             self._event_subscribers,
             lambda: [(n.info.node_id.hex(), n.peer) for n in self.nodes.values()],
             self._background,
+            self._worker_at.__contains__,
         )
         self._handlers.update(self.hub.handlers())
 
@@ -184,7 +189,7 @@ class Head(HeadOperations):
             await nursery.start(self._monitor.serve)
             self.address = await nursery.start(
                 functools.partial(
-                    serve_tcp_frame_streams,
+                    self._transport.serve,
                     self._accept,
                     self._host,
                     self._port,
@@ -214,7 +219,7 @@ class Head(HeadOperations):
             await self.jobs.stop_all()
             self.session.remove()
 
-    async def _accept(self, stream: TcpFrameStream) -> None:
+    async def _accept(self, stream: FrameStream) -> None:
         peer = Peer(stream.peer, self._handle, local_hello=self._hello, monitor=self._monitor)
         peer.on_closed.append(self._closed)
         await peer.run(stream)
@@ -474,7 +479,8 @@ class Head(HeadOperations):
     ) -> None:
         with trio.move_on_after(FORGET_NAME_TIMEOUT_S):
             async with trio.open_nursery() as nursery:
-                for cacher in cachers:
+                # In address order, not the set's (by object id): a simulation replays it.
+                for cacher in sorted(cachers, key=_by_address):
                     nursery.start_soon(self._tell_ended, cacher, msg)
         if msg.rid and peer is not None:
             peer.send(Ack(msg.rid))
@@ -485,3 +491,7 @@ class Head(HeadOperations):
             await cacher.request(lambda rid: ActorEnded(rid, msg.actor_id, msg.reason))
         except PeerClosedError:
             pass  # a process that is gone caches nothing
+
+
+def _by_address(peer: Peer) -> str:
+    return peer.address

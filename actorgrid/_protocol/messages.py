@@ -31,7 +31,14 @@ from .envmessages import (
     SubmitJob,
 )
 from .ids import ActorId, ObjectId, WorkerId
-from .observe import LogLines, ReadLogs, SubscribeOutput, WorkerOutput
+from .observe import (
+    CallSpans,
+    LogLines,
+    ReadLogs,
+    SubscribeOutput,
+    TaskEvents,
+    WorkerOutput,
+)
 from .operations import (
     EVENT_KINDS as EVENT_KINDS,
 )
@@ -261,6 +268,7 @@ class SubmitTask:
     num_cpus: float
     actor: ActorInfo | None = None
     resources: tuple[tuple[str, float], ...] = ()  # held on the worker while it runs
+    root: str = ""  # sent by a worker for a driver's work: that driver's address (output)
 
 
 @attrs.frozen
@@ -294,6 +302,7 @@ class CallActor:
     actor_id: ActorId
     method: str
     args: Payload
+    root: str = ""  # as SubmitTask.root
 
 
 @attrs.frozen
@@ -524,6 +533,8 @@ Message: TypeAlias = (
     | NodeStatus
     | Event
     | EventBatch
+    | TaskEvents
+    | CallSpans
     | SubscribeEvents
     | EventHistory
     | ControlWorker

@@ -168,8 +168,8 @@ class RuntimeActors(RuntimeTasks):
         peer.inflight[entry.object_id] = _call_sent(entry, info, method, payload)
         entry.where = peer
         wid = self._worker_at.get(info.address)
-        self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
-        if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload)):
+        root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
+        if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload, root)):
             if peer.closed:
                 # Closed meanwhile: the close may have missed this entry; the loop checks.
                 self.on_loop(self._missed_by_close, peer, entry.object_id)
@@ -197,8 +197,8 @@ class RuntimeActors(RuntimeTasks):
         peer.inflight[entry.object_id] = sent
         entry.where = peer
         wid = self._worker_at.get(info.address)
-        self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
-        peer.send(CallActor(entry.object_id, info.actor_id, method, payload))
+        root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
+        peer.send(CallActor(entry.object_id, info.actor_id, method, payload, root))
 
     def new_actor_info(
         self,

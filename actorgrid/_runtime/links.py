@@ -53,22 +53,18 @@ from .._scheduler.names import NameCache
 from .._scheduler.placement import Placement
 from .._scheduler.tasktree import TaskTree
 from .._scheduler.topics import Subscriptions
-from .._transport.tcp import (
-    ListenLimits,
-    TcpFrameStream,
-    open_tcp_frame_stream,
-    serve_tcp_frame_streams,
-)
+from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink, reown
 from .observe import Observer
 from .peer import LoopbackPeer, Peer
-from .portal import Portal, ThreadPool
+from .portal import Portal
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .records import CALL, OwnedActor, Sent, TaskSpec, _describe
 from .refcounting import RefCounts
 from .refs import PENDING, ObjectEntry
+from .seams import Pool, Seams, default_seams
 from .waiting import WorkerWait
 
 if TYPE_CHECKING:
@@ -147,8 +143,10 @@ class RuntimeLinks:
         tls: TLSConfig | None = None,
         pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
         listen_limits: ListenLimits | None = None,
+        seams: Seams | None = None,
     ) -> None:
         self.kind = kind
+        self.seams = seams or default_seams()  # its network and threads (a simulation's own)
         self.tls = tls
         self.listen_limits = listen_limits
         self.monitor: PulseMonitor[Peer] = PulseMonitor(pulse_interval_s)
@@ -216,7 +214,7 @@ class RuntimeLinks:
         self.on_shutdown: Callable[[str], None] | None = None
         self._nursery: trio.Nursery | None = None
         self.portal: Portal
-        self.pool: ThreadPool
+        self.pool: Pool
 
     def __repr__(self) -> str:
         return (
@@ -251,12 +249,12 @@ class RuntimeLinks:
             self._nursery = nursery
             self.portal = Portal(trio.lowlevel.current_trio_token())
             self.waiting.start(nursery)
-            self.pool = ThreadPool(self.portal)
+            self.pool = self.seams.make_pool(self.portal)
             await nursery.start(self.monitor.serve)
             try:
                 self.address = await nursery.start(
                     functools.partial(
-                        serve_tcp_frame_streams,
+                        self.seams.transport.serve,
                         self._accept,
                         self.host,
                         0,
@@ -317,7 +315,7 @@ class RuntimeLinks:
                 self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
         for info in reply.workers:
             self._add_worker(info)
-        self.observe.on_head_connected(head)
+        self.observe.on_head_connected(head, self.address)
         if self.event_feed.subscribed:
             history = await head.request(SubscribeEvents)
             assert isinstance(history, EventHistory)
@@ -352,7 +350,7 @@ class RuntimeLinks:
     async def _open_stream(self, address: str) -> FrameStream:
         """Connect and shake hands within the dial timeout (past it: TimeoutError)."""
         with trio.move_on_after(self.dial_timeout_s):
-            return await open_tcp_frame_stream(
+            return await self.seams.transport.open(
                 address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
             )
         raise TimeoutError(
@@ -375,7 +373,7 @@ class RuntimeLinks:
             return
         await peer.run(stream)
 
-    async def _accept(self, stream: TcpFrameStream) -> None:
+    async def _accept(self, stream: FrameStream) -> None:
         peer = Peer(stream.peer, self._handle, local_hello=self.hello, monitor=self.monitor)
         peer.wake_threadsafe = self._waker(peer)
         if self.executor is not None:

@@ -354,7 +354,7 @@ class ExecutorTasks:
         label = f"task {getattr(fn, '__qualname__', 'task')}"
         result: tuple[bool, Payload] | None = None
         current_task.set(msg.task_id)  # in this Trio task's own context
-        observed = self.runtime.observe.running(task.peer, msg.task_id, task.label)
+        observed = self.runtime.observe.running(task.peer, msg.task_id, task.label, msg.root)
         with task.scope, observed as out:
             try:
                 await self.holdings.hold(msg.task_id, msg.resources)

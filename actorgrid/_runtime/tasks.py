@@ -72,6 +72,7 @@ class RuntimeTasks(RuntimeObjects):
             peer.sent_code.add(spec.function_id)
         peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
         entry.where = peer
+        root = self.observe.root_of(spec.parent)
         peer.send(
             SubmitTask(
                 entry.object_id,
@@ -81,11 +82,12 @@ class RuntimeTasks(RuntimeObjects):
                 spec.need.num_cpus,
                 actor,
                 () if actor is not None else spec.need.resources,  # an actor's ride on it
+                root,
             )
         )
         if actor is None:
             nbytes = spec.payload.nbytes
-            self.observe.task_sent(entry.object_id, spec.function_id, spec.blob, wid, nbytes)
+            self.observe.task_sent(entry.object_id, spec.function_id, spec.blob, wid, nbytes, root)
 
     def _retry_task(
         self, entry: ObjectEntry, spec: TaskSpec, why: str, *, report: bool = True

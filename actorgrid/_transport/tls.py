@@ -22,7 +22,7 @@ import trio
 
 from .._exceptions import ProtocolError
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, frame_header
-from .base import Buffer
+from .base import TRAFFIC, Buffer
 
 __all__ = ["TLSConfig", "TlsFrameStream", "explain_tls_failure", "frame_views"]
 
@@ -175,6 +175,7 @@ class TlsFrameStream:
         try:
             for chunk in _chunks(views):
                 await self._stream.send_all(chunk)
+                TRAFFIC.sent += len(chunk)
         except (trio.BrokenResourceError, OSError) as exc:
             raise trio.BrokenResourceError(f"send to {self.peer} failed: {_cause(exc)}") from exc
         await self._fair()
@@ -194,6 +195,7 @@ class TlsFrameStream:
             buffer = decoder.get_buffer()
             try:
                 data = await self._stream.receive_some(min(buffer.nbytes, _READ_BYTES))
+                TRAFFIC.received += len(data)
             except (trio.BrokenResourceError, OSError) as exc:
                 if not _is_eof(exc):
                     raise trio.BrokenResourceError(
