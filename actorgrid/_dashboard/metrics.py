@@ -79,23 +79,19 @@ def _traffic_samples(
 
 
 def _store_lines(view: ClusterView) -> list[str]:
-    """Object store use per node, from the ``store`` record a node view may carry.
-
-    TODO(store): NodeView carries no ``store`` record yet (the object store has not landed);
-    once ``Cluster.status()`` reports a node's store as an attrs record of numbers (used and
-    capacity bytes, objects, spilled...), each field shows here with no change."""
-    fields: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for n in view.nodes:
-        store = getattr(n, "store", None)
-        if store is None or not attrs.has(type(store)):
-            continue
-        for f in attrs.fields(type(store)):
-            value = getattr(store, f.name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                fields.setdefault(f.name, []).append(({"node": n.node.node_id.hex()}, value))
+    """Object store use per node, from its last pulse (``Availability.store_*``)."""
+    families = (
+        ("used_bytes", "store_used", "Bytes of shared memory the node's object store holds."),
+        ("capacity_bytes", "store_capacity", "The node's object_store_memory."),
+        ("spilled_bytes", "store_spilled", "Bytes the node's object store spilled to disk."),
+    )
     lines: list[str] = []
-    for name, samples in sorted(fields.items()):
-        help_text = f"Object store {name.replace('_', ' ')} of the node (its last report)."
+    for name, field, help_text in families:
+        samples = [
+            ({"node": n.node.node_id.hex()}, float(getattr(n.availability, field)))
+            for n in view.nodes
+            if n.availability is not None
+        ]
         lines += _family(f"actorgrid_object_store_{name}", "gauge", help_text, samples)
     return lines
 

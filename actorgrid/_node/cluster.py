@@ -218,6 +218,7 @@ async def _open_cluster(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
@@ -259,6 +260,7 @@ async def _open_cluster(
                 listen_limits=listen_limits,
                 resources=resources,
                 labels=labels,
+                object_store_memory=object_store_memory,
             )
         else:
             if resources is not None or labels is not None:
@@ -289,6 +291,8 @@ async def _open_cluster(
                 await nursery.start(node.serve)
             await nursery.start(rt.serve)
             _adopt_head_cap(rt)
+            # An embedded cluster's driver is a process of its node: it shares its store.
+            rt.join_store(None if node is None else node.store.config())
             set_current_runtime(rt)
             if node is not None and prepared is None:
                 await _wait_for_workers(rt, node)
@@ -307,6 +311,7 @@ async def _open_cluster(
             with trio.CancelScope(shield=True):
                 await rt.observe.settle()  # at most OUTPUT_SETTLE_S, even when cancelled
             rt.closing()
+            rt.leave_store()
             if runtime_or_none() is rt:
                 set_current_runtime(None)
             with trio.CancelScope(shield=True):
@@ -395,6 +400,7 @@ async def connect(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
@@ -419,6 +425,7 @@ async def connect(
             listen_limits=listen_limits,
             resources=resources,
             labels=labels,
+            object_store_memory=object_store_memory,
             runtime_env=runtime_env,
             dashboard=dashboard,
             log_to_driver=log_to_driver,
@@ -486,6 +493,7 @@ def init(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
@@ -529,6 +537,11 @@ def init(
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
     URL, token included.
 
+    ``object_store_memory``: bytes of shared memory the embedded node's object store may use
+    (default 30% of the machine's memory); values of 100 KB or more (results, ``ag.put``,
+    arguments) stay there, read without a copy on the node; when it is full, unreferenced
+    cached copies are evicted and the rest spill to local disk.
+
     ``log_to_driver`` (default True): what remote calls print (stdout, stderr, ``logging``)
     is shown here, prefixed with where it ran, repeated lines folded.
     """
@@ -557,6 +570,7 @@ def init(
                 listen_limits=listen_limits,
                 resources=resources,
                 labels=labels,
+                object_store_memory=object_store_memory,
                 runtime_env=runtime_env,
                 dashboard=dashboard,
                 log_to_driver=log_to_driver,

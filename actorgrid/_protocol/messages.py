@@ -106,6 +106,7 @@ from .records import (
 from .records import (
     WorkerInfo as WorkerInfo,
 )
+from .store import FreeObjects, ObjectChunk, PullObject
 
 # --- connection set-up -------------------------------------------------------------------
 
@@ -389,10 +390,13 @@ class Credit:
 
 @attrs.frozen
 class FetchObject:
-    """Sent by a process holding a borrowed ObjectRef to the ref's owner: send the value."""
+    """Sent by a process holding a borrowed ObjectRef to the ref's owner: send the value.
+    ``lost``: the value's copy of that name, in a node's object store, cannot be had (its
+    node died): make it again if its lineage allows (``_runtime/stored.py``)."""
 
     rid: int
     object_id: ObjectId
+    lost: str = ""
 
 
 @attrs.frozen
@@ -590,6 +594,9 @@ Message: TypeAlias = (
     | LogLines
     | DeliverToKey
     | Publish
+    | PullObject
+    | ObjectChunk
+    | FreeObjects
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

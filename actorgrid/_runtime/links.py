@@ -131,6 +131,7 @@ class RuntimeLinks:
     _new_incarnation: Callable[[ActorInfo, str], Awaitable[ActorInfo | None]]
     _wait_blocking: Callable[[threading.Event, float | None], bool]
     interrupt_all: Callable[[], None]
+    _store_handlers: Callable[[], dict[type, Callable[[Peer, Any], Any]]]
 
     def __init__(
         self,
@@ -213,6 +214,7 @@ class RuntimeLinks:
         }
         self.observe = Observer()  # task events, timeline spans, worker output shown here
         self._handlers.update(self.observe.handlers(self.event_feed))
+        self._handlers.update(self._store_handlers())  # pulls and frees of stored objects
         self.on_shutdown: Callable[[str], None] | None = None
         self._nursery: trio.Nursery | None = None
         self.portal: Portal

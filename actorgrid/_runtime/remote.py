@@ -421,7 +421,8 @@ class ActorClass(Generic[T]):
         if opts.runtime_env is not None:
             rt.on_loop(use_env, rt, opts.runtime_env)
         label = f"{self.__qualname__}.__init__"
-        payload = dumps_call(label, self._cls.__init__, args, kwargs, skip=1)
+        # Inline: a creation's arguments may be sent again by the head, after their caller.
+        payload = dumps_call(label, self._cls.__init__, args, kwargs, skip=1, inline=True)
         rt.check_size(payload, label)
         num_cpus = opts.demand(opts.num_cpus if opts.num_cpus is not None else 0.0)
         info = rt.new_actor_info(

@@ -56,7 +56,7 @@ from .lanes import (
 from .lineage import current_task
 from .producing import WorkerStreams
 from .refs import ObjectRef
-from .serialization import box_error, dumps, system_error
+from .serialization import box_error, dumps_result, system_error
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -241,7 +241,7 @@ class ExecutorTasks:
         cap, which would break the caller's connection), not as an error of the user code.
         """
         try:
-            payload = dumps(value)
+            payload = dumps_result(value, current_task.get())
         except Exception as exc:
             unpicklable = SerializationError(
                 f"the result of {self._where(label)} could not be serialized: "

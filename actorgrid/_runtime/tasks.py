@@ -289,6 +289,7 @@ class RuntimeTasks(RuntimeObjects):
         if msg.ok:
             if sent.kind == CREATE and sent.actor is not None:
                 self.observe.actor_created(sent.actor, self._worker_at.get(peer.address))
+            self.adopt_result(msg.value, spec)  # one held in a store: freed with the entry
             entry.set_value(msg.value)
             return
         entry.set_error(msg.value)

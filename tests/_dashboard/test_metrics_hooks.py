@@ -1,5 +1,6 @@
 """``/metrics`` figures that come from outside the event stream: the bytes each process's
-links carried (summed per node; drivers apart) and object store figures a node view carries."""
+links carried (summed per node; drivers apart) and the object store figures of a node's
+last pulse."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from actorgrid._protocol.ids import NodeId
 
 
 @attrs.frozen
-class _Store:
-    used_bytes: int
-    capacity_bytes: int
-    spilling: bool = False  # not a figure: left out
+class _Availability:
+    store_used: int
+    store_capacity: int
+    store_spilled: int = 0
 
 
 @attrs.frozen
@@ -24,7 +25,7 @@ class _Node:
 @attrs.frozen
 class _NodeView:
     node: _Node
-    store: _Store | None = None
+    availability: _Availability | None = None
 
 
 @attrs.frozen
@@ -46,9 +47,10 @@ def test_bytes_are_summed_per_node_and_drivers_are_apart() -> None:
 
 def test_a_node_views_store_figures_become_gauges() -> None:
     a, b = NodeId(b"a" * 16), NodeId(b"b" * 16)
-    view = _View((_NodeView(_Node(a), _Store(10, 100, True)), _NodeView(_Node(b))))
+    view = _View((_NodeView(_Node(a), _Availability(10, 100)), _NodeView(_Node(b))))
     lines = _store_lines(view)  # type: ignore[arg-type]
     assert f'actorgrid_object_store_used_bytes{{node="{a.hex()}"}} 10' in lines
     assert f'actorgrid_object_store_capacity_bytes{{node="{a.hex()}"}} 100' in lines
     assert "# TYPE actorgrid_object_store_used_bytes gauge" in lines
-    assert not any("spilling" in line or b.hex() in line for line in lines)
+    assert f'actorgrid_object_store_spilled_bytes{{node="{a.hex()}"}} 0' in lines
+    assert not any(b.hex() in line for line in lines)  # no pulse from b yet: no figures

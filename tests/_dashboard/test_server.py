@@ -279,6 +279,21 @@ def test_actor_calls_and_bytes_on_the_links_are_counted_per_node(cluster: ag.Clu
     _wait_for("the bytes counter moving", lambda: _metrics(cluster)[sent] > first)
 
 
+def test_the_object_store_shows_in_metrics(cluster: ag.Cluster) -> None:
+    node = cluster.nodes()[0].node_id.hex()
+    used = ("actorgrid_object_store_used_bytes", frozenset({("node", node)}))
+    capacity = ("actorgrid_object_store_capacity_bytes", frozenset({("node", node)}))
+    _wait_for("the store's capacity reported", lambda: _metrics(cluster).get(capacity, 0) > 0)
+    before = _metrics(cluster).get(used, 0.0)
+    ref = ag.put(b"x" * 4_000_000)  # over the store's threshold: it stays in the node's store
+    # The node reports its store with its pulse.
+    _wait_for(
+        "the 4 MB put counted in the store's use",
+        lambda: _metrics(cluster).get(used, 0.0) >= before + 4_000_000,
+    )
+    del ref
+
+
 @ag.remote
 def shout(text: str) -> int:
     print(text)
