@@ -16,7 +16,8 @@ import pytest
 import actorgrid as ag
 
 LEASE_S = 2.0
-BIG_BYTES = 50_000_000
+# 50 MB in objects small enough to stay in their owner's memory (not the node's store).
+OBJECT_BYTES, OBJECTS = 90_000, 550
 SETTLE_S = 30.0  # well past the lease: releases are batched, and the machine is shared
 
 
@@ -27,8 +28,8 @@ def hold_the_worker(started: str) -> None:
 
 
 @ag.remote
-def size(blob: bytes) -> int:
-    return len(blob)
+def size(blobs: list[ag.ObjectRef[bytes]]) -> int:
+    return sum(len(b) for b in ag.get(blobs))
 
 
 def rss_mb() -> float:
@@ -55,15 +56,17 @@ def test_a_ref_in_a_task_cancelled_before_it_ran_is_freed_after_its_lease(
         assert wait_until(started.exists, 60)
         gc.collect()
         before = rss_mb()
-        big = ag.put(os.urandom(BIG_BYTES))
-        queued = size.remote(big)  # waits behind the blocker: its arguments stay pickled
-        del big
+        refs = [ag.put(os.urandom(OBJECT_BYTES)) for _ in range(OBJECTS)]
+        assert rss_mb() > before + 40  # the objects are in this process's memory
+        queued = size.remote(refs)  # waits behind the blocker: its arguments stay pickled
+        del refs
         ag.cancel(queued)
         with pytest.raises(ag.TaskCancelledError):
             ag.get(queued, timeout=60)
         del queued
         gc.collect()
-        # Nothing holds the object but the hold of the never-unpickled ref, until its lease.
+        # Nothing holds the objects but the holds of the never-unpickled refs, until their
+        # lease ends.
         assert wait_until(lambda: rss_mb() < before + 20), (before, rss_mb())
         ag.cancel(blocker, force=True)
     processes.wait_gone()
