@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-import attrs
-
 from .._protocol.messages import ClusterView
 from .model import UNKNOWN_NODE, DashboardModel
 from .source import Traffic
