@@ -158,7 +158,12 @@ class NodeStore:
             self._nursery = nursery
             task_status.started()
             while True:
-                conn, _ = await sock.accept()
+                try:
+                    conn, _ = await sock.accept()
+                except trio.ClosedResourceError:
+                    # aclose_nowait() closed it: the node is stopping, its store is gone.
+                    nursery.cancel_scope.cancel()
+                    return
                 nursery.start_soon(self._read_accounts, nursery, trio.SocketStream(conn))
 
     async def _read_accounts(self, nursery: trio.Nursery, stream: trio.SocketStream) -> None:
