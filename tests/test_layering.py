@@ -24,6 +24,7 @@ module imports only modules of a lower row, never one of its own row or above, s
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
+                      starting
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
@@ -93,6 +94,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "pulse",
         "demands",
         "holdings",
+        "starting",
     ),
     ("refs",),
     ("generators",),

@@ -242,11 +242,14 @@ class Context:
         self.request = None
 
     def _close(self, reason: str) -> None:
-        """The actor ended: every ask it received and never answered gets an error."""
+        """The actor ended: every ask it received and never answered gets an error. The
+        mailbox lets go of this context, so that the two are freed without the cyclic
+        collector (which may never see them: starting.py freezes agents' objects)."""
         for request in self._open_requests:
             if not request.replied:
                 request._answer(False, system_error(ActorDiedError(reason)))
         self._open_requests = []
+        self.mailbox._ctx = _CLOSED
 
 
 def _no_ask_to_key(target: Any) -> None:
@@ -255,3 +258,9 @@ def _no_ask_to_key(target: Any) -> None:
             f"{target!r} is a keyed agent, which takes send() only: send it a message that "
             "carries a target to answer to (ctx.handle, or a key), and have it send the answer"
         )
+
+
+# What a closed mailbox points to instead of its context (Context._close).
+_CLOSED = object.__new__(Context)
+_CLOSED._open_requests = []
+_CLOSED.request = None

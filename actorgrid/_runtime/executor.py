@@ -109,6 +109,19 @@ class Executor(ExecutorTasks):
         self._enqueue(slot, letter)
         return True
 
+    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
+        """A send from this process to a coroutine actor hosted here, straight into its
+        mailbox when it has room and nothing waits ahead (names.py's fast path); False: send
+        it through the loopback peer, under flow control."""
+        slot = self.actors.get(actor_id)
+        if slot is None or slot.overflow or slot.info is None or slot.info.kind != "coroutine":
+            return False
+        try:
+            slot.send.send_nowait(Letter(payload, None))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            return False
+        return True
+
     def _slot_for(self, actor_id: ActorId) -> _Slot | None:
         slot = self.actors.get(actor_id)
         if slot is None:

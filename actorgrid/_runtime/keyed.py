@@ -38,6 +38,7 @@ from .._scheduler.activation import (
     Members,
 )
 from .context import Context, Letter
+from .starting import Starter
 from .virtual import live_workers
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class KeyedAgents:
         self._members_seen: object = None
         self.blobs: dict[bytes, bytes] = {}  # kinds' code by id, as it came (for forwards)
         self.activations = 0  # since start: activations begun on this worker
+        self.starter = Starter()  # a batch of activations per loop turn (starting.py)
 
     def __repr__(self) -> str:
         return f"<KeyedAgents live={len(self.live)} activations={self.activations}>"
@@ -132,7 +134,7 @@ class KeyedAgents:
         ctx._key = ident[1]
         act = self.live[ident] = self.by_id[info.actor_id] = _Activation(spec, ctx, send, receive)
         self.activations += 1
-        self.host.nursery.start_soon(self._run, ident, act)
+        self.starter.start_soon(self.host.nursery, self._run, ident, act)
         return act
 
     async def _run(self, ident: Ident, act: _Activation) -> None:

@@ -30,6 +30,7 @@ from .._protocol.messages import (
     ActorEnded,
     ActorInfo,
     Credit,
+    DeliverToKey,
     DeliveryFailed,
     Event,
     EventHistory,
@@ -114,6 +115,10 @@ class HostedExecutor(Protocol):
     ) -> None: ...
 
     def caller_gone(self, peer: Peer) -> None: ...
+
+    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool: ...
+
+    def on_deliver_to_key(self, peer: Peer, msg: DeliverToKey) -> None: ...
 
 
 class RuntimeLinks:

@@ -142,6 +142,20 @@ async def send_to_key(rt: Runtime, target: AgentKey, message: Any) -> None:
             "(ag.init starts them) and send again"
         )
     peer = rt.peer_for(owner)
+    if owner == rt.address and rt.executor is not None and not payload.buffers and not peer.queued:
+        # Its owner is this worker: hand it to the activation table now, in order with what
+        # went before (nothing is queued on the loopback), without the loopback's task switch.
+        msg = DeliverToKey(
+            target.kind,
+            target.key,
+            target.code_id,
+            target.code,
+            target.idle_timeout_s,
+            target.mailbox_size,
+            payload,
+        )
+        rt.executor.on_deliver_to_key(peer, msg)
+        return
     owners = _workers(rt)
     sent = owners.code_sent.get(owner)
     if sent is None or sent[0] is not peer:
