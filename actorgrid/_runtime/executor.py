@@ -98,6 +98,9 @@ class Executor(ExecutorTasks):
     def on_deliver_to_key(self, peer: Peer, msg: DeliverToKey) -> None:
         self.keyed.on_deliver(peer, msg)
 
+    def deliver_to_key_nowait(self, msg: DeliverToKey) -> bool:
+        return self.keyed.deliver_nowait(msg)
+
     def on_publish(self, peer: Peer, msg: Publish) -> None:
         self.keyed.on_publish(peer, msg)
 

@@ -209,7 +209,7 @@ class RuntimeNames(RuntimeActors):
             return  # an agent on this worker: no loopback hop, no task switch, no credit
         try:
             if not peer.send_credits.try_take(info.actor_id):
-                await _wait_credit(peer, info.actor_id)
+                await wait_credit(peer, info.actor_id)
             try:
                 await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
             except BaseException:
@@ -231,7 +231,7 @@ class RuntimeNames(RuntimeActors):
         try:
             with trio.fail_after(float("inf") if timeout is None else timeout):
                 if not peer.send_credits.try_take(info.actor_id):
-                    await _wait_credit(peer, info.actor_id)
+                    await wait_credit(peer, info.actor_id)
                 reply = await peer.request(lambda rid: Deliver(rid, info.actor_id, payload))
         except trio.TooSlowError:
             raise GetTimeoutError(
@@ -252,7 +252,7 @@ class RuntimeNames(RuntimeActors):
     # --- events and operations ----------------------------------------------------------------
 
 
-async def _wait_credit(peer: Peer, actor_id: ActorId) -> None:
+async def wait_credit(peer: Peer, actor_id: ActorId) -> None:
     """Wait for a credit to send one more message to ``actor_id`` on ``peer``, and take it.
 
     This is where a full mailbox makes its senders wait: the link itself stays free for
