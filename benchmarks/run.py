@@ -36,6 +36,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 import baselines  # noqa: E402
+import sim_workloads  # noqa: E402
 import workloads  # noqa: E402
 from workloads import FULL, QUICK, Result, Sizes  # noqa: E402
 
@@ -86,6 +87,14 @@ SPECS = [
     Spec("ring", "ring of named agents", "hops/s", ">=", 10_000, workloads.ring),
     Spec("idle_rss", "idle RSS, driver + workers", "MB", "<=", 200, workloads.idle_rss),
     Spec(
+        "wealth",
+        "wealth model (sim_workloads.py)",
+        "agent-steps/s",
+        ">=",
+        265_000,
+        sim_workloads.wealth,
+    ),
+    Spec(
         "actor_recovery",
         "named actor answers again after kill -9 of its worker",
         "s",
@@ -108,6 +117,7 @@ def _title(spec: Spec, sizes: Sizes, n: int) -> str:
         "big_argument": f"{sizes.array_bytes / workloads.MB:g} MB {spec.title}",
         "ring": f"{sizes.ring_agents}-agent {spec.title}, {sizes.ring_hops:,} hops",
         "idle_rss": spec.title,
+        "wealth": spec.title,
         "actor_recovery": f"{spec.title}, median of {sizes.recovery_runs}",
     }[spec.key]
     return f"{sized} [{n} workers]" if spec.key == "cold_start" else sized
