@@ -24,7 +24,7 @@ from typing import Any
 
 WEALTH = Path(__file__).resolve().parent.parent / "examples" / "wealth.py"
 FULL_SIZE = (10_000, 100)  # agents, steps
-QUICK_SIZE = (1_000, 5)
+QUICK_SIZE = (200, 3)  # run.py --quick: the suite must stay short
 TIMEOUT_S = 3600.0
 
 
