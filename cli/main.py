@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import actorgrid as ag
 
-from . import dashboard, jobs, observe, operate, serve, status, up
+from . import dashboard, down, jobs, observe, operate, serve, status, up
 from ._options import positive_int
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def _run_check(args: argparse.Namespace) -> int:
 # Sub-commands in the order `actorgrid --help` lists them.
 _COMMANDS: tuple[Callable[[_Subparsers], None], ...] = (
     up.add_up,
-    up.add_down,
+    down.add_down,
     serve.add_start,
     serve.add_node,
     status.add_status,

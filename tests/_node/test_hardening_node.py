@@ -109,6 +109,10 @@ def test_a_worker_that_cannot_start_backs_off_reports_its_stderr_and_recovers_wh
     monkeypatch.setattr(spawn_module, "open_worker_process", spawn)
     broken.touch()
     (pid,) = [w.pid for w in cluster.workers()]
+    # A worker is listed once the head has it, and ready for its node a moment later (its
+    # pulse pipe says so after the head's answer): a task it ran proves both have happened,
+    # so the kill below is of a ready worker, not one that counts as failing to start.
+    assert ag.get(square.remote(3), timeout=30) == 9
     os.kill(pid, signal.SIGKILL)  # its replacement cannot start
     processes.wait_gone([pid])
 
