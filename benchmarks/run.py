@@ -3,6 +3,12 @@
     python benchmarks/run.py                  # full, fixed sizes (about 1-2 minutes)
     python benchmarks/run.py --quick --json   # tiny sizes, same code paths; JSON on stdout
     python benchmarks/run.py --only actor_rtt,ring
+    python benchmarks/run.py --list           # the workload keys
+
+The machine's limits (limits.py: raw socket and trio TCP ping-pong, trio one-way messages,
+memcpy, spawn + import trio, process RSS) are measured first, in the same run, and each
+actorgrid figure is shown divided by its limit ("÷ limit") beside the absolute figure.
+Workloads register themselves (workloads.register); WORKLOAD_MODULES lists the modules.
 
 The full run writes benchmarks/results/latest.json, a --quick run benchmarks/results/quick.json
 (so a quick run never replaces comparable figures), unless --output says otherwise. The exit
@@ -14,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -21,8 +29,6 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,91 +42,19 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 import baselines  # noqa: E402
-import sim_workloads  # noqa: E402
-import workloads  # noqa: E402
-from workloads import FULL, QUICK, Result, Sizes  # noqa: E402
+import limits  # noqa: E402
+from workloads import FULL, QUICK, SPECS, Result, Sizes, Spec, Workload  # noqa: E402
 
 import actorgrid as ag  # noqa: E402
 
-Workload = Callable[[Sizes, int], Result]
+# Modules whose @register lines add workloads, in table order; one that does not exist (yet)
+# is skipped. workloads.py registers on import above.
+WORKLOAD_MODULES = ("workloads", "store_workloads", "sim_workloads")
+for _name in WORKLOAD_MODULES:
+    if importlib.util.find_spec(_name) is not None:
+        importlib.import_module(_name)
 
-
-@dataclass(frozen=True)
-class Spec:
-    key: str
-    title: str
-    unit: str
-    op: str  # "<=" (lower is better) or ">=" (higher is better)
-    target: float
-    run: Workload
-
-
-SPECS = [
-    Spec("cold_start", "cold start to first result", "s", "<=", 1.0, workloads.cold_start),
-    Spec("noop_tasks", "no-op tasks", "tasks/s", ">=", 5_000, workloads.noop_tasks),
-    Spec("actor_rtt", "sequential actor round trip (median)", "µs", "<=", 300, workloads.actor_rtt),
-    Spec(
-        "pipelined_calls",
-        "pipelined actor calls",
-        "calls/s",
-        ">=",
-        15_000,
-        workloads.pipelined_calls,
-    ),
-    Spec(
-        "pipelined_calls_no_pulses",
-        "pipelined actor calls, pulses off",
-        "calls/s",
-        ">=",
-        15_000,
-        workloads.pipelined_calls_no_pulses,
-    ),
-    Spec(
-        "pool_map",
-        "no-op items through ag.Pool.map, default chunking",
-        "items/s",
-        ">=",
-        200_000,
-        workloads.pool_map,
-    ),
-    Spec("big_argument", "numpy argument", "MB/s", ">=", 700, workloads.big_argument),
-    Spec("ring", "ring of named agents", "hops/s", ">=", 10_000, workloads.ring),
-    Spec("idle_rss", "idle RSS, driver + workers", "MB", "<=", 200, workloads.idle_rss),
-    Spec(
-        "wealth",
-        "wealth model (sim_workloads.py)",
-        "agent-steps/s",
-        ">=",
-        265_000,
-        sim_workloads.wealth,
-    ),
-    Spec(
-        "actor_recovery",
-        "named actor answers again after kill -9 of its worker",
-        "s",
-        "<=",
-        1.0,
-        workloads.actor_recovery,
-    ),
-]
 POOL_NAME = "multiprocessing.Pool"
-
-
-def _title(spec: Spec, sizes: Sizes, n: int) -> str:
-    sized = {
-        "cold_start": f"{spec.title}, median of {sizes.cold_start_runs}",
-        "noop_tasks": f"{sizes.tasks:,} {spec.title}",
-        "actor_rtt": f"{sizes.round_trips:,} {spec.title}",
-        "pipelined_calls": f"{sizes.pipelined:,} {spec.title}",
-        "pipelined_calls_no_pulses": f"{sizes.pipelined:,} {spec.title}",
-        "pool_map": f"{sizes.pool_items:,} {spec.title}",
-        "big_argument": f"{sizes.array_bytes / workloads.MB:g} MB {spec.title}",
-        "ring": f"{sizes.ring_agents}-agent {spec.title}, {sizes.ring_hops:,} hops",
-        "idle_rss": spec.title,
-        "wealth": spec.title,
-        "actor_recovery": f"{spec.title}, median of {sizes.recovery_runs}",
-    }[spec.key]
-    return f"{sized} [{n} workers]" if spec.key == "cold_start" else sized
 
 
 def _attempt(label: str, fn: Workload, sizes: Sizes, n: int) -> Result:
@@ -136,15 +70,35 @@ def _attempt(label: str, fn: Workload, sizes: Sizes, n: int) -> Result:
     return result
 
 
-def run_suite(sizes: Sizes, n: int, only: set[str] | None) -> dict[str, Any]:
+def _selected(only: set[str] | None) -> list[Spec]:
+    return [spec for spec in SPECS if only is None or spec.key in only]
+
+
+def _ratio(spec: Spec, mine: Result, measured: dict[str, Any]) -> dict[str, Any] | None:
+    """The figure divided by its machine limit (same unit), or None without a limit."""
+    if spec.limit is None:
+        return None
+    limit = measured.get(spec.limit, {})
+    out: dict[str, Any] = {"key": spec.limit, "title": limits.LIMITS[spec.limit].title}
+    if "value" in limit:
+        out["value"] = limit["value"]
+        if "value" in mine and limit["value"] > 0:
+            out["ratio"] = mine["value"] / limit["value"]
+    else:
+        out["error"] = limit.get("error", "not measured")
+    return out
+
+
+def run_suite(
+    sizes: Sizes, n: int, only: set[str] | None, measured: dict[str, Any]
+) -> dict[str, Any]:
     ray_version = baselines.ray_version()
     results: dict[str, Any] = {}
-    for spec in SPECS:
-        if only is not None and spec.key not in only:
-            continue
-        print(f"[{spec.key}] {_title(spec, sizes, n)}", file=sys.stderr, flush=True)
+    for spec in _selected(only):
+        title = spec.sized_title(sizes, n)
+        print(f"[{spec.key}] {title}", file=sys.stderr, flush=True)
         entry: dict[str, Any] = {
-            "title": _title(spec, sizes, n),
+            "title": title,
             "unit": spec.unit,
             "target": {"op": spec.op, "value": spec.target},
         }
@@ -153,6 +107,7 @@ def run_suite(sizes: Sizes, n: int, only: set[str] | None) -> dict[str, Any]:
             value = mine["value"]
             mine["meets_target"] = value <= spec.target if spec.op == "<=" else value >= spec.target
         entry["actorgrid"] = mine
+        entry["limit"] = _ratio(spec, mine, measured)
         pool = baselines.POOL.get(spec.key)
         entry[POOL_NAME] = _attempt(POOL_NAME, pool, sizes, n) if pool else None
         ray = baselines.RAY.get(spec.key)
@@ -200,7 +155,21 @@ def _metadata(sizes: Sizes, n: int, quick: bool) -> dict[str, Any]:
 def _fmt(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value:.3f} s"
+    if value < 100:
+        return f"{value:,.3g} {unit}"
     return f"{value:,.0f} {unit}"
+
+
+def _limit_cells(entry: dict[str, Any]) -> list[str]:
+    """The ratio of the figure to its limit, and the limit (measured in the same run)."""
+    limit = entry.get("limit")
+    if limit is None:
+        return ["", ""]
+    if "value" not in limit:
+        return ["", f"{limit['title']}: ERROR {limit.get('error', '')}"[:120]]
+    ratio = f"{limit['ratio']:.2f}x" if "ratio" in limit else ""
+    unit = limits.LIMITS[limit["key"]].unit
+    return [ratio, f"{limit['title']} {_fmt(limit['value'], unit)}"]
 
 
 def _cell(key: str, unit: str, result: dict[str, Any] | None, *, mark: bool = False) -> str:
@@ -223,8 +192,8 @@ def _cell(key: str, unit: str, result: dict[str, Any] | None, *, mark: bool = Fa
 
 def markdown_table(report: dict[str, Any]) -> str:
     rows = [
-        f"| workload | actorgrid | {POOL_NAME} | Ray | target |",
-        "|---|---|---|---|---|",
+        f"| workload | actorgrid | ÷ limit | machine limit | {POOL_NAME} | Ray | target |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, entry in report["workloads"].items():
         unit = entry["unit"]
@@ -232,11 +201,21 @@ def markdown_table(report: dict[str, Any]) -> str:
         cells = [
             entry["title"],
             _cell(key, unit, entry["actorgrid"], mark=True),
+            *_limit_cells(entry),
             _cell(key, unit, entry[POOL_NAME]),
             _cell(key, unit, entry["ray"]),
             target,
         ]
         rows.append("| " + " | ".join(cells) + " |")
+    measured = report.get("limits", {})
+    if measured:
+        shown = []
+        for key, limit in measured.items():
+            unit = limits.LIMITS[key].unit
+            text = _fmt(limit["value"], unit) if "value" in limit else "ERROR"
+            shown.append(f"{limits.LIMITS[key].title} {text}")
+        rows.append("")
+        rows.append("Machine limits, same run: " + "; ".join(shown) + ".")
     meta = report["meta"]
     commit = (meta["git_commit"] or "unknown")[:10] + (" (dirty)" if meta["git_dirty"] else "")
     rows.append("")
@@ -265,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="where to write the JSON report")
     keys = ",".join(s.key for s in SPECS)
     parser.add_argument("--only", help=f"comma-separated workload keys: {keys}")
+    parser.add_argument("--list", action="store_true", help="print the workload keys, one a line")
     args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(s.key for s in SPECS))
+        return 0
     only = None if args.only is None else {k.strip() for k in args.only.split(",") if k.strip()}
     if only is not None and (unknown := only - {s.key for s in SPECS}):
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
@@ -275,9 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or BENCH_DIR / "results" / ("quick.json" if args.quick else "latest.json")
 
     started = time.perf_counter()
+    wanted = {spec.limit for spec in _selected(only) if spec.limit is not None}
+    print("[limits] the machine's own, measured now", file=sys.stderr, flush=True)
+    measured = limits.measure_limits(sizes, args.num_workers, wanted)
     report = {
         "meta": _metadata(sizes, args.num_workers, args.quick),
-        "workloads": run_suite(sizes, args.num_workers, only),
+        "limits": measured,
+        "workloads": run_suite(sizes, args.num_workers, only, measured),
     }
     report["meta"]["duration_s"] = round(time.perf_counter() - started, 2)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workloads import register
+
 WEALTH = Path(__file__).resolve().parent.parent / "examples" / "wealth.py"
 FULL_SIZE = (10_000, 100)  # agents, steps
 QUICK_SIZE = (200, 3)  # run.py --quick: the suite must stay short
@@ -89,6 +91,7 @@ def run_mesa(agents: int, steps: int) -> dict[str, float] | None:
     }
 
 
+@register("wealth", "wealth model (sim_workloads.py)", "agent-steps/s", ">=", 265_000)
 def wealth(sizes: Any, num_workers: int) -> dict[str, Any]:
     """run.py's workload: agent-steps/s on actorgrid, with Mesa's figures beside them."""
     quick = getattr(sizes, "tasks", 10_000) < 10_000  # run.py's QUICK sizes

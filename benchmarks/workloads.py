@@ -6,6 +6,16 @@ Each workload function takes the run's ``Sizes`` and worker count and returns a 
 
 Only the public API (``import actorgrid as ag``) is used. Worker processes import this module
 by name to run its remote functions, so ``run.py`` puts this folder on ``PYTHONPATH``.
+
+A workload joins the suite with one line, the ``register`` decorator (from any module that
+``run.py`` lists in ``WORKLOAD_MODULES``); the table shows workloads in registration order::
+
+    @register("task_chain", "{array_mb:g} MB array task -> task -> task", "MB/s", ">=", 2_000,
+              limit="memcpy_mb_per_s")
+    def task_chain(sizes: Sizes, num_workers: int) -> Result: ...
+
+The title is a format string over the fields of ``Sizes`` (plus ``array_mb`` and
+``num_workers``); ``limit`` names the machine limit (``limits.py``) the figure is divided by.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,18 +38,23 @@ __all__ = [
     "FULL",
     "MB",
     "QUICK",
+    "SPECS",
     "Result",
     "Sizes",
+    "Spec",
     "actor_recovery",
     "actor_rtt",
     "big_argument",
+    "big_bytes",
     "cold_start",
+    "handle_ring",
     "idle_rss",
     "noop_tasks",
     "percentile",
     "pipelined_calls",
     "pipelined_calls_no_pulses",
     "pool_map",
+    "register",
     "ring",
     "run_child",
 ]
@@ -96,6 +112,43 @@ QUICK = Sizes(
     recovery_runs=1,
     pool_items=2_000,
 )
+
+
+Workload = Callable[[Sizes, int], Result]
+
+
+@dataclass(frozen=True)
+class Spec:
+    key: str
+    title: str  # a format string over Sizes' fields, array_mb and num_workers
+    unit: str
+    op: str  # "<=" (lower is better) or ">=" (higher is better)
+    target: float
+    run: Workload
+    limit: str | None = None  # a key of limits.LIMITS, in the same unit as the figure
+
+    def sized_title(self, sizes: Sizes, num_workers: int) -> str:
+        fields = {**sizes.as_dict(), "array_mb": sizes.array_bytes / MB, "num_workers": num_workers}
+        return self.title.format(**fields)
+
+
+SPECS: list[Spec] = []
+
+
+def register(
+    key: str, title: str, unit: str, op: str, target: float, *, limit: str | None = None
+) -> Callable[[Workload], Workload]:
+    """Add the decorated workload to the suite (see the module docstring)."""
+    if op not in ("<=", ">="):
+        raise ValueError(f"op must be '<=' or '>=', not {op!r}")
+
+    def add(run: Workload) -> Workload:
+        if any(spec.key == key for spec in SPECS):
+            raise ValueError(f"a workload named {key!r} is already registered")
+        SPECS.append(Spec(key, title, unit, op, target, run, limit))
+        return run
+
+    return add
 
 
 # --- helpers (also used by baselines.py) -------------------------------------------------
@@ -261,14 +314,56 @@ def identity(x: int) -> int:
     return x
 
 
+@ag.remote
+def first_byte(data: bytes) -> int:
+    return data[0]
+
+
+class _RingActor:
+    """A sync actor that passes a counter to the next by handle, fire-and-forget."""
+
+    def __init__(self) -> None:
+        self.next: Any = None
+
+    def link(self, next_actor: Any) -> None:
+        self.next = next_actor
+
+    def hop(self, n: int, last: int, done: str) -> None:
+        if n >= last:
+            ag.send(done, n)
+        else:
+            self.next.hop.remote(n + 1, last, done)  # its result is never asked for
+
+
+RingActor = ag.remote(_RingActor)
+
+
+@ag.remote
+async def ring_sink(ctx: ag.Context) -> int:
+    async for msg in ctx.mailbox:
+        return int(msg)
+    return -1
+
+
 # --- workloads -----------------------------------------------------------------------------
 
 
+@register(
+    "cold_start",
+    "cold start to first result, median of {cold_start_runs} [{num_workers} workers]",
+    "s",
+    "<=",
+    1.0,
+    limit="spawn_import_trio_s",
+)
 def cold_start(sizes: Sizes, num_workers: int) -> Result:
     """Fresh process: seconds from before `import actorgrid` to the first ag.get returning."""
     return cold_start_result(_COLD_START_SCRIPT, sizes.cold_start_runs, str(num_workers))
 
 
+@register(
+    "noop_tasks", "{tasks:,} no-op tasks", "tasks/s", ">=", 5_000, limit="trio_oneway_msgs_per_s"
+)
 def noop_tasks(sizes: Sizes, num_workers: int) -> Result:
     """``ag.get([noop.remote() for _ in range(N)])`` after a small warm-up batch: tasks/s."""
     with ag.init(num_workers=num_workers):
@@ -279,6 +374,14 @@ def noop_tasks(sizes: Sizes, num_workers: int) -> Result:
     return {"value": sizes.tasks / elapsed, "detail": {"tasks": sizes.tasks, "seconds": elapsed}}
 
 
+@register(
+    "actor_rtt",
+    "{round_trips:,} sequential actor round trip (median)",
+    "µs",
+    "<=",
+    300,
+    limit="trio_rtt_us",
+)
 def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
     """Sequential ``ag.get(a.ping.remote())`` after one warm-up call: median µs (p99 too)."""
     samples: list[float] = []
@@ -300,6 +403,14 @@ def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
     }
 
 
+@register(
+    "pipelined_calls",
+    "{pipelined:,} pipelined actor calls",
+    "calls/s",
+    ">=",
+    15_000,
+    limit="trio_oneway_msgs_per_s",
+)
 def pipelined_calls(sizes: Sizes, num_workers: int, **options: Any) -> Result:
     """``ag.get([a.ping.remote() for _ in range(N)])`` on one warm actor: calls/s."""
     with ag.init(num_workers=num_workers, **options):
@@ -314,11 +425,170 @@ def pipelined_calls(sizes: Sizes, num_workers: int, **options: Any) -> Result:
     }
 
 
+@register(
+    "pipelined_calls_no_pulses",
+    "{pipelined:,} pipelined actor calls, pulses off",
+    "calls/s",
+    ">=",
+    15_000,
+    limit="trio_oneway_msgs_per_s",
+)
 def pipelined_calls_no_pulses(sizes: Sizes, num_workers: int) -> Result:
     """``pipelined_calls`` with pulses effectively off (one an hour): what pulses cost."""
     return pipelined_calls(sizes, num_workers, pulse_interval=3600.0)
 
 
+@register(
+    "pool_map",
+    "{pool_items:,} no-op items through ag.Pool.map, default chunking",
+    "items/s",
+    ">=",
+    200_000,
+)
+def pool_map(sizes: Sizes, num_workers: int) -> Result:
+    """``ag.Pool().map(identity, range(N))`` with default chunking, after a warm-up map: items/s."""
+    with ag.init(num_workers=num_workers), ag.Pool() as pool:
+        pool.map(identity, range(sizes.warmup_tasks))
+        started = time.perf_counter()
+        results = pool.map(identity, range(sizes.pool_items))
+        elapsed = time.perf_counter() - started
+    assert results[-1] == sizes.pool_items - 1
+    return {
+        "value": sizes.pool_items / elapsed,
+        "detail": {"items": sizes.pool_items, "seconds": elapsed, "processes": num_workers},
+    }
+
+
+@register(
+    "big_argument",
+    "{array_mb:g} MB numpy argument",
+    "MB/s",
+    ">=",
+    700,
+    limit="memcpy_mb_per_s",
+)
+def big_argument(sizes: Sizes, num_workers: int) -> Result:
+    """``ag.get(f.remote(arr))`` with a float64 array of ``array_bytes``: median of
+    ``array_runs`` after one warm-up, as MB/s of argument."""
+    import numpy as np
+
+    arr = np.ones(sizes.array_bytes // 8)
+    runs: list[float] = []
+    with ag.init(num_workers=num_workers):
+        assert ag.get(first_element.remote(arr), timeout=GET_TIMEOUT_S) == 1.0
+        for _ in range(sizes.array_runs):
+            started = time.perf_counter()
+            ag.get(first_element.remote(arr), timeout=GET_TIMEOUT_S)
+            runs.append(time.perf_counter() - started)
+    median = statistics.median(runs)
+    return {
+        "value": arr.nbytes / MB / median,
+        "detail": {"megabytes": arr.nbytes / MB, "median_s": median, "runs_s": runs},
+    }
+
+
+@register(
+    "big_bytes",
+    "{array_mb:g} MB bytes argument",
+    "MB/s",
+    ">=",
+    700,
+    limit="memcpy_mb_per_s",
+)
+def big_bytes(sizes: Sizes, num_workers: int) -> Result:
+    """``ag.get(f.remote(data))`` with ``data = bytes(array_bytes)``: median of ``array_runs``
+    after one warm-up, as MB/s of argument (bytes have no out-of-band buffers to ride on)."""
+    data = bytes(sizes.array_bytes)
+    runs: list[float] = []
+    with ag.init(num_workers=num_workers):
+        assert ag.get(first_byte.remote(data), timeout=GET_TIMEOUT_S) == 0
+        for _ in range(sizes.array_runs):
+            started = time.perf_counter()
+            ag.get(first_byte.remote(data), timeout=GET_TIMEOUT_S)
+            runs.append(time.perf_counter() - started)
+    median = statistics.median(runs)
+    return {
+        "value": len(data) / MB / median,
+        "detail": {"megabytes": len(data) / MB, "median_s": median, "runs_s": runs},
+    }
+
+
+@register(
+    "ring",
+    "{ring_agents}-agent ring of named agents, {ring_hops:,} hops",
+    "hops/s",
+    ">=",
+    10_000,
+    limit="hop_bound_per_s",
+)
+def ring(sizes: Sizes, num_workers: int) -> Result:
+    """Named coroutine agents ring0..ringN-1 pass one counter ``ring_hops`` times by name:
+    hops/s from ``ag.send("ring0", 0)`` to ``ag.wait`` seeing the agent that returned."""
+    n, hops = sizes.ring_agents, sizes.ring_hops
+    with ag.init(num_workers=num_workers):
+        refs = [ring_agent.options(name=f"ring{i}").remote(i, n, hops) for i in range(n)]
+        try:
+            started = time.perf_counter()
+            ag.send("ring0", 0)
+            ready, _ = ag.wait(refs, num_returns=1, timeout=GET_TIMEOUT_S)
+            elapsed = time.perf_counter() - started
+            if not ready:
+                raise TimeoutError(f"the ring did not finish {hops} hops in {GET_TIMEOUT_S} s")
+            final = ag.get(ready[0], timeout=GET_TIMEOUT_S)
+            if final != hops:
+                raise RuntimeError(f"the ring's last agent returned {final}, not {hops}")
+        finally:
+            for ref in refs:
+                ag.kill(ref)
+    return {"value": hops / elapsed, "detail": {"agents": n, "hops": hops, "seconds": elapsed}}
+
+
+@register(
+    "handle_ring",
+    "{ring_agents}-actor ring by handle, fire-and-forget (sync actors), {ring_hops:,} hops",
+    "hops/s",
+    ">=",
+    10_000,
+    limit="hop_bound_per_s",
+)
+def handle_ring(sizes: Sizes, num_workers: int) -> Result:
+    """Sync actors, each holding the next one's handle, pass a counter on with
+    ``next.hop.remote(n + 1)`` and never wait for a result; the last hop tells a named agent.
+    One warm-up lap first (connections, the class on every worker), then ``ring_hops`` hops."""
+    n, hops = sizes.ring_agents, sizes.ring_hops
+    with ag.init(num_workers=num_workers):
+        sinks = [ring_sink.options(name=name).remote() for name in ("hring_warm", "hring_done")]
+        try:
+            actors = [RingActor.remote() for _ in range(n)]
+            ag.get([a.link.remote(actors[(i + 1) % n]) for i, a in enumerate(actors)])
+            actors[0].hop.remote(0, n, "hring_warm")
+            if ag.get(sinks[0], timeout=GET_TIMEOUT_S) != n:
+                raise RuntimeError("the warm-up lap of the handle ring lost its counter")
+            started = time.perf_counter()
+            actors[0].hop.remote(0, hops, "hring_done")
+            final = ag.get(sinks[1], timeout=GET_TIMEOUT_S)
+            elapsed = time.perf_counter() - started
+            if final != hops:
+                raise RuntimeError(f"the handle ring ended at {final}, not {hops}")
+        finally:
+            for ref in sinks:
+                ag.kill(ref)
+    return {"value": hops / elapsed, "detail": {"actors": n, "hops": hops, "seconds": elapsed}}
+
+
+@register("idle_rss", "idle RSS, driver + workers", "MB", "<=", 200, limit="cluster_rss_bound_mb")
+def idle_rss(sizes: Sizes, num_workers: int) -> Result:
+    """Fresh process: cluster up, 4 tasks run, 1 s idle; RSS of driver + all descendants."""
+    return rss_result(run_child(_IDLE_RSS_SCRIPT, str(num_workers)))
+
+
+@register(
+    "actor_recovery",
+    "named actor answers again after kill -9 of its worker, median of {recovery_runs}",
+    "s",
+    "<=",
+    1.0,
+)
 def actor_recovery(sizes: Sizes, num_workers: int) -> Result:
     """Kill -9 the worker of a named actor (``max_restarts=1``): seconds until the same
     handle answers again from the new incarnation; median of ``recovery_runs``."""
@@ -343,65 +613,4 @@ def actor_recovery(sizes: Sizes, num_workers: int) -> Result:
     return {
         "value": statistics.median(runs),
         "detail": {"runs_s": runs, "max_s": max(runs)},
-    }
-
-
-def big_argument(sizes: Sizes, num_workers: int) -> Result:
-    """``ag.get(f.remote(arr))`` with a float64 array of ``array_bytes``: median of
-    ``array_runs`` after one warm-up, as MB/s of argument."""
-    import numpy as np
-
-    arr = np.ones(sizes.array_bytes // 8)
-    runs: list[float] = []
-    with ag.init(num_workers=num_workers):
-        assert ag.get(first_element.remote(arr), timeout=GET_TIMEOUT_S) == 1.0
-        for _ in range(sizes.array_runs):
-            started = time.perf_counter()
-            ag.get(first_element.remote(arr), timeout=GET_TIMEOUT_S)
-            runs.append(time.perf_counter() - started)
-    median = statistics.median(runs)
-    return {
-        "value": arr.nbytes / MB / median,
-        "detail": {"megabytes": arr.nbytes / MB, "median_s": median, "runs_s": runs},
-    }
-
-
-def ring(sizes: Sizes, num_workers: int) -> Result:
-    """Named coroutine agents ring0..ringN-1 pass one counter ``ring_hops`` times by name:
-    hops/s from ``ag.send("ring0", 0)`` to ``ag.wait`` seeing the agent that returned."""
-    n, hops = sizes.ring_agents, sizes.ring_hops
-    with ag.init(num_workers=num_workers):
-        refs = [ring_agent.options(name=f"ring{i}").remote(i, n, hops) for i in range(n)]
-        try:
-            started = time.perf_counter()
-            ag.send("ring0", 0)
-            ready, _ = ag.wait(refs, num_returns=1, timeout=GET_TIMEOUT_S)
-            elapsed = time.perf_counter() - started
-            if not ready:
-                raise TimeoutError(f"the ring did not finish {hops} hops in {GET_TIMEOUT_S} s")
-            final = ag.get(ready[0], timeout=GET_TIMEOUT_S)
-            if final != hops:
-                raise RuntimeError(f"the ring's last agent returned {final}, not {hops}")
-        finally:
-            for ref in refs:
-                ag.kill(ref)
-    return {"value": hops / elapsed, "detail": {"agents": n, "hops": hops, "seconds": elapsed}}
-
-
-def idle_rss(sizes: Sizes, num_workers: int) -> Result:
-    """Fresh process: cluster up, 4 tasks run, 1 s idle; RSS of driver + all descendants."""
-    return rss_result(run_child(_IDLE_RSS_SCRIPT, str(num_workers)))
-
-
-def pool_map(sizes: Sizes, num_workers: int) -> Result:
-    """``ag.Pool().map(identity, range(N))`` with default chunking, after a warm-up map: items/s."""
-    with ag.init(num_workers=num_workers), ag.Pool() as pool:
-        pool.map(identity, range(sizes.warmup_tasks))
-        started = time.perf_counter()
-        results = pool.map(identity, range(sizes.pool_items))
-        elapsed = time.perf_counter() - started
-    assert results[-1] == sizes.pool_items - 1
-    return {
-        "value": sizes.pool_items / elapsed,
-        "detail": {"items": sizes.pool_items, "seconds": elapsed, "processes": num_workers},
     }

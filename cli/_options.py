@@ -190,6 +190,16 @@ _LABELS = Option(
     "num_gpus)",
 )
 
+_STORE = Option(
+    "object_store_memory",
+    check_bytes,
+    int_or_text,
+    "BYTES",
+    "shared memory this machine's node's object store may use, e.g. 4GiB: values of 100 KB "
+    "or more stay there; when full, cached copies are evicted and the rest spill to disk "
+    "(default 30%% of the machine's memory)",
+)
+
 
 START_OPTIONS: tuple[Option, ...] = (
     Option(
@@ -229,6 +239,7 @@ START_OPTIONS: tuple[Option, ...] = (
     ),
     _RESOURCES,
     _LABELS,
+    _STORE,
     Option(
         "dashboard",
         check_dashboard,
@@ -279,6 +290,7 @@ NODE_OPTIONS: tuple[Option, ...] = (
     ),
     _RESOURCES,
     _LABELS,
+    _STORE,
     _PULSE,
     _GRACE,
     _MAX_MESSAGE_BYTES,

@@ -110,6 +110,7 @@ def _node(node: ag.NodeStatistics) -> dict[str, Any]:
         "disk_available": None if a is None else a.disk_available,
         "disk_percent": None if a is None else a.disk_percent,
         "swap_percent": None if a is None else a.swap_percent,
+        "object_store": dict(zip(("used", "capacity", "spilled"), node.object_store, strict=True)),
     }
 
 
@@ -236,6 +237,7 @@ def _node_rows(nodes: list[dict[str, Any]]) -> list[str]:
             "CPU %",
             "FREE MEMORY",
             "LAST PULSE",
+            "OBJECT STORE",
             "RESOURCES",
         ),
         [
@@ -248,11 +250,20 @@ def _node_rows(nodes: list[dict[str, Any]]) -> list[str]:
                 None if n["cpu_percent"] is None else f"{n['cpu_percent']:.1f}",
                 _bytes(n["memory_available"]),
                 f"{n['last_pulse_s']:.1f} s ago",
+                _store(n.get("object_store")),
                 _usage(n["resources"], n.get("used", {})) or None,
             )
             for n in nodes
         ],
     )
+
+
+def _store(store: Mapping[str, int] | None) -> str | None:
+    """ "12 MB/4 GB, 1 GB spilled": the object store's shared memory used of its capacity."""
+    if not store or not store["capacity"]:
+        return None
+    text = f"{_bytes(store['used']) or '0 B'}/{_bytes(store['capacity'])}"
+    return text + (f", {_bytes(store['spilled'])} spilled" if store["spilled"] else "")
 
 
 def _amount(name: str, value: float) -> str:

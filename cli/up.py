@@ -239,6 +239,8 @@ def _start(
             argv += [f"--{key}", str(Path(options[key]).expanduser().absolute())]
     if options.get("resources"):
         argv += ["--resources", json.dumps(options["resources"])]
+    if options.get("object_store_memory"):
+        argv += ["--object-store-memory", str(options["object_store_memory"])]
     if options.get("labels"):
         argv += ["--labels", ",".join(f"{k}={v}" for k, v in options["labels"].items())]
     log = _open_log(paths.head_log)

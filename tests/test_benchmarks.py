@@ -32,10 +32,12 @@ WORKLOADS = [
     "pipelined_calls_no_pulses",
     "pool_map",
     "big_argument",
+    "big_bytes",
     "ring",
+    "handle_ring",
     "idle_rss",
     "actor_recovery",
-]
+]  # run.py --list may list more (store_workloads.py registers its own)
 POOL_WORKLOADS = {"cold_start", "noop_tasks", "pool_map", "big_argument", "idle_rss"}
 MARKER = "ACTORGRID_BENCHMARK_TEST_RUN"
 
@@ -152,12 +154,26 @@ def test_quick_suite_reports_every_workload_and_leaks_nothing(tmp_path: Path) ->
     assert report == json.loads((tmp_path / "quick.json").read_text())
     assert report["meta"]["quick"] is True
     assert report["meta"]["num_workers"] == 2
-    assert list(report["workloads"]) == WORKLOADS
+    listed = subprocess.run(
+        [sys.executable, str(RUN_PY), "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert list(report["workloads"]) == listed
+    assert set(WORKLOADS) <= set(listed), set(WORKLOADS) - set(listed)
+    for key, entry in report["workloads"].items():
+        limit = entry["limit"]  # the machine limit of the same run, and the figure's ratio to it
+        if limit is not None:
+            assert limit["value"] > 0 and limit["ratio"] > 0, (key, limit)
+    assert report["workloads"]["actor_rtt"]["limit"]["key"] == "trio_rtt_us"
+    assert report["limits"]["socket_rtt_us"]["value"] > 0
 
     for key, entry in report["workloads"].items():
         mine = entry["actorgrid"]
         assert "error" not in mine, f"{key}: {mine['error']}"
-        assert mine["value"] > 0, key
+        assert mine["value"] > 0 or "skipped" in mine["detail"], key  # netns needs root
         assert isinstance(mine["meets_target"], bool), key
         pool = entry["multiprocessing.Pool"]
         if key in POOL_WORKLOADS:

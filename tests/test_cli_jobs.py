@@ -160,3 +160,35 @@ def test_ctrl_c_at_submit_stops_the_job_and_what_it_started(
         if submit.poll() is None:
             submit.kill()
         submit.wait(timeout=10)
+
+
+def test_submit_and_jobs_on_a_tls_cluster(tmp_path: Path) -> None:
+    import trustme
+
+    env = Env(tmp_path)
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(tmp_path / "m.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    tls = ["--tls", "--certfile", "m.pem", "--keyfile", "m.pem", "--cafile", "ca.pem"]
+    try:
+        result = env.run("up", "--num-workers", "1", "--pulse-interval", PULSE, *tls)
+        if env.cluster_file.exists():
+            env.record_cluster()
+        assert result.returncode == 0, _describe(result)
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "helper.py").write_text(textwrap.dedent(_HELPER))
+        (project / "exit_with.py").write_text(textwrap.dedent(_EXIT_WITH))
+        # submit reaches the head over TLS, and so do the job's driver and its workers' calls.
+        submitted = env.run(
+            "submit", "--working-dir", "project", "--", "python", "exit_with.py", "4"
+        )
+        assert submitted.returncode == 4, _describe(submitted)
+        assert "result 42" in submitted.stdout
+        job_id = submitted.stderr.split("job ", 1)[1].split()[0]
+        assert _jobs(env)[job_id]["exit_code"] == 4
+        down = env.run("down")
+        assert down.returncode == 0, _describe(down)
+        env.processes.assert_gone()
+    finally:
+        env.clean_up()

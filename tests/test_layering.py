@@ -23,6 +23,7 @@ Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), l
 module imports only modules of a lower row, never one of its own row or above, so no import
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
+    segments          this process's side of its node's object store (shared memory)
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
                       starting
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
@@ -31,9 +32,11 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     records           what the runtime keeps of its calls and actors
     peer              one link
     portal headlink   thread hops; the link to the head
+    seams             a runtime's network and threads (TCP and a pool; a simulation's own)
     getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
                       counting's I/O shell
     links             Runtime, layer by layer: state, lifecycle, links, events
+    stored            values in node stores: pulls, frees, lineage rebuilds
     objects           put, fetch, get
     tasks             submission, retries, results, cancels
     actors            owned actors and their restarts
@@ -83,6 +86,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # The modules of actorgrid._runtime by row, lowest first (see the module docstring).
 RUNTIME_ORDER: list[tuple[str, ...]] = [
+    ("segments",),
     (
         "serialization",
         "signatures",
@@ -103,15 +107,16 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("peer",),
     ("output",),
     ("portal", "headlink"),
-    ("observe",),
+    ("observe", "seams"),
     ("getting", "waiting", "refcounting"),
     ("links",),
+    ("stored",),
     ("objects",),
     ("tasks",),
     ("actors",),
     ("names",),
     ("core",),
-    ("virtual",),
+    ("virtual", "envship"),
     ("context",),
     ("keyed", "producing"),
     ("lanes",),

@@ -4,17 +4,23 @@ Every series has a ``node`` label (the node id in hex; "unknown" for an event th
 neither a node nor a worker the dashboard knows). Counters count the head's events since
 the dashboard started (see model.py); gauges are read from the cluster view of the scrape.
 
-Not reported, because no process tells the head yet: bytes sent and received per link
-(each process counts its own links; none reports them), and object store use.
+Bytes sent and received are what each process last reported its links carried (TCP and
+TLS frames; see ``_transport.base.Traffic``), summed per node; processes on no node
+(drivers, this dashboard) are reported as ``node="driver"``. Object store figures are every
+numeric field of a node's ``store`` record in the cluster view, where the view carries one
+(``actorgrid_object_store_<field>``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from .._protocol.messages import ClusterView
 from .model import UNKNOWN_NODE, DashboardModel
+from .source import Traffic
+
+DRIVER_NODE = "driver"
 
 __all__ = ["CONTENT_TYPE", "COUNTERS", "render_metrics"]
 
@@ -27,7 +33,7 @@ COUNTERS = {
     "tasks_failed": "Tasks whose code raised (task_failed events).",
     "tasks_retried": "Tasks sent again after a failure (task_retried events).",
     "tasks_cancelled": "Tasks cancelled (task_cancelled events).",
-    "actor_calls": "Actor method calls that ended (task events that carry an actor id).",
+    "actor_calls": "Actor method calls answered (call_finished and call_failed events).",
     "worker_restarts": "Worker processes started in place of one that died.",
     "worker_deaths": "Worker processes that exited.",
     "actor_restarts": "Actors re-created after their code raised or their worker died.",
@@ -58,10 +64,49 @@ def _family(
     return lines
 
 
-def render_metrics(model: DashboardModel, view: ClusterView) -> str:
+def _traffic_samples(
+    traffic: Traffic, nodes: Iterable[str]
+) -> tuple[Mapping[str, int], Mapping[str, int]]:
+    sent: Counter[str] = Counter({node: 0 for node in nodes})
+    received: Counter[str] = Counter({node: 0 for node in nodes})
+    for (node_id, _host, _pid), (out, into) in traffic.items():
+        node = node_id.hex() if node_id else DRIVER_NODE
+        sent[node] += out
+        received[node] += into
+    return sent, received
+
+
+def _store_lines(view: ClusterView) -> list[str]:
+    """Object store use per node, from its last pulse (``Availability.store_*``)."""
+    families = (
+        ("used_bytes", "store_used", "Bytes of shared memory the node's object store holds."),
+        ("capacity_bytes", "store_capacity", "The node's object_store_memory."),
+        ("spilled_bytes", "store_spilled", "Bytes the node's object store spilled to disk."),
+    )
+    lines: list[str] = []
+    for name, field, help_text in families:
+        samples = [
+            ({"node": n.node.node_id.hex()}, float(getattr(n.availability, field)))
+            for n in view.nodes
+            if n.availability is not None
+        ]
+        lines += _family(f"actorgrid_object_store_{name}", "gauge", help_text, samples)
+    return lines
+
+
+def render_metrics(model: DashboardModel, view: ClusterView, traffic: Traffic) -> str:
     """The whole exposition; ``model.snapshot(view)`` must have been taken first."""
     nodes = [n.node.node_id.hex() for n in view.nodes]
     lines: list[str] = []
+    sent, received = _traffic_samples(traffic, nodes)
+    for name, counts, verb in (("sent", sent, "sent"), ("received", received, "received")):
+        lines += _family(
+            f"actorgrid_bytes_{name}_total",
+            "counter",
+            f"Bytes the node's processes {verb} on their links (drivers: node=driver).",
+            [({"node": node}, counts[node]) for node in sorted(counts)],
+        )
+    lines += _store_lines(view)
     for counter, help_text in COUNTERS.items():
         seen = {node for (name, node) in model.counters if name == counter}
         samples = [

@@ -5,7 +5,7 @@ Events are rendered generically (every field that is set, ids as hex), so kinds 
 added to ``Event`` later appear without a change here. Counters count the events the
 dashboard has seen since it started, the head's remembered history included: they only grow.
 
-Costs: :meth:`DashboardModel.handle_event` is O(1); :meth:`DashboardModel.snapshot` is
+Costs: :meth:`DashboardModel.handle_event` is O(1), ``handle_output`` O(lines); :meth:`DashboardModel.snapshot` is
 O(cluster), and is called once per refresh interval while a page is open, and per scrape.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from .._protocol.messages import ClusterView, Event
+from .._protocol.observe import WorkerOutput
 
 __all__ = [
     "ACTIONS",
@@ -48,11 +49,14 @@ COUNTED_EVENTS = {
     "worker_died": "worker_deaths",
     "actor_restarted": "actor_restarts",
     "actor_died": "actor_deaths",
+    "call_finished": "actor_calls",
+    "call_failed": "actor_calls",
 }
 # Task events of actor method calls (they carry an actor_id) count as actor calls too.
 _ACTOR_CALL_END = frozenset({"task_finished", "task_failed"})
 
 EVENT_HISTORY = 500
+LOG_LINES_PER_WORKER = 30
 FAILURE_HISTORY = 50
 UNKNOWN_NODE = "unknown"
 
@@ -95,6 +99,9 @@ class DashboardModel:
         self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURE_HISTORY)
         self.actor_restarts: Counter[str] = Counter()  # actor id hex -> restarts seen
         self._node_of: dict[bytes, str] = {}  # worker id -> node id hex, from the last view
+        # worker id hex -> its last lines of output, "(source pid=P) text"; workers gone from
+        # the last view are forgotten at the next snapshot, so this stays O(workers).
+        self.logs: dict[str, deque[str]] = {}
 
     def __repr__(self) -> str:
         return f"<DashboardModel events={len(self.events)} counters={sum(self.counters.values())}>"
@@ -119,6 +126,18 @@ class DashboardModel:
             self.failures.append(data)
         return data
 
+    def handle_output(self, msg: WorkerOutput) -> None:
+        """Keep each worker's last LOG_LINES_PER_WORKER lines. O(lines)."""
+        for line in msg.lines:
+            wid = line.worker_id.hex()
+            kept = self.logs.get(wid)
+            if kept is None:
+                kept = self.logs[wid] = deque(maxlen=LOG_LINES_PER_WORKER)
+            kept.append(f"({line.source or 'worker'} pid={line.pid}) {line.text[:500]}")
+        if msg.dropped:
+            for wid in {line.worker_id.hex() for line in msg.lines}:
+                self.logs[wid].append(f"(actorgrid) {msg.dropped} lines dropped on this node")
+
     def _node(self, event: Event) -> str:
         if event.node_id:
             return event.node_id.hex()
@@ -129,6 +148,9 @@ class DashboardModel:
     def snapshot(self, view: ClusterView) -> dict[str, Any]:
         """The page's tables for ``view``; also learns which node each worker is on."""
         self._node_of = {w.worker.worker_id: w.worker.node_id.hex() for w in view.workers}
+        live = {w.worker.worker_id.hex() for w in view.workers}
+        for wid in [wid for wid in self.logs if wid not in live]:
+            del self.logs[wid]
         actors = []
         for a in view.actors:
             data = record_json(a)
@@ -142,6 +164,7 @@ class DashboardModel:
             "actors": actors,
             "tasks": [record_json(t) for t in view.tasks],
             "failures": list(self.failures),
+            "logs": {wid: list(lines) for wid, lines in self.logs.items()},
         }
 
     def node_of(self, worker_id: bytes | None) -> str:

@@ -2,7 +2,7 @@
 external resources (clusters often run with no internet access).
 
 The page takes its token from its own URL (``?token=``), opens the WebSocket feed ``/ws``
-with it, and renders what arrives: ``snapshot`` messages (tables), ``event`` messages (the
+with it, and renders what arrives: ``snapshot`` messages (tables and each worker's recent log lines), ``event`` messages (the
 stream), ``result`` messages (the answer to an action it sent). Every value is inserted as
 text, never as HTML. It reconnects by itself when the feed drops.
 """
@@ -40,6 +40,8 @@ ul { list-style: none; margin: 0; padding: 0; }
 li { border-bottom: 1px solid #eee; padding: 1px 0; white-space: pre-wrap; }
 pre { margin: 2px 0 8px; background: #fef2f2; padding: 4px; white-space: pre-wrap; }
 #result { font-family: ui-monospace, monospace; }
+h3 { font-size: 12px; margin: 4px 0 0; }
+pre.log { background: #f3f4f6; font-size: 12px; }
 </style>
 </head>
 <body>
@@ -60,6 +62,7 @@ pre { margin: 2px 0 8px; background: #fef2f2; padding: 4px; white-space: pre-wra
 </section>
 <section><h2>Recent failures</h2><div id="failures"></div></section>
 <section class="wide"><h2>Events</h2><ul id="events"></ul></section>
+<section class="wide"><h2>Worker logs</h2><div id="logs"></div></section>
 </main>
 <script>
 "use strict";
@@ -135,6 +138,18 @@ function snapshot(s) {
     const pre = document.createElement("pre");
     pre.textContent = describe(f) + "\\n" + (f.error || f.detail || "");
     return pre;
+  }));
+  const logs = document.getElementById("logs");
+  logs.replaceChildren(...Object.entries(s.logs || {}).map(([wid, lines]) => {
+    const div = document.createElement("div");
+    div.dataset.worker = wid;
+    const h = document.createElement("h3");
+    h.textContent = "worker " + short(wid) + " (node " + short(workerNode[wid]) + ")";
+    const pre = document.createElement("pre");
+    pre.className = "log";
+    pre.textContent = lines.join("\\n");
+    div.append(h, pre);
+    return div;
   }));
   document.getElementById("summary").textContent =
     s.nodes.length + " nodes, " + s.workers.length + " workers, " + s.actors.length +

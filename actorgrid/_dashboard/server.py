@@ -149,6 +149,7 @@ class DashboardServer:
             await nursery.start(self._gate.serve_log)
             for event in await self._source.subscribe(self._on_event):
                 self.model.handle_event(event)
+            self._source.follow_output(self.model.handle_output)
             try:
                 nursery.start_soon(self._refresh_loop)
                 task_status.started(self.url)
@@ -284,7 +285,7 @@ class DashboardServer:
                 await stream.send_all(response(503, body, head_only=head_only))
                 return
             self.model.snapshot(view)
-            body = render_metrics(self.model, view).encode()
+            body = render_metrics(self.model, view, self._source.traffic()).encode()
             await stream.send_all(response(200, body, CONTENT_TYPE, head_only=head_only))
         else:
             body = b"not found: the dashboard serves /, /metrics and /ws\n"

@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from .._protocol.ids import NodeId
 from .._protocol.messages import ClusterView, Event
+from .._protocol.observe import WorkerOutput
 
-__all__ = ["DashboardSource"]
+# (node id, hostname, pid) of a process -> bytes its links sent and received since it began
+Traffic = dict[tuple[NodeId | None, str, int | None], tuple[int, int]]
+
+__all__ = ["DashboardSource", "Traffic"]
 
 
 class DashboardSource(Protocol):
@@ -22,6 +27,14 @@ class DashboardSource(Protocol):
         ...
 
     def unsubscribe(self, listener: Callable[[Event], None]) -> None: ...
+
+    def follow_output(self, listener: Callable[[WorkerOutput], None]) -> None:
+        """Call ``listener`` (on the loop) with every worker's output from now on."""
+        ...
+
+    def traffic(self) -> Traffic:
+        """What each process of the cluster last reported its links carried."""
+        ...
 
     async def act(self, action: str, target: bytes) -> str:
         """Carry out one of model.ACTIONS on the id ``target``; return what was done.

@@ -25,6 +25,7 @@ from .._protocol.messages import (
     QueryCluster,
 )
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
+from .._runtime.envship import remember
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
@@ -35,7 +36,7 @@ from .clusterops import OperationMethods
 from .dashboard import parse_dashboard, serve_runtime_dashboard
 from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
-from .jobclient import Jobs
+from .jobclient import Jobs, driver_tls, rejoin_as_job
 from .node import DEFAULT_GRACE_S, NodeAgent, WorkerStartError
 from .observing import ObserveMethods
 from .records import (
@@ -217,6 +218,7 @@ async def _open_cluster(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
@@ -258,6 +260,7 @@ async def _open_cluster(
                 listen_limits=listen_limits,
                 resources=resources,
                 labels=labels,
+                object_store_memory=object_store_memory,
             )
         else:
             if resources is not None or labels is not None:
@@ -288,11 +291,15 @@ async def _open_cluster(
                 await nursery.start(node.serve)
             await nursery.start(rt.serve)
             _adopt_head_cap(rt)
+            # An embedded cluster's driver is a process of its node: it shares its store.
+            rt.join_store(None if node is None else node.store.config())
             set_current_runtime(rt)
             if node is not None and prepared is None:
                 await _wait_for_workers(rt, node)
             if prepared is not None:
                 await ensure_runtime_env(rt, prepared)
+                remember(rt, prepared)  # shipped again to a restarted head
+            rejoin_as_job(rt)
             if serve_at is not None:
                 serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
                 url = await nursery.start(functools.partial(serve, port=serve_at[1]))
@@ -304,6 +311,7 @@ async def _open_cluster(
             with trio.CancelScope(shield=True):
                 await rt.observe.settle()  # at most OUTPUT_SETTLE_S, even when cancelled
             rt.closing()
+            rt.leave_store()
             if runtime_or_none() is rt:
                 set_current_runtime(None)
             with trio.CancelScope(shield=True):
@@ -332,6 +340,7 @@ def _remote(
         if tls is None and up.tls is not None:
             tls = TLSConfig.from_dict(up.tls)
         return up.address, secret or up.secret, tls
+    tls = tls or driver_tls(address)  # a job's on a TLS cluster, or the recorded cluster's
     if secret is not None:
         return address, secret, tls
     env = os.environ.get("ACTORGRID_SECRET")
@@ -391,6 +400,7 @@ async def connect(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
@@ -415,6 +425,7 @@ async def connect(
             listen_limits=listen_limits,
             resources=resources,
             labels=labels,
+            object_store_memory=object_store_memory,
             runtime_env=runtime_env,
             dashboard=dashboard,
             log_to_driver=log_to_driver,
@@ -482,6 +493,7 @@ def init(
     listen_limits: ListenLimits | None = None,
     resources: dict[str, float] | None = None,
     labels: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     dashboard: bool | str = False,
     log_to_driver: bool = True,
@@ -525,6 +537,11 @@ def init(
     127.0.0.1 and a free port (``"HOST:PORT"`` to choose); ``cluster.dashboard_url`` is its
     URL, token included.
 
+    ``object_store_memory``: bytes of shared memory the embedded node's object store may use
+    (default 30% of the machine's memory); values of 100 KB or more (results, ``ag.put``,
+    arguments) stay there, read without a copy on the node; when it is full, unreferenced
+    cached copies are evicted and the rest spill to local disk.
+
     ``log_to_driver`` (default True): what remote calls print (stdout, stderr, ``logging``)
     is shown here, prefixed with where it ran, repeated lines folded.
     """
@@ -553,6 +570,7 @@ def init(
                 listen_limits=listen_limits,
                 resources=resources,
                 labels=labels,
+                object_store_memory=object_store_memory,
                 runtime_env=runtime_env,
                 dashboard=dashboard,
                 log_to_driver=log_to_driver,

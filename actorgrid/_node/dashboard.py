@@ -16,7 +16,7 @@ from collections.abc import Callable
 import trio
 
 from .._dashboard.auth import dashboard_token
-from .._dashboard.server import DashboardServer, dashboard_ssl_context
+from .._dashboard.source import Traffic
 from .._exceptions import ActorgridError
 from .._protocol.ids import NodeId, WorkerId, short
 from .._protocol.messages import (
@@ -28,6 +28,7 @@ from .._protocol.messages import (
     Message,
     QueryCluster,
 )
+from .._protocol.observe import WorkerOutput
 from .._runtime.core import Runtime
 from .._transport.addresses import local_address_towards
 from .._transport.tls import TLSConfig
@@ -58,6 +59,12 @@ class RuntimeSource:
 
     def unsubscribe(self, listener: Callable[[Event], None]) -> None:
         self._rt.unsubscribe_events(listener)
+
+    def follow_output(self, listener: Callable[[WorkerOutput], None]) -> None:
+        self._rt.on_loop(self._rt.observe.follow, listener, self._rt.head)
+
+    def traffic(self) -> Traffic:
+        return self._rt.observe.traffic
 
     async def act(self, action: str, target: bytes) -> str:
         rt = self._rt
@@ -112,6 +119,10 @@ async def serve_runtime_dashboard(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the dashboard of ``rt``'s cluster until cancelled; report its URL."""
+    # Imported here: the server pulls in trio-websocket (wsproto, h11), ~10% of a cold start
+    # that most clusters, started without a dashboard, never use.
+    from .._dashboard.server import DashboardServer, dashboard_ssl_context
+
     context = dashboard_ssl_context(rt.tls) if rt.tls is not None else None
     server = DashboardServer(
         RuntimeSource(rt), dashboard_token(rt.secret), host=host, port=port, ssl_context=context

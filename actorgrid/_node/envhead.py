@@ -9,6 +9,10 @@
   the environments in use (``node_joined``).
 - The head counts the drivers of each environment; when the last one's link ends, every
   node gets ``ReleaseEnv`` (its workers stop, ``node_cleanup`` runs).
+- A restarted head knows no environment: the processes that reconnect ship theirs again
+  (``_runtime/envship.py``), detached actors hold theirs again as their workers rejoin, and
+  each node that rejoins reports the ones it has workers of (``EnvsHeld``); one that nobody
+  uses ``ORPHAN_ENV_GRACE_S`` later (its drivers left while the head was away) is released.
 
 Costs: a package chunk is O(chunk); EnsureEnv and ReleaseEnv are O(nodes), once per driver
 and environment, never per call.
@@ -30,6 +34,7 @@ from .._env.packing import max_package_bytes
 from .._protocol.envmessages import (
     PACKAGE_CHUNK_BYTES,
     EnsureEnv,
+    EnvsHeld,
     PackageData,
     PackageFetch,
     PackageHave,
@@ -41,9 +46,13 @@ from .._protocol.envmessages import (
 from .._protocol.messages import Ack
 from .._runtime.peer import Peer, PeerClosedError
 
-__all__ = ["EnvHost", "SessionFolder"]
+__all__ = ["ORPHAN_ENV_GRACE_S", "EnvHost", "SessionFolder"]
 
 log = logging.getLogger("actorgrid.head")
+
+# How long after a node reports an environment to a restarted head the head waits for a user
+# of it to reconnect before it releases it. A user that comes later ships it again.
+ORPHAN_ENV_GRACE_S = 10.0
 
 
 class SessionFolder:
@@ -86,8 +95,10 @@ class EnvHost:
         self._packages: dict[str, Path] = {}  # digest -> its zip in the session folder
         self._uploads: dict[tuple[Peer, str], bytearray] = {}
         self._specs: dict[str, RuntimeEnvSpec] = {}
-        self._users: dict[str, set[Peer]] = {}  # env key -> drivers using it
-        self._used_by: dict[Peer, set[str]] = {}
+        # env key -> who uses it: drivers (and workers) by their link, detached actors by id
+        self._users: dict[str, set[object]] = {}
+        self._used_by: dict[object, set[str]] = {}
+        self._orphans: set[str] = set()  # reported by rejoining nodes, no user yet
 
     def __repr__(self) -> str:
         return f"<EnvHost packages={len(self._packages)} envs={len(self._specs)}>"
@@ -98,6 +109,7 @@ class EnvHost:
             PackagePut: self._on_put,
             PackageFetch: self._on_fetch,
             EnsureEnv: self._on_ensure,
+            EnvsHeld: self._on_held,
         }
 
     def package_path(self, digest: str) -> Path | None:
@@ -166,23 +178,50 @@ class EnvHost:
                 nursery.start_soon(_ensure_on, node, msg.env, errors)
         peer.send(Ack(msg.rid, "\n".join(errors) if errors else None))
 
+    def _on_held(self, peer: Peer, msg: EnvsHeld) -> None:
+        for spec in msg.envs:
+            self._specs.setdefault(spec.key, spec)
+            if spec.key not in self._users and spec.key not in self._orphans:
+                self._orphans.add(spec.key)
+                self._background("releasing an unused runtime_env", self._release_orphan, spec)
+
+    async def _release_orphan(self, spec: RuntimeEnvSpec) -> None:
+        await trio.sleep(ORPHAN_ENV_GRACE_S)
+        self._orphans.discard(spec.key)
+        if spec.key in self._users:
+            return
+        log.info("releasing runtime_env %s: nobody uses it since the head restarted", spec.label)
+        self._specs.pop(spec.key, None)
+        for node in self._node_peers():
+            node.send(ReleaseEnv(spec.key))
+
     def node_joined(self, node: Peer) -> None:
         """A new node gets every environment in use: O(environments), once per node."""
         for spec in self._specs.values():
             self._background("making a runtime_env ready on a new node", _ensure_logged, node, spec)
 
-    def process_gone(self, peer: Peer) -> None:
-        self._uploads = {k: v for k, v in self._uploads.items() if k[0] is not peer}
-        for key in self._used_by.pop(peer, ()):
+    def hold(self, key: str, holder: object) -> None:
+        """``holder`` (a detached actor's id) keeps environment ``key`` in use, as a driver
+        does, until ``drop(holder)``. O(1)."""
+        self._users.setdefault(key, set()).add(holder)
+        self._used_by.setdefault(holder, set()).add(key)
+
+    def drop(self, holder: object) -> None:
+        """``holder`` no longer uses its environments: the last user's going releases one."""
+        for key in self._used_by.pop(holder, ()):
             users = self._users.get(key)
             if users is None:
                 continue
-            users.discard(peer)
+            users.discard(holder)
             if not users:
                 del self._users[key]
                 self._specs.pop(key, None)
                 for node in self._node_peers():
                     node.send(ReleaseEnv(key))
+
+    def process_gone(self, peer: Peer) -> None:
+        self._uploads = {k: v for k, v in self._uploads.items() if k[0] is not peer}
+        self.drop(peer)
 
 
 async def _ensure_on(node: Peer, spec: RuntimeEnvSpec, errors: list[str]) -> None:

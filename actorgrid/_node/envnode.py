@@ -27,7 +27,14 @@ import attrs
 import trio
 
 from .._env.packing import unpack
-from .._protocol.envmessages import EnsureEnv, PackageData, PackageFetch, ReleaseEnv, RuntimeEnvSpec
+from .._protocol.envmessages import (
+    EnsureEnv,
+    EnvsHeld,
+    PackageData,
+    PackageFetch,
+    ReleaseEnv,
+    RuntimeEnvSpec,
+)
 from .._protocol.ids import NodeId, short
 from .._protocol.messages import Ack, Message
 from .._runtime.peer import Peer
@@ -103,6 +110,10 @@ class EnvNode:
             peer.send(Ack(message.rid, error))
         elif isinstance(message, ReleaseEnv):
             await self._release(message.key)
+
+    def held(self) -> EnvsHeld:
+        """What this node tells a head it rejoins: the environments it has workers of."""
+        return EnvsHeld(tuple(env.spec for env in self._envs.values() if env.ready))
 
     def _where(self) -> str:
         return f"node {short(self._agent.node_id)} ({self._hostname})"

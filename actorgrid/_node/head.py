@@ -67,9 +67,11 @@ from .._protocol.messages import (
 )
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
+from .._runtime.seams import TCP, Transport
 from .._scheduler.names import NameRegistry
 from .._scheduler.rejoin import FenceTable, restore_worker
-from .._transport.tcp import ListenLimits, TcpFrameStream, serve_tcp_frame_streams
+from .._transport.base import FrameStream
+from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .envhead import EnvHost, SessionFolder
 from .headops import QUERY_WORKERS_TIMEOUT_S, HeadNode, HeadOperations
@@ -102,8 +104,10 @@ class Head(HeadOperations):
         pulse_interval_s: float = DEFAULT_PULSE_INTERVAL_S,
         tls: TLSConfig | None = None,
         listen_limits: ListenLimits | None = None,
+        transport: Transport = TCP,
     ) -> None:
         self._secret = secret
+        self._transport = transport  # a simulation's in-memory network, else TCP
         self._tls = tls
         self._limits = listen_limits
         self._host = host
@@ -152,18 +156,24 @@ class Head(HeadOperations):
             worker_at=self._worker_at,
             publish=self.publish,
             background=self._background,
+            env_at=self._env_at,
+            hold_env=lambda key, holder: self.envs.hold(key, holder),
+            drop_env=lambda holder: self.envs.drop(holder),
         )
         self._handlers.update(self.lifetimes.handlers())
         # Runtime environments and jobs: their packages and folders live in the session.
         self.session = SessionFolder("actorgrid-head-")
         self.envs = EnvHost(self._live_node_peers, self._background, self.session)
-        self.jobs = JobHost(lambda: self.address, secret, self.envs, self.session, self._background)
+        self.jobs = JobHost(
+            lambda: self.address, secret, self.envs, self.session, self._background, tls
+        )
         self._handlers.update(self.envs.handlers() | self.jobs.handlers())
         self.hub = ObserveHub(
             self.events,
             self._event_subscribers,
             lambda: [(n.info.node_id.hex(), n.peer) for n in self.nodes.values()],
             self._background,
+            self._worker_at.__contains__,
         )
         self._handlers.update(self.hub.handlers())
 
@@ -179,7 +189,7 @@ class Head(HeadOperations):
             await nursery.start(self._monitor.serve)
             self.address = await nursery.start(
                 functools.partial(
-                    serve_tcp_frame_streams,
+                    self._transport.serve,
                     self._accept,
                     self._host,
                     self._port,
@@ -193,6 +203,12 @@ class Head(HeadOperations):
             nursery.start_soon(self._end_session)
             task_status.started(self.address)
 
+    def _env_at(self, address: str) -> str:
+        """The runtime_env of the worker at ``address`` ("" for none, or no such worker)."""
+        peer = self._worker_at.get(address)
+        info = self._worker_peers.get(peer) if peer is not None else None
+        return info.env if info is not None else ""
+
     def _live_node_peers(self) -> list[Peer]:
         return [node.peer for node in self.nodes.values()]
 
@@ -203,7 +219,7 @@ class Head(HeadOperations):
             await self.jobs.stop_all()
             self.session.remove()
 
-    async def _accept(self, stream: TcpFrameStream) -> None:
+    async def _accept(self, stream: FrameStream) -> None:
         peer = Peer(stream.peer, self._handle, local_hello=self._hello, monitor=self._monitor)
         peer.on_closed.append(self._closed)
         await peer.run(stream)
@@ -297,6 +313,7 @@ class Head(HeadOperations):
             return
         for lost in restore_worker(msg, self.names, self.lifetimes.detached):
             log.warning("%s", lost)
+        self.lifetimes.restored(msg)
         log.info("worker %s rejoined with %d actors", info.address, len(msg.actors))
         self._on_register_worker(peer, RegisterWorker(msg.rid, info))
 
@@ -462,7 +479,8 @@ class Head(HeadOperations):
     ) -> None:
         with trio.move_on_after(FORGET_NAME_TIMEOUT_S):
             async with trio.open_nursery() as nursery:
-                for cacher in cachers:
+                # In address order, not the set's (by object id): a simulation replays it.
+                for cacher in sorted(cachers, key=_by_address):
                     nursery.start_soon(self._tell_ended, cacher, msg)
         if msg.rid and peer is not None:
             peer.send(Ack(msg.rid))
@@ -473,3 +491,7 @@ class Head(HeadOperations):
             await cacher.request(lambda rid: ActorEnded(rid, msg.actor_id, msg.reason))
         except PeerClosedError:
             pass  # a process that is gone caches nothing
+
+
+def _by_address(peer: Peer) -> str:
+    return peer.address

@@ -9,6 +9,8 @@ buffering without end.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -16,12 +18,13 @@ import attrs
 import trio
 
 from .._env.packing import pack_folder
-from .._exceptions import ActorgridError
+from .._exceptions import ActorgridError, NotInitializedError
 from .._protocol.envmessages import (
     JobEnded,
     JobList,
     JobLogs,
     JobOutput,
+    JobRejoin,
     JobStarted,
     QueryJobLogs,
     QueryJobs,
@@ -31,9 +34,15 @@ from .._protocol.envmessages import (
 from .._protocol.messages import Ack
 from .._runtime.core import Runtime
 from .._runtime.peer import Peer
+from .._transport.tls import TLSConfig
 from .envdriver import upload_package
+from .jobs import tls_from_environ
+from .standalone import ClusterFile
 
-__all__ = ["JobRun", "JobStatistics", "Jobs"]
+__all__ = ["JOB_ID_ENV", "JobRun", "JobStatistics", "Jobs", "driver_tls", "rejoin_as_job"]
+
+# Set by the head in a job's environment: the driver that has it is that job's.
+JOB_ID_ENV = "ACTORGRID_JOB_ID"
 
 # Chunks of output a JobRun holds before the link waits for its reader.
 _OUTPUT_BUFFER = 256
@@ -45,7 +54,7 @@ class JobStatistics:
 
     job_id: str
     argv: tuple[str, ...]
-    state: str  # "running", "succeeded", "failed" or "stopped"
+    state: str  # "running", "succeeded", "failed", "stopped"; "ended": see JobSummary
     exit_code: int | None
     start_time: float
     end_time: float | None
@@ -173,3 +182,35 @@ async def _deliver(
         pass  # nobody reads this job's output any more
     if close:
         await send.aclose()
+
+
+def driver_tls(address: str) -> TLSConfig | None:
+    """The TLS files a driver joining the head at ``address`` uses when it is given none:
+    ``ACTORGRID_TLS`` (a job's, on a TLS cluster), else those of the cluster `actorgrid up`
+    recorded if its head is at ``address`` (`actorgrid submit`, `status`, ... connect with
+    the address and secret they read from that file), else None."""
+    tls = tls_from_environ()
+    if tls is not None:
+        return tls
+    try:
+        recorded = ClusterFile.load()
+    except NotInitializedError:
+        return None
+    if recorded.address != address or recorded.tls is None:
+        return None
+    return TLSConfig.from_dict(recorded.tls)
+
+
+def rejoin_as_job(rt: Runtime) -> None:
+    """A job's driver (``ACTORGRID_JOB_ID`` set) tells each head it reconnects to which job
+    it is, so that a restarted head lists it again (``JobRejoin``)."""
+    job_id = os.environ.get(JOB_ID_ENV)
+    if not job_id or rt.headlink is None:
+        return
+    argv = (os.path.basename(sys.executable), *sys.argv)
+    started = time.time()
+
+    async def report(head: Peer) -> None:
+        head.send(JobRejoin(job_id, argv, os.getpid(), started))
+
+    rt.headlink.on_reconnected.append(report)

@@ -2,8 +2,8 @@
 
 A job is a process started from the head (``argv``, in its own session so that stopping it
 stops whatever it started there), in the unpacked ``working_dir`` package when one is given,
-with ``ACTORGRID_ADDRESS`` and ``ACTORGRID_SECRET`` set so that its ``ag.init()`` joins this
-cluster, and ``ACTORGRID_RUNTIME_ENV`` naming that folder so that its workers get the same
+with ``ACTORGRID_ADDRESS`` and ``ACTORGRID_SECRET`` set (and ``ACTORGRID_TLS``, the head's
+certificate files, on a TLS cluster) so that its ``ag.init()`` joins this cluster, and ``ACTORGRID_RUNTIME_ENV`` naming that folder so that its workers get the same
 code. Its output (stdout and stderr, merged) streams to the link that submitted it and is kept
 (the last ``JOB_LOG_BYTES``) for ``actorgrid jobs logs``. Its end is its exit status.
 
@@ -36,6 +36,7 @@ from .._protocol.envmessages import (
     JobList,
     JobLogs,
     JobOutput,
+    JobRejoin,
     JobStarted,
     JobSummary,
     QueryJobLogs,
@@ -45,38 +46,68 @@ from .._protocol.envmessages import (
 )
 from .._protocol.messages import Ack
 from .._runtime.peer import Peer
+from .._transport.tls import TLSConfig
 from .envhead import EnvHost, SessionFolder
 from .spawn import SECRET_ENV_VARS
 
-__all__ = ["JOB_LOG_BYTES", "JOB_STOP_GRACE_S", "JobHost"]
+__all__ = ["JOB_LOG_BYTES", "JOB_STOP_GRACE_S", "TLS_ENV", "JobHost", "tls_from_environ"]
 
 log = logging.getLogger("actorgrid.head")
 
 JOB_LOG_BYTES = 1 << 20  # output kept per job for `actorgrid jobs logs`
 JOB_STOP_GRACE_S = 5.0  # between SIGTERM and SIGKILL when a job is stopped
 JOBS_KEPT = 200  # ended jobs remembered, oldest forgotten first
+# The TLS files (TLSConfig.to_dict() as JSON) a driver joins with when none is given.
+TLS_ENV = "ACTORGRID_TLS"
+
+
+def tls_from_environ() -> TLSConfig | None:
+    """The TLS settings ``ACTORGRID_TLS`` names (a job's, on a TLS cluster), or None."""
+    raw = os.environ.get(TLS_ENV)
+    if not raw:
+        return None
+    try:
+        return TLSConfig.from_dict(json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{TLS_ENV} must be JSON with certfile, keyfile and cafile paths, as "
+            f"TLSConfig.to_dict() writes them ({exc}); fix or unset it"
+        ) from None
 
 
 class _Job:
     __slots__ = (
         "argv",
         "attached",
+        "driver",
         "end_time",
         "ended",
         "exit_code",
         "followers",
         "job_id",
         "output",
+        "pid",
         "proc",
         "start_time",
         "stopped",
     )
 
-    def __init__(self, job_id: str, argv: tuple[str, ...], proc: trio.Process) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        argv: tuple[str, ...],
+        proc: trio.Process | None,
+        pid: int = 0,
+        start_time: float | None = None,
+    ) -> None:
         self.job_id = job_id
         self.argv = argv
+        # None: a job a restarted head learnt of from its driver (JobRejoin); it ends with
+        # the driver's link, its exit status unknown.
         self.proc = proc
-        self.start_time = time.time()
+        self.pid = proc.pid if proc is not None else pid
+        self.driver: Peer | None = None  # the rejoined driver's link, for such a job
+        self.start_time = time.time() if start_time is None else start_time
         self.end_time: float | None = None
         self.exit_code: int | None = None
         self.output = bytearray()
@@ -86,7 +117,9 @@ class _Job:
         self.attached: Peer | None = None  # the submitter it ends with, if it follows
 
     def summary(self) -> JobSummary:
-        if self.exit_code is None:
+        if self.proc is None and self.ended.is_set():
+            state = "stopped" if self.stopped else "ended"  # its exit status is unknown
+        elif self.exit_code is None:
             state = "running"
         elif self.stopped:
             state = "stopped"
@@ -99,7 +132,7 @@ class _Job:
             self.exit_code,
             self.start_time,
             self.end_time,
-            self.proc.pid,
+            self.pid,
         )
 
 
@@ -111,7 +144,9 @@ class JobHost:
         envs: EnvHost,
         session: SessionFolder,
         background: Callable[..., None],
+        tls: TLSConfig | None = None,
     ) -> None:
+        self._tls = tls
         self._address = address
         self._secret = secret
         self._envs = envs
@@ -128,12 +163,16 @@ class JobHost:
             QueryJobs: self._on_query,
             QueryJobLogs: self._on_logs,
             StopJob: self._on_stop,
+            JobRejoin: self._on_rejoin,
         }
 
     def process_gone(self, peer: Peer) -> None:
         """A submitter that leaves takes its followed jobs with it (a Ctrl-C at ``submit``
         that never reached us, a killed ``submit``): no job outlives the one waiting on it."""
         for job in self.jobs.values():
+            if job.driver is peer and not job.ended.is_set():
+                job.end_time = time.time()
+                job.ended.set()
             if peer in job.followers:
                 job.followers.discard(peer)
                 if job.attached is peer:
@@ -144,7 +183,7 @@ class JobHost:
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
                 for job in self.jobs.values():
-                    if job.exit_code is None:
+                    if not job.ended.is_set():
                         nursery.start_soon(self._stop, job)
 
     # --- submit ----------------------------------------------------------------------------
@@ -158,9 +197,11 @@ class JobHost:
         env.update(
             ACTORGRID_ADDRESS=self._address(),
             ACTORGRID_SECRET=self._secret.hex(),
-            ACTORGRID_JOB_ID=job_id,
+            ACTORGRID_JOB_ID=job_id,  # jobclient.JOB_ID_ENV
             PYTHONUNBUFFERED="1",
         )
+        if self._tls is not None:
+            env[TLS_ENV] = json.dumps(self._tls.to_dict())
         cwd = None
         if msg.working_dir:
             package = self._envs.package_path(msg.working_dir)
@@ -218,7 +259,7 @@ class JobHost:
         finally:
             if proc.returncode is None:
                 with trio.CancelScope(shield=True):
-                    _signal_group(proc, signal.SIGKILL)
+                    _signal_group(proc.pid, signal.SIGKILL)
                     await proc.wait()
             job.exit_code = proc.returncode
             job.end_time = time.time()
@@ -230,8 +271,18 @@ class JobHost:
     def _remember(self, job: _Job) -> None:
         self.jobs[job.job_id] = job
         if len(self.jobs) > JOBS_KEPT:
-            for old in [j for j in self.jobs.values() if j.exit_code is not None][:1]:
+            for old in [j for j in self.jobs.values() if j.ended.is_set()][:1]:
                 del self.jobs[old.job_id]
+
+    def _on_rejoin(self, peer: Peer, msg: JobRejoin) -> None:
+        """A job's driver reconnected: a restarted head lists the job again (a head that
+        knows it already has nothing to learn)."""
+        if msg.job_id in self.jobs or peer.closed:
+            return
+        job = _Job(msg.job_id, msg.argv, None, msg.pid, msg.start_time)
+        job.driver = peer
+        self._remember(job)
+        log.info("job %s (pid %d) rejoined after a head restart", msg.job_id, msg.pid)
 
     # --- list, logs, stop ------------------------------------------------------------------
 
@@ -270,19 +321,20 @@ class JobHost:
         self._background("stopping a job", stop_then_ack)
 
     async def _stop(self, job: _Job) -> None:
-        if job.exit_code is not None:
+        if job.ended.is_set():
             return
         job.stopped = True
-        _signal_group(job.proc, signal.SIGTERM)
+        _signal_group(job.pid, signal.SIGTERM)
         with trio.move_on_after(JOB_STOP_GRACE_S):
             await job.ended.wait()
-        if job.exit_code is None:
-            _signal_group(job.proc, signal.SIGKILL)
+        if not job.ended.is_set():
+            _signal_group(job.pid, signal.SIGKILL)
             await job.ended.wait()
 
 
-def _signal_group(proc: trio.Process, sig: int) -> None:
+def _signal_group(pid: int, sig: int) -> None:
+    """``sig`` to a job's process group (its own session: its pid is the group's id)."""
     try:
-        os.killpg(proc.pid, sig)
+        os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass

@@ -71,6 +71,7 @@ from . import spawn
 from .envnode import EnvLaunch, EnvNode
 from .logs import RateLimitedLog, keep_running
 from .nodecontrol import KILL_MARGIN_S, NodeControl
+from .objectstore import NodeStore
 from .output import OutputSink, WorkerPumps, log_folder, start_pumps
 from .rejoin import REJOIN_INTERVAL_S, rejoin_head
 from .resources import sample_availability
@@ -113,6 +114,7 @@ class NodeAgent(NodeControl):
         tls: TLSConfig | None = None,
         listen_limits: ListenLimits | None = None,
         labels: dict[str, str] | None = None,
+        object_store_memory: int | None = None,
     ) -> None:
         self.head_address = head_address
         self.tls = tls
@@ -125,6 +127,7 @@ class NodeAgent(NodeControl):
         self.closed_on_request = False  # by Cluster.close_node or `actorgrid down`
         self.fenced = False  # stopped by the head that declared it dead: join again at once
         self.node_id: NodeId = new_node_id()
+        self.store = NodeStore(self.node_id, object_store_memory)  # its shared-memory objects
         self._secret = secret
         self.num_workers = num_workers
         self._num_cpus = num_cpus_per_worker
@@ -172,6 +175,7 @@ class NodeAgent(NodeControl):
         """Join the head, start every worker slot, supervise until cancelled or closed."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.store.serve)
             await self._connect_head(nursery)
             await nursery.start(self._monitor.serve)
             errors = self._errors
@@ -248,6 +252,8 @@ class NodeAgent(NodeControl):
             self.pulse_interval_s,
             self._errors,
         )
+        if outcome.refused is None and self.head is not None:
+            self.head.send(self.envs.held())  # a restarted head learns them again
         if self._stopping or outcome.refused is None:
             return
         log.warning("%s: stopping this node's workers; joining as a new node", outcome.refused)
@@ -266,7 +272,9 @@ class NodeAgent(NodeControl):
         """This machine's availability now, or the last one sampled if psutil fails (out of
         file descriptors, /proc unreadable): a failed sample never costs a pulse."""
         try:
-            self._availability = sample_availability()
+            self._availability = attrs.evolve(
+                sample_availability(), **self.store.statistics().availability_fields()
+            )
         except Exception:
             self._errors.exception(
                 "psutil", "could not sample this machine's resources; the pulse repeats the last"
@@ -379,6 +387,7 @@ class NodeAgent(NodeControl):
                     signal_process(proc, signal.SIGKILL)
                     await proc.wait()
             self._live_pids.pop(proc.pid, None)
+            self.store.owner_gone(proc.pid)  # what it owned in the store goes with it
 
     async def _watch_one(self, slot: Slot, proc: trio.Process, read_fd: int) -> None:
         slot.proc = proc
@@ -435,8 +444,9 @@ class NodeAgent(NodeControl):
             "host": self.host,
             "tls": None if self.tls is None else self.tls.to_dict(),
             "listen_limits": None if limits is None else attrs.asdict(limits),
-            **self.shares.config(slot.index),
+            **self.shares.config(slot.share),
             "env": None if slot.env is None else slot.env.worker_config(),
+            "store": self.store.config(),
         }
         try:
             if slot.env is None:
@@ -515,8 +525,8 @@ class NodeAgent(NodeControl):
         assert self._nursery is not None
         self.slots = [s for s in self.slots if not (s.over and s.env is not None)]
         started = []
-        for _ in range(count):
-            slot = Slot(len(self.slots), self._policy)
+        for share in range(count):
+            slot = Slot(len(self.slots), self._policy, share)
             slot.env = launch
             self.slots.append(slot)
             started.append(slot)
@@ -551,3 +561,4 @@ class NodeAgent(NodeControl):
                 if proc.stdin is not None:
                     await proc.stdin.aclose()
             await self.envs.aclose()
+            self.store.aclose_nowait()  # after every worker exited: no writer is left

@@ -8,6 +8,7 @@ task: its latest state, worker and duration. It is pure and O(events).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ import attrs
 from .._exceptions import ActorgridError
 from .._protocol.ids import WorkerId
 from .._protocol.messages import Event
-from .._protocol.observe import LogLines, ReadLogs, SubscribeOutput, WorkerOutput
+from .._protocol.observe import LogLines, ReadLogs, WorkerOutput
 from .._runtime.core import current_runtime
 from .._runtime.observe import write_timeline
 from .._runtime.output import prefix_of
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from .._runtime.core import Runtime
 
 __all__ = ["ObserveMethods", "TaskRecord", "task_records", "timeline"]
+
+# Workers report the calls they sent for a driver every EVENT_FLUSH_INTERVAL_S (0.2 s), one
+# hop through the head: a timeline waits this long after the last answer for them.
+SPANS_SETTLE_S = 0.6
 
 _STATES = {
     "task_submitted": "submitted",
@@ -157,12 +162,7 @@ class ObserveMethods:
                 ):
                     callback(f"{prefix_of(line, msg.hostname)} {line.text}")
 
-        def start() -> None:
-            rt.observe.followers.append(on_output)
-            if rt.head is not None:
-                rt.head.send(SubscribeOutput(everything=True))
-
-        rt.on_loop(start)
+        rt.on_loop(rt.observe.follow, on_output, rt.head)
 
     async def tasks_async(self) -> list[TaskRecord]:
         return task_records(await self._runtime.subscribe_events(None))
@@ -175,8 +175,16 @@ class ObserveMethods:
 
 
 def timeline(path: str | os.PathLike[str]) -> int:
-    """Write every task and actor call this process sent in this session as Chrome trace
-    events (open in chrome://tracing or https://ui.perfetto.dev): one row per worker, one
-    span per call from sending to answer, with its name and argument size. Returns the
+    """Write every task and actor call of this session's work as Chrome trace events (open in
+    chrome://tracing or https://ui.perfetto.dev): the calls this process sent, and those the
+    workers sent on its behalf (nested tasks, actor calls made by its tasks and actors); one
+    row per worker they ran on, one span per call from sending to answer, with its name and
+    argument size. Workers report their calls a few times a second: this waits until
+    SPANS_SETTLE_S after the last answer this process got (at most that long). Returns the
     number of spans."""
-    return write_timeline(path, current_runtime().observe)
+    rt = current_runtime()
+    observer = rt.observe
+    wait_s = min(observer.last_answer + SPANS_SETTLE_S - time.time(), SPANS_SETTLE_S)
+    if wait_s > 0 and not rt.portal.in_loop_thread():
+        time.sleep(wait_s)
+    return write_timeline(path, observer)

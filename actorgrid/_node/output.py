@@ -120,10 +120,10 @@ class WorkerLogFile:
 class OutputSink:
     """Tagged lines waiting to go to the head; bounded, dropping the newest with a count."""
 
-    def __init__(self, node_id: NodeId, hostname: str, max_lines: int = SINK_MAX_LINES) -> None:
+    def __init__(self, node_id: NodeId, hostname: str, max_lines: int | None = None) -> None:
         self.node_id = node_id
         self.hostname = hostname
-        self._max = max_lines
+        self._max = SINK_MAX_LINES if max_lines is None else max_lines
         self._lines: list[OutputLine] = []
         self.dropped = 0
 

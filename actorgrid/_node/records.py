@@ -89,6 +89,13 @@ class NodeStatistics:
     def num_gpus(self) -> int:
         return int(self.resources.get("GPU", 0.0))
 
+    @property
+    def object_store(self) -> tuple[int, int, int]:
+        """Its object store at its last pulse: bytes of shared memory used, its capacity
+        (``object_store_memory``), and bytes spilled to disk; zeros until the first pulse."""
+        a = self.availability
+        return (0, 0, 0) if a is None else (a.store_used, a.store_capacity, a.store_spilled)
+
 
 @attrs.frozen
 class ActorStatistics:

@@ -19,8 +19,12 @@ CRASH_LOOP_TAIL_LINES = 8
 class Slot:
     """One worker position on this node; its process changes across restarts."""
 
-    def __init__(self, index: int, policy: RestartPolicy) -> None:
+    def __init__(self, index: int, policy: RestartPolicy, share: int | None = None) -> None:
         self.index = index
+        # Which of the node's worker shares (GPUs, custom resources) it owns: its own index,
+        # or for a runtime_env's worker the base slot it stands beside (env workers are a
+        # second set of the node's workers, each with the share of its counterpart).
+        self.share = index if share is None else share
         self.tracker = RestartTracker(policy)
         self.worker_id: WorkerId = new_worker_id()
         self.proc: trio.Process | None = None

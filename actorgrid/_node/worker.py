@@ -118,6 +118,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
         nursery.start_soon(_pulse, int(config["pulse_fd"]), interval_s, ready)
         await nursery.start(rt.serve)
         assert rt.headlink is not None
+        rt.join_store(config.get("store"))  # its node's object store
 
         # A lost head is dialled again (HeadLink) while the calls here go on: see rejoin.py.
         def stop(_: str) -> None:

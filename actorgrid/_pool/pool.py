@@ -29,11 +29,13 @@ from typing import Any, TypeVar
 import trio
 
 from .._exceptions import TaskCancelledError
+from .._node.records import NodeStatistics
 from .._runtime.api import cancel
 from .._runtime.core import current_runtime
 from .._runtime.generators import ObjectRefGenerator
 from .._runtime.refs import ObjectRef
 from .._runtime.remote import Options, RemoteFunction
+from .allocate import Allocation, ChunkPinning
 from .chunks import APPLY, MAP, STARMAP, run_chunk, stream_chunk
 from .progress import open_progress
 from .results import AsyncResult, IMapIterator
@@ -117,6 +119,10 @@ class Pool:
       ``maxtasksperchild`` chunks of this pool, as a fresh child would. State the initializer
       sets up is renewed; memory leaked elsewhere in the process is not reclaimed.
     - ``options``: task options for every chunk (``num_cpus``, ``max_retries``, ...).
+    - ``allocate``: a dispycos-style allocation filter instead of ``processes``: a function
+      given each node's record (``ag.NodeStatistics``) that returns how many chunks may run
+      on that node at once (0: none); each chunk is pinned to a node with room. Nodes that
+      join are asked too (when this process sees the number of workers change).
 
     Results are ``multiprocessing``'s: errors raised by ``fn`` arrive as their own type (also
     an ``ag.RemoteError`` carrying the remote traceback); timeouts raise
@@ -133,8 +139,14 @@ class Pool:
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
+        allocate: Callable[[NodeStatistics], int] | None = None,
         **options: Any,
     ) -> None:
+        if allocate is not None and processes is not None:
+            raise ValueError(
+                "pass processes= or allocate=, not both: allocate decides how many chunks "
+                "run at once (the sum of what it gives each node)"
+            )
         if processes is not None and (not isinstance(processes, int) or processes < 1):
             raise ValueError(
                 f"processes must be at least 1 (or None: the cluster's), not {processes!r}"
@@ -155,6 +167,7 @@ class Pool:
         self._capacity = processes or 1
         self._capacity_at = -CAPACITY_REFRESH_S
         self._init = None if initializer is None else (initializer, tuple(initargs))
+        self._pinning = None if allocate is None else ChunkPinning(Allocation(self._rt, allocate))
         self._maxtasks = maxtasksperchild
         self._id = uuid.uuid4().hex
         self._state = RUN
@@ -181,13 +194,21 @@ class Pool:
     def _refresh_capacity(self, force: bool = False) -> int:
         if self._processes is not None:
             return self._processes
+        if self._pinning is not None:
+            # The plan asks the head (only when the workers changed in number): never from
+            # the loop's own thread, which that request needs.
+            self._capacity = self._pinning.capacity(refresh=not self._rt.portal.in_loop_thread())
+            return self._capacity
         now = time.monotonic()
         if force or now - self._capacity_at >= CAPACITY_REFRESH_S:
             placement = self._rt.placement
             suspended = placement.suspended
-            fits = self._task._options.demand(self._cpus or 0.0).fits  # num_gpus=, labels, ...
+            demand = self._task._options.demand(self._cpus or 0.0)  # num_gpus=, labels, ...
+            env = demand.env or self._rt.env_key
             workers = [
-                w for wid, w in list(placement.workers.items()) if wid not in suspended and fits(w)
+                w
+                for wid, w in list(placement.workers.items())
+                if wid not in suspended and w.env == env and demand.fits(w)
             ]
             cpus = 1.0 if self._cpus is None else self._cpus
             # num_cpus=0 chunks take no CPU: one per worker still bounds them sensibly.
@@ -228,7 +249,7 @@ class Pool:
         self._check_running()
         items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
         if chunksize is None:
-            chunksize, extra = divmod(len(items), self.processes * 4)
+            chunksize, extra = divmod(len(items), max(1, self.processes) * 4)
             if extra:
                 chunksize += 1
         if chunksize < 1 and items:
@@ -446,6 +467,8 @@ class Pool:
             return
         with self._cond:
             result, index = self._inflight.pop(ref)
+        if self._pinning is not None:
+            self._pinning.done(ref)
         try:
             value = ref._entry.value()
         except Exception as exc:
@@ -468,6 +491,8 @@ class Pool:
             except StopIteration:
                 with self._cond:
                     self._inflight.pop(gen, None)
+                if self._pinning is not None:
+                    self._pinning.done(gen)
                 result._chunk_done(index)
                 return
             if item is None:
@@ -506,6 +531,12 @@ class Pool:
                     self._jobs.popleft()
                 continue
             task = self._stream_task if job.stream else self._task
+            node = None
+            if self._pinning is not None:
+                node = self._pinning.free_node()
+                if node is None:
+                    return  # every allowed node is full (its plan shrank meanwhile)
+                task = self._pinning.pinned(task, job.stream, node)
             try:
                 ref: ObjectRef[Any] | ObjectRefGenerator[Any] = task.remote(
                     self._id, self._init, self._maxtasks, job.fn, job.mode, chunk
@@ -520,6 +551,8 @@ class Pool:
                 continue
             with self._cond:
                 self._inflight[ref] = (job.result, job.index)
+            if self._pinning is not None and node is not None:
+                self._pinning.started(ref, node)
             job.index += 1
             if isinstance(ref, ObjectRefGenerator):
                 if not ref._stream.wait_on(_Done(self, ref)):

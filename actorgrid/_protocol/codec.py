@@ -5,17 +5,22 @@ msgpack form of the message, tagged with its class name, and each :class:`Payloa
 the lengths of its out-of-band buffers, whose bytes follow the envelope unchanged. Large arrays
 are therefore never copied into msgpack, and on the receiving side they are views into the
 frame's own buffer.
+
+The envelope is a tagged union (``{"t": <class name>, ...fields}``), dispatched here rather
+than by cattrs' ``configure_tagged_union``, which generates the hooks of every message class
+when the module loads (~150 classes, tens of ms of every process start). Here a class's hooks
+are generated on its first use and kept: the same wire form, the same generated code.
 """
 
 from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import cattrs
 import msgpack
-from cattrs.strategies import configure_tagged_union
 
 from .._exceptions import ProtocolError
 from .messages import MESSAGE_TYPES, Message, Payload
@@ -50,15 +55,44 @@ def _structure_payload(obj: Any, _: Any) -> Payload:
 
 _converter.register_unstructure_hook(Payload, _unstructure_payload)
 _converter.register_structure_hook(Payload, _structure_payload)
-configure_tagged_union(
-    Message,
-    _converter,
-    tag_generator=lambda cls: cls.__name__,
-    tag_name="t",
-)
-_unstructure_message = _converter.get_unstructure_hook(Message)
-_structure_message = _converter.get_structure_hook(Message)
-_packer_lock = threading.Lock()
+
+# Per class, built on first use. Two threads building one at once store equal hooks.
+_unstructure_hooks: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_structure_hooks: dict[str, tuple[Callable[[Any, type], Any], type]] = {}
+_CLASS_OF_TAG: dict[str, type] = {cls.__name__: cls for cls in MESSAGE_TYPES}
+
+
+def _unstructure_message(message: Any) -> dict[str, Any]:
+    cls = message.__class__
+    hook = _unstructure_hooks.get(cls)
+    if hook is None:
+        hook = _unstructure_hooks[cls] = _converter.get_unstructure_hook(cls)
+    out = hook(message)
+    out["t"] = cls.__name__
+    return out
+
+
+def _structure_message(obj: Any, _: Any) -> Any:
+    tag = obj["t"]
+    entry = _structure_hooks.get(tag)
+    if entry is None:
+        cls = _CLASS_OF_TAG[tag]
+        entry = _structure_hooks[tag] = (_converter.get_structure_hook(cls), cls)
+    hook, cls = entry
+    return hook(obj, cls)
+
+
+# Fields typed as the whole union (a message inside a message) go through the same dispatch.
+_converter.register_unstructure_hook(Message, _unstructure_message)
+_converter.register_structure_hook(Message, _structure_message)
+
+
+def _new_packer() -> msgpack.Packer:
+    # One per thread (encode runs on the loop and on callers' threads): msgpack.packb builds
+    # a Packer per call, a third of an envelope's packing time. A pack that raises leaves
+    # the packer empty (msgpack resets its buffer), so it is reused as is.
+    packer = _state.packer = msgpack.Packer(use_bin_type=True)
+    return packer
 
 
 def encode(message: Message) -> list[bytes | memoryview]:
@@ -67,8 +101,9 @@ def encode(message: Message) -> list[bytes | memoryview]:
         raise TypeError(f"{type(message).__name__} is not a wire message")
     sink: list[memoryview] = []
     _state.sink = sink
+    packer = getattr(_state, "packer", None) or _new_packer()
     try:
-        envelope = msgpack.packb(_unstructure_message(message), use_bin_type=True)
+        envelope = packer.pack(_unstructure_message(message))
     finally:
         _state.sink = None
     return [_ENV_LEN.pack(len(envelope)), envelope, *sink]
@@ -94,7 +129,7 @@ def decode(body: bytes | bytearray | memoryview) -> Message:
     _state.body = view
     _state.offset = end
     try:
-        message: Message = _structure_message(obj, Message)
+        message: Message = _structure_message(obj, None)
     except ProtocolError:
         raise
     except Exception as exc:

@@ -95,12 +95,23 @@ class ReleaseEnv:
 
 
 @attrs.frozen
+class EnvsHeld:
+    """Sent by a node agent on its new link after it rejoined its head: the runtime
+    environments it has workers of. A restarted head knows them again, and releases those
+    that no process it hears from uses (see ``_node/envhead.py``). No reply."""
+
+    envs: tuple[RuntimeEnvSpec, ...]
+
+
+@attrs.frozen
 class JobSummary:
     """One job as the head keeps it (``actorgrid jobs list``)."""
 
     job_id: str
     argv: tuple[str, ...]
-    state: str  # "running", "succeeded", "failed", "stopped"
+    # "running", "succeeded", "failed", "stopped"; "ended": a job a restarted head learnt of
+    # from its driver (JobRejoin) whose driver left, its exit status unknown.
+    state: str
     exit_code: int | None
     start_time: float
     end_time: float | None
@@ -186,3 +197,16 @@ class StopJob:
 
     rid: int
     job_id: str
+
+
+@attrs.frozen
+class JobRejoin:
+    """Sent by a job's driver (``actorgrid submit``; ``ACTORGRID_JOB_ID`` in its environment)
+    on its new link after it lost the head: a restarted head lists the job again, running
+    until that link closes (its output from before, and its exit status, are not known to
+    it). No reply."""
+
+    job_id: str
+    argv: tuple[str, ...]
+    pid: int
+    start_time: float

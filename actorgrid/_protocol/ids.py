@@ -24,6 +24,21 @@ def _reseed() -> None:
 os.register_at_fork(after_in_child=_reseed)
 
 
+def seed(prefix: bytes) -> tuple[bytes, itertools.count[int]]:
+    """Make ids from ``prefix`` (8 bytes) and a fresh counter; returns what to ``restore``.
+
+    For a deterministic simulation, whose many runtimes share this process's id space."""
+    global _prefix, _counter
+    saved = (_prefix, _counter)
+    _prefix, _counter = prefix, itertools.count(1)
+    return saved
+
+
+def restore(saved: tuple[bytes, itertools.count[int]]) -> None:
+    global _prefix, _counter
+    _prefix, _counter = saved
+
+
 def _next() -> bytes:
     return _prefix + next(_counter).to_bytes(8, "big")
 

@@ -12,10 +12,12 @@ import attrs
 
 from .envmessages import (
     EnsureEnv,
+    EnvsHeld,
     JobEnded,
     JobList,
     JobLogs,
     JobOutput,
+    JobRejoin,
     JobStarted,
     PackageData,
     PackageFetch,
@@ -29,7 +31,14 @@ from .envmessages import (
     SubmitJob,
 )
 from .ids import ActorId, ObjectId, WorkerId
-from .observe import LogLines, ReadLogs, SubscribeOutput, WorkerOutput
+from .observe import (
+    CallSpans,
+    LogLines,
+    ReadLogs,
+    SubscribeOutput,
+    TaskEvents,
+    WorkerOutput,
+)
 from .operations import (
     EVENT_KINDS as EVENT_KINDS,
 )
@@ -81,6 +90,7 @@ from .operations import (
 from .operations import (
     WorkerView as WorkerView,
 )
+from .ownermessages import LocateActor as LocateActor
 from .records import (
     ActorInfo as ActorInfo,
 )
@@ -96,6 +106,7 @@ from .records import (
 from .records import (
     WorkerInfo as WorkerInfo,
 )
+from .store import FreeObjects, ObjectChunk, PullObject
 
 # --- connection set-up -------------------------------------------------------------------
 
@@ -258,6 +269,7 @@ class SubmitTask:
     num_cpus: float
     actor: ActorInfo | None = None
     resources: tuple[tuple[str, float], ...] = ()  # held on the worker while it runs
+    root: str = ""  # sent by a worker for a driver's work: that driver's address (output)
 
 
 @attrs.frozen
@@ -291,6 +303,7 @@ class CallActor:
     actor_id: ActorId
     method: str
     args: Payload
+    root: str = ""  # as SubmitTask.root
 
 
 @attrs.frozen
@@ -377,10 +390,13 @@ class Credit:
 
 @attrs.frozen
 class FetchObject:
-    """Sent by a process holding a borrowed ObjectRef to the ref's owner: send the value."""
+    """Sent by a process holding a borrowed ObjectRef to the ref's owner: send the value.
+    ``lost``: the value's copy of that name, in a node's object store, cannot be had (its
+    node died): make it again if its lineage allows (``_runtime/stored.py``)."""
 
     rid: int
     object_id: ObjectId
+    lost: str = ""
 
 
 @attrs.frozen
@@ -520,6 +536,8 @@ Message: TypeAlias = (
     | NodeStatus
     | Event
     | EventBatch
+    | TaskEvents
+    | CallSpans
     | SubscribeEvents
     | EventHistory
     | ControlWorker
@@ -558,6 +576,7 @@ Message: TypeAlias = (
     | PackageData
     | EnsureEnv
     | ReleaseEnv
+    | EnvsHeld
     | SubmitJob
     | JobStarted
     | JobOutput
@@ -567,14 +586,19 @@ Message: TypeAlias = (
     | QueryJobLogs
     | JobLogs
     | StopJob
+    | JobRejoin
     | RefsReceived
     | BorrowUpdate
+    | LocateActor
     | WorkerOutput
     | SubscribeOutput
     | ReadLogs
     | LogLines
     | DeliverToKey
     | Publish
+    | PullObject
+    | ObjectChunk
+    | FreeObjects
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

@@ -49,6 +49,8 @@ EVENT_KINDS = frozenset(
         "task_failed",  # a task raised (error: what)
         "task_cancelled",  # a task was cancelled
         "task_retried",  # a task was re-submitted after a system failure or a listed error
+        "call_finished",  # an actor method call returned (name: "Class.method", at its caller)
+        "call_failed",  # an actor method call raised (error: what)
         "message_undelivered",  # a fire-and-forget send() found its actor gone; detail: why
     }
 )

@@ -65,6 +65,11 @@ class Availability:
     disk_percent: float
     swap_percent: float
     num_cpus: int
+    # The node's object store (``_scheduler/store.py``): bytes of shared memory it may use,
+    # uses now, and has spilled to disk.
+    store_capacity: int = 0
+    store_used: int = 0
+    store_spilled: int = 0
 
 
 @attrs.frozen

@@ -1,4 +1,13 @@
-"""The actors this process owns: creating them, calling them, restarting them."""
+"""The actors this process owns: creating them, calling them, restarting them; and the
+actors it only calls, followed to their new address when their owner restarts them.
+
+Following: a call to an actor this process does not own whose worker is gone (its link died,
+or a dial to it failed) asks the head where the actor lives now (LocateActor), every
+RELOCATE_POLL_S for up to RELOCATE_TIMEOUT_S, if the actor may be restarted at all. Calls made
+meanwhile wait; then every handle in this process uses the new address (``_moved``). A call
+that never reached the old incarnation is sent to the new one; one that did is sent again
+only under ``max_task_retries``, else it fails with ActorDiedError, as in Ray.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +16,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 
 from .._exceptions import ActorDiedError, ActorgridError
-from .._protocol.ids import new_actor_id
+from .._protocol.ids import ActorId, new_actor_id
 from .._protocol.messages import (
     ActorInfo,
     AdoptActor,
     CallActor,
     CreateActor,
     Event,
+    LocateActor,
     NameReply,
     OwnActor,
     Payload,
@@ -25,7 +36,7 @@ from .._scheduler.demand import Demand, as_demand
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.placement import NoWorkerError
 from .links import log
-from .records import CREATE, OwnedActor, Sent, _call_sent, _describe
+from .records import CALL, CREATE, OwnedActor, Sent, _call_sent, _describe
 from .refs import ObjectEntry
 from .tasks import RuntimeTasks
 
@@ -33,8 +44,85 @@ if TYPE_CHECKING:
     from .handles import ActorHandle
 
 
+RELOCATE_POLL_S = 0.2
+RELOCATE_TIMEOUT_S = 60.0  # as long as an owner may take to place a restarted actor
+
+_Resend = tuple[ObjectEntry, str, Payload, int]
+
+
 class RuntimeActors(RuntimeTasks):
     """Owned actors and their restarts."""
+
+    # Actors of other owners found at a new address, and those being looked for with the
+    # calls that wait for them; made on first use.
+    _moved: dict[ActorId, ActorInfo] | None = None
+    _relocating: dict[ActorId, list[_Resend]] | None = None
+
+    def follow(self, sent: Sent, why: str, *, written: bool) -> bool:
+        """Loop: a call to an actor this process does not own found its worker gone. If the
+        actor may be restarted, look for it and send the call there if it may go (it never
+        reached the old incarnation, or it has retries left): True if so."""
+        actor = sent.actor
+        if (
+            actor is None
+            or sent.kind != CALL
+            or actor.max_restarts == 0
+            or actor.actor_id in self.owned
+            or self._closing
+            or sent.payload is None
+        ):
+            return False
+        if self._relocating is None:
+            self._relocating, self._moved = {}, {}
+        first = actor.actor_id not in self._relocating
+        queue = self._relocating.setdefault(actor.actor_id, [])
+        if first:
+            self.nursery.start_soon(self._relocate, actor, why)
+        if written and sent.retries == 0:
+            return False
+        left = sent.retries - 1 if written and sent.retries > 0 else sent.retries
+        queue.append((sent.entry, sent.method, sent.payload, left))
+        return True
+
+    async def _relocate(self, old: ActorInfo, why: str) -> None:
+        assert self._relocating is not None and self._moved is not None
+        found: ActorInfo | None = None
+        with trio.move_on_after(RELOCATE_TIMEOUT_S):
+            while found is None:
+                try:
+                    reply = await self.head_request(lambda rid: LocateActor(rid, old))
+                except ActorgridError:
+                    reply = None  # the head is away: ask again
+                actor = reply.actor if isinstance(reply, NameReply) else None
+                if actor is not None and actor.address != old.address:
+                    found = actor
+                    break
+                await trio.sleep(RELOCATE_POLL_S)
+        queued = self._relocating.pop(old.actor_id, [])
+        if found is None:
+            error = ActorDiedError(
+                f"actor {_describe(old)} died and was not restarted within "
+                f"{RELOCATE_TIMEOUT_S:g} s ({why}). Likely causes: it had no restarts left, or "
+                "its owner (the process that created it) is gone too. Create it again, or give "
+                "it max_restarts (and lifetime='detached' to outlive its creator)."
+            )
+            for entry, *_ in queued:
+                entry.set_error(error)
+            return
+        self._moved[old.actor_id] = found
+        for entry, method, payload, retries in queued:
+            self._send_call_info(found, entry, method, payload, retries)
+
+    def _followed(self, handle: ActorHandle[Any], info: ActorInfo) -> ActorInfo | None:
+        """Loop: where calls through ``handle`` go now (None: they wait for the actor to be
+        found)."""
+        assert self._relocating is not None and self._moved is not None
+        if info.actor_id in self._relocating:
+            return None
+        moved = self._moved.get(info.actor_id)
+        if moved is not None and moved.address != info.address:
+            handle._info = info = moved
+        return info
 
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
         """Loop: place a dead actor again (same id and name, new address), waiting for a
@@ -159,8 +247,8 @@ class RuntimeActors(RuntimeTasks):
         loop, which is most of a round trip. False: nothing was sent; use ``send_call``.
         """
         info = handle._info
-        if info is None or handle._queued or not self.portal.idle():
-            return False
+        if info is None or handle._queued or self._moved or not self.portal.idle():
+            return False  # (an actor moved: the loop sends it where it lives now)
         peer = self.peers.get(info.address)
         if peer is None or peer.closed or peer.inflight:
             # Calls already in flight mean a burst: leave batching to the loop.
@@ -168,8 +256,8 @@ class RuntimeActors(RuntimeTasks):
         peer.inflight[entry.object_id] = _call_sent(entry, info, method, payload)
         entry.where = peer
         wid = self._worker_at.get(info.address)
-        self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
-        if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload)):
+        root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
+        if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload, root)):
             if peer.closed:
                 # Closed meanwhile: the close may have missed this entry; the loop checks.
                 self.on_loop(self._missed_by_close, peer, entry.object_id)
@@ -186,6 +274,16 @@ class RuntimeActors(RuntimeTasks):
         if info is None:
             handle._queued.append((entry, method, payload))
             return
+        if self._relocating:
+            followed = self._followed(handle, info)
+            if followed is None:
+                self._relocating[info.actor_id].append(
+                    (entry, method, payload, info.max_task_retries)
+                )
+                return
+            info = followed
+        elif self._moved:
+            info = self._followed(handle, info) or info
         self._send_call_info(info, entry, method, payload, info.max_task_retries)
 
     def _send_call_info(
@@ -197,8 +295,8 @@ class RuntimeActors(RuntimeTasks):
         peer.inflight[entry.object_id] = sent
         entry.where = peer
         wid = self._worker_at.get(info.address)
-        self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
-        peer.send(CallActor(entry.object_id, info.actor_id, method, payload))
+        root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
+        peer.send(CallActor(entry.object_id, info.actor_id, method, payload, root))
 
     def new_actor_info(
         self,

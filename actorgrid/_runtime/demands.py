@@ -88,6 +88,7 @@ def demand_of(
     resources: Mapping[str, float] | None,
     label_selector: Mapping[str, str] | None,
     scheduling_strategy: Any,
+    env: str = "",
 ) -> Demand:
     held = dict(resources or {})
     if num_gpus:
@@ -103,4 +104,5 @@ def demand_of(
         node=affinity.node if affinity is not None else None,
         soft=affinity.soft if affinity is not None else False,
         spread=scheduling_strategy == "SPREAD",
+        env=env,
     )

@@ -428,13 +428,20 @@ class Executor(ExecutorTasks):
 
     async def _pump(self, slot: _Slot, overflow: deque[Any]) -> None:
         # Runs while the overflow is not empty; _enqueue starts one when it stops being so.
+        # The item leaves the overflow before the send, so that it is either in the inbox
+        # (where _end finds it) or refused here, never both: an actor that ends while this
+        # waits drains its inbox and overflow at once. Should _enqueue start a second pump
+        # while this one's last item is in flight, order still holds: Trio wakes blocked
+        # senders first in, first out, and refills the inbox from them before anyone else.
         while overflow:
-            item = overflow[0]
+            item = overflow.popleft()
             try:
                 await slot.send.send(item)
             except trio.ClosedResourceError:
-                return  # the actor ended: _end refuses what is left
-            overflow.popleft()
+                if type(item) is _LetterFrom:
+                    _taken(item)
+                self._refuse_queued(item, self._dead_reason(slot.actor_id))
+                return  # the actor ended: _end refused what the overflow still held
             if type(item) is _LetterFrom:
                 _taken(item)
 

@@ -74,7 +74,9 @@ class TaskHost(Protocol):
 
 
 class _TaskItem:
-    __slots__ = ("cancelled", "fn", "label", "num_cpus", "payload", "peer", "running", "task_id")
+    __slots__ = (
+        "cancelled", "fn", "label", "num_cpus", "payload", "peer", "root", "running", "task_id"
+    )  # fmt: skip
 
     def __init__(self, peer: Peer, msg: SubmitTask, fn: Callable[..., Any]) -> None:
         self.peer = peer
@@ -82,6 +84,7 @@ class _TaskItem:
         self.fn = fn
         self.payload = msg.args
         self.num_cpus = msg.num_cpus
+        self.root = msg.root
         self.label = f"task {getattr(fn, '__qualname__', 'task')}"
         self.cancelled = False
         self.running = Running()
@@ -153,7 +156,10 @@ class TaskQueue:
             token = current_task.set(item.task_id)
             name = item.label.removeprefix("task ")
             try:
-                with self.executor.runtime.observe.running(item.peer, item.task_id, name) as out:
+                observed = self.executor.runtime.observe.running(
+                    item.peer, item.task_id, name, item.root
+                )
+                with observed as out:
                     ok, payload = self.executor.call_in_thread(
                         item.fn, item.payload, item.label, item.running
                     )
@@ -237,7 +243,7 @@ class _Lane:
                     method = self.executor.streams.adapt(method, in_thread=True)
                     label = f"{self.info.label}.{call.method}"
                     name = self.info.name or self.info.label
-                    with output_source(name, call.peer):
+                    with output_source(name, call.peer, call.root):
                         result = self.executor.call_in_thread(
                             method, call.payload, label, call.running
                         )
@@ -272,6 +278,7 @@ class _Call:
         "method",
         "payload",
         "peer",
+        "root",
         "running",
         "scope",
         "task_id",
@@ -283,6 +290,7 @@ class _Call:
         self.actor_id = msg.actor_id
         self.method = msg.method
         self.payload = msg.args
+        self.root = msg.root
         self.cancelled = False
         self.scope: trio.CancelScope | None = None
         self.running = Running()

@@ -54,22 +54,18 @@ from .._scheduler.names import NameCache
 from .._scheduler.placement import Placement
 from .._scheduler.tasktree import TaskTree
 from .._scheduler.topics import Subscriptions
-from .._transport.tcp import (
-    ListenLimits,
-    TcpFrameStream,
-    open_tcp_frame_stream,
-    serve_tcp_frame_streams,
-)
+from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink, reown
 from .observe import Observer
 from .peer import LoopbackPeer, Peer
-from .portal import Portal, ThreadPool
+from .portal import Portal
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .records import CALL, OwnedActor, Sent, TaskSpec, _describe
 from .refcounting import RefCounts
 from .refs import PENDING, ObjectEntry
+from .seams import Pool, Seams, default_seams
 from .waiting import WorkerWait
 
 if TYPE_CHECKING:
@@ -131,6 +127,8 @@ class RuntimeLinks:
     _on_actor_ended: Callable[[Peer, ActorEnded], None]
     _send_spec: Callable[[ObjectEntry, TaskSpec], None]
     _retry_task: Callable[..., None]
+    tasks_lost: Callable[..., int]
+    follow: Callable[..., bool]
     _restart_coroutine_actor: Callable[[ObjectEntry, TaskSpec, str], None]
     _restart_owned_at: Callable[[str, str], None]
     _send_call_info: Callable[[ActorInfo, ObjectEntry, str, Payload, int], None]
@@ -138,6 +136,7 @@ class RuntimeLinks:
     _new_incarnation: Callable[[ActorInfo, str], Awaitable[ActorInfo | None]]
     _wait_blocking: Callable[[threading.Event, float | None], bool]
     interrupt_all: Callable[[], None]
+    _store_handlers: Callable[[], dict[type, Callable[[Peer, Any], Any]]]
 
     def __init__(
         self,
@@ -151,8 +150,10 @@ class RuntimeLinks:
         tls: TLSConfig | None = None,
         pending_warning_s: float = DEFAULT_PENDING_WARNING_S,
         listen_limits: ListenLimits | None = None,
+        seams: Seams | None = None,
     ) -> None:
         self.kind = kind
+        self.seams = seams or default_seams()  # its network and threads (a simulation's own)
         self.tls = tls
         self.listen_limits = listen_limits
         self.monitor: PulseMonitor[Peer] = PulseMonitor(pulse_interval_s)
@@ -193,8 +194,14 @@ class RuntimeLinks:
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0
         self.membership_changed = trio.Event()
-        self.env_key = ""  # this process's runtime_env (ag.init(runtime_env=)); "" for none
+        # Other runtime_envs this process's calls use (.options(runtime_env=)): their workers
+        # join its placement for those calls alone; workers of envs it does not use wait
+        # aside (O(1) each) until it does.
+        self.envs_used: set[str] = set()
+        self._env_aside: dict[WorkerId, WorkerInfo] = {}
         self._worker_at: dict[str, WorkerId] = {}
+        # Workers taken out of placement when their link died, until the head's WorkerLeft.
+        self._unplaced: dict[WorkerId, WorkerInfo | None] = {}
         self.streams = CallerStreams(self)  # remote generators this process consumes
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
@@ -212,16 +219,36 @@ class RuntimeLinks:
         }
         self.observe = Observer()  # task events, timeline spans, worker output shown here
         self._handlers.update(self.observe.handlers(self.event_feed))
+        self._handlers.update(self._store_handlers())  # pulls and frees of stored objects
         self.on_shutdown: Callable[[str], None] | None = None
         self._nursery: trio.Nursery | None = None
         self.portal: Portal
-        self.pool: ThreadPool
+        self.pool: Pool
 
     def __repr__(self) -> str:
         return (
             f"<Runtime {self.kind}@{self.address} workers={len(self.placement)} "
             f"peers={len(self.peers)} objects={len(self.objects)}>"
         )
+
+    @property
+    def env_key(self) -> str:
+        """This process's runtime_env (ag.init(runtime_env=)); "" for none."""
+        return self.placement.env
+
+    @env_key.setter
+    def env_key(self, key: str) -> None:
+        self.placement.env = key
+
+    def use_env_workers(self, key: str) -> None:
+        """Loop: calls of this process ask for runtime_env ``key``: its workers join the
+        placement (O(workers aside), once per env)."""
+        if key in self.envs_used or key == self.env_key:
+            return
+        self.envs_used.add(key)
+        for info in [w for w in self._env_aside.values() if w.env == key]:
+            del self._env_aside[info.worker_id]
+            self._add_worker(info)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -231,12 +258,12 @@ class RuntimeLinks:
             self._nursery = nursery
             self.portal = Portal(trio.lowlevel.current_trio_token())
             self.waiting.start(nursery)
-            self.pool = ThreadPool(self.portal)
+            self.pool = self.seams.make_pool(self.portal)
             await nursery.start(self.monitor.serve)
             try:
                 self.address = await nursery.start(
                     functools.partial(
-                        serve_tcp_frame_streams,
+                        self.seams.transport.serve,
                         self._accept,
                         self.host,
                         0,
@@ -288,6 +315,7 @@ class RuntimeLinks:
         reply = await head.request(SubscribeMembership)
         assert isinstance(reply, Membership)
         listed = {info.worker_id for info in reply.workers}
+        self._env_aside.clear()
         for wid, info in list(self.placement.workers.items()):  # O(workers), per connection
             if wid not in listed:
                 self.placement.remove(wid)
@@ -296,7 +324,7 @@ class RuntimeLinks:
                 self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
         for info in reply.workers:
             self._add_worker(info)
-        self.observe.on_head_connected(head)
+        self.observe.on_head_connected(head, self.address)
         if self.event_feed.subscribed:
             history = await head.request(SubscribeEvents)
             assert isinstance(history, EventHistory)
@@ -317,6 +345,9 @@ class RuntimeLinks:
 
     # --- peers ---------------------------------------------------------------------------------
 
+    def is_worker(self, address: str) -> bool:
+        return address in self._worker_at
+
     def peer_for(self, address: str) -> Peer:
         """The outbound peer for ``address``, dialling it in the background if needed."""
         peer = self.peers.get(address)
@@ -331,7 +362,7 @@ class RuntimeLinks:
     async def _open_stream(self, address: str) -> FrameStream:
         """Connect and shake hands within the dial timeout (past it: TimeoutError)."""
         with trio.move_on_after(self.dial_timeout_s):
-            return await open_tcp_frame_stream(
+            return await self.seams.transport.open(
                 address, self.secret, max_message_bytes=self.max_message_bytes, tls=self.tls
             )
         raise TimeoutError(
@@ -354,7 +385,7 @@ class RuntimeLinks:
             return
         await peer.run(stream)
 
-    async def _accept(self, stream: TcpFrameStream) -> None:
+    async def _accept(self, stream: FrameStream) -> None:
         peer = Peer(stream.peer, self._handle, local_hello=self.hello, monitor=self.monitor)
         peer.wake_threadsafe = self._waker(peer)
         if self.executor is not None:
@@ -384,7 +415,9 @@ class RuntimeLinks:
         wid = self._worker_at.get(peer.address)
         lost = not self._closing and peer.address != self.address
         if lost and wid is not None and (inflight or peer.address in self.owned_at):
-            # The link to a worker died under calls: it is dead to us (the head confirms).
+            # The link to a worker died under calls: it is dead to us (the head confirms,
+            # and its WorkerLeft still ends the borrows of that process: _unplaced).
+            self._unplaced[wid] = self.placement.workers.get(wid)
             self.placement.remove(wid)
         why = f"the worker at {peer.address} went away before answering ({peer.close_reason})"
         if lost:
@@ -398,13 +431,16 @@ class RuntimeLinks:
             if sent.entry.state != PENDING:
                 continue
             spec = sent.spec
+            if spec is not None and spec.actor is None:
+                continue  # a task: its owner state decides, in tasks_lost below
             if lost and not peer.connected and spec and spec.actor is None and not sent.cancelled:
                 # Never written to a socket, so it never ran: place it again, and it spends
                 # no retry (a dead worker still listed is not the task's fault).
                 self._send_spec(sent.entry, spec)
                 retried += 1
                 continue
-            retried += self._lost(sent, why, lost=lost)
+            retried += self._lost(sent, why, lost=lost, written=peer.connected)
+        retried += self.tasks_lost(peer.address, peer.connected, why, retry=lost)
         if retried:
             self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
 
@@ -416,7 +452,7 @@ class RuntimeLinks:
             why = f"the worker at {peer.address} went away ({peer.close_reason})"
             self._lost(sent, why, lost=not self._closing)
 
-    def _lost(self, sent: Sent, why: str, *, lost: bool) -> bool:
+    def _lost(self, sent: Sent, why: str, *, lost: bool, written: bool = True) -> bool:
         """A call's link died before its answer (``lost``: the peer died, rather than this
         process stopping): retry it (True), restart its actor, re-send it to its restarted
         actor, or fail it."""
@@ -449,7 +485,7 @@ class RuntimeLinks:
                 self._send_call_info(owned.info, *retry)
             else:
                 owned.resend.append(retry)
-        else:
+        elif not (lost and self.follow(sent, why, written=written)):
             label = _describe(actor) if actor is not None else "the actor"
             entry.set_error(ActorDiedError(f"actor {label} died: {why}"))
         return False
@@ -457,8 +493,10 @@ class RuntimeLinks:
     # --- membership ----------------------------------------------------------------------------
 
     def _add_worker(self, info: WorkerInfo) -> None:
-        if info.env != self.env_key:
-            return  # a worker of another runtime_env serves only the drivers of that env
+        if info.env != self.env_key and info.env not in self.envs_used:
+            # A worker of another runtime_env serves only the calls that ask for that env.
+            self._env_aside[info.worker_id] = info
+            return
         self.placement.add(info)
         self._worker_at[info.address] = info.worker_id
         if info.address == self.address and self.executor is not None:
@@ -474,7 +512,8 @@ class RuntimeLinks:
         self._add_worker(msg.worker)
 
     def _on_worker_left(self, peer: Peer, msg: WorkerLeft) -> None:
-        info = self.placement.workers.get(msg.worker_id)
+        self._env_aside.pop(msg.worker_id, None)
+        info = self.placement.workers.get(msg.worker_id) or self._unplaced.pop(msg.worker_id, None)
         self.placement.remove(msg.worker_id)
         if info is not None:
             link = self.peers.get(info.address)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .._exceptions import NotInitializedError
+from .._exceptions import NotInitializedError, ObjectLostError
 from .._protocol.ids import new_object_id, short
 from .._protocol.messages import ActorInfo, FetchObject, ObjectValue, Payload
-from . import getting
+from . import getting, segments
 from .blocking import blocking_section
-from .links import RuntimeLinks
 from .peer import Peer, PeerClosedError
 from .refcounting import freed_error, owner_lost_error
 from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, system_error
+from .stored import RuntimeStored
 
 
 class _SendWhenReady:
@@ -46,7 +47,7 @@ def _object_value(rid: int, entry: ObjectEntry, limit: int) -> ObjectValue:
     return ObjectValue(rid, False, error if isinstance(error, Payload) else system_error(error))  # type: ignore[arg-type]
 
 
-class RuntimeObjects(RuntimeLinks):
+class RuntimeObjects(RuntimeStored):
     """Owned and borrowed objects."""
 
     def new_entry(self, actor: ActorInfo | None = None) -> ObjectEntry:
@@ -56,7 +57,8 @@ class RuntimeObjects(RuntimeLinks):
         return entry
 
     def put(self, value: Any) -> ObjectRef[Any]:
-        payload = dumps(value)
+        entry = self.new_entry()
+        payload = segments.place(dumps(value), owned=True, object_id=entry.object_id)
         if payload.nbytes > self.max_message_bytes:
             raise ValueError(
                 f"ag.put() got a value that serializes to {payload.nbytes} bytes, over "
@@ -65,7 +67,6 @@ class RuntimeObjects(RuntimeLinks):
                 "--max-message-bytes` for a cluster the CLI started) or pass the data another "
                 "way (e.g. a file path)"
             )
-        entry = self.new_entry()
         entry.set_value(payload)
         return ObjectRef._make(entry)
 
@@ -77,17 +78,38 @@ class RuntimeObjects(RuntimeLinks):
         self.nursery.start_soon(self._fetch, entry)
 
     async def _fetch(self, entry: ObjectEntry) -> None:
+        """Loop: the value of a borrowed ref, from its owner; one held in another node's
+        store is pulled from there (and, if that node died, the owner is asked to make it
+        again once)."""
         peer = self.peer_for(entry.owner)
-        try:
-            reply = await peer.request(lambda rid: FetchObject(rid, entry.object_id))
-        except PeerClosedError as exc:
-            entry.set_error(owner_lost_error(entry.object_id, entry.owner, exc))
-            return
-        assert isinstance(reply, ObjectValue)
-        if reply.ok:
+        lost = ""
+        while True:
+            ask = functools.partial(FetchObject, object_id=entry.object_id, lost=lost)
+            try:
+                reply = await peer.request(ask)
+            except PeerClosedError as exc:
+                entry.set_error(owner_lost_error(entry.object_id, entry.owner, exc))
+                return
+            assert isinstance(reply, ObjectValue)
+            if not reply.ok:
+                entry.set_error(reply.value)
+                return
+            locator = segments.locator_of(reply.value)
+            store = segments.client()
+            try:
+                if locator is not None and store is not None and locator.node != store.node:
+                    await self.pull(locator)
+            except ObjectLostError as exc:
+                if lost or locator is None:
+                    entry.set_error(exc)
+                    return
+                lost = locator.name  # ask the owner once to make it again
+                continue
+            except Exception as exc:
+                entry.set_error(exc)
+                return
             entry.set_value(reply.value)
-        else:
-            entry.set_error(reply.value)
+            return
 
     def _on_fetch(self, peer: Peer, msg: FetchObject) -> None:
         entry = self.objects.get(msg.object_id) or self.refs.revive(msg.object_id)
@@ -97,8 +119,26 @@ class RuntimeObjects(RuntimeLinks):
         elif entry.state == PENDING:
             self._ensure_fetch(entry)
             entry.add_waiter(_SendWhenReady(peer, msg.rid, entry, self.max_message_bytes))
+        elif msg.lost:
+            self.nursery.start_soon(self._answer_rebuilt, peer, msg)
         else:
             peer.send(_object_value(msg.rid, entry, self.max_message_bytes))
+
+    async def _answer_rebuilt(self, peer: Peer, msg: FetchObject) -> None:
+        """A borrower could not pull a value from its node: make it again (lineage)."""
+        entry = self.objects.get(msg.object_id)
+        payload = None if entry is None else entry.payload
+        locator = None if payload is None else segments.locator_of(payload)
+        if locator is None:
+            error = freed_error(msg.object_id, self.address)
+            peer.send(ObjectValue(msg.rid, False, system_error(error)))
+            return
+        try:
+            payload = await self.rebuild(locator, msg.lost)
+        except Exception as exc:
+            peer.send(ObjectValue(msg.rid, False, system_error(exc)))
+            return
+        peer.send(ObjectValue(msg.rid, True, payload))
 
     # --- getting values ------------------------------------------------------------------------
 

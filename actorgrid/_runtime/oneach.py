@@ -54,7 +54,7 @@ def _one_per_node(rt: Runtime) -> dict[NodeId, WorkerInfo]:
     placement = rt.placement
     chosen: dict[NodeId, WorkerInfo] = {}
     for wid, info in list(placement.workers.items()):
-        if wid not in placement.suspended:
+        if wid not in placement.suspended and info.env == rt.env_key:
             chosen.setdefault(info.node_id, info)
     return chosen
 
@@ -68,7 +68,11 @@ def run_on_each_worker(
     rt = current_runtime()
     rf = _remote_fn(fn)
     placement = rt.placement
-    workers = [w for wid, w in list(placement.workers.items()) if wid not in placement.suspended]
+    workers = [
+        w
+        for wid, w in list(placement.workers.items())
+        if wid not in placement.suspended and w.env == rt.env_key
+    ]
     refs = {w.worker_id: _start_on(rt, rf, w, args) for w in workers}
     values = get(list(refs.values()), timeout=timeout)
     return dict(zip(refs, values, strict=True))
@@ -142,7 +146,7 @@ class NodeSubscription:
 
     def _on_worker(self, info: WorkerInfo) -> None:
         """Loop: a worker takes work; the first of its node runs ``fn``."""
-        if self._closed or info.node_id in self._refs:
+        if self._closed or info.node_id in self._refs or info.env != self._rt.env_key:
             return
         ref = _start_on(self._rt, self._rf, info, self._args)
         with self._lock:

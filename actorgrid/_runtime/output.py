@@ -4,8 +4,9 @@ they are shown.
 In a worker (``capture_worker_output``), ``sys.stdout`` and ``sys.stderr`` become
 line-tagging streams: a line written while a call runs (``output_source``) goes to the real
 file descriptor as ``RECORD_MARK source FIELD_SEP owner FIELD_SEP text``, so the node agent
-that reads the pipe knows which call wrote it and which process sent that call, with no
-message of the worker's own. Every complete line goes to the pipe at once (one ``write``), so
+that reads the pipe knows which call wrote it and which driver's work that call is part of
+(the root of its call tree: calls carry it from worker to worker, SubmitTask/CallActor.root),
+with no message of the worker's own. Every complete line goes to the pipe at once (one ``write``), so
 a worker killed right after printing has lost nothing; ``flush`` writes a partial line too.
 Lines written outside any call (the runtime's own logging, a crash before start-up) stay as
 they are: the agent copies those to its own output, as before.
@@ -36,6 +37,7 @@ __all__ = [
     "LineFolder",
     "OutputPrinter",
     "capture_worker_output",
+    "current_root",
     "decode_line",
     "output_source",
 ]
@@ -52,16 +54,30 @@ LINE_MAX_CHARS = 16_384
 _source: ContextVar[tuple[str, str] | None] = ContextVar("actorgrid_output_source", default=None)
 
 
+def current_root() -> str:
+    """The address of the driver whose work the call running here (this thread or Trio task)
+    is part of; "" outside any call (a driver's own calls: the driver is the root)."""
+    source = _source.get()
+    return source[1] if source is not None else ""
+
+
 class output_source:
-    """Around user code of one call: lines it writes are tagged with ``name`` and the address
-    of the process that sent the call. A class, not a generator: it is on every call's path."""
+    """Around user code of one call: lines it writes are tagged with ``name`` and the root of
+    its call tree: ``root`` (the call's SubmitTask/CallActor.root), else the address of the
+    process that sent it (a driver). A class, not a generator: it is on every call's path."""
 
     __slots__ = ("_source", "_token")
     _token: Token[tuple[str, str] | None]
 
-    def __init__(self, name: str, peer: Peer | None) -> None:
-        hello = peer.remote_hello if peer is not None else None
-        self._source = (name, hello.address if hello is not None else "")
+    def __init__(self, name: str, peer: Peer | None, root: str = "") -> None:
+        if not root:
+            hello = peer.remote_hello if peer is not None else None
+            root = hello.address if hello is not None else ""
+        self._source = (name, root)
+
+    @property
+    def root(self) -> str:
+        return self._source[1]
 
     def __enter__(self) -> None:
         self._token = _source.set(self._source)

@@ -38,6 +38,7 @@ from .._protocol.messages import (
     WorkerReport,
 )
 from .._protocol.observe import LogLines
+from .._protocol.store import ObjectChunk
 from .._scheduler.flow import ReceiveCredits, SendCredits
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ _REPLIES = frozenset(
         JobList,
         JobLogs,
         LogLines,
+        ObjectChunk,
     }
 )
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._protocol.ids import ObjectId, short
@@ -29,6 +29,7 @@ class TaskSpec:
         "actor",
         "blob",
         "function_id",
+        "keep",
         "need",
         "parent",
         "payload",
@@ -46,7 +47,11 @@ class TaskSpec:
         retries: int,
         retry_on: bool | tuple[type[BaseException], ...],
         parent: ObjectId | None = None,
+        keep: Sequence[ObjectEntry] = (),
     ) -> None:
+        # The entries of the refs in its arguments: alive while the task may be sent again,
+        # so that the objects outlive the borrows of a worker that died running it.
+        self.keep = keep
         self.parent = parent  # the task of this process that started it, if any
         self.function_id = function_id
         self.blob = blob

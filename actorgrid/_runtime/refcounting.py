@@ -10,7 +10,9 @@ Where the events come from:
   stay home costs nothing more than before.
 - ``ObjectRef.__reduce__`` calls :meth:`RefCounts.sent`, which gives the pickled ref a token
   (``RefSent``); ``_rebuild_ref`` calls :meth:`RefCounts.rebuild` (``RefReceived``).
-- RefsReceived and BorrowUpdate messages, and WorkerLeft (``BorrowerLost``).
+- RefsReceived and BorrowUpdate messages, and WorkerLeft (``BorrowerLost``). A borrower that
+  is no worker (a driver) has no WorkerLeft: the owner keeps a link to it and ends its
+  borrows when that link closes (it exited, was killed, or went silent for 5 pulses).
 
 Threads: pickling, unpickling and finalizers run on any thread (user threads, the executor's
 pool, the garbage collector). They only append events to one deque, in the order they happen,
@@ -34,6 +36,9 @@ import ctypes
 import ctypes.util
 import itertools
 import logging
+import math
+import os
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -43,7 +48,7 @@ import trio
 
 from .._exceptions import ObjectLostError
 from .._protocol.ids import ObjectId, short
-from .._protocol.messages import ActorInfo, BorrowUpdate, RefReceipt, RefsReceived
+from .._protocol.messages import ActorInfo, BorrowUpdate, Payload, RefReceipt, RefsReceived
 from .._scheduler.refcount import (
     AddBorrower,
     BorrowerAdded,
@@ -53,6 +58,7 @@ from .._scheduler.refcount import (
     Event,
     Free,
     HoldAcked,
+    LeaseExpired,
     LocalRefAdded,
     LocalRefDropped,
     Receipt,
@@ -74,6 +80,25 @@ log = logging.getLogger("actorgrid.refs")
 BATCH_S = 0.01
 # Frees and releases are batched into one malloc_trim this long after the first of them.
 TRIM_DELAY_S = 0.5
+# A ref pickled into a message holds its object until the receiver's receipt, or for this
+# long at most (the message may never be unpickled: a task cancelled before it ran, a result
+# nobody reads). ACTORGRID_REF_LEASE_S overrides it, for every process that inherits it.
+DEFAULT_REF_LEASE_S = 300.0
+
+
+def ref_lease_s() -> float:
+    value = os.environ.get("ACTORGRID_REF_LEASE_S", "")
+    try:
+        lease = float(value) if value else DEFAULT_REF_LEASE_S
+    except ValueError:
+        lease = math.nan
+    if not lease > 0:
+        raise ValueError(
+            f"ACTORGRID_REF_LEASE_S={value!r} is not a positive number of seconds: it is how "
+            "long a ref sent in a message holds its object before the receiver unpickles it. "
+            f"Unset it for the default ({DEFAULT_REF_LEASE_S:g} s) or give e.g. 600."
+        )
+    return lease
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -98,6 +123,8 @@ class _Host(Protocol):
 
     address: str
     objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry]
+
+    def is_worker(self, address: str) -> bool: ...
 
     @property
     def portal(self) -> _Portal: ...
@@ -152,6 +179,15 @@ class RefCounts:
         self._released: dict[str, list[ObjectId]] = {}
         self._trim_pending = False
         self._flush_pending = False
+        self._collecting = threading.local()
+        # Borrowers that are no workers (drivers): their link is watched, since no WorkerLeft
+        # will tell of their end.
+        self._watched: set[str] = set()
+        self.lease_s = ref_lease_s()
+        # (deadline, object, token) of holds awaiting their receipt, oldest first: leases
+        # all last lease_s, so the deque stays in deadline order.
+        self._leases: deque[tuple[float, ObjectId, int]] = deque()
+        self._expiring = False
 
     def __repr__(self) -> str:
         return f"<RefCounts {self.table!r} kept={len(self.kept)} freed={self.freed}>"
@@ -167,19 +203,41 @@ class RefCounts:
 
     # --- any thread ----------------------------------------------------------------------
 
-    def sent(self, entry: ObjectEntry) -> tuple[str, int]:
-        """A ref to ``entry`` is being pickled: the sender address and token it carries."""
+    def collect(self) -> list[ObjectEntry]:
+        """Any thread: from now on, the entries of refs this thread pickles are appended to
+        the list returned (a task's arguments, kept alive while it may be sent again), until
+        ``collect_end``."""
+        entries: list[ObjectEntry] = []
+        self._collecting.entries = entries
+        return entries
+
+    def collect_end(self) -> None:
+        self._collecting.entries = None
+
+    def sent(self, entry: ObjectEntry) -> tuple[str, int, bool]:
+        """A ref to ``entry`` is being pickled: the sender address and token it carries, and
+        whether it is pickled into a task's arguments (``collect``)."""
+        entries = getattr(self._collecting, "entries", None)
+        if entries is not None:
+            entries.append(entry)
         token = next(self._tokens)
         if not entry.tracked:
             self._push(LocalRefAdded(entry.object_id, entry.owner))
             self._watch(entry)
         self._push(RefSent(entry.object_id, entry.owner, token))
-        return self._host.address, token
+        return self._host.address, token, entries is not None
 
     def rebuild(
-        self, object_id: ObjectId, owner: str, actor: ActorInfo | None, sender: str, token: int
+        self,
+        object_id: ObjectId,
+        owner: str,
+        actor: ActorInfo | None,
+        sender: str,
+        token: int,
+        inline: bytes | None = None,
     ) -> ObjectEntry:
-        """The entry for a ref being unpickled here, pickled by ``sender`` with ``token``."""
+        """The entry for a ref being unpickled here, pickled by ``sender`` with ``token``
+        (``inline``: its value, small enough to travel with it)."""
         host = self._host
         entry = host.objects.get(object_id)
         new_local = False
@@ -193,6 +251,8 @@ class RefCounts:
                     return entry  # lost: nothing to count but the sender's receipt
             else:
                 entry = ObjectEntry(object_id, owner, actor)
+                if inline is not None:  # before anyone else can see the entry
+                    entry.set_value(Payload(inline))
                 host.objects[object_id] = entry
             new_local = True
         elif not entry.tracked:
@@ -255,9 +315,19 @@ class RefCounts:
     def _drain(self) -> None:
         self._scheduled = False
         table, events = self.table, self._events
+        leases = self._leases
         while events:
-            for command in table.handle(events.popleft()):
+            event = events.popleft()
+            if type(event) is RefSent:
+                leases.append((trio.current_time() + self.lease_s, event.object_id, event.token))
+            for command in table.handle(event):
                 self._run(command)
+        if leases and not self._expiring:
+            self._expiring = True
+            try:
+                self._host.nursery.start_soon(self._expire_leases)
+            except Exception:  # stopping: its counts no longer matter
+                self._expiring = False
         if not self._flush_pending and (self._receipts or self._added or self._released):
             self._flush_pending = True
             try:
@@ -302,6 +372,19 @@ class RefCounts:
         assert _malloc_trim is not None
         _malloc_trim(0)  # well under a millisecond for a few hundred MB of heap
 
+    async def _expire_leases(self) -> None:
+        leases = self._leases
+        try:
+            while leases:
+                await trio.sleep_until(leases[0][0])
+                now = trio.current_time()
+                while leases and leases[0][0] <= now:
+                    _, object_id, token = leases.popleft()
+                    self._events.append(LeaseExpired(object_id, token))
+                self._drain()
+        finally:
+            self._expiring = False
+
     async def _flush_later(self) -> None:
         await trio.sleep(BATCH_S)
         self._flush_pending = False
@@ -325,14 +408,18 @@ class RefCounts:
             log.debug("reference counts for %s not sent: %s", address, exc)
 
     def _on_refs_received(self, peer: Peer, msg: RefsReceived) -> None:
+        me = self._host.address
         for r in msg.receipts:
             borrower = msg.borrower if r.borrows else None
             self._events.append(HoldAcked(r.object_id, r.owner, r.token, borrower))
+            if borrower is not None and r.owner == me:
+                self._watch_borrower(borrower)
         self._drain()  # after the RefSent events still queued, which came first
 
     def _on_borrow_update(self, peer: Peer, msg: BorrowUpdate) -> None:
         for object_id, borrower in msg.added:  # adds first: they keep, releases free
             self._events.append(BorrowerAdded(object_id, borrower))
+            self._watch_borrower(borrower)
         for object_id in msg.released:
             self._events.append(BorrowerReleased(object_id, msg.borrower))
         self._drain()
@@ -342,14 +429,38 @@ class RefCounts:
         self._events.append(BorrowerLost(address))
         self._drain()
 
+    def _watch_borrower(self, address: str) -> None:
+        """Loop: end the borrows of ``address``, a driver, when this process's link to it
+        closes (it exited, was killed, or was silent for 5 pulse intervals). Workers are
+        the head's to declare dead (WorkerLeft). One link per borrowing process."""
+        if address in self._watched or address == self._host.address:
+            return
+        if self._host.is_worker(address):
+            return
+        try:
+            peer = self._host.peer_for(address)
+        except Exception as exc:  # this process is stopping: its counts no longer matter
+            log.debug("borrower %s not watched: %s", address, exc)
+            return
+        self._watched.add(address)
+        peer.on_closed.append(self._borrower_link_closed)
+
+    def _borrower_link_closed(self, peer: Peer) -> None:
+        self._watched.discard(peer.address)
+        log.debug("the borrows of %s end: %s", peer.address, peer.close_reason)
+        self.borrower_lost(peer.address)
+
 
 def freed_error(object_id: ObjectId, owner: str) -> ObjectLostError:
     return ObjectLostError(
         f"object {short(object_id)} owned by {owner} was freed: its owner counted no reference "
         "to it any more. Likely causes: the ref was kept where actorgrid cannot see it (pickled "
-        "to a file or a database) while every live ref was dropped, or the process holding it "
-        "was declared dead (silent for 5 pulse intervals) and its borrows released. Keep an "
-        "ObjectRef alive, or pass it to tasks and actors, for as long as the value is needed.",
+        "to a file or a database) while every live ref was dropped; or it travelled inside a "
+        "result or message that was unpickled only after its lease (ACTORGRID_REF_LEASE_S, "
+        f"default {DEFAULT_REF_LEASE_S:g} s) while nothing else held it; or the process "
+        "holding it was declared dead (silent for 5 pulse intervals) and its borrows "
+        "released. Keep an ObjectRef alive, or pass it to tasks and actors, for as long as the "
+        "value is needed.",
         object_id,
         owner,
     )

@@ -38,10 +38,16 @@ class Waiter(Protocol):
 class RefCounter(Protocol):
     """What a ref needs of reference counting (``refcounting.RefCounts`` is one)."""
 
-    def sent(self, entry: ObjectEntry) -> tuple[str, int]: ...
+    def sent(self, entry: ObjectEntry) -> tuple[str, int, bool]: ...
 
     def rebuild(
-        self, object_id: ObjectId, owner: str, actor: ActorInfo | None, sender: str, token: int
+        self,
+        object_id: ObjectId,
+        owner: str,
+        actor: ActorInfo | None,
+        sender: str,
+        token: int,
+        inline: bytes | None = None,
     ) -> ObjectEntry: ...
 
 
@@ -176,12 +182,34 @@ class ObjectRef(Generic[T]):
         e = self._entry
         if runtime is None:
             return _rebuild_ref, (self._id, e.owner, e.actor)
-        sender, token = runtime.refs.sent(e)  # held until the receiver's receipt
+        sender, token, in_call = runtime.refs.sent(e)  # held until the receiver's receipt
+        payload = e.payload
+        if (
+            in_call  # a task's argument, not a ref in a result or a message
+            and e.state == READY  # (set after payload: a READY entry has its payload)
+            and payload is not None
+            and not payload.buffers
+            and len(payload.data) <= INLINE_MAX_BYTES
+        ):
+            # Small and ready: the value travels with the ref, which saves the task's worker
+            # a fetch from the owner (the round trip that made ref arguments slow).
+            return _rebuild_ref, (self._id, e.owner, e.actor, sender, token, payload.data)
         return _rebuild_ref, (self._id, e.owner, e.actor, sender, token)
 
 
+# A ready value up to this size is pickled with its ref into a task's arguments (as Ray
+# inlines small objects). Only there: a ref in a result or a message stays a ref, so that
+# ag.get of it after its owner died raises ObjectLostError.
+INLINE_MAX_BYTES = 64 * 1024
+
+
 def _rebuild_ref(
-    object_id: ObjectId, owner: str, actor: ActorInfo | None, sender: str = "", token: int = 0
+    object_id: ObjectId,
+    owner: str,
+    actor: ActorInfo | None,
+    sender: str = "",
+    token: int = 0,
+    inline: bytes | None = None,
 ) -> ObjectRef[Any]:
     runtime = cast("RefOwner | None", current.get_or_none())
     if runtime is None:
@@ -190,4 +218,4 @@ def _rebuild_ref(
             NotInitializedError("this ObjectRef was unpickled outside an actorgrid process")
         )
         return ObjectRef._make(entry)
-    return ObjectRef._make(runtime.refs.rebuild(object_id, owner, actor, sender, token))
+    return ObjectRef._make(runtime.refs.rebuild(object_id, owner, actor, sender, token, inline))

@@ -10,7 +10,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
-from .._exceptions import RuntimeEnvError
+from .._env.spec import PreparedEnv, prepare
 from .._protocol.messages import ActorInfo, KillActor
 from .._scheduler.demand import Demand, cpus
 from .._scheduler.names import DEFAULT_NAMESPACE
@@ -18,6 +18,7 @@ from .._scheduler.streams import check_backpressure
 from .context import Context
 from .core import current_runtime
 from .demands import check_placement_options, demand_of
+from .envship import use_env
 from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker, is_generator_function
 from .handles import ActorHandle
 from .lineage import current_task
@@ -60,6 +61,8 @@ class Options:
     resources: dict[str, float] | None = None
     label_selector: dict[str, str] | None = None
     scheduling_strategy: Any = None  # "DEFAULT", "SPREAD" or an ag.NodeAffinity
+    # ``runtime_env={...}``, packed at .options() (``envship.py``): its own env's workers.
+    runtime_env: PreparedEnv | None = None
 
     def demand(self, num_cpus: float) -> Demand:
         """What a call with these options asks of its worker."""
@@ -69,6 +72,7 @@ class Options:
             and self.resources is None
             and self.label_selector is None
             and self.scheduling_strategy is None
+            and self.runtime_env is None
         ):
             return cpus(num_cpus)  # interned: no work per call
         return demand_of(
@@ -78,16 +82,15 @@ class Options:
             self.resources,
             self.label_selector,
             self.scheduling_strategy,
+            "" if self.runtime_env is None else self.runtime_env.spec.key,
         )
 
     def merge(self, **changes: Any) -> Options:
-        if "runtime_env" in changes:
-            raise RuntimeEnvError(
-                "runtime_env is set for a whole driver, not per call: pass it to "
-                "ag.init(runtime_env=...) (or ag.connect), or run the program with "
-                "`actorgrid submit --working-dir DIR`; a driver whose calls need two "
-                "environments runs as two drivers"
-            )
+        env = changes.get("runtime_env")
+        if env == {}:
+            changes["runtime_env"] = None  # no environment of its own, as in Ray
+        elif env is not None and not isinstance(env, PreparedEnv):
+            changes["runtime_env"] = prepare(env)  # packed once, here: RuntimeEnvError now
         unknown = set(changes) - set(attrs.fields_dict(Options))
         if unknown:
             raise TypeError(
@@ -268,12 +271,18 @@ class RemoteFunction(Generic[P, R]):
         code_id = code.id  # pickles the function once: what it captures fails here, not later
         rt = current_runtime()
         opts = self._options
+        if opts.runtime_env is not None:
+            rt.on_loop(use_env, rt, opts.runtime_env)
         num_cpus = opts.demand(
             opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
         )
         if self._stream:
             return self._remote_stream(args, kwargs, num_cpus)  # type: ignore[return-value]
-        payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
+        keep = rt.refs.collect()  # the refs in its arguments, kept while it may be retried
+        try:
+            payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
+        finally:
+            rt.refs.collect_end()
         rt.check_size(payload, f"{self.__qualname__}()")
         if not self._actor:
             entry = rt.new_entry()
@@ -288,6 +297,7 @@ class RemoteFunction(Generic[P, R]):
                 opts.max_retries,
                 opts.retry_exceptions,
                 current_task.get(),
+                keep,
             )
             return ObjectRef._make(entry)
         info = rt.new_actor_info(
@@ -321,7 +331,11 @@ class RemoteFunction(Generic[P, R]):
                 rt.watch_end(holder, entry)
 
         async def register_then_start() -> None:
-            placed = entry.actor = await rt.waiting.place_actor(info, num_cpus)
+            try:
+                placed = entry.actor = await rt.waiting.place_actor(info, num_cpus)
+            except Exception as exc:  # its runtime_env could not be made ready
+                entry.set_error(exc)
+                raise
             await finish_then_start(placed, rt.register_name_nowait(placed, opts.get_if_exists))
 
         if info.address and not opts.get_if_exists:
@@ -404,8 +418,11 @@ class ActorClass(Generic[T]):
         code.id  # noqa: B018  pickles the class once: what it captures fails here, not later
         rt = current_runtime()
         opts = self._options
+        if opts.runtime_env is not None:
+            rt.on_loop(use_env, rt, opts.runtime_env)
         label = f"{self.__qualname__}.__init__"
-        payload = dumps_call(label, self._cls.__init__, args, kwargs, skip=1)
+        # Inline: a creation's arguments may be sent again by the head, after their caller.
+        payload = dumps_call(label, self._cls.__init__, args, kwargs, skip=1, inline=True)
         rt.check_size(payload, label)
         num_cpus = opts.demand(opts.num_cpus if opts.num_cpus is not None else 0.0)
         info = rt.new_actor_info(
@@ -455,7 +472,11 @@ class ActorClass(Generic[T]):
         async def register_then_start() -> None:
             # No worker fitted when .remote() was called: the actor waits for one (in the
             # background; calls on the handle queue meanwhile).
-            placed = await rt.waiting.place_actor(info, num_cpus)
+            try:
+                placed = await rt.waiting.place_actor(info, num_cpus)
+            except Exception as exc:  # its runtime_env could not be made ready
+                handle._fail(exc)
+                raise
             if placed.name is None:
                 start(placed)
                 handle._resolve(placed, rt.send_call)

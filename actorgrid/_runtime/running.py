@@ -56,7 +56,7 @@ from .lanes import (
 from .lineage import current_task
 from .producing import WorkerStreams
 from .refs import ObjectRef
-from .serialization import box_error, dumps, system_error
+from .serialization import box_error, dumps_result, system_error
 from .starting import Starter
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ class ExecutorTasks:
         cap, which would break the caller's connection), not as an error of the user code.
         """
         try:
-            payload = dumps(value)
+            payload = dumps_result(value, current_task.get())
         except Exception as exc:
             unpicklable = SerializationError(
                 f"the result of {self._where(label)} could not be serialized: "
@@ -356,7 +356,7 @@ class ExecutorTasks:
         label = f"task {getattr(fn, '__qualname__', 'task')}"
         result: tuple[bool, Payload] | None = None
         current_task.set(msg.task_id)  # in this Trio task's own context
-        observed = self.runtime.observe.running(task.peer, msg.task_id, task.label)
+        observed = self.runtime.observe.running(task.peer, msg.task_id, task.label, msg.root)
         with task.scope, observed as out:
             try:
                 await self.holdings.hold(msg.task_id, msg.resources)

@@ -17,12 +17,14 @@ import cloudpickle
 
 from .._exceptions import RemoteError, SerializationError, portable
 from .._protocol.messages import Payload
+from .segments import place
 
 __all__ = [
     "box_error",
     "dumps",
     "dumps_call",
     "dumps_code",
+    "dumps_result",
     "loads",
     "loads_error",
     "system_error",
@@ -57,6 +59,13 @@ def dumps(value: Any, *, out_of_band: bool = True) -> Payload:
     return Payload(data, tuple(b.raw() for b in buffers))
 
 
+def dumps_result(value: Any, task_id: bytes | None = None) -> Payload:
+    """A task's or method's result: a large one stays in this node's object store (its file
+    named after ``task_id``, the result's object id), and its owner adopts the locator
+    (``stored.RuntimeStored.adopt_result``) when it arrives."""
+    return place(dumps(value), owned=False, object_id=task_id)
+
+
 def loads(payload: Payload) -> Any:
     return pickle.loads(payload.data, buffers=payload.buffers)
 
@@ -68,19 +77,24 @@ def dumps_call(
     kwargs: dict[str, Any],
     *,
     skip: int = 0,
+    inline: bool = False,
 ) -> Payload:
     """Serialize call arguments; on failure, name the argument that could not be pickled.
 
     ``skip`` leading parameters of ``fn`` are not passed by the caller (``self``, ``ctx``).
+    Large arguments go to this node's object store unless ``inline``; the caller keeps the
+    returned payload for as long as the call may be sent (again), which keeps them there.
     """
     if _plain(args) and _plain(kwargs):
-        return Payload(pickle.dumps((args, kwargs), protocol=5))
+        payload = Payload(pickle.dumps((args, kwargs), protocol=5))
+        return payload if inline else place(payload, owned=True)
     try:
-        return dumps((args, kwargs))
+        payload = dumps((args, kwargs))
     except Exception as exc:
         raise SerializationError(
             _describe_bad_argument(label, fn, args, kwargs, exc, skip)
         ) from exc
+    return payload if inline else place(payload, owned=True)
 
 
 def _describe_bad_argument(

@@ -1,15 +1,35 @@
-"""Task submission, retries, results and cancels of the calls this process owns."""
+"""Task submission, retries, results and cancels of the calls this process owns: the I/O
+shell of the owner state machine (``_scheduler/owner.py``).
+
+Plain tasks are owned by ``OwnerState``: it decides when one is placed (again), resolved or
+cancelled; this shell keeps what it takes to send one (``TaskSpec``, in ``_tasks`` until the
+task is resolved), places it, and resolves its ObjectEntry. A task keeps the entries of the
+refs in its arguments alive while it is owned here (``TaskSpec.keep``): a retry after its
+worker died (and with it that worker's borrows) finds them. Remote coroutine actors, which
+are started by a task, are restarted by their own path (``_restart_coroutine_actor``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
-from .._exceptions import ActorDiedError, TaskCancelledError
+from .._exceptions import ActorDiedError, TaskCancelledError, WorkerDiedError
 from .._protocol.ids import ObjectId
 from .._protocol.messages import ActorInfo, CancelTask, Payload, SubmitTask, TaskResult
 from .._scheduler.demand import Demand, as_demand
+from .._scheduler.owner import (
+    CancelRequested,
+    Command,
+    OwnerState,
+    PlaceTask,
+    Resolve,
+    ResultArrived,
+    SendCancel,
+    Why,
+    WorkerGone,
+)
 from .._scheduler.placement import NoWorkerError
 from .links import WAITING, log
 from .objects import RuntimeObjects
@@ -19,8 +39,97 @@ from .refs import PENDING, ObjectEntry
 from .serialization import loads_error
 
 
+class _Context:
+    """What the shell knows of the event it feeds OwnerState, to carry out its commands."""
+
+    __slots__ = ("peer", "result", "why")
+
+    def __init__(
+        self, why: str = "", result: TaskResult | None = None, peer: Peer | None = None
+    ) -> None:
+        self.why = why  # why a call is retried or failed
+        self.result = result  # the answer that arrived
+        self.peer = peer
+
+
+_NO_CONTEXT = _Context()
+
+
 class RuntimeTasks(RuntimeObjects):
     """Submitting tasks, retrying them and taking their results."""
+
+    # The calls this process owns; made with the first (when the address is known).
+    _owner_state: OwnerState | None = None
+    _tasks: dict[ObjectId, tuple[ObjectEntry, TaskSpec]]
+
+    @property
+    def owner_state(self) -> OwnerState:
+        """Loop: the calls this process owns."""
+        if self._owner_state is None:
+            self._start_owning()
+        assert self._owner_state is not None
+        return self._owner_state
+
+    def _start_owning(self) -> dict[ObjectId, tuple[ObjectEntry, TaskSpec]]:
+        self._owner_state = OwnerState(self.address, self.refs.table)
+        self._tasks = {}
+        return self._tasks
+
+    def _owner(self, event: object, context: _Context = _NO_CONTEXT) -> int:
+        """Loop: feed the owner state machine ``event`` and carry out its commands; the
+        number of tasks placed again."""
+        placed = 0
+        for command in self.owner_state.handle(event):  # type: ignore[arg-type]
+            placed += self._carry_out(command, context)
+        return placed
+
+    def _carry_out(self, command: Command, context: _Context) -> int:
+        if isinstance(command, PlaceTask):
+            entry, spec = self._tasks[command.call_id]
+            if command.retry:
+                self._retry_task(entry, spec, context.why, report=context.result is not None)
+            else:
+                self._send_spec(entry, spec)
+            return 1
+        if isinstance(command, Resolve):
+            self._resolve(command, context)
+        elif isinstance(command, SendCancel):
+            peer = self.peers.get(command.address)
+            if peer is not None:
+                sent = peer.inflight.get(command.call_id)
+                if sent is not None:
+                    sent.cancelled = True
+                peer.send(CancelTask(command.call_id, command.force, context.why != "flat"))
+        return 0
+
+    def _resolve(self, command: Resolve, context: _Context) -> None:
+        entry, spec = self._tasks.pop(command.call_id)
+        why = command.why
+        if spec.parent is not None:
+            self.children.finished(command.call_id)
+        if why is Why.VALUE:
+            assert context.result is not None
+            entry.set_value(context.result.value)
+        elif why is Why.ERROR:
+            assert context.result is not None
+            entry.set_error(context.result.value)
+        elif why is Why.CANCELLED:
+            if entry.where == WAITING:
+                self.waiting.backlog.remove_where(
+                    lambda p: isinstance(p, _Placing) and p.entry is entry
+                )
+                message = "the call was cancelled while it waited for a worker"
+                self.observe.record("task_cancelled", entry.object_id, error=message)
+            elif context.why == "force":
+                message = "the call was cancelled with force=True: its worker is killed"
+                self.observe.record(
+                    "task_cancelled", entry.object_id, error="cancelled with force=True"
+                )
+            else:
+                message = f"the call was cancelled, and then {context.why}"
+            entry.set_error(TaskCancelledError(message))
+        else:
+            entry.set_error(WorkerDiedError(context.why))
 
     def send_task(
         self,
@@ -33,17 +142,25 @@ class RuntimeTasks(RuntimeObjects):
         retries: int = 0,
         retry_on: bool | tuple[type[BaseException], ...] = False,
         parent: ObjectId | None = None,
+        keep: Sequence[ObjectEntry] = (),
     ) -> None:
         """Loop: place a task (unless it is an actor with a place already) and send it.
-        ``parent``: the task running in this process that started it (cancelled with it)."""
+        ``parent``: the task running in this process that started it (cancelled with it);
+        ``keep``: the entries of the refs in its arguments."""
         spec = TaskSpec(
-            function_id, blob, payload, as_demand(need), actor, retries, retry_on, parent
+            function_id, blob, payload, as_demand(need), actor, retries, retry_on, parent, keep
         )
         if parent is not None:
             self.children.started(parent, entry.object_id)
         if actor is None:
             name = self.observe.name_of(function_id, blob)
             self.observe.record("task_submitted", entry.object_id, name)
+            tasks = self._tasks if self._owner_state is not None else self._start_owning()
+            tasks[entry.object_id] = (entry, spec)
+            assert self._owner_state is not None
+            if self._owner_state.task_submitted(entry.object_id, retries):  # TaskSubmitted
+                self._send_spec(entry, spec)
+            return
         self._send_spec(entry, spec)
 
     def _send_spec(self, entry: ObjectEntry, spec: TaskSpec) -> None:
@@ -72,6 +189,7 @@ class RuntimeTasks(RuntimeObjects):
             peer.sent_code.add(spec.function_id)
         peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
         entry.where = peer
+        root = self.observe.root_of(spec.parent)
         peer.send(
             SubmitTask(
                 entry.object_id,
@@ -81,16 +199,18 @@ class RuntimeTasks(RuntimeObjects):
                 spec.need.num_cpus,
                 actor,
                 () if actor is not None else spec.need.resources,  # an actor's ride on it
+                root,
             )
         )
         if actor is None:
+            assert self._owner_state is not None
+            self._owner_state.task_placed(entry.object_id, address)  # TaskPlaced
             nbytes = spec.payload.nbytes
-            self.observe.task_sent(entry.object_id, spec.function_id, spec.blob, wid, nbytes)
+            self.observe.task_sent(entry.object_id, spec.function_id, spec.blob, wid, nbytes, root)
 
     def _retry_task(
         self, entry: ObjectEntry, spec: TaskSpec, why: str, *, report: bool = True
     ) -> None:
-        spec.retries -= 1 if spec.retries > 0 else 0
         if report:
             name = self.observe.name_of(spec.function_id, spec.blob)
             self.observe.record("task_retried", entry.object_id, name, error=why)
@@ -145,30 +265,51 @@ class RuntimeTasks(RuntimeObjects):
                 self.placement.finished(wid)
         entry.where = None
         spec = sent.spec
+        if spec is not None and spec.actor is None:
+            state = self._owner_state
+            assert state is not None
+            if msg.ok:  # ResultArrived(ok=True), the hot path
+                if state.answered(msg.task_id):
+                    self._tasks.pop(msg.task_id)
+                    if spec.parent is not None:
+                        self.children.finished(msg.task_id)
+                    entry.set_value(msg.value)
+                return
+            retryable, why = False, ""
+            if not msg.ok and spec.retry_on and spec.retries != 0 and not sent.cancelled:
+                error = loads_error(msg.value)
+                cause = getattr(error, "cause", None) or error
+                why = f"it raised {type(cause).__name__}: {cause}"
+                retryable = not isinstance(error, TaskCancelledError) and (
+                    spec.retry_on is True
+                    or (isinstance(spec.retry_on, tuple) and isinstance(cause, spec.retry_on))
+                )
+            self._owner(ResultArrived(msg.task_id, msg.ok, retryable), _Context(why, msg, peer))
+            return
         if msg.ok:
-            if spec is not None and spec.parent is not None:
-                self.children.finished(msg.task_id)
             if sent.kind == CREATE and sent.actor is not None:
                 self.observe.actor_created(sent.actor, self._worker_at.get(peer.address))
+            self.adopt_result(msg.value, spec)  # one held in a store: freed with the entry
             entry.set_value(msg.value)
             return
-        if spec is not None and spec.retry_on and spec.retries != 0 and spec.actor is None:
-            error = loads_error(msg.value)
-            cause = getattr(error, "cause", None) or error
-            if isinstance(error, TaskCancelledError):
-                pass
-            elif spec.retry_on is True or (
-                isinstance(spec.retry_on, tuple) and isinstance(cause, spec.retry_on)
-            ):
-                self._retry_task(entry, spec, f"it raised {type(cause).__name__}: {cause}")
-                return
-        if spec is not None and spec.parent is not None:
-            self.children.finished(msg.task_id)
         entry.set_error(msg.value)
+
+    def tasks_lost(self, address: str, written: bool, why: str, *, retry: bool = True) -> int:
+        """Loop: the link to ``address`` died under the tasks in flight there (``written``:
+        False if nothing was ever written to it; ``retry``: False when this process is
+        stopping): they are placed again or failed, as the owner decides; the number placed
+        again."""
+        if self._owner_state is None:
+            return 0
+        return self._owner(WorkerGone(address, written, retry), _Context(why))
 
     def cancel(self, entry: ObjectEntry, force: bool = False, recursive: bool = True) -> None:
         """Loop: ask the worker running the call to cancel it (``force``: kill the worker;
         ``recursive``: that worker cancels the tasks it started too, and so on down)."""
+        if self._owner_state is not None and self._owner_state.pending(entry.object_id):
+            how = "force" if force else ("deep" if recursive else "flat")
+            self._owner(CancelRequested(entry.object_id, force), _Context(how))
+            return
         peer = entry.where
         if entry.state == PENDING and isinstance(peer, Peer):
             sent = peer.inflight.get(entry.object_id)
@@ -208,7 +349,10 @@ class RuntimeTasks(RuntimeObjects):
         n = 0
         for peer in list(self.peers.values()):
             for task_id, sent in list(peer.inflight.items()):
-                if sent.kind != CREATE:
+                if sent.spec is not None and sent.spec.actor is None:
+                    self._owner(CancelRequested(task_id), _Context("deep"))
+                    n += 1
+                elif sent.kind != CREATE:
                     sent.cancelled = True
                     peer.send(CancelTask(task_id))
                     n += 1
@@ -217,5 +361,7 @@ class RuntimeTasks(RuntimeObjects):
             waiting.entry.set_error(
                 TaskCancelledError("the call was interrupted while it waited for a worker")
             )
+            if self._owner_state is not None and self._owner_state.pending(waiting.entry.object_id):
+                self._owner(CancelRequested(waiting.entry.object_id))
             n += 1
         log.info("interrupted: cancelled %d calls in flight or waiting for a worker", n)

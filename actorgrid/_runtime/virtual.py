@@ -122,7 +122,10 @@ def _workers(rt: Runtime) -> _Owners:
     if owners.seen is not rt.membership_changed:
         # The event is replaced on every membership change: a new one means a new view.
         owners.seen = rt.membership_changed
-        owners.workers = tuple(sorted(w.address for w in rt.placement.workers.values()))
+        own = rt.env_key  # workers of envs its calls use (options(runtime_env=)) own no key
+        owners.workers = tuple(
+            sorted(w.address for w in rt.placement.workers.values() if w.env == own)
+        )
         owners.owner = {}
     return owners
 

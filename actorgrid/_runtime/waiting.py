@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from .._exceptions import ActorgridError
+from .._exceptions import ActorgridError, RuntimeEnvError
 from .._protocol.ids import NodeId, short
 from .._protocol.messages import ActorInfo, Event, WorkerInfo
 from .._scheduler.backlog import Backlog, ClusterPicture, describe_wait
 from .._scheduler.demand import Demand
 from .._scheduler.placement import NoWorkerError, Placement
 from .headlink import EventFeed
+from .records import _Placing
 
 __all__ = ["WorkerWait"]
 
@@ -55,6 +56,8 @@ class WorkerWait:
         # Told of each worker that takes new work (joins or is resumed): run_on_each_node's
         # subscriptions. O(listeners) per such worker.
         self.on_worker: list[Callable[[WorkerInfo], None]] = []
+        # Runtime envs (by key) that could not be made ready: why, for actors that wait.
+        self.env_errors: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<WorkerWait {self.backlog!r}>"
@@ -92,9 +95,22 @@ class WorkerWait:
                 return self.placement.choose_for_actor(num_cpus)
             except NoWorkerError:
                 pass
+            env = num_cpus.env if isinstance(num_cpus, Demand) else ""
+            if env in self.env_errors:
+                raise RuntimeEnvError(self.env_errors[env])
             fits = trio.Event()
             self.add(fits.set, num_cpus, "actor")
             await fits.wait()
+
+    def fail_env(self, key: str, error: str) -> None:
+        """Runtime env ``key`` could not be made ready: every call waiting for its workers
+        fails with ``error`` (tasks at once; actors when they wake and see it)."""
+        self.env_errors[key] = error
+        for place in self.backlog.take_needing(lambda demand: demand.env == key):
+            if isinstance(place, _Placing):
+                place.entry.set_error(RuntimeEnvError(error))
+            else:
+                place()
 
     async def place_actor(self, info: ActorInfo, num_cpus: float | Demand) -> ActorInfo:
         """``info`` with an address: as it is if it has one, else once a worker fits."""
@@ -145,4 +161,5 @@ class WorkerWait:
             head_lost=head_lost,
             crash_loops=crash_loops,
             offered=placement.offered(),
+            largest_share=placement.largest_share(),
         )

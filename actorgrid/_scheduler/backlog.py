@@ -78,6 +78,14 @@ class Backlog(Generic[T]):
             needs = [n for n in self._by_need if n.fits(offer)]
         else:
             needs = [n for n in self._by_need if n.num_cpus <= offer]
+        return self._take(needs)
+
+    def take_needing(self, predicate: Callable[[Demand], bool]) -> list[T]:
+        """Every item whose demand ``predicate`` picks (a runtime_env that could not be made
+        ready). O(distinct demands)."""
+        return self._take([n for n in self._by_need if predicate(n)])
+
+    def _take(self, needs: list[Demand]) -> list[T]:
         taken: list[T] = []
         for need in sorted(needs, key=lambda n: (n.num_cpus, n.resources)):
             for kind, item in self._by_need.pop(need):
@@ -137,7 +145,15 @@ class Backlog(Generic[T]):
 class ClusterPicture:
     """What this process knows of the cluster, for a warning about waiting calls."""
 
-    __slots__ = ("alive", "crash_loops", "head_lost", "largest", "offered", "suspended")
+    __slots__ = (
+        "alive",
+        "crash_loops",
+        "head_lost",
+        "largest",
+        "largest_share",
+        "offered",
+        "suspended",
+    )
 
     def __init__(
         self,
@@ -148,9 +164,12 @@ class ClusterPicture:
         head_lost: str | None = None,
         crash_loops: Mapping[str, str] | None = None,
         offered: Mapping[str, float] | None = None,
+        largest_share: Mapping[str, float] | None = None,
     ) -> None:
         # What the alive workers offer in all, by resource ("CPU", "GPU", "camera", ...).
         self.offered = dict(offered or {})
+        # The most of each resource one alive worker offers: a call runs in one worker.
+        self.largest_share = dict(largest_share or {})
         self.alive = alive  # workers that take new work
         self.suspended = suspended
         self.largest = largest  # CPUs of the largest worker that takes new work
@@ -203,6 +222,39 @@ def _lacking(counts: Mapping[tuple[str, Demand], int], cluster: ClusterPicture) 
     )
 
 
+def _too_big_for_one_worker(
+    counts: Mapping[tuple[str, Demand], int], cluster: ClusterPicture
+) -> str | None:
+    """What waiting calls ask of a resource that the cluster has enough of in all, but no
+    one worker's share does, or None. One call runs in one worker process and holds what it
+    asks for there; a node deals its resources out over its workers (whole units round-robin,
+    memory evenly), so a request larger than any one share can never be placed."""
+    shares = cluster.largest_share
+    if not shares:
+        return None
+    for _, need in counts:
+        for name, amount in need.resources:
+            share = shares.get(name, 0.0)
+            if share < amount <= cluster.offered.get(name, 0.0):
+                return _one_worker_advice(f"{name}={amount:g}", f"{name}={share:g}", name)
+    return None
+
+
+def _one_worker_advice(asked: str, share: str, name: str) -> str:
+    option = "num_cpus" if name == "CPU" else f"resources[{name!r}]"
+    if name == "GPU":
+        option = "num_gpus"
+    elif name == "memory":
+        option = "memory"
+    return (
+        f"a call runs in one worker and holds what it asks for there, and no alive worker's "
+        f"share reaches {asked} (the largest is {share}: a node deals its resources out over "
+        f"its workers, one share each); lower {option} in .options() to at most {share}, or "
+        "run a node with fewer, bigger workers (`actorgrid node --num-workers N "
+        "--num-cpus-per-worker C --resources ...`; it is used as soon as it joins)"
+    )
+
+
 def describe_wait(
     counts: Mapping[tuple[str, float], int] | Mapping[tuple[str, Demand], int],
     waited_s: float,
@@ -232,13 +284,15 @@ def describe_wait(
             )
     elif (lacking := _lacking(demands, cluster)) is not None:
         reasons.append(lacking)
+    elif (too_big := _too_big_for_one_worker(demands, cluster)) is not None:
+        reasons.append(too_big)
     else:
         largest_need = max(need.num_cpus for _, need in demands)
         if largest_need > cluster.largest:
             reasons.append(
                 f"the largest of the cluster's {cluster.alive} alive workers has "
-                f"{_cpus(cluster.largest)}: start a bigger worker (a node joining with one is "
-                "used at once) or lower num_cpus in .options()"
+                f"{_cpus(cluster.largest)}; "
+                + _one_worker_advice(_cpus(largest_need), _cpus(cluster.largest), "CPU")
             )
         else:
             reasons.append(f"the cluster has {cluster.alive} alive workers")

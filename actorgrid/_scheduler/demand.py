@@ -90,6 +90,9 @@ class Demand:
     soft: bool = False  # the affinity is a preference: elsewhere if that node has no fit
     spread: bool = False  # SPREAD: round-robin over nodes rather than pack by load
     worker: WorkerId | None = None  # that worker only (ag.run_on_each_worker)
+    # A runtime_env's key (``.options(runtime_env=)``): only that environment's workers fit.
+    # "": the caller's own environment (placement knows which that is).
+    env: str = ""
     # Only CPUs: any worker big enough fits (the common case, placement's fast path).
     # Computed once: placement reads it on every call.
     plain: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
@@ -101,6 +104,7 @@ class Demand:
             and self.node is None
             and not self.spread
             and self.worker is None
+            and not self.env
         )
         object.__setattr__(self, "plain", plain)
 
@@ -114,19 +118,22 @@ class Demand:
         node: NodeId | None = None,
         soft: bool = False,
         spread: bool = False,
+        env: str = "",
     ) -> Demand:
         held = tuple(sorted((k, float(v)) for k, v in (resources or {}).items() if v))
-        if not held and not labels and node is None and not spread:
+        if not held and not labels and node is None and not spread and not env:
             return cpus(num_cpus)
-        return cls(float(num_cpus), held, labels, node, soft, spread)
+        return cls(float(num_cpus), held, labels, node, soft, spread, env=env)
 
     def without_affinity(self) -> Demand:
         """The demand a soft affinity falls back to."""
-        return Demand.of(self.num_cpus, dict(self.resources), labels=self.labels)
+        return Demand.of(self.num_cpus, dict(self.resources), labels=self.labels, env=self.env)
 
     def fits(self, worker: WorkerInfo) -> bool:
         """``worker`` offers all of it (not counting what calls hold there now)."""
         if worker.num_cpus < self.num_cpus:
+            return False
+        if self.env and worker.env != self.env:
             return False
         if self.node is not None and worker.node_id != self.node:
             return False
@@ -153,6 +160,8 @@ class Demand:
             parts.append("SPREAD")
         if self.worker is not None:
             parts.append(f"on worker {self.worker.hex()[:8]}")
+        if self.env:
+            parts.append(f"runtime_env {self.env[:12]}")
         return ", ".join(parts)
 
 

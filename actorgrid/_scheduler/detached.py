@@ -37,10 +37,20 @@ class DetachedTable:
         self._actors[create.actor.actor_id] = create
         self._by_address.setdefault(create.actor.address, set()).add(create.actor.actor_id)
 
+    def get(self, actor_id: ActorId) -> CreateActor | None:
+        return self._actors.get(actor_id)
+
     def ended(self, actor_id: ActorId, address: str | None = None) -> None:
         create = self._actors.get(actor_id)
         if create is not None and (address is None or create.actor.address == address):
             self._remove(actor_id)
+
+    def __contains__(self, actor_id: object) -> bool:
+        return actor_id in self._actors
+
+    def at(self, address: str) -> list[ActorId]:
+        """The detached actors at ``address``: O(those)."""
+        return list(self._by_address.get(address, ()))
 
     def address_gone(self, address: str) -> list[CreateActor]:
         """The worker at ``address`` is gone: its detached actors with restarts left, to be

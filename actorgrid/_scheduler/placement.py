@@ -18,6 +18,10 @@ demand up to date (O(demands listed) per join, O(workers) per leave), so later c
 demand cost the same O(1) as plain ones. SPREAD takes the eligible nodes round-robin, then the
 less loaded of two workers there.
 
+Workers of another runtime_env than the caller's own (``env``) that its calls use
+(``.options(runtime_env=)``) are kept apart: only a demand naming their environment chooses
+among them, so plain calls, and their O(1) path, never see them.
+
 Placement raises NoWorkerError when no worker fits now; the caller's runtime then keeps the
 call waiting (``_scheduler/backlog.py``) until one does.
 """
@@ -83,26 +87,40 @@ class Placement:
         self.local: WorkerId | None = None
         self.local_load: Callable[[], float] | None = None
         self._eligible: dict[Demand, _Eligible] = {}
+        # The caller's own runtime_env, and the workers of others its calls use (listed
+        # only for demands that name their env, never in ``_order``).
+        self.env = ""
+        self._foreign: dict[WorkerId, None] = {}
 
     def __len__(self) -> int:
         return len(self._order)
 
     def add(self, info: WorkerInfo) -> None:
         wid = info.worker_id
-        if wid in self._index or wid in self.suspended:
+        if wid in self._index or wid in self._foreign or wid in self.suspended:
             self.workers[wid] = info
             return
-        self._index[wid] = len(self._order)
-        self._order.append(wid)
         self.workers[wid] = info
         self.load.setdefault(wid, 0)
         self.actors.setdefault(wid, 0)
+        self._take(info)
+
+    def _take(self, info: WorkerInfo) -> None:
+        """``info`` takes new work from now on."""
+        if info.env != self.env:
+            self._foreign[info.worker_id] = None
+        else:
+            self._index[info.worker_id] = len(self._order)
+            self._order.append(info.worker_id)
         if self._eligible:
             self._list_eligible(info)
 
+    def _fits(self, demand: Demand, info: WorkerInfo) -> bool:
+        return demand.fits(info) and (demand.env or self.env) == info.env
+
     def _list_eligible(self, info: WorkerInfo) -> None:
         for demand, eligible in self._eligible.items():
-            if demand.fits(info):
+            if self._fits(demand, info):
                 eligible.add(info)
 
     def remove(self, worker_id: WorkerId) -> None:
@@ -126,17 +144,19 @@ class Placement:
             self._unlist(worker_id)
         elif worker_id in self.suspended:
             self.suspended.discard(worker_id)
-            self._index[worker_id] = len(self._order)
-            self._order.append(worker_id)
-            self._list_eligible(self.workers[worker_id])
+            self._take(self.workers[worker_id])
 
     def _unlist(self, worker_id: WorkerId) -> None:
         i = self._index.pop(worker_id, None)
-        if i is None:
+        foreign = worker_id in self._foreign
+        self._foreign.pop(worker_id, None)
+        if i is None and not foreign:
             return
         if self._eligible and (info := self.workers.get(worker_id)) is not None:
             for eligible in self._eligible.values():
                 eligible.discard(info)
+        if i is None:
+            return
         last = self._order.pop()
         if last != worker_id:  # swap-remove keeps removal O(1)
             self._order[i] = last
@@ -161,7 +181,7 @@ class Placement:
     def _choose(self, need: float | Demand, counts: dict[WorkerId, int]) -> WorkerId:
         order = self._order
         if isinstance(need, Demand):
-            if order and not need.plain:
+            if (order or self._foreign) and not need.plain:
                 return self._choose_among(need, counts)
             num_cpus = need.num_cpus
         else:
@@ -178,9 +198,15 @@ class Placement:
             )
         if len(order) <= _SAMPLES:
             # A small cluster: look at every worker (as cheap as sampling), two distinct ones.
-            fits = [w for w in order if self.workers[w].num_cpus >= num_cpus]
+            workers = self.workers
+            fits = [w for w in order if workers[w].num_cpus >= num_cpus]
             if len(fits) > 1:
-                fits = self._rng.sample(fits, 2)
+                # Two distinct random ones, in random order (ties go to the first), without
+                # Random.sample's set and list on every call.
+                rand = self._rng.random
+                i = int(rand() * len(fits))
+                j = int(rand() * (len(fits) - 1))
+                return self._less_loaded_of_two(fits[i], fits[j + (j >= i)], counts)
         else:
             fits = [
                 w
@@ -207,16 +233,17 @@ class Placement:
             if len(self._eligible) >= _DEMANDS_MAX:
                 self._eligible.clear()
             eligible = self._eligible[demand] = _Eligible()
-            for wid in self._order:  # once per demand, not per call
+            for wid in (*self._order, *self._foreign):  # once per demand, not per call
                 info = self.workers[wid]
-                if demand.fits(info):
+                if self._fits(demand, info):
                     eligible.add(info)
         return eligible
 
     def _choose_among(self, demand: Demand, counts: dict[WorkerId, int]) -> WorkerId:
         if demand.worker is not None:  # one given worker: no list to keep
             info = self.workers.get(demand.worker)
-            if demand.worker in self._index and info is not None and demand.fits(info):
+            listed = demand.worker in self._index or demand.worker in self._foreign
+            if listed and info is not None and self._fits(demand, info):
                 return demand.worker
             raise NoWorkerError(f"worker {demand.worker.hex()[:8]} takes no new work now")
         eligible = self._listed(demand)
@@ -241,6 +268,11 @@ class Placement:
         b = next((w for w in fits if w != a), a)  # two distinct workers where there are two
         if a == b:
             return a
+        return self._less_loaded_of_two(a, b, counts)
+
+    def _less_loaded_of_two(
+        self, a: WorkerId, b: WorkerId, counts: dict[WorkerId, int]
+    ) -> WorkerId:
         load_a: float = counts.get(a, 0)
         load_b: float = counts.get(b, 0)
         if self.local_load is not None and counts is self.load:
@@ -260,6 +292,15 @@ class Placement:
             for name, amount in info.resources:
                 total[name] = total.get(name, 0.0) + amount
         return total
+
+    def largest_share(self) -> dict[str, float]:
+        """The most of each resource one worker that takes new work offers. O(workers):
+        for warnings, never per call."""
+        most: dict[str, float] = {}
+        for wid in self._order:
+            for name, amount in self.workers[wid].resources:
+                most[name] = max(most.get(name, 0.0), amount)
+        return most
 
     def largest(self) -> float:
         """CPUs of the largest worker that takes new work (0: none). O(workers): for

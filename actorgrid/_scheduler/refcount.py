@@ -32,8 +32,13 @@ always once no process holds it and every message about it has been delivered.
 Costs: every event is O(1), except ``settle`` (O(holds and borrowers of that object)) and
 ``BorrowerLost`` (O(objects that borrower held)). Nothing is O(objects) or O(processes).
 
-Limits: a ref pickled into a message that is never unpickled (a task cancelled before it ran,
-a result nobody reads) keeps its hold, so the object stays until its owner ends.
+Leases: a ref pickled into a message that is never unpickled (a task cancelled before it ran,
+a result nobody reads, a message to an actor that ended) would keep its hold for ever. So a
+hold is a lease: the shell reports ``LeaseExpired`` for a token whose receipt has not come
+within its lease time, and the hold goes. A receipt that comes later finds its hold gone (a
+count of -1, which holds nothing); the receiver still counts as a borrower if the object is
+alive. What keeps an object meanwhile is then only what keeps it anyway: the submitter's
+local entries (a task keeps the refs of its arguments until it is resolved), borrowers.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ __all__ = [
     "Event",
     "Free",
     "HoldAcked",
+    "LeaseExpired",
     "LocalRefAdded",
     "LocalRefDropped",
     "Receipt",
@@ -116,6 +122,14 @@ class HoldAcked:
 
 
 @attrs.frozen
+class LeaseExpired:
+    """No receipt came for ``token`` within its lease: its hold goes."""
+
+    object_id: ObjectId
+    token: int
+
+
+@attrs.frozen
 class BorrowerAdded:
     """Owner: a borrower of one of its objects learned of by a forwarding process."""
 
@@ -144,6 +158,7 @@ Event = (
     | RefSent
     | RefReceived
     | HoldAcked
+    | LeaseExpired
     | BorrowerAdded
     | BorrowerReleased
     | BorrowerLost
@@ -256,6 +271,12 @@ class RefTable:
             return self._received(event)
         if isinstance(event, HoldAcked):
             return self._acked(event)
+        if isinstance(event, LeaseExpired):
+            obj = self._objects.get(event.object_id)
+            if obj is None or obj.holds.get(event.token, 0) <= 0:
+                return []  # acknowledged in time, or the object settled already
+            del obj.holds[event.token]
+            return self._settle(event.object_id, obj)
         if isinstance(event, BorrowerAdded):
             obj = self._objects.get(event.object_id)
             if obj is None or obj.owner != self.address:

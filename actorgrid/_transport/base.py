@@ -10,6 +10,21 @@ from .._protocol.framing import Frame
 Buffer = bytes | bytearray | memoryview
 
 
+class Traffic:
+    """Bytes this process's TCP and TLS links wrote and read since it started (frames as
+    they go on the socket; TLS counts plaintext). One add per socket call; read by the task
+    event reports (``/metrics``: bytes sent and received per node)."""
+
+    __slots__ = ("received", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+
+
+TRAFFIC = Traffic()
+
+
 class FrameStream(Protocol):
     """An ordered, reliable stream of frames between two authenticated processes.
 

@@ -29,7 +29,7 @@ from .._exceptions import AuthenticationError, ProtocolError
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder
 from .._protocol.handshake import HANDSHAKE_TIMEOUT_S, HELLO_BYTES, PROOF_BYTES, Handshake
 from .admission import ListenLimits
-from .base import Buffer, FrameStream
+from .base import TRAFFIC, Buffer, FrameStream
 from .listen import ListenGate, raise_open_file_limit
 from .tls import TLSConfig, TlsFrameStream, explain_tls_failure, frame_views
 
@@ -86,6 +86,7 @@ class TcpFrameStream:
                 return views[i:]
             except OSError as exc:
                 raise trio.BrokenResourceError(f"send to {self.peer} failed: {exc}") from exc
+            TRAFFIC.sent += sent
             while sent and i < len(views):
                 n = views[i].nbytes
                 if sent >= n:
@@ -141,6 +142,7 @@ class TcpFrameStream:
             except OSError as exc:
                 raise trio.BrokenResourceError(f"receive from {self.peer} failed: {exc}") from exc
             self._drained = n < buffer.nbytes
+            TRAFFIC.received += n
             if n == 0:
                 if decoder.in_progress:
                     raise ProtocolError(

@@ -14,7 +14,9 @@ import trio_websocket
 from actorgrid._dashboard import server as server_module
 from actorgrid._dashboard.auth import dashboard_token
 from actorgrid._dashboard.server import DashboardServer
+from actorgrid._dashboard.source import Traffic
 from actorgrid._protocol.messages import ClusterView, Event
+from actorgrid._protocol.observe import WorkerOutput
 
 
 class HeadAway:
@@ -28,6 +30,12 @@ class HeadAway:
 
     def unsubscribe(self, listener: Callable[[Event], None]) -> None:
         pass
+
+    def follow_output(self, listener: Callable[[WorkerOutput], None]) -> None:
+        pass
+
+    def traffic(self) -> Traffic:
+        return {}
 
     async def act(self, action: str, target: bytes) -> str:
         raise ConnectionError("the head is away")

@@ -242,3 +242,88 @@ def test_metrics_parse_and_their_figures_follow_the_cluster(
         lambda: total(_metrics(cluster), "actorgrid_worker_restarts_total") > restarts,
     )
     _wait_for("two workers again", lambda: len(cluster.workers()) == 2)
+
+
+@ag.remote
+class Tally:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+
+def test_actor_calls_and_bytes_on_the_links_are_counted_per_node(cluster: ag.Cluster) -> None:
+    node = cluster.nodes()[0].node_id.hex()
+    before = _metrics(cluster)
+    calls = total(before, "actorgrid_actor_calls_total")
+    tally = Tally.remote()
+    assert ag.get([tally.add.remote(1) for _ in range(5)], timeout=WAIT_S)[-1] == 5
+    _wait_for(
+        "five actor calls counted",
+        lambda: total(_metrics(cluster), "actorgrid_actor_calls_total") >= calls + 5,
+    )
+    # The workers report what their links carried every few seconds.
+    _wait_for(
+        "the node's workers' bytes reported",
+        lambda: all(
+            _metrics(cluster).get((f"actorgrid_bytes_{way}_total", frozenset({("node", node)})), 0)
+            > 0
+            for way in ("sent", "received")
+        ),
+    )
+    sent = ("actorgrid_bytes_sent_total", frozenset({("node", node)}))
+    first = _metrics(cluster)[sent]
+    ag.get([tally.add.remote(1) for _ in range(50)], timeout=WAIT_S)
+    _wait_for("the bytes counter moving", lambda: _metrics(cluster)[sent] > first)
+
+
+def test_the_object_store_shows_in_metrics(cluster: ag.Cluster) -> None:
+    node = cluster.nodes()[0].node_id.hex()
+    used = ("actorgrid_object_store_used_bytes", frozenset({("node", node)}))
+    capacity = ("actorgrid_object_store_capacity_bytes", frozenset({("node", node)}))
+    _wait_for("the store's capacity reported", lambda: _metrics(cluster).get(capacity, 0) > 0)
+    before = _metrics(cluster).get(used, 0.0)
+    ref = ag.put(b"x" * 4_000_000)  # over the store's threshold: it stays in the node's store
+    # The node reports its store with its pulse.
+    _wait_for(
+        "the 4 MB put counted in the store's use",
+        lambda: _metrics(cluster).get(used, 0.0) >= before + 4_000_000,
+    )
+    del ref
+
+
+@ag.remote
+def shout(text: str) -> int:
+    print(text)
+    return os.getpid()
+
+
+def test_the_feed_shows_each_workers_recent_log_lines(cluster: ag.Cluster) -> None:
+    base, token = _base(cluster)
+    ws_base = "ws" + base.removeprefix("http") + "ws"
+    text = f"hello from the dashboard test {time.time()}"
+    pid = ag.get(shout.remote(text), timeout=WAIT_S)
+
+    async def feed() -> tuple[str, list[str]]:
+        async with trio_websocket.open_websocket_url(ws_base + "?token=" + token) as ws:
+            while True:
+                message: dict[str, Any] = json.loads(await ws.get_message())
+                if message["type"] != "snapshot":
+                    continue
+                worker = next(
+                    w["worker"]["worker_id"]
+                    for w in message["workers"]
+                    if w["worker"]["pid"] == pid
+                )
+                lines = message["logs"].get(worker, [])
+                if any(text in line for line in lines):
+                    return worker, lines
+
+    async def main() -> tuple[str, list[str]]:
+        with trio.fail_after(WAIT_S):
+            return await feed()
+
+    _, lines = trio.run(main)
+    assert f"(shout pid={pid}) {text}" in lines

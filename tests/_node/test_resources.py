@@ -230,6 +230,25 @@ def test_an_infeasible_request_waits_and_warns(
     ag.cancel(ref)
 
 
+def test_a_request_larger_than_any_one_workers_share_warns_why_and_what_to_do(
+    two: TwoNodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Node A has 2 GPUs in all, dealt one to each of two workers: num_gpus=2 fits the node's
+    # total but no worker, and one call runs in one worker.
+    caplog.set_level(logging.WARNING, logger="actorgrid.runtime")
+    ref = pid_and_gpus.options(num_gpus=2).remote()
+    with pytest.raises(ag.GetTimeoutError):
+        ag.get(ref, timeout=WARNING_S)
+    text = wait_for(
+        lambda: next((r.getMessage() for r in caplog.records if "GPU=2" in r.getMessage()), None),
+        what="the pending warning",
+    )
+    assert "no alive worker's share reaches GPU=2 (the largest is GPU=1" in text
+    assert "lower num_gpus in .options() to at most GPU=1" in text
+    assert "--num-workers N --num-cpus-per-worker C" in text
+    ag.cancel(ref)
+
+
 def test_status_shows_total_used_and_free_per_resource_and_node(two: TwoNodes) -> None:
     # GPU actors of earlier tests end in the background: their GPUs come back.
     status = wait_for(
@@ -273,6 +292,35 @@ def test_an_allocation_filter_places_instances_by_node_record(two: TwoNodes) -> 
     record = next(n for n in seen if n.node_id == two.b)
     assert record.platform == sys.platform
     assert record.num_cpus == 1.0 and record.memory > 0 and record.resources["camera"] == 1.0
+
+
+def _spans(seconds: float) -> tuple[int, float, float]:
+    start = time.time()
+    time.sleep(seconds)
+    return os.getpid(), start, time.time()
+
+
+def test_an_allocation_filter_on_ag_pool_bounds_chunks_per_node(two: TwoNodes) -> None:
+    def two_on_a(node: ag.NodeStatistics) -> int:
+        return 2 if node.labels.get("zone") == "a" else 0
+
+    with ag.Pool(allocate=two_on_a) as pool:
+        assert pool.processes == 2
+        spans = pool.map(_spans, [0.3] * 8, chunksize=1)
+    assert {two.node_of(pid) for pid, _, _ in spans} == {two.a}
+    # Never more than two chunks at once: at each chunk's start, count those running.
+    running = [sum(1 for _, s, e in spans if s <= start < e) for _, start, _ in spans]
+    assert max(running) <= 2
+
+    with ag.Pool(allocate=lambda n: 1 if n.labels.get("zone") == "b" else 0) as pool:
+        pids = pool.map(_pid, range(4), chunksize=1)
+    assert {two.node_of(pid) for pid in pids} == {two.b}
+    with pytest.raises(ValueError, match="processes= or allocate="):
+        ag.Pool(2, allocate=two_on_a)
+
+
+def _pid(_: object) -> int:
+    return os.getpid()
 
 
 def test_run_on_each_node_subscribed_runs_on_nodes_that_join_later(

@@ -213,11 +213,3 @@ async def test_one_drivers_environment_does_not_reach_another_drivers_workers(
             for pipe in (proc.stdin, proc.stdout):
                 if pipe is not None:
                     pipe.close()
-
-
-def test_a_per_call_runtime_env_is_refused_with_where_to_set_it() -> None:
-    with pytest.raises(ag.RuntimeEnvError, match=r"ag\.init\(runtime_env=") as info:
-        probe.options(runtime_env={"env_vars": {"A": "1"}})
-    assert "actorgrid submit --working-dir" in str(info.value)
-    with pytest.raises(ag.RuntimeEnvError):
-        Probe.options(runtime_env={"working_dir": "."})

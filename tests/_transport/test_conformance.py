@@ -20,7 +20,7 @@ import trio.testing
 import trustme
 
 from actorgrid._transport.base import Buffer, FrameStream
-from actorgrid._transport.memory import memory_frame_stream_pair
+from actorgrid._transport.memory import MemoryNetwork, memory_frame_stream_pair
 from actorgrid._transport.tcp import open_tcp_frame_stream, serve_tcp_frame_streams
 from actorgrid._transport.tls import TLSConfig
 
@@ -73,8 +73,36 @@ async def memory_pair() -> AsyncIterator[Pair]:
         await b.aclose()
 
 
+@asynccontextmanager
+async def simulated_pair() -> AsyncIterator[Pair]:
+    """A connection between two hosts of a simulated network (actorgrid.testing's)."""
+    network = MemoryNetwork()
+    accepted = trio.Event()
+    server: list[FrameStream] = []
+    test_done = trio.Event()
+
+    async def handler(stream: FrameStream) -> None:
+        server.append(stream)
+        accepted.set()
+        await test_done.wait()
+
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(
+            functools.partial(network.endpoint("b").serve, handler, "b", 0, b"")
+        )
+        client = await network.endpoint("a").open(address, b"", max_message_bytes=1 << 26)
+        await accepted.wait()
+        try:
+            yield client, server[0]
+        finally:
+            test_done.set()
+            await client.aclose()
+            nursery.cancel_scope.cancel(reason="the test using this pair is done")
+
+
 PAIRS: dict[str, Callable[[TLSConfig], AbstractAsyncContextManager[Pair]]] = {
     "memory": lambda tls: memory_pair(),
+    "simulated": lambda tls: simulated_pair(),
     "tcp": lambda tls: tcp_frame_stream_pair(),
     "tls": tcp_frame_stream_pair,
 }

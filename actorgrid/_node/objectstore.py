@@ -1,0 +1,251 @@
+"""The node agent's object store: it owns the node's shared-memory folder and keeps its
+accounts.
+
+- Folder: ``/dev/shm/actorgrid-<pid>-<node>/`` (one file per object, written by the process
+  that made the value, see ``_runtime/segments.py``), and a spill folder under the system's
+  temporary folder. Both are the agent's: it removes them when it stops, and at start it
+  removes those of agents that died without doing so (their pid is gone), so neither a
+  killed worker nor a killed node leaves anything behind for long.
+- Accounts: processes of the node send one line per object written (``C name size primary
+  owner_pid``), read (``R name``) and freed (``F name``) on a connection to the folder's
+  ``.accounts`` socket (a stream: a burst never blocks a sender nor loses a line);
+  the pure :class:`StoreState` decides what to spill, evict and delete, and this shell does it
+  (spills in a thread: a copy to disk, then the unlink).
+- ``/dev/shm`` missing or smaller than ``object_store_memory``: the folder goes under the
+  temporary folder instead (file-backed mappings: slower, but working), with a warning.
+
+Costs: one line per large object created, read or freed; nothing per small value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+
+import psutil
+import trio
+
+from .._protocol.ids import NodeId
+from .._runtime.segments import INLINE_BYTES
+from .._scheduler.store import (
+    Command,
+    Created,
+    Delete,
+    Event,
+    Evict,
+    Freed,
+    OwnerGone,
+    Read,
+    Spill,
+    SpillDone,
+    StoreState,
+    StoreStatistics,
+)
+
+__all__ = ["DEFAULT_STORE_FRACTION", "NodeStore", "default_store_memory", "sweep_dead_folders"]
+
+log = logging.getLogger("actorgrid.store")
+
+SHM_ROOT = "/dev/shm"
+FOLDER_PREFIX = "actorgrid-"
+DEFAULT_STORE_FRACTION = 0.3  # of the machine's memory, as Ray's default
+MIN_SHM_BYTES = 64 * 2**20  # a /dev/shm with less room than this is not used by default
+_READ_BYTES = 1 << 16
+
+
+def default_store_memory() -> int:
+    return int(psutil.virtual_memory().total * DEFAULT_STORE_FRACTION)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead_folders(root: str) -> None:
+    """Remove store folders left by node agents that died without cleaning up."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(FOLDER_PREFIX):
+            continue
+        pid = name[len(FOLDER_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+class NodeStore:
+    def __init__(
+        self,
+        node_id: NodeId,
+        capacity: int | None = None,
+        *,
+        threshold: int = INLINE_BYTES,
+        shm_root: str = SHM_ROOT,
+    ) -> None:
+        if capacity is None:  # the default fits what /dev/shm has (a container's is small)
+            capacity = default_store_memory()
+            with contextlib.suppress(OSError):
+                room = int(shutil.disk_usage(shm_root).free * 0.9)
+                if room >= MIN_SHM_BYTES:
+                    capacity = min(capacity, room)
+        self.capacity = int(capacity)
+        self.threshold = threshold
+        self.node = node_id.hex()[:16]
+        tag = f"{FOLDER_PREFIX}{os.getpid()}-{self.node}"
+        temp = tempfile.gettempdir()
+        root = shm_root
+        why = _unfit(shm_root, self.capacity)
+        if why:
+            log.warning(
+                "%s, so this node's object store maps files under %s instead (slower: the "
+                "kernel may write them to disk). Give the machine a larger /dev/shm (for "
+                "Docker: --shm-size) or a smaller object_store_memory",
+                why,
+                temp,
+            )
+            root = temp
+        self.state = StoreState(self.capacity)
+        self.file_backed = root != shm_root
+        for where in {root, temp}:
+            sweep_dead_folders(where)
+        self.folder = os.path.join(root, tag)
+        self.spill_folder = os.path.join(temp, tag + "-spill")
+        os.makedirs(self.folder, mode=0o700)
+        os.makedirs(self.spill_folder, mode=0o700)
+        self._sock: trio.socket.SocketType | None = None  # made by serve(), in the loop
+        self._sock_path = os.path.join(self.folder, ".accounts")
+        self._closed = False
+        self._nursery: trio.Nursery | None = None
+
+    def __repr__(self) -> str:
+        s = self.state.statistics()
+        return f"<NodeStore {self.folder} used={s.used}/{s.capacity} spilled={s.spilled}>"
+
+    def config(self) -> dict[str, object]:
+        """What a process of this node needs to use the store (``segments.StoreClient``)."""
+        return {
+            "node": self.node,
+            "folder": self.folder,
+            "spill_folder": self.spill_folder,
+            "threshold": self.threshold,
+        }
+
+    def owner_gone(self, pid: int) -> None:
+        """A process of this node exited: the values it owned go (their refs died with it)."""
+        if self._nursery is not None:
+            self._run(self._nursery, self.state.handle(OwnerGone(pid)))
+
+    def statistics(self) -> StoreStatistics:
+        return self.state.statistics()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        sock = self._sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(self._sock_path)
+        sock.listen(64)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                conn, _ = await sock.accept()
+                nursery.start_soon(self._read_accounts, nursery, trio.SocketStream(conn))
+
+    async def _read_accounts(self, nursery: trio.Nursery, stream: trio.SocketStream) -> None:
+        """One process's account lines, until it closes its end (or exits)."""
+        rest = b""
+        async with stream:
+            while True:
+                try:
+                    data = await stream.receive_some(_READ_BYTES)
+                except trio.BrokenResourceError:
+                    return
+                if not data:
+                    return
+                *lines, rest = (rest + data).split(b"\n")
+                for line in lines:
+                    event = _parse(line)
+                    if event is not None:
+                        self._run(nursery, self.state.handle(event))
+
+    def _run(self, nursery: trio.Nursery, commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, Spill):
+                nursery.start_soon(self._spill, nursery, command.name)
+            elif isinstance(command, Evict | Delete):
+                self._remove(command.name, disk=isinstance(command, Delete))
+
+    def _remove(self, name: str, *, disk: bool) -> None:
+        paths = [os.path.join(self.folder, name)]
+        if disk:
+            paths.append(os.path.join(self.spill_folder, name))
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    async def _spill(self, nursery: trio.Nursery, name: str) -> None:
+        ok = True
+        try:
+            await trio.to_thread.run_sync(self._copy_to_disk, name)
+        except OSError as exc:
+            log.warning("could not spill object %s to %s: %s", name[:12], self.spill_folder, exc)
+            ok = False
+        self._run(nursery, self.state.handle(SpillDone(name, ok)))
+
+    def _copy_to_disk(self, name: str) -> None:
+        # The copy is complete under its final name before the memory copy goes, so a reader
+        # always finds one of them; one that mapped the memory copy keeps it.
+        source = os.path.join(self.folder, name)
+        tmp = os.path.join(self.spill_folder, f".{name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.rename(tmp, os.path.join(self.spill_folder, name))
+        os.unlink(source)
+
+    def aclose_nowait(self) -> None:
+        """Remove both folders (idempotent): every object of this node goes."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sock is not None:
+            self._sock.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.spill_folder, ignore_errors=True)
+
+
+def _unfit(root: str, capacity: int) -> str:
+    """Why ``root`` cannot hold the store ("" if it can)."""
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return f"{root} is missing"
+    if free < capacity:
+        return (
+            f"{root} has {free / 2**20:.0f} MiB free, less than object_store_memory="
+            f"{capacity / 2**20:.0f} MiB"
+        )
+    return ""
+
+
+def _parse(data: bytes) -> Event | None:
+    parts = data.decode(errors="replace").split()
+    try:
+        if parts[0] == "C":
+            return Created(parts[1], int(parts[2]), parts[3] == "1", int(parts[4]))
+        if parts[0] == "R":
+            return Read(parts[1])
+        if parts[0] == "F":
+            return Freed(parts[1])
+    except (IndexError, ValueError):
+        pass
+    log.debug("ignored a malformed store account line %r", data[:80])
+    return None

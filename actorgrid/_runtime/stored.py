@@ -1,0 +1,307 @@
+"""The runtime's side of the node object stores: pulling values held on other nodes, freeing
+them there, and re-running the task that made a value whose node died (lineage).
+
+- A value held on another node is pulled straight from a process of that node (the one that
+  wrote it: the locator names it), in ``PULL_CHUNK_BYTES`` pieces with ``PULL_WINDOW`` asked
+  ahead, into this node's store as a cached copy (or into memory, for a process without a
+  store: a driver that joined from elsewhere). Never through the owner nor the driver.
+- Lineage: the owner of a task's result keeps the task (its ``TaskSpec``: function, argument
+  payload, placement) for as long as it keeps the result, when the task may be retried
+  (``max_retries`` not 0; actor calls never). When the holder of the value is gone, a reader
+  on the owner's side re-runs it (``rebuild``) and reads the new value; a borrower asks the
+  owner to (``FetchObject.lost``). Without lineage the read raises ObjectLostError naming the
+  object and its node.
+
+Costs: nothing per small value; per large result, two dict entries on its owner until freed.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .._exceptions import ObjectLostError
+from .._protocol.messages import Payload
+from .._protocol.store import FreeObjects, ObjectChunk, PullObject
+from . import segments
+from .links import RuntimeLinks
+from .peer import Peer, PeerClosedError
+from .records import TaskSpec
+from .refs import FAILED, PENDING, ObjectEntry
+from .segments import Locator, StoreClient, describe
+from .serialization import loads_error, system_error
+
+__all__ = ["PULL_CHUNK_BYTES", "PULL_WINDOW", "RuntimeStored", "holder_lost_error"]
+
+PULL_CHUNK_BYTES = 8 << 20  # a pull asks for the object in pieces of this size
+PULL_WINDOW = 4  # pieces asked for ahead of the one being written
+
+Sink = Callable[[int, memoryview, int], None]  # (offset, bytes, total size of the file)
+
+
+class RuntimeStored(RuntimeLinks):
+    """Pulls, frees and rebuilds of values held in node stores."""
+
+    new_entry: Callable[..., ObjectEntry]  # objects.RuntimeObjects
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pulls: dict[str, trio.Event] = {}  # pulls and rebuilds under way, by name
+        self.lineage: dict[str, TaskSpec] = {}  # result name -> the task that made it
+        self.rebuilt: dict[str, Payload] = {}  # lost result name -> its new locator payload
+
+    def join_store(self, config: dict[str, Any] | None) -> None:
+        """Use this node's object store (None: this process has none; values it makes stay
+        inline, values it reads from stores are pulled into memory)."""
+        segments.set_reader(self._read_remote)
+        if config is None:
+            segments.configure(None)
+            return
+        store = StoreClient(config, self.address, self.max_message_bytes)
+        store.pull_sync = self._pull_sync
+        store.free_remote = self._free_remote
+        segments.configure(store)
+
+    def leave_store(self) -> None:
+        store = segments.client()
+        if store is not None and store.address == self.address:
+            segments.configure(None)
+        segments.set_reader(None)
+
+    def _store_handlers(self) -> dict[type, Callable[[Peer, Any], Any]]:
+        return {PullObject: self._on_pull, FreeObjects: self._on_free_objects}
+
+    # --- owned results ---------------------------------------------------------------------
+
+    def adopt_result(self, payload: Payload, spec: TaskSpec | None) -> None:
+        """Loop: the owner received a task's result: a value held in a store is freed when
+        the owner's last copy of it goes, and its task is kept for a rebuild meanwhile."""
+        locator = segments.locator_of(payload)
+        if locator is None:
+            return
+        if spec is not None and spec.actor is None and spec.retries != 0:
+            self.lineage[locator.name] = spec
+        finalizer = weakref.finalize(payload, self._forget, locator)
+        finalizer.atexit = False
+
+    def _forget(self, locator: Locator) -> None:
+        """Any thread: the owner's last copy of a stored result went."""
+        self.lineage.pop(locator.name, None)
+        self.rebuilt.pop(locator.name, None)  # its own finalizer frees the new copy
+        store = segments.client()
+        if store is not None:
+            store.free(locator)
+        else:
+            self._free_remote(locator)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _pull_sync(self, locator: Locator) -> str:
+        """Any thread but the loop: the name under which this node's store holds the value
+        (pulled, or rebuilt, first)."""
+        self._not_on_loop(locator)
+        name: str = self.portal.run(self.pull, locator)
+        return name
+
+    def _read_remote(self, locator: Locator) -> Payload:
+        """Any thread but the loop, in a process without a store: the value, in memory."""
+        self._not_on_loop(locator)
+        payload: Payload = self.portal.run(self._pull_to_memory, locator)
+        return payload
+
+    def _not_on_loop(self, locator: Locator) -> None:
+        if self.portal.in_loop_thread():
+            raise RuntimeError(
+                f"{locator} is held on another node and must be pulled first, which the "
+                "runtime's own thread cannot wait for; await the ref (or ag.get_async) instead"
+            )
+
+    def _current(self, locator: Locator) -> Locator:
+        """The locator to read for ``locator``: its rebuilt value's, if it was rebuilt."""
+        again = self.rebuilt.get(locator.name)
+        return locator if again is None else segments.locator_of_checked(again)
+
+    async def pull(self, locator: Locator) -> str:
+        """Loop: copy a value held on another node into this node's store, once however many
+        readers ask at the same time; the name it has here (a rebuilt value's, when the owner
+        re-ran its task). ObjectLostError if it cannot be had."""
+        store = segments.client()
+        assert store is not None
+        current = self._current(locator)
+        if current.node == store.node or os.path.exists(store.path(current.name)):
+            return current.name
+        running = self._pulls.get(current.name)
+        if running is not None:
+            await running.wait()
+            return await self.pull(locator)
+        done = self._pulls[current.name] = trio.Event()
+        try:
+            await self._pull_file(store, current)
+        except ObjectLostError:
+            if locator.name not in self.lineage:
+                raise
+            await self.rebuild(locator, current.name)
+            return await self.pull(locator)
+        finally:
+            del self._pulls[current.name]
+            done.set()
+        return current.name
+
+    async def _pull_file(self, store: StoreClient, locator: Locator) -> None:
+        name = locator.name
+        tmp = store.path(f".{name}.pull-{os.getpid()}-{id(locator):x}")
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        total = 0
+
+        def write(offset: int, data: memoryview, size: int) -> None:
+            nonlocal total
+            total = size
+            os.pwrite(fd, data, offset)
+
+        try:
+            await self._pull_chunks(locator, write)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.rename(tmp, store.path(name))
+        store.tell(f"C {name} {total} 0 0")
+
+    async def _pull_to_memory(self, locator: Locator) -> Payload:
+        current = self._current(locator)
+        buffer = bytearray()
+
+        def keep(offset: int, data: memoryview, size: int) -> None:
+            if len(buffer) != size:
+                buffer.extend(bytes(size - len(buffer)))
+            buffer[offset : offset + data.nbytes] = data
+
+        try:
+            await self._pull_chunks(current, keep)
+        except ObjectLostError:
+            if locator.name not in self.lineage:
+                raise
+            await self.rebuild(locator, current.name)
+            return await self._pull_to_memory(locator)
+        return segments.parse(memoryview(buffer))
+
+    async def _pull_chunks(self, locator: Locator, sink: Sink) -> None:
+        peer = self.peer_for(locator.holder)
+        name = locator.name
+
+        piece = min(PULL_CHUNK_BYTES, self.max_message_bytes // 2)  # frames stay under the cap
+
+        def ask(offset: int) -> Any:
+            return peer.request_nowait(lambda rid: PullObject(rid, name, offset, piece))
+
+        try:
+            first = await peer.wait_reply(ask(0))
+            assert isinstance(first, ObjectChunk)
+            if not first.ok:
+                raise loads_error(first.data)
+            sink(0, first.data.buffers[0], first.total)
+            offsets = list(range(piece, first.total, piece))
+            asked = [(o, ask(o)) for o in offsets[:PULL_WINDOW]]
+            following = offsets[PULL_WINDOW:]
+            while asked:
+                offset, reply = asked.pop(0)
+                if following:
+                    asked.append((following[0], ask(following.pop(0))))
+                chunk = await peer.wait_reply(reply)
+                assert isinstance(chunk, ObjectChunk)
+                if not chunk.ok:
+                    raise loads_error(chunk.data)
+                sink(offset, chunk.data.buffers[0], first.total)
+        except PeerClosedError as exc:
+            raise holder_lost_error(locator, exc) from exc
+
+    # --- lineage ---------------------------------------------------------------------------
+
+    async def rebuild(self, locator: Locator, lost: str) -> Payload:
+        """Loop, owner: re-run the task that made ``locator``'s value, whose copy named
+        ``lost`` (its own, or an earlier rebuild's) cannot be had; the new value's locator
+        payload, kept until the original is freed. ObjectLostError without lineage."""
+        again = self.rebuilt.get(locator.name)
+        if again is not None and segments.locator_of_checked(again).name != lost:
+            return again  # rebuilt meanwhile, for another reader
+        spec = self.lineage.get(locator.name)
+        if spec is None:
+            raise holder_lost_error(locator, "and the task that made it cannot run again")
+        running = self._pulls.get("rebuild:" + locator.name)
+        if running is not None:
+            await running.wait()
+            return await self.rebuild(locator, lost)
+        done = self._pulls["rebuild:" + locator.name] = trio.Event()
+        try:
+            entry = self.new_entry()
+            self._send_spec(entry, spec)
+            finished = trio.Event()
+            if entry.add_waiter(finished):
+                await finished.wait()
+        finally:
+            del self._pulls["rebuild:" + locator.name]
+            done.set()
+        if entry.state == FAILED:
+            raise ObjectLostError(
+                f"object {describe(locator.name)} was lost with node {locator.node[:12]}, and "
+                f"re-running the task that made it failed: {entry.error!r}",
+                _object_id(locator.name),
+            )
+        assert entry.state != PENDING and entry.payload is not None
+        self.rebuilt[locator.name] = entry.payload
+        return entry.payload
+
+    # --- serving other nodes ---------------------------------------------------------------
+
+    def _free_remote(self, locator: Locator) -> None:
+        """Any thread: tell the value's holder that its owner let go of it."""
+        try:
+            self.portal.call_soon(self._send_free, locator)
+        except Exception:
+            pass  # this runtime has stopped: the holder's node frees it when it stops
+
+    def _send_free(self, locator: Locator) -> None:
+        peer = self.peers.get(locator.holder)
+        if peer is not None and not peer.closed:
+            peer.send(FreeObjects((locator.name,)))
+
+    def _on_pull(self, peer: Peer, msg: PullObject) -> None:
+        store = segments.client()
+        whole = None if store is None else store.map_file(msg.name)
+        if whole is None:
+            lost = ObjectLostError(
+                f"object {describe(msg.name)} is no longer in the object store of the node of "
+                f"{self.address}: it was freed, or that node restarted"
+            )
+            peer.send(ObjectChunk(msg.rid, False, 0, system_error(lost)))
+            return
+        piece = whole[msg.offset : msg.offset + msg.length]
+        peer.send(ObjectChunk(msg.rid, True, whole.nbytes, Payload(b"", (piece,))))
+
+    def _on_free_objects(self, peer: Peer, msg: FreeObjects) -> None:
+        store = segments.client()
+        if store is not None:
+            for name in msg.names:
+                store.tell(f"F {name}")
+
+
+def holder_lost_error(locator: Locator, why: object) -> ObjectLostError:
+    return ObjectLostError(
+        f"object {describe(locator.name)} ({locator.size} bytes) was held in the object store of "
+        f"node {locator.node[:12]} by {locator.holder}, which cannot be reached any more "
+        f"({why}): that node died. A task's result is made again if it may be retried "
+        "(max_retries) while its owner keeps the ref; put values again",
+        _object_id(locator.name),
+    )
+
+
+def _object_id(name: str) -> bytes:
+    try:
+        return bytes.fromhex(name.split(".", 1)[0])
+    except ValueError:
+        return b""

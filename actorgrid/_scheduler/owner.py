@@ -1,0 +1,487 @@
+"""The owner of calls and actors: what happens to each call this process started, as a pure
+state machine (sans-I/O). ``OwnerState.handle(event) -> list[Command]``.
+
+The process that submits a task or calls an actor owns the call (Ray's ownership model): it
+keeps it in flight, retries it, re-sends it to a restarted actor, cancels it and resolves its
+ref, exactly once. Reference counts (``refcount.RefTable``) are part of the same state: the
+owner frees an object when its last reference, local or borrowed, is gone, and a worker that
+leaves ends both its calls and its borrows (``WorkerGone``).
+
+A call is a task (placed by the shell on a worker of its choosing: ``PlaceTask``) or an actor
+call (sent to the actor's address: ``SendCall``). Its life::
+
+    TaskSubmitted ──PlaceTask──▶ placing ──TaskPlaced──▶ in flight at an address
+    CallSubmitted ──SendCall───▶ in flight            or queued while its actor restarts
+    in flight ──ResultArrived──▶ resolved             (an error matching retry_on: placed again)
+    in flight ──WorkerGone─────▶ placed again / queued for the restarted actor / resolved
+    anywhere  ──CancelRequested▶ resolved CANCELLED, or SendCancel and resolved by its answer
+
+An actor this process created is alive at an address, restarting (``RestartActor``: the
+shell places it again and answers ``ActorRestarted`` or ``ActorRestartFailed``) or dead.
+
+Invariants (checked by the Hypothesis machine in ``tests/_scheduler/test_owner.py``):
+
+- every call is resolved exactly once (``Resolve``), and never sent after that;
+- a cancelled call is never placed nor sent again;
+- a task is placed at most ``1 + max_retries`` times (``-1``: no limit), counting only the
+  placements after a failure (one whose first send was never written, ``written=False``,
+  spends nothing, since it never ran);
+- the calls to a restarting actor reach its new incarnation in the order they were submitted;
+- an actor is restarted at most ``max_restarts`` times.
+
+Costs: every event is O(1) but ``WorkerGone`` (O(calls and actors at that address)) and ``ActorRestarted`` / ``ActorRestartFailed`` (O(calls
+queued for it)). Nothing is O(calls) or O(actors). Never reads a clock, does no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+
+import attrs
+
+from .._protocol.ids import ActorId, ObjectId
+from . import refcount
+from .refcount import RefTable
+
+__all__ = [
+    "ActorAdded",
+    "ActorRestartFailed",
+    "ActorRestarted",
+    "CallSubmitted",
+    "CancelRequested",
+    "Command",
+    "Event",
+    "OwnerState",
+    "PlaceTask",
+    "Resolve",
+    "RestartActor",
+    "ResultArrived",
+    "SendCall",
+    "SendCancel",
+    "TaskPlaced",
+    "TaskSubmitted",
+    "Why",
+    "WorkerGone",
+]
+
+CallId = ObjectId
+
+
+class Why(enum.Enum):
+    """How a call was resolved."""
+
+    VALUE = "value"  # its answer was a value
+    ERROR = "error"  # its answer was an error, not retried
+    CANCELLED = "cancelled"
+    WORKER_DIED = "worker_died"  # a task whose worker died with no retries left
+    ACTOR_DIED = "actor_died"  # an actor call whose actor died and was not (or could not be)
+    # restarted, or which had no retries left
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TaskSubmitted:
+    """A task was submitted here; ``max_retries``: times it may be placed again after its
+    worker died or it raised a retryable error (-1: no limit)."""
+
+    call_id: CallId
+    max_retries: int = 0
+
+
+@attrs.frozen
+class TaskPlaced:
+    """The shell sent the task to the worker at ``address``."""
+
+    call_id: CallId
+    address: str
+
+
+@attrs.frozen
+class ActorAdded:
+    """This process created an actor, placed at ``address``; it may be restarted
+    ``max_restarts`` times (-1: no limit)."""
+
+    actor_id: ActorId
+    address: str
+    max_restarts: int = 0
+
+
+@attrs.frozen
+class CallSubmitted:
+    """A method call to an actor this process created; ``max_retries``: times it may be
+    re-sent to a restarted incarnation after its actor died under it (-1: no limit)."""
+
+    call_id: CallId
+    actor_id: ActorId
+    max_retries: int = 0
+
+
+@attrs.frozen
+class ResultArrived:
+    """The answer of a call in flight. ``retryable``: an error the task's ``retry_on``
+    matches (never for a cancelled call or an actor call)."""
+
+    call_id: CallId
+    ok: bool
+    retryable: bool = False
+
+
+@attrs.frozen
+class WorkerGone:
+    """The process at ``address`` is gone (its link died, or the head declared it dead).
+    ``written``: False when nothing was ever written to it (its dial failed), so the tasks
+    in flight there never ran. ``retry``: False when this process is stopping: its calls
+    there are abandoned, none is placed again."""
+
+    address: str
+    written: bool = True
+    retry: bool = True
+
+
+@attrs.frozen
+class CancelRequested:
+    call_id: CallId
+    force: bool = False
+
+
+@attrs.frozen
+class ActorRestarted:
+    actor_id: ActorId
+    address: str
+
+
+@attrs.frozen
+class ActorRestartFailed:
+    actor_id: ActorId
+
+
+Event = (
+    TaskSubmitted
+    | TaskPlaced
+    | ActorAdded
+    | CallSubmitted
+    | ResultArrived
+    | WorkerGone
+    | CancelRequested
+    | ActorRestarted
+    | ActorRestartFailed
+    | refcount.Event
+)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PlaceTask:
+    """Choose a worker for the task and send it there (answer ``TaskPlaced``); ``retry``:
+    it is sent again after a failure."""
+
+    call_id: CallId
+    retry: bool = False
+
+
+@attrs.frozen
+class SendCall:
+    """Send the actor call to ``address`` (again, after a restart, when ``retry``)."""
+
+    call_id: CallId
+    address: str
+    retry: bool = False
+
+
+@attrs.frozen
+class SendCancel:
+    call_id: CallId
+    address: str
+    force: bool
+
+
+@attrs.frozen
+class RestartActor:
+    """Place the actor again, same id (answer ``ActorRestarted`` or ``ActorRestartFailed``)."""
+
+    actor_id: ActorId
+
+
+@attrs.frozen
+class Resolve:
+    """Resolve the call's ref: with its answer (VALUE, ERROR) or with the error ``why``
+    names."""
+
+    call_id: CallId
+    why: Why
+
+
+Command = PlaceTask | SendCall | SendCancel | RestartActor | Resolve | refcount.Command
+
+
+# --- state -----------------------------------------------------------------------------------
+
+
+class _Call:
+    __slots__ = ("actor_id", "address", "cancelled", "retries", "seq")
+
+    def __init__(self, seq: int, retries: int, actor_id: ActorId | None) -> None:
+        self.seq = seq  # submission order, for re-sending to a restarted actor in order
+        self.retries = retries
+        self.actor_id = actor_id  # None: a task
+        self.address: str | None = None  # in flight there; None: placing or queued
+        self.cancelled = False
+
+
+class _Actor:
+    __slots__ = ("address", "calls", "queued", "restarts")
+
+    def __init__(self, address: str, restarts: int) -> None:
+        self.address: str | None = address  # None: restarting
+        self.restarts = restarts
+        self.calls: set[CallId] = set()  # in flight to it
+        self.queued: list[CallId] = []  # waiting for its next incarnation, in order
+
+
+class OwnerState:
+    """The calls and actors one process owns, and its reference table (``refs``)."""
+
+    def __init__(self, address: str, refs: RefTable | None = None) -> None:
+        self.refs = refs if refs is not None else RefTable(address)
+        self._calls: dict[CallId, _Call] = {}
+        self._actors: dict[ActorId, _Actor] = {}
+        self._dead: set[ActorId] = set()  # bounded by the actors this process created
+        self._at: dict[str, set[CallId]] = {}  # address -> calls in flight there
+        self._actors_at: dict[str, set[ActorId]] = {}
+        self._seq = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"<OwnerState calls={len(self._calls)} actors={len(self._actors)} {self.refs!r}>"
+
+    def __len__(self) -> int:
+        """Calls not yet resolved."""
+        return len(self._calls)
+
+    def pending(self, call_id: CallId) -> bool:
+        return call_id in self._calls
+
+    def handle(self, event: Event) -> list[Command]:
+        if isinstance(event, TaskSubmitted):
+            return self._task_submitted(event)
+        if isinstance(event, TaskPlaced):
+            return self._task_placed(event)
+        if isinstance(event, CallSubmitted):
+            return self._call_submitted(event)
+        if isinstance(event, ResultArrived):
+            return self._result(event)
+        if isinstance(event, CancelRequested):
+            return self._cancel(event)
+        if isinstance(event, ActorAdded):
+            return self._actor_added(event)
+        if isinstance(event, ActorRestarted):
+            return self._restarted(event)
+        if isinstance(event, ActorRestartFailed):
+            return self._restart_failed(event)
+        if isinstance(event, WorkerGone):
+            return self._worker_gone(event)
+        return list(self.refs.handle(event))  # raises TypeError for what is no event
+
+    # --- calls ---------------------------------------------------------------------------
+
+    # The hot path's events have direct methods (no event nor command objects): the shell
+    # calls them for every task; ``handle`` calls them too, so there is one logic.
+
+    def task_submitted(self, call_id: CallId, max_retries: int) -> bool:
+        """TaskSubmitted; True: place it (PlaceTask)."""
+        if call_id in self._calls:
+            return False
+        self._calls[call_id] = _Call(next(self._seq), max_retries, None)
+        return True
+
+    def task_placed(self, call_id: CallId, address: str) -> None:
+        """TaskPlaced."""
+        call = self._calls.get(call_id)
+        if call is None or call.actor_id is not None:
+            return
+        if call.address is not None:
+            self._unplace(call_id, call)
+        call.address = address
+        calls = self._at.get(address)
+        if calls is None:
+            self._at[address] = {call_id}
+        else:
+            calls.add(call_id)
+
+    def answered(self, call_id: CallId) -> bool:
+        """ResultArrived with a value; True: resolve it with that value (Resolve VALUE)."""
+        call = self._calls.get(call_id)
+        if call is None or call.address is None:
+            return False  # resolved already (forced cancel), or an answer from a past placing
+        del self._calls[call_id]
+        self._unplace(call_id, call)
+        return True
+
+    def _task_submitted(self, event: TaskSubmitted) -> list[Command]:
+        if self.task_submitted(event.call_id, event.max_retries):
+            return [PlaceTask(event.call_id)]
+        return []
+
+    def _task_placed(self, event: TaskPlaced) -> list[Command]:
+        self.task_placed(event.call_id, event.address)
+        return []
+
+    def _call_submitted(self, event: CallSubmitted) -> list[Command]:
+        if event.call_id in self._calls:
+            return []
+        actor = self._actors.get(event.actor_id)
+        if actor is None:
+            return [Resolve(event.call_id, Why.ACTOR_DIED)]
+        call = self._calls[event.call_id] = _Call(
+            next(self._seq), event.max_retries, event.actor_id
+        )
+        if actor.address is None:
+            actor.queued.append(event.call_id)
+            return []
+        return [self._send(event.call_id, call, actor, actor.address, retry=False)]
+
+    def _send(
+        self, call_id: CallId, call: _Call, actor: _Actor, address: str, *, retry: bool
+    ) -> SendCall:
+        call.address = address
+        actor.calls.add(call_id)
+        self._at.setdefault(address, set()).add(call_id)
+        return SendCall(call_id, address, retry)
+
+    def _result(self, event: ResultArrived) -> list[Command]:
+        call = self._calls.get(event.call_id)
+        if call is None or call.address is None:
+            return []  # resolved already (forced cancel), or an answer from a past placing
+        if event.ok:
+            return [Resolve(event.call_id, Why.VALUE)] if self.answered(event.call_id) else []
+        if event.retryable and call.actor_id is None and not call.cancelled and call.retries:
+            return self._retry_task(event.call_id, call)
+        return self._resolve(event.call_id, call, Why.ERROR)
+
+    def _retry_task(self, call_id: CallId, call: _Call, *, spend: bool = True) -> list[Command]:
+        self._unplace(call_id, call)
+        if spend and call.retries > 0:
+            call.retries -= 1
+        return [PlaceTask(call_id, retry=True)]
+
+    def _cancel(self, event: CancelRequested) -> list[Command]:
+        call_id = event.call_id
+        call = self._calls.get(call_id)
+        if call is None:
+            return []
+        call.cancelled = True
+        if call.address is None:  # placing, or queued for a restarting actor
+            return self._resolve(call_id, call, Why.CANCELLED)
+        commands: list[Command] = [SendCancel(call_id, call.address, event.force)]
+        if event.force:  # its worker is killed: no answer will come
+            commands += self._resolve(call_id, call, Why.CANCELLED)
+        return commands
+
+    def _resolve(self, call_id: CallId, call: _Call, why: Why) -> list[Command]:
+        del self._calls[call_id]
+        self._unplace(call_id, call)
+        if call.actor_id is not None:
+            actor = self._actors.get(call.actor_id)
+            if actor is not None and call.address is None and call_id in actor.queued:
+                actor.queued.remove(call_id)  # O(queued): a cancel while it restarts
+        return [Resolve(call_id, why)]
+
+    def _unplace(self, call_id: CallId, call: _Call) -> None:
+        address = call.address
+        if address is None:
+            return
+        call.address = None
+        calls = self._at.get(address)
+        if calls is not None:
+            calls.discard(call_id)
+            if not calls:
+                del self._at[address]
+        if call.actor_id is not None:
+            actor = self._actors.get(call.actor_id)
+            if actor is not None:
+                actor.calls.discard(call_id)
+
+    # --- actors --------------------------------------------------------------------------
+
+    def _actor_added(self, event: ActorAdded) -> list[Command]:
+        self._actors[event.actor_id] = _Actor(event.address, event.max_restarts)
+        self._dead.discard(event.actor_id)
+        self._actors_at.setdefault(event.address, set()).add(event.actor_id)
+        return []
+
+    def _restarted(self, event: ActorRestarted) -> list[Command]:
+        actor = self._actors.get(event.actor_id)
+        if actor is None or actor.address is not None:
+            return []
+        actor.address = event.address
+        self._actors_at.setdefault(event.address, set()).add(event.actor_id)
+        queued, actor.queued = actor.queued, []
+        commands: list[Command] = []
+        for call_id in queued:
+            call = self._calls[call_id]
+            commands.append(self._send(call_id, call, actor, event.address, retry=True))
+        return commands
+
+    def _restart_failed(self, event: ActorRestartFailed) -> list[Command]:
+        actor = self._actors.get(event.actor_id)
+        if actor is None or actor.address is not None:
+            return []
+        return self._actor_dead(event.actor_id, actor)
+
+    def _actor_dead(self, actor_id: ActorId, actor: _Actor) -> list[Command]:
+        del self._actors[actor_id]
+        self._dead.add(actor_id)
+        commands: list[Command] = []
+        for call_id in actor.queued:
+            commands += self._resolve(call_id, self._calls[call_id], Why.ACTOR_DIED)
+        actor.queued = []
+        return commands
+
+    def _worker_gone(self, event: WorkerGone) -> list[Command]:
+        address = event.address
+        commands: list[Command] = []
+        restarting: set[ActorId] = set()
+        dying: list[ActorId] = []
+        for actor_id in self._actors_at.pop(address, ()):
+            actor = self._actors.get(actor_id)
+            if actor is None or actor.address != address:
+                continue
+            actor.address = None
+            if actor.restarts != 0 and event.retry:
+                actor.restarts -= 1 if actor.restarts > 0 else 0
+                restarting.add(actor_id)
+                commands.append(RestartActor(actor_id))
+            else:
+                dying.append(actor_id)
+        lost = [(self._calls[c].seq, c) for c in self._at.pop(address, ())]
+        requeue: dict[ActorId, list[tuple[int, CallId]]] = {}
+        for seq, call_id in sorted(lost):
+            call = self._calls[call_id]
+            call.address = None
+            if call.cancelled:
+                commands += self._resolve(call_id, call, Why.CANCELLED)
+            elif call.actor_id is None:
+                if event.retry and (call.retries or not event.written):
+                    commands += self._retry_task(call_id, call, spend=event.written)
+                else:
+                    commands += self._resolve(call_id, call, Why.WORKER_DIED)
+            else:
+                actor = self._actors.get(call.actor_id)
+                if actor is not None:
+                    actor.calls.discard(call_id)
+                if call.actor_id in restarting and call.retries and event.retry:
+                    call.retries -= 1 if call.retries > 0 else 0
+                    requeue.setdefault(call.actor_id, []).append((seq, call_id))
+                else:
+                    commands += self._resolve(call_id, call, Why.ACTOR_DIED)
+        for actor_id, calls in requeue.items():
+            # Those in flight were submitted before those queued since: they go first.
+            actor = self._actors[actor_id]
+            actor.queued[:0] = [call_id for _, call_id in calls]
+        for actor_id in dying:
+            commands += self._actor_dead(actor_id, self._actors[actor_id])
+        return commands
