@@ -49,7 +49,7 @@ import actorgrid as ag  # noqa: E402
 
 # Modules whose @register lines add workloads, in table order; one that does not exist (yet)
 # is skipped. workloads.py registers on import above.
-WORKLOAD_MODULES = ("workloads", "store_workloads")
+WORKLOAD_MODULES = ("workloads", "store_workloads", "sim_workloads")
 for _name in WORKLOAD_MODULES:
     if importlib.util.find_spec(_name) is not None:
         importlib.import_module(_name)

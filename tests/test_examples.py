@@ -52,6 +52,12 @@ EXPECTED = {
         "coins conserved: 500 of 500",
         "gini: 0...",
     ],
+    "sir.py": [
+        "500 agents, ... days in ... s (... agent-days/s)",
+        "every day: S + I + R = 500",
+        "peak: ... infected on day ...",
+        "after day ...: ... never infected, ... infected, ... recovered",
+    ],
     "supervision.py": [
         "all 200 squares correct: True",
         "tally restarted on pid ... (the killed worker was ...); count 1",

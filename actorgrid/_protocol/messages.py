@@ -498,7 +498,8 @@ class DeliverToKey:
     ``key`` of a kind, to the worker that owns the key (rendezvous hashing); that worker
     activates the agent on its first message, or forwards to the owner in its own view
     (``hops`` counts the forwards). ``code`` is the pickled coroutine function, ``code_id``
-    its hash."""
+    its hash. Sent by ``ctx.ask``/``ag.ask`` with a ``rid``, it is answered with AskReply
+    (a forwarding worker relays the answer)."""
 
     kind: str
     key: str
@@ -508,6 +509,7 @@ class DeliverToKey:
     mailbox_size: int
     payload: Payload
     hops: int = 0
+    rid: int = 0
 
 
 @attrs.frozen

@@ -11,12 +11,11 @@ from typing import Any, TypeVar, overload
 
 import trio
 
-from .context import _no_ask_to_key
 from .core import current_runtime
 from .generators import ObjectRefGenerator
 from .handles import ActorHandle
 from .refs import ObjectRef
-from .virtual import AgentKey, send_to_key
+from .virtual import AgentKey, ask_key, send_to_key
 from .virtual import publish as virtual_publish
 
 __all__ = [
@@ -194,15 +193,17 @@ def ask(
     """Send ``message`` to ``target`` and wait for its ``ctx.reply(...)``. A name is looked up
     in ``namespace`` (None: the default namespace)."""
     _not_in_trio("ask")
-    _no_ask_to_key(target)
     rt = current_runtime()
+    if isinstance(target, AgentKey):
+        return rt.portal.run(ask_key, rt, target, message, timeout)
     return rt.portal.run(rt.ask, target, message, timeout, namespace)
 
 
 async def ask_async(
     target: Any, message: Any, *, timeout: float | None = None, namespace: str | None = None
 ) -> Any:
-    _no_ask_to_key(target)
+    if isinstance(target, AgentKey):
+        return await ask_key(current_runtime(), target, message, timeout)
     return await current_runtime().ask(target, message, timeout, namespace)
 
 

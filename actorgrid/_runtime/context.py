@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -10,13 +13,15 @@ import trio
 from .._exceptions import ActorDiedError
 from .._protocol.messages import ActorInfo, AskReply, Payload
 from .serialization import box_error, dumps, loads, system_error
-from .virtual import AgentKey, publish, send_to_key
+from .virtual import AgentKey, ask_key, publish, send_to_key
 
 if TYPE_CHECKING:
     from .core import Runtime
     from .peer import Peer
 
 __all__ = ["Context", "Letter", "Mailbox", "MailboxStatistics", "Request"]
+
+log = logging.getLogger("actorgrid.agents")
 
 
 class Letter:
@@ -141,6 +146,7 @@ class Context:
         ctx._runtime = runtime
         ctx._info = info
         ctx._open_requests = []
+        ctx._deactivate_hooks = []
         ctx.request = None
         ctx.mailbox = Mailbox._make(receive, ctx)
         return ctx
@@ -149,6 +155,7 @@ class Context:
     _info: ActorInfo
     _key: str | None = None
     _open_requests: list[Request]
+    _deactivate_hooks: list[Callable[[], Any]]
     request: Request | None
     """The ask behind the last message received, or None if it was a plain send."""
     mailbox: Mailbox
@@ -212,9 +219,35 @@ class Context:
         namespace: str | None = None,
     ) -> Any:
         """Send ``message`` and wait for the target's ``reply``; GetTimeoutError after timeout.
-        A name is looked up as for ``send``."""
-        _no_ask_to_key(target)
+        A name is looked up as for ``send``; a key (``kind.key(k)``) activates its agent as a
+        send does."""
+        if isinstance(target, AgentKey):
+            return await ask_key(self._runtime, target, message, timeout)
         return await self._runtime.ask(target, message, timeout, namespace or self._info.namespace)
+
+    def on_deactivate(self, hook: Callable[[], Any]) -> None:
+        """Keyed agents: call ``hook()`` (a plain or an async function) when this activation
+        ends, after its code has returned and before the next activation of its key may
+        start: the place to save its state. An activation ends when it has been idle for
+        ``idle_timeout``, when its key moves to another worker, or when its code returns or
+        raises. Hooks run in the order registered; one that raises is logged."""
+        if self._key is None:
+            raise TypeError(
+                "on_deactivate is for keyed agents (kind.key(k)), which the runtime "
+                "deactivates; an agent started with .remote() ends when its code returns, so "
+                "save its state there"
+            )
+        self._deactivate_hooks.append(hook)
+
+    async def _deactivated(self, label: str) -> None:
+        hooks, self._deactivate_hooks = self._deactivate_hooks, []
+        for hook in hooks:
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("the on_deactivate hook of agent %s raised", label)
 
     async def reply(self, value: Any) -> None:
         """Answer the ask behind the last message received from the mailbox."""
@@ -242,16 +275,17 @@ class Context:
         self.request = None
 
     def _close(self, reason: str) -> None:
-        """The actor ended: every ask it received and never answered gets an error."""
+        """The actor ended: every ask it received and never answered gets an error. The
+        mailbox lets go of this context, so that the two are freed without the cyclic
+        collector (which may never see them: starting.py freezes agents' objects)."""
         for request in self._open_requests:
             if not request.replied:
                 request._answer(False, system_error(ActorDiedError(reason)))
         self._open_requests = []
+        self.mailbox._ctx = _CLOSED
 
 
-def _no_ask_to_key(target: Any) -> None:
-    if isinstance(target, AgentKey):
-        raise TypeError(
-            f"{target!r} is a keyed agent, which takes send() only: send it a message that "
-            "carries a target to answer to (ctx.handle, or a key), and have it send the answer"
-        )
+# What a closed mailbox points to instead of its context (Context._close).
+_CLOSED = object.__new__(Context)
+_CLOSED._open_requests = []
+_CLOSED.request = None

@@ -98,6 +98,9 @@ class Executor(ExecutorTasks):
     def on_deliver_to_key(self, peer: Peer, msg: DeliverToKey) -> None:
         self.keyed.on_deliver(peer, msg)
 
+    def deliver_to_key_nowait(self, msg: DeliverToKey) -> bool:
+        return self.keyed.deliver_nowait(msg)
+
     def on_publish(self, peer: Peer, msg: Publish) -> None:
         self.keyed.on_publish(peer, msg)
 
@@ -107,6 +110,19 @@ class Executor(ExecutorTasks):
         if slot is None or slot.info is None or slot.info.kind != "coroutine":
             return False
         self._enqueue(slot, letter)
+        return True
+
+    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
+        """A send from this process to a coroutine actor hosted here, straight into its
+        mailbox when it has room and nothing waits ahead (names.py's fast path); False: send
+        it through the loopback peer, under flow control."""
+        slot = self.actors.get(actor_id)
+        if slot is None or slot.overflow or slot.info is None or slot.info.kind != "coroutine":
+            return False
+        try:
+            slot.send.send_nowait(Letter(payload, None))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            return False
         return True
 
     def _slot_for(self, actor_id: ActorId) -> _Slot | None:

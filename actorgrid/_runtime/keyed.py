@@ -15,15 +15,16 @@ order published; ended subscribers are dropped as they are met.
 from __future__ import annotations
 
 import logging
-import math
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
 
+from .._exceptions import ActorDiedError
 from .._protocol.ids import ActorId, new_actor_id
-from .._protocol.messages import ActorInfo, DeliverToKey, Publish
+from .._protocol.messages import ActorInfo, AskReply, Credit, DeliverToKey, Payload, Publish
 from .._scheduler.activation import (
     Activate,
     ActivationTable,
@@ -38,13 +39,22 @@ from .._scheduler.activation import (
     Members,
 )
 from .context import Context, Letter
-from .virtual import live_workers
+from .peer import PeerClosedError
+from .serialization import system_error
+from .starting import Starter
+from .virtual import key_id, live_workers
 
 if TYPE_CHECKING:
     from .core import Runtime
     from .peer import Peer
 
 __all__ = ["KeyedAgents"]
+
+# A keyed agent's mailbox holds this many messages unless its kind says (mailbox_size=); as
+# for named agents (lanes.MAILBOX_CAPACITY), senders past it wait for credit.
+MAILBOX_CAPACITY = 1024
+# An activation's on_deactivate hooks get this long, even while the worker shuts down.
+DEACTIVATE_HOOKS_TIMEOUT_S = 5.0
 
 log = logging.getLogger("actorgrid.agents")
 
@@ -64,8 +74,38 @@ class Host(Protocol):
     def _code(cache: dict[bytes, Any], code_id: bytes, blob: bytes | None) -> Any: ...
 
 
+class _In:
+    """A message for a keyed agent, with the link it came on (None: sent from this process,
+    outside flow control) and whether its credit went back."""
+
+    __slots__ = ("credited", "msg", "payload", "peer")
+
+    def __init__(self, peer: Peer | None, msg: DeliverToKey | None, payload: Payload) -> None:
+        self.peer = peer
+        self.msg = msg  # None: a topic's message, which only ever goes into the mailbox
+        self.payload = payload
+        self.credited = peer is None
+
+    def letter(self) -> Letter:
+        msg = self.msg
+        reply_to = (self.peer, msg.rid) if msg and msg.rid and self.peer is not None else None
+        return Letter(self.payload, reply_to)
+
+
+def _credit(item: _In) -> None:
+    """The message left flow control's hands (into the mailbox, forwarded, or held while its
+    agent deactivates): its sender gets the credit back."""
+    if item.credited or item.peer is None or item.msg is None:
+        return
+    item.credited = True
+    kid = key_id(item.msg.kind, item.msg.key)
+    n = item.peer.receive_credits.taken(kid)
+    if n:
+        item.peer.send(Credit(kid, n))
+
+
 class _Activation:
-    __slots__ = ("ctx", "last", "receive", "send", "spec")
+    __slots__ = ("ctx", "last", "overflow", "receive", "send", "spec")
 
     def __init__(self, spec: DeliverToKey, ctx: Context, send: Any, receive: Any) -> None:
         self.spec = spec
@@ -73,6 +113,8 @@ class _Activation:
         self.send = send
         self.receive = receive
         self.last = trio.current_time()
+        # Given to it while its mailbox was full, in order: moved in by _pump as it drains.
+        self.overflow: deque[_In] | None = None
 
 
 class KeyedAgents:
@@ -86,6 +128,7 @@ class KeyedAgents:
         self._members_seen: object = None
         self.blobs: dict[bytes, bytes] = {}  # kinds' code by id, as it came (for forwards)
         self.activations = 0  # since start: activations begun on this worker
+        self.starter = Starter()  # a batch of activations per loop turn (starting.py)
 
     def __repr__(self) -> str:
         return f"<KeyedAgents live={len(self.live)} activations={self.activations}>"
@@ -96,25 +139,54 @@ class KeyedAgents:
             self._members_seen = rt.membership_changed
             self._apply(self.table.handle(Members(live_workers(rt))))
 
-    def on_deliver(self, peer: Peer, msg: DeliverToKey) -> None:
+    def on_deliver(self, peer: Peer | None, msg: DeliverToKey) -> None:
         if msg.code and msg.code_id not in self.blobs:
             self.blobs[msg.code_id] = msg.code
         self._sync_members()
-        self._apply(self.table.handle(Arrived((msg.kind, msg.key), msg, msg.hops)))
+        item = _In(peer, msg, msg.payload)
+        commands = self.table.handle(Arrived((msg.kind, msg.key), item, msg.hops))
+        if commands:
+            self._apply(commands)
+        else:
+            _credit(item)  # held while its agent deactivates: the hold is short and bounded
+
+    def deliver_nowait(self, msg: DeliverToKey) -> bool:
+        """A send from this process to a key this worker owns, without the loopback: False
+        if the agent's mailbox is full (then the sender goes through the loopback, under
+        flow control)."""
+        act = self.live.get((msg.kind, msg.key))
+        if act is not None and self.table.is_active((msg.kind, msg.key)):
+            if act.overflow:
+                return False
+            try:
+                act.send.send_nowait(Letter(msg.payload, None))
+            except trio.WouldBlock:
+                return False
+            act.last = trio.current_time()
+            return True
+        self.on_deliver(None, msg)
+        return True
 
     def _apply(self, commands: list[Command]) -> None:
         for command in commands:
             if isinstance(command, Deliver):
                 act = self.live.get(command.ident)
                 if act is None:
-                    act = self._activate(command.ident, command.item)
+                    act = self._activate(command.ident, command.item.msg)
                 act.last = trio.current_time()
-                act.send.send_nowait(Letter(command.item.payload, None))
+                self._put(act, command.item)
             elif isinstance(command, Forward):
                 item = command.item
-                code = item.code or self.blobs.get(item.code_id, b"")
-                spec = attrs.evolve(item, hops=command.hops, code=code)
-                self.host.runtime.peer_for(command.address).send(spec)
+                msg = item.msg
+                assert msg is not None  # only keyed messages go through the table
+                code = msg.code or self.blobs.get(msg.code_id, b"")
+                spec = attrs.evolve(msg, hops=command.hops, code=code, rid=0)
+                to = self.host.runtime.peer_for(command.address)
+                if msg.rid and item.peer is not None:
+                    self.host.nursery.start_soon(self._relay, item.peer, msg.rid, to, spec)
+                else:
+                    to.send(spec)
+                _credit(item)
             elif isinstance(command, Deactivate):
                 act = self.live.get(command.ident)
                 if act is not None:
@@ -122,17 +194,57 @@ class KeyedAgents:
             else:
                 assert isinstance(command, Activate)  # begun by the Deliver that follows
 
+    def _put(self, act: _Activation, item: _In) -> bool:
+        """Into the mailbox, or parked while it is full; False: the mailbox has ended (a
+        topic's message to an agent that deactivates; the table delivers keyed ones only to
+        live activations)."""
+        if act.overflow:  # messages wait ahead of this one: keep the order
+            act.overflow.append(item)
+            return True
+        try:
+            act.send.send_nowait(item.letter())
+        except trio.WouldBlock:
+            act.overflow = deque([item])
+            self.host.nursery.start_soon(self._pump, act, act.overflow)
+            return True
+        except trio.ClosedResourceError:
+            return False
+        _credit(item)
+        return True
+
+    async def _pump(self, act: _Activation, overflow: deque[_In]) -> None:
+        # Moves the overflow into the mailbox as the agent drains it; the credits go back as
+        # each message goes in, so a full mailbox holds its senders back (flow.py).
+        while overflow:
+            item = overflow[0]
+            try:
+                await act.send.send(item.letter())
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return  # deactivated: _run hands what is left to the next activation
+            overflow.popleft()
+            _credit(item)
+        act.overflow = None
+
+    async def _relay(self, back: Peer, rid: int, to: Peer, spec: DeliverToKey) -> None:
+        """An ask forwarded to the key's owner: its answer goes back to the asker."""
+        try:
+            reply = await to.request(lambda r: attrs.evolve(spec, rid=r))
+        except PeerClosedError as exc:
+            error = ActorDiedError(f"the worker of agent {spec.kind}[{spec.key!r}]: {exc}")
+            back.send(AskReply(rid, False, system_error(error)))
+            return
+        assert isinstance(reply, AskReply)
+        back.send(AskReply(rid, reply.ok, reply.value))
+
     def _activate(self, ident: Ident, spec: DeliverToKey) -> _Activation:
         rt = self.host.runtime
         info = ActorInfo(new_actor_id(), rt.address, "coroutine", f"{ident[0]}[{ident[1]!r}]")
-        # Unbounded: the table holds no credit for keyed senders yet, and delivery must
-        # never stop the link's reader (see executor.py).
-        send, receive = trio.open_memory_channel[Any](math.inf)
+        send, receive = trio.open_memory_channel[Any](spec.mailbox_size or MAILBOX_CAPACITY)
         ctx = Context._make(rt, info, receive)
         ctx._key = ident[1]
         act = self.live[ident] = self.by_id[info.actor_id] = _Activation(spec, ctx, send, receive)
         self.activations += 1
-        self.host.nursery.start_soon(self._run, ident, act)
+        self.starter.start_soon(self.host.nursery, self._run, ident, act)
         return act
 
     async def _run(self, ident: Ident, act: _Activation) -> None:
@@ -153,19 +265,25 @@ class KeyedAgents:
             reason = f"agent {label} raised"
             log.exception("agent %s raised; it comes back on its next message", label)
         finally:
-            act.ctx._close(reason)
             act.send.close()
+            with trio.CancelScope(shield=True) as hooks:
+                hooks.deadline = trio.current_time() + DEACTIVATE_HOOKS_TIMEOUT_S
+                await act.ctx._deactivated(label)
+            act.ctx._close(reason)
             if self.live.get(ident) is act:
                 del self.live[ident]
             del self.by_id[act.ctx._info.actor_id]
-            self._apply(self.table.handle(Ended(ident)))
+            unconsumed = tuple(i for i in act.overflow or () if i.msg is not None)
+            act.overflow = None
+            self._apply(self.table.handle(Ended(ident, unconsumed)))
 
     async def _watch_idle(self, ident: Ident, act: _Activation) -> None:
         idle = act.spec.idle_timeout_s
         while True:
             due = act.last + idle
             now = trio.current_time()
-            if now >= due and act.receive.statistics().current_buffer_used == 0:
+            busy = act.receive.statistics().current_buffer_used or act.overflow
+            if now >= due and not busy:
                 self._apply(self.table.handle(Idle(ident)))
                 return
             await trio.sleep_until(max(due, now + idle / 4))
@@ -175,14 +293,11 @@ class KeyedAgents:
     def on_publish(self, peer: Peer, msg: Publish) -> None:
         topics = self.host.runtime.topics
         for actor_id in topics.subscribers(msg.topic):
-            letter = Letter(msg.payload, None)
             act = self.by_id.get(actor_id)
             if act is not None:
-                try:
-                    act.send.send_nowait(letter)
-                    continue
-                except trio.ClosedResourceError:
-                    pass  # deactivating: it no longer receives
-            elif self.host.deliver_local(actor_id, letter):
+                if self._put(act, _In(None, None, msg.payload)):
+                    act.last = trio.current_time()
+                    continue  # else deactivating: it no longer receives
+            elif self.host.deliver_local(actor_id, Letter(msg.payload, None)):
                 continue
             topics.unsubscribe(msg.topic, actor_id)

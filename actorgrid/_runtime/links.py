@@ -30,6 +30,7 @@ from .._protocol.messages import (
     ActorEnded,
     ActorInfo,
     Credit,
+    DeliverToKey,
     DeliveryFailed,
     Event,
     EventHistory,
@@ -110,6 +111,10 @@ class HostedExecutor(Protocol):
     ) -> None: ...
 
     def caller_gone(self, peer: Peer) -> None: ...
+
+    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool: ...
+
+    def deliver_to_key_nowait(self, msg: DeliverToKey) -> bool: ...
 
 
 class RuntimeLinks:

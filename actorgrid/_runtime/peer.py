@@ -172,6 +172,11 @@ class Peer:
         state = f"closed: {self.close_reason}" if self.closed else f"{len(self._out)} queued"
         return f"<Peer {kind}@{self.address} {state}>"
 
+    @property
+    def queued(self) -> int:
+        """Messages queued on this link and not yet written (or, on the loopback, handled)."""
+        return len(self._out)
+
     # --- sending ----------------------------------------------------------------------------
 
     def send(self, message: Message) -> None:

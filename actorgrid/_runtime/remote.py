@@ -11,7 +11,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from .._env.spec import PreparedEnv, prepare
-from .._protocol.messages import ActorInfo
+from .._protocol.messages import ActorInfo, KillActor
 from .._scheduler.demand import Demand, cpus
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.streams import check_backpressure
@@ -456,6 +456,15 @@ class ActorClass(Generic[T]):
             rt.on_loop(start, info)
             return handle
 
+        if info.address and not opts.get_if_exists:
+            # Placed at once: as for named coroutine agents, .remote() returns without
+            # waiting for the head, and the handle is usable at once (its calls wait at the
+            # worker for the creation, which follows once the claim holds).
+            handle = ActorHandle._make(info, self._cls, self._method_checks)
+            if owned is not None:
+                rt.on_loop(rt.own, handle, owned)
+            rt.on_loop(_claim_class_name, rt, info, handle, start)
+            return handle
         handle = ActorHandle._make(None, self._cls, self._method_checks)
         if owned is not None:
             rt.on_loop(rt.own, handle, owned)
@@ -503,6 +512,29 @@ async def _quietly(fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         await fn(*args)
     except Exception:
         pass  # delivered to the handle or ref, which raises it where it is used
+
+
+def _claim_class_name(
+    rt: Any, info: ActorInfo, handle: ActorHandle[Any], start: Callable[[ActorInfo], None]
+) -> None:
+    """Loop: queue a placed class actor's name claim (ahead of anything sent after it), make
+    the name usable by this process at once, and create the actor once the claim holds. A
+    taken name fails the handle (its calls raise the ValueError), and the calls already sent
+    are refused at the worker, which is told the actor will never come."""
+    pending = rt.register_name_nowait(info, False)
+    rt.names[(info.namespace or DEFAULT_NAMESPACE, info.name or "")] = info
+
+    async def finish() -> None:
+        try:
+            await rt.finish_register(pending)
+        except Exception as exc:
+            rt.forget_actor(info.actor_id)
+            handle._fail(exc)
+            rt.peer_for(info.address).send(KillActor(0, info.actor_id))
+            raise
+        start(info)
+
+    rt.nursery.start_soon(_quietly, finish)
 
 
 def _start_registration(

@@ -57,6 +57,7 @@ from .lineage import current_task
 from .producing import WorkerStreams
 from .refs import ObjectRef
 from .serialization import box_error, dumps_result, system_error
+from .starting import Starter
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -92,6 +93,7 @@ class ExecutorTasks:
         self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
         self.tasks: dict[ObjectId, _Task | _Call | _TaskItem] = {}
         self.streams = WorkerStreams(self)  # remote generators being driven here
+        self.starter = Starter()  # coroutine agents start a batch per loop turn (starting.py)
         self._nursery: trio.Nursery | None = None
         self._where_suffix = f"on worker {{}} (pid {os.getpid()}, host {socket.gethostname()})"
 
@@ -336,7 +338,7 @@ class ExecutorTasks:
                 return
             task = _Task(peer, msg.actor.label, "coroutine actor")
             self.tasks[msg.task_id] = task
-            self.nursery.start_soon(self._run_coroutine_actor, task, slot, fn, msg)
+            self.starter.start_soon(self.nursery, self._run_coroutine_actor, task, slot, fn, msg)
             return
         fn = self.streams.adapt(fn)  # a generator streams what it yields
         if not inspect.iscoroutinefunction(fn):

@@ -11,19 +11,27 @@ so every subscriber gets every message of a publisher in the order published.
 
 from __future__ import annotations
 
+import hashlib
+import math
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import ActorDiedError, ActorgridError
-from .._protocol.messages import DeliverToKey, Publish
+import attrs
+import trio
+
+from .._exceptions import ActorDiedError, ActorgridError, GetTimeoutError
+from .._protocol.ids import ActorId
+from .._protocol.messages import AskReply, DeliverToKey, Payload, Publish
 from .._scheduler.activation import Ident, owner_of
+from .names import wait_credit
 from .peer import Peer, PeerClosedError
-from .serialization import dumps
+from .serialization import dumps, loads, loads_error
 
 if TYPE_CHECKING:
     from .core import Runtime
 
-__all__ = ["AgentKey", "publish", "send_to_key"]
+__all__ = ["AgentKey", "ask_key", "key_id", "publish", "send_to_key"]
 
 
 class AgentKey:
@@ -135,22 +143,32 @@ def live_workers(rt: Runtime) -> tuple[str, ...]:
     return _workers(rt).workers
 
 
-async def send_to_key(rt: Runtime, target: AgentKey, message: Any) -> None:
-    payload = dumps(message)
-    rt.check_size(payload, "send()")
+def key_id(kind: str, key: str) -> ActorId:
+    """The flow-control id of the agent ``(kind, key)``: credits on a link are kept per id."""
+    digest = hashlib.blake2b(f"{kind}\x00{key}".encode(), digest_size=12).digest()
+    return ActorId(b"key:" + digest)
+
+
+def _owner_peer(rt: Runtime, target: AgentKey) -> tuple[str, Peer]:
     owner = key_owner(rt, (target.kind, target.key))
     if owner is None:
         raise ActorgridError(
             f"cannot activate {target!r}: the cluster has no live worker yet; wait for one "
             "(ag.init starts them) and send again"
         )
-    peer = rt.peer_for(owner)
+    return owner, rt.peer_for(owner)
+
+
+def _spec(rt: Runtime, owner: str, peer: Peer, target: AgentKey, payload: Payload) -> DeliverToKey:
+    """The message for ``target``; its kind's code goes once per link (links keep order, so
+    it arrives before the messages that need it; a new link sends it again)."""
     owners = _workers(rt)
     sent = owners.code_sent.get(owner)
     if sent is None or sent[0] is not peer:
         sent = owners.code_sent[owner] = (peer, set())
     code = b"" if target.code_id in sent[1] else target.code
-    msg = DeliverToKey(
+    sent[1].add(target.code_id)
+    return DeliverToKey(
         target.kind,
         target.key,
         target.code_id,
@@ -159,14 +177,67 @@ async def send_to_key(rt: Runtime, target: AgentKey, message: Any) -> None:
         target.mailbox_size,
         payload,
     )
+
+
+def _unreachable(target: AgentKey, owner: str, exc: Exception) -> ActorDiedError:
+    return ActorDiedError(
+        f"cannot deliver to {target!r}: its worker {owner} is unreachable ({exc}); the "
+        "agent comes back on a live worker once the cluster notices, so send again"
+    )
+
+
+async def send_to_key(rt: Runtime, target: AgentKey, message: Any) -> None:
+    payload = dumps(message)
+    rt.check_size(payload, "send()")
+    owner, peer = _owner_peer(rt, target)
+    executor = rt.executor
+    if owner == rt.address and executor is not None and not payload.buffers and not peer.queued:
+        # Its owner is this worker: straight to the activation table, in order with what went
+        # before (nothing is queued on the loopback), with no loopback task switch.
+        full = DeliverToKey(
+            target.kind,
+            target.key,
+            target.code_id,
+            target.code,
+            target.idle_timeout_s,
+            target.mailbox_size,
+            payload,
+        )
+        if executor.deliver_to_key_nowait(full):
+            return
+    kid = key_id(target.kind, target.key)
     try:
-        await peer.send_wait(msg)  # the writer coalesces what agents send in one loop turn
-        sent[1].add(target.code_id)
+        if not peer.send_credits.try_take(kid):
+            await wait_credit(peer, kid)  # its mailbox is full: wait, as for named agents
+        # The writer coalesces what agents send in one loop turn.
+        await peer.send_wait(_spec(rt, owner, peer, target, payload))
     except PeerClosedError as exc:
-        raise ActorDiedError(
-            f"cannot deliver to {target!r}: its worker {owner} is unreachable ({exc}); the "
-            "agent comes back on a live worker once the cluster notices, so send again"
+        raise _unreachable(target, owner, exc) from None
+
+
+async def ask_key(rt: Runtime, target: AgentKey, message: Any, timeout: float | None) -> Any:
+    """Send ``message`` to the agent of ``target``'s key and wait for its ``ctx.reply``."""
+    payload = dumps(message)
+    rt.check_size(payload, "ask()")
+    owner, peer = _owner_peer(rt, target)
+    kid = key_id(target.kind, target.key)
+    start = time.monotonic()
+    try:
+        with trio.fail_after(math.inf if timeout is None else timeout):
+            if not peer.send_credits.try_take(kid):
+                await wait_credit(peer, kid)
+            spec = _spec(rt, owner, peer, target, payload)
+            reply = await peer.request(lambda rid: attrs.evolve(spec, rid=rid))
+    except trio.TooSlowError:
+        raise GetTimeoutError(
+            f"{target!r} did not reply within {timeout} s (waited {time.monotonic() - start:.2f} s)"
         ) from None
+    except PeerClosedError as exc:
+        raise _unreachable(target, owner, exc) from None
+    assert isinstance(reply, AskReply)
+    if reply.ok:
+        return loads(reply.value)
+    raise loads_error(reply.value)
 
 
 async def publish(rt: Runtime, topic: str, message: Any) -> int:

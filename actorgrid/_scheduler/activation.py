@@ -91,9 +91,12 @@ class Idle:
 
 @attrs.frozen
 class Ended:
-    """The activation of ``ident`` has returned (deactivated, or ended by itself)."""
+    """The activation of ``ident`` has returned (deactivated, or ended by itself).
+    ``unconsumed``: messages it had been given and never took in (held while its mailbox
+    was full), in order; they go to the next activation, ahead of those held meanwhile."""
 
     ident: Ident
+    unconsumed: tuple[Any, ...] = ()
 
 
 @attrs.frozen
@@ -165,7 +168,7 @@ class ActivationTable:
                 return [Deactivate(event.ident)]
             return []
         if isinstance(event, Ended):
-            return self._ended(event.ident)
+            return self._ended(event.ident, event.unconsumed)
         return self._members(event.workers)
 
     def _arrived(self, ident: Ident, item: Any, hops: int) -> list[Command]:
@@ -181,10 +184,12 @@ class ActivationTable:
             return [Activate(ident), Deliver(ident, item)]
         return [Forward(owner, item, hops + 1)]
 
-    def _ended(self, ident: Ident) -> list[Command]:
+    def _ended(self, ident: Ident, unconsumed: tuple[Any, ...]) -> list[Command]:
         self._active.discard(ident)
         held = self._ending.pop(ident, None)
         commands: list[Command] = []
+        for item in unconsumed:
+            commands.extend(self._arrived(ident, item, 0))
         for item, hops in held or ():
             commands.extend(self._arrived(ident, item, hops))
         return commands

@@ -151,3 +151,122 @@ def test_an_agent_whose_worker_was_killed_comes_back_on_a_live_worker(cluster):
         assert time.monotonic() < deadline, "the agent never came back"
         time.sleep(0.1)
     assert {pid for _, pid in reports} - {first} <= {w.pid for w in cluster.workers()}
+
+
+@ag.remote
+async def account(ctx: ag.Context):
+    balance = 0
+    async for op, amount in ctx.mailbox:
+        balance += amount if op == "deposit" else 0
+        if ctx.request is not None:
+            await ctx.reply((ctx.key, balance, os.getpid()))
+
+
+@ag.remote
+def ask_key(key, message):
+    return ag.ask(key, message, timeout=30)
+
+
+@ag.remote
+async def asks_from_an_agent(ctx: ag.Context, key):
+    return await ctx.ask(key, ("balance", 0), timeout=30)
+
+
+def test_a_keyed_agent_answers_asks_by_key_from_a_driver_a_task_and_an_agent():
+    key = account.key(unique("acct"))
+    assert ag.ask(key, ("deposit", 5), timeout=30)[:2] == (key.key, 5)  # activates it
+    results = ag.get([ask_key.remote(key, ("deposit", 1)) for _ in range(20)], timeout=120)
+    assert sorted(balance for _, balance, _ in results) == list(range(6, 26))
+    assert len({pid for _, _, pid in results}) == 1  # one activation answered them all
+    assert ag.get(asks_from_an_agent.remote(key), timeout=60)[1] == 25
+
+
+@ag.remote(idle_timeout=0.5)
+async def saver(ctx: ag.Context):
+    store_name, report_to = ctx.key.split("|")
+    total = await ctx.ask(store_name, ("load", ctx.key), timeout=30)
+    await ctx.send(report_to, ("activated", total))
+
+    async def save():
+        await ctx.ask(store_name, ("save", ctx.key, total), timeout=30)
+        await ctx.send(report_to, ("saved", total))
+
+    ctx.on_deactivate(save)
+    async for n in ctx.mailbox:
+        total += n
+        await ctx.send(report_to, ("total", total))
+
+
+def test_on_deactivate_saves_the_state_of_an_idle_keyed_agent_for_its_next_activation():
+    name, store_name = unique("collector"), unique("store")
+    collector.options(name=name).remote()
+    store.options(name=store_name).remote()
+    key = saver.key(f"{store_name}|{name}")
+    ag.send(key, 1)
+    ag.send(key, 2)
+    reports = wait_reports(name, lambda r: ("saved", 3) in r)
+    assert reports == [("activated", 0), ("total", 1), ("total", 3), ("saved", 3)]
+    ag.send(key, 4)
+    reports = wait_reports(name, lambda r: ("total", 7) in r)
+    assert reports[4:] == [("activated", 3), ("total", 7)]
+
+
+@ag.remote
+async def on_deactivate_outside_a_key(ctx: ag.Context):
+    with pytest.raises(TypeError, match="keyed agents"):
+        ctx.on_deactivate(lambda: None)
+    return "refused"
+
+
+def test_on_deactivate_is_refused_to_an_agent_that_has_no_key():
+    assert ag.get(on_deactivate_outside_a_key.remote(), timeout=60) == "refused"
+
+
+@ag.remote
+async def gate(ctx: ag.Context):
+    """Holds every ask until it gets "open"."""
+    waiting = []
+    async for msg in ctx.mailbox:
+        if msg == "open":
+            for request in waiting:
+                request.reply(True)
+            waiting = None
+        elif waiting is None:
+            await ctx.reply(True)
+        else:
+            waiting.append(ctx.request)
+
+
+@ag.remote(mailbox_size=2)
+async def slow_consumer(ctx: ag.Context):
+    gate_name, report_to = ctx.key.split("|")
+    await ctx.ask(gate_name, "wait", timeout=300)  # consumes nothing until the gate opens
+    capacity = ctx.mailbox.statistics().capacity
+    got = []
+    async for i in ctx.mailbox:
+        got.append(i)
+        if len(got) == 400:
+            await ctx.send(report_to, (capacity, got == list(range(400))))
+
+
+@ag.remote
+def send_range(key, n):
+    for i in range(n):
+        ag.send(key, i)
+    return "sent"
+
+
+def test_a_keyed_mailbox_is_bounded_and_holds_its_senders_back_until_it_drains():
+    name, gate_name = unique("collector"), unique("gate")
+    collector.options(name=name).remote()
+    gate.options(name=gate_name).remote()
+    key = slow_consumer.key(f"{gate_name}|{name}")
+    senders = [send_range.remote(key, 400)]  # from a worker
+    # 400 messages are more than the mailbox (2) and the link's window (128) hold: the
+    # sender cannot finish while the agent consumes nothing. 2 s is far more than 400 sends
+    # take when nothing holds them back (a few ms).
+    ready, _ = ag.wait(senders, timeout=2)
+    assert ready == []
+    ag.send(gate_name, "open")
+    assert ag.get(senders, timeout=120) == ["sent"]
+    assert wait_reports(name, lambda r: len(r) == 1) == [(2, True)]

@@ -4,6 +4,7 @@ name, and unknown names."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -154,9 +155,25 @@ def test_racing_get_if_exists_from_tasks_share_one_actor() -> None:
 def test_taken_name_is_a_value_error_naming_it() -> None:
     name = unique("taken")
     Counter.options(name=name).remote()
-    with pytest.raises(ValueError, match=name):
-        Counter.options(name=name).remote()
-    # A coroutine actor's .remote() does not wait for the head: its ref carries the error.
+    # .remote() does not wait for the head: the handle's calls carry the error, and so does
+    # a coroutine actor's ref.
+    second = Counter.options(name=name).remote()
+    try:
+        early = second.incr.remote()  # most likely sent before the head has answered
+    except ValueError:
+        pass  # the answer came first
+    else:
+        with pytest.raises(ag.ActorDiedError):
+            ag.get(early, timeout=30)  # refused at the worker: this actor is never created
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            second.incr.remote()
+        except ValueError as exc:
+            assert name in str(exc)
+            break
+        assert time.monotonic() < deadline, "the taken name never failed the handle"
+        time.sleep(0.05)
     with pytest.raises(ValueError, match=name):
         ag.get(inbox.options(name=name).remote(1), timeout=30)
     # The holder is unaffected.

@@ -139,3 +139,31 @@ def test_named_agents_are_created_without_waiting_for_the_head_and_usable_at_onc
 def send_by_name(name, message):
     ag.send(name, message)
     return "sent"
+
+
+@ag.remote
+class Tally:
+    def __init__(self, start: int) -> None:
+        self.n = start
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+
+def test_named_class_actors_are_usable_by_handle_and_by_name_as_soon_as_remote_returns():
+    prefix = unique("tally")
+    handles = [Tally.options(name=f"{prefix}-{i}").remote(i) for i in range(100)]
+    # .remote() did not wait for the head; calls by handle and by name work at once.
+    by_handle = [h.incr.remote() for h in handles]
+    by_name = [ag.get_actor(f"{prefix}-{i}").incr.remote() for i in range(100)]
+    assert sorted(ag.get(by_handle + by_name, timeout=120)) == sorted(
+        [i + 1 for i in range(100)] + [i + 2 for i in range(100)]
+    )
+    # And other processes find them at the head.
+    assert ag.get(incr_by_name.remote(f"{prefix}-7"), timeout=60) == 10
+
+
+@ag.remote
+def incr_by_name(name):
+    return ag.get(ag.get_actor(name).incr.remote())

@@ -176,3 +176,16 @@ def _per_key_sorted(events, out):
         if mine != sorted(mine):
             return False
     return True
+
+
+def test_messages_an_activation_never_took_in_go_to_the_next_one_first():
+    ident = ("kind", "k")
+    table = ActivationTable("w1", ["w1"])
+    table.handle(Arrived(ident, 1))
+    assert table.handle(Idle(ident)) == [Deactivate(ident)]
+    assert table.handle(Arrived(ident, 3)) == []  # held while it deactivates
+    assert table.handle(Ended(ident, unconsumed=(2,))) == [
+        Activate(ident),
+        Deliver(ident, 2),
+        Deliver(ident, 3),
+    ]

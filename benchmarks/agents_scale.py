@@ -1,0 +1,125 @@
+"""Named coroutine agents at scale: create rate, RSS per idle agent, by-name messages/s.
+
+The rumour workload of issue 13, written as a user would: N named agents, each knowing three
+others by name. One publish on a topic starts a rumour at every agent with ``--hops`` to go;
+an agent that gets a rumour passes it on, by name, to the next of its three peers, until its
+hops run out; then it tells the counter. Messages/s counts those by-name sends between agents.
+
+    python benchmarks/agents_scale.py --agents 1000 10000 100000 [--workers 2]
+
+Prints one markdown row per size: agents, create (agents/s, from the first ``.remote()`` until
+every agent has said it runs), RSS per idle agent (driver plus workers, after creation, minus
+before), by-name messages/s, and the seconds it takes to end them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import psutil
+
+import actorgrid as ag
+
+TOPIC = "rumour-start"
+
+
+@ag.remote
+async def gossip(ctx: ag.Context, me: int, n: int, prefix: str, counter: str) -> int:
+    peers = [f"{prefix}{(me * 7 + k * 31 + 1) % n}" for k in range(3)]
+    ctx.subscribe(TOPIC)
+    await ctx.send(counter, "up")
+    turn = 0
+    passed = 0
+    async for msg in ctx.mailbox:
+        if msg == "stop":
+            return passed
+        if msg > 0:
+            await ctx.send(peers[turn], msg - 1)
+            turn = (turn + 1) % 3
+            passed += 1
+        else:
+            await ctx.send(counter, "done")
+    return passed
+
+
+@ag.remote
+async def counter(ctx: ag.Context) -> None:
+    counts = {"up": 0, "done": 0}
+    waiting: list[tuple[str, int, ag.Request]] = []
+    async for msg in ctx.mailbox:
+        if isinstance(msg, tuple):  # asked: reply once ``count[kind]`` reaches ``n``
+            kind, n = msg
+            assert ctx.request is not None
+            waiting.append((kind, n, ctx.request))
+        else:
+            counts[msg] += 1
+        for item in [w for w in waiting if counts.get(w[0], 0) >= w[1]]:
+            waiting.remove(item)
+            counts[item[0]] -= item[1]
+            item[2].reply(item[1])
+
+
+def rss_mb() -> float:
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 1e6
+
+
+def run(n: int, hops: int, workers: int) -> dict[str, float]:
+    with ag.init(num_workers=workers):
+        prefix = f"g{os.getpid()}-"
+        counter.options(name="counter").remote()
+        ag.ask("counter", ("up", 0), timeout=60)
+        before = rss_mb()
+        start = time.perf_counter()
+        refs = [
+            gossip.options(name=f"{prefix}{i}").remote(i, n, prefix, "counter") for i in range(n)
+        ]
+        ag.ask("counter", ("up", n), timeout=3600)
+        create_s = time.perf_counter() - start
+        time.sleep(1.0)
+        per_agent_kb = (rss_mb() - before) * 1000 / n
+        start = time.perf_counter()
+        ag.publish(TOPIC, hops)
+        ag.ask("counter", ("done", n), timeout=3600)
+        msg_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(n):
+            ag.send(f"{prefix}{i}", "stop")
+        ag.get(refs, timeout=3600)
+        end_s = time.perf_counter() - start
+    return {
+        "agents": n,
+        "create_per_s": n / create_s,
+        "kb_per_agent": per_agent_kb,
+        "msgs_per_s": n * hops / msg_s,
+        "end_s": end_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--hops", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    print("| agents | create | RSS per agent | by-name msgs/s | ending all |")
+    print("|---|---|---|---|---|")
+    for n in args.agents:
+        r = run(n, args.hops, args.workers)
+        print(
+            f"| {n:,} | {r['create_per_s']:,.0f}/s | {r['kb_per_agent']:.1f} KB "
+            f"| {r['msgs_per_s']:,.0f} | {r['end_s']:.1f} s |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
