@@ -40,9 +40,10 @@ async def gate(ctx: ag.Context):
 
 
 @ag.remote
-async def holder(ctx: ag.Context, gate_name):
+async def holder(ctx: ag.Context, gate_name, stops=1):
     """On "hold", reads nothing until the gate opens; collects the numbers it is sent and
-    returns them at "stop"; answers "pid"."""
+    returns them at the ``stops``-th "stop" (one from each sender: there is no order across
+    senders, so one sender's "stop" may overtake another's last numbers); answers "pid"."""
     got = []
     async for msg in ctx.mailbox:
         if msg == "pid":
@@ -51,18 +52,22 @@ async def holder(ctx: ag.Context, gate_name):
             while not await ctx.ask(gate_name, "open?"):
                 await trio.sleep(0.05)
         elif msg == "stop":
-            return got
+            stops -= 1
+            if not stops:
+                return got
         else:
             got.append(msg)
 
 
 @ag.remote
 async def flooder(ctx: ag.Context, target, first, count):
-    """Sends first..first+count-1 to target, then returns how long it took."""
+    """Sends first..first+count-1 to target, then "stop"; returns how long it took."""
     start = trio.current_time()
     for i in range(first, first + count):
         await ctx.send(target, i)
-    return trio.current_time() - start
+    took = trio.current_time() - start
+    await ctx.send(target, "stop")
+    return took
 
 
 def _held_back_link(hold_s):
@@ -71,7 +76,7 @@ def _held_back_link(hold_s):
     what the driver's sender saw."""
     gate_name, holder_name = unique("gate"), unique("holder")
     g = gate.options(name=gate_name).remote()
-    h = holder.options(name=holder_name, mailbox_size=SMALL).remote(gate_name)
+    h = holder.options(name=holder_name, mailbox_size=SMALL).remote(gate_name, stops=2)
     holder_pid = ag.ask(holder_name, "pid", timeout=60)
     ag.send(holder_name, "hold")
     count = SMALL + 300  # more than the mailbox and the link's credit window
@@ -94,7 +99,7 @@ def _held_back_link(hold_s):
     ag.send(gate_name, "open")
     sender.join(timeout=120)
     took = ag.get(other, timeout=120)
-    ag.send(holder_name, "stop")
+    ag.send(holder_name, "stop")  # after the driver's numbers; the flooder sent its own
     got = ag.get(h, timeout=60)
     ag.send(gate_name, "stop")
     ag.get(g, timeout=60)
