@@ -54,6 +54,9 @@ def first_byte(a: Any) -> int:
     return int(a[0])
 
 
+RSS_NOISE_BYTES = 16 * MB
+
+
 @register(
     "store_chain", "array of half {array_mb:g} MB passed task->task->task, driver RSS flat", "MB/s",
     ">=", 1_000, limit="memcpy_mb_per_s",
@@ -71,7 +74,9 @@ def store_chain(sizes: Sizes, num_workers: int) -> Result:
         elapsed = time.perf_counter() - started
         grown = driver.memory_info().rss - before
     assert total == 2 * nbytes, total
-    if grown > nbytes / 2:
+    # RSS moves by a few MB on its own (allocator, imports): below that floor the check says
+    # nothing, which only the quick sizes are (tests/_runtime/test_store.py checks 100 MB).
+    if grown > max(nbytes / 2, RSS_NOISE_BYTES):
         raise RuntimeError(
             f"the driver's RSS grew by {grown / MB:.0f} MB while a {nbytes / MB:.0f} MB array "
             "went from task to task: it passed through the driver"
