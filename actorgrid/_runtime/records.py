@@ -35,6 +35,7 @@ class TaskSpec:
         "payload",
         "retries",
         "retry_on",
+        "root",
     )
 
     def __init__(
@@ -48,6 +49,7 @@ class TaskSpec:
         retry_on: bool | tuple[type[BaseException], ...],
         parent: ObjectId | None = None,
         keep: Sequence[ObjectEntry] = (),
+        root: str = "",
     ) -> None:
         # The entries of the refs in its arguments: alive while the task may be sent again,
         # so that the objects outlive the borrows of a worker that died running it.
@@ -60,6 +62,9 @@ class TaskSpec:
         self.actor = actor
         self.retries = retries
         self.retry_on = retry_on
+        # The driver whose work the caller's call is part of, when the caller is a call
+        # with no task of its own here (a sync actor method's thread): SubmitTask.root.
+        self.root = root
 
 
 class Sent:

@@ -22,6 +22,7 @@ from .envship import use_env
 from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker, is_generator_function
 from .handles import ActorHandle
 from .lineage import current_task
+from .output import current_root
 from .records import OwnedActor
 from .refs import ObjectRef
 from .serialization import dumps_call, dumps_code
@@ -298,6 +299,7 @@ class RemoteFunction(Generic[P, R]):
                 opts.retry_exceptions,
                 current_task.get(),
                 keep,
+                current_root(),
             )
             return ObjectRef._make(entry)
         info = rt.new_actor_info(
@@ -376,6 +378,8 @@ class RemoteFunction(Generic[P, R]):
             opts.max_retries,
             opts.retry_exceptions,
             current_task.get(),
+            (),
+            current_root(),
         )
         return gen
 

@@ -143,12 +143,23 @@ class RuntimeTasks(RuntimeObjects):
         retry_on: bool | tuple[type[BaseException], ...] = False,
         parent: ObjectId | None = None,
         keep: Sequence[ObjectEntry] = (),
+        root: str = "",
     ) -> None:
         """Loop: place a task (unless it is an actor with a place already) and send it.
         ``parent``: the task running in this process that started it (cancelled with it);
-        ``keep``: the entries of the refs in its arguments."""
+        ``keep``: the entries of the refs in its arguments; ``root``: the caller's
+        ``current_root()`` (where its output goes when ``parent`` does not say)."""
         spec = TaskSpec(
-            function_id, blob, payload, as_demand(need), actor, retries, retry_on, parent, keep
+            function_id,
+            blob,
+            payload,
+            as_demand(need),
+            actor,
+            retries,
+            retry_on,
+            parent,
+            keep,
+            root,
         )
         if parent is not None:
             self.children.started(parent, entry.object_id)
@@ -189,7 +200,7 @@ class RuntimeTasks(RuntimeObjects):
             peer.sent_code.add(spec.function_id)
         peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
         entry.where = peer
-        root = self.observe.root_of(spec.parent)
+        root = self.observe.root_of(spec.parent) or spec.root
         peer.send(
             SubmitTask(
                 entry.object_id,

@@ -1,7 +1,7 @@
 """Worker output on an ``actorgrid up`` cluster, seen from outside its drivers.
 
-- Two drivers: the output of a driver's work (its tasks, and the tasks those tasks start on
-  other workers) is printed by that driver only, and its ``ag.timeline()`` holds its own
+- Two drivers: the output of a driver's work (its tasks, and the tasks those tasks and its
+  sync actor's methods start on other workers) is printed by that driver only, and its ``ag.timeline()`` holds its own
   nested calls, one row per worker, and none of the other's.
 - ``actorgrid logs --follow`` prints a line a task printed after it started.
 
@@ -55,6 +55,14 @@ def outer(tag, n):
     return sum(ag.get([inner.remote(tag, 10 * n + i) for i in range(2)], timeout=60))
 
 
+@ag.remote
+class Relay:
+    # A sync actor method runs in a thread of its own, with no task of the worker's: the
+    # tasks it starts must still belong to the driver that called it.
+    def relay(self, tag, n):
+        return sum(ag.get([inner.remote(tag, 100 + 10 * n + i) for i in range(2)], timeout=60))
+
+
 class Seen(io.TextIOBase):
     # What this driver prints of its workers' output (log_to_driver writes to sys.stdout).
     def __init__(self):
@@ -70,8 +78,9 @@ seen = sys.stdout = Seen()
 say("ready")
 sys.stdin.readline()
 assert ag.get([outer.remote(tag, n) for n in range(3)], timeout=60) == [2, 2, 2]
+assert ag.get(Relay.remote().relay.remote(tag, 0), timeout=60) == 2
 deadline = time.monotonic() + 60
-while sum(f"inner-{tag}-" in line for line in seen.lines) < 6 or sum(
+while sum(f"inner-{tag}-" in line for line in seen.lines) < 8 or sum(
     f"outer-{tag}-" in line for line in seen.lines
 ) < 3:
     assert time.monotonic() < deadline, seen.lines
@@ -86,7 +95,7 @@ deadline = time.monotonic() + 60
 while True:
     spans = ag.timeline(trace)
     events = json.load(open(trace))["traceEvents"]
-    if sum(e["name"] == "inner" for e in events if e["ph"] == "X") >= 6:
+    if sum(e["name"] == "inner" for e in events if e["ph"] == "X") >= 8:
         break
     assert time.monotonic() < deadline, events
     time.sleep(0.1)
@@ -210,15 +219,16 @@ def test_each_driver_gets_the_output_and_spans_of_its_own_nested_tasks_only(
         lines = reports[tag]["lines"]
         assert not [line for line in lines if f"-{other}" in line], lines
         assert (
-            sum(line.startswith("(inner pid=") and f"inner-{tag}-" in line for line in lines) == 6
-        )
+            sum(line.startswith("(inner pid=") and f"inner-{tag}-" in line for line in lines) == 8
+        )  # 6 from its outer tasks, 2 from the tasks its sync actor's method started
         assert (
             sum(line.startswith("(outer pid=") and f"outer-{tag}-" in line for line in lines) == 3
         )
 
         trace = reports[tag]["trace"]
         spans = [e for e in trace if e["ph"] == "X"]
-        assert sorted(e["name"] for e in spans) == ["inner"] * 6 + ["outer"] * 3
+        names = sorted(e["name"] for e in spans)
+        assert [n for n in names if n in ("inner", "outer")] == ["inner"] * 8 + ["outer"] * 3
         rows = {e["tid"]: e["args"]["name"] for e in trace if e["name"] == "thread_name"}
         assert {rows[e["tid"]] for e in spans} <= {
             r for r in rows.values() if r.startswith("worker ")
