@@ -70,7 +70,16 @@ class ActorHandle(Generic[T]):
     until its name is registered.
     """
 
-    __slots__ = ("__weakref__", "_checks", "_cls", "_error", "_info", "_queued", "_ready")
+    __slots__ = (
+        "__weakref__",
+        "_checks",
+        "_claimed",
+        "_cls",
+        "_error",
+        "_info",
+        "_queued",
+        "_ready",
+    )
 
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("ActorHandle has no public constructor: use Cls.remote() or ag.get_actor()")
@@ -88,6 +97,7 @@ class ActorHandle(Generic[T]):
         h._checks = checks
         h._queued = []
         h._error = None
+        h._claimed = None
         h._ready = None if info is not None else trio.Event()
         return h
 
@@ -96,6 +106,9 @@ class ActorHandle(Generic[T]):
     _checks: MethodChecks | None  # the class's, where this process has it (not unpickled)
     _queued: list[tuple[ObjectEntry, str, Payload]]
     _error: BaseException | None
+    # Set once the head has answered a named class actor's claim, which .remote() does not
+    # wait for; `await handle` does, so a taken name raises there.
+    _claimed: trio.Event | None
     _ready: trio.Event | None
 
     @property
@@ -148,6 +161,8 @@ class ActorHandle(Generic[T]):
         return self._await_self().__await__()
 
     async def _await_self(self) -> ActorHandle[T]:
+        if self._claimed is not None:
+            await self._claimed.wait()
         await self._wait_info()
         return self
 

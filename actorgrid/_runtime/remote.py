@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
+import trio
 
 from .._env.spec import PreparedEnv, prepare
 from .._protocol.messages import ActorInfo, KillActor
@@ -465,6 +466,7 @@ class ActorClass(Generic[T]):
             # waiting for the head, and the handle is usable at once (its calls wait at the
             # worker for the creation, which follows once the claim holds).
             handle = ActorHandle._make(info, self._cls, self._method_checks)
+            handle._claimed = trio.Event()
             if owned is not None:
                 rt.on_loop(rt.own, handle, owned)
             rt.on_loop(_claim_class_name, rt, info, handle, start)
@@ -536,7 +538,11 @@ def _claim_class_name(
             handle._fail(exc)
             rt.peer_for(info.address).send(KillActor(0, info.actor_id))
             raise
-        start(info)
+        else:
+            start(info)
+        finally:
+            if handle._claimed is not None:
+                handle._claimed.set()
 
     rt.nursery.start_soon(_quietly, finish)
 
