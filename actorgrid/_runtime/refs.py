@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 from .._exceptions import NotInitializedError
 from .._protocol.ids import ObjectId, short
 from .._protocol.messages import ActorInfo, Payload
-from . import current
+from . import current, segments
 from .serialization import loads, loads_error
 
 if TYPE_CHECKING:
@@ -190,6 +190,9 @@ class ObjectRef(Generic[T]):
             and payload is not None
             and not payload.buffers
             and len(payload.data) <= INLINE_MAX_BYTES
+            # A stored value's locator is small too, but its reader must go through the
+            # owner, who can make it again if its node died (lineage).
+            and not segments.is_stored(payload)
         ):
             # Small and ready: the value travels with the ref, which saves the task's worker
             # a fetch from the owner (the round trip that made ref arguments slow).

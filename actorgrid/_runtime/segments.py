@@ -79,6 +79,11 @@ class Locator:
 _PREFIX = b"\x80\x02cactorgrid._runtime.segments\nopen_stored\n"
 
 
+def is_stored(payload: Payload) -> bool:
+    """Whether a payload is the locator of a value in a node's store (not an inline value)."""
+    return not payload.buffers and payload.data.startswith(_PREFIX)
+
+
 def locator_of(payload: Payload) -> Locator | None:
     """The locator a payload is, or None for an inline value."""
     if payload.buffers or not payload.data.startswith(_PREFIX):

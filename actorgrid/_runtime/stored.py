@@ -47,6 +47,7 @@ class RuntimeStored(RuntimeLinks):
     """Pulls, frees and rebuilds of values held in node stores."""
 
     new_entry: Callable[..., ObjectEntry]  # objects.RuntimeObjects
+    run_again: Callable[[ObjectEntry, TaskSpec], None]  # tasks.RuntimeTasks
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -239,7 +240,7 @@ class RuntimeStored(RuntimeLinks):
         done = self._pulls["rebuild:" + locator.name] = trio.Event()
         try:
             entry = self.new_entry()
-            self._send_spec(entry, spec)
+            self.run_again(entry, spec)
             finished = trio.Event()
             if entry.add_waiter(finished):
                 await finished.wait()

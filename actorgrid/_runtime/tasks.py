@@ -174,6 +174,15 @@ class RuntimeTasks(RuntimeObjects):
             return
         self._send_spec(entry, spec)
 
+    def run_again(self, entry: ObjectEntry, spec: TaskSpec) -> None:
+        """Loop: run a plain task's ``spec`` again for a new ``entry``, owned like any task
+        (lineage: the value it made was lost with its node)."""
+        tasks = self._tasks if self._owner_state is not None else self._start_owning()
+        tasks[entry.object_id] = (entry, spec)
+        assert self._owner_state is not None
+        if self._owner_state.task_submitted(entry.object_id, spec.retries):  # TaskSubmitted
+            self._send_spec(entry, spec)
+
     def _send_spec(self, entry: ObjectEntry, spec: TaskSpec) -> None:
         actor = spec.actor
         if actor is not None:
@@ -284,6 +293,7 @@ class RuntimeTasks(RuntimeObjects):
                     self._tasks.pop(msg.task_id)
                     if spec.parent is not None:
                         self.children.finished(msg.task_id)
+                    self.adopt_result(msg.value, spec)  # one held in a store: its lineage
                     entry.set_value(msg.value)
                 return
             retryable, why = False, ""
