@@ -440,6 +440,8 @@ async def _report_workers(
         mine = {n.node_id for n in nodes if (n.hostname, n.pid) == me}
         return sum(w.node_id in mine for w in cluster.workers())
 
+    ready = False
+    failed: Exception | None = None
     try:
         with trio.move_on_after(WORKERS_JOIN_TIMEOUT_S):
             async with ag.connect(address, secret=secret, tls=tls) as cluster:
@@ -449,9 +451,15 @@ async def _report_workers(
                     f"{expected} worker{'s' if expected != 1 else ''} of this node joined the "
                     "head: it is ready for work"
                 )
-                return
-    except Exception as exc:
-        log.warning("cannot tell whether this node's workers have joined: %s", exc)
+                ready = True
+    except* Exception as group:
+        # Also when it comes grouped with this task's cancellation (the head closed this node
+        # while it was still asking): the cancellation goes on, the node's exit stays clean.
+        failed = group.exceptions[0]
+    if failed is not None:
+        log.warning("cannot tell whether this node's workers have joined: %s", failed)
+        return
+    if ready:
         return
     log.warning(
         "only %d of %d workers of this node joined the head within %.0f s; the log above says why",
