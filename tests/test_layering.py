@@ -105,6 +105,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("handles",),
     ("records",),
     ("peer",),
+    ("hosted",),
     ("output",),
     ("portal", "headlink"),
     ("observe", "seams"),

@@ -11,8 +11,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sized
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -30,7 +30,6 @@ from .._protocol.messages import (
     ActorEnded,
     ActorInfo,
     Credit,
-    DeliverToKey,
     DeliveryFailed,
     Event,
     EventHistory,
@@ -58,6 +57,7 @@ from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink, reown
+from .hosted import HostedExecutor
 from .observe import Observer
 from .peer import LoopbackPeer, Peer
 from .portal import Portal
@@ -84,37 +84,6 @@ HEAD_WAIT_S = 10.0
 WAITING = "waiting for a worker"
 # ag.kill waits at most this long for the head to free the killed actor's name.
 FREE_NAME_TIMEOUT_S = 5.0
-
-
-class _Load(Protocol):
-    @property
-    def total(self) -> float: ...
-
-    @property
-    def free(self) -> float: ...
-
-    @property
-    def items(self) -> Sized: ...
-
-
-class HostedExecutor(Protocol):
-    """What the runtime needs of the executor a worker hosts (``executor.Executor``, which sits
-    above the runtime's modules: it runs the calls the runtime receives)."""
-
-    @property
-    def queue(self) -> _Load: ...
-
-    def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]: ...
-
-    async def serve(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None: ...
-
-    def caller_gone(self, peer: Peer) -> None: ...
-
-    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool: ...
-
-    def deliver_to_key_nowait(self, msg: DeliverToKey) -> bool: ...
 
 
 class RuntimeLinks:

@@ -1,0 +1,46 @@
+"""What the runtime needs of the executor a worker hosts: the executor (``executor.py``)
+sits above the runtime's modules, so the runtime knows it by this protocol only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sized
+from typing import Any, Protocol
+
+import trio
+
+from .._protocol.ids import ActorId
+from .._protocol.messages import DeliverToKey, Payload
+from .peer import Peer
+
+__all__ = ["HostedExecutor"]
+
+
+class _Load(Protocol):
+    @property
+    def total(self) -> float: ...
+
+    @property
+    def free(self) -> float: ...
+
+    @property
+    def items(self) -> Sized: ...
+
+
+class HostedExecutor(Protocol):
+    """What the runtime needs of the executor a worker hosts (``executor.Executor``, which sits
+    above the runtime's modules: it runs the calls the runtime receives)."""
+
+    @property
+    def queue(self) -> _Load: ...
+
+    def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]: ...
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+    def caller_gone(self, peer: Peer) -> None: ...
+
+    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool: ...
+
+    def deliver_to_key_nowait(self, msg: DeliverToKey) -> bool: ...
