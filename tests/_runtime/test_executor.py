@@ -18,7 +18,12 @@ CLUSTER_OPTIONS = {"num_workers": 1}
 pytestmark = pytest.mark.usefixtures("cluster")
 
 BUSY_S = 3.0
-MAX_PING_S = 0.25  # the target is a few ms; generous so a busy 2-core machine passes
+# A worker that stopped answering while user code computes would hold each ping for the whole
+# busy loop (BUSY_S); the target is a few ms. A loaded 2-core CI machine adds scheduler stalls
+# of a few hundred ms now and then, so the worst ping gets a wide bound and the typical one a
+# tight one.
+MAX_PING_S = 1.0
+MEDIAN_PING_S = 0.05
 
 
 @ag.remote
@@ -65,6 +70,7 @@ def test_worker_answers_while_a_sync_task_computes(cluster) -> None:
     )
     assert len(round_trips) >= 20, round_trips
     assert max(round_trips) < MAX_PING_S, sorted(round_trips)[-5:]
+    assert sorted(round_trips)[len(round_trips) // 2] < MEDIAN_PING_S, sorted(round_trips)
 
 
 # --- nested gets ---------------------------------------------------------------------------------
