@@ -46,6 +46,7 @@ from .records import (
     node_statistics,
     status_from_view,
 )
+from .spawn import serve_template
 from .standalone import ClusterFile
 
 __all__ = [
@@ -234,6 +235,8 @@ async def _open_cluster(
     async with trio.open_nursery() as nursery:
         node: NodeAgent | None = None
         if address is None:
+            # Workers fork from a template that imports while the head and the node start.
+            await nursery.start(serve_template)
             host = host or "127.0.0.1"
             secret = secret or os.urandom(32)
             head = Head(

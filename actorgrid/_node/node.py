@@ -389,7 +389,7 @@ class NodeAgent(NodeControl):
             self._live_pids.pop(proc.pid, None)
             self.store.owner_gone(proc.pid)  # what it owned in the store goes with it
 
-    async def _watch_one(self, slot: Slot, proc: trio.Process, read_fd: int) -> None:
+    async def _watch_one(self, slot: Slot, proc: spawn.WorkerProcess, read_fd: int) -> None:
         slot.proc = proc
         slot.zombie = False
         slot.exited = trio.Event()
@@ -422,7 +422,7 @@ class NodeAgent(NodeControl):
         if not self._stopping and slot.intent is None:
             log.warning("worker pid %d %s", proc.pid, detail)
 
-    async def _spawn(self, slot: Slot) -> tuple[trio.Process, int]:
+    async def _spawn(self, slot: Slot) -> tuple[spawn.WorkerProcess, int]:
         """A new worker process for ``slot`` with its configuration sent, and the read end of
         its pulse pipe. A worker that dies while it is being configured is returned all the
         same: it is an exit before ready, which the caller sees when it reaps it."""

@@ -33,6 +33,7 @@ from .._protocol.observe import LogLines, OutputLine, ReadLogs, WorkerOutput
 from .._runtime.output import LINE_MAX_CHARS, decode_line
 from .._runtime.peer import Peer
 from .logs import RateLimitedLog
+from .spawn import WorkerProcess
 
 __all__ = [
     "FLUSH_INTERVAL_S",
@@ -262,7 +263,7 @@ class WorkerPumps:
 
 def start_pumps(
     nursery: trio.Nursery,
-    proc: trio.Process,
+    proc: WorkerProcess,
     worker_id: WorkerId,
     folder: Path,
     sink: OutputSink,

@@ -10,7 +10,7 @@ import trio
 from .._protocol.ids import WorkerId, new_worker_id, short
 from .._scheduler.restart import RestartPolicy, RestartTracker
 from .envnode import EnvLaunch
-from .spawn import STDERR_TAIL_LINES
+from .spawn import STDERR_TAIL_LINES, WorkerProcess
 
 # Lines of a worker's error output shown in a crash-loop report.
 CRASH_LOOP_TAIL_LINES = 8
@@ -27,7 +27,7 @@ class Slot:
         self.share = index if share is None else share
         self.tracker = RestartTracker(policy)
         self.worker_id: WorkerId = new_worker_id()
-        self.proc: trio.Process | None = None
+        self.proc: WorkerProcess | None = None
         self.intent: str | None = None  # "close", "terminate", "restart" once requested
         self.replace = False  # start a replacement after a requested close
         self.zombie = False

@@ -1,6 +1,8 @@
 """Starting a worker process, and the pipes between it and its node agent.
 
-- ``open_worker_process(pulse_fd)``: ``python -m actorgrid._node.worker`` in a session of its
+- ``open_worker_process(pulse_fd)``: a worker forked by the template process when one runs
+  (``template.py``: milliseconds instead of an interpreter start and the runtime's imports),
+  else ``python -m actorgrid._node.worker`` spawned; either way in a session of its
   own, with its stdin, stdout and stderr piped to the agent, the write end of its pulse pipe, and the
   agent's environment *without* the cluster secret (``SECRET_ENV_VARS``): a worker gets the
   secret on stdin only, never in its environment or on its command line. Tests replace this
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -20,19 +23,28 @@ import sys
 
 import trio
 
+from .template import ForkedProcess, TemplateError, current_template, run_template
+
 __all__ = [
     "PULSE_BYTE",
     "READY_BYTE",
     "SECRET_ENV_VARS",
     "STDERR_TAIL_LINES",
+    "WorkerProcess",
     "WorkerStartError",
     "describe_exit",
     "open_env_worker_process",
     "open_worker_process",
     "send_command",
+    "serve_template",
     "signal_process",
     "worker_environment",
 ]
+
+log = logging.getLogger("actorgrid.node")
+
+# A worker process as its node agent sees it: spawned, or forked by the template.
+WorkerProcess = trio.Process | ForkedProcess
 
 # On the pulse pipe: a worker writes PULSE_BYTE every pulse, READY_BYTE instead once it has
 # registered with the head.
@@ -48,9 +60,16 @@ class WorkerStartError(RuntimeError):
     """A worker process could not be started, or kept exiting before it joined the cluster."""
 
 
-async def open_worker_process(pulse_fd: int) -> trio.Process:
-    """Start ``python -m actorgrid._node.worker`` (a module-level function: tests replace it
+async def open_worker_process(pulse_fd: int) -> WorkerProcess:
+    """A worker forked by this process's template (``template.py``) if one runs, else
+    ``python -m actorgrid._node.worker`` spawned (a module-level function: tests replace it
     to kill a worker at the instant it is spawned)."""
+    template = current_template()
+    if template is not None:
+        try:
+            return await template.fork(pulse_fd, worker_environment())
+        except TemplateError as exc:
+            log.warning("the worker template could not fork a worker (%s); spawning one", exc)
     return await trio.lowlevel.open_process(
         [sys.executable, "-m", "actorgrid._node.worker"],
         stdin=subprocess.PIPE,
@@ -81,6 +100,14 @@ async def open_env_worker_process(
     )
 
 
+async def serve_template(
+    *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a template process for this process's workers (``template.py``) until cancelled;
+    started with the head, so that it imports while the head and the node agent come up."""
+    await run_template(worker_environment(), task_status=task_status)
+
+
 def worker_environment() -> dict[str, str]:
     """This process's environment without the cluster secret."""
     return {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
@@ -95,7 +122,7 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
-def send_command(proc: trio.Process, command: str) -> None:
+def send_command(proc: WorkerProcess, command: str) -> None:
     # The stdin pipe is ours alone and a command is a few bytes: it never blocks.
     if isinstance(proc.stdin, trio.lowlevel.FdStream):
         try:
@@ -104,7 +131,7 @@ def send_command(proc: trio.Process, command: str) -> None:
             pass
 
 
-def signal_process(proc: trio.Process, sig: int) -> None:
+def signal_process(proc: WorkerProcess, sig: int) -> None:
     try:
         os.kill(proc.pid, sig)
     except ProcessLookupError:
