@@ -9,6 +9,7 @@ from its owner (``_ensure_fetch``). Costs: one waiter per pending ref, no pollin
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -51,6 +52,58 @@ class _CountDown:
             self.event.set()
 
 
+class _Wake(threading.Event):
+    """A thread's reusable wake-up for its blocking waits, made once per thread.
+
+    A lock that is held while nothing is set: ``set`` (the loop, when a countdown ends)
+    releases it and ``wait`` takes it back, one C call on each side where a
+    ``threading.Event`` runs its Condition's Python code and allocates a lock per wait. A
+    wake may be stale (a countdown that ended after its wait gave up, or one the loop set
+    while ``add_waiter`` said it was too late), so a waiter re-checks its condition after each
+    (``_wait_for``). Only ``set`` and ``wait`` are used.
+    """
+
+    def __init__(self) -> None:  # no Event.__init__: its Condition is what this replaces
+        self._held = threading.Lock()
+        self._held.acquire()
+
+    def set(self) -> None:
+        try:
+            self._held.release()
+        except RuntimeError:
+            pass  # set already, not yet waited for
+
+    def is_set(self) -> bool:
+        return not self._held.locked()
+
+    def clear(self) -> None:
+        self._held.acquire(blocking=False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._held.acquire(True, -1 if timeout is None else max(timeout, 0.0))
+
+
+_local = threading.local()
+
+
+def _thread_wake() -> _Wake:
+    wake: _Wake | None = getattr(_local, "wake", None)
+    if wake is None:
+        wake = _local.wake = _Wake()
+    return wake
+
+
+def _wait_for(rt: _Owner, wake: _Wake, done: Callable[[], bool], timeout: float | None) -> bool:
+    """Block this thread until ``done()`` (checked after every wake), at most ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not done():
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return False
+        rt._wait_blocking(wake, left)
+    return True
+
+
 def get_sync(rt: _Owner, refs: Any, timeout: float | None) -> Any:
     """Any thread but a Trio one: block until the refs resolve."""
     if _in_trio():
@@ -65,15 +118,15 @@ def get_sync(rt: _Owner, refs: Any, timeout: float | None) -> Any:
             raise TypeError(f"ag.get() takes ObjectRefs, got {type(ref).__name__}")
     pending = [r._entry for r in items if r._entry.state == PENDING]
     if pending:
-        event = threading.Event()
-        countdown = _CountDown(0, event)
+        wake = _thread_wake()
+        countdown = _CountDown(0, wake)
         for entry in pending:
             if entry.owner != rt.address and not entry.fetching:
                 rt.on_loop(rt._ensure_fetch, entry)
             countdown.left += 1
             if not entry.add_waiter(countdown):
                 countdown.left -= 1
-        if countdown.left > 0 and not rt._wait_blocking(event, timeout):
+        if not _wait_for(rt, wake, lambda: countdown.left <= 0, timeout):
             left = sum(1 for r in items if r._entry.state == PENDING)
             raise GetTimeoutError(
                 f"ag.get() timed out after {timeout} s with {left} of {len(items)} "
@@ -112,9 +165,9 @@ def wait_sync(
     _check_wait_args(refs, num_returns)
     ready = sum(1 for r in refs if r._entry.state != PENDING)
     if ready < num_returns:
-        event = threading.Event()
-        _arm_countdown(rt, refs, num_returns - ready, event)
-        rt._wait_blocking(event, timeout)
+        wake = _thread_wake()
+        countdown = _arm_countdown(rt, refs, num_returns - ready, wake)
+        _wait_for(rt, wake, lambda: countdown.left <= 0, timeout)
     return _split_ready(refs, num_returns)
 
 
@@ -144,7 +197,7 @@ def _check_wait_args(refs: Sequence[ObjectRef[Any]], num_returns: int) -> None:
 
 def _arm_countdown(
     rt: _Owner, refs: Iterable[ObjectRef[Any]], n: int, event: threading.Event | trio.Event
-) -> None:
+) -> _CountDown:
     countdown = _CountDown(n, event)
     for ref in refs:
         entry = ref._entry
@@ -152,6 +205,7 @@ def _arm_countdown(
             if entry.owner != rt.address:
                 rt.on_loop(rt._ensure_fetch, entry)
             entry.add_waiter(countdown)
+    return countdown
 
 
 def _split_ready(
