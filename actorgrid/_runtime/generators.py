@@ -63,9 +63,21 @@ class StreamMarker:
         return StreamMarker, (self.task_id, self.window)
 
 
+# Functions already classified, for is_generator_function: asked on every actor call, always
+# of the same few methods; a lookup here costs a quarter of inspect's checks. Held weakly: a
+# class that goes takes its entries along.
+_KINDS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
 def is_generator_function(fn: Any) -> bool:
     """True for a generator function or async generator function (methods too)."""
-    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+    try:
+        known = _KINDS.get(fn)
+    except TypeError:  # not weakly referable, or unhashable: not remembered
+        return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+    if known is None:
+        known = _KINDS[fn] = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+    return known
 
 
 class _InLoop(Protocol):
