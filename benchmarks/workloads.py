@@ -237,12 +237,15 @@ with ag.init(num_workers=int(sys.argv[1])):
     time.sleep(1.0)
     me = psutil.Process()
     rss = {}
+    pss = 0
     for p in [me, *me.children(recursive=True)]:
         try:
             rss[p.pid] = p.memory_info().rss
-        except psutil.NoSuchProcess:
+            pss += getattr(p.memory_full_info(), "pss", 0)  # Linux only
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-print(json.dumps({"driver_bytes": rss.pop(me.pid), "children_bytes": list(rss.values())}))
+print(json.dumps({"driver_bytes": rss.pop(me.pid), "children_bytes": list(rss.values()),
+                  "pss_bytes": pss}))
 """
 
 
@@ -273,6 +276,9 @@ def rss_result(out: dict[str, Any]) -> Result:
             "driver_mb": driver / MB,
             "children_mb": [c / MB for c in children],
             "processes": 1 + len(children),
+            # RSS counts a page shared by N processes N times (workers forked from the
+            # template share most of theirs); PSS splits it among them.
+            **({"pss_mb": out["pss_bytes"] / MB} if out.get("pss_bytes") else {}),
         },
     }
 
