@@ -57,8 +57,10 @@ def _become_worker(fds: list[int], request: dict[str, Any], start_env: dict[str,
 
 
 def _child(
-    fds: list[int], request: dict[str, Any], start_env: dict[str, str], sock: Any, parent: int
+    fds: list[int], request: dict[str, Any], start_env: dict[str, str], own: list[Any], parent: int
 ) -> None:
+    """In the forked child: never returns. ``own`` is what the template holds (its socket,
+    selector and wake-up pipe), closed here; the rest is the worker's."""
     try:
         os.setsid()
         libc = ctypes.CDLL(None, use_errno=True)
@@ -68,7 +70,11 @@ def _child(
             return
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        sock.close()
+        for thing in own:
+            if isinstance(thing, int):
+                os.close(thing)
+            else:
+                thing.close()
         _become_worker(fds, request, start_env)
     except BaseException:
         traceback.print_exc()
@@ -133,7 +139,7 @@ def main(fd: int) -> None:
                 send({"id": request["id"], "error": f"fork failed: {exc}"})
             else:
                 if pid == 0:
-                    _child(fds, request, start_env, sock, me)
+                    _child(fds, request, start_env, [selector, sock, wake_r, wake_w], me)
                 send({"id": request["id"], "pid": pid})
             for fd in fds:
                 os.close(fd)
