@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from actorgrid._protocol.ids import ActorId, ObjectId
 from actorgrid._scheduler.owner import (
     ActorAdded,
+    ActorDead,
     ActorRestarted,
     ActorRestartFailed,
     CallSubmitted,
@@ -91,6 +92,7 @@ def test_calls_to_a_restarting_actor_wait_and_reach_the_new_incarnation_in_order
     assert owner.handle(WorkerGone("w:2")) == [
         Resolve(c1, Why.ACTOR_DIED),
         Resolve(c3, Why.ACTOR_DIED),
+        ActorDead(a),
     ]
     late = _oid()
     assert owner.handle(CallSubmitted(late, a)) == [Resolve(late, Why.ACTOR_DIED)]
@@ -231,7 +233,7 @@ class OwnerMachine(RuleBasedStateMachine):
             elif isinstance(c, Free):
                 assert c.object_id == self.x
                 self.freed += 1
-            elif isinstance(c, SendCancel):
+            elif isinstance(c, (SendCancel, ActorDead)):
                 pass
             else:
                 raise AssertionError(f"unexpected command {c!r}")
