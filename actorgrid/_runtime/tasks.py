@@ -102,6 +102,10 @@ class RuntimeTasks(RuntimeObjects):
         direct = self._direct_calls
         while direct:
             sent = direct.popleft()
+            if sent.entry.state != PENDING:
+                # Resolved by this shell alone (a stopping process): nothing to own.
+                self._actor_calls.pop(sent.entry.object_id, None)
+                continue
             actor = sent.actor
             assert actor is not None
             why = f"the worker at {actor.address} went away as the call was sent to it"

@@ -134,7 +134,8 @@ class CallSubmitted:
 @attrs.frozen
 class CallSent:
     """The shell sent a call to an actor this process created straight to ``address`` (from
-    another thread, on the hot path), and tells the owner after the fact."""
+    another thread, on the hot path), and tells the owner after the fact, but before any
+    other event about that call (a call it never hears of again is one it never knew)."""
 
     call_id: CallId
     actor_id: ActorId
@@ -568,6 +569,9 @@ class OwnerState:
         for seq, call_id in sorted(lost):
             call = self._calls[call_id]
             call.address = None
+            actor = self._actors.get(call.actor_id) if call.actor_id is not None else None
+            if actor is not None:
+                actor.calls.discard(call_id)
             if call.cancelled:
                 commands += self._resolve(call_id, call, Why.CANCELLED)
             elif call.actor_id is None:
@@ -576,9 +580,6 @@ class OwnerState:
                 else:
                     commands += self._resolve(call_id, call, Why.WORKER_DIED)
             else:
-                actor = self._actors.get(call.actor_id)
-                if actor is not None:
-                    actor.calls.discard(call_id)
                 if call.actor_id in restarting and (call.retries or not event.written):
                     if event.written and call.retries > 0:
                         call.retries -= 1  # it may have run: that spends a retry
