@@ -189,17 +189,19 @@ class RuntimeActors(RuntimeTasks):
         """Loop: the link of a call in flight died, or it was put in flight as the link
         closed: True if the owner state decides what becomes of it (a call to an actor this
         process created; one sent before the state knew of its actor is told to it now)."""
-        if sent.owner:
-            return True
-        actor = sent.actor
-        if sent.kind != CALL or actor is None or sent.cancelled or sent.payload is None:
-            return False
-        state = self._owner_state
-        if state is None or not state.owns_actor(actor.actor_id):
-            return False
-        sent.owner = True
-        self._actor_calls[sent.entry.object_id] = sent
-        self._direct_calls.append(sent)  # CallSent, before the WorkerGone that follows
+        if not sent.owner:
+            actor = sent.actor
+            if sent.kind != CALL or actor is None or sent.cancelled or sent.payload is None:
+                return False
+            state = self._owner_state
+            if state is None or not state.owns_actor(actor.actor_id):
+                return False
+            sent.owner = True
+            self._actor_calls[sent.entry.object_id] = sent
+            self._direct_calls.append(sent)
+        # Now, before the WorkerGone that follows (a link's close), or alone (a call put in
+        # flight as its link closed: the state finds its actor gone from there).
+        self._drain_direct()
         return True
 
     def _carry_out(self, command: Command, context: _Context) -> int:
