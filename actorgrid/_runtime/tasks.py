@@ -99,15 +99,19 @@ class RuntimeTasks(RuntimeObjects):
 
     def _drain_direct(self) -> None:
         """Loop: tell the state of the calls sent from other threads since (CallSent)."""
-        direct = self._direct_calls
+        direct, state = self._direct_calls, self._owner_state
+        assert state is not None
         while direct:
             sent = direct.popleft()
+            call_id = sent.entry.object_id
             if sent.entry.state != PENDING:
                 # Resolved by this shell alone (a stopping process): nothing to own.
-                self._actor_calls.pop(sent.entry.object_id, None)
+                self._actor_calls.pop(call_id, None)
                 continue
             actor = sent.actor
             assert actor is not None
+            if state.call_sent(call_id, actor.actor_id, actor.address, sent.retries):
+                continue  # CallSent where its actor lives: the hot path, no event objects
             why = f"the worker at {actor.address} went away as the call was sent to it"
             event = CallSent(sent.entry.object_id, actor.actor_id, actor.address, sent.retries)
             self._owner(event, _Context(why))

@@ -215,6 +215,16 @@ class OwnerState:
         self._fly(call_id, call, actor, actor.address)
         return actor.address
 
+    def call_sent(self, call_id: CallId, actor_id: ActorId, address: str, max_retries: int) -> bool:
+        """CallSent to the address its actor is alive at: now in flight there (True). False:
+        nothing was done; feed ``handle(CallSent(...))``."""
+        actor = self._actors.get(actor_id)
+        if actor is None or actor.address != address or call_id in self._calls:
+            return False
+        call = self._calls[call_id] = _Call(next(self._seq), max_retries, actor_id)
+        self._fly(call_id, call, actor, address)
+        return True
+
     def answered(self, call_id: CallId) -> bool:
         """ResultArrived with a value (or an actor call's error, never retried); True:
         resolve it with that answer (Resolve VALUE or ERROR)."""

@@ -155,8 +155,13 @@ class ActorOwnerMachine(RuleBasedStateMachine):
         self._run(commands)
 
     @precondition(lambda self: self.status)
-    @rule(data=st.data(), retries=st.sampled_from([0, 1, -1]), where=st.sampled_from(WORKERS))
-    def call_sent_by_a_thread(self, data: Any, retries: int, where: str) -> None:
+    @rule(
+        data=st.data(),
+        retries=st.sampled_from([0, 1, -1]),
+        where=st.sampled_from(WORKERS),
+        direct=st.booleans(),
+    )
+    def call_sent_by_a_thread(self, data: Any, retries: int, where: str, direct: bool) -> None:
         # Sent to ``where``, which its actor may have left, and told to the state after. A
         # send to where it no longer lives may have been written before that worker died: it
         # counts as a run, like any send lost with its worker.
@@ -166,6 +171,10 @@ class ActorOwnerMachine(RuleBasedStateMachine):
         self.ever_sent.add(c)
         if alive_there:
             self._sent(c, where)
+        if direct:  # the shell's fast path first; the event when it declines
+            assert self.owner.call_sent(c, a, where, retries) == alive_there
+            if alive_there:
+                return
         commands = self.owner.handle(CallSent(c, a, where, retries))
         if self.status[a] == "dead":
             assert commands == [Resolve(c, Why.ACTOR_DIED)]
