@@ -33,6 +33,8 @@ class _Owner(Protocol):
 
     def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool: ...
 
+    async def localize(self, payloads: Iterable[Any]) -> None: ...
+
 
 def _in_trio() -> bool:
     return trio.lowlevel.in_trio_run()
@@ -100,6 +102,7 @@ async def get_async(rt: _Owner, refs: Any, timeout: float | None = None) -> Any:
                     await event.wait()
     if scope.cancelled_caught:
         raise GetTimeoutError(f"timed out after {timeout} s waiting for {len(items)} refs")
+    await rt.localize([r._entry.payload for r in items])  # values held on other nodes
     values = [r._entry.value() for r in items]
     return values[0] if single else values
 

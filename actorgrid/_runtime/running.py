@@ -309,6 +309,7 @@ class ExecutorTasks:
         return obj
 
     async def _load_args(self, payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        await self.runtime.localize((payload,))  # large arguments held on another node
         args, kwargs = _loads_args(payload, self.runtime.address)
         get = self.runtime.get_async
         if any(isinstance(a, ObjectRef) for a in args):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
@@ -54,6 +54,9 @@ class RuntimeStored(RuntimeLinks):
         self._pulls: dict[str, trio.Event] = {}  # pulls and rebuilds under way, by name
         self.lineage: dict[str, TaskSpec] = {}  # result name -> the task that made it
         self.rebuilt: dict[str, Payload] = {}  # lost result name -> its new locator payload
+        # Without a store: values pulled into memory by localize, until loaded (count of
+        # loads to come).
+        self._in_memory: dict[str, list[Any]] = {}
 
     def join_store(self, config: dict[str, Any] | None) -> None:
         """Use this node's object store (None: this process has none; values it makes stay
@@ -109,7 +112,12 @@ class RuntimeStored(RuntimeLinks):
         return name
 
     def _read_remote(self, locator: Locator) -> Payload:
-        """Any thread but the loop, in a process without a store: the value, in memory."""
+        """Any thread but the loop, in a process without a store: the value, in memory (on
+        the loop: the one ``localize`` pulled)."""
+        if self.portal.in_loop_thread():
+            kept = self._take_in_memory(locator.name)
+            if kept is not None:
+                return kept
         self._not_on_loop(locator)
         payload: Payload = self.portal.run(self._pull_to_memory, locator)
         return payload
@@ -125,6 +133,45 @@ class RuntimeStored(RuntimeLinks):
         """The locator to read for ``locator``: its rebuilt value's, if it was rebuilt."""
         again = self.rebuilt.get(locator.name)
         return locator if again is None else segments.locator_of_checked(again)
+
+    async def localize(self, payloads: Iterable[Payload | None]) -> None:
+        """Loop: make the stored values that ``payloads`` locate readable here without a wait
+        (pulled into this node's store, or into memory for a process without one), so that
+        loading them on the loop (an async task's arguments, ``await ref``) needs no pull,
+        which the loop cannot wait for while it unpickles. One prefix comparison for an
+        inline value. In a process without a store, each value pulled here is kept until
+        loaded once (``_read_remote``), so call this right before loading them."""
+        store = segments.client()
+        held: list[str] = []
+        try:
+            for payload in payloads:
+                if payload is None or not segments.is_stored(payload):
+                    continue
+                locator = segments.locator_of_checked(payload)
+                if store is not None:
+                    if locator.node != store.node:
+                        await self.pull(locator)
+                    continue
+                kept = self._in_memory.get(locator.name)
+                if kept is None:
+                    pulled = await self._pull_to_memory(locator)
+                    kept = self._in_memory.setdefault(locator.name, [pulled, 0])
+                kept[1] += 1
+                held.append(locator.name)
+        except BaseException:
+            for name in held:
+                self._take_in_memory(name)
+            raise
+
+    def _take_in_memory(self, name: str) -> Payload | None:
+        kept = self._in_memory.get(name)
+        if kept is None:
+            return None
+        kept[1] -= 1
+        if kept[1] <= 0:
+            del self._in_memory[name]
+        payload: Payload = kept[0]
+        return payload
 
     async def pull(self, locator: Locator) -> str:
         """Loop: copy a value held on another node into this node's store, once however many
