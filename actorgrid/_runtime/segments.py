@@ -105,15 +105,14 @@ class _LocatorReader(pickle.Unpickler):
 class StoreClient:
     """The node store as seen from one process; set with :func:`configure`."""
 
-    def __init__(self, config: dict[str, Any], address: str = "", max_bytes: int = 1 << 62) -> None:
+    def __init__(self, config: dict[str, Any], address: str = "") -> None:
         self.node = str(config["node"])
         self.folder = str(config["folder"])
         self.spill_folder = str(config["spill_folder"])
         self.threshold = int(config.get("threshold", INLINE_BYTES))
-        self.address = address  # where this process serves pulls of the values it wrote
-        # Values over this stay inline, so the checks of max_message_bytes refuse them as
-        # before: the cap bounds every value, whether it travels or stays in a store.
-        self.max_bytes = max_bytes
+        # Where this process serves pulls of the values it wrote. A stored value of any size
+        # is pulled in pieces under max_message_bytes, so that cap bounds only inline values.
+        self.address = address
         self._socket_path = os.path.join(self.folder, ".accounts")
         self._sock: socket.socket | None = None  # connected on the first line
         self._lock = threading.Lock()
@@ -238,9 +237,7 @@ def place(payload: Payload, *, owned: bool, object_id: bytes | None = None) -> P
     store, and its locator. ``owned``: the returned locator frees the object when it goes
     (the caller is its owner); otherwise its receiver does (``RuntimeStored.adopt_result``)."""
     store = _client
-    if store is None or (not payload.buffers and len(payload.data) < store.threshold):
-        return payload
-    if not store.threshold <= payload.nbytes <= store.max_bytes:
+    if store is None or payload.nbytes < store.threshold:
         return payload
     name = f"{(object_id or new_object_id()).hex()}.{os.urandom(4).hex()}"
     store.write(name, payload, owned=owned)

@@ -65,7 +65,7 @@ class RuntimeStored(RuntimeLinks):
         if config is None:
             segments.configure(None)
             return
-        store = StoreClient(config, self.address, self.max_message_bytes)
+        store = StoreClient(config, self.address)
         store.pull_sync = self._pull_sync
         store.free_remote = self._free_remote
         segments.configure(store)
