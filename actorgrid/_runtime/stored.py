@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
@@ -40,7 +40,7 @@ __all__ = ["PULL_CHUNK_BYTES", "PULL_WINDOW", "RuntimeStored", "holder_lost_erro
 PULL_CHUNK_BYTES = 8 << 20  # a pull asks for the object in pieces of this size
 PULL_WINDOW = 4  # pieces asked for ahead of the one being written
 
-Sink = Callable[[int, memoryview, int], None]  # (offset, bytes, total size of the file)
+Sink = Callable[[int, memoryview, int], Awaitable[None]]  # (offset, bytes, file size)
 
 
 class RuntimeStored(RuntimeLinks):
@@ -200,31 +200,35 @@ class RuntimeStored(RuntimeLinks):
         return current.name
 
     async def _pull_file(self, store: StoreClient, locator: Locator) -> None:
+        """Pull into a segment of this node's store (a recycled one when its pool has one
+        of the size class), written by a thread while the loop receives the next pieces."""
         name = locator.name
         tmp = store.path(f".{name}.pull-{os.getpid()}-{id(locator):x}")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        total = 0
+        fd, claimed, total = -1, "", 0
 
-        def write(offset: int, data: memoryview, size: int) -> None:
-            nonlocal total
-            total = size
-            os.pwrite(fd, data, offset)
+        async def write(offset: int, data: memoryview, size: int) -> None:
+            nonlocal fd, claimed, total
+            if fd < 0:
+                total = size
+                fd, claimed = store.open_segment(tmp, size)
+            await trio.to_thread.run_sync(_pwrite_all, fd, data, offset)
 
         try:
             await self._pull_chunks(locator, write)
         except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
+            if fd >= 0:
+                os.close(fd)
+                os.unlink(tmp)
             raise
         os.close(fd)
         os.rename(tmp, store.path(name))
-        store.tell(f"C {name} {total} 0 0")
+        store.tell(f"C {name} {total} 0 0 {claimed}".rstrip())
 
     async def _pull_to_memory(self, locator: Locator) -> Payload:
         current = self._current(locator)
         buffer = bytearray()
 
-        def keep(offset: int, data: memoryview, size: int) -> None:
+        async def keep(offset: int, data: memoryview, size: int) -> None:
             if len(buffer) != size:
                 buffer.extend(bytes(size - len(buffer)))
             buffer[offset : offset + data.nbytes] = data
@@ -252,7 +256,7 @@ class RuntimeStored(RuntimeLinks):
             assert isinstance(first, ObjectChunk)
             if not first.ok:
                 raise loads_error(first.data)
-            sink(0, first.data.buffers[0], first.total)
+            await sink(0, first.data.buffers[0], first.total)
             offsets = list(range(piece, first.total, piece))
             asked = [(o, ask(o)) for o in offsets[:PULL_WINDOW]]
             following = offsets[PULL_WINDOW:]
@@ -264,7 +268,7 @@ class RuntimeStored(RuntimeLinks):
                 assert isinstance(chunk, ObjectChunk)
                 if not chunk.ok:
                     raise loads_error(chunk.data)
-                sink(offset, chunk.data.buffers[0], first.total)
+                await sink(offset, chunk.data.buffers[0], first.total)
         except PeerClosedError as exc:
             raise holder_lost_error(locator, exc) from exc
 
@@ -336,6 +340,12 @@ class RuntimeStored(RuntimeLinks):
         if store is not None:
             for name in msg.names:
                 store.tell(f"F {name}")
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data.nbytes:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def holder_lost_error(locator: Locator, why: object) -> ObjectLostError:
