@@ -25,6 +25,7 @@ NBYTES = 3_000_000  # over the store's 100 KB threshold: the value stays where i
 
 _DRIVER = """
 import json, sys, time
+import trio
 import actorgrid as ag
 
 address, secret, pulse, n = sys.argv[1], bytes.fromhex(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -82,8 +83,14 @@ try:
     lost = ""
 except ag.ObjectLostError as exc:
     lost = str(exc)
-print(json.dumps({"rebuilt": rebuilt, "lost": lost, "once": repr(once)}), flush=True)
 ag.shutdown()
+
+async def trio_native():  # this driver has no store: its loop pulls the value into memory
+    async with ag.connect(address, secret=secret, pulse_interval=pulse):
+        return int((await make.options(**A).remote(n)).sum(dtype="int64"))
+
+native = trio.run(trio_native)
+print(json.dumps({"rebuilt": rebuilt, "lost": lost, "once": repr(once), "native": native}))
 """
 
 
@@ -116,3 +123,4 @@ def test_values_are_pulled_across_nodes_and_rebuilt_or_reported_lost(hosts: Host
     short_id = found["once"].removeprefix("ObjectRef(").split(",")[0]
     assert short_id in found["lost"], f"the lost value is named: {found['lost']!r}"
     assert "died" in found["lost"], found["lost"]
+    assert found["native"] == 5 * NBYTES, "a Trio-native driver awaits a value held on a node"
