@@ -36,7 +36,15 @@ import trio
 
 from .._protocol.ids import NodeId
 from .._runtime.segments import INLINE_BYTES
-from .._scheduler.recycling import Claimed, Offered, Recycle, Remove, SegmentPool, Shrink
+from .._scheduler.recycling import (
+    POOL_MIN_BYTES,
+    Claimed,
+    Offered,
+    Recycle,
+    Remove,
+    SegmentPool,
+    Shrink,
+)
 from .._scheduler.store import (
     Command,
     Created,
@@ -126,6 +134,7 @@ class NodeStore:
             root = temp
         self.state = StoreState(self.capacity)
         self.pool = SegmentPool(min(self.capacity // POOL_FRACTION, POOL_MAX_BYTES))
+        self._doomed = 0  # large files renamed to be unlinked in a thread, so far
         self.file_backed = root != shm_root
         for where in {root, temp}:
             sweep_dead_folders(where)
@@ -199,14 +208,15 @@ class NodeStore:
 
     def _run(self, nursery: trio.Nursery, commands: list[Command]) -> None:
         if any(isinstance(command, Spill) for command in commands):
-            self._recycle(self.pool.handle(Shrink()))  # memory is short: pooled files first
+            # Memory is short: pooled files go first.
+            self._recycle(nursery, self.pool.handle(Shrink()))
         for command in commands:
             if isinstance(command, Spill):
                 nursery.start_soon(self._spill, nursery, command.name)
             elif isinstance(command, Evict | Delete):
-                self._remove(command.name, disk=isinstance(command, Delete))
+                self._remove(nursery, command.name, disk=isinstance(command, Delete))
 
-    def _remove(self, name: str, *, disk: bool) -> None:
+    def _remove(self, nursery: trio.Nursery, name: str, *, disk: bool) -> None:
         if disk:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.spill_folder, name))
@@ -214,9 +224,13 @@ class NodeStore:
             size = os.stat(os.path.join(self.folder, name)).st_size
         except FileNotFoundError:
             return
-        self._recycle(self.pool.handle(Offered(name, size)))
+        self._recycle(nursery, self.pool.handle(Offered(name, size)), size)
 
-    def _recycle(self, commands: list[Recycle | Remove]) -> None:
+    def _recycle(
+        self, nursery: trio.Nursery, commands: list[Recycle | Remove], size: int = POOL_MIN_BYTES
+    ) -> None:
+        """Do the pool's commands; ``size``: of the object file offered (pooled files are
+        all at least ``POOL_MIN_BYTES``)."""
         for command in commands:
             path = os.path.join(self.folder, command.name)
             if isinstance(command, Recycle):
@@ -227,8 +241,19 @@ class NodeStore:
                     self.pool.handle(Claimed(command.pooled))  # not pooled after all
             elif command.pooled:
                 path = os.path.join(self.pool_folder, command.pooled)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            if size < POOL_MIN_BYTES:
+                _unlink(path)
+                continue
+            # Unlinking the last name of a file frees its pages, which takes a while for a
+            # large one (seconds for gigabytes): not on the loop, which pulses for the node.
+            # Renamed first, so that the name is free at once (a copy pulled again reuses it).
+            self._doomed += 1
+            doomed = os.path.join(self.pool_folder, f".doomed-{self._doomed}")
+            try:
+                os.rename(path, doomed)
+            except FileNotFoundError:
+                continue  # a writer claimed the pooled file meanwhile
+            nursery.start_soon(trio.to_thread.run_sync, _unlink, doomed)
 
     async def _spill(self, nursery: trio.Nursery, name: str) -> None:
         ok = True
@@ -257,6 +282,11 @@ class NodeStore:
             self._sock.close()
         shutil.rmtree(self.folder, ignore_errors=True)
         shutil.rmtree(self.spill_folder, ignore_errors=True)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _unfit(root: str, capacity: int) -> str:
