@@ -9,9 +9,18 @@ its pickle protocol 5 buffers as read-only views of the mapping. A numpy array r
 same node therefore shares the pages of the store: no copy in the reader's process.
 
 The node agent keeps the accounts (``_scheduler/store.py``): each process tells it what it
-wrote (``C``), read (``R``) and freed (``F``) in one datagram on the store's socket; it
-spills, evicts and deletes. A file that is unlinked while a reader has it mapped stays
-readable by that reader, so no reader needs to pin anything.
+wrote (``C``), read (``R``) and freed (``F``) in one line on its connection to the store's
+socket; it spills, evicts and deletes. A file that is unlinked while a reader has it mapped
+stays readable by that reader, so no reader needs to pin anything.
+
+Copies: a value's pickle protocol 5 buffers (numpy arrays; large ``bytes`` and ``bytearray``
+too, see ``serialization._OutOfBand``) are written straight from the value into the file, the
+one copy of a write. A freed file goes to the node's free pool (``_scheduler/recycling.py``)
+and the next writer of its size class writes into its existing pages (no page allocation,
+zeroing or freeing). A reader holds a shared ``flock`` on the file for as long as its mapping
+lives (the lock goes with the mapping, not the descriptor), and a writer reuses a pooled file
+only if it gets the exclusive lock at once; the header carries the object's tag, so a reader
+that opened a file just before it was recycled sees that its object was freed.
 
 Lifetimes: the locator of an owned value (``ag.put``, a call's arguments, a task's result
 once its owner has it) carries a ``weakref.finalize`` that frees the object when the owner's

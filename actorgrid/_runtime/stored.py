@@ -5,6 +5,9 @@ them there, and re-running the task that made a value whose node died (lineage).
   wrote it: the locator names it), in ``PULL_CHUNK_BYTES`` pieces with ``PULL_WINDOW`` asked
   ahead, into this node's store as a cached copy (or into memory, for a process without a
   store: a driver that joined from elsewhere). Never through the owner nor the driver.
+- Async code (an ``async def`` task, an async actor method, a Trio-native driver) loads
+  values on the loop, which cannot wait for a pull while it unpickles: ``localize`` pulls
+  what an async task's arguments and an awaited ref locate before they are loaded.
 - Lineage: the owner of a task's result keeps the task (its ``TaskSpec``: function, argument
   payload, placement) for as long as it keeps the result, when the task may be retried
   (``max_retries`` not 0; actor calls never). When the holder of the value is gone, a reader
