@@ -9,7 +9,7 @@ from its owner (``_ensure_fetch``). Costs: one waiter per pending ref, no pollin
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -33,7 +33,7 @@ class _Owner(Protocol):
 
     def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool: ...
 
-    async def localize(self, payloads: Iterable[Any]) -> None: ...
+    def localize(self, payloads: Iterable[Any]) -> Awaitable[None] | None: ...
 
 
 def _in_trio() -> bool:
@@ -102,7 +102,9 @@ async def get_async(rt: _Owner, refs: Any, timeout: float | None = None) -> Any:
                     await event.wait()
     if scope.cancelled_caught:
         raise GetTimeoutError(f"timed out after {timeout} s waiting for {len(items)} refs")
-    await rt.localize([r._entry.payload for r in items])  # values held on other nodes
+    pulls = rt.localize([r._entry.payload for r in items])  # values held on other nodes
+    if pulls is not None:
+        await pulls
     values = [r._entry.value() for r in items]
     return values[0] if single else values
 

@@ -137,23 +137,32 @@ class RuntimeStored(RuntimeLinks):
         again = self.rebuilt.get(locator.name)
         return locator if again is None else segments.locator_of_checked(again)
 
-    async def localize(self, payloads: Iterable[Payload | None]) -> None:
-        """Loop: make the stored values that ``payloads`` locate readable here without a wait
-        (pulled into this node's store, or into memory for a process without one), so that
-        loading them on the loop (an async task's arguments, ``await ref``) needs no pull,
-        which the loop cannot wait for while it unpickles. One prefix comparison for an
-        inline value. In a process without a store, each value pulled here is kept until
-        loaded once (``_read_remote``), so call this right before loading them."""
+    def localize(self, payloads: Iterable[Payload | None]) -> Awaitable[None] | None:
+        """Loop: None if ``payloads`` are all readable here now; else an awaitable that makes
+        the stored values they locate readable here without a wait (pulled into this node's
+        store, or into memory for a process without one), so that loading them on the loop
+        (an async task's arguments, ``await ref``) needs no pull, which the loop cannot wait
+        for while it unpickles. One prefix comparison for an inline value. In a process
+        without a store, each value pulled is kept until loaded once (``_read_remote``), so
+        await it right before loading them."""
+        is_stored = segments.is_stored
+        stored = [p for p in payloads if p is not None and is_stored(p)]
+        if not stored:
+            return None
+        locators = [segments.locator_of_checked(p) for p in stored]
         store = segments.client()
+        if store is not None:
+            locators = [loc for loc in locators if loc.node != store.node]
+            if not locators:
+                return None
+        return self._localize(store, locators)
+
+    async def _localize(self, store: StoreClient | None, locators: list[Locator]) -> None:
         held: list[str] = []
         try:
-            for payload in payloads:
-                if payload is None or not segments.is_stored(payload):
-                    continue
-                locator = segments.locator_of_checked(payload)
+            for locator in locators:
                 if store is not None:
-                    if locator.node != store.node:
-                        await self.pull(locator)
+                    await self.pull(locator)
                     continue
                 kept = self._in_memory.get(locator.name)
                 if kept is None:
