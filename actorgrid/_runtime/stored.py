@@ -241,8 +241,9 @@ class RuntimeStored(RuntimeLinks):
         buffer = bytearray()
 
         async def keep(offset: int, data: memoryview, size: int) -> None:
+            nonlocal buffer
             if len(buffer) != size:
-                buffer.extend(bytes(size - len(buffer)))
+                buffer = bytearray(size)  # once, at the first piece: no temporary copy
             buffer[offset : offset + data.nbytes] = data
 
         try:
