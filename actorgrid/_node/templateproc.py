@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import gc
 import json
 import os
 import selectors
@@ -84,8 +83,9 @@ def _child(
 
 def main(fd: int) -> None:
     """The template: import what a worker runs, then fork one per request until EOF."""
-    gc.collect()
-    gc.freeze()  # what exists now stays shared with the workers (copy-on-write)
+    # No gc.freeze() before forking, tempting as shared pages are: a worker whose collector
+    # skipped what the template had made kept objects alive past their lease
+    # (tests/_runtime/test_owner_lease.py failed with it).
     start_env = dict(os.environ)
     sock = socket.socket(fileno=fd)
     wake_r, wake_w = os.pipe()
