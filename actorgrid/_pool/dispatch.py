@@ -22,10 +22,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import attrs
+
 from .._exceptions import TaskCancelledError
 from .._node.records import NodeStatistics
 from .._runtime.api import cancel
 from .._runtime.core import current_runtime
+from .._runtime.envship import for_call
 from .._runtime.generators import ObjectRefGenerator
 from .._runtime.refs import ObjectRef
 from .._runtime.remote import Options, RemoteFunction
@@ -144,7 +147,10 @@ class Dispatcher:
         if force or now - self._capacity_at >= CAPACITY_REFRESH_S:
             placement = self._rt.placement
             suspended = placement.suspended
-            demand = self._task._options.demand(self._cpus or 0.0)  # num_gpus=, labels, ...
+            options = self._task._options
+            if options.runtime_env is not None:  # its env merged over the driver's, as calls
+                options = attrs.evolve(options, runtime_env=for_call(self._rt, options.runtime_env))
+            demand = options.demand(self._cpus or 0.0)  # num_gpus=, labels, ...
             env = demand.env or self._rt.env_key
             workers = [
                 w

@@ -19,7 +19,7 @@ from .._scheduler.streams import check_backpressure
 from .context import Context
 from .core import current_runtime
 from .demands import check_placement_options, demand_of
-from .envship import use_env
+from .envship import for_call, use_env
 from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker, is_generator_function
 from .handles import ActorHandle
 from .lineage import current_task
@@ -274,6 +274,8 @@ class RemoteFunction(Generic[P, R]):
         rt = current_runtime()
         opts = self._options
         if opts.runtime_env is not None:
+            if (env := for_call(rt, opts.runtime_env)) is not opts.runtime_env:
+                opts = attrs.evolve(opts, runtime_env=env)  # merged over the driver's own
             rt.on_loop(use_env, rt, opts.runtime_env)
         num_cpus = opts.demand(
             opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
@@ -424,6 +426,8 @@ class ActorClass(Generic[T]):
         rt = current_runtime()
         opts = self._options
         if opts.runtime_env is not None:
+            if (env := for_call(rt, opts.runtime_env)) is not opts.runtime_env:
+                opts = attrs.evolve(opts, runtime_env=env)  # merged over the driver's own
             rt.on_loop(use_env, rt, opts.runtime_env)
         label = f"{self.__qualname__}.__init__"
         # Inline: a creation's arguments may be sent again by the head, after their caller.
