@@ -17,7 +17,11 @@ def test_child_keys_replace_the_parents_and_env_vars_merge_name_by_name(tmp_path
         folder.mkdir()
         (folder / "mod.py").write_text(f"WHERE = {folder.name!r}\n")
     parent = prepare(
-        {"working_dir": str(one), "env_vars": {"A": "driver", "B": "driver"}, "worker_setup": _setup}
+        {
+            "working_dir": str(one),
+            "env_vars": {"A": "driver", "B": "driver"},
+            "worker_setup": _setup,
+        }
     )
     vars_only = merge(parent, prepare({"env_vars": {"B": "call", "C": "call"}}))
     assert dict(vars_only.spec.env_vars) == {"A": "driver", "B": "call", "C": "call"}
