@@ -68,17 +68,18 @@ class GpuLedger:
         )
 
     def claim(
-        self, holder: Hashable, count: int, *, yields: bool
+        self, holder: Hashable, count: int, *, yields: bool, prefer: tuple[str, ...] = ()
     ) -> tuple[tuple[str, ...] | None, list[Revoke]]:
-        """``holder`` wants ``count`` GPUs: the ids now, or None while it waits (a ``Grant``
-        from ``release`` later), and the base holders to close for it."""
+        """``holder`` wants ``count`` GPUs (``prefer``'s first when free: a slot keeps its
+        own GPU across restarts): the ids now, or None while it waits (a ``Grant`` from
+        ``release`` later), and the base holders to close for it."""
         if holder in self.held or holder in self.waiting:
             raise ValueError(f"{holder!r} already holds or waits for GPUs")
         if count < 1 or count > len(self.ids):
             raise ValueError(f"a claim of {count} GPUs on a node of {len(self.ids)}")
         self.yields[holder] = yields
         if not self._ahead(yields) and len(self.free) >= count:
-            return self._take(holder, count), []
+            return self._take(holder, count, prefer), []
         self.waiting[holder] = count
         return None, [] if yields else self._revokes()
 
@@ -88,9 +89,10 @@ class GpuLedger:
             return bool(self.waiting)  # base claims come after every waiting one
         return any(not self.yields[w] for w in self.waiting)
 
-    def _take(self, holder: Hashable, count: int) -> tuple[str, ...]:
-        ids = tuple(self.free[:count])
-        del self.free[:count]
+    def _take(self, holder: Hashable, count: int, prefer: tuple[str, ...] = ()) -> tuple[str, ...]:
+        first = [g for g in self.free if g in prefer]
+        ids = tuple((first + [g for g in self.free if g not in prefer])[:count])
+        self.free = [g for g in self.free if g not in ids]
         self.held[holder] = ids
         return ids
 

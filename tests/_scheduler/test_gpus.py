@@ -108,5 +108,5 @@ class LedgerMachine(RuleBasedStateMachine):
         assert coming >= min(wanted, len(ledger.ids) - env_held)
 
 
-LedgerMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+LedgerMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=30, deadline=None)
 test_gpu_ledger = LedgerMachine.TestCase
