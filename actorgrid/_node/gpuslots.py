@@ -78,7 +78,7 @@ class GpuSlots:
         """``slot``'s process is ready: close it now if a grant or a revoke came meanwhile."""
         if slot in self._close_when_ready:
             self._close_when_ready.discard(slot)
-            self._control(slot, "close", True)
+            self._close(slot)
 
     def exited(self, slot: Slot) -> None:
         """``slot``'s process ended: the GPUs it ran with come back. (A claim still waiting,
@@ -110,6 +110,8 @@ class GpuSlots:
                 self._grants(self.ledger.release(slot))
 
     def _close(self, slot: Slot) -> None:
+        if slot.intent is not None:
+            return  # it is ending already (closed, restarted): its next process, if any, claims
         if slot.ready:
             self._control(slot, "close", True)
         else:
