@@ -8,6 +8,10 @@ offers to calls); a slot whose claim waits starts without any (it offers none, s
 need one wait for a worker that has one, with the caller's pending warning, and this node
 logs which slot waits). What a process held comes back when it ends (``exited``).
 
+- An environment's slot whose GPUs are on their way back (base workers revoked for it, ending
+  once their calls are done) waits for them before its process starts (``before_start``, at
+  most ``GPU_HANDOVER_WAIT_S``): so its environment is ready once its workers have their GPUs,
+  and the first calls see all of them.
 - A grant to a slot whose process runs without GPUs, and a revoke (an environment's worker
   claims the GPUs a base worker holds), close that process once its running calls are done
   (``drain``; the actors it hosts end, and are restarted elsewhere if they may) and start it
@@ -25,13 +29,19 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import trio
+
 from .._scheduler.gpus import GpuLedger, Grant, Revoke
 from .shares import NodeShares
 from .slots import Slot
 
-__all__ = ["GpuSlots"]
+__all__ = ["GPU_HANDOVER_WAIT_S", "GpuSlots"]
 
 log = logging.getLogger("actorgrid.node")
+
+# How long an environment's worker waits for GPUs that base workers are giving back before it
+# starts without them (a base worker's running calls may take long; it gets them later).
+GPU_HANDOVER_WAIT_S = 20.0
 
 
 class GpuSlots:
@@ -41,22 +51,42 @@ class GpuSlots:
         self.ledger = GpuLedger(shares.gpu_ids)
         self._using: dict[Slot, tuple[str, ...]] = {}  # a live process's GPUs (maybe none)
         self._close_when_ready: set[Slot] = set()
+        self._released = trio.Event()  # set (and replaced) whenever GPUs come back
 
     def __repr__(self) -> str:
         return f"<GpuSlots {self.ledger!r}>"
+
+    def _own(self, slot: Slot) -> tuple[str, ...]:
+        shares = self._shares.shares
+        return tuple(shares[slot.share][1]) if slot.share < len(shares) else ()
+
+    def _claim(self, slot: Slot, own: tuple[str, ...]) -> None:
+        if self.ledger.holds(slot) is None and slot not in self.ledger.waiting:
+            _, revokes = self.ledger.claim(slot, len(own), yields=slot.env is None, prefer=own)
+            self._revoke(revokes)
+
+    async def before_start(self, slot: Slot) -> None:
+        """Before a process of ``slot`` starts: an environment's worker waits (a while) for
+        the GPUs revoked for it, rather than start without them and start again."""
+        own = self._own(slot)
+        if not own or slot.env is None:
+            return
+        self._claim(slot, own)
+        with trio.move_on_after(GPU_HANDOVER_WAIT_S):
+            while slot in self.ledger.waiting and self.ledger.revoked:
+                released = self._released
+                await released.wait()
 
     def config(self, slot: Slot) -> dict[str, Any]:
         """The GPU part of the configuration of ``slot``'s next process (it overrides the
         share's): claimed now, or the grant made while it was between processes."""
         shares = self._shares.shares
-        base, own_ids = shares[slot.share] if slot.share < len(shares) else ({}, [])
-        own = tuple(own_ids)
+        base = shares[slot.share][0] if slot.share < len(shares) else {}
+        own = self._own(slot)
         if not own:
             return {}
+        self._claim(slot, own)
         ids = self.ledger.holds(slot)
-        if ids is None and slot not in self.ledger.waiting:
-            ids, revokes = self.ledger.claim(slot, len(own), yields=slot.env is None, prefer=own)
-            self._revoke(revokes)
         resources = dict(base)
         if ids is None:
             ids = ()
@@ -94,6 +124,8 @@ class GpuSlots:
         self._grants(self.ledger.release(slot))
 
     def _grants(self, grants: list[Grant]) -> None:
+        self._released.set()
+        self._released = trio.Event()
         for grant in grants:
             slot = grant.holder
             assert isinstance(slot, Slot)

@@ -373,6 +373,7 @@ class NodeAgent(NodeControl):
         slot.stderr_tail.clear()
         slot.incarnations += 1
         try:
+            await self.gpus.before_start(slot)
             proc, read_fd = await self._spawn(slot)
         except WorkerStartError as exc:
             slot.last_exit = f"could not be started ({exc})"
