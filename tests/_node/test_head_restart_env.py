@@ -94,7 +94,9 @@ def test_a_restarted_head_gets_its_envs_and_jobs_back_from_who_reconnects(
     up_cluster.up()
     up_cluster.start_node()
     _wait_for(lambda: "joined the head" in up_cluster.node_output(), START_TIMEOUT_S, "the node")
-    base = up_cluster.node_workers()
+    # Its two base workers (it says it joined before they are all started).
+    base = _wait_for(lambda: len(w := up_cluster.node_workers()) == 2 and w, START_TIMEOUT_S,
+                     "the node's two base workers")  # fmt: skip
     cluster = ag.init(
         address=up_cluster.address,
         secret=up_cluster.secret(),
