@@ -63,6 +63,8 @@ EVENT_FLUSH_INTERVAL_S = 0.2
 EVENT_BATCH_MAX = 4000
 TRAFFIC_REPORT_S = 2.0
 TIMELINE_MAX_SPANS = 1_000_000
+# Calls sent and not answered yet, kept for their spans, at most (the oldest go first).
+OPEN_MAX = 1_000_000
 OUTPUT_TICK_S = 0.5
 # A driver leaving waits until this long after its last answer (at most), so that what the
 # calls printed, a few batching intervals behind their answers, is shown before it goes.
@@ -237,15 +239,38 @@ class Observer:
         name = self.name_of(function_id, blob)
         self.record("task_scheduled", task_id, name, worker_id)
         self._open[task_id] = (name, worker_id, nbytes, time.time(), root)
+        if len(self._open) > OPEN_MAX:
+            self._forget_oldest()
+
+    def call_made(self, task_id: ObjectId) -> None:
+        """Any thread, where ``handle.method.remote()`` runs: the call belongs to the root of
+        the call running here. Taken now, not when the loop sends it: a sync actor's call
+        sent through the loop (a burst, a handle still being placed, a resend after a
+        restart) would otherwise see the loop's context, which is no call's."""
+        root = current_root()
+        if root:
+            self._open[task_id] = ("", None, 0, 0.0, root)
+            if len(self._open) > OPEN_MAX:
+                self._forget_oldest()
 
     def call_sent(
         self, task_id: ObjectId, label: str, method: str, worker_id: WorkerId | None, nbytes: int
     ) -> str:
-        """An actor method call was sent; returns its root (CallActor.root): the driver whose
-        work the call running in this thread or Trio task is part of, or ""."""
-        root = current_root()
+        """An actor method call was sent (again, for a resend); returns its root
+        (CallActor.root): the driver whose work the call that made it is part of, or ""."""
+        made = self._open.get(task_id)
+        root = made[4] if made is not None else current_root()
         self._open[task_id] = ((label, method), worker_id, nbytes, time.time(), root)
+        if made is None and len(self._open) > OPEN_MAX:
+            self._forget_oldest()
         return root
+
+    def _forget_oldest(self) -> None:
+        # Calls that end with no answer (their worker died) are never popped by answered().
+        try:
+            del self._open[next(iter(self._open))]
+        except (StopIteration, KeyError, RuntimeError):  # another thread changed it meanwhile
+            pass
 
     def root_of(self, parent: ObjectId | None) -> str:
         """SubmitTask.root of a task started by the task ``parent`` running here."""
