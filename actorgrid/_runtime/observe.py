@@ -39,7 +39,7 @@ import trio
 
 from .._exceptions import TaskCancelledError
 from .._protocol.ids import ActorId, NodeId, ObjectId, WorkerId
-from .._protocol.messages import ActorInfo, EventBatch, Message, Payload
+from .._protocol.messages import ActorInfo, Event, EventBatch, Message, Payload
 from .._protocol.observe import (
     CallSpans,
     SubscribeOutput,
@@ -49,6 +49,7 @@ from .._protocol.observe import (
     expand_task_events,
     pack_task_events,
 )
+from .._scheduler.traffic import TrafficTable
 from .._transport.base import TRAFFIC
 from .output import OutputPrinter, current_root, output_source
 from .serialization import loads_error
@@ -157,9 +158,9 @@ class Observer:
         self.spans: deque[Span] = deque(maxlen=TIMELINE_MAX_SPANS)
         self._names: dict[bytes, str] = {}  # function id -> name
         self.last_answer = 0.0  # time.time() of the last answer to a call sent here
-        # What each process reported its links carried: (node id, hostname, pid) -> (sent,
-        # received); filled where TaskEvents arrive (a subscriber: the dashboard).
-        self.traffic: dict[tuple[NodeId | None, str, int | None], tuple[int, int]] = {}
+        # What each process reported its links carried, filled where TaskEvents arrive (a
+        # subscriber: the dashboard); a process's row goes when it exits (worker_died).
+        self.traffic = TrafficTable()
         self._reported_traffic = (0, 0)
 
     def handlers(self, feed: EventFeed) -> dict[type, Callable[[Peer, Any], None]]:
@@ -173,9 +174,8 @@ class Observer:
             )
 
         def on_task_events(peer: Peer, batch: TaskEvents) -> None:
-            self.traffic[batch.node_id, batch.hostname, batch.pid] = (
-                batch.sent_bytes,
-                batch.received_bytes,
+            self.traffic.report(
+                (batch.node_id, batch.hostname, batch.pid), batch.sent_bytes, batch.received_bytes
             )
             for event in expand_task_events(batch):
                 feed.push(event)
@@ -191,6 +191,13 @@ class Observer:
             for follower in self.followers:
                 follower(msg)
 
+        def on_event(event: Event) -> None:  # every event this process is sent
+            if event.kind == "worker_died" and event.pid is not None:
+                self.traffic.ended((event.node_id, event.hostname, event.pid))
+            elif event.kind in ("node_closed", "node_zombie") and event.node_id is not None:
+                self.traffic.node_ended(event.node_id)
+
+        feed.listeners.append(on_event)
         return {
             EventBatch: on_batch,
             TaskEvents: on_task_events,

@@ -21,6 +21,7 @@ import trio
 import trio_websocket
 
 import actorgrid as ag
+from actorgrid._runtime.core import current_runtime
 
 CLUSTER_OPTIONS = {"num_workers": 2, "dashboard": True}
 WAIT_S = 30.0
@@ -277,6 +278,25 @@ def test_actor_calls_and_bytes_on_the_links_are_counted_per_node(cluster: ag.Clu
     first = _metrics(cluster)[sent]
     ag.get([tally.add.remote(1) for _ in range(50)], timeout=WAIT_S)
     _wait_for("the bytes counter moving", lambda: _metrics(cluster)[sent] > first)
+
+
+def test_a_killed_workers_bytes_row_goes_and_its_nodes_counters_do_not_go_down(
+    cluster: ag.Cluster,
+) -> None:
+    rows = current_runtime().observe.traffic  # the table /metrics sums per node
+    node = cluster.nodes()[0].node_id.hex()
+    sent = ("actorgrid_bytes_sent_total", frozenset({("node", node)}))
+    victim = cluster.workers()[0].pid
+    assert ag.get([shout.remote("traffic") for _ in range(20)], timeout=WAIT_S)
+    _wait_for(
+        "the worker's bytes reported",
+        lambda: any(pid == victim and n[0] > 0 for (_, _, pid), n in rows.rows().items()),
+    )
+    before = _metrics(cluster)[sent]
+    os.kill(victim, signal.SIGKILL)
+    _wait_for("its row gone", lambda: all(pid != victim for _, _, pid in rows.rows()))
+    assert _metrics(cluster)[sent] >= before  # its bytes stay counted (a Prometheus counter)
+    _wait_for("two workers again", lambda: len(cluster.workers()) == 2)
 
 
 def test_the_object_store_shows_in_metrics(cluster: ag.Cluster) -> None:
