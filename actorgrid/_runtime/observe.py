@@ -32,6 +32,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -274,10 +275,13 @@ class Observer:
 
     def _forget_oldest(self) -> None:
         # Calls that end with no answer (their worker died) are never popped by answered().
+        # A tenth goes at once: finding the oldest walks the dict's front, once per many calls.
         try:
-            del self._open[next(iter(self._open))]
-        except (StopIteration, KeyError, RuntimeError):  # another thread changed it meanwhile
-            pass
+            oldest = list(islice(self._open, OPEN_MAX // 10))
+        except RuntimeError:  # another thread changed it meanwhile: the next call tries again
+            return
+        for task_id in oldest:
+            self._open.pop(task_id, None)
 
     def root_of(self, parent: ObjectId | None) -> str:
         """SubmitTask.root of a task started by the task ``parent`` running here."""

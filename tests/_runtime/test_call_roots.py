@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 import actorgrid as ag
+from actorgrid._protocol.ids import ObjectId
+from actorgrid._runtime import observe
 
 BURST = 300
 TIMEOUT_S = 60.0
@@ -78,3 +80,17 @@ def test_every_call_of_a_sync_actors_burst_is_in_its_drivers_timeline_and_output
     assert shown == {str(i) for i in range(BURST)}
     ag.kill(caller)
     ag.kill(echo)
+
+
+def test_calls_never_answered_are_forgotten_past_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A call whose worker died gets no answer: what was kept for its span must not stay.
+    monkeypatch.setattr(observe, "OPEN_MAX", 100)
+    observer = observe.Observer()
+    for i in range(1000):
+        task_id = ObjectId(i.to_bytes(16, "big"))
+        observer.call_made(task_id)
+        observer.call_sent(task_id, "Echo", "echo", None, 10)
+    assert len(observer._open) <= 100
+    newest = ObjectId((999).to_bytes(16, "big"))
+    observer.answered(newest, True)  # the newest are kept: its span is written
+    assert [span[0] for span in observer.spans] == [("Echo", "echo")]
