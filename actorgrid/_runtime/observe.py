@@ -42,6 +42,7 @@ from .._exceptions import TaskCancelledError
 from .._protocol.ids import ActorId, NodeId, ObjectId, WorkerId
 from .._protocol.messages import ActorInfo, Event, EventBatch, Message, Payload
 from .._protocol.observe import (
+    TRACEBACK_MARK,
     CallSpans,
     SubscribeOutput,
     TaskEventRecord,
@@ -68,6 +69,8 @@ TIMELINE_MAX_SPANS = 1_000_000
 # Calls sent and not answered yet, kept for their spans, at most (the oldest go first).
 OPEN_MAX = 1_000_000
 OUTPUT_TICK_S = 0.5
+# A failed task's traceback travels with its event up to this long (its end: the raise).
+TRACEBACK_MAX_CHARS = 4000
 # A driver leaving waits until this long after its last answer (at most), so that what the
 # calls printed, a few batching intervals behind their answers, is shown before it goes.
 OUTPUT_SETTLE_S = 0.3
@@ -363,6 +366,9 @@ class Observer:
                 if isinstance(exc, TaskCancelledError):
                     kind = "task_cancelled"
                 text = f"{type(cause).__name__}: {cause}"
+                trace = getattr(exc, "remote_traceback", "")
+                if kind == "task_failed" and trace:  # the dashboard's recent failures show it
+                    text += TRACEBACK_MARK + trace[-TRACEBACK_MAX_CHARS:]
         elif isinstance(error, str):
             text = error
         return kind, when, task_id, name, worker_id, text, actor_id

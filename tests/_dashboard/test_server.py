@@ -167,6 +167,34 @@ def test_the_websocket_feed_serves_the_right_token(cluster: ag.Cluster) -> None:
     assert len(snapshot["workers"]) == 2
 
 
+@ag.remote
+def doomed(word: str) -> None:
+    raise ValueError(f"doomed by {word}")
+
+
+def test_the_feed_shows_a_failed_task_with_its_traceback(cluster: ag.Cluster) -> None:
+    with pytest.raises(ValueError, match="doomed by fate"):
+        ag.get(doomed.remote("fate"), timeout=WAIT_S)
+    base, token = _base(cluster)
+    ws_url = "ws" + base.removeprefix("http") + "ws?token=" + token
+
+    async def failure() -> dict[str, Any]:
+        with trio.fail_after(WAIT_S):  # the worker reports its events every 0.2 s
+            async with trio_websocket.open_websocket_url(ws_url) as ws:
+                while True:
+                    message: dict[str, Any] = json.loads(await ws.get_message())
+                    for f in message.get("failures", ()):
+                        if f.get("error") == "ValueError: doomed by fate":
+                            return f
+
+    shown = trio.run(failure)
+    assert shown["name"] == "doomed"
+    assert shown["detail"].startswith("Traceback (most recent call last):")
+    # (the test module's functions travel by value: their frames have no source lines)
+    assert ", in doomed\n" in shown["detail"]
+    assert shown["detail"].rstrip().endswith("ValueError: doomed by fate")
+
+
 def test_requests_beyond_the_bounds_are_refused_and_the_dashboard_stays_up(
     cluster: ag.Cluster,
 ) -> None:
