@@ -195,6 +195,45 @@ def test_the_feed_shows_a_failed_task_with_its_traceback(cluster: ag.Cluster) ->
     assert shown["detail"].rstrip().endswith("ValueError: doomed by fate")
 
 
+@ag.remote
+class Keeper:
+    def hold(self) -> int:
+        return os.getpid()
+
+
+def test_the_feed_shows_nodes_resources_and_actors_with_their_class_and_mailbox(
+    cluster: ag.Cluster,
+) -> None:
+    keeper = Keeper.options(name="keeper").remote()
+    pid = ag.get(keeper.hold.remote(), timeout=WAIT_S)
+    base, token = _base(cluster)
+    ws_url = "ws" + base.removeprefix("http") + "ws?token=" + token
+
+    async def snapshot() -> dict[str, Any]:
+        with trio.fail_after(WAIT_S):
+            async with trio_websocket.open_websocket_url(ws_url) as ws:
+                while True:
+                    message: dict[str, Any] = json.loads(await ws.get_message())
+                    if message["type"] == "snapshot" and any(
+                        a["name"] == "keeper" for a in message["actors"]
+                    ):
+                        return message
+
+    shown = trio.run(snapshot)
+    (node,) = shown["nodes"]
+    assert node["state"] == "alive"
+    assert 0 <= node["availability"]["cpu_percent"] <= 100
+    assert node["availability"]["memory_available"] > 0
+    assert node["availability"]["num_cpus"] >= 1
+    assert 0 <= node["last_pulse_s"] < WAIT_S
+    (actor,) = [a for a in shown["actors"] if a["name"] == "keeper"]
+    assert (actor["label"], actor["state"], actor["restarts"]) == ("Keeper", "alive", 0)
+    assert actor["mailbox_depth"] == 0
+    (worker,) = [w for w in shown["workers"] if w["worker"]["pid"] == pid]
+    assert actor["worker_id"] == worker["worker"]["worker_id"]
+    ag.kill(keeper)
+
+
 def test_requests_beyond_the_bounds_are_refused_and_the_dashboard_stays_up(
     cluster: ag.Cluster,
 ) -> None:
