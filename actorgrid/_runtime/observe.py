@@ -363,7 +363,9 @@ class Observer:
             if kind in ("task_failed", "call_failed"):
                 exc = loads_error(error)
                 cause = getattr(exc, "cause", None) or exc
-                if isinstance(exc, TaskCancelledError):
+                # A worker interrupts a cancelled task's thread with KeyboardInterrupt
+                # (interrupt.py): no user code in a worker gets one otherwise.
+                if isinstance(exc, TaskCancelledError) or isinstance(cause, KeyboardInterrupt):
                     kind = "task_cancelled"
                 text = f"{type(cause).__name__}: {cause}"
                 trace = getattr(exc, "remote_traceback", "")

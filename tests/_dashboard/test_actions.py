@@ -78,6 +78,14 @@ def test_cancel_a_task_from_the_dashboard(cluster: ag.Cluster, tmp_path: Path) -
     with pytest.raises(ag.TaskCancelledError):
         ag.get(ref, timeout=WAIT_S)
 
+    # Its worker interrupted it: that is reported as cancelled, not as a failure.
+    def kinds() -> list[str] | None:
+        seen = [e.kind for e in cluster.recent_events() if e.task_id == ref.id]
+        return seen if "task_cancelled" in seen else None
+
+    seen = _wait_for("the task_cancelled event", kinds)
+    assert "task_failed" not in seen, seen
+
 
 def test_suspend_then_resume_a_node_from_the_dashboard(cluster: ag.Cluster) -> None:
     (node,) = cluster.nodes()
