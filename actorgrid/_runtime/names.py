@@ -28,10 +28,14 @@ from .peer import Peer, PeerClosedError
 from .records import _describe
 from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, loads, loads_error
+from .starting import START_BATCH
 
 # A lookup that finds no such name asks the head again after these pauses (0.5 s in all)
 # before it raises NameNotFoundError: see lookup().
 LOOKUP_MISS_RETRIES_S = (0.05, 0.15, 0.3)
+# Tasks that waited for one shared lookup, woken per loop turn (see release_gradually): as
+# many as starting.py starts per turn.
+RELEASE_BATCH = START_BATCH
 
 
 class RuntimeNames(RuntimeActors):
@@ -64,7 +68,7 @@ class RuntimeNames(RuntimeActors):
 
     # Cached lookups on their way to the head, by key: the agents that want the same name at
     # once (10,000 agents greeting one clock) wait for the one lookup, not one each.
-    _lookups: dict[tuple[str, str], trio.Event] | None = None
+    _lookups: dict[tuple[str, str], trio.lowlevel.ParkingLot] | None = None
 
     async def lookup(self, name: str, namespace: str | None, *, cached: bool) -> ActorInfo:
         key = (namespace or DEFAULT_NAMESPACE, name)
@@ -76,16 +80,17 @@ class RuntimeNames(RuntimeActors):
             info = self.names.get(key)
             if info is not None:
                 return info
-            done = self._lookups.get(key)
-            if done is None:
+            waiting = self._lookups.get(key)
+            if waiting is None:
                 break
-            await done.wait()  # then the cache has it, or the lookup failed: ask ourselves
-        done = self._lookups[key] = trio.Event()
+            await waiting.park()  # then the cache has it, or the lookup failed: ask ourselves
+        waiting = self._lookups[key] = trio.lowlevel.ParkingLot()
         try:
             return await self._lookup_at_head(name, key)
         finally:
             del self._lookups[key]
-            done.set()
+            if waiting:
+                self.nursery.start_soon(release_gradually, waiting)
 
     async def _lookup_at_head(self, name: str, key: tuple[str, str]) -> ActorInfo:
         epoch = self._names_epoch
@@ -250,6 +255,19 @@ class RuntimeNames(RuntimeActors):
         raise error
 
     # --- events and operations ----------------------------------------------------------------
+
+
+async def release_gradually(waiting: trio.lowlevel.ParkingLot) -> None:
+    """Wake the tasks parked in ``waiting``, RELEASE_BATCH per loop turn.
+
+    Woken all at once, the 50,000 agents of a worker that started while one lookup was on
+    its way would all take their next step in one turn of the loop: seconds with no pulse
+    written, no dial answered and no frame read, and the worker taken for a zombie. A turn
+    per batch lets the loop do its I/O in between.
+    """
+    while waiting:
+        waiting.unpark(count=RELEASE_BATCH)
+        await trio.lowlevel.checkpoint()
 
 
 async def wait_credit(peer: Peer, actor_id: ActorId) -> None:
