@@ -21,9 +21,7 @@ from conftest import ProcessWatch
 
 import actorgrid as ag
 
-pytestmark = pytest.mark.slow
-
-SCALE_AGENTS_DEFAULT = 20_000
+SCALE_AGENTS_DEFAULT = 10_000
 AGENTS = int(os.environ.get("ACTORGRID_SCALE_AGENTS", SCALE_AGENTS_DEFAULT))
 # Generous: creation runs at ~400 agents/s on a 2-core machine shared with other test runs.
 DEADLINE_S = 60 + AGENTS / 150
@@ -31,6 +29,8 @@ DEADLINE_S = 60 + AGENTS / 150
 # never the 5 s after which a silent worker is killed as a zombie (checked in the log too).
 SHUTDOWN_S = 10.0
 GO = "go-by-name"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(DEADLINE_S + 60)]
 
 
 @ag.remote

@@ -22,17 +22,17 @@ from conftest import ProcessWatch
 
 import actorgrid as ag
 
-pytestmark = pytest.mark.slow
-
-SCALE_AGENTS_DEFAULT = 20_000
+SCALE_AGENTS_DEFAULT = 10_000
 AGENTS = int(os.environ.get("ACTORGRID_SCALE_AGENTS", SCALE_AGENTS_DEFAULT))
-STEPS = 3
+STEPS = 2
 TICK = "wealth-tick"
 # Report rounds allowed for the coins still on their way after the last step to arrive.
 REPORT_ROUNDS = 20
 # Generous: creation runs at ~400 agents/s on a 2-core machine shared with other test runs,
 # and a step moves 2 messages per agent.
 DEADLINE_S = 60 + AGENTS / 100
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(DEADLINE_S + 60)]
 
 
 @ag.remote
