@@ -1,13 +1,15 @@
 """Agents by the hundred thousand (issue 13): named coroutine agents on a 2-worker embedded
 cluster, created, each reached by name once, and the cluster shut down with all of them alive.
 
-The size is ``ACTORGRID_SCALE_AGENTS`` (default SCALE_AGENTS_DEFAULT). At 100,000 this test is
-bound by creation (~400-1,200 agents/s on a 2-core machine, the driver's share being ~60% of
-the CPU: name claim, head, creation frames) and by 100,000 first lookups at the head; see the
-report of issue 13 for its measured time. The default keeps it inside the suite's time budget;
-the mechanisms it checks (no loop stall, no lost message, no zombie, a quick stop) are the
-same at both sizes, since every batch of work per loop turn is bounded (starting.py,
-names.release_gradually, Portal._drain, ExecutorTasks.interrupt_all).
+The size is ``ACTORGRID_SCALE_AGENTS`` (default SCALE_AGENTS_DEFAULT, which keeps it inside
+the suite's time budget). At 100,000 it is bound by creation (~400-800 agents/s on a loaded
+2-core machine: ~0.7 ms of CPU per agent, half of it the driver's name claim, head and
+creation frames) and by 100,000 first lookups at the head: over 4 minutes here. It does not
+pass at 100,000 yet: runs there lost a worker to a 5 s stall in the by-name phase (since
+fixed in peer.py, not yet rerun) and the first agent's creation to a 30 s placeholder timeout
+(not understood yet); see the report of issue 13. Every batch of work per loop turn that
+these sizes showed is bounded (starting.py, names.release_gradually, Portal._drain,
+ExecutorTasks.interrupt_all, the fan-out of a publish, peer.py's parked senders).
 """
 
 from __future__ import annotations
