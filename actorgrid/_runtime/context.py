@@ -23,6 +23,9 @@ __all__ = ["Context", "Letter", "Mailbox", "MailboxStatistics", "Request"]
 
 log = logging.getLogger("actorgrid.agents")
 
+# An empty list that is never appended to: what a Context holds until it has asks or hooks.
+_NONE: tuple[()] = ()
+
 
 class Letter:
     """A message waiting in a mailbox; ``reply_to`` is set when it was sent with ask()."""
@@ -69,6 +72,9 @@ class Mailbox:
 
     ``async for msg in ctx.mailbox`` or ``await ctx.mailbox.receive()``. Created by the runtime.
     """
+
+    # Slots, and no list until there is something to hold (Context): a worker hosts 100,000.
+    __slots__ = ("_ctx", "_receive", "_received")
 
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("Mailbox has no public constructor: use ctx.mailbox")
@@ -123,7 +129,11 @@ class Mailbox:
         request = None
         if letter.reply_to is not None:
             request = Request(*letter.reply_to)
-            self._ctx._open_requests.append(request)
+            ctx = self._ctx
+            if ctx._open_requests:
+                ctx._open_requests.append(request)
+            else:
+                ctx._open_requests = [request]
         self._ctx.request = request
         return loads(letter.payload)
 
@@ -135,6 +145,16 @@ class Context:
     ``send`` to, ``ask`` and ``reply`` to other actors by handle, ref or name.
     """
 
+    __slots__ = (
+        "_deactivate_hooks",
+        "_info",
+        "_key",
+        "_open_requests",
+        "_runtime",
+        "mailbox",
+        "request",
+    )
+
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("Context has no public constructor: the runtime passes it in")
 
@@ -145,17 +165,18 @@ class Context:
         ctx = object.__new__(cls)
         ctx._runtime = runtime
         ctx._info = info
-        ctx._open_requests = []
-        ctx._deactivate_hooks = []
+        ctx._key = None
+        ctx._open_requests = _NONE  # a list once an ask is open
+        ctx._deactivate_hooks = _NONE  # a list once a hook is added
         ctx.request = None
         ctx.mailbox = Mailbox._make(receive, ctx)
         return ctx
 
     _runtime: Runtime
     _info: ActorInfo
-    _key: str | None = None
-    _open_requests: list[Request]
-    _deactivate_hooks: list[Callable[[], Any]]
+    _key: str | None
+    _open_requests: list[Request] | tuple[()]
+    _deactivate_hooks: list[Callable[[], Any]] | tuple[()]
     request: Request | None
     """The ask behind the last message received, or None if it was a plain send."""
     mailbox: Mailbox
@@ -237,10 +258,13 @@ class Context:
                 "deactivates; an agent started with .remote() ends when its code returns, so "
                 "save its state there"
             )
-        self._deactivate_hooks.append(hook)
+        if self._deactivate_hooks:
+            self._deactivate_hooks.append(hook)
+        else:
+            self._deactivate_hooks = [hook]
 
     async def _deactivated(self, label: str) -> None:
-        hooks, self._deactivate_hooks = self._deactivate_hooks, []
+        hooks, self._deactivate_hooks = self._deactivate_hooks, _NONE
         for hook in hooks:
             try:
                 result = hook()
@@ -262,7 +286,7 @@ class Context:
         self._forget(request)
 
     def _forget(self, request: Request) -> None:
-        self._open_requests = [r for r in self._open_requests if not r.replied]
+        self._open_requests = [r for r in self._open_requests if not r.replied] or _NONE
 
     def _fail_open(self, error: BaseException, where: str) -> None:
         """The actor's code raised and runs again: the asks it received and never answered
@@ -271,7 +295,7 @@ class Context:
         for request in self._open_requests:
             if not request.replied:
                 request.reply_error(error, where)
-        self._open_requests = []
+        self._open_requests = _NONE
         self.request = None
 
     def _close(self, reason: str) -> None:
@@ -281,11 +305,11 @@ class Context:
         for request in self._open_requests:
             if not request.replied:
                 request._answer(False, system_error(ActorDiedError(reason)))
-        self._open_requests = []
+        self._open_requests = _NONE
         self.mailbox._ctx = _CLOSED
 
 
 # What a closed mailbox points to instead of its context (Context._close).
 _CLOSED = object.__new__(Context)
-_CLOSED._open_requests = []
+_CLOSED._open_requests = _NONE
 _CLOSED.request = None
