@@ -83,6 +83,8 @@ class RuntimeActors(RuntimeTasks):
     _moved: dict[ActorId, ActorInfo] | None = None
     _relocating: dict[ActorId, list[_Resend]] | None = None
     _killed: dict[ActorId, None] | None = None  # insertion-ordered: the oldest goes first
+    # Actors this process created without restarts, alive: what their actor_died event says.
+    _unrestarted: dict[ActorId, ActorInfo] | None = None
 
     def follow(self, sent: Sent, why: str, *, written: bool) -> bool:
         """Loop: a call to an actor this process does not own found its worker gone. If the
@@ -222,8 +224,13 @@ class RuntimeActors(RuntimeTasks):
             return 0
         if isinstance(command, ActorDead):
             owned = self.owned.pop(command.actor_id, None)
-            if owned is not None and not self._closing:
+            once = self._unrestarted.pop(command.actor_id, None) if self._unrestarted else None
+            if self._closing:
+                return 0
+            if owned is not None:
                 self._actor_died(owned.info, f"no restarts left; {context.why}")
+            elif once is not None:
+                self._actor_died(once, f"it has max_restarts=0; {context.why}")
             return 0
         return super()._carry_out(command, context)
 
@@ -292,6 +299,8 @@ class RuntimeActors(RuntimeTasks):
         state = self._owner_state
         if state is not None and state.owns_actor(actor_id):
             self.owned.pop(actor_id, None)
+            if self._unrestarted:
+                self._unrestarted.pop(actor_id, None)
             if self._killed is None:
                 self._killed = {}
             self._killed[actor_id] = None
@@ -330,6 +339,10 @@ class RuntimeActors(RuntimeTasks):
         if not info.detached and not self.owner_state.owns_actor(info.actor_id):
             # Its calls and restarts are this process's (a detached one's are the head's).
             self._owner(ActorAdded(info.actor_id, info.address, info.max_restarts))
+            if info.actor_id not in self.owned:  # no restarts: kept only to report its death
+                if self._unrestarted is None:
+                    self._unrestarted = {}
+                self._unrestarted[info.actor_id] = info
         self._register_owned(info)
         create = CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency)
         head = self.head

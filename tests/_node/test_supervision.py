@@ -203,6 +203,24 @@ def test_a_named_actor_is_restarted_when_its_worker_is_killed(grid: ag.Cluster, 
         ag.get(c.incr.remote(), timeout=30)
 
 
+def test_an_actor_without_restarts_whose_worker_is_killed_is_reported_dead(
+    grid: ag.Cluster, processes
+) -> None:
+    c = Counter.options(name="mortal").remote(0)
+    _, pid = ag.get(c.incr.remote(), timeout=30)
+    processes.add([pid])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: any(e.kind == "actor_died" and e.name == "mortal" for e in grid.recent_events()),
+        what="an actor_died event naming the actor",
+    )
+    died = [e for e in grid.recent_events() if e.kind == "actor_died" and e.name == "mortal"]
+    assert len(died) == 1, died
+    assert "max_restarts=0" in (died[0].detail or ""), died[0]
+    with pytest.raises(ag.ActorDiedError):
+        ag.get(c.incr.remote(), timeout=30)
+
+
 def _dead(handle: ag.ActorHandle) -> bool:
     try:
         ag.get(handle.incr.remote(), timeout=30)
