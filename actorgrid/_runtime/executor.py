@@ -112,18 +112,31 @@ class Executor(ExecutorTasks):
         self._enqueue(slot, letter)
         return True
 
-    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
+    async def deliver_wait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
-        mailbox when it has room and nothing waits ahead (names.py's fast path); False: send
-        it through the loopback peer, under flow control."""
+        mailbox when nothing waits ahead (names.py's fast path), waiting there while it is
+        full as a Trio channel's sender does; False: send it through the loopback peer, under
+        flow control (an actor not hosted here, or one that has ended)."""
         slot = self.actors.get(actor_id)
         if slot is None or slot.overflow or slot.info is None or slot.info.kind != "coroutine":
             return False
-        try:
-            slot.send.send_nowait(Letter(payload, None))
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            return False
-        return True
+        letter = Letter(payload, None)
+        while True:
+            try:
+                slot.send.send_nowait(letter)
+                return True
+            except trio.ClosedResourceError:
+                return False
+            except trio.WouldBlock:
+                if slot.mailbox is None:  # its code has not started: wait as a channel does
+                    try:
+                        await slot.send.send(letter)
+                        return True
+                    except (trio.ClosedResourceError, trio.BrokenResourceError):
+                        return False
+                await slot.mailbox._wait_room()
+                if slot.overflow:  # others' messages wait ahead: queue behind them
+                    return False
 
     def _slot_for(self, actor_id: ActorId) -> _Slot | None:
         slot = self.actors.get(actor_id)
@@ -297,6 +310,7 @@ class Executor(ExecutorTasks):
         result: tuple[bool, Payload] | None = None
         reason = f"actor {label} has ended"
         ctx = Context._make(self.runtime, info, slot.receive)
+        slot.mailbox = ctx.mailbox
         with task.scope:
             try:
                 with slot.scope:

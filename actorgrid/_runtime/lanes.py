@@ -310,7 +310,17 @@ class _Call:
 class _Slot:
     """One actor on this worker (or a placeholder for one that has not arrived yet)."""
 
-    __slots__ = ("actor_id", "done", "info", "lane", "overflow", "receive", "scope", "send")
+    __slots__ = (
+        "actor_id",
+        "done",
+        "info",
+        "lane",
+        "mailbox",
+        "overflow",
+        "receive",
+        "scope",
+        "send",
+    )
 
     def __init__(self, actor_id: ActorId) -> None:
         self.actor_id = actor_id
@@ -322,6 +332,7 @@ class _Slot:
         self.send, self.receive = trio.open_memory_channel[Any](MAILBOX_CAPACITY)
         self.scope = trio.CancelScope()
         self.done = trio.Event()
+        self.mailbox: Any = None  # a coroutine actor's Mailbox, once its code runs
 
     @property
     def depth(self) -> int:
