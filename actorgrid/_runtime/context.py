@@ -24,7 +24,7 @@ __all__ = ["Context", "Letter", "Mailbox", "MailboxStatistics", "Request"]
 log = logging.getLogger("actorgrid.agents")
 
 # Mailbox.receive yields to the scheduler at least once every this many messages.
-_TURN_EVERY = 64
+_TURN_EVERY = 16
 
 
 class Letter:
@@ -90,7 +90,7 @@ class Mailbox:
     _ctx: Context
     _received: int
     _since_turn: int
-    # Senders in this process waiting for room (executor.deliver_wait); None: nobody waits.
+    # The pump waiting for room (executor.py, keyed.py); None: nobody waits.
     _room: trio.lowlevel.ParkingLot | None
     _room_after: int  # messages to receive before they are woken
 
@@ -135,8 +135,9 @@ class Mailbox:
             item.reject()
 
     async def _wait_room(self) -> None:
-        """A sender in this process waits while the mailbox is full: until it is half empty,
-        not until one place is free (that would wake the sender once per message received)."""
+        """The runtime's pump of a full mailbox (the messages parked beside it) waits until
+        it is half empty, not until one place is free: that would wake it once per message
+        received. Call it only when the mailbox is full."""
         if self._room is None:
             self._room = trio.lowlevel.ParkingLot()
             self._room_after = int(self._receive.statistics().max_buffer_size) // 2
@@ -325,7 +326,7 @@ class Context:
                 request._answer(False, system_error(ActorDiedError(reason)))
         self._open_requests = []
         if self.mailbox._room is not None:
-            self.mailbox._make_room()  # they find it closed and go the loopback's way
+            self.mailbox._make_room()  # the pump finds it closed
         self.mailbox._ctx = _CLOSED
 
 

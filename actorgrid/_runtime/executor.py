@@ -112,31 +112,20 @@ class Executor(ExecutorTasks):
         self._enqueue(slot, letter)
         return True
 
-    async def deliver_wait(self, actor_id: ActorId, payload: Payload) -> bool:
+    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
-        mailbox when nothing waits ahead (names.py's fast path), waiting there while it is
-        full as a Trio channel's sender does; False: send it through the loopback peer, under
-        flow control (an actor not hosted here, or one that has ended)."""
+        mailbox when it has room and nothing waits ahead (names.py's fast path); False: send
+        it through the loopback peer, under flow control (so that a full mailbox holds its
+        local senders back by the same credit window as remote ones: waiting here at once
+        could deadlock two agents that send to each other)."""
         slot = self.actors.get(actor_id)
         if slot is None or slot.overflow or slot.info is None or slot.info.kind != "coroutine":
             return False
-        letter = Letter(payload, None)
-        while True:
-            try:
-                slot.send.send_nowait(letter)
-                return True
-            except trio.ClosedResourceError:
-                return False
-            except trio.WouldBlock:
-                if slot.mailbox is None:  # its code has not started: wait as a channel does
-                    try:
-                        await slot.send.send(letter)
-                        return True
-                    except (trio.ClosedResourceError, trio.BrokenResourceError):
-                        return False
-                await slot.mailbox._wait_room()
-                if slot.overflow:  # others' messages wait ahead: queue behind them
-                    return False
+        try:
+            slot.send.send_nowait(Letter(payload, None))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            return False
+        return True
 
     def _slot_for(self, actor_id: ActorId) -> _Slot | None:
         slot = self.actors.get(actor_id)
@@ -447,10 +436,20 @@ class Executor(ExecutorTasks):
         # waits drains its inbox and overflow at once. Should _enqueue start a second pump
         # while this one's last item is in flight, order still holds: Trio wakes blocked
         # senders first in, first out, and refills the inbox from them before anyone else.
+        # A coroutine actor's pump waits for its mailbox to be half empty and then moves
+        # messages in without waiting (Mailbox._wait_room), rather than one task switch each.
         while overflow:
             item = overflow.popleft()
             try:
-                await slot.send.send(item)
+                try:
+                    slot.send.send_nowait(item)
+                except trio.WouldBlock:
+                    if slot.mailbox is None:
+                        await slot.send.send(item)
+                    else:
+                        overflow.appendleft(item)  # still first in line, and _end's to refuse
+                        await slot.mailbox._wait_room()
+                        continue
             except trio.ClosedResourceError:
                 if type(item) is _LetterFrom:
                     _taken(item)

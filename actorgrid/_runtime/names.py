@@ -204,9 +204,9 @@ class RuntimeNames(RuntimeActors):
             and self.executor is not None
             and not payload.buffers  # the loopback copies them, so agents share no memory
             and not peer.queued  # nothing sent earlier may still be on its way: keep order
-            and await self.executor.deliver_wait(info.actor_id, payload)
+            and self.executor.deliver_nowait(info.actor_id, payload)
         ):
-            return  # an agent on this worker: no loopback hop, no credit
+            return  # an agent on this worker: no loopback hop, no task switch, no credit
         try:
             if not peer.send_credits.try_take(info.actor_id):
                 await wait_credit(peer, info.actor_id)

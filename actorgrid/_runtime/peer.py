@@ -191,6 +191,15 @@ class Peer:
             self._queued_flush = True
             _dirty.append(self)
 
+    def send_later(self, message: Message) -> None:
+        """Queue a message for the writer's next turn, outside any batch's flush: for
+        messages nobody waits on at once (flow-control grants), so that those of many frames
+        read in a row go out together."""
+        if self.closed:
+            return
+        self._out.append(message)
+        self._wake.set()
+
     def flush(self) -> None:
         """Write queued messages now if the writer is idle; else leave them to the writer."""
         stream = self._stream
@@ -236,9 +245,12 @@ class Peer:
             await self._space.park()
         if self.closed:
             raise PeerClosedError(f"connection to {self.address} is closed: {self.close_reason}")
-        if flush and _dirty is None:
+        if flush and _dirty is None and not self._wake.is_set():
+            # The first message of a loop turn goes out now; the writer, woken, takes what is
+            # sent after it in this turn in one write (a burst is a few frames, not one each).
             self._out.append(message)
             self.flush()
+            self._wake.set()
         else:
             self.send(message)
 
