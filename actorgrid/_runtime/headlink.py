@@ -45,6 +45,10 @@ TASK_EVENT_HISTORY = 10_000
 # Reconnection attempts back off from the first to the last delay (doubling).
 RECONNECT_FIRST_DELAY_S = 0.1
 RECONNECT_MAX_DELAY_S = 2.0
+# The first connection: a head that is there but slow to shake hands (a loaded machine, a head
+# fending off a flood of strangers) gets this many dial timeouts before the process gives up;
+# a refused connection (no head at the address) fails at once.
+FIRST_CONNECT_TRIES = 5
 
 
 class EventFeed:
@@ -136,7 +140,7 @@ class HeadLink:
         """Connect (a failure here raises: the head was never there), then keep the link up
         until cancelled."""
         async with trio.open_nursery() as nursery:
-            peer = await self._connect(nursery, again=False)
+            peer = await self._first_connect(nursery)
             task_status.started()
             while True:
                 await _wait_closed(peer)
@@ -146,6 +150,16 @@ class HeadLink:
                 self.lost = f"lost the head at {self.address} ({peer.close_reason})"
                 log.warning("%s; reconnecting", self.lost)
                 peer = await self._reconnect(nursery)
+
+    async def _first_connect(self, nursery: trio.Nursery) -> Peer:
+        for attempt in range(1, FIRST_CONNECT_TRIES + 1):
+            try:
+                return await self._connect(nursery, again=False)
+            except TimeoutError as exc:
+                if attempt == FIRST_CONNECT_TRIES:
+                    raise TimeoutError(f"{exc} ({attempt} tries)") from None
+                log.warning("%s; trying again (%d of %d)", exc, attempt + 1, FIRST_CONNECT_TRIES)
+        raise AssertionError("unreachable")
 
     async def _connect(self, nursery: trio.Nursery, *, again: bool) -> Peer:
         stream = await self._dial()

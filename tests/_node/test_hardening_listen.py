@@ -256,7 +256,9 @@ IDLE_CONNECTIONS = 1100
 FILE_LIMIT = 1024
 
 
-def test_a_flood_of_idle_connections_leaves_the_head_serving(tmp_path: Path, processes) -> None:
+def test_a_flood_of_idle_connections_leaves_the_head_serving(
+    tmp_path: Path, processes, caplog: pytest.LogCaptureFixture
+) -> None:
     with run_head(tmp_path, processes, num_workers=1, nofile=FILE_LIMIT) as head:
         with driver(head) as cluster:
             _wait_for_workers(cluster, 1)
@@ -280,7 +282,13 @@ def test_a_flood_of_idle_connections_leaves_the_head_serving(tmp_path: Path, pro
             for sock in idle:
                 sock.close()
         rejections = [line for line in lines if "rejected" in line]
-        assert _rejected_total(lines) == IDLE_CONNECTIONS, rejections
+        # A driver whose handshake the loaded head did not finish in time tried again; the head
+        # rejected those tries too (and logs them with the rest).
+        retries = sum("trying again" in r.getMessage() for r in caplog.records)
+        assert IDLE_CONNECTIONS <= _rejected_total(lines) <= IDLE_CONNECTIONS + retries, (
+            retries,
+            rejections,
+        )
         assert len(rejections) <= 6, rejections
         assert any(
             re.search(r"rejected [\d,]+ more connections from 127\.0\.0\.1 in the last \d+ s: ", r)

@@ -172,21 +172,22 @@ def test_finished_never_goes_below_zero() -> None:
 
 
 def test_membership_changes_take_constant_time() -> None:
-    # 200k adds and removes in random order: well under a second when each is O(1), minutes
-    # if removal scanned the list.
+    # 200k adds and removes in random order: about a second of CPU when each is O(1), many
+    # minutes if removal scanned the list (2e10 comparisons). CPU time, not wall time, so a
+    # loaded machine that deschedules the test does not count against it.
     n = 200_000
     placement = Placement(random.Random(0))
     workers = [worker(i) for i in range(n)]
     rng = random.Random(1)
-    start = time.perf_counter()
+    start = time.process_time()
     for w in workers:
         placement.add(w)
     for i in rng.sample(range(n), n):
         placement.remove(workers[i].worker_id)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert len(placement) == 0
     assert placement._index == {}
-    assert elapsed < 10, f"{2 * n} membership changes took {elapsed:.1f} s"
+    assert elapsed < 30, f"{2 * n} membership changes took {elapsed:.1f} s of CPU"
 
 
 # --- balance ------------------------------------------------------------------------------------------
