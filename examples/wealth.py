@@ -16,7 +16,12 @@ With ``--per-person``, every person is a keyed agent of its own instead (``perso
 giving its coin by key and the receiver acking each gift to the clock: the model written the
 most direct way, and a measure of what one message per agent per step costs.
 
+With ``--simulate SEED`` the same model runs in the deterministic mode
+(``actorgrid.testing.simulate``): the whole cluster in one process on a virtual clock, the same
+run for the same seed (it prints the trace hash to show it).
+
     python examples/wealth.py --agents 10000 --steps 100 [--districts 16] [--per-person]
+    python examples/wealth.py --simulate 1 --agents 1000 --steps 10
 """
 
 from __future__ import annotations
@@ -150,14 +155,27 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--districts", type=int, default=16)
     parser.add_argument("--per-person", action="store_true")
+    parser.add_argument("--simulate", type=int, metavar="SEED", default=None)
     args = parser.parse_args()
-    with ag.init(num_workers=args.workers):
+
+    def start() -> ag.ObjectRef[tuple[float, list[int]]]:
         if args.per_person:
-            run = person_clock.options(name="wealth-clock").remote(args.agents, args.steps)
-        else:
-            places = max(1, min(args.districts, args.agents))
-            run = clock.options(name="wealth-clock").remote(args.agents, args.steps, places)
-        elapsed, wealth = ag.get(run, timeout=3600)
+            return person_clock.options(name="wealth-clock").remote(args.agents, args.steps)
+        places = max(1, min(args.districts, args.agents))
+        return clock.options(name="wealth-clock").remote(args.agents, args.steps, places)
+
+    if args.simulate is not None:
+        from actorgrid.testing import simulate
+
+        async def simulated() -> tuple[float, list[int]]:
+            return await start()
+
+        result = simulate(simulated, seed=args.simulate, workers_per_node=args.workers)
+        elapsed, wealth = result.value
+        print(f"simulated with seed {args.simulate}: trace hash {result.trace_hash}")
+    else:
+        with ag.init(num_workers=args.workers):
+            elapsed, wealth = ag.get(start(), timeout=3600)
     print(
         f"{args.agents} agents, {args.steps} steps in {elapsed:.2f} s: "
         f"{args.steps / elapsed:.1f} steps/s ({args.agents * args.steps / elapsed:,.0f} "
