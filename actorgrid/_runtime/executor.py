@@ -121,8 +121,9 @@ class Executor(ExecutorTasks):
         slot = self.actors.get(actor_id)
         if slot is None or slot.overflow or slot.info is None or slot.info.kind != "coroutine":
             return False
+        loopback = self.runtime.peer_for(self.runtime.address)
         try:
-            slot.send.send_nowait(Letter(payload, None))
+            slot.send.send_nowait(_LetterFrom.sent_here(loopback, actor_id, payload))
         except (trio.WouldBlock, trio.ClosedResourceError):
             return False
         return True
