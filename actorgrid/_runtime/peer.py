@@ -245,12 +245,9 @@ class Peer:
             await self._space.park()
         if self.closed:
             raise PeerClosedError(f"connection to {self.address} is closed: {self.close_reason}")
-        if flush and _dirty is None and not self._wake.is_set():
-            # The first message of a loop turn goes out now; the writer, woken, takes what is
-            # sent after it in this turn in one write (a burst is a few frames, not one each).
+        if flush and _dirty is None:
             self._out.append(message)
             self.flush()
-            self._wake.set()
         else:
             self.send(message)
 
