@@ -49,6 +49,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     lanes             the executor's work items and queues
     running           ExecutorTasks: tasks, cancel, interrupt
     executor          Executor: hosting actors
+    options           what a remote function or class is made of: options, code
     remote api        @ag.remote and the module-level API
     oneach subscriptions   ag.run_on_each_node / run_on_each_worker; ag.subscribe (a
                       driver's topic subscription, through a relay agent): over remote and api
@@ -123,6 +124,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("lanes",),
     ("running",),
     ("executor",),
+    ("options",),
     ("remote", "api"),
     ("oneach", "subscriptions"),
 ]

@@ -7,12 +7,17 @@ accounts.
   removes those of agents that died without doing so (their pid is gone), so neither a
   killed worker nor a killed node leaves anything behind for long.
 - Accounts: processes of the node send one line per object written (``C name size primary
-  owner_pid``), read (``R name``) and freed (``F name``) on a connection to the folder's
+  owner_pid [pool file it reused]``), read (``R name``) and freed (``F name``), and ``X
+  pool_file`` for a recycled segment a writer took but could not reuse, on a connection to the folder's
   ``.accounts`` socket (a stream: a burst never blocks a sender nor loses a line);
   the pure :class:`StoreState` decides what to spill, evict and delete, and this shell does it
   (spills in a thread: a copy to disk, then the unlink).
 - ``/dev/shm`` missing or smaller than ``object_store_memory``: the folder goes under the
   temporary folder instead (file-backed mappings: slower, but working), with a warning.
+
+- Free pool: a freed object's file in shared memory goes to the ``.pool`` folder for the next
+  writer of its size class instead of being removed (``_scheduler/recycling.py`` keeps the
+  accounts, bounded by ``capacity / POOL_FRACTION``), as long as memory is not short.
 
 Costs: one line per large object created, read or freed; nothing per small value.
 """
@@ -31,6 +36,15 @@ import trio
 
 from .._protocol.ids import NodeId
 from .._runtime.segments import INLINE_BYTES
+from .._scheduler.recycling import (
+    POOL_MIN_BYTES,
+    Claimed,
+    Offered,
+    Recycle,
+    Remove,
+    SegmentPool,
+    Shrink,
+)
 from .._scheduler.store import (
     Command,
     Created,
@@ -55,6 +69,8 @@ FOLDER_PREFIX = "actorgrid-"
 DEFAULT_STORE_FRACTION = 0.3  # of the machine's memory, as Ray's default
 MIN_SHM_BYTES = 64 * 2**20  # a /dev/shm with less room than this is not used by default
 _READ_BYTES = 1 << 16
+POOL_FRACTION = 8  # the free pool of segments holds at most this fraction of the capacity
+POOL_MAX_BYTES = 2 << 30
 
 
 def default_store_memory() -> int:
@@ -117,6 +133,8 @@ class NodeStore:
             )
             root = temp
         self.state = StoreState(self.capacity)
+        self.pool = SegmentPool(min(self.capacity // POOL_FRACTION, POOL_MAX_BYTES))
+        self._doomed = 0  # large files renamed to be unlinked in a thread, so far
         self.file_backed = root != shm_root
         for where in {root, temp}:
             sweep_dead_folders(where)
@@ -124,6 +142,8 @@ class NodeStore:
         self.spill_folder = os.path.join(temp, tag + "-spill")
         os.makedirs(self.folder, mode=0o700)
         os.makedirs(self.spill_folder, mode=0o700)
+        self.pool_folder = os.path.join(self.folder, ".pool")
+        os.makedirs(self.pool_folder, mode=0o700)
         self._sock: trio.socket.SocketType | None = None  # made by serve(), in the loop
         self._sock_path = os.path.join(self.folder, ".accounts")
         self._closed = False
@@ -139,6 +159,7 @@ class NodeStore:
             "node": self.node,
             "folder": self.folder,
             "spill_folder": self.spill_folder,
+            "pool_folder": self.pool_folder,
             "threshold": self.threshold,
         }
 
@@ -179,24 +200,60 @@ class NodeStore:
                     return
                 *lines, rest = (rest + data).split(b"\n")
                 for line in lines:
-                    event = _parse(line)
+                    event, claimed = _parse(line)
+                    if claimed:
+                        self.pool.handle(Claimed(claimed))
                     if event is not None:
                         self._run(nursery, self.state.handle(event))
 
     def _run(self, nursery: trio.Nursery, commands: list[Command]) -> None:
+        if any(isinstance(command, Spill) for command in commands):
+            # Memory is short: pooled files go first.
+            self._recycle(nursery, self.pool.handle(Shrink()))
         for command in commands:
             if isinstance(command, Spill):
                 nursery.start_soon(self._spill, nursery, command.name)
             elif isinstance(command, Evict | Delete):
-                self._remove(command.name, disk=isinstance(command, Delete))
+                self._remove(nursery, command.name, disk=isinstance(command, Delete))
 
-    def _remove(self, name: str, *, disk: bool) -> None:
-        paths = [os.path.join(self.folder, name)]
+    def _remove(self, nursery: trio.Nursery, name: str, *, disk: bool) -> None:
         if disk:
-            paths.append(os.path.join(self.spill_folder, name))
-        for path in paths:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+                os.unlink(os.path.join(self.spill_folder, name))
+        try:
+            size = os.stat(os.path.join(self.folder, name)).st_size
+        except FileNotFoundError:
+            return
+        self._recycle(nursery, self.pool.handle(Offered(name, size)), size)
+
+    def _recycle(
+        self, nursery: trio.Nursery, commands: list[Recycle | Remove], size: int = POOL_MIN_BYTES
+    ) -> None:
+        """Do the pool's commands; ``size``: of the object file offered (pooled files are
+        all at least ``POOL_MIN_BYTES``)."""
+        for command in commands:
+            path = os.path.join(self.folder, command.name)
+            if isinstance(command, Recycle):
+                try:
+                    os.rename(path, os.path.join(self.pool_folder, command.pooled))
+                    continue
+                except OSError:
+                    self.pool.handle(Claimed(command.pooled))  # not pooled after all
+            elif command.pooled:
+                path = os.path.join(self.pool_folder, command.pooled)
+            if size < POOL_MIN_BYTES:
+                _unlink(path)
+                continue
+            # Unlinking the last name of a file frees its pages, which takes a while for a
+            # large one (seconds for gigabytes): not on the loop, which pulses for the node.
+            # Renamed first, so that the name is free at once (a copy pulled again reuses it).
+            self._doomed += 1
+            doomed = os.path.join(self.pool_folder, f".doomed-{self._doomed}")
+            try:
+                os.rename(path, doomed)
+            except FileNotFoundError:
+                continue  # a writer claimed the pooled file meanwhile
+            nursery.start_soon(trio.to_thread.run_sync, _unlink, doomed)
 
     async def _spill(self, nursery: trio.Nursery, name: str) -> None:
         ok = True
@@ -227,6 +284,11 @@ class NodeStore:
         shutil.rmtree(self.spill_folder, ignore_errors=True)
 
 
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def _unfit(root: str, capacity: int) -> str:
     """Why ``root`` cannot hold the store ("" if it can)."""
     try:
@@ -241,16 +303,21 @@ def _unfit(root: str, capacity: int) -> str:
     return ""
 
 
-def _parse(data: bytes) -> Event | None:
+def _parse(data: bytes) -> tuple[Event | None, str]:
+    """The store event an account line tells, and the pool file it says a writer claimed
+    ("" if none)."""
     parts = data.decode(errors="replace").split()
     try:
         if parts[0] == "C":
-            return Created(parts[1], int(parts[2]), parts[3] == "1", int(parts[4]))
+            claimed = parts[5] if len(parts) > 5 else ""
+            return Created(parts[1], int(parts[2]), parts[3] == "1", int(parts[4])), claimed
         if parts[0] == "R":
-            return Read(parts[1])
+            return Read(parts[1]), ""
         if parts[0] == "F":
-            return Freed(parts[1])
+            return Freed(parts[1]), ""
+        if parts[0] == "X":  # claimed, but a reader still mapped it: removed
+            return None, parts[1]
     except (IndexError, ValueError):
         pass
     log.debug("ignored a malformed store account line %r", data[:80])
-    return None
+    return None, ""

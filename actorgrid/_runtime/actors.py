@@ -1,6 +1,13 @@
 """The actors this process owns: creating them, calling them, restarting them; and the
 actors it only calls, followed to their new address when their owner restarts them.
 
+Owned: the calls to an actor this process created, and its restarts, are decided by the
+owner state machine (``_scheduler/owner.py``, fed by ``tasks.py``): ``ActorAdded`` at its
+creation, ``CallSubmitted`` / ``CallSent`` per call, ``WorkerGone`` when its worker's link
+dies, answered here by ``RestartActor`` (place it again: ``ActorRestarted`` or
+``ActorRestartFailed``), ``SendCall`` (again, to the new incarnation, in the order the calls
+were made), ``ActorDead`` and ``Resolve``. This module only carries those out.
+
 Following: a call to an actor this process does not own whose worker is gone (its link died,
 or a dial to it failed) asks the head where the actor lives now (LocateActor), every
 RELOCATE_POLL_S for up to RELOCATE_TIMEOUT_S, if the actor may be restarted at all. Calls made
@@ -18,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._exceptions import ActorDiedError, ActorgridError
+from .._exceptions import ActorDiedError, ActorgridError, TaskCancelledError
 from .._protocol.ids import ActorId, new_actor_id
 from .._protocol.messages import (
     ActorInfo,
@@ -34,15 +41,34 @@ from .._protocol.messages import (
 )
 from .._scheduler.demand import Demand, as_demand
 from .._scheduler.names import DEFAULT_NAMESPACE
+from .._scheduler.owner import (
+    ActorAdded,
+    ActorDead,
+    ActorKilled,
+    ActorRestarted,
+    ActorRestartFailed,
+    CallSubmitted,
+    Command,
+    Resolve,
+    RestartActor,
+    SendCall,
+    Why,
+)
 from .._scheduler.placement import NoWorkerError
 from .links import log
 from .records import CALL, CREATE, OwnedActor, Sent, _call_sent, _describe
-from .refs import ObjectEntry
-from .tasks import RuntimeTasks
+from .refs import PENDING, ObjectEntry
+from .tasks import RuntimeTasks, _Context
 
 if TYPE_CHECKING:
     from .handles import ActorHandle
 
+
+_DEAD_BEFORE = (
+    "it had died before this call was made (its worker died with no restarts left, or "
+    "ag.kill ended it), so the call was not sent. Create the actor again, or give it "
+    "max_restarts to have it restarted"
+)
 
 RELOCATE_POLL_S = 0.2
 RELOCATE_TIMEOUT_S = 60.0  # as long as an owner may take to place a restarted actor
@@ -68,6 +94,7 @@ class RuntimeActors(RuntimeTasks):
             or sent.kind != CALL
             or actor.max_restarts == 0
             or actor.actor_id in self.owned
+            or self.owner_state.owns_actor(actor.actor_id)
             or self._closing
             or sent.payload is None
         ):
@@ -154,20 +181,85 @@ class RuntimeActors(RuntimeTasks):
         return info
 
     def _restart_owned_at(self, address: str, why: str) -> None:
-        """Start again the restartable class actors this process created at ``address``;
-        those with no restarts left are forgotten."""
-        for actor_id in self.owned_at.pop(address, set()):
-            owned = self.owned.get(actor_id)
-            if owned is None:
-                continue
-            if owned.info.max_restarts == 0 or self._closing:
-                del self.owned[actor_id]
-                if not self._closing:
-                    self._actor_died(owned.info, f"no restarts left; {why}")
-                continue
-            for handle in list(owned.handles):
-                handle._unresolve()
-            self.nursery.start_soon(self._restart_class_actor, owned, why)
+        """Loop: the link to ``address`` died; the owner state decides which of the actors
+        this process created there are restarted (``tasks_lost``: WorkerGone)."""
+        self.owned_at.pop(address, None)
+
+    def owner_decides(self, sent: Sent) -> bool:
+        """Loop: the link of a call in flight died, or it was put in flight as the link
+        closed: True if the owner state decides what becomes of it (a call to an actor this
+        process created; one sent before the state knew of its actor is told to it now)."""
+        if not sent.owner:
+            actor = sent.actor
+            if sent.kind != CALL or actor is None or sent.cancelled or sent.payload is None:
+                return False
+            state = self._owner_state
+            if state is None or not state.owns_actor(actor.actor_id):
+                return False
+            sent.owner = True
+            self._actor_calls[sent.entry.object_id] = sent
+            self._direct_calls.append(sent)
+        # Now, before the WorkerGone that follows (a link's close), or alone (a call put in
+        # flight as its link closed: the state finds its actor gone from there).
+        self._drain_direct()
+        return True
+
+    def _carry_out(self, command: Command, context: _Context) -> int:
+        if isinstance(command, SendCall):
+            sent = self._actor_calls.get(command.call_id)
+            if sent is not None:
+                assert sent.actor is not None
+                owned = self.owned.get(sent.actor.actor_id)
+                if owned is not None:
+                    sent.actor = owned.info
+                self._put_in_flight(command.address, sent)
+            return 0
+        if isinstance(command, Resolve) and command.call_id in self._actor_calls:
+            self._resolve_call(command, context)
+            return 0
+        if isinstance(command, RestartActor):
+            self._restart(command.actor_id, context.why)
+            return 0
+        if isinstance(command, ActorDead):
+            owned = self.owned.pop(command.actor_id, None)
+            if owned is not None and not self._closing:
+                self._actor_died(owned.info, f"no restarts left; {context.why}")
+            return 0
+        return super()._carry_out(command, context)
+
+    def _resolve_call(self, command: Resolve, context: _Context) -> None:
+        sent = self._actor_calls.pop(command.call_id)
+        entry, why = sent.entry, command.why
+        if entry.state != PENDING:
+            return
+        if why is Why.VALUE or why is Why.ERROR:
+            assert context.result is not None
+            if context.result.ok:
+                entry.set_value(context.result.value)
+            else:
+                entry.set_error(context.result.value)
+        elif why is Why.CANCELLED:
+            if context.why == "force":
+                message = "the call was cancelled with force=True: its worker is killed"
+            elif context.why in ("deep", "flat"):
+                message = "the call was cancelled while its actor was being restarted"
+            else:
+                message = f"the call was cancelled, and then {context.why}"
+            entry.set_error(TaskCancelledError(message))
+        else:
+            label = _describe(sent.actor) if sent.actor is not None else "the actor"
+            entry.set_error(ActorDiedError(f"actor {label} died: {context.why}"))
+
+    def _restart(self, actor_id: ActorId, why: str) -> None:
+        """RestartActor: place it again, then tell the state (ActorRestarted or
+        ActorRestartFailed); its handles queue their calls meanwhile."""
+        owned = self.owned.get(actor_id)
+        if owned is None or self._closing:
+            self._owner(ActorRestartFailed(actor_id), _Context(f"it was not restarted; {why}"))
+            return
+        for handle in list(owned.handles):
+            handle._unresolve()
+        self.nursery.start_soon(self._restart_class_actor, owned, why)
 
     async def _restart_class_actor(self, owned: OwnedActor, why: str) -> None:
         old = owned.info
@@ -178,19 +270,25 @@ class RuntimeActors(RuntimeTasks):
             error = ActorDiedError(f"actor {_describe(old)} died and could not be restarted: {why}")
             for handle in list(owned.handles):
                 handle._fail(error)
-            for entry, *_ in owned.resend:
-                entry.set_error(error)
-            owned.resend.clear()
+            context = _Context(f"it could not be restarted; {why}")
+            self._owner(ActorRestartFailed(old.actor_id), context)
             return
         owned.info = info
         self.send_create(
             self.new_entry(), info, owned.class_id, owned.blob, owned.payload, owned.max_concurrency
         )
-        for entry, method, payload, retries in owned.resend:
-            self._send_call_info(info, entry, method, payload, retries)
-        owned.resend.clear()
+        # The calls it had in flight first (SendCall, in order), then those its handles queued.
+        self._owner(ActorRestarted(info.actor_id, info.address))
         for handle in list(owned.handles):
             handle._resolve(info, self.send_call)
+
+    def actor_killed(self, actor_id: ActorId) -> None:
+        """Loop: ``ag.kill`` ended an actor: if this process created it, it is never restarted
+        and calls made to it later fail at once."""
+        state = self._owner_state
+        if state is not None and state.owns_actor(actor_id):
+            self.owned.pop(actor_id, None)
+            self._owner(ActorKilled(actor_id))
 
     def _actor_died(self, info: ActorInfo, why: str) -> None:
         detail = f"actor {_describe(info)}: {why}"
@@ -220,6 +318,9 @@ class RuntimeActors(RuntimeTasks):
             peer.sent_code.add(class_id)
         if info.actor_id in self.owned:
             self.owned_at.setdefault(info.address, set()).add(info.actor_id)
+        if not info.detached and not self.owner_state.owns_actor(info.actor_id):
+            # Its calls and restarts are this process's (a detached one's are the head's).
+            self._owner(ActorAdded(info.actor_id, info.address, info.max_restarts))
         self._register_owned(info)
         create = CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency)
         head = self.head
@@ -253,7 +354,15 @@ class RuntimeActors(RuntimeTasks):
         if peer is None or peer.closed or peer.inflight:
             # Calls already in flight mean a burst: leave batching to the loop.
             return False
-        peer.inflight[entry.object_id] = _call_sent(entry, info, method, payload)
+        sent = _call_sent(entry, info, method, payload)
+        state = self._owner_state
+        owned = state is not None and state.owns_actor(info.actor_id)
+        if owned:
+            # Told to the state before it is sent (its reply may come at once): CallSent.
+            sent.owner = True
+            self._actor_calls[entry.object_id] = sent
+            self._direct_calls.append(sent)
+        peer.inflight[entry.object_id] = sent
         entry.where = peer
         wid = self._worker_at.get(info.address)
         root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
@@ -264,7 +373,21 @@ class RuntimeActors(RuntimeTasks):
             return True
         peer.inflight.pop(entry.object_id, None)
         entry.where = None
+        if owned:
+            self.on_loop(self._send_told, sent)  # the state has it: the loop sends it
+            return True
         return False
+
+    def _send_told(self, sent: Sent) -> None:
+        """Loop: send a call told to the state (CallSent) that its thread could not send:
+        where the state has it in flight, unless it was queued or resolved meanwhile."""
+        if self._direct_calls:
+            self._drain_direct()
+        state = self._owner_state
+        assert state is not None
+        address = state.address_of(sent.entry.object_id)
+        if address is not None:
+            self._put_in_flight(address, sent)
 
     def send_call(
         self, handle: ActorHandle[Any], entry: ObjectEntry, method: str, payload: Payload
@@ -273,6 +396,21 @@ class RuntimeActors(RuntimeTasks):
         info = handle._info
         if info is None:
             handle._queued.append((entry, method, payload))
+            return
+        state = self._owner_state
+        if state is not None and state.owns_actor(info.actor_id):
+            sent = _call_sent(entry, info, method, payload)
+            sent.owner = True
+            call_id = entry.object_id
+            self._actor_calls[call_id] = sent
+            if self._direct_calls:
+                self._drain_direct()
+            address = state.call_submitted(call_id, info.actor_id, info.max_task_retries)
+            if address is not None:  # CallSubmitted to an actor alive there: the hot path
+                self._put_in_flight(address, sent)
+            else:
+                event = CallSubmitted(call_id, info.actor_id, info.max_task_retries)
+                self._owner(event, _Context(_DEAD_BEFORE))
             return
         if self._relocating:
             followed = self._followed(handle, info)
@@ -285,6 +423,17 @@ class RuntimeActors(RuntimeTasks):
         elif self._moved:
             info = self._followed(handle, info) or info
         self._send_call_info(info, entry, method, payload, info.max_task_retries)
+
+    def _put_in_flight(self, address: str, sent: Sent) -> None:
+        """Loop: send an owned call to ``address``, where the state has it in flight."""
+        info, entry, payload = sent.actor, sent.entry, sent.payload
+        assert info is not None and payload is not None
+        peer = self.peer_for(address)
+        peer.inflight[entry.object_id] = sent
+        entry.where = peer
+        wid = self._worker_at.get(address)
+        root = self.observe.call_sent(entry.object_id, info.label, sent.method, wid, payload.nbytes)
+        peer.send(CallActor(entry.object_id, info.actor_id, sent.method, payload, root))
 
     def _send_call_info(
         self, info: ActorInfo, entry: ObjectEntry, method: str, payload: Payload, retries: int

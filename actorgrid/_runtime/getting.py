@@ -9,7 +9,7 @@ from its owner (``_ensure_fetch``). Costs: one waiter per pending ref, no pollin
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -32,6 +32,8 @@ class _Owner(Protocol):
     def _ensure_fetch(self, entry: ObjectEntry) -> None: ...
 
     def _wait_blocking(self, event: threading.Event, timeout: float | None) -> bool: ...
+
+    def localize(self, payloads: Iterable[Any]) -> Awaitable[None] | None: ...
 
 
 def _in_trio() -> bool:
@@ -100,6 +102,9 @@ async def get_async(rt: _Owner, refs: Any, timeout: float | None = None) -> Any:
                     await event.wait()
     if scope.cancelled_caught:
         raise GetTimeoutError(f"timed out after {timeout} s waiting for {len(items)} refs")
+    pulls = rt.localize([r._entry.payload for r in items])  # values held on other nodes
+    if pulls is not None:
+        await pulls
     values = [r._entry.value() for r in items]
     return values[0] if single else values
 

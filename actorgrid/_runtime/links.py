@@ -62,7 +62,7 @@ from .observe import Observer
 from .peer import LoopbackPeer, Peer
 from .portal import Portal
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
-from .records import CALL, OwnedActor, Sent, TaskSpec, _describe
+from .records import OwnedActor, Sent, TaskSpec, _describe
 from .refcounting import RefCounts
 from .refs import PENDING, ObjectEntry
 from .seams import Pool, Seams, default_seams
@@ -98,6 +98,7 @@ class RuntimeLinks:
     _retry_task: Callable[..., None]
     tasks_lost: Callable[..., int]
     follow: Callable[..., bool]
+    owner_decides: Callable[[Sent], bool]
     _restart_coroutine_actor: Callable[[ObjectEntry, TaskSpec, str], None]
     _restart_owned_at: Callable[[str, str], None]
     _send_call_info: Callable[[ActorInfo, ObjectEntry, str, Payload, int], None]
@@ -425,6 +426,8 @@ class RuntimeLinks:
         """A call's link died before its answer (``lost``: the peer died, rather than this
         process stopping): retry it (True), restart its actor, re-send it to its restarted
         actor, or fail it."""
+        if self.owner_decides(sent):
+            return False  # a call to an actor this process created: WorkerGone decides
         entry, spec, actor = sent.entry, sent.spec, sent.actor
         if sent.cancelled:
             entry.set_error(TaskCancelledError(f"the call was cancelled, and then {why}"))
@@ -439,21 +442,6 @@ class RuntimeLinks:
                 self._restart_coroutine_actor(entry, spec, why)
             else:
                 entry.set_error(ActorDiedError(f"actor {_describe(spec.actor)} died: {why}"))
-        elif (
-            lost
-            and actor is not None
-            and (owned := self.owned.get(actor.actor_id)) is not None
-            and sent.kind == CALL
-            and sent.retries
-        ):
-            # The owner restarts this actor (the link's close started it): send the call to
-            # the new incarnation, now if it exists, else once it does.
-            assert sent.payload is not None
-            retry = (entry, sent.method, sent.payload, sent.retries - 1)
-            if owned.info.address != actor.address:
-                self._send_call_info(owned.info, *retry)
-            else:
-                owned.resend.append(retry)
         elif not (lost and self.follow(sent, why, written=written)):
             label = _describe(actor) if actor is not None else "the actor"
             entry.set_error(ActorDiedError(f"actor {label} died: {why}"))

@@ -129,6 +129,7 @@ class RuntimeNames(RuntimeActors):
         self.end_watchers.setdefault(info.actor_id, []).append(entry)
 
     async def kill(self, info: ActorInfo) -> None:
+        self.actor_killed(info.actor_id)  # never restarted; its owner fails later calls
         peer = self.peer_for(info.address)
         try:
             await peer.request(lambda rid: KillActor(rid, info.actor_id))

@@ -77,6 +77,7 @@ class Sent:
         "entry",
         "kind",
         "method",
+        "owner",
         "payload",
         "retries",
         "spec",
@@ -103,6 +104,9 @@ class Sent:
         self.payload = payload
         self.retries = retries
         self.cancelled = False  # ag.cancel() reached it: never retried nor restarted
+        # CALL: this process's OwnerState owns the call (its actor is one this process
+        # created): it decides what a reply, a lost link or a cancel does to it.
+        self.owner = False
 
 
 class _Placing:
@@ -123,7 +127,7 @@ class _Placing:
 class OwnedActor:
     """A restartable class actor this process created: how to create it again."""
 
-    __slots__ = ("blob", "class_id", "handles", "info", "max_concurrency", "payload", "resend")
+    __slots__ = ("blob", "class_id", "handles", "info", "max_concurrency", "payload")
 
     def __init__(
         self,
@@ -139,7 +143,6 @@ class OwnedActor:
         self.payload = payload
         self.max_concurrency = max_concurrency
         self.handles: weakref.WeakSet[ActorHandle[Any]] = weakref.WeakSet()
-        self.resend: list[tuple[ObjectEntry, str, Payload, int]] = []
 
 
 def _call_sent(entry: ObjectEntry, info: ActorInfo, method: str, payload: Payload) -> Sent:

@@ -309,6 +309,9 @@ class ExecutorTasks:
         return obj
 
     async def _load_args(self, payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        pulls = self.runtime.localize((payload,))  # large arguments held on another node
+        if pulls is not None:
+            await pulls
         args, kwargs = _loads_args(payload, self.runtime.address)
         get = self.runtime.get_async
         if any(isinstance(a, ObjectRef) for a in args):

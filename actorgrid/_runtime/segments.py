@@ -9,9 +9,18 @@ its pickle protocol 5 buffers as read-only views of the mapping. A numpy array r
 same node therefore shares the pages of the store: no copy in the reader's process.
 
 The node agent keeps the accounts (``_scheduler/store.py``): each process tells it what it
-wrote (``C``), read (``R``) and freed (``F``) in one datagram on the store's socket; it
-spills, evicts and deletes. A file that is unlinked while a reader has it mapped stays
-readable by that reader, so no reader needs to pin anything.
+wrote (``C``), read (``R``) and freed (``F``) in one line on its connection to the store's
+socket; it spills, evicts and deletes. A file that is unlinked while a reader has it mapped
+stays readable by that reader, so no reader needs to pin anything.
+
+Copies: a value's pickle protocol 5 buffers (numpy arrays; large ``bytes`` and ``bytearray``
+too, see ``serialization._OutOfBand``) are written straight from the value into the file, the
+one copy of a write. A freed file goes to the node's free pool (``_scheduler/recycling.py``)
+and the next writer of its size class writes into its existing pages (no page allocation,
+zeroing or freeing). A reader holds a shared ``flock`` on the file for as long as its mapping
+lives (the lock goes with the mapping, not the descriptor), and a writer reuses a pooled file
+only if it gets the exclusive lock at once; the header carries the object's tag, so a reader
+that opened a file just before it was recycled sees that its object was freed.
 
 Lifetimes: the locator of an owned value (``ag.put``, a call's arguments, a task's result
 once its owner has it) carries a ``weakref.finalize`` that frees the object when the owner's
@@ -23,6 +32,7 @@ inline, as before.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import mmap
@@ -38,6 +48,7 @@ from typing import Any
 from .._exceptions import ObjectLostError
 from .._protocol.ids import new_object_id
 from .._protocol.records import Payload
+from .._scheduler.recycling import POOL_MIN_BYTES, size_class
 
 __all__ = [
     "INLINE_BYTES",
@@ -53,7 +64,8 @@ log = logging.getLogger("actorgrid.store")
 INLINE_BYTES = 100 * 1024  # values smaller than this travel inline (Ray's 100 KB)
 
 _MAGIC = b"AGOBJ001"
-_HEAD = struct.Struct("<8sIIQ")  # magic, buffer count, unused, length of the pickle data
+# magic, buffer count, the object's tag (its name's suffix), length of the pickle data
+_HEAD = struct.Struct("<8sIIQ")
 _SPAN = struct.Struct("<QQ")  # one out-of-band buffer: offset, length
 _ALIGN = 64  # buffers start on a cache line (numpy and SIMD code like aligned data)
 _WRITE_CHUNK = 1 << 30  # writev moves at most ~2 GiB per call
@@ -105,17 +117,18 @@ class _LocatorReader(pickle.Unpickler):
 class StoreClient:
     """The node store as seen from one process; set with :func:`configure`."""
 
-    def __init__(self, config: dict[str, Any], address: str = "", max_bytes: int = 1 << 62) -> None:
+    def __init__(self, config: dict[str, Any], address: str = "") -> None:
         self.node = str(config["node"])
         self.folder = str(config["folder"])
         self.spill_folder = str(config["spill_folder"])
+        self.pool_folder = str(config.get("pool_folder", ""))  # recycled segments (if any)
         self.threshold = int(config.get("threshold", INLINE_BYTES))
-        self.address = address  # where this process serves pulls of the values it wrote
-        # Values over this stay inline, so the checks of max_message_bytes refuse them as
-        # before: the cap bounds every value, whether it travels or stays in a store.
-        self.max_bytes = max_bytes
+        # Where this process serves pulls of the values it wrote. A stored value of any size
+        # is pulled in pieces under max_message_bytes, so that cap bounds only inline values.
+        self.address = address
         self._socket_path = os.path.join(self.folder, ".accounts")
         self._sock: socket.socket | None = None  # connected on the first line
+        self._closed = False  # closed: lines told later (a late free) are dropped
         self._lock = threading.Lock()
         # Set by the runtime: pull a value held on another node into this node's store (or
         # have its owner make it again); the name it has here.
@@ -128,6 +141,7 @@ class StoreClient:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
@@ -138,6 +152,8 @@ class StoreClient:
         then its node is stopping, and its folder goes with it."""
         data = (line + "\n").encode()
         with self._lock:
+            if self._closed:
+                return
             for _ in range(2):  # a broken connection is made again once
                 try:
                     if self._sock is None:
@@ -162,10 +178,11 @@ class StoreClient:
 
     def write(self, name: str, payload: Payload, *, owned: bool) -> None:
         """Write ``payload`` as object ``name`` (atomically: readers see all or nothing).
-        ``owned``: by this process, so the node frees it if this process dies."""
-        parts, size = _layout(payload)
+        ``owned``: by this process, so the node frees it if this process dies. The bytes
+        are copied once, from the value's own buffers into the segment."""
+        parts, size = _layout(payload, _tag(name))
         tmp = self.path(f".{name}.tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fd, claimed = self.open_segment(tmp, size)
         try:
             _write_all(fd, parts)
         except BaseException:
@@ -174,25 +191,63 @@ class StoreClient:
             raise
         os.close(fd)
         os.rename(tmp, self.path(name))
-        self.tell(f"C {name} {size} 1 {os.getpid() if owned else 0}")
+        self.tell(f"C {name} {size} 1 {os.getpid() if owned else 0} {claimed}".rstrip())
+
+    def open_segment(self, tmp: str, size: int) -> tuple[int, str]:
+        """A new file ``tmp`` of ``size`` bytes open for writing at offset 0: a recycled
+        segment of the node's pool when one of its size class is free (its pages exist, so
+        writing costs the copy alone), else a fresh one. Also the pool file's name ("" for a
+        fresh file), which the writer tells the node agent with the object's creation."""
+        if size >= POOL_MIN_BYTES and self.pool_folder:
+            prefix = f"{size_class(size)}-"
+            try:
+                pooled = [n for n in os.listdir(self.pool_folder) if n.startswith(prefix)]
+            except OSError:
+                pooled = []
+            for name in pooled:
+                try:
+                    os.rename(os.path.join(self.pool_folder, name), tmp)
+                except OSError:
+                    continue  # another writer took it, or the agent removed it
+                fd = os.open(tmp, os.O_WRONLY)
+                try:
+                    # Readers of the object it held hold a shared lock while they map it.
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    os.unlink(tmp)  # the reader keeps its pages; the pool loses this file
+                    self.tell(f"X {name}")
+                    continue
+                os.ftruncate(fd, size)
+                return fd, name
+        return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), ""
 
     def map(self, name: str) -> Payload | None:
         """The stored payload, its data and buffers views of a read-only mapping; None if
         this node has no copy (never had, evicted, or freed)."""
         view = self.map_file(name)
-        return None if view is None else _parse(view)
+        if view is None:
+            return None
+        return _parse(view, _tag(name))
 
     def map_file(self, name: str) -> memoryview | None:
-        """The whole file of object ``name``, mapped read-only; None if this node has none."""
+        """The whole file of object ``name``, mapped read-only; None if this node has none.
+        The mapping holds a shared lock on the file until it is unmapped, so the file is
+        not recycled for another object meanwhile (``_scheduler/recycling.py``)."""
         for path in (self.path(name), self.spilled_path(name)):
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue
             try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return None  # a writer claimed it for another object: this one was freed
+            try:
                 mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
             finally:
-                os.close(fd)
+                os.close(fd)  # the lock lives on with the mapping
             self.tell(f"R {name}")
             return memoryview(mm)
         return None
@@ -238,9 +293,7 @@ def place(payload: Payload, *, owned: bool, object_id: bytes | None = None) -> P
     store, and its locator. ``owned``: the returned locator frees the object when it goes
     (the caller is its owner); otherwise its receiver does (``RuntimeStored.adopt_result``)."""
     store = _client
-    if store is None or (not payload.buffers and len(payload.data) < store.threshold):
-        return payload
-    if not store.threshold <= payload.nbytes <= store.max_bytes:
+    if store is None or payload.nbytes < store.threshold:
         return payload
     name = f"{(object_id or new_object_id()).hex()}.{os.urandom(4).hex()}"
     store.write(name, payload, owned=owned)
@@ -280,7 +333,17 @@ def open_stored(node: str, name: str, holder: str, size: int) -> Any:
     return pickle.loads(payload.data, buffers=payload.buffers)
 
 
-def _layout(payload: Payload) -> tuple[list[memoryview | bytes], int]:
+def _tag(name: str) -> int:
+    """The tag in the header of object ``name``'s file: its name's random suffix. A reader
+    that finds another tag opened a file recycled for another object meanwhile."""
+    suffix = name.rpartition(".")[2]
+    try:
+        return int(suffix, 16) & 0xFFFFFFFF
+    except ValueError:
+        return 0
+
+
+def _layout(payload: Payload, tag: int = 0) -> tuple[list[memoryview | bytes], int]:
     """The parts of an object file, in order, and its size."""
     buffers = [b.cast("B") if b.format != "B" or b.ndim != 1 else b for b in payload.buffers]
     head = _HEAD.size + _SPAN.size * len(buffers)
@@ -295,7 +358,7 @@ def _layout(payload: Payload) -> tuple[list[memoryview | bytes], int]:
         spans.append(_SPAN.pack(offset, b.nbytes))
         parts.append(b)
         offset += b.nbytes
-    parts[0] = _HEAD.pack(_MAGIC, len(buffers), 0, len(payload.data)) + b"".join(spans)
+    parts[0] = _HEAD.pack(_MAGIC, len(buffers), tag, len(payload.data)) + b"".join(spans)
     return parts, offset
 
 
@@ -324,13 +387,19 @@ def locator_of_checked(payload: Payload) -> Locator:
 
 def parse(view: memoryview) -> Payload:
     """The payload in an object file's bytes."""
-    return _parse(view)
+    payload = _parse(view, None)
+    assert payload is not None
+    return payload
 
 
-def _parse(view: memoryview) -> Payload:
-    magic, count, _, data_len = _HEAD.unpack_from(view, 0)
+def _parse(view: memoryview, tag: int | None) -> Payload | None:
+    """The payload in an object file's bytes; None if its tag is not ``tag`` (the file was
+    recycled for another object: the one asked for was freed)."""
+    magic, count, found, data_len = _HEAD.unpack_from(view, 0)
     if magic != _MAGIC:
         raise ObjectLostError("an object store file is damaged (bad header)")
+    if tag is not None and tag != found:
+        return None
     at = _HEAD.size + _SPAN.size * count
     buffers = []
     for i in range(count):

@@ -17,7 +17,7 @@ import cloudpickle
 
 from .._exceptions import RemoteError, SerializationError, portable
 from .._protocol.messages import Payload
-from .segments import place
+from .segments import INLINE_BYTES, place
 
 __all__ = [
     "box_error",
@@ -41,17 +41,49 @@ _SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
 def _plain(value: Any) -> bool:
     t = type(value)
     if t in _SCALARS:
-        return True
+        return t is not bytes or len(value) < INLINE_BYTES
     if t is tuple or t is list:
-        return all(type(v) in _SCALARS for v in value)
+        return all(_plain_scalar(v) for v in value)
     if t is dict:
-        return all(type(v) in _SCALARS for v in value.values())
+        return all(_plain_scalar(v) for v in value.values())
     return False
+
+
+def _plain_scalar(v: Any) -> bool:
+    t = type(v)
+    return t in _SCALARS and (t is not bytes or len(v) < INLINE_BYTES)
+
+
+class _OutOfBand:
+    """A large ``bytes`` or ``bytearray`` pickled as an out-of-band buffer: pickle writes
+    both in the pickle data itself (a copy, then another into the object store), while an
+    out-of-band buffer is written once, straight from the value, into the store. It loads as
+    the same type (one copy out of the store's mapping)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | bytearray) -> None:
+        self.value = value
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return type(self.value), (pickle.PickleBuffer(self.value),)
+
+
+_BYTES = (bytes, bytearray)
+
+
+def _out_of_band(value: Any) -> Any:
+    """``value``, or a large bytes value wrapped to be pickled out of band (top level only)."""
+    if type(value) in _BYTES and len(value) >= INLINE_BYTES:
+        return _OutOfBand(value)
+    return value
 
 
 def dumps(value: Any, *, out_of_band: bool = True) -> Payload:
     if _plain(value):
         return Payload(pickle.dumps(value, protocol=5))
+    if out_of_band:
+        value = _out_of_band(value)
     buffers: list[pickle.PickleBuffer] = []
     data = cloudpickle.dumps(
         value, protocol=5, buffer_callback=buffers.append if out_of_band else None
@@ -89,7 +121,9 @@ def dumps_call(
         payload = Payload(pickle.dumps((args, kwargs), protocol=5))
         return payload if inline else place(payload, owned=True)
     try:
-        payload = dumps((args, kwargs))
+        payload = dumps(
+            (tuple(map(_out_of_band, args)), {k: _out_of_band(v) for k, v in kwargs.items()})
+        )
     except Exception as exc:
         raise SerializationError(
             _describe_bad_argument(label, fn, args, kwargs, exc, skip)

@@ -5,6 +5,9 @@ them there, and re-running the task that made a value whose node died (lineage).
   wrote it: the locator names it), in ``PULL_CHUNK_BYTES`` pieces with ``PULL_WINDOW`` asked
   ahead, into this node's store as a cached copy (or into memory, for a process without a
   store: a driver that joined from elsewhere). Never through the owner nor the driver.
+- Async code (an ``async def`` task, an async actor method, a Trio-native driver) loads
+  values on the loop, which cannot wait for a pull while it unpickles: ``localize`` pulls
+  what an async task's arguments and an awaited ref locate before they are loaded.
 - Lineage: the owner of a task's result keeps the task (its ``TaskSpec``: function, argument
   payload, placement) for as long as it keeps the result, when the task may be retried
   (``max_retries`` not 0; actor calls never). When the holder of the value is gone, a reader
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
@@ -40,7 +43,7 @@ __all__ = ["PULL_CHUNK_BYTES", "PULL_WINDOW", "RuntimeStored", "holder_lost_erro
 PULL_CHUNK_BYTES = 8 << 20  # a pull asks for the object in pieces of this size
 PULL_WINDOW = 4  # pieces asked for ahead of the one being written
 
-Sink = Callable[[int, memoryview, int], None]  # (offset, bytes, total size of the file)
+Sink = Callable[[int, memoryview, int], Awaitable[None]]  # (offset, bytes, file size)
 
 
 class RuntimeStored(RuntimeLinks):
@@ -54,6 +57,9 @@ class RuntimeStored(RuntimeLinks):
         self._pulls: dict[str, trio.Event] = {}  # pulls and rebuilds under way, by name
         self.lineage: dict[str, TaskSpec] = {}  # result name -> the task that made it
         self.rebuilt: dict[str, Payload] = {}  # lost result name -> its new locator payload
+        # Without a store: values pulled into memory by localize, until loaded (count of
+        # loads to come).
+        self._in_memory: dict[str, list[Any]] = {}
 
     def join_store(self, config: dict[str, Any] | None) -> None:
         """Use this node's object store (None: this process has none; values it makes stay
@@ -62,7 +68,7 @@ class RuntimeStored(RuntimeLinks):
         if config is None:
             segments.configure(None)
             return
-        store = StoreClient(config, self.address, self.max_message_bytes)
+        store = StoreClient(config, self.address)
         store.pull_sync = self._pull_sync
         store.free_remote = self._free_remote
         segments.configure(store)
@@ -109,7 +115,12 @@ class RuntimeStored(RuntimeLinks):
         return name
 
     def _read_remote(self, locator: Locator) -> Payload:
-        """Any thread but the loop, in a process without a store: the value, in memory."""
+        """Any thread but the loop, in a process without a store: the value, in memory (on
+        the loop: the one ``localize`` pulled)."""
+        if self.portal.in_loop_thread():
+            kept = self._take_in_memory(locator.name)
+            if kept is not None:
+                return kept
         self._not_on_loop(locator)
         payload: Payload = self.portal.run(self._pull_to_memory, locator)
         return payload
@@ -125,6 +136,54 @@ class RuntimeStored(RuntimeLinks):
         """The locator to read for ``locator``: its rebuilt value's, if it was rebuilt."""
         again = self.rebuilt.get(locator.name)
         return locator if again is None else segments.locator_of_checked(again)
+
+    def localize(self, payloads: Iterable[Payload | None]) -> Awaitable[None] | None:
+        """Loop: None if ``payloads`` are all readable here now; else an awaitable that makes
+        the stored values they locate readable here without a wait (pulled into this node's
+        store, or into memory for a process without one), so that loading them on the loop
+        (an async task's arguments, ``await ref``) needs no pull, which the loop cannot wait
+        for while it unpickles. One prefix comparison for an inline value. In a process
+        without a store, each value pulled is kept until loaded once (``_read_remote``), so
+        await it right before loading them."""
+        is_stored = segments.is_stored
+        stored = [p for p in payloads if p is not None and is_stored(p)]
+        if not stored:
+            return None
+        locators = [segments.locator_of_checked(p) for p in stored]
+        store = segments.client()
+        if store is not None:
+            locators = [loc for loc in locators if loc.node != store.node]
+            if not locators:
+                return None
+        return self._localize(store, locators)
+
+    async def _localize(self, store: StoreClient | None, locators: list[Locator]) -> None:
+        held: list[str] = []
+        try:
+            for locator in locators:
+                if store is not None:
+                    await self.pull(locator)
+                    continue
+                kept = self._in_memory.get(locator.name)
+                if kept is None:
+                    pulled = await self._pull_to_memory(locator)
+                    kept = self._in_memory.setdefault(locator.name, [pulled, 0])
+                kept[1] += 1
+                held.append(locator.name)
+        except BaseException:
+            for name in held:
+                self._take_in_memory(name)
+            raise
+
+    def _take_in_memory(self, name: str) -> Payload | None:
+        kept = self._in_memory.get(name)
+        if kept is None:
+            return None
+        kept[1] -= 1
+        if kept[1] <= 0:
+            del self._in_memory[name]
+        payload: Payload = kept[0]
+        return payload
 
     async def pull(self, locator: Locator) -> str:
         """Loop: copy a value held on another node into this node's store, once however many
@@ -153,33 +212,38 @@ class RuntimeStored(RuntimeLinks):
         return current.name
 
     async def _pull_file(self, store: StoreClient, locator: Locator) -> None:
+        """Pull into a segment of this node's store (a recycled one when its pool has one
+        of the size class), written by a thread while the loop receives the next pieces."""
         name = locator.name
         tmp = store.path(f".{name}.pull-{os.getpid()}-{id(locator):x}")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        total = 0
+        fd, claimed, total = -1, "", 0
 
-        def write(offset: int, data: memoryview, size: int) -> None:
-            nonlocal total
-            total = size
-            os.pwrite(fd, data, offset)
+        async def write(offset: int, data: memoryview, size: int) -> None:
+            nonlocal fd, claimed, total
+            if fd < 0:
+                total = size
+                fd, claimed = store.open_segment(tmp, size)
+            await trio.to_thread.run_sync(_pwrite_all, fd, data, offset)
 
         try:
             await self._pull_chunks(locator, write)
         except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
+            if fd >= 0:
+                os.close(fd)
+                os.unlink(tmp)
             raise
         os.close(fd)
         os.rename(tmp, store.path(name))
-        store.tell(f"C {name} {total} 0 0")
+        store.tell(f"C {name} {total} 0 0 {claimed}".rstrip())
 
     async def _pull_to_memory(self, locator: Locator) -> Payload:
         current = self._current(locator)
         buffer = bytearray()
 
-        def keep(offset: int, data: memoryview, size: int) -> None:
+        async def keep(offset: int, data: memoryview, size: int) -> None:
+            nonlocal buffer
             if len(buffer) != size:
-                buffer.extend(bytes(size - len(buffer)))
+                buffer = bytearray(size)  # once, at the first piece: no temporary copy
             buffer[offset : offset + data.nbytes] = data
 
         try:
@@ -205,7 +269,7 @@ class RuntimeStored(RuntimeLinks):
             assert isinstance(first, ObjectChunk)
             if not first.ok:
                 raise loads_error(first.data)
-            sink(0, first.data.buffers[0], first.total)
+            await sink(0, first.data.buffers[0], first.total)
             offsets = list(range(piece, first.total, piece))
             asked = [(o, ask(o)) for o in offsets[:PULL_WINDOW]]
             following = offsets[PULL_WINDOW:]
@@ -217,7 +281,7 @@ class RuntimeStored(RuntimeLinks):
                 assert isinstance(chunk, ObjectChunk)
                 if not chunk.ok:
                     raise loads_error(chunk.data)
-                sink(offset, chunk.data.buffers[0], first.total)
+                await sink(offset, chunk.data.buffers[0], first.total)
         except PeerClosedError as exc:
             raise holder_lost_error(locator, exc) from exc
 
@@ -289,6 +353,12 @@ class RuntimeStored(RuntimeLinks):
         if store is not None:
             for name in msg.names:
                 store.tell(f"F {name}")
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data.nbytes:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def holder_lost_error(locator: Locator, why: object) -> ObjectLostError:

@@ -3,7 +3,9 @@ shell of the owner state machine (``_scheduler/owner.py``).
 
 Plain tasks are owned by ``OwnerState``: it decides when one is placed (again), resolved or
 cancelled; this shell keeps what it takes to send one (``TaskSpec``, in ``_tasks`` until the
-task is resolved), places it, and resolves its ObjectEntry. A task keeps the entries of the
+task is resolved), places it, and resolves its ObjectEntry. Calls to the actors this process
+created are owned the same way (``_actor_calls``, their ``Sent`` records); the actor side of
+the shell (restarts, what to send where) is ``actors.py``. A task keeps the entries of the
 refs in its arguments alive while it is owned here (``TaskSpec.keep``): a retry after its
 worker died (and with it that worker's borrows) finds them. Remote coroutine actors, which
 are started by a task, are restarted by their own path (``_restart_coroutine_actor``).
@@ -11,6 +13,7 @@ are started by a task, are restarted by their own path (``_restart_coroutine_act
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -20,6 +23,7 @@ from .._protocol.ids import ObjectId
 from .._protocol.messages import ActorInfo, CancelTask, Payload, SubmitTask, TaskResult
 from .._scheduler.demand import Demand, as_demand
 from .._scheduler.owner import (
+    CallSent,
     CancelRequested,
     Command,
     OwnerState,
@@ -61,6 +65,12 @@ class RuntimeTasks(RuntimeObjects):
     # The calls this process owns; made with the first (when the address is known).
     _owner_state: OwnerState | None = None
     _tasks: dict[ObjectId, tuple[ObjectEntry, TaskSpec]]
+    # Calls to actors this process created, owned by the state until resolved: what it
+    # takes to send one (again). Any thread adds one (a dict store); the loop removes it.
+    _actor_calls: dict[ObjectId, Sent]
+    # Calls sent straight from another thread (send_call_direct), told to the state on the
+    # loop before anything else it handles (CallSent); a deque is safe between threads.
+    _direct_calls: deque[Sent]
 
     @property
     def owner_state(self) -> OwnerState:
@@ -71,17 +81,40 @@ class RuntimeTasks(RuntimeObjects):
         return self._owner_state
 
     def _start_owning(self) -> dict[ObjectId, tuple[ObjectEntry, TaskSpec]]:
-        self._owner_state = OwnerState(self.address, self.refs.table)
         self._tasks = {}
+        self._actor_calls = {}
+        self._direct_calls = deque()
+        self._owner_state = OwnerState(self.address, self.refs.table)  # last: other threads
         return self._tasks
 
     def _owner(self, event: object, context: _Context = _NO_CONTEXT) -> int:
         """Loop: feed the owner state machine ``event`` and carry out its commands; the
         number of tasks placed again."""
+        if self._direct_calls:
+            self._drain_direct()
         placed = 0
         for command in self.owner_state.handle(event):  # type: ignore[arg-type]
             placed += self._carry_out(command, context)
         return placed
+
+    def _drain_direct(self) -> None:
+        """Loop: tell the state of the calls sent from other threads since (CallSent)."""
+        direct, state = self._direct_calls, self._owner_state
+        assert state is not None
+        while direct:
+            sent = direct.popleft()
+            call_id = sent.entry.object_id
+            if sent.entry.state != PENDING:
+                # Resolved by this shell alone (a stopping process): nothing to own.
+                self._actor_calls.pop(call_id, None)
+                continue
+            actor = sent.actor
+            assert actor is not None
+            if state.call_sent(call_id, actor.actor_id, actor.address, sent.retries):
+                continue  # CallSent where its actor lives: the hot path, no event objects
+            why = f"the worker at {actor.address} went away as the call was sent to it"
+            event = CallSent(sent.entry.object_id, actor.actor_id, actor.address, sent.retries)
+            self._owner(event, _Context(why))
 
     def _carry_out(self, command: Command, context: _Context) -> int:
         if isinstance(command, PlaceTask):
@@ -284,6 +317,19 @@ class RuntimeTasks(RuntimeObjects):
             if wid is not None:
                 self.placement.finished(wid)
         entry.where = None
+        if sent.owner:  # an actor call (ResultArrived): never retried, so O(1) here too
+            state = self._owner_state
+            assert state is not None
+            if self._direct_calls:
+                self._drain_direct()
+            if state.answered(msg.task_id):  # else resolved already: a stale reply
+                self._actor_calls.pop(msg.task_id, None)
+                if msg.ok:
+                    self.adopt_result(msg.value, None)
+                    entry.set_value(msg.value)
+                else:
+                    entry.set_error(msg.value)
+            return
         spec = sent.spec
         if spec is not None and spec.actor is None:
             state = self._owner_state
@@ -327,6 +373,8 @@ class RuntimeTasks(RuntimeObjects):
     def cancel(self, entry: ObjectEntry, force: bool = False, recursive: bool = True) -> None:
         """Loop: ask the worker running the call to cancel it (``force``: kill the worker;
         ``recursive``: that worker cancels the tasks it started too, and so on down)."""
+        if self._owner_state is not None and self._direct_calls:
+            self._drain_direct()
         if self._owner_state is not None and self._owner_state.pending(entry.object_id):
             how = "force" if force else ("deep" if recursive else "flat")
             self._owner(CancelRequested(entry.object_id, force), _Context(how))
@@ -370,7 +418,7 @@ class RuntimeTasks(RuntimeObjects):
         n = 0
         for peer in list(self.peers.values()):
             for task_id, sent in list(peer.inflight.items()):
-                if sent.spec is not None and sent.spec.actor is None:
+                if sent.owner or (sent.spec is not None and sent.spec.actor is None):
                     self._owner(CancelRequested(task_id), _Context("deep"))
                     n += 1
                 elif sent.kind != CREATE:

@@ -12,12 +12,18 @@ call (sent to the actor's address: ``SendCall``). Its life::
 
     TaskSubmitted ──PlaceTask──▶ placing ──TaskPlaced──▶ in flight at an address
     CallSubmitted ──SendCall───▶ in flight            or queued while its actor restarts
+    CallSent (sent already) ───▶ in flight            or, if its actor left that address,
+                                                      as if lost there (below)
     in flight ──ResultArrived──▶ resolved             (an error matching retry_on: placed again)
     in flight ──WorkerGone─────▶ placed again / queued for the restarted actor / resolved
     anywhere  ──CancelRequested▶ resolved CANCELLED, or SendCancel and resolved by its answer
 
 An actor this process created is alive at an address, restarting (``RestartActor``: the
-shell places it again and answers ``ActorRestarted`` or ``ActorRestartFailed``) or dead.
+shell places it again and answers ``ActorRestarted`` or ``ActorRestartFailed``) or dead
+(``ActorDead`` once its worker died with no restarts left; ``ActorKilled``). A call to a dead
+actor is resolved ACTOR_DIED at once, never sent. An answer or a cancel for a call resolved
+already (a late reply after a forced cancel, a reply from an incarnation the call was taken
+from) changes nothing: no row is made again.
 
 Invariants (checked by the Hypothesis machine in ``tests/_scheduler/test_owner.py``):
 
@@ -27,27 +33,54 @@ Invariants (checked by the Hypothesis machine in ``tests/_scheduler/test_owner.p
   placements after a failure (one whose first send was never written, ``written=False``,
   spends nothing, since it never ran);
 - the calls to a restarting actor reach its new incarnation in the order they were submitted;
-- an actor is restarted at most ``max_restarts`` times.
+- an actor is restarted at most ``max_restarts`` times, and an actor call is sent again at most
+  ``max_retries`` times (its actor's ``max_task_retries``) after it may have run (a send
+  never written spends nothing);
+- a call to a dead actor, or beyond its retries, is resolved ACTOR_DIED.
 
-Costs: every event is O(1) but ``WorkerGone`` (O(calls and actors at that address)) and ``ActorRestarted`` / ``ActorRestartFailed`` (O(calls
-queued for it)). Nothing is O(calls) or O(actors). Never reads a clock, does no I/O.
+Costs: every event is O(1) but ``WorkerGone`` (O(calls and actors at that address)),
+``ActorRestarted`` / ``ActorRestartFailed`` / ``ActorKilled`` (O(calls queued for or in flight
+to it)). Nothing is O(calls) or O(actors). Never reads a clock, does no I/O. The events and
+commands are in ``owner_events.py`` (re-exported here).
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 
-import attrs
-
-from .._protocol.ids import ActorId, ObjectId
-from . import refcount
+from .._protocol.ids import ActorId
+from .owner_events import (
+    ActorAdded,
+    ActorDead,
+    ActorKilled,
+    ActorRestarted,
+    ActorRestartFailed,
+    CallId,
+    CallSent,
+    CallSubmitted,
+    CancelRequested,
+    Command,
+    Event,
+    PlaceTask,
+    Resolve,
+    RestartActor,
+    ResultArrived,
+    SendCall,
+    SendCancel,
+    TaskPlaced,
+    TaskSubmitted,
+    Why,
+    WorkerGone,
+)
 from .refcount import RefTable
 
 __all__ = [
     "ActorAdded",
+    "ActorDead",
+    "ActorKilled",
     "ActorRestartFailed",
     "ActorRestarted",
+    "CallSent",
     "CallSubmitted",
     "CancelRequested",
     "Command",
@@ -64,160 +97,6 @@ __all__ = [
     "Why",
     "WorkerGone",
 ]
-
-CallId = ObjectId
-
-
-class Why(enum.Enum):
-    """How a call was resolved."""
-
-    VALUE = "value"  # its answer was a value
-    ERROR = "error"  # its answer was an error, not retried
-    CANCELLED = "cancelled"
-    WORKER_DIED = "worker_died"  # a task whose worker died with no retries left
-    ACTOR_DIED = "actor_died"  # an actor call whose actor died and was not (or could not be)
-    # restarted, or which had no retries left
-
-
-# --- events ----------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class TaskSubmitted:
-    """A task was submitted here; ``max_retries``: times it may be placed again after its
-    worker died or it raised a retryable error (-1: no limit)."""
-
-    call_id: CallId
-    max_retries: int = 0
-
-
-@attrs.frozen
-class TaskPlaced:
-    """The shell sent the task to the worker at ``address``."""
-
-    call_id: CallId
-    address: str
-
-
-@attrs.frozen
-class ActorAdded:
-    """This process created an actor, placed at ``address``; it may be restarted
-    ``max_restarts`` times (-1: no limit)."""
-
-    actor_id: ActorId
-    address: str
-    max_restarts: int = 0
-
-
-@attrs.frozen
-class CallSubmitted:
-    """A method call to an actor this process created; ``max_retries``: times it may be
-    re-sent to a restarted incarnation after its actor died under it (-1: no limit)."""
-
-    call_id: CallId
-    actor_id: ActorId
-    max_retries: int = 0
-
-
-@attrs.frozen
-class ResultArrived:
-    """The answer of a call in flight. ``retryable``: an error the task's ``retry_on``
-    matches (never for a cancelled call or an actor call)."""
-
-    call_id: CallId
-    ok: bool
-    retryable: bool = False
-
-
-@attrs.frozen
-class WorkerGone:
-    """The process at ``address`` is gone (its link died, or the head declared it dead).
-    ``written``: False when nothing was ever written to it (its dial failed), so the tasks
-    in flight there never ran. ``retry``: False when this process is stopping: its calls
-    there are abandoned, none is placed again."""
-
-    address: str
-    written: bool = True
-    retry: bool = True
-
-
-@attrs.frozen
-class CancelRequested:
-    call_id: CallId
-    force: bool = False
-
-
-@attrs.frozen
-class ActorRestarted:
-    actor_id: ActorId
-    address: str
-
-
-@attrs.frozen
-class ActorRestartFailed:
-    actor_id: ActorId
-
-
-Event = (
-    TaskSubmitted
-    | TaskPlaced
-    | ActorAdded
-    | CallSubmitted
-    | ResultArrived
-    | WorkerGone
-    | CancelRequested
-    | ActorRestarted
-    | ActorRestartFailed
-    | refcount.Event
-)
-
-
-# --- commands --------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class PlaceTask:
-    """Choose a worker for the task and send it there (answer ``TaskPlaced``); ``retry``:
-    it is sent again after a failure."""
-
-    call_id: CallId
-    retry: bool = False
-
-
-@attrs.frozen
-class SendCall:
-    """Send the actor call to ``address`` (again, after a restart, when ``retry``)."""
-
-    call_id: CallId
-    address: str
-    retry: bool = False
-
-
-@attrs.frozen
-class SendCancel:
-    call_id: CallId
-    address: str
-    force: bool
-
-
-@attrs.frozen
-class RestartActor:
-    """Place the actor again, same id (answer ``ActorRestarted`` or ``ActorRestartFailed``)."""
-
-    actor_id: ActorId
-
-
-@attrs.frozen
-class Resolve:
-    """Resolve the call's ref: with its answer (VALUE, ERROR) or with the error ``why``
-    names."""
-
-    call_id: CallId
-    why: Why
-
-
-Command = PlaceTask | SendCall | SendCancel | RestartActor | Resolve | refcount.Command
-
 
 # --- state -----------------------------------------------------------------------------------
 
@@ -265,6 +144,16 @@ class OwnerState:
     def pending(self, call_id: CallId) -> bool:
         return call_id in self._calls
 
+    def owns_actor(self, actor_id: ActorId) -> bool:
+        """Any thread (one dict lookup): an actor this process created and has not seen end,
+        whose calls this state owns."""
+        return actor_id in self._actors or actor_id in self._dead
+
+    def address_of(self, call_id: CallId) -> str | None:
+        """Where the call is in flight (None: placing, queued, or resolved)."""
+        call = self._calls.get(call_id)
+        return call.address if call is not None else None
+
     def handle(self, event: Event) -> list[Command]:
         if isinstance(event, TaskSubmitted):
             return self._task_submitted(event)
@@ -272,6 +161,10 @@ class OwnerState:
             return self._task_placed(event)
         if isinstance(event, CallSubmitted):
             return self._call_submitted(event)
+        if isinstance(event, CallSent):
+            return self._call_sent(event)
+        if isinstance(event, ActorKilled):
+            return self._killed(event)
         if isinstance(event, ResultArrived):
             return self._result(event)
         if isinstance(event, CancelRequested):
@@ -312,8 +205,29 @@ class OwnerState:
         else:
             calls.add(call_id)
 
+    def call_submitted(self, call_id: CallId, actor_id: ActorId, max_retries: int) -> str | None:
+        """CallSubmitted to an actor alive at an address: that address (send it there, as
+        SendCall says). None: nothing was done; feed ``handle(CallSubmitted(...))``."""
+        actor = self._actors.get(actor_id)
+        if actor is None or actor.address is None or call_id in self._calls:
+            return None
+        call = self._calls[call_id] = _Call(next(self._seq), max_retries, actor_id)
+        self._fly(call_id, call, actor, actor.address)
+        return actor.address
+
+    def call_sent(self, call_id: CallId, actor_id: ActorId, address: str, max_retries: int) -> bool:
+        """CallSent to the address its actor is alive at: now in flight there (True). False:
+        nothing was done; feed ``handle(CallSent(...))``."""
+        actor = self._actors.get(actor_id)
+        if actor is None or actor.address != address or call_id in self._calls:
+            return False
+        call = self._calls[call_id] = _Call(next(self._seq), max_retries, actor_id)
+        self._fly(call_id, call, actor, address)
+        return True
+
     def answered(self, call_id: CallId) -> bool:
-        """ResultArrived with a value; True: resolve it with that value (Resolve VALUE)."""
+        """ResultArrived with a value (or an actor call's error, never retried); True:
+        resolve it with that answer (Resolve VALUE or ERROR)."""
         call = self._calls.get(call_id)
         if call is None or call.address is None:
             return False  # resolved already (forced cancel), or an answer from a past placing
@@ -344,13 +258,54 @@ class OwnerState:
             return []
         return [self._send(event.call_id, call, actor, actor.address, retry=False)]
 
+    def _call_sent(self, event: CallSent) -> list[Command]:
+        if event.call_id in self._calls:
+            return []
+        call = self._calls[event.call_id] = _Call(
+            next(self._seq), event.max_retries, event.actor_id
+        )
+        actor = self._actors.get(event.actor_id)
+        if actor is not None and actor.address == event.address:
+            self._fly(event.call_id, call, actor, event.address)
+            return []
+        # Sent where its actor no longer lives (its worker died as the call left): lost there.
+        if actor is not None and actor.address is None and call.retries:
+            call.retries -= 1 if call.retries > 0 else 0
+            actor.queued.append(event.call_id)  # the latest call: last in order
+            return []
+        if actor is not None and actor.address is not None and call.retries:
+            call.retries -= 1 if call.retries > 0 else 0
+            return [self._send(event.call_id, call, actor, actor.address, retry=True)]
+        return self._resolve(event.call_id, call, Why.ACTOR_DIED)
+
+    def _killed(self, event: ActorKilled) -> list[Command]:
+        actor = self._actors.get(event.actor_id)
+        if actor is None:
+            return []
+        # Its calls in flight get their answers (or fail with its worker); none is sent again.
+        actor.restarts = 0
+        commands: list[Command] = []
+        for call_id in actor.calls:
+            self._calls[call_id].retries = 0
+        if actor.address is not None:
+            self._actors_at.get(actor.address, set()).discard(event.actor_id)
+        commands += self._actor_dead(event.actor_id, actor)
+        return commands
+
     def _send(
         self, call_id: CallId, call: _Call, actor: _Actor, address: str, *, retry: bool
     ) -> SendCall:
+        self._fly(call_id, call, actor, address)
+        return SendCall(call_id, address, retry)
+
+    def _fly(self, call_id: CallId, call: _Call, actor: _Actor, address: str) -> None:
         call.address = address
         actor.calls.add(call_id)
-        self._at.setdefault(address, set()).add(call_id)
-        return SendCall(call_id, address, retry)
+        calls = self._at.get(address)
+        if calls is None:
+            self._at[address] = {call_id}
+        else:
+            calls.add(call_id)
 
     def _result(self, event: ResultArrived) -> list[Command]:
         call = self._calls.get(event.call_id)
@@ -432,10 +387,10 @@ class OwnerState:
             return []
         return self._actor_dead(event.actor_id, actor)
 
-    def _actor_dead(self, actor_id: ActorId, actor: _Actor) -> list[Command]:
+    def _actor_dead(self, actor_id: ActorId, actor: _Actor, *, tell: bool = False) -> list[Command]:
         del self._actors[actor_id]
         self._dead.add(actor_id)
-        commands: list[Command] = []
+        commands: list[Command] = [ActorDead(actor_id)] if tell else []
         for call_id in actor.queued:
             commands += self._resolve(call_id, self._calls[call_id], Why.ACTOR_DIED)
         actor.queued = []
@@ -462,6 +417,9 @@ class OwnerState:
         for seq, call_id in sorted(lost):
             call = self._calls[call_id]
             call.address = None
+            actor = self._actors.get(call.actor_id) if call.actor_id is not None else None
+            if actor is not None:
+                actor.calls.discard(call_id)
             if call.cancelled:
                 commands += self._resolve(call_id, call, Why.CANCELLED)
             elif call.actor_id is None:
@@ -470,11 +428,9 @@ class OwnerState:
                 else:
                     commands += self._resolve(call_id, call, Why.WORKER_DIED)
             else:
-                actor = self._actors.get(call.actor_id)
-                if actor is not None:
-                    actor.calls.discard(call_id)
-                if call.actor_id in restarting and call.retries and event.retry:
-                    call.retries -= 1 if call.retries > 0 else 0
+                if call.actor_id in restarting and (call.retries or not event.written):
+                    if event.written and call.retries > 0:
+                        call.retries -= 1  # it may have run: that spends a retry
                     requeue.setdefault(call.actor_id, []).append((seq, call_id))
                 else:
                     commands += self._resolve(call_id, call, Why.ACTOR_DIED)
@@ -483,5 +439,5 @@ class OwnerState:
             actor = self._actors[actor_id]
             actor.queued[:0] = [call_id for _, call_id in calls]
         for actor_id in dying:
-            commands += self._actor_dead(actor_id, self._actors[actor_id])
+            commands += self._actor_dead(actor_id, self._actors[actor_id], tell=True)
         return commands

@@ -36,8 +36,9 @@ Leases: a ref pickled into a message that is never unpickled (a task cancelled b
 a result nobody reads, a message to an actor that ended) would keep its hold for ever. So a
 hold is a lease: the shell reports ``LeaseExpired`` for a token whose receipt has not come
 within its lease time, and the hold goes. A receipt that comes later finds its hold gone (a
-count of -1, which holds nothing); the receiver still counts as a borrower if the object is
-alive. What keeps an object meanwhile is then only what keeps it anyway: the submitter's
+count of -1, which holds nothing), or the object settled: then it changes nothing here (no row
+is made again, nothing is freed twice); the receiver still counts as a borrower if the object
+is alive at its owner. What keeps an object meanwhile is then only what keeps it anyway: the submitter's
 local entries (a task keeps the refs of its arguments until it is resolved), borrowers.
 """
 
@@ -325,7 +326,16 @@ class RefTable:
 
     def _acked(self, event: HoldAcked) -> list[Command]:
         object_id = event.object_id
-        obj = self._get(object_id, event.owner)
+        obj = self._objects.get(object_id)
+        if obj is None:
+            # A stale receipt: its hold went with its lease, and the object settled since. It
+            # must not make the row again (an owner would count a borrower of a freed object
+            # and free it twice). A borrower still tells the owner of the receiver, who counts
+            # it only if the object is alive there.
+            borrower = event.borrower
+            if event.owner == self.address or borrower is None or borrower == self.address:
+                return []
+            return [AddBorrower(event.owner, object_id, borrower)]
         commands: list[Command] = []
         if event.borrower is not None and event.borrower != self.address:
             if obj.owner == self.address:

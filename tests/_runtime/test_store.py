@@ -125,3 +125,20 @@ def test_the_store_shows_in_cluster_status(cluster: ag.Cluster) -> None:
 
     _wait_until(shown, "the node's pulse reports the 4 MB object")
     del ref
+
+
+@ag.remote
+def echo(value: object) -> object:
+    return value
+
+
+def test_large_bytes_and_bytearrays_go_through_the_store_and_keep_their_type() -> None:
+    data = os.urandom(3 * MB)
+    before = _store_files()
+    back = ag.get(echo.remote(data))
+    assert type(back) is bytes and back == data
+    mutable = ag.get(echo.remote(bytearray(data)))
+    assert type(mutable) is bytearray and mutable == data
+    kept = ag.put(data)
+    assert len(_store_files() - before) >= 1, "the put bytes value is in the store"
+    assert ag.get(kept) == data

@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from actorgrid._protocol.ids import ActorId, ObjectId
 from actorgrid._scheduler.owner import (
     ActorAdded,
+    ActorDead,
     ActorRestarted,
     ActorRestartFailed,
     CallSubmitted,
@@ -32,6 +33,7 @@ from actorgrid._scheduler.owner import (
     WorkerGone,
 )
 from actorgrid._scheduler.refcount import (
+    AddBorrower,
     BorrowerLost,
     BorrowerReleased,
     Free,
@@ -39,7 +41,9 @@ from actorgrid._scheduler.refcount import (
     LeaseExpired,
     LocalRefAdded,
     LocalRefDropped,
+    RefReceived,
     RefSent,
+    Release,
 )
 
 ME = "me:1"
@@ -88,6 +92,7 @@ def test_calls_to_a_restarting_actor_wait_and_reach_the_new_incarnation_in_order
     assert owner.handle(WorkerGone("w:2")) == [
         Resolve(c1, Why.ACTOR_DIED),
         Resolve(c3, Why.ACTOR_DIED),
+        ActorDead(a),
     ]
     late = _oid()
     assert owner.handle(CallSubmitted(late, a)) == [Resolve(late, Why.ACTOR_DIED)]
@@ -140,6 +145,30 @@ def test_a_receipt_in_time_makes_the_lease_moot() -> None:
     assert owner.handle(BorrowerReleased(x, "w:1")) == [Free(x)]
 
 
+def test_a_receipt_later_than_its_lease_for_a_freed_object_changes_nothing() -> None:
+    # A task cancelled before it ran: its argument's hold went with its lease and the object
+    # was freed; the receipt the task's worker sends at last must not make the row again.
+    owner, x = OwnerState(ME), _oid()
+    owner.handle(LocalRefAdded(x, ME))
+    owner.handle(RefSent(x, ME, 1))
+    owner.handle(LeaseExpired(x, 1))
+    assert owner.handle(LocalRefDropped(x)) == [Free(x)]
+    assert owner.handle(HoldAcked(x, ME, 1, "w:1")) == []
+    assert x not in owner.refs
+    assert owner.handle(BorrowerReleased(x, "w:1")) == []  # never freed twice
+
+
+def test_a_borrower_forwards_a_late_receipt_without_keeping_a_row() -> None:
+    borrower, x = OwnerState("b:1"), _oid()
+    borrower.handle(RefReceived(x, ME, ME, 1, new_local=True))
+    borrower.handle(RefSent(x, ME, 2))
+    borrower.handle(LeaseExpired(x, 2))
+    assert borrower.handle(LocalRefDropped(x)) == [Release(ME, x)]
+    # The receiver borrows it: its owner is told (and counts it if the object is alive).
+    assert borrower.handle(HoldAcked(x, ME, 2, "w:1")) == [AddBorrower(ME, x, "w:1")]
+    assert x not in borrower.refs
+
+
 class OwnerMachine(RuleBasedStateMachine):
     """Drives one OwnerState as its shell would (answering its commands in any order a
     network allows) and checks what users rely on."""
@@ -168,6 +197,7 @@ class OwnerMachine(RuleBasedStateMachine):
         self.x = self.oid()
         self.local = 0
         self.holds: set[int] = set()
+        self.expired: set[int] = set()  # tokens whose lease ran out before their receipt
         self.borrowers: dict[str, int] = {}
         self.freed = 0
         self.ever = False
@@ -203,7 +233,7 @@ class OwnerMachine(RuleBasedStateMachine):
             elif isinstance(c, Free):
                 assert c.object_id == self.x
                 self.freed += 1
-            elif isinstance(c, SendCancel):
+            elif isinstance(c, (SendCancel, ActorDead)):
                 pass
             else:
                 raise AssertionError(f"unexpected command {c!r}")
@@ -315,7 +345,18 @@ class OwnerMachine(RuleBasedStateMachine):
     def lease_expires(self, data: Any) -> None:
         token = data.draw(st.sampled_from(sorted(self.holds)))
         self.holds.discard(token)
+        self.expired.add(token)
         self._run(self.owner.handle(LeaseExpired(self.x, token)))
+
+    @precondition(lambda self: self.expired)
+    @rule(data=st.data(), borrower=st.sampled_from((None, *WORKERS)))
+    def late_receipt(self, data: Any, borrower: str | None) -> None:
+        # The receiver counts as a borrower only if the object is still alive.
+        token = data.draw(st.sampled_from(sorted(self.expired)))
+        self.expired.discard(token)
+        if borrower is not None and not self.freed:
+            self.borrowers[borrower] = self.borrowers.get(borrower, 0) + 1
+        self._run(self.owner.handle(HoldAcked(self.x, ME, token, borrower)))
 
     @precondition(lambda self: self.borrowers)
     @rule(data=st.data())

@@ -1,0 +1,217 @@
+"""What the owner state machine (``owner.py``) hears and says: its events, its commands, and
+how a call was resolved (``Why``). Plain frozen records, no behaviour."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from .._protocol.ids import ActorId, ObjectId
+from . import refcount
+
+__all__ = [
+    "ActorAdded",
+    "ActorDead",
+    "ActorKilled",
+    "ActorRestartFailed",
+    "ActorRestarted",
+    "CallId",
+    "CallSent",
+    "CallSubmitted",
+    "CancelRequested",
+    "Command",
+    "Event",
+    "PlaceTask",
+    "Resolve",
+    "RestartActor",
+    "ResultArrived",
+    "SendCall",
+    "SendCancel",
+    "TaskPlaced",
+    "TaskSubmitted",
+    "Why",
+    "WorkerGone",
+]
+
+CallId = ObjectId
+
+
+class Why(enum.Enum):
+    """How a call was resolved."""
+
+    VALUE = "value"  # its answer was a value
+    ERROR = "error"  # its answer was an error, not retried
+    CANCELLED = "cancelled"
+    WORKER_DIED = "worker_died"  # a task whose worker died with no retries left
+    ACTOR_DIED = "actor_died"  # an actor call whose actor died and was not (or could not be)
+    # restarted, or which had no retries left
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TaskSubmitted:
+    """A task was submitted here; ``max_retries``: times it may be placed again after its
+    worker died or it raised a retryable error (-1: no limit)."""
+
+    call_id: CallId
+    max_retries: int = 0
+
+
+@attrs.frozen
+class TaskPlaced:
+    """The shell sent the task to the worker at ``address``."""
+
+    call_id: CallId
+    address: str
+
+
+@attrs.frozen
+class ActorAdded:
+    """This process created an actor, placed at ``address``; it may be restarted
+    ``max_restarts`` times (-1: no limit)."""
+
+    actor_id: ActorId
+    address: str
+    max_restarts: int = 0
+
+
+@attrs.frozen
+class CallSubmitted:
+    """A method call to an actor this process created; ``max_retries``: times it may be
+    re-sent to a restarted incarnation after its actor died under it (-1: no limit)."""
+
+    call_id: CallId
+    actor_id: ActorId
+    max_retries: int = 0
+
+
+@attrs.frozen
+class CallSent:
+    """The shell sent a call to an actor this process created straight to ``address`` (from
+    another thread, on the hot path), and tells the owner after the fact, but before any
+    other event about that call (a call it never hears of again is one it never knew)."""
+
+    call_id: CallId
+    actor_id: ActorId
+    address: str
+    max_retries: int = 0
+
+
+@attrs.frozen
+class ActorKilled:
+    """``ag.kill`` ended the actor: it is never restarted; calls made to it later fail."""
+
+    actor_id: ActorId
+
+
+@attrs.frozen
+class ResultArrived:
+    """The answer of a call in flight. ``retryable``: an error the task's ``retry_on``
+    matches (never for a cancelled call or an actor call)."""
+
+    call_id: CallId
+    ok: bool
+    retryable: bool = False
+
+
+@attrs.frozen
+class WorkerGone:
+    """The process at ``address`` is gone (its link died, or the head declared it dead).
+    ``written``: False when nothing was ever written to it (its dial failed), so the tasks
+    in flight there never ran. ``retry``: False when this process is stopping: its calls
+    there are abandoned, none is placed again."""
+
+    address: str
+    written: bool = True
+    retry: bool = True
+
+
+@attrs.frozen
+class CancelRequested:
+    call_id: CallId
+    force: bool = False
+
+
+@attrs.frozen
+class ActorRestarted:
+    actor_id: ActorId
+    address: str
+
+
+@attrs.frozen
+class ActorRestartFailed:
+    actor_id: ActorId
+
+
+Event = (
+    TaskSubmitted
+    | TaskPlaced
+    | ActorAdded
+    | CallSubmitted
+    | CallSent
+    | ActorKilled
+    | ResultArrived
+    | WorkerGone
+    | CancelRequested
+    | ActorRestarted
+    | ActorRestartFailed
+    | refcount.Event
+)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PlaceTask:
+    """Choose a worker for the task and send it there (answer ``TaskPlaced``); ``retry``:
+    it is sent again after a failure."""
+
+    call_id: CallId
+    retry: bool = False
+
+
+@attrs.frozen
+class SendCall:
+    """Send the actor call to ``address`` (again, after a restart, when ``retry``)."""
+
+    call_id: CallId
+    address: str
+    retry: bool = False
+
+
+@attrs.frozen
+class SendCancel:
+    call_id: CallId
+    address: str
+    force: bool
+
+
+@attrs.frozen
+class RestartActor:
+    """Place the actor again, same id (answer ``ActorRestarted`` or ``ActorRestartFailed``)."""
+
+    actor_id: ActorId
+
+
+@attrs.frozen
+class ActorDead:
+    """The actor's worker died and it may not be restarted (no restarts left, or this
+    process is stopping): it is dead for good."""
+
+    actor_id: ActorId
+
+
+@attrs.frozen
+class Resolve:
+    """Resolve the call's ref: with its answer (VALUE, ERROR) or with the error ``why``
+    names."""
+
+    call_id: CallId
+    why: Why
+
+
+Command = PlaceTask | SendCall | SendCancel | RestartActor | ActorDead | Resolve | refcount.Command

@@ -1,0 +1,109 @@
+"""The node store's free pool on a live cluster: the file of a freed large object is reused
+by the next object of its size class (no new segment), and never while a reader still maps
+it: an actor that keeps an array it was passed keeps its values when the driver frees the
+object and writes another of the same size."""
+
+from __future__ import annotations
+
+import gc
+import glob
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import actorgrid as ag
+
+CLUSTER_OPTIONS = {"num_workers": 1}
+MB = 2**20
+SIZE = 6 * MB  # over the pool's 4 MB minimum; 5-8 MB files share a size class
+SETTLE_S = 30.0  # generous: frees are batched, and the machine is shared
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+
+def _folder() -> str:
+    folders = glob.glob(f"/dev/shm/actorgrid-{os.getpid()}-*")
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def _pooled() -> set[str]:
+    return set(os.listdir(os.path.join(_folder(), ".pool")))
+
+
+def _inodes() -> dict[str, int]:
+    """Object file -> inode, for the objects in the store now."""
+    folder = _folder()
+    return {
+        n: os.stat(os.path.join(folder, n)).st_ino
+        for n in os.listdir(folder)
+        if not n.startswith(".")
+    }
+
+
+def _mapped_by_workers(cluster: ag.Cluster) -> bool:
+    """Whether a worker still maps a pooled file (its task's argument not yet dropped)."""
+    for worker in cluster.workers():
+        with open(f"/proc/{worker.pid}/maps") as maps:
+            if "/.pool/" in maps.read():
+                return True
+    return False
+
+
+def _wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + SETTLE_S
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {SETTLE_S} s: {what}")
+        gc.collect()
+        time.sleep(0.05)
+
+
+@ag.remote
+def total(a: np.ndarray) -> int:
+    return int(a.sum(dtype=np.int64))
+
+
+@ag.remote
+class Keeper:
+    def keep(self, a: np.ndarray) -> int:
+        self.a = a  # a read-only view of the store's mapping, kept past the call
+        return int(a[0])
+
+    def kept(self) -> tuple[int, int]:
+        return int(self.a.min()), int(self.a.max())
+
+
+def test_a_freed_segment_is_reused_by_the_next_object_of_its_size(cluster: ag.Cluster) -> None:
+    _wait_until(lambda: not _pooled() and not _inodes(), "the store is empty")
+    ref = ag.put(np.full(SIZE, 1, dtype=np.uint8))
+    assert ag.get(total.remote(ref)) == SIZE
+    (first_inode,) = _inodes().values()
+    del ref
+    _wait_until(lambda: len(_pooled()) == 1 and not _inodes(), "the freed file is pooled")
+    _wait_until(lambda: not _mapped_by_workers(cluster), "the task dropped its argument")
+    again = ag.put(np.full(SIZE - MB, 2, dtype=np.uint8))
+    assert not _pooled(), "the writer took the pooled file"
+    assert list(_inodes().values()) == [first_inode], "the same segment holds the new object"
+    assert ag.get(total.remote(again)) == 2 * (SIZE - MB)
+    del again
+    _wait_until(lambda: not _inodes(), "the second object is freed")
+
+
+def test_a_segment_still_mapped_by_a_reader_is_not_overwritten() -> None:
+    keeper = Keeper.remote()
+    ref = ag.put(np.full(SIZE, 1, dtype=np.uint8))
+    assert ag.get(keeper.keep.remote(ref)) == 1
+    del ref
+    _wait_until(lambda: len(_pooled()) == 1 and not _inodes(), "the freed file is pooled")
+    # The next writer of the size class claims that file, finds the keeper's lock on it and
+    # writes a fresh segment instead.
+    other = ag.put(np.full(SIZE, 9, dtype=np.uint8))
+    assert ag.get(total.remote(other)) == 9 * SIZE
+    assert ag.get(keeper.kept.remote()) == (1, 1), "the kept array still holds its values"
+    assert not _pooled(), "the file the keeper maps left the pool"
+    del other
+    ag.kill(keeper)
