@@ -16,6 +16,8 @@ import os
 import random
 import uuid
 
+import pytest
+
 import actorgrid as ag
 
 SMALL = 4  # mailbox_size of every agent and of the clock
@@ -29,6 +31,7 @@ async def wealth_agent(ctx: ag.Context, prefix, n, clock_name, seed):
     each gift to the clock, so that the clock's step ends once every gift has landed."""
     rng = random.Random(seed)
     wealth = 1
+    await ctx.send(clock_name, "alive")  # no step or coin is sent to it before it runs
     async for msg in ctx.mailbox:
         if msg == "step":
             gift = 1 if wealth > 0 else 0
@@ -45,8 +48,11 @@ async def wealth_agent(ctx: ag.Context, prefix, n, clock_name, seed):
 
 @ag.remote
 async def wealth_clock(ctx: ag.Context, prefix, n, steps):
-    """Send "step" to every agent and wait for an ack of every gift; then count the coins."""
+    """Once every agent is alive, send "step" to every agent and wait for an ack of every
+    gift; then count the coins."""
     names = [f"{prefix}-{i}" for i in range(n)]
+    for _ in range(n):
+        assert await ctx.mailbox.receive() == "alive"
     for _ in range(steps):
         for name in names:
             await ctx.send(name, "step")
@@ -56,17 +62,22 @@ async def wealth_clock(ctx: ag.Context, prefix, n, steps):
     return sum(w for w, _ in replies), len({pid for _, pid in replies})
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_broadcast_and_gather_finishes_every_step_and_conserves_every_coin(cluster):
     n, steps = 2000, 5
     prefix = f"wealth-{uuid.uuid4().hex[:10]}"
     clock_name = f"{prefix}-clock"
+    # The clock first: each agent says it is alive before the first step, so that no message
+    # waits for an agent whose creation is still on its way (a loaded machine can take longer
+    # than a worker waits for a creation that messages raced: 30 s).
+    clock = wealth_clock.options(name=clock_name, mailbox_size=SMALL).remote(prefix, n, steps)
     agents = [
         wealth_agent.options(name=f"{prefix}-{i}", mailbox_size=SMALL).remote(
             prefix, n, clock_name, i
         )
         for i in range(n)
     ]
-    clock = wealth_clock.options(name=clock_name, mailbox_size=SMALL).remote(prefix, n, steps)
     total, workers = ag.get(clock, timeout=900)
     assert total == n  # every coin conserved, and none still in flight: each was acked
     assert workers == 2  # the agents were spread over both workers
