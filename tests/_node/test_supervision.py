@@ -58,6 +58,14 @@ def square(i: int) -> int:
 
 
 @ag.remote
+def square_slowly(i: int) -> int:
+    # 5 ms a task: 2,000 of them keep two workers busy for at least 5 s, so the killer
+    # (every 200 ms) gets its kills in before the map ends, however fast the machine.
+    time.sleep(0.005)
+    return i * i
+
+
+@ag.remote
 def pid_after(path: str, seconds: float) -> int:
     Path(path).write_text(str(os.getpid()))
     time.sleep(seconds)
@@ -86,7 +94,7 @@ def test_kill_9_of_a_random_worker_every_200ms_for_20s_with_default_settings(pro
                     except ProcessLookupError:
                         pass
 
-        refs = [square.options(max_retries=-1).remote(i) for i in range(2000)]
+        refs = [square_slowly.options(max_retries=-1).remote(i) for i in range(2000)]
         thread = threading.Thread(target=killer, name="killer", daemon=True)
         thread.start()
         try:
