@@ -101,7 +101,7 @@ def _credit(item: _In) -> None:
     kid = key_id(item.msg.kind, item.msg.key)
     n = item.peer.receive_credits.taken(kid)
     if n:
-        item.peer.send_later(Credit(kid, n))
+        item.peer.send(Credit(kid, n))
 
 
 class _Activation:

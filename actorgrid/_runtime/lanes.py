@@ -381,7 +381,7 @@ def _taken(letter: _LetterFrom) -> None:
     """A mailbox message left flow control's hands (taken in, or refused): credit it back."""
     n = letter.peer.receive_credits.taken(letter.actor_id)
     if n:
-        letter.peer.send_later(Credit(letter.actor_id, n))
+        letter.peer.send(Credit(letter.actor_id, n))
 
 
 def _refuse(item: Any, reason: str) -> None:

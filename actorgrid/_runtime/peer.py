@@ -191,15 +191,6 @@ class Peer:
             self._queued_flush = True
             _dirty.append(self)
 
-    def send_later(self, message: Message) -> None:
-        """Queue a message for the writer's next turn, outside any batch's flush: for
-        messages nobody waits on at once (flow-control grants), so that those of many frames
-        read in a row go out together."""
-        if self.closed:
-            return
-        self._out.append(message)
-        self._wake.set()
-
     def flush(self) -> None:
         """Write queued messages now if the writer is idle; else leave them to the writer."""
         stream = self._stream
