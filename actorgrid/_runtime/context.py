@@ -25,6 +25,8 @@ log = logging.getLogger("actorgrid.agents")
 
 # Mailbox.receive yields to the scheduler at least once every this many messages.
 _TURN_EVERY = 16
+# An empty list that is never appended to: what a Context holds until it has asks or hooks.
+_NONE: tuple[()] = ()
 
 
 class Letter:
@@ -73,6 +75,9 @@ class Mailbox:
     ``async for msg in ctx.mailbox`` or ``await ctx.mailbox.receive()``. Created by the runtime.
     """
 
+    # Slots, and no list until there is something to hold (Context): a worker hosts 100,000.
+    __slots__ = ("_ctx", "_receive", "_received", "_room", "_room_after", "_since_turn")
+
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("Mailbox has no public constructor: use ctx.mailbox")
 
@@ -84,6 +89,7 @@ class Mailbox:
         box._received = 0
         box._since_turn = 0
         box._room = None
+        box._room_after = 0
         return box
 
     _receive: trio.MemoryReceiveChannel[Any]
@@ -166,7 +172,11 @@ class Mailbox:
         request = None
         if letter.reply_to is not None:
             request = Request(*letter.reply_to)
-            self._ctx._open_requests.append(request)
+            ctx = self._ctx
+            if ctx._open_requests:
+                ctx._open_requests.append(request)
+            else:
+                ctx._open_requests = [request]
         self._ctx.request = request
         return loads(letter.payload)
 
@@ -178,6 +188,16 @@ class Context:
     ``send`` to, ``ask`` and ``reply`` to other actors by handle, ref or name.
     """
 
+    __slots__ = (
+        "_deactivate_hooks",
+        "_info",
+        "_key",
+        "_open_requests",
+        "_runtime",
+        "mailbox",
+        "request",
+    )
+
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("Context has no public constructor: the runtime passes it in")
 
@@ -188,17 +208,18 @@ class Context:
         ctx = object.__new__(cls)
         ctx._runtime = runtime
         ctx._info = info
-        ctx._open_requests = []
-        ctx._deactivate_hooks = []
+        ctx._key = None
+        ctx._open_requests = _NONE  # a list once an ask is open
+        ctx._deactivate_hooks = _NONE  # a list once a hook is added
         ctx.request = None
         ctx.mailbox = Mailbox._make(receive, ctx)
         return ctx
 
     _runtime: Runtime
     _info: ActorInfo
-    _key: str | None = None
-    _open_requests: list[Request]
-    _deactivate_hooks: list[Callable[[], Any]]
+    _key: str | None
+    _open_requests: list[Request] | tuple[()]
+    _deactivate_hooks: list[Callable[[], Any]] | tuple[()]
     request: Request | None
     """The ask behind the last message received, or None if it was a plain send."""
     mailbox: Mailbox
@@ -280,10 +301,13 @@ class Context:
                 "deactivates; an agent started with .remote() ends when its code returns, so "
                 "save its state there"
             )
-        self._deactivate_hooks.append(hook)
+        if self._deactivate_hooks:
+            self._deactivate_hooks.append(hook)
+        else:
+            self._deactivate_hooks = [hook]
 
     async def _deactivated(self, label: str) -> None:
-        hooks, self._deactivate_hooks = self._deactivate_hooks, []
+        hooks, self._deactivate_hooks = self._deactivate_hooks, _NONE
         for hook in hooks:
             try:
                 result = hook()
@@ -305,7 +329,7 @@ class Context:
         self._forget(request)
 
     def _forget(self, request: Request) -> None:
-        self._open_requests = [r for r in self._open_requests if not r.replied]
+        self._open_requests = [r for r in self._open_requests if not r.replied] or _NONE
 
     def _fail_open(self, error: BaseException, where: str) -> None:
         """The actor's code raised and runs again: the asks it received and never answered
@@ -314,7 +338,7 @@ class Context:
         for request in self._open_requests:
             if not request.replied:
                 request.reply_error(error, where)
-        self._open_requests = []
+        self._open_requests = _NONE
         self.request = None
 
     def _close(self, reason: str) -> None:
@@ -324,7 +348,7 @@ class Context:
         for request in self._open_requests:
             if not request.replied:
                 request._answer(False, system_error(ActorDiedError(reason)))
-        self._open_requests = []
+        self._open_requests = _NONE
         if self.mailbox._room is not None:
             self.mailbox._make_room()  # the pump finds it closed
         self.mailbox._ctx = _CLOSED
@@ -332,5 +356,5 @@ class Context:
 
 # What a closed mailbox points to instead of its context (Context._close).
 _CLOSED = object.__new__(Context)
-_CLOSED._open_requests = []
+_CLOSED._open_requests = _NONE
 _CLOSED.request = None

@@ -87,6 +87,10 @@ class Executor(ExecutorTasks):
     """Runs tasks and hosts actors in the worker's nursery (see the module docstring)."""
 
     _keyed: KeyedAgents | None = None
+    # Set when this worker stops (worker.py): its agents end without freeing their names one
+    # by one at the head, which frees them all when the worker leaves (100,000 requests at
+    # once would outlast the stop).
+    stopping = False
 
     @property
     def keyed(self) -> KeyedAgents:
@@ -386,7 +390,7 @@ class Executor(ExecutorTasks):
         if info is not None and not info.name and not info.detached and head is not None:
             # Its creator registered it with the head (OwnActor): the head forgets it.
             head.send(ActorEnded(0, info.actor_id, reason))
-        elif info is not None and info.name and head is not None:
+        elif info is not None and info.name and head is not None and not self.stopping:
             with trio.move_on_after(5):
                 try:
                     await head.request(lambda rid: ActorEnded(rid, info.actor_id, reason))
