@@ -217,17 +217,25 @@ class RuntimeNames(RuntimeActors):
         payload = dumps(message)
         self.check_size(payload, "send()")
         peer = self.peer_for(info.address)
+        executor = self.executor if info.address == self.address else None
+        # An agent on this worker (the loopback would copy out-of-band buffers, so that
+        # agents share no memory); nothing sent earlier may still be queued: keep order.
+        if payload.buffers:
+            executor = None
         if (
-            info.address == self.address
-            and self.executor is not None
-            and not payload.buffers  # the loopback copies them, so agents share no memory
-            and not peer.queued  # nothing sent earlier may still be on its way: keep order
-            and self.executor.deliver_nowait(info.actor_id, payload)
+            executor is not None
+            and not peer.queued
+            and executor.deliver_nowait(info.actor_id, payload)
         ):
-            return  # an agent on this worker: no loopback hop, no task switch, no credit
+            return  # no loopback hop, no task switch, no credit
         try:
             if not peer.send_credits.try_take(info.actor_id):
                 await wait_credit(peer, info.actor_id)
+            if executor is not None and not peer.queued:
+                # Its mailbox is full: parked beside it under the credit, as the loopback
+                # would do, minus the hop.
+                executor.on_deliver(peer, Deliver(0, info.actor_id, payload))
+                return
             try:
                 await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
             except BaseException:
