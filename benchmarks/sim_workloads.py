@@ -1,6 +1,8 @@
-"""Simulation workloads: Mesa's Boltzmann wealth model on actorgrid and on Mesa, side by side.
+"""Simulation workloads: Mesa's Boltzmann wealth model on actorgrid and on Mesa, side by side,
+and the by-name message rates between agents that such models live on.
 
     python benchmarks/sim_workloads.py [--agents 10000] [--steps 100]
+    python benchmarks/sim_workloads.py --rates [--messages 100000]
 
 The actorgrid run is ``examples/wealth.py`` as a user runs it (an embedded 2-worker cluster,
 keyed agents, a clock on a topic); the Mesa run is the model of Mesa's tutorial, in one
@@ -8,12 +10,17 @@ process. Both print steps/s and the Gini coefficient they reach (the two must ag
 sampling noise, about 0.6 after 100 steps). Mesa is in the ``bench`` extra only
 (``pip install -e '.[bench]'``); without it, its row says so and the rest runs.
 
-``run.py`` runs ``wealth`` as one of its workloads (agent-steps/s).
+``run.py`` runs ``wealth`` as one of its workloads (agent-steps/s), and ``agent_rate_local`` and
+``agent_rate_remote``: one agent sends ``ctx.send("name", i)`` as fast as it may to one on the
+same worker, or on the other worker; the receiver times the messages from its first to its last
+(msgs/s), and says how many it got per CPU second of its worker process (on a loaded machine the
+wall-clock rate is the machine's, the CPU one the runtime's).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import subprocess
@@ -22,11 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workloads import register
+from workloads import GET_TIMEOUT_S, register
+
+import actorgrid as ag
 
 WEALTH = Path(__file__).resolve().parent.parent / "examples" / "wealth.py"
 FULL_SIZE = (10_000, 100)  # agents, steps
 QUICK_SIZE = (200, 3)  # run.py --quick: the suite must stay short
+RATE_MESSAGES = (100_000, 2_000)  # full, quick
 TIMEOUT_S = 3600.0
 
 
@@ -103,12 +113,94 @@ def wealth(sizes: Any, num_workers: int) -> dict[str, Any]:
     return {"value": mine["steps_per_s"] * agents, "detail": detail}
 
 
+@ag.remote
+async def rate_sink(ctx: ag.Context, n: int) -> dict[str, float]:
+    """Receives ``n`` messages (answering "pid" asks besides): their rate, by wall clock from
+    the first to the last, and per CPU second of this worker process meanwhile."""
+    got = 0
+    started = cpu = 0.0
+    async for msg in ctx.mailbox:
+        if msg == "pid":
+            await ctx.reply(os.getpid())
+            continue
+        if got == 0:
+            started, cpu = time.perf_counter(), time.process_time()
+        got += 1
+        if got == n:
+            wall_s = time.perf_counter() - started
+            cpu_s = time.process_time() - cpu
+            return {"per_s": (n - 1) / wall_s, "per_cpu_s": (n - 1) / max(cpu_s, 1e-9)}
+    raise RuntimeError(f"the mailbox ended after {got} of {n} messages")
+
+
+@ag.remote
+async def rate_source(ctx: ag.Context, target: str, n: int) -> None:
+    """On "go", sends 0..n-1 to ``target`` by name as fast as it may; answers "pid" asks."""
+    async for msg in ctx.mailbox:
+        if msg == "pid":
+            await ctx.reply(os.getpid())
+        elif msg == "go":
+            for i in range(n):
+                await ctx.send(target, i)
+            return
+
+
+def agent_rate(messages: int, same_worker: bool, num_workers: int = 2) -> dict[str, Any]:
+    """By-name messages/s from one agent to another, on the same worker or across two."""
+    tag = "local" if same_worker else "remote"
+    with ag.init(num_workers=max(num_workers, 2)):
+        sink = rate_sink.options(name=f"rate-sink-{tag}").remote(messages)
+        sink_pid = ag.ask(sink, "pid", timeout=GET_TIMEOUT_S)
+        for attempt in range(16):  # placement spreads agents: one lands where it should
+            source = rate_source.options(name=f"rate-source-{tag}-{attempt}").remote(
+                f"rate-sink-{tag}", messages
+            )
+            if (ag.ask(source, "pid", timeout=GET_TIMEOUT_S) == sink_pid) == same_worker:
+                break
+        else:
+            raise RuntimeError(f"no source agent was placed {tag} to the sink in 16 tries")
+        ag.send(source, "go")
+        rates: dict[str, float] = ag.get(sink, timeout=GET_TIMEOUT_S)
+    return {"messages": messages, **rates}
+
+
+def _rate_messages(sizes: Any) -> int:
+    quick = getattr(sizes, "tasks", 10_000) < 10_000  # run.py's QUICK sizes
+    return RATE_MESSAGES[1] if quick else RATE_MESSAGES[0]
+
+
+@register(
+    "agent_rate_local", "by-name messages between agents on one worker", "msgs/s", ">=", 100_000
+)
+def agent_rate_local(sizes: Any, num_workers: int) -> dict[str, Any]:
+    r = agent_rate(_rate_messages(sizes), True, num_workers)
+    return {"value": r["per_s"], "detail": r}
+
+
+@register(
+    "agent_rate_remote", "by-name messages between agents across workers", "msgs/s", ">=", 30_000
+)
+def agent_rate_remote(sizes: Any, num_workers: int) -> dict[str, Any]:
+    r = agent_rate(_rate_messages(sizes), False, num_workers)
+    return {"value": r["per_s"], "detail": r}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=FULL_SIZE[0])
     parser.add_argument("--steps", type=int, default=FULL_SIZE[1])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rates", action="store_true", help="the by-name message rates instead")
+    parser.add_argument("--messages", type=int, default=RATE_MESSAGES[0])
     args = parser.parse_args()
+    if args.rates:
+        print(f"by-name messages between two agents, {args.messages:,} messages")
+        print("| path | msgs/s | msgs per CPU s of the receiver's worker |")
+        print("|---|---|---|")
+        for label, same in (("same worker", True), ("across workers", False)):
+            r = agent_rate(args.messages, same, args.workers)
+            print(f"| {label} | {r['per_s']:,.0f} | {r['per_cpu_s']:,.0f} |")
+        return
     print(f"wealth model, {args.agents:,} agents x {args.steps} steps")
     print("| system | steps/s | agent-steps/s | Gini |")
     print("|---|---|---|---|")

@@ -136,7 +136,7 @@ function snapshot(s) {
   const failures = document.getElementById("failures");
   failures.replaceChildren(...s.failures.slice().reverse().map((f) => {
     const pre = document.createElement("pre");
-    pre.textContent = describe(f) + "\\n" + (f.error || f.detail || "");
+    pre.textContent = describe(f) + "\\n" + [f.error, f.detail].filter(Boolean).join("\\n");
     return pre;
   }));
   const logs = document.getElementById("logs");
@@ -166,7 +166,7 @@ function describe(e) {
     if (["kind", "time", "node_id", "worker_id", "detail", "error"].includes(key)) continue;
     parts.push(key + "=" + (typeof value === "object" ? JSON.stringify(value) : value));
   }
-  if (e.detail) parts.push("\\u2014 " + e.detail);
+  if (e.detail && e.kind !== "task_failed") parts.push("\\u2014 " + e.detail);  // a traceback
   return parts.join(" ");
 }
 

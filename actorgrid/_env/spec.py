@@ -13,7 +13,11 @@ ones never do) and the packages it names, by digest. Keys it accepts (Ray's name
     node_cleanup  a callable run once on each node when the environment is released
 
 An unknown key, or a value of the wrong type, is a RuntimeEnvError that lists what is
-accepted. Reading ``ACTORGRID_RUNTIME_ENV`` (JSON; ``actorgrid submit`` sets it for its job)
+accepted.
+
+``merge(parent, child)`` is Ray's rule for a call's ``.options(runtime_env=)`` under a
+driver's ``ag.init(runtime_env=)``: each key the child gives replaces the parent's, except
+``env_vars``, merged name by name (the child's value wins). Reading ``ACTORGRID_RUNTIME_ENV`` (JSON; ``actorgrid submit`` sets it for its job)
 gives the default of ``ag.init(runtime_env=)``.
 """
 
@@ -33,7 +37,7 @@ from .._exceptions import RuntimeEnvError
 from .._protocol.envmessages import RuntimeEnvSpec
 from .packing import Package, pack_file, pack_folder
 
-__all__ = ["ENVIRON_VAR", "KNOWN_KEYS", "PreparedEnv", "from_environ", "prepare"]
+__all__ = ["ENVIRON_VAR", "KNOWN_KEYS", "PreparedEnv", "from_environ", "merge", "prepare"]
 
 ENVIRON_VAR = "ACTORGRID_RUNTIME_ENV"
 KNOWN_KEYS = (
@@ -51,11 +55,17 @@ _HOOKS = ("worker_setup", "node_setup", "node_cleanup")
 class PreparedEnv:
     """A runtime environment ready to ship: its spec and the packages it names."""
 
-    __slots__ = ("packages", "spec")
+    __slots__ = ("given", "packages", "spec")
 
-    def __init__(self, spec: RuntimeEnvSpec, packages: dict[str, Package]) -> None:
+    def __init__(
+        self,
+        spec: RuntimeEnvSpec,
+        packages: dict[str, Package],
+        given: frozenset[str] = frozenset(KNOWN_KEYS),
+    ) -> None:
         self.spec = spec
         self.packages = packages
+        self.given = given  # the keys the user gave (a merge keeps the parent's others)
 
     def __repr__(self) -> str:
         return f"<PreparedEnv {self.spec.key[:12]} {self.spec.label}>"
@@ -118,26 +128,58 @@ def prepare(runtime_env: Mapping[str, Any]) -> PreparedEnv:
                 f"runtime_env {name} must be a callable taking no arguments, not {fn!r}"
             )
         hooks[name] = None if fn is None else _pickle_hook(fn, name)
-    body = (
+    spec = _spec(
         working_dir,
         tuple(modules),
         tuple(sorted(env_vars.items())),
-        hooks["worker_setup"],
-        hooks["node_setup"],
-        hooks["node_cleanup"],
+        (hooks["worker_setup"], hooks["node_setup"], hooks["node_cleanup"]),
+        _label(runtime_env),
     )
+    given = frozenset(k for k, v in runtime_env.items() if v is not None)
+    return PreparedEnv(spec, packages, given)
+
+
+def _spec(
+    working_dir: str,
+    modules: tuple[str, ...],
+    env_vars: tuple[tuple[str, str], ...],
+    hooks: tuple[bytes | None, bytes | None, bytes | None],
+    label: str,
+) -> RuntimeEnvSpec:
+    body = (working_dir, modules, env_vars, *hooks)
     key = hashlib.sha256(repr(body).encode()).hexdigest()[:32]
-    spec = RuntimeEnvSpec(
-        key,
-        working_dir,
-        tuple(modules),
-        tuple(sorted(env_vars.items())),
-        hooks["worker_setup"],
-        hooks["node_setup"],
-        hooks["node_cleanup"],
-        label=_label(runtime_env),
+    return RuntimeEnvSpec(key, working_dir, modules, env_vars, *hooks, label=label)
+
+
+def merge(parent: PreparedEnv, child: PreparedEnv) -> PreparedEnv:
+    """``child`` (a call's runtime_env) over ``parent`` (its driver's), as Ray merges them:
+    each key ``child`` gives wins; ``env_vars`` are merged name by name, ``child``'s winning."""
+    p, c, given = parent.spec, child.spec, child.given
+
+    def pick(name: str, mine: Any, theirs: Any) -> Any:
+        return mine if name in given else theirs
+
+    env_vars = dict(p.env_vars)
+    env_vars.update(c.env_vars)
+    hooks = (
+        pick("worker_setup", c.worker_setup, p.worker_setup),
+        pick("node_setup", c.node_setup, p.node_setup),
+        pick("node_cleanup", c.node_cleanup, p.node_cleanup),
     )
-    return PreparedEnv(spec, packages)
+    spec = _spec(
+        pick("working_dir", c.working_dir, p.working_dir),
+        pick("py_modules", c.py_modules, p.py_modules),
+        tuple(sorted(env_vars.items())),
+        hooks,
+        f"{c.label} over ag.init's {p.label}",
+    )
+    if spec.key == p.key:
+        return parent  # the call asks for nothing its driver's environment lacks
+    packages = {**parent.packages, **child.packages}
+    used = {spec.working_dir, *spec.py_modules}
+    return PreparedEnv(
+        spec, {d: pk for d, pk in packages.items() if d in used}, parent.given | given
+    )
 
 
 def _path(value: Any, what: str) -> str:

@@ -64,7 +64,7 @@ class RuntimeSource:
         self._rt.on_loop(self._rt.observe.follow, listener, self._rt.head)
 
     def traffic(self) -> Traffic:
-        return self._rt.observe.traffic
+        return self._rt.observe.traffic.rows()
 
     async def act(self, action: str, target: bytes) -> str:
         rt = self._rt

@@ -16,7 +16,7 @@ import trio
 
 from .._env.spec import PreparedEnv, from_environ, prepare
 from .._runtime.core import Runtime
-from .._runtime.envship import ship_env, upload_package
+from .._runtime.envship import set_driver_env, ship_env, upload_package
 
 __all__ = ["ensure_runtime_env", "prepare_runtime_env", "upload_package"]
 
@@ -32,3 +32,4 @@ async def prepare_runtime_env(runtime_env: Mapping[str, Any] | None) -> Prepared
 
 async def ensure_runtime_env(rt: Runtime, prepared: PreparedEnv) -> None:
     await ship_env(rt, prepared)
+    set_driver_env(rt, prepared)  # the parent of its calls' runtime_envs

@@ -3,9 +3,18 @@
 A job is a process started from the head (``argv``, in its own session so that stopping it
 stops whatever it started there), in the unpacked ``working_dir`` package when one is given,
 with ``ACTORGRID_ADDRESS`` and ``ACTORGRID_SECRET`` set (and ``ACTORGRID_TLS``, the head's
-certificate files, on a TLS cluster) so that its ``ag.init()`` joins this cluster, and ``ACTORGRID_RUNTIME_ENV`` naming that folder so that its workers get the same
-code. Its output (stdout and stderr, merged) streams to the link that submitted it and is kept
-(the last ``JOB_LOG_BYTES``) for ``actorgrid jobs logs``. Its end is its exit status.
+certificate files, on a TLS cluster) so that its ``ag.init()`` joins this cluster, and
+``ACTORGRID_RUNTIME_ENV`` naming that folder so that its workers get the same code. Its end is
+its exit status.
+
+Its output (stdout and stderr, merged) goes to its log file, ``<log dir>/jobs/<job id>.log``
+(``$ACTORGRID_LOG_DIR``, else ``actorgrid-logs`` in the temp folder: where the nodes' worker
+logs go), written by the job itself, not through the head: a head that is killed and started
+again (``rejoin.py``) still finds a job's output there, what it wrote before and after, for
+``actorgrid jobs logs`` (its last ``JOB_LOG_BYTES``), also of jobs that ended before. The head
+follows the file (a read every ``JOB_OUTPUT_POLL_S`` when nothing is new) to stream it to the
+``submit`` that follows the job. The file of a job the head forgets (past ``JOBS_KEPT``) is
+removed; others stay with the logs folder.
 
 Stopping a job (``actorgrid jobs stop``, a Ctrl-C at ``submit``, or the link of the
 ``submit`` that follows it closing) sends SIGTERM to its process group and SIGKILL after
@@ -23,8 +32,10 @@ import os
 import secrets
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -50,15 +61,44 @@ from .._transport.tls import TLSConfig
 from .envhead import EnvHost, SessionFolder
 from .spawn import SECRET_ENV_VARS
 
-__all__ = ["JOB_LOG_BYTES", "JOB_STOP_GRACE_S", "TLS_ENV", "JobHost", "tls_from_environ"]
+__all__ = [
+    "JOB_LOG_BYTES",
+    "JOB_STOP_GRACE_S",
+    "TLS_ENV",
+    "JobHost",
+    "job_log_folder",
+    "tls_from_environ",
+]
 
 log = logging.getLogger("actorgrid.head")
 
 JOB_LOG_BYTES = 1 << 20  # output kept per job for `actorgrid jobs logs`
 JOB_STOP_GRACE_S = 5.0  # between SIGTERM and SIGKILL when a job is stopped
 JOBS_KEPT = 200  # ended jobs remembered, oldest forgotten first
+# How often the head reads a running job's log file again when it had nothing new: the delay
+# of its output at the `submit` that follows it.
+JOB_OUTPUT_POLL_S = 0.05
 # The TLS files (TLSConfig.to_dict() as JSON) a driver joins with when none is given.
 TLS_ENV = "ACTORGRID_TLS"
+
+
+def job_log_folder() -> Path:
+    """Where jobs' log files go: ``$ACTORGRID_LOG_DIR/jobs``, else in the temp folder."""
+    root = os.environ.get("ACTORGRID_LOG_DIR") or os.path.join(
+        tempfile.gettempdir(), "actorgrid-logs"
+    )
+    return Path(root) / "jobs"
+
+
+def read_job_log(path: Path) -> bytes | None:
+    """The last ``JOB_LOG_BYTES`` of a job's log file; None when there is none."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - JOB_LOG_BYTES))
+            return f.read()
+    except OSError:
+        return None
 
 
 def tls_from_environ() -> TLSConfig | None:
@@ -85,7 +125,6 @@ class _Job:
         "exit_code",
         "followers",
         "job_id",
-        "output",
         "pid",
         "proc",
         "start_time",
@@ -110,7 +149,6 @@ class _Job:
         self.start_time = time.time() if start_time is None else start_time
         self.end_time: float | None = None
         self.exit_code: int | None = None
-        self.output = bytearray()
         self.followers: set[Peer] = set()
         self.ended = trio.Event()
         self.stopped = False
@@ -153,6 +191,7 @@ class JobHost:
         self._session = session
         self._background = background
         self.jobs: dict[str, _Job] = {}
+        self.log_folder = job_log_folder()
 
     def __repr__(self) -> str:
         return f"<JobHost jobs={len(self.jobs)}>"
@@ -217,14 +256,28 @@ class JobHost:
             cwd = str(folder)
             env[ENVIRON_VAR] = json.dumps({"working_dir": cwd})
         env.update(dict(msg.env_vars))
+        path = self.log_folder / f"{job_id}.log"
+        try:
+            self.log_folder.mkdir(parents=True, exist_ok=True)
+            out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            peer.send(
+                JobStarted(
+                    msg.rid,
+                    "",
+                    f"could not make the job's log file {path} on the head's machine: {exc}; "
+                    "set ACTORGRID_LOG_DIR to a writable folder where the head runs",
+                )
+            )
+            return
         try:
             proc = await trio.lowlevel.open_process(
                 list(msg.argv),
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stdout=out,
+                stderr=out,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -237,6 +290,8 @@ class JobHost:
                 )
             )
             return
+        finally:
+            os.close(out)
         job = _Job(job_id, msg.argv, proc)
         self._remember(job)
         if msg.follow:
@@ -245,17 +300,11 @@ class JobHost:
         peer.send(JobStarted(msg.rid, job_id))
         log.info("job %s started: %s (pid %d)", job_id, " ".join(msg.argv), proc.pid)
         try:
-            assert proc.stdout is not None
-            async with proc.stdout:
-                while chunk := await proc.stdout.receive_some(65536):
-                    job.output += chunk
-                    if len(job.output) > JOB_LOG_BYTES:
-                        del job.output[: len(job.output) - JOB_LOG_BYTES]
-                    for follower in list(job.followers):
-                        # A slow submitter holds the job's output pipe back: the head
-                        # never buffers more than a link's high-water mark of it.
-                        await follower.send_wait(JobOutput(job_id, bytes(chunk)))
-            code = await proc.wait()
+            async with trio.open_nursery() as nursery:
+                exited = trio.Event()
+                nursery.start_soon(self._follow, job, path, exited)
+                code = await proc.wait()
+                exited.set()
         finally:
             if proc.returncode is None:
                 with trio.CancelScope(shield=True):
@@ -268,11 +317,34 @@ class JobHost:
         for follower in job.followers:
             follower.send(JobEnded(job_id, code))
 
+    async def _follow(self, job: _Job, path: Path, exited: trio.Event) -> None:
+        """Stream the job's log file to the ``submit`` that follows it, until the job ended
+        and all it wrote was read."""
+        try:
+            reader = path.open("rb")
+        except OSError as exc:
+            log.warning("job %s: its log file %s cannot be read: %s", job.job_id, path, exc)
+            return
+        with reader:
+            while True:
+                done = exited.is_set()  # before the read: what it wrote last is read after
+                chunk = reader.read(65536)
+                if chunk:
+                    for follower in list(job.followers):
+                        # A slow submitter slows the reading, never the job (its file grows).
+                        await follower.send_wait(JobOutput(job.job_id, chunk))
+                elif done:
+                    return
+                else:
+                    with trio.move_on_after(JOB_OUTPUT_POLL_S):
+                        await exited.wait()
+
     def _remember(self, job: _Job) -> None:
         self.jobs[job.job_id] = job
         if len(self.jobs) > JOBS_KEPT:
             for old in [j for j in self.jobs.values() if j.ended.is_set()][:1]:
                 del self.jobs[old.job_id]
+                (self.log_folder / f"{old.job_id}.log").unlink(missing_ok=True)
 
     def _on_rejoin(self, peer: Peer, msg: JobRejoin) -> None:
         """A job's driver reconnected: a restarted head lists the job again (a head that
@@ -304,9 +376,23 @@ class JobHost:
     def _on_logs(self, peer: Peer, msg: QueryJobLogs) -> None:
         job = self._find(msg.job_id)
         if isinstance(job, str):
-            peer.send(JobLogs(msg.rid, b"", job))
+            # A job this head never ran (one that ended before it restarted) has its file.
+            job_id = msg.job_id if self._log_path(msg.job_id) else ""
+        else:
+            job_id = job.job_id
+        data = read_job_log(self.log_folder / f"{job_id}.log") if job_id else None
+        if data is None:
+            peer.send(JobLogs(msg.rid, b"", job if isinstance(job, str) else None))
             return
-        peer.send(JobLogs(msg.rid, bytes(job.output)))
+        peer.send(JobLogs(msg.rid, data))
+
+    def _log_path(self, job_id: str) -> bool:
+        """A job id (no path in it) with a log file here."""
+        return (
+            job_id.startswith("job-")
+            and job_id[4:].isalnum()
+            and (self.log_folder / f"{job_id}.log").is_file()
+        )
 
     def _on_stop(self, peer: Peer, msg: StopJob) -> None:
         job = self._find(msg.job_id)

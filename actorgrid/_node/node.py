@@ -69,6 +69,7 @@ from .._transport.tcp import ListenLimits, open_tcp_frame_stream
 from .._transport.tls import TLSConfig
 from . import spawn
 from .envnode import EnvLaunch, EnvNode
+from .gpuslots import GpuSlots
 from .logs import RateLimitedLog, keep_running
 from .nodecontrol import KILL_MARGIN_S, NodeControl
 from .objectstore import NodeStore
@@ -124,6 +125,7 @@ class NodeAgent(NodeControl):
         # What this node offers and each worker's share of it (GPUs, memory, custom ones).
         self.shares = NodeShares(num_workers, num_cpus_per_worker, resources, labels)
         self.resources = dict(self.shares.total)
+        self.gpus = GpuSlots(self.shares, self._control)  # each GPU to one worker at a time
         self.closed_on_request = False  # by Cluster.close_node or `actorgrid down`
         self.fenced = False  # stopped by the head that declared it dead: join again at once
         self.node_id: NodeId = new_node_id()
@@ -330,6 +332,7 @@ class NodeAgent(NodeControl):
                 slot.worker_id = new_worker_id()
         finally:
             slot.over = True
+            self.gpus.over(slot)
 
     def _report_crash_loop(self, slot: Slot, times: int, delay_s: float) -> None:
         tail = tail_of(slot)
@@ -355,6 +358,7 @@ class NodeAgent(NodeControl):
 
     def _on_ready(self, slot: Slot) -> None:
         slot.ready = True
+        self.gpus.ready(slot)
         slot.tracker.on_ready()
         if self.unhealthy is not None:
             self.unhealthy = None
@@ -369,6 +373,7 @@ class NodeAgent(NodeControl):
         slot.stderr_tail.clear()
         slot.incarnations += 1
         try:
+            await self.gpus.before_start(slot)
             proc, read_fd = await self._spawn(slot)
         except WorkerStartError as exc:
             slot.last_exit = f"could not be started ({exc})"
@@ -415,6 +420,7 @@ class NodeAgent(NodeControl):
                 pumps.close()
             self._pulses.remove(slot)
             self._by_worker.pop(slot.worker_id, None)
+            self.gpus.exited(slot)
             slot.exited.set()
         slot.last_exit = describe_exit(code)
         detail = "stopped pulsing and was killed (zombie)" if slot.zombie else slot.last_exit
@@ -445,6 +451,7 @@ class NodeAgent(NodeControl):
             "tls": None if self.tls is None else self.tls.to_dict(),
             "listen_limits": None if limits is None else attrs.asdict(limits),
             **self.shares.config(slot.share),
+            **self.gpus.config(slot),
             "env": None if slot.env is None else slot.env.worker_config(),
             "store": self.store.config(),
         }

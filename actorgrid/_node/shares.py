@@ -8,7 +8,9 @@
   are more GPUs than its node's n workers), other whole units dealt round-robin over the
   slots, a fractional rest to the first slot; memory is split evenly. A call holding a resource
   therefore holds it on one worker, whose own ledger (``_scheduler/ledger.py``) is the only
-  bookkeeping needed: no two callers can over-commit it.
+  bookkeeping needed: no two callers can over-commit it. Which GPUs a worker process gets in
+  the end is the node's GPU ledger's say (``gpuslots.py``): one worker at a time each, base
+  and runtime_env workers alike.
 - Automatic labels: hostname, platform, python_version, num_cpus, memory_gb, num_gpus (user
   labels of the same name win).
 """

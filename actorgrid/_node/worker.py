@@ -63,6 +63,7 @@ async def _watch_stdin(scope: trio.CancelScope, executor: Executor) -> None:
                     await executor.wait_idle()
                     return
     finally:
+        executor.stopping = True
         scope.cancel()
         await stream.aclose()
 
@@ -83,7 +84,8 @@ async def _pulse(fd: int, interval_s: float, ready: trio.Event) -> None:
 async def _stop_on_sigterm(scope: trio.CancelScope, executor: Executor, grace_s: float) -> None:
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async for _ in signals:
-            executor.interrupt_all("the worker is stopping (SIGTERM)")
+            executor.stopping = True
+            await executor.interrupt_all("the worker is stopping (SIGTERM)")
             with trio.move_on_after(grace_s):
                 await executor.wait_idle()
             scope.cancel()
@@ -122,6 +124,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
 
         # A lost head is dialled again (HeadLink) while the calls here go on: see rejoin.py.
         def stop(_: str) -> None:
+            executor.stopping = True
             nursery.cancel_scope.cancel()
 
         rt.on_shutdown = stop

@@ -23,6 +23,7 @@ import cattrs
 import msgpack
 
 from .._exceptions import ProtocolError
+from .compact import register_compact_hooks
 from .messages import MESSAGE_TYPES, Message, Payload
 
 __all__ = ["decode", "encode"]
@@ -55,6 +56,7 @@ def _structure_payload(obj: Any, _: Any) -> Payload:
 
 _converter.register_unstructure_hook(Payload, _unstructure_payload)
 _converter.register_structure_hook(Payload, _structure_payload)
+register_compact_hooks(_converter)  # ActorInfo as a list: compact.py
 
 # Per class, built on first use. Two threads building one at once store equal hooks.
 _unstructure_hooks: dict[type, Callable[[Any], dict[str, Any]]] = {}

@@ -35,6 +35,9 @@ TASK_EVENT_KINDS = (
 _KIND_CODES = {kind: code for code, kind in enumerate(TASK_EVENT_KINDS)}
 ID_BYTES = 16  # ObjectId: 8 bytes of process prefix, 8 of counter
 _NO_ID = bytes(ID_BYTES)
+# In a note's text: "Type: message", then this, then the remote traceback (a task_failed's;
+# the Event gets it as ``detail``).
+TRACEBACK_MARK = "\x1e"
 _TIME = struct.Struct("<d")
 _SWAP = sys.byteorder != "little"  # the columns are little-endian on the wire
 
@@ -156,6 +159,7 @@ def expand_task_events(batch: TaskEvents) -> list[Event]:
             raise ValueError(f"unknown task event kind code {code}")
         task_id = ids[i * ID_BYTES : (i + 1) * ID_BYTES]
         text, actor = notes.get(i, ("", b""))
+        text, _, trace = text.partition(TRACEBACK_MARK)
         kind = TASK_EVENT_KINDS[code]
         events.append(
             Event(
@@ -168,7 +172,7 @@ def expand_task_events(batch: TaskEvents) -> list[Event]:
                 task_id=ObjectId(task_id) if task_id != _NO_ID else None,
                 actor_id=ActorId(actor) if actor else None,
                 name=batch.strings[names[i]],
-                detail=f"task {task_id.hex()[:8]}: {text}" if kind == "task_retried" else "",
+                detail=f"task {task_id.hex()[:8]}: {text}" if kind == "task_retried" else trace,
                 error=text,
             )
         )

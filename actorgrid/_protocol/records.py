@@ -15,6 +15,8 @@ class Payload:
 
     @property
     def nbytes(self) -> int:
+        if not self.buffers:  # most messages: no generator on the hot path
+            return len(self.data)
         return len(self.data) + sum(b.nbytes for b in self.buffers)
 
 

@@ -58,17 +58,16 @@ from .._scheduler.placement import NoWorkerError
 from .links import log
 from .records import CALL, CREATE, OwnedActor, Sent, _call_sent, _describe
 from .refs import PENDING, ObjectEntry
+from .tasks import DEAD_BEFORE as _DEAD_BEFORE
 from .tasks import RuntimeTasks, _Context
 
 if TYPE_CHECKING:
     from .handles import ActorHandle
 
 
-_DEAD_BEFORE = (
-    "it had died before this call was made (its worker died with no restarts left, or "
-    "ag.kill ended it), so the call was not sent. Create the actor again, or give it "
-    "max_restarts to have it restarted"
-)
+# Actors this process ended with ag.kill, so that a later call says "was killed" rather than
+# "died"; the most recent ones only (a bounded memory of names, not a table that grows).
+KILLED_REMEMBERED = 4096
 
 RELOCATE_POLL_S = 0.2
 RELOCATE_TIMEOUT_S = 60.0  # as long as an owner may take to place a restarted actor
@@ -83,6 +82,9 @@ class RuntimeActors(RuntimeTasks):
     # calls that wait for them; made on first use.
     _moved: dict[ActorId, ActorInfo] | None = None
     _relocating: dict[ActorId, list[_Resend]] | None = None
+    _killed: dict[ActorId, None] | None = None  # insertion-ordered: the oldest goes first
+    # Actors this process created without restarts, alive: what their actor_died event says.
+    _unrestarted: dict[ActorId, ActorInfo] | None = None
 
     def follow(self, sent: Sent, why: str, *, written: bool) -> bool:
         """Loop: a call to an actor this process does not own found its worker gone. If the
@@ -222,8 +224,13 @@ class RuntimeActors(RuntimeTasks):
             return 0
         if isinstance(command, ActorDead):
             owned = self.owned.pop(command.actor_id, None)
-            if owned is not None and not self._closing:
+            once = self._unrestarted.pop(command.actor_id, None) if self._unrestarted else None
+            if self._closing:
+                return 0
+            if owned is not None:
                 self._actor_died(owned.info, f"no restarts left; {context.why}")
+            elif once is not None:
+                self._actor_died(once, f"it has max_restarts=0; {context.why}")
             return 0
         return super()._carry_out(command, context)
 
@@ -248,7 +255,11 @@ class RuntimeActors(RuntimeTasks):
             entry.set_error(TaskCancelledError(message))
         else:
             label = _describe(sent.actor) if sent.actor is not None else "the actor"
-            entry.set_error(ActorDiedError(f"actor {label} died: {context.why}"))
+            killed = self._killed
+            if sent.actor is not None and killed and sent.actor.actor_id in killed:
+                entry.set_error(ActorDiedError(f"actor {label} was killed"))
+            else:
+                entry.set_error(ActorDiedError(f"actor {label} died: {context.why}"))
 
     def _restart(self, actor_id: ActorId, why: str) -> None:
         """RestartActor: place it again, then tell the state (ActorRestarted or
@@ -288,6 +299,13 @@ class RuntimeActors(RuntimeTasks):
         state = self._owner_state
         if state is not None and state.owns_actor(actor_id):
             self.owned.pop(actor_id, None)
+            if self._unrestarted:
+                self._unrestarted.pop(actor_id, None)
+            if self._killed is None:
+                self._killed = {}
+            self._killed[actor_id] = None
+            if len(self._killed) > KILLED_REMEMBERED:
+                del self._killed[next(iter(self._killed))]
             self._owner(ActorKilled(actor_id))
 
     def _actor_died(self, info: ActorInfo, why: str) -> None:
@@ -321,6 +339,10 @@ class RuntimeActors(RuntimeTasks):
         if not info.detached and not self.owner_state.owns_actor(info.actor_id):
             # Its calls and restarts are this process's (a detached one's are the head's).
             self._owner(ActorAdded(info.actor_id, info.address, info.max_restarts))
+            if info.actor_id not in self.owned:  # no restarts: kept only to report its death
+                if self._unrestarted is None:
+                    self._unrestarted = {}
+                self._unrestarted[info.actor_id] = info
         self._register_owned(info)
         create = CreateActor(entry.object_id, info, class_id, code, payload, max_concurrency)
         head = self.head

@@ -23,6 +23,11 @@ __all__ = ["Context", "Letter", "Mailbox", "MailboxStatistics", "Request"]
 
 log = logging.getLogger("actorgrid.agents")
 
+# Mailbox.receive yields to the scheduler at least once every this many messages.
+_TURN_EVERY = 16
+# An empty list that is never appended to: what a Context holds until it has asks or hooks.
+_NONE: tuple[()] = ()
+
 
 class Letter:
     """A message waiting in a mailbox; ``reply_to`` is set when it was sent with ask()."""
@@ -70,6 +75,9 @@ class Mailbox:
     ``async for msg in ctx.mailbox`` or ``await ctx.mailbox.receive()``. Created by the runtime.
     """
 
+    # Slots, and no list until there is something to hold (Context): a worker hosts 100,000.
+    __slots__ = ("_ctx", "_receive", "_received", "_room", "_room_after", "_since_turn")
+
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("Mailbox has no public constructor: use ctx.mailbox")
 
@@ -79,20 +87,43 @@ class Mailbox:
         box._receive = receive
         box._ctx = ctx
         box._received = 0
+        box._since_turn = 0
+        box._room = None
+        box._room_after = 0
         return box
 
     _receive: trio.MemoryReceiveChannel[Any]
     _ctx: Context
     _received: int
+    _since_turn: int
+    # The pump waiting for room (executor.py, keyed.py); None: nobody waits.
+    _room: trio.lowlevel.ParkingLot | None
+    _room_after: int  # messages to receive before they are woken
 
     def __repr__(self) -> str:
         s = self.statistics()
         return f"<Mailbox queued={s.queued} capacity={s.capacity:g} received={s.received}>"
 
     async def receive(self) -> Any:
-        """The next message, waiting for one if the mailbox is empty."""
+        """The next message, waiting for one if the mailbox is empty.
+
+        A message already queued is taken without a trip through Trio's scheduler (which
+        costs more than the rest of a local send and receive together); every
+        ``_TURN_EVERY``-th receive is a full checkpoint, so a busy agent still lets others run
+        and sees cancellation."""
         while True:
-            item = await self._receive.receive()
+            self._since_turn += 1
+            try:
+                if self._since_turn >= _TURN_EVERY:
+                    raise trio.WouldBlock
+                item = self._receive.receive_nowait()
+            except trio.WouldBlock:
+                self._since_turn = 0
+                item = await self._receive.receive()
+            if self._room is not None:
+                self._room_after -= 1
+                if self._room_after <= 0:
+                    self._make_room()
             if isinstance(item, Letter):
                 return self._open(item)
             item.reject()  # a method call sent to a coroutine actor
@@ -101,9 +132,27 @@ class Mailbox:
         """The next message; raises trio.WouldBlock if the mailbox is empty."""
         while True:
             item = self._receive.receive_nowait()
+            if self._room is not None:
+                self._room_after -= 1
+                if self._room_after <= 0:
+                    self._make_room()
             if isinstance(item, Letter):
                 return self._open(item)
             item.reject()
+
+    async def _wait_room(self) -> None:
+        """The runtime's pump of a full mailbox (the messages parked beside it) waits until
+        it is half empty, not until one place is free: that would wake it once per message
+        received. Call it only when the mailbox is full."""
+        if self._room is None:
+            self._room = trio.lowlevel.ParkingLot()
+            self._room_after = int(self._receive.statistics().max_buffer_size) // 2
+        await self._room.park()
+
+    def _make_room(self) -> None:
+        room, self._room = self._room, None
+        assert room is not None
+        room.unpark_all()
 
     def __aiter__(self) -> Mailbox:
         return self
@@ -123,7 +172,11 @@ class Mailbox:
         request = None
         if letter.reply_to is not None:
             request = Request(*letter.reply_to)
-            self._ctx._open_requests.append(request)
+            ctx = self._ctx
+            if ctx._open_requests:
+                ctx._open_requests.append(request)
+            else:
+                ctx._open_requests = [request]
         self._ctx.request = request
         return loads(letter.payload)
 
@@ -135,6 +188,16 @@ class Context:
     ``send`` to, ``ask`` and ``reply`` to other actors by handle, ref or name.
     """
 
+    __slots__ = (
+        "_deactivate_hooks",
+        "_info",
+        "_key",
+        "_open_requests",
+        "_runtime",
+        "mailbox",
+        "request",
+    )
+
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("Context has no public constructor: the runtime passes it in")
 
@@ -145,17 +208,18 @@ class Context:
         ctx = object.__new__(cls)
         ctx._runtime = runtime
         ctx._info = info
-        ctx._open_requests = []
-        ctx._deactivate_hooks = []
+        ctx._key = None
+        ctx._open_requests = _NONE  # a list once an ask is open
+        ctx._deactivate_hooks = _NONE  # a list once a hook is added
         ctx.request = None
         ctx.mailbox = Mailbox._make(receive, ctx)
         return ctx
 
     _runtime: Runtime
     _info: ActorInfo
-    _key: str | None = None
-    _open_requests: list[Request]
-    _deactivate_hooks: list[Callable[[], Any]]
+    _key: str | None
+    _open_requests: list[Request] | tuple[()]
+    _deactivate_hooks: list[Callable[[], Any]] | tuple[()]
     request: Request | None
     """The ask behind the last message received, or None if it was a plain send."""
     mailbox: Mailbox
@@ -237,10 +301,13 @@ class Context:
                 "deactivates; an agent started with .remote() ends when its code returns, so "
                 "save its state there"
             )
-        self._deactivate_hooks.append(hook)
+        if self._deactivate_hooks:
+            self._deactivate_hooks.append(hook)
+        else:
+            self._deactivate_hooks = [hook]
 
     async def _deactivated(self, label: str) -> None:
-        hooks, self._deactivate_hooks = self._deactivate_hooks, []
+        hooks, self._deactivate_hooks = self._deactivate_hooks, _NONE
         for hook in hooks:
             try:
                 result = hook()
@@ -262,7 +329,7 @@ class Context:
         self._forget(request)
 
     def _forget(self, request: Request) -> None:
-        self._open_requests = [r for r in self._open_requests if not r.replied]
+        self._open_requests = [r for r in self._open_requests if not r.replied] or _NONE
 
     def _fail_open(self, error: BaseException, where: str) -> None:
         """The actor's code raised and runs again: the asks it received and never answered
@@ -271,7 +338,7 @@ class Context:
         for request in self._open_requests:
             if not request.replied:
                 request.reply_error(error, where)
-        self._open_requests = []
+        self._open_requests = _NONE
         self.request = None
 
     def _close(self, reason: str) -> None:
@@ -281,11 +348,13 @@ class Context:
         for request in self._open_requests:
             if not request.replied:
                 request._answer(False, system_error(ActorDiedError(reason)))
-        self._open_requests = []
+        self._open_requests = _NONE
+        if self.mailbox._room is not None:
+            self.mailbox._make_room()  # the pump finds it closed
         self.mailbox._ctx = _CLOSED
 
 
 # What a closed mailbox points to instead of its context (Context._close).
 _CLOSED = object.__new__(Context)
-_CLOSED._open_requests = []
+_CLOSED._open_requests = _NONE
 _CLOSED.request = None

@@ -14,6 +14,10 @@ the calls that wait for it with the reason (naming the node and what failed ther
 call of it tries again. The head counts this process among the environment's users: its
 workers stop when the last process using it leaves.
 
+A driver's own environment (``ag.init(runtime_env=)``, ``set_driver_env``) is the parent of
+its calls' ones: ``for_call`` gives a call's environment merged over it (``_env/spec.merge``,
+Ray's rule), made once per environment the calls name.
+
 A head that restarts knows no environment: each process ships the ones it uses again when it
 reconnects (``remember``), in the background, so the new head has their packages for nodes
 that join later and counts their users again.
@@ -26,7 +30,7 @@ import logging
 import weakref
 
 from .._env.packing import Package
-from .._env.spec import PreparedEnv
+from .._env.spec import PreparedEnv, merge
 from .._exceptions import RuntimeEnvError
 from .._protocol.envmessages import (
     PACKAGE_CHUNK_BYTES,
@@ -39,12 +43,35 @@ from .._protocol.messages import Ack
 from .core import Runtime
 from .peer import Peer
 
-__all__ = ["remember", "ship_env", "upload_package", "use_env"]
+__all__ = ["for_call", "remember", "set_driver_env", "ship_env", "upload_package", "use_env"]
 
 log = logging.getLogger("actorgrid.runtime")
 
 # The environments each process uses, by key: shipped again to a head it reconnects to.
 _USED: weakref.WeakKeyDictionary[Runtime, dict[str, PreparedEnv]] = weakref.WeakKeyDictionary()
+# A driver's own environment, and the merges of its calls' environments over it, by the key
+# of what the call named.
+_DRIVER: weakref.WeakKeyDictionary[Runtime, tuple[PreparedEnv, dict[str, PreparedEnv]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def set_driver_env(rt: Runtime, prepared: PreparedEnv) -> None:
+    """``rt`` is a driver of ``prepared`` (``ag.init(runtime_env=)``)."""
+    _DRIVER[rt] = (prepared, {})
+
+
+def for_call(rt: Runtime, env: PreparedEnv) -> PreparedEnv:
+    """The environment a call of ``rt`` that names ``env`` runs in: ``env`` over its driver's
+    own (``env`` itself in a process without one). O(1) after the first call naming ``env``."""
+    driver = _DRIVER.get(rt)
+    if driver is None:
+        return env
+    parent, merged = driver
+    found = merged.get(env.spec.key)
+    if found is None:
+        found = merged[env.spec.key] = merge(parent, env)
+    return found
 
 
 async def upload_package(rt: Runtime, package: Package) -> None:

@@ -87,6 +87,10 @@ class Executor(ExecutorTasks):
     """Runs tasks and hosts actors in the worker's nursery (see the module docstring)."""
 
     _keyed: KeyedAgents | None = None
+    # Set when this worker stops (worker.py): its agents end without freeing their names one
+    # by one at the head, which frees them all when the worker leaves (100,000 requests at
+    # once would outlast the stop).
+    stopping = False
 
     @property
     def keyed(self) -> KeyedAgents:
@@ -115,12 +119,15 @@ class Executor(ExecutorTasks):
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
         mailbox when it has room and nothing waits ahead (names.py's fast path); False: send
-        it through the loopback peer, under flow control."""
+        it through the loopback peer, under flow control (so that a full mailbox holds its
+        local senders back by the same credit window as remote ones: waiting here at once
+        could deadlock two agents that send to each other)."""
         slot = self.actors.get(actor_id)
         if slot is None or slot.overflow or slot.info is None or slot.info.kind != "coroutine":
             return False
+        loopback = self.runtime.peer_for(self.runtime.address)
         try:
-            slot.send.send_nowait(Letter(payload, None))
+            slot.send.send_nowait(_LetterFrom.sent_here(loopback, actor_id, payload))
         except (trio.WouldBlock, trio.ClosedResourceError):
             return False
         return True
@@ -297,6 +304,7 @@ class Executor(ExecutorTasks):
         result: tuple[bool, Payload] | None = None
         reason = f"actor {label} has ended"
         ctx = Context._make(self.runtime, info, slot.receive)
+        slot.mailbox = ctx.mailbox
         with task.scope:
             try:
                 with slot.scope:
@@ -382,7 +390,7 @@ class Executor(ExecutorTasks):
         if info is not None and not info.name and not info.detached and head is not None:
             # Its creator registered it with the head (OwnActor): the head forgets it.
             head.send(ActorEnded(0, info.actor_id, reason))
-        elif info is not None and info.name and head is not None:
+        elif info is not None and info.name and head is not None and not self.stopping:
             with trio.move_on_after(5):
                 try:
                     await head.request(lambda rid: ActorEnded(rid, info.actor_id, reason))
@@ -433,10 +441,20 @@ class Executor(ExecutorTasks):
         # waits drains its inbox and overflow at once. Should _enqueue start a second pump
         # while this one's last item is in flight, order still holds: Trio wakes blocked
         # senders first in, first out, and refills the inbox from them before anyone else.
+        # A coroutine actor's pump waits for its mailbox to be half empty and then moves
+        # messages in without waiting (Mailbox._wait_room), rather than one task switch each.
         while overflow:
             item = overflow.popleft()
             try:
-                await slot.send.send(item)
+                try:
+                    slot.send.send_nowait(item)
+                except trio.WouldBlock:
+                    if slot.mailbox is None:
+                        await slot.send.send(item)
+                    else:
+                        overflow.appendleft(item)  # still first in line, and _end's to refuse
+                        await slot.mailbox._wait_room()
+                        continue
             except trio.ClosedResourceError:
                 if type(item) is _LetterFrom:
                     _taken(item)

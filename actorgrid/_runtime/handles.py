@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ca
 import trio
 
 from .._exceptions import SerializationError
-from .._protocol.ids import ActorId, short
+from .._protocol.ids import ActorId, ObjectId, short
 from .._protocol.messages import ActorInfo, Payload
 from .._scheduler.streams import check_backpressure
 from . import current
@@ -37,12 +37,19 @@ class _InLoop(Protocol):
     def in_loop_thread(self) -> bool: ...
 
 
+class _CallRoots(Protocol):
+    def call_made(self, task_id: ObjectId) -> None: ...
+
+
 class CallerRuntime(Protocol):
     """What an actor method call needs of this process's runtime (``current.py``); Runtime is
     one."""
 
     @property
     def portal(self) -> _InLoop: ...
+
+    @property
+    def observe(self) -> _CallRoots: ...
 
     def check_size(self, payload: Payload, label: str) -> None: ...
 
@@ -257,6 +264,7 @@ class ActorMethod(Generic[P, R]):
         payload = dumps_call(label, fn, args, kwargs, skip=1)
         rt.check_size(payload, label)
         entry = rt.new_entry()
+        rt.observe.call_made(entry.object_id)  # its call tree's root, taken in this thread
         if rt.portal.in_loop_thread() or not rt.send_call_direct(h, entry, self._name, payload):
             rt.on_loop(rt.send_call, h, entry, self._name, payload)
         return ObjectRef._make(entry)
@@ -270,6 +278,7 @@ class ActorMethod(Generic[P, R]):
         kwargs: dict[str, Any],
     ) -> ObjectRefGenerator[Any]:
         entry = rt.new_entry()
+        rt.observe.call_made(entry.object_id)
         window = self._window or check_backpressure(0)
         kwargs = {**kwargs, STREAM_KWARG: StreamMarker(entry.object_id, window)}
         payload = dumps_call(label, fn, args, kwargs, skip=1)

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import trio
 
 from .._protocol.ids import ActorId
-from .._protocol.messages import DeliverToKey, Payload
+from .._protocol.messages import Deliver, DeliverToKey, Payload
 from .peer import Peer
 
 __all__ = ["HostedExecutor"]
@@ -42,5 +42,7 @@ class HostedExecutor(Protocol):
     def caller_gone(self, peer: Peer) -> None: ...
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool: ...
+
+    def on_deliver(self, peer: Peer, msg: Deliver) -> None: ...
 
     def deliver_to_key_nowait(self, msg: DeliverToKey) -> bool: ...

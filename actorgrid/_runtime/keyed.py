@@ -41,7 +41,7 @@ from .._scheduler.activation import (
 from .context import Context, Letter
 from .peer import PeerClosedError
 from .serialization import system_error
-from .starting import Starter
+from .starting import START_BATCH, Starter
 from .virtual import key_id, live_workers
 
 if TYPE_CHECKING:
@@ -215,10 +215,15 @@ class KeyedAgents:
     async def _pump(self, act: _Activation, overflow: deque[_In]) -> None:
         # Moves the overflow into the mailbox as the agent drains it; the credits go back as
         # each message goes in, so a full mailbox holds its senders back (flow.py).
+        # It waits for the mailbox to be half empty, then moves messages in without waiting:
+        # not one task switch per message (Mailbox._wait_room).
         while overflow:
             item = overflow[0]
             try:
-                await act.send.send(item.letter())
+                act.send.send_nowait(item.letter())
+            except trio.WouldBlock:
+                await act.ctx.mailbox._wait_room()
+                continue
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return  # deactivated: _run hands what is left to the next activation
             overflow.popleft()
@@ -290,9 +295,35 @@ class KeyedAgents:
 
     # --- topics ---------------------------------------------------------------------------------
 
+    # Publishes whose fan-out is under way, in the order they came (see on_publish).
+    _fanning: deque[tuple[Publish, list[ActorId]]] | None = None
+
     def on_publish(self, peer: Peer, msg: Publish) -> None:
+        subscribers = self.host.runtime.topics.subscribers(msg.topic)
+        if self._fanning is None and len(subscribers) <= START_BATCH:
+            self._fan_out(msg, subscribers)
+            return
+        # 50,000 subscribers woken in one loop turn would all take their step in the next:
+        # seconds with no pulse written and no dial answered. START_BATCH per turn, and the
+        # publishes one after the other, so each subscriber still gets them in order.
+        if self._fanning is None:
+            self._fanning = deque()
+            self.host.nursery.start_soon(self._fan_out_gradually, self._fanning)
+        self._fanning.append((msg, subscribers))
+
+    async def _fan_out_gradually(self, fanning: deque[tuple[Publish, list[ActorId]]]) -> None:
+        try:
+            while fanning:
+                msg, subscribers = fanning.popleft()
+                for at in range(0, len(subscribers), START_BATCH):
+                    self._fan_out(msg, subscribers[at : at + START_BATCH])
+                    await trio.lowlevel.checkpoint()
+        finally:
+            self._fanning = None
+
+    def _fan_out(self, msg: Publish, subscribers: list[ActorId]) -> None:
         topics = self.host.runtime.topics
-        for actor_id in topics.subscribers(msg.topic):
+        for actor_id in subscribers:
             act = self.by_id.get(actor_id)
             if act is not None:
                 if self._put(act, _In(None, None, msg.payload)):

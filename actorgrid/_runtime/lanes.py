@@ -310,7 +310,17 @@ class _Call:
 class _Slot:
     """One actor on this worker (or a placeholder for one that has not arrived yet)."""
 
-    __slots__ = ("actor_id", "done", "info", "lane", "overflow", "receive", "scope", "send")
+    __slots__ = (
+        "actor_id",
+        "done",
+        "info",
+        "lane",
+        "mailbox",
+        "overflow",
+        "receive",
+        "scope",
+        "send",
+    )
 
     def __init__(self, actor_id: ActorId) -> None:
         self.actor_id = actor_id
@@ -322,6 +332,7 @@ class _Slot:
         self.send, self.receive = trio.open_memory_channel[Any](MAILBOX_CAPACITY)
         self.scope = trio.CancelScope()
         self.done = trio.Event()
+        self.mailbox: Any = None  # a coroutine actor's Mailbox, once its code runs
 
     @property
     def depth(self) -> int:
@@ -348,6 +359,15 @@ class _LetterFrom(Letter):
         self.peer = peer
         self.rid = msg.rid
         self.actor_id = msg.actor_id
+
+    @classmethod
+    def sent_here(cls, peer: Peer, actor_id: ActorId, payload: Payload) -> _LetterFrom:
+        """A send from this process straight into the mailbox (no credit taken): refused
+        as one through ``peer``, the loopback, would be, never silently."""
+        letter = cls.__new__(cls)
+        letter.payload, letter.reply_to = payload, None
+        letter.peer, letter.rid, letter.actor_id = peer, 0, actor_id
+        return letter
 
     def reject(self) -> None:
         _refuse(self, "a class actor has no mailbox: call its methods instead")

@@ -32,6 +32,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -39,8 +40,9 @@ import trio
 
 from .._exceptions import TaskCancelledError
 from .._protocol.ids import ActorId, NodeId, ObjectId, WorkerId
-from .._protocol.messages import ActorInfo, EventBatch, Message, Payload
+from .._protocol.messages import ActorInfo, Event, EventBatch, Message, Payload
 from .._protocol.observe import (
+    TRACEBACK_MARK,
     CallSpans,
     SubscribeOutput,
     TaskEventRecord,
@@ -49,6 +51,7 @@ from .._protocol.observe import (
     expand_task_events,
     pack_task_events,
 )
+from .._scheduler.traffic import TrafficTable
 from .._transport.base import TRAFFIC
 from .output import OutputPrinter, current_root, output_source
 from .serialization import loads_error
@@ -63,7 +66,11 @@ EVENT_FLUSH_INTERVAL_S = 0.2
 EVENT_BATCH_MAX = 4000
 TRAFFIC_REPORT_S = 2.0
 TIMELINE_MAX_SPANS = 1_000_000
+# Calls sent and not answered yet, kept for their spans, at most (the oldest go first).
+OPEN_MAX = 1_000_000
 OUTPUT_TICK_S = 0.5
+# A failed task's traceback travels with its event up to this long (its end: the raise).
+TRACEBACK_MAX_CHARS = 4000
 # A driver leaving waits until this long after its last answer (at most), so that what the
 # calls printed, a few batching intervals behind their answers, is shown before it goes.
 OUTPUT_SETTLE_S = 0.3
@@ -155,9 +162,9 @@ class Observer:
         self.spans: deque[Span] = deque(maxlen=TIMELINE_MAX_SPANS)
         self._names: dict[bytes, str] = {}  # function id -> name
         self.last_answer = 0.0  # time.time() of the last answer to a call sent here
-        # What each process reported its links carried: (node id, hostname, pid) -> (sent,
-        # received); filled where TaskEvents arrive (a subscriber: the dashboard).
-        self.traffic: dict[tuple[NodeId | None, str, int | None], tuple[int, int]] = {}
+        # What each process reported its links carried, filled where TaskEvents arrive (a
+        # subscriber: the dashboard); a process's row goes when it exits (worker_died).
+        self.traffic = TrafficTable()
         self._reported_traffic = (0, 0)
 
     def handlers(self, feed: EventFeed) -> dict[type, Callable[[Peer, Any], None]]:
@@ -171,9 +178,8 @@ class Observer:
             )
 
         def on_task_events(peer: Peer, batch: TaskEvents) -> None:
-            self.traffic[batch.node_id, batch.hostname, batch.pid] = (
-                batch.sent_bytes,
-                batch.received_bytes,
+            self.traffic.report(
+                (batch.node_id, batch.hostname, batch.pid), batch.sent_bytes, batch.received_bytes
             )
             for event in expand_task_events(batch):
                 feed.push(event)
@@ -189,6 +195,13 @@ class Observer:
             for follower in self.followers:
                 follower(msg)
 
+        def on_event(event: Event) -> None:  # every event this process is sent
+            if event.kind == "worker_died" and event.pid is not None:
+                self.traffic.ended((event.node_id, event.hostname, event.pid))
+            elif event.kind in ("node_closed", "node_zombie") and event.node_id is not None:
+                self.traffic.node_ended(event.node_id)
+
+        feed.listeners.append(on_event)
         return {
             EventBatch: on_batch,
             TaskEvents: on_task_events,
@@ -237,15 +250,41 @@ class Observer:
         name = self.name_of(function_id, blob)
         self.record("task_scheduled", task_id, name, worker_id)
         self._open[task_id] = (name, worker_id, nbytes, time.time(), root)
+        if len(self._open) > OPEN_MAX:
+            self._forget_oldest()
+
+    def call_made(self, task_id: ObjectId) -> None:
+        """Any thread, where ``handle.method.remote()`` runs: the call belongs to the root of
+        the call running here. Taken now, not when the loop sends it: a sync actor's call
+        sent through the loop (a burst, a handle still being placed, a resend after a
+        restart) would otherwise see the loop's context, which is no call's."""
+        root = current_root()
+        if root:
+            self._open[task_id] = ("", None, 0, 0.0, root)
+            if len(self._open) > OPEN_MAX:
+                self._forget_oldest()
 
     def call_sent(
         self, task_id: ObjectId, label: str, method: str, worker_id: WorkerId | None, nbytes: int
     ) -> str:
-        """An actor method call was sent; returns its root (CallActor.root): the driver whose
-        work the call running in this thread or Trio task is part of, or ""."""
-        root = current_root()
+        """An actor method call was sent (again, for a resend); returns its root
+        (CallActor.root): the driver whose work the call that made it is part of, or ""."""
+        made = self._open.get(task_id)
+        root = made[4] if made is not None else current_root()
         self._open[task_id] = ((label, method), worker_id, nbytes, time.time(), root)
+        if made is None and len(self._open) > OPEN_MAX:
+            self._forget_oldest()
         return root
+
+    def _forget_oldest(self) -> None:
+        # Calls that end with no answer (their worker died) are never popped by answered().
+        # A tenth goes at once: finding the oldest walks the dict's front, once per many calls.
+        try:
+            oldest = list(islice(self._open, OPEN_MAX // 10))
+        except RuntimeError:  # another thread changed it meanwhile: the next call tries again
+            return
+        for task_id in oldest:
+            self._open.pop(task_id, None)
 
     def root_of(self, parent: ObjectId | None) -> str:
         """SubmitTask.root of a task started by the task ``parent`` running here."""
@@ -324,9 +363,14 @@ class Observer:
             if kind in ("task_failed", "call_failed"):
                 exc = loads_error(error)
                 cause = getattr(exc, "cause", None) or exc
-                if isinstance(exc, TaskCancelledError):
+                # A worker interrupts a cancelled task's thread with KeyboardInterrupt
+                # (interrupt.py): no user code in a worker gets one otherwise.
+                if isinstance(exc, TaskCancelledError) or isinstance(cause, KeyboardInterrupt):
                     kind = "task_cancelled"
                 text = f"{type(cause).__name__}: {cause}"
+                trace = getattr(exc, "remote_traceback", "")
+                if kind == "task_failed" and trace:  # the dashboard's recent failures show it
+                    text += TRACEBACK_MARK + trace[-TRACEBACK_MAX_CHARS:]
         elif isinstance(error, str):
             text = error
         return kind, when, task_id, name, worker_id, text, actor_id

@@ -352,7 +352,9 @@ class Peer:
             finally:
                 self._writing = False
             if len(self._out) < _HIGH_WATER:
-                self._space.unpark_all()
+                # As many as there is room for: 50,000 agents parked here, woken at once,
+                # would take their next step in one loop turn (no pulse for seconds).
+                self._space.unpark(count=_HIGH_WATER - len(self._out))
 
     async def _reader(self, stream: FrameStream) -> str:
         first = await stream.receive_frame()
@@ -420,7 +422,7 @@ class LoopbackPeer(Peer):
                 messages = self._out[:_BATCH_MAX]
                 del self._out[:_BATCH_MAX]
                 if len(self._out) < _HIGH_WATER:
-                    self._space.unpark_all()
+                    self._space.unpark(count=_HIGH_WATER - len(self._out))
                 for message in messages:
                     with batch():
                         self._dispatch(_isolate(message), handler)

@@ -26,6 +26,8 @@ from .peer import batch
 __all__ = ["Portal", "ThreadPool"]
 
 _THREAD_IDLE_S = 30.0
+# Calls run per turn of the loop (see Portal._drain): 256 .remote() calls are ~25 ms.
+DRAIN_MAX = 256
 _log = logging.getLogger("actorgrid.portal")
 
 
@@ -59,11 +61,16 @@ class Portal:
         self.draining = True
         try:
             with batch():  # every message the calls send goes out in one write per peer
-                while calls:
+                # At most those queued now: a thread that keeps queuing (100,000 .remote()
+                # calls in a row) must not hold the loop in one drain, its I/O undone.
+                for _ in range(min(len(calls), DRAIN_MAX)):
                     fn, args = calls.popleft()
                     fn(*args)
         finally:
             self.draining = False
+            if calls and not self._scheduled:
+                self._scheduled = True
+                self.token.run_sync_soon(self._drain)
 
     def idle(self) -> bool:
         """Any thread: no call is queued or being run, so a direct send cannot overtake one."""

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+import attrs
 import trio
 
 from .._protocol.messages import ActorInfo, KillActor
@@ -14,7 +15,7 @@ from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.streams import check_backpressure
 from .context import Context
 from .core import current_runtime
-from .envship import use_env
+from .envship import for_call, use_env
 from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker, is_generator_function
 from .handles import ActorHandle
 from .lineage import current_task
@@ -118,6 +119,8 @@ class RemoteFunction(Generic[P, R]):
         rt = current_runtime()
         opts = self._options
         if opts.runtime_env is not None:
+            if (env := for_call(rt, opts.runtime_env)) is not opts.runtime_env:
+                opts = attrs.evolve(opts, runtime_env=env)  # merged over the driver's own
             rt.on_loop(use_env, rt, opts.runtime_env)
         num_cpus = opts.demand(
             opts.num_cpus if opts.num_cpus is not None else (0.0 if self._is_async else 1.0)
@@ -268,6 +271,8 @@ class ActorClass(Generic[T]):
         rt = current_runtime()
         opts = self._options
         if opts.runtime_env is not None:
+            if (env := for_call(rt, opts.runtime_env)) is not opts.runtime_env:
+                opts = attrs.evolve(opts, runtime_env=env)  # merged over the driver's own
             rt.on_loop(use_env, rt, opts.runtime_env)
         label = f"{self.__qualname__}.__init__"
         # Inline: a creation's arguments may be sent again by the head, after their caller.

@@ -57,7 +57,7 @@ from .lineage import current_task
 from .producing import WorkerStreams
 from .refs import ObjectRef
 from .serialization import box_error, dumps_result, system_error
-from .starting import Starter
+from .starting import START_BATCH, Starter
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -408,10 +408,16 @@ class ExecutorTasks:
                 self._interrupt(task_id, item)
 
     def _interrupt(
-        self, task_id: ObjectId, item: _Task | _Call | _TaskItem, *, tell_owner: bool = False
+        self,
+        task_id: ObjectId,
+        item: _Task | _Call | _TaskItem,
+        *,
+        tell_owner: bool = False,
+        watch: bool = True,
     ) -> None:
         """Cancel one call: a queued one never runs, async code is cancelled, sync code gets
-        KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed."""
+        KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed
+        (``watch``)."""
         if isinstance(item, _TaskItem):
             item.cancelled = True
             if self.queue.remove(item) or self.holdings.drop_waiting(task_id):
@@ -425,7 +431,8 @@ class ExecutorTasks:
             if item.scope is not None:
                 item.scope.cancel()
             item.running.interrupt()
-        self.nursery.start_soon(self._kill_if_still_running, task_id, item, tell_owner)
+        if watch:
+            self.nursery.start_soon(self._kill_if_still_running, task_id, item, tell_owner)
 
     async def _kill_if_still_running(
         self, task_id: ObjectId, item: _Task | _Call | _TaskItem, tell_owner: bool = False
@@ -443,11 +450,17 @@ class ExecutorTasks:
                 await self._answer_cancelled(task_id, why)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def interrupt_all(self, reason: str) -> None:
-        """Cancel every call on this worker (the worker is stopping)."""
+    async def interrupt_all(self, reason: str) -> None:
+        """Cancel every call on this worker (the worker is stopping), START_BATCH per loop
+        turn: 100,000 agents cancelled at once would all end in one turn, seconds in which
+        the worker writes no pulse. No watchdog task per call either: the stopping worker
+        bounds them all by its grace period (worker.py)."""
         log.info("interrupting %d calls: %s", len(self.tasks), reason)
-        for task_id, item in list(self.tasks.items()):
-            self._interrupt(task_id, item)
+        for n, (task_id, item) in enumerate(list(self.tasks.items()), 1):
+            if self.tasks.get(task_id) is item:
+                self._interrupt(task_id, item, watch=False)
+            if n % START_BATCH == 0:
+                await trio.lowlevel.checkpoint()
 
     async def wait_idle(self) -> None:
         """Return once no call is queued or running here."""

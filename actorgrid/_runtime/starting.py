@@ -26,9 +26,11 @@ import trio
 
 __all__ = ["FREEZE_AFTER", "START_BATCH", "Starter"]
 
-# New agents started per loop turn: each costs ~0.1-0.3 ms to start on a 2-core machine, so a
-# turn stays within ~100 ms even on a loaded one, far inside the zombie window (5 pulses).
-START_BATCH = 256
+# New agents started per loop turn: each costs ~0.1-0.4 ms to start on a 2-core machine, so a
+# turn stays within ~25 ms of CPU: far inside the zombie window (5 pulses), and a handshake
+# (a few turns) ends well inside the dial timeout even where other processes take 5/6 of
+# the CPU (256 a turn did not: dials timed out during creation bursts).
+START_BATCH = 64
 # Every this many starts, gc.freeze() (see the module docstring).
 FREEZE_AFTER = 1000
 

@@ -42,6 +42,12 @@ from .records import CREATE, TASK, Sent, TaskSpec, _describe, _Placing
 from .refs import PENDING, ObjectEntry
 from .serialization import loads_error
 
+DEAD_BEFORE = (
+    "it had died before this call was made (its worker died with no restarts left, or "
+    "ag.kill ended it), so the call was not sent. Create the actor again, or give it "
+    "max_restarts to have it restarted"
+)
+
 
 class _Context:
     """What the shell knows of the event it feeds OwnerState, to carry out its commands."""
@@ -112,7 +118,10 @@ class RuntimeTasks(RuntimeObjects):
             assert actor is not None
             if state.call_sent(call_id, actor.actor_id, actor.address, sent.retries):
                 continue  # CallSent where its actor lives: the hot path, no event objects
-            why = f"the worker at {actor.address} went away as the call was sent to it"
+            if state.owns_actor(actor.actor_id):
+                why = f"the worker at {actor.address} went away as the call was sent to it"
+            else:
+                why = DEAD_BEFORE
             event = CallSent(sent.entry.object_id, actor.actor_id, actor.address, sent.retries)
             self._owner(event, _Context(why))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -112,13 +111,11 @@ class _Owners:
         self.code_sent: dict[str, tuple[Peer, set[bytes]]] = {}
 
 
-_OWNERS: weakref.WeakKeyDictionary[Runtime, _Owners] = weakref.WeakKeyDictionary()
-
-
 def _workers(rt: Runtime) -> _Owners:
-    owners = _OWNERS.get(rt)
-    if owners is None:
-        owners = _OWNERS[rt] = _Owners()
+    try:
+        owners: _Owners = rt.__dict__["_key_owners"]  # on every keyed send: no weakref lookup
+    except KeyError:
+        owners = rt.__dict__["_key_owners"] = _Owners()
     if owners.seen is not rt.membership_changed:
         # The event is replaced on every membership change: a new one means a new view.
         owners.seen = rt.membership_changed

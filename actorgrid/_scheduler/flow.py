@@ -27,7 +27,7 @@ K = TypeVar("K", bound=Hashable)
 # Messages in flight per (link, actor) before a sender waits. Large enough that a stream to
 # one busy actor never waits on the round trip of its grants; small enough that an actor's
 # overflow stays small next to its mailbox.
-DEFAULT_WINDOW = 128
+DEFAULT_WINDOW = 256
 
 
 def _check(window: int) -> int:

@@ -149,7 +149,9 @@ class NameCache:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], ActorInfo] = {}
-        self._keys_of: dict[ActorId, set[tuple[str, str]]] = {}
+        # An actor's key, or a set of its keys in the rare case it has several: a worker that
+        # caches 100,000 names keeps no set per name.
+        self._keys_of: dict[ActorId, tuple[str, str] | set[tuple[str, str]]] = {}
         self._at: dict[str, set[ActorId]] = {}
 
     def __repr__(self) -> str:
@@ -172,11 +174,18 @@ class NameCache:
         if old is not None:
             self._drop(key, old)
         self._by_key[key] = info
-        self._keys_of.setdefault(info.actor_id, set()).add(key)
+        keys = self._keys_of.get(info.actor_id)
+        if keys is None:
+            self._keys_of[info.actor_id] = key
+        elif isinstance(keys, set):
+            keys.add(key)
+        elif keys != key:
+            self._keys_of[info.actor_id] = {keys, key}
         self._at.setdefault(info.address, set()).add(info.actor_id)
 
     def forget_actor(self, actor_id: ActorId) -> None:
-        for key in self._keys_of.pop(actor_id, ()):
+        keys = self._keys_of.pop(actor_id, None)
+        for key in () if keys is None else keys if isinstance(keys, set) else (keys,):
             info = self._by_key.pop(key, None)
             if info is not None:
                 self._unplace(info)
@@ -188,11 +197,14 @@ class NameCache:
     def _drop(self, key: tuple[str, str], info: ActorInfo) -> None:
         del self._by_key[key]
         keys = self._keys_of.get(info.actor_id)
-        if keys is not None:
+        if isinstance(keys, set):
             keys.discard(key)
             if not keys:
                 del self._keys_of[info.actor_id]
                 self._unplace(info)
+        elif keys == key:
+            del self._keys_of[info.actor_id]
+            self._unplace(info)
 
     def _unplace(self, info: ActorInfo) -> None:
         at = self._at.get(info.address)

@@ -5,6 +5,13 @@ jump while it computes, and its result would come back at a moment no seed decid
 ``deterministic`` seeds what a run would otherwise draw at random or by address: Trio's
 scheduling order (the mode its own test suite uses under Hypothesis: each batch of runnable
 tasks is sorted by spawn order, then shuffled by a seeded generator) and the id space.
+
+It also makes the cyclic garbage collector run less often (SIM_GC_THRESHOLDS): a whole
+cluster in one process allocates for all its processes, and with the default thresholds a
+simulated day of 10,000 agents spent a quarter of its time collecting (36.7 s of CPU, 29.6 s
+with these; the trace is the same). Reference counting still frees nearly everything at once;
+what waits for a collection is cycles, and the run leaves few (a collection after that day
+found 46 objects).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from .._runtime.portal import Portal
 __all__ = ["InlinePool", "deterministic"]
 
 _FLAG = "_ALLOW_DETERMINISTIC_SCHEDULING"  # trio's switch for its own Hypothesis tests
+# gc.set_threshold during a simulation: a young generation of 50,000 objects (default 700),
+# older ones collected every 20 and 100 collections of the one below (default 10 and 10).
+SIM_GC_THRESHOLDS = (50_000, 20, 100)
 
 
 class InlinePool:
@@ -60,9 +70,12 @@ def deterministic(seed: int) -> Iterator[random.Random]:
     internals[_FLAG] = True
     scheduler.seed(rng.getrandbits(64))
     gc.collect()  # garbage of an earlier run must not be freed (and counted) during this one
+    saved_thresholds = gc.get_threshold()
+    gc.set_threshold(*map(max, saved_thresholds, SIM_GC_THRESHOLDS))
     try:
         yield rng
     finally:
+        gc.set_threshold(*saved_thresholds)
         internals[_FLAG] = saved_flag
         scheduler.setstate(saved_state)
         ids.restore(saved_ids)

@@ -21,6 +21,7 @@ import trio
 import trio_websocket
 
 import actorgrid as ag
+from actorgrid._runtime.core import current_runtime
 
 CLUSTER_OPTIONS = {"num_workers": 2, "dashboard": True}
 WAIT_S = 30.0
@@ -166,6 +167,73 @@ def test_the_websocket_feed_serves_the_right_token(cluster: ag.Cluster) -> None:
     assert len(snapshot["workers"]) == 2
 
 
+@ag.remote
+def doomed(word: str) -> None:
+    raise ValueError(f"doomed by {word}")
+
+
+def test_the_feed_shows_a_failed_task_with_its_traceback(cluster: ag.Cluster) -> None:
+    with pytest.raises(ValueError, match="doomed by fate"):
+        ag.get(doomed.remote("fate"), timeout=WAIT_S)
+    base, token = _base(cluster)
+    ws_url = "ws" + base.removeprefix("http") + "ws?token=" + token
+
+    async def failure() -> dict[str, Any]:
+        with trio.fail_after(WAIT_S):  # the worker reports its events every 0.2 s
+            async with trio_websocket.open_websocket_url(ws_url) as ws:
+                while True:
+                    message: dict[str, Any] = json.loads(await ws.get_message())
+                    for f in message.get("failures", ()):
+                        if f.get("error") == "ValueError: doomed by fate":
+                            return f
+
+    shown = trio.run(failure)
+    assert shown["name"] == "doomed"
+    assert shown["detail"].startswith("Traceback (most recent call last):")
+    # (the test module's functions travel by value: their frames have no source lines)
+    assert ", in doomed\n" in shown["detail"]
+    assert shown["detail"].rstrip().endswith("ValueError: doomed by fate")
+
+
+@ag.remote
+class Keeper:
+    def hold(self) -> int:
+        return os.getpid()
+
+
+def test_the_feed_shows_nodes_resources_and_actors_with_their_class_and_mailbox(
+    cluster: ag.Cluster,
+) -> None:
+    keeper = Keeper.options(name="keeper").remote()
+    pid = ag.get(keeper.hold.remote(), timeout=WAIT_S)
+    base, token = _base(cluster)
+    ws_url = "ws" + base.removeprefix("http") + "ws?token=" + token
+
+    async def snapshot() -> dict[str, Any]:
+        with trio.fail_after(WAIT_S):
+            async with trio_websocket.open_websocket_url(ws_url) as ws:
+                while True:
+                    message: dict[str, Any] = json.loads(await ws.get_message())
+                    if message["type"] == "snapshot" and any(
+                        a["name"] == "keeper" for a in message["actors"]
+                    ):
+                        return message
+
+    shown = trio.run(snapshot)
+    (node,) = shown["nodes"]
+    assert node["state"] == "alive"
+    assert 0 <= node["availability"]["cpu_percent"] <= 100
+    assert node["availability"]["memory_available"] > 0
+    assert node["availability"]["num_cpus"] >= 1
+    assert 0 <= node["last_pulse_s"] < WAIT_S
+    (actor,) = [a for a in shown["actors"] if a["name"] == "keeper"]
+    assert (actor["label"], actor["state"], actor["restarts"]) == ("Keeper", "alive", 0)
+    assert actor["mailbox_depth"] == 0
+    (worker,) = [w for w in shown["workers"] if w["worker"]["pid"] == pid]
+    assert actor["worker_id"] == worker["worker"]["worker_id"]
+    ag.kill(keeper)
+
+
 def test_requests_beyond_the_bounds_are_refused_and_the_dashboard_stays_up(
     cluster: ag.Cluster,
 ) -> None:
@@ -277,6 +345,25 @@ def test_actor_calls_and_bytes_on_the_links_are_counted_per_node(cluster: ag.Clu
     first = _metrics(cluster)[sent]
     ag.get([tally.add.remote(1) for _ in range(50)], timeout=WAIT_S)
     _wait_for("the bytes counter moving", lambda: _metrics(cluster)[sent] > first)
+
+
+def test_a_killed_workers_bytes_row_goes_and_its_nodes_counters_do_not_go_down(
+    cluster: ag.Cluster,
+) -> None:
+    rows = current_runtime().observe.traffic  # the table /metrics sums per node
+    node = cluster.nodes()[0].node_id.hex()
+    sent = ("actorgrid_bytes_sent_total", frozenset({("node", node)}))
+    victim = cluster.workers()[0].pid
+    assert ag.get([shout.remote("traffic") for _ in range(20)], timeout=WAIT_S)
+    _wait_for(
+        "the worker's bytes reported",
+        lambda: any(pid == victim and n[0] > 0 for (_, _, pid), n in rows.rows().items()),
+    )
+    before = _metrics(cluster)[sent]
+    os.kill(victim, signal.SIGKILL)
+    _wait_for("its row gone", lambda: all(pid != victim for _, _, pid in rows.rows()))
+    assert _metrics(cluster)[sent] >= before  # its bytes stay counted (a Prometheus counter)
+    _wait_for("two workers again", lambda: len(cluster.workers()) == 2)
 
 
 def test_the_object_store_shows_in_metrics(cluster: ag.Cluster) -> None:

@@ -28,12 +28,15 @@ from actorgrid._node.envhead import ORPHAN_ENV_GRACE_S
 __all__ = ["up_cluster"]  # the fixture, imported for the tests here
 
 _JOB = """
-import time
+import os, time
 import actorgrid as ag
 from actorgrid._node.envhead import ORPHAN_ENV_GRACE_S
 
 ag.init()
 print("job ready", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.05)
+print("job goes on after the head restart", flush=True)
 time.sleep(600)
 """
 
@@ -91,7 +94,9 @@ def test_a_restarted_head_gets_its_envs_and_jobs_back_from_who_reconnects(
     up_cluster.up()
     up_cluster.start_node()
     _wait_for(lambda: "joined the head" in up_cluster.node_output(), START_TIMEOUT_S, "the node")
-    base = up_cluster.node_workers()
+    # Its two base workers (it says it joined before they are all started).
+    base = _wait_for(lambda: len(w := up_cluster.node_workers()) == 2 and w, START_TIMEOUT_S,
+                     "the node's two base workers")  # fmt: skip
     cluster = ag.init(
         address=up_cluster.address,
         secret=up_cluster.secret(),
@@ -120,6 +125,13 @@ def test_a_restarted_head_gets_its_envs_and_jobs_back_from_who_reconnects(
     other_workers = up_cluster.node_workers() - base - env_workers
     assert len(other_workers) == 2
 
+    quick = up_cluster.cli("submit", "--", sys.executable, "-c", "print('quick job done')")
+    assert quick.returncode == 0 and "quick job done" in quick.stdout, quick.stderr
+    quick_id = _wait_for(
+        lambda: next((j for j, v in _jobs(up_cluster).items() if v["state"] == "succeeded"), None),
+        START_TIMEOUT_S, "the quick job listed",
+    )  # fmt: skip
+
     up_cluster.kill_and_restart_head()
     other.kill()
     other.wait(timeout=30)
@@ -127,6 +139,13 @@ def test_a_restarted_head_gets_its_envs_and_jobs_back_from_who_reconnects(
     # The job's driver reconnects and says which job it is: the new head lists it again.
     job = _wait_for(lambda: _job_if_up(up_cluster, job_id), START_TIMEOUT_S, "the job back")
     assert job["state"] == "running"
+    # Its output, from before the restart and after, is still there for `jobs logs`.
+    assert "job ready" in up_cluster.cli("jobs", "logs", job_id).stdout
+    (up_cluster.folder / "go").touch()
+    # A job that ended before the restart: the new head never ran it, its file has its output.
+    assert "quick job done" in up_cluster.cli("jobs", "logs", str(quick_id)).stdout
+    _wait_for(lambda: "goes on after" in up_cluster.cli("jobs", "logs", job_id).stdout,
+              START_TIMEOUT_S, "the job's output after the restart")  # fmt: skip
     assert ag.get(mark.remote(), timeout=START_TIMEOUT_S) == "env"
 
     # The driver shipped its environment to the new head again: a node that joins now gets

@@ -278,6 +278,22 @@ class Where:
         return os.getpid()
 
 
+def test_memory_is_held_like_any_resource(two: TwoNodes) -> None:
+    workers = [w for w in two.cluster.status().workers if w.node_id == two.a]
+    share = workers[0].resources["memory"]  # node A's memory, split over its four workers
+    # Two actors each holding 60% of a worker's memory share cannot share a worker.
+    on_a = {"zone": "a"}
+    first = Where.options(memory=0.6 * share, label_selector=on_a).remote()
+    second = Where.options(memory=0.6 * share, label_selector=on_a).remote()
+    pids = {ag.get(a.run.remote(0), timeout=START_TIMEOUT_S) for a in (first, second)}
+    assert len(pids) == 2
+    held = [w for w in two.cluster.status().workers if w.held.get("memory")]
+    assert sorted(w.pid for w in held) == sorted(pids)
+    assert all(w.held["memory"] == pytest.approx(0.6 * share) for w in held)
+    ag.kill(first)
+    ag.kill(second)
+
+
 def test_an_allocation_filter_places_instances_by_node_record(two: TwoNodes) -> None:
     seen: list[ag.NodeStatistics] = []
 

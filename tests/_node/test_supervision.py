@@ -58,6 +58,14 @@ def square(i: int) -> int:
 
 
 @ag.remote
+def square_slowly(i: int) -> int:
+    # 5 ms a task: 2,000 of them keep two workers busy for at least 5 s, so the killer
+    # (every 200 ms) gets its kills in before the map ends, however fast the machine.
+    time.sleep(0.005)
+    return i * i
+
+
+@ag.remote
 def pid_after(path: str, seconds: float) -> int:
     Path(path).write_text(str(os.getpid()))
     time.sleep(seconds)
@@ -86,7 +94,7 @@ def test_kill_9_of_a_random_worker_every_200ms_for_20s_with_default_settings(pro
                     except ProcessLookupError:
                         pass
 
-        refs = [square.options(max_retries=-1).remote(i) for i in range(2000)]
+        refs = [square_slowly.options(max_retries=-1).remote(i) for i in range(2000)]
         thread = threading.Thread(target=killer, name="killer", daemon=True)
         thread.start()
         try:
@@ -191,6 +199,24 @@ def test_a_named_actor_is_restarted_when_its_worker_is_killed(grid: ag.Cluster, 
     # Its restarts are used up: the next death is final.
     os.kill(pid2, signal.SIGKILL)
     wait_for(lambda: "actor_died" in kinds(grid) or _dead(c), what="the actor's death")
+    with pytest.raises(ag.ActorDiedError):
+        ag.get(c.incr.remote(), timeout=30)
+
+
+def test_an_actor_without_restarts_whose_worker_is_killed_is_reported_dead(
+    grid: ag.Cluster, processes
+) -> None:
+    c = Counter.options(name="mortal").remote(0)
+    _, pid = ag.get(c.incr.remote(), timeout=30)
+    processes.add([pid])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: any(e.kind == "actor_died" and e.name == "mortal" for e in grid.recent_events()),
+        what="an actor_died event naming the actor",
+    )
+    died = [e for e in grid.recent_events() if e.kind == "actor_died" and e.name == "mortal"]
+    assert len(died) == 1, died
+    assert "max_restarts=0" in (died[0].detail or ""), died[0]
     with pytest.raises(ag.ActorDiedError):
         ag.get(c.incr.remote(), timeout=30)
 

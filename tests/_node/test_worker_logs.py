@@ -196,3 +196,33 @@ def test_actorgrid_list_tasks_all_shows_ended_tasks_with_state_and_duration(
     # Without --all, only what runs or waits now: nothing.
     now = _cli("list", "tasks", "--address", quiet.address, cwd=tmp_path)
     assert "no tasks are running or queued" in now.stdout
+
+
+def test_actorgrid_logs_worker_and_node_pick_whose_lines_are_shown(
+    quiet: ag.Cluster, tmp_path: Path
+) -> None:
+    pids = ag.get([whisper.remote(f"picked-{i}") for i in range(20)])
+    by_pid = {w.pid: w for w in quiet.workers()}
+    assert set(pids) <= set(by_pid)
+    deadline = time.monotonic() + LOG_TIMEOUT_S
+    while not all(f"picked-{i}" in "\n".join(quiet.read_logs(tail=0)) for i in range(20)):
+        assert time.monotonic() < deadline, "not every line reached the log files"
+        time.sleep(0.1)
+    (one, *_) = pids
+    worker = by_pid[one]
+
+    wid = worker.worker_id.hex()[:8]
+    shown = _cli("logs", "--worker", wid, "--tail", "0", "--address", quiet.address, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    picked = {line.rsplit(" ", 1)[1] for line in shown.stdout.splitlines() if ") picked-" in line}
+    assert picked == {f"picked-{i}" for i, pid in enumerate(pids) if pid == one}
+    assert all(f" pid={one} " in line for line in shown.stdout.splitlines())
+
+    node = worker.node_id.hex()
+    everything = _cli(
+        "logs", "--node", node[:8], "--tail", "0", "--address", quiet.address, cwd=tmp_path
+    )
+    assert everything.returncode == 0, everything.stderr
+    assert {f"picked-{i}" for i in range(20)} <= {
+        line.rsplit(" ", 1)[1] for line in everything.stdout.splitlines()
+    }

@@ -5,7 +5,6 @@ back by flow control for many zombie windows must stay up, and every message mus
 """
 
 import os
-import random
 import threading
 import time
 import uuid
@@ -223,65 +222,6 @@ def test_a_ring_where_each_sends_faster_than_the_next_consumes_delivers_all_in_o
     for name in names[1:]:
         ag.send(name, "stop")
     ag.get(members, timeout=60)
-
-
-@ag.remote
-async def wealth_agent(ctx: ag.Context, prefix, n, clock_name, seed):
-    """Mesa's Boltzmann wealth model: on "step", give a coin to a random agent, then ack."""
-    rng = random.Random(seed)
-    wealth = 1
-    async for msg in ctx.mailbox:
-        if msg == "step":
-            if wealth > 0:
-                wealth -= 1
-                await ctx.send(f"{prefix}-{rng.randrange(n)}", "coin")
-            await ctx.send(clock_name, "ack")
-        elif msg == "coin":
-            wealth += 1
-        elif msg == "wealth":
-            await ctx.reply((wealth, os.getpid()))
-        elif msg == "stop":
-            return None
-
-
-@ag.remote
-async def wealth_clock(ctx: ag.Context, prefix, n, steps):
-    """Broadcast "step" to every agent, wait for every "ack"; then count the coins until
-    those still in flight have landed (a lost coin never does)."""
-    names = [f"{prefix}-{i}" for i in range(n)]
-    for _ in range(steps):
-        for name in names:
-            await ctx.send(name, "step")
-        acks = 0
-        async for msg in ctx.mailbox:
-            acks += msg == "ack"
-            if acks == n:
-                break
-    deadline = trio.current_time() + 60
-    while True:
-        replies = [await ctx.ask(name, "wealth") for name in names]
-        total = sum(w for w, _ in replies)
-        if total == n or trio.current_time() > deadline:
-            return total, len({pid for _, pid in replies})
-        await trio.sleep(0.1)
-
-
-def test_broadcast_and_gather_finishes_every_step_and_conserves_every_coin():
-    n, steps = 2000, 5
-    prefix, clock_name = unique("wealth"), unique("clock")
-    agents = [
-        wealth_agent.options(name=f"{prefix}-{i}", mailbox_size=SMALL).remote(
-            prefix, n, clock_name, i
-        )
-        for i in range(n)
-    ]
-    clock = wealth_clock.options(name=clock_name, mailbox_size=SMALL).remote(prefix, n, steps)
-    total, workers = ag.get(clock, timeout=600)
-    assert total == n  # every coin conserved
-    assert workers == 2  # the agents were spread over both workers
-    for i in range(n):
-        ag.send(f"{prefix}-{i}", "stop")
-    ag.get(agents, timeout=120)
 
 
 @ag.remote

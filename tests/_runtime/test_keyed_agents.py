@@ -262,7 +262,7 @@ def test_a_keyed_mailbox_is_bounded_and_holds_its_senders_back_until_it_drains()
     gate.options(name=gate_name).remote()
     key = slow_consumer.key(f"{gate_name}|{name}")
     senders = [send_range.remote(key, 400)]  # from a worker
-    # 400 messages are more than the mailbox (2) and the link's window (128) hold: the
+    # 400 messages are more than the mailbox (2) and the link's window (256) hold: the
     # sender cannot finish while the agent consumes nothing. 2 s is far more than 400 sends
     # take when nothing holds them back (a few ms).
     ready, _ = ag.wait(senders, timeout=2)
