@@ -285,13 +285,22 @@ def test_memory_is_held_like_any_resource(two: TwoNodes) -> None:
     on_a = {"zone": "a"}
     first = Where.options(memory=0.6 * share, label_selector=on_a).remote()
     second = Where.options(memory=0.6 * share, label_selector=on_a).remote()
-    pids = {ag.get(a.run.remote(0), timeout=START_TIMEOUT_S) for a in (first, second)}
-    assert len(pids) == 2
-    held = [w for w in two.cluster.status().workers if w.held.get("memory")]
-    assert sorted(w.pid for w in held) == sorted(pids)
-    assert all(w.held["memory"] == pytest.approx(0.6 * share) for w in held)
-    ag.kill(first)
-    ag.kill(second)
+    try:
+        pids = {ag.get(a.run.remote(0), timeout=START_TIMEOUT_S) for a in (first, second)}
+        assert len(pids) == 2
+
+        def holders() -> list[Any]:
+            return [w for w in two.cluster.status().workers if w.held.get("memory")]
+
+        # Status is the head's view, which a loaded machine may bring a moment late.
+        held = wait_for(
+            lambda: (h := holders()) and sorted(w.pid for w in h) == sorted(pids) and h,
+            what="both actors' workers holding memory in the status",
+        )
+        assert all(w.held["memory"] == pytest.approx(0.6 * share) for w in held)
+    finally:
+        ag.kill(first)
+        ag.kill(second)
 
 
 def test_an_allocation_filter_places_instances_by_node_record(two: TwoNodes) -> None:
