@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from .._exceptions import ProtocolError
 from .messages import (
     AskReply,
@@ -99,6 +101,31 @@ def _deliver_to_key(m: DeliverToKey, sink: list[memoryview]) -> tuple[Any, ...]:
         m.rid,
     )
 
+
+# The fields each form holds, in order. A field added to one of these classes must be added to
+# its encoder and decoder here too (at the end of the form): until then, importing this module
+# fails rather than drop the field on the wire.
+_FORMS: dict[type, tuple[str, ...]] = {
+    CallActor: ("task_id", "actor_id", "method", "args", "root"),
+    TaskResult: ("task_id", "ok", "value"),
+    SubmitTask: (
+        "task_id", "function_id", "function", "args", "num_cpus", "actor", "resources", "root"
+    ),
+    Deliver: ("rid", "actor_id", "payload"),
+    AskReply: ("rid", "ok", "value"),
+    Credit: ("actor_id", "n"),
+    DeliverToKey: (
+        "kind", "key", "code_id", "code", "idle_timeout_s", "mailbox_size", "payload", "hops",
+        "rid",
+    ),
+}  # fmt: skip
+for _cls, _form in _FORMS.items():
+    if tuple(f.name for f in attrs.fields(_cls)) != _form:
+        raise RuntimeError(
+            f"{_cls.__name__}'s fields changed: add the new ones to its positional form in "
+            f"actorgrid/_protocol/hotcodec.py (they are {[f.name for f in attrs.fields(_cls)]}, "
+            f"the form has {list(_form)})"
+        )
 
 _ENCODERS: dict[type, Callable[[Any, list[memoryview]], tuple[Any, ...] | None]] = {
     CallActor: _call_actor,
@@ -216,13 +243,14 @@ def _d_task_result(f: tuple[Any, ...], b: _Body) -> TaskResult:
 def _d_submit_task(f: tuple[Any, ...], b: _Body) -> SubmitTask:
     _, task_id, function_id, function, args, num_cpus, resources, root = f
     return SubmitTask(
-        task_id=_id(task_id),
-        function_id=_bytes(function_id),
-        function=_opt_bytes(function),
-        args=b.payload(args),
-        num_cpus=_float(num_cpus),
-        resources=_resources(resources),
-        root=_str(root),
+        _id(task_id),
+        _bytes(function_id),
+        _opt_bytes(function),
+        b.payload(args),
+        _float(num_cpus),
+        None,  # actor: a SubmitTask with one goes as a map
+        _resources(resources),
+        _str(root),
     )
 
 
