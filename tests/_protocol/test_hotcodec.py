@@ -84,7 +84,7 @@ def test_trailing_bytes_after_a_positional_message_raise_protocol_error() -> Non
         codec.decode(body([6, b"a" * 16, 1], b"x"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     tag=st.sampled_from(TAGS),
     fields=st.lists(_values, max_size=10),
