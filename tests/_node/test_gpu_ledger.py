@@ -46,6 +46,12 @@ def pid_and_gpus() -> tuple[int, str | None, list[Any]]:
     return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), ag.get_gpu_ids()
 
 
+@ag.remote(num_gpus=1)
+class BaseGpuUser:
+    def visible(self) -> tuple[int, str | None]:
+        return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,14 +80,28 @@ def test_base_and_env_workers_never_hold_one_gpu_at_once(
     try:
         base = {w.pid: w.gpu_ids for w in cluster.status().workers}
         assert sorted(base.values()) == [("0",), ("1",)]
+        # This driver's actor holds one base worker's GPU.
+        holder = BaseGpuUser.remote()
+        holder_pid, holder_gpu = ag.get(holder.visible.remote(), timeout=START_TIMEOUT_S)
+        assert base[holder_pid] == (holder_gpu,)
 
-        # Another driver's environment: its workers come first, and take both GPUs (the
-        # base workers that held them are closed and start again without one).
+        # Another driver's environment: its workers come first, and take the GPUs of base
+        # workers (which are closed and start again without one), but never one in use: its
+        # second worker waits for the holder's GPU, and the node says why and what frees it.
         other = subprocess.Popen(
             [sys.executable, "-c", _OTHER, cluster.address, secret.hex()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert other.stdout is not None
+        wait_for(
+            lambda: f"GPU {holder_gpu} by base worker slot" in caplog.text,
+            START_TIMEOUT_S, "the warning that the env worker waits for the holder's GPU",
+        )  # fmt: skip
+        assert f"(pid {holder_pid}), where a live actor or a running call holds it" in caplog.text
+        assert "ag.kill" in caplog.text
+        # The holder lives on, on its worker, with its GPU.
+        assert ag.get(holder.visible.remote(), timeout=START_TIMEOUT_S) == (holder_pid, holder_gpu)
+        ag.kill(holder)  # its GPU is handed over to the environment's worker
         seen = json.loads(other.stdout.readline())
         assert sorted((cuda, ids) for cuda, ids, _ in seen) == [("0", [0]), ("1", [1])]
         env_pids = {pid for _, _, pid in seen}
@@ -101,7 +121,7 @@ def test_base_and_env_workers_never_hold_one_gpu_at_once(
         # for a call that could run to run.
         ready, _ = ag.wait([ref], timeout=2.0)
         assert not ready
-        assert "base worker slot" in caplog.text and "waits for 1 GPU(s)" in caplog.text
+        assert "base worker slot" in caplog.text and "starts without its 1 GPU(s)" in caplog.text
 
         # The other driver leaves: its environment's workers stop, their GPUs come back.
         assert other.stdin is not None
