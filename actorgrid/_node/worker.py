@@ -14,8 +14,8 @@ Talking to its node agent:
 - SIGTERM: stop gracefully. Running work is interrupted (async code is cancelled, sync code
   gets KeyboardInterrupt) and has ``grace_s`` to finish; then the process exits;
 - ``drain`` on stdin: finish the calls already here, then exit (``Cluster.close_worker``);
-  ``yield_gpus``: the same once nothing holds its GPUs (``gpuworker.py``), whose use it tells
-  with its pulses.
+  ``yield_gpus``: the same once nothing holds its resources (``gpuworker.py``), whose use it
+  tells with its pulses when it offers GPUs or custom resources.
 """
 
 from __future__ import annotations
@@ -40,7 +40,14 @@ from .._runtime.output import capture_worker_output
 from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .envworker import env_key, run_worker_setup
-from .gpuworker import GPU_BUSY_BYTE, GPU_FREE_BYTE, YIELD_GPUS, gpus_busy, wait_gpus_free
+from .gpuworker import (
+    GPU_BUSY_BYTE,
+    GPU_FREE_BYTE,
+    YIELD_GPUS,
+    gpus_busy,
+    offers_units,
+    wait_gpus_free,
+)
 from .logs import configure_logging
 from .rejoin import rejoin_worker
 from .shares import WorkerShare
@@ -128,7 +135,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
         nursery.start_soon(_watch_stdin, nursery.cancel_scope, executor, interval_s)
         nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope, executor, grace_s)
         ready = trio.Event()
-        with_gpus = executor if share.gpu_ids else None
+        with_gpus = executor if offers_units(share.resources) else None
         nursery.start_soon(_pulse, int(config["pulse_fd"]), interval_s, ready, with_gpus)
         await nursery.start(rt.serve)
         assert rt.headlink is not None

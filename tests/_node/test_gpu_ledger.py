@@ -145,3 +145,45 @@ def test_base_and_env_workers_never_hold_one_gpu_at_once(
         ag.shutdown()
         alive = psutil.wait_procs(family, timeout=30)[1]
         assert not alive, f"processes outlived the cluster: {alive}"
+
+
+@ag.remote(resources={"camera": 1})
+class CameraUser:
+    def where(self) -> tuple[int, str | None]:
+        return os.getpid(), os.environ.get("WHO")
+
+
+@pytest.mark.timeout(240)
+def test_a_custom_resource_is_held_by_one_worker_at_a_time_across_runtime_envs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One worker, one camera: a runtime_env's worker stands beside the base worker with the
+    # same share. Both offering the camera would let two actors hold it at once.
+    caplog.set_level(logging.WARNING, logger="actorgrid.node")
+    cluster = ag.init(num_workers=1, resources={"camera": 1}, pulse_interval=0.2)
+    family = [p for w in cluster.workers() for p in psutil.Process(w.pid).children()]
+    try:
+        base = CameraUser.remote()
+        base_pid, _ = ag.get(base.where.remote(), timeout=START_TIMEOUT_S)
+        other = CameraUser.options(runtime_env={"env_vars": {"WHO": "env"}}).remote()
+        waiting = other.where.remote()
+        wait_for(
+            lambda: "of runtime_env" in caplog.text and "starts without its camera=1" in caplog.text,
+            START_TIMEOUT_S, "the warning that the env worker waits for the camera",
+        )  # fmt: skip
+        assert f"by base worker slot 0 (pid {base_pid})" in caplog.text
+        # Absence: the env worker is up without the camera; 2 s is ample for an actor that
+        # could be created to answer.
+        ready, _ = ag.wait([waiting], timeout=2.0)
+        assert not ready
+        assert cluster.status().used.get("camera") == 1.0
+        assert ag.get(base.where.remote(), timeout=START_TIMEOUT_S) == (base_pid, None)
+        ag.kill(base)  # the camera is handed over to the env's worker
+        pid, who = ag.get(waiting, timeout=START_TIMEOUT_S)
+        assert who == "env" and pid != base_pid
+        assert cluster.status().used.get("camera") == 1.0
+        ag.kill(other)
+    finally:
+        ag.shutdown()
+        alive = psutil.wait_procs(family, timeout=30)[1]
+        assert not alive, f"processes outlived the cluster: {alive}"
