@@ -113,6 +113,8 @@ class GpuSlots:
             ledger = units.ledger
             if (slot in ledger.busy) != busy and ledger.holds(slot) is not None:
                 self._revoke(units, ledger.set_busy(slot, busy))
+                self._released.set()  # before_start looks again
+                self._released = trio.Event()
 
     async def before_start(self, slot: Slot) -> None:
         """Before a process of ``slot`` starts: an environment's worker waits (a while) for
@@ -126,7 +128,11 @@ class GpuSlots:
                 self._claim(units, slot, own)
                 waits.append(units.ledger)
         with trio.move_on_after(GPU_HANDOVER_WAIT_S):
-            while any(slot in ledger.waiting and ledger.revoked for ledger in waits):
+            # Only for holders on their way out: one whose work holds them may take long.
+            while any(
+                slot in ledger.waiting and any(h not in ledger.busy for h in ledger.revoked)
+                for ledger in waits
+            ):
                 released = self._released
                 await released.wait()
 

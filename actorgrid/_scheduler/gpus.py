@@ -131,15 +131,12 @@ class GpuLedger:
         return []
 
     def busy_blockers(self) -> dict[Hashable, tuple[str, ...]]:
-        """The base holders, and their GPUs, that waiting environment claims would revoke if
-        work did not hold them (for the warning that says what a claim waits for)."""
+        """The base holders, and their GPUs, whose work keeps waiting environment claims
+        waiting: not revoked because busy, or revoked and busy since (their worker gives them
+        back once that work ends). For the warning that says what a claim waits for."""
         if not any(not self.yields[w] for w in self.waiting):
             return {}
-        return {
-            h: ids
-            for h, ids in self.held.items()
-            if h in self.busy and self.yields[h] and h not in self.revoked
-        }
+        return {h: ids for h, ids in self.held.items() if h in self.busy and self.yields[h]}
 
     def release(self, holder: Hashable) -> list[Grant]:
         """``holder``'s worker ended (or its claim is withdrawn): what it held goes to the

@@ -141,7 +141,9 @@ class LedgerMachine(RuleBasedStateMachine):
         wanted = sum(n for w, n in ledger.waiting.items() if not ledger.yields[w])
         coming = len(ledger.free) + sum(len(ledger.held[h]) for h in ledger.revoked)
         env_held = sum(len(ids) for h, ids in ledger.held.items() if not ledger.yields[h])
-        in_use = sum(len(ids) for ids in ledger.busy_blockers().values())
+        in_use = sum(
+            len(ids) for h, ids in ledger.busy_blockers().items() if h not in ledger.revoked
+        )
         # Everything not held by environment workers, nor in use on a base worker, is free
         # or on its way back: a claim waits only for GPUs in use, and gets them once freed.
         assert coming >= min(wanted, len(ledger.ids) - env_held - in_use)
