@@ -58,6 +58,14 @@ class WorkerWait:
         self.on_worker: list[Callable[[WorkerInfo], None]] = []
         # Runtime envs (by key) that could not be made ready: why, for actors that wait.
         self.env_errors: dict[str, str] = {}
+        placement.on_room = self.room_freed
+
+    def room_freed(self, worker: WorkerInfo) -> None:
+        """An actor this process placed on ``worker`` ended: what waits for the room it held
+        is placed again."""
+        if len(self.backlog):
+            for place in self.backlog.take_fitting(worker):
+                place()
 
     def __repr__(self) -> str:
         return f"<WorkerWait {self.backlog!r}>"
@@ -165,4 +173,5 @@ class WorkerWait:
             crash_loops=crash_loops,
             offered=placement.offered(),
             largest_share=placement.largest_share(),
+            elsewhere=placement.offered_elsewhere(),
         )

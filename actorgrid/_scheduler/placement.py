@@ -32,6 +32,13 @@ end (as two actors on the one camera do). Holds of actors other callers placed a
 (the worker's own ledger still makes them wait for each other). Looking for room costs at most
 ``_ROOM_PROBES`` workers per call, whatever the size of the cluster.
 
+When every worker that fits such a demand (no more than ``_ROOM_PROBES`` of them) is full of
+this caller's holds, placement raises NoWorkerError: the call waits in the caller's backlog,
+not on a worker, so it goes wherever room comes first, a worker that joins or one whose
+holder ends (``on_room``, called when ``release_actor`` frees a hold). A hold outlives its
+actor only when another process ended it (``Cluster.kill_actor``); then this caller's calls
+that need that resource wait for a worker that joins, and the pending warning says so.
+
 Placement raises NoWorkerError when no worker fits now; the caller's runtime then keeps the
 call waiting (``_scheduler/backlog.py``) until one does.
 """
@@ -108,6 +115,8 @@ class Placement:
         self.holding: dict[WorkerId, dict[str, float]] = {}
         self._holders: dict[Hashable, tuple[WorkerId, tuple[tuple[str, float], ...]]] = {}
         self._held_on: dict[WorkerId, set[Hashable]] = {}
+        # Told of a worker where an ended actor's hold was freed (loop thread only).
+        self.on_room: Callable[[WorkerInfo], None] | None = None
 
     def __len__(self) -> int:
         return len(self._order)
@@ -189,7 +198,7 @@ class Placement:
         """A worker for a new actor (or a new incarnation of ``actor``: what its last one held
         is released). ``actor``'s held resources count there until ``release_actor``."""
         if actor is not None:
-            self.release_actor(actor)  # its last incarnation is over
+            self.release_actor(actor, notify=False)  # its last incarnation is over
         wid = self._choose(need, self.actors)
         self.actors[wid] = self.actors.get(wid, 0) + 1
         if actor is not None and isinstance(need, Demand) and need.resources:
@@ -207,9 +216,10 @@ class Placement:
         for name, amount in held:
             on[name] = on.get(name, 0.0) + amount
 
-    def release_actor(self, actor: Hashable) -> None:
-        """``actor`` ended (killed, dead, or being placed again): what it held is free. A no-op
-        for an actor that holds nothing, so every ending may call it."""
+    def release_actor(self, actor: Hashable, *, notify: bool = True) -> None:
+        """``actor`` ended (killed, dead, or being placed again): what it held is free, and
+        ``on_room`` is told (``notify``). A no-op for an actor that holds nothing, so every
+        ending may call it."""
         found = self._holders.pop(actor, None)
         if found is None:
             return
@@ -230,6 +240,9 @@ class Placement:
                 on.pop(name, None)
         if not on:
             del self.holding[worker_id]
+        info = self.workers.get(worker_id)
+        if notify and self.on_room is not None and info is not None:
+            self.on_room(info)
 
     def _has_room(self, worker_id: WorkerId, demand: Demand) -> bool:
         held = self.holding.get(worker_id)
@@ -243,10 +256,18 @@ class Placement:
 
     def _with_room(self, pool: list[WorkerId], demand: Demand) -> list[WorkerId]:
         """The workers of ``pool`` with room for ``demand``'s resources beside what this
-        caller's actors hold there (all of ``pool`` when none has: the call waits on one)."""
-        probed = self._rng.sample(pool, _ROOM_PROBES) if len(pool) > _ROOM_PROBES else pool
-        roomy = [w for w in probed if self._has_room(w, demand)]
-        return roomy or pool
+        caller's actors hold there. NoWorkerError when none has (the call waits for room in
+        the backlog); of a pool larger than the probes, all of it (it waits on one)."""
+        if len(pool) > _ROOM_PROBES:
+            roomy = [w for w in self._rng.sample(pool, _ROOM_PROBES) if self._has_room(w, demand)]
+            return roomy or pool
+        roomy = [w for w in pool if self._has_room(w, demand)]
+        if not roomy:
+            raise NoWorkerError(
+                f"every worker that offers {demand.describe()} has it held by actors this "
+                "process placed; it waits for one of them to end, or for a worker to join"
+            )
+        return roomy
 
     def started(self, worker_id: WorkerId) -> None:
         if worker_id in self.load:
@@ -370,6 +391,16 @@ class Placement:
             info = self.workers[wid]
             total["CPU"] = total.get("CPU", 0.0) + info.num_cpus
             for name, amount in info.resources:
+                total[name] = total.get(name, 0.0) + amount
+        return total
+
+    def offered_elsewhere(self) -> dict[str, float]:
+        """What the workers of other runtime_envs than this caller's offer in all, by
+        resource: GPUs and custom resources they hold are not its workers'. O(workers): for
+        warnings, never per call."""
+        total: dict[str, float] = {}
+        for wid in self._foreign:
+            for name, amount in self.workers[wid].resources:
                 total[name] = total.get(name, 0.0) + amount
         return total
 

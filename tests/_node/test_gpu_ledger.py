@@ -73,8 +73,15 @@ def test_base_and_env_workers_never_hold_one_gpu_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="actorgrid.node")
+    caplog.set_level(logging.WARNING, logger="actorgrid.runtime")
     secret = os.urandom(32)
-    cluster = ag.init(num_workers=2, secret=secret, resources={"GPU": 2}, pulse_interval=0.2)
+    cluster = ag.init(
+        num_workers=2,
+        secret=secret,
+        resources={"GPU": 2},
+        pulse_interval=0.2,
+        pending_warning_s=0.5,
+    )
     family = [p for w in cluster.workers() for p in psutil.Process(w.pid).children()]
     other: subprocess.Popen[str] | None = None
     try:
@@ -122,6 +129,16 @@ def test_base_and_env_workers_never_hold_one_gpu_at_once(
         ready, _ = ag.wait([ref], timeout=2.0)
         assert not ready
         assert "base worker slot" in caplog.text and "starts without its 1 GPU(s)" in caplog.text
+        # This driver's pending warning says where the GPUs are, not that the cluster has none.
+        text = wait_for(
+            lambda: next(
+                (r.getMessage() for r in caplog.records if "needs 1 CPU, GPU=1" in r.getMessage()),
+                None,
+            ),
+            START_TIMEOUT_S, "the pending warning",
+        )  # fmt: skip
+        assert "offer GPU=0 in all" in text
+        assert "the workers of another driver's runtime_env may hold it" in text
 
         # The other driver leaves: its environment's workers stop, their GPUs come back.
         assert other.stdin is not None

@@ -6,6 +6,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from actorgrid._scheduler.backlog import ClusterPicture, describe_wait
+from actorgrid._scheduler.demand import Demand
 from actorgrid._scheduler.gpus import GpuLedger, Grant, Revoke
 
 
@@ -61,6 +63,24 @@ def test_a_gpu_in_use_is_not_revoked_and_the_claim_waits_until_it_is_free() -> N
     assert ledger.busy_blockers() == {}
     assert ledger.release("base-0") == [Grant("env-1", ("0",))]
     ledger.check()
+
+
+def test_the_pending_warning_says_the_gpus_are_held_by_another_runtime_envs_workers() -> None:
+    # The node's two GPUs went to another driver's runtime_env workers: this caller's workers
+    # offer none, which is not "the cluster has no GPU".
+    cluster = ClusterPicture(
+        alive=2, offered={"CPU": 2.0}, largest_share={}, elsewhere={"GPU": 2.0, "CPU": 2.0}
+    )
+    text = describe_wait({("task", Demand.of(1, {"GPU": 1})): 1}, 12.0, cluster)
+    assert "1 task needs 1 CPU, GPU=1" in text
+    assert "offer GPU=0 in all, while other workers" in text and "hold GPU=2" in text
+    assert "one worker process at a time" in text and "runtime_env" in text
+    assert "start a node that offers it" not in text
+    # A driver does not see other drivers' runtime_env workers: it says that they may hold it.
+    unseen = ClusterPicture(alive=2, offered={"CPU": 2.0}, largest_share={})
+    text = describe_wait({("task", Demand.of(1, {"GPU": 1})): 1}, 12.0, unseen)
+    assert "offer GPU=0 in all" in text and "start a node that offers it" in text
+    assert "the workers of another driver's runtime_env may hold it" in text
 
 
 class LedgerMachine(RuleBasedStateMachine):

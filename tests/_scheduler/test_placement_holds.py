@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actorgrid._protocol.ids import NodeId, WorkerId
 from actorgrid._protocol.messages import WorkerInfo
 from actorgrid._scheduler.demand import Demand
-from actorgrid._scheduler.placement import Placement
+from actorgrid._scheduler.placement import NoWorkerError, Placement
 
 NODE = NodeId(b"n" * 16)
 HALF_AND_MORE = Demand.of(1, {"memory": 0.6})
@@ -63,14 +64,20 @@ def test_a_hold_ends_with_its_actor_and_with_its_worker() -> None:
     placement.release_actor(b"a1")
     placement.release_actor(b"a1")  # an ending reported twice changes nothing
     assert placement.holding == {}
-    # With no room anywhere, it still goes somewhere (to wait there for the holder to end).
     a = placement.choose_for_actor(HALF_AND_MORE, b"a2").worker_id
     b = placement.choose_for_actor(HALF_AND_MORE, b"a3").worker_id
     assert {a, b} == {w.worker_id for w in workers}
-    assert placement.choose_for_actor(HALF_AND_MORE, b"a4").worker_id in {a, b}
-    placement.remove(a)
+    # No room anywhere: it waits (in the caller's backlog) for a holder to end.
+    with pytest.raises(NoWorkerError, match="held by actors this process placed"):
+        placement.choose_for_actor(HALF_AND_MORE, b"a4")
+    freed: list[WorkerId] = []
+    placement.on_room = lambda info: freed.append(info.worker_id)
+    placement.release_actor(b"a3")
+    assert freed == [b]  # what waits is placed again, there
+    assert placement.choose_for_actor(HALF_AND_MORE, b"a4").worker_id == b
+    placement.remove(a)  # its worker left: its holds went with it
     assert a not in placement.holding and first in {a, b}
-    assert placement.choose_for_actor(HALF_AND_MORE, b"a5").worker_id == b
+    assert placement.choose_for_task(Demand.of(1, {"memory": 0.3})).worker_id == b
 
 
 def test_a_new_incarnation_moves_the_hold() -> None:
@@ -95,7 +102,13 @@ def test_holds_match_the_live_actors_and_no_worker_holds_twice_while_one_has_roo
     for place, k in steps:
         actor = bytes([k])
         if place:  # placed, or placed again (a new incarnation)
-            live[actor] = placement.choose_for_actor(HALF_AND_MORE, actor).worker_id
+            try:
+                live[actor] = placement.choose_for_actor(HALF_AND_MORE, actor).worker_id
+            except NoWorkerError:
+                live.pop(actor, None)  # its last incarnation's hold is gone; it waits
+                assert len(live) >= n  # only when every worker holds one
+            else:
+                assert len(live) <= n
         else:
             placement.release_actor(actor)
             live.pop(actor, None)
