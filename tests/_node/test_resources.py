@@ -157,8 +157,8 @@ def test_two_actors_on_one_camera_wait_for_each_other(two: TwoNodes) -> None:
     assert two.node_of(ag.get(first.pid.remote(), timeout=START_TIMEOUT_S)) == two.b
     second = Camera.options(resources={"camera": 1}).remote()
     waiting = second.pid.remote()
-    # The second actor is placed on the camera's worker but not created while the first
-    # holds the camera; a second of waiting is ample for an actor that could start.
+    # The second actor is not created while the first holds the camera (it waits to be
+    # placed: the one worker with a camera is full); a second is ample for one that could.
     ready, _ = ag.wait([waiting], timeout=1.0)
     assert ready == []
     used = wait_for(lambda: two.cluster.status().used.get("camera"), what="camera held")
