@@ -20,8 +20,14 @@ call (sent to the actor's address: ``SendCall``). Its life::
 
 An actor this process created is alive at an address, restarting (``RestartActor``: the
 shell places it again and answers ``ActorRestarted`` or ``ActorRestartFailed``) or dead
-(``ActorDead`` once its worker died with no restarts left; ``ActorKilled``). A call to a dead
-actor is resolved ACTOR_DIED at once, never sent. An answer or a cancel for a call resolved
+(``ActorDead`` once its worker died with no restarts left; ``ActorKilled``; ``ActorEnded``
+when its constructor failed). A call to a dead actor is resolved ACTOR_DIED at once, never
+sent, while its tombstone is kept: the most recent ``DEAD_REMEMBERED`` dead actors (an LRU),
+so that a process creating and killing actors for ever keeps bounded tables (``statistics``).
+
+Calls to actors owned by other processes (followed to a restarted actor's new address) and
+the restarts of the coroutine actors this process started are decided by the following part,
+``owner_follow.FollowState`` (``self.follow``), fed through the same ``handle``. An answer or a cancel for a call resolved
 already (a late reply after a forced cancel, a reply from an incarnation the call was taken
 from) changes nothing: no row is made again.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,44 +125,3 @@ def test_a_killed_actor_is_not_restarted_when_its_worker_dies_later(
     assert "actor_restarted" not in [e.kind for e in grid.recent_events()]
     with pytest.raises(ag.ActorDiedError):
         ag.get(h.note.remote(3), timeout=30)
-
-
-@ag.remote
-async def pid_server(ctx: ag.Context) -> str:
-    """Answers every ask with its process id; ends on "stop"."""
-    async for msg in ctx.mailbox:
-        if msg == "stop":
-            return "stopped"
-        await ctx.reply(os.getpid())
-    return "closed"
-
-
-def test_a_coroutine_actor_whose_worker_dies_is_restarted_under_max_restarts(
-    grid: ag.Cluster, processes
-) -> None:
-    name = f"pids-{uuid.uuid4().hex[:8]}"
-    restartable = pid_server.options(name=name, max_restarts=1).remote()
-    first = ag.ask(name, "pid", timeout=30)
-    once = pid_server.remote()  # max_restarts=0
-    once_pid = ag.ask(once, "pid", timeout=30)
-    processes.add([first])
-    os.kill(first, signal.SIGKILL)
-    # Its owner (this driver) places it again under its name; asks made meanwhile may find
-    # the old incarnation gone, so they are made again until the deadline.
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            second = ag.ask(name, "pid", timeout=10)
-            break
-        except (ag.ActorDiedError, ag.GetTimeoutError, ValueError):
-            assert time.monotonic() < deadline, "the coroutine actor was never restarted"
-            time.sleep(0.1)
-    assert second != first
-    ag.send(name, "stop")
-    assert ag.get(restartable, timeout=30) == "stopped"  # its ref is the new incarnation's
-    if once_pid == first:  # on the same worker, with no restarts: its ref says it died
-        with pytest.raises(ag.ActorDiedError, match="died"):
-            ag.get(once, timeout=30)
-    else:
-        ag.send(once, "stop")
-        assert ag.get(once, timeout=30) == "stopped"

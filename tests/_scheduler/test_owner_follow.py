@@ -360,5 +360,5 @@ class FollowMachine(RuleBasedStateMachine):
         assert set(self.resolved) == set(self.actor_of) | set(self.co_actor)
 
 
-FollowMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+FollowMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=40, deadline=None)
 test_follow_machine = FollowMachine.TestCase
