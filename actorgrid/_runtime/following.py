@@ -29,6 +29,7 @@ from .._protocol.messages import LocateActor as LocateActorMessage
 from .._scheduler.owner import (
     ActorLocated,
     ActorNotLocated,
+    CancelRequested,
     Command,
     CoroutineLost,
     CoroutineRestarted,
@@ -194,6 +195,14 @@ class RuntimeFollowing(RuntimeTasks):
         if record is not None:
             coroutines[call_id] = (record[0], record[1], info)
         self._owner(CoroutineRestarted(call_id, info.address), _Context(why))
+
+    def interrupt_all(self) -> None:
+        """Loop: a driver's Ctrl-C also cancels the calls that wait for their actor to be
+        found, and the coroutine actors being restarted."""
+        super().interrupt_all()
+        held = [*(self._followed or ()), *(self._coroutines or ())]
+        for call_id in held:
+            self._owner(CancelRequested(call_id), _Context("deep"))
 
     def _carry_out(self, command: Command, context: _Context) -> int:
         if isinstance(command, SendFollowed):
