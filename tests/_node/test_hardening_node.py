@@ -487,7 +487,9 @@ HEAD_OPTIONS = ("--num-workers", "1", "--pulse-interval", "0.2")
 HEAD_STALL_S = 4.0
 
 
-def test_the_head_process_stopped_for_20_pulse_intervals_gets_workers_again(tmp_path: Path, processes) -> None:
+def test_the_head_process_stopped_for_20_pulse_intervals_gets_workers_again(
+    tmp_path: Path, processes
+) -> None:
     env = {**os.environ, "ACTORGRID_CLUSTER_FILE": str(tmp_path / "cluster.json")}
     env.pop("ACTORGRID_ADDRESS", None)
     env.pop("ACTORGRID_SECRET", None)
