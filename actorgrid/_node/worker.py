@@ -176,16 +176,27 @@ def main() -> None:
     configure_logging("worker")
     config = json.loads(sys.stdin.readline())
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    code = 0
     try:
         trio.run(serve_worker, config)
-    except KeyboardInterrupt:
-        pass
-
+    except BaseException as exc:  # said on stderr and in the exit code
+        if not _interrupted(exc):
+            # Said here, not by the interpreter: os._exit below would swallow it, and the
+            # node would see a clean exit of a worker that crashed.
+            log.critical("the worker's loop failed", exc_info=exc)
+            code = 1
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         # Threads still running abandoned user code must not keep the process alive.
-        os._exit(0)
+        os._exit(code)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C alone (bare, or the only thing in Trio's groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(lambda e: not isinstance(e, KeyboardInterrupt)) is None
+    return isinstance(exc, KeyboardInterrupt)
 
 
 if __name__ == "__main__":
