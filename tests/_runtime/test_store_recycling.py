@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from actorgrid.cli.status import _node_rows, status_report
 
 import actorgrid as ag
-from cli.status import _node_rows, status_report
 
 CLUSTER_OPTIONS = {"num_workers": 1}
 MB = 2**20
