@@ -119,3 +119,17 @@ def test_console_script_points_into_the_package(wheel: zipfile.ZipFile) -> None:
     entry_points = configparser.ConfigParser()
     entry_points.read_string(wheel.read(f"{_dist_info(wheel)}/entry_points.txt").decode())
     assert dict(entry_points["console_scripts"]) == {"actorgrid": "actorgrid.cli.main:main"}
+
+
+def test_tests_and_examples_import_the_cli_as_installed() -> None:
+    """``cli`` is importable from a checkout's root only; installed, it is ``actorgrid.cli``
+    (a test importing ``cli.x`` passes in a dev tree and fails on a fresh install)."""
+    bare = []
+    for path in [*ROOT.glob("tests/**/*.py"), *ROOT.glob("examples/**/*.py")]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            words = line.split()
+            if words[:2] in (["import", "cli"], ["from", "cli"]) or (
+                len(words) > 1 and words[0] in ("import", "from") and words[1].startswith("cli.")
+            ):
+                bare.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not bare, "import actorgrid.cli..., not cli...:\n" + "\n".join(bare)
