@@ -179,9 +179,9 @@ class RuntimeLinks:
             DeliveryFailed: self._on_delivery_failed,
             Credit: self._on_credit,
             ActorEnded: self._on_actor_ended,
-            WorkerJoined: self._on_worker_joined,
-            WorkerLeft: self._on_worker_left,
-            WorkerState: self._on_worker_state,
+            WorkerJoined: self._membership_news(self._on_worker_joined),
+            WorkerLeft: self._membership_news(self._on_worker_left),
+            WorkerState: self._membership_news(self._on_worker_state),
             Event: self._on_event,
             Shutdown: self._on_shutdown,
             StreamItem: self.streams.on_item,
@@ -282,7 +282,14 @@ class RuntimeLinks:
         """Loop: a new link to the head, before it is used: learn the membership (afresh
         after a reconnection: workers that left meanwhile are dropped) and subscribe again
         to what this process was subscribed to."""
-        reply = await head.request(SubscribeMembership)
+        # News the head sends after its reply may be read before this task resumes: it is
+        # held and applied after the reply (else a worker that joined meanwhile is dropped
+        # as unlisted, and never placed on nor published to by this process).
+        held = self._membership_held = []
+        try:
+            reply = await head.request(SubscribeMembership)
+        finally:
+            self._membership_held = None
         assert isinstance(reply, Membership)
         listed = {info.worker_id for info in reply.workers}
         self._env_aside.clear()
@@ -294,6 +301,8 @@ class RuntimeLinks:
                 self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
         for info in reply.workers:
             self._add_worker(info)
+        for handler, peer, msg in held:
+            handler(peer, msg)
         self.observe.on_head_connected(head, self.address)
         if self.event_feed.subscribed:
             history = await head.request(SubscribeEvents)
@@ -464,6 +473,18 @@ class RuntimeLinks:
             self.waiting.worker_available(info)
         self.membership_changed.set()
         self.membership_changed = trio.Event()
+
+    # Membership news read while a membership reply waits for its task (_on_head_connected).
+    _membership_held: list[tuple[Callable[[Peer, Any], None], Peer, Any]] | None = None
+
+    def _membership_news(self, handler: Callable[[Peer, Any], None]) -> Callable[[Peer, Any], None]:
+        def handle(peer: Peer, msg: Any) -> None:
+            if self._membership_held is not None:
+                self._membership_held.append((handler, peer, msg))
+            else:
+                handler(peer, msg)
+
+        return handle
 
     def _on_worker_joined(self, peer: Peer, msg: WorkerJoined) -> None:
         self._add_worker(msg.worker)
