@@ -12,6 +12,7 @@ import trio
 
 from .._exceptions import ActorDiedError
 from .._protocol.messages import ActorInfo, AskReply, Payload
+from .inbox import InboxReceive
 from .serialization import box_error, dumps, loads, system_error
 from .virtual import AgentKey, ask_key, publish, send_to_key
 
@@ -82,7 +83,7 @@ class Mailbox:
         raise TypeError("Mailbox has no public constructor: use ctx.mailbox")
 
     @classmethod
-    def _make(cls, receive: trio.MemoryReceiveChannel[Any], ctx: Context) -> Mailbox:
+    def _make(cls, receive: InboxReceive, ctx: Context) -> Mailbox:
         box = object.__new__(cls)
         box._receive = receive
         box._ctx = ctx
@@ -92,7 +93,7 @@ class Mailbox:
         box._room_after = 0
         return box
 
-    _receive: trio.MemoryReceiveChannel[Any]
+    _receive: InboxReceive
     _ctx: Context
     _received: int
     _since_turn: int
@@ -202,9 +203,7 @@ class Context:
         raise TypeError("Context has no public constructor: the runtime passes it in")
 
     @classmethod
-    def _make(
-        cls, runtime: Runtime, info: ActorInfo, receive: trio.MemoryReceiveChannel[Any]
-    ) -> Context:
+    def _make(cls, runtime: Runtime, info: ActorInfo, receive: InboxReceive) -> Context:
         ctx = object.__new__(cls)
         ctx._runtime = runtime
         ctx._info = info

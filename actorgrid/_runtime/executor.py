@@ -53,6 +53,7 @@ from .._protocol.messages import (
 )
 from .._scheduler.restart import Restart, RestartTracker
 from .context import Context, Letter
+from .inbox import open_inbox
 from .keyed import KeyedAgents
 from .lanes import (
     _TOMBSTONES_MAX,
@@ -169,9 +170,7 @@ class Executor(ExecutorTasks):
                     early.append(slot.receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            slot.send, slot.receive = trio.open_memory_channel[Any](
-                max(info.mailbox_size, len(early))
-            )
+            slot.send, slot.receive = open_inbox(max(info.mailbox_size, len(early)))
             for item in early:
                 slot.send.send_nowait(item)
         return slot
