@@ -26,6 +26,8 @@ log = logging.getLogger("actorgrid.agents")
 
 # Mailbox.receive yields to the scheduler at least once every this many messages.
 _TURN_EVERY = 16
+# No message taken yet (Mailbox.receive).
+_NOTHING: Any = object()
 # An empty list that is never appended to: what a Context holds until it has asks or hooks.
 _NONE: tuple[()] = ()
 
@@ -114,11 +116,15 @@ class Mailbox:
         and sees cancellation."""
         while True:
             self._since_turn += 1
-            try:
-                if self._since_turn >= _TURN_EVERY:
-                    raise trio.WouldBlock
-                item = self._receive.receive_nowait()
-            except trio.WouldBlock:
+            item: Any = _NOTHING
+            if self._since_turn < _TURN_EVERY:
+                try:
+                    item = self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    pass
+            if item is _NOTHING:
+                # Not inside the except clause: an agent idle there would keep the exception
+                # and its traceback alive (~400 bytes an agent) for as long as it waits.
                 self._since_turn = 0
                 item = await self._receive.receive()
             if self._room is not None:

@@ -338,8 +338,9 @@ class Executor(ExecutorTasks):
         except Exception as exc:
             return (False, system_error(exc)), f"actor {label} could not be started: {exc}"
         restarts = msg.actor.max_restarts if msg.actor is not None else 0
-        tracker = RestartTracker(ACTOR_RESTART_POLICY)
-        quiet = RestartLog()
+        # Made at the first restart: 100,000 agents that never raise need none.
+        tracker: RestartTracker | None = None
+        quiet: RestartLog | None = None
         while True:
             try:
                 value = await fn(ctx, *args, **kwargs)
@@ -349,6 +350,8 @@ class Executor(ExecutorTasks):
                     return (False, box_error(exc, self._where(f"actor {label}"))), reason
                 restarts -= 1 if restarts > 0 else 0
                 ctx._fail_open(exc, self._where(f"actor {label}"))
+                if tracker is None or quiet is None:
+                    tracker, quiet = RestartTracker(ACTOR_RESTART_POLICY), RestartLog()
                 decision = tracker.on_exit(trio.current_time())
                 assert isinstance(decision, Restart)  # the policy never gives up
                 line = quiet.line(trio.current_time(), reason, restarts, decision.delay_s)

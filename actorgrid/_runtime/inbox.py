@@ -47,12 +47,14 @@ def open_inbox(capacity: int | float) -> tuple[InboxSend, InboxReceive]:
 class InboxReceive:
     """The receive end; it holds the queue. Created by ``open_inbox``."""
 
-    __slots__ = ("_closed", "_getters", "_items", "_max", "_putters", "_send_closed")
+    __slots__ = ("_closed", "_getter", "_getters", "_items", "_max", "_putters", "_send_closed")
 
     def __init__(self, capacity: int | float) -> None:
         self._max = capacity
         self._items: deque[Any] | None = None  # None while empty
-        self._getters: deque[trio.lowlevel.Task] | None = None  # receivers parked
+        # The receiver parked (an agent's own task: one place, no deque), then any others.
+        self._getter: trio.lowlevel.Task | None = None
+        self._getters: deque[trio.lowlevel.Task] | None = None
         self._putters: deque[tuple[trio.lowlevel.Task, Any]] | None = None  # senders parked
         self._send_closed = False
         self._closed = False
@@ -62,8 +64,23 @@ class InboxReceive:
 
     def statistics(self) -> InboxStatistics:
         return InboxStatistics(
-            len(self._items or ()), self._max, len(self._putters or ()), len(self._getters or ())
+            len(self._items or ()),
+            self._max,
+            len(self._putters or ()),
+            (self._getter is not None) + len(self._getters or ()),
         )
+
+    def _next_getter(self) -> trio.lowlevel.Task | None:
+        """Take the first receiver parked, if any."""
+        task = self._getter
+        if task is not None:
+            more = self._getters
+            self._getter = more.popleft() if more else None
+        return task
+
+    def _wake_getters(self, error: BaseException) -> None:
+        while (task := self._next_getter()) is not None:
+            trio.lowlevel.reschedule(task, Error(error))
 
     def receive_nowait(self) -> Any:
         if self._closed:
@@ -98,13 +115,19 @@ class InboxReceive:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return item
         task = trio.lowlevel.current_task()
-        if self._getters is None:
-            self._getters = deque()
-        getters = self._getters
-        getters.append(task)
+        if self._getter is None:
+            self._getter = task
+        else:
+            if self._getters is None:
+                self._getters = deque()
+            self._getters.append(task)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
-            getters.remove(task)
+            if self._getter is task:
+                self._next_getter()
+            else:
+                assert self._getters is not None
+                self._getters.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
@@ -119,9 +142,7 @@ class InboxReceive:
         putters, self._putters = self._putters, None
         for task, _ in putters or ():
             trio.lowlevel.reschedule(task, Error(trio.BrokenResourceError()))
-        getters, self._getters = self._getters, None
-        for task in getters or ():
-            trio.lowlevel.reschedule(task, Error(trio.ClosedResourceError()))
+        self._wake_getters(trio.ClosedResourceError())
 
     def __aiter__(self) -> InboxReceive:
         return self
@@ -153,9 +174,9 @@ class InboxSend:
             raise trio.ClosedResourceError("this inbox's send end is closed")
         if box._closed:
             raise trio.BrokenResourceError("this inbox's receive end is closed")
-        getters = box._getters
-        if getters:
-            trio.lowlevel.reschedule(getters.popleft(), Value(value))
+        getter = box._next_getter()
+        if getter is not None:
+            trio.lowlevel.reschedule(getter, Value(value))
             return
         items = box._items
         if items is None:
@@ -201,6 +222,4 @@ class InboxSend:
         for task, _ in putters or ():
             trio.lowlevel.reschedule(task, Error(trio.ClosedResourceError()))
         if not box._items:
-            getters, box._getters = box._getters, None
-            for task in getters or ():
-                trio.lowlevel.reschedule(task, Error(trio.EndOfChannel()))
+            box._wake_getters(trio.EndOfChannel())

@@ -91,6 +91,27 @@ def test_blocked_senders_go_in_first_come_first_served_and_receivers_wake() -> N
             assert receive.statistics().tasks_waiting_receive == 1
             send.close()
 
+        # The first receiver gives up: the next one parked is served.
+        send, receive = open_inbox(1)
+        async with trio.open_nursery() as nursery:
+            first = trio.CancelScope()
+
+            async def first_gives_up() -> None:
+                with first:
+                    await receive.receive()
+
+            async def second() -> None:
+                got.append(await receive.receive())
+
+            nursery.start_soon(first_gives_up)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(second)
+            await trio.testing.wait_all_tasks_blocked()
+            first.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            send.send_nowait(5)
+        assert got[-1] == 5
+
     trio.run(main)
 
 
