@@ -110,7 +110,10 @@ def _node(node: ag.NodeStatistics) -> dict[str, Any]:
         "disk_available": None if a is None else a.disk_available,
         "disk_percent": None if a is None else a.disk_percent,
         "swap_percent": None if a is None else a.swap_percent,
-        "object_store": dict(zip(("used", "capacity", "spilled"), node.object_store, strict=True)),
+        "object_store": {
+            **dict(zip(("used", "capacity", "spilled"), node.object_store, strict=True)),
+            **dict(zip(("pooled", "pooled_bytes"), node.object_store_pool, strict=True)),
+        },
     }
 
 
@@ -259,11 +262,14 @@ def _node_rows(nodes: list[dict[str, Any]]) -> list[str]:
 
 
 def _store(store: Mapping[str, int] | None) -> str | None:
-    """ "12 MB/4 GB, 1 GB spilled": the object store's shared memory used of its capacity."""
+    """ "12 MB/4 GB, 1 GB spilled, pool 2 (16 MB)": the object store's shared memory used of
+    its capacity, what it spilled, and the recycled segments its free pool keeps."""
     if not store or not store["capacity"]:
         return None
     text = f"{_bytes(store['used']) or '0 B'}/{_bytes(store['capacity'])}"
-    return text + (f", {_bytes(store['spilled'])} spilled" if store["spilled"] else "")
+    text += f", {_bytes(store['spilled'])} spilled" if store["spilled"] else ""
+    pooled = store.get("pooled", 0)
+    return text + (f", pool {pooled} ({_bytes(store.get('pooled_bytes', 0))})" if pooled else "")
 
 
 def _amount(name: str, value: float) -> str:

@@ -39,6 +39,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     stored            values in node stores: pulls, frees, lineage rebuilds
     objects           put, fetch, get
     tasks             submission, retries, results, cancels
+    following         calls followed to restarted actors owned elsewhere; coroutine restarts
     actors            owned actors and their restarts
     names             names, lookup, kill, send, ask
     core              Runtime, current_runtime
@@ -116,6 +117,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("stored",),
     ("objects",),
     ("tasks",),
+    ("following",),
     ("actors",),
     ("names",),
     ("core",),

@@ -31,6 +31,7 @@ import shutil
 import socket
 import tempfile
 
+import attrs
 import psutil
 import trio
 
@@ -169,7 +170,9 @@ class NodeStore:
             self._run(self._nursery, self.state.handle(OwnerGone(pid)))
 
     def statistics(self) -> StoreStatistics:
-        return self.state.statistics()
+        return attrs.evolve(
+            self.state.statistics(), pooled=len(self.pool), pooled_bytes=self.pool.bytes
+        )
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = self._sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -96,6 +96,13 @@ class NodeStatistics:
         a = self.availability
         return (0, 0, 0) if a is None else (a.store_used, a.store_capacity, a.store_spilled)
 
+    @property
+    def object_store_pool(self) -> tuple[int, int]:
+        """Its object store's free pool at its last pulse: recycled segments kept for the next
+        values of their size, and the bytes of shared memory they hold; zeros until then."""
+        a = self.availability
+        return (0, 0) if a is None else (a.store_pooled, a.store_pooled_bytes)
+
 
 @attrs.frozen
 class ActorStatistics:

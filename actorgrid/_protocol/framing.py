@@ -42,6 +42,7 @@ GROWTH_START_BYTES = 1 << 20
 # Private, because a shared anonymous map cannot grow: the pages mremap adds to one are not
 # backed, and touching them raises SIGBUS.
 _PRIVATE = mmap.MAP_PRIVATE
+_HUGE = getattr(mmap, "MADV_HUGEPAGE", None)  # Linux: transparent huge pages (store4, issue 9)
 
 # A frame body: bytes for small frames, a view of its own memory map for large ones.
 Frame = bytes | memoryview
@@ -173,6 +174,8 @@ class FrameDecoder:
                 # part already here is less than the shared buffer, hence less than the body.
                 take = min(available, size)
                 large = mmap.mmap(-1, min(size, max(GROWTH_START_BYTES, 2 * take)), flags=_PRIVATE)
+                if _HUGE is not None:  # 2 MB pages: faulting 4 KB ones costs more than the copy
+                    large.madvise(_HUGE)
                 large[:take] = buf[body_start : body_start + take]
                 self._large, self._large_filled, self._large_size = large, take, size
                 self._start = self._end = 0

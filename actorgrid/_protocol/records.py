@@ -68,10 +68,13 @@ class Availability:
     swap_percent: float
     num_cpus: int
     # The node's object store (``_scheduler/store.py``): bytes of shared memory it may use,
-    # uses now, and has spilled to disk.
+    # uses now, and has spilled to disk; the files of its free pool of recycled segments and
+    # the bytes they keep.
     store_capacity: int = 0
     store_used: int = 0
     store_spilled: int = 0
+    store_pooled: int = 0
+    store_pooled_bytes: int = 0
 
 
 @attrs.frozen

@@ -35,7 +35,8 @@ class ObjectChunk:
 
 @attrs.frozen
 class FreeObjects:
-    """Sent by the owner of values held in another node's store, when their last references
-    went, to the process there that wrote them. No reply."""
+    """Sent by the owner of values held in a store, when their last references went, to the
+    process that wrote them; and by that process to each process of another node that pulled
+    a copy of them, which frees its node's cached copy. No reply."""
 
     names: tuple[str, ...]

@@ -8,12 +8,8 @@ dies, answered here by ``RestartActor`` (place it again: ``ActorRestarted`` or
 ``ActorRestartFailed``), ``SendCall`` (again, to the new incarnation, in the order the calls
 were made), ``ActorDead`` and ``Resolve``. This module only carries those out.
 
-Following: a call to an actor this process does not own whose worker is gone (its link died,
-or a dial to it failed) asks the head where the actor lives now (LocateActor), every
-RELOCATE_POLL_S for up to RELOCATE_TIMEOUT_S, if the actor may be restarted at all. Calls made
-meanwhile wait; then every handle in this process uses the new address (``_moved``). A call
-that never reached the old incarnation is sent to the new one; one that did is sent again
-only under ``max_task_retries``, else it fails with ActorDiedError, as in Ray.
+Following: calls to actors this process does not own, and coroutine actors' restarts, are
+decided by the same state machine (its following part), carried out by ``following.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
 
 from .._exceptions import ActorDiedError, ActorgridError, TaskCancelledError
 from .._protocol.ids import ActorId, new_actor_id
@@ -33,7 +28,6 @@ from .._protocol.messages import (
     CallActor,
     CreateActor,
     Event,
-    LocateActor,
     NameReply,
     OwnActor,
     Payload,
@@ -55,103 +49,31 @@ from .._scheduler.owner import (
     Why,
 )
 from .._scheduler.placement import NoWorkerError
+from .following import RuntimeFollowing
 from .links import log
 from .records import CALL, CREATE, OwnedActor, Sent, _call_sent, _describe
 from .refs import PENDING, ObjectEntry
+from .serialization import loads_error
 from .tasks import DEAD_BEFORE as _DEAD_BEFORE
-from .tasks import RuntimeTasks, _Context
+from .tasks import _Context
 
 if TYPE_CHECKING:
     from .handles import ActorHandle
 
 
-# Actors this process ended with ag.kill, so that a later call says "was killed" rather than
-# "died"; the most recent ones only (a bounded memory of names, not a table that grows).
+# Actors this process created that ended for a known reason (ag.kill, a failing constructor),
+# so that a later call says why ("was killed") rather than "died"; the most recent ones only
+# (a bounded memory, not a table that grows).
 KILLED_REMEMBERED = 4096
 
-RELOCATE_POLL_S = 0.2
-RELOCATE_TIMEOUT_S = 60.0  # as long as an owner may take to place a restarted actor
 
-_Resend = tuple[ObjectEntry, str, Payload, int]
-
-
-class RuntimeActors(RuntimeTasks):
+class RuntimeActors(RuntimeFollowing):
     """Owned actors and their restarts."""
 
-    # Actors of other owners found at a new address, and those being looked for with the
-    # calls that wait for them; made on first use.
-    _moved: dict[ActorId, ActorInfo] | None = None
-    _relocating: dict[ActorId, list[_Resend]] | None = None
-    _killed: dict[ActorId, None] | None = None  # insertion-ordered: the oldest goes first
+    # Why each ended: "was killed", ...; insertion-ordered: the oldest goes first.
+    _killed: dict[ActorId, str] | None = None
     # Actors this process created without restarts, alive: what their actor_died event says.
     _unrestarted: dict[ActorId, ActorInfo] | None = None
-
-    def follow(self, sent: Sent, why: str, *, written: bool) -> bool:
-        """Loop: a call to an actor this process does not own found its worker gone. If the
-        actor may be restarted, look for it and send the call there if it may go (it never
-        reached the old incarnation, or it has retries left): True if so."""
-        actor = sent.actor
-        if (
-            actor is None
-            or sent.kind != CALL
-            or actor.max_restarts == 0
-            or actor.actor_id in self.owned
-            or self.owner_state.owns_actor(actor.actor_id)
-            or self._closing
-            or sent.payload is None
-        ):
-            return False
-        if self._relocating is None:
-            self._relocating, self._moved = {}, {}
-        first = actor.actor_id not in self._relocating
-        queue = self._relocating.setdefault(actor.actor_id, [])
-        if first:
-            self.nursery.start_soon(self._relocate, actor, why)
-        if written and sent.retries == 0:
-            return False
-        left = sent.retries - 1 if written and sent.retries > 0 else sent.retries
-        queue.append((sent.entry, sent.method, sent.payload, left))
-        return True
-
-    async def _relocate(self, old: ActorInfo, why: str) -> None:
-        assert self._relocating is not None and self._moved is not None
-        found: ActorInfo | None = None
-        with trio.move_on_after(RELOCATE_TIMEOUT_S):
-            while found is None:
-                try:
-                    reply = await self.head_request(lambda rid: LocateActor(rid, old))
-                except ActorgridError:
-                    reply = None  # the head is away: ask again
-                actor = reply.actor if isinstance(reply, NameReply) else None
-                if actor is not None and actor.address != old.address:
-                    found = actor
-                    break
-                await trio.sleep(RELOCATE_POLL_S)
-        queued = self._relocating.pop(old.actor_id, [])
-        if found is None:
-            error = ActorDiedError(
-                f"actor {_describe(old)} died and was not restarted within "
-                f"{RELOCATE_TIMEOUT_S:g} s ({why}). Likely causes: it had no restarts left, or "
-                "its owner (the process that created it) is gone too. Create it again, or give "
-                "it max_restarts (and lifetime='detached' to outlive its creator)."
-            )
-            for entry, *_ in queued:
-                entry.set_error(error)
-            return
-        self._moved[old.actor_id] = found
-        for entry, method, payload, retries in queued:
-            self._send_call_info(found, entry, method, payload, retries)
-
-    def _followed(self, handle: ActorHandle[Any], info: ActorInfo) -> ActorInfo | None:
-        """Loop: where calls through ``handle`` go now (None: they wait for the actor to be
-        found)."""
-        assert self._relocating is not None and self._moved is not None
-        if info.actor_id in self._relocating:
-            return None
-        moved = self._moved.get(info.actor_id)
-        if moved is not None and moved.address != info.address:
-            handle._info = info = moved
-        return info
 
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
         """Loop: place a dead actor again (same id and name, new address), waiting for a
@@ -256,8 +178,9 @@ class RuntimeActors(RuntimeTasks):
         else:
             label = _describe(sent.actor) if sent.actor is not None else "the actor"
             killed = self._killed
-            if sent.actor is not None and killed and sent.actor.actor_id in killed:
-                entry.set_error(ActorDiedError(f"actor {label} was killed"))
+            reason = killed.get(sent.actor.actor_id) if sent.actor is not None and killed else None
+            if reason is not None:
+                entry.set_error(ActorDiedError(f"actor {label} {reason}"))
             else:
                 entry.set_error(ActorDiedError(f"actor {label} died: {context.why}"))
 
@@ -301,12 +224,23 @@ class RuntimeActors(RuntimeTasks):
             self.owned.pop(actor_id, None)
             if self._unrestarted:
                 self._unrestarted.pop(actor_id, None)
-            if self._killed is None:
-                self._killed = {}
-            self._killed[actor_id] = None
-            if len(self._killed) > KILLED_REMEMBERED:
-                del self._killed[next(iter(self._killed))]
+            self._ended(actor_id, "was killed")
             self._owner(ActorKilled(actor_id))
+
+    def _ended(self, actor_id: ActorId, reason: str) -> None:
+        if self._killed is None:
+            self._killed = {}
+        self._killed[actor_id] = reason
+        if len(self._killed) > KILLED_REMEMBERED:
+            del self._killed[next(iter(self._killed))]
+
+    def _creation_failed(self, actor: ActorInfo, error: Payload) -> None:
+        self.owned.pop(actor.actor_id, None)
+        if self._unrestarted:
+            self._unrestarted.pop(actor.actor_id, None)
+        if self.owner_state.owns_actor(actor.actor_id):
+            self._ended(actor.actor_id, f"failed in its constructor: {loads_error(error)}")
+        super()._creation_failed(actor, error)
 
     def _actor_died(self, info: ActorInfo, why: str) -> None:
         detail = f"actor {_describe(info)}: {why}"
@@ -370,14 +304,19 @@ class RuntimeActors(RuntimeTasks):
         loop, which is most of a round trip. False: nothing was sent; use ``send_call``.
         """
         info = handle._info
-        if info is None or handle._queued or self._moved or not self.portal.idle():
+        state = self._owner_state
+        if (
+            info is None
+            or handle._queued
+            or (state is not None and state.follow.active)
+            or not self.portal.idle()
+        ):
             return False  # (an actor moved: the loop sends it where it lives now)
         peer = self.peers.get(info.address)
         if peer is None or peer.closed or peer.inflight:
             # Calls already in flight mean a burst: leave batching to the loop.
             return False
         sent = _call_sent(entry, info, method, payload)
-        state = self._owner_state
         owned = state is not None and state.owns_actor(info.actor_id)
         if owned:
             # Told to the state before it is sent (its reply may come at once): CallSent.
@@ -434,16 +373,9 @@ class RuntimeActors(RuntimeTasks):
                 event = CallSubmitted(call_id, info.actor_id, info.max_task_retries)
                 self._owner(event, _Context(_DEAD_BEFORE))
             return
-        if self._relocating:
-            followed = self._followed(handle, info)
-            if followed is None:
-                self._relocating[info.actor_id].append(
-                    (entry, method, payload, info.max_task_retries)
-                )
-                return
-            info = followed
-        elif self._moved:
-            info = self._followed(handle, info) or info
+        if state is not None and state.follow.active:
+            self.send_followed(handle, info, entry, method, payload)
+            return
         self._send_call_info(info, entry, method, payload, info.max_task_retries)
 
     def _put_in_flight(self, address: str, sent: Sent) -> None:
@@ -456,18 +388,6 @@ class RuntimeActors(RuntimeTasks):
         wid = self._worker_at.get(address)
         root = self.observe.call_sent(entry.object_id, info.label, sent.method, wid, payload.nbytes)
         peer.send(CallActor(entry.object_id, info.actor_id, sent.method, payload, root))
-
-    def _send_call_info(
-        self, info: ActorInfo, entry: ObjectEntry, method: str, payload: Payload, retries: int
-    ) -> None:
-        peer = self.peer_for(info.address)
-        sent = _call_sent(entry, info, method, payload)
-        sent.retries = retries
-        peer.inflight[entry.object_id] = sent
-        entry.where = peer
-        wid = self._worker_at.get(info.address)
-        root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
-        peer.send(CallActor(entry.object_id, info.actor_id, method, payload, root))
 
     def new_actor_info(
         self,

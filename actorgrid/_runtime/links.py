@@ -447,7 +447,7 @@ class RuntimeLinks:
             else:
                 entry.set_error(WorkerDiedError(why))
         elif spec is not None and spec.actor is not None:
-            if spec.actor.max_restarts != 0 and not self._closing:
+            if not self._closing:  # the owner state decides (CoroutineLost)
                 self._restart_coroutine_actor(entry, spec, why)
             else:
                 entry.set_error(ActorDiedError(f"actor {_describe(spec.actor)} died: {why}"))

@@ -432,7 +432,10 @@ class ExecutorTasks:
                 item.scope.cancel()
             item.running.interrupt()
         if watch:
-            self.nursery.start_soon(self._kill_if_still_running, task_id, item, tell_owner)
+            try:
+                self.nursery.start_soon(self._kill_if_still_running, task_id, item, tell_owner)
+            except RuntimeError:  # the worker is stopping: its grace period bounds the call
+                log.debug("no watchdog for %s: the worker is stopping", short(task_id))
 
     async def _kill_if_still_running(
         self, task_id: ObjectId, item: _Task | _Call | _TaskItem, tell_owner: bool = False

@@ -133,8 +133,12 @@ class StoreClient:
         # Set by the runtime: pull a value held on another node into this node's store (or
         # have its owner make it again); the name it has here.
         self.pull_sync: Callable[[Locator], str] | None = None
-        # Set by the runtime: free a value held on another node (tell a process there).
+        # Set by the runtime: free a value through its holder (a process of this node or of
+        # another), which has the nodes that pulled a copy free theirs too.
         self.free_remote: Callable[[Locator], None] | None = None
+        # Names of values this process holds that another node pulled (set by the runtime on
+        # its loop; read by ``free`` from any thread).
+        self.pulled: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<StoreClient node={self.node[:12]} folder={self.folder}>"
@@ -253,11 +257,16 @@ class StoreClient:
         return None
 
     def free(self, locator: Locator) -> None:
-        """Any thread: the owner's last copy of the locator went."""
-        if locator.node == self.node:
+        """Any thread: the owner's last copy of the locator went. Its holder frees it, and
+        has the nodes that pulled a copy of it free theirs (``stored.py``); a value this
+        process holds and no other node pulled is freed here at once."""
+        local = locator.node == self.node
+        if local and locator.holder == self.address and locator.name not in self.pulled:
             self.tell(f"F {locator.name}")
         elif self.free_remote is not None:
             self.free_remote(locator)
+        elif local:
+            self.tell(f"F {locator.name}")
 
 
 _client: StoreClient | None = None

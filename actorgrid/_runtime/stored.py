@@ -60,6 +60,9 @@ class RuntimeStored(RuntimeLinks):
         # Without a store: values pulled into memory by localize, until loaded (count of
         # loads to come).
         self._in_memory: dict[str, list[Any]] = {}
+        # Values this process holds that other nodes pulled -> the processes that pulled them
+        # (each keeps a cached copy in its node's store until told the value was freed).
+        self._pullers: dict[str, set[Peer]] = {}
 
     def join_store(self, config: dict[str, Any] | None) -> None:
         """Use this node's object store (None: this process has none; values it makes stay
@@ -328,12 +331,35 @@ class RuntimeStored(RuntimeLinks):
         try:
             self.portal.call_soon(self._send_free, locator)
         except Exception:
-            pass  # this runtime has stopped: the holder's node frees it when it stops
+            # This runtime has stopped: its node frees what it holds when it stops.
+            store = segments.client()
+            if store is not None and locator.node == store.node:
+                store.tell(f"F {locator.name}")
 
     def _send_free(self, locator: Locator) -> None:
+        if locator.holder == self.address:
+            self._free_held((locator.name,))
+            return
         peer = self.peers.get(locator.holder)
         if peer is not None and not peer.closed:
             peer.send(FreeObjects((locator.name,)))
+            return
+        store = segments.client()  # its holder is gone: the node frees what is left here
+        if store is not None and locator.node == store.node:
+            store.tell(f"F {locator.name}")
+
+    def _free_held(self, names: Iterable[str]) -> None:
+        """Loop: free values of this node's store, and the copies other nodes pulled of
+        those this process holds (each puller frees its node's cached copy)."""
+        store = segments.client()
+        if store is None:
+            return
+        for name in names:
+            store.tell(f"F {name}")
+            store.pulled.discard(name)
+            for peer in self._pullers.pop(name, ()):
+                if not peer.closed:
+                    peer.send(FreeObjects((name,)))
 
     def _on_pull(self, peer: Peer, msg: PullObject) -> None:
         store = segments.client()
@@ -345,14 +371,14 @@ class RuntimeStored(RuntimeLinks):
             )
             peer.send(ObjectChunk(msg.rid, False, 0, system_error(lost)))
             return
+        if msg.offset == 0 and store is not None:  # a copy on the puller's node, to free
+            self._pullers.setdefault(msg.name, set()).add(peer)
+            store.pulled.add(msg.name)
         piece = whole[msg.offset : msg.offset + msg.length]
         peer.send(ObjectChunk(msg.rid, True, whole.nbytes, Payload(b"", (piece,))))
 
     def _on_free_objects(self, peer: Peer, msg: FreeObjects) -> None:
-        store = segments.client()
-        if store is not None:
-            for name in msg.names:
-                store.tell(f"F {name}")
+        self._free_held(msg.names)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

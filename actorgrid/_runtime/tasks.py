@@ -8,7 +8,7 @@ created are owned the same way (``_actor_calls``, their ``Sent`` records); the a
 the shell (restarts, what to send where) is ``actors.py``. A task keeps the entries of the
 refs in its arguments alive while it is owned here (``TaskSpec.keep``): a retry after its
 worker died (and with it that worker's borrows) finds them. Remote coroutine actors, which
-are started by a task, are restarted by their own path (``_restart_coroutine_actor``).
+are started by a task, are restarted as the state's following part decides (``following.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from .._exceptions import ActorDiedError, TaskCancelledError, WorkerDiedError
+from .._exceptions import TaskCancelledError, WorkerDiedError
 from .._protocol.ids import ObjectId
 from .._protocol.messages import ActorInfo, CancelTask, Payload, SubmitTask, TaskResult
 from .._scheduler.demand import Demand, as_demand
 from .._scheduler.owner import (
+    ActorEnded,
     CallSent,
     CancelRequested,
     Command,
@@ -38,7 +39,7 @@ from .._scheduler.placement import NoWorkerError
 from .links import WAITING, log
 from .objects import RuntimeObjects
 from .peer import Peer
-from .records import CREATE, TASK, Sent, TaskSpec, _describe, _Placing
+from .records import CREATE, TASK, Sent, TaskSpec, _Placing
 from .refs import PENDING, ObjectEntry
 from .serialization import loads_error
 
@@ -300,21 +301,6 @@ class RuntimeTasks(RuntimeObjects):
         spec.actor = entry.actor = attrs.evolve(spec.actor, address=worker.address)
         self._send_spec(entry, spec)
 
-    def _restart_coroutine_actor(self, entry: ObjectEntry, spec: TaskSpec, why: str) -> None:
-        old = spec.actor
-        assert old is not None
-
-        async def restart() -> None:
-            info = await self._new_incarnation(old, why)
-            if info is None:
-                entry.set_error(ActorDiedError(f"actor {_describe(old)} died: {why}"))
-                return
-            spec.actor = info
-            entry.actor = info
-            self._send_spec(entry, spec)
-
-        self.nursery.start_soon(restart)
-
     def _on_result(self, peer: Peer, msg: TaskResult) -> None:
         sent = peer.inflight.pop(msg.task_id, None)
         if sent is None:
@@ -368,7 +354,16 @@ class RuntimeTasks(RuntimeObjects):
             self.adopt_result(msg.value, spec)  # one held in a store: freed with the entry
             entry.set_value(msg.value)
             return
+        if sent.kind == CREATE and sent.actor is not None:
+            self._creation_failed(sent.actor, msg.value)
         entry.set_error(msg.value)
+
+    def _creation_failed(self, actor: ActorInfo, error: Payload) -> None:
+        """Loop: an actor this process created failed to start (its ``__init__`` raised): it
+        is over for good (ActorEnded), and its calls fail at once."""
+        state = self._owner_state
+        if state is not None and state.owns_actor(actor.actor_id):
+            self._owner(ActorEnded(actor.actor_id))
 
     def tasks_lost(self, address: str, written: bool, why: str, *, retry: bool = True) -> int:
         """Loop: the link to ``address`` died under the tasks in flight there (``written``:

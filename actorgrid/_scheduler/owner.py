@@ -20,8 +20,14 @@ call (sent to the actor's address: ``SendCall``). Its life::
 
 An actor this process created is alive at an address, restarting (``RestartActor``: the
 shell places it again and answers ``ActorRestarted`` or ``ActorRestartFailed``) or dead
-(``ActorDead`` once its worker died with no restarts left; ``ActorKilled``). A call to a dead
-actor is resolved ACTOR_DIED at once, never sent. An answer or a cancel for a call resolved
+(``ActorDead`` once its worker died with no restarts left; ``ActorKilled``; ``ActorEnded``
+when its constructor failed). A call to a dead actor is resolved ACTOR_DIED at once, never
+sent, while its tombstone is kept: the most recent ``DEAD_REMEMBERED`` dead actors (an LRU),
+so that a process creating and killing actors for ever keeps bounded tables (``statistics``).
+
+Calls to actors owned by other processes (followed to a restarted actor's new address) and
+the restarts of the coroutine actors this process started are decided by the following part,
+``owner_follow.FollowState`` (``self.follow``), fed through the same ``handle``. An answer or a cancel for a call resolved
 already (a late reply after a forced cancel, a reply from an incarnation the call was taken
 from) changes nothing: no row is made again.
 
@@ -52,7 +58,10 @@ from .._protocol.ids import ActorId
 from .owner_events import (
     ActorAdded,
     ActorDead,
+    ActorEnded,
     ActorKilled,
+    ActorLocated,
+    ActorNotLocated,
     ActorRestarted,
     ActorRestartFailed,
     CallId,
@@ -60,43 +69,73 @@ from .owner_events import (
     CallSubmitted,
     CancelRequested,
     Command,
+    CoroutineLost,
+    CoroutineRestarted,
+    CoroutineRestartFailed,
     Event,
+    FollowedCallLost,
+    FollowedCallSubmitted,
+    LocateActor,
     PlaceTask,
     Resolve,
     RestartActor,
+    RestartCoroutine,
     ResultArrived,
     SendCall,
     SendCancel,
+    SendCoroutine,
+    SendFollowed,
     TaskPlaced,
     TaskSubmitted,
     Why,
     WorkerGone,
 )
+from .owner_follow import FOLLOW_EVENTS, FollowState
 from .refcount import RefTable
 
 __all__ = [
+    "DEAD_REMEMBERED",
     "ActorAdded",
     "ActorDead",
+    "ActorEnded",
     "ActorKilled",
+    "ActorLocated",
+    "ActorNotLocated",
     "ActorRestartFailed",
     "ActorRestarted",
     "CallSent",
     "CallSubmitted",
     "CancelRequested",
     "Command",
+    "CoroutineLost",
+    "CoroutineRestartFailed",
+    "CoroutineRestarted",
     "Event",
+    "FollowState",
+    "FollowedCallLost",
+    "FollowedCallSubmitted",
+    "LocateActor",
     "OwnerState",
     "PlaceTask",
     "Resolve",
     "RestartActor",
+    "RestartCoroutine",
     "ResultArrived",
     "SendCall",
     "SendCancel",
+    "SendCoroutine",
+    "SendFollowed",
     "TaskPlaced",
     "TaskSubmitted",
     "Why",
     "WorkerGone",
 ]
+
+# Dead actors this process created are remembered (a tombstone), the most recent ones only:
+# a call to one fails at once with ActorDiedError, never sent. One whose tombstone is gone is
+# no longer this state's: the shell sends a call to it as to any actor, and its worker (which
+# keeps tombstones of its own) or the dead link answers that it died.
+DEAD_REMEMBERED = 4096
 
 # --- state -----------------------------------------------------------------------------------
 
@@ -129,7 +168,9 @@ class OwnerState:
         self.refs = refs if refs is not None else RefTable(address)
         self._calls: dict[CallId, _Call] = {}
         self._actors: dict[ActorId, _Actor] = {}
-        self._dead: set[ActorId] = set()  # bounded by the actors this process created
+        # Tombstones, insertion-ordered: the oldest goes first (at most DEAD_REMEMBERED).
+        self._dead: dict[ActorId, None] = {}
+        self.follow = FollowState()  # calls to actors owned elsewhere; coroutine actors
         self._at: dict[str, set[CallId]] = {}  # address -> calls in flight there
         self._actors_at: dict[str, set[ActorId]] = {}
         self._seq = itertools.count()
@@ -138,11 +179,15 @@ class OwnerState:
         return f"<OwnerState calls={len(self._calls)} actors={len(self._actors)} {self.refs!r}>"
 
     def __len__(self) -> int:
-        """Calls not yet resolved."""
-        return len(self._calls)
+        """Calls not yet resolved (and, of those to actors owned elsewhere, those held here)."""
+        return len(self._calls) + len(self.follow)
+
+    def statistics(self) -> tuple[int, int]:
+        """The sizes of the actor tables: (actors alive or restarting, tombstones)."""
+        return len(self._actors), len(self._dead)
 
     def pending(self, call_id: CallId) -> bool:
-        return call_id in self._calls
+        return call_id in self._calls or self.follow.pending(call_id)
 
     def owns_actor(self, actor_id: ActorId) -> bool:
         """Any thread (one dict lookup): an actor this process created and has not seen end,
@@ -163,8 +208,8 @@ class OwnerState:
             return self._call_submitted(event)
         if isinstance(event, CallSent):
             return self._call_sent(event)
-        if isinstance(event, ActorKilled):
-            return self._killed(event)
+        if isinstance(event, ActorKilled | ActorEnded):
+            return self._killed(event.actor_id)
         if isinstance(event, ResultArrived):
             return self._result(event)
         if isinstance(event, CancelRequested):
@@ -177,6 +222,8 @@ class OwnerState:
             return self._restart_failed(event)
         if isinstance(event, WorkerGone):
             return self._worker_gone(event)
+        if isinstance(event, FOLLOW_EVENTS):
+            return self.follow.handle(event)
         return list(self.refs.handle(event))  # raises TypeError for what is no event
 
     # --- calls ---------------------------------------------------------------------------
@@ -278,8 +325,8 @@ class OwnerState:
             return [self._send(event.call_id, call, actor, actor.address, retry=True)]
         return self._resolve(event.call_id, call, Why.ACTOR_DIED)
 
-    def _killed(self, event: ActorKilled) -> list[Command]:
-        actor = self._actors.get(event.actor_id)
+    def _killed(self, actor_id: ActorId) -> list[Command]:
+        actor = self._actors.get(actor_id)
         if actor is None:
             return []
         # Its calls in flight get their answers (or fail with its worker); none is sent again.
@@ -288,8 +335,8 @@ class OwnerState:
         for call_id in actor.calls:
             self._calls[call_id].retries = 0
         if actor.address is not None:
-            self._actors_at.get(actor.address, set()).discard(event.actor_id)
-        commands += self._actor_dead(event.actor_id, actor)
+            self._actors_at.get(actor.address, set()).discard(actor_id)
+        commands += self._actor_dead(actor_id, actor)
         return commands
 
     def _send(
@@ -327,7 +374,7 @@ class OwnerState:
         call_id = event.call_id
         call = self._calls.get(call_id)
         if call is None:
-            return []
+            return self.follow.cancel(call_id)
         call.cancelled = True
         if call.address is None:  # placing, or queued for a restarting actor
             return self._resolve(call_id, call, Why.CANCELLED)
@@ -364,7 +411,7 @@ class OwnerState:
 
     def _actor_added(self, event: ActorAdded) -> list[Command]:
         self._actors[event.actor_id] = _Actor(event.address, event.max_restarts)
-        self._dead.discard(event.actor_id)
+        self._dead.pop(event.actor_id, None)
         self._actors_at.setdefault(event.address, set()).add(event.actor_id)
         return []
 
@@ -389,7 +436,9 @@ class OwnerState:
 
     def _actor_dead(self, actor_id: ActorId, actor: _Actor, *, tell: bool = False) -> list[Command]:
         del self._actors[actor_id]
-        self._dead.add(actor_id)
+        self._dead[actor_id] = None
+        if len(self._dead) > DEAD_REMEMBERED:
+            del self._dead[next(iter(self._dead))]
         commands: list[Command] = [ActorDead(actor_id)] if tell else []
         for call_id in actor.queued:
             commands += self._resolve(call_id, self._calls[call_id], Why.ACTOR_DIED)

@@ -13,7 +13,10 @@ from . import refcount
 __all__ = [
     "ActorAdded",
     "ActorDead",
+    "ActorEnded",
     "ActorKilled",
+    "ActorLocated",
+    "ActorNotLocated",
     "ActorRestartFailed",
     "ActorRestarted",
     "CallId",
@@ -21,13 +24,22 @@ __all__ = [
     "CallSubmitted",
     "CancelRequested",
     "Command",
+    "CoroutineLost",
+    "CoroutineRestartFailed",
+    "CoroutineRestarted",
     "Event",
+    "FollowedCallLost",
+    "FollowedCallSubmitted",
+    "LocateActor",
     "PlaceTask",
     "Resolve",
     "RestartActor",
+    "RestartCoroutine",
     "ResultArrived",
     "SendCall",
     "SendCancel",
+    "SendCoroutine",
+    "SendFollowed",
     "TaskPlaced",
     "TaskSubmitted",
     "Why",
@@ -108,6 +120,14 @@ class ActorKilled:
 
 
 @attrs.frozen
+class ActorEnded:
+    """The actor ended by itself (its creation failed, or its worker reported it over): it is
+    never restarted; like ``ActorKilled``, calls made to it later fail at once."""
+
+    actor_id: ActorId
+
+
+@attrs.frozen
 class ResultArrived:
     """The answer of a call in flight. ``retryable``: an error the task's ``retry_on``
     matches (never for a cancelled call or an actor call)."""
@@ -146,6 +166,72 @@ class ActorRestartFailed:
     actor_id: ActorId
 
 
+# --- actors this process calls but does not own, and its coroutine actors (owner_follow.py)
+
+
+@attrs.frozen
+class FollowedCallSubmitted:
+    """A call to an actor owned by another process, made here, last known at ``address``
+    (the handle's): sent at once unless its actor is being looked for (then it waits)."""
+
+    call_id: CallId
+    actor_id: ActorId
+    address: str
+    max_retries: int = 0
+
+
+@attrs.frozen
+class FollowedCallLost:
+    """A call to an actor owned by another process, sent to ``address``, was lost there with
+    its worker (``written``: it may have run). ``restartable``: the actor has max_restarts,
+    so its owner may place it again; ``max_retries``: sends left after one that may have run."""
+
+    call_id: CallId
+    actor_id: ActorId
+    address: str
+    written: bool = True
+    max_retries: int = 0
+    restartable: bool = True
+
+
+@attrs.frozen
+class ActorLocated:
+    """The head says where the actor looked for (``LocateActor``) lives now."""
+
+    actor_id: ActorId
+    address: str
+
+
+@attrs.frozen
+class ActorNotLocated:
+    """The actor looked for was not found alive elsewhere in time: it is dead."""
+
+    actor_id: ActorId
+
+
+@attrs.frozen
+class CoroutineLost:
+    """The worker running a remote coroutine actor started here died under it;
+    ``max_restarts``: restarts it has left (-1: no limit)."""
+
+    call_id: CallId
+    actor_id: ActorId
+    max_restarts: int = 0
+
+
+@attrs.frozen
+class CoroutineRestarted:
+    """The coroutine actor was placed again at ``address`` (answer to ``RestartCoroutine``)."""
+
+    call_id: CallId
+    address: str
+
+
+@attrs.frozen
+class CoroutineRestartFailed:
+    call_id: CallId
+
+
 Event = (
     TaskSubmitted
     | TaskPlaced
@@ -158,6 +244,14 @@ Event = (
     | CancelRequested
     | ActorRestarted
     | ActorRestartFailed
+    | ActorEnded
+    | FollowedCallSubmitted
+    | FollowedCallLost
+    | ActorLocated
+    | ActorNotLocated
+    | CoroutineLost
+    | CoroutineRestarted
+    | CoroutineRestartFailed
     | refcount.Event
 )
 
@@ -214,4 +308,53 @@ class Resolve:
     why: Why
 
 
-Command = PlaceTask | SendCall | SendCancel | RestartActor | ActorDead | Resolve | refcount.Command
+@attrs.frozen
+class LocateActor:
+    """Ask the head where the actor (last seen at ``address``) lives now, until it is found
+    elsewhere (``ActorLocated``) or given up on (``ActorNotLocated``)."""
+
+    actor_id: ActorId
+    address: str
+
+
+@attrs.frozen
+class SendFollowed:
+    """Send the call to the actor owned elsewhere at ``address``; the state forgets it (its
+    answer resolves it in the shell; a loss there comes back as ``FollowedCallLost`` with
+    ``max_retries`` sends left)."""
+
+    call_id: CallId
+    address: str
+    max_retries: int
+
+
+@attrs.frozen
+class RestartCoroutine:
+    """Place the coroutine actor again, same id (answer ``CoroutineRestarted`` or
+    ``CoroutineRestartFailed``)."""
+
+    call_id: CallId
+
+
+@attrs.frozen
+class SendCoroutine:
+    """Start the restarted coroutine actor at ``address``; the state forgets it (a loss there
+    comes back as ``CoroutineLost``)."""
+
+    call_id: CallId
+    address: str
+
+
+Command = (
+    PlaceTask
+    | SendCall
+    | SendCancel
+    | RestartActor
+    | ActorDead
+    | Resolve
+    | LocateActor
+    | SendFollowed
+    | RestartCoroutine
+    | SendCoroutine
+    | refcount.Command
+)

@@ -101,6 +101,10 @@ class SegmentPool:
         self.recycled = 0  # files pooled since the start
         self.claimed = 0  # files claimed by writers since the start
 
+    def __len__(self) -> int:
+        """Files in the pool now."""
+        return len(self._pooled)
+
     def __repr__(self) -> str:
         return f"<SegmentPool {len(self._pooled)} files, {self.bytes}/{self.limit} bytes>"
 

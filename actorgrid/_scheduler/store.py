@@ -139,6 +139,10 @@ class StoreStatistics:
     spilled_bytes: int
     evicted: int  # cached copies evicted since the start
     spills: int  # objects spilled since the start
+    # The free pool of recycled segments (``recycling.py``): files, and bytes of shared
+    # memory they keep (not counted in ``used``).
+    pooled: int = 0
+    pooled_bytes: int = 0
 
     def availability_fields(self) -> dict[str, int]:
         """The fields a node's pulse (``Availability``) carries of it."""
@@ -146,6 +150,8 @@ class StoreStatistics:
             "store_capacity": self.capacity,
             "store_used": self.used,
             "store_spilled": self.spilled_bytes,
+            "store_pooled": self.pooled,
+            "store_pooled_bytes": self.pooled_bytes,
         }
 
 

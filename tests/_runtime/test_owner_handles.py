@@ -1,10 +1,13 @@
 """Handles held anywhere follow a restarted actor: an actor that was given a handle before
-the actor's worker was killed reaches its new incarnation through that same handle."""
+the actor's worker was killed reaches its new incarnation through that same handle. A
+coroutine actor whose worker is killed is restarted by its owner under max_restarts."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+import uuid
 from typing import Any
 
 import pytest
@@ -62,3 +65,42 @@ def test_a_handle_passed_to_another_actor_follows_the_restarted_actor() -> None:
     assert ag.get(holder.incr.remote(), timeout=CALL_TIMEOUT_S) == 3
     for h in [counter, *holders]:
         ag.kill(h)
+
+
+@ag.remote
+async def pid_server(ctx: ag.Context) -> str:
+    """Answers every ask with its process id; ends on "stop"."""
+    async for msg in ctx.mailbox:
+        if msg == "stop":
+            return "stopped"
+        await ctx.reply(os.getpid())
+    return "closed"
+
+
+def test_a_coroutine_actor_whose_worker_dies_is_restarted_under_max_restarts(processes) -> None:
+    name = f"pids-{uuid.uuid4().hex[:8]}"
+    restartable = pid_server.options(name=name, max_restarts=1).remote()
+    first = ag.ask(name, "pid", timeout=30)
+    once = pid_server.remote()  # max_restarts=0
+    once_pid = ag.ask(once, "pid", timeout=30)
+    processes.add([first])
+    os.kill(first, signal.SIGKILL)
+    # Its owner (this driver) places it again under its name; asks made meanwhile may find
+    # the old incarnation gone, so they are made again until the deadline.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            second = ag.ask(name, "pid", timeout=10)
+            break
+        except (ag.ActorDiedError, ag.GetTimeoutError, ValueError):
+            assert time.monotonic() < deadline, "the coroutine actor was never restarted"
+            time.sleep(0.1)
+    assert second != first
+    ag.send(name, "stop")
+    assert ag.get(restartable, timeout=30) == "stopped"  # its ref is the new incarnation's
+    if once_pid == first:  # on the same worker, with no restarts: its ref says it died
+        with pytest.raises(ag.ActorDiedError, match="died"):
+            ag.get(once, timeout=30)
+    else:
+        ag.send(once, "stop")
+        assert ag.get(once, timeout=30) == "stopped"

@@ -6,11 +6,11 @@ from __future__ import annotations
 import gc
 import os
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 import actorgrid as ag
@@ -32,8 +32,11 @@ def size(blobs: list[ag.ObjectRef[bytes]]) -> int:
     return sum(len(b) for b in ag.get(blobs))
 
 
-def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 1e6
+def held_mb() -> float:
+    """The memory this process's Python objects hold now. Not RSS: pytest runs every test in
+    one process, and the heap freed by earlier tests is reused by new objects without RSS
+    growing, so RSS would neither show the objects arrive nor reliably show them go."""
+    return tracemalloc.get_traced_memory()[0] / 1e6
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = SETTLE_S) -> bool:
@@ -54,19 +57,23 @@ def test_a_ref_in_a_task_cancelled_before_it_ran_is_freed_after_its_lease(
         started = tmp_path / "started"
         blocker = hold_the_worker.remote(str(started))
         assert wait_until(started.exists, 60)
-        gc.collect()
-        before = rss_mb()
-        refs = [ag.put(os.urandom(OBJECT_BYTES)) for _ in range(OBJECTS)]
-        assert rss_mb() > before + 40  # the objects are in this process's memory
-        queued = size.remote(refs)  # waits behind the blocker: its arguments stay pickled
-        del refs
-        ag.cancel(queued)
-        with pytest.raises(ag.TaskCancelledError):
-            ag.get(queued, timeout=60)
-        del queued
-        gc.collect()
-        # Nothing holds the objects but the holds of the never-unpickled refs, until their
-        # lease ends.
-        assert wait_until(lambda: rss_mb() < before + 20), (before, rss_mb())
+        tracemalloc.start()
+        try:
+            gc.collect()
+            before = held_mb()
+            refs = [ag.put(os.urandom(OBJECT_BYTES)) for _ in range(OBJECTS)]
+            assert held_mb() > before + 40  # the objects are in this process's memory
+            queued = size.remote(refs)  # waits behind the blocker: its arguments stay pickled
+            del refs
+            ag.cancel(queued)
+            with pytest.raises(ag.TaskCancelledError):
+                ag.get(queued, timeout=60)
+            del queued
+            gc.collect()
+            # Nothing holds the objects but the holds of the never-unpickled refs, until their
+            # lease ends.
+            assert wait_until(lambda: held_mb() < before + 20), (before, held_mb())
+        finally:
+            tracemalloc.stop()
         ag.cancel(blocker, force=True)
     processes.wait_gone()

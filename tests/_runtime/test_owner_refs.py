@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import secrets
 import signal
 import subprocess
@@ -150,3 +151,33 @@ def test_the_borrow_of_a_driver_that_ends_is_released(
     # Its borrows end with it: the 50 MB of objects are freed in this process, their owner.
     assert wait_until(lambda: rss_mb() < held - 25), (held, rss_mb())
     ag.kill(keeper)
+
+
+def test_get_of_a_freed_object_raises_object_lost_error_naming_it_and_its_owner() -> None:
+    value = b"kept where actorgrid cannot see it"
+    ref = ag.put(value)
+    object_id = ref.id
+    kept = pickle.dumps(ref)  # (to a file or a database)
+    del ref
+    # Unpickled, it is a live ref again: the pickled ref's hold kept the object meanwhile.
+    again = pickle.loads(kept)
+    assert ag.get(again, timeout=30) == value
+    del again
+    gc.collect()
+
+    def lost() -> bool:
+        # The last live ref is gone: its owner (this driver) frees the object. Unpickled after
+        # that, the ref says so; until then it is a live ref again, dropped again here.
+        try:
+            ag.get(pickle.loads(kept), timeout=30)
+        except ag.ObjectLostError as exc:
+            errors.append(exc)
+            return True
+        gc.collect()
+        return False
+
+    errors: list[ag.ObjectLostError] = []
+    assert wait_until(lost)
+    error = errors[0]
+    assert error.object_id == object_id and error.owner, error
+    assert object_id.hex()[:6] in str(error) and f"owned by {error.owner} was freed" in str(error)

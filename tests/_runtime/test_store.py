@@ -137,6 +137,10 @@ def test_large_bytes_and_bytearrays_go_through_the_store_and_keep_their_type() -
     before = _store_files()
     back = ag.get(echo.remote(data))
     assert type(back) is bytes and back == data
+    # 4 MB and over load into memory advised for huge pages (serialization.load_bytes).
+    large = os.urandom(9 * MB)
+    back = ag.get(echo.remote(large))
+    assert type(back) is bytes and back == large and hash(back) == hash(large)
     mutable = ag.get(echo.remote(bytearray(data)))
     assert type(mutable) is bytearray and mutable == data
     kept = ag.put(data)

@@ -12,15 +12,20 @@ Needs root and ``ip netns``; skips with the reason otherwise (the ``hosts`` fixt
 
 from __future__ import annotations
 
+import glob
+import os
 import secrets
 import signal
 import textwrap
+import time
+from collections.abc import Callable
 
 import psutil
 from hostlab import Hosts, read_json, tell
 
 PULSE_S = 0.2
 HEAD_PORT = 7431
+SETTLE_S = 30.0  # generous: frees travel owner -> holder -> puller on a shared machine
 NBYTES = 3_000_000  # over the store's 100 KB threshold: the value stays where it was made
 
 _DRIVER = """
@@ -75,6 +80,7 @@ in_async = [
 rebuildable = make.options(**A).remote(n)
 once = make.options(max_retries=0, **A).remote(n)
 ag.wait([rebuildable, once], num_returns=2, timeout=60)
+del across  # freed by its owner: its holder has zone b free the copy it pulled too
 print(json.dumps({"read_across": first, "in_async": in_async}), flush=True)
 sys.stdin.readline()  # meanwhile the zone=a node is killed, and another takes its place
 rebuilt = ag.get(total.options(**B).remote(rebuildable), timeout=60)
@@ -94,6 +100,21 @@ print(json.dumps({"rebuilt": rebuilt, "lost": lost, "once": repr(once), "native"
 """
 
 
+def _objects_in_store(node_pid: int) -> list[str]:
+    """The object files in the store of the node agent with pid ``node_pid`` (network
+    namespaces share /dev/shm, so the test sees every node's folder)."""
+    (folder,) = glob.glob(f"/dev/shm/actorgrid-{node_pid}-*")
+    return [name for name in os.listdir(folder) if not name.startswith(".")]
+
+
+def _wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + SETTLE_S
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {SETTLE_S} s: {what}")
+        time.sleep(0.05)
+
+
 def _kill_tree(pid: int) -> None:
     parent = psutil.Process(pid)
     tree = [parent, *parent.children(recursive=True)]
@@ -106,7 +127,7 @@ def test_values_are_pulled_across_nodes_and_rebuilt_or_reported_lost(hosts: Host
     secret = secrets.token_hex(32)
     _, address = hosts.start_head(HEAD_PORT, secret, PULSE_S)
     maker = hosts.start_node(1, address, secret, PULSE_S, labels={"zone": "a"})
-    hosts.start_node(2, address, secret, PULSE_S, labels={"zone": "b"})
+    reader = hosts.start_node(2, address, secret, PULSE_S, labels={"zone": "b"})
     driver = hosts.run(
         0, textwrap.dedent(_DRIVER), address, secret, str(PULSE_S), str(NBYTES), stdin=True
     )
@@ -114,6 +135,9 @@ def test_values_are_pulled_across_nodes_and_rebuilt_or_reported_lost(hosts: Host
         "read_across": 5 * NBYTES,
         "in_async": [5 * NBYTES, 3 * NBYTES, 5 * NBYTES],  # owner task, argument, actor method
     }
+    # Every value zone b read was freed by its owner (the driver, or a task or actor call that
+    # ended), so zone b's node frees the copies it pulled of them.
+    _wait_until(lambda: not _objects_in_store(reader.pid), "zone b freed its pulled copies")
 
     _kill_tree(maker.pid)
     hosts.start_node(1, address, secret, PULSE_S, labels={"zone": "a"})

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import actorgrid as ag
+from cli.status import _node_rows, status_report
 
 CLUSTER_OPTIONS = {"num_workers": 1}
 MB = 2**20
@@ -84,13 +85,36 @@ def test_a_freed_segment_is_reused_by_the_next_object_of_its_size(cluster: ag.Cl
     (first_inode,) = _inodes().values()
     del ref
     _wait_until(lambda: len(_pooled()) == 1 and not _inodes(), "the freed file is pooled")
+    _check_pool_shown(cluster, files=1)
     _wait_until(lambda: not _mapped_by_workers(cluster), "the task dropped its argument")
     again = ag.put(np.full(SIZE - MB, 2, dtype=np.uint8))
     assert not _pooled(), "the writer took the pooled file"
     assert list(_inodes().values()) == [first_inode], "the same segment holds the new object"
     assert ag.get(total.remote(again)) == 2 * (SIZE - MB)
+    _wait_until(
+        lambda: cluster.status().nodes[0].object_store_pool == (0, 0),
+        "Cluster.status() shows the pool empty once the writer took its file",
+    )
     del again
     _wait_until(lambda: not _inodes(), "the second object is freed")
+
+
+def _check_pool_shown(cluster: ag.Cluster, files: int) -> None:
+    """Cluster.status() and `actorgrid status` (its table and its JSON, made from the same
+    ClusterStatus here rather than in a second process, which costs seconds to start) show
+    the pool's files and bytes."""
+    _wait_until(
+        lambda: cluster.status().nodes[0].object_store_pool[0] == files,
+        f"Cluster.status() shows {files} pooled file(s)",
+    )
+    status = cluster.status()
+    pooled_bytes = status.nodes[0].object_store_pool[1]
+    assert SIZE <= pooled_bytes < SIZE + MB, pooled_bytes  # the file: the array and a header
+    report = status_report(cluster.address, status)
+    store = report["nodes"][0]["object_store"]
+    assert (store["pooled"], store["pooled_bytes"]) == (files, pooled_bytes), store
+    table = "\n".join(_node_rows(report["nodes"]))
+    assert f"pool {files} (6.0 MiB)" in table, table
 
 
 def test_a_segment_still_mapped_by_a_reader_is_not_overwritten() -> None:

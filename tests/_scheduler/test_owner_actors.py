@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import itertools
 from typing import Any
+from unittest import mock
 
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from actorgrid._protocol.ids import ActorId, ObjectId
+from actorgrid._scheduler import owner as owner_module
 from actorgrid._scheduler.owner import (
     ActorAdded,
     ActorDead,
+    ActorEnded,
     ActorKilled,
     ActorRestarted,
     ActorRestartFailed,
@@ -63,6 +66,53 @@ def test_a_call_sent_as_its_actor_died_waits_for_the_restart_and_goes_last() -> 
         SendCall(first, "w:2", True),
         SendCall(sent, "w:2", True),
     ]
+
+
+@given(
+    ends=st.lists(
+        st.sampled_from(["killed", "ended", "worker_died", "restart_failed"]),
+        min_size=1,
+        max_size=40,
+    ),
+    cap=st.integers(min_value=1, max_value=6),
+)
+def test_after_many_create_kill_cycles_the_tables_stay_under_the_cap(
+    ends: list[str], cap: int
+) -> None:
+    # The cap is made small so that a few cycles pass it (DEAD_REMEMBERED is read per death).
+    with mock.patch.object(owner_module, "DEAD_REMEMBERED", cap):
+        owner, dead, n = OwnerState(ME), [], itertools.count(1)
+        for i, end in enumerate(ends):
+            a, address = ActorId(next(n).to_bytes(16, "big")), f"w:{i}"
+            owner.handle(ActorAdded(a, address, 1 if end == "restart_failed" else 0))
+            c = ObjectId(next(n).to_bytes(16, "big"))
+            assert owner.call_submitted(c, a, -1) == address
+            if end == "killed":
+                owner.handle(ActorKilled(a))
+                owner.handle(ResultArrived(c, ok=True))  # calls in flight get their answers
+            elif end == "ended":
+                owner.handle(ActorEnded(a))
+                owner.handle(ResultArrived(c, ok=False))
+            elif end == "worker_died":
+                assert owner.handle(WorkerGone(address)) == [
+                    Resolve(c, Why.ACTOR_DIED),
+                    ActorDead(a),
+                ]
+            else:
+                assert owner.handle(WorkerGone(address)) == [RestartActor(a)]
+                assert owner.handle(ActorRestartFailed(a)) == [Resolve(c, Why.ACTOR_DIED)]
+            dead.append(a)
+            alive, tombstones = owner.statistics()
+            assert alive == 0 and tombstones == min(len(dead), cap)
+            assert len(owner) == 0
+        # A call to a dead actor whose tombstone is kept fails at once, never sent; the older
+        # ones are no longer this state's (the shell sends those, and their worker answers).
+        for a in dead[-cap:]:
+            assert owner.owns_actor(a)
+            c = ObjectId(next(n).to_bytes(16, "big"))
+            assert owner.call_submitted(c, a, 1) is None
+            assert owner.handle(CallSubmitted(c, a, 1)) == [Resolve(c, Why.ACTOR_DIED)]
+        assert not any(owner.owns_actor(a) for a in dead[:-cap])
 
 
 class ActorOwnerMachine(RuleBasedStateMachine):
