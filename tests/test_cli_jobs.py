@@ -57,9 +57,21 @@ time.sleep(600)
 """
 
 
+# The head rotates a job's log file past this size (ACTORGRID_JOB_LOG_MAX_BYTES): small here,
+# so that a job printing a few hundred KB shows it.
+LOG_MAX_BYTES = 64 * 1024
+
+# Numbered lines of 100 bytes, about five times LOG_MAX_BYTES in all.
+_FLOOD = (
+    "import sys\nfor i in range(3300):\n    sys.stdout.write(f'line {i:06d} ' + 'x' * 88 + '\\n')\n"
+)
+
+
 @pytest.fixture(scope="module")
 def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     env = Env(tmp_path_factory.mktemp("jobs"))
+    env.vars["ACTORGRID_LOG_DIR"] = str(env.folder / "logs")
+    env.vars["ACTORGRID_JOB_LOG_MAX_BYTES"] = str(LOG_MAX_BYTES)
     try:
         result = env.run("up", "--num-workers", "1", "--pulse-interval", PULSE)
         if env.cluster_file.exists():
@@ -107,6 +119,30 @@ def test_submit_runs_a_script_from_its_working_dir_and_returns_its_exit_status(
 
     missing = env.run("submit", "--", "python", "no_such_script.py")
     assert missing.returncode == 2, _describe(missing)  # python's own status, passed on
+
+
+def test_a_job_printing_a_lot_leaves_a_bounded_log_and_jobs_logs_gives_its_tail(
+    cluster_env: Env,
+) -> None:
+    env = cluster_env
+    result = env.run("submit", "--", "python", "-c", _FLOOD)
+    assert result.returncode == 0, _describe(result)
+    job_id = result.stderr.split("job ", 1)[1].split()[0]
+    last = f"line {3299:06d} " + "x" * 88
+    assert result.stdout.splitlines()[-1] == last  # submit streamed it to the end
+    logs = env.folder / "logs" / "jobs"
+    current, kept = logs / f"{job_id}.log", logs / f"{job_id}.log.1"
+    # Rotated: the file the job writes, and the part kept of what came before it, are each
+    # bounded (about 330 KB were printed).
+    assert current.stat().st_size < LOG_MAX_BYTES
+    assert 0 < kept.stat().st_size <= LOG_MAX_BYTES
+    shown = env.run("jobs", "logs", job_id)
+    assert shown.returncode == 0, _describe(shown)
+    lines = shown.stdout.splitlines()
+    assert lines[-1] == last
+    # Its tail, in order, across the rotation: the last lines are consecutive.
+    numbers = [int(x.split()[1]) for x in lines[-500:] if x.startswith("line ")]
+    assert numbers == list(range(3300 - len(numbers), 3300)) and len(numbers) >= 400
 
 
 def test_jobs_list_logs_and_stop(cluster_env: Env) -> None:

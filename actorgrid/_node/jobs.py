@@ -14,7 +14,16 @@ again (``rejoin.py``) still finds a job's output there, what it wrote before and
 ``actorgrid jobs logs`` (its last ``JOB_LOG_BYTES``), also of jobs that ended before. The head
 follows the file (a read every ``JOB_OUTPUT_POLL_S`` when nothing is new) to stream it to the
 ``submit`` that follows the job. The file of a job the head forgets (past ``JOBS_KEPT``) is
-removed; others stay with the logs folder.
+removed (with its rotated part); others stay with the logs folder.
+
+A job's log is bounded: once the file that the head follows reaches ``job_log_max_bytes()``
+(``$ACTORGRID_JOB_LOG_MAX_BYTES``, default ``JOB_LOG_MAX_BYTES``), the head reads it to its
+end, copies the last that many bytes to ``<job id>.log.1`` (replacing the previous one) and
+truncates it ("copytruncate": the job writes with O_APPEND, so its next line starts the file
+again; only what it writes in the instant between that read and the truncation is lost). So
+an ended job keeps less than twice that on disk (a running one: plus what it wrote since the
+head last looked), and ``jobs logs`` reads its tail across both files. A job the head did not start (it rejoined a restarted head)
+is not followed, hence not rotated.
 
 Stopping a job (``actorgrid jobs stop``, a Ctrl-C at ``submit``, or the link of the
 ``submit`` that follows it closing) sends SIGTERM to its process group and SIGKILL after
@@ -36,7 +45,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import trio
 
@@ -63,6 +72,7 @@ from .spawn import SECRET_ENV_VARS
 
 __all__ = [
     "JOB_LOG_BYTES",
+    "JOB_LOG_MAX_BYTES",
     "JOB_STOP_GRACE_S",
     "TLS_ENV",
     "JobHost",
@@ -73,6 +83,10 @@ __all__ = [
 log = logging.getLogger("actorgrid.head")
 
 JOB_LOG_BYTES = 1 << 20  # output kept per job for `actorgrid jobs logs`
+# A job's log file is rotated past this size (see the module docstring); the environment
+# variable overrides it on the head's machine.
+JOB_LOG_MAX_BYTES = 16 << 20
+JOB_LOG_MAX_ENV = "ACTORGRID_JOB_LOG_MAX_BYTES"
 JOB_STOP_GRACE_S = 5.0  # between SIGTERM and SIGKILL when a job is stopped
 JOBS_KEPT = 200  # ended jobs remembered, oldest forgotten first
 # How often the head reads a running job's log file again when it had nothing new: the delay
@@ -90,15 +104,63 @@ def job_log_folder() -> Path:
     return Path(root) / "jobs"
 
 
+def job_log_max_bytes() -> int:
+    """The size past which a job's log file is rotated (``$ACTORGRID_JOB_LOG_MAX_BYTES``)."""
+    raw = os.environ.get(JOB_LOG_MAX_ENV, "")
+    try:
+        value = int(raw) if raw else JOB_LOG_MAX_BYTES
+    except ValueError:
+        log.warning(
+            "%s=%r is not a number of bytes; job logs are rotated past %d bytes",
+            JOB_LOG_MAX_ENV,
+            raw,
+            JOB_LOG_MAX_BYTES,
+        )
+        return JOB_LOG_MAX_BYTES
+    return max(value, 4096)  # a few lines at least, whatever is asked
+
+
+def rotated(path: Path) -> Path:
+    """Where the part of a job's log before its last rotation is kept."""
+    return path.with_name(path.name + ".1")
+
+
 def read_job_log(path: Path) -> bytes | None:
-    """The last ``JOB_LOG_BYTES`` of a job's log file; None when there is none."""
+    """The last ``JOB_LOG_BYTES`` of a job's log (its rotated part first, then its file);
+    None when there is none."""
     try:
         with path.open("rb") as f:
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - JOB_LOG_BYTES))
-            return f.read()
+            data = f.read()
     except OSError:
         return None
+    if len(data) < JOB_LOG_BYTES:
+        try:
+            with rotated(path).open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - (JOB_LOG_BYTES - len(data))))
+                data = f.read() + data
+        except OSError:
+            pass  # never rotated
+    return data
+
+
+def rotate_job_log(reader: BinaryIO, path: Path, keep_bytes: int) -> None:
+    """Keep the last ``keep_bytes`` of what ``reader`` has read of ``path`` (up to its
+    position: the caller read to the end just before) as the rotated part, and start the file
+    again. Synchronous, with no checkpoint between the caller's last read and the truncation,
+    so that only what the job writes in that instant is lost from the file."""
+    end = reader.tell()
+    start = max(0, end - keep_bytes)
+    with path.open("rb") as f, rotated(path).open("wb") as out:
+        f.seek(start)
+        left = end - start
+        while left > 0 and (chunk := f.read(min(left, 1 << 20))):
+            out.write(chunk)
+            left -= len(chunk)
+    os.truncate(path, 0)
+    reader.seek(0)
 
 
 def tls_from_environ() -> TLSConfig | None:
@@ -325,10 +387,23 @@ class JobHost:
         except OSError as exc:
             log.warning("job %s: its log file %s cannot be read: %s", job.job_id, path, exc)
             return
+        limit = job_log_max_bytes()
         with reader:
             while True:
                 done = exited.is_set()  # before the read: what it wrote last is read after
                 chunk = reader.read(65536)
+                if reader.tell() >= limit:
+                    chunk += reader.read()  # to its end, then rotate with no checkpoint
+                    try:
+                        rotate_job_log(reader, path, limit)
+                    except OSError as exc:
+                        log.warning(
+                            "job %s: its log file %s could not be rotated (%s); it grows on",
+                            job.job_id,
+                            path,
+                            exc,
+                        )
+                        limit = 2**62
                 if chunk:
                     for follower in list(job.followers):
                         # A slow submitter slows the reading, never the job (its file grows).
@@ -345,6 +420,7 @@ class JobHost:
             for old in [j for j in self.jobs.values() if j.ended.is_set()][:1]:
                 del self.jobs[old.job_id]
                 (self.log_folder / f"{old.job_id}.log").unlink(missing_ok=True)
+                rotated(self.log_folder / f"{old.job_id}.log").unlink(missing_ok=True)
 
     def _on_rejoin(self, peer: Peer, msg: JobRejoin) -> None:
         """A job's driver reconnected: a restarted head lists the job again (a head that

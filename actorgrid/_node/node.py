@@ -70,6 +70,7 @@ from .._transport.tls import TLSConfig
 from . import spawn
 from .envnode import EnvLaunch, EnvNode
 from .gpuslots import GpuSlots
+from .gpuworker import GPU_BUSY_BYTE, GPU_FREE_BYTE
 from .logs import RateLimitedLog, keep_running
 from .nodecontrol import KILL_MARGIN_S, NodeControl
 from .objectstore import NodeStore
@@ -489,6 +490,8 @@ class NodeAgent(NodeControl):
             while data := await stream.receive_some(256):
                 if READY_BYTE in data and not slot.ready:
                     self._on_ready(slot)
+                if GPU_BUSY_BYTE in data or GPU_FREE_BYTE in data:  # a worker with GPUs
+                    self.gpus.busy(slot, data.rfind(GPU_BUSY_BYTE) > data.rfind(GPU_FREE_BYTE))
                 now = trio.current_time()
                 if first:
                     # Watched only from the first pulse on: start-up has its own time limit.

@@ -15,6 +15,7 @@ from .._protocol.messages import Ack, ControlNode, ControlWorker, Message
 from .._protocol.observe import ReadLogs
 from .._runtime.peer import Peer
 from .envnode import EnvNode
+from .gpuworker import YIELD_GPUS
 from .logs import RateLimitedLog, log_errors
 from .output import answer_read_logs
 from .slots import Slot
@@ -79,6 +80,8 @@ class NodeControl:
             signal_process(proc, signal.SIGKILL)
         elif action == "close":
             send_command(proc, "drain")
+        elif action == YIELD_GPUS:  # a drain once nothing holds its GPUs (gpuslots.py)
+            send_command(proc, YIELD_GPUS)
         else:  # restart: interrupt running work, with the grace period
             signal_process(proc, signal.SIGTERM)
             self._background(

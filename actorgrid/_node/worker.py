@@ -13,7 +13,9 @@ Talking to its node agent:
   one that cannot start (a crash loop, which its agent backs off);
 - SIGTERM: stop gracefully. Running work is interrupted (async code is cancelled, sync code
   gets KeyboardInterrupt) and has ``grace_s`` to finish; then the process exits;
-- ``drain`` on stdin: finish the calls already here, then exit (``Cluster.close_worker``).
+- ``drain`` on stdin: finish the calls already here, then exit (``Cluster.close_worker``);
+  ``yield_gpus``: the same once nothing holds its resources (``gpuworker.py``), whose use it
+  tells with its pulses when it offers GPUs or custom resources.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ from .._runtime.output import capture_worker_output
 from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
 from .envworker import env_key, run_worker_setup
+from .gpuworker import (
+    GPU_BUSY_BYTE,
+    GPU_FREE_BYTE,
+    YIELD_GPUS,
+    gpus_busy,
+    offers_units,
+    wait_gpus_free,
+)
 from .logs import configure_logging
 from .rejoin import rejoin_worker
 from .shares import WorkerShare
@@ -51,7 +61,7 @@ SWITCH_INTERVAL_S = 0.001
 log = logging.getLogger("actorgrid.worker")
 
 
-async def _watch_stdin(scope: trio.CancelScope, executor: Executor) -> None:
+async def _watch_stdin(scope: trio.CancelScope, executor: Executor, poll_s: float) -> None:
     stream = trio.lowlevel.FdStream(os.dup(0))
     buffered = b""
     try:
@@ -62,18 +72,26 @@ async def _watch_stdin(scope: trio.CancelScope, executor: Executor) -> None:
                 if line.strip() == b"drain":
                     await executor.wait_idle()
                     return
+                if line.strip() == YIELD_GPUS.encode():
+                    await wait_gpus_free(executor.holdings, poll_s)
+                    await executor.wait_idle()
+                    return
     finally:
         executor.stopping = True
         scope.cancel()
         await stream.aclose()
 
 
-async def _pulse(fd: int, interval_s: float, ready: trio.Event) -> None:
+async def _pulse(fd: int, interval_s: float, ready: trio.Event, executor: Executor | None) -> None:
     os.set_blocking(fd, False)
     while True:
         try:
-            # Every pulse after registration says "ready", so one lost to a full pipe is not.
-            os.write(fd, READY_BYTE if ready.is_set() else PULSE_BYTE)
+            # Every pulse after registration says "ready", so one lost to a full pipe is not;
+            # a worker with GPUs (``executor``) says whether they are in use too.
+            pulse = READY_BYTE if ready.is_set() else PULSE_BYTE
+            if executor is not None:
+                pulse += GPU_BUSY_BYTE if gpus_busy(executor.holdings) else GPU_FREE_BYTE
+            os.write(fd, pulse)
         except BlockingIOError:
             pass  # the node agent is behind; a full pipe already says we are alive
         except OSError:
@@ -114,10 +132,11 @@ async def serve_worker(config: dict[str, Any]) -> None:
     executor.holdings = Holdings(dict(share.resources))
     set_current_runtime(rt)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_stdin, nursery.cancel_scope, executor)
+        nursery.start_soon(_watch_stdin, nursery.cancel_scope, executor, interval_s)
         nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope, executor, grace_s)
         ready = trio.Event()
-        nursery.start_soon(_pulse, int(config["pulse_fd"]), interval_s, ready)
+        with_gpus = executor if offers_units(share.resources) else None
+        nursery.start_soon(_pulse, int(config["pulse_fd"]), interval_s, ready, with_gpus)
         await nursery.start(rt.serve)
         assert rt.headlink is not None
         rt.join_store(config.get("store"))  # its node's object store
@@ -157,16 +176,27 @@ def main() -> None:
     configure_logging("worker")
     config = json.loads(sys.stdin.readline())
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    code = 0
     try:
         trio.run(serve_worker, config)
-    except KeyboardInterrupt:
-        pass
-
+    except BaseException as exc:  # said on stderr and in the exit code
+        if not _interrupted(exc):
+            # Said here, not by the interpreter: os._exit below would swallow it, and the
+            # node would see a clean exit of a worker that crashed.
+            log.critical("the worker's loop failed", exc_info=exc)
+            code = 1
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         # Threads still running abandoned user code must not keep the process alive.
-        os._exit(0)
+        os._exit(code)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C alone (bare, or the only thing in Trio's groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(lambda e: not isinstance(e, KeyboardInterrupt)) is None
+    return isinstance(exc, KeyboardInterrupt)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Layering (imports only go downward; ``tests/test_layering.py`` checks it)::
     actorgrid/_runtime           per-process core: refs, handles, actors, calls
     actorgrid/_scheduler         pure placement and name-registry state machines
     actorgrid/_transport         bytes in, bytes out: TCP and in-memory frame streams
-    actorgrid/_protocol          messages (and their parts: records, operations, envmessages,
-                                 observe), codec, framing, handshake (this package)
+    actorgrid/_protocol          messages (and their parts: records, operations, calls,
+                                 mailboxes, envmessages, observe, ...), codec, framing,
+                                 handshake (this package)
     actorgrid/_exceptions        the exception tree
 """

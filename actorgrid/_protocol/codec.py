@@ -10,6 +10,9 @@ The envelope is a tagged union (``{"t": <class name>, ...fields}``), dispatched 
 than by cattrs' ``configure_tagged_union``, which generates the hooks of every message class
 when the module loads (~150 classes, tens of ms of every process start). Here a class's hooks
 are generated on its first use and kept: the same wire form, the same generated code.
+
+The hottest messages (calls, results, mailbox messages) are msgpack arrays instead, packed and
+checked by hand (``hotcodec.py``); ``decode`` tells the forms apart by the envelope's type.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import msgpack
 
 from .._exceptions import ProtocolError
 from .compact import register_compact_hooks
+from .hotcodec import decode_positional, encode_positional
 from .messages import MESSAGE_TYPES, Message, Payload
 
 __all__ = ["decode", "encode"]
@@ -102,8 +106,12 @@ def encode(message: Message) -> list[bytes | memoryview]:
     if type(message) not in _KNOWN:
         raise TypeError(f"{type(message).__name__} is not a wire message")
     sink: list[memoryview] = []
-    _state.sink = sink
     packer = getattr(_state, "packer", None) or _new_packer()
+    positional = encode_positional(message, sink)
+    if positional is not None:
+        envelope = packer.pack(positional)
+        return [_ENV_LEN.pack(len(envelope)), envelope, *sink]
+    _state.sink = sink
     try:
         envelope = packer.pack(_unstructure_message(message))
     finally:
@@ -124,6 +132,8 @@ def decode(body: bytes | bytearray | memoryview) -> Message:
         obj = msgpack.unpackb(view[_ENV_LEN.size : end], raw=False, use_list=False)
     except Exception as exc:
         raise ProtocolError(f"frame envelope is not valid msgpack: {exc}") from None
+    if type(obj) is tuple:  # the hottest messages: hotcodec.py
+        return decode_positional(obj, view, end)  # type: ignore[no-any-return]
     # The tag is checked to be a str first: a map or list tag is unhashable, and a set lookup
     # with it would raise TypeError instead of ProtocolError.
     if not isinstance(obj, dict) or not isinstance(obj.get("t"), str) or obj["t"] not in _TAGS:

@@ -78,7 +78,8 @@ class RuntimeActors(RuntimeFollowing):
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
         """Loop: place a dead actor again (same id and name, new address), waiting for a
         worker if none fits; None if its name was taken meanwhile or the head is away."""
-        worker = await self.waiting.worker_for_actor(Demand.of(0.0, dict(old.resources)))
+        need = Demand.of(0.0, dict(old.resources))
+        worker = await self.waiting.worker_for_actor(need, old.actor_id)
         left = old.max_restarts - 1 if old.max_restarts > 0 else old.max_restarts
         info = attrs.evolve(old, address=worker.address, max_restarts=left)
         if info.name:
@@ -145,6 +146,7 @@ class RuntimeActors(RuntimeFollowing):
             self._restart(command.actor_id, context.why)
             return 0
         if isinstance(command, ActorDead):
+            self.placement.release_actor(command.actor_id)  # what it held is free
             owned = self.owned.pop(command.actor_id, None)
             once = self._unrestarted.pop(command.actor_id, None) if self._unrestarted else None
             if self._closing:
@@ -219,6 +221,7 @@ class RuntimeActors(RuntimeFollowing):
     def actor_killed(self, actor_id: ActorId) -> None:
         """Loop: ``ag.kill`` ended an actor: if this process created it, it is never restarted
         and calls made to it later fail at once."""
+        self.placement.release_actor(actor_id)  # what it held, if this process placed it
         state = self._owner_state
         if state is not None and state.owns_actor(actor_id):
             self.owned.pop(actor_id, None)
@@ -405,13 +408,14 @@ class RuntimeActors(RuntimeFollowing):
     ) -> ActorInfo:
         """Any thread: place a new actor and describe it. Its address is "" when no worker
         fits now: ``place_actor`` waits for one."""
+        actor_id = new_actor_id()
         try:
-            address = self.placement.choose_for_actor(need).address
+            address = self.placement.choose_for_actor(need, actor_id).address
         except NoWorkerError:
             address = ""
         ns = (namespace or DEFAULT_NAMESPACE) if name else namespace
         return ActorInfo(
-            new_actor_id(),
+            actor_id,
             address,
             kind,
             label,

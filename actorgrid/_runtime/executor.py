@@ -236,8 +236,23 @@ class Executor(ExecutorTasks):
     async def _serve_sync_actor(self, slot: _Slot, instance: Any) -> None:
         assert slot.info is not None
         lane = slot.lane = _Lane(self, instance, slot.info)
+        receive = slot.receive
         try:
-            async for call in slot.receive:
+            while True:
+                try:
+                    call = receive.receive_nowait()
+                except trio.WouldBlock:
+                    call = None  # the inbox holds no None
+                except trio.EndOfChannel:
+                    return
+                if call is None:
+                    slot.parked = True  # until a put hands it a call (see on_call)
+                    try:
+                        call = await receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                    finally:
+                        slot.parked = False
                 if not isinstance(call, _Call):
                     call_reject_letter(call, slot.info)
                     continue
@@ -419,6 +434,7 @@ class Executor(ExecutorTasks):
             return False
         try:
             slot.send.send_nowait(item)
+            slot.parked = False
         except trio.WouldBlock:
             if overflow is None:
                 overflow = slot.overflow = deque()
@@ -450,9 +466,11 @@ class Executor(ExecutorTasks):
             try:
                 try:
                     slot.send.send_nowait(item)
+                    slot.parked = False
                 except trio.WouldBlock:
                     if slot.mailbox is None:
                         await slot.send.send(item)
+                        slot.parked = False
                     else:
                         overflow.appendleft(item)  # still first in line, and _end's to refuse
                         await slot.mailbox._wait_room()
@@ -476,8 +494,9 @@ class Executor(ExecutorTasks):
         # Skip the inbox hop only while the feeder waits in receive(): then no call is queued
         # or in transit ahead of this one. An empty inbox is not enough: a call handed to the
         # waiting feeder leaves the inbox at once but reaches the lane only when the feeder
-        # runs, and this call must not overtake it.
-        if lane is not None and lane.has_room() and slot.receive.statistics().tasks_waiting_receive:
+        # runs, and this call must not overtake it; so every put into the inbox clears
+        # ``parked`` (a flag, not the channel's statistics(): no record built per call).
+        if lane is not None and slot.parked and lane.has_room():
             lane.push(call)
             return None
         self._enqueue(slot, call)

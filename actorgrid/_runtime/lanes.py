@@ -318,6 +318,7 @@ class _Slot:
         "lane",
         "mailbox",
         "overflow",
+        "parked",
         "receive",
         "scope",
         "send",
@@ -327,6 +328,9 @@ class _Slot:
         self.actor_id = actor_id
         self.info: ActorInfo | None = None
         self.lane: _Lane | None = None
+        # A sync actor's feeder waits in receive() on an empty inbox, and nothing was put
+        # in since (each put clears it): a call may then go straight to the lane.
+        self.parked = False
         # Messages that came while the mailbox was full, in order; moved in by _pump as it
         # drains. Mailbox messages here are bounded by their senders' credit windows.
         self.overflow: deque[Any] | None = None

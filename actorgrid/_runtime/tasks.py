@@ -291,7 +291,7 @@ class RuntimeTasks(RuntimeObjects):
             return
         assert spec.actor is not None
         try:
-            worker = self.placement.choose_for_actor(spec.need)
+            worker = self.placement.choose_for_actor(spec.need, spec.actor.actor_id)
         except NoWorkerError:
             entry.where = WAITING
             place = _Placing(self._place_coroutine_actor, entry, spec)
@@ -348,6 +348,8 @@ class RuntimeTasks(RuntimeObjects):
                 )
             self._owner(ResultArrived(msg.task_id, msg.ok, retryable), _Context(why, msg, peer))
             return
+        if spec is not None and spec.actor is not None:  # a coroutine actor ended
+            self.placement.release_actor(spec.actor.actor_id)
         if msg.ok:
             if sent.kind == CREATE and sent.actor is not None:
                 self.observe.actor_created(sent.actor, self._worker_at.get(peer.address))

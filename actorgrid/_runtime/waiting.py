@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from .._exceptions import ActorgridError, RuntimeEnvError
-from .._protocol.ids import NodeId, short
+from .._protocol.ids import ActorId, NodeId, short
 from .._protocol.messages import ActorInfo, Event, WorkerInfo
 from .._scheduler.backlog import Backlog, ClusterPicture, describe_wait
 from .._scheduler.demand import Demand
@@ -58,6 +58,14 @@ class WorkerWait:
         self.on_worker: list[Callable[[WorkerInfo], None]] = []
         # Runtime envs (by key) that could not be made ready: why, for actors that wait.
         self.env_errors: dict[str, str] = {}
+        placement.on_room = self.room_freed
+
+    def room_freed(self, worker: WorkerInfo) -> None:
+        """An actor this process placed on ``worker`` ended: what waits for the room it held
+        is placed again."""
+        if len(self.backlog):
+            for place in self.backlog.take_fitting(worker):
+                place()
 
     def __repr__(self) -> str:
         return f"<WorkerWait {self.backlog!r}>"
@@ -88,11 +96,14 @@ class WorkerWait:
             for place in self.backlog.take_fitting(worker):
                 place()
 
-    async def worker_for_actor(self, num_cpus: float | Demand) -> WorkerInfo:
-        """A worker to place an actor on, waiting until one fits."""
+    async def worker_for_actor(
+        self, num_cpus: float | Demand, actor: ActorId | None = None
+    ) -> WorkerInfo:
+        """A worker to place an actor on, waiting until one fits (``actor``: its id, whose
+        held resources placement counts there until it ends)."""
         while True:
             try:
-                return self.placement.choose_for_actor(num_cpus)
+                return self.placement.choose_for_actor(num_cpus, actor)
             except NoWorkerError:
                 pass
             env = num_cpus.env if isinstance(num_cpus, Demand) else ""
@@ -116,7 +127,7 @@ class WorkerWait:
         """``info`` with an address: as it is if it has one, else once a worker fits."""
         if info.address:
             return info
-        worker = await self.worker_for_actor(num_cpus)
+        worker = await self.worker_for_actor(num_cpus, info.actor_id)
         return attrs.evolve(info, address=worker.address)
 
     async def _warn_while_waiting(self) -> None:
@@ -162,4 +173,5 @@ class WorkerWait:
             crash_loops=crash_loops,
             offered=placement.offered(),
             largest_share=placement.largest_share(),
+            elsewhere=placement.offered_elsewhere(),
         )

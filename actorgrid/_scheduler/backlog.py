@@ -148,6 +148,7 @@ class ClusterPicture:
     __slots__ = (
         "alive",
         "crash_loops",
+        "elsewhere",
         "head_lost",
         "largest",
         "largest_share",
@@ -165,11 +166,15 @@ class ClusterPicture:
         crash_loops: Mapping[str, str] | None = None,
         offered: Mapping[str, float] | None = None,
         largest_share: Mapping[str, float] | None = None,
+        elsewhere: Mapping[str, float] | None = None,
     ) -> None:
         # What the alive workers offer in all, by resource ("CPU", "GPU", "camera", ...).
         self.offered = dict(offered or {})
         # The most of each resource one alive worker offers: a call runs in one worker.
         self.largest_share = dict(largest_share or {})
+        # What workers of other runtime_envs offer: a node's GPUs and custom resources go to
+        # one worker at a time, an environment's first, so they may all be there.
+        self.elsewhere = dict(elsewhere or {})
         self.alive = alive  # workers that take new work
         self.suspended = suspended
         self.largest = largest  # CPUs of the largest worker that takes new work
@@ -194,6 +199,12 @@ def _what(counts: Mapping[tuple[str, Demand], int]) -> str:
     return ", ".join(parts)
 
 
+_ONE_HOLDER = (
+    "each GPU, and each worker's share of a custom resource, belongs to one worker process "
+    "at a time, and a runtime_env's workers get them first, for as long as it is in use"
+)
+
+
 def _lacking(counts: Mapping[tuple[str, Demand], int], cluster: ClusterPicture) -> str | None:
     """What waiting calls ask of a resource the alive workers do not offer at all, or None."""
     if not cluster.offered:
@@ -208,6 +219,21 @@ def _lacking(counts: Mapping[tuple[str, Demand], int], cluster: ClusterPicture) 
             lacks.append((need.describe(), -1.0))
     if not lacks:
         return None
+    held_elsewhere = [
+        (name, has) for name, has in lacks if has >= 0 and cluster.elsewhere.get(name, 0.0) > 0
+    ]
+    if held_elsewhere:
+        name, has = held_elsewhere[0]
+        there = cluster.elsewhere[name]
+        option = "num_gpus" if name == "GPU" else f"resources[{name!r}]"
+        return (
+            f"the workers this call may use offer {name}={has:g} in all, while other workers "
+            f"(of another runtime_env, or the nodes' own) hold {name}={there:g}: {_ONE_HOLDER}. "
+            f"The call waits until that runtime_env is released (the last driver using it "
+            f"ends) or the actors holding {name} there end. To run it now, ask with the "
+            f"runtime_env of those workers (.options(runtime_env=...), {option}=...), or give "
+            "the cluster more (`actorgrid node --resources ...`; used as soon as it joins)"
+        )
     have = ", ".join(f"{k}={v:g}" for k, v in sorted(cluster.offered.items()) if k != "memory")
     said = []
     for name, has in lacks:
@@ -215,10 +241,20 @@ def _lacking(counts: Mapping[tuple[str, Demand], int], cluster: ClusterPicture) 
             said.append(f"no alive worker fits {name}")
         else:
             said.append(f"the cluster's alive workers offer {name}={has:g} in all")
+    exclusive = [n for n, has in lacks if has >= 0 and n != "memory"]
+    also = ""
+    if exclusive:
+        # This process does not see the workers of other drivers' runtime_envs.
+        also = (
+            f". If a node has {exclusive[0]} that this process's workers do not offer, the "
+            f"workers of another driver's runtime_env may hold it ({_ONE_HOLDER}): it comes "
+            "back when that runtime_env is released (its last driver ends), and `actorgrid "
+            "status` shows which workers hold what"
+        )
     return (
         f"{'; '.join(said)} (the cluster has {have}): start a node that offers it "
         "(`actorgrid node --resources`, --labels; it is used as soon as it joins) or change "
-        "the request in .options()"
+        f"the request in .options(){also}"
     )
 
 

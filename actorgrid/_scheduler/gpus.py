@@ -9,9 +9,13 @@ visible to two live workers at once (``CUDA_VISIBLE_DEVICES`` is set from the gr
 - Claims of environment workers (``yields=False``) come before those of base workers
   (``yields=True``): an environment's driver asked for its own workers, while the base ones
   hold GPUs only in case someone needs them. So a waiting environment claim revokes base
-  holders (``Revoke``: the node closes that worker once its calls are done, and starts it
-  again, then without a GPU) until what is free or being given back covers it; a base claim
-  never revokes anything.
+  holders (``Revoke``: the node closes that worker once nothing holds its GPUs and its calls
+  are done, and starts it again, then without a GPU) until what is free or being given back
+  covers it; a base claim never revokes anything.
+- A holder whose GPUs are in use (``set_busy``: a live actor or a running call of its worker
+  holds one) is never revoked: revoking would kill that work. The environment claim waits
+  instead (``busy_blockers`` names what it waits for), and revokes the holder once it says
+  its GPUs are free again (``set_busy(holder, False)`` returns that ``Revoke``).
 - A released holder's GPUs go to the waiting claims: environment ones first, then base ones,
   each in arrival order, stopping at the first that does not fit (no starvation of a large
   claim by small ones).
@@ -21,7 +25,7 @@ Invariants (checked by ``check``, and by the stateful test):
 - Each GPU id is free, or held by exactly one holder; a holder holds exactly what it claimed.
 - A holder waits or holds, never both; ``release`` ends both (a no-op for a stranger).
 - The first waiting claim, in grant order, does not fit the free GPUs.
-- Only base holders are revoked, each at most once per grant.
+- Only base holders are revoked, each at most once per grant, and none while it is busy.
 
 Costs: ``claim`` O(GPUs + holders) when it revokes, else O(GPUs); ``release`` O(GPUs x waiting
 claims granted). Never reads a clock.
@@ -60,6 +64,7 @@ class GpuLedger:
         self.yields: dict[Hashable, bool] = {}  # of holders and waiters
         self.waiting: OrderedDict[Hashable, int] = OrderedDict()
         self.revoked: set[Hashable] = set()  # holders asked to give theirs back
+        self.busy: set[Hashable] = set()  # holders whose GPUs a live actor or a call holds
 
     def __repr__(self) -> str:
         return (
@@ -104,16 +109,40 @@ class GpuLedger:
         for holder, ids in self.held.items():
             if coming >= wanted:
                 break
-            if self.yields[holder] and holder not in self.revoked:
+            if self.yields[holder] and holder not in self.revoked and holder not in self.busy:
                 self.revoked.add(holder)
                 coming += len(ids)
                 revokes.append(Revoke(holder))
         return revokes
 
+    def set_busy(self, holder: Hashable, busy: bool) -> list[Revoke]:
+        """``holder``'s worker says whether a live actor or a running call holds its GPUs.
+        Free again, it is revoked if a waiting environment claim needs it."""
+        if holder not in self.held:
+            return []
+        if busy:
+            self.busy.add(holder)
+            return []
+        if holder not in self.busy:
+            return []
+        self.busy.discard(holder)
+        if any(not self.yields[w] for w in self.waiting):
+            return self._revokes()
+        return []
+
+    def busy_blockers(self) -> dict[Hashable, tuple[str, ...]]:
+        """The base holders, and their GPUs, whose work keeps waiting environment claims
+        waiting: not revoked because busy, or revoked and busy since (their worker gives them
+        back once that work ends). For the warning that says what a claim waits for."""
+        if not any(not self.yields[w] for w in self.waiting):
+            return {}
+        return {h: ids for h, ids in self.held.items() if h in self.busy and self.yields[h]}
+
     def release(self, holder: Hashable) -> list[Grant]:
         """``holder``'s worker ended (or its claim is withdrawn): what it held goes to the
         waiting claims. Returns the grants made."""
         self.revoked.discard(holder)
+        self.busy.discard(holder)
         if self.waiting.pop(holder, None) is not None:
             self.yields.pop(holder, None)
             return self._grant_waiting()
@@ -150,5 +179,6 @@ class GpuLedger:
         assert sorted(held + self.free) == sorted(self.ids), (self.held, self.free)
         assert not set(self.held) & set(self.waiting)
         assert self.revoked <= set(self.held) and all(self.yields[h] for h in self.revoked)
+        assert self.busy <= set(self.held)
         if self.waiting:
             assert len(self.free) < self.waiting[self._first()]

@@ -22,6 +22,23 @@ Workers of another runtime_env than the caller's own (``env``) that its calls us
 (``.options(runtime_env=)``) are kept apart: only a demand naming their environment chooses
 among them, so plain calls, and their O(1) path, never see them.
 
+Held resources (``memory=``, ``num_gpus=``, custom ones) are counted by the worker that holds
+them, and placement sees the holds of the actors this caller placed (``hold``/``release_actor``,
+until they end): among the workers that fit a demand with resources, those with room left for
+it (what they offer less what this caller's actors hold there) are chosen first, so a second
+memory-holding actor goes to a free worker rather than wait behind the first on its worker.
+Only when none has room does it go where the load is lowest, to wait there for the holder to
+end (as two actors on the one camera do). Holds of actors other callers placed are not seen
+(the worker's own ledger still makes them wait for each other). Looking for room costs at most
+``_ROOM_PROBES`` workers per call, whatever the size of the cluster.
+
+When every worker that fits such a demand (no more than ``_ROOM_PROBES`` of them) is full of
+this caller's holds, placement raises NoWorkerError: the call waits in the caller's backlog,
+not on a worker, so it goes wherever room comes first, a worker that joins or one whose
+holder ends (``on_room``, called when ``release_actor`` frees a hold). A hold outlives its
+actor only when another process ended it (``Cluster.kill_actor``); then this caller's calls
+that need that resource wait for a worker that joins, and the pending warning says so.
+
 Placement raises NoWorkerError when no worker fits now; the caller's runtime then keeps the
 call waiting (``_scheduler/backlog.py``) until one does.
 """
@@ -29,7 +46,7 @@ call waiting (``_scheduler/backlog.py``) until one does.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from .._exceptions import NoWorkerError
 from .._protocol.ids import NodeId, WorkerId
@@ -39,6 +56,9 @@ from .demand import Demand
 __all__ = ["NoWorkerError", "Placement"]
 
 _SAMPLES = 8  # random probes before falling back to a scan for a rare large request
+# Workers of a demand with resources looked at for room left, per call (all of them when there
+# are no more than this).
+_ROOM_PROBES = 16
 # Distinct non-plain demands whose eligible workers are kept listed; past it the lists start
 # afresh (a program with more distinct demands than this pays a scan per new one).
 _DEMANDS_MAX = 256
@@ -91,6 +111,12 @@ class Placement:
         # only for demands that name their env, never in ``_order``).
         self.env = ""
         self._foreign: dict[WorkerId, None] = {}
+        # What the live actors this caller placed hold, by worker, and where each one is.
+        self.holding: dict[WorkerId, dict[str, float]] = {}
+        self._holders: dict[Hashable, tuple[WorkerId, tuple[tuple[str, float], ...]]] = {}
+        self._held_on: dict[WorkerId, set[Hashable]] = {}
+        # Told of a worker where an ended actor's hold was freed (loop thread only).
+        self.on_room: Callable[[WorkerInfo], None] | None = None
 
     def __len__(self) -> int:
         return len(self._order)
@@ -129,6 +155,9 @@ class Placement:
         self.workers.pop(worker_id, None)
         self.load.pop(worker_id, None)
         self.actors.pop(worker_id, None)
+        self.holding.pop(worker_id, None)
+        for actor in self._held_on.pop(worker_id, ()):  # its actors ended with it
+            del self._holders[actor]
 
     def set_suspended(self, worker_id: WorkerId, suspended: bool) -> None:
         """A suspended worker keeps its calls in flight but is chosen for nothing new. A
@@ -165,10 +194,80 @@ class Placement:
     def choose_for_task(self, need: float | Demand) -> WorkerInfo:
         return self.workers[self._choose(need, self.load)]
 
-    def choose_for_actor(self, need: float | Demand) -> WorkerInfo:
+    def choose_for_actor(self, need: float | Demand, actor: Hashable = None) -> WorkerInfo:
+        """A worker for a new actor (or a new incarnation of ``actor``: what its last one held
+        is released). ``actor``'s held resources count there until ``release_actor``."""
+        if actor is not None:
+            self.release_actor(actor, notify=False)  # its last incarnation is over
         wid = self._choose(need, self.actors)
         self.actors[wid] = self.actors.get(wid, 0) + 1
+        if actor is not None and isinstance(need, Demand) and need.resources:
+            self.hold(actor, wid, need.resources)
         return self.workers[wid]
+
+    def hold(
+        self, actor: Hashable, worker_id: WorkerId, held: tuple[tuple[str, float], ...]
+    ) -> None:
+        """``actor``, placed on ``worker_id``, holds ``held`` there until it ends."""
+        self.release_actor(actor)
+        self._holders[actor] = (worker_id, held)
+        self._held_on.setdefault(worker_id, set()).add(actor)
+        on = self.holding.setdefault(worker_id, {})
+        for name, amount in held:
+            on[name] = on.get(name, 0.0) + amount
+
+    def release_actor(self, actor: Hashable, *, notify: bool = True) -> None:
+        """``actor`` ended (killed, dead, or being placed again): what it held is free, and
+        ``on_room`` is told (``notify``). A no-op for an actor that holds nothing, so every
+        ending may call it."""
+        found = self._holders.pop(actor, None)
+        if found is None:
+            return
+        worker_id, held = found
+        actors = self._held_on.get(worker_id)
+        if actors is not None:
+            actors.discard(actor)
+            if not actors:
+                del self._held_on[worker_id]
+        on = self.holding.get(worker_id)
+        if on is None:
+            return
+        for name, amount in held:
+            left = on.get(name, 0.0) - amount
+            if left > 1e-9:
+                on[name] = left
+            else:
+                on.pop(name, None)
+        if not on:
+            del self.holding[worker_id]
+        info = self.workers.get(worker_id)
+        if notify and self.on_room is not None and info is not None:
+            self.on_room(info)
+
+    def _has_room(self, worker_id: WorkerId, demand: Demand) -> bool:
+        held = self.holding.get(worker_id)
+        if not held:
+            return True
+        offered = dict(self.workers[worker_id].resources)
+        return all(
+            offered.get(name, 0.0) - held.get(name, 0.0) >= amount - 1e-9
+            for name, amount in demand.resources
+        )
+
+    def _with_room(self, pool: list[WorkerId], demand: Demand) -> list[WorkerId]:
+        """The workers of ``pool`` with room for ``demand``'s resources beside what this
+        caller's actors hold there. NoWorkerError when none has (the call waits for room in
+        the backlog); of a pool larger than the probes, all of it (it waits on one)."""
+        if len(pool) > _ROOM_PROBES:
+            roomy = [w for w in self._rng.sample(pool, _ROOM_PROBES) if self._has_room(w, demand)]
+            return roomy or pool
+        roomy = [w for w in pool if self._has_room(w, demand)]
+        if not roomy:
+            raise NoWorkerError(
+                f"every worker that offers {demand.describe()} has it held by actors this "
+                "process placed; it waits for one of them to end, or for a worker to join"
+            )
+        return roomy
 
     def started(self, worker_id: WorkerId) -> None:
         if worker_id in self.load:
@@ -259,6 +358,8 @@ class Placement:
             pool = eligible.by_node[node]
         else:
             pool = eligible.workers
+        if demand.resources and self.holding:
+            pool = self._with_room(pool, demand)
         if len(pool) <= 2:
             return self._less_loaded(pool, counts)
         return self._less_loaded(self._rng.sample(pool, 2), counts)
@@ -290,6 +391,16 @@ class Placement:
             info = self.workers[wid]
             total["CPU"] = total.get("CPU", 0.0) + info.num_cpus
             for name, amount in info.resources:
+                total[name] = total.get(name, 0.0) + amount
+        return total
+
+    def offered_elsewhere(self) -> dict[str, float]:
+        """What the workers of other runtime_envs than this caller's offer in all, by
+        resource: GPUs and custom resources they hold are not its workers'. O(workers): for
+        warnings, never per call."""
+        total: dict[str, float] = {}
+        for wid in self._foreign:
+            for name, amount in self.workers[wid].resources:
                 total[name] = total.get(name, 0.0) + amount
         return total
 

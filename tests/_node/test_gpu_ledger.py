@@ -46,6 +46,12 @@ def pid_and_gpus() -> tuple[int, str | None, list[Any]]:
     return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), ag.get_gpu_ids()
 
 
+@ag.remote(num_gpus=1)
+class BaseGpuUser:
+    def visible(self) -> tuple[int, str | None]:
+        return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,21 +73,42 @@ def test_base_and_env_workers_never_hold_one_gpu_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="actorgrid.node")
+    caplog.set_level(logging.WARNING, logger="actorgrid.runtime")
     secret = os.urandom(32)
-    cluster = ag.init(num_workers=2, secret=secret, resources={"GPU": 2}, pulse_interval=0.2)
+    cluster = ag.init(
+        num_workers=2,
+        secret=secret,
+        resources={"GPU": 2},
+        pulse_interval=0.2,
+        pending_warning_s=0.5,
+    )
     family = [p for w in cluster.workers() for p in psutil.Process(w.pid).children()]
     other: subprocess.Popen[str] | None = None
     try:
         base = {w.pid: w.gpu_ids for w in cluster.status().workers}
         assert sorted(base.values()) == [("0",), ("1",)]
+        # This driver's actor holds one base worker's GPU.
+        holder = BaseGpuUser.remote()
+        holder_pid, holder_gpu = ag.get(holder.visible.remote(), timeout=START_TIMEOUT_S)
+        assert base[holder_pid] == (holder_gpu,)
 
-        # Another driver's environment: its workers come first, and take both GPUs (the
-        # base workers that held them are closed and start again without one).
+        # Another driver's environment: its workers come first, and take the GPUs of base
+        # workers (which are closed and start again without one), but never one in use: its
+        # second worker waits for the holder's GPU, and the node says why and what frees it.
         other = subprocess.Popen(
             [sys.executable, "-c", _OTHER, cluster.address, secret.hex()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert other.stdout is not None
+        wait_for(
+            lambda: f"GPU {holder_gpu} by base worker slot" in caplog.text,
+            START_TIMEOUT_S, "the warning that the env worker waits for the holder's GPU",
+        )  # fmt: skip
+        assert f"(pid {holder_pid}), where a live actor or a running call holds it" in caplog.text
+        assert "ag.kill" in caplog.text
+        # The holder lives on, on its worker, with its GPU.
+        assert ag.get(holder.visible.remote(), timeout=START_TIMEOUT_S) == (holder_pid, holder_gpu)
+        ag.kill(holder)  # its GPU is handed over to the environment's worker
         seen = json.loads(other.stdout.readline())
         assert sorted((cuda, ids) for cuda, ids, _ in seen) == [("0", [0]), ("1", [1])]
         env_pids = {pid for _, _, pid in seen}
@@ -101,7 +128,17 @@ def test_base_and_env_workers_never_hold_one_gpu_at_once(
         # for a call that could run to run.
         ready, _ = ag.wait([ref], timeout=2.0)
         assert not ready
-        assert "base worker slot" in caplog.text and "waits for 1 GPU(s)" in caplog.text
+        assert "base worker slot" in caplog.text and "starts without its 1 GPU(s)" in caplog.text
+        # This driver's pending warning says where the GPUs are, not that the cluster has none.
+        text = wait_for(
+            lambda: next(
+                (r.getMessage() for r in caplog.records if "needs 1 CPU, GPU=1" in r.getMessage()),
+                None,
+            ),
+            START_TIMEOUT_S, "the pending warning",
+        )  # fmt: skip
+        assert "offer GPU=0 in all" in text
+        assert "the workers of another driver's runtime_env may hold it" in text
 
         # The other driver leaves: its environment's workers stop, their GPUs come back.
         assert other.stdin is not None
@@ -122,6 +159,48 @@ def test_base_and_env_workers_never_hold_one_gpu_at_once(
             for pipe in (other.stdin, other.stdout):
                 if pipe is not None:
                     pipe.close()
+        ag.shutdown()
+        alive = psutil.wait_procs(family, timeout=30)[1]
+        assert not alive, f"processes outlived the cluster: {alive}"
+
+
+@ag.remote(resources={"camera": 1})
+class CameraUser:
+    def where(self) -> tuple[int, str | None]:
+        return os.getpid(), os.environ.get("WHO")
+
+
+@pytest.mark.timeout(240)
+def test_a_custom_resource_is_held_by_one_worker_at_a_time_across_runtime_envs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One worker, one camera: a runtime_env's worker stands beside the base worker with the
+    # same share. Both offering the camera would let two actors hold it at once.
+    caplog.set_level(logging.WARNING, logger="actorgrid.node")
+    cluster = ag.init(num_workers=1, resources={"camera": 1}, pulse_interval=0.2)
+    family = [p for w in cluster.workers() for p in psutil.Process(w.pid).children()]
+    try:
+        base = CameraUser.remote()
+        base_pid, _ = ag.get(base.where.remote(), timeout=START_TIMEOUT_S)
+        other = CameraUser.options(runtime_env={"env_vars": {"WHO": "env"}}).remote()
+        waiting = other.where.remote()
+        wait_for(
+            lambda: "of runtime_env" in caplog.text and "starts without its camera=1" in caplog.text,
+            START_TIMEOUT_S, "the warning that the env worker waits for the camera",
+        )  # fmt: skip
+        assert f"by base worker slot 0 (pid {base_pid})" in caplog.text
+        # Absence: the env worker is up without the camera; 2 s is ample for an actor that
+        # could be created to answer.
+        ready, _ = ag.wait([waiting], timeout=2.0)
+        assert not ready
+        assert cluster.status().used.get("camera") == 1.0
+        assert ag.get(base.where.remote(), timeout=START_TIMEOUT_S) == (base_pid, None)
+        ag.kill(base)  # the camera is handed over to the env's worker
+        pid, who = ag.get(waiting, timeout=START_TIMEOUT_S)
+        assert who == "env" and pid != base_pid
+        assert cluster.status().used.get("camera") == 1.0
+        ag.kill(other)
+    finally:
         ag.shutdown()
         alive = psutil.wait_procs(family, timeout=30)[1]
         assert not alive, f"processes outlived the cluster: {alive}"

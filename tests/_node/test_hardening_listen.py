@@ -11,6 +11,7 @@ the driver is this process (``ag.init(address=...)``).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import resource
@@ -186,6 +187,23 @@ def driver(head: HeadProcess) -> Iterator[ag.Cluster]:
         ag.shutdown()
 
 
+@contextlib.contextmanager
+def patient_driver(head: HeadProcess, timeout: float = START_TIMEOUT_S) -> Iterator[ag.Cluster]:
+    """``driver``, with ``ag.init`` tried again on a dial timeout until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cluster = ag.init(address=head.address, secret=SECRET, pulse_interval=PULSE_INTERVAL_S)
+            break
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+    try:
+        yield cluster
+    finally:
+        ag.shutdown()
+
+
 def _wait_for_workers(cluster: ag.Cluster, n: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while len(cluster.workers()) < n:
@@ -254,6 +272,29 @@ def _rejected_total(lines: list[str]) -> int:
 
 IDLE_CONNECTIONS = 1100
 FILE_LIMIT = 1024
+MEMBER_DIALS = 10
+
+
+def _accept_queue(port: int) -> int | None:
+    """Connections the kernel completed on this loopback listener that its process has not
+    accepted yet (a LISTEN socket's rx_queue in /proc/net/tcp); None where there is no
+    /proc/net/tcp to read."""
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for row in table:
+        fields = row.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def _wait_until_accepted(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (queued := _accept_queue(port)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not queued, f"the head left {queued} connections unaccepted for {timeout} s"
 
 
 def test_a_flood_of_idle_connections_leaves_the_head_serving(
@@ -263,6 +304,7 @@ def test_a_flood_of_idle_connections_leaves_the_head_serving(
         with driver(head) as cluster:
             _wait_for_workers(cluster, 1)
         idle: list[socket.socket] = []
+        flood_started = time.monotonic()
         try:
             for _ in range(IDLE_CONNECTIONS):  # connect, and say nothing
                 idle.append(socket.create_connection(head.host_port, timeout=SOCKET_TIMEOUT_S))
@@ -270,7 +312,12 @@ def test_a_flood_of_idle_connections_leaves_the_head_serving(
             # The head holds at most an eighth of its limit in handshakes: far from the limit.
             assert psutil.Process(head.proc.pid).num_fds() < FILE_LIMIT // 2
             # While the strangers still hold their sockets, a driver connects and runs tasks.
-            with driver(head) as cluster:
+            # It dials once the head has taken the flood off the kernel's accept queue, and a
+            # loaded machine may need more than ag.init's own tries (five 2 s dials) while the
+            # head works through the strangers: it tries again until the deadline, as a user
+            # would; a head that no longer serves fails every try.
+            _wait_until_accepted(head.host_port[1])
+            with patient_driver(head) as cluster:
                 _serves()
                 assert len(cluster.workers()) == 1
             # Every idle connection is rejected once (evicted, or timed out), and the log says
@@ -283,13 +330,19 @@ def test_a_flood_of_idle_connections_leaves_the_head_serving(
                 sock.close()
         rejections = [line for line in lines if "rejected" in line]
         # A driver whose handshake the loaded head did not finish in time tried again; the head
-        # rejected those tries too (and logs them with the rest).
+        # rejected those tries too (and logs them with the rest), as it does the odd dial of
+        # the driver's other links on a loaded machine (MEMBER_DIALS). Counting any stranger
+        # twice would be a thousand more.
         retries = sum("trying again" in r.getMessage() for r in caplog.records)
-        assert IDLE_CONNECTIONS <= _rejected_total(lines) <= IDLE_CONNECTIONS + retries, (
+        most = IDLE_CONNECTIONS + retries + MEMBER_DIALS
+        assert IDLE_CONNECTIONS <= _rejected_total(lines) <= most, (
             retries,
             rejections,
         )
-        assert len(rejections) <= 6, rejections
+        # A few lines at once, then at most a couple per log interval (10 s) however many
+        # connections: 6 for a test that takes 20 s, more only for a slower (loaded) run.
+        windows = math.ceil((time.monotonic() - flood_started) / ListenLimits().log_interval_s)
+        assert len(rejections) <= max(6, 2 + 2 * windows), rejections
         assert any(
             re.search(r"rejected [\d,]+ more connections from 127\.0\.0\.1 in the last \d+ s: ", r)
             for r in rejections
@@ -355,9 +408,11 @@ def test_headers_announcing_1_gib_cost_no_memory_and_stall_nothing(
                     sock.sendall(frame_header(HUGE))
                     stalled.append(sock)
             # The loops keep answering: calls go through the head (placement) and the worker.
+            # A stalled loop would hold these calls until the sockets close (never): only a
+            # bound far above a loaded machine's slowest answer tells the two apart.
             started = time.monotonic()
             _serves()
-            assert time.monotonic() - started < 10.0
+            assert time.monotonic() - started < 30.0
             # Longer than the 5 pulse intervals after which a silent peer counts as dead: had a
             # loop stalled, the node or the worker would be gone by now.
             time.sleep(6 * PULSE_INTERVAL_S + 1)

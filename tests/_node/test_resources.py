@@ -157,8 +157,8 @@ def test_two_actors_on_one_camera_wait_for_each_other(two: TwoNodes) -> None:
     assert two.node_of(ag.get(first.pid.remote(), timeout=START_TIMEOUT_S)) == two.b
     second = Camera.options(resources={"camera": 1}).remote()
     waiting = second.pid.remote()
-    # The second actor is placed on the camera's worker but not created while the first
-    # holds the camera; a second of waiting is ample for an actor that could start.
+    # The second actor is not created while the first holds the camera (it waits to be
+    # placed: the one worker with a camera is full); a second is ample for one that could.
     ready, _ = ag.wait([waiting], timeout=1.0)
     assert ready == []
     used = wait_for(lambda: two.cluster.status().used.get("camera"), what="camera held")
@@ -281,44 +281,37 @@ class Where:
 def test_memory_is_held_like_any_resource(two: TwoNodes) -> None:
     workers = [w for w in two.cluster.status().workers if w.node_id == two.a]
     share = workers[0].resources["memory"]  # node A's memory, split over its four workers
-    # Two actors each holding 60% of a worker's memory share never run on one worker at once.
-    # Placement does not see what is held (the worker's own ledger does), so the second may
-    # be placed on the first's worker: then it waits there until the first ends, as two
-    # actors on one camera do. Either way, the holds show in the status.
+    # Actors each holding 60% of a worker's memory share cannot share a worker; placement
+    # counts what those it placed hold, so four of them, created back to back, go to node A's
+    # four workers and all hold at once (none waits behind another on its worker).
     on_a = {"zone": "a"}
-    first = Where.options(memory=0.6 * share, label_selector=on_a).remote()
-    second = None
+    actors = [Where.options(memory=0.6 * share, label_selector=on_a).remote() for _ in range(4)]
     try:
-        first_pid = ag.get(first.run.remote(0), timeout=START_TIMEOUT_S)
-        wait_for(
+        pids = ag.get([a.run.remote(0) for a in actors], timeout=START_TIMEOUT_S)
+        assert len(set(pids)) == 4
+        held = wait_for(
             lambda: (
-                [w.pid for w in two.cluster.status().workers if w.held.get("memory")] == [first_pid]
+                (h := [w for w in two.cluster.status().workers if w.held.get("memory")])
+                and len(h) == 4
+                and h
             ),
-            what="the first actor's worker holding its memory in the status",
+            what="the four actors' workers holding memory in the status",
         )
-        second = Where.options(memory=0.6 * share, label_selector=on_a).remote()
-        waiting = second.run.remote(0)
-        ready, _ = ag.wait([waiting], timeout=10.0)
-        if ready:  # placed on another worker: both hold their memory at once
-            second_pid = ag.get(waiting)
-            assert second_pid != first_pid
-            held = wait_for(
-                lambda: (
-                    (h := [w for w in two.cluster.status().workers if w.held.get("memory")])
-                    and len(h) == 2
-                    and h
-                ),
-                what="both actors' workers holding memory in the status",
-            )
-            assert sorted(w.pid for w in held) == sorted([first_pid, second_pid])
-            assert all(w.held["memory"] == pytest.approx(0.6 * share) for w in held)
-        else:  # placed on the first's worker: it starts only once the first lets go
-            ag.kill(first)
-            assert ag.get(waiting, timeout=START_TIMEOUT_S) == first_pid
+        assert sorted(w.pid for w in held) == sorted(pids)
+        assert all(w.held["memory"] == pytest.approx(0.6 * share) for w in held)
+        # With one of them left, tasks asking as much run on the other three workers only
+        # (by load alone, about one in four would go to its worker and wait there).
+        for a in actors[1:]:
+            ag.kill(a)
+        refs = [
+            pid_and_gpus.options(memory=0.6 * share, label_selector=on_a).remote()
+            for _ in range(12)
+        ]
+        ran = {pid for pid, _, _ in ag.get(refs, timeout=START_TIMEOUT_S)}
+        assert pids[0] not in ran and len(ran) >= 1
     finally:
-        ag.kill(first)
-        if second is not None:
-            ag.kill(second)
+        for a in actors:
+            ag.kill(a)
 
 
 def test_an_allocation_filter_places_instances_by_node_record(two: TwoNodes) -> None:

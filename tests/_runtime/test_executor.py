@@ -18,12 +18,14 @@ CLUSTER_OPTIONS = {"num_workers": 1}
 pytestmark = pytest.mark.usefixtures("cluster")
 
 BUSY_S = 3.0
-# A worker that stopped answering while user code computes would hold each ping for the whole
-# busy loop (BUSY_S); the target is a few ms. A loaded 2-core CI machine adds scheduler stalls
-# of a few hundred ms now and then, so the worst ping gets a wide bound and the typical one a
-# tight one.
-MAX_PING_S = 1.0
-MEDIAN_PING_S = 0.05
+# A worker that stopped answering while user code computes would hold a ping for the rest of
+# the busy loop (seconds: BUSY_S), and answer no other during it; an answering one takes a few
+# ms. The bounds sit between the two, far from both: a 2-core CI machine with other processes
+# on both cores makes pings of 50-130 ms typical (measured with two busy loops beside the
+# test), so a tight bound on the typical ping only measures the machine's load.
+MAX_PING_S = BUSY_S / 2
+MEDIAN_PING_S = BUSY_S / 10
+MIN_PINGS = 5  # answered during the busy loop; a worker that held pings answers at most one
 
 
 @ag.remote
@@ -68,7 +70,7 @@ def test_worker_answers_while_a_sync_task_computes(cluster) -> None:
         f"max={max(round_trips) * 1000:.1f} ms, "
         f"median={sorted(round_trips)[len(round_trips) // 2] * 1000:.2f} ms"
     )
-    assert len(round_trips) >= 20, round_trips
+    assert len(round_trips) >= MIN_PINGS, round_trips
     assert max(round_trips) < MAX_PING_S, sorted(round_trips)[-5:]
     assert sorted(round_trips)[len(round_trips) // 2] < MEDIAN_PING_S, sorted(round_trips)
 
@@ -173,11 +175,13 @@ def test_full_mailbox_makes_the_sender_wait_and_drops_nothing(tmp_path: Path) ->
     producer = progress_producer.remote(name, MANY)
     try:
         # Wait until the producer stops making progress while the consumer reads nothing.
+        # Progress that stalls short of a full mailbox is a CPU-starved producer, not
+        # backpressure: keep asking (a producer that is never held back reaches MANY).
         last = -1
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             sent = ag.ask(producer, "progress?", timeout=30)
-            if sent in (last, MANY):
+            if sent == MANY or (sent == last and sent >= 1024):
                 break
             last = sent
             time.sleep(0.5)

@@ -1,0 +1,79 @@
+"""Messages of mailboxes: ``ctx.send``/``ag.send``/``ask`` to an actor or to a keyed virtual
+agent, their replies and flow control, and topic publishes. Part of the closed union in
+``messages.py``, which re-exports them.
+"""
+
+import attrs
+
+from .ids import ActorId
+from .records import Payload
+
+# --- mailboxes ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Deliver:
+    """Sent by ``ctx.send``/``ag.send`` (``rid == 0``) and ``ctx.ask``/``ag.ask``: a mailbox
+    message. An ask is answered with AskReply."""
+
+    rid: int
+    actor_id: ActorId
+    payload: Payload
+
+
+@attrs.frozen
+class AskReply:
+    """Sent by ``ctx.reply``: the answer to an ask, or a boxed error."""
+
+    rid: int
+    ok: bool
+    value: Payload
+
+
+@attrs.frozen
+class DeliveryFailed:
+    """Sent back by a worker when a Deliver names an actor that is not alive there."""
+
+    actor_id: ActorId
+    reason: str
+
+
+@attrs.frozen
+class Credit:
+    """Sent back by the receiver of Delivers: it took ``n`` more messages to ``actor_id`` in
+    (into the mailbox, or refused), so the sender may send that many more (flow control)."""
+
+    actor_id: ActorId
+    n: int
+
+
+# --- virtual agents and topics ----------------------------------------------------------------
+
+
+@attrs.frozen
+class DeliverToKey:
+    """Sent by ``ctx.send``/``ag.send`` to ``kind.key(k)``: a message for the virtual agent
+    ``key`` of a kind, to the worker that owns the key (rendezvous hashing); that worker
+    activates the agent on its first message, or forwards to the owner in its own view
+    (``hops`` counts the forwards). ``code`` is the pickled coroutine function, ``code_id``
+    its hash. Sent by ``ctx.ask``/``ag.ask`` with a ``rid``, it is answered with AskReply
+    (a forwarding worker relays the answer)."""
+
+    kind: str
+    key: str
+    code_id: bytes
+    code: bytes
+    idle_timeout_s: float  # 0: never deactivated for idleness
+    mailbox_size: int
+    payload: Payload
+    hops: int = 0
+    rid: int = 0
+
+
+@attrs.frozen
+class Publish:
+    """Sent by ``ctx.publish``/``ag.publish``: one message on ``topic``, once to each worker;
+    the worker puts it in the mailbox of each of its agents subscribed to the topic."""
+
+    topic: str
+    payload: Payload
