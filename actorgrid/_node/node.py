@@ -516,6 +516,10 @@ class NodeAgent(NodeControl):
                 for slot in self._by_worker.values():
                     self._pulses.heard(slot, now)
             last = now
+            if self._stopping:
+                # aclose() bounds each worker by its grace period, then SIGKILL: a worker busy
+                # ending 50,000 agents (or this agent, busy with their results) is no zombie.
+                continue
             for slot in list(self._pulses.check(now)):
                 proc = slot.proc
                 if proc is None or proc.returncode is not None:

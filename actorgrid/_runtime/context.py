@@ -12,6 +12,7 @@ import trio
 
 from .._exceptions import ActorDiedError
 from .._protocol.messages import ActorInfo, AskReply, Payload
+from .inbox import InboxReceive
 from .serialization import box_error, dumps, loads, system_error
 from .virtual import AgentKey, ask_key, publish, send_to_key
 
@@ -25,6 +26,8 @@ log = logging.getLogger("actorgrid.agents")
 
 # Mailbox.receive yields to the scheduler at least once every this many messages.
 _TURN_EVERY = 16
+# No message taken yet (Mailbox.receive).
+_NOTHING: Any = object()
 # An empty list that is never appended to: what a Context holds until it has asks or hooks.
 _NONE: tuple[()] = ()
 
@@ -82,7 +85,7 @@ class Mailbox:
         raise TypeError("Mailbox has no public constructor: use ctx.mailbox")
 
     @classmethod
-    def _make(cls, receive: trio.MemoryReceiveChannel[Any], ctx: Context) -> Mailbox:
+    def _make(cls, receive: InboxReceive, ctx: Context) -> Mailbox:
         box = object.__new__(cls)
         box._receive = receive
         box._ctx = ctx
@@ -92,7 +95,7 @@ class Mailbox:
         box._room_after = 0
         return box
 
-    _receive: trio.MemoryReceiveChannel[Any]
+    _receive: InboxReceive
     _ctx: Context
     _received: int
     _since_turn: int
@@ -113,11 +116,15 @@ class Mailbox:
         and sees cancellation."""
         while True:
             self._since_turn += 1
-            try:
-                if self._since_turn >= _TURN_EVERY:
-                    raise trio.WouldBlock
-                item = self._receive.receive_nowait()
-            except trio.WouldBlock:
+            item: Any = _NOTHING
+            if self._since_turn < _TURN_EVERY:
+                try:
+                    item = self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    pass
+            if item is _NOTHING:
+                # Not inside the except clause: an agent idle there would keep the exception
+                # and its traceback alive (~400 bytes an agent) for as long as it waits.
                 self._since_turn = 0
                 item = await self._receive.receive()
             if self._room is not None:
@@ -202,9 +209,7 @@ class Context:
         raise TypeError("Context has no public constructor: the runtime passes it in")
 
     @classmethod
-    def _make(
-        cls, runtime: Runtime, info: ActorInfo, receive: trio.MemoryReceiveChannel[Any]
-    ) -> Context:
+    def _make(cls, runtime: Runtime, info: ActorInfo, receive: InboxReceive) -> Context:
         ctx = object.__new__(cls)
         ctx._runtime = runtime
         ctx._info = info

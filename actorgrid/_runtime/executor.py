@@ -53,6 +53,7 @@ from .._protocol.messages import (
 )
 from .._scheduler.restart import Restart, RestartTracker
 from .context import Context, Letter
+from .inbox import open_inbox
 from .keyed import KeyedAgents
 from .lanes import (
     _TOMBSTONES_MAX,
@@ -169,9 +170,7 @@ class Executor(ExecutorTasks):
                     early.append(slot.receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            slot.send, slot.receive = trio.open_memory_channel[Any](
-                max(info.mailbox_size, len(early))
-            )
+            slot.send, slot.receive = open_inbox(max(info.mailbox_size, len(early)))
             for item in early:
                 slot.send.send_nowait(item)
         return slot
@@ -354,8 +353,9 @@ class Executor(ExecutorTasks):
         except Exception as exc:
             return (False, system_error(exc)), f"actor {label} could not be started: {exc}"
         restarts = msg.actor.max_restarts if msg.actor is not None else 0
-        tracker = RestartTracker(ACTOR_RESTART_POLICY)
-        quiet = RestartLog()
+        # Made at the first restart: 100,000 agents that never raise need none.
+        tracker: RestartTracker | None = None
+        quiet: RestartLog | None = None
         while True:
             try:
                 value = await fn(ctx, *args, **kwargs)
@@ -365,6 +365,8 @@ class Executor(ExecutorTasks):
                     return (False, box_error(exc, self._where(f"actor {label}"))), reason
                 restarts -= 1 if restarts > 0 else 0
                 ctx._fail_open(exc, self._where(f"actor {label}"))
+                if tracker is None or quiet is None:
+                    tracker, quiet = RestartTracker(ACTOR_RESTART_POLICY), RestartLog()
                 decision = tracker.on_exit(trio.current_time())
                 assert isinstance(decision, Restart)  # the policy never gives up
                 line = quiet.line(trio.current_time(), reason, restarts, decision.delay_s)

@@ -39,6 +39,7 @@ from .._scheduler.activation import (
     Members,
 )
 from .context import Context, Letter
+from .inbox import InboxReceive, InboxSend, open_inbox
 from .peer import PeerClosedError
 from .serialization import system_error
 from .starting import START_BATCH, Starter
@@ -107,7 +108,9 @@ def _credit(item: _In) -> None:
 class _Activation:
     __slots__ = ("ctx", "last", "overflow", "receive", "send", "spec")
 
-    def __init__(self, spec: DeliverToKey, ctx: Context, send: Any, receive: Any) -> None:
+    def __init__(
+        self, spec: DeliverToKey, ctx: Context, send: InboxSend, receive: InboxReceive
+    ) -> None:
         self.spec = spec
         self.ctx = ctx
         self.send = send
@@ -244,7 +247,7 @@ class KeyedAgents:
     def _activate(self, ident: Ident, spec: DeliverToKey) -> _Activation:
         rt = self.host.runtime
         info = ActorInfo(new_actor_id(), rt.address, "coroutine", f"{ident[0]}[{ident[1]!r}]")
-        send, receive = trio.open_memory_channel[Any](spec.mailbox_size or MAILBOX_CAPACITY)
+        send, receive = open_inbox(spec.mailbox_size or MAILBOX_CAPACITY)
         ctx = Context._make(rt, info, receive)
         ctx._key = ident[1]
         act = self.live[ident] = self.by_id[info.actor_id] = _Activation(spec, ctx, send, receive)

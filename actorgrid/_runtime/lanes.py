@@ -27,6 +27,7 @@ from .._protocol.messages import (
 )
 from .blocking import local as _local
 from .context import Letter
+from .inbox import open_inbox
 from .interrupt import Running
 from .lineage import current_task
 from .output import output_source
@@ -333,7 +334,7 @@ class _Slot:
         # Messages that came while the mailbox was full, in order; moved in by _pump as it
         # drains. Mailbox messages here are bounded by their senders' credit windows.
         self.overflow: deque[Any] | None = None
-        self.send, self.receive = trio.open_memory_channel[Any](MAILBOX_CAPACITY)
+        self.send, self.receive = open_inbox(MAILBOX_CAPACITY)
         self.scope = trio.CancelScope()
         self.done = trio.Event()
         self.mailbox: Any = None  # a coroutine actor's Mailbox, once its code runs
