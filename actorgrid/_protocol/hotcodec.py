@@ -295,6 +295,18 @@ _DECODERS: dict[int, Callable[[tuple[Any, ...], _Body], Any]] = {
 }
 
 
+# The class name of each positional form's tag (for traces that name frames by type).
+POSITIONAL_NAMES: dict[int, str] = {
+    _CALL_ACTOR: CallActor.__name__,
+    _TASK_RESULT: TaskResult.__name__,
+    _SUBMIT_TASK: SubmitTask.__name__,
+    _DELIVER: Deliver.__name__,
+    _ASK_REPLY: AskReply.__name__,
+    _CREDIT: Credit.__name__,
+    _DELIVER_TO_KEY: DeliverToKey.__name__,
+}
+
+
 def decode_positional(fields: tuple[Any, ...], view: memoryview, offset: int) -> Any:
     """The message of a positional envelope whose buffers start at ``offset`` in ``view``;
     checks that the buffers end exactly at the end of the frame."""

@@ -30,6 +30,7 @@ import trio
 import trio.testing
 
 from .._exceptions import unwrap_group
+from .._protocol.hotcodec import POSITIONAL_NAMES
 from .._protocol.messages import Event
 from .._runtime import current
 from .._runtime.core import Runtime
@@ -74,6 +75,8 @@ def _tag(frame: bytes) -> str:
         if frame[start - 3 : start - 1] == b"\xa1t" and frame[start - 1] == 0xA0 | n:
             return frame[start:end].decode()
     envelope = msgpack.unpackb(frame[4:end], raw=False)
+    if isinstance(envelope, list):  # a hot message's positional form: [tag, fields...]
+        return POSITIONAL_NAMES.get(envelope[0], f"positional {envelope[0]!r}")
     return str(envelope["t"])
 
 
