@@ -175,4 +175,9 @@ async def test_a_detached_actor_keeps_its_creators_env_after_it_leaves_and_on_re
         # Its end releases the environment: its workers stop, the base ones stay.
         processes.add([new_pid])
         await trio.to_thread.run_sync(processes.wait_gone, [new_pid])
+        # Every worker of the environment stops, also one its node was still starting (a
+        # slot restarts a killed worker at once): poll, the node stops it once it is up.
+        with trio.move_on_after(GET_TIMEOUT_S):
+            while set(cluster.node_pids) != base:
+                await trio.sleep(0.1)
         assert set(cluster.node_pids) == base
