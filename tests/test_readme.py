@@ -108,6 +108,12 @@ BLOCKS = parse_readme(README.read_text())
 BY_NAME = {b.marks["name"]: b for b in BLOCKS if "name" in b.marks}
 
 
+# Prepended to a Python block when it runs: its stdout writes each line at once, as in a
+# terminal. (PYTHONUNBUFFERED, which these runs set, makes print write its text and its newline
+# apart, and a worker's log line written to the merged stderr in between splits the line.)
+_LINE_BUFFERED = "import sys; sys.stdout.reconfigure(line_buffering=True, write_through=False)\n"
+
+
 def program(block: Block) -> str:
     """The block's code, after the code of the blocks it continues."""
     parts = [block.code]
@@ -280,7 +286,7 @@ RUNNABLE = [b for b in BLOCKS if b.runs_alone]
 def test_python_block(block: Block, tmp_path: Path, marked: Marked) -> None:
     code = program(block)
     script = tmp_path / "block.py"
-    script.write_text(code)
+    script.write_text(_LINE_BUFFERED + code)
     result = run([sys.executable, str(script)], tmp_path, marked.env(tmp_path))
     assert result.returncode == 0, f"README.md line {block.line}:\n{result.stdout}"
     assert_printed(expected_lines(code), result.stdout)
