@@ -65,6 +65,7 @@ from .._protocol.messages import (
     WorkerReport,
     WorkerState,
 )
+from .._protocol.namebatch import ClaimNames, LookupNames, NamesClaimed, NamesFound
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._runtime.seams import TCP, Transport
@@ -138,6 +139,8 @@ class Head(HeadOperations):
             SubscribeMembership: self._on_subscribe,
             RegisterName: self._on_register_name,
             LookupName: self._on_lookup,
+            ClaimNames: self._on_claim_names,
+            LookupNames: self._on_lookup_names,
             ActorEnded: self._on_actor_ended,
             RegisterNode: self._on_register_node,
             NodeStatus: self._on_node_status,
@@ -402,6 +405,29 @@ class Head(HeadOperations):
         if actor is not None:
             self._cache(peer, actor.actor_id)
         peer.send(NameReply(msg.rid, actor, False))
+
+    def _on_claim_names(self, peer: Peer, msg: ClaimNames) -> None:
+        # Many claims in one frame: each as RegisterName (no get_if_exists) then OwnActor.
+        refused = []
+        owners = self.lifetimes.owners
+        for i, actor in enumerate(msg.actors):
+            result = self.names.register(actor, False, claimer=peer)
+            if result.error is not None or result.actor is None:
+                refused.append((i, result.actor, result.error or "not registered"))
+                continue
+            self._cache(peer, actor.actor_id)
+            if not actor.detached and not peer.closed:
+                owners.own(peer, actor.actor_id, actor.address)
+        peer.send(NamesClaimed(msg.rid, tuple(refused)))
+
+    def _on_lookup_names(self, peer: Peer, msg: LookupNames) -> None:
+        found = []
+        for namespace, name in msg.keys:
+            actor = self.names.lookup(name, namespace)
+            if actor is not None:
+                self._cache(peer, actor.actor_id)
+            found.append(actor)
+        peer.send(NamesFound(msg.rid, tuple(found)))
 
     def _cache(self, peer: Peer, actor_id: ActorId) -> None:
         if peer.closed:

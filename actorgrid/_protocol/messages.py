@@ -52,6 +52,10 @@ from .mailboxes import Deliver as Deliver
 from .mailboxes import DeliverToKey as DeliverToKey
 from .mailboxes import DeliveryFailed as DeliveryFailed
 from .mailboxes import Publish as Publish
+from .namebatch import ClaimNames as ClaimNames
+from .namebatch import LookupNames as LookupNames
+from .namebatch import NamesClaimed as NamesClaimed
+from .namebatch import NamesFound as NamesFound
 from .observe import (
     CallSpans,
     LogLines,
@@ -376,6 +380,10 @@ Message: TypeAlias = (
     | PullObject
     | ObjectChunk
     | FreeObjects
+    | ClaimNames
+    | NamesClaimed
+    | LookupNames
+    | NamesFound
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

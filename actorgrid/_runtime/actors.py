@@ -74,6 +74,8 @@ class RuntimeActors(RuntimeFollowing):
     _killed: dict[ActorId, str] | None = None
     # Actors this process created without restarts, alive: what their actor_died event says.
     _unrestarted: dict[ActorId, ActorInfo] | None = None
+    # Actors whose batched name claim made them this process's at the head (names.py).
+    _owned_by_claim: set[ActorId] | None = None
 
     async def _new_incarnation(self, old: ActorInfo, why: str) -> ActorInfo | None:
         """Loop: place a dead actor again (same id and name, new address), waiting for a
@@ -294,6 +296,9 @@ class RuntimeActors(RuntimeFollowing):
         ends when this process does; written out before the creation is, so that a creator
         killed in between leaves no actor the head does not know of."""
         head = self.head
+        claimed = self._owned_by_claim
+        if claimed and info.actor_id in claimed:
+            return  # its batched claim (ClaimNames) made it ours at the head already
         if head is not None and not info.detached:
             head.send(OwnActor(info.actor_id, info.address))
             head.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -15,16 +16,20 @@ from .._protocol.messages import (
     ActorEnded,
     ActorInfo,
     AskReply,
+    ClaimNames,
     Credit,
     Deliver,
     KillActor,
     LookupName,
+    LookupNames,
     NameReply,
+    NamesClaimed,
+    NamesFound,
     RegisterName,
 )
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .actors import RuntimeActors
-from .links import FREE_NAME_TIMEOUT_S
+from .links import FREE_NAME_TIMEOUT_S, log
 from .peer import Peer, PeerClosedError
 from .records import _describe
 from .refs import PENDING, ObjectEntry, ObjectRef
@@ -37,6 +42,38 @@ LOOKUP_MISS_RETRIES_S = (0.05, 0.15, 0.3)
 # Tasks that waited for one shared lookup, woken per loop turn (see release_gradually): as
 # many as starting.py starts per turn.
 RELEASE_BATCH = START_BATCH
+# Name claims (ClaimNames) and first lookups (LookupNames) per frame: ~110 bytes each on the
+# wire, and a lookup batch wakes this many waiting tasks at once when its answer comes.
+CLAIM_BATCH_MAX = 2048
+LOOKUP_BATCH_MAX = 512
+
+# What a batched claim's creator is told once the head answered: None (the name is its
+# actor's) or the error that fails its ref or handle.
+ClaimDone = Callable[[Exception | None], None]
+
+
+class _ClaimBatch:
+    """The name claims of one loop turn, sent in one ClaimNames."""
+
+    __slots__ = ("error", "head", "items", "request")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[ActorInfo, ClaimDone]] = []
+        self.head: Peer | None = None
+        self.request: Any = None  # the head link's pending reply, once sent
+        self.error: Exception | None = None
+
+
+class _LookupBatch:
+    """The first lookups of one loop turn, asked in one LookupNames."""
+
+    __slots__ = ("done", "error", "found", "keys")
+
+    def __init__(self) -> None:
+        self.keys: dict[tuple[str, str], int] = {}  # each key's index in the request
+        self.found: tuple[ActorInfo | None, ...] = ()
+        self.error: Exception | None = None
+        self.done = trio.Event()
 
 
 class RuntimeNames(RuntimeActors):
@@ -46,6 +83,7 @@ class RuntimeNames(RuntimeActors):
 
     def register_name_nowait(self, info: ActorInfo, get_if_exists: bool) -> Any:
         """Loop: queue the name claim now (ordered before anything sent after it)."""
+        self._flush_claims()  # the claims queued before it go first
         head = self._link().up()
         pending = head.request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
         self._claims_unfrozen += 1
@@ -58,6 +96,79 @@ class RuntimeNames(RuntimeActors):
             self._claims_unfrozen = 0
             gc.freeze()
         return head, pending, self._names_epoch
+
+    # The name claims queued this loop turn, sent as one ClaimNames (_flush_claims).
+    _claim_batch: _ClaimBatch | None = None
+
+    def claim_name_batched(self, info: ActorInfo, done: ClaimDone) -> None:
+        """Loop: queue the name claim of ``info`` (placed, no get_if_exists) with the others
+        of this loop turn, and make the name usable by this process at once; ``done(error)``
+        is called once the head answered (None: the name is ``info``'s, and the head owns it
+        as this process's: create it). The claims go out at the end of the loop turn, or
+        before anything else this process tells the head about names (kept in order)."""
+        self.names[(info.namespace or DEFAULT_NAMESPACE, info.name or "")] = info
+        batch = self._claim_batch
+        if batch is None or len(batch.items) >= CLAIM_BATCH_MAX:
+            self._flush_claims()
+            batch = self._claim_batch = _ClaimBatch()
+            self.nursery.start_soon(self._finish_claims, batch)
+        batch.items.append((info, done))
+        self._claims_unfrozen += 1
+        if self._claims_unfrozen >= FREEZE_AFTER:
+            self._claims_unfrozen = 0  # as in register_name_nowait
+            gc.freeze()
+
+    def _flush_claims(self) -> None:
+        """Loop: send the claims queued so far (one ClaimNames), if any."""
+        batch = self._claim_batch
+        if batch is None:
+            return
+        self._claim_batch = None
+        infos = tuple(info for info, _ in batch.items)
+        try:
+            batch.head = self._link().up()
+            batch.request = batch.head.request_nowait(lambda rid: ClaimNames(rid, infos))
+        except Exception as exc:
+            batch.error = exc
+
+    async def _finish_claims(self, batch: _ClaimBatch) -> None:
+        # Started by the batch's first claim, run after the rest of its loop turn: whatever
+        # was queued meanwhile rides along.
+        if self._claim_batch is batch:
+            self._flush_claims()
+        items = batch.items
+        refused: dict[int, Exception] = {}
+        try:
+            if batch.error is not None:
+                raise batch.error
+            assert batch.head is not None
+            reply = await batch.head.wait_reply(batch.request)
+            assert isinstance(reply, NamesClaimed)
+            for i, _holder, why in reply.refused:
+                refused[i] = ValueError(why)
+        except (PeerClosedError, ActorgridError) as exc:
+            gone = ActorgridError(
+                f"the cluster head went away before it answered a name registration: {exc}; "
+                "try again once it is back"
+            )
+            refused = dict.fromkeys(range(len(items)), gone)
+        owned = self._owned_by_claim
+        if owned is None:
+            owned = self._owned_by_claim = set()
+        for i, (info, done) in enumerate(items):
+            error = refused.get(i)
+            if error is not None:
+                self.forget_actor(info.actor_id)  # the creator's optimistic name
+            elif not info.detached:
+                owned.add(info.actor_id)
+            try:
+                done(error)
+            except Exception:
+                log.exception("creating the named actor %s failed", _describe(info))
+            finally:
+                owned.discard(info.actor_id)
+            if i % RELEASE_BATCH == RELEASE_BATCH - 1:
+                await trio.lowlevel.checkpoint()  # thousands of creations: let the loop breathe
 
     async def finish_register(self, pending: Any) -> ActorInfo:
         """Loop: wait for a name claim; the actor now holding the name (ours or existing)."""
@@ -98,32 +209,73 @@ class RuntimeNames(RuntimeActors):
             await waiting.park()  # then the cache has it, or the lookup failed: ask ourselves
         waiting = self._lookups[key] = trio.lowlevel.ParkingLot()
         try:
-            return await self._lookup_at_head(name, key)
+            return await self._lookup_at_head(name, key, batched=True)
         finally:
             del self._lookups[key]
             if waiting:
                 self.nursery.start_soon(release_gradually, waiting)
 
-    async def _lookup_at_head(self, name: str, key: tuple[str, str]) -> ActorInfo:
+    async def _lookup_at_head(
+        self, name: str, key: tuple[str, str], *, batched: bool = False
+    ) -> ActorInfo:
         epoch = self._names_epoch
-        reply = await self.head_request(lambda rid: LookupName(rid, name, key[0]))
-        assert isinstance(reply, NameReply)
+        ask = self._ask_batched if batched else self._ask_head
+        actor = await ask(key)
         for delay in LOOKUP_MISS_RETRIES_S:
-            if reply.actor is not None:
+            if actor is not None:
                 break
             # A named agent's creator queues its claim to the head and goes on at once, so
             # the name may reach us (in a task, a message) on another link before its claim
             # reaches the head: a miss is asked again a few times before it is believed.
             await trio.sleep(delay)
-            reply = await self.head_request(lambda rid: LookupName(rid, name, key[0]))
-            assert isinstance(reply, NameReply)
-        if reply.actor is None:
+            actor = await ask(key)
+        if actor is None:
             raise NameNotFoundError(
                 f"no live actor is named {name!r} in namespace {key[0]!r}: it was never "
                 "created, it has ended, or it lives in another namespace (pass namespace=)"
             )
-        self._cache_name(key, reply.actor, epoch)
+        self._cache_name(key, actor, epoch)
+        return actor
+
+    async def _ask_head(self, key: tuple[str, str]) -> ActorInfo | None:
+        reply = await self.head_request(lambda rid: LookupName(rid, key[1], key[0]))
+        assert isinstance(reply, NameReply)
         return reply.actor
+
+    _lookup_batch: _LookupBatch | None = None
+
+    async def _ask_batched(self, key: tuple[str, str]) -> ActorInfo | None:
+        """The actor holding ``key`` now, asked with the other first lookups of this loop
+        turn in one LookupNames: 10,000 agents greeting 10,000 others by name cost a few
+        frames to the head, not a round trip each."""
+        batch = self._lookup_batch
+        if batch is None or len(batch.keys) >= LOOKUP_BATCH_MAX:
+            batch = self._lookup_batch = _LookupBatch()
+            self.nursery.start_soon(self._send_lookups, batch)
+        i = batch.keys.setdefault(key, len(batch.keys))
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.found[i]
+
+    async def _send_lookups(self, batch: _LookupBatch) -> None:
+        # Started by the batch's first lookup, run after the rest of its loop turn.
+        if self._lookup_batch is batch:
+            self._lookup_batch = None
+        keys = tuple(batch.keys)
+        try:
+            reply = await self.head_request(lambda rid: LookupNames(rid, keys))
+            assert isinstance(reply, NamesFound)
+            batch.found = reply.actors
+        except PeerClosedError as exc:
+            batch.error = ActorgridError(
+                f"the cluster head went away before it answered a name lookup: {exc}; "
+                "try again once it is back"
+            )
+        except Exception as exc:
+            batch.error = exc
+        finally:
+            batch.done.set()
 
     def _cache_name(self, key: tuple[str, str], info: ActorInfo, epoch: int) -> None:
         if self._names_epoch == epoch:
@@ -154,6 +306,7 @@ class RuntimeNames(RuntimeActors):
             pass  # its worker is gone, and the actor with it
         self.forget_actor(info.actor_id)
         if info.name and self.head is not None and not self.head.closed:
+            self._flush_claims()  # (its own claim, if still queued, first)
             # Its name may name an actor that was never created (its creator died first):
             # then no worker frees it, so the killer does. Freeing a free name does nothing.
             with trio.move_on_after(FREE_NAME_TIMEOUT_S):

@@ -37,6 +37,7 @@ from .._protocol.messages import (
     Pulse,
     WorkerReport,
 )
+from .._protocol.namebatch import NamesClaimed, NamesFound
 from .._protocol.observe import LogLines
 from .._protocol.store import ObjectChunk
 from .._scheduler.flow import ReceiveCredits, SendCredits
@@ -71,6 +72,8 @@ _REPLIES = frozenset(
         JobLogs,
         LogLines,
         ObjectChunk,
+        NamesClaimed,
+        NamesFound,
     }
 )
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst

@@ -11,7 +11,6 @@ import trio
 
 from .._protocol.messages import ActorInfo, KillActor
 from .._scheduler.demand import Demand
-from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.streams import check_backpressure
 from .context import Context
 from .core import current_runtime
@@ -193,12 +192,13 @@ class RemoteFunction(Generic[P, R]):
             # queued to the head now, ahead of anything sent after it (claims of many
             # .remote() calls in a row share frames), and the creator may use the name at
             # once; a taken name fails the ref (ag.get raises ValueError).
-            def claim() -> None:
-                pending = rt.register_name_nowait(info, False)
-                rt.names[(info.namespace or DEFAULT_NAMESPACE, info.name or "")] = info
-                rt.nursery.start_soon(_quietly, finish_then_start, info, pending)
+            def claimed(error: Exception | None) -> None:
+                if error is None:
+                    rt.send_task(entry, code.id, code.blob, payload, num_cpus, info)
+                else:
+                    entry.set_error(error)
 
-            rt.on_loop(claim)
+            rt.on_loop(rt.claim_name_batched, info, claimed)
             return ObjectRef._make(entry)
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return ObjectRef._make(entry)
@@ -376,24 +376,19 @@ def _claim_class_name(
     the name usable by this process at once, and create the actor once the claim holds. A
     taken name fails the handle (its calls raise the ValueError), and the calls already sent
     are refused at the worker, which is told the actor will never come."""
-    pending = rt.register_name_nowait(info, False)
-    rt.names[(info.namespace or DEFAULT_NAMESPACE, info.name or "")] = info
 
-    async def finish() -> None:
+    def claimed(error: Exception | None) -> None:
         try:
-            await rt.finish_register(pending)
-        except Exception as exc:
-            rt.forget_actor(info.actor_id)
-            handle._fail(exc)
-            rt.peer_for(info.address).send(KillActor(0, info.actor_id))
-            raise
-        else:
-            start(info)
+            if error is not None:
+                handle._fail(error)
+                rt.peer_for(info.address).send(KillActor(0, info.actor_id))
+            else:
+                start(info)
         finally:
             if handle._claimed is not None:
                 handle._claimed.set()
 
-    rt.nursery.start_soon(_quietly, finish)
+    rt.claim_name_batched(info, claimed)
 
 
 def _start_registration(
