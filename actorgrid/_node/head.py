@@ -124,7 +124,9 @@ class Head(HeadOperations):
         self._subscribers: set[Peer] = set()
         # The processes told where each named actor lives: they may hold it in a name cache;
         # and the same, by process, so that a process that goes costs O(its names).
-        self._cachers: dict[ActorId, set[Peer]] = {}
+        # One process (most often the creator) as itself, several as a set: 100,000 names
+        # keep no set each.
+        self._cachers: dict[ActorId, Peer | set[Peer]] = {}
         self._cached_by: dict[Peer, set[ActorId]] = {}
         self._worker_at: dict[str, Peer] = {}  # worker address -> its link
         self._event_subscribers: set[Peer] = set()
@@ -361,7 +363,9 @@ class Head(HeadOperations):
         self.hub.forget(peer)
         for actor_id in self._cached_by.pop(peer, ()):
             cachers = self._cachers.get(actor_id)
-            if cachers is not None:
+            if cachers is peer:
+                del self._cachers[actor_id]
+            elif isinstance(cachers, set):
                 cachers.discard(peer)
         claimed = self.names.claimer_gone(peer)
         if claimed and self._nursery is not None:
@@ -432,11 +436,18 @@ class Head(HeadOperations):
     def _cache(self, peer: Peer, actor_id: ActorId) -> None:
         if peer.closed:
             return  # _closed has run for it: nothing would ever remove it
-        self._cachers.setdefault(actor_id, set()).add(peer)
+        cachers = self._cachers.get(actor_id)
+        if cachers is None:
+            self._cachers[actor_id] = peer
+        elif isinstance(cachers, set):
+            cachers.add(peer)
+        elif cachers is not peer:
+            self._cachers[actor_id] = {cachers, peer}
         self._cached_by.setdefault(peer, set()).add(actor_id)
 
     def _forget_cachers(self, actor_id: ActorId) -> set[Peer]:
-        cachers = self._cachers.pop(actor_id, set())
+        held = self._cachers.pop(actor_id, None)
+        cachers = held if isinstance(held, set) else set() if held is None else {held}
         for cacher in cachers:
             ids = self._cached_by.get(cacher)
             if ids is not None:

@@ -15,6 +15,7 @@ IndexError), which ``codec.decode`` turns into ProtocolError like any malformed 
 
 from __future__ import annotations
 
+from sys import intern
 from typing import Any
 
 import cattrs
@@ -67,13 +68,16 @@ def _structure_actor_info(obj: Any, _: Any) -> ActorInfo:
     detached = obj[9]
     if type(detached) is not bool:
         raise TypeError("detached is a bool")
+    namespace = _opt_str(obj[5])
+    # Address, kind, label and namespace are shared by thousands of actors: one string each
+    # (a head holding 100,000 names keeps no four copies each).
     return ActorInfo(
         ActorId(actor_id),
-        _str(obj[1]),
-        _str(obj[2]),
-        _str(obj[3]),
+        intern(_str(obj[1])),
+        intern(_str(obj[2])),
+        intern(_str(obj[3])),
         _opt_str(obj[4]),
-        _opt_str(obj[5]),
+        None if namespace is None else intern(namespace),
         tuple(_str(m) for m in obj[6]),
         _int(obj[7]),
         _int(obj[8]),
