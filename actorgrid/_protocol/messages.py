@@ -55,6 +55,7 @@ from .mailboxes import Publish as Publish
 from .namebatch import ClaimNames as ClaimNames
 from .namebatch import LookupNames as LookupNames
 from .namebatch import NamesClaimed as NamesClaimed
+from .namebatch import NamesEnded as NamesEnded
 from .namebatch import NamesFound as NamesFound
 from .observe import (
     CallSpans,
@@ -384,6 +385,7 @@ Message: TypeAlias = (
     | NamesClaimed
     | LookupNames
     | NamesFound
+    | NamesEnded
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

@@ -5,6 +5,7 @@ each one frame per loop turn instead of one round trip each (issue 13: 100,000 n
 
 import attrs
 
+from .ids import ActorId
 from .records import ActorInfo
 
 
@@ -44,3 +45,13 @@ class NamesFound:
 
     rid: int
     actors: tuple[ActorInfo | None, ...]
+
+
+@attrs.frozen
+class NamesEnded:
+    """Sent by the head to a process it told where these named actors live (it may cache
+    them): they have ended, forget them; the named actors that ended in one loop turn of
+    the head, in one frame per process. Answered with Ack."""
+
+    rid: int
+    actor_ids: tuple[ActorId, ...]

@@ -177,7 +177,9 @@ def send(target: Any, message: Any, *, namespace: str | None = None) -> None:
     """Put ``message`` in the mailbox of ``target`` (a name, handle or actor ref). A name is
     looked up in ``namespace`` (None: the default namespace)."""
     _not_in_trio("send")
-    current_runtime().portal.run(send_async, target, message, namespace)
+    rt = current_runtime()
+    if not rt.send_soon(target, message, namespace):  # a cached name: no wait for the loop
+        rt.portal.run(send_async, target, message, namespace)
 
 
 async def send_async(target: Any, message: Any, namespace: str | None = None) -> None:

@@ -27,7 +27,6 @@ from .._exceptions import (
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
 from .._protocol.ids import ActorId, ObjectId, WorkerId, short
 from .._protocol.messages import (
-    ActorEnded,
     ActorInfo,
     Credit,
     DeliveryFailed,
@@ -37,6 +36,7 @@ from .._protocol.messages import (
     Hello,
     Membership,
     Message,
+    NamesEnded,
     Payload,
     Shutdown,
     StreamItem,
@@ -93,7 +93,7 @@ class RuntimeLinks:
     # handlers and failover call; declared here so that each layer type-checks on its own.
     _on_fetch: Callable[[Peer, FetchObject], None]
     _on_result: Callable[[Peer, TaskResult], None]
-    _on_actor_ended: Callable[[Peer, ActorEnded], None]
+    _on_names_ended: Callable[[Peer, NamesEnded], None]
     _send_spec: Callable[[ObjectEntry, TaskSpec], None]
     _retry_task: Callable[..., None]
     tasks_lost: Callable[..., int]
@@ -178,7 +178,7 @@ class RuntimeLinks:
             FetchObject: self._on_fetch,
             DeliveryFailed: self._on_delivery_failed,
             Credit: self._on_credit,
-            ActorEnded: self._on_actor_ended,
+            NamesEnded: self._on_names_ended,  # names.py
             WorkerJoined: self._membership_news(self._on_worker_joined),
             WorkerLeft: self._membership_news(self._on_worker_left),
             WorkerState: self._membership_news(self._on_worker_state),

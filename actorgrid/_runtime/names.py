@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +21,15 @@ from .._protocol.messages import (
     ClaimNames,
     Credit,
     Deliver,
+    Event,
     KillActor,
     LookupName,
     LookupNames,
     NameReply,
     NamesClaimed,
+    NamesEnded,
     NamesFound,
+    Payload,
     RegisterName,
 )
 from .._scheduler.names import DEFAULT_NAMESPACE
@@ -281,15 +286,16 @@ class RuntimeNames(RuntimeActors):
         if self._names_epoch == epoch:
             self.names[key] = info
 
-    def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
-        # From the head: a named actor this process looked up or registered has ended.
+    def _on_names_ended(self, peer: Peer, msg: NamesEnded) -> None:
+        # From the head: named actors this process looked up or registered have ended.
         self._names_epoch += 1
-        self.forget_actor(msg.actor_id)
-        for entry in self.end_watchers.pop(msg.actor_id, ()):
-            if entry.state == PENDING:
-                entry.set_value(dumps(None))
-        if msg.rid:
-            peer.send(Ack(msg.rid))
+        watchers = self.end_watchers
+        for actor_id in msg.actor_ids:
+            self.forget_actor(actor_id)
+            for entry in watchers.pop(actor_id, ()):
+                if entry.state == PENDING:
+                    entry.set_value(dumps(None))
+        peer.send(Ack(msg.rid))
 
     def watch_end(self, info: ActorInfo, entry: ObjectEntry) -> None:
         """Loop: resolve ``entry`` (to None) when the named actor ``info`` ends. The ref that
@@ -359,6 +365,82 @@ class RuntimeNames(RuntimeActors):
             )
         return info
 
+    # Sends by cached name from other threads (send_soon) queued for the loop, not yet run:
+    # one item each (a deque: appended by any thread, popped by the loop).
+    _soon: deque[None] | None = None
+    # Per actor, the sends of send_soon waiting for a credit, in order (see _send_in_line).
+    _in_line: dict[ActorId, deque[Payload]] | None = None
+
+    def send_soon(self, target: Any, message: Any, namespace: str | None = None) -> bool:
+        """Any thread but the loop's: ``ag.send`` to a name this process has cached (a live
+        coroutine agent on another worker), without waiting for the loop: the message is
+        queued for it in order, as fire-and-forget as any send (one the agent can no longer
+        take is counted and reported, as ``message_undelivered``). False: nothing was sent;
+        use ``send``. The driver that created 10,000 agents ends them by name in well under
+        a second, not one thread hop each."""
+        if type(target) is not str or self.portal.in_loop_thread():
+            return False
+        info = self.names.get((namespace or DEFAULT_NAMESPACE, target))
+        if info is None or info.kind != "coroutine" or info.address in ("", self.address):
+            return False
+        payload = dumps(message)
+        if payload.buffers:
+            return False  # (a large value: the loop's send copes with it)
+        self.check_size(payload, "send()")
+        if self._soon is None:
+            self._soon = deque()
+        self._soon.append(None)
+        self.on_loop(self._send_soon, info, payload)
+        return True
+
+    def _send_soon(self, info: ActorInfo, payload: Payload) -> None:
+        assert self._soon is not None
+        self._soon.popleft()
+        peer = self.peer_for(info.address)
+        line = self._in_line.get(info.actor_id) if self._in_line else None
+        if line is None:
+            if peer.closed:
+                self._undelivered(info, f"connection to {peer.address} is closed")
+                return
+            if peer.send_credits.try_take(info.actor_id):
+                peer.send(Deliver(0, info.actor_id, payload))
+                return
+            if self._in_line is None:
+                self._in_line = {}
+            line = self._in_line[info.actor_id] = deque()
+            self.nursery.start_soon(self._send_in_line, peer, info, line)
+        line.append(payload)
+
+    async def _send_in_line(self, peer: Peer, info: ActorInfo, line: deque[Payload]) -> None:
+        """Send the messages of ``line`` as credits come (a full mailbox: they wait here, in
+        order, and later sends to the actor wait behind them)."""
+        assert self._in_line is not None
+        try:
+            while line:
+                await wait_credit(peer, info.actor_id)
+                peer.send(Deliver(0, info.actor_id, line.popleft()))
+        except PeerClosedError as exc:
+            for _ in range(len(line)):
+                self._undelivered(info, str(exc))
+            line.clear()
+        finally:
+            del self._in_line[info.actor_id]
+
+    def _undelivered(self, info: ActorInfo, why: str) -> None:
+        self.forget_actor(info.actor_id)
+        self.undelivered += 1
+        detail = f"a message to actor {_describe(info)} was not delivered: {why}"
+        log.warning("%s", detail)
+        self.publish(Event("message_undelivered", time.time(), pid=os.getpid(), detail=detail))
+
+    async def _after_soon(self, actor_id: ActorId) -> None:
+        """Loop: wait until the sends of send_soon queued before now went out (or wait in
+        line for ``actor_id``): a send or ask made after them never overtakes them."""
+        while self._soon:
+            await trio.lowlevel.checkpoint()  # the portal's next drain runs them
+        while self._in_line and actor_id in self._in_line:
+            await trio.sleep(0.001)  # rare: that agent's mailbox is full
+
     async def send(self, target: Any, message: Any, namespace: str | None = None) -> None:
         info = (
             self.names.get((namespace or DEFAULT_NAMESPACE, target))
@@ -367,6 +449,8 @@ class RuntimeNames(RuntimeActors):
         )
         if info is None or info.kind != "coroutine":
             info = await self.resolve_target(target, namespace)
+        if self._soon or self._in_line:
+            await self._after_soon(info.actor_id)
         payload = dumps(message)
         self.check_size(payload, "send()")
         peer = self.peer_for(info.address)
@@ -403,6 +487,8 @@ class RuntimeNames(RuntimeActors):
         self, target: Any, message: Any, timeout: float | None, namespace: str | None = None
     ) -> Any:
         info = await self.resolve_target(target, namespace)
+        if self._soon or self._in_line:
+            await self._after_soon(info.actor_id)
         payload = dumps(message)
         self.check_size(payload, "ask()")
         peer = self.peer_for(info.address)

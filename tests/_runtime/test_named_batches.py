@@ -148,3 +148,30 @@ def test_a_taken_name_among_claims_sent_together_fails_alone() -> None:
         ag.send(f"{prefix}-{i}", "stop")
     assert ag.get([refs[i] for i in others], timeout=60) == others
     assert ag.get(taken, timeout=60) == "first"
+
+
+@ag.remote
+async def slow_collector(ctx: ag.Context) -> list[Any]:
+    got: list[Any] = []
+    async for msg in ctx.mailbox:
+        if msg == "all?":
+            assert ctx.request is not None
+            ctx.request.reply(got)
+            return got
+        got.append(msg)
+        if len(got) == 1:
+            # Not a timing assumption: a pause that lets its small mailbox fill, so that the
+            # sends after it wait for credits; the order asserted holds however long it is.
+            await trio.sleep(0.5)
+    return got
+
+
+def test_sends_by_cached_name_from_a_thread_keep_their_order_through_a_full_mailbox() -> None:
+    name = unique("collector")
+    ref = slow_collector.options(name=name, mailbox_size=4).remote()
+    ag.send(name, -1)  # (the first send may wait for the claim; then the name is cached)
+    for i in range(1000):  # past the link's credit window (256): the later ones wait in line
+        ag.send(name, i)  # queued for the loop without waiting
+    # An ask made after them never overtakes them, nor does their ref's result.
+    assert ag.ask(name, "all?", timeout=60) == [-1, *range(1000)]
+    assert ag.get(ref, timeout=60) == [-1, *range(1000)]
