@@ -52,6 +52,10 @@ RELEASE_BATCH = START_BATCH
 CLAIM_BATCH_MAX = 2048
 LOOKUP_BATCH_MAX = 512
 
+# Sends by cached name queued for the loop at most (send_soon): beyond, ag.send waits for
+# the loop as before, so a thread that outruns the loop is held back, not buffered.
+SEND_SOON_MAX = 4096
+
 # What a batched claim's creator is told once the head answered: None (the name is its
 # actor's) or the error that fails its ref or handle.
 ClaimDone = Callable[[Exception | None], None]
@@ -376,13 +380,26 @@ class RuntimeNames(RuntimeActors):
         coroutine agent on another worker), without waiting for the loop: the message is
         queued for it in order, as fire-and-forget as any send (one the agent can no longer
         take is counted and reported, as ``message_undelivered``). False: nothing was sent;
-        use ``send``. The driver that created 10,000 agents ends them by name in well under
+        use ``send`` (also while earlier ones wait for the agent's credits: backpressure). The driver that created 10,000 agents ends them by name in well under
         a second, not one thread hop each."""
         if type(target) is not str or self.portal.in_loop_thread():
             return False
         info = self.names.get((namespace or DEFAULT_NAMESPACE, target))
         if info is None or info.kind != "coroutine" or info.address in ("", self.address):
             return False
+        peer = self.peers.get(info.address)
+        if peer is None or peer.closed:
+            return False
+        # Only while the agent's credit window surely has room for this one and all queued
+        # before it (read from this thread: a dict lookup, and a conservative sum): a full
+        # mailbox holds the sender back in send(), as ever, never buffers here.
+        soon, credits = self._soon, peer.send_credits
+        queued = 0 if soon is None else len(soon)
+        if queued >= SEND_SOON_MAX or credits.outstanding(info.actor_id) + queued >= credits.window:
+            return False
+        in_line = self._in_line
+        if in_line and info.actor_id in in_line:
+            return False  # (it waits for credits: the caller waits in send() behind it)
         payload = dumps(message)
         if payload.buffers:
             return False  # (a large value: the loop's send copes with it)
