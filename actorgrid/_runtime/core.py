@@ -11,7 +11,7 @@ was never written (its dial failed or timed out, after DIAL_TIMEOUT_INTERVALS pu
 placed again without spending a retry; a worker the head declares dead has its link dropped,
 so its calls fail over at once. A call no worker fits waits (``waiting.py``) until one does.
 
-The name cache holds only live actors: the head sends ActorEnded to every process it gave a
+The name cache holds only live actors: the head sends NamesEnded to every process it gave a
 named actor to, and waits for its Ack, before the actor's end is confirmed to its worker. So a
 send by name after a named actor's end is known (its ref resolved, its kill returned) never
 goes to it: it reaches the name's new holder or raises NameNotFoundError.

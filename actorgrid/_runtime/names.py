@@ -1,4 +1,11 @@
-"""Names and lookup, kill, send and ask: reaching actors by handle or by name."""
+"""Names and lookup, kill, send and ask: reaching actors by handle or by name.
+
+At 100,000 named agents nothing here is a round trip per name: the claims of one loop turn
+go to the head in one ClaimNames (the creator uses each name at once, from its cache), the
+first lookups of one loop turn in one LookupNames, and ``ag.send`` from a plain thread to a
+name this process knows is queued for the loop without waiting for it (``send_soon``), while
+the agent's credit window has room: a full mailbox still holds the sender back.
+"""
 
 from __future__ import annotations
 
