@@ -5,6 +5,7 @@ LookupNames, on a live cluster; an unknown name or a taken one fails alone."""
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from typing import Any
 
@@ -175,3 +176,20 @@ def test_sends_by_cached_name_from_a_thread_keep_their_order_through_a_full_mail
     # An ask made after them never overtakes them, nor does their ref's result.
     assert ag.ask(name, "all?", timeout=60) == [-1, *range(1000)]
     assert ag.get(ref, timeout=60) == [-1, *range(1000)]
+
+
+def test_agents_ending_together_are_all_forgotten_by_their_creator() -> None:
+    prefix = unique("together")
+    names = [f"{prefix}-{i}" for i in range(100)]
+    refs = [echo.options(name=name).remote(i) for i, name in enumerate(names)]
+    for name in names:
+        ag.send(name, "stop")  # they end together: the head tells this process in batches
+    assert ag.get(refs, timeout=60) == list(range(100))
+    rt = current_runtime()
+    deadline = time.monotonic() + 60
+    while any(rt.names.get(("default", name)) is not None for name in names):
+        assert time.monotonic() < deadline, "ended agents were never forgotten"
+        time.sleep(0.05)
+    for name in names[:5]:
+        with pytest.raises(ag.NameNotFoundError, match=name):
+            ag.send(name, "too late")
