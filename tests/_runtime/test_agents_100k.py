@@ -2,11 +2,14 @@
 cluster, created, each reached by name once, and the cluster shut down with all of them alive.
 
 The size is ``ACTORGRID_SCALE_AGENTS`` (default SCALE_AGENTS_DEFAULT, which keeps it inside
-the suite's time budget). At 100,000 it is bound by creation (~400-1,000 agents/s on a loaded
-2-core machine: ~0.7 ms of CPU per agent, half of it the driver's name claim, head and
-creation frames) and by 100,000 first lookups at the head. Its last runs at 100,000 (issue 13,
-with inbox.py): at a load average of ~4, created in 47.2 s, each reached by name once, stopped
-in 8.9 s, 95 s in all. At a load average of 10-16 (six other test runs on the machine), each of
+the suite's time budget). At 100,000 it is bound by creation: ~0.37 ms of CPU per agent on a
+2-core machine, ~0.1 ms of it the driver's (its ``.remote()`` calls, and its head: name claims
+come in one ClaimNames per loop turn, first lookups in one LookupNames) and ~0.12 ms each
+worker's. Its runs at 100,000 (issue 13, with inbox.py): at a load average of ~4, created in
+47.2 s, each reached by name once, stopped in 8.9 s, 95 s in all; with batched names, at a
+load average of ~7.5 (seven engineers' test runs on the 2 cores), created in 68.1 s and
+stopped in 15.7 s, over SHUTDOWN_S (a 50,000-agent run beside it stopped in 11.7 s with
+batched names, 12.7 s without). At a load average of 10-16 (six other test runs on the machine), each of
 four runs lost a worker: killed as a zombie (no pulse for 5 s) once mid-stop (a stopping node
 now kills none: node.py) and once in the by-name round; twice gone with no zombie line seen
 (not understood yet). Every batch of work per loop turn that these sizes showed is bounded
