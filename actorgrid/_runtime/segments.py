@@ -213,7 +213,7 @@ class StoreClient:
                     os.rename(os.path.join(self.pool_folder, name), tmp)
                 except OSError:
                     continue  # another writer took it, or the agent removed it
-                fd = os.open(tmp, os.O_WRONLY)
+                fd = os.open(tmp, os.O_RDWR)  # read too: a pull maps it
                 try:
                     # Readers of the object it held hold a shared lock while they map it.
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -224,7 +224,7 @@ class StoreClient:
                     continue
                 os.ftruncate(fd, size)
                 return fd, name
-        return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), ""
+        return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600), ""
 
     def map(self, name: str) -> Payload | None:
         """The stored payload, its data and buffers views of a read-only mapping; None if
