@@ -24,10 +24,9 @@ from .._exceptions import ProtocolError
 from .base import TRAFFIC, Buffer
 from .tcp import TcpFrameStream
 
-__all__ = ["RECEIVE_SLICE_BYTES", "SOCKET_BUFFER_BYTES", "BulkReceiver"]
+__all__ = ["RECEIVE_SLICE_BYTES", "BulkReceiver"]
 
 RECEIVE_SLICE_BYTES = 4 << 20
-SOCKET_BUFFER_BYTES = 8 << 20  # asked of the kernel, which caps it at net.core.rmem_max
 
 _HEAD = struct.Struct("!QI")  # frame body length, envelope length (framing.py, codec.py)
 
@@ -92,11 +91,3 @@ class BulkReceiver:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-
-def widen(stream: TcpFrameStream) -> None:
-    """Ask for a receive buffer that keeps a fast link full (before the transfer starts)."""
-    try:
-        stream._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
-    except OSError:
-        pass  # the kernel's default then, which still works
