@@ -2,9 +2,17 @@
 them there, and re-running the task that made a value whose node died (lineage).
 
 - A value held on another node is pulled straight from a process of that node (the one that
-  wrote it: the locator names it), in ``PULL_CHUNK_BYTES`` pieces with ``PULL_WINDOW`` asked
-  ahead, into this node's store as a cached copy (or into memory, for a process without a
-  store: a driver that joined from elsewhere). Never through the owner nor the driver.
+  wrote it: the locator names it) into this node's store as a cached copy (or into memory,
+  for a process without a store: a driver that joined from elsewhere). Never through the
+  owner nor the driver. One of ``BULK_MIN_BYTES`` or more comes on a connection of its own,
+  authenticated like any other, its pieces received straight into the mapped segment
+  (``_transport/bulk.py``): the kernel's copy out of the socket is the only one. Smaller
+  values, and every value in a cluster with TLS (which decrypts into buffers of its own),
+  come on the link to the holder in ``PULL_CHUNK_BYTES`` pieces with ``PULL_WINDOW`` asked
+  ahead, each written into the segment by a thread.
+- The holder tells each process that pulled a copy when the value is freed, and forgets a
+  puller whose link closed; a free that overtakes its pull frees the copy once it is made
+  (``_scheduler/pulls.py``).
 - Async code (an ``async def`` task, an async actor method, a Trio-native driver) loads
   values on the loop, which cannot wait for a pull while it unpickles: ``localize`` pulls
   what an async task's arguments and an awaited ref locate before they are loaded.
