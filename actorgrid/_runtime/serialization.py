@@ -8,11 +8,11 @@ cause whose class cannot be loaded on the caller still gives a useful RemoteErro
 from __future__ import annotations
 
 import ctypes
+import functools
 import inspect
 import mmap
 import os
 import pickle
-import platform
 import sys
 import traceback
 from collections.abc import Callable
@@ -100,11 +100,18 @@ _HUGE_BYTES = 4 << 20  # smaller values are loaded plainly (few pages: few fault
 _calls = _bytes_calls()
 
 
+@functools.cache
 def _mmap_call() -> Callable[..., Any] | None:
     """libc's mmap, when a large bytes object's memory is known to be a mapping of its own
     that ``free`` unmaps whole: glibc's malloc, not replaced (LD_PRELOAD) nor wrapped by
-    Python's debug allocators (None otherwise: values are copied)."""
-    if _calls is None or platform.libc_ver()[0] != "glibc" or sys.flags.dev_mode:
+    Python's debug allocators, nor mimalloc's pages (free-threaded builds); None otherwise
+    (values are copied). Found on first use: nothing at import."""
+    if _calls is None or sys.flags.dev_mode or "t" in getattr(sys, "abiflags", ""):
+        return None
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return None
+    except (ValueError, OSError):
         return None
     if os.environ.get("PYTHONMALLOC", "") not in ("", "pymalloc", "malloc"):
         return None
@@ -124,7 +131,6 @@ def _mmap_call() -> Callable[..., Any] | None:
     return call
 
 
-_mmap = _mmap_call()
 _MAP_FIXED = 0x10  # Linux, every architecture
 _IS_MMAPPED = 0x2  # glibc: the chunk is a mapping of its own (its size field's bit 1)
 _SIZE_BITS = 0x7
@@ -164,7 +170,8 @@ def _share(value: bytes, address: int, view: memoryview, fd: int, offset: int) -
     nothing, where the allocation is not a mapping of its own or the alignment differs (the
     caller copies)."""
     n, page = view.nbytes, mmap.PAGESIZE
-    if _mmap is None or (address - offset) % page:
+    call = _mmap_call()
+    if call is None or (address - offset) % page:
         return False
     size = ctypes.c_size_t.from_address(id(value) - ctypes.sizeof(ctypes.c_size_t)).value
     if not size & _IS_MMAPPED or size & ~_SIZE_BITS < n:
@@ -179,11 +186,11 @@ def _share(value: bytes, address: int, view: memoryview, fd: int, offset: int) -
     target[tail:] = view[tail:]
     protection = mmap.PROT_READ | mmap.PROT_WRITE
     flags = mmap.MAP_PRIVATE | _MAP_FIXED
-    if _mmap(first, last - first, protection, flags, fd, offset + head) == first:
+    if call(first, last - first, protection, flags, fd, offset + head) == first:
         return True
     # A failed fixed mapping may have unmapped the range: make it plain memory again.
     flags |= mmap.MAP_ANONYMOUS
-    if _mmap(first, last - first, protection, flags, -1, 0) != first:
+    if call(first, last - first, protection, flags, -1, 0) != first:
         raise MemoryError(f"could not map {last - first} bytes back into a bytes object")
     return False
 
