@@ -15,7 +15,9 @@ stays readable by that reader, so no reader needs to pin anything.
 
 Copies: a value's pickle protocol 5 buffers (numpy arrays; large ``bytes`` and ``bytearray``
 too, see ``serialization._OutOfBand``) are written straight from the value into the file, the
-one copy of a write. A freed file goes to the node's free pool (``_scheduler/recycling.py``)
+one copy of a write. A large ``bytes`` value is read without a copy either: its buffer sits
+where a new bytes object of its length has its data (modulo a page), and the reader maps the
+file's pages there (``serialization.load_bytes``); it stays a real ``bytes``. A freed file goes to the node's free pool (``_scheduler/recycling.py``)
 and the next writer of its size class writes into its existing pages (no page allocation,
 zeroing or freeing). A reader holds a shared ``flock`` on the file for as long as its mapping
 lives (the lock goes with the mapping, not the descriptor), and a writer reuses a pooled file
