@@ -173,7 +173,8 @@ def _share(value: bytes, address: int, view: memoryview, fd: int, offset: int) -
     shared lock for as long as that mapping lives, so the store never rewrites those pages
     (a recycled segment is claimed only under the exclusive lock), and ``free`` of the
     object unmaps its whole allocation, this mapping included. False, having written
-    nothing, where the allocation is not a mapping of its own or the alignment differs (the
+    nothing, where the allocation is not a mapping of its own (glibc serves one under its
+    mmap threshold, which grows up to 32 MiB, from the heap) or the alignment differs (the
     caller copies)."""
     n, page = view.nbytes, mmap.PAGESIZE
     call = _mmap_call()

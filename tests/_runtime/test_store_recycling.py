@@ -134,7 +134,9 @@ def test_a_segment_still_mapped_by_a_reader_is_not_overwritten() -> None:
     ag.kill(keeper)
 
 
-BYTES_SIZE = 8 * 2**20  # over SHARE_MIN_BYTES: a reader maps the store's pages into it
+# Over glibc's largest mmap threshold (32 MiB): the reader's new bytes object is a mapping of
+# its own, into which it maps the store's pages (smaller ones may come from the heap: copied).
+BYTES_SIZE = 40 * 2**20
 
 
 @ag.remote
