@@ -297,16 +297,18 @@ class ExecutorTasks:
         """On a pool thread: report a result. The last of a burst goes straight to the
         caller's socket; the others go through the loop, which batches them into few writes.
 
-        An actor call answered straight holds no resources (its actor does) and its children
-        were registered through the loop before this: its bookkeeping waits for the loop's
-        next turn (``_ended_later``), so a round trip wakes the worker's loop once, not twice.
+        An actor call answered straight holds no resources (its actor does); with nothing
+        queued for the loop (``portal.idle``), the tasks it started are registered as its
+        children already, so its end cannot overtake them: its bookkeeping then waits for the
+        loop's next turn (``_ended_later``), and a round trip wakes the worker's loop once,
+        not twice.
         """
         if (
             last
             and not item.cancelled
             and peer.send_threadsafe(TaskResult(item.task_id, ok, payload))
         ):
-            if type(item) is _Call:
+            if type(item) is _Call and self.runtime.portal.idle():
                 self._ended_later.append(item.task_id)
             else:
                 self.runtime.portal.call_soon(self._ended, item.task_id)
