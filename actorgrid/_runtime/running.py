@@ -60,9 +60,10 @@ from .serialization import box_error, dumps_result, system_error
 from .starting import START_BATCH, Starter
 
 # Bookkeeping of actor calls answered straight from their pool thread waits at most this long
-# for a turn of the loop (ExecutorTasks._ended_later): a worker that goes quiet is tidy again
-# within it, at the cost of this many wake-ups a second when idle.
-ENDED_DRAIN_S = 0.2
+# for a turn of the loop (ExecutorTasks._ended_later; a call, cancel or listing drains it at
+# once): a worker that goes quiet is tidy again within it, for one wake-up of its loop per
+# period.
+ENDED_DRAIN_S = 1.0
 
 if TYPE_CHECKING:
     from .core import Runtime
