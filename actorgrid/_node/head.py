@@ -250,9 +250,15 @@ class Head(HeadOperations):
         for peer in list(self._worker_peers):
             peer.send(Shutdown(reason))
 
+    def stopping(self) -> None:
+        """The whole cluster stops: from now on, links that close free nothing one by one
+        (names, owned actors, caches), since all of it goes with the head."""
+        self._stopping = True
+
     async def close_nodes(self, grace_s: float) -> None:
         """Stop every node agent (each interrupts its workers with ``grace_s`` to clean up,
         then exits) and wait for them, at most grace_s plus a margin."""
+        self.stopping()
 
         async def stop(node: HeadNode) -> None:
             try:
@@ -367,18 +373,22 @@ class Head(HeadOperations):
         self._subscribers.discard(peer)
         self._event_subscribers.discard(peer)
         self.hub.forget(peer)
-        for actor_id in self._cached_by.pop(peer, ()):
+        # The cluster stops (close_nodes): its names and actors go with it. Freed one by one,
+        # the 100,000 names of a simulation held the head's loop for seconds of its stop.
+        stopping = self._stopping
+        for actor_id in () if stopping else self._cached_by.pop(peer, ()):
             cachers = self._cachers.get(actor_id)
             if cachers is peer:
                 del self._cachers[actor_id]
             elif isinstance(cachers, set):
                 cachers.discard(peer)
-        claimed = self.names.claimer_gone(peer)
+        claimed = [] if stopping else self.names.claimer_gone(peer)
         if claimed and self._nursery is not None:
             self._background(
                 "freeing the names of a gone process", self._free_unmade, claimed, peer.close_reason
             )
-        self.lifetimes.process_gone(peer)
+        if not stopping:
+            self.lifetimes.process_gone(peer)
         self.envs.process_gone(peer)
         self.jobs.process_gone(peer)
         node = self._node_peers.pop(peer, None)
@@ -394,10 +404,11 @@ class Head(HeadOperations):
         self.suspended.discard(info.worker_id)
         if self._worker_at.get(info.address) is peer:
             del self._worker_at[info.address]
-        self.lifetimes.worker_gone(info.address)
-        for gone in self.names.address_gone(info.address):
-            # Every subscriber drops names at that address when it hears WorkerLeft.
-            self._forget_cachers(gone.actor_id)
+        if not stopping:
+            self.lifetimes.worker_gone(info.address)
+            for gone in self.names.address_gone(info.address):
+                # Every subscriber drops names at that address when it hears WorkerLeft.
+                self._forget_cachers(gone.actor_id)
         log.info("worker %s left: %s", info.address, peer.close_reason)
         for sub in self._subscribers:
             sub.send(WorkerLeft(info.worker_id, peer.close_reason))
@@ -513,6 +524,8 @@ class Head(HeadOperations):
         elif msg.rid:
             peer.send(Ack(msg.rid))
 
+    # Set by close_nodes: the cluster stops, so links that close free nothing one by one.
+    _stopping = False
     # The named actors that ended in this loop turn, not told to their cachers yet.
     _round: _EndedRound | None = None
 

@@ -80,6 +80,7 @@ async def open_runtime(
     prepared = await prepare_runtime_env(runtime_env)
     async with trio.open_nursery() as nursery:
         node: NodeAgent | None = None
+        head: Head | None = None
         if address is None:
             # Workers fork from a template that imports while the head and the node start.
             await nursery.start(serve_template)
@@ -161,6 +162,8 @@ async def open_runtime(
             if runtime_or_none() is rt:
                 set_current_runtime(None)
             with trio.CancelScope(shield=True):
+                if head is not None:
+                    head.stopping()  # the cluster's names and actors go with it, all at once
                 if node is not None:
                     await node.aclose()
             nursery.cancel_scope.cancel()
