@@ -6,11 +6,11 @@ the suite's time budget). At 100,000 it is bound by creation: ~0.37 ms of CPU pe
 2-core machine, ~0.1 ms of it the driver's (its ``.remote()`` calls, and its head: name claims
 come in one ClaimNames per loop turn, first lookups in one LookupNames) and ~0.12 ms each
 worker's. Its runs at 100,000 (issue 13, with inbox.py): at a load average of ~4, created in
-47.2 s, each reached by name once, stopped in 8.9 s, 95 s in all; with batched names, at a
-load average of ~7.5 (seven engineers' test runs on the 2 cores), created in 68.1 s and
-stopped in 15.7 s; at ~6.5, created in 47.5 s and stopped in 10.3 s: both over SHUTDOWN_S,
-which that load, not the names, decides (a 50,000-agent run stopped in 11.7 s with batched
-names, 12.7 s without, at a load average of ~7). At a load average of 10-16 (six other test runs on the machine), each of
+47.2 s, each reached by name once, stopped in 8.9 s, 95 s in all. With batched names and a
+stopping head that frees nothing name by name (issue 13, mass5), at a load average of ~4:
+created in 28.9 s, stopped in 8.2 s, 68 s in all (main, run just after it: 75.3 s, 9.6 s,
+129 s). Earlier runs of it at a load average of ~6.5-7.5 (seven test runs on the 2 cores):
+created in 47.5-68.1 s, stopped in 10.3-15.7 s, over SHUTDOWN_S. At a load average of 10-16 (six other test runs on the machine), each of
 four runs lost a worker: killed as a zombie (no pulse for 5 s) once mid-stop (a stopping node
 now kills none: node.py) and once in the by-name round; twice gone with no zombie line seen
 (not understood yet). Every batch of work per loop turn that these sizes showed is bounded
