@@ -283,8 +283,8 @@ def main() -> None:
     )
     print(f"coins conserved: {sum(runs[-1][1])} of {args.agents}")
     ginis = [gini(w) for _, w in runs]
-    spread = f" +- {statistics.stdev(ginis):.3f} over {len(runs)} seeds" if len(runs) > 1 else ""
-    print(f"gini: {statistics.mean(ginis):.3f}{spread}")
+    spread = f" +- {statistics.stdev(ginis):.4f} over {len(runs)} seeds" if len(runs) > 1 else ""
+    print(f"gini: {statistics.mean(ginis):.4f}{spread}")
 
 
 if __name__ == "__main__":
