@@ -23,6 +23,7 @@ import re
 import secrets
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,12 @@ def run_three_hosts(agents: int, steps: int, seeds: int, pulse_s: float = 0.5) -
         _, address = hosts.start_head(0, secret, pulse_s)
         for host in range(3):
             hosts.start_node(host, address, secret, pulse_s)
+        # A worker learns of the others from the head, after they have joined; a district
+        # activated while the views differ moves when they settle (``_runtime/keyed.py``), and
+        # the example's districts keep their people in memory (no on_deactivate hook), so a
+        # move mid-run loses a district's state and the run hangs (seen once in four runs
+        # without this wait). Ten pulse intervals let every view settle first.
+        time.sleep(10 * pulse_s)
         places = 3 * DISTRICTS_PER_WORKER
         argv = ["--agents", str(agents), "--steps", str(steps), "--seeds", str(seeds)]
         argv += ["--address", address, "--districts", str(places)]
