@@ -131,7 +131,7 @@ def wealth(sizes: Any, num_workers: int) -> dict[str, Any]:
     detail["mesa"] = theirs if theirs is not None else "not installed"
     if theirs is not None:
         detail["of_mesa"] = mine["steps_per_s"] / theirs["steps_per_s"]
-    ours = f"Gini {mine['gini']:.3f} +- {mine['gini_sd']:.3f} over {seeds} seeds"
+    ours = f"Gini {mine['gini']:.3f} +- {mine['gini_sd']:.3f} over {seeds} seed{'s' * (seeds > 1)}"
     if theirs is None:
         detail["summary"] = f"{ours}; Mesa not installed"
     else:
