@@ -127,7 +127,7 @@ def test_example_runs(name: str, tmp_path: Path) -> None:
     ("name", "size", "conserved"),
     [
         ("wealth.py", ["--agents", "300", "--steps", "5"], "coins conserved: 300 of 300"),
-        ("sir.py", ["--agents", "200", "--days", "5"], "every day: S + I + R = 200"),
+        ("sir.py", ["--agents", "100", "--days", "3"], "every day: S + I + R = 100"),
     ],
 )
 def test_a_simulation_runs_in_the_deterministic_mode_the_same_for_a_seed(
