@@ -129,6 +129,12 @@ async def district(ctx: ag.Context) -> None:
     clock, model = "", District(me, 0, 1, 0)
     async for msg in ctx.mailbox:
         kind = msg[0]
+        if kind in ("gifts", "step") and not clock:
+            raise RuntimeError(
+                f"district {me} was activated anew in the middle of a run (its worker died, or "
+                "a worker joined and its key moved), so its people are lost: start the model "
+                "once the cluster's workers are up"
+            )
         if kind == "gifts":
             todo = model.gifts(*msg[1:])
         elif kind == "step":
