@@ -115,37 +115,49 @@ class Mailbox:
         ``_TURN_EVERY``-th receive is a full checkpoint, so a busy agent still lets others run
         and sees cancellation."""
         while True:
-            self._since_turn += 1
-            item: Any = _NOTHING
-            if self._since_turn < _TURN_EVERY:
-                try:
-                    item = self._receive.receive_nowait()
-                except trio.WouldBlock:
-                    pass
+            item = self._take()
             if item is _NOTHING:
-                # Not inside the except clause: an agent idle there would keep the exception
-                # and its traceback alive (~400 bytes an agent) for as long as it waits.
-                self._since_turn = 0
-                item = await self._receive.receive()
-            if self._room is not None:
-                self._room_after -= 1
-                if self._room_after <= 0:
-                    self._make_room()
-            if isinstance(item, Letter):
-                return self._open(item)
-            item.reject()  # a method call sent to a coroutine actor
+                # InboxReceive.receive, inlined: an idle agent's stack is its own code, this
+                # frame and Trio's wait (each coroutine more is ~200 bytes an agent).
+                await trio.lowlevel.checkpoint_if_cancelled()
+                item = self._receive.take(_NOTHING)
+                if item is _NOTHING:
+                    item = await trio.lowlevel.wait_task_rescheduled(self._receive.park())
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            message = self._opened(item)
+            if message is not _NOTHING:
+                return message
+
+    def _take(self) -> Any:
+        """A queued message without a checkpoint, or _NOTHING: none is queued, or this is the
+        ``_TURN_EVERY``-th receive (then the caller waits, see ``receive``)."""
+        self._since_turn += 1
+        if self._since_turn < _TURN_EVERY:
+            item = self._receive.take(_NOTHING)
+            if item is not _NOTHING:
+                return item
+        self._since_turn = 0
+        return _NOTHING
 
     def receive_nowait(self) -> Any:
         """The next message; raises trio.WouldBlock if the mailbox is empty."""
         while True:
-            item = self._receive.receive_nowait()
-            if self._room is not None:
-                self._room_after -= 1
-                if self._room_after <= 0:
-                    self._make_room()
-            if isinstance(item, Letter):
-                return self._open(item)
-            item.reject()
+            message = self._opened(self._receive.receive_nowait())
+            if message is not _NOTHING:
+                return message
+
+    def _opened(self, item: Any) -> Any:
+        """The message in an item taken from the inbox; _NOTHING for a method call sent to a
+        coroutine actor (refused here)."""
+        if self._room is not None:
+            self._room_after -= 1
+            if self._room_after <= 0:
+                self._make_room()
+        if isinstance(item, Letter):
+            return self._open(item)
+        item.reject()
+        return _NOTHING
 
     async def _wait_room(self) -> None:
         """The runtime's pump of a full mailbox (the messages parked beside it) waits until
@@ -165,10 +177,22 @@ class Mailbox:
         return self
 
     async def __anext__(self) -> Any:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
+        # receive()'s body (not a call to it: one coroutine less under every idle agent).
+        while True:
+            try:
+                item = self._take()
+                if item is _NOTHING:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    item = self._receive.take(_NOTHING)
+                    if item is _NOTHING:
+                        item = await trio.lowlevel.wait_task_rescheduled(self._receive.park())
+                    else:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
+            message = self._opened(item)
+            if message is not _NOTHING:
+                return message
 
     def statistics(self) -> MailboxStatistics:
         s = self._receive.statistics()

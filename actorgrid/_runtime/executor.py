@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
-from .._exceptions import ActorDiedError
+from .._exceptions import ActorDiedError, TaskCancelledError
 from .._protocol.ids import ActorId, short
 from .._protocol.messages import (
     Ack,
@@ -84,10 +86,43 @@ if TYPE_CHECKING:
 __all__ = ["Executor"]
 
 
+def _shared_parts(info: ActorInfo) -> ActorInfo:
+    """``info`` with its strings interned: the agents of one kind on a worker share one copy of
+    their label, kind, address and namespace (each decoded message has its own: ~200 bytes an
+    agent)."""
+    namespace = info.namespace
+    return attrs.evolve(
+        info,
+        address=sys.intern(info.address),
+        kind=sys.intern(info.kind),
+        label=sys.intern(info.label),
+        namespace=None if namespace is None else sys.intern(namespace),
+    )
+
+
+class _Restarting:
+    """A coroutine actor's restarts: its backoff and its quiet log (made at its first)."""
+
+    __slots__ = ("quiet", "tracker")
+
+    def __init__(self) -> None:
+        self.tracker = RestartTracker(ACTOR_RESTART_POLICY)
+        self.quiet = RestartLog()
+
+    def next_delay(self, reason: str, restarts_left: int) -> float:
+        decision = self.tracker.on_exit(trio.current_time())
+        assert isinstance(decision, Restart)  # the policy never gives up
+        line = self.quiet.line(trio.current_time(), reason, restarts_left, decision.delay_s)
+        if line is not None:
+            log.warning("%s", line)
+        return decision.delay_s
+
+
 class Executor(ExecutorTasks):
     """Runs tasks and hosts actors in the worker's nursery (see the module docstring)."""
 
     _keyed: KeyedAgents | None = None
+    _stop_payload: Payload | None = None  # _cancelled_agent's, made once
     # Set when this worker stops (worker.py): its agents end without freeing their names one
     # by one at the head, which frees them all when the worker leaves (100,000 requests at
     # once would outlast the stop).
@@ -160,7 +195,7 @@ class Executor(ExecutorTasks):
             slot = self.actors[info.actor_id] = _Slot(info.actor_id)
         elif slot.info is not None:
             return None
-        slot.info = info
+        slot.info = info = _shared_parts(info)
         if info.mailbox_size and info.mailbox_size != MAILBOX_CAPACITY and not slot.overflow:
             # Messages that came before the actor did stay queued (then it holds more); one
             # whose early messages overflowed keeps the default size.
@@ -311,34 +346,12 @@ class Executor(ExecutorTasks):
         self, task: _Task, slot: _Slot, fn: Callable[..., Any], msg: SubmitTask
     ) -> None:
         """A remote coroutine actor: a Trio task in this nursery, in the slot that on_submit
-        claimed for it."""
-        info = slot.info
-        assert info is not None
-        label = _describe(info)
-        result: tuple[bool, Payload] | None = None
-        reason = f"actor {label} has ended"
-        ctx = Context._make(self.runtime, info, slot.receive)
-        slot.mailbox = ctx.mailbox
-        with task.scope:
-            try:
-                with slot.scope:
-                    # A KillActor handled before this task started has cancelled the scope
-                    # already: then no user code runs at all.
-                    if not slot.scope.cancel_called:
-                        result, reason = await self._call_coroutine_actor(fn, ctx, msg, label)
-                if result is None or slot.scope.cancelled_caught:
-                    reason = f"actor {label} was killed"
-                    result = (False, system_error(ActorDiedError(reason)))
-            finally:
-                ctx._close(reason)
-                with trio.CancelScope(shield=True):
-                    await self._end(slot, reason)
-        self._finish_task(task, msg.task_id, f"actor {label}", result)
+        claimed for it.
 
-    async def _call_coroutine_actor(
-        self, fn: Callable[..., Any], ctx: Context, msg: SubmitTask, label: str
-    ) -> tuple[tuple[bool, Payload], str]:
-        """Run a coroutine actor's code: its answer, and why it ended.
+        What an idle agent holds here is kept small (a worker hosts 100,000): one coroutine
+        (its code's loop is inline, not a second one), one cancel scope (the task's, which is
+        the slot's too: a KillActor cancels it, and marks the slot killed by making its
+        ``done``), no Event, no strings made until it ends, and not the SubmitTask.
 
         Code that raises is run again, on the same mailbox (messages queued for it are kept),
         while the actor has restarts left (``max_restarts``). A crash loop backs off (the
@@ -346,40 +359,87 @@ class Executor(ExecutorTasks):
         line per ACTOR_RESTART_LOG_INTERVAL_S, so code that fails at once can neither starve
         this worker's loop (its pulses, its other actors) nor flood the log.
         """
-        try:
-            if msg.actor is not None:
-                await self.holdings.hold(msg.actor.actor_id, msg.actor.resources)
-            args, kwargs = await self._load_args(msg.args)
-        except Exception as exc:
-            return (False, system_error(exc)), f"actor {label} could not be started: {exc}"
-        restarts = msg.actor.max_restarts if msg.actor is not None else 0
-        # Made at the first restart: 100,000 agents that never raise need none.
-        tracker: RestartTracker | None = None
-        quiet: RestartLog | None = None
-        while True:
+        info = slot.info
+        assert info is not None
+        task_id, payload, restarts = msg.task_id, msg.args, info.max_restarts
+        del msg
+        result: tuple[bool, Payload] | None = None
+        reason = ""  # why it ended; "" while it runs (made then: no string per idle agent)
+        ctx = Context._make(self.runtime, info, slot.receive)
+        slot.mailbox = ctx.mailbox
+        # A KillActor handled before this task started has cancelled the slot's first scope:
+        # then no user code runs at all.
+        killed_early = slot.scope.cancel_called
+        slot.scope = task.scope
+        task.label = info.label  # the shared copy (_shared_parts)
+        with task.scope:
             try:
-                value = await fn(ctx, *args, **kwargs)
-            except Exception as exc:
-                reason = f"actor {label} raised {type(exc).__name__}: {exc}"
-                if restarts == 0:
-                    return (False, box_error(exc, self._where(f"actor {label}"))), reason
-                restarts -= 1 if restarts > 0 else 0
-                ctx._fail_open(exc, self._where(f"actor {label}"))
-                if tracker is None or quiet is None:
-                    tracker, quiet = RestartTracker(ACTOR_RESTART_POLICY), RestartLog()
-                decision = tracker.on_exit(trio.current_time())
-                assert isinstance(decision, Restart)  # the policy never gives up
-                line = quiet.line(trio.current_time(), reason, restarts, decision.delay_s)
-                if line is not None:
-                    log.warning("%s", line)
-                self.runtime.publish(
-                    Event("actor_restarted", time.time(), pid=os.getpid(), detail=reason)
+                if not killed_early:
+                    try:
+                        await self.holdings.hold(info.actor_id, info.resources)
+                        args, kwargs = await self._load_args(payload)
+                    except Exception as exc:
+                        result = (False, system_error(exc))
+                        reason = f"actor {_describe(info)} could not be started: {exc}"
+                    del payload
+                    restarting: _Restarting | None = None  # made at its first restart
+                    while result is None:
+                        try:
+                            code = fn(ctx, *args, **kwargs)
+                            if restarts == 0:  # never run again: its frame holds what it needs
+                                del args, kwargs
+                            value = await code
+                        except Exception as exc:
+                            label = _describe(info)
+                            reason = f"actor {label} raised {type(exc).__name__}: {exc}"
+                            if restarts == 0:
+                                result = (False, box_error(exc, self._where(f"actor {label}")))
+                                break
+                            restarts -= 1 if restarts > 0 else 0
+                            if restarting is None:
+                                restarting = _Restarting()
+                            ctx._fail_open(exc, self._where(f"actor {label}"))
+                            delay_s = restarting.next_delay(reason, restarts)
+                            self.runtime.publish(
+                                Event(
+                                    "actor_restarted", time.time(), pid=os.getpid(), detail=reason
+                                )
+                            )
+                            reason = ""
+                            # Always a checkpoint, even with no delay: a call that fails before
+                            # its first await must not hold the loop.
+                            await trio.sleep(delay_s)
+                        else:
+                            label = _describe(info)
+                            result = self.result_of(value, f"actor {label}")
+                            reason = f"actor {label} has ended"
+            finally:
+                killed = slot.done is not None and (result is None or task.scope.cancelled_caught)
+                if killed or not reason:
+                    reason = f"actor {_describe(info)} was killed"
+                ctx._close(reason)
+                with trio.CancelScope(shield=True):
+                    await self._end(slot, reason)
+        self._ended(task_id)
+        if killed:
+            result = (False, system_error(ActorDiedError(reason)))
+        elif task.scope.cancel_called or result is None:
+            result = (False, self._cancelled_agent(info))
+        task.peer.send(TaskResult(task_id, *result))
+
+    def _cancelled_agent(self, info: ActorInfo) -> Payload:
+        """The answer of an agent cancelled: at a worker's stop, one payload pickled once for
+        all of them (100,000 agents end at once there)."""
+        if not self.stopping:
+            return _cancelled(f"actor {_describe(info)}")
+        if self._stop_payload is None:
+            self._stop_payload = system_error(
+                TaskCancelledError(
+                    f"the actor was cancelled: its worker {self.runtime.address} stopped "
+                    "(the cluster shut down, its node stopped, or the worker was told to stop)"
                 )
-                # Always a checkpoint, even with no delay: a call that fails before its first
-                # await must not hold the loop.
-                await trio.sleep(decision.delay_s)
-                continue
-            return self.result_of(value, f"actor {label}"), f"actor {label} has ended"
+            )
+        return self._stop_payload
 
     async def _end(self, slot: _Slot, reason: str) -> None:
         """An actor is over: refuse its queued and future messages, free its name."""
@@ -413,7 +473,8 @@ class Executor(ExecutorTasks):
                     await head.request(lambda rid: ActorEnded(rid, info.actor_id, reason))
                 except ConnectionError:
                     pass  # the head is gone; it forgets the name with this worker
-        slot.done.set()
+        if slot.done is not None:
+            slot.done.set()
 
     def _bury(self, actor_id: ActorId, reason: str) -> None:
         self.tombstones[actor_id] = reason
@@ -520,12 +581,15 @@ class Executor(ExecutorTasks):
                 self._bury(msg.actor_id, f"actor {short(msg.actor_id)} was killed")
             peer.send(Ack(msg.rid))
             return
+        done = slot.done
+        if done is None:
+            done = slot.done = trio.Event()  # made here: also what marks the slot killed
         slot.scope.cancel()
         if slot.info is None:
             self.nursery.start_soon(self._end, slot, f"actor {short(msg.actor_id)} was killed")
 
         async def ack_when_done() -> None:
-            await slot.done.wait()
+            await done.wait()
             peer.send(Ack(msg.rid))
 
         self.nursery.start_soon(ack_when_done)

@@ -336,7 +336,7 @@ class _Slot:
         self.overflow: deque[Any] | None = None
         self.send, self.receive = open_inbox(MAILBOX_CAPACITY)
         self.scope = trio.CancelScope()
-        self.done = trio.Event()
+        self.done: trio.Event | None = None  # made by a KillActor (executor.on_kill)
         self.mailbox: Any = None  # a coroutine actor's Mailbox, once its code runs
 
     @property
