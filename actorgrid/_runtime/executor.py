@@ -86,6 +86,10 @@ if TYPE_CHECKING:
 __all__ = ["Executor"]
 
 
+# Why the agents of a stopping worker ended (each has it as its tombstone, shared).
+_STOPPED = "the actor was cancelled: its worker stopped"
+
+
 def _shared_parts(info: ActorInfo) -> ActorInfo:
     """``info`` with its strings interned: the agents of one kind on a worker share one copy of
     their label, kind, address and namespace (each decoded message has its own: ~200 bytes an
@@ -416,10 +420,14 @@ class Executor(ExecutorTasks):
             finally:
                 killed = slot.done is not None and (result is None or task.scope.cancelled_caught)
                 if killed or not reason:
-                    reason = f"actor {_describe(info)} was killed"
+                    # One shared string for the agents a stopping worker ends (100,000 at once).
+                    reason = _STOPPED if self.stopping else f"actor {_describe(info)} was killed"
                 ctx._close(reason)
-                with trio.CancelScope(shield=True):
-                    await self._end(slot, reason)
+                if self._end_nowait(slot, reason):
+                    with trio.CancelScope(shield=True):
+                        await self._free_name(info, reason)
+                if slot.done is not None:
+                    slot.done.set()
         self._ended(task_id)
         if killed:
             result = (False, system_error(ActorDiedError(reason)))
@@ -443,17 +451,23 @@ class Executor(ExecutorTasks):
 
     async def _end(self, slot: _Slot, reason: str) -> None:
         """An actor is over: refuse its queued and future messages, free its name."""
+        if self._end_nowait(slot, reason):
+            assert slot.info is not None
+            await self._free_name(slot.info, reason)
+        if slot.done is not None:
+            slot.done.set()
+
+    def _end_nowait(self, slot: _Slot, reason: str) -> bool:
+        """``_end`` but for what waits: True if the actor's name is to be freed at the head
+        (``_free_name``). An agent without a name ends in no await and no cancel scope (a
+        worker's stop ends 100,000 of them at once)."""
         if self.actors.get(slot.actor_id) is slot:
             del self.actors[slot.actor_id]
         self.detached.pop(slot.actor_id, None)
         self.holdings.release(slot.actor_id)
         self._bury(slot.actor_id, reason)
         slot.send.close()
-        while True:
-            try:
-                item = slot.receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        for item in slot.receive.drain():
             self._refuse_queued(item, reason)
         overflow = slot.overflow
         while overflow:
@@ -464,17 +478,23 @@ class Executor(ExecutorTasks):
         slot.receive.close()
         info = slot.info
         head = self.runtime.head
-        if info is not None and not info.name and not info.detached and head is not None:
+        if info is None or head is None or self.stopping:
+            # A stopping worker's actors are forgotten with it (the head's worker_gone).
+            return False
+        if not info.name and not info.detached:
             # Its creator registered it with the head (OwnActor): the head forgets it.
             head.send(ActorEnded(0, info.actor_id, reason))
-        elif info is not None and info.name and head is not None and not self.stopping:
-            with trio.move_on_after(5):
-                try:
-                    await head.request(lambda rid: ActorEnded(rid, info.actor_id, reason))
-                except ConnectionError:
-                    pass  # the head is gone; it forgets the name with this worker
-        if slot.done is not None:
-            slot.done.set()
+            return False
+        return bool(info.name)
+
+    async def _free_name(self, info: ActorInfo, reason: str) -> None:
+        head = self.runtime.head
+        assert head is not None
+        with trio.move_on_after(5):
+            try:
+                await head.request(lambda rid: ActorEnded(rid, info.actor_id, reason))
+            except ConnectionError:
+                pass  # the head is gone; it forgets the name with this worker
 
     def _bury(self, actor_id: ActorId, reason: str) -> None:
         self.tombstones[actor_id] = reason

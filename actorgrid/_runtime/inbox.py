@@ -155,6 +155,19 @@ class InboxReceive:
         self._next_getter()
         return trio.lowlevel.Abort.SUCCEEDED
 
+    def drain(self) -> list[Any]:
+        """Take every queued message (blocked senders' too), with no exception raised: what
+        an ending actor refuses (no WouldBlock made and caught per actor when 100,000 end)."""
+        if self._closed:
+            return []
+        items = list(self._items or ())
+        self._items = None
+        putters, self._putters = self._putters, None
+        for task, value in putters or ():
+            items.append(value)
+            trio.lowlevel.reschedule(task, Value(None))
+        return items
+
     def close(self) -> None:
         """No more receiving: queued messages are dropped, blocked senders get
         BrokenResourceError (and so do later ones)."""
