@@ -46,6 +46,7 @@ from .._protocol.messages import (
     CreateActor,
     Deliver,
     DeliverToKey,
+    DeliveryFailed,
     Event,
     KillActor,
     Payload,
@@ -53,6 +54,7 @@ from .._protocol.messages import (
     SubmitTask,
     TaskResult,
 )
+from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.restart import Restart, RestartTracker
 from .context import Context, Letter
 from .inbox import open_inbox
@@ -163,14 +165,45 @@ class Executor(ExecutorTasks):
         local senders back by the same credit window as remote ones: waiting here at once
         could deadlock two agents that send to each other)."""
         slot = self.actors.get(actor_id)
-        if slot is None or slot.overflow or slot.info is None or slot.info.kind != "coroutine":
+        return slot is not None and self.local_payload(payload) and self.put_here(slot, payload)
+
+    def agent_here(self, name: str, namespace: str | None) -> _Slot | None:
+        """The slot of the coroutine agent named so, if it is hosted here and this process
+        has its name cached (Context.send's fast path: no lookup, no loopback, no credit)."""
+        info = self.runtime.names.get((namespace or DEFAULT_NAMESPACE, name))
+        if info is None or info.address != self.runtime.address:
+            return None
+        slot = self.actors.get(info.actor_id)
+        if slot is None or slot.info is None or slot.info.kind != "coroutine":
+            return None
+        return slot
+
+    def put_here(self, slot: _Slot, payload: Payload) -> bool:
+        """Put a send from this process in a local agent's mailbox, if it has room and no
+        message waits ahead of this one (parked beside the mailbox, or on the loopback link):
+        the payload itself goes in, no letter made (``Mailbox._opened``; refused at the end
+        as ``_end_nowait`` says). False: take the flow-controlled path. The caller checked the
+        payload (``local_payload``)."""
+        if slot.overflow:
             return False
-        loopback = self.runtime.peer_for(self.runtime.address)
+        info = slot.info
+        if info is None or info.kind != "coroutine":
+            return False
+        runtime = self.runtime
+        loopback = runtime.peers.get(runtime.address)
+        if loopback is not None and loopback.queued:
+            return False
         try:
-            slot.send.send_nowait(_LetterFrom.sent_here(loopback, actor_id, payload))
+            slot.send.send_nowait(payload)
         except (trio.WouldBlock, trio.ClosedResourceError):
             return False
         return True
+
+    def local_payload(self, payload: Payload) -> bool:
+        """Whether a payload may go straight into a mailbox here (``put_here``): no
+        out-of-band buffers (the loopback copies them, so agents share no memory), and not
+        over the message cap (the flow-controlled path says why)."""
+        return not payload.buffers and len(payload.data) <= self.runtime.max_message_bytes
 
     def _slot_for(self, actor_id: ActorId) -> _Slot | None:
         slot = self.actors.get(actor_id)
@@ -468,7 +501,11 @@ class Executor(ExecutorTasks):
         self._bury(slot.actor_id, reason)
         slot.send.close()
         for item in slot.receive.drain():
-            self._refuse_queued(item, reason)
+            if type(item) is Payload:  # a send from this process (put_here): told as one
+                loopback = self.runtime.peer_for(self.runtime.address)
+                loopback.send(DeliveryFailed(slot.actor_id, reason))
+            else:
+                self._refuse_queued(item, reason)
         overflow = slot.overflow
         while overflow:
             item = overflow.popleft()
