@@ -13,30 +13,33 @@
   in, in order, as the actor consumes, so one busy actor never holds up the link's other
   actors, its pulses or its replies. Mailbox senders are held back per (link, actor) by credit
   windows (_scheduler/flow.py), which bound the overflow; method calls are not windowed.
+- A send from this process to an agent hosted here (``Context.send``, names.py's fast path)
+  goes straight into its mailbox while it has room and nothing waits ahead: the payload
+  itself (no letter, no loopback frame, no credit); a full mailbox first gets a loop turn to
+  drain, then the sender takes the flow-controlled path like a remote one.
+- An idle coroutine agent costs one Trio task, one coroutine frame, one cancel scope, its
+  Context, Mailbox and inbox (~4 KB traced); a stopping worker ends them START_BATCH per
+  loop turn, each with no await, one shared reason and one shared cancellation payload.
 - Messages for an actor id this worker has not seen yet (a caller raced its creator) wait in a
   placeholder inbox for PLACEHOLDER_TIMEOUT_S; ended actors leave a tombstone, so late
   messages get ActorDiedError at once.
 
 Executor is built in layers: ``lanes.py`` holds the work items and the queues that run them on
 pool threads (TaskQueue, the lanes of sync actors, actor slots), ``running.py`` the executor's
-state, tasks and cancel/interrupt (ExecutorTasks), and Executor here adds hosting actors: class
-actors, coroutine actors, their mailboxes and flow control.
+state, tasks and cancel/interrupt (ExecutorTasks), ``agenthost.py`` the runs of coroutine agents
+and same-worker sends (AgentHost), and Executor here adds hosting actors: class actors, the
+slots and mailboxes of all actors, their ends and flow control.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import sys
-import time
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
-from .._exceptions import ActorDiedError, TaskCancelledError
+from .._exceptions import ActorDiedError
 from .._protocol.ids import ActorId, short
 from .._protocol.messages import (
     Ack,
@@ -47,16 +50,13 @@ from .._protocol.messages import (
     Deliver,
     DeliverToKey,
     DeliveryFailed,
-    Event,
     KillActor,
     Payload,
     Publish,
-    SubmitTask,
     TaskResult,
 )
-from .._scheduler.names import DEFAULT_NAMESPACE
-from .._scheduler.restart import Restart, RestartTracker
-from .context import Context, Letter
+from .agenthost import AgentHost, _shared_parts
+from .context import Letter
 from .inbox import open_inbox
 from .keyed import KeyedAgents
 from .lanes import (
@@ -74,12 +74,8 @@ from .lanes import (
     _refuse,
     _Slot,
     _taken,
-    _Task,
     call_reject_letter,
-    log,
 )
-from .restarts import ACTOR_RESTART_POLICY, RestartLog
-from .running import ExecutorTasks
 from .serialization import box_error, dumps, system_error
 
 if TYPE_CHECKING:
@@ -88,51 +84,10 @@ if TYPE_CHECKING:
 __all__ = ["Executor"]
 
 
-# Why the agents of a stopping worker ended (each has it as its tombstone, shared).
-_STOPPED = "the actor was cancelled: its worker stopped"
-
-
-def _shared_parts(info: ActorInfo) -> ActorInfo:
-    """``info`` with its strings interned: the agents of one kind on a worker share one copy of
-    their label, kind, address and namespace (each decoded message has its own: ~200 bytes an
-    agent)."""
-    namespace = info.namespace
-    return attrs.evolve(
-        info,
-        address=sys.intern(info.address),
-        kind=sys.intern(info.kind),
-        label=sys.intern(info.label),
-        namespace=None if namespace is None else sys.intern(namespace),
-    )
-
-
-class _Restarting:
-    """A coroutine actor's restarts: its backoff and its quiet log (made at its first)."""
-
-    __slots__ = ("quiet", "tracker")
-
-    def __init__(self) -> None:
-        self.tracker = RestartTracker(ACTOR_RESTART_POLICY)
-        self.quiet = RestartLog()
-
-    def next_delay(self, reason: str, restarts_left: int) -> float:
-        decision = self.tracker.on_exit(trio.current_time())
-        assert isinstance(decision, Restart)  # the policy never gives up
-        line = self.quiet.line(trio.current_time(), reason, restarts_left, decision.delay_s)
-        if line is not None:
-            log.warning("%s", line)
-        return decision.delay_s
-
-
-class Executor(ExecutorTasks):
+class Executor(AgentHost):
     """Runs tasks and hosts actors in the worker's nursery (see the module docstring)."""
 
     _keyed: KeyedAgents | None = None
-    _stop_payload: Payload | None = None  # _cancelled_agent's, made once
-    # Set when this worker stops (worker.py): its agents end without freeing their names one
-    # by one at the head, which frees them all when the worker leaves (100,000 requests at
-    # once would outlast the stop).
-    stopping = False
 
     @property
     def keyed(self) -> KeyedAgents:
@@ -157,53 +112,6 @@ class Executor(ExecutorTasks):
             return False
         self._enqueue(slot, letter)
         return True
-
-    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
-        """A send from this process to a coroutine actor hosted here, straight into its
-        mailbox when it has room and nothing waits ahead (names.py's fast path); False: send
-        it through the loopback peer, under flow control (so that a full mailbox holds its
-        local senders back by the same credit window as remote ones: waiting here at once
-        could deadlock two agents that send to each other)."""
-        slot = self.actors.get(actor_id)
-        return slot is not None and self.local_payload(payload) and self.put_here(slot, payload)
-
-    def agent_here(self, name: str, namespace: str | None) -> _Slot | None:
-        """The slot of the coroutine agent named so, if it is hosted here and this process
-        has its name cached (Context.send's fast path: no lookup, no loopback, no credit)."""
-        info = self.runtime.names.get((namespace or DEFAULT_NAMESPACE, name))
-        if info is None or info.address != self.runtime.address:
-            return None
-        slot = self.actors.get(info.actor_id)
-        if slot is None or slot.info is None or slot.info.kind != "coroutine":
-            return None
-        return slot
-
-    def put_here(self, slot: _Slot, payload: Payload) -> bool:
-        """Put a send from this process in a local agent's mailbox, if it has room and no
-        message waits ahead of this one (parked beside the mailbox, or on the loopback link):
-        the payload itself goes in, no letter made (``Mailbox._opened``; refused at the end
-        as ``_end_nowait`` says). False: take the flow-controlled path. The caller checked the
-        payload (``local_payload``)."""
-        if slot.overflow:
-            return False
-        info = slot.info
-        if info is None or info.kind != "coroutine":
-            return False
-        runtime = self.runtime
-        loopback = runtime.peers.get(runtime.address)
-        if loopback is not None and loopback.queued:
-            return False
-        try:
-            slot.send.send_nowait(payload)
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            return False
-        return True
-
-    def local_payload(self, payload: Payload) -> bool:
-        """Whether a payload may go straight into a mailbox here (``put_here``): no
-        out-of-band buffers (the loopback copies them, so agents share no memory), and not
-        over the message cap (the flow-controlled path says why)."""
-        return not payload.buffers and len(payload.data) <= self.runtime.max_message_bytes
 
     def _slot_for(self, actor_id: ActorId) -> _Slot | None:
         slot = self.actors.get(actor_id)
@@ -378,109 +286,6 @@ class Executor(ExecutorTasks):
         if result is None:
             result = (False, _cancelled(call.method))
         call.answer(*result)
-
-    async def _run_coroutine_actor(
-        self, task: _Task, slot: _Slot, fn: Callable[..., Any], msg: SubmitTask
-    ) -> None:
-        """A remote coroutine actor: a Trio task in this nursery, in the slot that on_submit
-        claimed for it.
-
-        What an idle agent holds here is kept small (a worker hosts 100,000): one coroutine
-        (its code's loop is inline, not a second one), one cancel scope (the task's, which is
-        the slot's too: a KillActor cancels it, and marks the slot killed by making its
-        ``done``), no Event, no strings made until it ends, and not the SubmitTask.
-
-        Code that raises is run again, on the same mailbox (messages queued for it are kept),
-        while the actor has restarts left (``max_restarts``). A crash loop backs off (the
-        restart policy's delays, up to ACTOR_RESTART_POLICY.backoff_max_s) and logs at most one
-        line per ACTOR_RESTART_LOG_INTERVAL_S, so code that fails at once can neither starve
-        this worker's loop (its pulses, its other actors) nor flood the log.
-        """
-        info = slot.info
-        assert info is not None
-        task_id, payload, restarts = msg.task_id, msg.args, info.max_restarts
-        del msg
-        result: tuple[bool, Payload] | None = None
-        reason = ""  # why it ended; "" while it runs (made then: no string per idle agent)
-        ctx = Context._make(self.runtime, info, slot.receive)
-        slot.mailbox = ctx.mailbox
-        # A KillActor handled before this task started has cancelled the slot's first scope:
-        # then no user code runs at all.
-        killed_early = slot.scope.cancel_called
-        slot.scope = task.scope
-        task.label = info.label  # the shared copy (_shared_parts)
-        with task.scope:
-            try:
-                if not killed_early:
-                    try:
-                        await self.holdings.hold(info.actor_id, info.resources)
-                        args, kwargs = await self._load_args(payload)
-                    except Exception as exc:
-                        result = (False, system_error(exc))
-                        reason = f"actor {_describe(info)} could not be started: {exc}"
-                    del payload
-                    restarting: _Restarting | None = None  # made at its first restart
-                    while result is None:
-                        try:
-                            code = fn(ctx, *args, **kwargs)
-                            if restarts == 0:  # never run again: its frame holds what it needs
-                                del args, kwargs
-                            value = await code
-                        except Exception as exc:
-                            label = _describe(info)
-                            reason = f"actor {label} raised {type(exc).__name__}: {exc}"
-                            if restarts == 0:
-                                result = (False, box_error(exc, self._where(f"actor {label}")))
-                                break
-                            restarts -= 1 if restarts > 0 else 0
-                            if restarting is None:
-                                restarting = _Restarting()
-                            ctx._fail_open(exc, self._where(f"actor {label}"))
-                            delay_s = restarting.next_delay(reason, restarts)
-                            self.runtime.publish(
-                                Event(
-                                    "actor_restarted", time.time(), pid=os.getpid(), detail=reason
-                                )
-                            )
-                            reason = ""
-                            # Always a checkpoint, even with no delay: a call that fails before
-                            # its first await must not hold the loop.
-                            await trio.sleep(delay_s)
-                        else:
-                            label = _describe(info)
-                            result = self.result_of(value, f"actor {label}")
-                            reason = f"actor {label} has ended"
-            finally:
-                killed = slot.done is not None and (result is None or task.scope.cancelled_caught)
-                if killed or not reason:
-                    # One shared string for the agents a stopping worker ends (100,000 at once).
-                    reason = _STOPPED if self.stopping else f"actor {_describe(info)} was killed"
-                ctx._close(reason)
-                if self._end_nowait(slot, reason):
-                    with trio.CancelScope(shield=True):
-                        await self._free_name(info, reason)
-                if slot.done is not None:
-                    slot.done.set()
-        self._ended(task_id)
-        if killed:
-            result = (False, system_error(ActorDiedError(reason)))
-        elif task.scope.cancel_called or result is None:
-            result = (False, self._cancelled_agent(info))
-        task.peer.send(TaskResult(task_id, *result))
-
-    def _cancelled_agent(self, info: ActorInfo) -> Payload:
-        """The answer of an agent cancelled: at a worker's stop, one payload pickled once for
-        all of them (100,000 agents end at once there)."""
-        if not self.stopping:
-            return _cancelled(f"actor {_describe(info)}")
-        if self._stop_payload is None:
-            self._stop_payload = system_error(
-                TaskCancelledError(
-                    f"the actor was cancelled: its worker {self.runtime.address} stopped "
-                    "(the cluster shut down, its node stopped, or the worker was told to stop)"
-                )
-            )
-        return self._stop_payload
 
     async def _end(self, slot: _Slot, reason: str) -> None:
         """An actor is over: refuse its queued and future messages, free its name."""
