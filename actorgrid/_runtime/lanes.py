@@ -368,15 +368,6 @@ class _LetterFrom(Letter):
         self.rid = msg.rid
         self.actor_id = msg.actor_id
 
-    @classmethod
-    def sent_here(cls, peer: Peer, actor_id: ActorId, payload: Payload) -> _LetterFrom:
-        """A send from this process straight into the mailbox (no credit taken): refused
-        as one through ``peer``, the loopback, would be, never silently."""
-        letter = cls.__new__(cls)
-        letter.payload, letter.reply_to = payload, None
-        letter.peer, letter.rid, letter.actor_id = peer, 0, actor_id
-        return letter
-
     def reject(self) -> None:
         _refuse(self, "a class actor has no mailbox: call its methods instead")
 
