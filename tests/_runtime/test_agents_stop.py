@@ -7,10 +7,9 @@ window, which a worker whose loop starves while it ends its agents overruns. By 
 (SIGTERM to the worker, ``perf stat -e task-clock -p PID`` until it exits), on a 2-core
 machine at a load average of ~7-9: 20,000 agents took 3.4 s of the worker's CPU to stop before
 (a pickled error, a TaskResult and a shielded await per agent) and 1.5 s after (one shared
-payload, one TasksCancelled per owner and loop turn, no await); 100,000 took 11.5 s of CPU
-before the TasksCancelled batching (46 s of wall clock: the worker got a quarter of a CPU),
-with no zombie. Most of what is left is Trio's own cost of cancelling and unwinding one task
-(~30-50 us each here).
+payload, one TasksCancelled per owner and loop turn, no await); 100,000 took 9.0 s of CPU
+(28 s of wall clock: the worker got a third of a CPU), with no zombie. Most of what is left is
+Trio's own cost of cancelling and unwinding one task (~30-50 us each here).
 """
 
 from __future__ import annotations
