@@ -20,6 +20,7 @@ NOT_IN_A_WORKER = (
     "actorgrid._pool.pool",
     "trio_websocket",
     "importlib.metadata",
+    "psutil",  # a node agent's resource samples; a worker forked from the template lacks it
 )
 
 
