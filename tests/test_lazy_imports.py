@@ -87,7 +87,8 @@ def test_decorating_with_ag_remote_imports_no_trio_and_no_runtime() -> None:
 
 def test_a_deferred_remote_becomes_the_real_one_on_first_use() -> None:
     # Every use a user makes of a decorated object before ag.init: isinstance, options,
-    # pickling, a repr; and a bad decoration fails at its first use, as it would have at once.
+    # pickling, a repr, from several threads at once; and a bad decoration fails at its
+    # first use (each time), as it would have at once.
     code = (
         "import cloudpickle\n"
         "import actorgrid as ag\n"
@@ -115,6 +116,21 @@ def test_a_deferred_remote_becomes_the_real_one_on_first_use() -> None:
         "        assert 'no_such_option' in str(exc), exc\n"
         "    else:\n"
         "        raise AssertionError('an unknown option was accepted')\n"
+        "import threading\n"
+        "@ag.remote\n"
+        "def t() -> None: ...\n"
+        "errors = []\n"
+        "def use() -> None:\n"
+        "    try:\n"
+        "        assert t.options(num_cpus=1).__name__ == 't'\n"
+        "    except Exception as exc:\n"
+        "        errors.append(exc)\n"
+        "threads = [threading.Thread(target=use) for _ in range(8)]\n"
+        "for thread in threads:\n"
+        "    thread.start()\n"
+        "for thread in threads:\n"
+        "    thread.join()\n"
+        "assert not errors and type(t) is ag.RemoteFunction, errors\n"
         "try:\n"
         "    ag.remote(3)\n"
         "except TypeError as exc:\n"

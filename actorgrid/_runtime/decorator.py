@@ -18,6 +18,7 @@ and again at each use after that, as long as it fails. Once the runtime is impor
 
 from __future__ import annotations
 
+import _thread
 import sys
 from typing import Any, Generic, TypeVar
 
@@ -26,6 +27,9 @@ __all__ = ["Deferred", "remote"]
 _REAL_MODULE = "actorgrid._runtime.remote"
 # object's own __class__ setter: Deferred shadows __class__ with a property.
 _SET_CLASS = object.__dict__["__class__"].__set__
+# One switch at a time (threads may use one object at once); reentrant, as making the real
+# object may import modules whose import touches another Deferred.
+_LOCK = _thread.RLock()
 
 T = TypeVar("T")
 
@@ -48,25 +52,32 @@ class Deferred(Generic[T]):
 
     def _real(self) -> Any:
         """The real object, made once (not yet switched to: see ``__class__``)."""
-        real = self.__dict__.get("_made")
-        if real is None:
-            target, options = self._deferred
-            from .remote import remote as real_remote
+        with _LOCK:
+            real = self.__dict__.get("_made")
+            if real is None:
+                target, options = self._deferred
+                from .remote import remote as real_remote
 
-            real = self.__dict__["_made"] = real_remote(target, **options)
-        return real
+                real = self.__dict__["_made"] = real_remote(target, **options)
+            return real
 
     def _become_real(self) -> None:
-        real = self._real()
-        _SET_CLASS(self, type(real))  # raises first if the layouts differ: nothing changed
-        self.__dict__.clear()
-        self.__dict__.update(real.__dict__)
+        # In this order, so that another thread never finds it half switched: the real
+        # attributes are in place before the class is the real one, and "_deferred" (which
+        # sends a missing attribute to __getattr__, and so to this lock) goes last.
+        with _LOCK:
+            if "_deferred" not in self.__dict__:
+                return  # switched by another thread meanwhile
+            real = self._real()
+            self.__dict__.update(real.__dict__)
+            _SET_CLASS(self, type(real))  # raises if the layouts differ: still deferred
+            del self.__dict__["_made"], self.__dict__["_deferred"]
 
     def __getattr__(self, name: str) -> Any:
-        # Only for attributes this object lacks: the real one's.
-        if "_deferred" not in self.__dict__:
-            raise AttributeError(name)
+        # Only for attributes this object lacks: the real one's, once switched to.
         self._become_real()
+        if type(self) is Deferred:  # nothing to switch to (a half-made object)
+            raise AttributeError(name)
         return getattr(self, name)
 
     # isinstance() asks for __class__ when type() does not match, and trusts it only if it
