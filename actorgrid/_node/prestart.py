@@ -11,7 +11,8 @@ This module imports only the standard library (no Trio, no runtime): ``init`` be
 ``subprocess`` (``prestart_template``), then imports ``cluster.py`` and calls its ``init``;
 ``template.run_template`` adopts the process it finds here (``take_prestarted``) instead of
 starting one. A template that no cluster adopted (``ag.init`` failed, or joined a running
-cluster) is killed and reaped before ``init`` returns.
+cluster) is killed and reaped before ``init`` returns. Asked anything but a call (its
+docstring, defaults, ``inspect.signature``), ``init`` answers with the real function's.
 """
 
 from __future__ import annotations
@@ -111,16 +112,43 @@ def _starts_embedded(address: str | None) -> bool:
     return trio is None or not trio.lowlevel.in_trio_run()
 
 
-def init(address: str | None = None, **options: Any) -> Cluster:
-    """Connect this process to a cluster, starting an embedded one if there is no address.
+def _cluster_init() -> Any:
+    from .cluster import init as cluster_init
 
-    The same as ``actorgrid._node.cluster.init`` (see its docstring for every option), with
-    the worker template process started before the runtime is imported."""
-    if _starts_embedded(address):
-        prestart_template()
-    try:
-        from .cluster import init as cluster_init
+    return cluster_init
 
-        return cluster_init(address, **options)
-    finally:
-        discard_prestarted()  # none left if the embedded cluster adopted it
+
+class _Init:
+    # ``ag.init`` as users see it (see the module docstring): a call starts the template,
+    # then runs the real ``cluster.init``; anything else asked of it (its docstring, its
+    # defaults, ``inspect.signature`` through ``__wrapped__``) is the real function's.
+
+    def __init__(self) -> None:
+        self.__name__ = self.__qualname__ = "init"
+
+    def __call__(self, address: str | None = None, **options: Any) -> Cluster:
+        if _starts_embedded(address):
+            prestart_template()
+        try:
+            cluster: Cluster = _cluster_init()(address, **options)
+            return cluster
+        finally:
+            discard_prestarted()  # none left if the embedded cluster adopted it
+
+    def __repr__(self) -> str:
+        return repr(_cluster_init())
+
+    @property
+    def __wrapped__(self) -> Any:
+        return _cluster_init()
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        doc: str | None = _cluster_init().__doc__
+        return doc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_cluster_init(), name)
+
+
+init = _Init()
