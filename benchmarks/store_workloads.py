@@ -7,8 +7,8 @@
   of argument (the same measure as ``big_argument``, kept here with the store's figures).
 - ``store_two_nodes``: a value of ``array_bytes`` made by a task on one node and read by a task
   on another, each node in its own network namespace (``tests/hostlab.py``), as MB/s; the
-  machine's TCP bulk rate between the same namespaces is measured in the same run, and the
-  figure's detail gives the ratio (goal: at least 70 %). Needs root; without it the figure is
+  machine's TCP bulk rate between the same namespaces is measured in the same run (median of
+  ``TCP_RUNS``), and the figure's detail gives the ratio (goal: at least 70 %). Needs root; without it the figure is
   NaN with the reason.
 """
 
@@ -55,6 +55,7 @@ def first_byte(a: Any) -> int:
 
 
 RSS_NOISE_BYTES = 16 * MB
+TCP_RUNS = 3  # the machine's TCP bulk rate swings on a shared machine: the median of these
 
 
 @register(
@@ -182,10 +183,13 @@ def store_two_nodes(sizes: Sizes, num_workers: int) -> Result:
     hosts = Hosts(Path(tempfile.mkdtemp(prefix="ag-bench-hosts-")))
     try:
         hosts.create()
-        sink = hosts.run(2, _TCP_SINK, hosts.addresses[2], str(nbytes))
-        read_json(sink)
-        hosts.run(1, _TCP_SOURCE, hosts.addresses[2], str(nbytes))
-        tcp = float(read_json(sink)["mb_s"])
+        tcp_runs = []
+        for _ in range(TCP_RUNS):
+            sink = hosts.run(2, _TCP_SINK, hosts.addresses[2], str(nbytes))
+            read_json(sink)
+            hosts.run(1, _TCP_SOURCE, hosts.addresses[2], str(nbytes))
+            tcp_runs.append(float(read_json(sink)["mb_s"]))
+        tcp = statistics.median(tcp_runs)  # the same statistic as the pulls'
         secret = secrets.token_hex(32)
         _, address = hosts.start_head(0, secret, 0.5)
         for host, zone in ((1, "a"), (2, "b")):
@@ -197,5 +201,11 @@ def store_two_nodes(sizes: Sizes, num_workers: int) -> Result:
     rate = float(found["mb_s"])
     return {
         "value": rate,
-        "detail": {"megabytes": nbytes / MB, "tcp_bulk_mb_s": tcp, "of_tcp": rate / tcp, **found},
+        "detail": {
+            "megabytes": nbytes / MB,
+            "tcp_bulk_mb_s": tcp,
+            "tcp_runs_mb_s": tcp_runs,
+            "of_tcp": rate / tcp,
+            **found,
+        },
     }

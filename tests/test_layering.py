@@ -35,6 +35,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     seams             a runtime's network and threads (TCP and a pool; a simulation's own)
     getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
                       counting's I/O shell
+    membership        the workers a runtime may place calls on (the head's news)
     links             Runtime, layer by layer: state, lifecycle, links, events
     stored            values in node stores: pulls, frees, lineage rebuilds
     objects           put, fetch, get
@@ -113,6 +114,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("portal", "headlink"),
     ("observe", "seams"),
     ("getting", "waiting", "refcounting"),
+    ("membership",),
     ("links",),
     ("stored",),
     ("objects",),

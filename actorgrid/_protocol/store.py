@@ -5,7 +5,10 @@ reader on another node pulls it straight from a process of the holding node, in 
 caches it in its own node's store; the owner frees it there when its last reference goes.
 """
 
+from typing import Any
+
 import attrs
+import msgpack
 
 from .records import Payload
 
@@ -20,6 +23,9 @@ class PullObject:
     name: str
     offset: int
     length: int
+    # Sent on a bulk connection of its own (``_transport/bulk.py``): the holder tells frees
+    # of the value on its own link to the puller (``Hello.address``), not on this one.
+    bulk: bool = False
 
 
 @attrs.frozen
@@ -40,3 +46,33 @@ class FreeObjects:
     a copy of them, which frees its node's cached copy. No reply."""
 
     names: tuple[str, ...]
+
+
+@attrs.frozen
+class ChunkHead:
+    """An ObjectChunk's envelope, read before its bytes (``_transport/bulk.py``): ``length``
+    bytes of the object's file follow it in the frame."""
+
+    rid: int
+    ok: bool
+    total: int
+    length: int
+
+
+def chunk_head(envelope: bytes | memoryview) -> ChunkHead | None:
+    """The head of an ObjectChunk whose data is one out-of-band buffer, from its msgpack
+    envelope (the codec's form: a map tagged ``"t"``, its Payload as ``[data, [lengths]]``);
+    None for any other message."""
+    try:
+        obj: Any = msgpack.unpackb(envelope, raw=False, use_list=False)
+        if not isinstance(obj, dict) or obj.get("t") != "ObjectChunk":
+            return None
+        data, lengths = obj["data"]
+        rid, ok, total = obj["rid"], obj["ok"], obj["total"]
+    except Exception:
+        return None
+    if data != b"" or len(lengths) != 1 or not all(type(v) is int for v in (rid, total)):
+        return None
+    if type(ok) is not bool or type(lengths[0]) is not int:
+        return None
+    return ChunkHead(rid, ok, total, lengths[0])

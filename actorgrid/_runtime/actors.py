@@ -49,6 +49,7 @@ from .._scheduler.owner import (
     Why,
 )
 from .._scheduler.placement import NoWorkerError
+from .blocking import burst_started
 from .following import RuntimeFollowing
 from .links import log
 from .records import CALL, CREATE, OwnedActor, Sent, _call_sent, _describe
@@ -315,8 +316,9 @@ class RuntimeActors(RuntimeFollowing):
             or not self.portal.idle()
         ):
             return False  # (an actor moved: the loop sends it where it lives now)
+        first = burst_started()  # this thread's first call since it waited (blocking.py)
         peer = self.peers.get(info.address)
-        if peer is None or peer.closed or peer.inflight:
+        if peer is None or peer.closed or (peer.inflight and not first):
             # Calls already in flight mean a burst: leave batching to the loop.
             return False
         sent = _call_sent(entry, info, method, payload)

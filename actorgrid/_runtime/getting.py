@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import trio
 
 from .._exceptions import GetTimeoutError
+from .blocking import new_burst
 from .portal import Portal
 from .refs import PENDING, ObjectEntry, ObjectRef
 
@@ -134,6 +135,7 @@ def get_sync(rt: _Owner, refs: Any, timeout: float | None) -> Any:
                 f"ag.get() timed out after {timeout} s with {left} of {len(items)} "
                 "refs still pending"
             )
+    new_burst()
     values = [r._entry.value() for r in items]
     return values[0] if single else values
 
@@ -173,6 +175,7 @@ def wait_sync(
         wake = _thread_wake()
         countdown = _arm_countdown(rt, refs, num_returns - ready, wake)
         _wait_for(rt, wake, lambda: countdown.left <= 0, timeout)
+    new_burst()
     return _split_ready(refs, num_returns)
 
 

@@ -26,6 +26,7 @@ from .._protocol.messages import (
     TaskResult,
 )
 from .blocking import local as _local
+from .blocking import new_burst
 from .context import Letter
 from .inbox import open_inbox
 from .interrupt import Running
@@ -154,6 +155,7 @@ class TaskQueue:
             if start:
                 self.executor.runtime.pool.start(self._run)
             _local.hold = (self, item.num_cpus)
+            new_burst()
             token = current_task.set(item.task_id)
             name = item.label.removeprefix("task ")
             try:
@@ -231,6 +233,7 @@ class _Lane:
                 wake = len(self.items) == _LANE_CAPACITY - 1
             if wake:
                 portal.call_soon(self.space.unpark_all)
+            new_burst()
             if call.cancelled:
                 result: tuple[bool, Payload] = (False, _cancelled(call.method))
             else:

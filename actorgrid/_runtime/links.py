@@ -1,7 +1,8 @@
 """The runtime's base: its state, its lifecycle, and its links to peers and the head.
 
 The rest of Runtime is layered on this class, one module per responsibility (lowest first):
-links, objects, tasks, actors, names, core. See core.py for the whole picture."""
+membership (under it: the workers it may place calls on), links, objects, tasks, actors,
+names, core. See core.py for the whole picture."""
 
 from __future__ import annotations
 
@@ -35,13 +36,11 @@ from .._protocol.messages import (
     EventHistory,
     FetchObject,
     Hello,
-    Membership,
     Message,
     Payload,
     Shutdown,
     StreamItem,
     SubscribeEvents,
-    SubscribeMembership,
     TaskResult,
     WorkerInfo,
     WorkerJoined,
@@ -58,6 +57,7 @@ from .._transport.tls import TLSConfig
 from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink, reown
 from .hosted import HostedExecutor
+from .membership import RuntimeMembership
 from .observe import Observer
 from .peer import LoopbackPeer, Peer
 from .portal import Portal
@@ -86,7 +86,7 @@ WAITING = "waiting for a worker"
 FREE_NAME_TIMEOUT_S = 5.0
 
 
-class RuntimeLinks:
+class RuntimeLinks(RuntimeMembership):
     """State, lifecycle and peer links of the per-process runtime."""
 
     # Defined by the layers above (objects, tasks, actors, names), which this class's message
@@ -201,25 +201,6 @@ class RuntimeLinks:
             f"peers={len(self.peers)} objects={len(self.objects)}>"
         )
 
-    @property
-    def env_key(self) -> str:
-        """This process's runtime_env (ag.init(runtime_env=)); "" for none."""
-        return self.placement.env
-
-    @env_key.setter
-    def env_key(self, key: str) -> None:
-        self.placement.env = key
-
-    def use_env_workers(self, key: str) -> None:
-        """Loop: calls of this process ask for runtime_env ``key``: its workers join the
-        placement (O(workers aside), once per env)."""
-        if key in self.envs_used or key == self.env_key:
-            return
-        self.envs_used.add(key)
-        for info in [w for w in self._env_aside.values() if w.env == key]:
-            del self._env_aside[info.worker_id]
-            self._add_worker(info)
-
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -278,37 +259,6 @@ class RuntimeLinks:
         assert self.head_address is not None
         return Peer(self.head_address, self._handle, local_hello=self.hello, monitor=self.monitor)
 
-    async def _on_head_connected(self, head: Peer) -> None:
-        """Loop: a new link to the head, before it is used: learn the membership (afresh
-        after a reconnection: workers that left meanwhile are dropped) and subscribe again
-        to what this process was subscribed to."""
-        # News the head sends after its reply may be read before this task resumes: it is
-        # held and applied after the reply (else a worker that joined meanwhile is dropped
-        # as unlisted, and never placed on nor published to by this process).
-        held = self._membership_held = []
-        try:
-            reply = await head.request(SubscribeMembership)
-        finally:
-            self._membership_held = None
-        assert isinstance(reply, Membership)
-        listed = {info.worker_id for info in reply.workers}
-        self._env_aside.clear()
-        for wid, info in list(self.placement.workers.items()):  # O(workers), per connection
-            if wid not in listed:
-                self.placement.remove(wid)
-                self._worker_at.pop(info.address, None)
-            else:
-                self.placement.set_suspended(wid, False)  # the head re-sends its suspensions
-        for info in reply.workers:
-            self._add_worker(info)
-        for handler, peer, msg in held:
-            handler(peer, msg)
-        self.observe.on_head_connected(head, self.address)
-        if self.event_feed.subscribed:
-            history = await head.request(SubscribeEvents)
-            assert isinstance(history, EventHistory)
-            self.event_feed.merge_history(history.events)
-
     @property
     def nursery(self) -> trio.Nursery:
         if self._nursery is None:
@@ -323,9 +273,6 @@ class RuntimeLinks:
             self.portal.call_soon(fn, *args)
 
     # --- peers ---------------------------------------------------------------------------------
-
-    def is_worker(self, address: str) -> bool:
-        return address in self._worker_at
 
     def peer_for(self, address: str) -> Peer:
         """The outbound peer for ``address``, dialling it in the background if needed."""
@@ -456,74 +403,6 @@ class RuntimeLinks:
             entry.set_error(ActorDiedError(f"actor {label} died: {why}"))
         return False
 
-    # --- membership ----------------------------------------------------------------------------
-
-    def _add_worker(self, info: WorkerInfo) -> None:
-        if info.env != self.env_key and info.env not in self.envs_used:
-            # A worker of another runtime_env serves only the calls that ask for that env.
-            self._env_aside[info.worker_id] = info
-            return
-        self.placement.add(info)
-        self._worker_at[info.address] = info.worker_id
-        if info.address == self.address and self.executor is not None:
-            queue = self.executor.queue
-            self.placement.local = info.worker_id
-            self.placement.local_load = lambda: queue.total - queue.free + len(queue.items)
-        if info.worker_id not in self.placement.suspended:
-            self.waiting.worker_available(info)
-        self.membership_changed.set()
-        self.membership_changed = trio.Event()
-
-    # Membership news read while a membership reply waits for its task (_on_head_connected).
-    _membership_held: list[tuple[Callable[[Peer, Any], None], Peer, Any]] | None = None
-
-    def _membership_news(self, handler: Callable[[Peer, Any], None]) -> Callable[[Peer, Any], None]:
-        def handle(peer: Peer, msg: Any) -> None:
-            if self._membership_held is not None:
-                self._membership_held.append((handler, peer, msg))
-            else:
-                handler(peer, msg)
-
-        return handle
-
-    def _on_worker_joined(self, peer: Peer, msg: WorkerJoined) -> None:
-        self._add_worker(msg.worker)
-
-    def _on_worker_left(self, peer: Peer, msg: WorkerLeft) -> None:
-        self._env_aside.pop(msg.worker_id, None)
-        info = self.placement.workers.get(msg.worker_id) or self._unplaced.pop(msg.worker_id, None)
-        self.placement.remove(msg.worker_id)
-        if info is not None:
-            link = self.peers.get(info.address)
-            if link is not None and info.address != self.address:
-                # The head declared it dead: what is in flight there fails over now, rather
-                # than when the link or a dial to it gives up.
-                reason = f"the head declared the worker dead: {msg.reason}"
-                if link.connected:
-                    self.nursery.start_soon(self._abort_soon, link, reason)
-                else:
-                    link.abort(reason)
-            self._worker_at.pop(info.address, None)
-            self.refs.borrower_lost(info.address)
-            self.names.forget_address(info.address)
-            self._names_epoch += 1
-        self.membership_changed.set()
-        self.membership_changed = trio.Event()
-
-    async def _abort_soon(self, link: Peer, reason: str) -> None:
-        # A worker that exited after its last answers (closed, drained) may have them still
-        # on their way on this link, which the head's news overtook: they are read first.
-        # A dead process's link closes by itself; a silent one is dropped after this.
-        await trio.sleep(self.monitor.interval_s)
-        if not link.closed:
-            link.abort(reason)
-
-    def _on_worker_state(self, peer: Peer, msg: WorkerState) -> None:
-        self.placement.set_suspended(msg.worker_id, msg.suspended)
-        info = self.placement.workers.get(msg.worker_id)
-        if info is not None and not msg.suspended:
-            self.waiting.worker_available(info)
-
     def _on_shutdown(self, peer: Peer, msg: Shutdown) -> None:
         if self.on_shutdown is not None:
             self.on_shutdown(msg.reason)
@@ -535,10 +414,6 @@ class RuntimeLinks:
         self.observe.close()
         if self.headlink is not None:
             self.headlink.close()
-
-    async def wait_for_workers(self, n: int) -> None:
-        while len(self.placement) < n:
-            await self.membership_changed.wait()
 
     # --- objects -------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import inspect
 import os
 import signal
 import socket
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,12 @@ from .refs import ObjectRef
 from .serialization import box_error, dumps_result, system_error
 from .starting import START_BATCH, Starter
 
+# Bookkeeping of actor calls answered straight from their pool thread waits at most this long
+# for a turn of the loop (ExecutorTasks._ended_later; a call, cancel or listing drains it at
+# once): a worker that goes quiet is tidy again within it, for one wake-up of its loop per
+# period.
+ENDED_DRAIN_S = 1.0
+
 if TYPE_CHECKING:
     from .core import Runtime
     from .peer import Peer
@@ -92,6 +98,11 @@ class ExecutorTasks:
         self.detached: dict[ActorId, CreateActor] = {}  # reported to a restarted head
         self.tombstones: OrderedDict[ActorId, str] = OrderedDict()
         self.tasks: dict[ObjectId, _Task | _Call | _TaskItem] = {}
+        # Actor calls whose answer their pool thread wrote straight to the caller's socket:
+        # their bookkeeping (_ended) waits for the loop's next turn that has work (a call
+        # arriving, a cancel, a listing, or every ENDED_DRAIN_S), rather than waking the loop
+        # once per call for it. Appended by pool threads, drained on the loop (deque: atomic).
+        self._ended_later: deque[ObjectId] = deque()
         self.streams = WorkerStreams(self)  # remote generators being driven here
         self.starter = Starter()  # coroutine agents start a batch per loop turn (starting.py)
         self._nursery: trio.Nursery | None = None
@@ -107,7 +118,7 @@ class ExecutorTasks:
         return {
             SubmitTask: self.on_submit,
             CreateActor: self.on_create,
-            CallActor: self.on_call,
+            CallActor: self._on_call,
             CancelTask: self.on_cancel,
             CancelById: self.on_cancel_by_id,
             KillActor: self.on_kill,
@@ -118,7 +129,25 @@ class ExecutorTasks:
             StreamAck: self.streams.on_ack,
         }
 
+    def _on_call(self, peer: Peer, msg: CallActor) -> Any:
+        if self._ended_later:
+            self.drain_ended()
+        return self.on_call(peer, msg)
+
+    def drain_ended(self) -> None:
+        """Loop: the bookkeeping of calls answered from their threads (O(those), each once)."""
+        ended = self._ended_later
+        while ended:
+            self._ended(ended.popleft())
+
+    async def _drain_ended_every(self, interval_s: float) -> None:
+        while True:
+            await trio.sleep(interval_s)
+            if self._ended_later:
+                self.drain_ended()
+
     def on_query(self, peer: Peer, msg: QueryWorker) -> None:
+        self.drain_ended()
         actors = tuple(
             ActorSummary(
                 info.actor_id, info.label, info.kind, info.name, info.namespace, None, slot.depth
@@ -156,6 +185,7 @@ class ExecutorTasks:
 
     def on_cancel_by_id(self, peer: Peer, msg: CancelById) -> None:
         """An operator's cancel (Cluster.cancel_task): like CancelTask, with an answer."""
+        self.drain_ended()
         if msg.task_id not in self.tasks:
             peer.send(Ack(msg.rid, f"no task {short(msg.task_id)} is running or queued here"))
             return
@@ -180,6 +210,7 @@ class ExecutorTasks:
     async def _answer_cancelled(self, task_id: ObjectId, why: str) -> None:
         """Tell the owner of a task an operator cancelled that it was, before this worker is
         killed."""
+        self.drain_ended()
         item = self.tasks.pop(task_id, None)
         if item is None:
             return
@@ -192,6 +223,7 @@ class ExecutorTasks:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._drain_ended_every, ENDED_DRAIN_S)
             task_status.started()
             await trio.sleep_forever()
 
@@ -264,13 +296,23 @@ class ExecutorTasks:
         self, item: _TaskItem | _Call, peer: Peer, ok: bool, payload: Payload, last: bool
     ) -> None:
         """On a pool thread: report a result. The last of a burst goes straight to the
-        caller's socket; the others go through the loop, which batches them into few writes."""
+        caller's socket; the others go through the loop, which batches them into few writes.
+
+        An actor call answered straight holds no resources (its actor does); with nothing
+        queued for the loop (``portal.idle``), the tasks it started are registered as its
+        children already, so its end cannot overtake them: its bookkeeping then waits for the
+        loop's next turn (``_ended_later``), and a round trip wakes the worker's loop once,
+        not twice.
+        """
         if (
             last
             and not item.cancelled
             and peer.send_threadsafe(TaskResult(item.task_id, ok, payload))
         ):
-            self.runtime.portal.call_soon(self._ended, item.task_id)
+            if type(item) is _Call and self.runtime.portal.idle():
+                self._ended_later.append(item.task_id)
+            else:
+                self.runtime.portal.call_soon(self._ended, item.task_id)
         elif isinstance(item, _TaskItem):
             self.runtime.portal.call_soon(self.task_done, item, ok, payload)
         else:
@@ -385,6 +427,7 @@ class ExecutorTasks:
         task.peer.send(TaskResult(task_id, *result))
 
     def on_cancel(self, peer: Peer, msg: CancelTask) -> None:
+        self.drain_ended()  # a call already answered is over: its cancel does nothing
         item = self.tasks.get(msg.task_id)
         if item is None:
             return
@@ -400,6 +443,7 @@ class ExecutorTasks:
         or went silent): nobody takes their results (the caller, if alive, fails them or
         runs them elsewhere), so they are cancelled, with the tasks they started. Its actors
         are the head's business (it kills those of a creator that left)."""
+        self.drain_ended()
         for task_id, item in list(self.tasks.items()):  # O(calls here), once per lost link
             if item.peer is peer and (
                 isinstance(item, _TaskItem) or (isinstance(item, _Task) and item.kind == "task")
@@ -441,6 +485,7 @@ class ExecutorTasks:
         self, task_id: ObjectId, item: _Task | _Call | _TaskItem, tell_owner: bool = False
     ) -> None:
         await trio.sleep(self.grace_s)
+        self.drain_ended()
         if self.tasks.get(task_id) is item:
             log.error(
                 "a cancelled call (%s) was still running %g s later: killing this worker so "
@@ -458,6 +503,7 @@ class ExecutorTasks:
         turn: 100,000 agents cancelled at once would all end in one turn, seconds in which
         the worker writes no pulse. No watchdog task per call either: the stopping worker
         bounds them all by its grace period (worker.py)."""
+        self.drain_ended()
         log.info("interrupting %d calls: %s", len(self.tasks), reason)
         for n, (task_id, item) in enumerate(list(self.tasks.items()), 1):
             if self.tasks.get(task_id) is item:
@@ -467,7 +513,10 @@ class ExecutorTasks:
 
     async def wait_idle(self) -> None:
         """Return once no call is queued or running here."""
-        while self.tasks:
+        while True:
+            self.drain_ended()
+            if not self.tasks:
+                return
             await trio.sleep(_IDLE_POLL_S)
 
     # --- actors --------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ stays readable by that reader, so no reader needs to pin anything.
 
 Copies: a value's pickle protocol 5 buffers (numpy arrays; large ``bytes`` and ``bytearray``
 too, see ``serialization._OutOfBand``) are written straight from the value into the file, the
-one copy of a write. A freed file goes to the node's free pool (``_scheduler/recycling.py``)
+one copy of a write. A large ``bytes`` value is read without a copy either: its buffer sits
+where a new bytes object of its length has its data (modulo a page), and the reader maps the
+file's pages there (``serialization.load_bytes``); it stays a real ``bytes``. A freed file goes to the node's free pool (``_scheduler/recycling.py``)
 and the next writer of its size class writes into its existing pages (no page allocation,
 zeroing or freeing). A reader holds a shared ``flock`` on the file for as long as its mapping
 lives (the lock goes with the mapping, not the descriptor), and a writer reuses a pooled file
@@ -69,6 +71,15 @@ _HEAD = struct.Struct("<8sIIQ")
 _SPAN = struct.Struct("<QQ")  # one out-of-band buffer: offset, length
 _ALIGN = 64  # buffers start on a cache line (numpy and SIMD code like aligned data)
 _WRITE_CHUNK = 1 << 30  # writev moves at most ~2 GiB per call
+# A large ``bytes`` buffer starts in its file where a new bytes object of its length has its
+# data, modulo a page: past the allocator's chunk header (glibc's two size_t) and the object's
+# own header. A reader then maps the file's pages into that object (``serialization.
+# load_bytes``) instead of copying them; a mismatch only costs that copy.
+SHARE_MIN_BYTES = 4 << 20
+BYTES_PAGE_OFFSET = (2 * struct.calcsize("N") + bytes.__basicsize__ - 1) % mmap.PAGESIZE
+# id of a large buffer view of a mapped object file -> (a descriptor of the file, the
+# buffer's offset in it), while the view lives (``shared_source``).
+_sources: dict[int, tuple[int, int]] = {}
 
 
 class Locator:
@@ -213,7 +224,7 @@ class StoreClient:
                     os.rename(os.path.join(self.pool_folder, name), tmp)
                 except OSError:
                     continue  # another writer took it, or the agent removed it
-                fd = os.open(tmp, os.O_WRONLY)
+                fd = os.open(tmp, os.O_RDWR)  # read too: a pull maps it
                 try:
                     # Readers of the object it held hold a shared lock while they map it.
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -224,20 +235,42 @@ class StoreClient:
                     continue
                 os.ftruncate(fd, size)
                 return fd, name
-        return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), ""
+        return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600), ""
 
     def map(self, name: str) -> Payload | None:
         """The stored payload, its data and buffers views of a read-only mapping; None if
-        this node has no copy (never had, evicted, or freed)."""
-        view = self.map_file(name)
-        if view is None:
+        this node has no copy (never had, evicted, or freed). Its large buffers are
+        registered with the file they map (``shared_source``)."""
+        mapped = self._map(name)
+        if mapped is None:
             return None
-        return _parse(view, _tag(name))
+        view, fd = mapped
+        payload = _parse(view, _tag(name))
+        shared = False
+        for i, buffer in enumerate(() if payload is None else payload.buffers):
+            if buffer.nbytes >= SHARE_MIN_BYTES:
+                offset = _SPAN.unpack_from(view, _HEAD.size + _SPAN.size * i)[0]
+                _sources[id(buffer)] = (fd, offset)
+                weakref.finalize(buffer, _sources.pop, id(buffer), None).atexit = False
+                shared = True
+        if shared:  # the views keep the mapping alive, and it the descriptor
+            weakref.finalize(view.obj, os.close, fd).atexit = False
+        else:
+            os.close(fd)
+        return payload
 
     def map_file(self, name: str) -> memoryview | None:
         """The whole file of object ``name``, mapped read-only; None if this node has none.
         The mapping holds a shared lock on the file until it is unmapped, so the file is
         not recycled for another object meanwhile (``_scheduler/recycling.py``)."""
+        mapped = self._map(name)
+        if mapped is None:
+            return None
+        os.close(mapped[1])
+        return mapped[0]
+
+    def _map(self, name: str) -> tuple[memoryview, int] | None:
+        """``map_file``'s mapping, and a descriptor of its file that the caller closes."""
         for path in (self.path(name), self.spilled_path(name)):
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -250,10 +283,11 @@ class StoreClient:
                 return None  # a writer claimed it for another object: this one was freed
             try:
                 mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-            finally:
-                os.close(fd)  # the lock lives on with the mapping
+            except BaseException:
+                os.close(fd)
+                raise
             self.tell(f"R {name}")
-            return memoryview(mm)
+            return memoryview(mm), fd  # the lock lives on with the mapping
         return None
 
     def free(self, locator: Locator) -> None:
@@ -342,6 +376,12 @@ def open_stored(node: str, name: str, holder: str, size: int) -> Any:
     return pickle.loads(payload.data, buffers=payload.buffers)
 
 
+def shared_source(buffer: object) -> tuple[int, int] | None:
+    """For a large buffer of an object file this process mapped (``StoreClient.map``): a
+    descriptor of the file, open while the buffer lives, and the buffer's offset in it."""
+    return _sources.get(id(buffer))
+
+
 def _tag(name: str) -> int:
     """The tag in the header of object ``name``'s file: its name's random suffix. A reader
     that finds another tag opened a file recycled for another object meanwhile."""
@@ -360,7 +400,10 @@ def _layout(payload: Payload, tag: int = 0) -> tuple[list[memoryview | bytes], i
     offset = head + len(payload.data)
     spans = []
     for b in buffers:
-        pad = -offset % _ALIGN
+        if type(b.obj) is bytes and b.nbytes >= SHARE_MIN_BYTES:
+            pad = (BYTES_PAGE_OFFSET - offset) % mmap.PAGESIZE
+        else:
+            pad = -offset % _ALIGN
         if pad:
             parts.append(bytes(pad))
             offset += pad

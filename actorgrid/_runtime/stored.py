@@ -2,9 +2,17 @@
 them there, and re-running the task that made a value whose node died (lineage).
 
 - A value held on another node is pulled straight from a process of that node (the one that
-  wrote it: the locator names it), in ``PULL_CHUNK_BYTES`` pieces with ``PULL_WINDOW`` asked
-  ahead, into this node's store as a cached copy (or into memory, for a process without a
-  store: a driver that joined from elsewhere). Never through the owner nor the driver.
+  wrote it: the locator names it) into this node's store as a cached copy (or into memory,
+  for a process without a store: a driver that joined from elsewhere). Never through the
+  owner nor the driver. One of ``BULK_MIN_BYTES`` or more comes on a connection of its own,
+  authenticated like any other, its pieces received straight into the mapped segment
+  (``_transport/bulk.py``): the kernel's copy out of the socket is the only one. Smaller
+  values, and every value in a cluster with TLS (which decrypts into buffers of its own),
+  come on the link to the holder in ``PULL_CHUNK_BYTES`` pieces with ``PULL_WINDOW`` asked
+  ahead, each written into the segment by a thread.
+- The holder tells each process that pulled a copy when the value is freed, and forgets a
+  puller whose link closed; a free that overtakes its pull frees the copy once it is made
+  (``_scheduler/pulls.py``).
 - Async code (an ``async def`` task, an async actor method, a Trio-native driver) loads
   values on the loop, which cannot wait for a pull while it unpickles: ``localize`` pulls
   what an async task's arguments and an awaited ref locate before they are loaded.
@@ -20,6 +28,8 @@ Costs: nothing per small value; per large result, two dict entries on its owner 
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,9 +37,13 @@ from typing import Any
 
 import trio
 
-from .._exceptions import ObjectLostError
-from .._protocol.messages import Payload
-from .._protocol.store import FreeObjects, ObjectChunk, PullObject
+from .._exceptions import ActorgridError, ObjectLostError, ProtocolError
+from .._protocol.codec import decode, encode
+from .._protocol.messages import Payload, Pulse
+from .._protocol.store import ChunkHead, FreeObjects, ObjectChunk, PullObject, chunk_head
+from .._scheduler.pulls import Pullers, PullsUnderWay
+from .._transport.bulk import BulkReceiver
+from .._transport.tcp import TcpFrameStream
 from . import segments
 from .links import RuntimeLinks
 from .peer import Peer, PeerClosedError
@@ -38,12 +52,24 @@ from .refs import FAILED, PENDING, ObjectEntry
 from .segments import Locator, StoreClient, describe
 from .serialization import loads_error, system_error
 
-__all__ = ["PULL_CHUNK_BYTES", "PULL_WINDOW", "RuntimeStored", "holder_lost_error"]
+__all__ = [
+    "BULK_MIN_BYTES",
+    "PULL_CHUNK_BYTES",
+    "PULL_WINDOW",
+    "RuntimeStored",
+    "holder_lost_error",
+]
 
 PULL_CHUNK_BYTES = 8 << 20  # a pull asks for the object in pieces of this size
 PULL_WINDOW = 4  # pieces asked for ahead of the one being written
+# Values at least this large are pulled on a bulk connection of their own, straight into
+# this node's store (without TLS); smaller ones on the link to their holder.
+BULK_MIN_BYTES = 1 << 20
+BULK_PIECE_BYTES = 64 << 20  # pieces of a bulk pull, all asked for at once
+_PROBE_BYTES = 64 << 10  # a bulk pull's first piece, which tells the file's size
 
 Sink = Callable[[int, memoryview, int], Awaitable[None]]  # (offset, bytes, file size)
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: the pages mapped in one go, not faulted
 
 
 class RuntimeStored(RuntimeLinks):
@@ -60,9 +86,11 @@ class RuntimeStored(RuntimeLinks):
         # Without a store: values pulled into memory by localize, until loaded (count of
         # loads to come).
         self._in_memory: dict[str, list[Any]] = {}
-        # Values this process holds that other nodes pulled -> the processes that pulled them
-        # (each keeps a cached copy in its node's store until told the value was freed).
-        self._pullers: dict[str, set[Peer]] = {}
+        # Values this process holds that other nodes pulled, by the links of the processes
+        # that pulled them (each keeps a cached copy in its node's store until told the
+        # value was freed); and this process's own pulls, which a free may overtake.
+        self._pullers: Pullers[Peer] = Pullers()
+        self._under_way = PullsUnderWay()
 
     def join_store(self, config: dict[str, Any] | None) -> None:
         """Use this node's object store (None: this process has none; values it makes stay
@@ -202,17 +230,109 @@ class RuntimeStored(RuntimeLinks):
             await running.wait()
             return await self.pull(locator)
         done = self._pulls[current.name] = trio.Event()
+        self._under_way.started(current.name)
         try:
-            await self._pull_file(store, current)
+            if current.size >= BULK_MIN_BYTES and self.tls is None:
+                await self._pull_bulk(store, current)
+            else:
+                await self._pull_file(store, current)
         except ObjectLostError:
             if locator.name not in self.lineage:
                 raise
             await self.rebuild(locator, current.name)
             return await self.pull(locator)
         finally:
+            if self._under_way.finished(current.name):
+                store.tell(f"F {current.name}")  # freed while pulled: the copy goes now
             del self._pulls[current.name]
             done.set()
         return current.name
+
+    async def _pull_bulk(self, store: StoreClient, locator: Locator) -> None:
+        """Pull on a connection of its own, each piece received straight into the mapped
+        segment of this node's store: the copy the kernel makes out of the socket is the
+        only one (``_transport/bulk.py``)."""
+        try:
+            stream = await self._open_stream(locator.holder)
+        except (OSError, TimeoutError, ActorgridError) as exc:
+            raise holder_lost_error(locator, exc) from exc
+        if not isinstance(stream, TcpFrameStream):  # another transport: the link's way
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            await self._pull_file(store, locator)
+            return
+        bulk = BulkReceiver(stream, idle_s=self.monitor.timeout_s)
+        name = locator.name
+        tmp = store.path(f".{name}.pull-{os.getpid()}-{id(locator):x}")
+        fd, claimed, segment = -1, "", None
+        try:
+            piece = min(BULK_PIECE_BYTES, self.max_message_bytes // 2)
+            await bulk.send(
+                [encode(self.hello), encode(PullObject(0, name, 0, _PROBE_BYTES, True))]
+            )
+            first = await self._bulk_next(bulk, locator)
+            if first.rid != 0 or first.length > _PROBE_BYTES:
+                raise ProtocolError(f"{locator.holder} answered the probe of a pull wrongly")
+            probe = bytearray(first.length)
+            await bulk.receive_into(memoryview(probe))
+            total = first.total
+            fd, claimed = store.open_segment(tmp, total)
+            os.ftruncate(fd, total)  # a fresh file is empty until written
+            segment = mmap.mmap(fd, total, flags=mmap.MAP_SHARED | _POPULATE)
+            segment[: first.length] = probe[: first.length]
+            offsets: dict[int, int] = {}
+            asks = []
+            for rid, at in enumerate(range(first.length, total, piece), start=1):
+                offsets[rid] = at
+                asks.append(encode(PullObject(rid, name, at, piece, True)))
+            if asks:
+                await bulk.send(asks)
+            view = memoryview(segment)
+            try:
+                for _ in range(len(asks)):
+                    head = await self._bulk_next(bulk, locator)
+                    offset = offsets.pop(head.rid, -1)
+                    if offset < 0 or head.total != total or offset + head.length > total:
+                        raise ProtocolError(f"{locator.holder} sent a piece that was not asked for")
+                    await bulk.receive_into(view[offset : offset + head.length])
+            finally:
+                view.release()
+        except BaseException:
+            if segment is not None:
+                with contextlib.suppress(BufferError):  # a view in a traceback: GC closes it
+                    segment.close()
+            if fd >= 0:
+                os.close(fd)
+                os.unlink(tmp)
+            with trio.CancelScope(shield=True):
+                await bulk.aclose()
+            raise
+        segment.close()
+        os.close(fd)
+        with trio.CancelScope(shield=True):
+            await bulk.aclose()
+        os.rename(tmp, store.path(name))
+        store.tell(f"C {name} {total} 0 0 {claimed}".rstrip())
+
+    async def _bulk_next(self, bulk: BulkReceiver, locator: Locator) -> ChunkHead:
+        """The head of the next piece of a bulk pull, its bytes not read yet; other frames
+        (Hello, Pulse) are handled on the way, a lost value raised."""
+        while True:
+            try:
+                start, rest = await bulk.receive_head()
+            except (trio.BrokenResourceError, ProtocolError) as exc:
+                raise holder_lost_error(locator, exc) from exc
+            if rest == 0:
+                message = decode(start)
+                if isinstance(message, Pulse):
+                    await bulk.send([encode(message)])  # heard by the holder's monitor
+                elif isinstance(message, ObjectChunk) and not message.ok:
+                    raise loads_error(message.data)
+                continue
+            head = chunk_head(memoryview(start)[4:])
+            if head is None or not head.ok:
+                raise ProtocolError(f"{locator.holder} sent an unexpected frame on a bulk pull")
+            return head
 
     async def _pull_file(self, store: StoreClient, locator: Locator) -> None:
         """Pull into a segment of this node's store (a recycled one when its pool has one
@@ -357,9 +477,17 @@ class RuntimeStored(RuntimeLinks):
         for name in names:
             store.tell(f"F {name}")
             store.pulled.discard(name)
-            for peer in self._pullers.pop(name, ()):
+            self._under_way.freed(name)  # a copy pulled now: freed once it is made
+            for peer in self._pullers.freed(name):
                 if not peer.closed:
                     peer.send(FreeObjects((name,)))
+
+    def _puller_gone(self, peer: Peer) -> None:
+        """Loop: a link of a process that pulled values of this one closed."""
+        store = segments.client()
+        for name in self._pullers.gone(peer):
+            if store is not None:
+                store.pulled.discard(name)
 
     def _on_pull(self, peer: Peer, msg: PullObject) -> None:
         store = segments.client()
@@ -372,7 +500,11 @@ class RuntimeStored(RuntimeLinks):
             peer.send(ObjectChunk(msg.rid, False, 0, system_error(lost)))
             return
         if msg.offset == 0 and store is not None:  # a copy on the puller's node, to free
-            self._pullers.setdefault(msg.name, set()).add(peer)
+            link = peer
+            if msg.bulk and peer.remote_hello is not None and peer.remote_hello.address:
+                link = self.peer_for(peer.remote_hello.address)  # the bulk one closes soon
+            if self._pullers.pulled(msg.name, link):
+                link.on_closed.append(self._puller_gone)
             store.pulled.add(msg.name)
         piece = whole[msg.offset : msg.offset + msg.length]
         peer.send(ObjectChunk(msg.rid, True, whole.nbytes, Payload(b"", (piece,))))

@@ -16,6 +16,7 @@ import pytest
 from actorgrid.cli.status import _node_rows, status_report
 
 import actorgrid as ag
+from actorgrid._scheduler.recycling import size_class
 
 CLUSTER_OPTIONS = {"num_workers": 1}
 MB = 2**20
@@ -131,3 +132,62 @@ def test_a_segment_still_mapped_by_a_reader_is_not_overwritten() -> None:
     assert not _pooled(), "the file the keeper maps left the pool"
     del other
     ag.kill(keeper)
+
+
+# Over glibc's largest mmap threshold (32 MiB): the reader's new bytes object is a mapping of
+# its own, into which it maps the store's pages (smaller ones may come from the heap: copied).
+BYTES_SIZE = 40 * 2**20
+
+
+@ag.remote
+class BytesKeeper:
+    def keep(self, data: bytes) -> tuple[str, str]:
+        self.data = data  # kept past the call, after its object is freed
+        return type(data).__name__, _mapped_at(id(data) + len(data) // 2)
+
+    def kept(self) -> tuple[int, int, bool]:
+        return self.data.count(1), len(self.data), hash(self.data) == self.first_hash
+
+    def remember_hash(self) -> None:
+        self.first_hash = hash(self.data)
+
+
+def _mapped_at(address: int) -> str:
+    """The file this process maps at ``address`` ("" for anonymous memory)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if start <= address < end:
+                return fields[5] if len(fields) >= 6 else ""
+    return ""
+
+
+@ag.remote
+def count_of(data: bytes, byte: int) -> tuple[str, int]:
+    return type(data).__name__, data.count(byte)
+
+
+def test_a_large_bytes_value_is_the_stores_pages_and_keeps_its_values_once_freed() -> None:
+    keeper = BytesKeeper.remote()
+    ref = ag.put(b"\x01" * BYTES_SIZE)
+    kind, mapped = ag.get(keeper.keep.remote(ref))
+    assert kind == "bytes", "a bytes value arrives as bytes"
+    assert "/dev/shm/actorgrid-" in mapped, f"its middle is not the store's pages: {mapped!r}"
+    ag.get(keeper.remember_hash.remote())
+    del ref
+    _wait_until(lambda: len(_pooled_bytes_class()) == 1, "the freed file is pooled")
+    # The next writer of its size class finds the keeper's lock on the pooled file and
+    # writes a fresh segment: the bytes the keeper holds never change.
+    other = ag.put(b"\x09" * BYTES_SIZE)
+    assert ag.get(count_of.remote(other, 9)) == ("bytes", BYTES_SIZE)
+    assert ag.get(keeper.kept.remote()) == (BYTES_SIZE, BYTES_SIZE, True)
+    assert not _pooled_bytes_class(), "the file the keeper maps left the pool"
+    del other
+    ag.kill(keeper)
+
+
+def _pooled_bytes_class() -> set[str]:
+    """The pooled files of BYTES_SIZE's size class (other tests' may be pooled meanwhile)."""
+    prefix = f"{size_class(BYTES_SIZE + 1)}-"
+    return {name for name in _pooled() if name.startswith(prefix)}
