@@ -133,7 +133,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("executor",),
     ("options",),
     ("remote", "api"),
-    ("oneach", "subscriptions"),
+    ("oneach", "subscriptions", "decorator"),
 ]
 RUNTIME = "actorgrid._runtime"
 
