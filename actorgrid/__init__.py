@@ -194,7 +194,7 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "Cluster": "._node.cluster",
     "connect": "._node.cluster",
-    "init": "._node.cluster",
+    "init": "._node.prestart",
     "is_initialized": "._node.cluster",
     "shutdown": "._node.cluster",
     "serve_dashboard": "._node.dashboard",
@@ -248,7 +248,7 @@ _LAZY: dict[str, str] = {
     "ObjectRef": "._runtime.refs",
     "ActorClass": "._runtime.remote",
     "RemoteFunction": "._runtime.remote",
-    "remote": "._runtime.remote",
+    "remote": "._runtime.decorator",
     "Subscription": "._runtime.subscriptions",
     "subscribe": "._runtime.subscriptions",
     "subscribe_async": "._runtime.subscriptions",

@@ -185,6 +185,8 @@ def _cell(key: str, unit: str, result: dict[str, Any] | None, *, mark: bool = Fa
         text += f" (p99 {detail['p99_us']:,.0f} µs)"
     if key == "noop_tasks" and "apply_async_tasks_per_s" in detail:
         text = f"map {text}; apply_async {detail['apply_async_tasks_per_s']:,.0f} tasks/s"
+    if "summary" in detail:  # a workload's own figures beside its value (wealth: Mesa's)
+        text += f" ({detail['summary']})"
     if mark:
         text += " ✅" if result.get("meets_target") else " ❌"
     return text

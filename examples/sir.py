@@ -7,7 +7,12 @@ probability ``--gamma``. An exposed susceptible person is infected from then on.
 when every person has reported and every exposure has landed (each landing is counted at the
 clock), so no message of one day leaks into the next count.
 
+With ``--simulate SEED`` the same model runs in the deterministic mode
+(``actorgrid.testing.simulate``): the whole cluster in one process on a virtual clock, the same
+run for the same seed (it prints the trace hash to show it).
+
     python examples/sir.py --agents 10000 --days 100
+    python examples/sir.py --simulate 1 --agents 1000 --days 30
 """
 
 from __future__ import annotations
@@ -96,11 +101,26 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--simulate", type=int, metavar="SEED", default=None)
     args = parser.parse_args()
     n = args.agents
-    with ag.init(num_workers=args.workers):
-        run = clock.options(name="sir-clock").remote(n, args.days, args.beta, args.gamma, args.seed)
-        elapsed, history = ag.get(run, timeout=3600)
+
+    def start() -> ag.ObjectRef[tuple[float, list[tuple[int, int, int]]]]:
+        epidemic = clock.options(name="sir-clock")
+        return epidemic.remote(n, args.days, args.beta, args.gamma, args.seed)
+
+    if args.simulate is not None:
+        from actorgrid.testing import simulate
+
+        async def simulated() -> tuple[float, list[tuple[int, int, int]]]:
+            return await start()
+
+        result = simulate(simulated, seed=args.simulate, workers_per_node=args.workers)
+        elapsed, history = result.value
+        print(f"simulated with seed {args.simulate}: trace hash {result.trace_hash}")
+    else:
+        with ag.init(num_workers=args.workers):
+            elapsed, history = ag.get(start(), timeout=3600)
     days = len(history)
     print(f"{n} agents, {days} days in {elapsed:.2f} s ({n * days / elapsed:,.0f} agent-days/s)")
     assert all(s + i + r == n for s, i, r in history)

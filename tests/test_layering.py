@@ -50,6 +50,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     producing         a remote generator's producer: window, items
     lanes             the executor's work items and queues
     running           ExecutorTasks: tasks, cancel, interrupt
+    agenthost         AgentHost: coroutine agents' runs and same-worker sends
     executor          Executor: hosting actors
     options           what a remote function or class is made of: options, code
     remote api        @ag.remote and the module-level API
@@ -128,10 +129,11 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("keyed", "producing"),
     ("lanes",),
     ("running",),
+    ("agenthost",),
     ("executor",),
     ("options",),
     ("remote", "api"),
-    ("oneach", "subscriptions"),
+    ("oneach", "subscriptions", "decorator"),
 ]
 RUNTIME = "actorgrid._runtime"
 

@@ -25,7 +25,6 @@ from .._scheduler.restart import RestartPolicy
 from .._transport.addresses import local_address_towards
 from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
-from .dashboard import parse_dashboard, serve_runtime_dashboard
 from .envdriver import ensure_runtime_env, prepare_runtime_env
 from .head import Head
 from .jobclient import driver_tls, rejoin_as_job
@@ -70,7 +69,11 @@ async def open_runtime(
 ) -> AsyncIterator[Opened]:
     """Start an embedded cluster (no address) or join the one at ``address``, and set this
     process's runtime; yields what the ``Cluster`` object is made of. Leaving stops it all."""
-    serve_at = parse_dashboard(dashboard)
+    serve_at = None
+    if dashboard is not False:  # the dashboard's modules are imported only to serve one
+        from .dashboard import parse_dashboard
+
+        serve_at = parse_dashboard(dashboard)
     url = None
     if runtime_or_none() is not None:
         raise RuntimeError(
@@ -151,6 +154,8 @@ async def open_runtime(
                 remember(rt, prepared)  # shipped again to a restarted head
             rejoin_as_job(rt)
             if serve_at is not None:
+                from .dashboard import serve_runtime_dashboard
+
                 serve = functools.partial(serve_runtime_dashboard, rt, host=serve_at[0])
                 url = await nursery.start(functools.partial(serve, port=serve_at[1]))
             yield Opened(rt, head_address, node, url)

@@ -25,8 +25,6 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-import psutil
-
 __all__ = [
     "NodeShares",
     "WorkerShare",
@@ -113,6 +111,8 @@ class NodeShares:
             ids = gpus
         self.gpu_ids = ids
         total: dict[str, float] = {"CPU": num_workers * num_cpus_per_worker}
+        import psutil  # here, not at the top: a worker imports this module and needs it not
+
         total["memory"] = float(psutil.virtual_memory().total)
         if ids:
             total["GPU"] = float(len(ids))

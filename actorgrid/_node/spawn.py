@@ -23,6 +23,8 @@ import sys
 
 import trio
 
+from .prestart import SECRET_ENV_VARS as SECRET_ENV_VARS
+from .prestart import worker_environment as worker_environment
 from .template import ForkedProcess, TemplateError, current_template, run_template
 
 __all__ = [
@@ -50,8 +52,6 @@ WorkerProcess = trio.Process | ForkedProcess
 # registered with the head.
 PULSE_BYTE = b"."
 READY_BYTE = b"!"
-# Environment variables a worker must never inherit from its node agent.
-SECRET_ENV_VARS = ("ACTORGRID_SECRET",)
 # Lines of each worker's error output kept for reports.
 STDERR_TAIL_LINES = 20
 
@@ -106,11 +106,6 @@ async def serve_template(
     """Run a template process for this process's workers (``template.py``) until cancelled;
     started with the head, so that it imports while the head and the node agent come up."""
     await run_template(worker_environment(), task_status=task_status)
-
-
-def worker_environment() -> dict[str, str]:
-    """This process's environment without the cluster secret."""
-    return {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
 
 
 def describe_exit(code: int) -> str:

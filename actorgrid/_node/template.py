@@ -38,6 +38,8 @@ from typing import Any
 
 import trio
 
+from .prestart import take_prestarted, template_supported
+
 __all__ = [
     "ForkedProcess",
     "TemplateError",
@@ -59,11 +61,6 @@ _current: WorkerTemplate | None = None
 
 class TemplateError(RuntimeError):
     """The template process could not fork a worker (it died, or the fork failed)."""
-
-
-def template_supported() -> bool:
-    """Forking workers needs Linux (PR_SET_PDEATHSIG) and ``ACTORGRID_WORKER_TEMPLATE`` not 0."""
-    return sys.platform == "linux" and os.environ.get("ACTORGRID_WORKER_TEMPLATE", "1") != "0"
 
 
 def current_template() -> WorkerTemplate | None:
@@ -137,10 +134,37 @@ def _kill(pid: int) -> None:
         pass
 
 
+class _Adopted:
+    """A template process that ``prestart.py`` started with ``subprocess`` before Trio ran,
+    seen as ``WorkerTemplate`` sees a ``trio.Process``: ``pid``, ``returncode``, ``kill``
+    and an async ``wait`` (on a pidfd: the kernel says when it exits, no polling)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def kill(self) -> None:
+        if self._popen.poll() is None:
+            self._popen.kill()
+
+    async def wait(self) -> int:
+        if self._popen.poll() is None:
+            pidfd = os.pidfd_open(self.pid)
+            try:
+                await trio.lowlevel.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+        return self._popen.wait()
+
+
 class WorkerTemplate:
     """The agent's end of a template process: ``fork`` asks it for a worker."""
 
-    def __init__(self, proc: trio.Process, sock: trio.socket.SocketType) -> None:
+    def __init__(self, proc: trio.Process | _Adopted, sock: trio.socket.SocketType) -> None:
         self._proc = proc
         self._sock = sock
         self._ids = itertools.count()
@@ -260,6 +284,29 @@ async def run_template(
     if not template_supported() or _current is not None:
         task_status.started(None)
         return
+    prestarted = take_prestarted()  # ag.init started one before it imported the runtime
+    if prestarted is not None:
+        template = WorkerTemplate(
+            _Adopted(prestarted[0]), trio.socket.from_stdlib_socket(prestarted[1])
+        )
+    else:
+        started = await _start_template(env)
+        if started is None:
+            task_status.started(None)
+            return
+        template = started
+    _current = template
+    try:
+        task_status.started(template)
+        await template.serve()
+        await trio.sleep_forever()  # gone early: workers are spawned from now on
+    finally:
+        if _current is template:
+            _current = None
+        await template.aclose()
+
+
+async def _start_template(env: dict[str, str]) -> WorkerTemplate | None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         proc = await trio.lowlevel.open_process(
@@ -272,17 +319,7 @@ async def run_template(
     except OSError as exc:
         ours.close()
         log.warning("could not start the worker template (workers are spawned): %s", exc)
-        task_status.started(None)
-        return
+        return None
     finally:
         theirs.close()
-    template = WorkerTemplate(proc, trio.socket.from_stdlib_socket(ours))
-    _current = template
-    try:
-        task_status.started(template)
-        await template.serve()
-        await trio.sleep_forever()  # gone early: workers are spawned from now on
-    finally:
-        if _current is template:
-            _current = None
-        await template.aclose()
+    return WorkerTemplate(proc, trio.socket.from_stdlib_socket(ours))

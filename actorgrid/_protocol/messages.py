@@ -10,6 +10,7 @@ from typing import TypeAlias
 
 import attrs
 
+from .agentstop import TasksCancelled as TasksCancelled
 from .calls import AdoptActor as AdoptActor
 from .calls import BorrowUpdate as BorrowUpdate
 from .calls import CallActor as CallActor
@@ -386,6 +387,7 @@ Message: TypeAlias = (
     | LookupNames
     | NamesFound
     | NamesEnded
+    | TasksCancelled
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

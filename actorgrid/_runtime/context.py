@@ -115,37 +115,53 @@ class Mailbox:
         ``_TURN_EVERY``-th receive is a full checkpoint, so a busy agent still lets others run
         and sees cancellation."""
         while True:
-            self._since_turn += 1
-            item: Any = _NOTHING
-            if self._since_turn < _TURN_EVERY:
-                try:
-                    item = self._receive.receive_nowait()
-                except trio.WouldBlock:
-                    pass
+            item = self._take()
             if item is _NOTHING:
-                # Not inside the except clause: an agent idle there would keep the exception
-                # and its traceback alive (~400 bytes an agent) for as long as it waits.
-                self._since_turn = 0
-                item = await self._receive.receive()
-            if self._room is not None:
-                self._room_after -= 1
-                if self._room_after <= 0:
-                    self._make_room()
-            if isinstance(item, Letter):
-                return self._open(item)
-            item.reject()  # a method call sent to a coroutine actor
+                # InboxReceive.receive, inlined: an idle agent's stack is its own code, this
+                # frame and Trio's wait (each coroutine more is ~200 bytes an agent).
+                await trio.lowlevel.checkpoint_if_cancelled()
+                item = self._receive.take(_NOTHING)
+                if item is _NOTHING:
+                    item = await trio.lowlevel.wait_task_rescheduled(self._receive.park())
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            message = self._opened(item)
+            if message is not _NOTHING:
+                return message
+
+    def _take(self) -> Any:
+        """A queued message without a checkpoint, or _NOTHING: none is queued, or this is the
+        ``_TURN_EVERY``-th receive (then the caller waits, see ``receive``)."""
+        self._since_turn += 1
+        if self._since_turn < _TURN_EVERY:
+            item = self._receive.take(_NOTHING)
+            if item is not _NOTHING:
+                return item
+        self._since_turn = 0
+        return _NOTHING
 
     def receive_nowait(self) -> Any:
         """The next message; raises trio.WouldBlock if the mailbox is empty."""
         while True:
-            item = self._receive.receive_nowait()
-            if self._room is not None:
-                self._room_after -= 1
-                if self._room_after <= 0:
-                    self._make_room()
-            if isinstance(item, Letter):
-                return self._open(item)
-            item.reject()
+            message = self._opened(self._receive.receive_nowait())
+            if message is not _NOTHING:
+                return message
+
+    def _opened(self, item: Any) -> Any:
+        """The message in an item taken from the inbox; _NOTHING for a method call sent to a
+        coroutine actor (refused here)."""
+        if self._room is not None:
+            self._room_after -= 1
+            if self._room_after <= 0:
+                self._make_room()
+        if type(item) is Payload:  # a send from this process (Executor.put_here)
+            self._received += 1
+            self._ctx.request = None
+            return loads(item)
+        if isinstance(item, Letter):
+            return self._open(item)
+        item.reject()
+        return _NOTHING
 
     async def _wait_room(self) -> None:
         """The runtime's pump of a full mailbox (the messages parked beside it) waits until
@@ -165,10 +181,25 @@ class Mailbox:
         return self
 
     async def __anext__(self) -> Any:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
+        # receive()'s body (not a call to it: one coroutine less under every idle agent).
+        while True:
+            try:
+                self._since_turn += 1  # _take, inlined: one call less per message
+                turn = self._since_turn >= _TURN_EVERY
+                item = _NOTHING if turn else self._receive.take(_NOTHING)
+                if item is _NOTHING:
+                    self._since_turn = 0
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    item = self._receive.take(_NOTHING)
+                    if item is _NOTHING:
+                        item = await trio.lowlevel.wait_task_rescheduled(self._receive.park())
+                    else:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
+            message = self._opened(item)
+            if message is not _NOTHING:
+                return message
 
     def statistics(self) -> MailboxStatistics:
         s = self._receive.statistics()
@@ -199,6 +230,7 @@ class Context:
         "_deactivate_hooks",
         "_info",
         "_key",
+        "_last_sent",
         "_open_requests",
         "_runtime",
         "mailbox",
@@ -214,6 +246,7 @@ class Context:
         ctx._runtime = runtime
         ctx._info = info
         ctx._key = None
+        ctx._last_sent = None
         ctx._open_requests = _NONE  # a list once an ask is open
         ctx._deactivate_hooks = _NONE  # a list once a hook is added
         ctx.request = None
@@ -223,6 +256,8 @@ class Context:
     _runtime: Runtime
     _info: ActorInfo
     _key: str | None
+    # (name, namespace, slot) of the local agent last sent to (send's fast path).
+    _last_sent: tuple[str, str | None, Any] | None
     _open_requests: list[Request] | tuple[()]
     _deactivate_hooks: list[Callable[[], Any]] | tuple[()]
     request: Request | None
@@ -277,7 +312,29 @@ class Context:
         if isinstance(target, AgentKey):
             await send_to_key(self._runtime, target, message)
             return
-        await self._runtime.send(target, message, namespace or self._info.namespace)
+        namespace = namespace or self._info.namespace
+        executor = self._runtime.executor
+        if type(target) is str and executor is not None:
+            # The agent last sent to, while it lives (its name is its own until it ends,
+            # and then its mailbox is closed): no lookup per message to it.
+            last = self._last_sent
+            if last is not None and last[0] == target and last[1] == namespace:
+                slot = last[2]
+            else:
+                slot = executor.agent_here(target, namespace)
+                self._last_sent = None if slot is None else (target, namespace, slot)
+            if slot is not None:  # on this worker: into its mailbox, in this task
+                payload = dumps(message)
+                if executor.local_payload(payload):
+                    if executor.put_here(slot, payload):
+                        return
+                    # Full (or a message waits ahead): let the loop run a turn, in which the
+                    # agent takes some, rather than park this one beside it under a credit.
+                    await trio.lowlevel.checkpoint()
+                    if executor.put_here(slot, payload):
+                        return
+                self._last_sent = None  # it may have ended: look it up again next time
+        await self._runtime.send(target, message, namespace)
 
     async def ask(
         self,

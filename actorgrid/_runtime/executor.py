@@ -13,23 +13,28 @@
   in, in order, as the actor consumes, so one busy actor never holds up the link's other
   actors, its pulses or its replies. Mailbox senders are held back per (link, actor) by credit
   windows (_scheduler/flow.py), which bound the overflow; method calls are not windowed.
+- A send from this process to an agent hosted here (``Context.send``, names.py's fast path)
+  goes straight into its mailbox while it has room and nothing waits ahead: the payload
+  itself (no letter, no loopback frame, no credit); a full mailbox first gets a loop turn to
+  drain, then the sender takes the flow-controlled path like a remote one.
+- An idle coroutine agent costs one Trio task, one coroutine frame, one cancel scope, its
+  Context, Mailbox and inbox (~4 KB traced); a stopping worker ends them START_BATCH per
+  loop turn, each with no await, one shared reason and one shared cancellation payload.
 - Messages for an actor id this worker has not seen yet (a caller raced its creator) wait in a
   placeholder inbox for PLACEHOLDER_TIMEOUT_S; ended actors leave a tombstone, so late
   messages get ActorDiedError at once.
 
 Executor is built in layers: ``lanes.py`` holds the work items and the queues that run them on
 pool threads (TaskQueue, the lanes of sync actors, actor slots), ``running.py`` the executor's
-state, tasks and cancel/interrupt (ExecutorTasks), and Executor here adds hosting actors: class
-actors, coroutine actors, their mailboxes and flow control.
+state, tasks and cancel/interrupt (ExecutorTasks), ``agenthost.py`` the runs of coroutine agents
+and same-worker sends (AgentHost), and Executor here adds hosting actors: class actors, the
+slots and mailboxes of all actors, their ends and flow control.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import time
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -44,15 +49,14 @@ from .._protocol.messages import (
     CreateActor,
     Deliver,
     DeliverToKey,
-    Event,
+    DeliveryFailed,
     KillActor,
     Payload,
     Publish,
-    SubmitTask,
     TaskResult,
 )
-from .._scheduler.restart import Restart, RestartTracker
-from .context import Context, Letter
+from .agenthost import AgentHost, _shared_parts
+from .context import Letter
 from .inbox import open_inbox
 from .keyed import KeyedAgents
 from .lanes import (
@@ -70,12 +74,8 @@ from .lanes import (
     _refuse,
     _Slot,
     _taken,
-    _Task,
     call_reject_letter,
-    log,
 )
-from .restarts import ACTOR_RESTART_POLICY, RestartLog
-from .running import ExecutorTasks
 from .serialization import box_error, dumps, system_error
 
 if TYPE_CHECKING:
@@ -84,14 +84,10 @@ if TYPE_CHECKING:
 __all__ = ["Executor"]
 
 
-class Executor(ExecutorTasks):
+class Executor(AgentHost):
     """Runs tasks and hosts actors in the worker's nursery (see the module docstring)."""
 
     _keyed: KeyedAgents | None = None
-    # Set when this worker stops (worker.py): its agents end without freeing their names one
-    # by one at the head, which frees them all when the worker leaves (100,000 requests at
-    # once would outlast the stop).
-    stopping = False
 
     @property
     def keyed(self) -> KeyedAgents:
@@ -115,22 +111,6 @@ class Executor(ExecutorTasks):
         if slot is None or slot.info is None or slot.info.kind != "coroutine":
             return False
         self._enqueue(slot, letter)
-        return True
-
-    def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
-        """A send from this process to a coroutine actor hosted here, straight into its
-        mailbox when it has room and nothing waits ahead (names.py's fast path); False: send
-        it through the loopback peer, under flow control (so that a full mailbox holds its
-        local senders back by the same credit window as remote ones: waiting here at once
-        could deadlock two agents that send to each other)."""
-        slot = self.actors.get(actor_id)
-        if slot is None or slot.overflow or slot.info is None or slot.info.kind != "coroutine":
-            return False
-        loopback = self.runtime.peer_for(self.runtime.address)
-        try:
-            slot.send.send_nowait(_LetterFrom.sent_here(loopback, actor_id, payload))
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            return False
         return True
 
     def _slot_for(self, actor_id: ActorId) -> _Slot | None:
@@ -160,7 +140,7 @@ class Executor(ExecutorTasks):
             slot = self.actors[info.actor_id] = _Slot(info.actor_id)
         elif slot.info is not None:
             return None
-        slot.info = info
+        slot.info = info = _shared_parts(info)
         if info.mailbox_size and info.mailbox_size != MAILBOX_CAPACITY and not slot.overflow:
             # Messages that came before the actor did stay queued (then it holds more); one
             # whose early messages overflowed keeps the default size.
@@ -307,94 +287,30 @@ class Executor(ExecutorTasks):
             result = (False, _cancelled(call.method))
         call.answer(*result)
 
-    async def _run_coroutine_actor(
-        self, task: _Task, slot: _Slot, fn: Callable[..., Any], msg: SubmitTask
-    ) -> None:
-        """A remote coroutine actor: a Trio task in this nursery, in the slot that on_submit
-        claimed for it."""
-        info = slot.info
-        assert info is not None
-        label = _describe(info)
-        result: tuple[bool, Payload] | None = None
-        reason = f"actor {label} has ended"
-        ctx = Context._make(self.runtime, info, slot.receive)
-        slot.mailbox = ctx.mailbox
-        with task.scope:
-            try:
-                with slot.scope:
-                    # A KillActor handled before this task started has cancelled the scope
-                    # already: then no user code runs at all.
-                    if not slot.scope.cancel_called:
-                        result, reason = await self._call_coroutine_actor(fn, ctx, msg, label)
-                if result is None or slot.scope.cancelled_caught:
-                    reason = f"actor {label} was killed"
-                    result = (False, system_error(ActorDiedError(reason)))
-            finally:
-                ctx._close(reason)
-                with trio.CancelScope(shield=True):
-                    await self._end(slot, reason)
-        self._finish_task(task, msg.task_id, f"actor {label}", result)
-
-    async def _call_coroutine_actor(
-        self, fn: Callable[..., Any], ctx: Context, msg: SubmitTask, label: str
-    ) -> tuple[tuple[bool, Payload], str]:
-        """Run a coroutine actor's code: its answer, and why it ended.
-
-        Code that raises is run again, on the same mailbox (messages queued for it are kept),
-        while the actor has restarts left (``max_restarts``). A crash loop backs off (the
-        restart policy's delays, up to ACTOR_RESTART_POLICY.backoff_max_s) and logs at most one
-        line per ACTOR_RESTART_LOG_INTERVAL_S, so code that fails at once can neither starve
-        this worker's loop (its pulses, its other actors) nor flood the log.
-        """
-        try:
-            if msg.actor is not None:
-                await self.holdings.hold(msg.actor.actor_id, msg.actor.resources)
-            args, kwargs = await self._load_args(msg.args)
-        except Exception as exc:
-            return (False, system_error(exc)), f"actor {label} could not be started: {exc}"
-        restarts = msg.actor.max_restarts if msg.actor is not None else 0
-        # Made at the first restart: 100,000 agents that never raise need none.
-        tracker: RestartTracker | None = None
-        quiet: RestartLog | None = None
-        while True:
-            try:
-                value = await fn(ctx, *args, **kwargs)
-            except Exception as exc:
-                reason = f"actor {label} raised {type(exc).__name__}: {exc}"
-                if restarts == 0:
-                    return (False, box_error(exc, self._where(f"actor {label}"))), reason
-                restarts -= 1 if restarts > 0 else 0
-                ctx._fail_open(exc, self._where(f"actor {label}"))
-                if tracker is None or quiet is None:
-                    tracker, quiet = RestartTracker(ACTOR_RESTART_POLICY), RestartLog()
-                decision = tracker.on_exit(trio.current_time())
-                assert isinstance(decision, Restart)  # the policy never gives up
-                line = quiet.line(trio.current_time(), reason, restarts, decision.delay_s)
-                if line is not None:
-                    log.warning("%s", line)
-                self.runtime.publish(
-                    Event("actor_restarted", time.time(), pid=os.getpid(), detail=reason)
-                )
-                # Always a checkpoint, even with no delay: a call that fails before its first
-                # await must not hold the loop.
-                await trio.sleep(decision.delay_s)
-                continue
-            return self.result_of(value, f"actor {label}"), f"actor {label} has ended"
-
     async def _end(self, slot: _Slot, reason: str) -> None:
         """An actor is over: refuse its queued and future messages, free its name."""
+        if self._end_nowait(slot, reason):
+            assert slot.info is not None
+            await self._free_name(slot.info, reason)
+        if slot.done is not None:
+            slot.done.set()
+
+    def _end_nowait(self, slot: _Slot, reason: str) -> bool:
+        """``_end`` but for what waits: True if the actor's name is to be freed at the head
+        (``_free_name``). An agent without a name ends in no await and no cancel scope (a
+        worker's stop ends 100,000 of them at once)."""
         if self.actors.get(slot.actor_id) is slot:
             del self.actors[slot.actor_id]
         self.detached.pop(slot.actor_id, None)
         self.holdings.release(slot.actor_id)
         self._bury(slot.actor_id, reason)
         slot.send.close()
-        while True:
-            try:
-                item = slot.receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            self._refuse_queued(item, reason)
+        for item in slot.receive.drain():
+            if type(item) is Payload:  # a send from this process (put_here): told as one
+                loopback = self.runtime.peer_for(self.runtime.address)
+                loopback.send(DeliveryFailed(slot.actor_id, reason))
+            else:
+                self._refuse_queued(item, reason)
         overflow = slot.overflow
         while overflow:
             item = overflow.popleft()
@@ -404,16 +320,23 @@ class Executor(ExecutorTasks):
         slot.receive.close()
         info = slot.info
         head = self.runtime.head
-        if info is not None and not info.name and not info.detached and head is not None:
+        if info is None or head is None or self.stopping:
+            # A stopping worker's actors are forgotten with it (the head's worker_gone).
+            return False
+        if not info.name and not info.detached:
             # Its creator registered it with the head (OwnActor): the head forgets it.
             head.send(ActorEnded(0, info.actor_id, reason))
-        elif info is not None and info.name and head is not None and not self.stopping:
-            with trio.move_on_after(5):
-                try:
-                    await head.request(lambda rid: ActorEnded(rid, info.actor_id, reason))
-                except ConnectionError:
-                    pass  # the head is gone; it forgets the name with this worker
-        slot.done.set()
+            return False
+        return bool(info.name)
+
+    async def _free_name(self, info: ActorInfo, reason: str) -> None:
+        head = self.runtime.head
+        assert head is not None
+        with trio.move_on_after(5):
+            try:
+                await head.request(lambda rid: ActorEnded(rid, info.actor_id, reason))
+            except ConnectionError:
+                pass  # the head is gone; it forgets the name with this worker
 
     def _bury(self, actor_id: ActorId, reason: str) -> None:
         self.tombstones[actor_id] = reason
@@ -520,12 +443,15 @@ class Executor(ExecutorTasks):
                 self._bury(msg.actor_id, f"actor {short(msg.actor_id)} was killed")
             peer.send(Ack(msg.rid))
             return
+        done = slot.done
+        if done is None:
+            done = slot.done = trio.Event()  # made here: also what marks the slot killed
         slot.scope.cancel()
         if slot.info is None:
             self.nursery.start_soon(self._end, slot, f"actor {short(msg.actor_id)} was killed")
 
         async def ack_when_done() -> None:
-            await slot.done.wait()
+            await done.wait()
             peer.send(Ack(msg.rid))
 
         self.nursery.start_soon(ack_when_done)

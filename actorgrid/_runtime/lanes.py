@@ -339,7 +339,7 @@ class _Slot:
         self.overflow: deque[Any] | None = None
         self.send, self.receive = open_inbox(MAILBOX_CAPACITY)
         self.scope = trio.CancelScope()
-        self.done = trio.Event()
+        self.done: trio.Event | None = None  # made by a KillActor (executor.on_kill)
         self.mailbox: Any = None  # a coroutine actor's Mailbox, once its code runs
 
     @property
@@ -367,15 +367,6 @@ class _LetterFrom(Letter):
         self.peer = peer
         self.rid = msg.rid
         self.actor_id = msg.actor_id
-
-    @classmethod
-    def sent_here(cls, peer: Peer, actor_id: ActorId, payload: Payload) -> _LetterFrom:
-        """A send from this process straight into the mailbox (no credit taken): refused
-        as one through ``peer``, the loopback, would be, never silently."""
-        letter = cls.__new__(cls)
-        letter.payload, letter.reply_to = payload, None
-        letter.peer, letter.rid, letter.actor_id = peer, 0, actor_id
-        return letter
 
     def reject(self) -> None:
         _refuse(self, "a class actor has no mailbox: call its methods instead")

@@ -42,6 +42,7 @@ from .._protocol.messages import (
     StreamItem,
     SubscribeEvents,
     TaskResult,
+    TasksCancelled,
     WorkerInfo,
     WorkerJoined,
     WorkerLeft,
@@ -175,6 +176,7 @@ class RuntimeLinks(RuntimeMembership):
         self.streams = CallerStreams(self)  # remote generators this process consumes
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
+            TasksCancelled: self._on_tasks_cancelled,
             FetchObject: self._on_fetch,
             DeliveryFailed: self._on_delivery_failed,
             Credit: self._on_credit,
@@ -464,6 +466,11 @@ class RuntimeLinks(RuntimeMembership):
 
     def _on_event(self, peer: Peer, event: Event) -> None:
         self.event_feed.push(event)
+
+    def _on_tasks_cancelled(self, peer: Peer, msg: TasksCancelled) -> None:
+        # A stopping worker's batch (_protocol/agentstop.py): each as its own TaskResult.
+        for task_id in msg.task_ids:
+            self._on_result(peer, TaskResult(task_id, False, msg.value))
 
     def _on_delivery_failed(self, peer: Peer, msg: DeliveryFailed) -> None:
         # A fire-and-forget message found its actor gone: counted, and reported as an event

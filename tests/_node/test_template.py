@@ -106,6 +106,45 @@ def test_a_killed_template_takes_its_workers_and_spawned_ones_replace_them(
     assert ag.get([whoami.remote() for _ in range(4)], timeout=30)
 
 
+_INIT_FAILS = """
+import json, sys
+import psutil
+import actorgrid as ag
+
+def templates():
+    return [p.pid for p in psutil.Process().children()
+            if "actorgrid._node.templateproc" in " ".join(p.cmdline())]
+
+class Spy:  # sees what runs when ag.init starts importing the runtime's cluster module
+    seen = None
+    def find_spec(self, name, path=None, target=None):
+        if name == "actorgrid._node.cluster" and Spy.seen is None:
+            Spy.seen = templates()
+        return None
+
+sys.meta_path.insert(0, Spy())
+try:
+    ag.init(no_such_option=1)
+except TypeError as exc:
+    print(json.dumps({"at_import": Spy.seen, "after": templates(), "error": str(exc)}))
+"""
+
+
+def test_ag_init_starts_the_template_before_the_runtime_and_reaps_it_when_it_fails(
+    processes,
+) -> None:
+    # The template imports while the driver does (prestart.py); an init that fails after
+    # starting it leaves none behind, reaped before the error reaches the caller.
+    out = subprocess.run(
+        [sys.executable, "-c", _INIT_FAILS], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    processes.add(seen["at_import"])
+    assert len(seen["at_import"]) == 1, seen
+    assert seen["after"] == [] and "no_such_option" in seen["error"], seen
+
+
 _DRIVER = """
 import json, os, sys, time
 import psutil

@@ -10,6 +10,7 @@ agent_rate_remote), not tests: a loaded CI machine would make any bound on them 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,3 +92,33 @@ def test_a_fast_sender_and_a_small_mailbox_on_one_worker_deliver_everything_in_o
         sender = blast.remote("rates-sink", n)
         assert ag.get(sender, timeout=120) == n
         assert ag.get(sink, timeout=120) == list(range(n))
+
+
+@ag.remote
+async def never_reads(ctx: ag.Context) -> None:
+    await trio.sleep_forever()
+
+
+@ag.remote
+async def sends_burst(ctx: ag.Context, target: str, n: int) -> int:
+    for i in range(n):
+        await ctx.send(target, i)  # on this worker: straight into its mailbox
+    return n
+
+
+def test_local_sends_left_in_a_mailbox_when_its_agent_ends_are_reported_not_lost() -> None:
+    # One worker: the burst goes into the mailbox of an agent that never reads it (no letter,
+    # no loopback on the way); killed, it reports each message it held as undelivered.
+    n = 10
+    with ag.init(num_workers=1) as cluster:
+        receiver = never_reads.options(name="rates-never-reads").remote()
+        assert ag.get(sends_burst.remote("rates-never-reads", n), timeout=60) == n
+        ag.kill(receiver)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            events = [e for e in cluster.recent_events() if e.kind == "message_undelivered"]
+            if len(events) >= n:
+                break
+            time.sleep(0.05)
+        assert len(events) == n, [e.detail for e in events]
+        assert all("was killed" in e.detail for e in events)

@@ -4,6 +4,8 @@ it, and a worker-owned object whose worker died raises ObjectLostError naming it
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import os
 import signal
@@ -61,7 +63,21 @@ class Maker:
         return os.getpid()
 
 
+def _trim_heap() -> None:
+    """Give this process's freed heap back to the system (glibc keeps it otherwise).
+
+    Earlier tests in the same process free large mappings, which raises glibc's mmap
+    threshold: 100 KB objects then come from the heap, and freed heap pages stay in RSS
+    until trimmed. Trimming makes RSS say what is still alive, not the allocator's history.
+    """
+    libc = ctypes.util.find_library("c")
+    if libc is not None and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
+
+
 def rss_mb(pids: list[int]) -> float:
+    if os.getpid() in pids:
+        _trim_heap()
     return sum(psutil.Process(p).memory_info().rss for p in pids) / 1e6
 
 
