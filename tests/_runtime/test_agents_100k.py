@@ -1,23 +1,23 @@
 """Agents by the hundred thousand (issue 13): named coroutine agents on a 2-worker embedded
 cluster, created, each reached by name once, and the cluster shut down with all of them alive.
 
-The size is ``ACTORGRID_SCALE_AGENTS`` (default SCALE_AGENTS_DEFAULT, which keeps it inside
-the suite's time budget). At 100,000 it is bound by creation: ~0.33-0.37 ms of CPU per
-agent on a 2-core machine, ~0.1 ms of it the driver's (its ``.remote()`` calls, and its head:
-name claims come in one ClaimNames per loop turn, first lookups in one LookupNames) and
-~0.1-0.12 ms each worker's. Its runs at 100,000 (issue 13, with inbox.py): at a load average of ~4, created in
+The size is ``ACTORGRID_SCALE_AGENTS`` (default SCALE_AGENTS_DEFAULT, which keeps it inside the
+suite's time budget). At 100,000 it is bound by creation: ~0.33-0.37 ms of CPU per agent on a
+2-core machine, ~0.1 ms of it the driver's (its ``.remote()`` calls, and its head: name claims
+come in one ClaimNames per loop turn, first lookups in one LookupNames) and ~0.1-0.12 ms each
+worker's. Its runs at 100,000 (issue 13, with inbox.py): at a load average of ~4, created in
 47.2 s, each reached by name once, stopped in 8.9 s, 95 s in all. With batched names and a
 stopping head that frees nothing name by name (issue 13, mass5), at a load average of ~4:
-created in 28.9 s, stopped in 8.2 s, 68 s in all (main, run just after it: 75.3 s, 9.6 s,
-129 s); merged with main, at a load average of ~1.5: created in 16.3 s, stopped in 6.5 s,
-41 s in all (~0.33 ms of CPU per agent: driver 0.12, of it 0.1 its .remote() calls; each
-worker 0.1). Earlier runs of it at a load average of ~6.5-7.5 (seven test runs on the 2 cores):
-created in 47.5-68.1 s, stopped in 10.3-15.7 s, over SHUTDOWN_S. At a load average of 10-16
-(six other test runs on the machine), each of four runs lost a worker: killed as a zombie (no pulse for 5 s) once mid-stop (a stopping node
-now kills none: node.py) and once in the by-name round; twice gone with no zombie line seen
-(not understood yet). Every batch of work per loop turn that these sizes showed is bounded
-(starting.py, names.release_gradually, Portal._drain, ExecutorTasks.interrupt_all, the
-fan-out of a publish, peer.py's parked senders).
+created in 28.9 s, stopped in 8.2 s, 68 s in all (main, run just after it: 75.3 s, 9.6 s, 129
+s); merged with main, at a load average of ~1.5: created in 16.3 s, stopped in 6.5 s, 41 s in
+all (~0.33 ms of CPU per agent: driver 0.12, of it 0.1 its .remote() calls; each worker 0.1).
+Earlier runs of it at a load average of ~6.5-7.5 (seven test runs on the 2 cores): created in
+47.5-68.1 s, stopped in 10.3-15.7 s, over SHUTDOWN_S. At a load average of 10-16 (six other
+test runs on the machine), each of four runs lost a worker: killed as a zombie (no pulse for 5
+s) once mid-stop (a stopping node now kills none: node.py) and once in the by-name round; twice
+gone with no zombie line seen (not understood yet). Every batch of work per loop turn that
+these sizes showed is bounded (starting.py, names.release_gradually, Portal._drain,
+ExecutorTasks.interrupt_all, the fan-out of a publish, peer.py's parked senders).
 """
 
 from __future__ import annotations
