@@ -19,7 +19,6 @@ between: the round trips of a step cost more, the work of a step is spread over 
 from __future__ import annotations
 
 import argparse
-import re
 import secrets
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sim_workloads import WEALTH, run_mesa, table
+from sim_workloads import WEALTH, run_mesa, table, wealth_figures
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 DISTRICTS_PER_WORKER = 2
@@ -73,16 +72,7 @@ def run_three_hosts(agents: int, steps: int, seeds: int, pulse_s: float = 0.5) -
             raise RuntimeError(f"examples/wealth.py on the hosts failed:\n{out}")
     finally:
         hosts.destroy()
-    seconds = re.search(r"steps in ([\d.]+) s", out)
-    coefficient = re.search(r"gini: ([\d.]+)(?: \+- ([\d.]+))?", out)
-    if seconds is None or coefficient is None:
-        raise RuntimeError(f"examples/wealth.py printed no timing or Gini:\n{out}")
-    return {
-        "steps_per_s": steps / float(seconds.group(1)),
-        "gini": float(coefficient.group(1)),
-        "gini_sd": float(coefficient.group(2) or 0.0),
-        "seeds": seeds,
-    }
+    return wealth_figures(out, steps, seeds)
 
 
 def main() -> None:

@@ -64,6 +64,11 @@ def run_actorgrid(
         timeout=TIMEOUT_S,
         check=True,
     ).stdout
+    return wealth_figures(out, steps, seeds)
+
+
+def wealth_figures(out: str, steps: int, seeds: int) -> dict[str, float]:
+    """What examples/wealth.py printed: steps/s, and the Gini's mean and spread."""
     seconds = re.search(r"steps in ([\d.]+) s", out)
     coefficient = re.search(r"gini: ([\d.]+)(?: \+- ([\d.]+))?", out)
     if seconds is None or coefficient is None:
