@@ -620,12 +620,18 @@ def test_a_worker_runs_a_burst_of_sync_tasks_on_a_few_threads_without_creeping(
         for _ in range(2):  # warm up: the first rounds fill allocator arenas and caches
             ag.get([noop.remote(i) for i in range(10_000)], timeout=60)
         threads0, rss0 = ag.get(threads_and_rss.remote())
-        for _ in range(4):
-            ag.get([noop.remote(i) for i in range(10_000)], timeout=60)
-        threads1, rss1 = ag.get(threads_and_rss.remote())
+        rss = [rss0]
+        for _ in range(2):  # two windows of 40,000 tasks
+            for _ in range(4):
+                ag.get([noop.remote(i) for i in range(10_000)], timeout=60)
+            threads1, rss1 = ag.get(threads_and_rss.remote())
+            rss.append(rss1)
         processes.add(cluster.node_pids)
     processes.wait_gone()
     # One CPU: one runner thread at a time, not one per queued task (it was 256, and the
     # worker's RSS grew about 0.35 MB per 10,000 tasks with them).
     assert threads1 <= threads0 + 2 <= 12
-    assert rss1 - rss0 < 0.3e6 * 4
+    # A creep grows in every window; the allocator's steps (an arena, a bounded table filling
+    # up: up to ~1.5 MB, measured) fall in one window now and then, not in both.
+    growth = [rss[1] - rss[0], rss[2] - rss[1]]
+    assert min(growth) < 0.3e6 * 4, growth
