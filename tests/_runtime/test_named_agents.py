@@ -54,6 +54,34 @@ def test_a_name_is_looked_up_in_the_namespace_the_sender_names():
     assert ag.get([a, b], timeout=60) == ["a", "b"]
 
 
+@ag.remote
+async def collect(ctx: ag.Context, tag):
+    got = []
+    async for msg in ctx.mailbox:
+        if msg == "stop":
+            return tag, got
+        got.append(msg)
+
+
+@ag.remote
+async def fan(ctx: ag.Context, name, namespace):
+    # ctx.send by name: with no namespace=, the agent's own; with one, that one.
+    msg = await ctx.mailbox.receive()
+    await ctx.send(name, ("own", msg))
+    await ctx.send(name, ("other", msg), namespace=namespace)
+    await ctx.send(name, "stop")
+    await ctx.send(name, "stop", namespace=namespace)
+
+
+def test_ctx_send_looks_a_name_up_in_the_namespace_it_names_or_the_agents_own():
+    name = unique("sink")
+    a = collect.options(name=name, namespace="ns-a").remote("a")
+    b = collect.options(name=name, namespace="ns-b").remote("b")
+    f = fan.options(namespace="ns-a").remote(name, "ns-b")
+    ag.send(f, 5)
+    assert ag.get([a, b, f], timeout=60) == [("a", [("own", 5)]), ("b", [("other", 5)]), None]
+
+
 def test_get_if_exists_on_a_coroutine_actor_reaches_it_and_resolves_when_it_ends():
     name = unique("shared")
     first = echo.options(name=name).remote("first")
