@@ -32,7 +32,15 @@ def test_lone_calls_answered_from_their_threads_are_not_listed_as_running(cluste
         assert ag.get(ref, timeout=30) == i
         refs.append(ref)
     ids = {ref.id for ref in refs}
-    assert [t for t in cluster.status().tasks if t.task_id in ids] == []
+    # The pool thread writes the answer, then queues the call's end: a thread the machine
+    # preempts between the two leaves the last call listed for a moment. So a few listings,
+    # back to back (milliseconds, against the loop's own drain every second, which alone
+    # would leave calls listed in each of them).
+    for _ in range(5):
+        listed = [t for t in cluster.status().tasks if t.task_id in ids]
+        if not listed:
+            break
+    assert listed == []
 
 
 def test_a_cancel_after_the_answer_leaves_the_calls_children_running(cluster) -> None:
