@@ -503,7 +503,8 @@ def big_argument(sizes: Sizes, num_workers: int) -> Result:
 )
 def big_bytes(sizes: Sizes, num_workers: int) -> Result:
     """``ag.get(f.remote(data))`` with ``data = bytes(array_bytes)``: median of ``array_runs``
-    after one warm-up, as MB/s of argument (bytes have no out-of-band buffers to ride on)."""
+    after one warm-up, as MB/s of argument (the store writes the bytes once; on the worker's
+    node they arrive as a ``bytes`` whose pages are the store's, where the allocator allows)."""
     data = bytes(sizes.array_bytes)
     runs: list[float] = []
     with ag.init(num_workers=num_workers):
