@@ -30,9 +30,9 @@ from .compact import register_compact_hooks
 from .hotcodec import decode_positional, encode_positional
 from .messages import MESSAGE_TYPES, Message, Payload
 
-__all__ = ["decode", "encode"]
+__all__ = ["ENVELOPE_LENGTH", "decode", "encode"]
 
-_ENV_LEN = struct.Struct("!I")
+ENVELOPE_LENGTH = struct.Struct("!I")  # a frame body starts with its envelope's length
 
 _converter = cattrs.Converter(detailed_validation=False)
 _state = threading.local()
@@ -110,26 +110,26 @@ def encode(message: Message) -> list[bytes | memoryview]:
     positional = encode_positional(message, sink)
     if positional is not None:
         envelope = packer.pack(positional)
-        return [_ENV_LEN.pack(len(envelope)), envelope, *sink]
+        return [ENVELOPE_LENGTH.pack(len(envelope)), envelope, *sink]
     _state.sink = sink
     try:
         envelope = packer.pack(_unstructure_message(message))
     finally:
         _state.sink = None
-    return [_ENV_LEN.pack(len(envelope)), envelope, *sink]
+    return [ENVELOPE_LENGTH.pack(len(envelope)), envelope, *sink]
 
 
 def decode(body: bytes | bytearray | memoryview) -> Message:
     """Parse one frame body. Any malformed input raises ProtocolError, nothing else."""
     view = memoryview(body)
-    if view.nbytes < _ENV_LEN.size:
+    if view.nbytes < ENVELOPE_LENGTH.size:
         raise ProtocolError(f"frame of {view.nbytes} bytes is too short to hold an envelope")
-    (env_len,) = _ENV_LEN.unpack_from(view)
-    end = _ENV_LEN.size + env_len
+    (env_len,) = ENVELOPE_LENGTH.unpack_from(view)
+    end = ENVELOPE_LENGTH.size + env_len
     if end > view.nbytes:
         raise ProtocolError("envelope length runs past the end of the frame")
     try:
-        obj = msgpack.unpackb(view[_ENV_LEN.size : end], raw=False, use_list=False)
+        obj = msgpack.unpackb(view[ENVELOPE_LENGTH.size : end], raw=False, use_list=False)
     except Exception as exc:
         raise ProtocolError(f"frame envelope is not valid msgpack: {exc}") from None
     if type(obj) is tuple:  # the hottest messages: hotcodec.py

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import trio
 
 from .._exceptions import ProtocolError
+from .._protocol.codec import ENVELOPE_LENGTH
+from .._protocol.framing import HEADER
 from .base import TRAFFIC, Buffer
 from .tcp import TcpFrameStream
 
@@ -28,7 +30,7 @@ __all__ = ["RECEIVE_SLICE_BYTES", "BulkReceiver"]
 
 RECEIVE_SLICE_BYTES = 4 << 20
 
-_HEAD = struct.Struct("!QI")  # frame body length, envelope length (framing.py, codec.py)
+_HEAD = struct.Struct(HEADER.format + ENVELOPE_LENGTH.format.lstrip("!"))  # body, envelope
 
 
 class BulkReceiver:
@@ -36,10 +38,10 @@ class BulkReceiver:
 
     def __init__(self, stream: TcpFrameStream, *, idle_s: float) -> None:
         self._stream = stream
-        self._sock: socket.socket = stream._sock
+        self._sock: socket.socket = stream.sock
         self.peer = stream.peer
         self.idle_s = idle_s
-        self.max_message_bytes = stream._decoder.max_message_bytes
+        self.max_message_bytes = stream.max_message_bytes
 
     def __repr__(self) -> str:
         return f"<BulkReceiver peer={self.peer}>"
@@ -54,15 +56,15 @@ class BulkReceiver:
         head = bytearray(_HEAD.size)
         await self.receive_into(memoryview(head))
         size, envelope = _HEAD.unpack(head)
-        if size > self.max_message_bytes or envelope + 4 > size:
+        if size > self.max_message_bytes or ENVELOPE_LENGTH.size + envelope > size:
             raise ProtocolError(
                 f"{self.peer} sent a frame of {size} bytes with an envelope of {envelope}: "
                 f"not a frame (or over max_message_bytes={self.max_message_bytes})"
             )
-        start = bytearray(4 + envelope)
-        start[:4] = head[8:]
-        await self.receive_into(memoryview(start)[4:])
-        return bytes(start), size - 4 - envelope
+        start = bytearray(ENVELOPE_LENGTH.size + envelope)
+        start[: ENVELOPE_LENGTH.size] = head[HEADER.size :]
+        await self.receive_into(memoryview(start)[ENVELOPE_LENGTH.size :])
+        return bytes(start), size - len(start)
 
     async def receive_into(self, view: memoryview) -> None:
         """Fill ``view`` with the next bytes of the stream."""

@@ -60,6 +60,15 @@ class TcpFrameStream:
         self._pending: list[memoryview] = []
         self._drained = False
 
+    @property
+    def sock(self) -> socket.socket:
+        """The connected socket (for a receiver that reads its frames itself: bulk.py)."""
+        return self._sock
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self._decoder.max_message_bytes
+
     @classmethod
     def _adopt(cls, stream: trio.SocketStream, peer: str, max_message_bytes: int) -> TcpFrameStream:
         fd = stream.socket.detach()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -30,6 +29,7 @@ import trio
 import trio.testing
 
 from .._exceptions import unwrap_group
+from .._protocol.codec import ENVELOPE_LENGTH
 from .._protocol.hotcodec import POSITIONAL_NAMES
 from .._protocol.messages import Event
 from .._runtime import current
@@ -46,7 +46,6 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 86_400.0  # a virtual day
 TRACE_TAIL = 10_000  # entries of the trace kept in SimResult.log (the hash covers them all)
-_ENV_LEN = struct.Struct("!I")  # a frame's envelope length prefix (_protocol/codec.py)
 # Messages whose size varies with the real process they run in (its pid), not the run.
 _SIZE_FREE = frozenset({"Hello"})
 
@@ -68,7 +67,7 @@ class TraceEntry:
 def _tag(frame: bytes) -> str:
     """The message type of a frame: its envelope's tag, which the codec writes last (a
     ``"t"`` key, then the type's name as a short string); decoded in full if not found so."""
-    (length,) = _ENV_LEN.unpack_from(frame)
+    (length,) = ENVELOPE_LENGTH.unpack_from(frame)
     end = 4 + length
     for n in range(1, 32):
         start = end - n
