@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -32,9 +33,11 @@ from .._scheduler.names import DEFAULT_NAMESPACE
 from .._scheduler.restart import Restart, RestartTracker
 from .context import Context
 from .lanes import _cancelled, _describe, _Slot, _Task, log
+from .parking import PARKED, cancelled_error, carry_on, drive
 from .restarts import ACTOR_RESTART_POLICY, RestartLog
 from .running import ExecutorTasks
 from .serialization import box_error, system_error
+from .starting import START_BATCH
 
 if TYPE_CHECKING:
     from .._protocol.ids import ActorId, ObjectId
@@ -45,6 +48,13 @@ __all__ = ["AgentHost"]
 # Ids in one TasksCancelled: a stop that ends 100,000 agents in a turn sends a few frames of
 # ~70 KB, not one of 1.7 MB.
 _CANCELLED_PER_MESSAGE = 4096
+
+# Idle agents park (parking.py) on a worker hosting at least this many actors.
+PARK_FROM = 1000
+# What a parked agent's run and slot hold instead of a cancel scope of their own: never
+# entered, and never cancelled (a cancel or a KillActor reaches a coroutine agent through its
+# run: _AgentRun.cancel).
+_PARKED_SCOPE = trio.CancelScope()
 
 # Why the agents of a stopping worker ended (each has it as its tombstone, shared).
 _STOPPED = "the actor was cancelled: its worker stopped"
@@ -82,6 +92,71 @@ class _Restarting:
         return decision.delay_s
 
 
+class _AgentRun(_Task):
+    """A coroutine agent's run, what ``tasks`` lists for it: a _Task's fields, and what its
+    Trio tasks share (each ends when it parks, parking.py): its coroutine, the contextvars
+    Context it runs in once parked, its restarts. ``scope`` is its Trio task's cancel scope
+    while it runs, _PARKED_SCOPE while it is parked."""
+
+    __slots__ = (
+        "again",
+        "context",
+        "coro",
+        "ctx",
+        "driver",
+        "host",
+        "restarting",
+        "restarts",
+        "slot",
+        "status",
+        "task_id",
+    )
+
+    def __init__(
+        self, host: AgentHost, peer: Peer, slot: _Slot, task_id: ObjectId, restarts: int
+    ) -> None:
+        # No _Task.__init__: its cancel scope is made when its first task runs.
+        self.peer = peer
+        self.label = slot.info.label if slot.info is not None else ""  # the shared copy
+        self.kind = "coroutine actor"
+        self.scope = slot.scope  # a cancel before it runs: killed early
+        self.host = host
+        self.slot = slot
+        self.task_id = task_id
+        self.restarts = restarts
+        self.restarting: _Restarting | None = None  # made at its first restart
+        # Its code and arguments while it may run again; its coroutine while it runs.
+        self.again: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
+        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.ctx: Context | None = None
+        self.context: Any = None
+        self.driver: trio.lowlevel.Task | None = None
+        self.status: object = None
+
+    def parks(self) -> bool:
+        return self.host.parks_agents()
+
+    def wake(self) -> None:
+        if self.scope is not _PARKED_SCOPE:
+            return  # it runs, or is being stopped
+        self.scope = trio.CancelScope()
+        try:
+            self.host.nursery.start_soon(self.host._live, self, name=self.label)
+        except RuntimeError:
+            pass  # the worker's nursery is closed: its end stopped it already
+
+    def cancel(self) -> None:
+        scope = self.scope
+        if scope is not _PARKED_SCOPE:
+            scope.cancel()
+            return
+        # Parked: stopped in its cancelled scope with no Trio task of its own (_reap).
+        self.slot.receive.unpark_run(self)
+        self.scope = scope = trio.CancelScope()
+        scope.cancel()
+        self.host._reap_soon(self)
+
+
 class AgentHost(ExecutorTasks):
     """Runs coroutine agents and puts same-worker sends into their mailboxes."""
 
@@ -95,6 +170,8 @@ class AgentHost(ExecutorTasks):
     _stop_payload: Payload | None = None  # _cancelled_agent's, made once
     # Agents cancelled at the stop in this loop turn, by owner (_batch_cancelled).
     _cancelled_batch: dict[Peer, list[ObjectId]] | None = None
+    _watching_end = False  # _watch_end
+    _reaping: deque[_AgentRun] | None = None  # parked agents to stop in this loop turn
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
@@ -143,16 +220,55 @@ class AgentHost(ExecutorTasks):
         over the message cap (the flow-controlled path says why)."""
         return not payload.buffers and len(payload.data) <= self.runtime.max_message_bytes
 
-    async def _run_coroutine_actor(
-        self, task: _Task, slot: _Slot, fn: Callable[..., Any], msg: SubmitTask
+    def _start_agent(
+        self, peer: Peer, slot: _Slot, fn: Callable[..., Any], msg: SubmitTask
     ) -> None:
-        """A remote coroutine actor: a Trio task in this nursery, in the slot that on_submit
-        claimed for it.
+        """Start a coroutine agent in the slot that on_submit claimed for it."""
+        info = slot.info
+        assert info is not None
+        run = _AgentRun(self, peer, slot, msg.task_id, info.max_restarts)
+        self.tasks[msg.task_id] = run
+        self.starter.start_soon(self.nursery, self._run_coroutine_actor, run, fn, msg)
 
-        What an idle agent holds here is kept small (a worker hosts 100,000): one coroutine
-        (its code's loop is inline, not a second one), one cancel scope (the task's, which is
-        the slot's too: a KillActor cancels it, and marks the slot killed by making its
-        ``done``), no Event, no strings made until it ends, and not the SubmitTask.
+    def parks_agents(self) -> bool:
+        """Whether idle agents park now (parking.py): only at scale, where the memory and the
+        stop time they save matter; below it an agent keeps its Trio task between messages,
+        and a busy agent pays nothing for parking."""
+        return len(self.actors) >= PARK_FROM
+
+    async def _run_coroutine_actor(
+        self, run: _AgentRun, fn: Callable[..., Any], msg: SubmitTask
+    ) -> None:
+        """A remote coroutine actor's first Trio task, in this nursery."""
+        slot = run.slot
+        info = slot.info
+        assert info is not None
+        payload = msg.args
+        del msg
+        run.ctx = ctx = Context._make(self.runtime, info, slot.receive)
+        ctx._run = run
+        slot.mailbox = ctx.mailbox
+        # A KillActor handled before this task started has cancelled the slot's first scope:
+        # then no user code runs at all.
+        killed_early = slot.scope.cancel_called
+        run.scope = trio.CancelScope()
+        await self._live(run, None if killed_early else (fn, payload))
+
+    async def _live(
+        self,
+        run: _AgentRun,
+        start: tuple[Callable[..., Any], Payload] | None = None,
+        throw: BaseException | None = None,
+    ) -> None:
+        """One Trio task of a coroutine agent: its first (``start``: its code and arguments),
+        one that resumes it after a park (parking.py), or one that stops it parked
+        (``throw``). It ends when the agent parks, or ends the agent.
+
+        What an idle agent holds is kept small (a worker hosts 100,000): parked, its coroutine,
+        its run, Context, Mailbox and inbox, and no Trio task or cancel scope; not parked, one
+        Trio task, this frame and one cancel scope (the task's, which is the slot's too: a
+        KillActor cancels it, and marks the slot killed by making its ``done``). No Event, no
+        strings made until it ends, and not the SubmitTask.
 
         Code that raises is run again, on the same mailbox (messages queued for it are kept),
         while the actor has restarts left (``max_restarts``). A crash loop backs off (the
@@ -160,79 +276,159 @@ class AgentHost(ExecutorTasks):
         line per ACTOR_RESTART_LOG_INTERVAL_S, so code that fails at once can neither starve
         this worker's loop (its pulses, its other actors) nor flood the log.
         """
+        slot = run.slot
         info = slot.info
-        assert info is not None
-        task_id, payload, restarts = msg.task_id, msg.args, info.max_restarts
-        del msg
+        ctx = run.ctx
+        scope = run.scope
+        assert info is not None and ctx is not None
+        slot.scope = scope
+        task = run
         result: tuple[bool, Payload] | None = None
         reason = ""  # why it ended; "" while it runs (made then: no string per idle agent)
-        ctx = Context._make(self.runtime, info, slot.receive)
-        slot.mailbox = ctx.mailbox
-        # A KillActor handled before this task started has cancelled the slot's first scope:
-        # then no user code runs at all.
-        killed_early = slot.scope.cancel_called
-        slot.scope = task.scope
-        task.label = info.label  # the shared copy (_shared_parts)
-        with task.scope:
+        parked = False
+        with scope:
             try:
-                if not killed_early:
+                if start is not None:
+                    fn, payload = start
+                    del start
                     try:
                         await self.holdings.hold(info.actor_id, info.resources)
                         args, kwargs = await self._load_args(payload)
                     except Exception as exc:
                         result = (False, system_error(exc))
                         reason = f"actor {_describe(info)} could not be started: {exc}"
+                    else:
+                        run.again = (fn, args, kwargs)
+                        del fn, args, kwargs
                     del payload
-                    restarting: _Restarting | None = None  # made at its first restart
-                    while result is None:
-                        try:
-                            code = fn(ctx, *args, **kwargs)
-                            if restarts == 0:  # never run again: its frame holds what it needs
-                                del args, kwargs
-                            value = await code
-                        except Exception as exc:
-                            label = _describe(info)
-                            reason = f"actor {label} raised {type(exc).__name__}: {exc}"
-                            if restarts == 0:
-                                result = (False, box_error(exc, self._where(f"actor {label}")))
-                                break
-                            restarts -= 1 if restarts > 0 else 0
-                            if restarting is None:
-                                restarting = _Restarting()
-                            ctx._fail_open(exc, self._where(f"actor {label}"))
-                            delay_s = restarting.next_delay(reason, restarts)
-                            self.runtime.publish(
-                                Event(
-                                    "actor_restarted", time.time(), pid=os.getpid(), detail=reason
-                                )
-                            )
-                            reason = ""
-                            # Always a checkpoint, even with no delay: a call that fails before
-                            # its first await must not hold the loop.
-                            await trio.sleep(delay_s)
-                        else:
-                            label = _describe(info)
-                            result = self.result_of(value, f"actor {label}")
-                            reason = f"actor {label} has ended"
+                while result is None:
+                    try:
+                        if run.coro is None:
+                            assert run.again is not None
+                            fn, args, kwargs = run.again
+                            if run.restarts == 0:  # never run again: its frame holds the rest
+                                run.again = None
+                            run.coro = fn(ctx, *args, **kwargs)
+                            del fn, args, kwargs
+                        value = await drive(run, throw)
+                    except Exception as exc:
+                        run.coro = None
+                        throw = None
+                        label = _describe(info)
+                        reason = f"actor {label} raised {type(exc).__name__}: {exc}"
+                        if run.restarts == 0:
+                            result = (False, box_error(exc, self._where(f"actor {label}")))
+                            break
+                        run.restarts -= 1 if run.restarts > 0 else 0
+                        if run.restarting is None:
+                            run.restarting = _Restarting()
+                        ctx._fail_open(exc, self._where(f"actor {label}"))
+                        delay_s = run.restarting.next_delay(reason, run.restarts)
+                        self.runtime.publish(
+                            Event("actor_restarted", time.time(), pid=os.getpid(), detail=reason)
+                        )
+                        reason = ""
+                        # Always a checkpoint, even with no delay: a call that fails before
+                        # its first await must not hold the loop.
+                        await trio.sleep(delay_s)
+                    else:
+                        if value is PARKED:
+                            parked = True
+                            run.scope = slot.scope = _PARKED_SCOPE
+                            self._watch_end()
+                            return
+                        run.coro = None
+                        label = _describe(info)
+                        result = self.result_of(value, f"actor {label}")
+                        reason = f"actor {label} has ended"
             finally:
-                killed = slot.done is not None and (result is None or task.scope.cancelled_caught)
-                if killed or not reason:
-                    # One shared string for the agents a stopping worker ends (100,000 at once).
-                    reason = _STOPPED if self.stopping else f"actor {_describe(info)} was killed"
-                ctx._close(reason)
-                if self._end_nowait(slot, reason):
-                    with trio.CancelScope(shield=True):
-                        await self._free_name(info, reason)
-                if slot.done is not None:
-                    slot.done.set()
+                if not parked:
+                    run.coro = None
+                    killed = slot.done is not None and (result is None or scope.cancelled_caught)
+                    if killed or not reason:
+                        # One shared string for the agents a stopping worker ends (100,000 at
+                        # once).
+                        reason = (
+                            _STOPPED if self.stopping else f"actor {_describe(info)} was killed"
+                        )
+                    ctx._close(reason)
+                    if self._end_nowait(slot, reason):
+                        with trio.CancelScope(shield=True):
+                            await self._free_name(info, reason)
+                    if slot.done is not None:
+                        slot.done.set()
+        task_id = run.task_id
         self._ended(task_id)
         if killed:
             result = (False, system_error(ActorDiedError(reason)))
-        elif task.scope.cancel_called or result is None:
+        elif scope.cancel_called or result is None:
             if self.stopping and self._batch_cancelled(task.peer, task_id):
                 return
             result = (False, self._cancelled_agent(info))
         task.peer.send(TaskResult(task_id, *result))
+
+    def _watch_end(self) -> None:
+        """At an agent's first park: watch for the end of this worker's nursery, which
+        cancels Trio tasks but knows nothing of parked agents (``_stop_parked``)."""
+        if not self._watching_end:
+            self._watching_end = True
+            try:
+                self.nursery.start_soon(self._stop_parked)
+            except RuntimeError:
+                pass  # the nursery is closing: the agents were stopped already
+
+    async def _stop_parked(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            # The worker's nursery is cancelled (its stop, without the SIGTERM path's
+            # interrupt_all): its parked agents are stopped too, START_BATCH per loop turn.
+            with trio.CancelScope(shield=True):
+                parked = [
+                    run
+                    for run in list(self.tasks.values())
+                    if type(run) is _AgentRun and run.scope is _PARKED_SCOPE
+                ]
+                for n, run in enumerate(parked, 1):
+                    run.cancel()
+                    if n % START_BATCH == 0:
+                        await trio.lowlevel.checkpoint()
+
+    def _reap_soon(self, run: _AgentRun) -> None:
+        """Stop a parked agent (its ``cancel``): with the others stopped in this loop turn, in
+        one task (``_reap``)."""
+        runs = self._reaping
+        if runs is None:
+            runs = self._reaping = deque()
+            try:
+                self.nursery.start_soon(self._reap, runs)
+            except RuntimeError:  # the nursery is closed: nothing runs any more
+                self._reaping = None
+                return
+        runs.append(run)
+
+    async def _reap(self, runs: deque[_AgentRun]) -> None:
+        """Stop parked agents: each in this task, in its cancelled scope, Cancelled thrown in
+        where it waits, with no Trio task of its own to start, cancel and unwind. One whose
+        code awaits while it ends keeps this task (its scopes and waits are this task's
+        from its first step, so it must end here); the rest go on in a new one."""
+        if self._reaping is runs:
+            self._reaping = None
+        while runs:
+            run = runs.popleft()
+            error = cancelled_error()
+            if error is None:  # no Cancelled to throw: resume it in its cancelled scope
+                self.nursery.start_soon(self._live, run)
+                continue
+            live = self._live(run, None, error)
+            try:
+                trap = live.send(None)
+            except StopIteration:
+                continue
+            if runs:
+                self.nursery.start_soon(self._reap, runs)
+            await carry_on(live, trap)
+            return
 
     def _batch_cancelled(self, peer: Peer, task_id: ObjectId) -> bool:
         """A stopping worker's cancelled agent: told to its owner with the others that end in

@@ -13,6 +13,7 @@ import trio
 from .._exceptions import ActorDiedError
 from .._protocol.messages import ActorInfo, AskReply, Payload
 from .inbox import InboxReceive
+from .parking import Parkable, may_park, park
 from .serialization import box_error, dumps, loads, system_error
 from .virtual import AgentKey, ask_key, publish, send_to_key
 
@@ -122,6 +123,10 @@ class Mailbox:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 item = self._receive.take(_NOTHING)
                 if item is _NOTHING:
+                    run = self._ctx._run
+                    if run is not None and may_park(run) and self._receive.park_run(run):
+                        await park  # no Trio task until its next message (parking.py)
+                        continue
                     item = await trio.lowlevel.wait_task_rescheduled(self._receive.park())
                 else:
                     await trio.lowlevel.cancel_shielded_checkpoint()
@@ -192,6 +197,10 @@ class Mailbox:
                     await trio.lowlevel.checkpoint_if_cancelled()
                     item = self._receive.take(_NOTHING)
                     if item is _NOTHING:
+                        run = self._ctx._run
+                        if run is not None and may_park(run) and self._receive.park_run(run):
+                            await park  # no Trio task until its next message (parking.py)
+                            continue
                         item = await trio.lowlevel.wait_task_rescheduled(self._receive.park())
                     else:
                         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -232,6 +241,7 @@ class Context:
         "_key",
         "_last_sent",
         "_open_requests",
+        "_run",
         "_runtime",
         "mailbox",
         "request",
@@ -249,6 +259,7 @@ class Context:
         ctx._last_sent = None
         ctx._open_requests = _NONE  # a list once an ask is open
         ctx._deactivate_hooks = _NONE  # a list once a hook is added
+        ctx._run = None
         ctx.request = None
         ctx.mailbox = Mailbox._make(receive, ctx)
         return ctx
@@ -260,6 +271,8 @@ class Context:
     _last_sent: tuple[str, str | None, Any] | None
     _open_requests: list[Request] | tuple[()]
     _deactivate_hooks: list[Callable[[], Any]] | tuple[()]
+    # The run of an agent that may park while idle (agenthost.py); None: it never parks.
+    _run: Parkable | None
     request: Request | None
     """The ask behind the last message received, or None if it was a plain send."""
     mailbox: Mailbox
@@ -420,3 +433,4 @@ class Context:
 _CLOSED = object.__new__(Context)
 _CLOSED._open_requests = _NONE
 _CLOSED.request = None
+_CLOSED._run = None

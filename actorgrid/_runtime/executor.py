@@ -446,7 +446,11 @@ class Executor(AgentHost):
         done = slot.done
         if done is None:
             done = slot.done = trio.Event()  # made here: also what marks the slot killed
-        slot.scope.cancel()
+        run = slot.mailbox._ctx._run if slot.mailbox is not None else None
+        if run is not None:
+            run.cancel()  # a coroutine agent, parked or not (agenthost.py)
+        else:
+            slot.scope.cancel()
         if slot.info is None:
             self.nursery.start_soon(self._end, slot, f"actor {short(msg.actor_id)} was killed")
 

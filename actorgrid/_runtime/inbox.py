@@ -28,6 +28,7 @@ from outcome import Error, Value
 __all__ = ["InboxReceive", "InboxSend", "InboxStatistics", "open_inbox"]
 
 _EMPTY: Any = object()  # InboxReceive.take found nothing
+_TrioTask = trio.lowlevel.Task
 
 
 @attrs.frozen
@@ -55,8 +56,9 @@ class InboxReceive:
     def __init__(self, capacity: int | float) -> None:
         self._max = capacity
         self._items: deque[Any] | None = None  # None while empty
-        # The receiver parked (an agent's own task: one place, no deque), then any others.
-        self._getter: trio.lowlevel.Task | None = None
+        # The receiver parked (an agent's own task: one place, no deque; or a parked agent,
+        # see park_run), then any others.
+        self._getter: Any = None
         self._getters: deque[trio.lowlevel.Task] | None = None
         self._putters: deque[tuple[trio.lowlevel.Task, Any]] | None = None  # senders parked
         self._send_closed = False
@@ -73,7 +75,7 @@ class InboxReceive:
             (self._getter is not None) + len(self._getters or ()),
         )
 
-    def _next_getter(self) -> trio.lowlevel.Task | None:
+    def _next_getter(self) -> Any:
         """Take the first receiver parked, if any."""
         task = self._getter
         if task is not None:
@@ -83,7 +85,25 @@ class InboxReceive:
 
     def _wake_getters(self, error: BaseException) -> None:
         while (task := self._next_getter()) is not None:
-            trio.lowlevel.reschedule(task, Error(error))
+            if type(task) is _TrioTask:
+                trio.lowlevel.reschedule(task, Error(error))
+            else:  # a parked agent: resumed, it finds the inbox ended
+                task.wake()
+
+    def park_run(self, run: Any) -> bool:
+        """Queue a parked agent (parking.py) as this inbox's receiver: the next message goes
+        in the queue and wakes it (``run.wake()``); False: another receiver waits already."""
+        if self._getter is not None:
+            return False
+        self._getter = run
+        return True
+
+    def unpark_run(self, run: Any) -> bool:
+        """Take a parked agent out of line (it is being stopped); False: it was not there."""
+        if self._getter is not run:
+            return False
+        self._next_getter()
+        return True
 
     def receive_nowait(self) -> Any:
         item = self.take(_EMPTY)
@@ -212,7 +232,12 @@ class InboxSend:
             raise trio.BrokenResourceError("this inbox's receive end is closed")
         getter = box._next_getter()
         if getter is not None:
-            trio.lowlevel.reschedule(getter, Value(value))
+            if type(getter) is _TrioTask:
+                trio.lowlevel.reschedule(getter, Value(value))
+                return
+            # A parked agent (park_run): the message waits for it in the queue, empty so far.
+            box._items = deque((value,))
+            getter.wake()
             return
         items = box._items
         if items is None:

@@ -272,6 +272,9 @@ class _Task:
         self.label = label  # for listings (Cluster.status)
         self.kind = kind
 
+    def cancel(self) -> None:
+        self.scope.cancel()  # a coroutine agent's run has its own way (agenthost.py)
+
 
 class _Call:
     """A method call waiting in (or taken from) an actor's inbox."""

@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -83,9 +83,7 @@ class ExecutorTasks:
     on_kill: Callable[[Peer, KillActor], None]
     _claim_slot: Callable[[ActorInfo], _Slot | None]
     _refuse_actor: Callable[[ActorInfo, str], None]
-    _run_coroutine_actor: Callable[
-        [_Task, _Slot, Callable[..., Any], SubmitTask], Coroutine[Any, Any, None]
-    ]
+    _start_agent: Callable[[Peer, _Slot, Callable[..., Any], SubmitTask], None]
 
     def __init__(self, runtime: Runtime, num_cpus: float, *, grace_s: float = 5.0) -> None:
         self.runtime = runtime
@@ -381,9 +379,7 @@ class ExecutorTasks:
                 error = ActorDiedError(f"actor {_describe(msg.actor)} already exists or ended")
                 peer.send(TaskResult(msg.task_id, False, system_error(error)))
                 return
-            task = _Task(peer, msg.actor.label, "coroutine actor")
-            self.tasks[msg.task_id] = task
-            self.starter.start_soon(self.nursery, self._run_coroutine_actor, task, slot, fn, msg)
+            self._start_agent(peer, slot, fn, msg)  # agenthost.py
             return
         fn = self.streams.adapt(fn)  # a generator streams what it yields
         if not inspect.iscoroutinefunction(fn):
@@ -469,7 +465,7 @@ class ExecutorTasks:
                 return
             item.running.interrupt()
         elif isinstance(item, _Task):
-            item.scope.cancel()
+            item.cancel()
         else:
             item.cancelled = True
             if item.scope is not None:
