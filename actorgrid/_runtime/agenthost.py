@@ -15,6 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -92,6 +93,26 @@ class _Restarting:
         return decision.delay_s
 
 
+# What a parked agent being stopped holds as its scope (_AgentRun.cancel): cancelled, never
+# entered.
+_STOPPING_SCOPE = trio.CancelScope()
+_STOPPING_SCOPE.cancel()
+
+
+class _Stopped:
+    """What a parked agent that is stopped ends in instead of its own cancelled scope
+    (``AgentHost._reap``): it ends the Cancelled thrown into it, and any Cancelled its code
+    meets while it ends, as that scope would."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: object, tb: object) -> bool:
+        return kind is not None and issubclass(kind, trio.Cancelled)
+
+
 class _AgentRun(_Task):
     """A coroutine agent's run, what ``tasks`` lists for it: a _Task's fields, and what its
     Trio tasks share (each ends when it parks, parking.py): its coroutine, the contextvars
@@ -152,8 +173,7 @@ class _AgentRun(_Task):
             return
         # Parked: stopped in its cancelled scope with no Trio task of its own (_reap).
         self.slot.receive.unpark_run(self)
-        self.scope = scope = trio.CancelScope()
-        scope.cancel()
+        self.scope = _STOPPING_SCOPE
         self.host._reap_soon(self)
 
 
@@ -281,12 +301,14 @@ class AgentHost(ExecutorTasks):
         ctx = run.ctx
         scope = run.scope
         assert info is not None and ctx is not None
+        # Stopped parked (_reap: ``throw``): no scope of its own to make, enter and leave.
+        guard: AbstractContextManager[Any] = scope if throw is None else _Stopped()
         slot.scope = scope
         task = run
         result: tuple[bool, Payload] | None = None
         reason = ""  # why it ended; "" while it runs (made then: no string per idle agent)
         parked = False
-        with scope:
+        with guard:
             try:
                 if start is not None:
                     fn, payload = start
@@ -414,21 +436,27 @@ class AgentHost(ExecutorTasks):
         from its first step, so it must end here); the rest go on in a new one."""
         if self._reaping is runs:
             self._reaping = None
-        while runs:
-            run = runs.popleft()
-            error = cancelled_error()
-            if error is None:  # no Cancelled to throw: resume it in its cancelled scope
-                self.nursery.start_soon(self._live, run)
-                continue
-            live = self._live(run, None, error)
-            try:
-                trap = live.send(None)
-            except StopIteration:
-                continue
-            if runs:
-                self.nursery.start_soon(self._reap, runs)
-            await carry_on(live, trap)
-            return
+        # Cancelled: what the code of an agent that awaits while it ends awaits is cancelled,
+        # as in its own cancelled scope.
+        with trio.CancelScope() as cancelled:
+            cancelled.cancel()
+            while runs:
+                run = runs.popleft()
+                error = cancelled_error()
+                if error is None:  # no Cancelled to throw: resume it in a cancelled scope
+                    run.scope = trio.CancelScope()
+                    run.scope.cancel()
+                    self.nursery.start_soon(self._live, run)
+                    continue
+                live = self._live(run, None, error)
+                try:
+                    trap = live.send(None)
+                except StopIteration:
+                    continue
+                if runs:
+                    self.nursery.start_soon(self._reap, runs)
+                await carry_on(live, trap)
+                return
 
     def _batch_cancelled(self, peer: Peer, task_id: ObjectId) -> bool:
         """A stopping worker's cancelled agent: told to its owner with the others that end in

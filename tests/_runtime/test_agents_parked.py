@@ -1,0 +1,233 @@
+"""Parked agents (parking.py): on a worker hosting many agents, an idle agent has no Trio task;
+its next message resumes it where it waited, with its local state and its contextvars, and
+stopping it runs its ``finally`` blocks. An agent that holds a cancel scope, a deadline or a
+nursery across its wait never parks.
+
+On real workers: one 1-worker cluster for the module, with PARK_FROM idle agents on it so that
+its agents park. What a user sees of a park is that ``trio.lowlevel.current_task()`` differs
+after it; that is what these agents report (between two messages: an agent may park before its
+first, or not, as its first message comes). The stop of a worker whose agents are parked (every
+ref resolved, ``finally`` run) is test_agents_stop.py's.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from conftest import ProcessWatch
+
+import actorgrid as ag
+from actorgrid._runtime.agenthost import PARK_FROM
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@ag.remote
+async def filler(ctx: ag.Context) -> None:
+    async for _ in ctx.mailbox:
+        pass
+
+
+@ag.remote
+async def pid_of(ctx: ag.Context) -> None:
+    import os
+
+    async for _ in ctx.mailbox:
+        await ctx.reply(os.getpid())
+
+
+@ag.remote(max_restarts=1)
+async def keeper(ctx: ag.Context, path: str) -> None:
+    """Counts what it receives, in a local and in a contextvar of its own; answers each ask
+    with both and whether it runs in the task that took the message before. "boom" makes it
+    raise (it has a restart). Its ``finally`` writes its count to ``path``."""
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("seen")
+    var.set(0)
+    count = 0
+    last = None
+    try:
+        async for msg in ctx.mailbox:
+            if msg == "boom":
+                raise ValueError("boom")
+            count += 1
+            var.set(var.get() + 1)
+            task, last = last, trio.lowlevel.current_task()
+            await ctx.reply((count, var.get(), task is last))
+    finally:
+        Path(path).write_text(f"finally after {count}")
+
+
+@ag.remote
+async def holder(ctx: ag.Context, hold: str) -> None:
+    """Waits on its mailbox while holding ``hold`` (a cancel scope, a deadline, a nursery, or
+    nothing); answers whether it runs in the task that took the message before."""
+    last = None
+
+    async def serve() -> None:
+        nonlocal last
+        async for _ in ctx.mailbox:
+            task, last = last, trio.lowlevel.current_task()
+            await ctx.reply(task is last)
+
+    if hold == "scope":
+        with trio.CancelScope():
+            await serve()
+    elif hold == "deadline":
+        with trio.move_on_after(3600):
+            await serve()
+    elif hold == "nursery":
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            await serve()
+            nursery.cancel_scope.cancel()
+    else:
+        await serve()
+
+
+@pytest.fixture(scope="module")
+def parking_cluster() -> Iterator[None]:
+    watch = ProcessWatch()
+    try:
+        with ag.init(num_workers=1):
+            watch.add([ag.ask(pid_of.remote(), "pid", timeout=60)])
+            fillers = [filler.remote() for _ in range(PARK_FROM)]
+            yield
+            del fillers
+        watch.wait_gone()
+    finally:
+        watch.kill_leftovers()
+
+
+def _ask(target: object, msg: object) -> object:
+    return ag.ask(target, msg, timeout=60)
+
+
+def test_a_parked_agent_resumes_with_its_state_and_contextvars(
+    parking_cluster: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "keeper"
+    agent = keeper.remote(str(path))
+    assert _ask(agent, "a") == (1, 1, False)  # no message before
+    assert _ask(agent, "b") == (2, 2, False)  # parked, resumed in another task: state kept
+    assert _ask(agent, "c") == (3, 3, False)
+    # Its code raised while it ran resumed: its finally ran, and it runs again on its mailbox
+    # (parked or not before "d" comes: that is a race).
+    ag.send(agent, "boom")
+    assert _ask(agent, "d")[:2] == (1, 1)
+    assert path.read_text() == "finally after 3"
+    assert _ask(agent, "e") == (2, 2, False)
+
+    ag.kill(agent)  # parked: stopped with no task of its own, its finally run
+    with pytest.raises(ag.ActorDiedError, match="was killed"):
+        ag.get(agent, timeout=60)
+    assert path.read_text() == "finally after 2"
+
+
+@pytest.mark.parametrize("hold", ["scope", "deadline", "nursery"])
+def test_an_agent_holding_trio_state_across_its_wait_never_parks(
+    parking_cluster: None, hold: str
+) -> None:
+    plain, holding = holder.remote("nothing"), holder.remote(hold)
+    # The plain one shows that agents park here (else this test could not fail).
+    assert [_ask(plain, i) for i in range(3)] == [False, False, False]
+    assert [_ask(holding, i) for i in range(3)] == [False, True, True]
+    ag.kill(holding)
+    with pytest.raises(ag.ActorDiedError, match="was killed"):
+        ag.get(holding, timeout=60)
+
+
+def test_parking_logic_in_one_trio_run() -> None:
+    """drive and may_park (no processes): a coroutine parked by its mailbox is resumed in
+    another task in its own contextvars Context, and Cancelled thrown in runs its finally."""
+    from actorgrid._runtime.inbox import open_inbox
+    from actorgrid._runtime.parking import PARKED, cancelled_error, drive, may_park, park
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    log: list[object] = []
+
+    class Run:
+        coro = None
+        context = None
+        driver = None
+        status = None
+        scope = trio.CancelScope()
+        woken = 0
+
+        def parks(self) -> bool:
+            return True
+
+        def wake(self) -> None:
+            self.woken += 1
+
+    async def agent(run: Run, receive: object) -> None:
+        var.set("mine")
+        try:
+            while True:
+                assert isinstance(receive, type(open_inbox(1)[1]))
+                item = receive.take(None)
+                if item is None:
+                    assert may_park(run)
+                    assert receive.park_run(run)
+                    await park
+                    continue
+                log.append((item, var.get()))
+        finally:
+            log.append(("finally", var.get()))
+
+    async def main() -> None:
+        send, receive = open_inbox(4)
+        run = Run()
+        run.coro = agent(run, receive)  # type: ignore[assignment]
+
+        async def step() -> None:  # a task of the agent: it ends when the agent parks
+            run.scope = trio.CancelScope()
+            with run.scope:
+                assert await drive(run) is PARKED  # type: ignore[arg-type]
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(step)
+        send.send_nowait(1)  # queued for it, and it is woken
+        assert run.woken == 1
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(step)  # another task: the agent's own Context goes with it
+        assert log == [(1, "mine")]
+        assert var.get() == "unset"
+        with pytest.raises(trio.Cancelled):
+            await drive(run, cancelled_error())  # type: ignore[arg-type]
+        assert log[-1] == ("finally", "mine")
+
+        # Holding a cancel scope or a nursery, or under a deadline: no park.
+        run.scope = trio.CancelScope()
+        with run.scope:
+            run.driver, run.status = trio.lowlevel.current_task(), None
+            assert not may_park(run)  # no status: it did not start under drive
+
+        async def check(hold: str) -> bool:
+            outer = trio.lowlevel.current_task()
+            run.driver = outer
+            run.status = outer._cancel_status
+            if hold == "scope":
+                with trio.CancelScope():
+                    return may_park(run)
+            if hold == "deadline":
+                run.scope = trio.CancelScope(deadline=trio.current_time() + 3600)
+                with run.scope:
+                    run.status = outer._cancel_status
+                    assert trio.current_effective_deadline() != math.inf
+                    return may_park(run)
+            if hold == "nursery":
+                async with trio.open_nursery():
+                    return may_park(run)
+            return may_park(run)
+
+        run.scope = trio.CancelScope()
+        assert await check("nothing")
+        for hold in ("scope", "deadline", "nursery"):
+            assert not await check(hold), hold
+
+    trio.run(main)
