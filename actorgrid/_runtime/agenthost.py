@@ -126,6 +126,7 @@ class _AgentRun(_Task):
         "ctx",
         "driver",
         "host",
+        "parkable",
         "restarting",
         "restarts",
         "slot",
@@ -153,6 +154,9 @@ class _AgentRun(_Task):
         self.context: Any = None
         self.driver: trio.lowlevel.Task | None = None
         self.status: object = None
+        # Whether it runs under parking.drive, which may park it: decided at its start, by
+        # whether the worker hosts many actors then (AgentHost.parks_agents).
+        self.parkable = False
 
     def parks(self) -> bool:
         return self.host.parks_agents()
@@ -267,6 +271,7 @@ class AgentHost(ExecutorTasks):
         del msg
         run.ctx = ctx = Context._make(self.runtime, info, slot.receive)
         ctx._run = run
+        run.parkable = self.parks_agents()
         slot.mailbox = ctx.mailbox
         # A KillActor handled before this task started has cancelled the slot's first scope:
         # then no user code runs at all.
@@ -332,7 +337,7 @@ class AgentHost(ExecutorTasks):
                                 run.again = None
                             run.coro = fn(ctx, *args, **kwargs)
                             del fn, args, kwargs
-                        value = await drive(run, throw)
+                        value = await (drive(run, throw) if run.parkable else run.coro)
                     except Exception as exc:
                         run.coro = None
                         throw = None
