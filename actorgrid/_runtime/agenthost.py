@@ -10,6 +10,8 @@ other agents of its kind (``_shared_parts``).
 
 from __future__ import annotations
 
+import contextvars
+import gc
 import os
 import sys
 import time
@@ -18,7 +20,6 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from .._exceptions import ActorDiedError, TaskCancelledError
@@ -38,7 +39,7 @@ from .parking import PARKED, cancelled_error, carry_on, drive
 from .restarts import ACTOR_RESTART_POLICY, RestartLog
 from .running import ExecutorTasks
 from .serialization import box_error, system_error
-from .starting import START_BATCH
+from .starting import FREEZE_AFTER, START_BATCH
 
 if TYPE_CHECKING:
     from .._protocol.ids import ActorId, ObjectId
@@ -64,15 +65,16 @@ _STOPPED = "the actor was cancelled: its worker stopped"
 def _shared_parts(info: ActorInfo) -> ActorInfo:
     """``info`` with its strings interned: the agents of one kind on a worker share one copy of
     their label, kind, address and namespace (each decoded message has its own: ~200 bytes an
-    agent)."""
+    agent). In place: the copy just decoded from a CreateActor or SubmitTask is this worker's
+    own, seen by nothing else yet (a new one, ``attrs.evolve``, cost ~10 us an agent)."""
     namespace = info.namespace
-    return attrs.evolve(
-        info,
-        address=sys.intern(info.address),
-        kind=sys.intern(info.kind),
-        label=sys.intern(info.label),
-        namespace=None if namespace is None else sys.intern(namespace),
-    )
+    put = object.__setattr__
+    put(info, "address", sys.intern(info.address))
+    put(info, "kind", sys.intern(info.kind))
+    put(info, "label", sys.intern(info.label))
+    if namespace is not None:
+        put(info, "namespace", sys.intern(namespace))
+    return info
 
 
 class _Restarting:
@@ -101,8 +103,9 @@ _STOPPING_SCOPE.cancel()
 
 class _Stopped:
     """What a parked agent that is stopped ends in instead of its own cancelled scope
-    (``AgentHost._reap``): it ends the Cancelled thrown into it, and any Cancelled its code
-    meets while it ends, as that scope would."""
+    (``AgentHost._reap``), or one started in a task that carries it in a scope entered
+    already (``_start_inline``): it ends the Cancelled thrown into it, and any Cancelled its
+    code meets while it ends, as that scope would."""
 
     __slots__ = ()
 
@@ -110,7 +113,14 @@ class _Stopped:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, error: object, tb: object) -> bool:
-        return kind is not None and issubclass(kind, trio.Cancelled)
+        if isinstance(error, trio.Cancelled):
+            return True
+        if isinstance(error, BaseExceptionGroup):  # a nursery's: Cancelled ends here too
+            rest = error.split(trio.Cancelled)[1]
+            if rest is None:
+                return True
+            raise rest
+        return False
 
 
 class _AgentRun(_Task):
@@ -196,6 +206,10 @@ class AgentHost(ExecutorTasks):
     _cancelled_batch: dict[Peer, list[ObjectId]] | None = None
     _watching_end = False  # _watch_end
     _reaping: deque[_AgentRun] | None = None  # parked agents to stop in this loop turn
+    # Agents to start in _start_inline's task, and whether one runs; starts since a freeze.
+    _starts: deque[tuple[_AgentRun, Callable[..., Any], SubmitTask]] | None = None
+    _starting = False
+    _unfrozen = 0
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
@@ -252,7 +266,49 @@ class AgentHost(ExecutorTasks):
         assert info is not None
         run = _AgentRun(self, peer, slot, msg.task_id, info.max_restarts)
         self.tasks[msg.task_id] = run
-        self.starter.start_soon(self.nursery, self._run_coroutine_actor, run, fn, msg)
+        if not self.parks_agents():
+            self.starter.start_soon(self.nursery, self._run_coroutine_actor, run, fn, msg)
+            return
+        starts = self._starts
+        if starts is None:
+            starts = self._starts = deque()
+        starts.append((run, fn, msg))
+        if not self._starting:
+            self._starting = True
+            self.nursery.start_soon(self._start_inline, starts)
+
+    async def _start_inline(
+        self, starts: deque[tuple[_AgentRun, Callable[..., Any], SubmitTask]]
+    ) -> None:
+        """Start agents on a worker where they park, START_BATCH per loop turn (as
+        starting.py does, and freezing them for the collector as it does), each stepped in
+        this task until it parks: an agent that parks before it awaits anything else never
+        has a Trio task of its own. One whose code awaits first keeps this task (its waits are
+        this task's from its first step), in the batch's cancel scope, which is then its own:
+        the rest start in a new task."""
+        while starts:
+            with trio.CancelScope() as scope:
+                for _ in range(min(START_BATCH, len(starts))):
+                    run, fn, msg = starts.popleft()
+                    run.context = contextvars.copy_context()  # as a task of its own has
+                    first = self._run_coroutine_actor(run, fn, msg, scope)
+                    del fn, msg
+                    try:
+                        trap = first.send(None)
+                    except StopIteration:
+                        continue
+                    if starts:
+                        self.nursery.start_soon(self._start_inline, starts)
+                    else:
+                        self._starting = False
+                    await carry_on(first, trap)
+                    return
+            self._unfrozen += START_BATCH
+            if self._unfrozen >= FREEZE_AFTER:
+                self._unfrozen = 0
+                gc.freeze()
+            await trio.lowlevel.checkpoint()  # pulses and messages get a turn between batches
+        self._starting = False
 
     def parks_agents(self) -> bool:
         """Whether idle agents park now (parking.py): only at scale, where the memory and the
@@ -261,9 +317,14 @@ class AgentHost(ExecutorTasks):
         return len(self.actors) >= PARK_FROM
 
     async def _run_coroutine_actor(
-        self, run: _AgentRun, fn: Callable[..., Any], msg: SubmitTask
+        self,
+        run: _AgentRun,
+        fn: Callable[..., Any],
+        msg: SubmitTask,
+        borrowed: trio.CancelScope | None = None,
     ) -> None:
-        """A remote coroutine actor's first Trio task, in this nursery."""
+        """A remote coroutine actor's first run: in a Trio task of its own (Starter), or
+        stepped in ``_start_inline``'s task under its cancel scope (``borrowed``)."""
         slot = run.slot
         info = slot.info
         assert info is not None
@@ -276,14 +337,15 @@ class AgentHost(ExecutorTasks):
         # A KillActor handled before this task started has cancelled the slot's first scope:
         # then no user code runs at all.
         killed_early = slot.scope.cancel_called
-        run.scope = trio.CancelScope()
-        await self._live(run, None if killed_early else (fn, payload))
+        run.scope = borrowed or trio.CancelScope()
+        await self._live(run, None if killed_early else (fn, payload), None, borrowed is not None)
 
     async def _live(
         self,
         run: _AgentRun,
         start: tuple[Callable[..., Any], Payload] | None = None,
         throw: BaseException | None = None,
+        borrowed: bool = False,
     ) -> None:
         """One Trio task of a coroutine agent: its first (``start``: its code and arguments),
         one that resumes it after a park (parking.py), or one that stops it parked
@@ -306,8 +368,9 @@ class AgentHost(ExecutorTasks):
         ctx = run.ctx
         scope = run.scope
         assert info is not None and ctx is not None
-        # Stopped parked (_reap: ``throw``): no scope of its own to make, enter and leave.
-        guard: AbstractContextManager[Any] = scope if throw is None else _Stopped()
+        # Stopped parked (_reap: ``throw``), or started under a scope entered already
+        # (``borrowed``): no scope of its own to enter and leave; Cancelled ends it here.
+        guard: AbstractContextManager[Any] = _Stopped() if throw or borrowed else scope
         slot.scope = scope
         task = run
         result: tuple[bool, Payload] | None = None
@@ -328,7 +391,7 @@ class AgentHost(ExecutorTasks):
                         run.again = (fn, args, kwargs)
                         del fn, args, kwargs
                     del payload
-                while result is None:
+                while result is None and (run.coro is not None or run.again is not None):
                     try:
                         if run.coro is None:
                             assert run.again is not None
