@@ -1,11 +1,13 @@
 """The worker side of coroutine agents: running one (its code, its restarts, its end) and
 same-worker sends into its mailbox. Executor (``executor.py``) hosts them; see there.
 
-An idle agent is kept small here, since a worker hosts 100,000: one coroutine frame (its
-code's restart loop is inline, not a second coroutine), one cancel scope (the task's, which is
-the slot's too), no Event (a KillActor makes the slot's ``done``, which also marks it killed),
-no string made until it ends, not its SubmitTask, and its ActorInfo's strings shared with the
-other agents of its kind (``_shared_parts``).
+An idle agent is kept small here, since a worker hosts 100,000: on a worker that hosts
+PARK_FROM actors it parks (parking.py: no Trio task, no cancel scope, no frame of ours, only
+its suspended coroutine, its _AgentRun, Context, Mailbox and inbox); elsewhere one coroutine
+frame (its code's restart loop is inline, not a second coroutine) and one cancel scope (the
+task's, which is the slot's too). No Event (a KillActor makes the slot's ``done``, which also
+marks it killed), no string made until it ends, not its SubmitTask, and its ActorInfo's
+strings shared with the other agents of its kind (``_shared_parts``).
 """
 
 from __future__ import annotations
@@ -433,7 +435,10 @@ class AgentHost(ExecutorTasks):
                         reason = f"actor {label} has ended"
             finally:
                 if not parked:
-                    run.coro = None
+                    # No cycle outlives it (its objects may be frozen for the collector,
+                    # starting.py): its coroutine, and its Context's link to its run.
+                    run.coro = run.again = None
+                    ctx._run = None
                     killed = slot.done is not None and (result is None or scope.cancelled_caught)
                     if killed or not reason:
                         # One shared string for the agents a stopping worker ends (100,000 at

@@ -18,8 +18,12 @@
   itself (no letter, no loopback frame, no credit); a full mailbox first gets a loop turn to
   drain, then the sender takes the flow-controlled path like a remote one.
 - An idle coroutine agent costs one Trio task, one coroutine frame, one cancel scope, its
-  Context, Mailbox and inbox (~4 KB traced); a stopping worker ends them START_BATCH per
-  loop turn, each with no await, one shared reason and one shared cancellation payload.
+  Context, Mailbox and inbox (~4 KB traced). On a worker hosting PARK_FROM actors or more,
+  an idle agent parks instead (parking.py): no Trio task, only its suspended coroutine, its
+  run and its inbox (~2.1 KB traced); new agents there are stepped until they park in one
+  task, START_BATCH per loop turn, with no task each. A stopping worker ends them
+  START_BATCH per loop turn, each with no await, one shared reason and one shared
+  cancellation payload; parked ones by Cancelled thrown in, with no task to cancel.
 - Messages for an actor id this worker has not seen yet (a caller raced its creator) wait in a
   placeholder inbox for PLACEHOLDER_TIMEOUT_S; ended actors leave a tombstone, so late
   messages get ActorDiedError at once.

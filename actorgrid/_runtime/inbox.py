@@ -13,6 +13,9 @@ Why not ``trio.open_memory_channel``: a pair costs ~1.8 KB (two channel objects,
 with a deque and two ordered dicts, statistics counters) and ~10 µs to make. Here the receive
 end holds the state, the queue and the waiting lists exist only while they hold something,
 and an idle inbox is two small objects (~200 bytes).
+
+Its receiver may be a parked agent instead of a task (``park_run``, parking.py): a message then
+goes in the queue and wakes it (``run.wake()``), which starts a task that resumes it.
 """
 
 from __future__ import annotations
