@@ -295,6 +295,7 @@ class AgentHost(ExecutorTasks):
                     run.context = contextvars.copy_context()  # as a task of its own has
                     first = self._run_coroutine_actor(run, fn, msg, scope)
                     del fn, msg
+                    self._unfrozen += 1
                     try:
                         trap = first.send(None)
                     except StopIteration:
@@ -303,14 +304,20 @@ class AgentHost(ExecutorTasks):
                         self.nursery.start_soon(self._start_inline, starts)
                     else:
                         self._starting = False
+                    self._freeze_started()
                     await carry_on(first, trap)
                     return
-            self._unfrozen += START_BATCH
-            if self._unfrozen >= FREEZE_AFTER:
-                self._unfrozen = 0
-                gc.freeze()
+            self._freeze_started()
             await trio.lowlevel.checkpoint()  # pulses and messages get a turn between batches
         self._starting = False
+
+    def _freeze_started(self) -> None:
+        # Every FREEZE_AFTER agents started (each counted, whichever task goes on with it),
+        # as starting.py does: else full collections walk them all, seconds with the loop
+        # stopped at 50,000 agents.
+        if self._unfrozen >= FREEZE_AFTER:
+            self._unfrozen = 0
+            gc.freeze()
 
     def parks_agents(self) -> bool:
         """Whether idle agents park now (parking.py): only at scale, where the memory and the

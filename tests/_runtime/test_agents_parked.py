@@ -65,12 +65,18 @@ async def keeper(ctx: ag.Context, path: str) -> None:
 @ag.remote
 async def holder(ctx: ag.Context, hold: str) -> None:
     """Waits on its mailbox while holding ``hold`` (a cancel scope, a deadline, a nursery, or
-    nothing); answers whether it runs in the task that took the message before."""
+    nothing; "receive": nothing, waiting in ``receive()``); answers whether it runs in the task that took the message before."""
     last = None
 
     async def serve() -> None:
         nonlocal last
         async for _ in ctx.mailbox:
+            task, last = last, trio.lowlevel.current_task()
+            await ctx.reply(task is last)
+
+    if hold == "receive":  # nothing held, and receive() rather than async for
+        while True:
+            await ctx.mailbox.receive()
             task, last = last, trio.lowlevel.current_task()
             await ctx.reply(task is last)
 
@@ -121,6 +127,9 @@ def test_a_parked_agent_resumes_with_its_state_and_contextvars(
     assert _ask(agent, "d")[:2] == (1, 1)
     assert path.read_text() == "finally after 3"
     assert _ask(agent, "e") == (2, 2, False)
+
+    receiving = holder.remote("receive")
+    assert [_ask(receiving, i) for i in range(3)] == [False, False, False]
 
     ag.kill(agent)  # parked: stopped with no task of its own, its finally run
     with pytest.raises(ag.ActorDiedError, match="was killed"):
