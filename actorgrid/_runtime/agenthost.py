@@ -97,6 +97,9 @@ class _Restarting:
         return decision.delay_s
 
 
+# What a parked agent that a message woke holds as its scope until _resume_inline resumes it:
+# never entered, never cancelled (its cancel makes it _STOPPING_SCOPE).
+_WAKING_SCOPE = trio.CancelScope()
 # What a parked agent being stopped holds as its scope (_AgentRun.cancel): cancelled, never
 # entered.
 _STOPPING_SCOPE = trio.CancelScope()
@@ -176,14 +179,14 @@ class _AgentRun(_Task):
     def wake(self) -> None:
         if self.scope is not _PARKED_SCOPE:
             return  # it runs, or is being stopped
-        self.scope = trio.CancelScope()
-        try:
-            self.host.nursery.start_soon(self.host._live, self, name=self.label)
-        except RuntimeError:
-            pass  # the worker's nursery is closed: its end stopped it already
+        self.scope = _WAKING_SCOPE
+        self.host._wake_soon(self)
 
     def cancel(self) -> None:
         scope = self.scope
+        if scope is _WAKING_SCOPE:  # _resume_inline stops it instead of resuming it
+            self.scope = _STOPPING_SCOPE
+            return
         if scope is not _PARKED_SCOPE:
             scope.cancel()
             return
@@ -212,6 +215,10 @@ class AgentHost(ExecutorTasks):
     _starts: deque[tuple[_AgentRun, Callable[..., Any], SubmitTask]] | None = None
     _starting = False
     _unfrozen = 0
+    # Parked agents a message woke, to resume in _resume_inline's task, and whether one runs.
+    _wakes: deque[_AgentRun] | None = None
+    _waking = False
+    _resumer: trio.lowlevel.Task | None = None  # the resumer while it waits for wakes
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
@@ -288,8 +295,8 @@ class AgentHost(ExecutorTasks):
         has a Trio task of its own. One whose code awaits first keeps this task (its waits are
         this task's from its first step), in the batch's cancel scope, which is then its own:
         the rest start in a new task."""
-        while starts:
-            with trio.CancelScope() as scope:
+        with trio.CancelScope() as scope:
+            while starts:
                 for _ in range(min(START_BATCH, len(starts))):
                     run, fn, msg = starts.popleft()
                     run.context = contextvars.copy_context()  # as a task of its own has
@@ -307,8 +314,8 @@ class AgentHost(ExecutorTasks):
                     self._freeze_started()
                     await carry_on(first, trap)
                     return
-            self._freeze_started()
-            await trio.lowlevel.checkpoint()  # pulses and messages get a turn between batches
+                self._freeze_started()
+                await trio.lowlevel.checkpoint()  # pulses and messages get a turn
         self._starting = False
 
     def _freeze_started(self) -> None:
@@ -318,6 +325,72 @@ class AgentHost(ExecutorTasks):
         if self._unfrozen >= FREEZE_AFTER:
             self._unfrozen = 0
             gc.freeze()
+
+    def _wake_soon(self, run: _AgentRun) -> None:
+        """A message came for a parked agent: resume it in the resumer's task
+        (``_resume_inline``), started if none runs, rescheduled if it waits."""
+        wakes = self._wakes
+        if wakes is None:
+            wakes = self._wakes = deque()
+        wakes.append(run)
+        waiting = self._resumer
+        if waiting is not None:
+            self._resumer = None
+            trio.lowlevel.reschedule(waiting)
+        elif not self._waking:
+            self._waking = True
+            try:
+                self.nursery.start_soon(self._resume_inline, wakes)
+            except RuntimeError:  # the nursery is closed: its end stopped them already
+                self._waking = False
+
+    async def _resume_inline(self, wakes: deque[_AgentRun]) -> None:
+        """The resumer: resumes woken agents, START_BATCH per loop turn, each stepped in
+        this task until it parks again, and waits for more when none is left: a message to
+        a parked agent costs no Trio task and no cancel scope of its own (this task's scope
+        is its own while it runs). One whose code awaits something else keeps this task,
+        in its scope, which is then its own; a new resumer takes over (as ``_start_inline``).
+        One stopped while it waited here is stopped (as ``_reap``)."""
+        with trio.CancelScope() as scope:
+            while True:
+                n = 0
+                while wakes and n < START_BATCH:
+                    n += 1
+                    run = wakes.popleft()
+                    if run.scope is _STOPPING_SCOPE:
+                        error = cancelled_error()
+                        if error is None:  # resume it in a cancelled scope
+                            run.scope = trio.CancelScope()
+                            run.scope.cancel()
+                            self.nursery.start_soon(self._live, run)
+                            continue
+                        live = self._live(run, None, error)
+                    else:
+                        run.scope = scope
+                        live = self._live(run, None, None, True)
+                    try:
+                        trap = live.send(None)
+                    except StopIteration:
+                        continue
+                    if wakes:
+                        self.nursery.start_soon(self._resume_inline, wakes)
+                    else:
+                        self._waking = False
+                    await carry_on(live, trap)
+                    return
+                if wakes:
+                    await trio.lowlevel.checkpoint()  # pulses and messages get a turn
+                    continue
+                self._resumer = trio.lowlevel.current_task()
+                try:
+                    await trio.lowlevel.wait_task_rescheduled(self._resumer_abort)
+                except BaseException:  # cancelled: the worker ends
+                    self._waking = False
+                    raise
+
+    def _resumer_abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._resumer = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def parks_agents(self) -> bool:
         """Whether idle agents park now (parking.py): only at scale, where the memory and the
