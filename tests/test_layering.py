@@ -50,6 +50,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     producing         a remote generator's producer: window, items
     lanes             the executor's work items and queues
     running           ExecutorTasks: tasks, cancel, interrupt
+    agentruns         a coroutine agent's run: what is kept of it between its tasks
     agenthost         AgentHost: coroutine agents' runs and same-worker sends
     executor          Executor: hosting actors
     options           what a remote function or class is made of: options, code
@@ -130,6 +131,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("keyed", "producing"),
     ("lanes",),
     ("running",),
+    ("agentruns",),
     ("agenthost",),
     ("executor",),
     ("options",),

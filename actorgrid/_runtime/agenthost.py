@@ -3,7 +3,7 @@ same-worker sends into its mailbox. Executor (``executor.py``) hosts them; see t
 
 An idle agent is kept small here, since a worker hosts 100,000: on a worker that hosts
 PARK_FROM actors it parks (parking.py: no Trio task, no cancel scope, no frame of ours, only
-its suspended coroutine, its _AgentRun, Context, Mailbox and inbox); elsewhere one coroutine
+its suspended coroutine, its AgentRun, Context, Mailbox and inbox); elsewhere one coroutine
 frame (its code's restart loop is inline, not a second coroutine) and one cancel scope (the
 task's, which is the slot's too). No Event (a KillActor makes the slot's ``done``, which also
 marks it killed), no string made until it ends, not its SubmitTask, and its ActorInfo's
@@ -15,10 +15,9 @@ from __future__ import annotations
 import contextvars
 import gc
 import os
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +33,17 @@ from .._protocol.messages import (
     TasksCancelled,
 )
 from .._scheduler.names import DEFAULT_NAMESPACE
-from .._scheduler.restart import Restart, RestartTracker
+from .agentruns import (
+    _PARKED_SCOPE,
+    _STOPPING_SCOPE,
+    PARK_FROM,
+    AgentRun,
+    _Restarting,
+    _Stopped,
+)
 from .context import Context
-from .lanes import _cancelled, _describe, _Slot, _Task, log
+from .lanes import _cancelled, _describe, _Slot
 from .parking import PARKED, cancelled_error, carry_on, drive
-from .restarts import ACTOR_RESTART_POLICY, RestartLog
 from .running import ExecutorTasks
 from .serialization import box_error, system_error
 from .starting import FREEZE_AFTER, START_BATCH
@@ -53,147 +58,8 @@ __all__ = ["AgentHost"]
 # ~70 KB, not one of 1.7 MB.
 _CANCELLED_PER_MESSAGE = 4096
 
-# Idle agents park (parking.py) on a worker hosting at least this many actors.
-PARK_FROM = 1000
-# What a parked agent's run and slot hold instead of a cancel scope of their own: never
-# entered, and never cancelled (a cancel or a KillActor reaches a coroutine agent through its
-# run: _AgentRun.cancel).
-_PARKED_SCOPE = trio.CancelScope()
-
 # Why the agents of a stopping worker ended (each has it as its tombstone, shared).
 _STOPPED = "the actor was cancelled: its worker stopped"
-
-
-def _shared_parts(info: ActorInfo) -> ActorInfo:
-    """``info`` with its strings interned: the agents of one kind on a worker share one copy of
-    their label, kind, address and namespace (each decoded message has its own: ~200 bytes an
-    agent). In place: the copy just decoded from a CreateActor or SubmitTask is this worker's
-    own, seen by nothing else yet (a new one, ``attrs.evolve``, cost ~10 us an agent)."""
-    namespace = info.namespace
-    put = object.__setattr__
-    put(info, "address", sys.intern(info.address))
-    put(info, "kind", sys.intern(info.kind))
-    put(info, "label", sys.intern(info.label))
-    if namespace is not None:
-        put(info, "namespace", sys.intern(namespace))
-    return info
-
-
-class _Restarting:
-    """A coroutine actor's restarts: its backoff and its quiet log (made at its first)."""
-
-    __slots__ = ("quiet", "tracker")
-
-    def __init__(self) -> None:
-        self.tracker = RestartTracker(ACTOR_RESTART_POLICY)
-        self.quiet = RestartLog()
-
-    def next_delay(self, reason: str, restarts_left: int) -> float:
-        decision = self.tracker.on_exit(trio.current_time())
-        assert isinstance(decision, Restart)  # the policy never gives up
-        line = self.quiet.line(trio.current_time(), reason, restarts_left, decision.delay_s)
-        if line is not None:
-            log.warning("%s", line)
-        return decision.delay_s
-
-
-# What a parked agent that a message woke holds as its scope until _resume_inline resumes it:
-# never entered, never cancelled (its cancel makes it _STOPPING_SCOPE).
-_WAKING_SCOPE = trio.CancelScope()
-# What a parked agent being stopped holds as its scope (_AgentRun.cancel): cancelled, never
-# entered.
-_STOPPING_SCOPE = trio.CancelScope()
-_STOPPING_SCOPE.cancel()
-
-
-class _Stopped:
-    """What a parked agent that is stopped ends in instead of its own cancelled scope
-    (``AgentHost._reap``), or one started in a task that carries it in a scope entered
-    already (``_start_inline``): it ends the Cancelled thrown into it, and any Cancelled its
-    code meets while it ends, as that scope would."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: object, tb: object) -> bool:
-        if isinstance(error, trio.Cancelled):
-            return True
-        if isinstance(error, BaseExceptionGroup):  # a nursery's: Cancelled ends here too
-            rest = error.split(trio.Cancelled)[1]
-            if rest is None:
-                return True
-            raise rest
-        return False
-
-
-class _AgentRun(_Task):
-    """A coroutine agent's run, what ``tasks`` lists for it: a _Task's fields, and what its
-    Trio tasks share (each ends when it parks, parking.py): its coroutine, the contextvars
-    Context it runs in once parked, its restarts. ``scope`` is its Trio task's cancel scope
-    while it runs, _PARKED_SCOPE while it is parked."""
-
-    __slots__ = (
-        "again",
-        "context",
-        "coro",
-        "ctx",
-        "driver",
-        "host",
-        "parkable",
-        "restarting",
-        "restarts",
-        "slot",
-        "status",
-        "task_id",
-    )
-
-    def __init__(
-        self, host: AgentHost, peer: Peer, slot: _Slot, task_id: ObjectId, restarts: int
-    ) -> None:
-        # No _Task.__init__: its cancel scope is made when its first task runs.
-        self.peer = peer
-        self.label = slot.info.label if slot.info is not None else ""  # the shared copy
-        self.kind = "coroutine actor"
-        self.scope = slot.scope  # a cancel before it runs: killed early
-        self.host = host
-        self.slot = slot
-        self.task_id = task_id
-        self.restarts = restarts
-        self.restarting: _Restarting | None = None  # made at its first restart
-        # Its code and arguments while it may run again; its coroutine while it runs.
-        self.again: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
-        self.coro: Coroutine[Any, Any, Any] | None = None
-        self.ctx: Context | None = None
-        self.context: Any = None
-        self.driver: trio.lowlevel.Task | None = None
-        self.status: object = None
-        # Whether it runs under parking.drive, which may park it: decided at its start, by
-        # whether the worker hosts many actors then (AgentHost.parks_agents).
-        self.parkable = False
-
-    def parks(self) -> bool:
-        return self.host.parks_agents()
-
-    def wake(self) -> None:
-        if self.scope is not _PARKED_SCOPE:
-            return  # it runs, or is being stopped
-        self.scope = _WAKING_SCOPE
-        self.host._wake_soon(self)
-
-    def cancel(self) -> None:
-        scope = self.scope
-        if scope is _WAKING_SCOPE:  # _resume_inline stops it instead of resuming it
-            self.scope = _STOPPING_SCOPE
-            return
-        if scope is not _PARKED_SCOPE:
-            scope.cancel()
-            return
-        # Parked: stopped in its cancelled scope with no Trio task of its own (_reap).
-        self.slot.receive.unpark_run(self)
-        self.scope = _STOPPING_SCOPE
-        self.host._reap_soon(self)
 
 
 class AgentHost(ExecutorTasks):
@@ -210,13 +76,13 @@ class AgentHost(ExecutorTasks):
     # Agents cancelled at the stop in this loop turn, by owner (_batch_cancelled).
     _cancelled_batch: dict[Peer, list[ObjectId]] | None = None
     _watching_end = False  # _watch_end
-    _reaping: deque[_AgentRun] | None = None  # parked agents to stop in this loop turn
+    _reaping: deque[AgentRun] | None = None  # parked agents to stop in this loop turn
     # Agents to start in _start_inline's task, and whether one runs; starts since a freeze.
-    _starts: deque[tuple[_AgentRun, Callable[..., Any], SubmitTask]] | None = None
+    _starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]] | None = None
     _starting = False
     _unfrozen = 0
     # Parked agents a message woke, to resume in _resume_inline's task, and whether one runs.
-    _wakes: deque[_AgentRun] | None = None
+    _wakes: deque[AgentRun] | None = None
     _waking = False
     _resumer: trio.lowlevel.Task | None = None  # the resumer while it waits for wakes
 
@@ -273,7 +139,7 @@ class AgentHost(ExecutorTasks):
         """Start a coroutine agent in the slot that on_submit claimed for it."""
         info = slot.info
         assert info is not None
-        run = _AgentRun(self, peer, slot, msg.task_id, info.max_restarts)
+        run = AgentRun(self, peer, slot, msg.task_id, info.max_restarts)
         self.tasks[msg.task_id] = run
         if not self.parks_agents():
             self.starter.start_soon(self.nursery, self._run_coroutine_actor, run, fn, msg)
@@ -287,7 +153,7 @@ class AgentHost(ExecutorTasks):
             self.nursery.start_soon(self._start_inline, starts)
 
     async def _start_inline(
-        self, starts: deque[tuple[_AgentRun, Callable[..., Any], SubmitTask]]
+        self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
     ) -> None:
         """Start agents on a worker where they park, START_BATCH per loop turn (as
         starting.py does, and freezing them for the collector as it does), each stepped in
@@ -326,7 +192,7 @@ class AgentHost(ExecutorTasks):
             self._unfrozen = 0
             gc.freeze()
 
-    def _wake_soon(self, run: _AgentRun) -> None:
+    def _wake_soon(self, run: AgentRun) -> None:
         """A message came for a parked agent: resume it in the resumer's task
         (``_resume_inline``), started if none runs, rescheduled if it waits."""
         wakes = self._wakes
@@ -344,7 +210,7 @@ class AgentHost(ExecutorTasks):
             except RuntimeError:  # the nursery is closed: its end stopped them already
                 self._waking = False
 
-    async def _resume_inline(self, wakes: deque[_AgentRun]) -> None:
+    async def _resume_inline(self, wakes: deque[AgentRun]) -> None:
         """The resumer: resumes woken agents, START_BATCH per loop turn, each stepped in
         this task until it parks again, and waits for more when none is left: a message to
         a parked agent costs no Trio task and no cancel scope of its own (this task's scope
@@ -400,7 +266,7 @@ class AgentHost(ExecutorTasks):
 
     async def _run_coroutine_actor(
         self,
-        run: _AgentRun,
+        run: AgentRun,
         fn: Callable[..., Any],
         msg: SubmitTask,
         borrowed: trio.CancelScope | None = None,
@@ -424,7 +290,7 @@ class AgentHost(ExecutorTasks):
 
     async def _live(
         self,
-        run: _AgentRun,
+        run: AgentRun,
         start: tuple[Callable[..., Any], Payload] | None = None,
         throw: BaseException | None = None,
         borrowed: bool = False,
@@ -562,14 +428,14 @@ class AgentHost(ExecutorTasks):
                 parked = [
                     run
                     for run in list(self.tasks.values())
-                    if type(run) is _AgentRun and run.scope is _PARKED_SCOPE
+                    if type(run) is AgentRun and run.scope is _PARKED_SCOPE
                 ]
                 for n, run in enumerate(parked, 1):
                     run.cancel()
                     if n % START_BATCH == 0:
                         await trio.lowlevel.checkpoint()
 
-    def _reap_soon(self, run: _AgentRun) -> None:
+    def _reap_soon(self, run: AgentRun) -> None:
         """Stop a parked agent (its ``cancel``): with the others stopped in this loop turn, in
         one task (``_reap``)."""
         runs = self._reaping
@@ -582,7 +448,7 @@ class AgentHost(ExecutorTasks):
                 return
         runs.append(run)
 
-    async def _reap(self, runs: deque[_AgentRun]) -> None:
+    async def _reap(self, runs: deque[AgentRun]) -> None:
         """Stop parked agents: each in this task, in its cancelled scope, Cancelled thrown in
         where it waits, with no Trio task of its own to start, cancel and unwind. One whose
         code awaits while it ends keeps this task (its scopes and waits are this task's

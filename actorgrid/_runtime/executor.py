@@ -59,7 +59,8 @@ from .._protocol.messages import (
     Publish,
     TaskResult,
 )
-from .agenthost import AgentHost, _shared_parts
+from .agenthost import AgentHost
+from .agentruns import _shared_parts
 from .context import Letter
 from .inbox import open_inbox
 from .keyed import KeyedAgents

@@ -1,0 +1,173 @@
+"""A coroutine agent's run on its worker, what ``AgentHost`` (agenthost.py) keeps of it
+between its Trio tasks: its coroutine, its contextvars Context, its restarts, and the cancel
+scope it is in (parking.py says how it parks and is resumed or stopped without a task)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from .._protocol.messages import ActorInfo
+from .._scheduler.restart import Restart, RestartTracker
+from .context import Context
+from .lanes import _Slot, _Task, log
+from .restarts import ACTOR_RESTART_POLICY, RestartLog
+
+if TYPE_CHECKING:
+    from .._protocol.ids import ObjectId
+    from .peer import Peer
+
+__all__ = ["PARK_FROM", "AgentRun"]
+
+
+class _Host(Protocol):
+    """What a run needs of its host (agenthost.AgentHost)."""
+
+    def parks_agents(self) -> bool: ...
+
+    def _wake_soon(self, run: AgentRun) -> None: ...
+
+    def _reap_soon(self, run: AgentRun) -> None: ...
+
+
+# Idle agents park (parking.py) on a worker hosting at least this many actors.
+PARK_FROM = 1000
+# What a parked agent's run and slot hold instead of a cancel scope of their own: never
+# entered, and never cancelled (a cancel or a KillActor reaches a coroutine agent through its
+# run: AgentRun.cancel).
+_PARKED_SCOPE = trio.CancelScope()
+
+
+def _shared_parts(info: ActorInfo) -> ActorInfo:
+    """``info`` with its strings interned: the agents of one kind on a worker share one copy of
+    their label, kind, address and namespace (each decoded message has its own: ~200 bytes an
+    agent). In place: the copy just decoded from a CreateActor or SubmitTask is this worker's
+    own, seen by nothing else yet (a new one, ``attrs.evolve``, cost ~10 us an agent)."""
+    namespace = info.namespace
+    put = object.__setattr__
+    put(info, "address", sys.intern(info.address))
+    put(info, "kind", sys.intern(info.kind))
+    put(info, "label", sys.intern(info.label))
+    if namespace is not None:
+        put(info, "namespace", sys.intern(namespace))
+    return info
+
+
+class _Restarting:
+    """A coroutine actor's restarts: its backoff and its quiet log (made at its first)."""
+
+    __slots__ = ("quiet", "tracker")
+
+    def __init__(self) -> None:
+        self.tracker = RestartTracker(ACTOR_RESTART_POLICY)
+        self.quiet = RestartLog()
+
+    def next_delay(self, reason: str, restarts_left: int) -> float:
+        decision = self.tracker.on_exit(trio.current_time())
+        assert isinstance(decision, Restart)  # the policy never gives up
+        line = self.quiet.line(trio.current_time(), reason, restarts_left, decision.delay_s)
+        if line is not None:
+            log.warning("%s", line)
+        return decision.delay_s
+
+
+# What a parked agent that a message woke holds as its scope until _resume_inline resumes it:
+# never entered, never cancelled (its cancel makes it _STOPPING_SCOPE).
+_WAKING_SCOPE = trio.CancelScope()
+# What a parked agent being stopped holds as its scope (AgentRun.cancel): cancelled, never
+# entered.
+_STOPPING_SCOPE = trio.CancelScope()
+_STOPPING_SCOPE.cancel()
+
+
+class _Stopped:
+    """What a parked agent that is stopped ends in instead of its own cancelled scope
+    (``AgentHost._reap``), or one started in a task that carries it in a scope entered
+    already (``_start_inline``): it ends the Cancelled thrown into it, and any Cancelled its
+    code meets while it ends, as that scope would."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: object, tb: object) -> bool:
+        if isinstance(error, trio.Cancelled):
+            return True
+        if isinstance(error, BaseExceptionGroup):  # a nursery's: Cancelled ends here too
+            rest = error.split(trio.Cancelled)[1]
+            if rest is None:
+                return True
+            raise rest
+        return False
+
+
+class AgentRun(_Task):
+    """A coroutine agent's run, what ``tasks`` lists for it: a _Task's fields, and what its
+    Trio tasks share (each ends when it parks, parking.py): its coroutine, the contextvars
+    Context it runs in once parked, its restarts. ``scope`` is its Trio task's cancel scope
+    while it runs, _PARKED_SCOPE while it is parked."""
+
+    __slots__ = (
+        "again",
+        "context",
+        "coro",
+        "ctx",
+        "driver",
+        "host",
+        "parkable",
+        "restarting",
+        "restarts",
+        "slot",
+        "status",
+        "task_id",
+    )
+
+    def __init__(
+        self, host: _Host, peer: Peer, slot: _Slot, task_id: ObjectId, restarts: int
+    ) -> None:
+        # No _Task.__init__: its cancel scope is made when its first task runs.
+        self.peer = peer
+        self.label = slot.info.label if slot.info is not None else ""  # the shared copy
+        self.kind = "coroutine actor"
+        self.scope = slot.scope  # a cancel before it runs: killed early
+        self.host = host
+        self.slot = slot
+        self.task_id = task_id
+        self.restarts = restarts
+        self.restarting: _Restarting | None = None  # made at its first restart
+        # Its code and arguments while it may run again; its coroutine while it runs.
+        self.again: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
+        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.ctx: Context | None = None
+        self.context: Any = None
+        self.driver: trio.lowlevel.Task | None = None
+        self.status: object = None
+        # Whether it runs under parking.drive, which may park it: decided at its start, by
+        # whether the worker hosts many actors then (AgentHost.parks_agents).
+        self.parkable = False
+
+    def parks(self) -> bool:
+        return self.host.parks_agents()
+
+    def wake(self) -> None:
+        if self.scope is not _PARKED_SCOPE:
+            return  # it runs, or is being stopped
+        self.scope = _WAKING_SCOPE
+        self.host._wake_soon(self)
+
+    def cancel(self) -> None:
+        scope = self.scope
+        if scope is _WAKING_SCOPE:  # _resume_inline stops it instead of resuming it
+            self.scope = _STOPPING_SCOPE
+            return
+        if scope is not _PARKED_SCOPE:
+            scope.cancel()
+            return
+        # Parked: stopped in its cancelled scope with no Trio task of its own (_reap).
+        self.slot.receive.unpark_run(self)
+        self.scope = _STOPPING_SCOPE
+        self.host._reap_soon(self)
