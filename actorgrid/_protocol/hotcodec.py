@@ -31,6 +31,7 @@ from .messages import (
     DeliverToKey,
     SubmitTask,
     TaskResult,
+    TaskResults,
 )
 from .records import Payload
 
@@ -43,6 +44,7 @@ _DELIVER = 4
 _ASK_REPLY = 5
 _CREDIT = 6
 _DELIVER_TO_KEY = 7
+_TASK_RESULTS = 8
 
 
 def _payload_out(p: Payload, sink: list[memoryview]) -> tuple[bytes, tuple[int, ...]]:
@@ -58,6 +60,15 @@ def _call_actor(m: CallActor, sink: list[memoryview]) -> tuple[Any, ...]:
 
 def _task_result(m: TaskResult, sink: list[memoryview]) -> tuple[Any, ...]:
     return (_TASK_RESULT, m.task_id, m.ok, _payload_out(m.value, sink))
+
+
+def _task_results(m: TaskResults, sink: list[memoryview]) -> tuple[Any, ...]:
+    # One flat list, three items a result: [tag, [id, ok, payload, id, ok, payload, ...]].
+    flat: list[Any] = []
+    add = flat.extend
+    for r in m.results:
+        add((r.task_id, r.ok, _payload_out(r.value, sink)))
+    return (_TASK_RESULTS, flat)
 
 
 def _submit_task(m: SubmitTask, sink: list[memoryview]) -> tuple[Any, ...] | None:
@@ -108,6 +119,7 @@ def _deliver_to_key(m: DeliverToKey, sink: list[memoryview]) -> tuple[Any, ...]:
 _FORMS: dict[type, tuple[str, ...]] = {
     CallActor: ("task_id", "actor_id", "method", "args", "root"),
     TaskResult: ("task_id", "ok", "value"),
+    TaskResults: ("results",),
     SubmitTask: (
         "task_id", "function_id", "function", "args", "num_cpus", "actor", "resources", "root"
     ),
@@ -130,6 +142,7 @@ for _cls, _form in _FORMS.items():
 _ENCODERS: dict[type, Callable[[Any, list[memoryview]], tuple[Any, ...] | None]] = {
     CallActor: _call_actor,
     TaskResult: _task_result,
+    TaskResults: _task_results,
     SubmitTask: _submit_task,
     Deliver: _deliver,
     AskReply: _ask_reply,
@@ -240,6 +253,21 @@ def _d_task_result(f: tuple[Any, ...], b: _Body) -> TaskResult:
     return TaskResult(_id(task_id), _bool(ok), b.payload(value))
 
 
+def _d_task_results(f: tuple[Any, ...], b: _Body) -> TaskResults:
+    _, flat = f
+    if type(flat) is not tuple or len(flat) % 3:
+        raise ProtocolError("task results are not a list of [id, ok, payload] triples")
+    payload = b.payload
+    return TaskResults(
+        tuple(
+            [
+                TaskResult(_id(flat[i]), _bool(flat[i + 1]), payload(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+        )
+    )
+
+
 def _d_submit_task(f: tuple[Any, ...], b: _Body) -> SubmitTask:
     _, task_id, function_id, function, args, num_cpus, resources, root = f
     return SubmitTask(
@@ -287,6 +315,7 @@ def _d_deliver_to_key(f: tuple[Any, ...], b: _Body) -> DeliverToKey:
 _DECODERS: dict[int, Callable[[tuple[Any, ...], _Body], Any]] = {
     _CALL_ACTOR: _d_call_actor,
     _TASK_RESULT: _d_task_result,
+    _TASK_RESULTS: _d_task_results,
     _SUBMIT_TASK: _d_submit_task,
     _DELIVER: _d_deliver,
     _ASK_REPLY: _d_ask_reply,
@@ -299,6 +328,7 @@ _DECODERS: dict[int, Callable[[tuple[Any, ...], _Body], Any]] = {
 POSITIONAL_NAMES: dict[int, str] = {
     _CALL_ACTOR: CallActor.__name__,
     _TASK_RESULT: TaskResult.__name__,
+    _TASK_RESULTS: TaskResults.__name__,
     _SUBMIT_TASK: SubmitTask.__name__,
     _DELIVER: Deliver.__name__,
     _ASK_REPLY: AskReply.__name__,

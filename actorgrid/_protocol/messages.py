@@ -11,6 +11,7 @@ from typing import TypeAlias
 import attrs
 
 from .agentstop import TasksCancelled as TasksCancelled
+from .batches import TaskResults as TaskResults
 from .calls import AdoptActor as AdoptActor
 from .calls import BorrowUpdate as BorrowUpdate
 from .calls import CallActor as CallActor
@@ -339,6 +340,7 @@ Message: TypeAlias = (
     | CreateActor
     | CallActor
     | TaskResult
+    | TaskResults
     | CancelTask
     | CancelById
     | KillActor

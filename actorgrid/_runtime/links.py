@@ -42,6 +42,7 @@ from .._protocol.messages import (
     StreamItem,
     SubscribeEvents,
     TaskResult,
+    TaskResults,
     TasksCancelled,
     WorkerInfo,
     WorkerJoined,
@@ -94,6 +95,7 @@ class RuntimeLinks(RuntimeMembership):
     # handlers and failover call; declared here so that each layer type-checks on its own.
     _on_fetch: Callable[[Peer, FetchObject], None]
     _on_result: Callable[[Peer, TaskResult], None]
+    _on_results: Callable[[Peer, TaskResults], None]  # tasks.py: a worker's batch of answers
     _on_names_ended: Callable[[Peer, NamesEnded], None]
     _send_spec: Callable[[ObjectEntry, TaskSpec], None]
     _retry_task: Callable[..., None]
@@ -176,6 +178,7 @@ class RuntimeLinks(RuntimeMembership):
         self.streams = CallerStreams(self)  # remote generators this process consumes
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
+            TaskResults: self._on_results,
             TasksCancelled: self._on_tasks_cancelled,
             FetchObject: self._on_fetch,
             DeliveryFailed: self._on_delivery_failed,
