@@ -24,12 +24,14 @@ import attrs
 
 from .._exceptions import ProtocolError
 from .messages import (
+    ActorCalls,
     AskReply,
     CallActor,
     Credit,
     Deliver,
     DeliverToKey,
     SubmitTask,
+    SubmitTasks,
     TaskResult,
     TaskResults,
 )
@@ -45,6 +47,8 @@ _ASK_REPLY = 5
 _CREDIT = 6
 _DELIVER_TO_KEY = 7
 _TASK_RESULTS = 8
+_ACTOR_CALLS = 9
+_SUBMIT_TASKS = 10
 
 
 def _payload_out(p: Payload, sink: list[memoryview]) -> tuple[bytes, tuple[int, ...]]:
@@ -69,6 +73,17 @@ def _task_results(m: TaskResults, sink: list[memoryview]) -> tuple[Any, ...]:
     for r in m.results:
         add((r.task_id, r.ok, _payload_out(r.value, sink)))
     return (_TASK_RESULTS, flat)
+
+
+def _actor_calls(m: ActorCalls, sink: list[memoryview]) -> tuple[Any, ...]:
+    # [tag, [call, call, ...]], each call its CallActor form without the tag.
+    return (_ACTOR_CALLS, [_call_actor(c, sink)[1:] for c in m.calls])
+
+
+def _submit_tasks(m: SubmitTasks, sink: list[memoryview]) -> tuple[Any, ...] | None:
+    if any(t.actor is not None for t in m.tasks):
+        return None  # one creates an agent: the whole batch goes as a map
+    return (_SUBMIT_TASKS, [_submit_task(t, sink)[1:] for t in m.tasks])  # type: ignore[index]
 
 
 def _submit_task(m: SubmitTask, sink: list[memoryview]) -> tuple[Any, ...] | None:
@@ -120,6 +135,8 @@ _FORMS: dict[type, tuple[str, ...]] = {
     CallActor: ("task_id", "actor_id", "method", "args", "root"),
     TaskResult: ("task_id", "ok", "value"),
     TaskResults: ("results",),
+    ActorCalls: ("calls",),
+    SubmitTasks: ("tasks",),
     SubmitTask: (
         "task_id", "function_id", "function", "args", "num_cpus", "actor", "resources", "root"
     ),
@@ -143,6 +160,8 @@ _ENCODERS: dict[type, Callable[[Any, list[memoryview]], tuple[Any, ...] | None]]
     CallActor: _call_actor,
     TaskResult: _task_result,
     TaskResults: _task_results,
+    ActorCalls: _actor_calls,
+    SubmitTasks: _submit_tasks,
     SubmitTask: _submit_task,
     Deliver: _deliver,
     AskReply: _ask_reply,
@@ -282,6 +301,32 @@ def _d_submit_task(f: tuple[Any, ...], b: _Body) -> SubmitTask:
     )
 
 
+def _items(v: Any, n: int, what: str) -> tuple[Any, ...]:
+    if type(v) is not tuple or not all(type(x) is tuple and len(x) == n for x in v):
+        raise ProtocolError(f"{what} are not a list of {n}-field forms")
+    return v
+
+
+def _d_actor_calls(f: tuple[Any, ...], b: _Body) -> ActorCalls:
+    _, calls = f
+    payload = b.payload
+    return ActorCalls(
+        tuple(
+            [
+                CallActor(_id(t), _id(a), _str(m), payload(args), _str(root))
+                for t, a, m, args, root in _items(calls, 5, "actor calls")
+            ]
+        )
+    )
+
+
+def _d_submit_tasks(f: tuple[Any, ...], b: _Body) -> SubmitTasks:
+    _, tasks = f
+    return SubmitTasks(
+        tuple([_d_submit_task((_SUBMIT_TASK, *t), b) for t in _items(tasks, 7, "tasks")])
+    )
+
+
 def _d_deliver(f: tuple[Any, ...], b: _Body) -> Deliver:
     _, rid, actor_id, payload = f
     return Deliver(_int(rid), _id(actor_id), b.payload(payload))
@@ -316,6 +361,8 @@ _DECODERS: dict[int, Callable[[tuple[Any, ...], _Body], Any]] = {
     _CALL_ACTOR: _d_call_actor,
     _TASK_RESULT: _d_task_result,
     _TASK_RESULTS: _d_task_results,
+    _ACTOR_CALLS: _d_actor_calls,
+    _SUBMIT_TASKS: _d_submit_tasks,
     _SUBMIT_TASK: _d_submit_task,
     _DELIVER: _d_deliver,
     _ASK_REPLY: _d_ask_reply,
@@ -329,6 +376,8 @@ POSITIONAL_NAMES: dict[int, str] = {
     _CALL_ACTOR: CallActor.__name__,
     _TASK_RESULT: TaskResult.__name__,
     _TASK_RESULTS: TaskResults.__name__,
+    _ACTOR_CALLS: ActorCalls.__name__,
+    _SUBMIT_TASKS: SubmitTasks.__name__,
     _SUBMIT_TASK: SubmitTask.__name__,
     _DELIVER: Deliver.__name__,
     _ASK_REPLY: AskReply.__name__,

@@ -20,6 +20,7 @@ from .._exceptions import ActorDiedError, SerializationError, TaskCancelledError
 from .._protocol.ids import ActorId, ObjectId, short
 from .._protocol.messages import (
     Ack,
+    ActorCalls,
     ActorInfo,
     ActorSummary,
     CallActor,
@@ -34,6 +35,7 @@ from .._protocol.messages import (
     QueryWorker,
     StreamAck,
     SubmitTask,
+    SubmitTasks,
     TaskResult,
     TaskResults,
     TaskSummary,
@@ -128,8 +130,10 @@ class ExecutorTasks:
     def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]:
         return {
             SubmitTask: self.on_submit,
+            SubmitTasks: self._on_submits,
             CreateActor: self.on_create,
             CallActor: self._on_call,
+            ActorCalls: self._on_calls,
             CancelTask: self.on_cancel,
             CancelById: self.on_cancel_by_id,
             KillActor: self.on_kill,
@@ -144,6 +148,20 @@ class ExecutorTasks:
         if self._ended_later:
             self.drain_ended()
         return self.on_call(peer, msg)
+
+    def _on_calls(self, peer: Peer, msg: ActorCalls) -> None:
+        """A run of calls a caller's writer coalesced (``coalesce.py``): each as its own."""
+        if self._ended_later:
+            self.drain_ended()
+        on_call = self.on_call
+        for call in msg.calls:
+            on_call(peer, call)  # never waits (a full mailbox parks its calls in order)
+
+    def _on_submits(self, peer: Peer, msg: SubmitTasks) -> None:
+        """A run of tasks a caller's writer coalesced: each as its own SubmitTask."""
+        on_submit = self.on_submit
+        for task in msg.tasks:
+            on_submit(peer, task)
 
     def drain_ended(self) -> None:
         """Loop: the bookkeeping of calls answered from their threads (O(those), each once)."""

@@ -24,7 +24,7 @@ from actorgrid._protocol.messages import (
 )
 
 ENV_LEN = struct.Struct("!I")
-TAGS = range(1, 9)  # hotcodec's tags
+TAGS = range(1, 11)  # hotcodec's tags
 
 _values = st.recursive(
     st.none()
@@ -91,6 +91,11 @@ def test_a_hot_message_is_a_positional_envelope(message: Any) -> None:
         [8, [b"t", 1, [b"", []]]],
         [8, [b"t", True, [b"", [4]]]],
         [8, b"t"],
+        [9, [[b"t", b"a", "m", [b"", []]]]],  # a call a field short
+        [9, [[b"t", b"a", b"m", [b"", []], ""]]],
+        [9, b"calls"],
+        [10, [[b"t", b"f", None, [b"", []], 1.0, []]]],
+        [10, [[b"t", b"f", None, [b"", [3]], 1.0, [], ""]]],
     ],
     ids=repr,
 )
