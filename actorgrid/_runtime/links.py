@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +65,7 @@ from .portal import Portal
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .records import OwnedActor, Sent, TaskSpec, _describe
 from .refcounting import RefCounts
-from .refs import PENDING, ObjectEntry
+from .refs import PENDING, EntryTable, ObjectEntry
 from .seams import Pool, Seams, default_seams
 from .waiting import WorkerWait
 
@@ -152,9 +151,7 @@ class RuntimeLinks(RuntimeMembership):
         self.dial_timeout_s = max(DIAL_TIMEOUT_INTERVALS * pulse_interval_s, DIAL_TIMEOUT_MIN_S)
         self.peers: dict[str, Peer] = {}
         self.headlink: HeadLink | None = None
-        self.objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry] = (
-            weakref.WeakValueDictionary()
-        )
+        self.objects = EntryTable()  # held weakly (refs.py)
         self.refs = RefCounts(self)  # reference counting of objects whose refs left
         self.names = NameCache()
         # Bumped when the head says named actors ended: a name reply that was in flight

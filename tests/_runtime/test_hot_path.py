@@ -7,14 +7,17 @@ TaskResult would have: its value or its error, in order, split to stay under the
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
 import pytest
 
 import actorgrid as ag
+from actorgrid._protocol.ids import ObjectId
 from actorgrid._protocol.messages import Payload, TaskResult, TaskResults
 from actorgrid._runtime import current
+from actorgrid._runtime.refs import EntryTable, ObjectEntry
 from actorgrid._runtime.running import ANSWERS_BATCH_BYTES, ANSWERS_BATCH_MAX, send_results
 
 
@@ -164,3 +167,19 @@ def test_a_lone_answer_goes_as_a_plain_task_result() -> None:
     peer = _Peer()
     send_results(peer, [_result(1, 10)])  # type: ignore[arg-type]
     assert peer.sent == [_result(1, 10)]
+
+
+def test_the_entry_table_holds_entries_weakly_and_keeps_a_revived_one() -> None:
+    table = EntryTable()
+    oid = ObjectId(b"o" * 16)
+    first = ObjectEntry(oid, "here")
+    table[oid] = first
+    assert table.get(oid) is first and oid in table and len(table) == 1
+    second = ObjectEntry(oid, "here")
+    table[oid] = second  # revived under the same id before the first went
+    del first
+    gc.collect()
+    assert table.get(oid) is second
+    del second
+    gc.collect()
+    assert table.get(oid) is None and oid not in table and len(table) == 0
