@@ -8,6 +8,9 @@ array ``[tag, field, field, ...]`` in ``attrs.fields`` order, packed and checked
 ~2-4 µs each way. Every other message stays a map (``codec.py``); so does any of these that
 the fast form cannot hold (a SubmitTask creating an agent carries an ActorInfo).
 
+The batch messages (``batches.py``: ActorCalls, SubmitTasks, TaskResults) hold the same
+forms, tag dropped, in one list: a burst's envelope is packed and unpacked once.
+
 The tag is a small int (an array's first item), distinct from a map envelope's ``"t"``, so
 ``codec.decode`` tells the two forms apart by the envelope's msgpack type alone. A new field
 goes at the end of its form, with its default. Malformed input raises ProtocolError, never
