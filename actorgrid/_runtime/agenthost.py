@@ -163,7 +163,7 @@ class AgentHost(ExecutorTasks):
         the rest start in a new task."""
         with trio.CancelScope() as scope:
             while starts:
-                for _ in range(min(START_BATCH, len(starts))):
+                for n in range(1, min(START_BATCH, len(starts)) + 1):
                     run, fn, msg = starts.popleft()
                     run.context = contextvars.copy_context()  # as a task of its own has
                     first = self._run_coroutine_actor(run, fn, msg, scope)
@@ -173,6 +173,14 @@ class AgentHost(ExecutorTasks):
                         trap = first.send(None)
                     except StopIteration:
                         continue
+                    # Its code awaits: it keeps this task. The rest of this batch start in
+                    # tasks of their own, together in the next turn (as _resume_inline's);
+                    # a new task steps the others.
+                    for _ in range(min(len(starts), START_BATCH - n)):
+                        other, fn, msg = starts.popleft()
+                        self.starter.start_soon(
+                            self.nursery, self._run_coroutine_actor, other, fn, msg
+                        )
                     if starts:
                         self.nursery.start_soon(self._start_inline, starts)
                     else:
@@ -238,6 +246,13 @@ class AgentHost(ExecutorTasks):
                         trap = live.send(None)
                     except StopIteration:
                         continue
+                    # Its code awaits: it keeps this task. The rest of this batch get a task
+                    # each, which run together in the next turn as tasks woken together do
+                    # (one new resumer for them all would resume one per turn when each
+                    # awaits, and what they await, a name's lookup say, would not be
+                    # batched); a new resumer takes the others.
+                    for _ in range(min(len(wakes), START_BATCH - n)):
+                        self._resume_in_task(wakes.popleft())
                     if wakes:
                         self.nursery.start_soon(self._resume_inline, wakes)
                     else:
@@ -253,6 +268,13 @@ class AgentHost(ExecutorTasks):
                 except BaseException:  # cancelled: the worker ends
                     self._waking = False
                     raise
+
+    def _resume_in_task(self, run: AgentRun) -> None:
+        if run.scope is _STOPPING_SCOPE:
+            self._reap_soon(run)
+            return
+        run.scope = trio.CancelScope()
+        self.nursery.start_soon(self._live, run)
 
     def _resumer_abort(self, _: Any) -> trio.lowlevel.Abort:
         self._resumer = None
