@@ -431,7 +431,7 @@ class Head(HeadOperations):
         # Many claims in one frame: each as RegisterName (no get_if_exists) then OwnActor.
         refused = []
         owners = self.lifetimes.owners
-        for i, actor in enumerate(msg.actors):
+        for i, actor in enumerate(msg.actors()):
             result = self.names.register(actor, False, claimer=peer)
             if result.error is not None or result.actor is None:
                 refused.append((i, result.actor, result.error or "not registered"))

@@ -14,10 +14,77 @@ class ClaimNames:
     """Sent to the head by ``.options(name=...).remote()`` of actors placed at once (the
     claims one loop turn queued, in order): claim each name for its new actor, atomically,
     and own each non-detached one (as OwnActor would), so that it ends with this process.
-    Answered with NamesClaimed."""
+    Answered with NamesClaimed.
+
+    Compact (issue 13: 100,000 claims): the actors of one batch differ mostly in id and name,
+    so each claim is its kind's ActorInfo (``kinds``; the index in ``of_kind``, one byte
+    each) with its own id (16 bytes each, back to back in ``actor_ids``) and name (kinds
+    told apart by ``kind_of``). Read it with ``actors()``."""
 
     rid: int
-    actors: tuple[ActorInfo, ...]
+    kinds: tuple[ActorInfo, ...]
+    of_kind: bytes
+    actor_ids: bytes
+    names: tuple[str, ...]
+
+    def __attrs_post_init__(self) -> None:
+        n = len(self.names)
+        if (
+            type(self.of_kind) is not bytes
+            or type(self.actor_ids) is not bytes
+            or len(self.of_kind) != n
+            or len(self.actor_ids) != n * ID_BYTES
+            or (n and max(self.of_kind) >= len(self.kinds))
+        ):
+            raise ValueError(
+                f"a ClaimNames of {n} names needs {n} kind indexes below {len(self.kinds)} "
+                f"and {n * ID_BYTES} bytes of actor ids"
+            )
+
+    def actors(self) -> list[ActorInfo]:
+        """Each claim's actor, in order."""
+        ids = self.actor_ids
+        out = []
+        for i, (k, name) in enumerate(zip(self.of_kind, self.names, strict=True)):
+            t = self.kinds[k]
+            out.append(
+                ActorInfo(
+                    ActorId(ids[i * ID_BYTES : (i + 1) * ID_BYTES]),
+                    t.address,
+                    t.kind,
+                    t.label,
+                    name,
+                    t.namespace,
+                    t.methods,
+                    t.max_restarts,
+                    t.max_task_retries,
+                    t.detached,
+                    t.mailbox_size,
+                    t.resources,
+                )
+            )
+        return out
+
+
+# A ClaimNames holds at most this many kinds (``of_kind`` is one byte a claim).
+MAX_KINDS = 256
+ID_BYTES = 16  # ``ids.py``: an 8-byte process prefix and an 8-byte counter
+
+
+def kind_of(info: ActorInfo) -> tuple[object, ...]:
+    """What ``info`` shares with the other actors of its kind in a ClaimNames."""
+    return (
+        info.address,
+        info.kind,
+        info.label,
+        info.namespace,
+        info.methods,
+        info.max_restarts,
+        info.max_task_retries,
+        info.detached,
+        info.mailbox_size,
+        info.resources,
+    )
 
 
 @attrs.frozen

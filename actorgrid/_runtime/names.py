@@ -39,6 +39,7 @@ from .._protocol.messages import (
     Payload,
     RegisterName,
 )
+from .._protocol.namebatch import MAX_KINDS, kind_of
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .actors import RuntimeActors
 from .links import FREE_NAME_TIMEOUT_S, log
@@ -71,10 +72,13 @@ ClaimDone = Callable[[Exception | None], None]
 class _ClaimBatch:
     """The name claims of one loop turn, sent in one ClaimNames."""
 
-    __slots__ = ("error", "head", "items", "request")
+    __slots__ = ("error", "head", "items", "kinds", "of_kind", "request", "templates")
 
     def __init__(self) -> None:
         self.items: list[tuple[ActorInfo, ClaimDone]] = []
+        self.kinds: dict[tuple[object, ...], int] = {}  # namebatch.kind_of: index in ClaimNames
+        self.of_kind = bytearray()  # each item's kind
+        self.templates: list[ActorInfo] = []  # each kind's first actor (its shared fields)
         self.head: Peer | None = None
         self.request: Any = None  # the head link's pending reply, once sent
         self.error: Exception | None = None
@@ -124,10 +128,20 @@ class RuntimeNames(RuntimeActors):
         before anything else this process tells the head about names (kept in order)."""
         self.names[(info.namespace or DEFAULT_NAMESPACE, info.name or "")] = info
         batch = self._claim_batch
-        if batch is None or len(batch.items) >= CLAIM_BATCH_MAX:
+        kind = kind_of(info)
+        if (
+            batch is None
+            or len(batch.items) >= CLAIM_BATCH_MAX
+            or (kind not in batch.kinds and len(batch.kinds) >= MAX_KINDS)
+        ):
             self._flush_claims()
             batch = self._claim_batch = _ClaimBatch()
             self.nursery.start_soon(self._finish_claims, batch)
+        k = batch.kinds.get(kind)
+        if k is None:
+            k = batch.kinds[kind] = len(batch.templates)
+            batch.templates.append(info)
+        batch.of_kind.append(k)
         batch.items.append((info, done))
         self._claims_unfrozen += 1
         if self._claims_unfrozen >= FREEZE_AFTER:
@@ -140,10 +154,16 @@ class RuntimeNames(RuntimeActors):
         if batch is None:
             return
         self._claim_batch = None
-        infos = tuple(info for info, _ in batch.items)
+        items = batch.items
+        ids = b"".join(info.actor_id for info, _ in items)
+        names = tuple(info.name or "" for info, _ in items)
+        of_kind = bytes(batch.of_kind)
+        batch.kinds.clear()
         try:
             batch.head = self._link().up()
-            batch.request = batch.head.request_nowait(lambda rid: ClaimNames(rid, infos))
+            batch.request = batch.head.request_nowait(
+                lambda rid: ClaimNames(rid, tuple(batch.templates), of_kind, ids, names)
+            )
         except Exception as exc:
             batch.error = exc
 

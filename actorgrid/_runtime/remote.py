@@ -18,8 +18,8 @@ from .envship import for_call, use_env
 from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker, is_generator_function
 from .handles import ActorHandle
 from .lineage import current_task
+from .options import _NAMING, _Code, _takes_context
 from .options import Options as Options  # where _pool/ finds it
-from .options import _Code, _takes_context
 from .output import current_root
 from .records import OwnedActor
 from .refs import ObjectRef
@@ -95,9 +95,11 @@ class RemoteFunction(Generic[P, R]):
 
     def options(self, **options: Any) -> RemoteFunction[P, R]:
         """A variant with other options: name, namespace, get_if_exists, num_cpus, ..."""
-        variant: RemoteFunction[P, R] = RemoteFunction.__new__(RemoteFunction)
-        variant.__dict__.update(self.__dict__)
+        variant: RemoteFunction[P, R] = object.__new__(RemoteFunction)
+        variant.__dict__ = self.__dict__.copy()  # one copy of the table, not key by key
         variant._options = self._options.merge(**options)
+        if options.keys() <= _NAMING and not options.get("get_if_exists"):
+            return variant  # ``.options(name=...)`` per agent: nothing else changed
         if variant._options.lifetime is not None and not self._actor:
             raise ValueError(
                 f"{self.__qualname__} is a plain remote function: lifetime applies to actors "
@@ -258,8 +260,8 @@ class ActorClass(Generic[T]):
         )
 
     def options(self, **options: Any) -> ActorClass[T]:
-        variant: ActorClass[T] = ActorClass.__new__(ActorClass)
-        variant.__dict__.update(self.__dict__)
+        variant: ActorClass[T] = object.__new__(ActorClass)
+        variant.__dict__ = self.__dict__.copy()
         variant._options = self._options.merge(**options)
         return variant
 
