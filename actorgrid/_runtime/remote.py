@@ -57,6 +57,7 @@ class RemoteFunction(Generic[P, R]):
             )
         self.__name__ = getattr(fn, "__name__", "remote_function")
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        self._label = f"{self.__qualname__}()"  # what check_size names
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._check = call_check(self.__qualname__, fn, skip=int(self._actor))
@@ -133,7 +134,7 @@ class RemoteFunction(Generic[P, R]):
             payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
         finally:
             rt.refs.collect_end()
-        rt.check_size(payload, f"{self.__qualname__}()")
+        rt.check_size(payload, self._label)
         if not self._actor:
             entry = rt.new_entry()
             rt.on_loop(
@@ -165,6 +166,17 @@ class RemoteFunction(Generic[P, R]):
         if info.name is None:
             rt.on_loop(rt.send_task, entry, code.id, code.blob, payload, num_cpus, info)
             return ObjectRef._make(entry)
+        if info.address and not opts.get_if_exists:
+            # Placed at once: .remote() returns without waiting for the head. The claim is
+            # queued to the head now, ahead of anything sent after it (claims of many
+            # .remote() calls in a row share frames), and the creator may use the name at
+            # once; a taken name fails the ref (ag.get raises ValueError).
+            rt.on_loop(
+                rt.claim_name_batched,
+                info,
+                _Claimed(rt, entry, code_id, code.blob, payload, num_cpus, info),
+            )
+            return ObjectRef._make(entry)
 
         async def finish_then_start(placed: ActorInfo, pending: Any) -> None:
             try:
@@ -189,19 +201,6 @@ class RemoteFunction(Generic[P, R]):
                 raise
             await finish_then_start(placed, rt.register_name_nowait(placed, opts.get_if_exists))
 
-        if info.address and not opts.get_if_exists:
-            # Placed at once: .remote() returns without waiting for the head. The claim is
-            # queued to the head now, ahead of anything sent after it (claims of many
-            # .remote() calls in a row share frames), and the creator may use the name at
-            # once; a taken name fails the ref (ag.get raises ValueError).
-            def claimed(error: Exception | None) -> None:
-                if error is None:
-                    rt.send_task(entry, code.id, code.blob, payload, num_cpus, info)
-                else:
-                    entry.set_error(error)
-
-            rt.on_loop(rt.claim_name_batched, info, claimed)
-            return ObjectRef._make(entry)
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return ObjectRef._make(entry)
 
@@ -350,6 +349,40 @@ class ActorClass(Generic[T]):
 
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return handle
+
+
+class _Claimed:
+    """A named coroutine agent placed at once, waiting for its batched name claim
+    (``claim_name_batched``): once it holds, its creation is sent; a taken name fails its
+    ref. One small object per agent in flight, not three closures."""
+
+    __slots__ = ("blob", "code_id", "entry", "info", "need", "payload", "rt")
+
+    def __init__(
+        self,
+        rt: Any,
+        entry: Any,
+        code_id: bytes,
+        blob: Callable[[], bytes],
+        payload: Any,
+        need: Demand,
+        info: ActorInfo,
+    ) -> None:
+        self.rt = rt
+        self.entry = entry
+        self.code_id = code_id
+        self.blob = blob
+        self.payload = payload
+        self.need = need
+        self.info = info
+
+    def __call__(self, error: Exception | None) -> None:
+        if error is None:
+            self.rt.send_task(
+                self.entry, self.code_id, self.blob, self.payload, self.need, self.info
+            )
+        else:
+            self.entry.set_error(error)
 
 
 def _detached(opts: Options, label: str) -> bool:
