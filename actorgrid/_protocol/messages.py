@@ -26,6 +26,7 @@ from .calls import StreamAck as StreamAck
 from .calls import StreamItem as StreamItem
 from .calls import SubmitTask as SubmitTask
 from .calls import TaskResult as TaskResult
+from .creations import CreateAgents as CreateAgents
 from .envmessages import (
     EnsureEnv,
     EnvsHeld,
@@ -388,6 +389,7 @@ Message: TypeAlias = (
     | NamesFound
     | NamesEnded
     | TasksCancelled
+    | CreateAgents
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = Message.__args__

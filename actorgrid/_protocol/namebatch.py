@@ -5,6 +5,7 @@ each one frame per loop turn instead of one round trip each (issue 13: 100,000 n
 
 import attrs
 
+from .._exceptions import ProtocolError
 from .ids import ActorId
 from .records import ActorInfo
 
@@ -27,22 +28,19 @@ class ClaimNames:
     actor_ids: bytes
     names: tuple[str, ...]
 
-    def __attrs_post_init__(self) -> None:
+    def actors(self) -> list[ActorInfo]:
+        """Each claim's actor, in order; ProtocolError if the fields do not agree (checked
+        here, not at decoding: every field alone is well-formed)."""
         n = len(self.names)
         if (
-            type(self.of_kind) is not bytes
-            or type(self.actor_ids) is not bytes
-            or len(self.of_kind) != n
+            len(self.of_kind) != n
             or len(self.actor_ids) != n * ID_BYTES
             or (n and max(self.of_kind) >= len(self.kinds))
         ):
-            raise ValueError(
+            raise ProtocolError(
                 f"a ClaimNames of {n} names needs {n} kind indexes below {len(self.kinds)} "
                 f"and {n * ID_BYTES} bytes of actor ids"
             )
-
-    def actors(self) -> list[ActorInfo]:
-        """Each claim's actor, in order."""
         ids = self.actor_ids
         out = []
         for i, (k, name) in enumerate(zip(self.of_kind, self.names, strict=True)):

@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from .._exceptions import ActorDiedError, ActorgridError, GetTimeoutError, NameNotFoundError
+from .._protocol.creations import MAX_BYTES, CreationBatch
 from .._protocol.ids import ActorId
 from .._protocol.messages import (
     Ack,
@@ -191,20 +192,36 @@ class RuntimeNames(RuntimeActors):
         owned = self._owned_by_claim
         if owned is None:
             owned = self._owned_by_claim = set()
+        # The coroutine agents' creations (SubmitTasks) of these claims go out per worker in
+        # one CreateAgents each (``_protocol/creations.py``), sent before anything else is:
+        # before a creator that sends more than a creation (a class actor's), and before
+        # the loop goes on (no await in between, so nothing overtakes them).
+        creations = CreationBatch(min(MAX_BYTES, self.max_message_bytes // 2))
         for i, (info, done) in enumerate(items):
             error = refused.get(i)
             if error is not None:
                 self.forget_actor(info.actor_id)  # the creator's optimistic name
             elif not info.detached:
                 owned.add(info.actor_id)
+            batched = getattr(done, "sends_creation_only", False)
+            if not batched:
+                self._send_creations(creations)
+            self._creations = creations if batched else None
             try:
                 done(error)
             except Exception:
                 log.exception("creating the named actor %s failed", _describe(info))
             finally:
+                self._creations = None
                 owned.discard(info.actor_id)
             if i % RELEASE_BATCH == RELEASE_BATCH - 1:
+                self._send_creations(creations)
                 await trio.lowlevel.checkpoint()  # thousands of creations: let the loop breathe
+        self._send_creations(creations)
+
+    def _send_creations(self, creations: CreationBatch) -> None:
+        for peer, msg in creations.messages():
+            peer.send(msg)  # type: ignore[attr-defined]  # the link _send_spec added it for
 
     async def finish_register(self, pending: Any) -> ActorInfo:
         """Loop: wait for a name claim; the actor now holding the name (ours or existing)."""

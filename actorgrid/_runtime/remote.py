@@ -358,6 +358,9 @@ class _Claimed:
 
     __slots__ = ("blob", "code_id", "entry", "info", "need", "payload", "rt")
 
+    # It sends nothing but its agent's creation (names.py batches those per worker).
+    sends_creation_only = True
+
     def __init__(
         self,
         rt: Any,

@@ -25,6 +25,7 @@ from .._protocol.messages import (
     CancelById,
     CancelTask,
     CreateActor,
+    CreateAgents,
     Deliver,
     DeliverToKey,
     KillActor,
@@ -117,6 +118,7 @@ class ExecutorTasks:
     def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]:
         return {
             SubmitTask: self.on_submit,
+            CreateAgents: self.on_create_agents,
             CreateActor: self.on_create,
             CallActor: self._on_call,
             CancelTask: self.on_cancel,
@@ -363,6 +365,10 @@ class ExecutorTasks:
         return args, kwargs
 
     # --- tasks ---------------------------------------------------------------------------------
+
+    def on_create_agents(self, peer: Peer, msg: CreateAgents) -> None:
+        for submit in msg.submits():  # names.py's batch: each as if it had come alone
+            self.on_submit(peer, submit)
 
     def on_submit(self, peer: Peer, msg: SubmitTask) -> None:
         try:
