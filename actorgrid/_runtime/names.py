@@ -2,8 +2,9 @@
 
 At 100,000 named agents nothing here is a round trip per name: the claims of one loop turn
 go to the head in one ClaimNames (the creator uses each name at once, from its cache; the
-agents' creations its reply grants go to each worker in one CreateAgents), the first lookups of one loop turn in one LookupNames, and ``ag.send`` from a plain thread to a
-name this process knows is queued for the loop without waiting for it (``send_soon``), while
+agents' creations its reply grants go to each worker in one CreateAgents), the first
+lookups of one loop turn in one LookupNames, and ``ag.send`` from a plain thread to a name
+this process knows is queued for the loop without waiting for it (``send_soon``), while
 the agent's credit window has room: a full mailbox still holds the sender back.
 """
 
