@@ -11,6 +11,9 @@ from typing import TypeAlias
 import attrs
 
 from .agentstop import TasksCancelled as TasksCancelled
+from .batches import ActorCalls as ActorCalls
+from .batches import SubmitTasks as SubmitTasks
+from .batches import TaskResults as TaskResults
 from .calls import AdoptActor as AdoptActor
 from .calls import BorrowUpdate as BorrowUpdate
 from .calls import CallActor as CallActor
@@ -340,6 +343,9 @@ Message: TypeAlias = (
     | CreateActor
     | CallActor
     | TaskResult
+    | TaskResults
+    | ActorCalls
+    | SubmitTasks
     | CancelTask
     | CancelById
     | KillActor

@@ -197,7 +197,7 @@ class RuntimeNames(RuntimeActors):
         # one CreateAgents each (``_protocol/creations.py``), sent before anything else is:
         # before a creator that sends more than a creation (a class actor's), and before
         # the loop goes on (no await in between, so nothing overtakes them).
-        creations = CreationBatch(min(MAX_BYTES, self.max_message_bytes // 2))
+        creations = CreationBatch(min(MAX_BYTES, self.max_message_bytes // 4))
         for i, (info, done) in enumerate(items):
             error = refused.get(i)
             if error is not None:
