@@ -108,12 +108,13 @@ def _build_init(cls: type) -> Callable[..., None]:
 
 
 def _lazy_init(self: Any, *args: Any, **kwargs: Any) -> None:
-    # A class's first instance compiles its real __init__ and puts it in this one's place.
-    cls = self.__class__
+    # A class's first instance compiles its real __init__ and puts it in this one's place
+    # (in the record class's own dict: a plain subclass inherits it from there).
+    cls = next(c for c in self.__class__.__mro__ if _FIELDS in c.__dict__)
     with _build_lock:
         if cls.__dict__["__init__"] is _lazy_init:
             type.__setattr__(cls, "__init__", _build_init(cls))
-    cls.__init__(self, *args, **kwargs)
+    cls.__dict__["__init__"](self, *args, **kwargs)
 
 
 class _LazyAttrs:
@@ -185,7 +186,8 @@ def _message(cls: type[T]) -> type[T]:
         __getstate__=_getstate,
         __setstate__=_setstate,
     )
-    made: type[T] = type(cls.__name__, cls.__bases__, namespace)
+    metaclass: Any = type(cls)
+    made: type[T] = metaclass(cls.__name__, cls.__bases__, namespace)
     made.__qualname__ = cls.__qualname__
     return made
 

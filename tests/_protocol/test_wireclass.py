@@ -115,3 +115,17 @@ def test_unsupported_declarations_are_refused_with_the_reason() -> None:
         @message
         class Child(Point):
             y: int = 0
+
+
+def test_a_plain_subclass_builds_and_uses_its_record_class_init() -> None:
+    @message
+    class Base:
+        a: int
+        b: int = 2
+
+    class Sub(Base):
+        def __init__(self, a: int) -> None:
+            super().__init__(a, b=a + 1)
+
+    assert (Sub(1).a, Sub(1).b) == (1, 2)
+    assert Base(5) == Base(5, 2)
