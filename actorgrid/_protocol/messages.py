@@ -9,6 +9,9 @@ pickle protocol 5 out-of-band buffers, opaque to this layer.
 from typing import TypeAlias
 
 from .agentstop import TasksCancelled as TasksCancelled
+from .batches import ActorCalls as ActorCalls
+from .batches import SubmitTasks as SubmitTasks
+from .batches import TaskResults as TaskResults
 from .calls import AdoptActor as AdoptActor
 from .calls import BorrowUpdate as BorrowUpdate
 from .calls import CallActor as CallActor
@@ -338,6 +341,9 @@ Message: TypeAlias = (
     | CreateActor
     | CallActor
     | TaskResult
+    | TaskResults
+    | ActorCalls
+    | SubmitTasks
     | CancelTask
     | CancelById
     | KillActor
