@@ -21,6 +21,7 @@ from .calls import SubmitTask
 from .ids import ActorId, ObjectId
 from .namebatch import ID_BYTES, kind_of
 from .records import ActorInfo, Payload
+from .wireclass import message
 
 __all__ = ["CreateAgents", "CreationBatch"]
 
@@ -28,7 +29,7 @@ __all__ = ["CreateAgents", "CreationBatch"]
 MAX_KINDS = 256
 
 
-@attrs.frozen
+@message
 class CreateAgents:
     """Sent to a worker by ``.options(name=...).remote()`` of coroutine agents once their
     names are claimed (``names.py``, ``_finish_claims``): start each, exactly as the
