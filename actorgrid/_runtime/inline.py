@@ -93,11 +93,13 @@ _by_class: dict[type, set[str]] = {}
 def _inline_names(cls: type) -> set[str]:
     names = _by_class.get(cls)
     if names is None:
-        names = _by_class[cls] = {
-            name
-            for name, value in inspect.getmembers(cls, callable)
-            if getattr(value, INLINE_ATTRIBUTE, False)
-        }
+        # The class dicts themselves, most derived first: no descriptor runs, and a method
+        # overridden without the decorator is not inline.
+        found: dict[str, bool] = {}
+        for klass in cls.__mro__:
+            for name, value in vars(klass).items():
+                found.setdefault(name, getattr(value, INLINE_ATTRIBUTE, False) is True)
+        names = _by_class[cls] = {name for name, inline in found.items() if inline}
     return names
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import actorgrid as ag
-from actorgrid._runtime.inline import INLINE_STALL_S, _Watch
+from actorgrid._runtime.inline import INLINE_STALL_S, _inline_names, _Watch
 
 OUTPUT_TIMEOUT_S = 30.0
 GET_TIMEOUT_S = 60.0
@@ -150,3 +150,21 @@ def test_the_watchdog_reports_a_call_once_it_has_run_past_the_threshold() -> Non
     assert watch.stalled(100.0 + INLINE_STALL_S + 1) == ("A.m", INLINE_STALL_S + 1)
     watch.since = 0.0  # ended
     assert watch.stalled(100.0 + INLINE_STALL_S + 1) is None
+
+
+def test_a_subclass_inherits_inline_methods_unless_it_overrides_them() -> None:
+    class Base:
+        @ag.method(inline=True)
+        def kept(self) -> None:
+            return None
+
+        @ag.method(inline=True)
+        def replaced(self) -> None:
+            return None
+
+    class Derived(Base):
+        def replaced(self) -> None:  # overridden without the decorator: runs on a pool thread
+            return None
+
+    assert _inline_names(Base) == {"kept", "replaced"}
+    assert _inline_names(Derived) == {"kept"}
