@@ -109,10 +109,14 @@ def _start_system_task(
     """Loop: run ``afn(*args)`` as a system task (what ``trio.from_thread.run`` does with a
     token), its outcome put in ``results``; a loop that is ending answers RunFinishedError."""
 
+    @trio.lowlevel.disable_ki_protection
+    async def unprotected() -> Any:  # as trio's from_thread.run runs it: KI may land in it
+        return await afn(*args)
+
     async def run_it() -> None:
         # The outcome, Cancelled included, goes to the waiting thread, which raises it: the
         # task ends right after, as trio's own from_thread.run does.
-        results.put(await outcome.acapture(afn, *args))
+        results.put(await outcome.acapture(unprotected))
 
     try:
         trio.lowlevel.spawn_system_task(run_it, name=afn, context=context)
