@@ -145,7 +145,7 @@ def run_inline(host: InlineHost, lane: _Lane, call: _Call, address: str) -> bool
         log.warning(
             "%s is declared @ag.method(inline=True) but held worker %s's event loop for %.3f s "
             "(over %.1f s): pulses, messages and every other actor there waited. Its calls run "
-            "on pool threads from now on, in this worker; remove inline=True from it, or keep "
+            "on pool threads from now on, in this worker process; remove inline=True from it, or keep "
             "it to non-blocking work of a few milliseconds",
             label,
             address,
