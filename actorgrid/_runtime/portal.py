@@ -87,8 +87,10 @@ class Portal:
         """
         if self.in_loop_thread():
             raise RuntimeError(
-                "Portal.run() blocks until the loop runs the function, so it cannot be called "
-                "from the loop's own thread; await the function instead"
+                f"this call ({getattr(afn, '__qualname__', afn)}) blocks until the actorgrid "
+                "loop runs it, and it was made on that loop's own thread, where it would wait "
+                "forever (from an @ag.method(inline=True) method or other code on the loop?); "
+                "use its async form (`await ag.<name>_async(...)`) there, or drop inline=True"
             )
         results: queue.SimpleQueue[outcome.Outcome[Any]] = queue.SimpleQueue()
         self.call_soon(_start_system_task, afn, args, contextvars.copy_context(), results)

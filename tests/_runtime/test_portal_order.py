@@ -97,7 +97,7 @@ def test_run_from_the_loop_thread_is_refused_not_a_deadlock(loop: _Loop) -> None
             return str(exc)
         return "no error"
 
-    assert "cannot be called from the loop's own thread" in portal.run(from_loop)
+    assert "made on that loop's own thread" in portal.run(from_loop)
 
 
 def test_run_after_the_loop_ended_says_so(loop: _Loop) -> None:
