@@ -55,6 +55,10 @@ class Tally:
     def get_inside(self, other: Any) -> int:
         return int(ag.get(other.add.remote(0)))
 
+    @ag.method(inline=True)
+    def send_inside(self) -> None:
+        ag.send("nobody", 1)
+
     def log(self) -> list[int]:
         return list(self.seen)
 
@@ -126,8 +130,11 @@ def test_an_inline_method_calls_other_actors_but_cannot_block_on_them(
     while ag.get(second.log.remote(), timeout=GET_TIMEOUT_S) != list(range(5)):
         assert time.monotonic() < deadline, "the calls made from an inline method never ran"
         time.sleep(0.05)
+    _until_inline(first.where)  # so nothing of it is running: the calls below run inline
     with pytest.raises(RuntimeError, match=r"ag\.get\(\) blocks"):
         ag.get(first.get_inside.remote(second), timeout=GET_TIMEOUT_S)
+    with pytest.raises(RuntimeError, match="drop inline=True"):
+        ag.get(first.send_inside.remote(), timeout=GET_TIMEOUT_S)
 
 
 def test_a_blocking_inline_method_is_reported_by_name_and_moved_to_pool_threads(
