@@ -141,32 +141,15 @@ class _Job:
         self.abandoned = False
 
 
-class _Idler:
-    """An idle pool thread: it sleeps on a lock of its own until handed a job."""
-
-    __slots__ = ("job", "wake")
-
-    def __init__(self) -> None:
-        self.job: _Job | None = None
-        self.wake = threading.Lock()
-        self.wake.acquire()
-
-
 class ThreadPool:
-    """Blocking calls on worker threads; results come back through the portal.
-
-    A job is handed to one idle thread, the one that went idle last (its cache is warm), by
-    releasing that thread's own lock: one wake-up a job. (Idle threads waiting together on one
-    queue.SimpleQueue woke two or more of them a job: the taker releases the queue's lock
-    again on its way out, which wakes the next waiter for nothing.) Threads start on demand;
-    one idle for _THREAD_IDLE_S ends.
-    """
+    """Blocking calls on worker threads; results come back through the portal."""
 
     def __init__(self, portal: Portal, name: str = "actorgrid-user") -> None:
         self._portal = portal
         self._name = name
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle: list[_Idler] = []  # a stack: the last to go idle is the first handed a job
+        self._idle = 0
         self._threads = 0
         self._closed = False
 
@@ -198,63 +181,44 @@ class ThreadPool:
 
     def submit(self, job: _Job) -> None:
         with self._lock:
-            idler = self._idle.pop() if self._idle else None
-            if idler is None:
+            if self._idle:
+                self._idle -= 1
+            else:
                 self._threads += 1
-                number = self._threads
-        if idler is not None:
-            idler.job = job
-            idler.wake.release()
-            return
-        threading.Thread(
-            target=self._thread_main, args=(job,), name=f"{self._name}-{number}", daemon=True
-        ).start()
+                threading.Thread(
+                    target=self._thread_main, name=f"{self._name}-{self._threads}", daemon=True
+                ).start()
+        self._jobs.put(job)
 
-    def _thread_main(self, first: _Job) -> None:
-        me = _Idler()
-        job: _Job | None = first
-        while job is not None:
+    def _thread_main(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=_THREAD_IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle == 0:
+                        continue  # a job was promised to an idle thread; stay for it
+                    self._idle -= 1
+                    self._threads -= 1
+                return
+            if job is None:
+                return
             result = outcome.capture(job.fn, *job.args)
             del job.fn, job.args
             with self._lock:
-                if self._closed:
-                    self._threads -= 1
-                    closing = True
-                else:
-                    # Idle before the result is out: work its result brings (the next call of
-                    # a lane, say) finds this thread rather than starting another.
-                    self._idle.append(me)
-                    closing = False
-            self._report(job, result)
-            if closing:
+                self._idle += 1
+            if job.done is None:
+                if isinstance(result, outcome.Error):
+                    _log.error("a pool job failed", exc_info=result.error)
+                continue
+            try:
+                self._portal.call_soon(job.done, result)
+            except NotInitializedError:
                 return
-            job = None  # nothing of it is kept while idle
-            if not me.wake.acquire(True, _THREAD_IDLE_S):
-                with self._lock:
-                    if me in self._idle:  # O(idle threads), once per thread that retires
-                        self._idle.remove(me)
-                        self._threads -= 1
-                        return
-                me.wake.acquire()  # handed a job as it timed out: it is being released now
-            job, me.job = me.job, None
-        with self._lock:
-            self._threads -= 1
-
-    def _report(self, job: _Job, result: outcome.Outcome[Any]) -> None:
-        if job.done is None:
-            if isinstance(result, outcome.Error):
-                _log.error("a pool job failed", exc_info=result.error)
-            return
-        try:
-            self._portal.call_soon(job.done, result)
-        except NotInitializedError:
-            pass  # the runtime has ended: nobody waits for the result any more
 
     def close(self) -> None:
-        """Idle threads end now, busy ones after their job."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
-        for idler in idle:
-            idler.job = None
-            idler.wake.release()
+            n = self._threads
+        for _ in range(n):
+            self._jobs.put(None)
