@@ -424,6 +424,11 @@ class RuntimeActors(RuntimeFollowing):
             address = placed.address
         except NoWorkerError:
             address = ""
+        except KeyError:
+            # The loop removed the chosen worker while this thread was choosing (placement's
+            # tables are the loop's; a user thread only reads them here, for speed): the
+            # loop's place_actor places it instead, as when no worker fits.
+            address = ""
         ns = (namespace or DEFAULT_NAMESPACE) if name else namespace
         return ActorInfo(
             actor_id,
