@@ -430,15 +430,16 @@ class Head(HeadOperations):
     def _on_claim_names(self, peer: Peer, msg: ClaimNames) -> None:
         # Many claims in one frame: each as RegisterName (no get_if_exists) then OwnActor.
         refused = []
-        owners = self.lifetimes.owners
-        for i, actor in enumerate(msg.actors):
-            result = self.names.register(actor, False, claimer=peer)
-            if result.error is not None or result.actor is None:
+        own = self.lifetimes.owners.own
+        claim = self.names.claim
+        for i, actor in enumerate(msg.actors()):
+            if claim(actor, peer) is not None:
+                result = self.names.register(actor, False, claimer=peer)  # only to say why
                 refused.append((i, result.actor, result.error or "not registered"))
                 continue
             self._cache(peer, actor.actor_id)
             if not actor.detached and not peer.closed:
-                owners.own(peer, actor.actor_id, actor.address)
+                own(peer, actor.actor_id, actor.address)
         peer.send(NamesClaimed(msg.rid, tuple(refused)))
 
     def _on_lookup_names(self, peer: Peer, msg: LookupNames) -> None:

@@ -416,9 +416,18 @@ class RuntimeActors(RuntimeFollowing):
         """Any thread: place a new actor and describe it. Its address is "" when no worker
         fits now: ``place_actor`` waits for one."""
         actor_id = new_actor_id()
+        held = as_demand(need).resources
         try:
-            address = self.placement.choose_for_actor(need, actor_id).address
+            # A new actor has no last incarnation to release: one holding nothing is only
+            # counted on its worker (no entry per actor in the placement's tables).
+            placed = self.placement.choose_for_actor(need, actor_id if held else None)
+            address = placed.address
         except NoWorkerError:
+            address = ""
+        except KeyError:
+            # The loop removed the chosen worker while this thread was choosing (placement's
+            # tables are the loop's; a user thread only reads them here, for speed): the
+            # loop's place_actor places it instead, as when no worker fits.
             address = ""
         ns = (namespace or DEFAULT_NAMESPACE) if name else namespace
         return ActorInfo(
@@ -433,5 +442,5 @@ class RuntimeActors(RuntimeFollowing):
             max_task_retries,
             detached,
             mailbox_size,
-            as_demand(need).resources,
+            held,
         )

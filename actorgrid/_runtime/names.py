@@ -1,9 +1,10 @@
 """Names and lookup, kill, send and ask: reaching actors by handle or by name.
 
 At 100,000 named agents nothing here is a round trip per name: the claims of one loop turn
-go to the head in one ClaimNames (the creator uses each name at once, from its cache), the
-first lookups of one loop turn in one LookupNames, and ``ag.send`` from a plain thread to a
-name this process knows is queued for the loop without waiting for it (``send_soon``), while
+go to the head in one ClaimNames (the creator uses each name at once, from its cache; the
+agents' creations its reply grants go to each worker in one CreateAgents), the first
+lookups of one loop turn in one LookupNames, and ``ag.send`` from a plain thread to a name
+this process knows is queued for the loop without waiting for it (``send_soon``), while
 the agent's credit window has room: a full mailbox still holds the sender back.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import trio
 
 from .._exceptions import ActorDiedError, ActorgridError, GetTimeoutError, NameNotFoundError
+from .._protocol.creations import MAX_BYTES, CreationBatch
 from .._protocol.ids import ActorId
 from .._protocol.messages import (
     Ack,
@@ -39,6 +41,7 @@ from .._protocol.messages import (
     Payload,
     RegisterName,
 )
+from .._protocol.namebatch import MAX_KINDS, kind_of
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .actors import RuntimeActors
 from .links import FREE_NAME_TIMEOUT_S, log
@@ -71,10 +74,13 @@ ClaimDone = Callable[[Exception | None], None]
 class _ClaimBatch:
     """The name claims of one loop turn, sent in one ClaimNames."""
 
-    __slots__ = ("error", "head", "items", "request")
+    __slots__ = ("error", "head", "items", "kinds", "of_kind", "request", "templates")
 
     def __init__(self) -> None:
         self.items: list[tuple[ActorInfo, ClaimDone]] = []
+        self.kinds: dict[tuple[object, ...], int] = {}  # namebatch.kind_of: index in ClaimNames
+        self.of_kind = bytearray()  # each item's kind
+        self.templates: list[ActorInfo] = []  # each kind's first actor (its shared fields)
         self.head: Peer | None = None
         self.request: Any = None  # the head link's pending reply, once sent
         self.error: Exception | None = None
@@ -124,10 +130,20 @@ class RuntimeNames(RuntimeActors):
         before anything else this process tells the head about names (kept in order)."""
         self.names[(info.namespace or DEFAULT_NAMESPACE, info.name or "")] = info
         batch = self._claim_batch
-        if batch is None or len(batch.items) >= CLAIM_BATCH_MAX:
+        kind = kind_of(info)
+        if (
+            batch is None
+            or len(batch.items) >= CLAIM_BATCH_MAX
+            or (kind not in batch.kinds and len(batch.kinds) >= MAX_KINDS)
+        ):
             self._flush_claims()
             batch = self._claim_batch = _ClaimBatch()
             self.nursery.start_soon(self._finish_claims, batch)
+        k = batch.kinds.get(kind)
+        if k is None:
+            k = batch.kinds[kind] = len(batch.templates)
+            batch.templates.append(info)
+        batch.of_kind.append(k)
         batch.items.append((info, done))
         self._claims_unfrozen += 1
         if self._claims_unfrozen >= FREEZE_AFTER:
@@ -140,10 +156,16 @@ class RuntimeNames(RuntimeActors):
         if batch is None:
             return
         self._claim_batch = None
-        infos = tuple(info for info, _ in batch.items)
+        items = batch.items
+        ids = b"".join(info.actor_id for info, _ in items)
+        names = tuple(info.name or "" for info, _ in items)
+        of_kind = bytes(batch.of_kind)
+        batch.kinds.clear()
         try:
             batch.head = self._link().up()
-            batch.request = batch.head.request_nowait(lambda rid: ClaimNames(rid, infos))
+            batch.request = batch.head.request_nowait(
+                lambda rid: ClaimNames(rid, tuple(batch.templates), of_kind, ids, names)
+            )
         except Exception as exc:
             batch.error = exc
 
@@ -171,20 +193,36 @@ class RuntimeNames(RuntimeActors):
         owned = self._owned_by_claim
         if owned is None:
             owned = self._owned_by_claim = set()
+        # The coroutine agents' creations (SubmitTasks) of these claims go out per worker in
+        # one CreateAgents each (``_protocol/creations.py``), sent before anything else is:
+        # before a creator that sends more than a creation (a class actor's), and before
+        # the loop goes on (no await in between, so nothing overtakes them).
+        creations = CreationBatch(min(MAX_BYTES, self.max_message_bytes // 4))
         for i, (info, done) in enumerate(items):
             error = refused.get(i)
             if error is not None:
                 self.forget_actor(info.actor_id)  # the creator's optimistic name
             elif not info.detached:
                 owned.add(info.actor_id)
+            batched = getattr(done, "sends_creation_only", False)
+            if not batched:
+                self._send_creations(creations)
+            self._creations = creations if batched else None
             try:
                 done(error)
             except Exception:
                 log.exception("creating the named actor %s failed", _describe(info))
             finally:
+                self._creations = None
                 owned.discard(info.actor_id)
             if i % RELEASE_BATCH == RELEASE_BATCH - 1:
+                self._send_creations(creations)
                 await trio.lowlevel.checkpoint()  # thousands of creations: let the loop breathe
+        self._send_creations(creations)
+
+    def _send_creations(self, creations: CreationBatch) -> None:
+        for peer, msg in creations.messages():
+            peer.send(msg)  # type: ignore[attr-defined]  # the link _send_spec added it for
 
     async def finish_register(self, pending: Any) -> ActorInfo:
         """Loop: wait for a name claim; the actor now holding the name (ours or existing)."""

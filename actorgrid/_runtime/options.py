@@ -74,17 +74,16 @@ class Options:
     def merge(self, **changes: Any) -> Options:
         if changes.keys() <= _NAMING:
             # ``.options(name=f"agent-{i}")`` per agent of 100,000: the rest was checked
-            # when this was made, and a copy by slot is a third of what evolve() costs.
+            # when this was made; a generated copy by slot costs a quarter of evolve()'s.
             name = changes.get("name", self.name)
             if name is not None and not (isinstance(name, str) and name):
                 raise ValueError(f"name must be a non-empty string, not {name!r}")
-            merged = object.__new__(Options)
-            for slot in _SLOTS:
-                slot.__set__(
-                    merged,
-                    changes[slot.__name__] if slot.__name__ in changes else slot.__get__(self),
-                )
-            return merged
+            return _renamed(
+                self,
+                name,
+                changes.get("namespace", self.namespace),
+                changes.get("get_if_exists", self.get_if_exists),
+            )
         env = changes.get("runtime_env")
         if env == {}:
             changes["runtime_env"] = None  # no environment of its own, as in Ray
@@ -141,9 +140,26 @@ class Options:
         return merged
 
 
-# The options a named agent's own ``.options()`` sets; and Options' fields as slot descriptors.
+# The options a named agent's own ``.options()`` sets.
 _NAMING = frozenset({"name", "namespace", "get_if_exists"})
-_SLOTS = tuple(Options.__dict__[field.name] for field in attrs.fields(Options))
+
+
+def _make_renamed() -> Callable[[Options, str | None, str | None, bool], Options]:
+    """``_renamed(options, name, namespace, get_if_exists)``: a copy with those three set,
+    written out field by field through the slots (no loop, no dict per call)."""
+    fields = [field.name for field in attrs.fields(Options)]
+    scope: dict[str, Any] = {"_new": object.__new__, "_Options": Options}
+    lines = ["def _renamed(self, name, namespace, get_if_exists):", "    o = _new(_Options)"]
+    for field in fields:
+        scope[f"_set_{field}"] = Options.__dict__[field].__set__
+        value = field if field in _NAMING else f"self.{field}"
+        lines.append(f"    _set_{field}(o, {value})")
+    lines.append("    return o")
+    exec("\n".join(lines), scope)  # generated from Options' own field names only
+    return scope["_renamed"]  # type: ignore[no-any-return]
+
+
+_renamed = _make_renamed()
 
 
 class _Code:

@@ -18,8 +18,8 @@ from .envship import for_call, use_env
 from .generators import STREAM_KWARG, ObjectRefGenerator, StreamMarker, is_generator_function
 from .handles import ActorHandle
 from .lineage import current_task
+from .options import _NAMING, _Code, _takes_context
 from .options import Options as Options  # where _pool/ finds it
-from .options import _Code, _takes_context
 from .output import current_root
 from .records import OwnedActor
 from .refs import ObjectRef
@@ -57,6 +57,7 @@ class RemoteFunction(Generic[P, R]):
             )
         self.__name__ = getattr(fn, "__name__", "remote_function")
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        self._label = f"{self.__qualname__}()"  # what check_size names
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._check = call_check(self.__qualname__, fn, skip=int(self._actor))
@@ -95,9 +96,11 @@ class RemoteFunction(Generic[P, R]):
 
     def options(self, **options: Any) -> RemoteFunction[P, R]:
         """A variant with other options: name, namespace, get_if_exists, num_cpus, ..."""
-        variant: RemoteFunction[P, R] = RemoteFunction.__new__(RemoteFunction)
-        variant.__dict__.update(self.__dict__)
+        variant: RemoteFunction[P, R] = object.__new__(RemoteFunction)
+        variant.__dict__ = self.__dict__.copy()  # one copy of the table, not key by key
         variant._options = self._options.merge(**options)
+        if options.keys() <= _NAMING and not options.get("get_if_exists"):
+            return variant  # ``.options(name=...)`` per agent: nothing else changed
         if variant._options.lifetime is not None and not self._actor:
             raise ValueError(
                 f"{self.__qualname__} is a plain remote function: lifetime applies to actors "
@@ -131,7 +134,7 @@ class RemoteFunction(Generic[P, R]):
             payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
         finally:
             rt.refs.collect_end()
-        rt.check_size(payload, f"{self.__qualname__}()")
+        rt.check_size(payload, self._label)
         if not self._actor:
             entry = rt.new_entry()
             rt.on_loop(
@@ -163,6 +166,17 @@ class RemoteFunction(Generic[P, R]):
         if info.name is None:
             rt.on_loop(rt.send_task, entry, code.id, code.blob, payload, num_cpus, info)
             return ObjectRef._make(entry)
+        if info.address and not opts.get_if_exists:
+            # Placed at once: .remote() returns without waiting for the head. The claim is
+            # queued to the head now, ahead of anything sent after it (claims of many
+            # .remote() calls in a row share frames), and the creator may use the name at
+            # once; a taken name fails the ref (ag.get raises ValueError).
+            rt.on_loop(
+                rt.claim_name_batched,
+                info,
+                _Claimed(rt, entry, code_id, code.blob, payload, num_cpus, info),
+            )
+            return ObjectRef._make(entry)
 
         async def finish_then_start(placed: ActorInfo, pending: Any) -> None:
             try:
@@ -187,19 +201,6 @@ class RemoteFunction(Generic[P, R]):
                 raise
             await finish_then_start(placed, rt.register_name_nowait(placed, opts.get_if_exists))
 
-        if info.address and not opts.get_if_exists:
-            # Placed at once: .remote() returns without waiting for the head. The claim is
-            # queued to the head now, ahead of anything sent after it (claims of many
-            # .remote() calls in a row share frames), and the creator may use the name at
-            # once; a taken name fails the ref (ag.get raises ValueError).
-            def claimed(error: Exception | None) -> None:
-                if error is None:
-                    rt.send_task(entry, code.id, code.blob, payload, num_cpus, info)
-                else:
-                    entry.set_error(error)
-
-            rt.on_loop(rt.claim_name_batched, info, claimed)
-            return ObjectRef._make(entry)
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return ObjectRef._make(entry)
 
@@ -258,8 +259,8 @@ class ActorClass(Generic[T]):
         )
 
     def options(self, **options: Any) -> ActorClass[T]:
-        variant: ActorClass[T] = ActorClass.__new__(ActorClass)
-        variant.__dict__.update(self.__dict__)
+        variant: ActorClass[T] = object.__new__(ActorClass)
+        variant.__dict__ = self.__dict__.copy()
         variant._options = self._options.merge(**options)
         return variant
 
@@ -348,6 +349,43 @@ class ActorClass(Generic[T]):
 
         _start_registration(rt, register_then_start, wait=bool(info.address))
         return handle
+
+
+class _Claimed:
+    """A named coroutine agent placed at once, waiting for its batched name claim
+    (``claim_name_batched``): once it holds, its creation is sent; a taken name fails its
+    ref. One small object per agent in flight, not three closures."""
+
+    __slots__ = ("blob", "code_id", "entry", "info", "need", "payload", "rt")
+
+    # It sends nothing but its agent's creation (names.py batches those per worker).
+    sends_creation_only = True
+
+    def __init__(
+        self,
+        rt: Any,
+        entry: Any,
+        code_id: bytes,
+        blob: Callable[[], bytes],
+        payload: Any,
+        need: Demand,
+        info: ActorInfo,
+    ) -> None:
+        self.rt = rt
+        self.entry = entry
+        self.code_id = code_id
+        self.blob = blob
+        self.payload = payload
+        self.need = need
+        self.info = info
+
+    def __call__(self, error: Exception | None) -> None:
+        if error is None:
+            self.rt.send_task(
+                self.entry, self.code_id, self.blob, self.payload, self.need, self.info
+            )
+        else:
+            self.entry.set_error(error)
 
 
 def _detached(opts: Options, label: str) -> bool:

@@ -27,6 +27,7 @@ from .._protocol.messages import (
     CancelById,
     CancelTask,
     CreateActor,
+    CreateAgents,
     Deliver,
     DeliverToKey,
     KillActor,
@@ -129,6 +130,7 @@ class ExecutorTasks:
         return {
             SubmitTask: self.on_submit,
             SubmitTasks: self._on_submits,
+            CreateAgents: self.on_create_agents,
             CreateActor: self.on_create,
             CallActor: self._on_call,
             ActorCalls: self._on_calls,
@@ -415,6 +417,10 @@ class ExecutorTasks:
         return args, kwargs
 
     # --- tasks ---------------------------------------------------------------------------------
+
+    def on_create_agents(self, peer: Peer, msg: CreateAgents) -> None:
+        for submit in msg.submits():  # names.py's batch: each as if it had come alone
+            self.on_submit(peer, submit)
 
     def on_submit(self, peer: Peer, msg: SubmitTask) -> None:
         try:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from .._exceptions import TaskCancelledError, WorkerDiedError
+from .._protocol.creations import CreationBatch
 from .._protocol.ids import ObjectId
 from .._protocol.messages import (
     ActorInfo,
@@ -85,6 +86,8 @@ class RuntimeTasks(RuntimeObjects):
     # Calls sent straight from another thread (send_call_direct), told to the state on the
     # loop before anything else it handles (CallSent); a deque is safe between threads.
     _direct_calls: deque[Sent]
+    # Named agents' creations while a batch of name claims is answered (names.py).
+    _creations: CreationBatch | None = None
 
     @property
     def owner_state(self) -> OwnerState:
@@ -260,18 +263,20 @@ class RuntimeTasks(RuntimeObjects):
         peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
         entry.where = peer
         root = self.observe.root_of(spec.parent) or spec.root
-        peer.send(
-            SubmitTask(
-                entry.object_id,
-                spec.function_id,
-                code,
-                spec.payload,
-                spec.need.num_cpus,
-                actor,
-                () if actor is not None else spec.need.resources,  # an actor's ride on it
-                root,
-            )
+        msg = SubmitTask(
+            entry.object_id,
+            spec.function_id,
+            code,
+            spec.payload,
+            spec.need.num_cpus,
+            actor,
+            () if actor is not None else spec.need.resources,  # an actor's ride on it
+            root,
         )
+        if actor is not None and self._creations is not None:
+            self._creations.add(peer, msg)  # a batch of named agents' creations: names.py
+        else:
+            peer.send(msg)
         if actor is None:
             assert self._owner_state is not None
             self._owner_state.task_placed(entry.object_id, address)  # TaskPlaced

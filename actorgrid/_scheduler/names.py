@@ -76,6 +76,18 @@ class NameRegistry:
         self._index(actor, claimer)
         return RegisterResult(actor, True)
 
+    def claim(self, actor: ActorInfo, claimer: Hashable) -> ActorInfo | None:
+        """``register(actor, False, claimer)`` without its result record (a batched claim
+        of a new actor, 100,000 in a row): None if ``actor`` now holds its name, else the
+        actor that holds it (``register`` tells why)."""
+        key = (actor.namespace or DEFAULT_NAMESPACE, actor.name or "")
+        if not actor.name or key in self._by_name:
+            return self.register(actor, False, claimer).actor or actor
+        self._by_name[key] = actor
+        self._by_actor[actor.actor_id] = key
+        self._index(actor, claimer)
+        return None
+
     def lookup(self, name: str, namespace: str | None) -> ActorInfo | None:
         return self._by_name.get((namespace or DEFAULT_NAMESPACE, name))
 

@@ -175,6 +175,18 @@ class NameRegistryMachine(RuleBasedStateMachine):
                 assert repr(name) in result.error
         return info
 
+    @rule(target=proposed, name=NAMES, namespace=NAMESPACES, address=ADDRESSES, claimer=CLAIMERS)
+    def claim(self, name: str, namespace: str | None, address: str, claimer: str) -> ActorInfo:
+        # A batched claim (ClaimNames): register without get_if_exists, holder or None.
+        info = actor(name, namespace, address)
+        key = (namespace or DEFAULT_NAMESPACE, name)
+        holder = self.model.get(key)
+        assert self.registry.claim(info, claimer) == holder
+        if holder is None:
+            self.model[key] = info
+            self.claims[info.actor_id] = claimer
+        return info
+
     @rule(name=NAMES, namespace=NAMESPACES)
     def lookup(self, name: str, namespace: str | None) -> None:
         expected = self.model.get((namespace or DEFAULT_NAMESPACE, name))
