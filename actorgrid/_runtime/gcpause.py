@@ -37,13 +37,19 @@ _frozen = [0]
 
 
 def _after_collection(phase: str, info: dict[str, Any]) -> None:
-    if info["generation"] != 2:
+    generation = info["generation"]
+    if generation == 0:
         return
     if phase == "start":
         _started[0] = time.thread_time()
-    elif time.thread_time() - _started[0] > SLOW_FULL_COLLECTION_S:
+    elif generation == 2:
+        if time.thread_time() - _started[0] > SLOW_FULL_COLLECTION_S:
+            gc.freeze()
+            _frozen[0] += 1
+    elif _frozen[0]:
+        # A process that had a slow full collection: what survives a middle collection is
+        # frozen too, so none accumulates for the next full one to walk all at once.
         gc.freeze()
-        _frozen[0] += 1
 
 
 def install() -> None:

@@ -13,7 +13,11 @@ install()
 install()  # once, however often it is called
 survivors = [{"state": [i]} for i in range(int(sys.argv[1]))]
 gc.collect()
-print(gc.get_freeze_count() >= 2 * len(survivors), full_collections_frozen())
+frozen = gc.get_freeze_count()
+print(frozen >= 2 * len(survivors), full_collections_frozen())
+more = [{"state": [i]} for i in range(1000)]
+gc.collect(1)  # a middle collection
+print(gc.get_freeze_count() >= frozen + 2 * len(more))
 """
 
 
@@ -25,13 +29,16 @@ def run_case(n: int) -> str:
     return done.stdout.strip()
 
 
-def test_the_survivors_of_a_slow_full_collection_are_frozen():
+def test_the_survivors_of_a_slow_full_collection_are_frozen_and_of_later_ones_too():
     # 300,000 survivors (600,000 objects): ~80 ms of CPU to walk, four times the threshold.
-    frozen, times = run_case(300_000).split()
+    # From then on, what survives a middle collection is frozen as well, so that it does not
+    # pile up for the next full collection.
+    frozen, times, later = run_case(300_000).split()
     assert frozen == "True"
     assert int(times) >= 1
+    assert later == "True"
 
 
 def test_a_quick_full_collection_freezes_nothing():
     # 1,000 survivors: well under a millisecond to walk.
-    assert run_case(1_000) == "False 0"
+    assert run_case(1_000).split() == ["False", "0", "False"]
