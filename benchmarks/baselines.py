@@ -17,6 +17,7 @@ from typing import Any
 from workloads import (
     GET_TIMEOUT_S,
     MB,
+    MEMORY_SNAPSHOT,
     Result,
     Sizes,
     cold_start_result,
@@ -54,24 +55,18 @@ shutdown_s = time.perf_counter() - t1
 print(json.dumps({"seconds": first_result_s, "shutdown_s": shutdown_s}))
 """
 
-_POOL_IDLE_RSS_SCRIPT = """
+_POOL_IDLE_RSS_SCRIPT = f"""
 import json, sys, time
 import psutil
 import multiprocessing
-
+{MEMORY_SNAPSHOT}
 with multiprocessing.Pool(int(sys.argv[1])) as pool:
     assert pool.map(abs, range(4)) == [0, 1, 2, 3]
     time.sleep(1.0)
-    me = psutil.Process()
-    rss = {}
-    for p in [me, *me.children(recursive=True)]:
-        try:
-            rss[p.pid] = p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
+    processes = memory_snapshot()
     pool.terminate()
     pool.join()
-print(json.dumps({"driver_bytes": rss.pop(me.pid), "children_bytes": list(rss.values())}))
+print(json.dumps({{"processes": processes}}))
 """
 
 
@@ -203,6 +198,7 @@ import json, sys, time
 import psutil
 import ray
 {_RAY_INIT}
+{MEMORY_SNAPSHOT}
 
 @ray.remote
 def one():
@@ -211,16 +207,10 @@ def one():
 try:
     assert ray.get([one.remote() for _ in range(4)], timeout=60.0) == [1] * 4
     time.sleep(1.0)
-    me = psutil.Process()
-    rss = {{}}
-    for p in [me, *me.children(recursive=True)]:
-        try:
-            rss[p.pid] = p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
+    processes = memory_snapshot()
 finally:
     ray.shutdown()
-print(json.dumps({{"driver_bytes": rss.pop(me.pid), "children_bytes": list(rss.values())}}))
+print(json.dumps({{"processes": processes}}))
 """
 
 

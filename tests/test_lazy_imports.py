@@ -23,6 +23,13 @@ NOT_IN_A_WORKER = (
     "psutil",  # a node agent's resource samples; a worker forked from the template lacks it
 )
 
+# Modules that only a worker runs: hosting actors and running calls.
+NOT_IN_A_DRIVER = (
+    "actorgrid._runtime.executor",
+    "actorgrid._runtime.agenthost",
+    "actorgrid._runtime.running",
+)
+
 
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
@@ -44,6 +51,20 @@ def test_a_worker_process_does_not_load_the_head_node_or_dashboard() -> None:
     loaded = _modules_after("import actorgrid._node.worker")
     assert "actorgrid._runtime.core" in loaded  # the check looks at a real worker's imports
     assert not loaded & set(NOT_IN_A_WORKER), sorted(loaded & set(NOT_IN_A_WORKER))
+
+
+def test_a_driver_with_an_embedded_cluster_does_not_load_what_only_workers_run() -> None:
+    code = (
+        "import actorgrid as ag\n"
+        "@ag.remote\n"
+        "def f(x: int) -> int:\n"
+        "    return x\n"
+        "with ag.init(num_workers=1):\n"
+        "    assert ag.get(f.remote(1), timeout=60) == 1\n"
+    )
+    loaded = _modules_after(code)
+    assert "actorgrid._node.node" in loaded  # the check looks at a real driver's imports
+    assert not loaded & set(NOT_IN_A_DRIVER), sorted(loaded & set(NOT_IN_A_DRIVER))
 
 
 def test_a_public_name_loads_on_first_use_and_says_it_is_actorgrid_s() -> None:

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import trio
 
 from .._exceptions import NotInitializedError
+from .._protocol.wireclass import message
 from .._runtime.core import Runtime, runtime_or_none, set_current_runtime
 from .._runtime.envship import remember
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
@@ -35,7 +35,7 @@ from .standalone import ClusterFile
 WORKER_START_TIMEOUT_S = 60.0
 
 
-@attrs.frozen
+@message
 class Opened:
     """What an open cluster is to this process: its driver runtime, the head's address, the
     embedded node agent (None when joined to a running cluster) and the dashboard's URL."""

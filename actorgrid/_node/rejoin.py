@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import cloudpickle
@@ -29,10 +30,12 @@ import trio
 
 from .._exceptions import ActorgridError
 from .._protocol.messages import Ack, CreateActor, RejoinWorker, WorkerInfo
-from .._runtime.executor import Executor
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import STALLED_AFTER_INTERVALS
 from .logs import RateLimitedLog
+
+if TYPE_CHECKING:  # a node agent (and the driver hosting one) never loads the executor
+    from .._runtime.executor import Executor
 
 __all__ = ["FENCE_AFTER_INTERVALS", "REJOIN_INTERVAL_S", "Rejoined", "rejoin_head", "rejoin_worker"]
 

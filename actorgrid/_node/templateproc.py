@@ -1,7 +1,9 @@
 """The template process: ``python -m actorgrid._node.templateproc FD`` (see template.py).
 
-Importing this module imports everything a worker runs (``worker``), once. ``main`` then
-forks a worker per request read from the socket ``FD`` and reports each one's pid, and each
+Importing this module imports everything a worker runs (``worker``), once, and what a
+worker would import at its first connection (``encodings.idna``: trio encodes host names
+with it), so that forked workers share those modules instead of each loading them. ``main``
+then forks a worker per request read from the socket ``FD`` and reports each one's pid, and each
 exit it reaps, until the socket reaches EOF (its node agent is gone): then it exits, and its
 workers die with it (each asked for SIGKILL at its parent's death, ``PR_SET_PDEATHSIG``).
 
@@ -14,6 +16,7 @@ loop, so forking it is safe.
 from __future__ import annotations
 
 import ctypes
+import encodings.idna  # noqa: F401  (see the module docstring)
 import errno
 import fcntl
 import json

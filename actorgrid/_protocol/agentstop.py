@@ -3,15 +3,14 @@ calls, not one TaskResult each (a worker hosting 100,000 agents ends them all at
 
 from __future__ import annotations
 
-import attrs
-
 from .ids import ObjectId
 from .records import Payload
+from .wireclass import message
 
 __all__ = ["TasksCancelled"]
 
 
-@attrs.frozen
+@message
 class TasksCancelled:
     """Sent by a stopping worker (SIGTERM, its node or cluster stopping) to the process that
     started these calls, once per loop turn: each ended with ``value`` (one boxed

@@ -4,15 +4,14 @@ talking directly (``f.remote()``, ``Cls.remote()``, ``handle.method.remote()``, 
 borrows. Part of the closed union in ``messages.py``, which re-exports them.
 """
 
-import attrs
-
 from .ids import ActorId, ObjectId
 from .records import ActorInfo, Payload
+from .wireclass import message
 
 # --- calls (caller to worker, direct) -----------------------------------------------------
 
 
-@attrs.frozen
+@message
 class SubmitTask:
     """Sent by ``f.remote()``: run a remote function. ``function`` is sent once per link.
 
@@ -30,7 +29,7 @@ class SubmitTask:
     root: str = ""  # sent by a worker for a driver's work: that driver's address (output)
 
 
-@attrs.frozen
+@message
 class CreateActor:
     """Sent by ``Cls.remote()``: construct an actor instance on this worker."""
 
@@ -42,7 +41,7 @@ class CreateActor:
     max_concurrency: int
 
 
-@attrs.frozen
+@message
 class AdoptActor:
     """Sent by ``Cls.options(lifetime="detached").remote()`` to the head, before the creation:
     how to create the detached actor again (its class code always included), so that the head
@@ -53,7 +52,7 @@ class AdoptActor:
     create: CreateActor
 
 
-@attrs.frozen
+@message
 class CallActor:
     """Sent by ``handle.method.remote()``: queue a method call on an actor's mailbox."""
 
@@ -64,7 +63,7 @@ class CallActor:
     root: str = ""  # as SubmitTask.root
 
 
-@attrs.frozen
+@message
 class TaskResult:
     """Reply to SubmitTask, CreateActor and CallActor: a value, or a boxed error."""
 
@@ -73,7 +72,7 @@ class TaskResult:
     value: Payload
 
 
-@attrs.frozen
+@message
 class CancelTask:
     """Sent by ``ag.cancel(ref)`` (and by a driver interrupted with Ctrl-C) to the worker
     running the task. ``force`` kills the worker process at once instead of interrupting.
@@ -84,7 +83,7 @@ class CancelTask:
     recursive: bool = True
 
 
-@attrs.frozen
+@message
 class CancelById:
     """Sent by ``Cluster.cancel_task`` (``actorgrid cancel``) to the worker running a task it
     does not own; answered with Ack, whose error says the task is not on that worker. The
@@ -95,7 +94,7 @@ class CancelById:
     force: bool = False
 
 
-@attrs.frozen
+@message
 class KillActor:
     """Sent by ``ag.kill(handle)`` and ``Cluster.kill_actor`` (``actorgrid kill``) to the
     actor's worker; answered with Ack."""
@@ -107,7 +106,7 @@ class KillActor:
 # --- objects ------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class FetchObject:
     """Sent by a process holding a borrowed ObjectRef to the ref's owner: send the value.
     ``lost``: the value's copy of that name, in a node's object store, cannot be had (its
@@ -118,7 +117,7 @@ class FetchObject:
     lost: str = ""
 
 
-@attrs.frozen
+@message
 class ObjectValue:
     """Owner's reply to FetchObject: the value (or the boxed error) once it is ready."""
 
@@ -130,7 +129,7 @@ class ObjectValue:
 # --- streams (remote generators) ----------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class StreamItem:
     """Sent by the worker running a remote generator (``gen.remote()``, or an actor method that
     is a generator) to its caller, on the link the call came on: value ``index`` (0-based) of
@@ -141,7 +140,7 @@ class StreamItem:
     value: Payload
 
 
-@attrs.frozen
+@message
 class StreamAck:
     """Sent by the consumer of a remote generator (``ObjectRefGenerator``) to the worker
     producing it: ``consumed`` items are taken, so the producer may run up to its window
@@ -151,7 +150,7 @@ class StreamAck:
     consumed: int
 
 
-@attrs.frozen
+@message
 class RefReceipt:
     """One ObjectRef that arrived: its object, owner and the token its sender pickled it with;
     ``borrows``: the receiver starts borrowing the object with it."""
@@ -162,7 +161,7 @@ class RefReceipt:
     borrows: bool
 
 
-@attrs.frozen
+@message
 class RefsReceived:
     """Sent by a process that unpickled ObjectRefs to the process that pickled them (batched
     per link): the sender may drop its holds on them (reference counting, refcounting.py)."""
@@ -171,7 +170,7 @@ class RefsReceived:
     receipts: tuple[RefReceipt, ...]
 
 
-@attrs.frozen
+@message
 class BorrowUpdate:
     """Sent by a borrower to an object's owner (batched per link): processes it passed refs
     on to that borrow them now (``added``: object and borrower), then the borrows of its own

@@ -6,13 +6,13 @@ from the head to each node agent that needs them (``PackageFetch``/``PackageData
 same authenticated links as everything else.
 """
 
-import attrs
+from .wireclass import message
 
 # Bytes of package data in one PackagePut or PackageData frame.
 PACKAGE_CHUNK_BYTES = 1 << 20
 
 
-@attrs.frozen
+@message
 class RuntimeEnvSpec:
     """A runtime environment as the wire carries it (``ag.init(runtime_env=...)``): packages by
     digest, environment variables, and hooks as cloudpickle bytes. ``key`` names it: workers
@@ -28,7 +28,7 @@ class RuntimeEnvSpec:
     label: str = ""  # what the user asked for, for messages
 
 
-@attrs.frozen
+@message
 class PackageQuery:
     """Sent by a driver to the head before it uploads a package: answered with PackageHave."""
 
@@ -36,7 +36,7 @@ class PackageQuery:
     digest: str
 
 
-@attrs.frozen
+@message
 class PackageHave:
     """Head's reply to PackageQuery: the size it holds of that package, or -1 if none."""
 
@@ -44,7 +44,7 @@ class PackageHave:
     size: int
 
 
-@attrs.frozen
+@message
 class PackagePut:
     """Sent by a driver (``ag.init(runtime_env=...)``, ``actorgrid submit``) to the head: one
     chunk of a package, in order from offset 0; answered with Ack (the last one once the
@@ -57,7 +57,7 @@ class PackagePut:
     last: bool
 
 
-@attrs.frozen
+@message
 class PackageFetch:
     """Sent by a node agent to the head: a chunk of a package from ``offset``."""
 
@@ -66,7 +66,7 @@ class PackageFetch:
     offset: int
 
 
-@attrs.frozen
+@message
 class PackageData:
     """Head's reply to PackageFetch: the chunk, the package's size, or why not."""
 
@@ -76,7 +76,7 @@ class PackageData:
     error: str | None = None
 
 
-@attrs.frozen
+@message
 class EnsureEnv:
     """Sent by a driver with a runtime environment to the head, which forwards it to every
     node agent: make its packages, node hooks and workers ready there. Answered with Ack
@@ -86,7 +86,7 @@ class EnsureEnv:
     env: RuntimeEnvSpec
 
 
-@attrs.frozen
+@message
 class ReleaseEnv:
     """Sent by the head to every node agent when the last driver of an environment has left:
     stop its workers, run its node cleanup hook, drop its cache. No reply."""
@@ -94,7 +94,7 @@ class ReleaseEnv:
     key: str
 
 
-@attrs.frozen
+@message
 class EnvsHeld:
     """Sent by a node agent on its new link after it rejoined its head: the runtime
     environments it has workers of. A restarted head knows them again, and releases those
@@ -103,7 +103,7 @@ class EnvsHeld:
     envs: tuple[RuntimeEnvSpec, ...]
 
 
-@attrs.frozen
+@message
 class JobSummary:
     """One job as the head keeps it (``actorgrid jobs list``)."""
 
@@ -118,7 +118,7 @@ class JobSummary:
     pid: int
 
 
-@attrs.frozen
+@message
 class SubmitJob:
     """Sent by ``actorgrid submit``: run ``argv`` as a driver on the head's machine, in the
     unpacked ``working_dir`` package if given. Answered with JobStarted; the submitting link
@@ -131,7 +131,7 @@ class SubmitJob:
     follow: bool = True
 
 
-@attrs.frozen
+@message
 class JobStarted:
     """Head's reply to SubmitJob: the new job's id, or why it could not start."""
 
@@ -140,7 +140,7 @@ class JobStarted:
     error: str | None = None
 
 
-@attrs.frozen
+@message
 class JobOutput:
     """Pushed by the head to the link that submitted a job: its output (stdout and stderr
     together, in order), as it comes."""
@@ -149,7 +149,7 @@ class JobOutput:
     data: bytes
 
 
-@attrs.frozen
+@message
 class JobEnded:
     """Pushed by the head to the link that submitted a job when the job's process exits."""
 
@@ -157,14 +157,14 @@ class JobEnded:
     exit_code: int
 
 
-@attrs.frozen
+@message
 class QueryJobs:
     """Sent by ``actorgrid jobs list``: answered with JobList."""
 
     rid: int
 
 
-@attrs.frozen
+@message
 class JobList:
     """Head's reply to QueryJobs: every job it remembers, oldest first."""
 
@@ -172,7 +172,7 @@ class JobList:
     jobs: tuple[JobSummary, ...]
 
 
-@attrs.frozen
+@message
 class QueryJobLogs:
     """Sent by ``actorgrid jobs logs ID``: answered with JobLogs."""
 
@@ -180,7 +180,7 @@ class QueryJobLogs:
     job_id: str
 
 
-@attrs.frozen
+@message
 class JobLogs:
     """Head's reply to QueryJobLogs: the job's output so far (its last bytes if it is long)."""
 
@@ -189,7 +189,7 @@ class JobLogs:
     error: str | None = None
 
 
-@attrs.frozen
+@message
 class StopJob:
     """Sent by ``actorgrid jobs stop ID`` and by a Ctrl-C at ``actorgrid submit``: stop the
     job's process group (SIGTERM, then SIGKILL after the grace period). Answered with Ack
@@ -199,7 +199,7 @@ class StopJob:
     job_id: str
 
 
-@attrs.frozen
+@message
 class JobRejoin:
     """Sent by a job's driver (``actorgrid submit``; ``ACTORGRID_JOB_ID`` in its environment)
     on its new link after it lost the head: a restarted head lists the job again, running

@@ -8,6 +8,9 @@ array ``[tag, field, field, ...]`` in ``attrs.fields`` order, packed and checked
 ~2-4 µs each way. Every other message stays a map (``codec.py``); so does any of these that
 the fast form cannot hold (a SubmitTask creating an agent carries an ActorInfo).
 
+The batch messages (``batches.py``: ActorCalls, SubmitTasks, TaskResults) hold the same
+forms, tag dropped, in one list: a burst's envelope is packed and unpacked once.
+
 The tag is a small int (an array's first item), distinct from a map envelope's ``"t"``, so
 ``codec.decode`` tells the two forms apart by the envelope's msgpack type alone. A new field
 goes at the end of its form, with its default. Malformed input raises ProtocolError, never
@@ -24,13 +27,16 @@ import attrs
 
 from .._exceptions import ProtocolError
 from .messages import (
+    ActorCalls,
     AskReply,
     CallActor,
     Credit,
     Deliver,
     DeliverToKey,
     SubmitTask,
+    SubmitTasks,
     TaskResult,
+    TaskResults,
 )
 from .records import Payload
 
@@ -43,6 +49,9 @@ _DELIVER = 4
 _ASK_REPLY = 5
 _CREDIT = 6
 _DELIVER_TO_KEY = 7
+_TASK_RESULTS = 8
+_ACTOR_CALLS = 9
+_SUBMIT_TASKS = 10
 
 
 def _payload_out(p: Payload, sink: list[memoryview]) -> tuple[bytes, tuple[int, ...]]:
@@ -58,6 +67,26 @@ def _call_actor(m: CallActor, sink: list[memoryview]) -> tuple[Any, ...]:
 
 def _task_result(m: TaskResult, sink: list[memoryview]) -> tuple[Any, ...]:
     return (_TASK_RESULT, m.task_id, m.ok, _payload_out(m.value, sink))
+
+
+def _task_results(m: TaskResults, sink: list[memoryview]) -> tuple[Any, ...]:
+    # One flat list, three items a result: [tag, [id, ok, payload, id, ok, payload, ...]].
+    flat: list[Any] = []
+    add = flat.extend
+    for r in m.results:
+        add((r.task_id, r.ok, _payload_out(r.value, sink)))
+    return (_TASK_RESULTS, flat)
+
+
+def _actor_calls(m: ActorCalls, sink: list[memoryview]) -> tuple[Any, ...]:
+    # [tag, [call, call, ...]], each call its CallActor form without the tag.
+    return (_ACTOR_CALLS, [_call_actor(c, sink)[1:] for c in m.calls])
+
+
+def _submit_tasks(m: SubmitTasks, sink: list[memoryview]) -> tuple[Any, ...] | None:
+    if any(t.actor is not None for t in m.tasks):
+        return None  # one creates an agent: the whole batch goes as a map
+    return (_SUBMIT_TASKS, [_submit_task(t, sink)[1:] for t in m.tasks])  # type: ignore[index]
 
 
 def _submit_task(m: SubmitTask, sink: list[memoryview]) -> tuple[Any, ...] | None:
@@ -108,6 +137,9 @@ def _deliver_to_key(m: DeliverToKey, sink: list[memoryview]) -> tuple[Any, ...]:
 _FORMS: dict[type, tuple[str, ...]] = {
     CallActor: ("task_id", "actor_id", "method", "args", "root"),
     TaskResult: ("task_id", "ok", "value"),
+    TaskResults: ("results",),
+    ActorCalls: ("calls",),
+    SubmitTasks: ("tasks",),
     SubmitTask: (
         "task_id", "function_id", "function", "args", "num_cpus", "actor", "resources", "root"
     ),
@@ -130,6 +162,9 @@ for _cls, _form in _FORMS.items():
 _ENCODERS: dict[type, Callable[[Any, list[memoryview]], tuple[Any, ...] | None]] = {
     CallActor: _call_actor,
     TaskResult: _task_result,
+    TaskResults: _task_results,
+    ActorCalls: _actor_calls,
+    SubmitTasks: _submit_tasks,
     SubmitTask: _submit_task,
     Deliver: _deliver,
     AskReply: _ask_reply,
@@ -240,6 +275,21 @@ def _d_task_result(f: tuple[Any, ...], b: _Body) -> TaskResult:
     return TaskResult(_id(task_id), _bool(ok), b.payload(value))
 
 
+def _d_task_results(f: tuple[Any, ...], b: _Body) -> TaskResults:
+    _, flat = f
+    if type(flat) is not tuple or len(flat) % 3:
+        raise ProtocolError("task results are not a list of [id, ok, payload] triples")
+    payload = b.payload
+    return TaskResults(
+        tuple(
+            [
+                TaskResult(_id(flat[i]), _bool(flat[i + 1]), payload(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+        )
+    )
+
+
 def _d_submit_task(f: tuple[Any, ...], b: _Body) -> SubmitTask:
     _, task_id, function_id, function, args, num_cpus, resources, root = f
     return SubmitTask(
@@ -251,6 +301,32 @@ def _d_submit_task(f: tuple[Any, ...], b: _Body) -> SubmitTask:
         None,  # actor: a SubmitTask with one goes as a map
         _resources(resources),
         _str(root),
+    )
+
+
+def _items(v: Any, n: int, what: str) -> tuple[Any, ...]:
+    if type(v) is not tuple or not all(type(x) is tuple and len(x) == n for x in v):
+        raise ProtocolError(f"{what} are not a list of {n}-field forms")
+    return v
+
+
+def _d_actor_calls(f: tuple[Any, ...], b: _Body) -> ActorCalls:
+    _, calls = f
+    payload = b.payload
+    return ActorCalls(
+        tuple(
+            [
+                CallActor(_id(t), _id(a), _str(m), payload(args), _str(root))
+                for t, a, m, args, root in _items(calls, 5, "actor calls")
+            ]
+        )
+    )
+
+
+def _d_submit_tasks(f: tuple[Any, ...], b: _Body) -> SubmitTasks:
+    _, tasks = f
+    return SubmitTasks(
+        tuple([_d_submit_task((_SUBMIT_TASK, *t), b) for t in _items(tasks, 7, "tasks")])
     )
 
 
@@ -287,6 +363,9 @@ def _d_deliver_to_key(f: tuple[Any, ...], b: _Body) -> DeliverToKey:
 _DECODERS: dict[int, Callable[[tuple[Any, ...], _Body], Any]] = {
     _CALL_ACTOR: _d_call_actor,
     _TASK_RESULT: _d_task_result,
+    _TASK_RESULTS: _d_task_results,
+    _ACTOR_CALLS: _d_actor_calls,
+    _SUBMIT_TASKS: _d_submit_tasks,
     _SUBMIT_TASK: _d_submit_task,
     _DELIVER: _d_deliver,
     _ASK_REPLY: _d_ask_reply,
@@ -299,6 +378,9 @@ _DECODERS: dict[int, Callable[[tuple[Any, ...], _Body], Any]] = {
 POSITIONAL_NAMES: dict[int, str] = {
     _CALL_ACTOR: CallActor.__name__,
     _TASK_RESULT: TaskResult.__name__,
+    _TASK_RESULTS: TaskResults.__name__,
+    _ACTOR_CALLS: ActorCalls.__name__,
+    _SUBMIT_TASKS: SubmitTasks.__name__,
     _SUBMIT_TASK: SubmitTask.__name__,
     _DELIVER: Deliver.__name__,
     _ASK_REPLY: AskReply.__name__,

@@ -3,15 +3,14 @@ agent, their replies and flow control, and topic publishes. Part of the closed u
 ``messages.py``, which re-exports them.
 """
 
-import attrs
-
 from .ids import ActorId
 from .records import Payload
+from .wireclass import message
 
 # --- mailboxes ----------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class Deliver:
     """Sent by ``ctx.send``/``ag.send`` (``rid == 0``) and ``ctx.ask``/``ag.ask``: a mailbox
     message. An ask is answered with AskReply."""
@@ -21,7 +20,7 @@ class Deliver:
     payload: Payload
 
 
-@attrs.frozen
+@message
 class AskReply:
     """Sent by ``ctx.reply``: the answer to an ask, or a boxed error."""
 
@@ -30,7 +29,7 @@ class AskReply:
     value: Payload
 
 
-@attrs.frozen
+@message
 class DeliveryFailed:
     """Sent back by a worker when a Deliver names an actor that is not alive there."""
 
@@ -38,7 +37,7 @@ class DeliveryFailed:
     reason: str
 
 
-@attrs.frozen
+@message
 class Credit:
     """Sent back by the receiver of Delivers: it took ``n`` more messages to ``actor_id`` in
     (into the mailbox, or refused), so the sender may send that many more (flow control)."""
@@ -50,7 +49,7 @@ class Credit:
 # --- virtual agents and topics ----------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class DeliverToKey:
     """Sent by ``ctx.send``/``ag.send`` to ``kind.key(k)``: a message for the virtual agent
     ``key`` of a kind, to the worker that owns the key (rendezvous hashing); that worker
@@ -70,7 +69,7 @@ class DeliverToKey:
     rid: int = 0
 
 
-@attrs.frozen
+@message
 class Publish:
     """Sent by ``ctx.publish``/``ag.publish``: one message on ``topic``, once to each worker;
     the worker puts it in the mailbox of each of its agents subscribed to the topic."""

@@ -8,9 +8,10 @@ pickle protocol 5 out-of-band buffers, opaque to this layer.
 
 from typing import TypeAlias
 
-import attrs
-
 from .agentstop import TasksCancelled as TasksCancelled
+from .batches import ActorCalls as ActorCalls
+from .batches import SubmitTasks as SubmitTasks
+from .batches import TaskResults as TaskResults
 from .calls import AdoptActor as AdoptActor
 from .calls import BorrowUpdate as BorrowUpdate
 from .calls import CallActor as CallActor
@@ -134,11 +135,12 @@ from .records import (
     WorkerInfo as WorkerInfo,
 )
 from .store import FreeObjects, ObjectChunk, PullObject
+from .wireclass import message
 
 # --- connection set-up -------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class Hello:
     """First frame on every connection after authentication, sent by both sides."""
 
@@ -150,13 +152,13 @@ class Hello:
     max_message_bytes: int = 0
 
 
-@attrs.frozen
+@message
 class Pulse:
     """Sent on every link that has been quiet for one pulse interval, by every process:
     the silence of a peer for 5 intervals is how zombies are found."""
 
 
-@attrs.frozen
+@message
 class Ack:
     """Reply to any request that only needs success or an error message."""
 
@@ -167,7 +169,7 @@ class Ack:
 # --- membership (head) --------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class RegisterWorker:
     """Sent by a worker process to the head once it listens, to join the cluster."""
 
@@ -175,14 +177,14 @@ class RegisterWorker:
     worker: WorkerInfo
 
 
-@attrs.frozen
+@message
 class SubscribeMembership:
     """Sent by every runtime to the head: the current workers, then joins and leaves."""
 
     rid: int
 
 
-@attrs.frozen
+@message
 class Membership:
     """Head's reply to SubscribeMembership: the workers alive now."""
 
@@ -190,14 +192,14 @@ class Membership:
     workers: tuple[WorkerInfo, ...]
 
 
-@attrs.frozen
+@message
 class WorkerJoined:
     """Pushed by the head to subscribers when a worker registers."""
 
     worker: WorkerInfo
 
 
-@attrs.frozen
+@message
 class WorkerLeft:
     """Pushed by the head to subscribers when a worker's connection ends."""
 
@@ -205,7 +207,7 @@ class WorkerLeft:
     reason: str
 
 
-@attrs.frozen
+@message
 class WorkerState:
     """Pushed by the head to subscribers when a worker is suspended (no new work is placed
     there) or resumed, by ``Cluster.suspend``/``Cluster.resume``."""
@@ -214,7 +216,7 @@ class WorkerState:
     suspended: bool
 
 
-@attrs.frozen
+@message
 class Shutdown:
     """Sent by the head (or node agent) to a worker: stop now."""
 
@@ -224,7 +226,7 @@ class Shutdown:
 # --- names (head) -------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class RegisterName:
     """Sent by ``.options(name=...).remote()``: claim a name for a new actor, atomically."""
 
@@ -233,7 +235,7 @@ class RegisterName:
     get_if_exists: bool
 
 
-@attrs.frozen
+@message
 class LookupName:
     """Sent by ``ag.get_actor``, ``ctx.send(name)``, ``ag.send(name)``: resolve a name."""
 
@@ -242,7 +244,7 @@ class LookupName:
     namespace: str | None
 
 
-@attrs.frozen
+@message
 class NameReply:
     """Head's reply to RegisterName and LookupName.
 
@@ -256,7 +258,7 @@ class NameReply:
     error: str | None = None
 
 
-@attrs.frozen
+@message
 class ActorEnded:
     """Sent by a worker to the head when an actor ends: frees its name (if it has one) and
     forgets its owner. For a named actor the head sends it on to every process it told where
@@ -268,7 +270,7 @@ class ActorEnded:
     reason: str
 
 
-@attrs.frozen
+@message
 class OwnActor:
     """Sent by the process creating (or restarting) a non-detached actor (``Cls.remote()``,
     a remote coroutine's ``.remote()``) to the head, before the creation itself: the actor is
@@ -281,7 +283,7 @@ class OwnActor:
 # --- a restarted head (``_node/rejoin.py``) ------------------------------------------------
 
 
-@attrs.frozen
+@message
 class RejoinNode:
     """Sent by a node agent that lost its head, to the head at the same address, under its old
     identity, with the workers it kept. Ack; an error: this head declared the node dead (its
@@ -292,7 +294,7 @@ class RejoinNode:
     workers: tuple[WorkerId, ...]
 
 
-@attrs.frozen
+@message
 class RejoinWorker:
     """Sent by a worker that lost its head, on its new link: itself, its actors (the head
     takes their names again) and how to create its detached actors again. Ack; an error: this
@@ -339,6 +341,9 @@ Message: TypeAlias = (
     | CreateActor
     | CallActor
     | TaskResult
+    | TaskResults
+    | ActorCalls
+    | SubmitTasks
     | CancelTask
     | CancelById
     | KillActor

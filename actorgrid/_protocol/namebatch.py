@@ -3,13 +3,12 @@ claims of many ``.options(name=...).remote()`` calls, and the first lookups of m
 each one frame per loop turn instead of one round trip each (issue 13: 100,000 named agents).
 """
 
-import attrs
-
 from .ids import ActorId
 from .records import ActorInfo
+from .wireclass import message
 
 
-@attrs.frozen
+@message
 class ClaimNames:
     """Sent to the head by ``.options(name=...).remote()`` of actors placed at once (the
     claims one loop turn queued, in order): claim each name for its new actor, atomically,
@@ -20,7 +19,7 @@ class ClaimNames:
     actors: tuple[ActorInfo, ...]
 
 
-@attrs.frozen
+@message
 class NamesClaimed:
     """The head's reply to ClaimNames: the claims that failed only, each as (its index in
     ``actors``, the actor holding the name, why); every other claim holds."""
@@ -29,7 +28,7 @@ class NamesClaimed:
     refused: tuple[tuple[int, ActorInfo | None, str], ...]
 
 
-@attrs.frozen
+@message
 class LookupNames:
     """Sent to the head by ``ctx.send(name)``, ``ag.send(name)``, ``ask``: the first lookups
     of the names one loop turn asked for, as (namespace, name). Answered with NamesFound."""
@@ -38,7 +37,7 @@ class LookupNames:
     keys: tuple[tuple[str, str], ...]
 
 
-@attrs.frozen
+@message
 class NamesFound:
     """The head's reply to LookupNames: the actor holding each name, in the order asked
     (None: no live actor holds it)."""
@@ -47,7 +46,7 @@ class NamesFound:
     actors: tuple[ActorInfo | None, ...]
 
 
-@attrs.frozen
+@message
 class NamesEnded:
     """Sent by the head to a process it told where these named actors live (it may cache
     them): they have ended, forget them; the named actors that ended in one loop turn of

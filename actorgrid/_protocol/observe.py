@@ -14,10 +14,9 @@ import sys
 from array import array
 from collections.abc import Iterable
 
-import attrs
-
 from .ids import ActorId, NodeId, ObjectId, WorkerId
 from .operations import Event
+from .wireclass import message
 
 # A kind's index here is its code in TaskEvents.kinds; append only (the wire depends on it).
 TASK_EVENT_KINDS = (
@@ -42,7 +41,7 @@ _TIME = struct.Struct("<d")
 _SWAP = sys.byteorder != "little"  # the columns are little-endian on the wire
 
 
-@attrs.frozen
+@message
 class TaskEvents:
     """Sent by every process that owns or runs calls (drivers, workers) to the head once per
     flush interval, and forwarded by the head to each event subscriber (``Cluster.events()``,
@@ -179,7 +178,7 @@ def expand_task_events(batch: TaskEvents) -> list[Event]:
     return events
 
 
-@attrs.frozen
+@message
 class OutputLine:
     """One line a worker wrote to its stdout or stderr (or a ``logging`` record)."""
 
@@ -192,7 +191,7 @@ class OutputLine:
     time: float = 0.0
 
 
-@attrs.frozen
+@message
 class CallSpans:
     """Sent by a worker to the head once per flush interval, and by the head on to the driver
     at ``root``: the calls the worker sent on behalf of that driver's work (nested tasks,
@@ -203,7 +202,7 @@ class CallSpans:
     spans: tuple[tuple[str, bytes, int, float, float, bool], ...]
 
 
-@attrs.frozen
+@message
 class WorkerOutput:
     """Sent by a node agent to the head, and by the head to each driver that asked for output
     (``ag.init(log_to_driver=True)``, the default): lines written by workers, oldest first.
@@ -215,7 +214,7 @@ class WorkerOutput:
     dropped: int = 0
 
 
-@attrs.frozen
+@message
 class SubscribeOutput:
     """Sent by a driver to the head (``log_to_driver=True``): send me the output of the calls
     I sent; with ``everything``, every worker's output (``actorgrid logs --follow``). No
@@ -224,7 +223,7 @@ class SubscribeOutput:
     everything: bool = False
 
 
-@attrs.frozen
+@message
 class ReadLogs:
     """Sent by ``Cluster.read_logs`` (``actorgrid logs``) to the head, which asks every node
     agent that matches ``node`` (a hex prefix, "" for all) with the same message; answered
@@ -238,7 +237,7 @@ class ReadLogs:
     tail: int = 0
 
 
-@attrs.frozen
+@message
 class LogLines:
     """Reply to ReadLogs: lines of the nodes' log files, each "(source pid=P node=H) text",
     oldest first; ``error`` says why some node could not be read."""

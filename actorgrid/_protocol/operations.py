@@ -1,15 +1,14 @@
 """Messages about nodes, events and operations (the head): events, control, cluster views.
 Part of the closed union in ``messages``, which re-exports them."""
 
-import attrs
-
 from .ids import ActorId, NodeId, ObjectId, WorkerId
 from .records import Availability, NodeInfo, WorkerInfo
+from .wireclass import message
 
 # --- nodes, events and operations (head) --------------------------------------------------
 
 
-@attrs.frozen
+@message
 class RegisterNode:
     """Sent by a node agent to the head once connected, to join the cluster."""
 
@@ -17,7 +16,7 @@ class RegisterNode:
     node: NodeInfo
 
 
-@attrs.frozen
+@message
 class NodeStatus:
     """Sent by a node agent to the head every pulse interval: its resources right now."""
 
@@ -56,7 +55,7 @@ EVENT_KINDS = frozenset(
 )
 
 
-@attrs.frozen
+@message
 class Event:
     """Something happened in the cluster: ``Cluster.events()`` yields these.
 
@@ -80,7 +79,7 @@ class Event:
     error: str = ""  # task_failed: the error, as "Type: message"
 
 
-@attrs.frozen
+@message
 class EventBatch:
     """Events sent together, oldest first: task and actor events are batched per link and
     interval by the processes that see them (owners, workers), never one message per task.
@@ -90,14 +89,14 @@ class EventBatch:
     dropped: int = 0
 
 
-@attrs.frozen
+@message
 class SubscribeEvents:
     """Sent by ``Cluster.events()``: the recent events, then every new one."""
 
     rid: int
 
 
-@attrs.frozen
+@message
 class EventHistory:
     """Head's reply to SubscribeEvents: the events it still remembers, oldest first."""
 
@@ -105,7 +104,7 @@ class EventHistory:
     events: tuple[Event, ...]
 
 
-@attrs.frozen
+@message
 class ControlWorker:
     """Sent by ``Cluster.close_worker``/``restart_worker``/``suspend``/``resume`` to the head,
     which applies it or forwards it to the worker's node agent. Answered with Ack.
@@ -121,7 +120,7 @@ class ControlWorker:
     restart: bool = False
 
 
-@attrs.frozen
+@message
 class ControlNode:
     """Sent by ``Cluster.close_node``/``suspend``/``resume`` to the head; like ControlWorker
     for every worker of a node, and "close"/"terminate" also stop the node agent."""
@@ -131,7 +130,7 @@ class ControlNode:
     action: str
 
 
-@attrs.frozen
+@message
 class QueryCluster:
     """Sent by ``Cluster.nodes()`` and ``Cluster.status()``: the head's view of the cluster;
     with ``detail``, the head first asks every worker for a WorkerReport."""
@@ -140,14 +139,14 @@ class QueryCluster:
     detail: bool = False
 
 
-@attrs.frozen
+@message
 class QueryWorker:
     """Sent by the head to a worker (for ``Cluster.status()``): answered with WorkerReport."""
 
     rid: int
 
 
-@attrs.frozen
+@message
 class ActorSummary:
     """One live actor, as its worker reports it."""
 
@@ -160,7 +159,7 @@ class ActorSummary:
     mailbox_depth: int = 0  # messages waiting for the actor (its mailbox and overflow)
 
 
-@attrs.frozen
+@message
 class TaskSummary:
     """One call on a worker (a task, an actor call, or a running coroutine actor), as its
     worker reports it for ``Cluster.status()``."""
@@ -172,7 +171,7 @@ class TaskSummary:
     worker_id: WorkerId | None = None
 
 
-@attrs.frozen
+@message
 class WorkerReport:
     """A worker's answer to QueryWorker: its actors and its calls."""
 
@@ -185,7 +184,7 @@ class WorkerReport:
     held: tuple[tuple[str, float], ...] = ()  # resources its tasks and actors hold now
 
 
-@attrs.frozen
+@message
 class NodeView:
     """One node in a ClusterView."""
 
@@ -196,7 +195,7 @@ class NodeView:
     detail: str = ""  # why it is unhealthy: "all workers of node N are in a crash loop: ..."
 
 
-@attrs.frozen
+@message
 class WorkerView:
     """One worker in a ClusterView; ``running``/``queued`` are -1 unless asked in detail."""
 
@@ -208,7 +207,7 @@ class WorkerView:
     held: tuple[tuple[str, float], ...] = ()
 
 
-@attrs.frozen
+@message
 class ClusterView:
     """Head's reply to QueryCluster."""
 

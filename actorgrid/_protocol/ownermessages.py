@@ -1,11 +1,10 @@
 """Messages of ownership (part of the closed union in ``messages.py``)."""
 
-import attrs
-
 from .records import ActorInfo
+from .wireclass import message
 
 
-@attrs.frozen
+@message
 class LocateActor:
     """Sent to the head by a process whose call to ``actor`` found its worker gone, when the
     actor may be restarted by its owner (or, detached, by the head): where does it live now?

@@ -1,12 +1,11 @@
 """Records carried inside messages: serialized user data, and what a worker, an actor and a node
 are. Re-exported by ``messages``."""
 
-import attrs
-
 from .ids import ActorId, NodeId, WorkerId
+from .wireclass import message
 
 
-@attrs.frozen
+@message
 class Payload:
     """Serialized user data: pickle bytes and the out-of-band buffers they refer to."""
 
@@ -20,7 +19,7 @@ class Payload:
         return len(self.data) + sum(b.nbytes for b in self.buffers)
 
 
-@attrs.frozen
+@message
 class WorkerInfo:
     """Where a worker lives and what it offers; carried by membership messages."""
 
@@ -37,7 +36,7 @@ class WorkerInfo:
     env: str = ""  # the key of its runtime environment ("": none); it serves only that env
 
 
-@attrs.frozen
+@message
 class ActorInfo:
     """Where an actor lives: enough to address it from any process."""
 
@@ -56,7 +55,7 @@ class ActorInfo:
     resources: tuple[tuple[str, float], ...] = ()  # what it holds on its worker while alive
 
 
-@attrs.frozen
+@message
 class Availability:
     """A node's resources at one pulse (psutil), as dispycos reports them."""
 
@@ -77,7 +76,7 @@ class Availability:
     store_pooled_bytes: int = 0
 
 
-@attrs.frozen
+@message
 class NodeInfo:
     """A node agent: one per machine; carried by RegisterNode and cluster listings."""
 

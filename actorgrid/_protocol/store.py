@@ -7,13 +7,13 @@ caches it in its own node's store; the owner frees it there when its last refere
 
 from typing import Any
 
-import attrs
 import msgpack
 
 from .records import Payload
+from .wireclass import message
 
 
-@attrs.frozen
+@message
 class PullObject:
     """Sent by a process that reads a value held in another node's store (``ag.get``, a
     task's ref argument) to the process there that wrote it: send ``length`` bytes of the
@@ -28,7 +28,7 @@ class PullObject:
     bulk: bool = False
 
 
-@attrs.frozen
+@message
 class ObjectChunk:
     """Reply to PullObject: ``data`` holds the bytes as one out-of-band buffer, and ``total``
     is the size of the whole file; ``ok`` False: ``data`` is the boxed error (object lost)."""
@@ -39,7 +39,7 @@ class ObjectChunk:
     data: Payload
 
 
-@attrs.frozen
+@message
 class FreeObjects:
     """Sent by the owner of values held in a store, when their last references went, to the
     process that wrote them; and by that process to each process of another node that pulled
@@ -48,7 +48,7 @@ class FreeObjects:
     names: tuple[str, ...]
 
 
-@attrs.frozen
+@message
 class ChunkHead:
     """An ObjectChunk's envelope, read before its bytes (``_transport/bulk.py``): ``length``
     bytes of the object's file follow it in the frame."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
@@ -84,6 +85,7 @@ class ActorHandle(Generic[T]):
         "_cls",
         "_error",
         "_info",
+        "_methods",
         "_queued",
         "_ready",
     )
@@ -106,6 +108,7 @@ class ActorHandle(Generic[T]):
         h._error = None
         h._claimed = None
         h._ready = None if info is not None else trio.Event()
+        h._methods = {}
         return h
 
     _info: ActorInfo | None
@@ -117,6 +120,9 @@ class ActorHandle(Generic[T]):
     # wait for; `await handle` does, so a taken name raises there.
     _claimed: trio.Event | None
     _ready: trio.Event | None
+    # Its methods reached so far (``handle.ping``), made and checked once: a loop of
+    # ``handle.ping.remote()`` builds no ActorMethod per call.
+    _methods: dict[str, ActorMethod[..., Any]]
 
     @property
     def actor_id(self) -> ActorId:
@@ -147,6 +153,9 @@ class ActorHandle(Generic[T]):
     def __getattr__(self, name: str) -> ActorMethod[..., Any]:
         if name.startswith("__"):
             raise AttributeError(name)
+        method = self._methods.get(name)
+        if method is not None:
+            return method
         info = self._info
         if info is not None:
             if info.kind != "class":
@@ -159,6 +168,8 @@ class ActorHandle(Generic[T]):
                     f"actor class {info.label} has no method {name!r}; it has: "
                     + ", ".join(info.methods)
                 )
+            method = self._methods[name] = ActorMethod(self, name)
+            return method  # checked against its class: kept (an actor's methods never change)
         return ActorMethod(self, name)
 
     def __reduce__(self) -> Any:
@@ -222,13 +233,16 @@ class ActorMethod(Generic[P, R]):
     ``.options(streaming=True)`` for that.
     """
 
-    __slots__ = ("_handle", "_name", "_streaming", "_window")
+    __slots__ = ("_handle", "_name", "_streaming", "_template", "_window")
 
     def __init__(self, handle: ActorHandle[Any], name: str) -> None:
         self._handle = handle
         self._name = name
         self._streaming: bool | None = None  # None: a generator method streams
         self._window = 0
+        # What each call to it needs of its handle, worked out on the first call and again
+        # whenever the handle's ActorInfo changes (a restart): see _Template.
+        self._template: _Template | None = None
 
     def options(
         self, *, streaming: bool | None = None, generator_backpressure: int = 0
@@ -252,17 +266,20 @@ class ActorMethod(Generic[P, R]):
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         rt = cast("CallerRuntime", current.get())
         h = self._handle
-        if h._checks is not None and (check := h._checks[self._name]) is not None:
-            check.check(args, kwargs)
+        t = self._template
+        if t is None or t.info is not h._info:
+            t = self._template = _Template(self, h)
+        if t.check is not None:
+            t.check.check(args, kwargs)
         if h._error is not None:
             raise h._error
-        fn = getattr(h._cls, self._name, None) if h._cls is not None else None
-        label = f"{h._info.label if h._info else 'actor'}.{self._name}"
-        streaming = self._streaming
-        if streaming or (streaming is None and fn is not None and is_generator_function(fn)):
-            return self._remote_stream(rt, fn, label, args, kwargs)  # type: ignore[return-value]
-        payload = dumps_call(label, fn, args, kwargs, skip=1)
-        rt.check_size(payload, label)
+        if t.streaming:
+            return self._remote_stream(rt, t.fn, t.label, args, kwargs)  # type: ignore[return-value]
+        if args or kwargs:
+            payload = dumps_call(t.label, t.fn, args, kwargs, skip=1)
+            rt.check_size(payload, t.label)
+        else:
+            payload = _NO_ARGS  # immutable, and small: never placed in the store
         entry = rt.new_entry()
         rt.observe.call_made(entry.object_id)  # its call tree's root, taken in this thread
         if rt.portal.in_loop_thread() or not rt.send_call_direct(h, entry, self._name, payload):
@@ -286,3 +303,26 @@ class ActorMethod(Generic[P, R]):
         gen: ObjectRefGenerator[Any] = ObjectRefGenerator._make(rt, rt.streams, entry, window)
         rt.on_loop(rt.send_call, self._handle, entry, self._name, payload)
         return gen
+
+
+# The arguments of every call that passes none: pickled once.
+_NO_ARGS = Payload(pickle.dumps(((), {}), protocol=5))
+
+
+class _Template:
+    """What a method's calls need of its handle, for as long as the handle's ActorInfo is
+    this one: the argument check, the class's function (a generator streams), the label that
+    errors name. Worked out once rather than per ``.remote()``."""
+
+    __slots__ = ("check", "fn", "info", "label", "streaming")
+
+    def __init__(self, method: ActorMethod[..., Any], h: ActorHandle[Any]) -> None:
+        name = method._name
+        self.info = h._info
+        self.check = h._checks[name] if h._checks is not None else None
+        self.fn = fn = getattr(h._cls, name, None) if h._cls is not None else None
+        self.label = f"{h._info.label if h._info else 'actor'}.{name}"
+        streaming = method._streaming
+        self.streaming = bool(
+            streaming or (streaming is None and fn is not None and is_generator_function(fn))
+        )

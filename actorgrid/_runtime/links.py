@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ from .._protocol.messages import (
     StreamItem,
     SubscribeEvents,
     TaskResult,
+    TaskResults,
     TasksCancelled,
     WorkerInfo,
     WorkerJoined,
@@ -65,7 +65,7 @@ from .portal import Portal
 from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .records import OwnedActor, Sent, TaskSpec, _describe
 from .refcounting import RefCounts
-from .refs import PENDING, ObjectEntry
+from .refs import PENDING, EntryTable, ObjectEntry
 from .seams import Pool, Seams, default_seams
 from .waiting import WorkerWait
 
@@ -94,6 +94,7 @@ class RuntimeLinks(RuntimeMembership):
     # handlers and failover call; declared here so that each layer type-checks on its own.
     _on_fetch: Callable[[Peer, FetchObject], None]
     _on_result: Callable[[Peer, TaskResult], None]
+    _on_results: Callable[[Peer, TaskResults], None]  # tasks.py: a worker's batch of answers
     _on_names_ended: Callable[[Peer, NamesEnded], None]
     _send_spec: Callable[[ObjectEntry, TaskSpec], None]
     _retry_task: Callable[..., None]
@@ -150,9 +151,7 @@ class RuntimeLinks(RuntimeMembership):
         self.dial_timeout_s = max(DIAL_TIMEOUT_INTERVALS * pulse_interval_s, DIAL_TIMEOUT_MIN_S)
         self.peers: dict[str, Peer] = {}
         self.headlink: HeadLink | None = None
-        self.objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry] = (
-            weakref.WeakValueDictionary()
-        )
+        self.objects = EntryTable()  # held weakly (refs.py)
         self.refs = RefCounts(self)  # reference counting of objects whose refs left
         self.names = NameCache()
         # Bumped when the head says named actors ended: a name reply that was in flight
@@ -176,6 +175,7 @@ class RuntimeLinks(RuntimeMembership):
         self.streams = CallerStreams(self)  # remote generators this process consumes
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
+            TaskResults: self._on_results,
             TasksCancelled: self._on_tasks_cancelled,
             FetchObject: self._on_fetch,
             DeliveryFailed: self._on_delivery_failed,

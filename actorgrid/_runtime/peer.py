@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from .._exceptions import ProtocolError, unwrap_group
+from .._protocol.coalesce import encode_frames
 from .._protocol.codec import decode, encode
 from .._protocol.envmessages import JobList, JobLogs, JobStarted, PackageData, PackageHave
 from .._protocol.messages import (
@@ -204,7 +205,8 @@ class Peer:
         del self._out[:_BATCH_MAX]
         with self._lock:
             try:
-                if stream.send_nowait([encode(m) for m in messages]) and not self._out:
+                frames = encode_frames(messages, getattr(stream, "max_message_bytes", 0))
+                if stream.send_nowait(frames) and not self._out:
                     return
             except trio.BrokenResourceError:
                 pass  # the reader sees the broken connection and closes the peer
@@ -351,7 +353,9 @@ class Peer:
             with self._lock:
                 self._writing = True
             try:
-                await stream.send_frames([encode(m) for m in messages])
+                await stream.send_frames(
+                    encode_frames(messages, getattr(stream, "max_message_bytes", 0))
+                )
             finally:
                 self._writing = False
             if len(self._out) < _HIGH_WATER:

@@ -67,7 +67,7 @@ from .._scheduler.refcount import (
     RefTable,
     Release,
 )
-from .refs import PENDING, READY, ObjectEntry
+from .refs import PENDING, READY, EntryTable, ObjectEntry
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -122,7 +122,7 @@ class _Host(Protocol):
     """What the shell needs of the Runtime."""
 
     address: str
-    objects: weakref.WeakValueDictionary[ObjectId, ObjectEntry]
+    objects: EntryTable
 
     def is_worker(self, address: str) -> bool: ...
 

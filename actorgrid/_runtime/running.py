@@ -8,6 +8,7 @@ import inspect
 import os
 import signal
 import socket
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from .._exceptions import ActorDiedError, SerializationError, TaskCancelledError
 from .._protocol.ids import ActorId, ObjectId, short
 from .._protocol.messages import (
     Ack,
+    ActorCalls,
     ActorInfo,
     ActorSummary,
     CallActor,
@@ -33,7 +35,9 @@ from .._protocol.messages import (
     QueryWorker,
     StreamAck,
     SubmitTask,
+    SubmitTasks,
     TaskResult,
+    TaskResults,
     TaskSummary,
     WorkerReport,
 )
@@ -64,6 +68,10 @@ from .starting import START_BATCH, Starter
 # once): a worker that goes quiet is tidy again within it, for one wake-up of its loop per
 # period.
 ENDED_DRAIN_S = 1.0
+# A TaskResults holds at most this many answers, of at most this many payload bytes in all
+# (each answer is under max_message_bytes; a batch must be too): more go in further batches.
+ANSWERS_BATCH_MAX = 1024
+ANSWERS_BATCH_BYTES = 1 << 20
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -103,6 +111,11 @@ class ExecutorTasks:
         # arriving, a cancel, a listing, or every ENDED_DRAIN_S), rather than waking the loop
         # once per call for it. Appended by pool threads, drained on the loop (deque: atomic).
         self._ended_later: deque[ObjectId] = deque()
+        # Answers that pool threads finished while others were pending, for the loop to send
+        # in batches (_send_answers): one hop to the loop and one TaskResults per caller for
+        # all that a turn of the loop finds, not one of each per call.
+        self._answers: list[tuple[_TaskItem | _Call, bool, Payload]] = []
+        self._answers_lock = threading.Lock()
         self.streams = WorkerStreams(self)  # remote generators being driven here
         self.starter = Starter()  # coroutine agents start a batch per loop turn (starting.py)
         self._nursery: trio.Nursery | None = None
@@ -117,8 +130,10 @@ class ExecutorTasks:
     def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]:
         return {
             SubmitTask: self.on_submit,
+            SubmitTasks: self._on_submits,
             CreateActor: self.on_create,
             CallActor: self._on_call,
+            ActorCalls: self._on_calls,
             CancelTask: self.on_cancel,
             CancelById: self.on_cancel_by_id,
             KillActor: self.on_kill,
@@ -133,6 +148,20 @@ class ExecutorTasks:
         if self._ended_later:
             self.drain_ended()
         return self.on_call(peer, msg)
+
+    def _on_calls(self, peer: Peer, msg: ActorCalls) -> None:
+        """A run of calls a caller's writer coalesced (``coalesce.py``): each as its own."""
+        if self._ended_later:
+            self.drain_ended()
+        on_call = self.on_call
+        for call in msg.calls:
+            on_call(peer, call)  # never waits (a full mailbox parks its calls in order)
+
+    def _on_submits(self, peer: Peer, msg: SubmitTasks) -> None:
+        """A run of tasks a caller's writer coalesced: each as its own SubmitTask."""
+        on_submit = self.on_submit
+        for task in msg.tasks:
+            on_submit(peer, task)
 
     def drain_ended(self) -> None:
         """Loop: the bookkeeping of calls answered from their threads (O(those), each once)."""
@@ -295,8 +324,9 @@ class ExecutorTasks:
     def finish_from_thread(
         self, item: _TaskItem | _Call, peer: Peer, ok: bool, payload: Payload, last: bool
     ) -> None:
-        """On a pool thread: report a result. The last of a burst goes straight to the
-        caller's socket; the others go through the loop, which batches them into few writes.
+        """On a pool thread: report a result. A lone one (the last of a burst, with no other
+        answer waiting) goes straight to the caller's socket; the others wait in ``_answers``
+        for the loop, which sends all it finds there in one TaskResults per caller.
 
         An actor call answered straight holds no resources (its actor does); with nothing
         queued for the loop (``portal.idle``), the tasks it started are registered as its
@@ -307,16 +337,40 @@ class ExecutorTasks:
         if (
             last
             and not item.cancelled
+            and not self._answers
             and peer.send_threadsafe(TaskResult(item.task_id, ok, payload))
         ):
             if type(item) is _Call and self.runtime.portal.idle():
                 self._ended_later.append(item.task_id)
             else:
                 self.runtime.portal.call_soon(self._ended, item.task_id)
-        elif isinstance(item, _TaskItem):
-            self.runtime.portal.call_soon(self.task_done, item, ok, payload)
-        else:
-            self.runtime.portal.call_soon(self.call_done, item, ok, payload)
+            return
+        with self._answers_lock:
+            answers = self._answers
+            answers.append((item, ok, payload))
+            first = len(answers) == 1
+        if first:  # the others join this batch until the loop takes it
+            self.runtime.portal.call_soon(self._send_answers)
+
+    def _send_answers(self) -> None:
+        """Loop: the bookkeeping of the answers pool threads left in ``_answers``, then the
+        answers themselves, batched per caller, in the order they were finished."""
+        with self._answers_lock:
+            answers, self._answers = self._answers, []
+        batches: dict[Peer, list[TaskResult]] = {}
+        for item, ok, payload in answers:
+            if type(item) is _TaskItem:
+                self._ended(item.task_id)
+                if item.cancelled:
+                    ok, payload = False, _cancelled(item.label)
+            else:
+                self.tasks.pop(item.task_id, None)
+            batch = batches.get(item.peer)
+            if batch is None:
+                batch = batches[item.peer] = []
+            batch.append(TaskResult(item.task_id, ok, payload))
+        for peer, results in batches.items():
+            send_results(peer, results)
 
     def _ended(self, task_id: ObjectId) -> None:
         self.tasks.pop(task_id, None)
@@ -520,3 +574,20 @@ class ExecutorTasks:
             await trio.sleep(_IDLE_POLL_S)
 
     # --- actors --------------------------------------------------------------------------------
+
+
+def send_results(peer: Peer, results: list[TaskResult]) -> None:
+    """Loop: send ``results`` to ``peer`` in order, as few messages as their sizes allow."""
+    if len(results) == 1:
+        peer.send(results[0])
+        return
+    batch: list[TaskResult] = []
+    nbytes = 0
+    for result in results:
+        size = result.value.nbytes
+        if batch and (len(batch) >= ANSWERS_BATCH_MAX or nbytes + size > ANSWERS_BATCH_BYTES):
+            peer.send(batch[0] if len(batch) == 1 else TaskResults(tuple(batch)))
+            batch, nbytes = [], 0
+        batch.append(result)
+        nbytes += size
+    peer.send(batch[0] if len(batch) == 1 else TaskResults(tuple(batch)))

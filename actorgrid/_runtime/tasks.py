@@ -20,7 +20,14 @@ import attrs
 
 from .._exceptions import TaskCancelledError, WorkerDiedError
 from .._protocol.ids import ObjectId
-from .._protocol.messages import ActorInfo, CancelTask, Payload, SubmitTask, TaskResult
+from .._protocol.messages import (
+    ActorInfo,
+    CancelTask,
+    Payload,
+    SubmitTask,
+    TaskResult,
+    TaskResults,
+)
 from .._scheduler.demand import Demand, as_demand
 from .._scheduler.owner import (
     ActorEnded,
@@ -300,6 +307,13 @@ class RuntimeTasks(RuntimeObjects):
         entry.where = None
         spec.actor = entry.actor = attrs.evolve(spec.actor, address=worker.address)
         self._send_spec(entry, spec)
+
+    def _on_results(self, peer: Peer, msg: TaskResults) -> None:
+        """Loop: a worker's batch of answers (``running.py``), each handled as its own
+        TaskResult, in the order the worker finished them."""
+        on_result = self._on_result
+        for result in msg.results:
+            on_result(peer, result)
 
     def _on_result(self, peer: Peer, msg: TaskResult) -> None:
         sent = peer.inflight.pop(msg.task_id, None)

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import attrs
+from .._protocol.wireclass import message
 
 __all__ = [
     "MAX_HOPS",
@@ -73,7 +73,7 @@ def owner_of(ident: Ident, workers: Iterable[str]) -> str | None:
 # --- events --------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class Arrived:
     """A message for ``ident`` reached this worker, after ``hops`` forwards."""
 
@@ -82,14 +82,14 @@ class Arrived:
     hops: int = 0
 
 
-@attrs.frozen
+@message
 class Idle:
     """The activation of ``ident`` has had no message for its idle timeout."""
 
     ident: Ident
 
 
-@attrs.frozen
+@message
 class Ended:
     """The activation of ``ident`` has returned (deactivated, or ended by itself).
     ``unconsumed``: messages it had been given and never took in (held while its mailbox
@@ -99,7 +99,7 @@ class Ended:
     unconsumed: tuple[Any, ...] = ()
 
 
-@attrs.frozen
+@message
 class Members:
     """The live workers changed."""
 
@@ -109,25 +109,25 @@ class Members:
 # --- commands ------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class Activate:
     ident: Ident
 
 
-@attrs.frozen
+@message
 class Deliver:
     ident: Ident
     item: Any
 
 
-@attrs.frozen
+@message
 class Forward:
     address: str
     item: Any
     hops: int
 
 
-@attrs.frozen
+@message
 class Deactivate:
     ident: Ident
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import enum
 
-import attrs
-
 from .._protocol.ids import ActorId, ObjectId
+from .._protocol.wireclass import message
 from . import refcount
 
 __all__ = [
@@ -63,7 +62,7 @@ class Why(enum.Enum):
 # --- events ----------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class TaskSubmitted:
     """A task was submitted here; ``max_retries``: times it may be placed again after its
     worker died or it raised a retryable error (-1: no limit)."""
@@ -72,7 +71,7 @@ class TaskSubmitted:
     max_retries: int = 0
 
 
-@attrs.frozen
+@message
 class TaskPlaced:
     """The shell sent the task to the worker at ``address``."""
 
@@ -80,7 +79,7 @@ class TaskPlaced:
     address: str
 
 
-@attrs.frozen
+@message
 class ActorAdded:
     """This process created an actor, placed at ``address``; it may be restarted
     ``max_restarts`` times (-1: no limit)."""
@@ -90,7 +89,7 @@ class ActorAdded:
     max_restarts: int = 0
 
 
-@attrs.frozen
+@message
 class CallSubmitted:
     """A method call to an actor this process created; ``max_retries``: times it may be
     re-sent to a restarted incarnation after its actor died under it (-1: no limit)."""
@@ -100,7 +99,7 @@ class CallSubmitted:
     max_retries: int = 0
 
 
-@attrs.frozen
+@message
 class CallSent:
     """The shell sent a call to an actor this process created straight to ``address`` (from
     another thread, on the hot path), and tells the owner after the fact, but before any
@@ -112,14 +111,14 @@ class CallSent:
     max_retries: int = 0
 
 
-@attrs.frozen
+@message
 class ActorKilled:
     """``ag.kill`` ended the actor: it is never restarted; calls made to it later fail."""
 
     actor_id: ActorId
 
 
-@attrs.frozen
+@message
 class ActorEnded:
     """The actor ended by itself (its creation failed, or its worker reported it over): it is
     never restarted; like ``ActorKilled``, calls made to it later fail at once."""
@@ -127,7 +126,7 @@ class ActorEnded:
     actor_id: ActorId
 
 
-@attrs.frozen
+@message
 class ResultArrived:
     """The answer of a call in flight. ``retryable``: an error the task's ``retry_on``
     matches (never for a cancelled call or an actor call)."""
@@ -137,7 +136,7 @@ class ResultArrived:
     retryable: bool = False
 
 
-@attrs.frozen
+@message
 class WorkerGone:
     """The process at ``address`` is gone (its link died, or the head declared it dead).
     ``written``: False when nothing was ever written to it (its dial failed), so the tasks
@@ -149,19 +148,19 @@ class WorkerGone:
     retry: bool = True
 
 
-@attrs.frozen
+@message
 class CancelRequested:
     call_id: CallId
     force: bool = False
 
 
-@attrs.frozen
+@message
 class ActorRestarted:
     actor_id: ActorId
     address: str
 
 
-@attrs.frozen
+@message
 class ActorRestartFailed:
     actor_id: ActorId
 
@@ -169,7 +168,7 @@ class ActorRestartFailed:
 # --- actors this process calls but does not own, and its coroutine actors (owner_follow.py)
 
 
-@attrs.frozen
+@message
 class FollowedCallSubmitted:
     """A call to an actor owned by another process, made here, last known at ``address``
     (the handle's): sent at once unless its actor is being looked for (then it waits)."""
@@ -180,7 +179,7 @@ class FollowedCallSubmitted:
     max_retries: int = 0
 
 
-@attrs.frozen
+@message
 class FollowedCallLost:
     """A call to an actor owned by another process, sent to ``address``, was lost there with
     its worker (``written``: it may have run). ``restartable``: the actor has max_restarts,
@@ -194,7 +193,7 @@ class FollowedCallLost:
     restartable: bool = True
 
 
-@attrs.frozen
+@message
 class ActorLocated:
     """The head says where the actor looked for (``LocateActor``) lives now."""
 
@@ -202,14 +201,14 @@ class ActorLocated:
     address: str
 
 
-@attrs.frozen
+@message
 class ActorNotLocated:
     """The actor looked for was not found alive elsewhere in time: it is dead."""
 
     actor_id: ActorId
 
 
-@attrs.frozen
+@message
 class CoroutineLost:
     """The worker running a remote coroutine actor started here died under it;
     ``max_restarts``: restarts it has left (-1: no limit)."""
@@ -219,7 +218,7 @@ class CoroutineLost:
     max_restarts: int = 0
 
 
-@attrs.frozen
+@message
 class CoroutineRestarted:
     """The coroutine actor was placed again at ``address`` (answer to ``RestartCoroutine``)."""
 
@@ -227,7 +226,7 @@ class CoroutineRestarted:
     address: str
 
 
-@attrs.frozen
+@message
 class CoroutineRestartFailed:
     call_id: CallId
 
@@ -259,7 +258,7 @@ Event = (
 # --- commands --------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class PlaceTask:
     """Choose a worker for the task and send it there (answer ``TaskPlaced``); ``retry``:
     it is sent again after a failure."""
@@ -268,7 +267,7 @@ class PlaceTask:
     retry: bool = False
 
 
-@attrs.frozen
+@message
 class SendCall:
     """Send the actor call to ``address`` (again, after a restart, when ``retry``)."""
 
@@ -277,21 +276,21 @@ class SendCall:
     retry: bool = False
 
 
-@attrs.frozen
+@message
 class SendCancel:
     call_id: CallId
     address: str
     force: bool
 
 
-@attrs.frozen
+@message
 class RestartActor:
     """Place the actor again, same id (answer ``ActorRestarted`` or ``ActorRestartFailed``)."""
 
     actor_id: ActorId
 
 
-@attrs.frozen
+@message
 class ActorDead:
     """The actor's worker died and it may not be restarted (no restarts left, or this
     process is stopping): it is dead for good."""
@@ -299,7 +298,7 @@ class ActorDead:
     actor_id: ActorId
 
 
-@attrs.frozen
+@message
 class Resolve:
     """Resolve the call's ref: with its answer (VALUE, ERROR) or with the error ``why``
     names."""
@@ -308,7 +307,7 @@ class Resolve:
     why: Why
 
 
-@attrs.frozen
+@message
 class LocateActor:
     """Ask the head where the actor (last seen at ``address``) lives now, until it is found
     elsewhere (``ActorLocated``) or given up on (``ActorNotLocated``)."""
@@ -317,7 +316,7 @@ class LocateActor:
     address: str
 
 
-@attrs.frozen
+@message
 class SendFollowed:
     """Send the call to the actor owned elsewhere at ``address``; the state forgets it (its
     answer resolves it in the shell; a loss there comes back as ``FollowedCallLost`` with
@@ -328,7 +327,7 @@ class SendFollowed:
     max_retries: int
 
 
-@attrs.frozen
+@message
 class RestartCoroutine:
     """Place the coroutine actor again, same id (answer ``CoroutineRestarted`` or
     ``CoroutineRestartFailed``)."""
@@ -336,7 +335,7 @@ class RestartCoroutine:
     call_id: CallId
 
 
-@attrs.frozen
+@message
 class SendCoroutine:
     """Start the restarted coroutine actor at ``address``; the state forgets it (a loss there
     comes back as ``CoroutineLost``)."""

@@ -23,7 +23,7 @@ Costs: O(1) per event, plus O(files removed) for ``Shrink``. Never reads a clock
 
 from __future__ import annotations
 
-import attrs
+from .._protocol.wireclass import message
 
 __all__ = [
     "POOL_MIN_BYTES",
@@ -50,7 +50,7 @@ def pool_name(size: int, name: str) -> str:
     return f"{size_class(size)}-{name}"
 
 
-@attrs.frozen
+@message
 class Offered:
     """The store removed object ``name`` (``size`` bytes) from shared memory: recycle it?"""
 
@@ -58,14 +58,14 @@ class Offered:
     size: int
 
 
-@attrs.frozen
+@message
 class Claimed:
     """A writer took file ``pooled`` out of the pool."""
 
     pooled: str
 
 
-@attrs.frozen
+@message
 class Shrink:
     """The store's memory is short: give back every pooled file."""
 
@@ -73,7 +73,7 @@ class Shrink:
 Event = Offered | Claimed | Shrink
 
 
-@attrs.frozen
+@message
 class Recycle:
     """Move object ``name``'s file into the pool folder as ``pooled``."""
 
@@ -81,7 +81,7 @@ class Recycle:
     pooled: str
 
 
-@attrs.frozen
+@message
 class Remove:
     """Remove the file: object ``name``'s (``pooled`` empty), or pool file ``pooled``."""
 

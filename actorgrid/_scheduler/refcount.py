@@ -47,9 +47,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TypeVar
 
-import attrs
-
 from .._protocol.ids import ObjectId
+from .._protocol.wireclass import message
 
 __all__ = [
     "AddBorrower",
@@ -74,7 +73,7 @@ __all__ = [
 # --- events ----------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class LocalRefAdded:
     """A local entry for the object appeared in this process (refs to it may be made)."""
 
@@ -82,14 +81,14 @@ class LocalRefAdded:
     owner: str
 
 
-@attrs.frozen
+@message
 class LocalRefDropped:
     """A local entry for the object was garbage collected: no ref in this process uses it."""
 
     object_id: ObjectId
 
 
-@attrs.frozen
+@message
 class RefSent:
     """This process pickled a ref to the object, carrying ``token``, into an outgoing task,
     call, message or result. Holds the object until the receipt for ``token``."""
@@ -99,7 +98,7 @@ class RefSent:
     token: int
 
 
-@attrs.frozen
+@message
 class RefReceived:
     """This process unpickled a ref that ``sender`` pickled with ``token``. ``new_local``: a
     new local entry was made for it (counted like LocalRefAdded)."""
@@ -111,7 +110,7 @@ class RefReceived:
     new_local: bool
 
 
-@attrs.frozen
+@message
 class HoldAcked:
     """The receipt for ``token``: the receiver has the ref; ``borrower`` is its address when
     it starts a borrow episode with it (None: it already had one, or it is the owner)."""
@@ -122,7 +121,7 @@ class HoldAcked:
     borrower: str | None
 
 
-@attrs.frozen
+@message
 class LeaseExpired:
     """No receipt came for ``token`` within its lease: its hold goes."""
 
@@ -130,7 +129,7 @@ class LeaseExpired:
     token: int
 
 
-@attrs.frozen
+@message
 class BorrowerAdded:
     """Owner: a borrower of one of its objects learned of by a forwarding process."""
 
@@ -138,7 +137,7 @@ class BorrowerAdded:
     borrower: str
 
 
-@attrs.frozen
+@message
 class BorrowerReleased:
     """Owner: ``borrower`` ended a borrow episode of the object."""
 
@@ -146,7 +145,7 @@ class BorrowerReleased:
     borrower: str
 
 
-@attrs.frozen
+@message
 class BorrowerLost:
     """Owner: the process at ``borrower`` died (its worker left, its link was lost)."""
 
@@ -169,14 +168,14 @@ Event = (
 # --- commands --------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class Free:
     """Owner: drop the object's value; no process can reach it any more."""
 
     object_id: ObjectId
 
 
-@attrs.frozen
+@message
 class Receipt:
     """Tell ``sender`` that its ref with ``token`` arrived (``borrows``: as a new borrow)."""
 
@@ -187,7 +186,7 @@ class Receipt:
     borrows: bool
 
 
-@attrs.frozen
+@message
 class AddBorrower:
     """Tell ``owner`` that ``borrower`` borrows the object (a receipt forwarded to it)."""
 
@@ -196,7 +195,7 @@ class AddBorrower:
     borrower: str
 
 
-@attrs.frozen
+@message
 class Release:
     """Tell ``owner`` that this process's borrow of the object ended."""
 

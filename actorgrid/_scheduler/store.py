@@ -36,6 +36,8 @@ from collections import OrderedDict
 
 import attrs
 
+from .._protocol.wireclass import message
+
 __all__ = [
     "Command",
     "Created",
@@ -55,7 +57,7 @@ __all__ = [
 # --- events ------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class Created:
     """A process of the node wrote object ``name`` (``size`` bytes) into shared memory."""
 
@@ -65,7 +67,7 @@ class Created:
     owner: int = 0  # the pid of the process of this node that owns it (0: another process)
 
 
-@attrs.frozen
+@message
 class Freed:
     """The object's owner dropped its last reference (or the object's copy is no longer
     needed here)."""
@@ -73,7 +75,7 @@ class Freed:
     name: str
 
 
-@attrs.frozen
+@message
 class OwnerGone:
     """The process of this node with pid ``owner`` exited: what it owned is freed (its
     references died with it)."""
@@ -81,14 +83,14 @@ class OwnerGone:
     owner: int
 
 
-@attrs.frozen
+@message
 class Read:
     """A reader mapped the object: it becomes the most recently used."""
 
     name: str
 
 
-@attrs.frozen
+@message
 class SpillDone:
     """The shell finished a ``Spill``: the object now lives on disk (``ok``), or the copy
     failed and it stays in memory."""
@@ -103,7 +105,7 @@ Event = Created | Freed | OwnerGone | Read | SpillDone
 # --- commands ----------------------------------------------------------------------------
 
 
-@attrs.frozen
+@message
 class Spill:
     """Copy the object from shared memory to the spill folder, then remove it from shared
     memory; report ``SpillDone``."""
@@ -111,14 +113,14 @@ class Spill:
     name: str
 
 
-@attrs.frozen
+@message
 class Evict:
     """Remove a cached copy from shared memory (readers that mapped it keep their view)."""
 
     name: str
 
 
-@attrs.frozen
+@message
 class Delete:
     """Remove the object wherever it is (shared memory, disk)."""
 
@@ -128,7 +130,7 @@ class Delete:
 Command = Spill | Evict | Delete
 
 
-@attrs.frozen
+@message
 class StoreStatistics:
     """A node store at one moment: ``Cluster.status()`` and ``actorgrid status`` show it."""
 

@@ -46,6 +46,19 @@ def whoami() -> tuple[int, int, str]:
     return os.getpid(), os.getppid(), os.environ.get("HOT3_SEEN", "")
 
 
+@ag.remote
+def loaded_modules() -> list[str]:
+    return sorted(sys.modules)
+
+
+def template_modules() -> set[str]:
+    """What a template process has imported when it forks its first worker."""
+    code = "import json, sys, actorgrid._node.templateproc; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout))
+
+
 @pytest.fixture
 def grid(processes) -> Iterator[ag.Cluster]:
     cluster = ag.init(num_workers=2, pulse_interval=PULSE_S, grace_s=1.0, worker_restarts=FOREVER)
@@ -67,6 +80,11 @@ def test_workers_are_forked_by_the_template_and_a_killed_one_comes_back(
     assert {psutil.Process(pid).ppid() for pid in workers} == {template}
     pid, parent, _ = ag.get(whoami.remote(), timeout=30)
     assert pid in workers and parent == template
+    # Having connected and run calls, a worker has imported no runtime module of its own:
+    # the template imported them before forking it, so they are shared, not per worker.
+    after_fork = set(ag.get(loaded_modules.remote(), timeout=30)) - template_modules()
+    ours = {m for m in after_fork if m.split(".")[0] in ("actorgrid", "trio", "encodings")}
+    assert not ours, sorted(ours)
     # A worker forked after this change sees it: each fork takes the agent's environment.
     monkeypatch.setenv("HOT3_SEEN", "yes")
     victim = sorted(workers)[0]

@@ -14,10 +14,17 @@ from hypothesis import strategies as st
 
 from actorgrid._exceptions import ProtocolError
 from actorgrid._protocol import codec
-from actorgrid._protocol.messages import CallActor, Credit, Deliver, Payload, TaskResult
+from actorgrid._protocol.messages import (
+    CallActor,
+    Credit,
+    Deliver,
+    Payload,
+    TaskResult,
+    TaskResults,
+)
 
 ENV_LEN = struct.Struct("!I")
-TAGS = range(1, 8)  # hotcodec's tags
+TAGS = range(1, 11)  # hotcodec's tags
 
 _values = st.recursive(
     st.none()
@@ -43,6 +50,15 @@ def body(envelope: Any, tail: bytes = b"") -> bytes:
         TaskResult(b"t" * 16, True, Payload(b"value", (memoryview(b"buf"),))),
         Deliver(0, b"a" * 16, Payload(b"m")),
         Credit(b"a" * 16, 5),
+        TaskResults(
+            (
+                TaskResult(b"t" * 16, True, Payload(b"one", (memoryview(b"b1"),))),
+                TaskResult(b"u" * 16, False, Payload(b"two")),
+                TaskResult(
+                    b"v" * 16, True, Payload(b"three", (memoryview(b"b3"), memoryview(b"")))
+                ),
+            )
+        ),
     ],
     ids=lambda m: type(m).__name__,
 )
@@ -71,6 +87,15 @@ def test_a_hot_message_is_a_positional_envelope(message: Any) -> None:
         [3, b"t", b"f", None, [b"", []], "1", [], ""],
         [3, b"t", b"f", None, [b"", []], 1.0, [["CPU"]], ""],
         [6, b"a", 10**3 * 1.5],
+        [8, [b"t", True]],  # results come in [id, ok, payload] triples
+        [8, [b"t", 1, [b"", []]]],
+        [8, [b"t", True, [b"", [4]]]],
+        [8, b"t"],
+        [9, [[b"t", b"a", "m", [b"", []]]]],  # a call a field short
+        [9, [[b"t", b"a", b"m", [b"", []], ""]]],
+        [9, b"calls"],
+        [10, [[b"t", b"f", None, [b"", []], 1.0, []]]],
+        [10, [[b"t", b"f", None, [b"", [3]], 1.0, [], ""]]],
     ],
     ids=repr,
 )

@@ -1,13 +1,24 @@
 """The hot path's shortcuts keep the books and the order right: an actor call answered
 straight from its pool thread (no wake of the worker's loop for its bookkeeping) is over as far
 as listings and cancels are concerned, and calls a pool thread writes straight to its link
-(the first of each method run, even with earlier ones unanswered) keep their order."""
+(the first of each method run, even with earlier ones unanswered) keep their order. Answers a
+worker finished while others waited go back in batches (TaskResults), each exactly as its own
+TaskResult would have: its value or its error, in order, split to stay under the message cap."""
 
 from __future__ import annotations
 
+import gc
 import time
+from typing import Any
+
+import pytest
 
 import actorgrid as ag
+from actorgrid._protocol.ids import ObjectId
+from actorgrid._protocol.messages import Payload, TaskResult, TaskResults
+from actorgrid._runtime import current
+from actorgrid._runtime.refs import EntryTable, ObjectEntry
+from actorgrid._runtime.running import ANSWERS_BATCH_BYTES, ANSWERS_BATCH_MAX, send_results
 
 
 @ag.remote
@@ -17,6 +28,14 @@ class Echo:
 
     def spawn(self) -> ag.ObjectRef[int]:
         return child.remote()
+
+    def hold(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def check(self, x: int) -> int:
+        if x % 7 == 0:
+            raise ValueError(f"{x} is a multiple of 7")
+        return x
 
 
 @ag.remote
@@ -85,3 +104,82 @@ def test_fire_and_forget_calls_sent_straight_from_pool_threads_keep_their_order(
         time.sleep(0.05)  # fire-and-forget: there is no ref to wait on, only the list
         seen = ag.get(recorder.get.remote(), timeout=30)
     assert seen == list(range(n))
+
+
+def test_answers_of_a_burst_come_in_batches_each_with_its_own_value_or_error(cluster) -> None:
+    rt: Any = current.get()
+    handlers = rt._handlers
+    plain = handlers[TaskResults]
+    batched: list[int] = []
+
+    def counting(peer: Any, msg: TaskResults) -> None:
+        batched.append(len(msg.results))
+        plain(peer, msg)
+
+    handlers[TaskResults] = counting
+    try:
+        echo = Echo.remote()
+        ag.get(echo.echo.remote(0), timeout=60)
+        # The first call holds the actor's lane while the burst queues up behind it, so the
+        # calls after it finish with others waiting: those are answered in batches.
+        hold = echo.hold.remote(1.0)
+        refs = [echo.check.remote(i) for i in range(1, 601)]
+        ag.get(hold, timeout=60)
+        for i, ref in enumerate(refs, 1):
+            if i % 7 == 0:
+                with pytest.raises(ValueError, match=f"{i} is a multiple of 7"):
+                    ag.get(ref, timeout=60)
+            else:
+                assert ag.get(ref, timeout=60) == i
+    finally:
+        handlers[TaskResults] = plain
+    assert batched and max(batched) > 1
+
+
+class _Peer:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+
+def _result(i: int, nbytes: int) -> TaskResult:
+    return TaskResult(i.to_bytes(16, "big"), True, Payload(b"x" * nbytes))
+
+
+def test_batches_of_answers_stay_under_their_caps_and_keep_the_order() -> None:
+    big = ANSWERS_BATCH_BYTES // 3 + 1  # three of them overflow a batch
+    results = [_result(i, big if i % 5 == 0 else 10) for i in range(3 * ANSWERS_BATCH_MAX)]
+    peer = _Peer()
+    send_results(peer, results)  # type: ignore[arg-type]
+    unpacked: list[TaskResult] = []
+    for message in peer.sent:
+        batch = message.results if isinstance(message, TaskResults) else (message,)
+        assert len(batch) <= ANSWERS_BATCH_MAX
+        assert sum(r.value.nbytes for r in batch) <= ANSWERS_BATCH_BYTES
+        unpacked.extend(batch)
+    assert unpacked == results
+    assert len(peer.sent) <= len(results) // 5  # two big answers a batch, with the small between
+
+
+def test_a_lone_answer_goes_as_a_plain_task_result() -> None:
+    peer = _Peer()
+    send_results(peer, [_result(1, 10)])  # type: ignore[arg-type]
+    assert peer.sent == [_result(1, 10)]
+
+
+def test_the_entry_table_holds_entries_weakly_and_keeps_a_revived_one() -> None:
+    table = EntryTable()
+    oid = ObjectId(b"o" * 16)
+    first = ObjectEntry(oid, "here")
+    table[oid] = first
+    assert table.get(oid) is first and oid in table and len(table) == 1
+    second = ObjectEntry(oid, "here")
+    table[oid] = second  # revived under the same id before the first went
+    del first
+    gc.collect()
+    assert table.get(oid) is second
+    del second
+    gc.collect()
+    assert table.get(oid) is None and oid not in table and len(table) == 0
