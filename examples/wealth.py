@@ -21,6 +21,8 @@ on, and sends every other district one message with its gifts for it and a count
 sent; a round in which no district sent anything ends the step (about five rounds, so a step is
 a few times ``districts ** 2`` messages, not one message and one Trio task switch per person,
 which is what lets 10,000 people step in milliseconds). Every coin is accounted for.
+Districts keep their people in memory only: one that loses them (its worker died, or a worker
+joined and its key moved mid-run) makes the clock stop the run and say why, not wait forever.
 
 With ``--per-person``, every person is a keyed agent of its own (``person.key("42")``),
 giving its coin by key; a receiver acks each gift to whoever gave it once any coin it gave on
