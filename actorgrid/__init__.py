@@ -80,6 +80,7 @@ if _TYPE_CHECKING:
     from ._runtime.handles import ActorHandle as ActorHandle
     from ._runtime.handles import ActorMethod as ActorMethod
     from ._runtime.holdings import get_gpu_ids as get_gpu_ids
+    from ._runtime.inline import method as method
     from ._runtime.oneach import NodeSubscription as NodeSubscription
     from ._runtime.oneach import run_on_each_node as run_on_each_node
     from ._runtime.oneach import run_on_each_worker as run_on_each_worker
@@ -171,6 +172,7 @@ __all__ = [
     "is_initialized",
     "kill",
     "kill_async",
+    "method",
     "publish",
     "publish_async",
     "put",
@@ -242,6 +244,7 @@ _LAZY: dict[str, str] = {
     "ActorHandle": "._runtime.handles",
     "ActorMethod": "._runtime.handles",
     "get_gpu_ids": "._runtime.holdings",
+    "method": "._runtime.inline",
     "NodeSubscription": "._runtime.oneach",
     "run_on_each_node": "._runtime.oneach",
     "run_on_each_worker": "._runtime.oneach",

@@ -372,6 +372,10 @@ class _Pinger:
     def ping(self) -> int:
         return 0
 
+    @ag.method(inline=True)
+    def ping_inline(self) -> int:
+        return 0
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -411,6 +415,18 @@ class _RingActor:
             ag.send(done, n)
         else:
             self.next.hop.remote(n + 1, last, done)  # its result is never asked for
+
+    @ag.method(inline=True)
+    def hop_inline(self, n: int, last: int, done: str) -> None:
+        """``hop`` run on the worker's loop (no pool thread); the last one hands over to
+        ``finish``, as ag.send blocks and an inline method must not."""
+        if n >= last:
+            self.next.finish.remote(n, done)
+        else:
+            self.next.hop_inline.remote(n + 1, last, done)
+
+    def finish(self, n: int, done: str) -> None:
+        ag.send(done, n)
 
 
 RingActor = ag.remote(_RingActor)
@@ -475,6 +491,7 @@ def noop_tasks(sizes: Sizes, num_workers: int) -> Result:
 def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
     """Sequential ``ag.get(a.ping.remote())`` after one warm-up call: median µs (p99 too)."""
     samples: list[float] = []
+    inline: list[float] = []  # the same with @ag.method(inline=True): no pool thread
     with ag.init(num_workers=num_workers):
         actor = Pinger.remote()
         ag.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
@@ -482,6 +499,11 @@ def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
             started = time.perf_counter_ns()
             ag.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
             samples.append((time.perf_counter_ns() - started) / 1_000)
+        ag.get(actor.ping_inline.remote(), timeout=GET_TIMEOUT_S)
+        for _ in range(sizes.round_trips):
+            started = time.perf_counter_ns()
+            ag.get(actor.ping_inline.remote(), timeout=GET_TIMEOUT_S)
+            inline.append((time.perf_counter_ns() - started) / 1_000)
     return {
         "value": statistics.median(samples),
         "detail": {
@@ -489,6 +511,8 @@ def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
             "mean_us": statistics.fmean(samples),
             "max_us": max(samples),
             "round_trips": sizes.round_trips,
+            "inline_median_us": statistics.median(inline),
+            "summary": f"inline method: median {statistics.median(inline):,.0f} µs",
         },
     }
 
@@ -648,23 +672,39 @@ def handle_ring(sizes: Sizes, num_workers: int) -> Result:
     One warm-up lap first (connections, the class on every worker), then ``ring_hops`` hops."""
     n, hops = sizes.ring_agents, sizes.ring_hops
     with ag.init(num_workers=num_workers):
-        sinks = [ring_sink.options(name=name).remote() for name in ("hring_warm", "hring_done")]
-        try:
-            actors = [RingActor.remote() for _ in range(n)]
-            ag.get([a.link.remote(actors[(i + 1) % n]) for i, a in enumerate(actors)])
-            actors[0].hop.remote(0, n, "hring_warm")
-            if ag.get(sinks[0], timeout=GET_TIMEOUT_S) != n:
-                raise RuntimeError("the warm-up lap of the handle ring lost its counter")
-            started = time.perf_counter()
-            actors[0].hop.remote(0, hops, "hring_done")
-            final = ag.get(sinks[1], timeout=GET_TIMEOUT_S)
-            elapsed = time.perf_counter() - started
-            if final != hops:
-                raise RuntimeError(f"the handle ring ended at {final}, not {hops}")
-        finally:
-            for ref in sinks:
-                ag.kill(ref)
-    return {"value": hops / elapsed, "detail": {"actors": n, "hops": hops, "seconds": elapsed}}
+        actors = [RingActor.remote() for _ in range(n)]
+        ag.get([a.link.remote(actors[(i + 1) % n]) for i, a in enumerate(actors)])
+        elapsed = _handle_lap(actors, "hop", n, hops)
+        inline = _handle_lap(actors, "hop_inline", n, hops)  # @ag.method(inline=True)
+    return {
+        "value": hops / elapsed,
+        "detail": {
+            "actors": n,
+            "hops": hops,
+            "seconds": elapsed,
+            "inline_hops_per_s": hops / inline,
+            "summary": f"inline method: {hops / inline:,.0f} hops/s",
+        },
+    }
+
+
+def _handle_lap(actors: list[Any], method: str, n: int, hops: int) -> float:
+    """A warm-up lap of ``method`` round the ring, then seconds for ``hops`` hops."""
+    sinks = [ring_sink.options(name=f"hring_{method}_{end}").remote() for end in ("warm", "done")]
+    try:
+        getattr(actors[0], method).remote(0, n, f"hring_{method}_warm")
+        if ag.get(sinks[0], timeout=GET_TIMEOUT_S) != n:
+            raise RuntimeError("the warm-up lap of the handle ring lost its counter")
+        started = time.perf_counter()
+        getattr(actors[0], method).remote(0, hops, f"hring_{method}_done")
+        final = ag.get(sinks[1], timeout=GET_TIMEOUT_S)
+        elapsed = time.perf_counter() - started
+        if final != hops:
+            raise RuntimeError(f"the handle ring ended at {final}, not {hops}")
+    finally:
+        for ref in sinks:
+            ag.kill(ref)
+    return elapsed
 
 
 @register(

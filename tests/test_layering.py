@@ -49,7 +49,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     keyed             keyed agents' activations and topic fan-out: the worker side
     producing         a remote generator's producer: window, items
     lanes             the executor's work items and queues
-    running           ExecutorTasks: tasks, cancel, interrupt
+    running inline    ExecutorTasks: tasks, cancel, interrupt; @ag.method(inline=True) calls
     agenthost         AgentHost: coroutine agents' runs and same-worker sends
     executor          Executor: hosting actors
     options           what a remote function or class is made of: options, code
@@ -129,7 +129,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("context",),
     ("keyed", "producing"),
     ("lanes",),
-    ("running",),
+    ("running", "inline"),
     ("agenthost",),
     ("executor",),
     ("options",),

@@ -44,7 +44,8 @@ def _not_in_trio(name: str) -> None:
     if trio.lowlevel.in_trio_run():
         raise RuntimeError(
             f"ag.{name}() blocks, and it was called from a thread running a Trio loop; "
-            f"use `await ag.{name}_async(...)` there instead"
+            f"use `await ag.{name}_async(...)` there instead (in a sync actor method declared "
+            "@ag.method(inline=True), which runs on the worker's loop: drop inline=True)"
         )
 
 

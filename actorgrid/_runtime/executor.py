@@ -58,6 +58,7 @@ from .._protocol.messages import (
 from .agenthost import AgentHost, _shared_parts
 from .context import Letter
 from .inbox import open_inbox
+from .inline import run_inline
 from .keyed import KeyedAgents
 from .lanes import (
     _TOMBSTONES_MAX,
@@ -420,7 +421,8 @@ class Executor(AgentHost):
         # runs, and this call must not overtake it; so every put into the inbox clears
         # ``parked`` (a flag, not the channel's statistics(): no record built per call).
         if lane is not None and slot.parked and lane.has_room():
-            lane.push(call)
+            if not run_inline(self, lane, call, self.runtime.address):  # inline.py
+                lane.push(call)
             return None
         self._enqueue(slot, call)
         return None

@@ -10,6 +10,7 @@ while user code computes. Threads are started on demand and retire after idling.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -77,13 +78,52 @@ class Portal:
         return not self._calls and not self.draining
 
     def run(self, afn: Callable[..., Any], *args: Any) -> Any:
-        """Run an async function on the loop from another thread and wait for its result."""
-        try:
-            return trio.from_thread.run(afn, *args, trio_token=self.token)
-        except trio.RunFinishedError:
+        """Run an async function on the loop from another thread and wait for its result.
+
+        It starts after every call this thread queued before with ``call_soon``: it joins the
+        same queue (``trio.from_thread.run`` would not, and overtook queued calls whenever more
+        than one drain's worth were waiting: a ``.remote()`` then ``ag.ask`` to the same actor
+        could arrive in the wrong order).
+        """
+        if self.in_loop_thread():
+            raise RuntimeError(
+                f"this call ({getattr(afn, '__qualname__', afn)}) blocks until the actorgrid "
+                "loop runs it, and it was made on that loop's own thread, where it would wait "
+                "forever (from an @ag.method(inline=True) method or other code on the loop?); "
+                "use its async form (`await ag.<name>_async(...)`) there, or drop inline=True"
+            )
+        results: queue.SimpleQueue[outcome.Outcome[Any]] = queue.SimpleQueue()
+        self.call_soon(_start_system_task, afn, args, contextvars.copy_context(), results)
+        result = results.get()
+        if isinstance(result, outcome.Error) and isinstance(result.error, trio.RunFinishedError):
             raise NotInitializedError(
                 "the actorgrid runtime has shut down; call ag.init() again"
             ) from None
+        return result.unwrap()
+
+
+def _start_system_task(
+    afn: Callable[..., Any],
+    args: tuple[Any, ...],
+    context: contextvars.Context,
+    results: queue.SimpleQueue[outcome.Outcome[Any]],
+) -> None:
+    """Loop: run ``afn(*args)`` as a system task (what ``trio.from_thread.run`` does with a
+    token), its outcome put in ``results``; a loop that is ending answers RunFinishedError."""
+
+    @trio.lowlevel.disable_ki_protection
+    async def unprotected() -> Any:  # as trio's from_thread.run runs it: KI may land in it
+        return await afn(*args)
+
+    async def run_it() -> None:
+        # The outcome, Cancelled included, goes to the waiting thread, which raises it: the
+        # task ends right after, as trio's own from_thread.run does.
+        results.put(await outcome.acapture(unprotected))
+
+    try:
+        trio.lowlevel.spawn_system_task(run_it, name=afn, context=context)
+    except RuntimeError:  # the system nursery is closed: the run is ending
+        results.put(outcome.Error(trio.RunFinishedError("the loop is shutting down")))
 
 
 class _Job:
