@@ -60,8 +60,10 @@ def run_three_hosts(agents: int, steps: int, seeds: int, pulse_s: float = 0.5) -
         # A worker learns of the others from the head, after they have joined; a district
         # activated while the views differ moves when they settle (``_runtime/keyed.py``), and
         # the example's districts keep their people in memory (no on_deactivate hook), so a
-        # move mid-run loses a district's state and the run hangs (seen once in four runs
-        # without this wait). Ten pulse intervals let every view settle first.
+        # move mid-run loses a district's state. The example then stops and says so (it hung
+        # once in four runs before it did; four runs without this wait, at 10,000 and 100,000
+        # agents, saw no move, as a node joins only once its workers have registered). Ten
+        # pulse intervals let every view settle first all the same.
         time.sleep(10 * pulse_s)
         places = 3 * DISTRICTS_PER_WORKER
         argv = ["--agents", str(agents), "--steps", str(steps), "--seeds", str(seeds)]

@@ -21,6 +21,8 @@ on, and sends every other district one message with its gifts for it and a count
 sent; a round in which no district sent anything ends the step (about five rounds, so a step is
 a few times ``districts ** 2`` messages, not one message and one Trio task switch per person,
 which is what lets 10,000 people step in milliseconds). Every coin is accounted for.
+Districts keep their people in memory only: one that loses them (its worker died, or a worker
+joined and its key moved mid-run) makes the clock stop the run and say why, not wait forever.
 
 With ``--per-person``, every person is a keyed agent of its own (``person.key("42")``),
 giving its coin by key; a receiver acks each gift to whoever gave it once any coin it gave on
@@ -46,9 +48,13 @@ import statistics
 import time
 from typing import Any
 
+import trio
+
 import actorgrid as ag
 
 TOPIC = "wealth-clock"
+# A step in which no district says anything for this long has lost a message with a worker.
+STALLED_S = 300.0
 Gifts = list[tuple[float, int]]  # (the giver's turn, the receiver's place in its district)
 
 
@@ -129,14 +135,14 @@ async def district(ctx: ag.Context) -> None:
     clock, model = "", District(me, 0, 1, 0)
     async for msg in ctx.mailbox:
         kind = msg[0]
-        if kind in ("gifts", "step") and not clock:
-            raise RuntimeError(
-                f"district {me} was activated anew in the middle of a run (its worker died, or "
-                "a worker joined and its key moved), so its people are lost: start the model "
-                "once the cluster's workers are up"
-            )
+        if kind == "gifts" and not clock:
+            # Activated anew in the middle of a run (its worker died, or a worker joined and
+            # the key moved): its people are lost. Say so to the clock (every other district
+            # names it), which stops the run with the reason instead of waiting forever.
+            await ctx.send(msg[-1], ("lost", me))
+            return
         if kind == "gifts":
-            todo = model.gifts(*msg[1:])
+            todo = model.gifts(*msg[1:-1])
         elif kind == "step":
             todo = model.start(msg[1])
         elif kind == "join":
@@ -148,7 +154,14 @@ async def district(ctx: ag.Context) -> None:
         elif kind == "report":
             todo = [(-1, ("wealth", me, model.wealth))]
         for d, out in todo:
-            await ctx.send(clock if d < 0 else district.key(str(d)), out)
+            if d < 0:
+                await ctx.send(clock, out)
+                continue
+            try:  # a gift carries the clock's name (see "lost" above)
+                await ctx.send(district.key(str(d)), (*out, clock))
+            except ag.ActorDiedError:  # district d's worker died, and its people with it
+                await ctx.send(clock, ("lost", d))
+                return
 
 
 @ag.remote
@@ -163,14 +176,34 @@ async def clock(
     for i in range(steps):
         await ctx.publish(TOPIC, ("step", i))
         for _ in range(places):  # the step is over when every district has every gift
-            await ctx.mailbox.receive()
+            await _from_districts(ctx, i)
     elapsed = time.perf_counter() - started
     await ctx.publish(TOPIC, ("report",))
     wealth = [0] * n
     for _ in range(places):
-        _, d, held = await ctx.mailbox.receive()
+        _, d, held = await _from_districts(ctx, steps)
         wealth[d::places] = held
     return elapsed, wealth
+
+
+async def _from_districts(ctx: ag.Context, step: int) -> Any:
+    """The next district's message; an error that says why if one lost its people (or none
+    has said anything for STALLED_S: a message to a district died with its worker)."""
+    with trio.move_on_after(STALLED_S):
+        msg = await ctx.mailbox.receive()
+        if msg[0] != "lost":
+            return msg
+        raise RuntimeError(
+            f"district {msg[1]} lost its people at step {step}: it was activated anew in the "
+            "middle of the run, on another worker (its worker died, or a worker joined the "
+            "cluster and its key moved there; districts keep their people in memory only). "
+            "Start the model once all the cluster's workers are up, and keep them up"
+        )
+    raise RuntimeError(
+        f"no district has said anything for {STALLED_S:g} s at step {step}: a message "
+        "between districts was lost with a worker that died (districts keep their people in "
+        "memory only, and a dead worker's are gone). Start the model again"
+    )
 
 
 @ag.remote

@@ -209,3 +209,38 @@ def test_the_wealth_model_in_districts_reaches_mesas_gini(tmp_path: Path) -> Non
     found = re.search(r"gini: ([\d.]+) \+- [\d.]+ over 4 seeds", run.stdout)
     assert found is not None, run.stdout
     assert abs(float(found.group(1)) - 0.630) < 0.025, run.stdout
+
+
+def test_the_wealth_model_says_when_a_district_lost_its_people() -> None:
+    """examples/wealth.py keeps each district's people in memory: a district activated anew in
+    the middle of a run (its worker died, or a worker joined and its key moved) has lost them.
+    The run must stop and say so, not wait forever for that district. Here, in the
+    deterministic mode, the worker of some districts (not the clock's) is killed mid-run: the
+    gifts on their way to it are lost with it, and the clock says so once no district has
+    said anything for STALLED_S (virtual seconds: no wait in real time)."""
+    import importlib.util
+
+    import trio
+
+    import actorgrid as ag
+    from actorgrid.testing import DelayLink, Sim, simulate
+
+    spec = importlib.util.spec_from_file_location("wealth_example", EXAMPLES / "wealth.py")
+    assert spec is not None and spec.loader is not None
+    wealth = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wealth)
+
+    async def main(sim: Sim) -> object:
+        run = wealth.clock.options(name="wealth-clock-1").remote(400, 100_000, 4, 1)
+        handle = await ag.get_actor_async("wealth-clock-1")
+        clock_host = handle._require_info().address.rpartition(":")[0]
+        # Virtual seconds: the districts have joined and the steps are going (each round of
+        # a step crosses the link between the workers, DelayLink's 10 ms late).
+        await trio.sleep(1)
+        sim.kill_worker(next(h for h in sim.workers if h != clock_host))
+        return await run
+
+    slow = DelayLink(0, "n0w0", "n0w1", 0.01)
+    result = simulate(main, seed=3, workers_per_node=2, faults=[slow], timeout=3600)
+    assert isinstance(result.error, RuntimeError), result.error
+    assert "keep their people in memory only" in str(result.error)

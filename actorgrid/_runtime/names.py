@@ -536,7 +536,9 @@ class RuntimeNames(RuntimeActors):
                 executor.on_deliver(peer, Deliver(0, info.actor_id, payload))
                 return
             try:
-                await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
+                # Queued for the link's writer, not flushed here: what this loop turn sends
+                # goes out in one write (a flush per message was a syscall per message).
+                await peer.send_wait(Deliver(0, info.actor_id, payload))
             except BaseException:
                 # Not queued (send_wait raises only before it queues): the credit goes back.
                 self._on_credit(peer, Credit(info.actor_id, 1))

@@ -258,3 +258,26 @@ def test_mailbox_size_is_an_option_and_a_bad_one_is_refused_with_the_reason():
     assert ag.get(capacity.remote(), timeout=60) == 1024
     with pytest.raises(ValueError, match="mailbox_size must be an int >= 1"):
         capacity.options(mailbox_size=-1)
+
+
+@ag.remote
+def full_collection_of_many_survivors(n: int) -> tuple[int, int]:
+    """In a worker: a full collection over ``n`` long-lived objects (the state of agents by the
+    thousand); how many were frozen before and after it."""
+    import gc
+
+    before = gc.get_freeze_count()
+    survivors = [{"state": [i]} for i in range(n)]  # two objects each, all tracked
+    gc.collect()
+    after = gc.get_freeze_count()
+    del survivors
+    return before, after
+
+
+def test_a_worker_freezes_the_survivors_of_a_slow_full_collection():
+    """A full collection over a worker's long-lived objects stops its loop; at 100,000 agents
+    it stopped it for seconds on a loaded machine and the worker was taken for a zombie
+    (_runtime/gcpause.py). The survivors of a slow one are frozen, so the next walks only
+    what came since. 300,000 survivors take ~80 ms of CPU to walk, four times the threshold."""
+    before, after = ag.get(full_collection_of_many_survivors.remote(300_000), timeout=120)
+    assert after - before >= 600_000
