@@ -4,6 +4,7 @@ scope it is in (parking.py says how it parks and is resumed or stopped without a
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from .._protocol.ids import ObjectId
     from .peer import Peer
 
-__all__ = ["PARK_FROM", "AgentRun"]
+__all__ = ["PARK_FROM", "PARK_FROM_DEFAULT", "AgentRun"]
 
 
 class _Host(Protocol):
@@ -33,8 +34,31 @@ class _Host(Protocol):
     def _reap_soon(self, run: AgentRun) -> None: ...
 
 
-# Idle agents park (parking.py) on a worker hosting at least this many actors.
-PARK_FROM = 1000
+# Idle agents park (parking.py) on a worker hosting at least this many actors: where memory
+# per agent matters. Below it every agent keeps its Trio task, as parking has costs: an agent
+# that awaits while handling a message just after a park gets a new task (about twice the CPU
+# of a first send by name at scale), and a Trio object bound to a task (a held ``trio.Lock``)
+# must not be held across the mailbox wait. ``ACTORGRID_PARK_FROM`` in the environment of
+# ``ag.init`` (or of ``actorgrid node``) sets it for the workers it starts.
+PARK_FROM_DEFAULT = 10_000
+
+
+def _park_from(value: str | None) -> int:
+    if not value:
+        return PARK_FROM_DEFAULT
+    try:
+        return max(1, int(value))
+    except ValueError:
+        log.warning(
+            "ACTORGRID_PARK_FROM=%r is not a whole number of actors: idle agents park from "
+            "%d actors a worker, the default",
+            value,
+            PARK_FROM_DEFAULT,
+        )
+        return PARK_FROM_DEFAULT
+
+
+PARK_FROM = _park_from(os.environ.get("ACTORGRID_PARK_FROM"))
 # What a parked agent's run and slot hold instead of a cancel scope of their own: never
 # entered, and never cancelled (a cancel or a KillActor reaches a coroutine agent through its
 # run: AgentRun.cancel).

@@ -3,17 +3,19 @@ its next message resumes it where it waited, with its local state and its contex
 stopping it runs its ``finally`` blocks. An agent that holds a cancel scope, a deadline or a
 nursery across its wait never parks.
 
-On real workers: one 1-worker cluster for the module, with PARK_FROM idle agents on it so that
-its agents park. What a user sees of a park is that its code runs in another task after it (the
-worker's resumer, whose name says so); that is what these agents report (from their second
-message: an agent may park before its first, or not, as its first message comes). The stop of a worker whose agents are parked (every
-ref resolved, ``finally`` run) is test_agents_stop.py's.
+On real workers: one 1-worker cluster for the module, started with ``ACTORGRID_PARK_FROM`` at
+FILLERS and that many idle agents on it, so that its agents park. What a user sees of a park is
+that its code runs in another task after it (the worker's resumer, whose name says so); that is
+what these agents report (from their second message: an agent may park before its first, or
+not, as its first message comes). The stop of a worker whose agents are parked (every ref
+resolved, ``finally`` run) is test_agents_stop.py's.
 """
 
 from __future__ import annotations
 
 import contextvars
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +24,11 @@ import trio
 from conftest import ProcessWatch
 
 import actorgrid as ag
-from actorgrid._runtime.agenthost import PARK_FROM
 
 pytestmark = pytest.mark.timeout(240)
+
+# Idle agents a worker hosts before its agents park (below the default, to keep the test short).
+FILLERS = 1000
 
 
 def _resumed() -> bool:
@@ -98,14 +102,20 @@ async def holder(ctx: ag.Context, hold: str) -> None:
 @pytest.fixture(scope="module")
 def parking_cluster() -> Iterator[None]:
     watch = ProcessWatch()
+    before = os.environ.get("ACTORGRID_PARK_FROM")
+    os.environ["ACTORGRID_PARK_FROM"] = str(FILLERS)  # read by the workers ag.init starts
     try:
         with ag.init(num_workers=1):
             watch.add([ag.ask(pid_of.remote(), "pid", timeout=60)])
-            fillers = [filler.remote() for _ in range(PARK_FROM)]
+            fillers = [filler.remote() for _ in range(FILLERS)]
             yield
             del fillers
         watch.wait_gone()
     finally:
+        if before is None:
+            os.environ.pop("ACTORGRID_PARK_FROM", None)
+        else:
+            os.environ["ACTORGRID_PARK_FROM"] = before
         watch.kill_leftovers()
 
 
