@@ -19,8 +19,8 @@ import attrs
 from .._exceptions import ProtocolError
 from .calls import SubmitTask
 from .ids import ActorId, ObjectId
-from .namebatch import ID_BYTES, kind_of
-from .records import ActorInfo, Payload
+from .namebatch import ID_BYTES, kind_of, of_kind
+from .records import Payload
 from .wireclass import message
 
 __all__ = ["CreateAgents", "CreationBatch"]
@@ -69,20 +69,7 @@ class CreateAgents:
             t = kind.actor
             assert t is not None  # checked above
             at = slice(i * ID_BYTES, (i + 1) * ID_BYTES)
-            actor = ActorInfo(
-                ActorId(aids[at]),
-                t.address,
-                t.kind,
-                t.label,
-                name,
-                t.namespace,
-                t.methods,
-                t.max_restarts,
-                t.max_task_retries,
-                t.detached,
-                t.mailbox_size,
-                t.resources,
-            )
+            actor = of_kind(t, ActorId(aids[at]), name)
             code = kind.function if first[k] else None
             first[k] = False
             yield SubmitTask(

@@ -43,22 +43,8 @@ class ClaimNames:
         ids = self.actor_ids
         out = []
         for i, (k, name) in enumerate(zip(self.of_kind, self.names, strict=True)):
-            t = self.kinds[k]
             out.append(
-                ActorInfo(
-                    ActorId(ids[i * ID_BYTES : (i + 1) * ID_BYTES]),
-                    t.address,
-                    t.kind,
-                    t.label,
-                    name,
-                    t.namespace,
-                    t.methods,
-                    t.max_restarts,
-                    t.max_task_retries,
-                    t.detached,
-                    t.mailbox_size,
-                    t.resources,
-                )
+                of_kind(self.kinds[k], ActorId(ids[i * ID_BYTES : (i + 1) * ID_BYTES]), name)
             )
         return out
 
@@ -81,6 +67,25 @@ def kind_of(info: ActorInfo) -> tuple[object, ...]:
         info.detached,
         info.mailbox_size,
         info.resources,
+    )
+
+
+def of_kind(kind: ActorInfo, actor_id: ActorId, name: str | None) -> ActorInfo:
+    """An actor of ``kind`` (what ``kind_of`` says it shares with its kind) with its own id and
+    name: the fields in place, not ``attrs.evolve`` (~10 µs an agent)."""
+    return ActorInfo(
+        actor_id,
+        kind.address,
+        kind.kind,
+        kind.label,
+        name,
+        kind.namespace,
+        kind.methods,
+        kind.max_restarts,
+        kind.max_task_retries,
+        kind.detached,
+        kind.mailbox_size,
+        kind.resources,
     )
 
 
