@@ -42,6 +42,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     tasks             submission, retries, results, cancels
     following         calls followed to restarted actors owned elsewhere; coroutine restarts
     actors            owned actors and their restarts
+    claims            name claims at the head, one by one or batched; the creations they grant
     names             names, lookup, kill, send, ask
     core              Runtime, current_runtime
     virtual           keyed agent targets (kind.key(k)) and topic publish: the sending side
@@ -125,6 +126,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("tasks",),
     ("following",),
     ("actors",),
+    ("claims",),
     ("names",),
     ("core",),
     ("virtual", "envship"),

@@ -22,7 +22,8 @@ Thread model: everything here runs on the runtime's Trio loop, except the method
 Runtime is built in layers, one module per responsibility, each class extending the one below:
 ``links.py`` (state, lifecycle, peer and head links, events), ``objects.py`` (put, fetch, get,
 wait), ``tasks.py`` (submission, retries, results, cancels), ``actors.py`` (owned actors and
-their restarts), ``names.py`` (names, lookup, kill, send, ask), then ``Runtime`` here. The
+their restarts), ``claims.py`` (name claims), ``names.py`` (names, lookup, kill, send, ask),
+then ``Runtime`` here. The
 records they share (TaskSpec, Sent, OwnedActor) are in ``records.py``.
 """
 

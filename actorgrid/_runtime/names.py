@@ -1,33 +1,29 @@
 """Names and lookup, kill, send and ask: reaching actors by handle or by name.
 
-At 100,000 named agents nothing here is a round trip per name: the claims of one loop turn
-go to the head in one ClaimNames (the creator uses each name at once, from its cache; the
-agents' creations its reply grants go to each worker in one CreateAgents), the first
-lookups of one loop turn in one LookupNames, and ``ag.send`` from a plain thread to a name
-this process knows is queued for the loop without waiting for it (``send_soon``), while
-the agent's credit window has room: a full mailbox still holds the sender back.
+At 100,000 named agents nothing here is a round trip per name: the claims of one loop turn go
+to the head in one ClaimNames (``claims.py``: the creator uses each name at once, from its
+cache; the agents' creations its reply grants go to each worker in one CreateAgents), the first
+lookups of one loop turn in one LookupNames, and ``ag.send`` from a plain thread to a name this
+process knows is queued for the loop without waiting for it (``send_soon``), while the agent's
+credit window has room: a full mailbox still holds the sender back.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from .._exceptions import ActorDiedError, ActorgridError, GetTimeoutError, NameNotFoundError
-from .._protocol.creations import MAX_BYTES, CreationBatch
 from .._protocol.ids import ActorId
 from .._protocol.messages import (
     Ack,
     ActorEnded,
     ActorInfo,
     AskReply,
-    ClaimNames,
     Credit,
     Deliver,
     Event,
@@ -35,21 +31,18 @@ from .._protocol.messages import (
     LookupName,
     LookupNames,
     NameReply,
-    NamesClaimed,
     NamesEnded,
     NamesFound,
     Payload,
-    RegisterName,
 )
-from .._protocol.namebatch import MAX_KINDS, kind_of
 from .._scheduler.names import DEFAULT_NAMESPACE
-from .actors import RuntimeActors
+from .claims import RuntimeClaims
 from .links import FREE_NAME_TIMEOUT_S, log
 from .peer import Peer, PeerClosedError
 from .records import _describe
 from .refs import PENDING, ObjectEntry, ObjectRef
 from .serialization import dumps, loads, loads_error
-from .starting import FREEZE_AFTER, START_BATCH
+from .starting import START_BATCH
 
 # A lookup that finds no such name asks the head again after these pauses (0.5 s in all)
 # before it raises NameNotFoundError: see lookup().
@@ -57,33 +50,13 @@ LOOKUP_MISS_RETRIES_S = (0.05, 0.15, 0.3)
 # Tasks that waited for one shared lookup, woken per loop turn (see release_gradually): as
 # many as starting.py starts per turn.
 RELEASE_BATCH = START_BATCH
-# Name claims (ClaimNames) and first lookups (LookupNames) per frame: ~110 bytes each on the
-# wire, and a lookup batch wakes this many waiting tasks at once when its answer comes.
-CLAIM_BATCH_MAX = 2048
+# First lookups per LookupNames: a lookup batch wakes this many waiting tasks at once when its
+# answer comes.
 LOOKUP_BATCH_MAX = 512
 
 # Sends by cached name queued for the loop at most (send_soon): beyond, ag.send waits for
 # the loop as before, so a thread that outruns the loop is held back, not buffered.
 SEND_SOON_MAX = 4096
-
-# What a batched claim's creator is told once the head answered: None (the name is its
-# actor's) or the error that fails its ref or handle.
-ClaimDone = Callable[[Exception | None], None]
-
-
-class _ClaimBatch:
-    """The name claims of one loop turn, sent in one ClaimNames."""
-
-    __slots__ = ("error", "head", "items", "kinds", "of_kind", "request", "templates")
-
-    def __init__(self) -> None:
-        self.items: list[tuple[ActorInfo, ClaimDone]] = []
-        self.kinds: dict[tuple[object, ...], int] = {}  # namebatch.kind_of: index in ClaimNames
-        self.of_kind = bytearray()  # each item's kind
-        self.templates: list[ActorInfo] = []  # each kind's first actor (its shared fields)
-        self.head: Peer | None = None
-        self.request: Any = None  # the head link's pending reply, once sent
-        self.error: Exception | None = None
 
 
 class _LookupBatch:
@@ -98,150 +71,8 @@ class _LookupBatch:
         self.done = trio.Event()
 
 
-class RuntimeNames(RuntimeActors):
+class RuntimeNames(RuntimeClaims):
     """Names, lookup, kill, send and ask."""
-
-    _claims_unfrozen = 0  # name claims since the last gc.freeze()
-
-    def register_name_nowait(self, info: ActorInfo, get_if_exists: bool) -> Any:
-        """Loop: queue the name claim now (ordered before anything sent after it)."""
-        self._flush_claims()  # the claims queued before it go first
-        head = self._link().up()
-        pending = head.request_nowait(lambda rid: RegisterName(rid, info, get_if_exists))
-        self._claims_unfrozen += 1
-        if self._claims_unfrozen >= FREEZE_AFTER:
-            # The creator of 100,000 named agents holds ~30 objects for each (its refs, the
-            # head's tables when it hosts the head): full collections of them all stopped
-            # this process for seconds (1.6 s at 20,000 agents on a loaded 2-core machine),
-            # its head silent, its dials timed out. What exists now is frozen, as
-            # starting.py does on workers: later collections walk only what came since.
-            self._claims_unfrozen = 0
-            gc.freeze()
-        return head, pending, self._names_epoch
-
-    # The name claims queued this loop turn, sent as one ClaimNames (_flush_claims).
-    _claim_batch: _ClaimBatch | None = None
-
-    def claim_name_batched(self, info: ActorInfo, done: ClaimDone) -> None:
-        """Loop: queue the name claim of ``info`` (placed, no get_if_exists) with the others
-        of this loop turn, and make the name usable by this process at once; ``done(error)``
-        is called once the head answered (None: the name is ``info``'s, and the head owns it
-        as this process's: create it). The claims go out at the end of the loop turn, or
-        before anything else this process tells the head about names (kept in order)."""
-        self.names[(info.namespace or DEFAULT_NAMESPACE, info.name or "")] = info
-        batch = self._claim_batch
-        kind = kind_of(info)
-        if (
-            batch is None
-            or len(batch.items) >= CLAIM_BATCH_MAX
-            or (kind not in batch.kinds and len(batch.kinds) >= MAX_KINDS)
-        ):
-            self._flush_claims()
-            batch = self._claim_batch = _ClaimBatch()
-            self.nursery.start_soon(self._finish_claims, batch)
-        k = batch.kinds.get(kind)
-        if k is None:
-            k = batch.kinds[kind] = len(batch.templates)
-            batch.templates.append(info)
-        batch.of_kind.append(k)
-        batch.items.append((info, done))
-        self._claims_unfrozen += 1
-        if self._claims_unfrozen >= FREEZE_AFTER:
-            self._claims_unfrozen = 0  # as in register_name_nowait
-            gc.freeze()
-
-    def _flush_claims(self) -> None:
-        """Loop: send the claims queued so far (one ClaimNames), if any."""
-        batch = self._claim_batch
-        if batch is None:
-            return
-        self._claim_batch = None
-        items = batch.items
-        ids = b"".join(info.actor_id for info, _ in items)
-        names = tuple(info.name or "" for info, _ in items)
-        of_kind = bytes(batch.of_kind)
-        batch.kinds.clear()
-        try:
-            batch.head = self._link().up()
-            batch.request = batch.head.request_nowait(
-                lambda rid: ClaimNames(rid, tuple(batch.templates), of_kind, ids, names)
-            )
-        except Exception as exc:
-            batch.error = exc
-
-    async def _finish_claims(self, batch: _ClaimBatch) -> None:
-        # Started by the batch's first claim, run after the rest of its loop turn: whatever
-        # was queued meanwhile rides along.
-        if self._claim_batch is batch:
-            self._flush_claims()
-        items = batch.items
-        refused: dict[int, Exception] = {}
-        try:
-            if batch.error is not None:
-                raise batch.error
-            assert batch.head is not None
-            reply = await batch.head.wait_reply(batch.request)
-            assert isinstance(reply, NamesClaimed)
-            for i, _holder, why in reply.refused:
-                refused[i] = ValueError(why)
-        except (PeerClosedError, ActorgridError) as exc:
-            gone = ActorgridError(
-                f"the cluster head went away before it answered a name registration: {exc}; "
-                "try again once it is back"
-            )
-            refused = dict.fromkeys(range(len(items)), gone)
-        owned = self._owned_by_claim
-        if owned is None:
-            owned = self._owned_by_claim = set()
-        # The coroutine agents' creations (SubmitTasks) of these claims go out per worker in
-        # one CreateAgents each (``_protocol/creations.py``), sent before anything else is:
-        # before a creator that sends more than a creation (a class actor's), and before
-        # the loop goes on (no await in between, so nothing overtakes them).
-        creations = CreationBatch(min(MAX_BYTES, self.max_message_bytes // 4))
-        for i, (info, done) in enumerate(items):
-            error = refused.get(i)
-            if error is not None:
-                self.forget_actor(info.actor_id)  # the creator's optimistic name
-            elif not info.detached:
-                owned.add(info.actor_id)
-            batched = getattr(done, "sends_creation_only", False)
-            if not batched:
-                self._send_creations(creations)
-            self._creations = creations if batched else None
-            try:
-                done(error)
-            except Exception:
-                log.exception("creating the named actor %s failed", _describe(info))
-            finally:
-                self._creations = None
-                owned.discard(info.actor_id)
-            if i % RELEASE_BATCH == RELEASE_BATCH - 1:
-                self._send_creations(creations)
-                await trio.lowlevel.checkpoint()  # thousands of creations: let the loop breathe
-        self._send_creations(creations)
-
-    def _send_creations(self, creations: CreationBatch) -> None:
-        for peer, msg in creations.messages():
-            peer.send(msg)  # type: ignore[attr-defined]  # the link _send_spec added it for
-
-    async def finish_register(self, pending: Any) -> ActorInfo:
-        """Loop: wait for a name claim; the actor now holding the name (ours or existing)."""
-        head, request, epoch = pending
-        try:
-            reply = await head.wait_reply(request)
-        except PeerClosedError as exc:
-            raise ActorgridError(
-                f"the cluster head went away before it answered a name registration: {exc}; "
-                "try again once it is back"
-            ) from None
-        assert isinstance(reply, NameReply)
-        if reply.error is not None:
-            raise ValueError(reply.error)
-        assert reply.actor is not None
-        if reply.actor.name:
-            key = (reply.actor.namespace or DEFAULT_NAMESPACE, reply.actor.name)
-            self._cache_name(key, reply.actor, epoch)
-        return reply.actor
 
     # Cached lookups on their way to the head, by key: the agents that want the same name at
     # once (10,000 agents greeting one clock) wait for the one lookup, not one each.
@@ -330,10 +161,6 @@ class RuntimeNames(RuntimeActors):
             batch.error = exc
         finally:
             batch.done.set()
-
-    def _cache_name(self, key: tuple[str, str], info: ActorInfo, epoch: int) -> None:
-        if self._names_epoch == epoch:
-            self.names[key] = info
 
     def _on_names_ended(self, peer: Peer, msg: NamesEnded) -> None:
         # From the head: named actors this process looked up or registered have ended.
