@@ -447,7 +447,7 @@ async def ring_sink(ctx: ag.Context) -> int:
     "cold start to first result (byte-compiled), median of {cold_start_runs} [{num_workers} workers]",
     "s",
     "<=",
-    1.0,
+    0.5,
     limit="spawn_import_trio_s",
 )
 def cold_start(sizes: Sizes, num_workers: int) -> Result:
@@ -468,7 +468,7 @@ def cold_start(sizes: Sizes, num_workers: int) -> Result:
 
 
 @register(
-    "noop_tasks", "{tasks:,} no-op tasks", "tasks/s", ">=", 5_000, limit="trio_oneway_msgs_per_s"
+    "noop_tasks", "{tasks:,} no-op tasks", "tasks/s", ">=", 30_000, limit="trio_oneway_msgs_per_s"
 )
 def noop_tasks(sizes: Sizes, num_workers: int) -> Result:
     """``ag.get([noop.remote() for _ in range(N)])`` after a small warm-up batch: tasks/s."""
@@ -485,7 +485,7 @@ def noop_tasks(sizes: Sizes, num_workers: int) -> Result:
     "{round_trips:,} sequential actor round trip (median)",
     "µs",
     "<=",
-    300,
+    150,
     limit="trio_rtt_us",
 )
 def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
@@ -522,7 +522,7 @@ def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
     "{pipelined:,} pipelined actor calls",
     "calls/s",
     ">=",
-    15_000,
+    50_000,
     limit="trio_oneway_msgs_per_s",
 )
 def pipelined_calls(sizes: Sizes, num_workers: int, **options: Any) -> Result:
@@ -544,7 +544,7 @@ def pipelined_calls(sizes: Sizes, num_workers: int, **options: Any) -> Result:
     "{pipelined:,} pipelined actor calls, pulses off",
     "calls/s",
     ">=",
-    15_000,
+    50_000,
     limit="trio_oneway_msgs_per_s",
 )
 def pipelined_calls_no_pulses(sizes: Sizes, num_workers: int) -> Result:
@@ -578,7 +578,7 @@ def pool_map(sizes: Sizes, num_workers: int) -> Result:
     "{array_mb:g} MB numpy argument",
     "MB/s",
     ">=",
-    700,
+    2_000,
     limit="memcpy_mb_per_s",
 )
 def big_argument(sizes: Sizes, num_workers: int) -> Result:
@@ -606,7 +606,7 @@ def big_argument(sizes: Sizes, num_workers: int) -> Result:
     "{array_mb:g} MB bytes argument",
     "MB/s",
     ">=",
-    700,
+    2_000,
     limit="memcpy_mb_per_s",
 )
 def big_bytes(sizes: Sizes, num_workers: int) -> Result:
@@ -633,7 +633,7 @@ def big_bytes(sizes: Sizes, num_workers: int) -> Result:
     "{ring_agents}-agent ring of named agents, {ring_hops:,} hops",
     "hops/s",
     ">=",
-    10_000,
+    15_000,
     limit="hop_bound_per_s",
 )
 def ring(sizes: Sizes, num_workers: int) -> Result:
