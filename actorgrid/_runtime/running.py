@@ -359,16 +359,11 @@ class ExecutorTasks:
             answers, self._answers = self._answers, []
         batches: dict[Peer, list[TaskResult]] = {}
         for item, ok, payload in answers:
-            if type(item) is _TaskItem:
-                self._ended(item.task_id)
-                if item.cancelled:
-                    ok, payload = False, _cancelled(item.label)
+            if isinstance(item, _TaskItem):
+                result = self._task_result(item, ok, payload)
             else:
-                self.tasks.pop(item.task_id, None)
-            batch = batches.get(item.peer)
-            if batch is None:
-                batch = batches[item.peer] = []
-            batch.append(TaskResult(item.task_id, ok, payload))
+                result = self._call_result(item, ok, payload)
+            batches.setdefault(item.peer, []).append(result)
         for peer, results in batches.items():
             send_results(peer, results)
 
@@ -379,14 +374,22 @@ class ExecutorTasks:
         self.runtime.children.parent_done(task_id)
 
     def task_done(self, item: _TaskItem, ok: bool, payload: Payload) -> None:
+        item.peer.send(self._task_result(item, ok, payload))
+
+    def call_done(self, call: _Call, ok: bool, payload: Payload) -> None:
+        call.peer.send(self._call_result(call, ok, payload))
+
+    def _task_result(self, item: _TaskItem, ok: bool, payload: Payload) -> TaskResult:
+        """Loop: a finished task's bookkeeping; its answer (a cancel's if it was cancelled)."""
         self._ended(item.task_id)
         if item.cancelled:
             ok, payload = False, _cancelled(item.label)
-        item.peer.send(TaskResult(item.task_id, ok, payload))
+        return TaskResult(item.task_id, ok, payload)
 
-    def call_done(self, call: _Call, ok: bool, payload: Payload) -> None:
+    def _call_result(self, call: _Call, ok: bool, payload: Payload) -> TaskResult:
+        """Loop: a finished actor call's bookkeeping; its answer."""
         self.tasks.pop(call.task_id, None)
-        call.answer(ok, payload)
+        return TaskResult(call.task_id, ok, payload)
 
     # --- code and arguments --------------------------------------------------------------------
 
