@@ -23,9 +23,10 @@ Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), l
 module imports only modules of a lower row, never one of its own row or above, so no import
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
-    segments          this process's side of its node's object store (shared memory)
+    segments gcpause  this process's side of its node's object store (shared memory); the
+                      collector's freezes and thaws
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
-                      starting inbox gcpause parking
+                      starting inbox parking
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
@@ -92,7 +93,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # The modules of actorgrid._runtime by row, lowest first (see the module docstring).
 RUNTIME_ORDER: list[tuple[str, ...]] = [
-    ("segments",),
+    ("segments", "gcpause"),
     (
         "serialization",
         "signatures",
@@ -106,7 +107,6 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "holdings",
         "starting",
         "inbox",
-        "gcpause",
         "parking",
     ),
     ("refs",),
