@@ -31,7 +31,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
     records           what the runtime keeps of its calls and actors
-    peer              one link
+    peer restartwait  one link; asks and sends by name waiting for a restarting actor
     portal headlink   thread hops; the link to the head
     seams             a runtime's network and threads (TCP and a pool; a simulation's own)
     getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
@@ -113,7 +113,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("generators",),
     ("handles",),
     ("records",),
-    ("peer",),
+    ("peer", "restartwait"),
     ("hosted",),
     ("output",),
     ("portal", "headlink"),
