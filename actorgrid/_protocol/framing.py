@@ -12,7 +12,7 @@ Invariants:
 - the shared buffer of a connection that carries small frames stays ``IDLE_BUFFER_BYTES``
   long (a head holds a link to every node and driver: hundreds of links). It grows, at most to
   ``SMALL_BUFFER_BYTES``, when a small frame does not fit (to the frame's size, in one step)
-  or when what waits to be parsed fills more than half of it; it shrinks back once
+  or when a read filled it to its end (a burst: it doubles); it shrinks back once
   ``SHRINK_AFTER_READS`` reads in a row each found it empty and fitted the idle size. Growing
   copies only the part of a frame already here, once; the bytes of each frame are still
   written once by ``recv_into`` and copied once into the frame handed on;
@@ -188,9 +188,9 @@ class FrameDecoder:
         self._start, self._end = 0, pending
 
     def _make_room(self) -> None:
-        """The shared buffer is full to its end: move what waits to its start, and grow it if
-        that is more than half of it (a partial frame, or a burst read faster than parsed)."""
-        if 2 * (self._end - self._start) > len(self._buf) and len(self._buf) < SMALL_BUFFER_BYTES:
+        """The last read filled the shared buffer to its end, so more may be waiting: move
+        what waits to its start, in a buffer twice as large while it is under the most."""
+        if len(self._buf) < SMALL_BUFFER_BYTES:
             self._resize(min(SMALL_BUFFER_BYTES, 2 * len(self._buf)))
         else:
             self._compact()
@@ -247,7 +247,7 @@ class FrameDecoder:
                 return
             if available < size:
                 if self._end == len(buf):
-                    self._compact()
+                    self._make_room()
                 return
             self._frames.append(bytes(buf[body_start : body_start + size]))
             self._start = body_start + size
