@@ -8,9 +8,9 @@ call (its answer and the calls it makes leave in one write):
 
 - one its author declares cheap and non-blocking, ``@ag.method(inline=True)``;
 - one that is brief by its code (``_brief``): a plain function whose bytecode has no call and
-  no loop (getters, setters, counters: ``return self.n``, ``self.n += k``), of a class with no
-  properties, other descriptors or attribute hooks, so that nothing of user code it did not
-  write in that body runs. ``@ag.method(inline=False)`` keeps one on pool threads. Such a
+  no loop and touches attributes of ``self`` only (getters, setters, counters: ``return
+  self.n``, ``self.n += k``), of a class with no properties, other descriptors or attribute
+  hooks, so that nothing of user code it did not write in that body runs. ``@ag.method(inline=False)`` keeps one on pool threads. Such a
   method cannot reach ``time.sleep``, a lock, I/O or ``ag.get`` (each is a call) nor spin (a
   loop); what is left that could take long is a C operation on large data (``x in huge_list``,
   ``self.array + 1``) or a ``__del__``/operator of the user's own types that a line triggers:
@@ -129,6 +129,7 @@ _UNBOUNDED = (
     "IMPORT",
 )
 _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+_ATTRIBUTE_OPS = frozenset({"LOAD_ATTR", "STORE_ATTR", "DELETE_ATTR", "LOAD_METHOD"})
 # Attribute hooks: with one, reading or writing ``self.x`` runs user code.
 _HOOKS = frozenset({"__getattr__", "__getattribute__", "__setattr__", "__delattr__"})
 
@@ -174,19 +175,43 @@ def _plain(cls: type) -> bool:
 
 
 def _brief(fn: object) -> bool:
-    """A plain function whose body has no call, loop, with, yield or import: it runs a
-    bounded number of bytecodes, none of which calls a Python function it did not write."""
+    """A plain function whose body has no call, loop, with, yield or import, and reads or
+    writes attributes of ``self`` only: it runs a bounded number of bytecodes, none of which
+    calls a Python function it did not write (but operators: see the module docstring)."""
     code = getattr(fn, "__code__", None)
     if type(fn) is not FunctionType or code is None:
         return False
     if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
         return False
+    this = code.co_varnames[0] if code.co_argcount else None
+    before: list[dis.Instruction] = []  # the two instructions before this one
     for op in dis.get_instructions(code):
         if op.opname.startswith(_UNBOUNDED):
             return False
         if op.opcode in _JUMPS and isinstance(op.argval, int) and op.argval <= op.offset:
             return False  # a jump back: a loop (3.11 has POP_JUMP_BACKWARD_IF_* too)
+        if op.opname in _ATTRIBUTE_OPS and not _on_self(op, before, this):
+            return False
+        before = [*before[-1:], op]
     return True
+
+
+def _on_self(op: dis.Instruction, before: list[dis.Instruction], this: str | None) -> bool:
+    """``op`` (an attribute access) is on ``self`` itself, whose class ``_plain`` checked:
+    ``self.x`` but not ``self.x.y`` (another object's property, a lazy ORM field, may run
+    anything). Patterns of 3.11+: ``LOAD_FAST self`` right before, or ``COPY`` after it (the
+    load of ``self.x += k``), or ``SWAP`` (its store, after that load was checked)."""
+    if this is None or not before:
+        return False
+    last = before[-1]
+    if op.opname == "STORE_ATTR" and last.opname == "SWAP":
+        return True
+    if last.opname == "COPY" and len(before) == 2:
+        last = before[0]
+    if not last.opname.startswith("LOAD_FAST"):
+        return False
+    names = last.argval if isinstance(last.argval, tuple) else (last.argval,)
+    return bool(names[-1] == this)
 
 
 def _loop_names(cls: type) -> set[str]:

@@ -226,6 +226,9 @@ def test_brief_methods_are_told_by_their_code_and_the_class() -> None:
             with lock:
                 self.n = 1
 
+        def reaches(self, other: Any) -> int:
+            return other.n + self.n  # another object's attribute: a property of it may block
+
         @ag.method(inline=False)
         def kept(self) -> int:
             return self.n
