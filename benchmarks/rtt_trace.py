@@ -206,6 +206,7 @@ STEPS = [
     ("wrk.read", "wrk.submit", "worker loop: dispatch until the pool job is queued"),
     ("wrk.submit", "wrk.job", "pool thread wake-up (queue put to job start)"),
     ("wrk.job", "wrk.run", "pool thread: job start to the method's first line"),
+    ("wrk.read", "wrk.run", "worker: the call decoded to the method's first line, in all"),
     ("wrk.run", "wrk.answer", "worker: method + result pickling + answer written"),
     ("wrk.answer", "drv.loop", "wire + driver loop wake-up (epoll returns)"),
     ("drv.loop", "drv.readable", "driver loop: epoll return to the reader task running"),
@@ -257,8 +258,9 @@ def main() -> None:
         a, b = marks.get(start, {}), marks.get(end, {})
         steps = [(b[c] - a[c]) / 1000 for c in calls if c in a and c in b]
         if len(steps) < n // 4:
-            print(f"  {start} -> {end}: traced for {len(steps)} calls only")
-            continue
+            if steps:
+                print(f"  {start} -> {end}: traced for {len(steps)} calls only")
+            continue  # (none: a step of the other path, pool thread or inline)
         print(f"  {statistics.median(steps):7.1f} µs  {start:>10} -> {end:<10} {what}")
     print(
         f"  CPU per round trip: driver {driver_cpu / n * 1e6:.1f} µs, worker {(worker_cpu1 - worker_cpu0) / n * 1e6:.1f} µs"
