@@ -32,6 +32,7 @@ from .admission import ListenLimits
 from .base import TRAFFIC, Buffer, FrameStream
 from .listen import ListenGate, raise_open_file_limit
 from .tls import TLSConfig, TlsFrameStream, explain_tls_failure, frame_views
+from .tlslink import TlsLink
 
 __all__ = ["ListenLimits", "TcpFrameStream", "open_tcp_frame_stream", "serve_tcp_frame_streams"]
 
@@ -302,11 +303,15 @@ async def open_tcp_frame_stream(
                 await _handshake(stream, secret, "client", address, _PLAIN_CLIENT_HINT)
             return TcpFrameStream._adopt(stream, address, max_message_bytes)
         # Addressed by IP and checked against the cluster's CA only: see client_context.
-        tls_stream = trio.SSLStream(stream, context)
-        with _handshake_errors(address, tls=True, server_side=False):
-            await tls_stream.do_handshake()
-            await _handshake(tls_stream, secret, "client", address, "")
-        return TlsFrameStream(tls_stream, address, max_message_bytes)
+        link = TlsLink.adopt(stream, context, server_side=False)
+        try:
+            with _handshake_errors(address, tls=True, server_side=False):
+                await link.do_handshake()
+                await _handshake(link, secret, "client", address, "")
+        except BaseException:
+            link.close()
+            raise
+        return TlsFrameStream(link, address, max_message_bytes)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
@@ -434,11 +439,15 @@ class _Server:
             with _handshake_errors(peer, tls=False, server_side=True, timeout_s=timeout_s):
                 await _handshake(stream, self.secret, "server", peer, "")
             return TcpFrameStream._adopt(stream, peer, self.max_message_bytes)
-        tls_stream = trio.SSLStream(stream, self.context, server_side=True)
-        with _handshake_errors(peer, tls=True, server_side=True, timeout_s=timeout_s):
-            await tls_stream.do_handshake()
-            await _handshake(tls_stream, self.secret, "server", peer, "")
-        return TlsFrameStream(tls_stream, peer, self.max_message_bytes)
+        link = TlsLink.adopt(stream, self.context, server_side=True)
+        try:
+            with _handshake_errors(peer, tls=True, server_side=True, timeout_s=timeout_s):
+                await link.do_handshake()
+                await _handshake(link, self.secret, "server", peer, "")
+        except BaseException:
+            link.close()
+            raise
+        return TlsFrameStream(link, peer, self.max_message_bytes)
 
 
 def split_address(address: str) -> tuple[str, int]:

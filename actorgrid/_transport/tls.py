@@ -22,7 +22,8 @@ import trio
 
 from .._exceptions import ProtocolError
 from .._protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, frame_header
-from .base import TRAFFIC, Buffer
+from .base import Buffer
+from .tlslink import TlsLink
 
 __all__ = ["TLSConfig", "TlsFrameStream", "explain_tls_failure", "frame_views"]
 
@@ -101,6 +102,9 @@ class TLSConfig:
                 "one the certificate was issued for"
             ) from exc
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # TlsLink encrypts without waiting for the peer, which renegotiation would break; TLS
+        # 1.3 has none, and cluster links never need it.
+        context.options |= ssl.OP_NO_RENEGOTIATION
         return context
 
     def to_dict(self) -> dict[str, str]:
@@ -123,29 +127,30 @@ class TLSConfig:
 _WRITE_CHUNK_BYTES = 1 << 20
 # Frame parts up to this size are copied into one chunk with their neighbours (frame_views).
 _JOIN_MAX_BYTES = 16 * 1024
-# A cap on one read: ssl allocates the full size asked for before decrypting into it, and a
-# record is at most 16 KiB anyway.
-_READ_BYTES = 64 * 1024
+# The most one receive decrypts before the loop gets a turn (a big frame arrives in place, in
+# slices of this size).
+_READ_SLICE_BYTES = 4 << 20
 _OPS_PER_CHECKPOINT = 32
 CLOSE_NOTIFY_TIMEOUT_S = 1.0
 
 
 class TlsFrameStream:
-    """A frame stream over a ``trio.SSLStream`` whose handshakes are done.
+    """A frame stream over a TlsLink (tlslink.py) whose handshakes are done.
 
     Encryption needs the event loop, so ``send_nowait`` only queues: it returns False and
     leaves the frames for the next ``send_frames``, which writes the queue and its own frames
     with as few ``send_all`` calls as the data allows (one, for a batch under
-    _WRITE_CHUNK_BYTES).
+    _WRITE_CHUNK_BYTES). Receives decrypt straight into the frame decoder's buffer, many TLS
+    records at a time.
     """
 
     def __init__(
         self,
-        stream: trio.SSLStream[trio.SocketStream],
+        link: TlsLink,
         peer: str,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        self._stream = stream
+        self._link = link
         self.peer = peer
         self._decoder = FrameDecoder(max_message_bytes)
         self._pending: list[memoryview] = []
@@ -155,6 +160,15 @@ class TlsFrameStream:
 
     def __repr__(self) -> str:
         return f"<TlsFrameStream peer={self.peer} closed={self._closed}>"
+
+    @property
+    def link(self) -> TlsLink:
+        """The TLS session (for a receiver that reads its frames itself: bulk.py)."""
+        return self._link
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self._decoder.max_message_bytes
 
     @property
     def pending(self) -> bool:
@@ -174,10 +188,11 @@ class TlsFrameStream:
         self._pending = []
         try:
             for chunk in _chunks(views):
-                await self._stream.send_all(chunk)
-                TRAFFIC.sent += len(chunk)
+                await self._link.send_all(chunk)
         except (trio.BrokenResourceError, OSError) as exc:
             raise trio.BrokenResourceError(f"send to {self.peer} failed: {_cause(exc)}") from exc
+        except trio.ClosedResourceError:
+            raise trio.ClosedResourceError(f"the connection to {self.peer} was closed") from None
         await self._fair()
 
     async def receive_frame(self) -> Frame | None:
@@ -193,55 +208,56 @@ class TlsFrameStream:
             if self._closed:
                 raise trio.ClosedResourceError(f"the connection to {self.peer} was closed")
             buffer = decoder.get_buffer()
+            if buffer.nbytes > _READ_SLICE_BYTES:
+                buffer = buffer[:_READ_SLICE_BYTES]
             try:
-                data = await self._stream.receive_some(min(buffer.nbytes, _READ_BYTES))
-                TRAFFIC.received += len(data)
+                n = await self._link.receive_into(buffer)
+            except trio.ClosedResourceError:
+                raise trio.ClosedResourceError(
+                    f"the connection to {self.peer} was closed"
+                ) from None
             except (trio.BrokenResourceError, OSError) as exc:
-                if not _is_eof(exc):
-                    raise trio.BrokenResourceError(
-                        f"receive from {self.peer} failed: {_cause(exc)}"
-                    ) from exc
-                if decoder.in_progress:
-                    raise ProtocolError(
-                        f"{self.peer} closed the connection in the middle of a frame"
-                    ) from exc
-                # Unlike plain TCP, a bare close is told apart from a clean end (close_notify)
-                # even between frames: it is what a crash, or a cut connection, looks like.
-                raise trio.BrokenResourceError(
-                    f"{self.peer} closed the connection without ending the TLS session "
-                    "(no close_notify): it may have crashed, or something between us cut it"
-                ) from exc
-            if not data:  # the peer's close_notify: a clean end of the TLS session
+                raise self._receive_failed(exc) from exc
+            if n == 0:  # the peer's close_notify: a clean end of the TLS session
                 if decoder.in_progress:
                     raise ProtocolError(
                         f"{self.peer} closed the connection in the middle of a frame"
                     )
                 self._eof = True
                 return None
-            if self._closed:  # by aclose() while we waited: the decoder's buffers are gone
-                raise trio.ClosedResourceError(f"the connection to {self.peer} was closed")
-            n = len(data)
-            buffer[:n] = data
             decoder.buffer_updated(n)
+            if n == _READ_SLICE_BYTES:
+                await trio.lowlevel.checkpoint()  # a big frame: let the loop turn
+
+    def _receive_failed(self, exc: BaseException) -> Exception:
+        if not _is_eof(exc):
+            return trio.BrokenResourceError(f"receive from {self.peer} failed: {_cause(exc)}")
+        if self._decoder.in_progress:
+            return ProtocolError(f"{self.peer} closed the connection in the middle of a frame")
+        # Unlike plain TCP, a bare close is told apart from a clean end (close_notify) even
+        # between frames: it is what a crash, or a cut connection, looks like.
+        return trio.BrokenResourceError(
+            f"{self.peer} closed the connection without ending the TLS session "
+            "(no close_notify): it may have crashed, or something between us cut it"
+        )
 
     async def aclose(self) -> None:
         """Send close_notify if that is quick, then close the socket, whatever happened."""
         if self._closed:
             return
         self._closed = True
-        self._decoder.close()
         try:
             with trio.move_on_after(CLOSE_NOTIFY_TIMEOUT_S):
-                await self._stream.aclose()
-        except (trio.BrokenResourceError, trio.BusyResourceError, OSError):
-            pass  # the forced close below still runs
+                await self._link.send_close_notify()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the close below still runs
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(self._stream.transport_stream)
+            self._link.close()
+            self._decoder.close()
 
     async def _fair(self) -> None:
-        # A receive answered from the decoder's buffer, or a send that trio did not yield in,
-        # would not reach the scheduler: give other tasks their turn every so often.
+        # A receive answered from the decoder's buffer, or a send that did not wait, would
+        # not reach the scheduler: give other tasks their turn every so often.
         self._ops += 1
         if self._ops % _OPS_PER_CHECKPOINT == 0:
             await trio.lowlevel.checkpoint()
