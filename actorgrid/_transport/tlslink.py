@@ -51,6 +51,9 @@ class TlsLink(trio.abc.Stream):
         self._flushing = False
         self._flushed = trio.lowlevel.ParkingLot()  # tasks waiting for another's flush
         self._closed = False
+        # A read that failed after decrypting some bytes: raised at the next receive (ssl
+        # itself may report the next read as a mere EOF).
+        self._failed: ssl.SSLError | None = None
 
     @classmethod
     def adopt(
@@ -88,6 +91,8 @@ class TlsLink(trio.abc.Stream):
     async def receive_into(self, view: memoryview) -> int:
         """Decrypt the next bytes into ``view``: as many as have arrived, at least one, at most
         its size; 0 at the peer's close_notify."""
+        if self._failed is not None:
+            raise trio.BrokenResourceError(_bad_data(self._failed)) from self._failed
         obj = self._ssl
         want = view.nbytes
         got = 0
@@ -104,7 +109,8 @@ class TlsLink(trio.abc.Stream):
             except ssl.SSLZeroReturnError:
                 return got
             except ssl.SSLError as exc:
-                if got:  # what came before the failure first; it fails again next time
+                if got:  # what came before the failure first, the failure at the next call
+                    self._failed = exc
                     return got
                 raise trio.BrokenResourceError(_bad_data(exc)) from exc
             if self._outgoing.pending and not self._flushing:

@@ -400,3 +400,84 @@ def test_contexts_are_mutual_tls_from_tls_1_2(certs: Certificates) -> None:
         # The cluster's CA is the only trust root, not the system's.
         assert len(context.get_ca_certs()) == 1
     assert not client.check_hostname
+
+
+# --- big frames and many small ones (tlslink.py reads many records per receive) -------------
+
+
+def numbered(size: int, seed: int) -> bytes:
+    """``size`` bytes that differ from frame to frame and along the frame, so that a lost,
+    repeated or misplaced piece changes them."""
+    pattern = bytes((seed * 31 + i * 7) % 251 for i in range(251))
+    return (pattern * (size // 251 + 1))[:size]
+
+
+async def test_multi_megabyte_and_small_frames_both_ways_at_once(server: LiveServer) -> None:
+    # Both ends send and receive at the same time, so reads and writes of one TLS session
+    # interleave (the outgoing data of each side shares one flush, tlslink.py).
+    big_sizes = [12 << 20, 3 << 20 | 12345, 1 << 20]
+    small = [numbered(n % 3000, n) for n in range(600)]
+    client = await open_tcp_frame_stream(server.address, server.secret, tls=server.tls)
+    accepted = await server.accepted.receive()
+    try:
+
+        async def send(stream: FrameStream, seed: int) -> None:
+            for i, size in enumerate(big_sizes):
+                await stream.send_frames([[numbered(size, seed + i)]])
+                await stream.send_frames([[frame] for frame in small[i::3]])
+
+        async def receive(stream: FrameStream, seed: int) -> None:
+            for i, size in enumerate(big_sizes):
+                frame = await stream.receive_frame()
+                assert frame is not None and len(frame) == size
+                assert bytes(frame) == numbered(size, seed + i)
+                for expected in small[i::3]:
+                    assert await stream.receive_frame() == expected
+
+        with trio.fail_after(120):  # generous: seconds even on a loaded machine
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send, client, 1)
+                nursery.start_soon(send, accepted, 2)
+                nursery.start_soon(receive, accepted, 1)
+                nursery.start_soon(receive, client, 2)
+    finally:
+        await client.aclose()
+    assert await accepted.receive_frame() is None
+
+
+async def test_tls_cut_in_a_big_frame_is_a_protocol_error(
+    server: LiveServer, certs: Certificates
+) -> None:
+    raw = await open_raw_tls_authenticated(
+        server.address, server.secret, certs.cluster.client_context()
+    )
+    accepted = await server.accepted.receive()
+    async with trio.open_nursery() as nursery:
+
+        async def send_part_and_die() -> None:
+            await raw.send_all(frame_header(10 << 20) + bytes(3 << 20))
+            await trio.aclose_forcefully(raw.transport_stream)  # no close_notify
+
+        nursery.start_soon(send_part_and_die)
+        with pytest.raises(ProtocolError, match="closed the connection in the middle of a frame"):
+            await accepted.receive_frame()
+
+
+async def test_garbage_after_the_tls_handshake_is_a_clear_error_and_the_server_serves_on(
+    server: LiveServer, certs: Certificates
+) -> None:
+    raw = await open_raw_tls_authenticated(
+        server.address, server.secret, certs.cluster.client_context()
+    )
+    accepted = await server.accepted.receive()
+    try:
+        await raw.send_all(frame_header(2) + b"ok")
+        # Bytes outside the TLS session (not a record of it): an attacker on the path, or a
+        # bug writing to the socket.
+        await raw.transport_stream.send_all(b"\x17\x03\x03\x00\x20" + b"garbage!" * 4)
+        assert await accepted.receive_frame() == b"ok"
+        with pytest.raises(trio.BrokenResourceError, match="not valid for this TLS session"):
+            await accepted.receive_frame()
+    finally:
+        await trio.aclose_forcefully(raw)
+    await check_still_serving(server)
