@@ -6,9 +6,8 @@ them there, and re-running the task that made a value whose node died (lineage).
   for a process without a store: a driver that joined from elsewhere). Never through the
   owner nor the driver. One of ``BULK_MIN_BYTES`` or more comes on a connection of its own,
   authenticated like any other, its pieces received straight into the mapped segment
-  (``_transport/bulk.py``): the kernel's copy out of the socket is the only one. Smaller
-  values, and every value in a cluster with TLS (which decrypts into buffers of its own),
-  come on the link to the holder in ``PULL_CHUNK_BYTES`` pieces with ``PULL_WINDOW`` asked
+  (``_transport/bulk.py``): the kernel's copy out of the socket (with TLS: the decryption)
+  is the only one. Smaller values come on the link to the holder in ``PULL_CHUNK_BYTES`` pieces with ``PULL_WINDOW`` asked
   ahead, each written into the segment by a thread.
 - The holder tells each process that pulled a copy when the value is freed, and forgets a
   puller whose link closed; a free that overtakes its pull frees the copy once it is made
@@ -44,6 +43,7 @@ from .._protocol.store import ChunkHead, FreeObjects, ObjectChunk, PullObject, c
 from .._scheduler.pulls import Pullers, PullsUnderWay
 from .._transport.bulk import BulkReceiver
 from .._transport.tcp import TcpFrameStream
+from .._transport.tls import TlsFrameStream
 from . import segments
 from .links import RuntimeLinks
 from .peer import Peer, PeerClosedError
@@ -232,7 +232,7 @@ class RuntimeStored(RuntimeLinks):
         done = self._pulls[current.name] = trio.Event()
         self._under_way.started(current.name)
         try:
-            if current.size >= BULK_MIN_BYTES and self.tls is None:
+            if current.size >= BULK_MIN_BYTES:
                 await self._pull_bulk(store, current)
             else:
                 await self._pull_file(store, current)
@@ -256,7 +256,7 @@ class RuntimeStored(RuntimeLinks):
             stream = await self._open_stream(locator.holder)
         except (OSError, TimeoutError, ActorgridError) as exc:
             raise holder_lost_error(locator, exc) from exc
-        if not isinstance(stream, TcpFrameStream):  # another transport: the link's way
+        if not isinstance(stream, (TcpFrameStream, TlsFrameStream)):  # the link's way
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             await self._pull_file(store, locator)

@@ -5,8 +5,8 @@ store) instead of a buffer of the connection's own that is copied from afterward
 The connection is an ordinary one, dialled and authenticated like every other (the HMAC
 handshake on the cluster secret, ``tcp.py``); only its receiving side differs. Frames are
 read exactly: the frame and envelope lengths, the envelope, then what follows it, so that no
-read takes bytes of the next frame. Plain TCP only: TLS decrypts into buffers of its own, so
-a cluster with TLS pulls over its ordinary links (``_runtime/stored.py``).
+read takes bytes of the next frame. Over TLS the same: the session decrypts straight into
+the caller's memory (``tlslink.py``).
 
 Reads wait on the loop, each at most ``RECEIVE_SLICE_BYTES`` long (a large body does not
 keep the loop busy for long at once), and fail when nothing arrives for ``idle_s``.
@@ -25,6 +25,8 @@ from .._protocol.codec import ENVELOPE_LENGTH
 from .._protocol.framing import HEADER
 from .base import TRAFFIC, Buffer
 from .tcp import TcpFrameStream
+from .tls import TlsFrameStream
+from .tlslink import TlsLink
 
 __all__ = ["RECEIVE_SLICE_BYTES", "BulkReceiver"]
 
@@ -36,9 +38,14 @@ _HEAD = struct.Struct(HEADER.format + ENVELOPE_LENGTH.format.lstrip("!"))  # bod
 class BulkReceiver:
     """Reads the frames of ``stream`` (which must not have received any yet) itself."""
 
-    def __init__(self, stream: TcpFrameStream, *, idle_s: float) -> None:
+    def __init__(self, stream: TcpFrameStream | TlsFrameStream, *, idle_s: float) -> None:
         self._stream = stream
-        self._sock: socket.socket = stream.sock
+        self._link: TlsLink | None = None
+        if isinstance(stream, TlsFrameStream):
+            self._link = stream.link
+            self._sock: socket.socket = stream.link.sock
+        else:
+            self._sock = stream.sock
         self.peer = stream.peer
         self.idle_s = idle_s
         self.max_message_bytes = stream.max_message_bytes
@@ -68,6 +75,9 @@ class BulkReceiver:
 
     async def receive_into(self, view: memoryview) -> None:
         """Fill ``view`` with the next bytes of the stream."""
+        if self._link is not None:
+            await self._receive_tls_into(self._link, view)
+            return
         sock = self._sock
         got, n = 0, view.nbytes
         while got < n:
@@ -88,6 +98,28 @@ class BulkReceiver:
                 raise trio.BrokenResourceError(f"{self.peer} closed the connection mid-transfer")
             got += k
             TRAFFIC.received += k
+            if k == RECEIVE_SLICE_BYTES:
+                await trio.lowlevel.checkpoint()
+
+    async def _receive_tls_into(self, link: TlsLink, view: memoryview) -> None:
+        got, n = 0, view.nbytes
+        while got < n:
+            k = -1
+            with trio.move_on_after(self.idle_s):
+                try:
+                    k = await link.receive_into(view[got : min(n, got + RECEIVE_SLICE_BYTES)])
+                except trio.BrokenResourceError as exc:
+                    raise trio.BrokenResourceError(
+                        f"receive from {self.peer} failed: {exc}"
+                    ) from exc
+            if k < 0:
+                raise trio.BrokenResourceError(
+                    f"{self.peer} sent nothing for {self.idle_s:g} s in the middle of a "
+                    "transfer: it is hung or cut off"
+                )
+            if k == 0:
+                raise trio.BrokenResourceError(f"{self.peer} closed the connection mid-transfer")
+            got += k
             if k == RECEIVE_SLICE_BYTES:
                 await trio.lowlevel.checkpoint()
 
