@@ -10,6 +10,7 @@
   machine's TCP bulk rate between the same namespaces is measured in the same run (median of
   ``TCP_RUNS``), and the figure's detail gives the ratio (goal: at least 70 %). Needs root; without it the figure is
   NaN with the reason.
+- ``store_two_nodes_tls``: the same with the cluster on mutual TLS (same goal: 70 % of TCP).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from workloads import GET_TIMEOUT_S, MB, Result, Sizes, register
 
 import actorgrid as ag
 
-__all__ = ["store_argument", "store_chain", "store_two_nodes"]
+__all__ = ["store_argument", "store_chain", "store_two_nodes", "store_two_nodes_tls"]
 
 
 @ag.remote
@@ -155,7 +156,10 @@ def first(a):
     return int(a[0])
 
 nbytes, runs = int(sys.argv[3]), int(sys.argv[4])
-with ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.argv[2])):
+tls = None
+if len(sys.argv) > 5:  # a folder with host.pem and ca.pem: the cluster runs mutual TLS
+    tls = ag.TLSConfig(f"{sys.argv[5]}/host.pem", f"{sys.argv[5]}/host.pem", f"{sys.argv[5]}/ca.pem")
+with ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.argv[2]), tls=tls):
     times = []
     for _ in range(runs + 1):
         ref = make.options(label_selector={"zone": "a"}).remote(nbytes)
@@ -173,6 +177,48 @@ with ag.init(address=sys.argv[1], secret=bytes.fromhex(sys.argv[2])):
     "MB/s", ">=", 500,
 )  # fmt: skip
 def store_two_nodes(sizes: Sizes, num_workers: int) -> Result:
+    return _two_nodes(sizes, tls=False)
+
+
+# A head (argv: host, secret, port, pulse, cert folder) or a node agent (argv: head address,
+# secret, pulse, zone, cert folder) with mutual TLS; each prints a line once it serves.
+_TLS_HEAD = """
+import functools, json, sys, trio
+import actorgrid as ag
+d = sys.argv[5]
+tls = ag.TLSConfig(f"{d}/host.pem", f"{d}/host.pem", f"{d}/ca.pem")
+async def main():
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(functools.partial(
+            ag.serve_head, secret=bytes.fromhex(sys.argv[2]), host=sys.argv[1],
+            port=int(sys.argv[3]), pulse_interval=float(sys.argv[4]), tls=tls))
+        print(json.dumps({"address": address}), flush=True)
+trio.run(main)
+"""
+_TLS_NODE = """
+import functools, json, os, sys, trio
+import actorgrid as ag
+d = sys.argv[5]
+tls = ag.TLSConfig(f"{d}/host.pem", f"{d}/host.pem", f"{d}/ca.pem")
+async def main():
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(
+            ag.serve_node, sys.argv[1], secret=bytes.fromhex(sys.argv[2]), num_workers=1,
+            pulse_interval=float(sys.argv[3]), labels={"zone": sys.argv[4]}, tls=tls))
+        print(json.dumps({"joined": os.getpid()}), flush=True)
+trio.run(main)
+"""
+
+
+@register(
+    "store_two_nodes_tls", "{array_mb:g} MB value read across two netns nodes, mutual TLS "
+    "(vs TCP bulk)", "MB/s", ">=", 500,
+)  # fmt: skip
+def store_two_nodes_tls(sizes: Sizes, num_workers: int) -> Result:
+    return _two_nodes(sizes, tls=True)
+
+
+def _two_nodes(sizes: Sizes, *, tls: bool) -> Result:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from hostlab import Hosts, netns_unavailable, read_json
 
@@ -191,10 +237,24 @@ def store_two_nodes(sizes: Sizes, num_workers: int) -> Result:
             tcp_runs.append(float(read_json(sink)["mb_s"]))
         tcp = statistics.median(tcp_runs)  # the same statistic as the pulls'
         secret = secrets.token_hex(32)
-        _, address = hosts.start_head(0, secret, 0.5)
-        for host, zone in ((1, "a"), (2, "b")):
-            hosts.start_node(host, address, secret, 0.5, labels={"zone": zone})
-        driver = hosts.run(0, _DRIVER, address, secret, str(nbytes), str(sizes.array_runs))
+        certs: list[str] = []
+        if tls:
+            import trustme
+
+            ca = trustme.CA()
+            pem = ca.issue_cert(*hosts.addresses).private_key_and_cert_chain_pem
+            pem.write_to_path(str(hosts.folder / "host.pem"))
+            ca.cert_pem.write_to_path(str(hosts.folder / "ca.pem"))
+            certs = [str(hosts.folder)]
+            head = hosts.run(0, _TLS_HEAD, hosts.addresses[0], secret, "7412", "0.5", *certs)
+            address = read_json(head)["address"]
+            for host, zone in ((1, "a"), (2, "b")):
+                read_json(hosts.run(host, _TLS_NODE, address, secret, "0.5", zone, *certs))
+        else:
+            _, address = hosts.start_head(0, secret, 0.5)
+            for host, zone in ((1, "a"), (2, "b")):
+                hosts.start_node(host, address, secret, 0.5, labels={"zone": zone})
+        driver = hosts.run(0, _DRIVER, address, secret, str(nbytes), str(sizes.array_runs), *certs)
         found = read_json(driver, timeout=GET_TIMEOUT_S * 2)
     finally:
         hosts.destroy()
