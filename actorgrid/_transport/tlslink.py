@@ -31,8 +31,11 @@ from .base import TRAFFIC, Buffer
 
 __all__ = ["RAW_READ_BYTES", "TlsLink"]
 
-# One recv_into's worth of ciphertext (sixteen full records).
+# The most ciphertext one recv_into takes (sixteen full records). The buffer starts at
+# _RAW_START_BYTES and doubles each time a read fills it, so a link that carries small
+# messages keeps a small one.
 RAW_READ_BYTES = 256 * 1024
+_RAW_START_BYTES = 16 * 1024
 # A receive_some without a size (the HMAC handshake's reads are a few bytes).
 _RECEIVE_SOME_BYTES = 64 * 1024
 
@@ -46,7 +49,7 @@ class TlsLink(trio.abc.Stream):
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
-        self._raw = bytearray(RAW_READ_BYTES)
+        self._raw = bytearray(_RAW_START_BYTES)
         self._tail = memoryview(b"")  # ciphertext taken from the BIO and not yet sent
         self._flushing = False
         self._flushed = trio.lowlevel.ParkingLot()  # tasks waiting for another's flush
@@ -140,8 +143,11 @@ class TlsLink(trio.abc.Stream):
         TRAFFIC.received += n
         if n == 0:
             self._incoming.write_eof()  # the next read raises SSLEOFError, or ZeroReturn
-        else:
-            self._incoming.write(memoryview(self._raw)[:n])
+            return True
+        raw = self._raw
+        self._incoming.write(memoryview(raw)[:n])
+        if n == len(raw) < RAW_READ_BYTES:
+            self._raw = bytearray(2 * n)
         return True
 
     async def _fill(self) -> None:
