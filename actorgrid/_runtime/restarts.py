@@ -6,10 +6,12 @@ the caller's clock."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
+from .._protocol.messages import Payload
 from .._scheduler.restart import RestartPolicy
 
-__all__ = ["ACTOR_RESTART_LOG_INTERVAL_S", "ACTOR_RESTART_POLICY", "RestartLog"]
+__all__ = ["ACTOR_RESTART_LOG_INTERVAL_S", "ACTOR_RESTART_POLICY", "RestartLog", "spend_creation"]
 
 # Coroutine actors that raise are restarted in place. The first restart in a window is
 # immediate, a crash loop backs off up to backoff_max_s; the count limit is the actor's own
@@ -40,3 +42,21 @@ class RestartLog:
         limit = "no limit" if left < 0 else f"{left} restarts left"
         pause = f" in {delay_s:g} s" if delay_s else ""
         return f"{reason}; restarting it{pause} ({limit}{more})"
+
+
+# What a coroutine actor that is never started again keeps of its arguments: nothing.
+SPENT = Payload(b"")
+
+
+def _no_code() -> bytes:
+    raise RuntimeError("a coroutine actor with max_restarts=0 was to be started again")
+
+
+def spend_creation(spec: Any) -> None:
+    """A coroutine actor's creation (``TaskSpec``) was sent: if it can never be started
+    again (``max_restarts=0``, the default), drop its pickled arguments and code, ~180 bytes
+    an agent kept for nothing (its record stays, to resolve its ref and report its death)."""
+    actor = spec.actor
+    if actor is not None and actor.max_restarts == 0:
+        spec.payload = SPENT
+        spec.blob = _no_code

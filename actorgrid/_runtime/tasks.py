@@ -49,6 +49,7 @@ from .objects import RuntimeObjects
 from .peer import Peer
 from .records import CREATE, TASK, Sent, TaskSpec, _Placing
 from .refs import PENDING, ObjectEntry
+from .restarts import spend_creation
 from .serialization import loads_error
 
 DEAD_BEFORE = (
@@ -277,6 +278,8 @@ class RuntimeTasks(RuntimeObjects):
             self._creations.add(peer, msg)  # a batch of named agents' creations: names.py
         else:
             peer.send(msg)
+        if actor is not None:
+            spend_creation(spec)  # restarts.py: kept only if it may be started again
         if actor is None:
             assert self._owner_state is not None
             self._owner_state.task_placed(entry.object_id, address)  # TaskPlaced

@@ -251,10 +251,12 @@ class NameRegistryMachine(RuleBasedStateMachine):
     def indexes_hold_only_live_names(self) -> None:
         # No leak: every index entry is a name held now (so a long-lived head stays small).
         live = {v.actor_id for v in self.model.values()}
-        indexed = set().union(
-            *self.registry._by_address.values(), *self.registry._by_claimer.values()
-        )
+        indexes = (self.registry._by_address, self.registry._by_claimer)
+        indexed = set().union(*(g.members(k) for g in indexes for k in g.groups()))
         assert indexed <= live
+        for groups in indexes:  # stale ids are dropped as they pile up: no list outgrows
+            for key, ids in groups._ids.items():  # twice its live members (plus some)
+                assert len(ids) <= 2 * len(groups.members(key)) + 16 + 1
         assert set(self.registry._claimer) == set(self.claims) <= live
 
 
