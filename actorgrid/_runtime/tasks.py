@@ -261,7 +261,7 @@ class RuntimeTasks(RuntimeObjects):
         if spec.function_id not in peer.sent_code:
             code = spec.blob()
             peer.sent_code.add(spec.function_id)
-        peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
+        sent = peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
         entry.where = peer
         root = self.observe.root_of(spec.parent) or spec.root
         msg = SubmitTask(
@@ -279,7 +279,7 @@ class RuntimeTasks(RuntimeObjects):
         else:
             peer.send(msg)
         if actor is not None:
-            spend_creation(spec)  # restarts.py: kept only if it may be started again
+            sent.spec = spend_creation(spec)  # restarts.py: kept if it may start again
         if actor is None:
             assert self._owner_state is not None
             self._owner_state.task_placed(entry.object_id, address)  # TaskPlaced
