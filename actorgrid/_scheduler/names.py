@@ -214,7 +214,12 @@ class NameCache:
         return self._by_key[_key(*key)]
 
     def get(self, key: tuple[str, str]) -> ActorInfo | None:
-        return self._by_key.get(_key(*key))
+        # Every send by name comes here: ``_key`` inlined (a str's hash is cached, a tuple's
+        # is not: this is no slower than the lookup by pair it replaces).
+        namespace, name = key
+        if namespace == DEFAULT_NAMESPACE:
+            return self._by_key.get(name)
+        return self._by_key.get(_key(namespace, name))
 
     def __setitem__(self, pair: tuple[str, str], info: ActorInfo) -> None:
         key = _key(*pair)
