@@ -71,7 +71,14 @@ from .._protocol.messages import (
     WorkerReport,
     WorkerState,
 )
-from .._protocol.namebatch import ClaimNames, LookupNames, NamesClaimed, NamesEnded, NamesFound
+from .._protocol.namebatch import (
+    ClaimNames,
+    LookupNames,
+    NamesClaimed,
+    NamesEnded,
+    NamesFound,
+    of_kind,
+)
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._runtime.seams import TCP, Transport
@@ -435,16 +442,17 @@ class Head(HeadOperations):
         # Many claims in one frame: each as RegisterName (no get_if_exists) then OwnActor.
         refused = []
         own = self.lifetimes.owners.own
-        claim = self.names.claim
-        for i, actor in enumerate(msg.actors()):
-            if claim(actor, peer) is not None:
+        claim = self.names.claim_kind  # kept as (kind, id): no ActorInfo per name
+        for i, (kind, actor_id, name) in enumerate(msg.claims()):
+            if not claim(kind, actor_id, name, peer):
+                actor = of_kind(kind, actor_id, name)
                 result = self.names.register(actor, False, claimer=peer)  # only to say why
                 refused.append((i, result.actor, result.error or "not registered"))
                 continue
             # Its claimer (peer) is one of its cachers without an entry of its own here
             # (_forget_cachers asks the registry): ~130 bytes less per name.
-            if not actor.detached and not peer.closed:
-                own(peer, actor.actor_id, actor.address)
+            if not kind.detached and not peer.closed:
+                own(peer, actor_id, kind.address)
         peer.send(NamesClaimed(msg.rid, tuple(refused)))
 
     def _on_lookup_names(self, peer: Peer, msg: LookupNames) -> None:

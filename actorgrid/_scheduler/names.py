@@ -20,6 +20,7 @@ import attrs
 
 from .._protocol.ids import ActorId
 from .._protocol.messages import ActorInfo
+from .._protocol.namebatch import of_kind
 from .groups import Groups
 
 __all__ = ["DEFAULT_NAMESPACE", "NameCache", "NameRegistry", "RegisterResult"]
@@ -42,6 +43,20 @@ def _pair(key: _Key) -> tuple[str, str]:
     return (DEFAULT_NAMESPACE, key) if isinstance(key, str) else key
 
 
+# What the registry holds for a name: its actor, or, for a name claimed in a batch
+# (``claim_kind``: 100,000 in a row), the actor's kind (an ActorInfo shared by its batch,
+# ``namebatch.kind_of``) and its id: a pair of 56 bytes, not an ActorInfo of 136 each. The
+# ActorInfo is made again (``namebatch.of_kind``) when asked for.
+_Held = ActorInfo | tuple[ActorInfo, ActorId]
+
+
+def _info(key: _Key, held: _Held) -> ActorInfo:
+    if isinstance(held, ActorInfo):
+        return held
+    kind, actor_id = held
+    return of_kind(kind, actor_id, key if isinstance(key, str) else key[1])
+
+
 @attrs.frozen
 class RegisterResult:
     actor: ActorInfo | None  # the actor holding the name after the call
@@ -51,7 +66,7 @@ class RegisterResult:
 
 class NameRegistry:
     def __init__(self) -> None:
-        self._by_name: dict[_Key, ActorInfo] = {}
+        self._by_name: dict[_Key, _Held] = {}
         self._by_actor: dict[ActorId, _Key] = {}
         self._claimer: dict[ActorId, Hashable] = {}
         # Lists, not a set per group: groups.py (~60 bytes less per name and index).
@@ -59,8 +74,11 @@ class NameRegistry:
         self._by_claimer: Groups[Hashable, ActorId] = Groups(self._is_claimed_by)
 
     def _is_at(self, actor_id: ActorId, address: str) -> bool:
-        info = self.get(actor_id)
-        return info is not None and info.address == address
+        key = self._by_actor.get(actor_id)
+        held = None if key is None else self._by_name.get(key)
+        if held is None:
+            return False
+        return (held if isinstance(held, ActorInfo) else held[0]).address == address
 
     def _is_claimed_by(self, actor_id: ActorId, claimer: Hashable) -> bool:
         held = self._claimer.get(actor_id)
@@ -80,7 +98,8 @@ class NameRegistry:
         if not actor.name:
             return RegisterResult(None, False, "an actor needs a non-empty name to register")
         key = _key(actor.namespace, actor.name)
-        existing = self._by_name.get(key)
+        held = self._by_name.get(key)
+        existing = None if held is None else _info(key, held)
         if existing is not None and existing.actor_id == actor.actor_id:
             # A restarted actor: same id, new address, perhaps a new owner (restarted by the
             # head, None: it stays its first claimer's, who still hears when it ends).
@@ -117,13 +136,32 @@ class NameRegistry:
         self._index(actor, claimer)
         return None
 
+    def claim_kind(self, kind: ActorInfo, actor_id: ActorId, name: str, claimer: Hashable) -> bool:
+        """``claim`` of the actor ``namebatch.of_kind(kind, actor_id, name)`` (a ClaimNames's),
+        kept as (kind, id): True if it now holds its name; False, and nothing done, if the
+        name is taken or empty (``register`` tells why)."""
+        key = _key(kind.namespace, name)
+        if not name or key in self._by_name:
+            return False
+        self._by_name[key] = (kind, actor_id)
+        self._by_actor[actor_id] = key
+        self._by_address.add(kind.address, actor_id)
+        self._claimer[actor_id] = claimer
+        self._by_claimer.add(claimer, actor_id)
+        return True
+
     def lookup(self, name: str, namespace: str | None) -> ActorInfo | None:
-        return self._by_name.get(_key(namespace, name))
+        key = _key(namespace, name)
+        held = self._by_name.get(key)
+        return None if held is None else _info(key, held)
 
     def get(self, actor_id: ActorId) -> ActorInfo | None:
         """The named actor with this id, if it still holds its name."""
         key = self._by_actor.get(actor_id)
-        return None if key is None else self._by_name.get(key)
+        if key is None:
+            return None
+        held = self._by_name.get(key)
+        return None if held is None else _info(key, held)
 
     def claimer(self, actor_id: ActorId) -> Hashable | None:
         """The process that claimed the name ``actor_id`` holds, while it is there."""
@@ -134,9 +172,11 @@ class NameRegistry:
         key = self._by_actor.pop(actor_id, None)
         if key is None:
             return None
-        info = self._by_name.pop(key, None)
-        if info is not None:
-            self._unindex(info)
+        held = self._by_name.pop(key, None)
+        if held is None:
+            return None
+        info = _info(key, held)
+        self._unindex(info)
         return info
 
     def address_gone(self, address: str) -> list[ActorInfo]:
@@ -160,7 +200,7 @@ class NameRegistry:
         return claimed
 
     def names(self) -> list[ActorInfo]:
-        return list(self._by_name.values())
+        return [_info(key, held) for key, held in self._by_name.items()]
 
     def _index(self, info: ActorInfo, claimer: Hashable | None) -> None:
         self._by_address.add(info.address, info.actor_id)

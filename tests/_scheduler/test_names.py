@@ -13,6 +13,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 
 from actorgrid._protocol.ids import ActorId
 from actorgrid._protocol.messages import ActorInfo
+from actorgrid._protocol.namebatch import of_kind
 from actorgrid._scheduler.names import DEFAULT_NAMESPACE, NameRegistry
 
 _ids = itertools.count(1)
@@ -182,6 +183,19 @@ class NameRegistryMachine(RuleBasedStateMachine):
         key = (namespace or DEFAULT_NAMESPACE, name)
         holder = self.model.get(key)
         assert self.registry.claim(info, claimer) == holder
+        if holder is None:
+            self.model[key] = info
+            self.claims[info.actor_id] = claimer
+        return info
+
+    @rule(target=proposed, name=NAMES, namespace=NAMESPACES, address=ADDRESSES, claimer=CLAIMERS)
+    def claim_kind(self, name: str, namespace: str | None, address: str, claimer: str) -> ActorInfo:
+        # A ClaimNames's claim, kept as its kind and id: the same actor comes back out.
+        kind = actor("first-of-its-kind", namespace, address)
+        info = of_kind(kind, actor(None).actor_id, name)
+        key = (namespace or DEFAULT_NAMESPACE, name)
+        holder = self.model.get(key)
+        assert self.registry.claim_kind(kind, info.actor_id, name, claimer) == (holder is None)
         if holder is None:
             self.model[key] = info
             self.claims[info.actor_id] = claimer
