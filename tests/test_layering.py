@@ -26,6 +26,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     segments          this process's side of its node's object store (shared memory)
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
                       starting inbox gcpause parking
+    quiet             calls whose ref was dropped: no answer, an error reported
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
@@ -109,6 +110,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "gcpause",
         "parking",
     ),
+    ("quiet",),
     ("refs",),
     ("generators",),
     ("handles",),
