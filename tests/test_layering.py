@@ -32,7 +32,6 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     handles           ActorHandle; likewise
     records           what the runtime keeps of its calls and actors
     peer              one link
-    letters           a mailbox letter written out at once when its link is idle
     portal headlink   thread hops; the link to the head
     seams             a runtime's network and threads (TCP and a pool; a simulation's own)
     getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
@@ -117,7 +116,6 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("handles",),
     ("records",),
     ("peer",),
-    ("letters",),
     ("hosted",),
     ("output",),
     ("portal", "headlink"),

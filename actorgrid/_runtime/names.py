@@ -37,7 +37,6 @@ from .._protocol.messages import (
 )
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .claims import RuntimeClaims
-from .letters import send_letter
 from .links import FREE_NAME_TIMEOUT_S, log
 from .peer import Peer, PeerClosedError
 from .records import _describe
@@ -364,9 +363,9 @@ class RuntimeNames(RuntimeClaims):
                 executor.on_deliver(peer, Deliver(0, info.actor_id, payload))
                 return
             try:
-                # Queued for the link's writer, so that what this loop turn sends goes out in
-                # one write; written now only when the link is idle (letters.py).
-                await send_letter(peer, Deliver(0, info.actor_id, payload))  # letters.py
+                # Queued for the link's writer, not flushed here: what this loop turn sends
+                # goes out in one write (a flush per message was a syscall per message).
+                await peer.send_wait(Deliver(0, info.actor_id, payload))
             except BaseException:
                 # Not queued (send_wait raises only before it queues): the credit goes back.
                 self._on_credit(peer, Credit(info.actor_id, 1))
