@@ -59,14 +59,37 @@ def result_discarded(depth: int = 2) -> bool:
 
 
 def _pops_next(code: CodeType, offset: int) -> bool:
-    """Whether the instruction after the call at ``offset`` of ``code`` is POP_TOP.
+    """Whether the call at ``offset`` of ``code`` is ``<expr>.remote(<args>)`` made straight
+    from this code, whose value the next instruction (POP_TOP) drops.
 
-    ``f_lasti`` of a frame in a call is the call instruction, or (3.11, 3.12) the last of
-    its inline cache entries: either way the next instruction is the first one after it."""
-    for instruction in dis.get_instructions(code):
+    ``f_lasti`` of a frame in a call is the call instruction, or (3.11, 3.12) the last of its
+    inline cache entries: the call is the last instruction at or before it. Made straight: the
+    callee is a method load of ``remote`` with no other call, and no jump, between it and the
+    call. Anything else may be C code calling ``.remote()`` and keeping its value
+    (``refs.extend(map(h.f.remote, xs))``), and is answered as usual."""
+    instructions = list(dis.get_instructions(code))
+    at = -1
+    for i, instruction in enumerate(instructions):
         if instruction.offset > offset:
-            return instruction.opname == "POP_TOP"
+            break
+        at = i
+    if at < 0 or at + 1 >= len(instructions):
+        return False
+    if instructions[at].opname not in _CALLS or instructions[at + 1].opname != "POP_TOP":
+        return False
+    for instruction in reversed(instructions[max(0, at - _ARGS_MAX) : at]):
+        name = instruction.opname
+        if (name != "PRECALL" and "CALL" in name) or "JUMP" in name or instruction.is_jump_target:
+            return False
+        if instruction.argval == "remote" and (
+            name == "LOAD_METHOD" or (name == "LOAD_ATTR" and "NULL|self" in instruction.argrepr)
+        ):
+            return True
     return False
+
+
+_CALLS = ("CALL", "CALL_KW")  # a call with its arguments on the stack (3.11 to 3.13)
+_ARGS_MAX = 64  # instructions between the method load and its call, at most
 
 
 def forget_sent(runtime: Any, task_id: ObjectId) -> None:
