@@ -27,6 +27,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
                       collector's freezes and thaws
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
                       starting inbox parking
+    quiet             calls whose ref was dropped: no answer, an error reported
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
@@ -109,6 +110,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "inbox",
         "parking",
     ),
+    ("quiet",),
     ("refs",),
     ("generators",),
     ("handles",),

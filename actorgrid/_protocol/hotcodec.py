@@ -62,7 +62,8 @@ def _payload_out(p: Payload, sink: list[memoryview]) -> tuple[bytes, tuple[int, 
 
 
 def _call_actor(m: CallActor, sink: list[memoryview]) -> tuple[Any, ...]:
-    return (_CALL_ACTOR, m.task_id, m.actor_id, m.method, _payload_out(m.args, sink), m.root)
+    args = _payload_out(m.args, sink)
+    return (_CALL_ACTOR, m.task_id, m.actor_id, m.method, args, m.root, m.quiet)
 
 
 def _task_result(m: TaskResult, sink: list[memoryview]) -> tuple[Any, ...]:
@@ -135,7 +136,7 @@ def _deliver_to_key(m: DeliverToKey, sink: list[memoryview]) -> tuple[Any, ...]:
 # its encoder and decoder here too (at the end of the form): until then, importing this module
 # fails rather than drop the field on the wire.
 _FORMS: dict[type, tuple[str, ...]] = {
-    CallActor: ("task_id", "actor_id", "method", "args", "root"),
+    CallActor: ("task_id", "actor_id", "method", "args", "root", "quiet"),
     TaskResult: ("task_id", "ok", "value"),
     TaskResults: ("results",),
     ActorCalls: ("calls",),
@@ -266,8 +267,10 @@ class _Body:
 
 
 def _d_call_actor(f: tuple[Any, ...], b: _Body) -> CallActor:
-    _, task_id, actor_id, method, args, root = f
-    return CallActor(_id(task_id), _id(actor_id), _str(method), b.payload(args), _str(root))
+    _, task_id, actor_id, method, args, root, quiet = f
+    return CallActor(
+        _id(task_id), _id(actor_id), _str(method), b.payload(args), _str(root), _bool(quiet)
+    )
 
 
 def _d_task_result(f: tuple[Any, ...], b: _Body) -> TaskResult:
@@ -316,8 +319,8 @@ def _d_actor_calls(f: tuple[Any, ...], b: _Body) -> ActorCalls:
     return ActorCalls(
         tuple(
             [
-                CallActor(_id(t), _id(a), _str(m), payload(args), _str(root))
-                for t, a, m, args, root in _items(calls, 5, "actor calls")
+                CallActor(_id(t), _id(a), _str(m), payload(args), _str(root), _bool(q))
+                for t, a, m, args, root, q in _items(calls, 6, "actor calls")
             ]
         )
     )
