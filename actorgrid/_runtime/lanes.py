@@ -33,7 +33,7 @@ from .interrupt import Running
 from .lineage import current_task
 from .output import output_source
 from .producing import WorkerStreams
-from .serialization import box_error, loads, system_error
+from .serialization import NO_ARGS, box_error, loads, system_error
 
 if TYPE_CHECKING:
     from .links import RuntimeLinks
@@ -51,6 +51,7 @@ _MAX_RUNNERS = 256
 MAILBOX_CAPACITY = 1024
 DEFAULT_ASYNC_CONCURRENCY = 1000
 _TOMBSTONES_MAX = 100_000
+_NO_ARGS_DATA = NO_ARGS.data
 
 
 class TaskHost(Protocol):
@@ -206,6 +207,10 @@ class _Lane:
         self.running = False
         self.closed = False
         self.space = trio.lowlevel.ParkingLot()
+        # Drain thread only: each method's label, made once; the output tag of the last
+        # caller, kept while calls come from it (a burst from one caller sets up one).
+        self._labels: dict[str, str] = {}
+        self._source: tuple[Peer, str, output_source] | None = None
 
     def has_room(self) -> bool:
         return len(self.items) < _LANE_CAPACITY
@@ -245,9 +250,18 @@ class _Lane:
                     result = (False, system_error(error))
                 else:
                     method = self.executor.streams.adapt(method, in_thread=True)
-                    label = f"{self.info.label}.{call.method}"
-                    name = self.info.name or self.info.label
-                    with output_source(name, call.peer, call.root):
+                    label = self._labels.get(call.method)
+                    if label is None:
+                        label = self._labels[call.method] = f"{self.info.label}.{call.method}"
+                    last = self._source
+                    if last is None or last[0] is not call.peer or last[1] != call.root:
+                        name = self.info.name or self.info.label
+                        last = self._source = (
+                            call.peer,
+                            call.root,
+                            output_source(name, call.peer, call.root),
+                        )
+                    with last[2]:
                         result = self.executor.call_in_thread(
                             method, call.payload, label, call.running
                         )
@@ -412,6 +426,8 @@ def _cancelled(label: str) -> Payload:
 
 
 def _loads_args(payload: Payload, address: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if payload.data == _NO_ARGS_DATA and not payload.buffers:
+        return (), {}  # a call that passes nothing: nothing to unpickle
     try:
         args, kwargs = loads(payload)
     except Exception as exc:

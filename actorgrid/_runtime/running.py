@@ -275,8 +275,8 @@ class ExecutorTasks:
         serialize its outcome. Never raises."""
         try:
             args, kwargs = _loads_args(payload, self.runtime.address)
-            if any(isinstance(a, ObjectRef) for a in args) or any(
-                isinstance(v, ObjectRef) for v in kwargs.values()
+            if (args and any(isinstance(a, ObjectRef) for a in args)) or (
+                kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values())
             ):
                 get = self.runtime.get_sync
                 args = tuple(get(a, None) if isinstance(a, ObjectRef) else a for a in args)
