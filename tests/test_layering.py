@@ -25,7 +25,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
 
     segments          this process's side of its node's object store (shared memory)
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
-                      starting inbox gcpause parking
+                      starting inbox gcpause parking gcyoung
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
@@ -108,6 +108,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "inbox",
         "gcpause",
         "parking",
+        "gcyoung",
     ),
     ("refs",),
     ("generators",),
