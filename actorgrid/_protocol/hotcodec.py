@@ -74,13 +74,27 @@ def _task_results(m: TaskResults, sink: list[memoryview]) -> tuple[Any, ...]:
     flat: list[Any] = []
     add = flat.extend
     for r in m.results:
-        add((r.task_id, r.ok, _payload_out(r.value, sink)))
+        v = r.value
+        add((r.task_id, r.ok, (v.data, ()) if not v.buffers else _payload_out(v, sink)))
     return (_TASK_RESULTS, flat)
 
 
 def _actor_calls(m: ActorCalls, sink: list[memoryview]) -> tuple[Any, ...]:
-    # [tag, [call, call, ...]], each call its CallActor form without the tag.
-    return (_ACTOR_CALLS, [_call_actor(c, sink)[1:] for c in m.calls])
+    # [tag, [call, call, ...]], each call its CallActor form without the tag (built here, not
+    # sliced from _call_actor's: one tuple a call, not two).
+    return (
+        _ACTOR_CALLS,
+        [
+            (
+                c.task_id,
+                c.actor_id,
+                c.method,
+                (c.args.data, ()) if not c.args.buffers else _payload_out(c.args, sink),
+                c.root,
+            )
+            for c in m.calls
+        ],
+    )
 
 
 def _submit_tasks(m: SubmitTasks, sink: list[memoryview]) -> tuple[Any, ...] | None:
@@ -280,14 +294,18 @@ def _d_task_results(f: tuple[Any, ...], b: _Body) -> TaskResults:
     if type(flat) is not tuple or len(flat) % 3:
         raise ProtocolError("task results are not a list of [id, ok, payload] triples")
     payload = b.payload
-    return TaskResults(
-        tuple(
-            [
-                TaskResult(_id(flat[i]), _bool(flat[i + 1]), payload(flat[i + 2]))
-                for i in range(0, len(flat), 3)
-            ]
-        )
-    )
+    results: list[TaskResult] = []
+    add = results.append
+    it = iter(flat)
+    # The checks of _id, _bool and _Body.payload, inline: this runs once per answer.
+    for task_id, ok, value in zip(it, it, it, strict=True):
+        if type(task_id) is not bytes or type(ok) is not bool:
+            raise ProtocolError("a task result is not an [id, ok, payload] triple")
+        if type(value) is tuple and len(value) == 2 and value[1] == () and type(value[0]) is bytes:
+            add(TaskResult(task_id, ok, Payload(value[0])))  # type: ignore[arg-type]
+        else:
+            add(TaskResult(task_id, ok, payload(value)))  # type: ignore[arg-type]
+    return TaskResults(tuple(results))
 
 
 def _d_submit_task(f: tuple[Any, ...], b: _Body) -> SubmitTask:
@@ -313,14 +331,19 @@ def _items(v: Any, n: int, what: str) -> tuple[Any, ...]:
 def _d_actor_calls(f: tuple[Any, ...], b: _Body) -> ActorCalls:
     _, calls = f
     payload = b.payload
-    return ActorCalls(
-        tuple(
-            [
-                CallActor(_id(t), _id(a), _str(m), payload(args), _str(root))
-                for t, a, m, args, root in _items(calls, 5, "actor calls")
-            ]
-        )
-    )
+    out: list[CallActor] = []
+    add = out.append
+    # The checks of _id, _str and _Body.payload, inline: this runs once per call.
+    for t, a, m, args, root in _items(calls, 5, "actor calls"):
+        if type(t) is not bytes or type(a) is not bytes or type(m) is not str:
+            raise ProtocolError("an actor call's ids are not bytes or its method not a str")
+        if type(root) is not str:
+            raise ProtocolError(f"expected a str, got {type(root).__name__}")
+        if type(args) is tuple and len(args) == 2 and args[1] == () and type(args[0]) is bytes:
+            add(CallActor(t, a, m, Payload(args[0]), root))  # type: ignore[arg-type]
+        else:
+            add(CallActor(t, a, m, payload(args), root))  # type: ignore[arg-type]
+    return ActorCalls(tuple(out))
 
 
 def _d_submit_tasks(f: tuple[Any, ...], b: _Body) -> SubmitTasks:
