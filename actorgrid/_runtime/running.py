@@ -358,12 +358,21 @@ class ExecutorTasks:
         with self._answers_lock:
             answers, self._answers = self._answers, []
         batches: dict[Peer, list[TaskResult]] = {}
+        tasks_pop = self.tasks.pop
+        last: Peer | None = None
+        add = None
         for item, ok, payload in answers:
-            if isinstance(item, _TaskItem):
+            if type(item) is _Call:  # _call_result, inline: nearly every answer of a burst
+                tasks_pop(item.task_id, None)
+                result = TaskResult(item.task_id, ok, payload)
+            elif isinstance(item, _TaskItem):
                 result = self._task_result(item, ok, payload)
             else:
                 result = self._call_result(item, ok, payload)
-            batches.setdefault(item.peer, []).append(result)
+            if item.peer is not last or add is None:  # a burst's answers share a caller
+                last = item.peer
+                add = batches.setdefault(last, []).append
+            add(result)
         for peer, results in batches.items():
             send_results(peer, results)
 

@@ -318,9 +318,13 @@ class RuntimeTasks(RuntimeObjects):
         TaskResult, in the order the worker finished them."""
         # The values of actor calls and plain tasks (nearly every answer) are resolved here,
         # in one loop with what they need looked up once; the rest as _on_result does.
+        state = self._owner_state
+        if state is None:  # owns nothing (its bookkeeping is made with the first it owns)
+            for result in msg.results:
+                self._on_result(peer, result)
+            return
         pop = peer.inflight.pop
         answered = self.observe.answered
-        state = self._owner_state
         actor_calls = self._actor_calls
         tasks = self._tasks
         adopt = self.adopt_result
@@ -331,7 +335,7 @@ class RuntimeTasks(RuntimeObjects):
             sent = pop(task_id, None)
             if sent is None:
                 continue
-            if not result.ok or state is None or self._direct_calls:
+            if not result.ok or self._direct_calls:
                 self._answered(peer, result, sent)
                 continue
             if sent.owner and not sent.counted:  # an actor call's value: as _answered
