@@ -100,7 +100,22 @@ def _actor_calls(m: ActorCalls, sink: list[memoryview]) -> tuple[Any, ...]:
 def _submit_tasks(m: SubmitTasks, sink: list[memoryview]) -> tuple[Any, ...] | None:
     if any(t.actor is not None for t in m.tasks):
         return None  # one creates an agent: the whole batch goes as a map
-    return (_SUBMIT_TASKS, [_submit_task(t, sink)[1:] for t in m.tasks])  # type: ignore[index]
+    # Each task its SubmitTask form without the tag, built here (one tuple a task, not two).
+    return (
+        _SUBMIT_TASKS,
+        [
+            (
+                t.task_id,
+                t.function_id,
+                t.function,
+                (t.args.data, ()) if not t.args.buffers else _payload_out(t.args, sink),
+                t.num_cpus,
+                t.resources,
+                t.root,
+            )
+            for t in m.tasks
+        ],
+    )
 
 
 def _submit_task(m: SubmitTask, sink: list[memoryview]) -> tuple[Any, ...] | None:
@@ -348,8 +363,25 @@ def _d_actor_calls(f: tuple[Any, ...], b: _Body) -> ActorCalls:
 
 def _d_submit_tasks(f: tuple[Any, ...], b: _Body) -> SubmitTasks:
     _, tasks = f
+    payload = b.payload
     return SubmitTasks(
-        tuple([_d_submit_task((_SUBMIT_TASK, *t), b) for t in _items(tasks, 7, "tasks")])
+        tuple(
+            [
+                SubmitTask(
+                    _id(task_id),
+                    _bytes(function_id),
+                    _opt_bytes(function),
+                    payload(args),
+                    _float(num_cpus),
+                    None,  # actor: a SubmitTask with one goes as a map
+                    () if resources == () else _resources(resources),
+                    _str(root),
+                )
+                for task_id, function_id, function, args, num_cpus, resources, root in _items(
+                    tasks, 7, "tasks"
+                )
+            ]
+        )
     )
 
 

@@ -24,6 +24,7 @@ from .._protocol.messages import (
     Payload,
     SubmitTask,
     TaskResult,
+    TaskResults,
 )
 from .blocking import local as _local
 from .blocking import new_burst
@@ -51,6 +52,10 @@ _MAX_RUNNERS = 256
 MAILBOX_CAPACITY = 1024
 DEFAULT_ASYNC_CONCURRENCY = 1000
 _TOMBSTONES_MAX = 100_000
+# A TaskResults holds at most this many answers, of at most this many payload bytes in all
+# (each answer is under max_message_bytes; a batch must be too): more go in further batches.
+ANSWERS_BATCH_MAX = 1024
+ANSWERS_BATCH_BYTES = 1 << 20
 _NO_ARGS_DATA = NO_ARGS.data
 
 
@@ -81,14 +86,14 @@ class _TaskItem:
         "cancelled", "fn", "label", "num_cpus", "payload", "peer", "root", "running", "task_id"
     )  # fmt: skip
 
-    def __init__(self, peer: Peer, msg: SubmitTask, fn: Callable[..., Any]) -> None:
+    def __init__(self, peer: Peer, msg: SubmitTask, fn: Callable[..., Any], label: str) -> None:
         self.peer = peer
         self.task_id = msg.task_id
         self.fn = fn
         self.payload = msg.args
         self.num_cpus = msg.num_cpus
         self.root = msg.root
-        self.label = f"task {getattr(fn, '__qualname__', 'task')}"
+        self.label = label  # "task <qualname>", made once per function (running.py)
         self.cancelled = False
         self.running = Running()
 
@@ -436,3 +441,20 @@ def _loads_args(payload: Payload, address: str) -> tuple[tuple[Any, ...], dict[s
             f"{type(exc).__name__}: {exc} (is every module they need importable there?)"
         ) from None
     return args, kwargs
+
+
+def send_results(peer: Peer, results: list[TaskResult]) -> None:
+    """Loop: send ``results`` to ``peer`` in order, as few messages as their sizes allow."""
+    if len(results) == 1:
+        peer.send(results[0])
+        return
+    batch: list[TaskResult] = []
+    nbytes = 0
+    for result in results:
+        size = result.value.nbytes
+        if batch and (len(batch) >= ANSWERS_BATCH_MAX or nbytes + size > ANSWERS_BATCH_BYTES):
+            peer.send(batch[0] if len(batch) == 1 else TaskResults(tuple(batch)))
+            batch, nbytes = [], 0
+        batch.append(result)
+        nbytes += size
+    peer.send(batch[0] if len(batch) == 1 else TaskResults(tuple(batch)))

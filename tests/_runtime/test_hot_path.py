@@ -18,8 +18,8 @@ from actorgrid._protocol.ids import ObjectId
 from actorgrid._protocol.messages import Payload, TaskResult, TaskResults
 from actorgrid._runtime import current
 from actorgrid._runtime.gcyoung import YOUNG_COLLECTION_OBJECTS, young_threshold_raised
+from actorgrid._runtime.lanes import ANSWERS_BATCH_BYTES, ANSWERS_BATCH_MAX, send_results
 from actorgrid._runtime.refs import EntryTable, ObjectEntry
-from actorgrid._runtime.running import ANSWERS_BATCH_BYTES, ANSWERS_BATCH_MAX, send_results
 
 
 @ag.remote
