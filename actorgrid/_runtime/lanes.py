@@ -122,6 +122,15 @@ class TaskQueue:
         if start:
             self.executor.runtime.pool.start(self._run)
 
+    def push_many(self, items: list[_TaskItem]) -> None:
+        """``push`` each of ``items``, in order, under one hold of the lock (a batch of tasks
+        that arrived together: SubmitTasks)."""
+        with self.cond:
+            self.items.extend(items)
+            start = self._claim_runner()
+        if start:
+            self.executor.runtime.pool.start(self._run)
+
     def remove(self, item: _TaskItem) -> bool:
         with self.cond:
             try:

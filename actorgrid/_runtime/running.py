@@ -96,8 +96,7 @@ class ExecutorTasks:
         self.queue = TaskQueue(self, num_cpus)
         self.holdings = Holdings({})  # the worker's share of its node's resources
         self.functions: dict[bytes, Callable[..., Any]] = {}
-        # Plain sync functions (no generator, no coroutine) run here before, by id, with
-        # their task label: a task of one is queued with no inspection or formatting.
+        # Plain sync functions run here before, by id, with their task label: queued at once.
         self._sync_functions: dict[bytes, tuple[Callable[..., Any], str]] = {}
         self.classes: dict[bytes, type] = {}
         self.actors: dict[ActorId, _Slot] = {}
@@ -157,10 +156,23 @@ class ExecutorTasks:
             on_call(peer, call)  # never waits (a full mailbox parks its calls in order)
 
     def _on_submits(self, peer: Peer, msg: SubmitTasks) -> None:
-        """A run of tasks a caller's writer coalesced: each as its own SubmitTask."""
-        on_submit = self.on_submit
+        """A run of tasks a caller's writer coalesced: each as its own SubmitTask (plain sync
+        ones known here join the queue together, in arrival order with the others)."""
+        known = self._sync_functions
+        tasks = self.tasks
+        ready: list[_TaskItem] = []
         for task in msg.tasks:
-            on_submit(peer, task)
+            fn = known.get(task.function_id) if task.actor is None else None
+            if fn is not None and not task.resources:
+                item = tasks[task.task_id] = _TaskItem(peer, task, *fn)
+                ready.append(item)
+                continue
+            if ready:  # those before it go first
+                self.queue.push_many(ready)
+                ready = []
+            self.on_submit(peer, task)
+        if ready:
+            self.queue.push_many(ready)
 
     def drain_ended(self) -> None:
         """Loop: the bookkeeping of calls answered from their threads (O(those), each once)."""
@@ -470,8 +482,7 @@ class ExecutorTasks:
 
     def _queue_sync(self, peer: Peer, msg: SubmitTask, fn: Callable[..., Any], label: str) -> None:
         """A sync task: queued for a pool thread once its resources are held here."""
-        item = _TaskItem(peer, msg, fn, label)
-        self.tasks[msg.task_id] = item
+        item = self.tasks[msg.task_id] = _TaskItem(peer, msg, fn, label)
         if not msg.resources:  # holds nothing but its CPUs (the queue's): no closures made
             self.queue.push(item)
             return
