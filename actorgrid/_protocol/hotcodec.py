@@ -62,7 +62,8 @@ def _payload_out(p: Payload, sink: list[memoryview]) -> tuple[bytes, tuple[int, 
 
 
 def _call_actor(m: CallActor, sink: list[memoryview]) -> tuple[Any, ...]:
-    return (_CALL_ACTOR, m.task_id, m.actor_id, m.method, _payload_out(m.args, sink), m.root)
+    args = _payload_out(m.args, sink)
+    return (_CALL_ACTOR, m.task_id, m.actor_id, m.method, args, m.root, m.quiet)
 
 
 def _task_result(m: TaskResult, sink: list[memoryview]) -> tuple[Any, ...]:
@@ -91,6 +92,7 @@ def _actor_calls(m: ActorCalls, sink: list[memoryview]) -> tuple[Any, ...]:
                 c.method,
                 (c.args.data, ()) if not c.args.buffers else _payload_out(c.args, sink),
                 c.root,
+                c.quiet,
             )
             for c in m.calls
         ],
@@ -164,7 +166,7 @@ def _deliver_to_key(m: DeliverToKey, sink: list[memoryview]) -> tuple[Any, ...]:
 # its encoder and decoder here too (at the end of the form): until then, importing this module
 # fails rather than drop the field on the wire.
 _FORMS: dict[type, tuple[str, ...]] = {
-    CallActor: ("task_id", "actor_id", "method", "args", "root"),
+    CallActor: ("task_id", "actor_id", "method", "args", "root", "quiet"),
     TaskResult: ("task_id", "ok", "value"),
     TaskResults: ("results",),
     ActorCalls: ("calls",),
@@ -295,8 +297,10 @@ class _Body:
 
 
 def _d_call_actor(f: tuple[Any, ...], b: _Body) -> CallActor:
-    _, task_id, actor_id, method, args, root = f
-    return CallActor(_id(task_id), _id(actor_id), _str(method), b.payload(args), _str(root))
+    _, task_id, actor_id, method, args, root, quiet = f
+    return CallActor(
+        _id(task_id), _id(actor_id), _str(method), b.payload(args), _str(root), _bool(quiet)
+    )
 
 
 def _d_task_result(f: tuple[Any, ...], b: _Body) -> TaskResult:
@@ -348,16 +352,16 @@ def _d_actor_calls(f: tuple[Any, ...], b: _Body) -> ActorCalls:
     payload = b.payload
     out: list[CallActor] = []
     add = out.append
-    # The checks of _id, _str and _Body.payload, inline: this runs once per call.
-    for t, a, m, args, root in _items(calls, 5, "actor calls"):
+    # The checks of _id, _str, _bool and _Body.payload, inline: this runs once per call.
+    for t, a, m, args, root, q in _items(calls, 6, "actor calls"):
         if type(t) is not bytes or type(a) is not bytes or type(m) is not str:
             raise ProtocolError("an actor call's ids are not bytes or its method not a str")
-        if type(root) is not str:
-            raise ProtocolError(f"expected a str, got {type(root).__name__}")
+        if type(root) is not str or type(q) is not bool:
+            raise ProtocolError("an actor call's root is not a str or its quiet not a bool")
         if type(args) is tuple and len(args) == 2 and args[1] == () and type(args[0]) is bytes:
-            add(CallActor(t, a, m, Payload(args[0]), root))  # type: ignore[arg-type]
+            add(CallActor(t, a, m, Payload(args[0]), root, q))  # type: ignore[arg-type]
         else:
-            add(CallActor(t, a, m, payload(args), root))  # type: ignore[arg-type]
+            add(CallActor(t, a, m, payload(args), root, q))  # type: ignore[arg-type]
     return ActorCalls(tuple(out))
 
 

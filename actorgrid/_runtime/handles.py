@@ -19,6 +19,7 @@ from .generators import (
     StreamMarker,
     is_generator_function,
 )
+from .quiet import result_discarded
 from .refs import ObjectEntry, ObjectRef
 from .serialization import NO_ARGS, dumps_call
 from .signatures import MethodChecks
@@ -284,6 +285,8 @@ class ActorMethod(Generic[P, R]):
         else:
             payload = _NO_ARGS  # immutable, and small: never placed in the store
         entry = rt.new_entry()
+        if t.quiet and result_discarded():  # x.remote() as a statement: no answer (quiet.py)
+            entry.quiet = True
         rt.observe.call_made(entry.object_id)  # its call tree's root, taken in this thread
         portal = rt.portal
         if portal.in_loop_thread():
@@ -321,7 +324,7 @@ class _Template:
     this one: the argument check, the class's function (a generator streams), the label that
     errors name. Worked out once rather than per ``.remote()``."""
 
-    __slots__ = ("check", "fn", "info", "label", "streaming")
+    __slots__ = ("check", "fn", "info", "label", "quiet", "streaming")
 
     def __init__(self, method: ActorMethod[..., Any], h: ActorHandle[Any]) -> None:
         name = method._name
@@ -333,3 +336,5 @@ class _Template:
         self.streaming = bool(
             streaming or (streaming is None and fn is not None and is_generator_function(fn))
         )
+        # Its calls may go unanswered when their ref is dropped: never sent again (quiet.py).
+        self.quiet = h._info is not None and h._info.max_task_retries == 0

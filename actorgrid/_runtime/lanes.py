@@ -34,6 +34,7 @@ from .interrupt import Running
 from .lineage import current_task
 from .output import output_source
 from .producing import WorkerStreams
+from .quiet import report_failure
 from .serialization import NO_ARGS, box_error, loads, system_error
 
 if TYPE_CHECKING:
@@ -313,6 +314,7 @@ class _Call:
         "method",
         "payload",
         "peer",
+        "quiet",
         "root",
         "running",
         "scope",
@@ -326,11 +328,16 @@ class _Call:
         self.method = msg.method
         self.payload = msg.args
         self.root = msg.root
+        self.quiet = msg.quiet  # no answer wanted: an error is reported here (quiet.py)
         self.cancelled = False
         self.scope: trio.CancelScope | None = None
         self.running = Running()
 
     def answer(self, ok: bool, payload: Payload) -> None:
+        if self.quiet:
+            if not ok:
+                report_failure(self.task_id, self.actor_id, self.method, payload)
+            return
         self.peer.send(TaskResult(self.task_id, ok, payload))
 
     def reject(self) -> None:

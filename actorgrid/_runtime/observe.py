@@ -290,6 +290,10 @@ class Observer:
         """SubmitTask.root of a task started by the task ``parent`` running here."""
         return self.roots.get(parent, "") if parent is not None else ""
 
+    def forget(self, task_id: ObjectId) -> None:
+        """A call that is never answered (``quiet.py``) was sent: no span, no event."""
+        self._open.pop(task_id, None)
+
     def answered(self, task_id: ObjectId, ok: bool) -> None:
         now = self.last_answer = time.time()
         sent = self._open.pop(task_id, None)

@@ -343,8 +343,15 @@ class ExecutorTasks:
         queued for the loop (``portal.idle``), the tasks it started are registered as its
         children already, so its end cannot overtake them: its bookkeeping then waits for the
         loop's next turn (``_ended_later``), and a round trip wakes the worker's loop once,
-        not twice.
+        not twice. A quiet call (``quiet.py``) is answered by no one: only its bookkeeping.
         """
+        if type(item) is _Call and item.quiet:
+            item.answer(ok, payload)  # sends nothing; reports an error
+            if self.runtime.portal.idle():
+                self._ended_later.append(item.task_id)
+            else:
+                self.runtime.portal.call_soon(self._ended, item.task_id)
+            return
         if (
             last
             and not item.cancelled
@@ -397,7 +404,11 @@ class ExecutorTasks:
         item.peer.send(self._task_result(item, ok, payload))
 
     def call_done(self, call: _Call, ok: bool, payload: Payload) -> None:
-        call.peer.send(self._call_result(call, ok, payload))
+        result = self._call_result(call, ok, payload)
+        if call.quiet:  # no answer wanted; an error is reported (quiet.py)
+            call.answer(ok, payload)
+        else:
+            call.peer.send(result)
 
     def _task_result(self, item: _TaskItem, ok: bool, payload: Payload) -> TaskResult:
         """Loop: a finished task's bookkeeping; its answer (a cancel's if it was cancelled)."""
