@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
@@ -22,7 +21,7 @@ from .generators import (
 )
 from .quiet import result_discarded
 from .refs import ObjectEntry, ObjectRef
-from .serialization import dumps_call
+from .serialization import NO_ARGS, dumps_call
 from .signatures import MethodChecks
 
 if TYPE_CHECKING:
@@ -37,6 +36,10 @@ R = TypeVar("R")
 
 class _InLoop(Protocol):
     def in_loop_thread(self) -> bool: ...
+
+    def idle(self) -> bool: ...
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None: ...
 
 
 class _CallRoots(Protocol):
@@ -285,8 +288,13 @@ class ActorMethod(Generic[P, R]):
         if t.quiet and result_discarded():  # x.remote() as a statement: no answer (quiet.py)
             entry.quiet = True
         rt.observe.call_made(entry.object_id)  # its call tree's root, taken in this thread
-        if rt.portal.in_loop_thread() or not rt.send_call_direct(h, entry, self._name, payload):
-            rt.on_loop(rt.send_call, h, entry, self._name, payload)
+        portal = rt.portal
+        if portal.in_loop_thread():
+            rt.send_call(h, entry, self._name, payload)
+        elif not portal.idle() or not rt.send_call_direct(h, entry, self._name, payload):
+            # A burst (calls queued for the loop already) skips the direct try: it would
+            # refuse anyway, and the queue keeps this thread's calls in order.
+            portal.call_soon(rt.send_call, h, entry, self._name, payload)
         return ObjectRef._make(entry)
 
     def _remote_stream(
@@ -308,8 +316,7 @@ class ActorMethod(Generic[P, R]):
         return gen
 
 
-# The arguments of every call that passes none: pickled once.
-_NO_ARGS = Payload(pickle.dumps(((), {}), protocol=5))
+_NO_ARGS = NO_ARGS
 
 
 class _Template:
