@@ -26,7 +26,8 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     segments gcpause  this process's side of its node's object store (shared memory); the
                       collector's freezes and thaws
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
-                      starting inbox parking
+                      starting inbox parking gcyoung
+    quiet             calls whose ref was dropped: no answer, an error reported
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
@@ -108,7 +109,9 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "starting",
         "inbox",
         "parking",
+        "gcyoung",
     ),
+    ("quiet",),
     ("refs",),
     ("generators",),
     ("handles",),

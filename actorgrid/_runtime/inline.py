@@ -266,8 +266,7 @@ def run_inline(host: InlineHost, lane: _Lane, call: _Call, address: str) -> bool
                 ok, payload = host.result_of(value, label)
     finally:
         elapsed = watch.ended()
-    if elapsed > INLINE_BUDGET_S:
-        _by_class[cls].discard(call.method)
+    if elapsed > INLINE_BUDGET_S and _demoted(cls, call.method, watch.cpu_since):
         declared = call.method in _inline_names(cls)
         log.warning(
             "%s %s but held worker %s's event loop for %.3f s (over %.1f s): pulses, messages "
@@ -288,6 +287,17 @@ def run_inline(host: InlineHost, lane: _Lane, call: _Call, address: str) -> bool
     return True
 
 
+def _demoted(cls: type, method: str, cpu_since: float) -> bool:
+    """Loop, after a run on the loop over the budget in wall time: whether ``method`` leaves
+    the loop. A declared method does (it may have blocked). One chosen by its code cannot
+    block, so a long wall time with little CPU of this thread was the process or the loop
+    thread being preempted on a loaded machine (or a GIL wait), not the method: it stays."""
+    if method not in _inline_names(cls) and time.thread_time() - cpu_since < INLINE_BUDGET_S / 2:
+        return False
+    _by_class[cls].discard(method)
+    return True
+
+
 def _where(label: str, address: str) -> str:
     return f"{label} on worker {address} (pid {os.getpid()}, inline)"
 
@@ -299,11 +309,13 @@ class _Watch:
     def __init__(self) -> None:
         self.label = ""
         self.since = 0.0  # time.monotonic() when the running call started; 0.0: none runs
+        self.cpu_since = 0.0  # the loop thread's CPU time (time.thread_time()) then
         self._thread: threading.Thread | None = None
 
     def started(self, label: str) -> None:
         self.label = label
         self.since = time.monotonic()
+        self.cpu_since = time.thread_time()
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._watch, name="actorgrid-inline-watchdog", daemon=True
