@@ -58,6 +58,11 @@ __all__ = ["AgentHost"]
 # ~70 KB, not one of 1.7 MB.
 _CANCELLED_PER_MESSAGE = 4096
 
+# Steppers (``_start_inline`` tasks) made to start the agents queued while others await: the
+# most Trio tasks agents that await at their start (on a full mailbox, a name's first lookup)
+# hold, and the most of their first awaits batched in one loop turn.
+_STEPPERS_MAX = 1024
+
 # Why the agents of a stopping worker ended (each has it as its tombstone, shared).
 _STOPPED = "the actor was cancelled: its worker stopped"
 
@@ -77,9 +82,11 @@ class AgentHost(ExecutorTasks):
     _cancelled_batch: dict[Peer, list[ObjectId]] | None = None
     _watching_end = False  # _watch_end
     _reaping: deque[AgentRun] | None = None  # parked agents to stop in this loop turn
-    # Agents to start in _start_inline's task, and whether one runs; starts since a freeze.
+    # Agents to start in _start_inline's tasks; starts since a freeze.
     _starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]] | None = None
-    _starting = False
+    # Its _start_inline tasks (steppers), and those of them not carrying an agent that awaits.
+    _steppers = 0
+    _free_steppers = 0
     _unfrozen = 0
     # Parked agents a message woke, to resume in _resume_inline's task, and whether one runs.
     _wakes: deque[AgentRun] | None = None
@@ -148,49 +155,71 @@ class AgentHost(ExecutorTasks):
         if starts is None:
             starts = self._starts = deque()
         starts.append((run, fn, msg))
-        if not self._starting:
-            self._starting = True
-            self.nursery.start_soon(self._start_inline, starts)
+        if self._free_steppers == 0:
+            self._add_stepper(starts)
 
     async def _start_inline(
         self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
     ) -> None:
-        """Start agents on a worker where they park, START_BATCH per loop turn (as
-        starting.py does, and freezing them for the collector as it does), each stepped in
+        """A stepper: starts agents on a worker where they park, START_BATCH per loop turn
+        (as starting.py does, and freezing them for the collector as it does), each stepped in
         this task until it parks: an agent that parks before it awaits anything else never
         has a Trio task of its own. One whose code awaits first keeps this task (its waits are
-        this task's from its first step), in the batch's cancel scope, which is then its own:
-        the rest start in a new task."""
-        with trio.CancelScope() as scope:
+        this task's from its first step), in its cancel scope, which is then its own, until
+        it parks or ends; then this task takes the next ones in a new scope. Meanwhile the
+        rest of its batch go on in other steppers (``_add_stepper``), up to _STEPPERS_MAX of
+        them: agents that all wait on one full mailbox wait in ``starts``, not as thousands
+        of Trio tasks made and ended (whose memory stays behind, fragmented, among the agents'
+        own: ~1 KB an agent at 10,000)."""
+        try:
             while starts:
-                for n in range(1, min(START_BATCH, len(starts)) + 1):
-                    run, fn, msg = starts.popleft()
-                    run.context = contextvars.copy_context()  # as a task of its own has
-                    first = self._run_coroutine_actor(run, fn, msg, scope)
-                    del fn, msg
-                    self._unfrozen += 1
+                with trio.CancelScope() as scope:
+                    carried = None
+                    while carried is None and starts:
+                        for n in range(1, min(START_BATCH, len(starts)) + 1):
+                            run, fn, msg = starts.popleft()
+                            run.context = contextvars.copy_context()  # as a task of its own has
+                            first = self._run_coroutine_actor(run, fn, msg, scope)
+                            del fn, msg
+                            self._unfrozen += 1
+                            try:
+                                trap = first.send(None)
+                            except StopIteration:
+                                continue
+                            carried, taken = (first, trap), n
+                            del first
+                            break
+                        self._freeze_started()
+                        if carried is None:
+                            await trio.lowlevel.checkpoint()  # pulses and messages get a turn
+                    if carried is None:
+                        return
+                    # Its code awaits: it keeps this task. The rest of this batch go on in
+                    # steppers that run together in the next turn, as tasks woken together
+                    # do (one for them all would start one per turn when each awaits, and
+                    # what they await, a name's lookup say, would not be batched); at least
+                    # one stepper is free while starts wait (an agent may await forever).
+                    self._free_steppers -= 1
+                    more = min(len(starts), START_BATCH - taken, _STEPPERS_MAX - self._steppers)
+                    if starts and self._free_steppers == 0:
+                        more = max(more, 1)
+                    for _ in range(more):
+                        self._add_stepper(starts)
                     try:
-                        trap = first.send(None)
-                    except StopIteration:
-                        continue
-                    # Its code awaits: it keeps this task. The rest of this batch start in
-                    # tasks of their own, together in the next turn (as _resume_inline's);
-                    # a new task steps the others.
-                    for _ in range(min(len(starts), START_BATCH - n)):
-                        other, fn, msg = starts.popleft()
-                        self.starter.start_soon(
-                            self.nursery, self._run_coroutine_actor, other, fn, msg
-                        )
-                    if starts:
-                        self.nursery.start_soon(self._start_inline, starts)
-                    else:
-                        self._starting = False
-                    self._freeze_started()
-                    await carry_on(first, trap)
-                    return
-                self._freeze_started()
-                await trio.lowlevel.checkpoint()  # pulses and messages get a turn
-        self._starting = False
+                        await carry_on(*carried)
+                    finally:
+                        self._free_steppers += 1
+                    del carried
+        finally:
+            self._free_steppers -= 1
+            self._steppers -= 1
+
+    def _add_stepper(self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]) -> None:
+        """One more ``_start_inline`` task, counted free (stepping, not carrying an agent) from
+        now, so that a start queued before it runs makes no other."""
+        self.nursery.start_soon(self._start_inline, starts)
+        self._free_steppers += 1
+        self._steppers += 1
 
     def _freeze_started(self) -> None:
         # Every FREEZE_AFTER agents started (each counted, whichever task goes on with it),
