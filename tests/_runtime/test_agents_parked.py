@@ -27,8 +27,7 @@ import actorgrid as ag
 
 pytestmark = pytest.mark.timeout(240)
 
-# Idle agents a worker hosts before its agents park (its default, set all the same: a test that
-# changes ACTORGRID_PARK_FROM does not change this one).
+# Idle agents a worker hosts before its agents park (below the default, to keep the test short).
 FILLERS = 1000
 # Agents that await at their start (test_agents_that_await_at_their_start_...).
 EAGER = 200
