@@ -12,13 +12,20 @@ every agent has said it runs), the driver's CPU time per agent created (its own 
 included in the embedded cluster: less disturbed by a loaded machine than the rate), RSS per
 idle agent (driver plus workers, after creation, minus before), by-name messages/s, and the
 seconds it takes to end them all by name from the driver (``ag.send(name, "stop")``).
+
+``--trace K``: also print what the driver process (the head included, in the embedded
+cluster) keeps per agent, from tracemalloc snapshots taken before and after creating them,
+grouped by file:line, the K biggest lines (slower, and its RSS column counts tracemalloc's
+own tables: compare RSS only between untraced runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
+import tracemalloc
 
 import psutil
 
@@ -74,12 +81,28 @@ def rss_mb() -> float:
     return total / 1e6
 
 
-def run(n: int, hops: int, workers: int) -> dict[str, float]:
+def traced_per_agent(before: tracemalloc.Snapshot, n: int, top: int) -> None:
+    """Print the bytes per agent the driver gained since ``before``, by file:line."""
+    gc.collect()
+    diff = tracemalloc.take_snapshot().compare_to(before, "lineno")
+    total = sum(d.size_diff for d in diff)
+    print(f"driver + head, traced: {total / n:,.0f} B per agent; by line:")
+    for d in diff[:top]:
+        frame = d.traceback[0]
+        where = frame.filename.rsplit("actorgrid/", 1)[-1]
+        print(f"  {d.size_diff / n:7.1f} B  {d.count_diff / n:5.2f} blocks  {where}:{frame.lineno}")
+
+
+def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, float]:
     with ag.init(num_workers=workers):
         prefix = f"g{os.getpid()}-"
         counter.options(name="counter").remote()
         ag.ask("counter", ("up", 0), timeout=60)
         before = rss_mb()
+        if trace:
+            gc.collect()
+            tracemalloc.start()
+            traced = tracemalloc.take_snapshot()
         start = time.perf_counter()
         cpu = time.process_time()
         refs = [
@@ -90,6 +113,9 @@ def run(n: int, hops: int, workers: int) -> dict[str, float]:
         cpu_us = (time.process_time() - cpu) * 1e6 / n
         time.sleep(1.0)
         per_agent_kb = (rss_mb() - before) * 1000 / n
+        if trace:
+            traced_per_agent(traced, n, trace)
+            tracemalloc.stop()
         start = time.perf_counter()
         ag.publish(TOPIC, hops)
         ag.ask("counter", ("done", n), timeout=3600)
@@ -114,13 +140,14 @@ def main() -> None:
     parser.add_argument("--agents", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--hops", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--trace", type=int, default=0, metavar="K")
     args = parser.parse_args()
     print(
         "| agents | create | driver CPU per agent | RSS per agent | by-name msgs/s | ending all |"
     )
     print("|---|---|---|---|---|---|")
     for n in args.agents:
-        r = run(n, args.hops, args.workers)
+        r = run(n, args.hops, args.workers, args.trace)
         print(
             f"| {n:,} | {r['create_per_s']:,.0f}/s | {r['driver_cpu_us']:.0f} µs "
             f"| {r['kb_per_agent']:.1f} KB "

@@ -376,6 +376,10 @@ class _Pinger:
     def ping_inline(self) -> int:
         return 0
 
+    @ag.method(inline=False)  # ping runs on the loop (no call in it): this one on a pool thread
+    def ping_pool(self) -> int:
+        return 0
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -489,21 +493,27 @@ def noop_tasks(sizes: Sizes, num_workers: int) -> Result:
     limit="trio_rtt_us",
 )
 def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
-    """Sequential ``ag.get(a.ping.remote())`` after one warm-up call: median µs (p99 too)."""
+    """Sequential ``ag.get(a.ping.remote())`` after one warm-up call: median µs (p99 too).
+
+    ``ping`` has no call in it, so it runs on the worker's loop (inline.py); the same round
+    trip through a pool thread (``ping_pool``, ``inline=False``) and with
+    ``@ag.method(inline=True)`` are in the detail.
+    """
     samples: list[float] = []
     inline: list[float] = []  # the same with @ag.method(inline=True): no pool thread
+    pool: list[float] = []  # the same on a pool thread (inline=False)
     with ag.init(num_workers=num_workers):
         actor = Pinger.remote()
-        ag.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
-        for _ in range(sizes.round_trips):
-            started = time.perf_counter_ns()
-            ag.get(actor.ping.remote(), timeout=GET_TIMEOUT_S)
-            samples.append((time.perf_counter_ns() - started) / 1_000)
-        ag.get(actor.ping_inline.remote(), timeout=GET_TIMEOUT_S)
-        for _ in range(sizes.round_trips):
-            started = time.perf_counter_ns()
-            ag.get(actor.ping_inline.remote(), timeout=GET_TIMEOUT_S)
-            inline.append((time.perf_counter_ns() - started) / 1_000)
+        for method, into in (
+            (actor.ping, samples),
+            (actor.ping_inline, inline),
+            (actor.ping_pool, pool),
+        ):
+            ag.get(method.remote(), timeout=GET_TIMEOUT_S)
+            for _ in range(sizes.round_trips):
+                started = time.perf_counter_ns()
+                ag.get(method.remote(), timeout=GET_TIMEOUT_S)
+                into.append((time.perf_counter_ns() - started) / 1_000)
     return {
         "value": statistics.median(samples),
         "detail": {
@@ -512,7 +522,11 @@ def actor_rtt(sizes: Sizes, num_workers: int) -> Result:
             "max_us": max(samples),
             "round_trips": sizes.round_trips,
             "inline_median_us": statistics.median(inline),
-            "summary": f"inline method: median {statistics.median(inline):,.0f} µs",
+            "pool_median_us": statistics.median(pool),
+            "summary": (
+                f"inline method: median {statistics.median(inline):,.0f} µs; "
+                f"on a pool thread: median {statistics.median(pool):,.0f} µs"
+            ),
         },
     }
 

@@ -23,14 +23,16 @@ Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), l
 module imports only modules of a lower row, never one of its own row or above, so no import
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
-    segments          this process's side of its node's object store (shared memory)
+    segments gcpause  this process's side of its node's object store (shared memory); the
+                      collector's freezes and thaws
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
-                      starting inbox gcpause parking
+                      starting inbox parking gcyoung
+    quiet             calls whose ref was dropped: no answer, an error reported
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
     records           what the runtime keeps of its calls and actors
-    peer              one link
+    peer restartwait  one link; asks and sends by name waiting for a restarting actor
     portal headlink   thread hops; the link to the head
     seams             a runtime's network and threads (TCP and a pool; a simulation's own)
     getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
@@ -92,7 +94,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # The modules of actorgrid._runtime by row, lowest first (see the module docstring).
 RUNTIME_ORDER: list[tuple[str, ...]] = [
-    ("segments",),
+    ("segments", "gcpause"),
     (
         "serialization",
         "signatures",
@@ -106,14 +108,15 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "holdings",
         "starting",
         "inbox",
-        "gcpause",
         "parking",
+        "gcyoung",
     ),
+    ("quiet",),
     ("refs",),
     ("generators",),
     ("handles",),
     ("records",),
-    ("peer",),
+    ("peer", "restartwait"),
     ("hosted",),
     ("output",),
     ("portal", "headlink"),

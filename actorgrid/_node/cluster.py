@@ -27,6 +27,7 @@ from .._protocol.messages import (
     QueryCluster,
 )
 from .._runtime.core import Runtime, runtime_or_none
+from .._runtime.gcyoung import young_threshold_raised
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.restart import RestartPolicy
@@ -199,14 +200,15 @@ class Cluster(ObserveMethods, OperationMethods):
 
 @asynccontextmanager
 async def _open_cluster(address: str | None, **options: Any) -> AsyncIterator[Cluster]:
-    async with open_runtime(address, **options) as opened:
-        yield Cluster(
-            opened.runtime,
-            embedded=opened.node is not None,
-            head_address=opened.head_address,
-            node=opened.node,
-            dashboard_url=opened.dashboard_url,
-        )
+    with young_threshold_raised():  # fewer collections per call in flight: gcyoung.py
+        async with open_runtime(address, **options) as opened:
+            yield Cluster(
+                opened.runtime,
+                embedded=opened.node is not None,
+                head_address=opened.head_address,
+                node=opened.node,
+                dashboard_url=opened.dashboard_url,
+            )
 
 
 @asynccontextmanager

@@ -36,6 +36,7 @@ from .._protocol.messages import RegisterWorker, WorkerInfo
 from .._runtime.core import Runtime, set_current_runtime
 from .._runtime.executor import Executor
 from .._runtime.gcpause import install as install_gc_pause
+from .._runtime.gcyoung import raise_young_threshold
 from .._runtime.holdings import Holdings, set_gpu_ids
 from .._runtime.output import capture_worker_output
 from .._transport.tcp import ListenLimits
@@ -178,6 +179,7 @@ def main() -> None:
     config = json.loads(sys.stdin.readline())
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     install_gc_pause()  # a full collection over 100,000 agents stops the loop: gcpause.py
+    raise_young_threshold()  # fewer collections per call in flight: gcyoung.py
     code = 0
     try:
         trio.run(serve_worker, config)

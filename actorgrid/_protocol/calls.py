@@ -61,6 +61,9 @@ class CallActor:
     method: str
     args: Payload
     root: str = ""  # as SubmitTask.root
+    # No answer wanted: the caller dropped the call's ref (``x.remote()`` as a statement,
+    # ``_runtime/quiet.py``). The worker answers nothing on success, reports an error.
+    quiet: bool = False
 
 
 @message

@@ -3,11 +3,19 @@
 A frame is ``[u64 big-endian body length][body]``. :class:`FrameDecoder` follows the
 "buffered protocol" shape: the I/O layer asks for :meth:`FrameDecoder.get_buffer`, receives
 straight into it (``recv_into``), and reports how many bytes arrived with
-:meth:`FrameDecoder.buffer_updated`. Small frames share one reusable buffer; a frame larger
-than that buffer gets a buffer of its own, so its body is received in place and handed on
-without a copy.
+:meth:`FrameDecoder.buffer_updated`. Small frames (up to ``SMALL_BUFFER_BYTES``, header
+included) share one reusable buffer; a larger frame gets a buffer of its own, so its body is
+received in place and handed on without a copy.
 
 Invariants:
+
+- the shared buffer of a connection that carries small frames stays ``IDLE_BUFFER_BYTES``
+  long (a head holds a link to every node and driver: hundreds of links). It grows, at most to
+  ``SMALL_BUFFER_BYTES``, when a small frame does not fit (to the frame's size, in one step)
+  or when a read filled it to its end (a burst: it doubles); it shrinks back once
+  ``SHRINK_AFTER_READS`` reads in a row each found it empty and fitted the idle size. Growing
+  copies only the part of a frame already here, once; the bytes of each frame are still
+  written once by ``recv_into`` and copied once into the frame handed on;
 
 - memory follows the bytes that arrived, never the length a header announces: the buffer of
   a large frame starts at most ``max(GROWTH_START_BYTES, 2 * bytes already here)`` long and
@@ -31,11 +39,25 @@ from collections import deque
 
 from .._exceptions import ProtocolError
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Frame", "FrameDecoder", "frame_header"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "IDLE_BUFFER_BYTES",
+    "SMALL_BUFFER_BYTES",
+    "Frame",
+    "FrameDecoder",
+    "frame_header",
+]
 
 HEADER = struct.Struct("!Q")
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
+# The largest frame (header included) assembled in the shared buffer, and so the most that
+# buffer grows to; a larger frame gets a map of its own.
 SMALL_BUFFER_BYTES = 256 * 1024
+# The shared buffer of a connection without large traffic: a few pulses, replies and batches.
+IDLE_BUFFER_BYTES = 16 * 1024
+# A grown shared buffer shrinks back after this many reads in a row found it empty and would
+# have fitted in the idle size: a stream of medium frames keeps it, a lull gives it back.
+SHRINK_AFTER_READS = 8
 # The first size of a large frame's own buffer, unless more of its body is here already.
 GROWTH_START_BYTES = 1 << 20
 
@@ -57,7 +79,8 @@ class FrameDecoder:
 
     def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.max_message_bytes = max_message_bytes
-        self._buf = bytearray(SMALL_BUFFER_BYTES)
+        self._buf = bytearray(IDLE_BUFFER_BYTES)
+        self._quiet_reads = 0  # reads in a row that would have fitted the idle size
         self._start = 0  # first unconsumed byte in _buf
         self._end = 0  # one past the last received byte in _buf
         # The body of a frame too big for _buf: its own map, of which _large_filled bytes
@@ -80,6 +103,11 @@ class FrameDecoder:
         """Bytes of buffer this decoder holds now, complete frames not counted."""
         return len(self._buf) + (len(self._large) if self._large is not None else 0)
 
+    @property
+    def shared_buffer_bytes(self) -> int:
+        """The size of the buffer that small frames share (see IDLE_BUFFER_BYTES)."""
+        return len(self._buf)
+
     def get_buffer(self) -> memoryview:
         """Where the next received bytes must be written (valid until buffer_updated)."""
         if self._closed:
@@ -92,7 +120,7 @@ class FrameDecoder:
             view = memoryview(large)[self._large_filled :]
         else:
             if self._end == len(self._buf):
-                self._compact()
+                self._make_room()
             view = memoryview(self._buf)[self._end :]
         self._lent = view
         return view
@@ -109,6 +137,8 @@ class FrameDecoder:
             return
         self._end += nbytes
         self._parse()
+        if len(self._buf) > IDLE_BUFFER_BYTES:
+            self._settle(nbytes)
 
     def feed(self, data: bytes) -> None:
         """Copy ``data`` in, for callers that already hold bytes (tests, in-memory streams)."""
@@ -157,6 +187,34 @@ class FrameDecoder:
         self._buf[:pending] = self._buf[self._start : self._end]
         self._start, self._end = 0, pending
 
+    def _make_room(self) -> None:
+        """The last read filled the shared buffer to its end, so more may be waiting: move
+        what waits to its start, in a buffer twice as large while it is under the most."""
+        if len(self._buf) < SMALL_BUFFER_BYTES:
+            self._resize(min(SMALL_BUFFER_BYTES, 2 * len(self._buf)))
+        else:
+            self._compact()
+
+    def _resize(self, size: int) -> None:
+        """A shared buffer of ``size`` bytes, holding what waits to be parsed at its start."""
+        pending = self._end - self._start
+        buf = bytearray(size)
+        with memoryview(self._buf) as old:
+            buf[:pending] = old[self._start : self._end]
+        self._buf = buf
+        self._start, self._end = 0, pending
+        self._quiet_reads = 0
+
+    def _settle(self, nbytes: int) -> None:
+        # A grown shared buffer, after a read of nbytes: shrink it after a lull.
+        if self._end == 0 and nbytes <= IDLE_BUFFER_BYTES:
+            self._quiet_reads += 1
+            if self._quiet_reads >= SHRINK_AFTER_READS:
+                self._buf = bytearray(IDLE_BUFFER_BYTES)
+                self._quiet_reads = 0
+        else:
+            self._quiet_reads = 0
+
     def _parse(self) -> None:
         buf = self._buf
         while self._end - self._start >= HEADER.size:
@@ -169,6 +227,13 @@ class FrameDecoder:
             body_start = self._start + HEADER.size
             available = self._end - body_start
             if size + HEADER.size > len(buf):
+                if size + HEADER.size <= SMALL_BUFFER_BYTES:
+                    # A small frame larger than the shared buffer: grow it to fit, at once.
+                    grown = 2 * len(buf)
+                    while grown < size + HEADER.size:
+                        grown *= 2
+                    self._resize(min(grown, SMALL_BUFFER_BYTES))
+                    return
                 # Too big for the shared buffer: it gets a map of its own, received into in
                 # place, and sized by what has arrived, not by what the header announces. The
                 # part already here is less than the shared buffer, hence less than the body.
@@ -182,7 +247,7 @@ class FrameDecoder:
                 return
             if available < size:
                 if self._end == len(buf):
-                    self._compact()
+                    self._make_room()
                 return
             self._frames.append(bytes(buf[body_start : body_start + size]))
             self._start = body_start + size

@@ -62,7 +62,8 @@ def _payload_out(p: Payload, sink: list[memoryview]) -> tuple[bytes, tuple[int, 
 
 
 def _call_actor(m: CallActor, sink: list[memoryview]) -> tuple[Any, ...]:
-    return (_CALL_ACTOR, m.task_id, m.actor_id, m.method, _payload_out(m.args, sink), m.root)
+    args = _payload_out(m.args, sink)
+    return (_CALL_ACTOR, m.task_id, m.actor_id, m.method, args, m.root, m.quiet)
 
 
 def _task_result(m: TaskResult, sink: list[memoryview]) -> tuple[Any, ...]:
@@ -74,19 +75,49 @@ def _task_results(m: TaskResults, sink: list[memoryview]) -> tuple[Any, ...]:
     flat: list[Any] = []
     add = flat.extend
     for r in m.results:
-        add((r.task_id, r.ok, _payload_out(r.value, sink)))
+        v = r.value
+        add((r.task_id, r.ok, (v.data, ()) if not v.buffers else _payload_out(v, sink)))
     return (_TASK_RESULTS, flat)
 
 
 def _actor_calls(m: ActorCalls, sink: list[memoryview]) -> tuple[Any, ...]:
-    # [tag, [call, call, ...]], each call its CallActor form without the tag.
-    return (_ACTOR_CALLS, [_call_actor(c, sink)[1:] for c in m.calls])
+    # [tag, [call, call, ...]], each call its CallActor form without the tag (built here, not
+    # sliced from _call_actor's: one tuple a call, not two).
+    return (
+        _ACTOR_CALLS,
+        [
+            (
+                c.task_id,
+                c.actor_id,
+                c.method,
+                (c.args.data, ()) if not c.args.buffers else _payload_out(c.args, sink),
+                c.root,
+                c.quiet,
+            )
+            for c in m.calls
+        ],
+    )
 
 
 def _submit_tasks(m: SubmitTasks, sink: list[memoryview]) -> tuple[Any, ...] | None:
     if any(t.actor is not None for t in m.tasks):
         return None  # one creates an agent: the whole batch goes as a map
-    return (_SUBMIT_TASKS, [_submit_task(t, sink)[1:] for t in m.tasks])  # type: ignore[index]
+    # Each task its SubmitTask form without the tag, built here (one tuple a task, not two).
+    return (
+        _SUBMIT_TASKS,
+        [
+            (
+                t.task_id,
+                t.function_id,
+                t.function,
+                (t.args.data, ()) if not t.args.buffers else _payload_out(t.args, sink),
+                t.num_cpus,
+                t.resources,
+                t.root,
+            )
+            for t in m.tasks
+        ],
+    )
 
 
 def _submit_task(m: SubmitTask, sink: list[memoryview]) -> tuple[Any, ...] | None:
@@ -135,7 +166,7 @@ def _deliver_to_key(m: DeliverToKey, sink: list[memoryview]) -> tuple[Any, ...]:
 # its encoder and decoder here too (at the end of the form): until then, importing this module
 # fails rather than drop the field on the wire.
 _FORMS: dict[type, tuple[str, ...]] = {
-    CallActor: ("task_id", "actor_id", "method", "args", "root"),
+    CallActor: ("task_id", "actor_id", "method", "args", "root", "quiet"),
     TaskResult: ("task_id", "ok", "value"),
     TaskResults: ("results",),
     ActorCalls: ("calls",),
@@ -266,8 +297,10 @@ class _Body:
 
 
 def _d_call_actor(f: tuple[Any, ...], b: _Body) -> CallActor:
-    _, task_id, actor_id, method, args, root = f
-    return CallActor(_id(task_id), _id(actor_id), _str(method), b.payload(args), _str(root))
+    _, task_id, actor_id, method, args, root, quiet = f
+    return CallActor(
+        _id(task_id), _id(actor_id), _str(method), b.payload(args), _str(root), _bool(quiet)
+    )
 
 
 def _d_task_result(f: tuple[Any, ...], b: _Body) -> TaskResult:
@@ -280,14 +313,18 @@ def _d_task_results(f: tuple[Any, ...], b: _Body) -> TaskResults:
     if type(flat) is not tuple or len(flat) % 3:
         raise ProtocolError("task results are not a list of [id, ok, payload] triples")
     payload = b.payload
-    return TaskResults(
-        tuple(
-            [
-                TaskResult(_id(flat[i]), _bool(flat[i + 1]), payload(flat[i + 2]))
-                for i in range(0, len(flat), 3)
-            ]
-        )
-    )
+    results: list[TaskResult] = []
+    add = results.append
+    it = iter(flat)
+    # The checks of _id, _bool and _Body.payload, inline: this runs once per answer.
+    for task_id, ok, value in zip(it, it, it, strict=True):
+        if type(task_id) is not bytes or type(ok) is not bool:
+            raise ProtocolError("a task result is not an [id, ok, payload] triple")
+        if type(value) is tuple and len(value) == 2 and value[1] == () and type(value[0]) is bytes:
+            add(TaskResult(task_id, ok, Payload(value[0])))  # type: ignore[arg-type]
+        else:
+            add(TaskResult(task_id, ok, payload(value)))  # type: ignore[arg-type]
+    return TaskResults(tuple(results))
 
 
 def _d_submit_task(f: tuple[Any, ...], b: _Body) -> SubmitTask:
@@ -313,20 +350,42 @@ def _items(v: Any, n: int, what: str) -> tuple[Any, ...]:
 def _d_actor_calls(f: tuple[Any, ...], b: _Body) -> ActorCalls:
     _, calls = f
     payload = b.payload
-    return ActorCalls(
-        tuple(
-            [
-                CallActor(_id(t), _id(a), _str(m), payload(args), _str(root))
-                for t, a, m, args, root in _items(calls, 5, "actor calls")
-            ]
-        )
-    )
+    out: list[CallActor] = []
+    add = out.append
+    # The checks of _id, _str, _bool and _Body.payload, inline: this runs once per call.
+    for t, a, m, args, root, q in _items(calls, 6, "actor calls"):
+        if type(t) is not bytes or type(a) is not bytes or type(m) is not str:
+            raise ProtocolError("an actor call's ids are not bytes or its method not a str")
+        if type(root) is not str or type(q) is not bool:
+            raise ProtocolError("an actor call's root is not a str or its quiet not a bool")
+        if type(args) is tuple and len(args) == 2 and args[1] == () and type(args[0]) is bytes:
+            add(CallActor(t, a, m, Payload(args[0]), root, q))  # type: ignore[arg-type]
+        else:
+            add(CallActor(t, a, m, payload(args), root, q))  # type: ignore[arg-type]
+    return ActorCalls(tuple(out))
 
 
 def _d_submit_tasks(f: tuple[Any, ...], b: _Body) -> SubmitTasks:
     _, tasks = f
+    payload = b.payload
     return SubmitTasks(
-        tuple([_d_submit_task((_SUBMIT_TASK, *t), b) for t in _items(tasks, 7, "tasks")])
+        tuple(
+            [
+                SubmitTask(
+                    _id(task_id),
+                    _bytes(function_id),
+                    _opt_bytes(function),
+                    payload(args),
+                    _float(num_cpus),
+                    None,  # actor: a SubmitTask with one goes as a map
+                    () if resources == () else _resources(resources),
+                    _str(root),
+                )
+                for task_id, function_id, function, args, num_cpus, resources, root in _items(
+                    tasks, 7, "tasks"
+                )
+            ]
+        )
     )
 
 

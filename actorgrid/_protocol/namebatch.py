@@ -30,6 +30,11 @@ class ClaimNames:
     def actors(self) -> list[ActorInfo]:
         """Each claim's actor, in order; ProtocolError if the fields do not agree (checked
         here, not at decoding: every field alone is well-formed)."""
+        return [of_kind(kind, actor_id, name) for kind, actor_id, name in self.claims()]
+
+    def claims(self) -> list[tuple[ActorInfo, ActorId, str]]:
+        """Each claim as (its kind, its actor's id, its name), in order, without an ActorInfo
+        each (``of_kind`` makes one); ProtocolError as ``actors``."""
         n = len(self.names)
         if (
             len(self.of_kind) != n
@@ -40,13 +45,11 @@ class ClaimNames:
                 f"a ClaimNames of {n} names needs {n} kind indexes below {len(self.kinds)} "
                 f"and {n * ID_BYTES} bytes of actor ids"
             )
-        ids = self.actor_ids
-        out = []
-        for i, (k, name) in enumerate(zip(self.of_kind, self.names, strict=True)):
-            out.append(
-                of_kind(self.kinds[k], ActorId(ids[i * ID_BYTES : (i + 1) * ID_BYTES]), name)
-            )
-        return out
+        ids, kinds = self.actor_ids, self.kinds
+        return [
+            (kinds[k], ActorId(ids[i * ID_BYTES : (i + 1) * ID_BYTES]), name)
+            for i, (k, name) in enumerate(zip(self.of_kind, self.names, strict=True))
+        ]
 
 
 # A ClaimNames holds at most this many kinds (``of_kind`` is one byte a claim).

@@ -52,6 +52,7 @@ from .._scheduler.placement import NoWorkerError
 from .blocking import burst_started
 from .following import RuntimeFollowing
 from .links import log
+from .quiet import forget_sent
 from .records import CALL, CREATE, OwnedActor, Sent, _call_sent, _describe
 from .refs import PENDING, ObjectEntry
 from .serialization import loads_error
@@ -326,6 +327,15 @@ class RuntimeActors(RuntimeFollowing):
         if peer is None or peer.closed or (peer.inflight and not first):
             # Calls already in flight mean a burst: leave batching to the loop.
             return False
+        if entry.quiet:  # no answer, nothing in flight (quiet.py): a burst is told by ``first``
+            if not first or (state is not None and state.owns_actor(info.actor_id)):
+                return False  # (an owned actor's call: its owner state is the loop's)
+            wid = self._worker_at.get(info.address)
+            root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
+            call = CallActor(entry.object_id, info.actor_id, method, payload, root, True)
+            sent_now = peer.send_threadsafe(call)
+            forget_sent(self, entry.object_id)
+            return sent_now
         sent = _call_sent(entry, info, method, payload)
         owned = state is not None and state.owns_actor(info.actor_id)
         if owned:
@@ -397,7 +407,17 @@ class RuntimeActors(RuntimeFollowing):
         entry.where = peer
         wid = self._worker_at.get(address)
         root = self.observe.call_sent(entry.object_id, info.label, sent.method, wid, payload.nbytes)
-        peer.send(CallActor(entry.object_id, info.actor_id, sent.method, payload, root))
+        peer.send(
+            CallActor(entry.object_id, info.actor_id, sent.method, payload, root, entry.quiet)
+        )
+        if entry.quiet:  # never answered (quiet.py): over for this process once sent
+            del peer.inflight[entry.object_id]
+            entry.where = None
+            self._actor_calls.pop(entry.object_id, None)
+            state = self._owner_state
+            if state is not None:
+                state.answered(entry.object_id)
+            forget_sent(self, entry.object_id)
 
     def new_actor_info(
         self,

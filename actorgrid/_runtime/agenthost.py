@@ -13,7 +13,6 @@ strings shared with the other agents of its kind (``_shared_parts``).
 from __future__ import annotations
 
 import contextvars
-import gc
 import os
 import time
 from collections import deque
@@ -42,6 +41,7 @@ from .agentruns import (
     _Stopped,
 )
 from .context import Context
+from .gcpause import freeze
 from .lanes import _cancelled, _describe, _Slot
 from .parking import PARKED, cancelled_error, carry_on, drive
 from .running import ExecutorTasks
@@ -229,7 +229,7 @@ class AgentHost(ExecutorTasks):
         # stopped at 50,000 agents.
         if self._unfrozen >= FREEZE_AFTER:
             self._unfrozen = 0
-            gc.freeze()
+            freeze()  # thawed later (gcpause.py)
 
     def _wake_soon(self, run: AgentRun) -> None:
         """A message came for a parked agent: resume it in a resumer's task

@@ -6,7 +6,6 @@ CreateAgents. Lookups, kill, send and ask by name are names.py's, on top of this
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from .._protocol.messages import ActorInfo, ClaimNames, NameReply, NamesClaimed,
 from .._protocol.namebatch import MAX_KINDS, kind_of
 from .._scheduler.names import DEFAULT_NAMESPACE
 from .actors import RuntimeActors
+from .gcpause import freeze
 from .links import log
 from .peer import Peer, PeerClosedError
 from .records import _describe
@@ -54,7 +54,7 @@ class _ClaimBatch:
 class RuntimeClaims(RuntimeActors):
     """Name claims, one by one or in batches, and the creations their replies grant."""
 
-    _claims_unfrozen = 0  # name claims since the last gc.freeze()
+    _claims_unfrozen = 0  # name claims since the last freeze
 
     def register_name_nowait(self, info: ActorInfo, get_if_exists: bool) -> Any:
         """Loop: queue the name claim now (ordered before anything sent after it)."""
@@ -69,7 +69,7 @@ class RuntimeClaims(RuntimeActors):
             # its head silent, its dials timed out. What exists now is frozen, as
             # starting.py does on workers: later collections walk only what came since.
             self._claims_unfrozen = 0
-            gc.freeze()
+            freeze()  # thawed later (gcpause.py)
         return head, pending, self._names_epoch
 
     # The name claims queued this loop turn, sent as one ClaimNames (_flush_claims).
@@ -101,7 +101,7 @@ class RuntimeClaims(RuntimeActors):
         self._claims_unfrozen += 1
         if self._claims_unfrozen >= FREEZE_AFTER:
             self._claims_unfrozen = 0  # as in register_name_nowait
-            gc.freeze()
+            freeze()
 
     def _flush_claims(self) -> None:
         """Loop: send the claims queued so far (one ClaimNames), if any."""

@@ -44,6 +44,7 @@ from .._scheduler.owner import (
     Why,
 )
 from .._scheduler.owner_follow import MOVED_REMEMBERED
+from .quiet import forget_sent
 from .records import CALL, Sent, TaskSpec, _call_sent, _describe
 from .refs import PENDING, ObjectEntry
 from .tasks import RuntimeTasks, _Context
@@ -136,13 +137,17 @@ class RuntimeFollowing(RuntimeTasks):
         self, info: ActorInfo, entry: ObjectEntry, method: str, payload: Payload, retries: int
     ) -> None:
         peer = self.peer_for(info.address)
-        sent = _call_sent(entry, info, method, payload)
-        sent.retries = retries
-        peer.inflight[entry.object_id] = sent
-        entry.where = peer
+        quiet = entry.quiet and retries == 0  # never answered (quiet.py): nothing in flight
+        if not quiet:
+            sent = _call_sent(entry, info, method, payload)
+            sent.retries = retries
+            peer.inflight[entry.object_id] = sent
+            entry.where = peer
         wid = self._worker_at.get(info.address)
         root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
-        peer.send(CallActor(entry.object_id, info.actor_id, method, payload, root))
+        peer.send(CallActor(entry.object_id, info.actor_id, method, payload, root, quiet))
+        if quiet:
+            forget_sent(self, entry.object_id)
 
     async def _locate(self, old: ActorInfo, why: str) -> None:
         """LocateActor: ask the head until it places the actor elsewhere, or give up."""

@@ -20,6 +20,13 @@ walks it all once and frees such cycles (a long-running worker does not leak the
 if that collection was slow again, freezes its survivors anew. A process whose full
 collections are short (a few thousand objects) never freezes anything.
 
+The runtime's other freezes (``Starter`` every FREEZE_AFTER agents started, a worker's agent
+host likewise, a driver every FREEZE_AFTER names claimed) call :func:`freeze` here, so they
+come under the same thaw: this is the one place that calls ``gc.freeze`` (a test checks it).
+Such a freeze begins a round of freezing as a slow collection does, but does not by itself
+freeze the survivors of later middle collections: only a slow full collection makes a process
+do that.
+
 Cost: one callback call per collection (a comparison for the young generations).
 """
 
@@ -29,7 +36,13 @@ import gc
 import time
 from typing import Any
 
-__all__ = ["SLOW_FULL_COLLECTION_S", "THAW_AFTER_S", "full_collections_frozen", "install"]
+__all__ = [
+    "SLOW_FULL_COLLECTION_S",
+    "THAW_AFTER_S",
+    "freeze",
+    "full_collections_frozen",
+    "install",
+]
 
 # A full collection that took longer than this (CPU of the collecting thread) freezes its
 # survivors: 20 ms is ~100,000 objects walked, and a fraction of a pulse interval.
@@ -41,6 +54,7 @@ THAW_AFTER_S = 600.0
 _started = [0.0]
 _frozen = [0]
 _freezing_since: list[float | None] = [None]  # monotonic time this round of freezing began
+_slow = [False]  # this round had a slow full collection: middle survivors are frozen too
 
 
 def _after_collection(phase: str, info: dict[str, Any]) -> None:
@@ -50,20 +64,34 @@ def _after_collection(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _started[0] = time.thread_time()
     elif generation == 2 and time.thread_time() - _started[0] > SLOW_FULL_COLLECTION_S:
-        gc.freeze()
         _frozen[0] += 1
-        if _freezing_since[0] is None:
-            _freezing_since[0] = time.monotonic()
+        _slow[0] = True
+        _freeze_now()
     elif (since := _freezing_since[0]) is not None:
         if time.monotonic() - since > THAW_AFTER_S:
             # Thaw: the next full collection walks everything once and frees the cycles
             # that died while frozen; if it is slow, it starts a new round of freezing.
             gc.unfreeze()
             _freezing_since[0] = None
-        else:
+            _slow[0] = False
+        elif _slow[0]:
             # A process that had a slow full collection: what survives a middle collection
             # is frozen too, so none accumulates for the next full one to walk all at once.
             gc.freeze()
+
+
+def _freeze_now() -> None:
+    gc.freeze()
+    if _freezing_since[0] is None:
+        _freezing_since[0] = time.monotonic()
+
+
+def freeze() -> None:
+    """Move what exists now to the permanent generation, to be thawed ``THAW_AFTER_S`` after
+    this round of freezing began (so a cycle that dies among these objects is freed then).
+    For a burst of long-lived objects just made: agents started, names claimed."""
+    install()
+    _freeze_now()
 
 
 def install() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
@@ -20,8 +19,9 @@ from .generators import (
     StreamMarker,
     is_generator_function,
 )
+from .quiet import result_discarded
 from .refs import ObjectEntry, ObjectRef
-from .serialization import dumps_call
+from .serialization import NO_ARGS, dumps_call
 from .signatures import MethodChecks
 
 if TYPE_CHECKING:
@@ -36,6 +36,10 @@ R = TypeVar("R")
 
 class _InLoop(Protocol):
     def in_loop_thread(self) -> bool: ...
+
+    def idle(self) -> bool: ...
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None: ...
 
 
 class _CallRoots(Protocol):
@@ -281,9 +285,16 @@ class ActorMethod(Generic[P, R]):
         else:
             payload = _NO_ARGS  # immutable, and small: never placed in the store
         entry = rt.new_entry()
+        if t.quiet and result_discarded():  # x.remote() as a statement: no answer (quiet.py)
+            entry.quiet = True
         rt.observe.call_made(entry.object_id)  # its call tree's root, taken in this thread
-        if rt.portal.in_loop_thread() or not rt.send_call_direct(h, entry, self._name, payload):
-            rt.on_loop(rt.send_call, h, entry, self._name, payload)
+        portal = rt.portal
+        if portal.in_loop_thread():
+            rt.send_call(h, entry, self._name, payload)
+        elif not portal.idle() or not rt.send_call_direct(h, entry, self._name, payload):
+            # A burst (calls queued for the loop already) skips the direct try: it would
+            # refuse anyway, and the queue keeps this thread's calls in order.
+            portal.call_soon(rt.send_call, h, entry, self._name, payload)
         return ObjectRef._make(entry)
 
     def _remote_stream(
@@ -305,8 +316,7 @@ class ActorMethod(Generic[P, R]):
         return gen
 
 
-# The arguments of every call that passes none: pickled once.
-_NO_ARGS = Payload(pickle.dumps(((), {}), protocol=5))
+_NO_ARGS = NO_ARGS
 
 
 class _Template:
@@ -314,7 +324,7 @@ class _Template:
     this one: the argument check, the class's function (a generator streams), the label that
     errors name. Worked out once rather than per ``.remote()``."""
 
-    __slots__ = ("check", "fn", "info", "label", "streaming")
+    __slots__ = ("check", "fn", "info", "label", "quiet", "streaming")
 
     def __init__(self, method: ActorMethod[..., Any], h: ActorHandle[Any]) -> None:
         name = method._name
@@ -326,3 +336,5 @@ class _Template:
         self.streaming = bool(
             streaming or (streaming is None and fn is not None and is_generator_function(fn))
         )
+        # Its calls may go unanswered when their ref is dropped: never sent again (quiet.py).
+        self.quiet = h._info is not None and h._info.max_task_retries == 0

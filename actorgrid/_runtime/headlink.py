@@ -8,6 +8,15 @@ reconnection are each logged once, saying what happened. Meanwhile:
 
 - a request to the head (a lookup, ``cluster.nodes()``) waits for the link for a while, then
   fails with "lost the head at ADDRESS (why); reconnecting", never "no worker";
+- a request in flight when the link closes: one that only reads the head's tables (a name
+  lookup, a listing, a status: ``RESENT_ON_A_NEW_LINK``) is sent again on the new link, so a
+  head restarted on its address, or a link reset, costs the caller a wait, not an error; it
+  fails only if no link is back within ``wait_s`` of the loss. Any other request (a name
+  claim, a creation, a kill, a job stopped) is not sent again: the old head may have done it
+  before the link closed, and doing it twice is not the same as once (a second claim of a
+  name it granted would be refused as taken, a second kill could hit a restarted actor). It
+  fails with an error that says so, and the caller, who knows what it asked, checks and
+  retries;
 - events published meanwhile are dropped (they are reports, not state);
 - names cached and handles held stay as they are.
 
@@ -28,13 +37,17 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._exceptions import ActorgridError
-from .._protocol.messages import ActorInfo, Event, Message, OwnActor
+from .._protocol.envmessages import PackageQuery, QueryJobLogs, QueryJobs
+from .._protocol.messages import ActorInfo, Event, LocateActor, LookupName, Message, OwnActor
+from .._protocol.namebatch import LookupNames
+from .._protocol.observe import ReadLogs
+from .._protocol.operations import QueryCluster, SubscribeEvents
 from .peer import Peer, PeerClosedError
 
 if TYPE_CHECKING:
     from .._transport.base import FrameStream
 
-__all__ = ["EventFeed", "HeadLink", "merge_by_time", "reown"]
+__all__ = ["RESENT_ON_A_NEW_LINK", "EventFeed", "HeadLink", "merge_by_time", "reown"]
 
 log = logging.getLogger("actorgrid.runtime")
 
@@ -49,6 +62,21 @@ RECONNECT_MAX_DELAY_S = 2.0
 # fending off a flood of strangers) gets this many dial timeouts before the process gives up;
 # a refused connection (no head at the address) fails at once.
 FIRST_CONNECT_TRIES = 5
+# Requests that change nothing at the head: sent again on the next link when theirs closes
+# before the answer (see the module docstring). SubscribeEvents only adds this link to a set.
+RESENT_ON_A_NEW_LINK: frozenset[type] = frozenset(
+    {
+        LookupName,
+        LookupNames,
+        LocateActor,
+        QueryCluster,
+        QueryJobs,
+        QueryJobLogs,
+        ReadLogs,
+        PackageQuery,
+        SubscribeEvents,
+    }
+)
 
 
 class EventFeed:
@@ -123,6 +151,7 @@ class HeadLink:
         self.peer: Peer | None = None  # the link in use; None before the first connection
         self.lost: str | None = None  # what happened, while reconnecting
         self._up = trio.Event()
+        self._linked = trio.Event()  # set (and replaced) each time a new link is up
         self._closing = False
         self.reconnections = 0
         # Run on every new link after the first, after on_connected: reports to the head.
@@ -175,6 +204,8 @@ class HeadLink:
             raise
         self.peer = peer
         self._up.set()
+        linked, self._linked = self._linked, trio.Event()
+        linked.set()
         return peer
 
     async def _reconnect(self, nursery: trio.Nursery) -> Peer:
@@ -211,11 +242,40 @@ class HeadLink:
         return self.up()
 
     async def request(self, make: Callable[[int], Message]) -> Message:
+        """Ask the head; a request that only reads is sent again if its link closes first
+        (within ``wait_s`` of the loss), any other fails then (see the module docstring)."""
         peer = await self.wait_up()
-        try:
-            return await peer.request(make)
-        except PeerClosedError as exc:
-            raise ActorgridError(f"the cluster head is unreachable: {exc}") from None
+        deadline: float | None = None
+        sent: list[Message] = []  # what the last try sent, if it got that far
+
+        def made(rid: int) -> Message:
+            message = make(rid)
+            sent.append(message)
+            return message
+
+        while True:
+            sent.clear()
+            try:
+                return await peer.request(made)
+            except PeerClosedError as exc:
+                if sent and type(sent[0]) not in RESENT_ON_A_NEW_LINK:
+                    raise ActorgridError(_unanswered(self.address, sent[0], exc)) from None
+                if deadline is None:
+                    deadline = trio.current_time() + self.wait_s
+                peer = await self._wait_new_link(peer, deadline, exc)
+
+    async def _wait_new_link(self, old: Peer, deadline: float, exc: PeerClosedError) -> Peer:
+        """The first link up after ``old``, waited for until ``deadline``."""
+        with trio.move_on_at(deadline):
+            while not self._closing:
+                peer = self.peer
+                if peer is not None and peer is not old and not peer.closed and self._up.is_set():
+                    return peer
+                await self._linked.wait()
+        raise ActorgridError(
+            f"the cluster head is unreachable: the link closed before it answered ({exc}), "
+            f"and no new one came up within {self.wait_s:g} s: {self._down_message()}"
+        )
 
     def send(self, message: Message) -> None:
         """Send if the link is up; dropped while it is down (reports, not state)."""
@@ -235,6 +295,15 @@ class HeadLink:
             f"this process is not connected to the cluster head at {self.address}: it is "
             "still connecting"
         )
+
+
+def _unanswered(address: str, message: Message, exc: PeerClosedError) -> str:
+    return (
+        f"the link to the cluster head at {address} closed before it answered "
+        f"{type(message).__name__} ({exc}); it is not sent again, as the head may have done it "
+        "already and doing it twice is not the same as once: check whether it took effect "
+        "(ag.get_actor, actorgrid status) once the head is back, then retry if it did not"
+    )
 
 
 async def _wait_closed(peer: Peer) -> None:

@@ -24,6 +24,7 @@ from .._protocol.messages import (
     Payload,
     SubmitTask,
     TaskResult,
+    TaskResults,
 )
 from .blocking import local as _local
 from .blocking import new_burst
@@ -33,7 +34,8 @@ from .interrupt import Running
 from .lineage import current_task
 from .output import output_source
 from .producing import WorkerStreams
-from .serialization import box_error, loads, system_error
+from .quiet import report_failure
+from .serialization import NO_ARGS, box_error, loads, system_error
 
 if TYPE_CHECKING:
     from .links import RuntimeLinks
@@ -51,6 +53,11 @@ _MAX_RUNNERS = 256
 MAILBOX_CAPACITY = 1024
 DEFAULT_ASYNC_CONCURRENCY = 1000
 _TOMBSTONES_MAX = 100_000
+# A TaskResults holds at most this many answers, of at most this many payload bytes in all
+# (each answer is under max_message_bytes; a batch must be too): more go in further batches.
+ANSWERS_BATCH_MAX = 1024
+ANSWERS_BATCH_BYTES = 1 << 20
+_NO_ARGS_DATA = NO_ARGS.data
 
 
 class TaskHost(Protocol):
@@ -80,14 +87,14 @@ class _TaskItem:
         "cancelled", "fn", "label", "num_cpus", "payload", "peer", "root", "running", "task_id"
     )  # fmt: skip
 
-    def __init__(self, peer: Peer, msg: SubmitTask, fn: Callable[..., Any]) -> None:
+    def __init__(self, peer: Peer, msg: SubmitTask, fn: Callable[..., Any], label: str) -> None:
         self.peer = peer
         self.task_id = msg.task_id
         self.fn = fn
         self.payload = msg.args
         self.num_cpus = msg.num_cpus
         self.root = msg.root
-        self.label = f"task {getattr(fn, '__qualname__', 'task')}"
+        self.label = label  # "task <qualname>", made once per function (running.py)
         self.cancelled = False
         self.running = Running()
 
@@ -112,6 +119,15 @@ class TaskQueue:
     def push(self, item: _TaskItem) -> None:
         with self.cond:
             self.items.append(item)
+            start = self._claim_runner()
+        if start:
+            self.executor.runtime.pool.start(self._run)
+
+    def push_many(self, items: list[_TaskItem]) -> None:
+        """``push`` each of ``items``, in order, under one hold of the lock (a batch of tasks
+        that arrived together: SubmitTasks)."""
+        with self.cond:
+            self.items.extend(items)
             start = self._claim_runner()
         if start:
             self.executor.runtime.pool.start(self._run)
@@ -206,6 +222,10 @@ class _Lane:
         self.running = False
         self.closed = False
         self.space = trio.lowlevel.ParkingLot()
+        # Drain thread only: each method's label, made once; the output tag of the last
+        # caller, kept while calls come from it (a burst from one caller sets up one).
+        self._labels: dict[str, str] = {}
+        self._source: tuple[Peer, str, output_source] | None = None
 
     def has_room(self) -> bool:
         return len(self.items) < _LANE_CAPACITY
@@ -245,9 +265,18 @@ class _Lane:
                     result = (False, system_error(error))
                 else:
                     method = self.executor.streams.adapt(method, in_thread=True)
-                    label = f"{self.info.label}.{call.method}"
-                    name = self.info.name or self.info.label
-                    with output_source(name, call.peer, call.root):
+                    label = self._labels.get(call.method)
+                    if label is None:
+                        label = self._labels[call.method] = f"{self.info.label}.{call.method}"
+                    last = self._source
+                    if last is None or last[0] is not call.peer or last[1] != call.root:
+                        name = self.info.name or self.info.label
+                        last = self._source = (
+                            call.peer,
+                            call.root,
+                            output_source(name, call.peer, call.root),
+                        )
+                    with last[2]:
                         result = self.executor.call_in_thread(
                             method, call.payload, label, call.running
                         )
@@ -285,6 +314,7 @@ class _Call:
         "method",
         "payload",
         "peer",
+        "quiet",
         "root",
         "running",
         "scope",
@@ -298,11 +328,16 @@ class _Call:
         self.method = msg.method
         self.payload = msg.args
         self.root = msg.root
+        self.quiet = msg.quiet  # no answer wanted: an error is reported here (quiet.py)
         self.cancelled = False
         self.scope: trio.CancelScope | None = None
         self.running = Running()
 
     def answer(self, ok: bool, payload: Payload) -> None:
+        if self.quiet:
+            if not ok:
+                report_failure(self.task_id, self.actor_id, self.method, payload)
+            return
         self.peer.send(TaskResult(self.task_id, ok, payload))
 
     def reject(self) -> None:
@@ -412,6 +447,8 @@ def _cancelled(label: str) -> Payload:
 
 
 def _loads_args(payload: Payload, address: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if payload.data == _NO_ARGS_DATA and not payload.buffers:
+        return (), {}  # a call that passes nothing: nothing to unpickle
     try:
         args, kwargs = loads(payload)
     except Exception as exc:
@@ -420,3 +457,20 @@ def _loads_args(payload: Payload, address: str) -> tuple[tuple[Any, ...], dict[s
             f"{type(exc).__name__}: {exc} (is every module they need importable there?)"
         ) from None
     return args, kwargs
+
+
+def send_results(peer: Peer, results: list[TaskResult]) -> None:
+    """Loop: send ``results`` to ``peer`` in order, as few messages as their sizes allow."""
+    if len(results) == 1:
+        peer.send(results[0])
+        return
+    batch: list[TaskResult] = []
+    nbytes = 0
+    for result in results:
+        size = result.value.nbytes
+        if batch and (len(batch) >= ANSWERS_BATCH_MAX or nbytes + size > ANSWERS_BATCH_BYTES):
+            peer.send(batch[0] if len(batch) == 1 else TaskResults(tuple(batch)))
+            batch, nbytes = [], 0
+        batch.append(result)
+        nbytes += size
+    peer.send(batch[0] if len(batch) == 1 else TaskResults(tuple(batch)))

@@ -41,6 +41,7 @@ from .links import FREE_NAME_TIMEOUT_S, log
 from .peer import Peer, PeerClosedError
 from .records import _describe
 from .refs import PENDING, ObjectEntry, ObjectRef
+from .restartwait import ask_restarted, may_restart, send_restarted
 from .serialization import dumps, loads, loads_error
 from .starting import START_BATCH
 
@@ -372,6 +373,8 @@ class RuntimeNames(RuntimeClaims):
                 raise
         except PeerClosedError as exc:
             self.forget_actor(info.actor_id)
+            if may_restart(target, info):  # it may be restarting: wait for it (restartwait.py)
+                return await send_restarted(self, target, info, message, str(exc))
             raise ActorDiedError(f"cannot deliver to actor {_describe(info)}: {exc}") from None
 
     async def ask(
@@ -396,6 +399,9 @@ class RuntimeNames(RuntimeClaims):
             ) from None
         except PeerClosedError as exc:
             self.forget_actor(info.actor_id)
+            if may_restart(target, info):  # it may be restarting: wait for it (restartwait.py)
+                left = None if timeout is None else timeout - (time.monotonic() - start)
+                return await ask_restarted(self, target, info, message, left, str(exc))
             raise ActorDiedError(f"actor {_describe(info)} is unreachable: {exc}") from None
         assert isinstance(reply, AskReply)
         if reply.ok:

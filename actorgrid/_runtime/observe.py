@@ -290,6 +290,10 @@ class Observer:
         """SubmitTask.root of a task started by the task ``parent`` running here."""
         return self.roots.get(parent, "") if parent is not None else ""
 
+    def forget(self, task_id: ObjectId) -> None:
+        """A call that is never answered (``quiet.py``) was sent: no span, no event."""
+        self._open.pop(task_id, None)
+
     def answered(self, task_id: ObjectId, ok: bool) -> None:
         now = self.last_answer = time.time()
         sent = self._open.pop(task_id, None)
@@ -343,8 +347,10 @@ class Observer:
         self._records.clear()
         self._recorded = 0
         self._reported_traffic = (TRAFFIC.sent, TRAFFIC.received)
+        packed = self._packed
         return pack_task_events(
-            map(self._packed, records),
+            # A record with no error and no actor is packed as it is (no note): nearly all.
+            [r if r[5] is None and r[6] is None else packed(r) for r in records],
             node_id=self.node_id,
             hostname=self.hostname,
             pid=os.getpid() if self.worker_id is not None else None,

@@ -169,8 +169,11 @@ class _Code:
         self.obj = obj
         self._blob: bytes | None = None
         self._id: bytes | None = None
+        # One bound method for every call: each call's record keeps ``blob`` (to send the
+        # code again), and a fresh bound method per ``.remote()`` cost 64 bytes an agent.
+        self.blob: Callable[[], bytes] = self._pickled
 
-    def blob(self) -> bytes:
+    def _pickled(self) -> bytes:
         if self._blob is None:
             self._blob = dumps_code(self.obj)
         return self._blob

@@ -115,6 +115,7 @@ class ObjectEntry:
         "object_id",
         "owner",
         "payload",
+        "quiet",
         "state",
         "tracked",
         "waiters",
@@ -132,6 +133,7 @@ class ObjectEntry:
         self.fetching = False
         self.where: Any = None  # the Peer a pending call was sent on, for ag.cancel
         self.tracked = False  # watched by reference counting (refcounting.py)
+        self.quiet = False  # a call whose ref its caller dropped at once (quiet.py)
 
     def set_value(self, payload: Payload) -> None:
         if self.state == PENDING:

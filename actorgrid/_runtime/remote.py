@@ -23,7 +23,7 @@ from .options import Options as Options  # where _pool/ finds it
 from .output import current_root
 from .records import OwnedActor
 from .refs import ObjectRef
-from .serialization import dumps_call
+from .serialization import NO_ARGS, dumps_call
 from .signatures import MethodChecks, call_check
 from .virtual import AgentKey
 
@@ -129,6 +129,25 @@ class RemoteFunction(Generic[P, R]):
         )
         if self._stream:
             return self._remote_stream(args, kwargs, num_cpus)  # type: ignore[return-value]
+        if not args and not kwargs and not self._actor:
+            # No arguments: no refs to keep, nothing to pickle or size (a loop of no-op
+            # tasks); the same bytes dumps_call makes for ((), {}).
+            entry = rt.new_entry()
+            rt.on_loop(
+                rt.send_task,
+                entry,
+                code_id,
+                code.blob,
+                NO_ARGS,
+                num_cpus,
+                None,
+                opts.max_retries,
+                opts.retry_exceptions,
+                current_task.get(),
+                (),
+                current_root(),
+            )
+            return ObjectRef._make(entry)
         keep = rt.refs.collect()  # the refs in its arguments, kept while it may be retried
         try:
             payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))

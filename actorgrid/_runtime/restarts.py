@@ -6,10 +6,19 @@ the caller's clock."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
+from .._protocol.messages import ActorInfo, Payload
+from .._scheduler.demand import as_demand
 from .._scheduler.restart import RestartPolicy
 
-__all__ = ["ACTOR_RESTART_LOG_INTERVAL_S", "ACTOR_RESTART_POLICY", "RestartLog"]
+__all__ = [
+    "ACTOR_RESTART_LOG_INTERVAL_S",
+    "ACTOR_RESTART_POLICY",
+    "RestartLog",
+    "SpentCreation",
+    "spend_creation",
+]
 
 # Coroutine actors that raise are restarted in place. The first restart in a window is
 # immediate, a crash loop backs off up to backoff_max_s; the count limit is the actor's own
@@ -40,3 +49,44 @@ class RestartLog:
         limit = "no limit" if left < 0 else f"{left} restarts left"
         pause = f" in {delay_s:g} s" if delay_s else ""
         return f"{reason}; restarting it{pause} ({limit}{more})"
+
+
+# What a coroutine actor that is never started again keeps of its arguments: nothing.
+SPENT = Payload(b"")
+_NO_NEED = as_demand(0.0)
+
+
+def _no_code() -> bytes:
+    raise RuntimeError("a coroutine actor with max_restarts=0 was to be started again")
+
+
+class SpentCreation:
+    """What its creator keeps of the creation of a coroutine actor that is never started
+    again: only its actor (to resolve its ref, report its death, release what it held),
+    read like the ``TaskSpec`` it replaces (48 bytes, not 112 plus its arguments and code)."""
+
+    __slots__ = ("actor",)
+
+    function_id = b""
+    blob = staticmethod(_no_code)
+    payload = SPENT
+    need = _NO_NEED
+    retries = 0
+    retry_on = False
+    parent = None
+    keep = ()
+    root = ""
+
+    def __init__(self, actor: ActorInfo) -> None:
+        self.actor = actor
+
+
+def spend_creation(spec: Any) -> Any:
+    """A coroutine actor's creation (``spec``, records.py's ``TaskSpec``: that module is
+    above this one) was sent: what its record keeps of it from now on. One that can never be
+    started again (``max_restarts=0``, the default) keeps no arguments nor code (~250 bytes an
+    agent kept for nothing); one that may keeps ``spec``."""
+    actor = spec.actor
+    if actor is None or actor.max_restarts != 0:
+        return spec
+    return SpentCreation(actor)  # read like one by records.py's readers

@@ -38,7 +38,6 @@ from .._protocol.messages import (
     SubmitTask,
     SubmitTasks,
     TaskResult,
-    TaskResults,
     TaskSummary,
     WorkerReport,
 )
@@ -57,6 +56,7 @@ from .lanes import (
     _Task,
     _TaskItem,
     log,
+    send_results,
 )
 from .lineage import current_task
 from .producing import WorkerStreams
@@ -69,10 +69,6 @@ from .starting import START_BATCH, Starter
 # once): a worker that goes quiet is tidy again within it, for one wake-up of its loop per
 # period.
 ENDED_DRAIN_S = 1.0
-# A TaskResults holds at most this many answers, of at most this many payload bytes in all
-# (each answer is under max_message_bytes; a batch must be too): more go in further batches.
-ANSWERS_BATCH_MAX = 1024
-ANSWERS_BATCH_BYTES = 1 << 20
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -100,6 +96,8 @@ class ExecutorTasks:
         self.queue = TaskQueue(self, num_cpus)
         self.holdings = Holdings({})  # the worker's share of its node's resources
         self.functions: dict[bytes, Callable[..., Any]] = {}
+        # Plain sync functions run here before, by id, with their task label: queued at once.
+        self._sync_functions: dict[bytes, tuple[Callable[..., Any], str]] = {}
         self.classes: dict[bytes, type] = {}
         self.actors: dict[ActorId, _Slot] = {}
         self.detached: dict[ActorId, CreateActor] = {}  # reported to a restarted head
@@ -158,10 +156,23 @@ class ExecutorTasks:
             on_call(peer, call)  # never waits (a full mailbox parks its calls in order)
 
     def _on_submits(self, peer: Peer, msg: SubmitTasks) -> None:
-        """A run of tasks a caller's writer coalesced: each as its own SubmitTask."""
-        on_submit = self.on_submit
+        """A run of tasks a caller's writer coalesced: each as its own SubmitTask (plain sync
+        ones known here join the queue together, in arrival order with the others)."""
+        known = self._sync_functions
+        tasks = self.tasks
+        ready: list[_TaskItem] = []
         for task in msg.tasks:
-            on_submit(peer, task)
+            fn = known.get(task.function_id) if task.actor is None else None
+            if fn is not None and not task.resources:
+                item = tasks[task.task_id] = _TaskItem(peer, task, *fn)
+                ready.append(item)
+                continue
+            if ready:  # those before it go first
+                self.queue.push_many(ready)
+                ready = []
+            self.on_submit(peer, task)
+        if ready:
+            self.queue.push_many(ready)
 
     def drain_ended(self) -> None:
         """Loop: the bookkeeping of calls answered from their threads (O(those), each once)."""
@@ -275,8 +286,8 @@ class ExecutorTasks:
         serialize its outcome. Never raises."""
         try:
             args, kwargs = _loads_args(payload, self.runtime.address)
-            if any(isinstance(a, ObjectRef) for a in args) or any(
-                isinstance(v, ObjectRef) for v in kwargs.values()
+            if (args and any(isinstance(a, ObjectRef) for a in args)) or (
+                kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values())
             ):
                 get = self.runtime.get_sync
                 args = tuple(get(a, None) if isinstance(a, ObjectRef) else a for a in args)
@@ -332,8 +343,15 @@ class ExecutorTasks:
         queued for the loop (``portal.idle``), the tasks it started are registered as its
         children already, so its end cannot overtake them: its bookkeeping then waits for the
         loop's next turn (``_ended_later``), and a round trip wakes the worker's loop once,
-        not twice.
+        not twice. A quiet call (``quiet.py``) is answered by no one: only its bookkeeping.
         """
+        if type(item) is _Call and item.quiet:
+            item.answer(ok, payload)  # sends nothing; reports an error
+            if self.runtime.portal.idle():
+                self._ended_later.append(item.task_id)
+            else:
+                self.runtime.portal.call_soon(self._ended, item.task_id)
+            return
         if (
             last
             and not item.cancelled
@@ -358,12 +376,21 @@ class ExecutorTasks:
         with self._answers_lock:
             answers, self._answers = self._answers, []
         batches: dict[Peer, list[TaskResult]] = {}
+        tasks_pop = self.tasks.pop
+        last: Peer | None = None
+        add = None
         for item, ok, payload in answers:
-            if isinstance(item, _TaskItem):
+            if type(item) is _Call:  # _call_result, inline: nearly every answer of a burst
+                tasks_pop(item.task_id, None)
+                result = TaskResult(item.task_id, ok, payload)
+            elif isinstance(item, _TaskItem):
                 result = self._task_result(item, ok, payload)
             else:
                 result = self._call_result(item, ok, payload)
-            batches.setdefault(item.peer, []).append(result)
+            if item.peer is not last or add is None:  # a burst's answers share a caller
+                last = item.peer
+                add = batches.setdefault(last, []).append
+            add(result)
         for peer, results in batches.items():
             send_results(peer, results)
 
@@ -377,7 +404,11 @@ class ExecutorTasks:
         item.peer.send(self._task_result(item, ok, payload))
 
     def call_done(self, call: _Call, ok: bool, payload: Payload) -> None:
-        call.peer.send(self._call_result(call, ok, payload))
+        result = self._call_result(call, ok, payload)
+        if call.quiet:  # no answer wanted; an error is reported (quiet.py)
+            call.answer(ok, payload)
+        else:
+            call.peer.send(result)
 
     def _task_result(self, item: _TaskItem, ok: bool, payload: Payload) -> TaskResult:
         """Loop: a finished task's bookkeeping; its answer (a cancel's if it was cancelled)."""
@@ -426,6 +457,10 @@ class ExecutorTasks:
             self.on_submit(peer, submit)
 
     def on_submit(self, peer: Peer, msg: SubmitTask) -> None:
+        known = self._sync_functions.get(msg.function_id) if msg.actor is None else None
+        if known is not None:  # the hot path: the end of this method, without the checks
+            self._queue_sync(peer, msg, *known)
+            return
         try:
             fn = self._code(self.functions, msg.function_id, msg.function)
         except Exception as exc:
@@ -444,16 +479,26 @@ class ExecutorTasks:
                 return
             self._start_agent(peer, slot, fn, msg)  # agenthost.py
             return
-        fn = self.streams.adapt(fn)  # a generator streams what it yields
-        if not inspect.iscoroutinefunction(fn):
-            item = _TaskItem(peer, msg, fn)
-            self.tasks[msg.task_id] = item
-            fail = lambda exc: self.task_done(item, False, system_error(exc))  # noqa: E731
-            self.holdings.admit(msg.task_id, msg.resources, lambda: self.queue.push(item), fail)
+        adapted = self.streams.adapt(fn)  # a generator streams what it yields
+        if not inspect.iscoroutinefunction(adapted):
+            label = f"task {getattr(adapted, '__qualname__', 'task')}"
+            if adapted is fn:  # a plain function: the next task of it takes the hot path
+                self._sync_functions[msg.function_id] = (fn, label)
+            self._queue_sync(peer, msg, adapted, label)
             return
+        fn = adapted
         task = _Task(peer, getattr(fn, "__qualname__", "task"))
         self.tasks[msg.task_id] = task
         self.nursery.start_soon(self._run_task, task, fn, msg)
+
+    def _queue_sync(self, peer: Peer, msg: SubmitTask, fn: Callable[..., Any], label: str) -> None:
+        """A sync task: queued for a pool thread once its resources are held here."""
+        item = self.tasks[msg.task_id] = _TaskItem(peer, msg, fn, label)
+        if not msg.resources:  # holds nothing but its CPUs (the queue's): no closures made
+            self.queue.push(item)
+            return
+        fail = lambda exc: self.task_done(item, False, system_error(exc))  # noqa: E731
+        self.holdings.admit(msg.task_id, msg.resources, lambda: self.queue.push(item), fail)
 
     async def _run_task(self, task: _Task, fn: Callable[..., Any], msg: SubmitTask) -> None:
         """An async task: a Trio task in this nursery."""
@@ -579,20 +624,3 @@ class ExecutorTasks:
             await trio.sleep(_IDLE_POLL_S)
 
     # --- actors --------------------------------------------------------------------------------
-
-
-def send_results(peer: Peer, results: list[TaskResult]) -> None:
-    """Loop: send ``results`` to ``peer`` in order, as few messages as their sizes allow."""
-    if len(results) == 1:
-        peer.send(results[0])
-        return
-    batch: list[TaskResult] = []
-    nbytes = 0
-    for result in results:
-        size = result.value.nbytes
-        if batch and (len(batch) >= ANSWERS_BATCH_MAX or nbytes + size > ANSWERS_BATCH_BYTES):
-            peer.send(batch[0] if len(batch) == 1 else TaskResults(tuple(batch)))
-            batch, nbytes = [], 0
-        batch.append(result)
-        nbytes += size
-    peer.send(batch[0] if len(batch) == 1 else TaskResults(tuple(batch)))

@@ -25,6 +25,7 @@ from .._protocol.messages import Payload
 from .segments import INLINE_BYTES, place, shared_source
 
 __all__ = [
+    "NO_ARGS",
     "box_error",
     "dumps",
     "dumps_call",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 _EMPTY = Payload(b"")
+# The arguments of every call that passes none, pickled once: the bytes dumps_call makes for
+# ((), {}) (immutable, and small: never placed in the store).
+NO_ARGS = Payload(pickle.dumps(((), {}), protocol=5))
 
 
 # Values made only of these are pickled by the C pickler directly: the bytes are the same as

@@ -11,18 +11,19 @@ every object in the process, about a second per 10,000 agents on a loaded 2-core
 the loop stopped. Every FREEZE_AFTER starts, ``Starter`` moves what exists into the
 collector's permanent generation (``gc.freeze``): the agents' objects are still freed by
 reference counting when they end, but later collections walk only what came since. (A cycle
-among frozen objects would outlive its agent; the runtime breaks its own, see
-``Context._close``.)
+among frozen objects would outlive its agent until the process thaws, ``gcpause.freeze``; the
+runtime breaks its own, see ``Context._close``.)
 """
 
 from __future__ import annotations
 
-import gc
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+
+from . import gcpause
 
 __all__ = ["FREEZE_AFTER", "START_BATCH", "Starter"]
 
@@ -31,7 +32,7 @@ __all__ = ["FREEZE_AFTER", "START_BATCH", "Starter"]
 # (a few turns) ends well inside the dial timeout even where other processes take 5/6 of
 # the CPU (256 a turn did not: dials timed out during creation bursts).
 START_BATCH = 64
-# Every this many starts, gc.freeze() (see the module docstring).
+# Every this many starts, gcpause.freeze() (see the module docstring).
 FREEZE_AFTER = 1000
 
 
@@ -43,7 +44,7 @@ class Starter:
     def __init__(self) -> None:
         self._queue: deque[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = deque()
         self._draining = False
-        self._unfrozen = 0  # tasks started since the last gc.freeze()
+        self._unfrozen = 0  # tasks started since the last freeze
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -70,6 +71,6 @@ class Starter:
                 self._unfrozen += n
                 if self._unfrozen >= FREEZE_AFTER:  # they have run their first steps
                     self._unfrozen = 0
-                    gc.freeze()
+                    gcpause.freeze()
         finally:
             self._draining = False

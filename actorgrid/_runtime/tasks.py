@@ -49,6 +49,7 @@ from .objects import RuntimeObjects
 from .peer import Peer
 from .records import CREATE, TASK, Sent, TaskSpec, _Placing
 from .refs import PENDING, ObjectEntry
+from .restarts import spend_creation
 from .serialization import loads_error
 
 DEAD_BEFORE = (
@@ -260,7 +261,7 @@ class RuntimeTasks(RuntimeObjects):
         if spec.function_id not in peer.sent_code:
             code = spec.blob()
             peer.sent_code.add(spec.function_id)
-        peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
+        sent = peer.inflight[entry.object_id] = Sent(entry, TASK, counted=actor is None, spec=spec)
         entry.where = peer
         root = self.observe.root_of(spec.parent) or spec.root
         msg = SubmitTask(
@@ -277,6 +278,8 @@ class RuntimeTasks(RuntimeObjects):
             self._creations.add(peer, msg)  # a batch of named agents' creations: names.py
         else:
             peer.send(msg)
+        if actor is not None:
+            sent.spec = spend_creation(spec)  # restarts.py: kept if it may start again
         if actor is None:
             assert self._owner_state is not None
             self._owner_state.task_placed(entry.object_id, address)  # TaskPlaced
@@ -316,14 +319,58 @@ class RuntimeTasks(RuntimeObjects):
     def _on_results(self, peer: Peer, msg: TaskResults) -> None:
         """Loop: a worker's batch of answers (``running.py``), each handled as its own
         TaskResult, in the order the worker finished them."""
-        on_result = self._on_result
+        # The values of actor calls and plain tasks (nearly every answer) are resolved here,
+        # in one loop with what they need looked up once; the rest as _on_result does.
+        state = self._owner_state
+        if state is None:  # owns nothing (its bookkeeping is made with the first it owns)
+            for result in msg.results:
+                self._on_result(peer, result)
+            return
+        pop = peer.inflight.pop
+        answered = self.observe.answered
+        actor_calls = self._actor_calls
+        tasks = self._tasks
+        adopt = self.adopt_result
+        wid = self._worker_at.get(peer.address)
+        finished = self.placement.finished
         for result in msg.results:
-            on_result(peer, result)
+            task_id = result.task_id
+            sent = pop(task_id, None)
+            if sent is None:
+                continue
+            if not result.ok or self._direct_calls:
+                self._answered(peer, result, sent)
+                continue
+            if sent.owner and not sent.counted:  # an actor call's value: as _answered
+                answered(task_id, True)
+                entry = sent.entry
+                entry.where = None
+                if state.answered(task_id):
+                    actor_calls.pop(task_id, None)
+                    adopt(result.value, None)
+                    entry.set_value(result.value)
+                continue
+            spec = sent.spec
+            if spec is None or spec.actor is not None or spec.parent is not None:
+                self._answered(peer, result, sent)
+                continue
+            answered(task_id, True)  # a plain task's value: as _answered
+            if sent.counted and wid is not None:
+                finished(wid)
+            entry = sent.entry
+            entry.where = None
+            if state.answered(task_id):
+                tasks.pop(task_id)
+                adopt(result.value, spec)
+                entry.set_value(result.value)
 
     def _on_result(self, peer: Peer, msg: TaskResult) -> None:
         sent = peer.inflight.pop(msg.task_id, None)
-        if sent is None:
-            return
+        if sent is not None:
+            self._answered(peer, msg, sent)
+
+    def _answered(self, peer: Peer, msg: TaskResult, sent: Sent) -> None:
+        """Loop: the answer to ``sent``, just taken off ``peer``'s calls in flight."""
         self.observe.answered(msg.task_id, msg.ok)
         entry = sent.entry
         if sent.counted:

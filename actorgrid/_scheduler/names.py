@@ -20,10 +20,41 @@ import attrs
 
 from .._protocol.ids import ActorId
 from .._protocol.messages import ActorInfo
+from .._protocol.namebatch import of_kind
+from .groups import Groups
 
 __all__ = ["DEFAULT_NAMESPACE", "NameCache", "NameRegistry", "RegisterResult"]
 
 DEFAULT_NAMESPACE = "default"
+
+# How the tables below hold a name: the bare name in the default namespace (most names: no
+# tuple of its own per name, ~56 bytes each at 100,000 names), a (namespace, name) pair
+# elsewhere. A namespace is never a bare name's rival: a str key never equals a tuple key.
+_Key = str | tuple[str, str]
+
+
+def _key(namespace: str | None, name: str) -> _Key:
+    if not namespace or namespace == DEFAULT_NAMESPACE:
+        return name
+    return (namespace, name)
+
+
+def _pair(key: _Key) -> tuple[str, str]:
+    return (DEFAULT_NAMESPACE, key) if isinstance(key, str) else key
+
+
+# What the registry holds for a name: its actor, or, for a name claimed in a batch
+# (``claim_kind``: 100,000 in a row), the actor's kind (an ActorInfo shared by its batch,
+# ``namebatch.kind_of``) and its id: a pair of 56 bytes, not an ActorInfo of 136 each. The
+# ActorInfo is made again (``namebatch.of_kind``) when asked for.
+_Held = ActorInfo | tuple[ActorInfo, ActorId]
+
+
+def _info(key: _Key, held: _Held) -> ActorInfo:
+    if isinstance(held, ActorInfo):
+        return held
+    kind, actor_id = held
+    return of_kind(kind, actor_id, key if isinstance(key, str) else key[1])
 
 
 @attrs.frozen
@@ -35,11 +66,23 @@ class RegisterResult:
 
 class NameRegistry:
     def __init__(self) -> None:
-        self._by_name: dict[tuple[str, str], ActorInfo] = {}
-        self._by_actor: dict[ActorId, tuple[str, str]] = {}
-        self._by_address: dict[str, set[ActorId]] = {}
+        self._by_name: dict[_Key, _Held] = {}
+        self._by_actor: dict[ActorId, _Key] = {}
         self._claimer: dict[ActorId, Hashable] = {}
-        self._by_claimer: dict[Hashable, set[ActorId]] = {}
+        # Lists, not a set per group: groups.py (~60 bytes less per name and index).
+        self._by_address: Groups[str, ActorId] = Groups(self._is_at)
+        self._by_claimer: Groups[Hashable, ActorId] = Groups(self._is_claimed_by)
+
+    def _is_at(self, actor_id: ActorId, address: str) -> bool:
+        key = self._by_actor.get(actor_id)
+        held = None if key is None else self._by_name.get(key)
+        if held is None:
+            return False
+        return (held if isinstance(held, ActorInfo) else held[0]).address == address
+
+    def _is_claimed_by(self, actor_id: ActorId, claimer: Hashable) -> bool:
+        held = self._claimer.get(actor_id)
+        return held is not None and held == claimer
 
     def __len__(self) -> int:
         return len(self._by_name)
@@ -54,10 +97,14 @@ class NameRegistry:
         asking (the claim is its until ``claimer_gone``)."""
         if not actor.name:
             return RegisterResult(None, False, "an actor needs a non-empty name to register")
-        key = (actor.namespace or DEFAULT_NAMESPACE, actor.name)
-        existing = self._by_name.get(key)
+        key = _key(actor.namespace, actor.name)
+        held = self._by_name.get(key)
+        existing = None if held is None else _info(key, held)
         if existing is not None and existing.actor_id == actor.actor_id:
-            # A restarted actor: same id, new address, perhaps a new owner.
+            # A restarted actor: same id, new address, perhaps a new owner (restarted by the
+            # head, None: it stays its first claimer's, who still hears when it ends).
+            if claimer is None:
+                claimer = self._claimer.get(actor.actor_id)
             self._unindex(existing)
             self._by_name[key] = actor
             self._index(actor, claimer)
@@ -65,10 +112,11 @@ class NameRegistry:
         if existing is not None:
             if get_if_exists:
                 return RegisterResult(existing, False)
+            namespace, name = _pair(key)
             return RegisterResult(
                 existing,
                 False,
-                f"the name {key[1]!r} is already taken in namespace {key[0]!r} by a live "
+                f"the name {name!r} is already taken in namespace {namespace!r} by a live "
                 f"{existing.label} actor; pass get_if_exists=True to reuse it, or ag.kill() it",
             )
         self._by_name[key] = actor
@@ -80,7 +128,7 @@ class NameRegistry:
         """``register(actor, False, claimer)`` without its result record (a batched claim
         of a new actor, 100,000 in a row): None if ``actor`` now holds its name, else the
         actor that holds it (``register`` tells why)."""
-        key = (actor.namespace or DEFAULT_NAMESPACE, actor.name or "")
+        key = _key(actor.namespace, actor.name or "")
         if not actor.name or key in self._by_name:
             return self.register(actor, False, claimer).actor or actor
         self._by_name[key] = actor
@@ -88,27 +136,52 @@ class NameRegistry:
         self._index(actor, claimer)
         return None
 
+    def claim_kind(self, kind: ActorInfo, actor_id: ActorId, name: str, claimer: Hashable) -> bool:
+        """``claim`` of the actor ``namebatch.of_kind(kind, actor_id, name)`` (a ClaimNames's),
+        kept as (kind, id): True if it now holds its name; False, and nothing done, if the
+        name is taken or empty (``register`` tells why)."""
+        key = _key(kind.namespace, name)
+        if not name or key in self._by_name:
+            return False
+        self._by_name[key] = (kind, actor_id)
+        self._by_actor[actor_id] = key
+        self._by_address.add(kind.address, actor_id)
+        self._claimer[actor_id] = claimer
+        self._by_claimer.add(claimer, actor_id)
+        return True
+
     def lookup(self, name: str, namespace: str | None) -> ActorInfo | None:
-        return self._by_name.get((namespace or DEFAULT_NAMESPACE, name))
+        key = _key(namespace, name)
+        held = self._by_name.get(key)
+        return None if held is None else _info(key, held)
 
     def get(self, actor_id: ActorId) -> ActorInfo | None:
         """The named actor with this id, if it still holds its name."""
         key = self._by_actor.get(actor_id)
-        return None if key is None else self._by_name.get(key)
+        if key is None:
+            return None
+        held = self._by_name.get(key)
+        return None if held is None else _info(key, held)
+
+    def claimer(self, actor_id: ActorId) -> Hashable | None:
+        """The process that claimed the name ``actor_id`` holds, while it is there."""
+        return self._claimer.get(actor_id)
 
     def actor_ended(self, actor_id: ActorId) -> ActorInfo | None:
         """Free the name of ``actor_id`` (no effect if it holds none)."""
         key = self._by_actor.pop(actor_id, None)
         if key is None:
             return None
-        info = self._by_name.pop(key, None)
-        if info is not None:
-            self._unindex(info)
+        held = self._by_name.pop(key, None)
+        if held is None:
+            return None
+        info = _info(key, held)
+        self._unindex(info)
         return info
 
     def address_gone(self, address: str) -> list[ActorInfo]:
         """Free the names of every actor that lived at ``address`` (its process is gone)."""
-        gone = [self.get(aid) for aid in list(self._by_address.get(address, ()))]
+        gone = [self.get(aid) for aid in self._by_address.members(address)]
         for info in gone:
             if info is not None:
                 self.actor_ended(info.actor_id)
@@ -117,7 +190,7 @@ class NameRegistry:
     def claimer_gone(self, claimer: Hashable) -> list[ActorInfo]:
         """The names ``claimer`` registered that are still held; from now on they are nobody's
         claim. The caller frees those whose actor does not exist (``actor_ended``)."""
-        ids = self._by_claimer.pop(claimer, set())
+        ids = self._by_claimer.pop(claimer)
         claimed = []
         for aid in ids:
             self._claimer.pop(aid, None)
@@ -127,27 +200,20 @@ class NameRegistry:
         return claimed
 
     def names(self) -> list[ActorInfo]:
-        return list(self._by_name.values())
+        return [_info(key, held) for key, held in self._by_name.items()]
 
     def _index(self, info: ActorInfo, claimer: Hashable | None) -> None:
-        self._by_address.setdefault(info.address, set()).add(info.actor_id)
+        self._by_address.add(info.address, info.actor_id)
         if claimer is not None:
             self._claimer[info.actor_id] = claimer
-            self._by_claimer.setdefault(claimer, set()).add(info.actor_id)
+            self._by_claimer.add(claimer, info.actor_id)
 
     def _unindex(self, info: ActorInfo) -> None:
-        at = self._by_address.get(info.address)
-        if at is not None:
-            at.discard(info.actor_id)
-            if not at:
-                del self._by_address[info.address]
+        # (Every caller has indexed ``info`` before: each add is matched by one remove.)
+        self._by_address.remove(info.address, info.actor_id)
         claimer = self._claimer.pop(info.actor_id, None)
         if claimer is not None:
-            claims = self._by_claimer.get(claimer)
-            if claims is not None:
-                claims.discard(info.actor_id)
-                if not claims:
-                    del self._by_claimer[claimer]
+            self._by_claimer.remove(claimer, info.actor_id)
 
 
 class NameCache:
@@ -160,11 +226,20 @@ class NameCache:
     """
 
     def __init__(self) -> None:
-        self._by_key: dict[tuple[str, str], ActorInfo] = {}
+        # Keyed by ``_key``: the bare name in the default namespace.
+        self._by_key: dict[_Key, ActorInfo] = {}
         # An actor's key, or a set of its keys in the rare case it has several: a worker that
         # caches 100,000 names keeps no set per name.
-        self._keys_of: dict[ActorId, tuple[str, str] | set[tuple[str, str]]] = {}
-        self._at: dict[str, set[ActorId]] = {}
+        self._keys_of: dict[ActorId, _Key | set[_Key]] = {}
+        self._at: Groups[str, ActorId] = Groups(self._is_at)
+
+    def _is_at(self, actor_id: ActorId, address: str) -> bool:
+        keys = self._keys_of.get(actor_id)
+        for key in () if keys is None else keys if isinstance(keys, set) else (keys,):
+            info = self._by_key.get(key)
+            if info is not None and info.address == address:
+                return True
+        return False
 
     def __repr__(self) -> str:
         return f"<NameCache names={len(self._by_key)} addresses={len(self._at)}>"
@@ -173,15 +248,21 @@ class NameCache:
         return len(self._by_key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._by_key
+        return isinstance(key, tuple) and _key(*key) in self._by_key
 
     def __getitem__(self, key: tuple[str, str]) -> ActorInfo:
-        return self._by_key[key]
+        return self._by_key[_key(*key)]
 
     def get(self, key: tuple[str, str]) -> ActorInfo | None:
-        return self._by_key.get(key)
+        # Every send by name comes here: ``_key`` inlined (a str's hash is cached, a tuple's
+        # is not: this is no slower than the lookup by pair it replaces).
+        namespace, name = key
+        if namespace == DEFAULT_NAMESPACE:
+            return self._by_key.get(name)
+        return self._by_key.get(_key(namespace, name))
 
-    def __setitem__(self, key: tuple[str, str], info: ActorInfo) -> None:
+    def __setitem__(self, pair: tuple[str, str], info: ActorInfo) -> None:
+        key = _key(*pair)
         old = self._by_key.get(key)
         if old is not None:
             self._drop(key, old)
@@ -193,7 +274,7 @@ class NameCache:
             keys.add(key)
         elif keys != key:
             self._keys_of[info.actor_id] = {keys, key}
-        self._at.setdefault(info.address, set()).add(info.actor_id)
+        self._at.add(info.address, info.actor_id)
 
     def forget_actor(self, actor_id: ActorId) -> None:
         keys = self._keys_of.pop(actor_id, None)
@@ -203,24 +284,20 @@ class NameCache:
                 self._unplace(info)
 
     def forget_address(self, address: str) -> None:
-        for actor_id in list(self._at.get(address, ())):
+        for actor_id in self._at.members(address):
             self.forget_actor(actor_id)
 
-    def _drop(self, key: tuple[str, str], info: ActorInfo) -> None:
+    def _drop(self, key: _Key, info: ActorInfo) -> None:
         del self._by_key[key]
         keys = self._keys_of.get(info.actor_id)
         if isinstance(keys, set):
             keys.discard(key)
             if not keys:
                 del self._keys_of[info.actor_id]
-                self._unplace(info)
         elif keys == key:
             del self._keys_of[info.actor_id]
-            self._unplace(info)
+        self._unplace(info)
 
     def _unplace(self, info: ActorInfo) -> None:
-        at = self._at.get(info.address)
-        if at is not None:
-            at.discard(info.actor_id)
-            if not at:
-                del self._at[info.address]
+        # One ``_at`` entry per cached key: each key's entry added once, removed once.
+        self._at.remove(info.address, info.actor_id)

@@ -22,11 +22,11 @@ Never reads a clock, does no I/O.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
 
 import attrs
 
 from .._protocol.ids import ActorId
+from .groups import Groups
 
 __all__ = ["OwnedActor", "OwnerTable"]
 
@@ -41,8 +41,17 @@ class OwnedActor:
 class OwnerTable:
     def __init__(self) -> None:
         self._actors: dict[ActorId, OwnedActor] = {}
-        self._by_owner: dict[Hashable, set[ActorId]] = {}
-        self._by_address: dict[str, set[ActorId]] = {}
+        # Lists, not a set per group: groups.py (~60 bytes less per actor and index).
+        self._by_owner: Groups[Hashable, ActorId] = Groups(self._is_owned_by)
+        self._by_address: Groups[str, ActorId] = Groups(self._is_at)
+
+    def _is_owned_by(self, actor_id: ActorId, owner: Hashable) -> bool:
+        entry = self._actors.get(actor_id)
+        return entry is not None and entry.owner == owner
+
+    def _is_at(self, actor_id: ActorId, address: str) -> bool:
+        entry = self._actors.get(actor_id)
+        return entry is not None and entry.address == address
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -58,8 +67,8 @@ class OwnerTable:
         self._remove(actor_id)
         entry = OwnedActor(actor_id, address, owner)
         self._actors[actor_id] = entry
-        self._by_owner.setdefault(owner, set()).add(actor_id)
-        self._by_address.setdefault(address, set()).add(actor_id)
+        self._by_owner.add(owner, actor_id)
+        self._by_address.add(address, actor_id)
 
     def ended(self, actor_id: ActorId, address: str | None = None) -> None:
         """The actor has ended (at ``address``, if given: news of an earlier incarnation, at
@@ -70,27 +79,19 @@ class OwnerTable:
 
     def owner_gone(self, owner: Hashable) -> list[OwnedActor]:
         """The actors ``owner`` owned, now nobody's: the caller kills them."""
-        gone = [self._actors[aid] for aid in self._by_owner.get(owner, ())]
+        gone = [self._actors[aid] for aid in self._by_owner.members(owner)]
         for entry in gone:
             self._remove(entry.actor_id)
         return gone
 
     def address_gone(self, address: str) -> None:
         """The worker at ``address`` is gone, and its actors with it."""
-        for actor_id in list(self._by_address.get(address, ())):
+        for actor_id in self._by_address.members(address):
             self._remove(actor_id)
 
     def _remove(self, actor_id: ActorId) -> None:
         entry = self._actors.pop(actor_id, None)
         if entry is None:
             return
-        _unindex(self._by_owner, entry.owner, actor_id)
-        _unindex(self._by_address, entry.address, actor_id)
-
-
-def _unindex(index: dict[Any, set[ActorId]], key: Hashable, actor_id: ActorId) -> None:
-    ids = index.get(key)
-    if ids is not None:
-        ids.discard(actor_id)
-        if not ids:
-            del index[key]
+        self._by_owner.remove(entry.owner, actor_id)
+        self._by_address.remove(entry.address, actor_id)

@@ -256,7 +256,7 @@ def test_a_large_frame_buffer_grows_with_the_bytes_received(size: int, step: int
     owners = set()
     while received < size:
         target = decoder.get_buffer()
-        large = decoder.buffered_bytes - SMALL_BUFFER_BYTES
+        large = decoder.buffered_bytes - decoder.shared_buffer_bytes
         assert large <= max(GROWTH_START_BYTES, 2 * received)
         owners.add(id(target.obj))
         n = min(step, target.nbytes, size - received)

@@ -17,8 +17,9 @@ import actorgrid as ag
 from actorgrid._protocol.ids import ObjectId
 from actorgrid._protocol.messages import Payload, TaskResult, TaskResults
 from actorgrid._runtime import current
+from actorgrid._runtime.gcyoung import YOUNG_COLLECTION_OBJECTS, young_threshold_raised
+from actorgrid._runtime.lanes import ANSWERS_BATCH_BYTES, ANSWERS_BATCH_MAX, send_results
 from actorgrid._runtime.refs import EntryTable, ObjectEntry
-from actorgrid._runtime.running import ANSWERS_BATCH_BYTES, ANSWERS_BATCH_MAX, send_results
 
 
 @ag.remote
@@ -183,3 +184,53 @@ def test_the_entry_table_holds_entries_weakly_and_keeps_a_revived_one() -> None:
     del second
     gc.collect()
     assert table.get(oid) is None and oid not in table and len(table) == 0
+
+
+@ag.remote
+def young_threshold() -> int:
+    return gc.get_threshold()[0]
+
+
+@ag.remote
+class Pinger:
+    def ping(self) -> int:
+        return 0
+
+    def young_threshold(self) -> int:
+        return gc.get_threshold()[0]
+
+
+def test_calls_in_flight_collect_rarely_in_the_driver_and_in_workers(cluster) -> None:
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_OBJECTS
+    assert set(ag.get([young_threshold.remote() for _ in range(8)], timeout=30)) == {
+        YOUNG_COLLECTION_OBJECTS
+    }
+    pinger = Pinger.remote()
+    assert ag.get(pinger.young_threshold.remote(), timeout=30) == YOUNG_COLLECTION_OBJECTS
+    # Calls and tasks with no arguments (no pickling either side) still answer, in order.
+    assert ag.get([pinger.ping.remote() for _ in range(500)], timeout=30) == [0] * 500
+    assert ag.get([child.remote() for _ in range(200)], timeout=30) == [7] * 200
+    with pytest.raises(TypeError, match="argument"):
+        pinger.ping.remote(1)  # checked against the method at the call, as ever
+
+
+def test_a_drivers_own_collector_thresholds_come_back_when_the_runtime_ends() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with young_threshold_raised():
+            assert gc.get_threshold() == (YOUNG_COLLECTION_OBJECTS, 10, 10)
+        assert gc.get_threshold() == (700, 10, 10)
+        with young_threshold_raised():
+            gc.set_threshold(5_000, 10, 10)  # the program changed it meanwhile: kept
+        assert gc.get_threshold() == (5_000, 10, 10)
+        gc.set_threshold(100_000, 10, 10)  # higher already: left as it is
+        with young_threshold_raised():
+            assert gc.get_threshold() == (100_000, 10, 10)
+        gc.disable()
+        gc.set_threshold(700, 10, 10)
+        with young_threshold_raised():  # a collector turned off stays as the program set it
+            assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.enable()
+        gc.set_threshold(*saved)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import actorgrid as ag
-from actorgrid._runtime.inline import INLINE_STALL_S, _inline_names, _Watch
+from actorgrid._runtime.inline import INLINE_STALL_S, _inline_names, _loop_names, _Watch
 
 OUTPUT_TIMEOUT_S = 30.0
 GET_TIMEOUT_S = 60.0
@@ -68,6 +68,24 @@ class Sleeper:
     @ag.method(inline=True)
     def nap(self, seconds: float) -> str:
         time.sleep(seconds)  # the mistake the watchdog is there for
+        return threading.current_thread().name
+
+
+@ag.remote
+class Counter:
+    """Brief methods (no call, no loop): they run on the loop without being declared."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def incr(self, k: int = 1) -> int:
+        self.n += k
+        return self.n
+
+    def parity_of_power(self, e: int) -> int:
+        return (7**e) & 1  # one C operation, as long as e makes it
+
+    def where(self) -> str:
         return threading.current_thread().name
 
 
@@ -150,6 +168,94 @@ def test_a_blocking_inline_method_is_reported_by_name_and_moved_to_pool_threads(
     assert ag.get(sleeper.nap.remote(0), timeout=GET_TIMEOUT_S).startswith("actorgrid-user")
 
 
+def test_brief_methods_run_inline_undeclared_and_keep_the_order_of_calls(
+    cluster: ag.Cluster,
+) -> None:
+    counter = Counter.remote()
+    refs = []
+    for i in range(200):  # brief and pool-thread methods interleaved, one caller
+        refs.append(counter.incr.remote(1) if i % 4 else counter.where.remote())
+    values = ag.get(refs, timeout=GET_TIMEOUT_S)
+    assert [v for v in values if isinstance(v, int)] == list(range(1, 151))
+    # where() calls a function: it never qualifies, and runs on a pool thread.
+    assert all(v.startswith("actorgrid-user") for v in values if isinstance(v, str))
+
+
+def test_a_brief_method_that_runs_long_is_reported_and_moved_to_pool_threads(
+    cluster: ag.Cluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    output = Output(capfd)
+    counter = Counter.remote()
+    ag.get(counter.incr.remote(), timeout=GET_TIMEOUT_S)  # constructed: the next call is alone
+    # ~0.5 s of big-integer arithmetic here (more under load), over the 0.1 s budget: it ran on
+    # the loop (only an inline call is timed), so it is reported and demoted.
+    assert ag.get(counter.parity_of_power.remote(1_000_000), timeout=GET_TIMEOUT_S) == 1
+    output.wait_for(
+        re.compile(r"Counter\.parity_of_power ran on the loop \(no call or loop in its code\)")
+    )
+    assert ag.get(counter.parity_of_power.remote(3), timeout=GET_TIMEOUT_S) == 1
+
+
+def test_brief_methods_are_told_by_their_code_and_the_class() -> None:
+    class Plain:
+        n = 0
+
+        def get(self) -> int:
+            return self.n
+
+        def incr(self, k: int = 1) -> int:
+            self.n += k
+            return self.n
+
+        def pick(self, x: int) -> int:
+            if x > 0:
+                return self.n
+            return -1
+
+        def sleeps(self) -> None:
+            time.sleep(1)
+
+        def spins(self) -> None:
+            while self.n >= 0:
+                self.n += 1
+
+        def builds(self) -> list[int]:
+            return [i for i in (1, 2)]
+
+        def locks(self, lock: Any) -> None:
+            with lock:
+                self.n = 1
+
+        def reaches(self, other: Any) -> int:
+            return other.n + self.n  # another object's attribute: a property of it may block
+
+        @ag.method(inline=False)
+        def kept(self) -> int:
+            return self.n
+
+        @ag.method(inline=True)
+        def declared(self) -> None:
+            time.sleep(0)
+
+        @staticmethod
+        def static() -> int:
+            return 1
+
+    assert _loop_names(Plain) == {"get", "incr", "pick", "declared"}
+
+    class WithProperty(Plain):
+        @property
+        def n2(self) -> int:  # reading any attribute may run user code: nothing brief
+            return 2
+
+    class WithHook(Plain):
+        def __getattr__(self, name: str) -> int:
+            return 0
+
+    assert _loop_names(WithProperty) == {"declared"}
+    assert _loop_names(WithHook) == {"declared"}
+
+
 def test_inline_is_refused_on_async_and_generator_methods() -> None:
     async def coroutine(self: Any) -> None:
         return None
@@ -183,7 +289,7 @@ def test_a_subclass_inherits_inline_methods_unless_it_overrides_them() -> None:
             return None
 
     class Derived(Base):
-        def replaced(self) -> None:  # overridden without the decorator: runs on a pool thread
+        def replaced(self) -> None:  # overridden without the decorator: not declared
             return None
 
     assert _inline_names(Base) == {"kept", "replaced"}

@@ -234,6 +234,29 @@ def test_creations_of_two_kinds_sent_together_start_on_both_workers_each_as_itse
     assert ag.get(taken, timeout=60) == "first"
 
 
+def test_only_an_agent_that_may_restart_keeps_its_arguments_once_created() -> None:
+    # An agent that can never be started again (max_restarts=0, the default) keeps no copy of
+    # its pickled arguments nor of its code in its creator once its creation is sent; one
+    # that may restart keeps them, to start again from (the kill test below restarts some).
+    prefix = unique("kept")
+    big = "x" * 20_000
+    once = echo.options(name=f"{prefix}-once").remote(big)
+    again = echo.options(name=f"{prefix}-again", max_restarts=1).remote(big)
+    assert ag.ask(f"{prefix}-once", "up?", timeout=60) == (big, "up?")
+    assert ag.ask(f"{prefix}-again", "up?", timeout=60) == (big, "up?")
+
+    def kept(ref: Any) -> int:
+        """The bytes of arguments the creator's record of a running agent keeps."""
+        entry = ref._entry
+        return int(entry.where.inflight[entry.object_id].spec.payload.nbytes)
+
+    assert kept(once) == 0
+    assert kept(again) > 20_000
+    ag.send(f"{prefix}-once", "stop")
+    ag.send(f"{prefix}-again", "stop")
+    assert ag.get([once, again], timeout=60) == [big, big]
+
+
 def test_a_worker_killed_as_its_creations_arrive_loses_none_of_its_agents(
     cluster: ag.Cluster,
 ) -> None:

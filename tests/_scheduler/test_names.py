@@ -13,6 +13,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 
 from actorgrid._protocol.ids import ActorId
 from actorgrid._protocol.messages import ActorInfo
+from actorgrid._protocol.namebatch import of_kind
 from actorgrid._scheduler.names import DEFAULT_NAMESPACE, NameRegistry
 
 _ids = itertools.count(1)
@@ -187,6 +188,19 @@ class NameRegistryMachine(RuleBasedStateMachine):
             self.claims[info.actor_id] = claimer
         return info
 
+    @rule(target=proposed, name=NAMES, namespace=NAMESPACES, address=ADDRESSES, claimer=CLAIMERS)
+    def claim_kind(self, name: str, namespace: str | None, address: str, claimer: str) -> ActorInfo:
+        # A ClaimNames's claim, kept as its kind and id: the same actor comes back out.
+        kind = actor("first-of-its-kind", namespace, address)
+        info = of_kind(kind, actor(None).actor_id, name)
+        key = (namespace or DEFAULT_NAMESPACE, name)
+        holder = self.model.get(key)
+        assert self.registry.claim_kind(kind, info.actor_id, name, claimer) == (holder is None)
+        if holder is None:
+            self.model[key] = info
+            self.claims[info.actor_id] = claimer
+        return info
+
     @rule(name=NAMES, namespace=NAMESPACES)
     def lookup(self, name: str, namespace: str | None) -> None:
         expected = self.model.get((namespace or DEFAULT_NAMESPACE, name))
@@ -251,10 +265,12 @@ class NameRegistryMachine(RuleBasedStateMachine):
     def indexes_hold_only_live_names(self) -> None:
         # No leak: every index entry is a name held now (so a long-lived head stays small).
         live = {v.actor_id for v in self.model.values()}
-        indexed = set().union(
-            *self.registry._by_address.values(), *self.registry._by_claimer.values()
-        )
+        indexes = (self.registry._by_address, self.registry._by_claimer)
+        indexed = set().union(*(g.members(k) for g in indexes for k in g.groups()))
         assert indexed <= live
+        for groups in indexes:  # stale ids are dropped as they pile up: no list outgrows
+            for key, ids in groups._ids.items():  # twice its live members (plus some)
+                assert len(ids) <= 2 * len(groups.members(key)) + 16 + 1
         assert set(self.registry._claimer) == set(self.claims) <= live
 
 
