@@ -58,6 +58,11 @@ __all__ = ["AgentHost"]
 # ~70 KB, not one of 1.7 MB.
 _CANCELLED_PER_MESSAGE = 4096
 
+# Steppers (``_start_inline`` tasks) made to start the agents queued while others await: the
+# most Trio tasks agents that await at their start (on a full mailbox, a name's first lookup)
+# hold, and the most of their first awaits batched in one loop turn.
+_STEPPERS_MAX = 1024
+
 # Why the agents of a stopping worker ended (each has it as its tombstone, shared).
 _STOPPED = "the actor was cancelled: its worker stopped"
 
@@ -77,13 +82,17 @@ class AgentHost(ExecutorTasks):
     _cancelled_batch: dict[Peer, list[ObjectId]] | None = None
     _watching_end = False  # _watch_end
     _reaping: deque[AgentRun] | None = None  # parked agents to stop in this loop turn
-    # Agents to start in _start_inline's task, and whether one runs; starts since a freeze.
+    # Agents to start in _start_inline's tasks; starts since a freeze.
     _starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]] | None = None
-    _starting = False
+    # Its _start_inline tasks (steppers), and those of them not carrying an agent that awaits.
+    _steppers = 0
+    _free_steppers = 0
     _unfrozen = 0
-    # Parked agents a message woke, to resume in _resume_inline's task, and whether one runs.
+    # Parked agents a message woke, to resume in _resume_inline's tasks; those tasks, and
+    # those of them not carrying an agent that awaits.
     _wakes: deque[AgentRun] | None = None
-    _waking = False
+    _resumers = 0
+    _free_resumers = 0
     _resumer: trio.lowlevel.Task | None = None  # the resumer while it waits for wakes
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
@@ -148,49 +157,71 @@ class AgentHost(ExecutorTasks):
         if starts is None:
             starts = self._starts = deque()
         starts.append((run, fn, msg))
-        if not self._starting:
-            self._starting = True
-            self.nursery.start_soon(self._start_inline, starts)
+        if self._free_steppers == 0:
+            self._add_stepper(starts)
 
     async def _start_inline(
         self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
     ) -> None:
-        """Start agents on a worker where they park, START_BATCH per loop turn (as
-        starting.py does, and freezing them for the collector as it does), each stepped in
+        """A stepper: starts agents on a worker where they park, START_BATCH per loop turn
+        (as starting.py does, and freezing them for the collector as it does), each stepped in
         this task until it parks: an agent that parks before it awaits anything else never
         has a Trio task of its own. One whose code awaits first keeps this task (its waits are
-        this task's from its first step), in the batch's cancel scope, which is then its own:
-        the rest start in a new task."""
-        with trio.CancelScope() as scope:
+        this task's from its first step), in its cancel scope, which is then its own, until
+        it parks or ends; then this task takes the next ones in a new scope. Meanwhile the
+        rest of its batch go on in other steppers (``_add_stepper``), up to _STEPPERS_MAX of
+        them: agents that all wait on one full mailbox wait in ``starts``, not as thousands
+        of Trio tasks made and ended (whose memory stays behind, fragmented, among the agents'
+        own: ~1 KB an agent at 10,000)."""
+        try:
             while starts:
-                for n in range(1, min(START_BATCH, len(starts)) + 1):
-                    run, fn, msg = starts.popleft()
-                    run.context = contextvars.copy_context()  # as a task of its own has
-                    first = self._run_coroutine_actor(run, fn, msg, scope)
-                    del fn, msg
-                    self._unfrozen += 1
+                with trio.CancelScope() as scope:
+                    carried = None
+                    while carried is None and starts:
+                        for n in range(1, min(START_BATCH, len(starts)) + 1):
+                            run, fn, msg = starts.popleft()
+                            run.context = contextvars.copy_context()  # as a task of its own has
+                            first = self._run_coroutine_actor(run, fn, msg, scope)
+                            del fn, msg
+                            self._unfrozen += 1
+                            try:
+                                trap = first.send(None)
+                            except StopIteration:
+                                continue
+                            carried, taken = (first, trap), n
+                            del first
+                            break
+                        self._freeze_started()
+                        if carried is None:
+                            await trio.lowlevel.checkpoint()  # pulses and messages get a turn
+                    if carried is None:
+                        return
+                    # Its code awaits: it keeps this task. The rest of this batch go on in
+                    # steppers that run together in the next turn, as tasks woken together
+                    # do (one for them all would start one per turn when each awaits, and
+                    # what they await, a name's lookup say, would not be batched); at least
+                    # one stepper is free while starts wait (an agent may await forever).
+                    self._free_steppers -= 1
+                    more = min(len(starts), START_BATCH - taken, _STEPPERS_MAX - self._steppers)
+                    if starts and self._free_steppers == 0:
+                        more = max(more, 1)
+                    for _ in range(more):
+                        self._add_stepper(starts)
                     try:
-                        trap = first.send(None)
-                    except StopIteration:
-                        continue
-                    # Its code awaits: it keeps this task. The rest of this batch start in
-                    # tasks of their own, together in the next turn (as _resume_inline's);
-                    # a new task steps the others.
-                    for _ in range(min(len(starts), START_BATCH - n)):
-                        other, fn, msg = starts.popleft()
-                        self.starter.start_soon(
-                            self.nursery, self._run_coroutine_actor, other, fn, msg
-                        )
-                    if starts:
-                        self.nursery.start_soon(self._start_inline, starts)
-                    else:
-                        self._starting = False
-                    self._freeze_started()
-                    await carry_on(first, trap)
-                    return
-                self._freeze_started()
-                await trio.lowlevel.checkpoint()  # pulses and messages get a turn
-        self._starting = False
+                        await carry_on(*carried)
+                    finally:
+                        self._free_steppers += 1
+                    del carried
+        finally:
+            self._free_steppers -= 1
+            self._steppers -= 1
+
+    def _add_stepper(self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]) -> None:
+        """One more ``_start_inline`` task, counted free (stepping, not carrying an agent) from
+        now, so that a start queued before it runs makes no other."""
+        self.nursery.start_soon(self._start_inline, starts)
+        self._free_steppers += 1
+        self._steppers += 1
 
     def _freeze_started(self) -> None:
         # Every FREEZE_AFTER agents started (each counted, whichever task goes on with it),
@@ -201,8 +232,9 @@ class AgentHost(ExecutorTasks):
             freeze()  # thawed later (gcpause.py)
 
     def _wake_soon(self, run: AgentRun) -> None:
-        """A message came for a parked agent: resume it in the resumer's task
-        (``_resume_inline``), started if none runs, rescheduled if it waits."""
+        """A message came for a parked agent: resume it in a resumer's task
+        (``_resume_inline``): the one that waits is rescheduled, or one is started if none
+        is free."""
         wakes = self._wakes
         if wakes is None:
             wakes = self._wakes = deque()
@@ -211,70 +243,80 @@ class AgentHost(ExecutorTasks):
         if waiting is not None:
             self._resumer = None
             trio.lowlevel.reschedule(waiting)
-        elif not self._waking:
-            self._waking = True
+        elif self._free_resumers == 0:
             try:
-                self.nursery.start_soon(self._resume_inline, wakes)
+                self._add_resumer(wakes)
             except RuntimeError:  # the nursery is closed: its end stopped them already
-                self._waking = False
+                pass
+
+    def _add_resumer(self, wakes: deque[AgentRun]) -> None:
+        """One more ``_resume_inline`` task, counted free from now (as ``_add_stepper``)."""
+        self.nursery.start_soon(self._resume_inline, wakes)
+        self._free_resumers += 1
+        self._resumers += 1
 
     async def _resume_inline(self, wakes: deque[AgentRun]) -> None:
-        """The resumer: resumes woken agents, START_BATCH per loop turn, each stepped in
-        this task until it parks again, and waits for more when none is left: a message to
-        a parked agent costs no Trio task and no cancel scope of its own (this task's scope
-        is its own while it runs). One whose code awaits something else keeps this task,
-        in its scope, which is then its own; a new resumer takes over (as ``_start_inline``).
-        One stopped while it waited here is stopped (as ``_reap``)."""
-        with trio.CancelScope() as scope:
+        """A resumer: resumes woken agents, START_BATCH per loop turn, each stepped in this
+        task until it parks again; the last free one waits for more when none is left, the
+        others end. A message to a parked agent costs no Trio task and no cancel scope of its
+        own (this task's scope is its own while it runs). One whose code awaits something else
+        keeps this task, in its scope, which is then its own, until it parks or ends; the rest
+        go on in other resumers, up to _STEPPERS_MAX (as ``_start_inline``'s steppers: woken
+        agents that all look a name up at once look it up together, in few loop turns). One
+        stopped while it waited here is stopped (as ``_reap``)."""
+        try:
             while True:
-                n = 0
-                while wakes and n < START_BATCH:
-                    n += 1
-                    run = wakes.popleft()
-                    if run.scope is _STOPPING_SCOPE:
-                        error = cancelled_error()
-                        if error is None:  # resume it in a cancelled scope
-                            run.scope = trio.CancelScope()
-                            run.scope.cancel()
-                            self.nursery.start_soon(self._live, run)
+                with trio.CancelScope() as scope:
+                    carried = None
+                    while carried is None:
+                        n = 0
+                        while wakes and n < START_BATCH:
+                            n += 1
+                            run = wakes.popleft()
+                            if run.scope is _STOPPING_SCOPE:
+                                error = cancelled_error()
+                                if error is None:  # resume it in a cancelled scope
+                                    run.scope = trio.CancelScope()
+                                    run.scope.cancel()
+                                    self.nursery.start_soon(self._live, run)
+                                    continue
+                                live = self._live(run, None, error)
+                            else:
+                                run.scope = scope
+                                live = self._live(run, None, None, True)
+                            try:
+                                trap = live.send(None)
+                            except StopIteration:
+                                continue
+                            carried, taken = (live, trap), n
+                            del live
+                            break
+                        if carried is not None:
+                            break
+                        if wakes:
+                            await trio.lowlevel.checkpoint()  # pulses and messages get a turn
                             continue
-                        live = self._live(run, None, error)
-                    else:
-                        run.scope = scope
-                        live = self._live(run, None, None, True)
+                        if self._free_resumers > 1 or self._resumer is not None:
+                            return  # another free one takes the next wakes
+                        self._resumer = trio.lowlevel.current_task()
+                        await trio.lowlevel.wait_task_rescheduled(self._resumer_abort)
+                    # Its code awaits: it keeps this task. The rest of this batch go on in
+                    # resumers that run together in the next turn, as tasks woken together
+                    # do; at least one resumer is free while wakes wait.
+                    self._free_resumers -= 1
+                    more = min(len(wakes), START_BATCH - taken, _STEPPERS_MAX - self._resumers)
+                    if wakes and self._free_resumers == 0:
+                        more = max(more, 1)
+                    for _ in range(more):
+                        self._add_resumer(wakes)
                     try:
-                        trap = live.send(None)
-                    except StopIteration:
-                        continue
-                    # Its code awaits: it keeps this task. The rest of this batch get a task
-                    # each, which run together in the next turn as tasks woken together do
-                    # (one new resumer for them all would resume one per turn when each
-                    # awaits, and what they await, a name's lookup say, would not be
-                    # batched); a new resumer takes the others.
-                    for _ in range(min(len(wakes), START_BATCH - n)):
-                        self._resume_in_task(wakes.popleft())
-                    if wakes:
-                        self.nursery.start_soon(self._resume_inline, wakes)
-                    else:
-                        self._waking = False
-                    await carry_on(live, trap)
-                    return
-                if wakes:
-                    await trio.lowlevel.checkpoint()  # pulses and messages get a turn
-                    continue
-                self._resumer = trio.lowlevel.current_task()
-                try:
-                    await trio.lowlevel.wait_task_rescheduled(self._resumer_abort)
-                except BaseException:  # cancelled: the worker ends
-                    self._waking = False
-                    raise
-
-    def _resume_in_task(self, run: AgentRun) -> None:
-        if run.scope is _STOPPING_SCOPE:
-            self._reap_soon(run)
-            return
-        run.scope = trio.CancelScope()
-        self.nursery.start_soon(self._live, run)
+                        await carry_on(*carried)
+                    finally:
+                        self._free_resumers += 1
+                    del carried
+        finally:
+            self._free_resumers -= 1
+            self._resumers -= 1
 
     def _resumer_abort(self, _: Any) -> trio.lowlevel.Abort:
         self._resumer = None

@@ -30,7 +30,17 @@ from typing import Any, Protocol, cast
 
 import trio
 
-__all__ = ["PARK", "PARKED", "Parkable", "cancelled_error", "carry_on", "drive", "may_park", "park"]
+__all__ = [
+    "PARK",
+    "PARKED",
+    "ParkThen",
+    "Parkable",
+    "cancelled_error",
+    "carry_on",
+    "drive",
+    "may_park",
+    "park",
+]
 
 # What a mailbox yields to ``drive`` to park (never seen by Trio).
 PARK: Any = object()
@@ -84,15 +94,67 @@ park = _Park()
 """``await park``: hand the agent to its driver to park; returns when it is resumed."""
 
 
+class _Then(Protocol):
+    def _after_park(self) -> Coroutine[Any, Any, Any]: ...
+
+
+class ParkThen:
+    """``await ParkThen(owner)``: park, as ``await park``, then go on with
+    ``owner._after_park()``'s coroutine and return its value. What an idle agent holds
+    under its own frame is this (~50 bytes), not the frame of a coroutine that awaits
+    ``park`` (~290 bytes with its iterator): the mailbox returns one from ``__anext__``
+    when it parks at once (context.py)."""
+
+    __slots__ = ("_inner", "_owner")
+
+    def __init__(self, owner: _Then) -> None:
+        self._owner = owner
+        # None: PARK not yielded yet; False: parked; then the coroutine it goes on with.
+        self._inner: Coroutine[Any, Any, Any] | bool | None = None
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return cast("Generator[Any, Any, Any]", self)
+
+    def __iter__(self) -> ParkThen:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        inner = self._inner
+        if inner is None:
+            self._inner = False
+            return PARK
+        if inner is False:  # resumed
+            inner = self._inner = self._owner._after_park()
+        assert not isinstance(inner, bool)
+        return inner.send(value)
+
+    def throw(self, error: BaseException, *_: Any) -> Any:
+        inner = self._inner
+        if isinstance(inner, bool) or inner is None:  # thrown where it parked
+            raise error
+        return inner.throw(error)
+
+    def close(self) -> None:
+        inner = self._inner
+        if not isinstance(inner, bool) and inner is not None:
+            inner.close()
+
+
 def may_park(run: Parkable) -> bool:
     """Whether the agent may park now: called by its mailbox, in the task that waits."""
     if not _STATUS or run.status is None or not run.parks():
         return False
     task = trio.lowlevel.current_task()
     scope = run.scope
+    status = run.status
     return (
         run.driver is task
-        and getattr(task, _STATUS, None) is run.status
+        and getattr(task, _STATUS, None) is status
+        # A cancel from above (the worker's end): it waits in Trio, where it sees it.
+        and not getattr(status, "effectively_cancelled", True)
         and not scope.cancel_called
         and not task.child_nurseries
         # Its cancel status is the one its driver began under (checked above): its deadline

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.timeout(240)
 
 # Idle agents a worker hosts before its agents park (below the default, to keep the test short).
 FILLERS = 1000
+# Agents that await at their start (test_agents_that_await_at_their_start_...).
+EAGER = 200
 
 
 def _resumed() -> bool:
@@ -99,6 +101,38 @@ async def holder(ctx: ag.Context, hold: str) -> None:
         await serve()
 
 
+@ag.remote
+async def late_sink(ctx: ag.Context) -> None:
+    """Reads nothing for a second (its small mailbox fills and its senders wait), then keeps
+    what each sender sent, in order; asked "log", replies with it."""
+    await trio.sleep(1.0)  # not a bound: what it makes likely (senders waiting) is not asserted
+    got: dict[int, list[int]] = {}
+    async for msg in ctx.mailbox:
+        if msg == "log":
+            await ctx.reply(got)
+        else:
+            sender, k = msg
+            got.setdefault(sender, []).append(k)
+
+
+@ag.remote
+async def eager(ctx: ag.Context, i: int, sink: str) -> None:
+    """Sends to ``sink`` before its first wait (awaiting while its mailbox is full), keeps a
+    local and a contextvar; each message makes it send three more in order, then reply with
+    its state, where its start ran and whether it runs resumed."""
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("mine")
+    var.set(i)
+    await ctx.send(sink, (i, 0))
+    started_in = trio.lowlevel.current_task().name
+    seen = 0
+    async for _ in ctx.mailbox:
+        seen += 1
+        for k in range(1, 4):
+            await ctx.send(sink, (i, seen * 10 + k))
+        var.set(var.get() + 1000)
+        await ctx.reply((seen, var.get(), "_start_inline" in started_in, _resumed()))
+
+
 @pytest.fixture(scope="module")
 def parking_cluster() -> Iterator[None]:
     watch = ProcessWatch()
@@ -145,6 +179,29 @@ def test_a_parked_agent_resumes_with_its_state_and_contextvars(
     with pytest.raises(ag.ActorDiedError, match="was killed"):
         ag.get(agent, timeout=60)
     assert path.read_text() == "finally after 2"
+
+
+def test_agents_that_await_at_their_start_all_start_park_and_keep_their_state(
+    parking_cluster: None,
+) -> None:
+    """EAGER agents that each send to one agent whose small mailbox is full: each waits at its
+    start in one of the worker's steppers (no Trio task made for each, agenthost.py), parks
+    once it got through, and its later messages find its state and contextvars; what each
+    sends arrives in order."""
+    sink = late_sink.options(name="late-sink", mailbox_size=2).remote()
+    agents = [eager.remote(i, "late-sink") for i in range(EAGER)]
+    # Parked before its first message came, or not (a race); before its second, parked.
+    replies = [_ask(agent, "go")[:3] for agent in agents]
+    assert replies == [(1, i + 1000, True) for i in range(EAGER)]
+    replies = [_ask(agent, "go") for agent in agents]
+    assert replies == [(2, i + 2000, True, True) for i in range(EAGER)]
+    log = _ask("late-sink", "log")
+    assert log == {i: [0, 11, 12, 13, 21, 22, 23] for i in range(EAGER)}
+    for handle in [sink, *agents]:
+        ag.kill(handle)
+    for handle in [sink, *agents]:
+        with pytest.raises(ag.ActorDiedError, match="was killed"):
+            ag.get(handle, timeout=60)
 
 
 @pytest.mark.parametrize("hold", ["scope", "deadline", "nursery"])
