@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -93,7 +94,8 @@ class AgentHost(ExecutorTasks):
     _wakes: deque[AgentRun] | None = None
     _resumers = 0
     _free_resumers = 0
-    _resumer: trio.lowlevel.Task | None = None  # the resumer while it waits for wakes
+    # Resumers waiting for wakes (free, counted in _free_resumers), the last to wait first.
+    _idle_resumers: dict[trio.lowlevel.Task, None] | None = None
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
@@ -233,21 +235,24 @@ class AgentHost(ExecutorTasks):
 
     def _wake_soon(self, run: AgentRun) -> None:
         """A message came for a parked agent: resume it in a resumer's task
-        (``_resume_inline``): the one that waits is rescheduled, or one is started if none
-        is free."""
+        (``_resume_inline``): one that runs already takes it, else one that waits is
+        rescheduled, else one is started."""
         wakes = self._wakes
         if wakes is None:
             wakes = self._wakes = deque()
         wakes.append(run)
-        waiting = self._resumer
-        if waiting is not None:
-            self._resumer = None
-            trio.lowlevel.reschedule(waiting)
-        elif self._free_resumers == 0:
-            try:
-                self._add_resumer(wakes)
-            except RuntimeError:  # the nursery is closed: its end stopped them already
-                pass
+        idle = self._idle_resumers
+        if idle is None:
+            idle = self._idle_resumers = {}
+        if self._free_resumers > len(idle):
+            return  # a free resumer that runs, or will run this turn, takes it
+        if idle:
+            trio.lowlevel.reschedule(idle.popitem()[0])
+            return
+        try:
+            self._add_resumer(wakes)
+        except RuntimeError:  # the nursery is closed: its end stopped them already
+            pass
 
     def _add_resumer(self, wakes: deque[AgentRun]) -> None:
         """One more ``_resume_inline`` task, counted free from now (as ``_add_stepper``)."""
@@ -255,72 +260,89 @@ class AgentHost(ExecutorTasks):
         self._free_resumers += 1
         self._resumers += 1
 
+    def _more_resumers(self, wakes: deque[AgentRun], want: int) -> None:
+        """``want`` more resumers to run in the next turn (and at least one while wakes wait
+        and none runs free): waiting ones rescheduled first, a Trio task made only for the
+        rest (up to _STEPPERS_MAX in all)."""
+        idle = self._idle_resumers
+        assert idle is not None
+        while want > 0 and idle:
+            trio.lowlevel.reschedule(idle.popitem()[0])
+            want -= 1
+        want = min(want, _STEPPERS_MAX - self._resumers)
+        if wakes and self._free_resumers == len(idle):
+            want = max(want, 1)
+        for _ in range(want):
+            self._add_resumer(wakes)
+
     async def _resume_inline(self, wakes: deque[AgentRun]) -> None:
         """A resumer: resumes woken agents, START_BATCH per loop turn, each stepped in this
-        task until it parks again; the last free one waits for more when none is left, the
-        others end. A message to a parked agent costs no Trio task and no cancel scope of its
-        own (this task's scope is its own while it runs). One whose code awaits something else
-        keeps this task, in its scope, which is then its own, until it parks or ends; the rest
-        go on in other resumers, up to _STEPPERS_MAX (as ``_start_inline``'s steppers: woken
-        agents that all look a name up at once look it up together, in few loop turns). One
-        stopped while it waited here is stopped (as ``_reap``)."""
+        task until it parks again; when none is left it waits for more (up to _STEPPERS_MAX
+        resumers wait; one more ends). A message to a parked agent costs no Trio task and no
+        cancel scope of its own (this task's scope is its own while it runs). One whose code
+        awaits something else (a name's first lookup, a credit, a full mailbox) keeps this
+        task, in its scope, which is then its own, until it parks or ends; the rest go on in
+        other resumers, waiting ones woken first (as a worker whose agents do not park wakes
+        their tasks: a Trio task made per await costs about as much again as the agent's own
+        step), up to _STEPPERS_MAX (woken agents that all look a name up at once look it up
+        together, in few loop turns). One stopped while it waited here is stopped (as
+        ``_reap``)."""
+        idle = self._idle_resumers
+        assert idle is not None
         try:
             while True:
+                if not wakes:
+                    if len(idle) >= _STEPPERS_MAX:
+                        return
+                    task = trio.lowlevel.current_task()
+                    idle[task] = None
+                    await trio.lowlevel.wait_task_rescheduled(partial(_forget_idle, idle, task))
+                    continue
                 with trio.CancelScope() as scope:
-                    carried = None
-                    while carried is None:
-                        n = 0
-                        while wakes and n < START_BATCH:
-                            n += 1
-                            run = wakes.popleft()
-                            if run.scope is _STOPPING_SCOPE:
-                                error = cancelled_error()
-                                if error is None:  # resume it in a cancelled scope
-                                    run.scope = trio.CancelScope()
-                                    run.scope.cancel()
-                                    self.nursery.start_soon(self._live, run)
+                    # One scope for the agents this task steps, until one it carried was
+                    # cancelled in it (a scope entered per await costs as much as the step).
+                    while wakes and not scope.cancel_called:
+                        carried = None
+                        while carried is None and wakes:
+                            n = 0
+                            while wakes and n < START_BATCH:
+                                n += 1
+                                run = wakes.popleft()
+                                if run.scope is _STOPPING_SCOPE:
+                                    error = cancelled_error()
+                                    if error is None:  # resume it in a cancelled scope
+                                        run.scope = trio.CancelScope()
+                                        run.scope.cancel()
+                                        self.nursery.start_soon(self._live, run)
+                                        continue
+                                    live = self._live(run, None, error)
+                                else:
+                                    run.scope = scope
+                                    live = self._live(run, None, None, True)
+                                try:
+                                    trap = live.send(None)
+                                except StopIteration:
                                     continue
-                                live = self._live(run, None, error)
-                            else:
-                                run.scope = scope
-                                live = self._live(run, None, None, True)
-                            try:
-                                trap = live.send(None)
-                            except StopIteration:
-                                continue
-                            carried, taken = (live, trap), n
-                            del live
+                                carried, taken = (live, trap), n
+                                del live
+                                break
+                            if carried is None and wakes:
+                                await trio.lowlevel.checkpoint()  # pulses and messages get a turn
+                        if carried is None:
                             break
-                        if carried is not None:
-                            break
-                        if wakes:
-                            await trio.lowlevel.checkpoint()  # pulses and messages get a turn
-                            continue
-                        if self._free_resumers > 1 or self._resumer is not None:
-                            return  # another free one takes the next wakes
-                        self._resumer = trio.lowlevel.current_task()
-                        await trio.lowlevel.wait_task_rescheduled(self._resumer_abort)
-                    # Its code awaits: it keeps this task. The rest of this batch go on in
-                    # resumers that run together in the next turn, as tasks woken together
-                    # do; at least one resumer is free while wakes wait.
-                    self._free_resumers -= 1
-                    more = min(len(wakes), START_BATCH - taken, _STEPPERS_MAX - self._resumers)
-                    if wakes and self._free_resumers == 0:
-                        more = max(more, 1)
-                    for _ in range(more):
-                        self._add_resumer(wakes)
-                    try:
-                        await carry_on(*carried)
-                    finally:
-                        self._free_resumers += 1
-                    del carried
+                        # Its code awaits: it keeps this task. The rest of this batch go on in
+                        # resumers that run together in the next turn, as tasks woken together
+                        # do; at least one resumer is free while wakes wait.
+                        self._free_resumers -= 1
+                        self._more_resumers(wakes, min(len(wakes), START_BATCH - taken))
+                        try:
+                            await carry_on(*carried)
+                        finally:
+                            self._free_resumers += 1
+                        del carried
         finally:
             self._free_resumers -= 1
             self._resumers -= 1
-
-    def _resumer_abort(self, _: Any) -> trio.lowlevel.Abort:
-        self._resumer = None
-        return trio.lowlevel.Abort.SUCCEEDED
 
     def parks_agents(self) -> bool:
         """Whether idle agents park now (parking.py): only at scale, where the memory and the
@@ -586,3 +608,11 @@ class AgentHost(ExecutorTasks):
                 )
             )
         return self._stop_payload
+
+
+def _forget_idle(
+    idle: dict[trio.lowlevel.Task, None], task: trio.lowlevel.Task, _: Any
+) -> trio.lowlevel.Abort:
+    """A waiting resumer is cancelled (its worker ends): it waits no more."""
+    idle.pop(task, None)
+    return trio.lowlevel.Abort.SUCCEEDED
