@@ -266,6 +266,7 @@ class AgentHost(ExecutorTasks):
         rest (up to _STEPPERS_MAX in all)."""
         idle = self._idle_resumers
         assert idle is not None
+        want -= self._free_resumers - len(idle)  # free ones that run next turn take some
         while want > 0 and idle:
             trio.lowlevel.reschedule(idle.popitem()[0])
             want -= 1

@@ -133,6 +133,42 @@ async def eager(ctx: ag.Context, i: int, sink: str) -> None:
         await ctx.reply((seen, var.get(), "_start_inline" in started_in, _resumed()))
 
 
+@ag.remote
+async def tally(ctx: ag.Context) -> None:
+    """Keeps what each sender sent, in order; asked ("log", n), replies with it once it holds
+    n messages."""
+    got: dict[int, list[int]] = {}
+    held = 0
+    waiting: list[tuple[int, ag.Request]] = []
+    async for msg in ctx.mailbox:
+        if msg[0] == "log":
+            assert ctx.request is not None
+            waiting.append((msg[1], ctx.request))
+        else:
+            sender, k = msg
+            got.setdefault(sender, []).append(k)
+            held += 1
+        for item in [w for w in waiting if held >= w[0]]:
+            waiting.remove(item)
+            item[1].reply(got)
+
+
+@ag.remote
+async def relay(ctx: ag.Context, i: int, sink: str) -> None:
+    """Subscribed to "relay-go": each publish makes it send three messages to ``sink`` by
+    name (its first a lookup, then into a small mailbox: it awaits while resumed);
+    "state" answers how many it got and whether it runs resumed."""
+    ctx.subscribe("relay-go")
+    seen = 0
+    async for msg in ctx.mailbox:
+        if msg == "state":
+            await ctx.reply((seen, _resumed()))
+            continue
+        seen += 1
+        for k in range(1, 4):
+            await ctx.send(sink, (i, seen * 10 + k))
+
+
 @pytest.fixture(scope="module")
 def parking_cluster() -> Iterator[None]:
     watch = ProcessWatch()
@@ -197,6 +233,30 @@ def test_agents_that_await_at_their_start_all_start_park_and_keep_their_state(
     assert replies == [(2, i + 2000, True, True) for i in range(EAGER)]
     log = _ask("late-sink", "log")
     assert log == {i: [0, 11, 12, 13, 21, 22, 23] for i in range(EAGER)}
+    for handle in [sink, *agents]:
+        ag.kill(handle)
+    for handle in [sink, *agents]:
+        with pytest.raises(ag.ActorDiedError, match="was killed"):
+            ag.get(handle, timeout=60)
+
+
+def test_parked_agents_woken_at_once_that_await_all_get_through_in_order(
+    parking_cluster: None,
+) -> None:
+    """A publish wakes EAGER parked agents in one go; each awaits while resumed (a name's
+    first lookup, a full mailbox), so each keeps a resumer task while the rest go on in
+    others (agenthost.py); the resumers then wait for the next round, which reuses them.
+    Every message arrives, in order per sender, and each agent kept its state."""
+    sink = tally.options(name="tally", mailbox_size=4).remote()
+    agents = [relay.remote(i, "tally") for i in range(EAGER)]
+    # Each has subscribed once it answers (its mailbox takes the publish after this).
+    assert [_ask(agent, "state")[0] for agent in agents] == [0] * EAGER
+    for round_ in (1, 2):
+        ag.publish("relay-go", round_)
+        log = _ask("tally", ("log", 3 * EAGER * round_))
+        expected = [k for r in range(1, round_ + 1) for k in (r * 10 + 1, r * 10 + 2, r * 10 + 3)]
+        assert log == {i: expected for i in range(EAGER)}
+    assert [_ask(agent, "state") for agent in agents] == [(2, True)] * EAGER
     for handle in [sink, *agents]:
         ag.kill(handle)
     for handle in [sink, *agents]:
