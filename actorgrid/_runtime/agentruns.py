@@ -38,10 +38,11 @@ class _Host(Protocol):
 # per agent matters (10,000 of the rumour benchmark's agents on one worker: ~2.8 KB RSS an
 # agent parked, ~6 KB not; a parked agent stops in about half the CPU). Below it every agent
 # keeps its Trio task, as parking has costs: an agent that awaits while handling a message just
-# after a park is resumed in another task (a first round of sends by name among 10,000 agents
-# on two workers: about twice the workers' CPU parked), and a Trio object bound to a task (a
-# held ``trio.Lock``) must not be held across the mailbox wait. ``ACTORGRID_PARK_FROM`` in the
-# environment of ``ag.init`` (or of ``actorgrid node``) sets it for the workers it starts.
+# after a park keeps its resumer's task, and the rest of its batch go on in other resumers (a
+# first round of sends by name among 10,000 agents on two workers: about a third more of the
+# workers' CPU parked), and a Trio object bound to a task (a held ``trio.Lock``) must not be
+# held across the mailbox wait. ``ACTORGRID_PARK_FROM`` in the environment of ``ag.init`` (or
+# of ``actorgrid node``) sets it for the workers it starts.
 PARK_FROM_DEFAULT = 10_000
 
 
