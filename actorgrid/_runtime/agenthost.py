@@ -81,6 +81,7 @@ class AgentHost(ExecutorTasks):
     _stop_payload: Payload | None = None  # _cancelled_agent's, made once
     # Agents cancelled at the stop in this loop turn, by owner (_batch_cancelled).
     _cancelled_batch: dict[Peer, list[ObjectId]] | None = None
+    _told: set[Peer] | None = None  # owners sent a TasksCancelled at the stop
     _watching_end = False  # _watch_end
     _reaping: deque[AgentRun] | None = None  # parked agents to stop in this loop turn
     # Agents to start in _start_inline's tasks; starts since a freeze.
@@ -622,11 +623,29 @@ class AgentHost(ExecutorTasks):
 
     async def _send_cancelled(self) -> None:
         # No checkpoint: it runs through even once the worker's nursery is cancelled.
+        self._flush_cancelled()
+
+    def _flush_cancelled(self) -> None:
         batch, self._cancelled_batch = self._cancelled_batch, None
+        if not batch:
+            return
         value = self._stopped_payload()
-        for peer, ids in (batch or {}).items():
+        if self._told is None:
+            self._told = set()
+        for peer, ids in batch.items():
+            self._told.add(peer)
             for i in range(0, len(ids), _CANCELLED_PER_MESSAGE):
                 peer.send(TasksCancelled(tuple(ids[i : i + _CANCELLED_PER_MESSAGE]), value))
+
+    async def wait_stop_told(self, timeout_s: float) -> None:
+        """Wait until the owners of the agents this stopping worker ended have been sent
+        their TasksCancelled (written to their sockets, or their links closed), at most
+        ``timeout_s``: the worker exits next, and an answer still queued would be lost
+        (its owner would see the worker go away instead of the stop's error)."""
+        self._flush_cancelled()
+        with trio.move_on_after(timeout_s):
+            for peer in list(self._told or ()):
+                await peer.wait_sent(timeout_s)
 
     def _cancelled_agent(self, info: ActorInfo) -> Payload:
         """The answer of an agent cancelled: at a worker's stop, one payload pickled once for
