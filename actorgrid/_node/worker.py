@@ -108,6 +108,7 @@ async def _stop_on_sigterm(scope: trio.CancelScope, executor: Executor, grace_s:
             await executor.interrupt_all("the worker is stopping (SIGTERM)")
             with trio.move_on_after(grace_s):
                 await executor.wait_idle()
+                await executor.wait_stop_told(grace_s)
             scope.cancel()
             return
 
