@@ -54,6 +54,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     lanes             the executor's work items and queues
     running inline    ExecutorTasks: tasks, cancel, interrupt; @ag.method(inline=True) calls
     agentruns         a coroutine agent's run: what is kept of it between its tasks
+    agentstops        AgentStops: how a stopping worker's coroutine agents end
     agenthost         AgentHost: coroutine agents' runs and same-worker sends
     executor          Executor: hosting actors
     options           what a remote function or class is made of: options, code
@@ -138,6 +139,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("lanes",),
     ("running", "inline"),
     ("agentruns",),
+    ("agentstops",),
     ("agenthost",),
     ("executor",),
     ("options",),
