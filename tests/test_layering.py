@@ -52,6 +52,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     keyed             keyed agents' activations and topic fan-out: the worker side
     producing         a remote generator's producer: window, items
     lanes             the executor's work items and queues
+    cancelling        TaskCancels: cancelling and interrupting a worker's tasks and calls
     running inline    ExecutorTasks: tasks, cancel, interrupt; @ag.method(inline=True) calls
     agentruns         a coroutine agent's run: what is kept of it between its tasks
     agentstops        AgentStops: how a stopping worker's coroutine agents end
@@ -137,6 +138,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("context",),
     ("keyed", "producing"),
     ("lanes",),
+    ("cancelling",),
     ("running", "inline"),
     ("agentruns",),
     ("agentstops",),

@@ -1,4 +1,4 @@
-"""The executor's base: its state, the tasks it runs, and cancelling and interrupting them.
+"""The executor's base: its state and the tasks it runs (cancelling them: ``cancelling.py``).
 
 Executor (``executor.py``) extends it with hosting actors; see there for the picture."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import signal
 import socket
 import threading
 from collections import OrderedDict, deque
@@ -16,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 import trio
 
-from .._exceptions import ActorDiedError, SerializationError, TaskCancelledError
-from .._protocol.ids import ActorId, ObjectId, short
+from .._exceptions import ActorDiedError, SerializationError
+from .._protocol.ids import ActorId, ObjectId
 from .._protocol.messages import (
-    Ack,
     ActorCalls,
     ActorInfo,
     ActorSummary,
@@ -41,11 +39,10 @@ from .._protocol.messages import (
     TaskSummary,
     WorkerReport,
 )
+from .cancelling import TaskCancels
 from .holdings import Holdings
 from .interrupt import Running
 from .lanes import (
-    _FORCE_FLUSH_S,
-    _IDLE_POLL_S,
     TaskQueue,
     _Call,
     _cancelled,
@@ -55,14 +52,13 @@ from .lanes import (
     _Slot,
     _Task,
     _TaskItem,
-    log,
     send_results,
 )
 from .lineage import current_task
 from .producing import WorkerStreams
 from .refs import ObjectRef
 from .serialization import box_error, dumps_result, system_error
-from .starting import START_BATCH, Starter
+from .starting import Starter
 
 # Bookkeeping of actor calls answered straight from their pool thread waits at most this long
 # for a turn of the loop (ExecutorTasks._ended_later; a call, cancel or listing drains it at
@@ -75,7 +71,7 @@ if TYPE_CHECKING:
     from .peer import Peer
 
 
-class ExecutorTasks:
+class ExecutorTasks(TaskCancels):
     """Runs tasks; cancels and interrupts tasks and calls."""
 
     # Defined by Executor (executor.py: hosting actors), which the handlers and the cancel and
@@ -223,54 +219,12 @@ class ExecutorTasks:
             task_id, f"{actor}.{item.method}", "actor call", "running" if started else "queued"
         )
 
-    def on_cancel_by_id(self, peer: Peer, msg: CancelById) -> None:
-        """An operator's cancel (Cluster.cancel_task): like CancelTask, with an answer."""
-        self.drain_ended()
-        if msg.task_id not in self.tasks:
-            peer.send(Ack(msg.rid, f"no task {short(msg.task_id)} is running or queued here"))
-            return
-        peer.send(Ack(msg.rid))
-        self.runtime.cancel_children(msg.task_id, msg.force)
-        # The owner does not know of this cancel: if the worker is killed, the owner is told
-        # that the task was cancelled first, or it would take the lost link for a failure and
-        # retry the task.
-        if not msg.force:
-            self._interrupt(msg.task_id, self.tasks[msg.task_id], tell_owner=True)
-            return
-
-        async def answer_then_die() -> None:
-            with trio.CancelScope(shield=True):
-                await peer.wait_sent(_FORCE_FLUSH_S)
-                await self._answer_cancelled(msg.task_id, "force=True kills its worker")
-            log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        self.nursery.start_soon(answer_then_die)
-
-    async def _answer_cancelled(self, task_id: ObjectId, why: str) -> None:
-        """Tell the owner of a task an operator cancelled that it was, before this worker is
-        killed."""
-        self.drain_ended()
-        item = self.tasks.pop(task_id, None)
-        if item is None:
-            return
-        label = item.label if not isinstance(item, _Call) else item.method
-        error = TaskCancelledError(f"{label} was cancelled by an operator; {why}")
-        item.peer.send(TaskResult(task_id, False, system_error(error)))
-        with trio.CancelScope(shield=True):
-            await item.peer.wait_sent(_FORCE_FLUSH_S)
-
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._drain_ended_every, ENDED_DRAIN_S)
             task_status.started()
             await trio.sleep_forever()
-
-    @property
-    def nursery(self) -> trio.Nursery:
-        assert self._nursery is not None
-        return self._nursery
 
     def _where(self, label: str) -> str:
         return f"{label} " + self._where_suffix.format(self.runtime.address)
@@ -529,98 +483,5 @@ class ExecutorTasks:
         if task.scope.cancel_called or result is None:
             result = (False, _cancelled(label))
         task.peer.send(TaskResult(task_id, *result))
-
-    def on_cancel(self, peer: Peer, msg: CancelTask) -> None:
-        self.drain_ended()  # a call already answered is over: its cancel does nothing
-        item = self.tasks.get(msg.task_id)
-        if item is None:
-            return
-        if msg.recursive:
-            self.runtime.cancel_children(msg.task_id, msg.force)
-        if msg.force:
-            log.warning("cancel(force=True) of %s: killing this worker", short(msg.task_id))
-            os.kill(os.getpid(), signal.SIGKILL)
-        self._interrupt(msg.task_id, item)
-
-    def caller_gone(self, peer: Peer) -> None:
-        """The link from a process that submitted tasks here closed (it exited, was killed,
-        or went silent): nobody takes their results (the caller, if alive, fails them or
-        runs them elsewhere), so they are cancelled, with the tasks they started. Its actors
-        are the head's business (it kills those of a creator that left)."""
-        self.drain_ended()
-        for task_id, item in list(self.tasks.items()):  # O(calls here), once per lost link
-            if item.peer is peer and (
-                isinstance(item, _TaskItem) or (isinstance(item, _Task) and item.kind == "task")
-            ):
-                self.runtime.cancel_children(task_id, False)
-                self._interrupt(task_id, item)
-
-    def _interrupt(
-        self,
-        task_id: ObjectId,
-        item: _Task | _Call | _TaskItem,
-        *,
-        tell_owner: bool = False,
-        watch: bool = True,
-    ) -> None:
-        """Cancel one call: a queued one never runs, async code is cancelled, sync code gets
-        KeyboardInterrupt; whatever still runs after ``grace_s`` gets the process killed
-        (``watch``)."""
-        if isinstance(item, _TaskItem):
-            item.cancelled = True
-            if self.queue.remove(item) or self.holdings.drop_waiting(task_id):
-                self.task_done(item, False, _cancelled(item.label))
-                return
-            item.running.interrupt()
-        elif isinstance(item, _Task):
-            item.cancel()
-        else:
-            item.cancelled = True
-            if item.scope is not None:
-                item.scope.cancel()
-            item.running.interrupt()
-        if watch:
-            try:
-                self.nursery.start_soon(self._kill_if_still_running, task_id, item, tell_owner)
-            except RuntimeError:  # the worker is stopping: its grace period bounds the call
-                log.debug("no watchdog for %s: the worker is stopping", short(task_id))
-
-    async def _kill_if_still_running(
-        self, task_id: ObjectId, item: _Task | _Call | _TaskItem, tell_owner: bool = False
-    ) -> None:
-        await trio.sleep(self.grace_s)
-        self.drain_ended()
-        if self.tasks.get(task_id) is item:
-            log.error(
-                "a cancelled call (%s) was still running %g s later: killing this worker so "
-                "that its node restarts it",
-                short(task_id),
-                self.grace_s,
-            )
-            if tell_owner:
-                why = f"it still ran {self.grace_s:g} s later, so its worker was killed"
-                await self._answer_cancelled(task_id, why)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    async def interrupt_all(self, reason: str) -> None:
-        """Cancel every call on this worker (the worker is stopping), START_BATCH per loop
-        turn: 100,000 agents cancelled at once would all end in one turn, seconds in which
-        the worker writes no pulse. No watchdog task per call either: the stopping worker
-        bounds them all by its grace period (worker.py)."""
-        self.drain_ended()
-        log.info("interrupting %d calls: %s", len(self.tasks), reason)
-        for n, (task_id, item) in enumerate(list(self.tasks.items()), 1):
-            if self.tasks.get(task_id) is item:
-                self._interrupt(task_id, item, watch=False)
-            if n % START_BATCH == 0:
-                await trio.lowlevel.checkpoint()
-
-    async def wait_idle(self) -> None:
-        """Return once no call is queued or running here."""
-        while True:
-            self.drain_ended()
-            if not self.tasks:
-                return
-            await trio.sleep(_IDLE_POLL_S)
 
     # --- actors --------------------------------------------------------------------------------
