@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 import trio
@@ -26,6 +26,9 @@ from .refs import ObjectRef
 from .serialization import NO_ARGS, dumps_call
 from .signatures import MethodChecks, call_check
 from .virtual import AgentKey
+
+if TYPE_CHECKING:
+    from .refs import ObjectEntry
 
 __all__ = ["ActorClass", "RemoteFunction", "remote"]
 
@@ -129,31 +132,20 @@ class RemoteFunction(Generic[P, R]):
         )
         if self._stream:
             return self._remote_stream(args, kwargs, num_cpus)  # type: ignore[return-value]
+        keep: Sequence[ObjectEntry]
         if not args and not kwargs and not self._actor:
             # No arguments: no refs to keep, nothing to pickle or size (a loop of no-op
             # tasks); the same bytes dumps_call makes for ((), {}).
-            entry = rt.new_entry()
-            rt.on_loop(
-                rt.send_task,
-                entry,
-                code_id,
-                code.blob,
-                NO_ARGS,
-                num_cpus,
-                None,
-                opts.max_retries,
-                opts.retry_exceptions,
-                current_task.get(),
-                (),
-                current_root(),
-            )
-            return ObjectRef._make(entry)
-        keep = rt.refs.collect()  # the refs in its arguments, kept while it may be retried
-        try:
-            payload = dumps_call(self.__qualname__, self._fn, args, kwargs, skip=int(self._actor))
-        finally:
-            rt.refs.collect_end()
-        rt.check_size(payload, self._label)
+            payload, keep = NO_ARGS, ()
+        else:
+            keep = rt.refs.collect()  # the refs in its arguments, kept while it may be retried
+            try:
+                payload = dumps_call(
+                    self.__qualname__, self._fn, args, kwargs, skip=int(self._actor)
+                )
+            finally:
+                rt.refs.collect_end()
+            rt.check_size(payload, self._label)
         if not self._actor:
             entry = rt.new_entry()
             rt.on_loop(
