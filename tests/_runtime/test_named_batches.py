@@ -114,11 +114,13 @@ def test_a_name_ended_while_its_batched_lookup_is_in_flight_is_not_cached() -> N
     prefix = unique("ending")
     [name] = ag.get(create_elsewhere.remote(prefix, 1), timeout=120)
     rt = current_runtime()
-    epoch = rt._names_epoch
 
     async def end_it_first(reply: Any) -> None:
         # The head answered (and now counts this process among the name's cachers); before
-        # the lookup takes the answer, the agent ends and the head says so.
+        # the lookup takes the answer, the agent ends and the head says so. The epoch is read
+        # here, with the lookup in flight: an unrelated name that ended before the lookup
+        # began (an earlier test's agents, on a loaded machine) must not end the wait.
+        epoch = rt._names_epoch
         [info] = reply.actors
         await rt.send(info, "stop")
         with trio.fail_after(60):
