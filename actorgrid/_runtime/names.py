@@ -364,9 +364,10 @@ class RuntimeNames(RuntimeClaims):
                 executor.on_deliver(peer, Deliver(0, info.actor_id, payload))
                 return
             try:
-                # Queued for the link's writer, not flushed here: what this loop turn sends
-                # goes out in one write (a flush per message was a syscall per message).
-                await peer.send_wait(Deliver(0, info.actor_id, payload))
+                # Written now if it is alone on the link (a ring's hop: no switch to the
+                # writer); the rest of a burst is queued for the writer, which sends it in
+                # one write (a flush per message was a syscall per message).
+                await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
             except BaseException:
                 # Not queued (send_wait raises only before it queues): the credit goes back.
                 self._on_credit(peer, Credit(info.actor_id, 1))

@@ -82,6 +82,9 @@ _HIGH_WATER = 4096  # queued messages above which send_wait() waits
 
 
 _dirty: list[Peer] | None = None
+# Frames read by this process's readers: a Peer writes a lone message at once (send_lone)
+# at most once between two frames read, so a burst still goes to the writer in one write.
+_reads = 0
 
 
 class _Batch:
@@ -195,6 +198,23 @@ class Peer:
             self._queued_flush = True
             _dirty.append(self)
 
+    def send_lone(self, message: Message) -> None:
+        """``send``, but a message alone on an idle link is written now, in this task: no
+        switch to the writer task and no loop turn on its way (a hop of a ring of agents).
+        At most one such write between two frames read by this process (new work comes in
+        with them): the rest of a burst queues behind it and goes to the writer as with
+        ``send``, in one write."""
+        if self.closed:
+            return
+        if _dirty is None and not self._out and self._lone_at != _reads:
+            self._lone_at = _reads
+            self._out.append(message)
+            self.flush()
+        else:
+            self.send(message)
+
+    _lone_at = -1  # _reads at this link's last send_lone write
+
     def flush(self) -> None:
         """Write queued messages now if the writer is idle; else leave them to the writer."""
         stream = self._stream
@@ -236,14 +256,13 @@ class Peer:
 
     async def send_wait(self, message: Message, *, flush: bool = False) -> None:
         """Queue a message, first waiting while the queue is over its high-water mark;
-        with ``flush``, write it out now rather than waking the writer."""
+        with ``flush``, as ``send_lone``."""
         while len(self._out) >= _HIGH_WATER and not self.closed:
             await self._space.park()
         if self.closed:
             raise PeerClosedError(f"connection to {self.address} is closed: {self.close_reason}")
-        if flush and _dirty is None:
-            self._out.append(message)
-            self.flush()
+        if flush:
+            self.send_lone(message)
         else:
             self.send(message)
 
@@ -377,6 +396,8 @@ class Peer:
             if frame is None:
                 return "peer closed the connection"
             self.heard = True
+            global _reads
+            _reads += 1
             with batch():
                 self._dispatch(decode(frame), handler)
             if self._pending is not None:

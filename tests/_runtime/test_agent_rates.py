@@ -1,7 +1,8 @@
 """What the agent message path promises for throughput, checked as logic (no timing).
 
 - A send to an agent on another worker goes out at once (Peer.send_wait(flush=True)), with no
-  task switch to the link's writer.
+  task switch to the link's writer, when it is alone: the rest of a burst goes to the writer,
+  in one write, until this process reads a frame again.
 - A full mailbox's parked messages go in, in order, as the agent drains it.
 
 The end-to-end rates are benchmarks (benchmarks/sim_workloads.py: agent_rate_local,
@@ -18,10 +19,11 @@ import trio
 import trio.testing
 
 import actorgrid as ag
+from actorgrid._protocol.codec import decode, encode
 from actorgrid._protocol.ids import ActorId
-from actorgrid._protocol.messages import Deliver, Hello
+from actorgrid._protocol.messages import Deliver, Hello, Pulse
 from actorgrid._runtime.peer import Peer
-from actorgrid._runtime.serialization import dumps
+from actorgrid._runtime.serialization import dumps, loads
 from actorgrid._transport.memory import MemoryFrameStream, memory_frame_stream_pair
 
 
@@ -69,6 +71,40 @@ async def test_one_message_alone_goes_out_at_once_without_the_writer() -> None:
         assert await b.receive_frame() is not None  # the hello
         assert await b.receive_frame() is not None  # the message, already there
         nursery.cancel_scope.cancel()
+
+
+async def test_a_burst_goes_out_in_two_writes_and_a_frame_read_lets_the_next_go_at_once() -> None:
+    a, b = memory_frame_stream_pair()
+    counting = CountingStream(a)
+    sender = Peer("memory-b", lambda p, m: None, local_hello=Hello("worker", "memory-a", 1))
+    target = ActorId(b"\x02" * 16)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.run, counting)
+        await trio.testing.wait_all_tasks_blocked()
+        await b.send_frames([encode(Hello("worker", "memory-b", 1))])
+        await trio.testing.wait_all_tasks_blocked()
+        before = counting.writes
+        for i in range(100):
+            await sender.send_wait(Deliver(0, target, dumps(i)), flush=True)
+        assert counting.writes == before + 1  # the first at once, the rest queued
+        await trio.testing.wait_all_tasks_blocked()
+        assert counting.writes == before + 2  # the writer sent the other 99 in one write
+        assert await b.receive_frame() is not None  # the hello
+        got = [loads(_delivered(await b.receive_frame()).payload) for _ in range(100)]
+        assert got == list(range(100))
+        # A frame comes in (new work may come with it): the next lone message goes at once.
+        await b.send_frames([encode(Pulse())])
+        await trio.testing.wait_all_tasks_blocked()
+        await sender.send_wait(Deliver(0, target, dumps("next")), flush=True)
+        assert counting.writes == before + 3
+        assert loads(_delivered(await b.receive_frame()).payload) == "next"
+        nursery.cancel_scope.cancel()
+
+
+def _delivered(frame: Any) -> Deliver:
+    message = decode(frame)
+    assert isinstance(message, Deliver)
+    return message
 
 
 @ag.remote
