@@ -206,12 +206,24 @@ class Peer:
         ``send``, in one write."""
         if self.closed:
             return
-        if _dirty is None and not self._out and self._lone_at != _reads:
-            self._lone_at = _reads
-            self._out.append(message)
-            self.flush()
-        else:
+        stream = self._stream
+        if (
+            _dirty is not None
+            or self._out
+            or self._lone_at == _reads
+            or stream is None
+            or self._writing
+        ):
             self.send(message)
+            return
+        self._lone_at = _reads
+        with self._lock:  # flush() for one message: no list made, none coalesced
+            try:
+                if stream.send_nowait([encode(message)]):
+                    return
+            except trio.BrokenResourceError:
+                return  # the reader sees the broken connection and closes the peer
+        self._wake.set()  # the writer finishes what the socket did not take
 
     _lone_at = -1  # _reads at this link's last send_lone write
 
