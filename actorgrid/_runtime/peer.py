@@ -1,7 +1,8 @@
 """A Peer is one connection to another process, at the message level.
 
 Outgoing messages are queued by ``send`` (sync, loop thread) and written by one writer task in
-batches: everything queued since the last write goes out in one ``sendmsg``. Incoming frames
+batches: everything queued since the last write goes out in one ``sendmsg``. A message alone on
+an idle link may instead be written by the task that sends it (``send_lone``: agents' sends). Incoming frames
 are decoded by one reader task and handed to the owner's handler in order, so messages from one
 sender arrive in the order sent. Replies (messages with an ``rid``) resolve ``request`` calls.
 
