@@ -124,7 +124,7 @@ class TLSConfig:
 
 # Frame data is encrypted in pieces of at most this size, so sending a huge frame never holds
 # more than one piece's ciphertext at a time on top of the frame itself.
-_WRITE_CHUNK_BYTES = 256 << 10
+_WRITE_CHUNK_BYTES = 1 << 20
 # Frame parts up to this size are copied into one chunk with their neighbours (frame_views).
 _JOIN_MAX_BYTES = 16 * 1024
 # The most one receive decrypts before the loop gets a turn (a big frame arrives in place, in
