@@ -7,6 +7,13 @@ and decrypts record after record straight into the caller's buffer until it is f
 socket is empty; a send encrypts a whole chunk and writes its ciphertext in as few ``send``
 calls as the socket takes.
 
+Costs, measured (1 GiB in 64 MiB frames over loopback, CPU time): sending 0.66 s/GB, receiving
+0.65 s/GB, against 0.22 and 0.27 for plain TCP. Of each end's time about 28 % is AES-GCM itself,
+20 % the copies the ssl module makes (sending: into the outgoing BIO and out of it; receiving:
+into the incoming BIO, into OpenSSL's record buffer, out of it), 10-15 % Python (one ``read`` per
+16 KiB record), the rest the kernel. Both ends are busy all through a bulk transfer, so on a
+2-core machine TLS moves data at about 40 % of plain TCP's rate; a thread would not add a core.
+
 Invariants:
 
 - The outgoing BIO is written to the socket in order, by one flusher at a time (``_flushing``):
