@@ -3,7 +3,8 @@ same-worker sends into its mailbox. Executor (``executor.py``) hosts them; see t
 
 An idle agent is kept small here, since a worker hosts 100,000: on a worker that hosts
 PARK_FROM actors it parks (parking.py: no Trio task, no cancel scope, no frame of ours, only
-its suspended coroutine, its AgentRun, Context, Mailbox and inbox); elsewhere one coroutine
+its suspended coroutine, its AgentRun, Context, Mailbox and inbox), and so do those started
+from DRIVE_FROM actors on before the worker got there (``_repark``); elsewhere one coroutine
 frame (its code's restart loop is inline, not a second coroutine) and one cancel scope (the
 task's, which is the slot's too). No Event (a KillActor makes the slot's ``done``, which also
 marks it killed), no string made until it ends, not its SubmitTask, and its ActorInfo's
@@ -35,6 +36,7 @@ from .._scheduler.names import DEFAULT_NAMESPACE
 from .agentruns import (
     _PARKED_SCOPE,
     _STOPPING_SCOPE,
+    DRIVE_FROM,
     PARK_FROM,
     AgentRun,
     _Restarting,
@@ -44,7 +46,7 @@ from .agentstops import STOPPED, AgentStops
 from .context import Context
 from .gcpause import freeze
 from .lanes import _describe, _Slot
-from .parking import PARKED, cancelled_error, carry_on, drive
+from .parking import PARKED, REPARK, cancelled_error, carry_on, drive
 from .serialization import box_error, system_error
 from .starting import FREEZE_AFTER, START_BATCH
 
@@ -78,6 +80,10 @@ class AgentHost(AgentStops):
     _free_resumers = 0
     # Resumers waiting for wakes (free, counted in _free_resumers), the last to wait first.
     _idle_resumers: dict[trio.lowlevel.Task, None] | None = None
+    # Agents started under drive while agents did not park, until they end or _repark takes
+    # them (once agents park); whether a _repark task runs.
+    _unparked: dict[AgentRun, None] | None = None
+    _reparking = False
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
@@ -134,9 +140,18 @@ class AgentHost(AgentStops):
         assert info is not None
         run = AgentRun(self, peer, slot, msg.task_id, info.max_restarts)
         self.tasks[msg.task_id] = run
+        run.parkable = len(self.actors) >= DRIVE_FROM
         if not self.parks_agents():
+            if run.parkable:  # it parks once agents park here (_repark)
+                unparked = self._unparked
+                if unparked is None:
+                    unparked = self._unparked = {}
+                unparked[run] = None
             self.starter.start_soon(self.nursery, self._run_coroutine_actor, run, fn, msg)
             return
+        if self._unparked and not self._reparking:
+            self._reparking = True
+            self.nursery.start_soon(self._repark, self._unparked)
         starts = self._starts
         if starts is None:
             starts = self._starts = deque()
@@ -327,6 +342,24 @@ class AgentHost(AgentStops):
             self._free_resumers -= 1
             self._resumers -= 1
 
+    async def _repark(self, unparked: dict[AgentRun, None]) -> None:
+        """The worker began to park agents: the agents started before, under drive, that
+        wait for a message in their own Trio task are woken with REPARK (parking.py), so that
+        they park now rather than keep their task until their next message (the first
+        PARK_FROM agents of a worker, idle for good in a simulation). START_BATCH per loop
+        turn; one that runs parks at its next wait by itself. It stops if the worker falls
+        back under PARK_FROM (the rest wait for the next time it reaches it)."""
+        try:
+            while unparked and self.parks_agents():
+                for _ in range(min(START_BATCH, len(unparked))):
+                    run = unparked.popitem()[0]
+                    task = run.driver
+                    if task is not None:
+                        run.slot.receive.wake_first(task, REPARK)
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._reparking = False
+
     def parks_agents(self) -> bool:
         """Whether idle agents park now (parking.py): only at scale, where the memory and the
         stop time they save matter; below it an agent keeps its Trio task between messages,
@@ -349,7 +382,6 @@ class AgentHost(AgentStops):
         del msg
         run.ctx = ctx = Context._make(self.runtime, info, slot.receive)
         ctx._run = run
-        run.parkable = self.parks_agents()
         slot.mailbox = ctx.mailbox
         # A KillActor handled before this task started has cancelled the slot's first scope:
         # then no user code runs at all.
@@ -455,6 +487,8 @@ class AgentHost(AgentStops):
                         reason = f"actor {label} has ended"
             finally:
                 if not parked:
+                    if self._unparked:
+                        self._unparked.pop(run, None)
                     # No cycle outlives it (its objects may be frozen for the collector,
                     # starting.py): its coroutine, and its Context's link to its run.
                     run.coro = run.again = None
