@@ -8,7 +8,8 @@ from DRIVE_FROM actors on before the worker got there (``_repark``); elsewhere o
 frame (its code's restart loop is inline, not a second coroutine) and one cancel scope (the
 task's, which is the slot's too). No Event (a KillActor makes the slot's ``done``, which also
 marks it killed), no string made until it ends, not its SubmitTask, and its ActorInfo's
-strings shared with the other agents of its kind (``_shared_parts``).
+strings shared with the other agents of its kind (``_shared_parts``), and so are its start
+arguments' short strings (``_shared_args``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .agentruns import (
     PARK_FROM,
     AgentRun,
     _Restarting,
+    _shared_args,
     _Stopped,
 )
 from .agentstops import STOPPED, AgentStops
@@ -439,7 +441,7 @@ class AgentHost(AgentStops):
                         result = (False, system_error(exc))
                         reason = f"actor {_describe(info)} could not be started: {exc}"
                     else:
-                        run.again = (fn, args, kwargs)
+                        run.again = (fn, *_shared_args(args, kwargs))
                         del fn, args, kwargs
                     del payload
                 while result is None and (run.coro is not None or run.again is not None):

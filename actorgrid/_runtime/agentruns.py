@@ -89,6 +89,30 @@ def _shared_parts(info: ActorInfo) -> ActorInfo:
     return info
 
 
+# The longest string argument an agent's start shares (``_shared_args``): longer ones are
+# rarely the same for many agents, and interning hashes them all.
+_SHARED_STR_MAX = 256
+
+
+def _shared_args(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """An agent's start arguments with their short strings interned: the agents started with
+    the same strings (a name prefix, the name of the agent they report to) share one copy,
+    where each unpickled its own (~55 bytes a string, kept by its frame while it lives).
+    Strings are immutable: only ``is`` can tell."""
+    if any(type(a) is str for a in args):
+        args = tuple(
+            sys.intern(a) if type(a) is str and len(a) <= _SHARED_STR_MAX else a for a in args
+        )
+    if kwargs and any(type(v) is str for v in kwargs.values()):
+        kwargs = {
+            k: sys.intern(v) if type(v) is str and len(v) <= _SHARED_STR_MAX else v
+            for k, v in kwargs.items()
+        }
+    return args, kwargs
+
+
 class _Restarting:
     """A coroutine actor's restarts: its backoff and its quiet log (made at its first)."""
 

@@ -105,6 +105,12 @@ async def holder(ctx: ag.Context, hold: str) -> None:
 
 
 @ag.remote
+async def string_id(ctx: ag.Context, s: str) -> None:
+    async for _ in ctx.mailbox:
+        await ctx.reply(id(s))
+
+
+@ag.remote
 async def late_sink(ctx: ag.Context) -> None:
     """Reads nothing for a second (its small mailbox fills and its senders wait), then keeps
     what each sender sent, in order; asked "log", replies with it."""
@@ -236,6 +242,16 @@ def test_an_agent_started_before_its_worker_parks_agents_parks_once_it_does(
     """The agent that ran last before the worker reached ACTORGRID_PARK_FROM actors, idle
     since: it parked without a message (its next one runs resumed), not kept its Trio task."""
     assert [_ask(_started["early"], i) for i in range(3)] == [True, True, True]
+
+
+def test_agents_started_with_equal_strings_share_one_copy(parking_cluster: None) -> None:
+    """A worker hosting 100,000 agents keeps one copy of a string many were started with
+    (their name prefix, the agent they report to), not one each (agentruns._shared_args)."""
+    prefix = "".join(["shared-", "prefix-", str(os.getpid())])  # made here, not a constant
+    agents = [string_id.remote(prefix) for _ in range(3)]
+    assert len({_ask(agent, "id") for agent in agents}) == 1
+    for agent in agents:
+        ag.kill(agent)
 
 
 def test_agents_that_await_at_their_start_all_start_park_and_keep_their_state(
