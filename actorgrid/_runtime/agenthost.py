@@ -62,6 +62,11 @@ __all__ = ["AgentHost"]
 # most Trio tasks agents that await at their start (on a full mailbox, a name's first lookup)
 # hold, and the most of their first awaits batched in one loop turn.
 _STEPPERS_MAX = 1024
+# How long starts wait while that many steppers all carry agents that await and none of them
+# gets through, before the cap doubles (``_unstall``): an agent may await at its start what
+# only an agent queued after it gives. Long next to what agents usually await there (a credit
+# of a busy mailbox, a name's lookup: milliseconds), short next to a user's patience.
+_STALL_S = 0.2
 
 
 class AgentHost(AgentStops):
@@ -75,6 +80,11 @@ class AgentHost(AgentStops):
     _steppers = 0
     _free_steppers = 0
     _unfrozen = 0
+    # The most steppers now (_STEPPERS_MAX, doubled by _unstall while they stall); agents they
+    # carried that got through (parked or ended); whether an _unstall task runs.
+    _stepper_cap = _STEPPERS_MAX
+    _carried_through = 0
+    _unstalling = False
     # Parked agents a message woke, to resume in _resume_inline's tasks; those tasks, and
     # those of them not carrying an agent that awaits.
     _wakes: deque[AgentRun] | None = None
@@ -159,7 +169,7 @@ class AgentHost(AgentStops):
             starts = self._starts = deque()
         starts.append((run, fn, msg))
         if self._free_steppers == 0:
-            self._add_stepper(starts)
+            self._stepper_or_watch(starts)
 
     async def _start_inline(
         self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
@@ -171,9 +181,11 @@ class AgentHost(AgentStops):
         this task's from its first step), in its cancel scope, which is then its own, until
         it parks or ends; then this task takes the next ones in a new scope. Meanwhile the
         rest of its batch go on in other steppers (``_add_stepper``), up to _STEPPERS_MAX of
-        them: agents that all wait on one full mailbox wait in ``starts``, not as thousands
-        of Trio tasks made and ended (whose memory stays behind, fragmented, among the agents'
-        own: ~1 KB an agent at 10,000)."""
+        them (``_unstall`` says when more): agents that all wait on one full mailbox wait in
+        ``starts``, not as thousands of Trio tasks made and ended, whose memory stays behind,
+        fragmented, among the agents' own (the rumour benchmark's 50,000 agents on a worker
+        all telling one counter they are up: ~15,000 such tasks at once, and ~1 KB an agent
+        of its RSS left in pymalloc pools unused)."""
         try:
             while starts:
                 with trio.CancelScope() as scope:
@@ -196,26 +208,60 @@ class AgentHost(AgentStops):
                         if carried is None:
                             await trio.lowlevel.checkpoint()  # pulses and messages get a turn
                     if carried is None:
+                        self._stepper_cap = _STEPPERS_MAX  # none waits: no stall now
                         return
                     # Its code awaits: it keeps this task. The rest of this batch go on in
                     # steppers that run together in the next turn, as tasks woken together
                     # do (one for them all would start one per turn when each awaits, and
                     # what they await, a name's lookup say, would not be batched); at least
-                    # one stepper is free while starts wait (an agent may await forever).
+                    # one stepper is free while starts wait, up to the cap.
                     self._free_steppers -= 1
-                    more = min(len(starts), START_BATCH - taken, _STEPPERS_MAX - self._steppers)
-                    if starts and self._free_steppers == 0:
-                        more = max(more, 1)
+                    more = min(len(starts), START_BATCH - taken, self._stepper_cap - self._steppers)
                     for _ in range(more):
                         self._add_stepper(starts)
+                    if starts and self._free_steppers == 0:
+                        self._stepper_or_watch(starts)
                     try:
                         await carry_on(*carried)
                     finally:
                         self._free_steppers += 1
+                        self._carried_through += 1
                     del carried
         finally:
             self._free_steppers -= 1
             self._steppers -= 1
+
+    def _stepper_or_watch(
+        self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
+    ) -> None:
+        """Starts wait and no stepper is free: one more, or at the cap, watch for a stall."""
+        if self._steppers < self._stepper_cap:
+            self._add_stepper(starts)
+        elif not self._unstalling:
+            self._unstalling = True
+            try:
+                self.nursery.start_soon(self._unstall, starts)
+            except RuntimeError:  # the nursery is closing: nothing starts any more
+                self._unstalling = False
+
+    async def _unstall(
+        self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
+    ) -> None:
+        """While starts wait and every stepper (the cap's worth) carries an agent that awaits:
+        when none of them got through for _STALL_S, the cap doubles and one more stepper
+        starts (each of its agents that awaits adds one more, up to the new cap). So agents
+        that await at their start what only a later agent gives all start, a doubling per
+        _STALL_S, while agents waiting on a busy mailbox, which get through one after another,
+        hold no more than the cap's worth of Trio tasks."""
+        try:
+            while starts and self._free_steppers == 0:
+                through = self._carried_through
+                await trio.sleep(_STALL_S)
+                if starts and self._free_steppers == 0 and self._carried_through == through:
+                    self._stepper_cap *= 2
+                    self._add_stepper(starts)
+        finally:
+            self._unstalling = False
 
     def _add_stepper(self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]) -> None:
         """One more ``_start_inline`` task, counted free (stepping, not carrying an agent) from

@@ -25,6 +25,7 @@ import trio
 from conftest import ProcessWatch
 
 import actorgrid as ag
+from actorgrid._runtime.agenthost import _STEPPERS_MAX
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.timeout(240)
 FILLERS = 1000
 # Agents that await at their start (test_agents_that_await_at_their_start_...).
 EAGER = 200
+# More agents awaiting at their start than a worker's steppers carry before a stall.
+STALLERS = _STEPPERS_MAX + 100
 # The agent the fixture started and ran last before its worker parked agents ("early").
 _started: dict[str, object] = {}
 
@@ -102,6 +105,23 @@ async def holder(ctx: ag.Context, hold: str) -> None:
             nursery.cancel_scope.cancel()
     else:
         await serve()
+
+
+@ag.remote
+async def awaits_file(ctx: ag.Context, path: str) -> None:
+    """Awaits at its start, before its first mailbox wait, until ``path`` exists; then
+    answers each message."""
+    while not os.path.exists(path):
+        await trio.sleep(0.05)
+    async for _ in ctx.mailbox:
+        await ctx.reply(True)
+
+
+@ag.remote
+async def makes_file(ctx: ag.Context, path: str) -> None:
+    Path(path).write_text("")
+    async for _ in ctx.mailbox:
+        pass
 
 
 @ag.remote
@@ -275,6 +295,21 @@ def test_agents_that_await_at_their_start_all_start_park_and_keep_their_state(
     for handle in [sink, *agents]:
         with pytest.raises(ag.ActorDiedError, match="was killed"):
             ag.get(handle, timeout=60)
+
+
+def test_more_agents_awaiting_at_their_start_than_steppers_all_start(
+    parking_cluster: None, tmp_path: Path
+) -> None:
+    """STALLERS agents each await at their start what only an agent started after them
+    gives (the file it makes): more than the steppers a worker lets carry agents that await
+    (agenthost._STEPPERS_MAX, so that agents waiting on one busy mailbox do not hold a Trio
+    task each), yet the later one starts, and then every one of them gets through."""
+    path = str(tmp_path / "made")
+    agents = [awaits_file.remote(path) for _ in range(STALLERS)]
+    maker = makes_file.remote(path)
+    assert [_ask(agent, "go") for agent in agents] == [True] * STALLERS
+    for handle in [maker, *agents]:
+        ag.kill(handle)
 
 
 def test_parked_agents_woken_at_once_that_await_all_get_through_in_order(
