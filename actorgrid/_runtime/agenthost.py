@@ -3,11 +3,13 @@ same-worker sends into its mailbox. Executor (``executor.py``) hosts them; see t
 
 An idle agent is kept small here, since a worker hosts 100,000: on a worker that hosts
 PARK_FROM actors it parks (parking.py: no Trio task, no cancel scope, no frame of ours, only
-its suspended coroutine, its AgentRun, Context, Mailbox and inbox); elsewhere one coroutine
+its suspended coroutine, its AgentRun, Context, Mailbox and inbox), and so do those started
+from DRIVE_FROM actors on before the worker got there (``_repark``); elsewhere one coroutine
 frame (its code's restart loop is inline, not a second coroutine) and one cancel scope (the
 task's, which is the slot's too). No Event (a KillActor makes the slot's ``done``, which also
 marks it killed), no string made until it ends, not its SubmitTask, and its ActorInfo's
-strings shared with the other agents of its kind (``_shared_parts``).
+strings shared with the other agents of its kind (``_shared_parts``), and so are its start
+arguments' short strings (``_shared_args``).
 """
 
 from __future__ import annotations
@@ -35,16 +37,18 @@ from .._scheduler.names import DEFAULT_NAMESPACE
 from .agentruns import (
     _PARKED_SCOPE,
     _STOPPING_SCOPE,
+    DRIVE_FROM,
     PARK_FROM,
     AgentRun,
     _Restarting,
+    _shared_args,
     _Stopped,
 )
 from .agentstops import STOPPED, AgentStops
 from .context import Context
 from .gcpause import freeze
 from .lanes import _describe, _Slot
-from .parking import PARKED, cancelled_error, carry_on, drive
+from .parking import PARKED, REPARK, cancelled_error, carry_on, drive
 from .serialization import box_error, system_error
 from .starting import FREEZE_AFTER, START_BATCH
 
@@ -58,6 +62,11 @@ __all__ = ["AgentHost"]
 # most Trio tasks agents that await at their start (on a full mailbox, a name's first lookup)
 # hold, and the most of their first awaits batched in one loop turn.
 _STEPPERS_MAX = 1024
+# How long starts wait while that many steppers all carry agents that await and none of them
+# gets through, before the cap doubles (``_unstall``): an agent may await at its start what
+# only an agent queued after it gives. Long next to what agents usually await there (a credit
+# of a busy mailbox, a name's lookup: milliseconds), short next to a user's patience.
+_STALL_S = 0.2
 
 
 class AgentHost(AgentStops):
@@ -71,6 +80,11 @@ class AgentHost(AgentStops):
     _steppers = 0
     _free_steppers = 0
     _unfrozen = 0
+    # The most steppers now (_STEPPERS_MAX, doubled by _unstall while they stall); agents they
+    # carried that got through (parked or ended); whether an _unstall task runs.
+    _stepper_cap = _STEPPERS_MAX
+    _carried_through = 0
+    _unstalling = False
     # Parked agents a message woke, to resume in _resume_inline's tasks; those tasks, and
     # those of them not carrying an agent that awaits.
     _wakes: deque[AgentRun] | None = None
@@ -78,6 +92,10 @@ class AgentHost(AgentStops):
     _free_resumers = 0
     # Resumers waiting for wakes (free, counted in _free_resumers), the last to wait first.
     _idle_resumers: dict[trio.lowlevel.Task, None] | None = None
+    # Agents started under drive while agents did not park, until they end or _repark takes
+    # them (once agents park); whether a _repark task runs.
+    _unparked: dict[AgentRun, None] | None = None
+    _reparking = False
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
@@ -134,15 +152,24 @@ class AgentHost(AgentStops):
         assert info is not None
         run = AgentRun(self, peer, slot, msg.task_id, info.max_restarts)
         self.tasks[msg.task_id] = run
+        run.parkable = len(self.actors) >= DRIVE_FROM
         if not self.parks_agents():
+            if run.parkable:  # it parks once agents park here (_repark)
+                unparked = self._unparked
+                if unparked is None:
+                    unparked = self._unparked = {}
+                unparked[run] = None
             self.starter.start_soon(self.nursery, self._run_coroutine_actor, run, fn, msg)
             return
+        if self._unparked and not self._reparking:
+            self._reparking = True
+            self.nursery.start_soon(self._repark, self._unparked)
         starts = self._starts
         if starts is None:
             starts = self._starts = deque()
         starts.append((run, fn, msg))
         if self._free_steppers == 0:
-            self._add_stepper(starts)
+            self._stepper_or_watch(starts)
 
     async def _start_inline(
         self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
@@ -154,9 +181,11 @@ class AgentHost(AgentStops):
         this task's from its first step), in its cancel scope, which is then its own, until
         it parks or ends; then this task takes the next ones in a new scope. Meanwhile the
         rest of its batch go on in other steppers (``_add_stepper``), up to _STEPPERS_MAX of
-        them: agents that all wait on one full mailbox wait in ``starts``, not as thousands
-        of Trio tasks made and ended (whose memory stays behind, fragmented, among the agents'
-        own: ~1 KB an agent at 10,000)."""
+        them (``_unstall`` says when more): agents that all wait on one full mailbox wait in
+        ``starts``, not as thousands of Trio tasks made and ended, whose memory stays behind,
+        fragmented, among the agents' own (the rumour benchmark's 50,000 agents on a worker
+        all telling one counter they are up: ~15,000 such tasks at once, and ~1 KB an agent
+        of its RSS left in pymalloc pools unused)."""
         try:
             while starts:
                 with trio.CancelScope() as scope:
@@ -179,26 +208,60 @@ class AgentHost(AgentStops):
                         if carried is None:
                             await trio.lowlevel.checkpoint()  # pulses and messages get a turn
                     if carried is None:
+                        self._stepper_cap = _STEPPERS_MAX  # none waits: no stall now
                         return
                     # Its code awaits: it keeps this task. The rest of this batch go on in
                     # steppers that run together in the next turn, as tasks woken together
                     # do (one for them all would start one per turn when each awaits, and
                     # what they await, a name's lookup say, would not be batched); at least
-                    # one stepper is free while starts wait (an agent may await forever).
+                    # one stepper is free while starts wait, up to the cap.
                     self._free_steppers -= 1
-                    more = min(len(starts), START_BATCH - taken, _STEPPERS_MAX - self._steppers)
-                    if starts and self._free_steppers == 0:
-                        more = max(more, 1)
+                    more = min(len(starts), START_BATCH - taken, self._stepper_cap - self._steppers)
                     for _ in range(more):
                         self._add_stepper(starts)
+                    if starts and self._free_steppers == 0:
+                        self._stepper_or_watch(starts)
                     try:
                         await carry_on(*carried)
                     finally:
                         self._free_steppers += 1
+                        self._carried_through += 1
                     del carried
         finally:
             self._free_steppers -= 1
             self._steppers -= 1
+
+    def _stepper_or_watch(
+        self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
+    ) -> None:
+        """Starts wait and no stepper is free: one more, or at the cap, watch for a stall."""
+        if self._steppers < self._stepper_cap:
+            self._add_stepper(starts)
+        elif not self._unstalling:
+            self._unstalling = True
+            try:
+                self.nursery.start_soon(self._unstall, starts)
+            except RuntimeError:  # the nursery is closing: nothing starts any more
+                self._unstalling = False
+
+    async def _unstall(
+        self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
+    ) -> None:
+        """While starts wait and every stepper (the cap's worth) carries an agent that awaits:
+        when none of them got through for _STALL_S, the cap doubles and one more stepper
+        starts (each of its agents that awaits adds one more, up to the new cap). So agents
+        that await at their start what only a later agent gives all start, a doubling per
+        _STALL_S, while agents waiting on a busy mailbox, which get through one after another,
+        hold no more than the cap's worth of Trio tasks."""
+        try:
+            while starts and self._free_steppers == 0:
+                through = self._carried_through
+                await trio.sleep(_STALL_S)
+                if starts and self._free_steppers == 0 and self._carried_through == through:
+                    self._stepper_cap *= 2
+                    self._add_stepper(starts)
+        finally:
+            self._unstalling = False
 
     def _add_stepper(self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]) -> None:
         """One more ``_start_inline`` task, counted free (stepping, not carrying an agent) from
@@ -327,6 +390,24 @@ class AgentHost(AgentStops):
             self._free_resumers -= 1
             self._resumers -= 1
 
+    async def _repark(self, unparked: dict[AgentRun, None]) -> None:
+        """The worker began to park agents: the agents started before, under drive, that
+        wait for a message in their own Trio task are woken with REPARK (parking.py), so that
+        they park now rather than keep their task until their next message (the first
+        PARK_FROM agents of a worker, idle for good in a simulation). START_BATCH per loop
+        turn; one that runs parks at its next wait by itself. It stops if the worker falls
+        back under PARK_FROM (the rest wait for the next time it reaches it)."""
+        try:
+            while unparked and self.parks_agents():
+                for _ in range(min(START_BATCH, len(unparked))):
+                    run = unparked.popitem()[0]
+                    task = run.driver
+                    if task is not None:
+                        run.slot.receive.wake_first(task, REPARK)
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._reparking = False
+
     def parks_agents(self) -> bool:
         """Whether idle agents park now (parking.py): only at scale, where the memory and the
         stop time they save matter; below it an agent keeps its Trio task between messages,
@@ -349,7 +430,6 @@ class AgentHost(AgentStops):
         del msg
         run.ctx = ctx = Context._make(self.runtime, info, slot.receive)
         ctx._run = run
-        run.parkable = self.parks_agents()
         slot.mailbox = ctx.mailbox
         # A KillActor handled before this task started has cancelled the slot's first scope:
         # then no user code runs at all.
@@ -407,7 +487,7 @@ class AgentHost(AgentStops):
                         result = (False, system_error(exc))
                         reason = f"actor {_describe(info)} could not be started: {exc}"
                     else:
-                        run.again = (fn, args, kwargs)
+                        run.again = (fn, *_shared_args(args, kwargs))
                         del fn, args, kwargs
                     del payload
                 while result is None and (run.coro is not None or run.again is not None):
@@ -455,6 +535,8 @@ class AgentHost(AgentStops):
                         reason = f"actor {label} has ended"
             finally:
                 if not parked:
+                    if self._unparked:
+                        self._unparked.pop(run, None)
                     # No cycle outlives it (its objects may be frozen for the collector,
                     # starting.py): its coroutine, and its Context's link to its run.
                     run.coro = run.again = None

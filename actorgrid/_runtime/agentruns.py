@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .._protocol.ids import ObjectId
     from .peer import Peer
 
-__all__ = ["PARK_FROM", "PARK_FROM_DEFAULT", "AgentRun"]
+__all__ = ["DRIVE_FROM", "PARK_FROM", "PARK_FROM_DEFAULT", "AgentRun"]
 
 
 class _Host(Protocol):
@@ -62,6 +62,12 @@ def _park_from(value: str | None) -> int:
 
 
 PARK_FROM = _park_from(os.environ.get("ACTORGRID_PARK_FROM"))
+# Agents started on a worker hosting at least this many actors run under parking.drive even
+# while parking is off, so that once the worker reaches PARK_FROM the idle ones park too
+# (AgentHost._repark): else the first PARK_FROM agents of each worker kept a Trio task each
+# for good (~3 KB an agent more than parked, 10,000 of them on each worker of the 100,000
+# agents benchmark). Below it an agent pays nothing for parking (no trampoline per trap).
+DRIVE_FROM = PARK_FROM // 10
 # What a parked agent's run and slot hold instead of a cancel scope of their own: never
 # entered, and never cancelled (a cancel or a KillActor reaches a coroutine agent through its
 # run: AgentRun.cancel).
@@ -81,6 +87,30 @@ def _shared_parts(info: ActorInfo) -> ActorInfo:
     if namespace is not None:
         put(info, "namespace", sys.intern(namespace))
     return info
+
+
+# The longest string argument an agent's start shares (``_shared_args``): longer ones are
+# rarely the same for many agents, and interning hashes them all.
+_SHARED_STR_MAX = 256
+
+
+def _shared_args(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """An agent's start arguments with their short strings interned: the agents started with
+    the same strings (a name prefix, the name of the agent they report to) share one copy,
+    where each unpickled its own (~55 bytes a string, kept by its frame while it lives).
+    Strings are immutable: only ``is`` can tell."""
+    if any(type(a) is str for a in args):
+        args = tuple(
+            sys.intern(a) if type(a) is str and len(a) <= _SHARED_STR_MAX else a for a in args
+        )
+    if kwargs and any(type(v) is str for v in kwargs.values()):
+        kwargs = {
+            k: sys.intern(v) if type(v) is str and len(v) <= _SHARED_STR_MAX else v
+            for k, v in kwargs.items()
+        }
+    return args, kwargs
 
 
 class _Restarting:
@@ -173,8 +203,8 @@ class AgentRun(_Task):
         self.context: Any = None
         self.driver: trio.lowlevel.Task | None = None
         self.status: object = None
-        # Whether it runs under parking.drive, which may park it: decided at its start, by
-        # whether the worker hosts many actors then (AgentHost.parks_agents).
+        # Whether it runs under parking.drive, which may park it (when its host parks agents):
+        # decided at its start, by whether the worker hosts DRIVE_FROM actors then.
         self.parkable = False
 
     def parks(self) -> bool:

@@ -109,6 +109,15 @@ class InboxReceive:
         self._next_getter()
         return True
 
+    def wake_first(self, task: trio.lowlevel.Task, value: Any) -> bool:
+        """Wake ``task`` with ``value`` if it is the first receiver waiting here, out of line
+        as its abort would take it (the mailbox's REPARK, parking.py); False: it is not."""
+        if self._getter is not task:
+            return False
+        self._next_getter()
+        trio.lowlevel.reschedule(task, Value(value))
+        return True
+
     def receive_nowait(self) -> Any:
         item = self.take(_EMPTY)
         if item is _EMPTY:

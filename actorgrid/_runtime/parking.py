@@ -33,6 +33,7 @@ import trio
 __all__ = [
     "PARK",
     "PARKED",
+    "REPARK",
     "ParkThen",
     "Parkable",
     "cancelled_error",
@@ -47,6 +48,22 @@ PARK: Any = object()
 # What ``drive`` returns when the agent parked.
 PARKED: Any = object()
 _PARK_ONCE = (PARK,)
+
+
+class _Repark:
+    """``REPARK``: what an agent waiting for a message in Trio (its host did not park agents
+    when it began to wait) is woken with when its host begins to park them (``AgentHost``):
+    its mailbox takes it as it takes a method call sent to a coroutine actor, refused
+    (``Mailbox._opened`` calls ``reject``, here a no-op) and not a message, and waits again:
+    parked now, if ``may_park`` lets it."""
+
+    __slots__ = ()
+
+    def reject(self) -> None:
+        return None
+
+
+REPARK: Any = _Repark()
 
 
 def _trio_version() -> tuple[int, int]:

@@ -4,7 +4,8 @@ stopping it runs its ``finally`` blocks. An agent that holds a cancel scope, a d
 nursery across its wait never parks.
 
 On real workers: one 1-worker cluster for the module, started with ``ACTORGRID_PARK_FROM`` at
-FILLERS and that many idle agents on it, so that its agents park. What a user sees of a park is
+FILLERS and that many idle agents on it, so that its agents park (and one agent that ran
+before it got there, idle since: it parks all the same). What a user sees of a park is
 that its code runs in another task after it (the worker's resumer, whose name says so); that is
 what these agents report (from their second message: an agent may park before its first, or
 not, as its first message comes). The stop of a worker whose agents are parked (every ref
@@ -24,6 +25,7 @@ import trio
 from conftest import ProcessWatch
 
 import actorgrid as ag
+from actorgrid._runtime.agenthost import _STEPPERS_MAX
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -31,6 +33,10 @@ pytestmark = pytest.mark.timeout(240)
 FILLERS = 1000
 # Agents that await at their start (test_agents_that_await_at_their_start_...).
 EAGER = 200
+# More agents awaiting at their start than a worker's steppers carry before a stall.
+STALLERS = _STEPPERS_MAX + 100
+# The agent the fixture started and ran last before its worker parked agents ("early").
+_started: dict[str, object] = {}
 
 
 def _resumed() -> bool:
@@ -99,6 +105,29 @@ async def holder(ctx: ag.Context, hold: str) -> None:
             nursery.cancel_scope.cancel()
     else:
         await serve()
+
+
+@ag.remote
+async def awaits_file(ctx: ag.Context, path: str) -> None:
+    """Awaits at its start, before its first mailbox wait, until ``path`` exists; then
+    answers each message."""
+    while not os.path.exists(path):
+        await trio.sleep(0.05)
+    async for _ in ctx.mailbox:
+        await ctx.reply(True)
+
+
+@ag.remote
+async def makes_file(ctx: ag.Context, path: str) -> None:
+    Path(path).write_text("")
+    async for _ in ctx.mailbox:
+        pass
+
+
+@ag.remote
+async def string_id(ctx: ag.Context, s: str) -> None:
+    async for _ in ctx.mailbox:
+        await ctx.reply(id(s))
 
 
 @ag.remote
@@ -177,9 +206,19 @@ def parking_cluster() -> Iterator[None]:
     try:
         with ag.init(num_workers=1):
             watch.add([ag.ask(pid_of.remote(), "pid", timeout=60)])
-            fillers = [filler.remote() for _ in range(FILLERS)]
+            # The worker hosts pid_of, FILLERS - 3 fillers and "early" (FILLERS - 1 actors),
+            # then "crossing": from it on, idle agents park there.
+            fillers = [filler.remote() for _ in range(FILLERS - 3)]
+            early = _started["early"] = holder.remote("nothing")
+            assert _ask(early, 0) is False  # it runs in its own task, and waits there
+            crossing = holder.remote("nothing")
+            # Its start made the worker begin to park the agents started before, the last
+            # first, in the loop turn it started in: "early" has parked before this answer.
+            _ask(crossing, 0)
+            fillers += [filler.remote() for _ in range(3)]
             yield
-            del fillers
+            del fillers, early, crossing
+            _started.clear()
         watch.wait_gone()
     finally:
         if before is None:
@@ -217,6 +256,24 @@ def test_a_parked_agent_resumes_with_its_state_and_contextvars(
     assert path.read_text() == "finally after 2"
 
 
+def test_an_agent_started_before_its_worker_parks_agents_parks_once_it_does(
+    parking_cluster: None,
+) -> None:
+    """The agent that ran last before the worker reached ACTORGRID_PARK_FROM actors, idle
+    since: it parked without a message (its next one runs resumed), not kept its Trio task."""
+    assert [_ask(_started["early"], i) for i in range(3)] == [True, True, True]
+
+
+def test_agents_started_with_equal_strings_share_one_copy(parking_cluster: None) -> None:
+    """A worker hosting 100,000 agents keeps one copy of a string many were started with
+    (their name prefix, the agent they report to), not one each (agentruns._shared_args)."""
+    prefix = "".join(["shared-", "prefix-", str(os.getpid())])  # made here, not a constant
+    agents = [string_id.remote(prefix) for _ in range(3)]
+    assert len({_ask(agent, "id") for agent in agents}) == 1
+    for agent in agents:
+        ag.kill(agent)
+
+
 def test_agents_that_await_at_their_start_all_start_park_and_keep_their_state(
     parking_cluster: None,
 ) -> None:
@@ -238,6 +295,21 @@ def test_agents_that_await_at_their_start_all_start_park_and_keep_their_state(
     for handle in [sink, *agents]:
         with pytest.raises(ag.ActorDiedError, match="was killed"):
             ag.get(handle, timeout=60)
+
+
+def test_more_agents_awaiting_at_their_start_than_steppers_all_start(
+    parking_cluster: None, tmp_path: Path
+) -> None:
+    """STALLERS agents each await at their start what only an agent started after them
+    gives (the file it makes): more than the steppers a worker lets carry agents that await
+    (agenthost._STEPPERS_MAX, so that agents waiting on one busy mailbox do not hold a Trio
+    task each), yet the later one starts, and then every one of them gets through."""
+    path = str(tmp_path / "made")
+    agents = [awaits_file.remote(path) for _ in range(STALLERS)]
+    maker = makes_file.remote(path)
+    assert [_ask(agent, "go") for agent in agents] == [True] * STALLERS
+    for handle in [maker, *agents]:
+        ag.kill(handle)
 
 
 def test_parked_agents_woken_at_once_that_await_all_get_through_in_order(
