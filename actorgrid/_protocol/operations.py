@@ -51,6 +51,7 @@ EVENT_KINDS = frozenset(
         "call_finished",  # an actor method call returned (name: "Class.method", at its caller)
         "call_failed",  # an actor method call raised (error: what)
         "message_undelivered",  # a fire-and-forget send() found its actor gone; detail: why
+        "sends_lost",  # fire-and-forget calls or messages lost with their worker; detail: how many
     }
 )
 

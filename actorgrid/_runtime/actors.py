@@ -333,7 +333,12 @@ class RuntimeActors(RuntimeFollowing):
             wid = self._worker_at.get(info.address)
             root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
             call = CallActor(entry.object_id, info.actor_id, method, payload, root, True)
+            # Counted before it goes (its confirmation may come at once), until its worker
+            # confirms it (confirms.py); not sent here: the loop sends and counts it.
+            peer.sends.sent_call(info.actor_id)
             sent_now = peer.send_threadsafe(call)
+            if not sent_now:
+                peer.sends.confirmed(info.actor_id, 1)
             forget_sent(self, entry.object_id)
             return sent_now
         sent = _call_sent(entry, info, method, payload)
@@ -411,6 +416,7 @@ class RuntimeActors(RuntimeFollowing):
             CallActor(entry.object_id, info.actor_id, sent.method, payload, root, entry.quiet)
         )
         if entry.quiet:  # never answered (quiet.py): over for this process once sent
+            peer.sends.sent_call(info.actor_id)  # until its worker confirms it (confirms.py)
             del peer.inflight[entry.object_id]
             entry.where = None
             self._actor_calls.pop(entry.object_id, None)

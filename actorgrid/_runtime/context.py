@@ -42,6 +42,9 @@ class Letter:
         self.payload = payload
         self.reply_to = reply_to
 
+    def opened(self) -> None:
+        """Its agent took it from its mailbox (a letter from a link confirms it there)."""
+
 
 class Request:
     """An ask() waiting for its answer. Answer it once, with ``ctx.reply`` or ``reply``."""
@@ -237,6 +240,7 @@ class Mailbox:
 
     def _open(self, letter: Letter) -> Any:
         self._received += 1
+        letter.opened()
         request = None
         if letter.reply_to is not None:
             request = Request(*letter.reply_to)

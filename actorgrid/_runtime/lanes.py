@@ -337,6 +337,7 @@ class _Call:
         if self.quiet:
             if not ok:
                 report_failure(self.task_id, self.actor_id, self.method, payload)
+            self.peer.sends.finished(self.actor_id)  # confirmed to its caller (confirms.py)
             return
         self.peer.send(TaskResult(self.task_id, ok, payload))
 
@@ -408,6 +409,10 @@ class _LetterFrom(Letter):
 
     def reject(self) -> None:
         _refuse(self, "a class actor has no mailbox: call its methods instead")
+
+    def opened(self) -> None:
+        if not self.rid:  # a fire-and-forget message: confirmed to its sender (confirms.py)
+            self.peer.sends.finished(self.actor_id)
 
 
 def call_reject_letter(item: Any, info: ActorInfo) -> None:

@@ -276,6 +276,13 @@ class NameCache:
             self._keys_of[info.actor_id] = {keys, key}
         self._at.add(info.address, info.actor_id)
 
+    def info_of(self, actor_id: ActorId) -> ActorInfo | None:
+        """What this cache holds of ``actor_id`` under one of its names, if any."""
+        keys = self._keys_of.get(actor_id)
+        for key in () if keys is None else keys if isinstance(keys, set) else (keys,):
+            return self._by_key.get(key)
+        return None
+
     def forget_actor(self, actor_id: ActorId) -> None:
         keys = self._keys_of.pop(actor_id, None)
         for key in () if keys is None else keys if isinstance(keys, set) else (keys,):
