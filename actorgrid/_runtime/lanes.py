@@ -412,7 +412,7 @@ class _LetterFrom(Letter):
 
     def opened(self) -> None:
         if not self.rid:  # a fire-and-forget message: confirmed to its sender (confirms.py)
-            self.peer.sends.finished(self.actor_id)
+            self.peer.sends.taken(self.actor_id)
 
 
 def call_reject_letter(item: Any, info: ActorInfo) -> None:

@@ -38,8 +38,8 @@ def test_the_worker_reports_what_it_finished_once_per_flush() -> None:
     sends.finished(A)  # nobody to tell: a process hosting no actors counts nothing
     assert sends.take_finished() is None
     sends.on_first_done = lambda: told.append("first")
-    sends.finished(A)
-    sends.finished(B)
+    sends.finished(A)  # a quiet call returned (any thread)
+    sends.taken(B)  # an agent took a message (the loop)
     sends.finished(A)
     assert told == ["first"]  # one note per report, not per call
     report = sends.take_finished()
