@@ -23,6 +23,7 @@ import attrs
 from .._exceptions import ActorDiedError, ActorgridError, TaskCancelledError
 from .._protocol.ids import ActorId, new_actor_id
 from .._protocol.messages import (
+    ActorEnded,
     ActorInfo,
     AdoptActor,
     CallActor,
@@ -207,6 +208,9 @@ class RuntimeActors(RuntimeFollowing):
         if info is None:
             self.owned.pop(old.actor_id, None)
             self._actor_died(old, f"it could not be restarted; {why}")
+            head = self.head
+            if old.name and head is not None:  # the head held its name for it: free it now
+                head.send(ActorEnded(0, old.actor_id, f"it could not be restarted; {why}"))
             error = ActorDiedError(f"actor {_describe(old)} died and could not be restarted: {why}")
             for handle in list(owned.handles):
                 handle._fail(error)
