@@ -149,16 +149,33 @@ class LinkSends:
 
 class FinishedReports:
     """A worker's links with finished calls or messages to confirm: each gets one
-    FinishedSends per REPORT_S at most (``serve``). ``note`` from any thread."""
+    FinishedSends per REPORT_S at most (``serve``). ``note`` from any thread.
+
+    It sleeps while there is nothing to confirm: the first note after a flush wakes it
+    (through ``on_loop``, a hop onto the loop from a pool thread: once per REPORT_S at most),
+    so an idle worker, or one on a simulation's virtual clock, is not woken every REPORT_S.
+    No note is missed: ``note`` appends before it reads ``_armed``, and a flush clears
+    ``_armed`` before it drains."""
 
     def __init__(self) -> None:
         self._links: deque[Any] = deque()  # Peers; appended by any thread, drained by the loop
+        self._armed = False  # a flush is coming
+        self._wake: trio.Event | None = None  # the loop's; set by the first note after a flush
+        self._on_loop: Callable[..., None] | None = None
 
     def note(self, peer: Any) -> None:
         self._links.append(peer)
+        if not self._armed and self._on_loop is not None:
+            self._armed = True
+            self._on_loop(self._set_wake)
+
+    def _set_wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def flush(self) -> None:
         """Loop: send each noted link what it finished."""
+        self._armed = False
         links = self._links
         while links:
             peer = links.popleft()
@@ -166,11 +183,15 @@ class FinishedReports:
             if msg is not None:
                 peer.send(msg)  # (dropped if the link closed: its sender counts them lost)
 
-    async def serve(self, interval_s: float = REPORT_S) -> None:
+    async def serve(self, on_loop: Callable[..., None], interval_s: float = REPORT_S) -> None:
+        """Run until cancelled; ``on_loop(fn)`` runs ``fn`` on this loop, from any thread."""
+        self._on_loop = on_loop
         while True:
+            self._wake = trio.Event()
+            if not self._links:
+                await self._wake.wait()
             await trio.sleep(interval_s)
-            if self._links:
-                self.flush()
+            self.flush()
 
 
 def report_lost(runtime: Any, peer: Any, why: str, label: Callable[[ActorId], str]) -> int:

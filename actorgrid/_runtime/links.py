@@ -240,7 +240,7 @@ class RuntimeLinks(RuntimeMembership):
                     self._handlers.update(self.executor.handlers())
                     reports = self.finished_reports
                     loopback.sends.on_first_done = functools.partial(reports.note, loopback)
-                    nursery.start_soon(reports.serve)
+                    nursery.start_soon(reports.serve, self.on_loop)
                     await nursery.start(self.executor.serve)
                 if self.head_address is not None:
                     self.headlink = HeadLink(

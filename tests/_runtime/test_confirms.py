@@ -4,8 +4,14 @@ what a lost link leaves to report."""
 
 from __future__ import annotations
 
+import math
+
+import trio
+import trio.testing
+
 from actorgrid._protocol.ids import ActorId
-from actorgrid._runtime.confirms import LinkSends
+from actorgrid._protocol.messages import FinishedSends
+from actorgrid._runtime.confirms import REPORT_S, FinishedReports, LinkSends
 
 A = ActorId(b"a" * 16)
 B = ActorId(b"b" * 16)
@@ -55,3 +61,43 @@ def test_the_worker_reports_what_it_finished_once_per_flush() -> None:
     sender.sent_call(B)
     sender.on_finished(report)
     assert sender.take_unconfirmed() == {A: (1, False)}
+
+
+class _Link:
+    """A peer as FinishedReports sees it: its counts, and what it sends."""
+
+    def __init__(self, reports: FinishedReports) -> None:
+        self.sends = LinkSends()
+        self.sends.on_first_done = lambda: reports.note(self)
+        self.sent: list[FinishedSends] = []
+
+    def send(self, msg: FinishedSends) -> None:
+        self.sent.append(msg)
+
+
+async def test_a_worker_confirms_once_per_period_and_sleeps_while_nothing_finishes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    reports = FinishedReports()
+    link = _Link(reports)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reports.serve, lambda fn: fn())
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        for _ in range(3):
+            link.sends.finished(A)
+        await trio.sleep(REPORT_S / 2)
+        assert link.sent == []  # not one frame per call
+        await trio.sleep(REPORT_S)
+        assert [dict(zip(m.actor_ids, m.counts, strict=True)) for m in link.sent] == [{A: 3}]
+        # Nothing more to confirm: it sleeps until something finishes, with no timer of its
+        # own (a virtual day of a simulation would otherwise wake it every REPORT_S).
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.lowlevel.current_statistics().seconds_to_next_deadline == math.inf
+        await trio.sleep(3600)
+        assert len(link.sent) == 1
+        link.sends.taken(B)
+        await trio.sleep(REPORT_S * 2)
+        assert [m.actor_ids for m in link.sent] == [(A,), (B,)]
+        assert trio.current_time() - start > 3600
+        nursery.cancel_scope.cancel()
