@@ -116,7 +116,7 @@ class Cluster(ObserveMethods, OperationMethods):
         fire-and-forget messages (``ag.send``) that this process sent and whose actor's worker
         died (or was cut off) before confirming them finished, since this process connected;
         each actor's are also an event, kind ``"sends_lost"``, naming it (``actor_id``,
-        ``name``) and, in its detail, how many."""
+        ``name``) and how many (``count``)."""
         return self._runtime.lost_sends
 
     def _sync(self, afn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:

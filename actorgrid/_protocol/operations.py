@@ -78,6 +78,7 @@ class Event:
     actor_id: ActorId | None = None  # actor_* events
     name: str = ""  # the task's function, or the actor's name or class
     error: str = ""  # task_failed: the error, as "Type: message"
+    count: int | None = None  # sends_lost: how many calls or messages
 
 
 @message

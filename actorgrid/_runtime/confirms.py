@@ -226,6 +226,7 @@ def report_lost(runtime: Any, peer: Any, why: str, label: Callable[[ActorId], st
                 actor_id=actor_id,
                 name=name,
                 detail=detail,
+                count=n,
             )
         )
     runtime.lost_sends += total
