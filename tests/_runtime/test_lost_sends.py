@@ -57,6 +57,22 @@ class Holder:
 
 
 @ag.remote
+class Relay:
+    """Calls another actor from its worker's pool thread, as the handle ring's hop does."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def pass_on(self, target: Any, held: str, n: int) -> None:
+        target.hold.remote(held)
+        for i in range(n):
+            target.note.remote(i)
+
+    def unconfirmed(self) -> int:
+        return _unconfirmed()
+
+
+@ag.remote
 async def gate(ctx: ag.Context, path: str) -> int:
     """Holds on its first message (until its worker is killed) if ``path`` is given; else
     counts messages and answers "count?" and "pid?" asks."""
@@ -124,6 +140,25 @@ def test_quiet_calls_running_or_queued_when_their_worker_is_killed_are_reported(
     assert event.name.startswith("Holder#")
     assert event.detail.startswith("5 calls made without keeping their ref to actor Holder#")
     assert ag.get(h.pid.remote(), timeout=30) != first  # restarted; later calls reach it
+
+
+def test_quiet_calls_an_actor_made_from_its_pool_thread_are_reported_by_its_worker(
+    grid: ag.Cluster, tmp_path: Path, processes
+) -> None:
+    h = Holder.remote()
+    target = ag.get(h.pid.remote(), timeout=30)
+    relays = [Relay.remote() for _ in range(4)]  # one of them on the other worker
+    pids = ag.get([r.pid.remote() for r in relays], timeout=30)
+    relay, relay_pid = next((r, p) for r, p in zip(relays, pids, strict=True) if p != target)
+    held = str(tmp_path / "held")
+    ag.get(relay.pass_on.remote(h, held, 4), timeout=30)
+    assert _pid_in(tmp_path / "held", processes) == target
+    _wait_until("all five sent", lambda: ag.get(relay.unconfirmed.remote(), timeout=30) == 5)
+    os.kill(target, signal.SIGKILL)
+    _wait_until("five reported lost", lambda: _reported(grid) == 5)
+    (event,) = _lost_events(grid)
+    assert (event.pid, event.actor_id, event.count) == (relay_pid, h.actor_id, 5)
+    assert grid.lost_sends == 0  # the driver sent none of them
 
 
 def test_no_loss_is_reported_when_every_quiet_call_finished_before_the_kill(
