@@ -48,6 +48,8 @@ log = logging.getLogger("actorgrid.runtime")
 
 # How often a worker confirms what it finished, at most (one FinishedSends per link then).
 REPORT_S = 0.05
+# How long a worker that exits waits for its last confirmations to be written.
+STOP_FLUSH_S = 1.0
 
 # A sender's count per actor is kept as 2 * count + kind: the low bit says whether they are
 # messages (1) or quiet calls (0), which the loss report names; an actor is either a coroutine
@@ -173,15 +175,27 @@ class FinishedReports:
         if self._wake is not None:
             self._wake.set()
 
-    def flush(self) -> None:
-        """Loop: send each noted link what it finished."""
+    def flush(self) -> list[Any]:
+        """Loop: send each noted link what it finished; the links sent to."""
         self._armed = False
         links = self._links
+        sent = []
         while links:
             peer = links.popleft()
             msg = peer.sends.take_finished()
             if msg is not None:
                 peer.send(msg)  # (dropped if the link closed: its sender counts them lost)
+                sent.append(peer)
+        return sent
+
+    async def flush_before_exit(self, timeout_s: float = STOP_FLUSH_S) -> None:
+        """Loop: a worker about to exit (drained, or stopped with its grace period) confirms
+        now what it finished, and waits for it to be written: else calls it finished in its
+        last REPORT_S, and it finishes all it drains just before it goes, would be counted
+        lost by their senders when its links close."""
+        with trio.move_on_after(timeout_s):
+            for peer in self.flush():
+                await peer.wait_sent(timeout_s)
 
     async def serve(self, on_loop: Callable[..., None], interval_s: float = REPORT_S) -> None:
         """Run until cancelled; ``on_loop(fn)`` runs ``fn`` on this loop, from any thread."""

@@ -52,6 +52,10 @@ class Holder:
     def note(self, i: int) -> None:
         self.seen.append(i)
 
+    def slow(self, path: str) -> None:
+        Path(path).write_text(str(os.getpid()))
+        time.sleep(0.5)
+
     def log(self) -> list[int]:
         return list(self.seen)
 
@@ -175,6 +179,24 @@ def test_no_loss_is_reported_when_every_quiet_call_finished_before_the_kill(
     # The end of the driver's link to that worker counts any loss, and then restarts the
     # actor: once it has restarted, a loss would have been counted.
     _wait_until("the restart", lambda: "actor_restarted" in [e.kind for e in grid.recent_events()])
+    assert grid.lost_sends == 0
+    assert _lost_events(grid) == []
+
+
+def test_a_worker_closed_gracefully_confirms_the_calls_it_drained_before_it_exits(
+    grid: ag.Cluster, tmp_path: Path, processes
+) -> None:
+    h = Holder.remote()
+    ag.get(h.pid.remote(), timeout=30)
+    started = str(tmp_path / "started")
+    h.slow.remote(started)  # quiet; still running when the close comes
+    pid = _pid_in(tmp_path / "started", processes)
+    (worker,) = [w for w in grid.workers() if w.pid == pid]
+    # The worker finishes it, then exits at once: far sooner than its next confirmation
+    # would have gone (REPORT_S), had it not confirmed what it finished before exiting.
+    grid.close_worker(worker)
+    _wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
+    grid.nodes()  # a turn of this process's loop: the link's end has been handled
     assert grid.lost_sends == 0
     assert _lost_events(grid) == []
 
