@@ -253,6 +253,10 @@ class RuntimeActors(RuntimeFollowing):
             self._ended(actor.actor_id, f"failed in its constructor: {loads_error(error)}")
         super()._creation_failed(actor, error)
 
+    def _label_of(self, actor_id: ActorId) -> str:
+        once = self._unrestarted.get(actor_id) if self._unrestarted else None
+        return _describe(once) if once is not None else super()._label_of(actor_id)
+
     def _actor_died(self, info: ActorInfo, why: str) -> None:
         detail = f"actor {_describe(info)}: {why}"
         name = info.name or info.label
