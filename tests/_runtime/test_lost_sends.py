@@ -109,7 +109,8 @@ def _wait_until(what: str, ready: Any) -> None:
 
 
 def _pid_in(path: Path, processes) -> int:
-    _wait_until(f"{path.name} was written", path.exists)
+    # (Its writer creates it, then writes it: wait for the number, not the file.)
+    _wait_until(f"{path.name} was written", lambda: path.exists() and path.read_text())
     pid = int(path.read_text())
     processes.add([pid])
     return pid
