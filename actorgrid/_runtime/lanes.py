@@ -399,20 +399,18 @@ def _construct(
 class _LetterFrom(Letter):
     """A mailbox letter that remembers who sent it, to refuse it properly if undeliverable."""
 
-    __slots__ = ("actor_id", "peer", "rid")
+    __slots__ = ("actor_id", "confirm", "peer", "rid")
 
     def __init__(self, peer: Peer, msg: Deliver) -> None:
         super().__init__(msg.payload, (peer, msg.rid) if msg.rid else None)
         self.peer = peer
         self.rid = msg.rid
         self.actor_id = msg.actor_id
+        # Fire-and-forget: confirmed to its sender once its agent takes it (confirms.py).
+        self.confirm = None if msg.rid else peer.sends
 
     def reject(self) -> None:
         _refuse(self, "a class actor has no mailbox: call its methods instead")
-
-    def opened(self) -> None:
-        if not self.rid:  # a fire-and-forget message: confirmed to its sender (confirms.py)
-            self.peer.sends.taken(self.actor_id)
 
 
 def call_reject_letter(item: Any, info: ActorInfo) -> None:
