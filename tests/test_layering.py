@@ -26,7 +26,8 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     segments gcpause  this process's side of its node's object store (shared memory); the
                       collector's freezes and thaws
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
-                      starting inbox parking gcyoung
+                      starting inbox parking gcyoung confirms (fire-and-forget calls and
+                      messages counted until their worker confirms them)
     quiet             calls whose ref was dropped: no answer, an error reported
     refs              ObjectRef, ObjectEntry; reach the runtime through current.py
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
@@ -112,6 +113,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
         "inbox",
         "parking",
         "gcyoung",
+        "confirms",
     ),
     ("quiet",),
     ("refs",),

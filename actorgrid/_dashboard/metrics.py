@@ -38,6 +38,7 @@ COUNTERS = {
     "worker_deaths": "Worker processes that exited.",
     "actor_restarts": "Actors re-created after their code raised or their worker died.",
     "actor_deaths": "Actors gone with no restarts left.",
+    "sends_lost": "Quiet calls and fire-and-forget messages lost with their actor's worker.",
 }
 
 

@@ -51,6 +51,7 @@ COUNTED_EVENTS = {
     "actor_died": "actor_deaths",
     "call_finished": "actor_calls",
     "call_failed": "actor_calls",
+    "sends_lost": "sends_lost",  # by the event's count, not one per event
 }
 # Task events of actor method calls (they carry an actor_id) count as actor calls too.
 _ACTOR_CALL_END = frozenset({"task_finished", "task_failed"})
@@ -112,7 +113,7 @@ class DashboardModel:
         node = self._node(event)
         counter = COUNTED_EVENTS.get(event.kind)
         if counter is not None:
-            self.counters[counter, node] += 1
+            self.counters[counter, node] += event.count or 1
         actor_id = getattr(event, "actor_id", None)
         if event.kind in _ACTOR_CALL_END and actor_id:
             self.counters["actor_calls", node] += 1

@@ -110,6 +110,15 @@ class Cluster(ObserveMethods, OperationMethods):
         ``"message_undelivered"``, whose detail says which actor and why."""
         return self._runtime.undelivered
 
+    @property
+    def lost_sends(self) -> int:
+        """Calls made without keeping their ref (``h.method.remote()`` as a statement) and
+        fire-and-forget messages (``ag.send``) that this process sent and whose actor's worker
+        died (or was cut off) before confirming them finished, since this process connected;
+        each actor's are also an event, kind ``"sends_lost"``, naming it (``actor_id``,
+        ``name``) and how many (``count``)."""
+        return self._runtime.lost_sends
+
     def _sync(self, afn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         if trio.lowlevel.in_trio_run():
             raise RuntimeError(

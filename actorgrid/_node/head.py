@@ -82,7 +82,7 @@ from .._protocol.namebatch import (
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._runtime.seams import TCP, Transport
-from .._scheduler.names import NameRegistry
+from .._scheduler.names import RESTART_HOLD_S, NameRegistry
 from .._scheduler.rejoin import FenceTable, restore_worker
 from .._transport.base import FrameStream
 from .._transport.tcp import ListenLimits
@@ -413,9 +413,12 @@ class Head(HeadOperations):
             del self._worker_at[info.address]
         if not stopping:
             self.lifetimes.worker_gone(info.address)
-            for gone in self.names.address_gone(info.address):
+            freed, held = self.names.worker_gone(info.address)
+            for gone in freed:
                 # Every subscriber drops names at that address when it hears WorkerLeft.
                 self._forget_cachers(gone.actor_id)
+            if held:  # (names of actors restarting: a lookup finds them, and then waits)
+                self._background("holding names", self._release_held, held, info.address)
         log.info("worker %s left: %s", info.address, peer.close_reason)
         for sub in self._subscribers:
             sub.send(WorkerLeft(info.worker_id, peer.close_reason))
@@ -527,6 +530,12 @@ class Head(HeadOperations):
         async with trio.open_nursery() as nursery:
             for address, infos in by_address.items():
                 nursery.start_soon(check, address, infos)
+
+    async def _release_held(self, held: list[ActorInfo], address: str) -> None:
+        await trio.sleep(RESTART_HOLD_S)
+        for info in held:  # not restarted in time: its name is free
+            if self.names.release_if_at(info.actor_id, address):
+                self._forget_cachers(info.actor_id)
 
     def _tell_cachers(self, msg: ActorEnded, cachers: set[Peer]) -> None:
         if cachers:

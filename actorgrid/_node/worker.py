@@ -73,10 +73,12 @@ async def _watch_stdin(scope: trio.CancelScope, executor: Executor, poll_s: floa
                 line, buffered = buffered.split(b"\n", 1)
                 if line.strip() == b"drain":
                     await executor.wait_idle()
+                    await executor.runtime.finished_reports.flush_before_exit()
                     return
                 if line.strip() == YIELD_GPUS.encode():
                     await wait_gpus_free(executor.holdings, poll_s)
                     await executor.wait_idle()
+                    await executor.runtime.finished_reports.flush_before_exit()
                     return
     finally:
         executor.stopping = True
@@ -109,6 +111,7 @@ async def _stop_on_sigterm(scope: trio.CancelScope, executor: Executor, grace_s:
             with trio.move_on_after(grace_s):
                 await executor.wait_idle()
                 await executor.wait_stop_told(grace_s)
+                await executor.runtime.finished_reports.flush_before_exit()
             scope.cancel()
             return
 

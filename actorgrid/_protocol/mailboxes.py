@@ -46,6 +46,18 @@ class Credit:
     n: int
 
 
+@message
+class FinishedSends:
+    """Sent back by a worker, every few tens of milliseconds at most: of the quiet calls
+    (``h.method.remote()`` as a statement) and fire-and-forget messages (``ag.send``,
+    ``ctx.send``) that came on this link, ``counts[i]`` more to ``actor_ids[i]`` were finished
+    (returned or raised; taken from the mailbox), so their sender stops counting them as
+    possibly lost (``_runtime/confirms.py``)."""
+
+    actor_ids: tuple[ActorId, ...]
+    counts: tuple[int, ...]
+
+
 # --- virtual agents and topics ----------------------------------------------------------------
 
 

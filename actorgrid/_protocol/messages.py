@@ -54,6 +54,7 @@ from .mailboxes import Credit as Credit
 from .mailboxes import Deliver as Deliver
 from .mailboxes import DeliverToKey as DeliverToKey
 from .mailboxes import DeliveryFailed as DeliveryFailed
+from .mailboxes import FinishedSends as FinishedSends
 from .mailboxes import Publish as Publish
 from .namebatch import ClaimNames as ClaimNames
 from .namebatch import LookupNames as LookupNames
@@ -351,6 +352,7 @@ Message: TypeAlias = (
     | Deliver
     | AskReply
     | DeliveryFailed
+    | FinishedSends
     | FetchObject
     | ObjectValue
     | Credit

@@ -51,6 +51,7 @@ EVENT_KINDS = frozenset(
         "call_finished",  # an actor method call returned (name: "Class.method", at its caller)
         "call_failed",  # an actor method call raised (error: what)
         "message_undelivered",  # a fire-and-forget send() found its actor gone; detail: why
+        "sends_lost",  # fire-and-forget calls or messages lost with their worker; detail: how many
     }
 )
 
@@ -77,6 +78,7 @@ class Event:
     actor_id: ActorId | None = None  # actor_* events
     name: str = ""  # the task's function, or the actor's name or class
     error: str = ""  # task_failed: the error, as "Type: message"
+    count: int | None = None  # sends_lost: how many calls or messages
 
 
 @message

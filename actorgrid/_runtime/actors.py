@@ -23,6 +23,7 @@ import attrs
 from .._exceptions import ActorDiedError, ActorgridError, TaskCancelledError
 from .._protocol.ids import ActorId, new_actor_id
 from .._protocol.messages import (
+    ActorEnded,
     ActorInfo,
     AdoptActor,
     CallActor,
@@ -207,6 +208,9 @@ class RuntimeActors(RuntimeFollowing):
         if info is None:
             self.owned.pop(old.actor_id, None)
             self._actor_died(old, f"it could not be restarted; {why}")
+            head = self.head
+            if old.name and head is not None:  # the head held its name for it: free it now
+                head.send(ActorEnded(0, old.actor_id, f"it could not be restarted; {why}"))
             error = ActorDiedError(f"actor {_describe(old)} died and could not be restarted: {why}")
             for handle in list(owned.handles):
                 handle._fail(error)
@@ -248,6 +252,10 @@ class RuntimeActors(RuntimeFollowing):
         if self.owner_state.owns_actor(actor.actor_id):
             self._ended(actor.actor_id, f"failed in its constructor: {loads_error(error)}")
         super()._creation_failed(actor, error)
+
+    def _label_of(self, actor_id: ActorId) -> str:
+        once = self._unrestarted.get(actor_id) if self._unrestarted else None
+        return _describe(once) if once is not None else super()._label_of(actor_id)
 
     def _actor_died(self, info: ActorInfo, why: str) -> None:
         detail = f"actor {_describe(info)}: {why}"
@@ -333,7 +341,12 @@ class RuntimeActors(RuntimeFollowing):
             wid = self._worker_at.get(info.address)
             root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
             call = CallActor(entry.object_id, info.actor_id, method, payload, root, True)
+            # Counted before it goes (its confirmation may come at once), until its worker
+            # confirms it (confirms.py); not sent here: the loop sends and counts it.
+            peer.sends.sent_call(info.actor_id)
             sent_now = peer.send_threadsafe(call)
+            if not sent_now:
+                peer.sends.confirmed(info.actor_id, 1)
             forget_sent(self, entry.object_id)
             return sent_now
         sent = _call_sent(entry, info, method, payload)
@@ -411,6 +424,7 @@ class RuntimeActors(RuntimeFollowing):
             CallActor(entry.object_id, info.actor_id, sent.method, payload, root, entry.quiet)
         )
         if entry.quiet:  # never answered (quiet.py): over for this process once sent
+            peer.sends.sent_call(info.actor_id)  # until its worker confirms it (confirms.py)
             del peer.inflight[entry.object_id]
             entry.where = None
             self._actor_calls.pop(entry.object_id, None)

@@ -38,6 +38,12 @@ class Letter:
 
     __slots__ = ("payload", "reply_to")
 
+    # A fire-and-forget message from another process (lanes._LetterFrom) has the counts of
+    # the link it came on (``confirm``, a confirms.LinkSends) and its actor's id: its agent
+    # taking it confirms it there. None here: a letter of this process, or an ask.
+    confirm: Any = None
+    actor_id: Any = None
+
     def __init__(self, payload: Payload, reply_to: tuple[Peer, int] | None) -> None:
         self.payload = payload
         self.reply_to = reply_to
@@ -237,6 +243,9 @@ class Mailbox:
 
     def _open(self, letter: Letter) -> Any:
         self._received += 1
+        confirm = letter.confirm
+        if confirm is not None:
+            confirm.taken(letter.actor_id)
         request = None
         if letter.reply_to is not None:
             request = Request(*letter.reply_to)

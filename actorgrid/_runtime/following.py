@@ -147,6 +147,7 @@ class RuntimeFollowing(RuntimeTasks):
         root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
         peer.send(CallActor(entry.object_id, info.actor_id, method, payload, root, quiet))
         if quiet:
+            peer.sends.sent_call(info.actor_id)  # until its worker confirms it (confirms.py)
             forget_sent(self, entry.object_id)
 
     async def _locate(self, old: ActorInfo, why: str) -> None:

@@ -337,6 +337,7 @@ class _Call:
         if self.quiet:
             if not ok:
                 report_failure(self.task_id, self.actor_id, self.method, payload)
+            self.peer.sends.finished(self.actor_id)  # confirmed to its caller (confirms.py)
             return
         self.peer.send(TaskResult(self.task_id, ok, payload))
 
@@ -398,13 +399,15 @@ def _construct(
 class _LetterFrom(Letter):
     """A mailbox letter that remembers who sent it, to refuse it properly if undeliverable."""
 
-    __slots__ = ("actor_id", "peer", "rid")
+    __slots__ = ("actor_id", "confirm", "peer", "rid")
 
     def __init__(self, peer: Peer, msg: Deliver) -> None:
         super().__init__(msg.payload, (peer, msg.rid) if msg.rid else None)
         self.peer = peer
         self.rid = msg.rid
         self.actor_id = msg.actor_id
+        # Fire-and-forget: confirmed to its sender once its agent takes it (confirms.py).
+        self.confirm = None if msg.rid else peer.sends
 
     def reject(self) -> None:
         _refuse(self, "a class actor has no mailbox: call its methods instead")

@@ -33,6 +33,7 @@ from .._protocol.messages import (
     Event,
     EventHistory,
     FetchObject,
+    FinishedSends,
     Hello,
     Message,
     NamesEnded,
@@ -55,6 +56,7 @@ from .._scheduler.tasktree import TaskTree
 from .._scheduler.topics import Subscriptions
 from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
+from .confirms import FinishedReports, report_lost
 from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink, reown
 from .hosted import HostedExecutor
@@ -163,6 +165,9 @@ class RuntimeLinks(RuntimeMembership):
         self.executor: HostedExecutor | None = None
         # Fire-and-forget messages reported undelivered (DeliveryFailed), since start.
         self.undelivered = 0
+        # Quiet calls and fire-and-forget messages lost with their worker (confirms.py).
+        self.lost_sends = 0
+        self.finished_reports = FinishedReports()  # a worker's confirmations of them
         self.membership_changed = trio.Event()
         # Other runtime_envs this process's calls use (.options(runtime_env=)): their workers
         # join its placement for those calls alone; workers of envs it does not use wait
@@ -180,6 +185,7 @@ class RuntimeLinks(RuntimeMembership):
             FetchObject: self._on_fetch,
             DeliveryFailed: self._on_delivery_failed,
             Credit: self._on_credit,
+            FinishedSends: lambda peer, msg: peer.sends.on_finished(msg),
             NamesEnded: self._on_names_ended,  # names.py
             WorkerJoined: self._membership_news(self._on_worker_joined),
             WorkerLeft: self._membership_news(self._on_worker_left),
@@ -232,6 +238,9 @@ class RuntimeLinks(RuntimeMembership):
                 nursery.start_soon(loopback.run_loopback)
                 if self.executor is not None:
                     self._handlers.update(self.executor.handlers())
+                    reports = self.finished_reports
+                    loopback.sends.on_first_done = functools.partial(reports.note, loopback)
+                    nursery.start_soon(reports.serve, self.on_loop)
                     await nursery.start(self.executor.serve)
                 if self.head_address is not None:
                     self.headlink = HeadLink(
@@ -318,6 +327,7 @@ class RuntimeLinks(RuntimeMembership):
         peer.wake_threadsafe = self._waker(peer)
         if self.executor is not None:
             peer.on_closed.append(self.executor.caller_gone)
+            peer.sends.on_first_done = functools.partial(self.finished_reports.note, peer)
         await peer.run(stream)
 
     def _waker(self, peer: Peer) -> Callable[[], None]:
@@ -349,8 +359,10 @@ class RuntimeLinks(RuntimeMembership):
             self.placement.remove(wid)
         why = f"the worker at {peer.address} went away before answering ({peer.close_reason})"
         if lost:
+            report_lost(self, peer, f"its worker at {peer.address} went away", self._label_of)
             self._restart_owned_at(peer.address, why)
         else:
+            peer.sends.take_unconfirmed()  # (this process stops: nobody is left to tell)
             why = f"the call was abandoned: {peer.close_reason}"
         retried = 0
         for sent in list(inflight.values()):
@@ -371,6 +383,11 @@ class RuntimeLinks(RuntimeMembership):
         retried += self.tasks_lost(peer.address, peer.connected, why, retry=lost)
         if retried:
             self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
+
+    def _label_of(self, actor_id: ActorId) -> str:
+        owned = self.owned.get(actor_id)
+        info = owned.info if owned is not None else self.names.info_of(actor_id)
+        return _describe(info) if info is not None else short(actor_id)
 
     def _missed_by_close(self, peer: Peer, object_id: ObjectId) -> None:
         """Loop: a call was put in flight on ``peer`` as it closed, after the close had
@@ -476,6 +493,7 @@ class RuntimeLinks(RuntimeMembership):
         # A fire-and-forget message found its actor gone: counted, and reported as an event
         # (Cluster.events(), kind "message_undelivered") as well as logged.
         self.forget_actor(msg.actor_id)
+        peer.sends.confirmed(msg.actor_id, 1)  # told here, not counted as lost with its worker
         self.undelivered += 1
         detail = f"a message to actor {short(msg.actor_id)} was not delivered: {msg.reason}"
         log.warning("%s", detail)

@@ -294,6 +294,7 @@ class RuntimeNames(RuntimeClaims):
                 return
             if peer.send_credits.try_take(info.actor_id):
                 peer.send(Deliver(0, info.actor_id, payload))
+                peer.sends.sent_message(info.actor_id)  # until confirmed (confirms.py)
                 return
             if self._in_line is None:
                 self._in_line = {}
@@ -309,6 +310,7 @@ class RuntimeNames(RuntimeClaims):
             while line:
                 await wait_credit(peer, info.actor_id)
                 peer.send(Deliver(0, info.actor_id, line.popleft()))
+                peer.sends.sent_message(info.actor_id)
         except PeerClosedError as exc:
             for _ in range(len(line)):
                 self._undelivered(info, str(exc))
@@ -361,8 +363,12 @@ class RuntimeNames(RuntimeClaims):
             if executor is not None and not peer.queued:
                 # Its mailbox is full: parked beside it under the credit, as the loopback
                 # would do, minus the hop.
+                peer.sends.sent_message(info.actor_id)
                 executor.on_deliver(peer, Deliver(0, info.actor_id, payload))
                 return
+            # Counted until its worker confirms it took it (confirms.py): if that worker dies
+            # first, this process reports it lost.
+            peer.sends.sent_message(info.actor_id)
             try:
                 # Written now if it is alone on the link (a ring's hop: no switch to the
                 # writer); the rest of a burst is queued for the writer, which sends it in
@@ -370,6 +376,7 @@ class RuntimeNames(RuntimeClaims):
                 await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
             except BaseException:
                 # Not queued (send_wait raises only before it queues): the credit goes back.
+                peer.sends.confirmed(info.actor_id, 1)
                 self._on_credit(peer, Credit(info.actor_id, 1))
                 raise
         except PeerClosedError as exc:

@@ -43,6 +43,7 @@ from .._protocol.namebatch import NamesClaimed, NamesFound
 from .._protocol.observe import LogLines
 from .._protocol.store import ObjectChunk
 from .._scheduler.flow import ReceiveCredits, SendCredits
+from .confirms import LinkSends
 
 if TYPE_CHECKING:
     from .._protocol.ids import ActorId, ObjectId
@@ -174,6 +175,8 @@ class Peer:
         self.send_credits: SendCredits[ActorId] = SendCredits()
         self.receive_credits: ReceiveCredits[ActorId] = ReceiveCredits()
         self.credit_waiters: dict[ActorId, trio.lowlevel.ParkingLot] = {}
+        # Quiet calls and fire-and-forget messages not yet confirmed finished (confirms.py).
+        self.sends = LinkSends()
 
     def __repr__(self) -> str:
         kind = self.remote_hello.kind if self.remote_hello else "?"

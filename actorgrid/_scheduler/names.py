@@ -7,9 +7,16 @@ the actor exists would otherwise hold the name for good, so ``claimer_gone(key)`
 the names that process claimed; the caller (the head) asks their workers which actors exist
 and frees the others with ``actor_ended``.
 
-Costs: ``register``, ``lookup``, ``actor_ended`` are O(1); ``address_gone(address)`` and
-``claimer_gone(key)`` are O(names at that address / claimed by that key), through an index
-each: no operation walks every name.
+A name outlives its actor's process when the actor may come back under the same id
+(``worker_gone``: restarts left, and someone to restart it): a lookup made while it restarts
+finds it at its old address, and the sender waits for the new one (``_runtime/restartwait.py``,
+handles follow on their own) rather than hearing that no such name exists. Its next
+incarnation registers it again; the caller frees it (``release_if_at``) if none does within
+RESTART_HOLD_S.
+
+Costs: ``register``, ``lookup``, ``actor_ended`` are O(1); ``address_gone(address)``,
+``worker_gone(address)`` and ``claimer_gone(key)`` are O(names at that address / claimed by
+that key), through an index each: no operation walks every name.
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ from .._protocol.messages import ActorInfo
 from .._protocol.namebatch import of_kind
 from .groups import Groups
 
-__all__ = ["DEFAULT_NAMESPACE", "NameCache", "NameRegistry", "RegisterResult"]
+__all__ = ["DEFAULT_NAMESPACE", "RESTART_HOLD_S", "NameCache", "NameRegistry", "RegisterResult"]
 
 DEFAULT_NAMESPACE = "default"
+# How long the name of an actor whose process died is held for its next incarnation (as long
+# as a send by name waits for a restarting actor: restartwait.RESTART_WAIT_S).
+RESTART_HOLD_S = 60.0
 
 # How the tables below hold a name: the bare name in the default namespace (most names: no
 # tuple of its own per name, ~56 bytes each at 100,000 names), a (namespace, name) pair
@@ -187,6 +197,32 @@ class NameRegistry:
                 self.actor_ended(info.actor_id)
         return [info for info in gone if info is not None]
 
+    def worker_gone(self, address: str) -> tuple[list[ActorInfo], list[ActorInfo]]:
+        """The process at ``address`` is gone: the names it freed, and those it holds for the
+        next incarnation of their actor, which registers them again under the same id. Held:
+        an actor with restarts left (``max_restarts``) that is detached (the head restarts
+        it) or whose claimer (its owner, which restarts it) is still here."""
+        freed, held = [], []
+        for info in [self.get(aid) for aid in self._by_address.members(address)]:
+            if info is None:
+                continue
+            aid = info.actor_id
+            if info.max_restarts != 0 and (info.detached or aid in self._claimer):
+                held.append(info)
+            else:
+                self.actor_ended(aid)
+                freed.append(info)
+        return freed, held
+
+    def release_if_at(self, actor_id: ActorId, address: str) -> bool:
+        """Free the name of ``actor_id`` if it is still at ``address`` (held by
+        ``worker_gone``, and not registered again since)."""
+        info = self.get(actor_id)
+        if info is None or info.address != address:
+            return False
+        self.actor_ended(actor_id)
+        return True
+
     def claimer_gone(self, claimer: Hashable) -> list[ActorInfo]:
         """The names ``claimer`` registered that are still held; from now on they are nobody's
         claim. The caller frees those whose actor does not exist (``actor_ended``)."""
@@ -275,6 +311,13 @@ class NameCache:
         elif keys != key:
             self._keys_of[info.actor_id] = {keys, key}
         self._at.add(info.address, info.actor_id)
+
+    def info_of(self, actor_id: ActorId) -> ActorInfo | None:
+        """What this cache holds of ``actor_id`` under one of its names, if any."""
+        keys = self._keys_of.get(actor_id)
+        for key in () if keys is None else keys if isinstance(keys, set) else (keys,):
+            return self._by_key.get(key)
+        return None
 
     def forget_actor(self, actor_id: ActorId) -> None:
         keys = self._keys_of.pop(actor_id, None)

@@ -91,3 +91,13 @@ def test_events_move_counters_per_node_and_render_every_field_that_is_set() -> N
     assert model.handle_event(Event("node_status", now, node_id=NODE)) is None
     assert [e["kind"] for e in model.events] == ["worker_restarted", "task_retried", "task_retried"]
     assert event_json(Event("node_joined", now, exit_code=0))["exit_code"] == 0
+
+
+def test_lost_sends_count_by_how_many_each_event_reports() -> None:
+    model = DashboardModel()
+    model.snapshot(_view())
+    now = time.time()
+    model.handle_event(Event("sends_lost", now, worker_id=WORKER, count=5, detail="5 calls"))
+    model.handle_event(Event("sends_lost", now, worker_id=WORKER, count=2, detail="2 messages"))
+    assert model.counters["sends_lost", NODE.hex()] == 7
+    assert model.events[-1]["count"] == 2

@@ -100,6 +100,33 @@ def test_address_gone_frees_every_name_there() -> None:
     assert registry.address_gone("10.0.0.1:5") == []
 
 
+def test_a_gone_worker_holds_the_names_of_actors_that_come_back_until_released() -> None:
+    registry = NameRegistry()
+    gone = "10.0.0.1:5"
+    plain = actor("plain", address=gone)
+    owned = attrs.evolve(actor("owned", address=gone), max_restarts=1)
+    orphan = attrs.evolve(actor("orphan", address=gone), max_restarts=-1)
+    detached = attrs.evolve(actor("detached", address=gone), max_restarts=2, detached=True)
+    registry.register(plain, get_if_exists=False, claimer="driver")
+    registry.register(owned, get_if_exists=False, claimer="driver")
+    registry.register(orphan, get_if_exists=False, claimer="left")
+    registry.register(detached, get_if_exists=False)
+    registry.claimer_gone("left")  # nobody is left to restart the orphan
+    freed, held = registry.worker_gone(gone)
+    assert sorted(a.name or "" for a in freed) == ["orphan", "plain"]
+    assert sorted(a.name or "" for a in held) == ["detached", "owned"]
+    # Held: a lookup finds it where it was, until its next incarnation registers it again.
+    assert registry.lookup("owned", None) == owned
+    assert registry.lookup("plain", None) is None
+    moved = attrs.evolve(owned, address="10.0.0.2:5", max_restarts=0)
+    assert registry.register(moved, get_if_exists=False, claimer="driver").created
+    assert not registry.release_if_at(owned.actor_id, gone)  # (it came back: kept)
+    assert registry.lookup("owned", None) == moved
+    assert registry.release_if_at(detached.actor_id, gone)  # not back in time: freed
+    assert registry.lookup("detached", None) is None
+    assert registry.worker_gone("10.0.0.2:5") == ([moved], [])  # no restarts left
+
+
 def test_a_gone_claimer_hands_back_only_its_own_held_claims() -> None:
     registry = NameRegistry()
     mine, theirs, ended = actor("mine"), actor("theirs"), actor("ended")

@@ -1,0 +1,239 @@
+"""Nothing sent without an answer vanishes with its actor's worker (``_runtime/confirms.py``),
+against real processes: quiet calls (``h.method.remote()`` as a statement) and fire-and-forget
+messages (``ag.send``) that were queued, running or in the mailbox when the worker hosting
+their actor was killed (SIGKILL) are counted by their sender (``Cluster.lost_sends``) and
+reported as a ``sends_lost`` event naming the actor and how many; when every one of them had
+finished before the kill, nothing is reported."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import actorgrid as ag
+from actorgrid._runtime import current
+
+PULSE_S = 0.2
+DEADLINE_S = 30.0
+FOREVER = ag.RestartPolicy(max_restarts=-1)
+
+
+@pytest.fixture
+def grid(processes) -> Iterator[ag.Cluster]:
+    cluster = ag.init(num_workers=2, pulse_interval=PULSE_S, grace_s=1.0, worker_restarts=FOREVER)
+    try:
+        processes.add(w.pid for w in cluster.workers())
+        yield cluster
+    finally:
+        processes.add(cluster.node_pids)
+        ag.shutdown()
+        processes.wait_gone()
+
+
+@ag.remote
+class Holder:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def hold(self, path: str) -> None:
+        Path(path).write_text(str(os.getpid()))
+        time.sleep(60)  # killed long before this ends
+
+    def note(self, i: int) -> None:
+        self.seen.append(i)
+
+    def slow(self, path: str) -> None:
+        Path(path).write_text(str(os.getpid()))
+        time.sleep(0.5)
+
+    def log(self) -> list[int]:
+        return list(self.seen)
+
+
+@ag.remote
+class Relay:
+    """Calls another actor from its worker's pool thread, as the handle ring's hop does."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def pass_on(self, target: Any, held: str, n: int) -> None:
+        target.hold.remote(held)
+        for i in range(n):
+            target.note.remote(i)
+
+    def unconfirmed(self) -> int:
+        return _unconfirmed()
+
+
+@ag.remote
+async def gate(ctx: ag.Context, path: str) -> int:
+    """Holds on its first message (until its worker is killed) if ``path`` is given; else
+    counts messages and answers "count?" and "pid?" asks."""
+    got = 0
+    async for msg in ctx.mailbox:
+        if msg == "count?":
+            await ctx.reply(got)
+            continue
+        if msg == "pid?":
+            await ctx.reply(os.getpid())
+            continue
+        got += 1
+        if path:
+            Path(path).write_text(str(os.getpid()))
+            await trio.sleep(60)  # killed long before this ends
+    return got
+
+
+def _unconfirmed() -> int:
+    """The quiet calls and messages the driver sent that no worker has confirmed yet."""
+    rt: Any = current.get()
+    return sum(p.sends.unconfirmed() for p in list(rt.peers.values()))
+
+
+def _wait_until(what: str, ready: Any) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not ready():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.01)
+
+
+def _pid_in(path: Path, processes) -> int:
+    # (Its writer creates it, then writes it: wait for the number, not the file.)
+    _wait_until(f"{path.name} was written", lambda: path.exists() and path.read_text())
+    pid = int(path.read_text())
+    processes.add([pid])
+    return pid
+
+
+def _lost_events(grid: ag.Cluster) -> list[Any]:
+    return [e for e in grid.recent_events() if e.kind == "sends_lost"]
+
+
+def _reported(grid: ag.Cluster) -> int:
+    """How many the sends_lost events so far count."""
+    return sum(e.count for e in _lost_events(grid))
+
+
+def test_quiet_calls_running_or_queued_when_their_worker_is_killed_are_reported(
+    grid: ag.Cluster, tmp_path: Path, processes
+) -> None:
+    h = Holder.options(max_restarts=1).remote()
+    first = ag.get(h.pid.remote(), timeout=30)
+    held = str(tmp_path / "held")
+    h.hold.remote(held)  # quiet (its arguments make no call): no answer is ever sent for it
+    for i in range(4):
+        h.note.remote(i)  # quiet, queued behind the held one
+    pid = _pid_in(tmp_path / "held", processes)
+    # All on their way on the link (a call sent later would go to the restarted actor).
+    _wait_until("all five sent", lambda: _unconfirmed() == 5)
+    os.kill(pid, signal.SIGKILL)
+    _wait_until("five reported lost", lambda: _reported(grid) == 5)
+    assert grid.lost_sends == 5
+    (event,) = _lost_events(grid)
+    assert event.actor_id == h.actor_id
+    assert event.name.startswith("Holder#")
+    assert event.detail.startswith("5 calls made without keeping their ref to actor Holder#")
+    assert ag.get(h.pid.remote(), timeout=30) != first  # restarted; later calls reach it
+
+
+def test_quiet_calls_an_actor_made_from_its_pool_thread_are_reported_by_its_worker(
+    grid: ag.Cluster, tmp_path: Path, processes
+) -> None:
+    h = Holder.remote()
+    target = ag.get(h.pid.remote(), timeout=30)
+    for _ in range(16):  # placed on either worker: one on the other is wanted
+        relay = Relay.remote()
+        relay_pid = ag.get(relay.pid.remote(), timeout=30)
+        if relay_pid != target:
+            break
+    assert relay_pid != target, "no relay was placed on the other worker"
+    held = str(tmp_path / "held")
+    ag.get(relay.pass_on.remote(h, held, 4), timeout=30)
+    assert _pid_in(tmp_path / "held", processes) == target
+    _wait_until("all five sent", lambda: ag.get(relay.unconfirmed.remote(), timeout=30) == 5)
+    os.kill(target, signal.SIGKILL)
+    _wait_until("five reported lost", lambda: _reported(grid) == 5)
+    (event,) = _lost_events(grid)
+    assert (event.pid, event.actor_id, event.count) == (relay_pid, h.actor_id, 5)
+    assert grid.lost_sends == 0  # the driver sent none of them
+
+
+def test_no_loss_is_reported_when_every_quiet_call_finished_before_the_kill(
+    grid: ag.Cluster, processes
+) -> None:
+    h = Holder.options(max_restarts=1).remote()
+    first = ag.get(h.pid.remote(), timeout=30)
+    for i in range(5):
+        h.note.remote(i)
+    assert ag.get(h.log.remote(), timeout=30) == [0, 1, 2, 3, 4]
+    _wait_until("the worker confirmed them", lambda: _unconfirmed() == 0)
+    processes.add([first])
+    os.kill(first, signal.SIGKILL)
+    # The end of the driver's link to that worker counts any loss, and then restarts the
+    # actor: once it has restarted, a loss would have been counted.
+    _wait_until("the restart", lambda: "actor_restarted" in [e.kind for e in grid.recent_events()])
+    assert grid.lost_sends == 0
+    assert _lost_events(grid) == []
+
+
+def test_a_worker_closed_gracefully_confirms_the_calls_it_drained_before_it_exits(
+    grid: ag.Cluster, tmp_path: Path, processes
+) -> None:
+    h = Holder.remote()
+    ag.get(h.pid.remote(), timeout=30)
+    started = str(tmp_path / "started")
+    h.slow.remote(started)  # quiet; still running when the close comes
+    pid = _pid_in(tmp_path / "started", processes)
+    (worker,) = [w for w in grid.workers() if w.pid == pid]
+    # The worker finishes it, then exits at once: far sooner than its next confirmation
+    # would have gone (REPORT_S), had it not confirmed what it finished before exiting.
+    grid.close_worker(worker)
+    _wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
+    grid.nodes()  # a turn of this process's loop: the link's end has been handled
+    assert grid.lost_sends == 0
+    assert _lost_events(grid) == []
+
+
+def test_messages_in_the_mailbox_when_its_worker_is_killed_are_reported(
+    grid: ag.Cluster, tmp_path: Path, processes
+) -> None:
+    g = gate.remote(str(tmp_path / "held"))
+    for i in range(5):
+        ag.send(g, i)  # the first is taken; four wait in the mailbox behind it
+    pid = _pid_in(tmp_path / "held", processes)
+    _wait_until("the first message confirmed", lambda: _unconfirmed() == 4)
+    os.kill(pid, signal.SIGKILL)
+    _wait_until("four reported lost", lambda: _reported(grid) == 4)
+    assert grid.lost_sends == 4
+    (event,) = _lost_events(grid)  # all were in its mailbox
+    assert event.actor_id == g._entry.actor.actor_id
+    assert event.detail.startswith("4 fire-and-forget messages to actor ")
+    with pytest.raises(ag.ActorDiedError):
+        ag.get(g, timeout=30)
+
+
+def test_no_loss_is_reported_when_every_message_was_taken_before_the_kill(
+    grid: ag.Cluster, processes
+) -> None:
+    g = gate.remote("")
+    for i in range(5):
+        ag.send(g, i)
+    assert ag.ask(g, "count?", timeout=30) == 5
+    _wait_until("the worker confirmed them", lambda: _unconfirmed() == 0)
+    pid = ag.ask(g, "pid?", timeout=30)
+    processes.add([pid])
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ag.ActorDiedError):
+        ag.get(g, timeout=30)
+    assert grid.lost_sends == 0
