@@ -333,7 +333,11 @@ class RuntimeActors(RuntimeFollowing):
             wid = self._worker_at.get(info.address)
             root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
             call = CallActor(entry.object_id, info.actor_id, method, payload, root, True)
-            sent_now = peer.send_threadsafe(call)
+            if info.address == self.address:  # hosted here: into its lane, if order allows
+                executor = self.executor
+                sent_now = executor is not None and executor.call_from_thread(peer, call)
+            else:
+                sent_now = peer.send_threadsafe(call)
             forget_sent(self, entry.object_id)
             return sent_now
         sent = _call_sent(entry, info, method, payload)

@@ -418,6 +418,14 @@ class LoopbackPeer(Peer):
     Out-of-band buffers are copied on the way, so a callee never shares memory with its caller.
     """
 
+    # True while the loop handles a batch it took off ``_out``: messages then in neither place.
+    _handling = False
+
+    def idle(self) -> bool:
+        """Any thread: no message is queued here or being handled, so a call put in by
+        another way (``Executor.call_from_thread``) cannot overtake one sent through here."""
+        return not self._out and not self._handling
+
     async def run_loopback(self) -> None:
         self.remote_hello = self._hello
         handler = self._handler
@@ -426,6 +434,7 @@ class LoopbackPeer(Peer):
                 if not self._out:
                     self._wake = trio.Event()
                     await self._wake.wait()
+                self._handling = True
                 messages = self._out[:_BATCH_MAX]
                 del self._out[:_BATCH_MAX]
                 if len(self._out) < _HIGH_WATER:
@@ -435,6 +444,7 @@ class LoopbackPeer(Peer):
                         self._dispatch(_isolate(message), handler)
                     if self._pending is not None:
                         await self._await_pending()
+                self._handling = False
         finally:
             self.close("runtime stopped")
 
