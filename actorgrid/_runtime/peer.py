@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .pulse import PulseMonitor
     from .records import Sent
 
-__all__ = ["LoopbackPeer", "Peer", "PeerClosedError", "batch"]
+__all__ = ["LoopbackPeer", "Peer", "PeerClosedError", "after_batch", "batch"]
 
 log = logging.getLogger("actorgrid.peer")
 
@@ -82,6 +82,8 @@ _HIGH_WATER = 4096  # queued messages above which send_wait() waits
 
 
 _dirty: list[Peer] | None = None
+# Called once the outermost batch() ends, after its flush (``after_batch``).
+_after: list[Callable[[], None]] = []
 
 
 class _Batch:
@@ -109,10 +111,24 @@ class _Batch:
         for peer in dirty:
             peer._queued_flush = False
             peer.flush()
+        if _after:
+            hooks = _after[:]
+            _after.clear()
+            for hook in hooks:
+                hook()
 
 
 def batch() -> _Batch:
     return _Batch()
+
+
+def after_batch(hook: Callable[[], None]) -> bool:
+    """Loop: call ``hook()`` when the open ``batch()`` ends, after its writes (the loop is
+    then about to wait for more: a frame handled, a portal drained). False if none is open."""
+    if _dirty is None:
+        return False
+    _after.append(hook)
+    return True
 
 
 class PeerClosedError(ConnectionError):

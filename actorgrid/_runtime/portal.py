@@ -6,12 +6,12 @@ costs one wake-up of the loop, not one per call, which is what lets a script's t
 
 :class:`ThreadPool` runs blocking user code off the loop, so the loop keeps answering messages
 while user code computes. Threads are started on demand and retire after idling. A job the
-loop hands over is given to its thread when the loop next waits for I/O (``_WakeBeforeWait``),
-not at once: a thread woken while the loop still runs can only wait for the GIL, and is woken
-a second time when the loop lets go of it (two context switches and a preempted loop, the
-largest part of a sync actor call on a small machine, where switches are dear). Woken as the
-loop goes to sleep, it takes the GIL at once. The delay is bounded by one batch of the loop's
-task steps: the loop asks for I/O, with a zero timeout when it has more to run, after each.
+loop submits inside a ``batch()`` (a frame's handling, a portal drain) goes to its thread when
+the batch ends, after its writes, as the loop is about to wait for more, not at once: a thread
+woken while the loop still runs can only wait for the GIL, and is woken a second time when the
+loop lets go of it (two context switches and a preempted loop: the largest part of a sync
+actor call on a small machine, where switches are dear). The one idle thread that leads waits
+on an eventfd, and the write that wakes it lets go of the GIL, so it runs at once.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import outcome
 import trio
 
 from .._exceptions import NotInitializedError
-from .peer import batch
+from .peer import after_batch, batch
 
 __all__ = ["Portal", "ThreadPool"]
 
@@ -149,17 +149,6 @@ class _Job:
         self.abandoned = False
 
 
-class _WakeBeforeWait(trio.abc.Instrument):
-    """Hands the jobs the loop queued to their threads when the loop is about to wait."""
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def before_io_wait(self, timeout: float) -> None:
-        if self.pool._deferred:
-            self.pool._hand_over()
-
-
 class ThreadPool:
     """Blocking calls on worker threads; results come back through the portal."""
 
@@ -171,11 +160,9 @@ class ThreadPool:
         self._idle = 0
         self._threads = 0
         self._closed = False
-        # Jobs the loop submitted since it last waited for I/O (loop thread only), handed to
-        # threads then by the instrument, installed on the first (the pool may be made off
-        # the loop).
+        # Jobs the loop submitted in the batch() it runs (loop thread only), handed to their
+        # threads when it ends.
         self._deferred: list[_Job] = []
-        self._instrument: bool | None = None
         # The leader: the one idle thread that waits on an eventfd rather than in the queue,
         # so that the loop's wake (a write, made with the GIL let go) is its only wake-up.
         self._lead_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -213,14 +200,10 @@ class ThreadPool:
         self.submit(_Job(fn, args, None))
 
     def submit(self, job: _Job) -> None:
-        if threading.get_ident() == self._portal.loop_thread:
-            if self._instrument is None:
-                try:
-                    trio.lowlevel.add_instrument(_WakeBeforeWait(self))
-                except RuntimeError:  # no Trio run here (it has ended)
-                    self._submit_now(job)
-                    return
-                self._instrument = True
+        # From the loop, in a batch: after it (a hand-over is registered while jobs wait).
+        if threading.get_ident() == self._portal.loop_thread and (
+            self._deferred or after_batch(self._hand_over)
+        ):
             self._deferred.append(job)
             return
         self._submit_now(job)

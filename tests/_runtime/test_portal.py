@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from actorgrid._exceptions import NotInitializedError
+from actorgrid._runtime.peer import batch
 from actorgrid._runtime.portal import DRAIN_MAX, Portal, ThreadPool
 
 
@@ -147,10 +148,9 @@ def test_a_failing_job_raises_in_its_caller_and_the_thread_stays_usable(loop: _L
 
 
 def test_jobs_handed_over_together_run_at_once_on_threads_of_their_own(loop: _Loop) -> None:
-    # Jobs the loop starts wait for its next wait for I/O and then go to their threads at
-    # once: the first to the leader (the thread waiting on the eventfd), the others to
-    # threads of their own. Each of these waits for all the others, so the test ends only if
-    # none waits behind another.
+    # Jobs go to their threads at once: the first to the leader (the idle thread waiting on
+    # the eventfd), the others to threads of their own. Each of these waits for all the
+    # others, so the test ends only if none waits behind another.
     portal = loop.portal
     assert portal is not None
     pool = ThreadPool(portal, name="test-together")
@@ -174,6 +174,15 @@ def test_jobs_handed_over_together_run_at_once_on_threads_of_their_own(loop: _Lo
         done = threading.Event()
         pool.start(done.set)
         assert done.wait(30)
+        # And from the loop inside a batch() (a frame's handling): when the batch ends.
+        ran = threading.Event()
+
+        def in_a_batch() -> None:
+            with batch():
+                pool.start(ran.set)
+
+        portal.call_soon(in_a_batch)
+        assert ran.wait(30)
     finally:
         pool.close()
 
