@@ -344,7 +344,11 @@ class RuntimeActors(RuntimeFollowing):
             # Counted before it goes (its confirmation may come at once), until its worker
             # confirms it (confirms.py); not sent here: the loop sends and counts it.
             peer.sends.sent_call(info.actor_id)
-            sent_now = peer.send_threadsafe(call)
+            if info.address == self.address:  # hosted here: into its lane, if order allows
+                executor = self.executor
+                sent_now = executor is not None and executor.call_from_thread(peer, call)
+            else:
+                sent_now = peer.send_threadsafe(call)
             if not sent_now:
                 peer.sends.confirmed(info.actor_id, 1)
             forget_sent(self, entry.object_id)

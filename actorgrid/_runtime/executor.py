@@ -24,6 +24,10 @@
   task, START_BATCH per loop turn, with no task each. A stopping worker ends them
   START_BATCH per loop turn, each with no await, one shared reason and one shared
   cancellation payload; parked ones by Cancelled thrown in, with no task to cancel.
+- A quiet call (``quiet.py``) that a pool thread here makes to a sync actor hosted here goes
+  straight into its lane while nothing of this process waits ahead of it
+  (``call_from_thread``): no loop wake, as a call to another worker goes straight to its
+  socket (``Peer.send_threadsafe``).
 - Messages for an actor id this worker has not seen yet (a caller raced its creator) wait in a
   placeholder inbox for PLACEHOLDER_TIMEOUT_S; ended actors leave a tombstone, so late
   messages get ActorDiedError at once.
@@ -68,6 +72,7 @@ from .keyed import KeyedAgents
 from .lanes import (
     _TOMBSTONES_MAX,
     DEFAULT_ASYNC_CONCURRENCY,
+    ENDED_BATCH,
     MAILBOX_CAPACITY,
     PLACEHOLDER_TIMEOUT_S,
     _Call,
@@ -431,6 +436,38 @@ class Executor(AgentHost):
             return None
         self._enqueue(slot, call)
         return None
+
+    def call_from_thread(self, peer: Peer, msg: CallActor) -> bool:
+        """A pool thread of this process, whose user code makes a quiet call (``quiet.py``) to
+        a sync actor hosted here: put it straight into the actor's lane, and True. Then no
+        loop wakes for it (not for the portal, the loopback or the inbox), and the lane's drain
+        starts on a pool thread at once: a ring of actors by handle on one worker hops from
+        thread to thread.
+
+        False (nothing done) unless that keeps the order of the calls before it, made from
+        any thread here: none waits for the loop (the caller saw the portal idle), on the
+        loopback (``peer.idle``) or in the actor's inbox or overflow (its feeder is parked in
+        receive). The loop only moves calls onward, so none of them can reappear behind this
+        one; calls from other processes race it as they race each other. A call run on the
+        loop holds the lane (``take_for_inline``), so the actor's calls still run one at a
+        time. Out-of-band buffers would be shared with the caller: such a call goes round.
+        """
+        slot = self.actors.get(msg.actor_id)
+        if (
+            slot is None or not slot.parked or slot.overflow or msg.args.buffers or not peer.idle()  # type: ignore[attr-defined]
+        ):
+            return False
+        lane = slot.lane
+        if lane is None:
+            return False
+        call = _Call(peer, msg)
+        self.tasks[msg.task_id] = call  # (the loop lists and interrupts it from here on)
+        if not lane.push_from_thread(call):
+            del self.tasks[msg.task_id]
+            return False
+        if len(self._ended_later) >= ENDED_BATCH:  # (the loop may have no other work)
+            self.runtime.portal.call_soon(self.drain_ended)
+        return True
 
     def on_deliver(self, peer: Peer, msg: Deliver) -> None:
         letter = _LetterFrom(peer, msg)

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import trio
 
 from .._protocol.ids import ActorId
-from .._protocol.messages import Deliver, DeliverToKey, Payload
+from .._protocol.messages import CallActor, Deliver, DeliverToKey, Payload
 from .peer import Peer
 
 __all__ = ["HostedExecutor"]
@@ -42,6 +42,8 @@ class HostedExecutor(Protocol):
     def caller_gone(self, peer: Peer) -> None: ...
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool: ...
+
+    def call_from_thread(self, peer: Peer, msg: CallActor) -> bool: ...
 
     def agent_here(self, name: str, namespace: str | None) -> Any: ...
 

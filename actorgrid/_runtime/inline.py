@@ -25,8 +25,9 @@ held elsewhere), and then it is too late to move it.
 Invariants:
 
 - An inline call runs only while nothing of its actor is queued or running (the actor's feeder
-  is parked in receive and its lane is idle), so an actor's calls still run one at a time, in
-  the order sent; otherwise the call takes the lane like any other. A call whose arguments hold
+  is parked in receive and its lane is idle), and holds the lane meanwhile (a pool thread's
+  quiet call to it, ``Executor.call_from_thread``, only queues there), so an actor's calls
+  still run one at a time, in the order sent; otherwise the call takes the lane like any other. A call whose arguments hold
   ObjectRefs takes the lane too (waiting for them would block the loop).
 - Blocking is never silent. While an inline call runs, the worker does nothing else (no
   pulses, no messages, no other actor), so: a watchdog thread, started with the worker's first
@@ -255,35 +256,40 @@ def run_inline(host: InlineHost, lane: _Lane, call: _Call, address: str) -> bool
         return False
     label = f"{lane.info.label}.{call.method}"
     fn = getattr(lane.instance, call.method)
-    watch.started(label)
+    if not lane.take_for_inline():  # (a pool thread queued a call meanwhile)
+        return False
     try:
-        with output_source(lane.info.name or lane.info.label, call.peer, call.root):
-            try:
-                value = fn(*args, **kwargs)
-            except (Exception, SystemExit) as exc:
-                ok, payload = False, box_error(exc, _where(label, address))
-            else:
-                ok, payload = host.result_of(value, label)
+        watch.started(label)
+        try:
+            with output_source(lane.info.name or lane.info.label, call.peer, call.root):
+                try:
+                    value = fn(*args, **kwargs)
+                except (Exception, SystemExit) as exc:
+                    ok, payload = False, box_error(exc, _where(label, address))
+                else:
+                    ok, payload = host.result_of(value, label)
+        finally:
+            elapsed = watch.ended()
+        if elapsed > INLINE_BUDGET_S and _demoted(cls, call.method, watch.cpu_since):
+            declared = call.method in _inline_names(cls)
+            log.warning(
+                "%s %s but held worker %s's event loop for %.3f s (over %.1f s): pulses, messages "
+                "and every other actor there waited. Its calls run on pool threads from now on, in "
+                "this worker process; %s",
+                label,
+                "is declared @ag.method(inline=True)"
+                if declared
+                else "ran on the loop (no call or loop in its code)",
+                address,
+                elapsed,
+                INLINE_BUDGET_S,
+                "remove inline=True from it, or keep it to non-blocking work of a few milliseconds"
+                if declared
+                else "mark it @ag.method(inline=False) to keep it on pool threads from the start",
+            )
+        host.call_done(call, ok, payload)
     finally:
-        elapsed = watch.ended()
-    if elapsed > INLINE_BUDGET_S and _demoted(cls, call.method, watch.cpu_since):
-        declared = call.method in _inline_names(cls)
-        log.warning(
-            "%s %s but held worker %s's event loop for %.3f s (over %.1f s): pulses, messages "
-            "and every other actor there waited. Its calls run on pool threads from now on, in "
-            "this worker process; %s",
-            label,
-            "is declared @ag.method(inline=True)"
-            if declared
-            else "ran on the loop (no call or loop in its code)",
-            address,
-            elapsed,
-            INLINE_BUDGET_S,
-            "remove inline=True from it, or keep it to non-blocking work of a few milliseconds"
-            if declared
-            else "mark it @ag.method(inline=False) to keep it on pool threads from the start",
-        )
-    host.call_done(call, ok, payload)
+        lane.end_inline()  # (answered first: a drain it starts answers after it)
     return True
 
 

@@ -49,6 +49,9 @@ PLACEHOLDER_TIMEOUT_S = 30.0
 _FORCE_FLUSH_S = 1.0
 _IDLE_POLL_S = 0.02
 _LANE_CAPACITY = 256
+# Calls put in lanes from pool threads whose bookkeeping waits for the loop (``_ended_later``):
+# past this many, the loop is woken for it (Executor.call_from_thread).
+ENDED_BATCH = 256
 _MAX_RUNNERS = 256
 MAILBOX_CAPACITY = 1024
 DEFAULT_ASYNC_CONCURRENCY = 1000
@@ -236,6 +239,37 @@ class _Lane:
             if self.running:
                 return
             self.running = True
+        self.executor.runtime.pool.start(self._drain)
+
+    def push_from_thread(self, call: _Call) -> bool:
+        """A pool thread (``Executor.call_from_thread``): ``push``, unless the lane is closed
+        (False: nothing done) or full."""
+        with self.lock:
+            if self.closed or len(self.items) >= _LANE_CAPACITY:
+                return False
+            self.items.append(call)
+            if self.running:
+                return True
+            self.running = True
+        self.executor.runtime.pool.start(self._drain)
+        return True
+
+    def take_for_inline(self) -> bool:
+        """Loop: hold the lane for a call run on the loop (inline.py), if nothing of its actor
+        is queued or running; ``end_inline`` gives it back. Held, a pool thread's push only
+        queues (``call_from_thread``), so the actor's calls still run one at a time."""
+        with self.lock:
+            if self.running or self.items or self.closed:
+                return False
+            self.running = True
+            return True
+
+    def end_inline(self) -> None:
+        """Loop: the inline call is over: drain what pool threads queued meanwhile."""
+        with self.lock:
+            if not self.items or self.closed:
+                self.running = False
+                return
         self.executor.runtime.pool.start(self._drain)
 
     async def wait_room(self) -> None:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .pulse import PulseMonitor
     from .records import Sent
 
-__all__ = ["LoopbackPeer", "Peer", "PeerClosedError", "batch"]
+__all__ = ["LoopbackPeer", "Peer", "PeerClosedError", "after_batch", "batch"]
 
 log = logging.getLogger("actorgrid.peer")
 
@@ -87,6 +87,8 @@ _dirty: list[Peer] | None = None
 # Frames read by this process's readers: a Peer writes a lone message at once (send_lone)
 # at most once between two frames read, so a burst still goes to the writer in one write.
 _reads = 0
+# Called once the outermost batch() ends, after its flush (``after_batch``).
+_after: list[Callable[[], None]] = []
 
 
 class _Batch:
@@ -114,10 +116,24 @@ class _Batch:
         for peer in dirty:
             peer._queued_flush = False
             peer.flush()
+        if _after:
+            hooks = _after[:]
+            _after.clear()
+            for hook in hooks:
+                hook()
 
 
 def batch() -> _Batch:
     return _Batch()
+
+
+def after_batch(hook: Callable[[], None]) -> bool:
+    """Loop: call ``hook()`` when the open ``batch()`` ends, after its writes (the loop is
+    then about to wait for more: a frame handled, a portal drained). False if none is open."""
+    if _dirty is None:
+        return False
+    _after.append(hook)
+    return True
 
 
 class PeerClosedError(ConnectionError):
@@ -455,6 +471,14 @@ class LoopbackPeer(Peer):
     Out-of-band buffers are copied on the way, so a callee never shares memory with its caller.
     """
 
+    # True while the loop handles a batch it took off ``_out``: messages then in neither place.
+    _handling = False
+
+    def idle(self) -> bool:
+        """Any thread: no message is queued here or being handled, so a call put in by
+        another way (``Executor.call_from_thread``) cannot overtake one sent through here."""
+        return not self._out and not self._handling
+
     async def run_loopback(self) -> None:
         self.remote_hello = self._hello
         handler = self._handler
@@ -463,6 +487,7 @@ class LoopbackPeer(Peer):
                 if not self._out:
                     self._wake = trio.Event()
                     await self._wake.wait()
+                self._handling = True
                 messages = self._out[:_BATCH_MAX]
                 del self._out[:_BATCH_MAX]
                 if len(self._out) < _HIGH_WATER:
@@ -472,6 +497,7 @@ class LoopbackPeer(Peer):
                         self._dispatch(_isolate(message), handler)
                     if self._pending is not None:
                         await self._await_pending()
+                self._handling = False
         finally:
             self.close("runtime stopped")
 

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from actorgrid._exceptions import NotInitializedError
+from actorgrid._runtime.peer import batch
 from actorgrid._runtime.portal import DRAIN_MAX, Portal, ThreadPool
 
 
@@ -144,3 +145,55 @@ def test_a_failing_job_raises_in_its_caller_and_the_thread_stays_usable(loop: _L
         assert _run_jobs(portal, pool, [lambda: "again"]) == ["again"]
     finally:
         pool.close()
+
+
+def test_jobs_handed_over_together_run_at_once_on_threads_of_their_own(loop: _Loop) -> None:
+    # Jobs go to their threads at once: the first to the leader (the idle thread waiting on
+    # the eventfd), the others to threads of their own. Each of these waits for all the
+    # others, so the test ends only if none waits behind another.
+    portal = loop.portal
+    assert portal is not None
+    pool = ThreadPool(portal, name="test-together")
+    count = 4
+    everyone = threading.Barrier(count, timeout=30)
+    started: list[str] = []
+
+    def meet(i: int) -> str:
+        started.append(threading.current_thread().name)
+        everyone.wait()
+        return f"job {i}"
+
+    try:
+        first = _run_jobs(portal, pool, [lambda: "warm"])  # a leader, now idle, for the next
+        assert first == ["warm"]
+        assert _run_jobs(portal, pool, [lambda i=i: meet(i) for i in range(count)]) == [
+            f"job {i}" for i in range(count)
+        ]
+        assert len(set(started)) == count
+        # Started from another thread too (a pool thread starts a lane's drain, a runner).
+        done = threading.Event()
+        pool.start(done.set)
+        assert done.wait(30)
+        # And from the loop inside a batch() (a frame's handling): when the batch ends.
+        ran = threading.Event()
+
+        def in_a_batch() -> None:
+            with batch():
+                pool.start(ran.set)
+
+        portal.call_soon(in_a_batch)
+        assert ran.wait(30)
+    finally:
+        pool.close()
+
+
+def test_a_closed_pool_leaves_no_thread_behind(loop: _Loop) -> None:
+    portal = loop.portal
+    assert portal is not None
+    pool = ThreadPool(portal, name="test-closed")
+    assert _run_jobs(portal, pool, [lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
+    pool.close()
+    for thread in threading.enumerate():
+        if thread.name.startswith("test-closed"):
+            thread.join(30)
+            assert not thread.is_alive(), f"{thread.name} outlived its pool"
