@@ -4,13 +4,16 @@ unless asked (a real pseudo-terminal, a real pipe)."""
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import io
 import os
 import pty
 import select
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import time
 from pathlib import Path
@@ -113,6 +116,9 @@ def _run_program(tmp_path: Path, where: str) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     if where == "tty":
         main_fd, child_fd = pty.openpty()
+        # A terminal's size, as a real one has: a new pty is 0 columns wide, where tqdm (if
+        # installed, e.g. by the bench extra's mesa) draws nothing.
+        fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         stderr: int = child_fd
     else:
         main_fd, child_fd = os.pipe()
