@@ -167,6 +167,7 @@ async def serve_worker(config: dict[str, Any]) -> None:
         )
         rt.observe.worker_id, rt.observe.node_id = info.worker_id, info.node_id
         rt.observe.hostname = info.hostname
+        rt.link_node_workers(info.node_id)  # the first message to a sibling waits for no dial
         await run_worker_setup(config)  # before it joins, so before its first task
         rt.headlink.on_reconnected.append(functools.partial(rejoin_worker, executor, info, stop))
         await rt.headlink.request(lambda rid: RegisterWorker(rid, info))

@@ -30,7 +30,7 @@ from .compact import register_compact_hooks
 from .hotcodec import decode_positional, encode_positional
 from .messages import MESSAGE_TYPES, Message, Payload
 
-__all__ = ["ENVELOPE_LENGTH", "decode", "encode"]
+__all__ = ["ENVELOPE_LENGTH", "decode", "encode", "prepare"]
 
 ENVELOPE_LENGTH = struct.Struct("!I")  # a frame body starts with its envelope's length
 
@@ -86,6 +86,17 @@ def _structure_message(obj: Any, _: Any) -> Any:
         entry = _structure_hooks[tag] = (_converter.get_structure_hook(cls), cls)
     hook, cls = entry
     return hook(obj, cls)
+
+
+def prepare(*types: type) -> None:
+    """Build the hooks of the message classes ``types`` now rather than at their first use
+    (0.3-0.5 ms a class and direction, several ms on a loaded machine): a process that forks
+    workers builds those that every worker uses, once for all of them (templateproc.py)."""
+    for cls in types:
+        if cls not in _unstructure_hooks:
+            _unstructure_hooks[cls] = _converter.get_unstructure_hook(cls)
+        if cls.__name__ not in _structure_hooks:
+            _structure_hooks[cls.__name__] = (_converter.get_structure_hook(cls), cls)
 
 
 # Fields typed as the whole union (a message inside a message) go through the same dispatch.

@@ -203,11 +203,14 @@ class RuntimeNames(RuntimeClaims):
     async def resolve_target(self, target: Any, namespace: str | None = None) -> ActorInfo:
         """The actor a send or ask goes to. A string is a name in ``namespace`` (None: the
         default namespace)."""
+        if isinstance(target, str):
+            # (before the import below: a worker that never saw a handle has not imported
+            # handles.py, and importing it in the first send by name cost 9-20 ms)
+            info = await self.lookup(target, namespace, cached=True)
+            return check_mailbox(info)
         from .handles import ActorHandle
 
-        if isinstance(target, str):
-            info = await self.lookup(target, namespace, cached=True)
-        elif isinstance(target, ActorHandle):
+        if isinstance(target, ActorHandle):
             info = await target._wait_info()
         elif isinstance(target, ObjectRef):
             if target._entry.actor is None:
@@ -234,13 +237,7 @@ class RuntimeNames(RuntimeClaims):
                 f"cannot send to {type(target).__name__}: a target is an actor name, an "
                 "ActorHandle, or the ObjectRef of a remote coroutine actor"
             )
-        if info.kind != "coroutine":
-            raise TypeError(
-                f"the {info.label} actor is a class actor, which has no mailbox: call its "
-                "methods (handle.method.remote()); remote coroutines taking an ag.Context "
-                "receive messages"
-            )
-        return info
+        return check_mailbox(info)
 
     # Sends by cached name from other threads (send_soon) queued for the loop, not yet run:
     # one item each (a deque: appended by any thread, popped by the loop).
@@ -420,6 +417,17 @@ class RuntimeNames(RuntimeClaims):
         raise error
 
     # --- events and operations ----------------------------------------------------------------
+
+
+def check_mailbox(info: ActorInfo) -> ActorInfo:
+    """``info``, the target of a send or ask, if it has a mailbox (else TypeError)."""
+    if info.kind != "coroutine":
+        raise TypeError(
+            f"the {info.label} actor is a class actor, which has no mailbox: call its "
+            "methods (handle.method.remote()); remote coroutines taking an ag.Context "
+            "receive messages"
+        )
+    return info
 
 
 async def release_gradually(waiting: trio.lowlevel.ParkingLot) -> None:
