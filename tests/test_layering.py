@@ -56,6 +56,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     running inline    ExecutorTasks: tasks, cancel, interrupt; @ag.method(inline=True) calls
     agentruns         a coroutine agent's run: what is kept of it between its tasks
     agentstops        AgentStops: how a stopping worker's coroutine agents end
+    agentpools        AgentPools: the steppers and resumers that carry parking agents
     agenthost         AgentHost: coroutine agents' runs and same-worker sends
     executor          Executor: hosting actors
     options           what a remote function or class is made of: options, code
@@ -142,6 +143,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("running", "inline"),
     ("agentruns",),
     ("agentstops",),
+    ("agentpools",),
     ("agenthost",),
     ("executor",),
     ("options",),

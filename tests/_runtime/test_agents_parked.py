@@ -25,7 +25,7 @@ import trio
 from conftest import ProcessWatch
 
 import actorgrid as ag
-from actorgrid._runtime.agenthost import _STEPPERS_MAX
+from actorgrid._runtime.agentpools import _STEPPERS_MAX
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -302,7 +302,7 @@ def test_more_agents_awaiting_at_their_start_than_steppers_all_start(
 ) -> None:
     """STALLERS agents each await at their start what only an agent started after them
     gives (the file it makes): more than the steppers a worker lets carry agents that await
-    (agenthost._STEPPERS_MAX, so that agents waiting on one busy mailbox do not hold a Trio
+    (agentpools._STEPPERS_MAX, so that agents waiting on one busy mailbox do not hold a Trio
     task each), yet the later one starts, and then every one of them gets through."""
     path = str(tmp_path / "made")
     agents = [awaits_file.remote(path) for _ in range(STALLERS)]
@@ -317,7 +317,7 @@ def test_parked_agents_woken_at_once_that_await_all_get_through_in_order(
 ) -> None:
     """A publish wakes EAGER parked agents in one go; each awaits while resumed (a name's
     first lookup, a full mailbox), so each keeps a resumer task while the rest go on in
-    others (agenthost.py); the resumers then wait for the next round, which reuses them.
+    others (agentpools.py); the resumers then wait for the next round, which reuses them.
     Every message arrives, in order per sender, and each agent kept its state."""
     sink = tally.options(name="tally", mailbox_size=4).remote()
     agents = [relay.remote(i, "tally") for i in range(EAGER)]
