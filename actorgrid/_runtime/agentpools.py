@@ -62,6 +62,11 @@ class AgentPools(AgentStops):
     _free_resumers = 0
     # Resumers waiting for wakes (free, counted in _free_resumers), the last to wait first.
     _idle_resumers: dict[trio.lowlevel.Task, None] | None = None
+    # As for steppers: the most resumers now (doubled by _unstall_wakes while they stall),
+    # agents they carried that got through, whether an _unstall_wakes task runs.
+    _resumer_cap = _STEPPERS_MAX
+    _resumed_through = 0
+    _unstalling_wakes = False
 
     async def _start_inline(
         self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
@@ -173,7 +178,7 @@ class AgentPools(AgentStops):
     def _wake_soon(self, run: AgentRun) -> None:
         """A message came for a parked agent: resume it in a resumer's task
         (``_resume_inline``): one that runs already takes it, else one that waits is
-        rescheduled, else one is started."""
+        rescheduled, else one is started (up to the cap: ``_resumer_or_watch``)."""
         wakes = self._wakes
         if wakes is None:
             wakes = self._wakes = deque()
@@ -186,10 +191,35 @@ class AgentPools(AgentStops):
         if idle:
             trio.lowlevel.reschedule(idle.popitem()[0])
             return
+        self._resumer_or_watch(wakes)
+
+    def _resumer_or_watch(self, wakes: deque[AgentRun]) -> None:
+        """Wakes wait and no resumer is free: one more, or at the cap, watch for a stall (as
+        ``_stepper_or_watch``: a burst of wakes whose agents all await, on one full mailbox or
+        a name's lookup, holds at most the cap's worth of Trio tasks, not one per agent)."""
         try:
-            self._add_resumer(wakes)
+            if self._resumers < self._resumer_cap:
+                self._add_resumer(wakes)
+            elif not self._unstalling_wakes:
+                self._unstalling_wakes = True
+                self.nursery.start_soon(self._unstall_wakes, wakes)
         except RuntimeError:  # the nursery is closed: its end stopped them already
-            pass
+            self._unstalling_wakes = False
+
+    async def _unstall_wakes(self, wakes: deque[AgentRun]) -> None:
+        """While wakes wait and every resumer (the cap's worth) carries an agent that awaits:
+        when none of them got through for _STALL_S, the cap doubles and one more resumer
+        starts (as ``_unstall``), so that agents that await, once woken, what only an agent
+        woken after them gives all get through."""
+        try:
+            while wakes and self._free_resumers == 0:
+                through = self._resumed_through
+                await trio.sleep(_STALL_S)
+                if wakes and self._free_resumers == 0 and self._resumed_through == through:
+                    self._resumer_cap *= 2
+                    self._add_resumer(wakes)
+        finally:
+            self._unstalling_wakes = False
 
     def _add_resumer(self, wakes: deque[AgentRun]) -> None:
         """One more ``_resume_inline`` task, counted free from now (as ``_add_stepper``)."""
@@ -200,18 +230,21 @@ class AgentPools(AgentStops):
     def _more_resumers(self, wakes: deque[AgentRun], want: int) -> None:
         """``want`` more resumers to run in the next turn (and at least one while wakes wait
         and none runs free): waiting ones rescheduled first, a Trio task made only for the
-        rest (up to _STEPPERS_MAX in all)."""
+        rest, up to the cap (``_resumer_cap``); at the cap, the wakes wait for a resumer to
+        come free, or for a stall (``_resumer_or_watch``)."""
         idle = self._idle_resumers
         assert idle is not None
         want -= self._free_resumers - len(idle)  # free ones that run next turn take some
         while want > 0 and idle:
             trio.lowlevel.reschedule(idle.popitem()[0])
             want -= 1
-        want = min(want, _STEPPERS_MAX - self._resumers)
-        if wakes and self._free_resumers == len(idle):
-            want = max(want, 1)
-        for _ in range(want):
+        for _ in range(min(want, self._resumer_cap - self._resumers)):
             self._add_resumer(wakes)
+        if wakes and self._free_resumers == len(idle):  # none runs free to take them
+            if idle:
+                trio.lowlevel.reschedule(idle.popitem()[0])
+            else:
+                self._resumer_or_watch(wakes)
 
     async def _resume_inline(self, wakes: deque[AgentRun]) -> None:
         """A resumer: resumes woken agents, START_BATCH per loop turn, each stepped in this
@@ -222,14 +255,16 @@ class AgentPools(AgentStops):
         task, in its scope, which is then its own, until it parks or ends; the rest go on in
         other resumers, waiting ones woken first (as a worker whose agents do not park wakes
         their tasks: a Trio task made per await costs about as much again as the agent's own
-        step), up to _STEPPERS_MAX (woken agents that all look a name up at once look it up
-        together, in few loop turns). One stopped while it waited here is stopped (as
-        ``_reap``)."""
+        step), up to the cap (woken agents that all look a name up at once look it up
+        together, in few loop turns; more of them wait in ``wakes``, not each in a Trio task
+        whose memory, freed, stays behind among the agents' own). One stopped while it
+        waited here is stopped (as ``_reap``)."""
         idle = self._idle_resumers
         assert idle is not None
         try:
             while True:
                 if not wakes:
+                    self._resumer_cap = _STEPPERS_MAX  # none waits: no stall now
                     if len(idle) >= _STEPPERS_MAX:
                         return
                     task = trio.lowlevel.current_task()
@@ -277,6 +312,7 @@ class AgentPools(AgentStops):
                             await carry_on(*carried)
                         finally:
                             self._free_resumers += 1
+                            self._resumed_through += 1
                         del carried
         finally:
             self._free_resumers -= 1
