@@ -23,8 +23,8 @@ Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), l
 module imports only modules of a lower row, never one of its own row or above, so no import
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
-    segments gcpause  this process's side of its node's object store (shared memory); the
-                      collector's freezes and thaws
+    segments gcpause heaptrim   this process's side of its node's object store (shared
+                      memory); the collector's freezes and thaws; giving freed heap back
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
                       starting inbox parking gcyoung
     quiet             calls whose ref was dropped: no answer, an error reported
@@ -97,7 +97,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # The modules of actorgrid._runtime by row, lowest first (see the module docstring).
 RUNTIME_ORDER: list[tuple[str, ...]] = [
-    ("segments", "gcpause"),
+    ("segments", "gcpause", "heaptrim"),
     (
         "serialization",
         "signatures",

@@ -23,6 +23,7 @@ from .._protocol.messages import SubmitTask
 from .agentruns import _STOPPING_SCOPE, AgentRun
 from .agentstops import AgentStops
 from .gcpause import freeze
+from .heaptrim import trim_heap
 from .parking import cancelled_error, carry_on
 from .starting import FREEZE_AFTER, START_BATCH
 
@@ -37,6 +38,12 @@ _STEPPERS_MAX = 1024
 # only an agent queued after it gives. Long next to what agents usually await there (a credit
 # of a busy mailbox, a name's lookup: milliseconds), short next to a user's patience.
 _STALL_S = 0.2
+# Wakes after which the resumers, once they have none left, have the heap trimmed
+# (heaptrim.py): a burst that freed this many agents' messages and steps is worth a trim; one
+# wake in a while never is.
+_TRIM_AFTER_WAKES = 10_000
+# How long after the wakes ran out the trim waits: the burst's last messages written and freed.
+_TRIM_DELAY_S = 0.25
 
 
 class AgentPools(AgentStops):
@@ -67,6 +74,9 @@ class AgentPools(AgentStops):
     _resumer_cap = _STEPPERS_MAX
     _resumed_through = 0
     _unstalling_wakes = False
+    # Wakes since the heap was last trimmed; whether a _trim_after_burst task runs.
+    _woken = 0
+    _trimming = False
 
     async def _start_inline(
         self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
@@ -183,6 +193,7 @@ class AgentPools(AgentStops):
         if wakes is None:
             wakes = self._wakes = deque()
         wakes.append(run)
+        self._woken += 1
         idle = self._idle_resumers
         if idle is None:
             idle = self._idle_resumers = {}
@@ -220,6 +231,16 @@ class AgentPools(AgentStops):
                     self._add_resumer(wakes)
         finally:
             self._unstalling_wakes = False
+
+    async def _trim_after_burst(self) -> None:
+        """_TRIM_AFTER_WAKES wakes or more came and ran out: what their messages and steps
+        freed, glibc keeps in this process's RSS among what the burst left (the names its
+        agents looked up); trimmed once the burst is over (heaptrim.py), off the loop."""
+        try:
+            await trio.sleep(_TRIM_DELAY_S)
+            await trio.to_thread.run_sync(trim_heap)
+        finally:
+            self._trimming = False
 
     def _add_resumer(self, wakes: deque[AgentRun]) -> None:
         """One more ``_resume_inline`` task, counted free from now (as ``_add_stepper``)."""
@@ -265,6 +286,10 @@ class AgentPools(AgentStops):
             while True:
                 if not wakes:
                     self._resumer_cap = _STEPPERS_MAX  # none waits: no stall now
+                    if self._woken >= _TRIM_AFTER_WAKES and not self._trimming:
+                        self._woken = 0
+                        self._trimming = True
+                        self.nursery.start_soon(self._trim_after_burst)
                     if len(idle) >= _STEPPERS_MAX:
                         return
                     task = trio.lowlevel.current_task()
