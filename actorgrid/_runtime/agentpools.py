@@ -42,7 +42,8 @@ _STALL_S = 0.2
 # (heaptrim.py): a burst that freed this many agents' messages and steps is worth a trim; one
 # wake in a while never is.
 _TRIM_AFTER_WAKES = 10_000
-# How long after the wakes ran out the trim waits: the burst's last messages written and freed.
+# How long no wake must come before the trim: the burst is over (a round's waves of wakes
+# follow each other closer than this), its last messages written and freed.
 _TRIM_DELAY_S = 0.25
 
 
@@ -235,9 +236,15 @@ class AgentPools(AgentStops):
     async def _trim_after_burst(self) -> None:
         """_TRIM_AFTER_WAKES wakes or more came and ran out: what their messages and steps
         freed, glibc keeps in this process's RSS among what the burst left (the names its
-        agents looked up); trimmed once the burst is over (heaptrim.py), off the loop."""
+        agents looked up); trimmed once the burst is over, no wake for _TRIM_DELAY_S
+        (heaptrim.py), off the loop. While wakes keep coming, this task wakes once per
+        _TRIM_DELAY_S and no more."""
         try:
-            await trio.sleep(_TRIM_DELAY_S)
+            woken = -1
+            while woken != self._woken or self._wakes:
+                woken = self._woken
+                await trio.sleep(_TRIM_DELAY_S)
+            self._woken = 0
             await trio.to_thread.run_sync(trim_heap)
         finally:
             self._trimming = False
@@ -287,7 +294,6 @@ class AgentPools(AgentStops):
                 if not wakes:
                     self._resumer_cap = _STEPPERS_MAX  # none waits: no stall now
                     if self._woken >= _TRIM_AFTER_WAKES and not self._trimming:
-                        self._woken = 0
                         self._trimming = True
                         self.nursery.start_soon(self._trim_after_burst)
                     if len(idle) >= _STEPPERS_MAX:
