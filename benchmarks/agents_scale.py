@@ -10,8 +10,11 @@ hops run out; then it tells the counter. Messages/s counts those by-name sends b
 Prints one markdown row per size: agents, create (agents/s, from the first ``.remote()`` until
 every agent has said it runs), the driver's CPU time per agent created (its own process, head
 included in the embedded cluster: less disturbed by a loaded machine than the rate), RSS per
-idle agent (driver plus workers, after creation, minus before), by-name messages/s, and the
-seconds it takes to end them all by name from the driver (``ag.send(name, "stop")``).
+idle agent (driver plus workers, after creation, minus before), by-name messages/s, RSS per
+agent again once the round's messages are all delivered (the agents idle again: what a round
+of wakes left behind), and the seconds it takes to end them all by name from the driver
+(``ag.send(name, "stop")``). Under each row, the two RSS figures per process (driver, then
+each worker).
 
 ``--trace K``: also print what the driver process (the head included, in the embedded
 cluster) keeps per agent, from tracemalloc snapshots taken before and after creating them,
@@ -26,6 +29,7 @@ import gc
 import os
 import time
 import tracemalloc
+from typing import Any
 
 import psutil
 
@@ -70,15 +74,21 @@ async def counter(ctx: ag.Context) -> None:
             item[2].reply(item[1])
 
 
-def rss_mb() -> float:
+def rss_mb() -> dict[str, float]:
+    """RSS in MB of this process ("driver") and of each process under it, by pid."""
     me = psutil.Process()
-    total = me.memory_info().rss
+    sizes = {"driver": me.memory_info().rss / 1e6}
     for child in me.children(recursive=True):
         try:
-            total += child.memory_info().rss
+            sizes[str(child.pid)] = child.memory_info().rss / 1e6
         except psutil.Error:
             pass
-    return total / 1e6
+    return sizes
+
+
+def kb_per_agent(now: dict[str, float], before: dict[str, float], n: int) -> dict[str, float]:
+    """KB per agent each process gained since ``before`` (one that started since: all of it)."""
+    return {k: (mb - before.get(k, 0.0)) * 1000 / n for k, mb in now.items()}
 
 
 def traced_per_agent(before: tracemalloc.Snapshot, n: int, top: int) -> None:
@@ -93,7 +103,7 @@ def traced_per_agent(before: tracemalloc.Snapshot, n: int, top: int) -> None:
         print(f"  {d.size_diff / n:7.1f} B  {d.count_diff / n:5.2f} blocks  {where}:{frame.lineno}")
 
 
-def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, float]:
+def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, Any]:
     with ag.init(num_workers=workers):
         prefix = f"g{os.getpid()}-"
         counter.options(name="counter").remote()
@@ -112,7 +122,7 @@ def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, float]:
         create_s = time.perf_counter() - start
         cpu_us = (time.process_time() - cpu) * 1e6 / n
         time.sleep(1.0)
-        per_agent_kb = (rss_mb() - before) * 1000 / n
+        created = kb_per_agent(rss_mb(), before, n)
         if trace:
             traced_per_agent(traced, n, trace)
             tracemalloc.stop()
@@ -120,6 +130,8 @@ def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, float]:
         ag.publish(TOPIC, hops)
         ag.ask("counter", ("done", n), timeout=3600)
         msg_s = time.perf_counter() - start
+        time.sleep(1.0)  # as after creation: what the round left, not what it is still doing
+        rounded = kb_per_agent(rss_mb(), before, n)
         start = time.perf_counter()
         for i in range(n):
             ag.send(f"{prefix}{i}", "stop")
@@ -129,9 +141,12 @@ def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, float]:
         "agents": n,
         "create_per_s": n / create_s,
         "driver_cpu_us": cpu_us,
-        "kb_per_agent": per_agent_kb,
+        "kb_per_agent": sum(created.values()),
         "msgs_per_s": n * hops / msg_s,
+        "kb_after_round": sum(rounded.values()),
         "end_s": end_s,
+        "created_by_process": created,
+        "rounded_by_process": rounded,
     }
 
 
@@ -143,15 +158,22 @@ def main() -> None:
     parser.add_argument("--trace", type=int, default=0, metavar="K")
     args = parser.parse_args()
     print(
-        "| agents | create | driver CPU per agent | RSS per agent | by-name msgs/s | ending all |"
+        "| agents | create | driver CPU per agent | RSS per agent | by-name msgs/s "
+        "| RSS per agent after the round | ending all |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for n in args.agents:
         r = run(n, args.hops, args.workers, args.trace)
         print(
             f"| {n:,} | {r['create_per_s']:,.0f}/s | {r['driver_cpu_us']:.0f} µs "
             f"| {r['kb_per_agent']:.1f} KB "
-            f"| {r['msgs_per_s']:,.0f} | {r['end_s']:.1f} s |",
+            f"| {r['msgs_per_s']:,.0f} | {r['kb_after_round']:.1f} KB | {r['end_s']:.1f} s |",
+            flush=True,
+        )
+        created, rounded = r["created_by_process"], r["rounded_by_process"]
+        print(
+            "  KB per agent by process, after creation / after the round: "
+            + ", ".join(f"{k} {created[k]:.1f} / {rounded.get(k, 0.0):.1f}" for k in created),
             flush=True,
         )
 

@@ -23,8 +23,8 @@ Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), l
 module imports only modules of a lower row, never one of its own row or above, so no import
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
-    segments gcpause  this process's side of its node's object store (shared memory); the
-                      collector's freezes and thaws
+    segments gcpause heaptrim   this process's side of its node's object store (shared
+                      memory); the collector's freezes and thaws; giving freed heap back
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
                       starting inbox parking gcyoung confirms (fire-and-forget calls and
                       messages counted until their worker confirms them)
@@ -57,6 +57,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     running inline    ExecutorTasks: tasks, cancel, interrupt; @ag.method(inline=True) calls
     agentruns         a coroutine agent's run: what is kept of it between its tasks
     agentstops        AgentStops: how a stopping worker's coroutine agents end
+    agentpools        AgentPools: the steppers and resumers that carry parking agents
     agenthost         AgentHost: coroutine agents' runs and same-worker sends
     executor          Executor: hosting actors
     options           what a remote function or class is made of: options, code
@@ -97,7 +98,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # The modules of actorgrid._runtime by row, lowest first (see the module docstring).
 RUNTIME_ORDER: list[tuple[str, ...]] = [
-    ("segments", "gcpause"),
+    ("segments", "gcpause", "heaptrim"),
     (
         "serialization",
         "signatures",
@@ -144,6 +145,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("running", "inline"),
     ("agentruns",),
     ("agentstops",),
+    ("agentpools",),
     ("agenthost",),
     ("executor",),
     ("options",),

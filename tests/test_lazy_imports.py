@@ -27,6 +27,7 @@ NOT_IN_A_WORKER = (
 NOT_IN_A_DRIVER = (
     "actorgrid._runtime.executor",
     "actorgrid._runtime.agenthost",
+    "actorgrid._runtime.agentpools",
     "actorgrid._runtime.running",
 )
 

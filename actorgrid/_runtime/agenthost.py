@@ -9,18 +9,17 @@ frame (its code's restart loop is inline, not a second coroutine) and one cancel
 task's, which is the slot's too). No Event (a KillActor makes the slot's ``done``, which also
 marks it killed), no string made until it ends, not its SubmitTask, and its ActorInfo's
 strings shared with the other agents of its kind (``_shared_parts``), and so are its start
-arguments' short strings (``_shared_args``).
+arguments' short strings (``_shared_args``). The Trio tasks that start and resume parking
+agents (steppers, resumers) are ``agentpools.py``'s.
 """
 
 from __future__ import annotations
 
-import contextvars
 import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -34,9 +33,9 @@ from .._protocol.messages import (
     TaskResult,
 )
 from .._scheduler.names import DEFAULT_NAMESPACE
+from .agentpools import AgentPools
 from .agentruns import (
     _PARKED_SCOPE,
-    _STOPPING_SCOPE,
     DRIVE_FROM,
     PARK_FROM,
     AgentRun,
@@ -44,13 +43,12 @@ from .agentruns import (
     _shared_args,
     _Stopped,
 )
-from .agentstops import STOPPED, AgentStops
+from .agentstops import STOPPED
 from .context import Context
-from .gcpause import freeze
 from .lanes import _describe, _Slot
-from .parking import PARKED, REPARK, cancelled_error, carry_on, drive
+from .parking import PARKED, REPARK, drive
 from .serialization import box_error, system_error
-from .starting import FREEZE_AFTER, START_BATCH
+from .starting import START_BATCH
 
 if TYPE_CHECKING:
     from .._protocol.ids import ActorId
@@ -58,40 +56,12 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentHost"]
 
-# Steppers (``_start_inline`` tasks) made to start the agents queued while others await: the
-# most Trio tasks agents that await at their start (on a full mailbox, a name's first lookup)
-# hold, and the most of their first awaits batched in one loop turn.
-_STEPPERS_MAX = 1024
-# How long starts wait while that many steppers all carry agents that await and none of them
-# gets through, before the cap doubles (``_unstall``): an agent may await at its start what
-# only an agent queued after it gives. Long next to what agents usually await there (a credit
-# of a busy mailbox, a name's lookup: milliseconds), short next to a user's patience.
-_STALL_S = 0.2
 
-
-class AgentHost(AgentStops):
+class AgentHost(AgentPools):
     """Runs coroutine agents and puts same-worker sends into their mailboxes."""
 
     # Defined by Executor (executor.py), which ends actors.
     _free_name: Callable[[ActorInfo, str], Any]
-    # Agents to start in _start_inline's tasks; starts since a freeze.
-    _starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]] | None = None
-    # Its _start_inline tasks (steppers), and those of them not carrying an agent that awaits.
-    _steppers = 0
-    _free_steppers = 0
-    _unfrozen = 0
-    # The most steppers now (_STEPPERS_MAX, doubled by _unstall while they stall); agents they
-    # carried that got through (parked or ended); whether an _unstall task runs.
-    _stepper_cap = _STEPPERS_MAX
-    _carried_through = 0
-    _unstalling = False
-    # Parked agents a message woke, to resume in _resume_inline's tasks; those tasks, and
-    # those of them not carrying an agent that awaits.
-    _wakes: deque[AgentRun] | None = None
-    _resumers = 0
-    _free_resumers = 0
-    # Resumers waiting for wakes (free, counted in _free_resumers), the last to wait first.
-    _idle_resumers: dict[trio.lowlevel.Task, None] | None = None
     # Agents started under drive while agents did not park, until they end or _repark takes
     # them (once agents park); whether a _repark task runs.
     _unparked: dict[AgentRun, None] | None = None
@@ -170,225 +140,6 @@ class AgentHost(AgentStops):
         starts.append((run, fn, msg))
         if self._free_steppers == 0:
             self._stepper_or_watch(starts)
-
-    async def _start_inline(
-        self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
-    ) -> None:
-        """A stepper: starts agents on a worker where they park, START_BATCH per loop turn
-        (as starting.py does, and freezing them for the collector as it does), each stepped in
-        this task until it parks: an agent that parks before it awaits anything else never
-        has a Trio task of its own. One whose code awaits first keeps this task (its waits are
-        this task's from its first step), in its cancel scope, which is then its own, until
-        it parks or ends; then this task takes the next ones in a new scope. Meanwhile the
-        rest of its batch go on in other steppers (``_add_stepper``), up to _STEPPERS_MAX of
-        them (``_unstall`` says when more): agents that all wait on one full mailbox wait in
-        ``starts``, not as thousands of Trio tasks made and ended, whose memory stays behind,
-        fragmented, among the agents' own (the rumour benchmark's 50,000 agents on a worker
-        all telling one counter they are up: ~15,000 such tasks at once, and ~1 KB an agent
-        of its RSS left in pymalloc pools unused)."""
-        try:
-            while starts:
-                with trio.CancelScope() as scope:
-                    carried = None
-                    while carried is None and starts:
-                        for n in range(1, min(START_BATCH, len(starts)) + 1):
-                            run, fn, msg = starts.popleft()
-                            run.context = contextvars.copy_context()  # as a task of its own has
-                            first = self._run_coroutine_actor(run, fn, msg, scope)
-                            del fn, msg
-                            self._unfrozen += 1
-                            try:
-                                trap = first.send(None)
-                            except StopIteration:
-                                continue
-                            carried, taken = (first, trap), n
-                            del first
-                            break
-                        self._freeze_started()
-                        if carried is None:
-                            await trio.lowlevel.checkpoint()  # pulses and messages get a turn
-                    if carried is None:
-                        self._stepper_cap = _STEPPERS_MAX  # none waits: no stall now
-                        return
-                    # Its code awaits: it keeps this task. The rest of this batch go on in
-                    # steppers that run together in the next turn, as tasks woken together
-                    # do (one for them all would start one per turn when each awaits, and
-                    # what they await, a name's lookup say, would not be batched); at least
-                    # one stepper is free while starts wait, up to the cap.
-                    self._free_steppers -= 1
-                    more = min(len(starts), START_BATCH - taken, self._stepper_cap - self._steppers)
-                    for _ in range(more):
-                        self._add_stepper(starts)
-                    if starts and self._free_steppers == 0:
-                        self._stepper_or_watch(starts)
-                    try:
-                        await carry_on(*carried)
-                    finally:
-                        self._free_steppers += 1
-                        self._carried_through += 1
-                    del carried
-        finally:
-            self._free_steppers -= 1
-            self._steppers -= 1
-
-    def _stepper_or_watch(
-        self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
-    ) -> None:
-        """Starts wait and no stepper is free: one more, or at the cap, watch for a stall."""
-        if self._steppers < self._stepper_cap:
-            self._add_stepper(starts)
-        elif not self._unstalling:
-            self._unstalling = True
-            try:
-                self.nursery.start_soon(self._unstall, starts)
-            except RuntimeError:  # the nursery is closing: nothing starts any more
-                self._unstalling = False
-
-    async def _unstall(
-        self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]
-    ) -> None:
-        """While starts wait and every stepper (the cap's worth) carries an agent that awaits:
-        when none of them got through for _STALL_S, the cap doubles and one more stepper
-        starts (each of its agents that awaits adds one more, up to the new cap). So agents
-        that await at their start what only a later agent gives all start, a doubling per
-        _STALL_S, while agents waiting on a busy mailbox, which get through one after another,
-        hold no more than the cap's worth of Trio tasks."""
-        try:
-            while starts and self._free_steppers == 0:
-                through = self._carried_through
-                await trio.sleep(_STALL_S)
-                if starts and self._free_steppers == 0 and self._carried_through == through:
-                    self._stepper_cap *= 2
-                    self._add_stepper(starts)
-        finally:
-            self._unstalling = False
-
-    def _add_stepper(self, starts: deque[tuple[AgentRun, Callable[..., Any], SubmitTask]]) -> None:
-        """One more ``_start_inline`` task, counted free (stepping, not carrying an agent) from
-        now, so that a start queued before it runs makes no other."""
-        self.nursery.start_soon(self._start_inline, starts)
-        self._free_steppers += 1
-        self._steppers += 1
-
-    def _freeze_started(self) -> None:
-        # Every FREEZE_AFTER agents started (each counted, whichever task goes on with it),
-        # as starting.py does: else full collections walk them all, seconds with the loop
-        # stopped at 50,000 agents.
-        if self._unfrozen >= FREEZE_AFTER:
-            self._unfrozen = 0
-            freeze()  # thawed later (gcpause.py)
-
-    def _wake_soon(self, run: AgentRun) -> None:
-        """A message came for a parked agent: resume it in a resumer's task
-        (``_resume_inline``): one that runs already takes it, else one that waits is
-        rescheduled, else one is started."""
-        wakes = self._wakes
-        if wakes is None:
-            wakes = self._wakes = deque()
-        wakes.append(run)
-        idle = self._idle_resumers
-        if idle is None:
-            idle = self._idle_resumers = {}
-        if self._free_resumers > len(idle):
-            return  # a free resumer that runs, or will run this turn, takes it
-        if idle:
-            trio.lowlevel.reschedule(idle.popitem()[0])
-            return
-        try:
-            self._add_resumer(wakes)
-        except RuntimeError:  # the nursery is closed: its end stopped them already
-            pass
-
-    def _add_resumer(self, wakes: deque[AgentRun]) -> None:
-        """One more ``_resume_inline`` task, counted free from now (as ``_add_stepper``)."""
-        self.nursery.start_soon(self._resume_inline, wakes)
-        self._free_resumers += 1
-        self._resumers += 1
-
-    def _more_resumers(self, wakes: deque[AgentRun], want: int) -> None:
-        """``want`` more resumers to run in the next turn (and at least one while wakes wait
-        and none runs free): waiting ones rescheduled first, a Trio task made only for the
-        rest (up to _STEPPERS_MAX in all)."""
-        idle = self._idle_resumers
-        assert idle is not None
-        want -= self._free_resumers - len(idle)  # free ones that run next turn take some
-        while want > 0 and idle:
-            trio.lowlevel.reschedule(idle.popitem()[0])
-            want -= 1
-        want = min(want, _STEPPERS_MAX - self._resumers)
-        if wakes and self._free_resumers == len(idle):
-            want = max(want, 1)
-        for _ in range(want):
-            self._add_resumer(wakes)
-
-    async def _resume_inline(self, wakes: deque[AgentRun]) -> None:
-        """A resumer: resumes woken agents, START_BATCH per loop turn, each stepped in this
-        task until it parks again; when none is left it waits for more (up to _STEPPERS_MAX
-        resumers wait; one more ends). A message to a parked agent costs no Trio task and no
-        cancel scope of its own (this task's scope is its own while it runs). One whose code
-        awaits something else (a name's first lookup, a credit, a full mailbox) keeps this
-        task, in its scope, which is then its own, until it parks or ends; the rest go on in
-        other resumers, waiting ones woken first (as a worker whose agents do not park wakes
-        their tasks: a Trio task made per await costs about as much again as the agent's own
-        step), up to _STEPPERS_MAX (woken agents that all look a name up at once look it up
-        together, in few loop turns). One stopped while it waited here is stopped (as
-        ``_reap``)."""
-        idle = self._idle_resumers
-        assert idle is not None
-        try:
-            while True:
-                if not wakes:
-                    if len(idle) >= _STEPPERS_MAX:
-                        return
-                    task = trio.lowlevel.current_task()
-                    idle[task] = None
-                    await trio.lowlevel.wait_task_rescheduled(partial(_forget_idle, idle, task))
-                    continue
-                with trio.CancelScope() as scope:
-                    # One scope for the agents this task steps, until one it carried was
-                    # cancelled in it (a scope entered per await costs as much as the step).
-                    while wakes and not scope.cancel_called:
-                        carried = None
-                        while carried is None and wakes:
-                            n = 0
-                            while wakes and n < START_BATCH:
-                                n += 1
-                                run = wakes.popleft()
-                                if run.scope is _STOPPING_SCOPE:
-                                    error = cancelled_error()
-                                    if error is None:  # resume it in a cancelled scope
-                                        run.scope = trio.CancelScope()
-                                        run.scope.cancel()
-                                        self.nursery.start_soon(self._live, run)
-                                        continue
-                                    live = self._live(run, None, error)
-                                else:
-                                    run.scope = scope
-                                    live = self._live(run, None, None, True)
-                                try:
-                                    trap = live.send(None)
-                                except StopIteration:
-                                    continue
-                                carried, taken = (live, trap), n
-                                del live
-                                break
-                            if carried is None and wakes:
-                                await trio.lowlevel.checkpoint()  # pulses and messages get a turn
-                        if carried is None:
-                            break
-                        # Its code awaits: it keeps this task. The rest of this batch go on in
-                        # resumers that run together in the next turn, as tasks woken together
-                        # do; at least one resumer is free while wakes wait.
-                        self._free_resumers -= 1
-                        self._more_resumers(wakes, min(len(wakes), START_BATCH - taken))
-                        try:
-                            await carry_on(*carried)
-                        finally:
-                            self._free_resumers += 1
-                        del carried
-        finally:
-            self._free_resumers -= 1
-            self._resumers -= 1
 
     async def _repark(self, unparked: dict[AgentRun, None]) -> None:
         """The worker began to park agents: the agents started before, under drive, that
@@ -561,11 +312,3 @@ class AgentHost(AgentStops):
                 return
             result = (False, self._cancelled_agent(info))
         task.peer.send(TaskResult(task_id, *result))
-
-
-def _forget_idle(
-    idle: dict[trio.lowlevel.Task, None], task: trio.lowlevel.Task, _: Any
-) -> trio.lowlevel.Abort:
-    """A waiting resumer is cancelled (its worker ends): it waits no more."""
-    idle.pop(task, None)
-    return trio.lowlevel.Abort.SUCCEEDED

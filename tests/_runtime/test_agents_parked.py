@@ -25,7 +25,7 @@ import trio
 from conftest import ProcessWatch
 
 import actorgrid as ag
-from actorgrid._runtime.agenthost import _STEPPERS_MAX
+from actorgrid._runtime.agentpools import _STEPPERS_MAX
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -33,7 +33,8 @@ pytestmark = pytest.mark.timeout(240)
 FILLERS = 1000
 # Agents that await at their start (test_agents_that_await_at_their_start_...).
 EAGER = 200
-# More agents awaiting at their start than a worker's steppers carry before a stall.
+# More agents awaiting at their start than a worker's steppers carry before a stall (and
+# awaiting once woken than its resumers carry).
 STALLERS = _STEPPERS_MAX + 100
 # The agent the fixture started and ran last before its worker parked agents ("early").
 _started: dict[str, object] = {}
@@ -122,6 +123,28 @@ async def makes_file(ctx: ag.Context, path: str) -> None:
     Path(path).write_text("")
     async for _ in ctx.mailbox:
         pass
+
+
+@ag.remote
+async def awaits_file_when_told(ctx: ag.Context, path: str) -> None:
+    """Answers each ask with whether it runs resumed; "wait" (sent, not asked) makes it
+    await, where it was woken, until ``path`` exists."""
+    async for msg in ctx.mailbox:
+        if msg == "wait":
+            while not os.path.exists(path):
+                await trio.sleep(0.05)
+        else:
+            await ctx.reply(_resumed())
+
+
+@ag.remote
+async def makes_file_when_told(ctx: ag.Context, path: str) -> None:
+    """Answers each ask with whether it runs resumed; "make" makes ``path``."""
+    async for msg in ctx.mailbox:
+        if msg == "make":
+            Path(path).write_text("")
+        else:
+            await ctx.reply(_resumed())
 
 
 @ag.remote
@@ -302,7 +325,7 @@ def test_more_agents_awaiting_at_their_start_than_steppers_all_start(
 ) -> None:
     """STALLERS agents each await at their start what only an agent started after them
     gives (the file it makes): more than the steppers a worker lets carry agents that await
-    (agenthost._STEPPERS_MAX, so that agents waiting on one busy mailbox do not hold a Trio
+    (agentpools._STEPPERS_MAX, so that agents waiting on one busy mailbox do not hold a Trio
     task each), yet the later one starts, and then every one of them gets through."""
     path = str(tmp_path / "made")
     agents = [awaits_file.remote(path) for _ in range(STALLERS)]
@@ -312,12 +335,35 @@ def test_more_agents_awaiting_at_their_start_than_steppers_all_start(
         ag.kill(handle)
 
 
+@pytest.mark.slow
+def test_more_parked_agents_awaiting_once_woken_than_resumers_all_get_through(
+    parking_cluster: None, tmp_path: Path
+) -> None:
+    """STALLERS parked agents are woken in a burst and each awaits, in the resumer that woke
+    it, what only an agent woken after them all gives (the file it makes): more than the
+    resumers a worker lets carry agents that await (agentpools._STEPPERS_MAX, so that a
+    burst of wakes that await a name's lookup or one full mailbox does not hold a Trio task
+    each), yet the later one is woken, and then every one of them gets through."""
+    path = str(tmp_path / "made")
+    agents = [awaits_file_when_told.remote(path) for _ in range(STALLERS)]
+    maker = makes_file_when_told.remote(path)
+    for handle in [*agents, maker]:  # each parks at its wait after it answers
+        _ask(handle, "up")
+    for handle in agents:
+        ag.send(handle, "wait")
+    ag.send(maker, "make")  # on the same link, after them: its wake comes last
+    assert [_ask(handle, "go") for handle in [*agents, maker]] == [True] * (STALLERS + 1)
+    assert os.path.exists(path)
+    for handle in [maker, *agents]:
+        ag.kill(handle)
+
+
 def test_parked_agents_woken_at_once_that_await_all_get_through_in_order(
     parking_cluster: None,
 ) -> None:
     """A publish wakes EAGER parked agents in one go; each awaits while resumed (a name's
     first lookup, a full mailbox), so each keeps a resumer task while the rest go on in
-    others (agenthost.py); the resumers then wait for the next round, which reuses them.
+    others (agentpools.py); the resumers then wait for the next round, which reuses them.
     Every message arrives, in order per sender, and each agent kept its state."""
     sink = tally.options(name="tally", mailbox_size=4).remote()
     agents = [relay.remote(i, "tally") for i in range(EAGER)]
