@@ -237,16 +237,7 @@ class KeyedAgents:
                 if msg.rid and item.peer is not None:
                     self.host.nursery.start_soon(self._relay, item.peer, msg.rid, to, spec)
                 else:
-                    to.send(spec)
-                    # Handed on: confirmed to its sender, and counted here until the next
-                    # worker confirms it (lost with it: reported by this worker).
-                    kid = item.kid or key_id(msg.kind, msg.key)
-                    rt = self.host.runtime
-                    if kid not in rt.key_labels:
-                        rt.key_labels[kid] = key_label(msg.kind, msg.key)
-                    to.sends.sent_message(kid)
-                    if item.peer is not None:
-                        item.peer.sends.taken(kid)
+                    self._hand_on(item, msg, to, spec)
                 _credit(item)
             elif isinstance(command, Deactivate):
                 act = self.live.get(command.ident)
@@ -254,6 +245,23 @@ class KeyedAgents:
                     act.send.close()  # its mailbox ends: the agent saves its state and returns
             else:
                 assert isinstance(command, Activate)  # begun by the Deliver that follows
+
+    def _hand_on(self, item: _In, msg: DeliverToKey, to: Peer, spec: DeliverToKey) -> None:
+        """A fire-and-forget message for a key another worker owns now: confirmed to its
+        sender, and counted here until that worker confirms it (lost with it: reported by
+        this worker). Its link already gone: refused to its sender, as undelivered."""
+        rt = self.host.runtime
+        kid = item.kid or key_id(msg.kind, msg.key)
+        if to.closed:
+            why = f"the worker {to.address} its key moved to went away ({to.close_reason})"
+            (item.peer or rt.peer_for(rt.address)).send(DeliveryFailed(kid, why))
+            return
+        to.send(spec)
+        if kid not in rt.key_labels:
+            rt.key_labels[kid] = key_label(msg.kind, msg.key)
+        to.sends.sent_message(kid)
+        if item.peer is not None:
+            item.peer.sends.taken(kid)
 
     def _put(self, act: _Activation, item: _In) -> bool:
         """Into the mailbox, or parked while it is full; False: the mailbox has ended (a
