@@ -1,7 +1,8 @@
 """Fire-and-forget calls and messages, counted until their worker confirms them finished.
 
 A quiet call (``quiet.py``: ``h.method.remote()`` as a statement) and a fire-and-forget message
-(``ag.send``/``ctx.send``: a Deliver with no rid) get no answer. If the worker hosting their
+(``ag.send``/``ctx.send``: a Deliver with no rid, or a DeliverToKey to a keyed agent, counted
+under its key's flow-control id, ``virtual.key_id``) get no answer. If the worker hosting their
 actor dies while they wait in its mailbox, run, or travel on the link, nothing else would tell
 their sender. So each link counts them, per target actor, at both ends, with no record kept per
 call or message:

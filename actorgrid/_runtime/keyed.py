@@ -8,8 +8,16 @@ moved by a membership change), so the agent's code after ``async for msg in ctx.
 runs as its on-deactivate hook (save state there) and the agent returns. When it has returned
 the table releases the messages that came meanwhile to the next activation.
 
+Nothing sent by key vanishes (``confirms.py``): a fire-and-forget message from another process
+is confirmed to its sender when its agent takes it, or when this worker hands it on to the
+key's new owner (which then counts it until that worker confirms it); one still here when this
+worker dies is reported lost by its sender. What an agent that raised or returned left in its
+mailbox is refused to its senders: an ask raises ``ActorDiedError``, a fire-and-forget message
+is reported undelivered. An ask is never sent again: the agent may have acted on it.
+
 A ``Publish`` is put in the mailbox of each of this worker's subscribers of the topic, in the
-order published; ended subscribers are dropped as they are met.
+order published; ended subscribers are dropped as they are met. A publish is not confirmed: a
+subscriber that ends, or dies with its worker, is gone, and what was published to it with it.
 """
 
 from __future__ import annotations
@@ -24,7 +32,15 @@ import trio
 
 from .._exceptions import ActorDiedError
 from .._protocol.ids import ActorId, new_actor_id
-from .._protocol.messages import ActorInfo, AskReply, Credit, DeliverToKey, Payload, Publish
+from .._protocol.messages import (
+    ActorInfo,
+    AskReply,
+    Credit,
+    DeliverToKey,
+    DeliveryFailed,
+    Payload,
+    Publish,
+)
 from .._scheduler.activation import (
     Activate,
     ActivationTable,
@@ -43,7 +59,7 @@ from .inbox import InboxReceive, InboxSend, open_inbox
 from .peer import PeerClosedError
 from .serialization import system_error
 from .starting import START_BATCH, Starter
-from .virtual import key_id, live_workers
+from .virtual import key_id, key_label, live_workers
 
 if TYPE_CHECKING:
     from .core import Runtime
@@ -77,29 +93,62 @@ class Host(Protocol):
 
 class _In:
     """A message for a keyed agent, with the link it came on (None: sent from this process,
-    outside flow control) and whether its credit went back."""
+    outside flow control), its key's flow-control id (for credits and confirmations; None
+    from this process) and whether its credit went back."""
 
-    __slots__ = ("credited", "msg", "payload", "peer")
+    __slots__ = ("credited", "kid", "msg", "payload", "peer")
 
     def __init__(self, peer: Peer | None, msg: DeliverToKey | None, payload: Payload) -> None:
         self.peer = peer
         self.msg = msg  # None: a topic's message, which only ever goes into the mailbox
         self.payload = payload
         self.credited = peer is None
+        self.kid = key_id(msg.kind, msg.key) if peer is not None and msg is not None else None
 
     def letter(self) -> Letter:
         msg = self.msg
-        reply_to = (self.peer, msg.rid) if msg and msg.rid and self.peer is not None else None
-        return Letter(self.payload, reply_to)
+        peer = self.peer
+        if msg is None or peer is None:
+            return Letter(self.payload, None)
+        if msg.rid:
+            return Letter(self.payload, (peer, msg.rid))
+        return _Confirmed(self.payload, peer, self.kid)
+
+
+class _Confirmed(Letter):
+    """A fire-and-forget message by key from another process: its agent taking it confirms it
+    to its sender (``Context``, ``confirms.LinkSends.taken``); one its agent never took is
+    refused to it (``_refuse_left``)."""
+
+    __slots__ = ("actor_id", "confirm", "peer")
+
+    def __init__(self, payload: Payload, peer: Peer, actor_id: ActorId | None) -> None:
+        super().__init__(payload, None)
+        self.peer = peer
+        self.confirm = peer.sends
+        self.actor_id = actor_id
+
+
+def _refuse_left(letters: list[Any], reason: str) -> None:
+    """What an agent that raised or returned left in its mailbox is refused to its senders, as
+    a named agent's is: an ask raises ActorDiedError at the asker, a fire-and-forget message
+    from another process is reported undelivered there (``message_undelivered``), which also
+    confirms it. (A topic's message is lost with its subscriber, as with its worker.)"""
+    for letter in letters:
+        if letter.reply_to is not None:
+            peer, rid = letter.reply_to
+            peer.send(AskReply(rid, False, system_error(ActorDiedError(reason))))
+        elif type(letter) is _Confirmed:
+            letter.peer.send(DeliveryFailed(letter.actor_id, reason))
 
 
 def _credit(item: _In) -> None:
     """The message left flow control's hands (into the mailbox, forwarded, or held while its
     agent deactivates): its sender gets the credit back."""
-    if item.credited or item.peer is None or item.msg is None:
+    if item.credited or item.peer is None or item.kid is None:
         return
     item.credited = True
-    kid = key_id(item.msg.kind, item.msg.key)
+    kid = item.kid
     n = item.peer.receive_credits.taken(kid)
     if n:
         item.peer.send(Credit(kid, n))
@@ -188,7 +237,7 @@ class KeyedAgents:
                 if msg.rid and item.peer is not None:
                     self.host.nursery.start_soon(self._relay, item.peer, msg.rid, to, spec)
                 else:
-                    to.send(spec)
+                    self._hand_on(item, msg, to, spec)
                 _credit(item)
             elif isinstance(command, Deactivate):
                 act = self.live.get(command.ident)
@@ -196,6 +245,23 @@ class KeyedAgents:
                     act.send.close()  # its mailbox ends: the agent saves its state and returns
             else:
                 assert isinstance(command, Activate)  # begun by the Deliver that follows
+
+    def _hand_on(self, item: _In, msg: DeliverToKey, to: Peer, spec: DeliverToKey) -> None:
+        """A fire-and-forget message for a key another worker owns now: confirmed to its
+        sender, and counted here until that worker confirms it (lost with it: reported by
+        this worker). Its link already gone: refused to its sender, as undelivered."""
+        rt = self.host.runtime
+        kid = item.kid or key_id(msg.kind, msg.key)
+        if to.closed:
+            why = f"the worker {to.address} its key moved to went away ({to.close_reason})"
+            (item.peer or rt.peer_for(rt.address)).send(DeliveryFailed(kid, why))
+            return
+        to.send(spec)
+        if kid not in rt.key_labels:
+            rt.key_labels[kid] = key_label(msg.kind, msg.key)
+        to.sends.sent_message(kid)
+        if item.peer is not None:
+            item.peer.sends.taken(kid)
 
     def _put(self, act: _Activation, item: _In) -> bool:
         """Into the mailbox, or parked while it is full; False: the mailbox has ended (a
@@ -274,6 +340,7 @@ class KeyedAgents:
             log.exception("agent %s raised; it comes back on its next message", label)
         finally:
             act.send.close()
+            _refuse_left(act.receive.drain(), reason)
             with trio.CancelScope(shield=True) as hooks:
                 hooks.deadline = trio.current_time() + DEACTIVATE_HOOKS_TIMEOUT_S
                 await act.ctx._deactivated(label)

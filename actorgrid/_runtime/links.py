@@ -167,6 +167,9 @@ class RuntimeLinks(RuntimeMembership):
         self.undelivered = 0
         # Quiet calls and fire-and-forget messages lost with their worker (confirms.py).
         self.lost_sends = 0
+        # Keyed agents' flow-control ids (virtual.key_id) this process sent fire-and-forget
+        # messages to, and their names, for those reports: one entry per key, not per message.
+        self.key_labels: dict[ActorId, str] = {}
         self.finished_reports = FinishedReports()  # a worker's confirmations of them
         self.membership_changed = trio.Event()
         # Other runtime_envs this process's calls use (.options(runtime_env=)): their workers
@@ -387,7 +390,9 @@ class RuntimeLinks(RuntimeMembership):
     def _label_of(self, actor_id: ActorId) -> str:
         owned = self.owned.get(actor_id)
         info = owned.info if owned is not None else self.names.info_of(actor_id)
-        return _describe(info) if info is not None else short(actor_id)
+        if info is not None:
+            return _describe(info)
+        return self.key_labels.get(actor_id) or short(actor_id)
 
     def _missed_by_close(self, peer: Peer, object_id: ObjectId) -> None:
         """Loop: a call was put in flight on ``peer`` as it closed, after the close had

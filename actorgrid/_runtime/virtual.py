@@ -30,7 +30,7 @@ from .serialization import dumps, loads, loads_error
 if TYPE_CHECKING:
     from .core import Runtime
 
-__all__ = ["AgentKey", "ask_key", "key_id", "publish", "send_to_key"]
+__all__ = ["AgentKey", "ask_key", "key_id", "key_label", "publish", "send_to_key"]
 
 
 class AgentKey:
@@ -70,7 +70,7 @@ class AgentKey:
     mailbox_size: int
 
     def __repr__(self) -> str:
-        return f"<agent {self.kind}.key({self.key!r})>"
+        return key_label(self.kind, self.key)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AgentKey) and (self.code_id, self.key) == (
@@ -109,6 +109,9 @@ class _Owners:
         # The code ids each link has carried: a kind's code goes once per link (links keep
         # order, so it arrives before the messages that need it; a new link sends it again).
         self.code_sent: dict[str, tuple[Peer, set[bytes]]] = {}
+        # Each key's flow-control id (key_id), kept across membership changes: a hash per key,
+        # not per message.
+        self.ids: dict[Ident, ActorId] = {}
 
 
 def _workers(rt: Runtime) -> _Owners:
@@ -138,6 +141,23 @@ def key_owner(rt: Runtime, ident: Ident) -> str | None:
 
 def live_workers(rt: Runtime) -> tuple[str, ...]:
     return _workers(rt).workers
+
+
+def key_label(kind: str, key: str) -> str:
+    """How reports name the agent of ``(kind, key)``: as ``repr(kind.key(key))``."""
+    return f"<agent {kind}.key({key!r})>"
+
+
+def _id_of(rt: Runtime, target: AgentKey) -> ActorId:
+    """``target``'s flow-control id; the first time, its name for the reports of messages
+    lost with its worker (``links.key_labels``, read by ``confirms.report_lost``)."""
+    ids = _workers(rt).ids
+    ident = (target.kind, target.key)
+    kid = ids.get(ident)
+    if kid is None:
+        kid = ids[ident] = key_id(target.kind, target.key)
+        rt.key_labels[kid] = repr(target)
+    return kid
 
 
 def key_id(kind: str, key: str) -> ActorId:
@@ -202,12 +222,19 @@ async def send_to_key(rt: Runtime, target: AgentKey, message: Any) -> None:
         )
         if executor.deliver_to_key_nowait(full):
             return
-    kid = key_id(target.kind, target.key)
+    kid = _id_of(rt, target)
     try:
         if not peer.send_credits.try_take(kid):
             await wait_credit(peer, kid)  # its mailbox is full: wait, as for named agents
-        # The writer coalesces what agents send in one loop turn.
-        await peer.send_wait(_spec(rt, owner, peer, target, payload))
+        # Counted until its worker confirms its agent took it, or handed it on (keyed.py):
+        # if that worker dies first, this process reports it lost (confirms.py).
+        peer.sends.sent_message(kid)
+        try:
+            # The writer coalesces what agents send in one loop turn.
+            await peer.send_wait(_spec(rt, owner, peer, target, payload))
+        except BaseException:
+            peer.sends.confirmed(kid, 1)  # not queued (send_wait raises only before it queues)
+            raise
     except PeerClosedError as exc:
         raise _unreachable(target, owner, exc) from None
 
@@ -217,7 +244,7 @@ async def ask_key(rt: Runtime, target: AgentKey, message: Any, timeout: float | 
     payload = dumps(message)
     rt.check_size(payload, "ask()")
     owner, peer = _owner_peer(rt, target)
-    kid = key_id(target.kind, target.key)
+    kid = _id_of(rt, target)
     start = time.monotonic()
     try:
         with trio.fail_after(math.inf if timeout is None else timeout):
