@@ -3,11 +3,15 @@
 
 A blocking wait lends its task's CPUs back meanwhile and turns a driver's Ctrl-C into a cancel
 of its remote work (the runtime's ``_wait_blocking``); a borrowed ref starts fetching its value
-from its owner (``_ensure_fetch``). Costs: one waiter per pending ref, no polling.
+from its owner (``_ensure_fetch``). A driver thread's wait for one call's answer reads that
+answer off its link itself while the link is lent to it (``_wait_reading``, lending.py): one
+thread wake-up per answer instead of two. Costs: one waiter per pending ref, no polling.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -16,9 +20,11 @@ from typing import Any, Protocol
 import trio
 
 from .._exceptions import GetTimeoutError
+from .._protocol.messages import TaskResult
 from .blocking import new_burst
+from .peer import Peer
 from .portal import Portal
-from .refs import PENDING, ObjectEntry, ObjectRef
+from .refs import FAILED, PENDING, READY, ObjectEntry, ObjectRef, Waiter
 
 __all__ = ["get_async", "get_sync", "wait_async", "wait_sync"]
 
@@ -27,6 +33,7 @@ class _Owner(Protocol):
     """What waiting needs of the runtime."""
 
     address: str
+    kind: str
     portal: Portal
 
     def on_loop(self, fn: Callable[..., Any], *args: Any) -> None: ...
@@ -107,6 +114,111 @@ def _wait_for(rt: _Owner, wake: _Wake, done: Callable[[], bool], timeout: float 
     return True
 
 
+class _Poller(threading.Event):
+    """A thread's reusable wake-up that also watches a lent link's socket (``fd``), made
+    once per thread: ``set`` (any thread) writes an eventfd that ``wait`` polls beside it."""
+
+    def __init__(self) -> None:  # no Event.__init__, as _Wake
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poll = select.poll()
+        self._poll.register(self._efd, select.POLLIN)
+        self._watched = -1
+        self.fd = -1  # the socket to watch in the next wait, if any
+
+    def set(self) -> None:
+        os.eventfd_write(self._efd, 1)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until set, or ``fd`` is readable, or ``timeout``; True when set."""
+        if self.fd != self._watched:
+            if self._watched >= 0:
+                self._poll.unregister(self._watched)
+            if self.fd >= 0:
+                self._poll.register(self.fd, select.POLLIN)
+            self._watched = self.fd
+        ready = self._poll.poll(None if timeout is None else max(timeout, 0.0) * 1000)
+        if any(fd == self._efd for fd, _ in ready):
+            try:
+                os.eventfd_read(self._efd)
+            except BlockingIOError:
+                pass
+            return True
+        return False
+
+
+def _thread_poller() -> _Poller:
+    poller: _Poller | None = getattr(_local, "poller", None)
+    if poller is None:
+        poller = _local.poller = _Poller()
+    return poller
+
+
+def _wait_reading(rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | None) -> bool:
+    """Block this thread until ``entry`` (a call's answer, sent on ``peer``) resolves, reading
+    its answer off the link itself while the link is lent to it (lending.py), else waking
+    as ``_wait_for`` does; False at ``timeout``."""
+    lending = peer.lending
+    if not lending.lent:
+        lending.wanted = True  # the reader lends the link once it has read this answer
+        wake = _thread_wake()
+        countdown = _CountDown(1, wake)
+        if not entry.add_waiter(countdown):
+            return True
+        return _wait_for(rt, wake, lambda: countdown.left <= 0, timeout)
+    poller = _thread_poller()
+    if not entry.add_waiter(poller):
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while entry.state == PENDING:
+            if lending.lent and lending.lock.acquire(blocking=False):
+                try:
+                    mine = lending.read(entry.object_id) if lending.lent else None
+                finally:
+                    lending.lock.release()
+                peer.heard = True
+                if mine is not None:
+                    _resolve(rt, entry, mine, poller)
+                    return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            stream = lending.stream
+            readable = lending.lent and not lending.ended and lending.broken is None
+            poller.fd = stream.sock.fileno() if readable and stream is not None else -1
+            rt._wait_blocking(poller, left)
+    finally:
+        if entry.state == PENDING:
+            try:
+                entry.waiters.remove(poller)
+            except ValueError:
+                pass  # the loop took it and set it: a stale wake, drained by a later wait
+    return True
+
+
+def _resolve(rt: _Owner, entry: ObjectEntry, answer: TaskResult, poller: _Poller) -> None:
+    """A thread that read ``entry``'s answer itself: resolve it now (the loop does its
+    bookkeeping of the call later, and finds it resolved). Like the loop's set_value, the
+    state is written before the waiters are read (refs.py)."""
+    if entry.state != PENDING:
+        return
+    if answer.ok:
+        entry.payload = answer.value
+        entry.state = READY
+    else:
+        entry.error = answer.value
+        entry.state = FAILED
+    waiters, entry.waiters = entry.waiters, []
+    others = [w for w in waiters if w is not poller]
+    if others:  # other threads' or tasks' waits: set on the loop, as always
+        rt.on_loop(_set_all, others)
+
+
+def _set_all(waiters: list[Waiter]) -> None:
+    for waiter in waiters:
+        waiter.set()
+
+
 def get_sync(rt: _Owner, refs: Any, timeout: float | None) -> Any:
     """Any thread but a Trio one: block until the refs resolve."""
     if _in_trio():
@@ -120,7 +232,19 @@ def get_sync(rt: _Owner, refs: Any, timeout: float | None) -> Any:
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"ag.get() takes ObjectRefs, got {type(ref).__name__}")
     pending = [r._entry for r in items if r._entry.state == PENDING]
-    if pending:
+    where = pending[0].where if single and pending else None
+    if (
+        type(where) is Peer
+        and where.lendable
+        and rt.kind == "driver"
+        and pending[0].owner == rt.address
+    ):
+        # One call's answer, on a link: this thread may read it itself (lending.py).
+        if not _wait_reading(rt, pending[0], where, timeout):
+            raise GetTimeoutError(
+                f"ag.get() timed out after {timeout} s with 1 of 1 refs still pending"
+            )
+    elif pending:
         wake = _thread_wake()
         countdown = _CountDown(0, wake)
         for entry in pending:

@@ -42,6 +42,8 @@ from .._protocol.namebatch import NamesClaimed, NamesFound
 from .._protocol.observe import LogLines
 from .._protocol.store import ObjectChunk
 from .._scheduler.flow import ReceiveCredits, SendCredits
+from .._transport.tcp import TcpFrameStream
+from .lending import Lending
 
 if TYPE_CHECKING:
     from .._protocol.ids import ActorId, ObjectId
@@ -170,6 +172,9 @@ class Peer:
         self.send_credits: SendCredits[ActorId] = SendCredits()
         self.receive_credits: ReceiveCredits[ActorId] = ReceiveCredits()
         self.credit_waiters: dict[ActorId, trio.lowlevel.ParkingLot] = {}
+        # Reads lent to a thread waiting on this link (lending.py); only a plain TCP stream's.
+        self.lending = Lending()
+        self.lendable = False
 
     def __repr__(self) -> str:
         kind = self.remote_hello.kind if self.remote_hello else "?"
@@ -294,6 +299,7 @@ class Peer:
             # Hello goes first, before anything queued while connecting.
             await stream.send_frames([encode(self._hello)])
             self._stream = stream
+            self.lendable = type(stream) is TcpFrameStream
             self.connected = True
             if self._monitor is not None:
                 self._monitor.watch(self)
@@ -372,13 +378,43 @@ class Peer:
             raise ProtocolError(f"expected Hello first, got {type(hello).__name__}")
         self.remote_hello = hello
         handler = self._handler
+        lending = self.lending
         while True:
+            if lending.wanted and type(stream) is TcpFrameStream and stream.idle:
+                await self._lend(stream, handler)
             frame = await stream.receive_frame()
             if frame is None:
                 return "peer closed the connection"
             self.heard = True
             with batch():
                 self._dispatch(decode(frame), handler)
+            if self._pending is not None:
+                await self._await_pending()
+
+    async def _lend(self, stream: TcpFrameStream, handler: Handler) -> None:
+        """Reader: let a thread read this link while it waits on it (lending.py), then
+        dispatch what it read, in order, before reading again."""
+        lending = self.lending
+        lending.lend(trio.lowlevel.current_trio_token(), stream)
+        try:
+            while await lending.wait():
+                await self._dispatch_handed(handler)
+        finally:
+            lending.take_back()
+            handed = lending.handed
+            while handed:  # even when cancelled: answers that arrived are answers
+                with batch():
+                    self._dispatch(handed.popleft(), handler)
+        if self._pending is not None:
+            await self._await_pending()
+        if lending.broken is not None:
+            raise ProtocolError(lending.broken)
+
+    async def _dispatch_handed(self, handler: Handler) -> None:
+        handed = self.lending.handed
+        while handed:
+            with batch():
+                self._dispatch(handed.popleft(), handler)
             if self._pending is not None:
                 await self._await_pending()
 

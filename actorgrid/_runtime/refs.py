@@ -6,8 +6,9 @@ holds entries weakly). A ref that is pickled away (passed to another task or act
 from then on by reference counting (``refcounting.py``): the owner keeps the value until no
 process holds a ref to it, borrowers fetch it from the owner meanwhile.
 
-Entries are resolved on the runtime's loop. Threads wait on them without locks: a waiter is
-appended and then ``state`` is re-checked, while the loop sets ``state`` and then reads the
+Entries are resolved on the runtime's loop (or by the thread that read a call's answer off its
+link itself: ``getting._resolve``). Threads wait on them without locks: a waiter is appended
+and then ``state`` is re-checked, while the resolver sets ``state`` and then reads the
 waiters, so under the GIL one side always sees the other.
 """
 

@@ -1,0 +1,161 @@
+"""A link's reads lent to the thread that waits for its answers on it.
+
+A sync ``ag.get`` of one call's ref waits, by default, for the loop: the loop's reader task
+wakes on the link's socket, decodes the answer, resolves the entry and wakes the waiting thread.
+That is two thread wake-ups in the caller where a TCP ping-pong has one, and the second (a
+futex, then the GIL while the loop finishes its turn) is a large part of a round trip.
+
+So while a thread keeps waiting on one link (a script's ``ag.get(actor.f.remote())`` in a
+loop), the link's reader lends it the socket: once a thread has asked (``wanted``) and the
+reader has read all that had arrived, the reader task steps back (``Peer._lend``), and the
+thread's next waits poll the socket themselves and read what arrives (``read``). Its own
+answer resolves its entry in that thread; every message read, its own answer included (for the
+loop's bookkeeping of the call), is handed to the loop in order (``handed``), at once for
+anything but the thread's own answer, and otherwise every ``LEND_S``, when the reader takes the
+link back unless a thread read it meanwhile.
+
+Invariants:
+
+- One reader at a time: the reader task reads only while the link is not lent; a thread reads
+  only while it is lent and the thread holds ``lock``, which the loop takes to take the link
+  back. A thread holds it while it reads what has arrived, never while it waits.
+- Order: the loop dispatches every message of the link in the order it arrived: those a thread
+  read wait in ``handed``, which the loop empties before its reader reads again.
+- A lent link is read within ``2 * LEND_S`` even when no thread waits on it any more: the loop
+  takes it back after ``LEND_S`` in which no thread read it.
+- A read broken off (a KeyboardInterrupt, which may land between two bytecodes, or a frame that
+  does not decode) leaves the stream in doubt: the loop closes the link, so its calls fail
+  with it rather than wait for an answer that was lost.
+
+Costs: nothing on a link no thread asks for; a lent link wakes the loop once per ``LEND_S`` and
+for each message that is not the reading thread's own answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._protocol.codec import decode
+from .._protocol.messages import Pulse, TaskResult
+
+if TYPE_CHECKING:
+    from .._protocol.ids import ObjectId
+    from .._protocol.messages import Message
+    from .._transport.tcp import TcpFrameStream
+
+__all__ = ["LEND_S", "Lending"]
+
+# How long a lent link may go unread by any thread before the loop's reader takes it back.
+LEND_S = 0.005
+
+
+class Lending:
+    """One link's lending state: loop methods ``lend``/``wait``/``take_back``; a thread's
+    ``read`` (holding ``lock``)."""
+
+    __slots__ = (
+        "arrived",
+        "broken",
+        "ended",
+        "event",
+        "handed",
+        "lent",
+        "lock",
+        "reads",
+        "stream",
+        "token",
+        "wanted",
+    )
+
+    def __init__(self) -> None:
+        self.wanted = False  # a thread would read this link itself: lend it when idle
+        self.lent = False  # written under ``lock``
+        self.lock = threading.Lock()
+        self.handed: deque[Message] = deque()  # read by a thread, for the loop, in order
+        # When each answer a thread resolved itself came (time.time()), for the loop's record
+        # of the call, which comes later.
+        self.arrived: dict[ObjectId, float] = {}
+        self.reads = 0  # threads' reads so far: a link unread for LEND_S is taken back
+        self.ended = False  # a thread's read found the connection ended
+        self.broken: str | None = None  # why a thread's read was broken off
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.stream: TcpFrameStream | None = None  # the stream lent, once it has been
+        self.event = trio.Event()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def lend(self, token: trio.lowlevel.TrioToken, stream: TcpFrameStream) -> None:
+        self.token = token
+        self.stream = stream
+        self.ended = False
+        with self.lock:
+            self.lent = True
+
+    async def wait(self) -> bool:
+        """Loop: park until a thread hands over a message that cannot wait, or ``LEND_S``;
+        False when the link is to be taken back."""
+        reads = self.reads
+        self.event = trio.Event()
+        with trio.move_on_after(LEND_S):
+            await self.event.wait()
+        return self.reads != reads and not self.ended and self.broken is None
+
+    def take_back(self) -> None:
+        """Loop: the reader reads again (waiting out a thread's read in progress, which never
+        blocks)."""
+        with self.lock:
+            self.lent = False
+            self.wanted = False
+
+    # --- a thread ---------------------------------------------------------------------------
+
+    def read(self, task_id: ObjectId) -> TaskResult | None:
+        """A thread holding ``lock`` while lent: take in what has arrived; the answer to
+        ``task_id`` if it came and is a value (also handed to the loop, for its bookkeeping).
+        An error is the loop's to resolve (a task may be retried on it)."""
+        stream = self.stream
+        assert stream is not None
+        mine = None
+        urgent = False
+        try:
+            frames, ended = stream.receive_nowait()
+            for frame in frames:
+                message = decode(frame)
+                if type(message) is TaskResult and message.task_id == task_id and message.ok:
+                    mine = message
+                    self.arrived[task_id] = time.time()
+                elif type(message) is Pulse:
+                    continue  # (the caller marks the link heard)
+                else:
+                    urgent = True
+                self.handed.append(message)
+            self.reads += 1
+        except Exception as exc:  # a frame that does not decode: as the reader would, close
+            self.broken = str(exc)
+            self._wake_loop()
+            return None
+        except BaseException as exc:  # KeyboardInterrupt: the stream is in doubt
+            self.broken = f"a thread's read of this connection was broken off: {exc!r}"
+            self._wake_loop()
+            raise
+        if ended:
+            self.ended = True
+        if urgent or ended:
+            self._wake_loop()
+        return mine
+
+    def _wake_loop(self) -> None:
+        token = self.token
+        if token is not None:
+            try:
+                token.run_sync_soon(self._set_event)
+            except trio.RunFinishedError:
+                pass
+
+    def _set_event(self) -> None:
+        self.event.set()
