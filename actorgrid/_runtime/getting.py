@@ -170,7 +170,17 @@ def _wait_reading(rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | N
         return True
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
+        # Wait first: the reader lent the link with nothing left to read, and every read here
+        # takes all that has arrived, so only new bytes make the socket readable.
         while entry.state == PENDING:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            stream = lending.stream
+            readable = lending.lent and not lending.ended and lending.broken is None
+            poller.fd = stream.sock.fileno() if readable and stream is not None else -1
+            if rt._wait_blocking(poller, left):
+                continue  # set: resolved by the loop (or a stale wake)
             if lending.lent and lending.lock.acquire(blocking=False):
                 try:
                     mine = lending.read(entry.object_id) if lending.lent else None
@@ -180,13 +190,6 @@ def _wait_reading(rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | N
                 if mine is not None:
                     _resolve(rt, entry, mine, poller)
                     return True
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            stream = lending.stream
-            readable = lending.lent and not lending.ended and lending.broken is None
-            poller.fd = stream.sock.fileno() if readable and stream is not None else -1
-            rt._wait_blocking(poller, left)
     finally:
         if entry.state == PENDING:
             try:
