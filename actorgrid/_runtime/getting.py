@@ -199,6 +199,14 @@ def _wait_reading(rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | N
     return True
 
 
+def _unlend(entry: ObjectEntry) -> None:
+    """A wait for ``entry`` that does not read links itself: the link its call went on, if
+    lent to a thread, goes back to the loop's reader now (lending.py)."""
+    where = entry.where
+    if type(where) is Peer and where.lending.lent:
+        where.lending.give_back()
+
+
 def _resolve(rt: _Owner, entry: ObjectEntry, answer: TaskResult, poller: _Poller) -> None:
     """A thread that read ``entry``'s answer itself: resolve it now (the loop does its
     bookkeeping of the call later, and finds it resolved). Like the loop's set_value, the
@@ -253,6 +261,7 @@ def get_sync(rt: _Owner, refs: Any, timeout: float | None) -> Any:
         for entry in pending:
             if entry.owner != rt.address and not entry.fetching:
                 rt.on_loop(rt._ensure_fetch, entry)
+            _unlend(entry)
             countdown.left += 1
             if not entry.add_waiter(countdown):
                 countdown.left -= 1
@@ -279,6 +288,7 @@ async def get_async(rt: _Owner, refs: Any, timeout: float | None = None) -> Any:
             entry = ref._entry
             if entry.state == PENDING:
                 rt._ensure_fetch(entry)
+                _unlend(entry)
                 event = trio.Event()
                 if entry.add_waiter(event):
                     await event.wait()
@@ -339,6 +349,7 @@ def _arm_countdown(
         if entry.state == PENDING:
             if entry.owner != rt.address:
                 rt.on_loop(rt._ensure_fetch, entry)
+            _unlend(entry)
             entry.add_waiter(countdown)
     return countdown
 

@@ -22,7 +22,10 @@ Invariants:
 - Order: the loop dispatches every message of the link in the order it arrived: those a thread
   read wait in ``handed``, which the loop empties before its reader reads again.
 - A lent link is read within ``2 * LEND_S`` even when no thread waits on it any more: the loop
-  takes it back after ``LEND_S`` in which no thread read it.
+  takes it back after ``LEND_S`` in which no thread read it, and at once when a wait that the
+  lent reads do not serve begins on one of its calls (``give_back``: ``ag.get`` of a list,
+  ``ag.wait``, an ``await`` on the loop). What else the loop awaits on a lent link (the reply
+  to one of its own requests) waits ``2 * LEND_S`` at most.
 - A read broken off (a KeyboardInterrupt, which may land between two bytecodes, or a frame that
   does not decode) leaves the stream in doubt: the loop closes the link, so its calls fail
   with it rather than wait for an answer that was lost.
@@ -103,7 +106,7 @@ class Lending:
         self.event = trio.Event()
         with trio.move_on_after(LEND_S):
             await self.event.wait()
-        return self.reads != reads and not self.ended and self.broken is None
+        return self.wanted and self.reads != reads and not self.ended and self.broken is None
 
     def take_back(self) -> None:
         """Loop: the reader reads again (waiting out a thread's read in progress, which never
@@ -113,6 +116,13 @@ class Lending:
             self.wanted = False
 
     # --- a thread ---------------------------------------------------------------------------
+
+    def give_back(self) -> None:
+        """Any thread: a wait that a thread's reads of this link do not serve (for several
+        refs, or from the loop) has begun: the reader takes the link back now."""
+        if self.wanted:
+            self.wanted = False
+            self._wake_loop()
 
     def read(self, task_id: ObjectId) -> TaskResult | None:
         """A thread holding ``lock`` while lent: take in what has arrived; the answer to
