@@ -55,11 +55,15 @@ __all__ = ["LEND_S", "Lending"]
 
 # How long a lent link may go unread by any thread before the loop's reader takes it back.
 LEND_S = 0.005
+# A thread holds a lent link's lock for microseconds (one read of what has arrived): the loop
+# polls for it this often, and gives up after TAKE_BACK_S (see Lending.take_back).
+TAKE_BACK_POLL_S = 0.0001
+TAKE_BACK_S = 1.0
 
 
 class Lending:
     """One link's lending state: loop methods ``lend``/``wait``/``take_back``; a thread's
-    ``read`` (holding ``lock``)."""
+    ``read`` (holding ``lock``) and ``give_back``."""
 
     __slots__ = (
         "arrived",
@@ -108,12 +112,20 @@ class Lending:
             await self.event.wait()
         return self.wanted and self.reads != reads and not self.ended and self.broken is None
 
-    def take_back(self) -> None:
-        """Loop: the reader reads again (waiting out a thread's read in progress, which never
-        blocks)."""
-        with self.lock:
+    async def take_back(self) -> None:
+        """Loop: the reader reads again, once a thread's read in progress is over (it never
+        blocks). A lock still held after TAKE_BACK_S was lost by its thread (an interrupt
+        between its acquire and the ``try`` that releases it): the link is closed instead."""
+        with trio.CancelScope(shield=True), trio.move_on_after(TAKE_BACK_S):
+            while not self.lock.acquire(blocking=False):
+                await trio.sleep(TAKE_BACK_POLL_S)
             self.lent = False
             self.wanted = False
+            self.lock.release()
+            return
+        self.lent = False
+        self.wanted = False
+        self.broken = f"a thread kept its lock on this connection's reads over {TAKE_BACK_S} s"
 
     # --- a thread ---------------------------------------------------------------------------
 

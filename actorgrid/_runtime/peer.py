@@ -400,7 +400,7 @@ class Peer:
             while await lending.wait():
                 await self._dispatch_handed(handler)
         finally:
-            lending.take_back()
+            await lending.take_back()
             handed = lending.handed
             while handed:  # even when cancelled: answers that arrived are answers
                 with batch():

@@ -174,6 +174,7 @@ class TcpFrameStream:
         decoder = self._decoder
         sock = self._sock
         frames: list[Frame] = []
+        read = False
         while True:
             frame = decoder.next_frame()
             if frame is not None:
@@ -181,6 +182,11 @@ class TcpFrameStream:
                 continue
             if self._closed:
                 return frames, True
+            if read and self._drained:
+                # The last read did not fill the buffer, so the socket is most likely empty:
+                # a read now would fail (what arrives later makes the caller's poll return).
+                return frames, False
+            read = True
             buffer = decoder.get_buffer()
             try:
                 n = sock.recv_into(buffer)
