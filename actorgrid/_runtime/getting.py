@@ -24,6 +24,7 @@ from .._protocol.messages import TaskResult
 from .blocking import new_burst
 from .peer import Peer
 from .portal import Portal
+from .records import CALL
 from .refs import FAILED, PENDING, READY, ObjectEntry, ObjectRef, Waiter
 
 __all__ = ["get_async", "get_sync", "wait_async", "wait_sync"]
@@ -169,6 +170,10 @@ def _wait_reading(rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | N
     if not entry.add_waiter(poller):
         return True
     deadline = None if timeout is None else time.monotonic() + timeout
+    # The loop's bookkeeping of an actor method call's answer may wait for its next turn; a
+    # task's frees a CPU in placement that the next task may need now.
+    sent = peer.inflight.get(entry.object_id)
+    deferred = sent is not None and sent.kind == CALL
     try:
         # Wait first: the reader lent the link with nothing left to read, and every read here
         # takes all that has arrived, so only new bytes make the socket readable.
@@ -183,7 +188,7 @@ def _wait_reading(rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | N
                 continue  # set: resolved by the loop (or a stale wake)
             if lending.lent and lending.lock.acquire(blocking=False):
                 try:
-                    mine = lending.read(entry.object_id) if lending.lent else None
+                    mine = lending.read(entry.object_id, deferred) if lending.lent else None
                 finally:
                     lending.lock.release()
                 peer.heard = True

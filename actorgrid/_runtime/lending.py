@@ -9,10 +9,11 @@ So while a thread keeps waiting on one link (a script's ``ag.get(actor.f.remote(
 loop), the link's reader lends it the socket: once a thread has asked (``wanted``) and the
 reader has read all that had arrived, the reader task steps back (``Peer._lend``), and the
 thread's next waits poll the socket themselves and read what arrives (``read``). Its own
-answer resolves its entry in that thread; every message read, its own answer included (for the
-loop's bookkeeping of the call), is handed to the loop in order (``handed``), at once for
-anything but the thread's own answer, and otherwise every ``LEND_S``, when the reader takes the
-link back unless a thread read it meanwhile.
+answer (a value) resolves its entry in that thread; every message read, its own answer
+included (for the loop's bookkeeping of the call), is handed to the loop in order
+(``handed``): at once, unless it is the thread's own answer to an actor method call, whose
+bookkeeping waits for the reader's check every ``LEND_S`` (then the reader takes the link back
+unless a thread read it meanwhile). So a run of method calls wakes only the waiting thread.
 
 Invariants:
 
@@ -31,7 +32,7 @@ Invariants:
   with it rather than wait for an answer that was lost.
 
 Costs: nothing on a link no thread asks for; a lent link wakes the loop once per ``LEND_S`` and
-for each message that is not the reading thread's own answer.
+for each message other than the reading thread's own answers to method calls.
 """
 
 from __future__ import annotations
@@ -136,10 +137,11 @@ class Lending:
             self.wanted = False
             self._wake_loop()
 
-    def read(self, task_id: ObjectId) -> TaskResult | None:
+    def read(self, task_id: ObjectId, deferred: bool) -> TaskResult | None:
         """A thread holding ``lock`` while lent: take in what has arrived; the answer to
-        ``task_id`` if it came and is a value (also handed to the loop, for its bookkeeping).
-        An error is the loop's to resolve (a task may be retried on it)."""
+        ``task_id`` if it came and is a value (also handed to the loop, for its bookkeeping,
+        which waits for the reader's next turn if ``deferred``, else wakes it now). An error
+        is the loop's to resolve (a task may be retried on it)."""
         stream = self.stream
         assert stream is not None
         mine = None
@@ -151,6 +153,7 @@ class Lending:
                 if type(message) is TaskResult and message.task_id == task_id and message.ok:
                     mine = message
                     self.arrived[task_id] = time.time()
+                    urgent = urgent or not deferred
                 elif type(message) is Pulse:
                     continue  # (the caller marks the link heard)
                 else:

@@ -34,6 +34,20 @@ class Echo:
         os._exit(3)  # the worker dies under the call: no answer ever comes
 
 
+@ag.remote(max_retries=1, retry_exceptions=True)
+def flaky(marker: str) -> str:
+    """Fails on its first run (a fresh ``marker`` path each call), succeeds when retried."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first run")
+    return "retried"
+
+
+@ag.remote
+def square(x: int) -> int:
+    return x * x
+
+
 def _lending(actor: Any) -> Any:
     """The lending state of the driver's link to ``actor``'s worker."""
     rt: Any = current.get()
@@ -104,3 +118,13 @@ def test_calls_answered_to_their_thread_are_still_recorded_by_the_loop(cluster) 
         assert time.monotonic() < deadline, "calls the thread resolved have no call events"
         time.sleep(0.05)
     assert {events[i].name for i in ids} == {"Echo.echo"}
+
+
+def test_task_round_trips_keep_their_retries_and_values(cluster, tmp_path) -> None:
+    # A task's error answer is the loop's to resolve (it may retry the task): the thread that
+    # reads it off the link must not take it for the outcome.
+    for i in range(30):
+        assert ag.get(square.remote(i), timeout=GET_TIMEOUT_S) == i * i
+        if i % 10 == 9:
+            marker = str(tmp_path / f"flaky{i}")
+            assert ag.get(flaky.remote(marker), timeout=GET_TIMEOUT_S) == "retried"
