@@ -126,6 +126,12 @@ class _Poller(threading.Event):
         self._watched = -1
         self.fd = -1  # the socket to watch in the next wait, if any
 
+    def __del__(self) -> None:  # its thread ended (thread-local): the eventfd goes with it
+        try:
+            os.close(self._efd)
+        except (AttributeError, OSError):
+            pass
+
     def set(self) -> None:
         os.eventfd_write(self._efd, 1)
 

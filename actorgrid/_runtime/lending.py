@@ -95,6 +95,10 @@ class Lending:
         self.stream: TcpFrameStream | None = None  # the stream lent, once it has been
         self.event = trio.Event()
 
+    def __repr__(self) -> str:
+        state = "lent" if self.lent else ("wanted" if self.wanted else "idle")
+        return f"<Lending {state} reads={self.reads} handed={len(self.handed)}>"
+
     # --- the loop ---------------------------------------------------------------------------
 
     def lend(self, token: trio.lowlevel.TrioToken, stream: TcpFrameStream) -> None:

@@ -128,3 +128,24 @@ def test_task_round_trips_keep_their_retries_and_values(cluster, tmp_path) -> No
         if i % 10 == 9:
             marker = str(tmp_path / f"flaky{i}")
             assert ag.get(flaky.remote(marker), timeout=GET_TIMEOUT_S) == "retried"
+
+
+def test_a_thread_that_read_its_answers_leaves_no_file_descriptor_behind(cluster) -> None:
+    actor = Echo.remote()
+    ag.get(actor.echo.remote(0), timeout=GET_TIMEOUT_S)
+    reads = _lending(actor).reads
+
+    def round_trips() -> None:
+        for i in range(20):
+            ag.get(actor.echo.remote(i), timeout=GET_TIMEOUT_S)
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    for _ in range(5):  # each thread waits with an eventfd of its own (getting._Poller)
+        thread = threading.Thread(target=round_trips)
+        thread.start()
+        thread.join(GET_TIMEOUT_S)
+    assert _lending(actor).reads > reads  # (the threads did read the link)
+    assert open_fds() <= before
