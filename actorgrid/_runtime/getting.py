@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -136,7 +137,11 @@ class _Poller(threading.Event):
         os.eventfd_write(self._efd, 1)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Until set, or ``fd`` is readable, or ``timeout``; True when set."""
+        """Until set, or ``fd`` is readable, or ``timeout``; True when set. Raises the
+        KeyboardInterrupt held back during a read (``_Sigint``)."""
+        if _sigint.held:
+            _sigint.held = False
+            raise KeyboardInterrupt
         if self.fd != self._watched:
             if self._watched >= 0:
                 self._poll.unregister(self._watched)
@@ -153,6 +158,32 @@ class _Poller(threading.Event):
         return False
 
 
+class _Sigint:
+    """The main thread's SIGINT handler while it waits on a lent link, in place of Python's
+    default (``signal.default_int_handler``): a KeyboardInterrupt raised in the middle of a
+    read of the link (between any two bytecodes) would leave the stream half read, so one that
+    comes then is held until the read is over and raised by the wait (``_Poller.wait``)."""
+
+    __slots__ = ("held", "reading")
+
+    def __init__(self) -> None:
+        self.reading = False
+        self.held = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.reading:
+            self.held = True
+            return
+        raise KeyboardInterrupt
+
+
+_sigint = _Sigint()
+# The handlers _sigint stands in for (itself: one left behind by an interrupt between its
+# setting and the ``try`` that restores the default).
+_GUARDABLE = (signal.default_int_handler, _sigint)
+_MAIN_THREAD = threading.main_thread().ident
+
+
 def _thread_poller() -> _Poller:
     poller: _Poller | None = getattr(_local, "poller", None)
     if poller is None:
@@ -165,13 +196,36 @@ def _wait_reading(rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | N
     its answer off the link itself while the link is lent to it (lending.py), else waking
     as ``_wait_for`` does; False at ``timeout``."""
     lending = peer.lending
+    main = threading.get_ident() == _MAIN_THREAD
     if not lending.lent:
-        lending.wanted = True  # the reader lends the link once it has read this answer
-        wake = _thread_wake()
-        countdown = _CountDown(1, wake)
-        if not entry.add_waiter(countdown):
-            return True
-        return _wait_for(rt, wake, lambda: countdown.left <= 0, timeout)
+        if not main or signal.getsignal(signal.SIGINT) in _GUARDABLE:
+            lending.wanted = True  # the reader lends the link once it has read this answer
+        return _wait_for_one(rt, entry, timeout)
+    if main:
+        previous = signal.signal(signal.SIGINT, _sigint)
+        if previous not in _GUARDABLE:  # the user's own handler: left alone, and so is the link
+            signal.signal(signal.SIGINT, previous)
+            lending.give_back()
+            return _wait_for_one(rt, entry, timeout)
+    try:
+        return _wait_lent(rt, entry, peer, timeout, main)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _wait_for_one(rt: _Owner, entry: ObjectEntry, timeout: float | None) -> bool:
+    wake = _thread_wake()
+    countdown = _CountDown(1, wake)
+    if not entry.add_waiter(countdown):
+        return True
+    return _wait_for(rt, wake, lambda: countdown.left <= 0, timeout)
+
+
+def _wait_lent(
+    rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | None, main: bool
+) -> bool:
+    lending = peer.lending
     poller = _thread_poller()
     if not entry.add_waiter(poller):
         return True
@@ -192,15 +246,20 @@ def _wait_reading(rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | N
             poller.fd = stream.sock.fileno() if readable and stream is not None else -1
             if rt._wait_blocking(poller, left):
                 continue  # set: resolved by the loop (or a stale wake)
+            _sigint.reading = main
             if lending.lent and lending.lock.acquire(blocking=False):
                 try:
                     mine = lending.read(entry.object_id, deferred) if lending.lent else None
                 finally:
                     lending.lock.release()
+                    _sigint.reading = False
                 peer.heard = True
                 if mine is not None:
                     _resolve(rt, entry, mine, poller)
+                    if _sigint.held:  # raised as the wait would have
+                        rt._wait_blocking(poller, 0)
                     return True
+            _sigint.reading = False
     finally:
         if entry.state == PENDING:
             try:
