@@ -192,9 +192,9 @@ def _patch(side: str) -> None:
 
         read = lending.Lending.read
 
-        def traced_read(self: Any, task_id: Any) -> Any:
+        def traced_read(self: Any, task_id: Any, deferred: bool) -> Any:
             started = time.perf_counter_ns()
-            mine = read(self, task_id)
+            mine = read(self, task_id, deferred)
             if mine is not None:
                 _marks.setdefault("drv.polled", {})[task_id] = _polled[0]
                 _marks.setdefault("drv.tread", {})[task_id] = started
