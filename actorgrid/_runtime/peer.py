@@ -223,9 +223,12 @@ class Peer:
         False means nothing was sent and the caller must go through the loop. This saves a
         thread hop (tens of microseconds) on the call and reply paths of sync code.
         """
-        if not self._lock.acquire(blocking=False):
-            return False
-        try:
+        # ``with``, not ``acquire(blocking=False)`` then ``try``: the main thread's Ctrl-C
+        # raises KeyboardInterrupt as the acquire call returns, before the ``try``, and the
+        # lock stayed held for good: the loop's next flush blocked on it, the whole runtime
+        # with it. ``with`` releases it whatever is raised after the acquire. The loop holds
+        # the lock only for one write that does not block, so waiting for it here is short.
+        with self._lock:
             stream = self._stream
             if stream is None or self.closed or self._writing or self._out or stream.pending:
                 return False
@@ -236,8 +239,6 @@ class Peer:
             if not done and self.wake_threadsafe is not None:
                 self.wake_threadsafe()  # the writer must finish what the socket did not take
             return True
-        finally:
-            self._lock.release()
 
     async def send_wait(self, message: Message, *, flush: bool = False) -> None:
         """Queue a message, first waiting while the queue is over its high-water mark;
