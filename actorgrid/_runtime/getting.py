@@ -208,10 +208,16 @@ def _wait_reading(rt: _Owner, entry: ObjectEntry, peer: Peer, timeout: float | N
             lending.give_back()
             return _wait_for_one(rt, entry, timeout)
     try:
-        return _wait_lent(rt, entry, peer, timeout, main)
+        done = _wait_lent(rt, entry, peer, timeout, main)
     finally:
         if main:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _sigint.held and main:
+        # A Ctrl-C held through a read after which the wait ended (its answer read, or
+        # resolved by the loop meanwhile): raised now, as the wait would have, not left for
+        # the next lent wait, which may never come.
+        rt._wait_blocking(_thread_poller(), 0)
+    return done
 
 
 def _wait_for_one(rt: _Owner, entry: ObjectEntry, timeout: float | None) -> bool:
@@ -256,8 +262,6 @@ def _wait_lent(
                 peer.heard = True
                 if mine is not None:
                     _resolve(rt, entry, mine, poller)
-                    if _sigint.held:  # raised as the wait would have
-                        rt._wait_blocking(poller, 0)
                     return True
             _sigint.reading = False
     finally:
