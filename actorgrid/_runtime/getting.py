@@ -273,11 +273,22 @@ def _wait_lent(
     return True
 
 
-def _unlend(entry: ObjectEntry) -> None:
+def _unlend(rt: _Owner, entry: ObjectEntry) -> None:
     """A wait for ``entry`` that does not read links itself: the link its call went on, if
-    lent to a thread, goes back to the loop's reader now (lending.py)."""
+    lent to a thread (or about to be), goes back to the loop's reader now (lending.py). A call
+    of this process not sent yet (on its way to the loop) is seen to once the loop sent it:
+    else its answer could wait up to ``2 * LEND_S`` on a link lent to a thread that does not
+    read it any more."""
     where = entry.where
-    if type(where) is Peer and where.lending.lent:
+    if type(where) is Peer:
+        where.lending.give_back()
+    elif where is None and entry.owner == rt.address and not rt.portal.in_loop_thread():
+        rt.on_loop(_unlend_sent, entry)  # (after the send: one thread's calls run in order)
+
+
+def _unlend_sent(entry: ObjectEntry) -> None:
+    where = entry.where
+    if type(where) is Peer:
         where.lending.give_back()
 
 
@@ -335,7 +346,7 @@ def get_sync(rt: _Owner, refs: Any, timeout: float | None) -> Any:
         for entry in pending:
             if entry.owner != rt.address and not entry.fetching:
                 rt.on_loop(rt._ensure_fetch, entry)
-            _unlend(entry)
+            _unlend(rt, entry)
             countdown.left += 1
             if not entry.add_waiter(countdown):
                 countdown.left -= 1
@@ -362,7 +373,7 @@ async def get_async(rt: _Owner, refs: Any, timeout: float | None = None) -> Any:
             entry = ref._entry
             if entry.state == PENDING:
                 rt._ensure_fetch(entry)
-                _unlend(entry)
+                _unlend(rt, entry)
                 event = trio.Event()
                 if entry.add_waiter(event):
                     await event.wait()
@@ -423,8 +434,9 @@ def _arm_countdown(
         if entry.state == PENDING:
             if entry.owner != rt.address:
                 rt.on_loop(rt._ensure_fetch, entry)
-            _unlend(entry)
-            entry.add_waiter(countdown)
+            _unlend(rt, entry)
+            if not entry.add_waiter(countdown):  # resolved since it was counted as pending
+                countdown.set()
     return countdown
 
 

@@ -139,7 +139,8 @@ class Lending:
         refs, or from the loop) has begun: the reader takes the link back now."""
         if self.wanted:
             self.wanted = False
-            self._wake_loop()
+            if self.lent:  # (else the reader checks ``wanted`` before it lends)
+                self._wake_loop()
 
     def read(self, task_id: ObjectId, deferred: bool) -> TaskResult | None:
         """A thread holding ``lock`` while lent: take in what has arrived; the answer to

@@ -154,13 +154,15 @@ class ObjectEntry:
             w.set()
 
     def add_waiter(self, waiter: Waiter) -> bool:
-        """Register ``waiter``; False if the entry is already resolved (not registered)."""
+        """Register ``waiter``; False if the entry is already resolved and ``waiter`` will not
+        be set (then the caller acts on the outcome itself). True when the resolver took it
+        (it resolved this entry meanwhile, from another thread): it sets it."""
         self.waiters.append(waiter)
         if self.state != PENDING:
             try:
                 self.waiters.remove(waiter)
             except ValueError:
-                pass  # the loop already took it and will set it
+                return True  # the resolver already took it and sets it
             return False
         return True
 

@@ -160,6 +160,22 @@ def test_a_thread_that_read_its_answers_leaves_no_file_descriptor_behind(cluster
     assert open_fds() <= before
 
 
+def test_ag_wait_on_a_call_answered_as_it_begins_returns_with_the_answer(cluster) -> None:
+    # Each ag.wait comes right after a round trip read by this thread, so the answer it waits
+    # for often resolves while the wait registers: that wake-up must not be lost (it was, about
+    # once in 500, and the wait then returned only at its timeout, or never without one).
+    actor = Echo.remote()
+    slowest = 0.0
+    for i in range(2000):
+        assert ag.get(actor.echo.remote(i), timeout=GET_TIMEOUT_S) == i
+        ref = actor.echo.remote(i)
+        started = time.monotonic()
+        ready, _ = ag.wait([ref], timeout=GET_TIMEOUT_S)
+        slowest = max(slowest, time.monotonic() - started)
+        assert ready == [ref]
+    assert slowest < GET_TIMEOUT_S / 2  # a lost wake-up returns only at the timeout
+
+
 _INTERRUPTED_DRIVER = """
 import sys
 from pathlib import Path
