@@ -24,7 +24,8 @@ Invariants:
   read wait in ``handed``, which the loop empties before its reader reads again.
 - A lent link is read within ``2 * LEND_S`` even when no thread waits on it any more: the loop
   takes it back after ``LEND_S`` in which no thread read it, and at once when a wait that the
-  lent reads do not serve begins on one of its calls (``give_back``: ``ag.get`` of a list,
+  lent reads do not serve begins on one of its calls, or once such a call is sent
+  (``give_back``: ``ag.get`` of a list, or of a call still on its way to the loop,
   ``ag.wait``, an ``await`` on the loop). What else the loop awaits on a lent link (the reply
   to one of its own requests) waits ``2 * LEND_S`` at most.
 - A read broken off (a KeyboardInterrupt, which may land between two bytecodes, or a frame that
