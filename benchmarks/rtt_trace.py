@@ -18,6 +18,8 @@ same CLOCK_MONOTONIC in every process of the machine) at each step:
     drv.loop, drv.readable, drv.read: as on the worker, for the answer
     drv.woken     driver loop: the waiting thread's wake released (getting._Wake.set)
     drv.waited    main thread: back from that wait
+    drv.polled, drv.tread, drv.decoded: the same when the link is lent to the main thread
+                  (lending.py): back from its poll, its read begun, the answer decoded
     drv.back      main thread: ``ag.get`` returned
 
 and prints the median of each step in µs, the CPU time per round trip of each process and of
@@ -44,6 +46,7 @@ _marks: dict[str, dict[Any, int]] = {}
 _last: list[Any] = [None]
 _woke = [0]  # when the loop last came back from waiting for I/O
 _readable = [0]  # when a reader last came back from wait_readable
+_polled = [0]  # when the driver's waiting thread last came back from its poll (lending.py)
 
 
 def _mark(name: str, key: Any = None) -> None:
@@ -123,7 +126,11 @@ def _patch(side: str) -> None:
             _mark("wrk.read", message.task_id)
             _marks.setdefault("wrk.loop", {})[message.task_id] = _woke[0]
             _marks.setdefault("wrk.readable", {})[message.task_id] = _readable[0]
-        elif type(message) is TaskResult and side == "drv":
+        elif (
+            type(message) is TaskResult
+            and side == "drv"
+            and message.task_id not in _marks.get("drv.decoded", ())
+        ):  # (not one the main thread read itself, handed to the loop: lending.py)
             _last[0] = message.task_id
             _mark("drv.read", message.task_id)
             _marks.setdefault("drv.loop", {})[message.task_id] = _woke[0]
@@ -174,6 +181,29 @@ def _patch(side: str) -> None:
         getting._Wake.set = traced_set  # type: ignore[method-assign]
         getting._Wake.wait = traced_wait  # type: ignore[method-assign]
 
+        from actorgrid._runtime import lending
+
+        poll_wait = getting._Poller.wait
+
+        def traced_poll_wait(self: Any, timeout: float | None = None) -> bool:
+            woke = poll_wait(self, timeout)
+            _polled[0] = time.perf_counter_ns()
+            return woke
+
+        read = lending.Lending.read
+
+        def traced_read(self: Any, task_id: Any, deferred: bool) -> Any:
+            started = time.perf_counter_ns()
+            mine = read(self, task_id, deferred)
+            if mine is not None:
+                _marks.setdefault("drv.polled", {})[task_id] = _polled[0]
+                _marks.setdefault("drv.tread", {})[task_id] = started
+                _mark("drv.decoded", task_id)
+            return mine
+
+        getting._Poller.wait = traced_poll_wait  # type: ignore[method-assign]
+        lending.Lending.read = traced_read  # type: ignore[method-assign]
+
 
 class _Traced:
     def __init__(self) -> None:
@@ -214,6 +244,10 @@ STEPS = [
     ("drv.read", "drv.woken", "driver loop: the answer's bookkeeping until the wake"),
     ("drv.woken", "drv.waited", "main thread wake-up (futex + GIL)"),
     ("drv.waited", "drv.back", "main thread: ag.get returns the value"),
+    ("wrk.answer", "drv.polled", "wire + main thread wake-up (its poll returns: a lent link)"),
+    ("drv.polled", "drv.tread", "main thread: back from poll until it reads the link"),
+    ("drv.tread", "drv.decoded", "main thread: recv + frame + decode"),
+    ("drv.decoded", "drv.back", "main thread: ag.get returns the value"),
 ]
 
 
@@ -249,6 +283,9 @@ def main() -> None:
     calls = list(marks["drv.call"])
     # A wake only where the answer came after ag.get began to wait: matched by time.
     print(f"  the driver's main thread waited (a wake) in {len(marks.get('drv.woken', {}))} of {n}")
+    print(
+        f"  the driver's main thread read its answer itself in {len(marks.get('drv.decoded', {}))} of {n}"
+    )
     print(
         f"{n} round trips ({'inline' if args.inline else 'pool-thread'} method), load {os.getloadavg()[0]:.2f}"
     )

@@ -33,6 +33,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     generators        ObjectRefGenerator, a remote generator's stream for its consumer
     handles           ActorHandle; likewise
     records           what the runtime keeps of its calls and actors
+    lending           a link's reads lent to the thread that waits for its answers on it
     peer restartwait  one link; asks and sends by name waiting for a restarting actor
     portal headlink   thread hops; the link to the head
     seams             a runtime's network and threads (TCP and a pool; a simulation's own)
@@ -121,6 +122,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("generators",),
     ("handles",),
     ("records",),
+    ("lending",),
     ("peer", "restartwait"),
     ("hosted",),
     ("output",),

@@ -155,6 +155,11 @@ class FrameDecoder:
         return self._frames.popleft() if self._frames else None
 
     @property
+    def has_frame(self) -> bool:
+        """True while a complete frame waits to be taken with next_frame()."""
+        return bool(self._frames)
+
+    @property
     def in_progress(self) -> bool:
         """True while part of a frame has arrived (EOF now would truncate it)."""
         return self._large is not None or self._end > self._start

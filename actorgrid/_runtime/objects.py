@@ -12,6 +12,7 @@ from .._protocol.ids import new_object_id, short
 from .._protocol.messages import ActorInfo, FetchObject, ObjectValue, Payload
 from . import getting, segments
 from .blocking import blocking_section
+from .blocking import local as blocking_local
 from .peer import Peer, PeerClosedError
 from .refcounting import freed_error, owner_lost_error
 from .refs import PENDING, ObjectEntry, ObjectRef
@@ -174,6 +175,8 @@ class RuntimeObjects(RuntimeStored):
         """A user thread's blocking wait: lends its task's CPUs meanwhile; a driver's
         Ctrl-C here cancels all of its remote work before the KeyboardInterrupt goes on."""
         try:
+            if getattr(blocking_local, "hold", None) is None:  # not a task's thread: no CPUs
+                return event.wait(timeout)
             with blocking_section():
                 return event.wait(timeout)
         except KeyboardInterrupt:

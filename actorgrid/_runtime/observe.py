@@ -294,8 +294,9 @@ class Observer:
         """A call that is never answered (``quiet.py``) was sent: no span, no event."""
         self._open.pop(task_id, None)
 
-    def answered(self, task_id: ObjectId, ok: bool) -> None:
-        now = self.last_answer = time.time()
+    def answered(self, task_id: ObjectId, ok: bool, when: float | None = None) -> None:
+        """A call's answer, which came at ``when`` (time.time(); default: now)."""
+        now = self.last_answer = time.time() if when is None else when
         sent = self._open.pop(task_id, None)
         if sent is not None:
             name, worker_id, nbytes, when, root = sent

@@ -43,7 +43,9 @@ from .._protocol.namebatch import NamesClaimed, NamesFound
 from .._protocol.observe import LogLines
 from .._protocol.store import ObjectChunk
 from .._scheduler.flow import ReceiveCredits, SendCredits
+from .._transport.tcp import TcpFrameStream
 from .confirms import LinkSends
+from .lending import Lending
 
 if TYPE_CHECKING:
     from .._protocol.ids import ActorId, ObjectId
@@ -193,6 +195,9 @@ class Peer:
         self.credit_waiters: dict[ActorId, trio.lowlevel.ParkingLot] = {}
         # Quiet calls and fire-and-forget messages not yet confirmed finished (confirms.py).
         self.sends = LinkSends()
+        # Reads lent to a thread waiting on this link (lending.py); only a plain TCP stream's.
+        self.lending = Lending()
+        self.lendable = False
 
     def __repr__(self) -> str:
         kind = self.remote_hello.kind if self.remote_hello else "?"
@@ -270,9 +275,12 @@ class Peer:
         False means nothing was sent and the caller must go through the loop. This saves a
         thread hop (tens of microseconds) on the call and reply paths of sync code.
         """
-        if not self._lock.acquire(blocking=False):
-            return False
-        try:
+        # ``with``, not ``acquire(blocking=False)`` then ``try``: the main thread's Ctrl-C
+        # raises KeyboardInterrupt as the acquire call returns, before the ``try``, and the
+        # lock stayed held for good: the loop's next flush blocked on it, the whole runtime
+        # with it. ``with`` releases it whatever is raised after the acquire. The loop holds
+        # the lock only for one write that does not block, so waiting for it here is short.
+        with self._lock:
             stream = self._stream
             if stream is None or self.closed or self._writing or self._out or stream.pending:
                 return False
@@ -283,8 +291,6 @@ class Peer:
             if not done and self.wake_threadsafe is not None:
                 self.wake_threadsafe()  # the writer must finish what the socket did not take
             return True
-        finally:
-            self._lock.release()
 
     async def send_wait(self, message: Message, *, flush: bool = False) -> None:
         """Queue a message, first waiting while the queue is over its high-water mark;
@@ -345,6 +351,7 @@ class Peer:
             # Hello goes first, before anything queued while connecting.
             await stream.send_frames([encode(self._hello)])
             self._stream = stream
+            self.lendable = type(stream) is TcpFrameStream
             self.connected = True
             if self._monitor is not None:
                 self._monitor.watch(self)
@@ -423,7 +430,10 @@ class Peer:
             raise ProtocolError(f"expected Hello first, got {type(hello).__name__}")
         self.remote_hello = hello
         handler = self._handler
+        lending = self.lending
         while True:
+            if lending.wanted and type(stream) is TcpFrameStream and stream.idle:
+                await self._lend(stream, handler)
             frame = await stream.receive_frame()
             if frame is None:
                 return "peer closed the connection"
@@ -432,6 +442,33 @@ class Peer:
             _reads += 1
             with batch():
                 self._dispatch(decode(frame), handler)
+            if self._pending is not None:
+                await self._await_pending()
+
+    async def _lend(self, stream: TcpFrameStream, handler: Handler) -> None:
+        """Reader: let a thread read this link while it waits on it (lending.py), then
+        dispatch what it read, in order, before reading again."""
+        lending = self.lending
+        lending.lend(trio.lowlevel.current_trio_token(), stream)
+        try:
+            while await lending.wait():
+                await self._dispatch_handed(handler)
+        finally:
+            await lending.take_back()
+            handed = lending.handed
+            while handed:  # even when cancelled: answers that arrived are answers
+                with batch():
+                    self._dispatch(handed.popleft(), handler)
+        if self._pending is not None:
+            await self._await_pending()
+        if lending.broken is not None:
+            raise ProtocolError(lending.broken)
+
+    async def _dispatch_handed(self, handler: Handler) -> None:
+        handed = self.lending.handed
+        while handed:
+            with batch():
+                self._dispatch(handed.popleft(), handler)
             if self._pending is not None:
                 await self._await_pending()
 

@@ -6,8 +6,9 @@ holds entries weakly). A ref that is pickled away (passed to another task or act
 from then on by reference counting (``refcounting.py``): the owner keeps the value until no
 process holds a ref to it, borrowers fetch it from the owner meanwhile.
 
-Entries are resolved on the runtime's loop. Threads wait on them without locks: a waiter is
-appended and then ``state`` is re-checked, while the loop sets ``state`` and then reads the
+Entries are resolved on the runtime's loop (or by the thread that read a call's answer off its
+link itself: ``getting._resolve``). Threads wait on them without locks: a waiter is appended
+and then ``state`` is re-checked, while the resolver sets ``state`` and then reads the
 waiters, so under the GIL one side always sees the other.
 """
 
@@ -153,13 +154,15 @@ class ObjectEntry:
             w.set()
 
     def add_waiter(self, waiter: Waiter) -> bool:
-        """Register ``waiter``; False if the entry is already resolved (not registered)."""
+        """Register ``waiter``; False if the entry is already resolved and ``waiter`` will not
+        be set (then the caller acts on the outcome itself). True when the resolver took it
+        (it resolved this entry meanwhile, from another thread): it sets it."""
         self.waiters.append(waiter)
         if self.state != PENDING:
             try:
                 self.waiters.remove(waiter)
             except ValueError:
-                pass  # the loop already took it and will set it
+                return True  # the resolver already took it and sets it
             return False
         return True
 

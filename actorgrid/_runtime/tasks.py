@@ -371,7 +371,10 @@ class RuntimeTasks(RuntimeObjects):
 
     def _answered(self, peer: Peer, msg: TaskResult, sent: Sent) -> None:
         """Loop: the answer to ``sent``, just taken off ``peer``'s calls in flight."""
-        self.observe.answered(msg.task_id, msg.ok)
+        arrived = peer.lending.arrived  # an answer a thread read itself came then (lending.py)
+        self.observe.answered(
+            msg.task_id, msg.ok, arrived.pop(msg.task_id, None) if arrived else None
+        )
         entry = sent.entry
         if sent.counted:
             wid = self._worker_at.get(peer.address)

@@ -163,6 +163,46 @@ class TcpFrameStream:
                 return None
             decoder.buffer_updated(n)
 
+    @property
+    def idle(self) -> bool:
+        """True when a receive now would wait: no complete frame is buffered and the last
+        read emptied the socket (a reader that steps back then misses nothing: lending.py)."""
+        return self._drained and not self._decoder.has_frame
+
+    def receive_nowait(self) -> tuple[list[Frame], bool]:
+        """Any thread, while no receive_frame runs: the frames that have arrived, read without
+        waiting; and True once the connection has ended (closed, or a read failed), which
+        the next receive_frame reports as it would have."""
+        decoder = self._decoder
+        sock = self._sock
+        frames: list[Frame] = []
+        read = False
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                frames.append(frame)
+                continue
+            if self._closed:
+                return frames, True
+            if read and self._drained:
+                # The last read did not fill the buffer, so the socket is most likely empty:
+                # a read now would fail (what arrives later makes the caller's poll return).
+                return frames, False
+            read = True
+            buffer = decoder.get_buffer()
+            try:
+                n = sock.recv_into(buffer)
+            except BlockingIOError:
+                self._drained = True
+                return frames, False
+            except OSError:
+                return frames, True  # left to receive_frame, which reads it again and fails
+            if n == 0:
+                return frames, True  # EOF: a read by receive_frame sees it again
+            self._drained = n < buffer.nbytes
+            TRAFFIC.received += n
+            decoder.buffer_updated(n)
+
     async def aclose(self) -> None:
         if self._closed:
             return
