@@ -6,6 +6,8 @@
   so a module either uses this fixture or starts its own clusters, never both.
 - ``processes``: a ``ProcessWatch`` that remembers processes and asserts they are gone; use it
   for any process a test starts or kills.
+- ``watched_init(processes, **options)``: for a module's own cluster fixture, ``ag.init`` whose
+  workers and node processes are watched, shut down and waited gone at exit.
 
 Functions and classes defined in the test modules are made remote and shipped to workers.
 Under ``--import-mode=importlib`` the modules are importable in this process, so cloudpickle
@@ -16,6 +18,7 @@ keeps the tests independent of the directory pytest runs in.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -94,6 +97,20 @@ def processes() -> Iterator[ProcessWatch]:
         yield watch
     finally:
         watch.kill_leftovers()
+
+
+@contextlib.contextmanager
+def watched_init(processes: ProcessWatch, **options: Any) -> Iterator[ag.Cluster]:
+    """``ag.init(**options)``; at exit, ``ag.shutdown()`` and every worker and node process of
+    the cluster waited gone (``processes`` kills what is left, even on failure)."""
+    cluster = ag.init(**options)
+    try:
+        processes.add(w.pid for w in cluster.workers())
+        yield cluster
+    finally:
+        processes.add(cluster.node_pids)
+        ag.shutdown()
+        processes.wait_gone()
 
 
 @pytest.fixture(scope="module")

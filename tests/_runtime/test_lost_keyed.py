@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+from conftest import watched_init
 
 import actorgrid as ag
 from actorgrid._runtime import current
@@ -28,14 +29,8 @@ DEADLINE_S = 30.0
 
 @pytest.fixture
 def grid(processes) -> Iterator[ag.Cluster]:
-    cluster = ag.init(num_workers=2, pulse_interval=PULSE_S, grace_s=1.0)
-    try:
-        processes.add(w.pid for w in cluster.workers())
+    with watched_init(processes, num_workers=2, pulse_interval=PULSE_S, grace_s=1.0) as cluster:
         yield cluster
-    finally:
-        processes.add(cluster.node_pids)
-        ag.shutdown()
-        processes.wait_gone()
 
 
 @ag.remote

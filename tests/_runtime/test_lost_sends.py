@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+from conftest import watched_init
 
 import actorgrid as ag
 from actorgrid._runtime import current
@@ -27,14 +28,10 @@ FOREVER = ag.RestartPolicy(max_restarts=-1)
 
 @pytest.fixture
 def grid(processes) -> Iterator[ag.Cluster]:
-    cluster = ag.init(num_workers=2, pulse_interval=PULSE_S, grace_s=1.0, worker_restarts=FOREVER)
-    try:
-        processes.add(w.pid for w in cluster.workers())
+    with watched_init(
+        processes, num_workers=2, pulse_interval=PULSE_S, grace_s=1.0, worker_restarts=FOREVER
+    ) as cluster:
         yield cluster
-    finally:
-        processes.add(cluster.node_pids)
-        ag.shutdown()
-        processes.wait_gone()
 
 
 @ag.remote

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import watched_init
 
 import actorgrid as ag
 from actorgrid._runtime import current
@@ -29,14 +30,10 @@ class Named:
 @pytest.fixture
 def grid(processes) -> Iterator[ag.Cluster]:
     # A killed worker is not started again: a restart waits for a worker that takes it.
-    cluster = ag.init(num_workers=2, pulse_interval=0.2, worker_restarts=NEVER)
-    try:
-        processes.add(w.pid for w in cluster.workers())
+    with watched_init(
+        processes, num_workers=2, pulse_interval=0.2, worker_restarts=NEVER
+    ) as cluster:
         yield cluster
-    finally:
-        processes.add(cluster.node_pids)
-        ag.shutdown()
-        processes.wait_gone()
 
 
 def _kill_and_wait_for_the_head(grid: ag.Cluster, name: str, processes) -> ag.WorkerStatistics:
