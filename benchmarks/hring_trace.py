@@ -43,6 +43,9 @@ def _mark(name: str, key: Any = None) -> None:
     _marks.setdefault(name, {})[_last[0] if key is None else key] = time.perf_counter_ns()
 
 
+# _cpu and _switches are rtt_trace.py's, written again here: the actors that call them are
+# shipped to the workers by value (this script is __main__), and a worker cannot import
+# rtt_trace (benchmarks/ is not on its path).
 def _cpu() -> dict[str, float]:
     out: dict[str, float] = {}
     for thread in threading.enumerate():
