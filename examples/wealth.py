@@ -316,7 +316,7 @@ def main() -> None:
         assert sum(wealth) == args.agents, f"{sum(wealth)} coins of {args.agents}"
     elapsed = statistics.mean(e for e, _ in runs)
     print(
-        f"{args.agents} agents, {args.steps} steps in {elapsed:.2f} s: "
+        f"{args.agents} agents, {args.steps} steps in {elapsed:.4f} s: "
         f"{args.steps / elapsed:.1f} steps/s ({args.agents * args.steps / elapsed:,.0f} "
         "agent-steps/s)"
     )
