@@ -23,7 +23,7 @@ Names come and go by the hundred thousand (issue 13), so none of that is one rou
 name: a process's name claims of one loop turn come in one ClaimNames (which also owns the
 actors, as OwnActor would), its first lookups of one loop turn in one LookupNames, and the
 names that ended in one loop turn of the head go to each process that cached them in one
-NamesEnded (``_EndedRound``). Each is O(names in it).
+NamesEnded (``endednames.py``). Each is O(names in it).
 """
 
 from __future__ import annotations
@@ -75,7 +75,6 @@ from .._protocol.namebatch import (
     ClaimNames,
     LookupNames,
     NamesClaimed,
-    NamesEnded,
     NamesFound,
     of_kind,
 )
@@ -87,6 +86,7 @@ from .._scheduler.rejoin import FenceTable, restore_worker
 from .._transport.base import FrameStream
 from .._transport.tcp import ListenLimits
 from .._transport.tls import TLSConfig
+from .endednames import EndedNames
 from .envhead import EnvHost, SessionFolder
 from .headops import QUERY_WORKERS_TIMEOUT_S, HeadNode, HeadOperations
 from .hub import ObserveHub
@@ -100,9 +100,6 @@ log = logging.getLogger("actorgrid.head")
 
 EVENT_HISTORY = 1000
 CLOSE_NODES_MARGIN_S = 3.0
-# How long the end of a named actor waits for the processes caching its name to drop it; a
-# process that takes longer is left to find out when a send to the actor fails.
-FORGET_NAME_TIMEOUT_S = 2.0
 # How long after its creator left a name is checked for an actor that was never created.
 FREE_UNMADE_GRACE_S = 1.0
 
@@ -194,6 +191,8 @@ class Head(HeadOperations):
             self._worker_at.__contains__,
         )
         self._handlers.update(self.hub.handlers())
+        # Named actors that ended, told to the processes that cached them, by loop turn.
+        self._ended_names = EndedNames(self._background)
 
     def __repr__(self) -> str:
         return (
@@ -539,7 +538,7 @@ class Head(HeadOperations):
 
     def _tell_cachers(self, msg: ActorEnded, cachers: set[Peer]) -> None:
         if cachers:
-            self._ended_to_tell(None, msg.actor_id, 0, cachers)
+            self._ended_names.add(None, msg.actor_id, 0, cachers)
 
     def _on_actor_ended(self, peer: Peer, msg: ActorEnded) -> None:
         worker = self._worker_peers.get(peer)
@@ -548,61 +547,9 @@ class Head(HeadOperations):
         cachers = self._forget_cachers(msg.actor_id)  # (its claimer among them: before it ends)
         self.names.actor_ended(msg.actor_id)
         if cachers and self._nursery is not None:
-            self._ended_to_tell(peer, msg.actor_id, msg.rid, cachers)
+            self._ended_names.add(peer, msg.actor_id, msg.rid, cachers)
         elif msg.rid:
             peer.send(Ack(msg.rid))
 
     # Set by close_nodes: the cluster stops, so links that close free nothing one by one.
     _stopping = False
-    # The named actors that ended in this loop turn, not told to their cachers yet.
-    _round: _EndedRound | None = None
-
-    def _ended_to_tell(
-        self, peer: Peer | None, actor_id: ActorId, rid: int, cachers: set[Peer]
-    ) -> None:
-        """Tell ``cachers`` that ``actor_id`` ended (with the others of this loop turn: one
-        NamesEnded each), then ack ``rid`` to ``peer``: 10,000 agents ending at once cost a
-        few frames to each process that cached them, not a round trip each."""
-        ended = self._round
-        if ended is None:
-            ended = self._round = _EndedRound()
-            self._background("dropping names from caches", self._tell_round, ended)
-        for cacher in cachers:
-            ended.by_cacher.setdefault(cacher, []).append(actor_id)
-        if rid and peer is not None:
-            ended.acks.append((peer, rid))
-
-    async def _tell_round(self, ended: _EndedRound) -> None:
-        if self._round is ended:
-            self._round = None  # what ends from now on goes in the next round
-        with trio.move_on_after(FORGET_NAME_TIMEOUT_S):
-            async with trio.open_nursery() as nursery:
-                # In address order, not the dict's: a simulation replays it.
-                for cacher in sorted(ended.by_cacher, key=_by_address):
-                    ids = tuple(ended.by_cacher[cacher])
-                    nursery.start_soon(self._tell_ended, cacher, ids)
-        for peer, rid in ended.acks:
-            if not peer.closed:
-                peer.send(Ack(rid))
-
-    @staticmethod
-    async def _tell_ended(cacher: Peer, actor_ids: tuple[ActorId, ...]) -> None:
-        try:
-            await cacher.request(lambda rid: NamesEnded(rid, actor_ids))
-        except PeerClosedError:
-            pass  # a process that is gone caches nothing
-
-
-class _EndedRound:
-    """Named actors that ended in one loop turn of the head: which processes to tell, and
-    the ActorEnded requests to ack once they are told."""
-
-    __slots__ = ("acks", "by_cacher")
-
-    def __init__(self) -> None:
-        self.by_cacher: dict[Peer, list[ActorId]] = {}
-        self.acks: list[tuple[Peer, int]] = []
-
-
-def _by_address(peer: Peer) -> str:
-    return peer.address

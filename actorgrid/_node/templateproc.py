@@ -32,16 +32,7 @@ import traceback
 from typing import Any
 
 from .._protocol import codec
-from .._protocol.messages import (
-    Ack,
-    Hello,
-    LookupNames,
-    Membership,
-    NamesFound,
-    RegisterWorker,
-    SubscribeMembership,
-    WorkerJoined,
-)
+from .._protocol import messages as m
 from . import worker
 from .template import MAX_MESSAGE_BYTES
 
@@ -51,14 +42,14 @@ PR_SET_PDEATHSIG = 1
 
 # Messages every worker encodes or decodes when it joins and at its first lookup by name.
 WORKER_MESSAGES = (
-    Ack,
-    Hello,
-    LookupNames,
-    Membership,
-    NamesFound,
-    RegisterWorker,
-    SubscribeMembership,
-    WorkerJoined,
+    m.Ack,
+    m.Hello,
+    m.LookupNames,
+    m.Membership,
+    m.NamesFound,
+    m.RegisterWorker,
+    m.SubscribeMembership,
+    m.WorkerJoined,
 )
 codec.prepare(*WORKER_MESSAGES)
 
