@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +18,12 @@ from typing import Any
 import pytest
 import trio
 from conftest import watched_init
+from losses import lost_events, pid_in, unconfirmed, wait_until
 
 import actorgrid as ag
 from actorgrid._runtime import current
 
 PULSE_S = 0.2
-DEADLINE_S = 30.0
 
 
 @pytest.fixture
@@ -54,29 +53,6 @@ def _key() -> Any:
     return gate.key(uuid.uuid4().hex[:12])
 
 
-def _unconfirmed() -> int:
-    rt: Any = current.get()
-    return sum(p.sends.unconfirmed() for p in list(rt.peers.values()))
-
-
-def _wait_until(what: str, ready: Any) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not ready():
-        assert time.monotonic() < deadline, f"{what} never happened"
-        time.sleep(0.01)
-
-
-def _pid_in(path: Path, processes) -> int:
-    _wait_until(f"{path.name} was written", lambda: path.exists() and path.read_text())
-    pid = int(path.read_text())
-    processes.add([pid])
-    return pid
-
-
-def _lost_events(grid: ag.Cluster) -> list[Any]:
-    return [e for e in grid.recent_events() if e.kind == "sends_lost"]
-
-
 def test_messages_by_key_in_the_mailbox_when_its_worker_is_killed_are_reported(
     grid: ag.Cluster, tmp_path: Path, processes
 ) -> None:
@@ -84,16 +60,16 @@ def test_messages_by_key_in_the_mailbox_when_its_worker_is_killed_are_reported(
     ag.send(key, ("hold", str(tmp_path / "held")))
     for i in range(4):
         ag.send(key, i)  # in the mailbox behind the held one
-    pid = _pid_in(tmp_path / "held", processes)
-    _wait_until("the first message confirmed", lambda: _unconfirmed() == 4)
+    pid = pid_in(tmp_path / "held", processes)
+    wait_until("the first message confirmed", lambda: unconfirmed() == 4)
     os.kill(pid, signal.SIGKILL)
-    _wait_until("four reported lost", lambda: sum(e.count for e in _lost_events(grid)) == 4)
+    wait_until("four reported lost", lambda: sum(e.count for e in lost_events(grid)) == 4)
     assert grid.lost_sends == 4
-    (event,) = _lost_events(grid)
+    (event,) = lost_events(grid)
     assert event.name == repr(key)
     assert event.detail.startswith(f"4 fire-and-forget messages to actor {key!r} were lost")
     # Its next message activates it again, on a live worker, once the cluster has noticed.
-    _wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
+    wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
     assert ag.ask(key, "pid?", timeout=30) in {w.pid for w in grid.workers()}
     _back_to_two(grid, pid)
 
@@ -103,10 +79,10 @@ def test_an_ask_by_key_in_flight_when_its_worker_is_killed_raises_at_the_asker(
 ) -> None:
     key = _key()
     ag.send(key, ("hold", str(tmp_path / "held")))
-    pid = _pid_in(tmp_path / "held", processes)
+    pid = pid_in(tmp_path / "held", processes)
     with ThreadPoolExecutor(1) as pool:
         asked = pool.submit(ag.ask, key, "count?", timeout=60)  # behind the held message
-        _wait_until("the ask sent", lambda: _asks_waiting() == 1)
+        wait_until("the ask sent", lambda: _asks_waiting() == 1)
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(ag.ActorDiedError, match="unreachable"):
             asked.result(timeout=60)
@@ -116,7 +92,7 @@ def test_an_ask_by_key_in_flight_when_its_worker_is_killed_raises_at_the_asker(
 def _back_to_two(grid: ag.Cluster, killed: int) -> None:
     """Wait for the killed worker's restart to join: a shutdown racing with its dial left
     a socket unclosed (a ResourceWarning) in 1 run of 6."""
-    _wait_until(
+    wait_until(
         "the restarted worker",
         lambda: len([w for w in grid.workers() if w.pid != killed]) == 2,
     )
@@ -134,15 +110,15 @@ def test_no_loss_is_reported_when_every_message_by_key_was_taken_before_the_kill
     for i in range(5):
         ag.send(key, i)
     assert ag.ask(key, "count?", timeout=30) == 5
-    _wait_until("the worker confirmed them", lambda: _unconfirmed() == 0)
+    wait_until("the worker confirmed them", lambda: unconfirmed() == 0)
     pid = ag.ask(key, "pid?", timeout=30)
     processes.add([pid])
     os.kill(pid, signal.SIGKILL)
-    _wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
+    wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
     assert ag.ask(key, "count?", timeout=30) == 0  # a new activation: the old one was lost
     _back_to_two(grid, pid)
     assert grid.lost_sends == 0
-    assert _lost_events(grid) == []
+    assert lost_events(grid) == []
 
 
 @ag.remote
@@ -168,8 +144,8 @@ def test_what_a_keyed_agent_that_raised_left_in_its_mailbox_is_refused_to_its_se
         asked = pool.submit(ag.ask, key, "pid?", timeout=60)  # the third: it never answers
         with pytest.raises(ag.ActorDiedError, match="raised"):
             asked.result(timeout=60)
-    _wait_until("two reported undelivered", lambda: grid.undelivered_messages == 2)
-    _wait_until("every message accounted for", lambda: _unconfirmed() == 0)
+    wait_until("two reported undelivered", lambda: grid.undelivered_messages == 2)
+    wait_until("every message accounted for", lambda: unconfirmed() == 0)
     assert grid.lost_sends == 0
     assert ag.ask(key, "pid?", timeout=30) in {w.pid for w in grid.workers()}  # it comes back
 
@@ -210,11 +186,11 @@ def test_a_publish_reaches_every_live_subscriber_when_another_ones_worker_is_kil
     for i in range(10, 30):
         ag.publish(topic, i)  # the first ones may go to the dead worker: they do not raise
     for ref in by_pid[kept]:
-        _wait_until("all thirty", lambda r=ref: len(ag.ask(r, "got?", timeout=30)) == 30)
+        wait_until("all thirty", lambda r=ref: len(ag.ask(r, "got?", timeout=30)) == 30)
         assert ag.ask(ref, "got?", timeout=30) == list(range(30))
     for ref in by_pid[doomed]:
         with pytest.raises(ag.ActorDiedError):
             ag.get(ref, timeout=30)
     _back_to_two(grid, doomed)
     assert grid.lost_sends == 0
-    assert _lost_events(grid) == []
+    assert lost_events(grid) == []

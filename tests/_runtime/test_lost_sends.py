@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import trio
 from conftest import watched_init
+from losses import lost_events, pid_in, unconfirmed, wait_until
 
 import actorgrid as ag
 from actorgrid._runtime import current
 
 PULSE_S = 0.2
-DEADLINE_S = 30.0
 FOREVER = ag.RestartPolicy(max_restarts=-1)
 
 
@@ -70,7 +70,10 @@ class Relay:
             target.note.remote(i)
 
     def unconfirmed(self) -> int:
-        return _unconfirmed()
+        # Written here, not losses.unconfirmed: this runs on a worker, which gets this module
+        # by value but cannot import tests/losses.py.
+        rt: Any = current.get()
+        return sum(p.sends.unconfirmed() for p in list(rt.peers.values()))
 
 
 @ag.remote
@@ -92,34 +95,9 @@ async def gate(ctx: ag.Context, path: str) -> int:
     return got
 
 
-def _unconfirmed() -> int:
-    """The quiet calls and messages the driver sent that no worker has confirmed yet."""
-    rt: Any = current.get()
-    return sum(p.sends.unconfirmed() for p in list(rt.peers.values()))
-
-
-def _wait_until(what: str, ready: Any) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not ready():
-        assert time.monotonic() < deadline, f"{what} never happened"
-        time.sleep(0.01)
-
-
-def _pid_in(path: Path, processes) -> int:
-    # (Its writer creates it, then writes it: wait for the number, not the file.)
-    _wait_until(f"{path.name} was written", lambda: path.exists() and path.read_text())
-    pid = int(path.read_text())
-    processes.add([pid])
-    return pid
-
-
-def _lost_events(grid: ag.Cluster) -> list[Any]:
-    return [e for e in grid.recent_events() if e.kind == "sends_lost"]
-
-
 def _reported(grid: ag.Cluster) -> int:
     """How many the sends_lost events so far count."""
-    return sum(e.count for e in _lost_events(grid))
+    return sum(e.count for e in lost_events(grid))
 
 
 def test_quiet_calls_running_or_queued_when_their_worker_is_killed_are_reported(
@@ -131,13 +109,13 @@ def test_quiet_calls_running_or_queued_when_their_worker_is_killed_are_reported(
     h.hold.remote(held)  # quiet (its arguments make no call): no answer is ever sent for it
     for i in range(4):
         h.note.remote(i)  # quiet, queued behind the held one
-    pid = _pid_in(tmp_path / "held", processes)
+    pid = pid_in(tmp_path / "held", processes)
     # All on their way on the link (a call sent later would go to the restarted actor).
-    _wait_until("all five sent", lambda: _unconfirmed() == 5)
+    wait_until("all five sent", lambda: unconfirmed() == 5)
     os.kill(pid, signal.SIGKILL)
-    _wait_until("five reported lost", lambda: _reported(grid) == 5)
+    wait_until("five reported lost", lambda: _reported(grid) == 5)
     assert grid.lost_sends == 5
-    (event,) = _lost_events(grid)
+    (event,) = lost_events(grid)
     assert event.actor_id == h.actor_id
     assert event.name.startswith("Holder#")
     assert event.detail.startswith("5 calls made without keeping their ref to actor Holder#")
@@ -157,11 +135,11 @@ def test_quiet_calls_an_actor_made_from_its_pool_thread_are_reported_by_its_work
     assert relay_pid != target, "no relay was placed on the other worker"
     held = str(tmp_path / "held")
     ag.get(relay.pass_on.remote(h, held, 4), timeout=30)
-    assert _pid_in(tmp_path / "held", processes) == target
-    _wait_until("all five sent", lambda: ag.get(relay.unconfirmed.remote(), timeout=30) == 5)
+    assert pid_in(tmp_path / "held", processes) == target
+    wait_until("all five sent", lambda: ag.get(relay.unconfirmed.remote(), timeout=30) == 5)
     os.kill(target, signal.SIGKILL)
-    _wait_until("five reported lost", lambda: _reported(grid) == 5)
-    (event,) = _lost_events(grid)
+    wait_until("five reported lost", lambda: _reported(grid) == 5)
+    (event,) = lost_events(grid)
     assert (event.pid, event.actor_id, event.count) == (relay_pid, h.actor_id, 5)
     assert grid.lost_sends == 0  # the driver sent none of them
 
@@ -174,14 +152,14 @@ def test_no_loss_is_reported_when_every_quiet_call_finished_before_the_kill(
     for i in range(5):
         h.note.remote(i)
     assert ag.get(h.log.remote(), timeout=30) == [0, 1, 2, 3, 4]
-    _wait_until("the worker confirmed them", lambda: _unconfirmed() == 0)
+    wait_until("the worker confirmed them", lambda: unconfirmed() == 0)
     processes.add([first])
     os.kill(first, signal.SIGKILL)
     # The end of the driver's link to that worker counts any loss, and then restarts the
     # actor: once it has restarted, a loss would have been counted.
-    _wait_until("the restart", lambda: "actor_restarted" in [e.kind for e in grid.recent_events()])
+    wait_until("the restart", lambda: "actor_restarted" in [e.kind for e in grid.recent_events()])
     assert grid.lost_sends == 0
-    assert _lost_events(grid) == []
+    assert lost_events(grid) == []
 
 
 def test_a_worker_closed_gracefully_confirms_the_calls_it_drained_before_it_exits(
@@ -191,15 +169,15 @@ def test_a_worker_closed_gracefully_confirms_the_calls_it_drained_before_it_exit
     ag.get(h.pid.remote(), timeout=30)
     started = str(tmp_path / "started")
     h.slow.remote(started)  # quiet; still running when the close comes
-    pid = _pid_in(tmp_path / "started", processes)
+    pid = pid_in(tmp_path / "started", processes)
     (worker,) = [w for w in grid.workers() if w.pid == pid]
     # The worker finishes it, then exits at once: far sooner than its next confirmation
     # would have gone (REPORT_S), had it not confirmed what it finished before exiting.
     grid.close_worker(worker)
-    _wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
+    wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
     grid.nodes()  # a turn of this process's loop: the link's end has been handled
     assert grid.lost_sends == 0
-    assert _lost_events(grid) == []
+    assert lost_events(grid) == []
 
 
 def test_messages_in_the_mailbox_when_its_worker_is_killed_are_reported(
@@ -208,12 +186,12 @@ def test_messages_in_the_mailbox_when_its_worker_is_killed_are_reported(
     g = gate.remote(str(tmp_path / "held"))
     for i in range(5):
         ag.send(g, i)  # the first is taken; four wait in the mailbox behind it
-    pid = _pid_in(tmp_path / "held", processes)
-    _wait_until("the first message confirmed", lambda: _unconfirmed() == 4)
+    pid = pid_in(tmp_path / "held", processes)
+    wait_until("the first message confirmed", lambda: unconfirmed() == 4)
     os.kill(pid, signal.SIGKILL)
-    _wait_until("four reported lost", lambda: _reported(grid) == 4)
+    wait_until("four reported lost", lambda: _reported(grid) == 4)
     assert grid.lost_sends == 4
-    (event,) = _lost_events(grid)  # all were in its mailbox
+    (event,) = lost_events(grid)  # all were in its mailbox
     assert event.actor_id == g._entry.actor.actor_id
     assert event.detail.startswith("4 fire-and-forget messages to actor ")
     with pytest.raises(ag.ActorDiedError):
@@ -227,7 +205,7 @@ def test_no_loss_is_reported_when_every_message_was_taken_before_the_kill(
     for i in range(5):
         ag.send(g, i)
     assert ag.ask(g, "count?", timeout=30) == 5
-    _wait_until("the worker confirmed them", lambda: _unconfirmed() == 0)
+    wait_until("the worker confirmed them", lambda: unconfirmed() == 0)
     pid = ag.ask(g, "pid?", timeout=30)
     processes.add([pid])
     os.kill(pid, signal.SIGKILL)
