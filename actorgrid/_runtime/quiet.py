@@ -37,10 +37,13 @@ __all__ = ["forget_sent", "report_failure", "result_discarded"]
 
 log = logging.getLogger("actorgrid")
 
-# Call sites seen, by code object and offset of the call: whether the value is dropped.
-# A program has a bounded number of call sites; code made at run time (exec, lambdas in a
-# loop make one code object each, not many) could grow it, so it is cleared past a bound.
-_discards: dict[tuple[CodeType, int], bool] = {}
+# Call sites seen, by id of the code object and offset of the call: the code (held, so that
+# its id is not reused while its entry is here) and whether the value is dropped. Keyed by id,
+# not by the code: a code object's hash is worked out from its contents on every call (~6 µs
+# for a module's, which a script's loop at top level would pay on each ``.remote()``). A
+# program has a bounded number of call sites; code made at run time (exec, lambdas in a loop
+# make one code object each, not many) could grow it, so it is cleared past a bound.
+_discards: dict[tuple[int, int], tuple[CodeType, bool]] = {}
 _DISCARDS_MAX = 4096
 
 
@@ -49,13 +52,14 @@ def result_discarded(depth: int = 2) -> bool:
     calls this) drops the value of the call it is making, at once (an expression statement).
     """
     frame = sys._getframe(depth)
-    key = (frame.f_code, frame.f_lasti)
+    code = frame.f_code
+    key = (id(code), frame.f_lasti)
     found = _discards.get(key)
     if found is None:
         if len(_discards) >= _DISCARDS_MAX:
             _discards.clear()
-        found = _discards[key] = _pops_next(*key)
-    return found
+        found = _discards[key] = (code, _pops_next(code, key[1]))
+    return found[1]
 
 
 def _pops_next(code: CodeType, offset: int) -> bool:
