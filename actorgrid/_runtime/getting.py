@@ -150,12 +150,14 @@ class _Poller(threading.Event):
                 self._poll.register(self.fd, select.POLLIN)
             self._watched = self.fd
         ready = self._poll.poll(None if timeout is None else max(timeout, 0.0) * 1000)
-        if any(fd == self._efd for fd, _ in ready):
-            try:
-                os.eventfd_read(self._efd)
-            except BlockingIOError:
-                pass
-            return True
+        efd = self._efd
+        for fd, _ in ready:
+            if fd == efd:
+                try:
+                    os.eventfd_read(efd)
+                except BlockingIOError:
+                    pass
+                return True
         return False
 
 
@@ -258,9 +260,8 @@ def _wait_lent(
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
-            stream = lending.stream
             readable = lending.lent and not lending.ended and lending.broken is None
-            poller.fd = stream.sock.fileno() if readable and stream is not None else -1
+            poller.fd = lending.fd if readable else -1
             if rt._wait_blocking(poller, left):
                 continue  # set: resolved by the loop (or a stale wake)
             _sigint.reading = main
@@ -316,6 +317,8 @@ def _resolve(rt: _Owner, entry: ObjectEntry, answer: TaskResult, poller: _Poller
         entry.error = answer.value
         entry.state = FAILED
     waiters, entry.waiters = entry.waiters, []
+    if len(waiters) == 1 and waiters[0] is poller:
+        return  # (the usual case: this thread's wait alone)
     others = [w for w in waiters if w is not poller]
     if others:  # other threads' or tasks' waits: set on the loop, as always
         rt.on_loop(_set_all, others)
@@ -333,25 +336,31 @@ def get_sync(rt: _Owner, refs: Any, timeout: float | None) -> Any:
             "ag.get() blocks, and it was called from a thread running a Trio loop; "
             "use `await ref` or `await ag.get_async(refs)` there instead"
         )
+    if type(refs) is ObjectRef:  # one ref: first, without the lists that several need
+        entry = refs._entry
+        where = entry.where
+        # One call's answer, on a link: this thread may read it itself (lending.py).
+        if (
+            entry.state == PENDING
+            and type(where) is Peer
+            and where.lendable
+            and rt.kind == "driver"
+            and entry.owner == rt.address
+            and not _wait_reading(rt, entry, where, timeout)
+        ):
+            raise GetTimeoutError(
+                f"ag.get() timed out after {timeout} s with 1 of 1 refs still pending"
+            )
+        if entry.state != PENDING:
+            new_burst()
+            return entry.value()
     single = isinstance(refs, ObjectRef)
     items: list[ObjectRef[Any]] = [refs] if single else list(refs)
     for ref in items:
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"ag.get() takes ObjectRefs, got {type(ref).__name__}")
     pending = [r._entry for r in items if r._entry.state == PENDING]
-    where = pending[0].where if single and pending else None
-    if (
-        type(where) is Peer
-        and where.lendable
-        and rt.kind == "driver"
-        and pending[0].owner == rt.address
-    ):
-        # One call's answer, on a link: this thread may read it itself (lending.py).
-        if not _wait_reading(rt, pending[0], where, timeout):
-            raise GetTimeoutError(
-                f"ag.get() timed out after {timeout} s with 1 of 1 refs still pending"
-            )
-    elif pending:
+    if pending:
         wake = _thread_wake()
         countdown = _CountDown(0, wake)
         for entry in pending:

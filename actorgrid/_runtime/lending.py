@@ -72,6 +72,7 @@ class Lending:
         "broken",
         "ended",
         "event",
+        "fd",
         "handed",
         "lent",
         "lock",
@@ -94,6 +95,7 @@ class Lending:
         self.broken: str | None = None  # why a thread's read was broken off
         self.token: trio.lowlevel.TrioToken | None = None
         self.stream: TcpFrameStream | None = None  # the stream lent, once it has been
+        self.fd = -1  # its socket's file descriptor, for a thread's poll
         self.event = trio.Event()
 
     def __repr__(self) -> str:
@@ -105,6 +107,7 @@ class Lending:
     def lend(self, token: trio.lowlevel.TrioToken, stream: TcpFrameStream) -> None:
         self.token = token
         self.stream = stream
+        self.fd = stream.sock.fileno()
         self.ended = False
         with self.lock:
             self.lent = True
