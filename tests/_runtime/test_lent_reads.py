@@ -265,3 +265,67 @@ def test_a_call_after_each_caught_ctrl_c_in_a_run_of_round_trips_is_answered(
         proc.wait(timeout=LINE_TIMEOUT_S)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+_TRIO_AFTER_DRIVER = """
+import signal
+
+import trio
+
+import actorgrid as ag
+from actorgrid._runtime import current
+
+
+@ag.remote
+class Echo:
+    def echo(self, x):
+        return x
+
+
+ag.init(num_workers=1)
+actor = Echo.remote()
+for i in range(200):
+    assert ag.get(actor.echo.remote(i), timeout=60) == i
+assert current.get().peers[actor._info.address].lending.reads > 0  # (read by this thread)
+# What trio.run checks before it installs its own SIGINT handler: else a Ctrl-C in it would
+# not be trio's KeyboardInterrupt.
+print("handler", signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+
+
+async def main():
+    print("ready", flush=True)
+    await trio.sleep_forever()
+
+
+try:
+    trio.run(main)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+ag.shutdown()
+"""
+
+
+def test_trio_run_after_round_trips_read_by_the_main_thread_gets_ctrl_c(
+    tmp_path: Path, processes
+) -> None:
+    # The main thread's lent waits swap SIGINT's handler for their reads (getting._Sigint):
+    # each must leave Python's default behind, or a later trio.run keeps it and Ctrl-C there
+    # misses trio's own handling.
+    script = tmp_path / "driver.py"
+    script.write_text(_TRIO_AFTER_DRIVER)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    processes.add([proc.pid])
+    try:
+        assert _readline(proc, LINE_TIMEOUT_S * 3) == "handler True\n"
+        processes.add(p.pid for p in psutil.Process(proc.pid).children(recursive=True))
+        assert _readline(proc, LINE_TIMEOUT_S) == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        assert _readline(proc, LINE_TIMEOUT_S) == "interrupted\n"
+        assert proc.wait(timeout=LINE_TIMEOUT_S) == 0
+        processes.wait_gone()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=LINE_TIMEOUT_S)
+        assert proc.stdout is not None
+        proc.stdout.close()
