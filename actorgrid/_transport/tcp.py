@@ -452,18 +452,22 @@ class _Server:
             address, peer = host, f"{host}:{port}"
         except OSError:
             address = peer = "unknown peer"
+        # This task owns the accepted socket until the handshake hands it to ``framed``: every
+        # other way out closes it, the server's own cancellation (a shutdown while a peer is
+        # still in its handshake) included.
+        framed: TcpFrameStream | TlsFrameStream | None = None
         try:
-            with self.gate.handshake(address) as admitted:
+            with self.gate.handshake(address):
                 framed = await self._handshake(stream, peer)
         except Exception as exc:
             kind = exc.kind if isinstance(exc, HandshakeFailed) else "handshake failed"
             if isinstance(exc, AuthenticationError):
                 kind = "wrong secret"
             self.gate.rejected(address, kind, str(exc))
-            await trio.aclose_forcefully(stream)
-            return
-        if admitted.cancelled_caught:  # evicted, and counted as such
-            await trio.aclose_forcefully(stream)
+        finally:
+            if framed is None:  # rejected, evicted (counted by the gate) or cancelled
+                await trio.aclose_forcefully(stream)
+        if framed is None:
             return
         try:
             await self.handler(framed)
