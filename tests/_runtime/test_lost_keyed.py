@@ -98,6 +98,10 @@ def _back_to_two(grid: ag.Cluster, killed: int) -> None:
     )
 
 
+def undelivered_events(grid: ag.Cluster) -> list[Any]:
+    return [e for e in grid.recent_events() if e.kind == "message_undelivered"]
+
+
 def _asks_waiting() -> int:
     rt: Any = current.get()
     return sum(len(p._requests) for p in list(rt.peers.values()))
@@ -146,6 +150,11 @@ def test_what_a_keyed_agent_that_raised_left_in_its_mailbox_is_refused_to_its_se
             asked.result(timeout=60)
     wait_until("two reported undelivered", lambda: grid.undelivered_messages == 2)
     wait_until("every message accounted for", lambda: unconfirmed() == 0)
+    # Named as users name the agent, with why: not by a short id they never saw.
+    wait_until("two events", lambda: len(undelivered_events(grid)) == 2)
+    for event in undelivered_events(grid):
+        assert event.detail.startswith(f"a message to actor {key!r} was not delivered: ")
+        assert event.detail.endswith("raised")
     assert grid.lost_sends == 0
     assert ag.ask(key, "pid?", timeout=30) in {w.pid for w in grid.workers()}  # it comes back
 
