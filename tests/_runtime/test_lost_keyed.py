@@ -160,6 +160,32 @@ def test_what_a_keyed_agent_that_raised_left_in_its_mailbox_is_refused_to_its_se
 
 
 @ag.remote
+async def selfish(ctx: ag.Context) -> None:
+    """``(key, n)``: sends ``n`` messages to ``key`` (its own: from its worker, straight into
+    its mailbox), then raises with them unread."""
+    async for msg in ctx.mailbox:
+        key, n = msg
+        for i in range(n):
+            await ctx.send(key, i)
+        raise RuntimeError("boom")
+
+
+def test_what_a_keyed_agent_that_raised_left_from_its_own_worker_is_reported_undelivered(
+    grid: ag.Cluster,
+) -> None:
+    # Its sender is on its worker (the agent itself): the messages never left that process,
+    # and that worker reports them as undelivered, with why, as it does a named agent's.
+    key = selfish.key(uuid.uuid4().hex[:12])
+    ag.send(key, (key, 3))
+    wait_until("three reported undelivered", lambda: len(undelivered_events(grid)) == 3)
+    for event in undelivered_events(grid):
+        assert event.detail.startswith(f"a message to actor {key!r} was not delivered: ")
+        assert event.detail.endswith("raised")
+    assert grid.undelivered_messages == 0  # the driver's count: it sent none of them
+    assert grid.lost_sends == 0
+
+
+@ag.remote
 async def listener(ctx: ag.Context, topic: str) -> None:
     """Subscribes to ``topic``; ``"pid?"``/``"got?"`` (asked): its pid, what it got."""
     ctx.subscribe(topic)
