@@ -71,7 +71,6 @@ def test_messages_by_key_in_the_mailbox_when_its_worker_is_killed_are_reported(
     # Its next message activates it again, on a live worker, once the cluster has noticed.
     wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
     assert ag.ask(key, "pid?", timeout=30) in {w.pid for w in grid.workers()}
-    _back_to_two(grid, pid)
 
 
 def test_an_ask_by_key_in_flight_when_its_worker_is_killed_raises_at_the_asker(
@@ -86,16 +85,6 @@ def test_an_ask_by_key_in_flight_when_its_worker_is_killed_raises_at_the_asker(
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(ag.ActorDiedError, match="unreachable"):
             asked.result(timeout=60)
-    _back_to_two(grid, pid)
-
-
-def _back_to_two(grid: ag.Cluster, killed: int) -> None:
-    """Wait for the killed worker's restart to join: a shutdown racing with its dial left
-    a socket unclosed (a ResourceWarning) in 1 run of 6."""
-    wait_until(
-        "the restarted worker",
-        lambda: len([w for w in grid.workers() if w.pid != killed]) == 2,
-    )
 
 
 def undelivered_events(grid: ag.Cluster) -> list[Any]:
@@ -120,7 +109,6 @@ def test_no_loss_is_reported_when_every_message_by_key_was_taken_before_the_kill
     os.kill(pid, signal.SIGKILL)
     wait_until("the worker gone", lambda: pid not in [w.pid for w in grid.workers()])
     assert ag.ask(key, "count?", timeout=30) == 0  # a new activation: the old one was lost
-    _back_to_two(grid, pid)
     assert grid.lost_sends == 0
     assert lost_events(grid) == []
 
@@ -226,6 +214,5 @@ def test_a_publish_reaches_every_live_subscriber_when_another_ones_worker_is_kil
     for ref in by_pid[doomed]:
         with pytest.raises(ag.ActorDiedError):
             ag.get(ref, timeout=30)
-    _back_to_two(grid, doomed)
     assert grid.lost_sends == 0
     assert lost_events(grid) == []
