@@ -85,13 +85,21 @@ class TcpFrameStream:
 
     _views = staticmethod(frame_views)
 
-    def _send_some(self, views: list[memoryview]) -> list[memoryview]:
-        """Write what the socket takes now; return the views (or view tails) left over."""
+    def _send_some(
+        self, views: list[memoryview], written: list[int] | None = None
+    ) -> list[memoryview]:
+        """Write what the socket takes now; return the views (or view tails) left over. With
+        ``written``, each write's count is appended to it by C code (``list.extend`` of a
+        ``map``), before a KeyboardInterrupt could be raised on the way back to Python."""
         sock = self._sock
         i = 0
         while i < len(views):
             try:
-                sent = sock.sendmsg(views[i : i + _MAX_IOV])
+                if written is None:
+                    sent = sock.sendmsg(views[i : i + _MAX_IOV])
+                else:
+                    written.extend(map(sock.sendmsg, (views[i : i + _MAX_IOV],)))
+                    sent = written[-1]
             except BlockingIOError:
                 return views[i:]
             except OSError as exc:
@@ -115,8 +123,20 @@ class TcpFrameStream:
         """Send without waiting; what the socket cannot take now waits for send_frames.
 
         True if everything went out. Must not be called while send_frames is waiting.
+
+        A KeyboardInterrupt (Ctrl-C: raised in the main thread between any two bytecodes)
+        leaves the stream whole: the rest of a frame the socket took part of is kept for
+        send_frames, and a frame of which it took nothing is dropped, as if never sent.
         """
-        self._pending = self._send_some(self._pending + self._views(bodies))
+        pending = self._pending
+        written: list[int] = []
+        try:
+            self._pending = self._send_some(pending + self._views(bodies), written)
+        except BaseException:
+            taken = sum(written)
+            if taken:  # (else nothing of it went out: the queue is as it was)
+                self._pending = _skip(pending + self._views(bodies), taken)
+            raise
         return not self._pending
 
     async def send_frames(self, bodies: Sequence[Sequence[Buffer]]) -> None:
@@ -210,6 +230,15 @@ class TcpFrameStream:
         self._decoder.close()
         trio.lowlevel.notify_closing(self._sock)
         self._sock.close()
+
+
+def _skip(views: list[memoryview], n: int) -> list[memoryview]:
+    """``views`` without their first ``n`` bytes."""
+    for i, view in enumerate(views):
+        if n < view.nbytes:
+            return [view[n:], *views[i + 1 :]] if n else views[i:]
+        n -= view.nbytes
+    return []
 
 
 class HandshakeFailed(ProtocolError):
