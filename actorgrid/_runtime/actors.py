@@ -33,6 +33,7 @@ from .._protocol.messages import (
     OwnActor,
     Payload,
     RegisterName,
+    TaskResult,
 )
 from .._scheduler.demand import Demand, as_demand
 from .._scheduler.names import DEFAULT_NAMESPACE
@@ -56,12 +57,13 @@ from .links import log
 from .quiet import forget_sent
 from .records import CALL, CREATE, OwnedActor, Sent, _call_sent, _describe
 from .refs import PENDING, ObjectEntry
-from .serialization import loads_error
+from .serialization import loads_error, system_error
 from .tasks import DEAD_BEFORE as _DEAD_BEFORE
 from .tasks import _Context
 
 if TYPE_CHECKING:
     from .handles import ActorHandle
+    from .peer import Peer
 
 
 # Actors this process created that ended for a known reason (ag.kill, a failing constructor),
@@ -355,16 +357,27 @@ class RuntimeActors(RuntimeFollowing):
             return sent_now
         sent = _call_sent(entry, info, method, payload)
         owned = state is not None and state.owns_actor(info.actor_id)
-        if owned:
-            # Told to the state before it is sent (its reply may come at once): CallSent.
-            sent.owner = True
-            self._actor_calls[entry.object_id] = sent
-            self._direct_calls.append(sent)
-        peer.inflight[entry.object_id] = sent
-        entry.where = peer
-        wid = self._worker_at.get(info.address)
-        root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
-        if peer.send_threadsafe(CallActor(entry.object_id, info.actor_id, method, payload, root)):
+        try:
+            if owned:
+                # Told to the state before it is sent (its reply may come at once): CallSent.
+                sent.owner = True
+                self._actor_calls[entry.object_id] = sent
+                self._direct_calls.append(sent)
+            peer.inflight[entry.object_id] = sent
+            entry.where = peer
+            wid = self._worker_at.get(info.address)
+            root = self.observe.call_sent(entry.object_id, info.label, method, wid, payload.nbytes)
+            call = CallActor(entry.object_id, info.actor_id, method, payload, root)
+            written = peer.send_threadsafe(call)
+        except BaseException:
+            # A Ctrl-C (KeyboardInterrupt, raised in the main thread between any two bytecodes)
+            # after the call was recorded: the caller gets no ref, so the loop answers it here
+            # as cancelled, and no record of it is left waiting. (One that came as its frame
+            # went out in part lets the rest follow, TcpFrameStream.send_nowait: the call may
+            # run, and its answer is then dropped.)
+            self.on_loop(self._interrupted_call, peer, sent)
+            raise
+        if written:
             if peer.closed:
                 # Closed meanwhile: the close may have missed this entry; the loop checks.
                 self.on_loop(self._missed_by_close, peer, entry.object_id)
@@ -375,6 +388,25 @@ class RuntimeActors(RuntimeFollowing):
             self.on_loop(self._send_told, sent)  # the state has it: the loop sends it
             return True
         return False
+
+    def _interrupted_call(self, peer: Peer, sent: Sent) -> None:
+        """Loop: a call its thread was interrupted in sending (``send_call_direct``), at any
+        point after its first record: answered as cancelled through the path of any answer,
+        which drops it from the link's calls in flight, the owner state and the records."""
+        entry = sent.entry
+        call_id = entry.object_id
+        if entry.state != PENDING or entry.where not in (None, peer):
+            return  # answered already, or sent again elsewhere, by its link's close
+        peer.inflight[call_id] = sent  # wherever the interrupt came
+        label = _describe(sent.actor) if sent.actor is not None else "the actor"
+        error = TaskCancelledError(
+            f"the call to {label}.{sent.method} was interrupted (KeyboardInterrupt) as it "
+            "was being sent"
+        )
+        self._on_result(peer, TaskResult(call_id, False, system_error(error)))
+        state = self._owner_state
+        if sent.owner and state is not None and not state.pending(call_id):
+            self._actor_calls.pop(call_id, None)  # never told to the state: nothing else would
 
     def _send_told(self, sent: Sent) -> None:
         """Loop: send a call told to the state (CallSent) that its thread could not send:

@@ -108,8 +108,10 @@ class _In:
     def letter(self) -> Letter:
         msg = self.msg
         peer = self.peer
-        if msg is None or peer is None:
+        if msg is None:
             return Letter(self.payload, None)
+        if peer is None:
+            return _Local(self.payload, msg)
         if msg.rid:
             return Letter(self.payload, (peer, msg.rid))
         return _Confirmed(self.payload, peer, self.kid)
@@ -129,17 +131,36 @@ class _Confirmed(Letter):
         self.actor_id = actor_id
 
 
-def _refuse_left(letters: list[Any], reason: str) -> None:
+class _Local(Letter):
+    """A fire-and-forget message by key from this process (an agent on this worker), put
+    straight into the mailbox; one its agent never took is refused here (``_refuse_left``)."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self, payload: Payload, msg: DeliverToKey) -> None:
+        super().__init__(payload, None)
+        self.msg = msg
+
+
+def _refuse_left(rt: Runtime, letters: list[Any], reason: str) -> None:
     """What an agent that raised or returned left in its mailbox is refused to its senders, as
     a named agent's is: an ask raises ActorDiedError at the asker, a fire-and-forget message
-    from another process is reported undelivered there (``message_undelivered``), which also
-    confirms it. (A topic's message is lost with its subscriber, as with its worker.)"""
+    is reported undelivered at its sender (``message_undelivered``, counted in its process's
+    ``undelivered_messages``), which for one from another process also confirms it; one from
+    this process is told through the loopback, as ``Executor._end_nowait`` tells a named
+    agent's. (A topic's message is lost with its subscriber, as with its worker.)"""
     for letter in letters:
         if letter.reply_to is not None:
             peer, rid = letter.reply_to
             peer.send(AskReply(rid, False, system_error(ActorDiedError(reason))))
         elif type(letter) is _Confirmed:
             letter.peer.send(DeliveryFailed(letter.actor_id, reason))
+        elif type(letter) is _Local:
+            msg = letter.msg
+            kid = key_id(msg.kind, msg.key)
+            if kid not in rt.key_labels:
+                rt.key_labels[kid] = key_label(msg.kind, msg.key)
+            rt.peer_for(rt.address).send(DeliveryFailed(kid, reason))
 
 
 def _credit(item: _In) -> None:
@@ -211,7 +232,7 @@ class KeyedAgents:
             if act.overflow:
                 return False
             try:
-                act.send.send_nowait(Letter(msg.payload, None))
+                act.send.send_nowait(_Local(msg.payload, msg))
             except trio.WouldBlock:
                 return False
             act.last = trio.current_time()
@@ -340,7 +361,7 @@ class KeyedAgents:
             log.exception("agent %s raised; it comes back on its next message", label)
         finally:
             act.send.close()
-            _refuse_left(act.receive.drain(), reason)
+            _refuse_left(self.host.runtime, act.receive.drain(), reason)
             with trio.CancelScope(shield=True) as hooks:
                 hooks.deadline = trio.current_time() + DEACTIVATE_HOOKS_TIMEOUT_S
                 await act.ctx._deactivated(label)

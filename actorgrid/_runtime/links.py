@@ -497,10 +497,11 @@ class RuntimeLinks(RuntimeMembership):
     def _on_delivery_failed(self, peer: Peer, msg: DeliveryFailed) -> None:
         # A fire-and-forget message found its actor gone: counted, and reported as an event
         # (Cluster.events(), kind "message_undelivered") as well as logged.
+        label = self._label_of(msg.actor_id)  # (before it is forgotten, with its name)
         self.forget_actor(msg.actor_id)
         peer.sends.confirmed(msg.actor_id, 1)  # told here, not counted as lost with its worker
         self.undelivered += 1
-        detail = f"a message to actor {short(msg.actor_id)} was not delivered: {msg.reason}"
+        detail = f"a message to actor {label} was not delivered: {msg.reason}"
         log.warning("%s", detail)
         self.publish(Event("message_undelivered", time.time(), pid=os.getpid(), detail=detail))
 

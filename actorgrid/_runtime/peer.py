@@ -288,6 +288,12 @@ class Peer:
                 done = stream.send_nowait([encode(message)])
             except trio.BrokenResourceError:
                 return True  # the reader sees it, closes the peer and fails what is in flight
+            except BaseException:
+                # A KeyboardInterrupt (Ctrl-C) in the write: the stream kept the rest of a frame
+                # the socket took part of (TcpFrameStream.send_nowait); the writer sends it.
+                if stream.pending and self.wake_threadsafe is not None:
+                    self.wake_threadsafe()
+                raise
             if not done and self.wake_threadsafe is not None:
                 self.wake_threadsafe()  # the writer must finish what the socket did not take
             return True

@@ -85,13 +85,21 @@ class TcpFrameStream:
 
     _views = staticmethod(frame_views)
 
-    def _send_some(self, views: list[memoryview]) -> list[memoryview]:
-        """Write what the socket takes now; return the views (or view tails) left over."""
+    def _send_some(
+        self, views: list[memoryview], written: list[int] | None = None
+    ) -> list[memoryview]:
+        """Write what the socket takes now; return the views (or view tails) left over. With
+        ``written``, each write's count is appended to it by C code (``list.extend`` of a
+        ``map``), before a KeyboardInterrupt could be raised on the way back to Python."""
         sock = self._sock
         i = 0
         while i < len(views):
             try:
-                sent = sock.sendmsg(views[i : i + _MAX_IOV])
+                if written is None:
+                    sent = sock.sendmsg(views[i : i + _MAX_IOV])
+                else:
+                    written.extend(map(sock.sendmsg, (views[i : i + _MAX_IOV],)))
+                    sent = written[-1]
             except BlockingIOError:
                 return views[i:]
             except OSError as exc:
@@ -115,8 +123,20 @@ class TcpFrameStream:
         """Send without waiting; what the socket cannot take now waits for send_frames.
 
         True if everything went out. Must not be called while send_frames is waiting.
+
+        A KeyboardInterrupt (Ctrl-C: raised in the main thread between any two bytecodes)
+        leaves the stream whole: the rest of a frame the socket took part of is kept for
+        send_frames, and a frame of which it took nothing is dropped, as if never sent.
         """
-        self._pending = self._send_some(self._pending + self._views(bodies))
+        pending = self._pending
+        written: list[int] = []
+        try:
+            self._pending = self._send_some(pending + self._views(bodies), written)
+        except BaseException:
+            taken = sum(written)
+            if taken:  # (else nothing of it went out: the queue is as it was)
+                self._pending = _skip(pending + self._views(bodies), taken)
+            raise
         return not self._pending
 
     async def send_frames(self, bodies: Sequence[Sequence[Buffer]]) -> None:
@@ -210,6 +230,15 @@ class TcpFrameStream:
         self._decoder.close()
         trio.lowlevel.notify_closing(self._sock)
         self._sock.close()
+
+
+def _skip(views: list[memoryview], n: int) -> list[memoryview]:
+    """``views`` without their first ``n`` bytes."""
+    for i, view in enumerate(views):
+        if n < view.nbytes:
+            return [view[n:], *views[i + 1 :]] if n else views[i:]
+        n -= view.nbytes
+    return []
 
 
 class HandshakeFailed(ProtocolError):
@@ -452,18 +481,22 @@ class _Server:
             address, peer = host, f"{host}:{port}"
         except OSError:
             address = peer = "unknown peer"
+        # This task owns the accepted socket until the handshake hands it to ``framed``: every
+        # other way out closes it, the server's own cancellation (a shutdown while a peer is
+        # still in its handshake) included.
+        framed: TcpFrameStream | TlsFrameStream | None = None
         try:
-            with self.gate.handshake(address) as admitted:
+            with self.gate.handshake(address):
                 framed = await self._handshake(stream, peer)
         except Exception as exc:
             kind = exc.kind if isinstance(exc, HandshakeFailed) else "handshake failed"
             if isinstance(exc, AuthenticationError):
                 kind = "wrong secret"
             self.gate.rejected(address, kind, str(exc))
-            await trio.aclose_forcefully(stream)
-            return
-        if admitted.cancelled_caught:  # evicted, and counted as such
-            await trio.aclose_forcefully(stream)
+        finally:
+            if framed is None:  # rejected, evicted (counted by the gate) or cancelled
+                await trio.aclose_forcefully(stream)
+        if framed is None:
             return
         try:
             await self.handler(framed)

@@ -4,9 +4,11 @@ server copes with peers that misbehave before or after the handshake."""
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import random
 import secrets
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -262,6 +264,22 @@ async def test_a_stalled_client_does_not_block_others(server: LiveServer) -> Non
         await stalled.send_all(b"AG")
         await check_still_serving(server)
         assert server.rejections.messages == []
+
+
+async def test_a_server_stopped_during_a_handshake_closes_that_connection() -> None:
+    # A worker restarted just before shutdown dials in while the server is being cancelled:
+    # the connection still in its handshake is closed by the server, not left to the garbage
+    # collector (a ResourceWarning, an error under this suite's filters).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with live_server() as server:
+            raw = await open_raw(server.address)
+            await receive_exactly(raw, HELLO_BYTES)  # the server is in its handshake
+        gc.collect()
+    async with raw:
+        assert await receive_until_closed(raw) == b""
+    assert [w.message for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert server.rejections.messages == []  # stopping is not a rejection
 
 
 async def test_client_refuses_a_server_that_is_not_actorgrid() -> None:
