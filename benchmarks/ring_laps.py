@@ -91,6 +91,12 @@ def main() -> None:
         f"{laps[0] * 1e3:.2f} ms, second {laps[1] * 1e3:.2f} ms, median of the rest "
         f"{statistics.median(laps[2:]) * 1e3:.3f} ms"
     )
+    rest = sorted(laps[2:])
+    print(
+        f"the rest: mean {statistics.fmean(rest) * 1e3:.3f} ms, 90th percentile "
+        f"{rest[len(rest) * 9 // 10] * 1e3:.3f} ms, slowest {rest[-1] * 1e3:.2f} ms; "
+        f"from agent 0's last note to the driver's return {(total - (at_zero[-1] - started)) * 1e3:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import attrs
 import trio
 
 from .._exceptions import ActorDiedError
-from .._protocol.messages import ActorInfo, AskReply, Payload
+from .._protocol.messages import ActorInfo, AskReply, Deliver, Payload
+from .._scheduler.names import DEFAULT_NAMESPACE
 from .inbox import InboxReceive
 from .parking import Parkable, ParkThen, may_park, park
 from .serialization import box_error, dumps, loads, system_error
@@ -356,7 +357,8 @@ class Context:
             await send_to_key(self._runtime, target, message)
             return
         namespace = namespace or self._info.namespace
-        executor = self._runtime.executor
+        runtime = self._runtime
+        executor = runtime.executor
         if type(target) is str and executor is not None:
             # The agent last sent to, while it lives (its name is its own until it ends,
             # and then its mailbox is closed): no lookup per message to it.
@@ -364,6 +366,12 @@ class Context:
             if last is not None and last[0] == target and last[1] == namespace:
                 slot = last[2]
             else:
+                info = runtime.names.get((namespace or DEFAULT_NAMESPACE, target))
+                if info is not None and info.address != runtime.address:
+                    if send_remote_nowait(runtime, info, message):
+                        return
+                    await runtime.send(target, message, namespace)
+                    return
                 slot = executor.agent_here(target, namespace)
                 self._last_sent = None if slot is None else (target, namespace, slot)
             if slot is not None:  # on this worker: into its mailbox, in this task
@@ -377,7 +385,7 @@ class Context:
                     if executor.put_here(slot, payload):
                         return
                 self._last_sent = None  # it may have ended: look it up again next time
-        await self._runtime.send(target, message, namespace)
+        await runtime.send(target, message, namespace)
 
     async def ask(
         self,
@@ -457,6 +465,31 @@ class Context:
         if self.mailbox._room is not None:
             self.mailbox._make_room()  # the pump finds it closed
         self.mailbox._ctx = _CLOSED
+
+
+def send_remote_nowait(runtime: Runtime, info: ActorInfo, message: Any) -> bool:
+    """``ctx.send`` to a coroutine agent on another worker whose name this process has cached,
+    done now without waiting, as the runtime's send does it when nothing makes it wait: the
+    message goes out (written at once when it is alone on an idle link) under a credit of its
+    flow-control window, counted until its worker confirms it (confirms.py). False, with
+    nothing sent: the link is not up, the window is full, messages from other threads wait
+    ahead (send_soon), or the payload needs the runtime's send (out-of-band buffers, over the
+    size cap): the caller sends it that way, which waits or says why. No coroutine, no
+    checkpoint: one hop of a ring of agents pays for none."""
+    if info.kind != "coroutine" or runtime._soon or runtime._in_line:
+        return False
+    peer = runtime.peers.get(info.address)
+    if peer is None or not peer.has_room():
+        return False
+    payload = dumps(message)
+    if payload.buffers or len(payload.data) > runtime.max_message_bytes:
+        return False
+    actor_id = info.actor_id
+    if not peer.send_credits.try_take(actor_id):
+        return False
+    peer.sends.sent_message(actor_id)
+    peer.send_lone(Deliver(0, actor_id, payload))
+    return True
 
 
 # What a closed mailbox points to instead of its context (Context._close).

@@ -298,6 +298,11 @@ class Peer:
                 self.wake_threadsafe()  # the writer must finish what the socket did not take
             return True
 
+    def has_room(self) -> bool:
+        """Whether ``send_wait`` would queue a message now, without waiting: the link is up
+        (not closed, not connecting) and its queue is under the high-water mark."""
+        return self._stream is not None and not self.closed and len(self._out) < _HIGH_WATER
+
     async def send_wait(self, message: Message, *, flush: bool = False) -> None:
         """Queue a message, first waiting while the queue is over its high-water mark;
         with ``flush``, as ``send_lone``."""

@@ -373,3 +373,28 @@ def test_split_address() -> None:
     for bad in ("localhost", "host:", "host:http"):
         with pytest.raises(ValueError, match="host:port"):
             split_address(bad)
+
+
+async def test_lone_frames_sent_without_waiting_arrive_whole_and_in_order_past_a_full_socket() -> (
+    None
+):
+    # Lone small frames take send_nowait's one-send path; sent while the reader reads nothing,
+    # one of them finds the socket full and is cut (or not sent at all): its tail and every
+    # frame after it must still arrive whole, in order, once send_frames finishes them.
+    from tests._transport.test_conformance import tcp_frame_stream_pair
+
+    async with tcp_frame_stream_pair() as (a, b):
+        filler = random.Random(0).randbytes(3000)
+        bodies = []
+        for i in range(100_000):
+            bodies.append([b"%6d" % i, filler])
+            if not a.send_nowait([bodies[-1]]):
+                break
+        assert len(bodies) < 100_000, "the socket never filled up"
+        assert a.pending, "the frame the socket did not take waits for send_frames"
+        rest = [[b"rest %d" % i, filler] for i in range(3)]
+        with trio.fail_after(30):  # a cut frame would leave the receiver waiting for good
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.send_frames, rest)
+                received = [await b.receive_frame() for _ in range(len(bodies) + len(rest))]
+    assert [bytes(frame or b"") for frame in received] == [b"".join(p) for p in bodies + rest]
