@@ -265,7 +265,7 @@ def _wait_lent(
                     return True
             _sigint.reading = False
     finally:
-        if entry.state == PENDING:
+        if entry.state == PENDING and entry.waiters is not None:
             try:
                 entry.waiters.remove(poller)
             except ValueError:
@@ -304,8 +304,8 @@ def _resolve(rt: _Owner, entry: ObjectEntry, answer: TaskResult, poller: _Poller
     else:
         entry.error = answer.value
         entry.state = FAILED
-    waiters, entry.waiters = entry.waiters, []
-    others = [w for w in waiters if w is not poller]
+    waiters, entry.waiters = entry.waiters, None
+    others = [w for w in waiters or () if w is not poller]
     if others:  # other threads' or tasks' waits: set on the loop, as always
         rt.on_loop(_set_all, others)
 
