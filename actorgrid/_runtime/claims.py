@@ -66,6 +66,7 @@ class RuntimeClaims(RuntimeActors):
     _claims_unfrozen = 0  # name claims since the last freeze
     _claims_untrimmed = 0  # batched name claims since the last heap trim
     _trimming = False  # _trim_after_claims runs
+    _claim_batches_open = 0  # ClaimNames whose _finish_claims has not ended
 
     def register_name_nowait(self, info: ActorInfo, get_if_exists: bool) -> Any:
         """Loop: queue the name claim now (ordered before anything sent after it)."""
@@ -102,7 +103,8 @@ class RuntimeClaims(RuntimeActors):
         ):
             self._flush_claims()
             batch = self._claim_batch = _ClaimBatch()
-            self.nursery.start_soon(self._finish_claims, batch)
+            self._claim_batches_open += 1
+            self.nursery.start_soon(self._finish_counted, batch)
         k = batch.kinds.get(kind)
         if k is None:
             k = batch.kinds[kind] = len(batch.templates)
@@ -120,10 +122,11 @@ class RuntimeClaims(RuntimeActors):
 
     async def _trim_after_claims(self) -> None:
         """A burst of batched claims: trim the heap once none came for _TRIM_DELAY_S, off the
-        loop. While claims keep coming, this task wakes once per _TRIM_DELAY_S and no more."""
+        loop, and every creation they granted sent. While claims keep coming, this task wakes
+        once per _TRIM_DELAY_S and no more."""
         try:
             claims = -1
-            while claims != self._claims_untrimmed or self._claim_batch is not None:
+            while claims != self._claims_untrimmed or self._claim_batches_open:
                 claims = self._claims_untrimmed
                 await trio.sleep(_TRIM_DELAY_S)
             self._claims_untrimmed = 0
@@ -149,6 +152,12 @@ class RuntimeClaims(RuntimeActors):
             )
         except Exception as exc:
             batch.error = exc
+
+    async def _finish_counted(self, batch: _ClaimBatch) -> None:
+        try:
+            await self._finish_claims(batch)
+        finally:
+            self._claim_batches_open -= 1
 
     async def _finish_claims(self, batch: _ClaimBatch) -> None:
         # Started by the batch's first claim, run after the rest of its loop turn: whatever
