@@ -81,6 +81,7 @@ from .._protocol.namebatch import (
 from .._runtime.peer import Peer, PeerClosedError
 from .._runtime.pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .._runtime.seams import TCP, Transport
+from .._scheduler.cachers import NameCachers
 from .._scheduler.names import RESTART_HOLD_S, NameRegistry
 from .._scheduler.rejoin import FenceTable, restore_worker
 from .._transport.base import FrameStream
@@ -132,12 +133,8 @@ class Head(HeadOperations):
         self._node_peers: dict[Peer, HeadNode] = {}
         self._worker_peers: dict[Peer, WorkerInfo] = {}
         self._subscribers: set[Peer] = set()
-        # The processes told where each named actor lives: they may hold it in a name cache;
-        # and the same, by process, so that a process that goes costs O(its names).
-        # One process (most often the creator) as itself, several as a set: 100,000 names
-        # keep no set each.
-        self._cachers: dict[ActorId, Peer | set[Peer]] = {}
-        self._cached_by: dict[Peer, set[ActorId]] = {}
+        # The processes told where each named actor lives: they may hold it in a name cache.
+        self._cachers: NameCachers[Peer, ActorId] = NameCachers()
         self._worker_at: dict[str, Peer] = {}  # worker address -> its link
         self._event_subscribers: set[Peer] = set()
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
@@ -382,12 +379,8 @@ class Head(HeadOperations):
         # The cluster stops (close_nodes): its names and actors go with it. Freed one by one,
         # the 100,000 names of a simulation held the head's loop for seconds of its stop.
         stopping = self._stopping
-        for actor_id in () if stopping else self._cached_by.pop(peer, ()):
-            cachers = self._cachers.get(actor_id)
-            if cachers is peer:
-                del self._cachers[actor_id]
-            elif isinstance(cachers, set):
-                cachers.discard(peer)
+        if not stopping:
+            self._cachers.gone(peer)
         claimed = [] if stopping else self.names.claimer_gone(peer)
         if claimed and self._nursery is not None:
             self._background(
@@ -467,29 +460,16 @@ class Head(HeadOperations):
         peer.send(NamesFound(msg.rid, tuple(found)))
 
     def _cache(self, peer: Peer, actor_id: ActorId) -> None:
-        if peer.closed:
-            return  # _closed has run for it: nothing would ever remove it
-        cachers = self._cachers.get(actor_id)
-        if cachers is None:
-            self._cachers[actor_id] = peer
-        elif isinstance(cachers, set):
-            cachers.add(peer)
-        elif cachers is not peer:
-            self._cachers[actor_id] = {cachers, peer}
-        self._cached_by.setdefault(peer, set()).add(actor_id)
+        if not peer.closed:  # (else _closed has run for it: nothing would ever remove it)
+            self._cachers.cache(peer, actor_id)
 
     def _forget_cachers(self, actor_id: ActorId) -> set[Peer]:
         """The processes that cached the name of ``actor_id`` (its claimer too, while the
         registry has one: a creator caches the names it claims), no longer recorded."""
-        held = self._cachers.pop(actor_id, None)
-        cachers = held if isinstance(held, set) else set() if held is None else {held}
+        cachers = self._cachers.forget(actor_id)
         claimer = self.names.claimer(actor_id)
         if isinstance(claimer, Peer) and not claimer.closed:
             cachers.add(claimer)
-        for cacher in cachers:
-            ids = self._cached_by.get(cacher)
-            if ids is not None:
-                ids.discard(actor_id)
         return cachers
 
     async def _free_unmade(self, claimed: list[ActorInfo], why: str) -> None:

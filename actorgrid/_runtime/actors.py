@@ -425,7 +425,10 @@ class RuntimeActors(RuntimeFollowing):
         """Loop: send a method call, or queue it on the handle until the actor is placed."""
         info = handle._info
         if info is None:
-            handle._queued.append((entry, method, payload))
+            if handle._queued:
+                handle._queued.append((entry, method, payload))
+            else:
+                handle._queued = [(entry, method, payload)]
             return
         state = self._owner_state
         if state is not None and state.owns_actor(info.actor_id):

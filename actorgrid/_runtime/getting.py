@@ -278,7 +278,7 @@ def _wait_lent(
                     return True
             _sigint.reading = False
     finally:
-        if entry.state == PENDING:
+        if entry.state == PENDING and entry.waiters is not None:
             try:
                 entry.waiters.remove(poller)
             except ValueError:
@@ -317,8 +317,8 @@ def _resolve(rt: _Owner, entry: ObjectEntry, answer: TaskResult, poller: _Poller
     else:
         entry.error = answer.value
         entry.state = FAILED
-    waiters, entry.waiters = entry.waiters, []
-    if len(waiters) == 1 and waiters[0] is poller:
+    waiters, entry.waiters = entry.waiters, None
+    if not waiters or (len(waiters) == 1 and waiters[0] is poller):
         return  # (the usual case: this thread's wait alone)
     others = [w for w in waiters if w is not poller]
     if others:  # other threads' or tasks' waits: set on the loop, as always

@@ -108,17 +108,19 @@ class ActorHandle(Generic[T]):
         h._info = info
         h._cls = klass
         h._checks = checks
-        h._queued = []
+        h._queued = ()  # (a list once a call waits for the actor's place)
         h._error = None
         h._claimed = None
         h._ready = None if info is not None else trio.Event()
-        h._methods = {}
+        h._methods = None  # (a dict once a method is called)
         return h
 
     _info: ActorInfo | None
     _cls: type | None
     _checks: MethodChecks | None  # the class's, where this process has it (not unpickled)
-    _queued: list[tuple[ObjectEntry, str, Payload]]
+    # Made when first needed: a handle that is only held (the 100,000 of a simulation's
+    # driver) keeps no empty list nor dict (120 bytes).
+    _queued: list[tuple[ObjectEntry, str, Payload]] | tuple[()]
     _error: BaseException | None
     # Set once the head has answered a named class actor's claim, which .remote() does not
     # wait for; `await handle` does, so a taken name raises there.
@@ -126,7 +128,7 @@ class ActorHandle(Generic[T]):
     _ready: trio.Event | None
     # Its methods reached so far (``handle.ping``), made and checked once: a loop of
     # ``handle.ping.remote()`` builds no ActorMethod per call.
-    _methods: dict[str, ActorMethod[..., Any]]
+    _methods: dict[str, ActorMethod[..., Any]] | None
 
     @property
     def actor_id(self) -> ActorId:
@@ -157,7 +159,8 @@ class ActorHandle(Generic[T]):
     def __getattr__(self, name: str) -> ActorMethod[..., Any]:
         if name.startswith("__"):
             raise AttributeError(name)
-        method = self._methods.get(name)
+        methods = self._methods
+        method = None if methods is None else methods.get(name)
         if method is not None:
             return method
         info = self._info
@@ -172,7 +175,11 @@ class ActorHandle(Generic[T]):
                     f"actor class {info.label} has no method {name!r}; it has: "
                     + ", ".join(info.methods)
                 )
-            method = self._methods[name] = ActorMethod(self, name)
+            method = ActorMethod(self, name)
+            if methods is None:  # (two threads making one each: one's is not kept, no harm)
+                self._methods = {name: method}
+            else:
+                methods[name] = method
             return method  # checked against its class: kept (an actor's methods never change)
         return ActorMethod(self, name)
 
@@ -208,7 +215,7 @@ class ActorHandle(Generic[T]):
     def _resolve(self, info: ActorInfo, send_call: Callable[..., None]) -> None:
         """Loop: the actor has its place; send the calls made meanwhile, in order."""
         self._info = info
-        queued, self._queued = self._queued, []
+        queued, self._queued = self._queued, ()
         for entry, method, payload in queued:
             send_call(self, entry, method, payload)
         if self._ready is not None:
@@ -222,7 +229,7 @@ class ActorHandle(Generic[T]):
 
     def _fail(self, error: BaseException) -> None:
         self._error = error
-        queued, self._queued = self._queued, []
+        queued, self._queued = self._queued, ()
         for entry, _, _ in queued:
             entry.set_error(error)
         if self._ready is not None:

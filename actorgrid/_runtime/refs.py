@@ -9,11 +9,15 @@ process holds a ref to it, borrowers fetch it from the owner meanwhile.
 Entries are resolved on the runtime's loop (or by the thread that read a call's answer off its
 link itself: ``getting._resolve``). Threads wait on them without locks: a waiter is appended
 and then ``state`` is re-checked, while the resolver sets ``state`` and then reads the
-waiters, so under the GIL one side always sees the other.
+waiters, so under the GIL one side always sees the other. An entry nobody waited on has no
+list of waiters (``None``: 56 bytes less for each of the 100,000 agents a driver created and
+holds the refs of); the first waiter makes it under ``_FIRST_WAITER`` (two threads making one
+each would lose one's waiter), the resolver takes it and leaves ``None``.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
@@ -60,6 +64,9 @@ class RefOwner(Protocol):
 
     @property
     def refs(self) -> RefCounter: ...
+
+
+_FIRST_WAITER = threading.Lock()
 
 
 class _EntryRef(weakref.ref):  # type: ignore[type-arg]
@@ -130,7 +137,7 @@ class ObjectEntry:
         self.state = PENDING
         self.payload: Payload | None = None
         self.error: BaseException | Payload | None = None
-        self.waiters: list[Waiter] = []
+        self.waiters: list[Waiter] | None = None  # made by the first waiter
         self.fetching = False
         self.where: Any = None  # the Peer a pending call was sent on, for ag.cancel
         self.tracked = False  # watched by reference counting (refcounting.py)
@@ -149,18 +156,24 @@ class ObjectEntry:
             self._wake()
 
     def _wake(self) -> None:
-        waiters, self.waiters = self.waiters, []
-        for w in waiters:
+        waiters, self.waiters = self.waiters, None
+        for w in waiters or ():
             w.set()
 
     def add_waiter(self, waiter: Waiter) -> bool:
         """Register ``waiter``; False if the entry is already resolved and ``waiter`` will not
         be set (then the caller acts on the outcome itself). True when the resolver took it
         (it resolved this entry meanwhile, from another thread): it sets it."""
-        self.waiters.append(waiter)
+        waiters = self.waiters
+        if waiters is None:
+            with _FIRST_WAITER:
+                waiters = self.waiters
+                if waiters is None:
+                    waiters = self.waiters = []
+        waiters.append(waiter)
         if self.state != PENDING:
             try:
-                self.waiters.remove(waiter)
+                waiters.remove(waiter)
             except ValueError:
                 return True  # the resolver already took it and sets it
             return False
