@@ -215,22 +215,42 @@ INTERRUPTS = 25
 LINE_TIMEOUT_S = 20.0
 
 
+# What a driver wrote past the line last read, per process: lines are read off the pipe's file
+# descriptor, never through the text wrapper, whose buffer could hold a line the selector then
+# waits for in vain (two prints that arrive together).
+_unread: dict[int, bytes] = {}
+
+
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    got = _unread.pop(proc.pid, b"")
+    deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        ready = selector.select(timeout=timeout)
-    if not ready:  # hung: where each of its threads is, for the report
-        spy = shutil.which("py-spy")
-        dump = (
-            subprocess.run(
-                [spy, "dump", "--locals", "--pid", str(proc.pid)], capture_output=True, text=True
-            ).stdout
-            if spy
-            else "(no py-spy to show where it is)"
-        )
-        raise AssertionError(f"no line from the driver in {timeout} s:\n{dump}")
-    return proc.stdout.readline()
+        selector.register(fd, selectors.EVENT_READ)
+        while b"\n" not in got:
+            if not selector.select(timeout=max(deadline - time.monotonic(), 0)):
+                _hung(proc, timeout)
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break  # (the driver ended: what it wrote last, without its newline)
+            got += chunk
+    line, newline, rest = got.partition(b"\n")
+    _unread[proc.pid] = rest
+    return (line + newline).decode()
+
+
+def _hung(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Where each of a hung driver's threads is, for the report."""
+    spy = shutil.which("py-spy")
+    dump = (
+        subprocess.run(
+            [spy, "dump", "--locals", "--pid", str(proc.pid)], capture_output=True, text=True
+        ).stdout
+        if spy
+        else "(no py-spy to show where it is)"
+    )
+    raise AssertionError(f"no line from the driver in {timeout} s:\n{dump}")
 
 
 @pytest.mark.slow
