@@ -438,9 +438,15 @@ class RuntimeLinks(RuntimeMembership):
         inflight, peer.inflight = peer.inflight, {}
         wid = self._worker_at.get(peer.address)
         lost = not self._closing and peer.address != self.address
-        if lost and wid is not None and (inflight or peer.address in self.owned_at):
+        if (
+            lost
+            and wid is not None
+            and wid in self.placement.workers
+            and (inflight or peer.address in self.owned_at)
+        ):
             # The link to a worker died under calls: it is dead to us (the head confirms,
-            # and its WorkerLeft still ends the borrows of that process: _unplaced).
+            # and its WorkerLeft still ends the borrows of that process: _unplaced). Not
+            # again for a failed redial's link, nor after the head's WorkerLeft (its abort).
             self._unplaced[wid] = self.placement.workers.get(wid)
             self.placement.remove(wid)
         why = f"the worker at {peer.address} went away before answering ({peer.close_reason})"
