@@ -319,6 +319,10 @@ class RuntimeLinks(RuntimeMembership):
     async def _dial(self, peer: Peer) -> None:
         try:
             stream = await self._open_stream(peer.address)
+        except trio.Cancelled:
+            if peer.address in self._relinking:  # its dropped link's calls are answered
+                peer.close("this process stopped while it redialled")
+            raise
         except TimeoutError as exc:
             peer.close(str(exc))
             return
