@@ -190,6 +190,8 @@ class RuntimeActors(RuntimeFollowing):
             reason = killed.get(sent.actor.actor_id) if sent.actor is not None and killed else None
             if reason is not None:
                 entry.set_error(ActorDiedError(f"actor {label} {reason}"))
+            elif why is Why.LINK_DROPPED:  # the actor lives on; the call may have run
+                entry.set_error(ActorDiedError(f"actor {label}: {context.why}"))
             else:
                 entry.set_error(ActorDiedError(f"actor {label} died: {context.why}"))
 

@@ -52,6 +52,7 @@ from .._protocol.messages import (
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.names import NameCache
 from .._scheduler.placement import Placement
+from .._scheduler.relink import Relinks, Verdict
 from .._scheduler.tasktree import TaskTree
 from .._scheduler.topics import Subscriptions
 from .._transport.tcp import ListenLimits
@@ -101,6 +102,7 @@ class RuntimeLinks(RuntimeMembership):
     _send_spec: Callable[[ObjectEntry, TaskSpec], None]
     _retry_task: Callable[..., None]
     tasks_lost: Callable[..., int]
+    calls_dropped: Callable[[str, tuple[ObjectId, ...], str], int]
     follow: Callable[..., bool]
     owner_decides: Callable[[Sent], bool]
     _restart_coroutine_actor: Callable[[ObjectEntry, TaskSpec, str], None]
@@ -180,6 +182,10 @@ class RuntimeLinks(RuntimeMembership):
         self._worker_at: dict[str, WorkerId] = {}
         # Workers taken out of placement when their link died, until the head's WorkerLeft.
         self._unplaced: dict[WorkerId, WorkerInfo | None] = {}
+        # Links to live workers that dropped: redialled before their worker counts as dead
+        # (_scheduler/relink.py); the dropped link of each redial under way, by address.
+        self.relinks = Relinks()
+        self._relinking: dict[str, Peer] = {}
         self.streams = CallerStreams(self)  # remote generators this process consumes
         self._handlers: dict[type, Callable[[Peer, Any], Any]] = {
             TaskResult: self._on_result,
@@ -313,6 +319,10 @@ class RuntimeLinks(RuntimeMembership):
     async def _dial(self, peer: Peer) -> None:
         try:
             stream = await self._open_stream(peer.address)
+        except trio.Cancelled:
+            if peer.address in self._relinking:  # its dropped link's calls are answered
+                peer.close("this process stopped while it redialled")
+            raise
         except TimeoutError as exc:
             peer.close(str(exc))
             return
@@ -323,6 +333,12 @@ class RuntimeLinks(RuntimeMembership):
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             return
+        dropped = self._relinking.pop(peer.address, None)
+        if dropped is not None:
+            # A redial: the process there shook hands with the cluster's secret on the address
+            # only it listens on, so it is alive, and only the link had dropped.
+            self.relinks.redialled(peer.address, True)
+            self._link_dropped(dropped)
         await peer.run(stream)
 
     async def _accept(self, stream: FrameStream) -> None:
@@ -352,12 +368,89 @@ class RuntimeLinks(RuntimeMembership):
     def _peer_closed(self, peer: Peer) -> None:
         if self.peers.get(peer.address) is peer:
             del self.peers[peer.address]
+        dropped = self._relinking.pop(peer.address, None)
+        if dropped is not None:
+            # The redial of a dropped link failed (or the head declared its worker dead while
+            # it dialled): the worker is gone; the dropped link's calls were sent first.
+            self.relinks.redialled(peer.address, False)
+            self._link_gone(dropped)
+        elif self._redial(peer):
+            return
+        self._link_gone(peer)
+
+    def _redial(self, peer: Peer) -> bool:
+        """Loop: the link to a worker the head lists dropped: dial it again (True), and
+        decide what the calls in flight on it become by whether that succeeds (``_dial``)."""
+        address = peer.address
+        wid = self._worker_at.get(address)
+        if peer.remote_hello is None or wid is None:
+            return False  # it never opened, or it is no worker's
+        listed = wid in self.placement.workers or wid in self._env_aside
+        verdict = self.relinks.dropped(
+            address,
+            time.monotonic(),
+            listed=listed,
+            aborted=peer.aborted,
+            stopping=self._closing or address == self.address,
+        )
+        if verdict is not Verdict.REDIAL:
+            return False
+        log.info(
+            "the link to the worker at %s dropped (%s): redialling", address, peer.close_reason
+        )
+        self._relinking[address] = peer
+        self.peer_for(address)  # calls made from now on queue on the new link, in order
+        return True
+
+    def _link_dropped(self, peer: Peer) -> None:
+        """Loop: the link ``peer`` to a worker dropped, and a redial reached that worker:
+        the calls in flight on it fail (they may or may not have run) or, tasks with retries
+        left, are placed again; its actors stay, and so does its place in placement."""
+        inflight, peer.inflight = peer.inflight, {}
+        address = peer.address
+        wid = self._worker_at.get(address)
+        why = (
+            f"the connection to its worker at {address} dropped ({peer.close_reason}) while "
+            "that worker stayed alive, so the call may or may not have run; calls made since "
+            "go on a new connection"
+        )
+        report_lost(
+            self, peer, f"the connection to its worker at {address} dropped", self._label_of
+        )
+        owned: list[ObjectId] = []
+        for object_id, sent in inflight.items():
+            if sent.counted and wid is not None:
+                self.placement.finished(wid)
+            entry, spec = sent.entry, sent.spec
+            if entry.state != PENDING:
+                continue
+            if (spec is not None and spec.actor is None) or self.owner_decides(sent):
+                owned.append(object_id)  # the owner state decides: LinkDropped below
+            elif sent.cancelled:
+                entry.set_error(TaskCancelledError(f"the call was cancelled, and then {why}"))
+            else:
+                actor = sent.actor or (spec.actor if spec is not None else None)
+                label = _describe(actor) if actor is not None else "the actor"
+                entry.set_error(ActorDiedError(f"actor {label}: {why}"))
+        retried = self.calls_dropped(address, tuple(owned), why) if owned else 0
+        if retried:
+            self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
+
+    def _link_gone(self, peer: Peer) -> None:
+        """Loop: the link ``peer`` closed for good (its worker died, or this process stops)."""
+        self.relinks.worker_left(peer.address)
         inflight, peer.inflight = peer.inflight, {}
         wid = self._worker_at.get(peer.address)
         lost = not self._closing and peer.address != self.address
-        if lost and wid is not None and (inflight or peer.address in self.owned_at):
+        if (
+            lost
+            and wid is not None
+            and wid in self.placement.workers
+            and (inflight or peer.address in self.owned_at)
+        ):
             # The link to a worker died under calls: it is dead to us (the head confirms,
-            # and its WorkerLeft still ends the borrows of that process: _unplaced).
+            # and its WorkerLeft still ends the borrows of that process: _unplaced). Not
+            # again for a failed redial's link, nor after the head's WorkerLeft (its abort).
             self._unplaced[wid] = self.placement.workers.get(wid)
             self.placement.remove(wid)
         why = f"the worker at {peer.address} went away before answering ({peer.close_reason})"
@@ -397,6 +490,8 @@ class RuntimeLinks(RuntimeMembership):
     def _missed_by_close(self, peer: Peer, object_id: ObjectId) -> None:
         """Loop: a call was put in flight on ``peer`` as it closed, after the close had
         handled what was in flight: handle it the same way now."""
+        if self._relinking.get(peer.address) is peer:
+            return  # it stays with the link's other calls until the redial answers
         sent = peer.inflight.pop(object_id, None)
         if sent is not None and sent.entry.state == PENDING:
             why = f"the worker at {peer.address} went away ({peer.close_reason})"

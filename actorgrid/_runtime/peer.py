@@ -387,6 +387,11 @@ class Peer:
                 await stream.aclose()
             self.close(reason)
 
+    @property
+    def aborted(self) -> bool:
+        """This process dropped the link itself (``abort``), rather than the connection."""
+        return self._abort_reason is not None
+
     def abort(self, reason: str) -> None:
         """Loop: drop the connection now (a zombie, a fenced peer); ``close`` follows."""
         if self._abort_reason is None:

@@ -35,6 +35,7 @@ from .._scheduler.owner import (
     CallSent,
     CancelRequested,
     Command,
+    LinkDropped,
     OwnerState,
     PlaceTask,
     Resolve,
@@ -435,6 +436,14 @@ class RuntimeTasks(RuntimeObjects):
         state = self._owner_state
         if state is not None and state.owns_actor(actor.actor_id):
             self._owner(ActorEnded(actor.actor_id))
+
+    def calls_dropped(self, address: str, call_ids: tuple[ObjectId, ...], why: str) -> int:
+        """Loop: the link to the live worker at ``address`` dropped under the calls
+        ``call_ids`` (links.py, after a redial reached it): the owner decides (LinkDropped);
+        the number placed again."""
+        if self._owner_state is None:
+            return 0
+        return self._owner(LinkDropped(address, call_ids), _Context(why))
 
     def tasks_lost(self, address: str, written: bool, why: str, *, retry: bool = True) -> int:
         """Loop: the link to ``address`` died under the tasks in flight there (``written``:

@@ -16,6 +16,8 @@ call (sent to the actor's address: ``SendCall``). Its life::
                                                       as if lost there (below)
     in flight ──ResultArrived──▶ resolved             (an error matching retry_on: placed again)
     in flight ──WorkerGone─────▶ placed again / queued for the restarted actor / resolved
+    in flight ──LinkDropped────▶ placed again (a task with retries left) / resolved: its
+                                 worker lives on, and so do its actors
     anywhere  ──CancelRequested▶ resolved CANCELLED, or SendCancel and resolved by its answer
 
 An actor this process created is alive at an address, restarting (``RestartActor``: the
@@ -45,6 +47,7 @@ Invariants (checked by the Hypothesis machine in ``tests/_scheduler/test_owner.p
 - a call to a dead actor, or beyond its retries, is resolved ACTOR_DIED.
 
 Costs: every event is O(1) but ``WorkerGone`` (O(calls and actors at that address)),
+``LinkDropped`` (O(calls it names)),
 ``ActorRestarted`` / ``ActorRestartFailed`` / ``ActorKilled`` (O(calls queued for or in flight
 to it)). Nothing is O(calls) or O(actors). Never reads a clock, does no I/O. The events and
 commands are in ``owner_events.py`` (re-exported here).
@@ -75,6 +78,7 @@ from .owner_events import (
     Event,
     FollowedCallLost,
     FollowedCallSubmitted,
+    LinkDropped,
     LocateActor,
     PlaceTask,
     Resolve,
@@ -114,6 +118,7 @@ __all__ = [
     "FollowState",
     "FollowedCallLost",
     "FollowedCallSubmitted",
+    "LinkDropped",
     "LocateActor",
     "OwnerState",
     "PlaceTask",
@@ -222,6 +227,8 @@ class OwnerState:
             return self._restart_failed(event)
         if isinstance(event, WorkerGone):
             return self._worker_gone(event)
+        if isinstance(event, LinkDropped):
+            return self._link_dropped(event)
         if isinstance(event, FOLLOW_EVENTS):
             return self.follow.handle(event)
         return list(self.refs.handle(event))  # raises TypeError for what is no event
@@ -489,4 +496,22 @@ class OwnerState:
             actor.queued[:0] = [call_id for _, call_id in calls]
         for actor_id in dying:
             commands += self._actor_dead(actor_id, self._actors[actor_id], tell=True)
+        return commands
+
+    def _link_dropped(self, event: LinkDropped) -> list[Command]:
+        # Only the calls named (the dropped link's): those sent since to the same address went
+        # on the new link, and their actors never left. Resolved in submission order.
+        dropped = []
+        for call_id in event.call_ids:
+            call = self._calls.get(call_id)
+            if call is not None and call.address == event.address:
+                dropped.append((call.seq, call_id, call))
+        commands: list[Command] = []
+        for _, call_id, call in sorted(dropped, key=lambda row: row[0]):
+            if call.cancelled:
+                commands += self._resolve(call_id, call, Why.CANCELLED)
+            elif call.actor_id is None and call.retries:
+                commands += self._retry_task(call_id, call)
+            else:
+                commands += self._resolve(call_id, call, Why.LINK_DROPPED)
         return commands

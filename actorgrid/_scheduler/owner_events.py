@@ -29,6 +29,7 @@ __all__ = [
     "Event",
     "FollowedCallLost",
     "FollowedCallSubmitted",
+    "LinkDropped",
     "LocateActor",
     "PlaceTask",
     "Resolve",
@@ -57,6 +58,8 @@ class Why(enum.Enum):
     WORKER_DIED = "worker_died"  # a task whose worker died with no retries left
     ACTOR_DIED = "actor_died"  # an actor call whose actor died and was not (or could not be)
     # restarted, or which had no retries left
+    LINK_DROPPED = "link_dropped"  # in flight on a link that dropped while its worker lived,
+    # and not placed again (an actor call, or a task with no retries left): it may have run
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -146,6 +149,18 @@ class WorkerGone:
     address: str
     written: bool = True
     retry: bool = True
+
+
+@message
+class LinkDropped:
+    """The link to the process at ``address`` dropped, and that process answered a redial:
+    it is alive, and so are its actors. The calls ``call_ids`` were in flight on the dropped
+    link (those sent since, on the new link, are not among them) and may or may not have run:
+    a task with retries left is placed again (spending one), anything else is resolved
+    LINK_DROPPED."""
+
+    address: str
+    call_ids: tuple[CallId, ...]
 
 
 @message
@@ -240,6 +255,7 @@ Event = (
     | ActorKilled
     | ResultArrived
     | WorkerGone
+    | LinkDropped
     | CancelRequested
     | ActorRestarted
     | ActorRestartFailed

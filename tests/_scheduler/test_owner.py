@@ -20,6 +20,7 @@ from actorgrid._scheduler.owner import (
     CallSubmitted,
     CancelRequested,
     Command,
+    LinkDropped,
     OwnerState,
     PlaceTask,
     Resolve,
@@ -74,6 +75,25 @@ def test_a_task_never_written_to_its_dead_worker_is_placed_again_for_free() -> N
     owner.handle(TaskSubmitted(t, max_retries=0))
     owner.handle(TaskPlaced(t, "w:1"))
     assert owner.handle(WorkerGone("w:1", written=False)) == [PlaceTask(t, retry=True)]
+
+
+def test_a_dropped_link_to_a_live_worker_fails_only_its_own_calls_and_keeps_the_actor() -> None:
+    owner, a, t = OwnerState(ME), _aid(), _oid()
+    c1, c2, after = _oid(), _oid(), _oid()
+    owner.handle(ActorAdded(a, "w:1", max_restarts=0))
+    owner.handle(CallSubmitted(c1, a, max_retries=3))
+    owner.handle(CallSubmitted(c2, a))
+    owner.handle(TaskSubmitted(t, max_retries=1))
+    owner.handle(TaskPlaced(t, "w:1"))
+    assert owner.handle(CallSubmitted(after, a)) == [SendCall(after, "w:1")]  # the new link
+    assert owner.handle(LinkDropped("w:1", (c2, t, c1))) == [
+        Resolve(c1, Why.LINK_DROPPED),  # in submission order; may have run: not re-sent
+        Resolve(c2, Why.LINK_DROPPED),
+        PlaceTask(t, retry=True),
+    ]
+    assert owner.pending(after)  # sent on the new link: still in flight
+    late = _oid()
+    assert owner.handle(CallSubmitted(late, a)) == [SendCall(late, "w:1")]  # still alive
 
 
 def test_calls_to_a_restarting_actor_wait_and_reach_the_new_incarnation_in_order() -> None:
