@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from proclines import read_line
 
 SUBNET = "10.231.0"
 
@@ -182,18 +182,16 @@ def read_json(proc: subprocess.Popen[str], timeout: float = LINE_TIMEOUT_S) -> d
     """The next JSON line the process prints (other lines are skipped)."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no line from pid {proc.pid} within {timeout} s"
-            if not selector.select(timeout=left):
-                continue
-            line = proc.stdout.readline()
-            assert line, f"pid {proc.pid} exited with {proc.wait(10)} before answering"
-            if line.startswith("{"):
-                data: dict[str, Any] = json.loads(line)
-                return data
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no line from pid {proc.pid} within {timeout} s"
+        line = read_line(proc, left)
+        if line is None:
+            continue
+        assert line, f"pid {proc.pid} exited with {proc.wait(10)} before answering"
+        if line.startswith("{"):
+            data: dict[str, Any] = json.loads(line)
+            return data
 
 
 def tell(proc: subprocess.Popen[str], line: str) -> None:

@@ -6,7 +6,6 @@ KeyboardInterrupt raised in it), and every process is gone within the grace peri
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 import psutil
+from proclines import read_line
 
 GRACE_S = 3.0
 START_TIMEOUT_S = 60.0
@@ -64,12 +64,9 @@ except KeyboardInterrupt:
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        ready = selector.select(timeout=timeout)
-    assert ready, f"the driver printed nothing within {timeout} s"
-    return proc.stdout.readline()
+    line = read_line(proc, timeout)
+    assert line is not None, f"the driver printed nothing within {timeout} s"
+    return line
 
 
 def _wait_for_files(*paths: Path, timeout: float = 30.0) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import subprocess
 import textwrap
 import time
 
 from hostlab import Hosts
+from proclines import read_line
 
 PULSE_S = 0.2
 HEAD_PORT = 7413
@@ -46,15 +46,13 @@ def _lines_until(proc: subprocess.Popen[str], want: str) -> list[str]:
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + LINE_TIMEOUT_S
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while not any(want in line for line in lines):
-            left = deadline - time.monotonic()
-            assert left > 0, f"{want!r} not printed within {LINE_TIMEOUT_S} s: {lines}"
-            if selector.select(timeout=left):
-                line = proc.stdout.readline()
-                assert line, f"exited with {proc.wait(10)} before printing {want!r}: {lines}"
-                lines.append(line.rstrip("\n"))
+    while not any(want in line for line in lines):
+        left = deadline - time.monotonic()
+        assert left > 0, f"{want!r} not printed within {LINE_TIMEOUT_S} s: {lines}"
+        line = read_line(proc, left)
+        if line is not None:
+            assert line, f"exited with {proc.wait(10)} before printing {want!r}: {lines}"
+            lines.append(line.rstrip("\n"))
     return lines
 
 

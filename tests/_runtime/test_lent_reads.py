@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import selectors
 import shutil
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
+from proclines import read_line
 
 import actorgrid as ag
 from actorgrid._runtime import current
@@ -215,29 +215,12 @@ INTERRUPTS = 25
 LINE_TIMEOUT_S = 20.0
 
 
-# What a driver wrote past the line last read, per process: lines are read off the pipe's file
-# descriptor, never through the text wrapper, whose buffer could hold a line the selector then
-# waits for in vain (two prints that arrive together).
-_unread: dict[int, bytes] = {}
-
-
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    got = _unread.pop(proc.pid, b"")
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while b"\n" not in got:
-            if not selector.select(timeout=max(deadline - time.monotonic(), 0)):
-                _hung(proc, timeout)
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break  # (the driver ended: what it wrote last, without its newline)
-            got += chunk
-    line, newline, rest = got.partition(b"\n")
-    _unread[proc.pid] = rest
-    return (line + newline).decode()
+    line = read_line(proc, timeout)
+    if line is None:
+        _hung(proc, timeout)
+    assert line is not None
+    return line
 
 
 def _hung(proc: subprocess.Popen[str], timeout: float) -> None:
