@@ -198,4 +198,4 @@ class RuntimeClaims(RuntimeActors):
 
     def _cache_name(self, key: tuple[str, str], info: ActorInfo, epoch: int) -> None:
         if self._names_epoch == epoch:
-            self.names[key] = info
+            self.names.cache(key, info)  # (compact: no ActorInfo kept per name)
