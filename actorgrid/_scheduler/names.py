@@ -361,14 +361,17 @@ class NameCache:
         """Cache ``info`` itself: what its creator (or owner) holds anyway."""
         self._put(_key(*pair), info)
 
-    def cache(self, pair: tuple[str, str], info: ActorInfo) -> None:
+    def cache(
+        self, pair: tuple[str, str], info: ActorInfo, actor_id: ActorId | None = None
+    ) -> None:
         """Cache the actor ``info`` that a lookup found, as a CachedName: ``info`` itself
-        (and its copy of the name) is not kept."""
+        (and its copy of the name) is not kept. ``actor_id``: its id as an object this
+        process keeps anyway (an agent it hosts: its slot's), kept instead of ``info``'s."""
         kind = kind_of(info)
         of = self._kinds.get(kind)
         if of is None:
             of = self._kinds[kind] = of_kind(info, ActorId(b""), None)
-        self._put(_key(*pair), CachedName(of, info.actor_id))
+        self._put(_key(*pair), CachedName(of, info.actor_id if actor_id is None else actor_id))
 
     def _put(self, key: _Key, held: Held) -> None:
         old = self._by_key.get(key)
