@@ -19,7 +19,9 @@ each worker).
 ``--trace K``: also print what the driver process (the head included, in the embedded
 cluster) keeps per agent, from tracemalloc snapshots taken before and after creating them,
 grouped by file:line, the K biggest lines (slower, and its RSS column counts tracemalloc's
-own tables: compare RSS only between untraced runs).
+own tables: compare RSS only between untraced runs). ``--trace-workers K``: the same on each
+worker, across the round (what the round left there: the names its agents sent to, cached,
+and their flow-control entries), with the names cached and the entries left.
 """
 
 from __future__ import annotations
@@ -103,7 +105,44 @@ def traced_per_agent(before: tracemalloc.Snapshot, n: int, top: int) -> None:
         print(f"  {d.size_diff / n:7.1f} B  {d.count_diff / n:5.2f} blocks  {where}:{frame.lineno}")
 
 
-def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, Any]:
+def start_worker_trace() -> None:
+    """On a worker: a tracemalloc snapshot to compare with (``end_worker_trace``)."""
+    import builtins
+
+    gc.collect()
+    tracemalloc.start()
+    builtins._agents_scale_snapshot = tracemalloc.take_snapshot()  # type: ignore[attr-defined]
+
+
+def end_worker_trace(n: int, top: int) -> str:
+    """On a worker: what it gained since ``start_worker_trace``, per agent, by file:line."""
+    import builtins
+
+    from actorgrid._runtime.core import current_runtime
+
+    gc.collect()
+    before = builtins._agents_scale_snapshot  # type: ignore[attr-defined]
+    diff = tracemalloc.take_snapshot().compare_to(before, "lineno")
+    tracemalloc.stop()
+    del builtins._agents_scale_snapshot  # type: ignore[attr-defined]
+    rt = current_runtime()
+    peers = list(rt.peers.values())
+    entries = sum(len(p.send_credits) + len(p.receive_credits) for p in peers)
+    total = sum(d.size_diff for d in diff)
+    lines = [
+        f"worker {os.getpid()}, traced: {total / n:,.0f} B per agent; {len(rt.names):,} names "
+        f"cached; {entries:,} flow-control entries on its outbound links; by line:"
+    ]
+    for d in diff[:top]:
+        frame = d.traceback[0]
+        where = frame.filename.rsplit("actorgrid/", 1)[-1]
+        lines.append(
+            f"  {d.size_diff / n:7.1f} B  {d.count_diff / n:5.2f} blocks  {where}:{frame.lineno}"
+        )
+    return "\n".join(lines)
+
+
+def run(n: int, hops: int, workers: int, trace: int = 0, trace_workers: int = 0) -> dict[str, Any]:
     with ag.init(num_workers=workers):
         prefix = f"g{os.getpid()}-"
         counter.options(name="counter").remote()
@@ -126,12 +165,17 @@ def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, Any]:
         if trace:
             traced_per_agent(traced, n, trace)
             tracemalloc.stop()
+        if trace_workers:
+            ag.run_on_each_worker(start_worker_trace)
         start = time.perf_counter()
         ag.publish(TOPIC, hops)
         ag.ask("counter", ("done", n), timeout=3600)
         msg_s = time.perf_counter() - start
         time.sleep(1.0)  # as after creation: what the round left, not what it is still doing
         rounded = kb_per_agent(rss_mb(), before, n)
+        if trace_workers:
+            for report in ag.run_on_each_worker(end_worker_trace, n, trace_workers).values():
+                print(report)
         start = time.perf_counter()
         for i in range(n):
             ag.send(f"{prefix}{i}", "stop")
@@ -156,6 +200,7 @@ def main() -> None:
     parser.add_argument("--hops", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trace", type=int, default=0, metavar="K")
+    parser.add_argument("--trace-workers", type=int, default=0, metavar="K")
     args = parser.parse_args()
     print(
         "| agents | create | driver CPU per agent | RSS per agent | by-name msgs/s "
@@ -163,7 +208,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for n in args.agents:
-        r = run(n, args.hops, args.workers, args.trace)
+        r = run(n, args.hops, args.workers, args.trace, args.trace_workers)
         print(
             f"| {n:,} | {r['create_per_s']:,.0f}/s | {r['driver_cpu_us']:.0f} µs "
             f"| {r['kb_per_agent']:.1f} KB "

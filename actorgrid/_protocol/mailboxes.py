@@ -52,10 +52,13 @@ class FinishedSends:
     (``h.method.remote()`` as a statement) and fire-and-forget messages (``ag.send``,
     ``ctx.send``) that came on this link, ``counts[i]`` more to ``actor_ids[i]`` were finished
     (returned or raised; taken from the mailbox), so their sender stops counting them as
-    possibly lost (``_runtime/confirms.py``)."""
+    possibly lost (``_runtime/confirms.py``). ``credits[i]`` (if any): flow-control credits
+    for messages to ``actor_ids[i]`` that the worker took in and had held back (a batch not
+    full yet, ``_scheduler/flow.py``), granted now."""
 
     actor_ids: tuple[ActorId, ...]
     counts: tuple[int, ...]
+    credits: tuple[int, ...] = ()
 
 
 # --- virtual agents and topics ----------------------------------------------------------------

@@ -79,10 +79,10 @@ class AgentHost(AgentPools):
     def agent_here(self, name: str, namespace: str | None) -> _Slot | None:
         """The slot of the coroutine agent named so, if it is hosted here and this process
         has its name cached (Context.send's fast path: no lookup, no loopback, no credit)."""
-        info = self.runtime.names.get((namespace or DEFAULT_NAMESPACE, name))
-        if info is None or info.address != self.runtime.address:
+        held = self.runtime.names.held(namespace or DEFAULT_NAMESPACE, name)
+        if held is None or held.address != self.runtime.address:
             return None
-        slot = self.actors.get(info.actor_id)
+        slot = self.actors.get(held.actor_id)
         if slot is None or slot.info is None or slot.info.kind != "coroutine":
             return None
         return slot

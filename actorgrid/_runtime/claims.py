@@ -234,5 +234,10 @@ class RuntimeClaims(RuntimeActors):
         return reply.actor
 
     def _cache_name(self, key: tuple[str, str], info: ActorInfo, epoch: int) -> None:
-        if self._names_epoch == epoch:
-            self.names[key] = info
+        if self._names_epoch != epoch:
+            return
+        # Compact: no ActorInfo kept per name; and an agent hosted here is named by its
+        # slot's id, not a copy of its own (half the names of a worker's agents, 49 B each).
+        executor = self.executor
+        slot = executor.actors.get(info.actor_id) if executor is not None else None
+        self.names.cache(key, info, None if slot is None else slot.actor_id)

@@ -42,6 +42,7 @@ import trio
 
 from .._protocol.ids import ActorId
 from .._protocol.messages import Event, FinishedSends
+from .._scheduler.flow import ReceiveCredits
 
 __all__ = ["REPORT_S", "FinishedReports", "LinkSends", "report_lost"]
 
@@ -62,7 +63,7 @@ class LinkSends:
     """One link's counts of fire-and-forget calls and messages (see the module docstring).
     Any thread."""
 
-    __slots__ = ("_done", "_lock", "_out", "on_first_done")
+    __slots__ = ("_done", "_lock", "_out", "held_credits", "on_first_done")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -71,6 +72,9 @@ class LinkSends:
         # Worker: told when its table gets its first entry since the last report (None: this
         # process hosts no actors, and nothing is counted on this end).
         self.on_first_done: Callable[[], None] | None = None
+        # Worker: the link's flow-control credits held back, granted with each report for
+        # the actors in it (None: none; see take_finished).
+        self.held_credits: ReceiveCredits[ActorId] | None = None
 
     def __repr__(self) -> str:
         return f"<LinkSends unconfirmed={len(self._out)} finished={len(self._done)}>"
@@ -98,6 +102,8 @@ class LinkSends:
                 out[actor_id] = left
             else:
                 out.pop(actor_id, None)
+                if not out:
+                    self._out = {}  # (a dict keeps its peak's table: 70,000 targets' worth)
 
     def on_finished(self, msg: FinishedSends) -> None:
         for actor_id, n in zip(msg.actor_ids, msg.counts, strict=False):
@@ -147,6 +153,13 @@ class LinkSends:
             done, self._done = self._done, {}
         if not done:
             return None
+        held = self.held_credits
+        if held is not None:
+            # The credits held back for these actors go with it (flow.py): an agent sent a
+            # message or two by each of thousands of others leaves no entry at either end.
+            credits = tuple(held.take(actor_id) for actor_id in done)
+            if any(credits):
+                return FinishedSends(tuple(done), tuple(done.values()), credits)
         return FinishedSends(tuple(done), tuple(done.values()))
 
 

@@ -33,6 +33,9 @@ class HostedExecutor(Protocol):
     @property
     def queue(self) -> _Load: ...
 
+    @property
+    def actors(self) -> dict[ActorId, Any]: ...  # the actors it hosts, by id: their slots
+
     def handlers(self) -> dict[type, Callable[[Peer, Any], Any]]: ...
 
     async def serve(

@@ -194,7 +194,7 @@ class RuntimeLinks(RuntimeMembership):
             FetchObject: self._on_fetch,
             DeliveryFailed: self._on_delivery_failed,
             Credit: self._on_credit,
-            FinishedSends: lambda peer, msg: peer.sends.on_finished(msg),
+            FinishedSends: self._on_finished,
             NamesEnded: self._on_names_ended,  # names.py
             WorkerJoined: self._membership_news(self._on_worker_joined),
             WorkerLeft: self._membership_news(self._on_worker_left),
@@ -599,6 +599,13 @@ class RuntimeLinks(RuntimeMembership):
         detail = f"a message to actor {label} was not delivered: {msg.reason}"
         log.warning("%s", detail)
         self.publish(Event("message_undelivered", time.time(), pid=os.getpid(), detail=detail))
+
+    def _on_finished(self, peer: Peer, msg: FinishedSends) -> None:
+        peer.sends.on_finished(msg)
+        # With the credits the worker held back for these actors (confirms.py, flow.py).
+        for actor_id, n in zip(msg.actor_ids, msg.credits, strict=False):
+            if n:
+                self._on_credit(peer, Credit(actor_id, n))
 
     def _on_credit(self, peer: Peer, msg: Credit) -> None:
         peer.send_credits.grant(msg.actor_id, msg.n)

@@ -35,7 +35,8 @@ from .._protocol.messages import (
     NamesFound,
     Payload,
 )
-from .._scheduler.names import DEFAULT_NAMESPACE
+from .._protocol.namebatch import of_kind
+from .._scheduler.names import DEFAULT_NAMESPACE, CachedName
 from .claims import RuntimeClaims
 from .links import FREE_NAME_TIMEOUT_S, log
 from .peer import Peer, PeerClosedError
@@ -331,53 +332,52 @@ class RuntimeNames(RuntimeClaims):
             await trio.sleep(0.001)  # rare: that agent's mailbox is full
 
     async def send(self, target: Any, message: Any, namespace: str | None = None) -> None:
-        info = (
-            self.names.get((namespace or DEFAULT_NAMESPACE, target))
+        # A cached name is read as the cache holds it (no ActorInfo made per message).
+        held: ActorInfo | CachedName | None = (
+            self.names.held(namespace or DEFAULT_NAMESPACE, target)
             if isinstance(target, str)
             else None
         )
-        if info is None or info.kind != "coroutine":
-            info = await self.resolve_target(target, namespace)
+        if held is None or held.kind != "coroutine":
+            held = await self.resolve_target(target, namespace)
+        actor_id, address = held.actor_id, held.address
         if self._soon or self._in_line:
-            await self._after_soon(info.actor_id)
+            await self._after_soon(actor_id)
         payload = dumps(message)
         self.check_size(payload, "send()")
-        peer = self.peer_for(info.address)
-        executor = self.executor if info.address == self.address else None
+        peer = self.peer_for(address)
+        executor = self.executor if address == self.address else None
         # An agent on this worker (the loopback would copy out-of-band buffers, so that
         # agents share no memory); nothing sent earlier may still be queued: keep order.
         if payload.buffers:
             executor = None
-        if (
-            executor is not None
-            and not peer.queued
-            and executor.deliver_nowait(info.actor_id, payload)
-        ):
+        if executor is not None and not peer.queued and executor.deliver_nowait(actor_id, payload):
             return  # no loopback hop, no task switch, no credit
         try:
-            if not peer.send_credits.try_take(info.actor_id):
-                await wait_credit(peer, info.actor_id)
+            if not peer.send_credits.try_take(actor_id):
+                await wait_credit(peer, actor_id)
             if executor is not None and not peer.queued:
                 # Its mailbox is full: parked beside it under the credit, as the loopback
                 # would do, minus the hop.
-                peer.sends.sent_message(info.actor_id)
-                executor.on_deliver(peer, Deliver(0, info.actor_id, payload))
+                peer.sends.sent_message(actor_id)
+                executor.on_deliver(peer, Deliver(0, actor_id, payload))
                 return
             # Counted until its worker confirms it took it (confirms.py): if that worker dies
             # first, this process reports it lost.
-            peer.sends.sent_message(info.actor_id)
+            peer.sends.sent_message(actor_id)
             try:
                 # Written now if it is alone on the link (a ring's hop: no switch to the
                 # writer); the rest of a burst is queued for the writer, which sends it in
                 # one write (a flush per message was a syscall per message).
-                await peer.send_wait(Deliver(0, info.actor_id, payload), flush=True)
+                await peer.send_wait(Deliver(0, actor_id, payload), flush=True)
             except BaseException:
                 # Not queued (send_wait raises only before it queues): the credit goes back.
-                peer.sends.confirmed(info.actor_id, 1)
-                self._on_credit(peer, Credit(info.actor_id, 1))
+                peer.sends.confirmed(actor_id, 1)
+                self._on_credit(peer, Credit(actor_id, 1))
                 raise
         except PeerClosedError as exc:
-            self.forget_actor(info.actor_id)
+            info = full_info(held, target)
+            self.forget_actor(actor_id)
             if may_restart(target, info):  # it may be restarting: wait for it (restartwait.py)
                 return await send_restarted(self, target, info, message, str(exc))
             raise ActorDiedError(f"cannot deliver to actor {_describe(info)}: {exc}") from None
@@ -417,6 +417,13 @@ class RuntimeNames(RuntimeClaims):
         raise error
 
     # --- events and operations ----------------------------------------------------------------
+
+
+def full_info(held: ActorInfo | CachedName, name: str) -> ActorInfo:
+    """The ActorInfo of what a name cache held for ``name`` (``NameCache.held``)."""
+    if isinstance(held, CachedName):
+        return of_kind(held.of, held.actor_id, name)
+    return held
 
 
 def check_mailbox(info: ActorInfo) -> ActorInfo:

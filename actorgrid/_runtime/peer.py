@@ -195,6 +195,7 @@ class Peer:
         self.credit_waiters: dict[ActorId, trio.lowlevel.ParkingLot] = {}
         # Quiet calls and fire-and-forget messages not yet confirmed finished (confirms.py).
         self.sends = LinkSends()
+        self.sends.held_credits = self.receive_credits  # granted with its reports
         # Reads lent to a thread waiting on this link (lending.py); only a plain TCP stream's.
         self.lending = Lending()
         self.lendable = False

@@ -12,6 +12,12 @@ messages ungranted. The receiver holds back fewer than ``window // 4`` grants pe
 least ``3 * window // 4`` of those messages are still parked or in flight; as the consumer
 drains they are taken in, and their grants go back.
 
+A stream that goes quiet with fewer than a batch held back would keep an entry at both ends for
+good (a simulation's agents send one or two messages to each of 70,000 others): a worker also
+grants what it holds back for an actor with its report of the messages that actor took
+(``ReceiveCredits.take``, ``_runtime/confirms.py``), so only streams with messages in flight
+have entries.
+
 Two pure objects, one per side of a link; the runtime keeps one of each per connection. No I/O.
 """
 
@@ -63,6 +69,8 @@ class SendCredits(Generic[K]):
             self._used[key] = used
         else:
             self._used.pop(key, None)
+            if not self._used:
+                self._used = {}  # (a dict keeps its peak's table: 70,000 targets' worth)
 
     def outstanding(self, key: K) -> int:
         return self._used.get(key, 0)
@@ -84,10 +92,24 @@ class ReceiveCredits(Generic[K]):
         """A message to ``key`` was taken in: the credits to grant now (0: none yet)."""
         n = self._pending.get(key, 0) + 1
         if n >= self.batch:
-            self._pending.pop(key, None)
+            self._drop(key)
             return n
         self._pending[key] = n
         return 0
+
+    def take(self, key: K) -> int:
+        """The credits held back for ``key``, to grant now with something else sent anyway
+        (``confirms.py``: a worker's report of the messages its agents took): a stream that
+        went quiet below a batch leaves no entry here nor at its sender."""
+        n = self._pending.get(key, 0)
+        if n:
+            self._drop(key)
+        return n
+
+    def _drop(self, key: K) -> None:
+        self._pending.pop(key, None)
+        if not self._pending:
+            self._pending = {}  # (a dict keeps its peak's table)
 
     def held(self, key: K) -> int:
         return self._pending.get(key, 0)

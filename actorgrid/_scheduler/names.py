@@ -27,10 +27,17 @@ import attrs
 
 from .._protocol.ids import ActorId
 from .._protocol.messages import ActorInfo
-from .._protocol.namebatch import of_kind
+from .._protocol.namebatch import kind_of, of_kind
 from .groups import Groups
 
-__all__ = ["DEFAULT_NAMESPACE", "RESTART_HOLD_S", "NameCache", "NameRegistry", "RegisterResult"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "RESTART_HOLD_S",
+    "CachedName",
+    "NameCache",
+    "NameRegistry",
+    "RegisterResult",
+]
 
 DEFAULT_NAMESPACE = "default"
 # How long the name of an actor whose process died is held for its next incarnation (as long
@@ -252,6 +259,38 @@ class NameRegistry:
             self._by_claimer.remove(claimer, info.actor_id)
 
 
+class CachedName:
+    """What a name cache holds of an actor it looked up: its id and its kind (``of``: an
+    ActorInfo with no id nor name, shared by every cached actor of the same kind, i.e. of
+    ``namebatch.kind_of``), not an ActorInfo of its own (136 bytes, with its own copy of the
+    name). A worker that sent to 70,000 agents by name keeps one of these each (48 bytes).
+
+    Reads like an ActorInfo for what a send needs (``actor_id``, ``address``, ``kind``):
+    the full ActorInfo is made again (``NameCache.get``) only where one is needed."""
+
+    __slots__ = ("actor_id", "of")
+
+    def __init__(self, of: ActorInfo, actor_id: ActorId) -> None:
+        self.of = of
+        self.actor_id = actor_id
+
+    @property
+    def address(self) -> str:
+        return self.of.address
+
+    @property
+    def kind(self) -> str:
+        return self.of.kind
+
+    def __repr__(self) -> str:
+        return f"<CachedName {self.of.label} {self.actor_id.hex()} at {self.of.address}>"
+
+
+# What a name cache holds for a name: the ActorInfo a creator holds anyway (its handle's),
+# or a CachedName for one it looked up.
+Held = ActorInfo | CachedName
+
+
 class NameCache:
     """A process's cache of the names it looked up or registered: ``(namespace, name) ->
     ActorInfo``, read like a dict.
@@ -259,26 +298,36 @@ class NameCache:
     Indexed by actor id and by address, so forgetting an ended actor (``forget_actor``) costs
     O(names of that actor) and forgetting a lost worker (``forget_address``) O(names cached at
     that address): ending one agent among 100,000 cached names no longer walks them all.
+
+    Small per name (issue 13: a worker caches every name its agents sent to): a looked-up
+    actor is kept as a CachedName (``cache``), its kind shared; ``held`` reads an entry as it
+    is (the send path: no ActorInfo made per message), ``get`` as an ActorInfo.
     """
 
     def __init__(self) -> None:
         # Keyed by ``_key``: the bare name in the default namespace.
-        self._by_key: dict[_Key, ActorInfo] = {}
+        self._by_key: dict[_Key, Held] = {}
         # An actor's key, or a set of its keys in the rare case it has several: a worker that
         # caches 100,000 names keeps no set per name.
         self._keys_of: dict[ActorId, _Key | set[_Key]] = {}
         self._at: Groups[str, ActorId] = Groups(self._is_at)
+        # The kinds of the CachedNames (``namebatch.kind_of`` -> an ActorInfo of that kind
+        # with no id nor name): a few per address, dropped with their address.
+        self._kinds: dict[tuple[object, ...], ActorInfo] = {}
 
     def _is_at(self, actor_id: ActorId, address: str) -> bool:
         keys = self._keys_of.get(actor_id)
         for key in () if keys is None else keys if isinstance(keys, set) else (keys,):
-            info = self._by_key.get(key)
-            if info is not None and info.address == address:
+            held = self._by_key.get(key)
+            if held is not None and held.address == address:
                 return True
         return False
 
     def __repr__(self) -> str:
-        return f"<NameCache names={len(self._by_key)} addresses={len(self._at)}>"
+        return (
+            f"<NameCache names={len(self._by_key)} addresses={len(self._at)} "
+            f"kinds={len(self._kinds)}>"
+        )
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -287,60 +336,88 @@ class NameCache:
         return isinstance(key, tuple) and _key(*key) in self._by_key
 
     def __getitem__(self, key: tuple[str, str]) -> ActorInfo:
-        return self._by_key[_key(*key)]
+        info = self.get(key)
+        if info is None:
+            raise KeyError(key)
+        return info
 
-    def get(self, key: tuple[str, str]) -> ActorInfo | None:
-        # Every send by name comes here: ``_key`` inlined (a str's hash is cached, a tuple's
-        # is not: this is no slower than the lookup by pair it replaces).
-        namespace, name = key
+    def held(self, namespace: str, name: str) -> Held | None:
+        """What the cache holds for ``name`` in ``namespace``, as it is (an ActorInfo or a
+        CachedName: both have ``actor_id``, ``address`` and ``kind``). Every send by name
+        comes here: ``_key`` inlined (a str's hash is cached, a tuple's is not)."""
         if namespace == DEFAULT_NAMESPACE:
             return self._by_key.get(name)
         return self._by_key.get(_key(namespace, name))
 
+    def get(self, key: tuple[str, str]) -> ActorInfo | None:
+        namespace, name = key
+        held = self.held(namespace, name)
+        if held is None or type(held) is ActorInfo:
+            return held
+        assert isinstance(held, CachedName)
+        return of_kind(held.of, held.actor_id, name)
+
     def __setitem__(self, pair: tuple[str, str], info: ActorInfo) -> None:
-        key = _key(*pair)
+        """Cache ``info`` itself: what its creator (or owner) holds anyway."""
+        self._put(_key(*pair), info)
+
+    def cache(
+        self, pair: tuple[str, str], info: ActorInfo, actor_id: ActorId | None = None
+    ) -> None:
+        """Cache the actor ``info`` that a lookup found, as a CachedName: ``info`` itself
+        (and its copy of the name) is not kept. ``actor_id``: its id as an object this
+        process keeps anyway (an agent it hosts: its slot's), kept instead of ``info``'s."""
+        kind = kind_of(info)
+        of = self._kinds.get(kind)
+        if of is None:
+            of = self._kinds[kind] = of_kind(info, ActorId(b""), None)
+        self._put(_key(*pair), CachedName(of, info.actor_id if actor_id is None else actor_id))
+
+    def _put(self, key: _Key, held: Held) -> None:
         old = self._by_key.get(key)
         if old is not None:
             self._drop(key, old)
-        self._by_key[key] = info
-        keys = self._keys_of.get(info.actor_id)
+        self._by_key[key] = held
+        keys = self._keys_of.get(held.actor_id)
         if keys is None:
-            self._keys_of[info.actor_id] = key
+            self._keys_of[held.actor_id] = key
         elif isinstance(keys, set):
             keys.add(key)
         elif keys != key:
-            self._keys_of[info.actor_id] = {keys, key}
-        self._at.add(info.address, info.actor_id)
+            self._keys_of[held.actor_id] = {keys, key}
+        self._at.add(held.address, held.actor_id)
 
     def info_of(self, actor_id: ActorId) -> ActorInfo | None:
         """What this cache holds of ``actor_id`` under one of its names, if any."""
         keys = self._keys_of.get(actor_id)
         for key in () if keys is None else keys if isinstance(keys, set) else (keys,):
-            return self._by_key.get(key)
+            return self.get(_pair(key))
         return None
 
     def forget_actor(self, actor_id: ActorId) -> None:
         keys = self._keys_of.pop(actor_id, None)
         for key in () if keys is None else keys if isinstance(keys, set) else (keys,):
-            info = self._by_key.pop(key, None)
-            if info is not None:
-                self._unplace(info)
+            held = self._by_key.pop(key, None)
+            if held is not None:
+                self._unplace(held)
 
     def forget_address(self, address: str) -> None:
         for actor_id in self._at.members(address):
             self.forget_actor(actor_id)
+        # (O(kinds): a few per address)
+        self._kinds = {k: of for k, of in self._kinds.items() if of.address != address}
 
-    def _drop(self, key: _Key, info: ActorInfo) -> None:
+    def _drop(self, key: _Key, held: Held) -> None:
         del self._by_key[key]
-        keys = self._keys_of.get(info.actor_id)
+        keys = self._keys_of.get(held.actor_id)
         if isinstance(keys, set):
             keys.discard(key)
             if not keys:
-                del self._keys_of[info.actor_id]
+                del self._keys_of[held.actor_id]
         elif keys == key:
-            del self._keys_of[info.actor_id]
-        self._unplace(info)
+            del self._keys_of[held.actor_id]
+        self._unplace(held)
 
-    def _unplace(self, info: ActorInfo) -> None:
+    def _unplace(self, held: Held) -> None:
         # One ``_at`` entry per cached key: each key's entry added once, removed once.
-        self._at.remove(info.address, info.actor_id)
+        self._at.remove(held.address, held.actor_id)

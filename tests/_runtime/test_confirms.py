@@ -12,6 +12,7 @@ import trio.testing
 from actorgrid._protocol.ids import ActorId
 from actorgrid._protocol.messages import FinishedSends
 from actorgrid._runtime.confirms import REPORT_S, FinishedReports, LinkSends
+from actorgrid._scheduler.flow import ReceiveCredits, SendCredits
 
 A = ActorId(b"a" * 16)
 B = ActorId(b"b" * 16)
@@ -61,6 +62,29 @@ def test_the_worker_reports_what_it_finished_once_per_flush() -> None:
     sender.sent_call(B)
     sender.on_finished(report)
     assert sender.take_unconfirmed() == {A: (1, False)}
+
+
+def test_a_report_grants_the_credits_held_back_so_a_quiet_stream_leaves_no_entry() -> None:
+    # A sender's stream of 3 messages to A, 1 to B: below a batch of credits (window 16: 4),
+    # which the worker held back until its report of what the agents took.
+    send: SendCredits[ActorId] = SendCredits(window=16)
+    worker = LinkSends()
+    worker.on_first_done = lambda: None
+    worker.held_credits = ReceiveCredits(window=16)
+    for actor_id in (A, A, A, B):
+        assert send.try_take(actor_id)
+        assert worker.held_credits.taken(actor_id) == 0  # taken in: held back
+    for actor_id in (A, A, B):
+        worker.taken(actor_id)  # the agents took all but one of A's so far
+    report = worker.take_finished()
+    assert report is not None
+    assert dict(zip(report.actor_ids, report.credits, strict=True)) == {A: 3, B: 1}
+    for actor_id, n in zip(report.actor_ids, report.credits, strict=True):
+        send.grant(actor_id, n)
+    assert len(send) == 0 and len(worker.held_credits) == 0  # nothing left at either end
+    worker.taken(A)  # its last one: nothing held back, so the report carries no credits
+    report = worker.take_finished()
+    assert report is not None and report.credits == () and report.counts == (1,)
 
 
 class _Link:

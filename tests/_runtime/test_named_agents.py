@@ -108,20 +108,51 @@ def test_a_send_to_an_agent_whose_ref_has_resolved_raises_at_the_sender():
         ag.ask(ref, "too late", timeout=30)
 
 
+def wait_name_freed(name: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:  # the head tells this process the name is free; then lookups fail
+        try:
+            ag.send(name, "late")
+        except ag.NameNotFoundError:
+            return
+        assert time.monotonic() < deadline, "the ended agent's name was never forgotten"
+        time.sleep(0.05)
+
+
 def test_a_send_by_name_to_an_agent_that_has_ended_raises_at_the_sender():
     name = unique("gone")
     ref = echo.options(name=name).remote("x")
     assert ag.ask(name, 1, timeout=30) == ("x", 1)  # the name is cached here now
     ag.send(name, "stop")
     assert ag.get(ref, timeout=60) == "x"
-    deadline = time.monotonic() + 30
-    while True:  # the head tells this process the name is free; then lookups fail
-        try:
-            ag.send(name, "late")
-        except ag.NameNotFoundError:
-            break
-        assert time.monotonic() < deadline, "the ended agent's name was never forgotten"
-        time.sleep(0.05)
+    wait_name_freed(name)
+
+
+@ag.remote
+async def asker(ctx: ag.Context):
+    # Asks by name from a worker, whose name cache keeps what it looked up.
+    async for msg in ctx.mailbox:
+        if msg == "stop":
+            return
+        assert ctx.request is not None
+        await ctx.reply(await ctx.ask(msg[0], msg[1], timeout=30))
+
+
+def test_a_name_a_worker_cached_reaches_the_agent_created_again_under_it():
+    name = unique("again")
+    first = echo.options(name=name).remote("first")
+    ask_from_worker = asker.remote()
+    for i in range(3):  # looked up once, then read from the worker's cache
+        assert ag.ask(ask_from_worker, (name, i), timeout=30) == ("first", i)
+    ag.send(name, "stop")
+    assert ag.get(first, timeout=60) == "first"
+    wait_name_freed(name)
+    second = echo.options(name=name).remote("second")
+    for i in range(3):  # not the ended agent the worker cached: the new one
+        assert ag.ask(ask_from_worker, (name, i), timeout=30) == ("second", i)
+    ag.send(name, "stop")
+    ag.send(ask_from_worker, "stop")
+    assert ag.get([second, ask_from_worker], timeout=60) == ["second", None]
 
 
 def _info(i: int, address: str) -> ActorInfo:

@@ -21,6 +21,14 @@ def test_a_sender_takes_at_most_its_window_then_waits_for_a_grant() -> None:
     assert not credits.try_take("a")
 
 
+def test_credits_held_back_are_taken_once() -> None:
+    receive: ReceiveCredits[str] = ReceiveCredits(window=16)  # a batch of 4
+    assert [receive.taken("a") for _ in range(3)] == [0, 0, 0]
+    assert receive.take("a") == 3 and receive.take("a") == 0 and receive.take("b") == 0
+    assert len(receive) == 0
+    assert [receive.taken("a") for _ in range(4)] == [0, 0, 0, 4]  # a batch again from zero
+
+
 def test_an_idle_link_holds_no_state() -> None:
     send: SendCredits[str] = SendCredits(window=8)
     receive: ReceiveCredits[str] = ReceiveCredits(window=8)
@@ -88,6 +96,13 @@ class _Model:
             self.mailbox[a].append((sender, seq))
             self._taken(sender, a)
 
+    def report(self, s: int, a: int) -> None:
+        # The worker's report of what its agents took (confirms.py) grants what it held back,
+        # on the same link as the grants.
+        n = self.receive[s].take(a)
+        if n:
+            self.grants[s].append((a, n))
+
     def deliver_grant(self, s: int) -> None:
         if self.grants[s]:
             a, n = self.grants[s].popleft()
@@ -120,7 +135,7 @@ class _Model:
 
 
 _steps = st.lists(
-    st.tuples(st.sampled_from(["send", "data", "grant", "consume"]), st.integers(0, 5)),
+    st.tuples(st.sampled_from(["send", "data", "grant", "consume", "report"]), st.integers(0, 5)),
     max_size=400,
 )
 
@@ -144,6 +159,8 @@ def test_no_message_is_lost_duplicated_or_reordered_and_drained_senders_are_unbl
             model.deliver_data(i % senders)
         elif kind == "grant":
             model.deliver_grant(i % senders)
+        elif kind == "report":
+            model.report(i % senders, (i // senders) % actors)
         else:
             model.consume(i % actors)
         model.check_bounds()
@@ -158,3 +175,11 @@ def test_no_message_is_lost_duplicated_or_reordered_and_drained_senders_are_unbl
             # a consumer that drained leaves every sender able to send again
             assert model.send[s].outstanding(a) < max(1, window // 4)
             assert model.try_send(s, a)
+    # Once the worker reported on every stream, no entry is left at either end of a link.
+    model.drain()
+    for s in range(senders):
+        for a in range(actors):
+            model.report(s, a)
+    model.drain()
+    assert not any(len(send) for send in model.send)
+    assert not any(len(receive) for receive in model.receive)

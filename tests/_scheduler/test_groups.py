@@ -4,10 +4,12 @@ members, however many come and go."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from actorgrid._protocol.ids import ActorId
 from actorgrid._protocol.messages import ActorInfo
 from actorgrid._scheduler.groups import Groups
-from actorgrid._scheduler.names import NameCache
+from actorgrid._scheduler.names import CachedName, NameCache
 
 
 def test_a_group_hands_back_its_live_members_once_each_and_stays_small() -> None:
@@ -56,3 +58,27 @@ def test_the_name_cache_keeps_namespaces_apart_and_forgets_by_actor_and_by_addre
     assert len(cache) == 1 and cache[("default", "y")].address == "w1"
     cache.forget_actor(ActorId((3).to_bytes(4, "big")))
     assert len(cache) == 0 and len(cache._at) == 0 and not cache._keys_of
+
+
+def test_the_name_cache_keeps_a_looked_up_actor_small_and_gives_it_back_whole() -> None:
+    cache = NameCache()
+    for i in range(10):
+        cache.cache(("default", f"n{i}"), _info(i, f"w{i % 2}", f"n{i}"))
+    cache.cache(("other", "n0"), _info(20, "w0", "n0", "other"))
+    # One shared kind per address and namespace, no ActorInfo (nor name) per cached name...
+    held = cache.held("default", "n3")
+    assert isinstance(held, CachedName) and len(cache._kinds) == 3
+    assert held.of is cast(CachedName, cache.held("default", "n1")).of
+    assert (held.actor_id, held.address, held.kind) == (
+        ActorId((3).to_bytes(4, "big")),
+        "w1",
+        "coroutine",
+    )
+    # ...yet read back as the ActorInfo the lookup found, in its namespace.
+    assert cache[("default", "n3")] == _info(3, "w1", "n3")
+    assert cache.get(("other", "n0")) == _info(20, "w0", "n0", "other")
+    assert cache.info_of(ActorId((4).to_bytes(4, "big"))) == _info(4, "w0", "n4")
+    cache.forget_address("w0")
+    assert len(cache) == 5 and len(cache._kinds) == 1
+    cache.cache(("default", "n3"), _info(3, "w2", "n3"))  # it moved
+    assert cache[("default", "n3")].address == "w2" and len(cache) == 5
