@@ -36,6 +36,10 @@ import psutil
 import actorgrid as ag
 
 TOPIC = "rumour-start"
+# How long the agents idle before their RSS is read, after creation and after the round: on a
+# worker below ACTORGRID_PARK_FROM actors an agent parks 0.5 to 1 s after its last message
+# (PARK_IDLE_S), plus the check's own time; the round is measured on parked agents too.
+QUIET_S = 2.0
 
 
 @ag.remote
@@ -121,7 +125,7 @@ def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, Any]:
         ag.ask("counter", ("up", n), timeout=3600)
         create_s = time.perf_counter() - start
         cpu_us = (time.process_time() - cpu) * 1e6 / n
-        time.sleep(1.0)
+        time.sleep(QUIET_S)
         created = kb_per_agent(rss_mb(), before, n)
         if trace:
             traced_per_agent(traced, n, trace)
@@ -130,7 +134,7 @@ def run(n: int, hops: int, workers: int, trace: int = 0) -> dict[str, Any]:
         ag.publish(TOPIC, hops)
         ag.ask("counter", ("done", n), timeout=3600)
         msg_s = time.perf_counter() - start
-        time.sleep(1.0)  # as after creation: what the round left, not what it is still doing
+        time.sleep(QUIET_S)  # as after creation: what the round left, once its agents parked
         rounded = kb_per_agent(rss_mb(), before, n)
         start = time.perf_counter()
         for i in range(n):

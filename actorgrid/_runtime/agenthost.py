@@ -1,12 +1,17 @@
 """The worker side of coroutine agents: running one (its code, its restarts, its end) and
 same-worker sends into its mailbox. Executor (``executor.py``) hosts them; see there.
 
-An idle agent is kept small here, since a worker hosts 100,000: on a worker that hosts
-PARK_FROM actors it parks (parking.py: no Trio task, no cancel scope, no frame of ours, only
-its suspended coroutine, its AgentRun, Context, Mailbox and inbox), and so do those started
-from DRIVE_FROM actors on before the worker got there (``_repark``); elsewhere one coroutine
-frame (its code's restart loop is inline, not a second coroutine) and one cancel scope (the
-task's, which is the slot's too). No Event (a KillActor makes the slot's ``done``, which also
+An idle agent is kept small here, since a worker hosts 100,000: it parks (parking.py: no Trio
+task, no cancel scope, no frame of ours, only its suspended coroutine, its AgentRun, Context,
+Mailbox and inbox) whenever it waits on an empty mailbox, from its first wait on: it never
+had a Trio task of its own (its start is stepped in a stepper, agentpools.py), whose memory,
+once freed, would stay in the worker's RSS among the agents' own. On a worker below PARK_FROM
+actors, a parked agent woken BUSY_WAKES times gets a Trio task of its own (``_wake_own``),
+which it keeps while it is busy: parked, a message costs a resumer's step, more than a task's
+wake; it parks again once it has taken no message for PARK_IDLE_S (``_park_idle``). While it
+has a Trio task: one coroutine frame (its code's restart loop is inline, not a second
+coroutine), parking's trampoline, and one cancel scope (the task's, which is the slot's too).
+No Event (a KillActor makes the slot's ``done``, which also
 marks it killed), no string made until it ends, not its SubmitTask, and its ActorInfo's
 strings shared with the other agents of its kind (``_shared_parts``), and so are its start
 arguments' short strings (``_shared_args``). The Trio tasks that start and resume parking
@@ -36,8 +41,8 @@ from .._scheduler.names import DEFAULT_NAMESPACE
 from .agentpools import AgentPools
 from .agentruns import (
     _PARKED_SCOPE,
-    DRIVE_FROM,
     PARK_FROM,
+    PARK_IDLE_S,
     AgentRun,
     _Restarting,
     _shared_args,
@@ -62,10 +67,11 @@ class AgentHost(AgentPools):
 
     # Defined by Executor (executor.py), which ends actors.
     _free_name: Callable[[ActorInfo, str], Any]
-    # Agents started under drive while agents did not park, until they end or _repark takes
-    # them (once agents park); whether a _repark task runs.
+    # Agents given a Trio task of their own (_wake_own), until they end or park (_park_idle);
+    # whether a _park_idle task runs (from this worker's first agent on), and its checks.
     _unparked: dict[AgentRun, None] | None = None
-    _reparking = False
+    _sweeping = False
+    idle_checks = 0
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
@@ -122,18 +128,8 @@ class AgentHost(AgentPools):
         assert info is not None
         run = AgentRun(self, peer, slot, msg.task_id, info.max_restarts)
         self.tasks[msg.task_id] = run
-        run.parkable = len(self.actors) >= DRIVE_FROM
-        if not self.parks_agents():
-            if run.parkable:  # it parks once agents park here (_repark)
-                unparked = self._unparked
-                if unparked is None:
-                    unparked = self._unparked = {}
-                unparked[run] = None
-            self.starter.start_soon(self.nursery, self._run_coroutine_actor, run, fn, msg)
-            return
-        if self._unparked and not self._reparking:
-            self._reparking = True
-            self.nursery.start_soon(self._repark, self._unparked)
+        if not self._sweeping:
+            self._watch_idle()
         starts = self._starts
         if starts is None:
             starts = self._starts = deque()
@@ -141,29 +137,66 @@ class AgentHost(AgentPools):
         if self._free_steppers == 0:
             self._stepper_or_watch(starts)
 
-    async def _repark(self, unparked: dict[AgentRun, None]) -> None:
-        """The worker began to park agents: the agents started before, under drive, that
-        wait for a message in their own Trio task are woken with REPARK (parking.py), so that
-        they park now rather than keep their task until their next message (the first
-        PARK_FROM agents of a worker, idle for good in a simulation). START_BATCH per loop
-        turn; one that runs parks at its next wait by itself. It stops if the worker falls
-        back under PARK_FROM (the rest wait for the next time it reaches it)."""
+    def _watch_idle(self) -> None:
+        if self._unparked is None:
+            self._unparked = {}
+        self._sweeping = True
         try:
-            while unparked and self.parks_agents():
-                for _ in range(min(START_BATCH, len(unparked))):
-                    run = unparked.popitem()[0]
-                    task = run.driver
-                    if task is not None:
-                        run.slot.receive.wake_first(task, REPARK)
-                await trio.lowlevel.checkpoint()
-        finally:
-            self._reparking = False
+            self.nursery.start_soon(self._park_idle, self._unparked)
+        except RuntimeError:  # the nursery is closing: nothing parks any more
+            self._sweeping = False
 
-    def parks_agents(self) -> bool:
-        """Whether idle agents park now (parking.py): only at scale, where the memory and the
-        stop time they save matter; below it an agent keeps its Trio task between messages,
-        and a busy agent pays nothing for parking."""
-        return len(self.actors) >= PARK_FROM
+    def _wake_own(self, run: AgentRun) -> bool:
+        """A parked agent woken BUSY_WAKES times (``AgentRun.wake``), on a worker below
+        PARK_FROM actors: resumed in a Trio task of its own, which it keeps at its waits until
+        it idles; False: resumed by a resumer (at scale, or the nursery is closing)."""
+        if len(self.actors) >= PARK_FROM:
+            return False
+        scope = trio.CancelScope()
+        try:
+            self.nursery.start_soon(self._live, run)
+        except RuntimeError:
+            return False
+        run.scope = scope
+        run.own = True
+        if self._unparked is None or not self._sweeping:
+            self._watch_idle()
+        assert self._unparked is not None
+        self._unparked[run] = None
+        return True
+
+    async def _park_idle(self, unparked: dict[AgentRun, None]) -> None:
+        """Parks the agents that idle in a Trio task of their own (``_wake_own``): every
+        PARK_IDLE_S / 2, one waiting on its mailbox that has taken no message since the check
+        before is woken with REPARK (parking.py), and parks (if ``may_park`` lets it: one that
+        holds a cancel scope or a nursery keeps its task, and is not checked again). Its cost
+        is a look at each agent with a task of its own, per check (START_BATCH per loop turn),
+        and nothing per message (its mailbox counts what it takes anyway)."""
+        try:
+            while True:
+                await trio.sleep(PARK_IDLE_S / 2)
+                self.idle_checks += 1
+                if not unparked:
+                    continue
+                runs = list(unparked)
+                for n, run in enumerate(runs, 1):
+                    ctx = run.ctx
+                    task = run.driver
+                    if task is not None and ctx is not None and run in unparked:
+                        received = ctx.mailbox._received
+                        if received != run.seen:
+                            run.seen = received
+                        elif run.slot.receive._getter is task:  # waits on an empty mailbox
+                            run.own = False
+                            if run.slot.receive.wake_first(task, REPARK):
+                                del unparked[run]
+                            else:
+                                run.own = True
+                    if n % START_BATCH == 0:
+                        await trio.lowlevel.checkpoint()
+                del runs
+        finally:
+            self._sweeping = False
 
     async def _run_coroutine_actor(
         self,
@@ -253,7 +286,7 @@ class AgentHost(AgentPools):
                         if resumed is not None:
                             value, resumed = await resumed, None
                         else:
-                            value = await (drive(run, throw) if run.parkable else run.coro)
+                            value = await drive(run, throw)
                     except Exception as exc:
                         run.coro = None
                         throw = None
