@@ -255,10 +255,13 @@ class AgentHost(AgentPools):
         # (``borrowed``): no scope of its own to enter and leave; Cancelled ends it here.
         guard: AbstractContextManager[Any] = _Stopped() if throw or borrowed or resumed else scope
         slot.scope = scope
-        task = run
         result: tuple[bool, Payload] | None = None
         reason = ""  # why it ended; "" while it runs (made then: no string per idle agent)
         parked = False
+        # Whether its name is still to be freed at the head, in a task of its own: this one
+        # is shared (a resumer's, a stepper's, a reaper's), and the other agents it steps
+        # must not wait for the head's answer (one agent's end after another: 64 a round trip).
+        free = False
         with guard:
             try:
                 if start is not None:
@@ -332,16 +335,58 @@ class AgentHost(AgentPools):
                         reason = STOPPED if self.stopping else f"actor {_describe(info)} was killed"
                     ctx._close(reason)
                     if self._end_nowait(slot, reason):
-                        with trio.CancelScope(shield=True):
-                            await self._free_name(info, reason)
-                    if slot.done is not None:
+                        free = guard is not scope
+                        if not free:
+                            with trio.CancelScope(shield=True):
+                                await self._free_name(info, reason)
+                    if slot.done is not None and not free:
                         slot.done.set()
+        cancelled = scope.cancel_called or result is None
+        if free:
+            try:
+                self.nursery.start_soon(
+                    self._free_and_report, run, reason, killed, cancelled, result
+                )
+                return
+            except RuntimeError:  # the nursery is closing: here, then
+                await self._free_and_report(run, reason, killed, cancelled, result)
+                return
+        self._report(run, reason, killed, cancelled, result)
+
+    async def _free_and_report(
+        self,
+        run: AgentRun,
+        reason: str,
+        killed: bool,
+        cancelled: bool,
+        result: tuple[bool, Payload] | None,
+    ) -> None:
+        """The end of an agent that ended in a shared task: its name freed, then its result."""
+        slot = run.slot
+        assert slot.info is not None
+        with trio.CancelScope(shield=True):
+            await self._free_name(slot.info, reason)
+        if slot.done is not None:
+            slot.done.set()
+        self._report(run, reason, killed, cancelled, result)
+
+    def _report(
+        self,
+        run: AgentRun,
+        reason: str,
+        killed: bool,
+        cancelled: bool,
+        result: tuple[bool, Payload] | None,
+    ) -> None:
+        """Tell an ended agent's owner how it ended."""
         task_id = run.task_id
         self._ended(task_id)
         if killed:
             result = (False, system_error(ActorDiedError(reason)))
-        elif scope.cancel_called or result is None:
-            if self.stopping and self._batch_cancelled(task.peer, task_id):
+        elif cancelled:
+            if self.stopping and self._batch_cancelled(run.peer, task_id):
                 return
-            result = (False, self._cancelled_agent(info))
-        task.peer.send(TaskResult(task_id, *result))
+            assert run.slot.info is not None
+            result = (False, self._cancelled_agent(run.slot.info))
+        assert result is not None
+        run.peer.send(TaskResult(task_id, *result))
