@@ -69,7 +69,7 @@ class AgentHost(AgentPools):
     _free_name: Callable[[ActorInfo, str], Any]
     # Agents given a Trio task of their own (_wake_own), until they end or park (_park_idle);
     # whether a _park_idle task runs (from this worker's first agent on), and its checks.
-    _unparked: dict[AgentRun, None] | None = None
+    _tasked: dict[AgentRun, None] | None = None
     _sweeping = False
     idle_checks = 0
 
@@ -138,11 +138,12 @@ class AgentHost(AgentPools):
             self._stepper_or_watch(starts)
 
     def _watch_idle(self) -> None:
-        if self._unparked is None:
-            self._unparked = {}
+        """Start the idle checks (``_park_idle``): one task a worker, from its first agent."""
+        if self._tasked is None:
+            self._tasked = {}
         self._sweeping = True
         try:
-            self.nursery.start_soon(self._park_idle, self._unparked)
+            self.nursery.start_soon(self._park_idle, self._tasked)
         except RuntimeError:  # the nursery is closing: nothing parks any more
             self._sweeping = False
 
@@ -159,13 +160,13 @@ class AgentHost(AgentPools):
             return False
         run.scope = scope
         run.own = True
-        if self._unparked is None or not self._sweeping:
+        if self._tasked is None or not self._sweeping:
             self._watch_idle()
-        assert self._unparked is not None
-        self._unparked[run] = None
+        assert self._tasked is not None
+        self._tasked[run] = None
         return True
 
-    async def _park_idle(self, unparked: dict[AgentRun, None]) -> None:
+    async def _park_idle(self, tasked: dict[AgentRun, None]) -> None:
         """Parks the agents that idle in a Trio task of their own (``_wake_own``): every
         PARK_IDLE_S / 2, one waiting on its mailbox that has taken no message since the check
         before is woken with REPARK (parking.py), and parks (if ``may_park`` lets it: one that
@@ -176,20 +177,20 @@ class AgentHost(AgentPools):
             while True:
                 await trio.sleep(PARK_IDLE_S / 2)
                 self.idle_checks += 1
-                if not unparked:
+                if not tasked:
                     continue
-                runs = list(unparked)
+                runs = list(tasked)
                 for n, run in enumerate(runs, 1):
                     ctx = run.ctx
                     task = run.driver
-                    if task is not None and ctx is not None and run in unparked:
+                    if task is not None and ctx is not None and run in tasked:
                         received = ctx.mailbox._received
                         if received != run.seen:
                             run.seen = received
                         elif run.slot.receive._getter is task:  # waits on an empty mailbox
                             run.own = False
                             if run.slot.receive.wake_first(task, REPARK):
-                                del unparked[run]
+                                del tasked[run]
                             else:
                                 run.own = True
                     if n % START_BATCH == 0:
@@ -322,8 +323,8 @@ class AgentHost(AgentPools):
                         reason = f"actor {label} has ended"
             finally:
                 if not parked:
-                    if self._unparked:
-                        self._unparked.pop(run, None)
+                    if self._tasked:
+                        self._tasked.pop(run, None)
                     # No cycle outlives it (its objects may be frozen for the collector,
                     # starting.py): its coroutine, and its Context's link to its run.
                     run.coro = run.again = None

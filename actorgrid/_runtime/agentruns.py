@@ -36,19 +36,20 @@ class _Host(Protocol):
     def _reap_soon(self, run: AgentRun) -> None: ...
 
 
-# An idle agent parks (parking.py) at its waits on an empty mailbox, from its first on. On a
-# worker hosting fewer actors than this, one that is busy (woken BUSY_WAKES times since it
-# parked) gets a Trio task of its own, and keeps it while it is busy (AgentHost._wake_own), as
-# parking has costs: a message to a parked agent costs a resumer's step, and one that awaits
-# while handling it keeps its resumer's task, while the rest of its batch go on in other
-# resumers (a first round of sends by name among 10,000 agents on two workers: about a third
-# more of the workers' CPU parked than with a task each). From this many on, memory per agent
-# matters more (10,000 of the rumour benchmark's agents on one worker: ~2.8 KB RSS an agent
-# parked, ~6 KB with a Trio task each; a parked agent stops in about half the CPU): a busy
-# agent is resumed by the resumers at each message. Parked or not, a Trio object bound to a
-# task (a held ``trio.Lock``) must not be held across the mailbox wait.
-# ``ACTORGRID_PARK_FROM`` in the environment of ``ag.init`` (or of ``actorgrid node``) sets it
-# for the workers it starts.
+# An idle agent parks (parking.py) at its waits on an empty mailbox, from its first on: it never
+# has a Trio task of its own unless it gets busy (a Trio task freed later stays in the worker's
+# RSS among the agents' own: 3,000 agents that parked after a second with a task each kept
+# their worker at 43.7 MB, against 33.2 MB parked from the start). On a worker hosting fewer
+# actors than this, one woken BUSY_WAKES times between two idle checks gets a Trio task of its
+# own, and keeps it while it is busy (AgentHost._wake_own), as parking has costs: a message to
+# a parked agent costs a resumer's step, and one that awaits while handling it keeps its
+# resumer's task while the rest of its batch go on in other resumers (the rumour benchmark's
+# round, a few messages an agent, costs about the same workers' CPU a message either way, but a
+# ring's agents, hundreds of messages each, pay it at every hop). From this many on, memory per
+# agent matters more than a busy agent's CPU: it is resumed by the resumers at each message.
+# Parked or not, a Trio object bound to a task (a held ``trio.Lock``) must not be held across
+# the mailbox wait. ``ACTORGRID_PARK_FROM`` in the environment of ``ag.init`` (or of
+# ``actorgrid node``) sets it for the workers it starts.
 PARK_FROM_DEFAULT = 10_000
 
 
