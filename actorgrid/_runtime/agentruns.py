@@ -28,6 +28,9 @@ class _Host(Protocol):
     """What a run needs of its host (agenthost.AgentHost)."""
 
     idle_checks: int  # its idle checks so far (AgentHost._park_idle)
+    _sweeping: bool  # whether they run
+
+    def _watch_idle(self) -> None: ...
 
     def _wake_own(self, run: AgentRun) -> bool: ...
 
@@ -233,6 +236,8 @@ class AgentRun(_Task):
         if self.scope is not _PARKED_SCOPE:
             return  # it runs, or is being stopped
         host = self.host
+        if not host._sweeping:
+            host._watch_idle()
         if self.window != host.idle_checks:
             self.window = host.idle_checks
             self.wakes = 0
