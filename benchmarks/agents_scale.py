@@ -10,11 +10,12 @@ hops run out; then it tells the counter. Messages/s counts those by-name sends b
 Prints one markdown row per size: agents, create (agents/s, from the first ``.remote()`` until
 every agent has said it runs), the driver's CPU time per agent created (its own process, head
 included in the embedded cluster: less disturbed by a loaded machine than the rate), RSS per
-idle agent (driver plus workers, after creation, minus before), by-name messages/s, RSS per
-agent again once the round's messages are all delivered (the agents idle again: what a round
-of wakes left behind), and the seconds it takes to end them all by name from the driver
+idle agent (driver plus workers, QUIET_S after creation, minus before), by-name messages/s,
+RSS per agent again QUIET_S after the round's messages are all delivered (the agents idle and
+parked again: what a round of wakes left behind), and the seconds it takes to end them all by name from the driver
 (``ag.send(name, "stop")``). Under each row, the two RSS figures per process (driver, then
-each worker).
+each worker), and the workers' CPU time per message of the round (all of it counted, messages
+to the counter too: less disturbed by a loaded machine than the rate).
 
 ``--trace K``: also print what the driver process (the head included, in the embedded
 cluster) keeps per agent, from tracemalloc snapshots taken before and after creating them,
@@ -38,6 +39,10 @@ import psutil
 import actorgrid as ag
 
 TOPIC = "rumour-start"
+# How long the agents idle before their RSS is read, after creation and after the round: on a
+# worker below ACTORGRID_PARK_FROM actors an agent parks 0.5 to 1 s after its last message
+# (PARK_IDLE_S), plus the check's own time; the round is measured on parked agents too.
+QUIET_S = 2.0
 
 
 @ag.remote
@@ -86,6 +91,18 @@ def rss_mb() -> dict[str, float]:
         except psutil.Error:
             pass
     return sizes
+
+
+def workers_cpu_s() -> float:
+    """CPU seconds the processes under this one have used so far (the workers, the template)."""
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def kb_per_agent(now: dict[str, float], before: dict[str, float], n: int) -> dict[str, float]:
@@ -160,7 +177,7 @@ def run(n: int, hops: int, workers: int, trace: int = 0, trace_workers: int = 0)
         ag.ask("counter", ("up", n), timeout=3600)
         create_s = time.perf_counter() - start
         cpu_us = (time.process_time() - cpu) * 1e6 / n
-        time.sleep(1.0)
+        time.sleep(QUIET_S)
         created = kb_per_agent(rss_mb(), before, n)
         if trace:
             traced_per_agent(traced, n, trace)
@@ -168,10 +185,12 @@ def run(n: int, hops: int, workers: int, trace: int = 0, trace_workers: int = 0)
         if trace_workers:
             ag.run_on_each_worker(start_worker_trace)
         start = time.perf_counter()
+        cpu_before = workers_cpu_s()
         ag.publish(TOPIC, hops)
         ag.ask("counter", ("done", n), timeout=3600)
         msg_s = time.perf_counter() - start
-        time.sleep(1.0)  # as after creation: what the round left, not what it is still doing
+        round_cpu_s = workers_cpu_s() - cpu_before
+        time.sleep(QUIET_S)  # as after creation: what the round left, once its agents parked
         rounded = kb_per_agent(rss_mb(), before, n)
         if trace_workers:
             for report in ag.run_on_each_worker(end_worker_trace, n, trace_workers).values():
@@ -187,6 +206,7 @@ def run(n: int, hops: int, workers: int, trace: int = 0, trace_workers: int = 0)
         "driver_cpu_us": cpu_us,
         "kb_per_agent": sum(created.values()),
         "msgs_per_s": n * hops / msg_s,
+        "workers_cpu_us_per_msg": round_cpu_s * 1e6 / (n * hops),
         "kb_after_round": sum(rounded.values()),
         "end_s": end_s,
         "created_by_process": created,
@@ -218,7 +238,8 @@ def main() -> None:
         created, rounded = r["created_by_process"], r["rounded_by_process"]
         print(
             "  KB per agent by process, after creation / after the round: "
-            + ", ".join(f"{k} {created[k]:.1f} / {rounded.get(k, 0.0):.1f}" for k in created),
+            + ", ".join(f"{k} {created[k]:.1f} / {rounded.get(k, 0.0):.1f}" for k in created)
+            + f"; workers' CPU per message of the round: {r['workers_cpu_us_per_msg']:.0f} µs",
             flush=True,
         )
 

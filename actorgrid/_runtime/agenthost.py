@@ -1,12 +1,17 @@
 """The worker side of coroutine agents: running one (its code, its restarts, its end) and
 same-worker sends into its mailbox. Executor (``executor.py``) hosts them; see there.
 
-An idle agent is kept small here, since a worker hosts 100,000: on a worker that hosts
-PARK_FROM actors it parks (parking.py: no Trio task, no cancel scope, no frame of ours, only
-its suspended coroutine, its AgentRun, Context, Mailbox and inbox), and so do those started
-from DRIVE_FROM actors on before the worker got there (``_repark``); elsewhere one coroutine
-frame (its code's restart loop is inline, not a second coroutine) and one cancel scope (the
-task's, which is the slot's too). No Event (a KillActor makes the slot's ``done``, which also
+An idle agent is kept small here, since a worker hosts 100,000: it parks (parking.py: no Trio
+task, no cancel scope, no frame of ours, only its suspended coroutine, its AgentRun, Context,
+Mailbox and inbox) whenever it waits on an empty mailbox, from its first wait on: it never
+had a Trio task of its own (its start is stepped in a stepper, agentpools.py), whose memory,
+once freed, would stay in the worker's RSS among the agents' own. On a worker below PARK_FROM
+actors, a parked agent woken BUSY_WAKES times gets a Trio task of its own (``_wake_own``),
+which it keeps while it is busy: parked, a message costs a resumer's step, more than a task's
+wake; it parks again once it has taken no message for PARK_IDLE_S (``_park_idle``). While it
+has a Trio task: one coroutine frame (its code's restart loop is inline, not a second
+coroutine), parking's trampoline, and one cancel scope (the task's, which is the slot's too).
+No Event (a KillActor makes the slot's ``done``, which also
 marks it killed), no string made until it ends, not its SubmitTask, and its ActorInfo's
 strings shared with the other agents of its kind (``_shared_parts``), and so are its start
 arguments' short strings (``_shared_args``). The Trio tasks that start and resume parking
@@ -36,8 +41,8 @@ from .._scheduler.names import DEFAULT_NAMESPACE
 from .agentpools import AgentPools
 from .agentruns import (
     _PARKED_SCOPE,
-    DRIVE_FROM,
     PARK_FROM,
+    PARK_IDLE_S,
     AgentRun,
     _Restarting,
     _shared_args,
@@ -62,10 +67,12 @@ class AgentHost(AgentPools):
 
     # Defined by Executor (executor.py), which ends actors.
     _free_name: Callable[[ActorInfo, str], Any]
-    # Agents started under drive while agents did not park, until they end or _repark takes
-    # them (once agents park); whether a _repark task runs.
-    _unparked: dict[AgentRun, None] | None = None
-    _reparking = False
+    # Agents given a Trio task of their own (_wake_own), until they end or park (_park_idle);
+    # whether a _park_idle task runs (while agents have a task of their own or are woken), and
+    # its checks.
+    _tasked: dict[AgentRun, None] | None = None
+    _sweeping = False
+    idle_checks = 0
 
     def deliver_nowait(self, actor_id: ActorId, payload: Payload) -> bool:
         """A send from this process to a coroutine actor hosted here, straight into its
@@ -122,18 +129,6 @@ class AgentHost(AgentPools):
         assert info is not None
         run = AgentRun(self, peer, slot, msg.task_id, info.max_restarts)
         self.tasks[msg.task_id] = run
-        run.parkable = len(self.actors) >= DRIVE_FROM
-        if not self.parks_agents():
-            if run.parkable:  # it parks once agents park here (_repark)
-                unparked = self._unparked
-                if unparked is None:
-                    unparked = self._unparked = {}
-                unparked[run] = None
-            self.starter.start_soon(self.nursery, self._run_coroutine_actor, run, fn, msg)
-            return
-        if self._unparked and not self._reparking:
-            self._reparking = True
-            self.nursery.start_soon(self._repark, self._unparked)
         starts = self._starts
         if starts is None:
             starts = self._starts = deque()
@@ -141,29 +136,76 @@ class AgentHost(AgentPools):
         if self._free_steppers == 0:
             self._stepper_or_watch(starts)
 
-    async def _repark(self, unparked: dict[AgentRun, None]) -> None:
-        """The worker began to park agents: the agents started before, under drive, that
-        wait for a message in their own Trio task are woken with REPARK (parking.py), so that
-        they park now rather than keep their task until their next message (the first
-        PARK_FROM agents of a worker, idle for good in a simulation). START_BATCH per loop
-        turn; one that runs parks at its next wait by itself. It stops if the worker falls
-        back under PARK_FROM (the rest wait for the next time it reaches it)."""
+    def _watch_idle(self) -> None:
+        """Start the idle checks (``_park_idle``): one task a worker, while agents have a task of
+        their own or are woken. A new window of wakes begins (``AgentRun.wake``)."""
+        if self._tasked is None:
+            self._tasked = {}
+        self._sweeping = True
+        self.idle_checks += 1
         try:
-            while unparked and self.parks_agents():
-                for _ in range(min(START_BATCH, len(unparked))):
-                    run = unparked.popitem()[0]
-                    task = run.driver
-                    if task is not None:
-                        run.slot.receive.wake_first(task, REPARK)
-                await trio.lowlevel.checkpoint()
-        finally:
-            self._reparking = False
+            self.nursery.start_soon(self._park_idle, self._tasked)
+        except RuntimeError:  # the nursery is closing: nothing parks any more
+            self._sweeping = False
 
-    def parks_agents(self) -> bool:
-        """Whether idle agents park now (parking.py): only at scale, where the memory and the
-        stop time they save matter; below it an agent keeps its Trio task between messages,
-        and a busy agent pays nothing for parking."""
-        return len(self.actors) >= PARK_FROM
+    def _wake_own(self, run: AgentRun) -> bool:
+        """A parked agent woken BUSY_WAKES times (``AgentRun.wake``), on a worker below
+        PARK_FROM actors: resumed in a Trio task of its own, which it keeps at its waits until
+        it idles; False: resumed by a resumer (at scale, or the nursery is closing)."""
+        if len(self.actors) >= PARK_FROM:
+            return False
+        scope = trio.CancelScope()
+        try:
+            self.nursery.start_soon(self._live, run)
+        except RuntimeError:
+            return False
+        run.scope = scope
+        run.own = True
+        if self._tasked is None or not self._sweeping:
+            self._watch_idle()
+        assert self._tasked is not None
+        self._tasked[run] = None
+        return True
+
+    async def _park_idle(self, tasked: dict[AgentRun, None]) -> None:
+        """Parks the agents that idle in a Trio task of their own (``_wake_own``): every
+        PARK_IDLE_S / 2, one waiting on its mailbox that has taken no message since the check
+        before is woken with REPARK (parking.py), and parks (if ``may_park`` lets it: one that
+        holds a cancel scope or a nursery keeps its task, and is not checked again). Its cost
+        is a look at each agent with a task of its own, per check (START_BATCH per loop turn),
+        and nothing per message (its mailbox counts what it takes anyway). It ends once a check
+        finds no agent with a task of its own and no wake since the check before (a worker
+        whose agents are all parked and quiet wakes for nothing: a simulation's virtual day
+        would be 172,800 checks); the next wake starts it again."""
+        woken = -1
+        try:
+            while True:
+                await trio.sleep(PARK_IDLE_S / 2)
+                self.idle_checks += 1
+                if not tasked:
+                    if self._woken == woken:
+                        return
+                    woken = self._woken
+                    continue
+                runs = list(tasked)
+                for n, run in enumerate(runs, 1):
+                    ctx = run.ctx
+                    task = run.driver
+                    if task is not None and ctx is not None and run in tasked:
+                        received = ctx.mailbox._received
+                        if received != run.seen:
+                            run.seen = received
+                        elif run.slot.receive._getter is task:  # waits on an empty mailbox
+                            run.own = False
+                            if run.slot.receive.wake_first(task, REPARK):
+                                del tasked[run]
+                            else:
+                                run.own = True
+                    if n % START_BATCH == 0:
+                        await trio.lowlevel.checkpoint()
+                del runs
+        finally:
+            self._sweeping = False
 
     async def _run_coroutine_actor(
         self,
@@ -222,10 +264,13 @@ class AgentHost(AgentPools):
         # (``borrowed``): no scope of its own to enter and leave; Cancelled ends it here.
         guard: AbstractContextManager[Any] = _Stopped() if throw or borrowed or resumed else scope
         slot.scope = scope
-        task = run
         result: tuple[bool, Payload] | None = None
         reason = ""  # why it ended; "" while it runs (made then: no string per idle agent)
         parked = False
+        # Whether its name is still to be freed at the head, in a task of its own: this one
+        # is shared (a resumer's, a stepper's, a reaper's), and the other agents it steps
+        # must not wait for the head's answer (one agent's end after another: 64 a round trip).
+        free = False
         with guard:
             try:
                 if start is not None:
@@ -253,7 +298,7 @@ class AgentHost(AgentPools):
                         if resumed is not None:
                             value, resumed = await resumed, None
                         else:
-                            value = await (drive(run, throw) if run.parkable else run.coro)
+                            value = await drive(run, throw)
                     except Exception as exc:
                         run.coro = None
                         throw = None
@@ -286,8 +331,8 @@ class AgentHost(AgentPools):
                         reason = f"actor {label} has ended"
             finally:
                 if not parked:
-                    if self._unparked:
-                        self._unparked.pop(run, None)
+                    if self._tasked:
+                        self._tasked.pop(run, None)
                     # No cycle outlives it (its objects may be frozen for the collector,
                     # starting.py): its coroutine, and its Context's link to its run.
                     run.coro = run.again = None
@@ -299,16 +344,58 @@ class AgentHost(AgentPools):
                         reason = STOPPED if self.stopping else f"actor {_describe(info)} was killed"
                     ctx._close(reason)
                     if self._end_nowait(slot, reason):
-                        with trio.CancelScope(shield=True):
-                            await self._free_name(info, reason)
-                    if slot.done is not None:
+                        free = guard is not scope
+                        if not free:
+                            with trio.CancelScope(shield=True):
+                                await self._free_name(info, reason)
+                    if slot.done is not None and not free:
                         slot.done.set()
+        cancelled = scope.cancel_called or result is None
+        if free:
+            try:
+                self.nursery.start_soon(
+                    self._free_and_report, run, reason, killed, cancelled, result
+                )
+                return
+            except RuntimeError:  # the nursery is closing: here, then
+                await self._free_and_report(run, reason, killed, cancelled, result)
+                return
+        self._report(run, reason, killed, cancelled, result)
+
+    async def _free_and_report(
+        self,
+        run: AgentRun,
+        reason: str,
+        killed: bool,
+        cancelled: bool,
+        result: tuple[bool, Payload] | None,
+    ) -> None:
+        """The end of an agent that ended in a shared task: its name freed, then its result."""
+        slot = run.slot
+        assert slot.info is not None
+        with trio.CancelScope(shield=True):
+            await self._free_name(slot.info, reason)
+        if slot.done is not None:
+            slot.done.set()
+        self._report(run, reason, killed, cancelled, result)
+
+    def _report(
+        self,
+        run: AgentRun,
+        reason: str,
+        killed: bool,
+        cancelled: bool,
+        result: tuple[bool, Payload] | None,
+    ) -> None:
+        """Tell an ended agent's owner how it ended."""
         task_id = run.task_id
         self._ended(task_id)
         if killed:
             result = (False, system_error(ActorDiedError(reason)))
-        elif scope.cancel_called or result is None:
-            if self.stopping and self._batch_cancelled(task.peer, task_id):
+        elif cancelled:
+            if self.stopping and self._batch_cancelled(run.peer, task_id):
                 return
-            result = (False, self._cancelled_agent(info))
-        task.peer.send(TaskResult(task_id, *result))
+            assert run.slot.info is not None
+            result = (False, self._cancelled_agent(run.slot.info))
+        assert result is not None
+        run.peer.send(TaskResult(task_id, *result))

@@ -31,8 +31,13 @@ __all__ = ["AgentPools"]
 
 # Steppers (``_start_inline`` tasks) made to start the agents queued while others await: the
 # most Trio tasks agents that await at their start (on a full mailbox, a name's first lookup)
-# hold, and the most of their first awaits batched in one loop turn.
-_STEPPERS_MAX = 1024
+# hold, and the most of their first awaits batched in one loop turn; the same for resumers.
+# Every agent starts in a stepper (agenthost.py), so a Trio task each of a thousand agents that
+# await at their start (the rumour benchmark's first send to its counter) is freed once they
+# park, and left behind in the worker's RSS among the agents' own: 1,024 cost ~3 KB an agent
+# more than 64 at 1,000 agents (~5 KB a worker's agent, against ~1.6), and ~1 KB at 10,000,
+# where a first round of sends by name went as fast with 64 (their lookups batched 64 a turn).
+_STEPPERS_MAX = 64
 # How long starts wait while that many steppers all carry agents that await and none of them
 # gets through, before the cap doubles (``_unstall``): an agent may await at its start what
 # only an agent queued after it gives. Long next to what agents usually await there (a credit

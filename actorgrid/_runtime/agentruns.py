@@ -21,28 +21,38 @@ if TYPE_CHECKING:
     from .._protocol.ids import ObjectId
     from .peer import Peer
 
-__all__ = ["DRIVE_FROM", "PARK_FROM", "PARK_FROM_DEFAULT", "AgentRun"]
+__all__ = ["BUSY_WAKES", "PARK_FROM", "PARK_FROM_DEFAULT", "PARK_IDLE_S", "AgentRun"]
 
 
 class _Host(Protocol):
     """What a run needs of its host (agenthost.AgentHost)."""
 
-    def parks_agents(self) -> bool: ...
+    idle_checks: int  # its idle checks so far (AgentHost._park_idle)
+    _sweeping: bool  # whether they run
+
+    def _watch_idle(self) -> None: ...
+
+    def _wake_own(self, run: AgentRun) -> bool: ...
 
     def _wake_soon(self, run: AgentRun) -> None: ...
 
     def _reap_soon(self, run: AgentRun) -> None: ...
 
 
-# Idle agents park (parking.py) on a worker hosting at least this many actors: where memory
-# per agent matters (10,000 of the rumour benchmark's agents on one worker: ~2.8 KB RSS an
-# agent parked, ~6 KB not; a parked agent stops in about half the CPU). Below it every agent
-# keeps its Trio task, as parking has costs: an agent that awaits while handling a message just
-# after a park keeps its resumer's task, and the rest of its batch go on in other resumers (a
-# first round of sends by name among 10,000 agents on two workers: about a third more of the
-# workers' CPU parked), and a Trio object bound to a task (a held ``trio.Lock``) must not be
-# held across the mailbox wait. ``ACTORGRID_PARK_FROM`` in the environment of ``ag.init`` (or
-# of ``actorgrid node``) sets it for the workers it starts.
+# An idle agent parks (parking.py) at its waits on an empty mailbox, from its first on: it never
+# has a Trio task of its own unless it gets busy (a Trio task freed later stays in the worker's
+# RSS among the agents' own: 3,000 agents that parked after a second with a task each kept
+# their worker at 43.7 MB, against 33.2 MB parked from the start). On a worker hosting fewer
+# actors than this, one woken BUSY_WAKES times between two idle checks gets a Trio task of its
+# own, and keeps it while it is busy (AgentHost._wake_own), as parking has costs: a message to
+# a parked agent costs a resumer's step, and one that awaits while handling it keeps its
+# resumer's task while the rest of its batch go on in other resumers (the rumour benchmark's
+# round, a few messages an agent, costs about the same workers' CPU a message either way, but a
+# ring's agents, hundreds of messages each, pay it at every hop). From this many on, memory per
+# agent matters more than a busy agent's CPU: it is resumed by the resumers at each message.
+# Parked or not, a Trio object bound to a task (a held ``trio.Lock``) must not be held across
+# the mailbox wait. ``ACTORGRID_PARK_FROM`` in the environment of ``ag.init`` (or of
+# ``actorgrid node``) sets it for the workers it starts.
 PARK_FROM_DEFAULT = 10_000
 
 
@@ -62,12 +72,16 @@ def _park_from(value: str | None) -> int:
 
 
 PARK_FROM = _park_from(os.environ.get("ACTORGRID_PARK_FROM"))
-# Agents started on a worker hosting at least this many actors run under parking.drive even
-# while parking is off, so that once the worker reaches PARK_FROM the idle ones park too
-# (AgentHost._repark): else the first PARK_FROM agents of each worker kept a Trio task each
-# for good (~3 KB an agent more than parked, 10,000 of them on each worker of the 100,000
-# agents benchmark). Below it an agent pays nothing for parking (no trampoline per trap).
-DRIVE_FROM = PARK_FROM // 10
+# A parked agent woken this many times between two idle checks (PARK_IDLE_S / 2 apart) is busy:
+# on a worker below PARK_FROM actors, it gets a Trio task of its own (a ring that starts pays a
+# Trio task once per agent, not a resumer's step per message), while one woken by a round of a
+# few messages stays parked.
+BUSY_WAKES = 8
+# An agent with a Trio task of its own that has taken no message for this long while it waits
+# on its mailbox parks again (checked by one task a worker every PARK_IDLE_S / 2, for the agents
+# with a task of their own: nothing per message): between PARK_IDLE_S / 2 and PARK_IDLE_S after
+# its last message.
+PARK_IDLE_S = 1.0
 # What a parked agent's run and slot hold instead of a cancel scope of their own: never
 # entered, and never cancelled (a cancel or a KillActor reaches a coroutine agent through its
 # run: AgentRun.cancel).
@@ -175,12 +189,15 @@ class AgentRun(_Task):
         "ctx",
         "driver",
         "host",
-        "parkable",
+        "own",
         "restarting",
         "restarts",
+        "seen",
         "slot",
         "status",
         "task_id",
+        "wakes",
+        "window",
     )
 
     def __init__(
@@ -203,16 +220,30 @@ class AgentRun(_Task):
         self.context: Any = None
         self.driver: trio.lowlevel.Task | None = None
         self.status: object = None
-        # Whether it runs under parking.drive, which may park it (when its host parks agents):
-        # decided at its start, by whether the worker hosts DRIVE_FROM actors then.
-        self.parkable = False
+        # Whether it has a Trio task of its own, kept at its waits (AgentHost._wake_own) until
+        # it idles; its wakes parked since its host's idle check ``window`` (the host's int,
+        # shared: no int made per agent); with a task of its own, its mailbox's count of
+        # messages taken at the last idle check (AgentHost._park_idle), -1 before one.
+        self.own = False
+        self.wakes = 0
+        self.window = 0
+        self.seen = -1
 
     def parks(self) -> bool:
-        return self.host.parks_agents()
+        return not self.own
 
     def wake(self) -> None:
         if self.scope is not _PARKED_SCOPE:
             return  # it runs, or is being stopped
+        host = self.host
+        if not host._sweeping:
+            host._watch_idle()
+        if self.window != host.idle_checks:
+            self.window = host.idle_checks
+            self.wakes = 0
+        self.wakes += 1
+        if self.wakes >= BUSY_WAKES and host._wake_own(self):
+            return
         self.scope = _WAKING_SCOPE
         self.host._wake_soon(self)
 

@@ -128,7 +128,7 @@ class AgentStops(ExecutorTasks):
                     run.scope.cancel()
                     self.nursery.start_soon(self._live, run)
                     continue
-                if self.stopping and run.parkable:
+                if self.stopping:
                     rest = self._end_reaped(run, error)
                     if rest is None:
                         shared = error

@@ -17,11 +17,11 @@
   goes straight into its mailbox while it has room and nothing waits ahead: the payload
   itself (no letter, no loopback frame, no credit); a full mailbox first gets a loop turn to
   drain, then the sender takes the flow-controlled path like a remote one.
-- An idle coroutine agent costs one Trio task, one coroutine frame, one cancel scope, its
-  Context, Mailbox and inbox (~4 KB traced). On a worker hosting PARK_FROM actors or more,
-  an idle agent parks instead (parking.py): no Trio task, only its suspended coroutine, its
-  run and its inbox (~2.1 KB traced); new agents there are stepped until they park in one
-  task, START_BATCH per loop turn, with no task each. A stopping worker ends them
+- An idle coroutine agent parks (parking.py): no Trio task, only its suspended coroutine, its
+  run and its inbox (~2.1 KB traced); new agents are stepped until they park in one task,
+  START_BATCH per loop turn, with no task each. On a worker below PARK_FROM actors a busy one
+  gets a Trio task of its own until it idles (agenthost.py): then it costs one Trio task, one
+  coroutine frame, one cancel scope, its Context, Mailbox and inbox (~4 KB traced). A stopping worker ends them
   START_BATCH per loop turn, each with no await, one shared reason and one shared
   cancellation payload; parked ones by Cancelled thrown in, with no task to cancel.
 - A quiet call (``quiet.py``) that a pool thread here makes to a sync actor hosted here goes

@@ -51,11 +51,11 @@ _PARK_ONCE = (PARK,)
 
 
 class _Repark:
-    """``REPARK``: what an agent waiting for a message in Trio (its host did not park agents
-    when it began to wait) is woken with when its host begins to park them (``AgentHost``):
-    its mailbox takes it as it takes a method call sent to a coroutine actor, refused
-    (``Mailbox._opened`` calls ``reject``, here a no-op) and not a message, and waits again:
-    parked now, if ``may_park`` lets it."""
+    """``REPARK``: what an agent waiting for a message in a Trio task of its own (kept while
+    it was busy) is woken with once it idles (``AgentHost._park_idle``): its mailbox takes it
+    as it takes a method call sent to a coroutine actor, refused (``Mailbox._opened`` calls
+    ``reject``, here a no-op) and not a message, and waits again: parked now, if ``may_park``
+    lets it."""
 
     __slots__ = ()
 
@@ -90,7 +90,7 @@ class Parkable(Protocol):
     scope: trio.CancelScope
 
     def parks(self) -> bool:
-        """Whether its host parks idle agents now (e.g. only when it hosts many)."""
+        """Whether it parks at its waits now (not while it keeps a Trio task of its own)."""
         ...
 
     def wake(self) -> None:

@@ -1,15 +1,15 @@
-"""Parked agents (parking.py): on a worker hosting many agents, an idle agent has no Trio task;
-its next message resumes it where it waited, with its local state and its contextvars, and
-stopping it runs its ``finally`` blocks. An agent that holds a cancel scope, a deadline or a
-nursery across its wait never parks.
+"""Parked agents (parking.py): an idle agent has no Trio task; its next message resumes it
+where it waited, with its local state and its contextvars, and stopping it runs its
+``finally`` blocks. An agent that holds a cancel scope, a deadline or a nursery across its wait
+never parks.
 
 On real workers: one 1-worker cluster for the module, started with ``ACTORGRID_PARK_FROM`` at
-FILLERS and that many idle agents on it, so that its agents park (and one agent that ran
-before it got there, idle since: it parks all the same). What a user sees of a park is
-that its code runs in another task after it (the worker's resumer, whose name says so); that is
-what these agents report (from their second message: an agent may park before its first, or
-not, as its first message comes). The stop of a worker whose agents are parked (every ref
-resolved, ``finally`` run) is test_agents_stop.py's.
+FILLERS and that many idle agents on it, so that its busy agents are resumed at each message
+and never given a Trio task of their own (test_agents_idle.py has the smaller worker's). What
+a user sees of a park is that its code runs in another task after it (the worker's resumer,
+whose name says so); that is what these agents report (from their second message: an agent
+may park before its first, or not, as its first message comes). The stop of a worker whose
+agents are parked (every ref resolved, ``finally`` run) is test_agents_stop.py's.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ EAGER = 200
 # More agents awaiting at their start than a worker's steppers carry before a stall (and
 # awaiting once woken than its resumers carry).
 STALLERS = _STEPPERS_MAX + 100
-# The agent the fixture started and ran last before its worker parked agents ("early").
-_started: dict[str, object] = {}
 
 
 def _resumed() -> bool:
@@ -229,19 +227,10 @@ def parking_cluster() -> Iterator[None]:
     try:
         with ag.init(num_workers=1):
             watch.add([ag.ask(pid_of.remote(), "pid", timeout=60)])
-            # The worker hosts pid_of, FILLERS - 3 fillers and "early" (FILLERS - 1 actors),
-            # then "crossing": from it on, idle agents park there.
-            fillers = [filler.remote() for _ in range(FILLERS - 3)]
-            early = _started["early"] = holder.remote("nothing")
-            assert _ask(early, 0) is False  # it runs in its own task, and waits there
-            crossing = holder.remote("nothing")
-            # Its start made the worker begin to park the agents started before, the last
-            # first, in the loop turn it started in: "early" has parked before this answer.
-            _ask(crossing, 0)
-            fillers += [filler.remote() for _ in range(3)]
+            fillers = [filler.remote() for _ in range(FILLERS)]
+            _ask(holder.remote("nothing"), 0)  # started after the fillers: they are all up
             yield
-            del fillers, early, crossing
-            _started.clear()
+            del fillers
         watch.wait_gone()
     finally:
         if before is None:
@@ -277,14 +266,6 @@ def test_a_parked_agent_resumes_with_its_state_and_contextvars(
     with pytest.raises(ag.ActorDiedError, match="was killed"):
         ag.get(agent, timeout=60)
     assert path.read_text() == "finally after 2"
-
-
-def test_an_agent_started_before_its_worker_parks_agents_parks_once_it_does(
-    parking_cluster: None,
-) -> None:
-    """The agent that ran last before the worker reached ACTORGRID_PARK_FROM actors, idle
-    since: it parked without a message (its next one runs resumed), not kept its Trio task."""
-    assert [_ask(_started["early"], i) for i in range(3)] == [True, True, True]
 
 
 def test_agents_started_with_equal_strings_share_one_copy(parking_cluster: None) -> None:
