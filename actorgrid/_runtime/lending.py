@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._protocol.codec import decode
-from .._protocol.messages import Pulse, TaskResult
+from .._protocol.messages import Pulse, TaskResult, TaskResults
 
 if TYPE_CHECKING:
     from .._protocol.ids import ObjectId
@@ -166,6 +166,10 @@ class Lending:
                 elif type(message) is Pulse:
                     continue  # (the caller marks the link heard)
                 else:
+                    if type(message) is TaskResults and mine is None:
+                        # A run of answers in one frame (coalesce.py): this thread's value
+                        # too, if it is one; the loop resolves the others, so it is woken.
+                        mine = _value_in(message, task_id)
                     urgent = True
                 self.handed.append(message)
             self.reads += 1
@@ -193,3 +197,11 @@ class Lending:
 
     def _set_event(self) -> None:
         self.event.set()
+
+
+def _value_in(batch: TaskResults, task_id: ObjectId) -> TaskResult | None:
+    """The answer to ``task_id`` in ``batch`` if it is a value (an error is the loop's)."""
+    for result in batch.results:
+        if result.task_id == task_id:
+            return result if result.ok else None
+    return None

@@ -81,6 +81,8 @@ _REPLIES = frozenset(
         NamesFound,
     }
 )
+# Peers that take a run of answers as one TaskResults (coalesce.py); the head takes TaskResult.
+_RUNTIMES = frozenset({"driver", "worker"})
 _BATCH_MAX = 2048  # messages per write: bounds latency behind a large burst
 _HIGH_WATER = 4096  # queued messages above which send_wait() waits
 
@@ -253,6 +255,14 @@ class Peer:
 
     _lone_at = -1  # _reads at this link's last send_lone write
 
+    def _frames(
+        self, messages: list[Message], stream: FrameStream
+    ) -> list[list[bytes | memoryview]]:
+        """``messages`` as frames, runs coalesced (runs of answers only to a runtime)."""
+        hello = self.remote_hello
+        answers = hello is not None and hello.kind in _RUNTIMES
+        return encode_frames(messages, getattr(stream, "max_message_bytes", 0), answers)
+
     def flush(self) -> None:
         """Write queued messages now if the writer is idle; else leave them to the writer."""
         stream = self._stream
@@ -263,7 +273,7 @@ class Peer:
         del self._out[:_BATCH_MAX]
         with self._lock:
             try:
-                frames = encode_frames(messages, getattr(stream, "max_message_bytes", 0))
+                frames = self._frames(messages, stream)
                 if stream.send_nowait(frames) and not self._out:
                     return
             except trio.BrokenResourceError:
@@ -428,9 +438,7 @@ class Peer:
             with self._lock:
                 self._writing = True
             try:
-                await stream.send_frames(
-                    encode_frames(messages, getattr(stream, "max_message_bytes", 0))
-                )
+                await stream.send_frames(self._frames(messages, stream))
             finally:
                 self._writing = False
             if len(self._out) < _HIGH_WATER:

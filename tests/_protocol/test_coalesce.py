@@ -16,6 +16,8 @@ from actorgrid._protocol.messages import (
     Payload,
     SubmitTask,
     SubmitTasks,
+    TaskResult,
+    TaskResults,
 )
 
 CAP = 64 * 1024 * 1024  # a link's usual frame cap
@@ -40,6 +42,8 @@ def flattened(messages: list[Any]) -> list[Any]:
             out.extend(m.calls)
         elif isinstance(m, SubmitTasks):
             out.extend(m.tasks)
+        elif isinstance(m, TaskResults):
+            out.extend(m.results)
         else:
             out.append(m)
     return out
@@ -90,3 +94,31 @@ def test_a_small_frame_cap_coalesces_less_and_an_unknown_one_nothing() -> None:
     for frame in encode_frames(messages, 1000):
         assert sum(len(p) for p in frame) <= 1000 // 4 + 64  # the estimate errs above
     assert len(encode_frames(messages, 0)) == len(messages)
+
+
+def answer(i: int, ok: bool = True) -> TaskResult:
+    return TaskResult(i.to_bytes(16, "big"), ok, Payload(b"v%d" % i))
+
+
+def test_runs_of_answers_become_one_frame_for_a_runtime_and_stay_apart_for_the_head() -> None:
+    messages: list[Any] = [
+        *(answer(i, ok=i % 3 != 0) for i in range(4)),
+        Credit(b"a" * 16, 1),
+        answer(4),
+        call(5),
+        answer(6),
+        answer(7),
+    ]
+    frames = decoded(encode_frames(messages, CAP, answers=True))
+    assert [type(m).__name__ for m in frames] == [
+        "TaskResults",
+        "Credit",
+        "TaskResult",  # alone: sent as it always was
+        "CallActor",
+        "TaskResults",
+    ]
+    assert flattened(frames) == messages
+    # A link to the head (or a node agent): it takes TaskResult only, each in its own frame.
+    plain = decoded(encode_frames(messages, CAP))
+    assert [type(m) for m in plain] == [type(m) for m in messages]
+    assert plain == messages

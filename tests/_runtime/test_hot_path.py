@@ -38,6 +38,12 @@ class Echo:
             raise ValueError(f"{x} is a multiple of 7")
         return x
 
+    @ag.method(inline=True)
+    def check_inline(self, x: int) -> int:
+        if x % 7 == 0:
+            raise ValueError(f"{x} is a multiple of 7")
+        return x
+
 
 @ag.remote
 def child() -> int:
@@ -132,6 +138,37 @@ def test_answers_of_a_burst_come_in_batches_each_with_its_own_value_or_error(clu
                     ag.get(ref, timeout=60)
             else:
                 assert ag.get(ref, timeout=60) == i
+    finally:
+        handlers[TaskResults] = plain
+    assert batched and max(batched) > 1
+
+
+def test_answers_of_a_burst_run_on_the_workers_loop_come_in_batches_in_order(cluster) -> None:
+    # echo and check_inline run on the worker's loop, a burst's calls in the turn that reads
+    # their frame: their answers leave in that turn's write, a run of them as one TaskResults.
+    rt: Any = current.get()
+    handlers = rt._handlers
+    plain = handlers[TaskResults]
+    batched: list[int] = []
+
+    def counting(peer: Any, msg: TaskResults) -> None:
+        batched.append(len(msg.results))
+        plain(peer, msg)
+
+    handlers[TaskResults] = counting
+    try:
+        echo = Echo.remote()
+        ag.get(echo.echo.remote(0), timeout=60)
+        refs = [
+            echo.check_inline.remote(i) if i % 2 else echo.echo.remote(i) for i in range(1, 601)
+        ]
+        for i, ref in enumerate(refs, 1):
+            if i % 7 == 0 and i % 2:
+                with pytest.raises(ValueError, match=f"{i} is a multiple of 7"):
+                    ag.get(ref, timeout=60)
+            else:
+                assert ag.get(ref, timeout=60) == i
+        assert ag.get(refs[1::2], timeout=60) == list(range(2, 601, 2))
     finally:
         handlers[TaskResults] = plain
     assert batched and max(batched) > 1

@@ -4,7 +4,8 @@ What a user relies on still holds there: values and errors come back to the call
 that fails is not mistaken for a value, two threads sharing the link each get their own
 answers, a worker that dies at once under a call fails it clearly, the loop keeps its own
 record of every call (the call events the dashboard shows), and a driver that catches Ctrl-C
-in a run of round trips goes on making calls.
+in a run of round trips goes on making calls. A thread finds its value in a run of answers
+sent in one frame as well.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ import pytest
 from proclines import read_line
 
 import actorgrid as ag
+from actorgrid._protocol.codec import encode
+from actorgrid._protocol.ids import ObjectId
+from actorgrid._protocol.messages import Payload, TaskResult, TaskResults
 from actorgrid._runtime import current
+from actorgrid._runtime.lending import Lending
 
 CLUSTER_OPTIONS = {"num_workers": 1}
 GET_TIMEOUT_S = 60.0  # a hang fails the test instead of stalling the suite
@@ -332,3 +337,32 @@ def test_trio_run_after_round_trips_read_by_the_main_thread_gets_ctrl_c(
         proc.wait(timeout=LINE_TIMEOUT_S)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+class _Arrived:
+    """A lent stream that has received ``frames``."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+
+    def receive_nowait(self) -> tuple[list[bytes], bool]:
+        frames, self.frames = self.frames, []
+        return frames, False
+
+
+def test_a_thread_takes_its_value_out_of_a_run_of_answers_and_leaves_all_to_the_loop() -> None:
+    # A worker that ran a burst on its loop answers it in one TaskResults (coalesce.py): the
+    # thread waiting for one of them reads its value there, as from a TaskResult alone.
+    def answer(i: int, ok: bool) -> TaskResult:
+        return TaskResult(ObjectId(bytes([i]) * 16), ok, Payload(b"v%d" % i))
+
+    batch = TaskResults((answer(1, True), answer(2, True), answer(3, False)))
+    lending = Lending()
+    lending.stream = _Arrived([b"".join(encode(batch))] * 3)  # type: ignore[assignment]
+    assert lending.read(ObjectId(bytes([2]) * 16), deferred=True) == answer(2, True)
+    assert list(lending.handed) == [batch] * 3  # every answer still goes to the loop
+    # An error is the loop's to resolve (a task may be retried on it); an absent one waits.
+    lending.stream = _Arrived([b"".join(encode(batch))])  # type: ignore[assignment]
+    assert lending.read(ObjectId(bytes([3]) * 16), deferred=True) is None
+    lending.stream = _Arrived([b"".join(encode(batch))])  # type: ignore[assignment]
+    assert lending.read(ObjectId(bytes([4]) * 16), deferred=True) is None
