@@ -38,6 +38,12 @@ __all__ = ["AgentPools"]
 # more than 64 at 1,000 agents (~5 KB a worker's agent, against ~1.6), and ~1 KB at 10,000,
 # where a first round of sends by name went as fast with 64 (their lookups batched 64 a turn).
 _STEPPERS_MAX = 64
+# Resumers (``_resume_inline`` tasks) carry agents woken by a message that await in their turn
+# (their sends' credits, a name's lookup): a round of sends by name among 10,000 agents keeps
+# hundreds of them waiting at once, and with 64 resumers it went at 8,000-12,000 messages/s
+# (stalls of _STALL_S before each doubling) against 26,000-27,000 with 1,024, the same RSS
+# after the round (agents_scale.py --agents 10000 --hops 2).
+_RESUMERS_MAX = 1024
 # How long starts wait while that many steppers all carry agents that await and none of them
 # gets through, before the cap doubles (``_unstall``): an agent may await at its start what
 # only an agent queued after it gives. Long next to what agents usually await there (a credit
@@ -77,7 +83,7 @@ class AgentPools(AgentStops):
     _idle_resumers: dict[trio.lowlevel.Task, None] | None = None
     # As for steppers: the most resumers now (doubled by _unstall_wakes while they stall),
     # agents they carried that got through, whether an _unstall_wakes task runs.
-    _resumer_cap = _STEPPERS_MAX
+    _resumer_cap = _RESUMERS_MAX
     _resumed_through = 0
     _unstalling_wakes = False
     # Wakes since the heap was last trimmed; whether a _trim_after_burst task runs.
@@ -297,7 +303,7 @@ class AgentPools(AgentStops):
         try:
             while True:
                 if not wakes:
-                    self._resumer_cap = _STEPPERS_MAX  # none waits: no stall now
+                    self._resumer_cap = _RESUMERS_MAX  # none waits: no stall now
                     if self._woken >= _TRIM_AFTER_WAKES and not self._trimming:
                         self._trimming = True
                         self.nursery.start_soon(self._trim_after_burst)
