@@ -40,6 +40,7 @@ circle can form inside the package (``if TYPE_CHECKING:`` and function-level imp
     getting waiting refcounting   ag.get / ag.wait; calls that wait for a worker; reference
                       counting's I/O shell
     membership        the workers a runtime may place calls on (the head's news)
+    relinking         dropped links to live workers, redialled before the worker counts as dead
     links             Runtime, layer by layer: state, lifecycle, links, events
     stored            values in node stores: pulls, frees, lineage rebuilds
     objects           put, fetch, get
@@ -130,6 +131,7 @@ RUNTIME_ORDER: list[tuple[str, ...]] = [
     ("observe", "seams"),
     ("getting", "waiting", "refcounting"),
     ("membership",),
+    ("relinking",),
     ("links",),
     ("stored",),
     ("objects",),

@@ -52,7 +52,7 @@ from .._protocol.messages import (
 from .._scheduler.backlog import DEFAULT_PENDING_WARNING_S
 from .._scheduler.names import NameCache
 from .._scheduler.placement import Placement
-from .._scheduler.relink import Relinks, Verdict
+from .._scheduler.relink import Relinks
 from .._scheduler.tasktree import TaskTree
 from .._scheduler.topics import Subscriptions
 from .._transport.tcp import ListenLimits
@@ -61,7 +61,6 @@ from .confirms import FinishedReports, report_lost
 from .generators import CallerStreams
 from .headlink import EventFeed, HeadLink, reown
 from .hosted import HostedExecutor
-from .membership import RuntimeMembership
 from .observe import Observer
 from .peer import LoopbackPeer, Peer
 from .portal import Portal
@@ -69,6 +68,7 @@ from .pulse import DEFAULT_PULSE_INTERVAL_S, PulseMonitor
 from .records import OwnedActor, Sent, TaskSpec, _describe
 from .refcounting import RefCounts
 from .refs import PENDING, EntryTable, ObjectEntry
+from .relinking import RuntimeRelinking
 from .seams import Pool, Seams, default_seams
 from .waiting import WorkerWait
 
@@ -90,7 +90,7 @@ WAITING = "waiting for a worker"
 FREE_NAME_TIMEOUT_S = 5.0
 
 
-class RuntimeLinks(RuntimeMembership):
+class RuntimeLinks(RuntimeRelinking):
     """State, lifecycle and peer links of the per-process runtime."""
 
     # Defined by the layers above (objects, tasks, actors, names), which this class's message
@@ -377,64 +377,6 @@ class RuntimeLinks(RuntimeMembership):
         elif self._redial(peer):
             return
         self._link_gone(peer)
-
-    def _redial(self, peer: Peer) -> bool:
-        """Loop: the link to a worker the head lists dropped: dial it again (True), and
-        decide what the calls in flight on it become by whether that succeeds (``_dial``)."""
-        address = peer.address
-        wid = self._worker_at.get(address)
-        if peer.remote_hello is None or wid is None:
-            return False  # it never opened, or it is no worker's
-        listed = wid in self.placement.workers or wid in self._env_aside
-        verdict = self.relinks.dropped(
-            address,
-            time.monotonic(),
-            listed=listed,
-            aborted=peer.aborted,
-            stopping=self._closing or address == self.address,
-        )
-        if verdict is not Verdict.REDIAL:
-            return False
-        log.info(
-            "the link to the worker at %s dropped (%s): redialling", address, peer.close_reason
-        )
-        self._relinking[address] = peer
-        self.peer_for(address)  # calls made from now on queue on the new link, in order
-        return True
-
-    def _link_dropped(self, peer: Peer) -> None:
-        """Loop: the link ``peer`` to a worker dropped, and a redial reached that worker:
-        the calls in flight on it fail (they may or may not have run) or, tasks with retries
-        left, are placed again; its actors stay, and so does its place in placement."""
-        inflight, peer.inflight = peer.inflight, {}
-        address = peer.address
-        wid = self._worker_at.get(address)
-        why = (
-            f"the connection to its worker at {address} dropped ({peer.close_reason}) while "
-            "that worker stayed alive, so the call may or may not have run; calls made since "
-            "go on a new connection"
-        )
-        report_lost(
-            self, peer, f"the connection to its worker at {address} dropped", self._label_of
-        )
-        owned: list[ObjectId] = []
-        for object_id, sent in inflight.items():
-            if sent.counted and wid is not None:
-                self.placement.finished(wid)
-            entry, spec = sent.entry, sent.spec
-            if entry.state != PENDING:
-                continue
-            if (spec is not None and spec.actor is None) or self.owner_decides(sent):
-                owned.append(object_id)  # the owner state decides: LinkDropped below
-            elif sent.cancelled:
-                entry.set_error(TaskCancelledError(f"the call was cancelled, and then {why}"))
-            else:
-                actor = sent.actor or (spec.actor if spec is not None else None)
-                label = _describe(actor) if actor is not None else "the actor"
-                entry.set_error(ActorDiedError(f"actor {label}: {why}"))
-        retried = self.calls_dropped(address, tuple(owned), why) if owned else 0
-        if retried:
-            self.publish(Event("task_retried", time.time(), detail=f"{retried} tasks: {why}"))
 
     def _link_gone(self, peer: Peer) -> None:
         """Loop: the link ``peer`` closed for good (its worker died, or this process stops)."""
