@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -229,6 +230,10 @@ class _Lane:
         # caller, kept while calls come from it (a burst from one caller sets up one).
         self._labels: dict[str, str] = {}
         self._source: tuple[Peer, str, output_source] | None = None
+        # The methods of its class on trial for the loop, and whom to tell how long each of
+        # their runs took (inline.py's trial_methods and trial_ran, set by the executor).
+        self.trial: dict[str, int] = {}
+        self.trial_ran: Callable[[type, str, float], None] | None = None
 
     def has_room(self) -> bool:
         return len(self.items) < _LANE_CAPACITY
@@ -310,10 +315,14 @@ class _Lane:
                             call.root,
                             output_source(name, call.peer, call.root),
                         )
+                    timed = self.trial_ran if call.method in self.trial else None
+                    started = time.perf_counter() if timed is not None else 0.0
                     with last[2]:
                         result = self.executor.call_in_thread(
                             method, call.payload, label, call.running
                         )
+                    if timed is not None:
+                        timed(type(self.instance), call.method, time.perf_counter() - started)
             self.executor.finish_from_thread(call, call.peer, *result, not self.items)
 
     def close(self, reason: str) -> None:
