@@ -9,6 +9,7 @@ order, and a send that fails fails the call. One embedded cluster for the module
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -27,6 +28,7 @@ from actorgrid._runtime.inline import (
 )
 
 GET_TIMEOUT_S = 60.0
+OUTPUT_TIMEOUT_S = 30.0
 
 
 class Recorder:
@@ -37,10 +39,11 @@ class Recorder:
 
     def remote(self, i: int) -> None:
         self.seen.append((i, threading.current_thread().name))
+        if i < 0:
+            time.sleep(-i / 1000)  # what a user's object may do that its trial did not show
 
 
-@ag.remote
-class Relay:
+class _Relay:
     def __init__(self) -> None:
         self.out = Recorder()
 
@@ -53,6 +56,17 @@ class Relay:
 
     def seen(self) -> list[tuple[int, str]]:
         return list(self.out.seen)
+
+
+@ag.remote
+class Relay(_Relay):
+    pass
+
+
+@ag.remote
+class Stuck(_Relay):
+    """Relay as a class of its own: a demoted method leaves the loop for its whole class, in
+    that worker, and the other tests' Relay must not be it."""
 
 
 @ag.remote
@@ -106,6 +120,24 @@ def test_a_send_from_a_method_on_the_loop_arrives_in_order_and_its_failure_is_re
         ag.get(relay.forward.remote("nobody", 0), timeout=GET_TIMEOUT_S)
     relay.forward.remote("trial-sink", -1)
     assert ag.get(sink, timeout=GET_TIMEOUT_S) == list(range(n + 50))
+
+
+def test_a_method_moved_to_the_loop_that_blocks_there_is_reported_and_moved_back_for_good(
+    cluster: ag.Cluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    relay = Stuck.remote()
+    n = _until_on_loop(relay, relay.step.remote)
+    blocked_ms = int(INLINE_BUDGET_S * 3 * 1000)
+    ag.get(relay.step.remote(-blocked_ms), timeout=GET_TIMEOUT_S)  # holds the loop: reported
+    ag.get([relay.step.remote(i) for i in range(n, n + 20)], timeout=GET_TIMEOUT_S)
+    seen = ag.get(relay.seen.remote(), timeout=GET_TIMEOUT_S)
+    assert seen[n] == (-blocked_ms, "MainThread")
+    assert all(thread.startswith("actorgrid-user") for _, thread in seen[n + 1 :])
+    deadline, err = time.monotonic() + OUTPUT_TIMEOUT_S, ""
+    report = re.compile(r"Stuck\.step ran on the loop \(it makes only fire-and-forget calls")
+    while not report.search(err := err + capfd.readouterr().err):
+        assert time.monotonic() < deadline, f"no report of the blocked call:\n{err}"
+        time.sleep(0.05)
 
 
 def test_which_methods_go_on_trial_is_told_by_their_code() -> None:
