@@ -55,7 +55,7 @@ Invariants:
   and its method runs on pool threads from then on, in this worker.
 
 Costs: one set lookup per call of a sync actor whose feeder is parked; one dict lookup per run
-on a pool thread (whether its method is on trial), and two clock reads for a method on trial;
+on a pool thread (whether its method is on trial), and a wrapper that times a method on trial;
 the watchdog looks at two attributes every ``WATCH_PERIOD_S`` and costs nothing per call.
 """
 
