@@ -1,6 +1,6 @@
 """Where one hop of the 8-actor ring by handle spends its time: a timestamp per hand-off.
 
-    python benchmarks/hring_trace.py [--hops N] [--inline]
+    python benchmarks/hring_trace.py [--hops N] [--inline | --pool]
 
 The ``handle_ring`` workload's ring (sync actors, each calling the next by handle,
 fire-and-forget), with a few runtime functions patched in every worker to note
@@ -13,6 +13,10 @@ fire-and-forget), with a few runtime functions patched in every worker to note
     submit    the pool job queued (ThreadPool.submit)
     job       the pool thread started the job
     run       the method's first line
+
+``hop`` runs on the worker's loop after its trial (inline.py: its calls are all
+fire-and-forget), as the workload's does; ``--pool`` keeps it on pool threads (the submit and
+job steps), ``--inline`` runs the method declared ``@ag.method(inline=True)``.
 
 One call is in flight at a time in the whole ring, so "the call" of a process is the last one
 it read. Prints the median of each step in µs, with the CPU time and voluntary context
@@ -142,21 +146,41 @@ def _patch() -> None:
     peer.Peer.send = traced_send  # type: ignore[method-assign]
 
 
+class _Clock:
+    """``self.clock.remote("run")`` notes the time as ``_mark`` does: a call of ``.remote`` as a
+    statement, so that ``hop`` still makes only fire-and-forget calls and runs on the loop after
+    its trial (inline.py), as the benchmark's does; a plain ``_mark("run")`` would keep it on
+    pool threads."""
+
+    def remote(self, name: str) -> None:
+        _mark(name)
+
+
 class _TracedRing:
     def __init__(self) -> None:
         _patch()
         self.next: Any = None
+        self.clock = _Clock()
 
     def link(self, next_actor: Any) -> int:
         self.next = next_actor
         return os.getpid()
 
     def hop(self, n: int, last: int, done: str) -> None:
-        _mark("run")
+        self.clock.remote("run")
         if n >= last:
             ag.send(done, n)
         else:
             self.next.hop.remote(n + 1, last, done)
+
+    @ag.method(inline=False)
+    def hop_pool(self, n: int, last: int, done: str) -> None:
+        """``hop`` kept on pool threads: the path every hop took before its trial."""
+        _mark("run")
+        if n >= last:
+            ag.send(done, n)
+        else:
+            self.next.hop_pool.remote(n + 1, last, done)
 
     @ag.method(inline=True)
     def hop_inline(self, n: int, last: int, done: str) -> None:
@@ -209,7 +233,9 @@ STEPS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hops", type=int, default=5000)
-    parser.add_argument("--inline", action="store_true", help="the inline method instead")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--inline", action="store_true", help="the method declared inline instead")
+    mode.add_argument("--pool", action="store_true", help="the method kept on pool threads")
     args = parser.parse_args()
     n_actors = 8
     with ag.init(num_workers=2):
@@ -217,7 +243,7 @@ def main() -> None:
         pids = ag.get([a.link.remote(actors[(i + 1) % n_actors]) for i, a in enumerate(actors)])
         print(f"actors by worker pid: {pids}")
         by_pid = {pid: actors[i] for i, pid in reversed(list(enumerate(pids)))}
-        method = "hop_inline" if args.inline else "hop"
+        method = "hop_inline" if args.inline else "hop_pool" if args.pool else "hop"
 
         def lap(hops: int, tag: str) -> float:
             sink = _sink.options(name=f"trace_{tag}").remote()

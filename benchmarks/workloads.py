@@ -422,8 +422,9 @@ class _RingActor:
 
     @ag.method(inline=True)
     def hop_inline(self, n: int, last: int, done: str) -> None:
-        """``hop`` run on the worker's loop (no pool thread); the last one hands over to
-        ``finish``, as ag.send blocks and an inline method must not."""
+        """``hop`` declared to run on the worker's loop from its first call (``hop`` gets there
+        after its trial: inline.py); the last one hands over to ``finish``, as it did when
+        ``ag.send`` raised in an inline method (kept, so that figures compare across commits)."""
         if n >= last:
             self.next.finish.remote(n, done)
         else:

@@ -14,6 +14,7 @@ import trio
 from .core import current_runtime
 from .generators import ObjectRefGenerator
 from .handles import ActorHandle
+from .inline import send_later
 from .refs import ObjectRef
 from .virtual import AgentKey, ask_key, send_to_key
 from .virtual import publish as virtual_publish
@@ -177,6 +178,8 @@ async def get_actor_async(name: str, namespace: str | None = None) -> ActorHandl
 def send(target: Any, message: Any, *, namespace: str | None = None) -> None:
     """Put ``message`` in the mailbox of ``target`` (a name, handle or actor ref). A name is
     looked up in ``namespace`` (None: the default namespace)."""
+    if trio.lowlevel.in_trio_run() and send_later(send_async, target, message, namespace):
+        return  # a sync method run on a worker's loop: sent after it returns (inline.py)
     _not_in_trio("send")
     rt = current_runtime()
     if not rt.send_soon(target, message, namespace):  # a cached name: no wait for the loop

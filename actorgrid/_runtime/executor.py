@@ -67,7 +67,7 @@ from .agenthost import AgentHost
 from .agentruns import _shared_parts
 from .context import Letter
 from .inbox import open_inbox
-from .inline import run_inline
+from .inline import run_inline, trial_methods, trial_ran
 from .keyed import KeyedAgents
 from .lanes import (
     _TOMBSTONES_MAX,
@@ -227,6 +227,7 @@ class Executor(AgentHost):
     async def _serve_sync_actor(self, slot: _Slot, instance: Any) -> None:
         assert slot.info is not None
         lane = slot.lane = _Lane(self, instance, slot.info)
+        lane.trial, lane.trial_ran = trial_methods(type(instance)), trial_ran  # inline.py
         receive = slot.receive
         try:
             while True:

@@ -2,7 +2,7 @@
 
 A sync actor method runs on a pool thread, so that blocking user code never stops the worker
 from answering pulses and messages. That costs two thread hand-offs a call (loop to pool thread,
-and the answer's bookkeeping back), the larger part of a round trip on a small machine. Two
+and the answer's bookkeeping back), the larger part of a round trip on a small machine. Three
 kinds of method run right on the worker's Trio loop instead, in the turn that received the
 call (its answer and the calls it makes leave in one write):
 
@@ -10,33 +10,53 @@ call (its answer and the calls it makes leave in one write):
 - one that is brief by its code (``_brief``): a plain function whose bytecode has no call and
   no loop and touches attributes of ``self`` only (getters, setters, counters: ``return
   self.n``, ``self.n += k``), of a class with no properties, other descriptors or attribute
-  hooks, so that nothing of user code it did not write in that body runs. ``@ag.method(inline=False)`` keeps one on pool threads. Such a
-  method cannot reach ``time.sleep``, a lock, I/O or ``ag.get`` (each is a call) nor spin (a
+  hooks, so that nothing of user code it did not write in that body runs. Such a method
+  cannot reach ``time.sleep``, a lock, I/O or ``ag.get`` (each is a call) nor spin (a
   loop); what is left that could take long is a C operation on large data (``x in huge_list``,
   ``self.array + 1``) or a ``__del__``/operator of the user's own types that a line triggers:
   the same watchdog and budget as for declared methods report and demote it.
+  ``@ag.method(inline=False)`` keeps one on pool threads (and out of any trial).
+
+A third kind earns its place by its code and its record: a method whose calls are all
+fire-and-forget and that has no loop (``_quiet_caller``: each call is ``x.remote(...)`` or
+``ag.send(...)`` as a statement), the step of an actor ring or pipeline. It runs on pool threads
+while on trial (``trial_ran``); after ``TRIAL_RUNS`` runs there of at most ``TRIAL_RUN_S`` each
+it runs on the loop from then on, and a run over ``INLINE_BUDGET_S`` there ends its trial for
+good (logged). Its code cannot reach ``ag.get``, ``time.sleep`` or a lock but through what its
+calls and attribute reads run of other objects (a ``.remote`` that is not a handle's, a
+property): its trial is the evidence that those are cheap, and the watchdog and budget below
+report and demote one that still blocks on the loop. On the loop, its ``.remote()`` calls are
+queued as any call the loop makes, and an ``ag.send`` (which may wait: a name not cached yet, a
+full mailbox) is sent by a task after the method returns (``send_later``), the actor's lane
+held until then, as on a pool thread the method would have waited in it: the actor's next call
+runs after the send, and a send's error is the call's error. Any other API that blocks
+(``ag.get``, ``ag.ask``) raises on the loop, as in a declared method.
 
 Its pulses are the risk of running user code on the loop: while it runs, the worker sends none,
 and one that held the loop for 5 pulse intervals would have the worker taken for dead. This is
-why a method is chosen by what its code cannot do, not by how fast its calls were so far: a
-method measured fast a thousand times may block on its next call (a branch that sleeps, a lock
-held elsewhere), and then it is too late to move it.
+why a method is chosen first by what its code cannot do, not by how fast its calls were so far:
+a method measured fast a thousand times may block on its next call (a branch that sleeps, a
+lock held elsewhere), and then it is too late to move it. A trial only ever admits methods
+whose code has no such branch of its own.
 
 Invariants:
 
 - An inline call runs only while nothing of its actor is queued or running (the actor's feeder
   is parked in receive and its lane is idle), and holds the lane meanwhile (a pool thread's
   quiet call to it, ``Executor.call_from_thread``, only queues there), so an actor's calls
-  still run one at a time, in the order sent; otherwise the call takes the lane like any other. A call whose arguments hold
-  ObjectRefs takes the lane too (waiting for them would block the loop).
+  still run one at a time, in the order sent; otherwise the call takes the lane like any
+  other. A call whose arguments hold ObjectRefs takes the lane too (waiting for them would
+  block the loop). A call that left sends for later (``send_later``) holds the lane until they
+  are sent and it is answered.
 - Blocking is never silent. While an inline call runs, the worker does nothing else (no
   pulses, no messages, no other actor), so: a watchdog thread, started with the worker's first
   inline call, logs a warning naming the method once it has held the loop for
   ``INLINE_STALL_S``; and a call that took over ``INLINE_BUDGET_S`` is logged when it returns
   and its method runs on pool threads from then on, in this worker.
 
-Costs: one set lookup per call of a sync actor whose feeder is parked; the watchdog looks at
-two attributes every ``WATCH_PERIOD_S`` and costs nothing per call.
+Costs: one set lookup per call of a sync actor whose feeder is parked; one dict lookup per run
+on a pool thread (whether its method is on trial), and a wrapper that times a method on trial;
+the watchdog looks at two attributes every ``WATCH_PERIOD_S`` and costs nothing per call.
 """
 
 from __future__ import annotations
@@ -47,19 +67,33 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from types import FunctionType, GetSetDescriptorType, MemberDescriptorType
+from collections.abc import Awaitable, Callable
+from functools import partial
+from types import FunctionType, GetSetDescriptorType, MemberDescriptorType, ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .output import output_source
 from .refs import ObjectRef
-from .serialization import box_error, loads
+from .serialization import box_error, dumps, loads
 
 if TYPE_CHECKING:
+    import trio
+
     from .._protocol.messages import Payload
     from .lanes import _Call, _Lane
 
-__all__ = ["INLINE_ATTRIBUTE", "INLINE_BUDGET_S", "INLINE_STALL_S", "method", "run_inline"]
+__all__ = [
+    "INLINE_ATTRIBUTE",
+    "INLINE_BUDGET_S",
+    "INLINE_STALL_S",
+    "TRIAL_RUNS",
+    "TRIAL_RUN_S",
+    "method",
+    "run_inline",
+    "send_later",
+    "trial_methods",
+    "trial_ran",
+]
 
 log = logging.getLogger("actorgrid.inline")
 
@@ -75,6 +109,10 @@ WATCH_PERIOD_S = 0.25
 # The loop thread's CPU clock is read at most this often (_Watch.started): it is a system call
 # (~1.5 µs, and a point where a loaded machine preempts the loop), where a call is ~15 µs.
 CPU_READ_EVERY_S = 0.01
+# A method that makes only fire-and-forget calls runs on the loop after this many runs on pool
+# threads of at most TRIAL_RUN_S each (a hop of a ring takes some 20-50 us there).
+TRIAL_RUNS = 16
+TRIAL_RUN_S = 0.002
 
 
 def method(*, inline: bool | None = None) -> Callable[[F], F]:
@@ -83,13 +121,15 @@ def method(*, inline: bool | None = None) -> Callable[[F], F]:
 
     By default (``inline=None``) a sync method runs on a pool thread unless its code cannot
     block: no call and no loop in its body (a getter, a setter, a counter), which runs on the
-    worker's loop as if declared inline. ``inline=False`` keeps it on pool threads always.
+    worker's loop as if declared inline; so does one whose only calls are fire-and-forget
+    (``x.remote(...)`` or ``ag.send(...)`` as statements, no loop) once its first runs on pool
+    threads were short. ``inline=False`` keeps it on pool threads always.
 
     ``inline=True`` declares a sync method cheap and non-blocking: the worker runs it on its
     own event loop rather than on a pool thread, which saves two thread hand-offs a call (a
     round trip or a fire-and-forget ring by handle gets markedly faster). Keep such a method
     to a few milliseconds of pure Python: no ``time.sleep``, I/O, locks or ``ag.get`` (which
-    raises there). A call that runs longer than 0.1 s is logged by name, and its method runs on
+    raises there; an ``ag.send`` is sent after it returns). A call that runs longer than 0.1 s is logged by name, and its method runs on
     pool threads from then on; one that holds the loop for a second is logged while it runs.
     """
 
@@ -111,9 +151,16 @@ def method(*, inline: bool | None = None) -> Callable[[F], F]:
     return decorate
 
 
+_DROPPED = dumps(None)  # the answer of a quiet call, which no one reads
+
 # The methods of each actor class hosted here that run on the loop (declared inline, or
 # brief), found on first use; a demoted method leaves its class's set.
 _by_class: dict[type, set[str]] = {}
+# The methods of each such class on trial (``_quiet_caller``): their short runs on pool threads
+# so far. Shared with the class's lanes (``_Lane.trial``), which time only these.
+_trials: dict[type, dict[str, int]] = {}
+# The methods that passed their trial (they leave the loop as declared ones do, on one slow run).
+_promoted: set[tuple[type, str]] = set()
 
 # Opcode name prefixes of a call (any Python or C code may run), a loop (a backward jump, an
 # iterator), a with block (__enter__), a yield or an import, in the Pythons we support (3.11+).
@@ -218,6 +265,10 @@ def _on_self(op: dis.Instruction, before: list[dis.Instruction], this: str | Non
     return bool(names[-1] == this)
 
 
+def _is_actorgrid(value: object) -> bool:
+    return isinstance(value, ModuleType) and value.__name__ == "actorgrid"
+
+
 def _loop_names(cls: type) -> set[str]:
     """The methods of ``cls`` that run on the loop: declared inline, or brief and not
     declared ``inline=False``. Found once per class."""
@@ -225,12 +276,90 @@ def _loop_names(cls: type) -> set[str]:
     if names is None:
         declared = _declared(cls)
         names = {name for name, (inline, _) in declared.items() if inline}
+        trials: dict[str, int] = {}
         if _plain(cls):
             for name, (inline, value) in declared.items():
-                if inline is None and not name.startswith("__") and _brief(value):
+                if inline is not None or name.startswith("__"):
+                    continue
+                if _brief(value):
                     names.add(name)  # (a static or class method is not a plain function)
+                elif _quiet_caller(value):
+                    trials[name] = 0
+        _trials[cls] = trials
         _by_class[cls] = names
     return names
+
+
+def trial_methods(cls: type) -> dict[str, int]:
+    """The methods of ``cls`` on trial, by their short runs so far: a lane of the class
+    times their runs and reports each to ``trial_ran``."""
+    _loop_names(cls)
+    return _trials[cls]
+
+
+def trial_ran(cls: type, name: str, elapsed: float) -> None:
+    """A pool thread: ``cls.name``, on trial, ran for ``elapsed`` seconds there. Moves it to
+    the loop after TRIAL_RUNS short runs; a run over INLINE_BUDGET_S ends its trial."""
+    trials = _trials[cls]
+    n = trials.get(name)
+    if n is None:
+        return  # (its trial ended meanwhile, on another thread)
+    if elapsed > INLINE_BUDGET_S:
+        trials.pop(name, None)
+        log.info(
+            "%s.%s ran for %.3f s on a pool thread: it stays there (only methods that ran "
+            "under %.3f s %d times move to the worker's loop)",
+            cls.__qualname__,
+            name,
+            elapsed,
+            TRIAL_RUN_S,
+            TRIAL_RUNS,
+        )
+    elif elapsed <= TRIAL_RUN_S:
+        if n + 1 < TRIAL_RUNS:
+            trials[name] = n + 1
+        elif trials.pop(name, None) is not None:
+            _promoted.add((cls, name))
+            _by_class[cls].add(name)
+
+
+def _quiet_caller(fn: object) -> bool:
+    """A plain function whose calls are all fire-and-forget (``x.remote(...)`` or
+    ``ag.send(...)``, each a statement whose value is dropped) and that has no loop, with,
+    yield or import: what it may do besides is bounded, as for ``_brief``, and what it sends
+    leaves without waiting for an answer. Reads of other objects' attributes are allowed
+    (``self.next.hop``); its trial on pool threads is the evidence that they are cheap."""
+    code = getattr(fn, "__code__", None)
+    if type(fn) is not FunctionType or code is None:
+        return False
+    if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+        return False
+    names = fn.__globals__
+    ops = list(dis.get_instructions(code))
+    calls = sends = 0
+    for i, op in enumerate(ops):
+        following = ops[i + 1].opname if i + 1 < len(ops) else ""
+        if op.opname == "CALL":
+            calls += 1
+            if following != "POP_TOP":
+                return False  # its value is used: not fire-and-forget, or a nested call
+            continue
+        if op.opname in ("PRECALL", "KW_NAMES", "PUSH_NULL"):
+            continue
+        if op.opname.startswith(_UNBOUNDED):
+            return False
+        if op.opcode in _JUMPS and isinstance(op.argval, int) and op.argval <= op.offset:
+            return False
+        if op.opname.startswith("LOAD_GLOBAL") and not _is_actorgrid(names.get(op.argval)):
+            return False  # a global may be any function (only the actorgrid module is read)
+        if op.opname in ("LOAD_ATTR", "LOAD_METHOD") and (
+            op.argval == "remote"
+            or (op.argval == "send" and i and ops[i - 1].opname.startswith("LOAD_GLOBAL"))
+        ):
+            if following.startswith(("STORE", "BUILD", "RETURN", "POP_TOP", "LIST_", "MAP_")):
+                return False  # kept rather than called
+            sends += 1
+    return 0 < calls == sends
 
 
 class InlineHost(Protocol):
@@ -239,6 +368,9 @@ class InlineHost(Protocol):
     def result_of(self, value: Any, label: str) -> tuple[bool, Payload]: ...
 
     def call_done(self, call: _Call, ok: bool, payload: Payload) -> None: ...
+
+    @property
+    def nursery(self) -> trio.Nursery: ...
 
 
 def run_inline(host: InlineHost, lane: _Lane, call: _Call, address: str) -> bool:
@@ -261,8 +393,10 @@ def run_inline(host: InlineHost, lane: _Lane, call: _Call, address: str) -> bool
     fn = getattr(lane.instance, call.method)
     if not lane.take_for_inline():  # (a pool thread queued a call meanwhile)
         return False
+    later: list[Callable[[], Awaitable[None]]] = []
+    handed = False  # the lane held on, by the task that finishes the call
     try:
-        watch.started(label)
+        watch.started(label, later)
         try:
             with output_source(lane.info.name or lane.info.label, call.peer, call.root):
                 try:
@@ -270,30 +404,82 @@ def run_inline(host: InlineHost, lane: _Lane, call: _Call, address: str) -> bool
                 except (Exception, SystemExit) as exc:
                     ok, payload = False, box_error(exc, _where(label, address))
                 else:
-                    ok, payload = host.result_of(value, label)
+                    # A quiet call's value goes nowhere (quiet.py): not serialized (2 us).
+                    ok, payload = (True, _DROPPED) if call.quiet else host.result_of(value, label)
         finally:
             elapsed = watch.ended()
         if elapsed > INLINE_BUDGET_S and _demoted(cls, call.method, watch.cpu_since):
-            declared = call.method in _inline_names(cls)
-            log.warning(
-                "%s %s but held worker %s's event loop for %.3f s (over %.1f s): pulses, messages "
-                "and every other actor there waited. Its calls run on pool threads from now on, in "
-                "this worker process; %s",
-                label,
-                "is declared @ag.method(inline=True)"
-                if declared
-                else "ran on the loop (no call or loop in its code)",
-                address,
-                elapsed,
-                INLINE_BUDGET_S,
-                "remove inline=True from it, or keep it to non-blocking work of a few milliseconds"
-                if declared
-                else "mark it @ag.method(inline=False) to keep it on pool threads from the start",
-            )
+            _report_demoted(cls, call.method, label, address, elapsed)
+        if later:  # sends that wait: the lane stays held until they are done
+            where = _where(label, address)
+            host.nursery.start_soon(_finish_later, host, lane, call, (ok, payload), later, where)
+            handed = True
+        else:
+            host.call_done(call, ok, payload)
+    finally:
+        if not handed:
+            lane.end_inline()  # (answered first: a drain it starts answers after it)
+    return True
+
+
+async def _finish_later(
+    host: InlineHost,
+    lane: _Lane,
+    call: _Call,
+    answer: tuple[bool, Payload],
+    later: list[Callable[[], Awaitable[None]]],
+    where: str,
+) -> None:
+    """Loop, a task: the sends an inline call left to wait (``send_later``), in order; then
+    its answer (the first send's error, if one failed) and its lane given back."""
+    ok, payload = answer
+    try:
+        for send in later:
+            try:
+                await send()
+            except Exception as exc:
+                if ok:
+                    ok, payload = False, box_error(exc, where)
         host.call_done(call, ok, payload)
     finally:
-        lane.end_inline()  # (answered first: a drain it starts answers after it)
+        lane.end_inline()
+
+
+def send_later(
+    send: Callable[[Any, Any, str | None], Awaitable[None]],
+    target: Any,
+    message: Any,
+    namespace: str | None,
+) -> bool:
+    """The loop thread, in ``ag.send`` from a sync method run there: queue the send, of the
+    message as it is now, for a task after the method returns (True). False: no such method
+    runs on this thread (``ag.send`` then refuses to block a Trio loop)."""
+    if not watch.since or watch.later is None or threading.get_ident() != watch.thread:
+        return False
+    watch.later.append(partial(send, target, loads(dumps(message)), namespace))
     return True
+
+
+def _report_demoted(cls: type, name: str, label: str, address: str, elapsed: float) -> None:
+    declared = name in _inline_names(cls)
+    promoted = (cls, name) in _promoted
+    log.warning(
+        "%s %s but held worker %s's event loop for %.3f s (over %.1f s): pulses, messages "
+        "and every other actor there waited. Its calls run on pool threads from now on, in "
+        "this worker process; %s",
+        label,
+        "is declared @ag.method(inline=True)"
+        if declared
+        else "ran on the loop (it makes only fire-and-forget calls, and its first runs were short)"
+        if promoted
+        else "ran on the loop (no call or loop in its code)",
+        address,
+        elapsed,
+        INLINE_BUDGET_S,
+        "remove inline=True from it, or keep it to non-blocking work of a few milliseconds"
+        if declared
+        else "mark it @ag.method(inline=False) to keep it on pool threads from the start",
+    )
 
 
 def _demoted(cls: type, method: str, cpu_since: float) -> bool:
@@ -301,7 +487,11 @@ def _demoted(cls: type, method: str, cpu_since: float) -> bool:
     the loop. A declared method does (it may have blocked). One chosen by its code cannot
     block, so a long wall time with little CPU of this thread was the process or the loop
     thread being preempted on a loaded machine (or a GIL wait), not the method: it stays."""
-    if method not in _inline_names(cls) and time.thread_time() - cpu_since < INLINE_BUDGET_S / 2:
+    if (
+        method not in _inline_names(cls)
+        and (cls, method) not in _promoted
+        and time.thread_time() - cpu_since < INLINE_BUDGET_S / 2
+    ):
         return False
     _by_class[cls].discard(method)
     return True
@@ -320,10 +510,15 @@ class _Watch:
         self.since = 0.0  # time.monotonic() when the running call started; 0.0: none runs
         self.cpu_since = 0.0  # the loop thread's CPU time (time.thread_time()) then, or earlier
         self._cpu_read = -1.0  # time.monotonic() when cpu_since was read
+        self.thread = 0  # the loop thread's id (threading.get_ident())
+        # The running call's sends left for later (send_later); None while none runs.
+        self.later: list[Callable[[], Awaitable[None]]] | None = None
         self._thread: threading.Thread | None = None
 
-    def started(self, label: str) -> None:
+    def started(self, label: str, later: list[Callable[[], Awaitable[None]]]) -> None:
         self.label = label
+        self.later = later
+        self.thread = threading.get_ident()
         self.since = now = time.monotonic()
         # cpu_since is the thread's CPU time at most CPU_READ_EVERY_S before this call began:
         # _demoted's CPU figure is high by at most that much (10 ms against its 50 ms), and a
@@ -340,6 +535,7 @@ class _Watch:
     def ended(self) -> float:
         elapsed = time.monotonic() - self.since
         self.since = 0.0
+        self.later = None
         return elapsed
 
     def stalled(self, now: float) -> tuple[str, float] | None:
