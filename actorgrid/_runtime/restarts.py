@@ -62,11 +62,15 @@ def _no_code() -> bytes:
 
 class SpentCreation:
     """What its creator keeps of the creation of a coroutine actor that is never started
-    again: only its actor (to resolve its ref, report its death, release what it held),
-    read like the ``TaskSpec`` it replaces (48 bytes, not 112 plus its arguments and code)."""
+    again, in its link's calls in flight: its entry and actor (to resolve its ref, report
+    its death, release what it held), read both like the ``TaskSpec`` it replaces and like
+    the ``Sent`` record that held it (records.py, above this module: ``spec`` is itself,
+    ``kind`` is TASK). 56 bytes an agent, not 112 for the ``Sent`` plus 40 for its spec
+    (nor 112 plus its arguments and code before that)."""
 
-    __slots__ = ("actor",)
+    __slots__ = ("actor", "cancelled", "entry")
 
+    # Read like a TaskSpec:
     function_id = b""
     blob = staticmethod(_no_code)
     payload = SPENT
@@ -76,17 +80,33 @@ class SpentCreation:
     parent = None
     keep = ()
     root = ""
+    # Read like a Sent of kind TASK (records.TASK); ``payload`` and ``actor`` are read only
+    # for kind CALL.
+    kind = 0
+    counted = False
+    owner = False
+    method = ""
 
-    def __init__(self, actor: ActorInfo) -> None:
+    def __init__(self, actor: ActorInfo, entry: Any) -> None:
         self.actor = actor
+        self.entry = entry
+        self.cancelled = False  # ag.cancel() reached it: never restarted
+
+    @property
+    def spec(self) -> SpentCreation:
+        return self
 
 
-def spend_creation(spec: Any) -> Any:
+def spend_creation(spec: Any, sent: Any) -> Any:
     """A coroutine actor's creation (``spec``, records.py's ``TaskSpec``: that module is
-    above this one) was sent: what its record keeps of it from now on. One that can never be
-    started again (``max_restarts=0``, the default) keeps no arguments nor code (~250 bytes an
-    agent kept for nothing); one that may keeps ``spec``."""
+    above this one) was sent, ``sent`` its record in flight: the record its link keeps from
+    now on. One that can never be started again (``max_restarts=0``, the default) keeps no
+    arguments nor code (~250 bytes an agent kept for nothing) in one small record; one that
+    may keeps ``spec`` in ``sent``."""
     actor = spec.actor
     if actor is None or actor.max_restarts != 0:
-        return spec
-    return SpentCreation(actor)  # read like one by records.py's readers
+        sent.spec = spec
+        return sent
+    spent = SpentCreation(actor, sent.entry)
+    spent.cancelled = sent.cancelled
+    return spent

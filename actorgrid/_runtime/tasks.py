@@ -279,8 +279,9 @@ class RuntimeTasks(RuntimeObjects):
             self._creations.add(peer, msg)  # a batch of named agents' creations: names.py
         else:
             peer.send(msg)
-        if actor is not None:
-            sent.spec = spend_creation(spec)  # restarts.py: kept if it may start again
+        if actor is not None and peer.inflight.get(entry.object_id) is sent:
+            # (Not if its link closed as it was sent: the close handled it, spec and all.)
+            peer.inflight[entry.object_id] = spend_creation(spec, sent)  # restarts.py
         if actor is None:
             assert self._owner_state is not None
             self._owner_state.task_placed(entry.object_id, address)  # TaskPlaced
