@@ -23,6 +23,12 @@ grouped by file:line, the K biggest lines (slower, and its RSS column counts tra
 own tables: compare RSS only between untraced runs). ``--trace-workers K``: the same on each
 worker, across the round (what the round left there: the names its agents sent to, cached,
 and their flow-control entries), with the names cached and the entries left.
+
+``--heap-workers``: also print, on each worker after creation and after the round, where its
+RSS lies: pymalloc's arenas (1 MiB each), the bytes of live blocks in them, of free blocks
+in pools in use and of empty pools (both kept in the RSS while their arena holds one live
+block), and the RSS after a ``malloc_trim`` (what glibc's own heap held free). The row's RSS
+after the round is then read after that probe and trim: compare it with plain runs only.
 """
 
 from __future__ import annotations
@@ -159,7 +165,51 @@ def end_worker_trace(n: int, top: int) -> str:
     return "\n".join(lines)
 
 
-def run(n: int, hops: int, workers: int, trace: int = 0, trace_workers: int = 0) -> dict[str, Any]:
+_HEAP_STATS = {
+    "arenas allocated current": "arenas",
+    "bytes in allocated blocks": "live",
+    "bytes in available blocks": "free in pools",
+    "unused pools": "empty pools",
+}
+
+
+def worker_heap(when: str) -> str:
+    """On a worker: its RSS and pymalloc's breakdown of it (``sys._debugmallocstats``, which
+    writes to fd 2: sent to a file meanwhile), then its RSS after ``malloc_trim``."""
+    import sys
+    import tempfile
+
+    from actorgrid._runtime.heaptrim import trim_heap
+
+    rss_kb = psutil.Process().memory_info().rss // 1024
+    with tempfile.TemporaryFile("w+") as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        stats = {}
+        for line in out:
+            for key, label in _HEAP_STATS.items():
+                if key in line and label not in stats:
+                    stats[label] = int(line.rsplit("=", 1)[1].replace(",", ""))
+    trim_heap()
+    trimmed_kb = psutil.Process().memory_info().rss // 1024
+    figures = ", ".join(
+        f"{label} {value:,}" if label == "arenas" else f"{label} {value // 1024:,} KB"
+        for label, value in stats.items()
+    )
+    return (
+        f"  worker {os.getpid()} {when}: RSS {rss_kb:,} KB ({figures}); trimmed {trimmed_kb:,} KB"
+    )
+
+
+def run(
+    n: int, hops: int, workers: int, trace: int = 0, trace_workers: int = 0, heap: bool = False
+) -> dict[str, Any]:
     with ag.init(num_workers=workers):
         prefix = f"g{os.getpid()}-"
         counter.options(name="counter").remote()
@@ -182,6 +232,8 @@ def run(n: int, hops: int, workers: int, trace: int = 0, trace_workers: int = 0)
         if trace:
             traced_per_agent(traced, n, trace)
             tracemalloc.stop()
+        if heap:
+            print("\n".join(ag.run_on_each_worker(worker_heap, "after creation").values()))
         if trace_workers:
             ag.run_on_each_worker(start_worker_trace)
         start = time.perf_counter()
@@ -192,6 +244,8 @@ def run(n: int, hops: int, workers: int, trace: int = 0, trace_workers: int = 0)
         round_cpu_s = workers_cpu_s() - cpu_before
         time.sleep(QUIET_S)  # as after creation: what the round left, once its agents parked
         rounded = kb_per_agent(rss_mb(), before, n)
+        if heap:
+            print("\n".join(ag.run_on_each_worker(worker_heap, "after the round").values()))
         if trace_workers:
             for report in ag.run_on_each_worker(end_worker_trace, n, trace_workers).values():
                 print(report)
@@ -221,6 +275,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trace", type=int, default=0, metavar="K")
     parser.add_argument("--trace-workers", type=int, default=0, metavar="K")
+    parser.add_argument("--heap-workers", action="store_true")
     args = parser.parse_args()
     print(
         "| agents | create | driver CPU per agent | RSS per agent | by-name msgs/s "
@@ -228,7 +283,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for n in args.agents:
-        r = run(n, args.hops, args.workers, args.trace, args.trace_workers)
+        r = run(n, args.hops, args.workers, args.trace, args.trace_workers, args.heap_workers)
         print(
             f"| {n:,} | {r['create_per_s']:,.0f}/s | {r['driver_cpu_us']:.0f} µs "
             f"| {r['kb_per_agent']:.1f} KB "
