@@ -228,6 +228,15 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     return line
 
 
+def _reap(proc: subprocess.Popen[str]) -> None:
+    """A driver's end, even after a failed assertion: killed if it still runs, waited for."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=LINE_TIMEOUT_S)
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
 def _hung(proc: subprocess.Popen[str], timeout: float) -> None:
     """Where each of a hung driver's threads is, for the report."""
     spy = shutil.which("py-spy")
@@ -268,11 +277,7 @@ def test_a_call_after_each_caught_ctrl_c_in_a_run_of_round_trips_is_answered(
         assert proc.wait(timeout=LINE_TIMEOUT_S) == 0
         processes.wait_gone()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=LINE_TIMEOUT_S)
-        assert proc.stdout is not None
-        proc.stdout.close()
+        _reap(proc)
 
 
 _TRIO_AFTER_DRIVER = """
@@ -332,11 +337,7 @@ def test_trio_run_after_round_trips_read_by_the_main_thread_gets_ctrl_c(
         assert proc.wait(timeout=LINE_TIMEOUT_S) == 0
         processes.wait_gone()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=LINE_TIMEOUT_S)
-        assert proc.stdout is not None
-        proc.stdout.close()
+        _reap(proc)
 
 
 class _Arrived:
