@@ -296,7 +296,10 @@ class AgentHost(AgentPools):
                             run.coro = fn(ctx, *args, **kwargs)
                             del fn, args, kwargs
                         if resumed is not None:
-                            value, resumed = await resumed, None
+                            # Taken before it is awaited: if it raises, a restart runs the
+                            # code again (``drive``), not this finished awaitable.
+                            stepped, resumed = resumed, None
+                            value = await stepped
                         else:
                             value = await drive(run, throw)
                     except Exception as exc:
