@@ -89,6 +89,16 @@ def _patch() -> None:
     peer.Peer._dispatch = traced_dispatch  # type: ignore[method-assign]
 
 
+def _stepped() -> dict[str, int]:
+    """Receivers this worker's readers stepped in their turn, and left to Trio (stepping.py;
+    none on a version without it)."""
+    try:
+        from actorgrid._runtime.stepping import counts
+    except ImportError:
+        return {}
+    return dict(counts)
+
+
 @ag.remote
 async def trace_agent(ctx: ag.Context, me: int, n: int, hops: int) -> int:
     _patch()
@@ -105,11 +115,14 @@ async def trace_agent(ctx: ag.Context, me: int, n: int, hops: int) -> int:
         if msg == "reset":
             _marks.clear()
             _counts.clear()
+            _counts["stepped_at"] = _stepped()
             _counts["cpu_ns"] = time.process_time_ns()
-            await ctx.reply(None)
+            await ctx.reply(os.getpid())
             continue
         if msg == "dump":
             _counts.setdefault("cpu_used_ns", time.process_time_ns() - _counts["cpu_ns"])
+            at = _counts.pop("stepped_at", {})
+            _counts.update({k: v - at.get(k, 0) for k, v in _stepped().items()})
             _marks["counts"] = dict(_counts)
             await ctx.reply((os.getpid(), dict(_marks)))
             continue
@@ -147,8 +160,7 @@ def main() -> None:
     with ag.init(num_workers=2):
         refs = [trace_agent.options(name=f"trace{i}").remote(i, n, hops) for i in range(n)]
         ag.ask("trace0", "warm", timeout=60)  # names cached, links made, code warm
-        for i in range(n):
-            ag.ask(f"trace{i}", "reset", timeout=60)
+        pids = [ag.ask(f"trace{i}", "reset", timeout=60) for i in range(n)]
         started = time.perf_counter()
         ag.send("trace0", 0)
         ag.wait(refs, num_returns=1, timeout=120)
@@ -157,9 +169,11 @@ def main() -> None:
         dumps = [ag.ask(f"trace{i}", "dump", timeout=60) for i in range(n) if i != last]
         for ref in refs:
             ag.kill(ref)
+    crossing = sum(pids[i] != pids[(i + 1) % n] for i in range(n))
     print(
         f"{hops} hops in {elapsed:.3f} s: {hops / elapsed:,.0f} hops/s, "
-        f"{elapsed / hops * 1e6:.1f} µs a hop; load {os.getloadavg()[0]:.2f}"
+        f"{elapsed / hops * 1e6:.1f} µs a hop; load {os.getloadavg()[0]:.2f}; "
+        f"{crossing} of the {n} hops of a lap cross workers"
     )
     marks: dict[str, dict[Any, int]] = {}
     workers: dict[int, dict[str, Any]] = {}
@@ -186,7 +200,9 @@ def main() -> None:
         counts = worker_marks.get("counts", {})
         print(
             f"    worker {pid}: CPU {counts.get('cpu_used_ns', 0) / hops * 2 / 1000:.1f} µs a hop of "
-            f"its own; loop waits for I/O {counts.get('waits', 0) / hops * 2:.2f} a hop"
+            f"its own; loop waits for I/O {counts.get('waits', 0) / hops * 2:.2f} a hop; "
+            f"receivers stepped in the reader's turn {counts.get('stepped', 0)}, "
+            f"left to Trio {counts.get('left', 0)}"
         )
 
 

@@ -15,7 +15,8 @@ end holds the state, the queue and the waiting lists exist only while they hold 
 and an idle inbox is two small objects (~200 bytes).
 
 Its receiver may be a parked agent instead of a task (``park_run``, parking.py): a message then
-goes in the queue and wakes it (``run.wake()``), which starts a task that resumes it.
+goes in the queue and wakes it (``run.wake()``), which starts a task that resumes it. A
+receiver's task that a link's reader wakes is stepped in the reader's turn (stepping.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 import attrs
 import trio
 from outcome import Error, Value
+
+from . import stepping
 
 __all__ = ["InboxReceive", "InboxSend", "InboxStatistics", "open_inbox"]
 
@@ -247,6 +250,9 @@ class InboxSend:
         if getter is not None:
             if type(getter) is _TrioTask:
                 trio.lowlevel.reschedule(getter, Value(value))
+                woken = stepping.woken
+                if woken is not None:  # a link's reader puts it: stepped in its turn
+                    woken.append(getter)
                 return
             # A parked agent (park_run): the message waits for it in the queue, empty so far.
             box._items = deque((value,))

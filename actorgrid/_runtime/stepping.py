@@ -1,0 +1,138 @@
+"""Stepping a Trio task that a link's reader woke, in the reader's own turn.
+
+A link's reader (peer.py) that puts a message in an inbox whose receiver waits in a Trio task
+(a coroutine agent busy enough to keep a task of its own, agenthost.py; a sync actor's lane)
+reschedules that task, and Trio runs it in its next batch: after the reader has gone back to
+wait on its socket and the loop has polled for I/O again. A ring of agents pays that at every
+hop (about 5 µs of the 11-12 µs from the mailbox put to the agent's code, on a 2-core machine).
+Here the reader, once it has dispatched the frames it had buffered, takes each task it woke
+off Trio's run queue and runs the step Trio would have run: the body of Trio's scheduler loop
+for one task (its coroutine sent its outcome in its own contextvars Context, with Trio's
+current task being that task), and the trap it yields handled as Trio handles it. So the
+agent's code sees what it would in its own turn: ``trio.lowlevel.current_task()`` is its own
+task, its cancel scopes and deadlines are its task's, a checkpoint reschedules it, a
+cancellation is delivered at its next wait, and a task that ends is reported to its nursery
+as Trio does.
+
+Invariants: a task is stepped only while it is in Trio's run queue (rescheduled and not run
+since, so it is no other task's turn and Trio will not run it too), once per wake; never
+while Trio instruments of task steps are installed (they would miss the step), nor in guest
+mode; only on the Trio versions in ``_TRIO_TESTED`` (private attributes of Trio's runner and
+tasks), else every woken task is left to Trio. Cost: a list append per wake while a reader
+dispatches, and per task stepped a look at the end of the run queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from outcome import Error, Value
+
+__all__ = ["step_woken", "woke"]
+
+
+def _trio_version() -> tuple[int, int]:
+    try:
+        major, minor = trio.__version__.split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return (0, 0)
+
+
+# The Trio releases whose scheduler loop ``_step`` follows (trio/_core/_run.py, the body of
+# ``unrolled_run``'s ``while batch`` loop): on any other, nothing is stepped here.
+_TRIO_TESTED = (0, 25) <= _trio_version() < (0, 40)
+try:
+    from trio._core._run import GLOBAL_RUN_CONTEXT
+    from trio._core._traps import (
+        CancelShieldedCheckpoint,
+        PermanentlyDetachCoroutineObject,
+        WaitTaskRescheduled,
+    )
+except ImportError:  # pragma: no cover - a Trio whose internals moved
+    _TRIO_TESTED = False
+
+# The tasks woken by the reader dispatching now (``woke``); None while none dispatches.
+woken: list[trio.lowlevel.Task] | None = None
+# Steps run here, and woken tasks left to Trio (run already, or in the batch it runs), since
+# this process started: what a trace reads (benchmarks/ring_trace.py).
+counts = {"stepped": 0, "left": 0}
+
+
+def woke(task: trio.lowlevel.Task) -> None:
+    """``task`` was just rescheduled: step it in the reader's turn if a reader dispatches."""
+    tasks = woken
+    if tasks is not None:
+        tasks.append(task)
+
+
+def step_woken(tasks: list[trio.lowlevel.Task]) -> None:
+    """Step each task of ``tasks`` that is still in Trio's run queue, once, in this task's
+    turn; ``tasks`` is left empty. Loop only, outside any step of those tasks."""
+    if not _TRIO_TESTED:
+        tasks.clear()
+        return
+    context: Any = GLOBAL_RUN_CONTEXT
+    runner = context.runner
+    instruments = runner.instruments
+    if "before_task_step" in instruments or "after_task_step" in instruments or runner.is_guest:
+        tasks.clear()
+        return
+    runq = runner.runq
+    me = context.task
+    try:
+        for task in tasks:
+            if task._next_send_fn is None:
+                counts["left"] += 1
+                continue  # run since, and waits again
+            if runq and runq[-1] is task:
+                runq.pop()
+            else:
+                try:
+                    runq.remove(task)  # Task compares by identity
+                except ValueError:
+                    counts["left"] += 1
+                    continue  # in the batch Trio runs now: its turn comes anyway
+            counts["stepped"] += 1
+            _step(runner, task, context)
+    finally:
+        context.task = me
+        tasks.clear()
+
+
+def _step(runner: Any, task: Any, context: Any) -> None:
+    """One step of ``task``, as Trio's scheduler loop runs it (see the module docstring)."""
+    context.task = task
+    send = task._next_send_fn
+    value = task._next_send
+    task._next_send_fn = task._next_send = None
+    end: Value[Any] | Error | None = None
+    try:
+        trap = task.context.run(send, value)
+    except StopIteration as stop:
+        end = Value(stop.value)
+    except BaseException as exc:
+        end = Error(exc)
+    if end is not None:
+        # Outside the except blocks, as Trio does: its exception is no other's __context__.
+        runner.task_exited(task, end)
+        return
+    task._schedule_points += 1
+    if trap is CancelShieldedCheckpoint:
+        runner.reschedule(task)
+    elif type(trap) is WaitTaskRescheduled:
+        task._cancel_points += 1
+        task._abort_func = trap.abort_func
+        if runner.ki_pending and task is runner.main_task:
+            task._attempt_delivery_of_pending_ki()
+        task._attempt_delivery_of_any_pending_cancel()
+    elif type(trap) is PermanentlyDetachCoroutineObject:
+        runner.task_exited(task, trap.final_outcome)
+    else:
+        error = TypeError(
+            f"trio.run received unrecognized yield message {trap!r}: an agent or actor awaited "
+            "something of another async framework (asyncio?), which does not work under Trio"
+        )
+        runner.reschedule(task, error)
+        task._next_send_fn = task.coro.throw
