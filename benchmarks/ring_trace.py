@@ -1,6 +1,6 @@
 """Where one hop of the 8-agent ring by name spends its time: a timestamp per hand-off.
 
-    python benchmarks/ring_trace.py [--hops N]
+    python benchmarks/ring_trace.py [--hops N] [--alternate]
 
 The ``ring`` workload's ring (named coroutine agents, each passing the counter on with
 ``ctx.send(name, n + 1)``), with a few runtime functions patched in every worker to note
@@ -112,6 +112,9 @@ async def trace_agent(ctx: ag.Context, me: int, n: int, hops: int) -> int:
         if msg == "warmed":
             warm.reply(None)
             continue
+        if msg == "pid":
+            await ctx.reply(os.getpid())
+            continue
         if msg == "reset":
             _marks.clear()
             _counts.clear()
@@ -152,13 +155,39 @@ STEPS = [
 ]
 
 
+def _start_ring(n: int, hops: int, alternate: bool) -> list[Any]:
+    """The ring's agents as placement put them; ``alternate``: an agent placed on the same
+    worker as the one before it is killed and made again until it is not."""
+    refs: list[Any] = []
+    before = None
+    for i in range(n):
+        for _ in range(50):
+            ref = trace_agent.options(name=f"trace{i}").remote(i, n, hops)
+            pid = ag.ask(f"trace{i}", "pid", timeout=60)
+            if not alternate or pid != before:
+                break
+            ag.kill(ref)
+            try:
+                ag.get(ref, timeout=60)  # its name is free once its end is reported
+            except ag.ActorDiedError:
+                pass
+        refs.append(ref)
+        before = pid
+    return refs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hops", type=int, default=5000)
+    parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="place each agent on the other worker from the one before: every hop crosses",
+    )
     args = parser.parse_args()
     n, hops = 8, args.hops
     with ag.init(num_workers=2):
-        refs = [trace_agent.options(name=f"trace{i}").remote(i, n, hops) for i in range(n)]
+        refs = _start_ring(n, hops, args.alternate)
         ag.ask("trace0", "warm", timeout=60)  # names cached, links made, code warm
         pids = [ag.ask(f"trace{i}", "reset", timeout=60) for i in range(n)]
         started = time.perf_counter()
