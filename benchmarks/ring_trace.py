@@ -8,6 +8,8 @@ The ``ring`` workload's ring (named coroutine agents, each passing the counter o
 keyed by the counter the hop carries:
 
     send      the sending agent calls ctx.send
+    write     its frame handed to the socket (TcpFrameStream.send_nowait called)
+    written   the socket took it (send_nowait returned)
     sent      its ctx.send returned (the frame handed to the socket, or queued)
     loop      the receiver's loop back from epoll (trio's EpollIOManager.get_events)
     readable  the link's reader back from ``wait_readable``
@@ -56,8 +58,10 @@ def _patch() -> None:
 
     from actorgrid._protocol.messages import Deliver
     from actorgrid._runtime import peer
+    from actorgrid._transport.tcp import TcpFrameStream
 
     dispatch = peer.Peer._dispatch
+    send_nowait = TcpFrameStream.send_nowait
     get_events = EpollIOManager.get_events
     wait_readable = trio.lowlevel.wait_readable
 
@@ -84,6 +88,14 @@ def _patch() -> None:
             return
         dispatch(self, message, handler)
 
+    def traced_send_nowait(self: Any, bodies: Any) -> bool:
+        key = _last[0] + 1 if isinstance(_last[0], int) else None
+        _mark("write", key)
+        done = send_nowait(self, bodies)
+        _mark("written", key)
+        return bool(done)
+
+    TcpFrameStream.send_nowait = traced_send_nowait  # type: ignore[method-assign]
     EpollIOManager.get_events = traced_get_events  # type: ignore[method-assign]
     trio.lowlevel.wait_readable = traced_wait_readable
     peer.Peer._dispatch = traced_dispatch  # type: ignore[method-assign]
@@ -143,6 +155,8 @@ async def trace_agent(ctx: ag.Context, me: int, n: int, hops: int) -> int:
 
 STEPS = [
     ("send", "sent", "sender: ctx.send, in all (lookup, encode, credit, write)"),
+    ("send", "write", "sender: ctx.send to the socket write (lookup, pickle, credit, encode)"),
+    ("write", "written", "sender: the socket write (send(2): the receiver's wake-up included)"),
     ("sent", "loop", "wire + receiver's loop wake-up (epoll returns)"),
     ("send", "loop", "ctx.send called to the receiver's epoll return"),
     ("loop", "readable", "loop: epoll return to the reader task running"),
