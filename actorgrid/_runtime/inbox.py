@@ -99,6 +99,10 @@ class InboxReceive:
             else:  # a parked agent: resumed, it finds the inbox ended
                 task.wake()
 
+    def queued(self) -> bool:
+        """Whether messages wait in the queue (stepping.Queue)."""
+        return bool(self._items)
+
     def park_run(self, run: Any) -> bool:
         """Queue a parked agent (parking.py) as this inbox's receiver: the next message goes
         in the queue and wakes it (``run.wake()``); False: another receiver waits already."""
@@ -257,9 +261,8 @@ class InboxSend:
             if type(getter) is _TrioTask:
                 stepped = getter.custom_sleep_data is _STEPPED  # cleared by reschedule
                 trio.lowlevel.reschedule(getter, Value(value))
-                woken = stepping.woken
-                if stepped and woken is not None:  # a link's reader puts it: its turn
-                    woken.append(getter)
+                if stepped:  # stepped in the turn of a link's reader that puts it
+                    stepping.woke(getter, box)
                 return
             # A parked agent (park_run): the message waits for it in the queue, empty so far.
             box._items = deque((value,))

@@ -463,7 +463,9 @@ class Peer:
         lending = self.lending
         # Real sockets only: over in-memory streams (a simulation's) Trio orders the tasks.
         tcp = stream if type(stream) is TcpFrameStream else None
-        woken: list[trio.lowlevel.Task] | None = [] if tcp is not None else None
+        woken: list[tuple[trio.lowlevel.Task, stepping.Queue]] | None = (
+            [] if tcp is not None else None
+        )
         while True:
             if lending.wanted and type(stream) is TcpFrameStream and stream.idle:
                 await self._lend(stream, handler)

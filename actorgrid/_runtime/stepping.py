@@ -24,12 +24,12 @@ dispatches, and per task stepped a look at the end of the run queue.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from outcome import Error, Value
 
-__all__ = ["step_woken", "woke"]
+__all__ = ["Queue", "counts", "step_woken", "woke", "woken"]
 
 
 def _trio_version() -> tuple[int, int]:
@@ -53,23 +53,36 @@ try:
 except ImportError:  # pragma: no cover - a Trio whose internals moved
     _TRIO_TESTED = False
 
-# The tasks woken by the reader dispatching now (``woke``); None while none dispatches.
-woken: list[trio.lowlevel.Task] | None = None
-# Steps run here, and woken tasks left to Trio (run already, or in the batch it runs), since
-# this process started: what a trace reads (benchmarks/ring_trace.py).
+
+class Queue(Protocol):
+    """What a woken task took its message from (inbox.InboxReceive)."""
+
+    def queued(self) -> bool:
+        """Whether more messages wait there."""
+        ...
+
+
+# What the reader dispatching now woke: each task, and the inbox its message came from
+# (``woke``); None while no reader dispatches.
+woken: list[tuple[trio.lowlevel.Task, Queue]] | None = None
+# Steps run here, and woken tasks left to Trio (run already, in the batch it runs, or with
+# more messages queued), since this process started: what a trace reads (ring_trace.py).
 counts = {"stepped": 0, "left": 0}
 
 
-def woke(task: trio.lowlevel.Task) -> None:
-    """``task`` was just rescheduled: step it in the reader's turn if a reader dispatches."""
+def woke(task: trio.lowlevel.Task, queue: Queue) -> None:
+    """``task`` was just rescheduled with a message from ``queue``: stepped in the reader's
+    turn if a reader dispatches now."""
     tasks = woken
     if tasks is not None:
-        tasks.append(task)
+        tasks.append((task, queue))
 
 
-def step_woken(tasks: list[trio.lowlevel.Task]) -> None:
-    """Step each task of ``tasks`` that is still in Trio's run queue, once, in this task's
-    turn; ``tasks`` is left empty. Loop only, outside any step of those tasks."""
+def step_woken(tasks: list[tuple[trio.lowlevel.Task, Queue]]) -> None:
+    """Step each task of ``tasks`` that is still in Trio's run queue and has no more messages
+    queued, once, in this task's turn; ``tasks`` is left empty. Loop only, outside any step
+    of those tasks. One with more messages queued is left to Trio: messages keep coming
+    for it (a stream), and it takes more of them a wake once the reader has read on."""
     if not _TRIO_TESTED:
         tasks.clear()
         return
@@ -82,10 +95,13 @@ def step_woken(tasks: list[trio.lowlevel.Task]) -> None:
     runq = runner.runq
     me = context.task
     try:
-        for task in tasks:
+        for task, queue in tasks:
             if task._next_send_fn is None:
                 counts["left"] += 1
                 continue  # run since, and waits again
+            if queue.queued():
+                counts["left"] += 1
+                continue
             if runq and runq[-1] is task:
                 runq.pop()
             else:
