@@ -14,7 +14,9 @@ what it would in its own turn: ``trio.lowlevel.current_task()`` is its own task,
 scopes and deadlines are its task's, a checkpoint reschedules it, a cancellation is delivered
 at its next wait, and a task that ends is reported to its nursery as Trio does. A task with
 more messages queued behind the one that woke it is left to Trio (a stream: it takes more of
-them a wake once the reader has read on; stepped, agent_rate_remote lost 2-3 %).
+them a wake once the reader has read on; stepped, agent_rate_remote lost 2-3 %). What the
+tasks stepped wake in turn (a send to an agent on the same worker) is stepped after them, in
+the same turn, up to _STEPS_MAX tasks.
 
 Invariants: a task is stepped only while it is in Trio's run queue (rescheduled and not run
 since, so it is no other task's turn and Trio will not run it too), once per wake; never
@@ -72,6 +74,10 @@ woken: list[tuple[trio.lowlevel.Task, Queue]] | None = None
 counts = {"stepped": 0, "left": 0}
 
 
+# The most tasks one step_woken steps (those the reader woke and those they woke in turn).
+_STEPS_MAX = 64
+
+
 def woke(task: trio.lowlevel.Task, queue: Queue) -> None:
     """``task`` was just rescheduled with a message from ``queue``: stepped in the reader's
     turn if a reader dispatches now."""
@@ -94,10 +100,17 @@ def step_woken(tasks: list[tuple[trio.lowlevel.Task, Queue]]) -> None:
     if "before_task_step" in instruments or "after_task_step" in instruments or runner.is_guest:
         tasks.clear()
         return
+    global woken
     runq = runner.runq
     me = context.task
+    # What the tasks stepped wake in their turn (an agent's send to one on this worker) is
+    # stepped after them, up to _STEPS_MAX in all: a ring of agents on one worker would
+    # otherwise go round in this task's turn, with no I/O between.
+    woken = tasks
     try:
-        for task, queue in tasks:
+        for n, (task, queue) in enumerate(tasks, 1):
+            if n > _STEPS_MAX:
+                break
             if task._next_send_fn is None:
                 counts["left"] += 1
                 continue  # run since, and waits again
@@ -115,6 +128,7 @@ def step_woken(tasks: list[tuple[trio.lowlevel.Task, Queue]]) -> None:
             counts["stepped"] += 1
             _step(runner, task, context)
     finally:
+        woken = None
         context.task = me
         tasks.clear()
 
