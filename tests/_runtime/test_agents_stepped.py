@@ -132,3 +132,30 @@ def test_a_stepped_agent_awaiting_in_its_handler_stops(cluster: None, stop: str)
         ag.cancel(agent)
         with pytest.raises(ag.TaskCancelledError):
             ag.get(agent, timeout=60)
+
+
+@ag.remote
+async def ring_hop(ctx: ag.Context, me: int, n: int, hops: int) -> int:
+    async for msg in ctx.mailbox:
+        if msg >= hops:
+            return int(msg)
+        await ctx.send(f"stepped-ring{(me + 1) % n}", msg + 1)
+    return -1
+
+
+def test_a_ring_on_one_worker_goes_round_while_the_worker_answers(cluster: None) -> None:
+    """Each hop wakes the next agent in the stepped agent's turn, stepped after it: at most
+    a turn's worth of them (stepping._STEPS_MAX), then Trio's loop runs, so the worker still
+    answers others while the ring goes round."""
+    n, hops = 4, 3000
+    refs = [ring_hop.options(name=f"stepped-ring{i}").remote(i, n, hops) for i in range(n)]
+    other = busy.remote()
+    try:
+        ag.send("stepped-ring0", 0)
+        answers = _ask_all(other, 0, 20)  # asked as the ring starts
+        ready, _ = ag.wait(refs, num_returns=1, timeout=60)
+        assert ag.get(ready, timeout=60) == [hops]
+        assert [got for _, got, *_ in answers] == list(range(20))
+    finally:
+        for ref in [*refs, other]:
+            ag.kill(ref)
