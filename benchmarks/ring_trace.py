@@ -1,6 +1,6 @@
 """Where one hop of the 8-agent ring by name spends its time: a timestamp per hand-off.
 
-    python benchmarks/ring_trace.py [--hops N]
+    python benchmarks/ring_trace.py [--hops N] [--alternate]
 
 The ``ring`` workload's ring (named coroutine agents, each passing the counter on with
 ``ctx.send(name, n + 1)``), with a few runtime functions patched in every worker to note
@@ -8,6 +8,8 @@ The ``ring`` workload's ring (named coroutine agents, each passing the counter o
 keyed by the counter the hop carries:
 
     send      the sending agent calls ctx.send
+    write     its frame handed to the socket (TcpFrameStream.send_nowait called)
+    written   the socket took it (send_nowait returned)
     sent      its ctx.send returned (the frame handed to the socket, or queued)
     loop      the receiver's loop back from epoll (trio's EpollIOManager.get_events)
     readable  the link's reader back from ``wait_readable``
@@ -56,8 +58,10 @@ def _patch() -> None:
 
     from actorgrid._protocol.messages import Deliver
     from actorgrid._runtime import peer
+    from actorgrid._transport.tcp import TcpFrameStream
 
     dispatch = peer.Peer._dispatch
+    send_nowait = TcpFrameStream.send_nowait
     get_events = EpollIOManager.get_events
     wait_readable = trio.lowlevel.wait_readable
 
@@ -84,9 +88,27 @@ def _patch() -> None:
             return
         dispatch(self, message, handler)
 
+    def traced_send_nowait(self: Any, bodies: Any) -> bool:
+        key = _last[0] + 1 if isinstance(_last[0], int) else None
+        _mark("write", key)
+        done = send_nowait(self, bodies)
+        _mark("written", key)
+        return bool(done)
+
+    TcpFrameStream.send_nowait = traced_send_nowait  # type: ignore[method-assign]
     EpollIOManager.get_events = traced_get_events  # type: ignore[method-assign]
     trio.lowlevel.wait_readable = traced_wait_readable
     peer.Peer._dispatch = traced_dispatch  # type: ignore[method-assign]
+
+
+def _stepped() -> dict[str, int]:
+    """Receivers this worker's readers stepped in their turn, and left to Trio (stepping.py;
+    none on a version without it)."""
+    try:
+        from actorgrid._runtime.stepping import counts
+    except ImportError:
+        return {}
+    return dict(counts)
 
 
 @ag.remote
@@ -102,14 +124,20 @@ async def trace_agent(ctx: ag.Context, me: int, n: int, hops: int) -> int:
         if msg == "warmed":
             warm.reply(None)
             continue
+        if msg == "pid":
+            await ctx.reply(os.getpid())
+            continue
         if msg == "reset":
             _marks.clear()
             _counts.clear()
+            _counts["stepped_at"] = _stepped()
             _counts["cpu_ns"] = time.process_time_ns()
-            await ctx.reply(None)
+            await ctx.reply(os.getpid())
             continue
         if msg == "dump":
             _counts.setdefault("cpu_used_ns", time.process_time_ns() - _counts["cpu_ns"])
+            at = _counts.pop("stepped_at", {})
+            _counts.update({k: v - at.get(k, 0) for k, v in _stepped().items()})
             _marks["counts"] = dict(_counts)
             await ctx.reply((os.getpid(), dict(_marks)))
             continue
@@ -127,6 +155,8 @@ async def trace_agent(ctx: ag.Context, me: int, n: int, hops: int) -> int:
 
 STEPS = [
     ("send", "sent", "sender: ctx.send, in all (lookup, encode, credit, write)"),
+    ("send", "write", "sender: ctx.send to the socket write (lookup, pickle, credit, encode)"),
+    ("write", "written", "sender: the socket write (send(2): the receiver's wake-up included)"),
     ("sent", "loop", "wire + receiver's loop wake-up (epoll returns)"),
     ("send", "loop", "ctx.send called to the receiver's epoll return"),
     ("loop", "readable", "loop: epoll return to the reader task running"),
@@ -139,16 +169,41 @@ STEPS = [
 ]
 
 
+def _start_ring(n: int, hops: int, alternate: bool) -> list[Any]:
+    """The ring's agents as placement put them; ``alternate``: an agent placed on the same
+    worker as the one before it is killed and made again until it is not."""
+    refs: list[Any] = []
+    before = None
+    for i in range(n):
+        for _ in range(50):
+            ref = trace_agent.options(name=f"trace{i}").remote(i, n, hops)
+            pid = ag.ask(f"trace{i}", "pid", timeout=60)
+            if not alternate or pid != before:
+                break
+            ag.kill(ref)
+            try:
+                ag.get(ref, timeout=60)  # its name is free once its end is reported
+            except ag.ActorDiedError:
+                pass
+        refs.append(ref)
+        before = pid
+    return refs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hops", type=int, default=5000)
+    parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="place each agent on the other worker from the one before: every hop crosses",
+    )
     args = parser.parse_args()
     n, hops = 8, args.hops
     with ag.init(num_workers=2):
-        refs = [trace_agent.options(name=f"trace{i}").remote(i, n, hops) for i in range(n)]
+        refs = _start_ring(n, hops, args.alternate)
         ag.ask("trace0", "warm", timeout=60)  # names cached, links made, code warm
-        for i in range(n):
-            ag.ask(f"trace{i}", "reset", timeout=60)
+        pids = [ag.ask(f"trace{i}", "reset", timeout=60) for i in range(n)]
         started = time.perf_counter()
         ag.send("trace0", 0)
         ag.wait(refs, num_returns=1, timeout=120)
@@ -157,9 +212,11 @@ def main() -> None:
         dumps = [ag.ask(f"trace{i}", "dump", timeout=60) for i in range(n) if i != last]
         for ref in refs:
             ag.kill(ref)
+    crossing = sum(pids[i] != pids[(i + 1) % n] for i in range(n))
     print(
         f"{hops} hops in {elapsed:.3f} s: {hops / elapsed:,.0f} hops/s, "
-        f"{elapsed / hops * 1e6:.1f} µs a hop; load {os.getloadavg()[0]:.2f}"
+        f"{elapsed / hops * 1e6:.1f} µs a hop; load {os.getloadavg()[0]:.2f}; "
+        f"{crossing} of the {n} hops of a lap cross workers"
     )
     marks: dict[str, dict[Any, int]] = {}
     workers: dict[int, dict[str, Any]] = {}
@@ -186,7 +243,9 @@ def main() -> None:
         counts = worker_marks.get("counts", {})
         print(
             f"    worker {pid}: CPU {counts.get('cpu_used_ns', 0) / hops * 2 / 1000:.1f} µs a hop of "
-            f"its own; loop waits for I/O {counts.get('waits', 0) / hops * 2:.2f} a hop"
+            f"its own; loop waits for I/O {counts.get('waits', 0) / hops * 2:.2f} a hop; "
+            f"receivers stepped in the reader's turn {counts.get('stepped', 0)}, "
+            f"left to Trio {counts.get('left', 0)}"
         )
 
 

@@ -23,6 +23,7 @@ Inside ``actorgrid._runtime`` the modules are ordered too (``RUNTIME_ORDER``), l
 module imports only modules of a lower row, never one of its own row or above, so no import
 circle can form inside the package (``if TYPE_CHECKING:`` and function-level imports count)::
 
+    stepping          a task a link's reader woke, stepped in the reader's turn
     segments gcpause heaptrim   this process's side of its node's object store (shared
                       memory); the collector's freezes and thaws; giving freed heap back
     serialization signatures interrupt lineage restarts current blocking pulse demands holdings
@@ -100,6 +101,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # The modules of actorgrid._runtime by row, lowest first (see the module docstring).
 RUNTIME_ORDER: list[tuple[str, ...]] = [
+    ("stepping",),
     ("segments", "gcpause", "heaptrim"),
     (
         "serialization",

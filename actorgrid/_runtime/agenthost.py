@@ -8,7 +8,8 @@ had a Trio task of its own (its start is stepped in a stepper, agentpools.py), w
 once freed, would stay in the worker's RSS among the agents' own. On a worker below PARK_FROM
 actors, a parked agent woken BUSY_WAKES times gets a Trio task of its own (``_wake_own``),
 which it keeps while it is busy: parked, a message costs a resumer's step, more than a task's
-wake; it parks again once it has taken no message for PARK_IDLE_S (``_park_idle``). While it
+wake (and a message a link's reader puts in its mailbox runs it in the reader's turn:
+stepping.py); it parks again once it has taken no message for PARK_IDLE_S (``_park_idle``). While it
 has a Trio task: one coroutine frame (its code's restart loop is inline, not a second
 coroutine), parking's trampoline, and one cancel scope (the task's, which is the slot's too).
 No Event (a KillActor makes the slot's ``done``, which also

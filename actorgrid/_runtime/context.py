@@ -134,7 +134,7 @@ class Mailbox:
                     if run is not None and may_park(run) and self._receive.park_run(run):
                         await park  # no Trio task until its next message (parking.py)
                         continue
-                    item = await trio.lowlevel.wait_task_rescheduled(self._receive.park())
+                    item = await trio.lowlevel.wait_task_rescheduled(self._receive.park(True))
                 else:
                     await trio.lowlevel.cancel_shielded_checkpoint()
             message = self._opened(item)
@@ -229,7 +229,7 @@ class Mailbox:
                         if run is not None and may_park(run) and self._receive.park_run(run):
                             await park  # no Trio task until its next message (parking.py)
                             continue
-                        item = await trio.lowlevel.wait_task_rescheduled(self._receive.park())
+                        item = await trio.lowlevel.wait_task_rescheduled(self._receive.park(True))
                     else:
                         await trio.lowlevel.cancel_shielded_checkpoint()
             except trio.EndOfChannel:

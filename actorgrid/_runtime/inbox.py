@@ -15,7 +15,9 @@ end holds the state, the queue and the waiting lists exist only while they hold 
 and an idle inbox is two small objects (~200 bytes).
 
 Its receiver may be a parked agent instead of a task (``park_run``, parking.py): a message then
-goes in the queue and wakes it (``run.wake()``), which starts a task that resumes it.
+goes in the queue and wakes it (``run.wake()``), which starts a task that resumes it. An
+agent's own task waiting here (``park(stepped=True)``) that a link's reader wakes is stepped
+in the reader's turn (stepping.py).
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ import attrs
 import trio
 from outcome import Error, Value
 
+from . import stepping
+
 __all__ = ["InboxReceive", "InboxSend", "InboxStatistics", "open_inbox"]
 
 _EMPTY: Any = object()  # InboxReceive.take found nothing
+_STEPPED: Any = object()  # a waiting task's custom_sleep_data: stepped when a reader wakes it
 _TrioTask = trio.lowlevel.Task
 
 
@@ -93,6 +98,10 @@ class InboxReceive:
                 trio.lowlevel.reschedule(task, Error(error()))
             else:  # a parked agent: resumed, it finds the inbox ended
                 task.wake()
+
+    def queued(self) -> bool:
+        """Whether messages wait in the queue (stepping.Queue)."""
+        return bool(self._items)
 
     def park_run(self, run: Any) -> bool:
         """Queue a parked agent (parking.py) as this inbox's receiver: the next message goes
@@ -160,11 +169,15 @@ class InboxReceive:
             return item
         return await trio.lowlevel.wait_task_rescheduled(self.park())
 
-    def park(self) -> Callable[[Any], trio.lowlevel.Abort]:
+    def park(self, stepped: bool = False) -> Callable[[Any], trio.lowlevel.Abort]:
         """Queue the current task as a receiver; its abort function, for
         ``trio.lowlevel.wait_task_rescheduled``. Callers (``receive``, ``Mailbox``) wait in
-        their own frame: one coroutine less per idle agent."""
+        their own frame: one coroutine less per idle agent. ``stepped``: a message put here
+        by a link's reader wakes it in the reader's turn (stepping.py: an agent's own task)."""
         task = trio.lowlevel.current_task()
+        if stepped:
+            # Trio's slot for what put a task to sleep (reschedule clears it): no field here.
+            task.custom_sleep_data = _STEPPED
         if self._getter is None:
             # The first in line leaves that place only when woken, so a cancel finds it
             # there: a bound method, not a closure (an idle agent keeps it).
@@ -246,7 +259,10 @@ class InboxSend:
         getter = box._next_getter()
         if getter is not None:
             if type(getter) is _TrioTask:
+                stepped = getter.custom_sleep_data is _STEPPED  # cleared by reschedule
                 trio.lowlevel.reschedule(getter, Value(value))
+                if stepped:  # stepped in the turn of a link's reader that puts it
+                    stepping.woke(getter, box)
                 return
             # A parked agent (park_run): the message waits for it in the queue, empty so far.
             box._items = deque((value,))

@@ -44,8 +44,10 @@ from .._protocol.observe import LogLines
 from .._protocol.store import ObjectChunk
 from .._scheduler.flow import ReceiveCredits, SendCredits
 from .._transport.tcp import TcpFrameStream
+from . import stepping
 from .confirms import LinkSends
 from .lending import Lending
+from .stepping import step_woken
 
 if TYPE_CHECKING:
     from .._protocol.ids import ActorId, ObjectId
@@ -91,6 +93,9 @@ _dirty: list[Peer] | None = None
 # Frames read by this process's readers: a Peer writes a lone message at once (send_lone)
 # at most once between two frames read, so a burst still goes to the writer in one write.
 _reads = 0
+# The most receivers a reader wakes before it steps them (stepping.py) while more frames are
+# buffered: a burst's wakes stay in a list no longer than this.
+_STEP_AFTER = 64
 # Called once the outermost batch() ends, after its flush (``after_batch``).
 _after: list[Callable[[], None]] = []
 
@@ -456,6 +461,11 @@ class Peer:
         self.remote_hello = hello
         handler = self._handler
         lending = self.lending
+        # Real sockets only: over in-memory streams (a simulation's) Trio orders the tasks.
+        tcp = stream if type(stream) is TcpFrameStream else None
+        woken: list[tuple[trio.lowlevel.Task, stepping.Queue]] | None = (
+            [] if tcp is not None else None
+        )
         while True:
             if lending.wanted and type(stream) is TcpFrameStream and stream.idle:
                 await self._lend(stream, handler)
@@ -465,8 +475,17 @@ class Peer:
             self.heard = True
             global _reads
             _reads += 1
-            with batch():
-                self._dispatch(decode(frame), handler)
+            stepping.woken = woken
+            try:
+                with batch():
+                    self._dispatch(decode(frame), handler)
+            finally:
+                stepping.woken = None
+            # The receivers it woke run now, in this task's turn, once the frames buffered
+            # are dispatched (stepping.py): not between two frames of a burst, where each
+            # would write alone what the writer sends together.
+            if woken and tcp is not None and (tcp.idle or len(woken) >= _STEP_AFTER):
+                step_woken(woken)
             if self._pending is not None:
                 await self._await_pending()
 
