@@ -40,10 +40,14 @@ __all__ = ["AgentPools"]
 _STEPPERS_MAX = 64
 # Resumers (``_resume_inline`` tasks) carry agents woken by a message that await in their turn
 # (their sends' credits, a name's lookup): a round of sends by name among 10,000 agents keeps
-# hundreds of them waiting at once, and with 64 resumers it went at 8,000-12,000 messages/s
-# (stalls of _STALL_S before each doubling) against 26,000-27,000 with 1,024, the same RSS
-# after the round (agents_scale.py --agents 10000 --hops 2).
-_RESUMERS_MAX = 1024
+# thousands of them waiting at once (most on the credits of the one counter they all tell).
+# Each carried agent's task, cancel scope and frames (~6 KB) are freed after the round, but
+# the pymalloc arenas they filled stay, pinned by what the agents kept meanwhile: 1,024 left
+# 5.4-5.5 KB an agent after the round at 10,000 agents (19,000-21,000 messages/s), 256 left
+# 4.6-5.0 KB (25,700-26,800/s); at 1,000 agents 10.9-11.3 KB against 9.3-9.5. With 64 or 128
+# a round at 10,000 went at 8,000-12,000/s (stalls of _STALL_S before each doubling)
+# (agents_scale.py --agents 1000 10000 --hops 2).
+_RESUMERS_MAX = 256
 # How long starts wait while that many steppers all carry agents that await and none of them
 # gets through, before the cap doubles (``_unstall``): an agent may await at its start what
 # only an agent queued after it gives. Long next to what agents usually await there (a credit
