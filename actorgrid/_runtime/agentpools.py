@@ -40,10 +40,19 @@ __all__ = ["AgentPools"]
 _STEPPERS_MAX = 64
 # Resumers (``_resume_inline`` tasks) carry agents woken by a message that await in their turn
 # (their sends' credits, a name's lookup): a round of sends by name among 10,000 agents keeps
-# hundreds of them waiting at once, and with 64 resumers it went at 8,000-12,000 messages/s
-# (stalls of _STALL_S before each doubling) against 26,000-27,000 with 1,024, the same RSS
-# after the round (agents_scale.py --agents 10000 --hops 2).
-_RESUMERS_MAX = 1024
+# thousands of them waiting at once (most on the credits of the one counter they all tell).
+# Each carried agent's task, cancel scope and frames (~6 KB) are freed after the round, but
+# the pymalloc arenas they filled stay, pinned by what the agents kept meanwhile: 1,024 left
+# 5.4-5.5 KB an agent after the round at 10,000 agents (19,000-21,000 messages/s), 256 left
+# 4.6-5.0 KB (25,700-26,800/s); at 1,000 agents 10.9-11.3 KB against 9.3-9.5. With 64 or 128
+# a round at 10,000 went at 8,000-12,000/s (stalls of _STALL_S before each doubling)
+# (agents_scale.py --agents 1000 10000 --hops 2).
+_RESUMERS_MAX = 256
+# Below 16 agents a resumer (4,096 on the worker), fewer resumers, down to _RESUMERS_MIN: a
+# round among 1,000 agents went as fast with 64 as with 256 and left 7.0 KB an agent after it,
+# against 9.3-9.5 (the stalls above come only when thousands of woken agents await at once).
+_AGENTS_PER_RESUMER = 16
+_RESUMERS_MIN = 64
 # How long starts wait while that many steppers all carry agents that await and none of them
 # gets through, before the cap doubles (``_unstall``): an agent may await at its start what
 # only an agent queued after it gives. Long next to what agents usually await there (a credit
@@ -51,8 +60,10 @@ _RESUMERS_MAX = 1024
 _STALL_S = 0.2
 # Wakes after which the resumers, once they have none left, have the heap trimmed
 # (heaptrim.py): a burst that freed this many agents' messages and steps is worth a trim; one
-# wake in a while never is.
-_TRIM_AFTER_WAKES = 10_000
+# wake in a while never is. A round among 1,000 agents wakes ~1,000 on each of two workers
+# (10,000 never trimmed after it): trimmed, 6.7-6.9 KB an agent after it against 7.0-7.2, and
+# 4.6-4.9 at 10,000 agents; a trim takes milliseconds, in a thread, once per burst.
+_TRIM_AFTER_WAKES = 1_000
 # How long no wake must come before the trim: the burst is over (a round's waves of wakes
 # follow each other closer than this), its last messages written and freed.
 _TRIM_DELAY_S = 0.25
@@ -83,7 +94,7 @@ class AgentPools(AgentStops):
     _idle_resumers: dict[trio.lowlevel.Task, None] | None = None
     # As for steppers: the most resumers now (doubled by _unstall_wakes while they stall),
     # agents they carried that got through, whether an _unstall_wakes task runs.
-    _resumer_cap = _RESUMERS_MAX
+    _resumer_cap = 0
     _resumed_through = 0
     _unstalling_wakes = False
     # Wakes since the heap was last trimmed; whether a _trim_after_burst task runs.
@@ -221,7 +232,7 @@ class AgentPools(AgentStops):
         ``_stepper_or_watch``: a burst of wakes whose agents all await, on one full mailbox or
         a name's lookup, holds at most the cap's worth of Trio tasks, not one per agent)."""
         try:
-            if self._resumers < self._resumer_cap:
+            if self._resumers < (self._resumer_cap or self._resumers_max()):
                 self._add_resumer(wakes)
             elif not self._unstalling_wakes:
                 self._unstalling_wakes = True
@@ -239,7 +250,7 @@ class AgentPools(AgentStops):
                 through = self._resumed_through
                 await trio.sleep(_STALL_S)
                 if wakes and self._free_resumers == 0 and self._resumed_through == through:
-                    self._resumer_cap *= 2
+                    self._resumer_cap = 2 * (self._resumer_cap or self._resumers_max())
                     self._add_resumer(wakes)
         finally:
             self._unstalling_wakes = False
@@ -260,6 +271,11 @@ class AgentPools(AgentStops):
         finally:
             self._trimming = False
 
+    def _resumers_max(self) -> int:
+        """The most resumers while none stalls: one per _AGENTS_PER_RESUMER agents here,
+        between _RESUMERS_MIN and _RESUMERS_MAX."""
+        return min(_RESUMERS_MAX, max(_RESUMERS_MIN, len(self.actors) // _AGENTS_PER_RESUMER))
+
     def _add_resumer(self, wakes: deque[AgentRun]) -> None:
         """One more ``_resume_inline`` task, counted free from now (as ``_add_stepper``)."""
         self.nursery.start_soon(self._resume_inline, wakes)
@@ -277,7 +293,8 @@ class AgentPools(AgentStops):
         while want > 0 and idle:
             trio.lowlevel.reschedule(idle.popitem()[0])
             want -= 1
-        for _ in range(min(want, self._resumer_cap - self._resumers)):
+        cap = self._resumer_cap or self._resumers_max()
+        for _ in range(min(want, cap - self._resumers)):
             self._add_resumer(wakes)
         if wakes and self._free_resumers == len(idle):  # none runs free to take them
             if idle:
@@ -303,7 +320,7 @@ class AgentPools(AgentStops):
         try:
             while True:
                 if not wakes:
-                    self._resumer_cap = _RESUMERS_MAX  # none waits: no stall now
+                    self._resumer_cap = 0  # none waits: no stall now
                     if self._woken >= _TRIM_AFTER_WAKES and not self._trimming:
                         self._trimming = True
                         self.nursery.start_soon(self._trim_after_burst)
