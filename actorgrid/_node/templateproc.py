@@ -118,6 +118,22 @@ def main(fd: int) -> None:
     selector.register(sock, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
     me = os.getpid()
+    try:
+        _serve(sock, selector, wake_r, wake_w, start_env, me)
+    finally:  # EOF: its agent is gone; the socket closed, not left to the collector
+        selector.close()
+        sock.close()
+
+
+def _serve(
+    sock: socket.socket,
+    selector: selectors.BaseSelector,
+    wake_r: int,
+    wake_w: int,
+    start_env: dict[str, str],
+    me: int,
+) -> None:
+    """Fork a worker per request read from ``sock``, reporting pids and exits, until EOF."""
 
     def send(msg: dict[str, Any]) -> None:
         try:

@@ -72,12 +72,19 @@ def test_a_keyed_agent_is_activated_once_under_eight_racing_senders():
     key = counting.key(unique("k"))
     senders = [send_many.remote(key, name, 25) for _ in range(8)]
     assert len(set(ag.get(senders, timeout=120))) == 2  # from both workers
-    reports = wait_reports(name, lambda r: len(r) >= 1)
-    ag.send(key, (name, "report"))
-    reports = wait_reports(name, lambda r: any(m[0] == "count" for m in r))
+    # The senders' calls have returned, but a worker's messages to the agent may still be on
+    # their way (its link to the agent's worker is not the one the driver's "report" takes,
+    # and links keep order each, not between them): asked again until all 200 are in.
+    counts: list[int] = []
+    while not counts or counts[-1] < 200:
+        ag.send(key, (name, "report"))
+        seen = len(counts)
+        reports = wait_reports(name, lambda r, seen=seen: sum(m[0] == "count" for m in r) > seen)
+        counts = [m[2] for m in reports if m[0] == "count"]
+        assert len(counts) < 200, f"the count never reached 200: {counts}"
     activations = [m for m in reports if m[0] == "activated"]
     assert len(activations) == 1, reports
-    assert [m for m in reports if m[0] == "count"] == [("count", key.key, 200)]
+    assert counts[-1] == 200, counts  # each message once: none lost, none counted twice
 
 
 @ag.remote

@@ -179,8 +179,8 @@ sleeper = Sleeper.remote()
 for i in range(50):  # warm: the next call is written by this thread, as round trips are
     assert ag.get(sleeper.echo.remote(i)) == i
 ref = sleeper.nap.remote()
-print("waiting", flush=True)
 try:
+    print("waiting", flush=True)
     ag.get(ref)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
@@ -204,6 +204,10 @@ def test_ctrl_c_in_a_round_trip_get_interrupts_it_and_cancels_the_call(tmp_path:
             assert proc.poll() is None, f"the driver ended early: {proc.communicate()}"
             assert time.monotonic() < deadline, "the nap never started"
             time.sleep(0.02)
+        # The nap may start before .remote() has returned here (under load, the thread that
+        # wrote the call can be descheduled in the write): Ctrl-C once the get has begun.
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "waiting\n", proc.communicate()
         family = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=GET_TIMEOUT_S)
