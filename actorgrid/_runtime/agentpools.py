@@ -42,15 +42,15 @@ _STEPPERS_MAX = 64
 # (their sends' credits, a name's lookup): a round of sends by name among 10,000 agents keeps
 # thousands of them waiting at once (most on the credits of the one counter they all tell).
 # Each carried agent's task, cancel scope and frames (~6 KB) are freed after the round, but
-# the pymalloc arenas they filled stay, pinned by what the agents kept meanwhile: 1,024 left
-# 5.4-5.5 KB an agent after the round at 10,000 agents (19,000-21,000 messages/s), 256 left
-# 4.6-5.0 KB (25,700-26,800/s); at 1,000 agents 10.9-11.3 KB against 9.3-9.5. With 64 or 128
-# a round at 10,000 went at 8,000-12,000/s (stalls of _STALL_S before each doubling)
-# (agents_scale.py --agents 1000 10000 --hops 2).
-_RESUMERS_MAX = 256
-# Below 16 agents a resumer (4,096 on the worker), fewer resumers, down to _RESUMERS_MIN: a
-# round among 1,000 agents went as fast with 64 as with 256 and left 7.0 KB an agent after it,
-# against 9.3-9.5 (the stalls above come only when thousands of woken agents await at once).
+# the pymalloc arenas they filled stay, pinned by what the agents kept meanwhile. So the cap
+# is one resumer per _AGENTS_PER_RESUMER agents on the worker, between _RESUMERS_MIN and
+# _RESUMERS_MAX (``_resumers_max``). After a round (agents_scale.py --agents N --hops 2), KB
+# an agent: 10,000 agents (5,000 a worker), 1,024 resumers 5.4-5.5 (19-21k messages/s), 256
+# 4.6-5.0 (25.7-26.8k/s), 312 by the rule 4.7-4.9 (32-33k/s); 1,000 agents, 1,024 10.9-11.3,
+# 256 9.3-9.5, 64 by the rule 6.7-7.0 and as fast; 100,000 agents (50,000 a worker), 256 left
+# 5.4-7.0 and 1,024 4.4-4.6 (so the rule's cap stays 1,024). With 64 or 128 at 10,000 the
+# round went at 8,000-12,000/s (stalls of _STALL_S before each doubling).
+_RESUMERS_MAX = 1024
 _AGENTS_PER_RESUMER = 16
 _RESUMERS_MIN = 64
 # How long starts wait while that many steppers all carry agents that await and none of them
