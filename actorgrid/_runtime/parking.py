@@ -30,6 +30,8 @@ from typing import Any, Protocol, cast
 
 import trio
 
+from .stepping import trio_version
+
 __all__ = [
     "PARK",
     "PARKED",
@@ -66,17 +68,9 @@ class _Repark:
 REPARK: Any = _Repark()
 
 
-def _trio_version() -> tuple[int, int]:
-    try:
-        major, minor = trio.__version__.split(".")[:2]
-        return int(major), int(minor)
-    except ValueError:
-        return (0, 0)
-
-
 # The Trio releases whose Task keeps its cancel status in ``_cancel_status`` (a cancel scope
 # entered changes it): on any other, no agent parks.
-_TRIO_TESTED = (0, 22) <= _trio_version() < (0, 40)
+_TRIO_TESTED = (0, 22) <= trio_version() < (0, 40)
 _STATUS = "_cancel_status" if _TRIO_TESTED else ""
 
 

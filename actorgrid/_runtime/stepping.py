@@ -33,10 +33,11 @@ from typing import Any, Protocol
 import trio
 from outcome import Error, Value
 
-__all__ = ["Queue", "counts", "step_woken", "woke", "woken"]
+__all__ = ["Queue", "counts", "step_woken", "trio_version", "woke", "woken"]
 
 
-def _trio_version() -> tuple[int, int]:
+def trio_version() -> tuple[int, int]:
+    """Trio's (major, minor) release; (0, 0) if unreadable."""
     try:
         major, minor = trio.__version__.split(".")[:2]
         return int(major), int(minor)
@@ -46,7 +47,7 @@ def _trio_version() -> tuple[int, int]:
 
 # The Trio releases whose scheduler loop ``_step`` follows (trio/_core/_run.py, the body of
 # ``unrolled_run``'s ``while batch`` loop): on any other, nothing is stepped here.
-_TRIO_TESTED = (0, 25) <= _trio_version() < (0, 40)
+_TRIO_TESTED = (0, 25) <= trio_version() < (0, 40)
 try:
     from trio._core._run import GLOBAL_RUN_CONTEXT
     from trio._core._traps import (
