@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._exceptions import ActorDiedError
+from .._exceptions import ActorDiedError, NotInitializedError
 from .._protocol.ids import ActorId, short
 from .._protocol.messages import (
     Ack,
@@ -224,10 +224,20 @@ class Executor(AgentHost):
             with trio.CancelScope(shield=True):
                 await self._end(slot, reason)
 
+    def _trial_ran(self, cls: type, name: str, elapsed: float) -> None:
+        """A pool thread: a run of a method on trial ended (inline.trial_ran), told through
+        the portal's queue, after what the run handed to the loop there: its fire-and-forget
+        calls that could not go straight from the thread. Once moved to the loop, the method's
+        next runs send from the loop, and must not overtake those (order per caller)."""
+        try:
+            self.runtime.portal.call_soon(trial_ran, cls, name, elapsed)
+        except NotInitializedError:
+            pass  # the loop has ended: nothing runs there any more
+
     async def _serve_sync_actor(self, slot: _Slot, instance: Any) -> None:
         assert slot.info is not None
         lane = slot.lane = _Lane(self, instance, slot.info)
-        lane.trial, lane.trial_ran = trial_methods(type(instance)), trial_ran  # inline.py
+        lane.trial, lane.trial_ran = trial_methods(type(instance)), self._trial_ran  # inline.py
         receive = slot.receive
         try:
             while True:
